@@ -1,0 +1,83 @@
+"""Asyncio-native client for the Grok Imagine video-generation API.
+
+Example:
+    >>> import anyio
+    >>> from grok_imagine_async import AsyncGrokImagine
+    >>> async def main() -> None:
+    ...     async with AsyncGrokImagine() as client:  # reads $GROK_IMAGINE_API_KEY
+    ...         task = await client.generate_and_wait("a paper boat on a river")
+    ...         print(task.videos)
+"""
+
+from ._backoff import PollPolicy, RetryPolicy, backoff_delay
+from ._client import DEFAULT_BASE_URL, AsyncGrokImagine, build_request
+from ._clock import Clock, LoopClock, ManualClock
+from ._errors import (
+    AmbiguousSubmitError,
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    BudgetExceededError,
+    ConfigurationError,
+    GrokImagineError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    TaskFailedError,
+)
+from ._limiter import LimiterStatistics, Permit, Priority, RateLimiter, RateLimitFeedback
+from ._models import (
+    CREDITS_PER_GENERATION,
+    FailureClass,
+    GenerationRequest,
+    Task,
+    TaskStatus,
+)
+from ._plans import Plan, RateLimit
+from ._version import __version__
+
+__all__ = [
+    "CREDITS_PER_GENERATION",
+    "DEFAULT_BASE_URL",
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AmbiguousSubmitError",
+    "AsyncGrokImagine",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "Clock",
+    "ConfigurationError",
+    "FailureClass",
+    "GenerationRequest",
+    "GrokImagineError",
+    "InvalidRequestError",
+    "LimiterStatistics",
+    "LoopClock",
+    "ManualClock",
+    "NotFoundError",
+    "Permit",
+    "Plan",
+    "PollPolicy",
+    "Priority",
+    "RateLimit",
+    "RateLimitError",
+    "RateLimitFeedback",
+    "RateLimiter",
+    "RetryPolicy",
+    "ServerError",
+    "Task",
+    "TaskFailedError",
+    "TaskStatus",
+    "__version__",
+    "backoff_delay",
+    "build_request",
+]

@@ -1,0 +1,75 @@
+"""Where time comes from.
+
+Everything in this package that needs "now" reads the event loop's clock through
+:func:`monotonic` (the same clock ``anyio.sleep`` uses), so code under test can run on a
+virtual clock (see :mod:`grok_imagine_async.testing`) and simulate hours in milliseconds.
+Unix time, needed only to read an ``X-RateLimit-Reset`` given as an epoch, is derived from
+the same clock with a fixed offset taken once per process, so a virtual clock moves both.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import anyio
+
+# loop.time() is time.monotonic() on every stock asyncio loop; the virtual loop starts there too.
+_UNIX_OFFSET = time.time() - time.monotonic()
+
+
+class Clock(Protocol):
+    """A source of time. Inject one where a test needs to control time without a loop."""
+
+    def monotonic(self) -> float:
+        """Seconds on a monotonic scale (only differences are meaningful)."""
+
+    def unix(self) -> float:
+        """Seconds since the Unix epoch, consistent with :meth:`monotonic`."""
+
+
+class LoopClock:
+    """The default clock: the running event loop's time (``anyio.current_time()``)."""
+
+    __slots__ = ()
+
+    def monotonic(self) -> float:
+        return anyio.current_time()
+
+    def unix(self) -> float:
+        return _UNIX_OFFSET + anyio.current_time()
+
+    def __repr__(self) -> str:
+        return "LoopClock()"
+
+
+class ManualClock:
+    """A clock that only moves when told to; for unit tests of time-dependent pure logic.
+
+    Example:
+        >>> clock = ManualClock(start=100.0)
+        >>> clock.advance(2.5)
+        >>> clock.monotonic()
+        102.5
+    """
+
+    __slots__ = ("_now",)
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def unix(self) -> float:
+        return _UNIX_OFFSET + self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (or backward, to simulate a jump) by ``seconds``."""
+        self._now += seconds
+
+    def __repr__(self) -> str:
+        return f"ManualClock(now={self._now!r})"
+
+
+DEFAULT_CLOCK: Clock = LoopClock()

@@ -1,0 +1,108 @@
+"""The rate-limiter seam: what the client asks of any limiter, local or shared.
+
+The client takes a :class:`Permit` before every request it sends (submissions, polls,
+retries alike) and reports each answer's rate-limit headers back with :meth:`RateLimiter.observe`.
+Implementations: :class:`~grok_imagine_async.LocalRateLimiter` (one process, aiolimiter) and
+``grok_imagine_async.redis.RedisRateLimiter`` (many processes sharing one token).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ._plans import RateLimit
+
+
+class Priority(enum.IntEnum):
+    """Who goes first when several requests wait for a permit (lower value first)."""
+
+    POLL = 0
+    """Status polls: they detect finished work and are cheap."""
+    SUBMIT = 1
+    """Generation submissions: they start new work that will only wait."""
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """The right to send one request, as granted by a limiter.
+
+    Attributes:
+        granted_at: When it was granted, on the limiter's clock.
+        serial: Increasing number of the grant within this limiter (ties feedback to order).
+    """
+
+    granted_at: float
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitFeedback:
+    """What one answer told us about the quota; handed to :meth:`RateLimiter.observe`.
+
+    Attributes:
+        permit: The permit under which the request was sent.
+        status_code: The HTTP status (429 means the server refused for rate).
+        remaining: ``X-RateLimit-Remaining`` if readable.
+        reset_after: Seconds from the answer until the window resets (either header format).
+        retry_after: ``Retry-After`` in seconds, if given.
+    """
+
+    permit: Permit
+    status_code: int
+    remaining: int | None = None
+    reset_after: float | None = None
+    retry_after: float | None = None
+
+    @property
+    def rate_limited(self) -> bool:
+        """True when the server refused this request for rate (HTTP 429)."""
+        return self.status_code == 429
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterStatistics:
+    """A snapshot of a limiter's counters.
+
+    Attributes:
+        limit: The quota this limiter enforces.
+        permits_granted: Permits handed out since creation.
+        waiting: Acquirers waiting right now.
+        total_wait_time: Seconds spent waiting, summed over all acquirers.
+        server_pauses: Times a server answer (429 or ``Remaining: 0``) paused every sender.
+        rate_limited_responses: HTTP 429 answers reported through ``observe``.
+        paused_until: Clock time until which all senders are paused, or None.
+    """
+
+    limit: RateLimit
+    permits_granted: int
+    waiting: int
+    total_wait_time: float
+    server_pauses: int
+    rate_limited_responses: int
+    paused_until: float | None
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """Paces requests against one API token's quota.
+
+    Safe to share between coroutines and between clients that use the same token.
+    """
+
+    @property
+    def limit(self) -> RateLimit:
+        """The quota being enforced."""
+
+    async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
+        """Wait until one more request may be sent without exceeding the quota.
+
+        Cancelling a waiting call consumes no permit.
+        """
+
+    async def observe(self, feedback: RateLimitFeedback) -> None:
+        """Take the server's word on the quota into account (it overrides local estimates)."""
+
+    def statistics(self) -> LimiterStatistics:
+        """A frozen snapshot of the counters."""
