@@ -1,0 +1,602 @@
+"""The async client: one token, one limiter, typed calls to the two API endpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import httpx
+
+from ._backoff import PollPolicy, RetryPolicy
+from ._clock import DEFAULT_CLOCK, Clock
+from ._download import name_from_url, resolve_inside, safe_name, stream_to_file
+from ._errors import (
+    AmbiguousSubmitError,
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    ConfigurationError,
+    InvalidRequestError,
+    RateLimitError,
+    ServerError,
+    TaskFailedError,
+)
+from ._headers import read_rate_limit_headers
+from ._limiter import Priority, RateLimiter, RateLimitFeedback
+from ._models import GenerationRequest, Task
+from ._plans import Plan, RateLimit, resolve_rate_limit
+from ._protocol import find_error, has_error_body, parse_task, parse_task_id
+
+logger = logging.getLogger("grok_imagine_async")
+
+DEFAULT_BASE_URL = "https://grokimagineapi.com"
+ENV_API_KEY = "GROK_IMAGINE_API_KEY"
+ENV_BASE_URL = "GROK_IMAGINE_BASE_URL"
+ENV_PLAN = "GROK_IMAGINE_PLAN"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+GENERATE_PATH = "/v1/generate"
+STATUS_PATH = "/v1/status"
+
+AmbiguousSubmitPolicy = Literal["raise", "resubmit"]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+
+
+class AsyncGrokImagine:
+    """Async client for the Grok Imagine video API.
+
+    Every request takes a permit from the rate limiter first, and every answer's rate-limit
+    headers are reported back to it. Use it as an async context manager, or call
+    :meth:`aclose` when done.
+
+    Args:
+        api_key: The bearer token. Falls back to ``$GROK_IMAGINE_API_KEY``.
+        base_url: The API root. Falls back to ``$GROK_IMAGINE_BASE_URL``, then to the
+            ``base_url`` of ``http_client`` if it has one, then ``https://grokimagineapi.com``.
+        plan: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan` or a :class:`RateLimit`.
+            Falls back to ``$GROK_IMAGINE_PLAN``, then ``"free"``. Sets the default limiter.
+        http_client: An ``httpx.AsyncClient`` to send through (e.g. with an
+            ``httpx.ASGITransport`` to the emulator). Used as is and never closed by us.
+        limiter: A :class:`RateLimiter` to share with other clients of the same token;
+            default: a new :class:`LocalRateLimiter` for ``plan``.
+        max_retries: Retries after a retryable failure (default: ``retry.attempts``, 3).
+        timeout: Per-request timeout (seconds or ``httpx.Timeout``). Default 30 s, 10 s to connect.
+        retry: The retry backoff schedule.
+        poll: The default polling schedule of :meth:`wait`.
+        on_ambiguous_submit: What to do when a submission's answer is lost: ``"raise"``
+            (default) raises :class:`AmbiguousSubmitError` and never pays twice; ``"resubmit"``
+            sends it again, accepting that it may be paid twice.
+        clock: Where time comes from (default: the event loop's clock).
+
+    Raises:
+        ConfigurationError: If no API key is given or found in the environment, or a
+            setting is invalid.
+
+    Example:
+        >>> async def main() -> None:
+        ...     async with AsyncGrokImagine(plan="pro") as client:
+        ...         task = await client.generate_and_wait("a lighthouse at dawn", ratio="3:2")
+        ...         paths = await client.download(task, "videos")
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        plan: str | Plan | RateLimit | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        limiter: RateLimiter | None = None,
+        max_retries: int | None = None,
+        timeout: float | httpx.Timeout | None = _UNSET,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+        on_ambiguous_submit: AmbiguousSubmitPolicy = "raise",
+        clock: Clock | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
+        if key is None or not key.strip():
+            raise ConfigurationError(
+                "no API key: pass api_key=... to AsyncGrokImagine or set the "
+                f"{ENV_API_KEY} environment variable"
+            )
+        self._api_key = key.strip()
+        if base_url is None:
+            base_url = os.environ.get(ENV_BASE_URL)
+        if base_url is None and http_client is not None and str(http_client.base_url):
+            base_url = str(http_client.base_url)
+        self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        if not self._base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"base_url must be an http(s) URL, got {self._base_url!r}")
+        try:
+            self._rate_limit = resolve_rate_limit(plan or os.environ.get(ENV_PLAN) or "free")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if on_ambiguous_submit not in ("raise", "resubmit"):
+            raise ConfigurationError(
+                f"on_ambiguous_submit must be 'raise' or 'resubmit', got {on_ambiguous_submit!r}"
+            )
+        self._on_ambiguous_submit = on_ambiguous_submit
+        policy = retry or RetryPolicy()
+        if max_retries is not None:
+            policy = dataclasses.replace(policy, attempts=max_retries)
+        self._retry = policy
+        self._poll = poll or PollPolicy()
+        self._clock = clock or DEFAULT_CLOCK
+        self._rng = random.Random()
+        if limiter is None:
+            from ._local_limiter import LocalRateLimiter
+
+            limiter = LocalRateLimiter(self._rate_limit, clock=clock)
+        self._limiter = limiter
+        self._request_timeout: float | httpx.Timeout | _Unset | None = timeout
+        if http_client is None:
+            self._http = httpx.AsyncClient(
+                timeout=DEFAULT_TIMEOUT if timeout is _UNSET else timeout,
+                headers={"User-Agent": _user_agent()},
+            )
+            self._owns_http = True
+            self._request_timeout = _UNSET
+        else:
+            self._http = http_client
+            self._owns_http = False
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncGrokImagine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections this client opened (not a caller-supplied client)."""
+        if not self._closed:
+            self._closed = True
+            if self._owns_http:
+                await self._http.aclose()
+
+    def __repr__(self) -> str:
+        limit = self._rate_limit
+        return (
+            f"AsyncGrokImagine(base_url={self._base_url!r}, "
+            f"rate_limit={limit.requests}/{limit.period:g}s)"
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The API root requests go to."""
+        return self._base_url
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        """The quota of the configured plan."""
+        return self._rate_limit
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The rate limiter every request of this client goes through."""
+        return self._limiter
+
+    @property
+    def poll_policy(self) -> PollPolicy:
+        """The default polling schedule of :meth:`wait`."""
+        return self._poll
+
+    # -- the API ---------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        mode: str = "normal",
+        ratio: str = "1:1",
+        images: Sequence[str] | str | None = None,
+        allow_unlisted: bool = False,
+    ) -> str:
+        """Start one generation (``POST /v1/generate``, 40 credits) and return its task id.
+
+        The request is validated first: invalid input raises before anything is sent.
+
+        Raises:
+            InvalidRequestError: If the prompt, mode, ratio or images are invalid.
+            AmbiguousSubmitError: If the answer was lost and the task may exist (not resent).
+            APIError: Any other failure, after retries where API.md rule 5 allows them.
+        """
+        return await self.submit(
+            build_request(
+                prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
+            )
+        )
+
+    async def submit(self, request: GenerationRequest) -> str:
+        """Start the generation described by ``request`` and return its task id.
+
+        Raises:
+            AmbiguousSubmitError: If the answer was lost and the task may exist (not resent).
+            APIError: Any other failure, after retries where API.md rule 5 allows them.
+        """
+        if not isinstance(request, GenerationRequest):
+            raise TypeError(f"submit() takes a GenerationRequest, got {type(request).__name__}")
+        data = await self._request(
+            "POST", GENERATE_PATH, priority=Priority.SUBMIT, body=request.payload(), request=request
+        )
+        task_id = parse_task_id(data)
+        if task_id is None:  # a success answer without an id: the task may well exist
+            raise self._ambiguous(request, "the generate answer carried no task_id", None)
+        logger.debug("submitted task %s", task_id)
+        return task_id
+
+    async def get_task(self, task_id: str) -> Task:
+        """Read a task's current state (``GET /v1/status``). Safe to retry, and retried.
+
+        Raises:
+            ValueError: If ``task_id`` is empty.
+            NotFoundError: If the server does not know the task.
+            APIError: Any other failure, after retries.
+        """
+        if not isinstance(task_id, str) or not task_id.strip():
+            raise ValueError(f"task_id must be a non-empty string, got {task_id!r}")
+        data = await self._request(
+            "GET", STATUS_PATH, priority=Priority.POLL, params={"task_id": task_id}
+        )
+        try:
+            return parse_task(data, task_id=task_id)
+        except APIResponseValidationError as exc:
+            exc.method, exc.path = "GET", STATUS_PATH
+            raise
+
+    async def wait(self, task_id: str, *, poll: PollPolicy | None = None) -> Task:
+        """Poll a task until it finishes; return it if it succeeded.
+
+        Polls at once, then on the ``poll`` schedule (default: the client's). There is no
+        ``timeout=`` argument: wrap the call in ``anyio.fail_after(...)``. Cancelling it
+        leaves nothing running.
+
+        Raises:
+            TaskFailedError: If the task failed, or completed without a video URL.
+            APIError: If a status request failed after its retries.
+        """
+        return await self._wait(task_id, poll or self._poll, first_delay=False)
+
+    async def generate_and_wait(
+        self,
+        prompt: str,
+        *,
+        mode: str = "normal",
+        ratio: str = "1:1",
+        images: Sequence[str] | str | None = None,
+        allow_unlisted: bool = False,
+        poll: PollPolicy | None = None,
+    ) -> Task:
+        """:meth:`generate`, then :meth:`wait` for the result.
+
+        Raises:
+            InvalidRequestError, AmbiguousSubmitError, TaskFailedError, APIError: As those do.
+        """
+        task_id = await self.generate(
+            prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
+        )
+        return await self._wait(task_id, poll or self._poll, first_delay=True)
+
+    async def _wait(self, task_id: str, policy: PollPolicy, *, first_delay: bool) -> Task:
+        polls = 0
+        if first_delay:
+            await anyio.sleep(policy.delay(0, rng=self._rng))
+            polls = 1
+        while True:
+            task = await self.get_task(task_id)
+            if task.is_terminal:
+                break
+            await anyio.sleep(policy.delay(polls, rng=self._rng))
+            polls += 1
+        if not task.succeeded:
+            raise TaskFailedError(task)
+        return task
+
+    async def download(
+        self, task_or_url: Task | str | Sequence[str], dest: str | os.PathLike[str]
+    ) -> list[Path]:
+        """Stream a task's videos (or the given URLs) into the folder ``dest``.
+
+        Files are written through a temporary file and renamed into place, never held whole
+        in memory, and never outside ``dest`` whatever the URL or task id contains. A task's
+        files are named ``<task_id>.mp4`` (``<task_id>_<n>.mp4`` when it has several).
+        Downloads do not carry the API token and do not use the API quota.
+
+        Returns:
+            The paths written, in the order of the URLs.
+
+        Raises:
+            ValueError: If there is nothing to download or a URL is not http(s).
+            APIError: If a download failed after retries.
+        """
+        if isinstance(task_or_url, Task):
+            urls = list(task_or_url.videos)
+            stem = safe_name(task_or_url.task_id, default="task")
+            names = (
+                [f"{stem}.mp4"]
+                if len(urls) == 1
+                else [f"{stem}_{i}.mp4" for i in range(1, len(urls) + 1)]
+            )
+        else:
+            urls = [task_or_url] if isinstance(task_or_url, str) else list(task_or_url)
+            names = _unique([name_from_url(url) for url in urls])
+        if not urls:
+            raise ValueError("nothing to download: no video URL")
+        for url in urls:
+            if not url.lower().startswith(("http://", "https://")):
+                raise ValueError(f"refusing to download a non-http(s) URL: {url!r}")
+        folder = Path(dest)
+        await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+        targets = [resolve_inside(folder, name) for name in names]
+        results: list[Path] = list(targets)
+        async with anyio.create_task_group() as tg:
+            for url, target in zip(urls, targets, strict=False):
+                tg.start_soon(self._download_one, url, target)
+        return results
+
+    async def _download_one(self, url: str, target: Path) -> None:
+        attempt = 0
+        while True:
+            try:
+                await stream_to_file(self._http, url, target)
+                return
+            except httpx.HTTPStatusError as exc:
+                status = exc.response.status_code
+                if status < 500 or attempt >= self._retry.attempts:
+                    raise APIError(
+                        f"download of {target.name} failed: HTTP {status}", method="GET"
+                    ) from None
+            except httpx.TransportError as exc:
+                if attempt >= self._retry.attempts:
+                    raise APIConnectionError(
+                        f"download of {target.name} failed: {type(exc).__name__}", method="GET"
+                    ) from None
+            await anyio.sleep(self._retry.delay(attempt, rng=self._rng))
+            attempt += 1
+
+    # -- transport -------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        priority: Priority,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        request: GenerationRequest | None = None,
+    ) -> Any:
+        """Send one API call with retries per API.md rule 5; return the answer's ``data``."""
+        is_post = method == "POST"
+        attempt = 0
+        while True:
+            error: APIError
+            hint: float | None = None
+            try:
+                return await self._send_once(method, path, priority, params, body)
+            except _Unsent as exc:  # the request never left: safe to resend, even a POST
+                error = exc.error
+            except _Lost as exc:  # sent, answer lost: a POST may have started a task
+                if is_post and self._on_ambiguous_submit == "raise":
+                    raise self._ambiguous(request, exc.error.message, exc.error) from None
+                error = exc.error
+            except RateLimitError as exc:
+                error, hint = exc, exc.retry_after
+            except ServerError as exc:
+                lost = is_post and not has_error_body(exc.body)
+                if lost and self._on_ambiguous_submit == "raise":
+                    raise self._ambiguous(request, str(exc), exc) from None
+                error, hint = exc, exc.retry_after
+            except APIResponseValidationError as exc:
+                if is_post and self._on_ambiguous_submit == "raise":
+                    raise self._ambiguous(request, exc.message, exc) from None
+                error = exc
+            if attempt >= self._retry.attempts:
+                raise error
+            delay = self._retry.delay(attempt, hint=hint, rng=self._rng)
+            logger.warning(
+                "%s %s failed (%s); retry %d of %d in %.2fs",
+                method,
+                path,
+                _describe(error),
+                attempt + 1,
+                self._retry.attempts,
+                delay,
+            )
+            await anyio.sleep(delay)
+            attempt += 1
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        priority: Priority,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+    ) -> Any:
+        permit = await self._limiter.acquire(priority=priority)
+        extra: dict[str, Any] = {}
+        if not isinstance(self._request_timeout, _Unset):
+            extra["timeout"] = self._request_timeout
+        try:
+            response = await self._http.request(
+                method,
+                self._base_url + path,
+                params=params,
+                json=body,
+                headers={"Authorization": f"Bearer {self._api_key}"},
+                **extra,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            kind = (
+                APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
+            )
+            raise _Unsent(kind(_transport_message(exc), method=method, path=path)) from None
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+            raise APIConnectionError(_transport_message(exc), method=method, path=path) from None
+        except httpx.TimeoutException as exc:
+            raise _Lost(
+                APITimeoutError(_transport_message(exc), method=method, path=path)
+            ) from None
+        except httpx.TransportError as exc:
+            raise _Lost(
+                APIConnectionError(_transport_message(exc), method=method, path=path)
+            ) from None
+        return await self._read_answer(response, permit_feedback=permit, method=method, path=path)
+
+    async def _read_answer(
+        self, response: httpx.Response, *, permit_feedback: Any, method: str, path: str
+    ) -> Any:
+        limits = read_rate_limit_headers(response.headers, now_unix=self._clock.unix())
+        await self._limiter.observe(
+            RateLimitFeedback(
+                permit=permit_feedback,
+                status_code=response.status_code,
+                remaining=limits.remaining,
+                reset_after=limits.reset_after,
+                retry_after=limits.retry_after,
+            )
+        )
+        text = response.text
+        try:
+            body: Any = json.loads(text) if text else None
+        except ValueError:
+            body = text
+        wait_hint = limits.wait_hint if response.status_code == 429 else limits.retry_after
+        error = find_error(
+            response.status_code, body, retry_after=wait_hint, method=method, path=path
+        )
+        if error is not None:
+            raise self._redacted(error)
+        if not isinstance(body, dict):
+            raise APIResponseValidationError(
+                f"{method} {path} answered {response.status_code} with a body that is not a JSON "
+                "object",
+                body=self._redact_text(text[:500]),
+                method=method,
+                path=path,
+            )
+        return body.get("data")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _ambiguous(
+        self, request: GenerationRequest | None, reason: str, cause: BaseException | None
+    ) -> AmbiguousSubmitError:
+        error = AmbiguousSubmitError(
+            f"the generation may or may not have started ({reason}); it was not resent, to "
+            "avoid paying twice",
+            request=request,
+            path=GENERATE_PATH,
+        )
+        error.__cause__ = cause
+        return error
+
+    def _redact_text(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key in text else text
+
+    def _redacted(self, error: APIStatusError) -> APIStatusError:
+        if self._api_key in error.message or self._api_key in repr(error.body):
+            error.message = self._redact_text(error.message)
+            error.args = (error.message,)
+            error.body = self._redact_text(repr(error.body))
+        return error
+
+
+class _Unsent(Exception):
+    """Internal: the request provably never reached the server."""
+
+    def __init__(self, error: APIConnectionError) -> None:
+        self.error = error
+
+
+class _Lost(Exception):
+    """Internal: the request was (maybe) sent but no answer arrived."""
+
+    def __init__(self, error: APIConnectionError) -> None:
+        self.error = error
+
+
+def build_request(
+    prompt: str,
+    *,
+    mode: str = "normal",
+    ratio: str = "1:1",
+    images: Sequence[str] | str | None = None,
+    allow_unlisted: bool = False,
+) -> GenerationRequest:
+    """Validate generation options into a :class:`GenerationRequest`.
+
+    Raises:
+        InvalidRequestError: Naming every invalid option; nothing is sent.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return GenerationRequest(
+            prompt=prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
+        )
+    except ValidationError as exc:
+        problems = tuple(
+            f"{'.'.join(str(p) for p in err['loc']) or 'request'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise InvalidRequestError(
+            "invalid generation request: " + "; ".join(problems), problems=problems
+        ) from None
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        if count:
+            stem, dot, ext = name.rpartition(".")
+            name = f"{stem}_{count + 1}.{ext}" if dot else f"{name}_{count + 1}"
+        out.append(name)
+    return out
+
+
+def _transport_message(exc: httpx.HTTPError) -> str:
+    # httpx messages name the host and the error, never headers; keep them short.
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _describe(error: APIError) -> str:
+    if isinstance(error, APIStatusError):
+        return f"HTTP {error.status_code}"
+    return type(error).__name__
+
+
+def _user_agent() -> str:
+    from ._version import __version__
+
+    return f"grok-imagine-async/{__version__}"

@@ -1,0 +1,213 @@
+"""The one exception tree of grok-imagine-async.
+
+::
+
+    GrokImagineError
+    ├── ConfigurationError (also ValueError)      bad client settings, e.g. no API key
+    ├── InvalidRequestError (also ValueError)     a generation request rejected before sending
+    ├── APIError                                  talking to the API went wrong
+    │   ├── APIStatusError                        the server answered with an error
+    │   │   ├── BadRequestError                   400 INVALID_REQUEST
+    │   │   ├── AuthenticationError               401
+    │   │   ├── NotFoundError                     404 (unknown task id)
+    │   │   ├── RateLimitError                    429
+    │   │   └── ServerError                       5xx
+    │   ├── APIResponseValidationError            a 2xx answer we cannot read
+    │   ├── APIConnectionError                    no answer at all
+    │   │   └── APITimeoutError
+    │   └── AmbiguousSubmitError                  a POST /v1/generate whose outcome is unknown
+    ├── TaskFailedError                           the task ended in failure
+    └── BudgetExceededError                       a credit budget would be exceeded
+
+The API token never appears in any message or attribute of these exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._models import FailureClass, GenerationRequest, Task
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AmbiguousSubmitError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "GrokImagineError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "RateLimitError",
+    "ServerError",
+    "TaskFailedError",
+]
+
+
+class GrokImagineError(Exception):
+    """Raised when anything in this library fails; the root of the tree."""
+
+
+class ConfigurationError(GrokImagineError, ValueError):
+    """Raised when the client is configured wrongly, e.g. no API key can be found."""
+
+
+class InvalidRequestError(GrokImagineError, ValueError):
+    """Raised when a generation request is invalid; nothing was sent and no credit spent.
+
+    Attributes:
+        problems: One human-readable line per problem found.
+    """
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class APIError(GrokImagineError):
+    """Raised when a request to the API fails.
+
+    Attributes:
+        message: What went wrong, in words.
+        method: The HTTP method of the failed request.
+        path: The API path of the failed request (never with credentials).
+    """
+
+    def __init__(self, message: str, *, method: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.path = path
+
+
+class APIStatusError(APIError):
+    """Raised when the server answers with an error: a non-2xx status or a body ``code`` != 200.
+
+    Attributes:
+        status_code: The error's code: the body's ``code`` if it carries one, else the HTTP status.
+        http_status: The HTTP status line's code (200 when the error was only in the body).
+        error_code: The body's ``error`` field, e.g. ``"INVALID_REQUEST"``, if any.
+        body: The decoded JSON body, or the raw text if it was not JSON.
+        retry_after: Seconds the server asked us to wait (Retry-After / X-RateLimit-Reset), if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        http_status: int | None = None,
+        error_code: str | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, path=path)
+        self.status_code = status_code
+        self.http_status = status_code if http_status is None else http_status
+        self.error_code = error_code
+        self.body = body
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        code = f" {self.error_code}" if self.error_code else ""
+        return f"{self.status_code}{code}: {self.message}"
+
+
+class BadRequestError(APIStatusError):
+    """Raised on a 400: the server rejected the request as invalid."""
+
+
+class AuthenticationError(APIStatusError):
+    """Raised on a 401: the API token is missing, wrong or revoked."""
+
+
+class NotFoundError(APIStatusError):
+    """Raised on a 404, e.g. a status request for a task id the server does not know."""
+
+
+class RateLimitError(APIStatusError):
+    """Raised on a 429 after retries ran out; ``retry_after`` says when to try again."""
+
+
+class ServerError(APIStatusError):
+    """Raised on a 5xx answer (or a body ``code`` of 5xx) after retries ran out."""
+
+
+class APIResponseValidationError(APIError):
+    """Raised when a successful answer cannot be read: not JSON, or missing required fields.
+
+    Attributes:
+        body: The raw body text (truncated), for diagnosis.
+    """
+
+    def __init__(
+        self, message: str, *, body: str = "", method: str | None = None, path: str | None = None
+    ) -> None:
+        super().__init__(message, method=method, path=path)
+        self.body = body
+
+
+class APIConnectionError(APIError):
+    """Raised when no answer arrived: the connection failed, broke, or the request timed out."""
+
+
+class APITimeoutError(APIConnectionError):
+    """Raised when a request timed out."""
+
+
+class AmbiguousSubmitError(APIError):
+    """Raised when a ``POST /v1/generate`` may or may not have started a (paid) task.
+
+    The request was sent but its answer was lost (read timeout, dropped connection, unreadable
+    success answer). Resending could pay twice, so by default it is not resent (API.md rule 5).
+
+    Attributes:
+        request: The generation request whose outcome is unknown.
+    """
+
+    def __init__(
+        self, message: str, *, request: GenerationRequest | None = None, path: str | None = None
+    ) -> None:
+        super().__init__(message, method="POST", path=path)
+        self.request = request
+
+
+class TaskFailedError(GrokImagineError):
+    """Raised when a task ends in failure (or "completed" with no video).
+
+    Attributes:
+        task: The final task as the server reported it.
+        failure_class: Why it failed, per API.md rule 6 (decides whether resubmitting helps).
+    """
+
+    def __init__(self, task: Task) -> None:
+        from ._models import FailureClass
+
+        self.task = task
+        self.failure_class: FailureClass = task.failure_class or FailureClass.UNKNOWN
+        reason = task.error_message or f"status {task.raw_status!r}"
+        super().__init__(f"task {task.task_id} failed ({self.failure_class.value}): {reason}")
+
+
+class BudgetExceededError(GrokImagineError):
+    """Raised when starting another generation could take spending past the credit budget.
+
+    Attributes:
+        max_credits: The configured budget.
+        committed_credits: Credits already spent or committed when the job was refused.
+    """
+
+    def __init__(self, *, max_credits: int, committed_credits: int) -> None:
+        self.max_credits = max_credits
+        self.committed_credits = committed_credits
+        super().__init__(
+            f"credit budget reached: {committed_credits} of {max_credits} credits committed, "
+            "and one more generation costs 40"
+        )

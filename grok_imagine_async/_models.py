@@ -1,0 +1,198 @@
+"""Typed values exchanged with the API: requests, tasks, statuses, failure classes."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CREDITS_PER_GENERATION = 40
+"""What one generation costs (API.md: 40 credits, about 0.40 USD)."""
+
+KNOWN_MODES: frozenset[str] = frozenset({"fun", "normal", "spicy"})
+"""Modes the provider documents; others need ``allow_unlisted=True``."""
+
+KNOWN_RATIOS: frozenset[str] = frozenset({"2:3", "3:2", "1:1"})
+"""Aspect ratios the provider documents; ``16:9``/``9:16`` need ``allow_unlisted=True``."""
+
+_RATIO_SHAPE = re.compile(r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$")
+_MODE_SHAPE = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+
+class GenerationRequest(BaseModel):
+    """One video generation, validated before anything is sent (so no credit is spent on it).
+
+    Args:
+        prompt: What to generate. Must contain non-whitespace text.
+        mode: ``"fun"``, ``"normal"`` (default) or ``"spicy"``.
+        ratio: ``"1:1"`` (default), ``"2:3"`` or ``"3:2"``.
+        images: Optional http(s) URLs of source images (image-to-video). A single string is
+            taken as a one-element list. Not allowed with ``mode="spicy"``.
+        allow_unlisted: Let modes and ratios the provider does not document through (resellers
+            of the same model accept ``16:9`` and ``9:16``). They must still be well-formed.
+
+    Raises:
+        pydantic.ValidationError: (a ``ValueError``) naming each invalid field.
+
+    Example:
+        >>> GenerationRequest(prompt="a red fox in snow", ratio="2:3").payload()
+        {'mode': 'normal', 'prompt': 'a red fox in snow', 'ratio': '2:3'}
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    prompt: str
+    mode: str = "normal"
+    ratio: str = "1:1"
+    images: tuple[str, ...] | None = None
+    allow_unlisted: bool = Field(default=False, exclude=True)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("prompt must not be empty")
+        return value
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _images_as_tuple(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+            return tuple(value)
+        return value
+
+    @field_validator("images")
+    @classmethod
+    def _images_are_http_urls(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            return None
+        for url in value:
+            parts = urlsplit(url.strip())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"image URL must be an absolute http(s) URL, got {url!r}")
+        return tuple(url.strip() for url in value)
+
+    @model_validator(mode="after")
+    def _mode_and_ratio(self) -> GenerationRequest:
+        mode, ratio = self.mode.lower(), self.ratio
+        if mode != self.mode:
+            object.__setattr__(self, "mode", mode)
+        if mode not in KNOWN_MODES:
+            if not self.allow_unlisted:
+                raise ValueError(
+                    f"unknown mode {self.mode!r}: expected one of {sorted(KNOWN_MODES)} "
+                    "(pass allow_unlisted=True to send it anyway)"
+                )
+            if not _MODE_SHAPE.match(mode):
+                raise ValueError(f"mode {self.mode!r} is not a plausible mode name")
+        if ratio not in KNOWN_RATIOS:
+            if not self.allow_unlisted:
+                raise ValueError(
+                    f"unknown ratio {ratio!r}: expected one of {sorted(KNOWN_RATIOS)} "
+                    "(pass allow_unlisted=True for e.g. '16:9' or '9:16')"
+                )
+            if not _RATIO_SHAPE.match(ratio):
+                raise ValueError(f"ratio {ratio!r} must look like 'W:H', e.g. '16:9'")
+        if mode == "spicy" and self.images:
+            raise ValueError("mode 'spicy' cannot be used with images")
+        return self
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body for ``POST /v1/generate`` (``images`` always a list when present)."""
+        body: dict[str, Any] = {"mode": self.mode, "prompt": self.prompt, "ratio": self.ratio}
+        if self.images:
+            body["images"] = list(self.images)
+        return body
+
+
+class TaskStatus(str, enum.Enum):
+    """A task's status, normalised from the many spellings servers use (API.md rule 2)."""
+
+    PENDING = "pending"
+    """Accepted, waiting to start (pending, queued, waiting, submitted, in_queue...)."""
+    PROCESSING = "processing"
+    """Being generated (processing, running, generating, in_progress...)."""
+    COMPLETED = "completed"
+    """Finished successfully (completed, success, succeeded, done)."""
+    FAILED = "failed"
+    """Finished unsuccessfully (failed, fail, error, expired, cancelled, canceled)."""
+    UNKNOWN = "unknown"
+    """A value we do not know; treated as not finished."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for COMPLETED and FAILED: polling can stop."""
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED)
+
+
+class FailureClass(str, enum.Enum):
+    """Why a job failed, which decides whether resubmitting it can help (API.md rule 6)."""
+
+    CONTENT_POLICY = "content_policy"
+    """The prompt or image was refused; never resubmitted."""
+    INVALID_INPUT = "invalid_input"
+    """The input cannot be processed (e.g. file type); never resubmitted."""
+    TRANSIENT = "transient"
+    """A passing fault on the provider's side; resubmitting may succeed."""
+    GENERATION_FAILED = "generation_failed"
+    """The model failed to build the video; resubmitted only if asked."""
+    NO_RESULT = "no_result"
+    """The task said completed but carried no video URL."""
+    UNKNOWN = "unknown"
+    """Any other failure message."""
+    AMBIGUOUS_SUBMIT = "ambiguous_submit"
+    """The submission's outcome is unknown; not resent to avoid paying twice."""
+    REQUEST_ERROR = "request_error"
+    """The API refused or could not be reached (after retries)."""
+
+
+class Task(BaseModel):
+    """A generation task as reported by ``GET /v1/status``.
+
+    Attributes:
+        task_id: The server's id for the task.
+        status: The normalised status.
+        raw_status: The status string exactly as the server sent it.
+        consumed_credits: Credits the task consumed, if reported.
+        created_at: When the server created it, if reported and readable.
+        error_message: The server's failure message, if any.
+        request: The generation parameters the server echoed back, if any.
+        videos: The result video URLs (the ``response`` field); may hold several.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    status: TaskStatus
+    raw_status: str
+    consumed_credits: int | None = None
+    created_at: datetime | None = None
+    error_message: str | None = None
+    request: dict[str, Any] | None = None
+    videos: tuple[str, ...] = ()
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the task finished, successfully or not."""
+        return self.status.is_terminal
+
+    @property
+    def succeeded(self) -> bool:
+        """True when completed with at least one video URL."""
+        return self.status is TaskStatus.COMPLETED and bool(self.videos)
+
+    @property
+    def failure_class(self) -> FailureClass | None:
+        """Why the task failed (API.md rule 6), or None if it succeeded or is still running."""
+        from ._protocol import classify_failure
+
+        return classify_failure(self)
