@@ -1,0 +1,87 @@
+"""This process's line of callers waiting for a slot on a shared schedule.
+
+Slots come from elsewhere (a Redis script, a fallback limiter); the line only decides who gets
+each one. A single caller at a time, the *leader*, fetches the next slot and waits for it; when
+it is due, it goes to whoever is first in line by then (lowest priority value, then arrival),
+which may be a caller that arrived while the leader was waiting. The leader keeps fetching until
+it is served itself, then hands the lead to the new first in line. So there is never more than
+one slot in flight per process, and priorities hold among this process's callers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+
+@dataclass(eq=False)
+class _Waiter:
+    served: bool = False
+    event: anyio.Event = field(default_factory=anyio.Event)
+
+
+class SlotLine:
+    """A priority line where one waiter at a time fetches slots for everyone."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, _Waiter]] = []
+        self._arrivals = itertools.count()
+        self._leading = False
+
+    def __len__(self) -> int:
+        """Callers waiting right now."""
+        return len(self._heap)
+
+    async def wait_turn(self, priority: int, fetch_slot: Callable[[int], Awaitable[None]]) -> None:
+        """Return when a slot has been given to this caller.
+
+        Args:
+            priority: Lower values are served first.
+            fetch_slot: Called by the leader with the priority of the first in line; returns
+                when the next slot is due. Its exceptions propagate to the leader only; the next
+                waiter then leads and tries again.
+
+        Cancelling a waiting caller loses no slot: one already given to it passes down the line.
+        """
+        waiter = _Waiter()
+        heapq.heappush(self._heap, (priority, next(self._arrivals), waiter))
+        try:
+            while not waiter.served:
+                if self._leading:
+                    waiter.event = anyio.Event()
+                    await waiter.event.wait()
+                    continue
+                self._leading = True
+                try:
+                    while not waiter.served:
+                        await fetch_slot(self._heap[0][0])
+                        self._serve_first()
+                finally:
+                    self._leading = False
+                    self._wake_first()
+        except BaseException:
+            self._leave(waiter)
+            raise
+
+    def _serve_first(self) -> None:
+        _, _, first = heapq.heappop(self._heap)
+        first.served = True
+        first.event.set()
+
+    def _wake_first(self) -> None:
+        if self._heap:
+            self._heap[0][2].event.set()
+
+    def _leave(self, waiter: _Waiter) -> None:
+        if not waiter.served:
+            self._heap = [entry for entry in self._heap if entry[2] is not waiter]
+            heapq.heapify(self._heap)
+        elif self._heap:
+            # Served but cancelled before it could use the slot, which is due now: the next in
+            # line takes it rather than it being lost.
+            self._serve_first()
+        self._wake_first()

@@ -1,0 +1,179 @@
+"""The shared pacing state in Redis: key names, the Lua scripts, and reading their answers.
+
+Pure logic, no I/O: :mod:`grok_imagine_async.redis` runs these scripts. The algorithm is GCRA
+with reservation and zero burst tolerance. Redis holds one number per token, the *theoretical
+arrival time* (TAT): the earliest moment the next request may go out. One script call reserves
+the slot ``max(now, TAT, paused_until)``, moves TAT one emission interval past it and answers
+how long the caller must wait for its slot. So one round trip buys one permit, and the slots
+handed out across every process are at least one interval apart, which keeps any sliding window
+of the period at or under the limit.
+
+Every time the scripts use is the Redis server's own clock (``TIME``): processes only ever
+receive *durations*, so hosts whose clocks disagree still share one schedule.
+
+Times inside Redis are integer microseconds since the Unix epoch; they fit a Lua double exactly
+(2**53 microseconds is about 285 years), and ``%.0f`` keeps them from turning into exponents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from ._plans import RateLimit
+
+MICROS = 1_000_000
+
+TOKEN_HASH_CHARS = 16
+"""Hex characters of the token's SHA-256 kept in key names: 64 bits, enough to keep tokens apart
+and useless for recovering the token."""
+
+# Keys: [1] TAT, [2] paused-until, [3] peers (sorted set: member -> last acquire).
+# ARGV: [1] emission interval us, [2] key TTL floor us (the period), [3] member id,
+#       [4] peer horizon us.
+# Returns: {delay us until the reserved slot, pause remaining us, active peers}.
+ACQUIRE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+local pause_left = 0
+if paused > now then
+  pause_left = paused - now
+  if paused > slot then slot = paused end
+end
+local tat = slot + interval
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
+           math.ceil((tat - now + ttl) / 1000))
+local horizon = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[3], now, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('(%.0f', now - horizon))
+redis.call('PEXPIRE', KEYS[3], math.ceil(horizon / 1000))
+return {slot - now, pause_left, redis.call('ZCARD', KEYS[3])}
+"""
+
+# Keys: [1] TAT, [2] paused-until.
+# ARGV: [1] pause us (-1: none), [2] earliest TAT as an offset from now in us (-1: none),
+#       [3] key TTL floor us.
+# Returns: pause remaining us after the update.
+OBSERVE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pause = tonumber(ARGV[1])
+local floor = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if pause >= 0 and now + pause > paused then
+  paused = now + pause
+  redis.call('SET', KEYS[2], string.format('%.0f', paused), 'PX', math.ceil(pause / 1000) + 1)
+end
+if floor >= 0 then
+  local tat = now + floor
+  if tat > tonumber(redis.call('GET', KEYS[1]) or '0') then
+    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((floor + ttl) / 1000))
+  end
+end
+return math.max(0, paused - now)
+"""
+
+
+def token_namespace(api_key: str) -> str:
+    """The key-space name for one API token: a prefix of its SHA-256, never the token itself.
+
+    Example:
+        >>> token_namespace("secret-token")
+        '930bbdc51b6aed5c'
+    """
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:TOKEN_HASH_CHARS]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """The keys one token's pacing state lives under.
+
+    The namespace is wrapped in a Redis Cluster hash tag (``{...}``) so both scripts, which
+    touch several keys at once, always find them on one node.
+    """
+
+    tat: str
+    paused_until: str
+    peers: str
+
+    @classmethod
+    def for_token(cls, api_key: str, *, prefix: str) -> RedisKeys:
+        """Build the keys for ``api_key`` under ``prefix``."""
+        base = f"{prefix}:{{{token_namespace(api_key)}}}"
+        return cls(tat=f"{base}:tat", paused_until=f"{base}:paused", peers=f"{base}:peers")
+
+    def acquire_keys(self) -> list[str]:
+        """KEYS for :data:`ACQUIRE_SCRIPT`."""
+        return [self.tat, self.paused_until, self.peers]
+
+    def observe_keys(self) -> list[str]:
+        """KEYS for :data:`OBSERVE_SCRIPT`."""
+        return [self.tat, self.paused_until]
+
+
+def emission_interval(limit: RateLimit, headroom: float) -> float:
+    """Seconds between two slots: the plan's interval stretched by ``headroom``.
+
+    The stretch absorbs the jitter between a slot and the moment its request reaches the server,
+    so a window of the period never sees more than ``limit.requests`` of them.
+    """
+    return limit.interval * (1.0 + headroom)
+
+
+def to_micros(seconds: float) -> int:
+    """Seconds as whole microseconds, rounded up so a wait is never cut short."""
+    return max(0, -int(-seconds * MICROS // 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What :data:`ACQUIRE_SCRIPT` answered.
+
+    Attributes:
+        delay: Seconds from the call until the reserved slot.
+        pause_left: Seconds a server-ordered pause still runs (0 if none).
+        peers: Limiter instances that acquired a permit for this token within the horizon.
+    """
+
+    delay: float
+    pause_left: float
+    peers: int
+
+    @classmethod
+    def parse(cls, raw: object) -> Reservation:
+        """Read the script's reply (a list of three integers).
+
+        Raises:
+            ValueError: If the reply has another shape (the key space is shared with someone
+                else's data, or the script was changed).
+        """
+        if not isinstance(raw, (list, tuple)) or len(raw) != 3:
+            raise ValueError(f"unexpected reply from the acquire script: {raw!r}")
+        delay, pause_left, peers = (int(value) for value in raw)
+        return cls(delay=delay / MICROS, pause_left=pause_left / MICROS, peers=max(1, peers))
+
+
+def tat_floor(*, remaining: int, reset_after: float, interval: float) -> float | None:
+    """Earliest next slot, as seconds from now, that honours ``remaining`` before the reset.
+
+    The server says only ``remaining`` more requests fit until its window resets in
+    ``reset_after`` seconds. Slots one ``interval`` apart starting at the TAT put at most
+    ``remaining`` of them before the reset when the TAT is at least
+    ``reset_after - remaining * interval`` from now. Returns None when that is at most one
+    interval away: pacing at our own rate always lands there (a window that just started has
+    ``requests - 1`` left for a whole period), so only a server that counts more requests than
+    ours, e.g. another client of the token outside Redis, costs a round trip to Redis.
+
+    Example:
+        >>> tat_floor(remaining=2, reset_after=1.0, interval=0.1)
+        0.8
+        >>> tat_floor(remaining=9, reset_after=1.0, interval=0.1) is None
+        True
+    """
+    floor = reset_after - remaining * interval
+    return floor if floor > interval else None

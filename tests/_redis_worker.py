@@ -1,0 +1,178 @@
+"""Helpers for the Redis limiter tests and benchmark: a throwaway redis-server, a worker process.
+
+``RedisServer`` runs ``redis-server`` on a free 127.0.0.1 port with persistence off and can kill
+and restart it on the same port (to test the fallback). Run as a script, this module is one of
+the K worker processes of the multi-process test: it sends requests through its own
+``AsyncGrokImagine`` and ``RedisRateLimiter`` and prints a JSON summary on its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REDIS_MISSING = (
+    "redis-server is not installed (Debian/Ubuntu: apt-get install redis-server; "
+    ".ci/run installs it): the shared-limiter tests need a real Redis"
+)
+
+
+def redis_server_binary() -> str | None:
+    """Path of ``redis-server`` if installed."""
+    return shutil.which("redis-server")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A ``redis-server`` subprocess on 127.0.0.1 that a test owns, kills and restarts."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start (again, on the same port) and wait until it answers PING."""
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with code {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start within 10 s")
+
+    def kill(self) -> None:
+        """Kill the server abruptly (SIGKILL), as a crash or a lost host would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--requests", type=int, required=True)
+    parser.add_argument("--period", type=float, required=True)
+    parser.add_argument("--count", type=int, required=True, help="requests this worker sends")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--skew", type=float, default=0.0, help="seconds added to local clock")
+    parser.add_argument("--start-at", type=float, default=0.0, help="time.time() to start at")
+    parser.add_argument("--probe-interval", type=float, default=0.5)
+    return parser.parse_args(argv)
+
+
+async def _run(args: argparse.Namespace) -> dict[str, object]:
+    import anyio
+
+    from grok_imagine_async import AsyncGrokImagine, RateLimit
+    from grok_imagine_async.redis import RedisRateLimiter
+
+    class SkewedClock:
+        """The loop clock shifted by a fixed offset: this host's clock disagrees with others."""
+
+        def monotonic(self) -> float:
+            return anyio.current_time() + args.skew
+
+        def unix(self) -> float:
+            return time.time() + args.skew
+
+    limit = RateLimit(args.requests, args.period)
+    limiter = RedisRateLimiter(
+        args.redis_url,
+        limit=limit,
+        api_key=args.token,
+        fallback_probe_interval=args.probe_interval,
+        clock=SkewedClock(),
+    )
+    latencies: list[float] = []
+    errors: list[str] = []
+    remaining = args.count
+
+    async with (
+        limiter,
+        AsyncGrokImagine(
+            api_key=args.token, base_url=args.base_url, limiter=limiter, max_retries=0
+        ) as client,
+    ):
+        await anyio.sleep(max(0.0, args.start_at - time.time()))
+
+        async def sender() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                try:
+                    await client.generate("a lighthouse at dawn")
+                except Exception as exc:  # recorded and reported: the test asserts there are none
+                    errors.append(type(exc).__name__)
+                latencies.append(time.perf_counter() - started)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(args.concurrency):
+                tg.start_soon(sender)
+        stats = limiter.statistics()
+    return {
+        "sent": len(latencies),
+        "errors": errors,
+        "redis_calls": stats.redis_calls,
+        "permits": stats.permits_granted,
+        "fallbacks": stats.fallbacks,
+        "recoveries": stats.recoveries,
+        "rate_limited": stats.rate_limited_responses,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one worker process and print its JSON summary."""
+    import anyio
+
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    summary = anyio.run(_run, args)
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""RedisRateLimiter against a real redis-server started for these tests (127.0.0.1 only).
+
+Windows are scaled down (tens of requests per second) so each test runs in a second or two of
+real time: the pacing reads Redis's own clock, which a virtual event loop cannot move.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from _redis_worker import REDIS_MISSING, RedisServer, redis_server_binary
+
+from grok_imagine_async import (
+    ConfigurationError,
+    Permit,
+    Priority,
+    RateLimit,
+    RateLimitFeedback,
+)
+
+redis_asyncio = pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
+
+from grok_imagine_async._redis_script import (  # noqa: E402
+    Reservation,
+    tat_floor,
+    to_micros,
+    token_namespace,
+)
+from grok_imagine_async.redis import (  # noqa: E402
+    RedisRateLimiter,
+    RedisUnavailableError,
+)
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+
+TOKEN = "sk-test-SECRET-token-0123456789"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # Real sockets to Redis and a real clock in Redis: the normal event loop.
+    return "asyncio"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip(REDIS_MISSING)
+    server = RedisServer(binary, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[redis_asyncio.Redis]:
+    client = redis_asyncio.Redis.from_url(redis_server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+class OffsetClock:
+    """The loop clock shifted by ``offset`` seconds: a host whose clock disagrees with others."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def monotonic(self) -> float:
+        return anyio.current_time() + self.offset
+
+    def unix(self) -> float:
+        return time.time() + self.offset
+
+
+def max_window_count(times: list[float], period: float) -> int:
+    """The most of ``times`` that fall in any half-open interval of ``period`` seconds."""
+    times = sorted(times)
+    return max((bisect.bisect_left(times, t + period) - i for i, t in enumerate(times)), default=0)
+
+
+async def grant_times(limiters: list[RedisRateLimiter], per_limiter: int) -> list[float]:
+    """Run ``per_limiter`` acquires on each limiter, three at a time, and record each grant."""
+    times: list[float] = []
+
+    async def take(limiter: RedisRateLimiter, count: int) -> None:
+        for _ in range(count):
+            await limiter.acquire()
+            times.append(time.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        for limiter in limiters:
+            for share in (per_limiter // 3, per_limiter // 3, per_limiter - 2 * (per_limiter // 3)):
+                tg.start_soon(take, limiter, share)
+    return times
+
+
+# -- pure parts --------------------------------------------------------------------------------
+
+
+def test_token_namespace_is_a_hash_prefix() -> None:
+    name = token_namespace(TOKEN)
+    assert len(name) == 16
+    assert int(name, 16) >= 0
+    assert "SECRET" not in name
+    assert token_namespace(TOKEN) == name
+    assert token_namespace(TOKEN + "x") != name
+
+
+def test_tat_floor_only_when_pacing_would_overrun_the_reset() -> None:
+    assert tat_floor(remaining=2, reset_after=1.0, interval=0.1) == pytest.approx(0.8)
+    assert tat_floor(remaining=8, reset_after=1.0, interval=0.1) == pytest.approx(0.2)
+    # A window that just started, paced at our own rate: nothing to correct.
+    assert tat_floor(remaining=9, reset_after=1.0, interval=0.1) is None
+    assert tat_floor(remaining=50, reset_after=1.0, interval=0.1) is None
+
+
+def test_reservation_parse_rejects_foreign_replies() -> None:
+    assert Reservation.parse([1500, 0, 3]) == Reservation(delay=0.0015, pause_left=0.0, peers=3)
+    with pytest.raises(ValueError, match="unexpected reply"):
+        Reservation.parse(b"OK")
+
+
+def test_to_micros_rounds_up() -> None:
+    assert to_micros(1.5) == 1_500_000
+    assert to_micros(1e-7) == 1
+    assert to_micros(-1.0) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"api_key": ""},
+        {"on_unavailable": "ignore"},
+        {"fallback_share": 0.0},
+        {"fallback_share": 1.5},
+        {"headroom": -0.1},
+        {"fallback_probe_interval": 0},
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
+    settings: dict[str, object] = {"limit": "free", "api_key": TOKEN, **kwargs}
+    with pytest.raises(ConfigurationError):
+        RedisRateLimiter("redis://127.0.0.1:1/0", **settings)  # type: ignore[arg-type]
+
+
+# -- against redis-server ------------------------------------------------------------------------
+
+
+async def test_instances_share_one_sliding_window_whatever_their_clocks(
+    redis_server: RedisServer,
+) -> None:
+    limit = RateLimit(20, 1.0)
+    limiters = [
+        # Clocks up to a second apart: pacing must not depend on them.
+        RedisRateLimiter(
+            redis_server.url, limit=limit, api_key=TOKEN, headroom=0.05, clock=OffsetClock(skew)
+        )
+        for skew in (-0.5, 0.0, 0.25, 0.5)
+    ]
+    started = time.monotonic()
+    times = await grant_times(limiters, per_limiter=10)
+    elapsed = time.monotonic() - started
+    for limiter in limiters:
+        await limiter.aclose()
+
+    assert len(times) == 40
+    assert max_window_count(times, limit.period) <= limit.requests
+    # Paced as one client at the plan's rate, not four times slower: 40 permits need 39
+    # intervals of 1.05 / 20 s.
+    assert elapsed < 39 * 1.05 / 20 + 0.5
+    # One round trip per permit.
+    assert sum(limiter.statistics().redis_calls for limiter in limiters) == 40
+    assert all(limiter.statistics().peers == 4 for limiter in limiters[-1:])
+
+
+async def test_different_tokens_do_not_share(redis_server: RedisServer) -> None:
+    # The control for the test above: the same measurement with separate tokens must exceed
+    # one token's limit, or the window check would prove nothing.
+    limit = RateLimit(20, 1.0)
+    limiters = [
+        RedisRateLimiter(redis_server.url, limit=limit, api_key=f"{TOKEN}-{i}") for i in range(4)
+    ]
+    times = await grant_times(limiters, per_limiter=10)
+    for limiter in limiters:
+        await limiter.aclose()
+    assert max_window_count(times, limit.period) > limit.requests
+
+
+async def test_token_never_appears_in_redis_or_repr(
+    redis_server: RedisServer, redis_client: redis_asyncio.Redis
+) -> None:
+    async with RedisRateLimiter(
+        redis_server.url, limit=RateLimit(50, 1.0), api_key=TOKEN, key_prefix="app"
+    ) as limiter:
+        permit = await limiter.acquire()
+        await limiter.observe(RateLimitFeedback(permit, 429, remaining=0, retry_after=0.05))
+        text = f"{limiter!r} {limiter.statistics()!r}"
+
+    keys = [key async for key in redis_client.scan_iter(match="*")]
+    assert keys, "the limiter wrote no keys"
+    namespace = token_namespace(TOKEN).encode()
+    for key in keys:
+        assert key.startswith(b"app:{" + namespace + b"}:")
+        assert b"SECRET" not in key
+        kind = await redis_client.type(key)
+        if kind == b"string":
+            assert b"SECRET" not in await redis_client.get(key)
+        elif kind == b"zset":
+            assert not any(b"SECRET" in m for m in await redis_client.zrange(key, 0, -1))
+    assert "SECRET" not in text
+    assert "127.0.0.1" not in text  # nor the URL, which may carry a password
+
+
+async def test_server_pause_seen_by_one_instance_holds_every_instance(
+    redis_server: RedisServer,
+) -> None:
+    limit = RateLimit(100, 1.0)
+    async with (
+        RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as first,
+        RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as second,
+    ):
+        permit = await first.acquire()
+        await first.observe(RateLimitFeedback(permit, 429, retry_after=0.6))
+        started = time.monotonic()
+        await second.acquire()
+        waited = time.monotonic() - started
+
+        assert waited >= 0.55
+        assert first.statistics().server_pauses == 1
+        assert first.statistics().rate_limited_responses == 1
+        assert second.statistics().server_pauses == 0  # it only obeyed the pause
+
+
+async def test_remaining_before_a_reset_pushes_the_shared_schedule_back(
+    redis_server: RedisServer,
+) -> None:
+    limit = RateLimit(20, 1.0)
+    async with (
+        RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN, headroom=0.0) as first,
+        RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN, headroom=0.0) as second,
+    ):
+        permit = await first.acquire()
+        # Two more fit before the reset in 1 s: at 50 ms apart they must start 0.9 s from now.
+        await first.observe(RateLimitFeedback(permit, 200, remaining=2, reset_after=1.0))
+        started = time.monotonic()
+        await second.acquire()
+        assert time.monotonic() - started >= 0.85
+        # What our own pacing leaves in a fresh window: no push, no round trip.
+        calls = second.statistics().redis_calls
+        await second.observe(RateLimitFeedback(permit, 200, remaining=19, reset_after=1.0))
+        assert second.statistics().redis_calls == calls
+
+
+async def test_polls_go_before_submissions_within_a_process(redis_server: RedisServer) -> None:
+    order: list[str] = []
+    async with RedisRateLimiter(
+        redis_server.url, limit=RateLimit(20, 1.0), api_key=TOKEN
+    ) as limiter:
+        await limiter.acquire()  # the next slot is 50 ms away: everyone below queues
+
+        async def take(name: str, priority: Priority) -> None:
+            await limiter.acquire(priority=priority)
+            order.append(name)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(take, f"submit{i}", Priority.SUBMIT)
+            await anyio.sleep(0.005)
+            for i in range(3):
+                tg.start_soon(take, f"poll{i}", Priority.POLL)
+    assert order == ["poll0", "poll1", "poll2", "submit0", "submit1", "submit2"]
+
+
+async def test_cancelled_waiter_leaves_its_slot_to_the_next(redis_server: RedisServer) -> None:
+    limit = RateLimit(5, 1.0)  # slots 204 ms apart
+    async with RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as limiter:
+        await limiter.acquire()
+        started = time.monotonic()
+        with anyio.move_on_after(0.05):
+            await limiter.acquire()  # reserves the next slot, then gives up waiting for it
+        permit = await limiter.acquire()
+        waited = time.monotonic() - started
+        assert isinstance(permit, Permit)
+        # The abandoned slot (about 0.2 s) was reused, not a fresh one 0.4 s away.
+        assert waited < 0.3
+        stats = limiter.statistics()
+        assert stats.permits_granted == 2
+        assert stats.waiting == 0
+        assert stats.redis_calls == 2
+
+
+async def test_raise_mode_reports_an_unreachable_redis(redis_server: RedisServer) -> None:
+    async with RedisRateLimiter(
+        redis_server.url, limit=RateLimit(50, 1.0), api_key=TOKEN, on_unavailable="raise"
+    ) as limiter:
+        permit = await limiter.acquire()
+        redis_server.kill()
+        with pytest.raises(RedisUnavailableError) as caught:
+            await limiter.acquire()
+        assert "SECRET" not in str(caught.value)
+        # Feedback is never an error for the caller, even with Redis gone.
+        await limiter.observe(RateLimitFeedback(permit, 429, retry_after=0.01))
+        assert not limiter.statistics().fallback_active
+
+
+async def test_falls_back_when_redis_dies_and_recovers_when_it_returns(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit = RateLimit(40, 1.0)
+    async with RedisRateLimiter(
+        redis_server.url, limit=limit, api_key=TOKEN, fallback_probe_interval=0.2
+    ) as limiter:
+        await limiter.acquire()
+        redis_server.kill()
+        with caplog.at_level(logging.WARNING, logger="grok_imagine_async.redis"):
+            for _ in range(3):
+                await limiter.acquire()
+        stats = limiter.statistics()
+        assert stats.fallback_active
+        assert stats.fallbacks == 1
+        assert stats.permits_granted == 4
+        assert "Redis unreachable" in caplog.text
+        assert "100% of the plan" in caplog.text  # it was alone on the token
+
+        redis_server.start()
+        await anyio.sleep(0.25)  # past the probe interval
+        await limiter.acquire()
+        stats = limiter.statistics()
+        assert not stats.fallback_active
+        assert stats.recoveries == 1
+        assert "reachable again" in caplog.text
