@@ -42,8 +42,6 @@ from ._plans import Plan, RateLimit
 from ._version import __version__
 
 __all__ = [
-    "CREDITS_PER_GENERATION",
-    "DEFAULT_BASE_URL",
     "APIConnectionError",
     "APIError",
     "APIResponseValidationError",
@@ -54,8 +52,10 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceededError",
+    "CREDITS_PER_GENERATION",
     "Clock",
     "ConfigurationError",
+    "DEFAULT_BASE_URL",
     "FailureClass",
     "GenerationRequest",
     "GrokImagineError",

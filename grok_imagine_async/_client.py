@@ -352,11 +352,20 @@ class AsyncGrokImagine:
         folder = Path(dest)
         await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
         targets = [resolve_inside(folder, name) for name in names]
-        results: list[Path] = list(targets)
+        errors: list[APIError] = []
+
+        async def fetch(url: str, target: Path) -> None:
+            try:
+                await self._download_one(url, target)
+            except APIError as exc:  # reported after the others finish, not as an ExceptionGroup
+                errors.append(exc)
+
         async with anyio.create_task_group() as tg:
-            for url, target in zip(urls, targets, strict=False):
-                tg.start_soon(self._download_one, url, target)
-        return results
+            for url, target in zip(urls, targets, strict=True):
+                tg.start_soon(fetch, url, target)
+        if errors:
+            raise errors[0]
+        return targets
 
     async def _download_one(self, url: str, target: Path) -> None:
         attempt = 0

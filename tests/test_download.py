@@ -1,0 +1,142 @@
+"""Downloads: streamed, atomic, never outside the destination, never carrying the token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fakes import TOKEN, RecordingLimiter
+from hypothesis import given
+from hypothesis import strategies as st
+
+from grok_imagine_async import APIError, AsyncGrokImagine, RetryPolicy, Task, TaskStatus
+from grok_imagine_async._download import name_from_url, resolve_inside, safe_name
+from grok_imagine_async.testing import VirtualTimeEventLoop
+
+VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 1000
+
+
+@pytest.fixture
+def anyio_backend() -> Any:
+    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
+
+
+class CDN:
+    def __init__(self, *, fail_first: int = 0, status: int = 200) -> None:
+        self.fail_first = fail_first
+        self.status = status
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.fail_first:
+            self.fail_first -= 1
+            raise httpx.ReadError("reset")
+        if self.status != 200:
+            return httpx.Response(self.status)
+        return httpx.Response(200, content=VIDEO, headers={"content-type": "video/mp4"})
+
+
+def client_for(cdn: CDN) -> AsyncGrokImagine:
+    return AsyncGrokImagine(
+        api_key=TOKEN,
+        base_url="http://api.test",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(cdn)),
+        limiter=RecordingLimiter(),
+        retry=RetryPolicy(attempts=2, wait_initial=0.1),
+    )
+
+
+def task(task_id: str, *urls: str) -> Task:
+    return Task(task_id=task_id, status=TaskStatus.COMPLETED, raw_status="completed", videos=urls)
+
+
+@pytest.mark.anyio
+async def test_downloads_every_video_of_a_task(tmp_path: Path) -> None:
+    cdn = CDN()
+    paths = await client_for(cdn).download(
+        task("task_1", "https://cdn.test/a.mp4", "https://cdn.test/b.mp4"), tmp_path / "out"
+    )
+    assert [p.name for p in paths] == ["task_1_1.mp4", "task_1_2.mp4"]
+    assert all(p.read_bytes() == VIDEO for p in paths)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["task_1_1.mp4", "task_1_2.mp4"]
+    assert all("authorization" not in r.headers for r in cdn.requests)
+
+
+@pytest.mark.anyio
+async def test_hostile_task_id_and_url_stay_inside_dest(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    client = client_for(CDN())
+    [by_task] = await client.download(task("../../../etc/passwd", "https://cdn.test/x.mp4"), dest)
+    [by_url] = await client.download("https://cdn.test/%2e%2e/%2e%2e/evil/..%2f..%2fboot.mp4", dest)
+    for path in (by_task, by_url):
+        assert path.parent == dest.resolve()
+        assert path.read_bytes() == VIDEO
+    assert not (tmp_path / "etc").exists()
+    assert not (tmp_path / "boot.mp4").exists()
+
+
+@pytest.mark.anyio
+async def test_transient_failures_are_retried(tmp_path: Path) -> None:
+    cdn = CDN(fail_first=2)
+    [path] = await client_for(cdn).download("https://cdn.test/v.mp4", tmp_path)
+    assert path.read_bytes() == VIDEO
+    assert len(cdn.requests) == 3
+
+
+@pytest.mark.anyio
+async def test_failure_leaves_no_partial_file(tmp_path: Path) -> None:
+    with pytest.raises(APIError, match="HTTP 403"):
+        await client_for(CDN(status=403)).download("https://cdn.test/v.mp4", tmp_path)
+    with pytest.raises(APIError):
+        await client_for(CDN(fail_first=10)).download("https://cdn.test/v.mp4", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_refuses_non_http_and_empty(tmp_path: Path) -> None:
+    client = client_for(CDN())
+    with pytest.raises(ValueError, match="non-http"):
+        await client.download("file:///etc/passwd", tmp_path)
+    with pytest.raises(ValueError, match="nothing to download"):
+        await client.download(task("t"), tmp_path)
+
+
+@pytest.mark.anyio
+async def test_duplicate_url_names_do_not_overwrite(tmp_path: Path) -> None:
+    paths = await client_for(CDN()).download(
+        ["https://a.test/v.mp4", "https://b.test/v.mp4"], tmp_path
+    )
+    assert [p.name for p in paths] == ["v.mp4", "v_2.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("../../etc/passwd", "etc_passwd"),
+        ("..", "video"),
+        (".hidden", "hidden"),
+        ("a b/c", "a_b_c"),
+    ],
+)
+def test_safe_name(text: str, expected: str) -> None:
+    assert safe_name(text) == expected
+
+
+def test_name_from_url() -> None:
+    assert name_from_url("https://cdn.test/gen/video1.mp4?sig=1") == "video1.mp4"
+    assert name_from_url("https://cdn.test/") == "video.mp4"
+    assert name_from_url("https://cdn.test/abc") == "abc.mp4"
+
+
+@given(st.text())
+def test_any_name_resolves_inside(text: str) -> None:
+    root = Path("/tmp/grok-dest-check")
+    assert resolve_inside(root, safe_name(text)).parent == root.resolve()
+
+
+def test_resolve_inside_refuses_escape() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        resolve_inside(Path("/tmp/x"), "../y")
