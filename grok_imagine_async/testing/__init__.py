@@ -1,0 +1,65 @@
+"""Test helpers: a virtual-time event loop and an emulator of the Grok Imagine API.
+
+The emulator needs the ``emulator`` extra (Starlette, uvicorn):
+``pip install "grok-imagine-async[emulator]"``. Its names are imported on first use, so the
+virtual-time loop works without the extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._virtual_time import VirtualTimeEventLoop, run_virtual
+
+if TYPE_CHECKING:
+    from ._config import EmulatorConfig
+    from ._drop import ConnectionDropped
+    from ._emulator import Emulator
+    from ._faults import FaultConfig
+    from ._lifecycle import Vocabulary
+    from ._server import serve_in_thread
+    from ._stats import EmulatorStatistics
+
+__all__ = [
+    "ConnectionDropped",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorStatistics",
+    "FaultConfig",
+    "VirtualTimeEventLoop",
+    "Vocabulary",
+    "run_virtual",
+    "serve_in_thread",
+]
+
+_LAZY = {
+    "ConnectionDropped": "._drop",
+    "Emulator": "._emulator",
+    "EmulatorConfig": "._config",
+    "EmulatorStatistics": "._stats",
+    "FaultConfig": "._faults",
+    "Vocabulary": "._lifecycle",
+    "serve_in_thread": "._server",
+}
+
+INSTALL_HINT = 'the emulator needs its extra: pip install "grok-imagine-async[emulator]"'
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        module = importlib.import_module(module_name, __name__)
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in {"starlette", "uvicorn"}:
+            raise ImportError(f"{INSTALL_HINT} ({exc})", name=exc.name) from exc
+        raise
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,97 @@
+"""The emulator's settings: one frozen, keyword-only value object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from .._clock import Clock
+from .._plans import Plan, RateLimit, resolve_rate_limit
+from ._faults import FaultConfig
+from ._lifecycle import Vocabulary
+from ._window import WindowMode
+
+ResetFormat = Literal["seconds", "unix"]
+
+
+def _default_tokens() -> Mapping[str, str | Plan | RateLimit]:
+    return {"test-token": "free"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmulatorConfig:
+    """How the emulated Grok Imagine server behaves.
+
+    Attributes:
+        tokens: Accepted bearer tokens and the quota of each: a plan name, a :class:`Plan`
+            (its requests per ``period``) or a :class:`RateLimit` (used as is).
+        period: Window length in seconds for plan quotas (60 like the real service; scale it
+            down so a test sees "100 requests per 3 s").
+        window: ``"sliding"`` or ``"fixed"`` rate-limit window.
+        reset_format: ``X-RateLimit-Reset`` as seconds until reset or as a Unix time.
+        count_refused: Whether 429'd requests also use up quota (default: they do not).
+        rate_limit_enabled: False admits everything (headers are still sent).
+        duration_median: Median generation time in seconds (before ``time_scale``).
+        duration_sigma: Spread of the lognormal generation time (0: every task takes the
+            median).
+        time_scale: Divides generation times (10 makes a 30 s median take 3 s).
+        queue_fraction: Part of a task's duration spent ``pending`` before ``processing``.
+        vocabulary: Status words: ``"default"``, ``"reseller"``, ``"upper"`` or a
+            :class:`Vocabulary`.
+        faults: Random failure rates (see :class:`FaultConfig`).
+        seed: Seed of the one random generator behind durations, ids and faults (None: random).
+        clock: Time source (None: the running event loop's clock, so virtual time works).
+
+    Raises:
+        ValueError: On a setting out of range or an unknown plan, window or vocabulary.
+    """
+
+    tokens: Mapping[str, str | Plan | RateLimit] = field(default_factory=_default_tokens)
+    period: float = 60.0
+    window: WindowMode = "sliding"
+    reset_format: ResetFormat = "seconds"
+    count_refused: bool = False
+    rate_limit_enabled: bool = True
+    duration_median: float = 30.0
+    duration_sigma: float = 0.5
+    time_scale: float = 1.0
+    queue_fraction: float = 0.2
+    vocabulary: str | Vocabulary = "default"
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    seed: int | None = None
+    clock: Clock | None = None
+
+    def __post_init__(self) -> None:
+        if not self.period > 0:
+            raise ValueError(f"period must be positive seconds, got {self.period!r}")
+        if self.window not in ("sliding", "fixed"):
+            raise ValueError(f"window must be 'sliding' or 'fixed', got {self.window!r}")
+        if self.reset_format not in ("seconds", "unix"):
+            raise ValueError(f"reset_format must be 'seconds' or 'unix', got {self.reset_format!r}")
+        if not self.duration_median > 0 or self.duration_sigma < 0:
+            raise ValueError("duration_median must be positive and duration_sigma >= 0")
+        if not self.time_scale > 0:
+            raise ValueError(f"time_scale must be positive, got {self.time_scale!r}")
+        if not 0.0 <= self.queue_fraction <= 1.0:
+            raise ValueError(f"queue_fraction must be between 0 and 1, got {self.queue_fraction!r}")
+        if not self.tokens:
+            raise ValueError("tokens must name at least one accepted token")
+        object.__setattr__(self, "vocabulary", Vocabulary.named(self.vocabulary))
+        self.rate_limits()  # fail now on an unknown plan, not at the first request
+
+    def rate_limits(self) -> Mapping[str, RateLimit]:
+        """Each token's quota, plan tiers applied over :attr:`period`."""
+        limits = {}
+        for token, plan in self.tokens.items():
+            if isinstance(plan, RateLimit):
+                limits[token] = plan
+            else:
+                limits[token] = RateLimit(resolve_rate_limit(plan).requests, self.period)
+        return MappingProxyType(limits)
+
+    @property
+    def status_words(self) -> Vocabulary:
+        """:attr:`vocabulary` resolved to a :class:`Vocabulary`."""
+        return Vocabulary.named(self.vocabulary)

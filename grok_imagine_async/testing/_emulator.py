@@ -1,0 +1,102 @@
+"""The emulator: a local stand-in for the Grok Imagine API, in process or on a socket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from ._config import EmulatorConfig
+from ._drop import DroppingStarlette
+from ._routes import Api
+from ._state import EmulatorState
+from ._stats import EmulatorStatistics
+from ._transport import EmulatorTransport
+
+IN_PROCESS_BASE_URL = "http://emulator.local"
+
+
+class Emulator:
+    """An emulated Grok Imagine service: rate limits, task lifecycle, faults, inspection.
+
+    Serve :attr:`app` with any ASGI server, or talk to it in process with :meth:`transport`
+    or :meth:`client`. State lives in the object: one emulator is one fresh server.
+
+    Args:
+        config: How the server behaves (default: token ``"test-token"`` on the free plan,
+            100 requests per 60 s sliding window, generations of about 30 s).
+
+    Example:
+        >>> import anyio
+        >>> async def main() -> str:
+        ...     emulator = Emulator()
+        ...     async with emulator.client() as http:
+        ...         answer = await http.post("/v1/generate", json={"prompt": "a cat"})
+        ...     return answer.json()["message"]
+        >>> anyio.run(main)
+        'success'
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self._config = config if config is not None else EmulatorConfig()
+        self._state = EmulatorState(self._config)
+        self.app: DroppingStarlette = DroppingStarlette(routes=Api(self._state).routes())
+        """The ASGI application (a Starlette app)."""
+
+    @property
+    def config(self) -> EmulatorConfig:
+        """The settings this emulator runs with."""
+        return self._config
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """An httpx transport reaching this emulator in process.
+
+        Unlike a bare ``httpx.ASGITransport``, a dropped connection raises
+        ``httpx.RemoteProtocolError`` and a slow answer beyond the request's read timeout raises
+        ``httpx.ReadTimeout``, as over a socket.
+        """
+        return EmulatorTransport(self.app)
+
+    def client(self, token: str | None = "test-token", **kwargs: Any) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` on :meth:`transport`, base URL ``http://emulator.local``.
+
+        Args:
+            token: Sent as ``Authorization: Bearer <token>`` on every request (None: no header).
+            **kwargs: Passed to ``httpx.AsyncClient`` (``base_url``, ``timeout``...).
+        """
+        headers = httpx.Headers(kwargs.pop("headers", None))
+        if token is not None:
+            headers.setdefault("Authorization", f"Bearer {token}")
+        kwargs.setdefault("base_url", IN_PROCESS_BASE_URL)
+        return httpx.AsyncClient(transport=self.transport(), headers=headers, **kwargs)
+
+    def statistics(self) -> EmulatorStatistics:
+        """A frozen snapshot of what the emulator saw and did so far."""
+        return self._state.statistics()
+
+    def request_times(
+        self, token: str | None = None, *, admitted_only: bool = False
+    ) -> list[float]:
+        """Clock times at which ``/v1/*`` requests of known tokens arrived, sorted.
+
+        Every request the rate limiter counted is here, 429'd ones included unless
+        ``admitted_only``; answers refused with 401 are not.
+
+        Args:
+            token: One token's requests, or everyone's (None).
+            admitted_only: Keep only the requests within the quota.
+        """
+        return self._state.request_times(token, admitted_only=admitted_only)
+
+    def max_window_count(
+        self, period: float, token: str | None = None, *, admitted_only: bool = False
+    ) -> int:
+        """The most requests in any interval of ``period`` seconds (see :meth:`request_times`).
+
+        A client that respects a quota of N per ``period`` keeps this at N or below.
+        """
+        return self._state.max_window_count(period, token, admitted_only=admitted_only)
+
+    def __repr__(self) -> str:
+        tokens = len(self._config.tokens)
+        return f"Emulator(tokens={tokens}, window={self._config.window!r})"

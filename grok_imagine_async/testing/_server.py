@@ -1,0 +1,122 @@
+"""Serving an emulator over a real socket with uvicorn: in a background thread, or in front."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import uvicorn
+
+from ._emulator import Emulator
+
+STARTUP_TIMEOUT = 10.0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def base_url(sock: socket.socket) -> str:
+    """``http://host:port`` of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _server(
+    emulator: Emulator, log_level: str, *, access_log: bool, own_logging: bool
+) -> uvicorn.Server:
+    config = uvicorn.Config(
+        emulator.app,
+        # In a host process (tests), leave its logging configuration alone.
+        log_config=uvicorn.config.LOGGING_CONFIG if own_logging else None,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="off",
+    )
+    return uvicorn.Server(config)
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    emulator: Emulator, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+) -> Iterator[str]:
+    """Serve ``emulator`` with uvicorn in a background thread while the block runs.
+
+    The emulator keeps the real clock there (the thread runs its own event loop). Statistics
+    may be read from any thread.
+
+    Args:
+        emulator: What to serve.
+        host: Interface to listen on.
+        port: Port to listen on (0: a free one, the usual choice in tests).
+        log_level: uvicorn's log level.
+
+    Yields:
+        The base URL, such as ``http://127.0.0.1:49731``.
+
+    Raises:
+        RuntimeError: If the server did not start within 10 seconds.
+
+    Example:
+        >>> with serve_in_thread(Emulator()) as url:  # doctest: +SKIP
+        ...     httpx.get(f"{url}/v1/status?task_id=x", headers={...})
+    """
+    sock = bind(host, port)
+    server = _server(emulator, log_level, access_log=False, own_logging=False)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="grok-imagine-emulator", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not server.started:  # uvicorn offers no startup event to wait on
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the emulator's uvicorn server did not start")
+            time.sleep(0.005)
+        yield base_url(sock)
+    finally:
+        server.should_exit = True
+        thread.join(STARTUP_TIMEOUT)
+        sock.close()
+
+
+def serve_forever(
+    emulator: Emulator,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    on_ready: Callable[[str], None] = print,
+) -> None:
+    """Serve ``emulator`` with uvicorn in this thread until interrupted (Ctrl-C).
+
+    Args:
+        emulator: What to serve.
+        host: Interface to listen on.
+        port: Port to listen on (0: a free one).
+        log_level: uvicorn's log level.
+        on_ready: Called with the base URL once the socket is bound, before serving.
+    """
+    sock = bind(host, port)
+    try:
+        on_ready(base_url(sock))
+        server = _server(emulator, log_level, access_log=log_level == "debug", own_logging=True)
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

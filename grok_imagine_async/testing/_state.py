@@ -1,0 +1,185 @@
+"""The emulated server's memory and bookkeeping, without HTTP: quotas, tasks, counters.
+
+Every method runs without awaiting under one lock, so a test thread may read statistics while
+uvicorn serves from another thread.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from typing import Any
+
+from .._clock import DEFAULT_CLOCK, Clock
+from ._config import EmulatorConfig
+from ._faults import FaultInjector, RequestFaults
+from ._lifecycle import Task, TaskState, sample_duration
+from ._stats import EmulatorStatistics, frozen_mapping
+from ._window import WindowCounter, WindowDecision, max_in_window
+
+CREDITS_PER_TASK = 40
+
+
+class EmulatorState:
+    """Quotas, tasks and counters of one emulator instance."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.clock: Clock = config.clock if config.clock is not None else DEFAULT_CLOCK
+        self.lock = threading.Lock()
+        self._rng = random.Random(config.seed)
+        self._faults = FaultInjector(config.faults, self._rng)
+        self._windows = {
+            token: WindowCounter(limit, config.window, count_refused=config.count_refused)
+            for token, limit in config.rate_limits().items()
+        }
+        self._tasks: dict[str, Task] = {}
+        self._timeline: dict[str, list[tuple[float, bool]]] = {t: [] for t in self._windows}
+        self._counts: Counter[str] = Counter()
+        self._by_endpoint: Counter[str] = Counter()
+        self._by_status: Counter[int] = Counter()
+        self._posts_per_prompt: Counter[str] = Counter()
+        self._tasks_per_prompt: Counter[str] = Counter()
+        self._last_now = float("-inf")
+
+    # Time -----------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The clock's time; outside an event loop, the last time seen (never going back)."""
+        try:
+            now = self.clock.monotonic()
+        except RuntimeError:  # LoopClock read from synchronous code: no loop to ask
+            return self._last_now if self._last_now > float("-inf") else 0.0
+        self._last_now = max(self._last_now, now)
+        return self._last_now
+
+    def unix(self, monotonic: float) -> float:
+        """The Unix time of a clock reading."""
+        return monotonic + (self.clock.unix() - self.clock.monotonic())
+
+    # Requests -------------------------------------------------------------------------------
+
+    def count(self, what: str, endpoint: str | None = None, status: int | None = None) -> None:
+        """Add one to a named counter, an endpoint's requests, or an HTTP status."""
+        with self.lock:
+            if what:
+                self._counts[what] += 1
+            if endpoint is not None:
+                self._by_endpoint[endpoint] += 1
+            if status is not None:
+                self._by_status[status] += 1
+
+    def is_known(self, token: str) -> bool:
+        """Whether ``token`` is accepted."""
+        return token in self._windows
+
+    def admit(self, token: str, now: float) -> WindowDecision:
+        """Count a request of ``token`` at ``now`` against its quota and log it."""
+        with self.lock:
+            decision = self._windows[token].hit(now)
+            if not self.config.rate_limit_enabled and not decision.admitted:
+                decision = WindowDecision(True, 0, decision.reset_after, 0.0)
+            self._timeline[token].append((now, decision.admitted))
+            return decision
+
+    def request_faults(self, prompt: str | None) -> RequestFaults:
+        """Draw the faults of one admitted request (``prompt`` for a POST)."""
+        with self.lock:
+            if prompt is not None:
+                self._posts_per_prompt[prompt] += 1
+            return self._faults.for_request(prompt)
+
+    def check_prompt(self, prompt: str) -> None:
+        """Validate the prompt's emulator markers (raises ``MarkerError``)."""
+        self._faults.check_prompt(prompt)
+
+    # Tasks ----------------------------------------------------------------------------------
+
+    def create_task(self, token: str, request: dict[str, Any], now: float) -> Task:
+        """Start a generation for ``token`` at ``now``: charge it and decide how it ends."""
+        cfg = self.config
+        prompt = str(request["prompt"])
+        with self.lock:
+            outcome = self._faults.for_task(prompt)
+            duration = outcome.duration
+            if duration is None:
+                duration = sample_duration(
+                    self._rng,
+                    median=cfg.duration_median,
+                    sigma=cfg.duration_sigma,
+                    time_scale=cfg.time_scale,
+                )
+            task_id = f"task_{self._rng.getrandbits(48):012x}"
+            while task_id in self._tasks:
+                task_id = f"task_{self._rng.getrandbits(48):012x}"
+            task = Task(
+                task_id=task_id,
+                token=token,
+                request=request,
+                created_at=now,
+                created_unix=self.unix(now),
+                queued_for=duration * cfg.queue_fraction,
+                duration=duration,
+                error_message=outcome.error_message,
+                video_count=outcome.video_count,
+            )
+            self._tasks[task_id] = task
+            self._tasks_per_prompt[prompt] += 1
+            return task
+
+    def task(self, task_id: str, token: str | None = None) -> Task | None:
+        """The task ``task_id`` if it exists (and belongs to ``token`` when given)."""
+        task = self._tasks.get(task_id)
+        if task is None or (token is not None and task.token != token):
+            return None
+        return task
+
+    # Inspection -----------------------------------------------------------------------------
+
+    def statistics(self) -> EmulatorStatistics:
+        """A frozen snapshot of every counter."""
+        now = self.now()
+        with self.lock:
+            states = Counter(task.state(now).value for task in self._tasks.values())
+            c = self._counts
+            return EmulatorStatistics(
+                requests_total=sum(
+                    n for e, n in self._by_endpoint.items() if e.split(" ", 1)[-1].startswith("/v1")
+                ),
+                requests_by_endpoint=frozen_mapping(self._by_endpoint),
+                responses_by_status=frozen_mapping(self._by_status),
+                rate_limited=self._by_status[429],
+                unauthorized=self._by_status[401],
+                invalid_requests=self._by_status[400],
+                not_found=self._by_status[404],
+                server_errors=c["server_error"],
+                body_errors=c["body_error"],
+                dropped=c["dropped"],
+                slow=c["slow"],
+                posts_per_prompt=frozen_mapping(self._posts_per_prompt),
+                tasks_per_prompt=frozen_mapping(self._tasks_per_prompt),
+                tasks_created=len(self._tasks),
+                credits_consumed=CREDITS_PER_TASK * len(self._tasks),
+                tasks_by_state=frozen_mapping({s.value: states[s.value] for s in TaskState}),
+                videos_served=c["video"],
+            )
+
+    def request_times(
+        self, token: str | None = None, *, admitted_only: bool = False
+    ) -> list[float]:
+        """Clock times of the requests the limiter saw, sorted (one token or all)."""
+        with self.lock:
+            logs = (
+                [self._timeline.get(token, [])]
+                if token is not None
+                else list(self._timeline.values())
+            )
+            times = [t for log in logs for t, admitted in log if admitted or not admitted_only]
+        return sorted(times)
+
+    def max_window_count(
+        self, period: float, token: str | None = None, *, admitted_only: bool = False
+    ) -> int:
+        """The most requests seen in any interval of ``period`` seconds."""
+        return max_in_window(self.request_times(token, admitted_only=admitted_only), period)
