@@ -1,0 +1,275 @@
+"""Jobs as the scheduler sees them: states, results, events, and the journal seam.
+
+A *job* is one generation the caller asked for, identified by a *key*. It may take several
+submissions (a transient failure is resubmitted) and many status polls before it ends as one
+:class:`JobResult`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from ._errors import GrokImagineError, TaskFailedError
+from ._models import FailureClass, GenerationRequest, Task
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    """Accepted by the scheduler, waiting for a submission slot."""
+    SUBMITTING = "submitting"
+    """Its ``POST /v1/generate`` is being sent."""
+    RUNNING = "running"
+    """Submitted; the server is generating it and we poll its status."""
+    COMPLETED = "completed"
+    """Finished with at least one video."""
+    FAILED = "failed"
+    """Finished without a video; see the result's ``failure_class``."""
+
+    @property
+    def is_final(self) -> bool:
+        """True for COMPLETED and FAILED."""
+        return self in (JobState.COMPLETED, JobState.FAILED)
+
+
+def request_key(request: GenerationRequest, occurrence: int = 0) -> str:
+    """A stable key for a request: the same request (and occurrence) always maps to it.
+
+    ``occurrence`` tells apart identical requests in one input (the 2nd copy is occurrence 1),
+    so a file that asks for the same prompt twice gets two videos, on every run.
+
+    Example:
+        >>> request_key(GenerationRequest(prompt="a cat"))[:4]
+        'req-'
+    """
+    canonical = json.dumps(request.payload(), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return f"req-{digest}" if occurrence == 0 else f"req-{digest}-{occurrence}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A request with the key it should be known by (e.g. an ``id`` from the input file).
+
+    Args:
+        request: What to generate.
+        key: The job's key; None derives a stable one from the request (:func:`request_key`).
+    """
+
+    request: GenerationRequest
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """How one job ended.
+
+    Attributes:
+        key: The job's key.
+        request: What was asked for.
+        task: The final task (completed, or failed as the server reported it), if any.
+        error: The error that ended the job, None if it completed.
+        failure_class: Why it failed, None if it completed.
+        attempts: Submissions (POSTs) made for this job, in this run and earlier ones.
+        credits: Credits this job consumed (40 per task the server created).
+        polls: Status polls spent on it in this run.
+        submitted_at: Clock time of the last submission in this run, if any.
+        finished_at: Clock time at which the result was known.
+        files: Paths of downloaded videos, when the scheduler downloads.
+        from_journal: True when the result was read from a journal, with no request sent.
+    """
+
+    key: str
+    request: GenerationRequest
+    task: Task | None
+    error: GrokImagineError | None
+    failure_class: FailureClass | None
+    attempts: int
+    credits: int
+    polls: int
+    submitted_at: float | None
+    finished_at: float
+    files: tuple[Path, ...] = ()
+    from_journal: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the job completed with a video."""
+        return self.error is None and self.task is not None and self.task.succeeded
+
+    @property
+    def task_id(self) -> str | None:
+        """The id of the last task created for this job, if any."""
+        return self.task.task_id if self.task is not None else None
+
+    @property
+    def videos(self) -> tuple[str, ...]:
+        """The result video URLs (empty unless completed)."""
+        return self.task.videos if self.task is not None and self.ok else ()
+
+    def unwrap(self) -> Task:
+        """The completed task, or raise the job's error.
+
+        Raises:
+            GrokImagineError: The error that ended the job.
+        """
+        if self.ok:
+            assert self.task is not None
+            return self.task
+        if self.error is not None:
+            raise self.error
+        assert self.task is not None
+        raise TaskFailedError(self.task)
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """Base of the scheduler's progress events (handed to a :class:`SchedulerHook`).
+
+    Attributes:
+        key: The job the event is about.
+        at: Clock time of the event.
+    """
+
+    key: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobQueued(JobEvent):
+    """A job was accepted by the scheduler."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobSubmitted(JobEvent):
+    """A submission succeeded; the server created ``task_id``.
+
+    Attributes:
+        task_id: The new task's id.
+        attempt: 1 for the first submission, 2 for a resubmission...
+    """
+
+    task_id: str = ""
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class JobResumed(JobEvent):
+    """A job was picked up from the journal, polling its existing task (no new POST).
+
+    Attributes:
+        task_id: The task being resumed.
+    """
+
+    task_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobResubmitting(JobEvent):
+    """A task failed in a way worth retrying and will be submitted again.
+
+    Attributes:
+        failure_class: Why the previous task failed.
+    """
+
+    failure_class: FailureClass = FailureClass.TRANSIENT
+
+
+@dataclass(frozen=True, slots=True)
+class JobFinished(JobEvent):
+    """A job ended (completed or failed).
+
+    Attributes:
+        result: Its result.
+    """
+
+    result: JobResult | None = None
+
+
+SchedulerEvent = JobQueued | JobSubmitted | JobResumed | JobResubmitting | JobFinished
+
+
+class SchedulerHook(Protocol):
+    """Receives every scheduler event, synchronously; must return quickly and not raise."""
+
+    def __call__(self, event: JobEvent) -> None: ...
+
+
+# -- journal seam --------------------------------------------------------------------------------
+
+
+class JournalState(str, enum.Enum):
+    """What the journal knows of a job."""
+
+    INTENT = "intent"
+    """About to be submitted: if found at start-up, the POST's outcome is unknown."""
+    SUBMITTED = "submitted"
+    """The server created a task; its id is recorded."""
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """One job as recorded in a journal.
+
+    Attributes:
+        key: The job's key.
+        request: What was asked for.
+        state: The last recorded state.
+        task_id: The last task id recorded, if any.
+        attempts: Submissions recorded (intents count: an unknown outcome may have cost).
+        credits: Credits recorded as consumed.
+        videos: Result URLs, once completed.
+        files: Downloaded files, once downloaded.
+        error: The failure message, once failed.
+        failure_class: The failure class, once failed.
+    """
+
+    key: str
+    request: GenerationRequest
+    state: JournalState
+    task_id: str | None = None
+    attempts: int = 0
+    credits: int = 0
+    videos: tuple[str, ...] = ()
+    files: tuple[str, ...] = field(default_factory=tuple)
+    error: str | None = None
+    failure_class: FailureClass | None = None
+
+
+@runtime_checkable
+class Journal(Protocol):
+    """Durable record of a batch, written through by the scheduler so a crash loses nothing.
+
+    The scheduler calls :meth:`record_intent` *before* each POST and :meth:`record_submitted`
+    right after its answer; each call must be durable when it returns.
+    """
+
+    async def load(self, key: str) -> JournalRecord | None:
+        """The record for ``key``, or None if the journal never saw it."""
+
+    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
+        """A POST for ``key`` (its ``attempt``-th) is about to be sent."""
+
+    async def record_submitted(self, key: str, task_id: str) -> None:
+        """The POST for ``key`` created ``task_id``."""
+
+    async def record_finished(self, result: JobResult) -> None:
+        """The job ended; store its outcome (state, task, videos, error, failure class)."""
+
+    async def record_files(self, key: str, files: Sequence[Path]) -> None:
+        """The job's videos were downloaded to ``files``."""
+
+    async def aclose(self) -> None:
+        """Flush and close."""
