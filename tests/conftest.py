@@ -1,0 +1,35 @@
+"""Fixtures shared by the test suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
+
+import pytest
+
+if TYPE_CHECKING:
+    from grok_imagine_async.testing import Emulator
+
+
+class ServedEmulator(NamedTuple):
+    """An emulator listening on 127.0.0.1, and its base URL."""
+
+    url: str
+    emulator: Emulator
+
+
+@pytest.fixture
+def served_emulator(request: pytest.FixtureRequest) -> Iterator[ServedEmulator]:
+    """An :class:`Emulator` served by uvicorn on 127.0.0.1 (free port) in a background thread.
+
+    The server runs on the real clock: use it from tests on the normal asyncio loop
+    (``anyio_backend`` returning ``"asyncio"``). Parametrize it indirectly with an
+    ``EmulatorConfig`` to change its behaviour::
+
+        @pytest.mark.parametrize("served_emulator", [EmulatorConfig(seed=1)], indirect=True)
+    """
+    from grok_imagine_async.testing import Emulator, serve_in_thread
+
+    emulator = Emulator(getattr(request, "param", None))
+    with serve_in_thread(emulator) as url:
+        yield ServedEmulator(url, emulator)
