@@ -1,0 +1,331 @@
+"""Batch input files: prompts as text, JSONL or CSV, read lazily into keyed :class:`JobSpec`\\ s.
+
+Three formats, told apart by the file's extension (or named explicitly):
+
+* **text** (any other extension): one prompt per line; blank lines and lines starting with
+  ``#`` are skipped.
+* **JSONL** (``.jsonl``, ``.ndjson``): one JSON object per line with ``prompt`` and optionally
+  ``mode``, ``ratio``, ``images`` (a list of URLs, or one URL) and ``id`` (or ``key``).
+* **CSV** (``.csv``): a header row naming some of the same columns (``prompt`` required);
+  ``images`` holds URLs separated by spaces or ``|``, or a JSON list.
+
+Every job gets a key: its ``id``/``key`` if the file gives one (unique in the file), otherwise
+a stable hash of the request (:func:`request_key`), counting repeats, so the same file maps to
+the same jobs on every run: that is what lets a re-run resume instead of paying again.
+
+Any problem raises :class:`InputError` naming the file and line. Reading is streamed: memory
+holds the keys seen (to catch duplicates), never the whole file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from ._client import build_request
+from ._download import safe_name
+from ._errors import GrokImagineError, InvalidRequestError
+from ._jobs import JobSpec, request_key
+
+__all__ = ["InputError", "InputFormat", "InputSummary", "JobFile"]
+
+InputFormat = Literal["text", "jsonl", "csv"]
+FIELDS = ("prompt", "mode", "ratio", "images", "id", "key")
+_SUFFIXES: dict[str, InputFormat] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+_IMAGE_SEPARATORS = re.compile(r"[\s|]+")
+
+
+class InputError(GrokImagineError, ValueError):
+    """Raised when a batch input file cannot be read; nothing was submitted.
+
+    The message starts with ``file:line:`` so editors and terminals can jump to it.
+
+    Attributes:
+        path: The input file.
+        line: The 1-based line of the problem, or None for the file as a whole.
+        problem: What is wrong, without the location.
+    """
+
+    def __init__(self, path: Path, line: int | None, problem: str) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class InputSummary:
+    """What a full pass over an input file found (see :meth:`JobFile.check`).
+
+    Attributes:
+        path: The input file.
+        format: How it was read.
+        jobs: How many jobs it holds.
+        keys: Every job's key.
+    """
+
+    path: Path
+    format: InputFormat
+    jobs: int
+    keys: frozenset[str]
+
+
+class JobFile:
+    """A batch input file, read lazily into :class:`JobSpec`\\ s; iterable any number of times.
+
+    Iterating yields one spec per job and raises :class:`InputError` at the first bad line,
+    possibly after yielding the good ones before it: call :meth:`check` first to validate the
+    whole file before submitting anything.
+
+    Args:
+        path: The file.
+        format: ``"text"``, ``"jsonl"`` or ``"csv"``; default: from the extension.
+        mode: Mode for jobs that do not set one (default: the request's, ``"normal"``).
+        ratio: Ratio for jobs that do not set one (default: the request's, ``"1:1"``).
+        allow_unlisted: Accept modes and ratios the provider does not document.
+
+    Example:
+        >>> jobs = JobFile("prompts.txt", ratio="3:2")  # doctest: +SKIP
+        >>> jobs.check().jobs  # doctest: +SKIP
+        20
+        >>> async with client.generate_many(jobs, journal="run.db") as results:  # doctest: +SKIP
+        ...     async for result in results: ...
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        format: InputFormat | None = None,
+        mode: str | None = None,
+        ratio: str | None = None,
+        allow_unlisted: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        if format is not None and format not in ("text", "jsonl", "csv"):
+            raise ValueError(f"format must be 'text', 'jsonl' or 'csv', got {format!r}")
+        self.format: InputFormat = format or _SUFFIXES.get(self.path.suffix.lower(), "text")
+        self._mode = mode
+        self._ratio = ratio
+        self._allow_unlisted = allow_unlisted
+
+    def __repr__(self) -> str:
+        return f"JobFile({str(self.path)!r}, format={self.format!r})"
+
+    def __iter__(self) -> Iterator[JobSpec]:
+        seen: dict[str, int] = {}  # key -> line, to name both lines of a duplicate
+        names: dict[str, tuple[str, int]] = {}  # file-name stem -> (key, line)
+        repeats: Counter[str] = Counter()
+        for line, fields in self._entries():
+            spec = self._spec(line, fields, repeats)
+            assert spec.key is not None
+            first = seen.setdefault(spec.key, line)
+            if first != line:
+                raise InputError(
+                    self.path, line, f"duplicate id {spec.key!r} (already used on line {first})"
+                )
+            # Videos are named after keys: two keys that only differ in unsafe characters or
+            # case would overwrite each other's files (on case-insensitive disks too).
+            stem = safe_name(spec.key).lower()
+            other = names.setdefault(stem, (spec.key, line))
+            if other[1] != line:
+                raise InputError(
+                    self.path,
+                    line,
+                    f"id {spec.key!r} and id {other[0]!r} (line {other[1]}) would give their "
+                    f"videos the same file name {safe_name(spec.key)!r}",
+                )
+            yield spec
+
+    def check(self) -> InputSummary:
+        """Read the whole file once, validating every line; submit nothing.
+
+        Returns:
+            How many jobs there are, and their keys.
+
+        Raises:
+            InputError: At the first problem, naming the file and line; also if the file
+                holds no job at all.
+        """
+        keys = frozenset(spec.key for spec in self if spec.key is not None)
+        if not keys:
+            skipped = " (blank lines and # comments are skipped)" if self.format == "text" else ""
+            raise InputError(self.path, None, f"no jobs in the file{skipped}")
+        return InputSummary(self.path, self.format, len(keys), keys)
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def _spec(self, line: int, fields: dict[str, Any], repeats: Counter[str]) -> JobSpec:
+        prompt = fields.get("prompt")
+        if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+            raise InputError(self.path, line, "missing prompt")
+        if not isinstance(prompt, str):
+            raise InputError(self.path, line, f"prompt must be a string, got {prompt!r}")
+        for name in ("mode", "ratio"):
+            if fields.get(name) is not None and not isinstance(fields[name], str):
+                raise InputError(self.path, line, f"{name} must be a string, got {fields[name]!r}")
+        images = fields.get("images")
+        if images is not None and not (
+            isinstance(images, str)
+            or (isinstance(images, list) and all(isinstance(i, str) for i in images))
+        ):
+            raise InputError(
+                self.path, line, f"images must be a URL or a list of URLs, got {images!r}"
+            )
+        try:
+            request = build_request(
+                prompt,
+                mode=fields.get("mode") or self._mode or "normal",
+                ratio=fields.get("ratio") or self._ratio or "1:1",
+                images=images or None,
+                allow_unlisted=self._allow_unlisted,
+            )
+        except InvalidRequestError as exc:
+            raise InputError(self.path, line, "; ".join(exc.problems) or str(exc)) from None
+        key = self._key(line, fields)
+        if key is None:
+            base = request_key(request)
+            key = request_key(request, repeats[base])
+            repeats[base] += 1
+        return JobSpec(request, key)
+
+    def _key(self, line: int, fields: dict[str, Any]) -> str | None:
+        given = [fields[name] for name in ("id", "key") if fields.get(name) not in (None, "")]
+        if not given:
+            return None
+        if len(given) == 2 and str(given[0]) != str(given[1]):
+            raise InputError(self.path, line, f"id {given[0]!r} and key {given[1]!r} disagree")
+        value = given[0]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise InputError(self.path, line, f"id must be a string or an integer, got {value!r}")
+        key = str(value).strip()
+        if not safe_name(key, default=""):
+            raise InputError(
+                self.path, line, f"id {value!r} has no letter or digit to name its videos by"
+            )
+        return key
+
+    # -- the three formats -------------------------------------------------------------------
+
+    def _entries(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        try:
+            # Binary, decoded line by line: a decoding error then names its line.
+            handle = self.path.open("rb")
+        except OSError as exc:
+            raise InputError(self.path, None, f"cannot read the file: {exc.strerror}") from None
+        with handle:
+            lines = _NumberedLines(self.path, handle)
+            if self.format == "csv":
+                yield from self._csv(lines)
+            elif self.format == "jsonl":
+                yield from self._jsonl(lines)
+            else:
+                yield from self._text(lines)
+
+    def _text(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any]]]:
+        for text in lines:
+            prompt = text.strip()
+            if prompt and not prompt.startswith("#"):
+                yield lines.number, {"prompt": prompt}
+
+    def _jsonl(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any]]]:
+        for text in lines:
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise InputError(self.path, lines.number, f"bad JSON: {exc}") from None
+            if not isinstance(value, dict):
+                raise InputError(
+                    self.path, lines.number, f"expected a JSON object, got {type(value).__name__}"
+                )
+            unknown = sorted(set(value) - set(FIELDS))
+            if unknown:
+                raise InputError(
+                    self.path,
+                    lines.number,
+                    f"unknown field {', '.join(map(repr, unknown))} (expected {', '.join(FIELDS)})",
+                )
+            yield lines.number, value
+
+    def _csv(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any]]]:
+        reader = csv.reader(lines)
+        header: list[str] | None = None
+        start = 1
+        for row in reader:
+            line, start = start, lines.number + 1  # a quoted cell may span several lines
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = [cell.strip().lower() for cell in row]
+                self._check_header(line, header)
+                continue
+            if len(row) > len(header):
+                raise InputError(
+                    self.path,
+                    line,
+                    f"{len(row)} values but the header names {len(header)} columns",
+                )
+            fields: dict[str, Any] = {}
+            for name, cell in zip(header, row, strict=False):  # short rows: cells left unset
+                if cell.strip():
+                    fields[name] = _images(self.path, line, cell) if name == "images" else cell
+            yield line, fields
+        if header is None:
+            raise InputError(self.path, None, "empty CSV file: expected a header row")
+
+    def _check_header(self, line: int, header: list[str]) -> None:
+        unknown = [name for name in header if name not in FIELDS]
+        if unknown:
+            raise InputError(
+                self.path,
+                line,
+                f"unknown column {', '.join(map(repr, unknown))} (expected {', '.join(FIELDS)})",
+            )
+        repeated = sorted(name for name, n in Counter(header).items() if n > 1)
+        if repeated:
+            raise InputError(self.path, line, f"column {repeated[0]!r} appears twice")
+        if "prompt" not in header:
+            raise InputError(self.path, line, "the header has no 'prompt' column")
+
+
+class _NumberedLines:
+    """A binary file's lines decoded as UTF-8 and counted; a bad byte names its line."""
+
+    def __init__(self, path: Path, handle: BinaryIO) -> None:
+        self._path = path
+        self._handle = handle
+        self.number = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self._handle)
+        self.number += 1
+        try:
+            text = raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(self._path, self.number, f"not UTF-8 text ({exc.reason})") from None
+        return text
+
+
+def _images(path: Path, line: int, cell: str) -> list[str]:
+    text = cell.strip()
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise InputError(path, line, f"images: bad JSON list: {exc}") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InputError(path, line, "images: expected a JSON list of URL strings")
+        return value
+    return [url for url in _IMAGE_SEPARATORS.split(text) if url]
