@@ -14,21 +14,28 @@ import heapq
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import anyio
 
+SlotT = TypeVar("SlotT")
+
 
 @dataclass(eq=False)
-class _Waiter:
+class _Waiter(Generic[SlotT]):
     served: bool = False
+    slot: SlotT | None = None
     event: anyio.Event = field(default_factory=anyio.Event)
 
 
-class SlotLine:
-    """A priority line where one waiter at a time fetches slots for everyone."""
+class SlotLine(Generic[SlotT]):
+    """A priority line where one waiter at a time fetches slots for everyone.
+
+    A slot may carry a value (what the fetch returned), which goes to the waiter it is given to.
+    """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, _Waiter]] = []
+        self._heap: list[tuple[int, int, _Waiter[SlotT]]] = []
         self._arrivals = itertools.count()
         self._leading = False
 
@@ -36,8 +43,10 @@ class SlotLine:
         """Callers waiting right now."""
         return len(self._heap)
 
-    async def wait_turn(self, priority: int, fetch_slot: Callable[[int], Awaitable[None]]) -> None:
-        """Return when a slot has been given to this caller.
+    async def wait_turn(
+        self, priority: int, fetch_slot: Callable[[int], Awaitable[SlotT]]
+    ) -> SlotT | None:
+        """Return the value of the slot given to this caller, once it is due.
 
         Args:
             priority: Lower values are served first.
@@ -47,7 +56,7 @@ class SlotLine:
 
         Cancelling a waiting caller loses no slot: one already given to it passes down the line.
         """
-        waiter = _Waiter()
+        waiter: _Waiter[SlotT] = _Waiter()
         heapq.heappush(self._heap, (priority, next(self._arrivals), waiter))
         try:
             while not waiter.served:
@@ -58,30 +67,31 @@ class SlotLine:
                 self._leading = True
                 try:
                     while not waiter.served:
-                        await fetch_slot(self._heap[0][0])
-                        self._serve_first()
+                        self._serve_first(await fetch_slot(self._heap[0][0]))
                 finally:
                     self._leading = False
                     self._wake_first()
         except BaseException:
             self._leave(waiter)
             raise
+        return waiter.slot
 
-    def _serve_first(self) -> None:
+    def _serve_first(self, slot: SlotT | None) -> None:
         _, _, first = heapq.heappop(self._heap)
         first.served = True
+        first.slot = slot
         first.event.set()
 
     def _wake_first(self) -> None:
         if self._heap:
             self._heap[0][2].event.set()
 
-    def _leave(self, waiter: _Waiter) -> None:
+    def _leave(self, waiter: _Waiter[SlotT]) -> None:
         if not waiter.served:
             self._heap = [entry for entry in self._heap if entry[2] is not waiter]
             heapq.heapify(self._heap)
         elif self._heap:
             # Served but cancelled before it could use the slot, which is due now: the next in
             # line takes it rather than it being lost.
-            self._serve_first()
+            self._serve_first(waiter.slot)
         self._wake_first()

@@ -18,6 +18,7 @@ Times inside Redis are integer microseconds since the Unix epoch; they fit a Lua
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 from ._plans import RateLimit
@@ -28,15 +29,16 @@ TOKEN_HASH_CHARS = 16
 """Hex characters of the token's SHA-256 kept in key names: 64 bits, enough to keep tokens apart
 and useless for recovering the token."""
 
-# Keys: [1] TAT, [2] paused-until, [3] peers (sorted set: member -> last acquire).
-# ARGV: [1] emission interval us, [2] key TTL floor us (the period), [3] member id,
-#       [4] peer horizon us.
-# Returns: {delay us until the reserved slot, pause remaining us, active peers}.
+# Keys: [1] TAT, [2] paused-until, [3] peers (member -> last acquire), [4] slots (the slots
+#       handed out in the last period, scored by time).
+# ARGV: [1] emission interval us, [2] period us, [3] member id.
+# Returns: {delay us until the reserved slot, pause remaining us, active peers,
+#           slots due within the last period}.
 ACQUIRE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
+local period = tonumber(ARGV[2])
 local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 local pause_left = 0
@@ -45,37 +47,63 @@ if paused > now then
   if paused > slot then slot = paused end
 end
 local tat = slot + interval
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
-           math.ceil((tat - now + ttl) / 1000))
-local horizon = tonumber(ARGV[4])
+local ttl = math.ceil((tat - now + period) / 1000)
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)
+local old = string.format('(%.0f', now - period)
 redis.call('ZADD', KEYS[3], now, ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('(%.0f', now - horizon))
-redis.call('PEXPIRE', KEYS[3], math.ceil(horizon / 1000))
-return {slot - now, pause_left, redis.call('ZCARD', KEYS[3])}
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', old)
+redis.call('PEXPIRE', KEYS[3], math.ceil(period / 1000))
+redis.call('ZADD', KEYS[4], slot, string.format('%.0f', slot))
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', old)
+redis.call('PEXPIRE', KEYS[4], ttl)
+local sent = redis.call('ZCOUNT', KEYS[4], old, now)
+return {slot - now, pause_left, redis.call('ZCARD', KEYS[3]), sent}
 """
 
-# Keys: [1] TAT, [2] paused-until.
-# ARGV: [1] pause us (-1: none), [2] earliest TAT as an offset from now in us (-1: none),
-#       [3] key TTL floor us.
-# Returns: pause remaining us after the update.
+# Keys: [1] TAT, [2] paused-until, [3] slots (as above).
+# ARGV: [1] pause us (-1: none), [2] Remaining (-1: not to be checked), [3] reset us,
+#       [4] emission interval us, [5] period us, [6] requests per period, [7] tolerance.
+# A 429's pause applies as given. Remaining applies only if our own slots cannot explain it:
+# the server counts more than ``requests - remaining`` beyond the slots handed out in the last
+# period plus the jitter tolerance. Then ``Remaining: 0`` pauses everyone until the reset, and a
+# low Remaining moves the TAT so that at most that many slots fall before the reset.
+# Returns: {pause remaining us, 1 if this call started or extended a pause else 0}.
 OBSERVE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local pause = tonumber(ARGV[1])
-local floor = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
+local remaining = tonumber(ARGV[2])
+local reset = tonumber(ARGV[3])
+local interval = tonumber(ARGV[4])
+local period = tonumber(ARGV[5])
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
-if pause >= 0 and now + pause > paused then
-  paused = now + pause
-  redis.call('SET', KEYS[2], string.format('%.0f', paused), 'PX', math.ceil(pause / 1000) + 1)
-end
-if floor >= 0 then
-  local tat = now + floor
-  if tat > tonumber(redis.call('GET', KEYS[1]) or '0') then
-    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((floor + ttl) / 1000))
+local extended = 0
+local function pause_until(until_us)
+  if until_us > paused then
+    paused = until_us
+    extended = 1
+    redis.call('SET', KEYS[2], string.format('%.0f', paused), 'PX',
+               math.ceil((paused - now) / 1000) + 1)
   end
 end
-return math.max(0, paused - now)
+if pause >= 0 then pause_until(now + pause) end
+if remaining >= 0 then
+  local old = string.format('(%.0f', now - period)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', old)
+  local sent = redis.call('ZCOUNT', KEYS[3], old, now)
+  if tonumber(ARGV[6]) - remaining > sent + tonumber(ARGV[7]) then
+    if remaining == 0 then
+      if reset > 0 then pause_until(now + reset) end
+    else
+      local tat = now + reset - remaining * interval
+      if tat > now + interval and tat > tonumber(redis.call('GET', KEYS[1]) or '0') then
+        redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
+                   math.ceil((tat - now + period) / 1000))
+      end
+    end
+  end
+end
+return {math.max(0, paused - now), extended}
 """
 
 
@@ -100,20 +128,26 @@ class RedisKeys:
     tat: str
     paused_until: str
     peers: str
+    slots: str
 
     @classmethod
     def for_token(cls, api_key: str, *, prefix: str) -> RedisKeys:
         """Build the keys for ``api_key`` under ``prefix``."""
         base = f"{prefix}:{{{token_namespace(api_key)}}}"
-        return cls(tat=f"{base}:tat", paused_until=f"{base}:paused", peers=f"{base}:peers")
+        return cls(
+            tat=f"{base}:tat",
+            paused_until=f"{base}:paused",
+            peers=f"{base}:peers",
+            slots=f"{base}:slots",
+        )
 
     def acquire_keys(self) -> list[str]:
         """KEYS for :data:`ACQUIRE_SCRIPT`."""
-        return [self.tat, self.paused_until, self.peers]
+        return [self.tat, self.paused_until, self.peers, self.slots]
 
     def observe_keys(self) -> list[str]:
         """KEYS for :data:`OBSERVE_SCRIPT`."""
-        return [self.tat, self.paused_until]
+        return [self.tat, self.paused_until, self.slots]
 
 
 def emission_interval(limit: RateLimit, headroom: float) -> float:
@@ -137,25 +171,42 @@ class Reservation:
     Attributes:
         delay: Seconds from the call until the reserved slot.
         pause_left: Seconds a server-ordered pause still runs (0 if none).
-        peers: Limiter instances that acquired a permit for this token within the horizon.
+        peers: Limiter instances that acquired a permit for this token within the last period.
+        sent_in_window: Slots of every process due within the last period, this one included.
     """
 
     delay: float
     pause_left: float
     peers: int
+    sent_in_window: int
 
     @classmethod
     def parse(cls, raw: object) -> Reservation:
-        """Read the script's reply (a list of three integers).
+        """Read the script's reply (a list of four integers).
 
         Raises:
             ValueError: If the reply has another shape (the key space is shared with someone
                 else's data, or the script was changed).
         """
-        if not isinstance(raw, (list, tuple)) or len(raw) != 3:
+        if not isinstance(raw, (list, tuple)) or len(raw) != 4:
             raise ValueError(f"unexpected reply from the acquire script: {raw!r}")
-        delay, pause_left, peers = (int(value) for value in raw)
-        return cls(delay=delay / MICROS, pause_left=pause_left / MICROS, peers=max(1, peers))
+        delay, pause_left, peers, sent = (int(value) for value in raw)
+        return cls(
+            delay=delay / MICROS,
+            pause_left=pause_left / MICROS,
+            peers=max(1, peers),
+            sent_in_window=sent,
+        )
+
+
+def feedback_tolerance(limit: RateLimit, headroom: float) -> int:
+    """Requests the server may count beyond our slots without anyone else using the token.
+
+    Slots are not arrivals: over ``headroom * period`` of latency jitter about
+    ``headroom * requests`` of them can land on the other side of a window edge, and a couple
+    more are in flight when an answer is read.
+    """
+    return math.ceil(headroom * limit.requests) + 2
 
 
 def tat_floor(*, remaining: int, reset_after: float, interval: float) -> float | None:

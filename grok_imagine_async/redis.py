@@ -36,15 +36,18 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import ConfigurationError, GrokImagineError
-from ._limiter import LimiterStatistics, Permit, Priority, RateLimiter, RateLimitFeedback
+from ._limiter import LimiterStatistics, Permit, Priority, RateLimitFeedback
 from ._plans import Plan, RateLimit, resolve_rate_limit
+from ._redis_fallback import Fallback, fallback_limit
 from ._redis_queue import SlotLine
 from ._redis_script import (
     ACQUIRE_SCRIPT,
+    MICROS,
     OBSERVE_SCRIPT,
     RedisKeys,
     Reservation,
     emission_interval,
+    feedback_tolerance,
     tat_floor,
     to_micros,
 )
@@ -104,8 +107,9 @@ class RedisRateLimiter:
     Redis (GCRA, slots one ``period / requests * (1 + headroom)`` apart, no burst) using the
     Redis server's clock, and answers how long to wait for it. Any sliding window of the period
     therefore holds at most ``limit.requests`` requests from all processes together, whatever
-    their local clocks say. A 429 or ``X-RateLimit-Remaining: 0`` seen by one process pauses all
-    of them; a low ``Remaining`` before a known reset pushes the shared schedule back.
+    their local clocks say. A 429 seen by one process pauses all of them. So does
+    ``X-RateLimit-Remaining: 0`` when the slots handed out cannot explain it (someone else uses
+    the token); a low but non-zero ``Remaining`` then pushes the shared schedule back instead.
 
     Within one process, waiting callers are served by priority (polls before submissions).
 
@@ -184,12 +188,15 @@ class RedisRateLimiter:
         self._acquire_script = self._redis.register_script(ACQUIRE_SCRIPT)
         self._observe_script = self._redis.register_script(OBSERVE_SCRIPT)
 
-        self._line = SlotLine()
+        self._line: SlotLine[Permit | None] = SlotLine()
         self._pending_slot: float | None = None  # loop time of a reserved slot nobody took yet
-        self._fallback: RateLimiter | None = None
-        self._next_probe = 0.0
-        self._peers: int | None = None
-        self._paused_until: float | None = None
+        self._fallback: Fallback | None = None
+        self._peers: int | None = None  # as last counted by Redis
+        self._sent_in_window = 0  # every process's slots in the last period, as last counted
+        self._tolerance = feedback_tolerance(self._limit, headroom)
+        self._last_grant: float | None = None  # loop time
+        self._pause_end = -math.inf  # loop time until which a server-ordered pause holds
+        self._paused_until: float | None = None  # the same on self._clock, for statistics
 
         self._serial = 0
         self._total_wait = 0.0
@@ -216,69 +223,60 @@ class RedisRateLimiter:
             RedisUnavailableError: With ``on_unavailable="raise"``, if Redis cannot be reached.
         """
         started = self._clock.monotonic()
-        await self._line.wait_turn(int(priority), self._wait_for_slot)
+        local = await self._line.wait_turn(int(priority), self._next_slot)
         now = self._clock.monotonic()
+        self._last_grant = anyio.current_time()
         self._serial += 1
         self._total_wait += max(0.0, now - started)
+        if local is not None and self._fallback is not None:
+            self._fallback.remember(self._serial, local)
         return Permit(granted_at=now, serial=self._serial)
 
     async def observe(self, feedback: RateLimitFeedback) -> None:
         """Share what the server said about the quota with every process using the token.
 
-        A 429 or ``Remaining: 0`` pauses all of them until the server's reset (``Retry-After``
-        first); a ``Remaining`` lower than our pacing would use up before a known reset pushes the
-        shared schedule back. Never raises for an unreachable Redis.
+        A 429 pauses all of them for ``Retry-After`` (else until the reset, else one period).
+        ``Remaining`` counts only if the slots handed out in the last period (plus a jitter
+        tolerance) do not explain it: then ``Remaining: 0`` pauses everyone until the reset, and
+        a low ``Remaining`` spreads the slots left until the reset. Never raises for an
+        unreachable Redis.
         """
         if feedback.rate_limited:
             self._rate_limited += 1
-        # Every wait is clamped to one period: no window stays closed longer than itself, so a
-        # longer hint can only come from a skewed clock reading a Unix-time reset.
-        period = self._limit.period
-        pause: float | None = None
-        if feedback.rate_limited:
-            hint = feedback.retry_after
-            if hint is None:
-                hint = feedback.reset_after
-            if hint is None:
-                hint = self._default_pause()
-            # At least one interval, so a zero hint cannot become one 429 per interval.
-            pause = max(min(hint, period), self._interval)
-        elif feedback.remaining == 0 and feedback.reset_after:
-            pause = min(feedback.reset_after, period)
+        pause = self._pause_for(feedback)
         if pause is not None:
             self._server_pauses += 1
-        floor: float | None = None
-        if feedback.remaining and feedback.reset_after is not None:
-            floor = tat_floor(
-                remaining=feedback.remaining,
-                reset_after=min(feedback.reset_after, period),
-                interval=self._interval,
-            )
-        if pause is None and floor is None:
-            return
-        if self._fallback is None:
-            try:
-                self._redis_calls += 1
-                raw = await self._observe_script(
-                    keys=self._keys.observe_keys(),
-                    args=[
-                        -1 if pause is None else to_micros(pause),
-                        -1 if floor is None else to_micros(floor),
-                        to_micros(self._limit.period),
-                    ],
-                )
-            except _UNAVAILABLE as exc:
-                if self._on_unavailable == "raise":
-                    logger.warning("Redis unreachable, server feedback not shared: %r", exc)
-                    return
-                self._engage_fallback(exc)
-            else:
-                self._note_pause(int(raw) / 1_000_000)
-                return
-        if pause is not None:
             self._note_pause(pause)
-        assert self._fallback is not None
-        await self._fallback.observe(feedback)
+        check = self._worth_checking(feedback)
+        if self._fallback is not None:
+            await self._fallback.observe(feedback)
+            if self._fallback.degraded:
+                return
+        if pause is None and not check:
+            return
+        period = self._limit.period
+        try:
+            self._redis_calls += 1
+            raw = await self._observe_script(
+                keys=self._keys.observe_keys(),
+                args=[
+                    -1 if pause is None else to_micros(pause),
+                    feedback.remaining if check and feedback.remaining is not None else -1,
+                    to_micros(min(feedback.reset_after or 0.0, period)),
+                    to_micros(self._interval),
+                    to_micros(period),
+                    self._limit.requests,
+                    self._tolerance,
+                ],
+            )
+        except _UNAVAILABLE as exc:
+            # A 429's pause still holds here (noted above); the next acquire deals with Redis.
+            logger.debug("Redis unreachable, server feedback not shared: %r", exc)
+            return
+        pause_left, extended = (int(value) for value in raw)
+        if extended and pause is None:
+            self._server_pauses += 1  # an unexplained Remaining: 0 paused everyone
+        self._note_pause(pause_left / MICROS)
 
     def statistics(self) -> RedisLimiterStatistics:
         """A frozen snapshot of this process's counters."""
@@ -294,7 +292,7 @@ class RedisRateLimiter:
             rate_limited_responses=self._rate_limited,
             paused_until=paused_until,
             redis_calls=self._redis_calls,
-            fallback_active=self._fallback is not None,
+            fallback_active=self._fallback is not None and self._fallback.degraded,
             fallbacks=self._fallbacks,
             recoveries=self._recoveries,
             peers=self._peers or 1,
@@ -320,46 +318,52 @@ class RedisRateLimiter:
 
     def __repr__(self) -> str:
         # Neither the token nor the URL (it may hold a password) appears here.
-        mode = "fallback" if self._fallback is not None else "redis"
+        mode = "fallback" if self.statistics().fallback_active else "redis"
         return f"RedisRateLimiter(limit={self._limit!r}, key={self._keys.tat!r}, mode={mode!r})"
 
     # -- internals ----------------------------------------------------------------------------
 
-    async def _wait_for_slot(self, priority: int) -> None:
-        """Return when the next slot this process holds is due (from Redis or the fallback)."""
+    async def _next_slot(self, priority: int) -> Permit | None:
+        """Return when this process's next slot is due, with the local permit behind it if any."""
         pending, self._pending_slot = self._pending_slot, None
         if pending is not None and pending >= anyio.current_time():
             await self._sleep_until(pending)
-            return
-        if self._fallback is not None and anyio.current_time() < self._next_probe:
-            await self._fallback.acquire(priority=Priority(priority))
-            return
+            return None
+        local: Permit | None = None
+        fallback = self._fallback
+        if fallback is not None:
+            local = await fallback.slot(priority, paused_until=self._pause_end)
+            if not fallback.should_probe():
+                return local
         try:
             self._redis_calls += 1
             raw = await self._acquire_script(
                 keys=self._keys.acquire_keys(),
-                args=[
-                    to_micros(self._interval),
-                    to_micros(self._limit.period),
-                    self._member,
-                    to_micros(self._limit.period),
-                ],
+                args=[to_micros(self._interval), to_micros(self._limit.period), self._member],
             )
         except _UNAVAILABLE as exc:
             if self._on_unavailable == "raise":
                 raise RedisUnavailableError(
                     f"Redis is unreachable ({type(exc).__name__}) and on_unavailable='raise'"
                 ) from exc
-            self._engage_fallback(exc)
-            assert self._fallback is not None
-            await self._fallback.acquire(priority=Priority(priority))
-            return
+            if fallback is None:
+                fallback = self._engage_fallback(exc)
+                return await fallback.slot(priority, paused_until=self._pause_end)
+            fallback.failed_again()
+            return local
         reservation = Reservation.parse(raw)
-        if self._fallback is not None:
-            self._recover()
         self._peers = reservation.peers
+        self._sent_in_window = reservation.sent_in_window
         self._note_pause(reservation.pause_left)
+        if fallback is not None:
+            if fallback.degraded:
+                fallback.recovered()
+                self._recoveries += 1
+                logger.warning("Redis reachable again; the shared limit is back in force")
+            elif fallback.finished():
+                self._fallback = None
         await self._sleep_until(anyio.current_time() + reservation.delay)
+        return local
 
     async def _sleep_until(self, deadline: float) -> None:
         # If cancelled while asleep, the slot stays reserved for the next waiter to lead.
@@ -367,42 +371,68 @@ class RedisRateLimiter:
         await anyio.sleep(max(0.0, deadline - anyio.current_time()))
         self._pending_slot = None
 
-    def _engage_fallback(self, exc: BaseException) -> None:
-        from ._local_limiter import LocalRateLimiter
-
-        self._next_probe = anyio.current_time() + self._probe_interval
-        if self._fallback is not None:
-            return
+    def _engage_fallback(self, exc: BaseException) -> Fallback:
         share = self._fallback_share
         if share is None:
             share = UNKNOWN_PEERS_SHARE if self._peers is None else 1.0 / self._peers
-        local = RateLimit(
-            max(1, math.floor(self._limit.requests * share)),
-            self._limit.period * (1.0 + self._headroom),
+        limit = fallback_limit(self._limit, share)
+        self._fallback = Fallback(
+            limit,
+            headroom=self._headroom,
+            clock=self._clock,
+            probe_interval=self._probe_interval,
+            last_grant=self._last_grant,
         )
-        self._fallback = LocalRateLimiter(local, clock=self._clock)
         self._fallbacks += 1
         logger.warning(
             "Redis unreachable (%s); pacing this process alone at %d requests per %gs "
             "(%.0f%% of the plan) until it answers again",
             type(exc).__name__,
-            local.requests,
-            local.period,
+            limit.requests,
+            limit.period,
             share * 100,
         )
+        return self._fallback
 
-    def _recover(self) -> None:
-        self._fallback = None
-        self._recoveries += 1
-        logger.warning("Redis reachable again; the shared limit is back in force")
+    def _pause_for(self, feedback: RateLimitFeedback) -> float | None:
+        """How long a 429 stops every process (None: not a 429)."""
+        if not feedback.rate_limited:
+            return None
+        # Clamped to one period: no window stays closed longer than itself, so a longer hint
+        # can only come from a skewed clock reading a Unix-time reset.
+        period = self._limit.period
+        hint = feedback.retry_after
+        if hint is None:
+            hint = feedback.reset_after
+        if hint is None:
+            hint = period  # the only wait that clears any window
+        # At least one interval, so a zero hint cannot become one 429 per interval.
+        return max(min(hint, period), self._interval)
+
+    def _worth_checking(self, feedback: RateLimitFeedback) -> bool:
+        """Whether ``Remaining`` may show traffic our slots do not explain (Redis decides).
+
+        Filters out, without a round trip, the answers that the slots counted at this
+        process's last reservation already explain; that count only grows, so nothing that
+        Redis would act on is filtered out.
+        """
+        remaining, reset_after = feedback.remaining, feedback.reset_after
+        if remaining is None or reset_after is None or feedback.rate_limited:
+            return False
+        if self._limit.requests - remaining <= self._sent_in_window + self._tolerance:
+            return False
+        if remaining == 0:
+            return reset_after > 0
+        floor = tat_floor(
+            remaining=remaining,
+            reset_after=min(reset_after, self._limit.period),
+            interval=self._interval,
+        )
+        return floor is not None
 
     def _note_pause(self, seconds: float) -> None:
         if seconds > 0:
+            self._pause_end = max(self._pause_end, anyio.current_time() + seconds)
             until = self._clock.monotonic() + seconds
             if self._paused_until is None or until > self._paused_until:
                 self._paused_until = until
-
-    def _default_pause(self) -> float:
-        # A 429 without Retry-After or Reset: the window is full and we do not know for how long;
-        # hold off long enough for a tenth of the window to drain.
-        return self._limit.period / 10

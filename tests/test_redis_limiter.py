@@ -126,7 +126,9 @@ def test_tat_floor_only_when_pacing_would_overrun_the_reset() -> None:
 
 
 def test_reservation_parse_rejects_foreign_replies() -> None:
-    assert Reservation.parse([1500, 0, 3]) == Reservation(delay=0.0015, pause_left=0.0, peers=3)
+    assert Reservation.parse([1500, 0, 3, 7]) == Reservation(
+        delay=0.0015, pause_left=0.0, peers=3, sent_in_window=7
+    )
     with pytest.raises(ValueError, match="unexpected reply"):
         Reservation.parse(b"OK")
 
@@ -260,6 +262,36 @@ async def test_remaining_before_a_reset_pushes_the_shared_schedule_back(
         calls = second.statistics().redis_calls
         await second.observe(RateLimitFeedback(permit, 200, remaining=19, reset_after=1.0))
         assert second.statistics().redis_calls == calls
+
+
+async def test_remaining_our_own_slots_explain_changes_nothing(redis_server: RedisServer) -> None:
+    limit = RateLimit(20, 0.5)
+    async with RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as limiter:
+        for _ in range(18):
+            permit = await limiter.acquire()
+        calls = limiter.statistics().redis_calls
+        # A full window that our 18 slots (+ tolerance) account for: our pacing already keeps
+        # it within the quota, so neither a pause nor even a round trip.
+        await limiter.observe(RateLimitFeedback(permit, 200, remaining=0, reset_after=0.4))
+        stats = limiter.statistics()
+        assert stats.redis_calls == calls
+        assert stats.server_pauses == 0
+        assert stats.paused_until is None
+
+
+async def test_unexplained_remaining_zero_pauses_every_instance(redis_server: RedisServer) -> None:
+    limit = RateLimit(20, 1.0)
+    async with (
+        RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as first,
+        RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as second,
+    ):
+        permit = await first.acquire()
+        # One slot handed out, yet the server's window is full: another client uses the token.
+        await first.observe(RateLimitFeedback(permit, 200, remaining=0, reset_after=0.5))
+        assert first.statistics().server_pauses == 1
+        started = time.monotonic()
+        await second.acquire()
+        assert time.monotonic() - started >= 0.45
 
 
 async def test_polls_go_before_submissions_within_a_process(redis_server: RedisServer) -> None:

@@ -1,0 +1,126 @@
+"""Pacing one process alone while Redis is unreachable, and handing back without a burst.
+
+The risky moments are the two hand-overs, not the outage itself:
+
+- **Into the fallback.** Each process was getting roughly its share of the shared schedule. If
+  every one of them granted a permit the instant Redis failed, the window that still holds the
+  last period of shared traffic would get one extra request per process. So a process's first
+  local permit waits one local interval after its last shared one, and any server-ordered pause
+  already known still holds.
+- **Back to Redis.** Processes notice that Redis is back at different moments (each probes on
+  its own schedule). The first one back would get the whole shared rate while the others still
+  send their local share. So after recovery a process keeps its local pace *as well as* the
+  shared schedule for one probe interval plus two local intervals, long enough for every busy
+  process to have rejoined; only then does the shared schedule alone decide.
+
+While the fallback is in force, the local limiter's own permits are the ones its feedback
+refers to, so :class:`Fallback` remembers which of them stood behind each permit handed out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import OrderedDict
+
+import anyio
+
+from ._clock import Clock
+from ._limiter import Permit, Priority, RateLimitFeedback
+from ._local_limiter import DEFAULT_HEADROOM, LocalRateLimiter
+from ._plans import RateLimit
+
+_REMEMBERED_PERMITS = 4096
+"""Local permits remembered for feedback; answers come back within seconds, so this is ample."""
+
+
+def fallback_limit(limit: RateLimit, share: float) -> RateLimit:
+    """The quota one process keeps for itself while Redis is down: ``share`` of ``limit``.
+
+    Rounded down, and never below one request per period (a process must still make progress).
+
+    Example:
+        >>> fallback_limit(RateLimit(100, 60.0), 0.25)
+        RateLimit(requests=25, period=60.0)
+    """
+    return RateLimit(max(1, math.floor(limit.requests * share + 1e-9)), limit.period)
+
+
+class Fallback:
+    """The local limiter standing in for Redis, with the hand-over rules of the module docstring.
+
+    Args:
+        limit: This process's share of the quota (see :func:`fallback_limit`).
+        headroom: Jitter margin of the local limiter (at least its own default).
+        clock: The shared limiter's clock.
+        probe_interval: Seconds between attempts to reach Redis.
+        last_grant: Loop time of this process's last permit from Redis (None: none yet).
+    """
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        *,
+        headroom: float,
+        clock: Clock,
+        probe_interval: float,
+        last_grant: float | None,
+    ) -> None:
+        headroom = min(max(headroom, DEFAULT_HEADROOM), 0.5)
+        self.limiter = LocalRateLimiter(limit, headroom=headroom, clock=clock)
+        self._interval = limit.period * (1.0 + headroom) / limit.requests
+        self._probe_interval = probe_interval
+        now = anyio.current_time()
+        self._hold_until = -math.inf if last_grant is None else last_grant + self._interval
+        self._next_probe = now + probe_interval
+        self.degraded = True
+        """True while Redis is believed unreachable; False during the hand-back."""
+        self._until = math.inf
+        self._permits: OrderedDict[int, Permit] = OrderedDict()
+
+    @property
+    def limit(self) -> RateLimit:
+        """The local quota in force."""
+        return self.limiter.limit
+
+    def should_probe(self) -> bool:
+        """Whether it is time to try Redis again (always true during the hand-back)."""
+        return not self.degraded or anyio.current_time() >= self._next_probe
+
+    def failed_again(self) -> None:
+        """Redis could not be reached (again): stay local until the next probe."""
+        self.degraded = True
+        self._until = math.inf
+        self._next_probe = anyio.current_time() + self._probe_interval
+
+    def recovered(self) -> None:
+        """Redis answered: keep the local pace too until every busy peer has rejoined."""
+        if self.degraded:
+            self.degraded = False
+            self._until = anyio.current_time() + self._probe_interval + 2 * self._interval
+
+    def finished(self) -> bool:
+        """Whether the hand-back is over and the shared schedule alone decides."""
+        return not self.degraded and anyio.current_time() >= self._until
+
+    async def slot(self, priority: int, *, paused_until: float) -> Permit:
+        """Wait for the next local permit, not before ``paused_until`` (loop time)."""
+        await anyio.sleep(max(0.0, max(self._hold_until, paused_until) - anyio.current_time()))
+        return await self.limiter.acquire(priority=Priority(priority))
+
+    def remember(self, serial: int, local: Permit) -> None:
+        """Note that the shared limiter's permit ``serial`` stood on ``local``."""
+        self._permits[serial] = local
+        if len(self._permits) > _REMEMBERED_PERMITS:
+            self._permits.popitem(last=False)
+
+    async def observe(self, feedback: RateLimitFeedback) -> None:
+        """Pass an answer on to the local limiter, under the local permit it was sent with.
+
+        An answer to a permit that came from Redis has no local counterpart: it is passed on
+        under serial 0, which the local limiter treats as too old to count its own requests.
+        """
+        local = self._permits.get(feedback.permit.serial)
+        if local is None:
+            local = Permit(granted_at=feedback.permit.granted_at, serial=0)
+        await self.limiter.observe(dataclasses.replace(feedback, permit=local))
