@@ -13,12 +13,11 @@ Only the standard library's :mod:`sqlite3` is used; blocking calls run in a work
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -27,59 +26,21 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.to_thread
 
-from ._errors import GrokImagineError
 from ._jobs import JobResult, JournalRecord, JournalState
+from ._journal_sqlite import (
+    JournalError,
+    close,
+    connect,
+    journal_error,
+    read_one,
+    read_page,
+    request_json,
+)
 from ._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 
 __all__ = ["JournalError", "SqliteJournal"]
 
-SCHEMA_VERSION = 1
-APPLICATION_ID = 0x47494A31  # "GIJ1": marks the file as ours, so a stray database is refused
 _T = TypeVar("_T")
-
-_SCHEMA = """
-CREATE TABLE meta (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE jobs (
-    key TEXT PRIMARY KEY,
-    request TEXT NOT NULL,
-    state TEXT NOT NULL,
-    task_id TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    credits INTEGER NOT NULL DEFAULT 0,
-    videos TEXT NOT NULL DEFAULT '[]',
-    files TEXT NOT NULL DEFAULT '[]',
-    error TEXT,
-    failure_class TEXT,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX jobs_state ON jobs (state);
-CREATE TABLE tasks (
-    key TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    task_id TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX tasks_key ON tasks (key);
-"""
-_COLUMNS = "key, request, state, task_id, attempts, credits, videos, files, error, failure_class"
-
-
-class JournalError(GrokImagineError):
-    """Raised when a journal file cannot be used.
-
-    For instance: it is not a journal (another SQLite database, or not SQLite at all), it was
-    written by a newer version of this library, it is corrupt, or another process has it open.
-
-    Attributes:
-        path: The journal file.
-    """
-
-    def __init__(self, message: str, *, path: Path) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 @dataclass
@@ -160,21 +121,21 @@ class SqliteJournal:
                 self._closed = True
                 conn, self._conn = self._conn, None
                 if conn is not None:
-                    await anyio.to_thread.run_sync(_close, conn)
+                    await anyio.to_thread.run_sync(close, conn)
 
     async def _ensure_open(self) -> sqlite3.Connection:
         # Called with the lock held.
         if self._closed:
             raise JournalError(f"journal {self._path} is closed", path=self._path)
         if self._conn is None:
-            self._conn = await anyio.to_thread.run_sync(_connect, self._path)
+            self._conn = await anyio.to_thread.run_sync(connect, self._path)
         return self._conn
 
     # -- the Journal protocol ----------------------------------------------------------------
 
     async def load(self, key: str) -> JournalRecord | None:
         """The record for ``key``, or None if the journal never saw it."""
-        return await self._read(functools.partial(_load, key=key))
+        return await self._read(functools.partial(read_one, key=key))
 
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
         """Record that POST number ``attempt`` for ``key`` is about to be sent.
@@ -184,7 +145,7 @@ class SqliteJournal:
         its write started writes nothing, so a job stopped before its POST is not mistaken for
         an ambiguous one.
         """
-        text = _request_json(request)
+        text = request_json(request)
 
         def apply(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -236,7 +197,7 @@ class SqliteJournal:
                 error = result.task.error_message or f"status {result.task.raw_status!r}"
         values = (
             result.key,
-            _request_json(result.request),
+            request_json(result.request),
             state.value,
             result.task_id,
             result.attempts,
@@ -278,6 +239,52 @@ class SqliteJournal:
 
         await self._write(apply, shield=True)
 
+    # -- repairs, before a run ---------------------------------------------------------------
+
+    async def retry_ambiguous(self) -> int:
+        """Turn jobs that failed as ambiguous submissions back into unknown outcomes (INTENT).
+
+        A scheduler whose client resubmits ambiguous submissions
+        (``on_ambiguous_submit="resubmit"``) then submits them again: the caller accepts that
+        some may be paid twice.
+
+        Returns:
+            How many jobs were turned back.
+        """
+        return await self._write(
+            lambda c: (
+                c.execute(
+                    "UPDATE jobs SET state = ?, error = NULL, failure_class = NULL, updated_at = ? "
+                    "WHERE state = ? AND failure_class = ?",
+                    (
+                        JournalState.INTENT.value,
+                        time.time(),
+                        JournalState.FAILED.value,
+                        FailureClass.AMBIGUOUS_SUBMIT.value,
+                    ),
+                ).rowcount
+            ),
+            shield=True,
+        )
+
+    async def forget(self, states: Iterable[JournalState]) -> int:
+        """Delete the jobs in ``states``, so that they start afresh.
+
+        For tasks that can no longer be polled, such as those of an in-process emulator that
+        ended with its process. Their task history is kept.
+
+        Returns:
+            How many jobs were forgotten.
+        """
+        values = [JournalState(state).value for state in states]
+        marks = ", ".join("?" for _ in values)
+        if not values:
+            return 0
+        return await self._write(
+            lambda c: c.execute(f"DELETE FROM jobs WHERE state IN ({marks})", values).rowcount,
+            shield=True,
+        )
+
     # -- reading, for reports ----------------------------------------------------------------
 
     async def records(self, *, page_size: int = 1000) -> AsyncIterator[JournalRecord]:
@@ -287,7 +294,9 @@ class SqliteJournal:
         """
         after = 0
         while True:
-            after, page = await self._read(functools.partial(_page, after=after, size=page_size))
+            after, page = await self._read(
+                functools.partial(read_page, after=after, size=page_size)
+            )
             for record in page:
                 yield record
             if len(page) < page_size:
@@ -378,7 +387,7 @@ class SqliteJournal:
                     if item.write:
                         conn.execute("ROLLBACK TO op")
                     item.error = (
-                        _journal_error(self._path, exc)
+                        journal_error(self._path, exc)
                         if isinstance(exc, sqlite3.DatabaseError)
                         else exc
                     )
@@ -389,174 +398,9 @@ class SqliteJournal:
         except sqlite3.DatabaseError as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            error = _journal_error(self._path, exc)
+            error = journal_error(self._path, exc)
             for item in writes:
                 item.error = error
         finally:
             for item in batch:
                 item.done = True
-
-
-# -- synchronous helpers (run in a worker thread) ----------------------------------------------
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    _check_header(path)
-    try:
-        conn = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=0.5
-        )
-    except sqlite3.Error as exc:
-        raise _journal_error(path, exc) from None
-    try:
-        # EXCLUSIVE: the lock taken by the first write below is held until close, so a second
-        # process on the same journal fails at once instead of submitting the same jobs.
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise JournalError(f"journal {path}: cannot use WAL mode (got {mode})", path=path)
-        conn.execute("PRAGMA synchronous = FULL")  # a commit is on disk when it returns
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            _check_or_create_schema(conn, path)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (name, value) VALUES ('created_at', ?)",
-                (str(time.time()),),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    except sqlite3.OperationalError as exc:
-        conn.close()
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise JournalError(
-                f"journal {path} is in use by another process (another run of this batch?)",
-                path=path,
-            ) from None
-        raise _journal_error(path, exc) from None
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise _journal_error(path, exc) from None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _check_header(path: Path) -> None:
-    try:
-        with path.open("rb") as f:
-            head = f.read(16)
-    except FileNotFoundError:
-        if not path.parent.is_dir():
-            raise JournalError(
-                f"cannot create journal {path}: folder {path.parent} does not exist", path=path
-            ) from None
-        return
-    except OSError as exc:
-        raise JournalError(f"cannot read journal {path}: {exc.strerror}", path=path) from None
-    if head and head != b"SQLite format 3\x00":
-        raise JournalError(f"{path} is not a journal (not an SQLite file)", path=path)
-
-
-def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    if app_id == 0 and version == 0 and tables == 0:
-        # One statement at a time: executescript() would COMMIT the open transaction.
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute(
-            "INSERT INTO meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
-        return
-    if app_id != APPLICATION_ID:
-        raise JournalError(
-            f"{path} is an SQLite database but not a grok-imagine journal", path=path
-        )
-    if version > SCHEMA_VERSION:
-        raise JournalError(
-            f"journal {path} has schema version {version}, newer than this version of "
-            f"grok-imagine-async understands ({SCHEMA_VERSION}): upgrade the package",
-            path=path,
-        )
-    if version < SCHEMA_VERSION:
-        raise JournalError(
-            f"journal {path} has schema version {version}, which this version cannot read "
-            f"(it reads {SCHEMA_VERSION})",
-            path=path,
-        )
-
-
-def _load(conn: sqlite3.Connection, *, key: str) -> JournalRecord | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE key = ?", (key,)).fetchone()
-    return None if row is None else _record(row)
-
-
-def _page(conn: sqlite3.Connection, *, after: int, size: int) -> tuple[int, list[JournalRecord]]:
-    rows = conn.execute(
-        f"SELECT rowid, {_COLUMNS} FROM jobs WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, size)
-    ).fetchall()
-    return (rows[-1][0] if rows else after), [_record(row[1:]) for row in rows]
-
-
-def _close(conn: sqlite3.Connection) -> None:
-    # Fold the WAL back into the main file, so the journal is one self-contained file; if that
-    # fails the WAL is still valid and is recovered at the next open.
-    with contextlib.suppress(sqlite3.Error):
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-
-
-def _journal_error(path: Path, exc: BaseException) -> JournalError:
-    text = str(exc)
-    if "not a database" in text or "malformed" in text:
-        return JournalError(f"journal {path} is corrupt or not a journal ({text})", path=path)
-    return JournalError(f"journal {path}: {text}", path=path)
-
-
-def _request_json(request: GenerationRequest) -> str:
-    data = request.payload()
-    if request.allow_unlisted:
-        data["allow_unlisted"] = True
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
-
-
-def _request_from_json(text: str) -> GenerationRequest:
-    data = json.loads(text)
-    try:
-        return GenerationRequest(**data)
-    except ValueError:
-        # Validated when it was recorded; a later, stricter version must still read it back.
-        return GenerationRequest.model_construct(**data)
-
-
-def _record(row: Sequence[Any]) -> JournalRecord:
-    key, request, state, task_id, attempts, credits, videos, files, error, failure = row
-    return JournalRecord(
-        key=key,
-        request=_request_from_json(request),
-        state=JournalState(state),
-        task_id=task_id,
-        attempts=int(attempts),
-        credits=int(credits),
-        videos=tuple(json.loads(videos)),
-        files=tuple(json.loads(files)),
-        error=error,
-        failure_class=_failure_class(failure),
-    )
-
-
-def _failure_class(value: str | None) -> FailureClass | None:
-    if value is None:
-        return None
-    try:
-        return FailureClass(value)
-    except ValueError:
-        return FailureClass.UNKNOWN

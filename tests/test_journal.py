@@ -364,3 +364,54 @@ async def test_a_corrupt_journal_gives_a_clear_error(tmp_path: Path) -> None:
 async def test_a_missing_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="does not exist"):
         await SqliteJournal(tmp_path / "nowhere" / "run.db").open()
+
+
+@pytest.mark.anyio
+async def test_ambiguous_failures_can_be_turned_back_into_unknown_outcomes(tmp_path: Path) -> None:
+    async with SqliteJournal(tmp_path / "run.db") as journal:
+        error = AmbiguousSubmitError("answer lost", request=REQUEST)
+        for key, failure in [
+            ("amb", FailureClass.AMBIGUOUS_SUBMIT),
+            ("net", FailureClass.TRANSIENT),
+        ]:
+            await journal.record_intent(key, REQUEST, 1)
+            await journal.record_finished(
+                JobResult(
+                    key=key,
+                    request=REQUEST,
+                    task=None,
+                    error=error,
+                    failure_class=failure,
+                    attempts=1,
+                    credits=40,
+                    polls=0,
+                    submitted_at=None,
+                    finished_at=1.0,
+                )
+            )
+        assert await journal.retry_ambiguous() == 1
+        amb, net = await journal.load("amb"), await journal.load("net")
+        assert amb is not None and net is not None
+        assert (amb.state, amb.failure_class, amb.attempts, amb.credits) == (
+            JournalState.INTENT,
+            None,
+            1,
+            40,
+        )
+        assert net.state is JournalState.FAILED
+        assert await journal.retry_ambiguous() == 0
+
+
+@pytest.mark.anyio
+async def test_forget_deletes_jobs_in_the_given_states(tmp_path: Path) -> None:
+    async with SqliteJournal(tmp_path / "run.db") as journal:
+        await journal.record_intent("i", REQUEST, 1)
+        await journal.record_intent("s", REQUEST, 1)
+        await journal.record_submitted("s", "task_s")
+        await journal.record_intent("c", REQUEST, 1)
+        await journal.record_submitted("c", "task_c")
+        await journal.record_finished(completed("c", "task_c"))
+        assert await journal.forget([]) == 0
+        assert await journal.forget([JournalState.INTENT, JournalState.SUBMITTED]) == 2
+        assert [r.key async for r in journal.records()] == ["c"]
+        assert await journal.task_ids("s") == ["task_s"]  # the paid task stays on record
