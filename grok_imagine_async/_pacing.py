@@ -1,0 +1,220 @@
+"""How fast to send and how to react to the server's rate-limit answers. Pure, no I/O.
+
+:class:`~grok_imagine_async.LocalRateLimiter` keeps the event-loop machinery; the arithmetic it
+relies on lives here so tests can call it directly:
+
+- :func:`paced_rate`: the steady rate that keeps every sliding window under the quota;
+- :class:`GrantHistory`: when each recent permit was granted, to count our own requests;
+- :func:`react`: what one answer's headers mean for every sender (pause, slow down, nothing);
+- :func:`hold_until`: the earliest time the next permit may be granted, given that reaction.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+
+from ._plans import RateLimit
+
+SLACK = 0.5
+"""Permits of catch-up the pacing bucket holds beyond one.
+
+A bucket of capacity exactly 1 loses every millisecond an event-loop timer fires late, and at
+1000 requests per 6 s (a permit every 6 ms) that loss is several percent. Capacity ``1 + SLACK``
+lets a late grant be followed by an early one, at the cost of ``SLACK`` permits per window.
+"""
+
+
+def paced_rate(limit: RateLimit, headroom: float) -> float:
+    """Permits per second such that no window of ``period * (1 + headroom)`` exceeds the quota.
+
+    A bucket of capacity ``c = 1 + SLACK`` leaking at rate ``r`` grants at most ``c + r * L``
+    permits in any closed interval of length ``L``. Solving ``c + r * L < requests + 1`` for
+    ``L = period * (1 + headroom)`` gives ``r = (requests - SLACK) / L``: two requests may then
+    travel ``headroom * period`` seconds apart in latency and still never be seen by the server
+    as more than ``requests`` in one ``period``.
+    """
+    return (limit.requests - SLACK) / (limit.period * (1.0 + headroom))
+
+
+def jitter_tolerance(limit: RateLimit, headroom: float) -> int:
+    """How many requests the server may count beyond our own estimate without anyone else.
+
+    Grant times are not arrival times: across ``headroom * period`` of latency jitter about
+    ``headroom * requests`` of our requests can fall on the other side of a window edge, and a
+    couple more can overtake the observed one on the way.
+    """
+    return math.ceil(headroom * limit.requests) + 2
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """What every sender must do after one answer.
+
+    Attributes:
+        pause: Seconds from now during which no permit is granted (None: no pause).
+        spacing: Minimum seconds between two grants (None: the normal pace)...
+        spacing_for: ...for this many seconds from now (until the server's reset).
+    """
+
+    pause: float | None = None
+    spacing: float | None = None
+    spacing_for: float = 0.0
+
+
+def react(
+    *,
+    limit: RateLimit,
+    rate: float,
+    rate_limited: bool,
+    remaining: int | None,
+    reset_after: float | None,
+    retry_after: float | None,
+    own_in_window: int | None,
+    sent_since: int,
+    tolerance: int,
+    default_pause: float,
+) -> Reaction:
+    """Turn one answer's rate-limit headers into a :class:`Reaction`.
+
+    Rules, in order:
+
+    1. A 429 pauses everyone for ``Retry-After``, else ``X-RateLimit-Reset``, else
+       ``default_pause``.
+    2. Otherwise, if the server's ``Remaining`` is explained by our own requests (it is at least
+       ``requests - own_in_window - tolerance``), nothing changes: our pacing already keeps every
+       window under the quota, even when the window is exactly full (``Remaining: 0``).
+    3. Otherwise someone else uses the token. Requests we sent after the observed one
+       (``sent_since``) also come out of ``Remaining``; if nothing is left, everyone pauses
+       until the reset, and if less is left than our pace would send before the reset, the
+       rest is spread evenly until the reset.
+
+    Every wait is clamped to one ``period``: no window stays closed longer than its own length,
+    so a longer value can only come from clock skew (a Unix-time reset read on a clock that
+    jumped). A 429 pause is at least one paced interval, so that a zero hint cannot turn into
+    one 429 per interval.
+
+    Args:
+        limit: The quota.
+        rate: Our paced rate in permits per second (see :func:`paced_rate`).
+        rate_limited: Whether the answer was a 429.
+        remaining: ``X-RateLimit-Remaining`` (None: unknown).
+        reset_after: Seconds from now until the server's window frees quota (None: unknown).
+        retry_after: ``Retry-After`` in seconds (None: not given).
+        own_in_window: Our own permits in the ``period`` that ended with the observed request,
+            that request included (None: too old to tell).
+        sent_since: Permits granted after the observed request's permit.
+        tolerance: Requests the server may count beyond ``own_in_window`` because of latency
+            jitter (see :func:`jitter_tolerance`).
+        default_pause: The pause when a 429 (or an unexplained ``Remaining: 0``) gives no time.
+
+    Returns:
+        The reaction: a pause, a slower spacing until the reset, or nothing.
+    """
+
+    def clamp(seconds: float) -> float:
+        return min(max(seconds, 0.0), limit.period)
+
+    if rate_limited:
+        hint = retry_after if retry_after is not None else reset_after
+        pause = clamp(hint) if hint is not None else clamp(default_pause)
+        return Reaction(pause=max(pause, 1.0 / rate))
+    if remaining is None:
+        return Reaction()
+    if own_in_window is not None and remaining >= limit.requests - own_in_window - tolerance:
+        return Reaction()
+    until_reset = clamp(reset_after) if reset_after is not None else None
+    budget = remaining - sent_since
+    if budget <= 0:
+        pause = until_reset if until_reset is not None else clamp(default_pause)
+        return Reaction(pause=pause) if pause > 0 else Reaction()
+    if own_in_window is None:
+        return Reaction()  # an old answer: too stale to slow down on
+    horizon = until_reset if until_reset is not None else limit.period
+    planned = math.floor(horizon * rate) + 1
+    if budget >= planned:
+        return Reaction()
+    return Reaction(spacing=horizon / budget, spacing_for=horizon)
+
+
+def hold_until(
+    *,
+    paused_until: float,
+    last_grant: float,
+    spacing: float | None,
+    spacing_until: float,
+) -> float:
+    """The earliest clock time the next permit may be granted under the server's reactions.
+
+    The pacing bucket adds its own wait on top; this only covers pauses and slowdowns.
+
+    Args:
+        paused_until: End of the current pause (in the past when none).
+        last_grant: When the previous permit was granted.
+        spacing: The slowed-down spacing between grants, if any...
+        spacing_until: ...which applies until this time (the server's reset).
+    """
+    earliest = paused_until
+    if spacing is not None:
+        earliest = max(earliest, min(last_grant + spacing, spacing_until))
+    return earliest
+
+
+class GrantHistory:
+    """Grant times of recent permits, by serial, to count our own requests in a window.
+
+    Serials are consecutive from 1. Only the last ``keep`` seconds are remembered.
+
+    Example:
+        >>> history = GrantHistory(keep=10.0)
+        >>> for t in (0.0, 1.0, 2.0, 3.0):
+        ...     _ = history.add(t)
+        >>> history.count_in_window(4, period=2.5)  # serials 2, 3, 4 at t = 1, 2, 3
+        3
+    """
+
+    __slots__ = ("_first_serial", "_keep", "_start", "_times")
+
+    def __init__(self, *, keep: float) -> None:
+        self._keep = keep
+        self._times: list[float] = []
+        self._start = 0  # index in _times of the oldest remembered grant
+        self._first_serial = 1  # serial of _times[_start]
+
+    @property
+    def last_serial(self) -> int:
+        """The serial of the latest grant (0 before the first)."""
+        return self._first_serial + len(self._times) - self._start - 1
+
+    def add(self, now: float) -> int:
+        """Record a grant at ``now`` and return its serial."""
+        self._times.append(now)
+        self._forget(now - self._keep)
+        return self.last_serial
+
+    def count_in_window(self, serial: int, *, period: float) -> int | None:
+        """Grants up to and including ``serial`` in the ``period`` seconds that end with it.
+
+        Returns None when that window reaches back beyond what is remembered.
+        """
+        index = self._start + serial - self._first_serial
+        if serial < self._first_serial or index >= len(self._times):
+            return None
+        granted_at = self._times[index]
+        # If older grants were forgotten, they might have been inside the window.
+        if self._first_serial > 1 and self._times[self._start] > granted_at - period:
+            return None
+        first = bisect.bisect_right(self._times, granted_at - period, self._start, index + 1)
+        return index + 1 - first
+
+    def _forget(self, before: float) -> None:
+        times = self._times
+        start = self._start
+        while start < len(times) - 1 and times[start] < before:
+            start += 1
+        self._first_serial += start - self._start
+        self._start = start
+        if start > 1024 and start * 2 > len(times):  # compact now and then, amortised O(1)
+            del times[:start]
+            self._start = 0
