@@ -39,6 +39,7 @@ InputFormat = Literal["text", "jsonl", "csv"]
 FIELDS = ("prompt", "mode", "ratio", "images", "id", "key")
 _SUFFIXES: dict[str, InputFormat] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 _IMAGE_SEPARATORS = re.compile(r"[\s|]+")
+_NUMBERED = re.compile(r"(.+)_[0-9]+")
 
 
 class InputError(GrokImagineError, ValueError):
@@ -121,7 +122,7 @@ class JobFile:
 
     def __iter__(self) -> Iterator[JobSpec]:
         seen: dict[str, int] = {}  # key -> line, to name both lines of a duplicate
-        names: dict[str, tuple[str, int]] = {}  # file-name stem -> (key, line)
+        names = _FileNames()
         repeats: Counter[str] = Counter()
         for line, fields in self._entries():
             spec = self._spec(line, fields, repeats)
@@ -131,16 +132,14 @@ class JobFile:
                 raise InputError(
                     self.path, line, f"duplicate id {spec.key!r} (already used on line {first})"
                 )
-            # Videos are named after keys: two keys that only differ in unsafe characters or
-            # case would overwrite each other's files (on case-insensitive disks too).
-            stem = safe_name(spec.key).lower()
-            other = names.setdefault(stem, (spec.key, line))
-            if other[1] != line:
+            clash = names.add(spec.key, line)
+            if clash is not None:
                 raise InputError(
                     self.path,
                     line,
-                    f"id {spec.key!r} and id {other[0]!r} (line {other[1]}) would give their "
-                    f"videos the same file name {safe_name(spec.key)!r}",
+                    f"id {spec.key!r} and id {clash[0]!r} (line {clash[1]}) could give their "
+                    f"videos the same file name (videos are named <id>.mp4, or <id>_1.mp4, "
+                    "<id>_2.mp4... when a task has several)",
                 )
             yield spec
 
@@ -295,6 +294,33 @@ class JobFile:
             raise InputError(self.path, line, f"column {repeated[0]!r} appears twice")
         if "prompt" not in header:
             raise InputError(self.path, line, "the header has no 'prompt' column")
+
+
+class _FileNames:
+    """Catches keys whose videos would overwrite each other's files.
+
+    Videos are named after their job's key, sanitised (:func:`safe_name`), with ``_<n>`` added
+    when a task has several. Keys that differ only in unsafe characters or in case (on a
+    case-insensitive disk), or ``x`` and ``x_1``, could then write the same file.
+    """
+
+    def __init__(self) -> None:
+        self._stems: dict[str, tuple[str, int]] = {}  # stem -> (key, line)
+        self._numbered: dict[str, tuple[str, int]] = {}  # "x" -> the first key "x_<n>"
+
+    def add(self, key: str, line: int) -> tuple[str, int] | None:
+        """Note ``key``; return the (key, line) it clashes with, if any."""
+        stem = safe_name(key).lower()
+        numbered = _NUMBERED.fullmatch(stem)
+        clash = self._stems.get(stem) or self._numbered.get(stem)
+        if clash is None and numbered is not None:
+            clash = self._stems.get(numbered.group(1))
+        if clash is not None:
+            return clash
+        self._stems[stem] = (key, line)
+        if numbered is not None:
+            self._numbered.setdefault(numbered.group(1), (key, line))
+        return None
 
 
 class _NumberedLines:

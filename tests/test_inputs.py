@@ -166,6 +166,11 @@ def test_ids_that_would_share_a_file_name_are_refused(tmp_path: Path) -> None:
     error = error_of(path)
     assert error.line == 3
     assert "same file name" in error.problem and "line 2" in error.problem
+    # x with two videos writes x_1.mp4 and x_2.mp4: an id x_2 would overwrite one, either way.
+    for rows in ("x,a\nx_2,b\n", "x_2,b\nx,a\n"):
+        error = error_of(write(tmp_path, "numbered.csv", f"id,prompt\n{rows}"))
+        assert error.line == 3 and "same file name" in error.problem
+    assert JobFile(write(tmp_path, "fine.csv", "id,prompt\nx_a,1\nx,2\nx2,3\n")).check().jobs == 3
 
 
 def test_a_multiline_csv_cell_reports_the_line_its_row_starts_on(tmp_path: Path) -> None:
