@@ -7,7 +7,8 @@ import json
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -32,7 +33,8 @@ from ._errors import (
     TaskFailedError,
 )
 from ._headers import read_rate_limit_headers
-from ._limiter import Priority, RateLimiter, RateLimitFeedback
+from ._jobs import JobResult, JobSpec
+from ._limiter import Permit, Priority, RateLimiter, RateLimitFeedback
 from ._models import GenerationRequest, Task
 from ._plans import Plan, RateLimit, resolve_rate_limit
 from ._protocol import find_error, has_error_body, parse_task, parse_task_id
@@ -238,10 +240,31 @@ class AsyncGrokImagine:
             AmbiguousSubmitError: If the answer was lost and the task may exist (not resent).
             APIError: Any other failure, after retries where API.md rule 5 allows them.
         """
+        return await self._submit(request)
+
+    async def _submit(
+        self,
+        request: GenerationRequest,
+        *,
+        priority: Priority = Priority.SUBMIT,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
+        """:meth:`submit`, with a hook run after the permit and right before each send.
+
+        The scheduler records its journal intent in ``before_send``: waiting for a permit is
+        then never mistaken for a POST in flight. Once sent, the request and the reading of its
+        answer are shielded from cancellation (bounded by the request timeout), so a cancelled
+        batch does not turn a paid task into an unknown one.
+        """
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"submit() takes a GenerationRequest, got {type(request).__name__}")
         data = await self._request(
-            "POST", GENERATE_PATH, priority=Priority.SUBMIT, body=request.payload(), request=request
+            "POST",
+            GENERATE_PATH,
+            priority=priority,
+            body=request.payload(),
+            request=request,
+            before_send=before_send,
         )
         task_id = parse_task_id(data)
         if task_id is None:  # a success answer without an id: the task may well exist
@@ -249,8 +272,12 @@ class AsyncGrokImagine:
         logger.debug("submitted task %s", task_id)
         return task_id
 
-    async def get_task(self, task_id: str) -> Task:
+    async def get_task(self, task_id: str, *, priority: Priority = Priority.POLL) -> Task:
         """Read a task's current state (``GET /v1/status``). Safe to retry, and retried.
+
+        Args:
+            task_id: The task to read.
+            priority: Its place in the rate limiter's queue (schedulers may lower it).
 
         Raises:
             ValueError: If ``task_id`` is empty.
@@ -260,7 +287,7 @@ class AsyncGrokImagine:
         if not isinstance(task_id, str) or not task_id.strip():
             raise ValueError(f"task_id must be a non-empty string, got {task_id!r}")
         data = await self._request(
-            "GET", STATUS_PATH, priority=Priority.POLL, params={"task_id": task_id}
+            "GET", STATUS_PATH, priority=priority, params={"task_id": task_id}
         )
         try:
             return parse_task(data, task_id=task_id)
@@ -301,6 +328,36 @@ class AsyncGrokImagine:
         )
         return await self._wait(task_id, poll or self._poll, first_delay=True)
 
+    def generate_many(
+        self,
+        requests: Iterable[GenerationRequest | JobSpec | str]
+        | AsyncIterable[GenerationRequest | JobSpec | str],
+        **scheduler_options: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterator[JobResult]]:
+        """Generate many videos, streaming each :class:`JobResult` as its job finishes.
+
+        ``requests`` may be any iterable or async iterable of :class:`GenerationRequest`,
+        :class:`JobSpec` or prompt strings; it is read lazily, so it can be a 100,000-line
+        file. A job's failure is a result (``result.ok`` is False), not an exception; only
+        systemic faults (a rejected token, an invalid prompt string) end the batch by raising.
+        Leaving the block early stops every job at once.
+
+        Args:
+            requests: What to generate.
+            **scheduler_options: Passed to :class:`JobScheduler` (``max_in_flight``,
+                ``max_credits``, ``journal``, ``download_dir``, ``on_event``, ...).
+
+        Example:
+            >>> async def main(client: AsyncGrokImagine) -> None:
+            ...     prompts = ["a red kite", "a blue whale"]
+            ...     async with client.generate_many(prompts, max_credits=400) as results:
+            ...         async for result in results:
+            ...             print(result.key, result.ok, result.videos)
+        """
+        from ._scheduler import generate_many
+
+        return generate_many(self, requests, **scheduler_options)
+
     async def _wait(self, task_id: str, policy: PollPolicy, *, first_delay: bool) -> Task:
         polls = 0
         if first_delay:
@@ -317,13 +374,18 @@ class AsyncGrokImagine:
         return task
 
     async def download(
-        self, task_or_url: Task | str | Sequence[str], dest: str | os.PathLike[str]
+        self,
+        task_or_url: Task | str | Sequence[str],
+        dest: str | os.PathLike[str],
+        *,
+        stem: str | None = None,
     ) -> list[Path]:
         """Stream a task's videos (or the given URLs) into the folder ``dest``.
 
         Files are written through a temporary file and renamed into place, never held whole
         in memory, and never outside ``dest`` whatever the URL or task id contains. A task's
-        files are named ``<task_id>.mp4`` (``<task_id>_<n>.mp4`` when it has several).
+        files are named ``<stem>.mp4`` (``<stem>_<n>.mp4`` when it has several), where the stem
+        is ``stem`` if given, else the task id, sanitised.
         Downloads do not carry the API token and do not use the API quota.
 
         Returns:
@@ -335,7 +397,7 @@ class AsyncGrokImagine:
         """
         if isinstance(task_or_url, Task):
             urls = list(task_or_url.videos)
-            stem = safe_name(task_or_url.task_id, default="task")
+            stem = safe_name(stem or task_or_url.task_id, default="task")
             names = (
                 [f"{stem}.mp4"]
                 if len(urls) == 1
@@ -398,6 +460,7 @@ class AsyncGrokImagine:
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
         request: GenerationRequest | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
         """Send one API call with retries per API.md rule 5; return the answer's ``data``."""
         is_post = method == "POST"
@@ -406,7 +469,7 @@ class AsyncGrokImagine:
             error: APIError
             hint: float | None = None
             try:
-                return await self._send_once(method, path, priority, params, body)
+                return await self._send_once(method, path, priority, params, body, before_send)
             except _Unsent as exc:  # the request never left: safe to resend, even a POST
                 error = exc.error
             except _Lost as exc:  # sent, answer lost: a POST may have started a task
@@ -446,8 +509,22 @@ class AsyncGrokImagine:
         priority: Priority,
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
         permit = await self._limiter.acquire(priority=priority)
+        if before_send is not None:
+            await before_send()
+        with anyio.CancelScope(shield=before_send is not None):
+            return await self._exchange(method, path, permit, params, body)
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        permit: Permit,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+    ) -> Any:
         extra: dict[str, Any] = {}
         if not isinstance(self._request_timeout, _Unset):
             extra["timeout"] = self._request_timeout
@@ -475,15 +552,15 @@ class AsyncGrokImagine:
             raise _Lost(
                 APIConnectionError(_transport_message(exc), method=method, path=path)
             ) from None
-        return await self._read_answer(response, permit_feedback=permit, method=method, path=path)
+        return await self._read_answer(response, permit=permit, method=method, path=path)
 
     async def _read_answer(
-        self, response: httpx.Response, *, permit_feedback: Any, method: str, path: str
+        self, response: httpx.Response, *, permit: Permit, method: str, path: str
     ) -> Any:
         limits = read_rate_limit_headers(response.headers, now_unix=self._clock.unix())
         await self._limiter.observe(
             RateLimitFeedback(
-                permit=permit_feedback,
+                permit=permit,
                 status_code=response.status_code,
                 remaining=limits.remaining,
                 reset_after=limits.reset_after,

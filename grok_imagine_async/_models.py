@@ -153,6 +153,8 @@ class FailureClass(str, enum.Enum):
     """The submission's outcome is unknown; not resent to avoid paying twice."""
     REQUEST_ERROR = "request_error"
     """The API refused or could not be reached (after retries)."""
+    BUDGET_EXCEEDED = "budget_exceeded"
+    """Not started: it could have taken spending past the credit budget."""
 
 
 class Task(BaseModel):

@@ -1,0 +1,843 @@
+"""The job scheduler: fan out many generations, poll them against the quota, stream results.
+
+One :class:`JobScheduler` owns an anyio task group with a fixed set of workers:
+
+- *submitters* take queued jobs, wait for an in-flight slot, and send their ``POST``;
+- one *poll dispatcher* keeps every running job in a heap ordered by its next poll time
+  (one timer for 5,000 jobs, not 5,000 sleeping coroutines) and hands due jobs to
+- *pollers*, which read the task's status and either finish the job, resubmit it, or put it
+  back into the heap at the time the learned duration model says it is probably done;
+- *downloaders* (optional) stream finished videos to disk.
+
+Nothing outlives the ``async with`` block.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import os
+import random
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._backoff import PollPolicy, backoff_delay
+from ._errors import (
+    AmbiguousSubmitError,
+    APIError,
+    AuthenticationError,
+    BudgetExceededError,
+    GrokImagineError,
+    NotFoundError,
+    TaskFailedError,
+)
+from ._jobs import (
+    JobEvent,
+    JobFinished,
+    JobQueued,
+    JobResubmitting,
+    JobResult,
+    JobResumed,
+    JobSpec,
+    JobState,
+    JobSubmitted,
+    Journal,
+    JournalRecord,
+    JournalState,
+    SchedulerHook,
+    request_key,
+)
+from ._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, Task, TaskStatus
+from ._polling import DurationModel, next_poll_delay, success_probability_for
+
+if TYPE_CHECKING:
+    from ._client import AsyncGrokImagine
+
+DEFAULT_SCHEDULER_POLL = PollPolicy(
+    wait_initial=1.0, wait_factor=1.5, wait_max=30.0, wait_jitter=0.1
+)
+_REQUESTS_PER_JOB = 2.2  # one POST plus ~1.2 polls: what the poll schedule aims for
+_SUBMITTERS = 32
+_POLLERS = 64
+_NOT_FOUND_LIMIT = 3
+
+
+class Job:
+    """A handle to one job of a :class:`JobScheduler`, returned by :meth:`JobScheduler.submit`.
+
+    Attributes:
+        key: The job's key.
+        request: What it generates.
+    """
+
+    def __init__(self, key: str, request: GenerationRequest) -> None:
+        self.key = key
+        self.request = request
+        self._state = JobState.QUEUED
+        self._task_id: str | None = None
+        self._attempts = 0
+        self._resubmits = 0
+        self._credits = 0
+        self._polls = 0
+        self._not_found = 0
+        self._submitted_at: float | None = None
+        self._last_look = 0.0
+        self._finished_task: Task | None = None  # completed, waiting for its download
+        self._result: JobResult | None = None
+        self._done = anyio.Event()
+
+    @property
+    def status(self) -> JobState:
+        """Where the job is now."""
+        return self._state
+
+    @property
+    def task_id(self) -> str | None:
+        """The id of its current task, once submitted."""
+        return self._task_id
+
+    @property
+    def attempts(self) -> int:
+        """Submissions made so far."""
+        return self._attempts
+
+    @property
+    def result(self) -> JobResult | None:
+        """Its result once finished, else None."""
+        return self._result
+
+    async def wait(self) -> Task:
+        """Wait for the job to finish and return its completed task.
+
+        Raises:
+            GrokImagineError: Why it failed (e.g. :class:`TaskFailedError`,
+                :class:`AmbiguousSubmitError`, :class:`BudgetExceededError`).
+        """
+        await self._done.wait()
+        assert self._result is not None
+        return self._result.unwrap()
+
+    def __repr__(self) -> str:
+        return f"Job(key={self.key!r}, status={self._state.value}, task_id={self._task_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStatistics:
+    """A snapshot of a scheduler's progress.
+
+    Attributes:
+        queued: Jobs accepted but not yet submitted.
+        submitting: Jobs whose POST is under way.
+        in_flight: Jobs submitted and not finished (being polled).
+        completed: Jobs finished with a video.
+        failed: Jobs finished without one.
+        submissions: POSTs made (first submissions and resubmissions).
+        polls: Status polls made.
+        requests_sent: Requests the limiter let through since the scheduler started (retries too).
+        rate_limited: HTTP 429 answers seen by the limiter since the scheduler started.
+        credits_consumed: Credits spent on tasks the server created.
+        requests_per_minute: Requests sent over the last quota period, per minute.
+        limit_per_minute: The plan's limit per minute.
+        max_in_flight: The current cap on jobs in flight.
+        predicted_duration: The learned median generation time, in seconds.
+    """
+
+    queued: int
+    submitting: int
+    in_flight: int
+    completed: int
+    failed: int
+    submissions: int
+    polls: int
+    requests_sent: int
+    rate_limited: int
+    credits_consumed: int
+    requests_per_minute: float
+    limit_per_minute: float
+    max_in_flight: int
+    predicted_duration: float
+
+
+class JobScheduler:
+    """Runs many generations through one client, within its quota and an optional budget.
+
+    Args:
+        client: The client (and so the token, limiter and retry policy) to use.
+        max_in_flight: Cap on jobs submitted and not finished. Default: twice what the plan
+            sustains by Little's law (quota / requests per job x learned duration).
+        poll: Bounds of the poll schedule: ``wait_initial`` is the shortest gap between two
+            looks at a job, growing by ``wait_factor`` per unsuccessful look, capped at
+            ``wait_max``, jittered by ``wait_jitter``; within those bounds polls land when the
+            learned duration model says the job is probably done.
+        max_credits: Budget: no job is started if it could take spending past this.
+        resubmit: How many times one job may be resubmitted after a retryable failure.
+        resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
+        journal: A :class:`Journal`, or a path for a SQLite journal, to resume after a crash.
+        download_dir: If given, videos of completed jobs are downloaded there, named after
+            the job key, before the job counts as finished.
+        max_downloads: Concurrent downloads.
+        on_event: A hook receiving every :class:`JobEvent` (progress displays).
+        stream_results: Buffer finished jobs for :meth:`results` from the start (otherwise
+            only from the first call of :meth:`results`).
+        results_buffer: When that many results wait unread, submissions pause (polls go on).
+        duration_model: The starting duration model (default: median 30 s prior).
+        rng: Source of poll jitter (seed it for reproducible simulations).
+
+    Example:
+        >>> async def main(client: AsyncGrokImagine) -> None:
+        ...     async with JobScheduler(client) as scheduler:
+        ...         job = await scheduler.submit("a kite over a beach")
+        ...         task = await job.wait()
+    """
+
+    def __init__(
+        self,
+        client: AsyncGrokImagine,
+        *,
+        max_in_flight: int | None = None,
+        poll: PollPolicy | None = None,
+        max_credits: int | None = None,
+        resubmit: int = 1,
+        resubmit_on: Iterable[FailureClass] = (FailureClass.TRANSIENT,),
+        journal: Journal | str | os.PathLike[str] | None = None,
+        download_dir: str | os.PathLike[str] | None = None,
+        max_downloads: int = 4,
+        on_event: SchedulerHook | None = None,
+        stream_results: bool = False,
+        results_buffer: int = 256,
+        duration_model: DurationModel | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if max_credits is not None and max_credits < 0:
+            raise ValueError(f"max_credits must be >= 0, got {max_credits}")
+        if resubmit < 0:
+            raise ValueError(f"resubmit must be >= 0, got {resubmit}")
+        if max_downloads < 1 or results_buffer < 1:
+            raise ValueError("max_downloads and results_buffer must be >= 1")
+        self._client = client
+        self._max_in_flight = max_in_flight
+        self._poll = poll or DEFAULT_SCHEDULER_POLL
+        self._max_credits = max_credits
+        self._resubmit = resubmit
+        self._resubmit_on = frozenset(resubmit_on)
+        self._journal_arg = journal
+        self._journal: Journal | None = None
+        self._download_dir = Path(download_dir) if download_dir is not None else None
+        self._max_downloads = max_downloads
+        self._on_event = on_event
+        self._streaming = stream_results
+        self._results_buffer = results_buffer
+        self._model = duration_model or DurationModel()
+        self._rng = rng or random.Random()
+        self._limit = client.limiter.limit
+
+        self._jobs: dict[str, Job] = {}
+        self._occurrences: dict[str, int] = {}
+        self._heap: list[tuple[float, int, Job]] = []
+        self._seq = itertools.count()
+        self._backlog: deque[JobResult] = deque()
+        self._recent: deque[float] = deque()
+        self._counts = dict.fromkeys(JobState, 0)
+        self._submissions = self._polls = self._credits = self._reserved = 0
+        self._input_closed = False
+        self._cancelled = False
+        self._fatal: BaseException | None = None
+        self._changed = anyio.Event()
+        self._heap_changed = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self._started_at = 0.0
+        self._limiter_base = (0, 0)
+        self._queue_send, self._queue_recv = anyio.create_memory_object_stream[Job](
+            max(64, results_buffer)
+        )
+        self._poll_send, self._poll_recv = anyio.create_memory_object_stream[Job](0)
+        self._download_send, self._download_recv = anyio.create_memory_object_stream[Job](0)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> JobScheduler:
+        self._journal = await _open_journal(self._journal_arg)
+        self._started_at = anyio.current_time()
+        stats = self._client.limiter.statistics()
+        self._limiter_base = (stats.permits_granted, stats.rate_limited_responses)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        for _ in range(_SUBMITTERS):
+            self._tg.start_soon(self._submitter)
+        for _ in range(_POLLERS):
+            self._tg.start_soon(self._poller)
+        self._tg.start_soon(self._dispatcher)
+        if self._download_dir is not None:
+            for _ in range(self._max_downloads):
+                self._tg.start_soon(self._downloader)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        raised_here = False
+        if exc is None and not self._cancelled:
+            try:  # a normal exit waits for every job, like a task group
+                self.close_input()
+                await self._wait_for(lambda: self._unfinished() == 0 or self._fatal is not None)
+            except BaseException as wait_exc:  # cancelled from outside, or by a fatal error
+                exc_type, exc, tb = type(wait_exc), wait_exc, wait_exc.__traceback__
+                raised_here = True
+        self._tg.cancel_scope.cancel()
+        try:
+            suppressed = await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._journal is not None and self._journal is not self._journal_arg:
+                with anyio.CancelScope(shield=True):
+                    await self._journal.aclose()
+        if self._fatal is not None:
+            raise self._fatal
+        if raised_here and not suppressed:
+            assert exc is not None
+            raise exc
+        return bool(suppressed)
+
+    def cancel(self) -> None:
+        """Stop everything now: no new submissions, no more polls; the block then exits.
+
+        Jobs already submitted stay recorded in the journal (if any) and resume next time.
+        """
+        self._cancelled = True
+        self._input_closed = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        self._notify()
+
+    def close_input(self) -> None:
+        """Declare that no more jobs will be submitted: :meth:`results` ends after the last."""
+        self._input_closed = True
+        self._notify()
+
+    # -- submitting ------------------------------------------------------------------------
+
+    async def submit(
+        self, request: GenerationRequest | JobSpec | str, *, key: str | None = None
+    ) -> Job:
+        """Queue one generation and return its :class:`Job` handle.
+
+        Returns at once unless the submission queue is full (backpressure); the POST itself
+        happens in the background, through the rate limiter.
+
+        Raises:
+            InvalidRequestError: If ``request`` is a prompt string that is not valid.
+            ValueError: If ``key`` is already used by a job that has not finished.
+            RuntimeError: If the scheduler is not running or its input was closed.
+        """
+        if isinstance(request, JobSpec):
+            key = key if key is not None else request.key
+            request = request.request
+        elif isinstance(request, str):
+            from ._client import build_request
+
+            request = build_request(request)
+        if self._tg is None or self._input_closed:
+            raise RuntimeError("the scheduler is not accepting jobs (not started, or closed)")
+        if key is None:
+            base = request_key(request)
+            occurrence = self._occurrences.get(base, 0)
+            self._occurrences[base] = occurrence + 1
+            key = request_key(request, occurrence)
+        if key in self._jobs:
+            raise ValueError(f"a job with key {key!r} is already running")
+        job = Job(key, request)
+        self._jobs[key] = job
+        self._counts[JobState.QUEUED] += 1
+        self._emit(JobQueued(key=key, at=anyio.current_time()))
+        await self._queue_send.send(job)
+        return job
+
+    def feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+        """Submit every item of ``items`` in the background, lazily, then close the input.
+
+        Items are :class:`GenerationRequest`, :class:`JobSpec` or prompt strings. Only as many
+        are read ahead as the queue holds, so a 100,000-line input is never all in memory.
+        """
+        assert self._tg is not None, "feed() needs a running scheduler"
+        self._tg.start_soon(self._feed, items)
+
+    async def _feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+        try:
+            if isinstance(items, AsyncIterable):
+                async for item in items:
+                    await self.submit(item)
+            else:
+                for item in items:
+                    await self.submit(item)
+        except GrokImagineError as exc:
+            self._fail_fatally(exc)
+            return
+        self.close_input()
+
+    async def _submitter(self) -> None:
+        async for job in self._queue_recv:
+            await self._wait_for(self._has_slot)
+            self._move(job, JobState.SUBMITTING)
+            try:
+                await self._start(job)
+            except AuthenticationError as exc:
+                self._fail_fatally(exc)
+                return
+
+    async def _start(self, job: Job) -> None:
+        record = await self._journal.load(job.key) if self._journal is not None else None
+        if record is not None and await self._resume(job, record):
+            return
+        await self._send(job)
+
+    async def _resume(self, job: Job, record: JournalRecord) -> bool:
+        """Continue a job the journal knows; False if it still needs a (first) submission."""
+        job._attempts, job._credits = record.attempts, record.credits
+        self._credits += record.credits
+        now = anyio.current_time()
+        if record.state is JournalState.COMPLETED:
+            task = Task(
+                task_id=record.task_id or "",
+                status=TaskStatus.COMPLETED,
+                raw_status="completed",
+                videos=record.videos,
+            )
+            files = tuple(Path(f) for f in record.files)
+            if self._download_dir is not None and not (files and all(f.exists() for f in files)):
+                job._task_id = task.task_id
+                await self._queue_download(job, task)
+                return True
+            await self._finish(job, task=task, files=files, from_journal=True, record=False)
+            return True
+        if record.state is JournalState.FAILED:
+            error: GrokImagineError = _journal_error(record)
+            await self._finish(
+                job,
+                error=error,
+                failure_class=record.failure_class or FailureClass.UNKNOWN,
+                from_journal=True,
+                record=False,
+            )
+            return True
+        if record.state is JournalState.SUBMITTED and record.task_id:
+            job._task_id = record.task_id
+            job._submitted_at = None  # unknown: poll at once, then learn from what we see
+            self._move(job, JobState.RUNNING)
+            self._emit(JobResumed(key=job.key, at=now, task_id=record.task_id))
+            self._schedule(job, now)
+            return True
+        # INTENT with no task id: the POST may or may not have created (and charged) a task.
+        if self._client._on_ambiguous_submit == "resubmit":
+            return False
+        await self._finish(
+            job,
+            error=AmbiguousSubmitError(
+                "a submission was in flight when the previous run stopped; its outcome is "
+                "unknown, so it was not resent (to avoid paying twice)",
+                request=job.request,
+            ),
+            failure_class=FailureClass.AMBIGUOUS_SUBMIT,
+        )
+        return True
+
+    async def _send(self, job: Job) -> None:
+        cost = CREDITS_PER_GENERATION
+        if (
+            self._max_credits is not None
+            and self._credits + self._reserved + cost > self._max_credits
+        ):
+            await self._finish(
+                job,
+                error=BudgetExceededError(
+                    max_credits=self._max_credits, committed_credits=self._credits + self._reserved
+                ),
+                failure_class=FailureClass.BUDGET_EXCEEDED,
+            )
+            return
+        self._reserved += cost
+        attempt = job._attempts + 1
+
+        async def record_intent() -> None:
+            if self._journal is not None:
+                await self._journal.record_intent(job.key, job.request, attempt)
+
+        self._submissions += 1
+        self._note_request()
+        try:
+            task_id = await self._client._submit(job.request, before_send=record_intent)
+        except AmbiguousSubmitError as exc:
+            job._attempts = attempt
+            self._reserved -= cost
+            self._credits += cost  # it may have been charged: count it against the budget
+            job._credits += cost
+            await self._finish(job, error=exc, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
+            return
+        except AuthenticationError:
+            self._reserved -= cost
+            raise
+        except APIError as exc:
+            self._reserved -= cost
+            await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
+            return
+        with anyio.CancelScope(shield=True):
+            self._reserved -= cost
+            self._credits += cost
+            job._credits += cost
+            job._attempts = attempt
+            if self._journal is not None:
+                await self._journal.record_submitted(job.key, task_id)
+        now = anyio.current_time()
+        job._task_id, job._submitted_at, job._last_look = task_id, now, now
+        self._move(job, JobState.RUNNING)
+        self._emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
+        self._schedule(job, now + self._poll_delay(job, now))
+
+    # -- polling ---------------------------------------------------------------------------
+
+    def _schedule(self, job: Job, when: float) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), job))
+        if self._heap[0][2] is job:
+            self._heap_changed.set()
+
+    async def _dispatcher(self) -> None:
+        while True:
+            if not self._heap:
+                await self._heap_changed.wait()
+                self._heap_changed = anyio.Event()
+                continue
+            due = self._heap[0][0]
+            now = anyio.current_time()
+            if due > now:
+                with anyio.move_on_after(due - now):
+                    await self._heap_changed.wait()
+                if self._heap_changed.is_set():
+                    self._heap_changed = anyio.Event()
+                continue
+            _, _, job = heapq.heappop(self._heap)
+            await self._poll_send.send(job)
+
+    async def _poller(self) -> None:
+        async for job in self._poll_recv:
+            try:
+                await self._poll_once(job)
+            except AuthenticationError as exc:
+                self._fail_fatally(exc)
+                return
+
+    async def _poll_once(self, job: Job) -> None:
+        assert job._task_id is not None
+        self._polls += 1
+        job._polls += 1
+        self._note_request()
+        try:
+            task = await self._client.get_task(job._task_id)
+        except NotFoundError as exc:
+            job._not_found += 1
+            if job._not_found >= _NOT_FOUND_LIMIT:
+                await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
+                return
+            self._reschedule(job)
+            return
+        except AuthenticationError:
+            raise
+        except APIError:  # the task exists and is paid for: keep looking, a little later
+            self._reschedule(job)
+            return
+        now = anyio.current_time()
+        if not task.is_terminal:
+            self._reschedule(job, looked_at=now)
+            return
+        if job._submitted_at is not None and task.status is TaskStatus.COMPLETED:
+            self._model.observe(job._last_look - job._submitted_at, now - job._submitted_at)
+        if task.succeeded:
+            if self._download_dir is not None:
+                await self._queue_download(job, task)
+            else:
+                await self._finish(job, task=task)
+            return
+        failure = task.failure_class or FailureClass.UNKNOWN
+        if failure in self._resubmit_on and job._resubmits < self._resubmit:
+            job._resubmits += 1
+            self._emit(JobResubmitting(key=job.key, at=now, failure_class=failure))
+            self._move(job, JobState.SUBMITTING)
+            assert self._tg is not None
+            self._tg.start_soon(self._resend, job)
+            return
+        await self._finish(job, task=task, error=TaskFailedError(task), failure_class=failure)
+
+    async def _resend(self, job: Job) -> None:
+        try:
+            await self._send(job)
+        except AuthenticationError as exc:
+            self._fail_fatally(exc)
+
+    def _reschedule(self, job: Job, *, looked_at: float | None = None) -> None:
+        now = anyio.current_time()
+        if looked_at is not None:
+            job._last_look = looked_at
+        self._schedule(job, now + self._poll_delay(job, now))
+
+    def _poll_delay(self, job: Job, now: float) -> float:
+        """When to look at ``job`` next.
+
+        The first look comes when the learned model says the job is probably done (how
+        probably depends on how busy the quota is). Later looks follow the same model, but
+        never sooner than the capped exponential floor of the poll policy, and never more
+        than ``wait_max`` apart. Jitter spreads jobs submitted together.
+        """
+        policy = self._poll
+        if job._submitted_at is None:  # resumed from a journal: age unknown, look at once
+            delay = 0.0 if job._polls == 0 else policy.wait_initial
+        else:
+            delay = next_poll_delay(
+                now - job._submitted_at,
+                self._model,
+                success_probability=success_probability_for(self._utilization(now)),
+                min_interval=0.0,
+                max_interval=math.inf,
+            )
+            if job._polls > 0:
+                floor = backoff_delay(
+                    job._polls - 1,
+                    wait_initial=policy.wait_initial,
+                    wait_factor=policy.wait_factor,
+                    wait_max=policy.wait_max,
+                    wait_jitter=0.0,
+                    rand=0.5,
+                )
+                delay = min(policy.wait_max, max(floor, delay))
+        jitter = policy.wait_jitter * (2.0 * self._rng.random() - 1.0)
+        return max(0.0, delay * (1.0 + jitter))
+
+    # -- downloading -----------------------------------------------------------------------
+
+    async def _queue_download(self, job: Job, task: Task) -> None:
+        job._task_id = task.task_id
+        job._finished_task = task
+        await self._download_send.send(job)
+
+    async def _downloader(self) -> None:
+        assert self._download_dir is not None
+        async for job in self._download_recv:
+            task = job._finished_task
+            assert task is not None
+            try:
+                files = await self._client.download(task, self._download_dir, stem=job.key)
+            except APIError as exc:
+                await self._finish(
+                    job, task=task, error=exc, failure_class=FailureClass.REQUEST_ERROR
+                )
+                continue
+            if self._journal is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._journal.record_files(job.key, files)
+            await self._finish(job, task=task, files=tuple(files))
+
+    # -- finishing -------------------------------------------------------------------------
+
+    async def _finish(
+        self,
+        job: Job,
+        *,
+        task: Task | None = None,
+        error: GrokImagineError | None = None,
+        failure_class: FailureClass | None = None,
+        files: tuple[Path, ...] = (),
+        from_journal: bool = False,
+        record: bool = True,
+    ) -> None:
+        now = anyio.current_time()
+        result = JobResult(
+            key=job.key,
+            request=job.request,
+            task=task,
+            error=error,
+            failure_class=failure_class if error is not None else None,
+            attempts=job._attempts,
+            credits=job._credits,
+            polls=job._polls,
+            submitted_at=job._submitted_at,
+            finished_at=now,
+            files=files,
+            from_journal=from_journal,
+        )
+        job._result = result
+        self._move(job, JobState.COMPLETED if result.ok else JobState.FAILED)
+        if record and self._journal is not None:
+            with anyio.CancelScope(shield=True):
+                await self._journal.record_finished(result)
+        del self._jobs[job.key]
+        job._done.set()
+        self._emit(JobFinished(key=job.key, at=now, result=result))
+        if self._streaming:
+            self._backlog.append(result)
+        self._notify()
+
+    async def results(self) -> AsyncGenerator[JobResult, None]:
+        """Yield each job's :class:`JobResult` as it finishes, in completion order.
+
+        Ends when the input is closed (see :meth:`close_input`, :meth:`feed`) and every job
+        has finished. If results are not read, submissions pause once ``results_buffer``
+        wait unread; polls of running jobs go on.
+        """
+        self._streaming = True
+        while True:
+            while self._backlog:
+                result = self._backlog.popleft()
+                self._notify()
+                yield result
+            if self._input_closed and self._unfinished() == 0:
+                return
+            if self._fatal is not None:
+                return
+            await self._wait_for(lambda: bool(self._backlog) or self._drained())
+
+    def _drained(self) -> bool:
+        return (self._input_closed and self._unfinished() == 0) or self._fatal is not None
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def statistics(self) -> SchedulerStatistics:
+        """A frozen snapshot of the scheduler's counters."""
+        now = anyio.current_time()
+        limiter = self._client.limiter.statistics()
+        period = self._limit.period
+        self._trim(now)
+        return SchedulerStatistics(
+            queued=self._counts[JobState.QUEUED],
+            submitting=self._counts[JobState.SUBMITTING],
+            in_flight=self._counts[JobState.RUNNING],
+            completed=self._counts[JobState.COMPLETED],
+            failed=self._counts[JobState.FAILED],
+            submissions=self._submissions,
+            polls=self._polls,
+            requests_sent=limiter.permits_granted - self._limiter_base[0],
+            rate_limited=limiter.rate_limited_responses - self._limiter_base[1],
+            credits_consumed=self._credits,
+            requests_per_minute=len(self._recent)
+            * 60.0
+            / max(min(period, now - self._started_at), 1e-9),
+            limit_per_minute=self._limit.requests * 60.0 / period,
+            max_in_flight=self._current_cap(),
+            predicted_duration=self._model.median,
+        )
+
+    def _current_cap(self) -> int:
+        if self._max_in_flight is not None:
+            return self._max_in_flight
+        jobs_per_second = self._limit.per_second / _REQUESTS_PER_JOB
+        time_in_system = self._model.mean + self._poll.wait_initial
+        return max(2, math.ceil(2.0 * jobs_per_second * time_in_system))
+
+    def _has_slot(self) -> bool:
+        busy = self._counts[JobState.SUBMITTING] + self._counts[JobState.RUNNING]
+        backlog_full = self._streaming and len(self._backlog) >= self._results_buffer
+        return busy < self._current_cap() and not backlog_full
+
+    def _unfinished(self) -> int:
+        return len(self._jobs)
+
+    def _move(self, job: Job, state: JobState) -> None:
+        self._counts[job._state] -= 1
+        self._counts[state] += 1
+        job._state = state
+        self._notify()
+
+    def _note_request(self) -> None:
+        now = anyio.current_time()
+        self._recent.append(now)
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self._limit.period
+        while self._recent and self._recent[0] <= horizon:
+            self._recent.popleft()
+
+    def _utilization(self, now: float) -> float:
+        if self._client.limiter.statistics().waiting > 0:
+            return 1.0
+        self._trim(now)
+        window = max(min(self._limit.period, now - self._started_at), self._limit.interval)
+        return len(self._recent) / (self._limit.per_second * window)
+
+    def _emit(self, event: JobEvent) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def _wait_for(self, predicate: Any) -> None:
+        while not predicate():
+            await self._changed.wait()
+
+    def _fail_fatally(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self._input_closed = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        self._notify()
+
+
+async def _open_journal(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
+    if journal is None or isinstance(journal, Journal):
+        return journal
+    from ._journal import SqliteJournal
+
+    opened: Journal = SqliteJournal(Path(journal))
+    return opened
+
+
+def _journal_error(record: JournalRecord) -> GrokImagineError:
+    if record.failure_class is FailureClass.AMBIGUOUS_SUBMIT:
+        return AmbiguousSubmitError(record.error or "submission outcome unknown")
+    if record.task_id:
+        return TaskFailedError(
+            Task(
+                task_id=record.task_id,
+                status=TaskStatus.FAILED,
+                raw_status="failed",
+                error_message=record.error,
+            )
+        )
+    return GrokImagineError(record.error or "failed in an earlier run")
+
+
+@asynccontextmanager
+async def generate_many(
+    client: AsyncGrokImagine,
+    items: Iterable[GenerationRequest | JobSpec | str]
+    | AsyncIterable[GenerationRequest | JobSpec | str],
+    **options: Any,
+) -> AsyncIterator[AsyncIterator[JobResult]]:
+    """Run ``items`` through a :class:`JobScheduler` and stream their results.
+
+    See :meth:`AsyncGrokImagine.generate_many`. Leaving the block early (``break``, an
+    exception, cancellation) stops every job's task at once; with a journal they resume on
+    the next run.
+    """
+    scheduler = JobScheduler(client, stream_results=True, **options)
+    async with scheduler:
+        scheduler.feed(items)
+        results = scheduler.results()
+        try:
+            yield results
+        finally:
+            await results.aclose()
+            scheduler.cancel()
