@@ -30,7 +30,25 @@ from ._errors import (
     ServerError,
     TaskFailedError,
 )
+from ._jobs import (
+    JobEvent,
+    JobFinished,
+    JobQueued,
+    JobResubmitting,
+    JobResult,
+    JobResumed,
+    JobSpec,
+    JobState,
+    JobSubmitted,
+    Journal,
+    JournalRecord,
+    JournalState,
+    SchedulerEvent,
+    SchedulerHook,
+    request_key,
+)
 from ._limiter import LimiterStatistics, Permit, Priority, RateLimiter, RateLimitFeedback
+from ._local_limiter import LocalRateLimiter
 from ._models import (
     CREDITS_PER_GENERATION,
     FailureClass,
@@ -39,6 +57,8 @@ from ._models import (
     TaskStatus,
 )
 from ._plans import Plan, RateLimit
+from ._polling import DurationModel
+from ._scheduler import Job, JobScheduler, SchedulerStatistics
 from ._version import __version__
 
 __all__ = [
@@ -56,11 +76,27 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "DEFAULT_BASE_URL",
+    "DurationModel",
     "FailureClass",
     "GenerationRequest",
     "GrokImagineError",
     "InvalidRequestError",
+    "Job",
+    "JobEvent",
+    "JobFinished",
+    "JobQueued",
+    "JobResubmitting",
+    "JobResult",
+    "JobResumed",
+    "JobScheduler",
+    "JobSpec",
+    "JobState",
+    "JobSubmitted",
+    "Journal",
+    "JournalRecord",
+    "JournalState",
     "LimiterStatistics",
+    "LocalRateLimiter",
     "LoopClock",
     "ManualClock",
     "NotFoundError",
@@ -73,6 +109,9 @@ __all__ = [
     "RateLimitFeedback",
     "RateLimiter",
     "RetryPolicy",
+    "SchedulerEvent",
+    "SchedulerHook",
+    "SchedulerStatistics",
     "ServerError",
     "Task",
     "TaskFailedError",
@@ -80,4 +119,5 @@ __all__ = [
     "__version__",
     "backoff_delay",
     "build_request",
+    "request_key",
 ]
