@@ -14,6 +14,7 @@ time for in-process simulations and use the real clock with servers on sockets.
 from __future__ import annotations
 
 import asyncio
+import math
 import selectors
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,11 +41,18 @@ class _JumpingSelector(selectors.BaseSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = self._inner.select(0)
-        if ready or timeout == 0:
+        if ready:
+            return ready
+        assert self.loop is not None
+        if timeout == 0:
+            if not getattr(self.loop, "_ready", True):
+                # Only a timer due now woke us. A real clock would have moved on by the time it
+                # runs; without that, a callback that re-arms itself "when enough time passed"
+                # (aiolimiter's wake-up, off by a rounding error) spins forever at one instant.
+                self.loop.advance(max(1e-9, math.ulp(self.loop.time())))
             return ready
         if timeout is None:  # nothing scheduled: only real I/O (or another thread) can wake us
             return self._inner.select(None)
-        assert self.loop is not None
         self.loop.advance(timeout)
         return []
 
