@@ -1,0 +1,93 @@
+"""The client against the emulator in process, on virtual time: the emulator as a test bed.
+
+These check the two together (the emulator's behaviour is what a client sees), so they show
+the emulator is usable for the client's component tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from grok_imagine_async import (
+    AmbiguousSubmitError,
+    AsyncGrokImagine,
+    FailureClass,
+    PollPolicy,
+    RateLimit,
+    TaskFailedError,
+)
+from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+
+pytestmark = pytest.mark.anyio
+
+FAST_POLL = PollPolicy(wait_initial=5.0, wait_max=10.0)
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
+
+
+def grok_for(emulator: Emulator, **kwargs: Any) -> AsyncGrokImagine:
+    return AsyncGrokImagine(api_key="test-token", http_client=emulator.client(), **kwargs)
+
+
+@pytest.fixture
+def emulator() -> Emulator:
+    return Emulator(EmulatorConfig(seed=2))
+
+
+@pytest.mark.parametrize("vocabulary", ["default", "reseller", "upper"])
+async def test_generate_and_wait_in_every_vocabulary(vocabulary: str) -> None:
+    emulator = Emulator(EmulatorConfig(seed=2, vocabulary=vocabulary))
+    async with grok_for(emulator) as grok:
+        task = await grok.generate_and_wait("a paper boat", poll=FAST_POLL)
+    assert task.succeeded
+    assert len(task.videos) == 2
+    assert emulator.statistics().credits_consumed == 40
+
+
+async def test_150_generations_at_the_free_plan_pace_stays_within_the_window() -> None:
+    emulator = Emulator(EmulatorConfig(seed=4, tokens={"test-token": RateLimit(100, 60.0)}))
+    start = anyio.current_time()
+    async with grok_for(emulator) as grok:
+
+        async def job(i: int) -> None:
+            await grok.generate_and_wait(f"job {i}", poll=FAST_POLL)
+
+        async with anyio.create_task_group() as group:
+            for i in range(150):
+                group.start_soon(job, i)
+    stats = emulator.statistics()
+    assert stats.tasks_created == 150
+    assert stats.duplicate_submissions == {}
+    assert stats.tasks_by_state["completed"] == 150
+    assert emulator.max_window_count(60.0) <= 100
+    assert anyio.current_time() - start > 60  # the quota, not the generations, set the pace
+
+
+async def test_dropped_submission_is_reported_not_paid_twice(emulator: Emulator) -> None:
+    async with grok_for(emulator) as grok:
+        with pytest.raises(AmbiguousSubmitError):
+            await grok.generate("a cat [fail:drop]")
+    assert emulator.statistics().tasks_per_prompt == {"a cat [fail:drop]": 1}
+
+
+async def test_server_error_on_submission_is_retried_once(emulator: Emulator) -> None:
+    async with grok_for(emulator) as grok:
+        task_id = await grok.generate("a cat [fail:500:1]")
+    stats = emulator.statistics()
+    assert task_id.startswith("task_")
+    assert stats.server_errors == 1
+    assert stats.posts_per_prompt == {"a cat [fail:500:1]": 2}
+    assert stats.tasks_per_prompt == {"a cat [fail:500:1]": 1}
+
+
+async def test_failure_marker_surfaces_as_task_failed_with_its_class(emulator: Emulator) -> None:
+    async with grok_for(emulator) as grok:
+        with pytest.raises(TaskFailedError) as caught:
+            await grok.generate_and_wait("a cat [fail:content]", poll=FAST_POLL)
+    assert caught.value.failure_class is FailureClass.CONTENT_POLICY
