@@ -14,6 +14,7 @@ Nothing outlives the ``async with`` block.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -69,6 +70,7 @@ _REQUESTS_PER_JOB = 2.2  # one POST plus ~1.2 polls: what the poll schedule aims
 _SUBMITTERS = 32
 _POLLERS = 64
 _NOT_FOUND_LIMIT = 3
+_QUEUE_SIZE = 64  # jobs accepted ahead of submission: the read-ahead of a lazy input
 
 
 class Job:
@@ -258,16 +260,14 @@ class JobScheduler:
         self._tg: TaskGroup | None = None
         self._started_at = 0.0
         self._limiter_base = (0, 0)
-        self._queue_send, self._queue_recv = anyio.create_memory_object_stream[Job](
-            max(64, results_buffer)
-        )
-        self._poll_send, self._poll_recv = anyio.create_memory_object_stream[Job](0)
-        self._download_send, self._download_recv = anyio.create_memory_object_stream[Job](0)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> JobScheduler:
         self._journal = await _open_journal(self._journal_arg)
+        self._queue_send, self._queue_recv = anyio.create_memory_object_stream[Job](_QUEUE_SIZE)
+        self._poll_send, self._poll_recv = anyio.create_memory_object_stream[Job](0)
+        self._download_send, self._download_recv = anyio.create_memory_object_stream[Job](0)
         self._started_at = anyio.current_time()
         stats = self._client.limiter.statistics()
         self._limiter_base = (stats.permits_granted, stats.rate_limited_responses)
@@ -300,8 +300,25 @@ class JobScheduler:
                 raised_here = True
         self._tg.cancel_scope.cancel()
         try:
-            suppressed = await self._tg.__aexit__(exc_type, exc, tb)
+            if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
+                # The task group knows whether a cancellation was its own (cancel(), a fatal
+                # error) and must be swallowed here, or came from outside and must go on.
+                suppressed = await self._tg.__aexit__(exc_type, exc, tb)
+            else:
+                # The caller's own exception: let it out as it is, not in an ExceptionGroup
+                # (the workers never raise; they were just cancelled).
+                await self._tg.__aexit__(None, None, None)
+                suppressed = False
         finally:
+            for stream in (
+                self._queue_send,
+                self._queue_recv,
+                self._poll_send,
+                self._poll_recv,
+                self._download_send,
+                self._download_recv,
+            ):
+                stream.close()
             if self._journal is not None and self._journal is not self._journal_arg:
                 with anyio.CancelScope(shield=True):
                     await self._journal.aclose()
@@ -768,11 +785,15 @@ class JobScheduler:
             self._recent.popleft()
 
     def _utilization(self, now: float) -> float:
-        if self._client.limiter.statistics().waiting > 0:
-            return 1.0
-        self._trim(now)
-        window = max(min(self._limit.period, now - self._started_at), self._limit.interval)
-        return len(self._recent) / (self._limit.per_second * window)
+        """Requests sent over the last quarter period, as a fraction of what the quota allows.
+
+        A quarter period smooths out momentary queues (a burst of submissions at start is not
+        saturation) while still noticing within seconds when polls start competing for quota.
+        """
+        window = self._limit.period / 4
+        horizon = now - window
+        recent = len(self._recent) - bisect.bisect_right(self._recent, horizon)
+        return recent / (self._limit.per_second * window)
 
     def _emit(self, event: JobEvent) -> None:
         if self._on_event is not None:

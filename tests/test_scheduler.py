@@ -1,0 +1,342 @@
+"""The scheduler against the in-process emulator, on a virtual clock."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from grok_imagine_async import (
+    AmbiguousSubmitError,
+    AsyncGrokImagine,
+    AuthenticationError,
+    BudgetExceededError,
+    FailureClass,
+    GenerationRequest,
+    InvalidRequestError,
+    JobEvent,
+    JobFinished,
+    JobQueued,
+    JobResubmitting,
+    JobResult,
+    JobScheduler,
+    JobSpec,
+    JobState,
+    JobSubmitted,
+    TaskFailedError,
+)
+from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+
+TOKEN = "sched-token"
+
+
+@pytest.fixture
+def anyio_backend() -> Any:
+    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
+
+
+def make(plan: str = "pro", **config: Any) -> tuple[Emulator, AsyncGrokImagine]:
+    config.setdefault("seed", 7)
+    emu = Emulator(EmulatorConfig(tokens={TOKEN: plan}, **config))
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=emu.client(token=None), plan=plan)
+    return emu, client
+
+
+async def collect(client: AsyncGrokImagine, items: Any, **options: Any) -> list[JobResult]:
+    async with client.generate_many(items, **options) as results:
+        return [result async for result in results]
+
+
+@pytest.mark.anyio
+async def test_results_stream_in_completion_order() -> None:
+    _, client = make()
+    durations = [300, 5, 100, 600]
+    results = await collect(client, [f"clip {d} [duration:{d}]" for d in durations])
+    finished = [r.request.prompt for r in results]
+    assert finished == [f"clip {d} [duration:{d}]" for d in sorted(durations)]
+    assert all(r.ok and len(r.videos) == 2 for r in results)
+    assert [r.finished_at for r in results] == sorted(r.finished_at for r in results)
+
+
+@pytest.mark.anyio
+async def test_job_handles_report_progress_and_wait() -> None:
+    _, client = make()
+    async with JobScheduler(client) as scheduler:
+        job = await scheduler.submit("a heron [duration:20]", key="heron")
+        assert job.key == "heron"
+        assert job.status in (JobState.QUEUED, JobState.SUBMITTING)
+        await anyio.sleep(5)
+        assert job.status is JobState.RUNNING
+        assert job.task_id is not None
+        task = await job.wait()
+        assert task.succeeded
+        assert job.status is JobState.COMPLETED
+        assert job.result is not None
+        assert job.result.attempts == 1
+        assert job.result.credits == 40
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("marker", "failure_class", "posts"),
+    [
+        ("[fail:content]", FailureClass.CONTENT_POLICY, 1),
+        ("[fail:input]", FailureClass.INVALID_INPUT, 1),
+        ("[fail:build]", FailureClass.GENERATION_FAILED, 1),
+        ("[fail:unknown]", FailureClass.UNKNOWN, 1),
+        ("[fail:network]", FailureClass.TRANSIENT, 2),  # resubmitted once, fails again
+        ("[fail:empty]", FailureClass.NO_RESULT, 1),
+    ],
+)
+async def test_task_failures_are_results_with_their_class(
+    marker: str, failure_class: FailureClass, posts: int
+) -> None:
+    emu, client = make()
+    prompt = f"x {marker}"
+    [failed, fine] = await collect(client, [prompt, "fine [duration:500]"])
+    assert not failed.ok
+    assert failed.failure_class is failure_class
+    assert isinstance(failed.error, TaskFailedError)
+    assert failed.attempts == posts
+    assert fine.ok
+    assert emu.statistics().posts_per_prompt[prompt] == posts
+
+
+@pytest.mark.anyio
+async def test_transient_failure_is_resubmitted_and_succeeds() -> None:
+    emu, client = make()
+    [result] = await collect(client, ["y [fail:network:1]"])
+    assert result.ok
+    assert result.attempts == 2
+    assert result.credits == 80
+    assert emu.statistics().posts_per_prompt["y [fail:network:1]"] == 2
+
+
+@pytest.mark.anyio
+async def test_resubmission_rules_are_configurable() -> None:
+    emu, client = make()
+    results = await collect(
+        client,
+        ["b [fail:build:1]", "n [fail:network:1]"],
+        resubmit_on={FailureClass.GENERATION_FAILED},
+    )
+    by_prompt = {r.request.prompt: r for r in results}
+    assert by_prompt["b [fail:build:1]"].ok
+    assert by_prompt["n [fail:network:1]"].failure_class is FailureClass.TRANSIENT
+    results = await collect(client, ["m [fail:network:1]"], resubmit=0)
+    assert results[0].failure_class is FailureClass.TRANSIENT
+    assert emu.statistics().posts_per_prompt["m [fail:network:1]"] == 1
+
+
+@pytest.mark.anyio
+async def test_ambiguous_submit_becomes_a_failed_result_never_a_second_post() -> None:
+    emu, client = make()
+    results = await collect(client, ["lost [fail:drop]", "kept"])
+    lost = next(r for r in results if "lost" in r.request.prompt)
+    assert lost.failure_class is FailureClass.AMBIGUOUS_SUBMIT
+    assert isinstance(lost.error, AmbiguousSubmitError)
+    assert emu.statistics().posts_per_prompt["lost [fail:drop]"] == 1
+    assert next(r for r in results if r is not lost).ok
+
+
+@pytest.mark.anyio
+async def test_budget_is_never_exceeded() -> None:
+    emu, client = make()
+    results = await collect(client, [f"p{i} [duration:30]" for i in range(5)], max_credits=120)
+    started = [r for r in results if r.ok]
+    refused = [r for r in results if r.failure_class is FailureClass.BUDGET_EXCEEDED]
+    assert len(started) == 3
+    assert len(refused) == 2
+    assert all(isinstance(r.error, BudgetExceededError) for r in refused)
+    assert emu.statistics().credits_consumed == 120
+
+
+@pytest.mark.anyio
+async def test_budget_counts_resubmissions() -> None:
+    emu, client = make()
+    results = await collect(client, ["r [fail:network:1]", "s"], max_credits=80)
+    assert sum(r.credits for r in results) <= 80
+    assert emu.statistics().credits_consumed <= 80
+
+
+@pytest.mark.anyio
+async def test_input_is_consumed_lazily_even_when_infinite() -> None:
+    pulled = 0
+
+    def prompts() -> Iterator[str]:
+        nonlocal pulled
+        for i in itertools.count():
+            pulled += 1
+            yield f"endless {i}"
+
+    _, client = make(plan="free")
+    seen = 0
+    async with client.generate_many(prompts(), max_in_flight=4) as results:
+        async for _ in results:
+            seen += 1
+            if seen == 10:
+                break
+    assert seen == 10
+    assert pulled < 200  # a bounded read-ahead, never the whole (here endless) input
+
+
+@pytest.mark.anyio
+async def test_async_iterable_of_specs() -> None:
+    async def specs() -> AsyncIterator[JobSpec]:
+        for i in range(3):
+            yield JobSpec(GenerationRequest(prompt=f"async {i}"), key=f"k{i}")
+
+    _, client = make()
+    results = await collect(client, specs())
+    assert sorted(r.key for r in results) == ["k0", "k1", "k2"]
+
+
+@pytest.mark.anyio
+async def test_unread_results_pause_submissions_but_not_polls() -> None:
+    emu, client = make()
+    async with JobScheduler(
+        client, stream_results=True, results_buffer=3, max_in_flight=2
+    ) as scheduler:
+        for i in range(20):
+            await scheduler.submit(f"bp {i} [duration:10]")
+        await anyio.sleep(600)  # nobody reads results
+        stats = scheduler.statistics()
+        # paused once 3 results waited unread; at most the 2 jobs then in flight were added
+        assert 3 <= stats.submissions <= 3 + 2
+        assert stats.in_flight == 0  # everything submitted was polled to completion
+        assert emu.statistics().tasks_by_state["completed"] == stats.submissions
+        got = []
+        async for result in scheduler.results():
+            got.append(result)
+            if len(got) == 20:
+                scheduler.close_input()
+        assert len(got) == 20
+
+
+@pytest.mark.anyio
+async def test_breaking_out_stops_everything_at_once_and_leaks_no_permit() -> None:
+    emu, client = make(plan="free")
+    start = anyio.current_time()
+    async with client.generate_many([f"many {i}" for i in range(500)]) as results:
+        async for _ in results:
+            break
+    stopped = anyio.current_time()
+    assert client.limiter.statistics().waiting == 0
+    sent = emu.statistics().requests_total
+    await anyio.sleep(3600)
+    assert emu.statistics().requests_total == sent
+    assert stopped - start < 120  # the first result: one job's duration, not 500 jobs'
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_block_from_outside() -> None:
+    emu, client = make(plan="free")
+    with anyio.move_on_after(30) as scope:
+        async with client.generate_many([f"c {i}" for i in range(100)]) as results:
+            async for _ in results:
+                pass
+    assert scope.cancelled_caught
+    assert client.limiter.statistics().waiting == 0
+    sent = emu.statistics().requests_total
+    await anyio.sleep(600)
+    assert emu.statistics().requests_total == sent
+
+
+@pytest.mark.anyio
+async def test_bad_token_stops_the_batch_with_a_plain_exception() -> None:
+    emu = Emulator(EmulatorConfig(tokens={"good": "free"}))
+    client = AsyncGrokImagine(api_key="wrong", http_client=emu.client(token=None))
+    with pytest.raises(AuthenticationError):
+        await collect(client, [f"a{i}" for i in range(10)])
+
+
+@pytest.mark.anyio
+async def test_invalid_prompt_in_input_stops_the_batch_before_sending_it() -> None:
+    emu, client = make()
+    with pytest.raises(InvalidRequestError):
+        await collect(client, ["fine", "   "])
+    assert "   " not in emu.statistics().posts_per_prompt
+
+
+@pytest.mark.anyio
+async def test_identical_prompts_are_distinct_jobs() -> None:
+    emu, client = make()
+    results = await collect(client, ["twin", "twin"])
+    assert len({r.key for r in results}) == 2
+    assert emu.statistics().posts_per_prompt["twin"] == 2
+
+
+@pytest.mark.anyio
+async def test_duplicate_explicit_key_is_refused() -> None:
+    _, client = make()
+    async with JobScheduler(client) as scheduler:
+        await scheduler.submit("one [duration:5]", key="same")
+        with pytest.raises(ValueError, match="same"):
+            await scheduler.submit("two", key="same")
+
+
+@pytest.mark.anyio
+async def test_events_reach_the_hook() -> None:
+    events: list[JobEvent] = []
+    _, client = make()
+    await collect(client, ["e1", "e2 [fail:network:1]"], on_event=events.append)
+    kinds = [type(e) for e in events]
+    assert kinds.count(JobQueued) == 2
+    assert kinds.count(JobSubmitted) == 3
+    assert kinds.count(JobResubmitting) == 1
+    assert kinds.count(JobFinished) == 2
+    assert all(isinstance(e.at, float) for e in events)
+
+
+@pytest.mark.anyio
+async def test_downloads_land_in_the_folder_named_after_keys(tmp_path: Path) -> None:
+    _, client = make()
+    items = [JobSpec(GenerationRequest(prompt="dl"), key="../evil/clip")]
+    [result] = await collect(client, items, download_dir=tmp_path)
+    assert result.ok
+    assert [p.name for p in result.files] == ["evil_clip_1.mp4", "evil_clip_2.mp4"]
+    assert all(p.parent == tmp_path.resolve() and p.stat().st_size > 0 for p in result.files)
+
+
+@pytest.mark.anyio
+async def test_statistics_add_up() -> None:
+    _, client = make()
+    async with JobScheduler(client, stream_results=True) as scheduler:
+        for i in range(6):
+            await scheduler.submit(f"s{i} [fail:content:1]" if i == 0 else f"s{i}")
+        scheduler.close_input()
+        async for _ in scheduler.results():
+            pass
+        stats = scheduler.statistics()
+    assert (stats.completed, stats.failed, stats.queued, stats.in_flight) == (5, 1, 0, 0)
+    assert stats.submissions == 6
+    assert stats.credits_consumed == 240
+    assert stats.requests_sent == stats.submissions + stats.polls
+    assert stats.rate_limited == 0
+
+
+@pytest.mark.anyio
+async def test_scale_2000_jobs_zero_429_and_requests_per_job_bounded() -> None:
+    emu, client = make(plan="pro", duration_median=30, duration_sigma=0.5)
+    results = await collect(client, [f"scale {i}" for i in range(2000)])
+    stats = emu.statistics()
+    assert sum(r.ok for r in results) == 2000
+    assert stats.rate_limited == 0
+    assert stats.requests_total / 2000 <= 2.5
+    assert emu.max_window_count(60.0) <= 1000
+    assert sum(r.polls for r in results) == stats.requests_by_endpoint["GET /v1/status"]
+
+
+@pytest.mark.anyio
+async def test_scheduler_rejects_nonsense_options() -> None:
+    _, client = make()
+    for kwargs in ({"max_in_flight": 0}, {"max_credits": -1}, {"resubmit": -1}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            JobScheduler(client, **kwargs)
+    scheduler = JobScheduler(client)
+    with pytest.raises(RuntimeError, match="not accepting"):
+        await scheduler.submit("too early")
