@@ -1,0 +1,112 @@
+"""Resuming a batch from its journal: no job lost, none paid twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grok_imagine_async import (
+    AsyncGrokImagine,
+    FailureClass,
+    GenerationRequest,
+    JobResult,
+    JobSpec,
+    request_key,
+)
+from grok_imagine_async._journal import SqliteJournal
+from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+
+TOKEN = "resume-token"
+PROMPTS = [f"quick {i} [duration:10]" for i in range(3)] + [
+    f"slow {i} [duration:900]" for i in range(3)
+]
+
+
+@pytest.fixture
+def anyio_backend() -> Any:
+    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
+
+
+@pytest.fixture
+def emulator() -> Emulator:
+    return Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=3))
+
+
+def client_for(emulator: Emulator) -> AsyncGrokImagine:
+    return AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
+
+
+async def run(
+    emulator: Emulator, journal: Path, *, stop_after: int | None = None
+) -> list[JobResult]:
+    got: list[JobResult] = []
+    async with client_for(emulator).generate_many(PROMPTS, journal=journal) as results:
+        async for result in results:
+            got.append(result)
+            if stop_after is not None and len(got) == stop_after:
+                break
+    return got
+
+
+@pytest.mark.anyio
+async def test_rerun_reads_finished_jobs_and_resumes_running_ones(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "run.db"
+    first = await run(emulator, journal, stop_after=3)
+    assert sorted(r.request.prompt for r in first) == sorted(PROMPTS[:3])
+    assert emulator.statistics().tasks_created == 6  # the slow ones were submitted too
+
+    second = await run(emulator, journal)
+    assert len(second) == 6
+    assert all(r.ok for r in second)
+    replayed = [r for r in second if r.from_journal]
+    assert sorted(r.request.prompt for r in replayed) == sorted(PROMPTS[:3])
+    stats = emulator.statistics()
+    assert stats.tasks_created == 6
+    assert all(stats.posts_per_prompt[p] == 1 for p in PROMPTS)
+
+    third = await run(emulator, journal)  # everything is in the journal now: no request at all
+    before = emulator.statistics().requests_total
+    assert all(r.from_journal and r.ok for r in third)
+    assert emulator.statistics().requests_total == before
+
+
+@pytest.mark.anyio
+async def test_unknown_post_outcome_is_reported_not_resent(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    journal_path = tmp_path / "run.db"
+    request = GenerationRequest(prompt="was in flight")
+    key = request_key(request)
+    async with SqliteJournal(journal_path) as journal:  # a crash right after the intent
+        await journal.record_intent(key, request, 1)
+    client = client_for(emulator)
+    async with client.generate_many([JobSpec(request)], journal=journal_path) as results:
+        [result] = [r async for r in results]
+    assert result.failure_class is FailureClass.AMBIGUOUS_SUBMIT
+    assert result.attempts == 1
+    assert emulator.statistics().requests_total == 0
+
+
+@pytest.mark.anyio
+async def test_resubmit_policy_resends_an_unknown_outcome(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    journal_path = tmp_path / "run.db"
+    request = GenerationRequest(prompt="resend me")
+    async with SqliteJournal(journal_path) as journal:
+        await journal.record_intent(request_key(request), request, 1)
+    client = AsyncGrokImagine(
+        api_key=TOKEN,
+        http_client=emulator.client(token=None),
+        plan="pro",
+        on_ambiguous_submit="resubmit",
+    )
+    async with client.generate_many([request], journal=journal_path) as results:
+        [result] = [r async for r in results]
+    assert result.ok
+    assert result.attempts == 2
+    assert emulator.statistics().posts_per_prompt["resend me"] == 1
