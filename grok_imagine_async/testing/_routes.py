@@ -83,7 +83,7 @@ class Api:
     async def _serve(self, request: Request, endpoint: str, handle: _Handler) -> Response:
         state = self._state
         now = state.now()
-        state.count("", endpoint=endpoint)
+        state.count(endpoint=endpoint)
         token = _bearer(request)
         if token is None or not state.is_known(token):
             return self._sent(_error(401, "Unauthorized: invalid API key", "UNAUTHORIZED"))
@@ -96,15 +96,13 @@ class Api:
         return await handle(request, token, now, headers)
 
     def _rate_headers(self, token: str, decision: WindowDecision, now: float) -> dict[str, str]:
-        cfg = self._state.config
         reset = decision.reset_after
+        unix = self._state.config.reset_format == "unix"
         return {
-            "X-RateLimit-Limit": str(cfg.rate_limits()[token].requests),
+            "X-RateLimit-Limit": str(self._state.quota(token)),
             "X-RateLimit-Remaining": str(decision.remaining),
             "X-RateLimit-Reset": (
-                _seconds(reset)
-                if cfg.reset_format == "seconds"
-                else f"{self._state.unix(now + reset):.3f}"
+                f"{self._state.unix(now + reset):.3f}" if unix else _seconds(reset)
             ),
         }
 
@@ -172,7 +170,7 @@ class Api:
         return self._sent(answer)
 
     def _sent(self, answer: Response) -> Response:
-        self._state.count("", status=answer.status_code)
+        self._state.count(status=answer.status_code)
         return answer
 
     def _task_data(self, task: Task, now: float, base_url: str) -> dict[str, Any]:
@@ -196,7 +194,7 @@ class Api:
 
     async def video(self, request: Request) -> Response:
         state = self._state
-        state.count("", endpoint="GET /videos")
+        state.count(endpoint="GET /videos")
         task_id, index = request.path_params["task_id"], request.path_params["index"]
         task = state.task(task_id)
         if task is None or task.state(state.now()) is not TaskState.COMPLETED:

@@ -60,11 +60,13 @@ class EmulatorState:
 
     # Requests -------------------------------------------------------------------------------
 
-    def count(self, what: str, endpoint: str | None = None, status: int | None = None) -> None:
-        """Add one to a named counter, an endpoint's requests, or an HTTP status."""
+    def count(
+        self, event: str | None = None, *, endpoint: str | None = None, status: int | None = None
+    ) -> None:
+        """Add one to an event's counter, an endpoint's requests, and/or an HTTP status's."""
         with self.lock:
-            if what:
-                self._counts[what] += 1
+            if event is not None:
+                self._counts[event] += 1
             if endpoint is not None:
                 self._by_endpoint[endpoint] += 1
             if status is not None:
@@ -73,6 +75,10 @@ class EmulatorState:
     def is_known(self, token: str) -> bool:
         """Whether ``token`` is accepted."""
         return token in self._windows
+
+    def quota(self, token: str) -> int:
+        """Requests per window granted to ``token`` (a known one)."""
+        return self._windows[token].limit.requests
 
     def admit(self, token: str, now: float) -> WindowDecision:
         """Count a request of ``token`` at ``now`` against its quota and log it."""

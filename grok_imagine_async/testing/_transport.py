@@ -1,17 +1,23 @@
 """An in-process httpx transport to the emulator that fails like a network would.
 
-``httpx.ASGITransport`` calls the app directly, so two things a socket would do are missing:
-a server that hangs up (the emulator raises :class:`ConnectionDropped` there) and a read timeout
-(httpx timeouts only act on sockets). This transport adds both, raising the exceptions httpx
-raises over a real connection, so client code under test cannot tell the difference.
+It calls the ASGI app directly, as ``httpx.ASGITransport`` does, and adds two things a socket
+would do: a server that hangs up (the emulator raises :class:`ConnectionDropped` there) becomes
+``httpx.RemoteProtocolError``, and an answer slower than the request's read timeout becomes
+``httpx.ReadTimeout`` (httpx timeouts otherwise only act on sockets). Client code under test
+therefore cannot tell it from a connection. It is also about a third cheaper per request than
+``httpx.ASGITransport`` (which looks for trio on every request), which matters to benchmarks
+sending hundreds of thousands of requests.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import httpx
+from starlette.types import ASGIApp, Message
 
-from ._drop import ConnectionDropped, DroppingStarlette
+from ._drop import ConnectionDropped
 
 # httpcore's wording, which httpx re-raises, for a connection closed before any answer.
 DISCONNECTED = "Server disconnected without sending a response."
@@ -24,19 +30,59 @@ class EmulatorTransport(httpx.AsyncBaseTransport):
         app: The emulator's ASGI application.
     """
 
-    def __init__(self, app: DroppingStarlette) -> None:
-        self._inner = httpx.ASGITransport(app=app)
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
         read_timeout = timeouts.get("read") if isinstance(timeouts, dict) else None
         try:
             with anyio.fail_after(read_timeout):
-                return await self._inner.handle_async_request(request)
+                return await self._exchange(request)
         except ConnectionDropped:
             raise httpx.RemoteProtocolError(DISCONNECTED, request=request) from None
         except TimeoutError:
             raise httpx.ReadTimeout("timed out", request=request) from None
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    async def _exchange(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method,
+            "headers": [(name.lower(), value) for name, value in request.headers.raw],
+            "scheme": url.scheme,
+            "path": url.path,
+            "raw_path": url.raw_path.split(b"?")[0],
+            "query_string": url.query,
+            "server": (url.host, url.port),
+            "client": ("127.0.0.1", 123),
+            "root_path": "",
+        }
+        pending_body: list[bytes] = [await request.aread()]
+        answered = anyio.Event()
+        status = 0
+        headers: list[tuple[bytes, bytes]] = []
+        parts: list[bytes] = []
+
+        async def receive() -> Message:
+            if pending_body:
+                return {"type": "http.request", "body": pending_body.pop(), "more_body": False}
+            await answered.wait()  # like a client that stays until the answer is complete
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status, headers = message["status"], list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    answered.set()
+
+        await self._app(scope, receive, send)
+        if not answered.is_set():
+            raise httpx.RemoteProtocolError(DISCONNECTED, request=request)
+        body = b"" if request.method == "HEAD" else b"".join(parts)
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body))
