@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import anyio
@@ -345,3 +347,21 @@ async def test_plain_asgi_transport_sees_connection_dropped() -> None:
         with pytest.raises(ConnectionDropped):
             await http.post("/v1/generate", json={"prompt": "x [fail:drop]"})
     assert emulator.statistics().tasks_created == 1
+
+
+def test_virtual_time_imports_without_the_emulator_extra_and_emulator_says_what_to_install() -> (
+    None
+):
+    code = (
+        "import sys\n"
+        "sys.modules['starlette'] = None  # as if the extra were not installed\n"
+        "from grok_imagine_async.testing import VirtualTimeEventLoop, run_virtual\n"
+        "try:\n"
+        "    from grok_imagine_async.testing import Emulator\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert 'pip install "grok-imagine-async[emulator]"' in result.stdout
