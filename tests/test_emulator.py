@@ -349,9 +349,7 @@ async def test_plain_asgi_transport_sees_connection_dropped() -> None:
     assert emulator.statistics().tasks_created == 1
 
 
-def test_virtual_time_imports_without_the_emulator_extra_and_emulator_says_what_to_install() -> (
-    None
-):
+def test_testing_imports_without_starlette_and_hints_at_the_extra() -> None:
     code = (
         "import sys\n"
         "sys.modules['starlette'] = None  # as if the extra were not installed\n"

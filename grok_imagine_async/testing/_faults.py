@@ -190,7 +190,12 @@ class FaultInjector:
                 server_error |= kind == "500"
                 body_error |= kind == "body"
                 drop |= kind == "drop"
-        return RequestFaults(delay, server_error, body_error and not server_error, drop)
+        # One outcome per answer: a 500, else a 200 with an error code, else a hang-up after
+        # handling (so a dropped POST always has its task).
+        body_error = body_error and not server_error
+        return RequestFaults(
+            delay, server_error, body_error, drop and not (server_error or body_error)
+        )
 
     def for_task(self, prompt: str) -> TaskOutcome:
         """How the task created for ``prompt`` will end."""
