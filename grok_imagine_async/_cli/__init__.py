@@ -1,18 +1,50 @@
-"""The ``grok-imagine`` command line (minimal dispatcher; subcommands live in their modules)."""
+"""The ``grok-imagine`` command line: ``batch``, ``generate``, ``status`` and ``emulator``.
+
+Each subcommand lives in its own module with a ``register(subparsers)`` function that adds its
+parser and sets ``handler``, a function from the parsed arguments to the exit status.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
-from . import emulator
+from .._version import __version__
+from . import batch, emulator, generate, status
+from .common import EXIT_INTERRUPTED
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``grok-imagine`` argument parser, every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="grok-imagine",
+        description="Generate videos with the Grok Imagine API: one, or thousands that survive "
+        "a crash and resume without paying twice.",
+        epilog="First try: grok-imagine batch examples/prompts.txt --emulate --out videos",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (batch, generate, status, emulator):
+        module.register(subparsers)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the chosen subcommand."""
-    parser = argparse.ArgumentParser(prog="grok-imagine")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    emulator.register(subparsers)
-    args = parser.parse_args(argv)
-    status: int = args.handler(args)
-    return status
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the chosen subcommand.
+
+    Returns:
+        The exit status: 0 success, 1 a job or task failed, 2 usage or input error,
+        130 interrupted.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser_args = build_parser().parse_args(arguments)
+    parser_args.argv = arguments  # for messages that repeat the command (never the token)
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:  # where signals cannot be received (Windows), or before they are
+        print("grok-imagine: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code

@@ -1,0 +1,317 @@
+"""``grok-imagine batch INPUT --out DIR``: many videos, resumable after any crash.
+
+Every job is written through a journal (default ``DIR/journal.db``): the intent before each
+POST, the task id right after its answer. Running the same command again resumes: completed
+jobs are not requested again, jobs in flight are polled (not paid again), and only jobs never
+started are submitted.
+
+Example:
+    $ grok-imagine batch examples/prompts.txt --emulate --out videos
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._errors import AuthenticationError, ConfigurationError, GrokImagineError
+from .._inputs import InputError, InputSummary, JobFile
+from .._jobs import JournalState
+from .._journal import JournalError, SqliteJournal
+from .common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Connection,
+    add_connection_options,
+    command_line,
+    connect,
+    count,
+    error,
+    run_until_interrupted,
+    scaled_poll,
+)
+from .progress import BatchProgress, show_progress
+from .report import BatchOutcome, print_summary, write_manifest
+
+if TYPE_CHECKING:
+    from .._scheduler import JobScheduler, SchedulerStatistics
+
+ENDPOINT_META = "endpoint"
+EMULATED_ENDPOINT = "built-in emulator"
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``batch`` subcommand."""
+    parser = subparsers.add_parser(
+        "batch",
+        help="generate many videos, resumable after any crash",
+        description="Generate one video per job of INPUT into DIR, through a journal that "
+        "makes the batch resumable: run the same command again after a crash or Ctrl-C and it "
+        "carries on without paying twice. INPUT is a text file (one prompt a line), JSONL "
+        "(prompt, mode, ratio, images, id) or CSV with a header. Writes DIR/manifest.jsonl. "
+        "Exit status: 0 all completed, 1 some did not, 2 bad options or input, 130 Ctrl-C.",
+    )
+    add = parser.add_argument
+    add("input", metavar="INPUT", help="the jobs: .txt, .jsonl or .csv")
+    add("--out", required=True, metavar="DIR", help="folder for the videos and the manifest")
+    add("--journal", metavar="FILE", help="the journal (default: DIR/journal.db)")
+    add("--format", choices=["text", "jsonl", "csv"], help="INPUT's format (default: extension)")
+    add("--mode", help="mode of jobs that do not set one: fun, normal or spicy")
+    add("--ratio", help="ratio of jobs that do not set one: 2:3, 3:2 or 1:1")
+    add("--allow-unlisted", action="store_true", help="accept undocumented modes/ratios (16:9)")
+    add("--max-credits", type=int, metavar="N", help="never start a job past N credits in all")
+    add("--max-in-flight", type=count, metavar="N", help="cap on jobs generating at once")
+    add("--max-downloads", type=count, default=4, metavar="N", help="concurrent downloads (4)")
+    add("--resubmit", type=int, default=1, metavar="N", help="resubmissions after a transient "
+        "failure, per job (default: 1)")  # fmt: skip
+    add(
+        "--on-ambiguous",
+        choices=["report", "resubmit"],
+        default="report",
+        help="a submission whose answer was lost may have been paid: report it and do not "
+        "resend (default), or resend it, accepting to maybe pay twice",
+    )
+    add("--no-progress", action="store_true", help="no progress display, only the summary")
+    add_connection_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``grok-imagine batch``; return the exit status."""
+    if args.max_credits is not None and args.max_credits < 0:
+        error("batch", "--max-credits must be >= 0")
+        return EXIT_USAGE
+    if args.resubmit < 0:
+        error("batch", "--resubmit must be >= 0")
+        return EXIT_USAGE
+    jobs = JobFile(
+        args.input,
+        format=args.format,
+        mode=args.mode,
+        ratio=args.ratio,
+        allow_unlisted=args.allow_unlisted,
+    )
+    try:  # the whole file first: a bad line must not leave half a batch submitted
+        summary = jobs.check()
+    except InputError as exc:
+        error("batch", f"{exc} (nothing was submitted)")
+        return EXIT_USAGE
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        error("batch", f"cannot create {out}: {exc.strerror}")
+        return EXIT_USAGE
+    journal_path = Path(args.journal) if args.journal else out / _default_journal(args)
+    return anyio.run(_batch, args, jobs, summary, journal_path)
+
+
+def _default_journal(args: argparse.Namespace) -> str:
+    # Emulated jobs must never pass for real ones in a later run against the API.
+    return "journal-emulated.db" if args.emulate else "journal.db"
+
+
+async def _batch(
+    args: argparse.Namespace, jobs: JobFile, summary: InputSummary, journal_path: Path
+) -> int:
+    journal = SqliteJournal(journal_path)
+    try:
+        await journal.open()
+    except JournalError as exc:
+        error("batch", exc)
+        return EXIT_USAGE
+    try:
+        return await _with_journal(args, jobs, summary, journal)
+    finally:
+        await journal.aclose()
+
+
+async def _with_journal(
+    args: argparse.Namespace, jobs: JobFile, summary: InputSummary, journal: SqliteJournal
+) -> int:
+    out = Path(args.out)
+    live = _use_live_display(args)
+    progress: BatchProgress | None = None
+    scheduler: JobScheduler | None = None
+    emulated = False
+
+    def statistics() -> SchedulerStatistics | None:
+        return scheduler.statistics() if scheduler is not None else None
+
+    async def work() -> None:
+        nonlocal progress, scheduler, emulated
+        async with connect(args) as connection:
+            emulated = connection.emulated
+            if not await _prepare(args, journal, connection):
+                raise _UsageError
+            _announce(args, summary, journal, connection)
+            progress = BatchProgress(summary.jobs, time_scale=connection.time_scale)
+            scheduler = _scheduler(args, connection, journal, out, progress)
+            async with scheduler, anyio.create_task_group() as tg:
+                if not args.no_progress:
+                    tg.start_soon(
+                        functools.partial(
+                            show_progress,
+                            progress,
+                            statistics,
+                            title="grok-imagine batch",
+                            live=live,
+                            interval=max(1.0, 10.0 / connection.time_scale),
+                        )
+                    )
+                scheduler.feed(jobs)
+                async with contextlib.aclosing(scheduler.results()) as results:
+                    async for _ in results:
+                        pass  # the journal records each result; the hook counts it
+                tg.cancel_scope.cancel()
+
+    try:
+        _, interrupted = await run_until_interrupted(work)
+    except _UsageError:
+        return EXIT_USAGE
+    except (ConfigurationError, AuthenticationError) as exc:
+        error("batch", exc)
+        return EXIT_USAGE
+    except JournalError as exc:
+        error("batch", exc)
+        return EXIT_FAILED
+    except GrokImagineError as exc:  # a systemic fault that stopped the batch
+        error("batch", exc)
+        interrupted = False
+    outcome = await write_manifest(journal, jobs, summary.keys, out)
+    print_summary(outcome, rich=live, advice=_advice(args, outcome, interrupted, emulated))
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome.all_completed else EXIT_FAILED
+
+
+class _UsageError(Exception):
+    """Internal: a problem already reported; exit with the usage status."""
+
+
+async def _prepare(
+    args: argparse.Namespace, journal: SqliteJournal, connection: Connection
+) -> bool:
+    """Check the journal fits this run, and apply the resume choices; False on a mismatch."""
+    endpoint = EMULATED_ENDPOINT if connection.emulated else connection.client.base_url
+    recorded = await journal.get_meta(ENDPOINT_META)
+    if recorded is not None and recorded != endpoint:
+        error(
+            "batch",
+            f"journal {journal.path} holds jobs run against {recorded}, not {endpoint}: their "
+            "task ids mean nothing there. Use another --journal (or --out).",
+        )
+        return False
+    if recorded is None:
+        await journal.set_meta(ENDPOINT_META, endpoint)
+    if connection.emulated:
+        restarted = await journal.forget([JournalState.INTENT, JournalState.SUBMITTED])
+        if restarted:
+            print(
+                f"{restarted} jobs were in flight when the last emulated run stopped; the "
+                "emulator's tasks ended with it, so they start again.",
+                file=sys.stderr,
+            )
+    elif args.on_ambiguous == "resubmit":
+        retried = await journal.retry_ambiguous()
+        if retried:
+            print(
+                f"{retried} jobs whose submission outcome was unknown will be submitted again "
+                "(--on-ambiguous resubmit: some may be paid twice).",
+                file=sys.stderr,
+            )
+    else:
+        unknown = (await journal.counts())[JournalState.INTENT]
+        if unknown:
+            print(
+                f"{unknown} jobs had a submission in flight when the last run stopped; its "
+                "outcome is unknown, so they are not resent (to avoid paying twice).",
+                file=sys.stderr,
+            )
+    return True
+
+
+def _announce(
+    args: argparse.Namespace,
+    summary: InputSummary,
+    journal: SqliteJournal,
+    connection: Connection,
+) -> None:
+    limit = connection.rate_limit
+    plan = args.plan or "free"
+    speed = f", {connection.time_scale:g}x real time" if connection.time_scale != 1 else ""
+    print(
+        f"{summary.jobs} jobs from {summary.path} -> {args.out} "
+        f"(journal {journal.path}; {connection.label}, plan {plan}: "
+        f"{limit.requests} requests per {limit.period * connection.time_scale:g} s{speed})",
+        flush=True,
+    )
+
+
+def _scheduler(
+    args: argparse.Namespace,
+    connection: Connection,
+    journal: SqliteJournal,
+    out: Path,
+    progress: BatchProgress,
+) -> JobScheduler:
+    from .._polling import DurationModel
+    from .._scheduler import DEFAULT_SCHEDULER_POLL, JobScheduler
+
+    scale = connection.time_scale
+    return JobScheduler(
+        connection.client,
+        max_in_flight=args.max_in_flight,
+        max_credits=args.max_credits,
+        resubmit=args.resubmit,
+        journal=journal,
+        download_dir=out,
+        max_downloads=args.max_downloads,
+        on_event=progress,
+        stream_results=True,
+        poll=scaled_poll(DEFAULT_SCHEDULER_POLL, scale),
+        duration_model=DurationModel(prior_median=DurationModel().prior_median / scale),
+    )
+
+
+def _advice(
+    args: argparse.Namespace, outcome: BatchOutcome, interrupted: bool, emulated: bool
+) -> list[str]:
+    resume = command_line(args.argv)
+    lines: list[str] = []
+    if outcome.ambiguous and not emulated and args.on_ambiguous != "resubmit":
+        again = command_line([*args.argv, "--on-ambiguous", "resubmit"])
+        lines.append(
+            f"{outcome.ambiguous} jobs may or may not have been submitted (the answer was "
+            "lost); they were not resent, to avoid paying twice. Check your account; to submit "
+            f"them again anyway (maybe paying twice): {again}"
+        )
+    if interrupted:
+        kept = (
+            "jobs in flight start again (the emulator's tasks end with it)"
+            if emulated
+            else f"{outcome.running} jobs in flight are recorded and will be polled, not paid again"
+        )
+        lines.append(f"Interrupted: the journal has every job ({kept}). Resume with:")
+        lines.append(f"  {resume}")
+    elif outcome.not_started or outcome.running:
+        lines.append(f"Some jobs did not finish. Run the same command to carry on: {resume}")
+    return lines
+
+
+def _use_live_display(args: argparse.Namespace) -> bool:
+    if args.no_progress or not sys.stdout.isatty():
+        return False
+    if importlib.util.find_spec("rich") is None:
+        print('For a live progress display: pip install "grok-imagine-async[cli]"', file=sys.stderr)
+        return False
+    return True

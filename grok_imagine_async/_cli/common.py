@@ -1,0 +1,281 @@
+"""What the subcommands share: connection options, the client they describe, exit codes, Ctrl-C.
+
+The API token comes from ``--api-key`` or ``$GROK_IMAGINE_API_KEY`` and is never printed: not in
+messages, not in the resume command, not in errors (the client redacts those).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shlex
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+
+from .._backoff import PollPolicy, RetryPolicy
+from .._client import ENV_API_KEY, ENV_PLAN, AsyncGrokImagine
+from .._errors import ConfigurationError
+from .._limiter import RateLimiter
+from .._plans import RateLimit, resolve_rate_limit
+
+EXIT_OK = 0
+"""Every job completed."""
+EXIT_FAILED = 1
+"""At least one job failed (or the command's one task did)."""
+EXIT_USAGE = 2
+"""Bad options, a bad input file, a journal that cannot be used, a rejected token."""
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C (SIGINT) or SIGTERM."""
+
+EMULATOR_TOKEN = "emulator-token"
+EMULATE_TIME_SCALE = 5.0
+"""``--emulate`` runs generations (median 30 s) and the plan's window this much faster."""
+CLI_HINT = 'the command line needs its extra: pip install "grok-imagine-async[cli]"'
+PLANS = ("free", "pro", "enterprise")
+_T = TypeVar("_T")
+
+
+def positive(text: str) -> float:
+    """An argparse type: a number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def add_connection_options(parser: argparse.ArgumentParser, *, emulate: bool = True) -> None:
+    """Add ``--api-key``, ``--base-url``, ``--plan``, ``--redis-url``, ``--time-scale``
+    (and ``--emulate``) to a subcommand."""
+    group = parser.add_argument_group("connection")
+    add = group.add_argument
+    add("--api-key", metavar="TOKEN", help=f"API token (default: ${ENV_API_KEY}); never printed")
+    add(
+        "--base-url",
+        metavar="URL",
+        help="API root (default: $GROK_IMAGINE_BASE_URL or the service)",
+    )
+    add("--plan", choices=PLANS, help=f"your plan's rate limit (default: ${ENV_PLAN} or free)")
+    add(
+        "--redis-url",
+        metavar="URL",
+        help="share the token's rate limit with other processes through Redis (redis://...)",
+    )
+    add(
+        "--time-scale",
+        type=positive,
+        default=None,
+        metavar="K",
+        help="the server runs K times faster than real time, like `grok-imagine emulator "
+        "--time-scale K`: polls, retries and the plan's window shrink to match (default: 1)",
+    )
+    if emulate:
+        add(
+            "--emulate",
+            action="store_true",
+            help="run against a built-in emulator of the API, in this process: no account, "
+            f"no cost, about {EMULATE_TIME_SCALE:g}x faster than the real service",
+        )
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A client ready to use, and how it was set up.
+
+    Attributes:
+        client: The client.
+        label: Where requests go, for messages (never with the token).
+        time_scale: How much faster than real time the server runs.
+        emulated: True for the in-process emulator (its tasks end with this process).
+        rate_limit: The quota the client paces itself to.
+    """
+
+    client: AsyncGrokImagine
+    label: str
+    time_scale: float
+    emulated: bool
+    rate_limit: RateLimit
+
+    def poll_policy(self) -> PollPolicy:
+        """The client's default poll schedule, scaled to the server's speed."""
+        return scaled_poll(PollPolicy(), self.time_scale)
+
+
+@asynccontextmanager
+async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
+    """Open the client the parsed options describe; close it (and what it owns) at the end.
+
+    Raises:
+        ConfigurationError: No token, an invalid URL, or a missing optional dependency.
+    """
+    emulated = bool(getattr(args, "emulate", False))
+    scale = args.time_scale or (EMULATE_TIME_SCALE if emulated else 1.0)
+    plan = resolve_rate_limit(args.plan or os.environ.get(ENV_PLAN) or "free")
+    limit = RateLimit(plan.requests, plan.period / scale)
+    timing: dict[str, Any] = {
+        "on_ambiguous_submit": (
+            "resubmit" if getattr(args, "on_ambiguous", "report") == "resubmit" else "raise"
+        ),
+        "plan": limit,
+        "retry": _scaled_retry(RetryPolicy(), scale),
+        "poll": scaled_poll(PollPolicy(), scale),
+    }
+    if emulated:
+        async with _emulated_client(limit, scale, timing) as client:
+            yield Connection(client, "the built-in emulator", scale, True, limit)
+        return
+    api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
+    limiter: RateLimiter | None = None
+    if args.redis_url:
+        limiter = _redis_limiter(args.redis_url, limit, api_key)
+    try:
+        client = AsyncGrokImagine(
+            api_key=api_key, base_url=args.base_url, limiter=limiter, **timing
+        )
+        async with client:
+            yield Connection(client, client.base_url, scale, False, limit)
+    finally:
+        closer: Callable[[], Awaitable[None]] | None = getattr(limiter, "aclose", None)
+        if closer is not None:
+            with anyio.CancelScope(shield=True):
+                await closer()
+
+
+@asynccontextmanager
+async def _emulated_client(
+    limit: RateLimit, scale: float, timing: dict[str, Any]
+) -> AsyncIterator[AsyncGrokImagine]:
+    try:
+        import httpx
+
+        from ..testing import Emulator, EmulatorConfig
+        from ..testing._emulator import IN_PROCESS_BASE_URL
+    except ImportError as exc:
+        raise ConfigurationError(f"--emulate: {CLI_HINT} ({exc})") from None
+    emulator = Emulator(
+        EmulatorConfig(tokens={EMULATOR_TOKEN: limit}, period=limit.period, time_scale=scale)
+    )
+    async with httpx.AsyncClient(
+        transport=emulator.transport(), base_url=IN_PROCESS_BASE_URL
+    ) as http:
+        client = AsyncGrokImagine(
+            api_key=EMULATOR_TOKEN, base_url=IN_PROCESS_BASE_URL, http_client=http, **timing
+        )
+        async with client:
+            yield client
+
+
+def _redis_limiter(url: str, limit: RateLimit, api_key: str | None) -> RateLimiter:
+    if not api_key:
+        raise ConfigurationError(f"no API key: pass --api-key or set ${ENV_API_KEY}")
+    try:
+        from ..redis import RedisRateLimiter
+    except ImportError as exc:
+        raise ConfigurationError(
+            f'--redis-url needs the redis extra: pip install "grok-imagine-async[redis]" ({exc})'
+        ) from None
+    limiter: RateLimiter = RedisRateLimiter(url, limit=limit, api_key=api_key)
+    return limiter
+
+
+def _scaled_retry(policy: RetryPolicy, scale: float) -> RetryPolicy:
+    return dataclasses.replace(
+        policy, wait_initial=policy.wait_initial / scale, wait_max=policy.wait_max / scale
+    )
+
+
+def scaled_poll(policy: PollPolicy, scale: float) -> PollPolicy:
+    """``policy`` with its waits divided by ``scale`` (a server ``scale`` times faster)."""
+    return dataclasses.replace(
+        policy, wait_initial=policy.wait_initial / scale, wait_max=policy.wait_max / scale
+    )
+
+
+# -- messages and Ctrl-C ---------------------------------------------------------------------
+
+
+def error(command: str, message: object) -> None:
+    """Print ``grok-imagine <command>: <message>`` on stderr."""
+    print(f"grok-imagine {command}: {message}", file=sys.stderr, flush=True)
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """``grok-imagine <argv>`` as a shell command, with any ``--api-key`` value left out."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--api-key":
+            skip = True
+            continue
+        if arg.startswith("--api-key="):
+            continue
+        kept.append(arg)
+    return shlex.join(["grok-imagine", *kept])
+
+
+async def run_until_interrupted(
+    main: Callable[[], Awaitable[_T]], *, on_interrupt: Callable[[], None] | None = None
+) -> tuple[_T | None, bool]:
+    """Run ``main`` until it returns or the first Ctrl-C / SIGTERM cancels it cleanly.
+
+    A second signal exits at once (status 130): what is on disk (the journal) is consistent
+    at every instant, so nothing is lost, but cleanup (e.g. waiting for a POST's answer to
+    record its task id) is skipped.
+
+    Returns:
+        ``main``'s result (None if interrupted) and whether it was interrupted.
+    """
+    interrupted = False
+    result: _T | None = None
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal interrupted
+        try:
+            receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+            with receiver as signals:
+                async for _ in signals:
+                    if interrupted:
+                        os._exit(EXIT_INTERRUPTED)
+                    interrupted = True
+                    if on_interrupt is not None:
+                        on_interrupt()
+                    scope.cancel()
+        except NotImplementedError:  # Windows: KeyboardInterrupt reaches the caller instead
+            await anyio.sleep_forever()
+
+    failure: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        work = anyio.CancelScope()
+        tg.start_soon(watch, work)
+        with work:
+            try:
+                result = await main()
+            except Exception as exc:  # re-raised below as itself, not in an ExceptionGroup
+                failure = exc
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return (None if interrupted else result), interrupted

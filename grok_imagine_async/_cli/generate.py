@@ -1,0 +1,128 @@
+"""``grok-imagine generate PROMPT --out DIR``: one video, start to finish.
+
+Example:
+    $ grok-imagine generate "a paper boat on a river at dawn" --ratio 3:2 --out videos
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .._client import build_request
+from .._errors import (
+    AmbiguousSubmitError,
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    InvalidRequestError,
+    TaskFailedError,
+)
+from .._models import GenerationRequest
+from .common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_connection_options,
+    command_line,
+    connect,
+    error,
+    run_until_interrupted,
+)
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``generate`` subcommand."""
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate one video and download it",
+        description="Generate one video (40 credits), wait for it and download it into DIR. "
+        "Prints the saved paths. Exit status: 0 done, 1 failed, 2 bad options, 130 Ctrl-C.",
+    )
+    parser.add_argument("prompt", metavar="PROMPT", help="what to generate")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the video(s)")
+    parser.add_argument("--mode", default="normal", help="fun, normal or spicy (default: normal)")
+    parser.add_argument("--ratio", default="1:1", help="2:3, 3:2 or 1:1 (default: 1:1)")
+    parser.add_argument(
+        "--image", action="append", metavar="URL", help="source image URL (repeatable)"
+    )
+    parser.add_argument(
+        "--allow-unlisted", action="store_true", help="accept undocumented modes/ratios (16:9)"
+    )
+    add_connection_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``grok-imagine generate``; return the exit status."""
+    try:
+        request = build_request(
+            args.prompt,
+            mode=args.mode,
+            ratio=args.ratio,
+            images=args.image,
+            allow_unlisted=args.allow_unlisted,
+        )
+    except InvalidRequestError as exc:
+        error("generate", exc)
+        return EXIT_USAGE
+    return anyio.run(_generate, args, request)
+
+
+async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int:
+    task_id: str | None = None
+    emulated = False
+    status_hint = ""
+
+    async def work() -> list[Path]:
+        nonlocal task_id, emulated, status_hint
+        async with connect(args) as connection:
+            emulated = connection.emulated
+            client = connection.client
+            task_id = await client.submit(request)
+            status_hint = command_line(_status_argv(args, task_id))
+            print(f"submitted {task_id} ({connection.label}); waiting...", file=sys.stderr)
+            task = await client.wait(task_id, poll=connection.poll_policy())
+            return await client.download(task, args.out)
+
+    try:
+        paths, interrupted = await run_until_interrupted(work)
+    except (ConfigurationError, AuthenticationError) as exc:
+        error("generate", exc)
+        return EXIT_USAGE
+    except AmbiguousSubmitError as exc:
+        error("generate", f"{exc}. Check your account before trying again.")
+        return EXIT_FAILED
+    except TaskFailedError as exc:
+        error("generate", exc)
+        return EXIT_FAILED
+    except APIError as exc:
+        where = f" (task {task_id}: check it with `{status_hint}`)" if task_id else ""
+        error("generate", f"{exc}{where}")
+        return EXIT_FAILED
+    if interrupted:
+        if task_id is None:
+            error("generate", "interrupted before anything was submitted")
+        elif emulated:
+            error("generate", f"interrupted; task {task_id} ended with the built-in emulator")
+        else:
+            error("generate", f"interrupted; task {task_id} goes on: check it with `{status_hint}`")
+        return EXIT_INTERRUPTED
+    assert paths is not None
+    for path in paths:
+        print(path)
+    return EXIT_OK
+
+
+def _status_argv(args: argparse.Namespace, task_id: str) -> list[str]:
+    argv = ["status", task_id, "--download", args.out]
+    for option in ("base_url", "plan", "time_scale"):
+        value = getattr(args, option)
+        if value is not None:
+            argv += [f"--{option.replace('_', '-')}", str(value)]
+    return argv

@@ -1,0 +1,256 @@
+"""The end of a batch: ``manifest.jsonl`` (one line per job) and the summary shown to people.
+
+Both are built from the journal, so they describe every job of the input, whichever run did
+its work, and they are right even after an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .._inputs import JobFile
+from .._jobs import JournalRecord, JournalState
+from .._journal import SqliteJournal
+from .._models import FailureClass
+
+__all__ = ["BatchOutcome", "print_summary", "write_manifest"]
+
+MANIFEST_NAME = "manifest.jsonl"
+_SAMPLES = 10
+_CHUNK = 1000
+
+
+@dataclass
+class BatchOutcome:
+    """What the manifest found, tallied for the summary and the exit status.
+
+    Attributes:
+        total: Jobs in the input.
+        completed: Jobs completed.
+        failed: Jobs failed, ambiguous ones excluded.
+        ambiguous: Jobs whose submission's outcome is unknown (maybe paid, not resent).
+        running: Jobs submitted and not finished (an interrupted run; they resume next time).
+        not_started: Jobs never submitted.
+        credits: Credits recorded for the input's jobs, over every run.
+        files: Video files downloaded.
+        failures: Failures by class.
+        samples: The first few failed or ambiguous jobs, as (key, status, message).
+        manifest: Where the manifest was written.
+    """
+
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    ambiguous: int = 0
+    running: int = 0
+    not_started: int = 0
+    credits: int = 0
+    files: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    samples: list[tuple[str, str, str]] = field(default_factory=list)
+    manifest: Path | None = None
+
+    @property
+    def all_completed(self) -> bool:
+        """True when every job of the input completed."""
+        return self.completed == self.total
+
+    def note(self, entry: dict[str, Any]) -> None:
+        """Count one manifest entry."""
+        self.total += 1
+        status = entry["status"]
+        self.credits += entry.get("credits", 0)
+        self.files += len(entry.get("files", ()))
+        if status == "completed":
+            self.completed += 1
+            return
+        if status == "failed":
+            self.failed += 1
+            self.failures[entry.get("failure_class") or "unknown"] += 1
+        elif status == "ambiguous":
+            self.ambiguous += 1
+        elif status == "running":
+            self.running += 1
+        else:
+            self.not_started += 1
+        if len(self.samples) < _SAMPLES and status in ("failed", "ambiguous"):
+            self.samples.append((entry["key"], status, entry.get("error") or ""))
+
+
+def manifest_entry(record: JournalRecord, out_dir: Path) -> dict[str, Any]:
+    """One manifest line for a job the journal knows."""
+    if record.state is JournalState.COMPLETED:
+        status = "completed"
+    elif record.state is JournalState.SUBMITTED:
+        status = "running"
+    elif record.state is JournalState.INTENT or (
+        record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
+    ):
+        status = "ambiguous"
+    else:
+        status = "failed"
+    error = record.error
+    if status == "ambiguous" and error is None:
+        error = "a submission was in flight when the run stopped: outcome unknown"
+    return {
+        "key": record.key,
+        "status": status,
+        "task_id": record.task_id,
+        "files": [_relative(Path(f), out_dir) for f in record.files],
+        "error": error,
+        "failure_class": None if record.failure_class is None else record.failure_class.value,
+        "attempts": record.attempts,
+        "credits": record.credits,
+        "prompt": record.request.prompt,
+    }
+
+
+async def write_manifest(
+    journal: SqliteJournal, jobs: JobFile, keys: frozenset[str], out_dir: Path
+) -> BatchOutcome:
+    """Write ``out_dir/manifest.jsonl``: one line per job of the input, atomically.
+
+    Jobs the journal knows come first, in the order they were first recorded, then the jobs
+    never started, in input order.
+    """
+    outcome = BatchOutcome()
+    target = out_dir / MANIFEST_NAME
+    partial = out_dir / f".{MANIFEST_NAME}.part"
+    seen: set[str] = set()
+    handle = await anyio.to_thread.run_sync(lambda: partial.open("w", encoding="utf-8"))
+    try:
+        lines: list[str] = []
+
+        async def emit(entry: dict[str, Any]) -> None:
+            outcome.note(entry)
+            lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+            if len(lines) >= _CHUNK:
+                await _flush(handle, lines)
+
+        async for record in journal.records():
+            if record.key in keys:
+                seen.add(record.key)
+                await emit(manifest_entry(record, out_dir))
+        if len(seen) < len(keys):
+            for spec in await anyio.to_thread.run_sync(lambda: _unstarted(jobs, seen)):
+                await emit(spec)
+        await _flush(handle, lines)
+        await anyio.to_thread.run_sync(_sync, handle)
+    finally:
+        await anyio.to_thread.run_sync(handle.close)
+    await anyio.to_thread.run_sync(os.replace, partial, target)
+    outcome.manifest = target
+    return outcome
+
+
+def _unstarted(jobs: JobFile, seen: set[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "key": spec.key,
+            "status": "not_started",
+            "task_id": None,
+            "files": [],
+            "error": None,
+            "failure_class": None,
+            "attempts": 0,
+            "credits": 0,
+            "prompt": spec.request.prompt,
+        }
+        for spec in jobs
+        if spec.key not in seen
+    ]
+
+
+def _sync(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+async def _flush(handle: Any, lines: list[str]) -> None:
+    text = "".join(lines)
+    lines.clear()
+    await anyio.to_thread.run_sync(handle.write, text)
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(path.relative_to(folder.resolve()))
+    except ValueError:
+        try:
+            return str(path.relative_to(folder))
+        except ValueError:
+            return str(path)
+
+
+# -- the summary -------------------------------------------------------------------------------
+
+
+def summary_rows(outcome: BatchOutcome) -> list[tuple[str, str]]:
+    """The summary as (label, value) rows."""
+    rows = [
+        ("jobs", str(outcome.total)),
+        ("completed", str(outcome.completed)),
+        ("failed", str(outcome.failed)),
+    ]
+    rows += [(f"  {name}", str(n)) for name, n in sorted(outcome.failures.items())]
+    if outcome.ambiguous:
+        rows.append(("outcome unknown", str(outcome.ambiguous)))
+    if outcome.running:
+        rows.append(("still running", str(outcome.running)))
+    if outcome.not_started:
+        rows.append(("not started", str(outcome.not_started)))
+    rows += [
+        ("video files", str(outcome.files)),
+        ("credits", f"{outcome.credits} (about {outcome.credits / 100:.2f} USD)"),
+    ]
+    if outcome.manifest is not None:
+        rows.append(("manifest", str(outcome.manifest)))
+    return rows
+
+
+def print_summary(outcome: BatchOutcome, *, rich: bool, advice: Iterable[str] = ()) -> None:
+    """Print the summary table, the first problem jobs, and ``advice`` lines."""
+    rows = summary_rows(outcome)
+    samples = [(k, s, m[:160]) for k, s, m in outcome.samples]
+    if rich:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        table = Table(title="Batch summary", show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        for label, value in rows:
+            table.add_row(label, value)
+        console.print(table)
+        if samples:
+            problems = Table(title="Problems (first ones)", title_justify="left")
+            for name in ("key", "status", "error"):
+                problems.add_column(name, overflow="fold")
+            for sample in samples:
+                problems.add_row(*sample)
+            console.print(problems)
+        for line in advice:
+            console.print(line, markup=False, highlight=False)
+        return
+    width = max(len(label) for label, _ in rows)
+    print("Batch summary")
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value}")
+    if samples:
+        print("Problems (first ones):")
+        for key, status, message in samples:
+            print(f"  {key}  {status}  {message}")
+    for line in advice:
+        print(line)
+    sys.stdout.flush()
