@@ -15,11 +15,13 @@ import argparse
 import contextlib
 import functools
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
 
 from .._errors import AuthenticationError, ConfigurationError, GrokImagineError
 from .._inputs import InputError, InputSummary, JobFile
@@ -115,6 +117,19 @@ def run(args: argparse.Namespace) -> int:
     return anyio.run(_batch, args, jobs, summary, journal_path)
 
 
+_PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.part")
+
+
+def _remove_partial_downloads(out: Path) -> None:
+    """Delete what downloads cut short by a crash left behind (``.<name>.<hex>.part``).
+
+    Called with the journal locked, so no other run of this batch is downloading there.
+    """
+    for path in out.glob(".*.part"):
+        if _PARTIAL.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+
+
 def _default_journal(args: argparse.Namespace) -> str:
     # Emulated jobs must never pass for real ones in a later run against the API.
     return "journal-emulated.db" if args.emulate else "journal.db"
@@ -130,6 +145,7 @@ async def _batch(
         error("batch", exc)
         return EXIT_USAGE
     try:
+        await anyio.to_thread.run_sync(_remove_partial_downloads, Path(args.out))
         return await _with_journal(args, jobs, summary, journal)
     finally:
         await journal.aclose()

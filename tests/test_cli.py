@@ -1,0 +1,372 @@
+"""The ``grok-imagine`` command line, end to end in subprocesses.
+
+Against the emulator served by uvicorn on 127.0.0.1 (its statistics tell what was really sent),
+and with ``--emulate``. The emulator runs 30 times faster than the real service (generations
+of about a second) and the commands are told so with ``--time-scale 30``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from grok_imagine_async._cli.common import command_line
+from grok_imagine_async.testing import EmulatorConfig
+from grok_imagine_async.testing._mp4 import mp4_bytes
+
+if TYPE_CHECKING:
+    from conftest import ServedEmulator
+
+SCALE = 30
+TOKEN = "cli-test-token-SECRET"
+FAST = EmulatorConfig(
+    tokens={TOKEN: "pro"}, period=60 / SCALE, time_scale=SCALE, duration_sigma=0.2, seed=7
+)
+fast_emulator = pytest.mark.parametrize("served_emulator", [FAST], indirect=True)
+pytestmark = pytest.mark.integration
+
+
+def cli_env() -> dict[str, str]:
+    """The environment without any GROK_IMAGINE_* setting of the developer's shell."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("GROK_IMAGINE_")}
+
+
+def run_cli(*argv: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "grok_imagine_async._cli", *argv],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def against(served: ServedEmulator) -> list[str]:
+    return [
+        "--base-url",
+        served.url,
+        "--api-key",
+        TOKEN,
+        "--plan",
+        "pro",
+        "--time-scale",
+        str(SCALE),
+    ]
+
+
+def manifest(out: Path) -> list[dict[str, Any]]:
+    lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def expected_video(task_id: str, file_name: str) -> bytes:
+    """The bytes the emulator serves for the video a file name stands for."""
+    index = int(file_name.rsplit("_", 1)[1].split(".")[0]) - 1
+    return mp4_bytes(zlib.crc32(f"{task_id}/{index}".encode()) % 256)
+
+
+def posts(served: ServedEmulator) -> int:
+    return served.emulator.statistics().requests_by_endpoint.get("POST /v1/generate", 0)
+
+
+def requests(served: ServedEmulator) -> int:
+    return served.emulator.statistics().requests_total
+
+
+@fast_emulator
+def test_batch_runs_to_completion_and_a_rerun_sends_nothing(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# three videos\na red kite\n\na blue whale\na red kite\n")
+    out = tmp_path / "videos"
+    done = run_cli(
+        "batch", str(prompts), "--out", str(out), *against(served_emulator), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert TOKEN not in done.stdout + done.stderr
+
+    stats = served_emulator.emulator.statistics()
+    assert dict(stats.tasks_per_prompt) == {"a red kite": 2, "a blue whale": 1}
+    assert dict(stats.posts_per_prompt) == {"a red kite": 2, "a blue whale": 1}
+    entries = manifest(out)
+    assert [e["prompt"] for e in entries].count("a red kite") == 2
+    assert {e["status"] for e in entries} == {"completed"}
+    for entry in entries:
+        assert len(entry["files"]) == 2
+        for name in entry["files"]:
+            assert (out / name).read_bytes() == expected_video(entry["task_id"], name)
+    assert "completed" in done.stdout and "manifest" in done.stdout
+
+    before = requests(served_emulator)
+    again = run_cli(
+        "batch", str(prompts), "--out", str(out), *against(served_emulator), cwd=tmp_path
+    )
+    assert again.returncode == 0, again.stderr
+    assert requests(served_emulator) == before  # everything came from the journal
+    assert manifest(out) == entries
+
+
+@fast_emulator
+def test_jsonl_ids_name_the_files_and_defaults_apply(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        '{"id": "intro/shot 1", "prompt": "a harbour at dusk"}\n'
+        '{"id": "outro", "prompt": "a harbour at dawn", "ratio": "1:1"}\n'
+    )
+    out = tmp_path / "out"
+    done = run_cli(
+        "batch", str(jobs), "--out", str(out), "--ratio", "3:2", *against(served_emulator),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in out.glob("*.mp4"))
+    assert names == ["intro_shot_1_1.mp4", "intro_shot_1_2.mp4", "outro_1.mp4", "outro_2.mp4"]
+    entries = {e["key"]: e for e in manifest(out)}
+    assert set(entries) == {"intro/shot 1", "outro"}
+    # The server echoes each task's request: the default ratio reached the first job only.
+    ratios = {}
+    for key, entry in entries.items():
+        answer = httpx.get(
+            f"{served_emulator.url}/v1/status",
+            params={"task_id": entry["task_id"]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        ratios[key] = answer.json()["data"]["request"]["ratio"]
+    assert ratios == {"intro/shot 1": "3:2", "outro": "1:1"}
+
+
+@fast_emulator
+def test_failed_jobs_give_exit_status_1_and_manifest_errors(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a good one\na refused one [fail:content]\n")
+    out = tmp_path / "out"
+    done = run_cli(
+        "batch", str(prompts), "--out", str(out), *against(served_emulator), cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stderr
+    by_prompt = {e["prompt"]: e for e in manifest(out)}
+    assert by_prompt["a good one"]["status"] == "completed"
+    refused = by_prompt["a refused one [fail:content]"]
+    assert (refused["status"], refused["failure_class"], refused["files"]) == (
+        "failed",
+        "content_policy",
+        [],
+    )
+    assert "Inappropriate content" in refused["error"]
+    assert "content_policy" in done.stdout
+    # Content refusals are never resubmitted, not even by a re-run.
+    again = run_cli(
+        "batch", str(prompts), "--out", str(out), *against(served_emulator), cwd=tmp_path
+    )
+    assert again.returncode == 1
+    assert served_emulator.emulator.statistics().tasks_per_prompt[refused["prompt"]] == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("jobs.jsonl", '{"prompt": "fine"}\n{"prompt": "broken",\n', "jobs.jsonl:2: bad JSON"),
+        ("jobs.jsonl", '{"prompt": "fine"}\n\n{"mode": "fun"}\n', "jobs.jsonl:3: missing prompt"),
+        ("jobs.csv", "prompt,colour\na cat,red\n", "jobs.csv:1: unknown column 'colour'"),
+        ("jobs.csv", "id,prompt\na,one\na,two\n", "jobs.csv:3: duplicate id 'a'"),
+    ],
+)
+@fast_emulator
+def test_input_errors_name_file_and_line_and_submit_nothing(
+    served_emulator: ServedEmulator, tmp_path: Path, name: str, text: str, where: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    out = tmp_path / "out"
+    done = run_cli("batch", name, "--out", str(out), *against(served_emulator), cwd=tmp_path)
+    assert done.returncode == 2
+    assert where in done.stderr
+    assert "nothing was submitted" in done.stderr
+    assert requests(served_emulator) == 0
+    assert not out.exists()
+
+
+@fast_emulator
+def test_a_rejected_token_is_a_usage_error_and_never_printed(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    secret = "sk-WRONG-secret-value-123"
+    argv = against(served_emulator)
+    argv[argv.index(TOKEN)] = secret
+    done = run_cli("batch", str(prompts), "--out", str(tmp_path / "o"), *argv, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "401" in done.stderr or "nauthori" in done.stderr
+    assert secret not in done.stdout + done.stderr
+    assert posts(served_emulator) == 1  # refused with 401: not a task, not a charge
+    assert served_emulator.emulator.statistics().tasks_created == 0
+
+
+def test_a_missing_token_is_a_usage_error(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    done = run_cli("batch", str(prompts), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "GROK_IMAGINE_API_KEY" in done.stderr
+
+
+@fast_emulator
+def test_a_journal_is_tied_to_its_endpoint(served_emulator: ServedEmulator, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    out = tmp_path / "out"
+    journal = out / "shared.db"
+    argv = ["batch", str(prompts), "--out", str(out), "--journal", str(journal)]
+    assert run_cli(*argv, *against(served_emulator), cwd=tmp_path).returncode == 0
+    done = run_cli(*argv, "--emulate", "--time-scale", "60", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "holds jobs run against" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "served_emulator",
+    [EmulatorConfig(tokens={TOKEN: "pro"}, period=60 / SCALE, time_scale=SCALE, seed=3)],
+    indirect=True,
+)
+def test_ctrl_c_stops_cleanly_names_the_resume_command_and_resume_pays_nothing_twice(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    lines = [f"clip {i} [duration:3]" for i in range(6)]
+    prompts.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    argv = ["batch", str(prompts), "--out", str(out), *against(served_emulator)]
+    with (tmp_path / "stdout").open("w") as stdout, (tmp_path / "stderr").open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "grok_imagine_async._cli", *argv],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=stdout,
+            stderr=stderr,
+        )
+        wait_for(lambda: served_emulator.emulator.statistics().tasks_created == 6, process)
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+    text = (tmp_path / "stdout").read_text() + (tmp_path / "stderr").read_text()
+    assert code == 130, text
+    assert "Resume with:" in text
+    assert command_line(argv) in text
+    assert TOKEN not in text
+    assert {e["status"] for e in manifest(out)} == {"running"}
+
+    again = run_cli(*argv, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    stats = served_emulator.emulator.statistics()
+    assert set(stats.posts_per_prompt.values()) == {1}
+    assert stats.tasks_created == 6
+    assert {e["status"] for e in manifest(out)} == {"completed"}
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen[Any]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert process.poll() is None, "the command ended before the condition held"
+        assert time.monotonic() < deadline, "condition not reached in 30 s"
+        time.sleep(0.005)
+
+
+def test_emulate_runs_a_batch_with_no_account(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("one\ntwo\nthree\n")
+    out = tmp_path / "videos"
+    done = run_cli(
+        "batch", str(prompts), "--emulate", "--time-scale", "60", "--out", str(out), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list(out.glob("*.mp4"))) == 6
+    assert (out / "journal-emulated.db").exists() and not (out / "journal.db").exists()
+    assert {e["status"] for e in manifest(out)} == {"completed"}
+
+
+def test_the_example_file_is_a_valid_batch_of_twenty(tmp_path: Path) -> None:
+    from grok_imagine_async._inputs import JobFile
+
+    example = Path(__file__).parent.parent / "examples" / "prompts.txt"
+    assert JobFile(example).check().jobs == 20
+
+
+@fast_emulator
+def test_generate_then_status(served_emulator: ServedEmulator, tmp_path: Path) -> None:
+    out = tmp_path / "one"
+    done = run_cli(
+        "generate", "a glass of water on a table", "--out", str(out), *against(served_emulator),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    paths = [Path(line) for line in done.stdout.splitlines()]
+    assert len(paths) == 2 and all(p.parent == out.resolve() for p in paths)
+    task_id = paths[0].name.rsplit("_", 1)[0]
+    assert paths[0].read_bytes() == expected_video(task_id, paths[0].name)
+    assert f"grok-imagine status {task_id}" not in done.stderr  # only shown when needed
+
+    status = run_cli("status", task_id, *against(served_emulator), cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"{task_id}  completed")
+    assert "a glass of water" in status.stdout
+
+    as_json = run_cli("status", task_id, "--json", *against(served_emulator), cwd=tmp_path)
+    data = json.loads(as_json.stdout)
+    assert (data["task_id"], data["status"], len(data["videos"])) == (task_id, "completed", 2)
+
+
+@fast_emulator
+def test_status_of_an_unknown_task_and_a_failed_one(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    unknown = run_cli("status", "task_nope", *against(served_emulator), cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert "no task 'task_nope'" in unknown.stderr
+    failed = run_cli(
+        "generate", "refused [fail:content]", "--out", str(tmp_path), *against(served_emulator),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert failed.returncode == 1
+    assert "content_policy" in failed.stderr
+
+
+def test_generate_refuses_an_invalid_request_before_sending(tmp_path: Path) -> None:
+    done = run_cli("generate", "x", "--ratio", "4:3", "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "unknown ratio '4:3'" in done.stderr
+
+
+def test_the_resume_command_never_repeats_the_token() -> None:
+    line = command_line(["batch", "in.txt", "--api-key", "sk-1", "--out", "o", "--api-key=sk-2"])
+    assert line == "grok-imagine batch in.txt --out o"
+    assert command_line(["batch", "my prompts.txt"]) == "grok-imagine batch 'my prompts.txt'"
+
+
+def test_help_lists_the_subcommands() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "grok_imagine_async._cli", "--help"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    assert done.returncode == 0
+    for command in ("batch", "generate", "status", "emulator"):
+        assert command in done.stdout
