@@ -1,0 +1,166 @@
+"""What a web handler should answer for each of our exceptions. Pure: no web framework here.
+
+:func:`http_error_for` maps an exception to an :class:`HTTPProblem` (status, stable error code,
+a message safe to show a caller). Messages never carry a stack trace, an upstream body or the
+API token: the client already strips the token from every exception, and for upstream failures
+we say what failed in our own words rather than relaying the provider's text.
+
+Two exceptions are born here because only a long-lived app meets them:
+:class:`SchedulerStoppedError` and :class:`BacklogFullError`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ._errors import (
+    AmbiguousSubmitError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    BudgetExceededError,
+    ConfigurationError,
+    GrokImagineError,
+    InvalidRequestError,
+    RateLimitError,
+    TaskFailedError,
+)
+from ._models import FailureClass
+
+
+class SchedulerStoppedError(GrokImagineError):
+    """Raised when an app's scheduler no longer runs: the app is shutting down, or a fatal
+    error (such as a rejected API token) stopped it. Jobs cannot be started or awaited."""
+
+
+class BacklogFullError(GrokImagineError):
+    """Raised when too many jobs already wait for a submission slot: the app is asked for more
+    than its quota sustains, so a new job is refused instead of queued without bound.
+
+    Attributes:
+        queued: Jobs waiting when this one was refused.
+        retry_after: Seconds after which trying again is likely to succeed (an estimate).
+    """
+
+    def __init__(self, *, queued: int, retry_after: float) -> None:
+        self.queued = queued
+        self.retry_after = retry_after
+        super().__init__(f"{queued} video jobs are already waiting to start; try again later")
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPProblem:
+    """How to answer an HTTP caller for one exception.
+
+    Attributes:
+        status_code: The HTTP status to answer with.
+        code: A stable, machine-readable error code (e.g. ``"budget_exceeded"``).
+        detail: A message safe to show the caller.
+        retry_after: Seconds for a ``Retry-After`` header, if waiting can help.
+    """
+
+    status_code: int
+    code: str
+    detail: str
+    retry_after: float | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` (whole seconds, rounded up) when set, else nothing."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+_UPSTREAM = "the video service failed"
+
+# Failure classes that are the caller's doing (their prompt or image): 422, as bad input.
+_CALLERS_FAULT = {
+    FailureClass.CONTENT_POLICY: "the prompt or image was refused by the video service",
+    FailureClass.INVALID_INPUT: "the video service cannot use this input",
+}
+
+
+def http_error_for(exc: BaseException) -> HTTPProblem:
+    """The HTTP answer for ``exc``: bad input 422, budget 402, backlog 429, upstream 502/503/504.
+
+    ====================================  ======  ============================
+    exception                             status  code
+    ====================================  ======  ============================
+    InvalidRequestError                   422     ``invalid_request``
+    BadRequestError (upstream 400)        422     ``rejected_by_upstream``
+    TaskFailedError, refused content      422     ``content_policy``
+    TaskFailedError, unusable input       422     ``invalid_input``
+    TaskFailedError, anything else        502     its failure class
+    BudgetExceededError                   402     ``budget_exceeded``
+    BacklogFullError                      429     ``too_many_pending`` + Retry-After
+    RateLimitError (upstream quota)       503     ``upstream_rate_limited`` + Retry-After
+    SchedulerStoppedError                 503     ``unavailable``
+    APITimeoutError                       504     ``upstream_timeout``
+    AmbiguousSubmitError                  502     ``ambiguous_submit``
+    AuthenticationError, other APIError   502     ``upstream_error``
+    ConfigurationError, anything else     500     ``internal_error``
+    ====================================  ======  ============================
+
+    Args:
+        exc: Any exception; those outside our tree are internal errors.
+
+    Returns:
+        The answer to give. Its ``detail`` is safe to show: no token, no stack trace, no
+        upstream body.
+
+    Example:
+        >>> http_error_for(BudgetExceededError(max_credits=80, committed_credits=80)).status_code
+        402
+    """
+    if isinstance(exc, InvalidRequestError):
+        return HTTPProblem(422, "invalid_request", str(exc))
+    if isinstance(exc, TaskFailedError):
+        return _task_failed(exc)
+    if isinstance(exc, BudgetExceededError):
+        return HTTPProblem(402, "budget_exceeded", "the credit budget for videos is used up")
+    if isinstance(exc, BacklogFullError):
+        return HTTPProblem(429, "too_many_pending", str(exc), exc.retry_after)
+    if isinstance(exc, SchedulerStoppedError):
+        return HTTPProblem(503, "unavailable", "video generation is not available right now")
+    if isinstance(exc, APIError):
+        return _upstream(exc)
+    if isinstance(exc, ConfigurationError):
+        return HTTPProblem(500, "internal_error", "the server is not configured correctly")
+    return HTTPProblem(500, "internal_error", "internal server error")
+
+
+def _task_failed(exc: TaskFailedError) -> HTTPProblem:
+    failure = exc.failure_class
+    if failure in _CALLERS_FAULT:
+        return HTTPProblem(422, failure.value, _CALLERS_FAULT[failure])
+    if failure is FailureClass.TRANSIENT:
+        return HTTPProblem(502, failure.value, f"{_UPSTREAM} for now; try again later")
+    return HTTPProblem(502, failure.value, f"{_UPSTREAM} to generate this video")
+
+
+def _upstream(exc: APIError) -> HTTPProblem:
+    if isinstance(exc, BadRequestError):
+        return HTTPProblem(422, "rejected_by_upstream", "the video service rejected this request")
+    if isinstance(exc, RateLimitError):
+        return HTTPProblem(
+            503, "upstream_rate_limited", "the video service is busy", exc.retry_after or 60.0
+        )
+    if isinstance(exc, APITimeoutError):
+        return HTTPProblem(504, "upstream_timeout", "the video service did not answer in time")
+    if isinstance(exc, AmbiguousSubmitError):
+        return HTTPProblem(
+            502,
+            "ambiguous_submit",
+            "the video service did not confirm the job; it was not sent again, to avoid "
+            "paying twice",
+        )
+    if isinstance(exc, AuthenticationError):
+        # The operator's problem, not the caller's: say nothing about credentials.
+        return HTTPProblem(502, "upstream_error", _UPSTREAM)
+    if isinstance(exc, APIStatusError):
+        return HTTPProblem(502, "upstream_error", f"{_UPSTREAM} (HTTP {exc.status_code})")
+    return HTTPProblem(502, "upstream_error", _UPSTREAM)

@@ -1,0 +1,94 @@
+"""A job's life as Server-Sent Events: the text format, and the stream of one job's changes.
+
+The stream sends ``status`` events as the job moves (queued, submitting, running), ``progress``
+events while it runs, a comment line as a heartbeat while nothing else is said (so proxies keep
+the connection), and ends with one ``done`` event carrying the finished job, or one ``error``
+event if the app stops first. Browsers' ``EventSource`` and any SSE client read it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import anyio
+
+from ._fastapi_errors import SchedulerStoppedError, http_error_for
+from ._fastapi_jobs import JobRegistry
+from ._jobs import JobState
+from ._scheduler import Job
+
+HEARTBEAT = ": keep-alive\n\n"
+"""An SSE comment: ignored by clients, but it keeps proxies from closing an idle stream."""
+DEFAULT_HEARTBEAT = 15.0
+"""Seconds between heartbeats (or progress events) while a job says nothing."""
+
+
+def sse_event(data: Any, *, event: str | None = None, event_id: str | None = None) -> str:
+    """One Server-Sent Event whose ``data`` is ``data`` as compact JSON.
+
+    Example:
+        >>> sse_event({"status": "running"}, event="status")
+        'event: status\\ndata: {"status":"running"}\\n\\n'
+    """
+    lines = []
+    if event is not None:
+        lines.append(f"event: {_one_line(event)}")
+    if event_id is not None:
+        lines.append(f"id: {_one_line(event_id)}")
+    # Compact JSON has no raw newline (they are escaped), so it is always one data line.
+    lines.append("data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+    return "\n".join(lines) + "\n\n"
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+async def job_events(
+    jobs: JobRegistry,
+    job: Job,
+    *,
+    render: Callable[[Job], Mapping[str, Any]],
+    heartbeat: float = DEFAULT_HEARTBEAT,
+) -> AsyncIterator[str]:
+    """Yield ``job``'s life as SSE text until it finishes (or the app stops).
+
+    Args:
+        jobs: The registry ``job`` was started through.
+        job: The job to follow.
+        render: Turns the job into the JSON object each event carries.
+        heartbeat: Seconds of silence after which a ``progress`` event (while running) or a
+            heartbeat comment is sent.
+    """
+    if heartbeat <= 0:
+        raise ValueError(f"heartbeat must be positive seconds, got {heartbeat!r}")
+    seen = job.status
+    count = 0
+    if not seen.is_final:
+        yield sse_event(render(job), event="status", event_id=str(count))
+    while not seen.is_final:
+        stopped: SchedulerStoppedError | None = None
+        moved = False
+        # No yield inside the cancel scope: the consumer may stop iterating at any yield.
+        with anyio.move_on_after(heartbeat):
+            try:
+                seen = await jobs.wait_changed(job, seen)
+                moved = True
+            except SchedulerStoppedError as exc:
+                stopped = exc
+        if stopped is not None:
+            problem = http_error_for(stopped)
+            yield sse_event({"error": problem.code, "detail": problem.detail}, event="error")
+            return
+        if not moved and job.status is not seen:  # a move no event announces (to submitting)
+            seen, moved = job.status, True
+        count += 1
+        if moved and not seen.is_final:
+            yield sse_event(render(job), event="status", event_id=str(count))
+        elif not moved and seen is JobState.RUNNING:
+            yield sse_event(render(job), event="progress", event_id=str(count))
+        elif not moved:
+            yield HEARTBEAT
+    yield sse_event(render(job), event="done", event_id=str(count + 1))

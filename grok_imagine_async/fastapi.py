@@ -1,0 +1,399 @@
+"""FastAPI integration: one rate-limited client and scheduler per app, handed to handlers.
+
+A web app whose handlers each built their own client would have no shared rate limit, no
+connection reuse, and would meet 429s under load. Instead, :func:`grok_imagine_lifespan` opens
+one :class:`~grok_imagine_async.AsyncGrokImagine` and one :class:`~grok_imagine_async.JobScheduler`
+when the app starts and closes them when it stops; handlers get them, and a :class:`JobRegistry`
+to find jobs by id, through ``Annotated`` dependencies. Handlers never poll: the scheduler
+does, for every job at once, within the plan's quota.
+
+Needs the ``fastapi`` extra: ``pip install "grok-imagine-async[fastapi]"``.
+
+Example:
+    >>> from fastapi import FastAPI
+    >>> from grok_imagine_async.fastapi import GrokJobs, grok_imagine_lifespan
+    >>> app = FastAPI(lifespan=grok_imagine_lifespan)  # reads $GROK_IMAGINE_API_KEY
+    >>> @app.post("/videos", status_code=202)
+    ... async def start(prompt: str, jobs: GrokJobs) -> dict[str, str]:
+    ...     job = await jobs.submit(prompt)
+    ...     return {"id": job.key}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+try:
+    from fastapi import Depends
+    from starlette.applications import Starlette
+    from starlette.requests import HTTPConnection, Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'grok_imagine_async.fastapi needs FastAPI: pip install "grok-imagine-async[fastapi]" '
+        f"({exc})"
+    ) from exc
+
+import anyio
+import httpx
+from anyio.abc import TaskStatus
+
+from ._client import AsyncGrokImagine
+from ._errors import GrokImagineError
+from ._fastapi_errors import BacklogFullError, HTTPProblem, SchedulerStoppedError, http_error_for
+from ._fastapi_jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
+from ._fastapi_sse import DEFAULT_HEARTBEAT, job_events, sse_event
+from ._jobs import JobEvent, Journal, SchedulerHook
+from ._limiter import RateLimiter
+from ._plans import Plan, RateLimit
+from ._scheduler import Job, JobScheduler
+
+__all__ = [
+    "DEFAULT_MAX_JOBS",
+    "DEFAULT_MAX_QUEUED",
+    "BacklogFullError",
+    "GrokClient",
+    "GrokImagineResources",
+    "GrokJobs",
+    "GrokScheduler",
+    "HTTPProblem",
+    "JobRegistry",
+    "SchedulerStoppedError",
+    "error_response",
+    "event_stream_response",
+    "get_client",
+    "get_jobs",
+    "get_resources",
+    "get_scheduler",
+    "grok_imagine_lifespan",
+    "http_error_for",
+    "install_error_handlers",
+    "sse_event",
+]
+
+logger = logging.getLogger("grok_imagine_async.fastapi")
+
+STATE_ATTRIBUTE = "grok_imagine"
+"""Name of the ``app.state`` attribute holding the :class:`GrokImagineResources`."""
+
+
+@dataclass(frozen=True, slots=True)
+class GrokImagineResources:
+    """What :func:`grok_imagine_lifespan` opened for an app (``app.state.grok_imagine``).
+
+    Attributes:
+        client: The app's one client (one token, one rate limiter, one connection pool).
+        scheduler: The app's one scheduler, polling every job within the quota.
+        jobs: Jobs started by handlers, by id.
+    """
+
+    client: AsyncGrokImagine
+    scheduler: JobScheduler
+    jobs: JobRegistry
+
+
+@asynccontextmanager
+async def grok_imagine_lifespan(
+    app: Starlette,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    plan: str | Plan | RateLimit | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    limiter: RateLimiter | None = None,
+    client_factory: Callable[[], AsyncGrokImagine] | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
+    max_credits: int | None = None,
+    max_jobs: int = DEFAULT_MAX_JOBS,
+    max_queued: int = DEFAULT_MAX_QUEUED,
+    on_event: SchedulerHook | None = None,
+    **scheduler_options: Any,
+) -> AsyncIterator[None]:
+    """Open the app's client and scheduler for the app's lifetime; a FastAPI ``lifespan``.
+
+    Pass it as ``FastAPI(lifespan=grok_imagine_lifespan)``, or enter it from your own lifespan
+    to add settings or other resources (``async with grok_imagine_lifespan(app, plan="pro"):
+    yield``). While it runs, ``app.state.grok_imagine`` holds the
+    :class:`GrokImagineResources` that the dependencies (:data:`GrokClient`,
+    :data:`GrokScheduler`, :data:`GrokJobs`) hand to handlers.
+
+    On shutdown, jobs still in flight are not waited for: with a journal they stay recorded
+    and resume when next looked up (:meth:`JobRegistry.get`) in a later run; without one,
+    each is reported in the log with its task id. The scheduler is then cancelled, so shutdown
+    is prompt; a POST already sent is still read to its end, so no paid task goes unrecorded.
+
+    Args:
+        app: The application (its ``state`` receives the resources).
+        api_key: The API token; default ``$GROK_IMAGINE_API_KEY``. Never logged.
+        base_url: The API root; default ``$GROK_IMAGINE_BASE_URL``, then the real service.
+        plan: The plan whose quota to keep to; default ``$GROK_IMAGINE_PLAN``, then ``"free"``.
+        http_client: An ``httpx.AsyncClient`` to send through (not closed here).
+        limiter: A shared rate limiter, e.g. a ``RedisRateLimiter`` for several workers.
+        client_factory: Builds the client instead (for other client settings); called at
+            startup, and the client it returns is closed at shutdown. Excludes the five above.
+        journal: A :class:`~grok_imagine_async.Journal`, or a SQLite file path, so jobs survive
+            a restart. One per process: a SQLite journal is locked by the process using it.
+        max_credits: Credit budget of this app's process; jobs beyond it are refused (402).
+        max_jobs: Finished jobs to remember by id (see :class:`JobRegistry`).
+        max_queued: Jobs allowed to wait for a submission slot before new ones get a 429.
+        on_event: Your own hook for every scheduler event (called after the registry's).
+        **scheduler_options: Passed to :class:`~grok_imagine_async.JobScheduler`
+            (``max_in_flight``, ``poll``, ``resubmit``, ``download_dir``...).
+
+    Raises:
+        ConfigurationError: At startup, if no API key is given or found, or a setting is bad.
+        ValueError: If ``stream_results`` is asked for (no handler reads a result stream, so
+            the scheduler would stall), or ``client_factory`` is combined with client settings.
+    """
+    if scheduler_options.get("stream_results"):
+        raise ValueError(
+            "stream_results cannot be used in an app: handlers wait on jobs, nobody reads "
+            "results(), and the scheduler would stop submitting once its buffer filled"
+        )
+    scheduler_options.pop("stream_results", None)
+    client_settings = (api_key, base_url, plan, http_client, limiter)
+    if client_factory is not None and any(s is not None for s in client_settings):
+        raise ValueError("pass either client_factory or client settings, not both")
+
+    async with AsyncExitStack() as stack:
+        if client_factory is not None:
+            client = client_factory()
+        else:
+            client = AsyncGrokImagine(
+                api_key=api_key,
+                base_url=base_url,
+                plan=plan,
+                http_client=http_client,
+                limiter=limiter,
+            )
+        stack.push_async_callback(client.aclose)
+        opened_journal = _journal_from(journal)
+        if opened_journal is not None and opened_journal is not journal:
+            stack.push_async_callback(opened_journal.aclose)  # after the scheduler stops
+        jobs = JobRegistry(
+            max_jobs=max_jobs,
+            max_queued=max_queued,
+            max_credits=max_credits,
+            journal=opened_journal,
+        )
+        runner = _SchedulerRunner(
+            client,
+            jobs,
+            on_event=on_event,
+            options={"journal": opened_journal, "max_credits": max_credits, **scheduler_options},
+        )
+        body_error: Exception | None = None
+        scheduler: JobScheduler | None = None
+        try:
+            async with anyio.create_task_group() as group:
+                # The scheduler runs in a task of its own: a fatal error there (a revoked
+                # token) then stops the scheduler, not the lifespan and the whole server.
+                scheduler = await group.start(runner.run)
+                resources = GrokImagineResources(client, scheduler, jobs)
+                setattr(app.state, STATE_ATTRIBUTE, resources)
+                try:
+                    yield
+                except Exception as exc:  # re-raised below as is, not in an ExceptionGroup
+                    body_error = exc
+                finally:
+                    # At once, not when the runner next runs: no POST may start after this.
+                    scheduler.cancel()
+                    jobs.close()
+                    runner.stop()
+                    delattr(app.state, STATE_ATTRIBUTE)
+        finally:
+            if scheduler is not None:  # stopped: a POST that was under way has its task id
+                _report_unfinished(jobs, scheduler, journaled=opened_journal is not None)
+        if body_error is not None:
+            raise body_error
+
+
+class _SchedulerRunner:
+    """Runs the app's scheduler in a task until stopped; survives the scheduler's fatal errors."""
+
+    def __init__(
+        self,
+        client: AsyncGrokImagine,
+        jobs: JobRegistry,
+        *,
+        on_event: SchedulerHook | None,
+        options: Mapping[str, Any],
+    ) -> None:
+        self._client = client
+        self._jobs = jobs
+        self._on_event = on_event
+        self._options = options
+        self._stop = anyio.Event()
+
+    def _hook(self, event: JobEvent) -> None:
+        self._jobs.observe(event)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status: TaskStatus[JobScheduler]) -> None:
+        started = False
+        try:
+            scheduler = JobScheduler(self._client, on_event=self._hook, **self._options)
+            async with scheduler:
+                self._jobs.attach(scheduler)
+                started = True
+                task_status.started(scheduler)
+                await self._stop.wait()
+                scheduler.cancel()
+        except GrokImagineError as exc:
+            if not started:
+                raise
+            # Our exceptions never carry the token, so the message is safe to log.
+            logger.error("the video scheduler stopped, no more jobs can run: %s", exc)
+        finally:
+            self._jobs.close()
+
+
+def _journal_from(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
+    if journal is None or isinstance(journal, Journal):
+        return journal
+    from ._journal import SqliteJournal
+
+    opened: Journal = SqliteJournal(Path(journal))
+    return opened
+
+
+def _report_unfinished(jobs: JobRegistry, scheduler: JobScheduler, *, journaled: bool) -> None:
+    pending = jobs.unfinished()
+    stats = scheduler.statistics()
+    direct = max(0, stats.queued + stats.submitting + stats.in_flight - len(pending))
+    total = len(pending) + direct
+    if total == 0:
+        return
+    if journaled:
+        logger.info(
+            "shutting down with %d unfinished video jobs; they stay in the journal and resume "
+            "when next looked up",
+            total,
+        )
+        return
+    logger.warning(
+        "shutting down with %d unfinished video jobs and no journal: they will not resume "
+        "(read their tasks with AsyncGrokImagine.get_task)",
+        total,
+    )
+    for job in pending:
+        logger.warning(
+            "unfinished video job %s: %s, task %s",
+            job.key,
+            job.status.value,
+            job.task_id or "not created",
+        )
+    if direct:
+        logger.warning("%d more unfinished jobs were submitted to the scheduler directly", direct)
+
+
+# -- dependencies --------------------------------------------------------------------------
+
+
+async def get_resources(connection: HTTPConnection) -> GrokImagineResources:
+    """Dependency: the app's :class:`GrokImagineResources`.
+
+    Raises:
+        RuntimeError: If :func:`grok_imagine_lifespan` is not running for this app.
+    """
+    resources = getattr(connection.app.state, STATE_ATTRIBUTE, None)
+    if not isinstance(resources, GrokImagineResources):
+        raise RuntimeError(
+            "grok_imagine_lifespan is not running for this app: create it with "
+            "FastAPI(lifespan=grok_imagine_lifespan) or enter it from your own lifespan"
+        )
+    return resources
+
+
+async def get_client(connection: HTTPConnection) -> AsyncGrokImagine:
+    """Dependency: the app's one :class:`~grok_imagine_async.AsyncGrokImagine`."""
+    return (await get_resources(connection)).client
+
+
+async def get_scheduler(connection: HTTPConnection) -> JobScheduler:
+    """Dependency: the app's one :class:`~grok_imagine_async.JobScheduler`."""
+    return (await get_resources(connection)).scheduler
+
+
+async def get_jobs(connection: HTTPConnection) -> JobRegistry:
+    """Dependency: the app's :class:`JobRegistry`."""
+    return (await get_resources(connection)).jobs
+
+
+GrokClient = Annotated[AsyncGrokImagine, Depends(get_client)]
+"""A handler parameter receiving the app's client: ``async def h(client: GrokClient)``."""
+GrokScheduler = Annotated[JobScheduler, Depends(get_scheduler)]
+"""A handler parameter receiving the app's scheduler."""
+GrokJobs = Annotated[JobRegistry, Depends(get_jobs)]
+"""A handler parameter receiving the app's job registry."""
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+def error_response(exc: BaseException, **extra: Any) -> JSONResponse:
+    """The JSON error answer for ``exc`` (see :func:`http_error_for`), with ``extra`` fields.
+
+    The body is ``{"detail": ..., "error": <code>, **extra}``, plus ``Retry-After`` when
+    waiting helps. Answers of 500 and above are logged, without a traceback or the token.
+    """
+    problem = http_error_for(exc)
+    if problem.status_code >= 500:
+        logger.warning(
+            "answering %d %s for %s: %s",
+            problem.status_code,
+            problem.code,
+            type(exc).__name__,
+            exc if isinstance(exc, GrokImagineError) else "(not shown)",
+        )
+    body = {"detail": problem.detail, "error": problem.code, **extra}
+    return JSONResponse(body, status_code=problem.status_code, headers=problem.headers)
+
+
+async def _handle(request: Request, exc: Exception) -> Response:
+    return error_response(exc)
+
+
+def install_error_handlers(app: Starlette) -> None:
+    """Answer every :class:`~grok_imagine_async.GrokImagineError` a handler raises with
+    :func:`error_response`: 422, 402, 429, 502, 503 or 504 and a safe message, never a 500
+    with a stack trace. Call it when building the app (handlers are fixed once it serves).
+    """
+    app.add_exception_handler(GrokImagineError, _handle)
+
+
+def event_stream_response(
+    jobs: JobRegistry,
+    job: Job,
+    *,
+    render: Callable[[Job], Mapping[str, Any]],
+    heartbeat: float = DEFAULT_HEARTBEAT,
+) -> StreamingResponse:
+    """A ``text/event-stream`` answer following ``job`` until it finishes.
+
+    Events: ``status`` on each change of state, ``progress`` every ``heartbeat`` seconds while
+    it runs, then one ``done`` with the finished job (or one ``error`` if the app stops first);
+    each carries ``render(job)`` as JSON. See the ``_fastapi_sse`` module.
+
+    Args:
+        jobs: The registry ``job`` came from.
+        job: The job to follow.
+        render: Turns the job into the JSON object events carry.
+        heartbeat: Seconds of silence before a progress event or a keep-alive comment.
+    """
+    return StreamingResponse(
+        job_events(jobs, job, render=render, heartbeat=heartbeat),
+        media_type="text/event-stream",
+        # No caching, and no buffering by nginx-like proxies: events must arrive as sent.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
