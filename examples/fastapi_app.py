@@ -1,0 +1,189 @@
+"""A small video service on FastAPI: many users, one rate-limited client, no polling handlers.
+
+Endpoints:
+
+- ``POST /videos`` starts a generation and answers 202 with the job's id at once;
+  ``?wait=true&timeout=20`` waits up to that long and answers 200 with the videos if they are
+  ready by then (still 202 with the id if not).
+- ``GET /videos/{id}`` tells the job's status, an estimated progress, and the video URLs.
+- ``GET /videos/{id}/events`` streams the job's changes as Server-Sent Events until it is done.
+
+Errors are JSON ``{"detail": ..., "error": <code>}``: 422 for bad input (or a refused prompt),
+402 when the credit budget is spent, 429 when too many jobs are waiting, 502/503/504 when the
+video service fails. Never a stack trace, never the API token.
+
+Run it (``pip install "grok-imagine-async[fastapi]" uvicorn``)::
+
+    export GROK_IMAGINE_API_KEY=...        # and GROK_IMAGINE_PLAN=pro if you have it
+    uvicorn fastapi_app:app --app-dir examples --timeout-graceful-shutdown 5
+
+or against the local emulator, no account needed::
+
+    grok-imagine emulator --port 8001 --time-scale 10 &
+    GROK_IMAGINE_API_KEY=test-token GROK_IMAGINE_BASE_URL=http://127.0.0.1:8001 \\
+        uvicorn fastapi_app:app --app-dir examples
+
+    curl -X POST localhost:8000/videos -H 'content-type: application/json' \\
+        -d '{"prompt": "a paper boat on a river"}'
+    curl -N localhost:8000/videos/<id>/events
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import FastAPI, HTTPException, Query, Response, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from grok_imagine_async import GenerationRequest, Job, build_request
+from grok_imagine_async.fastapi import (
+    GrokJobs,
+    JobRegistry,
+    error_response,
+    event_stream_response,
+    grok_imagine_lifespan,
+    http_error_for,
+    install_error_handlers,
+)
+
+DEFAULT_WAIT = 20.0
+"""Seconds ``?wait=true`` waits unless told otherwise."""
+MAX_WAIT = 60.0
+"""The longest wait a caller may ask for: a handler must not hold a connection for minutes."""
+
+
+class VideoRequest(BaseModel):
+    """What a user asks for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=2000, examples=["a paper boat on a river"])
+    mode: Literal["fun", "normal", "spicy"] = "normal"
+    ratio: Literal["1:1", "2:3", "3:2"] = "1:1"
+    images: list[HttpUrl] = Field(default_factory=list, max_length=4)
+
+    def to_generation(self) -> GenerationRequest:
+        """The library's request (its own rules apply too, e.g. no ``spicy`` with images)."""
+        images = [str(url) for url in self.images] or None
+        return build_request(self.prompt, mode=self.mode, ratio=self.ratio, images=images)
+
+
+class VideoError(BaseModel):
+    """Why a job failed."""
+
+    code: str
+    detail: str
+
+
+class VideoJob(BaseModel):
+    """A job as users see it."""
+
+    id: str
+    status: Literal["queued", "submitting", "running", "completed", "failed"]
+    progress: float | None = Field(
+        description="Estimated share done, 0 to 1 (the API reports none); null if unknown"
+    )
+    videos: list[str] = Field(description="Video URLs once completed (valid about 24 hours)")
+    error: VideoError | None = None
+    status_url: str
+    events_url: str
+
+
+def describe(jobs: JobRegistry, job: Job) -> VideoJob:
+    """The public view of ``job``: no task id, no upstream message beyond the failure reason."""
+    result = job.result
+    error = None
+    if result is not None and result.error is not None:
+        problem = http_error_for(result.error)
+        error = VideoError(code=problem.code, detail=problem.detail)
+    return VideoJob(
+        id=job.key,
+        status=job.status.value,
+        progress=jobs.progress(job),
+        videos=list(result.videos) if result is not None else [],
+        error=error,
+        status_url=f"/videos/{job.key}",
+        events_url=f"/videos/{job.key}/events",
+    )
+
+
+def create_app(*, heartbeat: float = 15.0, **grok_options: Any) -> FastAPI:
+    """Build the app.
+
+    Args:
+        heartbeat: Seconds between keep-alive (or progress) events on an idle event stream.
+        **grok_options: Passed to :func:`grok_imagine_lifespan` (``plan``, ``journal``,
+            ``max_credits``, ``http_client``...); by default everything comes from the
+            ``GROK_IMAGINE_*`` environment variables.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Your own startup and shutdown go around this block.
+        async with grok_imagine_lifespan(app, **grok_options):
+            yield
+
+    app = FastAPI(title="Videos", lifespan=lifespan)
+    install_error_handlers(app)
+
+    async def find(jobs: JobRegistry, video_id: str) -> Job:
+        job = await jobs.get(video_id)
+        if job is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such video job")
+        return job
+
+    @app.post(
+        "/videos",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=VideoJob,
+        responses={200: {"model": VideoJob, "description": "Finished within the wait"}},
+    )
+    async def create_video(
+        body: VideoRequest,
+        jobs: GrokJobs,
+        response: Response,
+        wait: bool = False,
+        wait_for: Annotated[float, Query(alias="timeout", gt=0, le=MAX_WAIT)] = DEFAULT_WAIT,
+    ) -> Any:
+        """Start a video; with ``wait=true``, wait up to ``timeout`` seconds for it."""
+        job = await jobs.submit(body.to_generation())
+        response.headers["Location"] = f"/videos/{job.key}"
+        if wait:
+            with anyio.move_on_after(wait_for):
+                await jobs.wait_finished(job)
+            result = job.result
+            if result is not None and result.error is not None:
+                return error_response(result.error, id=job.key)
+            if result is not None:
+                response.status_code = status.HTTP_200_OK
+        return describe(jobs, job)
+
+    @app.get("/videos/{video_id}", response_model=VideoJob)
+    async def get_video(video_id: str, jobs: GrokJobs) -> VideoJob:
+        """The job's status, estimated progress and, once completed, its video URLs."""
+        return describe(jobs, await find(jobs, video_id))
+
+    @app.get(
+        "/videos/{video_id}/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def video_events(video_id: str, jobs: GrokJobs) -> StreamingResponse:
+        """Server-Sent Events: ``status``/``progress`` until one ``done`` (or ``error``)."""
+        job = await find(jobs, video_id)
+        return event_stream_response(
+            jobs,
+            job,
+            render=lambda j: describe(jobs, j).model_dump(mode="json"),
+            heartbeat=heartbeat,
+        )
+
+    return app
+
+
+app = create_app()
+"""The app ``uvicorn fastapi_app:app`` serves (the client is built at startup, from the env)."""
