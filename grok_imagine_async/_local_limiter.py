@@ -123,9 +123,8 @@ class LocalRateLimiter:
         self._history = GrantHistory(keep=3 * self._limit.period)
         self._last_grant = -math.inf
         self._paused_until = -math.inf
-        self._spacing: float | None = None
-        self._spacing_until = -math.inf
-        self._spacing_serial = 0  # serial of the answer that set the current spacing
+        self._slowdowns: tuple[tuple[float, float], ...] = ()  # (spacing, until) pairs
+        self._slowdowns_serial = 0  # serial of the answer that set them
         self._granted = 0
         self._waiting = 0
         self._total_wait = 0.0
@@ -239,8 +238,7 @@ class LocalRateLimiter:
         return hold_until(
             paused_until=self._paused_until,
             last_grant=self._last_grant,
-            spacing=self._spacing,
-            spacing_until=self._spacing_until,
+            slowdowns=self._slowdowns,
         )
 
     def _issue(self) -> Permit:
@@ -318,14 +316,16 @@ class LocalRateLimiter:
                 if self._paused_until <= now:
                     self._server_pauses += 1
                 self._paused_until = until
-        if reaction.spacing is not None:
-            self._spacing = reaction.spacing
-            self._spacing_until = now + reaction.spacing_for
-            self._spacing_serial = serial
-        elif feedback.remaining is not None and serial > self._spacing_serial:
+        if reaction.slowdowns:
+            self._slowdowns = tuple((s.spacing, now + s.lasting) for s in reaction.slowdowns)
+            self._slowdowns_serial = serial
+        elif (
+            feedback.remaining is not None
+            and not feedback.rate_limited
+            and serial > self._slowdowns_serial
+        ):
             # A newer answer no longer shows anyone else on the token: back to full pace.
-            self._spacing = None
-            self._spacing_until = -math.inf
+            self._slowdowns = ()
 
     # -- introspection ---------------------------------------------------------------------
 
@@ -333,9 +333,13 @@ class LocalRateLimiter:
         """A frozen snapshot of the counters.
 
         ``server_pauses`` counts pauses that began (a 429 arriving during a pause extends it
-        without counting again); ``total_wait_time`` includes cancelled waits.
+        without counting again); ``total_wait_time`` includes cancelled waits. Callable outside
+        the event loop too (after ``anyio.run`` returned), where no pause is current.
         """
-        now = self._clock.monotonic()
+        try:
+            now = self._clock.monotonic()
+        except RuntimeError:  # no running event loop: whatever pause there was is over
+            now = math.inf
         return LimiterStatistics(
             limit=self._limit,
             permits_granted=self._granted,

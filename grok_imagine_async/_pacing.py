@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ._plans import RateLimit
@@ -49,18 +50,24 @@ def jitter_tolerance(limit: RateLimit, headroom: float) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class Slowdown:
+    """Grants at least ``spacing`` seconds apart, for ``lasting`` seconds from now."""
+
+    spacing: float
+    lasting: float
+
+
+@dataclass(frozen=True, slots=True)
 class Reaction:
     """What every sender must do after one answer.
 
     Attributes:
         pause: Seconds from now during which no permit is granted (None: no pause).
-        spacing: Minimum seconds between two grants (None: the normal pace)...
-        spacing_for: ...for this many seconds from now (until the server's reset).
+        slowdowns: Slower spacings to keep on top of the normal pace (the strictest one wins).
     """
 
     pause: float | None = None
-    spacing: float | None = None
-    spacing_for: float = 0.0
+    slowdowns: tuple[Slowdown, ...] = ()
 
 
 def react(
@@ -85,10 +92,15 @@ def react(
     2. Otherwise, if the server's ``Remaining`` is explained by our own requests (it is at least
        ``requests - own_in_window - tolerance``), nothing changes: our pacing already keeps every
        window under the quota, even when the window is exactly full (``Remaining: 0``).
-    3. Otherwise someone else uses the token. Requests we sent after the observed one
-       (``sent_since``) also come out of ``Remaining``; if nothing is left, everyone pauses
-       until the reset, and if less is left than our pace would send before the reset, the
-       rest is spread evenly until the reset.
+    3. Otherwise someone else used ``requests - own_in_window - remaining`` of the window.
+
+       - Until the reset: requests we sent after the observed one (``sent_since``) also come
+         out of ``Remaining``. If nothing is left, everyone pauses until the reset; if less is
+         left than our pace would send before it, the rest is spread evenly until the reset.
+         That is exact for a fixed window, whose reset restores the whole quota.
+       - For the next period: we keep to the share the others left us, assuming they go on as
+         they did. A sliding window frees its quota gradually (its reset only says when the
+         oldest request leaves), so this is what stops two processes from taking turns at 429s.
 
     Every wait is clamped to one ``period``: no window stays closed longer than its own length,
     so a longer value can only come from clock skew (a Unix-time reset read on a clock that
@@ -110,7 +122,7 @@ def react(
         default_pause: The pause when a 429 (or an unexplained ``Remaining: 0``) gives no time.
 
     Returns:
-        The reaction: a pause, a slower spacing until the reset, or nothing.
+        The reaction: a pause, slowdowns, both, or nothing.
     """
 
     def clamp(seconds: float) -> float:
@@ -118,32 +130,30 @@ def react(
 
     if rate_limited:
         hint = retry_after if retry_after is not None else reset_after
-        pause = clamp(hint) if hint is not None else clamp(default_pause)
-        return Reaction(pause=max(pause, 1.0 / rate))
+        wait = clamp(hint) if hint is not None else clamp(default_pause)
+        return Reaction(pause=max(wait, 1.0 / rate))
     if remaining is None:
         return Reaction()
     if own_in_window is not None and remaining >= limit.requests - own_in_window - tolerance:
         return Reaction()
     until_reset = clamp(reset_after) if reset_after is not None else None
     budget = remaining - sent_since
+    pause: float | None = None
     if budget <= 0:
         pause = until_reset if until_reset is not None else clamp(default_pause)
-        return Reaction(pause=pause) if pause > 0 else Reaction()
-    if own_in_window is None:
-        return Reaction()  # an old answer: too stale to slow down on
+    if own_in_window is None:  # an old answer: enough to stop, too stale to slow down on
+        return Reaction(pause=pause or None)
+    others = limit.requests - own_in_window - remaining
+    share = max(1, limit.requests - others - tolerance)
+    slowdowns = [Slowdown(spacing=limit.requests / (rate * share), lasting=limit.period)]
     horizon = until_reset if until_reset is not None else limit.period
-    planned = math.floor(horizon * rate) + 1
-    if budget >= planned:
-        return Reaction()
-    return Reaction(spacing=horizon / budget, spacing_for=horizon)
+    if 0 < budget < math.floor(horizon * rate) + 1:
+        slowdowns.append(Slowdown(spacing=horizon / budget, lasting=horizon))
+    return Reaction(pause=pause or None, slowdowns=tuple(slowdowns))
 
 
 def hold_until(
-    *,
-    paused_until: float,
-    last_grant: float,
-    spacing: float | None,
-    spacing_until: float,
+    *, paused_until: float, last_grant: float, slowdowns: Iterable[tuple[float, float]]
 ) -> float:
     """The earliest clock time the next permit may be granted under the server's reactions.
 
@@ -152,12 +162,12 @@ def hold_until(
     Args:
         paused_until: End of the current pause (in the past when none).
         last_grant: When the previous permit was granted.
-        spacing: The slowed-down spacing between grants, if any...
-        spacing_until: ...which applies until this time (the server's reset).
+        slowdowns: ``(spacing, until)`` pairs: grants at least ``spacing`` apart until the
+            clock time ``until``.
     """
     earliest = paused_until
-    if spacing is not None:
-        earliest = max(earliest, min(last_grant + spacing, spacing_until))
+    for spacing, until in slowdowns:
+        earliest = max(earliest, min(last_grant + spacing, until))
     return earliest
 
 
