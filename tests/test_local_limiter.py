@@ -1,0 +1,448 @@
+"""LocalRateLimiter on virtual time: pace, priorities, server feedback, cancellation, statistics.
+
+Every test runs on :class:`VirtualTimeEventLoop`, so minutes of pacing take milliseconds and the
+grant times are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+
+from grok_imagine_async import (
+    LocalRateLimiter,
+    Permit,
+    Plan,
+    Priority,
+    RateLimit,
+    RateLimiter,
+    RateLimitFeedback,
+)
+from grok_imagine_async._clock import DEFAULT_CLOCK
+from grok_imagine_async._headers import read_rate_limit_headers
+from grok_imagine_async.testing import VirtualTimeEventLoop
+
+pytestmark = pytest.mark.anyio
+
+LIMIT = RateLimit(10, 10.0)  # one request a second, a slow pace that is easy to read
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
+
+
+def max_in_window(times: list[float], period: float) -> int:
+    """Most grants in any closed interval of ``period`` seconds."""
+    times = sorted(times)
+    return max((bisect.bisect_right(times, t + period) - i for i, t in enumerate(times)), default=0)
+
+
+async def grant_all(
+    limiter: LocalRateLimiter, count: int, priority: Priority = Priority.SUBMIT
+) -> list[Permit]:
+    """Start ``count`` acquires at once; their permits in grant order."""
+    permits: list[Permit] = []
+
+    async def one() -> None:
+        permits.append(await limiter.acquire(priority=priority))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(count):
+            group.start_soon(one)
+    return sorted(permits, key=lambda p: p.serial)
+
+
+def answer(
+    permit: Permit, status: int = 200, headers: dict[str, str] | None = None
+) -> RateLimitFeedback:
+    """The feedback the client builds from an answer's headers."""
+    limits = read_rate_limit_headers(httpx.Headers(headers), now_unix=DEFAULT_CLOCK.unix())
+    return RateLimitFeedback(
+        permit=permit,
+        status_code=status,
+        remaining=limits.remaining,
+        reset_after=limits.reset_after,
+        retry_after=limits.retry_after,
+    )
+
+
+# -- construction -------------------------------------------------------------------------------
+
+
+def test_takes_a_plan_name_a_plan_or_a_rate_limit() -> None:
+    assert LocalRateLimiter().limit == RateLimit(100, 60.0)
+    assert LocalRateLimiter("pro").limit == RateLimit(1000, 60.0)
+    assert LocalRateLimiter(Plan.ENTERPRISE).limit == RateLimit(5000, 60.0)
+    assert LocalRateLimiter(RateLimit(7, 3.0)).limit == RateLimit(7, 3.0)
+    assert isinstance(LocalRateLimiter(), RateLimiter)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"headroom": 0.0}, {"headroom": 0.6}, {"default_pause": -1.0}, {"limit": "gold"}]
+)
+def test_refuses_bad_settings(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
+        LocalRateLimiter(**kwargs)
+
+
+def test_repr_shows_the_quota() -> None:
+    assert repr(LocalRateLimiter(RateLimit(7, 3.0))).startswith("LocalRateLimiter(7/3s, ")
+
+
+# -- pace ---------------------------------------------------------------------------------------
+
+
+async def test_no_start_burst_and_never_more_than_the_quota_in_a_window() -> None:
+    limiter = LocalRateLimiter(LIMIT)
+    start = anyio.current_time()
+    permits = await grant_all(limiter, 35)
+    times = [p.granted_at for p in permits]
+    assert times[0] == start  # the first request does not wait
+    assert times[1] - times[0] == pytest.approx(0.5 / limiter.rate)  # then no burst
+    assert max_in_window(times, LIMIT.period) == LIMIT.requests
+    assert sum(t <= start + LIMIT.period for t in times) <= LIMIT.requests
+
+
+async def test_a_long_run_uses_at_least_98_percent_of_the_quota() -> None:
+    limit = RateLimit(100, 6.0)
+    limiter = LocalRateLimiter(limit)
+    permits = await grant_all(limiter, 1500)
+    times = [p.granted_at for p in permits]
+    elapsed_windows = (times[-1] - times[0]) / limit.period
+    assert len(times) / (limit.requests * elapsed_windows) >= 0.98
+    assert max_in_window(times, limit.period) <= limit.requests
+    assert [p.serial for p in permits] == list(range(1, 1501))
+
+
+async def test_permits_are_shared_by_every_caller() -> None:
+    limiter = LocalRateLimiter(LIMIT)
+    first: list[float] = []
+    second: list[float] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(lambda: _collect(limiter, 15, first))
+        group.start_soon(lambda: _collect(limiter, 15, second))
+    assert max_in_window(first + second, LIMIT.period) <= LIMIT.requests
+
+
+async def _collect(limiter: LocalRateLimiter, count: int, into: list[float]) -> None:
+    for _ in range(count):
+        into.append((await limiter.acquire()).granted_at)
+
+
+# -- priorities ---------------------------------------------------------------------------------
+
+
+async def test_polls_go_before_submissions_that_waited_longer_and_fifo_within_each() -> None:
+    limiter = LocalRateLimiter(LIMIT)
+    served: list[str] = []
+
+    async def one(name: str, priority: Priority) -> None:
+        await limiter.acquire(priority=priority)
+        served.append(name)
+
+    async with anyio.create_task_group() as group:
+        for name in ("s1", "s2", "s3", "s4"):
+            group.start_soon(one, name, Priority.SUBMIT)
+        await anyio.sleep(0.1)  # s1 went at once; s2 to s4 wait for the next slots
+        for name in ("p1", "p2"):
+            group.start_soon(one, name, Priority.POLL)
+    assert served == ["s1", "p1", "p2", "s2", "s3", "s4"]
+
+
+# -- server feedback: pauses --------------------------------------------------------------------
+
+
+async def paced_after(
+    limiter: LocalRateLimiter, feedback: RateLimitFeedback, count: int, *, delay: float = 0.0
+) -> tuple[float, list[float]]:
+    """Start ``count`` waiters, report ``feedback`` after ``delay``; (report time, grant times)."""
+    times: list[float] = []
+    reported = 0.0
+
+    async def one(priority: Priority) -> None:
+        times.append((await limiter.acquire(priority=priority)).granted_at)
+
+    async with anyio.create_task_group() as group:
+        for i in range(count):
+            group.start_soon(one, Priority.POLL if i % 3 == 0 else Priority.SUBMIT)
+        await anyio.sleep(delay)
+        reported = anyio.current_time()
+        await limiter.observe(feedback)
+    return reported, sorted(times)
+
+
+@pytest.mark.parametrize(
+    ("headers", "pause"),
+    [
+        ({"Retry-After": "4"}, 4.0),
+        ({"Retry-After": "4", "X-RateLimit-Reset": "7", "X-RateLimit-Remaining": "0"}, 4.0),
+        ({"X-RateLimit-Reset": "7"}, 7.0),
+        ({"X-RateLimit-Reset": "unix+7"}, 7.0),
+        ({}, 10.0),  # nothing: one period, the only wait that clears any window
+    ],
+    ids=["retry-after", "retry-after-wins", "reset-seconds", "reset-unix", "no-headers"],
+)
+async def test_429_pauses_every_waiter_then_resumes_at_full_pace(
+    headers: dict[str, str], pause: float
+) -> None:
+    limiter = LocalRateLimiter(LIMIT)
+    first = await limiter.acquire()
+    if headers.get("X-RateLimit-Reset") == "unix+7":
+        headers = {"X-RateLimit-Reset": f"{DEFAULT_CLOCK.unix() + 7:.3f}"}
+    # Reported while the pump already waits for its next slot: that slot must not be used.
+    reported, times = await paced_after(limiter, answer(first, 429, headers), 12, delay=0.3)
+    assert times[0] == pytest.approx(reported + pause, abs=2e-3)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) == pytest.approx(1 / limiter.rate)  # back at full pace, no burst either
+    assert max_in_window([first.granted_at, *times], LIMIT.period) <= LIMIT.requests
+    stats = limiter.statistics()
+    assert (stats.server_pauses, stats.rate_limited_responses) == (1, 1)
+
+
+async def test_a_custom_default_pause_applies_when_a_429_says_nothing() -> None:
+    limiter = LocalRateLimiter(LIMIT, default_pause=2.0)
+    first = await limiter.acquire()
+    reported, times = await paced_after(limiter, answer(first, 429), 3)
+    assert times[0] == pytest.approx(reported + 2.0)
+
+
+async def test_a_pause_is_visible_in_statistics_while_it_lasts() -> None:
+    limiter = LocalRateLimiter(LIMIT)
+    permit = await limiter.acquire()
+    now = anyio.current_time()
+    await limiter.observe(answer(permit, 429, {"Retry-After": "3"}))
+    assert limiter.statistics().paused_until == pytest.approx(now + 3)
+    await limiter.observe(answer(permit, 429, {"Retry-After": "5"}))  # extends, same pause
+    assert limiter.statistics().paused_until == pytest.approx(now + 5)
+    await anyio.sleep(5)
+    stats = limiter.statistics()
+    assert (stats.paused_until, stats.server_pauses, stats.rate_limited_responses) == (None, 1, 2)
+
+
+async def test_a_reset_far_away_because_of_a_clock_jump_pauses_one_period_at_most() -> None:
+    limiter = LocalRateLimiter(LIMIT)
+    first = await limiter.acquire()
+    # Our wall clock jumped an hour back: the server's Unix reset now looks an hour away.
+    jumped = read_rate_limit_headers(
+        httpx.Headers({"X-RateLimit-Reset": f"{DEFAULT_CLOCK.unix() + 3:.0f}"}),
+        now_unix=DEFAULT_CLOCK.unix() - 3600,
+    )
+    assert jumped.reset_after is not None and jumped.reset_after > 3600
+    feedback = RateLimitFeedback(first, 429, remaining=0, reset_after=jumped.reset_after)
+    reported, times = await paced_after(limiter, feedback, 2)
+    assert times[0] == pytest.approx(reported + LIMIT.period)
+
+
+async def test_a_reset_in_the_past_after_a_clock_jump_still_waits_one_interval() -> None:
+    limiter = LocalRateLimiter(LIMIT)
+    first = await limiter.acquire()
+    headers = {"X-RateLimit-Reset": f"{DEFAULT_CLOCK.unix() - 50:.0f}"}  # wall clock jumped ahead
+    reported, times = await paced_after(limiter, answer(first, 429, headers), 2)
+    # Not at once; the slot the pump had already taken during the pause is thrown away.
+    interval = 1 / limiter.rate
+    assert reported + interval <= times[0] <= reported + 1.5 * interval + 1e-6
+
+
+async def test_remaining_zero_from_someone_else_pauses_until_the_reset() -> None:
+    limit = RateLimit(100, 10.0)
+    limiter = LocalRateLimiter(limit)
+    permits = await grant_all(limiter, 50)
+    # Our 50 are in the window, yet none remain: someone else sent the other 50.
+    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "6"}
+    reported, times = await paced_after(limiter, answer(permits[-1], 200, headers), 30)
+    assert times[0] == pytest.approx(reported + 6.0)
+    # Then our share of what the other left (100 - 50 - 3 for jitter) until their requests
+    # have left the window, and full pace after that.
+    share_spacing = limit.requests / (limiter.rate * 47)
+    during = [t for t in times if t < reported + limit.period]
+    assert min(b - a for a, b in itertools.pairwise(during)) == pytest.approx(share_spacing)
+    after = [t for t in times if t >= reported + limit.period]
+    assert max(b - a for a, b in itertools.pairwise(after)) == pytest.approx(1 / limiter.rate)
+    stats = limiter.statistics()
+    assert (stats.server_pauses, stats.rate_limited_responses) == (1, 0)
+
+
+# -- server feedback: fewer remaining than we think ---------------------------------------------
+
+
+async def test_fewer_remaining_than_expected_slows_to_our_share_then_resumes() -> None:
+    limit = RateLimit(100, 10.0)
+    limiter = LocalRateLimiter(limit)
+    first = await limiter.acquire()
+    # We sent one request; the server says only 10 of 100 remain for the next 5 s: someone else
+    # sent 89 in this window. We keep to the 8 they leave (minus jitter) for one period.
+    headers = {"X-RateLimit-Remaining": "10", "X-RateLimit-Reset": "5"}
+    reported, times = await paced_after(limiter, answer(first, 200, headers), 40)
+    assert len([t for t in times if t < reported + 5.0]) <= 10
+    during = [first.granted_at] + [t for t in times if t < reported + limit.period]
+    share_spacing = limit.requests / (limiter.rate * 8)
+    assert min(b - a for a, b in itertools.pairwise(during)) == pytest.approx(share_spacing)
+    after = [t for t in times if t >= reported + limit.period]
+    assert len(after) > 20
+    assert max(b - a for a, b in itertools.pairwise(after)) == pytest.approx(1 / limiter.rate)
+    assert limiter.statistics().server_pauses == 0
+
+
+async def test_requests_sent_after_the_observed_one_are_counted_as_spent() -> None:
+    limit = RateLimit(100, 10.0)
+    limiter = LocalRateLimiter(limit)
+    permits = await grant_all(limiter, 11)
+    # The answer to the first says 10 remain: the 10 we sent since then used them all.
+    headers = {"X-RateLimit-Remaining": "10", "X-RateLimit-Reset": "5"}
+    reported, times = await paced_after(limiter, answer(permits[0], 200, headers), 3)
+    assert times[0] == pytest.approx(reported + 5.0)
+
+
+async def test_remaining_explained_by_our_own_requests_keeps_full_pace() -> None:
+    limit = RateLimit(100, 10.0)
+    limiter = LocalRateLimiter(limit)
+    permits = await grant_all(limiter, 60)
+    own = len(permits)
+    headers = {"X-RateLimit-Remaining": str(limit.requests - own), "X-RateLimit-Reset": "4"}
+    _, times = await paced_after(limiter, answer(permits[-1], 200, headers), 20)
+    all_times = [p.granted_at for p in permits] + times
+    gaps = [b - a for a, b in itertools.pairwise(all_times)]
+    assert max(gaps) == pytest.approx(1 / limiter.rate)
+    assert max_in_window(all_times, limit.period) <= limit.requests
+
+
+async def test_a_newer_answer_without_anyone_else_lifts_the_slowdown() -> None:
+    limit = RateLimit(100, 10.0)
+    limiter = LocalRateLimiter(limit)
+    first = await limiter.acquire()
+    await limiter.observe(
+        answer(first, 200, {"X-RateLimit-Remaining": "50", "X-RateLimit-Reset": "8"})
+    )
+    second = await limiter.acquire()  # slowed to the 100 - 49 - 3 = 48 a window left to us
+    assert second.granted_at - first.granted_at == pytest.approx(
+        limit.requests / (limiter.rate * 48)
+    )
+    await limiter.observe(
+        answer(second, 200, {"X-RateLimit-Remaining": "98", "X-RateLimit-Reset": "8"})
+    )
+    third = await limiter.acquire()
+    assert third.granted_at - second.granted_at == pytest.approx(0.5 / limiter.rate)
+
+
+# -- cancellation -------------------------------------------------------------------------------
+
+
+async def test_cancelled_waiters_take_no_permit_and_hold_up_nobody() -> None:
+    limiter = LocalRateLimiter(LIMIT)
+    reference = [p.granted_at for p in await grant_all(LocalRateLimiter(LIMIT), 6)]
+    start = anyio.current_time()
+    kept: list[float] = []
+
+    async def keep() -> None:
+        kept.append((await limiter.acquire()).granted_at - start)
+
+    async def give_up(after: float) -> None:
+        with anyio.move_on_after(after):
+            await limiter.acquire()
+            pytest.fail("should have been cancelled first")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(keep)  # the first: granted at once
+        group.start_soon(give_up, 0.2)  # the pump when cancelled
+        group.start_soon(give_up, 0.3)
+        for _ in range(3):
+            group.start_soon(keep)
+        group.start_soon(give_up, 1.0)
+        group.start_soon(keep)
+        group.start_soon(give_up, 3.0)
+    offsets = [t - reference[0] for t in reference[:5]]
+    assert kept == pytest.approx(offsets)  # as if the cancelled ones never came
+    stats = limiter.statistics()
+    assert (stats.permits_granted, stats.waiting) == (5, 0)
+
+
+async def test_a_waiter_cancelled_right_as_it_is_promoted_passes_the_turn_on() -> None:
+    limiter = LocalRateLimiter(LIMIT)
+    await limiter.acquire()
+    times: list[float] = []
+    promoted: asyncio.Task[Permit] | None = None
+
+    async def pump() -> None:
+        times.append((await limiter.acquire()).granted_at)
+        # acquire() just promoted the next waiter to pump; cancel it before it runs (a bare
+        # task.cancel() lands even though its wake-up is already scheduled).
+        assert promoted is not None
+        promoted.cancel()
+
+    async def last() -> None:
+        times.append((await limiter.acquire()).granted_at)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(pump)
+        await anyio.lowlevel.checkpoint()
+        promoted = asyncio.get_running_loop().create_task(limiter.acquire())
+        await anyio.lowlevel.checkpoint()
+        group.start_soon(last)
+    with pytest.raises(asyncio.CancelledError):
+        await promoted
+    assert times[1] - times[0] == pytest.approx(1 / limiter.rate)
+    assert limiter.statistics().permits_granted == 3
+
+
+async def test_a_waiter_cancelled_just_after_its_permit_came_hands_it_to_the_next() -> None:
+    # Two identical limiters arm identical timers, so the second one's caller runs in the
+    # instant between the first one handing a slot to a waiter and that waiter resuming.
+    mine, other = LocalRateLimiter(LIMIT), LocalRateLimiter(LIMIT)
+    await mine.acquire()
+    await other.acquire()
+    loop = asyncio.get_running_loop()
+    permits: dict[str, Permit] = {}
+    unlucky: asyncio.Task[Permit] | None = None
+
+    async def take(limiter: LocalRateLimiter, name: str, priority: Priority) -> None:
+        permits[name] = await limiter.acquire(priority=priority)
+        if name == "other":
+            assert unlucky is not None
+            unlucky.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(take, mine, "pump", Priority.SUBMIT)
+        group.start_soon(take, other, "other", Priority.SUBMIT)
+        await anyio.lowlevel.checkpoint()
+        unlucky = loop.create_task(mine.acquire(priority=Priority.POLL))  # head of the queue
+        await anyio.lowlevel.checkpoint()
+        group.start_soon(take, mine, "next", Priority.POLL)
+    with pytest.raises(asyncio.CancelledError):
+        await unlucky
+    assert permits["next"].granted_at == permits["other"].granted_at  # the same slot, on time
+    assert permits["next"].serial == 2
+    assert permits["pump"].granted_at - permits["next"].granted_at == pytest.approx(1 / mine.rate)
+    assert mine.statistics().permits_granted == 3
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+async def test_statistics_count_permits_and_waiting_time() -> None:
+    limiter = LocalRateLimiter(LIMIT)
+    interval = 1 / limiter.rate
+    seen_waiting: list[int] = []
+
+    async def watch() -> None:
+        await anyio.sleep(0.1)
+        seen_waiting.append(limiter.statistics().waiting)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        group.start_soon(grant_all, limiter, 3)
+    stats = limiter.statistics()
+    assert seen_waiting == [2]
+    assert stats.permits_granted == 3
+    assert stats.waiting == 0
+    # Granted at 0, 0.5 and 1.5 intervals (the bucket's half-permit of catch-up).
+    assert stats.total_wait_time == pytest.approx(2.0 * interval)
+    assert (stats.server_pauses, stats.rate_limited_responses, stats.paused_until) == (0, 0, None)
+    assert stats.limit == LIMIT

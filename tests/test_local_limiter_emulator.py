@@ -1,0 +1,103 @@
+"""The real client, its LocalRateLimiter and the emulator together, in process on virtual time.
+
+The issue's definition of done: with ``plan="pro"``, thousands of concurrent calls and not a
+single 429, whatever the server's window kind and reset format; and the feedback from headers
+keeps two processes that share a token (each with its own limiter) from trading 429s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from grok_imagine_async import AsyncGrokImagine, LocalRateLimiter, RateLimit
+from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
+
+
+def utilization(emulator: Emulator, limit: RateLimit) -> float:
+    """Admitted requests per quota over the time they span."""
+    times = emulator.request_times(admitted_only=True)
+    windows = (times[-1] - times[0]) / limit.period
+    return len(times) / (limit.requests * windows)
+
+
+@pytest.mark.parametrize(("window", "reset_format"), [("sliding", "seconds"), ("fixed", "unix")])
+async def test_pro_plan_fires_thousands_of_concurrent_calls_without_a_429(
+    window: str, reset_format: str
+) -> None:
+    emulator = Emulator(
+        EmulatorConfig(tokens={"t": "pro"}, window=window, reset_format=reset_format, seed=1)
+    )
+    async with AsyncGrokImagine(api_key="t", plan="pro", http_client=emulator.client("t")) as grok:
+        task_id = await grok.generate("a lighthouse")
+
+        async def call(i: int) -> None:
+            if i % 10 == 0:
+                await grok.generate(f"wave {i}")
+            else:
+                await grok.get_task(task_id)
+
+        async with anyio.create_task_group() as group:
+            for i in range(3000):
+                group.start_soon(call, i)
+        limiter_stats = grok.limiter.statistics()
+    stats = emulator.statistics()
+    assert stats.rate_limited == 0
+    assert stats.requests_total == 3001 == limiter_stats.permits_granted  # every request paced
+    assert emulator.max_window_count(60.0) <= 1000
+    assert utilization(emulator, RateLimit(1000, 60.0)) >= 0.98
+    assert limiter_stats.server_pauses == limiter_stats.rate_limited_responses == 0
+
+
+async def test_clients_sharing_one_limiter_share_one_quota() -> None:
+    limit = RateLimit(100, 10.0)
+    emulator = Emulator(EmulatorConfig(tokens={"t": limit}, seed=1))
+    limiter = LocalRateLimiter(limit)
+    first = AsyncGrokImagine(api_key="t", limiter=limiter, http_client=emulator.client("t"))
+    second = AsyncGrokImagine(api_key="t", limiter=limiter, http_client=emulator.client("t"))
+    async with first, second:
+        task_id = await first.generate("a kite")
+        async with anyio.create_task_group() as group:
+            for i in range(400):
+                group.start_soon((first, second)[i % 2].get_task, task_id)
+    assert emulator.statistics().rate_limited == 0
+    assert emulator.max_window_count(limit.period) <= limit.requests
+    assert limiter.statistics().permits_granted == 401
+
+
+@pytest.mark.parametrize("window", ["sliding", "fixed"])
+async def test_two_processes_on_one_token_settle_on_sharing_it(window: str) -> None:
+    # Two clients with their own limiters stand for two processes: each paces to the whole
+    # quota, so together they ask for twice what the token allows. The headers must tell each
+    # of them about the other.
+    limit = RateLimit(100, 10.0)
+    emulator = Emulator(EmulatorConfig(tokens={"t": limit}, window=window, seed=1))
+    clients = [
+        AsyncGrokImagine(api_key="t", plan=limit, http_client=emulator.client("t"), max_retries=20)
+        for _ in range(2)
+    ]
+    task_id = await clients[0].generate("a kite")
+
+    async def flood(grok: AsyncGrokImagine) -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(600):
+                group.start_soon(grok.get_task, task_id)
+
+    async with anyio.create_task_group() as group:
+        for grok in clients:
+            group.start_soon(flood, grok)
+    for grok in clients:
+        await grok.aclose()
+    stats = emulator.statistics()
+    assert stats.rate_limited <= 0.01 * stats.requests_total  # deaf to headers: about 1 in 2
+    assert utilization(emulator, limit) >= 0.95
+    assert all(grok.limiter.statistics().permits_granted >= 500 for grok in clients)  # fairly
