@@ -68,7 +68,8 @@ async def running(emulator: Emulator, **options: Any) -> AsyncIterator[Served]:
     """The example app, started against ``emulator``; stopped (its lifespan ended) on exit."""
     async with emulator.client(token=None) as upstream:
         app = load_example().create_app(api_key=TOKEN, http_client=upstream, **options)
-        async with app.router.lifespan_context(app), client_of(app) as web:
+        # The lifespan ends first: requests still running then see the app shut down.
+        async with client_of(app) as web, app.router.lifespan_context(app):
             yield Served(web, app)
 
 
@@ -105,15 +106,17 @@ def parse_sse(text: str) -> list[SseEvent]:
     return events
 
 
-async def wait_until_status(web: httpx.AsyncClient, video_id: str, *wanted: str) -> dict[str, Any]:
-    """Poll the app (not the API) every virtual second until the job reaches a wanted status."""
+async def wait_until_status(
+    web: httpx.AsyncClient, video_id: str, *wanted: str, every: float = 1.0
+) -> dict[str, Any]:
+    """Poll the app (not the API) until the job reaches a wanted status."""
     while True:
         answer = await web.get(f"/videos/{video_id}")
         assert answer.status_code == 200, answer.text
         body: dict[str, Any] = answer.json()
         if body["status"] in wanted:
             return body
-        await anyio.sleep(1.0)
+        await anyio.sleep(every)
 
 
 def assert_no_secret(*texts: str) -> None:

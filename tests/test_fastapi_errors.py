@@ -1,0 +1,132 @@
+"""The pure parts of the FastAPI integration: exception -> HTTP answer, and the SSE format."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from grok_imagine_async import (
+    AmbiguousSubmitError,
+    APIConnectionError,
+    APIResponseValidationError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    BudgetExceededError,
+    ConfigurationError,
+    GrokImagineError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    Task,
+    TaskFailedError,
+    TaskStatus,
+)
+from grok_imagine_async.fastapi import (
+    BacklogFullError,
+    HTTPProblem,
+    SchedulerStoppedError,
+    http_error_for,
+    sse_event,
+)
+
+SECRET = "sk-live-0d4b-secret"
+
+
+def failed_task(message: str | None, status: TaskStatus = TaskStatus.FAILED) -> TaskFailedError:
+    return TaskFailedError(
+        Task(task_id="task_1", status=status, raw_status=status.value, error_message=message)
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (InvalidRequestError("invalid generation request: prompt: empty"), 422, "invalid_request"),
+        (BadRequestError("bad", status_code=400), 422, "rejected_by_upstream"),
+        (failed_task("Inappropriate content, please try another prompt."), 422, "content_policy"),
+        (failed_task("File type not supported"), 422, "invalid_input"),
+        (failed_task("Network error, please try again later."), 502, "transient"),
+        (failed_task("grok imagine build failed"), 502, "generation_failed"),
+        (failed_task("Something odd"), 502, "unknown"),
+        (failed_task(None, TaskStatus.COMPLETED), 502, "no_result"),
+        (BudgetExceededError(max_credits=80, committed_credits=80), 402, "budget_exceeded"),
+        (BacklogFullError(queued=300, retry_after=7.2), 429, "too_many_pending"),
+        (
+            RateLimitError("slow down", status_code=429, retry_after=12.5),
+            503,
+            "upstream_rate_limited",
+        ),
+        (SchedulerStoppedError("stopped"), 503, "unavailable"),
+        (APITimeoutError("read timeout"), 504, "upstream_timeout"),
+        (AmbiguousSubmitError("lost"), 502, "ambiguous_submit"),
+        (AuthenticationError("bad token", status_code=401), 502, "upstream_error"),
+        (ServerError("boom", status_code=500), 502, "upstream_error"),
+        (NotFoundError("no task", status_code=404), 502, "upstream_error"),
+        (APIConnectionError("refused"), 502, "upstream_error"),
+        (APIResponseValidationError("not json"), 502, "upstream_error"),
+        (ConfigurationError("no API key"), 500, "internal_error"),
+        (GrokImagineError("something"), 500, "internal_error"),
+        (ZeroDivisionError("a bug"), 500, "internal_error"),
+    ],
+)
+def test_each_exception_has_its_answer(exc: BaseException, status: int, code: str) -> None:
+    problem = http_error_for(exc)
+    assert (problem.status_code, problem.code) == (status, code)
+    assert problem.detail
+
+
+def test_retry_after_is_given_in_whole_seconds_when_waiting_helps() -> None:
+    backlog = http_error_for(BacklogFullError(queued=300, retry_after=7.2))
+    upstream = http_error_for(RateLimitError("slow", status_code=429, retry_after=0.2))
+    unknown = http_error_for(RateLimitError("slow", status_code=429))
+    assert backlog.headers == {"Retry-After": "8"}
+    assert upstream.headers == {"Retry-After": "1"}
+    assert unknown.headers == {"Retry-After": "60"}
+    assert http_error_for(ServerError("x", status_code=500)).headers == {}
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ServerError(f"upstream echoed Bearer {SECRET}", status_code=500, body={"t": SECRET}),
+        AuthenticationError(f"token {SECRET} revoked", status_code=401),
+        APIConnectionError(f"connect to https://x?key={SECRET} failed"),
+        AmbiguousSubmitError(f"lost ({SECRET})"),
+        ZeroDivisionError(SECRET),
+    ],
+)
+def test_upstream_text_is_never_relayed(exc: BaseException) -> None:
+    # Even if some text upstream carried a secret, the caller would not see it.
+    assert SECRET not in http_error_for(exc).detail
+
+
+def test_the_problem_is_a_frozen_value() -> None:
+    problem = HTTPProblem(402, "budget_exceeded", "spent")
+    with pytest.raises(AttributeError):
+        problem.status_code = 200  # type: ignore[misc]
+
+
+def test_an_event_is_event_id_and_one_data_line() -> None:
+    text = sse_event({"status": "running", "note": "two\nlines"}, event="status", event_id="3")
+    assert text.endswith("\n\n")
+    lines = text[:-2].split("\n")
+    assert lines[:2] == ["event: status", "id: 3"]
+    assert len(lines) == 3 and lines[2].startswith("data: ")
+    assert json.loads(lines[2].removeprefix("data: ")) == {
+        "status": "running",
+        "note": "two\nlines",
+    }
+
+
+def test_an_event_name_cannot_break_the_framing() -> None:
+    text = sse_event(1, event="a\n\ndata: forged")
+    assert text == "event: a  data: forged\ndata: 1\n\n"
+
+
+def test_unicode_is_sent_as_is() -> None:
+    assert sse_event({"prompt": "un chat sur un toit à Paris"}) == (
+        'data: {"prompt":"un chat sur un toit à Paris"}\n\n'
+    )

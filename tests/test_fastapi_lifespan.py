@@ -1,0 +1,299 @@
+"""grok_imagine_lifespan and the dependencies, in apps of our own (not the example's)."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
+from test_fastapi import TOKEN, client_of, emulator_for
+
+from grok_imagine_async import (
+    AsyncGrokImagine,
+    ConfigurationError,
+    JobEvent,
+    JobFinished,
+    JobScheduler,
+    JobState,
+    build_request,
+)
+from grok_imagine_async.fastapi import (
+    GrokClient,
+    GrokImagineResources,
+    GrokJobs,
+    GrokScheduler,
+    JobRegistry,
+    grok_imagine_lifespan,
+    install_error_handlers,
+)
+from grok_imagine_async.testing import EmulatorConfig, VirtualTimeEventLoop
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
+
+
+def small_app(upstream: httpx.AsyncClient, **options: Any) -> FastAPI:
+    """An app using all three dependencies, on the in-process emulator."""
+    lifespan = functools.partial(
+        grok_imagine_lifespan, api_key=TOKEN, http_client=upstream, **options
+    )
+    app = FastAPI(lifespan=lifespan)
+    install_error_handlers(app)
+
+    @app.post("/videos", status_code=202)
+    async def start(prompt: str, jobs: GrokJobs) -> dict[str, str]:
+        job = await jobs.submit(prompt)
+        return {"id": job.key}
+
+    @app.get("/videos/{video_id}")
+    async def look(video_id: str, jobs: GrokJobs) -> dict[str, Any]:
+        job = await jobs.get(video_id)
+        if job is None:
+            raise HTTPException(404)
+        return {"status": job.status.value}
+
+    @app.get("/whoami")
+    async def whoami(client: GrokClient, scheduler: GrokScheduler) -> dict[str, Any]:
+        return {
+            "client": id(client),
+            "scheduler": id(scheduler),
+            "limit": client.rate_limit.requests,
+        }
+
+    return app
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_of(app) as web, app.router.lifespan_context(app):
+        yield web
+
+
+async def test_every_request_gets_the_apps_one_client_and_scheduler() -> None:
+    emulator = emulator_for()
+    async with emulator.client(token=None) as upstream:
+        app = small_app(upstream, plan="pro")
+        async with serving(app) as web:
+            answers = [(await web.get("/whoami")).json() for _ in range(3)]
+            resources = app.state.grok_imagine
+    assert isinstance(resources, GrokImagineResources)
+    assert isinstance(resources.scheduler, JobScheduler)
+    assert answers == [answers[0]] * 3
+    assert answers[0] == {
+        "client": id(resources.client),
+        "scheduler": id(resources.scheduler),
+        "limit": 1000,
+    }
+    assert not hasattr(app.state, "grok_imagine")  # gone after shutdown
+
+
+async def test_without_the_lifespan_a_handler_fails_with_a_bare_500() -> None:
+    emulator = emulator_for()
+    async with emulator.client(token=None) as upstream:
+        app = small_app(upstream)
+        async with client_of(app) as web:  # the lifespan never ran
+            answer = await web.post("/videos?prompt=a+cat")
+    assert answer.status_code == 500
+    assert answer.text == "Internal Server Error"
+
+
+async def test_a_prompt_the_library_refuses_is_422() -> None:
+    emulator = emulator_for()
+    async with emulator.client(token=None) as upstream, serving(small_app(upstream)) as web:
+        answer = await web.post("/videos", params={"prompt": "   "})
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "invalid_request"
+    assert emulator.statistics().requests_total == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"stream_results": True}, "stream_results cannot be used"),
+        ({"client_factory": lambda: None, "api_key": "x"}, "either client_factory"),
+    ],
+)
+async def test_settings_that_cannot_work_are_refused_at_startup(
+    options: dict[str, Any], message: str
+) -> None:
+    app = FastAPI()
+    with pytest.raises(ValueError, match=message):
+        async with grok_imagine_lifespan(app, **options):
+            pass
+
+
+async def test_a_missing_api_key_fails_the_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GROK_IMAGINE_API_KEY", raising=False)
+    app = FastAPI(lifespan=grok_imagine_lifespan)
+    with pytest.raises(ConfigurationError, match="no API key"):
+        async with app.router.lifespan_context(app):
+            pass
+
+
+async def test_the_client_factory_client_is_closed_at_shutdown() -> None:
+    made: list[AsyncGrokImagine] = []
+
+    def factory() -> AsyncGrokImagine:
+        # Its own connection pool, to a closed local port: it must never be used here.
+        made.append(AsyncGrokImagine(api_key=TOKEN, base_url="http://127.0.0.1:9"))
+        return made[0]
+
+    app = FastAPI(lifespan=functools.partial(grok_imagine_lifespan, client_factory=factory))
+    async with app.router.lifespan_context(app):
+        assert app.state.grok_imagine.client is made[0]
+    with pytest.raises(RuntimeError, match="closed"):
+        await made[0].get_task("task_1")
+
+
+async def test_your_hook_sees_every_event_after_the_registry() -> None:
+    seen: list[JobEvent] = []
+    emulator = emulator_for()
+    async with emulator.client(token=None) as upstream:
+        app = small_app(upstream, on_event=seen.append)
+        async with serving(app) as web:
+            video_id = (await web.post("/videos", params={"prompt": "a cat"})).json()["id"]
+            job = await app.state.grok_imagine.jobs.get(video_id)
+            result = await app.state.grok_imagine.jobs.wait_finished(job)
+    assert result.ok
+    assert [type(e).__name__ for e in seen] == ["JobQueued", "JobSubmitted", "JobFinished"]
+    assert isinstance(seen[-1], JobFinished) and seen[-1].key == video_id
+
+
+async def test_it_composes_with_your_lifespan_and_lets_your_errors_through() -> None:
+    emulator = emulator_for()
+    order: list[str] = []
+    async with emulator.client(token=None) as upstream:
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            order.append("before")
+            async with grok_imagine_lifespan(app, api_key=TOKEN, http_client=upstream):
+                order.append("inside")
+                yield
+            order.append("after")
+
+        app = FastAPI(lifespan=lifespan)
+        with pytest.raises(KeyError):  # as is, not wrapped in an ExceptionGroup
+            async with app.router.lifespan_context(app):
+                raise KeyError("a bug of yours")
+        async with app.router.lifespan_context(app):
+            pass
+    assert order == ["before", "inside", "before", "inside", "after"]
+
+
+async def test_the_registry_forgets_the_oldest_finished_jobs_beyond_its_size() -> None:
+    emulator = emulator_for()
+    async with emulator.client(token=None) as upstream:
+        app = small_app(upstream, max_jobs=2)
+        async with serving(app) as web:
+            jobs: JobRegistry = app.state.grok_imagine.jobs
+            running = (await web.post("/videos", params={"prompt": "slow [duration:900]"})).json()
+            ids = []
+            for n in range(3):
+                ids.append(
+                    (await web.post("/videos", params={"prompt": f"quick {n}"})).json()["id"]
+                )
+                job = await jobs.get(ids[-1])
+                assert job is not None
+                await jobs.wait_finished(job)
+            statuses = [(await web.get(f"/videos/{i}")).status_code for i in ids]
+            still_running = await web.get(f"/videos/{running['id']}")
+            size = len(jobs)
+    # The unfinished job is never forgotten; of the finished ones, the two most recent stay.
+    assert still_running.json() == {"status": "running"}
+    assert statuses == [404, 404, 200]
+    assert size == 2
+
+
+async def test_progress_is_an_estimate_from_0_to_1() -> None:
+    emulator = emulator_for()
+    async with emulator.client(token=None) as upstream:
+        app = small_app(upstream, max_in_flight=1)
+        async with serving(app) as web:
+            jobs: JobRegistry = app.state.grok_imagine.jobs
+            first = await jobs.get((await web.post("/videos?prompt=a+[duration:60]")).json()["id"])
+            second = await jobs.get((await web.post("/videos?prompt=b+[duration:1]")).json()["id"])
+            assert first is not None and second is not None
+            while first.status is not JobState.RUNNING:
+                await jobs.wait_changed(first, first.status)
+            seen = []
+            while not first.status.is_final:
+                seen.append(jobs.progress(first))
+                assert jobs.progress(second) == 0.0  # waiting its turn
+                with anyio.move_on_after(5):
+                    await jobs.wait_finished(first)
+            assert jobs.progress(first) == 1.0
+    assert seen[0] is not None and seen[0] < 0.1
+    assert seen == sorted(seen)
+    assert all(p is not None and 0 <= p < 1 for p in seen)
+
+
+# -- the README's pattern, as written there ----------------------------------------------------
+
+
+class VideoIn(BaseModel):
+    prompt: str = Field(min_length=1, max_length=2000)
+    ratio: str = "1:1"
+
+
+def readme_app() -> FastAPI:
+    app = FastAPI(lifespan=grok_imagine_lifespan)  # token, plan: $GROK_IMAGINE_API_KEY, _PLAN
+    install_error_handlers(app)  # our errors -> 422/402/429/502/503/504, never a stack trace
+
+    @app.post("/videos", status_code=202)
+    async def start_video(body: VideoIn, jobs: GrokJobs) -> dict[str, str]:
+        job = await jobs.submit(build_request(body.prompt, ratio=body.ratio))
+        return {"id": job.key}  # queued: the app's scheduler submits and polls it
+
+    @app.get("/videos/{video_id}")
+    async def get_video(video_id: str, jobs: GrokJobs) -> dict[str, Any]:
+        job = await jobs.get(video_id)
+        if job is None:
+            raise HTTPException(404, "no such video")
+        videos = list(job.result.videos) if job.result else []
+        return {"status": job.status.value, "progress": jobs.progress(job), "videos": videos}
+
+    return app
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("served_emulator", [EmulatorConfig(tokens={TOKEN: "pro"})], indirect=True)
+async def test_the_readme_pattern_serves_rate_limited_videos(
+    served_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GROK_IMAGINE_API_KEY", TOKEN)
+    monkeypatch.setenv("GROK_IMAGINE_BASE_URL", served_emulator.url)
+    monkeypatch.setenv("GROK_IMAGINE_PLAN", "pro")
+    app = readme_app()
+    async with serving(app) as web:
+        started = [await web.post("/videos", json={"prompt": f"a kite {n}"}) for n in range(20)]
+        refused = await web.post("/videos", json={"prompt": "a kite", "ratio": "4:3"})
+        with anyio.fail_after(10):
+            while app.state.grok_imagine.scheduler.statistics().in_flight < 20:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        looked = [(await web.get(f"/videos/{a.json()['id']}")).json() for a in started]
+    assert [a.status_code for a in started] == [202] * 20
+    assert refused.status_code == 422
+    assert all(body["status"] == "running" for body in looked)
+    stats = served_emulator.emulator.statistics()
+    assert stats.tasks_created == 20
+    assert stats.rate_limited == 0
+
+
+def test_a_missing_fastapi_is_named_with_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "grok_imagine_async.fastapi")
+    with pytest.raises(ImportError, match=r'pip install "grok-imagine-async\[fastapi\]"'):
+        importlib.import_module("grok_imagine_async.fastapi")

@@ -1,0 +1,155 @@
+"""Stopping the example app with jobs in flight, resuming them from a journal, a revoked token.
+
+In process through ``httpx.ASGITransport``, on virtual time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from test_fastapi import (
+    TOKEN,
+    Served,
+    emulator_for,
+    parse_sse,
+    running,
+    wait_until_status,
+)
+
+from grok_imagine_async import DurationModel, PollPolicy
+from grok_imagine_async.testing import VirtualTimeEventLoop
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
+
+
+async def start_running(served: Served, prompt: str) -> str:
+    answer = await served.web.post("/videos", json={"prompt": prompt})
+    assert answer.status_code == 202
+    video_id: str = answer.json()["id"]
+    await wait_until_status(served.web, video_id, "running", every=0.05)
+    return video_id
+
+
+async def test_shutdown_with_jobs_in_flight_is_prompt_and_logs_each_job(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    emulator = emulator_for()
+    answers: dict[str, httpx.Response] = {}
+    async with anyio.create_task_group() as clients:
+        async with running(emulator, heartbeat=5.0) as served:
+            ids = [await start_running(served, f"a long film {n} [duration:600]") for n in range(3)]
+
+            async def follow() -> None:
+                answers["events"] = await served.web.get(f"/videos/{ids[0]}/events")
+
+            async def wait_for_one() -> None:
+                answers["wait"] = await served.web.post(
+                    "/videos?wait=true&timeout=60", json={"prompt": "another [duration:600]"}
+                )
+
+            clients.start_soon(follow)
+            clients.start_soon(wait_for_one)
+            await anyio.wait_all_tasks_blocked()
+            task_ids = {job.key: job.task_id for job in served.resources.jobs.unfinished()}
+            stopping = anyio.current_time()
+        shutdown_took = anyio.current_time() - stopping
+    assert shutdown_took < 0.5  # cancelled, not waited for
+    last = parse_sse(answers["events"].text)[-1]
+    assert (last.event, last.data["error"]) == ("error", "unavailable")
+    assert answers["wait"].status_code == 503
+    assert answers["wait"].json()["error"] == "unavailable"
+    assert "shutting down with 4 unfinished video jobs and no journal" in caplog.text
+    for video_id in ids:
+        assert f"unfinished video job {video_id}: running, task {task_ids[video_id]}" in caplog.text
+    assert TOKEN not in caplog.text
+    # Every task paid for is in the log (the wait-mode job may or may not have been sent yet).
+    reported = re.findall(r"unfinished video job \w+: \w+, task (task_\w+)", caplog.text)
+    stats = emulator.statistics()
+    assert stats.tasks_created == len(set(reported)) >= 3
+    assert stats.duplicate_submissions == {}
+
+
+async def test_shutdown_with_nothing_in_flight_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running(emulator_for()) as served:
+        answer = await served.web.post(
+            "/videos?wait=true&timeout=60", json={"prompt": "a cat [duration:2]"}
+        )
+        assert answer.status_code == 200
+    assert "unfinished" not in caplog.text
+
+
+# SQLite runs in worker threads, which a virtual clock would jump over: real time here, with
+# generations of a fraction of a second and a quota that paces requests 12 ms apart.
+FAST = {
+    "plan": "enterprise",
+    "duration_model": DurationModel(prior_median=0.3),
+    "poll": PollPolicy(wait_initial=0.05, wait_max=0.2),
+}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_jobs_in_flight_at_shutdown_resume_from_the_journal_next_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    journal = tmp_path / "videos.db"
+    emulator = emulator_for(tokens={TOKEN: "enterprise"})
+    async with running(emulator, journal=journal, **FAST) as served:
+        finished = await served.web.post(
+            "/videos?wait=true&timeout=20", json={"prompt": "a short one [duration:0.2]"}
+        )
+        assert finished.status_code == 200
+        ids = [await start_running(served, f"a long one {n} [duration:1.5]") for n in range(2)]
+    assert "2 unfinished video jobs; they stay in the journal" in caplog.text
+    assert "unfinished video job " not in caplog.text  # no per-job list: nothing is lost
+
+    async with running(emulator, journal=journal, **FAST) as served:
+        again = await wait_until_status(served.web, finished.json()["id"], "completed", every=0.05)
+        assert again["videos"] == finished.json()["videos"]  # answered from the journal
+        resumed = [await wait_until_status(served.web, i, "completed", every=0.05) for i in ids]
+        unknown = await served.web.get("/videos/" + "0" * 32)
+    assert all(len(body["videos"]) == 2 for body in resumed)
+    assert unknown.status_code == 404
+    stats = emulator.statistics()
+    assert stats.tasks_created == 3  # resumed by polling their tasks: nothing paid twice
+    assert set(stats.posts_per_prompt.values()) == {1}
+
+
+async def test_a_revoked_token_stops_the_scheduler_but_the_app_still_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    emulator = emulator_for(tokens={"someone-else": "free"})  # our token is refused: 401
+    async with running(emulator) as served:
+        first = await served.web.post("/videos", json={"prompt": "a cat"})
+        assert first.status_code == 202
+        while not served.resources.jobs.closed:  # noqa: ASYNC110 - no event tells of it
+            await anyio.sleep(0.5)
+        later = await served.web.post("/videos", json={"prompt": "a dog"})
+        looked_up = await served.web.get(f"/videos/{first.json()['id']}")
+        events = await served.web.get(f"/videos/{first.json()['id']}/events")
+    assert later.status_code == 503
+    assert later.json() == {
+        "detail": "video generation is not available right now",
+        "error": "unavailable",
+    }
+    assert looked_up.status_code == 200
+    assert looked_up.json()["status"] in ("queued", "submitting")
+    assert parse_sse(events.text)[-1].event == "error"
+    assert "the video scheduler stopped, no more jobs can run: 401" in caplog.text
+    assert TOKEN not in caplog.text
+    assert emulator.statistics().unauthorized == 1
