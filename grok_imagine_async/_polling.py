@@ -14,9 +14,15 @@ detects completions sooner.
 
 from __future__ import annotations
 
+import bisect
 import math
+import random
+from collections import deque
 from dataclasses import dataclass
 from statistics import NormalDist
+
+from ._backoff import PollPolicy, backoff_delay
+from ._plans import RateLimit
 
 _STANDARD = NormalDist()
 
@@ -141,3 +147,84 @@ def success_probability_for(utilization: float, *, low: float = 0.6, high: float
     if utilization >= 0.9:
         return high
     return low + (high - low) * (utilization - 0.5) / 0.4
+
+
+class PollPlanner:
+    """Decides when the scheduler looks at each running job. No I/O; time is passed in.
+
+    It combines the :class:`DurationModel`, how busy the quota has been lately (requests noted
+    with :meth:`note_request`), and the bounds of a :class:`PollPolicy`:
+
+    - the first look comes when the model says the job is probably done;
+    - later looks follow the same model, never sooner than the policy's capped exponential
+      floor (``wait_initial * wait_factor**misses``) and never more than ``wait_max`` apart;
+    - a job resumed from a journal (age unknown) is looked at at once;
+    - every delay is jittered by ``wait_jitter`` so jobs submitted together spread out.
+
+    Args:
+        limit: The quota the requests are paced to.
+        policy: The bounds of the schedule.
+        model: The duration model (learned in place).
+        rng: Source of jitter.
+    """
+
+    def __init__(
+        self, limit: RateLimit, policy: PollPolicy, model: DurationModel, rng: random.Random
+    ) -> None:
+        self.limit = limit
+        self.policy = policy
+        self.model = model
+        self._rng = rng
+        self._recent: deque[float] = deque()
+
+    def note_request(self, now: float) -> None:
+        """Count one request sent at ``now`` toward the recent utilization."""
+        self._recent.append(now)
+        horizon = now - self.limit.period
+        while self._recent and self._recent[0] <= horizon:
+            self._recent.popleft()
+
+    def requests_since(self, since: float) -> int:
+        """Requests noted after ``since`` (within the last period)."""
+        return len(self._recent) - bisect.bisect_right(self._recent, since)
+
+    def utilization(self, now: float) -> float:
+        """Requests over the last quarter period, as a fraction of what the quota allows.
+
+        A quarter period smooths out momentary queues (a burst of submissions at start is not
+        saturation) while noticing within seconds when polls start competing for quota.
+        """
+        window = self.limit.period / 4
+        return self.requests_since(now - window) / (self.limit.per_second * window)
+
+    def delay(self, *, now: float, submitted_at: float | None, polls: int) -> float:
+        """Seconds from ``now`` until the next look at a job.
+
+        Args:
+            now: The current time.
+            submitted_at: When the job's task was created, None if unknown (resumed).
+            polls: Looks already spent on it.
+        """
+        policy = self.policy
+        if submitted_at is None:
+            delay = 0.0 if polls == 0 else policy.wait_initial
+        else:
+            delay = next_poll_delay(
+                now - submitted_at,
+                self.model,
+                success_probability=success_probability_for(self.utilization(now)),
+                min_interval=0.0,
+                max_interval=math.inf,
+            )
+            if polls > 0:
+                floor = backoff_delay(
+                    polls - 1,
+                    wait_initial=policy.wait_initial,
+                    wait_factor=policy.wait_factor,
+                    wait_max=policy.wait_max,
+                    wait_jitter=0.0,
+                    rand=0.5,
+                )
+                delay = min(policy.wait_max, max(floor, delay))
+        jitter = policy.wait_jitter * (2.0 * self._rng.random() - 1.0)
+        return max(0.0, delay * (1.0 + jitter))

@@ -14,7 +14,6 @@ Nothing outlives the ``async with`` block.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
 import math
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ._backoff import PollPolicy, backoff_delay
+from ._backoff import PollPolicy
 from ._errors import (
     AmbiguousSubmitError,
     APIError,
@@ -58,7 +57,7 @@ from ._jobs import (
     request_key,
 )
 from ._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, Task, TaskStatus
-from ._polling import DurationModel, next_poll_delay, success_probability_for
+from ._polling import DurationModel, PollPlanner
 
 if TYPE_CHECKING:
     from ._client import AsyncGrokImagine
@@ -229,7 +228,6 @@ class JobScheduler:
             raise ValueError("max_downloads and results_buffer must be >= 1")
         self._client = client
         self._max_in_flight = max_in_flight
-        self._poll = poll or DEFAULT_SCHEDULER_POLL
         self._max_credits = max_credits
         self._resubmit = resubmit
         self._resubmit_on = frozenset(resubmit_on)
@@ -240,8 +238,12 @@ class JobScheduler:
         self._on_event = on_event
         self._streaming = stream_results
         self._results_buffer = results_buffer
-        self._model = duration_model or DurationModel()
-        self._rng = rng or random.Random()
+        self._planner = PollPlanner(
+            client.limiter.limit,
+            poll or DEFAULT_SCHEDULER_POLL,
+            duration_model or DurationModel(),
+            rng or random.Random(),
+        )
         self._limit = client.limiter.limit
 
         self._jobs: dict[str, Job] = {}
@@ -249,7 +251,6 @@ class JobScheduler:
         self._heap: list[tuple[float, int, Job]] = []
         self._seq = itertools.count()
         self._backlog: deque[JobResult] = deque()
-        self._recent: deque[float] = deque()
         self._counts = dict.fromkeys(JobState, 0)
         self._submissions = self._polls = self._credits = self._reserved = 0
         self._input_closed = False
@@ -579,7 +580,7 @@ class JobScheduler:
             self._reschedule(job, looked_at=now)
             return
         if job._submitted_at is not None and task.status is TaskStatus.COMPLETED:
-            self._model.observe(job._last_look - job._submitted_at, now - job._submitted_at)
+            self._planner.model.observe(job._last_look - job._submitted_at, now - job._submitted_at)
         if task.succeeded:
             if self._download_dir is not None:
                 await self._queue_download(job, task)
@@ -609,36 +610,7 @@ class JobScheduler:
         self._schedule(job, now + self._poll_delay(job, now))
 
     def _poll_delay(self, job: Job, now: float) -> float:
-        """When to look at ``job`` next.
-
-        The first look comes when the learned model says the job is probably done (how
-        probably depends on how busy the quota is). Later looks follow the same model, but
-        never sooner than the capped exponential floor of the poll policy, and never more
-        than ``wait_max`` apart. Jitter spreads jobs submitted together.
-        """
-        policy = self._poll
-        if job._submitted_at is None:  # resumed from a journal: age unknown, look at once
-            delay = 0.0 if job._polls == 0 else policy.wait_initial
-        else:
-            delay = next_poll_delay(
-                now - job._submitted_at,
-                self._model,
-                success_probability=success_probability_for(self._utilization(now)),
-                min_interval=0.0,
-                max_interval=math.inf,
-            )
-            if job._polls > 0:
-                floor = backoff_delay(
-                    job._polls - 1,
-                    wait_initial=policy.wait_initial,
-                    wait_factor=policy.wait_factor,
-                    wait_max=policy.wait_max,
-                    wait_jitter=0.0,
-                    rand=0.5,
-                )
-                delay = min(policy.wait_max, max(floor, delay))
-        jitter = policy.wait_jitter * (2.0 * self._rng.random() - 1.0)
-        return max(0.0, delay * (1.0 + jitter))
+        return self._planner.delay(now=now, submitted_at=job._submitted_at, polls=job._polls)
 
     # -- downloading -----------------------------------------------------------------------
 
@@ -733,7 +705,7 @@ class JobScheduler:
         now = anyio.current_time()
         limiter = self._client.limiter.statistics()
         period = self._limit.period
-        self._trim(now)
+        span = max(min(period, now - self._started_at), 1e-9)
         return SchedulerStatistics(
             queued=self._counts[JobState.QUEUED],
             submitting=self._counts[JobState.SUBMITTING],
@@ -745,19 +717,17 @@ class JobScheduler:
             requests_sent=limiter.permits_granted - self._limiter_base[0],
             rate_limited=limiter.rate_limited_responses - self._limiter_base[1],
             credits_consumed=self._credits,
-            requests_per_minute=len(self._recent)
-            * 60.0
-            / max(min(period, now - self._started_at), 1e-9),
+            requests_per_minute=self._planner.requests_since(now - span) * 60.0 / span,
             limit_per_minute=self._limit.requests * 60.0 / period,
             max_in_flight=self._current_cap(),
-            predicted_duration=self._model.median,
+            predicted_duration=self._planner.model.median,
         )
 
     def _current_cap(self) -> int:
         if self._max_in_flight is not None:
             return self._max_in_flight
         jobs_per_second = self._limit.per_second / _REQUESTS_PER_JOB
-        time_in_system = self._model.mean + self._poll.wait_initial
+        time_in_system = self._planner.model.mean + self._planner.policy.wait_initial
         return max(2, math.ceil(2.0 * jobs_per_second * time_in_system))
 
     def _has_slot(self) -> bool:
@@ -775,25 +745,7 @@ class JobScheduler:
         self._notify()
 
     def _note_request(self) -> None:
-        now = anyio.current_time()
-        self._recent.append(now)
-        self._trim(now)
-
-    def _trim(self, now: float) -> None:
-        horizon = now - self._limit.period
-        while self._recent and self._recent[0] <= horizon:
-            self._recent.popleft()
-
-    def _utilization(self, now: float) -> float:
-        """Requests sent over the last quarter period, as a fraction of what the quota allows.
-
-        A quarter period smooths out momentary queues (a burst of submissions at start is not
-        saturation) while still noticing within seconds when polls start competing for quota.
-        """
-        window = self._limit.period / 4
-        horizon = now - window
-        recent = len(self._recent) - bisect.bisect_right(self._recent, horizon)
-        return recent / (self._limit.per_second * window)
+        self._planner.note_request(anyio.current_time())
 
     def _emit(self, event: JobEvent) -> None:
         if self._on_event is not None:

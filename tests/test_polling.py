@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grok_imagine_async import DurationModel
-from grok_imagine_async._polling import next_poll_delay, success_probability_for
+from grok_imagine_async import DurationModel, PollPolicy, RateLimit
+from grok_imagine_async._polling import PollPlanner, next_poll_delay, success_probability_for
 
 
 def test_prior_before_any_observation() -> None:
@@ -72,3 +72,42 @@ def test_busier_quota_asks_for_surer_polls() -> None:
     assert success_probability_for(1.5) == 0.9
     values = [success_probability_for(u / 10) for u in range(11)]
     assert values == sorted(values)
+
+
+def _planner(requests: int = 100, period: float = 60.0) -> PollPlanner:
+    policy = PollPolicy(wait_initial=1.0, wait_factor=2.0, wait_max=30.0, wait_jitter=0.0)
+    model = DurationModel(prior_median=30, prior_sigma=0.5)
+    return PollPlanner(RateLimit(requests, period), policy, model, random.Random(0))
+
+
+def test_planner_waits_longer_when_the_quota_is_busy() -> None:
+    idle = _planner()
+    busy = _planner()
+    for i in range(30):  # 30 requests in the last 15 s: above the 25 a quarter period allows
+        busy.note_request(100.0 + i * 0.5)
+    assert idle.utilization(115.0) == 0.0
+    assert busy.utilization(115.0) > 1.0
+    first_idle = idle.delay(now=115.0, submitted_at=115.0, polls=0)
+    first_busy = busy.delay(now=115.0, submitted_at=115.0, polls=0)
+    assert first_idle == pytest.approx(idle.model.quantile(0.6))
+    assert first_busy == pytest.approx(busy.model.quantile(0.9))
+
+
+def test_planner_later_polls_respect_floor_and_cap() -> None:
+    planner = _planner()
+    # long overdue job: the model alone would say "look again at once"
+    assert planner.delay(now=10_000.0, submitted_at=0.0, polls=3) == pytest.approx(4.0)
+    assert planner.delay(now=10_000.0, submitted_at=0.0, polls=50) == pytest.approx(30.0)
+
+
+def test_planner_resumed_job_is_looked_at_once_then_on_the_floor() -> None:
+    planner = _planner()
+    assert planner.delay(now=5.0, submitted_at=None, polls=0) == 0.0
+    assert planner.delay(now=5.0, submitted_at=None, polls=1) == 1.0
+
+
+def test_planner_forgets_requests_older_than_a_period() -> None:
+    planner = _planner(requests=100, period=60.0)
+    planner.note_request(0.0)
+    planner.note_request(61.0)
+    assert planner.requests_since(-1.0) == 1

@@ -68,8 +68,8 @@ async def test_rerun_reads_finished_jobs_and_resumes_running_ones(
     assert stats.tasks_created == 6
     assert all(stats.posts_per_prompt[p] == 1 for p in PROMPTS)
 
-    third = await run(emulator, journal)  # everything is in the journal now: no request at all
     before = emulator.statistics().requests_total
+    third = await run(emulator, journal)  # everything is in the journal now: no request at all
     assert all(r.from_journal and r.ok for r in third)
     assert emulator.statistics().requests_total == before
 
