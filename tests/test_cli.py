@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from grok_imagine_async._cli.common import command_line
+from grok_imagine_async._cli.progress import ProgressSnapshot, format_duration, plain_line
 from grok_imagine_async.testing import EmulatorConfig
 from grok_imagine_async.testing._mp4 import mp4_bytes
 
@@ -370,3 +371,92 @@ def test_help_lists_the_subcommands() -> None:
     assert done.returncode == 0
     for command in ("batch", "generate", "status", "emulator"):
         assert command in done.stdout
+
+
+@pytest.mark.redis
+@fast_emulator
+def test_batch_shares_its_quota_through_redis(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
+    from _redis_worker import REDIS_MISSING, RedisServer, redis_server_binary
+
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip(REDIS_MISSING)
+    server = RedisServer(binary, tmp_path)
+    server.start()
+    try:
+        prompts = tmp_path / "prompts.txt"
+        prompts.write_text("one\ntwo\n")
+        argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), "--redis-url", server.url]
+        done = run_cli(*argv, *against(served_emulator), cwd=tmp_path)
+        import redis
+
+        with redis.Redis.from_url(server.url) as client:
+            keys = client.keys("*")
+    finally:
+        server.kill()
+    assert done.returncode == 0, done.stderr
+    assert keys, "the shared schedule lives in Redis"
+    assert all(TOKEN.encode() not in key for key in keys)  # only a hash names the token
+    assert served_emulator.emulator.statistics().tasks_created == 2
+
+
+# -- the progress display, as pure functions ---------------------------------------------------
+
+
+def snapshot(**changes: Any) -> ProgressSnapshot:
+    values: dict[str, Any] = {
+        "total": 20,
+        "completed": 12,
+        "failed": 1,
+        "from_journal": 3,
+        "waiting": 2,
+        "in_flight": 5,
+        "submitted": 14,
+        "resumed": 2,
+        "credits": 680,
+        "requests_per_minute": 45.4,
+        "limit_per_minute": 100.0,
+        "rate_limited": 0,
+        "elapsed": 75.0,
+        "eta": 8.2,
+    }
+    values.update(changes)
+    return ProgressSnapshot(**values)
+
+
+def test_a_plain_progress_line_says_everything_at_a_glance() -> None:
+    line = plain_line(snapshot())
+    assert line == (
+        "[1:15] 13/20 done (12 completed, 1 failed, 3 from earlier runs) | 5 in flight, "
+        "2 waiting | 14 submitted | 680 credits | 45/100 req/min | ETA 0:08"
+    )
+    assert "earlier runs" not in plain_line(snapshot(from_journal=0))
+    assert plain_line(snapshot(eta=None)).endswith("ETA ?")
+
+
+def test_durations_are_formatted_for_people() -> None:
+    assert [format_duration(s) for s in (0, 59.6, 61, 3600, 3725)] == [
+        "0:00",
+        "1:00",
+        "1:01",
+        "1:00:00",
+        "1:02:05",
+    ]
+    assert format_duration(None) == "?"
+
+
+def test_the_rich_view_renders() -> None:
+    import io
+
+    from rich.console import Console
+
+    from grok_imagine_async._cli.progress import _rich_view
+
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(_rich_view(snapshot(), "grok-imagine batch"))
+    text = console.export_text()
+    assert "13/20 (65%)" in text and "ETA 0:08" in text
+    assert "completed 12 (3 earlier)" in text and "req/min 45/100 (45%)" in text
