@@ -249,11 +249,14 @@ class _SchedulerRunner:
                 task_status.started(scheduler)
                 await self._stop.wait()
                 scheduler.cancel()
-        except GrokImagineError as exc:
+        except Exception as exc:
             if not started:
-                raise
-            # Our exceptions never carry the token, so the message is safe to log.
-            logger.error("the video scheduler stopped, no more jobs can run: %s", exc)
+                raise  # the app fails to start, as it should
+            # Contained here: the app keeps serving (503 for new jobs) rather than dying.
+            if isinstance(exc, GrokImagineError):  # never carries the token: safe to log
+                logger.error("the video scheduler stopped, no more jobs can run: %s", exc)
+            else:
+                logger.exception("the video scheduler failed, no more jobs can run")
         finally:
             self._jobs.close()
 
@@ -383,7 +386,7 @@ def event_stream_response(
 
     Events: ``status`` on each change of state, ``progress`` every ``heartbeat`` seconds while
     it runs, then one ``done`` with the finished job (or one ``error`` if the app stops first);
-    each carries ``render(job)`` as JSON. See the ``_fastapi_sse`` module.
+    each carries ``render(job)`` as JSON; comment lines keep an idle stream open.
 
     Args:
         jobs: The registry ``job`` came from.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,10 +20,13 @@ from test_fastapi import TOKEN, client_of, emulator_for
 from grok_imagine_async import (
     AsyncGrokImagine,
     ConfigurationError,
+    GenerationRequest,
     JobEvent,
     JobFinished,
+    JobResult,
     JobScheduler,
     JobState,
+    JournalRecord,
     build_request,
 )
 from grok_imagine_async.fastapi import (
@@ -191,6 +195,47 @@ async def test_it_composes_with_your_lifespan_and_lets_your_errors_through() -> 
         async with app.router.lifespan_context(app):
             pass
     assert order == ["before", "inside", "before", "inside", "after"]
+
+
+class FullDiskJournal:
+    """A journal whose disk fills up at the first write."""
+
+    async def load(self, key: str) -> JournalRecord | None:
+        return None
+
+    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    async def record_submitted(self, key: str, task_id: str) -> None:
+        pass
+
+    async def record_finished(self, result: JobResult) -> None:
+        pass
+
+    async def record_files(self, key: str, files: Sequence[Path]) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_scheduler_crash_is_logged_and_the_app_answers_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    emulator = emulator_for()
+    async with emulator.client(token=None) as upstream:
+        app = small_app(upstream, journal=FullDiskJournal())
+        async with serving(app) as web:
+            first = await web.post("/videos", params={"prompt": "a cat"})
+            jobs: JobRegistry = app.state.grok_imagine.jobs
+            while not jobs.closed:  # noqa: ASYNC110 - no event tells of it
+                await anyio.sleep(0.1)
+            later = await web.post("/videos", params={"prompt": "a dog"})
+    assert first.status_code == 202
+    assert later.status_code == 503
+    assert "the video scheduler failed, no more jobs can run" in caplog.text
+    assert "No space left on device" in caplog.text
+    assert emulator.statistics().requests_total == 0  # nothing sent without its journal entry
 
 
 async def test_the_registry_forgets_the_oldest_finished_jobs_beyond_its_size() -> None:
