@@ -55,9 +55,9 @@ from ._plans import Plan, RateLimit
 from ._scheduler import Job, JobScheduler
 
 __all__ = [
+    "BacklogFullError",
     "DEFAULT_MAX_JOBS",
     "DEFAULT_MAX_QUEUED",
-    "BacklogFullError",
     "GrokClient",
     "GrokImagineResources",
     "GrokJobs",

@@ -130,3 +130,13 @@ def test_unicode_is_sent_as_is() -> None:
     assert sse_event({"prompt": "un chat sur un toit à Paris"}) == (
         'data: {"prompt":"un chat sur un toit à Paris"}\n\n'
     )
+
+
+def test_the_module_exports_are_sorted_importable_and_documented() -> None:
+    import grok_imagine_async.fastapi as module
+
+    assert module.__all__ == sorted(set(module.__all__))
+    for name in module.__all__:
+        value = getattr(module, name)
+        if callable(value) and not name.startswith("Grok"):  # the Annotated aliases aside
+            assert (value.__doc__ or "").strip(), name
