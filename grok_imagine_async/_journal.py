@@ -202,7 +202,8 @@ class SqliteJournal:
             result.task_id,
             result.attempts,
             result.credits,
-            json.dumps(list(result.videos)),
+            # A completed task whose download failed keeps its URLs: a later run can retry.
+            json.dumps(list(_videos(result))),
             json.dumps([str(f) for f in result.files]),
             error,
             None if result.failure_class is None else result.failure_class.value,
@@ -240,6 +241,36 @@ class SqliteJournal:
         await self._write(apply, shield=True)
 
     # -- repairs, before a run ---------------------------------------------------------------
+
+    async def reopen_retryable(self) -> tuple[int, int]:
+        """Give a new run the jobs that failed for reasons it can fix.
+
+        * Jobs that failed without being paid (no task: refused by the credit budget, or by
+          the API after retries) are forgotten, so the next run submits them.
+        * Jobs whose task completed but whose download failed become completed without files,
+          so the next run downloads them again (result URLs live about 24 hours).
+
+        Returns:
+            How many jobs of each kind were reopened.
+        """
+
+        def apply(conn: sqlite3.Connection) -> tuple[int, int]:
+            unpaid = conn.execute(
+                "DELETE FROM jobs WHERE state = ? AND task_id IS NULL AND failure_class IN (?, ?)",
+                (
+                    JournalState.FAILED.value,
+                    FailureClass.BUDGET_EXCEEDED.value,
+                    FailureClass.REQUEST_ERROR.value,
+                ),
+            ).rowcount
+            undownloaded = conn.execute(
+                "UPDATE jobs SET state = ?, files = '[]', error = NULL, failure_class = NULL, "
+                "updated_at = ? WHERE state = ? AND videos != '[]'",
+                (JournalState.COMPLETED.value, time.time(), JournalState.FAILED.value),
+            ).rowcount
+            return unpaid, undownloaded
+
+        return await self._write(apply, shield=True)
 
     async def retry_ambiguous(self) -> int:
         """Turn jobs that failed as ambiguous submissions back into unknown outcomes (INTENT).
@@ -404,3 +435,8 @@ class SqliteJournal:
         finally:
             for item in batch:
                 item.done = True
+
+
+def _videos(result: JobResult) -> tuple[str, ...]:
+    task = result.task
+    return task.videos if task is not None and task.succeeded else ()

@@ -180,6 +180,27 @@ def test_failed_jobs_give_exit_status_1_and_manifest_errors(
     assert served_emulator.emulator.statistics().tasks_per_prompt[refused["prompt"]] == 1
 
 
+@fast_emulator
+def test_a_rerun_with_a_larger_budget_runs_what_the_budget_refused(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("first\nsecond\nthird\n")
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(served_emulator)]
+    short = run_cli(*argv, "--max-credits", "80", "--max-in-flight", "1", cwd=tmp_path)
+    assert short.returncode == 1, short.stderr
+    statuses = sorted((e["status"], e["failure_class"]) for e in manifest(tmp_path / "o"))
+    assert statuses == [("completed", None), ("completed", None), ("failed", "budget_exceeded")]
+    assert served_emulator.emulator.statistics().tasks_created == 2
+
+    enough = run_cli(*argv, "--max-credits", "120", cwd=tmp_path)
+    assert enough.returncode == 0, enough.stderr
+    assert "1 jobs that failed without being paid" in enough.stderr
+    stats = served_emulator.emulator.statistics()
+    assert dict(stats.tasks_per_prompt) == {"first": 1, "second": 1, "third": 1}
+    assert {e["status"] for e in manifest(tmp_path / "o")} == {"completed"}
+
+
 @pytest.mark.parametrize(
     ("name", "text", "where"),
     [

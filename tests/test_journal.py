@@ -415,3 +415,66 @@ async def test_forget_deletes_jobs_in_the_given_states(tmp_path: Path) -> None:
         assert await journal.forget([JournalState.INTENT, JournalState.SUBMITTED]) == 2
         assert [r.key async for r in journal.records()] == ["c"]
         assert await journal.task_ids("s") == ["task_s"]  # the paid task stays on record
+
+
+def ended(key: str, *, task: Task | None, error: Exception, failure: FailureClass) -> JobResult:
+    return JobResult(
+        key=key,
+        request=REQUEST,
+        task=task,
+        error=error,  # type: ignore[arg-type]
+        failure_class=failure,
+        attempts=1,
+        credits=0,
+        polls=0,
+        submitted_at=None,
+        finished_at=1.0,
+    )
+
+
+@pytest.mark.anyio
+async def test_reopen_retryable_gives_a_new_run_what_it_can_fix(tmp_path: Path) -> None:
+    from grok_imagine_async import APIConnectionError, BudgetExceededError, ServerError
+
+    done = completed("downloaded-not", "task_d").task
+    async with SqliteJournal(tmp_path / "run.db") as journal:
+        # Refused by the budget before any POST: never paid.
+        budget = BudgetExceededError(max_credits=40, committed_credits=40)
+        await journal.record_finished(
+            ended("budget", task=None, error=budget, failure=FailureClass.BUDGET_EXCEEDED)
+        )
+        # Refused by the API after retries: never paid.
+        await journal.record_intent("refused", REQUEST, 1)
+        refused = ServerError("boom", status_code=500)
+        await journal.record_finished(
+            ended("refused", task=None, error=refused, failure=FailureClass.REQUEST_ERROR)
+        )
+        # Completed on the server, download failed: worth downloading again.
+        await journal.record_intent("downloaded-not", REQUEST, 1)
+        await journal.record_submitted("downloaded-not", "task_d")
+        lost = APIConnectionError("download failed")
+        await journal.record_finished(
+            ended("downloaded-not", task=done, error=lost, failure=FailureClass.REQUEST_ERROR)
+        )
+        # A paid task that vanished, and a refused prompt: nothing a new run can fix.
+        await journal.record_intent("vanished", REQUEST, 1)
+        await journal.record_submitted("vanished", "task_v")
+        await journal.record_finished(
+            ended("vanished", task=None, error=lost, failure=FailureClass.REQUEST_ERROR)
+        )
+        await journal.record_intent("refused-content", REQUEST, 1)
+        await journal.record_submitted("refused-content", "task_c")
+        await journal.record_finished(failed("refused-content", "task_c", "Inappropriate content"))
+
+        assert await journal.reopen_retryable() == (2, 1)
+        assert await journal.load("budget") is None
+        assert await journal.load("refused") is None
+        again = await journal.load("downloaded-not")
+        assert again is not None and again.state is JournalState.COMPLETED
+        assert again.videos == done.videos and again.files == () and again.error is None
+        for key in ("vanished", "refused-content"):
+            record = await journal.load(key)
+            assert record is not None and record.state is JournalState.FAILED
+        vanished = await journal.load("vanished")
+        assert vanished is not None and vanished.task_id == "task_v"
+        assert await journal.reopen_retryable() == (0, 0)

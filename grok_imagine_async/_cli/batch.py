@@ -229,6 +229,13 @@ async def _prepare(
         return False
     if recorded is None:
         await journal.set_meta(ENDPOINT_META, endpoint)
+    unpaid, undownloaded = await journal.reopen_retryable()
+    if unpaid or undownloaded:
+        print(
+            f"Trying again: {unpaid} jobs that failed without being paid (credit budget, "
+            f"refused requests) and {undownloaded} whose download failed.",
+            file=sys.stderr,
+        )
     if connection.emulated:
         restarted = await journal.forget([JournalState.INTENT, JournalState.SUBMITTED])
         if restarted:
