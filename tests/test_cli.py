@@ -481,3 +481,12 @@ def test_the_rich_view_renders() -> None:
     text = console.export_text()
     assert "13/20 (65%)" in text and "ETA 0:08" in text
     assert "completed 12 (3 earlier)" in text and "req/min 45/100 (45%)" in text
+
+
+def test_batch_refuses_bad_defaults_naming_the_option(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    done = run_cli("batch", str(prompts), "--out", "o", "--ratio", "16:9", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--mode/--ratio" in done.stderr and "use --allow-unlisted" in done.stderr
+    assert not (tmp_path / "o").exists()

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from .._errors import AuthenticationError, ConfigurationError, GrokImagineError
+from .._client import build_request
+from .._errors import (
+    AuthenticationError,
+    ConfigurationError,
+    GrokImagineError,
+    InvalidRequestError,
+)
 from .._inputs import InputError, InputSummary, JobFile
 from .._jobs import JournalState
 from .._journal import JournalError, SqliteJournal
@@ -65,7 +71,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add = parser.add_argument
     add("input", metavar="INPUT", help="the jobs: .txt, .jsonl or .csv")
     add("--out", required=True, metavar="DIR", help="folder for the videos and the manifest")
-    add("--journal", metavar="FILE", help="the journal (default: DIR/journal.db)")
+    add(
+        "--journal",
+        metavar="FILE",
+        help="the journal (default: DIR/journal.db; DIR/journal-emulated.db with --emulate)",
+    )
     add("--format", choices=["text", "jsonl", "csv"], help="INPUT's format (default: extension)")
     add("--mode", help="mode of jobs that do not set one: fun, normal or spicy")
     add("--ratio", help="ratio of jobs that do not set one: 2:3, 3:2 or 1:1")
@@ -95,6 +105,14 @@ def run(args: argparse.Namespace) -> int:
     if args.resubmit < 0:
         error("batch", "--resubmit must be >= 0")
         return EXIT_USAGE
+    try:  # the defaults on their own, so that an error names the option, not a line
+        build_request(
+            "defaults", mode=args.mode or "normal", ratio=args.ratio or "1:1",
+            allow_unlisted=args.allow_unlisted,
+        )  # fmt: skip
+    except InvalidRequestError as exc:
+        error("batch", _for_cli(f"--mode/--ratio: {'; '.join(exc.problems) or exc}"))
+        return EXIT_USAGE
     jobs = JobFile(
         args.input,
         format=args.format,
@@ -105,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # the whole file first: a bad line must not leave half a batch submitted
         summary = jobs.check()
     except InputError as exc:
-        error("batch", f"{exc} (nothing was submitted)")
+        error("batch", _for_cli(f"{exc} (nothing was submitted)"))
         return EXIT_USAGE
     out = Path(args.out)
     try:
@@ -128,6 +146,11 @@ def _remove_partial_downloads(out: Path) -> None:
     for path in out.glob(".*.part"):
         if _PARTIAL.fullmatch(path.name):
             path.unlink(missing_ok=True)
+
+
+def _for_cli(message: str) -> str:
+    # The library's advice names its keyword argument; here the option is what to use.
+    return message.replace("pass allow_unlisted=True", "use --allow-unlisted")
 
 
 def _default_journal(args: argparse.Namespace) -> str:
@@ -270,7 +293,7 @@ def _announce(
     connection: Connection,
 ) -> None:
     limit = connection.rate_limit
-    plan = args.plan or "free"
+    plan = connection.plan
     speed = f", {connection.time_scale:g}x real time" if connection.time_scale != 1 else ""
     print(
         f"{summary.jobs} jobs from {summary.path} -> {args.out} "

@@ -108,6 +108,7 @@ class Connection:
         time_scale: How much faster than real time the server runs.
         emulated: True for the in-process emulator (its tasks end with this process).
         rate_limit: The quota the client paces itself to.
+        plan: The plan's name.
     """
 
     client: AsyncGrokImagine
@@ -115,6 +116,7 @@ class Connection:
     time_scale: float
     emulated: bool
     rate_limit: RateLimit
+    plan: str
 
     def poll_policy(self) -> PollPolicy:
         """The client's default poll schedule, scaled to the server's speed."""
@@ -130,7 +132,11 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     """
     emulated = bool(getattr(args, "emulate", False))
     scale = args.time_scale or (EMULATE_TIME_SCALE if emulated else 1.0)
-    plan = resolve_rate_limit(args.plan or os.environ.get(ENV_PLAN) or "free")
+    plan_name = args.plan or os.environ.get(ENV_PLAN) or "free"
+    try:
+        plan = resolve_rate_limit(plan_name)
+    except ValueError as exc:
+        raise ConfigurationError(f"${ENV_PLAN}: {exc}") from None
     limit = RateLimit(plan.requests, plan.period / scale)
     timing: dict[str, Any] = {
         "on_ambiguous_submit": (
@@ -142,7 +148,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     }
     if emulated:
         async with _emulated_client(limit, scale, timing) as client:
-            yield Connection(client, "the built-in emulator", scale, True, limit)
+            yield Connection(client, "the built-in emulator", scale, True, limit, plan_name)
         return
     api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
     limiter: RateLimiter | None = None
@@ -153,7 +159,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
             api_key=api_key, base_url=args.base_url, limiter=limiter, **timing
         )
         async with client:
-            yield Connection(client, client.base_url, scale, False, limit)
+            yield Connection(client, client.base_url, scale, False, limit, plan_name)
     finally:
         closer: Callable[[], Awaitable[None]] | None = getattr(limiter, "aclose", None)
         if closer is not None:
