@@ -17,6 +17,7 @@ import anyio
 import httpx
 
 from ._backoff import PollPolicy, RetryPolicy
+from ._blocking import run_blocking
 from ._clock import DEFAULT_CLOCK, Clock
 from ._download import name_from_url, resolve_inside, safe_name, stream_to_file
 from ._errors import (
@@ -412,7 +413,7 @@ class AsyncGrokImagine:
             if not url.lower().startswith(("http://", "https://")):
                 raise ValueError(f"refusing to download a non-http(s) URL: {url!r}")
         folder = Path(dest)
-        await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+        await run_blocking(lambda: folder.mkdir(parents=True, exist_ok=True))
         targets = [resolve_inside(folder, name) for name in names]
         errors: list[APIError] = []
 

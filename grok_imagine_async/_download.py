@@ -6,10 +6,13 @@ import os
 import re
 import secrets
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import anyio
 import httpx
+
+from ._blocking import run_blocking
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 120
@@ -66,14 +69,21 @@ async def stream_to_file(http: httpx.AsyncClient, url: str, target: Path) -> Pat
     try:
         async with http.stream("GET", url) as response:
             response.raise_for_status()
-            async with await anyio.open_file(partial, "wb") as out:
+            out = await run_blocking(partial.open, "wb")
+            try:
                 async for chunk in response.aiter_bytes(_CHUNK):
-                    await out.write(chunk)
-                await out.flush()
-                await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
-        await anyio.to_thread.run_sync(os.replace, partial, target)
+                    await run_blocking(out.write, chunk)
+                await run_blocking(_flush_and_sync, out)
+            finally:
+                await run_blocking(out.close)
+        await run_blocking(os.replace, partial, target)
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
+            await run_blocking(partial.unlink, True)
         raise
     return target
+
+
+def _flush_and_sync(out: BinaryIO) -> None:
+    out.flush()
+    os.fsync(out.fileno())

@@ -17,8 +17,11 @@ import asyncio
 import math
 import selectors
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
+
+_HOLD_POLL = 0.05  # real seconds between looks while a worker thread holds the clock
 
 T = TypeVar("T")
 
@@ -53,6 +56,8 @@ class _JumpingSelector(selectors.BaseSelector):
             return ready
         if timeout is None:  # nothing scheduled: only real I/O (or another thread) can wake us
             return self._inner.select(None)
+        if self.loop.holding:  # a worker thread is busy for us: wait for it in real time
+            return self._inner.select(min(timeout, _HOLD_POLL))
         self.loop.advance(timeout)
         return []
 
@@ -83,6 +88,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         selector.loop = self
         self._virtual_now = time.monotonic()
+        self._holds = 0
 
     def time(self) -> float:
         return self._virtual_now
@@ -91,6 +97,26 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         """Move the virtual clock forward by ``seconds`` (never backward)."""
         if seconds > 0:
             self._virtual_now += seconds
+
+    @property
+    def holding(self) -> bool:
+        """True while some code asked the clock not to jump (see :meth:`hold_time`)."""
+        return self._holds > 0
+
+    @contextmanager
+    def hold_time(self) -> Iterator[None]:
+        """Keep the clock from jumping while blocking work runs in another thread.
+
+        Without it, a loop waiting for a thread (a file or SQLite write) would look idle and
+        skip to its next timer, so simulated time would race ahead of the disk. The library's
+        own thread work (journal, downloads) holds the clock this way; use it around your own
+        ``anyio.to_thread.run_sync`` calls in simulations.
+        """
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
 
 
 def run_virtual(func: Callable[..., Awaitable[T]], *args: Any) -> T:

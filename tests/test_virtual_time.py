@@ -1,0 +1,57 @@
+"""The virtual-time loop: idle waits are skipped, thread work holds the clock."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from grok_imagine_async._blocking import run_blocking
+from grok_imagine_async.testing import VirtualTimeEventLoop, run_virtual
+
+
+@pytest.fixture
+def anyio_backend() -> Any:
+    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
+
+
+def test_an_hour_of_sleep_takes_no_real_time() -> None:
+    async def main() -> float:
+        start = anyio.current_time()
+        await anyio.sleep(3600)
+        return anyio.current_time() - start
+
+    began = time.perf_counter()
+    assert run_virtual(main) == pytest.approx(3600)
+    assert time.perf_counter() - began < 5
+
+
+@pytest.mark.anyio
+async def test_thread_work_holds_the_clock() -> None:
+    fired_at: list[float] = []
+
+    async def far_timer() -> None:
+        await anyio.sleep(1000)
+        fired_at.append(anyio.current_time())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(far_timer)
+        start = anyio.current_time()
+        await run_blocking(time.sleep, 0.2)  # real work in a thread, with a timer pending
+        assert anyio.current_time() - start < 1.0  # the clock did not race to the timer
+        assert fired_at == []
+    assert fired_at[0] - start == pytest.approx(1000, abs=1)
+
+
+@pytest.mark.anyio
+async def test_without_holding_the_loop_skips_to_the_next_timer() -> None:
+    async def far_timer() -> None:
+        await anyio.sleep(1000)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(far_timer)
+        start = anyio.current_time()
+        await anyio.to_thread.run_sync(time.sleep, 0.2)
+        assert anyio.current_time() - start >= 1000  # why run_blocking exists
