@@ -69,6 +69,7 @@ _REQUESTS_PER_JOB = 2.2  # one POST plus ~1.2 polls: what the poll schedule aims
 _SUBMITTERS = 32
 _POLLERS = 64
 _NOT_FOUND_LIMIT = 3
+_FINAL_RECORDS = frozenset({JournalState.COMPLETED, JournalState.FAILED})
 _QUEUE_SIZE = 64  # jobs accepted ahead of submission: the read-ahead of a lazy input
 
 
@@ -408,49 +409,49 @@ class JobScheduler:
 
     async def _submitter(self) -> None:
         async for job in self._queue_recv:
-            await self._wait_for(self._has_slot)
-            self._move(job, JobState.SUBMITTING)
             try:
-                await self._start(job)
+                record = await self._journal.load(job.key) if self._journal is not None else None
+                if record is not None and record.state in _FINAL_RECORDS:
+                    await self._replay(job, record)  # sends nothing: needs no in-flight slot
+                    continue
+                await self._wait_for(self._has_slot)
+                self._move(job, JobState.SUBMITTING)
+                if record is None or not await self._resume(job, record):
+                    await self._send(job)
             except AuthenticationError as exc:
                 self._fail_fatally(exc)
                 return
 
-    async def _start(self, job: Job) -> None:
-        record = await self._journal.load(job.key) if self._journal is not None else None
-        if record is not None and await self._resume(job, record):
-            return
-        await self._send(job)
-
-    async def _resume(self, job: Job, record: JournalRecord) -> bool:
-        """Continue a job the journal knows; False if it still needs a (first) submission."""
+    async def _replay(self, job: Job, record: JournalRecord) -> None:
+        """Finish a job the journal says has finished, without any request to the API."""
         job._attempts, job._credits = record.attempts, record.credits
         self._credits += record.credits
-        now = anyio.current_time()
-        if record.state is JournalState.COMPLETED:
-            task = Task(
-                task_id=record.task_id or "",
-                status=TaskStatus.COMPLETED,
-                raw_status="completed",
-                videos=record.videos,
-            )
-            files = tuple(Path(f) for f in record.files)
-            if self._download_dir is not None and not (files and all(f.exists() for f in files)):
-                job._task_id = task.task_id
-                await self._queue_download(job, task)
-                return True
-            await self._finish(job, task=task, files=files, from_journal=True, record=False)
-            return True
         if record.state is JournalState.FAILED:
-            error: GrokImagineError = _journal_error(record)
             await self._finish(
                 job,
-                error=error,
+                error=_journal_error(record),
                 failure_class=record.failure_class or FailureClass.UNKNOWN,
                 from_journal=True,
                 record=False,
             )
-            return True
+            return
+        task = Task(
+            task_id=record.task_id or "",
+            status=TaskStatus.COMPLETED,
+            raw_status="completed",
+            videos=record.videos,
+        )
+        files = tuple(Path(f) for f in record.files)
+        if self._download_dir is not None and not (files and all(f.exists() for f in files)):
+            await self._queue_download(job, task)  # URLs live ~24 h: fetch what is missing
+            return
+        await self._finish(job, task=task, files=files, from_journal=True, record=False)
+
+    async def _resume(self, job: Job, record: JournalRecord) -> bool:
+        """Continue a job the journal saw start; False if it still needs a submission."""
+        job._attempts, job._credits = record.attempts, record.credits
+        self._credits += record.credits
+        now = anyio.current_time()
         if record.state is JournalState.SUBMITTED and record.task_id:
             job._task_id = record.task_id
             job._submitted_at = None  # unknown: poll at once, then learn from what we see
