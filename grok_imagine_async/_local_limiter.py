@@ -6,10 +6,12 @@ head of the queue when it comes, so a poll that arrives late still goes before o
 submissions. When the pump itself reaches the head it keeps the slot and the next waiter takes
 over pumping. No background task exists: the waiters do the work, so nothing outlives them.
 
-The pacing slot comes from an :class:`aiolimiter.AsyncLimiter` of capacity ``1 + SLACK`` (no start
-burst) leaking at :func:`~grok_imagine_async._pacing.paced_rate`; pauses and slowdowns asked for by
-the server are waited out before taking a slot, and a slot that turns out to fall inside a pause
-that began while the pump waited is thrown away rather than granted late.
+The pacing slot comes from an :class:`aiolimiter.AsyncLimiter` leaking at
+:func:`~grok_imagine_async._pacing.paced_rate`, with room for a little catch-up after the loop
+woke late. That room is filled before the first grant and after any idle time or pause, so it
+never becomes a burst: the first permit is immediate, the next one a full interval later. Pauses
+and slowdowns asked for by the server are waited out before taking a slot, and a slot that turns
+out to fall inside a pause that began while the pump waited is thrown away, not granted late.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from aiolimiter import AsyncLimiter
 
 from ._clock import DEFAULT_CLOCK, Clock
 from ._limiter import LimiterStatistics, Permit, Priority, RateLimitFeedback
-from ._pacing import SLACK, GrantHistory, hold_until, jitter_tolerance, paced_rate, react
+from ._pacing import GrantHistory, catch_up, hold_until, jitter_tolerance, paced_rate, react
 from ._plans import Plan, RateLimit, resolve_rate_limit
 
 DEFAULT_HEADROOM = 0.01
@@ -52,14 +54,19 @@ class _Waiter:
 class LocalRateLimiter:
     """Paces one process's requests to one token's quota, and obeys the server's headers.
 
-    Guarantees, with only this process using the token: in any interval of
+    Guarantees, with only this process using the token: in any interval shorter than
     ``period * (1 + headroom)`` seconds at most ``requests`` permits are granted, from the very
-    first one (there is no start burst), whatever the arrival pattern of callers. With
-    ``headroom=0.01`` the requests can reach the server with up to 1 % of the period of latency
-    jitter between them (0.6 s on a 60 s window, 60 ms on a 6 s test window) and still never be
-    more than ``requests`` in any of its windows, sliding or fixed, while the steady rate stays
-    at 98.5 % (100/min) to 99 % (1000/min and up) of the quota. A larger headroom tolerates more
-    jitter and uses less of the quota.
+    first one (no start burst: the second permit comes one interval after the first), whatever
+    the arrival pattern of callers.
+
+    Why ``headroom=0.01``: a request reaches the server some time after its permit, and that
+    latency varies. The margin lets two requests' latencies differ by up to 1 % of the period
+    (0.6 s on the real 60 s window, 60 ms on a 6 s test window) and the server still never sees
+    more than ``requests`` in any of its windows, sliding or fixed. The same 1 % of the quota
+    lets the pace make up for up to that much time lost when the event loop wakes late (a busy
+    loop, a descheduled process), instead of losing it for good. Together they cost 2 %: the
+    steady pace is ``(1 - headroom) / (1 + headroom)`` = 98 % of the quota. A larger headroom
+    tolerates more jitter and uses less of the quota.
 
     Server feedback (:meth:`observe`) comes on top:
 
@@ -115,8 +122,11 @@ class LocalRateLimiter:
         self._clock = clock or DEFAULT_CLOCK
         self._rate = paced_rate(self._limit, headroom)
         self._tolerance = jitter_tolerance(self._limit, headroom)
-        capacity = 1.0 + SLACK
+        self._catch_up = catch_up(self._limit, headroom)
+        capacity = 1.0 + self._catch_up
         self._bucket = AsyncLimiter(capacity, capacity / self._rate)
+        self._drained_after = capacity / self._rate  # seconds for a full bucket to empty
+        self._last_take = -math.inf  # when a slot was last taken from the bucket
         self._queue: list[_Waiter] = []
         self._order = itertools.count()
         self._pump: _Waiter | None = None
@@ -224,12 +234,18 @@ class LocalRateLimiter:
 
     async def _wait_for_slot(self) -> None:
         while True:
-            delay = self._hold_until() - self._clock.monotonic()
+            now = self._clock.monotonic()
+            delay = self._hold_until() - now
             if delay > 0:
                 await anyio.sleep(delay)
                 continue
+            if self._catch_up and now - self._last_take >= self._drained_after:
+                # Idle (or paused) long enough for the bucket to empty: fill the catch-up room
+                # first, so that it cannot turn into a burst. Immediate on an empty bucket.
+                await self._bucket.acquire(self._catch_up)
             await self._bucket.acquire()
-            if self._hold_until() <= self._clock.monotonic():
+            self._last_take = self._clock.monotonic()
+            if self._hold_until() <= self._last_take:
                 return
             # The server asked for a pause while we waited: granting this slot now would send a
             # request inside it, and granting it after would bunch it with the next slot.

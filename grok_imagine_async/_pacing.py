@@ -18,25 +18,31 @@ from dataclasses import dataclass
 
 from ._plans import RateLimit
 
-SLACK = 0.5
-"""Permits of catch-up the pacing bucket holds beyond one.
 
-A bucket of capacity exactly 1 loses every millisecond an event-loop timer fires late, and at
-1000 requests per 6 s (a permit every 6 ms) that loss is several percent. Capacity ``1 + SLACK``
-lets a late grant be followed by an early one, at the cost of ``SLACK`` permits per window.
-"""
+def catch_up(limit: RateLimit, headroom: float) -> float:
+    """Permits of catch-up the pacing bucket holds beyond one: ``headroom * requests``.
+
+    A bucket of capacity exactly 1 loses every millisecond by which the event loop wakes late
+    (a busy loop, a descheduled process), and at 1000 requests per 6 s, a permit every 6 ms,
+    that loss is several percent. Capacity ``1 + catch_up`` lets late grants be followed by
+    early ones, making up for up to about ``headroom * period`` seconds of lateness, at the
+    cost of ``catch_up`` permits per window.
+    """
+    return headroom * limit.requests
 
 
 def paced_rate(limit: RateLimit, headroom: float) -> float:
     """Permits per second such that no window of ``period * (1 + headroom)`` exceeds the quota.
 
-    A bucket of capacity ``c = 1 + SLACK`` leaking at rate ``r`` grants at most ``c + r * L``
-    permits in any closed interval of length ``L``. Solving ``c + r * L < requests + 1`` for
-    ``L = period * (1 + headroom)`` gives ``r = (requests - SLACK) / L``: two requests may then
-    travel ``headroom * period`` seconds apart in latency and still never be seen by the server
-    as more than ``requests`` in one ``period``.
+    A bucket of capacity ``c = 1 + s`` (``s`` = :func:`catch_up`) leaking at rate ``r`` grants
+    at most ``c + r * L`` permits in any closed interval of length ``L``. Solving
+    ``c + r * L < requests + 1`` for ``L = period * (1 + headroom)`` gives
+    ``r = (requests - s) / L``: two requests may then travel ``headroom * period`` seconds apart
+    in latency and still never be seen by the server as more than ``requests`` in one
+    ``period``. The steady pace is ``(1 - headroom) / (1 + headroom)`` of the quota: 98 % for
+    the default ``headroom=0.01``.
     """
-    return (limit.requests - SLACK) / (limit.period * (1.0 + headroom))
+    return (limit.requests - catch_up(limit, headroom)) / (limit.period * (1.0 + headroom))
 
 
 def jitter_tolerance(limit: RateLimit, headroom: float) -> int:

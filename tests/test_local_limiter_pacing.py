@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from grok_imagine_async._pacing import (
-    SLACK,
     GrantHistory,
     Reaction,
     Slowdown,
+    catch_up,
     hold_until,
     jitter_tolerance,
     paced_rate,
@@ -50,16 +50,25 @@ def test_the_bucket_bound_stays_under_the_quota_over_a_stretched_window(
     limit: RateLimit, headroom: float
 ) -> None:
     rate = paced_rate(limit, headroom)
+    capacity = 1 + catch_up(limit, headroom)
     stretched = limit.period * (1 + headroom)
-    # A bucket of capacity 1 + SLACK grants at most 1 + SLACK + rate * L in a closed interval L.
-    assert 1 + SLACK + rate * stretched == pytest.approx(limit.requests + 1)
-    assert math.floor(1 + SLACK + rate * limit.period) <= limit.requests
+    # A bucket of capacity c grants at most c + rate * L in a closed interval of length L.
+    assert capacity + rate * stretched == pytest.approx(limit.requests + 1)
+    assert math.floor(capacity + rate * limit.period) <= limit.requests
 
 
-def test_default_pace_uses_at_least_98_percent_of_the_plans() -> None:
+def test_default_pace_is_98_percent_of_every_plan() -> None:
     for requests in (100, 1000, 5000):
         limit = RateLimit(requests, 60.0)
-        assert paced_rate(limit, 0.01) * limit.period / requests >= 0.98
+        assert paced_rate(limit, 0.01) * limit.period / requests == pytest.approx(0.99 / 1.01)
+
+
+def test_catch_up_is_the_headroom_share_of_the_quota() -> None:
+    assert catch_up(RateLimit(1000, 6.0), 0.01) == pytest.approx(10.0)
+    # About headroom * period seconds of lateness, whatever the quota.
+    for limit in (RateLimit(1000, 6.0), RateLimit(100, 60.0)):
+        seconds = catch_up(limit, 0.01) / paced_rate(limit, 0.01)
+        assert seconds == pytest.approx(0.01 * limit.period, rel=0.05)
 
 
 def test_jitter_tolerance_grows_with_the_quota() -> None:
