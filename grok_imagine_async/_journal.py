@@ -17,7 +17,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -298,11 +298,14 @@ class SqliteJournal:
             shield=True,
         )
 
-    async def forget(self, states: Iterable[JournalState]) -> int:
-        """Delete the jobs in ``states``, so that they start afresh.
+    async def forget(
+        self, states: Iterable[JournalState], *, keep: Collection[str] = frozenset()
+    ) -> int:
+        """Delete the jobs in ``states`` (except those in ``keep``), so that they start afresh.
 
-        For tasks that can no longer be polled, such as those of an in-process emulator that
-        ended with its process. Their task history is kept.
+        For jobs known never to have reached the server (a caller that saw its POSTs refused
+        or never sent), or tasks that can no longer be polled, such as those of an in-process
+        emulator that ended with its process. Their task history is kept.
 
         Returns:
             How many jobs were forgotten.
@@ -311,10 +314,23 @@ class SqliteJournal:
         marks = ", ".join("?" for _ in values)
         if not values:
             return 0
-        return await self._write(
-            lambda c: c.execute(f"DELETE FROM jobs WHERE state IN ({marks})", values).rowcount,
-            shield=True,
+
+        def apply(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(f"SELECT key FROM jobs WHERE state IN ({marks})", values)
+            doomed = [(key,) for (key,) in rows.fetchall() if key not in keep]
+            conn.executemany("DELETE FROM jobs WHERE key = ?", doomed)
+            return len(doomed)
+
+        return await self._write(apply, shield=True)
+
+    async def keys_in(self, state: JournalState) -> list[str]:
+        """The keys of the jobs in ``state``, in the order they were first recorded."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT key FROM jobs WHERE state = ? ORDER BY rowid", (JournalState(state).value,)
+            ).fetchall()
         )
+        return [str(key) for (key,) in rows]
 
     # -- reading, for reports ----------------------------------------------------------------
 

@@ -240,6 +240,13 @@ def test_a_rejected_token_is_a_usage_error_and_never_printed(
     assert secret not in done.stdout + done.stderr
     assert posts(served_emulator) == 1  # refused with 401: not a task, not a charge
     assert served_emulator.emulator.statistics().tasks_created == 0
+    # With the right token, the refused job is submitted: no "outcome unknown" for it.
+    again = run_cli(
+        "batch", str(prompts), "--out", str(tmp_path / "o"), *against(served_emulator),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert served_emulator.emulator.statistics().tasks_created == 1
 
 
 def test_a_missing_token_is_a_usage_error(tmp_path: Path) -> None:

@@ -412,6 +412,8 @@ async def test_forget_deletes_jobs_in_the_given_states(tmp_path: Path) -> None:
         await journal.record_submitted("c", "task_c")
         await journal.record_finished(completed("c", "task_c"))
         assert await journal.forget([]) == 0
+        assert await journal.keys_in(JournalState.INTENT) == ["i"]
+        assert await journal.forget([JournalState.INTENT], keep={"i"}) == 0
         assert await journal.forget([JournalState.INTENT, JournalState.SUBMITTED]) == 2
         assert [r.key async for r in journal.records()] == ["c"]
         assert await journal.task_ids("s") == ["task_s"]  # the paid task stays on record

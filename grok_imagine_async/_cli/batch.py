@@ -182,16 +182,19 @@ async def _with_journal(
     progress: BatchProgress | None = None
     scheduler: JobScheduler | None = None
     emulated = False
+    known_unknowns: set[str] | None = None  # jobs whose outcome was unknown before this run
 
     def statistics() -> SchedulerStatistics | None:
         return scheduler.statistics() if scheduler is not None else None
 
     async def work() -> None:
-        nonlocal progress, scheduler, emulated
+        nonlocal progress, scheduler, emulated, known_unknowns
         async with connect(args) as connection:
             emulated = connection.emulated
             if not await _prepare(args, journal, connection):
                 raise _UsageError
+            if args.on_ambiguous == "report" and not emulated:
+                known_unknowns = set(await journal.keys_in(JournalState.INTENT))
             _announce(args, summary, journal, connection)
             progress = BatchProgress(summary.jobs, time_scale=connection.time_scale)
             scheduler = _scheduler(args, connection, journal, out, progress)
@@ -219,6 +222,7 @@ async def _with_journal(
         return EXIT_USAGE
     except (ConfigurationError, AuthenticationError) as exc:
         error("batch", exc)
+        await _forget_unsent(journal, known_unknowns)
         return EXIT_USAGE
     except JournalError as exc:
         error("batch", exc)
@@ -226,11 +230,33 @@ async def _with_journal(
     except GrokImagineError as exc:  # a systemic fault that stopped the batch
         error("batch", exc)
         interrupted = False
+    else:
+        await _forget_unsent(journal, known_unknowns)
     outcome = await write_manifest(journal, jobs, summary.keys, out)
     print_summary(outcome, rich=live, advice=_advice(args, outcome, interrupted, emulated))
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.all_completed else EXIT_FAILED
+
+
+async def _forget_unsent(journal: SqliteJournal, known: set[str] | None) -> None:
+    """After the scheduler stopped in good order, forget the intents it left that were not sent.
+
+    With the default policy every POST that left this process ended recorded: its task id
+    written (the answer is read under a cancellation shield), or failed (ambiguous or
+    refused). So an intent left by this run belongs to a job stopped between recording it and
+    sending (Ctrl-C), or whose POST was refused outright (a rejected token): nothing was
+    started, and it must not come back as "outcome unknown" next time.
+    """
+    if known is None:
+        return
+    forgotten = await journal.forget([JournalState.INTENT], keep=known)
+    if forgotten:
+        print(
+            f"{forgotten} jobs were stopped before their submission was sent (or it was "
+            "refused): they start afresh next time.",
+            file=sys.stderr,
+        )
 
 
 class _UsageError(Exception):

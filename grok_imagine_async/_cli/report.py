@@ -141,10 +141,9 @@ async def write_manifest(
             if record.key in keys:
                 seen.add(record.key)
                 await emit(manifest_entry(record, out_dir))
-        if len(seen) < len(keys):
-            for spec in await anyio.to_thread.run_sync(lambda: _unstarted(jobs, seen)):
-                await emit(spec)
         await _flush(handle, lines)
+        if len(seen) < len(keys):  # a second streamed pass over the input, in a worker thread
+            await anyio.to_thread.run_sync(_write_unstarted, handle, jobs, seen, outcome)
         await anyio.to_thread.run_sync(_sync, handle)
     finally:
         await anyio.to_thread.run_sync(handle.close)
@@ -153,9 +152,11 @@ async def write_manifest(
     return outcome
 
 
-def _unstarted(jobs: JobFile, seen: set[str]) -> list[dict[str, Any]]:
-    return [
-        {
+def _write_unstarted(handle: Any, jobs: JobFile, seen: set[str], outcome: BatchOutcome) -> None:
+    for spec in jobs:
+        if spec.key in seen:
+            continue
+        entry: dict[str, Any] = {
             "key": spec.key,
             "status": "not_started",
             "task_id": None,
@@ -166,9 +167,8 @@ def _unstarted(jobs: JobFile, seen: set[str]) -> list[dict[str, Any]]:
             "credits": 0,
             "prompt": spec.request.prompt,
         }
-        for spec in jobs
-        if spec.key not in seen
-    ]
+        outcome.note(entry)
+        handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
 def _sync(handle: Any) -> None:
