@@ -10,8 +10,9 @@ The risky moments are the two hand-overs, not the outage itself:
 - **Back to Redis.** Processes notice that Redis is back at different moments (each probes on
   its own schedule). The first one back would get the whole shared rate while the others still
   send their local share. So after recovery a process keeps its local pace *as well as* the
-  shared schedule for one probe interval plus two local intervals, long enough for every busy
-  process to have rejoined; only then does the shared schedule alone decide.
+  shared schedule until as many peers have acquired through Redis since its recovery as were
+  active before the outage, or one period has passed (a peer still missing by then was idle or
+  gone); only then does the shared schedule alone decide.
 
 While the fallback is in force, the local limiter's own permits are the ones its feedback
 refers to, so :class:`Fallback` remembers which of them stood behind each permit handed out.
@@ -55,6 +56,7 @@ class Fallback:
         clock: The shared limiter's clock.
         probe_interval: Seconds between attempts to reach Redis.
         last_grant: Loop time of this process's last permit from Redis (None: none yet).
+        peers_before: Limiter instances active on the token when Redis was last reached.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class Fallback:
         clock: Clock,
         probe_interval: float,
         last_grant: float | None,
+        peers_before: int,
     ) -> None:
         headroom = min(max(headroom, DEFAULT_HEADROOM), 0.5)
         self.limiter = LocalRateLimiter(limit, headroom=headroom, clock=clock)
@@ -75,7 +78,9 @@ class Fallback:
         self._next_probe = now + probe_interval
         self.degraded = True
         """True while Redis is believed unreachable; False during the hand-back."""
-        self._until = math.inf
+        self._peers_before = peers_before
+        self._hand_back_cap = max(limit.period, probe_interval + 2 * self._interval)
+        self._recovered_at = math.inf
         self._permits: OrderedDict[int, Permit] = OrderedDict()
 
     @property
@@ -90,18 +95,27 @@ class Fallback:
     def failed_again(self) -> None:
         """Redis could not be reached (again): stay local until the next probe."""
         self.degraded = True
-        self._until = math.inf
+        self._recovered_at = math.inf
         self._next_probe = anyio.current_time() + self._probe_interval
 
     def recovered(self) -> None:
         """Redis answered: keep the local pace too until every busy peer has rejoined."""
         if self.degraded:
             self.degraded = False
-            self._until = anyio.current_time() + self._probe_interval + 2 * self._interval
+            self._recovered_at = anyio.current_time()
 
-    def finished(self) -> bool:
-        """Whether the hand-back is over and the shared schedule alone decides."""
-        return not self.degraded and anyio.current_time() >= self._until
+    def rejoin_window(self) -> float:
+        """Seconds since recovery, over which Redis should count the peers back (0: none)."""
+        if self.degraded:
+            return 0.0
+        return max(anyio.current_time() - self._recovered_at, 1e-6)
+
+    def finished(self, rejoined: int) -> bool:
+        """Whether the hand-back is over, ``rejoined`` peers having acquired since recovery."""
+        if self.degraded:
+            return False
+        waited = anyio.current_time() - self._recovered_at
+        return rejoined >= self._peers_before or waited >= self._hand_back_cap
 
     async def slot(self, priority: int, *, paused_until: float) -> Permit:
         """Wait for the next local permit, not before ``paused_until`` (loop time)."""
@@ -117,10 +131,16 @@ class Fallback:
     async def observe(self, feedback: RateLimitFeedback) -> None:
         """Pass an answer on to the local limiter, under the local permit it was sent with.
 
+        ``Remaining`` counts every process on the token, while the local limiter compares it
+        with its own share and would read the others' traffic as a stranger's and slow down.
+        So only what holds for everyone passes: a 429, and ``Remaining: 0`` (nothing fits
+        before the reset, whoever sent the rest).
+
         An answer to a permit that came from Redis has no local counterpart: it is passed on
         under serial 0, which the local limiter treats as too old to count its own requests.
         """
         local = self._permits.get(feedback.permit.serial)
         if local is None:
             local = Permit(granted_at=feedback.permit.granted_at, serial=0)
-        await self.limiter.observe(dataclasses.replace(feedback, permit=local))
+        remaining = 0 if feedback.remaining == 0 else None
+        await self.limiter.observe(dataclasses.replace(feedback, permit=local, remaining=remaining))

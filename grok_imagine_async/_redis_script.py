@@ -31,9 +31,10 @@ and useless for recovering the token."""
 
 # Keys: [1] TAT, [2] paused-until, [3] peers (member -> last acquire), [4] slots (the slots
 #       handed out in the last period, scored by time).
-# ARGV: [1] emission interval us, [2] period us, [3] member id.
+# ARGV: [1] emission interval us, [2] period us, [3] member id,
+#       [4] rejoin window us (0: not asked).
 # Returns: {delay us until the reserved slot, pause remaining us, active peers,
-#           slots due within the last period}.
+#           slots due within the last period, peers that acquired within the rejoin window}.
 ACQUIRE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -57,7 +58,12 @@ redis.call('ZADD', KEYS[4], slot, string.format('%.0f', slot))
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', old)
 redis.call('PEXPIRE', KEYS[4], ttl)
 local sent = redis.call('ZCOUNT', KEYS[4], old, now)
-return {slot - now, pause_left, redis.call('ZCARD', KEYS[3]), sent}
+local rejoin = tonumber(ARGV[4])
+local rejoined = 0
+if rejoin > 0 then
+  rejoined = redis.call('ZCOUNT', KEYS[3], string.format('%.0f', now - rejoin), '+inf')
+end
+return {slot - now, pause_left, redis.call('ZCARD', KEYS[3]), sent, rejoined}
 """
 
 # Keys: [1] TAT, [2] paused-until, [3] slots (as above).
@@ -173,29 +179,32 @@ class Reservation:
         pause_left: Seconds a server-ordered pause still runs (0 if none).
         peers: Limiter instances that acquired a permit for this token within the last period.
         sent_in_window: Slots of every process due within the last period, this one included.
+        rejoined: Peers that acquired through Redis within the rejoin window asked for.
     """
 
     delay: float
     pause_left: float
     peers: int
     sent_in_window: int
+    rejoined: int = 0
 
     @classmethod
     def parse(cls, raw: object) -> Reservation:
-        """Read the script's reply (a list of four integers).
+        """Read the script's reply (a list of five integers).
 
         Raises:
             ValueError: If the reply has another shape (the key space is shared with someone
                 else's data, or the script was changed).
         """
-        if not isinstance(raw, (list, tuple)) or len(raw) != 4:
+        if not isinstance(raw, (list, tuple)) or len(raw) != 5:
             raise ValueError(f"unexpected reply from the acquire script: {raw!r}")
-        delay, pause_left, peers, sent = (int(value) for value in raw)
+        delay, pause_left, peers, sent, rejoined = (int(value) for value in raw)
         return cls(
             delay=delay / MICROS,
             pause_left=pause_left / MICROS,
             peers=max(1, peers),
             sent_in_window=sent,
+            rejoined=rejoined,
         )
 
 

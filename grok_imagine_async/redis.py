@@ -339,7 +339,12 @@ class RedisRateLimiter:
             self._redis_calls += 1
             raw = await self._acquire_script(
                 keys=self._keys.acquire_keys(),
-                args=[to_micros(self._interval), to_micros(self._limit.period), self._member],
+                args=[
+                    to_micros(self._interval),
+                    to_micros(self._limit.period),
+                    self._member,
+                    0 if fallback is None else to_micros(fallback.rejoin_window()),
+                ],
             )
         except _UNAVAILABLE as exc:
             if self._on_unavailable == "raise":
@@ -360,7 +365,7 @@ class RedisRateLimiter:
                 fallback.recovered()
                 self._recoveries += 1
                 logger.warning("Redis reachable again; the shared limit is back in force")
-            elif fallback.finished():
+            elif fallback.finished(reservation.rejoined):
                 self._fallback = None
         await self._sleep_until(anyio.current_time() + reservation.delay)
         return local
@@ -382,6 +387,7 @@ class RedisRateLimiter:
             clock=self._clock,
             probe_interval=self._probe_interval,
             last_grant=self._last_grant,
+            peers_before=self._peers or 1,
         )
         self._fallbacks += 1
         logger.warning(

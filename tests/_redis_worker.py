@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from grok_imagine_async import RateLimit
 
 REDIS_MISSING = (
     "redis-server is not installed (Debian/Ubuntu: apt-get install redis-server; "
@@ -89,6 +93,65 @@ class RedisServer:
         self.process = None
 
 
+def start_workers(
+    *,
+    redis_url: str,
+    base_url: str,
+    token: str,
+    limit: RateLimit,
+    per_worker: int,
+    skews: list[float],
+    start_in: float = 2.0,
+    limiter: str = "redis",
+    probe_intervals: list[float] | None = None,
+) -> list[subprocess.Popen[str]]:
+    """Start one worker process per entry of ``skews``, all to begin ``start_in`` s from now.
+
+    ``probe_intervals`` gives each worker its ``fallback_probe_interval`` (default 0.5 s).
+    """
+    probes = probe_intervals or [0.5] * len(skews)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    start_at = time.time() + start_in  # wall clock: the one clock all local processes share
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__)),
+                f"--redis-url={redis_url}",
+                f"--base-url={base_url}",
+                f"--token={token}",
+                f"--requests={limit.requests}",
+                f"--period={limit.period}",
+                f"--count={per_worker}",
+                f"--skew={skew}",
+                f"--start-at={start_at}",
+                f"--limiter={limiter}",
+                f"--probe-interval={probe}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for skew, probe in zip(skews, probes, strict=True)
+    ]
+
+
+def collect(workers: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+    """Wait for the workers and return their JSON summaries.
+
+    Raises:
+        RuntimeError: If a worker failed, with the end of its stderr.
+    """
+    summaries = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=90)
+        if worker.returncode != 0:
+            raise RuntimeError(f"worker exited with {worker.returncode}:\n{err[-3000:]}")
+        summaries.append(json.loads(out.strip().splitlines()[-1]))
+    return summaries
+
+
 WARM_UP_TOKEN = "warm-up-token"
 """A second token the emulator must accept, so warming it up does not count against the first."""
 
@@ -134,7 +197,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
     import anyio
     import httpx
 
-    from grok_imagine_async import AsyncGrokImagine, RateLimit, build_request
+    from grok_imagine_async import AsyncGrokImagine, build_request
     from grok_imagine_async._local_limiter import LocalRateLimiter
     from grok_imagine_async.redis import RedisRateLimiter
 
@@ -207,6 +270,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
         "fallbacks": stats.fallbacks,
         "recoveries": stats.recoveries,
         "rate_limited": (baseline or limiter).statistics().rate_limited_responses,
+        "server_pauses": (baseline or limiter).statistics().server_pauses,
         "latency_p50": latencies[len(latencies) // 2] if latencies else None,
     }
 

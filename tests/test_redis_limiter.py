@@ -126,8 +126,8 @@ def test_tat_floor_only_when_pacing_would_overrun_the_reset() -> None:
 
 
 def test_reservation_parse_rejects_foreign_replies() -> None:
-    assert Reservation.parse([1500, 0, 3, 7]) == Reservation(
-        delay=0.0015, pause_left=0.0, peers=3, sent_in_window=7
+    assert Reservation.parse([1500, 0, 3, 7, 2]) == Reservation(
+        delay=0.0015, pause_left=0.0, peers=3, sent_in_window=7, rejoined=2
     )
     with pytest.raises(ValueError, match="unexpected reply"):
         Reservation.parse(b"OK")

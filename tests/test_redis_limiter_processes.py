@@ -7,10 +7,7 @@ Each worker (``tests/_redis_worker.py``) has its own ``AsyncGrokImagine`` and
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +18,9 @@ from _redis_worker import (
     REDIS_MISSING,
     WARM_UP_TOKEN,
     RedisServer,
+    collect,
     redis_server_binary,
+    start_workers,
     warm_up_emulator,
 )
 
@@ -34,7 +33,6 @@ from grok_imagine_async.testing import Emulator, EmulatorConfig, serve_in_thread
 
 pytestmark = [pytest.mark.redis, pytest.mark.integration]
 
-WORKER = Path(__file__).with_name("_redis_worker.py")
 TOKEN = "sk-test-SECRET-shared-token"
 LIMIT = RateLimit(100, 3.0)
 K = 4
@@ -60,41 +58,17 @@ def new_emulator(*, seed: int, reset_format: Literal["seconds", "unix"] = "secon
     )
 
 
-def start_workers(
-    redis_url: str, base_url: str, *, per_worker: int, skews: list[float], start_at: float
-) -> list[subprocess.Popen[str]]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKER),
-                f"--redis-url={redis_url}",
-                f"--base-url={base_url}",
-                f"--token={TOKEN}",
-                f"--requests={LIMIT.requests}",
-                f"--period={LIMIT.period}",
-                f"--count={per_worker}",
-                f"--skew={skew}",
-                f"--start-at={start_at}",
-                "--probe-interval=0.5",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for skew in skews
-    ]
-
-
-def collect(workers: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
-    summaries = []
-    for worker in workers:
-        out, err = worker.communicate(timeout=60)
-        assert worker.returncode == 0, f"worker crashed:\n{err[-3000:]}"
-        summaries.append(json.loads(out.strip().splitlines()[-1]))
-    return summaries
+def report(emulator: Emulator, summaries: list[dict[str, Any]]) -> str:
+    """What a failed assertion should show: the emulator's verdict and each worker's counters."""
+    times = emulator.request_times(TOKEN)
+    gaps = sorted(round((b - a) * 1000, 1) for a, b in itertools.pairwise(times))
+    return (
+        f"429s={emulator.statistics().rate_limited} "
+        f"max_window={emulator.max_window_count(LIMIT.period, TOKEN)} "
+        f"utilization={utilization(times):.3f} shortest_gaps_ms={gaps[:12]} "
+        f"longest_gaps_ms={gaps[-6:]} "
+        f"workers={summaries}"
+    )
 
 
 def utilization(times: list[float]) -> float:
@@ -118,38 +92,55 @@ def test_four_processes_on_one_token_pace_as_one_client(
     with serve_in_thread(emulator) as base_url:
         warm_up_emulator(base_url)
         workers = start_workers(
-            redis_server.url, base_url, per_worker=per_worker, skews=skews, start_at=time.time() + 2
+            redis_url=redis_server.url,
+            base_url=base_url,
+            token=TOKEN,
+            limit=LIMIT,
+            per_worker=per_worker,
+            skews=skews,
         )
         summaries = collect(workers)
 
-    assert [s["errors"] for s in summaries] == [[]] * K
-    assert sum(s["sent"] for s in summaries) == K * per_worker
-    assert all(s["sent"] == s["permits"] == s["redis_calls"] for s in summaries)
-    times = emulator.request_times(TOKEN)
-    assert emulator.statistics().rate_limited == 0
-    assert emulator.max_window_count(LIMIT.period, TOKEN) <= LIMIT.requests
-    assert utilization(times) >= 0.95
+    context = report(emulator, summaries)
+    assert [s["errors"] for s in summaries] == [[]] * K, context
+    assert sum(s["sent"] for s in summaries) == K * per_worker, context
+    assert all(s["sent"] == s["permits"] == s["redis_calls"] for s in summaries), context
+    assert emulator.statistics().rate_limited == 0, context
+    assert emulator.max_window_count(LIMIT.period, TOKEN) <= LIMIT.requests, context
+    assert utilization(emulator.request_times(TOKEN)) >= 0.95, context
 
 
 def test_redis_killed_mid_run_falls_back_and_returns_without_a_burst(
     redis_server: RedisServer,
 ) -> None:
     emulator = new_emulator(seed=2)
-    per_worker = 60  # about 8 s at the plan's rate, Redis gone for 2 s of it
+    per_worker = 75  # about 9 s at the plan's rate, Redis gone for 2 s of it
     with serve_in_thread(emulator) as base_url:
         warm_up_emulator(base_url)
-        start_at = time.time() + 2
         workers = start_workers(
-            redis_server.url, base_url, per_worker=per_worker, skews=[0.0] * K, start_at=start_at
+            redis_url=redis_server.url,
+            base_url=base_url,
+            token=TOKEN,
+            limit=LIMIT,
+            per_worker=per_worker,
+            skews=[0.0] * K,
+            start_in=2.0,
+            # Workers notice the return at different moments: the first back must not take
+            # the whole rate while the others still send their fallback share.
+            probe_intervals=[0.3, 1.0, 1.7, 2.4],
         )
-        # Fault injection on the wall clock the workers also start on, not a wait for a result.
-        time.sleep(max(0.0, start_at + 2.5 - time.time()))
+        # Fault injection 2.5 s into the run (not a wait for a result to appear).
+        time.sleep(4.5)
         redis_server.kill()
         time.sleep(2.0)
         redis_server.start()
         summaries = collect(workers)
 
-    assert [s["errors"] for s in summaries] == [[]] * K
-    assert all(s["fallbacks"] >= 1 and s["recoveries"] >= 1 for s in summaries)
-    assert emulator.statistics().rate_limited == 0
-    assert emulator.max_window_count(LIMIT.period, TOKEN) <= LIMIT.requests
+    context = report(emulator, summaries)
+    assert [s["errors"] for s in summaries] == [[]] * K, context
+    assert sum(s["sent"] for s in summaries) == K * per_worker, context
+    assert all(s["fallbacks"] == 1 and s["recoveries"] == 1 for s in summaries), context
+    assert emulator.statistics().rate_limited == 0, context
+    assert emulator.max_window_count(LIMIT.period, TOKEN) <= LIMIT.requests, context
+    # Each worker paced itself at a quarter of the plan meanwhile: the outage costs nothing.
+    assert utilization(emulator.request_times(TOKEN)) >= 0.95, context
