@@ -21,6 +21,7 @@ refers to, so :class:`Fallback` remembers which of them stood behind each permit
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections import OrderedDict
 
@@ -30,6 +31,11 @@ from ._clock import Clock
 from ._limiter import Permit, Priority, RateLimitFeedback
 from ._local_limiter import DEFAULT_HEADROOM, LocalRateLimiter
 from ._plans import RateLimit
+
+logger = logging.getLogger("grok_imagine_async.redis")
+
+UNKNOWN_PEERS_SHARE = 0.25
+"""Fallback share of the plan when Redis was never reached, so the number of peers is unknown."""
 
 _REMEMBERED_PERMITS = 4096
 """Local permits remembered for feedback; answers come back within seconds, so this is ample."""
@@ -82,6 +88,51 @@ class Fallback:
         self._hand_back_cap = max(limit.period, probe_interval + 2 * self._interval)
         self._recovered_at = math.inf
         self._permits: OrderedDict[int, Permit] = OrderedDict()
+
+    @classmethod
+    def engage(
+        cls,
+        plan: RateLimit,
+        *,
+        share: float | None,
+        peers: int | None,
+        headroom: float,
+        clock: Clock,
+        probe_interval: float,
+        last_grant: float | None,
+        reason: str,
+    ) -> Fallback:
+        """Start pacing alone at ``share`` of ``plan`` (None: one over ``peers``), and say so.
+
+        Args:
+            plan: The token's whole quota.
+            share: The fraction configured, or None for one over the peers last seen.
+            peers: Limiter instances last seen on the token (None: Redis never answered).
+            headroom: As for :class:`Fallback`.
+            clock: As for :class:`Fallback`.
+            probe_interval: As for :class:`Fallback`.
+            last_grant: As for :class:`Fallback`.
+            reason: Why Redis is considered unreachable (an exception's name), for the log.
+        """
+        if share is None:
+            share = UNKNOWN_PEERS_SHARE if peers is None else 1.0 / peers
+        limit = fallback_limit(plan, share)
+        logger.warning(
+            "Redis unreachable (%s); pacing this process alone at %d requests per %gs "
+            "(%.0f%% of the plan) until it answers again",
+            reason,
+            limit.requests,
+            limit.period,
+            share * 100,
+        )
+        return cls(
+            limit,
+            headroom=headroom,
+            clock=clock,
+            probe_interval=probe_interval,
+            last_grant=last_grant,
+            peers_before=peers or 1,
+        )
 
     @property
     def limit(self) -> RateLimit:

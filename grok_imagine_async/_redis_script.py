@@ -237,3 +237,60 @@ def tat_floor(*, remaining: int, reset_after: float, interval: float) -> float |
     """
     floor = reset_after - remaining * interval
     return floor if floor > interval else None
+
+
+def rate_limited_pause(
+    limit: RateLimit, interval: float, *, retry_after: float | None, reset_after: float | None
+) -> float:
+    """How long a 429 stops every process: ``Retry-After``, else the reset, else one period.
+
+    Clamped to one period (no window stays closed longer than itself, so a longer hint can only
+    come from a skewed clock reading a Unix-time reset) and to at least one ``interval`` (so a
+    zero hint cannot turn into one 429 per interval).
+
+    Example:
+        >>> rate_limited_pause(RateLimit(100, 60.0), 0.6, retry_after=None, reset_after=None)
+        60.0
+    """
+    hint = retry_after if retry_after is not None else reset_after
+    if hint is None:
+        hint = limit.period  # the only wait that clears any window
+    return max(min(hint, limit.period), interval)
+
+
+def remaining_needs_check(
+    limit: RateLimit,
+    interval: float,
+    *,
+    remaining: int | None,
+    reset_after: float | None,
+    sent_in_window: int,
+    tolerance: int,
+) -> bool:
+    """Whether an answer's ``Remaining`` may show traffic that our slots do not explain.
+
+    The observe script decides for sure, against Redis's count of slots; this filters out,
+    without a round trip, the answers that the count seen at this process's last reservation
+    (``sent_in_window``) already explains. That count only grows, so nothing the script would act
+    on is filtered out. Also out: answers whose ``Remaining`` would change nothing (a floor
+    within one interval, see :func:`tat_floor`).
+
+    Example:
+        >>> limit = RateLimit(100, 3.0)
+        >>> remaining_needs_check(limit, 0.0306, remaining=0, reset_after=0.02,
+        ...                       sent_in_window=97, tolerance=4)
+        False
+        >>> remaining_needs_check(limit, 0.0306, remaining=0, reset_after=0.02,
+        ...                       sent_in_window=10, tolerance=4)
+        True
+    """
+    if remaining is None or reset_after is None:
+        return False
+    if limit.requests - remaining <= sent_in_window + tolerance:
+        return False
+    if remaining == 0:
+        return reset_after > 0
+    floor = tat_floor(
+        remaining=remaining, reset_after=min(reset_after, limit.period), interval=interval
+    )
+    return floor is not None

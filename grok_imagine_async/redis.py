@@ -6,12 +6,16 @@ several machines, each pacing itself alone, would send four times the plan's rat
 
 Needs the ``redis`` extra: ``pip install "grok-imagine-async[redis]"``.
 
-Example:
-    >>> from grok_imagine_async import AsyncGrokImagine
-    >>> from grok_imagine_async.redis import RedisRateLimiter
-    >>> limiter = RedisRateLimiter("redis://localhost:6379/0", limit="pro", api_key=token)
-    >>> async with AsyncGrokImagine(api_key=token, limiter=limiter) as client:  # doctest: +SKIP
-    ...     task = await client.generate("a lighthouse at dawn")
+Example::
+
+    from grok_imagine_async import AsyncGrokImagine
+    from grok_imagine_async.redis import RedisRateLimiter
+
+    async with (
+        RedisRateLimiter("redis://localhost:6379/0", limit="pro", api_key=token) as limiter,
+        AsyncGrokImagine(api_key=token, limiter=limiter) as client,
+    ):
+        task_id = await client.generate("a lighthouse at dawn")
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import ConfigurationError, GrokImagineError
 from ._limiter import LimiterStatistics, Permit, Priority, RateLimitFeedback
 from ._plans import Plan, RateLimit, resolve_rate_limit
-from ._redis_fallback import Fallback, fallback_limit
+from ._redis_fallback import Fallback
 from ._redis_queue import SlotLine
 from ._redis_script import (
     ACQUIRE_SCRIPT,
@@ -48,7 +52,8 @@ from ._redis_script import (
     Reservation,
     emission_interval,
     feedback_tolerance,
-    tat_floor,
+    rate_limited_pause,
+    remaining_needs_check,
     to_micros,
 )
 
@@ -60,8 +65,6 @@ __all__ = ["RedisLimiterStatistics", "RedisRateLimiter", "RedisUnavailableError"
 logger = logging.getLogger("grok_imagine_async.redis")
 
 DEFAULT_KEY_PREFIX = "grok-imagine:ratelimit"
-UNKNOWN_PEERS_SHARE = 0.25
-"""Fallback share of the plan when Redis was never reached, so the number of peers is unknown."""
 
 # Errors that mean "Redis cannot answer right now", as opposed to a bug or foreign data in our keys.
 _UNAVAILABLE = (
@@ -90,6 +93,7 @@ class RedisLimiterStatistics(LimiterStatistics):
         fallback_active: True while permits come from the local fallback limiter.
         fallbacks: Times Redis became unreachable and the fallback took over.
         recoveries: Times Redis came back and took over again.
+        late_slots: Reserved slots given up because this process woke too late to use them.
         peers: Limiter instances seen using this token within the last period (self included).
     """
 
@@ -97,6 +101,7 @@ class RedisLimiterStatistics(LimiterStatistics):
     fallback_active: bool
     fallbacks: int
     recoveries: int
+    late_slots: int
     peers: int
 
 
@@ -194,6 +199,8 @@ class RedisRateLimiter:
         self._peers: int | None = None  # as last counted by Redis
         self._sent_in_window = 0  # every process's slots in the last period, as last counted
         self._tolerance = feedback_tolerance(self._limit, headroom)
+        # How late a slot may still be used: half the jitter the headroom absorbs.
+        self._late_limit = max(headroom * self._limit.period / 2, self._interval)
         self._last_grant: float | None = None  # loop time
         self._pause_end = -math.inf  # loop time until which a server-ordered pause holds
         self._paused_until: float | None = None  # the same on self._clock, for statistics
@@ -205,6 +212,7 @@ class RedisRateLimiter:
         self._redis_calls = 0
         self._fallbacks = 0
         self._recoveries = 0
+        self._late_slots = 0
 
     # -- the RateLimiter protocol -------------------------------------------------------------
 
@@ -218,6 +226,9 @@ class RedisRateLimiter:
 
         Cancelling a waiting call consumes no permit: a slot already reserved for it goes to the
         next waiter of this process.
+
+        Args:
+            priority: Among this process's waiters, :attr:`Priority.POLL` goes first.
 
         Raises:
             RedisUnavailableError: With ``on_unavailable="raise"``, if Redis cannot be reached.
@@ -241,13 +252,25 @@ class RedisRateLimiter:
         a low ``Remaining`` spreads the slots left until the reset. Never raises for an
         unreachable Redis.
         """
+        pause = None
         if feedback.rate_limited:
             self._rate_limited += 1
-        pause = self._pause_for(feedback)
-        if pause is not None:
             self._server_pauses += 1
+            pause = rate_limited_pause(
+                self._limit,
+                self._interval,
+                retry_after=feedback.retry_after,
+                reset_after=feedback.reset_after,
+            )
             self._note_pause(pause)
-        check = self._worth_checking(feedback)
+        check = not feedback.rate_limited and remaining_needs_check(
+            self._limit,
+            self._interval,
+            remaining=feedback.remaining,
+            reset_after=feedback.reset_after,
+            sent_in_window=self._sent_in_window,
+            tolerance=self._tolerance,
+        )
         if self._fallback is not None:
             await self._fallback.observe(feedback)
             if self._fallback.degraded:
@@ -295,6 +318,7 @@ class RedisRateLimiter:
             fallback_active=self._fallback is not None and self._fallback.degraded,
             fallbacks=self._fallbacks,
             recoveries=self._recoveries,
+            late_slots=self._late_slots,
             peers=self._peers or 1,
         )
 
@@ -326,8 +350,11 @@ class RedisRateLimiter:
     async def _next_slot(self, priority: int) -> Permit | None:
         """Return when this process's next slot is due, with the local permit behind it if any."""
         pending, self._pending_slot = self._pending_slot, None
-        if pending is not None and pending >= anyio.current_time():
-            await self._sleep_until(pending)
+        if (
+            pending is not None
+            and pending >= anyio.current_time()
+            and await self._sleep_until(pending)
+        ):
             return None
         local: Permit | None = None
         fallback = self._fallback
@@ -335,106 +362,69 @@ class RedisRateLimiter:
             local = await fallback.slot(priority, paused_until=self._pause_end)
             if not fallback.should_probe():
                 return local
-        try:
-            self._redis_calls += 1
-            raw = await self._acquire_script(
-                keys=self._keys.acquire_keys(),
-                args=[
-                    to_micros(self._interval),
-                    to_micros(self._limit.period),
-                    self._member,
-                    0 if fallback is None else to_micros(fallback.rejoin_window()),
-                ],
-            )
-        except _UNAVAILABLE as exc:
-            if self._on_unavailable == "raise":
-                raise RedisUnavailableError(
-                    f"Redis is unreachable ({type(exc).__name__}) and on_unavailable='raise'"
-                ) from exc
-            if fallback is None:
-                fallback = self._engage_fallback(exc)
-                return await fallback.slot(priority, paused_until=self._pause_end)
-            fallback.failed_again()
-            return local
-        reservation = Reservation.parse(raw)
-        self._peers = reservation.peers
-        self._sent_in_window = reservation.sent_in_window
-        self._note_pause(reservation.pause_left)
-        if fallback is not None:
-            if fallback.degraded:
-                fallback.recovered()
-                self._recoveries += 1
-                logger.warning("Redis reachable again; the shared limit is back in force")
-            elif fallback.finished(reservation.rejoined):
-                self._fallback = None
-        await self._sleep_until(anyio.current_time() + reservation.delay)
-        return local
+        while True:
+            try:
+                self._redis_calls += 1
+                raw = await self._acquire_script(
+                    keys=self._keys.acquire_keys(),
+                    args=[
+                        to_micros(self._interval),
+                        to_micros(self._limit.period),
+                        self._member,
+                        0 if fallback is None else to_micros(fallback.rejoin_window()),
+                    ],
+                )
+            except _UNAVAILABLE as exc:
+                if self._on_unavailable == "raise":
+                    raise RedisUnavailableError(
+                        f"Redis is unreachable ({type(exc).__name__}) and on_unavailable='raise'"
+                    ) from exc
+                if fallback is None:
+                    fallback = self._engage_fallback(exc)
+                    return await fallback.slot(priority, paused_until=self._pause_end)
+                fallback.failed_again()
+                return local
+            reservation = Reservation.parse(raw)
+            self._peers = reservation.peers
+            self._sent_in_window = reservation.sent_in_window
+            self._note_pause(reservation.pause_left)
+            if fallback is not None:
+                if fallback.degraded:
+                    fallback.recovered()
+                    self._recoveries += 1
+                    logger.warning("Redis reachable again; the shared limit is back in force")
+                elif fallback.finished(reservation.rejoined):
+                    self._fallback = fallback = None
+            if await self._sleep_until(anyio.current_time() + reservation.delay):
+                return local
+            self._late_slots += 1
 
-    async def _sleep_until(self, deadline: float) -> None:
+    async def _sleep_until(self, deadline: float) -> bool:
+        """Sleep until a reserved slot; False if woken too late to use it.
+
+        A process stalled past its slot (an overloaded host) would send among the slots of the
+        processes that come next, and several stalled at once would overfill a window; the
+        slot is given up instead and a fresh one reserved, which only costs throughput.
+        """
         # If cancelled while asleep, the slot stays reserved for the next waiter to lead.
         self._pending_slot = deadline
         await anyio.sleep(max(0.0, deadline - anyio.current_time()))
         self._pending_slot = None
+        return anyio.current_time() - deadline <= self._late_limit
 
     def _engage_fallback(self, exc: BaseException) -> Fallback:
-        share = self._fallback_share
-        if share is None:
-            share = UNKNOWN_PEERS_SHARE if self._peers is None else 1.0 / self._peers
-        limit = fallback_limit(self._limit, share)
-        self._fallback = Fallback(
-            limit,
+        self._fallback = Fallback.engage(
+            self._limit,
+            share=self._fallback_share,
+            peers=self._peers,
             headroom=self._headroom,
             clock=self._clock,
             probe_interval=self._probe_interval,
             last_grant=self._last_grant,
-            peers_before=self._peers or 1,
+            reason=type(exc).__name__,
         )
         self._fallbacks += 1
-        logger.warning(
-            "Redis unreachable (%s); pacing this process alone at %d requests per %gs "
-            "(%.0f%% of the plan) until it answers again",
-            type(exc).__name__,
-            limit.requests,
-            limit.period,
-            share * 100,
-        )
         return self._fallback
-
-    def _pause_for(self, feedback: RateLimitFeedback) -> float | None:
-        """How long a 429 stops every process (None: not a 429)."""
-        if not feedback.rate_limited:
-            return None
-        # Clamped to one period: no window stays closed longer than itself, so a longer hint
-        # can only come from a skewed clock reading a Unix-time reset.
-        period = self._limit.period
-        hint = feedback.retry_after
-        if hint is None:
-            hint = feedback.reset_after
-        if hint is None:
-            hint = period  # the only wait that clears any window
-        # At least one interval, so a zero hint cannot become one 429 per interval.
-        return max(min(hint, period), self._interval)
-
-    def _worth_checking(self, feedback: RateLimitFeedback) -> bool:
-        """Whether ``Remaining`` may show traffic our slots do not explain (Redis decides).
-
-        Filters out, without a round trip, the answers that the slots counted at this
-        process's last reservation already explain; that count only grows, so nothing that
-        Redis would act on is filtered out.
-        """
-        remaining, reset_after = feedback.remaining, feedback.reset_after
-        if remaining is None or reset_after is None or feedback.rate_limited:
-            return False
-        if self._limit.requests - remaining <= self._sent_in_window + self._tolerance:
-            return False
-        if remaining == 0:
-            return reset_after > 0
-        floor = tat_floor(
-            remaining=remaining,
-            reset_after=min(reset_after, self._limit.period),
-            interval=self._interval,
-        )
-        return floor is not None
 
     def _note_pause(self, seconds: float) -> None:
         if seconds > 0:

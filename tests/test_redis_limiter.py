@@ -7,6 +7,7 @@ real time: the pacing reads Redis's own clock, which a virtual event loop cannot
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,8 +27,11 @@ from grok_imagine_async import (
 
 redis_asyncio = pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 
+from grok_imagine_async._redis_fallback import fallback_limit  # noqa: E402
 from grok_imagine_async._redis_script import (  # noqa: E402
     Reservation,
+    rate_limited_pause,
+    remaining_needs_check,
     tat_floor,
     to_micros,
     token_namespace,
@@ -131,6 +135,52 @@ def test_reservation_parse_rejects_foreign_replies() -> None:
     )
     with pytest.raises(ValueError, match="unexpected reply"):
         Reservation.parse(b"OK")
+
+
+def test_rate_limited_pause_prefers_retry_after_and_is_clamped() -> None:
+    limit = RateLimit(100, 3.0)
+    assert rate_limited_pause(limit, 0.03, retry_after=0.5, reset_after=2.0) == 0.5
+    assert rate_limited_pause(limit, 0.03, retry_after=None, reset_after=2.0) == 2.0
+    assert rate_limited_pause(limit, 0.03, retry_after=None, reset_after=None) == 3.0
+    # A skewed clock reading a Unix-time reset: never more than one period.
+    assert rate_limited_pause(limit, 0.03, retry_after=None, reset_after=3600.0) == 3.0
+    # A zero hint still waits one interval.
+    assert rate_limited_pause(limit, 0.03, retry_after=0.0, reset_after=None) == 0.03
+
+
+@pytest.mark.parametrize(
+    ("remaining", "reset_after", "sent", "expected"),
+    [
+        (None, 1.0, 0, False),  # no header
+        (3, None, 0, False),  # no reset: nothing to spread over
+        (0, 0.02, 97, False),  # a full window our own slots explain
+        (0, 0.02, 10, True),  # a full window we did not fill
+        (0, 0.0, 10, False),  # ... but it frees now
+        (20, 0.5, 10, False),  # someone else, but our pace fits what is left before the reset
+        (5, 3.0, 10, True),  # someone else, and our pace would overrun the reset
+    ],
+)
+def test_remaining_needs_check(
+    remaining: int | None, reset_after: float | None, sent: int, expected: bool
+) -> None:
+    limit = RateLimit(100, 3.0)
+    assert (
+        remaining_needs_check(
+            limit,
+            0.0306,
+            remaining=remaining,
+            reset_after=reset_after,
+            sent_in_window=sent,
+            tolerance=4,
+        )
+        is expected
+    )
+
+
+def test_fallback_limit_is_a_share_never_zero() -> None:
+    assert fallback_limit(RateLimit(100, 60.0), 0.25) == RateLimit(25, 60.0)
+    assert fallback_limit(RateLimit(100, 60.0), 1 / 3) == RateLimit(33, 60.0)
+    assert fallback_limit(RateLimit(2, 60.0), 0.1) == RateLimit(1, 60.0)
 
 
 def test_to_micros_rounds_up() -> None:
@@ -372,3 +422,48 @@ async def test_falls_back_when_redis_dies_and_recovers_when_it_returns(
         assert not stats.fallback_active
         assert stats.recoveries == 1
         assert "reachable again" in caplog.text
+
+
+async def test_fallback_share_follows_the_peers_last_seen(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit = RateLimit(40, 1.0)
+    async with contextlib.AsyncExitStack() as stack:
+        limiters = [
+            await stack.enter_async_context(
+                RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN, headroom=0.0)
+            )
+            for _ in range(4)
+        ]
+        for limiter in [*limiters, limiters[0]]:
+            await limiter.acquire()
+        assert limiters[0].statistics().peers == 4
+        redis_server.kill()
+        with caplog.at_level(logging.WARNING, logger="grok_imagine_async.redis"):
+            started = time.monotonic()
+            for _ in range(5):
+                await limiters[0].acquire()
+            elapsed = time.monotonic() - started
+    assert "10 requests per 1s (25% of the plan)" in caplog.text
+    # A quarter of 40/s: permits at least 0.1 s apart, the first one included (it follows a
+    # shared permit just granted).
+    assert elapsed >= 0.45
+
+
+async def test_a_slot_woken_too_late_is_given_up(redis_server: RedisServer) -> None:
+    async with RedisRateLimiter(
+        redis_server.url, limit=RateLimit(10, 1.0), api_key=TOKEN
+    ) as limiter:
+        await limiter.acquire()
+
+        async def stall() -> None:
+            await anyio.sleep(0.01)  # let the acquire below reserve its slot, 0.1 s away
+            time.sleep(0.35)  # noqa: ASYNC251 - hold the event loop, as an overloaded host would
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stall)
+            await limiter.acquire()
+        stats = limiter.statistics()
+        assert stats.late_slots == 1
+        assert stats.permits_granted == 2
+        assert stats.redis_calls == 3
