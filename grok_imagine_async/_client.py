@@ -513,9 +513,12 @@ class AsyncGrokImagine:
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
         permit = await self._limiter.acquire(priority=priority)
-        if before_send is not None:
+        if before_send is None:
+            return await self._exchange(method, path, permit, params, body)
+        # From the recorded intent to the read answer, one shielded step: a cancellation
+        # landing in between would leave an intent for a request that was never sent.
+        with anyio.CancelScope(shield=True):
             await before_send()
-        with anyio.CancelScope(shield=before_send is not None):
             return await self._exchange(method, path, permit, params, body)
 
     async def _exchange(

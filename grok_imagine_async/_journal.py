@@ -24,8 +24,8 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import anyio
-import anyio.to_thread
 
+from ._blocking import run_blocking
 from ._jobs import JobResult, JournalRecord, JournalState
 from ._journal_sqlite import (
     JournalError,
@@ -121,14 +121,14 @@ class SqliteJournal:
                 self._closed = True
                 conn, self._conn = self._conn, None
                 if conn is not None:
-                    await anyio.to_thread.run_sync(close, conn)
+                    await run_blocking(close, conn)
 
     async def _ensure_open(self) -> sqlite3.Connection:
         # Called with the lock held.
         if self._closed:
             raise JournalError(f"journal {self._path} is closed", path=self._path)
         if self._conn is None:
-            self._conn = await anyio.to_thread.run_sync(connect, self._path)
+            self._conn = await run_blocking(connect, self._path)
         return self._conn
 
     # -- the Journal protocol ----------------------------------------------------------------
@@ -410,7 +410,7 @@ class SqliteJournal:
                             for item in batch:
                                 item.done, item.error = True, exc
                             raise
-                        await anyio.to_thread.run_sync(self._execute, conn, batch)
+                        await run_blocking(self._execute, conn, batch)
             except BaseException:
                 if not op.done and op in self._pending:
                     self._pending.remove(op)  # cancelled while waiting: never run

@@ -411,6 +411,8 @@ class JobScheduler:
         async for job in self._queue_recv:
             try:
                 record = await self._journal.load(job.key) if self._journal is not None else None
+                if record is not None and _never_paid(record):
+                    record = None  # refused by the budget or the API earlier: try it again
                 if record is not None and record.state in _FINAL_RECORDS:
                     await self._replay(job, record)  # sends nothing: needs no in-flight slot
                     continue
@@ -505,8 +507,10 @@ class JobScheduler:
             job._credits += cost
             await self._finish(job, error=exc, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
             return
-        except AuthenticationError:
+        except AuthenticationError as exc:
+            # Provably not started: close the job (and its journal intent) before stopping all.
             self._reserved -= cost
+            await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
             raise
         except APIError as exc:
             self._reserved -= cost
@@ -706,7 +710,7 @@ class JobScheduler:
         now = anyio.current_time()
         limiter = self._client.limiter.statistics()
         period = self._limit.period
-        span = max(min(period, now - self._started_at), 1e-9)
+        span = max(min(period / 4, now - self._started_at), self._limit.interval)
         return SchedulerStatistics(
             queued=self._counts[JobState.QUEUED],
             submitting=self._counts[JobState.SUBMITTING],
@@ -776,6 +780,15 @@ async def _open_journal(journal: Journal | str | os.PathLike[str] | None) -> Jou
 
     opened: Journal = SqliteJournal(Path(journal))
     return opened
+
+
+def _never_paid(record: JournalRecord) -> bool:
+    """A failed record whose job never created a task, for a reason a new run may not meet."""
+    return (
+        record.state is JournalState.FAILED
+        and record.task_id is None
+        and record.failure_class in (FailureClass.BUDGET_EXCEEDED, FailureClass.REQUEST_ERROR)
+    )
 
 
 def _journal_error(record: JournalRecord) -> GrokImagineError:

@@ -9,6 +9,7 @@ import pytest
 
 from grok_imagine_async import (
     AsyncGrokImagine,
+    AuthenticationError,
     FailureClass,
     GenerationRequest,
     JobResult,
@@ -110,3 +111,32 @@ async def test_resubmit_policy_resends_an_unknown_outcome(
     assert result.ok
     assert result.attempts == 2
     assert emulator.statistics().posts_per_prompt["resend me"] == 1
+
+
+@pytest.mark.anyio
+async def test_jobs_refused_by_the_budget_run_next_time(emulator: Emulator, tmp_path: Path) -> None:
+    journal = tmp_path / "run.db"
+    prompts = ["budget a", "budget b", "budget c"]
+    client = client_for(emulator)
+    async with client.generate_many(prompts, journal=journal, max_credits=80) as results:
+        first = [r async for r in results]
+    assert sum(r.failure_class is FailureClass.BUDGET_EXCEEDED for r in first) == 1
+    async with client.generate_many(prompts, journal=journal, max_credits=200) as results:
+        second = [r async for r in results]
+    assert all(r.ok for r in second)
+    assert emulator.statistics().tasks_created == 3  # the two paid ones were not paid again
+
+
+@pytest.mark.anyio
+async def test_a_rejected_token_leaves_no_unknown_outcome(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "run.db"
+    wrong = AsyncGrokImagine(api_key="revoked", http_client=emulator.client(token=None))
+    with pytest.raises(AuthenticationError):
+        async with wrong.generate_many(["token test"], journal=journal) as results:
+            [r async for r in results]
+    async with client_for(emulator).generate_many(["token test"], journal=journal) as results:
+        [result] = [r async for r in results]
+    assert result.ok  # submitted now, not reported as an unknown outcome of the 401'd POST
+    assert emulator.statistics().tasks_created == 1

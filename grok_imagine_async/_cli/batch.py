@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.to_thread
 
+from .._blocking import run_blocking
 from .._client import build_request
 from .._errors import (
     AuthenticationError,
@@ -168,7 +168,7 @@ async def _batch(
         error("batch", exc)
         return EXIT_USAGE
     try:
-        await anyio.to_thread.run_sync(_remove_partial_downloads, Path(args.out))
+        await run_blocking(_remove_partial_downloads, Path(args.out))
         return await _with_journal(args, jobs, summary, journal)
     finally:
         await journal.aclose()

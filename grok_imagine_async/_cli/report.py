@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.to_thread
-
+from .._blocking import run_blocking
 from .._inputs import JobFile
 from .._jobs import JournalRecord, JournalState
 from .._journal import SqliteJournal
@@ -127,7 +125,7 @@ async def write_manifest(
     target = out_dir / MANIFEST_NAME
     partial = out_dir / f".{MANIFEST_NAME}.part"
     seen: set[str] = set()
-    handle = await anyio.to_thread.run_sync(lambda: partial.open("w", encoding="utf-8"))
+    handle = await run_blocking(lambda: partial.open("w", encoding="utf-8"))
     try:
         lines: list[str] = []
 
@@ -143,11 +141,11 @@ async def write_manifest(
                 await emit(manifest_entry(record, out_dir))
         await _flush(handle, lines)
         if len(seen) < len(keys):  # a second streamed pass over the input, in a worker thread
-            await anyio.to_thread.run_sync(_write_unstarted, handle, jobs, seen, outcome)
-        await anyio.to_thread.run_sync(_sync, handle)
+            await run_blocking(_write_unstarted, handle, jobs, seen, outcome)
+        await run_blocking(_sync, handle)
     finally:
-        await anyio.to_thread.run_sync(handle.close)
-    await anyio.to_thread.run_sync(os.replace, partial, target)
+        await run_blocking(handle.close)
+    await run_blocking(os.replace, partial, target)
     outcome.manifest = target
     return outcome
 
@@ -179,7 +177,7 @@ def _sync(handle: Any) -> None:
 async def _flush(handle: Any, lines: list[str]) -> None:
     text = "".join(lines)
     lines.clear()
-    await anyio.to_thread.run_sync(handle.write, text)
+    await run_blocking(handle.write, text)
 
 
 def _relative(path: Path, folder: Path) -> str:
