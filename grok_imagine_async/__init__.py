@@ -24,12 +24,15 @@ from ._errors import (
     BudgetExceededError,
     ConfigurationError,
     GrokImagineError,
+    InputError,
     InvalidRequestError,
+    JournalError,
     NotFoundError,
     RateLimitError,
     ServerError,
     TaskFailedError,
 )
+from ._inputs import InputSummary, JobFile
 from ._jobs import (
     JobEvent,
     JobFinished,
@@ -47,6 +50,7 @@ from ._jobs import (
     SchedulerHook,
     request_key,
 )
+from ._journal import SqliteJournal
 from ._limiter import LimiterStatistics, Permit, Priority, RateLimiter, RateLimitFeedback
 from ._local_limiter import LocalRateLimiter
 from ._models import (
@@ -80,9 +84,12 @@ __all__ = [
     "FailureClass",
     "GenerationRequest",
     "GrokImagineError",
+    "InputError",
+    "InputSummary",
     "InvalidRequestError",
     "Job",
     "JobEvent",
+    "JobFile",
     "JobFinished",
     "JobQueued",
     "JobResubmitting",
@@ -93,6 +100,7 @@ __all__ = [
     "JobState",
     "JobSubmitted",
     "Journal",
+    "JournalError",
     "JournalRecord",
     "JournalState",
     "LimiterStatistics",
@@ -113,6 +121,7 @@ __all__ = [
     "SchedulerHook",
     "SchedulerStatistics",
     "ServerError",
+    "SqliteJournal",
     "Task",
     "TaskFailedError",
     "TaskStatus",

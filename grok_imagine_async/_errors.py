@@ -5,6 +5,8 @@
     GrokImagineError
     ├── ConfigurationError (also ValueError)      bad client settings, e.g. no API key
     ├── InvalidRequestError (also ValueError)     a generation request rejected before sending
+    ├── InputError (also ValueError)              a batch input file has a bad line
+    ├── JournalError                              a journal file cannot be used
     ├── APIError                                  talking to the API went wrong
     │   ├── APIStatusError                        the server answered with an error
     │   │   ├── BadRequestError                   400 INVALID_REQUEST
@@ -24,6 +26,7 @@ The API token never appears in any message or attribute of these exceptions.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,7 +44,9 @@ __all__ = [
     "BudgetExceededError",
     "ConfigurationError",
     "GrokImagineError",
+    "InputError",
     "InvalidRequestError",
+    "JournalError",
     "NotFoundError",
     "RateLimitError",
     "ServerError",
@@ -67,6 +72,40 @@ class InvalidRequestError(GrokImagineError, ValueError):
     def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.problems = problems
+
+
+class InputError(GrokImagineError, ValueError):
+    """Raised when a batch input file cannot be read; nothing was submitted.
+
+    The message starts with ``file:line:`` so editors and terminals can jump to it.
+
+    Attributes:
+        path: The input file.
+        line: The 1-based line of the problem, or None for the file as a whole.
+        problem: What is wrong, without the location.
+    """
+
+    def __init__(self, path: Path, line: int | None, problem: str) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
+
+
+class JournalError(GrokImagineError):
+    """Raised when a journal file cannot be used.
+
+    For instance: it is not a journal (another SQLite database, or not SQLite at all), it was
+    written by a newer version of this library, it is corrupt, or another process has it open.
+
+    Attributes:
+        path: The journal file.
+    """
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class APIError(GrokImagineError):

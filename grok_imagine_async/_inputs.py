@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Literal
 
 from ._client import build_request
 from ._download import safe_name
-from ._errors import GrokImagineError, InvalidRequestError
+from ._errors import InputError, InvalidRequestError
 from ._jobs import JobSpec, request_key
 
 __all__ = ["InputError", "InputFormat", "InputSummary", "JobFile"]
@@ -40,25 +40,6 @@ FIELDS = ("prompt", "mode", "ratio", "images", "id", "key")
 _SUFFIXES: dict[str, InputFormat] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 _IMAGE_SEPARATORS = re.compile(r"[\s|]+")
 _NUMBERED = re.compile(r"(.+)_[0-9]+")
-
-
-class InputError(GrokImagineError, ValueError):
-    """Raised when a batch input file cannot be read; nothing was submitted.
-
-    The message starts with ``file:line:`` so editors and terminals can jump to it.
-
-    Attributes:
-        path: The input file.
-        line: The 1-based line of the problem, or None for the file as a whole.
-        problem: What is wrong, without the location.
-    """
-
-    def __init__(self, path: Path, line: int | None, problem: str) -> None:
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {problem}")
-        self.path = path
-        self.line = line
-        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)

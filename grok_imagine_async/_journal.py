@@ -26,9 +26,9 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from ._blocking import run_blocking
+from ._errors import JournalError
 from ._jobs import JobResult, JournalRecord, JournalState
 from ._journal_sqlite import (
-    JournalError,
     close,
     connect,
     journal_error,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import GrokImagineError
+from ._errors import JournalError
 from ._jobs import JournalRecord, JournalState
 from ._models import FailureClass, GenerationRequest
 
@@ -48,21 +48,6 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_key ON tasks (key);
 """
 COLUMNS = "key, request, state, task_id, attempts, credits, videos, files, error, failure_class"
-
-
-class JournalError(GrokImagineError):
-    """Raised when a journal file cannot be used.
-
-    For instance: it is not a journal (another SQLite database, or not SQLite at all), it was
-    written by a newer version of this library, it is corrupt, or another process has it open.
-
-    Attributes:
-        path: The journal file.
-    """
-
-    def __init__(self, message: str, *, path: Path) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 def connect(path: Path) -> sqlite3.Connection:
