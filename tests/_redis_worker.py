@@ -269,6 +269,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
         "permits": (baseline or limiter).statistics().permits_granted,
         "fallbacks": stats.fallbacks,
         "recoveries": stats.recoveries,
+        "late_slots": stats.late_slots,
         "rate_limited": (baseline or limiter).statistics().rate_limited_responses,
         "server_pauses": (baseline or limiter).statistics().server_pauses,
         "latency_p50": latencies[len(latencies) // 2] if latencies else None,
