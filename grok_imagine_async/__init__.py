@@ -34,6 +34,7 @@ from ._errors import (
 )
 from ._inputs import InputSummary, JobFile
 from ._jobs import (
+    Job,
     JobEvent,
     JobFinished,
     JobQueued,
@@ -48,6 +49,7 @@ from ._jobs import (
     JournalState,
     SchedulerEvent,
     SchedulerHook,
+    SchedulerStatistics,
     request_key,
 )
 from ._journal import SqliteJournal
@@ -62,7 +64,7 @@ from ._models import (
 )
 from ._plans import Plan, RateLimit
 from ._polling import DurationModel
-from ._scheduler import Job, JobScheduler, SchedulerStatistics
+from ._scheduler import JobScheduler
 from ._version import __version__
 
 __all__ = [

@@ -20,9 +20,9 @@ import anyio
 
 from ._errors import BudgetExceededError
 from ._fastapi_errors import BacklogFullError, SchedulerStoppedError
-from ._jobs import JobEvent, JobResult, JobResumed, JobSpec, JobState, JobSubmitted, Journal
+from ._jobs import Job, JobEvent, JobResult, JobResumed, JobSpec, JobState, JobSubmitted, Journal
 from ._models import CREDITS_PER_GENERATION, GenerationRequest
-from ._scheduler import Job, JobScheduler
+from ._scheduler import JobScheduler
 
 DEFAULT_MAX_JOBS = 10_000
 """Finished jobs a :class:`JobRegistry` remembers (a few kB each)."""

@@ -16,8 +16,7 @@ import anyio
 
 from ._fastapi_errors import SchedulerStoppedError, http_error_for
 from ._fastapi_jobs import JobRegistry
-from ._jobs import JobState
-from ._scheduler import Job
+from ._jobs import Job, JobState
 
 HEARTBEAT = ": keep-alive\n\n"
 """An SSE comment: ignored by clients, but it keeps proxies from closing an idle stream."""

@@ -1,4 +1,4 @@
-"""Jobs as the scheduler sees them: states, results, events, and the journal seam.
+"""Jobs as the scheduler sees them: states, handles, results, events, and the journal seam.
 
 A *job* is one generation the caller asked for, identified by a *key*. It may take several
 submissions (a transient failure is resubmitted) and many status polls before it ends as one
@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+import anyio
 
 from ._errors import GrokImagineError, TaskFailedError
 from ._models import FailureClass, GenerationRequest, Task
@@ -127,6 +129,102 @@ class JobResult:
             raise self.error
         assert self.task is not None
         raise TaskFailedError(self.task)
+
+
+class Job:
+    """A handle to one job of a :class:`JobScheduler`, returned by :meth:`JobScheduler.submit`.
+
+    Attributes:
+        key: The job's key.
+        request: What it generates.
+    """
+
+    def __init__(self, key: str, request: GenerationRequest) -> None:
+        self.key = key
+        self.request = request
+        self._state = JobState.QUEUED
+        self._task_id: str | None = None
+        self._attempts = 0
+        self._resubmits = 0
+        self._credits = 0
+        self._polls = 0
+        self._not_found = 0
+        self._submitted_at: float | None = None
+        self._last_look = 0.0
+        self._finished_task: Task | None = None  # completed, waiting for its download
+        self._result: JobResult | None = None
+        self._done = anyio.Event()
+
+    @property
+    def status(self) -> JobState:
+        """Where the job is now."""
+        return self._state
+
+    @property
+    def task_id(self) -> str | None:
+        """The id of its current task, once submitted."""
+        return self._task_id
+
+    @property
+    def attempts(self) -> int:
+        """Submissions made so far."""
+        return self._attempts
+
+    @property
+    def result(self) -> JobResult | None:
+        """Its result once finished, else None."""
+        return self._result
+
+    async def wait(self) -> Task:
+        """Wait for the job to finish and return its completed task.
+
+        Raises:
+            GrokImagineError: Why it failed (e.g. :class:`TaskFailedError`,
+                :class:`AmbiguousSubmitError`, :class:`BudgetExceededError`).
+        """
+        await self._done.wait()
+        assert self._result is not None
+        return self._result.unwrap()
+
+    def __repr__(self) -> str:
+        return f"Job(key={self.key!r}, status={self._state.value}, task_id={self._task_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStatistics:
+    """A snapshot of a scheduler's progress.
+
+    Attributes:
+        queued: Jobs accepted but not yet submitted.
+        submitting: Jobs whose POST is under way.
+        in_flight: Jobs submitted and not finished (being polled).
+        completed: Jobs finished with a video.
+        failed: Jobs finished without one.
+        submissions: POSTs made (first submissions and resubmissions).
+        polls: Status polls made.
+        requests_sent: Requests the limiter let through since the scheduler started (retries too).
+        rate_limited: HTTP 429 answers seen by the limiter since the scheduler started.
+        credits_consumed: Credits spent on tasks the server created.
+        requests_per_minute: Requests sent over the last quota period, per minute.
+        limit_per_minute: The plan's limit per minute.
+        max_in_flight: The current cap on jobs in flight.
+        predicted_duration: The learned median generation time, in seconds.
+    """
+
+    queued: int
+    submitting: int
+    in_flight: int
+    completed: int
+    failed: int
+    submissions: int
+    polls: int
+    requests_sent: int
+    rate_limited: int
+    credits_consumed: int
+    requests_per_minute: float
+    limit_per_minute: float
+    max_in_flight: int
+    predicted_duration: float
 
 
 # -- events --------------------------------------------------------------------------------------

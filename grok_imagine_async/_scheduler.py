@@ -10,6 +10,10 @@ One :class:`JobScheduler` owns an anyio task group with a fixed set of workers:
 - *downloaders* (optional) stream finished videos to disk.
 
 Nothing outlives the ``async with`` block.
+
+The module is longer than the others because these workers share one set of counters and one
+notion of a job's life; the pure parts live beside it (poll timing in ``_polling``, journal
+decisions in ``_resume``, the job vocabulary in ``_jobs``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import random
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -41,6 +44,7 @@ from ._errors import (
     TaskFailedError,
 )
 from ._jobs import (
+    Job,
     JobEvent,
     JobFinished,
     JobQueued,
@@ -54,10 +58,12 @@ from ._jobs import (
     JournalRecord,
     JournalState,
     SchedulerHook,
+    SchedulerStatistics,
     request_key,
 )
 from ._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, Task, TaskStatus
 from ._polling import DurationModel, PollPlanner
+from ._resume import FINAL_STATES, journal_error, never_paid, replayed_task
 
 if TYPE_CHECKING:
     from ._client import AsyncGrokImagine
@@ -69,104 +75,7 @@ _REQUESTS_PER_JOB = 2.2  # one POST plus ~1.2 polls: what the poll schedule aims
 _SUBMITTERS = 32
 _POLLERS = 64
 _NOT_FOUND_LIMIT = 3
-_FINAL_RECORDS = frozenset({JournalState.COMPLETED, JournalState.FAILED})
 _QUEUE_SIZE = 64  # jobs accepted ahead of submission: the read-ahead of a lazy input
-
-
-class Job:
-    """A handle to one job of a :class:`JobScheduler`, returned by :meth:`JobScheduler.submit`.
-
-    Attributes:
-        key: The job's key.
-        request: What it generates.
-    """
-
-    def __init__(self, key: str, request: GenerationRequest) -> None:
-        self.key = key
-        self.request = request
-        self._state = JobState.QUEUED
-        self._task_id: str | None = None
-        self._attempts = 0
-        self._resubmits = 0
-        self._credits = 0
-        self._polls = 0
-        self._not_found = 0
-        self._submitted_at: float | None = None
-        self._last_look = 0.0
-        self._finished_task: Task | None = None  # completed, waiting for its download
-        self._result: JobResult | None = None
-        self._done = anyio.Event()
-
-    @property
-    def status(self) -> JobState:
-        """Where the job is now."""
-        return self._state
-
-    @property
-    def task_id(self) -> str | None:
-        """The id of its current task, once submitted."""
-        return self._task_id
-
-    @property
-    def attempts(self) -> int:
-        """Submissions made so far."""
-        return self._attempts
-
-    @property
-    def result(self) -> JobResult | None:
-        """Its result once finished, else None."""
-        return self._result
-
-    async def wait(self) -> Task:
-        """Wait for the job to finish and return its completed task.
-
-        Raises:
-            GrokImagineError: Why it failed (e.g. :class:`TaskFailedError`,
-                :class:`AmbiguousSubmitError`, :class:`BudgetExceededError`).
-        """
-        await self._done.wait()
-        assert self._result is not None
-        return self._result.unwrap()
-
-    def __repr__(self) -> str:
-        return f"Job(key={self.key!r}, status={self._state.value}, task_id={self._task_id!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerStatistics:
-    """A snapshot of a scheduler's progress.
-
-    Attributes:
-        queued: Jobs accepted but not yet submitted.
-        submitting: Jobs whose POST is under way.
-        in_flight: Jobs submitted and not finished (being polled).
-        completed: Jobs finished with a video.
-        failed: Jobs finished without one.
-        submissions: POSTs made (first submissions and resubmissions).
-        polls: Status polls made.
-        requests_sent: Requests the limiter let through since the scheduler started (retries too).
-        rate_limited: HTTP 429 answers seen by the limiter since the scheduler started.
-        credits_consumed: Credits spent on tasks the server created.
-        requests_per_minute: Requests sent over the last quota period, per minute.
-        limit_per_minute: The plan's limit per minute.
-        max_in_flight: The current cap on jobs in flight.
-        predicted_duration: The learned median generation time, in seconds.
-    """
-
-    queued: int
-    submitting: int
-    in_flight: int
-    completed: int
-    failed: int
-    submissions: int
-    polls: int
-    requests_sent: int
-    rate_limited: int
-    credits_consumed: int
-    requests_per_minute: float
-    limit_per_minute: float
-    max_in_flight: int
-    predicted_duration: float
 
 
 class JobScheduler:
@@ -411,9 +320,9 @@ class JobScheduler:
         async for job in self._queue_recv:
             try:
                 record = await self._journal.load(job.key) if self._journal is not None else None
-                if record is not None and _never_paid(record):
+                if record is not None and never_paid(record):
                     record = None  # refused by the budget or the API earlier: try it again
-                if record is not None and record.state in _FINAL_RECORDS:
+                if record is not None and record.state in FINAL_STATES:
                     await self._replay(job, record)  # sends nothing: needs no in-flight slot
                     continue
                 await self._wait_for(self._has_slot)
@@ -431,18 +340,13 @@ class JobScheduler:
         if record.state is JournalState.FAILED:
             await self._finish(
                 job,
-                error=_journal_error(record),
+                error=journal_error(record),
                 failure_class=record.failure_class or FailureClass.UNKNOWN,
                 from_journal=True,
                 record=False,
             )
             return
-        task = Task(
-            task_id=record.task_id or "",
-            status=TaskStatus.COMPLETED,
-            raw_status="completed",
-            videos=record.videos,
-        )
+        task = replayed_task(record)
         files = tuple(Path(f) for f in record.files)
         if self._download_dir is not None and not (files and all(f.exists() for f in files)):
             await self._queue_download(job, task)  # URLs live ~24 h: fetch what is missing
@@ -780,30 +684,6 @@ async def _open_journal(journal: Journal | str | os.PathLike[str] | None) -> Jou
 
     opened: Journal = SqliteJournal(Path(journal))
     return opened
-
-
-def _never_paid(record: JournalRecord) -> bool:
-    """A failed record whose job never created a task, for a reason a new run may not meet."""
-    return (
-        record.state is JournalState.FAILED
-        and record.task_id is None
-        and record.failure_class in (FailureClass.BUDGET_EXCEEDED, FailureClass.REQUEST_ERROR)
-    )
-
-
-def _journal_error(record: JournalRecord) -> GrokImagineError:
-    if record.failure_class is FailureClass.AMBIGUOUS_SUBMIT:
-        return AmbiguousSubmitError(record.error or "submission outcome unknown")
-    if record.task_id:
-        return TaskFailedError(
-            Task(
-                task_id=record.task_id,
-                status=TaskStatus.FAILED,
-                raw_status="failed",
-                error_message=record.error,
-            )
-        )
-    return GrokImagineError(record.error or "failed in an earlier run")
 
 
 @asynccontextmanager

@@ -49,10 +49,10 @@ from ._errors import GrokImagineError
 from ._fastapi_errors import BacklogFullError, HTTPProblem, SchedulerStoppedError, http_error_for
 from ._fastapi_jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
 from ._fastapi_sse import DEFAULT_HEARTBEAT, job_events, sse_event
-from ._jobs import JobEvent, Journal, SchedulerHook
+from ._jobs import Job, JobEvent, Journal, SchedulerHook
 from ._limiter import RateLimiter
 from ._plans import Plan, RateLimit
-from ._scheduler import Job, JobScheduler
+from ._scheduler import JobScheduler
 
 __all__ = [
     "BacklogFullError",

@@ -148,8 +148,8 @@ async def test_a_revoked_token_stops_the_scheduler_but_the_app_still_answers(
         "error": "unavailable",
     }
     assert looked_up.status_code == 200
-    assert looked_up.json()["status"] in ("queued", "submitting")
-    assert parse_sse(events.text)[-1].event == "error"
+    assert looked_up.json()["status"] == "failed"  # its POST was refused: provably not started
+    assert parse_sse(events.text)[-1].event == "done"
     assert "the video scheduler stopped, no more jobs can run: 401" in caplog.text
     assert TOKEN not in caplog.text
     assert emulator.statistics().unauthorized == 1

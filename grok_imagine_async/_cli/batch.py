@@ -51,7 +51,8 @@ from .progress import BatchProgress, show_progress
 from .report import BatchOutcome, print_summary, write_manifest
 
 if TYPE_CHECKING:
-    from .._scheduler import JobScheduler, SchedulerStatistics
+    from .._jobs import SchedulerStatistics
+    from .._scheduler import JobScheduler
 
 ENDPOINT_META = "endpoint"
 EMULATED_ENDPOINT = "built-in emulator"

@@ -17,7 +17,7 @@ from .._jobs import JobEvent, JobFinished, JobResumed, JobSubmitted
 from .._models import FailureClass
 
 if TYPE_CHECKING:
-    from .._scheduler import SchedulerStatistics
+    from .._jobs import SchedulerStatistics
 
 __all__ = ["BatchProgress", "ProgressSnapshot", "format_duration", "plain_line", "show_progress"]
 

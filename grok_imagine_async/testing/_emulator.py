@@ -97,6 +97,15 @@ class Emulator:
         """
         return self._state.max_window_count(period, token, admitted_only=admitted_only)
 
+    def task_times(self, task_id: str) -> tuple[float, float] | None:
+        """When task ``task_id`` was created and when it reaches its final state, or None.
+
+        Both are clock times, like :meth:`request_times`. A benchmark compares the second with
+        the moment a client learned the outcome (its detection latency).
+        """
+        task = self._state.task(task_id)
+        return None if task is None else (task.created_at, task.created_at + task.duration)
+
     def __repr__(self) -> str:
         tokens = len(self._config.tokens)
         return f"Emulator(tokens={tokens}, window={self._config.window!r})"

@@ -1,0 +1,64 @@
+"""Pure decisions on journal records found at the start of a run."""
+
+from __future__ import annotations
+
+import pytest
+
+from grok_imagine_async import (
+    AmbiguousSubmitError,
+    FailureClass,
+    GenerationRequest,
+    GrokImagineError,
+    JournalRecord,
+    JournalState,
+    TaskFailedError,
+)
+from grok_imagine_async._resume import FINAL_STATES, journal_error, never_paid, replayed_task
+
+REQUEST = GenerationRequest(prompt="p")
+
+
+def record(state: JournalState, **fields: object) -> JournalRecord:
+    return JournalRecord(key="k", request=REQUEST, state=state, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"failure_class": FailureClass.BUDGET_EXCEEDED}, True),
+        ({"failure_class": FailureClass.REQUEST_ERROR}, True),
+        ({"failure_class": FailureClass.REQUEST_ERROR, "task_id": "t"}, False),  # a task exists
+        ({"failure_class": FailureClass.CONTENT_POLICY, "task_id": "t"}, False),
+        ({"failure_class": FailureClass.AMBIGUOUS_SUBMIT}, False),  # may have been paid
+    ],
+)
+def test_only_never_paid_failures_are_retried(fields: dict[str, object], expected: bool) -> None:
+    assert never_paid(record(JournalState.FAILED, **fields)) is expected
+    assert not never_paid(record(JournalState.INTENT))
+
+
+def test_final_states() -> None:
+    assert {JournalState.COMPLETED, JournalState.FAILED} == FINAL_STATES
+
+
+def test_replayed_errors_keep_their_kind() -> None:
+    ambiguous = record(JournalState.FAILED, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
+    assert isinstance(journal_error(ambiguous), AmbiguousSubmitError)
+    failed = record(
+        JournalState.FAILED,
+        task_id="t1",
+        error="Inappropriate content, please try another prompt.",
+        failure_class=FailureClass.CONTENT_POLICY,
+    )
+    error = journal_error(failed)
+    assert isinstance(error, TaskFailedError)
+    assert error.failure_class is FailureClass.CONTENT_POLICY
+    other = journal_error(record(JournalState.FAILED, error="disk full"))
+    assert type(other) is GrokImagineError
+    assert "disk full" in str(other)
+
+
+def test_replayed_task_is_completed_with_its_videos() -> None:
+    task = replayed_task(record(JournalState.COMPLETED, task_id="t", videos=("https://v/1.mp4",)))
+    assert task.succeeded
+    assert task.videos == ("https://v/1.mp4",)
