@@ -340,3 +340,16 @@ async def test_scheduler_rejects_nonsense_options() -> None:
     scheduler = JobScheduler(client)
     with pytest.raises(RuntimeError, match="not accepting"):
         await scheduler.submit("too early")
+
+
+@pytest.mark.anyio
+async def test_detection_latency_is_measurable_from_the_emulator() -> None:
+    emu, client = make()
+    [result] = await collect(client, ["timed [duration:40]"])
+    assert result.task_id is not None
+    times = emu.task_times(result.task_id)
+    assert times is not None
+    created, done = times
+    assert done - created == pytest.approx(40)
+    assert result.finished_at >= done  # we cannot know before the server does
+    assert emu.task_times("no-such-task") is None
