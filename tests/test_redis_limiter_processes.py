@@ -104,7 +104,9 @@ def test_four_processes_on_one_token_pace_as_one_client(
     context = report(emulator, summaries)
     assert [s["errors"] for s in summaries] == [[]] * K, context
     assert sum(s["sent"] for s in summaries) == K * per_worker, context
-    assert all(s["sent"] == s["permits"] == s["redis_calls"] for s in summaries), context
+    # One round trip per slot: per permit, plus any slot given up by a stalled process.
+    assert all(s["sent"] == s["permits"] for s in summaries), context
+    assert all(s["redis_calls"] == s["permits"] + s["late_slots"] for s in summaries), context
     assert emulator.statistics().rate_limited == 0, context
     assert emulator.max_window_count(LIMIT.period, TOKEN) <= LIMIT.requests, context
     assert utilization(emulator.request_times(TOKEN)) >= 0.95, context
