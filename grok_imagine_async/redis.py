@@ -350,12 +350,12 @@ class RedisRateLimiter:
     async def _next_slot(self, priority: int) -> Permit | None:
         """Return when this process's next slot is due, with the local permit behind it if any."""
         pending, self._pending_slot = self._pending_slot, None
-        if (
-            pending is not None
-            and pending >= anyio.current_time()
-            and await self._sleep_until(pending)
-        ):
-            return None
+        gave_up = False
+        if pending is not None and pending >= anyio.current_time():
+            if await self._sleep_until(pending):
+                return None
+            self._late_slots += 1
+            gave_up = True
         local: Permit | None = None
         fallback = self._fallback
         if fallback is not None:
@@ -363,6 +363,9 @@ class RedisRateLimiter:
             if not fallback.should_probe():
                 return local
         while True:
+            # The server's delay counts from about when the request left: a reply read late (a
+            # busy loop) then shows up as a late slot too.
+            sent_at = anyio.current_time()
             try:
                 self._redis_calls += 1
                 raw = await self._acquire_script(
@@ -395,9 +398,12 @@ class RedisRateLimiter:
                     logger.warning("Redis reachable again; the shared limit is back in force")
                 elif fallback.finished(reservation.rejoined):
                     self._fallback = fallback = None
-            if await self._sleep_until(anyio.current_time() + reservation.delay):
+            # A second late slot is used anyway: a loop that is always that busy must still
+            # get its permits, and it then sends no faster than it can wake up.
+            if await self._sleep_until(sent_at + reservation.delay) or gave_up:
                 return local
             self._late_slots += 1
+            gave_up = True
 
     async def _sleep_until(self, deadline: float) -> bool:
         """Sleep until a reserved slot; False if woken too late to use it.
