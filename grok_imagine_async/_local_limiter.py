@@ -27,7 +27,16 @@ from aiolimiter import AsyncLimiter
 
 from ._clock import DEFAULT_CLOCK, Clock
 from ._limiter import LimiterStatistics, Permit, Priority, RateLimitFeedback
-from ._pacing import GrantHistory, catch_up, hold_until, jitter_tolerance, paced_rate, react
+from ._pacing import (
+    GrantHistory,
+    LatencySpread,
+    catch_up,
+    hold_until,
+    jitter_tolerance,
+    paced_rate,
+    react,
+    window_stretch,
+)
 from ._plans import Plan, RateLimit, resolve_rate_limit
 
 DEFAULT_HEADROOM = 0.01
@@ -120,12 +129,13 @@ class LocalRateLimiter:
         self._headroom = headroom
         self._default_pause = self._limit.period if default_pause is None else default_pause
         self._clock = clock or DEFAULT_CLOCK
-        self._rate = paced_rate(self._limit, headroom)
-        self._tolerance = jitter_tolerance(self._limit, headroom)
+        self._latency = LatencySpread()  # of permit-to-answer times
+        self._margin = jitter_tolerance(self._limit, headroom)
         self._catch_up = catch_up(self._limit, headroom)
-        capacity = 1.0 + self._catch_up
-        self._bucket = AsyncLimiter(capacity, capacity / self._rate)
-        self._drained_after = capacity / self._rate  # seconds for a full bucket to empty
+        self._stretch = window_stretch(self._limit, headroom, 0.0)
+        self._rate = paced_rate(self._limit, headroom, spread=self._stretch)
+        self._bucket = self._new_bucket()
+        self._bucket_full = False  # a replaced bucket must be filled before its first use
         self._last_take = -math.inf  # when a slot was last taken from the bucket
         self._queue: list[_Waiter] = []
         self._order = itertools.count()
@@ -153,8 +163,15 @@ class LocalRateLimiter:
 
     @property
     def rate(self) -> float:
-        """The steady pace in permits per second when the server asks for nothing slower."""
+        """The steady pace in permits per second when the server asks for nothing slower.
+
+        Lower than usual while recent answers took unevenly long (see :meth:`observe`).
+        """
         return self._rate
+
+    def _new_bucket(self) -> AsyncLimiter:
+        capacity = 1.0 + self._catch_up
+        return AsyncLimiter(capacity, capacity / self._rate)
 
     def __repr__(self) -> str:
         limit = self._limit
@@ -239,7 +256,13 @@ class LocalRateLimiter:
             if delay > 0:
                 await anyio.sleep(delay)
                 continue
-            if self._catch_up and now - self._last_take >= self._drained_after:
+            self._follow_latency()
+            capacity = 1.0 + self._catch_up
+            if self._bucket_full:
+                # A new bucket starts as if it had just granted: safe whatever the old one did.
+                self._bucket_full = False
+                await self._bucket.acquire(capacity)
+            elif self._catch_up and now - self._last_take >= capacity / self._rate:
                 # Idle (or paused) long enough for the bucket to empty: fill the catch-up room
                 # first, so that it cannot turn into a burst. Immediate on an empty bucket.
                 await self._bucket.acquire(self._catch_up)
@@ -249,6 +272,15 @@ class LocalRateLimiter:
                 return
             # The server asked for a pause while we waited: granting this slot now would send a
             # request inside it, and granting it after would bunch it with the next slot.
+
+    def _follow_latency(self) -> None:
+        """Stretch the pacing window while answers take unevenly long, and back."""
+        stretch = window_stretch(self._limit, self._headroom, self._latency.spread)
+        if stretch != self._stretch:
+            self._stretch = stretch
+            self._rate = paced_rate(self._limit, self._headroom, spread=stretch)
+            self._bucket = self._new_bucket()
+            self._bucket_full = True
 
     def _hold_until(self) -> float:
         return hold_until(
@@ -314,6 +346,8 @@ class LocalRateLimiter:
         serial = feedback.permit.serial
         if feedback.rate_limited:
             self._rate_limited += 1
+        self._latency.add(max(0.0, now - feedback.permit.granted_at))
+        tolerance = jitter_tolerance(self._limit, self._headroom, spread=self._latency.spread)
         reaction = react(
             limit=self._limit,
             rate=self._rate,
@@ -323,7 +357,8 @@ class LocalRateLimiter:
             retry_after=feedback.retry_after,
             own_in_window=self._history.count_in_window(serial, period=self._limit.period),
             sent_since=max(0, self._history.last_serial - serial),
-            tolerance=self._tolerance,
+            tolerance=tolerance,
+            margin=self._margin,
             default_pause=self._default_pause,
         )
         if reaction.pause is not None:

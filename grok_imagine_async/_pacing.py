@@ -5,6 +5,8 @@ relies on lives here so tests can call it directly:
 
 - :func:`paced_rate`: the steady rate that keeps every sliding window under the quota;
 - :class:`GrantHistory`: when each recent permit was granted, to count our own requests;
+- :func:`jitter_tolerance`: how far the server's count may stray from ours on its own;
+- :class:`LatencySpread`: how unevenly answers take their time;
 - :func:`react`: what one answer's headers mean for every sender (pause, slow down, nothing);
 - :func:`hold_until`: the earliest time the next permit may be granted, given that reaction.
 """
@@ -31,7 +33,7 @@ def catch_up(limit: RateLimit, headroom: float) -> float:
     return headroom * limit.requests
 
 
-def paced_rate(limit: RateLimit, headroom: float) -> float:
+def paced_rate(limit: RateLimit, headroom: float, *, spread: float = 0.0) -> float:
     """Permits per second such that no window of ``period * (1 + headroom)`` exceeds the quota.
 
     A bucket of capacity ``c = 1 + s`` (``s`` = :func:`catch_up`) leaking at rate ``r`` grants
@@ -41,18 +43,78 @@ def paced_rate(limit: RateLimit, headroom: float) -> float:
     in latency and still never be seen by the server as more than ``requests`` in one
     ``period``. The steady pace is ``(1 - headroom) / (1 + headroom)`` of the quota: 98 % for
     the default ``headroom=0.01``.
+
+    Args:
+        limit: The quota.
+        headroom: The fraction of the period kept as jitter margin.
+        spread: Seconds by which recent answers' latencies differed. When it is more than the
+            headroom's margin, the window is stretched by ``spread`` instead: requests that
+            travel that unevenly need that much more room (an overloaded server queues them,
+            then sees them bunched).
     """
-    return (limit.requests - catch_up(limit, headroom)) / (limit.period * (1.0 + headroom))
+    stretch = max(headroom * limit.period, spread)
+    return (limit.requests - catch_up(limit, headroom)) / (limit.period + stretch)
 
 
-def jitter_tolerance(limit: RateLimit, headroom: float) -> int:
+def window_stretch(limit: RateLimit, headroom: float, spread: float) -> float:
+    """Seconds to stretch the window by for latencies that differ by ``spread``.
+
+    The headroom's ``headroom * period`` while ``spread`` fits in it; beyond, ``spread`` rounded
+    up to a multiple of that (so the pace changes in a few steps, not at every answer), and
+    never more than one period.
+    """
+    step = headroom * limit.period
+    return min(step * max(1, math.ceil(spread / step - 1e-9)), max(step, limit.period))
+
+
+def jitter_tolerance(limit: RateLimit, headroom: float, *, spread: float = 0.0) -> int:
     """How many requests the server may count beyond our own estimate without anyone else.
 
-    Grant times are not arrival times: across ``headroom * period`` of latency jitter about
-    ``headroom * requests`` of our requests can fall on the other side of a window edge, and a
-    couple more can overtake the observed one on the way.
+    We count our requests by grant time, the server by arrival time. With arrival delays that
+    differ by up to ``d`` seconds, about ``d * rate`` of ours can fall on the other side of the
+    window's start, and as many sent after the observed request can overtake it. ``d`` is the
+    headroom's ``headroom * period``, or the ``spread`` of recent answers' latencies when that
+    is larger, plus a couple for rounding.
     """
-    return math.ceil(headroom * limit.requests) + 2
+    jitter = max(headroom * limit.period, 2.0 * spread)
+    return math.ceil(jitter * limit.per_second) + 2
+
+
+class LatencySpread:
+    """How unevenly answers take their time: an estimate of the spread of their latencies.
+
+    The smoothed mean deviation of TCP's retransmission timer (RFC 6298: gains 1/8 and 1/4),
+    times four. Queueing that bunches requests raises it within a few answers; one slow answer
+    among fast ones moves it once and fades over the next few.
+
+    Example:
+        >>> latency = LatencySpread()
+        >>> latency.add(0.5); latency.add(0.5)
+        >>> latency.spread
+        0.0
+        >>> latency.add(1.5)
+        >>> latency.spread
+        1.0
+    """
+
+    __slots__ = ("_deviation", "_smoothed")
+
+    def __init__(self) -> None:
+        self._smoothed: float | None = None
+        self._deviation = 0.0
+
+    def add(self, latency: float) -> None:
+        """Record one answer's latency in seconds (from permit to answer)."""
+        if self._smoothed is None:
+            self._smoothed = latency
+            return
+        self._deviation += 0.25 * (abs(self._smoothed - latency) - self._deviation)
+        self._smoothed += 0.125 * (latency - self._smoothed)
+
+    @property
+    def spread(self) -> float:
+        """Four smoothed mean deviations, in seconds (0.0 before two answers)."""
+        return 4.0 * self._deviation
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +149,7 @@ def react(
     own_in_window: int | None,
     sent_since: int,
     tolerance: int,
+    margin: int,
     default_pause: float,
 ) -> Reaction:
     """Turn one answer's rate-limit headers into a :class:`Reaction`.
@@ -104,9 +167,10 @@ def react(
          out of ``Remaining``. If nothing is left, everyone pauses until the reset; if less is
          left than our pace would send before it, the rest is spread evenly until the reset.
          That is exact for a fixed window, whose reset restores the whole quota.
-       - For the next period: we keep to the share the others left us, assuming they go on as
-         they did. A sliding window frees its quota gradually (its reset only says when the
-         oldest request leaves), so this is what stops two processes from taking turns at 429s.
+       - For the next period: we keep to the share the others left us, less ``margin``,
+         assuming they go on as they did. A sliding window frees its quota gradually (its
+         reset only says when the oldest request leaves), so this is what stops two processes
+         from taking turns at 429s; the margin keeps their sum off the limit itself.
 
     Every wait is clamped to one ``period``: no window stays closed longer than its own length,
     so a longer value can only come from clock skew (a Unix-time reset read on a clock that
@@ -125,6 +189,8 @@ def react(
         sent_since: Permits granted after the observed request's permit.
         tolerance: Requests the server may count beyond ``own_in_window`` because of latency
             jitter (see :func:`jitter_tolerance`).
+        margin: Requests a window to leave unused below our share when someone else is on the
+            token (the tolerance for the headroom's jitter alone).
         default_pause: The pause when a 429 (or an unexplained ``Remaining: 0``) gives no time.
 
     Returns:
@@ -150,7 +216,7 @@ def react(
     if own_in_window is None:  # an old answer: enough to stop, too stale to slow down on
         return Reaction(pause=pause or None)
     others = limit.requests - own_in_window - remaining
-    share = max(1, limit.requests - others - tolerance)
+    share = max(1, limit.requests - others - margin)
     slowdowns = [Slowdown(spacing=limit.requests / (rate * share), lasting=limit.period)]
     horizon = until_reset if until_reset is not None else limit.period
     if 0 < budget < math.floor(horizon * rate) + 1:

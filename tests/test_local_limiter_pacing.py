@@ -9,6 +9,7 @@ import pytest
 
 from grok_imagine_async._pacing import (
     GrantHistory,
+    LatencySpread,
     Reaction,
     Slowdown,
     catch_up,
@@ -16,6 +17,7 @@ from grok_imagine_async._pacing import (
     jitter_tolerance,
     paced_rate,
     react,
+    window_stretch,
 )
 from grok_imagine_async._plans import RateLimit
 
@@ -35,6 +37,7 @@ def reaction(**overrides: Any) -> Reaction:
         "own_in_window": 1,
         "sent_since": 0,
         "tolerance": jitter_tolerance(LIMIT, 0.01),
+        "margin": jitter_tolerance(LIMIT, 0.01),
         "default_pause": 10.0,
     }
     args.update(overrides)
@@ -74,6 +77,49 @@ def test_catch_up_is_the_headroom_share_of_the_quota() -> None:
 def test_jitter_tolerance_grows_with_the_quota() -> None:
     assert jitter_tolerance(RateLimit(100, 60.0), 0.01) == 3
     assert jitter_tolerance(RateLimit(5000, 60.0), 0.01) == 52
+
+
+def test_jitter_tolerance_grows_when_answers_take_unevenly_long() -> None:
+    limit = RateLimit(1000, 6.0)  # 166.7 requests a second
+    assert jitter_tolerance(limit, 0.01, spread=0.01) == 12  # the headroom's 60 ms rules
+    assert jitter_tolerance(limit, 0.01, spread=0.1) == 36  # 2 x 100 ms
+
+
+def test_uneven_latency_stretches_the_window_beyond_the_headroom() -> None:
+    limit = RateLimit(1000, 6.0)
+    assert paced_rate(limit, 0.01, spread=0.05) == paced_rate(limit, 0.01)
+    assert paced_rate(limit, 0.01, spread=2.0) == pytest.approx(990 / 8.0)
+
+
+def test_window_stretch_rounds_the_spread_up_to_headroom_steps_within_one_period() -> None:
+    limit = RateLimit(1000, 6.0)  # steps of 60 ms
+    assert window_stretch(limit, 0.01, 0.0) == pytest.approx(0.06)
+    assert window_stretch(limit, 0.01, 0.06) == pytest.approx(0.06)
+    assert window_stretch(limit, 0.01, 0.07) == pytest.approx(0.12)
+    assert window_stretch(limit, 0.01, 100.0) == pytest.approx(6.0)
+
+
+def test_latency_spread_rises_with_uneven_answers_and_fades_with_even_ones() -> None:
+    latency = LatencySpread()
+    latency.add(2.0)  # one answer says nothing about spread, however slow
+    assert latency.spread == 0.0
+    for value in (0.1, 0.9) * 10:  # queueing: 0.8 s apart, again and again
+        latency.add(value)
+    assert latency.spread > 1.5
+    for _ in range(30):
+        latency.add(0.5)
+    assert latency.spread < 0.05
+
+
+def test_one_slow_answer_among_fast_ones_fades_quickly() -> None:
+    latency = LatencySpread()
+    for _ in range(20):
+        latency.add(0.05)
+    latency.add(5.0)
+    assert latency.spread == pytest.approx(4.95)
+    for _ in range(40):  # 2.4 s of answers at 1000 a minute
+        latency.add(0.05)
+    assert latency.spread < 0.1
 
 
 # -- 429 ----------------------------------------------------------------------------------------
@@ -143,7 +189,7 @@ def test_fewer_remaining_spreads_them_until_the_reset_and_keeps_to_our_share() -
 
 
 def test_our_share_is_what_the_others_leave() -> None:
-    # 40 of ours, 30 of someone else's in the window: we may keep 100 - 30 - 3 = 67 a window.
+    # 40 of ours, 30 of someone else's in the window: we keep to 100 - 30 - 3 = 67 a window.
     got = reaction(remaining=30, own_in_window=40, reset_after=0.1)
     assert got == Reaction(slowdowns=(share_of(30),))
     assert got.slowdowns[0].spacing == pytest.approx(LIMIT.requests / (RATE * 67))
