@@ -104,9 +104,11 @@ def test_four_processes_on_one_token_pace_as_one_client(
     context = report(emulator, summaries)
     assert [s["errors"] for s in summaries] == [[]] * K, context
     assert sum(s["sent"] for s in summaries) == K * per_worker, context
-    # One round trip per slot: per permit, plus any slot given up by a stalled process.
+    # One round trip per slot (per permit, plus any slot a stalled process gave up); feedback
+    # costs one more only when the window looks full beyond what the last count explains.
     assert all(s["sent"] == s["permits"] for s in summaries), context
-    assert all(s["redis_calls"] == s["permits"] + s["late_slots"] for s in summaries), context
+    trips = sum(s["redis_calls"] - s["late_slots"] for s in summaries)
+    assert K * per_worker <= trips <= 1.02 * K * per_worker, context
     assert emulator.statistics().rate_limited == 0, context
     assert emulator.max_window_count(LIMIT.period, TOKEN) <= LIMIT.requests, context
     assert utilization(emulator.request_times(TOKEN)) >= 0.95, context
