@@ -79,11 +79,15 @@ class LocalRateLimiter:
 
     Server feedback (:meth:`observe`) comes on top:
 
-    - a 429, or ``Remaining`` lower than our own traffic explains dropping to 0, pauses every
-      sender until the server's ``Retry-After`` / ``X-RateLimit-Reset`` (``default_pause`` when it
-      gives neither), after which pacing resumes at full speed;
+    - a 429, or a ``Remaining: 0`` that our own traffic does not explain, pauses every sender
+      until the server's ``Retry-After`` / ``X-RateLimit-Reset`` (``default_pause`` when it gives
+      neither), after which pacing resumes at full speed (without a burst);
     - a ``Remaining`` lower than our own traffic explains (someone else uses the token) spreads
-      the permits that are left evenly until the reset.
+      the permits that are left evenly until the reset, and keeps us to the share the others
+      leave of a window for one period;
+    - answers whose latencies vary by more than the headroom's margin (an overloaded server
+      that queues requests, then sees them bunched) stretch the pacing window by that spread
+      until they even out again.
 
     Polls (:attr:`Priority.POLL`) are served before submissions that have waited longer; within a
     priority the order is first come, first served. A cancelled ``acquire`` takes no permit and
@@ -336,7 +340,8 @@ class LocalRateLimiter:
 
         A 429, or a ``Remaining`` lower than our own traffic explains, pauses or slows every
         sender (see the class docstring). Requests granted after ``feedback.permit`` are
-        counted as already spent from the server's ``Remaining``.
+        counted as already spent from the server's ``Remaining``. The time from the permit to
+        now is taken as the request's latency: call this as soon as the answer is read.
 
         Args:
             feedback: The answer's status and rate-limit headers, with the permit it was sent

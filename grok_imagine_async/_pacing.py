@@ -60,11 +60,13 @@ def window_stretch(limit: RateLimit, headroom: float, spread: float) -> float:
     """Seconds to stretch the window by for latencies that differ by ``spread``.
 
     The headroom's ``headroom * period`` while ``spread`` fits in it; beyond, ``spread`` rounded
-    up to a multiple of that (so the pace changes in a few steps, not at every answer), and
-    never more than one period.
+    up to a quarter of that (so the pace changes in steps, not at every answer), and never more
+    than one period.
     """
-    step = headroom * limit.period
-    return min(step * max(1, math.ceil(spread / step - 1e-9)), max(step, limit.period))
+    margin = headroom * limit.period
+    step = margin / 4
+    stretch = max(margin, step * math.ceil(spread / step - 1e-9))
+    return min(stretch, max(margin, limit.period))
 
 
 def jitter_tolerance(limit: RateLimit, headroom: float, *, spread: float = 0.0) -> int:

@@ -349,9 +349,9 @@ async def test_uneven_answer_times_widen_the_tolerance_and_stretch_the_window() 
     assert 1.1 < anyio.current_time() - first.granted_at < 1.2
     third = await uneven.acquire()
     fourth = await uneven.acquire()
-    # The 1.1 s spread, rounded up to 1.2 s (a multiple of the headroom's 0.1 s), stretches
-    # the window from 10.1 s to 11.2 s for the 99 permits of a window we pace.
-    assert fourth.granted_at - third.granted_at == pytest.approx(11.2 / 99)
+    # The 1.1 s spread, rounded up to 1.125 s (steps of a quarter of the headroom's 0.1 s),
+    # stretches the window from 10.1 s to 11.125 s for the 99 permits of a window we pace.
+    assert fourth.granted_at - third.granted_at == pytest.approx(11.125 / 99)
     # After some even answers the normal pace is back.
     for _ in range(30):
         await uneven.observe(answer(await uneven.acquire(), 200))

@@ -91,11 +91,11 @@ def test_uneven_latency_stretches_the_window_beyond_the_headroom() -> None:
     assert paced_rate(limit, 0.01, spread=2.0) == pytest.approx(990 / 8.0)
 
 
-def test_window_stretch_rounds_the_spread_up_to_headroom_steps_within_one_period() -> None:
-    limit = RateLimit(1000, 6.0)  # steps of 60 ms
+def test_window_stretch_rounds_the_spread_up_to_steps_within_one_period() -> None:
+    limit = RateLimit(1000, 6.0)  # a 60 ms margin, steps of 15 ms beyond it
     assert window_stretch(limit, 0.01, 0.0) == pytest.approx(0.06)
     assert window_stretch(limit, 0.01, 0.06) == pytest.approx(0.06)
-    assert window_stretch(limit, 0.01, 0.07) == pytest.approx(0.12)
+    assert window_stretch(limit, 0.01, 0.07) == pytest.approx(0.075)
     assert window_stretch(limit, 0.01, 100.0) == pytest.approx(6.0)
 
 
