@@ -16,12 +16,22 @@ from ._plans import RateLimit
 
 
 class Priority(enum.IntEnum):
-    """Who goes first when several requests wait for a permit (lower value first)."""
+    """Who goes first when several requests wait for a permit (lower value first).
 
+    Standalone calls use ``POLL`` for status reads and ``SUBMIT`` for submissions, so an app
+    that both waits on jobs and starts new ones learns of finished work first. The scheduler
+    chooses for itself (``HIGH``/``LOW``): while a batch fills up, starting work early is what
+    shortens it, so its submissions go first.
+    """
+
+    HIGH = 0
+    """Served first."""
+    LOW = 1
+    """Served when no ``HIGH`` request waits."""
     POLL = 0
-    """Status polls: they detect finished work and are cheap."""
+    """A status poll made outside a scheduler (same as ``HIGH``)."""
     SUBMIT = 1
-    """Generation submissions: they start new work that will only wait."""
+    """A submission made outside a scheduler (same as ``LOW``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,7 +144,8 @@ async def grok_imagine_lifespan(
         max_queued: Jobs allowed to wait for a submission slot before new ones get a 429.
         on_event: Your own hook for every scheduler event (called after the registry's).
         **scheduler_options: Passed to :class:`~grok_imagine_async.JobScheduler`
-            (``max_in_flight``, ``poll``, ``resubmit``, ``download_dir``...).
+            (``max_in_flight``, ``poll``, ``resubmit``, ``download_dir``...). ``favor``
+            defaults to ``"latency"`` here: a finished job is noticed before new ones start.
 
     Raises:
         ConfigurationError: At startup, if no API key is given or found, or a setting is bad.
@@ -157,6 +158,8 @@ async def grok_imagine_lifespan(
             "results(), and the scheduler would stop submitting once its buffer filled"
         )
     scheduler_options.pop("stream_results", None)
+    # Each user waits on their own job: tell them as soon as it is done (see JobScheduler).
+    scheduler_options.setdefault("favor", "latency")
     client_settings = (api_key, base_url, plan, http_client, limiter)
     if client_factory is not None and any(s is not None for s in client_settings):
         raise ValueError("pass either client_factory or client settings, not both")

@@ -221,7 +221,8 @@ async def test_unread_results_pause_submissions_but_not_polls() -> None:
 async def test_breaking_out_stops_everything_at_once_and_leaks_no_permit() -> None:
     emu, client = make(plan="free")
     start = anyio.current_time()
-    async with client.generate_many([f"many {i}" for i in range(500)]) as results:
+    prompts = [f"many {i}" for i in range(500)]
+    async with client.generate_many(prompts, favor="latency") as results:
         async for _ in results:
             break
     stopped = anyio.current_time()
@@ -353,3 +354,24 @@ async def test_detection_latency_is_measurable_from_the_emulator() -> None:
     assert done - created == pytest.approx(40)
     assert result.finished_at >= done  # we cannot know before the server does
     assert emu.task_times("no-such-task") is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("favor", ["throughput", "latency"])
+async def test_favor_decides_who_gets_a_saturated_quota_first(favor: str) -> None:
+    emu, client = make(plan="free", duration_median=30, duration_sigma=0.3)
+    results = await collect(client, [f"f {i}" for i in range(150)], favor=favor)
+    first_result = min(r.finished_at for r in results)
+    last_post = max(r.submitted_at or 0.0 for r in results)
+    start = min(r.submitted_at or 0.0 for r in results)
+    assert emu.statistics().rate_limited == 0
+    if favor == "throughput":  # every POST goes out at the quota's pace before any poll
+        assert last_post - start < 150 * 0.6 * 1.05 + 1
+    else:  # the first finished job is noticed within about one generation
+        assert first_result - start < 90
+
+
+def test_favor_is_checked() -> None:
+    _, client = make()
+    with pytest.raises(ValueError, match="favor"):
+        JobScheduler(client, favor="speed")  # type: ignore[arg-type]
