@@ -19,7 +19,8 @@
     │   │   └── APITimeoutError
     │   └── AmbiguousSubmitError                  a POST /v1/generate whose outcome is unknown
     ├── TaskFailedError                           the task ended in failure
-    └── BudgetExceededError                       a credit budget would be exceeded
+    ├── BudgetExceededError                       a credit budget would be exceeded
+    └── RedisUnavailableError                     Redis unreachable (grok_imagine_async.redis)
 
 The API token never appears in any message or attribute of these exceptions.
 """
