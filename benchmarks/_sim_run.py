@@ -1,0 +1,220 @@
+"""One simulated batch: a strategy against a fresh in-process emulator, on virtual time.
+
+A :class:`Scenario` names the plan, the number of jobs, the strategy (``"ours"``: the library's
+``generate_many``; or a baseline of :mod:`benchmarks._sim_strategies`) and the limiter the
+client uses. :func:`run_scenario` runs it in the current process and returns a picklable
+:class:`RunResult` holding the raw timelines; :mod:`benchmarks._sim_report` turns them into
+figures. :func:`run_all` runs several scenarios in worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import random
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from benchmarks._sim_strategies import SCHEDULES, Detection, UserLimiter, run_baseline
+from grok_imagine_async import AsyncGrokImagine, Plan, RateLimiter
+from grok_imagine_async.testing import Emulator, EmulatorConfig, run_virtual
+
+TOKEN = "tok"
+BASE_URL = "http://emulator.local"
+OURS = "ours"
+DURATION_MEDIAN = 30.0
+DURATION_SIGMA = 0.5
+
+LIMITERS = {
+    "ours": "LocalRateLimiter (the client's default)",
+    "aiolimiter": "aiolimiter.AsyncLimiter(limit, 60), no header feedback",
+}
+"""The limiter variants, by the name the results table shows."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One run of the benchmark.
+
+    Attributes:
+        plan: ``"free"``, ``"pro"`` or ``"enterprise"``.
+        jobs: How many generations.
+        strategy: ``"ours"`` or a key of :data:`SCHEDULES`.
+        limiter: ``"ours"`` or ``"aiolimiter"`` (see :data:`LIMITERS`).
+        seed: Seeds the emulator (durations) and every jitter.
+        options: Extra ``generate_many`` options for ``"ours"`` (experiments), as pairs.
+        label: A name for the row; default: the strategy.
+    """
+
+    plan: str
+    jobs: int
+    strategy: str = OURS
+    limiter: str = "ours"
+    seed: int = 1
+    options: tuple[tuple[str, Any], ...] = ()
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        """The row's name in the table."""
+        return self.label or self.strategy
+
+
+@dataclass
+class RunResult:
+    """The raw outcome of one scenario; times are seconds since the batch started.
+
+    Attributes:
+        scenario: What ran.
+        wall_seconds: Real time the run took.
+        requests_per_period: The plan's quota per ``period`` seconds.
+        period: The quota's window.
+        makespan: From the start to the last result reaching the caller.
+        completed: Jobs that ended with a video.
+        failed: Jobs that did not.
+        requests: ``/v1`` requests the emulator received, 429'd ones included.
+        rate_limited: HTTP 429 answers the emulator sent.
+        latencies: Per completed job, seconds from the server's completion to the caller's
+            knowing it.
+        detected: Per completed job, when the caller knew it.
+        durations: Per job, the server's generation time, in the order the tasks were created.
+        request_times: When each request arrived at the emulator.
+        refused_times: When each 429'd request arrived.
+    """
+
+    scenario: Scenario
+    wall_seconds: float
+    requests_per_period: int
+    period: float
+    makespan: float
+    completed: int
+    failed: int
+    requests: int
+    rate_limited: int
+    latencies: list[float] = field(default_factory=list)
+    detected: list[float] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+    request_times: list[float] = field(default_factory=list)
+    refused_times: list[float] = field(default_factory=list)
+
+
+def prompts(plan: str, jobs: int) -> Iterator[str]:
+    """Distinct prompts, produced lazily as a large input file would be read."""
+    return (f"{plan} benchmark video {i}" for i in range(jobs))
+
+
+def make_emulator(plan: str, seed: int) -> Emulator:
+    """A fresh emulator with one token on ``plan`` and lognormal durations (median 30 s)."""
+    return Emulator(
+        EmulatorConfig(
+            tokens={TOKEN: plan},
+            seed=seed,
+            duration_median=DURATION_MEDIAN,
+            duration_sigma=DURATION_SIGMA,
+        )
+    )
+
+
+def make_client(emulator: Emulator, plan: str, limiter: str) -> AsyncGrokImagine:
+    """A client of ``emulator`` on ``plan`` with the named limiter variant."""
+    chosen: RateLimiter | None = None
+    if limiter == "aiolimiter":
+        chosen = UserLimiter(Plan.parse(plan).rate_limit)
+    elif limiter != "ours":
+        raise ValueError(f"unknown limiter variant {limiter!r}")
+    return AsyncGrokImagine(
+        api_key=TOKEN,
+        http_client=emulator.client(token=None),
+        base_url=BASE_URL,
+        plan=plan,
+        limiter=chosen,
+    )
+
+
+async def _run(scenario: Scenario) -> RunResult:
+    emulator = make_emulator(scenario.plan, scenario.seed)
+    client = make_client(emulator, scenario.plan, scenario.limiter)
+    start = anyio.current_time()
+    detections: list[Detection] = []
+    if scenario.strategy == OURS:
+        options = dict(scenario.options)
+        options.setdefault("rng", random.Random(scenario.seed))
+        # A list, as the baselines get and most callers pass: its length is known up front.
+        batch = list(prompts(scenario.plan, scenario.jobs))
+        async with client.generate_many(batch, **options) as out:
+            async for result in out:
+                detections.append(Detection(result.task_id or "", anyio.current_time(), result.ok))
+    else:
+        detections = await run_baseline(
+            client,
+            list(prompts(scenario.plan, scenario.jobs)),
+            SCHEDULES[scenario.strategy],
+            seed=scenario.seed,
+        )
+    end = max((d.at for d in detections), default=start)
+    stats = emulator.statistics()
+    limit = client.rate_limit
+    result = RunResult(
+        scenario=scenario,
+        wall_seconds=0.0,
+        requests_per_period=limit.requests,
+        period=limit.period,
+        makespan=end - start,
+        completed=sum(d.ok for d in detections),
+        failed=sum(not d.ok for d in detections),
+        requests=stats.requests_total,
+        rate_limited=stats.rate_limited,
+    )
+    created_order: list[tuple[float, float]] = []
+    for detection in detections:
+        times = emulator.task_times(detection.task_id)
+        if times is None:
+            continue
+        created, finished = times
+        created_order.append((created, finished - created))
+        if detection.ok:
+            result.latencies.append(detection.at - finished)
+            result.detected.append(detection.at - start)
+    result.durations = [duration for _, duration in sorted(created_order)]
+    everything = emulator.request_times(TOKEN)
+    admitted = emulator.request_times(TOKEN, admitted_only=True)
+    result.request_times = [t - start for t in everything]
+    result.refused_times = _difference(everything, admitted, start)
+    await client.aclose()
+    return result
+
+
+def _difference(everything: list[float], admitted: list[float], start: float) -> list[float]:
+    """Times in ``everything`` but not in ``admitted`` (both sorted), shifted by ``start``."""
+    refused: list[float] = []
+    j = 0
+    for t in everything:
+        if j < len(admitted) and admitted[j] == t:
+            j += 1
+        else:
+            refused.append(t - start)
+    return refused
+
+
+def run_scenario(scenario: Scenario) -> RunResult:
+    """Run one scenario on a virtual-time loop in this process."""
+    # The baselines' 429s make the client log a retry warning each; thousands of lines.
+    logging.getLogger("grok_imagine_async").setLevel(logging.ERROR)
+    started = time.perf_counter()
+    result = run_virtual(_run, scenario)
+    result.wall_seconds = time.perf_counter() - started
+    return result
+
+
+def run_all(scenarios: Sequence[Scenario], *, workers: int = 2) -> list[RunResult]:
+    """Run ``scenarios`` in up to ``workers`` fresh processes, in the order given."""
+    if workers <= 1:
+        return [run_scenario(s) for s in scenarios]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(run_scenario, scenarios))
