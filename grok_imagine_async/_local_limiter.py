@@ -173,10 +173,6 @@ class LocalRateLimiter:
         """
         return self._rate
 
-    def _new_bucket(self) -> AsyncLimiter:
-        capacity = 1.0 + self._catch_up
-        return AsyncLimiter(capacity, capacity / self._rate)
-
     def __repr__(self) -> str:
         limit = self._limit
         return (
@@ -276,6 +272,10 @@ class LocalRateLimiter:
                 return
             # The server asked for a pause while we waited: granting this slot now would send a
             # request inside it, and granting it after would bunch it with the next slot.
+
+    def _new_bucket(self) -> AsyncLimiter:
+        capacity = 1.0 + self._catch_up
+        return AsyncLimiter(capacity, capacity / self._rate)
 
     def _follow_latency(self) -> None:
         """Stretch the pacing window while answers take unevenly long, and back."""
