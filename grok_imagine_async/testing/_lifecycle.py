@@ -77,7 +77,7 @@ class Task:
     Attributes:
         task_id: The id handed to the client.
         token: The API token that created it (other tokens cannot read it).
-        request: The normalised body as (field, value) pairs, echoed in the status answer.
+        request: The normalised body, echoed in the status answer.
         created_at: Creation time on the emulator's monotonic clock.
         created_unix: Creation time as a Unix time, for ``created_at`` in the answer.
         queued_for: Seconds spent in the pending state.
@@ -88,7 +88,7 @@ class Task:
 
     task_id: str
     token: str
-    request: tuple[tuple[str, Any], ...]
+    request: Mapping[str, Any]
     created_at: float
     created_unix: float
     queued_for: float

@@ -129,8 +129,7 @@ class EmulatorState:
             task = Task(
                 task_id=task_id,
                 token=token,
-                # a tuple of pairs is a third of a dict's size; the answer rebuilds the dict
-                request=tuple(request.items()),
+                request=request,
                 created_at=now,
                 created_unix=self.unix(now),
                 queued_for=duration * cfg.queue_fraction,
