@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
 if TYPE_CHECKING:
+    from _redis_worker import RedisServer
+
     from grok_imagine_async.testing import Emulator
 
 
@@ -33,3 +36,19 @@ def served_emulator(request: pytest.FixtureRequest) -> Iterator[ServedEmulator]:
     emulator = Emulator(getattr(request, "param", None))
     with serve_in_thread(emulator) as url:
         yield ServedEmulator(url, emulator)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A throwaway ``redis-server`` on 127.0.0.1 (skips the test if the binary is missing)."""
+    from _redis_worker import REDIS_MISSING, RedisServer, redis_server_binary
+
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip(REDIS_MISSING)
+    server = RedisServer(binary, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

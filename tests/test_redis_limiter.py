@@ -10,13 +10,12 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import anyio
 import anyio.lowlevel
 import pytest
-from _redis_worker import REDIS_MISSING, RedisServer, redis_server_binary
+from _redis_worker import RedisServer
 
 from grok_imagine_async import (
     ConfigurationError,
@@ -51,19 +50,6 @@ TOKEN = "sk-test-SECRET-token-0123456789"
 def anyio_backend() -> str:
     # Real sockets to Redis and a real clock in Redis: the normal event loop.
     return "asyncio"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    binary = redis_server_binary()
-    if binary is None:
-        pytest.skip(REDIS_MISSING)
-    server = RedisServer(binary, tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 from _redis_worker import (
-    REDIS_MISSING,
     WARM_UP_TOKEN,
     RedisServer,
     collect,
-    redis_server_binary,
     start_workers,
     warm_up_emulator,
 )
@@ -36,19 +32,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.integration]
 TOKEN = "sk-test-SECRET-shared-token"
 LIMIT = RateLimit(100, 3.0)
 K = 4
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    binary = redis_server_binary()
-    if binary is None:
-        pytest.skip(REDIS_MISSING)
-    server = RedisServer(binary, tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def new_emulator(*, seed: int, reset_format: Literal["seconds", "unix"] = "seconds") -> Emulator:
