@@ -7,6 +7,7 @@ uvicorn serves from another thread.
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from array import array
 from collections import Counter
@@ -20,6 +21,7 @@ from ._stats import EmulatorStatistics, frozen_mapping
 from ._window import WindowCounter, WindowDecision, max_in_window
 
 CREDITS_PER_TASK = 40
+_SHARED_VALUES = frozenset({"mode", "ratio"})
 
 
 class EmulatorState:
@@ -113,6 +115,12 @@ class EmulatorState:
         """Start a generation for ``token`` at ``now``: charge it and decide how it ends."""
         cfg = self.config
         prompt = str(request["prompt"])
+        # Every parsed body brings its own copies of "mode", "normal", "1:1"...: interned, they
+        # are shared by all tasks (a 100,000-job simulation keeps every task's body).
+        request = {
+            sys.intern(key): sys.intern(value) if key in _SHARED_VALUES else value
+            for key, value in request.items()
+        }
         with self.lock:
             outcome = self._faults.for_task(prompt)
             duration = outcome.duration
