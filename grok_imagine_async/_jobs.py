@@ -205,7 +205,7 @@ class SchedulerStatistics:
         requests_sent: Requests the limiter let through since the scheduler started (retries too).
         rate_limited: HTTP 429 answers seen by the limiter since the scheduler started.
         credits_consumed: Credits spent on tasks the server created.
-        requests_per_minute: Requests sent over the last quota period, per minute.
+        requests_per_minute: Requests sent over the last quarter of the quota period, per minute.
         limit_per_minute: The plan's limit per minute.
         max_in_flight: The current cap on jobs in flight.
         predicted_duration: The learned median generation time, in seconds.

@@ -318,6 +318,7 @@ async def test_statistics_add_up() -> None:
     assert stats.credits_consumed == 240
     assert stats.requests_sent == stats.submissions + stats.polls
     assert stats.rate_limited == 0
+    assert 0 <= stats.requests_per_minute <= stats.limit_per_minute
 
 
 @pytest.mark.anyio
