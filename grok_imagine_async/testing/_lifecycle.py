@@ -79,7 +79,6 @@ class Task:
         token: The API token that created it (other tokens cannot read it).
         request: The normalised body, echoed in the status answer.
         created_at: Creation time on the emulator's monotonic clock.
-        created_unix: Creation time as a Unix time, for ``created_at`` in the answer.
         queued_for: Seconds spent in the pending state.
         duration: Seconds from creation to the final state.
         error_message: Why it fails, or None if it completes.
@@ -90,7 +89,6 @@ class Task:
     token: str
     request: Mapping[str, Any]
     created_at: float
-    created_unix: float
     queued_for: float
     duration: float
     error_message: str | None

@@ -179,7 +179,7 @@ class Api:
         urls: list[str] | None = None
         if current is TaskState.COMPLETED:
             urls = [f"{base_url}videos/{task.task_id}/{i}.mp4" for i in range(task.video_count)]
-        created = datetime.fromtimestamp(task.created_unix, tz=timezone.utc)
+        created = datetime.fromtimestamp(self._state.unix(task.created_at), tz=timezone.utc)
         return {
             "consumed_credits": CREDITS_PER_TASK,
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -139,7 +139,6 @@ class EmulatorState:
                 token=token,
                 request=request,
                 created_at=now,
-                created_unix=self.unix(now),
                 queued_for=duration * cfg.queue_fraction,
                 duration=duration,
                 error_message=outcome.error_message,
