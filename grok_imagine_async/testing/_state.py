@@ -47,7 +47,6 @@ class EmulatorState:
         self._by_endpoint: Counter[str] = Counter()
         self._by_status: Counter[int] = Counter()
         self._posts_per_prompt: Counter[str] = Counter()
-        self._tasks_per_prompt: Counter[str] = Counter()
         self._last_now = float("-inf")
 
     # Time -----------------------------------------------------------------------------------
@@ -145,7 +144,6 @@ class EmulatorState:
                 video_count=outcome.video_count,
             )
             self._tasks[task_id] = task
-            self._tasks_per_prompt[prompt] += 1
             return task
 
     def task(self, task_id: str, token: str | None = None) -> Task | None:
@@ -178,7 +176,10 @@ class EmulatorState:
                 dropped=c["dropped"],
                 slow=c["slow"],
                 posts_per_prompt=frozen_mapping(self._posts_per_prompt),
-                tasks_per_prompt=frozen_mapping(self._tasks_per_prompt),
+                # counted from the tasks when asked: no second table of every prompt to keep
+                tasks_per_prompt=frozen_mapping(
+                    Counter(str(task.request["prompt"]) for task in self._tasks.values())
+                ),
                 tasks_created=len(self._tasks),
                 credits_consumed=CREDITS_PER_TASK * len(self._tasks),
                 tasks_by_state=frozen_mapping({s.value: states[s.value] for s in TaskState}),
