@@ -5,9 +5,12 @@ plan against the in-process emulator on virtual time, keeping nothing per job on
 side (as a program streaming results to disk would), and prints one JSON line. The parent side
 is :func:`measure`.
 
-The figure is the process's peak resident set (``ru_maxrss``), so it includes the emulator,
-which keeps every task it created and every request time; ``emulator_mb`` estimates that part
-as the summed ``sys.getsizeof`` of every object reachable from the emulator at the end.
+The figure is the process's peak resident set (``VmHWM``), so it includes the emulator,
+which keeps every task it created and every request time. Two ways to tell that part apart:
+``emulator_mb``, the summed ``sys.getsizeof`` of every object reachable from the emulator at
+the end, and ``python -m benchmarks._sim_memory JOBS --emulator-only``, which sends the same
+kind of traffic (one POST and one poll per job, paced to the plan) straight to an emulator, with
+no scheduler, so the difference of the two peaks is what the scheduler side costs.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import argparse
 import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PLAN = "enterprise"
 
@@ -37,6 +40,7 @@ class MemoryFigure:
         peak_rss_mb: Peak resident set of the whole process, MiB.
         start_rss_mb: Resident set after imports, before the batch, MiB.
         emulator_mb: Memory held by the emulator at the end (objects reachable from it), MiB.
+        emulator_only: True for the replay without a scheduler.
         wall_seconds: Real time of the batch.
     """
 
@@ -46,6 +50,20 @@ class MemoryFigure:
     start_rss_mb: float
     emulator_mb: float
     wall_seconds: float
+    emulator_only: bool = False
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set, MiB.
+
+    ``VmHWM`` rather than ``ru_maxrss``: Linux carries ``ru_maxrss`` over ``execve``, so a child
+    started by a big parent would report the parent's peak.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _current_rss_mb() -> float:
@@ -83,14 +101,53 @@ async def _batch(jobs: int) -> tuple[int, float, float]:
         async for result in results:
             completed += result.ok
     await client.aclose()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _peak_rss_mb()
     return completed, peak, deep_size_mb(emulator)  # after the peak: the walk takes memory
+
+
+async def _replay(jobs: int) -> tuple[int, float, float]:
+    """The emulator's side of a batch alone: one POST and one poll per job, paced to the plan.
+
+    Each task is polled two periods after its POST, so only that many task ids are held.
+    """
+    from collections import deque
+
+    import anyio
+
+    from benchmarks._sim_run import TOKEN, make_emulator, prompts
+
+    emulator = make_emulator(PLAN, seed=1)
+    limit = emulator.config.rate_limits()[TOKEN]
+    interval = limit.period / limit.requests
+    lag = limit.requests  # a poll for every POST: a task is polled two periods after it began
+    pending: deque[str] = deque()
+    completed = 0
+
+    async def poll(http: Any) -> None:
+        nonlocal completed
+        answer = await http.get("/v1/status", params={"task_id": pending.popleft()})
+        completed += answer.json()["data"]["status"] == "completed"
+        await anyio.sleep(interval)
+
+    async with emulator.client(token=TOKEN) as http:
+        for prompt in prompts(PLAN, jobs):
+            answer = await http.post("/v1/generate", json={"prompt": prompt})
+            pending.append(answer.json()["data"]["task_id"])
+            await anyio.sleep(interval)
+            if len(pending) > lag:
+                await poll(http)
+        await anyio.sleep(3600.0)
+        while pending:
+            await poll(http)
+    peak = _peak_rss_mb()
+    return completed, peak, deep_size_mb(emulator)
 
 
 def main() -> None:
     """Child side: run one batch and print a :class:`MemoryFigure` as JSON."""
     parser = argparse.ArgumentParser()
     parser.add_argument("jobs", type=int)
+    parser.add_argument("--emulator-only", action="store_true", help="no scheduler")
     args = parser.parse_args()
     import logging
 
@@ -99,16 +156,19 @@ def main() -> None:
     logging.getLogger("grok_imagine_async").setLevel(logging.ERROR)
     start_rss = _current_rss_mb()
     started = time.perf_counter()
-    completed, peak, share = run_virtual(_batch, args.jobs)
+    batch = _replay if args.emulator_only else _batch
+    completed, peak, share = run_virtual(batch, args.jobs)
     wall = time.perf_counter() - started
-    figure = MemoryFigure(args.jobs, completed, peak, start_rss, share, wall)
+    figure = MemoryFigure(args.jobs, completed, peak, start_rss, share, wall, args.emulator_only)
     print(json.dumps(figure.__dict__))
 
 
-def measure(jobs: int) -> MemoryFigure:
-    """Run a batch of ``jobs`` in a fresh interpreter and return what it measured."""
+def measure(jobs: int, *, emulator_only: bool = False) -> MemoryFigure:
+    """Run a batch of ``jobs`` (or its replay) in a fresh interpreter; return what it measured."""
     root = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", "benchmarks._sim_memory", str(jobs)]
+    if emulator_only:
+        command.append("--emulator-only")
     done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True)
     return MemoryFigure(**json.loads(done.stdout.strip().splitlines()[-1]))
 
