@@ -147,8 +147,8 @@ async def _run(scenario: Scenario) -> RunResult:
         # A list, as the baselines get and most callers pass: its length is known up front.
         batch = list(prompts(scenario.plan, scenario.jobs))
         async with client.generate_many(batch, **options) as out:
-            async for result in out:
-                detections.append(Detection(result.task_id or "", anyio.current_time(), result.ok))
+            async for job in out:
+                detections.append(Detection(job.task_id or "", anyio.current_time(), job.ok))
     else:
         detections = await run_baseline(
             client,
