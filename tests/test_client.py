@@ -11,6 +11,7 @@ import pytest
 from fakes import TOKEN, RecordingLimiter, Script, error, ok, task_data
 
 from grok_imagine_async import (
+    DEFAULT_BASE_URL,
     AmbiguousSubmitError,
     APIConnectionError,
     APIResponseValidationError,
@@ -73,8 +74,9 @@ def test_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_to_real_host_and_free_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("GROK_IMAGINE_BASE_URL", "GROK_IMAGINE_PLAN"):
         monkeypatch.delenv(name, raising=False)
-    client = AsyncGrokImagine(api_key=TOKEN, limiter=RecordingLimiter())
-    assert client.base_url == "https://grokimagineapi.com"
+    client = AsyncGrokImagine(api_key=TOKEN, limiter=RecordingLimiter())  # no request is sent
+    assert client.base_url == DEFAULT_BASE_URL
+    assert DEFAULT_BASE_URL.startswith("https://")
     assert client.rate_limit.requests == 100
 
 
