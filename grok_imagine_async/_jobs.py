@@ -62,7 +62,9 @@ class JobSpec:
 
     Args:
         request: What to generate.
-        key: The job's key; None derives a stable one from the request (:func:`request_key`).
+        key: The job's key. None derives one from the request (:func:`request_key`): the
+            same on every run when the scheduler has a journal (repeats numbered in input
+            order), else unique among the jobs running at the time.
     """
 
     request: GenerationRequest

@@ -179,8 +179,9 @@ class JobScheduler:
         self._limit = client.limiter.limit
 
         self._jobs: dict[str, Job] = {}
-        # Which keyless requests were seen, to number repeats: a set of 64-bit digests for the
-        # usual all-distinct input (a fraction of a dict of key strings at 100,000 prompts).
+        # With a journal, keys must be the same on every run: repeats of a request are numbered
+        # in input order, from a set of 64-bit digests of the requests seen. Without one, a key
+        # only has to be unique among running jobs, and nothing grows with the input.
         self._seen: set[int] = set()
         self._repeats: dict[int, int] = {}
         self._heap: list[tuple[float, int, Job]] = []
@@ -306,14 +307,7 @@ class JobScheduler:
         if self._tg is None or self._input_closed:
             raise RuntimeError("the scheduler is not accepting jobs (not started, or closed)")
         if key is None:
-            digest = int(request_key(request).removeprefix("req-"), 16)
-            occurrence = 0
-            if digest in self._seen:
-                occurrence = self._repeats.get(digest, 1)
-                self._repeats[digest] = occurrence + 1
-            else:
-                self._seen.add(digest)
-            key = request_key(request, occurrence)
+            key = self._key_for(request)
         if key in self._jobs:
             raise ValueError(f"a job with key {key!r} is already running")
         job = Job(key, request)
@@ -322,6 +316,20 @@ class JobScheduler:
         self._emit(JobQueued(key=key, at=anyio.current_time()))
         await self._queue_send.send(job)
         return job
+
+    def _key_for(self, request: GenerationRequest) -> str:
+        occurrence = 0
+        if self._journal is not None:
+            digest = int(request_key(request).removeprefix("req-"), 16)
+            if digest in self._seen:
+                occurrence = self._repeats.get(digest, 1)
+                self._repeats[digest] = occurrence + 1
+            else:
+                self._seen.add(digest)
+        else:
+            while request_key(request, occurrence) in self._jobs:
+                occurrence += 1
+        return request_key(request, occurrence)
 
     def feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
         """Submit every item of ``items`` in the background, lazily, then close the input.

@@ -376,3 +376,17 @@ def test_favor_is_checked() -> None:
     _, client = make()
     with pytest.raises(ValueError, match="favor"):
         JobScheduler(client, favor="speed")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_without_a_journal_keys_are_unique_among_running_jobs_only() -> None:
+    _, client = make()
+    async with JobScheduler(client) as scheduler:
+        first = await scheduler.submit("again [duration:5]")
+        second = await scheduler.submit("again [duration:5]")
+        assert first.key != second.key  # both running: told apart
+        await first.wait()
+        await second.wait()
+        third = await scheduler.submit("again [duration:5]")
+        assert third.key == first.key  # nothing running under that key any more
+        await third.wait()

@@ -140,3 +140,15 @@ async def test_a_rejected_token_leaves_no_unknown_outcome(
         [result] = [r async for r in results]
     assert result.ok  # submitted now, not reported as an unknown outcome of the 401'd POST
     assert emulator.statistics().tasks_created == 1
+
+
+@pytest.mark.anyio
+async def test_with_a_journal_repeats_are_numbered_in_input_order(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    prompts = ["same [duration:5]", "other", "same [duration:5]"]
+    async with client_for(emulator).generate_many(prompts, journal=tmp_path / "j.db") as results:
+        keys = {(r.request.prompt, r.key) for r in [r async for r in results]}
+    base = request_key(GenerationRequest(prompt="same [duration:5]"))
+    assert ("same [duration:5]", base) in keys
+    assert ("same [duration:5]", f"{base}-1") in keys
