@@ -29,6 +29,7 @@ from ._errors import (
     JournalError,
     NotFoundError,
     RateLimitError,
+    SchedulerClosedError,
     ServerError,
     TaskFailedError,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "RateLimitFeedback",
     "RateLimiter",
     "RetryPolicy",
+    "SchedulerClosedError",
     "SchedulerEvent",
     "SchedulerHook",
     "SchedulerStatistics",

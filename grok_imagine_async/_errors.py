@@ -20,6 +20,7 @@
     │   └── AmbiguousSubmitError                  a POST /v1/generate whose outcome is unknown
     ├── TaskFailedError                           the task ended in failure
     ├── BudgetExceededError                       a credit budget would be exceeded
+    ├── SchedulerClosedError (also RuntimeError)  a job submitted to a closed scheduler
     └── RedisUnavailableError                     Redis unreachable (grok_imagine_async.redis)
 
 The API token never appears in any message or attribute of these exceptions.
@@ -50,6 +51,7 @@ __all__ = [
     "JournalError",
     "NotFoundError",
     "RateLimitError",
+    "SchedulerClosedError",
     "ServerError",
     "TaskFailedError",
 ]
@@ -251,3 +253,8 @@ class BudgetExceededError(GrokImagineError):
             f"credit budget reached: {committed_credits} of {max_credits} credits committed, "
             "and one more generation costs 40"
         )
+
+
+class SchedulerClosedError(GrokImagineError, RuntimeError):
+    """Raised when a job is submitted to a scheduler that is not running or no longer accepts
+    jobs (its input was closed, it was cancelled, or a fatal error stopped it)."""

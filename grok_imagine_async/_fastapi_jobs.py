@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from ._errors import BudgetExceededError
+from ._errors import BudgetExceededError, SchedulerClosedError
 from ._fastapi_errors import BacklogFullError, SchedulerStoppedError
 from ._jobs import Job, JobEvent, JobResult, JobResumed, JobSpec, JobState, JobSubmitted, Journal
 from ._models import CREDITS_PER_GENERATION, GenerationRequest
@@ -239,7 +239,7 @@ class JobRegistry:
         entry = self._entries[key] = _Entry(job=None)
         try:
             job = await scheduler.submit(request, key=key)
-        except RuntimeError:  # its input closed: it is stopping
+        except SchedulerClosedError:  # its input closed: it is stopping
             del self._entries[key]
             raise SchedulerStoppedError("the video scheduler is not running") from None
         except BaseException:

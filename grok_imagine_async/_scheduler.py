@@ -41,6 +41,7 @@ from ._errors import (
     BudgetExceededError,
     GrokImagineError,
     NotFoundError,
+    SchedulerClosedError,
     TaskFailedError,
 )
 from ._jobs import (
@@ -295,7 +296,7 @@ class JobScheduler:
         Raises:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
             ValueError: If ``key`` is already used by a job that has not finished.
-            RuntimeError: If the scheduler is not running or its input was closed.
+            SchedulerClosedError: If the scheduler is not running or its input was closed.
         """
         if isinstance(request, JobSpec):
             key = key if key is not None else request.key
@@ -305,7 +306,9 @@ class JobScheduler:
 
             request = build_request(request)
         if self._tg is None or self._input_closed:
-            raise RuntimeError("the scheduler is not accepting jobs (not started, or closed)")
+            raise SchedulerClosedError(
+                "the scheduler is not accepting jobs (not started, or closed)"
+            )
         if key is None:
             key = self._key_for(request)
         if key in self._jobs:

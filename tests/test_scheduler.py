@@ -27,6 +27,7 @@ from grok_imagine_async import (
     JobSpec,
     JobState,
     JobSubmitted,
+    SchedulerClosedError,
     TaskFailedError,
 )
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
@@ -340,7 +341,7 @@ async def test_scheduler_rejects_nonsense_options() -> None:
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             JobScheduler(client, **kwargs)
     scheduler = JobScheduler(client)
-    with pytest.raises(RuntimeError, match="not accepting"):
+    with pytest.raises(SchedulerClosedError, match="not accepting"):
         await scheduler.submit("too early")
 
 
