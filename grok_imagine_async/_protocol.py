@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from ._errors import (
@@ -106,8 +106,6 @@ def _as_datetime(value: object) -> datetime | None:
             return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
-            from datetime import timezone
-
             return datetime.fromtimestamp(float(value), tz=timezone.utc)
         except (OverflowError, OSError, ValueError):
             return None

@@ -375,8 +375,7 @@ class JobScheduler:
 
     async def _replay(self, job: Job, record: JournalRecord) -> None:
         """Finish a job the journal says has finished, without any request to the API."""
-        job._attempts, job._credits = record.attempts, record.credits
-        self._credits += record.credits
+        self._adopt(job, record)
         if record.state is JournalState.FAILED:
             await self._finish(
                 job,
@@ -393,10 +392,14 @@ class JobScheduler:
             return
         await self._finish(job, task=task, files=files, from_journal=True, record=False)
 
-    async def _resume(self, job: Job, record: JournalRecord) -> bool:
-        """Continue a job the journal saw start; False if it still needs a submission."""
+    def _adopt(self, job: Job, record: JournalRecord) -> None:
+        """Take over what an earlier run spent on ``job`` (submissions, credits)."""
         job._attempts, job._credits = record.attempts, record.credits
         self._credits += record.credits
+
+    async def _resume(self, job: Job, record: JournalRecord) -> bool:
+        """Continue a job the journal saw start; False if it still needs a submission."""
+        self._adopt(job, record)
         now = anyio.current_time()
         if record.state is JournalState.SUBMITTED and record.task_id:
             job._task_id = record.task_id
@@ -640,9 +643,7 @@ class JobScheduler:
                 result = self._backlog.popleft()
                 self._notify()
                 yield result
-            if self._input_closed and self._unfinished() == 0:
-                return
-            if self._fatal is not None:
+            if self._drained():
                 return
             await self._wait_for(lambda: bool(self._backlog) or self._drained())
 
