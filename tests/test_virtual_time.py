@@ -54,4 +54,6 @@ async def test_without_holding_the_loop_skips_to_the_next_timer() -> None:
         tg.start_soon(far_timer)
         start = anyio.current_time()
         await anyio.to_thread.run_sync(time.sleep, 0.2)
-        assert anyio.current_time() - start >= 1000  # why run_blocking exists
+        # The clock raced ahead to the timer (to within float rounding of
+        # start + 1000): this is why run_blocking exists.
+        assert anyio.current_time() - start > 999
