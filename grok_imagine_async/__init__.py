@@ -10,7 +10,7 @@ Example:
 """
 
 from ._backoff import PollPolicy, RetryPolicy, backoff_delay
-from ._client import DEFAULT_BASE_URL, AsyncGrokImagine, build_request
+from ._client import DEFAULT_BASE_URL, AsyncGrokImagine
 from ._clock import Clock, LoopClock, ManualClock
 from ._errors import (
     AmbiguousSubmitError,
@@ -62,6 +62,7 @@ from ._models import (
     GenerationRequest,
     Task,
     TaskStatus,
+    build_request,
 )
 from ._plans import Plan, RateLimit
 from ._polling import DurationModel

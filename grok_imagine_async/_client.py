@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import random
@@ -11,34 +10,21 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import httpx
 
 from ._backoff import PollPolicy, RetryPolicy
-from ._blocking import run_blocking
 from ._clock import DEFAULT_CLOCK, Clock
-from ._download import name_from_url, resolve_inside, safe_name, stream_to_file
-from ._errors import (
-    AmbiguousSubmitError,
-    APIConnectionError,
-    APIError,
-    APIResponseValidationError,
-    APIStatusError,
-    APITimeoutError,
-    ConfigurationError,
-    InvalidRequestError,
-    RateLimitError,
-    ServerError,
-    TaskFailedError,
-)
-from ._headers import read_rate_limit_headers
+from ._download import download_all, plan_download
+from ._errors import APIResponseValidationError, ConfigurationError, TaskFailedError
 from ._jobs import JobResult, JobSpec
-from ._limiter import Permit, Priority, RateLimiter, RateLimitFeedback
-from ._models import GenerationRequest, Task
+from ._limiter import Priority, RateLimiter
+from ._models import GenerationRequest, Task, build_request
 from ._plans import Plan, RateLimit, resolve_rate_limit
-from ._protocol import find_error, has_error_body, parse_task, parse_task_id
+from ._protocol import parse_task, parse_task_id
+from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 
 logger = logging.getLogger("grok_imagine_async")
 
@@ -47,10 +33,6 @@ ENV_API_KEY = "GROK_IMAGINE_API_KEY"
 ENV_BASE_URL = "GROK_IMAGINE_BASE_URL"
 ENV_PLAN = "GROK_IMAGINE_PLAN"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-GENERATE_PATH = "/v1/generate"
-STATUS_PATH = "/v1/status"
-
-AmbiguousSubmitPolicy = Literal["raise", "resubmit"]
 
 
 class _Unset:
@@ -119,7 +101,6 @@ class AsyncGrokImagine:
                 "no API key: pass api_key=... to AsyncGrokImagine or set the "
                 f"{ENV_API_KEY} environment variable"
             )
-        self._api_key = key.strip()
         if base_url is None:
             base_url = os.environ.get(ENV_BASE_URL)
         if base_url is None and http_client is not None and str(http_client.base_url):
@@ -135,7 +116,6 @@ class AsyncGrokImagine:
             raise ConfigurationError(
                 f"on_ambiguous_submit must be 'raise' or 'resubmit', got {on_ambiguous_submit!r}"
             )
-        self._on_ambiguous_submit = on_ambiguous_submit
         policy = retry or RetryPolicy()
         if max_retries is not None:
             policy = dataclasses.replace(policy, attempts=max_retries)
@@ -148,17 +128,29 @@ class AsyncGrokImagine:
 
             limiter = LocalRateLimiter(self._rate_limit, clock=clock)
         self._limiter = limiter
-        self._request_timeout: float | httpx.Timeout | _Unset | None = timeout
+        request_options: dict[str, Any] = {}
         if http_client is None:
             self._http = httpx.AsyncClient(
                 timeout=DEFAULT_TIMEOUT if timeout is _UNSET else timeout,
                 headers={"User-Agent": _user_agent()},
             )
             self._owns_http = True
-            self._request_timeout = _UNSET
         else:
             self._http = http_client
             self._owns_http = False
+            if timeout is not _UNSET:  # else the caller's client keeps its own timeout
+                request_options["timeout"] = timeout
+        self._sender = Sender(
+            http=self._http,
+            base_url=self._base_url,
+            api_key=key.strip(),
+            limiter=limiter,
+            clock=self._clock,
+            retry=policy,
+            rng=self._rng,
+            on_ambiguous_submit=on_ambiguous_submit,
+            request_options=request_options,
+        )
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -202,6 +194,11 @@ class AsyncGrokImagine:
     def limiter(self) -> RateLimiter:
         """The rate limiter every request of this client goes through."""
         return self._limiter
+
+    @property
+    def on_ambiguous_submit(self) -> AmbiguousSubmitPolicy:
+        """What happens when a submission's answer is lost (``"raise"`` or ``"resubmit"``)."""
+        return self._sender.on_ambiguous_submit
 
     @property
     def poll_policy(self) -> PollPolicy:
@@ -259,7 +256,7 @@ class AsyncGrokImagine:
         """
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"submit() takes a GenerationRequest, got {type(request).__name__}")
-        data = await self._request(
+        data = await self._sender.request(
             "POST",
             GENERATE_PATH,
             priority=priority,
@@ -269,7 +266,7 @@ class AsyncGrokImagine:
         )
         task_id = parse_task_id(data)
         if task_id is None:  # a success answer without an id: the task may well exist
-            raise self._ambiguous(request, "the generate answer carried no task_id", None)
+            raise self._sender.ambiguous(request, "the generate answer carried no task_id", None)
         logger.debug("submitted task %s", task_id)
         return task_id
 
@@ -287,7 +284,7 @@ class AsyncGrokImagine:
         """
         if not isinstance(task_id, str) or not task_id.strip():
             raise ValueError(f"task_id must be a non-empty string, got {task_id!r}")
-        data = await self._request(
+        data = await self._sender.request(
             "GET", STATUS_PATH, priority=priority, params={"task_id": task_id}
         )
         try:
@@ -396,294 +393,8 @@ class AsyncGrokImagine:
             ValueError: If there is nothing to download or a URL is not http(s).
             APIError: If a download failed after retries.
         """
-        if isinstance(task_or_url, Task):
-            urls = list(task_or_url.videos)
-            stem = safe_name(stem or task_or_url.task_id, default="task")
-            names = (
-                [f"{stem}.mp4"]
-                if len(urls) == 1
-                else [f"{stem}_{i}.mp4" for i in range(1, len(urls) + 1)]
-            )
-        else:
-            urls = [task_or_url] if isinstance(task_or_url, str) else list(task_or_url)
-            names = _unique([name_from_url(url) for url in urls])
-        if not urls:
-            raise ValueError("nothing to download: no video URL")
-        for url in urls:
-            if not url.lower().startswith(("http://", "https://")):
-                raise ValueError(f"refusing to download a non-http(s) URL: {url!r}")
-        folder = Path(dest)
-        await run_blocking(lambda: folder.mkdir(parents=True, exist_ok=True))
-        targets = [resolve_inside(folder, name) for name in names]
-        errors: list[APIError] = []
-
-        async def fetch(url: str, target: Path) -> None:
-            try:
-                await self._download_one(url, target)
-            except APIError as exc:  # reported after the others finish, not as an ExceptionGroup
-                errors.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            for url, target in zip(urls, targets, strict=True):
-                tg.start_soon(fetch, url, target)
-        if errors:
-            raise errors[0]
-        return targets
-
-    async def _download_one(self, url: str, target: Path) -> None:
-        attempt = 0
-        while True:
-            try:
-                await stream_to_file(self._http, url, target)
-                return
-            except httpx.HTTPStatusError as exc:
-                status = exc.response.status_code
-                if status < 500 or attempt >= self._retry.attempts:
-                    raise APIError(
-                        f"download of {target.name} failed: HTTP {status}", method="GET"
-                    ) from None
-            except httpx.TransportError as exc:
-                if attempt >= self._retry.attempts:
-                    raise APIConnectionError(
-                        f"download of {target.name} failed: {type(exc).__name__}", method="GET"
-                    ) from None
-            await anyio.sleep(self._retry.delay(attempt, rng=self._rng))
-            attempt += 1
-
-    # -- transport -------------------------------------------------------------------------
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        priority: Priority,
-        params: dict[str, str] | None = None,
-        body: dict[str, Any] | None = None,
-        request: GenerationRequest | None = None,
-        before_send: Callable[[], Awaitable[None]] | None = None,
-    ) -> Any:
-        """Send one API call with retries per API.md rule 5; return the answer's ``data``."""
-        is_post = method == "POST"
-        attempt = 0
-        while True:
-            error: APIError
-            hint: float | None = None
-            try:
-                return await self._send_once(method, path, priority, params, body, before_send)
-            except _Unsent as exc:  # the request never left: safe to resend, even a POST
-                error = exc.error
-            except _Lost as exc:  # sent, answer lost: a POST may have started a task
-                if is_post and self._on_ambiguous_submit == "raise":
-                    raise self._ambiguous(request, exc.error.message, exc.error) from None
-                error = exc.error
-            except RateLimitError as exc:
-                error, hint = exc, exc.retry_after
-            except ServerError as exc:
-                lost = is_post and not has_error_body(exc.body)
-                if lost and self._on_ambiguous_submit == "raise":
-                    raise self._ambiguous(request, str(exc), exc) from None
-                error, hint = exc, exc.retry_after
-            except APIResponseValidationError as exc:
-                if is_post and self._on_ambiguous_submit == "raise":
-                    raise self._ambiguous(request, exc.message, exc) from None
-                error = exc
-            if attempt >= self._retry.attempts:
-                raise error
-            delay = self._retry.delay(attempt, hint=hint, rng=self._rng)
-            logger.warning(
-                "%s %s failed (%s); retry %d of %d in %.2fs",
-                method,
-                path,
-                _describe(error),
-                attempt + 1,
-                self._retry.attempts,
-                delay,
-            )
-            await anyio.sleep(delay)
-            attempt += 1
-
-    async def _send_once(
-        self,
-        method: str,
-        path: str,
-        priority: Priority,
-        params: dict[str, str] | None,
-        body: dict[str, Any] | None,
-        before_send: Callable[[], Awaitable[None]] | None = None,
-    ) -> Any:
-        permit = await self._limiter.acquire(priority=priority)
-        if before_send is None:
-            return await self._exchange(method, path, permit, params, body)
-        # From the recorded intent to the read answer, one shielded step: a cancellation
-        # landing in between would leave an intent for a request that was never sent.
-        with anyio.CancelScope(shield=True):
-            await before_send()
-            return await self._exchange(method, path, permit, params, body)
-
-    async def _exchange(
-        self,
-        method: str,
-        path: str,
-        permit: Permit,
-        params: dict[str, str] | None,
-        body: dict[str, Any] | None,
-    ) -> Any:
-        extra: dict[str, Any] = {}
-        if not isinstance(self._request_timeout, _Unset):
-            extra["timeout"] = self._request_timeout
-        try:
-            response = await self._http.request(
-                method,
-                self._base_url + path,
-                params=params,
-                json=body,
-                headers={"Authorization": f"Bearer {self._api_key}"},
-                **extra,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            kind = (
-                APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
-            )
-            raise _Unsent(kind(_transport_message(exc), method=method, path=path)) from None
-        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
-            raise APIConnectionError(_transport_message(exc), method=method, path=path) from None
-        except httpx.TimeoutException as exc:
-            raise _Lost(
-                APITimeoutError(_transport_message(exc), method=method, path=path)
-            ) from None
-        except httpx.TransportError as exc:
-            raise _Lost(
-                APIConnectionError(_transport_message(exc), method=method, path=path)
-            ) from None
-        return await self._read_answer(response, permit=permit, method=method, path=path)
-
-    async def _read_answer(
-        self, response: httpx.Response, *, permit: Permit, method: str, path: str
-    ) -> Any:
-        limits = read_rate_limit_headers(response.headers, now_unix=self._clock.unix())
-        await self._limiter.observe(
-            RateLimitFeedback(
-                permit=permit,
-                status_code=response.status_code,
-                remaining=limits.remaining,
-                reset_after=limits.reset_after,
-                retry_after=limits.retry_after,
-            )
-        )
-        text = response.text
-        try:
-            body: Any = json.loads(text) if text else None
-        except ValueError:
-            body = text
-        wait_hint = limits.wait_hint if response.status_code == 429 else limits.retry_after
-        error = find_error(
-            response.status_code, body, retry_after=wait_hint, method=method, path=path
-        )
-        if error is not None:
-            raise self._redacted(error)
-        if not isinstance(body, dict):
-            raise APIResponseValidationError(
-                f"{method} {path} answered {response.status_code} with a body that is not a JSON "
-                "object",
-                body=self._redact_text(text[:500]),
-                method=method,
-                path=path,
-            )
-        return body.get("data")
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _ambiguous(
-        self, request: GenerationRequest | None, reason: str, cause: BaseException | None
-    ) -> AmbiguousSubmitError:
-        error = AmbiguousSubmitError(
-            f"the generation may or may not have started ({reason}); it was not resent, to "
-            "avoid paying twice",
-            request=request,
-            path=GENERATE_PATH,
-        )
-        error.__cause__ = cause
-        return error
-
-    def _redact_text(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key in text else text
-
-    def _redacted(self, error: APIStatusError) -> APIStatusError:
-        if self._api_key in error.message or self._api_key in repr(error.body):
-            error.message = self._redact_text(error.message)
-            error.args = (error.message,)
-            error.body = self._redact_text(repr(error.body))
-        return error
-
-
-class _Unsent(Exception):
-    """Internal: the request provably never reached the server."""
-
-    def __init__(self, error: APIConnectionError) -> None:
-        self.error = error
-
-
-class _Lost(Exception):
-    """Internal: the request was (maybe) sent but no answer arrived."""
-
-    def __init__(self, error: APIConnectionError) -> None:
-        self.error = error
-
-
-def build_request(
-    prompt: str,
-    *,
-    mode: str = "normal",
-    ratio: str = "1:1",
-    images: Sequence[str] | str | None = None,
-    allow_unlisted: bool = False,
-) -> GenerationRequest:
-    """Validate generation options into a :class:`GenerationRequest`.
-
-    Raises:
-        InvalidRequestError: Naming every invalid option; nothing is sent.
-    """
-    from pydantic import ValidationError
-
-    try:
-        return GenerationRequest(
-            prompt=prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
-        )
-    except ValidationError as exc:
-        problems = tuple(
-            f"{'.'.join(str(p) for p in err['loc']) or 'request'}: "
-            f"{err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
-        )
-        raise InvalidRequestError(
-            "invalid generation request: " + "; ".join(problems), problems=problems
-        ) from None
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        count = seen.get(name, 0)
-        seen[name] = count + 1
-        if count:
-            stem, dot, ext = name.rpartition(".")
-            name = f"{stem}_{count + 1}.{ext}" if dot else f"{name}_{count + 1}"
-        out.append(name)
-    return out
-
-
-def _transport_message(exc: httpx.HTTPError) -> str:
-    # httpx messages name the host and the error, never headers; keep them short.
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
-def _describe(error: APIError) -> str:
-    if isinstance(error, APIStatusError):
-        return f"HTTP {error.status_code}"
-    return type(error).__name__
+        files = plan_download(task_or_url, stem=stem)
+        return await download_all(self._http, files, Path(dest), retry=self._retry, rng=self._rng)
 
 
 def _user_agent() -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import secrets
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -12,7 +14,10 @@ from urllib.parse import unquote, urlsplit
 import anyio
 import httpx
 
+from ._backoff import RetryPolicy
 from ._blocking import run_blocking
+from ._errors import APIConnectionError, APIError
+from ._models import Task
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 120
@@ -87,3 +92,104 @@ async def stream_to_file(http: httpx.AsyncClient, url: str, target: Path) -> Pat
 def _flush_and_sync(out: BinaryIO) -> None:
     out.flush()
     os.fsync(out.fileno())
+
+
+def plan_download(
+    task_or_url: Task | str | Sequence[str], *, stem: str | None = None
+) -> list[tuple[str, str]]:
+    """The ``(url, file name)`` pairs to fetch for a task or a list of URLs (pure).
+
+    A task's files are named ``<stem>.mp4``, or ``<stem>_<n>.mp4`` when it has several, where
+    the stem is ``stem`` if given, else the task id, sanitised. Bare URLs are named after
+    their last path segment, made unique.
+
+    Raises:
+        ValueError: If there is nothing to download or a URL is not http(s).
+    """
+    if isinstance(task_or_url, Task):
+        urls = list(task_or_url.videos)
+        base = safe_name(stem or task_or_url.task_id, default="task")
+        names = (
+            [f"{base}.mp4"]
+            if len(urls) == 1
+            else [f"{base}_{i}.mp4" for i in range(1, len(urls) + 1)]
+        )
+    else:
+        urls = [task_or_url] if isinstance(task_or_url, str) else list(task_or_url)
+        names = _unique([name_from_url(url) for url in urls])
+    if not urls:
+        raise ValueError("nothing to download: no video URL")
+    for url in urls:
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"refusing to download a non-http(s) URL: {url!r}")
+    return list(zip(urls, names, strict=True))
+
+
+async def download_all(
+    http: httpx.AsyncClient,
+    files: Sequence[tuple[str, str]],
+    dest: Path,
+    *,
+    retry: RetryPolicy,
+    rng: random.Random,
+) -> list[Path]:
+    """Fetch each ``(url, name)`` into ``dest`` concurrently, each with retries.
+
+    Returns:
+        The paths written, in the order of ``files``.
+
+    Raises:
+        APIError: The first failure, once every other download has finished.
+    """
+    await run_blocking(lambda: dest.mkdir(parents=True, exist_ok=True))
+    targets = [resolve_inside(dest, name) for _, name in files]
+    errors: list[APIError] = []
+
+    async def fetch(url: str, target: Path) -> None:
+        try:
+            await _fetch_with_retries(http, url, target, retry=retry, rng=rng)
+        except APIError as exc:  # reported after the others finish, not as an ExceptionGroup
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for (url, _), target in zip(files, targets, strict=True):
+            tg.start_soon(fetch, url, target)
+    if errors:
+        raise errors[0]
+    return targets
+
+
+async def _fetch_with_retries(
+    http: httpx.AsyncClient, url: str, target: Path, *, retry: RetryPolicy, rng: random.Random
+) -> None:
+    attempt = 0
+    while True:
+        try:
+            await stream_to_file(http, url, target)
+            return
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            if status < 500 or attempt >= retry.attempts:
+                raise APIError(
+                    f"download of {target.name} failed: HTTP {status}", method="GET"
+                ) from None
+        except httpx.TransportError as exc:
+            if attempt >= retry.attempts:
+                raise APIConnectionError(
+                    f"download of {target.name} failed: {type(exc).__name__}", method="GET"
+                ) from None
+        await anyio.sleep(retry.delay(attempt, rng=rng))
+        attempt += 1
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        if count:
+            stem, dot, ext = name.rpartition(".")
+            name = f"{stem}_{count + 1}.{ext}" if dot else f"{name}_{count + 1}"
+        out.append(name)
+    return out

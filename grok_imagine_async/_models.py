@@ -9,7 +9,16 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ._errors import InvalidRequestError
 
 CREDITS_PER_GENERATION = 40
 """What one generation costs (API.md: 40 credits, about 0.40 USD)."""
@@ -198,3 +207,31 @@ class Task(BaseModel):
         from ._protocol import classify_failure
 
         return classify_failure(self)
+
+
+def build_request(
+    prompt: str,
+    *,
+    mode: str = "normal",
+    ratio: str = "1:1",
+    images: Sequence[str] | str | None = None,
+    allow_unlisted: bool = False,
+) -> GenerationRequest:
+    """Validate generation options into a :class:`GenerationRequest`.
+
+    Raises:
+        InvalidRequestError: Naming every invalid option; nothing is sent.
+    """
+    try:
+        return GenerationRequest(
+            prompt=prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
+        )
+    except ValidationError as exc:
+        problems = tuple(
+            f"{'.'.join(str(p) for p in err['loc']) or 'request'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise InvalidRequestError(
+            "invalid generation request: " + "; ".join(problems), problems=problems
+        ) from None

@@ -302,7 +302,7 @@ class JobScheduler:
             key = key if key is not None else request.key
             request = request.request
         elif isinstance(request, str):
-            from ._client import build_request
+            from ._models import build_request
 
             request = build_request(request)
         if self._tg is None or self._input_closed:
@@ -409,7 +409,7 @@ class JobScheduler:
             self._schedule(job, now)
             return True
         # INTENT with no task id: the POST may or may not have created (and charged) a task.
-        if self._client._on_ambiguous_submit == "resubmit":
+        if self._client.on_ambiguous_submit == "resubmit":
             return False
         await self._finish(
             job,

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grok_imagine_async import APIError, AsyncGrokImagine, RetryPolicy, Task, TaskStatus
-from grok_imagine_async._download import name_from_url, resolve_inside, safe_name
+from grok_imagine_async._download import name_from_url, plan_download, resolve_inside, safe_name
 from grok_imagine_async.testing import VirtualTimeEventLoop
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 1000
@@ -140,3 +140,22 @@ def test_any_name_resolves_inside(text: str) -> None:
 def test_resolve_inside_refuses_escape() -> None:
     with pytest.raises(ValueError, match="outside"):
         resolve_inside(Path("/tmp/x"), "../y")
+
+
+def test_plan_download_names_a_tasks_files_after_its_stem() -> None:
+    one = task("t/1", "https://cdn.example/a.mp4")
+    two = task("t2", "https://cdn.example/a.mp4", "https://cdn.example/b.mp4")
+    assert plan_download(one) == [("https://cdn.example/a.mp4", "t_1.mp4")]
+    assert [name for _, name in plan_download(two, stem="my job")] == [
+        "my_job_1.mp4",
+        "my_job_2.mp4",
+    ]
+
+
+def test_plan_download_makes_url_names_unique_and_rejects_bad_urls() -> None:
+    urls = ["https://a.example/x/v.mp4", "https://b.example/y/v.mp4", "https://c.example/v"]
+    assert [name for _, name in plan_download(urls)] == ["v.mp4", "v_2.mp4", "v_3.mp4"]
+    with pytest.raises(ValueError, match="non-http"):
+        plan_download(["ftp://a.example/v.mp4"])
+    with pytest.raises(ValueError, match="nothing to download"):
+        plan_download([])

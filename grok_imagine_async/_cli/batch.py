@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._blocking import run_blocking
-from .._client import build_request
 from .._errors import (
     AuthenticationError,
     ConfigurationError,
@@ -33,6 +32,7 @@ from .._errors import (
 from .._inputs import InputError, InputSummary, JobFile
 from .._jobs import JournalState
 from .._journal import JournalError, SqliteJournal
+from .._models import build_request
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,

@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 
-from .._client import build_request
 from .._errors import (
     AmbiguousSubmitError,
     APIError,
@@ -22,7 +21,7 @@ from .._errors import (
     InvalidRequestError,
     TaskFailedError,
 )
-from .._models import GenerationRequest
+from .._models import GenerationRequest, build_request
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
