@@ -345,7 +345,9 @@ async def test_polls_go_before_submissions_within_a_process(redis_server: RedisS
         async with anyio.create_task_group() as tg:
             for i in range(3):
                 tg.start_soon(take, f"submit{i}", Priority.SUBMIT)
-            await anyio.sleep(0.005)
+            with anyio.fail_after(1):
+                while limiter.statistics().waiting < 3:  # the submissions are queued
+                    await anyio.sleep(0)
             for i in range(3):
                 tg.start_soon(take, f"poll{i}", Priority.POLL)
     assert order == ["poll0", "poll1", "poll2", "submit0", "submit1", "submit2"]
