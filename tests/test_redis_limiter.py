@@ -347,7 +347,7 @@ async def test_polls_go_before_submissions_within_a_process(redis_server: RedisS
                 tg.start_soon(take, f"submit{i}", Priority.SUBMIT)
             with anyio.fail_after(1):
                 while limiter.statistics().waiting < 3:  # the submissions are queued
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
             for i in range(3):
                 tg.start_soon(take, f"poll{i}", Priority.POLL)
     assert order == ["poll0", "poll1", "poll2", "submit0", "submit1", "submit2"]
