@@ -3,8 +3,8 @@
 One :class:`JobScheduler` owns an anyio task group with a fixed set of workers:
 
 - *submitters* take queued jobs, wait for an in-flight slot, and send their ``POST``;
-- one *poll dispatcher* keeps every running job in a heap ordered by its next poll time
-  (one timer for 5,000 jobs, not 5,000 sleeping coroutines) and hands due jobs to
+- one *poll dispatcher* keeps every running job in a :class:`DueQueue` ordered by its next
+  poll time (one timer for 5,000 jobs, not 5,000 sleeping coroutines) and hands due jobs to
 - *pollers*, which read the task's status and either finish the job, resubmit it, or put it
   back into the heap at the time the learned duration model says it is probably done;
 - *downloaders* (optional) stream finished videos to disk.
@@ -12,14 +12,12 @@ One :class:`JobScheduler` owns an anyio task group with a fixed set of workers:
 Nothing outlives the ``async with`` block.
 
 The module is longer than the others because these workers share one set of counters and one
-notion of a job's life; the pure parts live beside it (poll timing in ``_polling``, journal
-decisions in ``_resume``, the job vocabulary in ``_jobs``).
+notion of a job's life; the other parts live beside it (poll timing in ``_polling``, the timer
+heap in ``_due``, journal decisions in ``_resume``, the job vocabulary in ``_jobs``).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import os
 import random
@@ -34,6 +32,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._backoff import PollPolicy
+from ._due import DueQueue
 from ._errors import (
     AmbiguousSubmitError,
     APIError,
@@ -185,8 +184,7 @@ class JobScheduler:
         # only has to be unique among running jobs, and nothing grows with the input.
         self._seen: set[int] = set()
         self._repeats: dict[int, int] = {}
-        self._heap: list[tuple[float, int, Job]] = []
-        self._seq = itertools.count()
+        self._due: DueQueue[Job] = DueQueue()
         self._backlog: deque[JobResult] = deque()
         self._counts = dict.fromkeys(JobState, 0)
         self._submissions = self._polls = self._credits = self._reserved = 0
@@ -194,7 +192,6 @@ class JobScheduler:
         self._cancelled = False
         self._fatal: BaseException | None = None
         self._changed = anyio.Event()
-        self._heap_changed = anyio.Event()
         self._tg: TaskGroup | None = None
         self._started_at = 0.0
         self._limiter_base = (0, 0)
@@ -481,26 +478,11 @@ class JobScheduler:
     # -- polling ---------------------------------------------------------------------------
 
     def _schedule(self, job: Job, when: float) -> None:
-        heapq.heappush(self._heap, (when, next(self._seq), job))
-        if self._heap[0][2] is job:
-            self._heap_changed.set()
+        self._due.schedule(job, when)
 
     async def _dispatcher(self) -> None:
         while True:
-            if not self._heap:
-                await self._heap_changed.wait()
-                self._heap_changed = anyio.Event()
-                continue
-            due = self._heap[0][0]
-            now = anyio.current_time()
-            if due > now:
-                with anyio.move_on_after(due - now):
-                    await self._heap_changed.wait()
-                if self._heap_changed.is_set():
-                    self._heap_changed = anyio.Event()
-                continue
-            _, _, job = heapq.heappop(self._heap)
-            await self._poll_send.send(job)
+            await self._poll_send.send(await self._due.next_due())
 
     async def _poller(self) -> None:
         async for job in self._poll_recv:
