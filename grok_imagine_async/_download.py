@@ -22,6 +22,8 @@ from ._models import Task
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 120
 _CHUNK = 1 << 16
+_EXPIRED_STATUSES = frozenset({403, 404, 410})  # how CDNs answer a stale signed URL
+_EXPIRED_HINT = " (result URLs are valid for about 24 hours after completion)"
 
 
 def safe_name(text: str, *, default: str = "video") -> str:
@@ -170,8 +172,9 @@ async def _fetch_with_retries(
         except httpx.HTTPStatusError as exc:
             status = exc.response.status_code
             if status < 500 or attempt >= retry.attempts:
+                hint = _EXPIRED_HINT if status in _EXPIRED_STATUSES else ""
                 raise APIError(
-                    f"download of {target.name} failed: HTTP {status}", method="GET"
+                    f"download of {target.name} failed: HTTP {status}{hint}", method="GET"
                 ) from None
         except httpx.TransportError as exc:
             if attempt >= retry.attempts:

@@ -363,3 +363,9 @@ def test_testing_imports_without_starlette_and_hints_at_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert 'pip install "grok-imagine-async[emulator]"' in result.stdout
+
+
+def test_result_ttl_must_be_positive_or_none() -> None:
+    with pytest.raises(ValueError, match="result_ttl"):
+        EmulatorConfig(result_ttl=0)
+    assert EmulatorConfig(result_ttl=None).result_ttl is None

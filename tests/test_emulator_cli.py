@@ -29,6 +29,7 @@ def test_defaults_describe_the_real_service() -> None:
     assert config.rate_limits()["test-token"].period == 60.0
     assert config.duration_median == 30.0
     assert config.time_scale == 1.0
+    assert config.result_ttl == 86_400.0
 
 
 def test_time_scale_shrinks_durations_window_and_slow_answers() -> None:
@@ -39,6 +40,7 @@ def test_time_scale_shrinks_durations_window_and_slow_answers() -> None:
     assert config.time_scale == 20.0
     assert config.faults.slow_seconds == pytest.approx(1.5)
     assert config.faults.slow_rate == 0.5
+    assert config.result_ttl == pytest.approx(86_400 / 20)
 
 
 def test_fault_options_map_to_fault_config() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from grok_imagine_async import (
     AmbiguousSubmitError,
+    APIError,
     AsyncGrokImagine,
     FailureClass,
     PollPolicy,
@@ -91,3 +92,15 @@ async def test_failure_marker_surfaces_as_task_failed_with_its_class(emulator: E
         with pytest.raises(TaskFailedError) as caught:
             await grok.generate_and_wait("a cat [fail:content]", poll=FAST_POLL)
     assert caught.value.failure_class is FailureClass.CONTENT_POLICY
+
+
+async def test_result_urls_expire_after_the_configured_time(tmp_path: Any) -> None:
+    emulator = Emulator(EmulatorConfig(seed=2, result_ttl=3600.0))
+    async with grok_for(emulator) as grok:
+        task = await grok.generate_and_wait("a paper boat", poll=FAST_POLL)
+        fresh = await grok.download(task, tmp_path / "fresh")
+        await anyio.sleep(3601)
+        with pytest.raises(APIError, match=r"HTTP 403 \(result URLs are valid for about 24 h"):
+            await grok.download(task, tmp_path / "stale")
+    assert [path.name for path in fresh] == [f"{task.task_id}_1.mp4", f"{task.task_id}_2.mp4"]
+    assert not (tmp_path / "stale").exists() or not any((tmp_path / "stale").iterdir())

@@ -63,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add("--drop-rate", type=_rate, default=0.0, help="connections closed without an answer")
     add("--slow-rate", type=_rate, default=0.0, help="fraction of answers delayed")
     add("--slow-seconds", type=_positive, default=30.0, help="delay of a slow answer (unscaled)")
+    add(
+        "--result-ttl",
+        type=_positive,
+        default=86_400.0,
+        help="seconds result URLs stay valid after completion, unscaled (default: 86400)",
+    )
     add("--seed", type=int, default=None, help="seed for reproducible durations and faults")
     add("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.set_defaults(handler=run)
@@ -90,6 +96,7 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
         time_scale=scale,
         vocabulary=args.vocabulary,
         faults=faults,
+        result_ttl=args.result_ttl / scale,
         seed=args.seed,
     )
 

@@ -40,6 +40,10 @@ class EmulatorConfig:
         queue_fraction: Part of a task's duration spent ``pending`` before ``processing``.
         vocabulary: Status words: ``"default"``, ``"reseller"``, ``"upper"`` or a
             :class:`Vocabulary`.
+        result_ttl: Seconds a completed task's video URLs stay valid, counted on the
+            emulator's clock from completion (about 24 h, as resellers report for the real
+            service; not divided by ``time_scale``). After that they answer 403, as an
+            expired signed URL does. None: they never expire.
         faults: Random failure rates (see :class:`FaultConfig`).
         seed: Seed of the one random generator behind durations, ids and faults (None: random).
         clock: Time source (None: the running event loop's clock, so virtual time works).
@@ -59,6 +63,7 @@ class EmulatorConfig:
     time_scale: float = 1.0
     queue_fraction: float = 0.2
     vocabulary: str | Vocabulary = "default"
+    result_ttl: float | None = 86_400.0
     faults: FaultConfig = field(default_factory=FaultConfig)
     seed: int | None = None
     clock: Clock | None = None
@@ -76,6 +81,10 @@ class EmulatorConfig:
             raise ValueError(f"time_scale must be positive, got {self.time_scale!r}")
         if not 0.0 <= self.queue_fraction <= 1.0:
             raise ValueError(f"queue_fraction must be between 0 and 1, got {self.queue_fraction!r}")
+        if self.result_ttl is not None and not self.result_ttl > 0:
+            raise ValueError(
+                f"result_ttl must be positive seconds or None, got {self.result_ttl!r}"
+            )
         if not self.tokens:
             raise ValueError("tokens must name at least one accepted token")
         object.__setattr__(self, "vocabulary", Vocabulary.named(self.vocabulary))

@@ -94,6 +94,11 @@ class Task:
     error_message: str | None
     video_count: int = 2
 
+    @property
+    def ends_at(self) -> float:
+        """Clock time of the final state."""
+        return self.created_at + self.duration
+
     def state(self, now: float) -> TaskState:
         """The state at clock time ``now``."""
         elapsed = now - self.created_at

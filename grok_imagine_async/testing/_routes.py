@@ -201,6 +201,9 @@ class Api:
             return _error(404, f"No video for task {task_id}", "NOT_FOUND")
         if not 0 <= index < task.video_count:
             return _error(404, f"No video {index} for task {task_id}", "NOT_FOUND")
+        ttl = state.config.result_ttl
+        if ttl is not None and state.now() - task.ends_at > ttl:
+            return _error(403, f"The result URL of task {task_id} has expired", "URL_EXPIRED")
         state.count("video")
         return Response(
             mp4_bytes(zlib.crc32(f"{task_id}/{index}".encode()) % 256), media_type="video/mp4"
