@@ -34,6 +34,9 @@ class Row:
         paced_bound: ``max(2N / limit per second, max_k((k - 1) / limit per second + d_k))``
             with ``d_k`` the duration of the k-th task created: the emulator draws durations
             in creation order, so no client that paces its POSTs can finish sooner.
+        window_bound: ``max(2N / limit per second, max_k(floor((k - 1) / limit) * period +
+            d_k))``: the bound for any client that never sends more than the quota in one
+            sliding window, even one that spends a whole window's quota at once.
         wall_seconds: Real time the simulation took.
     """
 
@@ -50,6 +53,7 @@ class Row:
     makespan: float
     bound: float
     paced_bound: float
+    window_bound: float
     wall_seconds: float
 
     @property
@@ -81,6 +85,24 @@ def paced_bound(result: RunResult) -> float:
     return max(2 * result.scenario.jobs / per_second, latest)
 
 
+def window_bound(result: RunResult) -> float:
+    """The bound when the k-th task cannot start before the window holding the k-th request.
+
+    A client that never earns a 429 from a sliding-window server sends at most ``limit``
+    requests in any ``period``, so its k-th request (from 0) is at least ``k // limit``
+    periods after its first, however it bunches them.
+    """
+    per_second = result.requests_per_period / result.period
+    latest = max(
+        (
+            (k // result.requests_per_period) * result.period + d
+            for k, d in enumerate(result.durations)
+        ),
+        default=0.0,
+    )
+    return max(2 * result.scenario.jobs / per_second, latest)
+
+
 def summarize(result: RunResult) -> Row:
     """The table row of one run."""
     return Row(
@@ -97,6 +119,7 @@ def summarize(result: RunResult) -> Row:
         makespan=result.makespan,
         bound=lower_bound(result),
         paced_bound=paced_bound(result),
+        window_bound=window_bound(result),
         wall_seconds=result.wall_seconds,
     )
 

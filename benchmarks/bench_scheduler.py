@@ -93,18 +93,21 @@ def sweep_table(rows: Sequence[Row]) -> str:
 
     lines = [
         "| plan | seeds | makespan / bound: mean (min-max) | paced bound / bound: mean (min-max) "
-        "| makespan / paced bound: mean (max) | requests / job: mean | detection p50: mean |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| window bound / bound: mean (min-max) | makespan / paced bound: mean (max) "
+        "| requests / job: mean | detection p50: mean |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for plan in dict.fromkeys(row.plan for row in rows):
         mine = [row for row in rows if row.plan == plan]
         ratios = [row.ratio for row in mine]
         best = [row.paced_bound / row.bound for row in mine]
+        windowed = [row.window_bound / row.bound for row in mine]
         paced = [row.makespan / row.paced_bound for row in mine]
         lines.append(
             f"| {plan} | {', '.join(str(row.seed) for row in mine)} | {mean(ratios):.2f} "
             f"({min(ratios):.2f}-{max(ratios):.2f}) | {mean(best):.2f} "
-            f"({min(best):.2f}-{max(best):.2f}) | {mean(paced):.2f} ({max(paced):.2f}) | "
+            f"({min(best):.2f}-{max(best):.2f}) | {mean(windowed):.2f} "
+            f"({min(windowed):.2f}-{max(windowed):.2f}) | {mean(paced):.2f} ({max(paced):.2f}) | "
             f"{mean([row.requests_per_job for row in mine]):.2f} | "
             f"{mean([row.latency_p50 for row in mine]):.1f} s |"
         )
@@ -149,7 +152,7 @@ def targets_section(
             row.plan,
             f"makespan / bound <= {TARGET_MAKESPAN_RATIO:.2f}",
             f"{row.ratio:.2f} ({row.makespan / row.paced_bound:.2f} of the paced bound, "
-            f"{row.paced_bound:.0f} s)",
+            f"{row.paced_bound:.0f} s; window bound {row.window_bound / row.bound:.2f})",
             row.ratio <= TARGET_MAKESPAN_RATIO,
         )
     if len(memory) == 2:
@@ -260,7 +263,14 @@ def render(
         "takes the same time under every strategy of a seed, and no client that paces its POSTs "
         "evenly can finish before the *paced bound* `max(2N / rate, max_k((k - 1) / rate + "
         "d_k))`. When a long job falls late in the order, that bound is well above the issue's "
-        "`max(2N / rate, longest job)`, for every client. Seed 1 (the table above) and more:",
+        "`max(2N / rate, longest job)`. The *window bound* `max(2N / rate, max_k(floor((k - 1) "
+        "/ limit) * period + d_k))` holds for any client that never sends more than the quota "
+        "in one sliding window, even one that spends a whole window's quota in its first "
+        "second. Our limiter does not burst (issue 4 asks for no start burst): a quota enforced "
+        "as a leaky bucket, as nginx's `limit_req rate=1000r/m` without `burst` does, refuses "
+        "any request closer than 60 ms to the previous one, and API.md does not say how the "
+        "real service counts. Where the window bound is above 1.10, the issue's makespan "
+        "target is out of reach for every 429-free client. Seed 1 (the table above) and more:",
         "",
         sweep_table([*(row for row in rows if row.name == OURS), *sweep]),
         "",
