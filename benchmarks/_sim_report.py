@@ -188,15 +188,17 @@ def plot(results: Sequence[RunResult], path: Path) -> None:
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
     strategies = list(dict.fromkeys(r.scenario.strategy for r in results))
     colour = {name: palette[i % len(palette)] for i, name in enumerate(strategies)}
+    style = {"ours": "-", "window": "-.", "aiolimiter": "--"}
     for result in results:
         name = result.scenario.strategy
-        if result.scenario.limiter == "ours":
+        if result.scenario.limiter in ("ours", "window"):
             paced.plot(
                 grid,
                 per_minute(result.request_times, grid),
                 color=colour[name],
+                linestyle=style[result.scenario.limiter],
                 linewidth=2.2 if name == OURS else 1.0,
-                label=result.scenario.name,
+                label=f"{result.scenario.name} [{result.scenario.limiter}]",
             )
         else:
             sent = per_minute(result.request_times, grid)
@@ -208,7 +210,8 @@ def plot(results: Sequence[RunResult], path: Path) -> None:
         axes.set_ylabel("requests in the last 60 s")
         axes.legend(loc="upper right", fontsize=8)
     paced.set_title(
-        f"Client's LocalRateLimiter ({first.scenario.plan}, {first.scenario.jobs:,} jobs)"
+        f"The client's LocalRateLimiter, even and window pacing ({first.scenario.plan}, "
+        f"{first.scenario.jobs:,} jobs)"
     )
     bursty.set_title("User code today: aiolimiter.AsyncLimiter(limit, 60)")
     for result in results:
@@ -219,12 +222,13 @@ def plot(results: Sequence[RunResult], path: Path) -> None:
             range(1, len(times) + 1),
             where="post",
             color=colour[name],
-            linestyle="-" if result.scenario.limiter == "ours" else "--",
+            linestyle=style[result.scenario.limiter],
             linewidth=2.2 if name == OURS else 1.0,
             label=f"{result.scenario.name} [{result.scenario.limiter}]",
         )
     done.axvline(lower_bound(first), color="black", linestyle="--", label="bound")
     done.axvline(paced_bound(first), color="grey", linestyle=":", label="paced bound")
+    done.axvline(window_bound(first), color="grey", linestyle="-.", label="window bound")
     done.set_ylabel("results delivered")
     done.set_xlabel("seconds since the batch started (virtual time)")
     done.legend(loc="lower right", fontsize=8)

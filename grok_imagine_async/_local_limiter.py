@@ -20,7 +20,7 @@ import asyncio
 import heapq
 import itertools
 import math
-from typing import cast
+from typing import Literal, cast
 
 import anyio
 from aiolimiter import AsyncLimiter
@@ -40,6 +40,8 @@ from ._pacing import (
 from ._plans import Plan, RateLimit, resolve_rate_limit
 
 DEFAULT_HEADROOM = 0.01
+
+Pacing = Literal["even", "window"]
 """Fraction of the period kept as a margin for latency jitter (see :class:`LocalRateLimiter`)."""
 
 
@@ -77,6 +79,15 @@ class LocalRateLimiter:
     steady pace is ``(1 - headroom) / (1 + headroom)`` = 98 % of the quota. A larger headroom
     tolerates more jitter and uses less of the quota.
 
+    With ``pacing="window"`` the limiter lets permits through as fast as callers ask until
+    ``requests`` of them fall within ``period * (1 + headroom)`` seconds, then grants each next
+    one when the oldest of those ages out: a full window's quota at once, then bursts of the
+    same shape, never more than ``requests`` in any sliding window even after ``headroom *
+    period`` of latency jitter. A server counting fixed or sliding windows (what API.md allows)
+    accepts that, and batches end sooner because generations start earlier. A server enforcing
+    the quota as a leaky bucket (e.g. nginx ``limit_req`` without ``burst``) would refuse the
+    bursts, which is why the default is ``"even"``.
+
     Server feedback (:meth:`observe`) comes on top:
 
     - a 429, or a ``Remaining: 0`` that our own traffic does not explain, pauses every sender
@@ -105,6 +116,8 @@ class LocalRateLimiter:
             ``X-RateLimit-Reset``; default one period, the only wait that clears any window.
         clock: Source of timestamps for permits and pauses. It must move with the event loop's
             clock (the default reads it), because waits are computed on it and slept on the loop.
+        pacing: ``"even"`` (default): one permit every ``1 / rate`` seconds, no burst ever.
+            ``"window"``: up to the quota at once within any window (see above).
 
     Raises:
         ValueError: On an unknown plan name or a headroom out of range.
@@ -124,8 +137,12 @@ class LocalRateLimiter:
         headroom: float = DEFAULT_HEADROOM,
         default_pause: float | None = None,
         clock: Clock | None = None,
+        pacing: Pacing = "even",
     ) -> None:
         self._limit = resolve_rate_limit(limit)
+        if pacing not in ("even", "window"):
+            raise ValueError(f"pacing must be 'even' or 'window', got {pacing!r}")
+        self._pacing = pacing
         if not 0.0 < headroom <= 0.5:
             raise ValueError(f"headroom must be in (0, 0.5], got {headroom!r}")
         if default_pause is not None and not default_pause >= 0:
@@ -164,6 +181,11 @@ class LocalRateLimiter:
     def headroom(self) -> float:
         """The fraction of the period kept as jitter margin."""
         return self._headroom
+
+    @property
+    def pacing(self) -> Pacing:
+        """``"even"`` or ``"window"`` (see the class docstring)."""
+        return self._pacing
 
     @property
     def rate(self) -> float:
@@ -250,6 +272,9 @@ class LocalRateLimiter:
             head.future = None
 
     async def _wait_for_slot(self) -> None:
+        if self._pacing == "window":
+            await self._wait_for_window_slot()
+            return
         while True:
             now = self._clock.monotonic()
             delay = self._hold_until() - now
@@ -272,6 +297,17 @@ class LocalRateLimiter:
                 return
             # The server asked for a pause while we waited: granting this slot now would send a
             # request inside it, and granting it after would bunch it with the next slot.
+
+    async def _wait_for_window_slot(self) -> None:
+        """Grant as soon as fewer than ``requests`` permits fall in the stretched window."""
+        while True:
+            self._follow_latency()
+            oldest = self._history.nth_latest(self._limit.requests)
+            opens = -math.inf if oldest is None else oldest + self._limit.period + self._stretch
+            delay = max(opens, self._hold_until()) - self._clock.monotonic()
+            if delay <= 0:
+                return
+            await anyio.sleep(delay)
 
     def _new_bucket(self) -> AsyncLimiter:
         capacity = 1.0 + self._catch_up

@@ -277,6 +277,11 @@ class GrantHistory:
         self._forget(now - self._keep)
         return self.last_serial
 
+    def nth_latest(self, n: int) -> float | None:
+        """The grant time of the ``n``-th latest grant (1: the latest), if still remembered."""
+        index = len(self._times) - n
+        return self._times[index] if n >= 1 and index >= self._start else None
+
     def count_in_window(self, serial: int, *, period: float) -> int | None:
         """Grants up to and including ``serial`` in the ``period`` seconds that end with it.
 

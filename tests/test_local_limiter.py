@@ -86,7 +86,14 @@ def test_takes_a_plan_name_a_plan_or_a_rate_limit() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"headroom": 0.0}, {"headroom": 0.6}, {"default_pause": -1.0}, {"limit": "gold"}]
+    "kwargs",
+    [
+        {"headroom": 0.0},
+        {"headroom": 0.6},
+        {"default_pause": -1.0},
+        {"limit": "gold"},
+        {"pacing": "bursty"},
+    ],
 )
 def test_refuses_bad_settings(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
@@ -120,6 +127,37 @@ async def test_a_long_run_uses_at_least_98_percent_of_the_quota() -> None:
     assert len(times) / (limit.requests * elapsed_windows) >= 0.98
     assert max_in_window(times, limit.period) <= limit.requests
     assert [p.serial for p in permits] == list(range(1, 1501))
+
+
+async def test_window_pacing_spends_a_window_at_once_then_waits_for_it_to_pass() -> None:
+    limiter = LocalRateLimiter(LIMIT, pacing="window")
+    start = anyio.current_time()
+    permits = await grant_all(limiter, 25)
+    times = [p.granted_at - start for p in permits]
+    window = LIMIT.period * (1 + limiter.headroom)  # the period plus the jitter margin
+    assert times[:10] == [0.0] * 10  # the whole quota at once
+    # Then each permit waits for the one granted `requests` permits earlier to age out.
+    assert times[10:20] == pytest.approx([window] * 10)
+    assert times[20:] == pytest.approx([2 * window] * 5)
+    assert max_in_window([p.granted_at for p in permits], LIMIT.period) == LIMIT.requests
+
+
+async def test_window_pacing_uses_the_quota_and_obeys_a_429() -> None:
+    limit = RateLimit(100, 6.0)
+    limiter = LocalRateLimiter(limit, pacing="window")
+    permits = await grant_all(limiter, 1000)
+    times = [p.granted_at for p in permits]
+    assert max_in_window(times, limit.period) <= limit.requests
+    # 1,000 permits in 10 windows: the last one opens 9 stretched windows after the first.
+    assert times[-1] - times[0] == pytest.approx(9 * limit.period * 1.01)
+
+    # A 429 pauses it although its window still has room.
+    fresh = LocalRateLimiter(limit, pacing="window")
+    first = await fresh.acquire()
+    await fresh.observe(RateLimitFeedback(first, 429, retry_after=4.0))
+    after = await fresh.acquire()
+    assert after.granted_at - first.granted_at == pytest.approx(4.0, abs=1e-6)
+    assert fresh.statistics().server_pauses == 1
 
 
 async def test_time_lost_by_a_late_caller_is_made_up_without_exceeding_the_quota() -> None:

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from grok_imagine_async import AsyncGrokImagine, LocalRateLimiter, RateLimit
+from grok_imagine_async._local_limiter import Pacing
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 pytestmark = pytest.mark.anyio
@@ -30,14 +31,17 @@ def utilization(emulator: Emulator, limit: RateLimit) -> float:
     return len(times) / (limit.requests * windows)
 
 
+@pytest.mark.parametrize("pacing", ["even", "window"])
 @pytest.mark.parametrize(("window", "reset_format"), [("sliding", "seconds"), ("fixed", "unix")])
 async def test_pro_plan_fires_thousands_of_concurrent_calls_without_a_429(
-    window: str, reset_format: str
+    window: str, reset_format: str, pacing: Pacing
 ) -> None:
     emulator = Emulator(
         EmulatorConfig(tokens={"t": "pro"}, window=window, reset_format=reset_format, seed=1)
     )
-    async with AsyncGrokImagine(api_key="t", plan="pro", http_client=emulator.client("t")) as grok:
+    limiter = LocalRateLimiter("pro", pacing=pacing)
+    grok = AsyncGrokImagine(api_key="t", limiter=limiter, http_client=emulator.client("t"))
+    async with grok:
         task_id = await grok.generate("a lighthouse")
 
         async def call(i: int) -> None:

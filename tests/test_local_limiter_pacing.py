@@ -262,3 +262,15 @@ def test_history_forgets_old_grants_and_says_when_it_cannot_tell() -> None:
     assert history.count_in_window(2995, period=5.0) == 5
     assert history.count_in_window(2992, period=5.0) is None  # its window reaches past memory
     assert history.count_in_window(10, period=5.0) is None
+
+
+def test_history_gives_the_nth_latest_grant_while_remembered() -> None:
+    history = GrantHistory(keep=10.0)
+    assert history.nth_latest(1) is None
+    for t in range(3000):
+        history.add(float(t))
+    assert history.nth_latest(1) == 2999.0
+    assert history.nth_latest(5) == 2995.0
+    assert history.nth_latest(11) == 2989.0  # kept: not older than `keep` before the latest
+    assert history.nth_latest(12) is None  # forgotten, so it no longer limits anything
+    assert history.nth_latest(0) is None

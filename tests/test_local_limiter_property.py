@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grok_imagine_async import LocalRateLimiter, Permit, Priority, RateLimit, RateLimitFeedback
+from grok_imagine_async._local_limiter import Pacing
 from grok_imagine_async.testing import run_virtual
 
 
@@ -45,6 +46,7 @@ class Scenario:
     headroom: float
     callers: list[Caller]
     answers: list[Answer]
+    pacing: Pacing = "even"
 
 
 @st.composite
@@ -82,7 +84,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             max_size=8,
         )
     )
-    return Scenario(RateLimit(requests, period), headroom, callers, answers)
+    pacing = draw(st.sampled_from(["even", "window"]))
+    return Scenario(RateLimit(requests, period), headroom, callers, answers, pacing)
 
 
 def most_in_any_window(times: list[float], length: float) -> int:
@@ -93,7 +96,7 @@ def most_in_any_window(times: list[float], length: float) -> int:
 
 async def play(scenario: Scenario) -> tuple[LocalRateLimiter, dict[int, Permit], set[int], int]:
     """Run the scenario; (limiter, permits by caller, callers who gave up, 429s reported)."""
-    limiter = LocalRateLimiter(scenario.limit, headroom=scenario.headroom)
+    limiter = LocalRateLimiter(scenario.limit, headroom=scenario.headroom, pacing=scenario.pacing)
     permits: dict[int, Permit] = {}
     gave_up: set[int] = set()
     issued: list[Permit] = []
@@ -133,7 +136,7 @@ async def play(scenario: Scenario) -> tuple[LocalRateLimiter, dict[int, Permit],
     return limiter, permits, gave_up, reported_429s
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(scenarios())
 def test_no_window_ever_holds_more_than_the_quota(scenario: Scenario) -> None:
     limiter, permits, gave_up, reported_429s = run_virtual(play, scenario)

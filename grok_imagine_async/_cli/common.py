@@ -23,6 +23,7 @@ from .._backoff import PollPolicy, RetryPolicy
 from .._client import ENV_API_KEY, ENV_PLAN, AsyncGrokImagine
 from .._errors import ConfigurationError
 from .._limiter import RateLimiter
+from .._local_limiter import LocalRateLimiter, Pacing
 from .._plans import RateLimit, resolve_rate_limit
 
 EXIT_OK = 0
@@ -80,6 +81,14 @@ def add_connection_options(parser: argparse.ArgumentParser, *, emulate: bool = T
         "--redis-url",
         metavar="URL",
         help="share the token's rate limit with other processes through Redis (redis://...)",
+    )
+    add(
+        "--pacing",
+        choices=["even", "window"],
+        default="even",
+        help="even (default): requests evenly spaced, safe however the server counts; window: "
+        "up to the plan's quota at once in any 60 s, which ends large batches sooner on a "
+        "server that counts fixed or sliding windows (not with --redis-url)",
     )
     add(
         "--time-scale",
@@ -146,12 +155,19 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         "retry": _scaled_retry(RetryPolicy(), scale),
         "poll": scaled_poll(PollPolicy(), scale),
     }
+    pacing: Pacing = getattr(args, "pacing", "even")
+    if pacing != "even":
+        if getattr(args, "redis_url", None):
+            raise ConfigurationError(
+                f"--pacing {pacing} needs the local limiter; it cannot be used with --redis-url"
+            )
+        timing["limiter"] = LocalRateLimiter(limit, pacing=pacing)
     if emulated:
         async with _emulated_client(limit, scale, timing) as client:
             yield Connection(client, "the built-in emulator", scale, True, limit, plan_name)
         return
     api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
-    limiter: RateLimiter | None = None
+    limiter: RateLimiter | None = timing.pop("limiter", None)
     if args.redis_url:
         limiter = _redis_limiter(args.redis_url, limit, api_key)
     try:

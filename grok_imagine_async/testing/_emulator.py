@@ -97,6 +97,10 @@ class Emulator:
         """
         return self._state.max_window_count(period, token, admitted_only=admitted_only)
 
+    def task_ids(self) -> list[str]:
+        """The id of every task created so far, in the order they were created."""
+        return self._state.task_ids()
+
     def task_times(self, task_id: str) -> tuple[float, float] | None:
         """When task ``task_id`` was created and when it reaches its final state, or None.
 

@@ -146,6 +146,11 @@ class EmulatorState:
             self._tasks[task_id] = task
             return task
 
+    def task_ids(self) -> list[str]:
+        """Every task id, in creation order."""
+        with self.lock:
+            return list(self._tasks)
+
     def task(self, task_id: str, token: str | None = None) -> Task | None:
         """The task ``task_id`` if it exists (and belongs to ``token`` when given)."""
         task = self._tasks.get(task_id)
