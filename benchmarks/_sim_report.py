@@ -34,9 +34,9 @@ class Row:
         paced_bound: ``max(2N / limit per second, max_k((k - 1) / limit per second + d_k))``
             with ``d_k`` the duration of the k-th task created: the emulator draws durations
             in creation order, so no client that paces its POSTs can finish sooner.
-        window_bound: ``max(2N / limit per second, max_k(floor((k - 1) / limit) * period +
-            d_k))``: the bound for any client that never sends more than the quota in one
-            sliding window, even one that spends a whole window's quota at once.
+        window_bound: ``max(floor((2N - 1) / limit) * period, max_k(floor((k - 1) / limit) *
+            period + d_k))``: the bound for any client that never sends more than the quota in
+            one sliding window, even one that spends a whole window's quota at once.
         wall_seconds: Real time the simulation took.
     """
 
@@ -90,17 +90,14 @@ def window_bound(result: RunResult) -> float:
 
     A client that never earns a 429 from a sliding-window server sends at most ``limit``
     requests in any ``period``, so its k-th request (from 0) is at least ``k // limit``
-    periods after its first, however it bunches them.
+    periods after its first, however it bunches them; its last of at least 2N requests too.
     """
-    per_second = result.requests_per_period / result.period
+    limit, period = result.requests_per_period, result.period
     latest = max(
-        (
-            (k // result.requests_per_period) * result.period + d
-            for k, d in enumerate(result.durations)
-        ),
+        ((k // limit) * period + d for k, d in enumerate(result.durations)),
         default=0.0,
     )
-    return max(2 * result.scenario.jobs / per_second, latest)
+    return max(((2 * result.scenario.jobs - 1) // limit) * period, latest)
 
 
 def summarize(result: RunResult) -> Row:

@@ -24,12 +24,13 @@ import argparse
 import multiprocessing
 import os
 import platform
+import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -102,8 +103,14 @@ class NoLimiter(_Counting):
         return self._permit()
 
 
-STRATEGIES: dict[str, type[Any]] = {
+def window_paced(limit: RateLimit) -> LocalRateLimiter:
+    """Our limiter with its opt-in window pacing (bursts up to the quota in any window)."""
+    return LocalRateLimiter(limit, pacing="window")
+
+
+STRATEGIES: dict[str, Callable[[RateLimit], RateLimiter]] = {
     "LocalRateLimiter (ours)": LocalRateLimiter,
+    "LocalRateLimiter, window pacing": window_paced,
     "AsyncLimiter(limit, period)": AiolimiterAsUsual,
     "no limiter": NoLimiter,
 }
@@ -249,7 +256,8 @@ def max_in_window(times: list[float], period: float) -> int:
 
 
 def token_for(strategy: str, limit: RateLimit) -> str:
-    return f"{strategy.split()[0].split('(')[0].lower()}-{limit.requests}"
+    """A token of its own per strategy and quota, so no run inherits another's window."""
+    return f"{re.sub(r'[^a-z0-9]+', '-', strategy.lower()).strip('-')}-{limit.requests}"
 
 
 # -- limiter CPU per permit ---------------------------------------------------------------------

@@ -269,20 +269,21 @@ def render(
         "## Ours under more seeds",
         "",
         "The emulator draws generation times in task creation order, so the k-th task created "
-        "takes the same time under every strategy of a seed, and no client that paces its POSTs "
-        "evenly can finish before the *paced bound* `max(2N / rate, max_k((k - 1) / rate + "
-        "d_k))`. When a long job falls late in the order, that bound is well above the issue's "
-        "`max(2N / rate, longest job)`. The *window bound* `max(2N / rate, max_k(floor((k - 1) "
-        "/ limit) * period + d_k))` holds for any client that never sends more than the quota "
-        "in one sliding window, even one that spends a whole window's quota in its first "
-        "second. The client's default limiter does not burst (issue 4 asks for no start "
-        "burst): a quota enforced as a leaky bucket, as nginx's `limit_req rate=1000r/m` "
-        "without `burst` does, refuses any request closer than 60 ms to the previous one, and "
-        "API.md does not say how the real service counts. `LocalRateLimiter(plan, "
-        'pacing="window")` (the `window` rows) does burst, up to the quota in any window, for '
-        "servers known to count fixed or sliding windows. Where the window bound is above "
-        "1.10, the issue's makespan target is out of reach for every 429-free client. Seed 1 "
-        "(the table above) and more:",
+        "takes the same time under every strategy of a seed, and no client that paces its "
+        "POSTs evenly can finish before the *paced bound* `max(2N / rate, max_k((k - 1) / "
+        "rate + d_k))`. When a long job falls late in the order, that bound is well above the "
+        "issue's `max(2N / rate, longest job)`. The *window bound* `max(floor((2N - 1) / "
+        "limit) * period, max_k(floor((k - 1) / limit) * period + d_k))` holds for any client "
+        "that never sends more than the quota in one sliding window, even one that spends a "
+        "whole window's quota in its first second (so it can be below the issue's bound, "
+        "which assumes an even rate). The client's default limiter does not burst (issue 4 "
+        "asks for no start burst): a quota enforced as a leaky bucket, as nginx's `limit_req "
+        "rate=1000r/m` without `burst` does, refuses any request closer than 60 ms to the "
+        "previous one, and API.md does not say how the real service counts. "
+        '`LocalRateLimiter(plan, pacing="window")` (the `window` rows) does burst, up to the '
+        "quota in any window, for servers known to count fixed or sliding windows. Where the "
+        "window bound is above 1.10, the issue's makespan target is out of reach for every "
+        "429-free client. Seed 1 (the table above) and more:",
         "",
         sweep_table(
             sorted(
