@@ -30,6 +30,7 @@ from ._limiter import LimiterStatistics, Permit, Priority, RateLimitFeedback
 from ._pacing import (
     GrantHistory,
     LatencySpread,
+    WindowLog,
     catch_up,
     hold_until,
     jitter_tolerance,
@@ -79,14 +80,16 @@ class LocalRateLimiter:
     steady pace is ``(1 - headroom) / (1 + headroom)`` = 98 % of the quota. A larger headroom
     tolerates more jitter and uses less of the quota.
 
-    With ``pacing="window"`` the limiter lets permits through as fast as callers ask until
-    ``requests`` of them fall within ``period * (1 + headroom)`` seconds, then grants each next
-    one when the oldest of those ages out: a full window's quota at once, then bursts of the
-    same shape, never more than ``requests`` in any sliding window even after ``headroom *
-    period`` of latency jitter. A server counting fixed or sliding windows (what API.md allows)
-    accepts that, and batches end sooner because generations start earlier. A server enforcing
-    the quota as a leaky bucket (e.g. nginx ``limit_req`` without ``burst``) would refuse the
-    bursts, which is why the default is ``"even"``.
+    With ``pacing="window"`` the limiter lets permits through as fast as callers ask while
+    fewer than ``requests`` of them may still count in the server's window. A request reaches
+    the server after its permit and before its answer, so a permit holds its place until
+    ``period * (1 + headroom)`` after its answer is observed (a period longer if no answer
+    comes): a full window's quota at once, then each place again as the answers that hold
+    them age out. However long the requests queue on the way, the server never sees more than
+    ``requests`` in any sliding window. A server counting fixed or sliding windows (what
+    API.md allows) accepts that, and batches end sooner because generations start earlier. A
+    server enforcing the quota as a leaky bucket (e.g. nginx ``limit_req`` without ``burst``)
+    would refuse the bursts, which is why the default is ``"even"``.
 
     Server feedback (:meth:`observe`) comes on top:
 
@@ -162,6 +165,14 @@ class LocalRateLimiter:
         self._order = itertools.count()
         self._pump: _Waiter | None = None
         self._history = GrantHistory(keep=3 * self._limit.period)
+        # Window pacing: a permit holds its place until a window after its answer (or, with
+        # no answer, a period after its grant plus a window).
+        self._window = WindowLog(
+            self._limit.requests,
+            window=self._limit.period * (1 + headroom),
+            unanswered=self._limit.period,
+        )
+        self._window_freed = anyio.Event()
         self._last_grant = -math.inf
         self._paused_until = -math.inf
         self._slowdowns: tuple[tuple[float, float], ...] = ()  # (spacing, until) pairs
@@ -299,15 +310,16 @@ class LocalRateLimiter:
             # request inside it, and granting it after would bunch it with the next slot.
 
     async def _wait_for_window_slot(self) -> None:
-        """Grant as soon as fewer than ``requests`` permits fall in the stretched window."""
+        """Grant as soon as fewer than ``requests`` permits may count in the server's window."""
         while True:
-            self._follow_latency()
-            oldest = self._history.nth_latest(self._limit.requests)
-            opens = -math.inf if oldest is None else oldest + self._limit.period + self._stretch
-            delay = max(opens, self._hold_until()) - self._clock.monotonic()
+            now = self._clock.monotonic()
+            delay = max(self._window.opens_at(now=now), self._hold_until()) - now
             if delay <= 0:
                 return
-            await anyio.sleep(delay)
+            with anyio.move_on_after(delay):
+                await self._window_freed.wait()  # an answer may free a place sooner
+            if self._window_freed.is_set():
+                self._window_freed = anyio.Event()
 
     def _new_bucket(self) -> AsyncLimiter:
         capacity = 1.0 + self._catch_up
@@ -332,7 +344,10 @@ class LocalRateLimiter:
     def _issue(self) -> Permit:
         now = self._clock.monotonic()
         self._last_grant = now
-        return Permit(granted_at=now, serial=self._history.add(now))
+        serial = self._history.add(now)
+        if self._pacing == "window":
+            self._window.grant(serial, now=now)
+        return Permit(granted_at=now, serial=serial)
 
     def _live_head(self) -> _Waiter | None:
         """The first waiter still interested in a permit; drops the cancelled ones on the way."""
@@ -385,6 +400,8 @@ class LocalRateLimiter:
         """
         now = self._clock.monotonic()
         serial = feedback.permit.serial
+        if self._pacing == "window" and self._window.answered(serial, now=now):
+            self._window_freed.set()
         if feedback.rate_limited:
             self._rate_limited += 1
         self._latency.add(max(0.0, now - feedback.permit.granted_at))

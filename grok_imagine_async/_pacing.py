@@ -8,12 +8,14 @@ relies on lives here so tests can call it directly:
 - :func:`jitter_tolerance`: how far the server's count may stray from ours on its own;
 - :class:`LatencySpread`: how unevenly answers take their time;
 - :func:`react`: what one answer's headers mean for every sender (pause, slow down, nothing);
-- :func:`hold_until`: the earliest time the next permit may be granted, given that reaction.
+- :func:`hold_until`: the earliest time the next permit may be granted, given that reaction;
+- :class:`WindowLog`: which permits may still count in the server's window (window pacing).
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -277,11 +279,6 @@ class GrantHistory:
         self._forget(now - self._keep)
         return self.last_serial
 
-    def nth_latest(self, n: int) -> float | None:
-        """The grant time of the ``n``-th latest grant (1: the latest), if still remembered."""
-        index = len(self._times) - n
-        return self._times[index] if n >= 1 and index >= self._start else None
-
     def count_in_window(self, serial: int, *, period: float) -> int | None:
         """Grants up to and including ``serial`` in the ``period`` seconds that end with it.
 
@@ -307,3 +304,62 @@ class GrantHistory:
         if start > 1024 and start * 2 > len(times):  # compact now and then, amortised O(1)
             del times[:start]
             self._start = 0
+
+
+class WindowLog:
+    """Which recent permits may still count in the server's window, for window pacing.
+
+    A request reaches the server no earlier than its permit and no later than its answer. A
+    permit therefore holds one of the ``requests`` places until ``window`` seconds after its
+    answer, after which no window of the server can hold it together with a request granted
+    then. Until its answer comes, a permit is assumed to reach the server within
+    ``unanswered`` seconds of its grant (the client's timeouts see to that); an answer that
+    comes later than that but while the place is still held extends the hold.
+
+    Example:
+        >>> log = WindowLog(2, window=10.0, unanswered=30.0)
+        >>> log.grant(1, now=0.0)
+        >>> log.grant(2, now=0.0)
+        >>> log.opens_at(now=0.0)  # both places taken until an answer comes
+        40.0
+        >>> log.answered(1, now=1.5)
+        True
+        >>> log.opens_at(now=2.0)
+        11.5
+    """
+
+    __slots__ = ("_heap", "_release", "_requests", "_unanswered", "_window")
+
+    def __init__(self, requests: int, *, window: float, unanswered: float) -> None:
+        self._requests = requests
+        self._window = window
+        self._unanswered = unanswered
+        self._release: dict[int, float] = {}  # serial -> when its place frees up
+        self._heap: list[tuple[float, int]] = []  # (release, serial), stale entries skipped
+
+    def grant(self, serial: int, *, now: float) -> None:
+        """A permit was granted at ``now``: it takes a place until its answer."""
+        self._set(serial, now + self._unanswered + self._window)
+
+    def answered(self, serial: int, *, now: float) -> bool:
+        """The permit's answer came at ``now``; True if that frees its place sooner."""
+        release = self._release.get(serial)
+        if release is None or release <= now:  # its place is free already
+            return False
+        self._set(serial, now + self._window)
+        return now + self._window < release
+
+    def opens_at(self, *, now: float) -> float:
+        """When a new permit may be granted: ``-inf`` if a place is free now."""
+        heap, release = self._heap, self._release
+        while heap and (release.get(heap[0][1]) != heap[0][0] or heap[0][0] <= now):
+            when, serial = heapq.heappop(heap)
+            if release.get(serial) == when:  # expired, not merely superseded
+                del release[serial]
+        if len(release) < self._requests:
+            return -math.inf
+        return heap[0][0]
+
+    def _set(self, serial: int, when: float) -> None:
+        self._release[serial] = when
+        heapq.heappush(self._heap, (when, serial))

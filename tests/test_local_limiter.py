@@ -129,23 +129,57 @@ async def test_a_long_run_uses_at_least_98_percent_of_the_quota() -> None:
     assert [p.serial for p in permits] == list(range(1, 1501))
 
 
+async def answered_at_once(limiter: LocalRateLimiter, count: int) -> list[Permit]:
+    """Start ``count`` calls at once, each answered (observed) the moment it is granted."""
+    permits: list[Permit] = []
+
+    async def one() -> None:
+        permit = await limiter.acquire()
+        permits.append(permit)
+        await limiter.observe(RateLimitFeedback(permit, 200))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(count):
+            group.start_soon(one)
+    return sorted(permits, key=lambda p: p.serial)
+
+
 async def test_window_pacing_spends_a_window_at_once_then_waits_for_it_to_pass() -> None:
     limiter = LocalRateLimiter(LIMIT, pacing="window")
     start = anyio.current_time()
-    permits = await grant_all(limiter, 25)
+    permits = await answered_at_once(limiter, 25)
     times = [p.granted_at - start for p in permits]
     window = LIMIT.period * (1 + limiter.headroom)  # the period plus the jitter margin
     assert times[:10] == [0.0] * 10  # the whole quota at once
-    # Then each permit waits for the one granted `requests` permits earlier to age out.
+    # Then each place frees a window after the answer that held it.
     assert times[10:20] == pytest.approx([window] * 10)
     assert times[20:] == pytest.approx([2 * window] * 5)
     assert max_in_window([p.granted_at for p in permits], LIMIT.period) == LIMIT.requests
 
 
+async def test_window_pacing_holds_a_place_until_a_window_after_its_answer() -> None:
+    limiter = LocalRateLimiter(RateLimit(2, 10.0), pacing="window")
+    start = anyio.current_time()
+    first, second = await limiter.acquire(), await limiter.acquire()
+    window = 10.0 * (1 + limiter.headroom)
+
+    async def answer_late() -> None:
+        await anyio.sleep(3.0)  # the first request queued somewhere for 3 s
+        await limiter.observe(RateLimitFeedback(first, 200))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(answer_late)
+        third = await limiter.acquire()
+    assert third.granted_at - start == pytest.approx(3.0 + window)
+    # The second was never answered: its place frees a period later than an answer would.
+    fourth = await limiter.acquire()
+    assert fourth.granted_at - second.granted_at == pytest.approx(10.0 + window)
+
+
 async def test_window_pacing_uses_the_quota_and_obeys_a_429() -> None:
     limit = RateLimit(100, 6.0)
     limiter = LocalRateLimiter(limit, pacing="window")
-    permits = await grant_all(limiter, 1000)
+    permits = await answered_at_once(limiter, 1000)
     times = [p.granted_at for p in permits]
     assert max_in_window(times, limit.period) <= limit.requests
     # 1,000 permits in 10 windows: the last one opens 9 stretched windows after the first.

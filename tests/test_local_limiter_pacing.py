@@ -12,6 +12,7 @@ from grok_imagine_async._pacing import (
     LatencySpread,
     Reaction,
     Slowdown,
+    WindowLog,
     catch_up,
     hold_until,
     jitter_tolerance,
@@ -264,13 +265,22 @@ def test_history_forgets_old_grants_and_says_when_it_cannot_tell() -> None:
     assert history.count_in_window(10, period=5.0) is None
 
 
-def test_history_gives_the_nth_latest_grant_while_remembered() -> None:
-    history = GrantHistory(keep=10.0)
-    assert history.nth_latest(1) is None
-    for t in range(3000):
-        history.add(float(t))
-    assert history.nth_latest(1) == 2999.0
-    assert history.nth_latest(5) == 2995.0
-    assert history.nth_latest(11) == 2989.0  # kept: not older than `keep` before the latest
-    assert history.nth_latest(12) is None  # forgotten, so it no longer limits anything
-    assert history.nth_latest(0) is None
+def test_window_log_frees_a_place_a_window_after_its_answer() -> None:
+    log = WindowLog(2, window=10.0, unanswered=5.0)
+    assert log.opens_at(now=0.0) == -math.inf
+    log.grant(1, now=0.0)
+    assert log.opens_at(now=0.0) == -math.inf  # one place left
+    log.grant(2, now=1.0)
+    assert log.opens_at(now=1.0) == 15.0  # no answers yet: the first is held 5 + 10 s
+    assert log.answered(1, now=2.0)  # answered: held until 12 instead
+    assert log.opens_at(now=2.0) == 12.0
+    assert log.opens_at(now=12.0) == -math.inf  # expired
+    assert not log.answered(1, now=13.0)  # already free: nothing changes
+
+
+def test_window_log_extends_the_hold_of_a_late_answer() -> None:
+    log = WindowLog(1, window=10.0, unanswered=5.0)
+    log.grant(1, now=0.0)
+    # Answered at 14 s, while still held (until 15 s): it may have arrived as late as 14 s.
+    assert not log.answered(1, now=14.0)
+    assert log.opens_at(now=14.0) == 24.0

@@ -206,3 +206,58 @@ def test_waiters_are_served_by_priority_then_arrival(
             b_was_waiting = arrived_b < granted_a - 1e-9  # float noise of start + at - start
             b_ahead = (priority_b, place_b) < (priority_a, place_a)
             assert not (b_was_waiting and b_ahead), (place_a, place_b)
+
+
+@dataclass(frozen=True)
+class Trip:
+    starts: float  # when the caller asks for a permit
+    answer_after: float | None  # permit to observed answer, in periods; None: no answer
+    arrives_at: float  # fraction of that time (or of a period, unanswered) to reach the server
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    requests=st.integers(min_value=1, max_value=20),
+    period=st.floats(min_value=0.5, max_value=10.0),
+    trips=st.lists(
+        st.builds(
+            Trip,
+            starts=st.floats(min_value=0.0, max_value=30.0),
+            # Up to two periods: the client's timeouts end a request well within that.
+            answer_after=st.none() | st.floats(min_value=0.0, max_value=2.0),
+            arrives_at=st.floats(min_value=0.0, max_value=1.0),
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_window_pacing_holds_whatever_the_latency(
+    requests: int, period: float, trips: list[Trip]
+) -> None:
+    """A request reaches the server between its permit and its answer, however late that is."""
+    limit = RateLimit(requests, period)
+
+    async def main() -> list[float]:
+        limiter = LocalRateLimiter(limit, pacing="window")
+        start = anyio.current_time()
+        arrivals: list[float] = []
+
+        async def travel(trip: Trip) -> None:
+            await anyio.sleep_until(start + trip.starts)
+            permit = await limiter.acquire()
+            if trip.answer_after is None:  # lost: it arrived within a period, if at all
+                arrivals.append(permit.granted_at + trip.arrives_at * period)
+                return
+            latency = trip.answer_after * period
+            arrivals.append(permit.granted_at + trip.arrives_at * latency)
+            await anyio.sleep(latency)
+            await limiter.observe(RateLimitFeedback(permit, 200))
+
+        async with anyio.create_task_group() as group:
+            for trip in trips:
+                group.start_soon(travel, trip)
+        return arrivals
+
+    arrivals = run_virtual(main)
+    assert len(arrivals) == len(trips)
+    assert most_in_any_window(arrivals, period) <= requests
