@@ -41,9 +41,10 @@ from ._pacing import (
 from ._plans import Plan, RateLimit, resolve_rate_limit
 
 DEFAULT_HEADROOM = 0.01
+"""Fraction of the period kept as a margin for latency jitter (see :class:`LocalRateLimiter`)."""
 
 Pacing = Literal["even", "window"]
-"""Fraction of the period kept as a margin for latency jitter (see :class:`LocalRateLimiter`)."""
+"""How permits are spread: evenly, or up to the quota at once within a window."""
 
 
 class _Waiter:
@@ -172,7 +173,7 @@ class LocalRateLimiter:
             window=self._limit.period * (1 + headroom),
             unanswered=self._limit.period,
         )
-        self._window_freed = anyio.Event()
+        self._window_freed: anyio.Event | None = None  # made when the pump first waits
         self._last_grant = -math.inf
         self._paused_until = -math.inf
         self._slowdowns: tuple[tuple[float, float], ...] = ()  # (spacing, until) pairs
@@ -316,10 +317,9 @@ class LocalRateLimiter:
             delay = max(self._window.opens_at(now=now), self._hold_until()) - now
             if delay <= 0:
                 return
+            freed = self._window_freed = anyio.Event()
             with anyio.move_on_after(delay):
-                await self._window_freed.wait()  # an answer may free a place sooner
-            if self._window_freed.is_set():
-                self._window_freed = anyio.Event()
+                await freed.wait()  # an answer may free a place sooner
 
     def _new_bucket(self) -> AsyncLimiter:
         capacity = 1.0 + self._catch_up
@@ -400,7 +400,11 @@ class LocalRateLimiter:
         """
         now = self._clock.monotonic()
         serial = feedback.permit.serial
-        if self._pacing == "window" and self._window.answered(serial, now=now):
+        if (
+            self._pacing == "window"
+            and self._window.answered(serial, now=now)
+            and self._window_freed is not None
+        ):
             self._window_freed.set()
         if feedback.rate_limited:
             self._rate_limited += 1
