@@ -147,6 +147,14 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     except ValueError as exc:
         raise ConfigurationError(f"${ENV_PLAN}: {exc}") from None
     limit = RateLimit(plan.requests, plan.period / scale)
+    pacing: Pacing = getattr(args, "pacing", "even")
+    if pacing != "even" and getattr(args, "redis_url", None):
+        raise ConfigurationError(
+            f"--pacing {pacing} needs the local limiter; it cannot be used with --redis-url"
+        )
+    limiter: RateLimiter | None = (
+        LocalRateLimiter(limit, pacing=pacing) if pacing != "even" else None
+    )  # None: the client's default for its plan
     timing: dict[str, Any] = {
         "on_ambiguous_submit": (
             "resubmit" if getattr(args, "on_ambiguous", "report") == "resubmit" else "raise"
@@ -154,26 +162,17 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         "plan": limit,
         "retry": _scaled_retry(RetryPolicy(), scale),
         "poll": scaled_poll(PollPolicy(), scale),
+        "limiter": limiter,
     }
-    pacing: Pacing = getattr(args, "pacing", "even")
-    if pacing != "even":
-        if getattr(args, "redis_url", None):
-            raise ConfigurationError(
-                f"--pacing {pacing} needs the local limiter; it cannot be used with --redis-url"
-            )
-        timing["limiter"] = LocalRateLimiter(limit, pacing=pacing)
     if emulated:
         async with _emulated_client(limit, scale, timing) as client:
             yield Connection(client, "the built-in emulator", scale, True, limit, plan_name)
         return
     api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
-    limiter: RateLimiter | None = timing.pop("limiter", None)
     if args.redis_url:
-        limiter = _redis_limiter(args.redis_url, limit, api_key)
+        limiter = timing["limiter"] = _redis_limiter(args.redis_url, limit, api_key)
     try:
-        client = AsyncGrokImagine(
-            api_key=api_key, base_url=args.base_url, limiter=limiter, **timing
-        )
+        client = AsyncGrokImagine(api_key=api_key, base_url=args.base_url, **timing)
         async with client:
             yield Connection(client, client.base_url, scale, False, limit, plan_name)
     finally:
