@@ -33,8 +33,20 @@ from ._errors import (
     ServerError,
     TaskFailedError,
 )
-from ._inputs import InputSummary, JobFile
-from ._jobs import (
+from ._journal.sqlite import SqliteJournal
+from ._limiting.local import LocalRateLimiter
+from ._limiting.plans import Plan, RateLimit
+from ._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimiter, RateLimitFeedback
+from ._models import (
+    CREDITS_PER_GENERATION,
+    FailureClass,
+    GenerationRequest,
+    Task,
+    TaskStatus,
+    build_request,
+)
+from ._scheduling.inputs import InputSummary, JobFile
+from ._scheduling.jobs import (
     Job,
     JobEvent,
     JobFinished,
@@ -53,20 +65,8 @@ from ._jobs import (
     SchedulerStatistics,
     request_key,
 )
-from ._journal import SqliteJournal
-from ._limiter import LimiterStatistics, Permit, Priority, RateLimiter, RateLimitFeedback
-from ._local_limiter import LocalRateLimiter
-from ._models import (
-    CREDITS_PER_GENERATION,
-    FailureClass,
-    GenerationRequest,
-    Task,
-    TaskStatus,
-    build_request,
-)
-from ._plans import Plan, RateLimit
-from ._polling import DurationModel
-from ._scheduler import JobScheduler
+from ._scheduling.polling import DurationModel
+from ._scheduling.scheduler import JobScheduler
 from ._version import __version__
 
 __all__ = [

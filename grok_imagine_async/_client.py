@@ -19,11 +19,11 @@ from ._backoff import PollPolicy, RetryPolicy
 from ._clock import DEFAULT_CLOCK, Clock
 from ._download import download_all, plan_download
 from ._errors import APIResponseValidationError, ConfigurationError, TaskFailedError
-from ._jobs import JobResult, JobSpec
-from ._limiter import Priority, RateLimiter
+from ._limiting.plans import Plan, RateLimit, resolve_rate_limit
+from ._limiting.protocol import Priority, RateLimiter
 from ._models import GenerationRequest, Task, build_request
-from ._plans import Plan, RateLimit, resolve_rate_limit
 from ._protocol import parse_task, parse_task_id
+from ._scheduling.jobs import JobResult, JobSpec
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 
 logger = logging.getLogger("grok_imagine_async")
@@ -124,7 +124,7 @@ class AsyncGrokImagine:
         self._clock = clock or DEFAULT_CLOCK
         self._rng = random.Random()
         if limiter is None:
-            from ._local_limiter import LocalRateLimiter
+            from ._limiting.local import LocalRateLimiter
 
             limiter = LocalRateLimiter(self._rate_limit, clock=clock)
         self._limiter = limiter
@@ -352,7 +352,7 @@ class AsyncGrokImagine:
             ...         async for result in results:
             ...             print(result.key, result.ok, result.videos)
         """
-        from ._scheduler import generate_many
+        from ._scheduling.scheduler import generate_many
 
         return generate_many(self, requests, **scheduler_options)
 

@@ -31,7 +31,7 @@ from ._errors import (
     ServerError,
 )
 from ._headers import read_rate_limit_headers
-from ._limiter import Permit, Priority, RateLimiter, RateLimitFeedback
+from ._limiting.protocol import Permit, Priority, RateLimiter, RateLimitFeedback
 from ._models import GenerationRequest
 from ._protocol import find_error, has_error_body
 

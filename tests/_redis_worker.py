@@ -198,7 +198,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
     import httpx
 
     from grok_imagine_async import AsyncGrokImagine, build_request
-    from grok_imagine_async._local_limiter import LocalRateLimiter
+    from grok_imagine_async._limiting.local import LocalRateLimiter
     from grok_imagine_async.redis import RedisRateLimiter
 
     class SkewedClock:

@@ -331,7 +331,7 @@ def test_emulate_runs_a_batch_with_no_account(tmp_path: Path) -> None:
 
 
 def test_the_example_file_is_a_valid_batch_of_twenty(tmp_path: Path) -> None:
-    from grok_imagine_async._inputs import JobFile
+    from grok_imagine_async._scheduling.inputs import JobFile
 
     example = Path(__file__).parent.parent / "examples" / "prompts.txt"
     assert JobFile(example).check().jobs == 20

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from grok_imagine_async._due import DueQueue
+from grok_imagine_async._scheduling.due import DueQueue
 from grok_imagine_async.testing import VirtualTimeEventLoop
 
 pytestmark = pytest.mark.anyio

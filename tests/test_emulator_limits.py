@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from grok_imagine_async._clock import ManualClock
 from grok_imagine_async._headers import parse_reset
-from grok_imagine_async._plans import RateLimit
+from grok_imagine_async._limiting.plans import RateLimit
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 from grok_imagine_async.testing._window import EPSILON, WindowCounter, max_in_window
 

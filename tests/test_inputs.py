@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from grok_imagine_async import GenerationRequest, GrokImagineError
-from grok_imagine_async._inputs import InputError, JobFile
-from grok_imagine_async._jobs import request_key
+from grok_imagine_async._scheduling.inputs import InputError, JobFile
+from grok_imagine_async._scheduling.jobs import request_key
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:

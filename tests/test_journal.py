@@ -13,8 +13,8 @@ import pytest
 
 from grok_imagine_async import FailureClass, GenerationRequest, Task, TaskStatus
 from grok_imagine_async._errors import AmbiguousSubmitError, TaskFailedError
-from grok_imagine_async._jobs import JobResult, Journal, JournalState
-from grok_imagine_async._journal import JournalError, SqliteJournal
+from grok_imagine_async._journal.sqlite import JournalError, SqliteJournal
+from grok_imagine_async._scheduling.jobs import JobResult, Journal, JournalState
 
 
 @pytest.fixture
@@ -266,7 +266,7 @@ def test_a_killed_process_loses_no_committed_write(tmp_path: Path) -> None:
         f"""
         import os, anyio
         from grok_imagine_async import GenerationRequest
-        from grok_imagine_async._journal import SqliteJournal
+        from grok_imagine_async._journal.sqlite import SqliteJournal
 
         async def main():
             journal = SqliteJournal({str(path)!r})

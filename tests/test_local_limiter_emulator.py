@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from grok_imagine_async import AsyncGrokImagine, LocalRateLimiter, RateLimit
-from grok_imagine_async._local_limiter import Pacing
+from grok_imagine_async._limiting.local import Pacing
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from grok_imagine_async._pacing import (
+from grok_imagine_async._limiting.pacing import (
     GrantHistory,
     LatencySpread,
     Reaction,
@@ -20,7 +20,7 @@ from grok_imagine_async._pacing import (
     react,
     window_stretch,
 )
-from grok_imagine_async._plans import RateLimit
+from grok_imagine_async._limiting.plans import RateLimit
 
 LIMIT = RateLimit(100, 10.0)
 RATE = paced_rate(LIMIT, 0.01)

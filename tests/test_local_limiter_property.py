@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grok_imagine_async import LocalRateLimiter, Permit, Priority, RateLimit, RateLimitFeedback
-from grok_imagine_async._local_limiter import Pacing
+from grok_imagine_async._limiting.local import Pacing
 from grok_imagine_async.testing import run_virtual
 
 

@@ -15,7 +15,7 @@ from grok_imagine_async import (
     TaskStatus,
     build_request,
 )
-from grok_imagine_async._plans import resolve_rate_limit
+from grok_imagine_async._limiting.plans import resolve_rate_limit
 
 
 def test_payload_is_the_documented_body() -> None:

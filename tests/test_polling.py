@@ -10,7 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grok_imagine_async import DurationModel, PollPolicy, RateLimit
-from grok_imagine_async._polling import PollPlanner, next_poll_delay, success_probability_for
+from grok_imagine_async._scheduling.polling import (
+    PollPlanner,
+    next_poll_delay,
+    success_probability_for,
+)
 
 
 def test_prior_before_any_observation() -> None:

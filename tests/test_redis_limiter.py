@@ -27,18 +27,18 @@ from grok_imagine_async import (
 
 redis_asyncio = pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 
-from grok_imagine_async._redis_fallback import fallback_limit  # noqa: E402
-from grok_imagine_async._redis_script import (  # noqa: E402
+from grok_imagine_async.redis import (  # noqa: E402
+    RedisRateLimiter,
+    RedisUnavailableError,
+)
+from grok_imagine_async.redis._fallback import fallback_limit  # noqa: E402
+from grok_imagine_async.redis._script import (  # noqa: E402
     Reservation,
     rate_limited_pause,
     remaining_needs_check,
     tat_floor,
     to_micros,
     token_namespace,
-)
-from grok_imagine_async.redis import (  # noqa: E402
-    RedisRateLimiter,
-    RedisUnavailableError,
 )
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]

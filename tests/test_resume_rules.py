@@ -13,7 +13,12 @@ from grok_imagine_async import (
     JournalState,
     TaskFailedError,
 )
-from grok_imagine_async._resume import FINAL_STATES, journal_error, never_paid, replayed_task
+from grok_imagine_async._scheduling.resume import (
+    FINAL_STATES,
+    journal_error,
+    never_paid,
+    replayed_task,
+)
 
 REQUEST = GenerationRequest(prompt="p")
 

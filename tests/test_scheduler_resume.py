@@ -16,7 +16,7 @@ from grok_imagine_async import (
     JobSpec,
     request_key,
 )
-from grok_imagine_async._journal import SqliteJournal
+from grok_imagine_async._journal.sqlite import SqliteJournal
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 TOKEN = "resume-token"

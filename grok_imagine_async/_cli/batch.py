@@ -29,10 +29,10 @@ from .._errors import (
     GrokImagineError,
     InvalidRequestError,
 )
-from .._inputs import InputError, InputSummary, JobFile
-from .._jobs import JournalState
-from .._journal import JournalError, SqliteJournal
+from .._journal.sqlite import JournalError, SqliteJournal
 from .._models import build_request
+from .._scheduling.inputs import InputError, InputSummary, JobFile
+from .._scheduling.jobs import JournalState
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -51,8 +51,8 @@ from .progress import BatchProgress, show_progress
 from .report import BatchOutcome, print_summary, write_manifest
 
 if TYPE_CHECKING:
-    from .._jobs import SchedulerStatistics
-    from .._scheduler import JobScheduler
+    from .._scheduling.jobs import SchedulerStatistics
+    from .._scheduling.scheduler import JobScheduler
 
 ENDPOINT_META = "endpoint"
 EMULATED_ENDPOINT = "built-in emulator"
@@ -337,8 +337,8 @@ def _scheduler(
     out: Path,
     progress: BatchProgress,
 ) -> JobScheduler:
-    from .._polling import DurationModel
-    from .._scheduler import DEFAULT_SCHEDULER_POLL, JobScheduler
+    from .._scheduling.polling import DurationModel
+    from .._scheduling.scheduler import DEFAULT_SCHEDULER_POLL, JobScheduler
 
     scale = connection.time_scale
     return JobScheduler(

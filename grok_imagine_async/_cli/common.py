@@ -22,9 +22,9 @@ import anyio
 from .._backoff import PollPolicy, RetryPolicy
 from .._client import ENV_API_KEY, ENV_PLAN, AsyncGrokImagine
 from .._errors import ConfigurationError
-from .._limiter import RateLimiter
-from .._local_limiter import LocalRateLimiter, Pacing
-from .._plans import RateLimit, resolve_rate_limit
+from .._limiting.local import LocalRateLimiter, Pacing
+from .._limiting.plans import RateLimit, resolve_rate_limit
+from .._limiting.protocol import RateLimiter
 
 EXIT_OK = 0
 """Every job completed."""
@@ -210,7 +210,7 @@ def _redis_limiter(url: str, limit: RateLimit, api_key: str | None) -> RateLimit
     if not api_key:
         raise ConfigurationError(f"no API key: pass --api-key or set ${ENV_API_KEY}")
     try:
-        from ..redis import RedisRateLimiter
+        from ..redis._limiter import RedisRateLimiter
     except ImportError as exc:
         raise ConfigurationError(
             f'--redis-url needs the redis extra: pip install "grok-imagine-async[redis]" ({exc})'

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from .._jobs import JobEvent, JobFinished, JobResumed, JobSubmitted
 from .._models import FailureClass
+from .._scheduling.jobs import JobEvent, JobFinished, JobResumed, JobSubmitted
 
 if TYPE_CHECKING:
-    from .._jobs import SchedulerStatistics
+    from .._scheduling.jobs import SchedulerStatistics
 
 __all__ = ["BatchProgress", "ProgressSnapshot", "format_duration", "plain_line", "show_progress"]
 
@@ -65,7 +65,7 @@ class ProgressSnapshot:
 
 
 class BatchProgress:
-    """A :class:`~grok_imagine_async._jobs.SchedulerHook` counting a batch's events.
+    """A :class:`~grok_imagine_async._scheduling.jobs.SchedulerHook` counting a batch's events.
 
     Args:
         total: Jobs in the input.

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .._blocking import run_blocking
-from .._inputs import JobFile
-from .._jobs import JournalRecord, JournalState
-from .._journal import SqliteJournal
+from .._journal.sqlite import SqliteJournal
 from .._models import FailureClass
+from .._scheduling.inputs import JobFile
+from .._scheduling.jobs import JournalRecord, JournalState
 
 __all__ = ["BatchOutcome", "print_summary", "write_manifest"]
 

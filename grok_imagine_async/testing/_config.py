@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from .._clock import Clock
-from .._plans import Plan, RateLimit, resolve_rate_limit
+from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from ._faults import FaultConfig
 from ._lifecycle import Vocabulary
 from ._window import WindowMode

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from .._plans import RateLimit
+from .._limiting.plans import RateLimit
 
 WindowMode = Literal["sliding", "fixed"]
 

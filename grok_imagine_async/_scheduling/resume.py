@@ -8,9 +8,9 @@ outcome is unknown (see the client's ``on_ambiguous_submit``).
 
 from __future__ import annotations
 
-from ._errors import AmbiguousSubmitError, GrokImagineError, TaskFailedError
-from ._jobs import JournalRecord, JournalState
-from ._models import FailureClass, Task, TaskStatus
+from .._errors import AmbiguousSubmitError, GrokImagineError, TaskFailedError
+from .._models import FailureClass, Task, TaskStatus
+from .jobs import JournalRecord, JournalState
 
 FINAL_STATES = frozenset({JournalState.COMPLETED, JournalState.FAILED})
 """Records in these states are replayed, not resumed."""

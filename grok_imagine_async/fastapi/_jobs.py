@@ -18,11 +18,20 @@ from dataclasses import dataclass
 
 import anyio
 
-from ._errors import BudgetExceededError, SchedulerClosedError
-from ._fastapi_errors import BacklogFullError, SchedulerStoppedError
-from ._jobs import Job, JobEvent, JobResult, JobResumed, JobSpec, JobState, JobSubmitted, Journal
-from ._models import CREDITS_PER_GENERATION, GenerationRequest
-from ._scheduler import JobScheduler
+from .._errors import BudgetExceededError, SchedulerClosedError
+from .._models import CREDITS_PER_GENERATION, GenerationRequest
+from .._scheduling.jobs import (
+    Job,
+    JobEvent,
+    JobResult,
+    JobResumed,
+    JobSpec,
+    JobState,
+    JobSubmitted,
+    Journal,
+)
+from .._scheduling.scheduler import JobScheduler
+from ._errors import BacklogFullError, SchedulerStoppedError
 
 DEFAULT_MAX_JOBS = 10_000
 """Finished jobs a :class:`JobRegistry` remembers (a few kB each)."""

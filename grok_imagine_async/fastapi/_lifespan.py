@@ -1,22 +1,6 @@
-"""FastAPI integration: one rate-limited client and scheduler per app, handed to handlers.
+"""The lifespan, dependencies, error handlers and event streams of the FastAPI integration.
 
-A web app whose handlers each built their own client would have no shared rate limit, no
-connection reuse, and would meet 429s under load. Instead, :func:`grok_imagine_lifespan` opens
-one :class:`~grok_imagine_async.AsyncGrokImagine` and one :class:`~grok_imagine_async.JobScheduler`
-when the app starts and closes them when it stops; handlers get them, and a :class:`JobRegistry`
-to find jobs by id, through ``Annotated`` dependencies. Handlers never poll: the scheduler
-does, for every job at once, within the plan's quota.
-
-Needs the ``fastapi`` extra: ``pip install "grok-imagine-async[fastapi]"``.
-
-Example:
-    >>> from fastapi import FastAPI
-    >>> from grok_imagine_async.fastapi import GrokJobs, grok_imagine_lifespan
-    >>> app = FastAPI(lifespan=grok_imagine_lifespan)  # reads $GROK_IMAGINE_API_KEY
-    >>> @app.post("/videos", status_code=202)
-    ... async def start(prompt: str, jobs: GrokJobs) -> dict[str, str]:
-    ...     job = await jobs.submit(prompt)
-    ...     return {"id": job.key}
+See :mod:`grok_imagine_async.fastapi` for the overview and an example.
 """
 
 from __future__ import annotations
@@ -44,15 +28,15 @@ import anyio
 import httpx
 from anyio.abc import TaskStatus
 
-from ._client import AsyncGrokImagine
-from ._errors import GrokImagineError
-from ._fastapi_errors import BacklogFullError, HTTPProblem, SchedulerStoppedError, http_error_for
-from ._fastapi_jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
-from ._fastapi_sse import DEFAULT_HEARTBEAT, job_events, sse_event
-from ._jobs import Job, JobEvent, Journal, SchedulerHook
-from ._limiter import RateLimiter
-from ._plans import Plan, RateLimit
-from ._scheduler import JobScheduler
+from .._client import AsyncGrokImagine
+from .._errors import GrokImagineError
+from .._limiting.plans import Plan, RateLimit
+from .._limiting.protocol import RateLimiter
+from .._scheduling.jobs import Job, JobEvent, Journal, SchedulerHook
+from .._scheduling.scheduler import JobScheduler
+from ._errors import BacklogFullError, HTTPProblem, SchedulerStoppedError, http_error_for
+from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
+from ._sse import DEFAULT_HEARTBEAT, job_events, sse_event
 
 __all__ = [
     "BacklogFullError",
@@ -267,7 +251,7 @@ class _SchedulerRunner:
 def _journal_from(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
     if journal is None or isinstance(journal, Journal):
         return journal
-    from ._journal import SqliteJournal
+    from .._journal.sqlite import SqliteJournal
 
     opened: Journal = SqliteJournal(Path(journal))
     return opened

@@ -27,10 +27,10 @@ from collections import OrderedDict
 
 import anyio
 
-from ._clock import Clock
-from ._limiter import Permit, Priority, RateLimitFeedback
-from ._local_limiter import DEFAULT_HEADROOM, LocalRateLimiter
-from ._plans import RateLimit
+from .._clock import Clock
+from .._limiting.local import DEFAULT_HEADROOM, LocalRateLimiter
+from .._limiting.plans import RateLimit
+from .._limiting.protocol import Permit, Priority, RateLimitFeedback
 
 logger = logging.getLogger("grok_imagine_async.redis")
 

@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ._plans import RateLimit
+from .plans import RateLimit
 
 
 def catch_up(limit: RateLimit, headroom: float) -> float:

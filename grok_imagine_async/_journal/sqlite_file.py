@@ -1,6 +1,6 @@
 """The journal's SQLite file, synchronously: schema, checks, and rows to records.
 
-Everything here blocks; :mod:`grok_imagine_async._journal` runs it in a worker thread.
+Everything here blocks; :mod:`grok_imagine_async._journal.sqlite` runs it in a worker thread.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import JournalError
-from ._jobs import JournalRecord, JournalState
-from ._models import FailureClass, GenerationRequest
+from .._errors import JournalError
+from .._models import FailureClass, GenerationRequest
+from .._scheduling.jobs import JournalRecord, JournalState
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x47494A31  # "GIJ1": marks the file as ours, so a stray database is refused

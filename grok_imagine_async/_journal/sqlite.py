@@ -1,9 +1,9 @@
 """A durable journal of a batch in one SQLite file, so a crash loses no job and pays nothing twice.
 
-The scheduler writes through it (see :class:`~grok_imagine_async._jobs.Journal`): the intent to
-submit before each POST, the task id right after the answer, then the outcome and the downloaded
-files. Every write is committed with ``synchronous=FULL`` in WAL mode, so it is on disk when the
-call returns, and a ``SIGKILL`` a microsecond later cannot undo it.
+The scheduler writes through it (see :class:`~grok_imagine_async._scheduling.jobs.Journal`): the
+intent to submit before each POST, the task id right after the answer, then the outcome and the
+downloaded files. Every write is committed with ``synchronous=FULL`` in WAL mode, so it is on
+disk when the call returns, and a ``SIGKILL`` a microsecond later cannot undo it.
 
 Writes that arrive together are committed together (group commit): with 300 jobs in flight the
 disk sees one flush per batch of answers, not one per answer. The file is locked for the
@@ -25,10 +25,11 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from ._blocking import run_blocking
-from ._errors import JournalError
-from ._jobs import JobResult, JournalRecord, JournalState
-from ._journal_sqlite import (
+from .._blocking import run_blocking
+from .._errors import JournalError
+from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
+from .._scheduling.jobs import JobResult, JournalRecord, JournalState
+from .sqlite_file import (
     close,
     connect,
     journal_error,
@@ -36,7 +37,6 @@ from ._journal_sqlite import (
     read_page,
     request_json,
 )
-from ._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 
 __all__ = ["JournalError", "SqliteJournal"]
 
@@ -55,7 +55,7 @@ class _Op(Generic[_T]):
 
 
 class SqliteJournal:
-    """The :class:`~grok_imagine_async._jobs.Journal` of one batch, in one SQLite file.
+    """The :class:`~grok_imagine_async._scheduling.jobs.Journal` of one batch, in one SQLite file.
 
     Creating it does no I/O; the file is created or opened (and locked) by the first call that
     needs it, by :meth:`open`, or on entering ``async with``. Use one journal per run of a batch:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._errors import (
+from .._errors import (
     AmbiguousSubmitError,
     APIError,
     APIStatusError,
@@ -28,7 +28,7 @@ from ._errors import (
     RateLimitError,
     TaskFailedError,
 )
-from ._models import FailureClass
+from .._models import FailureClass
 
 
 class SchedulerStoppedError(GrokImagineError):

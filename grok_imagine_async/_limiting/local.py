@@ -7,11 +7,12 @@ submissions. When the pump itself reaches the head it keeps the slot and the nex
 over pumping. No background task exists: the waiters do the work, so nothing outlives them.
 
 The pacing slot comes from an :class:`aiolimiter.AsyncLimiter` leaking at
-:func:`~grok_imagine_async._pacing.paced_rate`, with room for a little catch-up after the loop
-woke late. That room is filled before the first grant and after any idle time or pause, so it
-never becomes a burst: the first permit is immediate, the next one a full interval later. Pauses
-and slowdowns asked for by the server are waited out before taking a slot, and a slot that turns
-out to fall inside a pause that began while the pump waited is thrown away, not granted late.
+:func:`~grok_imagine_async._limiting.pacing.paced_rate`, with room for a little catch-up after
+the loop woke late. That room is filled before the first grant and after any idle time or pause,
+so it never becomes a burst: the first permit is immediate, the next one a full interval later.
+Pauses and slowdowns asked for by the server are waited out before taking a slot, and a slot
+that turns out to fall inside a pause that began while the pump waited is thrown away, not
+granted late.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from typing import Literal, cast
 import anyio
 from aiolimiter import AsyncLimiter
 
-from ._clock import DEFAULT_CLOCK, Clock
-from ._limiter import LimiterStatistics, Permit, Priority, RateLimitFeedback
-from ._pacing import (
+from .._clock import DEFAULT_CLOCK, Clock
+from .pacing import (
     GrantHistory,
     LatencySpread,
     WindowLog,
@@ -38,7 +38,8 @@ from ._pacing import (
     react,
     window_stretch,
 )
-from ._plans import Plan, RateLimit, resolve_rate_limit
+from .plans import Plan, RateLimit, resolve_rate_limit
+from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
 
 DEFAULT_HEADROOM = 0.01
 """Fraction of the period kept as a margin for latency jitter (see :class:`LocalRateLimiter`)."""

@@ -17,8 +17,8 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
-from ._errors import GrokImagineError, TaskFailedError
-from ._models import FailureClass, GenerationRequest, Task
+from .._errors import GrokImagineError, TaskFailedError
+from .._models import FailureClass, GenerationRequest, Task
 
 
 class JobState(str, enum.Enum):

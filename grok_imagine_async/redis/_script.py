@@ -21,7 +21,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-from ._plans import RateLimit
+from .._limiting.plans import RateLimit
 
 MICROS = 1_000_000
 

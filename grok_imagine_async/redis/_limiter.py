@@ -1,21 +1,6 @@
-"""One API token's quota shared by every process that uses it, through Redis.
+"""The Redis-backed rate limiter: one token's quota shared by every process.
 
-The quota belongs to the token, not to a process: four ``uvicorn`` workers or a batch split over
-several machines, each pacing itself alone, would send four times the plan's rate. A
-:class:`RedisRateLimiter` in each of them paces all of them as one client.
-
-Needs the ``redis`` extra: ``pip install "grok-imagine-async[redis]"``.
-
-Example::
-
-    from grok_imagine_async import AsyncGrokImagine
-    from grok_imagine_async.redis import RedisRateLimiter
-
-    async with (
-        RedisRateLimiter("redis://localhost:6379/0", limit="pro", api_key=token) as limiter,
-        AsyncGrokImagine(api_key=token, limiter=limiter) as client,
-    ):
-        task_id = await client.generate("a lighthouse at dawn")
+See :mod:`grok_imagine_async.redis` for the overview and an example.
 """
 
 from __future__ import annotations
@@ -38,13 +23,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         'grok_imagine_async.redis needs redis-py: pip install "grok-imagine-async[redis]"'
     ) from exc
 
-from ._clock import DEFAULT_CLOCK, Clock
-from ._errors import ConfigurationError, GrokImagineError
-from ._limiter import LimiterStatistics, Permit, Priority, RateLimitFeedback
-from ._plans import Plan, RateLimit, resolve_rate_limit
-from ._redis_fallback import Fallback
-from ._redis_queue import SlotLine
-from ._redis_script import (
+from .._clock import DEFAULT_CLOCK, Clock
+from .._errors import ConfigurationError, GrokImagineError
+from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
+from .._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
+from ._fallback import Fallback
+from ._queue import SlotLine
+from ._script import (
     ACQUIRE_SCRIPT,
     MICROS,
     OBSERVE_SCRIPT,

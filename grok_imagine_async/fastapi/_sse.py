@@ -14,9 +14,9 @@ from typing import Any
 
 import anyio
 
-from ._fastapi_errors import SchedulerStoppedError, http_error_for
-from ._fastapi_jobs import JobRegistry
-from ._jobs import Job, JobState
+from .._scheduling.jobs import Job, JobState
+from ._errors import SchedulerStoppedError, http_error_for
+from ._jobs import JobRegistry
 
 HEARTBEAT = ": keep-alive\n\n"
 """An SSE comment: ignored by clients, but it keeps proxies from closing an idle stream."""

@@ -21,8 +21,8 @@ from collections import deque
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from ._backoff import PollPolicy, backoff_delay
-from ._plans import RateLimit
+from .._backoff import PollPolicy, backoff_delay
+from .._limiting.plans import RateLimit
 
 _STANDARD = NormalDist()
 

@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from ._backoff import PollPolicy
-from ._due import DueQueue
-from ._errors import (
+from .._backoff import PollPolicy
+from .._errors import (
     AmbiguousSubmitError,
     APIError,
     AuthenticationError,
@@ -43,7 +42,10 @@ from ._errors import (
     SchedulerClosedError,
     TaskFailedError,
 )
-from ._jobs import (
+from .._limiting.protocol import Priority
+from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, Task, TaskStatus
+from .due import DueQueue
+from .jobs import (
     Job,
     JobEvent,
     JobFinished,
@@ -61,13 +63,11 @@ from ._jobs import (
     SchedulerStatistics,
     request_key,
 )
-from ._limiter import Priority
-from ._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, Task, TaskStatus
-from ._polling import DurationModel, PollPlanner
-from ._resume import FINAL_STATES, journal_error, never_paid, replayed_task
+from .polling import DurationModel, PollPlanner
+from .resume import FINAL_STATES, journal_error, never_paid, replayed_task
 
 if TYPE_CHECKING:
-    from ._client import AsyncGrokImagine
+    from .._client import AsyncGrokImagine
 
 DEFAULT_SCHEDULER_POLL = PollPolicy(
     wait_initial=1.0, wait_factor=1.5, wait_max=30.0, wait_jitter=0.1
@@ -299,7 +299,7 @@ class JobScheduler:
             key = key if key is not None else request.key
             request = request.request
         elif isinstance(request, str):
-            from ._models import build_request
+            from .._models import build_request
 
             request = build_request(request)
         if self._tg is None or self._input_closed:
@@ -705,7 +705,7 @@ class JobScheduler:
 async def _open_journal(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
     if journal is None or isinstance(journal, Journal):
         return journal
-    from ._journal import SqliteJournal
+    from .._journal.sqlite import SqliteJournal
 
     opened: Journal = SqliteJournal(Path(journal))
     return opened

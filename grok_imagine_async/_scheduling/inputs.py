@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from ._download import safe_name
-from ._errors import InputError, InvalidRequestError
-from ._jobs import JobSpec, request_key
-from ._models import build_request
+from .._download import safe_name
+from .._errors import InputError, InvalidRequestError
+from .._models import build_request
+from .jobs import JobSpec, request_key
 
 __all__ = ["InputError", "InputFormat", "InputSummary", "JobFile"]
 

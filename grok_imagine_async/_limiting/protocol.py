@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ._plans import RateLimit
+from .plans import RateLimit
 
 
 class Priority(enum.IntEnum):

@@ -1,0 +1,38 @@
+"""One API token's quota shared by every process that uses it, through Redis.
+
+The quota belongs to the token, not to a process: four ``uvicorn`` workers or a batch split over
+several machines, each pacing itself alone, would send four times the plan's rate. A
+:class:`RedisRateLimiter` in each of them paces all of them as one client.
+
+Needs the ``redis`` extra: ``pip install "grok-imagine-async[redis]"``.
+
+Example::
+
+    from grok_imagine_async import AsyncGrokImagine
+    from grok_imagine_async.redis import RedisRateLimiter
+
+    async with (
+        RedisRateLimiter("redis://localhost:6379/0", limit="pro", api_key=token) as limiter,
+        AsyncGrokImagine(api_key=token, limiter=limiter) as client,
+    ):
+        task_id = await client.generate("a lighthouse at dawn")
+"""
+
+try:
+    import redis as _redis  # noqa: F401  (the extra this integration needs)
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f'grok_imagine_async.redis needs redis-py: pip install "grok-imagine-async[redis]" ({exc})'
+    ) from exc
+
+from ._limiter import (
+    RedisLimiterStatistics,
+    RedisRateLimiter,
+    RedisUnavailableError,
+)
+
+__all__ = [
+    "RedisLimiterStatistics",
+    "RedisRateLimiter",
+    "RedisUnavailableError",
+]
