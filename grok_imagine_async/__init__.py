@@ -23,6 +23,7 @@ from ._errors import (
     BadRequestError,
     BudgetExceededError,
     ConfigurationError,
+    DownloadError,
     GrokImagineError,
     InputError,
     InvalidRequestError,
@@ -37,6 +38,7 @@ from ._journal.sqlite import SqliteJournal
 from ._limiting.local import LocalRateLimiter
 from ._limiting.plans import Plan, RateLimit
 from ._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimiter, RateLimitFeedback
+from ._limits import Limits
 from ._models import (
     CREDITS_PER_GENERATION,
     FailureClass,
@@ -84,6 +86,7 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "DEFAULT_BASE_URL",
+    "DownloadError",
     "DurationModel",
     "FailureClass",
     "GenerationRequest",
@@ -108,6 +111,7 @@ __all__ = [
     "JournalRecord",
     "JournalState",
     "LimiterStatistics",
+    "Limits",
     "LocalRateLimiter",
     "LoopClock",
     "ManualClock",

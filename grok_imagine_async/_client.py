@@ -17,12 +17,20 @@ import httpx
 
 from ._backoff import PollPolicy, RetryPolicy
 from ._clock import DEFAULT_CLOCK, Clock
-from ._download import download_all, plan_download
-from ._errors import APIResponseValidationError, ConfigurationError, TaskFailedError
+from ._errors import (
+    APIResponseValidationError,
+    ConfigurationError,
+    InvalidRequestError,
+    TaskFailedError,
+)
+from ._fetch import Downloader
+from ._hosts import HostPolicy
 from ._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from ._limiting.protocol import Priority, RateLimiter
+from ._limits import Limits
 from ._models import GenerationRequest, Task, build_request
 from ._protocol import parse_task, parse_task_id
+from ._redact import check_token
 from ._scheduling.jobs import JobResult, JobSpec
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 
@@ -68,9 +76,15 @@ class AsyncGrokImagine:
             (default) raises :class:`AmbiguousSubmitError` and never pays twice; ``"resubmit"``
             sends it again, accepting that it may be paid twice.
         clock: Where time comes from (default: the event loop's clock).
+        limits: Bounds on answer and video sizes, prompt length, request time and
+            redirects (see :class:`Limits`; the defaults suit the real service).
+        download_hosts: Hosts result videos may be fetched from even though they are local
+            or private addresses (``"127.0.0.1"``, ``"cdn.internal"``). The API's own host is
+            always allowed; other loopback, link-local and private addresses are refused.
 
     Raises:
-        ConfigurationError: If no API key is given or found in the environment, or a
+        ConfigurationError: If no API key is given or found in the environment, the key
+            holds characters a bearer token cannot hold (the message never shows it), or a
             setting is invalid.
 
     Example:
@@ -94,6 +108,8 @@ class AsyncGrokImagine:
         poll: PollPolicy | None = None,
         on_ambiguous_submit: AmbiguousSubmitPolicy = "raise",
         clock: Clock | None = None,
+        limits: Limits | None = None,
+        download_hosts: Iterable[str] = (),
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
         if key is None or not key.strip():
@@ -101,6 +117,12 @@ class AsyncGrokImagine:
                 "no API key: pass api_key=... to AsyncGrokImagine or set the "
                 f"{ENV_API_KEY} environment variable"
             )
+        key = check_token(key)
+        if limits is not None and not isinstance(limits, Limits):
+            raise ConfigurationError(f"limits must be a Limits, got {type(limits).__name__}")
+        self._limits = limits or Limits()
+        if isinstance(download_hosts, str):  # a lone host, not its characters
+            download_hosts = [download_hosts]
         if base_url is None:
             base_url = os.environ.get(ENV_BASE_URL)
         if base_url is None and http_client is not None and str(http_client.base_url):
@@ -108,6 +130,10 @@ class AsyncGrokImagine:
         self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         if not self._base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"base_url must be an http(s) URL, got {self._base_url!r}")
+        try:
+            self._hosts = HostPolicy.build(api_url=self._base_url, extra=download_hosts)
+        except (httpx.InvalidURL, TypeError, AttributeError) as exc:
+            raise ConfigurationError(f"base_url or download_hosts is invalid ({exc})") from None
         try:
             self._rate_limit = resolve_rate_limit(plan or os.environ.get(ENV_PLAN) or "free")
         except ValueError as exc:
@@ -143,13 +169,18 @@ class AsyncGrokImagine:
         self._sender = Sender(
             http=self._http,
             base_url=self._base_url,
-            api_key=key.strip(),
+            api_key=key,
             limiter=limiter,
             clock=self._clock,
             retry=policy,
             rng=self._rng,
             on_ambiguous_submit=on_ambiguous_submit,
             request_options=request_options,
+            limits=self._limits,
+            max_wait_hint=self._rate_limit.period,
+        )
+        self._downloader = Downloader(
+            self._http, hosts=self._hosts, limits=self._limits, retry=policy, rng=self._rng
         )
         self._closed = False
 
@@ -199,6 +230,11 @@ class AsyncGrokImagine:
     def on_ambiguous_submit(self) -> AmbiguousSubmitPolicy:
         """What happens when a submission's answer is lost (``"raise"`` or ``"resubmit"``)."""
         return self._sender.on_ambiguous_submit
+
+    @property
+    def limits(self) -> Limits:
+        """The size and time bounds in force."""
+        return self._limits
 
     @property
     def poll_policy(self) -> PollPolicy:
@@ -256,6 +292,13 @@ class AsyncGrokImagine:
         """
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"submit() takes a GenerationRequest, got {type(request).__name__}")
+        longest = self._limits.max_prompt_chars
+        if len(request.prompt) > longest:
+            problem = (
+                f"the prompt has {len(request.prompt)} characters, more than {longest} "
+                "(Limits.max_prompt_chars)"
+            )
+            raise InvalidRequestError(f"invalid request: {problem}", problems=(problem,))
         data = await self._sender.request(
             "POST",
             GENERATE_PATH,
@@ -383,18 +426,21 @@ class AsyncGrokImagine:
         Files are written through a temporary file and renamed into place, never held whole
         in memory, and never outside ``dest`` whatever the URL or task id contains. A task's
         files are named ``<stem>.mp4`` (``<stem>_<n>.mp4`` when it has several), where the stem
-        is ``stem`` if given, else the task id, sanitised.
-        Downloads do not carry the API token and do not use the API quota.
+        is ``stem`` if given, else the task id, sanitised; a stem that sanitising changed gets
+        a short digest of the original, so keys like ``a/b`` and ``a?b`` never share a file.
+        Downloads do not carry the API token and do not use the API quota. They follow up to
+        ``Limits.max_redirects`` redirects (never from https to http), stop at
+        ``Limits.max_video_bytes``, and refuse local addresses not in ``download_hosts``.
 
         Returns:
             The paths written, in the order of the URLs.
 
         Raises:
             ValueError: If there is nothing to download or a URL is not http(s).
+            DownloadError: If a download was refused, too large, or could not be saved.
             APIError: If a download failed after retries.
         """
-        files = plan_download(task_or_url, stem=stem)
-        return await download_all(self._http, files, Path(dest), retry=self._retry, rng=self._rng)
+        return await self._downloader.download(task_or_url, Path(dest), stem=stem)
 
 
 def _user_agent() -> str:

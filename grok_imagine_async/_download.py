@@ -1,44 +1,50 @@
-"""Saving result videos: safe file names (pure) and atomic, streamed writes."""
+"""Naming result videos: safe file names and download plans (pure; fetching is in ``_fetch``)."""
 
 from __future__ import annotations
 
-import os
-import random
+import hashlib
 import re
-import secrets
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-import anyio
-import httpx
-
-from ._backoff import RetryPolicy
-from ._blocking import run_blocking
-from ._errors import APIConnectionError, APIError
 from ._models import Task
+from ._protocol import is_fetchable_url
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 120
-_CHUNK = 1 << 16
-_EXPIRED_STATUSES = frozenset({403, 404, 410})  # how CDNs answer a stale signed URL
-_EXPIRED_HINT = " (result URLs are valid for about 24 hours after completion)"
+# Names Windows reserves in every folder, whatever the extension ("CON.mp4" is the console).
+_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(10)}
+)
 
 
 def safe_name(text: str, *, default: str = "video") -> str:
     """A file name made from ``text`` that cannot leave its folder or hide itself.
 
     Keeps letters, digits, ``.``, ``_`` and ``-``; replaces anything else with ``_``; strips
-    leading dots (no hidden files, no ``..``); trims to 120 characters.
+    leading dots (no hidden files, no ``..``); trims to 120 characters; adds ``_`` to names
+    Windows reserves (``CON``, ``NUL``, ``LPT1``...).
 
     Example:
         >>> safe_name("../../etc/passwd")
         'etc_passwd'
+        >>> safe_name("con")
+        'con_'
     """
     cleaned = _UNSAFE.sub("_", text).strip("._-")
-    cleaned = re.sub(r"\.{2,}", ".", cleaned)
-    return cleaned[:_MAX_NAME] or default
+    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:_MAX_NAME]
+    base, dot, rest = cleaned.partition(".")
+    if base.upper() in _RESERVED:
+        cleaned = f"{base}_{dot}{rest}"
+    return cleaned or default
+
+
+def distinct_stem(stem: str) -> str:
+    """A file stem for ``stem`` that no other stem can share: :func:`safe_name`, with a short
+    digest of ``stem`` itself appended (``a/b`` -> ``a_b-<8 hex digits>``)."""
+    digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe_name(stem, default='task')}-{digest}"
 
 
 def name_from_url(url: str, *, default: str = "video.mp4") -> str:
@@ -51,49 +57,19 @@ def name_from_url(url: str, *, default: str = "video.mp4") -> str:
 
 
 def resolve_inside(dest: Path, name: str) -> Path:
-    """``dest / name``, refusing any result that is not directly inside ``dest``.
+    """``dest / name`` (``dest`` resolved), refusing a ``name`` that is not a plain file name.
+
+    The name itself is not resolved: a link sitting at it is the writer's to refuse, not
+    something to follow out of ``dest``.
 
     Raises:
-        ValueError: If the resolved path escapes ``dest`` (it cannot after :func:`safe_name`,
-            so this is a second line of defence).
+        ValueError: If ``name`` holds a separator or is ``.``/``..`` (it cannot after
+            :func:`safe_name`, so this is a second line of defence).
     """
     root = dest.resolve()
-    target = (root / name).resolve()
-    if target.parent != root:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise ValueError(f"refusing to write {name!r} outside {root}")
-    return target
-
-
-async def stream_to_file(http: httpx.AsyncClient, url: str, target: Path) -> Path:
-    """Stream ``url`` into ``target`` through a temporary file renamed into place at the end.
-
-    Never holds the whole video in memory; a failure leaves no partial file behind.
-
-    Raises:
-        httpx.HTTPError: On transport errors or a non-2xx answer.
-    """
-    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-    try:
-        async with http.stream("GET", url) as response:
-            response.raise_for_status()
-            out = await run_blocking(partial.open, "wb")
-            try:
-                async for chunk in response.aiter_bytes(_CHUNK):
-                    await run_blocking(out.write, chunk)
-                await run_blocking(_flush_and_sync, out)
-            finally:
-                await run_blocking(out.close)
-        await run_blocking(os.replace, partial, target)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await run_blocking(partial.unlink, True)
-        raise
-    return target
-
-
-def _flush_and_sync(out: BinaryIO) -> None:
-    out.flush()
-    os.fsync(out.fileno())
+    return root / name
 
 
 def plan_download(
@@ -122,67 +98,9 @@ def plan_download(
     if not urls:
         raise ValueError("nothing to download: no video URL")
     for url in urls:
-        if not url.lower().startswith(("http://", "https://")):
-            raise ValueError(f"refusing to download a non-http(s) URL: {url!r}")
+        if not url.lower().startswith(("http://", "https://")) or not is_fetchable_url(url):
+            raise ValueError(f"refusing to download a non-http(s) URL: {url[:200]!r}")
     return list(zip(urls, names, strict=True))
-
-
-async def download_all(
-    http: httpx.AsyncClient,
-    files: Sequence[tuple[str, str]],
-    dest: Path,
-    *,
-    retry: RetryPolicy,
-    rng: random.Random,
-) -> list[Path]:
-    """Fetch each ``(url, name)`` into ``dest`` concurrently, each with retries.
-
-    Returns:
-        The paths written, in the order of ``files``.
-
-    Raises:
-        APIError: The first failure, once every other download has finished.
-    """
-    await run_blocking(lambda: dest.mkdir(parents=True, exist_ok=True))
-    targets = [resolve_inside(dest, name) for _, name in files]
-    errors: list[APIError] = []
-
-    async def fetch(url: str, target: Path) -> None:
-        try:
-            await _fetch_with_retries(http, url, target, retry=retry, rng=rng)
-        except APIError as exc:  # reported after the others finish, not as an ExceptionGroup
-            errors.append(exc)
-
-    async with anyio.create_task_group() as tg:
-        for (url, _), target in zip(files, targets, strict=True):
-            tg.start_soon(fetch, url, target)
-    if errors:
-        raise errors[0]
-    return targets
-
-
-async def _fetch_with_retries(
-    http: httpx.AsyncClient, url: str, target: Path, *, retry: RetryPolicy, rng: random.Random
-) -> None:
-    attempt = 0
-    while True:
-        try:
-            await stream_to_file(http, url, target)
-            return
-        except httpx.HTTPStatusError as exc:
-            status = exc.response.status_code
-            if status < 500 or attempt >= retry.attempts:
-                hint = _EXPIRED_HINT if status in _EXPIRED_STATUSES else ""
-                raise APIError(
-                    f"download of {target.name} failed: HTTP {status}{hint}", method="GET"
-                ) from None
-        except httpx.TransportError as exc:
-            if attempt >= retry.attempts:
-                raise APIConnectionError(
-                    f"download of {target.name} failed: {type(exc).__name__}", method="GET"
-                ) from None
-        await anyio.sleep(retry.delay(attempt, rng=rng))
-        attempt += 1
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -17,7 +17,8 @@
     │   ├── APIResponseValidationError            a 2xx answer we cannot read
     │   ├── APIConnectionError                    no answer at all
     │   │   └── APITimeoutError
-    │   └── AmbiguousSubmitError                  a POST /v1/generate whose outcome is unknown
+    │   ├── AmbiguousSubmitError                  a POST /v1/generate whose outcome is unknown
+    │   └── DownloadError                         a result video refused, too large or unsaved
     ├── TaskFailedError                           the task ended in failure
     ├── BudgetExceededError                       a credit budget would be exceeded
     ├── SchedulerClosedError (also RuntimeError)  a job submitted to a closed scheduler
@@ -45,6 +46,7 @@ __all__ = [
     "BadRequestError",
     "BudgetExceededError",
     "ConfigurationError",
+    "DownloadError",
     "GrokImagineError",
     "InputError",
     "InvalidRequestError",
@@ -258,3 +260,19 @@ class BudgetExceededError(GrokImagineError):
 class SchedulerClosedError(GrokImagineError, RuntimeError):
     """Raised when a job is submitted to a scheduler that is not running or no longer accepts
     jobs (its input was closed, it was cancelled, or a fatal error stopped it)."""
+
+
+class DownloadError(APIError):
+    """Raised when a result video cannot be fetched or saved, and retrying would not help.
+
+    For instance: its host is a local address not in ``download_hosts``, a redirect goes from
+    https to http or past ``Limits.max_redirects``, it is larger than
+    ``Limits.max_video_bytes``, or a folder or link sits at its file name.
+
+    Attributes:
+        url: The URL that was being fetched (a result URL, never with the token).
+    """
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message, method="GET")
+        self.url = url

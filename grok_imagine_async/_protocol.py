@@ -7,9 +7,12 @@ and 6 (failure classes).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
+
+import httpx
 
 from ._errors import (
     APIResponseValidationError,
@@ -31,6 +34,10 @@ _PENDING = frozenset(
 )
 _PROCESSING = frozenset({"processing", "running", "generating", "in_progress", "started"})
 _unknown_seen: set[str] = set()
+MAX_UNKNOWN_REMEMBERED = 100
+"""Distinct unknown statuses logged per process; a server inventing new ones stops there."""
+MAX_INT = 10**15
+"""Numbers beyond this (credits, codes) are not believable and read as missing."""
 
 
 def normalize_status(raw: object) -> TaskStatus:
@@ -47,9 +54,11 @@ def normalize_status(raw: object) -> TaskStatus:
         return TaskStatus.PENDING
     if key in _PROCESSING:
         return TaskStatus.PROCESSING
-    if key not in _unknown_seen:
+    if key not in _unknown_seen and len(_unknown_seen) < MAX_UNKNOWN_REMEMBERED:
         _unknown_seen.add(key)
-        logger.warning("unknown task status %r: treating it as not finished", raw)
+        logger.warning("unknown task status %r: treating it as not finished", str(raw)[:100])
+        if len(_unknown_seen) == MAX_UNKNOWN_REMEMBERED:
+            logger.warning("further unknown task statuses are not logged")
     return TaskStatus.UNKNOWN
 
 
@@ -84,17 +93,22 @@ def classify_failure(task: Task) -> FailureClass | None:
 
 
 def _as_int(value: object) -> int | None:
+    """``value`` as a believable whole number, or None (never raises, whatever the server sent)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
     if isinstance(value, str):
+        if len(value) > 32:  # int("9" * 400) works, and means nothing
+            return None
         try:
-            return int(float(value))
+            value = float(value)
         except ValueError:
             return None
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return None
+        value = int(value)
+    if isinstance(value, int) and -MAX_INT <= value <= MAX_INT:
+        return value
     return None
 
 
@@ -112,12 +126,30 @@ def _as_datetime(value: object) -> datetime | None:
     return None
 
 
-def _as_urls(value: object) -> tuple[str, ...]:
+def _as_urls(value: object, *, task_id: str) -> tuple[str, ...]:
     if isinstance(value, str):
-        return (value,) if value.strip() else ()
-    if isinstance(value, (list, tuple)):
-        return tuple(item.strip() for item in value if isinstance(item, str) and item.strip())
-    return ()
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        return ()
+    urls = tuple(item.strip() for item in value if isinstance(item, str) and item.strip())
+    for url in urls:
+        if not is_fetchable_url(url):
+            raise APIResponseValidationError(
+                f"status answer for {task_id} holds a result URL that is not a valid http(s) "
+                f"URL: {url[:100]!r}"
+            )
+    return urls
+
+
+def is_fetchable_url(url: str) -> bool:
+    """True if ``url`` is an absolute http(s) URL with a host that httpx can request."""
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):  # control characters, spaces
+        return False
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
 
 
 def parse_task(data: object, *, task_id: str) -> Task:
@@ -141,16 +173,24 @@ def parse_task(data: object, *, task_id: str) -> Task:
     error_message = data.get("error_message")
     request = data.get("request")
     raw_id = data.get("task_id")
-    return Task(
-        task_id=str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id) else task_id,
-        status=normalize_status(raw_status),
-        raw_status=str(raw_status),
-        consumed_credits=_as_int(data.get("consumed_credits")),
-        created_at=_as_datetime(data.get("created_at")),
-        error_message=str(error_message) if error_message not in (None, "") else None,
-        request=dict(request) if isinstance(request, Mapping) else None,
-        videos=_as_urls(data.get("response")),
-    )
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not str(raw_id):
+        raw_id = task_id
+    try:
+        return Task(
+            task_id=str(raw_id)[:200],
+            status=normalize_status(raw_status),
+            raw_status=str(raw_status)[:200],
+            consumed_credits=_as_int(data.get("consumed_credits")),
+            created_at=_as_datetime(data.get("created_at")),
+            error_message=str(error_message) if error_message not in (None, "") else None,
+            request=dict(request) if isinstance(request, Mapping) else None,
+            videos=_as_urls(data.get("response"), task_id=task_id),
+        )
+    except ValueError as exc:  # pydantic's ValidationError is one: a field we cannot hold
+        raise APIResponseValidationError(
+            f"status answer for {task_id} cannot be read ({type(exc).__name__})",
+            body=repr(data)[:500],
+        ) from None
 
 
 def parse_task_id(data: object) -> str | None:
@@ -198,9 +238,20 @@ def find_error(
         retry_after: Seconds to wait, as read from the headers, carried on the error.
         method: The request's method, for the error's context.
         path: The request's path, for the error's context.
+
+    Raises:
+        APIResponseValidationError: If a 2xx answer's ``code`` is present but unreadable.
     """
     body_code = _as_int(body.get("code")) if isinstance(body, Mapping) else None
     http_ok = 200 <= http_status < 300
+    if http_ok and isinstance(body, Mapping) and body.get("code") is not None and body_code is None:
+        # A success status whose body says "code": "inf": neither success nor a readable error.
+        raise APIResponseValidationError(
+            f"answer carries an unreadable code {str(body.get('code'))[:40]!r}",
+            body=repr(body)[:500],
+            method=method,
+            path=path,
+        )
     if http_ok and (body_code is None or body_code == 200):
         return None
     code = http_status if not http_ok else (body_code if body_code is not None else http_status)

@@ -19,6 +19,7 @@ import anyio
 import httpx
 
 from ._backoff import RetryPolicy
+from ._bounded import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_bounded
 from ._clock import Clock
 from ._errors import (
     AmbiguousSubmitError,
@@ -32,8 +33,10 @@ from ._errors import (
 )
 from ._headers import read_rate_limit_headers
 from ._limiting.protocol import Permit, Priority, RateLimiter, RateLimitFeedback
+from ._limits import Limits
 from ._models import GenerationRequest
 from ._protocol import find_error, has_error_body
+from ._redact import Redactor
 
 logger = logging.getLogger("grok_imagine_async")
 
@@ -57,7 +60,10 @@ class Sender:
         rng: Jitter for the retry schedule.
         on_ambiguous_submit: ``"raise"`` (a lost POST answer raises
             :class:`AmbiguousSubmitError`) or ``"resubmit"`` (it is retried like the rest).
-        request_options: Extra keyword arguments for each ``http.request`` (a timeout).
+        request_options: Extra keyword arguments for each ``http.build_request`` (a timeout).
+        limits: Bounds on an answer's size and a request's total time.
+        max_wait_hint: The longest server wait hint obeyed (one rate-limit period): a longer
+            one ends the call with its error, ``retry_after`` set, instead of sleeping.
     """
 
     def __init__(
@@ -72,19 +78,29 @@ class Sender:
         rng: random.Random,
         on_ambiguous_submit: AmbiguousSubmitPolicy,
         request_options: Mapping[str, Any],
+        limits: Limits | None = None,
+        max_wait_hint: float = float("inf"),
     ) -> None:
         self._http = http
         self._base_url = base_url
         self._api_key = api_key
+        self._redact = Redactor(api_key)
         self._limiter = limiter
         self._clock = clock
         self._retry = retry
         self._rng = rng
         self.on_ambiguous_submit = on_ambiguous_submit
         self._request_options = dict(request_options)
+        self._limits = limits or Limits()
+        self._max_wait_hint = max_wait_hint
 
     def __repr__(self) -> str:
         return f"Sender(base_url={self._base_url!r})"
+
+    @property
+    def redactor(self) -> Redactor:
+        """Hides the token in text the client builds from server data."""
+        return self._redact
 
     async def request(
         self,
@@ -99,6 +115,8 @@ class Sender:
     ) -> Any:
         """Send one API call with retries per API.md rule 5; return the answer's ``data``.
 
+        The ``data`` returned has the token redacted from every string, like every error.
+
         Args:
             request: The generation a POST carries, for :class:`AmbiguousSubmitError`.
             before_send: Awaited after the permit, right before each send, and shielded with
@@ -107,6 +125,8 @@ class Sender:
 
         Raises:
             AmbiguousSubmitError: A POST's answer was lost (with ``on_ambiguous_submit="raise"``).
+            RateLimitError, ServerError: Also when the server asks to wait longer than one
+                rate-limit period (``retry_after`` says how long).
             APIError: The last failure, once retries are spent or not allowed.
         """
         resubmit = self.on_ambiguous_submit == "resubmit"
@@ -114,27 +134,35 @@ class Sender:
         attempt = 0
         while True:
             error: APIError
+            final: APIError | None = None
             hint: float | None = None
+            # Errors are raised after their except block, so that no httpx exception (which
+            # holds the request and its Authorization header) rides along as __context__.
             try:
                 return await self._send_once(method, path, priority, params, body, before_send)
             except _Unsent as exc:  # the request never left: safe to resend, even a POST
                 error = exc.error
             except _Lost as exc:  # sent, answer lost: a POST may have started a task
-                if is_post and not resubmit:
-                    raise self.ambiguous(request, exc.error.message, exc.error) from None
                 error = exc.error
+                if is_post and not resubmit:
+                    final = self.ambiguous(request, error.message, error)
             except RateLimitError as exc:
                 error, hint = exc, exc.retry_after
             except ServerError as exc:
-                if is_post and not resubmit and not has_error_body(exc.body):
-                    raise self.ambiguous(request, str(exc), exc) from None
                 error, hint = exc, exc.retry_after
+                if is_post and not resubmit and not has_error_body(exc.body):
+                    final = self.ambiguous(request, str(exc), exc)
             except APIResponseValidationError as exc:
-                if is_post and not resubmit:
-                    raise self.ambiguous(request, exc.message, exc) from None
                 error = exc
-            if attempt >= self._retry.attempts:
-                raise error
+                if is_post and not resubmit:
+                    final = self.ambiguous(request, exc.message, exc)
+            if final is None and (
+                attempt >= self._retry.attempts or (hint is not None and hint > self._max_wait_hint)
+            ):
+                final = error  # a wait longer than the plan's window: the caller decides
+            if final is not None:
+                _detach(error)
+                raise _detach(final)
             delay = self._retry.delay(attempt, hint=hint, rng=self._rng)
             logger.warning(
                 "%s %s failed (%s); retry %d of %d in %.2fs",
@@ -153,8 +181,8 @@ class Sender:
     ) -> AmbiguousSubmitError:
         """The error for a submission that may or may not have started a task."""
         error = AmbiguousSubmitError(
-            f"the generation may or may not have started ({reason}); it was not resent, to "
-            "avoid paying twice",
+            f"the generation may or may not have started ({self._redact.text(reason)}); it "
+            "was not resent, to avoid paying twice",
             request=request,
             path=GENERATE_PATH,
         )
@@ -172,12 +200,32 @@ class Sender:
     ) -> Any:
         permit = await self._limiter.acquire(priority=priority)
         if before_send is None:
-            return await self._exchange(method, path, permit, params, body)
+            return await self._bounded_exchange(method, path, permit, params, body)
         # From the recorded intent to the read answer, one shielded step: a cancellation
-        # landing in between would leave an intent for a request that was never sent.
+        # landing in between would leave an intent for a request that was never sent. The
+        # step is bounded by ``max_request_time``, so the shield cannot hold forever.
         with anyio.CancelScope(shield=True):
             await before_send()
+            return await self._bounded_exchange(method, path, permit, params, body)
+
+    async def _bounded_exchange(
+        self,
+        method: str,
+        path: str,
+        permit: Permit,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+    ) -> Any:
+        limit = self._limits.max_request_time
+        with anyio.move_on_after(limit):
             return await self._exchange(method, path, permit, params, body)
+        raise _Lost(
+            APITimeoutError(
+                f"no complete answer within {limit:g}s (max_request_time)",
+                method=method,
+                path=path,
+            )
+        )
 
     async def _exchange(
         self,
@@ -187,34 +235,82 @@ class Sender:
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
     ) -> Any:
+        failure: _Unsent | _Lost | APIConnectionError | APIResponseValidationError | None = None
         try:
-            response = await self._http.request(
+            outgoing = self._http.build_request(
                 method,
                 self._base_url + path,
                 params=params,
                 json=body,
-                headers={"Authorization": f"Bearer {self._api_key}"},
+                headers={
+                    "Authorization": f"Bearer {self._api_key}",
+                    "Accept-Encoding": ACCEPT_ENCODING,
+                },
                 **self._request_options,
             )
+            response = await self._http.send(outgoing, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             kind = (
                 APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
             )
-            raise _Unsent(kind(_transport_message(exc), method=method, path=path)) from None
-        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
-            raise APIConnectionError(_transport_message(exc), method=method, path=path) from None
+            failure = _Unsent(kind(self._transport_message(exc), method=method, path=path))
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
+            failure = APIConnectionError(self._transport_message(exc), method=method, path=path)
+        except httpx.DecodingError as exc:  # an in-memory transport decodes as it answers
+            failure = APIResponseValidationError(
+                f"{method} {path} answered with a body that does not decode "
+                f"({self._transport_message(exc)})",
+                method=method,
+                path=path,
+            )
         except httpx.TimeoutException as exc:
-            raise _Lost(
-                APITimeoutError(_transport_message(exc), method=method, path=path)
-            ) from None
+            failure = _Lost(APITimeoutError(self._transport_message(exc), method=method, path=path))
         except httpx.TransportError as exc:
-            raise _Lost(
-                APIConnectionError(_transport_message(exc), method=method, path=path)
-            ) from None
-        return await self._read_answer(response, permit=permit, method=method, path=path)
+            failure = _Lost(
+                APIConnectionError(self._transport_message(exc), method=method, path=path)
+            )
+        if failure is not None:
+            raise failure
+        try:
+            text = await self._read_text(response, method=method, path=path)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        return await self._read_answer(response, text, permit=permit, method=method, path=path)
+
+    async def _read_text(self, response: httpx.Response, *, method: str, path: str) -> str:
+        """The answer's body as text, read within the size bound."""
+        failure: Exception | None = None
+        limit = self._limits.max_answer_bytes
+        try:
+            raw = await read_bounded(response, limit=limit)
+        except BodyTooLarge:
+            failure = APIResponseValidationError(
+                f"{method} {path} answered with more than {limit} bytes (max_answer_bytes)",
+                method=method,
+                path=path,
+            )
+        except (BadEncoding, httpx.DecodingError) as exc:
+            failure = APIResponseValidationError(
+                f"{method} {path} answered with a body that does not decode: {exc}",
+                method=method,
+                path=path,
+            )
+        except httpx.TimeoutException as exc:
+            failure = _Lost(APITimeoutError(self._transport_message(exc), method=method, path=path))
+        except httpx.TransportError as exc:
+            failure = _Lost(
+                APIConnectionError(self._transport_message(exc), method=method, path=path)
+            )
+        if failure is not None:
+            raise failure
+        try:
+            return raw.decode(response.charset_encoding or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know: read it as the API's UTF-8
+            return raw.decode("utf-8", errors="replace")
 
     async def _read_answer(
-        self, response: httpx.Response, *, permit: Permit, method: str, path: str
+        self, response: httpx.Response, text: str, *, permit: Permit, method: str, path: str
     ) -> Any:
         limits = read_rate_limit_headers(response.headers, now_unix=self._clock.unix())
         await self._limiter.observe(
@@ -226,36 +322,54 @@ class Sender:
                 retry_after=limits.retry_after,
             )
         )
-        text = response.text
-        try:
-            body: Any = json.loads(text) if text else None
-        except ValueError:
-            body = text
+        body = self._decode(text, method=method, path=path)
         wait_hint = limits.wait_hint if response.status_code == 429 else limits.retry_after
         error = find_error(
             response.status_code, body, retry_after=wait_hint, method=method, path=path
         )
         if error is not None:
-            raise self._redacted(error)
+            raise error
         if not isinstance(body, dict):
             raise APIResponseValidationError(
                 f"{method} {path} answered {response.status_code} with a body that is not a JSON "
                 "object",
-                body=self._redact_text(text[:500]),
+                body=self._redact.text(text, limit=500),
                 method=method,
                 path=path,
             )
         return body.get("data")
 
-    def _redact_text(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key in text else text
+    def _decode(self, text: str, *, method: str, path: str) -> Any:
+        """The JSON in ``text`` with the token redacted, or the redacted text if not JSON."""
+        if not text:
+            return None
+        error: APIResponseValidationError | None = None
+        try:
+            return self._redact.data(json.loads(text))
+        except RecursionError:
+            error = APIResponseValidationError(
+                f"{method} {path} answered with JSON nested too deep to read",
+                method=method,
+                path=path,
+            )
+        except ValueError:  # not JSON (or nested deeper than MAX_DEPTH)
+            pass
+        if error is not None:
+            raise error
+        return self._redact.text(text)
 
-    def _redacted(self, error: APIStatusError) -> APIStatusError:
-        if self._api_key in error.message or self._api_key in repr(error.body):
-            error.message = self._redact_text(error.message)
-            error.args = (error.message,)
-            error.body = self._redact_text(repr(error.body))
-        return error
+    def _transport_message(self, exc: Exception) -> str:
+        # httpx messages name the host and the error; h11's can quote a header value, so the
+        # token is redacted before the text is cut.
+        text = str(exc) or type(exc).__name__
+        return self._redact.text(f"{type(exc).__name__}: {text}", limit=300)
+
+
+def _detach(error: APIError) -> APIError:
+    """``error`` cut from the exception that was being handled when it was made."""
+    error.__context__ = None
+    error.__suppress_context__ = True
+    return error
 
 
 class _Unsent(Exception):
@@ -270,12 +384,6 @@ class _Lost(Exception):
 
     def __init__(self, error: APIConnectionError) -> None:
         self.error = error
-
-
-def _transport_message(exc: httpx.HTTPError) -> str:
-    # httpx messages name the host and the error, never headers; keep them short.
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def _describe(error: APIError) -> str:

@@ -21,9 +21,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 class ChunkStream(httpx.AsyncByteStream):
     """A body produced chunk by chunk (optionally forever, optionally slowly)."""
 
-    def __init__(
-        self, chunk: bytes, *, count: int | None = None, pause: float = 0.0
-    ) -> None:
+    def __init__(self, chunk: bytes, *, count: int | None = None, pause: float = 0.0) -> None:
         self.chunk, self.count, self.pause, self.sent = chunk, count, pause, 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -52,7 +50,9 @@ def answer(data: Any, *, code: Any = 200, status: int = 200, **headers: str) -> 
 def make_client(handler: Handler, **kwargs: Any) -> AsyncGrokImagine:
     options: dict[str, Any] = {"retry": FAST_RETRY, "limiter": RecordingLimiter(), **kwargs}
     http = options.pop("http", None) or httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return AsyncGrokImagine(api_key=TOKEN, base_url=options.pop("base_url", BASE), http_client=http, **options)
+    return AsyncGrokImagine(
+        api_key=TOKEN, base_url=options.pop("base_url", BASE), http_client=http, **options
+    )
 
 
 def exception_chain(exc: BaseException) -> list[BaseException]:

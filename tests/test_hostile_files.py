@@ -48,7 +48,11 @@ class PromptAPI:
             return answer({"task_id": f"task-{prompt}"})
         task_id = request.url.params["task_id"]
         return answer(
-            {"task_id": task_id, "status": "completed", "response": [f"https://cdn.test/{task_id}.mp4"]}
+            {
+                "task_id": task_id,
+                "status": "completed",
+                "response": [f"https://cdn.test/{task_id}.mp4"],
+            }
         )
 
 
@@ -56,7 +60,9 @@ async def _run(api: PromptAPI, prompt: str, journal: Path) -> Any:
     client = make_client(api)
     spec = JobSpec(GenerationRequest(prompt=prompt), key="job1")
     async with client.generate_many([spec], journal=journal) as results:
-        return [result async for result in results][0]
+        results_seen = [result async for result in results]
+    assert len(results_seen) == 1
+    return results_seen[0]
 
 
 @pytest.mark.anyio
@@ -95,11 +101,13 @@ async def test_a_version_1_journal_is_migrated_and_still_replays(tmp_path: Path)
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
     conn.executescript(V1_SCHEMA)
-    request = json.dumps({"mode": "normal", "prompt": "old", "ratio": "1:1"}, separators=(",", ":"), sort_keys=True)
+    request = json.dumps(
+        {"mode": "normal", "prompt": "old", "ratio": "1:1"}, separators=(",", ":"), sort_keys=True
+    )
     conn.execute(
         "INSERT INTO jobs (key, request, state, task_id, attempts, credits, videos, updated_at) "
-        "VALUES ('job1', ?, 'completed', 'task-old', 1, 40, '[\"https://cdn.test/task-old.mp4\"]', 0)",
-        (request,),
+        "VALUES ('job1', ?, 'completed', 'task-old', 1, 40, ?, 0)",
+        (request, '["https://cdn.test/task-old.mp4"]'),
     )
     conn.commit()
     conn.close()
@@ -207,8 +215,11 @@ def test_server_text_in_a_task_description_is_escaped() -> None:
     from grok_imagine_async._cli.status import describe
 
     task = Task(
-        task_id="t\x1b[31m", status=TaskStatus.FAILED, raw_status="fail\x9b2J",
-        error_message="bad\x1b[2J", videos=("https://cdn.test/\x1b[0m",),
+        task_id="t\x1b[31m",
+        status=TaskStatus.FAILED,
+        raw_status="fail\x9b2J",
+        error_message="bad\x1b[2J",
+        videos=("https://cdn.test/\x1b[0m",),
     )
     text = describe(task)
     assert "\x1b" not in text and "\x9b" not in text and "bad" in text

@@ -24,11 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate videos with the Grok Imagine API: one, or thousands that survive "
         "a crash and resume without paying twice.",
         epilog="First try: grok-imagine batch examples/prompts.txt --emulate --out videos",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (batch, generate, status, emulator):
         module.register(subparsers)
+    for subparser in subparsers.choices.values():
+        # "--api TOKEN" would pass for --api-key, and the resume line, which leaves out only
+        # the full spelling, would then print the token.
+        subparser.allow_abbrev = False
     return parser
 
 

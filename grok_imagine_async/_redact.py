@@ -1,0 +1,70 @@
+"""Keeping the API token out of everything we show or write: checks and redaction (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import ConfigurationError
+
+REDACTED = "***"
+MAX_DEPTH = 32
+"""Deepest JSON nesting accepted in an answer (real answers nest 3 deep)."""
+
+# RFC 6750's b64token: what a bearer token may hold. Nothing else can reach a header, and
+# nothing in it is changed by repr() or JSON escaping, so redacting its plain text suffices.
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def check_token(token: str) -> str:
+    """``token`` without surrounding whitespace, if it is a valid bearer token.
+
+    Raises:
+        ConfigurationError: If it holds a character a bearer token cannot hold (a newline, a
+            space, a non-ASCII letter). The message never contains the token.
+    """
+    token = token.strip()
+    if not _TOKEN.fullmatch(token):
+        bad = sorted({f"U+{ord(c):04X}" for c in token if not _TOKEN.fullmatch(c) and c != "="})
+        raise ConfigurationError(
+            "the API key holds characters a bearer token cannot hold "
+            f"({', '.join(bad[:5]) or 'misplaced ='}): check how it was copied"
+        )
+    return token
+
+
+class Redactor:
+    """Replaces a secret in text and decoded JSON, before anything is truncated or shown.
+
+    Args:
+        secret: The text to hide (the API token).
+    """
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return "Redactor(***)"
+
+    def text(self, text: str, *, limit: int | None = None) -> str:
+        """``text`` with the secret replaced, then cut to ``limit`` characters."""
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, REDACTED)
+        return text if limit is None else text[:limit]
+
+    def data(self, value: Any, *, depth: int = 0) -> Any:
+        """A copy of decoded JSON with the secret replaced in every key and string.
+
+        Raises:
+            ValueError: If ``value`` nests deeper than :data:`MAX_DEPTH`.
+        """
+        if isinstance(value, str):
+            return self.text(value)
+        if depth >= MAX_DEPTH and isinstance(value, (Mapping, list)):
+            raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, Mapping):
+            return {self.text(str(k)): self.data(v, depth=depth + 1) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.data(item, depth=depth + 1) for item in value]
+        return value
