@@ -25,6 +25,7 @@ from .._errors import ConfigurationError
 from .._limiting.local import LocalRateLimiter, Pacing
 from .._limiting.plans import RateLimit, resolve_rate_limit
 from .._limiting.protocol import RateLimiter
+from .text import printable
 
 EXIT_OK = 0
 """Every job completed."""
@@ -237,7 +238,7 @@ def scaled_poll(policy: PollPolicy, scale: float) -> PollPolicy:
 
 def error(command: str, message: object) -> None:
     """Print ``grok-imagine <command>: <message>`` on stderr."""
-    print(f"grok-imagine {command}: {message}", file=sys.stderr, flush=True)
+    print(f"grok-imagine {command}: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def command_line(argv: Sequence[str]) -> str:

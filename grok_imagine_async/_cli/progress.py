@@ -15,6 +15,7 @@ import anyio
 
 from .._models import FailureClass
 from .._scheduling.jobs import JobEvent, JobFinished, JobResumed, JobSubmitted
+from .text import printable
 
 if TYPE_CHECKING:
     from .._scheduling.jobs import SchedulerStatistics
@@ -103,7 +104,7 @@ class BatchProgress:
     def take_notices(self) -> list[str]:
         """The messages gathered since the last call (failures), oldest first."""
         notices, self.notices = self.notices, []
-        return notices
+        return [printable(notice) for notice in notices]
 
     def snapshot(self, stats: SchedulerStatistics | None) -> ProgressSnapshot:
         """The counts now, completed by the scheduler's statistics if it is running."""

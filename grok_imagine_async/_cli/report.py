@@ -6,6 +6,7 @@ its work, and they are right even after an interrupted run.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from .._blocking import run_blocking
+from .._files import create_temp
 from .._journal.sqlite import SqliteJournal
 from .._models import FailureClass
 from .._scheduling.inputs import JobFile
 from .._scheduling.jobs import JournalRecord, JournalState
+from .text import printable
 
 __all__ = ["BatchOutcome", "print_summary", "write_manifest"]
 
@@ -123,9 +126,11 @@ async def write_manifest(
     """
     outcome = BatchOutcome()
     target = out_dir / MANIFEST_NAME
-    partial = out_dir / f".{MANIFEST_NAME}.part"
     seen: set[str] = set()
-    handle = await run_blocking(lambda: partial.open("w", encoding="utf-8"))
+    # A random name, created exclusively: a file or link planted at a fixed name cannot
+    # receive the manifest (or redirect it elsewhere).
+    partial, raw = await run_blocking(create_temp, target)
+    handle = io.TextIOWrapper(raw, encoding="utf-8")
     try:
         lines: list[str] = []
 
@@ -219,7 +224,7 @@ def summary_rows(outcome: BatchOutcome) -> list[tuple[str, str]]:
 def print_summary(outcome: BatchOutcome, *, rich: bool, advice: Iterable[str] = ()) -> None:
     """Print the summary table, the first problem jobs, and ``advice`` lines."""
     rows = summary_rows(outcome)
-    samples = [(k, s, m[:160]) for k, s, m in outcome.samples]
+    samples = [(printable(k), s, printable(m)[:160]) for k, s, m in outcome.samples]
     if rich:
         from rich.console import Console
         from rich.table import Table

@@ -16,6 +16,7 @@ import anyio
 from .._errors import APIError, ConfigurationError, NotFoundError
 from .._models import Task, TaskStatus
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_connection_options, connect, error
+from .text import printable
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -73,19 +74,19 @@ async def _status(args: argparse.Namespace) -> int:
 
 def describe(task: Task) -> str:
     """A few aligned lines about ``task``, for people."""
-    lines = [f"{task.task_id}  {task.status.value} ({task.raw_status})"]
+    lines = [f"{printable(task.task_id)}  {task.status.value} ({printable(task.raw_status)})"]
     if task.created_at is not None:
         lines.append(f"  created    {task.created_at.isoformat()}")
     if task.consumed_credits is not None:
         lines.append(f"  credits    {task.consumed_credits}")
     if task.request:
-        prompt = str(task.request.get("prompt", ""))
+        prompt = printable(task.request.get("prompt", ""))
         lines.append(f"  prompt     {prompt[:100]}{'...' if len(prompt) > 100 else ''}")
     if task.error_message:
         failure = task.failure_class.value if task.failure_class else "unknown"
-        lines.append(f"  error      {task.error_message} ({failure})")
+        lines.append(f"  error      {printable(task.error_message)} ({failure})")
     for i, url in enumerate(task.videos):
-        lines.append(f"  {'videos' if i == 0 else '':<10} {url}")
+        lines.append(f"  {'videos' if i == 0 else '':<10} {printable(url)}")
     if task.status is TaskStatus.COMPLETED and not task.videos:
         lines.append("  error      completed without a video URL")
     return "\n".join(lines)

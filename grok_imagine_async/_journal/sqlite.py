@@ -29,6 +29,7 @@ from .._blocking import run_blocking
 from .._errors import JournalError
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._scheduling.jobs import JobResult, JournalRecord, JournalState
+from .._scheduling.resume import request_digest
 from .sqlite_file import (
     close,
     connect,
@@ -145,17 +146,18 @@ class SqliteJournal:
         its write started writes nothing, so a job stopped before its POST is not mistaken for
         an ambiguous one.
         """
-        text = request_json(request)
+        text, digest = request_json(request), request_digest(request)
 
         def apply(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO jobs (key, request, state, task_id, attempts, updated_at) "
-                "VALUES (?, ?, ?, NULL, ?, ?) "
+                "INSERT INTO jobs (key, request, state, task_id, attempts, updated_at, "
+                "request_digest) VALUES (?, ?, ?, NULL, ?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET request = excluded.request, "
                 "state = excluded.state, task_id = NULL, "
                 "attempts = max(jobs.attempts, excluded.attempts), "
-                "error = NULL, failure_class = NULL, updated_at = excluded.updated_at",
-                (key, text, JournalState.INTENT.value, attempt, time.time()),
+                "error = NULL, failure_class = NULL, updated_at = excluded.updated_at, "
+                "request_digest = excluded.request_digest",
+                (key, text, JournalState.INTENT.value, attempt, time.time(), digest),
             )
 
         await self._write(apply, shield=False)
@@ -208,14 +210,16 @@ class SqliteJournal:
             error,
             None if result.failure_class is None else result.failure_class.value,
             time.time(),
+            request_digest(result.request),
         )
 
         def apply(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO jobs (key, request, state, task_id, attempts, credits, videos, "
-                "files, error, failure_class, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "files, error, failure_class, updated_at, request_digest) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET state = excluded.state, "
+                "request = excluded.request, request_digest = excluded.request_digest, "
                 "task_id = coalesce(excluded.task_id, jobs.task_id), "
                 "attempts = max(jobs.attempts, excluded.attempts), "
                 "credits = max(jobs.credits, excluded.credits), videos = excluded.videos, "

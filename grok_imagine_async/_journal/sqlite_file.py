@@ -16,8 +16,9 @@ from typing import Any
 from .._errors import JournalError
 from .._models import FailureClass, GenerationRequest
 from .._scheduling.jobs import JournalRecord, JournalState
+from .._scheduling.resume import request_digest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x47494A31  # "GIJ1": marks the file as ours, so a stray database is refused
 
 _SCHEMA = """
@@ -36,7 +37,8 @@ CREATE TABLE jobs (
     files TEXT NOT NULL DEFAULT '[]',
     error TEXT,
     failure_class TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    request_digest TEXT
 );
 CREATE INDEX jobs_state ON jobs (state);
 CREATE TABLE tasks (
@@ -47,7 +49,10 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_key ON tasks (key);
 """
-COLUMNS = "key, request, state, task_id, attempts, credits, videos, files, error, failure_class"
+COLUMNS = (
+    "key, request, state, task_id, attempts, credits, videos, files, error, failure_class, "
+    "request_digest"
+)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -141,12 +146,30 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
             f"grok-imagine-async understands ({SCHEMA_VERSION}): upgrade the package",
             path=path,
         )
+    if version == 1:
+        _migrate_from_1(conn)
+        return
     if version < SCHEMA_VERSION:
         raise JournalError(
             f"journal {path} has schema version {version}, which this version cannot read "
             f"(it reads {SCHEMA_VERSION})",
             path=path,
         )
+
+
+def _migrate_from_1(conn: sqlite3.Connection) -> None:
+    """Version 2 stores each job's request digest: version 1 files get it computed."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN request_digest TEXT")
+    rows = conn.execute("SELECT key, request FROM jobs").fetchall()
+    conn.executemany(
+        "UPDATE jobs SET request_digest = ? WHERE key = ?",
+        [(request_digest(_request_from_json(text)), key) for key, text in rows],
+    )
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (name, value) VALUES ('schema_version', ?)",
+        (str(SCHEMA_VERSION),),
+    )
 
 
 def read_one(conn: sqlite3.Connection, *, key: str) -> JournalRecord | None:
@@ -200,7 +223,7 @@ def _request_from_json(text: str) -> GenerationRequest:
 
 def to_record(row: Sequence[Any]) -> JournalRecord:
     """A row of :data:`COLUMNS` as a :class:`JournalRecord`."""
-    key, request, state, task_id, attempts, credits, videos, files, error, failure = row
+    key, request, state, task_id, attempts, credits, videos, files, error, failure, digest = row
     return JournalRecord(
         key=key,
         request=_request_from_json(request),
@@ -212,6 +235,7 @@ def to_record(row: Sequence[Any]) -> JournalRecord:
         files=tuple(json.loads(files)),
         error=error,
         failure_class=_failure_class(failure),
+        request_digest=digest,
     )
 
 

@@ -334,6 +334,7 @@ class JournalRecord:
         files: Downloaded files, once downloaded.
         error: The failure message, once failed.
         failure_class: The failure class, once failed.
+        request_digest: A digest of the request's payload, if the journal stores one.
     """
 
     key: str
@@ -346,6 +347,7 @@ class JournalRecord:
     files: tuple[str, ...] = field(default_factory=tuple)
     error: str | None = None
     failure_class: FailureClass | None = None
+    request_digest: str | None = None
 
 
 @runtime_checkable

@@ -8,8 +8,11 @@ outcome is unknown (see the client's ``on_ambiguous_submit``).
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from .._errors import AmbiguousSubmitError, GrokImagineError, TaskFailedError
-from .._models import FailureClass, Task, TaskStatus
+from .._models import FailureClass, GenerationRequest, Task, TaskStatus
 from .jobs import JournalRecord, JournalState
 
 FINAL_STATES = frozenset({JournalState.COMPLETED, JournalState.FAILED})
@@ -49,3 +52,19 @@ def replayed_task(record: JournalRecord) -> Task:
         raw_status="completed",
         videos=record.videos,
     )
+
+
+def request_digest(request: GenerationRequest) -> str:
+    """A digest of what ``request`` asks the API for (its payload), stored with its record."""
+    canonical = json.dumps(request.payload(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def same_request(record: JournalRecord, request: GenerationRequest) -> bool:
+    """True if ``record`` was made for ``request``: only then may its outcome be reused.
+
+    A key names a job, not its content: an input whose line ``id=job1`` changed its prompt
+    must not get the old prompt's video back.
+    """
+    recorded = record.request_digest or request_digest(record.request)
+    return recorded == request_digest(request)

@@ -18,6 +18,7 @@ heap in ``_due``, journal decisions in ``_resume``, the job vocabulary in ``_job
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -64,10 +65,12 @@ from .jobs import (
     request_key,
 )
 from .polling import DurationModel, PollPlanner
-from .resume import FINAL_STATES, journal_error, never_paid, replayed_task
+from .resume import FINAL_STATES, journal_error, never_paid, replayed_task, same_request
 
 if TYPE_CHECKING:
     from .._client import AsyncGrokImagine
+
+logger = logging.getLogger("grok_imagine_async")
 
 DEFAULT_SCHEDULER_POLL = PollPolicy(
     wait_initial=1.0, wait_factor=1.5, wait_max=30.0, wait_jitter=0.1
@@ -359,6 +362,13 @@ class JobScheduler:
                 record = await self._journal.load(job.key) if self._journal is not None else None
                 if record is not None and never_paid(record):
                     record = None  # refused by the budget or the API earlier: try it again
+                if record is not None and not same_request(record, job.request):
+                    logger.warning(
+                        "job %s: its request changed since the journal recorded it; running it "
+                        "anew",
+                        job.key,
+                    )
+                    record = None
                 if record is not None and record.state in FINAL_STATES:
                     await self._replay(job, record)  # sends nothing: needs no in-flight slot
                     continue
