@@ -228,6 +228,7 @@ def print_summary(outcome: BatchOutcome, *, rich: bool, advice: Iterable[str] = 
     if rich:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         console = Console()
         table = Table(title="Batch summary", show_header=False, title_justify="left")
@@ -240,8 +241,8 @@ def print_summary(outcome: BatchOutcome, *, rich: bool, advice: Iterable[str] = 
             problems = Table(title="Problems (first ones)", title_justify="left")
             for name in ("key", "status", "error"):
                 problems.add_column(name, overflow="fold")
-            for sample in samples:
-                problems.add_row(*sample)
+            for sample in samples:  # Text: "[...]" in server text is not markup
+                problems.add_row(*(Text(cell) for cell in sample))
             console.print(problems)
         for line in advice:
             console.print(line, markup=False, highlight=False)
