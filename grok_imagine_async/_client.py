@@ -261,11 +261,22 @@ class AsyncGrokImagine:
             AmbiguousSubmitError: If the answer was lost and the task may exist (not resent).
             APIError: Any other failure, after retries where API.md rule 5 allows them.
         """
+        if isinstance(prompt, str):  # before validation copies a prompt of any size
+            self._check_prompt(prompt)
         return await self.submit(
             build_request(
                 prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
             )
         )
+
+    def _check_prompt(self, prompt: str) -> None:
+        longest = self._limits.max_prompt_chars
+        if len(prompt) > longest:
+            problem = (
+                f"the prompt has {len(prompt)} characters, more than {longest} "
+                "(Limits.max_prompt_chars)"
+            )
+            raise InvalidRequestError(f"invalid request: {problem}", problems=(problem,))
 
     async def submit(self, request: GenerationRequest) -> str:
         """Start the generation described by ``request`` and return its task id.
@@ -292,13 +303,7 @@ class AsyncGrokImagine:
         """
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"submit() takes a GenerationRequest, got {type(request).__name__}")
-        longest = self._limits.max_prompt_chars
-        if len(request.prompt) > longest:
-            problem = (
-                f"the prompt has {len(request.prompt)} characters, more than {longest} "
-                "(Limits.max_prompt_chars)"
-            )
-            raise InvalidRequestError(f"invalid request: {problem}", problems=(problem,))
+        self._check_prompt(request.prompt)
         data = await self._sender.request(
             "POST",
             GENERATE_PATH,

@@ -342,3 +342,17 @@ async def test_keys_that_sanitise_alike_get_their_own_files(tmp_path: Any) -> No
     assert sorted(p.read_bytes() for p in paths) == sorted(
         f"video of /{i}.mp4".encode() for i in range(3)
     )
+
+
+@pytest.mark.anyio
+async def test_a_prompt_over_the_limit_fails_its_job_not_the_batch() -> None:
+    from grok_imagine_async import Limits
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return answer({"task_id": "t1"} if request.method == "POST" else TASK)
+
+    client = make_client(handler, limits=Limits(max_prompt_chars=100))
+    async with client.generate_many(["a cat", "p" * 101]) as results:
+        outcome = {r.request.prompt[:5]: r async for r in results}
+    assert outcome["a cat"].ok
+    assert isinstance(outcome["ppppp"].error, InvalidRequestError)

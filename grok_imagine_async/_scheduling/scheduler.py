@@ -39,6 +39,7 @@ from .._errors import (
     AuthenticationError,
     BudgetExceededError,
     GrokImagineError,
+    InvalidRequestError,
     NotFoundError,
     SchedulerClosedError,
     TaskFailedError,
@@ -468,7 +469,7 @@ class JobScheduler:
             self._reserved -= cost
             await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
             raise
-        except APIError as exc:
+        except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
             self._reserved -= cost
             await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
             return
