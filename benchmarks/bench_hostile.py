@@ -1,8 +1,8 @@
 """What a hostile server costs the client: memory, disk and (virtual) time per attack.
 
-Run: ``python -m benchmarks.bench_hostile``. In process, through ``httpx.MockTransport`` on the
-virtual-time loop; nothing reaches the network. Peak memory is traced with tracemalloc (Python
-allocations) and the process RSS growth is read with psutil.
+Run: ``python -m benchmarks.bench_hostile`` (writes ``results/hostile.md``). In process,
+through ``httpx.MockTransport`` on the virtual-time loop; nothing reaches the network. Peak
+memory is traced with tracemalloc (Python allocations); RSS growth is read with psutil.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from grok_imagine_async import AsyncGrokImagine, Limits, RetryPolicy, Task, Task
 from grok_imagine_async.testing import VirtualTimeEventLoop
 
 TOKEN = "bench-token-0123456789"
+RESULTS = Path(__file__).parent / "results" / "hostile.md"
 
 
 class _Stream(httpx.AsyncByteStream):
@@ -121,10 +122,15 @@ async def main() -> None:
     rows.append(["(bytes left on disk after it)", str(left), "", "", ""])
     prompt = "p" * 20_000_000
     rows.append(await _measure("20 MB prompt", lambda: _client(big).generate(prompt)))
-    print("| attack | outcome | traced peak MiB | RSS growth MiB | virtual s |")
-    print("|---|---|---:|---:|---:|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    lines = [
+        "| attack | outcome | traced peak MiB | RSS growth MiB | virtual s |",
+        "|---|---|---:|---:|---:|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    text = "\n".join(lines) + "\n"
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(text)
+    print(text, end="")
 
 
 if __name__ == "__main__":
