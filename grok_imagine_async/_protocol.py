@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -33,9 +34,10 @@ _PENDING = frozenset(
     {"pending", "queued", "waiting", "queuing", "submitted", "in_queue", "created"}
 )
 _PROCESSING = frozenset({"processing", "running", "generating", "in_progress", "started"})
-_unknown_seen: set[str] = set()
 MAX_UNKNOWN_REMEMBERED = 100
-"""Distinct unknown statuses logged per process; a server inventing new ones stops there."""
+"""Unknown statuses remembered (so logged once) per process, the least recent forgotten first:
+a server inventing a new status per answer cannot grow the memo."""
+_unknown_seen: OrderedDict[str, None] = OrderedDict()
 MAX_INT = 10**15
 """Numbers beyond this (credits, codes) are not believable and read as missing."""
 
@@ -54,11 +56,14 @@ def normalize_status(raw: object) -> TaskStatus:
         return TaskStatus.PENDING
     if key in _PROCESSING:
         return TaskStatus.PROCESSING
-    if key not in _unknown_seen and len(_unknown_seen) < MAX_UNKNOWN_REMEMBERED:
-        _unknown_seen.add(key)
+    key = key[:100]
+    if key in _unknown_seen:
+        _unknown_seen.move_to_end(key)
+    else:
+        _unknown_seen[key] = None
+        if len(_unknown_seen) > MAX_UNKNOWN_REMEMBERED:
+            _unknown_seen.popitem(last=False)
         logger.warning("unknown task status %r: treating it as not finished", str(raw)[:100])
-        if len(_unknown_seen) == MAX_UNKNOWN_REMEMBERED:
-            logger.warning("further unknown task statuses are not logged")
     return TaskStatus.UNKNOWN
 
 

@@ -9,6 +9,9 @@ from typing import Any
 from ._errors import ConfigurationError
 
 REDACTED = "***"
+MIN_REDACTED = 8
+"""Secrets shorter than this are not searched for: "t" would turn every word into "***"
+(and every JSON key); real tokens are dozens of characters long."""
 MAX_DEPTH = 32
 """Deepest JSON nesting accepted in an answer (real answers nest 3 deep)."""
 
@@ -38,11 +41,12 @@ class Redactor:
     """Replaces a secret in text and decoded JSON, before anything is truncated or shown.
 
     Args:
-        secret: The text to hide (the API token).
+        secret: The text to hide (the API token); one shorter than :data:`MIN_REDACTED`
+            characters is left alone (a test token such as ``"t"`` is no secret).
     """
 
     def __init__(self, secret: str) -> None:
-        self._secret = secret
+        self._secret = secret if len(secret) >= MIN_REDACTED else ""
 
     def __repr__(self) -> str:
         return "Redactor(***)"
