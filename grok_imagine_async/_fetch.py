@@ -141,6 +141,10 @@ class Downloader:
                     failure = APIConnectionError(
                         f"download of {target.name} failed: {type(exc).__name__}", method="GET"
                     )
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # e.g. a body that does not decode
+                failure = DownloadError(
+                    f"download of {target.name} failed: {type(exc).__name__}", url=url
+                )
             if failure is not None:
                 raise failure  # outside the except block: no httpx request in its context
             await anyio.sleep(self._retry.delay(attempt, rng=self._rng))

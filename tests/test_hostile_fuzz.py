@@ -158,3 +158,74 @@ def test_any_status_answer_ends_in_our_errors_within_the_bound(spec: dict[str, A
 @given(answers())
 def test_any_generate_answer_ends_in_our_errors_within_the_bound(spec: dict[str, Any]) -> None:
     _run(spec, "post")
+
+
+locations = st.one_of(
+    st.sampled_from(
+        [
+            "/v2.mp4",
+            "https://cdn.test/v3.mp4",
+            "http://cdn.test/v.mp4",
+            "http://127.0.0.1/v",
+            "ftp://x/y",
+            "//other.test/v",
+            "",
+            "http://[::1",
+            "javascript:x",
+        ]
+    ),
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30),
+)
+
+
+@st.composite
+def video_answers(draw: st.DrawFn) -> list[dict[str, Any]]:
+    spec = []
+    for _ in range(draw(st.integers(min_value=1, max_value=8))):
+        answer = draw(answers())
+        if draw(st.booleans()):
+            answer["status"] = draw(st.sampled_from([301, 302, 303, 307, 308]))
+            answer["headers"]["location"] = draw(locations)
+        spec.append(answer)
+    return spec
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(video_answers())
+def test_any_video_answer_ends_in_our_errors_and_leaves_no_partial_file(
+    spec: list[dict[str, Any]],
+) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from grok_imagine_async import Task, TaskStatus
+
+    answers_left = list(spec)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        current = answers_left.pop(0) if len(answers_left) > 1 else answers_left[0]
+        return _handler(current)(request)
+
+    async def main(folder: Path) -> None:
+        limits = Limits(max_video_bytes=4096, max_request_time=30.0)
+        client = make_client(handle, retry=RETRY, limits=limits)
+        task = Task(
+            task_id="t1",
+            status=TaskStatus.COMPLETED,
+            raw_status="completed",
+            videos=("https://cdn.test/v.mp4",),
+        )
+        try:
+            with anyio.fail_after(10_000):
+                await client.download(task, folder)
+        except GrokImagineError:
+            pass
+        assert not [p for p in folder.iterdir() if p.name.endswith(".part")]
+
+    with tempfile.TemporaryDirectory() as folder:
+        anyio.run(
+            main,
+            Path(folder),
+            backend="asyncio",
+            backend_options={"loop_factory": VirtualTimeEventLoop},
+        )
