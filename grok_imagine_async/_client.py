@@ -431,8 +431,9 @@ class AsyncGrokImagine:
         Files are written through a temporary file and renamed into place, never held whole
         in memory, and never outside ``dest`` whatever the URL or task id contains. A task's
         files are named ``<stem>.mp4`` (``<stem>_<n>.mp4`` when it has several), where the stem
-        is ``stem`` if given, else the task id, sanitised; a stem that sanitising changed gets
-        a short digest of the original, so keys like ``a/b`` and ``a?b`` never share a file.
+        is ``stem`` if given, else the task id, sanitised. When another stem already took that
+        name in ``dest`` (keys ``a/b``, ``a_b`` and ``a?b`` all sanitise to ``a_b``), the later
+        one gets a short digest of itself added, so no download overwrites another's.
         Downloads do not carry the API token and do not use the API quota. They follow up to
         ``Limits.max_redirects`` redirects (never from https to http), stop at
         ``Limits.max_video_bytes``, and refuse local addresses not in ``download_hosts``.

@@ -97,11 +97,6 @@ class Sender:
     def __repr__(self) -> str:
         return f"Sender(base_url={self._base_url!r})"
 
-    @property
-    def redactor(self) -> Redactor:
-        """Hides the token in text the client builds from server data."""
-        return self._redact
-
     async def request(
         self,
         method: str,
