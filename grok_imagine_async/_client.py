@@ -81,6 +81,7 @@ class AsyncGrokImagine:
         download_hosts: Hosts result videos may be fetched from even though they are local
             or private addresses (``"127.0.0.1"``, ``"cdn.internal"``). The API's own host is
             always allowed; other loopback, link-local and private addresses are refused.
+            ``["*"]`` allows every host (e.g. behind a proxy on a private address).
 
     Raises:
         ConfigurationError: If no API key is given or found in the environment, the key

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+ANY_HOST = "*"
+"""In ``download_hosts``: allow every host, e.g. behind a proxy on a private address (the
+address connected to is then the proxy's)."""
 
 
 def normalize_host(host: str) -> str:
@@ -46,7 +49,8 @@ class HostPolicy:
     """Hosts downloads may reach.
 
     Args:
-        allowed: Host names or addresses always allowed (normalised), e.g. the API's host.
+        allowed: Host names or addresses always allowed (normalised), e.g. the API's host;
+            ``"*"`` allows every host (the policy is then off).
     """
 
     allowed: frozenset[str] = frozenset()
@@ -61,7 +65,7 @@ class HostPolicy:
     def refusal(self, url: httpx.URL) -> str | None:
         """Why ``url`` may not be fetched, or None if its host is fine before connecting."""
         host = normalize_host(url.host)
-        if host in self.allowed:
+        if host in self.allowed or ANY_HOST in self.allowed:
             return None
         if host == "localhost" or host.endswith(".localhost"):
             return f"{host} is this machine"
@@ -76,7 +80,7 @@ class HostPolicy:
         Only real network connections report their address; in-memory transports (tests,
         ``httpx.ASGITransport``) have none and pass.
         """
-        if normalize_host(url.host) in self.allowed:
+        if normalize_host(url.host) in self.allowed or ANY_HOST in self.allowed:
             return None
         stream = response.extensions.get("network_stream")
         if stream is None:

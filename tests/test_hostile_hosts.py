@@ -58,8 +58,15 @@ async def test_a_real_connection_to_a_local_address_is_refused_after_connecting(
     ):
         reason = policy.refusal_after_connect(video, response)
         allowed = allowing.refusal_after_connect(video, response)
+        everything = HostPolicy.build(api_url="https://api.example", extra=["*"])
+        off = everything.refusal_after_connect(video, response)
     assert reason is not None and "127.0.0.1" in reason
-    assert allowed is None
+    assert allowed is None and off is None
+
+
+def test_a_star_turns_the_policy_off() -> None:
+    policy = HostPolicy.build(api_url="https://api.example", extra=["*"])
+    assert policy.refusal(httpx.URL("http://127.0.0.1/v")) is None
 
 
 def test_in_memory_answers_have_no_address_and_pass() -> None:
