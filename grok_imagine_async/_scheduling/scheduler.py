@@ -457,6 +457,11 @@ class JobScheduler:
             task_id = await self._client._submit(
                 job.request, before_send=record_intent, priority=self._submit_priority
             )
+        except BudgetExceededError as exc:
+            # A shared budget (a Redis job store) refused the intent: nothing was sent.
+            self._reserved -= cost
+            await self._finish(job, error=exc, failure_class=FailureClass.BUDGET_EXCEEDED)
+            return
         except AmbiguousSubmitError as exc:
             job._attempts = attempt
             self._reserved -= cost

@@ -30,9 +30,14 @@ from ._limiter import (
     RedisRateLimiter,
     RedisUnavailableError,
 )
+from ._store import Claim, RedisJobStore, RedisStoreStatistics, StoredJob
 
 __all__ = [
+    "Claim",
+    "RedisJobStore",
     "RedisLimiterStatistics",
     "RedisRateLimiter",
+    "RedisStoreStatistics",
     "RedisUnavailableError",
+    "StoredJob",
 ]

@@ -31,6 +31,7 @@ from ._fallback import Fallback
 from ._queue import SlotLine
 from ._script import (
     ACQUIRE_SCRIPT,
+    HEARTBEAT_SCRIPT,
     MICROS,
     OBSERVE_SCRIPT,
     RedisKeys,
@@ -177,11 +178,13 @@ class RedisRateLimiter:
         self._clock = clock
         self._acquire_script = self._redis.register_script(ACQUIRE_SCRIPT)
         self._observe_script = self._redis.register_script(OBSERVE_SCRIPT)
+        self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
 
         self._line: SlotLine[Permit | None] = SlotLine()
         self._pending_slot: float | None = None  # loop time of a reserved slot nobody took yet
         self._fallback: Fallback | None = None
         self._peers: int | None = None  # as last counted by Redis
+        self._beating = 0  # processes whose heartbeat Redis saw in the last period
         self._sent_in_window = 0  # every process's slots in the last period, as last counted
         self._tolerance = feedback_tolerance(self._limit, headroom)
         # How late a slot may still be used: half the jitter the headroom absorbs.
@@ -286,6 +289,27 @@ class RedisRateLimiter:
             self._server_pauses += 1  # an unexplained Remaining: 0 paused everyone
         self._note_pause(pause_left / MICROS)
 
+    async def heartbeat(self) -> int:
+        """Tell the token's other processes that this one is alive, busy or idle.
+
+        Peers are otherwise counted from their permits, so an idle process would not be
+        counted, and while Redis is down the busy ones would each take too large a share. Call
+        it more often than once per period (a :class:`RedisJobStore` given this limiter does).
+
+        Returns:
+            The processes seen on the token within the last period, this one included.
+
+        Raises:
+            redis.exceptions.ConnectionError: Or another error of the Redis client, if Redis
+                cannot be reached (the caller decides; nothing is changed here).
+        """
+        self._redis_calls += 1
+        peers = await self._heartbeat_script(
+            keys=[self._keys.beats], args=[to_micros(self._limit.period), self._member]
+        )
+        self._beating = max(1, int(peers))
+        return self._beating
+
     def statistics(self) -> RedisLimiterStatistics:
         """A frozen snapshot of this process's counters."""
         paused_until = self._paused_until
@@ -304,7 +328,7 @@ class RedisRateLimiter:
             fallbacks=self._fallbacks,
             recoveries=self._recoveries,
             late_slots=self._late_slots,
-            peers=self._peers or 1,
+            peers=self._known_peers() or 1,
         )
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -407,7 +431,7 @@ class RedisRateLimiter:
         self._fallback = Fallback.engage(
             self._limit,
             share=self._fallback_share,
-            peers=self._peers,
+            peers=self._known_peers(),
             headroom=self._headroom,
             clock=self._clock,
             probe_interval=self._probe_interval,
@@ -416,6 +440,12 @@ class RedisRateLimiter:
         )
         self._fallbacks += 1
         return self._fallback
+
+    def _known_peers(self) -> int | None:
+        # Busy peers show in the permits, idle ones only in the heartbeats: count both.
+        if self._peers is None and not self._beating:
+            return None
+        return max(self._peers or 1, self._beating)
 
     def _note_pause(self, seconds: float) -> None:
         if seconds > 0:

@@ -113,6 +113,22 @@ return {math.max(0, paused - now), extended}
 """
 
 
+# Keys: [1] beats (member -> last heartbeat). ARGV: [1] period us, [2] member id.
+# Returns: processes that beat within the last period. Kept apart from the peers that acquire,
+# which the hand-back after an outage counts: a beat says a process is alive, not that it is
+# pacing through Redis again. A process counts as a peer while it beats, busy or idle, so that the
+# shares taken while Redis is down add up to at most the plan.
+HEARTBEAT_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local period = tonumber(ARGV[1])
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', now - period))
+redis.call('PEXPIRE', KEYS[1], math.ceil(period / 1000))
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
 def token_namespace(api_key: str) -> str:
     """The key-space name for one API token: a prefix of its SHA-256, never the token itself.
 
@@ -135,6 +151,7 @@ class RedisKeys:
     paused_until: str
     peers: str
     slots: str
+    beats: str
 
     @classmethod
     def for_token(cls, api_key: str, *, prefix: str) -> RedisKeys:
@@ -145,6 +162,7 @@ class RedisKeys:
             paused_until=f"{base}:paused",
             peers=f"{base}:peers",
             slots=f"{base}:slots",
+            beats=f"{base}:beats",
         )
 
     def acquire_keys(self) -> list[str]:

@@ -1,0 +1,481 @@
+"""A job store in Redis shared by every process using one token: a journal they all see.
+
+See :class:`RedisJobStore`. The scripts and key names are in ``_store_script``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import TaskGroup
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'grok_imagine_async.redis needs redis-py: pip install "grok-imagine-async[redis]"'
+    ) from exc
+
+from .._errors import JournalError
+from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
+from .._scheduling.jobs import JobResult, JournalRecord, JournalState
+from ._limiter import _UNAVAILABLE
+from ._store_script import (
+    CLAIM_SCRIPT,
+    HEARTBEAT_SCRIPT,
+    ORPHANS_SCRIPT,
+    Claim,
+    RedisStoreStatistics,
+    StoredJob,
+    StoreKeys,
+    decode,
+)
+from ._writeback import WriteBack
+
+if TYPE_CHECKING:
+    from ._limiter import RedisRateLimiter
+
+__all__ = ["Claim", "RedisJobStore", "RedisStoreStatistics", "StoredJob"]
+
+logger = logging.getLogger("grok_imagine_async.redis")
+
+DEFAULT_STORE_PREFIX = "grok-imagine:jobs"
+DEFAULT_LEASE = 10.0
+DEFAULT_FINISHED_TTL = 7 * 86_400.0
+
+Listener = Callable[[StoredJob | None], None]
+"""Told of every change of a job in the store; None means "changes may have been missed"."""
+
+
+class RedisJobStore:
+    """A :class:`~grok_imagine_async.Journal` in Redis that every process of a token shares.
+
+    Any number of processes on any hosts open one store (same Redis, same token, same
+    ``namespace``) and act as one client: each job is owned by one process at a time, which
+    alone writes it; all of them can read it and are told of its changes (pub/sub); when a
+    process stops renewing its lease (``lease`` seconds), another one adopts its unfinished jobs
+    (:meth:`adopt_orphans`, :meth:`claim`). A job whose task id is known is then polled, never
+    resubmitted; one whose POST was in flight has an unknown outcome and is reported as
+    ambiguous, exactly as with the SQLite journal across restarts.
+
+    ``max_credits`` is one budget for all of them: each POST's 40 credits are reserved
+    atomically in Redis before it is sent, and refused (:class:`BudgetExceededError`) past it.
+
+    If Redis becomes unreachable, writes are kept in memory and written back when it answers
+    again (also after a restart that lost its data); jobs go on meanwhile. While it is down,
+    budgeted POSTs spend at most this process's share (one over the processes last seen) of
+    what was left. Only a SHA-256 prefix of the token names the keys.
+
+    Args:
+        redis: A ``redis://`` URL (the store then owns the connections) or a client you own.
+        api_key: The token whose jobs these are (hashed for key names, never stored).
+        namespace: Separates stores of one token (an app, a batch file).
+        max_credits: The shared credit budget of the namespace; None for none.
+        lease: Seconds a process may go silent before its jobs are adopted; renewed every
+            third of it.
+        finished_ttl: Seconds a finished job stays findable (None: forever).
+        limiter: A :class:`RedisRateLimiter` whose peer heartbeat rides on this store's.
+        key_prefix: Prefix of every key.
+
+    Example:
+        >>> async def main(token: str) -> None:
+        ...     async with RedisJobStore("redis://localhost", api_key=token) as store:
+        ...         print(await store.peek("some-job-id"))
+    """
+
+    def __init__(
+        self,
+        redis: str | aioredis.Redis,
+        *,
+        api_key: str,
+        namespace: str = "default",
+        max_credits: int | None = None,
+        lease: float = DEFAULT_LEASE,
+        finished_ttl: float | None = DEFAULT_FINISHED_TTL,
+        limiter: RedisRateLimiter | None = None,
+        key_prefix: str = DEFAULT_STORE_PREFIX,
+    ) -> None:
+        if not api_key:
+            raise ValueError("RedisJobStore needs the api_key whose jobs it stores")
+        if max_credits is not None and max_credits < 0:
+            raise ValueError(f"max_credits must be >= 0, got {max_credits}")
+        if not lease > 0:
+            raise ValueError("lease must be positive seconds")
+        self._owns_client = isinstance(redis, str)
+        if isinstance(redis, str):
+            self._redis: aioredis.Redis = aioredis.Redis.from_url(
+                redis, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1)
+            )
+        else:
+            self._redis = redis
+        self._keys = StoreKeys.for_token(api_key, prefix=key_prefix, namespace=namespace)
+        self.id = uuid.uuid4().hex[:16]
+        """This process's owner id (random, never reused)."""
+        self._max_credits = max_credits
+        self._lease = lease
+        self._limiter = limiter
+        self._writes = WriteBack(
+            self._redis,
+            self._keys,
+            owner=self.id,
+            max_credits=max_credits,
+            finished_ms=0 if finished_ttl is None else math.ceil(finished_ttl * 1000),
+        )
+        self._claim_script = self._redis.register_script(CLAIM_SCRIPT)
+        self._orphans_script = self._redis.register_script(ORPHANS_SCRIPT)
+        self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
+        self._jobs = self._writes.jobs  # owned here and unfinished, or not yet written
+        self._listeners: list[Listener] = []
+        self._epoch: bytes | None = None
+        self._tg: TaskGroup | None = None
+        self._calls = self._adopted = 0
+
+    def __repr__(self) -> str:
+        # Neither the token nor the URL (it may hold a password).
+        return f"RedisJobStore(id={self.id!r}, keys={self._keys.base!r})"
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RedisJobStore:
+        try:
+            await self._heartbeat()
+        except _UNAVAILABLE as exc:
+            await self._close_client()
+            raise self._error(f"cannot reach the Redis job store ({type(exc).__name__})") from exc
+        self._writes.up_since = anyio.current_time()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._keep_alive)
+        self._tg.start_soon(self._listen)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Write back what waits, give up this process's lease (its unfinished jobs are then
+        adopted by the others at once) and close the connections it opened. Idempotent."""
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                try:
+                    await self._writes.flush()
+                    await self._redis.delete(self._keys.alive_prefix + self.id)
+                except _UNAVAILABLE:
+                    pending = len(self._writes.dirty)
+                    logger.warning("Redis unreachable at shutdown: %d jobs not written", pending)
+        await self._close_client()
+
+    async def _close_client(self) -> None:
+        if self._owns_client:
+            await self._redis.aclose()
+
+    # -- the Journal protocol -----------------------------------------------------------------
+
+    async def load(self, key: str) -> JournalRecord | None:
+        """The record of ``key`` (None if it was never sent); call :meth:`claim` first.
+
+        Raises:
+            JournalError: If the job is not in this process's memory and Redis is unreachable.
+        """
+        job = self._jobs.get(key) or await self.peek(key)
+        return None if job is None else job.record
+
+    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
+        """Record that POST number ``attempt`` is about to be sent, reserving its credits.
+
+        Raises:
+            BudgetExceededError: If the shared budget cannot pay for it (nothing was written).
+            JournalError: If another process owns the job now (this one must not send).
+        """
+        before = self._jobs.get(key)
+        old = before.record if before is not None else None
+        record = JournalRecord(
+            key=key,
+            request=request,
+            state=JournalState.INTENT,
+            attempts=max(attempt, old.attempts if old else 0),
+            credits=old.credits if old else 0,
+        )
+        status = await self._writes.write(StoredJob(key, request, record, self.id), reserve=attempt)
+        if status == "owner":
+            raise self._error(f"job {key} is owned by another process now; not sending it")
+
+    async def record_submitted(self, key: str, task_id: str) -> None:
+        """Record that the POST for ``key`` created ``task_id``."""
+        job = self._jobs.get(key)
+        if job is None or job.record is None:
+            raise KeyError(f"record_submitted({key!r}) without record_intent")
+        record = job.record
+        new = JournalRecord(
+            key=key,
+            request=job.request,
+            state=JournalState.SUBMITTED,
+            task_id=task_id,
+            attempts=record.attempts,
+            credits=record.credits + CREDITS_PER_GENERATION,
+        )
+        await self._writes.write(StoredJob(key, job.request, new, self.id), task_id=task_id)
+
+    async def record_finished(self, result: JobResult) -> None:
+        """Record how the job ended; a POST refused outright gives its credits back."""
+        job = self._jobs.get(result.key)
+        old = job.record if job is not None else None
+        error: str | None = None
+        if not result.ok:
+            if result.error is not None:
+                error = str(result.error)
+            elif result.task is not None:
+                error = result.task.error_message or f"status {result.task.raw_status!r}"
+        task = result.task
+        record = JournalRecord(
+            key=result.key,
+            request=result.request,
+            state=JournalState.COMPLETED if result.ok else JournalState.FAILED,
+            task_id=result.task_id or (old.task_id if old else None),
+            attempts=max(result.attempts, old.attempts if old else 0),
+            credits=max(result.credits, old.credits if old else 0),
+            videos=task.videos if task is not None and task.succeeded else (),
+            files=tuple(str(f) for f in result.files) or (old.files if old else ()),
+            error=error,
+            failure_class=result.failure_class,
+        )
+        refund = result.task is None and result.failure_class is FailureClass.REQUEST_ERROR
+        await self._writes.write(
+            StoredJob(result.key, result.request, record, self.id), refund=refund
+        )
+
+    async def record_files(self, key: str, files: Sequence[Path]) -> None:
+        """Record that the job's videos were downloaded to ``files``."""
+        job = self._jobs.get(key) or await self.peek(key)
+        if job is None or job.record is None:
+            raise KeyError(f"record_files({key!r}) for a job the store never saw")
+        record = _replace_files(job.record, tuple(str(f) for f in files))
+        await self._writes.write(StoredJob(key, job.request, record, self.id))
+
+    # -- sharing ------------------------------------------------------------------------------
+
+    async def register(self, key: str, request: GenerationRequest) -> None:
+        """Record a new job, owned by this process, before it is queued: every process can
+        find it from now on. Kept in memory (and written back) while Redis is down.
+
+        Raises:
+            ValueError: If a job with this key exists already.
+        """
+        status = await self._writes.write(StoredJob(key, request, None, self.id), create=True)
+        if status == "exists":
+            raise ValueError(f"a job with key {key!r} exists already")
+
+    async def peek(self, key: str) -> StoredJob | None:
+        """The job as stored (this process's own newer state first), without claiming it.
+
+        Raises:
+            JournalError: If Redis is unreachable and the job is not in this process's memory.
+        """
+        mine = self._jobs.get(key)
+        if mine is not None:
+            return mine
+        try:
+            self._calls += 1
+            owner, text = await self._redis.hmget(self._keys.job(key), ["owner", "record"])
+            owner = owner.decode() if isinstance(owner, bytes) else owner
+        except _UNAVAILABLE as exc:
+            self._writes.went_down(exc)
+            raise self._error(f"Redis unreachable, cannot look up job {key}") from exc
+        if text is None:
+            return None
+        return decode(text, owner=owner or "")
+
+    async def claim(self, key: str) -> Claim:
+        """Make this process the owner of ``key`` if nobody alive owns it.
+
+        Raises:
+            JournalError: If Redis is unreachable (and the job is not this process's).
+        """
+        mine = self._jobs.get(key)
+        if mine is not None:
+            return Claim("mine", mine)
+        try:
+            self._calls += 1
+            keys = self._keys
+            status, text, owner = await self._claim_script(
+                keys=[keys.job(key), keys.owned_prefix + self.id, keys.owners],
+                args=[self.id, keys.alive_prefix, keys.owned_prefix, keys.channel],
+            )
+        except _UNAVAILABLE as exc:
+            self._writes.went_down(exc)
+            raise self._error(f"Redis unreachable, cannot claim job {key}") from exc
+        name = status.decode()
+        if name == "unknown":
+            return Claim("unknown", None)
+        job = decode(text, owner=self.id if name == "adopted" else owner.decode())
+        if name in ("mine", "adopted"):
+            self._jobs[key] = job
+            if name == "adopted":
+                self._adopted += 1
+                logger.info("adopted job %s from a process that stopped", key)
+        return Claim(name, job)
+
+    def may_adopt(self) -> bool:
+        """Whether this process may adopt orphans now: Redis has answered for a whole lease.
+
+        After an outage every process's lease may have lapsed; each one gets a lease to renew
+        it before anyone takes its jobs.
+        """
+        writes = self._writes
+        return writes.available and anyio.current_time() - writes.up_since >= self._lease
+
+    async def adopt_orphans(self, limit: int = 100) -> list[StoredJob]:
+        """Take over up to ``limit`` unfinished jobs of processes whose lease lapsed.
+
+        Returns nothing unless :meth:`may_adopt`; never raises for an unreachable Redis.
+        """
+        if not self.may_adopt():
+            return []
+        try:
+            self._calls += 1
+            names = await self._orphans_script(
+                keys=[self._keys.owners, self._keys.owned_prefix + self.id],
+                args=[self.id, self._keys.alive_prefix, self._keys.owned_prefix, limit],
+            )
+            adopted = []
+            for name in names:
+                self._calls += 1
+                text = await self._redis.hget(name, "record")
+                if text is None:
+                    continue
+                job = decode(text, owner=self.id)
+                self._jobs[job.key] = job
+                adopted.append(job)
+        except _UNAVAILABLE as exc:
+            self._writes.went_down(exc)
+            return []
+        if adopted:
+            self._adopted += len(adopted)
+            logger.info("adopted %d jobs from processes that stopped", len(adopted))
+        return adopted
+
+    def release(self, key: str) -> None:
+        """Forget a finished job's local copy (once it is written)."""
+        if key not in self._writes.dirty:
+            self._jobs.pop(key, None)
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every job change any process makes; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def credits_committed(self) -> int:
+        """Credits reserved or spent in this namespace by every process (from Redis)."""
+        self._calls += 1
+        value = await self._redis.get(self._keys.credits)
+        return int(value or 0)
+
+    @property
+    def available(self) -> bool:
+        """False while Redis cannot be reached."""
+        return self._writes.available
+
+    def statistics(self) -> RedisStoreStatistics:
+        """A frozen snapshot of this store's counters."""
+        return RedisStoreStatistics(
+            redis_calls=self._calls + self._writes.calls,
+            available=self._writes.available,
+            pending_writes=len(self._writes.dirty),
+            outages=self._writes.outages,
+            adopted=self._adopted,
+            refused_writes=self._writes.refused,
+        )
+
+    # -- internals ----------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        self._calls += 1
+        epoch = await self._heartbeat_script(
+            keys=[self._keys.alive_prefix + self.id, self._keys.owners, self._keys.epoch],
+            args=[self.id, math.ceil(self._lease * 1000), uuid.uuid4().hex],
+        )
+        lost_data = self._epoch is not None and epoch != self._epoch
+        self._epoch = epoch
+        if lost_data:
+            logger.warning("Redis lost its data; writing back %d jobs", len(self._jobs))
+            self._writes.dirty.update(self._jobs)
+        if self._limiter is not None:
+            self._calls += 1
+            await self._limiter.heartbeat()
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await anyio.sleep(self._lease / 3)
+            try:
+                await self._heartbeat()
+                if self._max_credits is not None:
+                    await self._refresh_allowance()
+                self._writes.came_back()
+                await self._writes.flush()
+            except _UNAVAILABLE as exc:
+                self._writes.went_down(exc)
+
+    async def _refresh_allowance(self) -> None:
+        assert self._max_credits is not None
+        left = self._max_credits - await self.credits_committed()
+        peers = self._limiter.statistics().peers if self._limiter is not None else 1
+        self._calls += 1
+        alive = await self._redis.scard(self._keys.owners)
+        self._writes.allowance = max(0, left) // max(1, peers, int(alive))
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._keys.channel)
+                self._tell(None)  # anything may have changed while unsubscribed
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None:
+                        self._on_message(message["data"])
+            except _UNAVAILABLE:
+                await anyio.sleep(min(1.0, self._lease / 3))
+            finally:
+                with anyio.CancelScope(shield=True), contextlib.suppress(*_UNAVAILABLE):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            owner, _version, text = json.loads(data)
+            job = decode(text, owner=owner)
+        except (ValueError, TypeError):
+            return  # not ours
+        self._tell(job)
+
+    def _tell(self, job: StoredJob | None) -> None:
+        for listener in list(self._listeners):
+            listener(job)
+
+    def _error(self, message: str) -> JournalError:
+        # The key space stands where a journal's path would: it names no secret (a hash).
+        return JournalError(message, path=Path(self._keys.base))
+
+
+def _replace_files(record: JournalRecord, files: tuple[str, ...]) -> JournalRecord:
+    import dataclasses
+
+    return dataclasses.replace(record, files=files)

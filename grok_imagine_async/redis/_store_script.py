@@ -1,0 +1,309 @@
+"""The shared job store's state in Redis: key names, Lua scripts, and the record codec.
+
+Pure logic, no I/O: :mod:`grok_imagine_async.redis._store` runs these scripts. Every change
+to a job is one script call, so checking who owns the job, writing its record, keeping the
+owner's set of unfinished jobs and the shared credit count, and telling every other process
+(``PUBLISH``) happen at once or not at all.
+
+Ownership is by *process id* (a random id per store instance, never reused), kept alive by a
+key that expires unless its process renews it: one ``SET PX`` per process per heartbeat,
+whatever the number of jobs. A job whose owner's key expired is *orphaned*; whoever claims it
+first becomes its owner, and from then on the old owner's writes are refused (the owner
+field is the fencing token: it is compared in the same script that writes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .._models import FailureClass, GenerationRequest
+from .._scheduling.jobs import JournalRecord, JournalState
+from ._script import token_namespace
+
+ClaimStatus = Literal["unknown", "mine", "foreign", "adopted", "final"]
+
+QUEUED = "queued"
+"""A state only the store knows: accepted by its owner, no POST sent yet."""
+
+# Keys: [1] the job's hash, [2] the owner's set of unfinished jobs, [3] credits committed.
+# ARGV: [1] owner id, [2] record JSON, [3] 1 if the record is final, [4] credits to reserve
+#       (0: none), [5] the budget (-1: none), [6] credits to refund (0: none), [7] channel,
+#       [8] attempt this reservation is for, [9] 1 to create only (refuse an existing job),
+#       [10] ms a finished job is kept (0: forever).
+# Returns: {status, version} with status 'ok', 'owner' (someone else owns the job),
+#          'budget' (the reservation would pass the budget) or 'exists'.
+WRITE_SCRIPT = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and ARGV[9] == '1' then return {'exists', 0} end
+if owner and owner ~= ARGV[1] then return {'owner', 0} end
+local reserve = tonumber(ARGV[4])
+if reserve > 0 then
+  local reserved_for = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+  if reserved_for < tonumber(ARGV[8]) then
+    local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
+    local budget = tonumber(ARGV[5])
+    if budget >= 0 and spent + reserve > budget then return {'budget', spent} end
+    redis.call('INCRBY', KEYS[3], reserve)
+    redis.call('HSET', KEYS[1], 'reserved', ARGV[8])
+  end
+end
+local refund = tonumber(ARGV[6])
+if refund > 0 and redis.call('HGET', KEYS[1], 'reserved') then
+  redis.call('DECRBY', KEYS[3], refund)
+  redis.call('HDEL', KEYS[1], 'reserved')
+end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'record', ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('SREM', KEYS[2], KEYS[1])
+  if tonumber(ARGV[10]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[10])) end
+else
+  redis.call('SADD', KEYS[2], KEYS[1])
+end
+redis.call('PUBLISH', ARGV[7], cjson.encode({ARGV[1], version, ARGV[2]}))
+return {'ok', version}
+"""
+
+# Keys: [1] the job's hash, [2] the claimer's owned set, [3] the owners set.
+# ARGV: [1] claimer id, [2] alive-key prefix, [3] owned-set prefix, [4] channel.
+# Returns: {status, record JSON or '', previous owner or ''} with status 'unknown', 'mine',
+#          'foreign' (its owner is alive), 'adopted' (its owner was gone: now the claimer's),
+#          or 'final' (finished: nobody needs to own it).
+CLAIM_SCRIPT = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner then return {'unknown', '', ''} end
+local record = redis.call('HGET', KEYS[1], 'record') or ''
+if owner == ARGV[1] then return {'mine', record, owner} end
+if redis.call('SISMEMBER', ARGV[3] .. owner, KEYS[1]) == 0 then
+  return {'final', record, owner}
+end
+if redis.call('EXISTS', ARGV[2] .. owner) == 1 then return {'foreign', record, owner} end
+redis.call('SREM', ARGV[3] .. owner, KEYS[1])
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], version, record}))
+return {'adopted', record, owner}
+"""
+
+# Keys: [1] the owners set, [2] the claimer's owned set.
+# ARGV: [1] claimer id, [2] alive-key prefix, [3] owned-set prefix, [4] most jobs to take.
+# Returns: the job hash keys now owned by the claimer, taken from owners whose key expired.
+ORPHANS_SCRIPT = """
+local taken = {}
+local most = tonumber(ARGV[4])
+for _, owner in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if owner ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. owner) == 0 then
+    local owned = ARGV[3] .. owner
+    for _, job in ipairs(redis.call('SRANDMEMBER', owned, most - #taken)) do
+      redis.call('SMOVE', owned, KEYS[2], job)
+      redis.call('HSET', job, 'owner', ARGV[1])
+      redis.call('HINCRBY', job, 'version', 1)
+      table.insert(taken, job)
+    end
+    if redis.call('SCARD', owned) == 0 then redis.call('SREM', KEYS[1], owner) end
+    if #taken >= most then break end
+  end
+end
+return taken
+"""
+
+# Keys: [1] this process's alive key, [2] the owners set, [3] the epoch.
+# ARGV: [1] owner id, [2] lease ms, [3] a new epoch, should the key space be empty.
+# Returns: the epoch (a server that lost its data answers a new one).
+HEARTBEAT_SCRIPT = """
+redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[2]))
+redis.call('SADD', KEYS[2], ARGV[1])
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  redis.call('SET', KEYS[3], ARGV[3])
+  epoch = ARGV[3]
+end
+return epoch
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreKeys:
+    """The keys and channel of one token's (and one namespace's) job store.
+
+    Everything sits under one Redis Cluster hash tag, so each script finds its keys on one node.
+    """
+
+    base: str
+
+    @classmethod
+    def for_token(cls, api_key: str, *, prefix: str, namespace: str) -> StoreKeys:
+        """Keys for ``api_key``'s jobs in ``namespace``; only a hash of the token is used."""
+        return cls(f"{prefix}:{{{token_namespace(api_key)}:{namespace}}}")
+
+    def job(self, key: str) -> str:
+        """The hash holding one job."""
+        return f"{self.base}:job:{key}"
+
+    def job_key(self, hash_key: str) -> str:
+        """The job key a hash name stands for (inverse of :meth:`job`)."""
+        return hash_key.removeprefix(f"{self.base}:job:")
+
+    @property
+    def alive_prefix(self) -> str:
+        """Prefix of the per-process keys that expire when their process stops renewing them."""
+        return f"{self.base}:alive:"
+
+    @property
+    def owned_prefix(self) -> str:
+        """Prefix of the per-process sets of unfinished jobs."""
+        return f"{self.base}:owned:"
+
+    @property
+    def owners(self) -> str:
+        """The set of processes that may own unfinished jobs."""
+        return f"{self.base}:owners"
+
+    @property
+    def credits(self) -> str:
+        """Credits committed by every process (the shared budget's count)."""
+        return f"{self.base}:credits"
+
+    @property
+    def epoch(self) -> str:
+        """A random value set once: a different one means Redis lost its data."""
+        return f"{self.base}:epoch"
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel announcing every change of a job."""
+        return f"{self.base}:events"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """A job as the store holds it: its journal record, or only a queued request.
+
+    Attributes:
+        key: The job's key.
+        request: What it generates.
+        record: Its journal record; None while it is queued (nothing was sent for it).
+        owner: The id of the process that owns it.
+    """
+
+    key: str
+    request: GenerationRequest
+    record: JournalRecord | None
+    owner: str = ""
+
+    @property
+    def final(self) -> bool:
+        """True once it completed or failed."""
+        return self.record is not None and self.record.state in (
+            JournalState.COMPLETED,
+            JournalState.FAILED,
+        )
+
+
+def encode(job: StoredJob) -> str:
+    """The JSON text stored for ``job``."""
+    data: dict[str, Any] = {"key": job.key, "request": _request_data(job.request)}
+    record = job.record
+    if record is None:
+        data["state"] = QUEUED
+    else:
+        data.update(
+            state=record.state.value,
+            task_id=record.task_id,
+            attempts=record.attempts,
+            credits=record.credits,
+            videos=list(record.videos),
+            files=list(record.files),
+            error=record.error,
+            failure_class=record.failure_class.value if record.failure_class else None,
+        )
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode(text: str | bytes, *, owner: str = "") -> StoredJob:
+    """Read back what :func:`encode` wrote.
+
+    Raises:
+        ValueError: If ``text`` is not such a record (foreign data under our keys).
+    """
+    data = json.loads(text)
+    if not isinstance(data, dict) or "key" not in data or "request" not in data:
+        raise ValueError("not a job record of this store")
+    request = _request_from(data["request"])
+    key = str(data["key"])
+    if data.get("state") == QUEUED:
+        return StoredJob(key, request, None, owner)
+    failure = data.get("failure_class")
+    record = JournalRecord(
+        key=key,
+        request=request,
+        state=JournalState(data["state"]),
+        task_id=data.get("task_id"),
+        attempts=int(data.get("attempts", 0)),
+        credits=int(data.get("credits", 0)),
+        videos=tuple(data.get("videos", ())),
+        files=tuple(data.get("files", ())),
+        error=data.get("error"),
+        failure_class=FailureClass(failure) if failure else None,
+    )
+    return StoredJob(key, request, record, owner)
+
+
+def _request_data(request: GenerationRequest) -> dict[str, Any]:
+    data = request.payload()
+    if request.allow_unlisted:
+        data["allow_unlisted"] = True
+    return data
+
+
+def _request_from(data: dict[str, Any]) -> GenerationRequest:
+    try:
+        return GenerationRequest(**data)
+    except ValueError:
+        # Validated when it was stored; a later, stricter version must still read it back.
+        return GenerationRequest.model_construct(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to :meth:`RedisJobStore.claim`.
+
+    Attributes:
+        status: ``"unknown"`` (no such job), ``"mine"`` (this process owns it), ``"adopted"``
+            (its owner was gone; this process owns it now), ``"foreign"`` (a live process owns
+            it) or ``"final"`` (it finished; nobody needs to own it).
+        job: The job as stored (None when unknown).
+    """
+
+    status: ClaimStatus
+    job: StoredJob | None
+
+    @property
+    def owned(self) -> bool:
+        """True when this process now owns the job and must run it."""
+        return self.status in ("mine", "adopted")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStoreStatistics:
+    """A snapshot of a :class:`RedisJobStore`'s counters.
+
+    Attributes:
+        redis_calls: Commands and scripts sent to Redis.
+        available: False while Redis cannot be reached (writes wait in memory).
+        pending_writes: Jobs whose latest state waits to be written back.
+        outages: Times Redis became unreachable.
+        adopted: Jobs this process took over from processes that stopped.
+        refused_writes: Writes refused because another process owns the job now.
+    """
+
+    redis_calls: int
+    available: bool
+    pending_writes: int
+    outages: int
+    adopted: int
+    refused_writes: int

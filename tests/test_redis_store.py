@@ -1,0 +1,195 @@
+"""RedisJobStore against a real redis-server started for these tests (127.0.0.1 only).
+
+Two stores on one token stand for two processes: what one writes, the other finds and is told
+of; a job has one owner at a time; the credit budget is one for both; an outage loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import pytest
+from _redis_worker import RedisServer
+
+from grok_imagine_async import (
+    BudgetExceededError,
+    FailureClass,
+    GenerationRequest,
+    JobResult,
+    JournalState,
+    Task,
+    TaskStatus,
+)
+from grok_imagine_async._errors import APIConnectionError, JournalError
+
+pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
+
+from grok_imagine_async.redis import RedisJobStore, StoredJob
+from grok_imagine_async.redis._store_script import decode, encode
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+
+TOKEN = "sk-test-SECRET-store-token"
+REQUEST = GenerationRequest(prompt="a lantern on a lake")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def store(url: str, **options: object) -> RedisJobStore:
+    return RedisJobStore(url, api_key=TOKEN, lease=0.6, **options)  # type: ignore[arg-type]
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Wait for what a background task or Redis makes true, within a generous 10 s."""
+    with anyio.fail_after(10.0):
+        while not predicate():  # noqa: ASYNC110 - Redis and its pub/sub raise no local event
+            await anyio.sleep(0.01)
+
+
+def result(key: str, *, ok: bool, task_id: str | None, credits: int) -> JobResult:
+    task = None
+    if task_id is not None:
+        task = Task(
+            task_id=task_id,
+            status=TaskStatus.COMPLETED if ok else TaskStatus.FAILED,
+            raw_status="completed" if ok else "failed",
+            videos=("http://127.0.0.1/v.mp4",) if ok else (),
+        )
+    error = None if ok else APIConnectionError("refused", path="/v1/generate")
+    return JobResult(
+        key=key,
+        request=REQUEST,
+        task=task,
+        error=error,
+        failure_class=None if ok else FailureClass.REQUEST_ERROR,
+        attempts=1,
+        credits=credits,
+        polls=1,
+        submitted_at=None,
+        finished_at=0.0,
+    )
+
+
+def test_records_round_trip_through_json() -> None:
+    queued = StoredJob("k", REQUEST, None, "me")
+    assert decode(encode(queued), owner="me") == queued
+    with pytest.raises(ValueError, match="not a job record"):
+        decode('{"not": "ours"}')
+
+
+async def test_jobs_written_by_one_process_are_found_and_followed_by_another(
+    redis_server: RedisServer,
+) -> None:
+    seen: list[StoredJob] = []
+    async with store(redis_server.url) as a, store(redis_server.url) as b:
+        b.add_listener(lambda job: seen.append(job) if job is not None else None)
+        await a.register("job-1", REQUEST)
+        found = await b.peek("job-1")
+        assert found is not None and found.record is None and found.owner == a.id
+        assert (await b.claim("job-1")).status == "foreign"
+        await a.record_intent("job-1", REQUEST, 1)
+        await a.record_submitted("job-1", "task-1")
+        await wait_until(lambda: any(j.record and j.record.task_id == "task-1" for j in seen))
+        await a.record_finished(result("job-1", ok=True, task_id="task-1", credits=40))
+        await wait_until(lambda: any(j.final for j in seen))
+        final = await b.peek("job-1")
+        assert final is not None and final.record is not None
+        assert final.record.state is JournalState.COMPLETED
+        assert final.record.videos == ("http://127.0.0.1/v.mp4",)
+        assert (await b.claim("job-1")).status == "final"
+        with pytest.raises(ValueError, match="exists already"):
+            await b.register("job-1", REQUEST)  # a key is one job, whoever asks
+
+
+async def test_a_stopped_owners_jobs_are_adopted_once_and_its_late_writes_refused(
+    redis_server: RedisServer,
+) -> None:
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis.from_url(redis_server.url)
+    async with store(redis_server.url) as b, store(redis_server.url) as c:
+        a = store(redis_server.url)
+        await a.__aenter__()
+        await a.register("job-2", REQUEST)
+        await a.record_intent("job-2", REQUEST, 1)
+        await a.record_submitted("job-2", "task-2")
+        await a.register("job-3", REQUEST)
+        await a.aclose()  # gives its lease up: the others may adopt at once
+        await wait_until(b.may_adopt)
+        claim = await b.claim("job-2")
+        assert claim.status == "adopted"
+        assert claim.job is not None and claim.job.record is not None
+        assert claim.job.record.task_id == "task-2"  # polled by its new owner, not resent
+        assert (await c.claim("job-2")).status == "foreign"  # one owner at a time
+        await wait_until(c.may_adopt)
+        orphans = await c.adopt_orphans()
+        assert [job.key for job in orphans] == ["job-3"]
+        assert await b.adopt_orphans() == []
+        # The old owner, were it only stalled, may no longer write the job.
+        ghost = RedisJobStore(raw, api_key=TOKEN, lease=0.6)
+        ghost.id = a.id
+        await ghost.__aenter__()
+        with pytest.raises(JournalError):
+            await ghost.record_intent("job-2", REQUEST, 2)
+        assert ghost.statistics().refused_writes == 1
+        await ghost.aclose()
+    await raw.aclose()
+
+
+async def test_the_credit_budget_is_one_for_every_process(redis_server: RedisServer) -> None:
+    async with (
+        store(redis_server.url, max_credits=80) as a,
+        store(redis_server.url, max_credits=80) as b,
+    ):
+        for key in ("x", "y", "z"):
+            await a.register(key, REQUEST)
+        await a.record_intent("x", REQUEST, 1)
+        await a.record_intent("x", REQUEST, 1)  # the same POST retried: reserved once
+        for key in ("p", "q"):
+            await b.register(key, REQUEST)
+        await b.record_intent("p", REQUEST, 1)
+        assert await b.credits_committed() == 80
+        with pytest.raises(BudgetExceededError):
+            await a.record_intent("y", REQUEST, 1)
+        # A POST refused outright costs nothing: its credits come back.
+        await b.record_finished(result("p", ok=False, task_id=None, credits=0))
+        assert await a.credits_committed() == 40
+        await a.record_intent("y", REQUEST, 1)
+        with pytest.raises(BudgetExceededError):
+            await b.record_intent("q", REQUEST, 1)
+
+
+async def test_writes_made_while_redis_is_down_are_written_back(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "grok_imagine_async.redis")
+    async with store(redis_server.url) as a:
+        await a.register("job-4", REQUEST)
+        await a.record_intent("job-4", REQUEST, 1)
+        redis_server.kill()
+        await a.record_submitted("job-4", "task-4")  # goes on from memory
+        await a.register("job-5", REQUEST)
+        assert not a.available and a.statistics().pending_writes == 2
+        record = await a.load("job-4")
+        assert record is not None and record.task_id == "task-4"
+        redis_server.start()  # empty: it lost everything
+        await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
+        async with store(redis_server.url) as b:
+            job = await b.peek("job-4")
+            assert job is not None and job.record is not None
+            assert job.record.task_id == "task-4" and job.owner == a.id
+            assert await b.peek("job-5") is not None
+    assert "unreachable" in caplog.text and TOKEN not in caplog.text
+
+
+async def test_a_store_that_cannot_be_reached_fails_at_once(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    redis_server.kill()
+    with pytest.raises(JournalError, match="cannot reach"):
+        async with store(url):
+            pass
