@@ -7,6 +7,8 @@ Endpoints:
   ready by then (still 202 with the id if not).
 - ``GET /videos/{id}`` tells the job's status, an estimated progress, and the video URLs.
 - ``GET /videos/{id}/events`` streams the job's changes as Server-Sent Events until it is done.
+- ``GET /healthz`` answers 200 while jobs can run, 503 once the video scheduler stopped (a
+  revoked token, a crash): point your orchestrator's health check at it to restart the worker.
 
 Errors are JSON ``{"detail": ..., "error": <code>}``: 422 for bad input (or a refused prompt),
 402 when the credit budget is spent, 429 when too many jobs are waiting, 502/503/504 when the
@@ -26,10 +28,16 @@ or against the local emulator, no account needed::
     curl -X POST localhost:8000/videos -H 'content-type: application/json' \\
         -d '{"prompt": "a paper boat on a river"}'
     curl -N localhost:8000/videos/<id>/events
+
+Several workers (``uvicorn --workers 4``, replicas, hosts) act as one client of the token when
+they share a Redis: set ``GROK_IMAGINE_REDIS_URL=redis://localhost:6379/0``. The quota, the
+credit budget and the jobs are then shared: any worker answers for any job, and the jobs of a
+worker that dies are taken over by the others, never paid twice.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -117,9 +125,13 @@ def create_app(*, heartbeat: float = 15.0, **grok_options: Any) -> FastAPI:
     Args:
         heartbeat: Seconds between keep-alive (or progress) events on an idle event stream.
         **grok_options: Passed to :func:`grok_imagine_lifespan` (``plan``, ``journal``,
-            ``max_credits``, ``http_client``...); by default everything comes from the
-            ``GROK_IMAGINE_*`` environment variables.
+            ``max_credits``, ``redis_url``, ``http_client``...); by default everything comes
+            from the ``GROK_IMAGINE_*`` environment variables (``$GROK_IMAGINE_REDIS_URL``
+            for ``redis_url``).
     """
+    redis_url = os.environ.get("GROK_IMAGINE_REDIS_URL")
+    if redis_url and "journal" not in grok_options:
+        grok_options.setdefault("redis_url", redis_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -161,6 +173,13 @@ def create_app(*, heartbeat: float = 15.0, **grok_options: Any) -> FastAPI:
             if result is not None:
                 response.status_code = status.HTTP_200_OK
         return describe(jobs, job)
+
+    @app.get("/healthz", responses={503: {"description": "The video scheduler stopped"}})
+    async def health(jobs: GrokJobs) -> dict[str, str]:
+        """200 while this worker can run jobs; 503 once its scheduler stopped (restart it)."""
+        if jobs.closed:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="scheduler stopped")
+        return {"status": "ok"}
 
     @app.get("/videos/{video_id}", response_model=VideoJob)
     async def get_video(video_id: str, jobs: GrokJobs) -> VideoJob:

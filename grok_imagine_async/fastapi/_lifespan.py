@@ -36,6 +36,7 @@ from .._scheduling.jobs import Job, JobEvent, Journal, SchedulerHook
 from .._scheduling.scheduler import JobScheduler
 from ._errors import BacklogFullError, HTTPProblem, SchedulerStoppedError, http_error_for
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
+from ._shared_open import open_shared
 from ._sse import DEFAULT_HEARTBEAT, job_events, sse_event
 
 __all__ = [
@@ -94,6 +95,9 @@ async def grok_imagine_lifespan(
     client_factory: Callable[[], AsyncGrokImagine] | None = None,
     journal: Journal | str | os.PathLike[str] | None = None,
     max_credits: int | None = None,
+    redis_url: str | None = None,
+    redis_namespace: str = "app",
+    redis_lease: float = 10.0,
     max_jobs: int = DEFAULT_MAX_JOBS,
     max_queued: int = DEFAULT_MAX_QUEUED,
     on_event: SchedulerHook | None = None,
@@ -122,8 +126,18 @@ async def grok_imagine_lifespan(
         client_factory: Builds the client instead (for other client settings); called at
             startup, and the client it returns is closed at shutdown. Excludes the five above.
         journal: A :class:`~grok_imagine_async.Journal`, or a SQLite file path, so jobs survive
-            a restart. One per process: a SQLite journal is locked by the process using it.
-        max_credits: Credit budget of this app's process; jobs beyond it are refused (402).
+            a restart. One per process: a SQLite journal is locked by the process using it, so
+            a second worker given the same path fails to start.
+        max_credits: Credit budget of this app's process (of all its workers with
+            ``redis_url``); jobs beyond it are refused (402).
+        redis_url: Run as one of several workers (``uvicorn --workers N``, replicas, hosts)
+            sharing one Redis: a ``RedisRateLimiter`` paces them all to the plan, and a
+            ``RedisJobStore`` is their journal, so a job started through any worker can be
+            looked up, waited on and streamed from every worker, jobs of a worker that stops
+            are adopted by the others, and ``max_credits`` is one budget for all. Excludes
+            ``journal``; a Redis that cannot be reached fails the startup.
+        redis_namespace: Separates apps sharing one token and one Redis.
+        redis_lease: Seconds a worker may go silent before its jobs are adopted.
         max_jobs: Finished jobs to remember by id (see :class:`JobRegistry`).
         max_queued: Jobs allowed to wait for a submission slot before new ones get a 429.
         on_event: Your own hook for every scheduler event (called after the registry's).
@@ -147,8 +161,25 @@ async def grok_imagine_lifespan(
     client_settings = (api_key, base_url, plan, http_client, limiter)
     if client_factory is not None and any(s is not None for s in client_settings):
         raise ValueError("pass either client_factory or client settings, not both")
+    if redis_url is not None and journal is not None:
+        raise ValueError("pass either redis_url (a shared job store) or journal, not both")
 
     async with AsyncExitStack() as stack:
+        shared: Any = None
+        if redis_url is not None:
+            shared = await stack.enter_async_context(
+                open_shared(
+                    redis_url,
+                    api_key=api_key,
+                    plan=plan,
+                    limiter=limiter if client_factory is None else None,
+                    namespace=redis_namespace,
+                    max_credits=max_credits,
+                    lease=redis_lease,
+                )
+            )
+            if client_factory is None:
+                limiter = shared.limiter
         if client_factory is not None:
             client = client_factory()
         else:
@@ -160,20 +191,29 @@ async def grok_imagine_lifespan(
                 limiter=limiter,
             )
         stack.push_async_callback(client.aclose)
-        opened_journal = _journal_from(journal)
-        if opened_journal is not None and opened_journal is not journal:
+        opened_journal = await _journal_from(journal) if shared is None else shared.store
+        if opened_journal is not None and opened_journal is not journal and shared is None:
             stack.push_async_callback(opened_journal.aclose)  # after the scheduler stops
-        jobs = JobRegistry(
-            max_jobs=max_jobs,
-            max_queued=max_queued,
-            max_credits=max_credits,
-            journal=opened_journal,
-        )
+        jobs: JobRegistry
+        if shared is not None:
+            jobs = shared.registry(max_jobs=max_jobs, max_queued=max_queued)
+        else:
+            jobs = JobRegistry(
+                max_jobs=max_jobs,
+                max_queued=max_queued,
+                max_credits=max_credits,
+                journal=opened_journal,
+            )
         runner = _SchedulerRunner(
             client,
             jobs,
             on_event=on_event,
-            options={"journal": opened_journal, "max_credits": max_credits, **scheduler_options},
+            options={
+                "journal": opened_journal,
+                # With a shared store the budget is reserved in Redis, for every worker.
+                "max_credits": max_credits if shared is None else None,
+                **scheduler_options,
+            },
         )
         body_error: Exception | None = None
         scheduler: JobScheduler | None = None
@@ -182,6 +222,8 @@ async def grok_imagine_lifespan(
                 # The scheduler runs in a task of its own: a fatal error there (a revoked
                 # token) then stops the scheduler, not the lifespan and the whole server.
                 scheduler = await group.start(runner.run)
+                if shared is not None:
+                    group.start_soon(shared.run_registry, jobs)
                 resources = GrokImagineResources(client, scheduler, jobs)
                 setattr(app.state, STATE_ATTRIBUTE, resources)
                 try:
@@ -248,13 +290,14 @@ class _SchedulerRunner:
             self._jobs.close()
 
 
-def _journal_from(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
+async def _journal_from(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
     if journal is None or isinstance(journal, Journal):
         return journal
     from .._journal.sqlite import SqliteJournal
 
-    opened: Journal = SqliteJournal(Path(journal))
-    return opened
+    # Opened (and locked) now: a second worker given the same file must fail to start, not
+    # start and then answer 503 to everything.
+    return await SqliteJournal(Path(journal)).open()
 
 
 def _report_unfinished(jobs: JobRegistry, scheduler: JobScheduler, *, journaled: bool) -> None:

@@ -140,6 +140,7 @@ class RedisJobStore:
         self._epoch: bytes | None = None
         self._tg: TaskGroup | None = None
         self._calls = self._adopted = 0
+        self._released = False
 
     def __repr__(self) -> str:
         # Neither the token nor the URL (it may hold a password).
@@ -183,6 +184,18 @@ class RedisJobStore:
                     pending = len(self._writes.dirty)
                     logger.warning("Redis unreachable at shutdown: %d jobs not written", pending)
         await self._close_client()
+
+    async def give_up_lease(self) -> None:
+        """Stop renewing this process's lease and give it up now, from any task: its
+        unfinished jobs are adopted by the other processes at once. For a process whose
+        scheduler stopped; the store stays open (closing is still the owner's job)."""
+        self._released = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+            try:
+                await self._writes.flush()
+                await self._redis.delete(self._keys.alive_prefix + self.id)
+            except _UNAVAILABLE:
+                logger.warning("Redis unreachable: this process's lease runs out by itself")
 
     async def _close_client(self) -> None:
         if self._owns_client:
@@ -341,7 +354,9 @@ class RedisJobStore:
         it before anyone takes its jobs.
         """
         writes = self._writes
-        return writes.available and anyio.current_time() - writes.up_since >= self._lease
+        if self._released or not writes.available:
+            return False
+        return anyio.current_time() - writes.up_since >= self._lease
 
     async def adopt_orphans(self, limit: int = 100) -> list[StoredJob]:
         """Take over up to ``limit`` unfinished jobs of processes whose lease lapsed.
@@ -373,11 +388,6 @@ class RedisJobStore:
             logger.info("adopted %d jobs from processes that stopped", len(adopted))
         return adopted
 
-    def release(self, key: str) -> None:
-        """Forget a finished job's local copy (once it is written)."""
-        if key not in self._writes.dirty:
-            self._jobs.pop(key, None)
-
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with every job change any process makes; returns a remover."""
         self._listeners.append(listener)
@@ -388,6 +398,11 @@ class RedisJobStore:
         self._calls += 1
         value = await self._redis.get(self._keys.credits)
         return int(value or 0)
+
+    @property
+    def lease(self) -> float:
+        """Seconds a process may go silent before its jobs are adopted."""
+        return self._lease
 
     @property
     def available(self) -> bool:
@@ -425,6 +440,8 @@ class RedisJobStore:
     async def _keep_alive(self) -> None:
         while True:
             await anyio.sleep(self._lease / 3)
+            if self._released:
+                return
             try:
                 await self._heartbeat()
                 if self._max_credits is not None:

@@ -1,0 +1,218 @@
+"""The job registry of an app with several workers: every job findable from every worker.
+
+With a :class:`~grok_imagine_async.redis.RedisJobStore`, a job is owned (run) by the worker
+that accepted it, but any worker can answer for it: a job it does not run is *mirrored*, a
+:class:`~grok_imagine_async.Job` handle kept up to date from the store's change messages, so
+``GET /videos/{id}``, waiting and event streams work the same on every worker. When a worker
+stops (or its scheduler dies), its jobs are adopted by the others: polled if their task id is
+known, reported as ambiguous if their POST's outcome is not, never paid twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .._errors import BudgetExceededError, JournalError
+from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
+from .._scheduling.jobs import Job, JobResult, JobSpec, JobState, JournalState
+from .._scheduling.resume import journal_error, replayed_task
+from ._jobs import JobRegistry, _Entry
+
+if TYPE_CHECKING:
+    from ..redis import RedisJobStore, StoredJob
+
+logger = logging.getLogger("grok_imagine_async.fastapi")
+
+_STATES = {
+    JournalState.INTENT: JobState.SUBMITTING,
+    JournalState.SUBMITTED: JobState.RUNNING,
+    JournalState.COMPLETED: JobState.COMPLETED,
+    JournalState.FAILED: JobState.FAILED,
+}
+
+
+class SharedJobRegistry(JobRegistry):
+    """A :class:`JobRegistry` whose jobs every worker sharing ``store`` can find and follow.
+
+    Made by :func:`grok_imagine_lifespan` when given ``redis_url``; its :meth:`run` (in the
+    lifespan's task group) adopts the jobs of workers that stopped.
+
+    Args:
+        store: The job store every worker of the app opens.
+        max_credits: The shared budget (the store enforces it; this refuses jobs early).
+        **options: As for :class:`JobRegistry` (``max_jobs``, ``max_queued``, ``new_id``).
+    """
+
+    def __init__(
+        self,
+        store: RedisJobStore,
+        *,
+        max_credits: int | None = None,
+        max_jobs: int = 10_000,
+        max_queued: int = 256,
+    ) -> None:
+        super().__init__(max_jobs=max_jobs, max_queued=max_queued, journal=store)
+        self._store = store
+        self._shared_budget = max_credits
+        self._mirrors: dict[str, Job] = {}
+        self._stale = False  # the store may have missed changes: re-read every mirror
+        self._remove_listener = store.add_listener(self._on_change)
+        self._closing = anyio.Event()
+
+    def close(self) -> None:
+        """As :meth:`JobRegistry.close`; also ends :meth:`run`."""
+        super().close()
+        self._closing.set()
+
+    async def submit(self, request: GenerationRequest | str) -> Job:
+        """As :meth:`JobRegistry.submit`, with the budget counted over every worker."""
+        if self._shared_budget is not None and self._store.available:
+            committed = await self._store.credits_committed()
+            if committed + CREDITS_PER_GENERATION > self._shared_budget:
+                raise BudgetExceededError(
+                    max_credits=self._shared_budget, committed_credits=committed
+                )
+        return await super().submit(request)
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job ``job_id``, run here or by another worker; None if no worker knows it.
+
+        A job whose worker stopped is adopted here and resumed (polled, never resent).
+
+        Raises:
+            SchedulerStoppedError: If the job must be resumed but the scheduler stopped.
+        """
+        entry = self._entries.get(job_id)
+        if entry is not None:
+            self._entries.move_to_end(job_id)
+            return entry.job
+        if self._closed:
+            return None
+        async with self._lookup_lock:
+            entry = self._entries.get(job_id)
+            if entry is not None:
+                return entry.job
+            try:
+                claim = await self._store.claim(job_id)
+            except JournalError:
+                return None  # Redis is down and no worker here knows the id
+            if claim.job is None:
+                return None
+            if claim.owned:
+                try:
+                    return await self._admit(job_id, JobSpec(claim.job.request, job_id))
+                except ValueError:  # adopted by run() a moment ago: follow it
+                    pass
+            return self._mirror(claim.job)
+
+    async def run(self) -> None:
+        """Until closed: adopt the jobs of stopped workers, and re-read mirrors when the
+        store may have missed changes. Then give this worker's lease up, so that the other
+        workers adopt its unfinished jobs at once (a scheduler that died runs none)."""
+        period = max(0.05, self._store.lease / 3)
+        try:
+            while not self._closed:
+                for job in await self._store.adopt_orphans():
+                    await self._resume_adopted(job)
+                if self._stale:
+                    self._stale = False
+                    await self._refresh_mirrors()
+                with anyio.move_on_after(period):
+                    await self._closing.wait()
+        finally:
+            self._remove_listener()
+            await self._store.give_up_lease()
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _admit(self, key: str, request: GenerationRequest | JobSpec | str) -> Job:
+        if not isinstance(request, JobSpec):  # a new job: every worker can find it from now
+            if isinstance(request, str):
+                from .._models import build_request
+
+                request = build_request(request)
+            await self._store.register(key, request)
+        return await super()._admit(key, request)
+
+    async def _resume_adopted(self, job: StoredJob) -> None:
+        if job.key in self._entries:
+            # Mirrored here: the mirror keeps following the store while this worker runs it.
+            scheduler = self._running()
+            with contextlib.suppress(ValueError):  # already running here
+                await scheduler.submit(JobSpec(job.request, job.key), key=job.key)
+            return
+        with contextlib.suppress(ValueError):
+            await self._admit(job.key, JobSpec(job.request, job.key))
+
+    def _mirror(self, stored: StoredJob) -> Job:
+        job = Job(stored.key, stored.request)
+        self._entries[stored.key] = _Entry(job=job)
+        self._mirrors[stored.key] = job
+        _update(job, stored)
+        self._forget_old()
+        return job
+
+    def _on_change(self, stored: StoredJob | None) -> None:
+        if stored is None:
+            self._stale = True
+            return
+        job = self._mirrors.get(stored.key)
+        if job is None:
+            return
+        entry = self._entries.get(stored.key)
+        if entry is None or entry.job is not job:
+            del self._mirrors[stored.key]  # forgotten meanwhile
+            return
+        if _update(job, stored):
+            self._wake(entry)
+
+    async def _refresh_mirrors(self) -> None:
+        for key in list(self._mirrors):
+            try:
+                stored = await self._store.peek(key)
+            except JournalError:
+                self._stale = True
+                return
+            if stored is not None:
+                self._on_change(stored)
+
+    def _forget_old(self) -> None:
+        super()._forget_old()
+        for key in [k for k in self._mirrors if k not in self._entries]:
+            del self._mirrors[key]
+
+
+def _update(job: Job, stored: StoredJob) -> bool:
+    """Bring a mirror to the stored state; True if it changed."""
+    if job.status.is_final:
+        return False
+    record = stored.record
+    state = JobState.QUEUED if record is None else _STATES[record.state]
+    if record is not None:
+        job._task_id = record.task_id
+        job._attempts = record.attempts
+        job._credits = record.credits
+    if state is job.status and not state.is_final:
+        return False
+    job._state = state
+    if record is not None and state.is_final:
+        failed = record.state is JournalState.FAILED
+        job._result = JobResult(
+            key=job.key,
+            request=job.request,
+            task=None if failed else replayed_task(record),
+            error=journal_error(record) if failed else None,
+            failure_class=(record.failure_class or FailureClass.UNKNOWN) if failed else None,
+            attempts=record.attempts,
+            credits=record.credits,
+            polls=0,
+            submitted_at=None,
+            finished_at=anyio.current_time(),
+            from_journal=True,
+        )
+        job._done.set()
+    return True

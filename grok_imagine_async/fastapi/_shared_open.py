@@ -1,0 +1,96 @@
+"""What ``grok_imagine_lifespan(redis_url=...)`` opens: the shared limiter, store and registry."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .._client import ENV_API_KEY, ENV_PLAN
+from .._errors import ConfigurationError
+from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
+from .._limiting.protocol import RateLimiter
+from ._jobs import JobRegistry
+
+if TYPE_CHECKING:
+    from ..redis import RedisJobStore
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """The Redis side of an app with several workers.
+
+    Attributes:
+        limiter: The rate limiter every worker paces through.
+        store: The job store every worker journals to.
+        max_credits: The budget shared by every worker.
+    """
+
+    limiter: RateLimiter
+    store: RedisJobStore
+    max_credits: int | None
+
+    def registry(self, *, max_jobs: int, max_queued: int) -> JobRegistry:
+        """The app's job registry, finding jobs of every worker."""
+        from ._shared import SharedJobRegistry
+
+        return SharedJobRegistry(
+            self.store, max_credits=self.max_credits, max_jobs=max_jobs, max_queued=max_queued
+        )
+
+    async def run_registry(self, jobs: JobRegistry) -> None:
+        """Run the registry's adoption loop until it closes."""
+        from ._shared import SharedJobRegistry
+
+        assert isinstance(jobs, SharedJobRegistry)
+        await jobs.run()
+
+
+@asynccontextmanager
+async def open_shared(
+    redis_url: str,
+    *,
+    api_key: str | None,
+    plan: str | Plan | RateLimit | None,
+    limiter: RateLimiter | None,
+    namespace: str,
+    max_credits: int | None,
+    lease: float,
+) -> AsyncIterator[Shared]:
+    """Open the limiter (unless one is given) and the store on ``redis_url``.
+
+    Raises:
+        ConfigurationError: If no API key is given or found.
+        JournalError: If Redis cannot be reached (the app must not start).
+    """
+    try:
+        from ..redis import RedisJobStore, RedisRateLimiter
+    except ImportError as exc:
+        raise ConfigurationError(str(exc)) from None
+    key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
+    if key is None or not key.strip():
+        raise ConfigurationError(
+            f"no API key: pass api_key=... or set the {ENV_API_KEY} environment variable"
+        )
+    try:
+        limit = resolve_rate_limit(plan or os.environ.get(ENV_PLAN) or "free")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    own_limiter = RedisRateLimiter(redis_url, limit=limit, api_key=key) if limiter is None else None
+    try:
+        beat = own_limiter or (limiter if isinstance(limiter, RedisRateLimiter) else None)
+        store = RedisJobStore(
+            redis_url,
+            api_key=key,
+            namespace=namespace,
+            max_credits=max_credits,
+            lease=lease,
+            limiter=beat,
+        )
+        async with store:
+            yield Shared(own_limiter or limiter, store, max_credits)  # type: ignore[arg-type]
+    finally:
+        if own_limiter is not None:
+            await own_limiter.aclose()

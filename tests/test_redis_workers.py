@@ -1,0 +1,207 @@
+"""The example app under real ``uvicorn --workers 2``, sharing one Redis, against the emulator.
+
+Both workers accept on one port, so the OS hands each request to either of them (the app's
+``X-Worker`` header tells which). The emulator (uvicorn on 127.0.0.1, real clock) is the judge:
+its statistics say how many tasks were paid for each prompt and how many requests it refused.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _redis_worker import RedisServer, free_port
+
+from grok_imagine_async import RateLimit
+
+pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
+pytest.importorskip("uvicorn", reason='needs the "emulator" extra')
+psutil = pytest.importorskip("psutil")
+
+from grok_imagine_async.testing import Emulator, EmulatorConfig, serve_in_thread  # noqa: E402
+
+pytestmark = [pytest.mark.redis, pytest.mark.integration]
+
+TOKEN = "sk-test-SECRET-workers-token"
+LIMIT = RateLimit(40, 2.0)
+JOBS = 12
+TIMEOUT = 90.0  # generous: the machine is shared; every wait below ends on a condition
+
+
+def wait_for(what: str, condition: Callable[[], bool], *, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Workers:
+    """``uvicorn _redis_app:app --workers 2`` on a free port."""
+
+    def __init__(self, *, base_url: str, redis_url: str, tmp: Path) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(sys.path),
+            "GROK_IMAGINE_API_KEY": TOKEN,
+            "GROK_IMAGINE_BASE_URL": base_url,
+            "GROK_IMAGINE_REDIS_URL": redis_url,
+            "TEST_REQUESTS": str(LIMIT.requests),
+            "TEST_PERIOD": str(LIMIT.period),
+            "TEST_MEDIAN": "1.5",
+            "TEST_LEASE": "1.5",
+        }
+        self.log = (tmp / "uvicorn.log").open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn", "_redis_app:app",
+                "--app-dir", str(Path(__file__).parent),
+                "--workers", "2", "--host", "127.0.0.1", "--port", str(self.port),
+                "--log-level", "warning", "--timeout-graceful-shutdown", "3",
+            ],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        # A new connection per request, so the OS may hand each one to either worker.
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}",
+            timeout=10.0,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
+
+    def pids(self) -> set[int]:
+        return {child.pid for child in psutil.Process(self.process.pid).children()}
+
+    def healthy_workers(self) -> set[str]:
+        """Workers that answered /healthz with 200 over a few tries."""
+        seen = set()
+        for _ in range(20):
+            try:
+                answer = self.http.get("/healthz")
+            except httpx.TransportError:
+                return set()
+            if answer.status_code == 200:
+                seen.add(answer.headers["x-worker"])
+        return seen
+
+    def get(self, job_id: str) -> httpx.Response:
+        return self.http.get(f"/videos/{job_id}")
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.log.close()
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+
+@pytest.fixture
+def emulator() -> Iterator[tuple[str, Emulator]]:
+    config = EmulatorConfig(tokens={TOKEN: LIMIT}, duration_median=3.0, duration_sigma=0.2, seed=14)
+    emulator = Emulator(config)
+    with serve_in_thread(emulator) as url:
+        yield url, emulator
+
+
+@pytest.fixture
+def workers(
+    emulator: tuple[str, Emulator], redis_server: RedisServer, tmp_path: Path
+) -> Iterator[Workers]:
+    served = Workers(base_url=emulator[0], redis_url=redis_server.url, tmp=tmp_path)
+    try:
+        wait_for("both workers to be healthy", lambda: len(served.healthy_workers()) == 2)
+        yield served
+    finally:
+        served.stop()
+
+
+def submit_all(workers: Workers) -> dict[str, int]:
+    """Start the jobs; return each one's id and the worker that accepted (and owns) it."""
+    owners = {}
+    for n in range(JOBS):
+        answer = workers.http.post("/videos", json={"prompt": f"a kite number {n}"})
+        assert answer.status_code == 202, answer.text
+        owners[answer.json()["id"]] = int(answer.headers["x-worker"])
+    return owners
+
+
+def statuses(workers: Workers, ids: list[str]) -> dict[str, Any]:
+    found = {}
+    for job_id in ids:
+        answer = workers.get(job_id)
+        assert answer.status_code == 200, (job_id, answer.status_code, workers.log_text())
+        found[job_id] = answer.json()
+    return found
+
+
+def all_in(workers: Workers, ids: list[str], wanted: set[str]) -> bool:
+    return all(job["status"] in wanted for job in statuses(workers, ids).values())
+
+
+def judge(emulator: Emulator) -> None:
+    stats = emulator.statistics()
+    assert dict(stats.duplicate_submissions) == {}, "a job was paid twice"
+    assert stats.tasks_created == JOBS
+    assert stats.rate_limited == 0
+    assert emulator.max_window_count(LIMIT.period, TOKEN) <= LIMIT.requests
+
+
+def test_every_worker_finds_every_job_and_a_killed_workers_jobs_complete_once(
+    workers: Workers, emulator: tuple[str, Emulator]
+) -> None:
+    owners = submit_all(workers)
+    ids = list(owners)
+    answered_by: set[str] = set()
+    for _ in range(4):  # each lookup lands on either worker: never a 404
+        for job_id in ids:
+            answer = workers.get(job_id)
+            assert answer.status_code == 200, workers.log_text()
+            answered_by.add(answer.headers["x-worker"])
+    assert len(answered_by) == 2
+    wait_for("every job to be submitted", lambda: all_in(workers, ids, {"running"}))
+    victim = max(set(owners.values()), key=list(owners.values()).count)
+    assert victim in workers.pids()
+    os.kill(victim, signal.SIGKILL)  # its jobs are running: their task ids are in Redis
+    wait_for("every job to complete", lambda: all_in(workers, ids, {"completed"}))
+    jobs = statuses(workers, ids)
+    assert all(job["videos"] for job in jobs.values())
+    judge(emulator[1])
+    assert TOKEN not in workers.log_text()
+
+
+def test_redis_stopped_mid_run_loses_no_job_and_keeps_to_the_plan(
+    workers: Workers, emulator: tuple[str, Emulator], redis_server: RedisServer
+) -> None:
+    ids = list(submit_all(workers))
+    wait_for("the first job to run", lambda: any(
+        job["status"] != "queued" for job in statuses(workers, ids).values()
+    ))  # fmt: skip
+    redis_server.kill()
+    served = emulator[1]
+    before = served.statistics().requests_total
+    # The workers go on alone, each at its share of the plan.
+    wait_for(
+        "requests while Redis is down", lambda: served.statistics().requests_total > before + 8
+    )
+    redis_server.start()  # empty: each worker writes its jobs back at its next heartbeat
+    wait_for("every job to be written back", lambda: all(
+        workers.get(job_id).status_code == 200 for job_id in ids
+    ))  # fmt: skip
+    wait_for("every job to complete", lambda: all_in(workers, ids, {"completed"}))
+    judge(served)
