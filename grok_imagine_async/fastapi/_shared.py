@@ -71,7 +71,13 @@ class SharedJobRegistry(JobRegistry):
     async def submit(self, request: GenerationRequest | str) -> Job:
         """As :meth:`JobRegistry.submit`, with the budget counted over every worker."""
         if self._shared_budget is not None and self._store.available:
+            # Reserved in Redis by every worker, plus this worker's jobs not yet reserved;
+            # the other workers' queued jobs are not counted here, but the reservation before
+            # each POST is exact: a job accepted past the budget fails with budget_exceeded.
             committed = await self._store.credits_committed()
+            if self._scheduler is not None:
+                stats = self._scheduler.statistics()
+                committed += CREDITS_PER_GENERATION * (stats.queued + stats.submitting)
             if committed + CREDITS_PER_GENERATION > self._shared_budget:
                 raise BudgetExceededError(
                     max_credits=self._shared_budget, committed_credits=committed
@@ -152,7 +158,7 @@ class SharedJobRegistry(JobRegistry):
         job = Job(stored.key, stored.request)
         self._entries[stored.key] = _Entry(job=job)
         self._mirrors[stored.key] = job
-        _update(job, stored)
+        _update(job, stored, self._shared_budget)
         self._forget_old()
         return job
 
@@ -167,7 +173,7 @@ class SharedJobRegistry(JobRegistry):
         if entry is None or entry.job is not job:
             del self._mirrors[stored.key]  # forgotten meanwhile
             return
-        if _update(job, stored):
+        if _update(job, stored, self._shared_budget):
             self._wake(entry)
 
     async def _refresh_mirrors(self) -> None:
@@ -186,7 +192,7 @@ class SharedJobRegistry(JobRegistry):
             del self._mirrors[key]
 
 
-def _update(job: Job, stored: StoredJob) -> bool:
+def _update(job: Job, stored: StoredJob, budget: int | None) -> bool:
     """Bring a mirror to the stored state; True if it changed."""
     if job.status.is_final:
         return False
@@ -201,11 +207,15 @@ def _update(job: Job, stored: StoredJob) -> bool:
     job._state = state
     if record is not None and state.is_final:
         failed = record.state is JournalState.FAILED
+        error = journal_error(record) if failed else None
+        if failed and record.failure_class is FailureClass.BUDGET_EXCEEDED:
+            spent = budget if budget is not None else record.credits
+            error = BudgetExceededError(max_credits=spent, committed_credits=spent)
         job._result = JobResult(
             key=job.key,
             request=job.request,
             task=None if failed else replayed_task(record),
-            error=journal_error(record) if failed else None,
+            error=error,
             failure_class=(record.failure_class or FailureClass.UNKNOWN) if failed else None,
             attempts=record.attempts,
             credits=record.credits,

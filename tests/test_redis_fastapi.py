@@ -1,0 +1,157 @@
+"""Two workers of the example app in one process, sharing a real redis-server.
+
+Each "worker" is the example app with its own lifespan (client, limiter, scheduler, store),
+driven through ``httpx.ASGITransport``; both send to one in-process emulator. The real
+``uvicorn --workers 2`` runs are in ``test_redis_workers.py``; these check the same behaviour
+faster and name the worker that answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from _redis_worker import RedisServer
+from test_fastapi import client_of, load_example
+
+from grok_imagine_async import DurationModel, JournalError, PollPolicy, RateLimit
+from grok_imagine_async.testing import Emulator, EmulatorConfig
+
+pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+
+TOKEN = "sk-test-SECRET-two-workers"
+LIMIT = RateLimit(50, 1.0)
+FAST_POLL = PollPolicy(wait_initial=0.1, wait_factor=1.5, wait_max=0.5, wait_jitter=0.1)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # Redis keeps real time
+
+
+def new_emulator(**options: Any) -> Emulator:
+    return Emulator(
+        EmulatorConfig(
+            tokens={TOKEN: LIMIT}, duration_median=0.4, duration_sigma=0.1, seed=3, **options
+        )
+    )
+
+
+@asynccontextmanager
+async def worker(emulator: Emulator, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with emulator.client(token=None) as upstream:
+        app = load_example().create_app(
+            api_key=TOKEN,
+            http_client=upstream,
+            plan=LIMIT,
+            poll=FAST_POLL,
+            duration_model=DurationModel(prior_median=0.4),
+            **options,
+        )
+        async with client_of(app) as web, app.router.lifespan_context(app):
+            yield web
+
+
+async def events(web: httpx.AsyncClient, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every event of the job's stream, until its last."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    async with web.stream("GET", f"/videos/{job_id}/events") as stream:
+        assert stream.status_code == 200
+        name = ""
+        async for line in stream.aiter_lines():
+            if line.startswith("event:"):
+                name = line.removeprefix("event:").strip()
+            elif line.startswith("data:"):
+                seen.append((name, json.loads(line.removeprefix("data:"))))
+                if name in ("done", "error"):
+                    return seen
+    return seen
+
+
+async def test_a_job_started_on_one_worker_is_found_and_streamed_from_the_other(
+    redis_server: RedisServer,
+) -> None:
+    emulator = new_emulator()
+    async with (
+        worker(emulator, redis_url=redis_server.url) as a,
+        worker(emulator, redis_url=redis_server.url) as b,
+    ):
+        started = await a.post("/videos", json={"prompt": "a heron at dusk"})
+        assert started.status_code == 202
+        job_id = started.json()["id"]
+        found = await b.get(f"/videos/{job_id}")
+        assert found.status_code == 200 and found.json()["id"] == job_id
+        with anyio.fail_after(20):
+            stream = await events(b, job_id)
+        name, last = stream[-1]
+        assert name == "done" and last["status"] == "completed" and last["videos"]
+        again = await b.get(f"/videos/{job_id}")
+        assert again.json()["videos"] == last["videos"]
+        assert (await b.get("/videos/no-such-job")).status_code == 404
+    assert emulator.statistics().tasks_created == 1
+
+
+async def test_the_credit_budget_is_one_for_every_worker(redis_server: RedisServer) -> None:
+    emulator = new_emulator()
+    shared = {"redis_url": redis_server.url, "max_credits": 80}
+    async with worker(emulator, **shared) as a, worker(emulator, **shared) as b:
+        ids = []
+        for web, prompt in ((a, "one"), (b, "two"), (a, "three")):
+            started = await web.post("/videos", json={"prompt": prompt})
+            if started.status_code == 202:  # refused at once if the others were counted
+                ids.append(started.json()["id"])
+        with anyio.fail_after(20):
+            while True:
+                jobs = [(await b.get(f"/videos/{job_id}")).json() for job_id in ids]
+                if all(job["status"] in ("completed", "failed") for job in jobs):
+                    break
+                await anyio.sleep(0.05)
+        done = sorted(job["status"] for job in jobs)
+        assert done.count("completed") == 2
+        assert all(job["error"]["code"] == "budget_exceeded" for job in jobs if job["error"])
+        refused = await a.post("/videos", json={"prompt": "four"})
+        assert refused.status_code == 402, refused.text
+    assert emulator.statistics().credits_consumed == 80
+
+
+async def test_two_workers_given_one_sqlite_journal_fail_the_second_startup(
+    tmp_path: Path,
+) -> None:
+    emulator = new_emulator()
+    journal = tmp_path / "videos.db"
+    async with worker(emulator, journal=journal) as a:
+        assert (await a.get("/healthz")).status_code == 200
+        with pytest.raises(JournalError, match="in use"):
+            async with worker(emulator, journal=journal):
+                pass
+
+
+async def test_a_store_that_cannot_be_reached_fails_the_startup(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    redis_server.kill()
+    with pytest.raises(JournalError, match="cannot reach"):
+        async with worker(new_emulator(), redis_url=url):
+            pass
+
+
+async def test_a_worker_whose_scheduler_died_fails_its_health_check(
+    redis_server: RedisServer,
+) -> None:
+    revoked = Emulator(EmulatorConfig(tokens={"another-token": LIMIT}))  # 401 for ours
+    async with worker(revoked, redis_url=redis_server.url) as a:
+        assert (await a.get("/healthz")).status_code == 200
+        await a.post("/videos", json={"prompt": "never paid"})
+        with anyio.fail_after(10):
+            while (await a.get("/healthz")).status_code == 200:
+                await anyio.sleep(0.02)
+        assert (await a.get("/healthz")).status_code == 503
