@@ -33,6 +33,7 @@ from .._journal.sqlite import JournalError, SqliteJournal
 from .._models import build_request
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import JournalState
+from .batch_shared import is_redis_url, run_shared
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -75,8 +76,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add(
         "--journal",
         metavar="FILE",
-        help="the journal (default: DIR/journal.db; DIR/journal-emulated.db with --emulate)",
+        help="the journal (default: DIR/journal.db; DIR/journal-emulated.db with --emulate); "
+        "redis://HOST:PORT/DB shares the batch with every process run on the same INPUT "
+        "with the same Redis: each job is done once, by one of them",
     )
+    add("--lease", type=float, default=10.0, metavar="S", help="with a redis:// journal: "
+        "seconds before a stopped process's jobs are taken over (default: 10)")  # fmt: skip
     add("--format", choices=["text", "jsonl", "csv"], help="INPUT's format (default: extension)")
     add("--mode", help="mode of jobs that do not set one: fun, normal or spicy")
     add("--ratio", help="ratio of jobs that do not set one: 2:3, 3:2 or 1:1")
@@ -132,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         error("batch", f"cannot create {out}: {exc.strerror}")
         return EXIT_USAGE
+    if is_redis_url(args.journal):
+        return anyio.run(run_shared, args, jobs, summary)
     journal_path = Path(args.journal) if args.journal else out / _default_journal(args)
     return anyio.run(_batch, args, jobs, summary, journal_path)
 

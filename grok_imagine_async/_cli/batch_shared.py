@@ -1,0 +1,232 @@
+"""``grok-imagine batch INPUT --journal redis://HOST:PORT/DB``: one batch split over processes.
+
+Every process (on any host) run on the same input with the same Redis takes the jobs nobody
+owns yet, so each job is done once: a process writes the videos it downloaded to its ``--out``
+and appends its own lines to ``DIR/manifest.jsonl``. Jobs owned by a process that stopped are
+adopted once its lease runs out (``--lease``): polled if their task id is known, reported as
+ambiguous if their POST was in flight. Run again after a crash, any process finishes what is
+left. The rate limit and ``--max-credits`` are shared too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._client import ENV_API_KEY
+from .._errors import ConfigurationError, GrokImagineError, JournalError
+from .._scheduling.inputs import InputSummary, JobFile
+from .._scheduling.jobs import JobResult, JobSpec, JournalState
+from .common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    connect,
+    error,
+    run_until_interrupted,
+    scaled_poll,
+)
+from .report import MANIFEST_NAME
+
+if TYPE_CHECKING:
+    from ..redis import RedisJobStore
+
+
+_CLAIM_AHEAD = 16
+"""Jobs a process claims beyond those it has started."""
+
+
+def is_redis_url(journal: str | None) -> bool:
+    """Whether ``--journal`` names a Redis server rather than a file."""
+    return journal is not None and journal.startswith(("redis://", "rediss://", "unix://"))
+
+
+def batch_namespace(keys: frozenset[str], endpoint: str) -> str:
+    """The store namespace of one batch: the same for every copy of the input, anywhere."""
+    digest = hashlib.sha256(endpoint.encode())
+    for key in sorted(keys):
+        digest.update(b"\0" + key.encode())
+    return f"batch-{digest.hexdigest()[:16]}"
+
+
+async def run_shared(args: argparse.Namespace, jobs: JobFile, summary: InputSummary) -> int:
+    """Run this process's part of the batch; return the exit status."""
+    if args.emulate:
+        error("batch", "--journal redis:// needs a real or served emulator (--base-url), "
+              "not --emulate: each process's built-in emulator would be its own")  # fmt: skip
+        return EXIT_USAGE
+    if not args.redis_url:
+        args.redis_url = args.journal  # the same Redis shares the rate limit
+    outcome: dict[str, int] = {}
+
+    async def work() -> int:
+        return await _work(args, jobs, summary, outcome)
+
+    try:
+        status, interrupted = await run_until_interrupted(work)
+    except ConfigurationError as exc:
+        error("batch", exc)
+        return EXIT_USAGE
+    except (JournalError, GrokImagineError) as exc:
+        error("batch", exc)
+        return EXIT_FAILED
+    if outcome:
+        print(
+            "This process: {here} jobs finished ({completed} completed); {elsewhere} done by "
+            "other processes; {left} not completed.".format(**outcome),
+            flush=True,
+        )
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return status if status is not None else EXIT_FAILED
+
+
+async def _work(
+    args: argparse.Namespace, jobs: JobFile, summary: InputSummary, outcome: dict[str, int]
+) -> int:
+    from .._scheduling.polling import DurationModel
+    from .._scheduling.scheduler import DEFAULT_SCHEDULER_POLL, JobScheduler
+    from ..redis import RedisJobStore, RedisRateLimiter
+
+    out = Path(args.out)
+    api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY, "")
+    async with connect(args) as connection:
+        client = connection.client
+        limiter = client.limiter if isinstance(client.limiter, RedisRateLimiter) else None
+        store = RedisJobStore(
+            args.journal,
+            api_key=api_key,
+            namespace=batch_namespace(summary.keys, client.base_url),
+            max_credits=args.max_credits,
+            lease=args.lease,
+            limiter=limiter,
+        )
+        async with store:
+            print(
+                f"{summary.jobs} jobs from {summary.path} -> {out} (shared through Redis as "
+                f"process {store.id})",
+                flush=True,
+            )
+            scale = connection.time_scale
+            scheduler = JobScheduler(
+                client,
+                max_in_flight=args.max_in_flight,
+                resubmit=args.resubmit,
+                journal=store,
+                download_dir=out,
+                max_downloads=args.max_downloads,
+                stream_results=True,
+                poll=scaled_poll(DEFAULT_SCHEDULER_POLL, scale),
+                duration_model=DurationModel(prior_median=DurationModel().prior_median / scale),
+            )
+            elsewhere = 0
+
+            async def claimed() -> AsyncIterator[JobSpec]:
+                nonlocal elsewhere
+                async for spec, done_elsewhere in _claim_all(store, jobs, args.lease):
+                    if done_elsewhere:
+                        elsewhere += 1
+                        continue
+                    yield spec
+                    # Claim no further ahead than this process can start soon: the rest is
+                    # left to the other processes.
+                    while scheduler.statistics().queued >= _CLAIM_AHEAD:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+
+            here = completed = 0
+            async with scheduler:
+                scheduler.feed(claimed())
+                async with contextlib.aclosing(scheduler.results()) as results:
+                    async for result in results:
+                        here += 1
+                        completed += result.ok
+                        await anyio.to_thread.run_sync(_append_manifest, out, result)
+            left = await _not_completed(store, summary.keys)
+            outcome.update(here=here, completed=completed, elsewhere=elsewhere, left=left)
+            return EXIT_OK if left == 0 else EXIT_FAILED
+
+
+async def _claim_all(
+    store: RedisJobStore, jobs: JobFile, lease: float
+) -> AsyncIterator[tuple[JobSpec, bool]]:
+    """Each job of the input this process must run (False), or that another finished (True).
+
+    Jobs a live process owns are put aside and looked at again until they finish or their
+    owner's lease runs out (then this process adopts them).
+    """
+    waiting: list[JobSpec] = []
+    for spec in jobs:
+        outcome = await _take(store, spec)
+        if outcome is None:
+            waiting.append(spec)
+        else:
+            yield spec, outcome
+    while waiting:
+        await anyio.sleep(max(0.05, lease / 3))
+        still = []
+        for spec in waiting:
+            outcome = await _take(store, spec)
+            if outcome is None:
+                still.append(spec)
+            else:
+                yield spec, outcome
+        waiting = still
+
+
+async def _take(store: RedisJobStore, spec: JobSpec) -> bool | None:
+    """True: finished by someone; False: this process runs it; None: a live process does."""
+    assert spec.key is not None
+    claim = await store.claim(spec.key)
+    if claim.status == "unknown":
+        try:
+            await store.register(spec.key, spec.request)
+        except ValueError:  # another process registered it a moment ago
+            return None
+        return False
+    if claim.status == "final":
+        return True
+    return False if claim.owned else None
+
+
+async def _not_completed(store: RedisJobStore, keys: frozenset[str]) -> int:
+    left = 0
+    for key in keys:
+        job = await store.peek(key)
+        if job is None or job.record is None or job.record.state is not JournalState.COMPLETED:
+            left += 1
+    return left
+
+
+def _append_manifest(out: Path, result: JobResult) -> None:
+    """Append this process's line for ``result`` (one ``write``: lines of processes sharing
+    ``out`` do not interleave)."""
+    entry: dict[str, Any] = {
+        "key": result.key,
+        "status": "completed" if result.ok else "failed",
+        "task_id": result.task_id,
+        "files": [_relative(f, out) for f in result.files],
+        "error": None if result.error is None else str(result.error),
+        "failure_class": None if result.failure_class is None else result.failure_class.value,
+        "attempts": result.attempts,
+        "credits": result.credits,
+        "prompt": result.request.prompt,
+    }
+    line = json.dumps(entry, ensure_ascii=False) + "\n"
+    with (out / MANIFEST_NAME).open("a", encoding="utf-8") as handle:
+        handle.write(line)
+
+
+def _relative(path: Path, out: Path) -> str:
+    try:
+        return str(path.relative_to(out))
+    except ValueError:
+        return str(path)

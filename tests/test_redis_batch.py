@@ -1,0 +1,151 @@
+"""Two ``grok-imagine batch INPUT --journal redis://...`` processes splitting one batch.
+
+Real processes, a real redis-server and the emulator served on 127.0.0.1; one process is
+SIGKILLed once every job is submitted, and run again: every job completes once, none is paid
+twice, and the rate limit holds over both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from _redis_worker import RedisServer
+
+from grok_imagine_async import JournalState, RateLimit
+from grok_imagine_async._cli.batch_shared import batch_namespace
+from grok_imagine_async._scheduling.inputs import JobFile
+
+pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
+pytest.importorskip("uvicorn", reason='needs the "emulator" extra')
+
+from grok_imagine_async.redis import RedisJobStore
+from grok_imagine_async.testing import Emulator, EmulatorConfig, serve_in_thread
+
+pytestmark = [pytest.mark.redis, pytest.mark.integration]
+
+TOKEN = "sk-test-SECRET-batch-token"
+SCALE = 20.0
+LIMIT = RateLimit(100, 60.0 / SCALE)  # the free plan, as --time-scale 20 paces it
+JOBS = 16
+TIMEOUT = 90.0
+
+
+def wait_for(what: str, condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, Emulator]]:
+    config = EmulatorConfig(
+        tokens={TOKEN: LIMIT}, duration_median=30.0, duration_sigma=0.2, time_scale=SCALE, seed=5
+    )
+    emulator = Emulator(config)
+    with serve_in_thread(emulator) as url:
+        yield url, emulator
+
+
+def batch(input_file: Path, out: Path, *, redis_url: str, base_url: str) -> subprocess.Popen[str]:
+    argv = [
+        sys.executable, "-m", "grok_imagine_async._cli", "batch", str(input_file),
+        "--out", str(out), "--journal", redis_url, "--base-url", base_url,
+        "--time-scale", str(SCALE), "--lease", "1", "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "GROK_IMAGINE_API_KEY": TOKEN, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def states(
+    redis_url: str, namespace: str, keys: frozenset[str]
+) -> list[tuple[JournalState | None, str]]:
+    """Each job's recorded state and owner, as any process reads them from Redis."""
+
+    async def read() -> list[tuple[JournalState | None, str]]:
+        async with RedisJobStore(redis_url, api_key=TOKEN, namespace=namespace) as store:
+            found = []
+            for key in sorted(keys):
+                job = await store.peek(key)
+                state = None if job is None or job.record is None else job.record.state
+                found.append((state, job.owner if job is not None else ""))
+            return found
+
+    return anyio.run(read)
+
+
+def process_id(process: subprocess.Popen[str]) -> str:
+    """The store id a batch process announces on its first line."""
+    assert process.stdout is not None
+    return process.stdout.readline().rsplit("process ", 1)[1].rstrip(")\n")
+
+
+def manifest(out: Path) -> list[dict[str, object]]:
+    path = out / "manifest.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_processes_split_a_batch_and_a_killed_one_rerun_finishes_it(
+    tmp_path: Path, redis_server: RedisServer, served: tuple[str, Emulator]
+) -> None:
+    url, emulator = served
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"a paper crane number {n}\n" for n in range(JOBS)))
+    keys = JobFile(prompts).check().keys
+    namespace = batch_namespace(keys, url)
+    out_a, out_b = tmp_path / "host-a", tmp_path / "host-b"
+    a = batch(prompts, out_a, redis_url=redis_server.url, base_url=url)
+    b = batch(prompts, out_b, redis_url=redis_server.url, base_url=url)
+    submitted = {JournalState.SUBMITTED, JournalState.COMPLETED}
+    try:
+        ids = {process_id(a): a, process_id(b): b}
+        wait_for(
+            "every job to be submitted",
+            lambda: all(s in submitted for s, _ in states(redis_server.url, namespace, keys)),
+        )
+        owners = [owner for _, owner in states(redis_server.url, namespace, keys)]
+        victim_id = max(ids, key=owners.count)
+        victim, survivor = ids[victim_id], next(p for i, p in ids.items() if i != victim_id)
+        assert owners.count(victim_id) > 0
+        victim.send_signal(signal.SIGKILL)  # its jobs are adopted by the other once its lease ends
+        victim.communicate(timeout=10)
+        out, _ = survivor.communicate(timeout=TIMEOUT)
+        assert survivor.returncode == 0, out
+        rerun_out = out_a if victim is a else out_b
+        rerun = batch(prompts, rerun_out, redis_url=redis_server.url, base_url=url)
+        again, _ = rerun.communicate(timeout=TIMEOUT)
+        assert rerun.returncode == 0, again  # nothing left: every job completed
+    finally:
+        for process in (a, b):
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=10)
+    assert all(s is JournalState.COMPLETED for s, _ in states(redis_server.url, namespace, keys))
+    stats = emulator.statistics()
+    assert dict(stats.duplicate_submissions) == {}
+    assert stats.tasks_created == JOBS
+    assert stats.rate_limited == 0
+    lines = manifest(out_a) + manifest(out_b)
+    listed = [line["key"] for line in lines]
+    assert len(listed) == len(set(listed))  # no job done twice
+    assert {line["status"] for line in lines} <= {"completed"}
+
+    def holders(key: str) -> set[Path]:
+        return {v.parent for v in (*out_a.glob("*.mp4"), *out_b.glob("*.mp4")) if key in v.name}
+
+    assert all(len(holders(key)) == 1 for key in keys)  # downloaded once, by one process
+    assert TOKEN not in out + again
