@@ -38,7 +38,7 @@ from .common import (
 from .report import MANIFEST_NAME
 
 if TYPE_CHECKING:
-    from ..redis import RedisJobStore
+    from ..redis import RedisJobStore, StoredJob
 
 
 _CLAIM_AHEAD = 16
@@ -160,38 +160,56 @@ async def _claim_all(
 ) -> AsyncIterator[tuple[JobSpec, bool]]:
     """Each job of the input this process must run (False), or that another finished (True).
 
-    Jobs a live process owns are put aside and looked at again until they finish or their
-    owner's lease runs out (then this process adopts them).
+    Jobs a live process owns are put aside until the store says they finished (pub/sub) or
+    their owner's lease ran out (then this process adopts them, or another one does).
     """
-    waiting: list[JobSpec] = []
-    for spec in jobs:
-        outcome = await _take(store, spec)
-        if outcome is None:
-            waiting.append(spec)
-        else:
-            yield spec, outcome
-    while waiting:
-        await anyio.sleep(max(0.05, lease / 3))
-        still = []
-        for spec in waiting:
+    waiting: dict[str, JobSpec] = {}
+    settled: set[str] = set()
+    changed = anyio.Event()
+
+    def on_change(job: StoredJob | None) -> None:
+        nonlocal changed
+        if job is None or (job.key in waiting and job.final):
+            if job is not None:
+                settled.add(job.key)
+            changed.set()
+            changed = anyio.Event()
+
+    remove = store.add_listener(on_change)
+    try:
+        for spec in jobs:
+            assert spec.key is not None
             outcome = await _take(store, spec)
             if outcome is None:
-                still.append(spec)
+                waiting[spec.key] = spec
             else:
                 yield spec, outcome
-        waiting = still
+        recheck = True  # what finished before the listener saw it
+        while waiting:
+            if recheck:
+                for key in list(waiting):
+                    outcome = await _take(store, waiting[key])
+                    if outcome is not None:
+                        yield waiting.pop(key), outcome
+                recheck = False
+            for key in [k for k in settled if k in waiting]:
+                yield waiting.pop(key), True
+            settled.clear()
+            for job in await store.adopt_orphans():
+                if job.key in waiting:
+                    yield waiting.pop(job.key), False
+            if waiting:
+                with anyio.move_on_after(max(0.05, lease / 3)) as timer:
+                    await changed.wait()
+                recheck = timer.cancelled_caught and not settled  # quiet: look once more
+    finally:
+        remove()
 
 
 async def _take(store: RedisJobStore, spec: JobSpec) -> bool | None:
     """True: finished by someone; False: this process runs it; None: a live process does."""
     assert spec.key is not None
-    claim = await store.claim(spec.key)
-    if claim.status == "unknown":
-        try:
-            await store.register(spec.key, spec.request)
-        except ValueError:  # another process registered it a moment ago
-            return None
-        return False
+    claim = await store.claim(spec.key, create=spec.request)
     if claim.status == "final":
         return True
     return False if claim.owned else None

@@ -40,6 +40,7 @@ from ._store_script import (
     StoredJob,
     StoreKeys,
     decode,
+    encode,
 )
 from ._writeback import WriteBack
 
@@ -317,8 +318,13 @@ class RedisJobStore:
             return None
         return decode(text, owner=owner or "")
 
-    async def claim(self, key: str) -> Claim:
+    async def claim(self, key: str, *, create: GenerationRequest | None = None) -> Claim:
         """Make this process the owner of ``key`` if nobody alive owns it.
+
+        Args:
+            key: The job.
+            create: Create the job with this request, owned here, if nobody knows it (one
+                round trip for :meth:`claim` and :meth:`register` together).
 
         Raises:
             JournalError: If Redis is unreachable (and the job is not this process's).
@@ -331,7 +337,13 @@ class RedisJobStore:
             keys = self._keys
             status, text, owner = await self._claim_script(
                 keys=[keys.job(key), keys.owned_prefix + self.id, keys.owners],
-                args=[self.id, keys.alive_prefix, keys.owned_prefix, keys.channel],
+                args=[
+                    self.id,
+                    keys.alive_prefix,
+                    keys.owned_prefix,
+                    keys.channel,
+                    "" if create is None else encode(StoredJob(key, create, None, self.id)),
+                ],
             )
         except _UNAVAILABLE as exc:
             self._writes.went_down(exc)
@@ -340,7 +352,7 @@ class RedisJobStore:
         if name == "unknown":
             return Claim("unknown", None)
         job = decode(text, owner=self.id if name == "adopted" else owner.decode())
-        if name in ("mine", "adopted"):
+        if name in ("created", "mine", "adopted"):
             self._jobs[key] = job
             if name == "adopted":
                 self._adopted += 1

@@ -22,7 +22,7 @@ from .._models import FailureClass, GenerationRequest
 from .._scheduling.jobs import JournalRecord, JournalState
 from ._script import token_namespace
 
-ClaimStatus = Literal["unknown", "mine", "foreign", "adopted", "final"]
+ClaimStatus = Literal["unknown", "created", "mine", "foreign", "adopted", "final"]
 
 QUEUED = "queued"
 """A state only the store knows: accepted by its owner, no POST sent yet."""
@@ -67,13 +67,21 @@ return {'ok', version}
 """
 
 # Keys: [1] the job's hash, [2] the claimer's owned set, [3] the owners set.
-# ARGV: [1] claimer id, [2] alive-key prefix, [3] owned-set prefix, [4] channel.
-# Returns: {status, record JSON or '', previous owner or ''} with status 'unknown', 'mine',
-#          'foreign' (its owner is alive), 'adopted' (its owner was gone: now the claimer's),
-#          or 'final' (finished: nobody needs to own it).
+# ARGV: [1] claimer id, [2] alive-key prefix, [3] owned-set prefix, [4] channel,
+#       [5] a queued record to create the job with if unknown ('' : do not create).
+# Returns: {status, record JSON or '', previous owner or ''} with status 'unknown', 'created'
+#          (unknown, now the claimer's), 'mine', 'foreign' (its owner is alive), 'adopted' (its
+#          owner was gone: now the claimer's), or 'final' (finished: nobody needs to own it).
 CLAIM_SCRIPT = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
-if not owner then return {'unknown', '', ''} end
+if not owner then
+  if ARGV[5] == '' then return {'unknown', '', ''} end
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'record', ARGV[5], 'version', 1)
+  redis.call('SADD', KEYS[2], KEYS[1])
+  redis.call('SADD', KEYS[3], ARGV[1])
+  redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], 1, ARGV[5]}))
+  return {'created', ARGV[5], ARGV[1]}
+end
 local record = redis.call('HGET', KEYS[1], 'record') or ''
 if owner == ARGV[1] then return {'mine', record, owner} end
 if redis.call('SISMEMBER', ARGV[3] .. owner, KEYS[1]) == 0 then
@@ -273,7 +281,8 @@ class Claim:
     """The answer to :meth:`RedisJobStore.claim`.
 
     Attributes:
-        status: ``"unknown"`` (no such job), ``"mine"`` (this process owns it), ``"adopted"``
+        status: ``"unknown"`` (no such job), ``"created"`` (it was unknown and is now this
+            process's, see ``create``), ``"mine"`` (this process owns it), ``"adopted"``
             (its owner was gone; this process owns it now), ``"foreign"`` (a live process owns
             it) or ``"final"`` (it finished; nobody needs to own it).
         job: The job as stored (None when unknown).
@@ -285,7 +294,7 @@ class Claim:
     @property
     def owned(self) -> bool:
         """True when this process now owns the job and must run it."""
-        return self.status in ("mine", "adopted")
+        return self.status in ("created", "mine", "adopted")
 
 
 @dataclass(frozen=True, slots=True)
