@@ -465,3 +465,26 @@ async def test_a_slot_woken_too_late_is_given_up_once(redis_server: RedisServer)
             await limiter.acquire()
         stats = limiter.statistics()
         assert (stats.late_slots, stats.permits_granted, stats.redis_calls) == (2, 3, 5)
+
+
+async def test_idle_processes_that_beat_count_among_the_peers(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue #14: a busy process that saw only itself took the whole plan while Redis was down,
+    # and the idle one a share on top: 150% of the quota together.
+    limit = RateLimit(40, 1.0)
+    async with (
+        RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as busy,
+        RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as idle,
+    ):
+        await busy.acquire()
+        assert busy.statistics().peers == 1
+        assert await idle.heartbeat() == 1  # the first to beat
+        assert await busy.heartbeat() == 2
+        assert await idle.heartbeat() == 2
+        assert busy.statistics().peers == idle.statistics().peers == 2
+        redis_server.kill()
+        with caplog.at_level(logging.WARNING, logger="grok_imagine_async.redis"):
+            await busy.acquire()
+            await idle.acquire()
+    assert caplog.text.count("20 requests per 1s (50% of the plan)") == 2
