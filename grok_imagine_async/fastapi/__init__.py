@@ -5,7 +5,8 @@ connection reuse, and would meet 429s under load. Instead, :func:`grok_imagine_l
 one :class:`~grok_imagine_async.AsyncGrokImagine` and one :class:`~grok_imagine_async.JobScheduler`
 when the app starts and closes them when it stops; handlers get them, and a :class:`JobRegistry`
 to find jobs by id, through ``Annotated`` dependencies. Handlers never poll: the scheduler
-does, for every job at once, within the plan's quota.
+does, for every job at once, within the plan's quota. With ``redis_url=``, any number of
+workers share the quota, the budget and the jobs (:class:`SharedJobRegistry`).
 
 Needs the ``fastapi`` extra: ``pip install "grok-imagine-async[fastapi]"``.
 
@@ -52,6 +53,7 @@ from ._lifespan import (
     grok_imagine_lifespan,
     install_error_handlers,
 )
+from ._shared import SharedJobRegistry
 from ._sse import sse_event
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "HTTPProblem",
     "JobRegistry",
     "SchedulerStoppedError",
+    "SharedJobRegistry",
     "error_response",
     "event_stream_response",
     "get_client",

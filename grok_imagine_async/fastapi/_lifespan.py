@@ -172,7 +172,10 @@ async def grok_imagine_lifespan(
                     redis_url,
                     api_key=api_key,
                     plan=plan,
-                    limiter=limiter if client_factory is None else None,
+                    limiter=limiter,
+                    # A client_factory's client brings its own limiter (make it a
+                    # RedisRateLimiter to share the quota).
+                    make_limiter=client_factory is None,
                     namespace=redis_namespace,
                     max_credits=max_credits,
                     lease=redis_lease,

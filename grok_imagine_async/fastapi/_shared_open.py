@@ -23,12 +23,12 @@ class Shared:
     """The Redis side of an app with several workers.
 
     Attributes:
-        limiter: The rate limiter every worker paces through.
+        limiter: The rate limiter every worker paces through (None: the client's own).
         store: The job store every worker journals to.
         max_credits: The budget shared by every worker.
     """
 
-    limiter: RateLimiter
+    limiter: RateLimiter | None
     store: RedisJobStore
     max_credits: int | None
 
@@ -55,11 +55,12 @@ async def open_shared(
     api_key: str | None,
     plan: str | Plan | RateLimit | None,
     limiter: RateLimiter | None,
+    make_limiter: bool,
     namespace: str,
     max_credits: int | None,
     lease: float,
 ) -> AsyncIterator[Shared]:
-    """Open the limiter (unless one is given) and the store on ``redis_url``.
+    """Open the limiter (unless one is given, or ``make_limiter`` is false) and the store.
 
     Raises:
         ConfigurationError: If no API key is given or found.
@@ -78,7 +79,9 @@ async def open_shared(
         limit = resolve_rate_limit(plan or os.environ.get(ENV_PLAN) or "free")
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-    own_limiter = RedisRateLimiter(redis_url, limit=limit, api_key=key) if limiter is None else None
+    own_limiter = None
+    if limiter is None and make_limiter:
+        own_limiter = RedisRateLimiter(redis_url, limit=limit, api_key=key)
     try:
         beat = own_limiter or (limiter if isinstance(limiter, RedisRateLimiter) else None)
         store = RedisJobStore(
@@ -90,7 +93,7 @@ async def open_shared(
             limiter=beat,
         )
         async with store:
-            yield Shared(own_limiter or limiter, store, max_credits)  # type: ignore[arg-type]
+            yield Shared(own_limiter or limiter, store, max_credits)
     finally:
         if own_limiter is not None:
             await own_limiter.aclose()
