@@ -129,10 +129,11 @@ async def _work(
                 duration_model=DurationModel(prior_median=DurationModel().prior_median / scale),
             )
             elsewhere = 0
+            known: set[str] = set()  # jobs known to have completed: no need to look again
 
             async def claimed() -> AsyncIterator[JobSpec]:
                 nonlocal elsewhere
-                async for spec, done_elsewhere in _claim_all(store, jobs, args.lease):
+                async for spec, done_elsewhere in _claim_all(store, jobs, args.lease, known):
                     if done_elsewhere:
                         elsewhere += 1
                         continue
@@ -149,14 +150,16 @@ async def _work(
                     async for result in results:
                         here += 1
                         completed += result.ok
+                        if result.ok:
+                            known.add(result.key)
                         await anyio.to_thread.run_sync(_append_manifest, out, result)
-            left = await _not_completed(store, summary.keys)
+            left = await _not_completed(store, summary.keys - known)
             outcome.update(here=here, completed=completed, elsewhere=elsewhere, left=left)
             return EXIT_OK if left == 0 else EXIT_FAILED
 
 
 async def _claim_all(
-    store: RedisJobStore, jobs: JobFile, lease: float
+    store: RedisJobStore, jobs: JobFile, lease: float, completed: set[str]
 ) -> AsyncIterator[tuple[JobSpec, bool]]:
     """Each job of the input this process must run (False), or that another finished (True).
 
@@ -172,6 +175,7 @@ async def _claim_all(
         if job is None or (job.key in waiting and job.final):
             if job is not None:
                 settled.add(job.key)
+                _note_completed(job, completed)
             changed.set()
             changed = anyio.Event()
 
@@ -179,7 +183,7 @@ async def _claim_all(
     try:
         for spec in jobs:
             assert spec.key is not None
-            outcome = await _take(store, spec)
+            outcome = await _take(store, spec, completed)
             if outcome is None:
                 waiting[spec.key] = spec
             else:
@@ -188,7 +192,7 @@ async def _claim_all(
         while waiting:
             if recheck:
                 for key in list(waiting):
-                    outcome = await _take(store, waiting[key])
+                    outcome = await _take(store, waiting[key], completed)
                     if outcome is not None:
                         yield waiting.pop(key), outcome
                 recheck = False
@@ -206,16 +210,24 @@ async def _claim_all(
         remove()
 
 
-async def _take(store: RedisJobStore, spec: JobSpec) -> bool | None:
+async def _take(store: RedisJobStore, spec: JobSpec, completed: set[str]) -> bool | None:
     """True: finished by someone; False: this process runs it; None: a live process does."""
     assert spec.key is not None
     claim = await store.claim(spec.key, create=spec.request)
     if claim.status == "final":
+        assert claim.job is not None
+        _note_completed(claim.job, completed)
         return True
     return False if claim.owned else None
 
 
+def _note_completed(job: StoredJob, completed: set[str]) -> None:
+    if job.record is not None and job.record.state is JournalState.COMPLETED:
+        completed.add(job.key)
+
+
 async def _not_completed(store: RedisJobStore, keys: frozenset[str]) -> int:
+    """Jobs of ``keys`` that Redis does not record as completed."""
     left = 0
     for key in keys:
         job = await store.peek(key)
