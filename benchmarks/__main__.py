@@ -1,4 +1,4 @@
-"""Run the benchmarks in turn: ``python -m benchmarks [limiter|scheduler|redis|hostile ...]``.
+"""Run the benchmarks in turn: ``python -m benchmarks [limiter|scheduler|redis|hostile|workers ...]``.
 
 With no argument, all of them (``nox -s benchmarks`` does this). Each writes its table under
 ``benchmarks/results/``; see ``benchmarks/README.md``.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("limiter", "scheduler", "redis", "hostile")
+BENCHMARKS = ("limiter", "scheduler", "redis", "hostile", "workers")
 
 
 def main(argv: list[str]) -> int:

@@ -30,7 +30,8 @@ pytest.importorskip("uvicorn", reason='needs the "emulator" extra')
 from grok_imagine_async.redis import RedisJobStore
 from grok_imagine_async.testing import Emulator, EmulatorConfig, serve_in_thread
 
-pytestmark = [pytest.mark.redis, pytest.mark.integration]
+# Real processes on a shared machine: more than the default 120 s may be needed under load.
+pytestmark = [pytest.mark.redis, pytest.mark.integration, pytest.mark.timeout(300)]
 
 TOKEN = "sk-test-SECRET-batch-token"
 SCALE = 20.0

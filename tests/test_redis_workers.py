@@ -28,7 +28,8 @@ psutil = pytest.importorskip("psutil")
 
 from grok_imagine_async.testing import Emulator, EmulatorConfig, serve_in_thread  # noqa: E402
 
-pytestmark = [pytest.mark.redis, pytest.mark.integration]
+# Real processes on a shared machine: more than the default 120 s may be needed under load.
+pytestmark = [pytest.mark.redis, pytest.mark.integration, pytest.mark.timeout(300)]
 
 TOKEN = "sk-test-SECRET-workers-token"
 LIMIT = RateLimit(40, 2.0)

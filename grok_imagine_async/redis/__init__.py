@@ -1,8 +1,11 @@
-"""One API token's quota shared by every process that uses it, through Redis.
+"""Every process that uses one API token acting as one client, through Redis.
 
 The quota belongs to the token, not to a process: four ``uvicorn`` workers or a batch split over
 several machines, each pacing itself alone, would send four times the plan's rate. A
-:class:`RedisRateLimiter` in each of them paces all of them as one client.
+:class:`RedisRateLimiter` in each of them paces all of them as one client. A
+:class:`RedisJobStore` is the journal they share: each job owned by one process at a time and
+adopted by another when it stops, every job visible (and its changes announced) everywhere,
+and one credit budget for all.
 
 Needs the ``redis`` extra: ``pip install "grok-imagine-async[redis]"``.
 
