@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
 TOKEN = "sk-test-SECRET-two-workers"
 LIMIT = RateLimit(50, 1.0)
+FINAL = ("completed", "failed")
 FAST_POLL = PollPolicy(wait_initial=0.1, wait_factor=1.5, wait_max=0.5, wait_jitter=0.1)
 
 
@@ -155,3 +156,38 @@ async def test_a_worker_whose_scheduler_died_fails_its_health_check(
             while (await a.get("/healthz")).status_code == 200:  # noqa: ASYNC110 - over HTTP
                 await anyio.sleep(0.02)
         assert (await a.get("/healthz")).status_code == 503
+
+
+async def test_a_dead_workers_jobs_are_polled_or_reported_ambiguous_never_resent(
+    redis_server: RedisServer,
+) -> None:
+    from grok_imagine_async import AsyncGrokImagine, GenerationRequest
+    from grok_imagine_async.redis import RedisJobStore
+
+    emulator = new_emulator()
+    async with (
+        emulator.client(token=None) as upstream,
+        AsyncGrokImagine(api_key=TOKEN, http_client=upstream, plan=LIMIT) as direct,
+    ):
+        paid = await direct.submit(GenerationRequest(prompt="paid before the crash"))
+    # A worker that recorded one job's task and another's intent, then died (its lease given
+    # up, as a stopped scheduler does; a SIGKILL lets it run out: test_redis_workers.py).
+    dead = RedisJobStore(redis_server.url, api_key=TOKEN, namespace="app")
+    async with dead:
+        for key, prompt in (("known-task", "paid before the crash"), ("in-flight", "lost")):
+            request = GenerationRequest(prompt=prompt)
+            await dead.register(key, request)
+            await dead.record_intent(key, request, 1)
+        await dead.record_submitted("known-task", paid)
+    async with worker(emulator, redis_url=redis_server.url, redis_lease=0.3) as b:
+        with anyio.fail_after(20):
+            jobs: dict[str, Any] = {}
+            while not jobs or any(j["status"] not in FINAL for j in jobs.values()):
+                jobs = {
+                    k: (await b.get(f"/videos/{k}")).json() for k in ("known-task", "in-flight")
+                }
+                await anyio.sleep(0.05)
+    assert jobs["known-task"]["status"] == "completed"
+    assert jobs["in-flight"]["status"] == "failed"
+    assert jobs["in-flight"]["error"]["code"] == "ambiguous_submit"
+    assert emulator.statistics().tasks_created == 1  # nothing was sent again

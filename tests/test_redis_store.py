@@ -193,3 +193,30 @@ async def test_a_store_that_cannot_be_reached_fails_at_once(redis_server: RedisS
     with pytest.raises(JournalError, match="cannot reach"):
         async with store(url):
             pass
+
+
+async def test_nothing_in_redis_names_the_token(redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    async with store(redis_server.url, max_credits=400) as a:
+        await a.register("job-6", REQUEST)
+        await a.record_intent("job-6", REQUEST, 1)
+        await a.record_submitted("job-6", "task-6")
+        assert TOKEN not in repr(a)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        names = [name async for name in raw.scan_iter()]
+        assert names
+        dump = []
+        for name in names:
+            kind = (await raw.type(name)).decode()
+            if kind == "hash":
+                dump.append(repr(await raw.hgetall(name)))
+            elif kind == "set":
+                dump.append(repr(await raw.smembers(name)))
+            elif kind == "string":
+                dump.append(repr(await raw.get(name)))
+        text = repr(names) + "".join(dump)
+        assert TOKEN not in text and "SECRET" not in text
+    finally:
+        await raw.aclose()
