@@ -36,7 +36,7 @@ from .._scheduling.jobs import Job, JobEvent, Journal, SchedulerHook
 from .._scheduling.scheduler import JobScheduler
 from ._errors import BacklogFullError, HTTPProblem, SchedulerStoppedError, http_error_for
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
-from ._shared_open import open_shared
+from ._shared_open import Shared, open_shared
 from ._sse import DEFAULT_HEARTBEAT, job_events, sse_event
 
 __all__ = [
@@ -165,7 +165,7 @@ async def grok_imagine_lifespan(
         raise ValueError("pass either redis_url (a shared job store) or journal, not both")
 
     async with AsyncExitStack() as stack:
-        shared: Any = None
+        shared: Shared | None = None
         if redis_url is not None:
             shared = await stack.enter_async_context(
                 open_shared(
