@@ -220,3 +220,19 @@ async def test_nothing_in_redis_names_the_token(redis_server: RedisServer) -> No
         assert TOKEN not in text and "SECRET" not in text
     finally:
         await raw.aclose()
+
+
+async def test_while_redis_is_down_a_process_spends_only_its_share_of_what_was_left(
+    redis_server: RedisServer,
+) -> None:
+    async with store(redis_server.url, max_credits=200) as other:
+        await other.register("theirs", REQUEST)
+        await other.record_intent("theirs", REQUEST, 1)  # 160 left, for two processes
+        async with store(redis_server.url, max_credits=200) as a:
+            redis_server.kill()
+            for key in ("r", "s"):
+                await a.register(key, REQUEST)
+                await a.record_intent(key, REQUEST, 1)  # 80: its half of what was left
+            await a.register("t", REQUEST)
+            with pytest.raises(BudgetExceededError):
+                await a.record_intent("t", REQUEST, 1)

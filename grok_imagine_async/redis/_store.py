@@ -152,6 +152,8 @@ class RedisJobStore:
     async def __aenter__(self) -> RedisJobStore:
         try:
             await self._heartbeat()
+            if self._max_credits is not None:
+                await self._refresh_allowance()  # what may be spent should Redis fail soon
         except _UNAVAILABLE as exc:
             await self._close_client()
             raise self._error(f"cannot reach the Redis job store ({type(exc).__name__})") from exc
