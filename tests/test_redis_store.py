@@ -236,3 +236,24 @@ async def test_while_redis_is_down_a_process_spends_only_its_share_of_what_was_l
             await a.register("t", REQUEST)
             with pytest.raises(BudgetExceededError):
                 await a.record_intent("t", REQUEST, 1)
+
+
+async def test_after_redis_lost_its_data_no_finished_job_passes_for_new(
+    redis_server: RedisServer,
+) -> None:
+    async with store(redis_server.url) as a, store(redis_server.url) as b:
+        await a.register("done", REQUEST)
+        await a.record_intent("done", REQUEST, 1)
+        await a.record_submitted("done", "task-d")
+        await a.record_finished(result("done", ok=True, task_id="task-d", credits=40))
+        redis_server.kill()
+        redis_server.start()  # empty: "done" would look new, and be paid again
+        with pytest.raises(JournalError, match="lost its data"):
+            await b.claim("done", create=REQUEST)
+        with anyio.fail_after(10):
+            while await b.peek("done") is None:  # noqa: ASYNC110 - a writes it back
+                await anyio.sleep(0.01)
+        claim = await b.claim("done", create=REQUEST)
+        assert claim.status == "final"
+        assert claim.job is not None and claim.job.record is not None
+        assert claim.job.record.task_id == "task-d"

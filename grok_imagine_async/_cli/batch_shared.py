@@ -213,7 +213,12 @@ async def _claim_all(
 async def _take(store: RedisJobStore, spec: JobSpec, completed: set[str]) -> bool | None:
     """True: finished by someone; False: this process runs it; None: a live process does."""
     assert spec.key is not None
-    claim = await store.claim(spec.key, create=spec.request)
+    while True:
+        try:
+            claim = await store.claim(spec.key, create=spec.request)
+            break
+        except JournalError:  # Redis unreachable: the jobs already claimed go on meanwhile
+            await anyio.sleep(max(0.05, store.lease / 3))
     if claim.status == "final":
         assert claim.job is not None
         _note_completed(claim.job, completed)
@@ -230,7 +235,12 @@ async def _not_completed(store: RedisJobStore, keys: frozenset[str]) -> int:
     """Jobs of ``keys`` that Redis does not record as completed."""
     left = 0
     for key in keys:
-        job = await store.peek(key)
+        while True:
+            try:
+                job = await store.peek(key)
+                break
+            except JournalError:  # Redis unreachable: wait for it
+                await anyio.sleep(max(0.05, store.lease / 3))
         if job is None or job.record is None or job.record.state is not JournalState.COMPLETED:
             left += 1
     return left

@@ -28,8 +28,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .._errors import JournalError
-from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
-from .._scheduling.jobs import JobResult, JournalRecord, JournalState
+from .._models import FailureClass, GenerationRequest
+from .._scheduling.jobs import JobResult, JournalRecord
+from . import _records as records
 from ._limiter import _UNAVAILABLE
 from ._store_script import (
     CLAIM_SCRIPT,
@@ -139,6 +140,7 @@ class RedisJobStore:
         self._jobs = self._writes.jobs  # owned here and unfinished, or not yet written
         self._listeners: list[Listener] = []
         self._epoch: bytes | None = None
+        self._lost_at = -math.inf  # loop time this process learnt that Redis lost its data
         self._tg: TaskGroup | None = None
         self._calls = self._adopted = 0
         self._released = False
@@ -224,13 +226,7 @@ class RedisJobStore:
         """
         before = self._jobs.get(key)
         old = before.record if before is not None else None
-        record = JournalRecord(
-            key=key,
-            request=request,
-            state=JournalState.INTENT,
-            attempts=max(attempt, old.attempts if old else 0),
-            credits=old.credits if old else 0,
-        )
+        record = records.intent(old, key, request, attempt)
         status = await self._writes.write(StoredJob(key, request, record, self.id), reserve=attempt)
         if status == "owner":
             raise self._error(f"job {key} is owned by another process now; not sending it")
@@ -240,40 +236,14 @@ class RedisJobStore:
         job = self._jobs.get(key)
         if job is None or job.record is None:
             raise KeyError(f"record_submitted({key!r}) without record_intent")
-        record = job.record
-        new = JournalRecord(
-            key=key,
-            request=job.request,
-            state=JournalState.SUBMITTED,
-            task_id=task_id,
-            attempts=record.attempts,
-            credits=record.credits + CREDITS_PER_GENERATION,
-        )
+        new = records.submitted(job.record, task_id)
         await self._writes.write(StoredJob(key, job.request, new, self.id), task_id=task_id)
 
     async def record_finished(self, result: JobResult) -> None:
         """Record how the job ended; a POST refused outright gives its credits back."""
         job = self._jobs.get(result.key)
         old = job.record if job is not None else None
-        error: str | None = None
-        if not result.ok:
-            if result.error is not None:
-                error = str(result.error)
-            elif result.task is not None:
-                error = result.task.error_message or f"status {result.task.raw_status!r}"
-        task = result.task
-        record = JournalRecord(
-            key=result.key,
-            request=result.request,
-            state=JournalState.COMPLETED if result.ok else JournalState.FAILED,
-            task_id=result.task_id or (old.task_id if old else None),
-            attempts=max(result.attempts, old.attempts if old else 0),
-            credits=max(result.credits, old.credits if old else 0),
-            videos=task.videos if task is not None and task.succeeded else (),
-            files=tuple(str(f) for f in result.files) or (old.files if old else ()),
-            error=error,
-            failure_class=result.failure_class,
-        )
+        record = records.finished(old, result)
         refund = result.task is None and result.failure_class is FailureClass.REQUEST_ERROR
         await self._writes.write(
             StoredJob(result.key, result.request, record, self.id), refund=refund
@@ -284,7 +254,7 @@ class RedisJobStore:
         job = self._jobs.get(key) or await self.peek(key)
         if job is None or job.record is None:
             raise KeyError(f"record_files({key!r}) for a job the store never saw")
-        record = _replace_files(job.record, tuple(str(f) for f in files))
+        record = records.with_files(job.record, tuple(str(f) for f in files))
         await self._writes.write(StoredJob(key, job.request, record, self.id))
 
     # -- sharing ------------------------------------------------------------------------------
@@ -334,23 +304,33 @@ class RedisJobStore:
         mine = self._jobs.get(key)
         if mine is not None:
             return Claim("mine", mine)
+        creating = create is not None and self.may_create()
         try:
             self._calls += 1
             keys = self._keys
             status, text, owner = await self._claim_script(
-                keys=[keys.job(key), keys.owned_prefix + self.id, keys.owners],
+                keys=[keys.job(key), keys.owned_prefix + self.id, keys.owners, keys.epoch],
                 args=[
                     self.id,
                     keys.alive_prefix,
                     keys.owned_prefix,
                     keys.channel,
-                    "" if create is None else encode(StoredJob(key, create, None, self.id)),
+                    encode(StoredJob(key, create, None, self.id))
+                    if create is not None and creating
+                    else "",
+                    self._epoch or b"",
                 ],
             )
+            if status == b"epoch":  # Redis lost its data: find out, write back, then wait
+                await self._heartbeat()
         except _UNAVAILABLE as exc:
             self._writes.went_down(exc)
             raise self._error(f"Redis unreachable, cannot claim job {key}") from exc
         name = status.decode()
+        if name == "epoch" or (name == "unknown" and create is not None and not creating):
+            raise self._error(
+                "Redis lost its data; waiting for every process to write its jobs back"
+            )
         if name == "unknown":
             return Claim("unknown", None)
         job = decode(text, owner=self.id if name == "adopted" else owner.decode())
@@ -360,6 +340,11 @@ class RedisJobStore:
                 self._adopted += 1
                 logger.info("adopted job %s from a process that stopped", key)
         return Claim(name, job)
+
+    def may_create(self) -> bool:
+        """Whether a job unknown to Redis may be taken as new: not within a lease of Redis
+        losing its data (the job may be one another process has yet to write back)."""
+        return anyio.current_time() - self._lost_at >= self._lease
 
     def may_adopt(self) -> bool:
         """Whether this process may adopt orphans now: Redis has answered for a whole lease.
@@ -445,8 +430,9 @@ class RedisJobStore:
         lost_data = self._epoch is not None and epoch != self._epoch
         self._epoch = epoch
         if lost_data:
-            logger.warning("Redis lost its data; writing back %d jobs", len(self._jobs))
-            self._writes.dirty.update(self._jobs)
+            logger.warning("Redis lost its data; writing back this process's jobs")
+            self._lost_at = anyio.current_time()
+            self._writes.rewrite_all()
         if self._limiter is not None:
             self._calls += 1
             await self._limiter.heartbeat()
@@ -504,9 +490,3 @@ class RedisJobStore:
     def _error(self, message: str) -> JournalError:
         # The key space stands where a journal's path would: it names no secret (a hash).
         return JournalError(message, path=Path(self._keys.base))
-
-
-def _replace_files(record: JournalRecord, files: tuple[str, ...]) -> JournalRecord:
-    import dataclasses
-
-    return dataclasses.replace(record, files=files)

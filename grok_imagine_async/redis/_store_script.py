@@ -66,13 +66,18 @@ redis.call('PUBLISH', ARGV[7], cjson.encode({ARGV[1], version, ARGV[2]}))
 return {'ok', version}
 """
 
-# Keys: [1] the job's hash, [2] the claimer's owned set, [3] the owners set.
+# Keys: [1] the job's hash, [2] the claimer's owned set, [3] the owners set, [4] the epoch.
 # ARGV: [1] claimer id, [2] alive-key prefix, [3] owned-set prefix, [4] channel,
-#       [5] a queued record to create the job with if unknown ('' : do not create).
+#       [5] a queued record to create the job with if unknown ('' : do not create),
+#       [6] the epoch the claimer knows.
+# An epoch that changed means Redis lost its data: a job unknown now may have existed (and
+# been paid), so nothing is claimed ('epoch') until every process has had time to write back.
 # Returns: {status, record JSON or '', previous owner or ''} with status 'unknown', 'created'
 #          (unknown, now the claimer's), 'mine', 'foreign' (its owner is alive), 'adopted' (its
 #          owner was gone: now the claimer's), or 'final' (finished: nobody needs to own it).
 CLAIM_SCRIPT = """
+local epoch = redis.call('GET', KEYS[4])
+if epoch ~= ARGV[6] then return {'epoch', '', ''} end
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then
   if ARGV[5] == '' then return {'unknown', '', ''} end

@@ -13,6 +13,7 @@ its share (one over the processes last seen) of the budget left when it last ask
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 import anyio
 
@@ -29,6 +30,10 @@ from ._limiter import _UNAVAILABLE
 from ._store_script import WRITE_SCRIPT, StoredJob, StoreKeys, encode
 
 logger = logging.getLogger("grok_imagine_async.redis")
+
+FINISHED_KEPT = 10_000
+"""Finished jobs each process remembers, to write them back should Redis lose its data (a
+job forgotten there could look new to another process, and be paid again)."""
 
 
 class WriteBack:
@@ -60,6 +65,8 @@ class WriteBack:
         """Jobs owned here and unfinished, or finished and not yet written."""
         self.dirty: set[str] = set()
         """Jobs whose newest state is not in Redis yet."""
+        self.finished: OrderedDict[str, StoredJob] = OrderedDict()
+        """The last :data:`FINISHED_KEPT` jobs this process finished, as written."""
         self._reserved: dict[str, int] = {}  # attempt whose credits were spent offline
         self.allowance = 0
         """Credits this process may spend while Redis is down."""
@@ -119,7 +126,7 @@ class WriteBack:
                 sent stays dirty.
         """
         for key in sorted(self.dirty):
-            job = self.jobs.get(key)
+            job = self.jobs.get(key) or self.finished.get(key)
             if job is not None:
                 attempt = self._reserved.get(key, 0)
                 status, value = await self._send(
@@ -191,9 +198,19 @@ class WriteBack:
             self.dirty.discard(key)
             if job.final:
                 self.jobs.pop(key, None)
+                self.finished[key] = job
+                self.finished.move_to_end(key)
+                if len(self.finished) > FINISHED_KEPT:
+                    self.finished.popitem(last=False)
             else:
                 self.jobs[key] = job
         return name
+
+    def rewrite_all(self) -> None:
+        """Redis lost its data: every job this process owns or finished must be written again."""
+        self.dirty.update(self.jobs)
+        self.dirty.update(self.finished)
+        self.up_since = anyio.current_time()  # and nobody adopts or creates for a lease
 
     def _spend_offline(self, key: str, attempt: int) -> None:
         if self._reserved.get(key, 0) >= attempt:

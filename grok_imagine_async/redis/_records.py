@@ -1,0 +1,66 @@
+"""How each journal call changes a job's record: pure functions, no I/O.
+
+The same rules as the SQLite journal: an intent clears the previous task id (the new POST's
+outcome is unknown until answered), attempts and credits never go down, a completed task
+whose download failed keeps its URLs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .._models import CREDITS_PER_GENERATION, GenerationRequest
+from .._scheduling.jobs import JobResult, JournalRecord, JournalState
+
+
+def intent(
+    old: JournalRecord | None, key: str, request: GenerationRequest, attempt: int
+) -> JournalRecord:
+    """The record once POST number ``attempt`` is about to be sent."""
+    return JournalRecord(
+        key=key,
+        request=request,
+        state=JournalState.INTENT,
+        attempts=max(attempt, old.attempts if old else 0),
+        credits=old.credits if old else 0,
+    )
+
+
+def submitted(old: JournalRecord, task_id: str) -> JournalRecord:
+    """The record once the POST created ``task_id`` (and cost its credits)."""
+    return JournalRecord(
+        key=old.key,
+        request=old.request,
+        state=JournalState.SUBMITTED,
+        task_id=task_id,
+        attempts=old.attempts,
+        credits=old.credits + CREDITS_PER_GENERATION,
+    )
+
+
+def finished(old: JournalRecord | None, result: JobResult) -> JournalRecord:
+    """The record of how the job ended."""
+    error: str | None = None
+    if not result.ok:
+        if result.error is not None:
+            error = str(result.error)
+        elif result.task is not None:
+            error = result.task.error_message or f"status {result.task.raw_status!r}"
+    task = result.task
+    return JournalRecord(
+        key=result.key,
+        request=result.request,
+        state=JournalState.COMPLETED if result.ok else JournalState.FAILED,
+        task_id=result.task_id or (old.task_id if old else None),
+        attempts=max(result.attempts, old.attempts if old else 0),
+        credits=max(result.credits, old.credits if old else 0),
+        videos=task.videos if task is not None and task.succeeded else (),
+        files=tuple(str(f) for f in result.files) or (old.files if old else ()),
+        error=error,
+        failure_class=result.failure_class,
+    )
+
+
+def with_files(old: JournalRecord, files: tuple[str, ...]) -> JournalRecord:
+    """The record once its videos were downloaded to ``files``."""
+    return dataclasses.replace(old, files=files)
