@@ -150,3 +150,41 @@ def test_two_processes_split_a_batch_and_a_killed_one_rerun_finishes_it(
 
     assert all(len(holders(key)) == 1 for key in keys)  # downloaded once, by one process
     assert TOKEN not in out + again
+
+
+def test_two_processes_go_on_through_a_redis_outage_and_pay_nothing_twice(
+    tmp_path: Path, redis_server: RedisServer, served: tuple[str, Emulator]
+) -> None:
+    url, emulator = served
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"a glass harbour number {n}\n" for n in range(JOBS)))
+    keys = JobFile(prompts).check().keys
+    namespace = batch_namespace(keys, url)
+    processes = [
+        batch(prompts, tmp_path / name, redis_url=redis_server.url, base_url=url)
+        for name in ("host-a", "host-b")
+    ]
+    try:
+        wait_for(
+            "the first jobs to be submitted",
+            lambda: sum(s is not None for s, _ in states(redis_server.url, namespace, keys)) > 2,
+        )
+        redis_server.kill()
+        before = emulator.statistics().requests_total
+        wait_for(
+            "requests while Redis is down",
+            lambda: emulator.statistics().requests_total > before + 4,
+        )
+        redis_server.start()  # empty: each process writes its jobs back
+        outputs = [process.communicate(timeout=TIMEOUT)[0] for process in processes]
+        assert [process.returncode for process in processes] == [0, 0], outputs
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=10)
+    stats = emulator.statistics()
+    assert dict(stats.duplicate_submissions) == {}
+    assert stats.tasks_created == JOBS
+    assert stats.rate_limited == 0
+    assert emulator.max_window_count(LIMIT.period, TOKEN) <= LIMIT.requests
