@@ -304,28 +304,31 @@ class RedisJobStore:
         mine = self._jobs.get(key)
         if mine is not None:
             return Claim("mine", mine)
-        creating = create is not None and self.may_create()
-        try:
-            self._calls += 1
-            keys = self._keys
-            status, text, owner = await self._claim_script(
-                keys=[keys.job(key), keys.owned_prefix + self.id, keys.owners, keys.epoch],
-                args=[
-                    self.id,
-                    keys.alive_prefix,
-                    keys.owned_prefix,
-                    keys.channel,
-                    encode(StoredJob(key, create, None, self.id))
-                    if create is not None and creating
-                    else "",
-                    self._epoch or b"",
-                ],
-            )
-            if status == b"epoch":  # Redis lost its data: find out, write back, then wait
+        keys = self._keys
+        for _ in range(2):  # a second time once a changed epoch is known
+            creating = create is not None and self.may_create()
+            try:
+                self._calls += 1
+                status, text, owner = await self._claim_script(
+                    keys=[keys.job(key), keys.owned_prefix + self.id, keys.owners, keys.epoch],
+                    args=[
+                        self.id,
+                        keys.alive_prefix,
+                        keys.owned_prefix,
+                        keys.channel,
+                        encode(StoredJob(key, create, None, self.id))
+                        if create is not None and creating
+                        else "",
+                        self._epoch or b"",
+                    ],
+                )
+                if status != b"epoch":
+                    break
+                # Redis lost its data: learn the new epoch (and write back) before any answer.
                 await self._heartbeat()
-        except _UNAVAILABLE as exc:
-            self._writes.went_down(exc)
-            raise self._error(f"Redis unreachable, cannot claim job {key}") from exc
+            except _UNAVAILABLE as exc:
+                self._writes.went_down(exc)
+                raise self._error(f"Redis unreachable, cannot claim job {key}") from exc
         name = status.decode()
         if name == "epoch" or (name == "unknown" and create is not None and not creating):
             raise self._error(
