@@ -1,4 +1,4 @@
-"""Run the benchmarks in turn: ``python -m benchmarks [limiter|scheduler|redis|hostile|workers ...]``.
+"""Run the benchmarks in turn: ``python -m benchmarks [NAME ...]``, names from ``BENCHMARKS``.
 
 With no argument, all of them (``nox -s benchmarks`` does this). Each writes its table under
 ``benchmarks/results/``; see ``benchmarks/README.md``.
