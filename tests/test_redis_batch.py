@@ -165,6 +165,8 @@ def test_two_processes_go_on_through_a_redis_outage_and_pay_nothing_twice(
         for name in ("host-a", "host-b")
     ]
     try:
+        for process in processes:
+            process_id(process)  # started: its store is open (one that cannot open fails)
         wait_for(
             "the first jobs to be submitted",
             lambda: sum(s is not None for s, _ in states(redis_server.url, namespace, keys)) > 2,
