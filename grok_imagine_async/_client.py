@@ -29,6 +29,7 @@ from ._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from ._limiting.protocol import Priority, RateLimiter
 from ._limits import Limits
 from ._models import GenerationRequest, Task, build_request
+from ._observe import Observer
 from ._protocol import parse_task, parse_task_id
 from ._redact import check_token
 from ._scheduling.jobs import JobResult, JobSpec
@@ -82,6 +83,10 @@ class AsyncGrokImagine:
             or private addresses (``"127.0.0.1"``, ``"cdn.internal"``). The API's own host is
             always allowed; other loopback, link-local and private addresses are refused.
             ``["*"]`` allows every host (e.g. behind a proxy on a private address).
+        telemetry: ``True`` records OpenTelemetry spans and metrics through the global
+            providers (needs the ``otel`` extra); a :class:`grok_imagine_async.otel.Telemetry`
+            (or any :class:`Observer`) records through it; None or False records nothing and
+            costs nothing.
 
     Raises:
         ConfigurationError: If no API key is given or found in the environment, the key
@@ -111,6 +116,7 @@ class AsyncGrokImagine:
         clock: Clock | None = None,
         limits: Limits | None = None,
         download_hosts: Iterable[str] = (),
+        telemetry: bool | Observer | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
         if key is None or not key.strip():
@@ -155,6 +161,7 @@ class AsyncGrokImagine:
 
             limiter = LocalRateLimiter(self._rate_limit, clock=clock)
         self._limiter = limiter
+        self._telemetry = _observer_for(telemetry)
         request_options: dict[str, Any] = {}
         if http_client is None:
             self._http = httpx.AsyncClient(
@@ -179,6 +186,7 @@ class AsyncGrokImagine:
             request_options=request_options,
             limits=self._limits,
             max_wait_hint=self._rate_limit.period,
+            observer=self._telemetry,
         )
         self._downloader = Downloader(
             self._http, hosts=self._hosts, limits=self._limits, retry=policy, rng=self._rng
@@ -226,6 +234,11 @@ class AsyncGrokImagine:
     def limiter(self) -> RateLimiter:
         """The rate limiter every request of this client goes through."""
         return self._limiter
+
+    @property
+    def telemetry(self) -> Observer | None:
+        """Where this client and its schedulers report requests and jobs, if anywhere."""
+        return self._telemetry
 
     @property
     def on_ambiguous_submit(self) -> AmbiguousSubmitPolicy:
@@ -454,3 +467,15 @@ def _user_agent() -> str:
     from ._version import __version__
 
     return f"grok-imagine-async/{__version__}"
+
+
+def _observer_for(telemetry: bool | Observer | None) -> Observer | None:
+    if telemetry is None or telemetry is False:
+        return None
+    if telemetry is True:
+        try:
+            from .otel import Telemetry
+        except ImportError as exc:
+            raise ConfigurationError(str(exc)) from None
+        return Telemetry()
+    return telemetry

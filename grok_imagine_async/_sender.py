@@ -35,6 +35,7 @@ from ._headers import read_rate_limit_headers
 from ._limiting.protocol import Permit, Priority, RateLimiter, RateLimitFeedback
 from ._limits import Limits
 from ._models import GenerationRequest
+from ._observe import AttemptProbe, Observer
 from ._protocol import find_error, has_error_body
 from ._redact import Redactor
 
@@ -64,6 +65,7 @@ class Sender:
         limits: Bounds on an answer's size and a request's total time.
         max_wait_hint: The longest server wait hint obeyed (one rate-limit period): a longer
             one ends the call with its error, ``retry_after`` set, instead of sleeping.
+        observer: Told of every attempt (telemetry); None costs nothing.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Sender:
         request_options: Mapping[str, Any],
         limits: Limits | None = None,
         max_wait_hint: float = float("inf"),
+        observer: Observer | None = None,
     ) -> None:
         self._http = http
         self._base_url = base_url
@@ -93,6 +96,7 @@ class Sender:
         self._request_options = dict(request_options)
         self._limits = limits or Limits()
         self._max_wait_hint = max_wait_hint
+        self._observer = observer
 
     def __repr__(self) -> str:
         return f"Sender(base_url={self._base_url!r})"
@@ -134,7 +138,9 @@ class Sender:
             # Errors are raised after their except block, so that no httpx exception (which
             # holds the request and its Authorization header) rides along as __context__.
             try:
-                return await self._send_once(method, path, priority, params, body, before_send)
+                return await self._attempt(
+                    attempt, method, path, priority, params, body, before_send
+                )
             except _Unsent as exc:  # the request never left: safe to resend, even a POST
                 error = exc.error
             except _Lost as exc:  # sent, answer lost: a POST may have started a task
@@ -184,6 +190,29 @@ class Sender:
         error.__cause__ = cause
         return error
 
+    async def _attempt(
+        self,
+        attempt: int,
+        method: str,
+        path: str,
+        priority: Priority,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+        before_send: BeforeSend | None,
+    ) -> Any:
+        """One send; with an observer, timed and reported whatever its outcome."""
+        if self._observer is None:
+            return await self._send_once(method, path, priority, params, body, before_send, None)
+        probe = AttemptProbe(self._clock.monotonic(), method, self._base_url, path, attempt, params)
+        error: BaseException | None = None
+        try:
+            return await self._send_once(method, path, priority, params, body, before_send, probe)
+        except BaseException as exc:
+            error = exc.error if isinstance(exc, (_Unsent, _Lost)) else exc
+            raise
+        finally:
+            self._observer.on_request(probe.finish(self._clock.monotonic(), error))
+
     async def _send_once(
         self,
         method: str,
@@ -192,16 +221,17 @@ class Sender:
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
         before_send: BeforeSend | None,
+        probe: AttemptProbe | None,
     ) -> Any:
         permit = await self._limiter.acquire(priority=priority)
         if before_send is None:
-            return await self._bounded_exchange(method, path, permit, params, body)
+            return await self._bounded_exchange(method, path, permit, params, body, probe)
         # From the recorded intent to the read answer, one shielded step: a cancellation
         # landing in between would leave an intent for a request that was never sent. The
         # step is bounded by ``max_request_time``, so the shield cannot hold forever.
         with anyio.CancelScope(shield=True):
             await before_send()
-            return await self._bounded_exchange(method, path, permit, params, body)
+            return await self._bounded_exchange(method, path, permit, params, body, probe)
 
     async def _bounded_exchange(
         self,
@@ -210,10 +240,11 @@ class Sender:
         permit: Permit,
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
+        probe: AttemptProbe | None,
     ) -> Any:
         limit = self._limits.max_request_time
         with anyio.move_on_after(limit):
-            return await self._exchange(method, path, permit, params, body)
+            return await self._exchange(method, path, permit, params, body, probe)
         raise _Lost(
             APITimeoutError(
                 f"no complete answer within {limit:g}s (max_request_time)",
@@ -229,7 +260,10 @@ class Sender:
         permit: Permit,
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
+        probe: AttemptProbe | None,
     ) -> Any:
+        if probe is not None:  # after the permit and the journal's intent: the request itself
+            probe.sent_at = self._clock.monotonic()
         failure: _Unsent | _Lost | APIConnectionError | APIResponseValidationError | None = None
         try:
             outgoing = self._http.build_request(
@@ -271,7 +305,9 @@ class Sender:
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
-        return await self._read_answer(response, text, permit=permit, method=method, path=path)
+        return await self._read_answer(
+            response, text, permit=permit, method=method, path=path, probe=probe
+        )
 
     async def _read_text(self, response: httpx.Response, *, method: str, path: str) -> str:
         """The answer's body as text, read within the size bound."""
@@ -305,9 +341,18 @@ class Sender:
             return raw.decode("utf-8", errors="replace")
 
     async def _read_answer(
-        self, response: httpx.Response, text: str, *, permit: Permit, method: str, path: str
+        self,
+        response: httpx.Response,
+        text: str,
+        *,
+        permit: Permit,
+        method: str,
+        path: str,
+        probe: AttemptProbe | None = None,
     ) -> Any:
         limits = read_rate_limit_headers(response.headers, now_unix=self._clock.unix())
+        if probe is not None:
+            probe.status_code, probe.remaining = response.status_code, limits.remaining
         await self._limiter.observe(
             RateLimitFeedback(
                 permit=permit,

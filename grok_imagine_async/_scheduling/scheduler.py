@@ -46,6 +46,7 @@ from .._errors import (
 )
 from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, Task, TaskStatus
+from .._observe import job_scope, observed_hook
 from .due import DueQueue
 from .jobs import (
     Job,
@@ -171,7 +172,7 @@ class JobScheduler:
         self._journal: Journal | None = None
         self._download_dir = Path(download_dir) if download_dir is not None else None
         self._max_downloads = max_downloads
-        self._on_event = on_event
+        self._on_event = observed_hook(client.telemetry, self, on_event)
         self._streaming = stream_results
         self._results_buffer = results_buffer
         self._planner = PollPlanner(
@@ -454,9 +455,10 @@ class JobScheduler:
         self._submissions += 1
         self._note_request()
         try:
-            task_id = await self._client._submit(
-                job.request, before_send=record_intent, priority=self._submit_priority
-            )
+            with job_scope(self, job.key):
+                task_id = await self._client._submit(
+                    job.request, before_send=record_intent, priority=self._submit_priority
+                )
         except BudgetExceededError as exc:
             # A shared budget (a Redis job store) refused the intent: nothing was sent.
             self._reserved -= cost
@@ -514,7 +516,8 @@ class JobScheduler:
         job._polls += 1
         self._note_request()
         try:
-            task = await self._client.get_task(job._task_id, priority=self._poll_priority)
+            with job_scope(self, job.key):
+                task = await self._client.get_task(job._task_id, priority=self._poll_priority)
         except NotFoundError as exc:
             job._not_found += 1
             if job._not_found >= _NOT_FOUND_LIMIT:

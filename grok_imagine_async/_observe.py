@@ -1,0 +1,175 @@
+"""The instrumentation seam: what the client and the scheduler tell an observer, and when.
+
+Nothing here depends on OpenTelemetry. The sender hands an :class:`Observer` one frozen
+:class:`RequestAttempt` per request it sent (stamina-style: a value, after the fact), and the
+scheduler hands it every :class:`~grok_imagine_async.JobEvent` along with the scheduler it came
+from. While the scheduler sends a request for a job, :func:`job_scope` says which job that is,
+so an observer can tie the request to the job (a span's parent) without the sender knowing jobs.
+
+With no observer (the default) the sender takes no timestamps and builds no value: the only
+cost left is one ``None`` check per request and one context-variable set per scheduled request.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._errors import APIStatusError
+
+if TYPE_CHECKING:
+    from ._scheduling.jobs import JobEvent, SchedulerHook
+
+
+@dataclass(frozen=True, slots=True)
+class JobScope:
+    """The job a request is sent for.
+
+    Attributes:
+        owner: The scheduler running the job (keys are unique within one scheduler only).
+        key: The job's key.
+    """
+
+    owner: object
+    key: str
+
+
+_CURRENT_JOB: contextvars.ContextVar[JobScope | None] = contextvars.ContextVar(
+    "grok_imagine_job", default=None
+)
+
+
+@contextmanager
+def job_scope(owner: object, key: str) -> Iterator[None]:
+    """Mark the requests sent inside the block as made for job ``key`` of ``owner``."""
+    token = _CURRENT_JOB.set(JobScope(owner, key))
+    try:
+        yield
+    finally:
+        _CURRENT_JOB.reset(token)
+
+
+def current_job() -> JobScope | None:
+    """The job the current request is sent for, if a scheduler said so."""
+    return _CURRENT_JOB.get()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAttempt:
+    """One request as sent and answered (or not); handed to :meth:`Observer.on_request`.
+
+    Attributes:
+        method: ``"GET"`` or ``"POST"``.
+        url: The full URL without the query (never carries the token).
+        path: The endpoint path (``/v1/generate``, ``/v1/status``): a low-cardinality name.
+        resend_count: 0 for the first send of a call, 1 for its first retry...
+        status_code: The HTTP status of the answer, None if none arrived.
+        error_type: Why the attempt failed (the status code as text, or our exception's class
+            name such as ``"APITimeoutError"``), None if it succeeded.
+        started_at: Clock time the request was sent (after its rate-limit permit).
+        duration: Seconds from sending to the end of reading the answer (or the failure).
+        permit_wait: Seconds spent waiting for the rate-limit permit before sending.
+        remaining: ``X-RateLimit-Remaining`` of the answer, if it carried one.
+        task_id: The task a status read asked about, if any.
+        job: The scheduler job the request was sent for, if any.
+    """
+
+    method: str
+    url: str
+    path: str
+    resend_count: int
+    status_code: int | None
+    error_type: str | None
+    started_at: float
+    duration: float
+    permit_wait: float
+    remaining: int | None
+    task_id: str | None
+    job: JobScope | None
+
+
+class AttemptProbe:
+    """Internal: one attempt's facts, filled in by the sender as the request travels."""
+
+    __slots__ = (
+        "base_url",
+        "created_at",
+        "method",
+        "params",
+        "path",
+        "remaining",
+        "resend_count",
+        "sent_at",
+        "status_code",
+    )
+
+    def __init__(
+        self,
+        created_at: float,
+        method: str,
+        base_url: str,
+        path: str,
+        resend_count: int,
+        params: dict[str, str] | None,
+    ) -> None:
+        self.created_at = self.sent_at = created_at
+        self.method, self.base_url, self.path = method, base_url, path
+        self.resend_count, self.params = resend_count, params
+        self.status_code: int | None = None
+        self.remaining: int | None = None
+
+    def finish(self, now: float, error: BaseException | None) -> RequestAttempt:
+        """The attempt as it ended at ``now``, failed with ``error`` (None: it succeeded)."""
+        if error is None:
+            error_type = None
+        elif isinstance(error, APIStatusError):
+            # As the HTTP conventions say: the status code (the body's, when it carries the error).
+            error_type = str(error.status_code)
+        else:
+            error_type = type(error).__name__
+        return RequestAttempt(
+            method=self.method,
+            url=self.base_url + self.path,
+            path=self.path,
+            resend_count=self.resend_count,
+            status_code=self.status_code,
+            error_type=error_type,
+            started_at=self.sent_at,
+            duration=now - self.sent_at,
+            permit_wait=self.sent_at - self.created_at,
+            remaining=self.remaining,
+            task_id=self.params.get("task_id") if self.params else None,
+            job=current_job(),
+        )
+
+
+class Observer(Protocol):
+    """Receives what the client and its schedulers do; must return quickly and never raise.
+
+    :class:`grok_imagine_async.otel.Telemetry` implements it with OpenTelemetry; any object
+    with these two methods can be passed as ``AsyncGrokImagine(telemetry=...)``.
+    """
+
+    def on_request(self, attempt: RequestAttempt) -> None:
+        """One request was sent and its answer read (or it failed)."""
+
+    def on_job_event(self, owner: Any, event: JobEvent) -> None:
+        """The scheduler ``owner`` emitted ``event`` (in the event loop, synchronously)."""
+
+
+def observed_hook(
+    observer: Observer | None, owner: object, hook: SchedulerHook | None
+) -> SchedulerHook | None:
+    """``hook``, also feeding ``observer`` (if any) every event of the scheduler ``owner``."""
+    if observer is None:
+        return hook
+
+    def both(event: JobEvent) -> None:
+        if hook is not None:
+            hook(event)
+        observer.on_job_event(owner, event)
+
+    return both
