@@ -11,7 +11,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
-ALL_EXTRAS = ".[emulator,cli,fastapi,redis]"
+ALL_EXTRAS = ".[emulator,cli,fastapi,redis,otel,otel-prometheus]"
 TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis>=6", "psutil"]
 # Pinned: a new ruff or mypy release may add rules or change formatting, and CI on a fresh
 # clone must not turn red for code nobody touched. Bump them deliberately.
