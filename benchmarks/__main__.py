@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("limiter", "scheduler", "redis", "hostile", "workers")
+BENCHMARKS = ("limiter", "scheduler", "redis", "hostile", "workers", "telemetry")
 
 
 def main(argv: list[str]) -> int:

@@ -99,6 +99,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "resend (default), or resend it, accepting to maybe pay twice",
     )
     add("--no-progress", action="store_true", help="no progress display, only the summary")
+    add("--otel", action="store_true", help="export OpenTelemetry traces and metrics as the "
+        "OTEL_* variables say (default exporter: otlp; needs opentelemetry-sdk)")  # fmt: skip
     add_connection_options(parser)
     parser.set_defaults(handler=run)
 
@@ -140,7 +142,25 @@ def run(args: argparse.Namespace) -> int:
     if is_redis_url(args.journal):
         return anyio.run(run_shared, args, jobs, summary)
     journal_path = Path(args.journal) if args.journal else out / _default_journal(args)
-    return anyio.run(_batch, args, jobs, summary, journal_path)
+    with contextlib.ExitStack() as stack:
+        if args.otel:
+            try:
+                args.telemetry = stack.enter_context(_telemetry_from_environment())
+            except ImportError as exc:
+                error("batch", f"--otel {exc}")
+                return EXIT_USAGE
+        return anyio.run(_batch, args, jobs, summary, journal_path)
+
+
+def _telemetry_from_environment() -> contextlib.AbstractContextManager[Any]:
+    try:
+        from .._telemetry.sdk import telemetry_from_environment
+    except ImportError as exc:
+        raise ImportError(
+            'needs the otel extra, the SDK and an exporter: pip install "grok-imagine-async[otel]" '
+            f"opentelemetry-sdk opentelemetry-exporter-otlp ({exc})"
+        ) from None
+    return telemetry_from_environment("grok-imagine-batch")
 
 
 _PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.part")

@@ -164,6 +164,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         "retry": _scaled_retry(RetryPolicy(), scale),
         "poll": scaled_poll(PollPolicy(), scale),
         "limiter": limiter,
+        "telemetry": getattr(args, "telemetry", None),  # batch --otel
     }
     if emulated:
         async with _emulated_client(limit, scale, timing) as client:

@@ -455,7 +455,7 @@ class JobScheduler:
         self._submissions += 1
         self._note_request()
         try:
-            with job_scope(self, job.key):
+            with job_scope(self._client.telemetry, self, job.key):
                 task_id = await self._client._submit(
                     job.request, before_send=record_intent, priority=self._submit_priority
                 )
@@ -516,7 +516,7 @@ class JobScheduler:
         job._polls += 1
         self._note_request()
         try:
-            with job_scope(self, job.key):
+            with job_scope(self._client.telemetry, self, job.key):
                 task = await self._client.get_task(job._task_id, priority=self._poll_priority)
         except NotFoundError as exc:
             job._not_found += 1
