@@ -7,13 +7,13 @@ Run from the repository root::
 Needs the ``emulator`` and ``otel-prometheus`` extras (for the SDK). Writes
 ``benchmarks/results/telemetry.md`` and prints it.
 
-1. **Per request.** One coroutine calls ``get_task`` 5,000 times in a row through an
+1. **Per request.** One coroutine calls ``get_task`` 500 times in a row through an
    ``httpx.MockTransport`` that answers at once (no network, so the client's own cost is all
    there is) and a limiter that grants at once. Rows: httpx alone on the same transport (the
    floor), the client with telemetry off, on with the API's no-op providers (the ``otel`` extra
    without an SDK), and on with the SDK (spans through a ``BatchSpanProcessor`` into an exporter
    that drops them, metrics into an ``InMemoryMetricReader``). CPU time of the process; each
-   row is run 30 times, interleaved with the others, and the least is shown (other processes'
+   row is run 60 times, interleaved with the others, and the least is shown (other processes'
    load only ever adds time, and this machine is shared).
 2. **The pieces alone.** What the seam costs when off (the scheduler's ``job_scope`` around
    each request; the sender's one ``None`` check is below measuring), and the observer call
@@ -55,8 +55,8 @@ from grok_imagine_async.testing import Emulator, EmulatorConfig, run_virtual
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "telemetry.md"
 TOKEN = "bench-token"
-REQUESTS = 1_000
-ROUNDS = 30
+REQUESTS = 500
+ROUNDS = 60
 CALLS = 20_000
 JOBS = 500
 ANSWER = {

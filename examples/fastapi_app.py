@@ -9,6 +9,8 @@ Endpoints:
 - ``GET /videos/{id}/events`` streams the job's changes as Server-Sent Events until it is done.
 - ``GET /healthz`` answers 200 while jobs can run, 503 once the video scheduler stopped (a
   revoked token, a crash): point your orchestrator's health check at it to restart the worker.
+- ``GET /metrics`` serves quota, credits, jobs and latencies to Prometheus (with the
+  ``otel-prometheus`` extra).
 
 Errors are JSON ``{"detail": ..., "error": <code>}``: 422 for bad input (or a refused prompt),
 402 when the credit budget is spent, 429 when too many jobs are waiting, 502/503/504 when the
@@ -119,11 +121,13 @@ def describe(jobs: JobRegistry, job: Job) -> VideoJob:
     )
 
 
-def create_app(*, heartbeat: float = 15.0, **grok_options: Any) -> FastAPI:
+def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options: Any) -> FastAPI:
     """Build the app.
 
     Args:
         heartbeat: Seconds between keep-alive (or progress) events on an idle event stream.
+        metrics: Serve ``GET /metrics`` for Prometheus (when the ``otel-prometheus`` extra is
+            installed; see :func:`add_metrics`).
         **grok_options: Passed to :func:`grok_imagine_lifespan` (``plan``, ``journal``,
             ``max_credits``, ``redis_url``, ``http_client``...); by default everything comes
             from the ``GROK_IMAGINE_*`` environment variables (``$GROK_IMAGINE_REDIS_URL``
@@ -141,6 +145,8 @@ def create_app(*, heartbeat: float = 15.0, **grok_options: Any) -> FastAPI:
 
     app = FastAPI(title="Videos", lifespan=lifespan)
     install_error_handlers(app)
+    if metrics and "client_factory" not in grok_options:
+        grok_options.setdefault("telemetry", add_metrics(app))
 
     async def find(jobs: JobRegistry, video_id: str) -> Job:
         job = await jobs.get(video_id)
@@ -202,6 +208,36 @@ def create_app(*, heartbeat: float = 15.0, **grok_options: Any) -> FastAPI:
         )
 
     return app
+
+
+# -- /metrics: quota, credits, jobs and latencies for Prometheus -------------------------------
+
+
+def add_metrics(app: FastAPI) -> Any:
+    """Serve ``GET /metrics`` in Prometheus' text format; return the client's telemetry.
+
+    The client's OpenTelemetry metrics (``grok_imagine_*``, ``http_client_request_duration``)
+    go through the OpenTelemetry Prometheus exporter into a registry of this app's own. Spans go
+    to the global tracer provider: set one up (``opentelemetry-instrument``, or your own SDK
+    code) to see them. Without the ``otel-prometheus`` extra, there is no ``/metrics`` and the
+    client records nothing (None is returned).
+    """
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        from grok_imagine_async.otel import Telemetry
+    except ImportError:
+        return None
+    registry = CollectorRegistry()
+    provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:  # sync: collecting runs in a worker thread
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Telemetry(meter_provider=provider)
 
 
 app = create_app()

@@ -32,6 +32,7 @@ from .._client import AsyncGrokImagine
 from .._errors import GrokImagineError
 from .._limiting.plans import Plan, RateLimit
 from .._limiting.protocol import RateLimiter
+from .._observe import Observer
 from .._scheduling.jobs import Job, JobEvent, Journal, SchedulerHook
 from .._scheduling.scheduler import JobScheduler
 from ._errors import BacklogFullError, HTTPProblem, SchedulerStoppedError, http_error_for
@@ -101,6 +102,7 @@ async def grok_imagine_lifespan(
     max_jobs: int = DEFAULT_MAX_JOBS,
     max_queued: int = DEFAULT_MAX_QUEUED,
     on_event: SchedulerHook | None = None,
+    telemetry: bool | Observer | None = None,
     **scheduler_options: Any,
 ) -> AsyncIterator[None]:
     """Open the app's client and scheduler for the app's lifetime; a FastAPI ``lifespan``.
@@ -141,6 +143,8 @@ async def grok_imagine_lifespan(
         max_jobs: Finished jobs to remember by id (see :class:`JobRegistry`).
         max_queued: Jobs allowed to wait for a submission slot before new ones get a 429.
         on_event: Your own hook for every scheduler event (called after the registry's).
+        telemetry: The client's ``telemetry`` (OpenTelemetry spans and metrics; see
+            :class:`~grok_imagine_async.otel.Telemetry`). A client setting, like the five above.
         **scheduler_options: Passed to :class:`~grok_imagine_async.JobScheduler`
             (``max_in_flight``, ``poll``, ``resubmit``, ``download_dir``...). ``favor``
             defaults to ``"latency"`` here: a finished job is noticed before new ones start.
@@ -158,7 +162,7 @@ async def grok_imagine_lifespan(
     scheduler_options.pop("stream_results", None)
     # Each user waits on their own job: tell them as soon as it is done (see JobScheduler).
     scheduler_options.setdefault("favor", "latency")
-    client_settings = (api_key, base_url, plan, http_client, limiter)
+    client_settings = (api_key, base_url, plan, http_client, limiter, telemetry)
     if client_factory is not None and any(s is not None for s in client_settings):
         raise ValueError("pass either client_factory or client settings, not both")
     if redis_url is not None and journal is not None:
@@ -192,6 +196,7 @@ async def grok_imagine_lifespan(
                 plan=plan,
                 http_client=http_client,
                 limiter=limiter,
+                telemetry=telemetry,
             )
         stack.push_async_callback(client.aclose)
         opened_journal = await _journal_from(journal) if shared is None else shared.store
