@@ -47,6 +47,7 @@ from ._models import (
     TaskStatus,
     build_request,
 )
+from ._observe import JobScope, Observer, RequestAttempt
 from ._scheduling.inputs import InputSummary, JobFile
 from ._scheduling.jobs import (
     Job,
@@ -103,6 +104,7 @@ __all__ = [
     "JobResult",
     "JobResumed",
     "JobScheduler",
+    "JobScope",
     "JobSpec",
     "JobState",
     "JobSubmitted",
@@ -116,6 +118,7 @@ __all__ = [
     "LoopClock",
     "ManualClock",
     "NotFoundError",
+    "Observer",
     "Permit",
     "Plan",
     "PollPolicy",
@@ -124,6 +127,7 @@ __all__ = [
     "RateLimitError",
     "RateLimitFeedback",
     "RateLimiter",
+    "RequestAttempt",
     "RetryPolicy",
     "SchedulerClosedError",
     "SchedulerEvent",

@@ -123,3 +123,12 @@ async def test_a_failing_pipeline_never_breaks_a_request(caplog: pytest.LogCaptu
         assert (await client.get_task("task_1")).succeeded
     failures = [r for r in caplog.records if r.name == "grok_imagine_async.otel"]
     assert len(failures) == 1  # logged once, not per request
+
+
+def test_telemetry_true_uses_the_global_providers() -> None:
+    from grok_imagine_async.otel import Telemetry
+
+    client = AsyncGrokImagine(api_key=TOKEN, telemetry=True)
+    assert isinstance(client.telemetry, Telemetry)
+    mine = Pipeline().telemetry()
+    assert AsyncGrokImagine(api_key=TOKEN, telemetry=mine).telemetry is mine
