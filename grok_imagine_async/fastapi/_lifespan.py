@@ -126,7 +126,8 @@ async def grok_imagine_lifespan(
         http_client: An ``httpx.AsyncClient`` to send through (not closed here).
         limiter: A shared rate limiter, e.g. a ``RedisRateLimiter`` for several workers.
         client_factory: Builds the client instead (for other client settings); called at
-            startup, and the client it returns is closed at shutdown. Excludes the five above.
+            startup, and the client it returns is closed at shutdown. Excludes the client
+            settings (the five above and ``telemetry``).
         journal: A :class:`~grok_imagine_async.Journal`, or a SQLite file path, so jobs survive
             a restart. One per process: a SQLite journal is locked by the process using it, so
             a second worker given the same path fails to start.
@@ -144,7 +145,7 @@ async def grok_imagine_lifespan(
         max_queued: Jobs allowed to wait for a submission slot before new ones get a 429.
         on_event: Your own hook for every scheduler event (called after the registry's).
         telemetry: The client's ``telemetry`` (OpenTelemetry spans and metrics; see
-            :class:`~grok_imagine_async.otel.Telemetry`). A client setting, like the five above.
+            :class:`~grok_imagine_async.otel.Telemetry`).
         **scheduler_options: Passed to :class:`~grok_imagine_async.JobScheduler`
             (``max_in_flight``, ``poll``, ``resubmit``, ``download_dir``...). ``favor``
             defaults to ``"latency"`` here: a finished job is noticed before new ones start.
