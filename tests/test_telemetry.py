@@ -191,3 +191,23 @@ async def test_prompts_are_recorded_when_asked() -> None:
         for s in pipeline.spans("generate_video")
     }
     assert prompts == PROMPTS
+
+
+@pytest.mark.anyio
+async def test_an_interrupted_batch_can_still_export_its_unfinished_jobs() -> None:
+    pipeline = Pipeline()
+    telemetry = pipeline.telemetry()
+    emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=3))
+    client = AsyncGrokImagine(
+        api_key=TOKEN, http_client=emu.client(token=None), telemetry=telemetry
+    )
+    prompts = ["a short one [duration:5]", "a long one [duration:600]", "another [duration:900]"]
+    async with client.generate_many(prompts) as results:
+        first = await results.__anext__()  # then leave: the two long jobs are cancelled
+    assert first.ok
+    assert len(pipeline.spans("generate_video")) == 1  # open spans are not exported
+    assert telemetry.end_unfinished() == 2
+    spans = pipeline.spans("generate_video")
+    outcomes = sorted(s.attributes["grok_imagine.job.outcome"] for s in spans)
+    assert outcomes == ["completed", "unfinished", "unfinished"]
+    assert telemetry.end_unfinished() == 0

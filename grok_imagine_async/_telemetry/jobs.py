@@ -149,6 +149,17 @@ class JobRecorder:
             job.span.add_event(names.EVENT_POLL, attributes, timestamp=self._timeline.to_ns(now))
         return job.context
 
+    def end_unfinished(self) -> int:
+        """End the span of every job not finished yet, as ``unfinished``; return how many."""
+        ended = 0
+        for scheduler in list(self.schedulers.values()):
+            jobs, scheduler.jobs = scheduler.jobs, {}
+            for job in jobs.values():
+                job.span.set_attribute(names.JOB_OUTCOME, "unfinished")
+                job.span.end()
+                ended += 1
+        return ended
+
     def _start(self, key: str, when: int) -> _JobTrace:
         span = self._tracer.start_span(
             names.OPERATION_NAME,

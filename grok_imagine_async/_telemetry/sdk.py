@@ -82,8 +82,10 @@ def telemetry_from_environment(service_name: str) -> Iterator[Telemetry]:
         readers.append(made if isinstance(made, MetricReader) else
                        PeriodicExportingMetricReader(made))  # fmt: skip
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
     try:
-        yield Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        yield telemetry
     finally:
+        telemetry.end_unfinished()  # an interrupted batch still shows its jobs in flight
         tracer_provider.shutdown()  # flushes: the last spans of the batch are not lost
         meter_provider.shutdown()

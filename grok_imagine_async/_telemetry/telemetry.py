@@ -92,6 +92,19 @@ class Telemetry:
         except Exception:  # telemetry must never break a scheduler
             self._log_failure()
 
+    def end_unfinished(self) -> int:
+        """End the spans of jobs that have not finished, so an exporter still gets them.
+
+        A batch that was interrupted (Ctrl-C, a cancelled scope) leaves its running jobs'
+        spans open, and an open span is never exported. Call this before shutting down the
+        tracer provider; each span ends now with ``grok_imagine.job.outcome = "unfinished"``.
+        (``grok-imagine batch --otel`` does.)
+
+        Returns:
+            How many spans were ended.
+        """
+        return self._jobs.end_unfinished()
+
     def _snapshot(self, owner: Any, scheduler: SchedulerTrace) -> None:
         statistics = getattr(owner, "statistics", None)
         if statistics is not None:
