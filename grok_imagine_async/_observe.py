@@ -84,9 +84,11 @@ class RequestAttempt:
         status_code: The HTTP status of the answer, None if none arrived.
         error_type: Why the attempt failed (the status code as text, or our exception's class
             name such as ``"APITimeoutError"``), None if it succeeded.
-        started_at: Clock time the request was sent (after its rate-limit permit).
+        started_at: Clock time the request was sent (after its rate-limit permit and, for a
+            scheduler's POST, its journal intent).
         duration: Seconds from sending to the end of reading the answer (or the failure).
-        permit_wait: Seconds spent waiting for the rate-limit permit before sending.
+        permit_wait: Seconds from the start of the attempt to sending: the wait for the
+            rate-limit permit (and the journal's write).
         remaining: ``X-RateLimit-Remaining`` of the answer, if it carried one.
         task_id: The task a status read asked about, if any.
         job: The scheduler job the request was sent for, if any.

@@ -12,7 +12,7 @@ from fakes import TOKEN, Script, ok, task_data
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import SpanKind
 
-from grok_imagine_async import AsyncGrokImagine, RetryPolicy
+from grok_imagine_async import AmbiguousSubmitError, AsyncGrokImagine, RetryPolicy
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 FAST_RETRY = RetryPolicy(attempts=2, wait_initial=0.01, wait_jitter=0.0)
@@ -132,3 +132,34 @@ def test_telemetry_true_uses_the_global_providers() -> None:
     assert isinstance(client.telemetry, Telemetry)
     mine = Pipeline().telemetry()
     assert AsyncGrokImagine(api_key=TOKEN, telemetry=mine).telemetry is mine
+
+
+@pytest.mark.anyio
+async def test_a_span_lasts_as_long_as_its_request_and_the_histogram_agrees() -> None:
+    pipeline = Pipeline()
+    emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=1))
+    client = AsyncGrokImagine(
+        api_key=TOKEN, http_client=emu.client(token=None), telemetry=pipeline.telemetry()
+    )
+    await client.generate("a slow answer [slow:3]")  # answered 3 s (virtual) after sending
+    (span,) = pipeline.spans()
+    assert span.end_time is not None and span.start_time is not None
+    assert (span.end_time - span.start_time) / 1e9 == pytest.approx(3.0, abs=0.05)
+    ((_, (count, seconds)),) = pipeline.metrics()["http.client.request.duration"]
+    assert count == 1
+    assert seconds == pytest.approx(3.0, abs=0.05)
+
+
+@pytest.mark.anyio
+async def test_a_lost_answer_is_a_timeout_span_lasting_the_read_timeout() -> None:
+    pipeline = Pipeline()
+    emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=1))
+    http = emu.client(token=None, timeout=2.0)
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=http, telemetry=pipeline.telemetry())
+    with pytest.raises(AmbiguousSubmitError):
+        await client.generate("an answer too slow [slow:9]")
+    (span,) = pipeline.spans()  # not resent: a POST whose answer was lost may have been paid
+    assert span.attributes["error.type"] == "APITimeoutError"
+    assert "http.response.status_code" not in span.attributes
+    assert (span.end_time - span.start_time) / 1e9 == pytest.approx(2.0, abs=0.05)
+    assert "grok_imagine.credits.consumed" not in pipeline.metrics()
