@@ -211,3 +211,36 @@ async def test_an_interrupted_batch_can_still_export_its_unfinished_jobs() -> No
     outcomes = sorted(s.attributes["grok_imagine.job.outcome"] for s in spans)
     assert outcomes == ["completed", "unfinished", "unfinished"]
     assert telemetry.end_unfinished() == 0
+
+
+@pytest.mark.anyio
+async def test_gauges_show_a_running_batch_its_jobs_credits_and_quota() -> None:
+    import anyio
+
+    from grok_imagine_async import JobScheduler
+
+    pipeline = Pipeline()
+    emu = Emulator(EmulatorConfig(tokens={TOKEN: "free"}, seed=3))
+    client = AsyncGrokImagine(
+        api_key=TOKEN,
+        http_client=emu.client(token=None),
+        plan="free",
+        telemetry=pipeline.telemetry(),
+    )
+    async with JobScheduler(client, max_in_flight=3, max_credits=400) as scheduler:
+        for n in range(5):
+            await scheduler.submit(f"a long take {n} [duration:600]")
+        await anyio.sleep(30)  # three submitted and being polled, two waiting for a slot
+        metrics = pipeline.metrics()
+        jobs = {a["grok_imagine.job.state"]: v for a, v in metrics["grok_imagine.jobs"]}
+        assert jobs == {"queued": 2, "submitting": 0, "running": 3}
+        assert total(metrics["grok_imagine.scheduler.credits"]) == 120
+        assert total(metrics["grok_imagine.scheduler.credit_budget"]) == 400
+        assert total(metrics["grok_imagine.rate_limit.limit"]) == pytest.approx(100)
+        rate = total(metrics["grok_imagine.rate_limit.request_rate"])
+        assert rate > 0
+        assert total(metrics["grok_imagine.rate_limit.usage"]) == pytest.approx(rate / 100)
+        # The server's count, from the latest answer (a request may be on its way right now).
+        remaining = total(metrics["grok_imagine.rate_limit.remaining"])
+        assert 100 - emu.statistics().requests_total <= remaining < 100
+        scheduler.cancel()
