@@ -54,6 +54,15 @@ def report(emulator: Emulator, summaries: list[dict[str, Any]]) -> str:
     )
 
 
+def wait_for_requests(emulator: Emulator, count: int, *, timeout: float = 60.0) -> None:
+    """Block until the emulator has received ``count`` requests under :data:`TOKEN`."""
+    deadline = time.monotonic() + timeout
+    while len(emulator.request_times(TOKEN)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the workers sent fewer than {count} requests in {timeout} s")
+        time.sleep(0.01)
+
+
 def utilization(times: list[float]) -> float:
     """Achieved rate between the first and the last arrival, as a fraction of the plan's rate."""
     return (len(times) - 1) / (times[-1] - times[0]) / LIMIT.per_second
@@ -116,8 +125,9 @@ def test_redis_killed_mid_run_falls_back_and_returns_without_a_burst(
             # the whole rate while the others still send their fallback share.
             probe_intervals=[0.3, 1.0, 1.7, 2.4],
         )
-        # Fault injection 2.5 s into the run (not a wait for a result to appear).
-        time.sleep(4.5)
+        # Fault injection a quarter into the run, judged by what the emulator has received:
+        # on a loaded machine the workers' start (imports) may take longer than ``start_in``.
+        wait_for_requests(emulator, K * per_worker // 4)
         redis_server.kill()
         killed_at = time.monotonic()  # the emulator's clock: the loop time of its thread
         time.sleep(2.0)
