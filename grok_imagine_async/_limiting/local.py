@@ -6,13 +6,10 @@ head of the queue when it comes, so a poll that arrives late still goes before o
 submissions. When the pump itself reaches the head it keeps the slot and the next waiter takes
 over pumping. No background task exists: the waiters do the work, so nothing outlives them.
 
-The pacing slot comes from an :class:`aiolimiter.AsyncLimiter` leaking at
-:func:`~grok_imagine_async._limiting.pacing.paced_rate`, with room for a little catch-up after
-the loop woke late. That room is filled before the first grant and after any idle time or pause,
-so it never becomes a burst: the first permit is immediate, the next one a full interval later.
-Pauses and slowdowns asked for by the server are waited out before taking a slot, and a slot
-that turns out to fall inside a pause that began while the pump waited is thrown away, not
-granted late.
+When the next slot comes is the pacing strategy's business (one class per ``pacing=`` mode, in
+:mod:`.strategies`): the pump asks it to wait for a slot, and tells it of every grant and every
+answer. The server's pauses and slowdowns are kept here and handed to the strategy as the
+earliest time it may grant.
 """
 
 from __future__ import annotations
@@ -23,23 +20,11 @@ import itertools
 import math
 from typing import Literal, cast
 
-import anyio
-from aiolimiter import AsyncLimiter
-
 from .._clock import DEFAULT_CLOCK, Clock
-from .pacing import (
-    GrantHistory,
-    LatencySpread,
-    WindowLog,
-    catch_up,
-    hold_until,
-    jitter_tolerance,
-    paced_rate,
-    react,
-    window_stretch,
-)
+from .pacing import GrantHistory, LatencySpread, hold_until, jitter_tolerance, react
 from .plans import Plan, RateLimit, resolve_rate_limit
 from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
+from .strategies import EvenPacing, PacingStrategy, WindowPacing
 
 DEFAULT_HEADROOM = 0.01
 """Fraction of the period kept as a margin for latency jitter (see :class:`LocalRateLimiter`)."""
@@ -157,24 +142,11 @@ class LocalRateLimiter:
         self._clock = clock or DEFAULT_CLOCK
         self._latency = LatencySpread()  # of permit-to-answer times
         self._margin = jitter_tolerance(self._limit, headroom)
-        self._catch_up = catch_up(self._limit, headroom)
-        self._stretch = window_stretch(self._limit, headroom, 0.0)
-        self._rate = paced_rate(self._limit, headroom, spread=self._stretch)
-        self._bucket = self._new_bucket()
-        self._bucket_full = False  # a replaced bucket must be filled before its first use
-        self._last_take = -math.inf  # when a slot was last taken from the bucket
+        self._strategy = self._new_strategy()
         self._queue: list[_Waiter] = []
         self._order = itertools.count()
         self._pump: _Waiter | None = None
         self._history = GrantHistory(keep=3 * self._limit.period)
-        # Window pacing: a permit holds its place until a window after its answer (or, with
-        # no answer, a period after its grant plus a window).
-        self._window = WindowLog(
-            self._limit.requests,
-            window=self._limit.period * (1 + headroom),
-            unanswered=self._limit.period,
-        )
-        self._window_freed: anyio.Event | None = None  # made when the pump first waits
         self._last_grant = -math.inf
         self._paused_until = -math.inf
         self._slowdowns: tuple[tuple[float, float], ...] = ()  # (spacing, until) pairs
@@ -206,7 +178,7 @@ class LocalRateLimiter:
 
         Lower than usual while recent answers took unevenly long (see :meth:`observe`).
         """
-        return self._rate
+        return self._strategy.rate
 
     def __repr__(self) -> str:
         limit = self._limit
@@ -285,55 +257,14 @@ class LocalRateLimiter:
             head.future = None
 
     async def _wait_for_slot(self) -> None:
+        await self._strategy.wait_for_slot(self._hold_until)
+
+    def _new_strategy(self) -> PacingStrategy:
         if self._pacing == "window":
-            await self._wait_for_window_slot()
-            return
-        while True:
-            now = self._clock.monotonic()
-            delay = self._hold_until() - now
-            if delay > 0:
-                await anyio.sleep(delay)
-                continue
-            self._follow_latency()
-            capacity = 1.0 + self._catch_up
-            if self._bucket_full:
-                # A new bucket starts as if it had just granted: safe whatever the old one did.
-                self._bucket_full = False
-                await self._bucket.acquire(capacity)
-            elif self._catch_up and now - self._last_take >= capacity / self._rate:
-                # Idle (or paused) long enough for the bucket to empty: fill the catch-up room
-                # first, so that it cannot turn into a burst. Immediate on an empty bucket.
-                await self._bucket.acquire(self._catch_up)
-            await self._bucket.acquire()
-            self._last_take = self._clock.monotonic()
-            if self._hold_until() <= self._last_take:
-                return
-            # The server asked for a pause while we waited: granting this slot now would send a
-            # request inside it, and granting it after would bunch it with the next slot.
-
-    async def _wait_for_window_slot(self) -> None:
-        """Grant as soon as fewer than ``requests`` permits may count in the server's window."""
-        while True:
-            now = self._clock.monotonic()
-            delay = max(self._window.opens_at(now=now), self._hold_until()) - now
-            if delay <= 0:
-                return
-            freed = self._window_freed = anyio.Event()
-            with anyio.move_on_after(delay):
-                await freed.wait()  # an answer may free a place sooner
-
-    def _new_bucket(self) -> AsyncLimiter:
-        capacity = 1.0 + self._catch_up
-        return AsyncLimiter(capacity, capacity / self._rate)
-
-    def _follow_latency(self) -> None:
-        """Stretch the pacing window while answers take unevenly long, and back."""
-        stretch = window_stretch(self._limit, self._headroom, self._latency.spread)
-        if stretch != self._stretch:
-            self._stretch = stretch
-            self._rate = paced_rate(self._limit, self._headroom, spread=stretch)
-            self._bucket = self._new_bucket()
-            self._bucket_full = True
+            return WindowPacing(self._limit, headroom=self._headroom, clock=self._clock)
+        return EvenPacing(
+            self._limit, headroom=self._headroom, clock=self._clock, latency=self._latency
+        )
 
     def _hold_until(self) -> float:
         return hold_until(
@@ -346,8 +277,7 @@ class LocalRateLimiter:
         now = self._clock.monotonic()
         self._last_grant = now
         serial = self._history.add(now)
-        if self._pacing == "window":
-            self._window.grant(serial, now=now)
+        self._strategy.granted(serial, now=now)
         return Permit(granted_at=now, serial=serial)
 
     def _live_head(self) -> _Waiter | None:
@@ -401,19 +331,14 @@ class LocalRateLimiter:
         """
         now = self._clock.monotonic()
         serial = feedback.permit.serial
-        if (
-            self._pacing == "window"
-            and self._window.answered(serial, now=now)
-            and self._window_freed is not None
-        ):
-            self._window_freed.set()
+        self._strategy.answered(feedback, now=now)
         if feedback.rate_limited:
             self._rate_limited += 1
         self._latency.add(max(0.0, now - feedback.permit.granted_at))
         tolerance = jitter_tolerance(self._limit, self._headroom, spread=self._latency.spread)
         reaction = react(
             limit=self._limit,
-            rate=self._rate,
+            rate=self._strategy.rate,
             rate_limited=feedback.rate_limited,
             remaining=feedback.remaining,
             reset_after=feedback.reset_after,
