@@ -31,6 +31,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``emulator`` subcommand; its handler is stored as ``args.handler``."""
     parser = subparsers.add_parser(
@@ -53,7 +60,19 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="divide generation times, the rate-limit window and slow delays (default: 1)",
     )
     add("--period", type=_positive, default=60.0, help="rate-limit window in seconds, unscaled")
-    add("--window", choices=["sliding", "fixed"], default="sliding", help="rate-limit window")
+    add(
+        "--window",
+        choices=["sliding", "fixed", "gcra"],
+        default="sliding",
+        help="how the quota is counted: a sliding or fixed window, or gcra, a leaky bucket "
+        "refilled at the plan's rate (default: %(default)s)",
+    )
+    add(
+        "--burst",
+        type=_count,
+        default=1,
+        help="requests the gcra bucket holds when full (default: %(default)s)",
+    )
     add("--reset-format", choices=["seconds", "unix"], default="seconds", help="X-RateLimit-Reset")
     add("--vocabulary", choices=["default", "reseller", "upper"], default="default")
     add("--median", type=_positive, default=30.0, help="median generation time in seconds")
@@ -91,6 +110,7 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
         tokens={args.token: args.plan},
         period=args.period / scale,
         window=args.window,
+        burst=args.burst,
         reset_format=args.reset_format,
         duration_median=args.median,
         time_scale=scale,
@@ -113,11 +133,15 @@ def run(args: argparse.Namespace, *, out: Callable[[str], None] | None = None) -
     config = build_config(args)
     limit = config.rate_limits()[args.token]
 
+    counting = f"{args.window} window"
+    if args.window == "gcra":
+        counting = f"leaky bucket of {args.burst}"
+
     def announce(url: str) -> None:
         write(f"Grok Imagine emulator listening on {url}")
         write(
             f"  token: {args.token} (plan {args.plan}: {limit.requests} requests per "
-            f"{limit.period:g} s, {args.window} window)"
+            f"{limit.period:g} s, {counting})"
         )
         write(f"  statistics: {url}/_emulator/stats")
         write("  to point the client at it:")

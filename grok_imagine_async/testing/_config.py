@@ -11,9 +11,10 @@ from .._clock import Clock
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from ._faults import FaultConfig
 from ._lifecycle import Vocabulary
-from ._window import WindowMode
 
 ResetFormat = Literal["seconds", "unix"]
+CountingMode = Literal["sliding", "fixed", "gcra"]
+"""How the emulator counts a token's quota: a sliding or fixed window, or a leaky bucket."""
 
 
 def _default_tokens() -> Mapping[str, str | Plan | RateLimit]:
@@ -29,7 +30,13 @@ class EmulatorConfig:
             (its requests per ``period``) or a :class:`RateLimit` (used as is).
         period: Window length in seconds for plan quotas (60 like the real service; scale it
             down so a test sees "100 requests per 3 s").
-        window: ``"sliding"`` or ``"fixed"`` rate-limit window.
+        window: How the quota is counted: a ``"sliding"`` or ``"fixed"`` window of ``period``
+            seconds, or ``"gcra"``, a leaky bucket (nginx ``limit_req``) that refills at the
+            quota's rate and holds at most ``burst`` requests; its ``X-RateLimit-Remaining`` is
+            what the bucket holds and its ``X-RateLimit-Reset`` the seconds until it is full
+            again (see ``grok_imagine_async.testing._gcra``).
+        burst: Requests the ``"gcra"`` bucket holds when full (1: none closer together than
+            the quota's interval). Ignored by the windows.
         reset_format: ``X-RateLimit-Reset`` as seconds until reset or as a Unix time.
         count_refused: Whether 429'd requests also use up quota (default: they do not).
         rate_limit_enabled: False admits everything (headers are still sent).
@@ -54,7 +61,8 @@ class EmulatorConfig:
 
     tokens: Mapping[str, str | Plan | RateLimit] = field(default_factory=_default_tokens)
     period: float = 60.0
-    window: WindowMode = "sliding"
+    window: CountingMode = "sliding"
+    burst: int = 1
     reset_format: ResetFormat = "seconds"
     count_refused: bool = False
     rate_limit_enabled: bool = True
@@ -71,8 +79,10 @@ class EmulatorConfig:
     def __post_init__(self) -> None:
         if not self.period > 0:
             raise ValueError(f"period must be positive seconds, got {self.period!r}")
-        if self.window not in ("sliding", "fixed"):
-            raise ValueError(f"window must be 'sliding' or 'fixed', got {self.window!r}")
+        if self.window not in ("sliding", "fixed", "gcra"):
+            raise ValueError(f"window must be 'sliding', 'fixed' or 'gcra', got {self.window!r}")
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
+            raise ValueError(f"burst must be an int >= 1, got {self.burst!r}")
         if self.reset_format not in ("seconds", "unix"):
             raise ValueError(f"reset_format must be 'seconds' or 'unix', got {self.reset_format!r}")
         if not self.duration_median > 0 or self.duration_sigma < 0:

@@ -14,8 +14,10 @@ from collections import Counter
 from typing import Any
 
 from .._clock import DEFAULT_CLOCK, Clock
+from .._limiting.plans import RateLimit
 from ._config import EmulatorConfig
 from ._faults import FaultInjector, RequestFaults
+from ._gcra import GcraCounter
 from ._lifecycle import Task, TaskState, sample_duration
 from ._stats import EmulatorStatistics, frozen_mapping
 from ._window import WindowCounter, WindowDecision, max_in_window
@@ -34,8 +36,7 @@ class EmulatorState:
         self._rng = random.Random(config.seed)
         self._faults = FaultInjector(config.faults, self._rng)
         self._windows = {
-            token: WindowCounter(limit, config.window, count_refused=config.count_refused)
-            for token, limit in config.rate_limits().items()
+            token: self._counter(limit) for token, limit in config.rate_limits().items()
         }
         self._tasks: dict[str, Task] = {}
         # Compact timelines (8 + 1 bytes a request, not a tuple of two objects): a benchmark of
@@ -48,6 +49,12 @@ class EmulatorState:
         self._by_status: Counter[int] = Counter()
         self._posts_per_prompt: Counter[str] = Counter()
         self._last_now = float("-inf")
+
+    def _counter(self, limit: RateLimit) -> WindowCounter | GcraCounter:
+        config = self.config
+        if config.window == "gcra":
+            return GcraCounter(limit, burst=config.burst, count_refused=config.count_refused)
+        return WindowCounter(limit, config.window, count_refused=config.count_refused)
 
     # Time -----------------------------------------------------------------------------------
 
