@@ -7,9 +7,11 @@ Run from the repository root::
 Needs the ``emulator`` extra. Writes ``benchmarks/results/limiter.md`` and prints it.
 
 1. **Against the emulator over real sockets.** The emulator runs under uvicorn on 127.0.0.1 in
-   its own process (so its CPU time does not count as ours). For each quota (100 and 1000
-   requests per 6 s), each server window (sliding with ``X-RateLimit-Reset`` in seconds, fixed
-   with it as a Unix time) and each limiter, one real ``AsyncGrokImagine`` with ``max_retries=0``
+   its own process (so its CPU time does not count as ours). For each quota (200 and 1000
+   requests per 6 s), each way the server counts (a sliding window with ``X-RateLimit-Reset`` in
+   seconds, a fixed window with it as a Unix time, a GCRA leaky bucket with a burst of 5 that
+   refills at the quota's rate) and each limiter (our three pacing modes and
+   ``AsyncLimiter(limit, period)``), one real ``AsyncGrokImagine`` with ``max_retries=0``
    is driven by 300 concurrent coroutines calling ``get_task`` (one call in ten is a
    ``generate``) for four windows. The emulator's arrival log is the judge: requests, 429s,
    utilization (requests received / (limit x elapsed periods)) and the most requests it saw in
@@ -47,11 +49,14 @@ from grok_imagine_async import (
     RateLimiter,
     RateLimitFeedback,
 )
+from grok_imagine_async._limiting.local import Pacing
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "limiter.md"
-LIMITS = (RateLimit(100, 6.0), RateLimit(1000, 6.0))
-WINDOWS = {"sliding": "seconds", "fixed": "unix"}  # server window -> X-RateLimit-Reset format
+LIMITS = (RateLimit(200, 6.0), RateLimit(1000, 6.0))
+BURST = 5  # of the GCRA server's bucket
+# How the server counts -> its X-RateLimit-Reset format.
+SERVERS = {"sliding": "seconds", "fixed": "unix", "gcra": "seconds"}
 WARM_UP_TOKEN = "warm-up"
 # Concurrent callers per run. Enough for any of the limiters to use a 1000/6 s quota; far more
 # only queues them in httpx's connection pool, which slows the baselines down instead of
@@ -103,17 +108,30 @@ class NoLimiter(_Counting):
         return self._permit()
 
 
-def window_paced(limit: RateLimit) -> LocalRateLimiter:
-    """Our limiter with its opt-in window pacing (bursts up to the quota in any window)."""
-    return LocalRateLimiter(limit, pacing="window")
+def paced(pacing: Pacing) -> Callable[[RateLimit], RateLimiter]:
+    """Our limiter with one pacing mode."""
+
+    def make(limit: RateLimit) -> RateLimiter:
+        return LocalRateLimiter(limit, pacing=pacing)
+
+    return make
 
 
 STRATEGIES: dict[str, Callable[[RateLimit], RateLimiter]] = {
-    "LocalRateLimiter (ours)": LocalRateLimiter,
-    "LocalRateLimiter, window pacing": window_paced,
-    "AsyncLimiter(limit, period)": AiolimiterAsUsual,
-    "no limiter": NoLimiter,
+    "even": paced("even"),
+    "window": paced("window"),
+    "adaptive": paced("adaptive"),
+    "aiolimiter": AiolimiterAsUsual,
+    "none": NoLimiter,
 }
+NAMES = {
+    "even": "LocalRateLimiter, even pacing",
+    "window": "LocalRateLimiter, window pacing",
+    "adaptive": "LocalRateLimiter, adaptive pacing",
+    "aiolimiter": "AsyncLimiter(limit, period)",
+    "none": "no limiter",
+}
+DEFAULT_STRATEGIES = ("even", "window", "adaptive", "aiolimiter")
 
 
 # -- the emulator, in its own process -----------------------------------------------------------
@@ -126,7 +144,8 @@ def _serve(window: str, tokens: dict[str, RateLimit], conn: Connection) -> None:
     config = EmulatorConfig(
         tokens={**tokens, WARM_UP_TOKEN: RateLimit(10**6, 1.0)},
         window=window,  # type: ignore[arg-type]
-        reset_format=WINDOWS[window],  # type: ignore[arg-type]
+        burst=BURST,
+        reset_format=SERVERS[window],  # type: ignore[arg-type]
         seed=1,
     )
     emulator = Emulator(config)
@@ -299,19 +318,22 @@ def render(
         "## Against the emulator over real sockets",
         "",
         f"One `AsyncGrokImagine` (`max_retries=0`) driven by {WORKERS} concurrent coroutines "
-        f"(`get_task`, one call in ten a `generate`) for {windows:g} windows of 6 s. Sliding "
-        "windows send `X-RateLimit-Reset` in seconds, fixed windows as a Unix time. "
-        "Utilization = requests the server received / (limit x elapsed periods); above 100 % "
-        "means over quota. Max window: most requests the server received in any 6 s "
+        f"(`get_task`, one call in ten a `generate`) for {windows:g} windows of 6 s. Server "
+        "kinds: `sliding` (a sliding window, `X-RateLimit-Reset` in seconds), `fixed` (a fixed "
+        "window, the reset as a Unix time), `gcra` (a leaky bucket refilled at the quota's rate "
+        f"that holds at most {BURST} requests: its `Remaining` is at most {BURST - 1}). No "
+        "limiter is told which kind it faces. Utilization = requests the server received / "
+        "(limit x elapsed periods), which is also the share of a bucket's sustained rate; above "
+        "100 % means over quota. Max window: most requests the server received in any 6 s "
         "(sliding) interval, 429'd ones included.",
         "",
-        "| limit | server window | limiter | requests | 429s | utilization | max in any 6 s "
+        "| limit | server | limiter | requests | 429s | utilization | max in any 6 s "
         "| client CPU per request |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         lines.append(
-            f"| {run.limit.requests}/{run.limit.period:g} s | {run.window} | {run.strategy} "
+            f"| {run.limit.requests}/{run.limit.period:g} s | {run.window} | {NAMES[run.strategy]} "
             f"| {run.requests} | {run.rate_limited} | {run.utilization:.1%} "
             f"| {run.max_window} | {run.cpu_per_request * 1e6:.0f} µs |"
         )
@@ -325,7 +347,7 @@ def render(
         "| limiter | CPU per permit |",
         "|---|---:|",
     ]
-    lines += [f"| {name} | {seconds * 1e6:.1f} µs |" for name, seconds in cpu.items()]
+    lines += [f"| {NAMES[name]} | {seconds * 1e6:.1f} µs |" for name, seconds in cpu.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -333,26 +355,39 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=float, default=4.0, help="run length, in periods")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS), help="server kinds, comma-separated"
+    )
+    parser.add_argument(
+        "--limiters",
+        default=",".join(DEFAULT_STRATEGIES),
+        help=f"limiters, comma-separated, from: {', '.join(STRATEGIES)} (default: all but none)",
+    )
     args = parser.parse_args(argv)
+    servers = [kind for kind in args.servers.split(",") if kind]
+    strategies = [name.strip() for name in args.limiters.split(",") if name.strip()]
+    unknown = sorted(set(servers) - set(SERVERS)) + sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        parser.error(f"unknown server kinds or limiters: {unknown}")
     command = "python -m benchmarks.bench_limiter" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:])
     )
-    tokens = {token_for(s, limit): limit for s in STRATEGIES for limit in LIMITS}
+    tokens = {token_for(s, limit): limit for s in strategies for limit in LIMITS}
     load = os.getloadavg()[0]
     runs = []
-    for window in WINDOWS:
+    for window in servers:
         with EmulatorProcess(window, tokens) as emulator:
             for limit in LIMITS:
-                for strategy in STRATEGIES:
+                for strategy in strategies:
                     run = run_one(emulator, window, limit, strategy, args.windows)
                     print(
-                        f"{limit.requests}/{limit.period:g}s {window:7} {strategy:28} "
+                        f"{limit.requests}/{limit.period:g}s {window:7} {strategy:10} "
                         f"requests={run.requests} 429s={run.rate_limited} "
                         f"util={run.utilization:.1%} max={run.max_window}",
                         file=sys.stderr,
                     )
                     runs.append(run)
-    cpu = {strategy: limiter_cpu(strategy) for strategy in STRATEGIES}
+    cpu = {strategy: limiter_cpu(strategy) for strategy in strategies}
     report = render(runs, cpu, command, args.windows, load)
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ def utilization(emulator: Emulator, limit: RateLimit) -> float:
     return len(times) / (limit.requests * windows)
 
 
-@pytest.mark.parametrize("pacing", ["even", "window"])
+@pytest.mark.parametrize("pacing", ["even", "window", "adaptive"])
 @pytest.mark.parametrize(("window", "reset_format"), [("sliding", "seconds"), ("fixed", "unix")])
 async def test_pro_plan_fires_thousands_of_concurrent_calls_without_a_429(
     window: str, reset_format: str, pacing: Pacing
@@ -105,3 +105,25 @@ async def test_two_processes_on_one_token_settle_on_sharing_it(window: str) -> N
     assert stats.rate_limited <= 0.01 * stats.requests_total  # deaf to headers: about 1 in 2
     assert utilization(emulator, limit) >= 0.95
     assert all(grok.limiter.statistics().permits_granted >= 500 for grok in clients)  # fairly
+
+
+async def test_against_a_leaky_bucket_adaptive_pacing_keeps_its_rate_without_a_429() -> None:
+    # Issue #12: a GCRA server of 200 per 6 s with a burst of 5 reports Remaining <= 4. Even
+    # pacing takes that for another process on the token and crawls; adaptive pacing reads it
+    # as the bucket it is and sends at the bucket's sustained rate, 33 a second.
+    limit = RateLimit(200, 6.0)
+    rates = {}
+    for pacing in ("even", "adaptive"):
+        config = EmulatorConfig(tokens={"t": limit}, window="gcra", burst=5, seed=1)
+        emulator = Emulator(config)
+        limiter = LocalRateLimiter(limit, pacing=pacing)
+        grok = AsyncGrokImagine(api_key="t", limiter=limiter, http_client=emulator.client("t"))
+        async with grok:
+            task_id = await grok.generate("a lighthouse")
+            async with anyio.create_task_group() as group:
+                for _ in range(100 if pacing == "even" else 1000):
+                    group.start_soon(grok.get_task, task_id)
+        assert emulator.statistics().rate_limited == 0
+        rates[pacing] = utilization(emulator, limit)
+    assert rates["adaptive"] >= 0.98
+    assert rates["even"] < 0.2

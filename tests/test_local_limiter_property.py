@@ -84,7 +84,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             max_size=8,
         )
     )
-    pacing = draw(st.sampled_from(["even", "window"]))
+    pacing = draw(st.sampled_from(["even", "window", "adaptive"]))
     return Scenario(RateLimit(requests, period), headroom, callers, answers, pacing)
 
 

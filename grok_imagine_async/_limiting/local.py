@@ -21,6 +21,7 @@ import math
 from typing import Literal, cast
 
 from .._clock import DEFAULT_CLOCK, Clock
+from .adaptive import AdaptivePacing
 from .pacing import GrantHistory, LatencySpread, hold_until, jitter_tolerance, react
 from .plans import Plan, RateLimit, resolve_rate_limit
 from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
@@ -29,8 +30,9 @@ from .strategies import EvenPacing, PacingStrategy, WindowPacing
 DEFAULT_HEADROOM = 0.01
 """Fraction of the period kept as a margin for latency jitter (see :class:`LocalRateLimiter`)."""
 
-Pacing = Literal["even", "window"]
-"""How permits are spread: evenly, or up to the quota at once within a window."""
+Pacing = Literal["even", "window", "adaptive"]
+"""How permits are spread: evenly, up to the quota at once within a window, or as the server's
+``X-RateLimit-Remaining`` says."""
 
 
 class _Waiter:
@@ -130,8 +132,8 @@ class LocalRateLimiter:
         pacing: Pacing = "even",
     ) -> None:
         self._limit = resolve_rate_limit(limit)
-        if pacing not in ("even", "window"):
-            raise ValueError(f"pacing must be 'even' or 'window', got {pacing!r}")
+        if pacing not in ("even", "window", "adaptive"):
+            raise ValueError(f"pacing must be 'even', 'window' or 'adaptive', got {pacing!r}")
         self._pacing = pacing
         if not 0.0 < headroom <= 0.5:
             raise ValueError(f"headroom must be in (0, 0.5], got {headroom!r}")
@@ -262,6 +264,10 @@ class LocalRateLimiter:
     def _new_strategy(self) -> PacingStrategy:
         if self._pacing == "window":
             return WindowPacing(self._limit, headroom=self._headroom, clock=self._clock)
+        if self._pacing == "adaptive":
+            return AdaptivePacing(
+                self._limit, headroom=self._headroom, clock=self._clock, latency=self._latency
+            )
         return EvenPacing(
             self._limit, headroom=self._headroom, clock=self._clock, latency=self._latency
         )
@@ -335,12 +341,15 @@ class LocalRateLimiter:
         if feedback.rate_limited:
             self._rate_limited += 1
         self._latency.add(max(0.0, now - feedback.permit.granted_at))
+        # A strategy that reads Remaining itself (adaptive pacing) knows a small Remaining for
+        # a small bucket; read as a window's count, it would look like someone else's traffic.
+        remaining = None if self._strategy.reads_remaining else feedback.remaining
         tolerance = jitter_tolerance(self._limit, self._headroom, spread=self._latency.spread)
         reaction = react(
             limit=self._limit,
             rate=self._strategy.rate,
             rate_limited=feedback.rate_limited,
-            remaining=feedback.remaining,
+            remaining=remaining,
             reset_after=feedback.reset_after,
             retry_after=feedback.retry_after,
             own_in_window=self._history.count_in_window(serial, period=self._limit.period),
@@ -359,9 +368,7 @@ class LocalRateLimiter:
             self._slowdowns = tuple((s.spacing, now + s.lasting) for s in reaction.slowdowns)
             self._slowdowns_serial = serial
         elif (
-            feedback.remaining is not None
-            and not feedback.rate_limited
-            and serial > self._slowdowns_serial
+            remaining is not None and not feedback.rate_limited and serial > self._slowdowns_serial
         ):
             # A newer answer no longer shows anyone else on the token: back to full pace.
             self._slowdowns = ()

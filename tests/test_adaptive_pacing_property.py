@@ -1,0 +1,210 @@
+"""Property: adaptive pacing keeps within any server's quota, whatever it is not told.
+
+Each example runs callers through ``LocalRateLimiter(pacing="adaptive")`` against one of the
+emulator's counters (sliding window, fixed window, GCRA bucket) on the virtual-time loop. A
+request travels to the server (``up`` seconds), is counted there, and its answer travels back
+(``down`` seconds) with the counter's headers, as the client would report them. The limiter is
+never told which kind of server it faces.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import random
+from dataclasses import dataclass
+
+import anyio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from grok_imagine_async import LocalRateLimiter, RateLimit, RateLimitFeedback
+from grok_imagine_async.testing import run_virtual
+from grok_imagine_async.testing._gcra import GcraCounter
+from grok_imagine_async.testing._window import WindowCounter, WindowDecision
+
+
+def most_in_any_window(times: list[float], length: float) -> int:
+    """Most of ``times`` in any closed interval of ``length``."""
+    times = sorted(times)
+    return max((bisect.bisect_right(times, t + length) - i for i, t in enumerate(times)), default=0)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    limit: RateLimit
+    callers: int  # concurrent callers, each sending requests back to back
+    per_caller: int
+    up: float  # the least one-way travel time, seconds
+    up_jitter: float  # travel times to the server vary by up to this much
+    down: float  # the most time an answer takes back
+    seed: int
+
+
+@dataclass
+class Outcome:
+    arrivals: list[float]  # when the server counted each request
+    refused: int
+    granted: int
+
+
+Counter = WindowCounter | GcraCounter
+Headers = tuple[int | None, float | None]  # (remaining, reset_after) as the answer says
+
+
+async def play(
+    traffic: Traffic,
+    counter: Counter,
+    *,
+    headers: str = "honest",
+    others: float = 0.0,
+) -> Outcome:
+    """Run the traffic; ``headers``: honest, absent, or a lie; ``others``: their share."""
+    limiter = LocalRateLimiter(traffic.limit, pacing="adaptive")
+    rng = random.Random(traffic.seed)
+    arrivals: list[float] = []
+    outcome = Outcome(arrivals, 0, 0)
+
+    def told(decision: WindowDecision) -> Headers:
+        if headers == "absent":
+            return None, None
+        if headers == "lie":  # always says the whole quota is left
+            return traffic.limit.requests, 0.0
+        return decision.remaining, decision.reset_after
+
+    async def send() -> None:
+        permit = await limiter.acquire()
+        outcome.granted += 1
+        await anyio.sleep(traffic.up + rng.uniform(0.0, traffic.up_jitter))
+        decision = counter.hit(anyio.current_time())
+        if decision.admitted:
+            arrivals.append(anyio.current_time())
+        else:
+            outcome.refused += 1
+        await anyio.sleep(rng.uniform(0.0, traffic.down))
+        remaining, reset_after = told(decision)
+        await limiter.observe(
+            RateLimitFeedback(
+                permit,
+                200 if decision.admitted else 429,
+                remaining=remaining,
+                reset_after=reset_after,
+                retry_after=None if decision.admitted else decision.retry_after,
+            )
+        )
+
+    async def caller() -> None:
+        for _ in range(traffic.per_caller):
+            await send()
+
+    async def other_process(stop: anyio.Event) -> None:
+        # Someone else on the token, evenly spaced, at a share of the quota's rate.
+        while not stop.is_set():
+            counter.hit(anyio.current_time())
+            await anyio.sleep(traffic.limit.interval / others)
+
+    stop = anyio.Event()
+    async with anyio.create_task_group() as group:
+        if others:
+            group.start_soon(other_process, stop)
+        async with anyio.create_task_group() as callers:
+            for _ in range(traffic.callers):
+                callers.start_soon(caller)
+        stop.set()
+    return outcome
+
+
+@st.composite
+def traffic(draw: st.DrawFn, *, up_jitter: float | None = None) -> Traffic:
+    requests = draw(st.integers(min_value=3, max_value=60))
+    period = draw(st.sampled_from([1.0, 6.0, 60.0]))
+    limit = RateLimit(requests, period)
+    callers = draw(st.integers(min_value=1, max_value=40))
+    per_caller = draw(st.integers(min_value=1, max_value=max(1, 4 * requests // callers)))
+    jitter = (
+        up_jitter * limit.interval
+        if up_jitter is not None
+        else draw(st.floats(min_value=0.0, max_value=period))
+    )
+    return Traffic(
+        limit=limit,
+        callers=callers,
+        per_caller=per_caller,
+        up=draw(st.floats(min_value=0.0, max_value=period)),
+        up_jitter=jitter,
+        down=draw(st.floats(min_value=0.0, max_value=period)),
+        seed=draw(st.integers(min_value=0, max_value=2**32)),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    traffic=traffic(),
+    mode=st.sampled_from(["sliding", "fixed"]),
+    headers=st.sampled_from(["honest", "absent", "lie"]),
+)
+def test_never_more_than_the_quota_in_any_window_of_a_window_server(
+    traffic: Traffic, mode: str, headers: str
+) -> None:
+    counter = WindowCounter(traffic.limit, mode)  # type: ignore[arg-type]
+    outcome = run_virtual(functools.partial(play, headers=headers), traffic, counter)
+    assert outcome.granted == traffic.callers * traffic.per_caller
+    # However the requests travel and whatever the headers say (even a lie), the server sees
+    # at most the quota in any window of its period: none refused, sliding or fixed.
+    assert most_in_any_window(outcome.arrivals, traffic.limit.period) <= traffic.limit.requests
+    assert outcome.refused == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(traffic=traffic(up_jitter=0.5), burst=st.integers(min_value=3, max_value=10))
+def test_never_a_429_from_a_leaky_bucket_that_tells_what_it_holds(
+    traffic: Traffic, burst: int
+) -> None:
+    # Travel times to the server vary by up to half the quota's interval (a loaded network,
+    # on the real 60 s windows: 0.03-0.6 s); answers come back in any order.
+    outcome = run_virtual(play, traffic, GcraCounter(traffic.limit, burst=burst))
+    assert outcome.refused == 0
+    assert len(outcome.arrivals) == traffic.callers * traffic.per_caller
+
+
+@settings(max_examples=100, deadline=None)
+@given(traffic=traffic(up_jitter=0.0), burst=st.integers(min_value=1, max_value=10))
+def test_never_a_429_from_a_leaky_bucket_without_headers(traffic: Traffic, burst: int) -> None:
+    # No Remaining at all: the first permits' even pace (a bucket of one) is all there is, and
+    # it is within the sustained rate of any bucket, even one that holds a single request.
+    outcome = run_virtual(
+        functools.partial(play, headers="absent"), traffic, GcraCounter(traffic.limit, burst=burst)
+    )
+    assert outcome.refused == 0
+
+
+def test_a_leaky_bucket_is_used_at_its_sustained_rate() -> None:
+    # 200 per 6 s with a burst of 5: 33 a second. Answers 10-30 ms late, in any order.
+    limit = RateLimit(200, 6.0)
+    load = Traffic(limit, callers=50, per_caller=40, up=0.01, up_jitter=0.005, down=0.02, seed=1)
+    outcome = run_virtual(play, load, GcraCounter(limit, burst=5))
+    assert outcome.refused == 0
+    span = outcome.arrivals[-1] - outcome.arrivals[0]
+    assert len(outcome.arrivals) / span >= 0.97 * limit.per_second
+
+
+def test_a_window_server_lends_its_whole_quota_at_once() -> None:
+    limit = RateLimit(200, 6.0)
+    load = Traffic(limit, callers=300, per_caller=1, up=0.01, up_jitter=0.01, down=0.01, seed=1)
+    outcome = run_virtual(play, load, WindowCounter(limit, "fixed"))
+    assert outcome.refused == 0
+    # The first answer tells the window holds 199 more: all but one kept in reserve go at once.
+    first_window = [t for t in outcome.arrivals if t < outcome.arrivals[0] + 1.0]
+    assert len(first_window) >= 198
+
+
+def test_someone_else_draining_the_bucket_costs_few_429s() -> None:
+    # The assumption is wrong: another process takes 40 % of the bucket's refill, so Remaining
+    # drops faster than our own requests explain. The answers' Remaining tells us so.
+    limit = RateLimit(200, 6.0)
+    load = Traffic(limit, callers=50, per_caller=20, up=0.01, up_jitter=0.005, down=0.02, seed=2)
+    counter = GcraCounter(limit, burst=5)
+    outcome = run_virtual(functools.partial(play, others=0.4), load, counter)
+    assert outcome.refused <= 0.02 * outcome.granted
+    span = outcome.arrivals[-1] - outcome.arrivals[0]
+    assert len(outcome.arrivals) / span >= 0.5 * limit.per_second  # most of the 60 % left
