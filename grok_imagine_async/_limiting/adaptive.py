@@ -44,6 +44,8 @@ LOWEST_FACTOR = 1 / 16
 """The refill rate never drops below this share of the quota's rate after 429s."""
 RECOVERY = 1 / 32
 """Share of the quota's rate the refill regains with each answer that is not a 429."""
+WARM_UP = 8
+"""Answers before their latencies' spread is trusted; until then, their longest latency is."""
 
 
 class BucketEstimate:
@@ -208,6 +210,8 @@ class AdaptivePacing:
         self._pending: dict[int, tuple[float, float, float]] = {}
         self._serials: list[int] = []
         self._reported = 0  # serial of the newest answer read into the estimate
+        self._answers = 0
+        self._longest = 0.0  # latency, over the first WARM_UP answers
 
     @property
     def rate(self) -> float:
@@ -223,7 +227,7 @@ class AdaptivePacing:
         """Return when the bucket holds a request, a window place is free and no pause holds."""
         while True:
             now = self._clock.monotonic()
-            self._bucket.follow(jitter=self._latency.spread)
+            self._bucket.follow(jitter=self._jitter())
             when = max(self._log.opens_at(now=now), hold_until(), self._bucket.ready_at(now=now))
             if when <= now:
                 return
@@ -240,6 +244,9 @@ class AdaptivePacing:
     def answered(self, feedback: RateLimitFeedback, *, now: float) -> None:
         """Read the answer's ``Remaining`` (or its 429) into the bucket's estimate."""
         serial = feedback.permit.serial
+        if self._answers < WARM_UP:
+            self._answers += 1
+            self._longest = max(self._longest, now - feedback.permit.granted_at)
         pending = self._pending.pop(serial, None)
         overtaken = bisect.bisect_left(self._serials, serial)
         if pending is not None:
@@ -264,6 +271,15 @@ class AdaptivePacing:
             self._bucket.answered()
         if freed:
             self._wakeup.wake()
+
+    def _jitter(self) -> float:
+        """How far travel times differ: the answers' spread, once there are enough of them.
+
+        A request takes no less than nothing and no more than its answer's latency to reach
+        the server, so until the spread means something the longest latency bounds it.
+        """
+        spread = self._latency.spread
+        return spread if self._answers >= WARM_UP else max(spread, self._longest)
 
     def _forget_lost(self, now: float) -> None:
         """Forget grants a period old and unanswered: they reached the server, if at all."""
