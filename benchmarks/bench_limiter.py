@@ -16,7 +16,10 @@ Needs the ``emulator`` extra. Writes ``benchmarks/results/limiter.md`` and print
    ``generate``) for four windows. The emulator's arrival log is the judge: requests, 429s,
    utilization (requests received / (limit x elapsed periods)) and the most requests it saw in
    any sliding window of the period. The client's CPU time is divided by its requests.
-2. **Limiter CPU per permit.** The limiters alone, on the virtual-time loop (no sleeping, no
+2. **On virtual time** (``--part virtual``, ``results/limiter-virtual.md``): the same sweep with
+   the emulator in process on the virtual-time loop and a simulated network between it and the
+   client (see ``benchmarks/_limiter_virtual.py``), figures that the machine's load cannot move.
+3. **Limiter CPU per permit.** The limiters alone, on the virtual-time loop (no sleeping, no
    HTTP): 1000 concurrent waiters take 10 000 permits at 1000 per 6 s.
 """
 
@@ -38,6 +41,7 @@ import anyio
 import httpx
 from aiolimiter import AsyncLimiter
 
+from benchmarks._limiter_virtual import render_virtual, run_virtual_one
 from grok_imagine_async import (
     APIError,
     AsyncGrokImagine,
@@ -53,6 +57,7 @@ from grok_imagine_async._limiting.local import Pacing
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "limiter.md"
+VIRTUAL = ROOT / "benchmarks" / "results" / "limiter-virtual.md"
 LIMITS = (RateLimit(200, 6.0), RateLimit(1000, 6.0))
 BURST = 5  # of the GCRA server's bucket
 # How the server counts -> its X-RateLimit-Reset format.
@@ -351,6 +356,42 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def sweep_sockets(servers: list[str], strategies: list[str], windows: float, command: str) -> str:
+    tokens = {token_for(s, limit): limit for s in strategies for limit in LIMITS}
+    load = os.getloadavg()[0]
+    runs = []
+    for window in servers:
+        with EmulatorProcess(window, tokens) as emulator:
+            for limit in LIMITS:
+                for strategy in strategies:
+                    run = run_one(emulator, window, limit, strategy, windows)
+                    print(
+                        f"{limit.requests}/{limit.period:g}s {window:7} {strategy:10} "
+                        f"requests={run.requests} 429s={run.rate_limited} "
+                        f"util={run.utilization:.1%} max={run.max_window}",
+                        file=sys.stderr,
+                    )
+                    runs.append(run)
+    cpu = {strategy: limiter_cpu(strategy) for strategy in strategies}
+    return render(runs, cpu, command, windows, load)
+
+
+def sweep_virtual(servers: list[str], strategies: list[str], windows: float, command: str) -> str:
+    runs = []
+    for server in servers:
+        for limit in LIMITS:
+            for strategy in strategies:
+                run = run_virtual_one(server, BURST, limit, strategy, STRATEGIES[strategy], windows)
+                print(
+                    f"virtual {limit.requests}/{limit.period:g}s {server:7} {strategy:10} "
+                    f"requests={run.requests} 429s={run.rate_limited} "
+                    f"util={run.utilization:.1%} max={run.max_window}",
+                    file=sys.stderr,
+                )
+                runs.append(run)
+    return render_virtual(runs, command=command, windows=windows, names=NAMES, burst=BURST)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=float, default=4.0, help="run length, in periods")
@@ -363,6 +404,13 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(DEFAULT_STRATEGIES),
         help=f"limiters, comma-separated, from: {', '.join(STRATEGIES)} (default: all but none)",
     )
+    parser.add_argument(
+        "--part",
+        choices=["all", "sockets", "virtual"],
+        default="all",
+        help="over real sockets (results/limiter.md), on virtual time "
+        "(results/limiter-virtual.md), or both (default)",
+    )
     args = parser.parse_args(argv)
     servers = [kind for kind in args.servers.split(",") if kind]
     strategies = [name.strip() for name in args.limiters.split(",") if name.strip()]
@@ -372,27 +420,16 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m benchmarks.bench_limiter" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:])
     )
-    tokens = {token_for(s, limit): limit for s in strategies for limit in LIMITS}
-    load = os.getloadavg()[0]
-    runs = []
-    for window in servers:
-        with EmulatorProcess(window, tokens) as emulator:
-            for limit in LIMITS:
-                for strategy in strategies:
-                    run = run_one(emulator, window, limit, strategy, args.windows)
-                    print(
-                        f"{limit.requests}/{limit.period:g}s {window:7} {strategy:10} "
-                        f"requests={run.requests} 429s={run.rate_limited} "
-                        f"util={run.utilization:.1%} max={run.max_window}",
-                        file=sys.stderr,
-                    )
-                    runs.append(run)
-    cpu = {strategy: limiter_cpu(strategy) for strategy in strategies}
-    report = render(runs, cpu, command, args.windows, load)
-    if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(report, encoding="utf-8")
-    print(report)
+    reports = []
+    if args.part in ("all", "sockets"):
+        reports.append((RESULTS, sweep_sockets(servers, strategies, args.windows, command)))
+    if args.part in ("all", "virtual"):
+        reports.append((VIRTUAL, sweep_virtual(servers, strategies, args.windows, command)))
+    for path, report in reports:
+        if not args.no_write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(report, encoding="utf-8")
+        print(report)
 
 
 if __name__ == "__main__":
