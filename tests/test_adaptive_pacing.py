@@ -114,9 +114,12 @@ def test_latency_spread_keeps_more_in_reserve_and_slows_a_small_bucket() -> None
     bucket.follow(jitter=8.0)  # more than the bucket absorbs at full rate
     assert bucket.rate == pytest.approx(0.5)  # 4 requests' room per 8 s
     assert bucket.reserve == 4.0  # never the whole bucket
-    big = bucket_of(10)
-    big.follow(jitter=0.5)
-    assert (big.reserve, big.rate) == (1.0, pytest.approx(1.0))
+    small_jitter = bucket_of(5)
+    small_jitter.follow(jitter=0.5)  # half a request's room
+    assert (small_jitter.reserve, small_jitter.rate) == (1.0, pytest.approx(1.0))
+    window = bucket_of(10)  # the whole quota at once: a window, bounded by its places
+    window.follow(jitter=5.0)
+    assert (window.reserve, window.rate) == (1.0, pytest.approx(1.0))
 
 
 # -- in the limiter ---------------------------------------------------------------------------

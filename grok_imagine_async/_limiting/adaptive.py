@@ -119,9 +119,13 @@ class BucketEstimate:
         One once the bucket holds three or more, against requests that overtake each other on
         the way; more while travel times differ (:meth:`follow`), since a request that travels
         faster than the ones before it arrives before the refill the estimate counted on; never
-        the whole bucket.
+        the whole bucket, and not for a bucket of half the quota or more.
         """
         base = 1.0 if self._size >= 3 else 0.0
+        if 2 * self._size > self._limit.requests:
+            # A bucket of half the quota or more is a window's count: window pacing's places
+            # already keep the requests within it, bunched or not.
+            return base
         return min(self._size - 1.0, max(base, float(math.ceil(self._jitter * self.rate))))
 
     def level(self, *, now: float) -> float:
