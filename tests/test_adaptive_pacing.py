@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import anyio
@@ -25,8 +26,8 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
 def bucket_of(size: int, *, at: float = 0.0) -> BucketEstimate:
     """An estimate that has seen one answer saying the server held ``size - 1`` after it."""
     bucket = BucketEstimate(LIMIT, headroom=0.0)
-    predicted, moved = bucket.take(now=at)
-    bucket.report(remaining=size - 1, predicted=predicted, moved=moved, overtaken=0, now=at)
+    bucket.take(now=at)
+    bucket.report(remaining=size - 1, now=at)
     return bucket
 
 
@@ -36,90 +37,75 @@ def bucket_of(size: int, *, at: float = 0.0) -> BucketEstimate:
 def test_before_any_answer_it_is_a_bucket_of_one_that_refills_at_the_quotas_rate() -> None:
     bucket = BucketEstimate(LIMIT, headroom=0.01)
     assert (bucket.size, bucket.level(now=0.0), bucket.reserve) == (1.0, 1.0, 0.0)
-    assert bucket.ready_at(now=0.0) == 0.0
+    assert bucket.ready_at(now=0.0, in_flight=0) == 0.0
     bucket.take(now=0.0)
-    # The next one a full interval later (less the headroom): even pacing.
-    assert bucket.ready_at(now=0.0) == pytest.approx(1 / 0.99)
+    assert bucket.ready_at(now=0.0, in_flight=1) == math.inf  # the first waits for its answer
+    bucket.answered(now=0.1)  # which says nothing of the bucket: even pacing from then on
+    assert bucket.ready_at(now=0.1, in_flight=0) == pytest.approx(1 / 0.99)
+    bucket.take(now=1 / 0.99)
+    assert bucket.ready_at(now=1.1, in_flight=1) == pytest.approx(2 / 0.99)
 
 
 def test_the_largest_remaining_sets_the_size_within_the_quota() -> None:
     bucket = bucket_of(5)
     assert bucket.size == 5.0
-    assert bucket.level(now=0.0) == pytest.approx(4.0)
+    assert bucket.level(now=0.0) == 4.0
     assert bucket.reserve == 1.0  # one kept back once it holds three or more
-    predicted, moved = bucket.take(now=0.0)
-    bucket.report(remaining=99, predicted=predicted, moved=moved, overtaken=0, now=0.0)
+    bucket.report(remaining=99, now=0.0)
     assert bucket.size == LIMIT.requests  # never more than the quota
 
 
-def test_an_answer_moves_the_level_by_what_the_server_says_differently() -> None:
+def test_requests_in_flight_count_as_taken() -> None:
     bucket = bucket_of(5)  # holds 4
-    first = bucket.take(now=0.0)  # 3 left, as we believe
-    second = bucket.take(now=0.0)  # 2
-    # Someone else took two: after our first the server held 1, not 3.
-    bucket.report(remaining=1, predicted=first[0], moved=first[1], overtaken=0, now=0.0)
-    assert bucket.level(now=0.0) == pytest.approx(0.0)
-    # The second's answer shows the same shortfall: it is not counted twice.
-    bucket.report(remaining=0, predicted=second[0], moved=second[1], overtaken=0, now=0.0)
-    assert bucket.level(now=0.0) == pytest.approx(0.0)
-    assert bucket.level(now=2.0) == pytest.approx(2.0)  # and it refills one a second
+    assert bucket.ready_at(now=0.0, in_flight=2) == 0.0  # 4 - 2 leaves one and the reserve
+    assert bucket.ready_at(now=0.0, in_flight=3) == pytest.approx(1.0)  # a second's refill
+    assert bucket.ready_at(now=0.0, in_flight=5) == math.inf  # only answers make room
 
 
-def test_requests_still_in_flight_before_the_answered_one_count_as_spent() -> None:
-    bucket = bucket_of(5)  # holds 4
-    bucket.take(now=0.0)  # the first, still on its way
-    second = bucket.take(now=0.0)
-    # The second overtook the first: the server held 3 after it, the first not counted yet.
-    bucket.report(remaining=3, predicted=second[0], moved=second[1], overtaken=1, now=0.0)
-    assert bucket.level(now=0.0) == pytest.approx(2.0)
+def test_the_newest_answer_overrides_the_estimate_and_it_refills_up_to_the_size() -> None:
+    bucket = bucket_of(5)
+    bucket.report(remaining=1, now=1.0)  # someone else took some: the server's word
+    assert bucket.level(now=1.0) == 1.0
+    assert bucket.level(now=3.0) == pytest.approx(3.0)
+    assert bucket.level(now=60.0) == 5.0
 
 
-def test_the_refill_while_a_request_travelled_is_credited_once() -> None:
-    bucket = bucket_of(5, at=0.0)
-    for _ in range(4):
-        bucket.take(now=0.0)  # empty, as far as we know
-    late = bucket.take(now=1.0)  # one second later: 1 had come back, 0 left
-    # It reached the server half a second later: 0.5 more had come back by then.
-    bucket.report(remaining=0, predicted=late[0], moved=late[1], overtaken=0, now=1.6)
-    assert bucket.level(now=1.6) == pytest.approx(0.6)  # 0 then, plus 0.6 s of refill
-    again = bucket.take(now=2.0)
-    bucket.report(remaining=0, predicted=again[0], moved=again[1], overtaken=0, now=2.6)
-    assert bucket.level(now=2.6) == pytest.approx(0.6)  # the same travel, the same credit
+def test_a_full_window_refills_at_its_reset_not_before() -> None:
+    window = bucket_of(10)  # the whole quota at once: a window's count
+    assert window.is_window
+    window.report(remaining=0, now=1.0, reset_after=4.0)
+    assert window.level(now=4.9) == 0.0
+    assert window.level(now=6.0) == pytest.approx(1.0)
+    bucket = bucket_of(4)  # a bucket of 4 of a quota of 10: refills as it goes
+    bucket.report(remaining=0, now=1.0, reset_after=4.0)
+    assert bucket.level(now=2.0) == pytest.approx(1.0)
 
 
 def test_a_429_halves_the_rate_and_the_size_then_answers_restore_them() -> None:
     bucket = bucket_of(8)
-    predicted, moved = bucket.take(now=0.0)
-    bucket.refused(predicted=predicted, moved=moved, now=0.0)
+    bucket.refused(now=0.0)
     assert bucket.rate == pytest.approx(0.5)
     assert bucket.size == 4.0
-    assert bucket.level(now=0.0) <= 0.0
+    assert bucket.level(now=0.0) == 0.0
     for _ in range(16):
         bucket.answered()
     assert bucket.rate == pytest.approx(1.0)
     for _ in range(10):
-        predicted, moved = bucket.take(now=100.0)
-        bucket.report(remaining=7, predicted=predicted, moved=moved, overtaken=0, now=100.0)
+        bucket.report(remaining=7, now=100.0)
     assert bucket.size == 8.0
     for _ in range(20):
-        bucket.refused(predicted=0.0, moved=0.0, now=200.0)
+        bucket.refused(now=200.0)
     assert bucket.rate == pytest.approx(LOWEST_FACTOR)  # never stops altogether
     assert bucket.size == 1.0
 
 
-def test_latency_spread_keeps_more_in_reserve_and_slows_a_small_bucket() -> None:
+def test_a_request_overtaken_on_the_way_is_taken_when_its_answer_comes() -> None:
     bucket = bucket_of(5)
-    bucket.follow(jitter=2.0)  # answers 2 s apart: 2 requests' room of bunching
-    assert (bucket.reserve, bucket.rate) == (2.0, pytest.approx(1.0))
-    bucket.follow(jitter=8.0)  # more than the bucket absorbs at full rate
-    assert bucket.rate == pytest.approx(0.5)  # 4 requests' room per 8 s
-    assert bucket.reserve == 4.0  # never the whole bucket
-    small_jitter = bucket_of(5)
-    small_jitter.follow(jitter=0.5)  # half a request's room
-    assert (small_jitter.reserve, small_jitter.rate) == (1.0, pytest.approx(1.0))
-    window = bucket_of(10)  # the whole quota at once: a window, bounded by its places
-    window.follow(jitter=5.0)
-    assert (window.reserve, window.rate) == (1.0, pytest.approx(1.0))
+    bucket.report(remaining=3, now=0.0)  # a newer request's answer; an older one in flight
+    bucket.answered(overtaken=True, now=0.0)  # the older one's: maybe counted after it
+    assert bucket.level(now=0.0) == 2.0
+    bucket.answered(now=0.0)  # an answer that was not overtaken changes nothing
+    assert bucket.level(now=0.0) == 2.0
 
 
 # -- in the limiter ---------------------------------------------------------------------------

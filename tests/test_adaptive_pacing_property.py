@@ -126,11 +126,14 @@ def traffic(draw: st.DrawFn, *, up_jitter: float | None = None) -> Traffic:
         if up_jitter is not None
         else draw(st.floats(min_value=0.0, max_value=period))
     )
+    jitter = min(jitter, period)
     return Traffic(
         limit=limit,
         callers=callers,
         per_caller=per_caller,
-        up=draw(st.floats(min_value=0.0, max_value=period)),
+        # A request reaches the server within a period (the client's timeouts see to that:
+        # the limiter assumes it), its answer may take another.
+        up=draw(st.floats(min_value=0.0, max_value=period - jitter)),
         up_jitter=jitter,
         down=draw(st.floats(min_value=0.0, max_value=period)),
         seed=draw(st.integers(min_value=0, max_value=2**32)),
@@ -155,13 +158,13 @@ def test_never_more_than_the_quota_in_any_window_of_a_window_server(
     assert outcome.refused == 0
 
 
-@settings(max_examples=150, deadline=None)
-@given(traffic=traffic(up_jitter=0.5), burst=st.integers(min_value=3, max_value=10))
+@settings(max_examples=200, deadline=None)
+@given(traffic=traffic(), burst=st.integers(min_value=1, max_value=10))
 def test_never_a_429_from_a_leaky_bucket_that_tells_what_it_holds(
     traffic: Traffic, burst: int
 ) -> None:
-    # Travel times to the server vary by up to half the quota's interval (a loaded network,
-    # on the real 60 s windows: 0.03-0.6 s); answers come back in any order.
+    # Travel times up to a period each way, varying by up to a period: requests overtake each
+    # other and arrive bunched, answers come back in any order. Even a bucket of one.
     outcome = run_virtual(play, traffic, GcraCounter(traffic.limit, burst=burst))
     assert outcome.refused == 0
     assert len(outcome.arrivals) == traffic.callers * traffic.per_caller
