@@ -506,7 +506,7 @@ async def test_pacing_window_gives_the_client_a_window_limiter(tmp_path: Path) -
     from grok_imagine_async._cli.common import connect
 
     parser = build_parser()
-    for pacing in ("even", "window"):
+    for pacing in ("even", "window", "adaptive"):
         argv = ["generate", "a kite", "--out", str(tmp_path), "--emulate", "--pacing", pacing]
         args = parser.parse_args(argv)
         async with connect(args) as connection:

@@ -108,7 +108,7 @@ def test_repr_shows_the_quota() -> None:
 
 
 async def test_no_start_burst_and_never_more_than_the_quota_in_a_window() -> None:
-    limiter = LocalRateLimiter(LIMIT)
+    limiter = LocalRateLimiter(LIMIT, pacing="even")
     start = anyio.current_time()
     permits = await grant_all(limiter, 35)
     times = [p.granted_at for p in permits]
@@ -120,7 +120,7 @@ async def test_no_start_burst_and_never_more_than_the_quota_in_a_window() -> Non
 
 async def test_a_long_run_uses_at_least_98_percent_of_the_quota() -> None:
     limit = RateLimit(100, 6.0)
-    limiter = LocalRateLimiter(limit)
+    limiter = LocalRateLimiter(limit, pacing="even")
     permits = await grant_all(limiter, 1500)
     times = [p.granted_at for p in permits]
     elapsed_windows = (times[-1] - times[0]) / limit.period
@@ -196,7 +196,7 @@ async def test_window_pacing_uses_the_quota_and_obeys_a_429() -> None:
 
 async def test_time_lost_by_a_late_caller_is_made_up_without_exceeding_the_quota() -> None:
     limit = RateLimit(1000, 6.0)  # room to catch up 10 permits (headroom * requests)
-    limiter = LocalRateLimiter(limit)
+    limiter = LocalRateLimiter(limit, pacing="even")
     interval = 1 / limiter.rate
     first = await limiter.acquire()
     times = [first.granted_at]
@@ -210,7 +210,7 @@ async def test_time_lost_by_a_late_caller_is_made_up_without_exceeding_the_quota
 
 
 async def test_permits_are_shared_by_every_caller() -> None:
-    limiter = LocalRateLimiter(LIMIT)
+    limiter = LocalRateLimiter(LIMIT, pacing="even")
     first: list[float] = []
     second: list[float] = []
     async with anyio.create_task_group() as group:
@@ -228,7 +228,7 @@ async def _collect(limiter: LocalRateLimiter, count: int, into: list[float]) -> 
 
 
 async def test_polls_go_before_submissions_that_waited_longer_and_fifo_within_each() -> None:
-    limiter = LocalRateLimiter(LIMIT)
+    limiter = LocalRateLimiter(LIMIT, pacing="even")
     served: list[str] = []
 
     async def one(name: str, priority: Priority) -> None:
@@ -280,7 +280,7 @@ async def paced_after(
 async def test_429_pauses_every_waiter_then_resumes_at_full_pace(
     headers: dict[str, str], pause: float
 ) -> None:
-    limiter = LocalRateLimiter(LIMIT)
+    limiter = LocalRateLimiter(LIMIT, pacing="even")
     first = await limiter.acquire()
     if headers.get("X-RateLimit-Reset") == "unix+7":
         headers = {"X-RateLimit-Reset": f"{DEFAULT_CLOCK.unix() + 7:.3f}"}
@@ -295,7 +295,7 @@ async def test_429_pauses_every_waiter_then_resumes_at_full_pace(
 
 
 async def test_a_custom_default_pause_applies_when_a_429_says_nothing() -> None:
-    limiter = LocalRateLimiter(LIMIT, default_pause=2.0)
+    limiter = LocalRateLimiter(LIMIT, default_pause=2.0, pacing="even")
     first = await limiter.acquire()
     reported, times = await paced_after(limiter, answer(first, 429), 3)
     # Plus a sliver: the slot the pump had already taken when the 429 came is thrown away.
@@ -303,7 +303,7 @@ async def test_a_custom_default_pause_applies_when_a_429_says_nothing() -> None:
 
 
 async def test_a_pause_is_visible_in_statistics_while_it_lasts() -> None:
-    limiter = LocalRateLimiter(LIMIT)
+    limiter = LocalRateLimiter(LIMIT, pacing="even")
     permit = await limiter.acquire()
     now = anyio.current_time()
     await limiter.observe(answer(permit, 429, {"Retry-After": "3"}))
@@ -316,7 +316,7 @@ async def test_a_pause_is_visible_in_statistics_while_it_lasts() -> None:
 
 
 async def test_a_reset_far_away_because_of_a_clock_jump_pauses_one_period_at_most() -> None:
-    limiter = LocalRateLimiter(LIMIT)
+    limiter = LocalRateLimiter(LIMIT, pacing="even")
     first = await limiter.acquire()
     # Our wall clock jumped an hour back: the server's Unix reset now looks an hour away.
     jumped = read_rate_limit_headers(
@@ -330,7 +330,7 @@ async def test_a_reset_far_away_because_of_a_clock_jump_pauses_one_period_at_mos
 
 
 async def test_a_reset_in_the_past_after_a_clock_jump_still_waits_one_interval() -> None:
-    limiter = LocalRateLimiter(LIMIT)
+    limiter = LocalRateLimiter(LIMIT, pacing="even")
     first = await limiter.acquire()
     headers = {"X-RateLimit-Reset": f"{DEFAULT_CLOCK.unix() - 50:.0f}"}  # wall clock jumped ahead
     reported, times = await paced_after(limiter, answer(first, 429, headers), 2)
@@ -341,7 +341,7 @@ async def test_a_reset_in_the_past_after_a_clock_jump_still_waits_one_interval()
 
 async def test_remaining_zero_from_someone_else_pauses_until_the_reset() -> None:
     limit = RateLimit(100, 10.0)
-    limiter = LocalRateLimiter(limit)
+    limiter = LocalRateLimiter(limit, pacing="even")
     permits = await grant_all(limiter, 50)
     # Our 50 are in the window, yet none remain: someone else sent the other 50.
     headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "6"}
@@ -363,7 +363,7 @@ async def test_remaining_zero_from_someone_else_pauses_until_the_reset() -> None
 
 async def test_fewer_remaining_than_expected_slows_to_our_share_then_resumes() -> None:
     limit = RateLimit(100, 10.0)
-    limiter = LocalRateLimiter(limit)
+    limiter = LocalRateLimiter(limit, pacing="even")
     first = await limiter.acquire()
     # We sent one request; the server says only 10 of 100 remain for the next 5 s: someone else
     # sent 89 in this window. We keep to the 11 they leave, less 3, for one period.
@@ -381,7 +381,7 @@ async def test_fewer_remaining_than_expected_slows_to_our_share_then_resumes() -
 
 async def test_requests_sent_after_the_observed_one_are_counted_as_spent() -> None:
     limit = RateLimit(100, 10.0)
-    limiter = LocalRateLimiter(limit)
+    limiter = LocalRateLimiter(limit, pacing="even")
     permits = await grant_all(limiter, 11)
     # The answer to the first says 10 remain: the 10 we sent since then used them all.
     headers = {"X-RateLimit-Remaining": "10", "X-RateLimit-Reset": "5"}
@@ -391,7 +391,7 @@ async def test_requests_sent_after_the_observed_one_are_counted_as_spent() -> No
 
 async def test_remaining_explained_by_our_own_requests_keeps_full_pace() -> None:
     limit = RateLimit(100, 10.0)
-    limiter = LocalRateLimiter(limit)
+    limiter = LocalRateLimiter(limit, pacing="even")
     permits = await grant_all(limiter, 60)
     own = len(permits)
     headers = {"X-RateLimit-Remaining": str(limit.requests - own), "X-RateLimit-Reset": "4"}
@@ -406,13 +406,13 @@ async def test_uneven_answer_times_widen_the_tolerance_and_stretch_the_window() 
     limit = RateLimit(100, 10.0)
     headers = {"X-RateLimit-Remaining": "88", "X-RateLimit-Reset": "8"}
     # Answered at once: 11 requests more than our 1 means someone else (tolerance 3).
-    quick = LocalRateLimiter(limit)
+    quick = LocalRateLimiter(limit, pacing="even")
     first = await quick.acquire()
     await quick.observe(answer(first, 200, headers))
     assert (await quick.acquire()).granted_at - first.granted_at > 1.1 / quick.rate
     # One answer at once and one after a second: requests may reach the server bunched by
     # that much, so the same Remaining is ours (tolerance 24) and the window is stretched by it.
-    uneven = LocalRateLimiter(limit)
+    uneven = LocalRateLimiter(limit, pacing="even")
     first = await uneven.acquire()
     second = await uneven.acquire()
     await uneven.observe(answer(second, 200))
@@ -434,7 +434,7 @@ async def test_uneven_answer_times_widen_the_tolerance_and_stretch_the_window() 
 
 async def test_a_newer_answer_without_anyone_else_lifts_the_slowdown() -> None:
     limit = RateLimit(100, 10.0)
-    limiter = LocalRateLimiter(limit)
+    limiter = LocalRateLimiter(limit, pacing="even")
     first = await limiter.acquire()
     await limiter.observe(
         answer(first, 200, {"X-RateLimit-Remaining": "50", "X-RateLimit-Reset": "8"})
@@ -454,8 +454,8 @@ async def test_a_newer_answer_without_anyone_else_lifts_the_slowdown() -> None:
 
 
 async def test_cancelled_waiters_take_no_permit_and_hold_up_nobody() -> None:
-    limiter = LocalRateLimiter(LIMIT)
-    reference = [p.granted_at for p in await grant_all(LocalRateLimiter(LIMIT), 6)]
+    limiter = LocalRateLimiter(LIMIT, pacing="even")
+    reference = [p.granted_at for p in await grant_all(LocalRateLimiter(LIMIT, pacing="even"), 6)]
     start = anyio.current_time()
     kept: list[float] = []
 
@@ -483,7 +483,7 @@ async def test_cancelled_waiters_take_no_permit_and_hold_up_nobody() -> None:
 
 
 async def test_a_waiter_cancelled_right_as_it_is_promoted_passes_the_turn_on() -> None:
-    limiter = LocalRateLimiter(LIMIT)
+    limiter = LocalRateLimiter(LIMIT, pacing="even")
     await limiter.acquire()
     times: list[float] = []
     promoted: asyncio.Task[Permit] | None = None
@@ -513,7 +513,7 @@ async def test_a_waiter_cancelled_right_as_it_is_promoted_passes_the_turn_on() -
 async def test_a_waiter_cancelled_just_after_its_permit_came_hands_it_to_the_next() -> None:
     # Two identical limiters arm identical timers, so the second one's caller runs in the
     # instant between the first one handing a slot to a waiter and that waiter resuming.
-    mine, other = LocalRateLimiter(LIMIT), LocalRateLimiter(LIMIT)
+    mine, other = LocalRateLimiter(LIMIT, pacing="even"), LocalRateLimiter(LIMIT, pacing="even")
     await mine.acquire()
     await other.acquire()
     loop = asyncio.get_running_loop()
@@ -545,7 +545,7 @@ async def test_a_waiter_cancelled_just_after_its_permit_came_hands_it_to_the_nex
 
 
 async def test_statistics_count_permits_and_waiting_time() -> None:
-    limiter = LocalRateLimiter(LIMIT)
+    limiter = LocalRateLimiter(LIMIT, pacing="even")
     interval = 1 / limiter.rate
     seen_waiting: list[int] = []
 

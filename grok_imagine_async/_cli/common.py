@@ -85,11 +85,12 @@ def add_connection_options(parser: argparse.ArgumentParser, *, emulate: bool = T
     )
     add(
         "--pacing",
-        choices=["even", "window"],
-        default="even",
-        help="even (default): requests evenly spaced, safe however the server counts; window: "
-        "up to the plan's quota at once in any 60 s, which ends large batches sooner on a "
-        "server that counts fixed or sliding windows (not with --redis-url)",
+        choices=["adaptive", "window", "even"],
+        default=None,
+        help="adaptive (default): as much at once as the server's X-RateLimit-Remaining says, "
+        "never more than the plan's quota in any 60 s; window: up to the quota at once "
+        "whatever the server says; even: requests evenly spaced (window and adaptive not "
+        "with --redis-url)",
     )
     add(
         "--time-scale",
@@ -148,13 +149,13 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     except ValueError as exc:
         raise ConfigurationError(f"${ENV_PLAN}: {exc}") from None
     limit = RateLimit(plan.requests, plan.period / scale)
-    pacing: Pacing = getattr(args, "pacing", "even")
-    if pacing != "even" and getattr(args, "redis_url", None):
+    pacing: Pacing | None = getattr(args, "pacing", None)
+    if pacing not in (None, "even") and getattr(args, "redis_url", None):
         raise ConfigurationError(
             f"--pacing {pacing} needs the local limiter; it cannot be used with --redis-url"
         )
     limiter: RateLimiter | None = (
-        LocalRateLimiter(limit, pacing=pacing) if pacing != "even" else None
+        LocalRateLimiter(limit, pacing=pacing) if pacing is not None else None
     )  # None: the client's default for its plan
     timing: dict[str, Any] = {
         "on_ambiguous_submit": (

@@ -56,31 +56,42 @@ class LocalRateLimiter:
     """Paces one process's requests to one token's quota, and obeys the server's headers.
 
     Guarantees, with only this process using the token: in any interval shorter than
-    ``period * (1 + headroom)`` seconds at most ``requests`` permits are granted, from the very
-    first one (no start burst: the second permit comes one interval after the first), whatever
-    the arrival pattern of callers.
+    ``period * (1 + headroom)`` seconds at most ``requests`` permits are granted, whatever the
+    arrival pattern of callers, the pacing, or the server's headers. Even pacing adds: no
+    burst ever (the second permit comes one interval after the first).
 
-    Why ``headroom=0.01``: a request reaches the server some time after its permit, and that
-    latency varies. The margin lets two requests' latencies differ by up to 1 % of the period
-    (0.6 s on the real 60 s window, 60 ms on a 6 s test window) and the server still never sees
-    more than ``requests`` in any of its windows, sliding or fixed. The same 1 % of the quota
-    lets the pace make up for up to that much time lost when the event loop wakes late (a busy
-    loop, a descheduled process), instead of losing it for good. Together they cost 2 %: the
-    steady pace is ``(1 - headroom) / (1 + headroom)`` = 98 % of the quota. A larger headroom
-    tolerates more jitter and uses less of the quota.
+    Why ``headroom=0.01`` (for even pacing; the others stretch the window by it): a request
+    reaches the server some time after its permit, and that latency varies. The margin lets two
+    requests' latencies differ by up to 1 % of the period (0.6 s on the real 60 s window, 60 ms
+    on a 6 s test window) and the server still never sees more than ``requests`` in any of its
+    windows, sliding or fixed. The same 1 % of the quota lets the pace make up for up to that
+    much time lost when the event loop wakes late (a busy loop, a descheduled process), instead
+    of losing it for good. Together they cost 2 %: the steady pace is ``(1 - headroom) / (1 +
+    headroom)`` = 98 % of the quota. A larger headroom tolerates more jitter and uses less of
+    the quota.
 
-    With ``pacing="window"`` the limiter lets permits through as fast as callers ask while
-    fewer than ``requests`` of them may still count in the server's window. A request reaches
-    the server after its permit and before its answer, so a permit holds its place until
-    ``period * (1 + headroom)`` after its answer is observed (a period longer if no answer
-    comes): a full window's quota at once, then each place again as the answers that hold
-    them age out. However long the requests queue on the way, the server never sees more than
-    ``requests`` in any sliding window. A server counting fixed or sliding windows (what
-    API.md allows) accepts that, and batches end sooner because generations start earlier. A
-    server enforcing the quota as a leaky bucket (e.g. nginx ``limit_req`` without ``burst``)
-    would refuse the bursts, which is why the default is ``"even"``.
+    How the quota is spread is the ``pacing`` strategy's choice:
 
-    Server feedback (:meth:`observe`) comes on top:
+    - ``"adaptive"`` (default) follows how the server counts, as its ``X-RateLimit-Remaining``
+      shows: the whole quota at once from a window that says it holds it, a bucket's sustained
+      rate from a leaky bucket (GCRA, nginx ``limit_req`` with a small ``burst``) whose
+      ``Remaining`` is its few requests of burst. Until the first answer it paces evenly.
+      Whatever the headers say, it keeps window pacing's bound (below): never more than
+      ``requests`` in any window of the server. See
+      :mod:`grok_imagine_async._limiting.adaptive`.
+    - ``"window"`` lets permits through as fast as callers ask while fewer than ``requests`` of
+      them may still count in the server's window. A request reaches the server after its
+      permit and before its answer, so a permit holds its place until ``period * (1 +
+      headroom)`` after its answer is observed (a period longer if no answer comes): a full
+      window's quota at once, then each place again as the answers that hold them age out.
+      However long the requests queue on the way, the server never sees more than
+      ``requests`` in any sliding window. A leaky bucket would refuse the bursts.
+    - ``"even"``: one permit every ``1 / rate`` seconds (the guarantees above), no burst ever,
+      and ``Remaining`` read as a window's count. A leaky bucket's small ``Remaining`` then
+      looks like another process on the token, and it slows to a crawl.
+
+    Server feedback (:meth:`observe`) comes on top (with adaptive pacing, the 429s; it reads
+    ``Remaining`` itself):
 
     - a 429, or a ``Remaining: 0`` that our own traffic does not explain, pauses every sender
       until the server's ``Retry-After`` / ``X-RateLimit-Reset`` (``default_pause`` when it gives
@@ -108,8 +119,9 @@ class LocalRateLimiter:
             ``X-RateLimit-Reset``; default one period, the only wait that clears any window.
         clock: Source of timestamps for permits and pauses. It must move with the event loop's
             clock (the default reads it), because waits are computed on it and slept on the loop.
-        pacing: ``"even"`` (default): one permit every ``1 / rate`` seconds, no burst ever.
-            ``"window"``: up to the quota at once within any window (see above).
+        pacing: ``"adaptive"`` (default): as the server's ``Remaining`` says, within the
+            quota in any window. ``"window"``: up to the quota at once within any window.
+            ``"even"``: one permit every ``1 / rate`` seconds, no burst ever (see above).
 
     Raises:
         ValueError: On an unknown plan name or a headroom out of range.
@@ -129,7 +141,7 @@ class LocalRateLimiter:
         headroom: float = DEFAULT_HEADROOM,
         default_pause: float | None = None,
         clock: Clock | None = None,
-        pacing: Pacing = "even",
+        pacing: Pacing = "adaptive",
     ) -> None:
         self._limit = resolve_rate_limit(limit)
         if pacing not in ("even", "window", "adaptive"):
@@ -171,7 +183,7 @@ class LocalRateLimiter:
 
     @property
     def pacing(self) -> Pacing:
-        """``"even"`` or ``"window"`` (see the class docstring)."""
+        """``"adaptive"``, ``"window"`` or ``"even"`` (see the class docstring)."""
         return self._pacing
 
     @property
@@ -265,9 +277,7 @@ class LocalRateLimiter:
         if self._pacing == "window":
             return WindowPacing(self._limit, headroom=self._headroom, clock=self._clock)
         if self._pacing == "adaptive":
-            return AdaptivePacing(
-                self._limit, headroom=self._headroom, clock=self._clock, latency=self._latency
-            )
+            return AdaptivePacing(self._limit, headroom=self._headroom, clock=self._clock)
         return EvenPacing(
             self._limit, headroom=self._headroom, clock=self._clock, latency=self._latency
         )

@@ -76,7 +76,8 @@ class Fallback:
         peers_before: int,
     ) -> None:
         headroom = min(max(headroom, DEFAULT_HEADROOM), 0.5)
-        self.limiter = LocalRateLimiter(limit, headroom=headroom, clock=clock)
+        # Even pacing: no burst into a window that the other processes keep using.
+        self.limiter = LocalRateLimiter(limit, headroom=headroom, clock=clock, pacing="even")
         self._interval = limit.period * (1.0 + headroom) / limit.requests
         self._probe_interval = probe_interval
         now = anyio.current_time()
