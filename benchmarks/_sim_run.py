@@ -20,13 +20,17 @@ from typing import Any
 
 import anyio
 
+from benchmarks import _sim_legacy
 from benchmarks._sim_strategies import SCHEDULES, Detection, UserLimiter, run_baseline
-from grok_imagine_async import AsyncGrokImagine, LocalRateLimiter, Plan, RateLimiter
+from grok_imagine_async import AsyncGrokImagine, LocalRateLimiter, RateLimit
+from grok_imagine_async._limiting.plans import resolve_rate_limit
 from grok_imagine_async.testing import Emulator, EmulatorConfig, run_virtual
 
 TOKEN = "tok"
 BASE_URL = "http://emulator.local"
 OURS = "ours"
+WAIT = "generate_and_wait"
+"""The strategy of one ``client.generate_and_wait`` call per prompt, all at once."""
 DURATION_MEDIAN = 30.0
 DURATION_SIGMA = 0.5
 
@@ -50,6 +54,11 @@ class Scenario:
         seed: Seeds the emulator (durations) and every jitter.
         options: Extra ``generate_many`` options for ``"ours"`` (experiments), as pairs.
         label: A name for the row; default: the strategy.
+        median: The emulator's median generation time, seconds.
+        server: How the emulator counts the quota: ``"sliding"`` or ``"fixed"`` window, or
+            any other kind its ``EmulatorConfig(window=...)`` knows.
+        quota: ``(requests, period)`` instead of the plan's quota (same for the client).
+        code: ``"current"``, or :data:`benchmarks._sim_legacy.COMMIT` for today's behaviour.
     """
 
     plan: str
@@ -59,11 +68,21 @@ class Scenario:
     seed: int = 1
     options: tuple[tuple[str, Any], ...] = ()
     label: str = ""
+    median: float = DURATION_MEDIAN
+    server: str = "sliding"
+    quota: tuple[int, float] | None = None
+    code: str = "current"
 
     @property
     def name(self) -> str:
         """The row's name in the table."""
-        return self.label or self.strategy
+        name = self.label or self.strategy
+        return name if self.code == "current" else f"{name} @{self.code}"
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        """The quota of the token (and of the client)."""
+        return RateLimit(*self.quota) if self.quota else resolve_rate_limit(self.plan)
 
 
 @dataclass
@@ -109,39 +128,60 @@ def prompts(plan: str, jobs: int) -> Iterator[str]:
     return (f"{plan} benchmark video {i}" for i in range(jobs))
 
 
-def make_emulator(plan: str, seed: int) -> Emulator:
-    """A fresh emulator with one token on ``plan`` and lognormal durations (median 30 s)."""
+def make_emulator(
+    plan: str | RateLimit,
+    seed: int,
+    *,
+    median: float = DURATION_MEDIAN,
+    server: str = "sliding",
+) -> Emulator:
+    """A fresh emulator with one token on ``plan`` and lognormal durations."""
     return Emulator(
         EmulatorConfig(
             tokens={TOKEN: plan},
             seed=seed,
-            duration_median=DURATION_MEDIAN,
+            duration_median=median,
             duration_sigma=DURATION_SIGMA,
+            window=server,  # type: ignore[arg-type]  # kinds beyond the two literals too
         )
     )
 
 
-def make_client(emulator: Emulator, plan: str, limiter: str) -> AsyncGrokImagine:
-    """A client of ``emulator`` on ``plan`` with the named limiter variant."""
-    chosen: RateLimiter | None = None
+def make_client(
+    emulator: Emulator, plan: str | RateLimit, limiter: str, *, code: str = "current"
+) -> Any:
+    """A client of ``emulator`` on ``plan`` with the named limiter variant.
+
+    With ``code`` set to the legacy commit, the client (and its limiter, scheduler and poll
+    schedule) is that commit's.
+    """
+    package: Any = _sim_legacy.load(code) if code != "current" else None
+    client_class = package.AsyncGrokImagine if package else AsyncGrokImagine
+    limit = plan if isinstance(plan, RateLimit) else resolve_rate_limit(plan)
+    chosen: Any = None
     if limiter == "aiolimiter":
-        chosen = UserLimiter(Plan.parse(plan).rate_limit)
-    elif limiter == "window":
-        chosen = LocalRateLimiter(plan, pacing="window")
-    elif limiter != "ours":
-        raise ValueError(f"unknown limiter variant {limiter!r}")
-    return AsyncGrokImagine(
+        chosen = UserLimiter(limit)
+    elif limiter != "ours":  # a pacing of LocalRateLimiter: "window", or one added later
+        limiter_class = package.LocalRateLimiter if package else LocalRateLimiter
+        chosen = limiter_class(limit, pacing=limiter)
+    return client_class(
         api_key=TOKEN,
         http_client=emulator.client(token=None),
         base_url=BASE_URL,
-        plan=plan,
+        plan=limit if package is None else package.RateLimit(limit.requests, limit.period),
         limiter=chosen,
     )
 
 
 async def _run(scenario: Scenario) -> RunResult:
-    emulator = make_emulator(scenario.plan, scenario.seed)
-    client = make_client(emulator, scenario.plan, scenario.limiter)
+    limit = scenario.rate_limit
+    emulator = make_emulator(
+        limit if scenario.quota else scenario.plan,
+        scenario.seed,
+        median=scenario.median,
+        server=scenario.server,
+    )
+    client = make_client(emulator, limit, scenario.limiter, code=scenario.code)
     start = anyio.current_time()
     detections: list[Detection] = []
     if scenario.strategy == OURS:
@@ -152,6 +192,8 @@ async def _run(scenario: Scenario) -> RunResult:
         async with client.generate_many(batch, **options) as out:
             async for job in out:
                 detections.append(Detection(job.task_id or "", anyio.current_time(), job.ok))
+    elif scenario.strategy == WAIT:
+        detections = await _wait_each(client, list(prompts(scenario.plan, scenario.jobs)))
     else:
         detections = await run_baseline(
             client,
@@ -161,7 +203,6 @@ async def _run(scenario: Scenario) -> RunResult:
         )
     end = max((d.at for d in detections), default=start)
     stats = emulator.statistics()
-    limit = client.rate_limit
     result = RunResult(
         scenario=scenario,
         wall_seconds=0.0,
@@ -188,6 +229,20 @@ async def _run(scenario: Scenario) -> RunResult:
     result.refused_times = _difference(everything, admitted, start)
     await client.aclose()
     return result
+
+
+async def _wait_each(client: Any, batch: list[str]) -> list[Detection]:
+    """One ``generate_and_wait`` per prompt, all at once, with the client's default poll."""
+    detections: list[Detection] = []
+
+    async def one(prompt: str) -> None:
+        task = await client.generate_and_wait(prompt)
+        detections.append(Detection(task.task_id, anyio.current_time(), task.succeeded))
+
+    async with anyio.create_task_group() as tg:
+        for prompt in batch:
+            tg.start_soon(one, prompt)
+    return detections
 
 
 def _difference(everything: list[float], admitted: list[float], start: float) -> list[float]:

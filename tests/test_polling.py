@@ -1,117 +1,240 @@
-"""The learned duration model and the poll schedule: pure functions."""
+"""The duration model and the poll planner, on numbers only (time is passed in)."""
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grok_imagine_async import DurationModel, PollPolicy, RateLimit
-from grok_imagine_async._scheduling.polling import (
-    PollPlanner,
-    next_poll_delay,
-    success_probability_for,
-)
+from grok_imagine_async import DurationModel, LimiterStatistics, PollPolicy, RateLimit
+from grok_imagine_async._scheduling.polling import DEFAULT_SCHEDULER_POLL, PollPlanner
+
+SIGMA = 0.5
+BATCH_QUOTA = RateLimit(200, 6.0)
+
+
+def _planner(
+    limit: RateLimit = BATCH_QUOTA,
+    *,
+    unfinished: int | None = None,
+    model: DurationModel | None = None,
+    statistics: Callable[[], LimiterStatistics] | None = None,
+) -> PollPlanner:
+    policy = PollPolicy(wait_initial=1.0, wait_factor=1.05, wait_max=30.0, wait_jitter=0.0)
+    return PollPlanner(
+        limit,
+        policy,
+        model or DurationModel(),
+        random.Random(0),
+        statistics=statistics,
+        unfinished=(lambda: unfinished) if unfinished is not None else None,
+    )
+
+
+# -- the model -----------------------------------------------------------------------------
 
 
 def test_prior_before_any_observation() -> None:
     model = DurationModel(prior_median=30, prior_sigma=0.6)
     assert model.median == pytest.approx(30)
-    assert model.sigma == pytest.approx(0.6)
     assert model.cdf(30) == pytest.approx(0.5)
-    assert model.quantile(0.5) == pytest.approx(30)
+    assert model.count == 0 and model.censored == 0
 
 
 def test_learns_the_true_distribution_from_brackets() -> None:
-    rng = random.Random(3)
-    model = DurationModel(prior_median=30, prior_sigma=0.6)
-    for _ in range(2000):
-        duration = 12 * math.exp(0.3 * rng.gauss(0, 1))
-        look = rng.uniform(0, 4)  # found done somewhere up to 4 s after it finished
-        model.observe(max(0.0, duration - 2), duration + look)
-    assert model.median == pytest.approx(12 * 1.1, rel=0.15)
-    assert model.sigma == pytest.approx(0.3, abs=0.1)
+    rng = random.Random(1)
+    model = DurationModel(prior_median=30)
+    for _ in range(300):
+        d = 6 * math.exp(SIGMA * rng.gauss(0, 1))
+        look, previous = rng.uniform(1.0, 1.3), None  # looks on a grid that ignores d
+        while look < d:
+            model.observe_running(look, previous=previous)
+            look, previous = look * 1.3, look
+        if previous is not None:
+            model.forget_running(previous)
+        model.observe(previous or 0.0, look)
+    assert model.count == 300 and model.censored == 0
+    assert model.median == pytest.approx(6, rel=0.1)
+    assert model.sigma == pytest.approx(SIGMA, abs=0.1)
 
 
-def test_first_poll_hits_with_the_asked_probability() -> None:
+def test_still_running_answers_push_the_median_up_before_any_completion() -> None:
+    model = DurationModel(prior_median=30)
+    previous = None
+    for age in (60.0, 120.0, 240.0):
+        for _ in range(3):
+            model.observe_running(age, previous=previous)
+        previous = age
+    assert model.count == 0 and model.censored == 3  # each look replaced the one before
+    assert model.median > 240
+    for _ in range(3):
+        model.forget_running(240.0)
+    assert model.censored == 0
+
+
+@given(st.floats(0.1, 1000), st.floats(0.01, 0.99))
+def test_quantile_inverts_cdf(median: float, p: float) -> None:
+    model = DurationModel(prior_median=median)
+    assert model.cdf(model.quantile(p)) == pytest.approx(p, abs=1e-6)
+
+
+# -- the planner: regimes ------------------------------------------------------------------
+
+
+def test_idle_quota_polls_one_second_then_five_percent_of_the_age() -> None:
+    planner = _planner(RateLimit(1000, 60.0), unfinished=1)
+    assert planner.weight(0.0) == 0.0
+    first = planner.next_look("a", now=0.0, submitted_at=0.0, last_look=0.0, polls=0)
+    assert first == pytest.approx(1.0)
+    at_100 = planner.next_look("a", now=100.0, submitted_at=0.0, last_look=100.0, polls=9)
+    assert at_100 - 100.0 == pytest.approx(5.0)
+    late = planner.next_look("a", now=5000.0, submitted_at=0.0, last_look=5000.0, polls=99)
+    assert late - 5000.0 == pytest.approx(30.0)  # wait_max
+
+
+def test_many_jobs_for_the_quota_are_saturated_and_look_at_the_95th_percentile() -> None:
+    model = DurationModel(prior_median=10, prior_sigma=SIGMA)
+    planner = _planner(RateLimit(200, 6.0), unfinished=400, model=model)
+    for key in ("p1", "p2", "p3"):
+        planner.submitted(key)  # the probes
+    assert planner.weight(0.0) == 1.0
+    planner.submitted("x")
+    assert not planner.is_probe("x")
+    first = planner.next_look("x", now=0.0, submitted_at=0.0, last_look=0.0, polls=0)
+    assert first == pytest.approx(model.quantile(0.95))
+    probe = planner.next_look("p1", now=8.0, submitted_at=0.0, last_look=8.0, polls=4)
+    assert probe == pytest.approx(16.0)  # doubling
+
+
+def test_the_regime_moves_smoothly_with_the_jobs_held() -> None:
+    weights = [_planner(RateLimit(1000, 60.0), unfinished=n).weight(0.0) for n in range(1, 200)]
+    assert weights[0] == 0.0 and weights[-1] == 1.0
+    assert weights == sorted(weights)
+    assert any(0.2 < w < 0.8 for w in weights)
+
+
+def test_other_traffic_on_the_limiter_leaves_less_allowance() -> None:
+    granted = 0
+
+    def statistics() -> LimiterStatistics:
+        return LimiterStatistics(RateLimit(1000, 60.0), granted, 0, 0.0, 0, 0, None)
+
+    quiet = _planner(RateLimit(1000, 60.0), unfinished=4, statistics=statistics)
+    quiet.allowance(0.0)
+    granted = 200  # 200 requests in 15 s from someone else: 13.3/s of the 16.7/s
+    assert quiet.allowance(15.0) < 0.25 * _planner(RateLimit(1000, 60.0), unfinished=4).allowance(
+        15.0
+    )
+
+
+# -- the planner on virtual time: a wrong prior --------------------------------------------
+
+
+def _simulate(prior: float, median: float, jobs: int = 400) -> tuple[PollPlanner, list[float]]:
+    """Jobs submitted at 33/s, looked at when the planner says, in a heap of due times.
+
+    Returns the planner and the ages at which each non-probe job was first looked at.
+    """
     rng = random.Random(5)
-    model = DurationModel(prior_median=30, prior_sigma=0.5)
-    for p in (0.5, 0.9):
-        delay = next_poll_delay(0, model, success_probability=p, min_interval=0, max_interval=1e9)
-        draws = [30 * math.exp(0.5 * rng.gauss(0, 1)) for _ in range(20_000)]
-        hit = sum(d <= delay for d in draws) / len(draws)
-        assert hit == pytest.approx(p, abs=0.02)
-
-
-@given(
-    elapsed=st.floats(min_value=0, max_value=600),
-    p=st.floats(min_value=0.05, max_value=0.95),
-    low=st.floats(min_value=0, max_value=5),
-    span=st.floats(min_value=0, max_value=100),
-)
-def test_delay_within_bounds(elapsed: float, p: float, low: float, span: float) -> None:
-    model = DurationModel()
-    delay = next_poll_delay(
-        elapsed, model, success_probability=p, min_interval=low, max_interval=low + span
+    model = DurationModel(prior_median=prior)
+    unfinished = jobs
+    planner = PollPlanner(
+        RateLimit(200, 6.0),
+        DEFAULT_SCHEDULER_POLL,
+        model,
+        random.Random(0),
+        unfinished=lambda: unfinished,
     )
-    assert low <= delay <= low + span
+    durations = [median * math.exp(SIGMA * rng.gauss(0, 1)) for _ in range(jobs)]
+    submitted = [i / 33.0 for i in range(jobs)]
+    last = list(submitted)
+    heap: list[tuple[float, int]] = []
+    first_ages: list[float] = []
+    looked = [False] * jobs
+    clock = 0.0
+    pending = list(range(jobs))
+    while heap or pending:
+        if pending and (not heap or submitted[pending[0]] <= heap[0][0]):
+            i = pending.pop(0)
+            clock = submitted[i]
+            planner.submitted(str(i))
+            when = planner.next_look(
+                str(i), now=clock, submitted_at=clock, last_look=clock, polls=0
+            )
+            heapq.heappush(heap, (when, i))
+        else:
+            clock, i = heapq.heappop(heap)
+            done = clock - submitted[i] >= durations[i]
+            if not looked[i] and not planner.is_probe(str(i)):
+                first_ages.append(clock - submitted[i])
+            looked[i] = True
+            planner.looked(
+                str(i), now=clock, submitted_at=submitted[i], last_look=last[i], finished=done
+            )
+            if done:
+                unfinished -= 1
+            else:
+                last[i] = clock
+                when = planner.next_look(
+                    str(i), now=clock, submitted_at=submitted[i], last_look=clock, polls=1
+                )
+                heapq.heappush(heap, (when, i))
+            if planner.replan_needed(clock):
+                heap = [
+                    (
+                        planner.next_look(
+                            str(j), now=clock, submitted_at=submitted[j], last_look=last[j], polls=1
+                        ),
+                        j,
+                    )
+                    for _, j in heap
+                ]
+                heapq.heapify(heap)
+    return planner, first_ages
 
 
-def test_later_polls_are_conditional_on_still_running() -> None:
-    model = DurationModel(prior_median=30, prior_sigma=0.5)
-    first = next_poll_delay(0, model, success_probability=0.8, min_interval=0, max_interval=1e9)
-    second = next_poll_delay(
-        first, model, success_probability=0.8, min_interval=0, max_interval=1e9
-    )
-    survived = 1 - model.cdf(first)
-    done_by_second = (model.cdf(first + second) - model.cdf(first)) / survived
-    assert done_by_second == pytest.approx(0.8, abs=1e-6)
+@pytest.mark.parametrize(("prior", "median"), [(30.0, 3.0), (30.0, 300.0)])
+def test_a_prior_ten_times_wrong_is_forgotten_within_a_few_completions(
+    prior: float, median: float
+) -> None:
+    planner, first_ages = _simulate(prior, median)
+    assert planner.model.median == pytest.approx(median, rel=0.25)
+    # Queued first looks were moved as the model learned: most of them land near the true
+    # 95th percentile (2.3 x the median for sigma 0.5), not at the prior's.
+    near = [age for age in first_ages if 1.2 * median < age < 4.0 * median]
+    assert len(near) > 0.8 * len(first_ages)
 
 
-def test_busier_quota_asks_for_surer_polls() -> None:
-    assert success_probability_for(0.1) == 0.6
-    assert success_probability_for(1.5) == 0.9
-    values = [success_probability_for(u / 10) for u in range(11)]
-    assert values == sorted(values)
+def test_queued_looks_move_when_the_model_changes() -> None:
+    model = DurationModel(prior_median=30.0)
+    planner = _planner(RateLimit(200, 6.0), unfinished=400, model=model)
+    for key in ("p1", "p2", "p3"):
+        planner.submitted(key)
+    planner.replan_needed(0.0)  # the regime: saturated from the start
+    assert not planner.replan_needed(0.0)
+    before = planner.next_look("q", now=0.0, submitted_at=0.0, last_look=0.0, polls=0)
+    for probe in ("p1", "p2", "p3", "p4"):  # four probes done within (2, 4] s
+        planner.looked(probe, now=2.0, submitted_at=0.0, last_look=0.0, finished=False)
+        planner.looked(probe, now=4.0, submitted_at=0.0, last_look=2.0, finished=True)
+    assert planner.replan_needed(4.0)
+    assert not planner.replan_needed(4.0)  # once per change
+    after = planner.next_look("q", now=4.0, submitted_at=0.0, last_look=0.0, polls=0)
+    assert after < before / 5
 
 
-def _planner(requests: int = 100, period: float = 60.0) -> PollPlanner:
-    policy = PollPolicy(wait_initial=1.0, wait_factor=2.0, wait_max=30.0, wait_jitter=0.0)
-    model = DurationModel(prior_median=30, prior_sigma=0.5)
-    return PollPlanner(RateLimit(requests, period), policy, model, random.Random(0))
-
-
-def test_planner_waits_longer_when_the_quota_is_busy() -> None:
-    idle = _planner()
-    busy = _planner()
-    for i in range(30):  # 30 requests in the last 15 s: above the 25 a quarter period allows
-        busy.note_request(100.0 + i * 0.5)
-    assert idle.utilization(115.0) == 0.0
-    assert busy.utilization(115.0) > 1.0
-    first_idle = idle.delay(now=115.0, submitted_at=115.0, polls=0)
-    first_busy = busy.delay(now=115.0, submitted_at=115.0, polls=0)
-    assert first_idle == pytest.approx(idle.model.quantile(0.6))
-    assert first_busy == pytest.approx(busy.model.quantile(0.9))
-
-
-def test_planner_later_polls_respect_floor_and_cap() -> None:
-    planner = _planner()
-    # long overdue job: the model alone would say "look again at once"
-    assert planner.delay(now=10_000.0, submitted_at=0.0, polls=3) == pytest.approx(4.0)
-    assert planner.delay(now=10_000.0, submitted_at=0.0, polls=50) == pytest.approx(30.0)
-
-
-def test_planner_resumed_job_is_looked_at_once_then_on_the_floor() -> None:
-    planner = _planner()
-    assert planner.delay(now=5.0, submitted_at=None, polls=0) == 0.0
-    assert planner.delay(now=5.0, submitted_at=None, polls=1) == 1.0
-
-
-def test_planner_forgets_requests_older_than_a_period() -> None:
-    planner = _planner(requests=100, period=60.0)
-    planner.note_request(0.0)
-    planner.note_request(61.0)
-    assert planner.requests_since(-1.0) == 1
+def test_idle_quota_takes_a_likely_look_early_once_confident() -> None:
+    model = DurationModel(prior_median=10.0, prior_sigma=SIGMA)
+    planner = _planner(RateLimit(200, 6.0), unfinished=400, model=model)
+    assert not planner.worth_early("j", now=30.0, submitted_at=0.0, last_look=0.0)
+    for k in range(4):
+        planner.looked(f"d{k}", now=11.0, submitted_at=0.0, last_look=9.0, finished=True)
+    assert not planner.worth_early("j", now=model.quantile(0.5), submitted_at=0.0, last_look=0.0)
+    assert planner.worth_early("j", now=model.quantile(0.95), submitted_at=0.0, last_look=0.0)
+    for k in range(60):  # 60 requests in the last 1.5 s: the quota is busy, no early looks
+        planner.note_request(model.quantile(0.95) - k * 0.01)
+    assert not planner.worth_early("j", now=model.quantile(0.95), submitted_at=0.0, last_look=0.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import anyio
@@ -43,19 +44,38 @@ class DueQueue(Generic[T]):
         if self._heap[0][2] is item:
             self._changed.set()
 
-    async def next_due(self) -> T:
+    def reschedule_all(self, when: Callable[[T, float], float]) -> None:
+        """Move every queued item to ``when(item, its current due time)``, in one pass.
+
+        For a schedule that changed its mind (the duration model moved): O(n) and one
+        re-heapify, rather than n removals. Items due at the same time keep their order.
+        """
+        self._heap = [(when(item, due), order, item) for due, order, item in self._heap]
+        heapq.heapify(self._heap)
+        self._changed.set()
+
+    async def next_due(
+        self, *, early: Callable[[T, float], bool] | None = None, every: float = 0.25
+    ) -> T:
         """Wait until the first item is due, remove it and return it.
 
         Meant for one consumer; an item scheduled earlier than the current first one while
         this waits is returned in its turn, not after the later one's timer.
+
+        Args:
+            early: Asked every ``every`` seconds about the first item while it is not yet
+                due (with the current time): True takes it now. The scheduler uses it to
+                spend idle quota on looks that are not due but likely to succeed.
+            every: Seconds between two questions to ``early``.
         """
         while True:
             if self._heap:
-                when = self._heap[0][0]
+                when, _, first = self._heap[0]
                 now = anyio.current_time()
-                if when <= now:
+                if when <= now or (early is not None and early(first, now)):
                     return heapq.heappop(self._heap)[2]
-                with anyio.move_on_after(when - now):
+                wait = when - now if early is None else min(when - now, every)
+                with anyio.move_on_after(wait):
                     await self._changed.wait()
             else:
                 await self._changed.wait()

@@ -1,15 +1,24 @@
-"""When to poll a running task: a learned duration model and a quota-aware schedule. Pure.
+"""When to look at each running job: a planner between two regimes. Pure: time is passed in.
 
-Durations of generations are modelled as lognormal (typical 10-60 s, a long right tail). The
-model starts from a prior (median 30 s) and learns from each finished job in the run. The next
-poll of a job is placed where the job has a chosen probability ``p`` of being done, *given that
-it was still running at the last look*:
+Two schedules, and a blend of them by how much quota each job could have:
 
-    F(t_next) = F(t_last) + p * (1 - F(t_last))
+- *idle* (few jobs for the quota): look 1 s after the submission, then every
+  ``max(wait_initial, (wait_factor - 1) x age)`` seconds, at most ``wait_max`` apart. With the
+  defaults (1 s, x1.05, 30 s) a job is noticed within about 5 % of its duration, never more
+  than one poll a second per job;
+- *saturated* (the quota is the bottleneck): about one look per job, where the learned
+  :class:`DurationModel` says the job is very probably done (its 95th percentile), then small
+  steps (8 % of the age) through the tail so that the last job of a batch is not noticed late.
 
-so every poll, first or later, succeeds with about the same probability ``p``. A high ``p``
-(quota scarce) spends about ``1/p`` polls per job; a low ``p`` (quota idle) polls earlier and
-detects completions sooner.
+The blend is geometric in the gaps, by the *allowance*: the spare quota (80 % of the limit,
+less what other requests use, as the limiter's statistics show) divided among the jobs the
+caller holds or finished lately, in polls per ``wait_initial``. An allowance of 1 or more is
+idle, 0.2 or less saturated.
+
+The prior is not trusted: until three jobs have finished, a few *probe* jobs are looked at on
+a doubling schedule (1, 2, 4, 8 ... s) whatever the regime, and every "still running" answer
+is a censored observation that moves the model. When the model moves, the caller re-plans the
+looks already queued (:meth:`PollPlanner.replan_needed`).
 """
 
 from __future__ import annotations
@@ -17,214 +26,294 @@ from __future__ import annotations
 import bisect
 import math
 import random
+import zlib
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
 from statistics import NormalDist
 
-from .._backoff import PollPolicy, backoff_delay
+from .._backoff import PollPolicy
 from .._limiting.plans import RateLimit
+from .._limiting.protocol import LimiterStatistics
+from .durations import DurationModel
+
+__all__ = ["DEFAULT_SCHEDULER_POLL", "DurationModel", "PollPlanner"]
+
+DEFAULT_SCHEDULER_POLL = PollPolicy(
+    wait_initial=1.0, wait_factor=1.05, wait_max=30.0, wait_jitter=0.1
+)
+"""The scheduler's default bounds: the idle schedule is the client's ``wait()`` default."""
 
 _STANDARD = NormalDist()
-
-
-@dataclass(slots=True)
-class DurationModel:
-    """Online lognormal estimate of how long generations take.
-
-    Each observation is an interval (the job finished after ``lower`` and by ``upper``
-    seconds), because polling only brackets the true completion time.
-
-    Args:
-        prior_median: Median duration assumed before any job finished.
-        prior_sigma: Spread (log-space standard deviation) assumed before any job finished.
-        prior_weight: How many observations the prior is worth.
-    """
-
-    prior_median: float = 30.0
-    prior_sigma: float = 0.6
-    prior_weight: float = 8.0
-    count: int = 0
-    _mean: float = 0.0
-    _m2: float = 0.0
-
-    def observe(self, lower: float, upper: float) -> None:
-        """Learn from a job known to have finished within ``(lower, upper]`` seconds."""
-        upper = max(upper, 1e-3)
-        lower = min(max(lower, 0.0), upper)
-        # The true duration lies somewhere in the bracket; take the current model's median
-        # *within* the bracket (one EM-like step), which does not drag the estimate down the
-        # way a midpoint does when a job is found done at its first poll (lower == 0).
-        f_low, f_high = self.cdf(lower), self.cdf(upper)
-        if f_high - f_low > 1e-9:
-            point = self.quantile((f_low + f_high) / 2)
-        else:
-            point = math.sqrt(lower * upper) if lower > 0 else upper
-        point = min(max(point, lower), upper)
-        x = math.log(max(point, 1e-3))
-        self.count += 1
-        delta = x - self._mean
-        self._mean += delta / self.count
-        self._m2 += delta * (x - self._mean)
-
-    @property
-    def mu(self) -> float:
-        """Log-space mean, the prior blended with the observations."""
-        w, n = self.prior_weight, self.count
-        return (w * math.log(self.prior_median) + n * self._mean) / (w + n)
-
-    @property
-    def sigma(self) -> float:
-        """Log-space standard deviation, the prior blended with the observations."""
-        w, n = self.prior_weight, self.count
-        mu0 = math.log(self.prior_median)
-        pooled = w * self.prior_sigma**2 + self._m2
-        if n:
-            pooled += w * n / (w + n) * (self._mean - mu0) ** 2
-        return max(0.05, math.sqrt(pooled / (w + n)))
-
-    @property
-    def median(self) -> float:
-        """The estimated median duration in seconds."""
-        return math.exp(self.mu)
-
-    @property
-    def mean(self) -> float:
-        """The estimated mean duration in seconds."""
-        return math.exp(self.mu + self.sigma**2 / 2)
-
-    def cdf(self, seconds: float) -> float:
-        """Probability that a job takes at most ``seconds``."""
-        if seconds <= 0:
-            return 0.0
-        return _STANDARD.cdf((math.log(seconds) - self.mu) / self.sigma)
-
-    def quantile(self, probability: float) -> float:
-        """The duration that a fraction ``probability`` of jobs do not exceed."""
-        p = min(max(probability, 1e-9), 1 - 1e-9)
-        return math.exp(self.mu + self.sigma * _STANDARD.inv_cdf(p))
-
-
-def next_poll_delay(
-    elapsed: float,
-    model: DurationModel,
-    *,
-    success_probability: float,
-    min_interval: float,
-    max_interval: float,
-) -> float:
-    """Seconds from now until the next poll of a job running for ``elapsed`` seconds.
-
-    Args:
-        elapsed: Seconds since the job was submitted (it was still running at the last look).
-        model: The duration model.
-        success_probability: Wanted probability that this poll finds the job done.
-        min_interval: Never poll sooner than this after the last look.
-        max_interval: Never wait longer than this.
-
-    Example:
-        >>> model = DurationModel(prior_median=30, prior_sigma=0.5)
-        >>> delay = next_poll_delay(
-        ...     0, model, success_probability=0.5, min_interval=1, max_interval=60
-        ... )
-        >>> round(delay)
-        30
-    """
-    p = min(max(success_probability, 0.01), 0.999)
-    reached = model.cdf(elapsed)
-    target = reached + p * (1.0 - reached)
-    delay = model.quantile(target) - elapsed
-    return float(min(max(delay, min_interval), max_interval))
-
-
-def success_probability_for(utilization: float, *, low: float = 0.6, high: float = 0.9) -> float:
-    """How sure a poll should be of success, given how busy the quota is (0..1+).
-
-    With spare quota (utilization at most 0.5) polls are cheap: aim low and detect completions
-    early. Near saturation every wasted poll delays real work: aim high. Linear in between.
-    """
-    if utilization <= 0.5:
-        return low
-    if utilization >= 0.9:
-        return high
-    return low + (high - low) * (utilization - 0.5) / 0.4
+_FIRST_LOOK = 0.95  # saturated: a job's first look finds it done this often
+_EXPLORE_ONE_IN = 16  # saturated: one job in this many is first looked at near the median
+_LATER_LOOK = 0.9  # saturated: and each later one, given that it was still running
+_TAIL_STEP = 0.08  # saturated: never more than 8 % of the age between two looks
+_PROBE_GROWTH = 2.0  # probes: each look at twice the previous age
+_PROBES = 3  # probe jobs at a time while the model is not confident
+_CONFIDENT = 4  # completions after which the model is trusted
+_SPARE = 0.8  # the part of the quota the planner counts on
+_SATURATED_ALLOWANCE = 0.2  # polls per job per wait_initial at and below which: saturated
+_REPLAN_MEDIAN = 0.1  # re-plan queued looks when the median moved by 10 % (in log terms)
+_REPLAN_SIGMA = 0.1  # or the spread by 0.1
+_REPLAN_WEIGHT = 0.25  # or the regime by a quarter of the way
+_SAMPLE_EVERY = 0.25  # seconds between two samples of the limiter's counters
+_EARLY = 0.9  # idle quota: a look not yet due is taken if it finds the job done this often
 
 
 class PollPlanner:
-    """Decides when the scheduler looks at each running job. No I/O; time is passed in.
-
-    It combines the :class:`DurationModel`, how busy the quota has been lately (requests noted
-    with :meth:`note_request`), and the bounds of a :class:`PollPolicy`:
-
-    - the first look comes when the model says the job is probably done;
-    - later looks follow the same model, never sooner than the policy's capped exponential
-      floor (``wait_initial * wait_factor**misses``) and never more than ``wait_max`` apart;
-    - a job resumed from a journal (age unknown) is looked at at once;
-    - every delay is jittered by ``wait_jitter`` so jobs submitted together spread out.
+    """Decides when the scheduler looks at each running job, and learns from each look.
 
     Args:
         limit: The quota the requests are paced to.
-        policy: The bounds of the schedule.
+        policy: The idle schedule's bounds (see the module docstring).
         model: The duration model (learned in place).
         rng: Source of jitter.
+        statistics: The limiter's counters, to see traffic that is not this planner's
+            (other clients of the same limiter); default: only the requests noted here.
+        unfinished: How many jobs the caller holds that have not finished (queued or
+            running); default: the jobs seen submitted and not yet finished.
     """
 
     def __init__(
-        self, limit: RateLimit, policy: PollPolicy, model: DurationModel, rng: random.Random
+        self,
+        limit: RateLimit,
+        policy: PollPolicy,
+        model: DurationModel,
+        rng: random.Random,
+        *,
+        statistics: Callable[[], LimiterStatistics] | None = None,
+        unfinished: Callable[[], int] | None = None,
     ) -> None:
         self.limit = limit
         self.policy = policy
         self.model = model
         self._rng = rng
-        self._recent: deque[float] = deque()
+        self._statistics = statistics
+        self._unfinished = unfinished
+        self._recent: deque[float] = deque()  # every request noted, for the last period
+        self._polls: deque[float] = deque()  # the polls among them
+        self._samples: deque[tuple[float, int]] = deque()  # (time, permits granted)
+        self._finished: deque[float] = deque()  # when jobs finished, lately
+        self._running = 0
+        self._probes: set[str] = set()
+        self._planned = (model.mu, model.sigma, False, 0.0)
 
-    def note_request(self, now: float) -> None:
-        """Count one request sent at ``now`` toward the recent utilization."""
-        self._recent.append(now)
+    # -- traffic ---------------------------------------------------------------------------
+
+    def note_request(self, now: float, *, poll: bool = False) -> None:
+        """Count one request sent at ``now`` (``poll``: one of this planner's looks)."""
         horizon = now - self.limit.period
-        while self._recent and self._recent[0] <= horizon:
-            self._recent.popleft()
+        for times in (self._recent, self._polls) if poll else (self._recent,):
+            times.append(now)
+            while times and times[0] <= horizon:
+                times.popleft()
 
     def requests_since(self, since: float) -> int:
         """Requests noted after ``since`` (within the last period)."""
         return len(self._recent) - bisect.bisect_right(self._recent, since)
 
-    def utilization(self, now: float) -> float:
-        """Requests over the last quarter period, as a fraction of what the quota allows.
-
-        A quarter period smooths out momentary queues (a burst of submissions at start is not
-        saturation) while noticing within seconds when polls start competing for quota.
-        """
+    def allowance(self, now: float) -> float:
+        """Polls per ``wait_initial`` each job could have from the spare quota (see module)."""
         window = self.limit.period / 4
-        return self.requests_since(now - window) / (self.limit.per_second * window)
+        own = len(self._polls) - bisect.bisect_right(self._polls, now - window)
+        total = self._total_since(now, window)
+        others = max(0.0, total - own) / window
+        spare = max(0.0, _SPARE * self.limit.per_second - others)
+        horizon = max(self.model.median, self.policy.wait_initial)
+        while self._finished and self._finished[0] < now - horizon:
+            self._finished.popleft()
+        held = self._unfinished() if self._unfinished is not None else self._running
+        jobs = max(1, held + len(self._finished))
+        return spare * max(self.policy.wait_initial, 1e-3) / jobs
 
-    def delay(self, *, now: float, submitted_at: float | None, polls: int) -> float:
-        """Seconds from ``now`` until the next look at a job.
+    def _total_since(self, now: float, window: float) -> float:
+        if self._statistics is None:
+            return float(self.requests_since(now - window))
+        samples = self._samples
+        if not samples or now - samples[-1][0] >= _SAMPLE_EVERY:
+            samples.append((now, self._statistics().permits_granted))
+        while len(samples) > 2 and samples[1][0] <= now - window:
+            samples.popleft()
+        (then, before), (_, after) = samples[0], samples[-1]
+        span = now - then
+        return (after - before) * (window / span) if span > 0 else 0.0
+
+    def weight(self, now: float) -> float:
+        """How saturated the schedule is: 0 idle, 1 saturated, log-linear in between."""
+        allowance = self.allowance(now)
+        if allowance >= 1.0:
+            return 0.0
+        if allowance <= _SATURATED_ALLOWANCE:
+            return 1.0
+        return math.log(1.0 / allowance) / math.log(1.0 / _SATURATED_ALLOWANCE)
+
+    # -- what looks teach ------------------------------------------------------------------
+
+    def submitted(self, key: str) -> None:
+        """A job's task was created; it may become a probe."""
+        self._running += 1
+        if self.model.count < _CONFIDENT and len(self._probes) < _PROBES:
+            self._probes.add(key)
+
+    def is_probe(self, key: str) -> bool:
+        """Whether the job is one of the early probes (worth a poll ahead of the queue)."""
+        return key in self._probes
+
+    def looked(
+        self,
+        key: str,
+        *,
+        now: float,
+        submitted_at: float | None,
+        last_look: float,
+        finished: bool,
+        completed: bool = True,
+    ) -> None:
+        """Learn from one answer about a job.
 
         Args:
+            key: The job's key.
+            now: When the answer came.
+            submitted_at: When its task was created (None: unknown, nothing to learn).
+            last_look: The previous answer that found it running (or ``submitted_at``).
+            finished: The task reached a final state.
+            completed: It completed (a failure says nothing about generation times).
+        """
+        if submitted_at is None:
+            if finished:
+                self._finished.append(now)
+            return
+        previous = last_look - submitted_at if last_look > submitted_at else None
+        if not finished:
+            self.model.observe_running(now - submitted_at, previous=previous)
+            if self.model.count < _CONFIDENT and len(self._probes) < _PROBES:
+                self._probes.add(key)
+            return
+        self.gone(key, submitted_at=submitted_at, last_look=last_look)
+        self._finished.append(now)
+        if completed:
+            self.model.observe(previous or 0.0, now - submitted_at)
+        if self.model.count >= _CONFIDENT:
+            self._probes.clear()
+
+    def gone(self, key: str, *, submitted_at: float | None, last_look: float) -> None:
+        """Forget a job that left without a completion to learn from (or before one)."""
+        self._running = max(0, self._running - 1)
+        self._probes.discard(key)
+        if submitted_at is not None and last_look > submitted_at:
+            self.model.forget_running(last_look - submitted_at)
+
+    def replan_needed(self, now: float) -> bool:
+        """True once each time the looks already queued deserve a new plan.
+
+        That is when the model moved (its median by 10 %, its spread by 0.1), became
+        confident, or the regime moved by a quarter of the way between idle and saturated
+        (a batch's first jobs are planned before the rest of it is known).
+        """
+        mu, sigma, confident, weight = self._planned
+        now_confident = self.model.count >= _CONFIDENT
+        now_weight = self.weight(now)
+        if (
+            abs(self.model.mu - mu) < _REPLAN_MEDIAN
+            and abs(self.model.sigma - sigma) < _REPLAN_SIGMA
+            and confident == now_confident
+            and abs(now_weight - weight) < _REPLAN_WEIGHT
+        ):
+            return False
+        self._planned = (self.model.mu, self.model.sigma, now_confident, now_weight)
+        return True
+
+    def worth_early(
+        self, key: str, *, now: float, submitted_at: float | None, last_look: float
+    ) -> bool:
+        """Whether to look at a job before its planned time, because the quota is idle now.
+
+        A saturated schedule plans looks where the job is very probably done, from a model
+        that can be wrong early on; when nobody waits for the quota and this planner's own
+        looks leave room, a look that succeeds with probability 0.8 costs little and may end
+        the batch sooner.
+        """
+        if submitted_at is None or self.model.count < _CONFIDENT:
+            return False
+        if self._statistics is not None and self._statistics().waiting > 0:
+            return False
+        window = self.limit.period / 4
+        recent = self.requests_since(now - window) / window
+        if recent >= _SPARE * self.limit.per_second:
+            return False
+        model = self.model
+        seen = model.cdf(last_look - submitted_at)
+        if seen >= 1.0:
+            return True
+        return (model.cdf(now - submitted_at) - seen) / (1.0 - seen) >= _EARLY
+
+    # -- when to look ----------------------------------------------------------------------
+
+    def next_look(
+        self,
+        key: str,
+        *,
+        now: float,
+        submitted_at: float | None,
+        last_look: float,
+        polls: int,
+        earliest: float | None = None,
+    ) -> float:
+        """The clock time of the next look at a job.
+
+        Args:
+            key: The job's key.
             now: The current time.
-            submitted_at: When the job's task was created, None if unknown (resumed).
-            polls: Looks already spent on it.
+            submitted_at: When its task was created (None if unknown: resumed from a journal).
+            last_look: The last answer that found it running, or ``submitted_at``.
+            polls: Looks already spent on it (for a job of unknown age).
+            earliest: Not before this time (default ``now``).
         """
         policy = self.policy
-        if submitted_at is None:
-            delay = 0.0 if polls == 0 else policy.wait_initial
+        earliest = now if earliest is None else earliest
+        if submitted_at is None:  # age unknown: look at once, then on the idle floor
+            return earliest if polls == 0 else earliest + self._jitter(policy.wait_initial)
+        age = max(0.0, last_look - submitted_at)
+        if age <= 0.0 and self.model.count < _CONFIDENT and len(self._probes) < _PROBES:
+            self._probes.add(key)  # a probe finished early: this one, not yet looked at, follows
+        weight = self.weight(now)
+        idle = self._idle_gap(age)
+        gap = (
+            idle
+            if weight <= 0.0
+            else idle ** (1 - weight) * self._saturated_gap(key, age) ** weight
+        )
+        return max(earliest, last_look + self._jitter(gap))
+
+    def _idle_gap(self, age: float) -> float:
+        policy = self.policy
+        if age <= 0.0:
+            return policy.wait_initial
+        return min(max(policy.wait_initial, (policy.wait_factor - 1.0) * age), policy.wait_max)
+
+    def _saturated_gap(self, key: str, age: float) -> float:
+        floor = max(self.policy.wait_initial, 1e-3)
+        if key in self._probes:
+            return max(floor, (_PROBE_GROWTH - 1.0) * age)
+        model = self.model
+        if age <= 0.0:
+            # A few jobs are looked at near the median: looks at the 95th percentile alone
+            # would tell the model little about where the bulk of the durations lies.
+            explore = zlib.crc32(key.encode()) % _EXPLORE_ONE_IN == 0
+            return max(floor, model.quantile(0.5 if explore else _FIRST_LOOK))
+        # F(t_next) = F(age) + p (1 - F(age)): in survival terms S(t_next) = (1 - p) S(age).
+        z = (math.log(age) - model.mu) / model.sigma
+        survival = (1.0 - _LATER_LOOK) * 0.5 * math.erfc(z / math.sqrt(2.0))
+        if survival > 1e-300:
+            target = model.mu - model.sigma * _STANDARD.inv_cdf(min(survival, 1 - 1e-12))
+            step = math.exp(target) - age
         else:
-            delay = next_poll_delay(
-                now - submitted_at,
-                self.model,
-                success_probability=success_probability_for(self.utilization(now)),
-                min_interval=0.0,
-                max_interval=math.inf,
-            )
-            if polls > 0:
-                floor = backoff_delay(
-                    polls - 1,
-                    wait_initial=policy.wait_initial,
-                    wait_factor=policy.wait_factor,
-                    wait_max=policy.wait_max,
-                    wait_jitter=0.0,
-                    rand=0.5,
-                )
-                delay = min(policy.wait_max, max(floor, delay))
-        jitter = policy.wait_jitter * (2.0 * self._rng.random() - 1.0)
-        return max(0.0, delay * (1.0 + jitter))
+            step = math.inf
+        # Small steps only in the tail, where the batch's last job is: a job found running
+        # earlier (an explorer, or a model that was wrong) goes on to the 95th percentile.
+        tail = max(_TAIL_STEP * age, model.quantile(_FIRST_LOOK) - age)
+        return max(floor, min(step, tail))
+
+    def _jitter(self, gap: float) -> float:
+        spread = self.policy.wait_jitter * (2.0 * self._rng.random() - 1.0)
+        return max(0.0, gap * (1.0 + spread))

@@ -66,6 +66,7 @@ from .jobs import (
     SchedulerStatistics,
     request_key,
 )
+from .polling import DEFAULT_SCHEDULER_POLL as DEFAULT_SCHEDULER_POLL
 from .polling import DurationModel, PollPlanner
 from .resume import FINAL_STATES, journal_error, never_paid, replayed_task, same_request
 
@@ -74,9 +75,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("grok_imagine_async")
 
-DEFAULT_SCHEDULER_POLL = PollPolicy(
-    wait_initial=1.0, wait_factor=1.5, wait_max=30.0, wait_jitter=0.1
-)
 _REQUESTS_PER_JOB = 2.2  # one POST plus ~1.2 polls: what the poll schedule aims for
 # When the quota is the bottleneck, every job needs its POST and about one poll whatever the
 # order. Sending submissions first starts each generation's clock as early as the quota allows,
@@ -104,10 +102,11 @@ class JobScheduler:
         max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
             plan sustains by Little's law (quota / requests per job x learned duration), so a
             saturated quota is never idle for lack of started work.
-        poll: Bounds of the poll schedule: ``wait_initial`` is the shortest gap between two
-            looks at a job, growing by ``wait_factor`` per unsuccessful look, capped at
-            ``wait_max``, jittered by ``wait_jitter``; within those bounds polls land when the
-            learned duration model says the job is probably done.
+        poll: The poll schedule while the quota is idle: a job is looked at ``wait_initial``
+            after its submission, then every ``max(wait_initial, (wait_factor - 1) x age)``
+            seconds, at most ``wait_max`` apart, jittered by ``wait_jitter``. As the quota
+            fills, looks move toward where the learned duration model says the job is very
+            probably done (see ``_scheduling/polling.py``).
         max_credits: Budget: no job is started if it could take spending past this.
         resubmit: How many times one job may be resubmitted after a retryable failure.
         resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
@@ -180,6 +179,8 @@ class JobScheduler:
             poll or DEFAULT_SCHEDULER_POLL,
             duration_model or DurationModel(),
             rng or random.Random(),
+            statistics=client.limiter.statistics,
+            unfinished=lambda: len(self._jobs),
         )
         self._limit = client.limiter.limit
 
@@ -491,7 +492,9 @@ class JobScheduler:
         job._task_id, job._submitted_at, job._last_look = task_id, now, now
         self._move(job, JobState.RUNNING)
         self._emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
-        self._schedule(job, now + self._poll_delay(job, now))
+        self._planner.submitted(job.key)
+        self._schedule(job, self._next_look(job, now))
+        self._replan(now)
 
     # -- polling ---------------------------------------------------------------------------
 
@@ -500,7 +503,12 @@ class JobScheduler:
 
     async def _dispatcher(self) -> None:
         while True:
-            await self._poll_send.send(await self._due.next_due())
+            await self._poll_send.send(await self._due.next_due(early=self._early))
+
+    def _early(self, job: Job, now: float) -> bool:
+        return self._planner.worth_early(
+            job.key, now=now, submitted_at=job._submitted_at, last_look=job._last_look
+        )
 
     async def _poller(self) -> None:
         async for job in self._poll_recv:
@@ -514,13 +522,18 @@ class JobScheduler:
         assert job._task_id is not None
         self._polls += 1
         job._polls += 1
-        self._note_request()
+        planner = self._planner
+        planner.note_request(anyio.current_time(), poll=True)
+        # The early probes find out how long jobs take: they must not wait behind a batch
+        # of submissions.
+        priority = Priority.HIGH if planner.is_probe(job.key) else self._poll_priority
         try:
             with job_scope(self._client.telemetry, self, job.key):
-                task = await self._client.get_task(job._task_id, priority=self._poll_priority)
+                task = await self._client.get_task(job._task_id, priority=priority)
         except NotFoundError as exc:
             job._not_found += 1
             if job._not_found >= _NOT_FOUND_LIMIT:
+                planner.gone(job.key, submitted_at=job._submitted_at, last_look=job._last_look)
                 await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
                 return
             self._reschedule(job)
@@ -531,11 +544,18 @@ class JobScheduler:
             self._reschedule(job)
             return
         now = anyio.current_time()
+        planner.looked(
+            job.key,
+            now=now,
+            submitted_at=job._submitted_at,
+            last_look=job._last_look,
+            finished=task.is_terminal,
+            completed=task.status is TaskStatus.COMPLETED,
+        )
+        self._replan(now)
         if not task.is_terminal:
             self._reschedule(job, looked_at=now)
             return
-        if job._submitted_at is not None and task.status is TaskStatus.COMPLETED:
-            self._planner.model.observe(job._last_look - job._submitted_at, now - job._submitted_at)
         if task.succeeded:
             if self._download_dir is not None:
                 await self._queue_download(job, task)
@@ -562,10 +582,26 @@ class JobScheduler:
         now = anyio.current_time()
         if looked_at is not None:
             job._last_look = looked_at
-        self._schedule(job, now + self._poll_delay(job, now))
+            self._schedule(job, self._next_look(job, now))
+        else:  # the look failed: try again no sooner than the shortest gap
+            self._schedule(job, self._next_look(job, now, now + self._planner.policy.wait_initial))
 
-    def _poll_delay(self, job: Job, now: float) -> float:
-        return self._planner.delay(now=now, submitted_at=job._submitted_at, polls=job._polls)
+    def _next_look(self, job: Job, now: float, earliest: float | None = None) -> float:
+        return self._planner.next_look(
+            job.key,
+            now=now,
+            submitted_at=job._submitted_at,
+            last_look=job._last_look,
+            polls=job._polls,
+            earliest=earliest,
+        )
+
+    def _replan(self, now: float) -> None:
+        """Move the looks already queued when the duration model changed its mind."""
+        if self._planner.replan_needed(now):
+            self._due.reschedule_all(
+                lambda job, due: due if job._submitted_at is None else self._next_look(job, now)
+            )
 
     # -- downloading -----------------------------------------------------------------------
 

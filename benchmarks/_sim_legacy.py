@@ -1,0 +1,56 @@
+"""Today's behaviour for the scheduler benchmark: the package as it was at a given commit.
+
+The benchmark compares the current code with the code before issue 12's poll schedule, in the
+same run and against the same emulator. :func:`load` extracts ``grok_imagine_async`` from that
+commit (``git archive``) into a cache folder under the system's temp directory, renamed so that
+it imports beside the current package, and returns the module. Its modules import one another
+relatively, so the copy is self-contained; only its client and scheduler are used, the emulator
+and the virtual clock stay the current ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMIT = "98bcd43"
+"""The last commit of main before the issue 12 poll schedule."""
+PACKAGE = f"grok_imagine_async_{COMMIT}"
+
+
+def _extract(commit: str, into: Path) -> None:
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "grok_imagine_async"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    staging = Path(tempfile.mkdtemp(dir=into.parent))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(staging)  # our own repository's archive
+    (staging / "grok_imagine_async").rename(staging / PACKAGE)
+    staging.rename(into)
+
+
+def load(commit: str = COMMIT) -> ModuleType:
+    """The package as it was at ``commit``, importable as ``grok_imagine_async_<commit>``."""
+    if commit != COMMIT:
+        raise ValueError(f"only {COMMIT} is wired into the benchmark, got {commit!r}")
+    if PACKAGE in sys.modules:
+        return sys.modules[PACKAGE]
+    cache = Path(tempfile.gettempdir()) / f"grok-imagine-async-{commit}"
+    if not (cache / PACKAGE).is_dir():
+        try:
+            _extract(commit, cache)
+        except OSError:  # another process extracted it first
+            if not (cache / PACKAGE).is_dir():
+                raise
+    sys.path.insert(0, str(cache))
+    return importlib.import_module(PACKAGE)

@@ -1,0 +1,228 @@
+"""How long generations take: a lognormal model learned from what polls see. Pure.
+
+A poll only brackets a job's duration: found done, the job finished between the previous look
+and this one (an *interval* observation); found running, it takes longer than its age (a
+*censored* one). The model keeps both, binned on a log scale so that memory does not grow with
+the number of jobs, and fits a lognormal to them by expectation-maximisation, with a weak prior
+so that a few observations outweigh it. Censored observations are what let the model learn that
+jobs are long before any of them finished; a running job's censored point moves with each look
+and is dropped when the job finishes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from statistics import NormalDist
+
+_BIN = 0.05  # log-space resolution: durations are told apart at about 5 %
+_FROM_ZERO = -(10**6)  # bin key of a lower bound at 0 (found done at the first look)
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_MIN_SIGMA, _MAX_SIGMA = 0.05, 1.5
+_SIGMA_WEIGHT = 1.0  # the prior's spread counts as one observation's worth: a few censored
+# lower bounds alone (no completion yet) must not blow the spread up
+_REFIT_GROWTH = 0.05  # refit once observations grew by this fraction (or by one, early on)
+_STANDARD = NormalDist()
+
+
+def _key(seconds: float) -> int:
+    return round(math.log(max(seconds, 1e-3)) / _BIN)
+
+
+def _edge(key: int) -> float:
+    return -math.inf if key == _FROM_ZERO else key * _BIN
+
+
+def _pdf(z: float) -> float:
+    return 0.0 if math.isinf(z) else _INV_SQRT_2PI * math.exp(-0.5 * z * z)
+
+
+def _upper(z: float) -> float:
+    """P(Z > z) for a standard normal, accurate in the far upper tail."""
+    return 0.5 * math.erfc(z / _SQRT2)
+
+
+def _moments(mu: float, sigma: float, low: float, high: float) -> tuple[float, float]:
+    """E[x] and E[x^2] of N(mu, sigma^2) restricted to (low, high]."""
+    a = (low - mu) / sigma
+    b = (high - mu) / sigma
+    mass = _upper(a) - _upper(b) if a > 0 else _upper(-b) - _upper(-a)
+    if mass < 1e-300:  # far outside the model: the nearest edge is the best guess
+        edge = low if a > 0 else high
+        return edge, edge * edge
+    pa, pb = _pdf(a), _pdf(b)
+    ratio = (pa - pb) / mass
+    spread = (0.0 if math.isinf(a) else a * pa) - (0.0 if math.isinf(b) else b * pb)
+    mean = mu + sigma * ratio
+    variance = max(0.0, sigma * sigma * (1.0 + spread / mass - ratio * ratio))
+    return mean, variance + mean * mean
+
+
+class DurationModel:
+    """Online lognormal estimate of how long generations take, from brackets and lower bounds.
+
+    Args:
+        prior_median: Median duration assumed before anything was seen.
+        prior_sigma: Spread (log-space standard deviation) assumed before anything was seen;
+            wide by default, because the prior is a guess.
+        prior_weight: How many observations the prior is worth (a fraction: one job's
+            completion already outweighs it).
+
+    Example:
+        >>> model = DurationModel(prior_median=30)
+        >>> for _ in range(20):
+        ...     model.observe(5.5, 6.5)
+        >>> round(model.median)
+        6
+    """
+
+    def __init__(
+        self, prior_median: float = 30.0, prior_sigma: float = 0.6, prior_weight: float = 0.25
+    ) -> None:
+        if not prior_median > 0 or not prior_sigma > 0 or prior_weight <= 0:
+            raise ValueError("prior_median, prior_sigma and prior_weight must be positive")
+        self.prior_median = prior_median
+        self.prior_sigma = prior_sigma
+        self.prior_weight = prior_weight
+        self._done: defaultdict[tuple[int, int], int] = defaultdict(int)
+        self._running: defaultdict[int, int] = defaultdict(int)
+        self._count = 0
+        self._censored = 0
+        self._mu = math.log(prior_median)
+        self._sigma = prior_sigma
+        self._fitted_at = 0  # observations (both kinds) at the last fit
+        self._changes = 0  # observations added or moved since the last fit
+        self.version = 0
+        """Bumped each time a refit moved the estimate (callers re-plan on a change)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"DurationModel(median={self.median:.3g}, sigma={self.sigma:.3g}, "
+            f"completed={self._count}, running={self._censored})"
+        )
+
+    # -- observations ----------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """Completions observed."""
+        return self._count
+
+    @property
+    def censored(self) -> int:
+        """Running jobs whose latest look is held as a lower bound."""
+        return self._censored
+
+    def observe(self, lower: float, upper: float) -> None:
+        """Learn from a job known to have finished within ``(lower, upper]`` seconds."""
+        upper = max(upper, 1e-3)
+        lower = min(max(lower, 0.0), upper)
+        low = _FROM_ZERO if lower <= 0 else _key(lower)
+        high = max(_key(upper), low + 1) if low != _FROM_ZERO else _key(upper)
+        self._done[(low, high)] += 1
+        self._count += 1
+        self._changed()
+
+    def observe_running(self, age: float, *, previous: float | None = None) -> None:
+        """Learn that a job was still running ``age`` seconds after it started.
+
+        Args:
+            age: The job's age at the look.
+            previous: The age at this job's previous "running" look, which this one replaces
+                (it says less), or None if this is the first.
+        """
+        if previous is not None:
+            self._drop(previous)
+        self._running[_key(age)] += 1
+        self._censored += 1
+        self._changed()
+
+    def forget_running(self, age: float) -> None:
+        """Drop the lower bound a job left at ``age`` (it finished, failed or went away)."""
+        self._drop(age)
+        self._changed()
+
+    def _drop(self, age: float) -> None:
+        key = _key(age)
+        if self._running.get(key, 0) > 0:
+            self._running[key] -= 1
+            self._censored -= 1
+            if not self._running[key]:
+                del self._running[key]
+
+    def _changed(self) -> None:
+        self._changes += 1
+        total = self._count + self._censored
+        if self._changes >= max(1.0, _REFIT_GROWTH * self._fitted_at) or total < 8:
+            self._fit()
+
+    # -- the fit ---------------------------------------------------------------------------
+
+    def _fit(self, iterations: int = 30) -> None:
+        mu, sigma = self._mu, self._sigma
+        w0 = self.prior_weight
+        m0 = math.log(self.prior_median)
+        s0 = self.prior_sigma
+        seen = self._count + self._censored
+        for _ in range(iterations):
+            first = w0 * m0
+            second = 0.0
+            for (low, high), n in self._done.items():
+                m1, m2 = _moments(mu, sigma, _edge(low), high * _BIN)
+                first += n * m1
+                second += n * m2
+            for key, n in self._running.items():
+                m1, m2 = _moments(mu, sigma, key * _BIN, math.inf)
+                first += n * m1
+                second += n * m2
+            new_mu = first / (w0 + seen)
+            # The spread is the data's around the new mean, plus the prior's spread as
+            # _SIGMA_WEIGHT observations; the prior's *median* takes no part in it, or a prior
+            # far from the truth would widen the spread as much as it shifts the median.
+            data_mean = (first - w0 * m0) / seen if seen else new_mu
+            spread = max(second - seen * data_mean * data_mean, 0.0) + _SIGMA_WEIGHT * s0 * s0
+            new_sigma = math.sqrt(spread / (seen + _SIGMA_WEIGHT))
+            new_sigma = min(max(new_sigma, _MIN_SIGMA), _MAX_SIGMA)
+            moved = abs(new_mu - mu) + abs(new_sigma - sigma)
+            mu, sigma = new_mu, new_sigma
+            if moved < 1e-4:
+                break
+        if abs(mu - self._mu) > 1e-3 or abs(sigma - self._sigma) > 1e-3:
+            self.version += 1
+        self._mu, self._sigma = mu, sigma
+        self._fitted_at = self._count + self._censored
+        self._changes = 0
+
+    # -- the estimate ----------------------------------------------------------------------
+
+    @property
+    def mu(self) -> float:
+        """Log-space mean of the fitted lognormal."""
+        return self._mu
+
+    @property
+    def sigma(self) -> float:
+        """Log-space standard deviation of the fitted lognormal."""
+        return self._sigma
+
+    @property
+    def median(self) -> float:
+        """The estimated median duration in seconds."""
+        return math.exp(self._mu)
+
+    @property
+    def mean(self) -> float:
+        """The estimated mean duration in seconds."""
+        return math.exp(self._mu + self._sigma**2 / 2)
+
+    def cdf(self, seconds: float) -> float:
+        """Probability that a job takes at most ``seconds``."""
+        if seconds <= 0:
+            return 0.0
+        return 1.0 - _upper((math.log(seconds) - self._mu) / self._sigma)
+
+    def quantile(self, probability: float) -> float:
+        """The duration that a fraction ``probability`` of jobs do not exceed."""
+        p = min(max(probability, 1e-9), 1 - 1e-9)
+        return math.exp(self._mu + self._sigma * _STANDARD.inv_cdf(p))
