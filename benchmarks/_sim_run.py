@@ -38,6 +38,7 @@ LIMITERS = {
     "ours": "LocalRateLimiter (the client's default)",
     "aiolimiter": "aiolimiter.AsyncLimiter(limit, 60), no header feedback",
     "window": 'LocalRateLimiter(pacing="window"): up to the quota in any window, bursts allowed',
+    "adaptive": 'LocalRateLimiter(pacing="adaptive"): paced by what the server says is left',
 }
 """The limiter variants, by the name the results table shows."""
 
@@ -101,6 +102,7 @@ class RunResult:
         rate_limited: HTTP 429 answers the emulator sent.
         latencies: Per completed job, seconds from the server's completion to the caller's
             knowing it.
+        job_durations: Per completed job, in the same order, its generation time.
         detected: Per completed job, when the caller knew it.
         durations: Per job, the server's generation time, in the order the tasks were created.
         request_times: When each request arrived at the emulator.
@@ -117,6 +119,7 @@ class RunResult:
     requests: int
     rate_limited: int
     latencies: list[float] = field(default_factory=list)
+    job_durations: list[float] = field(default_factory=list)
     detected: list[float] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
     request_times: list[float] = field(default_factory=list)
@@ -126,6 +129,24 @@ class RunResult:
 def prompts(plan: str, jobs: int) -> Iterator[str]:
     """Distinct prompts, produced lazily as a large input file would be read."""
     return (f"{plan} benchmark video {i}" for i in range(jobs))
+
+
+def server_available(kind: str) -> bool:
+    """Whether this emulator can count a quota the way ``kind`` says."""
+    try:
+        EmulatorConfig(window=kind)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return True
+
+
+def pacing_available(mode: str) -> bool:
+    """Whether this package's ``LocalRateLimiter`` has the pacing ``mode``."""
+    try:
+        LocalRateLimiter(RateLimit(10, 1.0), pacing=mode)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return True
 
 
 def make_emulator(
@@ -218,6 +239,7 @@ async def _run(scenario: Scenario) -> RunResult:
         times = emulator.task_times(detection.task_id)
         if times is not None and detection.ok:
             result.latencies.append(detection.at - times[1])
+            result.job_durations.append(times[1] - times[0])
             result.detected.append(detection.at - start)
     # In creation order, not by creation time: a burst creates many tasks at one instant.
     for task_id in emulator.task_ids():

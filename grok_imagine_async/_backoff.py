@@ -89,14 +89,14 @@ class PollPolicy:
     """How :meth:`AsyncGrokImagine.wait` spaces its status polls.
 
     The first poll of :meth:`~AsyncGrokImagine.generate_and_wait` comes ``wait_initial``
-    seconds after the submission, then the delay grows by ``wait_factor`` per poll up to
-    ``wait_max``, each jittered by ``wait_jitter``. Growth by a factor per poll makes the delay
-    proportional to the time already waited: with the defaults (1 s, x1.05, 30 s) the delay
-    after ``t`` seconds is about ``1 + 0.05 t``, so a job is noticed within about 5 % of its
-    duration (0.5 s at the median for a 6 s job, 1.3 s for a 30 s one), never more than one
-    poll a second. That suits a quota with room to spare; the scheduler behind
-    ``generate_many`` uses this schedule while the quota is idle and spends fewer polls as it
-    fills.
+    seconds after the submission; after a poll at ``t`` seconds the next one waits
+    ``max(wait_initial, (wait_factor - 1) x t)``, at most ``wait_max``, jittered by
+    ``wait_jitter`` (see :meth:`gap`). The delay is thus proportional to the time already
+    waited, and grows by ``wait_factor`` per poll once past ``wait_initial``: with the defaults
+    (1 s, x1.05, 30 s) a job is noticed within about 5 % of its duration (at most 1 s for jobs
+    under 20 s, 1.5 s for a 30 s one), never more than one poll a second. That suits a quota
+    with room to spare; the scheduler behind ``generate_many`` uses this schedule while the
+    quota is idle and spends fewer polls as it fills.
 
     Args:
         wait_initial: Delay before the first poll.
@@ -117,8 +117,19 @@ class PollPolicy:
         if not 0 <= self.wait_jitter <= 1:
             raise ValueError(f"wait_jitter must be within [0, 1], got {self.wait_jitter!r}")
 
+    def gap(self, elapsed: float, *, rng: random.Random | None = None) -> float:
+        """Seconds to wait after a poll made ``elapsed`` seconds into the wait.
+
+        Example:
+            >>> PollPolicy(wait_jitter=0).gap(100.0)
+            5.0
+        """
+        base = min(max(self.wait_initial, (self.wait_factor - 1.0) * elapsed), self.wait_max)
+        rand = (rng or random).random()
+        return max(0.0, base * (1.0 + self.wait_jitter * (2.0 * rand - 1.0)))
+
     def delay(self, poll: int, *, rng: random.Random | None = None) -> float:
-        """Seconds to wait before poll number ``poll`` (0-based)."""
+        """Seconds to wait before poll number ``poll`` (0-based), growing by ``wait_factor``."""
         return backoff_delay(
             poll,
             wait_initial=self.wait_initial,

@@ -419,16 +419,16 @@ class AsyncGrokImagine:
         return generate_many(self, requests, **scheduler_options)
 
     async def _wait(self, task_id: str, policy: PollPolicy, *, first_delay: bool) -> Task:
-        polls = 0
+        # Polls spaced in proportion to the time waited (PollPolicy.gap): a job is noticed
+        # within a few percent of its duration, whatever that is.
+        started = anyio.current_time()
         if first_delay:
-            await anyio.sleep(policy.delay(0, rng=self._rng))
-            polls = 1
+            await anyio.sleep(policy.gap(0.0, rng=self._rng))
         while True:
             task = await self.get_task(task_id)
             if task.is_terminal:
                 break
-            await anyio.sleep(policy.delay(polls, rng=self._rng))
-            polls += 1
+            await anyio.sleep(policy.gap(anyio.current_time() - started, rng=self._rng))
         if not task.succeeded:
             raise TaskFailedError(task)
         return task

@@ -75,7 +75,11 @@ def test_retry_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
 
 def test_poll_policy_defaults_and_validation() -> None:
     policy = PollPolicy(wait_jitter=0)
-    assert [policy.delay(n) for n in range(5)] == [5.0, 7.5, 11.25, 16.875, 20.0]
+    # One second until 20 s in, then 5 % of the time waited, at most 30 s apart.
+    assert [policy.gap(t) for t in (0.0, 10.0, 20.0, 100.0, 1000.0)] == pytest.approx(
+        [1.0, 1.0, 1.0, 5.0, 30.0]
+    )
+    assert [policy.delay(n) for n in range(3)] == pytest.approx([1.0, 1.05, 1.1025])
     with pytest.raises(ValueError, match="wait_max"):
         PollPolicy(wait_max=-1)
     with pytest.raises(TypeError):

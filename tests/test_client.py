@@ -415,14 +415,16 @@ async def test_rate_limit_headers_reach_the_limiter() -> None:
 
 @pytest.mark.anyio
 async def test_wait_polls_until_completed_on_the_policy_schedule() -> None:
-    script = Script(ok(task_data("pending")), ok(task_data("processing")), ok(task_data()))
+    running = [ok(task_data("pending"))] + [ok(task_data("processing"))] * 3
+    script = Script(*running, ok(task_data()))
     client, _ = make_client(script)
-    policy = PollPolicy(wait_initial=2.0, wait_factor=2.0, wait_max=10.0, wait_jitter=0.0)
+    policy = PollPolicy(wait_initial=1.0, wait_factor=2.0, wait_max=10.0, wait_jitter=0.0)
     start = anyio.current_time()
     task = await client.wait("task_1", poll=policy)
     assert task.succeeded
-    assert anyio.current_time() - start == pytest.approx(2.0 + 4.0)
-    assert len(script.requests) == 3
+    # At once, then max(1 s, (2 - 1) x the time waited): at 0, 1, 2, 4 and 8 s.
+    assert anyio.current_time() - start == pytest.approx(8.0)
+    assert len(script.requests) == 5
 
 
 @pytest.mark.anyio

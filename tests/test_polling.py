@@ -233,8 +233,37 @@ def test_idle_quota_takes_a_likely_look_early_once_confident() -> None:
     assert not planner.worth_early("j", now=30.0, submitted_at=0.0, last_look=0.0)
     for k in range(4):
         planner.looked(f"d{k}", now=11.0, submitted_at=0.0, last_look=9.0, finished=True)
-    assert not planner.worth_early("j", now=model.quantile(0.5), submitted_at=0.0, last_look=0.0)
-    assert planner.worth_early("j", now=model.quantile(0.95), submitted_at=0.0, last_look=0.0)
+    likely = model.quantile(0.98)  # a look then succeeds with p = 0.98 > 0.95
+    assert not planner.worth_early("j", now=model.quantile(0.9), submitted_at=0.0, last_look=0.0)
+    assert planner.worth_early("j", now=likely, submitted_at=0.0, last_look=0.0)
     for k in range(60):  # 60 requests in the last 1.5 s: the quota is busy, no early looks
-        planner.note_request(model.quantile(0.95) - k * 0.01)
-    assert not planner.worth_early("j", now=model.quantile(0.95), submitted_at=0.0, last_look=0.0)
+        planner.note_request(likely - k * 0.01)
+    assert not planner.worth_early("j", now=likely, submitted_at=0.0, last_look=0.0)
+
+
+def test_only_a_batch_ending_takes_small_steps_through_the_tail() -> None:
+    left = 400
+
+    def planner_with(model: DurationModel) -> PollPlanner:
+        return PollPlanner(
+            BATCH_QUOTA,
+            PollPolicy(wait_jitter=0.0),
+            model,
+            random.Random(0),
+            unfinished=lambda: left,
+        )
+
+    model = DurationModel(prior_median=10.0, prior_sigma=SIGMA)
+    planner = planner_with(model)
+    for key in ("p1", "p2", "p3", "p4"):  # four done: no probes any more
+        planner.looked(key, now=10.0, submitted_at=0.0, last_look=9.0, finished=True)
+    age = model.quantile(0.97)  # found running in the tail
+    planner.weight(age)
+    busy = planner.next_look("t", now=age, submitted_at=0.0, last_look=age, polls=1) - age
+    for k in range(397):  # most of the batch just finished: the quota is still saturated
+        planner.looked(f"j{k}", now=age, submitted_at=0.0, last_look=0.0, finished=True)
+    left = 3
+    assert planner.weight(age) == 1.0
+    ending = planner.next_look("t", now=age, submitted_at=0.0, last_look=age, polls=1) - age
+    assert ending == pytest.approx(0.08 * age)
+    assert busy > 2 * ending  # the conditional step: p = 0.9 of the rest

@@ -48,6 +48,9 @@ _FIRST_LOOK = 0.95  # saturated: a job's first look finds it done this often
 _EXPLORE_ONE_IN = 16  # saturated: one job in this many is first looked at near the median
 _LATER_LOOK = 0.9  # saturated: and each later one, given that it was still running
 _TAIL_STEP = 0.08  # saturated: never more than 8 % of the age between two looks
+_BULK = 0.6  # saturated: past this quantile a job is in the tail
+_ENDING_JOBS = 5  # saturated: a batch is ending once this few jobs are left
+_ENDING_SHARE = 0.05  # or this share of the jobs held and finished lately
 _PROBE_GROWTH = 2.0  # probes: each look at twice the previous age
 _PROBES = 3  # probe jobs at a time while the model is not confident
 _CONFIDENT = 4  # completions after which the model is trusted
@@ -57,7 +60,7 @@ _REPLAN_MEDIAN = 0.1  # re-plan queued looks when the median moved by 10 % (in l
 _REPLAN_SIGMA = 0.1  # or the spread by 0.1
 _REPLAN_WEIGHT = 0.25  # or the regime by a quarter of the way
 _SAMPLE_EVERY = 0.25  # seconds between two samples of the limiter's counters
-_EARLY = 0.9  # idle quota: a look not yet due is taken if it finds the job done this often
+_EARLY = 0.95  # idle quota: a look not yet due is taken once the model says it succeeds this often
 
 
 class PollPlanner:
@@ -96,7 +99,8 @@ class PollPlanner:
         self._finished: deque[float] = deque()  # when jobs finished, lately
         self._running = 0
         self._probes: set[str] = set()
-        self._planned = (model.mu, model.sigma, False, 0.0)
+        self._ending = True  # few jobs left (or none yet): their last looks decide the end
+        self._planned = (model.mu, model.sigma, False, 0.0, True)
 
     # -- traffic ---------------------------------------------------------------------------
 
@@ -124,6 +128,7 @@ class PollPlanner:
             self._finished.popleft()
         held = self._unfinished() if self._unfinished is not None else self._running
         jobs = max(1, held + len(self._finished))
+        self._ending = held <= max(_ENDING_JOBS, _ENDING_SHARE * jobs)
         return spare * max(self.policy.wait_initial, 1e-3) / jobs
 
     def _total_since(self, now: float, window: float) -> float:
@@ -210,17 +215,18 @@ class PollPlanner:
         confident, or the regime moved by a quarter of the way between idle and saturated
         (a batch's first jobs are planned before the rest of it is known).
         """
-        mu, sigma, confident, weight = self._planned
+        mu, sigma, confident, weight, ending = self._planned
         now_confident = self.model.count >= _CONFIDENT
-        now_weight = self.weight(now)
+        now_weight = self.weight(now)  # also decides whether the batch is ending
         if (
             abs(self.model.mu - mu) < _REPLAN_MEDIAN
             and abs(self.model.sigma - sigma) < _REPLAN_SIGMA
             and confident == now_confident
             and abs(now_weight - weight) < _REPLAN_WEIGHT
+            and ending == self._ending
         ):
             return False
-        self._planned = (self.model.mu, self.model.sigma, now_confident, now_weight)
+        self._planned = (self.model.mu, self.model.sigma, now_confident, now_weight, self._ending)
         return True
 
     def worth_early(
@@ -309,11 +315,18 @@ class PollPlanner:
             step = math.exp(target) - age
         else:
             step = math.inf
-        # Small steps only in the tail, where the batch's last job is: a job found running
-        # earlier (an explorer, or a model that was wrong) goes on to the 95th percentile.
-        tail = max(_TAIL_STEP * age, model.quantile(_FIRST_LOOK) - age)
+        if not self._ending:
+            return max(floor, step)
+        # The batch's last few jobs decide when it ends: never leave one of them longer than
+        # 8 % of its age, whatever the model says (early on it can be wide). A job found
+        # running before most jobs end (an explorer looked at near the median) may go on to
+        # the 95th percentile.
+        tail = _TAIL_STEP * age
+        if age < model.quantile(_BULK):
+            tail = max(tail, model.quantile(_FIRST_LOOK) - age)
         return max(floor, min(step, tail))
 
     def _jitter(self, gap: float) -> float:
-        spread = self.policy.wait_jitter * (2.0 * self._rng.random() - 1.0)
-        return max(0.0, gap * (1.0 + spread))
+        # Only later, never sooner: a saturated look planned at the 95th percentile would
+        # miss half again as often if jitter could bring it to the 93rd.
+        return gap * (1.0 + self.policy.wait_jitter * self._rng.random())
