@@ -179,17 +179,18 @@ def make_client(
     package: Any = _sim_legacy.load(code) if code != "current" else None
     client_class = package.AsyncGrokImagine if package else AsyncGrokImagine
     limit = plan if isinstance(plan, RateLimit) else resolve_rate_limit(plan)
+    own_limit = limit if package is None else package.RateLimit(limit.requests, limit.period)
     chosen: Any = None
     if limiter == "aiolimiter":
         chosen = UserLimiter(limit)
     elif limiter != "ours":  # a pacing of LocalRateLimiter: "window", or one added later
         limiter_class = package.LocalRateLimiter if package else LocalRateLimiter
-        chosen = limiter_class(limit, pacing=limiter)
+        chosen = limiter_class(own_limit, pacing=limiter)
     return client_class(
         api_key=TOKEN,
         http_client=emulator.client(token=None),
         base_url=BASE_URL,
-        plan=limit if package is None else package.RateLimit(limit.requests, limit.period),
+        plan=own_limit,
         limiter=chosen,
     )
 

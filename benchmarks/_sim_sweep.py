@@ -55,6 +55,8 @@ def batch_scenarios(
         for median in medians:
             for code in ("current", COMMIT):
                 for pacing in _pacings(code):
+                    if enterprise and not _enterprise_run(server, median, code, pacing):
+                        continue
                     runs.append(
                         Scenario(
                             plan,
@@ -74,6 +76,13 @@ def batch_scenarios(
                     Scenario(plan, jobs, strategy=strategy, median=median, quota=quota, seed=seed)
                 )
     return runs
+
+
+def _enterprise_run(server: str, median: float, code: str, pacing: str) -> bool:
+    """A 10,000-job run takes minutes of wall time: not every combination is run."""
+    if code != "current":
+        return server == "sliding" and median in (6.0, 30.0, 600.0)
+    return server == "sliding" or pacing != "ours"
 
 
 def idle_scenarios(seed: int = 1) -> list[Scenario]:
@@ -200,8 +209,9 @@ def idle_table(rows: Sequence[SweepRow]) -> str:
 def batch_targets(rows: Iterable[SweepRow]) -> str:
     """Per current pacing and server: which medians meet the makespan and request targets."""
     lines = [
-        "| pacing | server | makespan <= 1.10 x window bound | requests / job <= 2.3 | 429s |",
-        "|---|---|---|---|---:|",
+        "| pacing | server | makespan <= 1.10 x window bound | requests / job <= 2.3 | 429s "
+        "| makespan / paced bound: max |",
+        "|---|---|---|---|---:|---:|",
     ]
     groups: dict[tuple[str, str], list[SweepRow]] = {}
     for row in rows:
@@ -212,7 +222,8 @@ def batch_targets(rows: Iterable[SweepRow]) -> str:
         rpjs = [(r.median, r.requests_per_job) for r in mine]
         lines.append(
             f"| {pacing} | {server} | {_verdict(ratios, TARGET_WINDOW_RATIO)} | "
-            f"{_verdict(rpjs, TARGET_REQUESTS)} | {sum(r.rate_limited for r in mine)} |"
+            f"{_verdict(rpjs, TARGET_REQUESTS)} | {sum(r.rate_limited for r in mine)} | "
+            f"{max(r.makespan / r.paced_bound for r in mine):.2f} |"
         )
     return "\n".join(lines)
 
