@@ -371,7 +371,7 @@ async def test_favor_decides_who_gets_a_saturated_quota_first(favor: str) -> Non
         # the probes' (three jobs at a time looked at on a doubling schedule until four
         # finished: 1, 2, 4 ... 32 s, six looks each, twelve probes at most)
         assert last_post - start < (150 + 12 * 6) * 0.6 * 1.05 + 1
-        assert last_post - start > 150 * 0.6 * 0.95
+        assert last_post - start > 55  # 150 POSTs take more than one 60 s window of 100
     else:  # the first finished job is noticed within about one generation
         assert first_result - start < 90
 
