@@ -35,7 +35,9 @@ DURATION_MEDIAN = 30.0
 DURATION_SIGMA = 0.5
 
 LIMITERS = {
-    "ours": "LocalRateLimiter (the client's default)",
+    "ours": "LocalRateLimiter as the client makes it by default (even pacing until 4e6183f, "
+    "adaptive since: see each section's commit)",
+    "even": 'LocalRateLimiter(pacing="even"): one permit every 1 / rate seconds',
     "aiolimiter": "aiolimiter.AsyncLimiter(limit, 60), no header feedback",
     "window": 'LocalRateLimiter(pacing="window"): up to the quota in any window, bursts allowed',
     "adaptive": 'LocalRateLimiter(pacing="adaptive"): paced by what the server says is left',
