@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -15,7 +16,7 @@ from typing import Any
 import anyio
 import httpx
 
-from ._backoff import PollPolicy, RetryPolicy
+from ._backoff import PollPolicy, RetryPolicy, scaled_waits
 from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import (
     APIResponseValidationError,
@@ -41,6 +42,7 @@ DEFAULT_BASE_URL = "https://grokimagineapi.com"
 ENV_API_KEY = "GROK_IMAGINE_API_KEY"
 ENV_BASE_URL = "GROK_IMAGINE_BASE_URL"
 ENV_PLAN = "GROK_IMAGINE_PLAN"
+ENV_TIME_SCALE = "GROK_IMAGINE_TIME_SCALE"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
@@ -63,8 +65,9 @@ class AsyncGrokImagine:
         api_key: The bearer token. Falls back to ``$GROK_IMAGINE_API_KEY``.
         base_url: The API root. Falls back to ``$GROK_IMAGINE_BASE_URL``, then to the
             ``base_url`` of ``http_client`` if it has one, then ``https://grokimagineapi.com``.
-        plan: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan` or a :class:`RateLimit`.
-            Falls back to ``$GROK_IMAGINE_PLAN``, then ``"free"``. Sets the default limiter.
+        plan: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan`, a :class:`RateLimit`
+            or a custom quota as text (``"100/6s"``, ``"2000/min"``). Falls back to
+            ``$GROK_IMAGINE_PLAN``, then ``"free"``. Sets the default limiter.
         http_client: An ``httpx.AsyncClient`` to send through (e.g. with an
             ``httpx.ASGITransport`` to the emulator). Used as is and never closed by us.
         limiter: A :class:`RateLimiter` to share with other clients of the same token;
@@ -87,6 +90,11 @@ class AsyncGrokImagine:
             providers (needs the ``otel`` extra); a :class:`grok_imagine_async.otel.Telemetry`
             (or any :class:`Observer`) records through it; None or False records nothing and
             costs nothing.
+        time_scale: How many times faster than real time the server runs (an emulator
+            started with ``--time-scale``). Falls back to ``$GROK_IMAGINE_TIME_SCALE``, then 1.
+            Divides the default poll and retry waits, the scheduler's expected generation
+            time, and a plan's 60 s window (a quota given as text or as a
+            :class:`RateLimit` is used as is).
 
     Raises:
         ConfigurationError: If no API key is given or found in the environment, the key
@@ -117,6 +125,7 @@ class AsyncGrokImagine:
         limits: Limits | None = None,
         download_hosts: Iterable[str] = (),
         telemetry: bool | Observer | None = None,
+        time_scale: float | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
         if key is None or not key.strip():
@@ -137,23 +146,26 @@ class AsyncGrokImagine:
         self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         if not self._base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"base_url must be an http(s) URL, got {self._base_url!r}")
+        self._time_scale = _time_scale(time_scale)
         try:
             self._hosts = HostPolicy.build(api_url=self._base_url, extra=download_hosts)
         except (httpx.InvalidURL, TypeError, AttributeError) as exc:
             raise ConfigurationError(f"base_url or download_hosts is invalid ({exc})") from None
         try:
-            self._rate_limit = resolve_rate_limit(plan or os.environ.get(ENV_PLAN) or "free")
+            self._rate_limit = resolve_rate_limit(
+                plan or os.environ.get(ENV_PLAN) or "free", time_scale=self._time_scale
+            )
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         if on_ambiguous_submit not in ("raise", "resubmit"):
             raise ConfigurationError(
                 f"on_ambiguous_submit must be 'raise' or 'resubmit', got {on_ambiguous_submit!r}"
             )
-        policy = retry or RetryPolicy()
+        policy = retry or scaled_waits(RetryPolicy(), self._time_scale)
         if max_retries is not None:
             policy = dataclasses.replace(policy, attempts=max_retries)
         self._retry = policy
-        self._poll = poll or PollPolicy()
+        self._poll = poll or scaled_waits(PollPolicy(), self._time_scale)
         self._clock = clock or DEFAULT_CLOCK
         self._rng = random.Random()
         if limiter is None:
@@ -229,6 +241,11 @@ class AsyncGrokImagine:
     def rate_limit(self) -> RateLimit:
         """The quota of the configured plan."""
         return self._rate_limit
+
+    @property
+    def time_scale(self) -> float:
+        """How many times faster than real time the server is taken to run (1: the service)."""
+        return self._time_scale
 
     @property
     def limiter(self) -> RateLimiter:
@@ -479,3 +496,17 @@ def _observer_for(telemetry: bool | Observer | None) -> Observer | None:
             raise ConfigurationError(str(exc)) from None
         return Telemetry()
     return telemetry
+
+
+def _time_scale(value: float | None) -> float:
+    if value is None:
+        text = os.environ.get(ENV_TIME_SCALE, "").strip()
+        if not text:
+            return 1.0
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigurationError(f"${ENV_TIME_SCALE} must be a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigurationError(f"time_scale must be a positive number, got {value!r}")
+    return value

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from grok_imagine_async import AsyncGrokImagine, PollPolicy
+from grok_imagine_async import AsyncGrokImagine, PollPolicy, RateLimit
 from grok_imagine_async._cli import emulator as emulator_command
 from grok_imagine_async._cli import main
 
@@ -66,7 +66,7 @@ def command_output() -> Iterator[tuple[str, list[str]]]:
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(7)]
+        lines = [process.stdout.readline() for _ in range(8)]
         url = lines[0].rsplit(" ", 1)[-1].strip()
         yield url, lines
     finally:
@@ -86,10 +86,62 @@ async def test_command_serves_the_client_end_to_end(
     url, lines = command_output
     assert url.startswith("http://127.0.0.1:")
     assert "token: test-token (plan free: 100 requests per 0.6 s" in lines[1]
-    assert f"export GROK_IMAGINE_BASE_URL={url}\n" in [line.lstrip() for line in lines]
+    exports = dict(
+        line.strip().removeprefix("export ").split("=", 1)
+        for line in lines
+        if line.strip().startswith("export ")
+    )
+    assert exports == {
+        "GROK_IMAGINE_BASE_URL": url,
+        "GROK_IMAGINE_API_KEY": "test-token",
+        "GROK_IMAGINE_PLAN": "100/0.6s",
+        "GROK_IMAGINE_TIME_SCALE": "100",
+    }
     env = {"api_key": "test-token", "base_url": url}
     async with AsyncGrokImagine(**env) as grok:
         task = await grok.generate_and_wait("a paper boat", poll=PollPolicy(wait_initial=0.1))
     assert task.succeeded
     assert len(task.videos) == 2
     assert os.environ.get("GROK_IMAGINE_BASE_URL") != url  # nothing leaked into our env
+
+
+SCRIPT = """
+import anyio
+from grok_imagine_async import AsyncGrokImagine
+
+async def main():
+    async with AsyncGrokImagine() as grok:
+        print(grok.rate_limit.requests, grok.rate_limit.period, grok.time_scale)
+        async with grok.generate_many(f"boat {i}" for i in range(5)) as results:
+            print(sum([result.ok async for result in results]))
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.integration
+def test_an_unmodified_script_follows_the_printed_environment(
+    command_output: tuple[str, list[str]],
+) -> None:
+    _, lines = command_output
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GROK_IMAGINE_")}
+    for line in lines:
+        if line.strip().startswith("export "):
+            name, value = line.strip().removeprefix("export ").split("=", 1)
+            env[name] = value
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["100", "0.6", "100.0", "5"]
+
+
+def test_a_quota_text_plan_is_used_as_is() -> None:
+    config = emulator_command.build_config(parse("--plan", "250/3s", "--time-scale", "10"))
+    assert config.rate_limits()["test-token"] == RateLimit(250, 3.0)
+
+
+def test_an_unknown_plan_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["emulator", "--plan", "gold"])
+    assert "unknown plan 'gold'" in capsys.readouterr().err

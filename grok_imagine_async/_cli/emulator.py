@@ -2,6 +2,9 @@
 
 Example:
     $ grok-imagine emulator --port 8000 --plan pro --time-scale 10 --fail-rate 0.1
+
+It prints the ``export`` lines (quota as text, time scale) that make an unmodified client
+follow it: see :func:`grok_imagine_async.testing.client_environment`.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._limiting.plans import RateLimit, resolve_rate_limit
+
 if TYPE_CHECKING:
     from ..testing import EmulatorConfig
-
-ENV_HINTS = ("GROK_IMAGINE_BASE_URL", "GROK_IMAGINE_API_KEY", "GROK_IMAGINE_PLAN")
 
 
 def _rate(text: str) -> float:
@@ -38,6 +41,14 @@ def _count(text: str) -> int:
     return value
 
 
+def _plan(text: str) -> str:
+    try:
+        resolve_rate_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``emulator`` subcommand; its handler is stored as ``args.handler``."""
     parser = subparsers.add_parser(
@@ -45,25 +56,58 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="serve a local emulator of the Grok Imagine API",
         description=(
             "Serve a local emulator of the Grok Imagine API (rate limits, task lifecycle, "
-            "faults) with uvicorn. Prints the base URL and the token to use."
+            "faults) with uvicorn. Prints the environment (GROK_IMAGINE_BASE_URL, _API_KEY, "
+            "_PLAN, _TIME_SCALE) under which an unmodified client talks to it at its pace."
         ),
     )
     add = parser.add_argument
-    add("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    add("--port", type=int, default=8000, help="port, 0 for any free one (default: %(default)s)")
-    add("--token", default="test-token", help="accepted bearer token (default: %(default)s)")
-    add("--plan", default="free", choices=["free", "pro", "enterprise"], help="quota of the token")
+    add(
+        "--host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="interface to listen on (default: %(default)s)",
+    )
+    add(
+        "--port",
+        type=int,
+        default=8000,
+        metavar="PORT",
+        help="port to listen on, 0 for any free one (default: %(default)s)",
+    )
+    add(
+        "--token",
+        default="test-token",
+        metavar="TOKEN",
+        help="the accepted bearer token (default: %(default)s)",
+    )
+    add(
+        "--plan",
+        type=_plan,
+        default="free",
+        metavar="PLAN",
+        help="the token's quota: free, pro, enterprise (requests per --period), or a quota "
+        "such as 100/6s, used as is (default: %(default)s)",
+    )
     add(
         "--time-scale",
         type=_positive,
         default=1.0,
-        help="divide generation times, the rate-limit window and slow delays (default: 1)",
+        metavar="K",
+        help="run K times faster than real time: generation times, the plan's window, slow "
+        "answers and result lifetimes are divided by K (default: %(default)g)",
     )
-    add("--period", type=_positive, default=60.0, help="rate-limit window in seconds, unscaled")
+    add(
+        "--period",
+        type=_positive,
+        default=60.0,
+        metavar="SECONDS",
+        help="a plan's rate-limit window, before --time-scale (default: %(default)g)",
+    )
     add(
         "--window",
         choices=["sliding", "fixed", "gcra"],
         default="sliding",
+        metavar="KIND",
         help="how the quota is counted: a sliding or fixed window, or gcra, a leaky bucket "
         "refilled at the plan's rate (default: %(default)s)",
     )
@@ -71,25 +115,97 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--burst",
         type=_count,
         default=1,
+        metavar="N",
         help="requests the gcra bucket holds when full (default: %(default)s)",
     )
-    add("--reset-format", choices=["seconds", "unix"], default="seconds", help="X-RateLimit-Reset")
-    add("--vocabulary", choices=["default", "reseller", "upper"], default="default")
-    add("--median", type=_positive, default=30.0, help="median generation time in seconds")
-    add("--fail-rate", type=_rate, default=0.0, help="fraction of tasks that fail")
-    add("--error-rate", type=_rate, default=0.0, help="fraction of requests answered HTTP 500")
-    add("--body-error-rate", type=_rate, default=0.0, help="HTTP 200 with an error code")
-    add("--drop-rate", type=_rate, default=0.0, help="connections closed without an answer")
-    add("--slow-rate", type=_rate, default=0.0, help="fraction of answers delayed")
-    add("--slow-seconds", type=_positive, default=30.0, help="delay of a slow answer (unscaled)")
+    add(
+        "--reset-format",
+        choices=["seconds", "unix"],
+        default="seconds",
+        metavar="FORMAT",
+        help="X-RateLimit-Reset as seconds until the reset or as a Unix time "
+        "(seconds or unix; default: %(default)s)",
+    )
+    add(
+        "--vocabulary",
+        choices=["default", "reseller", "upper"],
+        default="default",
+        metavar="WORDS",
+        help="task status words: default (pending/processing/completed), reseller "
+        "(queued/running/success) or upper (PENDING...); default: %(default)s",
+    )
+    add(
+        "--median",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="median generation time, before --time-scale (default: %(default)g)",
+    )
+    add(
+        "--fail-rate",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="fraction of tasks that fail (default: %(default)g)",
+    )
+    add(
+        "--error-rate",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="fraction of requests answered HTTP 500 (default: %(default)g)",
+    )
+    add(
+        "--body-error-rate",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="fraction of requests answered HTTP 200 with an error code in the body "
+        "(default: %(default)g)",
+    )
+    add(
+        "--drop-rate",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="fraction of connections closed without an answer (default: %(default)g)",
+    )
+    add(
+        "--slow-rate",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="fraction of answers delayed by --slow-seconds (default: %(default)g)",
+    )
+    add(
+        "--slow-seconds",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="delay of a slow answer, before --time-scale (default: %(default)g)",
+    )
     add(
         "--result-ttl",
         type=_positive,
         default=86_400.0,
-        help="seconds result URLs stay valid after completion, unscaled (default: 86400)",
+        metavar="SECONDS",
+        help="how long result URLs stay valid after completion, before --time-scale "
+        "(default: %(default)g)",
     )
-    add("--seed", type=int, default=None, help="seed for reproducible durations and faults")
-    add("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed for reproducible durations, ids and faults (default: random)",
+    )
+    add(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        metavar="LEVEL",
+        help="uvicorn's log level: critical, error, warning, info or debug (default: %(default)s)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -106,8 +222,10 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
         slow_seconds=args.slow_seconds / scale,
         task_failure_rate=args.fail_rate,
     )
+    # A plan tier counts requests per (scaled) --period; a quota text is what it says.
+    quota: str | RateLimit = RateLimit.parse(args.plan) if "/" in args.plan else args.plan
     return EmulatorConfig(
-        tokens={args.token: args.plan},
+        tokens={args.token: quota},
         period=args.period / scale,
         window=args.window,
         burst=args.burst,
@@ -126,6 +244,7 @@ def run(args: argparse.Namespace, *, out: Callable[[str], None] | None = None) -
     write = out or (lambda line: print(line, flush=True))
     try:
         from ..testing import Emulator
+        from ..testing._environment import client_environment
         from ..testing._server import serve_forever
     except ImportError as exc:
         print(f"grok-imagine emulator: {exc}", file=sys.stderr)
@@ -144,8 +263,8 @@ def run(args: argparse.Namespace, *, out: Callable[[str], None] | None = None) -
             f"{limit.period:g} s, {counting})"
         )
         write(f"  statistics: {url}/_emulator/stats")
-        write("  to point the client at it:")
-        for name, value in zip(ENV_HINTS, (url, args.token, args.plan), strict=True):
+        write("  to point the client at it, and make it keep the emulator's pace:")
+        for name, value in client_environment(config, url, token=args.token).items():
             write(f"    export {name}={value}")
 
     try:

@@ -1,9 +1,30 @@
-"""Plan tiers and the rate limits they grant."""
+"""Plan tiers, the rate limits they grant, and custom quotas written as text."""
 
 from __future__ import annotations
 
 import enum
+import math
+import re
 from dataclasses import dataclass
+
+# "100/6s", "2000/min", "100 / 1.5 min", "5000/h", "100/60" (bare seconds). The unit words are
+# the ones people write in configuration files; anything else is refused with the syntax.
+_QUOTA = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d*)?|\.\d+)?\s*([a-z]*)\s*$", re.IGNORECASE)
+_UNITS = {
+    "": 1.0,
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+}
+QUOTA_SYNTAX = "REQUESTS/PERIOD, e.g. 100/6s, 2000/min, 5000/1h"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +53,38 @@ class RateLimit:
             raise ValueError(f"RateLimit.requests must be positive, got {self.requests}")
         if not self.period > 0:
             raise ValueError(f"RateLimit.period must be positive seconds, got {self.period!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """Read a quota written as ``REQUESTS/PERIOD``.
+
+        The period is a number with a unit (``s``, ``min``, ``h``, or their long forms), a unit
+        alone (one of it), or a bare number of seconds.
+
+        Raises:
+            ValueError: If the text is not a quota, or either part is not positive.
+
+        Example:
+            >>> RateLimit.parse("100/6s")
+            RateLimit(requests=100, period=6.0)
+            >>> RateLimit.parse("2000/min").per_second
+            33.333333333333336
+        """
+        match = _QUOTA.match(text)
+        if match is None or match.group(3).lower() not in _UNITS:
+            raise ValueError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
+        count, number, unit = match.groups()
+        if number is None and not unit:
+            raise ValueError(f"not a quota: {text!r} (the period is missing; {QUOTA_SYNTAX})")
+        period = (float(number) if number is not None else 1.0) * _UNITS[unit.lower()]
+        if not math.isfinite(period):
+            raise ValueError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
+        return cls(int(count), period)
+
+    @property
+    def text(self) -> str:
+        """The quota as :meth:`parse` reads it, in seconds: ``"100/6s"``."""
+        return f"{self.requests}/{self.period:g}s"
 
     @property
     def per_second(self) -> float:
@@ -80,8 +133,36 @@ class Plan(enum.Enum):
 _PLAN_RPM = {Plan.FREE: 100, Plan.PRO: 1000, Plan.ENTERPRISE: 5000}
 
 
-def resolve_rate_limit(plan: str | Plan | RateLimit) -> RateLimit:
-    """Turn a plan name, a :class:`Plan` or a :class:`RateLimit` into a :class:`RateLimit`."""
+def resolve_rate_limit(plan: str | Plan | RateLimit, *, time_scale: float = 1.0) -> RateLimit:
+    """Turn a plan, a plan name or a quota text into the :class:`RateLimit` to keep to.
+
+    Args:
+        plan: A :class:`Plan` or its name (``"pro"``), a :class:`RateLimit`, or a custom quota
+            as text (``"100/6s"``, ``"2000/min"``; see :meth:`RateLimit.parse`).
+        time_scale: How many times faster than real time the server runs. A plan's minute
+            shrinks to ``60 / time_scale`` seconds; a :class:`RateLimit` or a quota text is
+            already what the server counts, in real seconds, and is used as is.
+
+    Raises:
+        ValueError: If the text is neither a plan name nor a quota, or the scale is not
+            positive.
+
+    Example:
+        >>> resolve_rate_limit("free", time_scale=10)
+        RateLimit(requests=100, period=6.0)
+        >>> resolve_rate_limit("100/6s", time_scale=10)
+        RateLimit(requests=100, period=6.0)
+    """
+    if not time_scale > 0:
+        raise ValueError(f"time_scale must be positive, got {time_scale!r}")
     if isinstance(plan, RateLimit):
         return plan
-    return Plan.parse(plan).rate_limit
+    if isinstance(plan, str) and "/" in plan:
+        return RateLimit.parse(plan)
+    try:
+        tier = Plan.parse(plan)
+    except ValueError:
+        raise ValueError(
+            f"unknown plan {plan!r}: expected free, pro, enterprise or a quota ({QUOTA_SYNTAX})"
+        ) from None
+    return RateLimit(tier.requests_per_minute, 60.0 / time_scale)

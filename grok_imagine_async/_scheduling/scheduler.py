@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from .._backoff import PollPolicy
+from .._backoff import PollPolicy, scaled_waits
 from .._errors import (
     AmbiguousSubmitError,
     APIError,
@@ -118,7 +118,8 @@ class JobScheduler:
         stream_results: Buffer finished jobs for :meth:`results` from the start (otherwise
             only from the first call of :meth:`results`).
         results_buffer: When that many results wait unread, submissions pause (polls go on).
-        duration_model: The starting duration model (default: median 30 s prior).
+        duration_model: The starting duration model (default: median 30 s prior, divided by
+            the client's ``time_scale``).
         rng: Source of poll jitter (seed it for reproducible simulations).
         favor: What gets the quota first when it is the bottleneck. ``"throughput"``
             (default, for batches): submissions, so the whole batch ends soonest.
@@ -174,10 +175,11 @@ class JobScheduler:
         self._on_event = observed_hook(client.telemetry, self, on_event)
         self._streaming = stream_results
         self._results_buffer = results_buffer
+        scale = client.time_scale  # a faster server (an emulator): expect shorter jobs
         self._planner = PollPlanner(
             client.limiter.limit,
-            poll or DEFAULT_SCHEDULER_POLL,
-            duration_model or DurationModel(),
+            poll or scaled_waits(DEFAULT_SCHEDULER_POLL, scale),
+            duration_model or DurationModel(prior_median=DurationModel().prior_median / scale),
             rng or random.Random(),
             statistics=client.limiter.statistics,
             unfinished=lambda: len(self._jobs),

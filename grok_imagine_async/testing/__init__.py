@@ -3,6 +3,10 @@
 The emulator needs the ``emulator`` extra (Starlette, uvicorn):
 ``pip install "grok-imagine-async[emulator]"``. Its names are imported on first use, so the
 virtual-time loop works without the extra.
+
+The pytest plugin (:mod:`grok_imagine_async.testing.pytest_plugin`, loaded by pytest through
+its ``pytest11`` entry point) turns these into fixtures: ``grok_emulator``, ``grok_client``,
+``grok_emulator_env``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ if TYPE_CHECKING:
     from ._config import EmulatorConfig
     from ._drop import ConnectionDropped
     from ._emulator import Emulator
+    from ._environment import client_environment
     from ._faults import FaultConfig
     from ._lifecycle import Vocabulary
     from ._server import serve_in_thread
@@ -29,6 +34,7 @@ __all__ = [
     "FaultConfig",
     "VirtualTimeEventLoop",
     "Vocabulary",
+    "client_environment",
     "run_virtual",
     "serve_in_thread",
 ]
@@ -40,6 +46,7 @@ _LAZY = {
     "EmulatorStatistics": "._stats",
     "FaultConfig": "._faults",
     "Vocabulary": "._lifecycle",
+    "client_environment": "._environment",
     "serve_in_thread": "._server",
 }
 

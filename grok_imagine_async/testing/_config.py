@@ -27,7 +27,8 @@ class EmulatorConfig:
 
     Attributes:
         tokens: Accepted bearer tokens and the quota of each: a plan name, a :class:`Plan`
-            (its requests per ``period``) or a :class:`RateLimit` (used as is).
+            (its requests per ``period``), or a :class:`RateLimit` or quota text such as
+            ``"100/6s"`` (used as is).
         period: Window length in seconds for plan quotas (60 like the real service; scale it
             down so a test sees "100 requests per 3 s").
         window: How the quota is counted: a ``"sliding"`` or ``"fixed"`` window of ``period``
@@ -104,8 +105,8 @@ class EmulatorConfig:
         """Each token's quota, plan tiers applied over :attr:`period`."""
         limits = {}
         for token, plan in self.tokens.items():
-            if isinstance(plan, RateLimit):
-                limits[token] = plan
+            if isinstance(plan, RateLimit) or (isinstance(plan, str) and "/" in plan):
+                limits[token] = resolve_rate_limit(plan)  # a quota of its own, used as is
             else:
                 limits[token] = RateLimit(resolve_rate_limit(plan).requests, self.period)
         return MappingProxyType(limits)

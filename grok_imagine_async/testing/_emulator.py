@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from ._config import EmulatorConfig
 from ._drop import DroppingStarlette
+from ._environment import client_environment
 from ._routes import Api
 from ._state import EmulatorState
 from ._stats import EmulatorStatistics
@@ -69,6 +71,19 @@ class Emulator:
             headers.setdefault("Authorization", f"Bearer {token}")
         kwargs.setdefault("base_url", IN_PROCESS_BASE_URL)
         return httpx.AsyncClient(transport=self.transport(), headers=headers, **kwargs)
+
+    def environment(self, url: str, *, token: str | None = None) -> Mapping[str, str]:
+        """The ``GROK_IMAGINE_*`` variables that point a default client at this emulator.
+
+        With them set, an unmodified script or app talks to the emulator served at ``url``
+        and keeps its pace: the quota as text (``GROK_IMAGINE_PLAN=100/6s``) and the time
+        scale (``GROK_IMAGINE_TIME_SCALE``), besides the URL and the token.
+
+        Args:
+            url: Where the emulator is served (see :func:`serve_in_thread`).
+            token: Which accepted token to use (default: the first).
+        """
+        return client_environment(self._config, url, token=token)
 
     def statistics(self) -> EmulatorStatistics:
         """A frozen snapshot of what the emulator saw and did so far."""

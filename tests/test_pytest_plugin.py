@@ -1,0 +1,89 @@
+"""The pytest plugin: its fixtures in this suite, and in a user's project with no conftest."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from grok_imagine_async import AsyncGrokImagine, RateLimit
+from grok_imagine_async.testing import Emulator, EmulatorConfig
+from grok_imagine_async.testing.pytest_plugin import TEST_TIME_SCALE
+
+pytest_plugins = ["pytester"]
+
+USER_TESTS = Path(__file__).parent / "plugin_user" / "test_with_no_conftest.py"
+
+
+def test_default_config_is_the_service_scaled_down(grok_emulator_config: EmulatorConfig) -> None:
+    assert grok_emulator_config.time_scale == TEST_TIME_SCALE
+    assert grok_emulator_config.rate_limits()["test-token"] == RateLimit(100, 60 / TEST_TIME_SCALE)
+    assert grok_emulator_config.seed is not None
+
+
+@pytest.mark.grok_emulator(time_scale=10, seed=5)
+def test_marker_settings_update_the_defaults(grok_emulator_config: EmulatorConfig) -> None:
+    assert grok_emulator_config.time_scale == 10
+    assert grok_emulator_config.period == pytest.approx(6.0)
+    assert grok_emulator_config.seed == 5
+
+
+@pytest.mark.grok_emulator(EmulatorConfig(seed=2, window="fixed"), seed=3)
+def test_marker_config_replaces_the_defaults(grok_emulator_config: EmulatorConfig) -> None:
+    assert grok_emulator_config.time_scale == 1.0
+    assert grok_emulator_config.window == "fixed"
+    assert grok_emulator_config.seed == 3
+
+
+@pytest.mark.anyio
+@pytest.mark.grok_emulator(tokens={"k": "100/2s"}, time_scale=50)
+async def test_client_follows_the_emulator(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    assert grok_client.rate_limit == RateLimit(100, 2.0)
+    assert grok_client.time_scale == 50
+    task = await grok_client.generate_and_wait("a kite")
+    assert task.succeeded
+    assert grok_emulator.statistics().rate_limited == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_env_fixture_points_a_default_client_at_the_served_emulator(
+    grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, anyio_backend: str
+) -> None:
+    assert grok_emulator_env["GROK_IMAGINE_BASE_URL"].startswith("http://127.0.0.1:")
+    async with AsyncGrokImagine() as client:  # everything from the environment
+        assert client.time_scale == TEST_TIME_SCALE
+        assert client.rate_limit == grok_emulator.config.rate_limits()["test-token"]
+        task = await client.generate_and_wait("a lantern")
+    assert task.succeeded
+    assert grok_emulator.statistics().requests_by_endpoint["POST /v1/generate"] == 1
+
+
+def test_a_user_project_needs_no_conftest(pytester: pytest.Pytester) -> None:
+    shutil.copy(USER_TESTS, pytester.path / USER_TESTS.name)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+
+
+def test_overriding_the_config_fixture_replaces_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from grok_imagine_async.testing import EmulatorConfig
+
+        @pytest.fixture
+        def grok_emulator_config():
+            return EmulatorConfig(tokens={"mine": "enterprise"}, time_scale=500, period=0.12)
+
+        @pytest.mark.anyio
+        async def test_it(grok_client, grok_emulator):
+            assert grok_client.rate_limit.requests == 5000
+            assert (await grok_client.generate_and_wait("x")).succeeded
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=1)

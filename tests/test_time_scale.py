@@ -1,0 +1,94 @@
+"""A client told the server's time scale keeps pace with it (quota, polls, expected durations)."""
+
+from __future__ import annotations
+
+import pytest
+
+from grok_imagine_async import AsyncGrokImagine, ConfigurationError, RateLimit
+from grok_imagine_async._errors import GrokImagineError
+from grok_imagine_async.testing import Emulator, EmulatorConfig, run_virtual
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GROK_IMAGINE_PLAN", "GROK_IMAGINE_TIME_SCALE", "GROK_IMAGINE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_plan_and_time_scale_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GROK_IMAGINE_PLAN", "100/6s")
+    monkeypatch.setenv("GROK_IMAGINE_TIME_SCALE", "10")
+    client = AsyncGrokImagine(api_key=TOKEN)
+    assert client.rate_limit == RateLimit(100, 6.0)
+    assert client.time_scale == 10.0
+
+
+def test_a_named_plan_follows_the_time_scale() -> None:
+    client = AsyncGrokImagine(api_key=TOKEN, plan="pro", time_scale=4)
+    assert client.rate_limit == RateLimit(1000, 15.0)
+    assert AsyncGrokImagine(api_key=TOKEN, plan="pro").rate_limit == RateLimit(1000, 60.0)
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-2", "inf"])
+def test_a_bad_time_scale_is_named(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("GROK_IMAGINE_TIME_SCALE", value)
+    with pytest.raises(ConfigurationError, match=r"TIME_SCALE|time_scale"):
+        AsyncGrokImagine(api_key=TOKEN)
+
+
+def test_a_bad_quota_text_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GROK_IMAGINE_PLAN", "100/6 parsecs")
+    with pytest.raises(ConfigurationError, match="not a quota"):
+        AsyncGrokImagine(api_key=TOKEN)
+    assert issubclass(ConfigurationError, GrokImagineError)
+
+
+def _first_poll_gap(time_scale: float) -> float:
+    """Seconds between the POST and the first poll of ``generate_and_wait`` (virtual time)."""
+    emulator = Emulator(EmulatorConfig(time_scale=10, period=6.0, seed=1))
+
+    async def main() -> float:
+        async with (
+            emulator.client() as http,
+            AsyncGrokImagine(
+                api_key=TOKEN, http_client=http, plan="100/6s", time_scale=time_scale
+            ) as client,
+        ):
+            await client.generate_and_wait("a boat")
+        post, first_poll, *_ = emulator.request_times()
+        return first_poll - post
+
+    return run_virtual(main)
+
+
+def test_wait_polls_sooner_on_a_faster_server() -> None:
+    assert _first_poll_gap(1.0) == pytest.approx(5.0, rel=0.11)  # PollPolicy.wait_initial
+    assert _first_poll_gap(10.0) == pytest.approx(0.5, rel=0.11)
+
+
+def _batch_lag(time_scale: float) -> float:
+    """Virtual seconds from the last generation's end to the batch's last request."""
+    emulator = Emulator(EmulatorConfig(time_scale=10, period=6.0, seed=2))
+
+    async def main() -> float:
+        async with (
+            emulator.client() as http,
+            AsyncGrokImagine(
+                api_key=TOKEN, http_client=http, plan="100/6s", time_scale=time_scale
+            ) as client,
+            client.generate_many(f"boat {i}" for i in range(20)) as results,
+        ):
+            assert all([result.ok async for result in results])
+        spans = [emulator.task_times(task) for task in emulator.task_ids()]
+        finished = max(span[1] for span in spans if span is not None)
+        return emulator.request_times()[-1] - finished
+
+    return run_virtual(main)
+
+
+def test_the_scheduler_expects_generations_of_the_scaled_length() -> None:
+    # Generations take about 3 s here; a client expecting 30 s jobs first polls after ~20 s.
+    assert _batch_lag(1.0) > 10.0
+    assert _batch_lag(10.0) < 2.0
