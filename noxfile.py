@@ -1,22 +1,32 @@
-"""Development sessions. ``nox`` with no arguments runs lint, typecheck and tests.
+"""Development sessions. ``nox`` with no arguments runs everything CI runs.
 
-The same command is what ``.ci/run`` runs on a fresh clone.
+That is: lint, typecheck, the test suite on every supported Python found on the machine
+(3.10 to 3.13; missing ones are skipped, and ``.ci/run`` makes pyenv's findable), the
+plugin check in a fresh venv, and the documentation build. ``.ci/run`` runs exactly this
+on a fresh clone.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "plugin", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]  # the versions pyproject.toml claims
 ALL_EXTRAS = ".[emulator,cli,fastapi,redis,otel,otel-prometheus]"
 TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis>=6", "psutil"]
 # Pinned: a new ruff or mypy release may add rules or change formatting, and CI on a fresh
 # clone must not turn red for code nobody touched. Bump them deliberately.
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
+DOCS_DEPS = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.26,<2"]
+PLUGIN_USER_TESTS = Path("tests/plugin_user/test_with_no_conftest.py")
 
 
 @nox.session
@@ -29,16 +39,44 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
-    session.install(MYPY, ALL_EXTRAS)
+    """mypy --strict on the package (pytest too: the package ships a pytest plugin)."""
+    session.install(MYPY, ALL_EXTRAS, "pytest>=8")
     session.run("mypy")
 
 
-@nox.session
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The test suite, against the in-process and uvicorn-served emulator."""
     session.install(ALL_EXTRAS, *TEST_DEPS)
     session.run("pytest", *session.posargs)
+
+
+@nox.session(reuse_venv=False)
+def plugin(session: nox.Session) -> None:
+    """The pytest plugin as a user gets it: a fresh venv, ``.[emulator]`` and pytest only.
+
+    Runs a user's test file alone in an empty folder: no conftest.py, no anyio_backend.
+    """
+    session.install(".[emulator]", "pytest")
+    # Outside the clone, so pytest finds none of this repository's configuration either.
+    with tempfile.TemporaryDirectory(prefix="grok-imagine-plugin-") as project:
+        shutil.copy(PLUGIN_USER_TESTS, project)
+        session.chdir(project)
+        session.run("pytest", "-p", "no:cacheprovider", "-v", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (MkDocs); any warning is an error."""
+    session.install(*DOCS_DEPS, ".")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session
+def docs_serve(session: nox.Session) -> None:
+    """Serve the documentation with live reload on http://127.0.0.1:8000 (not in CI)."""
+    session.install(*DOCS_DEPS, ".")
+    session.run("mkdocs", "serve", *session.posargs)
 
 
 @nox.session
