@@ -67,7 +67,7 @@ async def test_generate_answers_the_documented_envelope() -> None:
     assert body["message"] == "success"
     assert body["data"]["task_id"].startswith("task_")
     assert answer.headers["X-RateLimit-Remaining"] == "99"
-    assert float(answer.headers["X-RateLimit-Reset"]) == pytest.approx(60.0)
+    assert answer.headers["X-RateLimit-Reset"] == "60"  # a whole period, not 60.001
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", "Basic dGVzdA==", "Bearer"])
@@ -369,3 +369,14 @@ def test_result_ttl_must_be_positive_or_none() -> None:
     with pytest.raises(ValueError, match="result_ttl"):
         EmulatorConfig(result_ttl=0)
     assert EmulatorConfig(result_ttl=None).result_ttl is None
+
+
+def test_reset_seconds_ignore_float_noise() -> None:
+    from grok_imagine_async.testing._routes import _seconds
+
+    # (now + period) - now is off by up to one ulp of now when the sum crosses a power of two:
+    # clocks just below 2**11 or 2**17 seconds (the virtual loop starts at the real one).
+    starts = [2.0**k - 59.9 + 0.37 * i for k in (11, 17) for i in range(160)]
+    assert {_seconds((now + 60.0) - now) for now in starts} == {"60"}
+    assert _seconds(0.0001) == "0.001"  # a real fraction of a millisecond still rounds up
+    assert _seconds(2.5) == "2.5"

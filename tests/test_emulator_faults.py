@@ -39,7 +39,8 @@ def config(**overrides: Any) -> EmulatorConfig:
 async def final_status(http: httpx.AsyncClient, prompt: str) -> dict[str, Any]:
     answer = await http.post("/v1/generate", json={"prompt": prompt})
     task_id = answer.json()["data"]["task_id"]
-    await anyio.sleep(10)
+    # Tasks take exactly 10 s: look well after, never at the boundary float rounding decides.
+    await anyio.sleep(11)
     data = (await http.get("/v1/status", params={"task_id": task_id})).json()["data"]
     assert isinstance(data, dict)
     return data

@@ -31,7 +31,9 @@ ENDPOINTS = {"/v1/generate": "POST", "/v1/status": "GET"}
 
 def _seconds(value: float) -> str:
     """Seconds rounded up to the millisecond, without trailing zeros (``"3"``, ``"0.517"``)."""
-    return f"{math.ceil(value * 1000) / 1000:.3f}".rstrip("0").rstrip(".")
+    # Round away float noise first: a reset of exactly one period, computed as
+    # (now + period) - now, may come out 1e-11 s long, and must not be announced 1 ms late.
+    return f"{math.ceil(round(value * 1000, 6)) / 1000:.3f}".rstrip("0").rstrip(".")
 
 
 def _error(
