@@ -80,27 +80,80 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "redis://HOST:PORT/DB shares the batch with every process run on the same INPUT "
         "with the same Redis: each job is done once, by one of them",
     )
-    add("--lease", type=float, default=10.0, metavar="S", help="with a redis:// journal: "
-        "seconds before a stopped process's jobs are taken over (default: 10)")  # fmt: skip
-    add("--format", choices=["text", "jsonl", "csv"], help="INPUT's format (default: extension)")
-    add("--mode", help="mode of jobs that do not set one: fun, normal or spicy")
-    add("--ratio", help="ratio of jobs that do not set one: 2:3, 3:2 or 1:1")
-    add("--allow-unlisted", action="store_true", help="accept undocumented modes/ratios (16:9)")
-    add("--max-credits", type=int, metavar="N", help="never start a job past N credits in all")
-    add("--max-in-flight", type=count, metavar="N", help="cap on jobs generating at once")
-    add("--max-downloads", type=count, default=4, metavar="N", help="concurrent downloads (4)")
-    add("--resubmit", type=int, default=1, metavar="N", help="resubmissions after a transient "
-        "failure, per job (default: 1)")  # fmt: skip
+    add(
+        "--lease",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with a redis:// journal: seconds before a stopped process's jobs are taken over "
+        "(default: %(default)g)",
+    )
+    add(
+        "--format",
+        choices=["text", "jsonl", "csv"],
+        metavar="FORMAT",
+        help="INPUT's format: text, jsonl or csv (default: from its extension)",
+    )
+    add(
+        "--mode",
+        metavar="MODE",
+        help="mode of jobs that do not set one: fun, normal or spicy (default: normal)",
+    )
+    add(
+        "--ratio",
+        metavar="RATIO",
+        help="ratio of jobs that do not set one: 2:3, 3:2 or 1:1 (default: 1:1)",
+    )
+    add(
+        "--allow-unlisted",
+        action="store_true",
+        help="accept modes and ratios the API does not document, such as 16:9 (default: refuse)",
+    )
+    add(
+        "--max-credits",
+        type=int,
+        metavar="N",
+        help="never start a job that could take spending past N credits (default: no limit)",
+    )
+    add(
+        "--max-in-flight",
+        type=count,
+        metavar="N",
+        help="cap on jobs generating at once (default: eight times what the plan sustains)",
+    )
+    add(
+        "--max-downloads",
+        type=count,
+        default=4,
+        metavar="N",
+        help="concurrent downloads (default: %(default)s)",
+    )
+    add(
+        "--resubmit",
+        type=int,
+        default=1,
+        metavar="N",
+        help="resubmissions after a transient failure, per job (default: %(default)s)",
+    )
     add(
         "--on-ambiguous",
         choices=["report", "resubmit"],
         default="report",
+        metavar="POLICY",
         help="a submission whose answer was lost may have been paid: report it and do not "
-        "resend (default), or resend it, accepting to maybe pay twice",
+        "resend it, or resubmit it, accepting to maybe pay twice (default: %(default)s)",
     )
-    add("--no-progress", action="store_true", help="no progress display, only the summary")
-    add("--otel", action="store_true", help="export OpenTelemetry traces and metrics as the "
-        "OTEL_* variables say (default exporter: otlp; needs opentelemetry-sdk)")  # fmt: skip
+    add(
+        "--no-progress",
+        action="store_true",
+        help="no live progress display, only the summary (default: live when on a terminal)",
+    )
+    add(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces and metrics as the OTEL_* variables say (default "
+        "exporter: otlp; needs opentelemetry-sdk; default: off)",
+    )
     add_connection_options(parser)
     parser.set_defaults(handler=run)
 

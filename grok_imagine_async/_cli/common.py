@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .._backoff import PollPolicy, RetryPolicy
-from .._client import ENV_API_KEY, ENV_PLAN, AsyncGrokImagine
+from .._client import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE, AsyncGrokImagine
 from .._errors import ConfigurationError
 from .._limiting.local import LocalRateLimiter, Pacing
 from .._limiting.plans import RateLimit, resolve_rate_limit
@@ -66,39 +66,62 @@ def count(text: str) -> int:
     return value
 
 
-def add_connection_options(parser: argparse.ArgumentParser, *, emulate: bool = True) -> None:
-    """Add ``--api-key``, ``--base-url``, ``--plan``, ``--redis-url``, ``--time-scale``
-    (and ``--emulate``) to a subcommand."""
+def plan(text: str) -> str:
+    """An argparse type: a plan name or a quota such as ``100/6s`` (kept as text)."""
+    try:
+        resolve_rate_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def add_connection_options(
+    parser: argparse.ArgumentParser, *, emulate: bool = True, sharing: bool = True
+) -> None:
+    """Add ``--api-key``, ``--base-url``, ``--plan``, ``--time-scale`` to a subcommand, with
+    ``--redis-url`` and ``--pacing`` if ``sharing`` (commands that send many requests) and
+    ``--emulate`` if ``emulate``."""
     group = parser.add_argument_group("connection")
     add = group.add_argument
     add("--api-key", metavar="TOKEN", help=f"API token (default: ${ENV_API_KEY}); never printed")
     add(
         "--base-url",
         metavar="URL",
-        help="API root (default: $GROK_IMAGINE_BASE_URL or the service)",
-    )
-    add("--plan", choices=PLANS, help=f"your plan's rate limit (default: ${ENV_PLAN} or free)")
-    add(
-        "--redis-url",
-        metavar="URL",
-        help="share the token's rate limit with other processes through Redis (redis://...)",
+        help=f"API root (default: ${ENV_BASE_URL}, else the real service)",
     )
     add(
-        "--pacing",
-        choices=["adaptive", "window", "even"],
-        default=None,
-        help="adaptive (default): as much at once as the server's X-RateLimit-Remaining says, "
-        "never more than the plan's quota in any 60 s; window: up to the quota at once "
-        "whatever the server says; even: requests evenly spaced (window and adaptive not "
-        "with --redis-url)",
+        "--plan",
+        type=plan,
+        metavar="PLAN",
+        help="your rate limit: free, pro, enterprise, or a quota such as 100/6s or 2000/min "
+        f"(default: ${ENV_PLAN}, else free)",
     )
+    if sharing:
+        add(
+            "--redis-url",
+            metavar="URL",
+            help="share the token's rate limit with other processes through Redis "
+            "(redis://...; default: not shared)",
+        )
+        add(
+            "--pacing",
+            choices=["adaptive", "window", "even"],
+            default=None,
+            metavar="MODE",
+            help="adaptive: as much at once as the server's X-RateLimit-Remaining says, never "
+            "more than the plan's quota in any 60 s; window: up to the quota at once whatever "
+            "the server says; even: requests evenly spaced (window and adaptive not with "
+            "--redis-url; default: adaptive)",
+        )
     add(
         "--time-scale",
         type=positive,
         default=None,
         metavar="K",
         help="the server runs K times faster than real time, like `grok-imagine emulator "
-        "--time-scale K`: polls, retries and the plan's window shrink to match (default: 1)",
+        "--time-scale K`: polls, retries and a plan's window shrink to match "
+        f"(default: ${ENV_TIME_SCALE}, else 1"
+        + (f"; {EMULATE_TIME_SCALE:g} with --emulate)" if emulate else ")"),
     )
     if emulate:
         add(
@@ -142,13 +165,13 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         ConfigurationError: No token, an invalid URL, or a missing optional dependency.
     """
     emulated = bool(getattr(args, "emulate", False))
-    scale = args.time_scale or (EMULATE_TIME_SCALE if emulated else 1.0)
+    scale = args.time_scale or (EMULATE_TIME_SCALE if emulated else _env_time_scale())
     plan_name = args.plan or os.environ.get(ENV_PLAN) or "free"
     try:
-        plan = resolve_rate_limit(plan_name)
+        # A plan's minute shrinks with the scale; a quota text is what the server counts.
+        limit = resolve_rate_limit(plan_name, time_scale=scale)
     except ValueError as exc:
         raise ConfigurationError(f"${ENV_PLAN}: {exc}") from None
-    limit = RateLimit(plan.requests, plan.period / scale)
     pacing: Pacing | None = getattr(args, "pacing", None)
     if pacing not in (None, "even") and getattr(args, "redis_url", None):
         raise ConfigurationError(
@@ -172,7 +195,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
             yield Connection(client, "the built-in emulator", scale, True, limit, plan_name)
         return
     api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
-    if args.redis_url:
+    if getattr(args, "redis_url", None):
         limiter = timing["limiter"] = _redis_limiter(args.redis_url, limit, api_key)
     try:
         client = AsyncGrokImagine(api_key=api_key, base_url=args.base_url, **timing)
@@ -220,6 +243,14 @@ def _redis_limiter(url: str, limit: RateLimit, api_key: str | None) -> RateLimit
         ) from None
     limiter: RateLimiter = RedisRateLimiter(url, limit=limit, api_key=api_key)
     return limiter
+
+
+def _env_time_scale() -> float:
+    text = os.environ.get(ENV_TIME_SCALE, "").strip()
+    try:
+        return positive(text) if text else 1.0
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigurationError(f"${ENV_TIME_SCALE}: {exc}") from None
 
 
 def _scaled_retry(policy: RetryPolicy, scale: float) -> RetryPolicy:

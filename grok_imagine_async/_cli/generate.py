@@ -45,13 +45,25 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("prompt", metavar="PROMPT", help="what to generate")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the video(s)")
-    parser.add_argument("--mode", default="normal", help="fun, normal or spicy (default: normal)")
-    parser.add_argument("--ratio", default="1:1", help="2:3, 3:2 or 1:1 (default: 1:1)")
     parser.add_argument(
-        "--image", action="append", metavar="URL", help="source image URL (repeatable)"
+        "--mode",
+        default="normal",
+        metavar="MODE",
+        help="fun, normal or spicy (default: %(default)s)",
     )
     parser.add_argument(
-        "--allow-unlisted", action="store_true", help="accept undocumented modes/ratios (16:9)"
+        "--ratio", default="1:1", metavar="RATIO", help="2:3, 3:2 or 1:1 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--image",
+        action="append",
+        metavar="URL",
+        help="source image URL; repeat for several (default: none, text to video)",
+    )
+    parser.add_argument(
+        "--allow-unlisted",
+        action="store_true",
+        help="accept modes and ratios the API does not document, such as 16:9 (default: refuse)",
     )
     add_connection_options(parser)
     parser.set_defaults(handler=run)

@@ -30,9 +30,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("task_id", metavar="TASK_ID", help="the task id, e.g. task_123456789")
     parser.add_argument("--json", action="store_true", help="print the task as one JSON object")
     parser.add_argument(
-        "--download", metavar="DIR", help="if the task completed, download its videos into DIR"
+        "--download",
+        metavar="DIR",
+        help="if the task completed, download its videos into DIR (default: only show it)",
     )
-    add_connection_options(parser, emulate=False)
+    add_connection_options(parser, emulate=False, sharing=False)
     parser.set_defaults(handler=run)
 
 

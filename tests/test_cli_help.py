@@ -1,0 +1,65 @@
+"""``--help`` of every subcommand: every option described with its default, one metavar style."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+
+from grok_imagine_async._cli import build_parser
+
+COMMANDS = ["batch", "generate", "status", "emulator"]
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {name: action.choices[name] for name in COMMANDS}
+
+
+def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [
+        a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)
+    ]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_is_described_with_its_default(command: str) -> None:
+    parser = subparsers()[command]
+    for action in options(parser):
+        assert action.help, f"{command} {action.option_strings[0]} has no help"
+        if action.nargs != 0 and not action.required:  # what happens without them
+            assert "default" in action.help, f"{command} {action.option_strings[0]}"
+    assert "%(default)" not in parser.format_help()  # every placeholder was expanded
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_metavars_are_one_upper_case_word(command: str) -> None:
+    for action in options(subparsers()[command]):
+        if action.nargs != 0:
+            assert isinstance(action.metavar, str), f"{command} {action.option_strings[0]}"
+            assert re.fullmatch(r"[A-Z][A-Z_]*", action.metavar), action.metavar
+
+
+def test_an_option_has_the_same_metavar_in_every_subcommand() -> None:
+    seen: dict[str, set[str]] = {}
+    for parser in subparsers().values():
+        for action in options(parser):
+            if action.nargs != 0:
+                seen.setdefault(action.option_strings[0], set()).add(str(action.metavar))
+    assert {option: names for option, names in seen.items() if len(names) > 1} == {}
+
+
+def test_status_offers_no_option_it_ignores() -> None:
+    names = {s for a in options(subparsers()["status"]) for s in a.option_strings}
+    assert not names & {"--pacing", "--redis-url", "--emulate"}
+
+
+def test_plan_takes_a_quota_text(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    args = parser.parse_args(["status", "task_1", "--plan", "100/6s"])
+    assert args.plan == "100/6s"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["status", "task_1", "--plan", "gold"])
+    assert "unknown plan 'gold'" in capsys.readouterr().err
