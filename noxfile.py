@@ -26,6 +26,7 @@ TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis>=6", "psutil"]
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 DOCS_DEPS = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.26,<2"]
+DOCS_ENV = {"NO_MKDOCS_2_WARNING": "1"}  # mkdocs-material's banner about its successor
 PLUGIN_USER_TESTS = Path("tests/plugin_user/test_with_no_conftest.py")
 
 
@@ -69,14 +70,14 @@ def plugin(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation site (MkDocs); any warning is an error."""
     session.install(*DOCS_DEPS, ".")
-    session.run("mkdocs", "build", "--strict", *session.posargs)
+    session.run("mkdocs", "build", "--strict", *session.posargs, env=DOCS_ENV)
 
 
 @nox.session
 def docs_serve(session: nox.Session) -> None:
     """Serve the documentation with live reload on http://127.0.0.1:8000 (not in CI)."""
     session.install(*DOCS_DEPS, ".")
-    session.run("mkdocs", "serve", *session.posargs)
+    session.run("mkdocs", "serve", *session.posargs, env=DOCS_ENV)
 
 
 @nox.session

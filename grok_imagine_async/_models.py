@@ -36,7 +36,7 @@ _MODE_SHAPE = re.compile(r"^[a-z0-9_-]{1,32}$")
 class GenerationRequest(BaseModel):
     """One video generation, validated before anything is sent (so no credit is spent on it).
 
-    Args:
+    Attributes:
         prompt: What to generate. Must contain non-whitespace text.
         mode: ``"fun"``, ``"normal"`` (default) or ``"spicy"``.
         ratio: ``"1:1"`` (default), ``"2:3"`` or ``"3:2"``.
