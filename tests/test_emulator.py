@@ -153,10 +153,10 @@ async def test_task_goes_pending_processing_completed_on_the_clock() -> None:
     seen = []
     async with emulator.client() as http:
         task_id = await submit(http)
-        for _ in range(6):
+        for _ in range(6):  # at 0, 2.6, 5.2, 7.8, 10.4, 13: never at a boundary (2 s, 10 s)
             data = await status(http, task_id)
             seen.append((data["status"], data["response"], data["error_message"]))
-            await anyio.sleep(2.5)
+            await anyio.sleep(2.6)
     assert [s for s, _, _ in seen] == [
         "pending",
         "processing",
@@ -179,7 +179,7 @@ async def test_result_videos_are_served_without_auth_as_mp4() -> None:
     async with emulator.client() as http:
         task_id = await submit(http)
         early = await http.get(f"/videos/{task_id}/0.mp4")
-        await anyio.sleep(10)
+        await anyio.sleep(11)  # past the 10 s duration, clear of the boundary
         urls = (await status(http, task_id))["response"]
     async with emulator.client(token=None) as anonymous:
         videos = [await anonymous.get(url) for url in urls]
@@ -241,9 +241,9 @@ async def test_status_vocabulary_is_selectable(
     seen = []
     async with emulator.client() as http:
         task_id = await submit(http)
-        for _ in range(3):
+        for _ in range(3):  # at 0, 5.5 and 11 s: pending, processing, completed
             seen.append((await status(http, task_id))["status"])
-            await anyio.sleep(5)
+            await anyio.sleep(5.5)
     assert seen == words
 
 
@@ -251,7 +251,7 @@ async def test_failed_word_follows_the_vocabulary() -> None:
     emulator = Emulator(fixed_durations(vocabulary="reseller"))
     async with emulator.client() as http:
         task_id = await submit(http, "a cat [fail:build]")
-        await anyio.sleep(10)
+        await anyio.sleep(11)  # past the 10 s duration, clear of the boundary
         data = await status(http, task_id)
     assert data["status"] == "fail"
     assert data["error_message"] == "grok imagine build failed"
