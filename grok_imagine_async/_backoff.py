@@ -45,7 +45,7 @@ def _check(name: str, value: float, *, allow_zero: bool = True) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
-    """How the client retries a request that failed in a retryable way (API.md rule 5).
+    """How the client retries a request that failed in a retryable way.
 
     Args:
         attempts: Retries after the first try (0 disables retrying).

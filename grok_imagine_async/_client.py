@@ -290,7 +290,7 @@ class AsyncGrokImagine:
         Raises:
             InvalidRequestError: If the prompt, mode, ratio or images are invalid.
             AmbiguousSubmitError: If the answer was lost and the task may exist (not resent).
-            APIError: Any other failure, after retries where API.md rule 5 allows them.
+            APIError: Any other failure, after retries where they are safe (see the errors guide).
         """
         if isinstance(prompt, str):  # before validation copies a prompt of any size
             self._check_prompt(prompt)
@@ -314,7 +314,7 @@ class AsyncGrokImagine:
 
         Raises:
             AmbiguousSubmitError: If the answer was lost and the task may exist (not resent).
-            APIError: Any other failure, after retries where API.md rule 5 allows them.
+            APIError: Any other failure, after retries where they are safe (see the errors guide).
         """
         return await self._submit(request)
 

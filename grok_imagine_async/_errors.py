@@ -210,7 +210,7 @@ class AmbiguousSubmitError(APIError):
     """Raised when a ``POST /v1/generate`` may or may not have started a (paid) task.
 
     The request was sent but its answer was lost (read timeout, dropped connection, unreadable
-    success answer). Resending could pay twice, so by default it is not resent (API.md rule 5).
+    success answer). Resending could pay twice, so by default it is not resent.
 
     Attributes:
         request: The generation request whose outcome is unknown.
@@ -228,7 +228,7 @@ class TaskFailedError(GrokImagineError):
 
     Attributes:
         task: The final task as the server reported it.
-        failure_class: Why it failed, per API.md rule 6 (decides whether resubmitting helps).
+        failure_class: Why it failed (decides whether resubmitting helps).
     """
 
     def __init__(self, task: Task) -> None:

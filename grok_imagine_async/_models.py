@@ -21,7 +21,7 @@ from pydantic import (
 from ._errors import InvalidRequestError
 
 CREDITS_PER_GENERATION = 40
-"""What one generation costs (API.md: 40 credits, about 0.40 USD)."""
+"""What one generation costs: 40 credits (about 0.40 USD), as the provider documents."""
 
 KNOWN_MODES: frozenset[str] = frozenset({"fun", "normal", "spicy"})
 """Modes the provider documents; others need ``allow_unlisted=True``."""
@@ -124,7 +124,7 @@ class GenerationRequest(BaseModel):
 
 
 class TaskStatus(str, enum.Enum):
-    """A task's status, normalised from the many spellings servers use (API.md rule 2)."""
+    """A task's status, normalised from the many spellings servers use (case-insensitive)."""
 
     PENDING = "pending"
     """Accepted, waiting to start (pending, queued, waiting, submitted, in_queue...)."""
@@ -144,7 +144,7 @@ class TaskStatus(str, enum.Enum):
 
 
 class FailureClass(str, enum.Enum):
-    """Why a job failed, which decides whether resubmitting it can help (API.md rule 6)."""
+    """Why a job failed, from the provider's error message: whether resubmitting can help."""
 
     CONTENT_POLICY = "content_policy"
     """The prompt or image was refused; never resubmitted."""
@@ -203,7 +203,7 @@ class Task(BaseModel):
 
     @property
     def failure_class(self) -> FailureClass | None:
-        """Why the task failed (API.md rule 6), or None if it succeeded or is still running."""
+        """Why the task failed (a :class:`FailureClass`), or None if it succeeded or runs."""
         from ._protocol import classify_failure
 
         return classify_failure(self)
