@@ -69,14 +69,14 @@ def plugin(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site (MkDocs); any warning is an error."""
-    session.install(*DOCS_DEPS, ".")
+    session.install(*DOCS_DEPS, RUFF, ".")  # ruff formats the rendered signatures
     session.run("mkdocs", "build", "--strict", *session.posargs, env=DOCS_ENV)
 
 
 @nox.session
 def docs_serve(session: nox.Session) -> None:
     """Serve the documentation with live reload on http://127.0.0.1:8000 (not in CI)."""
-    session.install(*DOCS_DEPS, ".")
+    session.install(*DOCS_DEPS, RUFF, ".")
     session.run("mkdocs", "serve", *session.posargs, env=DOCS_ENV)
 
 
