@@ -218,8 +218,10 @@ async def test_instances_share_one_sliding_window_whatever_their_clocks(
     # Paced as one client at the plan's rate, not four times slower: 40 permits need 39
     # intervals of 1.05 / 20 s.
     assert elapsed < 39 * 1.05 / 20 + 0.5
-    # One round trip per permit.
-    assert sum(limiter.statistics().redis_calls for limiter in limiters) == 40
+    # One round trip per permit, and one more per slot given up because this process woke
+    # too late to use it (a loaded host): the limiter's own accounting, not a timing.
+    stats = [limiter.statistics() for limiter in limiters]
+    assert sum(s.redis_calls for s in stats) == 40 + sum(s.late_slots for s in stats)
     assert all(limiter.statistics().peers == 4 for limiter in limiters[-1:])
 
 
