@@ -95,3 +95,36 @@ def test_the_scheduler_expects_generations_of_the_scaled_length() -> None:
     assert _batch_lag(1.0) > 10.0
     # Scaled, the last job is seen within one of the scheduler's longest poll gaps (30 s / 10).
     assert _batch_lag(10.0) < 3.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "env_scale", "limit", "scale"),
+    [
+        (["--plan", "100/6s", "--time-scale", "10"], None, RateLimit(100, 6.0), 10.0),
+        (["--plan", "pro"], "10", RateLimit(1000, 6.0), 10.0),
+        (["--plan", "pro", "--time-scale", "4"], "10", RateLimit(1000, 15.0), 4.0),
+        ([], None, RateLimit(100, 60.0), 1.0),
+    ],
+)
+def test_the_command_line_follows_the_same_rules(
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    env_scale: str | None,
+    limit: RateLimit,
+    scale: float,
+) -> None:
+    import anyio
+
+    from grok_imagine_async._cli import build_parser
+    from grok_imagine_async._cli.common import connect
+
+    if env_scale is not None:
+        monkeypatch.setenv("GROK_IMAGINE_TIME_SCALE", env_scale)
+    base = ["status", "task_1", "--api-key", TOKEN, "--base-url", "http://127.0.0.1:9"]
+    args = build_parser().parse_args([*base, *argv])
+
+    async def main() -> tuple[RateLimit, float]:
+        async with connect(args) as connection:  # sends nothing
+            return connection.rate_limit, connection.client.time_scale
+
+    assert anyio.run(main) == (limit, scale)

@@ -189,6 +189,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         "poll": scaled_poll(PollPolicy(), scale),
         "limiter": limiter,
         "telemetry": getattr(args, "telemetry", None),  # batch --otel
+        "time_scale": scale,  # also the scheduler's expected durations (not $..._TIME_SCALE)
     }
     if emulated:
         async with _emulated_client(limit, scale, timing) as client:
