@@ -44,7 +44,8 @@ class SharedJobRegistry(JobRegistry):
     Args:
         store: The job store every worker of the app opens.
         max_credits: The shared budget (the store enforces it; this refuses jobs early).
-        **options: As for :class:`JobRegistry` (``max_jobs``, ``max_queued``, ``new_id``).
+        max_jobs: As for :class:`JobRegistry`.
+        max_queued: As for :class:`JobRegistry`.
     """
 
     def __init__(
