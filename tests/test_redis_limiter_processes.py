@@ -27,7 +27,7 @@ pytest.importorskip("uvicorn", reason='needs the "emulator" extra')
 
 from grok_imagine_async.testing import Emulator, EmulatorConfig, serve_in_thread
 
-pytestmark = [pytest.mark.redis, pytest.mark.integration]
+pytestmark = [pytest.mark.redis, pytest.mark.integration, pytest.mark.wallclock_rates]
 
 TOKEN = "sk-test-SECRET-shared-token"
 LIMIT = RateLimit(100, 3.0)
