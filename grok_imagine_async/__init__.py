@@ -45,9 +45,9 @@ from ._models import (
     GenerationRequest,
     Task,
     TaskStatus,
-    build_request,
 )
 from ._observe import JobScope, Observer, RequestAttempt
+from ._requests import build_request
 from ._scheduling.inputs import InputSummary, JobFile
 from ._scheduling.jobs import (
     Job,

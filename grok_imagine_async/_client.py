@@ -28,10 +28,11 @@ from ._hosts import HostPolicy
 from ._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from ._limiting.protocol import Priority, RateLimiter
 from ._limits import Limits
-from ._models import GenerationRequest, Task, build_request
+from ._models import GenerationRequest, Task
 from ._observe import Observer
 from ._protocol import parse_task, parse_task_id
 from ._redact import check_token
+from ._requests import build_request
 from ._scheduling.jobs import JobResult, JobSpec
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 

@@ -30,10 +30,9 @@ The API token never appears in any message or attribute of these exceptions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._models import FailureClass, GenerationRequest, Task
+from ._models import FailureClass, GenerationRequest, Task
 
 __all__ = [
     "APIConnectionError",
@@ -232,8 +231,6 @@ class TaskFailedError(GrokImagineError):
     """
 
     def __init__(self, task: Task) -> None:
-        from ._models import FailureClass
-
         self.task = task
         self.failure_class: FailureClass = task.failure_class or FailureClass.UNKNOWN
         reason = task.error_message or f"status {task.raw_status!r}"

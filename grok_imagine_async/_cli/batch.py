@@ -30,7 +30,7 @@ from .._errors import (
     InvalidRequestError,
 )
 from .._journal.sqlite import JournalError, SqliteJournal
-from .._models import build_request
+from .._requests import build_request
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import JournalState
 from .batch_shared import is_redis_url, run_shared

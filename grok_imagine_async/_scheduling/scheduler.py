@@ -27,7 +27,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterab
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -47,6 +47,7 @@ from .._errors import (
 from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, Task, TaskStatus
 from .._observe import job_scope, observed_hook
+from .api import SchedulerClient
 from .due import DueQueue
 from .jobs import (
     Job,
@@ -69,9 +70,6 @@ from .jobs import (
 from .polling import DEFAULT_SCHEDULER_POLL as DEFAULT_SCHEDULER_POLL
 from .polling import DurationModel, PollPlanner
 from .resume import FINAL_STATES, journal_error, never_paid, replayed_task, same_request
-
-if TYPE_CHECKING:
-    from .._client import AsyncGrokImagine
 
 logger = logging.getLogger("grok_imagine_async")
 
@@ -98,7 +96,7 @@ class JobScheduler:
     """Runs many generations through one client, within its quota and an optional budget.
 
     Args:
-        client: The client (and so the token, limiter and retry policy) to use.
+        client: The client (an :class:`AsyncGrokImagine`: its token, limiter and retry policy).
         max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
             plan sustains by Little's law (quota / requests per job x learned duration), so a
             saturated quota is never idle for lack of started work.
@@ -134,7 +132,7 @@ class JobScheduler:
 
     def __init__(
         self,
-        client: AsyncGrokImagine,
+        client: SchedulerClient,
         *,
         max_in_flight: int | None = None,
         poll: PollPolicy | None = None,
@@ -305,7 +303,7 @@ class JobScheduler:
             key = key if key is not None else request.key
             request = request.request
         elif isinstance(request, str):
-            from .._models import build_request
+            from .._requests import build_request
 
             request = build_request(request)
         if self._tg is None or self._input_closed:
@@ -768,7 +766,7 @@ async def _open_journal(journal: Journal | str | os.PathLike[str] | None) -> Jou
 
 @asynccontextmanager
 async def generate_many(
-    client: AsyncGrokImagine,
+    client: SchedulerClient,
     items: Iterable[GenerationRequest | JobSpec | str]
     | AsyncIterable[GenerationRequest | JobSpec | str],
     **options: Any,
