@@ -67,12 +67,15 @@ from .jobs import (
     SchedulerStatistics,
     request_key,
 )
-from .polling import DEFAULT_SCHEDULER_POLL as DEFAULT_SCHEDULER_POLL
 from .polling import DurationModel, PollPlanner
+from .record import JobRecord, Tally
 from .resume import FINAL_STATES, journal_error, never_paid, replayed_task, same_request
 
 logger = logging.getLogger("grok_imagine_async")
 
+DEFAULT_SCHEDULER_POLL = PollPolicy(
+    wait_initial=1.0, wait_factor=1.5, wait_max=30.0, wait_jitter=0.1
+)
 _REQUESTS_PER_JOB = 2.2  # one POST plus ~1.2 polls: what the poll schedule aims for
 # When the quota is the bottleneck, every job needs its POST and about one poll whatever the
 # order. Sending submissions first starts each generation's clock as early as the quota allows,
@@ -100,11 +103,10 @@ class JobScheduler:
         max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
             plan sustains by Little's law (quota / requests per job x learned duration), so a
             saturated quota is never idle for lack of started work.
-        poll: The poll schedule while the quota is idle: a job is looked at ``wait_initial``
-            after its submission, then every ``max(wait_initial, (wait_factor - 1) x age)``
-            seconds, at most ``wait_max`` apart, jittered by ``wait_jitter``. As the quota
-            fills, looks move toward where the learned duration model says the job is very
-            probably done (see ``_scheduling/polling.py``).
+        poll: Bounds of the poll schedule: ``wait_initial`` is the shortest gap between two
+            looks at a job, growing by ``wait_factor`` per unsuccessful look, capped at
+            ``wait_max``, jittered by ``wait_jitter``; within those bounds polls land when the
+            learned duration model says the job is probably done.
         max_credits: Budget: no job is started if it could take spending past this.
         resubmit: How many times one job may be resubmitted after a retryable failure.
         resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
@@ -177,20 +179,18 @@ class JobScheduler:
             poll or DEFAULT_SCHEDULER_POLL,
             duration_model or DurationModel(),
             rng or random.Random(),
-            statistics=client.limiter.statistics,
-            unfinished=lambda: len(self._jobs),
         )
         self._limit = client.limiter.limit
 
-        self._jobs: dict[str, Job] = {}
+        self._jobs: dict[str, JobRecord] = {}
         # With a journal, keys must be the same on every run: repeats of a request are numbered
         # in input order, from a set of 64-bit digests of the requests seen. Without one, a key
         # only has to be unique among running jobs, and nothing grows with the input.
         self._seen: set[int] = set()
         self._repeats: dict[int, int] = {}
-        self._due: DueQueue[Job] = DueQueue()
+        self._due: DueQueue[JobRecord] = DueQueue()
         self._backlog: deque[JobResult] = deque()
-        self._counts = dict.fromkeys(JobState, 0)
+        self._counts = Tally(self._notify)
         self._submissions = self._polls = self._credits = self._reserved = 0
         self._input_closed = False
         self._cancelled = False
@@ -204,9 +204,11 @@ class JobScheduler:
 
     async def __aenter__(self) -> JobScheduler:
         self._journal = await _open_journal(self._journal_arg)
-        self._queue_send, self._queue_recv = anyio.create_memory_object_stream[Job](_QUEUE_SIZE)
-        self._poll_send, self._poll_recv = anyio.create_memory_object_stream[Job](0)
-        self._download_send, self._download_recv = anyio.create_memory_object_stream[Job](0)
+        self._queue_send, self._queue_recv = anyio.create_memory_object_stream[JobRecord](
+            _QUEUE_SIZE
+        )
+        self._poll_send, self._poll_recv = anyio.create_memory_object_stream[JobRecord](0)
+        self._download_send, self._download_recv = anyio.create_memory_object_stream[JobRecord](0)
         self._started_at = anyio.current_time()
         stats = self._client.limiter.statistics()
         self._limiter_base = (stats.permits_granted, stats.rate_limited_responses)
@@ -314,12 +316,11 @@ class JobScheduler:
             key = self._key_for(request)
         if key in self._jobs:
             raise ValueError(f"a job with key {key!r} is already running")
-        job = Job(key, request)
+        job = JobRecord(key, request, self._counts)
         self._jobs[key] = job
-        self._counts[JobState.QUEUED] += 1
         self._emit(JobQueued(key=key, at=anyio.current_time()))
         await self._queue_send.send(job)
-        return job
+        return job.handle
 
     def _key_for(self, request: GenerationRequest) -> str:
         occurrence = 0
@@ -374,14 +375,14 @@ class JobScheduler:
                     await self._replay(job, record)  # sends nothing: needs no in-flight slot
                     continue
                 await self._wait_for(self._has_slot)
-                self._move(job, JobState.SUBMITTING)
+                job.submitting()
                 if record is None or not await self._resume(job, record):
                     await self._send(job)
             except AuthenticationError as exc:
                 self._fail_fatally(exc)
                 return
 
-    async def _replay(self, job: Job, record: JournalRecord) -> None:
+    async def _replay(self, job: JobRecord, record: JournalRecord) -> None:
         """Finish a job the journal says has finished, without any request to the API."""
         self._adopt(job, record)
         if record.state is JournalState.FAILED:
@@ -400,19 +401,17 @@ class JobScheduler:
             return
         await self._finish(job, task=task, files=files, from_journal=True, record=False)
 
-    def _adopt(self, job: Job, record: JournalRecord) -> None:
+    def _adopt(self, job: JobRecord, record: JournalRecord) -> None:
         """Take over what an earlier run spent on ``job`` (submissions, credits)."""
-        job._attempts, job._credits = record.attempts, record.credits
+        job.adopted(attempts=record.attempts, credits=record.credits)
         self._credits += record.credits
 
-    async def _resume(self, job: Job, record: JournalRecord) -> bool:
+    async def _resume(self, job: JobRecord, record: JournalRecord) -> bool:
         """Continue a job the journal saw start; False if it still needs a submission."""
         self._adopt(job, record)
         now = anyio.current_time()
         if record.state is JournalState.SUBMITTED and record.task_id:
-            job._task_id = record.task_id
-            job._submitted_at = None  # unknown: poll at once, then learn from what we see
-            self._move(job, JobState.RUNNING)
+            job.resumed(record.task_id)  # its age is unknown: poll at once, then learn
             self._emit(JobResumed(key=job.key, at=now, task_id=record.task_id))
             self._schedule(job, now)
             return True
@@ -430,7 +429,7 @@ class JobScheduler:
         )
         return True
 
-    async def _send(self, job: Job) -> None:
+    async def _send(self, job: JobRecord) -> None:
         cost = CREDITS_PER_GENERATION
         if (
             self._max_credits is not None
@@ -445,7 +444,7 @@ class JobScheduler:
             )
             return
         self._reserved += cost
-        attempt = job._attempts + 1
+        attempt = job.attempts + 1
 
         async def record_intent() -> None:
             if self._journal is not None:
@@ -464,10 +463,9 @@ class JobScheduler:
             await self._finish(job, error=exc, failure_class=FailureClass.BUDGET_EXCEEDED)
             return
         except AmbiguousSubmitError as exc:
-            job._attempts = attempt
             self._reserved -= cost
             self._credits += cost  # it may have been charged: count it against the budget
-            job._credits += cost
+            job.charged(attempt, cost)
             await self._finish(job, error=exc, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
             return
         except AuthenticationError as exc:
@@ -482,31 +480,22 @@ class JobScheduler:
         with anyio.CancelScope(shield=True):
             self._reserved -= cost
             self._credits += cost
-            job._credits += cost
-            job._attempts = attempt
+            job.charged(attempt, cost)
             if self._journal is not None:
                 await self._journal.record_submitted(job.key, task_id)
         now = anyio.current_time()
-        job._task_id, job._submitted_at, job._last_look = task_id, now, now
-        self._move(job, JobState.RUNNING)
+        job.submitted(task_id, at=now)
         self._emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
-        self._planner.submitted(job.key)
-        self._schedule(job, self._next_look(job, now))
-        self._replan(now)
+        self._schedule(job, now + self._poll_delay(job, now))
 
     # -- polling ---------------------------------------------------------------------------
 
-    def _schedule(self, job: Job, when: float) -> None:
+    def _schedule(self, job: JobRecord, when: float) -> None:
         self._due.schedule(job, when)
 
     async def _dispatcher(self) -> None:
         while True:
-            await self._poll_send.send(await self._due.next_due(early=self._early))
-
-    def _early(self, job: Job, now: float) -> bool:
-        return self._planner.worth_early(
-            job.key, now=now, submitted_at=job._submitted_at, last_look=job._last_look
-        )
+            await self._poll_send.send(await self._due.next_due())
 
     async def _poller(self) -> None:
         async for job in self._poll_recv:
@@ -516,22 +505,16 @@ class JobScheduler:
                 self._fail_fatally(exc)
                 return
 
-    async def _poll_once(self, job: Job) -> None:
-        assert job._task_id is not None
+    async def _poll_once(self, job: JobRecord) -> None:
+        assert job.task_id is not None
         self._polls += 1
-        job._polls += 1
-        planner = self._planner
-        planner.note_request(anyio.current_time(), poll=True)
-        # The early probes find out how long jobs take: they must not wait behind a batch
-        # of submissions.
-        priority = Priority.HIGH if planner.is_probe(job.key) else self._poll_priority
+        job.polled()
+        self._note_request()
         try:
             with job_scope(self._client.telemetry, self, job.key):
-                task = await self._client.get_task(job._task_id, priority=priority)
+                task = await self._client.get_task(job.task_id, priority=self._poll_priority)
         except NotFoundError as exc:
-            job._not_found += 1
-            if job._not_found >= _NOT_FOUND_LIMIT:
-                planner.gone(job.key, submitted_at=job._submitted_at, last_look=job._last_look)
+            if job.missing() >= _NOT_FOUND_LIMIT:
                 await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
                 return
             self._reschedule(job)
@@ -542,18 +525,11 @@ class JobScheduler:
             self._reschedule(job)
             return
         now = anyio.current_time()
-        planner.looked(
-            job.key,
-            now=now,
-            submitted_at=job._submitted_at,
-            last_look=job._last_look,
-            finished=task.is_terminal,
-            completed=task.status is TaskStatus.COMPLETED,
-        )
-        self._replan(now)
         if not task.is_terminal:
             self._reschedule(job, looked_at=now)
             return
+        if job.submitted_at is not None and task.status is TaskStatus.COMPLETED:
+            self._planner.model.observe(job.last_look - job.submitted_at, now - job.submitted_at)
         if task.succeeded:
             if self._download_dir is not None:
                 await self._queue_download(job, task)
@@ -561,57 +537,39 @@ class JobScheduler:
                 await self._finish(job, task=task)
             return
         failure = task.failure_class or FailureClass.UNKNOWN
-        if failure in self._resubmit_on and job._resubmits < self._resubmit:
-            job._resubmits += 1
+        if failure in self._resubmit_on and job.resubmits < self._resubmit:
+            job.resubmitting()
             self._emit(JobResubmitting(key=job.key, at=now, failure_class=failure))
-            self._move(job, JobState.SUBMITTING)
             assert self._tg is not None
             self._tg.start_soon(self._resend, job)
             return
         await self._finish(job, task=task, error=TaskFailedError(task), failure_class=failure)
 
-    async def _resend(self, job: Job) -> None:
+    async def _resend(self, job: JobRecord) -> None:
         try:
             await self._send(job)
         except AuthenticationError as exc:
             self._fail_fatally(exc)
 
-    def _reschedule(self, job: Job, *, looked_at: float | None = None) -> None:
+    def _reschedule(self, job: JobRecord, *, looked_at: float | None = None) -> None:
         now = anyio.current_time()
         if looked_at is not None:
-            job._last_look = looked_at
-            self._schedule(job, self._next_look(job, now))
-        else:  # the look failed: try again no sooner than the shortest gap
-            self._schedule(job, self._next_look(job, now, now + self._planner.policy.wait_initial))
+            job.looked(at=looked_at)
+        self._schedule(job, now + self._poll_delay(job, now))
 
-    def _next_look(self, job: Job, now: float, earliest: float | None = None) -> float:
-        return self._planner.next_look(
-            job.key,
-            now=now,
-            submitted_at=job._submitted_at,
-            last_look=job._last_look,
-            polls=job._polls,
-            earliest=earliest,
-        )
-
-    def _replan(self, now: float) -> None:
-        """Move the looks already queued when the duration model changed its mind."""
-        if self._planner.replan_needed(now):
-            self._due.reschedule_all(
-                lambda job, due: due if job._submitted_at is None else self._next_look(job, now)
-            )
+    def _poll_delay(self, job: JobRecord, now: float) -> float:
+        return self._planner.delay(now=now, submitted_at=job.submitted_at, polls=job.polls)
 
     # -- downloading -----------------------------------------------------------------------
 
-    async def _queue_download(self, job: Job, task: Task) -> None:
-        job._task_id = task.task_id
-        job._finished_task = task
+    async def _queue_download(self, job: JobRecord, task: Task) -> None:
+        job.succeeded(task)
         await self._download_send.send(job)
 
     async def _downloader(self) -> None:
         assert self._download_dir is not None
         async for job in self._download_recv:
-            task = job._finished_task
+            task = job.finished_task
             assert task is not None
             try:
                 files = await self._client.download(task, self._download_dir, stem=job.key)
@@ -629,7 +587,7 @@ class JobScheduler:
 
     async def _finish(
         self,
-        job: Job,
+        job: JobRecord,
         *,
         task: Task | None = None,
         error: GrokImagineError | None = None,
@@ -645,21 +603,19 @@ class JobScheduler:
             task=task,
             error=error,
             failure_class=failure_class if error is not None else None,
-            attempts=job._attempts,
-            credits=job._credits,
-            polls=job._polls,
-            submitted_at=job._submitted_at,
+            attempts=job.attempts,
+            credits=job.credits,
+            polls=job.polls,
+            submitted_at=job.submitted_at,
             finished_at=now,
             files=files,
             from_journal=from_journal,
         )
-        job._result = result
-        self._move(job, JobState.COMPLETED if result.ok else JobState.FAILED)
         if record and self._journal is not None:
             with anyio.CancelScope(shield=True):
                 await self._journal.record_finished(result)
         del self._jobs[job.key]
-        job._done.set()
+        job.finished(result)  # recorded before anyone waiting on it is woken
         self._emit(JobFinished(key=job.key, at=now, result=result))
         if self._streaming:
             self._backlog.append(result)
@@ -724,12 +680,6 @@ class JobScheduler:
 
     def _unfinished(self) -> int:
         return len(self._jobs)
-
-    def _move(self, job: Job, state: JobState) -> None:
-        self._counts[job._state] -= 1
-        self._counts[state] += 1
-        job._state = state
-        self._notify()
 
     def _note_request(self) -> None:
         self._planner.note_request(anyio.current_time())
