@@ -393,18 +393,26 @@ class AsyncGrokImagine:
         self,
         requests: Iterable[GenerationRequest | JobSpec | str]
         | AsyncIterable[GenerationRequest | JobSpec | str],
+        *,
+        strict: bool = False,
         **scheduler_options: Any,
     ) -> AbstractAsyncContextManager[AsyncIterator[JobResult]]:
         """Generate many videos, streaming each :class:`JobResult` as its job finishes.
 
         ``requests`` may be any iterable or async iterable of :class:`GenerationRequest`,
         :class:`JobSpec` or prompt strings; it is read lazily, so it can be a 100,000-line
-        file. A job's failure is a result (``result.ok`` is False), not an exception; only
-        systemic faults (a rejected token, an invalid prompt string) end the batch by raising.
-        Leaving the block early stops every job at once.
+        file. A job's failure is a result (``result.ok`` is False), not an exception: so is
+        an invalid item of ``requests`` (a blank prompt, say), unless ``strict``. Only what
+        stops the whole batch raises, when the block exits: a rejected token, a journal that
+        cannot be written, an error of ``requests`` itself (or, with ``strict``, an invalid
+        item). Jobs already submitted are then polled to their end first (a rejected token
+        cannot poll: they are left), and the error's ``pending_tasks`` lists the paid tasks
+        whose end was not recorded. Leaving the block early stops every job at once.
 
         Args:
             requests: What to generate.
+            strict: End the batch at the first invalid item (an :class:`InvalidRequestError`
+                whose ``item`` is its 1-based position), instead of a failed result for it.
             **scheduler_options: Passed to :class:`JobScheduler` (``max_in_flight``,
                 ``max_credits``, ``journal``, ``download_dir``, ``on_event``, ...).
 
@@ -417,7 +425,7 @@ class AsyncGrokImagine:
         """
         from ._scheduling.scheduler import generate_many
 
-        return generate_many(self, requests, **scheduler_options)
+        return generate_many(self, requests, strict=strict, **scheduler_options)
 
     async def _wait(self, task_id: str, policy: PollPolicy, *, first_delay: bool) -> Task:
         # Polls spaced in proportion to the time waited (PollPolicy.gap): a job is noticed

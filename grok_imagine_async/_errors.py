@@ -6,7 +6,7 @@
     ├── ConfigurationError (also ValueError)      bad client settings, e.g. no API key
     ├── InvalidRequestError (also ValueError)     a generation request rejected before sending
     ├── InputError (also ValueError)              a batch input file has a bad line
-    ├── JournalError                              a journal file cannot be used
+    ├── JournalError                              a journal cannot be used (read or written)
     ├── APIError                                  talking to the API went wrong
     │   ├── APIStatusError                        the server answered with an error
     │   │   ├── BadRequestError                   400 INVALID_REQUEST
@@ -24,12 +24,17 @@
     ├── SchedulerClosedError (also RuntimeError)  a job submitted to a closed scheduler
     └── RedisUnavailableError                     Redis unreachable (grok_imagine_async.redis)
 
+A fatal error that stopped a scheduler carries ``pending_tasks``: the paid tasks whose end
+the run did not record, so that no task id known to the process is lost with it.
+
 The API token never appears in any message or attribute of these exceptions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ._models import FailureClass, GenerationRequest, Task
@@ -59,7 +64,16 @@ __all__ = [
 
 
 class GrokImagineError(Exception):
-    """Raised when anything in this library fails; the root of the tree."""
+    """Raised when anything in this library fails; the root of the tree.
+
+    Attributes:
+        pending_tasks: Set when this error stopped a scheduler: the jobs it had submitted
+            (and so paid for) whose end it did not record, as ``{key: task_id}``. With a
+            journal that recorded their task ids they resume on the next run; the scheduler
+            also logs them. Empty otherwise.
+    """
+
+    pending_tasks: Mapping[str, str] = MappingProxyType({})
 
 
 class ConfigurationError(GrokImagineError, ValueError):
@@ -71,11 +85,15 @@ class InvalidRequestError(GrokImagineError, ValueError):
 
     Attributes:
         problems: One human-readable line per problem found.
+        item: For an item of a scheduler's input, its 1-based position in the input.
     """
 
-    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, message: str, *, problems: tuple[str, ...] = (), item: int | None = None
+    ) -> None:
         super().__init__(message)
         self.problems = problems
+        self.item = item
 
 
 class InputError(GrokImagineError, ValueError):
@@ -98,16 +116,18 @@ class InputError(GrokImagineError, ValueError):
 
 
 class JournalError(GrokImagineError):
-    """Raised when a journal file cannot be used.
+    """Raised when a journal cannot be used: opened, read or written.
 
     For instance: it is not a journal (another SQLite database, or not SQLite at all), it was
-    written by a newer version of this library, it is corrupt, or another process has it open.
+    written by a newer version of this library, it is corrupt, another process has it open,
+    or the disk is full. A scheduler stopped by it keeps polling the jobs it already paid for,
+    then raises it with their task ids in ``pending_tasks``.
 
     Attributes:
-        path: The journal file.
+        path: The journal file, if the journal is a file.
     """
 
-    def __init__(self, message: str, *, path: Path) -> None:
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
         super().__init__(message)
         self.path = path
 
@@ -264,12 +284,19 @@ class DownloadError(APIError):
 
     For instance: its host is a local address not in ``download_hosts``, a redirect goes from
     https to http or past ``Limits.max_redirects``, it is larger than
-    ``Limits.max_video_bytes``, or a folder or link sits at its file name.
+    ``Limits.max_video_bytes``, a folder or link sits at its file name, or the disk is full
+    or the folder cannot be written. A scheduler checks its ``download_dir`` with this error
+    before sending anything; a download that fails later ends only its job, whose task id
+    stays in the journal so the next run downloads it again without paying again.
 
     Attributes:
-        url: The URL that was being fetched (a result URL, never with the token).
+        url: The URL that was being fetched (a result URL, never with the token), if any.
+        path: The folder or file that could not be written, for a local failure.
     """
 
-    def __init__(self, message: str, *, url: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, url: str | None = None, path: Path | None = None
+    ) -> None:
         super().__init__(message, method="GET")
         self.url = url
+        self.path = path

@@ -254,9 +254,11 @@ async def _with_journal(
         return EXIT_USAGE
     except JournalError as exc:
         error("batch", exc)
+        _print_pending(exc)
         return EXIT_FAILED
     except GrokImagineError as exc:  # a systemic fault that stopped the batch
         error("batch", exc)
+        _print_pending(exc)
         interrupted = False
     else:
         await _forget_unsent(journal, known_unknowns)
@@ -265,6 +267,19 @@ async def _with_journal(
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.all_completed else EXIT_FAILED
+
+
+def _print_pending(exc: GrokImagineError) -> None:
+    """Print the paid tasks the journal may not hold, so that none is lost with the run."""
+    if not exc.pending_tasks:
+        return
+    print(
+        f"{len(exc.pending_tasks)} paid jobs ended or were in flight without the journal "
+        "recording it; their task ids (key task_id):",
+        file=sys.stderr,
+    )
+    for key, task_id in exc.pending_tasks.items():
+        print(f"  {key} {task_id}", file=sys.stderr)
 
 
 async def _forget_unsent(journal: SqliteJournal, known: set[str] | None) -> None:

@@ -23,7 +23,14 @@ import math
 import os
 import random
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+)
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -33,13 +40,16 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._backoff import PollPolicy
+from .._blocking import run_blocking
 from .._errors import (
     AmbiguousSubmitError,
     APIError,
     AuthenticationError,
     BudgetExceededError,
+    DownloadError,
     GrokImagineError,
     InvalidRequestError,
+    JournalError,
     NotFoundError,
     SchedulerClosedError,
     TaskFailedError,
@@ -71,7 +81,7 @@ from .polling import DurationModel, PollPlanner
 from .record import JobRecord, Tally
 from .resume import FINAL_STATES, journal_error, never_paid, replayed_task, same_request
 
-logger = logging.getLogger("grok_imagine_async")
+logger = logging.getLogger("grok_imagine_async.scheduler")
 
 DEFAULT_SCHEDULER_POLL = PollPolicy(
     wait_initial=1.0, wait_factor=1.5, wait_max=30.0, wait_jitter=0.1
@@ -195,6 +205,8 @@ class JobScheduler:
         self._input_closed = False
         self._cancelled = False
         self._fatal: BaseException | None = None
+        self._halted = False  # stopped at once: nothing more is sent, paid jobs are left
+        self._unrecorded: dict[str, str] = {}  # task ids a failed journal write did not keep
         self._changed = anyio.Event()
         self._tg: TaskGroup | None = None
         self._started_at = 0.0
@@ -203,6 +215,8 @@ class JobScheduler:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> JobScheduler:
+        if self._download_dir is not None:  # before anything is paid for
+            await run_blocking(_ensure_writable, self._download_dir)
         self._journal = await _open_journal(self._journal_arg)
         self._queue_send, self._queue_recv = anyio.create_memory_object_stream[JobRecord](
             _QUEUE_SIZE
@@ -215,14 +229,26 @@ class JobScheduler:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         for _ in range(_SUBMITTERS):
-            self._tg.start_soon(self._submitter)
+            self._start_worker(self._submitter)
         for _ in range(_POLLERS):
-            self._tg.start_soon(self._poller)
-        self._tg.start_soon(self._dispatcher)
+            self._start_worker(self._poller)
+        self._start_worker(self._dispatcher)
         if self._download_dir is not None:
             for _ in range(self._max_downloads):
-                self._tg.start_soon(self._downloader)
+                self._start_worker(self._downloader)
         return self
+
+    def _start_worker(self, worker: Callable[[], Awaitable[None]]) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(self._guarded, worker)
+
+    async def _guarded(self, worker: Callable[[], Awaitable[None]]) -> None:
+        # The one way out of a worker: whatever escapes it (a rejected token, a bug) becomes
+        # the scheduler's fatal error, raised as it is by __aexit__, never in an ExceptionGroup.
+        try:
+            await worker()
+        except Exception as exc:
+            self._stop(exc, drain=False)
 
     async def __aexit__(
         self,
@@ -235,7 +261,7 @@ class JobScheduler:
         if exc is None and not self._cancelled:
             try:  # a normal exit waits for every job, like a task group
                 self.close_input()
-                await self._wait_for(lambda: self._unfinished() == 0 or self._fatal is not None)
+                await self._wait_for(lambda: self._unfinished() == 0 or self._halted)
             except BaseException as wait_exc:  # cancelled from outside, or by a fatal error
                 exc_type, exc, tb = type(wait_exc), wait_exc, wait_exc.__traceback__
                 raised_here = True
@@ -262,9 +288,15 @@ class JobScheduler:
                 stream.close()
             if self._journal is not None and self._journal is not self._journal_arg:
                 with anyio.CancelScope(shield=True):
-                    await self._journal.aclose()
+                    await self._journal_call(self._journal.aclose)
+        pending = self._pending_tasks()
         if self._fatal is not None:
+            if pending and isinstance(self._fatal, GrokImagineError):
+                self._fatal.pending_tasks = pending
+            self._log_pending(pending, f"stopped by {type(self._fatal).__name__}: {self._fatal}")
             raise self._fatal
+        if pending:
+            self._log_pending(pending, "left early")
         if raised_here and not suppressed:
             assert exc is not None
             raise exc
@@ -280,6 +312,26 @@ class JobScheduler:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         self._notify()
+
+    def _pending_tasks(self) -> dict[str, str]:
+        """Paid tasks whose end this run did not record: unfinished, or lost by the journal."""
+        pending = dict(self._unrecorded)
+        pending.update((j.key, j.task_id) for j in self._jobs.values() if j.task_id is not None)
+        return pending
+
+    def _log_pending(self, pending: dict[str, str], why: str) -> None:
+        if not pending:
+            return
+        kept = self._journal is not None and not self._unrecorded
+        listed = ", ".join(f"{key}={task_id}" for key, task_id in pending.items())
+        logger.log(
+            logging.INFO if kept else logging.WARNING,
+            "scheduler %s with %d paid jobs whose end is not recorded%s; their task ids: %s",
+            why,
+            len(pending),
+            " (kept in the journal: they resume on the next run)" if kept else "",
+            listed,
+        )
 
     def close_input(self) -> None:
         """Declare that no more jobs will be submitted: :meth:`results` ends after the last."""
@@ -298,6 +350,7 @@ class JobScheduler:
 
         Raises:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
+            TypeError: If ``request`` is of none of those types.
             ValueError: If ``key`` is already used by a job that has not finished.
             SchedulerClosedError: If the scheduler is not running or its input was closed.
         """
@@ -308,6 +361,11 @@ class JobScheduler:
             from .._requests import build_request
 
             request = build_request(request)
+        elif not isinstance(request, GenerationRequest):
+            raise TypeError(
+                "submit() takes a GenerationRequest, a JobSpec or a prompt string, "
+                f"got {type(request).__name__}"
+            )
         if self._tg is None or self._input_closed:
             raise SchedulerClosedError(
                 "the scheduler is not accepting jobs (not started, or closed)"
@@ -336,51 +394,129 @@ class JobScheduler:
                 occurrence += 1
         return request_key(request, occurrence)
 
-    def feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+    def feed(self, items: Iterable[Any] | AsyncIterable[Any], *, strict: bool = False) -> None:
         """Submit every item of ``items`` in the background, lazily, then close the input.
 
         Items are :class:`GenerationRequest`, :class:`JobSpec` or prompt strings. Only as many
         are read ahead as the queue holds, so a 100,000-line input is never all in memory.
+
+        An invalid item (a blank or invalid prompt, a key already running, an object of
+        another type) becomes a failed result of its own, with an :class:`InvalidRequestError`
+        whose ``item`` is its 1-based position; nothing is sent for it. With ``strict=True``
+        it stops the batch instead: nothing more is submitted, the jobs already submitted are
+        polled to their end, and the error is raised when the block exits. An error raised by
+        ``items`` itself always stops the batch that way.
         """
         assert self._tg is not None, "feed() needs a running scheduler"
-        self._tg.start_soon(self._feed, items)
+        self._tg.start_soon(self._feed, items, strict)
 
-    async def _feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+    async def _feed(self, items: Iterable[Any] | AsyncIterable[Any], strict: bool) -> None:
+        position = 0
         try:
             if isinstance(items, AsyncIterable):
                 async for item in items:
-                    await self.submit(item)
+                    position += 1
+                    if not await self._feed_one(item, position, strict):
+                        return
             else:
                 for item in items:
-                    await self.submit(item)
-        except GrokImagineError as exc:
-            self._fail_fatally(exc)
+                    position += 1
+                    if not await self._feed_one(item, position, strict):
+                        return
+        except Exception as exc:  # the input itself failed: what was paid for is seen through
+            self._stop(exc, drain=True)
             return
         self.close_input()
 
+    async def _feed_one(self, item: Any, position: int, strict: bool) -> bool:
+        """Submit one input item; False once the input must not be read further."""
+        try:
+            await self.submit(item)
+        except SchedulerClosedError:
+            return False  # stopped (cancel(), a fatal error): read no further
+        except (InvalidRequestError, ValueError, TypeError) as exc:
+            problems = exc.problems if isinstance(exc, InvalidRequestError) else (str(exc),)
+            error = InvalidRequestError(
+                f"input item {position}: {exc}", problems=problems, item=position
+            )
+            if strict:
+                self._stop(error, drain=True)
+                return False
+            self._reject(item, position, error)
+        return True
+
+    def _reject(self, item: Any, position: int, error: InvalidRequestError) -> None:
+        """An input item that cannot be a job ends as a failed result; nothing is sent."""
+        key = f"invalid-{position}"
+        if isinstance(item, JobSpec):
+            request, key = item.request, item.key or key
+        elif isinstance(item, GenerationRequest):
+            request = item
+        else:  # what was asked for, unvalidated, so the result can say it
+            prompt = item if isinstance(item, str) else repr(item)
+            request = GenerationRequest.model_construct(prompt=prompt)
+        job = JobRecord(key, request, self._counts)
+        now = anyio.current_time()
+        self._emit(JobQueued(key=key, at=now))
+        self._conclude(
+            job, self._result(job, error=error, failure_class=FailureClass.INVALID_INPUT)
+        )
+
     async def _submitter(self) -> None:
         async for job in self._queue_recv:
-            try:
-                record = await self._journal.load(job.key) if self._journal is not None else None
-                if record is not None and never_paid(record):
-                    record = None  # refused by the budget or the API earlier: try it again
-                if record is not None and not same_request(record, job.request):
-                    logger.warning(
-                        "job %s: its request changed since the journal recorded it; running it "
-                        "anew",
-                        job.key,
-                    )
-                    record = None
-                if record is not None and record.state in FINAL_STATES:
-                    await self._replay(job, record)  # sends nothing: needs no in-flight slot
-                    continue
-                await self._wait_for(self._has_slot)
-                job.submitting()
-                if record is None or not await self._resume(job, record):
-                    await self._send(job)
-            except AuthenticationError as exc:
-                self._fail_fatally(exc)
+            await self._for_job(job, self._start(job))
+
+    async def _for_job(self, job: JobRecord, step: Awaitable[None]) -> None:
+        """Run one step of one job; whatever goes wrong in it ends that job, not the batch.
+
+        Only a rejected token goes on (to the worker's guard), since no other job can pass.
+        """
+        try:
+            await step
+        except AuthenticationError:
+            raise
+        except Exception as exc:
+            if job.result is not None:  # it ended; what failed came after (an event hook)
+                logger.exception("error after job %s finished", job.key)
                 return
+            error = exc if isinstance(exc, GrokImagineError) else _unexpected(exc)
+            await self._finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
+
+    async def _start(self, job: JobRecord) -> None:
+        if self._fatal is not None:
+            await self._not_sent(job)
+            return
+        record = None
+        if self._journal is not None:
+            try:
+                record = await self._journal.load(job.key)
+            except Exception as exc:
+                self._journal_failed(exc, job)
+                await self._not_sent(job)
+                return
+        if record is not None and never_paid(record):
+            record = None  # refused by the budget or the API earlier: try it again
+        if record is not None and not same_request(record, job.request):
+            logger.warning(
+                "job %s: its request changed since the journal recorded it; running it anew",
+                job.key,
+            )
+            record = None
+        if record is not None and record.state in FINAL_STATES:
+            await self._replay(job, record)  # sends nothing: needs no in-flight slot
+            return
+        await self._wait_for(lambda: self._has_slot() or self._fatal is not None)
+        if self._fatal is not None:
+            await self._not_sent(job)
+            return
+        job.submitting()
+        if record is None or not await self._resume(job, record):
+            await self._send(job)
+
+    async def _not_sent(self, job: JobRecord) -> None:
+        """A queued job the stopping scheduler will not submit: it ends unpaid, unrecorded."""
+        error = SchedulerClosedError(f"not submitted: the scheduler stopped ({self._fatal})")
+        await self._finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR, record=False)
 
     async def _replay(self, job: JobRecord, record: JournalRecord) -> None:
         """Finish a job the journal says has finished, without any request to the API."""
@@ -448,7 +584,10 @@ class JobScheduler:
 
         async def record_intent() -> None:
             if self._journal is not None:
-                await self._journal.record_intent(job.key, job.request, attempt)
+                try:
+                    await self._journal.record_intent(job.key, job.request, attempt)
+                except Exception as exc:
+                    raise _as_journal_error(exc, self._journal) from exc
 
         self._submissions += 1
         self._note_request()
@@ -473,16 +612,36 @@ class JobScheduler:
             self._reserved -= cost
             await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
             raise
+        except JournalError as exc:  # the intent could not be recorded, so nothing was sent
+            self._reserved -= cost
+            self._journal_failed(exc, job)
+            await self._not_sent(job)
+            return
         except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
             self._reserved -= cost
             await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
+            return
+        except Exception as exc:  # after the intent: the POST may have left, and been paid
+            self._reserved -= cost
+            self._credits += cost
+            job.charged(attempt, cost)
+            ambiguous = AmbiguousSubmitError(
+                f"the submission failed unexpectedly ({_unexpected(exc)}); it may have "
+                "started a task, so it was not resent",
+                request=job.request,
+            )
+            await self._finish(job, error=ambiguous, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
             return
         with anyio.CancelScope(shield=True):
             self._reserved -= cost
             self._credits += cost
             job.charged(attempt, cost)
             if self._journal is not None:
-                await self._journal.record_submitted(job.key, task_id)
+                try:
+                    await self._journal.record_submitted(job.key, task_id)
+                except Exception as exc:
+                    self._unrecorded[job.key] = task_id
+                    self._journal_failed(exc, job)
         now = anyio.current_time()
         job.submitted(task_id, at=now)
         self._emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
@@ -499,11 +658,7 @@ class JobScheduler:
 
     async def _poller(self) -> None:
         async for job in self._poll_recv:
-            try:
-                await self._poll_once(job)
-            except AuthenticationError as exc:
-                self._fail_fatally(exc)
-                return
+            await self._for_job(job, self._poll_once(job))
 
     async def _poll_once(self, job: JobRecord) -> None:
         assert job.task_id is not None
@@ -547,9 +702,9 @@ class JobScheduler:
 
     async def _resend(self, job: JobRecord) -> None:
         try:
-            await self._send(job)
-        except AuthenticationError as exc:
-            self._fail_fatally(exc)
+            await self._for_job(job, self._send(job))
+        except Exception as exc:
+            self._stop(exc, drain=False)
 
     def _reschedule(self, job: JobRecord, *, looked_at: float | None = None) -> None:
         now = anyio.current_time()
@@ -571,17 +726,31 @@ class JobScheduler:
         async for job in self._download_recv:
             task = job.finished_task
             assert task is not None
-            try:
-                files = await self._client.download(task, self._download_dir, stem=job.key)
-            except APIError as exc:
-                await self._finish(
-                    job, task=task, error=exc, failure_class=FailureClass.REQUEST_ERROR
-                )
-                continue
-            if self._journal is not None:
-                with anyio.CancelScope(shield=True):
+            await self._for_job(job, self._download(job, task, self._download_dir))
+
+    async def _download(self, job: JobRecord, task: Task, folder: Path) -> None:
+        try:
+            files = await self._client.download(task, folder, stem=job.key)
+        except Exception as exc:
+            local = _os_error_in(exc)  # disk full, no permission (maybe in a task group's group)
+            if local is not None:
+                error: GrokImagineError = _download_error(local, folder)
+            elif isinstance(exc, (APIError, DownloadError)):
+                error = exc
+            else:
+                raise
+            # The task id and its URLs stay in the journal: the next run downloads it again.
+            await self._finish(
+                job, task=task, error=error, failure_class=FailureClass.REQUEST_ERROR
+            )
+            return
+        if self._journal is not None:
+            with anyio.CancelScope(shield=True):
+                try:
                     await self._journal.record_files(job.key, files)
-            await self._finish(job, task=task, files=tuple(files))
+                except Exception as exc:
+                    self._journal_failed(exc, job)
+        await self._finish(job, task=task, files=tuple(files))
 
     # -- finishing -------------------------------------------------------------------------
 
@@ -596,8 +765,36 @@ class JobScheduler:
         from_journal: bool = False,
         record: bool = True,
     ) -> None:
-        now = anyio.current_time()
-        result = JobResult(
+        result = self._result(
+            job,
+            task=task,
+            error=error,
+            failure_class=failure_class,
+            files=files,
+            from_journal=from_journal,
+        )
+        if record and self._journal is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._journal.record_finished(result)
+                except Exception as exc:
+                    if result.task_id is not None:
+                        self._unrecorded[job.key] = result.task_id
+                    self._journal_failed(exc, job)
+        del self._jobs[job.key]
+        self._conclude(job, result)
+
+    def _result(
+        self,
+        job: JobRecord,
+        *,
+        task: Task | None = None,
+        error: GrokImagineError | None = None,
+        failure_class: FailureClass | None = None,
+        files: tuple[Path, ...] = (),
+        from_journal: bool = False,
+    ) -> JobResult:
+        return JobResult(
             key=job.key,
             request=job.request,
             task=task,
@@ -607,19 +804,19 @@ class JobScheduler:
             credits=job.credits,
             polls=job.polls,
             submitted_at=job.submitted_at,
-            finished_at=now,
+            finished_at=anyio.current_time(),
             files=files,
             from_journal=from_journal,
         )
-        if record and self._journal is not None:
-            with anyio.CancelScope(shield=True):
-                await self._journal.record_finished(result)
-        del self._jobs[job.key]
-        job.finished(result)  # recorded before anyone waiting on it is woken
-        self._emit(JobFinished(key=job.key, at=now, result=result))
+
+    def _conclude(self, job: JobRecord, result: JobResult) -> None:
+        job.finished(result)  # after the journal write: a woken waiter finds it recorded
         if self._streaming:
             self._backlog.append(result)
         self._notify()
+        self._emit(JobFinished(key=job.key, at=result.finished_at, result=result))
+        if self._fatal is not None and self._unfinished() == 0 and not self._streaming:
+            self._halt()  # drained: end the block (a results() reader ends on its own)
 
     async def results(self) -> AsyncGenerator[JobResult, None]:
         """Yield each job's :class:`JobResult` as it finishes, in completion order.
@@ -639,7 +836,7 @@ class JobScheduler:
             await self._wait_for(lambda: bool(self._backlog) or self._drained())
 
     def _drained(self) -> bool:
-        return (self._input_closed and self._unfinished() == 0) or self._fatal is not None
+        return (self._input_closed and self._unfinished() == 0) or self._halted
 
     # -- bookkeeping -----------------------------------------------------------------------
 
@@ -685,8 +882,12 @@ class JobScheduler:
         self._planner.note_request(anyio.current_time())
 
     def _emit(self, event: JobEvent) -> None:
-        if self._on_event is not None:
+        if self._on_event is None:
+            return
+        try:
             self._on_event(event)
+        except Exception:  # a display's bug must not end a job, let alone the batch
+            logger.exception("the on_event hook raised on %s", type(event).__name__)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -696,13 +897,91 @@ class JobScheduler:
         while not predicate():
             await self._changed.wait()
 
-    def _fail_fatally(self, exc: BaseException) -> None:
+    def _stop(self, exc: BaseException, *, drain: bool) -> None:
+        """The one place a fatal error goes: accept no more jobs, submit nothing more.
+
+        With ``drain``, jobs already submitted are polled to their end (they are paid for)
+        and the block then exits; without (a rejected token: no poll can pass either), every
+        worker stops now. Either way ``__aexit__`` raises the first fatal error.
+        """
         if self._fatal is None:
             self._fatal = exc
         self._input_closed = True
+        if not drain or (self._unfinished() == 0 and not self._streaming):
+            self._halt()
+        self._notify()
+
+    def _halt(self) -> None:
+        self._halted = True
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         self._notify()
+
+    def _journal_failed(self, exc: Exception, job: JobRecord) -> None:
+        """A journal call failed: stop the batch, keep polling what was paid for."""
+        assert self._journal is not None
+        error = _as_journal_error(exc, self._journal)
+        level = logging.ERROR if self._fatal is None else logging.DEBUG  # once, not per job
+        logger.log(level, "journal failed (job %s): %s", job.key, error)
+        self._stop(error, drain=True)
+
+    async def _journal_call(self, call: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await call()
+        except Exception as exc:
+            assert self._journal is not None
+            error = _as_journal_error(exc, self._journal)
+            if self._fatal is None:
+                self._fatal = error
+            logger.error("journal failed on closing: %s", error)
+
+
+def _ensure_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and check a file can be written in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check-{os.getpid()}.part"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DownloadError(
+            f"download_dir {folder} cannot be written: {exc.strerror or exc}", path=folder
+        ) from None
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """``exc`` if it is an OSError, or the first OSError of an exception group."""
+    if isinstance(exc, OSError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _os_error_in(inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _download_error(exc: OSError, folder: Path) -> DownloadError:
+    where = Path(exc.filename) if isinstance(exc.filename, str) else folder
+    return DownloadError(f"cannot write {where}: {exc.strerror or exc}", path=where)
+
+
+def _unexpected(exc: Exception) -> GrokImagineError:
+    """A typed error for an exception of no known kind (a bug, an unreadable answer)."""
+    error = GrokImagineError(f"unexpected {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _as_journal_error(exc: Exception, journal: Journal) -> JournalError:
+    if isinstance(exc, JournalError):
+        return exc
+    path = getattr(journal, "path", None)
+    error = JournalError(
+        f"the journal failed: {type(exc).__name__}: {exc}",
+        path=path if isinstance(path, Path) else None,
+    )
+    error.__cause__ = exc
+    return error
 
 
 async def _open_journal(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
@@ -719,17 +998,19 @@ async def generate_many(
     client: SchedulerClient,
     items: Iterable[GenerationRequest | JobSpec | str]
     | AsyncIterable[GenerationRequest | JobSpec | str],
+    *,
+    strict: bool = False,
     **options: Any,
 ) -> AsyncIterator[AsyncIterator[JobResult]]:
     """Run ``items`` through a :class:`JobScheduler` and stream their results.
 
     See :meth:`AsyncGrokImagine.generate_many`. Leaving the block early (``break``, an
     exception, cancellation) stops every job's task at once; with a journal they resume on
-    the next run.
+    the next run. ``strict`` is :meth:`JobScheduler.feed`'s.
     """
     scheduler = JobScheduler(client, stream_results=True, **options)
     async with scheduler:
-        scheduler.feed(items)
+        scheduler.feed(items, strict=strict)
         results = scheduler.results()
         try:
             yield results
