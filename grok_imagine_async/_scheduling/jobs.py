@@ -217,11 +217,14 @@ class SchedulerStatistics:
         polls: Status polls made.
         requests_sent: Requests the limiter let through since the scheduler started (retries too).
         rate_limited: HTTP 429 answers seen by the limiter since the scheduler started.
-        credits_consumed: Credits spent on tasks the server created.
+        credits_consumed: Credits spent on tasks the server created, and on submissions whose
+            answer was lost (they may have created one).
         requests_per_minute: Requests sent over the last quarter of the quota period, per minute.
         limit_per_minute: The plan's limit per minute.
         max_in_flight: The current cap on jobs in flight.
         predicted_duration: The learned median generation time, in seconds.
+        credits_uncertain: Of ``credits_consumed``, those of submissions whose answer was
+            lost: maybe charged, maybe not (check the account).
     """
 
     queued: int
@@ -238,6 +241,7 @@ class SchedulerStatistics:
     limit_per_minute: float
     max_in_flight: int
     predicted_duration: float
+    credits_uncertain: int = 0
 
 
 # -- events --------------------------------------------------------------------------------------

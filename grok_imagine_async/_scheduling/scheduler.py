@@ -19,7 +19,6 @@ heap in ``_due``, journal decisions in ``_resume``, the job vocabulary in ``_job
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 from collections import deque
@@ -58,6 +57,8 @@ from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, Task, TaskStatus
 from .._observe import job_scope, observed_hook
 from .api import SchedulerClient
+from .budget import CreditBudget, Reservation
+from .capacity import in_flight_cap
 from .due import DueQueue
 from .jobs import (
     Job,
@@ -86,7 +87,6 @@ logger = logging.getLogger("grok_imagine_async.scheduler")
 DEFAULT_SCHEDULER_POLL = PollPolicy(
     wait_initial=1.0, wait_factor=1.5, wait_max=30.0, wait_jitter=0.1
 )
-_REQUESTS_PER_JOB = 2.2  # one POST plus ~1.2 polls: what the poll schedule aims for
 # When the quota is the bottleneck, every job needs its POST and about one poll whatever the
 # order. Sending submissions first starts each generation's clock as early as the quota allows,
 # which is what shortens a batch (and polls made later are likelier to find the job done);
@@ -98,7 +98,6 @@ _PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
     "throughput": (Priority.HIGH, Priority.LOW),
     "latency": (Priority.LOW, Priority.HIGH),
 }
-_CAP_FACTOR = 8.0
 _SUBMITTERS = 32
 _POLLERS = 64
 _NOT_FOUND_LIMIT = 3
@@ -163,8 +162,6 @@ class JobScheduler:
     ) -> None:
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if max_credits is not None and max_credits < 0:
-            raise ValueError(f"max_credits must be >= 0, got {max_credits}")
         if resubmit < 0:
             raise ValueError(f"resubmit must be >= 0, got {resubmit}")
         if max_downloads < 1 or results_buffer < 1:
@@ -174,7 +171,7 @@ class JobScheduler:
         self._submit_priority, self._poll_priority = _PRIORITIES[favor]
         self._client = client
         self._max_in_flight = max_in_flight
-        self._max_credits = max_credits
+        self._budget = CreditBudget(max_credits)  # raises ValueError below 0
         self._resubmit = resubmit
         self._resubmit_on = frozenset(resubmit_on)
         self._journal_arg = journal
@@ -201,7 +198,7 @@ class JobScheduler:
         self._due: DueQueue[JobRecord] = DueQueue()
         self._backlog: deque[JobResult] = deque()
         self._counts = Tally(self._notify)
-        self._submissions = self._polls = self._credits = self._reserved = 0
+        self._submissions = self._polls = 0
         self._input_closed = False
         self._cancelled = False
         self._fatal: BaseException | None = None
@@ -540,7 +537,7 @@ class JobScheduler:
     def _adopt(self, job: JobRecord, record: JournalRecord) -> None:
         """Take over what an earlier run spent on ``job`` (submissions, credits)."""
         job.adopted(attempts=record.attempts, credits=record.credits)
-        self._credits += record.credits
+        self._budget.adopt(record.credits)
 
     async def _resume(self, job: JobRecord, record: JournalRecord) -> bool:
         """Continue a job the journal saw start; False if it still needs a submission."""
@@ -567,19 +564,17 @@ class JobScheduler:
 
     async def _send(self, job: JobRecord) -> None:
         cost = CREDITS_PER_GENERATION
-        if (
-            self._max_credits is not None
-            and self._credits + self._reserved + cost > self._max_credits
-        ):
-            await self._finish(
-                job,
-                error=BudgetExceededError(
-                    max_credits=self._max_credits, committed_credits=self._credits + self._reserved
-                ),
-                failure_class=FailureClass.BUDGET_EXCEEDED,
+        if not self._budget.can_afford(cost=cost):
+            assert self._budget.max_credits is not None
+            refused = BudgetExceededError(
+                max_credits=self._budget.max_credits, committed_credits=self._budget.committed
             )
+            await self._finish(job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED)
             return
-        self._reserved += cost
+        with self._budget.reserve(cost) as held:  # released unless committed below
+            await self._send_reserved(job, cost, held)
+
+    async def _send_reserved(self, job: JobRecord, cost: int, held: Reservation) -> None:
         attempt = job.attempts + 1
 
         async def record_intent() -> None:
@@ -602,28 +597,23 @@ class JobScheduler:
             await self._finish(job, error=exc, failure_class=FailureClass.BUDGET_EXCEEDED)
             return
         except AmbiguousSubmitError as exc:
-            self._reserved -= cost
-            self._credits += cost  # it may have been charged: count it against the budget
+            held.commit(certain=False)  # it may have been charged: count it against the budget
             job.charged(attempt, cost)
             await self._finish(job, error=exc, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
             return
         except AuthenticationError as exc:
             # Provably not started: close the job (and its journal intent) before stopping all.
-            self._reserved -= cost
             await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
             raise
         except JournalError as exc:  # the intent could not be recorded, so nothing was sent
-            self._reserved -= cost
             self._journal_failed(exc, job)
             await self._not_sent(job)
             return
         except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
-            self._reserved -= cost
             await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
             return
         except Exception as exc:  # after the intent: the POST may have left, and been paid
-            self._reserved -= cost
-            self._credits += cost
+            held.commit(certain=False)
             job.charged(attempt, cost)
             ambiguous = AmbiguousSubmitError(
                 f"the submission failed unexpectedly ({_unexpected(exc)}); it may have "
@@ -633,8 +623,7 @@ class JobScheduler:
             await self._finish(job, error=ambiguous, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
             return
         with anyio.CancelScope(shield=True):
-            self._reserved -= cost
-            self._credits += cost
+            held.commit()
             job.charged(attempt, cost)
             if self._journal is not None:
                 try:
@@ -856,19 +845,25 @@ class JobScheduler:
             polls=self._polls,
             requests_sent=limiter.permits_granted - self._limiter_base[0],
             rate_limited=limiter.rate_limited_responses - self._limiter_base[1],
-            credits_consumed=self._credits,
+            credits_consumed=self._budget.spent,
+            credits_uncertain=self._budget.uncertain,
             requests_per_minute=self._planner.requests_since(now - span) * 60.0 / span,
             limit_per_minute=self._limit.requests * 60.0 / period,
             max_in_flight=self._current_cap(),
             predicted_duration=self._planner.model.median,
         )
 
+    @property
+    def budget(self) -> CreditBudget:
+        """The credit budget: ``spent``, ``committed``, ``can_afford(n)`` (read it; the
+        scheduler alone changes it)."""
+        return self._budget
+
     def _current_cap(self) -> int:
         if self._max_in_flight is not None:
             return self._max_in_flight
-        jobs_per_second = self._limit.per_second / _REQUESTS_PER_JOB
         time_in_system = self._planner.model.mean + self._planner.policy.wait_initial
-        return max(2, math.ceil(_CAP_FACTOR * jobs_per_second * time_in_system))
+        return in_flight_cap(self._limit, time_in_system=time_in_system)
 
     def _has_slot(self) -> bool:
         busy = self._counts[JobState.SUBMITTING] + self._counts[JobState.RUNNING]

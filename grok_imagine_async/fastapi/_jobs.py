@@ -20,6 +20,7 @@ import anyio
 
 from .._errors import BudgetExceededError, SchedulerClosedError
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
+from .._scheduling.capacity import queue_wait
 from .._scheduling.jobs import (
     Job,
     JobEvent,
@@ -37,7 +38,6 @@ DEFAULT_MAX_JOBS = 10_000
 """Finished jobs a :class:`JobRegistry` remembers (a few kB each)."""
 DEFAULT_MAX_QUEUED = 256
 """Jobs allowed to wait for a submission slot before new ones are refused (HTTP 429)."""
-_REQUESTS_PER_JOB = 2.2  # as the scheduler plans: one POST and about 1.2 polls
 
 
 @dataclass(slots=True)
@@ -60,8 +60,9 @@ class JobRegistry:
         max_jobs: Finished jobs to remember; beyond it the least recently used are forgotten
             (:meth:`get` then finds them only in the journal, if there is one).
         max_queued: Jobs allowed to wait for a submission slot; :meth:`submit` refuses more.
-        max_credits: The scheduler's credit budget, if any, to refuse jobs at once when it is
-            spent rather than accept jobs that can only fail.
+        max_credits: Ignored, kept so existing calls work: jobs are refused at once when the
+            attached scheduler's own budget (``scheduler.budget``) cannot pay for them beside
+            the queued ones, rather than accepted to fail.
         journal: The scheduler's journal, if any: :meth:`get` looks up ids it forgot there.
         new_id: Makes job ids (default: ``uuid4().hex``).
     """
@@ -79,7 +80,7 @@ class JobRegistry:
             raise ValueError("max_jobs and max_queued must be >= 1")
         self._max_jobs = max_jobs
         self._max_queued = max_queued
-        self._max_credits = max_credits
+        del max_credits  # the scheduler's budget is the one estimate
         self._journal = journal
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -122,18 +123,16 @@ class JobRegistry:
         stats = scheduler.statistics()
         if stats.queued >= self._max_queued:
             # Time for the quota to carry the queue ahead of this job, at the planned cost per job.
-            per_second = stats.limit_per_minute / 60.0
-            retry_after = math.ceil(stats.queued * _REQUESTS_PER_JOB / max(per_second, 1e-9))
-            raise BacklogFullError(queued=stats.queued, retry_after=retry_after)
-        if self._max_credits is not None:
-            # Jobs not yet submitted will each cost one generation: count them as spent.
-            committed = stats.credits_consumed + CREDITS_PER_GENERATION * (
-                stats.queued + stats.submitting
+            wait = queue_wait(stats.queued, requests_per_second=stats.limit_per_minute / 60.0)
+            raise BacklogFullError(queued=stats.queued, retry_after=math.ceil(wait))
+        budget = scheduler.budget
+        # Queued jobs will each cost a generation (those being sent are held already): a job
+        # that cannot be paid beside them is refused now rather than accepted to fail.
+        if budget.max_credits is not None and not budget.can_afford(stats.queued + 1):
+            raise BudgetExceededError(
+                max_credits=budget.max_credits,
+                committed_credits=budget.committed + CREDITS_PER_GENERATION * stats.queued,
             )
-            if committed + CREDITS_PER_GENERATION > self._max_credits:
-                raise BudgetExceededError(
-                    max_credits=self._max_credits, committed_credits=committed
-                )
         key = self._new_id()
         return await self._admit(key, request)
 
