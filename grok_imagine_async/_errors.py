@@ -294,9 +294,7 @@ class DownloadError(APIError):
         path: The folder or file that could not be written, for a local failure.
     """
 
-    def __init__(
-        self, message: str, *, url: str | None = None, path: Path | None = None
-    ) -> None:
+    def __init__(self, message: str, *, url: str | None = None, path: Path | None = None) -> None:
         super().__init__(message, method="GET")
         self.url = url
         self.path = path

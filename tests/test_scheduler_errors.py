@@ -213,3 +213,23 @@ async def test_a_journal_failing_mid_run_raises_plainly_with_every_known_task_id
     ended = {k for k, r in journal.records.items() if r.state is JournalState.COMPLETED}
     assert set(error.pending_tasks) == set(paid) - ended  # ended, but not recorded as ended
     assert "No space left" in str(error)
+
+
+@pytest.mark.anyio
+async def test_a_failed_download_resumes_on_the_next_run_without_paying(tmp_path: Path) -> None:
+    emu, client = make()
+    folder, journal = tmp_path / "videos", tmp_path / "run.db"
+    async with JobScheduler(client, download_dir=folder, journal=journal) as scheduler:
+        folder.rmdir()
+        folder.write_text("the folder became a file")
+        await scheduler.submit("kept")
+        scheduler.close_input()
+        [first] = [r async for r in scheduler.results()]
+    assert isinstance(first.error, DownloadError)
+    folder.unlink()  # the disk has room again
+    async with client.generate_many(["kept"], download_dir=folder, journal=journal) as results:
+        [second] = [r async for r in results]
+    assert second.ok
+    assert second.task_id == first.task_id
+    assert [f.exists() for f in second.files] == [True, True]
+    assert emu.statistics().tasks_created == 1  # downloaded again, not paid again

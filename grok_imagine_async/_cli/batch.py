@@ -17,6 +17,7 @@ import functools
 import importlib.util
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from .._journal.sqlite import JournalError, SqliteJournal
 from .._requests import build_request
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import JournalState
+from .._scheduling.resume import Reopening, reopening
 from .batch_shared import is_redis_url, run_shared
 from .common import (
     EXIT_FAILED,
@@ -321,13 +323,6 @@ async def _prepare(
         return False
     if recorded is None:
         await journal.set_meta(ENDPOINT_META, endpoint)
-    unpaid, undownloaded = await journal.reopen_retryable()
-    if unpaid or undownloaded:
-        print(
-            f"Trying again: {unpaid} jobs that failed without being paid (credit budget, "
-            f"refused requests) and {undownloaded} whose download failed.",
-            file=sys.stderr,
-        )
     if connection.emulated:
         restarted = await journal.forget([JournalState.INTENT, JournalState.SUBMITTED])
         if restarted:
@@ -336,8 +331,20 @@ async def _prepare(
                 "emulator's tasks ended with it, so they start again.",
                 file=sys.stderr,
             )
-    elif args.on_ambiguous == "resubmit":
-        retried = await journal.retry_ambiguous()
+    # The scheduler applies the library's resume policy to each job; count what it will do.
+    resubmit = args.on_ambiguous == "resubmit"
+    kinds = Counter([reopening(r, resubmit_ambiguous=resubmit) async for r in journal.records()])
+    unpaid, undownloaded = kinds[Reopening.UNPAID], kinds[Reopening.UNDOWNLOADED]
+    if unpaid or undownloaded:
+        print(
+            f"Trying again: {unpaid} jobs that failed without being paid (credit budget, "
+            f"refused requests) and {undownloaded} whose download failed.",
+            file=sys.stderr,
+        )
+    if connection.emulated:
+        return True  # every unknown outcome was forgotten above
+    if resubmit:
+        retried = kinds[Reopening.AMBIGUOUS]
         if retried:
             print(
                 f"{retried} jobs whose submission outcome was unknown will be submitted again "

@@ -149,6 +149,14 @@ class JobRecord:
         self._to(JobState.COMPLETED if result.ok else JobState.FAILED)
         self._done.set()
 
+    def mirrored(self, *, task_id: str | None = None, state: JobState | None = None) -> None:
+        """Follow what another process recorded of this job (a mirror of a shared store):
+        its task id, or a state it reached that is not final (:meth:`finished` is)."""
+        if task_id is not None:
+            self._task_id = task_id
+        if state is not None:
+            self._to(state)
+
     def _to(self, state: JobState) -> None:
         self._tally._move(self._state, state)
         self._state = state

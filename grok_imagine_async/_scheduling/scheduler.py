@@ -53,6 +53,7 @@ from .._errors import (
     SchedulerClosedError,
     TaskFailedError,
 )
+from .._journal.opening import open_journal
 from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, Task, TaskStatus
 from .._observe import job_scope, observed_hook
@@ -80,7 +81,7 @@ from .jobs import (
 )
 from .polling import DurationModel, PollPlanner
 from .record import JobRecord, Tally
-from .resume import FINAL_STATES, journal_error, never_paid, replayed_task, same_request
+from .resume import FINAL_STATES, journal_error, reopened, replayed_task, same_request
 
 logger = logging.getLogger("grok_imagine_async.scheduler")
 
@@ -170,6 +171,7 @@ class JobScheduler:
             raise ValueError(f"favor must be 'throughput' or 'latency', got {favor!r}")
         self._submit_priority, self._poll_priority = _PRIORITIES[favor]
         self._client = client
+        self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
         self._max_in_flight = max_in_flight
         self._budget = CreditBudget(max_credits)  # raises ValueError below 0
         self._resubmit = resubmit
@@ -214,7 +216,7 @@ class JobScheduler:
     async def __aenter__(self) -> JobScheduler:
         if self._download_dir is not None:  # before anything is paid for
             await run_blocking(_ensure_writable, self._download_dir)
-        self._journal = await _open_journal(self._journal_arg)
+        self._journal = await open_journal(self._journal_arg)
         self._queue_send, self._queue_recv = anyio.create_memory_object_stream[JobRecord](
             _QUEUE_SIZE
         )
@@ -491,8 +493,8 @@ class JobScheduler:
                 self._journal_failed(exc, job)
                 await self._not_sent(job)
                 return
-        if record is not None and never_paid(record):
-            record = None  # refused by the budget or the API earlier: try it again
+        if record is not None:  # the resume policy: never-paid, undownloaded, ambiguous
+            record = reopened(record, resubmit_ambiguous=self._resubmit_ambiguous)
         if record is not None and not same_request(record, job.request):
             logger.warning(
                 "job %s: its request changed since the journal recorded it; running it anew",
@@ -549,7 +551,7 @@ class JobScheduler:
             self._schedule(job, now)
             return True
         # INTENT with no task id: the POST may or may not have created (and charged) a task.
-        if self._client.on_ambiguous_submit == "resubmit":
+        if self._resubmit_ambiguous:
             return False
         await self._finish(
             job,
@@ -581,6 +583,8 @@ class JobScheduler:
             if self._journal is not None:
                 try:
                     await self._journal.record_intent(job.key, job.request, attempt)
+                except BudgetExceededError:
+                    raise  # a shared budget (a Redis job store) refused it: not a fault
                 except Exception as exc:
                     raise _as_journal_error(exc, self._journal) from exc
 
@@ -593,7 +597,6 @@ class JobScheduler:
                 )
         except BudgetExceededError as exc:
             # A shared budget (a Redis job store) refused the intent: nothing was sent.
-            self._reserved -= cost
             await self._finish(job, error=exc, failure_class=FailureClass.BUDGET_EXCEEDED)
             return
         except AmbiguousSubmitError as exc:
@@ -977,15 +980,6 @@ def _as_journal_error(exc: Exception, journal: Journal) -> JournalError:
     )
     error.__cause__ = exc
     return error
-
-
-async def _open_journal(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
-    if journal is None or isinstance(journal, Journal):
-        return journal
-    from .._journal.sqlite import SqliteJournal
-
-    opened: Journal = SqliteJournal(Path(journal))
-    return opened
 
 
 @asynccontextmanager

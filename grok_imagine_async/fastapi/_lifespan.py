@@ -10,7 +10,6 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 try:
@@ -30,6 +29,7 @@ from anyio.abc import TaskStatus
 
 from .._client import AsyncGrokImagine
 from .._errors import GrokImagineError
+from .._journal.opening import open_journal
 from .._limiting.plans import Plan, RateLimit
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer
@@ -200,7 +200,7 @@ async def grok_imagine_lifespan(
                 telemetry=telemetry,
             )
         stack.push_async_callback(client.aclose)
-        opened_journal = await _journal_from(journal) if shared is None else shared.store
+        opened_journal = await open_journal(journal) if shared is None else shared.store
         if opened_journal is not None and opened_journal is not journal and shared is None:
             stack.push_async_callback(opened_journal.aclose)  # after the scheduler stops
         jobs: JobRegistry
@@ -297,16 +297,6 @@ class _SchedulerRunner:
                 logger.exception("the video scheduler failed, no more jobs can run")
         finally:
             self._jobs.close()
-
-
-async def _journal_from(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
-    if journal is None or isinstance(journal, Journal):
-        return journal
-    from .._journal.sqlite import SqliteJournal
-
-    # Opened (and locked) now: a second worker given the same file must fail to start, not
-    # start and then answer 503 to everything.
-    return await SqliteJournal(Path(journal)).open()
 
 
 def _report_unfinished(jobs: JobRegistry, scheduler: JobScheduler, *, journaled: bool) -> None:
