@@ -68,6 +68,7 @@ from ._scheduling.jobs import (
     SchedulerStatistics,
     request_key,
 )
+from ._scheduling.options import SchedulerOptions
 from ._scheduling.polling import DurationModel
 from ._scheduling.scheduler import JobScheduler
 from ._version import __version__
@@ -132,6 +133,7 @@ __all__ = [
     "SchedulerClosedError",
     "SchedulerEvent",
     "SchedulerHook",
+    "SchedulerOptions",
     "SchedulerStatistics",
     "ServerError",
     "SqliteJournal",

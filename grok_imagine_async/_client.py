@@ -10,7 +10,10 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 import anyio
 import httpx
@@ -34,6 +37,7 @@ from ._protocol import parse_task, parse_task_id
 from ._redact import check_token
 from ._requests import build_request
 from ._scheduling.jobs import JobResult, JobSpec
+from ._scheduling.options import SchedulerOptions
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 
 logger = logging.getLogger("grok_imagine_async")
@@ -395,7 +399,7 @@ class AsyncGrokImagine:
         | AsyncIterable[GenerationRequest | JobSpec | str],
         *,
         strict: bool = False,
-        **scheduler_options: Any,
+        **scheduler_options: Unpack[SchedulerOptions],
     ) -> AbstractAsyncContextManager[AsyncIterator[JobResult]]:
         """Generate many videos, streaming each :class:`JobResult` as its job finishes.
 
@@ -414,7 +418,8 @@ class AsyncGrokImagine:
             strict: End the batch at the first invalid item (an :class:`InvalidRequestError`
                 whose ``item`` is its 1-based position), instead of a failed result for it.
             **scheduler_options: Passed to :class:`JobScheduler` (``max_in_flight``,
-                ``max_credits``, ``journal``, ``download_dir``, ``on_event``, ...).
+                ``max_credits``, ``journal``, ``download_dir``, ``on_event``, ...), typed
+                by :class:`SchedulerOptions` so a type checker sees each keyword.
 
         Example:
             >>> async def main(client: AsyncGrokImagine) -> None:

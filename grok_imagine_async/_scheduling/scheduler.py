@@ -33,7 +33,7 @@ from collections.abc import (
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -79,9 +79,13 @@ from .jobs import (
     SchedulerStatistics,
     request_key,
 )
+from .options import Favor, SchedulerOptions
 from .polling import DurationModel, PollPlanner
 from .record import JobRecord, Tally
 from .resume import FINAL_STATES, journal_error, reopened, replayed_task, same_request
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 logger = logging.getLogger("grok_imagine_async.scheduler")
 
@@ -94,7 +98,6 @@ DEFAULT_SCHEDULER_POLL = PollPolicy(
 # sending polls first tells each caller sooner that their job is done. Measured on the emulator
 # (benchmarks/bench_scheduler.py, pro plan, 2,000 jobs): throughput 1.02x the lower bound with
 # 2.0 requests per job and a 92 s median detection latency; latency 1.62x, 2.4 and 17 s.
-Favor = Literal["throughput", "latency"]
 _PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
     "throughput": (Priority.HIGH, Priority.LOW),
     "latency": (Priority.LOW, Priority.HIGH),
@@ -989,7 +992,7 @@ async def generate_many(
     | AsyncIterable[GenerationRequest | JobSpec | str],
     *,
     strict: bool = False,
-    **options: Any,
+    **options: Unpack[SchedulerOptions],
 ) -> AsyncIterator[AsyncIterator[JobResult]]:
     """Run ``items`` through a :class:`JobScheduler` and stream their results.
 
