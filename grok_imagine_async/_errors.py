@@ -21,7 +21,8 @@
     │   └── DownloadError                         a result video refused, too large or unsaved
     ├── TaskFailedError                           the task ended in failure
     ├── BudgetExceededError                       a credit budget would be exceeded
-    ├── SchedulerClosedError (also RuntimeError)  a job submitted to a closed scheduler
+    ├── BacklogFullError                          too many jobs wait to start (an app's 429)
+    ├── SchedulerClosedError (also RuntimeError)  the scheduler is not running or closed
     └── RedisUnavailableError                     Redis unreachable (grok_imagine_async.redis)
 
 A fatal error that stopped a scheduler carries ``pending_tasks``: the paid tasks whose end
@@ -47,6 +48,7 @@ __all__ = [
     "APITimeoutError",
     "AmbiguousSubmitError",
     "AuthenticationError",
+    "BacklogFullError",
     "BadRequestError",
     "BudgetExceededError",
     "ConfigurationError",
@@ -57,6 +59,7 @@ __all__ = [
     "JournalError",
     "NotFoundError",
     "RateLimitError",
+    "RedisUnavailableError",
     "SchedulerClosedError",
     "ServerError",
     "TaskFailedError",
@@ -274,9 +277,28 @@ class BudgetExceededError(GrokImagineError):
         )
 
 
+class BacklogFullError(GrokImagineError):
+    """Raised when too many jobs already wait for a submission slot: an app is asked for more
+    than its quota sustains, so a new job is refused instead of queued without bound.
+
+    Attributes:
+        queued: Jobs waiting when this one was refused.
+        retry_after: Seconds after which trying again is likely to succeed (an estimate).
+    """
+
+    def __init__(self, *, queued: int, retry_after: float) -> None:
+        self.queued = queued
+        self.retry_after = retry_after
+        super().__init__(f"{queued} video jobs are already waiting to start; try again later")
+
+
 class SchedulerClosedError(GrokImagineError, RuntimeError):
-    """Raised when a job is submitted to a scheduler that is not running or no longer accepts
-    jobs (its input was closed, it was cancelled, or a fatal error stopped it)."""
+    """Raised when a scheduler cannot take or see through a job: it is not running, or no
+    longer accepts jobs (its input was closed, it was cancelled, or a fatal error such as a
+    rejected API token stopped it), or, in an app, it stopped while a handler waited on a job.
+
+    ``grok_imagine_async.fastapi.SchedulerStoppedError`` is a deprecated alias of it.
+    """
 
 
 class DownloadError(APIError):
@@ -291,10 +313,19 @@ class DownloadError(APIError):
 
     Attributes:
         url: The URL that was being fetched (a result URL, never with the token), if any.
-        path: The folder or file that could not be written, for a local failure.
+        local_path: The folder or file that could not be written, for a local failure.
     """
 
-    def __init__(self, message: str, *, url: str | None = None, path: Path | None = None) -> None:
+    def __init__(
+        self, message: str, *, url: str | None = None, local_path: Path | None = None
+    ) -> None:
         super().__init__(message, method="GET")
         self.url = url
-        self.path = path
+        self.local_path = local_path
+
+
+class RedisUnavailableError(GrokImagineError):
+    """Raised when Redis cannot be reached and the limiter was told not to fall back.
+
+    Only with ``on_unavailable="raise"``; the Redis client's error is the ``__cause__``.
+    """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import grok_imagine_async
 from grok_imagine_async import _errors
 
@@ -50,3 +52,23 @@ def test_every_exception_descends_from_the_root_and_says_when_raised() -> None:
         assert issubclass(cls, grok_imagine_async.GrokImagineError)
         assert "Raised when" in (cls.__doc__ or "") or "Raised on" in (cls.__doc__ or ""), name
         assert getattr(grok_imagine_async, name) is cls
+
+
+def test_fastapi_all_is_sorted_and_every_name_is_documented() -> None:
+    fastapi = pytest.importorskip("grok_imagine_async.fastapi")
+    assert fastapi.__all__ == sorted(fastapi.__all__)
+    for name in fastapi.__all__:
+        obj = getattr(fastapi, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert inspect.getdoc(obj), f"{name} has no docstring"
+
+
+def test_one_name_per_thing_with_the_old_names_deprecated() -> None:
+    fastapi = pytest.importorskip("grok_imagine_async.fastapi")
+    assert fastapi.BacklogFullError is grok_imagine_async.BacklogFullError
+    with pytest.warns(DeprecationWarning, match="SchedulerClosedError"):
+        old = fastapi.SchedulerStoppedError
+    assert old is grok_imagine_async.SchedulerClosedError
+    assert "SchedulerStoppedError" not in fastapi.__all__
+    with pytest.raises(AttributeError):
+        fastapi.NoSuchName  # noqa: B018

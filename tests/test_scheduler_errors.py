@@ -147,7 +147,7 @@ async def test_an_unwritable_download_dir_costs_nothing(tmp_path: Path) -> None:
     with pytest.raises(DownloadError) as caught:
         async with client.generate_many(["a", "b"], download_dir=folder) as results:
             [r async for r in results]
-    assert caught.value.path == folder
+    assert caught.value.local_path == folder
     assert str(folder) in str(caught.value)
     assert emu.statistics().credits_consumed == 0
     assert emu.statistics().requests_total == 0
@@ -179,7 +179,7 @@ async def test_a_local_download_failure_is_a_failed_result_not_a_crash(tmp_path:
     assert len(results) == 2
     for result in results:
         assert isinstance(result.error, DownloadError)
-        assert result.error.path == folder
+        assert result.error.local_path == folder
         assert "\n" not in str(result.error)
         assert result.task_id is not None and result.credits == 40  # paid: its task id is kept
     assert emu.statistics().tasks_created == 2

@@ -946,7 +946,7 @@ def _ensure_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise DownloadError(
-            f"download_dir {folder} cannot be written: {exc.strerror or exc}", path=folder
+            f"download_dir {folder} cannot be written: {exc.strerror or exc}", local_path=folder
         ) from None
 
 
@@ -963,7 +963,7 @@ def _os_error_in(exc: BaseException) -> OSError | None:
 
 def _download_error(exc: OSError, folder: Path) -> DownloadError:
     where = Path(exc.filename) if isinstance(exc.filename, str) else folder
-    return DownloadError(f"cannot write {where}: {exc.strerror or exc}", path=where)
+    return DownloadError(f"cannot write {where}: {exc.strerror or exc}", local_path=where)
 
 
 def _unexpected(exc: Exception) -> GrokImagineError:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from .._errors import BudgetExceededError, SchedulerClosedError
+from .._errors import BacklogFullError, BudgetExceededError, SchedulerClosedError
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
 from .._scheduling.capacity import queue_wait
 from .._scheduling.jobs import (
@@ -32,7 +32,6 @@ from .._scheduling.jobs import (
     Journal,
 )
 from .._scheduling.scheduler import JobScheduler
-from ._errors import BacklogFullError, SchedulerStoppedError
 
 DEFAULT_MAX_JOBS = 10_000
 """Finished jobs a :class:`JobRegistry` remembers (a few kB each)."""
@@ -93,7 +92,7 @@ class JobRegistry:
         self._scheduler = scheduler
 
     def close(self) -> None:
-        """Stop: refuse new jobs, and wake every waiter with :class:`SchedulerStoppedError`."""
+        """Stop: refuse new jobs, and wake every waiter with :class:`SchedulerClosedError`."""
         self._closed = True
         for entry in self._entries.values():
             self._wake(entry)
@@ -117,7 +116,7 @@ class JobRegistry:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
             BudgetExceededError: If the credit budget cannot pay for one more job.
             BacklogFullError: If ``max_queued`` jobs already wait to be submitted.
-            SchedulerStoppedError: If the scheduler no longer runs.
+            SchedulerClosedError: If the scheduler no longer runs.
         """
         scheduler = self._running()
         stats = scheduler.statistics()
@@ -144,7 +143,7 @@ class JobRegistry:
         journal, an unfinished one resumes polling its task, without paying again.
 
         Raises:
-            SchedulerStoppedError: If the id must be resumed but the scheduler no longer runs.
+            SchedulerClosedError: If the id must be resumed but the scheduler no longer runs.
         """
         entry = self._entries.get(job_id)
         if entry is not None:
@@ -198,12 +197,12 @@ class JobRegistry:
         Returns at once if it already moved on. Takes no timeout: use ``anyio.move_on_after``.
 
         Raises:
-            SchedulerStoppedError: If the scheduler stops first.
+            SchedulerClosedError: If the scheduler stops first.
             KeyError: If ``job`` was not started through this registry.
         """
         while job.status is seen:
             if self._closed:
-                raise SchedulerStoppedError("the video scheduler stopped before the job finished")
+                raise SchedulerClosedError("the video scheduler stopped before the job finished")
             entry = self._entries.get(job.key)
             if entry is None or entry.job is not job:
                 raise KeyError(job.key)
@@ -216,7 +215,7 @@ class JobRegistry:
         """Wait until ``job`` finishes; return its result (a failure is a result too).
 
         Raises:
-            SchedulerStoppedError: If the scheduler stops first.
+            SchedulerClosedError: If the scheduler stops first.
         """
         while not job.status.is_final:
             await self.wait_changed(job, job.status)
@@ -238,7 +237,7 @@ class JobRegistry:
 
     def _running(self) -> JobScheduler:
         if self._closed or self._scheduler is None:
-            raise SchedulerStoppedError("the video scheduler is not running")
+            raise SchedulerClosedError("the video scheduler is not running")
         return self._scheduler
 
     async def _admit(self, key: str, request: GenerationRequest | JobSpec | str) -> Job:
@@ -249,7 +248,7 @@ class JobRegistry:
             job = await scheduler.submit(request, key=key)
         except SchedulerClosedError:  # its input closed: it is stopping
             del self._entries[key]
-            raise SchedulerStoppedError("the video scheduler is not running") from None
+            raise SchedulerClosedError("the video scheduler is not running") from None
         except BaseException:
             del self._entries[key]
             raise

@@ -39,13 +39,12 @@ from .._observe import Observer
 from .._scheduling.jobs import Job, JobEvent, Journal, SchedulerHook
 from .._scheduling.options import TuningOptions
 from .._scheduling.scheduler import JobScheduler
-from ._errors import BacklogFullError, HTTPProblem, SchedulerStoppedError, http_error_for
+from ._errors import HTTPProblem, http_error_for
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
 from ._shared_open import Shared, open_shared
 from ._sse import DEFAULT_HEARTBEAT, job_events, sse_event
 
 __all__ = [
-    "BacklogFullError",
     "DEFAULT_MAX_JOBS",
     "DEFAULT_MAX_QUEUED",
     "GrokClient",
@@ -54,7 +53,6 @@ __all__ = [
     "GrokScheduler",
     "HTTPProblem",
     "JobRegistry",
-    "SchedulerStoppedError",
     "error_response",
     "event_stream_response",
     "get_client",

@@ -91,7 +91,7 @@ class SharedJobRegistry(JobRegistry):
         A job whose worker stopped is adopted here and resumed (polled, never resent).
 
         Raises:
-            SchedulerStoppedError: If the job must be resumed but the scheduler stopped.
+            SchedulerClosedError: If the job must be resumed but the scheduler stopped.
         """
         entry = self._entries.get(job_id)
         if entry is not None:
