@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"({exc})"
     ) from exc
 
-from .._deprecated import module_getattr
+from .._deprecated import module_getattr as _module_getattr
 from .._errors import BacklogFullError, SchedulerClosedError
 from ._errors import HTTPProblem, http_error_for
 from ._jobs import (
@@ -76,7 +76,7 @@ __all__ = [
     "sse_event",
 ]
 
-__getattr__ = module_getattr(
+__getattr__ = _module_getattr(
     __name__,
     {
         "SchedulerStoppedError": (

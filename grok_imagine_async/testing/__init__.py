@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._clock import ManualClock
 from ._virtual_time import VirtualTimeEventLoop, run_virtual
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ __all__ = [
     "EmulatorConfig",
     "EmulatorStatistics",
     "FaultConfig",
+    "ManualClock",
     "VirtualTimeEventLoop",
     "Vocabulary",
     "run_virtual",
