@@ -428,7 +428,7 @@ class AsyncGrokImagine:
             ...         async for result in results:
             ...             print(result.key, result.ok, result.videos)
         """
-        from ._scheduling.scheduler import generate_many
+        from ._scheduling.many import generate_many
 
         return generate_many(self, requests, strict=strict, **scheduler_options)
 

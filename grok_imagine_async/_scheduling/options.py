@@ -15,12 +15,24 @@ from collections.abc import Iterable
 from typing import Literal, TypedDict
 
 from .._backoff import PollPolicy
+from .._limiting.protocol import Priority
 from .._models import FailureClass
 from .jobs import Journal, SchedulerHook
 from .polling import DurationModel
 
 Favor = Literal["throughput", "latency"]
 """What gets the quota first when it is the bottleneck (see ``JobScheduler(favor=...)``)."""
+
+# When the quota is the bottleneck, every job needs its POST and about one poll whatever the
+# order. Sending submissions first starts each generation's clock as early as the quota allows,
+# which is what shortens a batch (and polls made later are likelier to find the job done);
+# sending polls first tells each caller sooner that their job is done. Measured on the emulator
+# (benchmarks/bench_scheduler.py, pro plan, 2,000 jobs): throughput 1.02x the lower bound with
+# 2.0 requests per job and a 92 s median detection latency; latency 1.62x, 2.4 and 17 s.
+PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
+    "throughput": (Priority.HIGH, Priority.LOW),
+    "latency": (Priority.LOW, Priority.HIGH),
+}
 
 
 class TuningOptions(TypedDict, total=False):

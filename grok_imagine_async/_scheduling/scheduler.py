@@ -1,110 +1,67 @@
 """The job scheduler: fan out many generations, poll them against the quota, stream results.
 
-One :class:`JobScheduler` owns an anyio task group with a fixed set of workers:
+One :class:`JobScheduler` owns an anyio task group with a fixed set of workers, each role in a
+module of its own:
 
-- *submitters* take queued jobs, wait for an in-flight slot, and send their ``POST``;
-- one *poll dispatcher* keeps every running job in a :class:`DueQueue` ordered by its next
-  poll time (one timer for 5,000 jobs, not 5,000 sleeping coroutines) and hands due jobs to
-- *pollers*, which read the task's status and either finish the job, resubmit it, or put it
-  back into the heap at the time the learned duration model says it is probably done;
-- *downloaders* (optional) stream finished videos to disk.
+- *submitters* (``submitting``) take queued jobs, wait for an in-flight slot, and send their
+  ``POST``;
+- one *dispatcher* and the *pollers* (``poller``) look at running jobs when the learned
+  duration model says they are probably done, and finish, resubmit or reschedule them;
+- *downloaders* (``downloading``, optional) stream finished videos to disk;
+- a *feeder* (``feeding``) reads a lazy input into the queue.
 
-Nothing outlives the ``async with`` block.
-
-The module is longer than the others because these workers share one set of counters and one
-notion of a job's life; the other parts live beside it (poll timing in ``_polling``, the timer
-heap in ``_due``, journal decisions in ``_resume``, the job vocabulary in ``_jobs``).
+They share one ``Books`` (``books``: the jobs, their tally and budget, how a job and a run
+end). This module wires them and holds the public surface: the lifecycle, :meth:`submit`,
+:meth:`feed`, :meth:`results` and :meth:`statistics`. Nothing outlives the ``async with``
+block.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import random
-from collections import deque
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-)
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .._backoff import PollPolicy
 from .._blocking import run_blocking
-from .._errors import (
-    AmbiguousSubmitError,
-    APIError,
-    AuthenticationError,
-    BudgetExceededError,
-    DownloadError,
-    GrokImagineError,
-    InvalidRequestError,
-    JournalError,
-    NotFoundError,
-    SchedulerClosedError,
-    TaskFailedError,
-)
+from .._errors import GrokImagineError, SchedulerClosedError
 from .._journal.opening import open_journal
-from .._limiting.protocol import Priority
-from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, Task, TaskStatus
-from .._observe import job_scope, observed_hook
+from .._models import FailureClass, GenerationRequest
+from .._observe import observed_hook
 from .api import SchedulerClient
-from .budget import CreditBudget, Reservation
+from .books import Books
+from .budget import CreditBudget
 from .capacity import in_flight_cap
-from .due import DueQueue
+from .downloading import Downloader, ensure_writable
+from .feeding import Feeder
 from .jobs import (
     Job,
-    JobEvent,
-    JobFinished,
     JobQueued,
-    JobResubmitting,
     JobResult,
-    JobResumed,
     JobSpec,
     JobState,
-    JobSubmitted,
     Journal,
-    JournalRecord,
-    JournalState,
     SchedulerHook,
     SchedulerStatistics,
     request_key,
 )
-from .options import Favor, SchedulerOptions
+from .options import PRIORITIES, Favor
+from .poller import Poller
 from .polling import DurationModel, PollPlanner
-from .record import JobRecord, Tally
-from .resume import FINAL_STATES, journal_error, reopened, replayed_task, same_request
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
-
-logger = logging.getLogger("grok_imagine_async.scheduler")
+from .record import JobRecord
+from .submitting import Submitter
 
 DEFAULT_SCHEDULER_POLL = PollPolicy(
     wait_initial=1.0, wait_factor=1.5, wait_max=30.0, wait_jitter=0.1
 )
-# When the quota is the bottleneck, every job needs its POST and about one poll whatever the
-# order. Sending submissions first starts each generation's clock as early as the quota allows,
-# which is what shortens a batch (and polls made later are likelier to find the job done);
-# sending polls first tells each caller sooner that their job is done. Measured on the emulator
-# (benchmarks/bench_scheduler.py, pro plan, 2,000 jobs): throughput 1.02x the lower bound with
-# 2.0 requests per job and a 92 s median detection latency; latency 1.62x, 2.4 and 17 s.
-_PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
-    "throughput": (Priority.HIGH, Priority.LOW),
-    "latency": (Priority.LOW, Priority.HIGH),
-}
 _SUBMITTERS = 32
 _POLLERS = 64
-_NOT_FOUND_LIMIT = 3
 _QUEUE_SIZE = 64  # jobs accepted ahead of submission: the read-ahead of a lazy input
 
 
@@ -170,87 +127,85 @@ class JobScheduler:
             raise ValueError(f"resubmit must be >= 0, got {resubmit}")
         if max_downloads < 1 or results_buffer < 1:
             raise ValueError("max_downloads and results_buffer must be >= 1")
-        if favor not in _PRIORITIES:
+        if favor not in PRIORITIES:
             raise ValueError(f"favor must be 'throughput' or 'latency', got {favor!r}")
-        self._submit_priority, self._poll_priority = _PRIORITIES[favor]
+        self._priorities = PRIORITIES[favor]  # (submissions, polls)
         self._client = client
-        self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
         self._max_in_flight = max_in_flight
-        self._budget = CreditBudget(max_credits)  # raises ValueError below 0
         self._resubmit = resubmit
         self._resubmit_on = frozenset(resubmit_on)
         self._journal_arg = journal
-        self._journal: Journal | None = None
         self._download_dir = Path(download_dir) if download_dir is not None else None
         self._max_downloads = max_downloads
-        self._on_event = observed_hook(client.telemetry, self, on_event)
-        self._streaming = stream_results
         self._results_buffer = results_buffer
+        self._limit = client.limiter.limit
         self._planner = PollPlanner(
-            client.limiter.limit,
+            self._limit,
             poll or DEFAULT_SCHEDULER_POLL,
             duration_model or DurationModel(),
             rng or random.Random(),
         )
-        self._limit = client.limiter.limit
-
-        self._jobs: dict[str, JobRecord] = {}
+        budget = CreditBudget(max_credits)  # raises ValueError below 0
+        on_event = observed_hook(client.telemetry, self, on_event)
+        self._books = Books(budget=budget, on_event=on_event, streaming=stream_results)
         # With a journal, keys must be the same on every run: repeats of a request are numbered
         # in input order, from a set of 64-bit digests of the requests seen. Without one, a key
         # only has to be unique among running jobs, and nothing grows with the input.
         self._seen: set[int] = set()
         self._repeats: dict[int, int] = {}
-        self._due: DueQueue[JobRecord] = DueQueue()
-        self._backlog: deque[JobResult] = deque()
-        self._counts = Tally(self._notify)
-        self._submissions = self._polls = 0
-        self._input_closed = False
         self._cancelled = False
-        self._fatal: BaseException | None = None
-        self._halted = False  # stopped at once: nothing more is sent, paid jobs are left
-        self._unrecorded: dict[str, str] = {}  # task ids a failed journal write did not keep
-        self._changed = anyio.Event()
         self._tg: TaskGroup | None = None
-        self._started_at = 0.0
         self._limiter_base = (0, 0)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> JobScheduler:
-        if self._download_dir is not None:  # before anything is paid for
-            await run_blocking(_ensure_writable, self._download_dir)
-        self._journal = await open_journal(self._journal_arg)
+        books = self._books
+        downloads = None
+        if self._download_dir is not None:  # checked before anything is paid for
+            await run_blocking(ensure_writable, self._download_dir)
+            downloads = Downloader(books, self._client, self._download_dir)
+        books.journal = await open_journal(self._journal_arg)
         self._queue_send, self._queue_recv = anyio.create_memory_object_stream[JobRecord](
             _QUEUE_SIZE
         )
-        self._poll_send, self._poll_recv = anyio.create_memory_object_stream[JobRecord](0)
-        self._download_send, self._download_recv = anyio.create_memory_object_stream[JobRecord](0)
-        self._started_at = anyio.current_time()
+        submit_priority, poll_priority = self._priorities
+        self._submitter = Submitter(
+            books,
+            self._client,
+            priority=submit_priority,
+            has_slot=self._has_slot,
+            note_request=self._planner.note_request,
+            downloads=downloads,
+            owner=self,
+        )
+        self._poller = Poller(
+            books,
+            self._client,
+            self._planner,
+            priority=poll_priority,
+            resubmit=self._resubmit,
+            resubmit_on=self._resubmit_on,
+            submitter=self._submitter,
+            downloads=downloads,
+            owner=self,
+        )
+        self._submitter.watch_with(self._poller.watch)
+        self._downloads = downloads
         stats = self._client.limiter.statistics()
         self._limiter_base = (stats.permits_granted, stats.rate_limited_responses)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        books.attach(self._tg)
         for _ in range(_SUBMITTERS):
-            self._start_worker(self._submitter)
+            books.start(self._submitter.run, self._queue_recv)
         for _ in range(_POLLERS):
-            self._start_worker(self._poller)
-        self._start_worker(self._dispatcher)
-        if self._download_dir is not None:
+            books.start(self._poller.run)
+        books.start(self._poller.dispatch)
+        if downloads is not None:
             for _ in range(self._max_downloads):
-                self._start_worker(self._downloader)
+                books.start(downloads.run)
         return self
-
-    def _start_worker(self, worker: Callable[[], Awaitable[None]]) -> None:
-        assert self._tg is not None
-        self._tg.start_soon(self._guarded, worker)
-
-    async def _guarded(self, worker: Callable[[], Awaitable[None]]) -> None:
-        # The one way out of a worker: whatever escapes it (a rejected token, a bug) becomes
-        # the scheduler's fatal error, raised as it is by __aexit__, never in an ExceptionGroup.
-        try:
-            await worker()
-        except Exception as exc:
-            self._stop(exc, drain=False)
 
     async def __aexit__(
         self,
@@ -258,12 +213,14 @@ class JobScheduler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        # Close the input, wait for the jobs, cancel the workers, raise the fatal error.
         assert self._tg is not None
+        books = self._books
         raised_here = False
         if exc is None and not self._cancelled:
             try:  # a normal exit waits for every job, like a task group
                 self.close_input()
-                await self._wait_for(lambda: self._unfinished() == 0 or self._halted)
+                await books.wait_for(lambda: books.unfinished() == 0 or books.halted)
             except BaseException as wait_exc:  # cancelled from outside, or by a fatal error
                 exc_type, exc, tb = type(wait_exc), wait_exc, wait_exc.__traceback__
                 raised_here = True
@@ -279,26 +236,21 @@ class JobScheduler:
                 await self._tg.__aexit__(None, None, None)
                 suppressed = False
         finally:
-            for stream in (
-                self._queue_send,
-                self._queue_recv,
-                self._poll_send,
-                self._poll_recv,
-                self._download_send,
-                self._download_recv,
-            ):
-                stream.close()
-            if self._journal is not None and self._journal is not self._journal_arg:
+            self._queue_send.close()
+            self._queue_recv.close()
+            self._poller.close()
+            if self._downloads is not None:
+                self._downloads.close()
+            if books.journal is not None and books.journal is not self._journal_arg:
                 with anyio.CancelScope(shield=True):
-                    await self._journal_call(self._journal.aclose)
-        pending = self._pending_tasks()
-        if self._fatal is not None:
-            if pending and isinstance(self._fatal, GrokImagineError):
-                self._fatal.pending_tasks = pending
-            self._log_pending(pending, f"stopped by {type(self._fatal).__name__}: {self._fatal}")
-            raise self._fatal
-        if pending:
-            self._log_pending(pending, "left early")
+                    await books.close_journal()
+        pending = books.pending_tasks()
+        if books.fatal is not None:
+            if pending and isinstance(books.fatal, GrokImagineError):
+                books.fatal.pending_tasks = pending
+            books.log_pending(pending, f"stopped by {type(books.fatal).__name__}: {books.fatal}")
+            raise books.fatal
+        books.log_pending(pending, "left early")
         if raised_here and not suppressed:
             assert exc is not None
             raise exc
@@ -310,35 +262,15 @@ class JobScheduler:
         Jobs already submitted stay recorded in the journal (if any) and resume next time.
         """
         self._cancelled = True
-        self._input_closed = True
+        self._books.input_closed = True
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
-        self._notify()
-
-    def _pending_tasks(self) -> dict[str, str]:
-        """Paid tasks whose end this run did not record: unfinished, or lost by the journal."""
-        pending = dict(self._unrecorded)
-        pending.update((j.key, j.task_id) for j in self._jobs.values() if j.task_id is not None)
-        return pending
-
-    def _log_pending(self, pending: dict[str, str], why: str) -> None:
-        if not pending:
-            return
-        kept = self._journal is not None and not self._unrecorded
-        listed = ", ".join(f"{key}={task_id}" for key, task_id in pending.items())
-        logger.log(
-            logging.INFO if kept else logging.WARNING,
-            "scheduler %s with %d paid jobs whose end is not recorded%s; their task ids: %s",
-            why,
-            len(pending),
-            " (kept in the journal: they resume on the next run)" if kept else "",
-            listed,
-        )
+        self._books.notify()
 
     def close_input(self) -> None:
         """Declare that no more jobs will be submitted: :meth:`results` ends after the last."""
-        self._input_closed = True
-        self._notify()
+        self._books.input_closed = True
+        self._books.notify()
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -368,23 +300,24 @@ class JobScheduler:
                 "submit() takes a GenerationRequest, a JobSpec or a prompt string, "
                 f"got {type(request).__name__}"
             )
-        if self._tg is None or self._input_closed:
+        books = self._books
+        if self._tg is None or books.input_closed:
             raise SchedulerClosedError(
                 "the scheduler is not accepting jobs (not started, or closed)"
             )
         if key is None:
             key = self._key_for(request)
-        if key in self._jobs:
+        if key in books.jobs:
             raise ValueError(f"a job with key {key!r} is already running")
-        job = JobRecord(key, request, self._counts)
-        self._jobs[key] = job
-        self._emit(JobQueued(key=key, at=anyio.current_time()))
+        job = JobRecord(key, request, books.tally)
+        books.jobs[key] = job
+        books.emit(JobQueued(key=key, at=anyio.current_time()))
         await self._queue_send.send(job)
         return job.handle
 
     def _key_for(self, request: GenerationRequest) -> str:
         occurrence = 0
-        if self._journal is not None:
+        if self._books.journal is not None:
             digest = int(request_key(request).removeprefix("req-"), 16)
             if digest in self._seen:
                 occurrence = self._repeats.get(digest, 1)
@@ -392,7 +325,7 @@ class JobScheduler:
             else:
                 self._seen.add(digest)
         else:
-            while request_key(request, occurrence) in self._jobs:
+            while request_key(request, occurrence) in self._books.jobs:
                 occurrence += 1
         return request_key(request, occurrence)
 
@@ -410,408 +343,9 @@ class JobScheduler:
         ``items`` itself always stops the batch that way.
         """
         assert self._tg is not None, "feed() needs a running scheduler"
-        self._tg.start_soon(self._feed, items, strict)
+        self._books.start(Feeder(self._books, self.submit).run, items, strict)
 
-    async def _feed(self, items: Iterable[Any] | AsyncIterable[Any], strict: bool) -> None:
-        position = 0
-        try:
-            if isinstance(items, AsyncIterable):
-                async for item in items:
-                    position += 1
-                    if not await self._feed_one(item, position, strict):
-                        return
-            else:
-                for item in items:
-                    position += 1
-                    if not await self._feed_one(item, position, strict):
-                        return
-        except Exception as exc:  # the input itself failed: what was paid for is seen through
-            self._stop(exc, drain=True)
-            return
-        self.close_input()
-
-    async def _feed_one(self, item: Any, position: int, strict: bool) -> bool:
-        """Submit one input item; False once the input must not be read further."""
-        try:
-            await self.submit(item)
-        except SchedulerClosedError:
-            return False  # stopped (cancel(), a fatal error): read no further
-        except (InvalidRequestError, ValueError, TypeError) as exc:
-            problems = exc.problems if isinstance(exc, InvalidRequestError) else (str(exc),)
-            error = InvalidRequestError(
-                f"input item {position}: {exc}", problems=problems, item=position
-            )
-            if strict:
-                self._stop(error, drain=True)
-                return False
-            self._reject(item, position, error)
-        return True
-
-    def _reject(self, item: Any, position: int, error: InvalidRequestError) -> None:
-        """An input item that cannot be a job ends as a failed result; nothing is sent."""
-        key = f"invalid-{position}"
-        if isinstance(item, JobSpec):
-            request, key = item.request, item.key or key
-        elif isinstance(item, GenerationRequest):
-            request = item
-        else:  # what was asked for, unvalidated, so the result can say it
-            prompt = item if isinstance(item, str) else repr(item)
-            request = GenerationRequest.model_construct(prompt=prompt)
-        job = JobRecord(key, request, self._counts)
-        now = anyio.current_time()
-        self._emit(JobQueued(key=key, at=now))
-        self._conclude(
-            job, self._result(job, error=error, failure_class=FailureClass.INVALID_INPUT)
-        )
-
-    async def _submitter(self) -> None:
-        async for job in self._queue_recv:
-            await self._for_job(job, self._start(job))
-
-    async def _for_job(self, job: JobRecord, step: Awaitable[None]) -> None:
-        """Run one step of one job; whatever goes wrong in it ends that job, not the batch.
-
-        Only a rejected token goes on (to the worker's guard), since no other job can pass.
-        """
-        try:
-            await step
-        except AuthenticationError:
-            raise
-        except Exception as exc:
-            if job.result is not None:  # it ended; what failed came after (an event hook)
-                logger.exception("error after job %s finished", job.key)
-                return
-            error = exc if isinstance(exc, GrokImagineError) else _unexpected(exc)
-            await self._finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
-
-    async def _start(self, job: JobRecord) -> None:
-        if self._fatal is not None:
-            await self._not_sent(job)
-            return
-        record = None
-        if self._journal is not None:
-            try:
-                record = await self._journal.load(job.key)
-            except Exception as exc:
-                self._journal_failed(exc, job)
-                await self._not_sent(job)
-                return
-        if record is not None:  # the resume policy: never-paid, undownloaded, ambiguous
-            record = reopened(record, resubmit_ambiguous=self._resubmit_ambiguous)
-        if record is not None and not same_request(record, job.request):
-            logger.warning(
-                "job %s: its request changed since the journal recorded it; running it anew",
-                job.key,
-            )
-            record = None
-        if record is not None and record.state in FINAL_STATES:
-            await self._replay(job, record)  # sends nothing: needs no in-flight slot
-            return
-        await self._wait_for(lambda: self._has_slot() or self._fatal is not None)
-        if self._fatal is not None:
-            await self._not_sent(job)
-            return
-        job.submitting()
-        if record is None or not await self._resume(job, record):
-            await self._send(job)
-
-    async def _not_sent(self, job: JobRecord) -> None:
-        """A queued job the stopping scheduler will not submit: it ends unpaid, unrecorded."""
-        error = SchedulerClosedError(f"not submitted: the scheduler stopped ({self._fatal})")
-        await self._finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR, record=False)
-
-    async def _replay(self, job: JobRecord, record: JournalRecord) -> None:
-        """Finish a job the journal says has finished, without any request to the API."""
-        self._adopt(job, record)
-        if record.state is JournalState.FAILED:
-            await self._finish(
-                job,
-                error=journal_error(record),
-                failure_class=record.failure_class or FailureClass.UNKNOWN,
-                from_journal=True,
-                record=False,
-            )
-            return
-        task = replayed_task(record)
-        files = tuple(Path(f) for f in record.files)
-        if self._download_dir is not None and not (files and all(f.exists() for f in files)):
-            await self._queue_download(job, task)  # URLs live ~24 h: fetch what is missing
-            return
-        await self._finish(job, task=task, files=files, from_journal=True, record=False)
-
-    def _adopt(self, job: JobRecord, record: JournalRecord) -> None:
-        """Take over what an earlier run spent on ``job`` (submissions, credits)."""
-        job.adopted(attempts=record.attempts, credits=record.credits)
-        self._budget.adopt(record.credits)
-
-    async def _resume(self, job: JobRecord, record: JournalRecord) -> bool:
-        """Continue a job the journal saw start; False if it still needs a submission."""
-        self._adopt(job, record)
-        now = anyio.current_time()
-        if record.state is JournalState.SUBMITTED and record.task_id:
-            job.resumed(record.task_id)  # its age is unknown: poll at once, then learn
-            self._emit(JobResumed(key=job.key, at=now, task_id=record.task_id))
-            self._schedule(job, now)
-            return True
-        # INTENT with no task id: the POST may or may not have created (and charged) a task.
-        if self._resubmit_ambiguous:
-            return False
-        await self._finish(
-            job,
-            error=AmbiguousSubmitError(
-                "a submission was in flight when the previous run stopped; its outcome is "
-                "unknown, so it was not resent (to avoid paying twice)",
-                request=job.request,
-            ),
-            failure_class=FailureClass.AMBIGUOUS_SUBMIT,
-        )
-        return True
-
-    async def _send(self, job: JobRecord) -> None:
-        cost = CREDITS_PER_GENERATION
-        if not self._budget.can_afford(cost=cost):
-            assert self._budget.max_credits is not None
-            refused = BudgetExceededError(
-                max_credits=self._budget.max_credits, committed_credits=self._budget.committed
-            )
-            await self._finish(job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED)
-            return
-        with self._budget.reserve(cost) as held:  # released unless committed below
-            await self._send_reserved(job, cost, held)
-
-    async def _send_reserved(self, job: JobRecord, cost: int, held: Reservation) -> None:
-        attempt = job.attempts + 1
-
-        async def record_intent() -> None:
-            if self._journal is not None:
-                try:
-                    await self._journal.record_intent(job.key, job.request, attempt)
-                except BudgetExceededError:
-                    raise  # a shared budget (a Redis job store) refused it: not a fault
-                except Exception as exc:
-                    raise _as_journal_error(exc, self._journal) from exc
-
-        self._submissions += 1
-        self._note_request()
-        try:
-            with job_scope(self._client.telemetry, self, job.key):
-                task_id = await self._client._submit(
-                    job.request, before_send=record_intent, priority=self._submit_priority
-                )
-        except BudgetExceededError as exc:
-            # A shared budget (a Redis job store) refused the intent: nothing was sent.
-            await self._finish(job, error=exc, failure_class=FailureClass.BUDGET_EXCEEDED)
-            return
-        except AmbiguousSubmitError as exc:
-            held.commit(certain=False)  # it may have been charged: count it against the budget
-            job.charged(attempt, cost)
-            await self._finish(job, error=exc, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
-            return
-        except AuthenticationError as exc:
-            # Provably not started: close the job (and its journal intent) before stopping all.
-            await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-            raise
-        except JournalError as exc:  # the intent could not be recorded, so nothing was sent
-            self._journal_failed(exc, job)
-            await self._not_sent(job)
-            return
-        except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
-            await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-            return
-        except Exception as exc:  # after the intent: the POST may have left, and been paid
-            held.commit(certain=False)
-            job.charged(attempt, cost)
-            ambiguous = AmbiguousSubmitError(
-                f"the submission failed unexpectedly ({_unexpected(exc)}); it may have "
-                "started a task, so it was not resent",
-                request=job.request,
-            )
-            await self._finish(job, error=ambiguous, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
-            return
-        with anyio.CancelScope(shield=True):
-            held.commit()
-            job.charged(attempt, cost)
-            if self._journal is not None:
-                try:
-                    await self._journal.record_submitted(job.key, task_id)
-                except Exception as exc:
-                    self._unrecorded[job.key] = task_id
-                    self._journal_failed(exc, job)
-        now = anyio.current_time()
-        job.submitted(task_id, at=now)
-        self._emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
-        self._schedule(job, now + self._poll_delay(job, now))
-
-    # -- polling ---------------------------------------------------------------------------
-
-    def _schedule(self, job: JobRecord, when: float) -> None:
-        self._due.schedule(job, when)
-
-    async def _dispatcher(self) -> None:
-        while True:
-            await self._poll_send.send(await self._due.next_due())
-
-    async def _poller(self) -> None:
-        async for job in self._poll_recv:
-            await self._for_job(job, self._poll_once(job))
-
-    async def _poll_once(self, job: JobRecord) -> None:
-        assert job.task_id is not None
-        self._polls += 1
-        job.polled()
-        self._note_request()
-        try:
-            with job_scope(self._client.telemetry, self, job.key):
-                task = await self._client.get_task(job.task_id, priority=self._poll_priority)
-        except NotFoundError as exc:
-            if job.missing() >= _NOT_FOUND_LIMIT:
-                await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-                return
-            self._reschedule(job)
-            return
-        except AuthenticationError:
-            raise
-        except APIError:  # the task exists and is paid for: keep looking, a little later
-            self._reschedule(job)
-            return
-        now = anyio.current_time()
-        if not task.is_terminal:
-            self._reschedule(job, looked_at=now)
-            return
-        if job.submitted_at is not None and task.status is TaskStatus.COMPLETED:
-            self._planner.model.observe(job.last_look - job.submitted_at, now - job.submitted_at)
-        if task.succeeded:
-            if self._download_dir is not None:
-                await self._queue_download(job, task)
-            else:
-                await self._finish(job, task=task)
-            return
-        failure = task.failure_class or FailureClass.UNKNOWN
-        if failure in self._resubmit_on and job.resubmits < self._resubmit:
-            job.resubmitting()
-            self._emit(JobResubmitting(key=job.key, at=now, failure_class=failure))
-            assert self._tg is not None
-            self._tg.start_soon(self._resend, job)
-            return
-        await self._finish(job, task=task, error=TaskFailedError(task), failure_class=failure)
-
-    async def _resend(self, job: JobRecord) -> None:
-        try:
-            await self._for_job(job, self._send(job))
-        except Exception as exc:
-            self._stop(exc, drain=False)
-
-    def _reschedule(self, job: JobRecord, *, looked_at: float | None = None) -> None:
-        now = anyio.current_time()
-        if looked_at is not None:
-            job.looked(at=looked_at)
-        self._schedule(job, now + self._poll_delay(job, now))
-
-    def _poll_delay(self, job: JobRecord, now: float) -> float:
-        return self._planner.delay(now=now, submitted_at=job.submitted_at, polls=job.polls)
-
-    # -- downloading -----------------------------------------------------------------------
-
-    async def _queue_download(self, job: JobRecord, task: Task) -> None:
-        job.succeeded(task)
-        await self._download_send.send(job)
-
-    async def _downloader(self) -> None:
-        assert self._download_dir is not None
-        async for job in self._download_recv:
-            task = job.finished_task
-            assert task is not None
-            await self._for_job(job, self._download(job, task, self._download_dir))
-
-    async def _download(self, job: JobRecord, task: Task, folder: Path) -> None:
-        try:
-            files = await self._client.download(task, folder, stem=job.key)
-        except Exception as exc:
-            local = _os_error_in(exc)  # disk full, no permission (maybe in a task group's group)
-            if local is not None:
-                error: GrokImagineError = _download_error(local, folder)
-            elif isinstance(exc, (APIError, DownloadError)):
-                error = exc
-            else:
-                raise
-            # The task id and its URLs stay in the journal: the next run downloads it again.
-            await self._finish(
-                job, task=task, error=error, failure_class=FailureClass.REQUEST_ERROR
-            )
-            return
-        if self._journal is not None:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._journal.record_files(job.key, files)
-                except Exception as exc:
-                    self._journal_failed(exc, job)
-        await self._finish(job, task=task, files=tuple(files))
-
-    # -- finishing -------------------------------------------------------------------------
-
-    async def _finish(
-        self,
-        job: JobRecord,
-        *,
-        task: Task | None = None,
-        error: GrokImagineError | None = None,
-        failure_class: FailureClass | None = None,
-        files: tuple[Path, ...] = (),
-        from_journal: bool = False,
-        record: bool = True,
-    ) -> None:
-        result = self._result(
-            job,
-            task=task,
-            error=error,
-            failure_class=failure_class,
-            files=files,
-            from_journal=from_journal,
-        )
-        if record and self._journal is not None:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._journal.record_finished(result)
-                except Exception as exc:
-                    if result.task_id is not None:
-                        self._unrecorded[job.key] = result.task_id
-                    self._journal_failed(exc, job)
-        del self._jobs[job.key]
-        self._conclude(job, result)
-
-    def _result(
-        self,
-        job: JobRecord,
-        *,
-        task: Task | None = None,
-        error: GrokImagineError | None = None,
-        failure_class: FailureClass | None = None,
-        files: tuple[Path, ...] = (),
-        from_journal: bool = False,
-    ) -> JobResult:
-        return JobResult(
-            key=job.key,
-            request=job.request,
-            task=task,
-            error=error,
-            failure_class=failure_class if error is not None else None,
-            attempts=job.attempts,
-            credits=job.credits,
-            polls=job.polls,
-            submitted_at=job.submitted_at,
-            finished_at=anyio.current_time(),
-            files=files,
-            from_journal=from_journal,
-        )
-
-    def _conclude(self, job: JobRecord, result: JobResult) -> None:
-        job.finished(result)  # after the journal write: a woken waiter finds it recorded
-        if self._streaming:
-            self._backlog.append(result)
-        self._notify()
-        self._emit(JobFinished(key=job.key, at=result.finished_at, result=result))
-        if self._fatal is not None and self._unfinished() == 0 and not self._streaming:
-            self._halt()  # drained: end the block (a results() reader ends on its own)
+    # -- results ---------------------------------------------------------------------------
 
     async def results(self) -> AsyncGenerator[JobResult, None]:
         """Yield each job's :class:`JobResult` as it finishes, in completion order.
@@ -820,18 +354,20 @@ class JobScheduler:
         has finished. If results are not read, submissions pause once ``results_buffer``
         wait unread; polls of running jobs go on.
         """
-        self._streaming = True
+        books = self._books
+        books.streaming = True
         while True:
-            while self._backlog:
-                result = self._backlog.popleft()
-                self._notify()
+            while books.backlog:
+                result = books.backlog.popleft()
+                books.notify()
                 yield result
             if self._drained():
                 return
-            await self._wait_for(lambda: bool(self._backlog) or self._drained())
+            await books.wait_for(lambda: bool(books.backlog) or self._drained())
 
     def _drained(self) -> bool:
-        return (self._input_closed and self._unfinished() == 0) or self._halted
+        books = self._books
+        return (books.input_closed and books.unfinished() == 0) or books.halted
 
     # -- bookkeeping -----------------------------------------------------------------------
 
@@ -841,18 +377,20 @@ class JobScheduler:
         limiter = self._client.limiter.statistics()
         period = self._limit.period
         span = period / 4  # a steady view: short spans make a few quick requests look like a burst
+        tally, budget = self._books.tally, self._books.budget
+        started = self._tg is not None
         return SchedulerStatistics(
-            queued=self._counts[JobState.QUEUED],
-            submitting=self._counts[JobState.SUBMITTING],
-            in_flight=self._counts[JobState.RUNNING],
-            completed=self._counts[JobState.COMPLETED],
-            failed=self._counts[JobState.FAILED],
-            submissions=self._submissions,
-            polls=self._polls,
+            queued=tally[JobState.QUEUED],
+            submitting=tally[JobState.SUBMITTING],
+            in_flight=tally[JobState.RUNNING],
+            completed=tally[JobState.COMPLETED],
+            failed=tally[JobState.FAILED],
+            submissions=self._submitter.submissions if started else 0,
+            polls=self._poller.polls if started else 0,
             requests_sent=limiter.permits_granted - self._limiter_base[0],
             rate_limited=limiter.rate_limited_responses - self._limiter_base[1],
-            credits_consumed=self._budget.spent,
-            credits_uncertain=self._budget.uncertain,
+            credits_consumed=budget.spent,
+            credits_uncertain=budget.uncertain,
             requests_per_minute=self._planner.requests_since(now - span) * 60.0 / span,
             limit_per_minute=self._limit.requests * 60.0 / period,
             max_in_flight=self._current_cap(),
@@ -863,7 +401,7 @@ class JobScheduler:
     def budget(self) -> CreditBudget:
         """The credit budget: ``spent``, ``committed``, ``can_afford(n)`` (read it; the
         scheduler alone changes it)."""
-        return self._budget
+        return self._books.budget
 
     def _current_cap(self) -> int:
         if self._max_in_flight is not None:
@@ -872,140 +410,7 @@ class JobScheduler:
         return in_flight_cap(self._limit, time_in_system=time_in_system)
 
     def _has_slot(self) -> bool:
-        busy = self._counts[JobState.SUBMITTING] + self._counts[JobState.RUNNING]
-        backlog_full = self._streaming and len(self._backlog) >= self._results_buffer
+        books = self._books
+        busy = books.tally[JobState.SUBMITTING] + books.tally[JobState.RUNNING]
+        backlog_full = books.streaming and len(books.backlog) >= self._results_buffer
         return busy < self._current_cap() and not backlog_full
-
-    def _unfinished(self) -> int:
-        return len(self._jobs)
-
-    def _note_request(self) -> None:
-        self._planner.note_request(anyio.current_time())
-
-    def _emit(self, event: JobEvent) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(event)
-        except Exception:  # a display's bug must not end a job, let alone the batch
-            logger.exception("the on_event hook raised on %s", type(event).__name__)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def _wait_for(self, predicate: Any) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    def _stop(self, exc: BaseException, *, drain: bool) -> None:
-        """The one place a fatal error goes: accept no more jobs, submit nothing more.
-
-        With ``drain``, jobs already submitted are polled to their end (they are paid for)
-        and the block then exits; without (a rejected token: no poll can pass either), every
-        worker stops now. Either way ``__aexit__`` raises the first fatal error.
-        """
-        if self._fatal is None:
-            self._fatal = exc
-        self._input_closed = True
-        if not drain or (self._unfinished() == 0 and not self._streaming):
-            self._halt()
-        self._notify()
-
-    def _halt(self) -> None:
-        self._halted = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-        self._notify()
-
-    def _journal_failed(self, exc: Exception, job: JobRecord) -> None:
-        """A journal call failed: stop the batch, keep polling what was paid for."""
-        assert self._journal is not None
-        error = _as_journal_error(exc, self._journal)
-        level = logging.ERROR if self._fatal is None else logging.DEBUG  # once, not per job
-        logger.log(level, "journal failed (job %s): %s", job.key, error)
-        self._stop(error, drain=True)
-
-    async def _journal_call(self, call: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await call()
-        except Exception as exc:
-            assert self._journal is not None
-            error = _as_journal_error(exc, self._journal)
-            if self._fatal is None:
-                self._fatal = error
-            logger.error("journal failed on closing: %s", error)
-
-
-def _ensure_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and check a file can be written in it."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-check-{os.getpid()}.part"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise DownloadError(
-            f"download_dir {folder} cannot be written: {exc.strerror or exc}", local_path=folder
-        ) from None
-
-
-def _os_error_in(exc: BaseException) -> OSError | None:
-    """``exc`` if it is an OSError, or the first OSError of an exception group."""
-    if isinstance(exc, OSError):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = _os_error_in(inner)
-        if found is not None:
-            return found
-    return None
-
-
-def _download_error(exc: OSError, folder: Path) -> DownloadError:
-    where = Path(exc.filename) if isinstance(exc.filename, str) else folder
-    return DownloadError(f"cannot write {where}: {exc.strerror or exc}", local_path=where)
-
-
-def _unexpected(exc: Exception) -> GrokImagineError:
-    """A typed error for an exception of no known kind (a bug, an unreadable answer)."""
-    error = GrokImagineError(f"unexpected {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
-
-
-def _as_journal_error(exc: Exception, journal: Journal) -> JournalError:
-    if isinstance(exc, JournalError):
-        return exc
-    path = getattr(journal, "path", None)
-    error = JournalError(
-        f"the journal failed: {type(exc).__name__}: {exc}",
-        path=path if isinstance(path, Path) else None,
-    )
-    error.__cause__ = exc
-    return error
-
-
-@asynccontextmanager
-async def generate_many(
-    client: SchedulerClient,
-    items: Iterable[GenerationRequest | JobSpec | str]
-    | AsyncIterable[GenerationRequest | JobSpec | str],
-    *,
-    strict: bool = False,
-    **options: Unpack[SchedulerOptions],
-) -> AsyncIterator[AsyncIterator[JobResult]]:
-    """Run ``items`` through a :class:`JobScheduler` and stream their results.
-
-    See :meth:`AsyncGrokImagine.generate_many`. Leaving the block early (``break``, an
-    exception, cancellation) stops every job's task at once; with a journal they resume on
-    the next run. ``strict`` is :meth:`JobScheduler.feed`'s.
-    """
-    scheduler = JobScheduler(client, stream_results=True, **options)
-    async with scheduler:
-        scheduler.feed(items, strict=strict)
-        results = scheduler.results()
-        try:
-            yield results
-        finally:
-            await results.aclose()
-            scheduler.cancel()
