@@ -7,17 +7,21 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from grok_imagine_async import (
     AsyncGrokImagine,
+    AuthenticationError,
     DownloadError,
     FailureClass,
     GenerationRequest,
     InvalidRequestError,
+    JobEvent,
     JobResult,
     JobScheduler,
     JobSpec,
+    JobSubmitted,
     JournalError,
     JournalRecord,
     JournalState,
@@ -233,3 +237,46 @@ async def test_a_failed_download_resumes_on_the_next_run_without_paying(tmp_path
     assert second.task_id == first.task_id
     assert [f.exists() for f in second.files] == [True, True]
     assert emu.statistics().tasks_created == 1  # downloaded again, not paid again
+
+
+class RevocableTransport(httpx.AsyncBaseTransport):
+    """The emulator's transport, answering 401 to everything once ``revoked`` is set."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.revoked = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.revoked:
+            body = {"code": 401, "message": "Invalid API key", "error": "UNAUTHORIZED"}
+            return httpx.Response(401, json=body)
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.anyio
+async def test_a_token_revoked_mid_run_stops_at_once_naming_every_paid_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=5))
+    transport = RevocableTransport(emu.transport())
+    http = httpx.AsyncClient(transport=transport, base_url="http://emulator.local")
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
+    submitted: dict[str, str] = {}
+
+    def on_event(event: JobEvent) -> None:
+        if isinstance(event, JobSubmitted):
+            submitted[event.key] = event.task_id
+            if len(submitted) == 3:
+                transport.revoked = True  # the token is revoked while all three generate
+
+    prompts = [f"long {i} [duration:600]" for i in range(3)]
+
+    async def run() -> None:
+        async with client.generate_many(prompts, on_event=on_event) as results:
+            [r async for r in results]
+
+    with pytest.raises(AuthenticationError) as caught:
+        await run()
+    assert dict(caught.value.pending_tasks) == submitted
+    assert set(submitted.values()) == set(emu.task_ids())
+    assert all(task_id in caplog.text for task_id in submitted.values())
