@@ -280,3 +280,58 @@ async def test_a_token_revoked_mid_run_stops_at_once_naming_every_paid_task(
     assert dict(caught.value.pending_tasks) == submitted
     assert set(submitted.values()) == set(emu.task_ids())
     assert all(task_id in caplog.text for task_id in submitted.values())
+
+
+class BrokenTransport(httpx.AsyncBaseTransport):
+    """The emulator's transport, raising an exception of no known kind on one path."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, path: str) -> None:
+        self.inner = inner
+        self.path = path
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == self.path:
+            raise OverflowError("a number too large for anything")
+        return await self.inner.handle_async_request(request)
+
+
+def broken_client(path: str) -> tuple[Emulator, AsyncGrokImagine]:
+    emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=5))
+    http = httpx.AsyncClient(transport=BrokenTransport(emu.transport(), path),
+                             base_url="http://emulator.local")  # fmt: skip
+    return emu, AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_error_in_a_post_is_a_possibly_paid_result() -> None:
+    _, client = broken_client("/v1/generate")
+    async with client.generate_many(["a", "b"]) as results:
+        got = [r async for r in results]
+    assert [r.failure_class for r in got] == [FailureClass.AMBIGUOUS_SUBMIT] * 2
+    assert all("OverflowError" in str(r.error) for r in got)
+    assert [r.credits for r in got] == [40, 40]  # it may have been paid: counted so
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_error_in_a_poll_ends_only_that_job() -> None:
+    emu, client = broken_client("/v1/status")
+    async with client.generate_many(["a"]) as results:
+        [result] = [r async for r in results]
+    assert result.failure_class is FailureClass.REQUEST_ERROR
+    assert "unexpected OverflowError" in str(result.error)
+    assert emu.statistics().tasks_created == 1  # paid once; the batch went on to its end
+
+
+@pytest.mark.anyio
+async def test_a_hook_that_raises_is_logged_and_ends_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, client = make()
+
+    def on_event(event: JobEvent) -> None:
+        raise RuntimeError("a progress display's bug")
+
+    async with client.generate_many(["a", "b"], on_event=on_event) as results:
+        got = [r async for r in results]
+    assert [r.ok for r in got] == [True, True]
+    assert "the on_event hook raised" in caplog.text
