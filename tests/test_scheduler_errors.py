@@ -183,7 +183,7 @@ async def test_a_local_download_failure_is_a_failed_result_not_a_crash(tmp_path:
     assert len(results) == 2
     for result in results:
         assert isinstance(result.error, DownloadError)
-        assert result.error.local_path == folder
+        assert str(folder) in str(result.error)  # it names what could not be written
         assert "\n" not in str(result.error)
         assert result.task_id is not None and result.credits == 40  # paid: its task id is kept
     assert emu.statistics().tasks_created == 2
