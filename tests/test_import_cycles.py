@@ -4,7 +4,8 @@ Every import statement counts, wherever it is: at module level, inside a functio
 import is still a dependency, only hidden), and under ``if TYPE_CHECKING:`` (a type the module
 names is a dependency of its design, even if not of its runtime). A package's ``__init__`` is a
 module like the others; the implicit import of a parent package that any ``import a.b`` does is
-not counted, since it follows from the folder layout, not from a choice in the code.
+not counted, since it follows from the folder layout, not from a choice in the code; so
+``from . import _records`` depends on ``_records``, not on the package it sits in.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def _graph() -> dict[str, set[str]]:
                     name = ".".join([*base, node.module] if node.module else base)
                 else:
                     name = node.module or ""
-                targets.add(name)
-                targets.update(f"{name}.{alias.name}" for alias in node.names)
+                for alias in node.names:  # `from pkg import submodule` needs the submodule
+                    submodule = f"{name}.{alias.name}"
+                    targets.add(submodule if submodule in paths else name)
         graph[module] = {t for t in targets if t in paths and t != module}
     return graph
 
@@ -103,3 +105,10 @@ def test_no_module_is_over_500_lines() -> None:
         if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 500
     }
     assert long == {}
+
+
+def test_importing_a_submodule_from_its_package_is_no_cycle() -> None:
+    graph = _graph()
+    store = graph[f"{ROOT}.redis._store"]  # it says `from . import _records as records`
+    assert f"{ROOT}.redis" not in store
+    assert f"{ROOT}.redis._records" in store
