@@ -73,12 +73,22 @@ class Poller:
     def watch(self, job: JobRecord, now: float, resumed: bool) -> None:
         """Start polling ``job``, whose task exists: at once if ``resumed`` (its age is
         unknown), else when the planner expects it done."""
-        self._schedule(job, now if resumed else now + self._poll_delay(job, now))
+        if resumed:
+            self._schedule(job, now)
+            return
+        self._planner.submitted(job.key)
+        self._schedule(job, self._next_look(job, now))
+        self._replan(now)
 
     async def dispatch(self) -> None:
         """The dispatcher: hand each job to a poller when its poll is due."""
         while True:
-            await self._send.send(await self._due.next_due())
+            await self._send.send(await self._due.next_due(early=self._early))
+
+    def _early(self, job: JobRecord, now: float) -> bool:
+        return self._planner.worth_early(
+            job.key, now=now, submitted_at=job.submitted_at, last_look=job.last_look
+        )
 
     async def run(self) -> None:
         """One poller: poll due jobs until the scheduler stops."""
@@ -95,12 +105,17 @@ class Poller:
         assert job.task_id is not None
         self.polls += 1
         job.polled()
-        self._planner.note_request(anyio.current_time())
+        planner = self._planner
+        planner.note_request(anyio.current_time(), poll=True)
+        # The early probes find out how long jobs take: they must not wait behind a batch
+        # of submissions.
+        priority = Priority.HIGH if planner.is_probe(job.key) else self._priority
         try:
             with job_scope(self._client.telemetry, self._owner, job.key):
-                task = await self._client.get_task(job.task_id, priority=self._priority)
+                task = await self._client.get_task(job.task_id, priority=priority)
         except NotFoundError as exc:
             if job.missing() >= _NOT_FOUND_LIMIT:
+                planner.gone(job.key, submitted_at=job.submitted_at, last_look=job.last_look)
                 await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
                 return
             self._reschedule(job)
@@ -111,11 +126,18 @@ class Poller:
             self._reschedule(job)
             return
         now = anyio.current_time()
+        planner.looked(
+            job.key,
+            now=now,
+            submitted_at=job.submitted_at,
+            last_look=job.last_look,
+            finished=task.is_terminal,
+            completed=task.status is TaskStatus.COMPLETED,
+        )
+        self._replan(now)
         if not task.is_terminal:
             self._reschedule(job, looked_at=now)
             return
-        if job.submitted_at is not None and task.status is TaskStatus.COMPLETED:
-            self._planner.model.observe(job.last_look - job.submitted_at, now - job.submitted_at)
         if task.succeeded:
             if self._downloads is not None:
                 await self._downloads.queue(job, task)
@@ -140,7 +162,23 @@ class Poller:
         now = anyio.current_time()
         if looked_at is not None:
             job.looked(at=looked_at)
-        self._schedule(job, now + self._poll_delay(job, now))
+            self._schedule(job, self._next_look(job, now))
+        else:  # the look failed: try again no sooner than the shortest gap
+            self._schedule(job, self._next_look(job, now, now + self._planner.policy.wait_initial))
 
-    def _poll_delay(self, job: JobRecord, now: float) -> float:
-        return self._planner.delay(now=now, submitted_at=job.submitted_at, polls=job.polls)
+    def _next_look(self, job: JobRecord, now: float, earliest: float | None = None) -> float:
+        return self._planner.next_look(
+            job.key,
+            now=now,
+            submitted_at=job.submitted_at,
+            last_look=job.last_look,
+            polls=job.polls,
+            earliest=earliest,
+        )
+
+    def _replan(self, now: float) -> None:
+        """Move the looks already queued when the duration model changed its mind."""
+        if self._planner.replan_needed(now):
+            self._due.reschedule_all(
+                lambda job, due: due if job.submitted_at is None else self._next_look(job, now)
+            )

@@ -53,13 +53,11 @@ from .jobs import (
 )
 from .options import PRIORITIES, Favor
 from .poller import Poller
+from .polling import DEFAULT_SCHEDULER_POLL as DEFAULT_SCHEDULER_POLL
 from .polling import DurationModel, PollPlanner
 from .record import JobRecord
 from .submitting import Submitter
 
-DEFAULT_SCHEDULER_POLL = PollPolicy(
-    wait_initial=1.0, wait_factor=1.5, wait_max=30.0, wait_jitter=0.1
-)
 _SUBMITTERS = 32
 _POLLERS = 64
 _QUEUE_SIZE = 64  # jobs accepted ahead of submission: the read-ahead of a lazy input
@@ -73,10 +71,11 @@ class JobScheduler:
         max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
             plan sustains by Little's law (quota / requests per job x learned duration), so a
             saturated quota is never idle for lack of started work.
-        poll: Bounds of the poll schedule: ``wait_initial`` is the shortest gap between two
-            looks at a job, growing by ``wait_factor`` per unsuccessful look, capped at
-            ``wait_max``, jittered by ``wait_jitter``; within those bounds polls land when the
-            learned duration model says the job is probably done.
+        poll: The poll schedule while the quota is idle: a job is looked at ``wait_initial``
+            after its submission, then every ``max(wait_initial, (wait_factor - 1) x age)``
+            seconds, at most ``wait_max`` apart, jittered by ``wait_jitter``. As the quota
+            fills, looks move toward where the learned duration model says the job is very
+            probably done (see ``_scheduling/polling.py``).
         max_credits: Budget: no job is started if it could take spending past this.
         resubmit: How many times one job may be resubmitted after a retryable failure.
         resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
@@ -144,6 +143,8 @@ class JobScheduler:
             poll or DEFAULT_SCHEDULER_POLL,
             duration_model or DurationModel(),
             rng or random.Random(),
+            statistics=client.limiter.statistics,
+            unfinished=lambda: self._books.unfinished(),
         )
         budget = CreditBudget(max_credits)  # raises ValueError below 0
         on_event = observed_hook(client.telemetry, self, on_event)
