@@ -9,9 +9,10 @@ Example:
     ...         print(task.videos)
 """
 
-from ._backoff import PollPolicy, RetryPolicy, backoff_delay
+from . import _backoff, _clock
+from ._backoff import PollPolicy, RetryPolicy
 from ._client import DEFAULT_BASE_URL, AsyncGrokImagine
-from ._clock import Clock, LoopClock, ManualClock
+from ._deprecated import module_getattr as _module_getattr
 from ._errors import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -20,6 +21,7 @@ from ._errors import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
+    BacklogFullError,
     BadRequestError,
     BudgetExceededError,
     ConfigurationError,
@@ -30,6 +32,7 @@ from ._errors import (
     JournalError,
     NotFoundError,
     RateLimitError,
+    RedisUnavailableError,
     SchedulerClosedError,
     ServerError,
     TaskFailedError,
@@ -45,9 +48,10 @@ from ._models import (
     GenerationRequest,
     Task,
     TaskStatus,
-    build_request,
 )
 from ._observe import JobScope, Observer, RequestAttempt
+from ._requests import build_request
+from ._scheduling import jobs as _jobs
 from ._scheduling.inputs import InputSummary, JobFile
 from ._scheduling.jobs import (
     Job,
@@ -63,11 +67,10 @@ from ._scheduling.jobs import (
     Journal,
     JournalRecord,
     JournalState,
-    SchedulerEvent,
     SchedulerHook,
     SchedulerStatistics,
-    request_key,
 )
+from ._scheduling.options import SchedulerOptions
 from ._scheduling.polling import DurationModel
 from ._scheduling.scheduler import JobScheduler
 from ._version import __version__
@@ -81,10 +84,10 @@ __all__ = [
     "AmbiguousSubmitError",
     "AsyncGrokImagine",
     "AuthenticationError",
+    "BacklogFullError",
     "BadRequestError",
     "BudgetExceededError",
     "CREDITS_PER_GENERATION",
-    "Clock",
     "ConfigurationError",
     "DEFAULT_BASE_URL",
     "DownloadError",
@@ -115,8 +118,6 @@ __all__ = [
     "LimiterStatistics",
     "Limits",
     "LocalRateLimiter",
-    "LoopClock",
-    "ManualClock",
     "NotFoundError",
     "Observer",
     "Permit",
@@ -127,11 +128,12 @@ __all__ = [
     "RateLimitError",
     "RateLimitFeedback",
     "RateLimiter",
+    "RedisUnavailableError",
     "RequestAttempt",
     "RetryPolicy",
     "SchedulerClosedError",
-    "SchedulerEvent",
     "SchedulerHook",
+    "SchedulerOptions",
     "SchedulerStatistics",
     "ServerError",
     "SqliteJournal",
@@ -139,7 +141,24 @@ __all__ = [
     "TaskFailedError",
     "TaskStatus",
     "__version__",
-    "backoff_delay",
     "build_request",
-    "request_key",
 ]
+
+# Plumbing that was exported by accident: still served for one release, with a warning.
+__getattr__ = _module_getattr(
+    __name__,
+    {
+        "backoff_delay": (
+            _backoff.backoff_delay,
+            "RetryPolicy and PollPolicy compute their delays (it stays in a private module)",
+        ),
+        "request_key": (
+            _jobs.request_key,
+            "read JobResult.key, or choose a key with JobSpec(request, key=...)",
+        ),
+        "Clock": (_clock.Clock, "use grok_imagine_async.abc.Clock"),
+        "LoopClock": (_clock.LoopClock, "it is the default clock: pass no clock"),
+        "ManualClock": (_clock.ManualClock, "use grok_imagine_async.testing.ManualClock"),
+        "SchedulerEvent": (_jobs.SchedulerEvent, "use JobEvent, the base class of every event"),
+    },
+)

@@ -11,7 +11,10 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 import anyio
 import httpx
@@ -29,11 +32,13 @@ from ._hosts import HostPolicy
 from ._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from ._limiting.protocol import Priority, RateLimiter
 from ._limits import Limits
-from ._models import GenerationRequest, Task, build_request
+from ._models import GenerationRequest, Task
 from ._observe import Observer
 from ._protocol import parse_task, parse_task_id
 from ._redact import check_token
+from ._requests import build_request
 from ._scheduling.jobs import JobResult, JobSpec
+from ._scheduling.options import SchedulerOptions
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 
 logger = logging.getLogger("grok_imagine_async")
@@ -409,20 +414,29 @@ class AsyncGrokImagine:
         self,
         requests: Iterable[GenerationRequest | JobSpec | str]
         | AsyncIterable[GenerationRequest | JobSpec | str],
-        **scheduler_options: Any,
+        *,
+        strict: bool = False,
+        **scheduler_options: Unpack[SchedulerOptions],
     ) -> AbstractAsyncContextManager[AsyncIterator[JobResult]]:
         """Generate many videos, streaming each :class:`JobResult` as its job finishes.
 
         ``requests`` may be any iterable or async iterable of :class:`GenerationRequest`,
         :class:`JobSpec` or prompt strings; it is read lazily, so it can be a 100,000-line
-        file. A job's failure is a result (``result.ok`` is False), not an exception; only
-        systemic faults (a rejected token, an invalid prompt string) end the batch by raising.
-        Leaving the block early stops every job at once.
+        file. A job's failure is a result (``result.ok`` is False), not an exception: so is
+        an invalid item of ``requests`` (a blank prompt, say), unless ``strict``. Only what
+        stops the whole batch raises, when the block exits: a rejected token, a journal that
+        cannot be written, an error of ``requests`` itself (or, with ``strict``, an invalid
+        item). Jobs already submitted are then polled to their end first (a rejected token
+        cannot poll: they are left), and the error's ``pending_tasks`` lists the paid tasks
+        whose end was not recorded. Leaving the block early stops every job at once.
 
         Args:
             requests: What to generate.
+            strict: End the batch at the first invalid item (an :class:`InvalidRequestError`
+                whose ``item`` is its 1-based position), instead of a failed result for it.
             **scheduler_options: Passed to :class:`JobScheduler` (``max_in_flight``,
-                ``max_credits``, ``journal``, ``download_dir``, ``on_event``, ...).
+                ``max_credits``, ``journal``, ``download_dir``, ``on_event``, ...), typed
+                by :class:`SchedulerOptions` so a type checker sees each keyword.
 
         Example:
             >>> async def main(client: AsyncGrokImagine) -> None:
@@ -431,9 +445,9 @@ class AsyncGrokImagine:
             ...         async for result in results:
             ...             print(result.key, result.ok, result.videos)
         """
-        from ._scheduling.scheduler import generate_many
+        from ._scheduling.many import generate_many
 
-        return generate_many(self, requests, **scheduler_options)
+        return generate_many(self, requests, strict=strict, **scheduler_options)
 
     async def _wait(self, task_id: str, policy: PollPolicy, *, first_delay: bool) -> Task:
         # Polls spaced in proportion to the time waited (PollPolicy.gap): a job is noticed

@@ -6,7 +6,7 @@
     ├── ConfigurationError (also ValueError)      bad client settings, e.g. no API key
     ├── InvalidRequestError (also ValueError)     a generation request rejected before sending
     ├── InputError (also ValueError)              a batch input file has a bad line
-    ├── JournalError                              a journal file cannot be used
+    ├── JournalError                              a journal cannot be used (read or written)
     ├── APIError                                  talking to the API went wrong
     │   ├── APIStatusError                        the server answered with an error
     │   │   ├── BadRequestError                   400 INVALID_REQUEST
@@ -21,19 +21,24 @@
     │   └── DownloadError                         a result video refused, too large or unsaved
     ├── TaskFailedError                           the task ended in failure
     ├── BudgetExceededError                       a credit budget would be exceeded
-    ├── SchedulerClosedError (also RuntimeError)  a job submitted to a closed scheduler
+    ├── BacklogFullError                          too many jobs wait to start (an app's 429)
+    ├── SchedulerClosedError (also RuntimeError)  the scheduler is not running or closed
     └── RedisUnavailableError                     Redis unreachable (grok_imagine_async.redis)
+
+A fatal error that stopped a scheduler carries ``pending_tasks``: the paid tasks whose end
+the run did not record, so that no task id known to the process is lost with it.
 
 The API token never appears in any message or attribute of these exceptions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._models import FailureClass, GenerationRequest, Task
+from ._models import FailureClass, GenerationRequest, Task
 
 __all__ = [
     "APIConnectionError",
@@ -43,6 +48,7 @@ __all__ = [
     "APITimeoutError",
     "AmbiguousSubmitError",
     "AuthenticationError",
+    "BacklogFullError",
     "BadRequestError",
     "BudgetExceededError",
     "ConfigurationError",
@@ -53,6 +59,7 @@ __all__ = [
     "JournalError",
     "NotFoundError",
     "RateLimitError",
+    "RedisUnavailableError",
     "SchedulerClosedError",
     "ServerError",
     "TaskFailedError",
@@ -60,7 +67,16 @@ __all__ = [
 
 
 class GrokImagineError(Exception):
-    """Raised when anything in this library fails; the root of the tree."""
+    """Raised when anything in this library fails; the root of the tree.
+
+    Attributes:
+        pending_tasks: Set when this error stopped a scheduler: the jobs it had submitted
+            (and so paid for) whose end it did not record, as ``{key: task_id}``. With a
+            journal that recorded their task ids they resume on the next run; the scheduler
+            also logs them. Empty otherwise.
+    """
+
+    pending_tasks: Mapping[str, str] = MappingProxyType({})
 
 
 class ConfigurationError(GrokImagineError, ValueError):
@@ -72,11 +88,15 @@ class InvalidRequestError(GrokImagineError, ValueError):
 
     Attributes:
         problems: One human-readable line per problem found.
+        item: For an item of a scheduler's input, its 1-based position in the input.
     """
 
-    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, message: str, *, problems: tuple[str, ...] = (), item: int | None = None
+    ) -> None:
         super().__init__(message)
         self.problems = problems
+        self.item = item
 
 
 class InputError(GrokImagineError, ValueError):
@@ -99,16 +119,18 @@ class InputError(GrokImagineError, ValueError):
 
 
 class JournalError(GrokImagineError):
-    """Raised when a journal file cannot be used.
+    """Raised when a journal cannot be used: opened, read or written.
 
     For instance: it is not a journal (another SQLite database, or not SQLite at all), it was
-    written by a newer version of this library, it is corrupt, or another process has it open.
+    written by a newer version of this library, it is corrupt, another process has it open,
+    or the disk is full. A scheduler stopped by it keeps polling the jobs it already paid for,
+    then raises it with their task ids in ``pending_tasks``.
 
     Attributes:
-        path: The journal file.
+        path: The journal file, if the journal is a file.
     """
 
-    def __init__(self, message: str, *, path: Path) -> None:
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
         super().__init__(message)
         self.path = path
 
@@ -232,8 +254,6 @@ class TaskFailedError(GrokImagineError):
     """
 
     def __init__(self, task: Task) -> None:
-        from ._models import FailureClass
-
         self.task = task
         self.failure_class: FailureClass = task.failure_class or FailureClass.UNKNOWN
         reason = task.error_message or f"status {task.raw_status!r}"
@@ -257,9 +277,28 @@ class BudgetExceededError(GrokImagineError):
         )
 
 
+class BacklogFullError(GrokImagineError):
+    """Raised when too many jobs already wait for a submission slot: an app is asked for more
+    than its quota sustains, so a new job is refused instead of queued without bound.
+
+    Attributes:
+        queued: Jobs waiting when this one was refused.
+        retry_after: Seconds after which trying again is likely to succeed (an estimate).
+    """
+
+    def __init__(self, *, queued: int, retry_after: float) -> None:
+        self.queued = queued
+        self.retry_after = retry_after
+        super().__init__(f"{queued} video jobs are already waiting to start; try again later")
+
+
 class SchedulerClosedError(GrokImagineError, RuntimeError):
-    """Raised when a job is submitted to a scheduler that is not running or no longer accepts
-    jobs (its input was closed, it was cancelled, or a fatal error stopped it)."""
+    """Raised when a scheduler cannot take or see through a job: it is not running, or no
+    longer accepts jobs (its input was closed, it was cancelled, or a fatal error such as a
+    rejected API token stopped it), or, in an app, it stopped while a handler waited on a job.
+
+    ``grok_imagine_async.fastapi.SchedulerStoppedError`` is a deprecated alias of it.
+    """
 
 
 class DownloadError(APIError):
@@ -267,12 +306,26 @@ class DownloadError(APIError):
 
     For instance: its host is a local address not in ``download_hosts``, a redirect goes from
     https to http or past ``Limits.max_redirects``, it is larger than
-    ``Limits.max_video_bytes``, or a folder or link sits at its file name.
+    ``Limits.max_video_bytes``, a folder or link sits at its file name, or the disk is full
+    or the folder cannot be written. A scheduler checks its ``download_dir`` with this error
+    before sending anything; a download that fails later ends only its job, whose task id
+    stays in the journal so the next run downloads it again without paying again.
 
     Attributes:
-        url: The URL that was being fetched (a result URL, never with the token).
+        url: The URL that was being fetched (a result URL, never with the token), if any.
+        local_path: The folder or file that could not be written, for a local failure.
     """
 
-    def __init__(self, message: str, *, url: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, url: str | None = None, local_path: Path | None = None
+    ) -> None:
         super().__init__(message, method="GET")
         self.url = url
+        self.local_path = local_path
+
+
+class RedisUnavailableError(GrokImagineError):
+    """Raised when Redis cannot be reached and the limiter was told not to fall back.
+
+    Only with ``on_unavailable="raise"``; the Redis client's error is the ``__cause__``.
+    """

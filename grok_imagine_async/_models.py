@@ -1,4 +1,10 @@
-"""Typed values exchanged with the API: requests, tasks, statuses, failure classes."""
+"""Typed values exchanged with the API: requests, tasks, statuses, failure classes.
+
+The bottom of the package: it imports nothing of ours, so the exception tree (which carries
+these values) and the protocol rules (which build them) can both import it without a cycle.
+Failure classification (API.md rule 6) lives here, beside :class:`FailureClass`, because a
+:class:`Task` reports its own class.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
-
-from ._errors import InvalidRequestError
 
 CREDITS_PER_GENERATION = 40
 """What one generation costs: 40 credits (about 0.40 USD), as the provider documents."""
@@ -204,34 +207,34 @@ class Task(BaseModel):
     @property
     def failure_class(self) -> FailureClass | None:
         """Why the task failed (a :class:`FailureClass`), or None if it succeeded or runs."""
-        from ._protocol import classify_failure
-
         return classify_failure(self)
 
 
-def build_request(
-    prompt: str,
-    *,
-    mode: str = "normal",
-    ratio: str = "1:1",
-    images: Sequence[str] | str | None = None,
-    allow_unlisted: bool = False,
-) -> GenerationRequest:
-    """Validate generation options into a :class:`GenerationRequest`.
+_FAILURE_MARKERS: tuple[tuple[FailureClass, tuple[str, ...]], ...] = (
+    (FailureClass.CONTENT_POLICY, ("inappropriate", "content policy", "nsfw", "moderation")),
+    (FailureClass.INVALID_INPUT, ("file type not supported", "not supported", "invalid image")),
+    (FailureClass.TRANSIENT, ("network error", "try again later", "timeout", "temporar")),
+    (FailureClass.GENERATION_FAILED, ("build failed", "generation failed")),
+)
 
-    Raises:
-        InvalidRequestError: Naming every invalid option; nothing is sent.
+
+def classify_error_message(message: str | None) -> FailureClass:
+    """The failure class a task's ``error_message`` indicates (rule 6)."""
+    text = (message or "").lower()
+    for failure_class, markers in _FAILURE_MARKERS:
+        if any(marker in text for marker in markers):
+            return failure_class
+    return FailureClass.UNKNOWN
+
+
+def classify_failure(task: Task) -> FailureClass | None:
+    """Why ``task`` failed, or None if it succeeded or has not finished.
+
+    A task that says "completed" but carries no video URL is a failure of its own kind
+    (``NO_RESULT``, rule 3).
     """
-    try:
-        return GenerationRequest(
-            prompt=prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
-        )
-    except ValidationError as exc:
-        problems = tuple(
-            f"{'.'.join(str(p) for p in err['loc']) or 'request'}: "
-            f"{err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
-        )
-        raise InvalidRequestError(
-            "invalid generation request: " + "; ".join(problems), problems=problems
-        ) from None
+    if task.status is TaskStatus.COMPLETED:
+        return None if task.videos else FailureClass.NO_RESULT
+    if task.status is TaskStatus.FAILED:
+        return classify_error_message(task.error_message)
+    return None

@@ -1,7 +1,8 @@
 """The API's protocol rules as pure functions: no I/O, called directly by tests.
 
-Covers API.md rules 1 (two places for an error), 2 (status vocabulary), 3 (tolerant parsing)
-and 6 (failure classes).
+Covers API.md rules 1 (two places for an error), 2 (status vocabulary) and 3 (tolerant
+parsing). Rule 6 (failure classes) lives in ``_models`` beside :class:`FailureClass`, since a
+:class:`Task` reports its own class; it is re-exported here with the other rules.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from ._errors import (
     RateLimitError,
     ServerError,
 )
-from ._models import FailureClass, Task, TaskStatus
+from ._models import Task, TaskStatus
+from ._models import classify_error_message as classify_error_message
+from ._models import classify_failure as classify_failure
 
 logger = logging.getLogger("grok_imagine_async")
 
@@ -65,36 +68,6 @@ def normalize_status(raw: object) -> TaskStatus:
             _unknown_seen.popitem(last=False)
         logger.warning("unknown task status %r: treating it as not finished", str(raw)[:100])
     return TaskStatus.UNKNOWN
-
-
-_FAILURE_MARKERS: tuple[tuple[FailureClass, tuple[str, ...]], ...] = (
-    (FailureClass.CONTENT_POLICY, ("inappropriate", "content policy", "nsfw", "moderation")),
-    (FailureClass.INVALID_INPUT, ("file type not supported", "not supported", "invalid image")),
-    (FailureClass.TRANSIENT, ("network error", "try again later", "timeout", "temporar")),
-    (FailureClass.GENERATION_FAILED, ("build failed", "generation failed")),
-)
-
-
-def classify_error_message(message: str | None) -> FailureClass:
-    """The failure class a task's ``error_message`` indicates (rule 6)."""
-    text = (message or "").lower()
-    for failure_class, markers in _FAILURE_MARKERS:
-        if any(marker in text for marker in markers):
-            return failure_class
-    return FailureClass.UNKNOWN
-
-
-def classify_failure(task: Task) -> FailureClass | None:
-    """Why ``task`` failed, or None if it succeeded or has not finished.
-
-    A task that says "completed" but carries no video URL is a failure of its own kind
-    (``NO_RESULT``, rule 3).
-    """
-    if task.status is TaskStatus.COMPLETED:
-        return None if task.videos else FailureClass.NO_RESULT
-    if task.status is TaskStatus.FAILED:
-        return classify_error_message(task.error_message)
-    return None
 
 
 def _as_int(value: object) -> int | None:

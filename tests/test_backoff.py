@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grok_imagine_async import PollPolicy, RetryPolicy, backoff_delay
+from grok_imagine_async import PollPolicy, RetryPolicy
+from grok_imagine_async._backoff import backoff_delay
 
 
 def test_exponential_then_capped() -> None:

@@ -19,6 +19,7 @@ from grok_imagine_async import (
     InvalidRequestError,
     NotFoundError,
     RateLimitError,
+    SchedulerClosedError,
     ServerError,
     Task,
     TaskFailedError,
@@ -27,7 +28,6 @@ from grok_imagine_async import (
 from grok_imagine_async.fastapi import (
     BacklogFullError,
     HTTPProblem,
-    SchedulerStoppedError,
     http_error_for,
     sse_event,
 )
@@ -59,7 +59,7 @@ def failed_task(message: str | None, status: TaskStatus = TaskStatus.FAILED) -> 
             503,
             "upstream_rate_limited",
         ),
-        (SchedulerStoppedError("stopped"), 503, "unavailable"),
+        (SchedulerClosedError("stopped"), 503, "unavailable"),
         (APITimeoutError("read timeout"), 504, "upstream_timeout"),
         (AmbiguousSubmitError("lost"), 502, "ambiguous_submit"),
         (AuthenticationError("bad token", status_code=401), 502, "upstream_error"),

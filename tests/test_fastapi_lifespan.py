@@ -233,7 +233,7 @@ async def test_a_scheduler_crash_is_logged_and_the_app_answers_503(
             later = await web.post("/videos", params={"prompt": "a dog"})
     assert first.status_code == 202
     assert later.status_code == 503
-    assert "the video scheduler failed, no more jobs can run" in caplog.text
+    assert "the video scheduler stopped, no more jobs can run" in caplog.text
     assert "No space left on device" in caplog.text
     assert emulator.statistics().requests_total == 0  # nothing sent without its journal entry
 

@@ -15,8 +15,11 @@ from grok_imagine_async import (
 )
 from grok_imagine_async._scheduling.resume import (
     FINAL_STATES,
+    Reopening,
     journal_error,
     never_paid,
+    reopened,
+    reopening,
     replayed_task,
 )
 
@@ -67,3 +70,31 @@ def test_replayed_task_is_completed_with_its_videos() -> None:
     task = replayed_task(record(JournalState.COMPLETED, task_id="t", videos=("https://v/1.mp4",)))
     assert task.succeeded
     assert task.videos == ("https://v/1.mp4",)
+
+
+def test_the_resume_policy_reopens_what_a_new_run_can_fix() -> None:
+    unpaid = record(JournalState.FAILED, failure_class=FailureClass.BUDGET_EXCEEDED)
+    assert reopening(unpaid, resubmit_ambiguous=False) is Reopening.UNPAID
+    assert reopened(unpaid, resubmit_ambiguous=False) is None
+
+    undownloaded = record(
+        JournalState.FAILED, task_id="t", videos=("https://v/1.mp4",), files=("a.mp4",),
+        error="cannot write a.mp4", failure_class=FailureClass.REQUEST_ERROR,
+    )  # fmt: skip
+    again = reopened(undownloaded, resubmit_ambiguous=False)
+    assert again is not None
+    assert (again.state, again.task_id, again.videos, again.files) == (
+        JournalState.COMPLETED, "t", ("https://v/1.mp4",), (),
+    )  # fmt: skip
+    assert (again.error, again.failure_class) == (None, None)
+
+    ambiguous = record(JournalState.FAILED, failure_class=FailureClass.AMBIGUOUS_SUBMIT, attempts=1)
+    assert reopened(ambiguous, resubmit_ambiguous=False) == ambiguous  # reported, not resent
+    resent = reopened(ambiguous, resubmit_ambiguous=True)
+    assert resent is not None
+    assert (resent.state, resent.attempts, resent.failure_class) == (JournalState.INTENT, 1, None)
+
+    refused = record(JournalState.FAILED, task_id="t", failure_class=FailureClass.CONTENT_POLICY)
+    for taken_as_is in (refused, record(JournalState.SUBMITTED, task_id="t")):
+        assert reopening(taken_as_is, resubmit_ambiguous=True) is Reopening.NONE
+        assert reopened(taken_as_is, resubmit_ambiguous=True) is taken_as_is

@@ -14,9 +14,9 @@ from grok_imagine_async import (
     GenerationRequest,
     JobResult,
     JobSpec,
-    request_key,
 )
 from grok_imagine_async._journal.sqlite import SqliteJournal
+from grok_imagine_async._scheduling.jobs import request_key
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 TOKEN = "resume-token"

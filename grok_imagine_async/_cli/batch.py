@@ -17,6 +17,7 @@ import functools
 import importlib.util
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,10 @@ from .._errors import (
     InvalidRequestError,
 )
 from .._journal.sqlite import JournalError, SqliteJournal
-from .._models import build_request
+from .._requests import build_request
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import JournalState
+from .._scheduling.resume import Reopening, reopening
 from .batch_shared import is_redis_url, run_shared
 from .common import (
     EXIT_FAILED,
@@ -307,9 +309,11 @@ async def _with_journal(
         return EXIT_USAGE
     except JournalError as exc:
         error("batch", exc)
+        _print_pending(exc)
         return EXIT_FAILED
     except GrokImagineError as exc:  # a systemic fault that stopped the batch
         error("batch", exc)
+        _print_pending(exc)
         interrupted = False
     else:
         await _forget_unsent(journal, known_unknowns)
@@ -318,6 +322,19 @@ async def _with_journal(
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.all_completed else EXIT_FAILED
+
+
+def _print_pending(exc: GrokImagineError) -> None:
+    """Print the paid tasks the journal may not hold, so that none is lost with the run."""
+    if not exc.pending_tasks:
+        return
+    print(
+        f"{len(exc.pending_tasks)} paid jobs ended or were in flight without the journal "
+        "recording it; their task ids (key task_id):",
+        file=sys.stderr,
+    )
+    for key, task_id in exc.pending_tasks.items():
+        print(f"  {key} {task_id}", file=sys.stderr)
 
 
 async def _forget_unsent(journal: SqliteJournal, known: set[str] | None) -> None:
@@ -359,13 +376,6 @@ async def _prepare(
         return False
     if recorded is None:
         await journal.set_meta(ENDPOINT_META, endpoint)
-    unpaid, undownloaded = await journal.reopen_retryable()
-    if unpaid or undownloaded:
-        print(
-            f"Trying again: {unpaid} jobs that failed without being paid (credit budget, "
-            f"refused requests) and {undownloaded} whose download failed.",
-            file=sys.stderr,
-        )
     if connection.emulated:
         restarted = await journal.forget([JournalState.INTENT, JournalState.SUBMITTED])
         if restarted:
@@ -374,8 +384,20 @@ async def _prepare(
                 "emulator's tasks ended with it, so they start again.",
                 file=sys.stderr,
             )
-    elif args.on_ambiguous == "resubmit":
-        retried = await journal.retry_ambiguous()
+    # The scheduler applies the library's resume policy to each job; count what it will do.
+    resubmit = args.on_ambiguous == "resubmit"
+    kinds = Counter([reopening(r, resubmit_ambiguous=resubmit) async for r in journal.records()])
+    unpaid, undownloaded = kinds[Reopening.UNPAID], kinds[Reopening.UNDOWNLOADED]
+    if unpaid or undownloaded:
+        print(
+            f"Trying again: {unpaid} jobs that failed without being paid (credit budget, "
+            f"refused requests) and {undownloaded} whose download failed.",
+            file=sys.stderr,
+        )
+    if connection.emulated:
+        return True  # every unknown outcome was forgotten above
+    if resubmit:
+        retried = kinds[Reopening.AMBIGUOUS]
         if retried:
             print(
                 f"{retried} jobs whose submission outcome was unknown will be submitted again "

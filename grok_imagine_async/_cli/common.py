@@ -15,7 +15,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypedDict, TypeVar
 
 import anyio
 
@@ -25,6 +25,8 @@ from .._errors import ConfigurationError
 from .._limiting.local import LocalRateLimiter, Pacing
 from .._limiting.plans import RateLimit, resolve_rate_limit
 from .._limiting.protocol import RateLimiter
+from .._observe import Observer
+from .._sender import AmbiguousSubmitPolicy
 from .text import printable
 
 EXIT_OK = 0
@@ -180,7 +182,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     limiter: RateLimiter | None = (
         LocalRateLimiter(limit, pacing=pacing) if pacing is not None else None
     )  # None: the client's default for its plan
-    timing: dict[str, Any] = {
+    timing: _ClientTiming = {
         "on_ambiguous_submit": (
             "resubmit" if getattr(args, "on_ambiguous", "report") == "resubmit" else "raise"
         ),
@@ -209,9 +211,21 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
                 await closer()
 
 
+class _ClientTiming(TypedDict):
+    """The client keywords every connection of the command line sets (typed for mypy)."""
+
+    on_ambiguous_submit: AmbiguousSubmitPolicy
+    plan: RateLimit
+    retry: RetryPolicy
+    poll: PollPolicy
+    limiter: RateLimiter | None
+    telemetry: bool | Observer | None
+    time_scale: float
+
+
 @asynccontextmanager
 async def _emulated_client(
-    limit: RateLimit, scale: float, timing: dict[str, Any]
+    limit: RateLimit, scale: float, timing: _ClientTiming
 ) -> AsyncIterator[AsyncGrokImagine]:
     try:
         import httpx

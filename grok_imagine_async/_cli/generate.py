@@ -21,7 +21,8 @@ from .._errors import (
     InvalidRequestError,
     TaskFailedError,
 )
-from .._models import GenerationRequest, build_request
+from .._models import GenerationRequest
+from .._requests import build_request
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,

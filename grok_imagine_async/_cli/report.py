@@ -19,7 +19,7 @@ from typing import Any
 from .._blocking import run_blocking
 from .._files import create_temp
 from .._journal.sqlite import SqliteJournal
-from .._models import FailureClass
+from .._models import CREDITS_PER_GENERATION, FailureClass
 from .._scheduling.inputs import JobFile
 from .._scheduling.jobs import JournalRecord, JournalState
 from .text import printable
@@ -42,7 +42,10 @@ class BatchOutcome:
         ambiguous: Jobs whose submission's outcome is unknown (maybe paid, not resent).
         running: Jobs submitted and not finished (an interrupted run; they resume next time).
         not_started: Jobs never submitted.
-        credits: Credits recorded for the input's jobs, over every run.
+        credits: Credits recorded for the input's jobs, over every run, the last POST of
+            ambiguous jobs left out.
+        uncertain_credits: Credits ambiguous jobs may have cost: their last POST's, which may
+            or may not have been charged.
         files: Video files downloaded.
         failures: Failures by class.
         samples: The first few failed or ambiguous jobs, as (key, status, message).
@@ -56,6 +59,7 @@ class BatchOutcome:
     running: int = 0
     not_started: int = 0
     credits: int = 0
+    uncertain_credits: int = 0
     files: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     samples: list[tuple[str, str, str]] = field(default_factory=list)
@@ -70,7 +74,11 @@ class BatchOutcome:
         """Count one manifest entry."""
         self.total += 1
         status = entry["status"]
-        self.credits += entry.get("credits", 0)
+        credits = entry.get("credits", 0)
+        if status == "ambiguous":  # its last POST may or may not have been charged
+            self.uncertain_credits += CREDITS_PER_GENERATION
+            credits = max(0, credits - CREDITS_PER_GENERATION)
+        self.credits += credits
         self.files += len(entry.get("files", ()))
         if status == "completed":
             self.completed += 1
@@ -216,6 +224,10 @@ def summary_rows(outcome: BatchOutcome) -> list[tuple[str, str]]:
         ("video files", str(outcome.files)),
         ("credits", f"{outcome.credits} (about {outcome.credits / 100:.2f} USD)"),
     ]
+    if outcome.uncertain_credits:
+        rows.append(
+            ("possibly charged", f"{outcome.uncertain_credits} more (outcome unknown, see above)")
+        )
     if outcome.manifest is not None:
         rows.append(("manifest", str(outcome.manifest)))
     return rows

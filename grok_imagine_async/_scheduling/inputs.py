@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Literal
 
 from .._download import safe_name
 from .._errors import InputError, InvalidRequestError
-from .._models import build_request
+from .._requests import build_request
 from .jobs import JobSpec, request_key
 
 __all__ = ["InputError", "InputFormat", "InputSummary", "JobFile"]

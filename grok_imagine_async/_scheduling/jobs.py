@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import anyio
-
 from .._errors import GrokImagineError, TaskFailedError
 from .._models import FailureClass, GenerationRequest, Task
 
@@ -133,49 +131,64 @@ class JobResult:
         raise TaskFailedError(self.task)
 
 
+class JobView(Protocol):
+    """What a :class:`Job` handle reads: the scheduler's private record of the job."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def request(self) -> GenerationRequest: ...
+    @property
+    def state(self) -> JobState: ...
+    @property
+    def task_id(self) -> str | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def result(self) -> JobResult | None: ...
+    async def wait_finished(self) -> JobResult: ...
+
+
 class Job:
     """A handle to one job of a :class:`JobScheduler`, returned by :meth:`JobScheduler.submit`.
 
-    Attributes:
-        key: The job's key.
-        request: What it generates.
+    Read-only: the scheduler changes the job through its own record, and the handle shows it.
     """
 
-    def __init__(self, key: str, request: GenerationRequest) -> None:
-        self.key = key
-        self.request = request
-        self._state = JobState.QUEUED
-        self._task_id: str | None = None
-        self._attempts = 0
-        self._resubmits = 0
-        self._credits = 0
-        self._polls = 0
-        self._not_found = 0
-        self._submitted_at: float | None = None
-        self._last_look = 0.0
-        self._finished_task: Task | None = None  # completed, waiting for its download
-        self._result: JobResult | None = None
-        self._done = anyio.Event()
+    __slots__ = ("_view",)
+
+    def __init__(self, view: JobView) -> None:
+        self._view = view
+
+    @property
+    def key(self) -> str:
+        """The job's key."""
+        return self._view.key
+
+    @property
+    def request(self) -> GenerationRequest:
+        """What it generates."""
+        return self._view.request
 
     @property
     def status(self) -> JobState:
         """Where the job is now."""
-        return self._state
+        return self._view.state
 
     @property
     def task_id(self) -> str | None:
         """The id of its current task, once submitted."""
-        return self._task_id
+        return self._view.task_id
 
     @property
     def attempts(self) -> int:
         """Submissions made so far."""
-        return self._attempts
+        return self._view.attempts
 
     @property
     def result(self) -> JobResult | None:
         """Its result once finished, else None."""
-        return self._result
+        return self._view.result
 
     async def wait(self) -> Task:
         """Wait for the job to finish and return its completed task.
@@ -184,12 +197,10 @@ class Job:
             GrokImagineError: Why it failed (e.g. :class:`TaskFailedError`,
                 :class:`AmbiguousSubmitError`, :class:`BudgetExceededError`).
         """
-        await self._done.wait()
-        assert self._result is not None
-        return self._result.unwrap()
+        return (await self._view.wait_finished()).unwrap()
 
     def __repr__(self) -> str:
-        return f"Job(key={self.key!r}, status={self._state.value}, task_id={self._task_id!r})"
+        return f"Job(key={self.key!r}, status={self.status.value}, task_id={self.task_id!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,11 +217,14 @@ class SchedulerStatistics:
         polls: Status polls made.
         requests_sent: Requests the limiter let through since the scheduler started (retries too).
         rate_limited: HTTP 429 answers seen by the limiter since the scheduler started.
-        credits_consumed: Credits spent on tasks the server created.
+        credits_consumed: Credits spent on tasks the server created, and on submissions whose
+            answer was lost (they may have created one).
         requests_per_minute: Requests sent over the last quarter of the quota period, per minute.
         limit_per_minute: The plan's limit per minute.
         max_in_flight: The current cap on jobs in flight.
         predicted_duration: The learned median generation time, in seconds.
+        credits_uncertain: Of ``credits_consumed``, those of submissions whose answer was
+            lost: maybe charged, maybe not (check the account).
     """
 
     queued: int
@@ -227,6 +241,7 @@ class SchedulerStatistics:
     limit_per_minute: float
     max_in_flight: int
     predicted_duration: float
+    credits_uncertain: int = 0
 
 
 # -- events --------------------------------------------------------------------------------------

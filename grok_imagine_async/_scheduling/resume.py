@@ -1,13 +1,21 @@
 """Reading a journal record back at the start of a run: pure decisions, no I/O.
 
 A record says how far a job got in an earlier run. Finished records are replayed without any
-request; never-paid failures (refused by the budget or by the API) are tried again; a record
-of a submitted task resumes polling it; an intent without a task id is a submission whose
-outcome is unknown (see the client's ``on_ambiguous_submit``).
+request; never-paid failures (refused by the budget or by the API) are tried again; a task
+that completed but whose download failed is downloaded again (not paid again); a record of a
+submitted task resumes polling it; an intent without a task id is a submission whose outcome
+is unknown (see the client's ``on_ambiguous_submit``, which also decides whether an earlier
+ambiguous failure is resent).
+
+This is the resume policy of every entry point: the scheduler applies :func:`reopened` to each
+record it loads, whatever the journal; ``grok-imagine batch`` counts :func:`reopening` kinds
+to tell what it will try again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import hashlib
 import json
 
@@ -17,6 +25,58 @@ from .jobs import JournalRecord, JournalState
 
 FINAL_STATES = frozenset({JournalState.COMPLETED, JournalState.FAILED})
 """Records in these states are replayed, not resumed."""
+
+
+class Reopening(enum.Enum):
+    """Why a new run takes an earlier record up differently from how it was left."""
+
+    NONE = "none"
+    """Taken as it is."""
+    UNPAID = "unpaid"
+    """Failed without a task (refused by the budget or the API): submitted afresh."""
+    UNDOWNLOADED = "undownloaded"
+    """Completed, but its download failed: downloaded again (result URLs live ~24 h)."""
+    AMBIGUOUS = "ambiguous"
+    """Its submission's outcome was unknown, and the client resubmits those: sent again."""
+
+
+def reopening(record: JournalRecord, *, resubmit_ambiguous: bool) -> Reopening:
+    """How a new run reopens ``record`` (see :func:`reopened`)."""
+    if never_paid(record):
+        return Reopening.UNPAID
+    if record.state is JournalState.FAILED and record.videos:
+        return Reopening.UNDOWNLOADED
+    if (
+        resubmit_ambiguous
+        and record.state is JournalState.FAILED
+        and record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
+        and not record.task_id
+    ):
+        return Reopening.AMBIGUOUS
+    return Reopening.NONE
+
+
+def reopened(record: JournalRecord, *, resubmit_ambiguous: bool) -> JournalRecord | None:
+    """``record`` as a new run must take it up; None when the job is to be submitted afresh.
+
+    Args:
+        record: What an earlier run left.
+        resubmit_ambiguous: The client resends submissions whose outcome is unknown
+            (``on_ambiguous_submit="resubmit"``): an earlier ambiguous failure becomes an
+            unknown outcome again, which is then resent.
+    """
+    kind = reopening(record, resubmit_ambiguous=resubmit_ambiguous)
+    if kind is Reopening.UNPAID:
+        return None
+    if kind is Reopening.UNDOWNLOADED:
+        return dataclasses.replace(
+            record, state=JournalState.COMPLETED, files=(), error=None, failure_class=None
+        )
+    if kind is Reopening.AMBIGUOUS:
+        return dataclasses.replace(
+            record, state=JournalState.INTENT, error=None, failure_class=None
+        )
+    return record
 
 
 def never_paid(record: JournalRecord) -> bool:

@@ -1,96 +1,65 @@
 """The job scheduler: fan out many generations, poll them against the quota, stream results.
 
-One :class:`JobScheduler` owns an anyio task group with a fixed set of workers:
+One :class:`JobScheduler` owns an anyio task group with a fixed set of workers, each role in a
+module of its own:
 
-- *submitters* take queued jobs, wait for an in-flight slot, and send their ``POST``;
-- one *poll dispatcher* keeps every running job in a :class:`DueQueue` ordered by its next
-  poll time (one timer for 5,000 jobs, not 5,000 sleeping coroutines) and hands due jobs to
-- *pollers*, which read the task's status and either finish the job, resubmit it, or put it
-  back into the heap at the time the learned duration model says it is probably done;
-- *downloaders* (optional) stream finished videos to disk.
+- *submitters* (``submitting``) take queued jobs, wait for an in-flight slot, and send their
+  ``POST``;
+- one *dispatcher* and the *pollers* (``poller``) look at running jobs when the learned
+  duration model says they are probably done, and finish, resubmit or reschedule them;
+- *downloaders* (``downloading``, optional) stream finished videos to disk;
+- a *feeder* (``feeding``) reads a lazy input into the queue.
 
-Nothing outlives the ``async with`` block.
-
-The module is longer than the others because these workers share one set of counters and one
-notion of a job's life; the other parts live beside it (poll timing in ``_polling``, the timer
-heap in ``_due``, journal decisions in ``_resume``, the job vocabulary in ``_jobs``).
+They share one ``Books`` (``books``: the jobs, their tally and budget, how a job and a run
+end). This module wires them and holds the public surface: the lifecycle, :meth:`submit`,
+:meth:`feed`, :meth:`results` and :meth:`statistics`. Nothing outlives the ``async with``
+block.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 import random
-from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .._backoff import PollPolicy, scaled_waits
-from .._errors import (
-    AmbiguousSubmitError,
-    APIError,
-    AuthenticationError,
-    BudgetExceededError,
-    GrokImagineError,
-    InvalidRequestError,
-    NotFoundError,
-    SchedulerClosedError,
-    TaskFailedError,
-)
-from .._limiting.protocol import Priority
-from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, Task, TaskStatus
-from .._observe import job_scope, observed_hook
-from .due import DueQueue
+from .._blocking import run_blocking
+from .._errors import GrokImagineError, SchedulerClosedError
+from .._journal.opening import open_journal
+from .._models import FailureClass, GenerationRequest
+from .._observe import observed_hook
+from .api import SchedulerClient
+from .books import Books
+from .budget import CreditBudget
+from .capacity import in_flight_cap
+from .downloading import Downloader, ensure_writable
+from .feeding import Feeder
 from .jobs import (
     Job,
-    JobEvent,
-    JobFinished,
     JobQueued,
-    JobResubmitting,
     JobResult,
-    JobResumed,
     JobSpec,
     JobState,
-    JobSubmitted,
     Journal,
-    JournalRecord,
-    JournalState,
     SchedulerHook,
     SchedulerStatistics,
     request_key,
 )
+from .options import PRIORITIES, Favor
+from .poller import Poller
 from .polling import DEFAULT_SCHEDULER_POLL as DEFAULT_SCHEDULER_POLL
 from .polling import DurationModel, PollPlanner
-from .resume import FINAL_STATES, journal_error, never_paid, replayed_task, same_request
+from .record import JobRecord
+from .submitting import Submitter
 
-if TYPE_CHECKING:
-    from .._client import AsyncGrokImagine
-
-logger = logging.getLogger("grok_imagine_async")
-
-_REQUESTS_PER_JOB = 2.2  # one POST plus ~1.2 polls: what the poll schedule aims for
-# When the quota is the bottleneck, every job needs its POST and about one poll whatever the
-# order. Sending submissions first starts each generation's clock as early as the quota allows,
-# which is what shortens a batch (and polls made later are likelier to find the job done);
-# sending polls first tells each caller sooner that their job is done. Measured on the emulator
-# (benchmarks/bench_scheduler.py, pro plan, 2,000 jobs): throughput 1.02x the lower bound with
-# 2.0 requests per job and a 92 s median detection latency; latency 1.62x, 2.4 and 17 s.
-Favor = Literal["throughput", "latency"]
-_PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
-    "throughput": (Priority.HIGH, Priority.LOW),
-    "latency": (Priority.LOW, Priority.HIGH),
-}
-_CAP_FACTOR = 8.0
 _SUBMITTERS = 32
 _POLLERS = 64
-_NOT_FOUND_LIMIT = 3
 _QUEUE_SIZE = 64  # jobs accepted ahead of submission: the read-ahead of a lazy input
 
 
@@ -98,7 +67,7 @@ class JobScheduler:
     """Runs many generations through one client, within its quota and an optional budget.
 
     Args:
-        client: The client (and so the token, limiter and retry policy) to use.
+        client: The client (an :class:`AsyncGrokImagine`: its token, limiter and retry policy).
         max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
             plan sustains by Little's law (quota / requests per job x learned duration), so a
             saturated quota is never idle for lack of started work.
@@ -135,7 +104,7 @@ class JobScheduler:
 
     def __init__(
         self,
-        client: AsyncGrokImagine,
+        client: SchedulerClient,
         *,
         max_in_flight: int | None = None,
         poll: PollPolicy | None = None,
@@ -154,76 +123,91 @@ class JobScheduler:
     ) -> None:
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if max_credits is not None and max_credits < 0:
-            raise ValueError(f"max_credits must be >= 0, got {max_credits}")
         if resubmit < 0:
             raise ValueError(f"resubmit must be >= 0, got {resubmit}")
         if max_downloads < 1 or results_buffer < 1:
             raise ValueError("max_downloads and results_buffer must be >= 1")
-        if favor not in _PRIORITIES:
+        if favor not in PRIORITIES:
             raise ValueError(f"favor must be 'throughput' or 'latency', got {favor!r}")
-        self._submit_priority, self._poll_priority = _PRIORITIES[favor]
+        self._priorities = PRIORITIES[favor]  # (submissions, polls)
         self._client = client
         self._max_in_flight = max_in_flight
-        self._max_credits = max_credits
         self._resubmit = resubmit
         self._resubmit_on = frozenset(resubmit_on)
         self._journal_arg = journal
-        self._journal: Journal | None = None
         self._download_dir = Path(download_dir) if download_dir is not None else None
         self._max_downloads = max_downloads
-        self._on_event = observed_hook(client.telemetry, self, on_event)
-        self._streaming = stream_results
         self._results_buffer = results_buffer
+        self._limit = client.limiter.limit
         scale = client.time_scale  # a faster server (an emulator): expect shorter jobs
         self._planner = PollPlanner(
-            client.limiter.limit,
+            self._limit,
             poll or scaled_waits(DEFAULT_SCHEDULER_POLL, scale),
             duration_model or DurationModel(prior_median=DurationModel().prior_median / scale),
             rng or random.Random(),
             statistics=client.limiter.statistics,
-            unfinished=lambda: len(self._jobs),
+            unfinished=lambda: self._books.unfinished(),
         )
-        self._limit = client.limiter.limit
-
-        self._jobs: dict[str, Job] = {}
+        budget = CreditBudget(max_credits)  # raises ValueError below 0
+        on_event = observed_hook(client.telemetry, self, on_event)
+        self._books = Books(budget=budget, on_event=on_event, streaming=stream_results)
         # With a journal, keys must be the same on every run: repeats of a request are numbered
         # in input order, from a set of 64-bit digests of the requests seen. Without one, a key
         # only has to be unique among running jobs, and nothing grows with the input.
         self._seen: set[int] = set()
         self._repeats: dict[int, int] = {}
-        self._due: DueQueue[Job] = DueQueue()
-        self._backlog: deque[JobResult] = deque()
-        self._counts = dict.fromkeys(JobState, 0)
-        self._submissions = self._polls = self._credits = self._reserved = 0
-        self._input_closed = False
         self._cancelled = False
-        self._fatal: BaseException | None = None
-        self._changed = anyio.Event()
         self._tg: TaskGroup | None = None
-        self._started_at = 0.0
         self._limiter_base = (0, 0)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> JobScheduler:
-        self._journal = await _open_journal(self._journal_arg)
-        self._queue_send, self._queue_recv = anyio.create_memory_object_stream[Job](_QUEUE_SIZE)
-        self._poll_send, self._poll_recv = anyio.create_memory_object_stream[Job](0)
-        self._download_send, self._download_recv = anyio.create_memory_object_stream[Job](0)
-        self._started_at = anyio.current_time()
+        books = self._books
+        downloads = None
+        if self._download_dir is not None:  # checked before anything is paid for
+            await run_blocking(ensure_writable, self._download_dir)
+            downloads = Downloader(books, self._client, self._download_dir)
+        books.journal = await open_journal(self._journal_arg)
+        self._queue_send, self._queue_recv = anyio.create_memory_object_stream[JobRecord](
+            _QUEUE_SIZE
+        )
+        submit_priority, poll_priority = self._priorities
+        self._submitter = Submitter(
+            books,
+            self._client,
+            priority=submit_priority,
+            has_slot=self._has_slot,
+            note_request=self._planner.note_request,
+            downloads=downloads,
+            owner=self,
+        )
+        self._poller = Poller(
+            books,
+            self._client,
+            self._planner,
+            priority=poll_priority,
+            resubmit=self._resubmit,
+            resubmit_on=self._resubmit_on,
+            submitter=self._submitter,
+            downloads=downloads,
+            owner=self,
+        )
+        self._submitter.watch_with(self._poller.watch)
+        self._downloads = downloads
         stats = self._client.limiter.statistics()
         self._limiter_base = (stats.permits_granted, stats.rate_limited_responses)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        books.attach(self._tg)
         for _ in range(_SUBMITTERS):
-            self._tg.start_soon(self._submitter)
+            books.start(self._submitter.run, self._queue_recv)
         for _ in range(_POLLERS):
-            self._tg.start_soon(self._poller)
-        self._tg.start_soon(self._dispatcher)
-        if self._download_dir is not None:
+            books.start(self._poller.run)
+        books.start(self._poller.dispatch)
+        if downloads is not None:
             for _ in range(self._max_downloads):
-                self._tg.start_soon(self._downloader)
+                books.start(downloads.run)
         return self
 
     async def __aexit__(
@@ -232,12 +216,14 @@ class JobScheduler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        # Close the input, wait for the jobs, cancel the workers, raise the fatal error.
         assert self._tg is not None
+        books = self._books
         raised_here = False
         if exc is None and not self._cancelled:
             try:  # a normal exit waits for every job, like a task group
                 self.close_input()
-                await self._wait_for(lambda: self._unfinished() == 0 or self._fatal is not None)
+                await books.wait_for(lambda: books.unfinished() == 0 or books.halted)
             except BaseException as wait_exc:  # cancelled from outside, or by a fatal error
                 exc_type, exc, tb = type(wait_exc), wait_exc, wait_exc.__traceback__
                 raised_here = True
@@ -253,20 +239,21 @@ class JobScheduler:
                 await self._tg.__aexit__(None, None, None)
                 suppressed = False
         finally:
-            for stream in (
-                self._queue_send,
-                self._queue_recv,
-                self._poll_send,
-                self._poll_recv,
-                self._download_send,
-                self._download_recv,
-            ):
-                stream.close()
-            if self._journal is not None and self._journal is not self._journal_arg:
+            self._queue_send.close()
+            self._queue_recv.close()
+            self._poller.close()
+            if self._downloads is not None:
+                self._downloads.close()
+            if books.journal is not None and books.journal is not self._journal_arg:
                 with anyio.CancelScope(shield=True):
-                    await self._journal.aclose()
-        if self._fatal is not None:
-            raise self._fatal
+                    await books.close_journal()
+        pending = books.pending_tasks()
+        if books.fatal is not None:
+            if pending and isinstance(books.fatal, GrokImagineError):
+                books.fatal.pending_tasks = pending
+            books.log_pending(pending, f"stopped by {type(books.fatal).__name__}: {books.fatal}")
+            raise books.fatal
+        books.log_pending(pending, "left early")
         if raised_here and not suppressed:
             assert exc is not None
             raise exc
@@ -278,15 +265,15 @@ class JobScheduler:
         Jobs already submitted stay recorded in the journal (if any) and resume next time.
         """
         self._cancelled = True
-        self._input_closed = True
+        self._books.input_closed = True
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
-        self._notify()
+        self._books.notify()
 
     def close_input(self) -> None:
         """Declare that no more jobs will be submitted: :meth:`results` ends after the last."""
-        self._input_closed = True
-        self._notify()
+        self._books.input_closed = True
+        self._books.notify()
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -300,6 +287,7 @@ class JobScheduler:
 
         Raises:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
+            TypeError: If ``request`` is of none of those types.
             ValueError: If ``key`` is already used by a job that has not finished.
             SchedulerClosedError: If the scheduler is not running or its input was closed.
         """
@@ -307,27 +295,32 @@ class JobScheduler:
             key = key if key is not None else request.key
             request = request.request
         elif isinstance(request, str):
-            from .._models import build_request
+            from .._requests import build_request
 
             request = build_request(request)
-        if self._tg is None or self._input_closed:
+        elif not isinstance(request, GenerationRequest):
+            raise TypeError(
+                "submit() takes a GenerationRequest, a JobSpec or a prompt string, "
+                f"got {type(request).__name__}"
+            )
+        books = self._books
+        if self._tg is None or books.input_closed:
             raise SchedulerClosedError(
                 "the scheduler is not accepting jobs (not started, or closed)"
             )
         if key is None:
             key = self._key_for(request)
-        if key in self._jobs:
+        if key in books.jobs:
             raise ValueError(f"a job with key {key!r} is already running")
-        job = Job(key, request)
-        self._jobs[key] = job
-        self._counts[JobState.QUEUED] += 1
-        self._emit(JobQueued(key=key, at=anyio.current_time()))
+        job = JobRecord(key, request, books.tally)
+        books.jobs[key] = job
+        books.emit(JobQueued(key=key, at=anyio.current_time()))
         await self._queue_send.send(job)
-        return job
+        return job.handle
 
     def _key_for(self, request: GenerationRequest) -> str:
         occurrence = 0
-        if self._journal is not None:
+        if self._books.journal is not None:
             digest = int(request_key(request).removeprefix("req-"), 16)
             if digest in self._seen:
                 occurrence = self._repeats.get(digest, 1)
@@ -335,339 +328,27 @@ class JobScheduler:
             else:
                 self._seen.add(digest)
         else:
-            while request_key(request, occurrence) in self._jobs:
+            while request_key(request, occurrence) in self._books.jobs:
                 occurrence += 1
         return request_key(request, occurrence)
 
-    def feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+    def feed(self, items: Iterable[Any] | AsyncIterable[Any], *, strict: bool = False) -> None:
         """Submit every item of ``items`` in the background, lazily, then close the input.
 
         Items are :class:`GenerationRequest`, :class:`JobSpec` or prompt strings. Only as many
         are read ahead as the queue holds, so a 100,000-line input is never all in memory.
+
+        An invalid item (a blank or invalid prompt, a key already running, an object of
+        another type) becomes a failed result of its own, with an :class:`InvalidRequestError`
+        whose ``item`` is its 1-based position; nothing is sent for it. With ``strict=True``
+        it stops the batch instead: nothing more is submitted, the jobs already submitted are
+        polled to their end, and the error is raised when the block exits. An error raised by
+        ``items`` itself always stops the batch that way.
         """
         assert self._tg is not None, "feed() needs a running scheduler"
-        self._tg.start_soon(self._feed, items)
+        self._books.start(Feeder(self._books, self.submit).run, items, strict)
 
-    async def _feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
-        try:
-            if isinstance(items, AsyncIterable):
-                async for item in items:
-                    await self.submit(item)
-            else:
-                for item in items:
-                    await self.submit(item)
-        except GrokImagineError as exc:
-            self._fail_fatally(exc)
-            return
-        self.close_input()
-
-    async def _submitter(self) -> None:
-        async for job in self._queue_recv:
-            try:
-                record = await self._journal.load(job.key) if self._journal is not None else None
-                if record is not None and never_paid(record):
-                    record = None  # refused by the budget or the API earlier: try it again
-                if record is not None and not same_request(record, job.request):
-                    logger.warning(
-                        "job %s: its request changed since the journal recorded it; running it "
-                        "anew",
-                        job.key,
-                    )
-                    record = None
-                if record is not None and record.state in FINAL_STATES:
-                    await self._replay(job, record)  # sends nothing: needs no in-flight slot
-                    continue
-                await self._wait_for(self._has_slot)
-                self._move(job, JobState.SUBMITTING)
-                if record is None or not await self._resume(job, record):
-                    await self._send(job)
-            except AuthenticationError as exc:
-                self._fail_fatally(exc)
-                return
-
-    async def _replay(self, job: Job, record: JournalRecord) -> None:
-        """Finish a job the journal says has finished, without any request to the API."""
-        self._adopt(job, record)
-        if record.state is JournalState.FAILED:
-            await self._finish(
-                job,
-                error=journal_error(record),
-                failure_class=record.failure_class or FailureClass.UNKNOWN,
-                from_journal=True,
-                record=False,
-            )
-            return
-        task = replayed_task(record)
-        files = tuple(Path(f) for f in record.files)
-        if self._download_dir is not None and not (files and all(f.exists() for f in files)):
-            await self._queue_download(job, task)  # URLs live ~24 h: fetch what is missing
-            return
-        await self._finish(job, task=task, files=files, from_journal=True, record=False)
-
-    def _adopt(self, job: Job, record: JournalRecord) -> None:
-        """Take over what an earlier run spent on ``job`` (submissions, credits)."""
-        job._attempts, job._credits = record.attempts, record.credits
-        self._credits += record.credits
-
-    async def _resume(self, job: Job, record: JournalRecord) -> bool:
-        """Continue a job the journal saw start; False if it still needs a submission."""
-        self._adopt(job, record)
-        now = anyio.current_time()
-        if record.state is JournalState.SUBMITTED and record.task_id:
-            job._task_id = record.task_id
-            job._submitted_at = None  # unknown: poll at once, then learn from what we see
-            self._move(job, JobState.RUNNING)
-            self._emit(JobResumed(key=job.key, at=now, task_id=record.task_id))
-            self._schedule(job, now)
-            return True
-        # INTENT with no task id: the POST may or may not have created (and charged) a task.
-        if self._client.on_ambiguous_submit == "resubmit":
-            return False
-        await self._finish(
-            job,
-            error=AmbiguousSubmitError(
-                "a submission was in flight when the previous run stopped; its outcome is "
-                "unknown, so it was not resent (to avoid paying twice)",
-                request=job.request,
-            ),
-            failure_class=FailureClass.AMBIGUOUS_SUBMIT,
-        )
-        return True
-
-    async def _send(self, job: Job) -> None:
-        cost = CREDITS_PER_GENERATION
-        if (
-            self._max_credits is not None
-            and self._credits + self._reserved + cost > self._max_credits
-        ):
-            await self._finish(
-                job,
-                error=BudgetExceededError(
-                    max_credits=self._max_credits, committed_credits=self._credits + self._reserved
-                ),
-                failure_class=FailureClass.BUDGET_EXCEEDED,
-            )
-            return
-        self._reserved += cost
-        attempt = job._attempts + 1
-
-        async def record_intent() -> None:
-            if self._journal is not None:
-                await self._journal.record_intent(job.key, job.request, attempt)
-
-        self._submissions += 1
-        self._note_request()
-        try:
-            with job_scope(self._client.telemetry, self, job.key):
-                task_id = await self._client._submit(
-                    job.request, before_send=record_intent, priority=self._submit_priority
-                )
-        except BudgetExceededError as exc:
-            # A shared budget (a Redis job store) refused the intent: nothing was sent.
-            self._reserved -= cost
-            await self._finish(job, error=exc, failure_class=FailureClass.BUDGET_EXCEEDED)
-            return
-        except AmbiguousSubmitError as exc:
-            job._attempts = attempt
-            self._reserved -= cost
-            self._credits += cost  # it may have been charged: count it against the budget
-            job._credits += cost
-            await self._finish(job, error=exc, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
-            return
-        except AuthenticationError as exc:
-            # Provably not started: close the job (and its journal intent) before stopping all.
-            self._reserved -= cost
-            await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-            raise
-        except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
-            self._reserved -= cost
-            await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-            return
-        with anyio.CancelScope(shield=True):
-            self._reserved -= cost
-            self._credits += cost
-            job._credits += cost
-            job._attempts = attempt
-            if self._journal is not None:
-                await self._journal.record_submitted(job.key, task_id)
-        now = anyio.current_time()
-        job._task_id, job._submitted_at, job._last_look = task_id, now, now
-        self._move(job, JobState.RUNNING)
-        self._emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
-        self._planner.submitted(job.key)
-        self._schedule(job, self._next_look(job, now))
-        self._replan(now)
-
-    # -- polling ---------------------------------------------------------------------------
-
-    def _schedule(self, job: Job, when: float) -> None:
-        self._due.schedule(job, when)
-
-    async def _dispatcher(self) -> None:
-        while True:
-            await self._poll_send.send(await self._due.next_due(early=self._early))
-
-    def _early(self, job: Job, now: float) -> bool:
-        return self._planner.worth_early(
-            job.key, now=now, submitted_at=job._submitted_at, last_look=job._last_look
-        )
-
-    async def _poller(self) -> None:
-        async for job in self._poll_recv:
-            try:
-                await self._poll_once(job)
-            except AuthenticationError as exc:
-                self._fail_fatally(exc)
-                return
-
-    async def _poll_once(self, job: Job) -> None:
-        assert job._task_id is not None
-        self._polls += 1
-        job._polls += 1
-        planner = self._planner
-        planner.note_request(anyio.current_time(), poll=True)
-        # The early probes find out how long jobs take: they must not wait behind a batch
-        # of submissions.
-        priority = Priority.HIGH if planner.is_probe(job.key) else self._poll_priority
-        try:
-            with job_scope(self._client.telemetry, self, job.key):
-                task = await self._client.get_task(job._task_id, priority=priority)
-        except NotFoundError as exc:
-            job._not_found += 1
-            if job._not_found >= _NOT_FOUND_LIMIT:
-                planner.gone(job.key, submitted_at=job._submitted_at, last_look=job._last_look)
-                await self._finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-                return
-            self._reschedule(job)
-            return
-        except AuthenticationError:
-            raise
-        except APIError:  # the task exists and is paid for: keep looking, a little later
-            self._reschedule(job)
-            return
-        now = anyio.current_time()
-        planner.looked(
-            job.key,
-            now=now,
-            submitted_at=job._submitted_at,
-            last_look=job._last_look,
-            finished=task.is_terminal,
-            completed=task.status is TaskStatus.COMPLETED,
-        )
-        self._replan(now)
-        if not task.is_terminal:
-            self._reschedule(job, looked_at=now)
-            return
-        if task.succeeded:
-            if self._download_dir is not None:
-                await self._queue_download(job, task)
-            else:
-                await self._finish(job, task=task)
-            return
-        failure = task.failure_class or FailureClass.UNKNOWN
-        if failure in self._resubmit_on and job._resubmits < self._resubmit:
-            job._resubmits += 1
-            self._emit(JobResubmitting(key=job.key, at=now, failure_class=failure))
-            self._move(job, JobState.SUBMITTING)
-            assert self._tg is not None
-            self._tg.start_soon(self._resend, job)
-            return
-        await self._finish(job, task=task, error=TaskFailedError(task), failure_class=failure)
-
-    async def _resend(self, job: Job) -> None:
-        try:
-            await self._send(job)
-        except AuthenticationError as exc:
-            self._fail_fatally(exc)
-
-    def _reschedule(self, job: Job, *, looked_at: float | None = None) -> None:
-        now = anyio.current_time()
-        if looked_at is not None:
-            job._last_look = looked_at
-            self._schedule(job, self._next_look(job, now))
-        else:  # the look failed: try again no sooner than the shortest gap
-            self._schedule(job, self._next_look(job, now, now + self._planner.policy.wait_initial))
-
-    def _next_look(self, job: Job, now: float, earliest: float | None = None) -> float:
-        return self._planner.next_look(
-            job.key,
-            now=now,
-            submitted_at=job._submitted_at,
-            last_look=job._last_look,
-            polls=job._polls,
-            earliest=earliest,
-        )
-
-    def _replan(self, now: float) -> None:
-        """Move the looks already queued when the duration model changed its mind."""
-        if self._planner.replan_needed(now):
-            self._due.reschedule_all(
-                lambda job, due: due if job._submitted_at is None else self._next_look(job, now)
-            )
-
-    # -- downloading -----------------------------------------------------------------------
-
-    async def _queue_download(self, job: Job, task: Task) -> None:
-        job._task_id = task.task_id
-        job._finished_task = task
-        await self._download_send.send(job)
-
-    async def _downloader(self) -> None:
-        assert self._download_dir is not None
-        async for job in self._download_recv:
-            task = job._finished_task
-            assert task is not None
-            try:
-                files = await self._client.download(task, self._download_dir, stem=job.key)
-            except APIError as exc:
-                await self._finish(
-                    job, task=task, error=exc, failure_class=FailureClass.REQUEST_ERROR
-                )
-                continue
-            if self._journal is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._journal.record_files(job.key, files)
-            await self._finish(job, task=task, files=tuple(files))
-
-    # -- finishing -------------------------------------------------------------------------
-
-    async def _finish(
-        self,
-        job: Job,
-        *,
-        task: Task | None = None,
-        error: GrokImagineError | None = None,
-        failure_class: FailureClass | None = None,
-        files: tuple[Path, ...] = (),
-        from_journal: bool = False,
-        record: bool = True,
-    ) -> None:
-        now = anyio.current_time()
-        result = JobResult(
-            key=job.key,
-            request=job.request,
-            task=task,
-            error=error,
-            failure_class=failure_class if error is not None else None,
-            attempts=job._attempts,
-            credits=job._credits,
-            polls=job._polls,
-            submitted_at=job._submitted_at,
-            finished_at=now,
-            files=files,
-            from_journal=from_journal,
-        )
-        job._result = result
-        self._move(job, JobState.COMPLETED if result.ok else JobState.FAILED)
-        if record and self._journal is not None:
-            with anyio.CancelScope(shield=True):
-                await self._journal.record_finished(result)
-        del self._jobs[job.key]
-        job._done.set()
-        self._emit(JobFinished(key=job.key, at=now, result=result))
-        if self._streaming:
-            self._backlog.append(result)
-        self._notify()
+    # -- results ---------------------------------------------------------------------------
 
     async def results(self) -> AsyncGenerator[JobResult, None]:
         """Yield each job's :class:`JobResult` as it finishes, in completion order.
@@ -676,18 +357,20 @@ class JobScheduler:
         has finished. If results are not read, submissions pause once ``results_buffer``
         wait unread; polls of running jobs go on.
         """
-        self._streaming = True
+        books = self._books
+        books.streaming = True
         while True:
-            while self._backlog:
-                result = self._backlog.popleft()
-                self._notify()
+            while books.backlog:
+                result = books.backlog.popleft()
+                books.notify()
                 yield result
             if self._drained():
                 return
-            await self._wait_for(lambda: bool(self._backlog) or self._drained())
+            await books.wait_for(lambda: bool(books.backlog) or self._drained())
 
     def _drained(self) -> bool:
-        return (self._input_closed and self._unfinished() == 0) or self._fatal is not None
+        books = self._books
+        return (books.input_closed and books.unfinished() == 0) or books.halted
 
     # -- bookkeeping -----------------------------------------------------------------------
 
@@ -697,96 +380,40 @@ class JobScheduler:
         limiter = self._client.limiter.statistics()
         period = self._limit.period
         span = period / 4  # a steady view: short spans make a few quick requests look like a burst
+        tally, budget = self._books.tally, self._books.budget
+        started = self._tg is not None
         return SchedulerStatistics(
-            queued=self._counts[JobState.QUEUED],
-            submitting=self._counts[JobState.SUBMITTING],
-            in_flight=self._counts[JobState.RUNNING],
-            completed=self._counts[JobState.COMPLETED],
-            failed=self._counts[JobState.FAILED],
-            submissions=self._submissions,
-            polls=self._polls,
+            queued=tally[JobState.QUEUED],
+            submitting=tally[JobState.SUBMITTING],
+            in_flight=tally[JobState.RUNNING],
+            completed=tally[JobState.COMPLETED],
+            failed=tally[JobState.FAILED],
+            submissions=self._submitter.submissions if started else 0,
+            polls=self._poller.polls if started else 0,
             requests_sent=limiter.permits_granted - self._limiter_base[0],
             rate_limited=limiter.rate_limited_responses - self._limiter_base[1],
-            credits_consumed=self._credits,
+            credits_consumed=budget.spent,
+            credits_uncertain=budget.uncertain,
             requests_per_minute=self._planner.requests_since(now - span) * 60.0 / span,
             limit_per_minute=self._limit.requests * 60.0 / period,
             max_in_flight=self._current_cap(),
             predicted_duration=self._planner.model.median,
         )
 
+    @property
+    def budget(self) -> CreditBudget:
+        """The credit budget: ``spent``, ``committed``, ``can_afford(n)`` (read it; the
+        scheduler alone changes it)."""
+        return self._books.budget
+
     def _current_cap(self) -> int:
         if self._max_in_flight is not None:
             return self._max_in_flight
-        jobs_per_second = self._limit.per_second / _REQUESTS_PER_JOB
         time_in_system = self._planner.model.mean + self._planner.policy.wait_initial
-        return max(2, math.ceil(_CAP_FACTOR * jobs_per_second * time_in_system))
+        return in_flight_cap(self._limit, time_in_system=time_in_system)
 
     def _has_slot(self) -> bool:
-        busy = self._counts[JobState.SUBMITTING] + self._counts[JobState.RUNNING]
-        backlog_full = self._streaming and len(self._backlog) >= self._results_buffer
+        books = self._books
+        busy = books.tally[JobState.SUBMITTING] + books.tally[JobState.RUNNING]
+        backlog_full = books.streaming and len(books.backlog) >= self._results_buffer
         return busy < self._current_cap() and not backlog_full
-
-    def _unfinished(self) -> int:
-        return len(self._jobs)
-
-    def _move(self, job: Job, state: JobState) -> None:
-        self._counts[job._state] -= 1
-        self._counts[state] += 1
-        job._state = state
-        self._notify()
-
-    def _note_request(self) -> None:
-        self._planner.note_request(anyio.current_time())
-
-    def _emit(self, event: JobEvent) -> None:
-        if self._on_event is not None:
-            self._on_event(event)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def _wait_for(self, predicate: Any) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    def _fail_fatally(self, exc: BaseException) -> None:
-        if self._fatal is None:
-            self._fatal = exc
-        self._input_closed = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-        self._notify()
-
-
-async def _open_journal(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
-    if journal is None or isinstance(journal, Journal):
-        return journal
-    from .._journal.sqlite import SqliteJournal
-
-    opened: Journal = SqliteJournal(Path(journal))
-    return opened
-
-
-@asynccontextmanager
-async def generate_many(
-    client: AsyncGrokImagine,
-    items: Iterable[GenerationRequest | JobSpec | str]
-    | AsyncIterable[GenerationRequest | JobSpec | str],
-    **options: Any,
-) -> AsyncIterator[AsyncIterator[JobResult]]:
-    """Run ``items`` through a :class:`JobScheduler` and stream their results.
-
-    See :meth:`AsyncGrokImagine.generate_many`. Leaving the block early (``break``, an
-    exception, cancellation) stops every job's task at once; with a journal they resume on
-    the next run.
-    """
-    scheduler = JobScheduler(client, stream_results=True, **options)
-    async with scheduler:
-        scheduler.feed(items)
-        results = scheduler.results()
-        try:
-            yield results
-        finally:
-            await results.aclose()
-            scheduler.cancel()

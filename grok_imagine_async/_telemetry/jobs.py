@@ -98,7 +98,7 @@ class JobRecorder:
         scheduler = self.schedulers.get(owner)
         if scheduler is None:
             scheduler = self.schedulers[owner] = SchedulerTrace(
-                budget=getattr(owner, "_max_credits", None)
+                budget=getattr(getattr(owner, "budget", None), "max_credits", None)
             )
         when = self._timeline.to_ns(event.at)
         if isinstance(event, JobQueued):

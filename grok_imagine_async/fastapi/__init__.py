@@ -28,12 +28,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"({exc})"
     ) from exc
 
-from ._errors import (
-    BacklogFullError,
-    HTTPProblem,
-    SchedulerStoppedError,
-    http_error_for,
-)
+from .._deprecated import module_getattr as _module_getattr
+from .._errors import BacklogFullError, SchedulerClosedError
+from ._errors import HTTPProblem, http_error_for
 from ._jobs import (
     DEFAULT_MAX_JOBS,
     DEFAULT_MAX_QUEUED,
@@ -66,7 +63,6 @@ __all__ = [
     "GrokScheduler",
     "HTTPProblem",
     "JobRegistry",
-    "SchedulerStoppedError",
     "SharedJobRegistry",
     "error_response",
     "event_stream_response",
@@ -79,3 +75,13 @@ __all__ = [
     "install_error_handlers",
     "sse_event",
 ]
+
+__getattr__ = _module_getattr(
+    __name__,
+    {
+        "SchedulerStoppedError": (
+            SchedulerClosedError,
+            "it is grok_imagine_async.SchedulerClosedError (the same class)",
+        )
+    },
+)

@@ -5,8 +5,8 @@ a message safe to show a caller). Messages never carry a stack trace, an upstrea
 API token: the client already strips the token from every exception, and for upstream failures
 we say what failed in our own words rather than relaying the provider's text.
 
-Two exceptions are born here because only a long-lived app meets them:
-:class:`SchedulerStoppedError` and :class:`BacklogFullError`.
+The exceptions an app meets (:class:`~grok_imagine_async.BacklogFullError`,
+:class:`~grok_imagine_async.SchedulerClosedError`) are in the package's one exception tree.
 """
 
 from __future__ import annotations
@@ -20,35 +20,16 @@ from .._errors import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
+    BacklogFullError,
     BadRequestError,
     BudgetExceededError,
     ConfigurationError,
-    GrokImagineError,
     InvalidRequestError,
     RateLimitError,
+    SchedulerClosedError,
     TaskFailedError,
 )
 from .._models import FailureClass
-
-
-class SchedulerStoppedError(GrokImagineError):
-    """Raised when an app's scheduler no longer runs: the app is shutting down, or a fatal
-    error (such as a rejected API token) stopped it. Jobs cannot be started or awaited."""
-
-
-class BacklogFullError(GrokImagineError):
-    """Raised when too many jobs already wait for a submission slot: the app is asked for more
-    than its quota sustains, so a new job is refused instead of queued without bound.
-
-    Attributes:
-        queued: Jobs waiting when this one was refused.
-        retry_after: Seconds after which trying again is likely to succeed (an estimate).
-    """
-
-    def __init__(self, *, queued: int, retry_after: float) -> None:
-        self.queued = queued
-        self.retry_after = retry_after
-        super().__init__(f"{queued} video jobs are already waiting to start; try again later")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +79,7 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
     BudgetExceededError                   402     ``budget_exceeded``
     BacklogFullError                      429     ``too_many_pending`` + Retry-After
     RateLimitError (upstream quota)       503     ``upstream_rate_limited`` + Retry-After
-    SchedulerStoppedError                 503     ``unavailable``
+    SchedulerClosedError                  503     ``unavailable``
     APITimeoutError                       504     ``upstream_timeout``
     AmbiguousSubmitError                  502     ``ambiguous_submit``
     AuthenticationError, other APIError   502     ``upstream_error``
@@ -124,7 +105,7 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
         return HTTPProblem(402, "budget_exceeded", "the credit budget for videos is used up")
     if isinstance(exc, BacklogFullError):
         return HTTPProblem(429, "too_many_pending", str(exc), exc.retry_after)
-    if isinstance(exc, SchedulerStoppedError):
+    if isinstance(exc, SchedulerClosedError):
         return HTTPProblem(503, "unavailable", "video generation is not available right now")
     if isinstance(exc, APIError):
         return _upstream(exc)

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import anyio
 
-from .._errors import BudgetExceededError, SchedulerClosedError
+from .._errors import BacklogFullError, BudgetExceededError, SchedulerClosedError
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
+from .._scheduling.capacity import queue_wait
 from .._scheduling.jobs import (
     Job,
     JobEvent,
@@ -31,13 +32,11 @@ from .._scheduling.jobs import (
     Journal,
 )
 from .._scheduling.scheduler import JobScheduler
-from ._errors import BacklogFullError, SchedulerStoppedError
 
 DEFAULT_MAX_JOBS = 10_000
 """Finished jobs a :class:`JobRegistry` remembers (a few kB each)."""
 DEFAULT_MAX_QUEUED = 256
 """Jobs allowed to wait for a submission slot before new ones are refused (HTTP 429)."""
-_REQUESTS_PER_JOB = 2.2  # as the scheduler plans: one POST and about 1.2 polls
 
 
 @dataclass(slots=True)
@@ -60,8 +59,9 @@ class JobRegistry:
         max_jobs: Finished jobs to remember; beyond it the least recently used are forgotten
             (:meth:`get` then finds them only in the journal, if there is one).
         max_queued: Jobs allowed to wait for a submission slot; :meth:`submit` refuses more.
-        max_credits: The scheduler's credit budget, if any, to refuse jobs at once when it is
-            spent rather than accept jobs that can only fail.
+        max_credits: Ignored, kept so existing calls work: jobs are refused at once when the
+            attached scheduler's own budget (``scheduler.budget``) cannot pay for them beside
+            the queued ones, rather than accepted to fail.
         journal: The scheduler's journal, if any: :meth:`get` looks up ids it forgot there.
         new_id: Makes job ids (default: ``uuid4().hex``).
     """
@@ -79,7 +79,7 @@ class JobRegistry:
             raise ValueError("max_jobs and max_queued must be >= 1")
         self._max_jobs = max_jobs
         self._max_queued = max_queued
-        self._max_credits = max_credits
+        del max_credits  # the scheduler's budget is the one estimate
         self._journal = journal
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -92,7 +92,7 @@ class JobRegistry:
         self._scheduler = scheduler
 
     def close(self) -> None:
-        """Stop: refuse new jobs, and wake every waiter with :class:`SchedulerStoppedError`."""
+        """Stop: refuse new jobs, and wake every waiter with :class:`SchedulerClosedError`."""
         self._closed = True
         for entry in self._entries.values():
             self._wake(entry)
@@ -116,24 +116,22 @@ class JobRegistry:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
             BudgetExceededError: If the credit budget cannot pay for one more job.
             BacklogFullError: If ``max_queued`` jobs already wait to be submitted.
-            SchedulerStoppedError: If the scheduler no longer runs.
+            SchedulerClosedError: If the scheduler no longer runs.
         """
         scheduler = self._running()
         stats = scheduler.statistics()
         if stats.queued >= self._max_queued:
             # Time for the quota to carry the queue ahead of this job, at the planned cost per job.
-            per_second = stats.limit_per_minute / 60.0
-            retry_after = math.ceil(stats.queued * _REQUESTS_PER_JOB / max(per_second, 1e-9))
-            raise BacklogFullError(queued=stats.queued, retry_after=retry_after)
-        if self._max_credits is not None:
-            # Jobs not yet submitted will each cost one generation: count them as spent.
-            committed = stats.credits_consumed + CREDITS_PER_GENERATION * (
-                stats.queued + stats.submitting
+            wait = queue_wait(stats.queued, requests_per_second=stats.limit_per_minute / 60.0)
+            raise BacklogFullError(queued=stats.queued, retry_after=math.ceil(wait))
+        budget = scheduler.budget
+        # Queued jobs will each cost a generation (those being sent are held already): a job
+        # that cannot be paid beside them is refused now rather than accepted to fail.
+        if budget.max_credits is not None and not budget.can_afford(stats.queued + 1):
+            raise BudgetExceededError(
+                max_credits=budget.max_credits,
+                committed_credits=budget.committed + CREDITS_PER_GENERATION * stats.queued,
             )
-            if committed + CREDITS_PER_GENERATION > self._max_credits:
-                raise BudgetExceededError(
-                    max_credits=self._max_credits, committed_credits=committed
-                )
         key = self._new_id()
         return await self._admit(key, request)
 
@@ -145,7 +143,7 @@ class JobRegistry:
         journal, an unfinished one resumes polling its task, without paying again.
 
         Raises:
-            SchedulerStoppedError: If the id must be resumed but the scheduler no longer runs.
+            SchedulerClosedError: If the id must be resumed but the scheduler no longer runs.
         """
         entry = self._entries.get(job_id)
         if entry is not None:
@@ -199,12 +197,12 @@ class JobRegistry:
         Returns at once if it already moved on. Takes no timeout: use ``anyio.move_on_after``.
 
         Raises:
-            SchedulerStoppedError: If the scheduler stops first.
+            SchedulerClosedError: If the scheduler stops first.
             KeyError: If ``job`` was not started through this registry.
         """
         while job.status is seen:
             if self._closed:
-                raise SchedulerStoppedError("the video scheduler stopped before the job finished")
+                raise SchedulerClosedError("the video scheduler stopped before the job finished")
             entry = self._entries.get(job.key)
             if entry is None or entry.job is not job:
                 raise KeyError(job.key)
@@ -217,7 +215,7 @@ class JobRegistry:
         """Wait until ``job`` finishes; return its result (a failure is a result too).
 
         Raises:
-            SchedulerStoppedError: If the scheduler stops first.
+            SchedulerClosedError: If the scheduler stops first.
         """
         while not job.status.is_final:
             await self.wait_changed(job, job.status)
@@ -239,7 +237,7 @@ class JobRegistry:
 
     def _running(self) -> JobScheduler:
         if self._closed or self._scheduler is None:
-            raise SchedulerStoppedError("the video scheduler is not running")
+            raise SchedulerClosedError("the video scheduler is not running")
         return self._scheduler
 
     async def _admit(self, key: str, request: GenerationRequest | JobSpec | str) -> Job:
@@ -250,7 +248,7 @@ class JobRegistry:
             job = await scheduler.submit(request, key=key)
         except SchedulerClosedError:  # its input closed: it is stopping
             del self._entries[key]
-            raise SchedulerStoppedError("the video scheduler is not running") from None
+            raise SchedulerClosedError("the video scheduler is not running") from None
         except BaseException:
             del self._entries[key]
             raise

@@ -10,8 +10,10 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 try:
     from fastapi import Depends
@@ -30,18 +32,19 @@ from anyio.abc import TaskStatus
 
 from .._client import AsyncGrokImagine
 from .._errors import GrokImagineError
+from .._journal.opening import open_journal
 from .._limiting.plans import Plan, RateLimit
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer
 from .._scheduling.jobs import Job, JobEvent, Journal, SchedulerHook
+from .._scheduling.options import TuningOptions
 from .._scheduling.scheduler import JobScheduler
-from ._errors import BacklogFullError, HTTPProblem, SchedulerStoppedError, http_error_for
+from ._errors import HTTPProblem, http_error_for
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
 from ._shared_open import Shared, open_shared
 from ._sse import DEFAULT_HEARTBEAT, job_events, sse_event
 
 __all__ = [
-    "BacklogFullError",
     "DEFAULT_MAX_JOBS",
     "DEFAULT_MAX_QUEUED",
     "GrokClient",
@@ -50,7 +53,6 @@ __all__ = [
     "GrokScheduler",
     "HTTPProblem",
     "JobRegistry",
-    "SchedulerStoppedError",
     "error_response",
     "event_stream_response",
     "get_client",
@@ -103,7 +105,7 @@ async def grok_imagine_lifespan(
     max_queued: int = DEFAULT_MAX_QUEUED,
     on_event: SchedulerHook | None = None,
     telemetry: bool | Observer | None = None,
-    **scheduler_options: Any,
+    **scheduler_options: Unpack[TuningOptions],
 ) -> AsyncIterator[None]:
     """Open the app's client and scheduler for the app's lifetime; a FastAPI ``lifespan``.
 
@@ -147,7 +149,8 @@ async def grok_imagine_lifespan(
         telemetry: The client's ``telemetry`` (OpenTelemetry spans and metrics; see
             :class:`~grok_imagine_async.otel.Telemetry`).
         **scheduler_options: Passed to :class:`~grok_imagine_async.JobScheduler`
-            (``max_in_flight``, ``poll``, ``resubmit``, ``download_dir``...). ``favor``
+            (``max_in_flight``, ``poll``, ``resubmit``, ``download_dir``...; typed by
+            ``TuningOptions``, so a type checker sees each keyword). ``favor``
             defaults to ``"latency"`` here: a finished job is noticed before new ones start.
 
     Raises:
@@ -155,14 +158,14 @@ async def grok_imagine_lifespan(
         ValueError: If ``stream_results`` is asked for (no handler reads a result stream, so
             the scheduler would stall), or ``client_factory`` is combined with client settings.
     """
-    if scheduler_options.get("stream_results"):
+    options: dict[str, Any] = dict(scheduler_options)  # untyped callers may pass anything
+    if options.pop("stream_results", False):
         raise ValueError(
             "stream_results cannot be used in an app: handlers wait on jobs, nobody reads "
             "results(), and the scheduler would stop submitting once its buffer filled"
         )
-    scheduler_options.pop("stream_results", None)
     # Each user waits on their own job: tell them as soon as it is done (see JobScheduler).
-    scheduler_options.setdefault("favor", "latency")
+    options.setdefault("favor", "latency")
     client_settings = (api_key, base_url, plan, http_client, limiter, telemetry)
     if client_factory is not None and any(s is not None for s in client_settings):
         raise ValueError("pass either client_factory or client settings, not both")
@@ -200,7 +203,7 @@ async def grok_imagine_lifespan(
                 telemetry=telemetry,
             )
         stack.push_async_callback(client.aclose)
-        opened_journal = await _journal_from(journal) if shared is None else shared.store
+        opened_journal = await open_journal(journal) if shared is None else shared.store
         if opened_journal is not None and opened_journal is not journal and shared is None:
             stack.push_async_callback(opened_journal.aclose)  # after the scheduler stops
         jobs: JobRegistry
@@ -221,7 +224,7 @@ async def grok_imagine_lifespan(
                 "journal": opened_journal,
                 # With a shared store the budget is reserved in Redis, for every worker.
                 "max_credits": max_credits if shared is None else None,
-                **scheduler_options,
+                **options,
             },
         )
         body_error: Exception | None = None
@@ -297,16 +300,6 @@ class _SchedulerRunner:
                 logger.exception("the video scheduler failed, no more jobs can run")
         finally:
             self._jobs.close()
-
-
-async def _journal_from(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
-    if journal is None or isinstance(journal, Journal):
-        return journal
-    from .._journal.sqlite import SqliteJournal
-
-    # Opened (and locked) now: a second worker given the same file must fail to start, not
-    # start and then answer 503 to everything.
-    return await SqliteJournal(Path(journal)).open()
 
 
 def _report_unfinished(jobs: JobRegistry, scheduler: JobScheduler, *, journaled: bool) -> None:

@@ -19,6 +19,7 @@ import anyio
 from .._errors import BudgetExceededError, JournalError
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._scheduling.jobs import Job, JobResult, JobSpec, JobState, JournalState
+from .._scheduling.record import JobRecord, Tally
 from .._scheduling.resume import journal_error, replayed_task
 from ._jobs import JobRegistry, _Entry
 
@@ -59,7 +60,7 @@ class SharedJobRegistry(JobRegistry):
         super().__init__(max_jobs=max_jobs, max_queued=max_queued, journal=store)
         self._store = store
         self._shared_budget = max_credits
-        self._mirrors: dict[str, Job] = {}
+        self._mirrors: dict[str, JobRecord] = {}
         self._stale = False  # the store may have missed changes: re-read every mirror
         self._remove_listener = store.add_listener(self._on_change)
         self._closing = anyio.Event()
@@ -91,7 +92,7 @@ class SharedJobRegistry(JobRegistry):
         A job whose worker stopped is adopted here and resumed (polled, never resent).
 
         Raises:
-            SchedulerStoppedError: If the job must be resumed but the scheduler stopped.
+            SchedulerClosedError: If the job must be resumed but the scheduler stopped.
         """
         entry = self._entries.get(job_id)
         if entry is not None:
@@ -139,7 +140,7 @@ class SharedJobRegistry(JobRegistry):
     async def _admit(self, key: str, request: GenerationRequest | JobSpec | str) -> Job:
         if not isinstance(request, JobSpec):  # a new job: every worker can find it from now
             if isinstance(request, str):
-                from .._models import build_request
+                from .._requests import build_request
 
                 request = build_request(request)
             await self._store.register(key, request)
@@ -156,12 +157,13 @@ class SharedJobRegistry(JobRegistry):
             await self._admit(job.key, JobSpec(job.request, job.key))
 
     def _mirror(self, stored: StoredJob) -> Job:
-        job = Job(stored.key, stored.request)
-        self._entries[stored.key] = _Entry(job=job)
-        self._mirrors[stored.key] = job
-        _update(job, stored, self._shared_budget)
+        # Another worker runs it: a record of our own, counted by no scheduler, follows the store.
+        record = JobRecord(stored.key, stored.request, Tally(lambda: None))
+        self._entries[stored.key] = _Entry(job=record.handle)
+        self._mirrors[stored.key] = record
+        _update(record, stored, self._shared_budget)
         self._forget_old()
-        return job
+        return record.handle
 
     def _on_change(self, stored: StoredJob | None) -> None:
         if stored is None:
@@ -171,7 +173,7 @@ class SharedJobRegistry(JobRegistry):
         if job is None:
             return
         entry = self._entries.get(stored.key)
-        if entry is None or entry.job is not job:
+        if entry is None or entry.job is not job.handle:
             del self._mirrors[stored.key]  # forgotten meanwhile
             return
         if _update(job, stored, self._shared_budget):
@@ -193,37 +195,38 @@ class SharedJobRegistry(JobRegistry):
             del self._mirrors[key]
 
 
-def _update(job: Job, stored: StoredJob, budget: int | None) -> bool:
+def _update(job: JobRecord, stored: StoredJob, budget: int | None) -> bool:
     """Bring a mirror to the stored state; True if it changed."""
-    if job.status.is_final:
+    if job.state.is_final:
         return False
     record = stored.record
     state = JobState.QUEUED if record is None else _STATES[record.state]
     if record is not None:
-        job._task_id = record.task_id
-        job._attempts = record.attempts
-        job._credits = record.credits
-    if state is job.status and not state.is_final:
+        job.adopted(attempts=record.attempts, credits=record.credits)
+        job.mirrored(task_id=record.task_id)
+    if state is job.state and not state.is_final:
         return False
-    job._state = state
     if record is not None and state.is_final:
         failed = record.state is JournalState.FAILED
         error = journal_error(record) if failed else None
         if failed and record.failure_class is FailureClass.BUDGET_EXCEEDED:
             spent = budget if budget is not None else record.credits
             error = BudgetExceededError(max_credits=spent, committed_credits=spent)
-        job._result = JobResult(
-            key=job.key,
-            request=job.request,
-            task=None if failed else replayed_task(record),
-            error=error,
-            failure_class=(record.failure_class or FailureClass.UNKNOWN) if failed else None,
-            attempts=record.attempts,
-            credits=record.credits,
-            polls=0,
-            submitted_at=None,
-            finished_at=anyio.current_time(),
-            from_journal=True,
+        job.finished(
+            JobResult(
+                key=job.key,
+                request=job.request,
+                task=None if failed else replayed_task(record),
+                error=error,
+                failure_class=(record.failure_class or FailureClass.UNKNOWN) if failed else None,
+                attempts=record.attempts,
+                credits=record.credits,
+                polls=0,
+                submitted_at=None,
+                finished_at=anyio.current_time(),
+                from_journal=True,
+            )
         )
-        job._done.set()
+        return True
+    job.mirrored(state=state)
     return True

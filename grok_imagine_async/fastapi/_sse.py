@@ -14,8 +14,9 @@ from typing import Any
 
 import anyio
 
+from .._errors import SchedulerClosedError
 from .._scheduling.jobs import Job, JobState
-from ._errors import SchedulerStoppedError, http_error_for
+from ._errors import http_error_for
 from ._jobs import JobRegistry
 
 HEARTBEAT = ": keep-alive\n\n"
@@ -68,14 +69,14 @@ async def job_events(
     if not seen.is_final:
         yield sse_event(render(job), event="status", event_id=str(count))
     while not seen.is_final:
-        stopped: SchedulerStoppedError | None = None
+        stopped: SchedulerClosedError | None = None
         moved = False
         # No yield inside the cancel scope: the consumer may stop iterating at any yield.
         with anyio.move_on_after(heartbeat):
             try:
                 seen = await jobs.wait_changed(job, seen)
                 moved = True
-            except SchedulerStoppedError as exc:
+            except SchedulerClosedError as exc:
                 stopped = exc
         if stopped is not None:
             problem = http_error_for(stopped)

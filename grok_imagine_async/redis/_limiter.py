@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .._clock import DEFAULT_CLOCK, Clock
-from .._errors import ConfigurationError, GrokImagineError
+from .._errors import ConfigurationError, RedisUnavailableError
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from .._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
 from ._fallback import Fallback
@@ -61,13 +61,6 @@ _UNAVAILABLE = (
     redis_errors.TryAgainError,
     OSError,
 )
-
-
-class RedisUnavailableError(GrokImagineError):
-    """Raised when Redis cannot be reached and the limiter was told not to fall back.
-
-    Only with ``on_unavailable="raise"``; the Redis client's error is the ``__cause__``.
-    """
 
 
 @dataclass(frozen=True, slots=True)

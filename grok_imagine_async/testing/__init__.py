@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._clock import ManualClock
 from ._virtual_time import VirtualTimeEventLoop, run_virtual
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ __all__ = [
     "EmulatorConfig",
     "EmulatorStatistics",
     "FaultConfig",
+    "ManualClock",
     "VirtualTimeEventLoop",
     "Vocabulary",
     "client_environment",

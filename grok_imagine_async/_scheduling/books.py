@@ -1,0 +1,271 @@
+"""The scheduler's shared books: its jobs, their tally and budget, and how a job or a run ends.
+
+Every worker (submitting, polling, downloading) holds the same :class:`Books`. Through it a
+job ends in exactly one way (:meth:`Books.finish`: recorded, then announced), one job's
+trouble stays that job's (:meth:`Books.for_job`), and a fatal error reaches one place
+(:meth:`Books.stop`), which decides whether the paid jobs are seen through or left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._errors import AuthenticationError, GrokImagineError, JournalError
+from .._models import FailureClass, Task
+from .budget import CreditBudget
+from .jobs import JobEvent, JobFinished, JobResult, Journal, SchedulerHook
+from .record import JobRecord, Tally
+
+logger = logging.getLogger("grok_imagine_async.scheduler")
+
+
+class Books:
+    """What the scheduler's workers share; see the module docstring.
+
+    Args:
+        budget: The run's credit budget.
+        on_event: The caller's event hook, if any.
+        streaming: Whether finished results are buffered for ``results()`` from the start.
+    """
+
+    def __init__(
+        self, *, budget: CreditBudget, on_event: SchedulerHook | None, streaming: bool
+    ) -> None:
+        self.budget = budget
+        self.jobs: dict[str, JobRecord] = {}
+        """Jobs accepted and not finished, by key."""
+        self.tally = Tally(self.notify)
+        self.backlog: deque[JobResult] = deque()
+        """Finished results not read yet (while streaming)."""
+        self.streaming = streaming
+        self.journal: Journal | None = None
+        self.input_closed = False
+        self.fatal: BaseException | None = None
+        """The first fatal error: raised when the block exits."""
+        self.halted = False
+        """Stopped at once: nothing more is sent, paid jobs are left to the journal."""
+        self.unrecorded: dict[str, str] = {}
+        """Task ids a failed journal write did not keep, by key."""
+        self._on_event = on_event
+        self._changed = anyio.Event()
+        self._tg: TaskGroup | None = None
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def attach(self, tg: TaskGroup) -> None:
+        """Run workers in ``tg`` from now on (the scheduler's own task group)."""
+        self._tg = tg
+
+    def start(self, worker: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Start ``worker(*args)`` through the one fatal-error path (:meth:`_guarded`)."""
+        assert self._tg is not None
+        self._tg.start_soon(self._guarded, worker, *args)
+
+    async def _guarded(self, worker: Callable[..., Awaitable[None]], *args: Any) -> None:
+        # The one way out of a worker: whatever escapes it (a rejected token, a bug) becomes
+        # the scheduler's fatal error, raised as it is by __aexit__, never in an ExceptionGroup.
+        try:
+            await worker(*args)
+        except Exception as exc:
+            self.stop(exc, drain=False)
+
+    # -- change notification ---------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Wake whoever waits in :meth:`wait_for`."""
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds, checking it after each change."""
+        while not predicate():
+            await self._changed.wait()
+
+    def emit(self, event: JobEvent) -> None:
+        """Hand ``event`` to the caller's hook; a hook that raises is logged, not fatal."""
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:  # a display's bug must not end a job, let alone the batch
+            logger.exception("the on_event hook raised on %s", type(event).__name__)
+
+    def unfinished(self) -> int:
+        """Jobs accepted and not finished."""
+        return len(self.jobs)
+
+    # -- ending a job ----------------------------------------------------------------------
+
+    async def for_job(self, job: JobRecord, step: Awaitable[None]) -> None:
+        """Run one step of one job; whatever goes wrong in it ends that job, not the batch.
+
+        Only a rejected token goes on (to the worker's guard), since no other job can pass.
+        """
+        try:
+            await step
+        except AuthenticationError:
+            raise
+        except Exception as exc:
+            if job.result is not None:  # it ended; what failed came after
+                logger.exception("error after job %s finished", job.key)
+                return
+            error = exc if isinstance(exc, GrokImagineError) else unexpected(exc)
+            await self.finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
+
+    async def finish(
+        self,
+        job: JobRecord,
+        *,
+        task: Task | None = None,
+        error: GrokImagineError | None = None,
+        failure_class: FailureClass | None = None,
+        files: tuple[Path, ...] = (),
+        from_journal: bool = False,
+        record: bool = True,
+    ) -> None:
+        """End ``job``: record its result in the journal (unless ``record`` is False), then
+        forget it and announce it (waiters, ``results()``, the hook)."""
+        result = self.result(
+            job,
+            task=task,
+            error=error,
+            failure_class=failure_class,
+            files=files,
+            from_journal=from_journal,
+        )
+        if record and self.journal is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.journal.record_finished(result)
+                except Exception as exc:
+                    if result.task_id is not None:
+                        self.unrecorded[job.key] = result.task_id
+                    self.journal_failed(exc, job)
+        del self.jobs[job.key]
+        self.conclude(job, result)
+
+    def result(
+        self,
+        job: JobRecord,
+        *,
+        task: Task | None = None,
+        error: GrokImagineError | None = None,
+        failure_class: FailureClass | None = None,
+        files: tuple[Path, ...] = (),
+        from_journal: bool = False,
+    ) -> JobResult:
+        """The :class:`JobResult` ``job`` ends with, as of now."""
+        return JobResult(
+            key=job.key,
+            request=job.request,
+            task=task,
+            error=error,
+            failure_class=failure_class if error is not None else None,
+            attempts=job.attempts,
+            credits=job.credits,
+            polls=job.polls,
+            submitted_at=job.submitted_at,
+            finished_at=anyio.current_time(),
+            files=files,
+            from_journal=from_journal,
+        )
+
+    def conclude(self, job: JobRecord, result: JobResult) -> None:
+        """Announce ``result``: after the journal write, so a woken waiter finds it recorded."""
+        job.finished(result)
+        if self.streaming:
+            self.backlog.append(result)
+        self.notify()
+        self.emit(JobFinished(key=job.key, at=result.finished_at, result=result))
+        if self.fatal is not None and self.unfinished() == 0 and not self.streaming:
+            self.halt()  # drained: end the block (a results() reader ends on its own)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def stop(self, exc: BaseException, *, drain: bool) -> None:
+        """The one place a fatal error goes: accept no more jobs, submit nothing more.
+
+        With ``drain``, jobs already submitted are polled to their end (they are paid for)
+        and the block then exits; without (a rejected token: no poll can pass either), every
+        worker stops now. Either way the scheduler's ``__aexit__`` raises the first one.
+        """
+        if self.fatal is None:
+            self.fatal = exc
+        self.input_closed = True
+        if not drain or (self.unfinished() == 0 and not self.streaming):
+            self.halt()
+        self.notify()
+
+    def halt(self) -> None:
+        """Stop every worker now."""
+        self.halted = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        self.notify()
+
+    def journal_failed(self, exc: Exception, job: JobRecord) -> None:
+        """A journal call for ``job`` failed: stop the batch, keep polling what was paid for."""
+        assert self.journal is not None
+        error = as_journal_error(exc, self.journal)
+        level = logging.ERROR if self.fatal is None else logging.DEBUG  # once, not per job
+        logger.log(level, "journal failed (job %s): %s", job.key, error)
+        self.stop(error, drain=True)
+
+    async def close_journal(self) -> None:
+        """Close the journal; a failure becomes the fatal error if there was none."""
+        assert self.journal is not None
+        try:
+            await self.journal.aclose()
+        except Exception as exc:
+            error = as_journal_error(exc, self.journal)
+            if self.fatal is None:
+                self.fatal = error
+            logger.error("journal failed on closing: %s", error)
+
+    def pending_tasks(self) -> dict[str, str]:
+        """Paid tasks whose end this run did not record: unfinished, or lost by the journal."""
+        pending = dict(self.unrecorded)
+        pending.update((j.key, j.task_id) for j in self.jobs.values() if j.task_id is not None)
+        return pending
+
+    def log_pending(self, pending: dict[str, str], why: str) -> None:
+        """Log every task id of ``pending``, so none is lost with the process."""
+        if not pending:
+            return
+        kept = self.journal is not None and not self.unrecorded
+        listed = ", ".join(f"{key}={task_id}" for key, task_id in pending.items())
+        logger.log(
+            logging.INFO if kept else logging.WARNING,
+            "scheduler %s with %d paid jobs whose end is not recorded%s; their task ids: %s",
+            why,
+            len(pending),
+            " (kept in the journal: they resume on the next run)" if kept else "",
+            listed,
+        )
+
+
+def unexpected(exc: Exception) -> GrokImagineError:
+    """A typed error for an exception of no known kind (a bug, an unreadable answer)."""
+    error = GrokImagineError(f"unexpected {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def as_journal_error(exc: Exception, journal: Journal) -> JournalError:
+    """``exc`` from a journal call, as a :class:`JournalError` (whatever the journal raised)."""
+    if isinstance(exc, JournalError):
+        return exc
+    path = getattr(journal, "path", None)
+    error = JournalError(
+        f"the journal failed: {type(exc).__name__}: {exc}",
+        path=path if isinstance(path, Path) else None,
+    )
+    error.__cause__ = exc
+    return error

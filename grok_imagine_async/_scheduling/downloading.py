@@ -1,0 +1,110 @@
+"""The scheduler's downloaders: completed jobs' videos to disk, before the job counts as done.
+
+A download that fails for a local reason (a full disk, a path it may not replace) ends only
+its job, with a one-line :class:`DownloadError`; the task id and its URLs stay in the journal,
+so the next run downloads it again without paying again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+
+from .._errors import APIError, DownloadError, GrokImagineError
+from .._models import FailureClass, Task
+from .api import SchedulerClient
+from .books import Books
+from .record import JobRecord
+
+
+class Downloader:
+    """Downloads completed jobs' videos into ``folder``, ``workers`` at a time.
+
+    Args:
+        books: The scheduler's shared books.
+        client: Fetches the files.
+        folder: Where the videos go (checked with :func:`ensure_writable` first).
+    """
+
+    def __init__(self, books: Books, client: SchedulerClient, folder: Path) -> None:
+        self._books = books
+        self._client = client
+        self.folder = folder
+        self._send, self._recv = anyio.create_memory_object_stream[JobRecord](0)
+
+    async def queue(self, job: JobRecord, task: Task) -> None:
+        """Hand ``job``, whose ``task`` completed, to a downloader."""
+        job.succeeded(task)
+        await self._send.send(job)
+
+    async def run(self) -> None:
+        """One downloader: take jobs until the scheduler stops."""
+        async for job in self._recv:
+            task = job.finished_task
+            assert task is not None
+            await self._books.for_job(job, self._download(job, task))
+
+    def close(self) -> None:
+        """Close the hand-over stream."""
+        self._send.close()
+        self._recv.close()
+
+    async def _download(self, job: JobRecord, task: Task) -> None:
+        books = self._books
+        try:
+            files = await self._client.download(task, self.folder, stem=job.key)
+        except Exception as exc:
+            local = _os_error_in(exc)  # disk full, no permission (maybe in a task group's group)
+            if local is not None:
+                error: GrokImagineError = _download_error(local, self.folder)
+            elif isinstance(exc, (APIError, DownloadError)):
+                error = exc
+            else:
+                raise
+            # The task id and its URLs stay in the journal: the next run downloads it again.
+            await books.finish(
+                job, task=task, error=error, failure_class=FailureClass.REQUEST_ERROR
+            )
+            return
+        if books.journal is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await books.journal.record_files(job.key, files)
+                except Exception as exc:
+                    books.journal_failed(exc, job)
+        await books.finish(job, task=task, files=tuple(files))
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and check a file can be written in it (blocking).
+
+    Raises:
+        DownloadError: Naming the folder, if it cannot be created or written.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check-{os.getpid()}.part"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DownloadError(
+            f"download_dir {folder} cannot be written: {exc.strerror or exc}", local_path=folder
+        ) from None
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """``exc`` if it is an OSError, or the first OSError of an exception group."""
+    if isinstance(exc, OSError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _os_error_in(inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _download_error(exc: OSError, folder: Path) -> DownloadError:
+    where = Path(exc.filename) if isinstance(exc.filename, str) else folder
+    return DownloadError(f"cannot write {where}: {exc.strerror or exc}", local_path=where)

@@ -1,0 +1,162 @@
+"""The scheduler's private record of one job: its fields, and the only ways they change.
+
+A :class:`JobRecord` is what the scheduler's workers hold; the public
+:class:`~grok_imagine_async.Job` is a read-only view of it. Each change of state goes through
+one method here, which also keeps the :class:`Tally` of jobs per state in step, so the
+counters cannot drift from the jobs they count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+
+from .._models import GenerationRequest, Task
+from .jobs import Job, JobResult, JobState
+
+
+class Tally:
+    """How many jobs are in each :class:`JobState`; changed only by :class:`JobRecord`."""
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        self._counts = dict.fromkeys(JobState, 0)
+        self._on_change = on_change
+
+    def __getitem__(self, state: JobState) -> int:
+        return self._counts[state]
+
+    def _move(self, old: JobState | None, new: JobState) -> None:
+        if old is not None:
+            self._counts[old] -= 1
+        self._counts[new] += 1
+        self._on_change()
+
+
+class JobRecord:
+    """One job's mutable state, as the scheduler's workers see it.
+
+    Attributes:
+        key: The job's key.
+        request: What it generates.
+        handle: The read-only :class:`Job` given to callers.
+    """
+
+    def __init__(self, key: str, request: GenerationRequest, tally: Tally) -> None:
+        self.key = key
+        self.request = request
+        self._tally = tally
+        self._state = JobState.QUEUED
+        tally._move(None, JobState.QUEUED)
+        self._task_id: str | None = None
+        self._attempts = 0
+        self._credits = 0
+        self._result: JobResult | None = None
+        self._done = anyio.Event()
+        self.resubmits = 0
+        self.polls = 0
+        self.not_found = 0
+        self.submitted_at: float | None = None
+        """Clock time of the last submission in this run (None: unknown, e.g. resumed)."""
+        self.last_look = 0.0
+        self.finished_task: Task | None = None
+        """The completed task, while its download is pending."""
+        self.handle = Job(self)
+
+    # -- what the handle reads ---------------------------------------------------------------
+
+    @property
+    def state(self) -> JobState:
+        """Where the job is."""
+        return self._state
+
+    @property
+    def task_id(self) -> str | None:
+        """The current task's id, once there is one."""
+        return self._task_id
+
+    @property
+    def attempts(self) -> int:
+        """Submissions (POSTs) made, in this run and recorded earlier ones."""
+        return self._attempts
+
+    @property
+    def credits(self) -> int:
+        """Credits this job consumed (or may have: an ambiguous POST counts)."""
+        return self._credits
+
+    @property
+    def result(self) -> JobResult | None:
+        """The result, once finished."""
+        return self._result
+
+    async def wait_finished(self) -> JobResult:
+        """Wait for :meth:`finished` and return the result."""
+        await self._done.wait()
+        assert self._result is not None
+        return self._result
+
+    # -- transitions -------------------------------------------------------------------------
+
+    def adopted(self, *, attempts: int, credits: int) -> None:
+        """Take over what an earlier run recorded of this job (submissions, credits)."""
+        self._attempts, self._credits = attempts, credits
+
+    def submitting(self) -> None:
+        """Its POST is about to be sent (first submission, or a resubmission)."""
+        self._to(JobState.SUBMITTING)
+
+    def resubmitting(self) -> None:
+        """Its task failed in a way worth a new POST."""
+        self.resubmits += 1
+        self.submitting()
+
+    def charged(self, attempt: int, cost: int) -> None:
+        """The ``attempt``-th POST was (or may have been) paid ``cost`` credits."""
+        self._attempts = attempt
+        self._credits += cost
+
+    def submitted(self, task_id: str, *, at: float) -> None:
+        """The POST created ``task_id`` at clock time ``at``: poll it from now on."""
+        self._task_id, self.submitted_at, self.last_look = task_id, at, at
+        self._to(JobState.RUNNING)
+
+    def resumed(self, task_id: str) -> None:
+        """An earlier run submitted ``task_id``; its age is unknown."""
+        self._task_id, self.submitted_at = task_id, None
+        self._to(JobState.RUNNING)
+
+    def polled(self) -> None:
+        """A status poll is being sent."""
+        self.polls += 1
+
+    def looked(self, *, at: float) -> None:
+        """A poll found the task unfinished at clock time ``at``."""
+        self.last_look = at
+
+    def missing(self) -> int:
+        """A poll was answered 404; return how many times in a row."""
+        self.not_found += 1
+        return self.not_found
+
+    def succeeded(self, task: Task) -> None:
+        """The task completed; its files are still to be downloaded."""
+        self._task_id, self.finished_task = task.task_id, task
+
+    def finished(self, result: JobResult) -> None:
+        """The job ended with ``result``: wake whoever waits on it."""
+        self._result = result
+        self._to(JobState.COMPLETED if result.ok else JobState.FAILED)
+        self._done.set()
+
+    def mirrored(self, *, task_id: str | None = None, state: JobState | None = None) -> None:
+        """Follow what another process recorded of this job (a mirror of a shared store):
+        its task id, or a state it reached that is not final (:meth:`finished` is)."""
+        if task_id is not None:
+            self._task_id = task_id
+        if state is not None:
+            self._to(state)
+
+    def _to(self, state: JobState) -> None:
+        self._tally._move(self._state, state)
+        self._state = state

@@ -1,0 +1,337 @@
+"""What stops a batch and what only ends one job; nothing paid for is ever lost silently."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from grok_imagine_async import (
+    AsyncGrokImagine,
+    AuthenticationError,
+    DownloadError,
+    FailureClass,
+    GenerationRequest,
+    InvalidRequestError,
+    JobEvent,
+    JobResult,
+    JobScheduler,
+    JobSpec,
+    JobSubmitted,
+    JournalError,
+    JournalRecord,
+    JournalState,
+)
+from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+
+TOKEN = "errors-token"
+
+
+@pytest.fixture
+def anyio_backend() -> Any:
+    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
+
+
+def make() -> tuple[Emulator, AsyncGrokImagine]:
+    emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=5))
+    return emu, AsyncGrokImagine(api_key=TOKEN, http_client=emu.client(token=None), plan="pro")
+
+
+class FailingJournal:
+    """An in-memory Journal whose writes start failing (as on a full disk) when told to."""
+
+    def __init__(self, *, fail_after_submitted: int) -> None:
+        self.records: dict[str, JournalRecord] = {}
+        self.fail_after_submitted = fail_after_submitted
+        self.submitted = 0
+        self.failing = False
+
+    def _write(self) -> None:
+        if self.failing:
+            raise OSError(28, "No space left on device")
+
+    async def load(self, key: str) -> JournalRecord | None:
+        return self.records.get(key)
+
+    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
+        self._write()
+        self.records[key] = JournalRecord(key, request, JournalState.INTENT, attempts=attempt)
+
+    async def record_submitted(self, key: str, task_id: str) -> None:
+        self.submitted += 1
+        self.failing = self.failing or self.submitted > self.fail_after_submitted
+        self._write()
+        old = self.records[key]
+        self.records[key] = JournalRecord(
+            key, old.request, JournalState.SUBMITTED, task_id=task_id, attempts=old.attempts
+        )
+
+    async def record_finished(self, result: JobResult) -> None:
+        self._write()
+        state = JournalState.COMPLETED if result.ok else JournalState.FAILED
+        self.records[result.key] = JournalRecord(
+            result.key, result.request, state, task_id=result.task_id, credits=result.credits
+        )
+
+    async def record_files(self, key: str, files: Sequence[Path]) -> None:
+        self._write()
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_an_invalid_item_is_a_failed_result_of_its_own() -> None:
+    emu, client = make()
+    async with client.generate_many(["fine", "   ", 42, "also fine"]) as results:
+        by_prompt = {r.request.prompt: r async for r in results}
+    assert by_prompt["fine"].ok and by_prompt["also fine"].ok
+    for prompt, position in (("   ", 2), ("42", 3)):
+        bad = by_prompt[prompt]
+        assert isinstance(bad.error, InvalidRequestError)
+        assert bad.error.item == position
+        assert str(bad.error).startswith(f"input item {position}: ")
+        assert bad.failure_class is FailureClass.INVALID_INPUT
+        assert (bad.attempts, bad.credits, bad.task) == (0, 0, None)
+    assert emu.statistics().tasks_created == 2
+    assert "   " not in emu.statistics().posts_per_prompt
+
+
+@pytest.mark.anyio
+async def test_strict_stops_at_a_bad_item_and_still_reports_every_paid_task() -> None:
+    emu, client = make()
+
+    async def items() -> AsyncIterator[str]:
+        yield "paid [duration:40]"
+        await anyio.sleep(5)  # its POST goes out before the bad item is read
+        yield "   "
+        yield "never read"
+
+    seen: list[JobResult] = []
+
+    async def run() -> None:
+        async with client.generate_many(items(), strict=True) as results:
+            seen.extend([r async for r in results])
+
+    with pytest.raises(InvalidRequestError) as caught:
+        await run()
+    assert caught.value.item == 2
+    assert [(r.request.prompt, r.ok) for r in seen] == [("paid [duration:40]", True)]
+    assert [r.task_id for r in seen] == emu.task_ids()  # polled to its end, not abandoned
+    assert emu.statistics().posts_per_prompt.keys() == {"paid [duration:40]"}
+    assert dict(caught.value.pending_tasks) == {}
+
+
+@pytest.mark.anyio
+async def test_an_error_of_the_input_itself_stops_the_batch_after_the_paid_jobs() -> None:
+    emu, client = make()
+
+    async def items() -> AsyncIterator[str]:
+        yield "first [duration:30]"
+        await anyio.sleep(5)
+        raise OSError("the input file vanished")
+
+    with pytest.raises(OSError, match="vanished"):
+        async with client.generate_many(items()) as results:
+            seen = [r async for r in results]
+    assert [r.ok for r in seen] == [True]
+    assert emu.statistics().tasks_created == 1
+
+
+@pytest.mark.anyio
+async def test_an_unwritable_download_dir_costs_nothing(tmp_path: Path) -> None:
+    emu, client = make()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    folder = blocker / "videos"
+    with pytest.raises(DownloadError) as caught:
+        async with client.generate_many(["a", "b"], download_dir=folder) as results:
+            [r async for r in results]
+    assert caught.value.local_path == folder
+    assert str(folder) in str(caught.value)
+    assert emu.statistics().credits_consumed == 0
+    assert emu.statistics().requests_total == 0
+
+
+@pytest.mark.anyio
+async def test_the_download_dir_is_created_before_anything_is_sent(tmp_path: Path) -> None:
+    _, client = make()
+    folder = tmp_path / "new" / "videos"
+    async with client.generate_many([JobSpec(GenerationRequest(prompt="a"), "a")],
+                                    download_dir=folder) as results:  # fmt: skip
+        [result] = [r async for r in results]
+    assert result.ok
+    assert result.files == (folder / "a_1.mp4", folder / "a_2.mp4")
+
+
+@pytest.mark.anyio
+async def test_a_local_download_failure_is_a_failed_result_not_a_crash(tmp_path: Path) -> None:
+    emu, client = make()
+    folder = tmp_path / "videos"
+    results: list[JobResult] = []
+    async with JobScheduler(client, download_dir=folder) as scheduler:
+        folder.rmdir()
+        folder.write_text("the folder became a file")  # every write in it now fails
+        for prompt in ("one", "two"):
+            await scheduler.submit(prompt)
+        scheduler.close_input()
+        results = [r async for r in scheduler.results()]
+    assert len(results) == 2
+    for result in results:
+        assert isinstance(result.error, DownloadError)
+        assert str(folder) in str(result.error)  # it names what could not be written
+        assert "\n" not in str(result.error)
+        assert result.task_id is not None and result.credits == 40  # paid: its task id is kept
+    assert emu.statistics().tasks_created == 2
+
+
+@pytest.mark.anyio
+async def test_a_journal_failing_mid_run_raises_plainly_with_every_known_task_id() -> None:
+    emu, client = make()
+    journal = FailingJournal(fail_after_submitted=3)
+    prompts = [f"clip {i} [duration:{20 + i}]" for i in range(8)]
+    seen: list[JobResult] = []
+
+    async def run() -> None:
+        async with client.generate_many(prompts, journal=journal, max_in_flight=4) as results:
+            seen.extend([r async for r in results])
+
+    with pytest.raises(JournalError) as caught:
+        await run()
+    error = caught.value
+    created = emu.task_ids()
+    assert len(created) >= 4  # the failing write came after the 4th task was created
+    paid = {r.key: r.task_id for r in seen if r.task_id is not None}
+    assert set(paid.values()) == set(created)  # every paid job was polled to its end
+    assert all(r.ok for r in seen if r.task_id is not None)
+    assert sum(r.credits for r in seen) == emu.statistics().credits_consumed
+    recorded = {k: r.task_id for k, r in journal.records.items() if r.task_id is not None}
+    # Whatever the journal did not keep is in the error: no task id is lost.
+    assert {**recorded, **error.pending_tasks} == paid
+    assert set(paid) - set(recorded) <= set(error.pending_tasks)
+    assert len(recorded) == 3  # what the journal kept before the disk filled
+    ended = {k for k, r in journal.records.items() if r.state is JournalState.COMPLETED}
+    assert set(error.pending_tasks) == set(paid) - ended  # ended, but not recorded as ended
+    assert "No space left" in str(error)
+
+
+@pytest.mark.anyio
+async def test_a_failed_download_resumes_on_the_next_run_without_paying(tmp_path: Path) -> None:
+    emu, client = make()
+    folder, journal = tmp_path / "videos", tmp_path / "run.db"
+    async with JobScheduler(client, download_dir=folder, journal=journal) as scheduler:
+        folder.rmdir()
+        folder.write_text("the folder became a file")
+        await scheduler.submit("kept")
+        scheduler.close_input()
+        [first] = [r async for r in scheduler.results()]
+    assert isinstance(first.error, DownloadError)
+    folder.unlink()  # the disk has room again
+    async with client.generate_many(["kept"], download_dir=folder, journal=journal) as results:
+        [second] = [r async for r in results]
+    assert second.ok
+    assert second.task_id == first.task_id
+    assert [f.exists() for f in second.files] == [True, True]
+    assert emu.statistics().tasks_created == 1  # downloaded again, not paid again
+
+
+class RevocableTransport(httpx.AsyncBaseTransport):
+    """The emulator's transport, answering 401 to everything once ``revoked`` is set."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.revoked = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.revoked:
+            body = {"code": 401, "message": "Invalid API key", "error": "UNAUTHORIZED"}
+            return httpx.Response(401, json=body)
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.anyio
+async def test_a_token_revoked_mid_run_stops_at_once_naming_every_paid_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=5))
+    transport = RevocableTransport(emu.transport())
+    http = httpx.AsyncClient(transport=transport, base_url="http://emulator.local")
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
+    submitted: dict[str, str] = {}
+
+    def on_event(event: JobEvent) -> None:
+        if isinstance(event, JobSubmitted):
+            submitted[event.key] = event.task_id
+            if len(submitted) == 3:
+                transport.revoked = True  # the token is revoked while all three generate
+
+    prompts = [f"long {i} [duration:600]" for i in range(3)]
+
+    async def run() -> None:
+        async with client.generate_many(prompts, on_event=on_event) as results:
+            [r async for r in results]
+
+    with pytest.raises(AuthenticationError) as caught:
+        await run()
+    assert dict(caught.value.pending_tasks) == submitted
+    assert set(submitted.values()) == set(emu.task_ids())
+    assert all(task_id in caplog.text for task_id in submitted.values())
+
+
+class BrokenTransport(httpx.AsyncBaseTransport):
+    """The emulator's transport, raising an exception of no known kind on one path."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, path: str) -> None:
+        self.inner = inner
+        self.path = path
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == self.path:
+            raise OverflowError("a number too large for anything")
+        return await self.inner.handle_async_request(request)
+
+
+def broken_client(path: str) -> tuple[Emulator, AsyncGrokImagine]:
+    emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=5))
+    http = httpx.AsyncClient(transport=BrokenTransport(emu.transport(), path),
+                             base_url="http://emulator.local")  # fmt: skip
+    return emu, AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_error_in_a_post_is_a_possibly_paid_result() -> None:
+    _, client = broken_client("/v1/generate")
+    async with client.generate_many(["a", "b"]) as results:
+        got = [r async for r in results]
+    assert [r.failure_class for r in got] == [FailureClass.AMBIGUOUS_SUBMIT] * 2
+    assert all("OverflowError" in str(r.error) for r in got)
+    assert [r.credits for r in got] == [40, 40]  # it may have been paid: counted so
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_error_in_a_poll_ends_only_that_job() -> None:
+    emu, client = broken_client("/v1/status")
+    async with client.generate_many(["a"]) as results:
+        [result] = [r async for r in results]
+    assert result.failure_class is FailureClass.REQUEST_ERROR
+    assert "unexpected OverflowError" in str(result.error)
+    assert emu.statistics().tasks_created == 1  # paid once; the batch went on to its end
+
+
+@pytest.mark.anyio
+async def test_a_hook_that_raises_is_logged_and_ends_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, client = make()
+
+    def on_event(event: JobEvent) -> None:
+        raise RuntimeError("a progress display's bug")
+
+    async with client.generate_many(["a", "b"], on_event=on_event) as results:
+        got = [r async for r in results]
+    assert [r.ok for r in got] == [True, True]
+    assert "the on_event hook raised" in caplog.text
