@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from grok_imagine_async import (
+    APIResponseValidationError,
     AsyncGrokImagine,
     AuthenticationError,
     DownloadError,
@@ -335,3 +336,29 @@ async def test_a_hook_that_raises_is_logged_and_ends_nothing(
         got = [r async for r in results]
     assert [r.ok for r in got] == [True, True]
     assert "the on_event hook raised" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_status_that_never_reads_ends_its_job_instead_of_polling_forever() -> None:
+    # A broken or hostile server: the POST works, every status answer is unreadable. The job
+    # must end as a failed result with the typed error (paid once), not be polled forever.
+    posts = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal posts
+        if request.method == "POST":
+            posts += 1
+            body = {"code": 200, "message": "success", "data": {"task_id": "task_x"}}
+            return httpx.Response(200, json=body)
+        return httpx.Response(200, json={"code": "inf", "message": "success", "data": {}})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://emu.test")
+    async with AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro") as client:
+        with anyio.fail_after(3600):  # virtual time: the bound, not a wait
+            async with client.generate_many(["an unreadable status"]) as stream:
+                results = [r async for r in stream]
+    [result] = results
+    assert not result.ok
+    assert result.failure_class is FailureClass.REQUEST_ERROR
+    assert isinstance(result.error, APIResponseValidationError)
+    assert posts == 1

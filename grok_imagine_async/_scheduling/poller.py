@@ -26,6 +26,9 @@ from .record import JobRecord
 from .submitting import Submitter
 
 _NOT_FOUND_LIMIT = 3  # 404s in a row before a task is taken for gone
+# Error answers in a row (after the client's own retries) before a job ends as a failed result
+# carrying its task id: a broken or hostile server must not keep a job polling forever.
+_UNREADABLE_LIMIT = 10
 
 
 class Poller:
@@ -122,7 +125,11 @@ class Poller:
             return
         except AuthenticationError:
             raise
-        except APIError:  # the task exists and is paid for: keep looking, a little later
+        except APIError as exc:  # the task exists and is paid for: keep looking, a little later
+            if job.unreadable_answer() >= _UNREADABLE_LIMIT:
+                planner.gone(job.key, submitted_at=job.submitted_at, last_look=job.last_look)
+                await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
+                return
             self._reschedule(job)
             return
         now = anyio.current_time()

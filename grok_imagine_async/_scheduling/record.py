@@ -56,6 +56,7 @@ class JobRecord:
         self.resubmits = 0
         self.polls = 0
         self.not_found = 0
+        self.unreadable = 0  # status answers in a row that could not be read
         self.submitted_at: float | None = None
         """Clock time of the last submission in this run (None: unknown, e.g. resumed)."""
         self.last_look = 0.0
@@ -133,6 +134,12 @@ class JobRecord:
     def looked(self, *, at: float) -> None:
         """A poll found the task unfinished at clock time ``at``."""
         self.last_look = at
+        self.unreadable = 0
+
+    def unreadable_answer(self) -> int:
+        """A poll's answer could not be read (or was an error); return how many in a row."""
+        self.unreadable += 1
+        return self.unreadable
 
     def missing(self) -> int:
         """A poll was answered 404; return how many times in a row."""
