@@ -44,12 +44,16 @@ from .common import (
     command_line,
     connect,
     count,
+    describe_failure,
     error,
+    leaf_error,
     run_until_interrupted,
     scaled_poll,
+    target_url,
 )
+from .preflight import PreflightError, check_file_target, check_folder
 from .progress import BatchProgress, show_progress
-from .report import BatchOutcome, print_summary, write_manifest
+from .report import MANIFEST_NAME, BatchOutcome, credits_recorded, print_summary, write_manifest
 
 if TYPE_CHECKING:
     from .._scheduling.jobs import SchedulerStatistics
@@ -57,6 +61,8 @@ if TYPE_CHECKING:
 
 ENDPOINT_META = "endpoint"
 EMULATED_ENDPOINT = "built-in emulator"
+MAX_PROBLEMS_SHOWN = 20
+"""Bad input lines listed before the rest are only counted."""
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -129,19 +135,23 @@ def run(args: argparse.Namespace) -> int:
         allow_unlisted=args.allow_unlisted,
     )
     try:  # the whole file first: a bad line must not leave half a batch submitted
-        summary = jobs.check()
+        summary = jobs.check(max_problems=MAX_PROBLEMS_SHOWN)
     except InputError as exc:
-        error("batch", _for_cli(f"{exc} (nothing was submitted)"))
+        _report_input_problems(exc)
         return EXIT_USAGE
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        error("batch", f"cannot create {out}: {exc.strerror}")
-        return EXIT_USAGE
-    if is_redis_url(args.journal):
-        return anyio.run(run_shared, args, jobs, summary)
+    shared = is_redis_url(args.journal)  # a journal server, not a file of ours
     journal_path = Path(args.journal) if args.journal else out / _default_journal(args)
+    try:  # every place written to, before the first credit: paid videos must have a home
+        check_folder(out, "output folder")
+        check_file_target(out / MANIFEST_NAME, "manifest")
+        if not shared:
+            check_file_target(journal_path, "journal")
+    except PreflightError as exc:
+        error("batch", f"{exc} (nothing was submitted)")
+        return EXIT_USAGE
+    if shared:
+        return anyio.run(run_shared, args, jobs, summary)
     with contextlib.ExitStack() as stack:
         if args.otel:
             try:
@@ -161,6 +171,22 @@ def _telemetry_from_environment() -> contextlib.AbstractContextManager[Any]:
             f"opentelemetry-sdk opentelemetry-exporter-otlp ({exc})"
         ) from None
     return telemetry_from_environment("grok-imagine-batch")
+
+
+def _report_input_problems(exc: InputError) -> None:
+    """Print every bad line gathered (the first ``MAX_PROBLEMS_SHOWN``), then how many in all."""
+    if exc.problem_count == 1:
+        error("batch", _for_cli(f"{exc} (nothing was submitted)"))
+        return
+    for problem in exc.problems:
+        error("batch", _for_cli(str(problem)))
+    hidden = exc.problem_count - len(exc.problems)
+    shown = f" (the first {len(exc.problems)} are shown above)" if hidden else ""
+    error(
+        "batch",
+        f"{exc.problem_count} problems in {exc.path}{shown}; nothing was submitted. Fix them "
+        "and run the same command again.",
+    )
 
 
 _PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.part")
@@ -211,20 +237,27 @@ async def _with_journal(
     scheduler: JobScheduler | None = None
     emulated = False
     known_unknowns: set[str] | None = None  # jobs whose outcome was unknown before this run
+    earlier_credits = 0  # what earlier runs spent on this input's jobs
 
     def statistics() -> SchedulerStatistics | None:
         return scheduler.statistics() if scheduler is not None else None
 
     async def work() -> None:
-        nonlocal progress, scheduler, emulated, known_unknowns
+        nonlocal progress, scheduler, emulated, known_unknowns, earlier_credits
         async with connect(args) as connection:
             emulated = connection.emulated
             if not await _prepare(args, journal, connection):
                 raise _UsageError
             if args.on_ambiguous == "report" and not emulated:
                 known_unknowns = set(await journal.keys_in(JournalState.INTENT))
+            earlier_credits = await credits_recorded(journal, summary.keys)
             _announce(args, summary, journal, connection)
-            progress = BatchProgress(summary.jobs, time_scale=connection.time_scale)
+            progress = BatchProgress(
+                summary.jobs,
+                time_scale=connection.time_scale,
+                period=connection.rate_limit.period,
+                endpoint=target_url(args),
+            )
             scheduler = _scheduler(args, connection, journal, out, progress)
             async with scheduler, anyio.create_task_group() as tg:
                 if not args.no_progress:
@@ -255,12 +288,20 @@ async def _with_journal(
     except JournalError as exc:
         error("batch", exc)
         return EXIT_FAILED
-    except GrokImagineError as exc:  # a systemic fault that stopped the batch
-        error("batch", exc)
+    except GrokImagineError as exc:  # a systemic fault (e.g. the network) that stopped the batch
+        error("batch", f"the batch stopped: {describe_failure(exc, args)}")
+        interrupted = False
+    except Exception as exc:  # a fault that stopped the batch: still report every paid job
+        error("batch", f"the batch stopped: {describe_failure(leaf_error(exc), args)}")
         interrupted = False
     else:
         await _forget_unsent(journal, known_unknowns)
-    outcome = await write_manifest(journal, jobs, summary.keys, out)
+    try:
+        outcome = await write_manifest(journal, jobs, summary.keys, out)
+    except OSError as exc:
+        error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    outcome.earlier_credits = earlier_credits
     print_summary(outcome, rich=live, advice=_advice(args, outcome, interrupted, emulated))
     if interrupted:
         return EXIT_INTERRUPTED
@@ -307,34 +348,41 @@ async def _prepare(
     if recorded is None:
         await journal.set_meta(ENDPOINT_META, endpoint)
     unpaid, undownloaded = await journal.reopen_retryable()
-    if unpaid or undownloaded:
+    if unpaid:
         print(
-            f"Trying again: {unpaid} jobs that failed without being paid (credit budget, "
-            f"refused requests) and {undownloaded} whose download failed.",
+            f"{_jobs(unpaid)} that failed without being paid (the credit budget, or a request "
+            "the API refused) will be submitted again.",
+            file=sys.stderr,
+        )
+    if undownloaded:
+        print(
+            f"{_jobs(undownloaded)} completed but not downloaded will be downloaded again "
+            "(already paid: not submitted again).",
             file=sys.stderr,
         )
     if connection.emulated:
         restarted = await journal.forget([JournalState.INTENT, JournalState.SUBMITTED])
         if restarted:
             print(
-                f"{restarted} jobs were in flight when the last emulated run stopped; the "
-                "emulator's tasks ended with it, so they start again.",
+                f"{_jobs(restarted)} in flight when the last emulated run stopped will start "
+                "again: the emulator's tasks ended with that run.",
                 file=sys.stderr,
             )
     elif args.on_ambiguous == "resubmit":
         retried = await journal.retry_ambiguous()
         if retried:
             print(
-                f"{retried} jobs whose submission outcome was unknown will be submitted again "
-                "(--on-ambiguous resubmit: some may be paid twice).",
+                f"{_jobs(retried)} whose submission outcome was unknown will be submitted "
+                "again, as --on-ambiguous resubmit asks: some may be paid twice.",
                 file=sys.stderr,
             )
     else:
         unknown = (await journal.counts())[JournalState.INTENT]
         if unknown:
             print(
-                f"{unknown} jobs had a submission in flight when the last run stopped; its "
-                "outcome is unknown, so they are not resent (to avoid paying twice).",
+                f"{_jobs(unknown)} had a submission in flight when the last run stopped. "
+                "Whether it started a task is unknown, so they are not sent again: that could "
+                "pay twice.",
                 file=sys.stderr,
             )
     return True
@@ -396,16 +444,28 @@ def _advice(
             f"them again anyway (maybe paying twice): {again}"
         )
     if interrupted:
-        kept = (
-            "jobs in flight start again (the emulator's tasks end with it)"
-            if emulated
-            else f"{outcome.running} jobs in flight are recorded and will be polled, not paid again"
-        )
-        lines.append(f"Interrupted: the journal has every job ({kept}). Resume with:")
+        if emulated:
+            kept = (
+                "The emulator's tasks ended with this process, so the jobs that were in flight "
+                "will start again, at no cost."
+            )
+        elif outcome.running:
+            kept = (
+                f"Jobs still in flight: {outcome.running}. They go on generating; the next run "
+                "polls them and does not pay for them again."
+            )
+        else:
+            kept = "No job was left in flight."
+        lines.append(f"Interrupted. Every job is recorded in the journal. {kept}")
+        lines.append("To carry on where this run stopped, run the same command again:")
         lines.append(f"  {resume}")
     elif outcome.not_started or outcome.running:
         lines.append(f"Some jobs did not finish. Run the same command to carry on: {resume}")
     return lines
+
+
+def _jobs(n: int) -> str:
+    return "1 job" if n == 1 else f"{n} jobs"
 
 
 def _use_live_display(args: argparse.Namespace) -> bool:

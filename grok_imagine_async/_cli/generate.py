@@ -30,9 +30,11 @@ from .common import (
     add_connection_options,
     command_line,
     connect,
+    describe_failure,
     error,
     run_until_interrupted,
 )
+from .preflight import PreflightError, check_folder
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -68,7 +70,12 @@ def run(args: argparse.Namespace) -> int:
             allow_unlisted=args.allow_unlisted,
         )
     except InvalidRequestError as exc:
-        error("generate", exc)
+        error("generate", str(exc).replace("pass allow_unlisted=True", "use --allow-unlisted"))
+        return EXIT_USAGE
+    try:  # before the 40 credits: a paid video must have somewhere to go
+        check_folder(Path(args.out), "output folder")
+    except PreflightError as exc:
+        error("generate", f"{exc} (nothing was submitted)")
         return EXIT_USAGE
     return anyio.run(_generate, args, request)
 
@@ -102,7 +109,15 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
         return EXIT_FAILED
     except APIError as exc:
         where = f" (task {task_id}: check it with `{status_hint}`)" if task_id else ""
-        error("generate", f"{exc}{where}")
+        error("generate", f"{describe_failure(exc, args)}{where}")
+        return EXIT_FAILED
+    except OSError as exc:  # the task is paid: say how to fetch its video once space is made
+        error(
+            "generate",
+            f"task {task_id} completed but its video could not be saved in {args.out}: "
+            f"{exc.strerror or exc}. Its result stays available for about 24 hours: "
+            f"`{status_hint}` downloads it without paying again.",
+        )
         return EXIT_FAILED
     if interrupted:
         if task_id is None:

@@ -24,7 +24,7 @@ from .._scheduling.inputs import JobFile
 from .._scheduling.jobs import JournalRecord, JournalState
 from .text import printable
 
-__all__ = ["BatchOutcome", "print_summary", "write_manifest"]
+__all__ = ["BatchOutcome", "credits_recorded", "print_summary", "write_manifest"]
 
 MANIFEST_NAME = "manifest.jsonl"
 _SAMPLES = 10
@@ -43,6 +43,7 @@ class BatchOutcome:
         running: Jobs submitted and not finished (an interrupted run; they resume next time).
         not_started: Jobs never submitted.
         credits: Credits recorded for the input's jobs, over every run.
+        earlier_credits: Of those, what earlier runs had spent when this one started.
         files: Video files downloaded.
         failures: Failures by class.
         samples: The first few failed or ambiguous jobs, as (key, status, message).
@@ -56,10 +57,16 @@ class BatchOutcome:
     running: int = 0
     not_started: int = 0
     credits: int = 0
+    earlier_credits: int = 0
     files: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     samples: list[tuple[str, str, str]] = field(default_factory=list)
     manifest: Path | None = None
+
+    @property
+    def credits_this_run(self) -> int:
+        """Credits this run spent (the rest was spent by earlier runs)."""
+        return max(0, self.credits - self.earlier_credits)
 
     @property
     def all_completed(self) -> bool:
@@ -114,6 +121,15 @@ def manifest_entry(record: JournalRecord, out_dir: Path) -> dict[str, Any]:
         "credits": record.credits,
         "prompt": record.request.prompt,
     }
+
+
+async def credits_recorded(journal: SqliteJournal, keys: frozenset[str]) -> int:
+    """The credits the journal records for the jobs in ``keys`` (what runs so far spent)."""
+    total = 0
+    async for record in journal.records():
+        if record.key in keys:
+            total += record.credits
+    return total
 
 
 async def write_manifest(
@@ -212,10 +228,12 @@ def summary_rows(outcome: BatchOutcome) -> list[tuple[str, str]]:
         rows.append(("still running", str(outcome.running)))
     if outcome.not_started:
         rows.append(("not started", str(outcome.not_started)))
-    rows += [
-        ("video files", str(outcome.files)),
-        ("credits", f"{outcome.credits} (about {outcome.credits / 100:.2f} USD)"),
-    ]
+    rows.append(("video files", str(outcome.files)))
+    spent = outcome.credits_this_run
+    rows.append(("credits this run", f"{spent} (about {spent / 100:.2f} USD)"))
+    if outcome.earlier_credits:
+        earlier = outcome.earlier_credits
+        rows.append(("credits earlier", f"{earlier} (about {earlier / 100:.2f} USD, earlier runs)"))
     if outcome.manifest is not None:
         rows.append(("manifest", str(outcome.manifest)))
     return rows
