@@ -302,7 +302,14 @@ async def _with_journal(
         error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
         return EXIT_FAILED
     outcome.earlier_credits = earlier_credits
-    print_summary(outcome, rich=live, advice=_advice(args, outcome, interrupted, emulated))
+    advice = _advice(args, outcome, interrupted, emulated)
+    if progress is not None and progress.unreachable:
+        advice.insert(
+            0,
+            f"{_jobs(progress.unreachable)} could not reach {target_url(args)}: check the URL "
+            "(--base-url) and the network, then run the same command again.",
+        )
+    print_summary(outcome, rich=live, advice=advice)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.all_completed else EXIT_FAILED

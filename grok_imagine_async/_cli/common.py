@@ -252,6 +252,9 @@ def describe_failure(exc: BaseException, args: argparse.Namespace) -> str:
         return f"no answer in time from {target_url(args)}: {exc}"
     if isinstance(exc, APIConnectionError):
         return f"cannot reach {target_url(args)}: {exc}"
+    if isinstance(exc, OSError) and exc.strerror:  # a local file: name it, once
+        path = exc.filename2 if exc.filename2 is not None else exc.filename
+        return f"cannot write {path}: {exc.strerror}" if path is not None else exc.strerror
     return str(exc)
 
 

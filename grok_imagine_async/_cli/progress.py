@@ -103,6 +103,7 @@ class BatchProgress:
         self.endpoint = endpoint
         self.completed = self.failed = self.from_journal = 0
         self.live_finished = self.submitted = self.resumed = 0
+        self.unreachable = 0  # jobs that failed because the server could not be reached
         self.notices: list[str] = []
         self._started = anyio.current_time()
         # (time, requests sent so far): the count one period ago is the oldest sample kept.
@@ -126,8 +127,10 @@ class BatchProgress:
                 if not result.ok:
                     failure = (result.failure_class or FailureClass.UNKNOWN).value
                     message = str(result.error)
-                    if isinstance(result.error, APIConnectionError) and self.endpoint:
-                        message = f"cannot reach {self.endpoint}: {result.error}"
+                    if isinstance(result.error, APIConnectionError):
+                        self.unreachable += 1
+                        if self.endpoint:
+                            message = f"cannot reach {self.endpoint}: {result.error}"
                     self.notices.append(f"failed {result.key} ({failure}): {message}")
 
     def take_notices(self) -> list[str]:
