@@ -17,6 +17,7 @@ import functools
 import importlib.util
 import re
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -292,6 +293,8 @@ async def _with_journal(
         error("batch", f"the batch stopped: {describe_failure(exc, args)}")
         interrupted = False
     except Exception as exc:  # a fault that stopped the batch: still report every paid job
+        if getattr(args, "log_level", None) == "debug":
+            traceback.print_exception(exc)
         error("batch", f"the batch stopped: {describe_failure(leaf_error(exc), args)}")
         interrupted = False
     else:

@@ -112,20 +112,29 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
         error("generate", f"{describe_failure(exc, args)}{where}")
         return EXIT_FAILED
     except OSError as exc:  # the task is paid: say how to fetch its video once space is made
+        again = (
+            "The emulator's task ended with this process."
+            if emulated
+            else f"Its result stays available for about 24 hours: `{status_hint}` downloads it "
+            "without paying again."
+        )
         error(
             "generate",
             f"task {task_id} completed but its video could not be saved in {args.out}: "
-            f"{exc.strerror or exc}. Its result stays available for about 24 hours: "
-            f"`{status_hint}` downloads it without paying again.",
+            f"{exc.strerror or exc}. {again}",
         )
         return EXIT_FAILED
     if interrupted:
         if task_id is None:
-            error("generate", "interrupted before anything was submitted")
+            error("generate", "Interrupted before anything was submitted: nothing was paid.")
         elif emulated:
-            error("generate", f"interrupted; task {task_id} ended with the built-in emulator")
+            error("generate", f"Interrupted. Task {task_id} ended with the built-in emulator.")
         else:
-            error("generate", f"interrupted; task {task_id} goes on: check it with `{status_hint}`")
+            error(
+                "generate",
+                f"Interrupted. Task {task_id} goes on generating. To check it and download its "
+                f"video without paying again, run: {status_hint}",
+            )
         return EXIT_INTERRUPTED
     assert paths is not None
     for path in paths:
