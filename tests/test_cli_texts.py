@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from grok_imagine_async._cli.batch import _advice
+from grok_imagine_async._cli.messages import advice_after
 from grok_imagine_async._cli.preflight import PreflightError, check_file_target, check_folder
 from grok_imagine_async._cli.progress import BatchProgress
 from grok_imagine_async._cli.report import BatchOutcome, summary_rows
@@ -122,14 +122,14 @@ def cli_args(*argv: str) -> argparse.Namespace:
 
 def test_the_interrupt_message_is_plain_sentences() -> None:
     outcome = BatchOutcome(total=6, running=4, not_started=2)
-    real = _advice(cli_args(), outcome, True, False)
+    real = advice_after(cli_args(), outcome, True, False)
     assert real == [
         "Interrupted. Every job is recorded in the journal. Jobs still in flight: 4. They go "
         "on generating; the next run polls them and does not pay for them again.",
         "To carry on where this run stopped, run the same command again:",
         "  grok-imagine batch p.txt --out v",
     ]
-    emulated = _advice(cli_args("--emulate"), outcome, True, True)
+    emulated = advice_after(cli_args("--emulate"), outcome, True, True)
     assert emulated[0] == (
         "Interrupted. Every job is recorded in the journal. The emulator's tasks ended with "
         "this process, so the jobs that were in flight will start again, at no cost."
@@ -138,9 +138,9 @@ def test_the_interrupt_message_is_plain_sentences() -> None:
 
 
 def test_an_unfinished_run_names_the_command_to_carry_on() -> None:
-    lines = _advice(cli_args(), BatchOutcome(total=3, completed=2, running=1), False, False)
+    lines = advice_after(cli_args(), BatchOutcome(total=3, completed=2, running=1), False, False)
     assert lines == [
         "Some jobs did not finish. Run the same command to carry on: "
         "grok-imagine batch p.txt --out v"
     ]
-    assert _advice(cli_args(), BatchOutcome(total=3, completed=3), False, False) == []
+    assert advice_after(cli_args(), BatchOutcome(total=3, completed=3), False, False) == []

@@ -42,7 +42,6 @@ from .common import (
     EXIT_USAGE,
     Connection,
     add_connection_options,
-    command_line,
     connect,
     count,
     describe_failure,
@@ -52,9 +51,10 @@ from .common import (
     scaled_poll,
     target_url,
 )
+from .messages import MAX_PROBLEMS_SHOWN, advice_after, count_jobs, for_cli, report_input_problems
 from .preflight import PreflightError, check_file_target, check_folder
 from .progress import BatchProgress, show_progress
-from .report import MANIFEST_NAME, BatchOutcome, credits_recorded, print_summary, write_manifest
+from .report import MANIFEST_NAME, credits_recorded, print_summary, write_manifest
 
 if TYPE_CHECKING:
     from .._scheduling.jobs import SchedulerStatistics
@@ -62,8 +62,6 @@ if TYPE_CHECKING:
 
 ENDPOINT_META = "endpoint"
 EMULATED_ENDPOINT = "built-in emulator"
-MAX_PROBLEMS_SHOWN = 20
-"""Bad input lines listed before the rest are only counted."""
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -126,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             allow_unlisted=args.allow_unlisted,
         )  # fmt: skip
     except InvalidRequestError as exc:
-        error("batch", _for_cli(f"--mode/--ratio: {'; '.join(exc.problems) or exc}"))
+        error("batch", for_cli(f"--mode/--ratio: {'; '.join(exc.problems) or exc}"))
         return EXIT_USAGE
     jobs = JobFile(
         args.input,
@@ -138,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # the whole file first: a bad line must not leave half a batch submitted
         summary = jobs.check(max_problems=MAX_PROBLEMS_SHOWN)
     except InputError as exc:
-        _report_input_problems(exc)
+        report_input_problems(exc)
         return EXIT_USAGE
     out = Path(args.out)
     shared = is_redis_url(args.journal)  # a journal server, not a file of ours
@@ -174,22 +172,6 @@ def _telemetry_from_environment() -> contextlib.AbstractContextManager[Any]:
     return telemetry_from_environment("grok-imagine-batch")
 
 
-def _report_input_problems(exc: InputError) -> None:
-    """Print every bad line gathered (the first ``MAX_PROBLEMS_SHOWN``), then how many in all."""
-    if exc.problem_count == 1:
-        error("batch", _for_cli(f"{exc} (nothing was submitted)"))
-        return
-    for problem in exc.problems:
-        error("batch", _for_cli(str(problem)))
-    hidden = exc.problem_count - len(exc.problems)
-    shown = f" (the first {len(exc.problems)} are shown above)" if hidden else ""
-    error(
-        "batch",
-        f"{exc.problem_count} problems in {exc.path}{shown}; nothing was submitted. Fix them "
-        "and run the same command again.",
-    )
-
-
 _PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.part")
 
 
@@ -201,11 +183,6 @@ def _remove_partial_downloads(out: Path) -> None:
     for path in out.glob(".*.part"):
         if _PARTIAL.fullmatch(path.name):
             path.unlink(missing_ok=True)
-
-
-def _for_cli(message: str) -> str:
-    # The library's advice names its keyword argument; here the option is what to use.
-    return message.replace("pass allow_unlisted=True", "use --allow-unlisted")
 
 
 def _default_journal(args: argparse.Namespace) -> str:
@@ -305,11 +282,11 @@ async def _with_journal(
         error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
         return EXIT_FAILED
     outcome.earlier_credits = earlier_credits
-    advice = _advice(args, outcome, interrupted, emulated)
+    advice = advice_after(args, outcome, interrupted, emulated)
     if progress is not None and progress.unreachable:
         advice.insert(
             0,
-            f"{_jobs(progress.unreachable)} could not reach {target_url(args)}: check the URL "
+            f"{count_jobs(progress.unreachable)} could not reach {target_url(args)}: check the URL "
             "(--base-url) and the network, then run the same command again.",
         )
     print_summary(outcome, rich=live, advice=advice)
@@ -360,13 +337,13 @@ async def _prepare(
     unpaid, undownloaded = await journal.reopen_retryable()
     if unpaid:
         print(
-            f"{_jobs(unpaid)} that failed without being paid (the credit budget, or a request "
+            f"{count_jobs(unpaid)} that failed without being paid (the credit budget, or a request "
             "the API refused) will be submitted again.",
             file=sys.stderr,
         )
     if undownloaded:
         print(
-            f"{_jobs(undownloaded)} completed but not downloaded will be downloaded again "
+            f"{count_jobs(undownloaded)} completed but not downloaded will be downloaded again "
             "(already paid: not submitted again).",
             file=sys.stderr,
         )
@@ -374,7 +351,7 @@ async def _prepare(
         restarted = await journal.forget([JournalState.INTENT, JournalState.SUBMITTED])
         if restarted:
             print(
-                f"{_jobs(restarted)} in flight when the last emulated run stopped will start "
+                f"{count_jobs(restarted)} in flight when the last emulated run stopped will start "
                 "again: the emulator's tasks ended with that run.",
                 file=sys.stderr,
             )
@@ -382,7 +359,7 @@ async def _prepare(
         retried = await journal.retry_ambiguous()
         if retried:
             print(
-                f"{_jobs(retried)} whose submission outcome was unknown will be submitted "
+                f"{count_jobs(retried)} whose submission outcome was unknown will be submitted "
                 "again, as --on-ambiguous resubmit asks: some may be paid twice.",
                 file=sys.stderr,
             )
@@ -390,7 +367,7 @@ async def _prepare(
         unknown = (await journal.counts())[JournalState.INTENT]
         if unknown:
             print(
-                f"{_jobs(unknown)} had a submission in flight when the last run stopped. "
+                f"{count_jobs(unknown)} had a submission in flight when the last run stopped. "
                 "Whether it started a task is unknown, so they are not sent again: that could "
                 "pay twice.",
                 file=sys.stderr,
@@ -439,43 +416,6 @@ def _scheduler(
         poll=scaled_poll(DEFAULT_SCHEDULER_POLL, scale),
         duration_model=DurationModel(prior_median=DurationModel().prior_median / scale),
     )
-
-
-def _advice(
-    args: argparse.Namespace, outcome: BatchOutcome, interrupted: bool, emulated: bool
-) -> list[str]:
-    resume = command_line(args.argv)
-    lines: list[str] = []
-    if outcome.ambiguous and not emulated and args.on_ambiguous != "resubmit":
-        again = command_line([*args.argv, "--on-ambiguous", "resubmit"])
-        lines.append(
-            f"{outcome.ambiguous} jobs may or may not have been submitted (the answer was "
-            "lost); they were not resent, to avoid paying twice. Check your account; to submit "
-            f"them again anyway (maybe paying twice): {again}"
-        )
-    if interrupted:
-        if emulated:
-            kept = (
-                "The emulator's tasks ended with this process, so the jobs that were in flight "
-                "will start again, at no cost."
-            )
-        elif outcome.running:
-            kept = (
-                f"Jobs still in flight: {outcome.running}. They go on generating; the next run "
-                "polls them and does not pay for them again."
-            )
-        else:
-            kept = "No job was left in flight."
-        lines.append(f"Interrupted. Every job is recorded in the journal. {kept}")
-        lines.append("To carry on where this run stopped, run the same command again:")
-        lines.append(f"  {resume}")
-    elif outcome.not_started or outcome.running:
-        lines.append(f"Some jobs did not finish. Run the same command to carry on: {resume}")
-    return lines
-
-
-def _jobs(n: int) -> str:
-    return "1 job" if n == 1 else f"{n} jobs"
 
 
 def _use_live_display(args: argparse.Namespace) -> bool:
