@@ -144,3 +144,14 @@ def test_an_unfinished_run_names_the_command_to_carry_on() -> None:
         "grok-imagine batch p.txt --out v"
     ]
     assert advice_after(cli_args(), BatchOutcome(total=3, completed=3), False, False) == []
+
+
+@pytest.mark.parametrize("command", ["batch", "generate", "status", "emulator"])
+def test_plan_names_parse_in_any_case(command: str) -> None:
+    from grok_imagine_async._cli import build_parser
+
+    first = {"batch": ["p.txt", "--out", "v"], "generate": ["x", "--out", "v"]}
+    argv = [command, *first.get(command, ["task_1"] if command == "status" else [])]
+    assert build_parser().parse_args([*argv, "--plan", "Pro"]).plan == "pro"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--plan", "gold"])

@@ -281,6 +281,9 @@ async def _with_journal(
     except OSError as exc:
         error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
         return EXIT_FAILED
+    except InputError as exc:  # the file changed under the run: the journal has every job
+        error("batch", f"cannot list the jobs not started: {exc}")
+        return EXIT_FAILED
     outcome.earlier_credits = earlier_credits
     advice = advice_after(args, outcome, interrupted, emulated)
     if progress is not None and progress.unreachable:

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .common import PLANS, plan_name
+
 if TYPE_CHECKING:
     from ..testing import EmulatorConfig
 
@@ -52,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     add("--port", type=int, default=8000, help="port, 0 for any free one (default: %(default)s)")
     add("--token", default="test-token", help="accepted bearer token (default: %(default)s)")
-    add("--plan", default="free", choices=["free", "pro", "enterprise"], help="quota of the token")
+    add("--plan", default="free", type=plan_name, choices=PLANS, help="quota of the token")
     add(
         "--time-scale",
         type=_positive,
