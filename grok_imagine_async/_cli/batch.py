@@ -228,7 +228,7 @@ async def _with_journal(
                 raise _UsageError
             if args.on_ambiguous == "report" and not emulated:
                 known_unknowns = set(await journal.keys_in(JournalState.INTENT))
-            earlier_credits = await credits_recorded(journal, summary.keys)
+            earlier_credits = await credits_recorded(journal, summary.keys, out)
             _announce(args, summary, journal, connection)
             progress = BatchProgress(
                 summary.jobs,

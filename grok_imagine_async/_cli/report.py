@@ -123,13 +123,17 @@ def manifest_entry(record: JournalRecord, out_dir: Path) -> dict[str, Any]:
     }
 
 
-async def credits_recorded(journal: SqliteJournal, keys: frozenset[str]) -> int:
-    """The credits the journal records for the jobs in ``keys`` (what runs so far spent)."""
-    total = 0
+async def credits_recorded(journal: SqliteJournal, keys: frozenset[str], out_dir: Path) -> int:
+    """The credits the journal records for the jobs in ``keys`` (what runs so far spent).
+
+    Tallied as the summary tallies them, so that the summary's "this run" is a difference of
+    like with like.
+    """
+    tally = BatchOutcome()
     async for record in journal.records():
         if record.key in keys:
-            total += record.credits
-    return total
+            tally.note(manifest_entry(record, out_dir))
+    return tally.credits
 
 
 async def write_manifest(
