@@ -155,3 +155,14 @@ def test_plan_names_parse_in_any_case(command: str) -> None:
     assert build_parser().parse_args([*argv, "--plan", "Pro"]).plan == "pro"
     with pytest.raises(SystemExit):
         build_parser().parse_args([*argv, "--plan", "gold"])
+
+
+def test_failures_a_rerun_fixes_say_to_run_it_again() -> None:
+    outcome = BatchOutcome(total=3, completed=2, failed=1)
+    outcome.failures["request_error"] += 1
+    [line] = advice_after(cli_args(), outcome, False, False)
+    assert line.startswith("Jobs refused by the credit budget or by the API, and videos")
+    assert line.endswith("not paid again): grok-imagine batch p.txt --out v")
+    refused = BatchOutcome(total=3, completed=2, failed=1)
+    refused.failures["content_policy"] += 1  # a new run would not change the answer
+    assert advice_after(cli_args(), refused, False, False) == []

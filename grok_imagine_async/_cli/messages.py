@@ -14,6 +14,7 @@ from .report import BatchOutcome
 
 MAX_PROBLEMS_SHOWN = 20
 """Bad input lines listed before the rest are only counted."""
+_RETRIED_FAILURES = ("budget_exceeded", "request_error")  # what a re-run reopens
 
 
 def report_input_problems(exc: InputError) -> None:
@@ -69,6 +70,12 @@ def advice_after(
         lines.append(f"  {resume}")
     elif outcome.not_started or outcome.running:
         lines.append(f"Some jobs did not finish. Run the same command to carry on: {resume}")
+    elif any(outcome.failures.get(name) for name in _RETRIED_FAILURES):
+        lines.append(
+            "Jobs refused by the credit budget or by the API, and videos that could not be "
+            "saved, are tried again when you run the same command (a task already paid is "
+            f"not paid again): {resume}"
+        )
     return lines
 
 
