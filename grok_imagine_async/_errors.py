@@ -108,6 +108,9 @@ class InputError(GrokImagineError, ValueError):
         path: The input file.
         line: The 1-based line of the problem, or None for the file as a whole.
         problem: What is wrong, without the location.
+        problems: The problems a check gathered (``JobFile.check(max_problems=...)``), this
+            one first; just this one otherwise.
+        problem_count: How many problems the check found in all.
     """
 
     def __init__(self, path: Path, line: int | None, problem: str) -> None:
@@ -116,6 +119,8 @@ class InputError(GrokImagineError, ValueError):
         self.path = path
         self.line = line
         self.problem = problem
+        self.problems: tuple[InputError, ...] = (self,)
+        self.problem_count = 1
 
 
 class JournalError(GrokImagineError):

@@ -195,7 +195,7 @@ def test_a_rerun_with_a_larger_budget_runs_what_the_budget_refused(
 
     enough = run_cli(*argv, "--max-credits", "120", cwd=tmp_path)
     assert enough.returncode == 0, enough.stderr
-    assert "1 jobs that failed without being paid" in enough.stderr
+    assert "1 job that failed without being paid" in enough.stderr
     stats = served_emulator.emulator.statistics()
     assert dict(stats.tasks_per_prompt) == {"first": 1, "second": 1, "third": 1}
     assert {e["status"] for e in manifest(tmp_path / "o")} == {"completed"}
@@ -296,7 +296,9 @@ def test_ctrl_c_stops_cleanly_names_the_resume_command_and_resume_pays_nothing_t
         code = process.wait(timeout=30)
     text = (tmp_path / "stdout").read_text() + (tmp_path / "stderr").read_text()
     assert code == 130, text
-    assert "Resume with:" in text
+    assert "Interrupted. Every job is recorded in the journal." in text
+    assert "Jobs still in flight: 6. They go on generating; the next run polls them" in text
+    assert "run the same command again:" in text
     assert command_line(argv) in text
     assert TOKEN not in text
     assert {e["status"] for e in manifest(out)} == {"running"}
@@ -441,7 +443,8 @@ def snapshot(**changes: Any) -> ProgressSnapshot:
         "failed": 1,
         "from_journal": 3,
         "waiting": 2,
-        "in_flight": 5,
+        "submitting": 1,
+        "generating": 4,
         "submitted": 14,
         "resumed": 2,
         "credits": 680,
@@ -458,8 +461,8 @@ def snapshot(**changes: Any) -> ProgressSnapshot:
 def test_a_plain_progress_line_says_everything_at_a_glance() -> None:
     line = plain_line(snapshot())
     assert line == (
-        "[1:15] 13/20 done (12 completed, 1 failed, 3 from earlier runs) | 5 in flight, "
-        "2 waiting | 14 submitted | 680 credits | 45/100 req/min | ETA 0:08"
+        "[1:15] 13/20 done (12 completed, 1 failed, 3 from earlier runs) | 2 waiting, "
+        "1 submitting, 4 generating | 14 submitted | 680 credits | 45/100 req/min | ETA 0:08"
     )
     assert "earlier runs" not in plain_line(snapshot(from_journal=0))
     assert plain_line(snapshot(eta=None)).endswith("ETA ?")

@@ -24,6 +24,7 @@ from grok_imagine_async import (
     Task,
     TaskFailedError,
     TaskStatus,
+    build_request,
 )
 from grok_imagine_async.fastapi import (
     BacklogFullError,
@@ -76,6 +77,22 @@ def test_each_exception_has_its_answer(exc: BaseException, status: int, code: st
     problem = http_error_for(exc)
     assert (problem.status_code, problem.code) == (status, code)
     assert problem.detail
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"mode": "cinematic"}, {"ratio": "16:9"}, {"ratio": "4:3"}],
+)
+def test_a_refused_request_tells_the_caller_what_without_python_advice(
+    options: dict[str, str],
+) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        build_request("a kite", **options)
+    assert "pass allow_unlisted=True" in str(caught.value)  # the library's advice, for Python
+    detail = http_error_for(caught.value).detail
+    assert "allow_unlisted" not in detail and "pass " not in detail
+    for value in options.values():
+        assert repr(value) in detail  # still says which value was refused
 
 
 def test_retry_after_is_given_in_whole_seconds_when_waiting_helps() -> None:

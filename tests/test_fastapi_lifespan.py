@@ -331,6 +331,8 @@ async def test_the_readme_pattern_serves_rate_limited_videos(
         looked = [(await web.get(f"/videos/{a.json()['id']}")).json() for a in started]
     assert [a.status_code for a in started] == [202] * 20
     assert refused.status_code == 422
+    assert "4:3" in refused.json()["detail"]
+    assert "allow_unlisted" not in refused.json()["detail"]  # advice for Python, not callers
     assert all(body["status"] == "running" for body in looked)
     stats = served_emulator.emulator.statistics()
     assert stats.tasks_created == 20

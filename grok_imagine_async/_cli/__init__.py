@@ -7,12 +7,14 @@ parser and sets ``handler``, a function from the parsed arguments to the exit st
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .._version import __version__
 from . import batch, emulator, generate, status
-from .common import EXIT_INTERRUPTED
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, leaf_error
 
 __all__ = ["build_parser", "main"]
 
@@ -40,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run the chosen subcommand.
 
+    An error nobody foresaw is one line on stderr; its traceback is shown only with
+    ``--log-level debug``.
+
     Returns:
         The exit status: 0 success, 1 a job or task failed, 2 usage or input error,
         130 interrupted.
@@ -47,9 +52,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = parser_args = build_parser().parse_args(arguments)
     parser_args.argv = arguments  # for messages that repeat the command (never the token)
+    debug = _configure_logging(args)
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:  # where signals cannot be received (Windows), or before they are
         print("grok-imagine: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the last resort: one line, not a page of traceback
+        if debug:
+            traceback.print_exc()
+        leaf = leaf_error(exc)
+        hint = "" if debug else " (run again with --log-level debug for the details)"
+        print(
+            f"grok-imagine {args.command}: unexpected error: {type(leaf).__name__}: {leaf}{hint}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return code
+
+
+def _configure_logging(args: argparse.Namespace) -> bool:
+    """Send the library's log records to stderr at ``--log-level``; True for debug."""
+    level_name = getattr(args, "log_level", None)
+    if args.command == "emulator" or level_name is None:  # the emulator's is uvicorn's level
+        return False
+    logger = logging.getLogger("grok_imagine_async")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level_name.upper())
+    logger.propagate = False
+    return bool(level_name == "debug")

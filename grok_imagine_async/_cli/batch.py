@@ -17,6 +17,7 @@ import functools
 import importlib.util
 import re
 import sys
+import traceback
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,15 +44,19 @@ from .common import (
     EXIT_USAGE,
     Connection,
     add_connection_options,
-    command_line,
     connect,
     count,
+    describe_failure,
     error,
+    leaf_error,
     run_until_interrupted,
     scaled_poll,
+    target_url,
 )
+from .messages import MAX_PROBLEMS_SHOWN, advice_after, count_jobs, for_cli, report_input_problems
+from .preflight import PreflightError, check_file_target, check_folder
 from .progress import BatchProgress, show_progress
-from .report import BatchOutcome, print_summary, write_manifest
+from .report import MANIFEST_NAME, credits_recorded, print_summary, write_manifest
 
 if TYPE_CHECKING:
     from .._scheduling.jobs import SchedulerStatistics
@@ -69,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Generate one video per job of INPUT into DIR, through a journal that "
         "makes the batch resumable: run the same command again after a crash or Ctrl-C and it "
         "carries on without paying twice. INPUT is a text file (one prompt a line), JSONL "
-        "(prompt, mode, ratio, images, id) or CSV with a header. Writes DIR/manifest.jsonl. "
+        "(prompt, mode, ratio, images, id or key) or CSV with a header. Writes DIR/manifest.jsonl. "
         "Exit status: 0 all completed, 1 some did not, 2 bad options or input, 130 Ctrl-C.",
     )
     add = parser.add_argument
@@ -174,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             allow_unlisted=args.allow_unlisted,
         )  # fmt: skip
     except InvalidRequestError as exc:
-        error("batch", _for_cli(f"--mode/--ratio: {'; '.join(exc.problems) or exc}"))
+        error("batch", for_cli(f"--mode/--ratio: {'; '.join(exc.problems) or exc}"))
         return EXIT_USAGE
     jobs = JobFile(
         args.input,
@@ -184,19 +189,23 @@ def run(args: argparse.Namespace) -> int:
         allow_unlisted=args.allow_unlisted,
     )
     try:  # the whole file first: a bad line must not leave half a batch submitted
-        summary = jobs.check()
+        summary = jobs.check(max_problems=MAX_PROBLEMS_SHOWN)
     except InputError as exc:
-        error("batch", _for_cli(f"{exc} (nothing was submitted)"))
+        report_input_problems(exc)
         return EXIT_USAGE
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        error("batch", f"cannot create {out}: {exc.strerror}")
-        return EXIT_USAGE
-    if is_redis_url(args.journal):
-        return anyio.run(run_shared, args, jobs, summary)
+    shared = is_redis_url(args.journal)  # a journal server, not a file of ours
     journal_path = Path(args.journal) if args.journal else out / _default_journal(args)
+    try:  # every place written to, before the first credit: paid videos must have a home
+        check_folder(out, "output folder")
+        check_file_target(out / MANIFEST_NAME, "manifest")
+        if not shared:
+            check_file_target(journal_path, "journal")
+    except PreflightError as exc:
+        error("batch", f"{exc} (nothing was submitted)")
+        return EXIT_USAGE
+    if shared:
+        return anyio.run(run_shared, args, jobs, summary)
     with contextlib.ExitStack() as stack:
         if args.otel:
             try:
@@ -231,11 +240,6 @@ def _remove_partial_downloads(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _for_cli(message: str) -> str:
-    # The library's advice names its keyword argument; here the option is what to use.
-    return message.replace("pass allow_unlisted=True", "use --allow-unlisted")
-
-
 def _default_journal(args: argparse.Namespace) -> str:
     # Emulated jobs must never pass for real ones in a later run against the API.
     return "journal-emulated.db" if args.emulate else "journal.db"
@@ -266,20 +270,27 @@ async def _with_journal(
     scheduler: JobScheduler | None = None
     emulated = False
     known_unknowns: set[str] | None = None  # jobs whose outcome was unknown before this run
+    earlier_credits = 0  # what earlier runs spent on this input's jobs
 
     def statistics() -> SchedulerStatistics | None:
         return scheduler.statistics() if scheduler is not None else None
 
     async def work() -> None:
-        nonlocal progress, scheduler, emulated, known_unknowns
+        nonlocal progress, scheduler, emulated, known_unknowns, earlier_credits
         async with connect(args) as connection:
             emulated = connection.emulated
             if not await _prepare(args, journal, connection):
                 raise _UsageError
             if args.on_ambiguous == "report" and not emulated:
                 known_unknowns = set(await journal.keys_in(JournalState.INTENT))
+            earlier_credits = await credits_recorded(journal, summary.keys, out)
             _announce(args, summary, journal, connection)
-            progress = BatchProgress(summary.jobs, time_scale=connection.time_scale)
+            progress = BatchProgress(
+                summary.jobs,
+                time_scale=connection.time_scale,
+                period=connection.rate_limit.period,
+                endpoint=target_url(args),
+            )
             scheduler = _scheduler(args, connection, journal, out, progress)
             async with scheduler, anyio.create_task_group() as tg:
                 if not args.no_progress:
@@ -311,14 +322,34 @@ async def _with_journal(
         error("batch", exc)
         _print_pending(exc)
         return EXIT_FAILED
-    except GrokImagineError as exc:  # a systemic fault that stopped the batch
-        error("batch", exc)
+    except GrokImagineError as exc:  # a systemic fault (e.g. the network) that stopped the batch
+        error("batch", f"the batch stopped: {describe_failure(exc, args)}")
         _print_pending(exc)
+        interrupted = False
+    except Exception as exc:  # a fault that stopped the batch: still report every paid job
+        if getattr(args, "log_level", None) == "debug":
+            traceback.print_exception(exc)
+        error("batch", f"the batch stopped: {describe_failure(leaf_error(exc), args)}")
         interrupted = False
     else:
         await _forget_unsent(journal, known_unknowns)
-    outcome = await write_manifest(journal, jobs, summary.keys, out)
-    print_summary(outcome, rich=live, advice=_advice(args, outcome, interrupted, emulated))
+    try:
+        outcome = await write_manifest(journal, jobs, summary.keys, out)
+    except OSError as exc:
+        error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    except InputError as exc:  # the file changed under the run: the journal has every job
+        error("batch", f"cannot list the jobs not started: {exc}")
+        return EXIT_FAILED
+    outcome.earlier_credits = earlier_credits
+    advice = advice_after(args, outcome, interrupted, emulated)
+    if progress is not None and progress.unreachable:
+        advice.insert(
+            0,
+            f"{count_jobs(progress.unreachable)} could not reach {target_url(args)}: check the URL "
+            "(--base-url) and the network, then run the same command again.",
+        )
+    print_summary(outcome, rich=live, advice=advice)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.all_completed else EXIT_FAILED
@@ -380,18 +411,24 @@ async def _prepare(
         restarted = await journal.forget([JournalState.INTENT, JournalState.SUBMITTED])
         if restarted:
             print(
-                f"{restarted} jobs were in flight when the last emulated run stopped; the "
-                "emulator's tasks ended with it, so they start again.",
+                f"{count_jobs(restarted)} in flight when the last emulated run stopped will start "
+                "again: the emulator's tasks ended with that run.",
                 file=sys.stderr,
             )
     # The scheduler applies the library's resume policy to each job; count what it will do.
     resubmit = args.on_ambiguous == "resubmit"
     kinds = Counter([reopening(r, resubmit_ambiguous=resubmit) async for r in journal.records()])
     unpaid, undownloaded = kinds[Reopening.UNPAID], kinds[Reopening.UNDOWNLOADED]
-    if unpaid or undownloaded:
+    if unpaid:
         print(
-            f"Trying again: {unpaid} jobs that failed without being paid (credit budget, "
-            f"refused requests) and {undownloaded} whose download failed.",
+            f"{count_jobs(unpaid)} that failed without being paid (the credit budget, or a request "
+            "the API refused) will be submitted again.",
+            file=sys.stderr,
+        )
+    if undownloaded:
+        print(
+            f"{count_jobs(undownloaded)} completed but not downloaded will be downloaded again "
+            "(already paid: not submitted again).",
             file=sys.stderr,
         )
     if connection.emulated:
@@ -400,16 +437,17 @@ async def _prepare(
         retried = kinds[Reopening.AMBIGUOUS]
         if retried:
             print(
-                f"{retried} jobs whose submission outcome was unknown will be submitted again "
-                "(--on-ambiguous resubmit: some may be paid twice).",
+                f"{count_jobs(retried)} whose submission outcome was unknown will be submitted "
+                "again, as --on-ambiguous resubmit asks: some may be paid twice.",
                 file=sys.stderr,
             )
     else:
         unknown = (await journal.counts())[JournalState.INTENT]
         if unknown:
             print(
-                f"{unknown} jobs had a submission in flight when the last run stopped; its "
-                "outcome is unknown, so they are not resent (to avoid paying twice).",
+                f"{count_jobs(unknown)} had a submission in flight when the last run stopped. "
+                "Whether it started a task is unknown, so they are not sent again: that could "
+                "pay twice.",
                 file=sys.stderr,
             )
     return True
@@ -456,31 +494,6 @@ def _scheduler(
         poll=scaled_poll(DEFAULT_SCHEDULER_POLL, scale),
         duration_model=DurationModel(prior_median=DurationModel().prior_median / scale),
     )
-
-
-def _advice(
-    args: argparse.Namespace, outcome: BatchOutcome, interrupted: bool, emulated: bool
-) -> list[str]:
-    resume = command_line(args.argv)
-    lines: list[str] = []
-    if outcome.ambiguous and not emulated and args.on_ambiguous != "resubmit":
-        again = command_line([*args.argv, "--on-ambiguous", "resubmit"])
-        lines.append(
-            f"{outcome.ambiguous} jobs may or may not have been submitted (the answer was "
-            "lost); they were not resent, to avoid paying twice. Check your account; to submit "
-            f"them again anyway (maybe paying twice): {again}"
-        )
-    if interrupted:
-        kept = (
-            "jobs in flight start again (the emulator's tasks end with it)"
-            if emulated
-            else f"{outcome.running} jobs in flight are recorded and will be polled, not paid again"
-        )
-        lines.append(f"Interrupted: the journal has every job ({kept}). Resume with:")
-        lines.append(f"  {resume}")
-    elif outcome.not_started or outcome.running:
-        lines.append(f"Some jobs did not finish. Run the same command to carry on: {resume}")
-    return lines
 
 
 def _use_live_display(args: argparse.Namespace) -> bool:

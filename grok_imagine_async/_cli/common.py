@@ -20,8 +20,15 @@ from typing import TypedDict, TypeVar
 import anyio
 
 from .._backoff import PollPolicy, RetryPolicy
-from .._client import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE, AsyncGrokImagine
-from .._errors import ConfigurationError
+from .._client import (
+    DEFAULT_BASE_URL,
+    ENV_API_KEY,
+    ENV_BASE_URL,
+    ENV_PLAN,
+    ENV_TIME_SCALE,
+    AsyncGrokImagine,
+)
+from .._errors import APIConnectionError, APITimeoutError, ConfigurationError
 from .._limiting.local import LocalRateLimiter, Pacing
 from .._limiting.plans import RateLimit, resolve_rate_limit
 from .._limiting.protocol import RateLimiter
@@ -43,6 +50,7 @@ EMULATE_TIME_SCALE = 5.0
 """``--emulate`` runs generations (median 30 s) and the plan's window this much faster."""
 CLI_HINT = 'the command line needs its extra: pip install "grok-imagine-async[cli]"'
 PLANS = ("free", "pro", "enterprise")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _T = TypeVar("_T")
 
 
@@ -69,12 +77,14 @@ def count(text: str) -> int:
 
 
 def plan(text: str) -> str:
-    """An argparse type: a plan name or a quota such as ``100/6s`` (kept as text)."""
+    """An argparse type: a plan name in any case (``PRO`` is ``pro``, as in Python) or a quota
+    such as ``100/6s`` (kept as text)."""
+    text = text.strip()
     try:
         resolve_rate_limit(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return text.lower() if text.lower() in PLANS else text
 
 
 def add_connection_options(
@@ -124,6 +134,15 @@ def add_connection_options(
         "--time-scale K`: polls, retries and a plan's window shrink to match "
         f"(default: ${ENV_TIME_SCALE}, else 1"
         + (f"; {EMULATE_TIME_SCALE:g} with --emulate)" if emulate else ")"),
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default="warning",
+        metavar="LEVEL",
+        help="what the library logs on stderr: critical, error, warning, info or debug "
+        "(default: warning); debug also shows the traceback of an unexpected error",
     )
     if emulate:
         add(
@@ -198,6 +217,8 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
             yield Connection(client, "the built-in emulator", scale, True, limit, plan_name)
         return
     api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
+    if not (api_key and api_key.strip()):
+        raise ConfigurationError(missing_key_message(args))
     if getattr(args, "redis_url", None):
         limiter = timing["limiter"] = _redis_limiter(args.redis_url, limit, api_key)
     try:
@@ -247,9 +268,44 @@ async def _emulated_client(
             yield client
 
 
-def _redis_limiter(url: str, limit: RateLimit, api_key: str | None) -> RateLimiter:
-    if not api_key:
-        raise ConfigurationError(f"no API key: pass --api-key or set ${ENV_API_KEY}")
+def missing_key_message(args: argparse.Namespace) -> str:
+    """What to do without a token, in the command line's terms (not the Python keyword's)."""
+    message = f"no API key: pass --api-key TOKEN or set ${ENV_API_KEY}"
+    if hasattr(args, "emulate"):
+        message += " (or add --emulate to try the command without an account, at no cost)"
+    return message
+
+
+def target_url(args: argparse.Namespace) -> str:
+    """Where requests go: ``--base-url``, else ``$GROK_IMAGINE_BASE_URL``, else the service."""
+    if getattr(args, "emulate", False):
+        return "the built-in emulator"
+    url: str = args.base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    return url.rstrip("/")
+
+
+def describe_failure(exc: BaseException, args: argparse.Namespace) -> str:
+    """``exc`` for a person: a connection failure says which URL could not be reached."""
+    if isinstance(exc, APITimeoutError):
+        return f"no answer in time from {target_url(args)}: {exc}"
+    if isinstance(exc, APIConnectionError):
+        return f"cannot reach {target_url(args)}: {exc}"
+    if isinstance(exc, OSError) and exc.strerror:  # a local file: name it, once
+        path = exc.filename2 if exc.filename2 is not None else exc.filename
+        return f"cannot write {path}: {exc.strerror}" if path is not None else exc.strerror
+    return str(exc)
+
+
+def leaf_error(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (anyio's task groups)."""
+    while True:
+        inner = getattr(exc, "exceptions", None)
+        if not inner or len(inner) != 1:
+            return exc
+        exc = inner[0]
+
+
+def _redis_limiter(url: str, limit: RateLimit, api_key: str) -> RateLimiter:
     try:
         from ..redis._limiter import RedisRateLimiter
     except ImportError as exc:

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._limiting.plans import RateLimit, resolve_rate_limit
+from .._limiting.plans import RateLimit
+from .common import plan as _plan
 
 if TYPE_CHECKING:
     from ..testing import EmulatorConfig
@@ -39,14 +40,6 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
-
-
-def _plan(text: str) -> str:
-    try:
-        resolve_rate_limit(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

@@ -31,9 +31,11 @@ from .common import (
     add_connection_options,
     command_line,
     connect,
+    describe_failure,
     error,
     run_until_interrupted,
 )
+from .preflight import PreflightError, check_folder
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -81,7 +83,12 @@ def run(args: argparse.Namespace) -> int:
             allow_unlisted=args.allow_unlisted,
         )
     except InvalidRequestError as exc:
-        error("generate", exc)
+        error("generate", str(exc).replace("pass allow_unlisted=True", "use --allow-unlisted"))
+        return EXIT_USAGE
+    try:  # before the 40 credits: a paid video must have somewhere to go
+        check_folder(Path(args.out), "output folder")
+    except PreflightError as exc:
+        error("generate", f"{exc} (nothing was submitted)")
         return EXIT_USAGE
     return anyio.run(_generate, args, request)
 
@@ -115,15 +122,32 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
         return EXIT_FAILED
     except APIError as exc:
         where = f" (task {task_id}: check it with `{status_hint}`)" if task_id else ""
-        error("generate", f"{exc}{where}")
+        error("generate", f"{describe_failure(exc, args)}{where}")
+        return EXIT_FAILED
+    except OSError as exc:  # the task is paid: say how to fetch its video once space is made
+        again = (
+            "The emulator's task ended with this process."
+            if emulated
+            else f"Its result stays available for about 24 hours: `{status_hint}` downloads it "
+            "without paying again."
+        )
+        error(
+            "generate",
+            f"task {task_id} completed but its video could not be saved in {args.out}: "
+            f"{exc.strerror or exc}. {again}",
+        )
         return EXIT_FAILED
     if interrupted:
         if task_id is None:
-            error("generate", "interrupted before anything was submitted")
+            error("generate", "Interrupted before anything was submitted: nothing was paid.")
         elif emulated:
-            error("generate", f"interrupted; task {task_id} ended with the built-in emulator")
+            error("generate", f"Interrupted. Task {task_id} ended with the built-in emulator.")
         else:
-            error("generate", f"interrupted; task {task_id} goes on: check it with `{status_hint}`")
+            error(
+                "generate",
+                f"Interrupted. Task {task_id} goes on generating. To check it and download its "
+                f"video without paying again, run: {status_hint}",
+            )
         return EXIT_INTERRUPTED
     assert paths is not None
     for path in paths:

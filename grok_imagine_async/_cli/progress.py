@@ -7,12 +7,14 @@ file, CI) one plain line every few seconds. Failures are printed as they happen 
 from __future__ import annotations
 
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
+from .._errors import APIConnectionError
 from .._models import FailureClass
 from .._scheduling.jobs import JobEvent, JobFinished, JobResumed, JobSubmitted
 from .text import printable
@@ -27,18 +29,23 @@ __all__ = ["BatchProgress", "ProgressSnapshot", "format_duration", "plain_line",
 class ProgressSnapshot:
     """Where a batch stands, for display.
 
+    Every job is in exactly one of ``waiting``, ``submitting``, ``generating`` or done
+    (``completed`` + ``failed``), so those four always add up to ``total``.
+
     Attributes:
         total: Jobs in the input.
         completed: Jobs completed (this run, and earlier runs' from the journal).
         failed: Jobs failed (likewise).
         from_journal: Of those, jobs whose result came from the journal (no request).
         waiting: Jobs not started yet in this run.
-        in_flight: Jobs being submitted or generated.
-        submitted: POSTs sent in this run.
+        submitting: Jobs whose POST waits for its turn in the quota or for its answer.
+        generating: Jobs whose task exists and is being polled.
+        submitted: Tasks created by this run's POSTs.
         resumed: Jobs picked up from the journal and polled, not submitted again.
         credits: Credits spent on the batch's jobs, this run and earlier ones.
-        requests_per_minute: Recent request rate (in the server's time, see ``time_scale``).
-        limit_per_minute: The plan's limit (likewise).
+        requests_per_minute: Requests sent (submissions and polls) in the last minute of the
+            server's time, the span the plan's limit counts.
+        limit_per_minute: The plan's limit per minute (likewise).
         rate_limited: HTTP 429 answers in this run.
         elapsed: Seconds since the run started.
         eta: Estimated seconds to the end, None until it can be estimated.
@@ -49,7 +56,8 @@ class ProgressSnapshot:
     failed: int
     from_journal: int
     waiting: int
-    in_flight: int
+    submitting: int
+    generating: int
     submitted: int
     resumed: int
     credits: int
@@ -64,6 +72,11 @@ class ProgressSnapshot:
         """Jobs finished either way."""
         return self.completed + self.failed
 
+    @property
+    def in_flight(self) -> int:
+        """Jobs being submitted or generated."""
+        return self.submitting + self.generating
+
 
 class BatchProgress:
     """A :class:`~grok_imagine_async._scheduling.jobs.SchedulerHook` counting a batch's events.
@@ -72,15 +85,29 @@ class BatchProgress:
         total: Jobs in the input.
         time_scale: How much faster than real time the server runs; request rates are shown
             in the server's time, so they compare with the plan.
+        period: The quota's period in (real) seconds: requests are counted over the last one.
+        endpoint: Where requests go, named in the message of a job that could not reach it.
     """
 
-    def __init__(self, total: int, *, time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        time_scale: float = 1.0,
+        period: float = 60.0,
+        endpoint: str | None = None,
+    ) -> None:
         self.total = total
         self.time_scale = time_scale
+        self.period = period
+        self.endpoint = endpoint
         self.completed = self.failed = self.from_journal = 0
         self.live_finished = self.submitted = self.resumed = 0
+        self.unreachable = 0  # jobs that failed because the server could not be reached
         self.notices: list[str] = []
         self._started = anyio.current_time()
+        # (time, requests sent so far): the count one period ago is the oldest sample kept.
+        self._sent: deque[tuple[float, int]] = deque([(self._started, 0)])
 
     def __call__(self, event: JobEvent) -> None:
         if isinstance(event, JobSubmitted):
@@ -99,38 +126,53 @@ class BatchProgress:
                 self.live_finished += 1
                 if not result.ok:
                     failure = (result.failure_class or FailureClass.UNKNOWN).value
-                    self.notices.append(f"failed {result.key} ({failure}): {result.error}")
+                    message = str(result.error)
+                    if isinstance(result.error, APIConnectionError):
+                        self.unreachable += 1
+                        if self.endpoint:
+                            message = f"cannot reach {self.endpoint}: {result.error}"
+                    self.notices.append(f"failed {result.key} ({failure}): {message}")
 
     def take_notices(self) -> list[str]:
         """The messages gathered since the last call (failures), oldest first."""
         notices, self.notices = self.notices, []
         return [printable(notice) for notice in notices]
 
+    def _requests_last_period(self, now: float, sent: int) -> int:
+        self._sent.append((now, sent))
+        while len(self._sent) > 1 and self._sent[1][0] <= now - self.period:
+            self._sent.popleft()
+        return sent - self._sent[0][1]
+
     def snapshot(self, stats: SchedulerStatistics | None) -> ProgressSnapshot:
         """The counts now, completed by the scheduler's statistics if it is running."""
         now = anyio.current_time()
         elapsed = now - self._started
         done = self.completed + self.failed
-        in_flight = (stats.submitting + stats.in_flight) if stats is not None else 0
+        submitting = stats.submitting if stats is not None else 0
+        generating = stats.in_flight if stats is not None else 0
         remaining = self.total - done
         eta: float | None = None
         if remaining <= 0:
             eta = 0.0
         elif self.live_finished and elapsed > 0:
             eta = remaining * elapsed / self.live_finished
-        scale = self.time_scale
+        recent = self._requests_last_period(now, stats.requests_sent if stats is not None else 0)
+        # The quota's period is the server's minute: a count over it is a rate per minute.
+        per_minute = recent * 60.0 / (self.period * self.time_scale)
         return ProgressSnapshot(
             total=self.total,
             completed=self.completed,
             failed=self.failed,
             from_journal=self.from_journal,
-            waiting=max(0, remaining - in_flight),
-            in_flight=in_flight,
+            waiting=max(0, remaining - submitting - generating),
+            submitting=submitting,
+            generating=generating,
             submitted=self.submitted,
             resumed=self.resumed,
             credits=stats.credits_consumed if stats is not None else 0,
-            requests_per_minute=(stats.requests_per_minute / scale) if stats else 0.0,
-            limit_per_minute=(stats.limit_per_minute / scale) if stats else 0.0,
+            requests_per_minute=per_minute,
+            limit_per_minute=(stats.limit_per_minute / self.time_scale) if stats else 0.0,
             rate_limited=stats.rate_limited if stats is not None else 0,
             elapsed=elapsed,
             eta=eta,
@@ -153,9 +195,10 @@ def plain_line(snap: ProgressSnapshot) -> str:
     return (
         f"[{format_duration(snap.elapsed)}] {snap.done}/{snap.total} done "
         f"({snap.completed} completed, {snap.failed} failed{earlier}) | "
-        f"{snap.in_flight} in flight, {snap.waiting} waiting | {snap.submitted} submitted | "
-        f"{snap.credits} credits | {snap.requests_per_minute:.0f}/{snap.limit_per_minute:.0f} "
-        f"req/min | ETA {format_duration(snap.eta)}"
+        f"{snap.waiting} waiting, {snap.submitting} submitting, {snap.generating} generating | "
+        f"{snap.submitted} submitted | {snap.credits} credits | "
+        f"{snap.requests_per_minute:.0f}/{snap.limit_per_minute:.0f} req/min | "
+        f"ETA {format_duration(snap.eta)}"
     )
 
 
@@ -176,13 +219,15 @@ def _rich_view(snap: ProgressSnapshot, title: str) -> Any:
     grid = Table.grid(padding=(0, 3))
     earlier = f" ({snap.from_journal} earlier)" if snap.from_journal else ""
     grid.add_row(
-        f"submitted [bold]{snap.submitted}[/]",
-        f"in flight [bold]{snap.in_flight}[/]",
+        f"waiting [bold]{snap.waiting}[/]",
+        f"submitting [bold]{snap.submitting}[/]",
+        f"generating [bold]{snap.generating}[/]",
         f"completed [bold green]{snap.completed}[/]{earlier}",
         f"failed [bold {'red' if snap.failed else 'green'}]{snap.failed}[/]",
     )
     usage = snap.requests_per_minute / snap.limit_per_minute if snap.limit_per_minute else 0
     grid.add_row(
+        f"submitted [bold]{snap.submitted}[/]",
         f"credits [bold]{snap.credits}[/]",
         f"req/min [bold]{snap.requests_per_minute:.0f}[/]/{snap.limit_per_minute:.0f} "
         f"({usage:.0%})",

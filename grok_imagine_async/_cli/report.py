@@ -24,7 +24,7 @@ from .._scheduling.inputs import JobFile
 from .._scheduling.jobs import JournalRecord, JournalState
 from .text import printable
 
-__all__ = ["BatchOutcome", "print_summary", "write_manifest"]
+__all__ = ["BatchOutcome", "credits_recorded", "print_summary", "write_manifest"]
 
 MANIFEST_NAME = "manifest.jsonl"
 _SAMPLES = 10
@@ -44,6 +44,7 @@ class BatchOutcome:
         not_started: Jobs never submitted.
         credits: Credits recorded for the input's jobs, over every run, the last POST of
             ambiguous jobs left out.
+        earlier_credits: Of those, what earlier runs had spent when this one started.
         uncertain_credits: Credits ambiguous jobs may have cost: their last POST's, which may
             or may not have been charged.
         files: Video files downloaded.
@@ -59,11 +60,17 @@ class BatchOutcome:
     running: int = 0
     not_started: int = 0
     credits: int = 0
+    earlier_credits: int = 0
     uncertain_credits: int = 0
     files: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     samples: list[tuple[str, str, str]] = field(default_factory=list)
     manifest: Path | None = None
+
+    @property
+    def credits_this_run(self) -> int:
+        """Credits this run spent (the rest was spent by earlier runs)."""
+        return max(0, self.credits - self.earlier_credits)
 
     @property
     def all_completed(self) -> bool:
@@ -122,6 +129,19 @@ def manifest_entry(record: JournalRecord, out_dir: Path) -> dict[str, Any]:
         "credits": record.credits,
         "prompt": record.request.prompt,
     }
+
+
+async def credits_recorded(journal: SqliteJournal, keys: frozenset[str], out_dir: Path) -> int:
+    """The credits the journal records for the jobs in ``keys`` (what runs so far spent).
+
+    Tallied as the summary tallies them, so that the summary's "this run" is a difference of
+    like with like.
+    """
+    tally = BatchOutcome()
+    async for record in journal.records():
+        if record.key in keys:
+            tally.note(manifest_entry(record, out_dir))
+    return tally.credits
 
 
 async def write_manifest(
@@ -220,10 +240,12 @@ def summary_rows(outcome: BatchOutcome) -> list[tuple[str, str]]:
         rows.append(("still running", str(outcome.running)))
     if outcome.not_started:
         rows.append(("not started", str(outcome.not_started)))
-    rows += [
-        ("video files", str(outcome.files)),
-        ("credits", f"{outcome.credits} (about {outcome.credits / 100:.2f} USD)"),
-    ]
+    rows.append(("video files", str(outcome.files)))
+    spent = outcome.credits_this_run
+    rows.append(("credits this run", f"{spent} (about {spent / 100:.2f} USD)"))
+    if outcome.earlier_credits:
+        earlier = outcome.earlier_credits
+        rows.append(("credits earlier", f"{earlier} (about {earlier / 100:.2f} USD, earlier runs)"))
     if outcome.uncertain_credits:
         rows.append(
             ("possibly charged", f"{outcome.uncertain_credits} more (outcome unknown, see above)")

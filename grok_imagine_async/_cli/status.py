@@ -9,13 +9,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from .._errors import APIError, ConfigurationError, NotFoundError
 from .._models import Task, TaskStatus
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_connection_options, connect, error
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_connection_options,
+    connect,
+    describe_failure,
+    error,
+)
+from .preflight import PreflightError, check_folder
 from .text import printable
 
 
@@ -40,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``grok-imagine status``; return the exit status."""
+    if args.download:
+        try:
+            check_folder(Path(args.download), "download folder")
+        except PreflightError as exc:
+            error("status", exc)
+            return EXIT_USAGE
     return anyio.run(_status, args)
 
 
@@ -60,7 +76,10 @@ async def _status(args: argparse.Namespace) -> int:
         error("status", f"no task {args.task_id!r} for this token")
         return EXIT_FAILED
     except APIError as exc:
-        error("status", exc)
+        error("status", describe_failure(exc, args))
+        return EXIT_FAILED
+    except OSError as exc:
+        error("status", f"cannot save the videos in {args.download}: {exc.strerror or exc}")
         return EXIT_FAILED
     if args.json:
         data = task.model_dump(mode="json")

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from .._blocking import run_blocking
-from .._errors import JournalError
+from .._errors import JournalError, TaskFailedError
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._scheduling.jobs import JobResult, JournalRecord, JournalState
 from .._scheduling.resume import request_digest
@@ -193,7 +193,10 @@ class SqliteJournal:
         state = JournalState.COMPLETED if result.ok else JournalState.FAILED
         error: str | None = None
         if not result.ok:
-            if result.error is not None:
+            if isinstance(result.error, TaskFailedError):  # the reason: a replay adds the rest
+                failed = result.error.task
+                error = failed.error_message or f"status {failed.raw_status!r}"
+            elif result.error is not None:
                 error = str(result.error)
             elif result.task is not None:
                 error = result.task.error_message or f"status {result.task.raw_status!r}"

@@ -102,43 +102,83 @@ class JobFile:
         return f"JobFile({str(self.path)!r}, format={self.format!r})"
 
     def __iter__(self) -> Iterator[JobSpec]:
+        for item in self._scan():
+            if isinstance(item, InputError):
+                raise item
+            yield item
+
+    def check(self, *, max_problems: int = 1) -> InputSummary:
+        """Read the whole file once, validating every line; submit nothing.
+
+        Args:
+            max_problems: How many bad lines to gather before raising. With the default 1
+                the check stops at the first; with more it reads the whole file, so that
+                one fix can cover every line.
+
+        Returns:
+            How many jobs there are, and their keys.
+
+        Raises:
+            InputError: The first problem, naming the file and line (also raised if the file
+                holds no job at all). Its ``problems`` holds the first ``max_problems``
+                problems, itself first, and ``problem_count`` how many were found in all.
+        """
+        if max_problems < 1:
+            raise ValueError(f"max_problems must be >= 1, got {max_problems}")
+        keys: set[str] = set()
+        problems: list[InputError] = []
+        count = 0
+        for item in self._scan():
+            if isinstance(item, InputError):
+                count += 1
+                if len(problems) < max_problems:
+                    problems.append(item)
+                if max_problems == 1:
+                    break
+            elif item.key is not None:
+                keys.add(item.key)
+        if problems:
+            first = problems[0]
+            first.problems, first.problem_count = tuple(problems), count
+            raise first
+        if not keys:
+            skipped = " (blank lines and # comments are skipped)" if self.format == "text" else ""
+            raise InputError(self.path, None, f"no jobs in the file{skipped}")
+        return InputSummary(self.path, self.format, len(keys), frozenset(keys))
+
+    def _scan(self) -> Iterator[JobSpec | InputError]:
+        """Every job, and every bad line as an :class:`InputError` in its place (not raised)."""
         seen: dict[str, int] = {}  # key -> line, to name both lines of a duplicate
         names = _FileNames()
         repeats: Counter[str] = Counter()
         for line, fields in self._entries():
-            spec = self._spec(line, fields, repeats)
+            if isinstance(fields, InputError):
+                yield fields
+                continue
+            assert line is not None  # only a problem can lack a line
+            try:
+                spec = self._spec(line, fields, repeats)
+            except InputError as exc:
+                yield exc
+                continue
             assert spec.key is not None
             first = seen.setdefault(spec.key, line)
             if first != line:
-                raise InputError(
+                yield InputError(
                     self.path, line, f"duplicate id {spec.key!r} (already used on line {first})"
                 )
+                continue
             clash = names.add(spec.key, line)
             if clash is not None:
-                raise InputError(
+                yield InputError(
                     self.path,
                     line,
                     f"id {spec.key!r} and id {clash[0]!r} (line {clash[1]}) could give their "
                     f"videos the same file name (videos are named <id>.mp4, or <id>_1.mp4, "
                     "<id>_2.mp4... when a task has several)",
                 )
+                continue
             yield spec
-
-    def check(self) -> InputSummary:
-        """Read the whole file once, validating every line; submit nothing.
-
-        Returns:
-            How many jobs there are, and their keys.
-
-        Raises:
-            InputError: At the first problem, naming the file and line; also if the file
-                holds no job at all.
-        """
-        keys = frozenset(spec.key for spec in self if spec.key is not None)
-        if not keys:
-            skipped = " (blank lines and # comments are skipped)" if self.format == "text" else ""
-            raise InputError(self.path, None, f"no jobs in the file{skipped}")
-        return InputSummary(self.path, self.format, len(keys), keys)
 
     # -- one job -----------------------------------------------------------------------------
 
@@ -194,20 +234,25 @@ class JobFile:
 
     # -- the three formats -------------------------------------------------------------------
 
-    def _entries(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _entries(self) -> Iterator[tuple[int | None, dict[str, Any] | InputError]]:
         try:
             # Binary, decoded line by line: a decoding error then names its line.
             handle = self.path.open("rb")
         except OSError as exc:
-            raise InputError(self.path, None, f"cannot read the file: {exc.strerror}") from None
+            yield None, InputError(self.path, None, f"cannot read the file: {exc.strerror}")
+            return
         with handle:
             lines = _NumberedLines(self.path, handle)
             if self.format == "csv":
-                yield from self._csv(lines)
+                entries = self._csv(lines)
             elif self.format == "jsonl":
-                yield from self._jsonl(lines)
+                entries = self._jsonl(lines)
             else:
-                yield from self._text(lines)
+                entries = self._text(lines)
+            for entry in entries:
+                yield from lines.drain()  # bad bytes come before the line read after them
+                yield entry
+            yield from lines.drain()
 
     def _text(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any]]]:
         for text in lines:
@@ -215,28 +260,36 @@ class JobFile:
             if prompt and not prompt.startswith("#"):
                 yield lines.number, {"prompt": prompt}
 
-    def _jsonl(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _jsonl(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any] | InputError]]:
         for text in lines:
             if not text.strip():
                 continue
             try:
                 value = json.loads(text)
             except ValueError as exc:
-                raise InputError(self.path, lines.number, f"bad JSON: {exc}") from None
+                yield lines.number, InputError(self.path, lines.number, f"bad JSON: {exc}")
+                continue
             if not isinstance(value, dict):
-                raise InputError(
-                    self.path, lines.number, f"expected a JSON object, got {type(value).__name__}"
+                yield (
+                    lines.number,
+                    InputError(
+                        self.path,
+                        lines.number,
+                        f"expected a JSON object, got {type(value).__name__}",
+                    ),
                 )
+                continue
             unknown = sorted(set(value) - set(FIELDS))
             if unknown:
-                raise InputError(
-                    self.path,
-                    lines.number,
-                    f"unknown field {', '.join(map(repr, unknown))} (expected {', '.join(FIELDS)})",
-                )
+                names = ", ".join(map(repr, unknown))
+                problem = f"unknown field {names} (expected {', '.join(FIELDS)})"
+                yield lines.number, InputError(self.path, lines.number, problem)
+                continue
             yield lines.number, value
 
-    def _csv(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _csv(
+        self, lines: _NumberedLines
+    ) -> Iterator[tuple[int | None, dict[str, Any] | InputError]]:
         reader = csv.reader(lines)
         header: list[str] | None = None
         start = 1
@@ -246,35 +299,43 @@ class JobFile:
                 continue
             if header is None:
                 header = [cell.strip().lower() for cell in row]
-                self._check_header(line, header)
+                problem = self._check_header(header)
+                if problem is not None:  # no line can be read without its header
+                    yield line, InputError(self.path, line, problem)
+                    return
                 continue
             if len(row) > len(header):
-                raise InputError(
-                    self.path,
+                yield (
                     line,
-                    f"{len(row)} values but the header names {len(header)} columns",
+                    InputError(
+                        self.path,
+                        line,
+                        f"{len(row)} values but the header names {len(header)} columns",
+                    ),
                 )
+                continue
             fields: dict[str, Any] = {}
-            for name, cell in zip(header, row, strict=False):  # short rows: cells left unset
-                if cell.strip():
-                    fields[name] = _images(self.path, line, cell) if name == "images" else cell
+            try:
+                for name, cell in zip(header, row, strict=False):  # short rows: cells left unset
+                    if cell.strip():
+                        fields[name] = _images(self.path, line, cell) if name == "images" else cell
+            except InputError as exc:
+                yield line, exc
+                continue
             yield line, fields
         if header is None:
-            raise InputError(self.path, None, "empty CSV file: expected a header row")
+            yield None, InputError(self.path, None, "empty CSV file: expected a header row")
 
-    def _check_header(self, line: int, header: list[str]) -> None:
+    def _check_header(self, header: list[str]) -> str | None:
         unknown = [name for name in header if name not in FIELDS]
         if unknown:
-            raise InputError(
-                self.path,
-                line,
-                f"unknown column {', '.join(map(repr, unknown))} (expected {', '.join(FIELDS)})",
-            )
+            return f"unknown column {', '.join(map(repr, unknown))} (expected {', '.join(FIELDS)})"
         repeated = sorted(name for name, n in Counter(header).items() if n > 1)
         if repeated:
-            raise InputError(self.path, line, f"column {repeated[0]!r} appears twice")
+            return f"column {repeated[0]!r} appears twice"
         if "prompt" not in header:
-            raise InputError(self.path, line, "the header has no 'prompt' column")
+            return "the header has no 'prompt' column"
+        return None
 
 
 class _FileNames:
@@ -305,11 +366,16 @@ class _FileNames:
 
 
 class _NumberedLines:
-    """A binary file's lines decoded as UTF-8 and counted; a bad byte names its line."""
+    """A binary file's lines decoded as UTF-8 and counted.
+
+    A line that is not UTF-8 reads as blank (so every format skips it) and is kept as an
+    :class:`InputError` until :meth:`drain` hands it over.
+    """
 
     def __init__(self, path: Path, handle: BinaryIO) -> None:
         self._path = path
         self._handle = handle
+        self._problems: list[InputError] = []
         self.number = 0
 
     def __iter__(self) -> Iterator[str]:
@@ -319,10 +385,18 @@ class _NumberedLines:
         raw = next(self._handle)
         self.number += 1
         try:
-            text = raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
+            return raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            raise InputError(self._path, self.number, f"not UTF-8 text ({exc.reason})") from None
-        return text
+            self._problems.append(
+                InputError(self._path, self.number, f"not UTF-8 text ({exc.reason})")
+            )
+            return "\n"
+
+    def drain(self) -> Iterator[tuple[int | None, InputError]]:
+        """The bad lines met since the last call, oldest first."""
+        problems, self._problems = self._problems, []
+        for problem in problems:
+            yield problem.line, problem
 
 
 def _images(path: Path, line: int, cell: str) -> list[str]:

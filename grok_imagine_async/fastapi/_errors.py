@@ -12,6 +12,7 @@ The exceptions an app meets (:class:`~grok_imagine_async.BacklogFullError`,
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from .._errors import (
@@ -57,6 +58,9 @@ class HTTPProblem:
 
 
 _UPSTREAM = "the video service failed"
+# Advice addressed to the programmer, e.g. "(pass allow_unlisted=True to send it anyway)":
+# an HTTP caller can act on none of it.
+_PYTHON_ADVICE = re.compile(r"\s*\(pass [^()]*\)")
 
 # Failure classes that are the caller's doing (their prompt or image): 422, as bad input.
 _CALLERS_FAULT = {
@@ -91,14 +95,14 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
 
     Returns:
         The answer to give. Its ``detail`` is safe to show: no token, no stack trace, no
-        upstream body.
+        upstream body, no advice meant for the Python programmer (``pass allow_unlisted=True``).
 
     Example:
         >>> http_error_for(BudgetExceededError(max_credits=80, committed_credits=80)).status_code
         402
     """
     if isinstance(exc, InvalidRequestError):
-        return HTTPProblem(422, "invalid_request", str(exc))
+        return HTTPProblem(422, "invalid_request", _PYTHON_ADVICE.sub("", str(exc)))
     if isinstance(exc, TaskFailedError):
         return _task_failed(exc)
     if isinstance(exc, BudgetExceededError):

@@ -1,0 +1,84 @@
+"""What ``grok-imagine batch`` tells people: bad input, the advice after a run, counts.
+
+Plain sentences in the command line's terms: options rather than Python keywords, and the
+command to run next.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .._errors import InputError
+from .common import command_line, error
+from .report import BatchOutcome
+
+MAX_PROBLEMS_SHOWN = 20
+"""Bad input lines listed before the rest are only counted."""
+_RETRIED_FAILURES = ("budget_exceeded", "request_error")  # what a re-run reopens
+
+
+def report_input_problems(exc: InputError) -> None:
+    """Print every bad line gathered (the first ``MAX_PROBLEMS_SHOWN``), then how many in all."""
+    if exc.problem_count == 1:
+        error("batch", for_cli(f"{exc} (nothing was submitted)"))
+        return
+    for problem in exc.problems:
+        error("batch", for_cli(str(problem)))
+    hidden = exc.problem_count - len(exc.problems)
+    shown = f" (the first {len(exc.problems)} are shown above)" if hidden else ""
+    error(
+        "batch",
+        f"{exc.problem_count} problems in {exc.path}{shown}; nothing was submitted. Fix them "
+        "and run the same command again.",
+    )
+
+
+def for_cli(message: str) -> str:
+    """``message`` with the library's advice on keywords turned into the option to use."""
+    return message.replace("pass allow_unlisted=True", "use --allow-unlisted")
+
+
+def advice_after(
+    args: argparse.Namespace, outcome: BatchOutcome, interrupted: bool, emulated: bool
+) -> list[str]:
+    """The lines after the summary: what happened to unfinished jobs, and what to run next."""
+    resume = command_line(args.argv)
+    lines: list[str] = []
+    if outcome.ambiguous and not emulated and args.on_ambiguous != "resubmit":
+        again = command_line([*args.argv, "--on-ambiguous", "resubmit"])
+        lines.append(
+            f"{count_jobs(outcome.ambiguous)} may or may not have been submitted: "
+            "the answer to the request was lost. They were not sent again, to avoid paying "
+            "twice. Check your account; to send them again anyway, possibly paying twice, run: "
+            f"{again}"
+        )
+    if interrupted:
+        if emulated:
+            kept = (
+                "The emulator's tasks ended with this process, so the jobs that were in flight "
+                "will start again, at no cost."
+            )
+        elif outcome.running:
+            kept = (
+                f"Jobs still in flight: {outcome.running}. They go on generating; the next run "
+                "polls them and does not pay for them again."
+            )
+        else:
+            kept = "No job was left in flight."
+        lines.append(f"Interrupted. Every job is recorded in the journal. {kept}")
+        lines.append("To carry on where this run stopped, run the same command again:")
+        lines.append(f"  {resume}")
+    elif outcome.not_started or outcome.running:
+        lines.append(f"Some jobs did not finish. Run the same command to carry on: {resume}")
+    elif any(outcome.failures.get(name) for name in _RETRIED_FAILURES):
+        lines.append(
+            "Jobs refused by the credit budget or by the API, and videos that could not be "
+            "saved, are tried again when you run the same command (a task already paid is "
+            f"not paid again): {resume}"
+        )
+    return lines
+
+
+def count_jobs(n: int) -> str:
+    """``1 job``, ``2 jobs``."""
+    return "1 job" if n == 1 else f"{n} jobs"

@@ -1,0 +1,307 @@
+"""What the ``grok-imagine`` command says when something is wrong, and that it costs nothing.
+
+Subprocesses against the emulator served on 127.0.0.1 (its statistics tell what was paid).
+The tests run as root, which may write anywhere: a folder that cannot be written is made by
+putting a regular file where the folder, or one of its parents, should be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from grok_imagine_async.testing import EmulatorConfig
+
+if TYPE_CHECKING:
+    from conftest import ServedEmulator
+
+SCALE = 30
+TOKEN = "cli-messages-token-SECRET"
+FAST = EmulatorConfig(
+    tokens={TOKEN: "pro"}, period=60 / SCALE, time_scale=SCALE, duration_sigma=0.2, seed=11
+)
+SCALED = ["--time-scale", str(SCALE)]
+fast_emulator = pytest.mark.parametrize("served_emulator", [FAST], indirect=True)
+pytestmark = pytest.mark.integration
+
+
+def run_cli(*argv: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GROK_IMAGINE_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "grok_imagine_async._cli", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert "Traceback" not in done.stderr, done.stderr  # only --log-level debug shows one
+    assert TOKEN not in done.stdout + done.stderr
+    return done
+
+
+def against(served: ServedEmulator) -> list[str]:
+    return ["--base-url", served.url, "--api-key", TOKEN, "--plan", "pro", *SCALED]
+
+
+def manifest(out: Path) -> list[dict[str, Any]]:
+    lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def prompts_file(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def nothing_paid(served: ServedEmulator) -> bool:
+    stats = served.emulator.statistics()
+    return stats.credits_consumed == 0 and stats.requests_total == 0
+
+
+# -- pre-flight: every place written to is checked before the first credit ----------------------
+
+
+@fast_emulator
+@pytest.mark.parametrize("journal", ["elsewhere", "default"])
+def test_an_output_folder_that_cannot_be_created_costs_nothing_and_is_named(
+    served_emulator: ServedEmulator, tmp_path: Path, journal: str
+) -> None:
+    prompts = prompts_file(tmp_path, "a red kite", "a blue whale")
+    (tmp_path / "blocker").write_text("a file, where a folder should be\n")
+    out = tmp_path / "blocker" / "videos"
+    extra = ["--journal", str(tmp_path / "run.db")] if journal == "elsewhere" else []
+    done = run_cli(
+        "batch", str(prompts), "--out", str(out), *extra, *against(served_emulator), cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert f"cannot create the output folder {out}" in done.stderr
+    assert f"({tmp_path / 'blocker'} is a file)" in done.stderr
+    assert "nothing was submitted" in done.stderr
+    assert "journal" not in done.stderr  # the folder is the problem, and it is what is named
+    assert nothing_paid(served_emulator)
+    assert served_emulator.emulator.statistics().credits_consumed == 0
+
+
+@fast_emulator
+def test_an_output_folder_taken_by_a_file_costs_nothing(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    prompts = prompts_file(tmp_path, "a red kite")
+    (tmp_path / "videos").write_text("not a folder\n")
+    done = run_cli(
+        "batch", str(prompts), "--out", "videos", *against(served_emulator), cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert "the output folder videos is a file, not a folder" in done.stderr
+    assert nothing_paid(served_emulator)
+
+
+@fast_emulator
+def test_a_manifest_path_taken_by_a_folder_costs_nothing(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    prompts = prompts_file(tmp_path, "a red kite")
+    (tmp_path / "videos" / "manifest.jsonl").mkdir(parents=True)
+    done = run_cli(
+        "batch", str(prompts), "--out", "videos", *against(served_emulator), cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert "the manifest videos/manifest.jsonl is a folder" in done.stderr
+    assert nothing_paid(served_emulator)
+
+
+@fast_emulator
+def test_a_journal_whose_folder_cannot_be_made_costs_nothing(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    prompts = prompts_file(tmp_path, "a red kite")
+    (tmp_path / "state").write_text("a file\n")
+    done = run_cli(
+        "batch",
+        str(prompts),
+        "--out",
+        "videos",
+        "--journal",
+        "state/run.db",
+        *against(served_emulator),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "the journal's folder state is a file, not a folder" in done.stderr
+    assert nothing_paid(served_emulator)
+
+
+@fast_emulator
+def test_generate_checks_its_folder_before_paying(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    (tmp_path / "blocker").write_text("a file\n")
+    done = run_cli(
+        "generate", "a red kite", "--out", "blocker/v", *against(served_emulator), cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert "cannot create the output folder blocker/v: Not a directory" in done.stderr
+    assert "(blocker is a file) (nothing was submitted)" in done.stderr
+    assert nothing_paid(served_emulator)
+
+
+@fast_emulator
+def test_status_checks_its_download_folder_before_asking(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    (tmp_path / "blocker").write_text("a file\n")
+    argv = ["status", "task_0", "--download", "blocker/v", *against(served_emulator)]
+    done = run_cli(*argv, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "cannot create the download folder blocker/v" in done.stderr
+    assert nothing_paid(served_emulator)
+
+
+@fast_emulator
+def test_a_video_that_cannot_be_saved_is_reported_and_fetched_next_run_without_paying(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        "".join(json.dumps({"id": key, "prompt": f"clip {key}"}) + "\n" for key in "abc")
+    )
+    out = tmp_path / "videos"
+    (out / "b_1.mp4").mkdir(parents=True)  # where job b's first video must go: a folder
+    argv = ["batch", str(jobs), "--out", str(out), "--no-progress", *against(served_emulator)]
+    first = run_cli(*argv, cwd=tmp_path)
+    assert first.returncode == 1
+    text = first.stdout + first.stderr
+    [problem] = [line for line in text.splitlines() if "b_1.mp4" in line]  # in one line
+    assert "cannot" in problem
+    paid = served_emulator.emulator.statistics().tasks_created
+    assert paid >= 1
+    # Every paid task is in the manifest with its task id: none is lost.
+    assert sum(e["task_id"] is not None for e in manifest(out)) == paid
+    assert "run the same command" in first.stdout.lower()
+
+    (out / "b_1.mp4").rmdir()
+    again = run_cli(*argv, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    stats = served_emulator.emulator.statistics()
+    assert stats.tasks_created == 3 and set(stats.posts_per_prompt.values()) == {1}
+    assert {e["status"] for e in manifest(out)} == {"completed"}
+    assert (out / "b_1.mp4").is_file()
+
+
+# -- messages in the command line's terms -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", [["generate", "a kite", "--out", "v"], ["batch", "prompts.txt"]]
+)
+def test_a_missing_token_names_the_options_not_the_python_keyword(
+    tmp_path: Path, command: list[str]
+) -> None:
+    prompts_file(tmp_path, "a kite")
+    if command[0] == "batch":
+        command = [*command, "--out", "v"]
+    done = run_cli(*command, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no API key: pass --api-key TOKEN or set $GROK_IMAGINE_API_KEY" in done.stderr
+    assert "--emulate" in done.stderr
+    assert "api_key=" not in done.stderr and "AsyncGrokImagine" not in done.stderr
+
+
+def test_status_has_no_emulate_to_suggest(tmp_path: Path) -> None:
+    done = run_cli("status", "task_1", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "pass --api-key TOKEN or set $GROK_IMAGINE_API_KEY" in done.stderr
+    assert "--emulate" not in done.stderr
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port  # closed again: connecting is refused
+
+
+def test_an_unreachable_server_is_named(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    argv = ["--base-url", url, "--api-key", TOKEN, "--time-scale", "100"]
+    done = run_cli("generate", "a kite", "--out", "v", *argv, cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"grok-imagine generate: cannot reach {url}: " in done.stderr
+
+    prompts_file(tmp_path, "a kite", "a whale")
+    batch = run_cli("batch", "prompts.txt", "--out", "v", "--no-progress", *argv, cwd=tmp_path)
+    assert batch.returncode == 1
+    assert f"2 jobs could not reach {url}" in batch.stdout
+
+
+def test_every_bad_line_is_listed_up_to_twenty_then_counted(tmp_path: Path) -> None:
+    lines = ['{"prompt": "fine"}']
+    lines += [f'{{"prompt": "clip {n}", "ratio": "4:{n}"}}' for n in range(25)]
+    lines += ["not json", '{"prompt": "x", "colour": "red"}']
+    (tmp_path / "jobs.jsonl").write_text("\n".join(lines) + "\n")
+    done = run_cli("batch", "jobs.jsonl", "--out", "v", cwd=tmp_path)
+    assert done.returncode == 2
+    listed = [line for line in done.stderr.splitlines() if "jobs.jsonl:" in line]
+    assert [line.split("jobs.jsonl:")[1].split(":")[0] for line in listed] == [
+        str(n) for n in range(2, 22)
+    ]
+    assert "27 problems in jobs.jsonl (the first 20 are shown above)" in done.stderr
+    assert "nothing was submitted" in done.stderr
+    assert not (tmp_path / "v").exists()  # not even the folder: nothing happened
+
+
+def test_a_few_bad_lines_are_all_listed(tmp_path: Path) -> None:
+    (tmp_path / "p.csv").write_text('prompt,ratio\na kite,4:3\n"",1:1\na whale,1:1\nx,9:9\n')
+    done = run_cli("batch", "p.csv", "--out", "v", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "p.csv:2: " in done.stderr and "p.csv:3: missing prompt" in done.stderr
+    assert "p.csv:5: " in done.stderr and "use --allow-unlisted" in done.stderr
+    assert "3 problems in p.csv;" in done.stderr
+
+
+@fast_emulator
+def test_plan_names_are_accepted_in_any_case(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    argv = ["--base-url", served_emulator.url, "--api-key", TOKEN, "--plan", "PRO"]
+    done = run_cli("status", "task_none", *argv, cwd=tmp_path)
+    assert done.returncode == 1  # parsed, asked, not found (a refused option exits with 2)
+    assert "no task 'task_none'" in done.stderr
+
+
+@fast_emulator
+def test_a_rerun_says_it_spent_nothing_and_what_earlier_runs_spent(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    prompts = prompts_file(tmp_path, "a red kite", "a blue whale")
+    argv = ["batch", str(prompts), "--out", "v", "--no-progress", *against(served_emulator)]
+    first = run_cli(*argv, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "credits this run  80 (about 0.80 USD)" in first.stdout
+    assert "credits earlier" not in first.stdout
+
+    again = run_cli(*argv, cwd=tmp_path)
+    assert again.returncode == 0
+    assert "credits this run  0 (about 0.00 USD)" in again.stdout
+    assert "credits earlier   80 (about 0.80 USD, earlier runs)" in again.stdout
+    assert served_emulator.emulator.statistics().credits_consumed == 80
+
+
+def test_the_log_level_chooses_what_the_library_says(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    argv = ["generate", "a kite", "--out", "v", "--base-url", url, "--api-key", TOKEN]
+    argv += ["--time-scale", "100"]
+    default = run_cli(*argv, cwd=tmp_path)
+    quiet = run_cli(*argv, "--log-level", "ERROR", cwd=tmp_path)
+    assert default.returncode == quiet.returncode == 1
+    assert "retry 1 of 3" in default.stderr  # warnings by default
+    assert quiet.stderr.splitlines() == default.stderr.splitlines()[-1:]

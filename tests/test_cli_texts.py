@@ -1,0 +1,168 @@
+"""The command line's pure pieces: pre-flight checks, progress counters, summary and advice."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from grok_imagine_async._cli.messages import advice_after
+from grok_imagine_async._cli.preflight import PreflightError, check_file_target, check_folder
+from grok_imagine_async._cli.progress import BatchProgress
+from grok_imagine_async._cli.report import BatchOutcome, summary_rows
+from grok_imagine_async._scheduling.jobs import JobSubmitted, SchedulerStatistics
+from grok_imagine_async.testing import run_virtual
+
+# -- pre-flight ----------------------------------------------------------------------------------
+
+
+def test_a_folder_is_created_and_left_clean(tmp_path: Path) -> None:
+    folder = tmp_path / "a" / "b"
+    check_folder(folder, "output folder")
+    assert folder.is_dir() and list(folder.iterdir()) == []  # the probe file is gone
+
+
+def test_a_file_in_the_way_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("x")
+    with pytest.raises(PreflightError, match=r"\(.*a is a file\)$"):
+        check_folder(tmp_path / "a" / "b" / "c", "output folder")
+    with pytest.raises(PreflightError, match=r"the output folder .*a is a file, not a folder"):
+        check_folder(tmp_path / "a", "output folder")
+
+
+def test_a_file_target_taken_by_a_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "manifest.jsonl").mkdir()
+    with pytest.raises(PreflightError, match=r"manifest .* is a folder"):
+        check_file_target(tmp_path / "manifest.jsonl", "manifest")
+    check_file_target(tmp_path / "journal.db", "journal")  # an absent file is fine
+    assert not (tmp_path / "journal.db").exists()
+
+
+# -- the progress counters -----------------------------------------------------------------------
+
+
+def statistics(**changes: Any) -> SchedulerStatistics:
+    values: dict[str, Any] = {
+        "queued": 0,
+        "submitting": 0,
+        "in_flight": 0,
+        "completed": 0,
+        "failed": 0,
+        "submissions": 0,
+        "polls": 0,
+        "requests_sent": 0,
+        "rate_limited": 0,
+        "credits_consumed": 0,
+        "requests_per_minute": 0.0,
+        "limit_per_minute": 100.0,
+        "max_in_flight": 20,
+        "predicted_duration": 30.0,
+    }
+    values.update(changes)
+    return SchedulerStatistics(**values)
+
+
+def test_requests_are_counted_over_the_last_minute_not_the_last_seconds() -> None:
+    async def main() -> list[float]:
+        progress = BatchProgress(20, period=60.0)
+        seen = [progress.snapshot(statistics()).requests_per_minute]
+        await anyio.sleep(2)
+        seen.append(progress.snapshot(statistics(requests_sent=20)).requests_per_minute)
+        await anyio.sleep(30)  # waiting for the generations: nothing sent
+        seen.append(progress.snapshot(statistics(requests_sent=20)).requests_per_minute)
+        await anyio.sleep(31)  # the 20 POSTs are now more than a minute old
+        seen.append(progress.snapshot(statistics(requests_sent=25)).requests_per_minute)
+        return seen
+
+    assert run_virtual(main) == [0.0, 20.0, 20.0, 5.0]
+
+
+def test_a_faster_server_counts_requests_over_its_own_minute() -> None:
+    async def main() -> tuple[float, float]:
+        progress = BatchProgress(20, time_scale=5.0, period=12.0)  # a minute of the server's
+        await anyio.sleep(1)
+        snap = progress.snapshot(statistics(requests_sent=30, limit_per_minute=500.0))
+        return snap.requests_per_minute, snap.limit_per_minute
+
+    assert run_virtual(main) == (30.0, 100.0)
+
+
+def test_the_job_counters_add_up_to_the_total() -> None:
+    async def main() -> list[tuple[int, int, int, int, int]]:
+        progress = BatchProgress(20)
+        for n in range(13):
+            progress(JobSubmitted(key=f"k{n}", at=0.0, task_id=f"t{n}"))
+        snap = progress.snapshot(statistics(submitting=7, in_flight=13))
+        return [(snap.waiting, snap.submitting, snap.generating, snap.done, snap.submitted)]
+
+    [(waiting, submitting, generating, done, submitted)] = run_virtual(main)
+    assert waiting + submitting + generating + done == 20
+    assert (submitting, generating) == (7, 13)
+    assert submitted == generating  # tasks created so far are the ones generating
+
+
+# -- the summary and the advice ------------------------------------------------------------------
+
+
+def test_the_summary_separates_this_run_from_earlier_runs() -> None:
+    outcome = BatchOutcome(total=20, completed=20, credits=800, earlier_credits=800)
+    rows = dict(summary_rows(outcome))
+    assert rows["credits this run"] == "0 (about 0.00 USD)"
+    assert rows["credits earlier"] == "800 (about 8.00 USD, earlier runs)"
+    first = dict(summary_rows(BatchOutcome(total=20, completed=20, credits=800)))
+    assert first["credits this run"] == "800 (about 8.00 USD)" and "credits earlier" not in first
+
+
+def cli_args(*argv: str) -> argparse.Namespace:
+    return argparse.Namespace(argv=["batch", "p.txt", "--out", "v", *argv], on_ambiguous="report")
+
+
+def test_the_interrupt_message_is_plain_sentences() -> None:
+    outcome = BatchOutcome(total=6, running=4, not_started=2)
+    real = advice_after(cli_args(), outcome, True, False)
+    assert real == [
+        "Interrupted. Every job is recorded in the journal. Jobs still in flight: 4. They go "
+        "on generating; the next run polls them and does not pay for them again.",
+        "To carry on where this run stopped, run the same command again:",
+        "  grok-imagine batch p.txt --out v",
+    ]
+    emulated = advice_after(cli_args("--emulate"), outcome, True, True)
+    assert emulated[0] == (
+        "Interrupted. Every job is recorded in the journal. The emulator's tasks ended with "
+        "this process, so the jobs that were in flight will start again, at no cost."
+    )
+    assert all("(" not in line for line in real + emulated)  # no nested asides
+
+
+def test_an_unfinished_run_names_the_command_to_carry_on() -> None:
+    lines = advice_after(cli_args(), BatchOutcome(total=3, completed=2, running=1), False, False)
+    assert lines == [
+        "Some jobs did not finish. Run the same command to carry on: "
+        "grok-imagine batch p.txt --out v"
+    ]
+    assert advice_after(cli_args(), BatchOutcome(total=3, completed=3), False, False) == []
+
+
+@pytest.mark.parametrize("command", ["batch", "generate", "status", "emulator"])
+def test_plan_names_parse_in_any_case(command: str) -> None:
+    from grok_imagine_async._cli import build_parser
+
+    first = {"batch": ["p.txt", "--out", "v"], "generate": ["x", "--out", "v"]}
+    argv = [command, *first.get(command, ["task_1"] if command == "status" else [])]
+    assert build_parser().parse_args([*argv, "--plan", "Pro"]).plan == "pro"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--plan", "gold"])
+
+
+def test_failures_a_rerun_fixes_say_to_run_it_again() -> None:
+    outcome = BatchOutcome(total=3, completed=2, failed=1)
+    outcome.failures["request_error"] += 1
+    [line] = advice_after(cli_args(), outcome, False, False)
+    assert line.startswith("Jobs refused by the credit budget or by the API, and videos")
+    assert line.endswith("not paid again): grok-imagine batch p.txt --out v")
+    refused = BatchOutcome(total=3, completed=2, failed=1)
+    refused.failures["content_policy"] += 1  # a new run would not change the answer
+    assert advice_after(cli_args(), refused, False, False) == []

@@ -1,0 +1,81 @@
+"""``JobFile.check(max_problems=N)``: every bad line of a file in one pass, not only the first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grok_imagine_async import InputError, JobFile
+
+
+def lines_of(error: InputError) -> list[int | None]:
+    return [problem.line for problem in error.problems]
+
+
+def test_by_default_the_check_stops_at_the_first_problem(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "ok"}\nnot json\n{"prompt": ""}\n')
+    with pytest.raises(InputError) as caught:
+        JobFile(path).check()
+    assert caught.value.line == 2
+    assert (lines_of(caught.value), caught.value.problem_count) == ([2], 1)
+
+
+def test_every_kind_of_bad_line_is_gathered_in_file_order(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(
+        b'{"prompt": "ok", "id": "a"}\n'
+        b"not json\n"
+        b"\xff\xfe\n"
+        b'{"prompt": "x", "colour": "red"}\n'
+        b"[1, 2]\n"
+        b'{"prompt": "again", "id": "a"}\n'
+        b'{"prompt": "fine", "ratio": "5:4"}\n'
+        b'{"prompt": "last one is good"}\n'
+    )
+    with pytest.raises(InputError) as caught:
+        JobFile(path).check(max_problems=20)
+    error = caught.value
+    assert lines_of(error) == [2, 3, 4, 5, 6, 7]
+    assert error.problem_count == 6 and error is error.problems[0]
+    problems = [p.problem for p in error.problems]
+    assert problems[1].startswith("not UTF-8 text")
+    assert problems[4] == "duplicate id 'a' (already used on line 1)"
+    assert "5:4" in problems[5]
+
+
+def test_the_problems_kept_are_bounded_and_all_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(f"{{bad {n}\n" for n in range(30)) + '{"prompt": "good"}\n')
+    with pytest.raises(InputError) as caught:
+        JobFile(path).check(max_problems=5)
+    assert lines_of(caught.value) == [1, 2, 3, 4, 5]
+    assert caught.value.problem_count == 30
+
+
+def test_a_csv_without_a_usable_header_is_one_problem(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("prompt,colour\na kite,red\nx,y\n")
+    with pytest.raises(InputError) as caught:
+        JobFile(path).check(max_problems=20)
+    assert (lines_of(caught.value), caught.value.problem_count) == ([1], 1)
+    assert "unknown column 'colour'" in str(caught.value)
+
+
+def test_iterating_still_raises_at_the_first_bad_line_after_the_good_ones(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    path.write_bytes(b"one\ntwo\n\xff\nthree\n")
+    specs = iter(JobFile(path))
+    assert [next(specs).request.prompt, next(specs).request.prompt] == ["one", "two"]
+    with pytest.raises(InputError, match=r"p\.txt:3: not UTF-8"):
+        next(specs)
+
+
+def test_a_clean_file_checks_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    path.write_text("one\n\n# two\nthree\n")
+    summary = JobFile(path).check(max_problems=20)
+    assert summary.jobs == 2
+    with pytest.raises(ValueError, match="max_problems"):
+        JobFile(path).check(max_problems=0)
