@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 
 import anyio
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from grok_imagine_async import LocalRateLimiter, RateLimit, RateLimitFeedback
@@ -160,6 +160,15 @@ def test_never_more_than_the_quota_in_any_window_of_a_window_server(
 
 @settings(max_examples=200, deadline=None)
 @given(traffic=traffic(), burst=st.integers(min_value=1, max_value=10))
+# Found by hypothesis: seven requests granted at one moment reach the server in another order
+# than their serials, and answers of those it counted first came back last; each raised the
+# believed level again, and the next burst met an empty bucket.
+@example(
+    traffic=Traffic(
+        RateLimit(9, 6.0), callers=7, per_caller=2, up=0.125, up_jitter=0.0, down=0.25, seed=0
+    ),
+    burst=8,
+)
 def test_never_a_429_from_a_leaky_bucket_that_tells_what_it_holds(
     traffic: Traffic, burst: int
 ) -> None:

@@ -17,7 +17,9 @@ server were a bucket, of the size and level its answers show:
   its answer alone; if answers carry no ``Remaining``, permits go out evenly at that rate, as
   from a bucket of one.
 - **Overtaking**: a request still in flight when a newer one's answer was read may reach the
-  server after it, so when its own answer comes it is taken from the level then. One more
+  server after it, so when its own answer comes it is taken from the level then. And since
+  requests reach the server in any order, an answer can raise the level only if no other
+  answer was read while its request was on its way; otherwise it can only lower it. One more
   request is kept in reserve once the bucket holds three or more.
 
   However the requests in flight bunch on the way, the server's bucket holds room for all of
@@ -170,6 +172,17 @@ class BucketEstimate:
             self._headerless = True
         self._recover()
 
+    def lower(self, *, remaining: int, now: float, overtaken: bool = False) -> None:
+        """An answer says the server held ``remaining``, but it may be older than the newest.
+
+        Other answers were read while its request was on its way, and the server may have
+        counted it on either side of theirs: it can lower the level, never raise it.
+        """
+        if overtaken:
+            self._set(self.level(now=now) - 1.0, now)
+        self._set(min(self.level(now=now), float(remaining)), now)
+        self._recover()
+
     def lost(self, *, now: float) -> None:
         """A request was never answered: take it from the bucket now.
 
@@ -210,6 +223,8 @@ class AdaptivePacing:
         self._wakeup = Wakeup()
         self._pending: dict[int, float] = {}  # unanswered grants, in serial order: grant time
         self._reported = 0  # serial of the newest answer read into the estimate
+        self._answers = 0  # answers read so far
+        self._answers_at_grant: dict[int, int] = {}  # per unanswered grant: _answers then
         self._overtaken: set[int] = set()  # in flight and older than it when it was read
 
     @property
@@ -240,22 +255,31 @@ class AdaptivePacing:
         self._bucket.take(now=now)
         self._log.grant(serial, now=now)
         self._pending[serial] = now
+        self._answers_at_grant[serial] = self._answers
 
     def answered(self, feedback: RateLimitFeedback, *, now: float) -> None:
         """Read the answer's ``Remaining`` (or its 429) into the bucket's estimate."""
         serial = feedback.permit.serial
         self._pending.pop(serial, None)
+        # Another answer read while this request was on its way may come from a request the
+        # server counted after this one (requests reach it in any order): then this answer is
+        # not the newest word, whatever its serial.
+        overlapped = self._answers_at_grant.pop(serial, self._answers) != self._answers
+        self._answers += 1
         self._log.answered(serial, now=now)
         overtaken = serial in self._overtaken
         self._overtaken.discard(serial)
         if feedback.rate_limited:
             self._bucket.refused(now=now)
         elif feedback.remaining is not None and serial > self._reported:
-            self._reported = serial
-            self._overtaken = {s for s in self._pending if s < serial}
-            self._bucket.report(
-                remaining=feedback.remaining, now=now, reset_after=feedback.reset_after
-            )
+            if overlapped:
+                self._bucket.lower(remaining=feedback.remaining, now=now, overtaken=overtaken)
+            else:
+                self._reported = serial
+                self._overtaken = {s for s in self._pending if s < serial}
+                self._bucket.report(
+                    remaining=feedback.remaining, now=now, reset_after=feedback.reset_after
+                )
         else:
             self._bucket.answered(overtaken=overtaken, now=now)
         self._wakeup.wake()  # one fewer in flight, at least
@@ -271,5 +295,6 @@ class AdaptivePacing:
             if pending[serial] > now - self._limit.period:
                 return
             del pending[serial]
+            self._answers_at_grant.pop(serial, None)
             self._overtaken.discard(serial)
             self._bucket.lost(now=now)
