@@ -292,12 +292,8 @@ class Sender:
                 method=method,
                 path=path,
             )
-        except httpx.TimeoutException as exc:
-            failure = _Lost(APITimeoutError(self._transport_message(exc), method=method, path=path))
-        except httpx.TransportError as exc:
-            failure = _Lost(
-                APIConnectionError(self._transport_message(exc), method=method, path=path)
-            )
+        except httpx.TransportError as exc:  # timeouts included: the request may have arrived
+            failure = self._lost(exc, method=method, path=path)
         if failure is not None:
             raise failure
         try:
@@ -308,6 +304,11 @@ class Sender:
         return await self._read_answer(
             response, text, permit=permit, method=method, path=path, probe=probe
         )
+
+    def _lost(self, exc: httpx.TransportError, *, method: str, path: str) -> _Lost:
+        """A request that may have reached the server, and its answer lost on the way."""
+        kind = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
+        return _Lost(kind(self._transport_message(exc), method=method, path=path))
 
     async def _read_text(self, response: httpx.Response, *, method: str, path: str) -> str:
         """The answer's body as text, read within the size bound."""
@@ -327,12 +328,8 @@ class Sender:
                 method=method,
                 path=path,
             )
-        except httpx.TimeoutException as exc:
-            failure = _Lost(APITimeoutError(self._transport_message(exc), method=method, path=path))
-        except httpx.TransportError as exc:
-            failure = _Lost(
-                APIConnectionError(self._transport_message(exc), method=method, path=path)
-            )
+        except httpx.TransportError as exc:  # timeouts included: the request may have arrived
+            failure = self._lost(exc, method=method, path=path)
         if failure is not None:
             raise failure
         try:
