@@ -13,7 +13,7 @@ def test_ambiguous_jobs_are_possibly_charged_and_counted_apart() -> None:
     outcome.note({"key": "d", "status": "ambiguous", "credits": 80})  # a task, then a lost one
     assert (outcome.credits, outcome.uncertain_credits, outcome.ambiguous) == (80, 120, 3)
     rows = dict(summary_rows(outcome))
-    assert rows["credits"].startswith("80 ")
+    assert rows["credits this run"].startswith("80 ")
     assert rows["possibly charged"].startswith("120 more")
 
 
