@@ -11,7 +11,7 @@ Example:
 
 from . import _backoff, _clock
 from ._backoff import PollPolicy, RetryPolicy
-from ._client import DEFAULT_BASE_URL, AsyncGrokImagine
+from ._client import AsyncGrokImagine
 from ._deprecated import module_getattr as _module_getattr
 from ._errors import (
     AmbiguousSubmitError,
@@ -73,6 +73,7 @@ from ._scheduling.jobs import (
 from ._scheduling.options import SchedulerOptions
 from ._scheduling.polling import DurationModel
 from ._scheduling.scheduler import JobScheduler
+from ._settings import DEFAULT_BASE_URL
 from ._version import __version__
 
 __all__ = [

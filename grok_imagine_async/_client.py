@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -35,19 +34,21 @@ from ._limits import Limits
 from ._models import GenerationRequest, Task
 from ._observe import Observer
 from ._protocol import parse_task, parse_task_id
-from ._redact import check_token
 from ._requests import build_request
 from ._scheduling.jobs import JobResult, JobSpec
 from ._scheduling.options import SchedulerOptions
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
+from ._settings import (
+    ENV_PLAN,
+    api_key_from,
+    base_url_from,
+    observer_for,
+    time_scale_from,
+    user_agent,
+)
 
 logger = logging.getLogger("grok_imagine_async")
 
-DEFAULT_BASE_URL = "https://grokimagineapi.com"
-ENV_API_KEY = "GROK_IMAGINE_API_KEY"
-ENV_BASE_URL = "GROK_IMAGINE_BASE_URL"
-ENV_PLAN = "GROK_IMAGINE_PLAN"
-ENV_TIME_SCALE = "GROK_IMAGINE_TIME_SCALE"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
@@ -132,26 +133,14 @@ class AsyncGrokImagine:
         telemetry: bool | Observer | None = None,
         time_scale: float | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
-        if key is None or not key.strip():
-            raise ConfigurationError(
-                "no API key: pass api_key=... to AsyncGrokImagine or set the "
-                f"{ENV_API_KEY} environment variable"
-            )
-        key = check_token(key)
+        key = api_key_from(api_key)
         if limits is not None and not isinstance(limits, Limits):
             raise ConfigurationError(f"limits must be a Limits, got {type(limits).__name__}")
         self._limits = limits or Limits()
         if isinstance(download_hosts, str):  # a lone host, not its characters
             download_hosts = [download_hosts]
-        if base_url is None:
-            base_url = os.environ.get(ENV_BASE_URL)
-        if base_url is None and http_client is not None and str(http_client.base_url):
-            base_url = str(http_client.base_url)
-        self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        if not self._base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"base_url must be an http(s) URL, got {self._base_url!r}")
-        self._time_scale = _time_scale(time_scale)
+        self._base_url = base_url_from(base_url, http_client)
+        self._time_scale = time_scale_from(time_scale)
         try:
             self._hosts = HostPolicy.build(api_url=self._base_url, extra=download_hosts)
         except (httpx.InvalidURL, TypeError, AttributeError) as exc:
@@ -178,12 +167,12 @@ class AsyncGrokImagine:
 
             limiter = LocalRateLimiter(self._rate_limit, clock=clock)
         self._limiter = limiter
-        self._telemetry = _observer_for(telemetry)
+        self._telemetry = observer_for(telemetry)
         request_options: dict[str, Any] = {}
         if http_client is None:
             self._http = httpx.AsyncClient(
                 timeout=DEFAULT_TIMEOUT if timeout is _UNSET else timeout,
-                headers={"User-Agent": _user_agent()},
+                headers={"User-Agent": user_agent()},
             )
             self._owns_http = True
         else:
@@ -492,35 +481,3 @@ class AsyncGrokImagine:
             APIError: If a download failed after retries.
         """
         return await self._downloader.download(task_or_url, Path(dest), stem=stem)
-
-
-def _user_agent() -> str:
-    from ._version import __version__
-
-    return f"grok-imagine-async/{__version__}"
-
-
-def _observer_for(telemetry: bool | Observer | None) -> Observer | None:
-    if telemetry is None or telemetry is False:
-        return None
-    if telemetry is True:
-        try:
-            from .otel import Telemetry
-        except ImportError as exc:
-            raise ConfigurationError(str(exc)) from None
-        return Telemetry()
-    return telemetry
-
-
-def _time_scale(value: float | None) -> float:
-    if value is None:
-        text = os.environ.get(ENV_TIME_SCALE, "").strip()
-        if not text:
-            return 1.0
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigurationError(f"${ENV_TIME_SCALE} must be a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigurationError(f"time_scale must be a positive number, got {value!r}")
-    return value

@@ -53,7 +53,14 @@ from .common import (
     scaled_poll,
     target_url,
 )
-from .messages import MAX_PROBLEMS_SHOWN, advice_after, count_jobs, for_cli, report_input_problems
+from .messages import (
+    MAX_PROBLEMS_SHOWN,
+    advice_after,
+    count_jobs,
+    for_cli,
+    print_pending,
+    report_input_problems,
+)
 from .preflight import PreflightError, check_file_target, check_folder
 from .progress import BatchProgress, show_progress
 from .report import MANIFEST_NAME, credits_recorded, print_summary, write_manifest
@@ -320,11 +327,11 @@ async def _with_journal(
         return EXIT_USAGE
     except JournalError as exc:
         error("batch", exc)
-        _print_pending(exc)
+        print_pending(exc)
         return EXIT_FAILED
     except GrokImagineError as exc:  # a systemic fault (e.g. the network) that stopped the batch
         error("batch", f"the batch stopped: {describe_failure(exc, args)}")
-        _print_pending(exc)
+        print_pending(exc)
         interrupted = False
     except Exception as exc:  # a fault that stopped the batch: still report every paid job
         if getattr(args, "log_level", None) == "debug":
@@ -353,19 +360,6 @@ async def _with_journal(
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.all_completed else EXIT_FAILED
-
-
-def _print_pending(exc: GrokImagineError) -> None:
-    """Print the paid tasks the journal may not hold, so that none is lost with the run."""
-    if not exc.pending_tasks:
-        return
-    print(
-        f"{len(exc.pending_tasks)} paid jobs ended or were in flight without the journal "
-        "recording it; their task ids (key task_id):",
-        file=sys.stderr,
-    )
-    for key, task_id in exc.pending_tasks.items():
-        print(f"  {key} {task_id}", file=sys.stderr)
 
 
 async def _forget_unsent(journal: SqliteJournal, known: set[str] | None) -> None:

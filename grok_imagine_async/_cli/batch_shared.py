@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._client import ENV_API_KEY
 from .._errors import ConfigurationError, GrokImagineError, JournalError
 from .._scheduling.inputs import InputSummary, JobFile
 from .._scheduling.jobs import JobResult, JobSpec, JournalState
+from .._settings import ENV_API_KEY
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,

@@ -20,20 +20,14 @@ from typing import TypedDict, TypeVar
 import anyio
 
 from .._backoff import PollPolicy, RetryPolicy
-from .._client import (
-    DEFAULT_BASE_URL,
-    ENV_API_KEY,
-    ENV_BASE_URL,
-    ENV_PLAN,
-    ENV_TIME_SCALE,
-    AsyncGrokImagine,
-)
+from .._client import AsyncGrokImagine
 from .._errors import APIConnectionError, APITimeoutError, ConfigurationError
 from .._limiting.local import LocalRateLimiter, Pacing
 from .._limiting.plans import RateLimit, resolve_rate_limit
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer
 from .._sender import AmbiguousSubmitPolicy
+from .._settings import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
 from .text import printable
 
 EXIT_OK = 0

@@ -7,8 +7,9 @@ command to run next.
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .._errors import InputError
+from .._errors import GrokImagineError, InputError
 from .common import command_line, error
 from .report import BatchOutcome
 
@@ -82,3 +83,16 @@ def advice_after(
 def count_jobs(n: int) -> str:
     """``1 job``, ``2 jobs``."""
     return "1 job" if n == 1 else f"{n} jobs"
+
+
+def print_pending(exc: GrokImagineError) -> None:
+    """Print the paid tasks the journal may not hold, so that none is lost with the run."""
+    if not exc.pending_tasks:
+        return
+    print(
+        f"{len(exc.pending_tasks)} paid jobs ended or were in flight without the journal "
+        "recording it; their task ids (key task_id):",
+        file=sys.stderr,
+    )
+    for key, task_id in exc.pending_tasks.items():
+        print(f"  {key} {task_id}", file=sys.stderr)

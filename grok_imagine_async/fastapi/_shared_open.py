@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._client import ENV_API_KEY, ENV_PLAN
 from .._errors import ConfigurationError
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from .._limiting.protocol import RateLimiter
+from .._settings import ENV_API_KEY, ENV_PLAN
 from ._jobs import JobRegistry
 
 if TYPE_CHECKING:

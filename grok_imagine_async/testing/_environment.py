@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .._client import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
+from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
 from ._config import EmulatorConfig
 
 
