@@ -44,6 +44,7 @@ class _Entry:
     job: Job | None  # None while the scheduler is accepting it
     submitted_at: float | None = None
     changed: anyio.Event | None = None  # created by the first waiter
+    progress: float = 0.0  # the highest estimate given, so a progress bar never goes back
 
 
 class JobRegistry:
@@ -177,6 +178,7 @@ class JobRegistry:
         The API reports no progress. While a job runs this is ``1 - 0.5 ** (t / m)``, with ``t``
         the time since its submission and ``m`` the median generation time the scheduler has
         learned: 0.5 at the median, approaching but never reaching 1 until the job finishes.
+        It never decreases, even when the learned median grows.
         """
         state = job.status
         if state.is_final:
@@ -189,7 +191,10 @@ class JobRegistry:
         median = self._scheduler.statistics().predicted_duration
         elapsed = max(0.0, anyio.current_time() - entry.submitted_at)
         share = 1.0 - math.pow(0.5, elapsed / max(median, 1e-9))
-        return round(min(0.99, share), 3)
+        # The learned median grows while jobs run longer than it said; the estimate must not
+        # move back for that.
+        entry.progress = max(entry.progress, round(min(0.99, share), 3))
+        return entry.progress
 
     async def wait_changed(self, job: Job, seen: JobState) -> JobState:
         """Wait until ``job`` is no longer in state ``seen``; return its new state.
