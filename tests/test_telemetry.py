@@ -79,7 +79,10 @@ async def test_job_spans_carry_the_job_and_request_spans_hang_under_them() -> No
     assert lifecycle == ["submit", "resubmit", "submit"]
     for key, span in jobs.items():
         polls = [e for e in span.events if e.name == "poll"]
-        assert len([p for p in polls if "error.type" not in p.attributes]) == by_key[key].polls
+        answered = [p for p in polls if "error.type" not in p.attributes]
+        # Every poll the job made is an event: answered, or failed (a failed send is retried,
+        # and a call whose retries ran out, e.g. on 429s, ends failed).
+        assert len(answered) <= by_key[key].polls <= len(polls)
 
     # Every request span is a child of its job's span, in its trace.
     requests = [s for s in pipeline.spans() if s.name != "generate_video"]
