@@ -7,7 +7,7 @@ few jobs for an idle quota (each noticed within about a second).
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -24,9 +24,20 @@ def anyio_backend() -> Any:
     return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
-def make(plan: str | RateLimit, median: float, seed: int = 3) -> tuple[Emulator, AsyncGrokImagine]:
+def make(
+    plan: str | RateLimit,
+    median: float,
+    seed: int = 3,
+    window: Literal["sliding", "fixed"] = "sliding",
+) -> tuple[Emulator, AsyncGrokImagine]:
     emu = Emulator(
-        EmulatorConfig(tokens={TOKEN: plan}, duration_median=median, duration_sigma=0.5, seed=seed)
+        EmulatorConfig(
+            tokens={TOKEN: plan},
+            duration_median=median,
+            duration_sigma=0.5,
+            seed=seed,
+            window=window,
+        )
     )
     client = AsyncGrokImagine(api_key=TOKEN, http_client=emu.client(token=None), plan=plan)
     return emu, client
@@ -63,6 +74,57 @@ async def test_a_saturated_batch_forgets_a_wrong_prior(median: float) -> None:
     bound = max(800 / BATCH_QUOTA.per_second, longest)
     # Today's code ended a 3 s batch at 2.4x this bound (first looks at the prior's 65 s).
     assert makespan < 1.3 * bound
+
+
+def window_bound(emu: Emulator, limit: RateLimit) -> float:
+    """The soonest any client that never sends more than the quota in a window can end.
+
+    ``2N`` requests take ``floor((2N - 1) / quota)`` whole windows after the first, and the
+    k-th task cannot be created before window ``floor((k - 1) / quota)``, nor seen done before
+    its duration has passed since.
+    """
+    durations = [finished - created for created, finished in map(emu.task_times, emu.task_ids())]
+    jobs, quota = len(durations), limit.requests
+    requests = ((2 * jobs - 1) // quota) * limit.period
+    tasks = max(((k - 1) // quota) * limit.period + d for k, d in enumerate(durations, 1))
+    return max(requests, tasks)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("window", ["sliding", "fixed"])
+@pytest.mark.parametrize("median", [3.0, 6.0, 120.0])
+async def test_a_quota_bound_batch_ends_near_the_window_bound(
+    median: float, window: Literal["sliding", "fixed"]
+) -> None:
+    """Issue 12's bound, on a batch that leaves a little room in its last window.
+
+    390 jobs, not 400: 800 requests at 200 a window need exactly four windows, so a single
+    poll that finds its job running pushes the end into a fifth (1.33x); with 780 the last
+    window has room for twenty. The code before this fix sent the first probes' polls ahead of
+    the submissions still queued and ended the 400-job, 3 s batch at 1.35x.
+    """
+    emu, client = make(BATCH_QUOTA, median, seed=1, window=window)
+    results, makespan = await run_batch(client, 390)
+    assert all(r.ok for r in results) and len(results) == 390
+    stats = emu.statistics()
+    assert stats.rate_limited == 0
+    assert stats.requests_total / 390 <= 2.3
+    assert makespan <= 1.10 * window_bound(emu, BATCH_QUOTA)
+
+
+@pytest.mark.anyio
+async def test_probes_wait_behind_queued_submissions() -> None:
+    """While submissions fill the quota, no poll (probes included) goes ahead of one."""
+    _emu, client = make(BATCH_QUOTA, 3.0, seed=1)
+    sent: list[str] = []
+
+    async def note(request: Any) -> None:
+        sent.append(request.method)
+
+    client._http.event_hooks["request"].append(note)
+    results, _ = await run_batch(client, 400)
+    assert len(results) == 400
+    assert sent.index("GET") > sent.index("POST") and "POST" not in sent[sent.index("GET") :]
 
 
 @pytest.mark.anyio
