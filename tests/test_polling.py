@@ -39,6 +39,26 @@ def _planner(
 # -- the model -----------------------------------------------------------------------------
 
 
+def test_upper_bounds_and_lower_bounds_alone_do_not_blow_the_spread_up() -> None:
+    """What a saturated batch of 2-minute jobs had seen when its model once fitted sigma 1.3.
+
+    Seven jobs found done at their first look (80-90 s: upper bounds only), fifteen found
+    running (lower bounds from 50 to 270 s) and one finished between 50 and 270 s. Any spread
+    fits such data about as well; the prior's must weigh enough that the 95th percentile (where
+    the next first looks go) stays within a few medians, not 17 minutes out.
+    """
+    model = DurationModel()  # the 30 s default prior, four times too short
+    for age in (86.0, 86.0, 82.0, 78.0, 78.0, 78.0, 78.0):
+        model.observe(0.0, age)
+    model.observe(50.0, 270.0)
+    for age, jobs in ((50.0, 1), (86.0, 5), (82.0, 3), (78.0, 3), (110.0, 2), (270.0, 1)):
+        for _ in range(jobs):
+            model.observe_running(age)
+    assert 80.0 < model.median < 200.0
+    assert model.sigma < 0.95  # 1.09 when the prior's spread counted as one observation
+    assert model.quantile(0.95) < 5 * model.median
+
+
 def test_prior_before_any_observation() -> None:
     model = DurationModel(prior_median=30, prior_sigma=0.6)
     assert model.median == pytest.approx(30)
