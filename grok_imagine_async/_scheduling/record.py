@@ -42,6 +42,28 @@ class JobRecord:
         handle: The read-only :class:`Job` given to callers.
     """
 
+    # A batch holds thousands of these at once: no instance dict, and no event until someone
+    # waits on the job (most jobs of a batch are read from the result stream instead).
+    __slots__ = (
+        "_attempts",
+        "_credits",
+        "_done",
+        "_result",
+        "_state",
+        "_tally",
+        "_task_id",
+        "finished_task",
+        "handle",
+        "key",
+        "last_look",
+        "not_found",
+        "polls",
+        "request",
+        "resubmits",
+        "submitted_at",
+        "unreadable",
+    )
+
     def __init__(self, key: str, request: GenerationRequest, tally: Tally) -> None:
         self.key = key
         self.request = request
@@ -52,7 +74,7 @@ class JobRecord:
         self._attempts = 0
         self._credits = 0
         self._result: JobResult | None = None
-        self._done = anyio.Event()
+        self._done: anyio.Event | None = None  # made by the first waiter
         self.resubmits = 0
         self.polls = 0
         self.not_found = 0
@@ -93,7 +115,10 @@ class JobRecord:
 
     async def wait_finished(self) -> JobResult:
         """Wait for :meth:`finished` and return the result."""
-        await self._done.wait()
+        if self._result is None:
+            if self._done is None:
+                self._done = anyio.Event()
+            await self._done.wait()
         assert self._result is not None
         return self._result
 
@@ -154,7 +179,8 @@ class JobRecord:
         """The job ended with ``result``: wake whoever waits on it."""
         self._result = result
         self._to(JobState.COMPLETED if result.ok else JobState.FAILED)
-        self._done.set()
+        if self._done is not None:
+            self._done.set()
 
     def mirrored(self, *, task_id: str | None = None, state: JobState | None = None) -> None:
         """Follow what another process recorded of this job (a mirror of a shared store):
