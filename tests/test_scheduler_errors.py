@@ -362,3 +362,4 @@ async def test_a_status_that_never_reads_ends_its_job_instead_of_polling_forever
     assert result.failure_class is FailureClass.REQUEST_ERROR
     assert isinstance(result.error, APIResponseValidationError)
     assert posts == 1
+    assert result.task is None and result.task_id == "task_x"  # paid for: its id is kept

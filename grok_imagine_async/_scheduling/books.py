@@ -175,6 +175,7 @@ class Books:
             finished_at=anyio.current_time(),
             files=files,
             from_journal=from_journal,
+            last_task_id=job.task_id,
         )
 
     def conclude(self, job: JobRecord, result: JobResult) -> None:

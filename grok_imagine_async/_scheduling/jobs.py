@@ -86,6 +86,8 @@ class JobResult:
         finished_at: Clock time at which the result was known.
         files: Paths of downloaded videos, when the scheduler downloads.
         from_journal: True when the result was read from a journal, with no request sent.
+        last_task_id: The id of the last task created for this job, even when no readable
+            status of it came back (``task`` is then None); read it as :attr:`task_id`.
     """
 
     key: str
@@ -100,6 +102,7 @@ class JobResult:
     finished_at: float
     files: tuple[Path, ...] = ()
     from_journal: bool = False
+    last_task_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -108,8 +111,9 @@ class JobResult:
 
     @property
     def task_id(self) -> str | None:
-        """The id of the last task created for this job, if any."""
-        return self.task.task_id if self.task is not None else None
+        """The id of the last task created for this job, if any (paid for, so worth keeping:
+        a job that ended because its status could not be read still names its task)."""
+        return self.task.task_id if self.task is not None else self.last_task_id
 
     @property
     def videos(self) -> tuple[str, ...]:

@@ -225,6 +225,7 @@ def _update(job: JobRecord, stored: StoredJob, budget: int | None) -> bool:
                 submitted_at=None,
                 finished_at=anyio.current_time(),
                 from_journal=True,
+                last_task_id=record.task_id,
             )
         )
         return True
