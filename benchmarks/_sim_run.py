@@ -171,12 +171,18 @@ def make_emulator(
 
 
 def make_client(
-    emulator: Emulator, plan: str | RateLimit, limiter: str, *, code: str = "current"
+    emulator: Emulator,
+    plan: str | RateLimit,
+    limiter: str,
+    *,
+    code: str = "current",
+    seed: int | None = None,
 ) -> Any:
     """A client of ``emulator`` on ``plan`` with the named limiter variant.
 
     With ``code`` set to the legacy commit, the client (and its limiter, scheduler and poll
-    schedule) is that commit's.
+    schedule) is that commit's. ``seed`` seeds the current client's retry and poll jitter (the
+    legacy client's cannot be seeded).
     """
     package: Any = _sim_legacy.load(code) if code != "current" else None
     client_class = package.AsyncGrokImagine if package else AsyncGrokImagine
@@ -188,12 +194,14 @@ def make_client(
     elif limiter != "ours":  # a pacing of LocalRateLimiter: "window", or one added later
         limiter_class = package.LocalRateLimiter if package else LocalRateLimiter
         chosen = limiter_class(own_limit, pacing=limiter)
+    seeded = {"rng": random.Random(seed)} if package is None and seed is not None else {}
     return client_class(
         api_key=TOKEN,
         http_client=emulator.client(token=None),
         base_url=BASE_URL,
         plan=own_limit,
         limiter=chosen,
+        **seeded,
     )
 
 
@@ -205,7 +213,7 @@ async def _run(scenario: Scenario) -> RunResult:
         median=scenario.median,
         server=scenario.server,
     )
-    client = make_client(emulator, limit, scenario.limiter, code=scenario.code)
+    client = make_client(emulator, limit, scenario.limiter, code=scenario.code, seed=scenario.seed)
     start = anyio.current_time()
     detections: list[Detection] = []
     if scenario.strategy == OURS:

@@ -101,6 +101,8 @@ class AsyncGrokImagine:
             Divides the default poll and retry waits, the scheduler's expected generation
             time, and a plan's 60 s window (a quota given as text or as a
             :class:`RateLimit` is used as is).
+        rng: Source of the retry and ``wait()`` poll jitter (seed it for reproducible
+            simulations); default: a fresh unseeded one.
 
     Raises:
         ConfigurationError: If no API key is given or found in the environment, the key
@@ -132,6 +134,7 @@ class AsyncGrokImagine:
         download_hosts: Iterable[str] = (),
         telemetry: bool | Observer | None = None,
         time_scale: float | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         key = api_key_from(api_key)
         if limits is not None and not isinstance(limits, Limits):
@@ -161,7 +164,7 @@ class AsyncGrokImagine:
         self._retry = policy
         self._poll = poll or scaled_waits(PollPolicy(), self._time_scale)
         self._clock = clock or DEFAULT_CLOCK
-        self._rng = random.Random()
+        self._rng = rng if rng is not None else random.Random()
         if limiter is None:
             from ._limiting.local import LocalRateLimiter
 

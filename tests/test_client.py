@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import anyio
@@ -362,6 +363,24 @@ async def test_retries_are_bounded_and_raise_the_last_error() -> None:
         await client.get_task("task_1")
     assert info.value.status_code == 500
     assert len(script.requests) == 4  # 1 + 3 retries
+
+
+async def _time_to_give_up(rng: random.Random | None) -> float:
+    script = Script(*[error(500, "SERVER_ERROR", "down")] * 4)
+    client, _ = make_client(script, rng=rng)
+    start = anyio.current_time()
+    with pytest.raises(ServerError):
+        await client.get_task("task_1")
+    return anyio.current_time() - start
+
+
+@pytest.mark.anyio
+async def test_a_seeded_rng_makes_the_retry_waits_reproducible() -> None:
+    first = await _time_to_give_up(random.Random(7))
+    again = await _time_to_give_up(random.Random(7))
+    other = await _time_to_give_up(random.Random(8))
+    assert first == again  # the same jitter, to the last bit
+    assert first != other  # the waits do come from the rng given
 
 
 @pytest.mark.anyio
