@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         error("batch", f"{exc} (nothing was submitted)")
         return EXIT_USAGE
     if shared:
-        return anyio.run(run_shared, args, jobs, summary)
+        return anyio.run(run_shared, args, jobs, summary, _use_live_display(args))
     with contextlib.ExitStack() as stack:
         if args.otel:
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +35,9 @@ from .common import (
     error,
     run_until_interrupted,
     scaled_poll,
+    target_url,
 )
+from .progress import BatchProgress, show_progress
 from .report import MANIFEST_NAME
 
 if TYPE_CHECKING:
@@ -58,8 +61,14 @@ def batch_namespace(keys: frozenset[str], endpoint: str) -> str:
     return f"batch-{digest.hexdigest()[:16]}"
 
 
-async def run_shared(args: argparse.Namespace, jobs: JobFile, summary: InputSummary) -> int:
-    """Run this process's part of the batch; return the exit status."""
+async def run_shared(
+    args: argparse.Namespace, jobs: JobFile, summary: InputSummary, live: bool = False
+) -> int:
+    """Run this process's part of the batch; return the exit status.
+
+    ``live``: show the progress with a live ``rich`` display (else, unless ``--no-progress``,
+    a plain line every ten seconds of the server's time).
+    """
     if args.emulate:
         error("batch", "--journal redis:// needs a real or served emulator (--base-url), "
               "not --emulate: each process's built-in emulator would be its own")  # fmt: skip
@@ -69,7 +78,7 @@ async def run_shared(args: argparse.Namespace, jobs: JobFile, summary: InputSumm
     outcome: dict[str, int] = {}
 
     async def work() -> int:
-        return await _work(args, jobs, summary, outcome)
+        return await _work(args, jobs, summary, outcome, live=live)
 
     try:
         status, interrupted = await run_until_interrupted(work)
@@ -91,7 +100,12 @@ async def run_shared(args: argparse.Namespace, jobs: JobFile, summary: InputSumm
 
 
 async def _work(
-    args: argparse.Namespace, jobs: JobFile, summary: InputSummary, outcome: dict[str, int]
+    args: argparse.Namespace,
+    jobs: JobFile,
+    summary: InputSummary,
+    outcome: dict[str, int],
+    *,
+    live: bool,
 ) -> int:
     from .._scheduling.polling import DurationModel
     from .._scheduling.scheduler import DEFAULT_SCHEDULER_POLL, JobScheduler
@@ -117,6 +131,12 @@ async def _work(
                 flush=True,
             )
             scale = connection.time_scale
+            progress = BatchProgress(
+                summary.jobs,
+                time_scale=scale,
+                period=connection.rate_limit.period,
+                endpoint=target_url(args),
+            )
             scheduler = JobScheduler(
                 client,
                 max_in_flight=args.max_in_flight,
@@ -125,6 +145,7 @@ async def _work(
                 download_dir=out,
                 max_downloads=args.max_downloads,
                 stream_results=True,
+                on_event=progress,
                 poll=scaled_poll(DEFAULT_SCHEDULER_POLL, scale),
                 duration_model=DurationModel(prior_median=DurationModel().prior_median / scale),
             )
@@ -136,6 +157,7 @@ async def _work(
                 async for spec, done_elsewhere in _claim_all(store, jobs, args.lease, known):
                     if done_elsewhere:
                         elsewhere += 1
+                        progress.elsewhere += 1
                         continue
                     yield spec
                     # Claim no further ahead than this process can start soon: the rest is
@@ -144,7 +166,18 @@ async def _work(
                         await anyio.sleep(0.02)
 
             here = completed = 0
-            async with scheduler:
+            async with scheduler, anyio.create_task_group() as tg:
+                if not args.no_progress:
+                    tg.start_soon(
+                        functools.partial(
+                            show_progress,
+                            progress,
+                            scheduler.statistics,
+                            title=f"grok-imagine batch ({store.id})",
+                            live=live,
+                            interval=max(1.0, 10.0 / scale),
+                        )
+                    )
                 scheduler.feed(claimed())
                 async with contextlib.aclosing(scheduler.results()) as results:
                     async for result in results:
@@ -153,6 +186,7 @@ async def _work(
                         if result.ok:
                             known.add(result.key)
                         await anyio.to_thread.run_sync(_append_manifest, out, result)
+                tg.cancel_scope.cancel()
             left = await _not_completed(store, summary.keys - known)
             outcome.update(here=here, completed=completed, elsewhere=elsewhere, left=left)
             return EXIT_OK if left == 0 else EXIT_FAILED
