@@ -15,20 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
-try:
-    from fastapi import Depends
-    from starlette.applications import Starlette
-    from starlette.requests import HTTPConnection, Request
-    from starlette.responses import JSONResponse, Response, StreamingResponse
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        'grok_imagine_async.fastapi needs FastAPI: pip install "grok-imagine-async[fastapi]" '
-        f"({exc})"
-    ) from exc
-
 import anyio
 import httpx
 from anyio.abc import TaskStatus
+from fastapi import Depends
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from .._client import AsyncGrokImagine
 from .._errors import GrokImagineError

@@ -12,16 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import anyio
-
-try:
-    import redis.asyncio as aioredis
-    from redis import exceptions as redis_errors
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        'grok_imagine_async.redis needs redis-py: pip install "grok-imagine-async[redis]"'
-    ) from exc
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .._errors import ConfigurationError, RedisUnavailableError

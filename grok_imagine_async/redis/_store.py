@@ -16,16 +16,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import anyio
+import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
-
-try:
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        'grok_imagine_async.redis needs redis-py: pip install "grok-imagine-async[redis]"'
-    ) from exc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from .._errors import JournalError
 from .._models import FailureClass, GenerationRequest

@@ -16,13 +16,7 @@ import logging
 from collections import OrderedDict
 
 import anyio
-
-try:
-    import redis.asyncio as aioredis
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        'grok_imagine_async.redis needs redis-py: pip install "grok-imagine-async[redis]"'
-    ) from exc
+import redis.asyncio as aioredis
 
 from .._errors import BudgetExceededError
 from .._models import CREDITS_PER_GENERATION
