@@ -195,6 +195,20 @@ async def test_event_stream_follows_a_job_to_completion() -> None:
     assert [e.event for e in named].count("done") == 1
 
 
+async def test_event_stream_reports_a_short_job_done_about_a_second_after_it_ends() -> None:
+    # Issue 12: a 4 s job followed in a browser was reported done after 34 s (the 30 s prior).
+    emulator = emulator_for(duration_median=4.0, duration_sigma=0.01, tokens={TOKEN: "pro"})
+    async with running(emulator, heartbeat=5.0) as served:
+        video_id = (await served.web.post("/videos", json={"prompt": "a lighthouse"})).json()["id"]
+        answer = await served.web.get(f"/videos/{video_id}/events")
+        reported = anyio.current_time()
+        [task_id] = emulator.task_ids()
+    times = emulator.task_times(task_id)
+    assert times is not None
+    assert parse_sse(answer.text)[-1].event == "done"
+    assert reported - times[1] <= 1.5  # max(1 s, 5 %) at the median, and a margin for the stream
+
+
 async def test_event_stream_of_a_finished_job_is_one_done_event() -> None:
     emulator = emulator_for()
     async with running(emulator) as served:
