@@ -20,7 +20,8 @@ duration model's prior stays at its 30 s default. Sections:
   ``generate_many``, today's code and the baselines beside;
 - ``seeds``: the current default client on that batch over seeds 1-5, and on 390 jobs (a
   batch that does not fill its last window exactly);
-- ``enterprise``: the batch sweep at 10,000 jobs on enterprise (slow: run it last);
+- ``enterprise``: the batch sweep at 10,000 jobs on enterprise (slow: run it last): the default
+  client at every median against both windows and at three against a bucket;
 - ``rss``: peak RSS of a 10,000- and a 100,000-job batch, each in a fresh process.
 
 Figures: makespan over the *window bound* (``max(floor((2N - 1) / limit) x period,
