@@ -38,7 +38,7 @@ from .common import (
     target_url,
 )
 from .progress import BatchProgress, show_progress
-from .report import MANIFEST_NAME
+from .report import MANIFEST_NAME, manifest_entry
 
 if TYPE_CHECKING:
     from ..redis import RedisJobStore, StoredJob
@@ -187,7 +187,7 @@ async def _work(
                             known.add(result.key)
                         await anyio.to_thread.run_sync(_append_manifest, out, result)
                 tg.cancel_scope.cancel()
-            left = await _not_completed(store, summary.keys - known)
+            left = await _settle(store, summary.keys, known, out)
             outcome.update(here=here, completed=completed, elsewhere=elsewhere, left=left)
             return EXIT_OK if left == 0 else EXIT_FAILED
 
@@ -265,19 +265,47 @@ def _note_completed(job: StoredJob, completed: set[str]) -> None:
         completed.add(job.key)
 
 
-async def _not_completed(store: RedisJobStore, keys: frozenset[str]) -> int:
-    """Jobs of ``keys`` that Redis does not record as completed."""
+async def _settle(store: RedisJobStore, keys: frozenset[str], known: set[str], out: Path) -> int:
+    """Count the jobs of ``keys`` Redis does not record as completed, and list what is missing.
+
+    A process stopped after a job finished and before its manifest line was written leaves a
+    completed job, its videos in ``out``, and no line: the line is written now, from Redis.
+    Jobs ``known`` to have completed and already listed in ``out`` need no look.
+    """
+    listed = await anyio.to_thread.run_sync(_listed_keys, out)
     left = 0
     for key in keys:
+        if key in known and key in listed:
+            continue
         while True:
             try:
                 job = await store.peek(key)
                 break
             except JournalError:  # Redis unreachable: wait for it
                 await anyio.sleep(max(0.05, store.lease / 3))
-        if job is None or job.record is None or job.record.state is not JournalState.COMPLETED:
+        record = job.record if job is not None else None
+        if record is None or record.state is not JournalState.COMPLETED:
             left += 1
+        elif key not in listed and record.files and all(_ours(f, out) for f in record.files):
+            entry = manifest_entry(record, out)
+            await anyio.to_thread.run_sync(_append_line, out, entry)
     return left
+
+
+def _ours(file: str, out: Path) -> bool:
+    """Whether a recorded video is in this process's output folder (not another host's)."""
+    path = Path(file)
+    return path.is_file() and path.resolve().is_relative_to(out.resolve())
+
+
+def _listed_keys(out: Path) -> set[str]:
+    """The keys of the lines in ``out``'s manifest (this process's and earlier runs')."""
+    keys: set[str] = set()
+    with contextlib.suppress(FileNotFoundError):
+        for line in (out / MANIFEST_NAME).read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                keys.add(json.loads(line)["key"])
+    return keys
 
 
 def _append_manifest(out: Path, result: JobResult) -> None:
@@ -294,6 +322,10 @@ def _append_manifest(out: Path, result: JobResult) -> None:
         "credits": result.credits,
         "prompt": result.request.prompt,
     }
+    _append_line(out, entry)
+
+
+def _append_line(out: Path, entry: dict[str, Any]) -> None:
     line = json.dumps(entry, ensure_ascii=False) + "\n"
     with (out / MANIFEST_NAME).open("a", encoding="utf-8") as handle:
         handle.write(line)
