@@ -161,7 +161,7 @@ class PollPlanner:
             self._probes.add(key)
 
     def is_probe(self, key: str) -> bool:
-        """Whether the job is one of the early probes (worth a poll ahead of the queue)."""
+        """Whether the job is one of the early probes (looked at on a doubling schedule)."""
         return key in self._probes
 
     def looked(
