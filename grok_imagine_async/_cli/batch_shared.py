@@ -24,7 +24,7 @@ import anyio
 
 from .._errors import ConfigurationError, GrokImagineError, JournalError
 from .._scheduling.inputs import InputSummary, JobFile
-from .._scheduling.jobs import JobResult, JobSpec, JournalState
+from .._scheduling.jobs import JobEvent, JobResult, JobSpec, JournalState
 from .._settings import ENV_API_KEY
 from .common import (
     EXIT_FAILED,
@@ -137,6 +137,14 @@ async def _work(
                 period=connection.rate_limit.period,
                 endpoint=target_url(args),
             )
+            moved = anyio.Event()  # set by the next job event, then renewed
+
+            def on_event(event: JobEvent) -> None:
+                nonlocal moved
+                progress(event)
+                moved.set()
+                moved = anyio.Event()
+
             scheduler = JobScheduler(
                 client,
                 max_in_flight=args.max_in_flight,
@@ -145,7 +153,7 @@ async def _work(
                 download_dir=out,
                 max_downloads=args.max_downloads,
                 stream_results=True,
-                on_event=progress,
+                on_event=on_event,
                 poll=scaled_poll(DEFAULT_SCHEDULER_POLL, scale),
                 duration_model=DurationModel(prior_median=DurationModel().prior_median / scale),
             )
@@ -161,9 +169,10 @@ async def _work(
                         continue
                     yield spec
                     # Claim no further ahead than this process can start soon: the rest is
-                    # left to the other processes.
-                    while scheduler.statistics().queued >= _CLAIM_AHEAD:  # noqa: ASYNC110
-                        await anyio.sleep(0.02)
+                    # left to the other processes. Every job leaving the queue is an event.
+                    while scheduler.statistics().queued >= _CLAIM_AHEAD:
+                        with anyio.move_on_after(1.0):  # and a look a second, whatever comes
+                            await moved.wait()
 
             here = completed = 0
             async with scheduler, anyio.create_task_group() as tg:
