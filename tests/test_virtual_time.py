@@ -28,6 +28,18 @@ def test_an_hour_of_sleep_takes_no_real_time() -> None:
     assert time.perf_counter() - began < 5
 
 
+def test_a_given_start_makes_a_run_repeat_exactly() -> None:
+    async def main() -> tuple[float, float]:
+        first = anyio.current_time()
+        await anyio.sleep(0.1)
+        await anyio.sleep(2.7)
+        return first, anyio.current_time()
+
+    assert run_virtual(main, start=1000.0) == run_virtual(main, start=1000.0)
+    first, last = run_virtual(main, start=1000.0)
+    assert first == 1000.0 and last == pytest.approx(1002.8)
+
+
 @pytest.mark.anyio
 async def test_thread_work_holds_the_clock() -> None:
     fired_at: list[float] = []

@@ -71,7 +71,10 @@ class _JumpingSelector(selectors.BaseSelector):
 class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     """A selector event loop on a virtual clock that skips idle waits.
 
-    The clock starts at the real ``time.monotonic()`` so Unix-time conversions stay sensible.
+    Args:
+        start: The clock's first reading. Default: the real ``time.monotonic()``, so that
+            Unix-time conversions stay sensible. Give a fixed one for a simulation that must
+            repeat exactly (fixed windows, for one, are aligned on the clock).
 
     Example:
         >>> import anyio
@@ -83,11 +86,11 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         3600
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, start: float | None = None) -> None:
         selector = _JumpingSelector(selectors.DefaultSelector())
         super().__init__(selector)
         selector.loop = self
-        self._virtual_now = time.monotonic()
+        self._virtual_now = time.monotonic() if start is None else float(start)
         self._holds = 0
 
     def time(self) -> float:
@@ -119,10 +122,14 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
             self._holds -= 1
 
 
-def run_virtual(func: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """Run ``func(*args)`` with anyio on a :class:`VirtualTimeEventLoop` and return its result."""
+def run_virtual(func: Callable[..., Awaitable[T]], *args: Any, start: float | None = None) -> T:
+    """Run ``func(*args)`` with anyio on a :class:`VirtualTimeEventLoop` and return its result.
+
+    ``start``: the virtual clock's first reading (see :class:`VirtualTimeEventLoop`).
+    """
+    import functools
+
     import anyio
 
-    return anyio.run(
-        func, *args, backend="asyncio", backend_options={"loop_factory": VirtualTimeEventLoop}
-    )
+    factory = functools.partial(VirtualTimeEventLoop, start=start)
+    return anyio.run(func, *args, backend="asyncio", backend_options={"loop_factory": factory})
