@@ -120,20 +120,13 @@ class Poller:
             with job_scope(self._client.telemetry, self._owner, job.key):
                 task = await self._client.get_task(job.task_id, priority=priority)
         except NotFoundError as exc:
-            if job.missing() >= _NOT_FOUND_LIMIT:
-                planner.gone(job.key, submitted_at=job.submitted_at, last_look=job.last_look)
-                await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-                return
-            self._reschedule(job)
+            await self._failed_look(job, exc, in_a_row=job.missing(), limit=_NOT_FOUND_LIMIT)
             return
         except AuthenticationError:
             raise
         except APIError as exc:  # the task exists and is paid for: keep looking, a little later
-            if job.unreadable_answer() >= _UNREADABLE_LIMIT:
-                planner.gone(job.key, submitted_at=job.submitted_at, last_look=job.last_look)
-                await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-                return
-            self._reschedule(job)
+            in_a_row = job.unreadable_answer()
+            await self._failed_look(job, exc, in_a_row=in_a_row, limit=_UNREADABLE_LIMIT)
             return
         now = anyio.current_time()
         planner.looked(
@@ -175,6 +168,16 @@ class Poller:
             self._schedule(job, self._next_look(job, now))
         else:  # the look failed: try again no sooner than the shortest gap
             self._schedule(job, self._next_look(job, now, now + self._planner.policy.wait_initial))
+
+    async def _failed_look(
+        self, job: JobRecord, error: APIError, *, in_a_row: int, limit: int
+    ) -> None:
+        """A look that learned nothing: end the job after ``limit`` in a row, else look later."""
+        if in_a_row < limit:
+            self._reschedule(job)
+            return
+        self._planner.gone(job.key, submitted_at=job.submitted_at, last_look=job.last_look)
+        await self._books.finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
 
     def _next_look(self, job: JobRecord, now: float, earliest: float | None = None) -> float:
         return self._planner.next_look(
