@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import importlib.util
 import re
 import sys
@@ -62,7 +61,7 @@ from .messages import (
     report_input_problems,
 )
 from .preflight import PreflightError, check_file_target, check_folder
-from .progress import BatchProgress, show_progress
+from .progress import BatchProgress, start_display
 from .report import MANIFEST_NAME, credits_recorded, print_summary, write_manifest
 
 if TYPE_CHECKING:
@@ -301,16 +300,7 @@ async def _with_journal(
             scheduler = _scheduler(args, connection, journal, out, progress)
             async with scheduler, anyio.create_task_group() as tg:
                 if not args.no_progress:
-                    tg.start_soon(
-                        functools.partial(
-                            show_progress,
-                            progress,
-                            statistics,
-                            title="grok-imagine batch",
-                            live=live,
-                            interval=max(1.0, 10.0 / connection.time_scale),
-                        )
-                    )
+                    start_display(tg, progress, statistics, title="grok-imagine batch", live=live)
                 scheduler.feed(jobs)
                 async with contextlib.aclosing(scheduler.results()) as results:
                     async for _ in results:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -37,7 +36,7 @@ from .common import (
     scaled_poll,
     target_url,
 )
-from .progress import BatchProgress, show_progress
+from .progress import BatchProgress, start_display
 from .report import MANIFEST_NAME, manifest_entry
 
 if TYPE_CHECKING:
@@ -177,16 +176,8 @@ async def _work(
             here = completed = 0
             async with scheduler, anyio.create_task_group() as tg:
                 if not args.no_progress:
-                    tg.start_soon(
-                        functools.partial(
-                            show_progress,
-                            progress,
-                            scheduler.statistics,
-                            title=f"grok-imagine batch ({store.id})",
-                            live=live,
-                            interval=max(1.0, 10.0 / scale),
-                        )
-                    )
+                    title = f"grok-imagine batch ({store.id})"
+                    start_display(tg, progress, scheduler.statistics, title=title, live=live)
                 scheduler.feed(claimed())
                 async with contextlib.aclosing(scheduler.results()) as results:
                     async for result in results:

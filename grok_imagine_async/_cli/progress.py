@@ -6,6 +6,7 @@ file, CI) one plain line every few seconds. Failures are printed as they happen 
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -20,9 +21,18 @@ from .._scheduling.jobs import JobEvent, JobFinished, JobResumed, JobSubmitted
 from .text import printable
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from .._scheduling.jobs import SchedulerStatistics
 
-__all__ = ["BatchProgress", "ProgressSnapshot", "format_duration", "plain_line", "show_progress"]
+__all__ = [
+    "BatchProgress",
+    "ProgressSnapshot",
+    "format_duration",
+    "plain_line",
+    "show_progress",
+    "start_display",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,3 +301,23 @@ async def show_progress(
             for notice in progress.take_notices():
                 display.console.print(notice, style="red", markup=False, highlight=False)
             display.update(_rich_view(progress.snapshot(statistics()), title), refresh=True)
+
+
+def start_display(
+    group: TaskGroup,
+    progress: BatchProgress,
+    statistics: Callable[[], SchedulerStatistics | None],
+    *,
+    title: str,
+    live: bool,
+) -> None:
+    """Run :func:`show_progress` in ``group`` until it is cancelled.
+
+    Plain lines come every ten seconds of the server's time (at least a second apart).
+    """
+    interval = max(1.0, 10.0 / progress.time_scale)
+    group.start_soon(
+        functools.partial(
+            show_progress, progress, statistics, title=title, live=live, interval=interval
+        )
+    )
