@@ -23,7 +23,7 @@ import anyio
 
 from .._errors import ConfigurationError, GrokImagineError, JournalError
 from .._scheduling.inputs import InputSummary, JobFile
-from .._scheduling.jobs import JobEvent, JobResult, JobSpec, JournalState
+from .._scheduling.jobs import JobEvent, JobResult, JobSpec, JournalRecord, JournalState
 from .._settings import ENV_API_KEY
 from .common import (
     EXIT_FAILED,
@@ -157,7 +157,8 @@ async def _work(
                 duration_model=DurationModel(prior_median=DurationModel().prior_median / scale),
             )
             elsewhere = 0
-            known: set[str] = set()  # jobs known to have completed: no need to look again
+            listed = await anyio.to_thread.run_sync(_listed_keys, out)
+            known = _Completed(out, listed)
 
             async def claimed() -> AsyncIterator[JobSpec]:
                 nonlocal elsewhere
@@ -183,8 +184,7 @@ async def _work(
                     async for result in results:
                         here += 1
                         completed += result.ok
-                        if result.ok:
-                            known.add(result.key)
+                        known.ours(result.key, completed=result.ok)
                         await anyio.to_thread.run_sync(_append_manifest, out, result)
                 tg.cancel_scope.cancel()
             left = await _settle(store, summary.keys, known, out)
@@ -193,7 +193,7 @@ async def _work(
 
 
 async def _claim_all(
-    store: RedisJobStore, jobs: JobFile, lease: float, completed: set[str]
+    store: RedisJobStore, jobs: JobFile, lease: float, completed: _Completed
 ) -> AsyncIterator[tuple[JobSpec, bool]]:
     """Each job of the input this process must run (False), or that another finished (True).
 
@@ -209,7 +209,7 @@ async def _claim_all(
         if job is None or (job.key in waiting and job.final):
             if job is not None:
                 settled.add(job.key)
-                _note_completed(job, completed)
+                completed.note(job)
             changed.set()
             changed = anyio.Event()
 
@@ -244,7 +244,7 @@ async def _claim_all(
         remove()
 
 
-async def _take(store: RedisJobStore, spec: JobSpec, completed: set[str]) -> bool | None:
+async def _take(store: RedisJobStore, spec: JobSpec, completed: _Completed) -> bool | None:
     """True: finished by someone; False: this process runs it; None: a live process does."""
     assert spec.key is not None
     while True:
@@ -255,40 +255,62 @@ async def _take(store: RedisJobStore, spec: JobSpec, completed: set[str]) -> boo
             await anyio.sleep(max(0.05, store.lease / 3))
     if claim.status == "final":
         assert claim.job is not None
-        _note_completed(claim.job, completed)
+        completed.note(claim.job)
         return True
     return False if claim.owned else None
 
 
-def _note_completed(job: StoredJob, completed: set[str]) -> None:
-    if job.record is not None and job.record.state is JournalState.COMPLETED:
-        completed.add(job.key)
+class _Completed:
+    """The jobs known to have completed, and what this folder's manifest lacks of them.
 
-
-async def _settle(store: RedisJobStore, keys: frozenset[str], known: set[str], out: Path) -> int:
-    """Count the jobs of ``keys`` Redis does not record as completed, and list what is missing.
-
-    A process stopped after a job finished and before its manifest line was written leaves a
-    completed job, its videos in ``out``, and no line: the line is written now, from Redis.
-    Jobs ``known`` to have completed and already listed in ``out`` need no look.
+    A process stopped after a job finished and before it wrote the job's manifest line leaves
+    the job completed in Redis, its videos in ``out`` and no line. The claims of the next run
+    read the job's record anyway: those records are kept here, and their lines written at the
+    end (:func:`_settle`).
     """
-    listed = await anyio.to_thread.run_sync(_listed_keys, out)
+
+    def __init__(self, out: Path, listed: set[str]) -> None:
+        self.keys: set[str] = set()
+        self.unlisted: dict[str, JournalRecord] = {}
+        self._out = Path(os.path.abspath(out))  # no look at the disk: this runs per claim
+        self._listed = listed
+
+    def note(self, job: StoredJob) -> None:
+        """A job another process (or an earlier run) recorded as final."""
+        record = job.record
+        if record is None or record.state is not JournalState.COMPLETED:
+            return
+        self.keys.add(job.key)
+        here = record.files and all(
+            Path(os.path.abspath(f)).is_relative_to(self._out) for f in record.files
+        )
+        if here and job.key not in self._listed:
+            self.unlisted[job.key] = record
+
+    def ours(self, key: str, *, completed: bool) -> None:
+        """A job this process finished; its line is being written."""
+        self._listed.add(key)
+        self.unlisted.pop(key, None)
+        if completed:
+            self.keys.add(key)
+
+
+async def _settle(store: RedisJobStore, keys: frozenset[str], known: _Completed, out: Path) -> int:
+    """Write the manifest lines ``out`` lacks; return how many jobs Redis does not record as
+    completed (of those not ``known`` to be)."""
+    for record in known.unlisted.values():
+        if all(_ours(f, out) for f in record.files):  # still there, and not another host's
+            await anyio.to_thread.run_sync(_append_line, out, manifest_entry(record, out))
     left = 0
-    for key in keys:
-        if key in known and key in listed:
-            continue
+    for key in keys - known.keys:
         while True:
             try:
                 job = await store.peek(key)
                 break
             except JournalError:  # Redis unreachable: wait for it
                 await anyio.sleep(max(0.05, store.lease / 3))
-        record = job.record if job is not None else None
-        if record is None or record.state is not JournalState.COMPLETED:
+        if job is None or job.record is None or job.record.state is not JournalState.COMPLETED:
             left += 1
-        elif key not in listed and record.files and all(_ours(f, out) for f in record.files):
-            entry = manifest_entry(record, out)
-            await anyio.to_thread.run_sync(_append_line, out, entry)
     return left
 
 
