@@ -1,14 +1,16 @@
 """Development sessions. ``nox`` with no arguments runs everything CI runs.
 
 That is: lint, typecheck, the test suite on every supported Python found on the machine
-(3.10 to 3.13; missing ones are skipped, and ``.ci/run`` makes pyenv's findable), the
-plugin check in a fresh venv, and the documentation build. ``.ci/run`` runs exactly this
-on a fresh clone.
+(3.10 to 3.13: on ``PATH`` or installed by pyenv; missing ones are skipped), the plugin
+check in a fresh venv, and the documentation build. ``.ci/run`` runs exactly this on a
+fresh clone.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -29,6 +31,39 @@ MYPY = "mypy==2.4.1"
 DOCS_DEPS = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.26,<2"]
 DOCS_ENV = {"NO_MKDOCS_2_WARNING": "1"}  # mkdocs-material's banner about its successor
 PLUGIN_USER_TESTS = Path("tests/plugin_user/test_with_no_conftest.py")
+# mypy checks against pinned versions of the typed dependencies (see the file's header).
+TYPECHECK_PINS = Path(".ci/typecheck-pins.txt")
+
+
+def _pyenv_bin_dirs(minors: list[str]) -> list[str]:
+    """The ``bin`` folder of pyenv's newest installed patch release of each minor version.
+
+    pyenv's shims answer ``python3.12`` only for the versions its configuration activates,
+    so nox would skip the others as "interpreter not found". Their own ``bin`` folders on
+    ``PATH`` make every installed version findable without touching the machine's pyenv
+    settings. No pyenv: nothing added, nox uses what is on ``PATH``.
+    """
+    try:
+        root = subprocess.run(
+            ["pyenv", "root"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return []
+    versions = Path(root, "versions")
+    found = []
+    for minor in minors:
+        patches = [
+            path
+            for path in versions.glob(f"{minor}.*")
+            if path.name.removeprefix(f"{minor}.").isdigit() and (path / "bin").is_dir()
+        ]
+        if patches:
+            newest = max(patches, key=lambda path: int(path.name.rsplit(".", 1)[1]))
+            found.append(str(newest / "bin"))
+    return found
+
+
+os.environ["PATH"] = os.pathsep.join([*_pyenv_bin_dirs(PYTHONS), os.environ.get("PATH", "")])
 
 
 @nox.session
@@ -42,7 +77,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package (pytest too: the package ships a pytest plugin)."""
-    session.install(MYPY, ALL_EXTRAS, "pytest>=8")
+    session.install(MYPY, ALL_EXTRAS, "pytest>=8", "-c", str(TYPECHECK_PINS))
     session.run("mypy")
 
 

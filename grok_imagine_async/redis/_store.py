@@ -470,7 +470,7 @@ class RedisJobStore:
                 await anyio.sleep(min(1.0, self._lease / 3))
             finally:
                 with anyio.CancelScope(shield=True), contextlib.suppress(*_UNAVAILABLE):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     def _on_message(self, data: bytes) -> None:
         try:
