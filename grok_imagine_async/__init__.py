@@ -36,6 +36,7 @@ from ._errors import (
     SchedulerClosedError,
     ServerError,
     TaskFailedError,
+    WaitTimeoutError,
 )
 from ._journal.sqlite import SqliteJournal
 from ._limiting.local import LocalRateLimiter
@@ -141,6 +142,7 @@ __all__ = [
     "Task",
     "TaskFailedError",
     "TaskStatus",
+    "WaitTimeoutError",
     "__version__",
     "build_request",
 ]

@@ -24,7 +24,6 @@ from ._errors import (
     APIResponseValidationError,
     ConfigurationError,
     InvalidRequestError,
-    TaskFailedError,
 )
 from ._fetch import Downloader
 from ._hosts import HostPolicy
@@ -46,6 +45,7 @@ from ._settings import (
     time_scale_from,
     user_agent,
 )
+from ._waiting import wait_for_task
 
 logger = logging.getLogger("grok_imagine_async")
 
@@ -369,18 +369,29 @@ class AsyncGrokImagine:
             exc.method, exc.path = "GET", STATUS_PATH
             raise
 
-    async def wait(self, task_id: str, *, poll: PollPolicy | None = None) -> Task:
+    async def wait(
+        self,
+        task_id: str,
+        *,
+        poll: PollPolicy | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (expiry must name the paid task)
+    ) -> Task:
         """Poll a task until it finishes; return it if it succeeded.
 
-        Polls at once, then on the ``poll`` schedule (default: the client's). There is no
-        ``timeout=`` argument: wrap the call in ``anyio.fail_after(...)``. Cancelling it
-        leaves nothing running.
+        Args:
+            task_id: The task to wait for.
+            poll: The schedule of the looks after the first, at once (default: the client's).
+            timeout: Seconds to wait at most (default: no deadline). On expiry the task goes
+                on (the API cannot cancel it): ``wait(task_id)`` again picks it up. Cancelling
+                the wait from outside leaves nothing running either.
 
         Raises:
             TaskFailedError: If the task failed, or completed without a video URL.
+            WaitTimeoutError: If ``timeout`` passed first.
             APIError: If a status request failed after its retries.
         """
-        return await self._wait(task_id, poll or self._poll, first_delay=False)
+        policy = poll or self._poll
+        return await wait_for_task(self.get_task, task_id, policy, self._rng, timeout=timeout)
 
     async def generate_and_wait(
         self,
@@ -391,16 +402,34 @@ class AsyncGrokImagine:
         images: Sequence[str] | str | None = None,
         allow_unlisted: bool = False,
         poll: PollPolicy | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (expiry must name the paid task)
     ) -> Task:
         """:meth:`generate`, then :meth:`wait` for the result.
 
+        Args:
+            poll: The polling schedule (default: the client's).
+            timeout: Seconds from the call to give up waiting (default: no deadline). A POST
+                under way is never cut (its task id would be lost); the
+                :class:`WaitTimeoutError` carries the id: ``wait(exc.task_id)`` picks it up.
+
         Raises:
-            InvalidRequestError, AmbiguousSubmitError, TaskFailedError, APIError: As those do.
+            InvalidRequestError, AmbiguousSubmitError, TaskFailedError, WaitTimeoutError,
+            APIError: As :meth:`generate` and :meth:`wait` do.
         """
+        called = anyio.current_time()  # the deadline counts the submission's time too
         task_id = await self.generate(
             prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
         )
-        return await self._wait(task_id, poll or self._poll, first_delay=True)
+        policy = poll or self._poll
+        return await wait_for_task(
+            self.get_task,
+            task_id,
+            policy,
+            self._rng,
+            first_delay=True,
+            timeout=timeout,
+            since=called,
+        )
 
     def generate_many(
         self,
@@ -440,21 +469,6 @@ class AsyncGrokImagine:
         from ._scheduling.many import generate_many
 
         return generate_many(self, requests, strict=strict, **scheduler_options)
-
-    async def _wait(self, task_id: str, policy: PollPolicy, *, first_delay: bool) -> Task:
-        # Polls spaced in proportion to the time waited (PollPolicy.gap): a job is noticed
-        # within a few percent of its duration, whatever that is.
-        started = anyio.current_time()
-        if first_delay:
-            await anyio.sleep(policy.gap(0.0, rng=self._rng))
-        while True:
-            task = await self.get_task(task_id)
-            if task.is_terminal:
-                break
-            await anyio.sleep(policy.gap(anyio.current_time() - started, rng=self._rng))
-        if not task.succeeded:
-            raise TaskFailedError(task)
-        return task
 
     async def download(
         self,

@@ -20,6 +20,7 @@
     │   ├── AmbiguousSubmitError                  a POST /v1/generate whose outcome is unknown
     │   └── DownloadError                         a result video refused, too large or unsaved
     ├── TaskFailedError                           the task ended in failure
+    ├── WaitTimeoutError (also TimeoutError)      a wait's deadline passed; the task goes on
     ├── BudgetExceededError                       a credit budget would be exceeded
     ├── BacklogFullError                          too many jobs wait to start (an app's 429)
     ├── SchedulerClosedError (also RuntimeError)  the scheduler is not running or closed
@@ -63,6 +64,7 @@ __all__ = [
     "SchedulerClosedError",
     "ServerError",
     "TaskFailedError",
+    "WaitTimeoutError",
 ]
 
 
@@ -263,6 +265,37 @@ class TaskFailedError(GrokImagineError):
         self.failure_class: FailureClass = task.failure_class or FailureClass.UNKNOWN
         reason = task.error_message or f"status {task.raw_status!r}"
         super().__init__(f"task {task.task_id} failed ({self.failure_class.value}): {reason}")
+
+
+class WaitTimeoutError(GrokImagineError, TimeoutError):
+    """Raised when a wait's ``timeout=`` passed before the task finished; the task goes on.
+
+    Only the wait ended: the task was not cancelled (the API cannot cancel one) and nothing
+    was sent again, so nothing more is paid. Keep :attr:`task_id` and pick the task up later
+    with ``client.wait(task_id)`` (or ``job.wait()`` again), which returns at once if it
+    finished meanwhile.
+
+    Attributes:
+        task_id: The task waited on; None only for a scheduler's job that was not submitted
+            yet (no task exists and nothing was paid: the scheduler still submits it).
+        last_status: The last status seen: the task's :class:`TaskStatus` from its last poll
+            (None if none was read before the deadline), or a scheduler's job's
+            :class:`JobState`.
+        timeout: The deadline that passed, in seconds.
+    """
+
+    def __init__(self, task_id: str | None, *, last_status: str | None, timeout: float) -> None:
+        self.task_id = task_id
+        self.last_status = last_status
+        self.timeout = timeout
+        # Both status enums are str enums: their value, not "TaskStatus.PROCESSING".
+        shown = getattr(last_status, "value", last_status)
+        seen = f"last seen {shown}" if last_status is not None else "no status read yet"
+        what = f"task {task_id}" if task_id is not None else "the job (not submitted yet)"
+        super().__init__(
+            f"{what} not finished after {timeout:g} s ({seen}); it was not cancelled: "
+            "wait for it again to pick it up"
+        )
 
 
 class BudgetExceededError(GrokImagineError):

@@ -24,6 +24,8 @@ from grok_imagine_async import (
     FailureClass,
     GenerationRequest,
     InvalidRequestError,
+    JobScheduler,
+    JobState,
     NotFoundError,
     PollPolicy,
     Priority,
@@ -32,8 +34,9 @@ from grok_imagine_async import (
     ServerError,
     TaskFailedError,
     TaskStatus,
+    WaitTimeoutError,
 )
-from grok_imagine_async.testing import VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 BASE = "http://api.test"
 FAST_RETRY = RetryPolicy(attempts=3, wait_initial=0.5, wait_factor=2.0, wait_max=4.0)
@@ -488,6 +491,79 @@ async def test_cancelled_wait_leaves_nothing_running() -> None:
     assert sent == 11
     await anyio.sleep(100)  # virtual: if a poller survived, it would have sent ~100 more
     assert len(script.requests) == sent
+
+
+@pytest.mark.anyio
+async def test_wait_timeout_carries_the_task_and_its_last_status() -> None:
+    script = Script(ok(task_data("pending")), *[ok(task_data("processing"))] * 50)
+    client, _ = make_client(script)
+    policy = PollPolicy(wait_initial=1.0, wait_factor=1.0, wait_max=1.0, wait_jitter=0.0)
+    start = anyio.current_time()
+    with pytest.raises(WaitTimeoutError) as info:
+        await client.wait("task_1", poll=policy, timeout=5.5)
+    assert anyio.current_time() - start == pytest.approx(5.5)
+    error = info.value
+    assert isinstance(error, TimeoutError)  # ``except TimeoutError`` catches it too
+    assert (error.task_id, error.last_status, error.timeout) == (
+        "task_1",
+        TaskStatus.PROCESSING,
+        5.5,
+    )
+    assert "task_1" in str(error) and "processing" in str(error)
+    sent = len(script.requests)
+    assert sent == 6  # at 0, 1, 2, 3, 4 and 5 s
+    await anyio.sleep(100)  # virtual: nothing polls on after the deadline
+    assert len(script.requests) == sent
+
+
+def make_emulated(plan: str = "pro") -> tuple[Emulator, AsyncGrokImagine]:
+    emulator = Emulator(EmulatorConfig(tokens={TOKEN: plan}, seed=3))
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan=plan)
+    return emulator, client
+
+
+@pytest.mark.anyio
+async def test_generate_and_wait_deadline_pays_once_and_a_later_wait_picks_it_up() -> None:
+    emulator, client = make_emulated()
+    start = anyio.current_time()
+    with pytest.raises(WaitTimeoutError) as info:
+        await client.generate_and_wait("a slow heron [duration:40]", timeout=10)
+    assert anyio.current_time() - start == pytest.approx(10, abs=0.5)
+    task_id = info.value.task_id
+    assert task_id is not None
+    assert info.value.last_status is TaskStatus.PROCESSING
+    assert emulator.statistics().tasks_created == 1
+    await anyio.sleep(5)  # nothing was left running: no poll, no resubmission
+    assert emulator.statistics().tasks_created == 1
+    task = await client.wait(task_id)
+    assert task.succeeded and task.task_id == task_id
+    assert 40 <= anyio.current_time() - start < 45
+    assert emulator.statistics().tasks_created == 1
+
+
+@pytest.mark.anyio
+async def test_a_job_wait_deadline_leaves_the_job_running_in_the_scheduler() -> None:
+    emulator, client = make_emulated()
+    async with JobScheduler(client) as scheduler:
+        job = await scheduler.submit("a slow heron [duration:40]")
+        with pytest.raises(WaitTimeoutError) as info:
+            await job.wait(timeout=10)
+        assert info.value.task_id == job.task_id is not None
+        assert info.value.last_status is JobState.RUNNING
+        assert job.status is JobState.RUNNING
+        task = await job.wait()
+        assert task.succeeded and task.task_id == info.value.task_id
+    assert emulator.statistics().tasks_created == 1
+
+
+@pytest.mark.anyio
+async def test_a_deadline_shorter_than_the_submission_still_names_the_task() -> None:
+    # The POST is never cut (its task id would be lost); the deadline is met right after.
+    emulator, client = make_emulated()
+    with pytest.raises(WaitTimeoutError) as info:
+        await client.generate_and_wait("a heron [duration:5]", timeout=0)
+    assert info.value.task_id is not None and info.value.last_status is None
+    assert emulator.statistics().tasks_created == 1
 
 
 @pytest.mark.anyio

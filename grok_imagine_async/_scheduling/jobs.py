@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from .._errors import GrokImagineError, TaskFailedError
+import anyio
+
+from .._errors import GrokImagineError, TaskFailedError, WaitTimeoutError
 from .._models import FailureClass, GenerationRequest, Task
 
 
@@ -194,14 +196,27 @@ class Job:
         """Its result once finished, else None."""
         return self._view.result
 
-    async def wait(self) -> Task:
+    async def wait(
+        self,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (expiry must name the paid task)
+    ) -> Task:
         """Wait for the job to finish and return its completed task.
 
+        Args:
+            timeout: Seconds to wait at most; None (default): as long as the job runs. On
+                expiry the job goes on in the scheduler (nothing is cancelled or sent again):
+                ``wait()`` again picks it up.
+
         Raises:
+            WaitTimeoutError: If ``timeout`` passed first (with the job's task id, if any).
             GrokImagineError: Why it failed (e.g. :class:`TaskFailedError`,
                 :class:`AmbiguousSubmitError`, :class:`BudgetExceededError`).
         """
-        return (await self._view.wait_finished()).unwrap()
+        with anyio.move_on_after(timeout):
+            return (await self._view.wait_finished()).unwrap()
+        assert timeout is not None
+        raise WaitTimeoutError(self.task_id, last_status=self.status, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Job(key={self.key!r}, status={self.status.value}, task_id={self.task_id!r})"
