@@ -103,7 +103,7 @@ class VideoJob(BaseModel):
     events_url: str
 
 
-def describe(jobs: JobRegistry, job: Job) -> VideoJob:
+def describe(job: Job) -> VideoJob:
     """The public view of ``job``: no task id, no upstream message beyond the failure reason."""
     result = job.result
     error = None
@@ -113,7 +113,7 @@ def describe(jobs: JobRegistry, job: Job) -> VideoJob:
     return VideoJob(
         id=job.key,
         status=job.status.value,
-        progress=jobs.progress(job),
+        progress=job.progress,
         videos=list(result.videos) if result is not None else [],
         error=error,
         status_url=f"/videos/{job.key}",
@@ -178,7 +178,7 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
                 return error_response(result.error, id=job.key)
             if result is not None:
                 response.status_code = status.HTTP_200_OK
-        return describe(jobs, job)
+        return describe(job)
 
     @app.get("/healthz", responses={503: {"description": "The video scheduler stopped"}})
     async def health(jobs: GrokJobs) -> dict[str, str]:
@@ -190,7 +190,7 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
     @app.get("/videos/{video_id}", response_model=VideoJob)
     async def get_video(video_id: str, jobs: GrokJobs) -> VideoJob:
         """The job's status, estimated progress and, once completed, its video URLs."""
-        return describe(jobs, await find(jobs, video_id))
+        return describe(await find(jobs, video_id))
 
     @app.get(
         "/videos/{video_id}/events",
@@ -203,7 +203,7 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
         return event_stream_response(
             jobs,
             job,
-            render=lambda j: describe(jobs, j).model_dump(mode="json"),
+            render=lambda j: describe(j).model_dump(mode="json"),
             heartbeat=heartbeat,
         )
 

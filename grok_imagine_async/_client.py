@@ -32,8 +32,10 @@ from ._limiting.protocol import Priority, RateLimiter
 from ._limits import Limits
 from ._models import GenerationRequest, Task
 from ._observe import Observer
+from ._progress import ProgressHook
 from ._protocol import parse_task, parse_task_id
 from ._requests import build_request
+from ._scheduling import many
 from ._scheduling.jobs import JobResult, JobSpec
 from ._scheduling.options import SchedulerOptions
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
@@ -45,7 +47,7 @@ from ._settings import (
     time_scale_from,
     user_agent,
 )
-from ._waiting import wait_for_task
+from ._waiting import TaskWaiter
 
 logger = logging.getLogger("grok_imagine_async")
 
@@ -165,6 +167,7 @@ class AsyncGrokImagine:
         self._poll = poll or scaled_waits(PollPolicy(), self._time_scale)
         self._clock = clock or DEFAULT_CLOCK
         self._rng = rng if rng is not None else random.Random()
+        self._waiter = TaskWaiter(self.get_task, self._rng, self._time_scale)
         if limiter is None:
             from ._limiting.local import LocalRateLimiter
 
@@ -379,19 +382,16 @@ class AsyncGrokImagine:
         """Poll a task until it finishes; return it if it succeeded.
 
         Args:
-            task_id: The task to wait for.
             poll: The schedule of the looks after the first, at once (default: the client's).
             timeout: Seconds to wait at most (default: no deadline). On expiry the task goes
-                on (the API cannot cancel it): ``wait(task_id)`` again picks it up. Cancelling
-                the wait from outside leaves nothing running either.
+                on (the API cannot cancel it): ``wait(task_id)`` again picks it up.
 
         Raises:
             TaskFailedError: If the task failed, or completed without a video URL.
             WaitTimeoutError: If ``timeout`` passed first.
             APIError: If a status request failed after its retries.
         """
-        policy = poll or self._poll
-        return await wait_for_task(self.get_task, task_id, policy, self._rng, timeout=timeout)
+        return await self._waiter.wait(task_id, poll or self._poll, timeout=timeout)
 
     async def generate_and_wait(
         self,
@@ -403,6 +403,7 @@ class AsyncGrokImagine:
         allow_unlisted: bool = False,
         poll: PollPolicy | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (expiry must name the paid task)
+        on_progress: ProgressHook | None = None,
     ) -> Task:
         """:meth:`generate`, then :meth:`wait` for the result.
 
@@ -411,24 +412,23 @@ class AsyncGrokImagine:
             timeout: Seconds from the call to give up waiting (default: no deadline). A POST
                 under way is never cut (its task id would be lost); the
                 :class:`WaitTimeoutError` carries the id: ``wait(exc.task_id)`` picks it up.
+            on_progress: Called as ``on_progress(task_id, progress)`` after each look, with an
+                estimate from 0 to 1 (the API reports none) that never goes back, 1 at the end.
 
         Raises:
-            InvalidRequestError, AmbiguousSubmitError, TaskFailedError, WaitTimeoutError,
-            APIError: As :meth:`generate` and :meth:`wait` do.
+            TaskFailedError, WaitTimeoutError, InvalidRequestError, APIError: As those do.
         """
         called = anyio.current_time()  # the deadline counts the submission's time too
         task_id = await self.generate(
             prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
         )
-        policy = poll or self._poll
-        return await wait_for_task(
-            self.get_task,
+        return await self._waiter.wait(
             task_id,
-            policy,
-            self._rng,
-            first_delay=True,
+            poll or self._poll,
+            just_created=True,
             timeout=timeout,
             since=called,
+            on_progress=on_progress,
         )
 
     def generate_many(
@@ -437,38 +437,38 @@ class AsyncGrokImagine:
         | AsyncIterable[GenerationRequest | JobSpec | str],
         *,
         strict: bool = False,
+        on_progress: ProgressHook | None = None,
         **scheduler_options: Unpack[SchedulerOptions],
     ) -> AbstractAsyncContextManager[AsyncIterator[JobResult]]:
         """Generate many videos, streaming each :class:`JobResult` as its job finishes.
 
-        ``requests`` may be any iterable or async iterable of :class:`GenerationRequest`,
-        :class:`JobSpec` or prompt strings; it is read lazily, so it can be a 100,000-line
-        file. A job's failure is a result (``result.ok`` is False), not an exception: so is
-        an invalid item of ``requests`` (a blank prompt, say), unless ``strict``. Only what
-        stops the whole batch raises, when the block exits: a rejected token, a journal that
-        cannot be written, an error of ``requests`` itself (or, with ``strict``, an invalid
-        item). Jobs already submitted are then polled to their end first (a rejected token
-        cannot poll: they are left), and the error's ``pending_tasks`` lists the paid tasks
+        ``requests``: any iterable or async iterable of :class:`GenerationRequest`,
+        :class:`JobSpec` or prompt strings, read lazily. A job's failure, or an invalid item's
+        (unless ``strict``), is a result (``result.ok`` is False), not an exception. What stops
+        the whole batch (a rejected token, an unwritable journal, an error of ``requests``)
+        raises when the block exits, once the jobs submitted were polled to their end (a
+        rejected token cannot poll: they are left); its ``pending_tasks`` lists the paid tasks
         whose end was not recorded. Leaving the block early stops every job at once.
 
         Args:
             requests: What to generate.
             strict: End the batch at the first invalid item (an :class:`InvalidRequestError`
                 whose ``item`` is its 1-based position), instead of a failed result for it.
+            on_progress: Called as ``on_progress(key, progress)`` per job: 0 at its task's
+                creation, then :attr:`Job.progress` about once a second, 1 at its end.
             **scheduler_options: Passed to :class:`JobScheduler` (``max_in_flight``,
                 ``max_credits``, ``journal``, ``download_dir``, ``on_event``, ...), typed
                 by :class:`SchedulerOptions` so a type checker sees each keyword.
 
         Example:
             >>> async def main(client: AsyncGrokImagine) -> None:
-            ...     prompts = ["a red kite", "a blue whale"]
-            ...     async with client.generate_many(prompts, max_credits=400) as results:
-            ...         async for result in results:
+            ...     async with client.generate_many(["a kite", "an owl"], max_credits=80) as out:
+            ...         async for result in out:
             ...             print(result.key, result.ok, result.videos)
         """
-        from ._scheduling.many import generate_many
-
-        return generate_many(self, requests, strict=strict, **scheduler_options)
+        return many.generate_many(
+            self, requests, strict=strict, on_progress=on_progress, **scheduler_options
+        )
 
     async def download(
         self,

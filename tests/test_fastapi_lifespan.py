@@ -275,11 +275,11 @@ async def test_progress_is_an_estimate_from_0_to_1() -> None:
                 await jobs.wait_changed(first, first.status)
             seen = []
             while not first.status.is_final:
-                seen.append(jobs.progress(first))
-                assert jobs.progress(second) == 0.0  # waiting its turn
+                seen.append(first.progress)
+                assert second.progress == 0.0  # waiting its turn
                 with anyio.move_on_after(5):
                     await jobs.wait_finished(first)
-            assert jobs.progress(first) == 1.0
+            assert first.progress == 1.0
     assert seen[0] is not None and seen[0] < 0.1
     assert seen == sorted(seen)
     assert all(p is not None and 0 <= p < 1 for p in seen)
@@ -308,7 +308,7 @@ def readme_app() -> FastAPI:
         if job is None:
             raise HTTPException(404, "no such video")
         videos = list(job.result.videos) if job.result else []
-        return {"status": job.status.value, "progress": jobs.progress(job), "videos": videos}
+        return {"status": job.status.value, "progress": job.progress, "videos": videos}
 
     return app
 

@@ -19,6 +19,8 @@ import anyio
 
 from .._errors import GrokImagineError, TaskFailedError, WaitTimeoutError
 from .._models import FailureClass, GenerationRequest, Task
+from .._progress import Progress
+from .durations import DurationModel
 
 
 class JobState(str, enum.Enum):
@@ -152,6 +154,10 @@ class JobView(Protocol):
     def attempts(self) -> int: ...
     @property
     def result(self) -> JobResult | None: ...
+    @property
+    def submitted_at(self) -> float | None: ...
+    @property
+    def durations(self) -> DurationModel | None: ...
     async def wait_finished(self) -> JobResult: ...
 
 
@@ -161,10 +167,11 @@ class Job:
     Read-only: the scheduler changes the job through its own record, and the handle shows it.
     """
 
-    __slots__ = ("_view",)
+    __slots__ = ("_progress", "_view")
 
     def __init__(self, view: JobView) -> None:
         self._view = view
+        self._progress = Progress()
 
     @property
     def key(self) -> str:
@@ -195,6 +202,27 @@ class Job:
     def result(self) -> JobResult | None:
         """Its result once finished, else None."""
         return self._view.result
+
+    @property
+    def progress(self) -> float | None:
+        """An estimate of how far the job is, from 0 to 1; None when it cannot be told.
+
+        The API reports no progress. 0 until its task exists, then ``1 - 0.5 ** (t / m)``,
+        with ``t`` the task's age and ``m`` the median generation time the scheduler has
+        learned: 0.5 at the median, below 1 until the job finishes, 1 then. It never goes
+        back (the median may grow; a resubmitted job's new task starts anew). None while it
+        runs with an age unknown (resumed from a journal, or followed from another process).
+        Read it in the event loop (it reads the clock).
+        """
+        view = self._view
+        if view.state.is_final:
+            return self._progress.finished()
+        if view.state is not JobState.RUNNING:
+            return self._progress.value
+        started, durations = view.submitted_at, view.durations
+        if started is None or durations is None:
+            return None
+        return self._progress.running(anyio.current_time() - started, durations.median)
 
     async def wait(
         self,

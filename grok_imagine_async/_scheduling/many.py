@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+import anyio
+
 from .._models import GenerationRequest
+from .._progress import Progress, ProgressHook, report_progress
 from .api import SchedulerClient
-from .jobs import JobResult, JobSpec
+from .jobs import JobEvent, JobFinished, JobResult, JobResumed, JobSpec, JobSubmitted
 from .options import SchedulerOptions
 from .scheduler import JobScheduler
 
@@ -23,6 +26,7 @@ async def generate_many(
     | AsyncIterable[GenerationRequest | JobSpec | str],
     *,
     strict: bool = False,
+    on_progress: ProgressHook | None = None,
     **options: Unpack[SchedulerOptions],
 ) -> AsyncIterator[AsyncIterator[JobResult]]:
     """Run ``items`` through a :class:`JobScheduler` and stream their results.
@@ -31,12 +35,53 @@ async def generate_many(
     exception, cancellation) stops every job's task at once; with a journal they resume on
     the next run. ``strict`` is :meth:`JobScheduler.feed`'s.
     """
+    reporter = None
+    if on_progress is not None:
+        reporter = _Reporter(on_progress, options.get("on_event"))
+        options["on_event"] = reporter.observe
     scheduler = JobScheduler(client, stream_results=True, **options)
-    async with scheduler:
+    async with scheduler, anyio.create_task_group() as group:
         scheduler.feed(items, strict=strict)
+        if reporter is not None:
+            median = lambda: scheduler.statistics().predicted_duration  # noqa: E731
+            group.start_soon(reporter.run, median, 1.0 / client.time_scale)
         results = scheduler.results()
         try:
             yield results
         finally:
             await results.aclose()
             scheduler.cancel()
+            group.cancel_scope.cancel()
+
+
+class _Reporter:
+    """``on_progress`` for every job: at its submission (0), about once a second while its
+    task runs (when the estimate moved), and at its end (1). An estimate of a job resumed
+    from a journal is None: its age is unknown."""
+
+    def __init__(self, hook: ProgressHook, on_event: Callable[[JobEvent], None] | None) -> None:
+        self._hook = hook
+        self._on_event = on_event
+        self._running: dict[str, tuple[Progress, float | None]] = {}  # key: (shown, created)
+
+    def observe(self, event: JobEvent) -> None:
+        key = event.key
+        if isinstance(event, (JobSubmitted, JobResumed)):
+            shown = self._running.get(key, (Progress(), None))[0]  # kept over a resubmission
+            created = event.at if isinstance(event, JobSubmitted) else None
+            self._running[key] = (shown, created)
+            report_progress(self._hook, key, shown.value if created is not None else None)
+        elif isinstance(event, JobFinished):
+            self._running.pop(key, None)
+            report_progress(self._hook, key, 1.0)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    async def run(self, median: Callable[[], float], interval: float) -> None:
+        while True:
+            await anyio.sleep(interval)
+            now, typical = anyio.current_time(), median()
+            for key, (shown, created) in list(self._running.items()):
+                before = shown.value
+                if created is not None and shown.running(now - created, typical) != before:
+                    report_progress(self._hook, key, shown.value)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import anyio
 
 from .._models import GenerationRequest, Task
+from .durations import DurationModel
 from .jobs import Job, JobResult, JobState
 
 
@@ -52,6 +53,7 @@ class JobRecord:
         "_state",
         "_tally",
         "_task_id",
+        "durations",
         "finished_task",
         "handle",
         "key",
@@ -64,7 +66,14 @@ class JobRecord:
         "unreadable",
     )
 
-    def __init__(self, key: str, request: GenerationRequest, tally: Tally) -> None:
+    def __init__(
+        self,
+        key: str,
+        request: GenerationRequest,
+        tally: Tally,
+        *,
+        durations: DurationModel | None = None,
+    ) -> None:
         self.key = key
         self.request = request
         self._tally = tally
@@ -84,6 +93,8 @@ class JobRecord:
         self.last_look = 0.0
         self.finished_task: Task | None = None
         """The completed task, while its download is pending."""
+        self.durations = durations
+        """The scheduler's duration model, which the handle's progress estimate reads."""
         self.handle = Job(self)
 
     # -- what the handle reads ---------------------------------------------------------------

@@ -312,7 +312,7 @@ class JobScheduler:
             key = self._key_for(request)
         if key in books.jobs:
             raise ValueError(f"a job with key {key!r} is already running")
-        job = JobRecord(key, request, books.tally)
+        job = JobRecord(key, request, books.tally, durations=self._planner.model)
         books.jobs[key] = job
         books.emit(JobQueued(key=key, at=anyio.current_time()))
         await self._queue_send.send(job)

@@ -5,7 +5,7 @@ asked about a job (``GET /videos/{id}``) long after. :class:`JobRegistry` keeps 
 bounded: unfinished jobs always (the scheduler's own backpressure bounds them), finished ones up
 to ``max_jobs``, least recently looked at dropped first. It also tells waiters when a job
 changes, from the scheduler's events, so a handler can wait for a job or stream its progress
-without polling anything.
+(:attr:`Job.progress <grok_imagine_async.Job.progress>`) without polling anything.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ from .._scheduling.jobs import (
     Job,
     JobEvent,
     JobResult,
-    JobResumed,
     JobSpec,
     JobState,
-    JobSubmitted,
     Journal,
 )
 from .._scheduling.scheduler import JobScheduler
@@ -42,9 +40,7 @@ DEFAULT_MAX_QUEUED = 256
 @dataclass(slots=True)
 class _Entry:
     job: Job | None  # None while the scheduler is accepting it
-    submitted_at: float | None = None
     changed: anyio.Event | None = None  # created by the first waiter
-    progress: float = 0.0  # the highest estimate given, so a progress bar never goes back
 
 
 class JobRegistry:
@@ -170,31 +166,7 @@ class JobRegistry:
             e.job for e in self._entries.values() if e.job is not None and not e.job.status.is_final
         ]
 
-    # -- progress and waiting --------------------------------------------------------------
-
-    def progress(self, job: Job) -> float | None:
-        """An estimate of how far ``job`` is, from 0 to 1; None when it cannot be told.
-
-        The API reports no progress. While a job runs this is ``1 - 0.5 ** (t / m)``, with ``t``
-        the time since its submission and ``m`` the median generation time the scheduler has
-        learned: 0.5 at the median, approaching but never reaching 1 until the job finishes.
-        It never decreases, even when the learned median grows.
-        """
-        state = job.status
-        if state.is_final:
-            return 1.0
-        if state is not JobState.RUNNING:
-            return 0.0
-        entry = self._entries.get(job.key)
-        if entry is None or entry.submitted_at is None or self._scheduler is None:
-            return None  # e.g. resumed from a journal: its age is unknown
-        median = self._scheduler.statistics().predicted_duration
-        elapsed = max(0.0, anyio.current_time() - entry.submitted_at)
-        share = 1.0 - math.pow(0.5, elapsed / max(median, 1e-9))
-        # The learned median grows while jobs run longer than it said; the estimate must not
-        # move back for that.
-        entry.progress = max(entry.progress, round(min(0.99, share), 3))
-        return entry.progress
+    # -- waiting ---------------------------------------------------------------------------
 
     async def wait_changed(self, job: Job, seen: JobState) -> JobState:
         """Wait until ``job`` is no longer in state ``seen``; return its new state.
@@ -228,15 +200,10 @@ class JobRegistry:
         return job.result
 
     def observe(self, event: JobEvent) -> None:
-        """The scheduler's event hook: note submission times and wake the job's waiters."""
+        """The scheduler's event hook: wake the job's waiters."""
         entry = self._entries.get(event.key)
-        if entry is None:
-            return  # a job submitted to the scheduler directly
-        if isinstance(event, JobSubmitted):
-            entry.submitted_at = event.at
-        elif isinstance(event, JobResumed):
-            entry.submitted_at = None
-        self._wake(entry)
+        if entry is not None:  # else a job submitted to the scheduler directly
+            self._wake(entry)
 
     # -- internals -------------------------------------------------------------------------
 
