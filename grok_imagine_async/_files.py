@@ -17,7 +17,7 @@ def temp_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
 
 
-def create_exclusive(path: Path) -> BinaryIO:
+def create_exclusive(path: Path, *, mode: int = 0o644) -> BinaryIO:
     """Create and open ``path`` for writing, failing if anything (even a link) is there.
 
     ``O_EXCL`` refuses an existing file or symbolic link, so a link planted at the name
@@ -28,7 +28,7 @@ def create_exclusive(path: Path) -> BinaryIO:
         FileExistsError: If the name is taken.
         OSError: If the file cannot be created.
     """
-    fd = os.open(path, _FLAGS, 0o644)
+    fd = os.open(path, _FLAGS, mode)
     try:
         return os.fdopen(fd, "wb")
     except BaseException:
@@ -36,12 +36,13 @@ def create_exclusive(path: Path) -> BinaryIO:
         raise
 
 
-def create_temp(target: Path) -> tuple[Path, BinaryIO]:
-    """A new temporary file next to ``target`` (see :func:`temp_path`), open for writing."""
+def create_temp(target: Path, *, mode: int = 0o644) -> tuple[Path, BinaryIO]:
+    """A new temporary file next to ``target`` (see :func:`temp_path`), open for writing,
+    with permission bits ``mode`` (0o600 for a file only its owner may read)."""
     for _ in range(8):
         path = temp_path(target)
         try:
-            return path, create_exclusive(path)
+            return path, create_exclusive(path, mode=mode)
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name next to {target}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from grok_imagine_async import (
     JournalRecord,
     build_request,
 )
+from grok_imagine_async._scheduling.jobs import Claim, Listener
 from grok_imagine_async.fastapi import (
     GrokClient,
     GrokImagineResources,
@@ -214,6 +215,27 @@ class FullDiskJournal:
 
     async def record_files(self, key: str, files: Sequence[Path]) -> None:
         pass
+
+    async def claim(
+        self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
+    ) -> Claim:
+        return Claim("unknown", None)
+
+    async def forget(self, key: str) -> None:
+        pass
+
+    async def records(self) -> AsyncIterator[JournalRecord]:
+        return
+        yield
+
+    async def get_meta(self, name: str) -> str | None:
+        return None
+
+    async def set_meta(self, name: str, value: str) -> None:
+        pass
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        return lambda: None
 
     async def aclose(self) -> None:
         pass

@@ -367,56 +367,53 @@ async def test_a_missing_folder_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_ambiguous_failures_can_be_turned_back_into_unknown_outcomes(tmp_path: Path) -> None:
+async def test_forget_takes_a_job_back_to_never_started(tmp_path: Path) -> None:
     async with SqliteJournal(tmp_path / "run.db") as journal:
-        error = AmbiguousSubmitError("answer lost", request=REQUEST)
-        for key, failure in [
-            ("amb", FailureClass.AMBIGUOUS_SUBMIT),
-            ("net", FailureClass.TRANSIENT),
-        ]:
-            await journal.record_intent(key, REQUEST, 1)
-            await journal.record_finished(
-                JobResult(
-                    key=key,
-                    request=REQUEST,
-                    task=None,
-                    error=error,
-                    failure_class=failure,
-                    attempts=1,
-                    credits=40,
-                    polls=0,
-                    submitted_at=None,
-                    finished_at=1.0,
-                )
-            )
-        assert await journal.retry_ambiguous() == 1
-        amb, net = await journal.load("amb"), await journal.load("net")
-        assert amb is not None and net is not None
-        assert (amb.state, amb.failure_class, amb.attempts, amb.credits) == (
-            JournalState.INTENT,
-            None,
-            1,
-            40,
-        )
-        assert net.state is JournalState.FAILED
-        assert await journal.retry_ambiguous() == 0
+        await journal.record_intent("s", REQUEST, 1)
+        await journal.record_submitted("s", "task_s")
+        await journal.forget("s")
+        assert await journal.load("s") is None
+        assert await journal.task_ids("s") == ["task_s"]  # the paid task stays on record
 
 
 @pytest.mark.anyio
-async def test_forget_deletes_jobs_in_the_given_states(tmp_path: Path) -> None:
+async def test_one_process_owns_every_job_of_its_journal(tmp_path: Path) -> None:
     async with SqliteJournal(tmp_path / "run.db") as journal:
-        await journal.record_intent("i", REQUEST, 1)
-        await journal.record_intent("s", REQUEST, 1)
-        await journal.record_submitted("s", "task_s")
+        assert (await journal.claim("new")).status == "unknown"
+        assert (await journal.claim("new", create=REQUEST)).status == "created"
+        await journal.record_intent("run", REQUEST, 1)
+        assert (await journal.claim("run", create=REQUEST)).status == "mine"
         await journal.record_intent("c", REQUEST, 1)
         await journal.record_submitted("c", "task_c")
         await journal.record_finished(completed("c", "task_c"))
-        assert await journal.forget([]) == 0
-        assert await journal.keys_in(JournalState.INTENT) == ["i"]
-        assert await journal.forget([JournalState.INTENT], keep={"i"}) == 0
-        assert await journal.forget([JournalState.INTENT, JournalState.SUBMITTED]) == 2
-        assert [r.key async for r in journal.records()] == ["c"]
-        assert await journal.task_ids("s") == ["task_s"]  # the paid task stays on record
+        assert (await journal.claim("c", create=REQUEST)).status == "final"
+        assert (await journal.claim("c", reopen=True)).owned
+
+
+@pytest.mark.anyio
+async def test_a_huge_prompt_is_kept_as_an_excerpt_and_its_digest(tmp_path: Path) -> None:
+    from grok_imagine_async._journal.codec import PROMPT_KEPT, request_digest
+    from grok_imagine_async._scheduling.resume import same_request
+
+    huge = GenerationRequest.model_construct(prompt="x" * 1_000_000, mode="normal", ratio="1:1")
+    edited = GenerationRequest.model_construct(prompt="x" * 999_999, mode="normal", ratio="1:1")
+    async with SqliteJournal(tmp_path / "run.db") as journal:
+        await journal.record_intent("h", huge, 1)
+    assert (tmp_path / "run.db").stat().st_size < 100_000
+    async with SqliteJournal(tmp_path / "run.db") as journal:
+        record = await journal.load("h")
+    assert record is not None
+    assert len(record.request.prompt) == PROMPT_KEPT
+    assert record.request_digest == request_digest(huge)
+    assert same_request(record, huge) and not same_request(record, edited)
+
+
+@pytest.mark.anyio
+async def test_the_journal_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    async with SqliteJournal(tmp_path / "run.db") as journal:
+        await journal.record_intent("a", REQUEST, 1)
+        for path in tmp_path.iterdir():
+            assert path.stat().st_mode & 0o077 == 0, path
 
 
 def ended(key: str, *, task: Task | None, error: Exception, failure: FailureClass) -> JobResult:
@@ -432,51 +429,3 @@ def ended(key: str, *, task: Task | None, error: Exception, failure: FailureClas
         submitted_at=None,
         finished_at=1.0,
     )
-
-
-@pytest.mark.anyio
-async def test_reopen_retryable_gives_a_new_run_what_it_can_fix(tmp_path: Path) -> None:
-    from grok_imagine_async import APIConnectionError, BudgetExceededError, ServerError
-
-    done = completed("downloaded-not", "task_d").task
-    async with SqliteJournal(tmp_path / "run.db") as journal:
-        # Refused by the budget before any POST: never paid.
-        budget = BudgetExceededError(max_credits=40, committed_credits=40)
-        await journal.record_finished(
-            ended("budget", task=None, error=budget, failure=FailureClass.BUDGET_EXCEEDED)
-        )
-        # Refused by the API after retries: never paid.
-        await journal.record_intent("refused", REQUEST, 1)
-        refused = ServerError("boom", status_code=500)
-        await journal.record_finished(
-            ended("refused", task=None, error=refused, failure=FailureClass.REQUEST_ERROR)
-        )
-        # Completed on the server, download failed: worth downloading again.
-        await journal.record_intent("downloaded-not", REQUEST, 1)
-        await journal.record_submitted("downloaded-not", "task_d")
-        lost = APIConnectionError("download failed")
-        await journal.record_finished(
-            ended("downloaded-not", task=done, error=lost, failure=FailureClass.REQUEST_ERROR)
-        )
-        # A paid task that vanished, and a refused prompt: nothing a new run can fix.
-        await journal.record_intent("vanished", REQUEST, 1)
-        await journal.record_submitted("vanished", "task_v")
-        await journal.record_finished(
-            ended("vanished", task=None, error=lost, failure=FailureClass.REQUEST_ERROR)
-        )
-        await journal.record_intent("refused-content", REQUEST, 1)
-        await journal.record_submitted("refused-content", "task_c")
-        await journal.record_finished(failed("refused-content", "task_c", "Inappropriate content"))
-
-        assert await journal.reopen_retryable() == (2, 1)
-        assert await journal.load("budget") is None
-        assert await journal.load("refused") is None
-        again = await journal.load("downloaded-not")
-        assert again is not None and again.state is JournalState.COMPLETED
-        assert again.videos == done.videos and again.files == () and again.error is None
-        for key in ("vanished", "refused-content"):
-            record = await journal.load(key)
-            assert record is not None and record.state is JournalState.FAILED
-        vanished = await journal.load("vanished")
-        assert vanished is not None and vanished.task_id == "task_v"
-        assert await journal.reopen_retryable() == (0, 0)

@@ -26,7 +26,8 @@ from grok_imagine_async._errors import APIConnectionError, JournalError
 
 pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 
-from grok_imagine_async.redis import RedisJobStore, StoredJob
+from grok_imagine_async._scheduling.jobs import StoredJob
+from grok_imagine_async.redis import RedisJobStore
 from grok_imagine_async.redis._store_script import decode, encode
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -87,7 +88,7 @@ async def test_jobs_written_by_one_process_are_found_and_followed_by_another(
 ) -> None:
     seen: list[StoredJob] = []
     async with store(redis_server.url) as a, store(redis_server.url) as b:
-        b.add_listener(lambda job: seen.append(job) if job is not None else None)
+        b.subscribe(lambda job: seen.append(job) if job is not None else None)
         await a.register("job-1", REQUEST)
         found = await b.peek("job-1")
         assert found is not None and found.record is None and found.owner == a.id

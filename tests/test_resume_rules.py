@@ -34,6 +34,9 @@ def record(state: JournalState, **fields: object) -> JournalRecord:
     ("fields", "expected"),
     [
         ({"failure_class": FailureClass.BUDGET_EXCEEDED}, True),
+        # A task failed, and its resubmission was refused by the budget: a rerun with a
+        # larger one resubmits it (issue 25.3).
+        ({"failure_class": FailureClass.BUDGET_EXCEEDED, "task_id": "t"}, True),
         ({"failure_class": FailureClass.REQUEST_ERROR}, True),
         ({"failure_class": FailureClass.REQUEST_ERROR, "task_id": "t"}, False),  # a task exists
         ({"failure_class": FailureClass.CONTENT_POLICY, "task_id": "t"}, False),

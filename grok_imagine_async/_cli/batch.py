@@ -1,9 +1,11 @@
 """``grok-imagine batch INPUT --out DIR``: many videos, resumable after any crash.
 
-Every job is written through a journal (default ``DIR/journal.db``): the intent before each
-POST, the task id right after its answer. Running the same command again resumes: completed
-jobs are not requested again, jobs in flight are polled (not paid again), and only jobs never
-started are submitted.
+Every job is written through a journal: a SQLite file (default ``DIR/journal.db``), or a Redis
+server (``--journal redis://...``) that every process run on the same input shares, each job
+done once, by one of them. The intent is recorded before each POST, the task id right after
+its answer. Running the same command again resumes: completed jobs are not requested again,
+jobs in flight are polled (not paid again), and only jobs never started are submitted. The
+manifest (``DIR/manifest.jsonl``) is rewritten from the journal at the end of every run.
 
 Example:
     $ grok-imagine batch examples/prompts.txt --emulate --out videos
@@ -14,16 +16,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import re
 import sys
 import traceback
-from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._blocking import run_blocking
 from .._errors import (
     AuthenticationError,
     ConfigurationError,
@@ -33,9 +33,20 @@ from .._errors import (
 from .._journal.sqlite import JournalError, SqliteJournal
 from .._requests import build_request
 from .._scheduling.inputs import InputError, InputSummary, JobFile
-from .._scheduling.jobs import JournalState
-from .._scheduling.resume import Reopening, reopening
-from .batch_shared import is_redis_url, run_shared
+from .._scheduling.jobs import (
+    JobEvent,
+    JobSpec,
+    Journal,
+    SchedulerHook,
+)
+from .batch_journal import (
+    Claims,
+    forget_unsent,
+    is_redis_url,
+    journal_name,
+    open_store,
+    prepare,
+)
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -65,11 +76,7 @@ from .progress import BatchProgress, start_display
 from .report import MANIFEST_NAME, credits_recorded, print_summary, write_manifest
 
 if TYPE_CHECKING:
-    from .._scheduling.jobs import SchedulerStatistics
     from .._scheduling.scheduler import JobScheduler
-
-ENDPOINT_META = "endpoint"
-EMULATED_ENDPOINT = "built-in emulator"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -187,6 +194,11 @@ def run(args: argparse.Namespace) -> int:
     except InvalidRequestError as exc:
         error("batch", for_cli(f"--mode/--ratio: {'; '.join(exc.problems) or exc}"))
         return EXIT_USAGE
+    shared = is_redis_url(args.journal)  # a journal server, not a file of ours
+    if shared and args.emulate:
+        error("batch", "--journal redis:// needs a real or served emulator (--base-url), "
+              "not --emulate: each process's built-in emulator would be its own")  # fmt: skip
+        return EXIT_USAGE
     jobs = JobFile(
         args.input,
         format=args.format,
@@ -200,18 +212,17 @@ def run(args: argparse.Namespace) -> int:
         report_input_problems(exc)
         return EXIT_USAGE
     out = Path(args.out)
-    shared = is_redis_url(args.journal)  # a journal server, not a file of ours
-    journal_path = Path(args.journal) if args.journal else out / _default_journal(args)
+    journal_path = None if shared else Path(args.journal or out / _default_journal(args))
     try:  # every place written to, before the first credit: paid videos must have a home
         check_folder(out, "output folder")
         check_file_target(out / MANIFEST_NAME, "manifest")
-        if not shared:
+        if journal_path is not None:
             check_file_target(journal_path, "journal")
     except PreflightError as exc:
         error("batch", f"{exc} (nothing was submitted)")
         return EXIT_USAGE
-    if shared:
-        return anyio.run(run_shared, args, jobs, summary, _use_live_display(args))
+    if shared and not args.redis_url:
+        args.redis_url = args.journal  # the same Redis shares the rate limit
     with contextlib.ExitStack() as stack:
         if args.otel:
             try:
@@ -233,87 +244,89 @@ def _telemetry_from_environment() -> contextlib.AbstractContextManager[Any]:
     return telemetry_from_environment("grok-imagine-batch")
 
 
-_PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.part")
-
-
-def _remove_partial_downloads(out: Path) -> None:
-    """Delete what downloads cut short by a crash left behind (``.<name>.<hex>.part``).
-
-    Called with the journal locked, so no other run of this batch is downloading there.
-    """
-    for path in out.glob(".*.part"):
-        if _PARTIAL.fullmatch(path.name):
-            path.unlink(missing_ok=True)
-
-
 def _default_journal(args: argparse.Namespace) -> str:
     # Emulated jobs must never pass for real ones in a later run against the API.
     return "journal-emulated.db" if args.emulate else "journal.db"
 
 
 async def _batch(
-    args: argparse.Namespace, jobs: JobFile, summary: InputSummary, journal_path: Path
+    args: argparse.Namespace, jobs: JobFile, summary: InputSummary, journal_path: Path | None
 ) -> int:
-    journal = SqliteJournal(journal_path)
     try:
-        await journal.open()
-    except JournalError as exc:
+        async with contextlib.AsyncExitStack() as stack:
+            # The configuration first (a token, a URL): no journal is created for a run that
+            # cannot start.
+            connection = await stack.enter_async_context(connect(args))
+            store = await open_store(stack, args, connection, summary, journal_path)
+            return await _with_store(args, jobs, summary, store, connection)
+    except ConfigurationError as exc:
         error("batch", exc)
         return EXIT_USAGE
-    try:
-        await run_blocking(_remove_partial_downloads, Path(args.out))
-        return await _with_journal(args, jobs, summary, journal)
-    finally:
-        await journal.aclose()
+    except JournalError as exc:  # the journal cannot be used: nothing was sent
+        error("batch", exc)
+        return EXIT_USAGE
 
 
-async def _with_journal(
-    args: argparse.Namespace, jobs: JobFile, summary: InputSummary, journal: SqliteJournal
+async def _with_store(
+    args: argparse.Namespace,
+    jobs: JobFile,
+    summary: InputSummary,
+    store: Journal,
+    connection: Connection,
 ) -> int:
     out = Path(args.out)
     live = _use_live_display(args)
-    progress: BatchProgress | None = None
-    scheduler: JobScheduler | None = None
-    emulated = False
-    known_unknowns: set[str] | None = None  # jobs whose outcome was unknown before this run
-    earlier_credits = 0  # what earlier runs spent on this input's jobs
+    emulated = connection.emulated
+    shared = not isinstance(store, SqliteJournal)
+    state = await prepare(args, store, connection)
+    if state is None:
+        return EXIT_USAGE
+    earlier_credits = await credits_recorded(store, summary.keys, out)
+    _announce(args, summary, store, connection)
+    progress = BatchProgress(
+        summary.jobs,
+        time_scale=connection.time_scale,
+        period=connection.rate_limit.period,
+        endpoint=target_url(args),
+    )
+    moved = anyio.Event()  # set by the next job event, then renewed
 
-    def statistics() -> SchedulerStatistics | None:
-        return scheduler.statistics() if scheduler is not None else None
+    def on_event(event: JobEvent) -> None:
+        nonlocal moved
+        progress(event)
+        moved.set()
+        moved = anyio.Event()
+
+    scheduler = _scheduler(args, connection, store, out, on_event, shared=shared)
+    claims = Claims(store, args, out, progress)
+
+    async def claimed() -> AsyncIterator[JobSpec]:
+        async for spec in claims.run(jobs):
+            yield spec
+            # Claim no further ahead than this process can start soon: with a shared journal
+            # the rest is left to the other processes. Every job leaving the queue is an event.
+            while scheduler.statistics().queued >= _CLAIM_AHEAD:
+                with anyio.move_on_after(1.0):  # and a look a second, whatever comes
+                    await moved.wait()
 
     async def work() -> None:
-        nonlocal progress, scheduler, emulated, known_unknowns, earlier_credits
-        async with connect(args) as connection:
-            emulated = connection.emulated
-            if not await _prepare(args, journal, connection):
-                raise _UsageError
-            if args.on_ambiguous == "report" and not emulated:
-                known_unknowns = set(await journal.keys_in(JournalState.INTENT))
-            earlier_credits = await credits_recorded(journal, summary.keys, out)
-            _announce(args, summary, journal, connection)
-            progress = BatchProgress(
-                summary.jobs,
-                time_scale=connection.time_scale,
-                period=connection.rate_limit.period,
-                endpoint=target_url(args),
-            )
-            scheduler = _scheduler(args, connection, journal, out, progress)
-            async with scheduler, anyio.create_task_group() as tg:
-                if not args.no_progress:
-                    start_display(tg, progress, statistics, title="grok-imagine batch", live=live)
-                scheduler.feed(jobs)
-                async with contextlib.aclosing(scheduler.results()) as results:
-                    async for _ in results:
-                        pass  # the journal records each result; the hook counts it
-                tg.cancel_scope.cancel()
+        async with scheduler, anyio.create_task_group() as tg:
+            if not args.no_progress:
+                process = getattr(store, "id", None)
+                title = f"grok-imagine batch ({process})" if process else "grok-imagine batch"
+                start_display(tg, progress, scheduler.statistics, title=title, live=live)
+            scheduler.feed(claimed())
+            async with contextlib.aclosing(scheduler.results()) as results:
+                async for _ in results:
+                    pass  # the journal records each result; the hook counts it
+            tg.cancel_scope.cancel()
 
+    interrupted = False
     try:
         _, interrupted = await run_until_interrupted(work)
-    except _UsageError:
-        return EXIT_USAGE
-    except (ConfigurationError, AuthenticationError) as exc:
+    except AuthenticationError as exc:
         error("batch", exc)
-        await _forget_unsent(journal, known_unknowns)
+        await forget_unsent(store, state.unknown)
         return EXIT_USAGE
     except JournalError as exc:
         error("batch", exc)
@@ -322,16 +335,14 @@ async def _with_journal(
     except GrokImagineError as exc:  # a systemic fault (e.g. the network) that stopped the batch
         error("batch", f"the batch stopped: {describe_failure(exc, args)}")
         print_pending(exc)
-        interrupted = False
     except Exception as exc:  # a fault that stopped the batch: still report every paid job
         if getattr(args, "log_level", None) == "debug":
             traceback.print_exception(exc)
         error("batch", f"the batch stopped: {describe_failure(leaf_error(exc), args)}")
-        interrupted = False
     else:
-        await _forget_unsent(journal, known_unknowns)
+        await forget_unsent(store, state.unknown)
     try:
-        outcome = await write_manifest(journal, jobs, summary.keys, out)
+        outcome = await write_manifest(store, jobs, summary.keys, out)
     except OSError as exc:
         error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
         return EXIT_FAILED
@@ -340,7 +351,7 @@ async def _with_journal(
         return EXIT_FAILED
     outcome.earlier_credits = earlier_credits
     advice = advice_after(args, outcome, interrupted, emulated)
-    if progress is not None and progress.unreachable:
+    if progress.unreachable:
         advice.insert(
             0,
             f"{count_jobs(progress.unreachable)} could not reach {target_url(args)}: check the URL "
@@ -352,103 +363,27 @@ async def _with_journal(
     return EXIT_OK if outcome.all_completed else EXIT_FAILED
 
 
-async def _forget_unsent(journal: SqliteJournal, known: set[str] | None) -> None:
-    """After the scheduler stopped in good order, forget the intents it left that were not sent.
-
-    With the default policy every POST that left this process ended recorded: its task id
-    written (the answer is read under a cancellation shield), or failed (ambiguous or
-    refused). So an intent left by this run belongs to a job stopped between recording it and
-    sending (Ctrl-C), or whose POST was refused outright (a rejected token): nothing was
-    started, and it must not come back as "outcome unknown" next time.
-    """
-    if known is None:
-        return
-    forgotten = await journal.forget([JournalState.INTENT], keep=known)
-    if forgotten:
-        print(
-            f"{forgotten} jobs were stopped before their submission was sent (or it was "
-            "refused): they start afresh next time.",
-            file=sys.stderr,
-        )
-
-
-class _UsageError(Exception):
-    """Internal: a problem already reported; exit with the usage status."""
-
-
-async def _prepare(
-    args: argparse.Namespace, journal: SqliteJournal, connection: Connection
-) -> bool:
-    """Check the journal fits this run, and apply the resume choices; False on a mismatch."""
-    endpoint = EMULATED_ENDPOINT if connection.emulated else connection.client.base_url
-    recorded = await journal.get_meta(ENDPOINT_META)
-    if recorded is not None and recorded != endpoint:
-        error(
-            "batch",
-            f"journal {journal.path} holds jobs run against {recorded}, not {endpoint}: their "
-            "task ids mean nothing there. Use another --journal (or --out).",
-        )
-        return False
-    if recorded is None:
-        await journal.set_meta(ENDPOINT_META, endpoint)
-    if connection.emulated:
-        restarted = await journal.forget([JournalState.INTENT, JournalState.SUBMITTED])
-        if restarted:
-            print(
-                f"{count_jobs(restarted)} in flight when the last emulated run stopped will start "
-                "again: the emulator's tasks ended with that run.",
-                file=sys.stderr,
-            )
-    # The scheduler applies the library's resume policy to each job; count what it will do.
-    resubmit = args.on_ambiguous == "resubmit"
-    kinds = Counter([reopening(r, resubmit_ambiguous=resubmit) async for r in journal.records()])
-    unpaid, undownloaded = kinds[Reopening.UNPAID], kinds[Reopening.UNDOWNLOADED]
-    if unpaid:
-        print(
-            f"{count_jobs(unpaid)} that failed without being paid (the credit budget, or a request "
-            "the API refused) will be submitted again.",
-            file=sys.stderr,
-        )
-    if undownloaded:
-        print(
-            f"{count_jobs(undownloaded)} completed but not downloaded will be downloaded again "
-            "(already paid: not submitted again).",
-            file=sys.stderr,
-        )
-    if connection.emulated:
-        return True  # every unknown outcome was forgotten above
-    if resubmit:
-        retried = kinds[Reopening.AMBIGUOUS]
-        if retried:
-            print(
-                f"{count_jobs(retried)} whose submission outcome was unknown will be submitted "
-                "again, as --on-ambiguous resubmit asks: some may be paid twice.",
-                file=sys.stderr,
-            )
-    else:
-        unknown = (await journal.counts())[JournalState.INTENT]
-        if unknown:
-            print(
-                f"{count_jobs(unknown)} had a submission in flight when the last run stopped. "
-                "Whether it started a task is unknown, so they are not sent again: that could "
-                "pay twice.",
-                file=sys.stderr,
-            )
-    return True
+_CLAIM_AHEAD = 16
+"""Jobs a process claims beyond those it has started."""
 
 
 def _announce(
     args: argparse.Namespace,
     summary: InputSummary,
-    journal: SqliteJournal,
+    journal: Journal,
     connection: Connection,
 ) -> None:
     limit = connection.rate_limit
     plan = connection.plan
     speed = f", {connection.time_scale:g}x real time" if connection.time_scale != 1 else ""
+    where = (
+        f"journal {journal_name(journal)}"
+        if isinstance(journal, SqliteJournal)
+        else f"shared through Redis as process {getattr(journal, 'id', '?')}"
+    )
     print(
         f"{summary.jobs} jobs from {summary.path} -> {args.out} "
-        f"(journal {journal.path}; {connection.label}, plan {plan}: "
+        f"({where}; {connection.label}, plan {plan}: "
         f"{limit.requests} requests per {limit.period * connection.time_scale:g} s{speed})",
         flush=True,
     )
@@ -457,9 +392,11 @@ def _announce(
 def _scheduler(
     args: argparse.Namespace,
     connection: Connection,
-    journal: SqliteJournal,
+    journal: Journal,
     out: Path,
-    progress: BatchProgress,
+    on_event: SchedulerHook,
+    *,
+    shared: bool,
 ) -> JobScheduler:
     from .._scheduling.polling import DurationModel
     from .._scheduling.scheduler import DEFAULT_SCHEDULER_POLL, JobScheduler
@@ -468,12 +405,13 @@ def _scheduler(
     return JobScheduler(
         connection.client,
         max_in_flight=args.max_in_flight,
-        max_credits=args.max_credits,
+        # A shared journal reserves every POST's credits in one budget for every process.
+        max_credits=None if shared else args.max_credits,
         resubmit=args.resubmit,
         journal=journal,
         download_dir=out,
         max_downloads=args.max_downloads,
-        on_event=progress,
+        on_event=on_event,
         stream_results=True,
         poll=scaled_poll(DEFAULT_SCHEDULER_POLL, scale),
         duration_model=DurationModel(prior_median=DurationModel().prior_median / scale),

@@ -1,11 +1,13 @@
 """The end of a batch: ``manifest.jsonl`` (one line per job) and the summary shown to people.
 
-Both are built from the journal, so they describe every job of the input, whichever run did
-its work, and they are right even after an interrupted run.
+Both are built from the journal (a SQLite file or a shared Redis), so they describe every job
+of the input, whichever run or process did its work, and they are right even after an
+interrupted run. The manifest's schema is documented in ``docs/guides/cli.md``.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -18,13 +20,19 @@ from typing import Any
 
 from .._blocking import run_blocking
 from .._files import create_temp
-from .._journal.sqlite import SqliteJournal
+from .._journal.codec import excerpt, request_digest
 from .._models import CREDITS_PER_GENERATION, FailureClass
 from .._scheduling.inputs import JobFile
-from .._scheduling.jobs import JournalRecord, JournalState
+from .._scheduling.jobs import Journal, JournalRecord, JournalState
 from .text import printable
 
-__all__ = ["BatchOutcome", "credits_recorded", "print_summary", "write_manifest"]
+__all__ = [
+    "BatchOutcome",
+    "credits_recorded",
+    "manifest_entry",
+    "print_summary",
+    "write_manifest",
+]
 
 MANIFEST_NAME = "manifest.jsonl"
 _SAMPLES = 10
@@ -127,11 +135,12 @@ def manifest_entry(record: JournalRecord, out_dir: Path) -> dict[str, Any]:
         "failure_class": None if record.failure_class is None else record.failure_class.value,
         "attempts": record.attempts,
         "credits": record.credits,
-        "prompt": record.request.prompt,
+        "prompt": excerpt(record.request.prompt),
+        "request_digest": record.request_digest or request_digest(record.request),
     }
 
 
-async def credits_recorded(journal: SqliteJournal, keys: frozenset[str], out_dir: Path) -> int:
+async def credits_recorded(journal: Journal, keys: frozenset[str], out_dir: Path) -> int:
     """The credits the journal records for the jobs in ``keys`` (what runs so far spent).
 
     Tallied as the summary tallies them, so that the summary's "this run" is a difference of
@@ -145,19 +154,20 @@ async def credits_recorded(journal: SqliteJournal, keys: frozenset[str], out_dir
 
 
 async def write_manifest(
-    journal: SqliteJournal, jobs: JobFile, keys: frozenset[str], out_dir: Path
+    journal: Journal, jobs: JobFile, keys: frozenset[str], out_dir: Path
 ) -> BatchOutcome:
     """Write ``out_dir/manifest.jsonl``: one line per job of the input, atomically.
 
-    Jobs the journal knows come first, in the order they were first recorded, then the jobs
-    never started, in input order.
+    Jobs the journal knows come first (in the order they were first recorded, for a SQLite
+    journal), then the jobs never started, in input order. The file is created readable by
+    its owner only: it holds prompts and task ids.
     """
     outcome = BatchOutcome()
     target = out_dir / MANIFEST_NAME
     seen: set[str] = set()
     # A random name, created exclusively: a file or link planted at a fixed name cannot
     # receive the manifest (or redirect it elsewhere).
-    partial, raw = await run_blocking(create_temp, target)
+    partial, raw = await run_blocking(functools.partial(create_temp, target, mode=0o600))
     handle = io.TextIOWrapper(raw, encoding="utf-8")
     try:
         lines: list[str] = []
@@ -196,7 +206,8 @@ def _write_unstarted(handle: Any, jobs: JobFile, seen: set[str], outcome: BatchO
             "failure_class": None,
             "attempts": 0,
             "credits": 0,
-            "prompt": spec.request.prompt,
+            "prompt": excerpt(spec.request.prompt),
+            "request_digest": request_digest(spec.request),
         }
         outcome.note(entry)
         handle.write(json.dumps(entry, ensure_ascii=False) + "\n")

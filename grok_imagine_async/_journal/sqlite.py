@@ -17,7 +17,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -27,9 +27,9 @@ import anyio
 
 from .._blocking import run_blocking
 from .._errors import JournalError, TaskFailedError
-from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
-from .._scheduling.jobs import JobResult, JournalRecord, JournalState
-from .._scheduling.resume import request_digest
+from .._models import CREDITS_PER_GENERATION, GenerationRequest
+from .._scheduling.jobs import Claim, JobResult, JournalRecord, JournalState, Listener, StoredJob
+from .codec import request_digest
 from .sqlite_file import (
     close,
     connect,
@@ -247,97 +247,32 @@ class SqliteJournal:
 
         await self._write(apply, shield=True)
 
-    # -- repairs, before a run ---------------------------------------------------------------
+    # -- sharing: one process owns every job ------------------------------------------------
 
-    async def reopen_retryable(self) -> tuple[int, int]:
-        """Give a new run the jobs that failed for reasons it can fix.
+    async def claim(
+        self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
+    ) -> Claim:
+        """This process owns every job of its journal (the file is locked): ``"final"`` for a
+        finished job unless ``reopen``, else ``"mine"``, ``"created"`` or ``"unknown"``."""
+        record = await self.load(key)
+        if record is None:
+            if create is None:
+                return Claim("unknown", None)
+            return Claim("created", StoredJob(key, create, None))  # written at its intent
+        job = StoredJob(key, record.request, record)
+        if job.final:
+            return Claim("reopened" if reopen else "final", job)
+        return Claim("mine", job)
 
-        * Jobs that failed without being paid (no task: refused by the credit budget, or by
-          the API after retries) are forgotten, so the next run submits them.
-        * Jobs whose task completed but whose download failed become completed without files,
-          so the next run downloads them again (result URLs live about 24 hours).
-
-        Returns:
-            How many jobs of each kind were reopened.
-        """
-
-        def apply(conn: sqlite3.Connection) -> tuple[int, int]:
-            unpaid = conn.execute(
-                "DELETE FROM jobs WHERE state = ? AND task_id IS NULL AND failure_class IN (?, ?)",
-                (
-                    JournalState.FAILED.value,
-                    FailureClass.BUDGET_EXCEEDED.value,
-                    FailureClass.REQUEST_ERROR.value,
-                ),
-            ).rowcount
-            undownloaded = conn.execute(
-                "UPDATE jobs SET state = ?, files = '[]', error = NULL, failure_class = NULL, "
-                "updated_at = ? WHERE state = ? AND videos != '[]'",
-                (JournalState.COMPLETED.value, time.time(), JournalState.FAILED.value),
-            ).rowcount
-            return unpaid, undownloaded
-
-        return await self._write(apply, shield=True)
-
-    async def retry_ambiguous(self) -> int:
-        """Turn jobs that failed as ambiguous submissions back into unknown outcomes (INTENT).
-
-        A scheduler whose client resubmits ambiguous submissions
-        (``on_ambiguous_submit="resubmit"``) then submits them again: the caller accepts that
-        some may be paid twice.
-
-        Returns:
-            How many jobs were turned back.
-        """
-        return await self._write(
-            lambda c: (
-                c.execute(
-                    "UPDATE jobs SET state = ?, error = NULL, failure_class = NULL, updated_at = ? "
-                    "WHERE state = ? AND failure_class = ?",
-                    (
-                        JournalState.INTENT.value,
-                        time.time(),
-                        JournalState.FAILED.value,
-                        FailureClass.AMBIGUOUS_SUBMIT.value,
-                    ),
-                ).rowcount
-            ),
-            shield=True,
+    async def forget(self, key: str) -> None:
+        """Take ``key`` back to never started (its task history is kept)."""
+        await self._write(
+            lambda c: c.execute("DELETE FROM jobs WHERE key = ?", (key,)), shield=True
         )
 
-    async def forget(
-        self, states: Iterable[JournalState], *, keep: Collection[str] = frozenset()
-    ) -> int:
-        """Delete the jobs in ``states`` (except those in ``keep``), so that they start afresh.
-
-        For jobs known never to have reached the server (a caller that saw its POSTs refused
-        or never sent), or tasks that can no longer be polled, such as those of an in-process
-        emulator that ended with its process. Their task history is kept.
-
-        Returns:
-            How many jobs were forgotten.
-        """
-        values = [JournalState(state).value for state in states]
-        marks = ", ".join("?" for _ in values)
-        if not values:
-            return 0
-
-        def apply(conn: sqlite3.Connection) -> int:
-            rows = conn.execute(f"SELECT key FROM jobs WHERE state IN ({marks})", values)
-            doomed = [(key,) for (key,) in rows.fetchall() if key not in keep]
-            conn.executemany("DELETE FROM jobs WHERE key = ?", doomed)
-            return len(doomed)
-
-        return await self._write(apply, shield=True)
-
-    async def keys_in(self, state: JournalState) -> list[str]:
-        """The keys of the jobs in ``state``, in the order they were first recorded."""
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT key FROM jobs WHERE state = ? ORDER BY rowid", (JournalState(state).value,)
-            ).fetchall()
-        )
-        return [str(key) for (key,) in rows]
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Nothing to tell: no other process writes this journal (it is locked)."""
+        return lambda: None
 
     # -- reading, for reports ----------------------------------------------------------------
 

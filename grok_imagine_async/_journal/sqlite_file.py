@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -14,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import JournalError
-from .._models import FailureClass, GenerationRequest
+from .._models import GenerationRequest
 from .._scheduling.jobs import JournalRecord, JournalState
-from .._scheduling.resume import request_digest
+from .codec import failure_class, request_data, request_digest, request_from
 
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x47494A31  # "GIJ1": marks the file as ours, so a stray database is refused
@@ -62,6 +63,7 @@ def connect(path: Path) -> sqlite3.Connection:
         JournalError: If the file cannot be used as a journal.
     """
     _check_header(path)
+    _create_private(path)
     try:
         conn = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=0.5
@@ -121,6 +123,19 @@ def _check_header(path: Path) -> None:
         raise JournalError(f"{path} is not a journal (not an SQLite file)", path=path)
 
 
+def _create_private(path: Path) -> None:
+    """Create the journal file readable by its owner only (it holds prompts, task ids and
+    bearer video URLs; SQLite gives its WAL the same mode), never through a planted link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        if path.is_symlink() and not path.exists():  # a dangling link would create it elsewhere
+            raise JournalError(f"journal {path} is a link to nothing: refused", path=path) from None
+    except OSError as exc:
+        raise JournalError(f"cannot create journal {path}: {exc.strerror}", path=path) from None
+
+
 def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -163,7 +178,7 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
     rows = conn.execute("SELECT key, request FROM jobs").fetchall()
     conn.executemany(
         "UPDATE jobs SET request_digest = ? WHERE key = ?",
-        [(request_digest(_request_from_json(text)), key) for key, text in rows],
+        [(request_digest(request_from(json.loads(text))), key) for key, text in rows],
     )
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute(
@@ -205,20 +220,8 @@ def journal_error(path: Path, exc: BaseException) -> JournalError:
 
 
 def request_json(request: GenerationRequest) -> str:
-    """The request as stored: its payload, plus ``allow_unlisted`` when set."""
-    data = request.payload()
-    if request.allow_unlisted:
-        data["allow_unlisted"] = True
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
-
-
-def _request_from_json(text: str) -> GenerationRequest:
-    data = json.loads(text)
-    try:
-        return GenerationRequest(**data)
-    except ValueError:
-        # Validated when it was recorded; a later, stricter version must still read it back.
-        return GenerationRequest.model_construct(**data)
+    """The request as stored (see :func:`~grok_imagine_async._journal.codec.request_data`)."""
+    return json.dumps(request_data(request), sort_keys=True, separators=(",", ":"))
 
 
 def to_record(row: Sequence[Any]) -> JournalRecord:
@@ -226,7 +229,7 @@ def to_record(row: Sequence[Any]) -> JournalRecord:
     key, request, state, task_id, attempts, credits, videos, files, error, failure, digest = row
     return JournalRecord(
         key=key,
-        request=_request_from_json(request),
+        request=request_from(json.loads(request)),
         state=JournalState(state),
         task_id=task_id,
         attempts=int(attempts),
@@ -234,15 +237,6 @@ def to_record(row: Sequence[Any]) -> JournalRecord:
         videos=tuple(json.loads(videos)),
         files=tuple(json.loads(files)),
         error=error,
-        failure_class=_failure_class(failure),
+        failure_class=failure_class(failure),
         request_digest=digest,
     )
-
-
-def _failure_class(value: str | None) -> FailureClass | None:
-    if value is None:
-        return None
-    try:
-        return FailureClass(value)
-    except ValueError:
-        return FailureClass.UNKNOWN

@@ -10,10 +10,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import anyio
 
@@ -367,7 +367,7 @@ class SchedulerHook(Protocol):
     def __call__(self, event: JobEvent) -> None: ...
 
 
-# -- journal seam --------------------------------------------------------------------------------
+# -- job store seam ------------------------------------------------------------------------------
 
 
 class JournalState(str, enum.Enum):
@@ -387,7 +387,8 @@ class JournalRecord:
 
     Attributes:
         key: The job's key.
-        request: What was asked for.
+        request: What was asked for (a prompt longer than the journal keeps is cut short:
+            ``request_digest`` names the whole request).
         state: The last recorded state.
         task_id: The last task id recorded, if any.
         attempts: Submissions recorded (intents count: an unknown outcome may have cost).
@@ -396,7 +397,7 @@ class JournalRecord:
         files: Downloaded files, once downloaded.
         error: The failure message, once failed.
         failure_class: The failure class, once failed.
-        request_digest: A digest of the request's payload, if the journal stores one.
+        request_digest: A digest of the request's payload (None: compute it from ``request``).
     """
 
     key: str
@@ -412,16 +413,84 @@ class JournalRecord:
     request_digest: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """A job as a journal holds it: its record, or only a queued request.
+
+    Attributes:
+        key: The job's key.
+        request: What it generates.
+        record: Its journal record; None while it is queued (nothing was sent for it).
+        owner: The id of the process that owns it ("" for a journal of one process).
+    """
+
+    key: str
+    request: GenerationRequest
+    record: JournalRecord | None
+    owner: str = ""
+
+    @property
+    def final(self) -> bool:
+        """True once it completed or failed."""
+        return self.record is not None and self.record.state in (
+            JournalState.COMPLETED,
+            JournalState.FAILED,
+        )
+
+
+ClaimStatus = Literal["unknown", "created", "mine", "foreign", "adopted", "final", "reopened"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to :meth:`Journal.claim`.
+
+    Attributes:
+        status: ``"unknown"`` (no such job), ``"created"`` (it was unknown and is now this
+            process's), ``"mine"`` (this process owns it), ``"adopted"`` (its owner was gone;
+            this process owns it now), ``"foreign"`` (a live process owns it), ``"final"``
+            (it finished; nobody needs to own it) or ``"reopened"`` (it had finished, and is
+            this process's again, as ``reopen`` asked).
+        job: The job as stored (None when unknown).
+    """
+
+    status: ClaimStatus
+    job: StoredJob | None
+
+    @property
+    def owned(self) -> bool:
+        """True when this process now owns the job and must run it."""
+        return self.status in ("created", "mine", "adopted", "reopened")
+
+
+Listener = Callable[[StoredJob | None], None]
+"""Told of every change of a job in a journal; None means "changes may have been missed"."""
+
+
 @runtime_checkable
 class Journal(Protocol):
     """Durable record of a batch, written through by the scheduler so a crash loses nothing.
 
     The scheduler calls :meth:`record_intent` *before* each POST and :meth:`record_submitted`
-    right after its answer; each call must be durable when it returns.
+    right after its answer; each call must be durable when it returns. A journal several
+    processes share (Redis) also says which of them runs each job (:meth:`claim`) and tells
+    every one of them of each change (:meth:`subscribe`); a journal of one process owns every
+    job and has nothing to tell.
     """
 
     async def load(self, key: str) -> JournalRecord | None:
         """The record for ``key``, or None if the journal never saw it."""
+
+    async def claim(
+        self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
+    ) -> Claim:
+        """Make this process the one that runs ``key``, unless a live process does.
+
+        Args:
+            key: The job.
+            create: Create the job, owned here, if nobody knows it.
+            reopen: Take the job even if it finished (a new run must do it again).
+        """
 
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
         """A POST for ``key`` (its ``attempt``-th) is about to be sent."""
@@ -434,6 +503,21 @@ class Journal(Protocol):
 
     async def record_files(self, key: str, files: Sequence[Path]) -> None:
         """The job's videos were downloaded to ``files``."""
+
+    async def forget(self, key: str) -> None:
+        """Take ``key`` back to never started: its POST is known not to have left."""
+
+    def records(self) -> AsyncIterator[JournalRecord]:
+        """Every record, a page at a time (bounded memory whatever the journal's size)."""
+
+    async def get_meta(self, name: str) -> str | None:
+        """A value stored with :meth:`set_meta`, or None."""
+
+    async def set_meta(self, name: str, value: str) -> None:
+        """Store a small named value with the batch (e.g. the API it ran against)."""
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every job change any process makes; returns a remover."""
 
     async def aclose(self) -> None:
         """Flush and close."""

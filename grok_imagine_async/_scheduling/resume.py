@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
-import json
+from pathlib import Path
 
 from .._errors import AmbiguousSubmitError, GrokImagineError, TaskFailedError
+from .._journal.codec import request_digest
 from .._models import FailureClass, GenerationRequest, Task, TaskStatus
-from .jobs import JournalRecord, JournalState
+from .jobs import JobResult, JournalRecord, JournalState
 
 FINAL_STATES = frozenset({JournalState.COMPLETED, JournalState.FAILED})
 """Records in these states are replayed, not resumed."""
@@ -33,7 +33,8 @@ class Reopening(enum.Enum):
     NONE = "none"
     """Taken as it is."""
     UNPAID = "unpaid"
-    """Failed without a task (refused by the budget or the API): submitted afresh."""
+    """Its last submission was refused before it could be charged (by the credit budget, or
+    by the API): submitted afresh."""
     UNDOWNLOADED = "undownloaded"
     """Completed, but its download failed: downloaded again (result URLs live ~24 h)."""
     AMBIGUOUS = "ambiguous"
@@ -80,12 +81,24 @@ def reopened(record: JournalRecord, *, resubmit_ambiguous: bool) -> JournalRecor
 
 
 def never_paid(record: JournalRecord) -> bool:
-    """A failed record whose job never created a task, for a reason a new run may not meet."""
-    return (
-        record.state is JournalState.FAILED
-        and record.task_id is None
-        and record.failure_class in (FailureClass.BUDGET_EXCEEDED, FailureClass.REQUEST_ERROR)
-    )
+    """A failed record whose last submission was refused before it could be charged, for a
+    reason a new run may not meet: the credit budget (also when it refused a resubmission,
+    after a task that failed), or the API refusing a first submission."""
+    if record.state is not JournalState.FAILED:
+        return False
+    if record.failure_class is FailureClass.BUDGET_EXCEEDED:
+        return True
+    return record.failure_class is FailureClass.REQUEST_ERROR and record.task_id is None
+
+
+def must_retake(
+    record: JournalRecord, request: GenerationRequest, *, resubmit_ambiguous: bool
+) -> bool:
+    """Whether a job the journal records as finished must be run again by a new run: its
+    request changed since, or the resume policy reopens it (see :func:`reopening`)."""
+    if not same_request(record, request):
+        return True
+    return reopening(record, resubmit_ambiguous=resubmit_ambiguous) is not Reopening.NONE
 
 
 def journal_error(record: JournalRecord) -> GrokImagineError:
@@ -114,12 +127,6 @@ def replayed_task(record: JournalRecord) -> Task:
     )
 
 
-def request_digest(request: GenerationRequest) -> str:
-    """A digest of what ``request`` asks the API for (its payload), stored with its record."""
-    canonical = json.dumps(request.payload(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def same_request(record: JournalRecord, request: GenerationRequest) -> bool:
     """True if ``record`` was made for ``request``: only then may its outcome be reused.
 
@@ -128,3 +135,23 @@ def same_request(record: JournalRecord, request: GenerationRequest) -> bool:
     """
     recorded = record.request_digest or request_digest(record.request)
     return recorded == request_digest(request)
+
+
+def recorded_result(record: JournalRecord, request: GenerationRequest, *, at: float) -> JobResult:
+    """The result a finished ``record`` stands for, as a replay of it yields (no request)."""
+    failed = record.state is JournalState.FAILED
+    return JobResult(
+        key=record.key,
+        request=request,
+        task=None if failed else replayed_task(record),
+        error=journal_error(record) if failed else None,
+        failure_class=(record.failure_class or FailureClass.UNKNOWN) if failed else None,
+        attempts=record.attempts,
+        credits=record.credits,
+        polls=0,
+        submitted_at=None,
+        finished_at=at,
+        files=tuple(Path(f) for f in record.files),
+        from_journal=True,
+        last_task_id=record.task_id,
+    )

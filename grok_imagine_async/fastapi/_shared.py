@@ -24,7 +24,8 @@ from .._scheduling.resume import journal_error, replayed_task
 from ._jobs import JobRegistry, _Entry
 
 if TYPE_CHECKING:
-    from ..redis import RedisJobStore, StoredJob
+    from .._scheduling.jobs import StoredJob
+    from ..redis import RedisJobStore
 
 logger = logging.getLogger("grok_imagine_async.fastapi")
 
@@ -62,7 +63,7 @@ class SharedJobRegistry(JobRegistry):
         self._shared_budget = max_credits
         self._mirrors: dict[str, JobRecord] = {}
         self._stale = False  # the store may have missed changes: re-read every mirror
-        self._remove_listener = store.add_listener(self._on_change)
+        self._remove_listener = store.subscribe(self._on_change)
         self._closing = anyio.Event()
 
     def close(self) -> None:

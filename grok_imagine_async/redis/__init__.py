@@ -33,14 +33,12 @@ from ._limiter import (
     RedisRateLimiter,
     RedisUnavailableError,
 )
-from ._store import Claim, RedisJobStore, RedisStoreStatistics, StoredJob
+from ._store import RedisJobStore, RedisStoreStatistics
 
 __all__ = [
-    "Claim",
     "RedisJobStore",
     "RedisLimiterStatistics",
     "RedisRateLimiter",
     "RedisStoreStatistics",
     "RedisUnavailableError",
-    "StoredJob",
 ]

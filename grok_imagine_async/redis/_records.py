@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .._journal.codec import request_digest
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
 from .._scheduling.jobs import JobResult, JournalRecord, JournalState
 
@@ -23,6 +24,7 @@ def intent(
         state=JournalState.INTENT,
         attempts=max(attempt, old.attempts if old else 0),
         credits=old.credits if old else 0,
+        request_digest=request_digest(request),
     )
 
 
@@ -35,6 +37,7 @@ def submitted(old: JournalRecord, task_id: str) -> JournalRecord:
         task_id=task_id,
         attempts=old.attempts,
         credits=old.credits + CREDITS_PER_GENERATION,
+        request_digest=old.request_digest,
     )
 
 
@@ -58,6 +61,7 @@ def finished(old: JournalRecord | None, result: JobResult) -> JournalRecord:
         files=tuple(str(f) for f in result.files) or (old.files if old else ()),
         error=error,
         failure_class=result.failure_class,
+        request_digest=request_digest(result.request),
     )
 
 

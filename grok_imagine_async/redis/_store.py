@@ -10,29 +10,28 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
 from .._errors import JournalError
 from .._models import FailureClass, GenerationRequest
-from .._scheduling.jobs import JobResult, JournalRecord
+from .._scheduling.jobs import Claim, JobResult, JournalRecord, Listener, StoredJob
 from . import _records as records
 from ._limiter import _UNAVAILABLE
 from ._store_script import (
     CLAIM_SCRIPT,
     HEARTBEAT_SCRIPT,
     ORPHANS_SCRIPT,
-    Claim,
     RedisStoreStatistics,
-    StoredJob,
     StoreKeys,
     decode,
     encode,
@@ -42,16 +41,13 @@ from ._writeback import WriteBack
 if TYPE_CHECKING:
     from ._limiter import RedisRateLimiter
 
-__all__ = ["Claim", "RedisJobStore", "RedisStoreStatistics", "StoredJob"]
+__all__ = ["RedisJobStore", "RedisStoreStatistics"]
 
 logger = logging.getLogger("grok_imagine_async.redis")
 
 DEFAULT_STORE_PREFIX = "grok-imagine:jobs"
 DEFAULT_LEASE = 10.0
 DEFAULT_FINISHED_TTL = 7 * 86_400.0
-
-Listener = Callable[[StoredJob | None], None]
-"""Told of every change of a job in the store; None means "changes may have been missed"."""
 
 
 class RedisJobStore:
@@ -284,13 +280,16 @@ class RedisJobStore:
             return None
         return decode(text, owner=owner or "")
 
-    async def claim(self, key: str, *, create: GenerationRequest | None = None) -> Claim:
+    async def claim(
+        self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
+    ) -> Claim:
         """Make this process the owner of ``key`` if nobody alive owns it.
 
         Args:
             key: The job.
             create: Create the job with this request, owned here, if nobody knows it (one
                 round trip for :meth:`claim` and :meth:`register` together).
+            reopen: Take the job back even if it finished (a new run must do it again).
 
         Raises:
             JournalError: If Redis is unreachable (and the job is not this process's).
@@ -314,6 +313,7 @@ class RedisJobStore:
                         if create is not None and creating
                         else "",
                         self._epoch or b"",
+                        "1" if reopen else "0",
                     ],
                 )
                 if status != b"epoch":
@@ -331,7 +331,7 @@ class RedisJobStore:
         if name == "unknown":
             return Claim("unknown", None)
         job = decode(text, owner=self.id if name == "adopted" else owner.decode())
-        if name in ("created", "mine", "adopted"):
+        if name in ("created", "mine", "adopted", "reopened"):
             self._jobs[key] = job
             if name == "adopted":
                 self._adopted += 1
@@ -384,16 +384,90 @@ class RedisJobStore:
             logger.info("adopted %d jobs from processes that stopped", len(adopted))
         return adopted
 
-    def add_listener(self, listener: Listener) -> Callable[[], None]:
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with every job change any process makes; returns a remover."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    async def forget(self, key: str) -> None:
+        """Take ``key`` (owned here) back to queued: its POST is known not to have left."""
+        job = self._jobs.get(key)
+        if job is not None:
+            await self._writes.write(StoredJob(key, job.request, None, self.id))
+
+    async def records(self, *, page_size: int = 500) -> AsyncIterator[JournalRecord]:
+        """Every job of the namespace with a record (queued ones have none), in no set order.
+
+        Raises:
+            JournalError: If Redis cannot be reached.
+        """
+        seen: set[str] = set()
+        for job in list(self._jobs.values()):  # this process's newest state first
+            if job.record is not None:
+                seen.add(job.key)
+                yield job.record
+        cursor: int = 0
+        pattern = self._keys.job("*")
+        try:
+            while True:
+                self._calls += 1
+                cursor, names = await self._redis.scan(cursor, match=pattern, count=page_size)
+                if names:
+                    self._calls += 1
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for name in names:
+                            pipe.hget(name, "record")
+                        texts = await pipe.execute()
+                    for text in texts:
+                        found = _decoded(text)
+                        if found is not None and found.record and found.key not in seen:
+                            yield found.record
+                if cursor == 0:
+                    return
+        except _UNAVAILABLE as exc:
+            self._writes.went_down(exc)
+            raise self._error("Redis unreachable, cannot list the jobs") from exc
+
+    async def get_meta(self, name: str) -> str | None:
+        """A value stored with :meth:`set_meta`, or None.
+
+        Raises:
+            JournalError: If Redis cannot be reached.
+        """
+        try:
+            self._calls += 1
+            value = await self._redis.hget(self._keys.meta, name)
+        except _UNAVAILABLE as exc:
+            raise self._error("Redis unreachable, cannot read the store's settings") from exc
+        return None if value is None else value.decode() if isinstance(value, bytes) else value
+
+    async def set_meta(self, name: str, value: str) -> None:
+        """Store a small named value with the jobs of the namespace.
+
+        Raises:
+            JournalError: If Redis cannot be reached.
+        """
+        try:
+            self._calls += 1
+            await self._redis.hset(self._keys.meta, name, value)
+        except _UNAVAILABLE as exc:
+            raise self._error("Redis unreachable, cannot store the store's settings") from exc
 
     async def credits_committed(self) -> int:
         """Credits reserved or spent in this namespace by every process (from Redis)."""
         self._calls += 1
         value = await self._redis.get(self._keys.credits)
         return int(value or 0)
+
+    async def eviction_policy(self) -> str:
+        """Redis's ``maxmemory-policy`` ("" if it will not say, e.g. under an ACL)."""
+        try:
+            self._calls += 1
+            found: dict[Any, Any] = await self._redis.config_get("maxmemory-policy")
+        except (*_UNAVAILABLE, ResponseError):
+            return ""
+        value = next(iter(found.values()), b"")
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     @property
     def lease(self) -> float:
@@ -487,3 +561,12 @@ class RedisJobStore:
     def _error(self, message: str) -> JournalError:
         # The key space stands where a journal's path would: it names no secret (a hash).
         return JournalError(message, path=Path(self._keys.base))
+
+
+def _decoded(text: bytes | None) -> StoredJob | None:
+    if text is None:
+        return None
+    try:
+        return decode(text)
+    except (ValueError, TypeError, KeyError):
+        return None  # not ours

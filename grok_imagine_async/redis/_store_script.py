@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from .._models import FailureClass, GenerationRequest
-from .._scheduling.jobs import JournalRecord, JournalState
+from .._journal.codec import record_data, record_from, request_data, request_from
+from .._scheduling.jobs import StoredJob
 from ._script import token_namespace
-
-ClaimStatus = Literal["unknown", "created", "mine", "foreign", "adopted", "final"]
 
 QUEUED = "queued"
 """A state only the store knows: accepted by its owner, no POST sent yet."""
@@ -69,12 +67,14 @@ return {'ok', version}
 # Keys: [1] the job's hash, [2] the claimer's owned set, [3] the owners set, [4] the epoch.
 # ARGV: [1] claimer id, [2] alive-key prefix, [3] owned-set prefix, [4] channel,
 #       [5] a queued record to create the job with if unknown ('' : do not create),
-#       [6] the epoch the claimer knows.
+#       [6] the epoch the claimer knows, [7] '1' to take a finished job back ('reopened': its
+#       next POST's credits are reserved afresh).
 # An epoch that changed means Redis lost its data: a job unknown now may have existed (and
 # been paid), so nothing is claimed ('epoch') until every process has had time to write back.
 # Returns: {status, record JSON or '', previous owner or ''} with status 'unknown', 'created'
 #          (unknown, now the claimer's), 'mine', 'foreign' (its owner is alive), 'adopted' (its
-#          owner was gone: now the claimer's), or 'final' (finished: nobody needs to own it).
+#          owner was gone: now the claimer's), 'final' (finished: nobody needs to own it) or
+#          'reopened' (finished, and the claimer's again).
 CLAIM_SCRIPT = """
 local epoch = redis.call('GET', KEYS[4])
 if epoch ~= ARGV[6] then return {'epoch', '', ''} end
@@ -90,7 +90,13 @@ end
 local record = redis.call('HGET', KEYS[1], 'record') or ''
 if owner == ARGV[1] then return {'mine', record, owner} end
 if redis.call('SISMEMBER', ARGV[3] .. owner, KEYS[1]) == 0 then
-  return {'final', record, owner}
+  if ARGV[7] ~= '1' then return {'final', record, owner} end
+  redis.call('PERSIST', KEYS[1])
+  redis.call('HDEL', KEYS[1], 'reserved')
+  redis.call('SADD', KEYS[2], KEYS[1])
+  redis.call('SADD', KEYS[3], ARGV[1])
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+  return {'reopened', record, owner}
 end
 if redis.call('EXISTS', ARGV[2] .. owner) == 1 then return {'foreign', record, owner} end
 redis.call('SREM', ARGV[3] .. owner, KEYS[1])
@@ -187,53 +193,23 @@ class StoreKeys:
         return f"{self.base}:epoch"
 
     @property
+    def meta(self) -> str:
+        """The hash of small named values stored with the jobs (see ``set_meta``)."""
+        return f"{self.base}:meta"
+
+    @property
     def channel(self) -> str:
         """The pub/sub channel announcing every change of a job."""
         return f"{self.base}:events"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredJob:
-    """A job as the store holds it: its journal record, or only a queued request.
-
-    Attributes:
-        key: The job's key.
-        request: What it generates.
-        record: Its journal record; None while it is queued (nothing was sent for it).
-        owner: The id of the process that owns it.
-    """
-
-    key: str
-    request: GenerationRequest
-    record: JournalRecord | None
-    owner: str = ""
-
-    @property
-    def final(self) -> bool:
-        """True once it completed or failed."""
-        return self.record is not None and self.record.state in (
-            JournalState.COMPLETED,
-            JournalState.FAILED,
-        )
-
-
 def encode(job: StoredJob) -> str:
     """The JSON text stored for ``job``."""
-    data: dict[str, Any] = {"key": job.key, "request": _request_data(job.request)}
-    record = job.record
-    if record is None:
+    if job.record is None:
+        data: dict[str, Any] = {"key": job.key, "request": request_data(job.request)}
         data["state"] = QUEUED
     else:
-        data.update(
-            state=record.state.value,
-            task_id=record.task_id,
-            attempts=record.attempts,
-            credits=record.credits,
-            videos=list(record.videos),
-            files=list(record.files),
-            error=record.error,
-            failure_class=record.failure_class.value if record.failure_class else None,
-        )
+        data = record_data(job.record)
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -246,60 +222,11 @@ def decode(text: str | bytes, *, owner: str = "") -> StoredJob:
     data = json.loads(text)
     if not isinstance(data, dict) or "key" not in data or "request" not in data:
         raise ValueError("not a job record of this store")
-    request = _request_from(data["request"])
+    request = request_from(data["request"])
     key = str(data["key"])
     if data.get("state") == QUEUED:
         return StoredJob(key, request, None, owner)
-    failure = data.get("failure_class")
-    record = JournalRecord(
-        key=key,
-        request=request,
-        state=JournalState(data["state"]),
-        task_id=data.get("task_id"),
-        attempts=int(data.get("attempts", 0)),
-        credits=int(data.get("credits", 0)),
-        videos=tuple(data.get("videos", ())),
-        files=tuple(data.get("files", ())),
-        error=data.get("error"),
-        failure_class=FailureClass(failure) if failure else None,
-    )
-    return StoredJob(key, request, record, owner)
-
-
-def _request_data(request: GenerationRequest) -> dict[str, Any]:
-    data = request.payload()
-    if request.allow_unlisted:
-        data["allow_unlisted"] = True
-    return data
-
-
-def _request_from(data: dict[str, Any]) -> GenerationRequest:
-    try:
-        return GenerationRequest(**data)
-    except ValueError:
-        # Validated when it was stored; a later, stricter version must still read it back.
-        return GenerationRequest.model_construct(**data)
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The answer to :meth:`RedisJobStore.claim`.
-
-    Attributes:
-        status: ``"unknown"`` (no such job), ``"created"`` (it was unknown and is now this
-            process's, see ``create``), ``"mine"`` (this process owns it), ``"adopted"``
-            (its owner was gone; this process owns it now), ``"foreign"`` (a live process owns
-            it) or ``"final"`` (it finished; nobody needs to own it).
-        job: The job as stored (None when unknown).
-    """
-
-    status: ClaimStatus
-    job: StoredJob | None
-
-    @property
-    def owned(self) -> bool:
-        """True when this process now owns the job and must run it."""
-        return self.status in ("created", "mine", "adopted")
+    return StoredJob(key, request, record_from(data, request), owner)
 
 
 @dataclass(frozen=True, slots=True)

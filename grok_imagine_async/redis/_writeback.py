@@ -20,8 +20,9 @@ import redis.asyncio as aioredis
 
 from .._errors import BudgetExceededError
 from .._models import CREDITS_PER_GENERATION
+from .._scheduling.jobs import StoredJob
 from ._limiter import _UNAVAILABLE
-from ._store_script import WRITE_SCRIPT, StoredJob, StoreKeys, encode
+from ._store_script import WRITE_SCRIPT, StoreKeys, encode
 
 logger = logging.getLogger("grok_imagine_async.redis")
 

@@ -1,0 +1,327 @@
+"""A batch's journal: opened (a SQLite file, or a Redis every process shares), read at the
+start of a run, and asked which jobs of the input this process runs.
+
+The same for every journal, through the :class:`~grok_imagine_async.Journal` protocol: the
+resume policy (:mod:`grok_imagine_async._scheduling.resume`) decides what a finished job needs,
+the journal's :meth:`~grok_imagine_async.Journal.claim` who runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from .._blocking import run_blocking
+from .._errors import JournalError
+from .._journal.sqlite import SqliteJournal
+from .._scheduling.inputs import InputSummary
+from .._scheduling.jobs import (
+    Claim,
+    JobFinished,
+    JobSpec,
+    Journal,
+    JournalRecord,
+    JournalState,
+    StoredJob,
+)
+from .._scheduling.resume import (
+    Reopening,
+    must_retake,
+    recorded_result,
+    reopening,
+    same_request,
+)
+from .._settings import ENV_API_KEY
+from .common import Connection, error
+from .messages import count_jobs
+from .progress import BatchProgress
+from .text import printable
+
+ENDPOINT_META = "endpoint"
+EMULATED_ENDPOINT = "built-in emulator"
+
+
+def is_redis_url(journal: str | None) -> bool:
+    """Whether ``--journal`` names a Redis server rather than a file."""
+    return journal is not None and journal.startswith(("redis://", "rediss://", "unix://"))
+
+
+def batch_namespace(keys: frozenset[str], endpoint: str) -> str:
+    """The Redis namespace of one batch: the same for every copy of the input, anywhere."""
+    digest = hashlib.sha256(endpoint.encode())
+    for key in sorted(keys):
+        digest.update(b"\0" + key.encode())
+    return f"batch-{digest.hexdigest()[:16]}"
+
+
+_PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.part")
+
+
+def _remove_partial_downloads(out: Path) -> None:
+    """Delete what downloads cut short by a crash left behind (``.<name>.<hex>.part``).
+
+    Called with the journal file locked, so no other run of this batch is downloading there.
+    """
+    for path in out.glob(".*.part"):
+        if _PARTIAL.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+
+
+async def open_store(
+    stack: contextlib.AsyncExitStack,
+    args: argparse.Namespace,
+    connection: Connection,
+    summary: InputSummary,
+    journal_path: Path | None,
+) -> Journal:
+    """Open the batch's journal: the SQLite file ``journal_path``, or the Redis ``--journal``."""
+    if journal_path is not None:
+        journal = SqliteJournal(journal_path)
+        await journal.open()
+        stack.push_async_callback(journal.aclose)
+        await run_blocking(_remove_partial_downloads, Path(args.out))
+        return journal
+    from ..redis import RedisJobStore, RedisRateLimiter
+
+    client = connection.client
+    limiter = client.limiter if isinstance(client.limiter, RedisRateLimiter) else None
+    store = RedisJobStore(
+        args.journal,
+        api_key=args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY, ""),
+        namespace=batch_namespace(summary.keys, client.base_url),
+        max_credits=args.max_credits,
+        lease=args.lease,
+        finished_ttl=None,  # kept for the life of the batch: a rerun must not pay again
+        limiter=limiter,
+    )
+    await stack.enter_async_context(store)
+    policy = await store.eviction_policy()
+    if policy.startswith("allkeys-"):
+        print(
+            f"Warning: this Redis evicts any key when full (maxmemory-policy {policy}): a "
+            "finished job it drops would be generated, and paid, again. Use noeviction or a "
+            "volatile-* policy for a shared batch.",
+            file=sys.stderr,
+        )
+    return store
+
+
+class Claims:
+    """The jobs of the input this process runs, claimed from the journal one by one.
+
+    A job nobody runs is claimed and fed to the scheduler; a job that finished is counted as
+    done (unless the resume policy, a changed request, or its missing videos in ``--out`` make
+    this run take it up again); a job a live process runs (a shared journal) is put aside until
+    the journal says it finished, or its owner's lease ran out (then this process adopts it).
+    """
+
+    def __init__(
+        self, store: Journal, args: argparse.Namespace, out: Path, progress: BatchProgress
+    ) -> None:
+        self._store = store
+        self._shared = not isinstance(store, SqliteJournal)
+        self._wait = max(0.05, args.lease / 3)
+        self._resubmit = args.on_ambiguous == "resubmit"
+        self._out = Path(os.path.abspath(out))
+        self._progress = progress
+        self._done: set[str] = set()  # finished before this run could take them
+        self._mine: set[str] = set()  # taken by this run
+
+    async def run(self, jobs: Iterable[JobSpec]) -> AsyncIterator[JobSpec]:
+        waiting: dict[str, JobSpec] = {}
+        settled: set[str] = set()
+        changed = anyio.Event()
+
+        def on_change(job: StoredJob | None) -> None:
+            nonlocal changed
+            if job is None or (job.key in waiting and job.final):
+                if job is not None:
+                    settled.add(job.key)
+                changed.set()
+                changed = anyio.Event()
+
+        remove = self._store.subscribe(on_change)
+        try:
+            for spec in jobs:
+                if await self._take(spec):
+                    yield spec
+                elif spec.key not in self._done:
+                    waiting[str(spec.key)] = spec
+            recheck = True  # what finished before the listener saw it
+            while waiting:
+                for key in list(waiting) if recheck else [k for k in settled if k in waiting]:
+                    if await self._take(waiting[key]):
+                        yield waiting[key]
+                    if key in self._done or key in self._mine:
+                        del waiting[key]
+                settled.clear()
+                if waiting:
+                    with anyio.move_on_after(self._wait) as timer:
+                        await changed.wait()
+                    recheck = timer.cancelled_caught  # quiet: look at every one once more
+        finally:
+            remove()
+
+    async def _take(self, spec: JobSpec) -> bool:
+        """True if this process runs ``spec`` now; else it is done, or a live process runs it."""
+        key = str(spec.key)
+        claim = await self._claim(key, spec)
+        if claim.status == "final":
+            assert claim.job is not None
+            record = claim.job.record
+            assert record is not None
+            if not self._retake(record, spec):
+                self._done.add(key)
+                now = anyio.current_time()
+                result = recorded_result(record, spec.request, at=now)
+                self._progress(JobFinished(key=key, at=now, result=result))
+                return False
+            if not same_request(record, spec.request):
+                print(
+                    f"job {printable(key)} was done with another request (another input with the "
+                    "same ids?): it is generated again for this one.",
+                    file=sys.stderr,
+                )
+            claim = await self._claim(key, spec, reopen=True)
+        if claim.owned:
+            self._mine.add(key)
+            return True
+        return False
+
+    async def _claim(self, key: str, spec: JobSpec, *, reopen: bool = False) -> Claim:
+        while True:
+            try:
+                return await self._store.claim(key, create=spec.request, reopen=reopen)
+            except JournalError:
+                if not self._shared:
+                    raise
+                # Redis unreachable: the jobs already claimed go on meanwhile
+                await anyio.sleep(self._wait)
+
+    def _retake(self, record: JournalRecord, spec: JobSpec) -> bool:
+        """Whether this run must take a finished job up again."""
+        if must_retake(record, spec.request, resubmit_ambiguous=self._resubmit):
+            return True
+        if record.state is not JournalState.COMPLETED or not record.files:
+            return False
+        files = [Path(os.path.abspath(f)) for f in record.files]
+        # Videos recorded in this --out and missing there: downloaded again (another host's
+        # videos are its own).
+        return all(f.is_relative_to(self._out) for f in files) and not all(
+            f.is_file() for f in files
+        )
+
+
+async def forget_unsent(journal: Journal, known: set[str] | None) -> None:
+    """After the scheduler stopped in good order, forget the intents it left that were not sent.
+
+    With the default policy every POST that left this process ended recorded: its task id
+    written (the answer is read under a cancellation shield), or failed (ambiguous or
+    refused). So an intent left by this run belongs to a job stopped between recording it and
+    sending (Ctrl-C), or whose POST was refused outright (a rejected token): nothing was
+    started, and it must not come back as "outcome unknown" next time.
+    """
+    if known is None:
+        return
+    unsent = [
+        r.key
+        async for r in journal.records()
+        if r.state is JournalState.INTENT and r.key not in known
+    ]
+    for key in unsent:
+        await journal.forget(key)
+    if unsent:
+        print(
+            f"{len(unsent)} jobs were stopped before their submission was sent (or it was "
+            "refused): they start afresh next time.",
+            file=sys.stderr,
+        )
+
+
+@dataclass
+class Prepared:
+    """What the journal held when this run started."""
+
+    unknown: set[str] | None
+    """Jobs whose outcome was unknown before this run (None: no such jobs are kept)."""
+
+
+async def prepare(
+    args: argparse.Namespace, journal: Journal, connection: Connection
+) -> Prepared | None:
+    """Check the journal fits this run, and say what it will resume; None on a mismatch."""
+    endpoint = EMULATED_ENDPOINT if connection.emulated else connection.client.base_url
+    recorded = await journal.get_meta(ENDPOINT_META)
+    if recorded is not None and recorded != endpoint:
+        error(
+            "batch",
+            f"journal {journal_name(journal)} holds jobs run against {recorded}, not "
+            f"{endpoint}: their task ids mean nothing there. Use another --journal (or --out).",
+        )
+        return None
+    if recorded is None:
+        await journal.set_meta(ENDPOINT_META, endpoint)
+    records = [r async for r in journal.records()]
+    if connection.emulated:
+        in_flight = [r for r in records if r.state in (JournalState.INTENT, JournalState.SUBMITTED)]
+        for record in in_flight:
+            await journal.forget(record.key)
+        if in_flight:
+            print(
+                f"{count_jobs(len(in_flight))} in flight when the last emulated run stopped will "
+                "start again: the emulator's tasks ended with that run.",
+                file=sys.stderr,
+            )
+        records = [r for r in records if r not in in_flight]
+    # The scheduler applies the library's resume policy to each job; count what it will do.
+    resubmit = args.on_ambiguous == "resubmit"
+    kinds = Counter(reopening(r, resubmit_ambiguous=resubmit) for r in records)
+    unpaid, undownloaded = kinds[Reopening.UNPAID], kinds[Reopening.UNDOWNLOADED]
+    if unpaid:
+        print(
+            f"{count_jobs(unpaid)} that failed without being paid (the credit budget, or a request "
+            "the API refused) will be submitted again.",
+            file=sys.stderr,
+        )
+    if undownloaded:
+        print(
+            f"{count_jobs(undownloaded)} completed but not downloaded will be downloaded again "
+            "(already paid: not submitted again).",
+            file=sys.stderr,
+        )
+    intents = {r.key for r in records if r.state is JournalState.INTENT}
+    if connection.emulated:
+        return Prepared(unknown=None)  # every unknown outcome was forgotten above
+    if resubmit:
+        retried = kinds[Reopening.AMBIGUOUS]
+        if retried:
+            print(
+                f"{count_jobs(retried)} whose submission outcome was unknown will be submitted "
+                "again, as --on-ambiguous resubmit asks: some may be paid twice.",
+                file=sys.stderr,
+            )
+        return Prepared(unknown=None)
+    if intents and isinstance(journal, SqliteJournal):  # shared: maybe a live process's
+        print(
+            f"{count_jobs(len(intents))} had a submission in flight when the last run stopped. "
+            "Whether it started a task is unknown, so they are not sent again: that could "
+            "pay twice.",
+            file=sys.stderr,
+        )
+    return Prepared(unknown=intents)
+
+
+def journal_name(journal: Journal) -> str:
+    """The journal, for messages: its file, or the Redis store (never its URL's password)."""
+    path = getattr(journal, "path", None)
+    return str(path) if path is not None else repr(journal)

@@ -1,0 +1,94 @@
+"""How a journal writes a record down and reads it back: one codec for every backend.
+
+A record keeps the request it was made for, with its prompt cut to what the API could ever be
+sent (:data:`PROMPT_KEPT` characters): a 50 MB line of input must not be copied into every
+journal and manifest. The request's digest names the whole request, so a changed prompt is
+still told apart from the one recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .._limits import DEFAULT_MAX_PROMPT_CHARS
+from .._models import FailureClass, GenerationRequest
+from .._scheduling.jobs import JournalRecord, JournalState
+
+PROMPT_KEPT = DEFAULT_MAX_PROMPT_CHARS
+"""The most characters of a prompt a journal (or manifest) keeps."""
+
+
+def request_digest(request: GenerationRequest) -> str:
+    """A digest of what ``request`` asks the API for (its payload), stored with its record."""
+    canonical = json.dumps(request.payload(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def excerpt(prompt: str) -> str:
+    """``prompt`` as a journal or manifest keeps it: at most :data:`PROMPT_KEPT` characters."""
+    return prompt if len(prompt) <= PROMPT_KEPT else prompt[: PROMPT_KEPT - 1] + "\u2026"
+
+
+def request_data(request: GenerationRequest) -> dict[str, Any]:
+    """The request as stored: its payload (prompt cut short), plus ``allow_unlisted`` if set."""
+    data = request.payload()
+    data["prompt"] = excerpt(request.prompt)
+    if request.allow_unlisted:
+        data["allow_unlisted"] = True
+    return data
+
+
+def request_from(data: dict[str, Any]) -> GenerationRequest:
+    """Read back what :func:`request_data` wrote."""
+    try:
+        return GenerationRequest(**data)
+    except ValueError:
+        # Validated when it was recorded; a later, stricter version must still read it back.
+        return GenerationRequest.model_construct(**data)
+
+
+def record_data(record: JournalRecord) -> dict[str, Any]:
+    """Every field of ``record`` as JSON values."""
+    return {
+        "key": record.key,
+        "request": request_data(record.request),
+        "state": record.state.value,
+        "task_id": record.task_id,
+        "attempts": record.attempts,
+        "credits": record.credits,
+        "videos": list(record.videos),
+        "files": list(record.files),
+        "error": record.error,
+        "failure_class": None if record.failure_class is None else record.failure_class.value,
+        "request_digest": record.request_digest or request_digest(record.request),
+    }
+
+
+def record_from(data: dict[str, Any], request: GenerationRequest | None = None) -> JournalRecord:
+    """Read back what :func:`record_data` wrote (``request`` if already read)."""
+    request = request if request is not None else request_from(data["request"])
+    return JournalRecord(
+        key=str(data["key"]),
+        request=request,
+        state=JournalState(data["state"]),
+        task_id=data.get("task_id"),
+        attempts=int(data.get("attempts", 0)),
+        credits=int(data.get("credits", 0)),
+        videos=tuple(data.get("videos", ())),
+        files=tuple(data.get("files", ())),
+        error=data.get("error"),
+        failure_class=failure_class(data.get("failure_class")),
+        request_digest=data.get("request_digest") or request_digest(request),
+    )
+
+
+def failure_class(value: str | None) -> FailureClass | None:
+    """A stored failure class (one this version does not know reads as UNKNOWN)."""
+    if not value:
+        return None
+    try:
+        return FailureClass(value)
+    except ValueError:
+        return FailureClass.UNKNOWN
