@@ -10,7 +10,7 @@ Needs the ``emulator`` extra. Writes ``benchmarks/results/limiter.md`` and print
    its own process (so its CPU time does not count as ours). For each quota (200 and 1000
    requests per 6 s), each way the server counts (a sliding window with ``X-RateLimit-Reset`` in
    seconds, a fixed window with it as a Unix time, a GCRA leaky bucket with a burst of 5 that
-   refills at the quota's rate) and each limiter (our three pacing modes and
+   refills at the quota's rate) and each limiter (ours and
    ``AsyncLimiter(limit, period)``), one real ``AsyncGrokImagine`` with ``max_retries=0``
    is driven by 300 concurrent coroutines calling ``get_task`` (one call in ten is a
    ``generate``) for four windows. The emulator's arrival log is the judge: requests, 429s,
@@ -53,7 +53,6 @@ from grok_imagine_async import (
     RateLimiter,
     RateLimitFeedback,
 )
-from grok_imagine_async._limiting.local import Pacing
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "limiter.md"
@@ -113,30 +112,17 @@ class NoLimiter(_Counting):
         return self._permit()
 
 
-def paced(pacing: Pacing) -> Callable[[RateLimit], RateLimiter]:
-    """Our limiter with one pacing mode."""
-
-    def make(limit: RateLimit) -> RateLimiter:
-        return LocalRateLimiter(limit, pacing=pacing)
-
-    return make
-
-
 STRATEGIES: dict[str, Callable[[RateLimit], RateLimiter]] = {
-    "even": paced("even"),
-    "window": paced("window"),
-    "adaptive": paced("adaptive"),
+    "local": LocalRateLimiter,
     "aiolimiter": AiolimiterAsUsual,
     "none": NoLimiter,
 }
 NAMES = {
-    "even": "LocalRateLimiter, even pacing",
-    "window": "LocalRateLimiter, window pacing",
-    "adaptive": "LocalRateLimiter, adaptive pacing",
+    "local": "LocalRateLimiter",
     "aiolimiter": "AsyncLimiter(limit, period)",
     "none": "no limiter",
 }
-DEFAULT_STRATEGIES = ("even", "window", "adaptive", "aiolimiter")
+DEFAULT_STRATEGIES = ("local", "aiolimiter")
 
 
 # -- the emulator, in its own process -----------------------------------------------------------

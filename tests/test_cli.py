@@ -500,38 +500,3 @@ def test_batch_refuses_bad_defaults_naming_the_option(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "--mode/--ratio" in done.stderr and "use --allow-unlisted" in done.stderr
     assert not (tmp_path / "o").exists()
-
-
-@pytest.mark.anyio
-async def test_pacing_window_gives_the_client_a_window_limiter(tmp_path: Path) -> None:
-    from grok_imagine_async import LocalRateLimiter
-    from grok_imagine_async._cli import build_parser
-    from grok_imagine_async._cli.common import connect
-
-    parser = build_parser()
-    for pacing in ("even", "window", "adaptive"):
-        argv = ["generate", "a kite", "--out", str(tmp_path), "--emulate", "--pacing", pacing]
-        args = parser.parse_args(argv)
-        async with connect(args) as connection:
-            limiter = connection.client.limiter
-            assert isinstance(limiter, LocalRateLimiter) and limiter.pacing == pacing
-
-
-def test_pacing_window_and_redis_are_refused_together(tmp_path: Path) -> None:
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a cat\n")
-    done = run_cli(
-        "batch",
-        str(prompts),
-        "--out",
-        "o",
-        "--api-key",
-        "k",
-        "--pacing",
-        "window",
-        "--redis-url",
-        "redis://127.0.0.1:1/0",
-        cwd=tmp_path,
-    )
-    assert done.returncode == 2
-    assert "--pacing window" in done.stderr and "--redis-url" in done.stderr

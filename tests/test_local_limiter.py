@@ -92,7 +92,6 @@ def test_takes_a_plan_name_a_plan_or_a_rate_limit() -> None:
         {"headroom": 0.6},
         {"default_pause": -1.0},
         {"limit": "gold"},
-        {"pacing": "bursty"},
     ],
 )
 def test_refuses_bad_settings(kwargs: dict[str, Any]) -> None:
@@ -108,7 +107,7 @@ def test_repr_shows_the_quota() -> None:
 
 
 async def test_no_start_burst_and_never_more_than_the_quota_in_a_window() -> None:
-    limiter = LocalRateLimiter(LIMIT, pacing="even")
+    limiter = LocalRateLimiter(LIMIT)
     start = anyio.current_time()
     permits = await grant_all(limiter, 35)
     times = [p.granted_at for p in permits]
@@ -116,17 +115,6 @@ async def test_no_start_burst_and_never_more_than_the_quota_in_a_window() -> Non
     assert times[1] - times[0] == pytest.approx(1 / limiter.rate)  # then no burst
     assert max_in_window(times, LIMIT.period) == LIMIT.requests
     assert sum(t <= start + LIMIT.period for t in times) <= LIMIT.requests
-
-
-async def test_a_long_run_uses_at_least_98_percent_of_the_quota() -> None:
-    limit = RateLimit(100, 6.0)
-    limiter = LocalRateLimiter(limit, pacing="even")
-    permits = await grant_all(limiter, 1500)
-    times = [p.granted_at for p in permits]
-    elapsed_windows = (times[-1] - times[0]) / limit.period
-    assert len(times) / (limit.requests * elapsed_windows) >= 0.98
-    assert max_in_window(times, limit.period) <= limit.requests
-    assert [p.serial for p in permits] == list(range(1, 1501))
 
 
 async def answered_at_once(limiter: LocalRateLimiter, count: int) -> list[Permit]:
@@ -144,73 +132,19 @@ async def answered_at_once(limiter: LocalRateLimiter, count: int) -> list[Permit
     return sorted(permits, key=lambda p: p.serial)
 
 
-async def test_window_pacing_spends_a_window_at_once_then_waits_for_it_to_pass() -> None:
-    limiter = LocalRateLimiter(LIMIT, pacing="window")
-    start = anyio.current_time()
-    permits = await answered_at_once(limiter, 25)
-    times = [p.granted_at - start for p in permits]
-    window = LIMIT.period * (1 + limiter.headroom)  # the period plus the jitter margin
-    assert times[:10] == [0.0] * 10  # the whole quota at once
-    # Then each place frees a window after the answer that held it.
-    assert times[10:20] == pytest.approx([window] * 10)
-    assert times[20:] == pytest.approx([2 * window] * 5)
-    assert max_in_window([p.granted_at for p in permits], LIMIT.period) == LIMIT.requests
-
-
-async def test_window_pacing_holds_a_place_until_a_window_after_its_answer() -> None:
-    limiter = LocalRateLimiter(RateLimit(2, 10.0), pacing="window")
-    start = anyio.current_time()
-    first, second = await limiter.acquire(), await limiter.acquire()
-    window = 10.0 * (1 + limiter.headroom)
-
-    async def answer_late() -> None:
-        await anyio.sleep(3.0)  # the first request queued somewhere for 3 s
-        await limiter.observe(RateLimitFeedback(first, 200))
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(answer_late)
-        third = await limiter.acquire()
-    assert third.granted_at - start == pytest.approx(3.0 + window)
-    # The second was never answered: its place frees a period later than an answer would.
-    fourth = await limiter.acquire()
-    assert fourth.granted_at - second.granted_at == pytest.approx(10.0 + window)
-
-
-async def test_window_pacing_uses_the_quota_and_obeys_a_429() -> None:
+async def test_a_long_run_uses_at_least_97_percent_of_the_quota() -> None:
     limit = RateLimit(100, 6.0)
-    limiter = LocalRateLimiter(limit, pacing="window")
-    permits = await answered_at_once(limiter, 1000)
+    limiter = LocalRateLimiter(limit)
+    permits = await answered_at_once(limiter, 1500)
     times = [p.granted_at for p in permits]
+    elapsed_windows = (times[-1] - times[0]) / limit.period
+    assert len(times) / (limit.requests * elapsed_windows) >= 0.97
     assert max_in_window(times, limit.period) <= limit.requests
-    # 1,000 permits in 10 windows: the last one opens 9 stretched windows after the first.
-    assert times[-1] - times[0] == pytest.approx(9 * limit.period * 1.01)
-
-    # A 429 pauses it although its window still has room.
-    fresh = LocalRateLimiter(limit, pacing="window")
-    first = await fresh.acquire()
-    await fresh.observe(RateLimitFeedback(first, 429, retry_after=4.0))
-    after = await fresh.acquire()
-    assert after.granted_at - first.granted_at == pytest.approx(4.0, abs=1e-6)
-    assert fresh.statistics().server_pauses == 1
-
-
-async def test_time_lost_by_a_late_caller_is_made_up_without_exceeding_the_quota() -> None:
-    limit = RateLimit(1000, 6.0)  # room to catch up 10 permits (headroom * requests)
-    limiter = LocalRateLimiter(limit, pacing="even")
-    interval = 1 / limiter.rate
-    first = await limiter.acquire()
-    times = [first.granted_at]
-    for _ in range(19):
-        times.append((await limiter.acquire()).granted_at)
-    await anyio.sleep(5 * interval)  # busy elsewhere, as a loop that wakes late would be
-    for _ in range(10):
-        times.append((await limiter.acquire()).granted_at)
-    assert times[-1] - times[0] == pytest.approx(29 * interval)  # as if never late
-    assert max_in_window(times, limit.period) <= limit.requests
+    assert [p.serial for p in permits] == list(range(1, 1501))
 
 
 async def test_permits_are_shared_by_every_caller() -> None:
-    limiter = LocalRateLimiter(LIMIT, pacing="even")
+    limiter = LocalRateLimiter(LIMIT)
     first: list[float] = []
     second: list[float] = []
     async with anyio.create_task_group() as group:
@@ -228,7 +162,7 @@ async def _collect(limiter: LocalRateLimiter, count: int, into: list[float]) -> 
 
 
 async def test_polls_go_before_submissions_that_waited_longer_and_fifo_within_each() -> None:
-    limiter = LocalRateLimiter(LIMIT, pacing="even")
+    limiter = LocalRateLimiter(LIMIT)
     served: list[str] = []
 
     async def one(name: str, priority: Priority) -> None:
@@ -280,7 +214,7 @@ async def paced_after(
 async def test_429_pauses_every_waiter_then_resumes_at_full_pace(
     headers: dict[str, str], pause: float
 ) -> None:
-    limiter = LocalRateLimiter(LIMIT, pacing="even")
+    limiter = LocalRateLimiter(LIMIT)
     first = await limiter.acquire()
     if headers.get("X-RateLimit-Reset") == "unix+7":
         headers = {"X-RateLimit-Reset": f"{DEFAULT_CLOCK.unix() + 7:.3f}"}
@@ -295,7 +229,7 @@ async def test_429_pauses_every_waiter_then_resumes_at_full_pace(
 
 
 async def test_a_custom_default_pause_applies_when_a_429_says_nothing() -> None:
-    limiter = LocalRateLimiter(LIMIT, default_pause=2.0, pacing="even")
+    limiter = LocalRateLimiter(LIMIT, default_pause=2.0)
     first = await limiter.acquire()
     reported, times = await paced_after(limiter, answer(first, 429), 3)
     # Plus a sliver: the slot the pump had already taken when the 429 came is thrown away.
@@ -303,7 +237,7 @@ async def test_a_custom_default_pause_applies_when_a_429_says_nothing() -> None:
 
 
 async def test_a_pause_is_visible_in_statistics_while_it_lasts() -> None:
-    limiter = LocalRateLimiter(LIMIT, pacing="even")
+    limiter = LocalRateLimiter(LIMIT)
     permit = await limiter.acquire()
     now = anyio.current_time()
     await limiter.observe(answer(permit, 429, {"Retry-After": "3"}))
@@ -316,7 +250,7 @@ async def test_a_pause_is_visible_in_statistics_while_it_lasts() -> None:
 
 
 async def test_a_reset_far_away_because_of_a_clock_jump_pauses_one_period_at_most() -> None:
-    limiter = LocalRateLimiter(LIMIT, pacing="even")
+    limiter = LocalRateLimiter(LIMIT)
     first = await limiter.acquire()
     # Our wall clock jumped an hour back: the server's Unix reset now looks an hour away.
     jumped = read_rate_limit_headers(
@@ -330,132 +264,24 @@ async def test_a_reset_far_away_because_of_a_clock_jump_pauses_one_period_at_mos
 
 
 async def test_a_reset_in_the_past_after_a_clock_jump_still_waits_one_interval() -> None:
-    limiter = LocalRateLimiter(LIMIT, pacing="even")
+    limiter = LocalRateLimiter(LIMIT)
     first = await limiter.acquire()
     headers = {"X-RateLimit-Reset": f"{DEFAULT_CLOCK.unix() - 50:.0f}"}  # wall clock jumped ahead
     reported, times = await paced_after(limiter, answer(first, 429, headers), 2)
-    # Not at once; the slot the pump had already taken during the pause is thrown away.
-    interval = 1 / limiter.rate
+    # Not at once: one interval of the pace the 429 interrupted.
+    interval = 1 / limiter.estimate.plan_pace
     assert reported + interval <= times[0] <= reported + 1.5 * interval + 1e-6
 
 
-async def test_remaining_zero_from_someone_else_pauses_until_the_reset() -> None:
-    limit = RateLimit(100, 10.0)
-    limiter = LocalRateLimiter(limit, pacing="even")
-    permits = await grant_all(limiter, 50)
-    # Our 50 are in the window, yet none remain: someone else sent the other 50.
-    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "6"}
-    reported, times = await paced_after(limiter, answer(permits[-1], 200, headers), 30)
-    assert times[0] == pytest.approx(reported + 6.0)
-    # Then our share of what the other left (100 - 50, less 3 to keep off the limit) until
-    # their requests have left the window, and full pace after that.
-    share_spacing = limit.requests / (limiter.rate * 47)
-    during = [t for t in times if t < reported + limit.period]
-    assert min(b - a for a, b in itertools.pairwise(during)) == pytest.approx(share_spacing)
-    after = [t for t in times if t >= reported + limit.period]
-    assert max(b - a for a, b in itertools.pairwise(after)) == pytest.approx(1 / limiter.rate)
-    stats = limiter.statistics()
-    assert (stats.server_pauses, stats.rate_limited_responses) == (1, 0)
-
-
 # -- server feedback: fewer remaining than we think ---------------------------------------------
-
-
-async def test_fewer_remaining_than_expected_slows_to_our_share_then_resumes() -> None:
-    limit = RateLimit(100, 10.0)
-    limiter = LocalRateLimiter(limit, pacing="even")
-    first = await limiter.acquire()
-    # We sent one request; the server says only 10 of 100 remain for the next 5 s: someone else
-    # sent 89 in this window. We keep to the 11 they leave, less 3, for one period.
-    headers = {"X-RateLimit-Remaining": "10", "X-RateLimit-Reset": "5"}
-    reported, times = await paced_after(limiter, answer(first, 200, headers), 40)
-    assert len([t for t in times if t < reported + 5.0]) <= 10
-    during = [first.granted_at] + [t for t in times if t < reported + limit.period]
-    share_spacing = limit.requests / (limiter.rate * 8)
-    assert min(b - a for a, b in itertools.pairwise(during)) == pytest.approx(share_spacing)
-    after = [t for t in times if t >= reported + limit.period]
-    assert len(after) > 20
-    assert max(b - a for a, b in itertools.pairwise(after)) == pytest.approx(1 / limiter.rate)
-    assert limiter.statistics().server_pauses == 0
-
-
-async def test_requests_sent_after_the_observed_one_are_counted_as_spent() -> None:
-    limit = RateLimit(100, 10.0)
-    limiter = LocalRateLimiter(limit, pacing="even")
-    permits = await grant_all(limiter, 11)
-    # The answer to the first says 10 remain: the 10 we sent since then used them all.
-    headers = {"X-RateLimit-Remaining": "10", "X-RateLimit-Reset": "5"}
-    reported, times = await paced_after(limiter, answer(permits[0], 200, headers), 3)
-    assert times[0] == pytest.approx(reported + 5.0)
-
-
-async def test_remaining_explained_by_our_own_requests_keeps_full_pace() -> None:
-    limit = RateLimit(100, 10.0)
-    limiter = LocalRateLimiter(limit, pacing="even")
-    permits = await grant_all(limiter, 60)
-    own = len(permits)
-    headers = {"X-RateLimit-Remaining": str(limit.requests - own), "X-RateLimit-Reset": "4"}
-    _, times = await paced_after(limiter, answer(permits[-1], 200, headers), 20)
-    all_times = [p.granted_at for p in permits] + times
-    gaps = [b - a for a, b in itertools.pairwise(all_times)]
-    assert max(gaps) == pytest.approx(1 / limiter.rate)
-    assert max_in_window(all_times, limit.period) <= limit.requests
-
-
-async def test_uneven_answer_times_widen_the_tolerance_and_stretch_the_window() -> None:
-    limit = RateLimit(100, 10.0)
-    headers = {"X-RateLimit-Remaining": "88", "X-RateLimit-Reset": "8"}
-    # Answered at once: 11 requests more than our 1 means someone else (tolerance 3).
-    quick = LocalRateLimiter(limit, pacing="even")
-    first = await quick.acquire()
-    await quick.observe(answer(first, 200, headers))
-    assert (await quick.acquire()).granted_at - first.granted_at > 1.1 / quick.rate
-    # One answer at once and one after a second: requests may reach the server bunched by
-    # that much, so the same Remaining is ours (tolerance 24) and the window is stretched by it.
-    uneven = LocalRateLimiter(limit, pacing="even")
-    first = await uneven.acquire()
-    second = await uneven.acquire()
-    await uneven.observe(answer(second, 200))
-    await anyio.sleep(1.0)
-    await uneven.observe(answer(first, 200, headers))
-    assert 1.1 < anyio.current_time() - first.granted_at < 1.2
-    third = await uneven.acquire()
-    fourth = await uneven.acquire()
-    # The 1.1 s spread, rounded up to 1.125 s (steps of a quarter of the headroom's 0.1 s),
-    # stretches the window from 10.1 s to 11.125 s for the 99 permits of a window we pace.
-    assert fourth.granted_at - third.granted_at == pytest.approx(11.125 / 99)
-    # After some even answers the normal pace is back.
-    for _ in range(30):
-        await uneven.observe(answer(await uneven.acquire(), 200))
-    fifth = await uneven.acquire()
-    sixth = await uneven.acquire()
-    assert sixth.granted_at - fifth.granted_at == pytest.approx(10.1 / 99)
-
-
-async def test_a_newer_answer_without_anyone_else_lifts_the_slowdown() -> None:
-    limit = RateLimit(100, 10.0)
-    limiter = LocalRateLimiter(limit, pacing="even")
-    first = await limiter.acquire()
-    await limiter.observe(
-        answer(first, 200, {"X-RateLimit-Remaining": "50", "X-RateLimit-Reset": "8"})
-    )
-    second = await limiter.acquire()  # slowed to the 100 - 49 - 3 = 48 a window left to us
-    assert second.granted_at - first.granted_at == pytest.approx(
-        limit.requests / (limiter.rate * 48)
-    )
-    await limiter.observe(
-        answer(second, 200, {"X-RateLimit-Remaining": "98", "X-RateLimit-Reset": "8"})
-    )
-    third = await limiter.acquire()
-    assert third.granted_at - second.granted_at < 1.001 / limiter.rate  # full pace, or faster
 
 
 # -- cancellation -------------------------------------------------------------------------------
 
 
 async def test_cancelled_waiters_take_no_permit_and_hold_up_nobody() -> None:
-    limiter = LocalRateLimiter(LIMIT, pacing="even")
-    reference = [p.granted_at for p in await grant_all(LocalRateLimiter(LIMIT, pacing="even"), 6)]
+    limiter = LocalRateLimiter(LIMIT)
+    reference = [p.granted_at for p in await grant_all(LocalRateLimiter(LIMIT), 6)]
     start = anyio.current_time()
     kept: list[float] = []
 
@@ -483,7 +309,7 @@ async def test_cancelled_waiters_take_no_permit_and_hold_up_nobody() -> None:
 
 
 async def test_a_waiter_cancelled_right_as_it_is_promoted_passes_the_turn_on() -> None:
-    limiter = LocalRateLimiter(LIMIT, pacing="even")
+    limiter = LocalRateLimiter(LIMIT)
     await limiter.acquire()
     times: list[float] = []
     promoted: asyncio.Task[Permit] | None = None
@@ -513,7 +339,7 @@ async def test_a_waiter_cancelled_right_as_it_is_promoted_passes_the_turn_on() -
 async def test_a_waiter_cancelled_just_after_its_permit_came_hands_it_to_the_next() -> None:
     # Two identical limiters arm identical timers, so the second one's caller runs in the
     # instant between the first one handing a slot to a waiter and that waiter resuming.
-    mine, other = LocalRateLimiter(LIMIT, pacing="even"), LocalRateLimiter(LIMIT, pacing="even")
+    mine, other = LocalRateLimiter(LIMIT), LocalRateLimiter(LIMIT)
     await mine.acquire()
     await other.acquire()
     loop = asyncio.get_running_loop()
@@ -545,7 +371,7 @@ async def test_a_waiter_cancelled_just_after_its_permit_came_hands_it_to_the_nex
 
 
 async def test_statistics_count_permits_and_waiting_time() -> None:
-    limiter = LocalRateLimiter(LIMIT, pacing="even")
+    limiter = LocalRateLimiter(LIMIT)
     interval = 1 / limiter.rate
     seen_waiting: list[int] = []
 

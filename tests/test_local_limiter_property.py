@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grok_imagine_async import LocalRateLimiter, Permit, Priority, RateLimit, RateLimitFeedback
-from grok_imagine_async._limiting.local import Pacing
 from grok_imagine_async.testing import run_virtual
 
 
@@ -46,7 +45,6 @@ class Scenario:
     headroom: float
     callers: list[Caller]
     answers: list[Answer]
-    pacing: Pacing = "even"
 
 
 @st.composite
@@ -84,8 +82,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             max_size=8,
         )
     )
-    pacing = draw(st.sampled_from(["even", "window", "adaptive"]))
-    return Scenario(RateLimit(requests, period), headroom, callers, answers, pacing)
+    return Scenario(RateLimit(requests, period), headroom, callers, answers)
 
 
 def most_in_any_window(times: list[float], length: float) -> int:
@@ -96,7 +93,7 @@ def most_in_any_window(times: list[float], length: float) -> int:
 
 async def play(scenario: Scenario) -> tuple[LocalRateLimiter, dict[int, Permit], set[int], int]:
     """Run the scenario; (limiter, permits by caller, callers who gave up, 429s reported)."""
-    limiter = LocalRateLimiter(scenario.limit, headroom=scenario.headroom, pacing=scenario.pacing)
+    limiter = LocalRateLimiter(scenario.limit, headroom=scenario.headroom)
     permits: dict[int, Permit] = {}
     gave_up: set[int] = set()
     issued: list[Permit] = []
@@ -231,14 +228,14 @@ class Trip:
         max_size=80,
     ),
 )
-def test_window_pacing_holds_whatever_the_latency(
+def test_the_window_bound_holds_whatever_the_latency(
     requests: int, period: float, trips: list[Trip]
 ) -> None:
     """A request reaches the server between its permit and its answer, however late that is."""
     limit = RateLimit(requests, period)
 
     async def main() -> list[float]:
-        limiter = LocalRateLimiter(limit, pacing="window")
+        limiter = LocalRateLimiter(limit)
         start = anyio.current_time()
         arrivals: list[float] = []
 

@@ -27,6 +27,7 @@ from grok_imagine_async import (
 
 redis_asyncio = pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 
+from grok_imagine_async._limiting.feedback import rate_limited_pause  # noqa: E402
 from grok_imagine_async.redis import (  # noqa: E402
     RedisRateLimiter,
     RedisUnavailableError,
@@ -34,9 +35,6 @@ from grok_imagine_async.redis import (  # noqa: E402
 from grok_imagine_async.redis._fallback import fallback_limit  # noqa: E402
 from grok_imagine_async.redis._script import (  # noqa: E402
     Reservation,
-    rate_limited_pause,
-    remaining_needs_check,
-    tat_floor,
     to_micros,
     token_namespace,
 )
@@ -108,14 +106,6 @@ def test_token_namespace_is_a_hash_prefix() -> None:
     assert token_namespace(TOKEN + "x") != name
 
 
-def test_tat_floor_only_when_pacing_would_overrun_the_reset() -> None:
-    assert tat_floor(remaining=2, reset_after=1.0, interval=0.1) == pytest.approx(0.8)
-    assert tat_floor(remaining=8, reset_after=1.0, interval=0.1) == pytest.approx(0.2)
-    # A window that just started, paced at our own rate: nothing to correct.
-    assert tat_floor(remaining=9, reset_after=1.0, interval=0.1) is None
-    assert tat_floor(remaining=50, reset_after=1.0, interval=0.1) is None
-
-
 def test_reservation_parse_rejects_foreign_replies() -> None:
     assert Reservation.parse([1500, 0, 3, 7, 2]) == Reservation(
         delay=0.0015, pause_left=0.0, peers=3, sent_in_window=7, rejoined=2
@@ -126,42 +116,13 @@ def test_reservation_parse_rejects_foreign_replies() -> None:
 
 def test_rate_limited_pause_prefers_retry_after_and_is_clamped() -> None:
     limit = RateLimit(100, 3.0)
-    assert rate_limited_pause(limit, 0.03, retry_after=0.5, reset_after=2.0) == 0.5
-    assert rate_limited_pause(limit, 0.03, retry_after=None, reset_after=2.0) == 2.0
-    assert rate_limited_pause(limit, 0.03, retry_after=None, reset_after=None) == 3.0
+    assert rate_limited_pause(limit, 1 / 0.03, retry_after=0.5, reset_after=2.0) == 0.5
+    assert rate_limited_pause(limit, 1 / 0.03, retry_after=None, reset_after=2.0) == 2.0
+    assert rate_limited_pause(limit, 1 / 0.03, retry_after=None, reset_after=None) == 3.0
     # A skewed clock reading a Unix-time reset: never more than one period.
-    assert rate_limited_pause(limit, 0.03, retry_after=None, reset_after=3600.0) == 3.0
+    assert rate_limited_pause(limit, 1 / 0.03, retry_after=None, reset_after=3600.0) == 3.0
     # A zero hint still waits one interval.
-    assert rate_limited_pause(limit, 0.03, retry_after=0.0, reset_after=None) == 0.03
-
-
-@pytest.mark.parametrize(
-    ("remaining", "reset_after", "sent", "expected"),
-    [
-        (None, 1.0, 0, False),  # no header
-        (3, None, 0, False),  # no reset: nothing to spread over
-        (0, 0.02, 97, False),  # a full window our own slots explain
-        (0, 0.02, 10, True),  # a full window we did not fill
-        (0, 0.0, 10, False),  # ... but it frees now
-        (20, 0.5, 10, False),  # someone else, but our pace fits what is left before the reset
-        (5, 3.0, 10, True),  # someone else, and our pace would overrun the reset
-    ],
-)
-def test_remaining_needs_check(
-    remaining: int | None, reset_after: float | None, sent: int, expected: bool
-) -> None:
-    limit = RateLimit(100, 3.0)
-    assert (
-        remaining_needs_check(
-            limit,
-            0.0306,
-            remaining=remaining,
-            reset_after=reset_after,
-            sent_in_window=sent,
-            tolerance=4,
-        )
-        is expected
-    )
+    assert rate_limited_pause(limit, 1 / 0.03, retry_after=0.0, reset_after=None) == 0.03
 
 
 def test_fallback_limit_is_a_share_never_zero() -> None:
@@ -281,26 +242,6 @@ async def test_server_pause_seen_by_one_instance_holds_every_instance(
         assert first.statistics().server_pauses == 1
         assert first.statistics().rate_limited_responses == 1
         assert second.statistics().server_pauses == 0  # it only obeyed the pause
-
-
-async def test_remaining_before_a_reset_pushes_the_shared_schedule_back(
-    redis_server: RedisServer,
-) -> None:
-    limit = RateLimit(20, 1.0)
-    async with (
-        RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN, headroom=0.0) as first,
-        RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN, headroom=0.0) as second,
-    ):
-        permit = await first.acquire()
-        # Two more fit before the reset in 1 s: at 50 ms apart they must start 0.9 s from now.
-        await first.observe(RateLimitFeedback(permit, 200, remaining=2, reset_after=1.0))
-        started = time.monotonic()
-        await second.acquire()
-        assert time.monotonic() - started >= 0.85
-        # What our own pacing leaves in a fresh window: no push, no round trip.
-        calls = second.statistics().redis_calls
-        await second.observe(RateLimitFeedback(permit, 200, remaining=19, reset_after=1.0))
-        assert second.statistics().redis_calls == calls
 
 
 async def test_remaining_our_own_slots_explain_changes_nothing(redis_server: RedisServer) -> None:

@@ -22,7 +22,6 @@ import anyio
 from .._backoff import PollPolicy, RetryPolicy
 from .._client import AsyncGrokImagine
 from .._errors import APIConnectionError, APITimeoutError, ConfigurationError
-from .._limiting.local import LocalRateLimiter, Pacing
 from .._limiting.plans import RateLimit, resolve_rate_limit
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer
@@ -85,7 +84,7 @@ def add_connection_options(
     parser: argparse.ArgumentParser, *, emulate: bool = True, sharing: bool = True
 ) -> None:
     """Add ``--api-key``, ``--base-url``, ``--plan``, ``--time-scale`` to a subcommand, with
-    ``--redis-url`` and ``--pacing`` if ``sharing`` (commands that send many requests) and
+    ``--redis-url`` if ``sharing`` (commands that send many requests) and
     ``--emulate`` if ``emulate``."""
     group = parser.add_argument_group("connection")
     add = group.add_argument
@@ -108,16 +107,6 @@ def add_connection_options(
             metavar="URL",
             help="share the token's rate limit with other processes through Redis "
             "(redis://...; default: not shared)",
-        )
-        add(
-            "--pacing",
-            choices=["adaptive", "window", "even"],
-            default=None,
-            metavar="MODE",
-            help="adaptive: as much at once as the server's X-RateLimit-Remaining says, never "
-            "more than the plan's quota in any 60 s; window: up to the quota at once whatever "
-            "the server says; even: requests evenly spaced (window and adaptive not with "
-            "--redis-url; default: adaptive)",
         )
     add(
         "--time-scale",
@@ -187,14 +176,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         limit = resolve_rate_limit(plan_name, time_scale=scale)
     except ValueError as exc:
         raise ConfigurationError(f"${ENV_PLAN}: {exc}") from None
-    pacing: Pacing | None = getattr(args, "pacing", None)
-    if pacing not in (None, "even") and getattr(args, "redis_url", None):
-        raise ConfigurationError(
-            f"--pacing {pacing} needs the local limiter; it cannot be used with --redis-url"
-        )
-    limiter: RateLimiter | None = (
-        LocalRateLimiter(limit, pacing=pacing) if pacing is not None else None
-    )  # None: the client's default for its plan
+    limiter: RateLimiter | None = None  # the client's default for its plan
     timing: _ClientTiming = {
         "on_ambiguous_submit": (
             "resubmit" if getattr(args, "on_ambiguous", "report") == "resubmit" else "raise"

@@ -1,127 +1,59 @@
-"""The in-process rate limiter: aiolimiter pacing, priorities, and the server's word on top.
+"""The in-process rate limiter: the one waiter line, the one feedback interpreter, on anyio.
 
-How a permit is granted. Waiters queue by (:class:`Priority`, arrival). One of them, the *pump*,
-waits for the next pacing slot on behalf of everyone and hands each slot to whoever is at the
-head of the queue when it comes, so a poll that arrives late still goes before older
-submissions. When the pump itself reaches the head it keeps the slot and the next waiter takes
-over pumping. No background task exists: the waiters do the work, so nothing outlives them.
-
-When the next slot comes is the pacing strategy's business (one class per ``pacing=`` mode, in
-:mod:`.strategies`): the pump asks it to wait for a slot, and tells it of every grant and every
-answer. The server's pauses and slowdowns are kept here and handed to the strategy as the
-earliest time it may grant.
+Waiters queue by (:class:`Priority`, arrival) in the :class:`~._limiting.line.SlotLine`; its
+leader waits until the :class:`~._limiting.feedback.Estimate` and the window's places allow
+one more permit, and hands it to whoever is first in line by then. Every answer replaces the
+estimate (:func:`~._limiting.feedback.answered`); nothing here decides what a header means.
 """
 
 from __future__ import annotations
 
-import asyncio
-import heapq
-import itertools
 import math
-from typing import Literal, cast
 
 from .._clock import DEFAULT_CLOCK, Clock
-from .adaptive import AdaptivePacing
-from .pacing import GrantHistory, LatencySpread, hold_until, jitter_tolerance, react
+from .feedback import DEFAULT_HEADROOM, Answer, Estimate, answered, granted, ready_at
+from .line import SlotLine
+from .pacing import GrantHistory, Wakeup, WindowLog
 from .plans import Plan, RateLimit, resolve_rate_limit
 from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
-from .strategies import EvenPacing, PacingStrategy, WindowPacing
-
-DEFAULT_HEADROOM = 0.01
-"""Fraction of the period kept as a margin for latency jitter (see :class:`LocalRateLimiter`)."""
-
-Pacing = Literal["even", "window", "adaptive"]
-"""How permits are spread: evenly, up to the quota at once within a window, or as the server's
-``X-RateLimit-Remaining`` says."""
-
-
-class _Waiter:
-    """One pending ``acquire`` call, ordered by (priority, arrival)."""
-
-    __slots__ = ("future", "gone", "order", "priority")
-
-    def __init__(self, priority: int, order: int) -> None:
-        self.priority = priority
-        self.order = order
-        # Set while the waiter sleeps as a follower: resolves to its Permit, or to None when it
-        # is promoted to pump.
-        self.future: asyncio.Future[Permit | None] | None = None
-        self.gone = False  # returned or cancelled: skip it in the queue
-
-    def __lt__(self, other: _Waiter) -> bool:
-        return (self.priority, self.order) < (other.priority, other.order)
 
 
 class LocalRateLimiter:
-    """Paces one process's requests to one token's quota, and obeys the server's headers.
+    """Paces one process's requests to one token's quota, and follows the server's answers.
 
-    Guarantees, with only this process using the token: in any interval shorter than
-    ``period * (1 + headroom)`` seconds at most ``requests`` permits are granted, whatever the
-    arrival pattern of callers, the pacing, or the server's headers. Even pacing adds: no
-    burst ever (the second permit comes one interval after the first).
+    The plan's rate is the ceiling: permits leave at most ``requests / (period * (1 +
+    headroom))`` a second on average (98 % of the quota by default), in bursts only as large as
+    the server's own ``X-RateLimit-Remaining`` shows it holds. The headers are evidence:
 
-    Why ``headroom=0.01`` (for even pacing; the others stretch the window by it): a request
-    reaches the server some time after its permit, and that latency varies. The margin lets two
-    requests' latencies differ by up to 1 % of the period (0.6 s on the real 60 s window, 60 ms
-    on a 6 s test window) and the server still never sees more than ``requests`` in any of its
-    windows, sliding or fixed. The same 1 % of the quota lets the pace make up for up to that
-    much time lost when the event loop wakes late (a busy loop, a descheduled process), instead
-    of losing it for good. Together they cost 2 %: the steady pace is ``(1 - headroom) / (1 +
-    headroom)`` = 98 % of the quota. A larger headroom tolerates more jitter and uses less of
-    the quota.
+    - a window server's ``Remaining`` starts near the quota, so up to the quota goes at once;
+      a leaky bucket's (GCRA, nginx ``limit_req``) shows its small burst, and the rest is paced;
+    - requests in flight at a steady rate are not a burst: an answer's ``Remaining`` is counted
+      from its permit's grant, so any round trip costs nothing;
+    - a ``Remaining`` lower than our own requests explain means someone else uses the token:
+      we take their rate off ours (and their count off a window's places);
+    - a 429 pauses every sender until ``Retry-After`` (else ``X-RateLimit-Reset``, else
+      ``default_pause``) and halves the rate and burst believed, which grow back with every
+      answer that is not a 429.
 
-    How the quota is spread is the ``pacing`` strategy's choice:
-
-    - ``"adaptive"`` (default) follows how the server counts, as its ``X-RateLimit-Remaining``
-      shows: the whole quota at once from a window that says it holds it, a bucket's sustained
-      rate from a leaky bucket (GCRA, nginx ``limit_req`` with a small ``burst``) whose
-      ``Remaining`` is its few requests of burst. Until the first answer it paces evenly.
-      Whatever the headers say, it keeps window pacing's bound (below): never more than
-      ``requests`` in any window of the server. See
-      :mod:`grok_imagine_async._limiting.adaptive`.
-    - ``"window"`` lets permits through as fast as callers ask while fewer than ``requests`` of
-      them may still count in the server's window. A request reaches the server after its
-      permit and before its answer, so a permit holds its place until ``period * (1 +
-      headroom)`` after its answer is observed (a period longer if no answer comes): a full
-      window's quota at once, then each place again as the answers that hold them age out.
-      However long the requests queue on the way, the server never sees more than
-      ``requests`` in any sliding window. A leaky bucket would refuse the bursts.
-    - ``"even"``: one permit every ``1 / rate`` seconds (the guarantees above), no burst ever,
-      and ``Remaining`` read as a window's count. A leaky bucket's small ``Remaining`` then
-      looks like another process on the token, and it slows to a crawl.
-
-    Server feedback (:meth:`observe`) comes on top (with adaptive pacing, the 429s; it reads
-    ``Remaining`` itself):
-
-    - a 429, or a ``Remaining: 0`` that our own traffic does not explain, pauses every sender
-      until the server's ``Retry-After`` / ``X-RateLimit-Reset`` (``default_pause`` when it gives
-      neither), after which pacing resumes at full speed (without a burst);
-    - a ``Remaining`` lower than our own traffic explains (someone else uses the token) spreads
-      the permits that are left evenly until the reset, and keeps us to the share the others
-      leave of a window for one period;
-    - answers whose latencies vary by more than the headroom's margin (an overloaded server
-      that queues requests, then sees them bunched) stretch the pacing window by that spread
-      until they even out again.
+    Whatever the headers say, no window of ``period * (1 + headroom)`` seconds holds more than
+    ``requests`` of its permits (a permit holds its place until a window after its answer).
+    Answers without headers leave it pacing evenly at the plan's rate. See
+    :mod:`grok_imagine_async._limiting.feedback` for the model.
 
     Polls (:attr:`Priority.POLL`) are served before submissions that have waited longer; within a
     priority the order is first come, first served. A cancelled ``acquire`` takes no permit and
-    does not hold up the others.
-
-    One limiter may be shared by any number of coroutines and clients of the same token, within
-    one asyncio event loop (aiolimiter is asyncio-only). For several processes, use a shared
-    backend implementing :class:`~grok_imagine_async.RateLimiter` instead.
+    does not hold up the others. One limiter may be shared by any number of tasks and clients of
+    the same token within one event loop (asyncio or trio, through anyio). For several
+    processes, use ``grok_imagine_async.redis.RedisRateLimiter``.
 
     Args:
         limit: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan` or a :class:`RateLimit`
             (whose ``period`` tests may scale down).
-        headroom: Fraction of the period kept as jitter margin, ``0 < headroom <= 0.5``.
+        headroom: Fraction of the interval added between permits, ``0 < headroom <= 0.5``.
         default_pause: Seconds to pause after a 429 that says neither ``Retry-After`` nor
             ``X-RateLimit-Reset``; default one period, the only wait that clears any window.
-        clock: Source of timestamps for permits and pauses. It must move with the event loop's
-            clock (the default reads it), because waits are computed on it and slept on the loop.
-        pacing: ``"adaptive"`` (default): as the server's ``Remaining`` says, within the
-            quota in any window. ``"window"``: up to the quota at once within any window.
-            ``"even"``: one permit every ``1 / rate`` seconds, no burst ever (see above).
+        clock: Source of timestamps. It must move with the event loop's clock (the default
+            reads it), because waits are computed on it and slept on the loop.
 
     Raises:
         ValueError: On an unknown plan name or a headroom out of range.
@@ -141,32 +73,27 @@ class LocalRateLimiter:
         headroom: float = DEFAULT_HEADROOM,
         default_pause: float | None = None,
         clock: Clock | None = None,
-        pacing: Pacing = "adaptive",
     ) -> None:
         self._limit = resolve_rate_limit(limit)
-        if pacing not in ("even", "window", "adaptive"):
-            raise ValueError(f"pacing must be 'even', 'window' or 'adaptive', got {pacing!r}")
-        self._pacing = pacing
         if not 0.0 < headroom <= 0.5:
             raise ValueError(f"headroom must be in (0, 0.5], got {headroom!r}")
         if default_pause is not None and not default_pause >= 0:
             raise ValueError(f"default_pause must be >= 0 seconds, got {default_pause!r}")
         self._headroom = headroom
-        self._default_pause = self._limit.period if default_pause is None else default_pause
+        self._default_pause = default_pause
         self._clock = clock or DEFAULT_CLOCK
-        self._latency = LatencySpread()  # of permit-to-answer times
-        self._margin = jitter_tolerance(self._limit, headroom)
-        self._strategy = self._new_strategy()
-        self._queue: list[_Waiter] = []
-        self._order = itertools.count()
-        self._pump: _Waiter | None = None
-        self._history = GrantHistory(keep=3 * self._limit.period)
-        self._last_grant = -math.inf
-        self._paused_until = -math.inf
-        self._slowdowns: tuple[tuple[float, float], ...] = ()  # (spacing, until) pairs
-        self._slowdowns_serial = 0  # serial of the answer that set them
+        period = self._limit.period
+        self._estimate = Estimate(self._limit, headroom)
+        self._line: SlotLine[Permit] = SlotLine()
+        self._history = GrantHistory(keep=3 * period)
+        # A request reaches the server within a period of its permit (the client's timeouts).
+        self._window = WindowLog(window=period * (1 + headroom), unanswered=period)
+        # Unanswered permits, oldest first: (grant time, answers read before the grant).
+        self._pending: dict[int, tuple[float, int]] = {}
+        self._answers = 0
+        self._given_back: set[int] = set()  # permits whose request never reached the server
+        self._wakeup = Wakeup()
         self._granted = 0
-        self._waiting = 0
         self._total_wait = 0.0
         self._server_pauses = 0
         self._rate_limited = 0
@@ -178,27 +105,24 @@ class LocalRateLimiter:
 
     @property
     def headroom(self) -> float:
-        """The fraction of the period kept as jitter margin."""
+        """The fraction of the interval added between permits."""
         return self._headroom
 
     @property
-    def pacing(self) -> Pacing:
-        """``"adaptive"``, ``"window"`` or ``"even"`` (see the class docstring)."""
-        return self._pacing
+    def estimate(self) -> Estimate:
+        """What the answers so far say of the server's quota (a frozen snapshot)."""
+        return self._estimate
 
     @property
     def rate(self) -> float:
-        """The steady pace in permits per second when the server asks for nothing slower.
-
-        Lower than usual while recent answers took unevenly long (see :meth:`observe`).
-        """
-        return self._strategy.rate
+        """The pace in permits per second: the plan's, less 429s' halvings and others' share."""
+        return self._estimate.pace
 
     def __repr__(self) -> str:
         limit = self._limit
         return (
             f"LocalRateLimiter({limit.requests}/{limit.period:g}s, headroom={self._headroom:g}, "
-            f"granted={self._granted}, waiting={self._waiting})"
+            f"granted={self._granted}, waiting={len(self._line)})"
         )
 
     # -- acquiring -------------------------------------------------------------------------
@@ -214,194 +138,124 @@ class LocalRateLimiter:
         Returns:
             The permit; report the answer to it with :meth:`observe`.
         """
-        waiter = _Waiter(int(priority), next(self._order))
-        heapq.heappush(self._queue, waiter)
-        self._waiting += 1
         started = self._clock.monotonic()
         try:
-            permit = await self._take_turn(waiter)
+            permit = await self._line.wait_turn(int(priority), self._next_slot)
         finally:
-            waiter.gone = True
-            self._waiting -= 1
             self._total_wait += max(0.0, self._clock.monotonic() - started)
+        assert permit is not None  # the local line always hands a permit
         self._granted += 1
         return permit
 
-    async def _take_turn(self, waiter: _Waiter) -> Permit:
-        loop = asyncio.get_running_loop()
+    async def _next_slot(self, _priority: int) -> Permit:
         while True:
-            if self._pump is None:
-                self._pump = waiter
-            if self._pump is waiter:
-                try:
-                    return await self._run_pump(waiter)
-                finally:
-                    waiter.gone = True  # before promoting, so it cannot promote itself
-                    self._pump = None
-                    self._promote()
-            future: asyncio.Future[Permit | None] = loop.create_future()
-            waiter.future = future
-            try:
-                outcome = await future
-            except asyncio.CancelledError:
-                waiter.gone = True
-                if future.done() and not future.cancelled():
-                    # Served or promoted in the instant before the cancellation landed: pass
-                    # the slot or the pump role on, so nobody waits for a dead task.
-                    self._pass_on(future.result(), waiter)
-                raise
-            finally:
-                waiter.future = None
-            if outcome is not None:
-                return outcome
-            # Promoted: self._pump is now this waiter; loop round to pump.
+            now = self._clock.monotonic()
+            self._forget_lost(now)
+            estimate = self._estimate
+            when = max(
+                ready_at(estimate, now=now),
+                self._window.opens_at(now=now, places=estimate.places),
+            )
+            if when <= now:
+                return self._issue(now)
+            # An answer may allow more sooner; a lost request frees its place after a period.
+            await self._wakeup.wait_until(self._clock, min(when, now + self._limit.period))
 
-    async def _run_pump(self, me: _Waiter) -> Permit:
-        """Take pacing slots and hand each to the head of the queue until ``me`` gets one."""
-        while True:
-            await self._wait_for_slot()
-            permit = self._issue()
-            head = self._live_head()
-            if head is None or head is me:
-                if head is me:
-                    heapq.heappop(self._queue)
-                return permit
-            heapq.heappop(self._queue)
-            cast("asyncio.Future[Permit | None]", head.future).set_result(permit)
-            head.future = None
-
-    async def _wait_for_slot(self) -> None:
-        await self._strategy.wait_for_slot(self._hold_until)
-
-    def _new_strategy(self) -> PacingStrategy:
-        if self._pacing == "window":
-            return WindowPacing(self._limit, headroom=self._headroom, clock=self._clock)
-        if self._pacing == "adaptive":
-            return AdaptivePacing(self._limit, headroom=self._headroom, clock=self._clock)
-        return EvenPacing(
-            self._limit, headroom=self._headroom, clock=self._clock, latency=self._latency
-        )
-
-    def _hold_until(self) -> float:
-        return hold_until(
-            paused_until=self._paused_until,
-            last_grant=self._last_grant,
-            slowdowns=self._slowdowns,
-        )
-
-    def _issue(self) -> Permit:
-        now = self._clock.monotonic()
-        self._last_grant = now
+    def _issue(self, now: float) -> Permit:
         serial = self._history.add(now)
-        self._strategy.granted(serial, now=now)
+        self._window.grant(serial, now=now)
+        self._pending[serial] = (now, self._answers)
+        self._estimate = granted(self._estimate, now=now)
         return Permit(granted_at=now, serial=serial)
 
-    def _live_head(self) -> _Waiter | None:
-        """The first waiter still interested in a permit; drops the cancelled ones on the way."""
-        queue = self._queue
-        while queue:
-            head = queue[0]
-            if head.gone or (head.future is not None and head.future.done()):
-                heapq.heappop(queue)
-                continue
-            return head
-        return None
-
-    def _promote(self) -> None:
-        """Make the first live follower the pump (there is none right now)."""
-        head = self._live_head()
-        if head is None:
-            return
-        self._pump = head
-        future = cast("asyncio.Future[Permit | None]", head.future)
-        head.future = None  # the waiter keeps its own reference; the queue sees a pump
-        future.set_result(None)
-
-    def _pass_on(self, outcome: Permit | None, leaving: _Waiter) -> None:
-        if outcome is None:  # we were promoted: someone else must pump
-            if self._pump is leaving:
-                self._pump = None
-                self._promote()
-            return
-        head = self._live_head()
-        if head is not None and head is not self._pump and head.future is not None:
-            heapq.heappop(self._queue)
-            head.future.set_result(outcome)
-            head.future = None
-        # Otherwise only the pump is left, and it is already working on the next slot: this
-        # slot goes unused, which can only make the pacing safer.
+    def _forget_lost(self, now: float) -> None:
+        """Forget permits a period old and unanswered: they reached the server, if at all."""
+        pending = self._pending
+        while pending:
+            serial = next(iter(pending))
+            if pending[serial][0] > now - self._limit.period:
+                return
+            del pending[serial]
 
     # -- server feedback -------------------------------------------------------------------
 
     async def observe(self, feedback: RateLimitFeedback) -> None:
-        """Take the server's word on the quota into account (it overrides local estimates).
+        """Read the server's answer into the estimate (see the class docstring).
 
-        A 429, or a ``Remaining`` lower than our own traffic explains, pauses or slows every
-        sender (see the class docstring). Requests granted after ``feedback.permit`` are
-        counted as already spent from the server's ``Remaining``. The time from the permit to
-        now is taken as the request's latency: call this as soon as the answer is read.
+        Call it as soon as the answer is read: the round trip is taken from the permit to now.
 
         Args:
             feedback: The answer's status and rate-limit headers, with the permit it was sent
                 under.
         """
         now = self._clock.monotonic()
-        serial = feedback.permit.serial
-        self._strategy.answered(feedback, now=now)
+        permit = feedback.permit
+        serial = permit.serial
+        pending = self._pending
+        _, answers_then = pending.pop(serial, (0.0, -1))
+        overlapped = answers_then != self._answers
+        self._answers += 1
+        self._window.answered(serial, now=now)
         if feedback.rate_limited:
             self._rate_limited += 1
-        self._latency.add(max(0.0, now - feedback.permit.granted_at))
-        # A strategy that reads Remaining itself (adaptive pacing) knows a small Remaining for
-        # a small bucket; read as a window's count, it would look like someone else's traffic.
-        remaining = None if self._strategy.reads_remaining else feedback.remaining
-        tolerance = jitter_tolerance(self._limit, self._headroom, spread=self._latency.spread)
-        reaction = react(
-            limit=self._limit,
-            rate=self._strategy.rate,
-            rate_limited=feedback.rate_limited,
-            remaining=remaining,
-            reset_after=feedback.reset_after,
-            retry_after=feedback.retry_after,
-            own_in_window=self._history.count_in_window(serial, period=self._limit.period),
-            sent_since=max(0, self._history.last_serial - serial),
-            tolerance=tolerance,
-            margin=self._margin,
+        before = self._estimate
+        given_back = self._given_back
+        newer = feedback.remaining is not None and serial > before.serial
+        between = None
+        if newer and before.serial:
+            between = (
+                serial - before.serial - sum(1 for s in given_back if before.serial < s <= serial)
+            )
+        older = 0
+        for s in pending:  # in grant order
+            if s >= serial:
+                break
+            older += 1
+        later = self._history.after(serial) if newer else []
+        self._estimate = after = answered(
+            before,
+            Answer(
+                serial=serial,
+                granted_at=permit.granted_at,
+                now=now,
+                status_code=feedback.status_code,
+                remaining=feedback.remaining,
+                reset_after=feedback.reset_after,
+                retry_after=feedback.retry_after,
+                sent_between=between,
+                own_in_window=self._history.count_in_window(serial, period=self._limit.period),
+                later_grants=[when for s, when in later if s not in given_back],
+                older_in_flight=older,
+                overlapped=overlapped,
+            ),
             default_pause=self._default_pause,
         )
-        if reaction.pause is not None:
-            until = now + reaction.pause
-            if until > self._paused_until:
-                if self._paused_until <= now:
-                    self._server_pauses += 1
-                self._paused_until = until
-        if reaction.slowdowns:
-            self._slowdowns = tuple((s.spacing, now + s.lasting) for s in reaction.slowdowns)
-            self._slowdowns_serial = serial
-        elif (
-            remaining is not None and not feedback.rate_limited and serial > self._slowdowns_serial
-        ):
-            # A newer answer no longer shows anyone else on the token: back to full pace.
-            self._slowdowns = ()
+        if after.serial > before.serial:
+            given_back.difference_update([s for s in given_back if s <= after.serial])
+        if feedback.rate_limited and before.hold_until <= now < after.hold_until:
+            self._server_pauses += 1
+        self._wakeup.wake()
 
     # -- introspection ---------------------------------------------------------------------
 
     def statistics(self) -> LimiterStatistics:
         """A frozen snapshot of the counters.
 
-        ``server_pauses`` counts pauses that began (a 429 arriving during a pause extends it
-        without counting again); ``total_wait_time`` includes cancelled waits. Callable outside
-        the event loop too (after ``anyio.run`` returned), where no pause is current.
+        ``server_pauses`` counts 429 pauses that began (a 429 during a pause extends it without
+        counting again); ``total_wait_time`` includes cancelled waits. Callable outside the
+        event loop too (after ``anyio.run`` returned), where no pause is current.
         """
         try:
             now = self._clock.monotonic()
         except RuntimeError:  # no running event loop: whatever pause there was is over
             now = math.inf
+        hold = self._estimate.hold_until
         return LimiterStatistics(
             limit=self._limit,
             permits_granted=self._granted,
-            waiting=self._waiting,
+            waiting=len(self._line),
             total_wait_time=self._total_wait,
             server_pauses=self._server_pauses,
             rate_limited_responses=self._rate_limited,
-            paused_until=self._paused_until if self._paused_until > now else None,
+            paused_until=hold if hold > now else None,
         )

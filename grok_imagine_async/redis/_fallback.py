@@ -14,31 +14,25 @@ The risky moments are the two hand-overs, not the outage itself:
   active before the outage, or one period has passed (a peer still missing by then was idle or
   gone); only then does the shared schedule alone decide.
 
-While the fallback is in force, the local limiter's own permits are the ones its feedback
-refers to, so :class:`Fallback` remembers which of them stood behind each permit handed out.
+The fallback's pace is a plain leaky bucket of one request (:class:`aiolimiter.AsyncLimiter`):
+evenly spaced, no burst into a window that the other processes keep using. The server's
+answers still go through the shared limiter's feedback interpreter, whose pauses hold here too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-from collections import OrderedDict
 
 import anyio
+from aiolimiter import AsyncLimiter
 
-from .._clock import Clock
-from .._limiting.local import DEFAULT_HEADROOM, LocalRateLimiter
 from .._limiting.plans import RateLimit
-from .._limiting.protocol import Permit, Priority, RateLimitFeedback
 
 logger = logging.getLogger("grok_imagine_async.redis")
 
 UNKNOWN_PEERS_SHARE = 0.25
 """Fallback share of the plan when Redis was never reached, so the number of peers is unknown."""
-
-_REMEMBERED_PERMITS = 4096
-"""Local permits remembered for feedback; answers come back within seconds, so this is ample."""
 
 
 def fallback_limit(limit: RateLimit, share: float) -> RateLimit:
@@ -58,8 +52,7 @@ class Fallback:
 
     Args:
         limit: This process's share of the quota (see :func:`fallback_limit`).
-        headroom: Jitter margin of the local limiter (at least its own default).
-        clock: The shared limiter's clock.
+        headroom: Fraction of the interval added between permits.
         probe_interval: Seconds between attempts to reach Redis.
         last_grant: Loop time of this process's last permit from Redis (None: none yet).
         peers_before: Limiter instances active on the token when Redis was last reached.
@@ -70,15 +63,13 @@ class Fallback:
         limit: RateLimit,
         *,
         headroom: float,
-        clock: Clock,
         probe_interval: float,
         last_grant: float | None,
         peers_before: int,
     ) -> None:
-        headroom = min(max(headroom, DEFAULT_HEADROOM), 0.5)
-        # Even pacing: no burst into a window that the other processes keep using.
-        self.limiter = LocalRateLimiter(limit, headroom=headroom, clock=clock, pacing="even")
+        self._limit = limit
         self._interval = limit.period * (1.0 + headroom) / limit.requests
+        self._bucket = AsyncLimiter(1, self._interval)
         self._probe_interval = probe_interval
         now = anyio.current_time()
         self._hold_until = -math.inf if last_grant is None else last_grant + self._interval
@@ -88,7 +79,6 @@ class Fallback:
         self._peers_before = peers_before
         self._hand_back_cap = max(limit.period, probe_interval + 2 * self._interval)
         self._recovered_at = math.inf
-        self._permits: OrderedDict[int, Permit] = OrderedDict()
 
     @classmethod
     def engage(
@@ -98,7 +88,6 @@ class Fallback:
         share: float | None,
         peers: int | None,
         headroom: float,
-        clock: Clock,
         probe_interval: float,
         last_grant: float | None,
         reason: str,
@@ -110,7 +99,6 @@ class Fallback:
             share: The fraction configured, or None for one over the peers last seen.
             peers: Limiter instances last seen on the token (None: Redis never answered).
             headroom: As for :class:`Fallback`.
-            clock: As for :class:`Fallback`.
             probe_interval: As for :class:`Fallback`.
             last_grant: As for :class:`Fallback`.
             reason: Why Redis is considered unreachable (an exception's name), for the log.
@@ -129,7 +117,6 @@ class Fallback:
         return cls(
             limit,
             headroom=headroom,
-            clock=clock,
             probe_interval=probe_interval,
             last_grant=last_grant,
             peers_before=peers or 1,
@@ -138,7 +125,7 @@ class Fallback:
     @property
     def limit(self) -> RateLimit:
         """The local quota in force."""
-        return self.limiter.limit
+        return self._limit
 
     def should_probe(self) -> bool:
         """Whether it is time to try Redis again (always true during the hand-back)."""
@@ -169,30 +156,7 @@ class Fallback:
         waited = anyio.current_time() - self._recovered_at
         return rejoined >= self._peers_before or waited >= self._hand_back_cap
 
-    async def slot(self, priority: int, *, paused_until: float) -> Permit:
-        """Wait for the next local permit, not before ``paused_until`` (loop time)."""
+    async def slot(self, *, paused_until: float) -> None:
+        """Wait for the next local slot, not before ``paused_until`` (loop time)."""
         await anyio.sleep(max(0.0, max(self._hold_until, paused_until) - anyio.current_time()))
-        return await self.limiter.acquire(priority=Priority(priority))
-
-    def remember(self, serial: int, local: Permit) -> None:
-        """Note that the shared limiter's permit ``serial`` stood on ``local``."""
-        self._permits[serial] = local
-        if len(self._permits) > _REMEMBERED_PERMITS:
-            self._permits.popitem(last=False)
-
-    async def observe(self, feedback: RateLimitFeedback) -> None:
-        """Pass an answer on to the local limiter, under the local permit it was sent with.
-
-        ``Remaining`` counts every process on the token, while the local limiter compares it
-        with its own share and would read the others' traffic as a stranger's and slow down.
-        So only what holds for everyone passes: a 429, and ``Remaining: 0`` (nothing fits
-        before the reset, whoever sent the rest).
-
-        An answer to a permit that came from Redis has no local counterpart: it is passed on
-        under serial 0, which the local limiter treats as too old to count its own requests.
-        """
-        local = self._permits.get(feedback.permit.serial)
-        if local is None:
-            local = Permit(granted_at=feedback.permit.granted_at, serial=0)
-        remaining = 0 if feedback.remaining == 0 else None
-        await self.limiter.observe(dataclasses.replace(feedback, permit=local, remaining=remaining))
+        await self._bucket.acquire()

@@ -19,10 +19,11 @@ from redis.backoff import NoBackoff
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .._errors import ConfigurationError, RedisUnavailableError
+from .._limiting.feedback import DEFAULT_HEADROOM, Answer, Estimate, answered
+from .._limiting.line import SlotLine
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from .._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
 from ._fallback import Fallback
-from ._queue import SlotLine
 from ._script import (
     ACQUIRE_SCRIPT,
     HEARTBEAT_SCRIPT,
@@ -30,10 +31,6 @@ from ._script import (
     OBSERVE_SCRIPT,
     RedisKeys,
     Reservation,
-    emission_interval,
-    feedback_tolerance,
-    rate_limited_pause,
-    remaining_needs_check,
     to_micros,
 )
 
@@ -82,12 +79,13 @@ class RedisRateLimiter:
     """Paces every process that uses one API token to that token's quota, through Redis.
 
     Each permit costs one Lua script call: it reserves the next free slot on a schedule kept in
-    Redis (GCRA, slots one ``period / requests * (1 + headroom)`` apart, no burst) using the
-    Redis server's clock, and answers how long to wait for it. Any sliding window of the period
-    therefore holds at most ``limit.requests`` requests from all processes together, whatever
-    their local clocks say. A 429 seen by one process pauses all of them. So does
-    ``X-RateLimit-Remaining: 0`` when the slots handed out cannot explain it (someone else uses
-    the token); a low but non-zero ``Remaining`` then pushes the shared schedule back instead.
+    Redis (GCRA, no burst) using the Redis server's clock, and answers how long to wait for it.
+    Slots are one interval of the pace apart: at most the plan's ``period / requests * (1 +
+    headroom)``, so any sliding window of the period holds at most ``limit.requests`` requests
+    from all processes together, whatever their local clocks say. What the answers mean is
+    decided by the same feedback interpreter as :class:`~grok_imagine_async.LocalRateLimiter`'s:
+    a 429 (or a full window) pauses every process; a ``Remaining`` lower than the slots handed
+    out explain (someone else uses the token) slows the shared pace by their rate.
 
     Within one process, waiting callers are served by priority (polls before submissions).
 
@@ -126,7 +124,7 @@ class RedisRateLimiter:
         on_unavailable: Literal["fallback", "raise"] = "fallback",
         fallback_share: float | None = None,
         fallback_probe_interval: float = 2.0,
-        headroom: float = 0.02,
+        headroom: float = DEFAULT_HEADROOM,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         clock: Clock = DEFAULT_CLOCK,
     ) -> None:
@@ -161,19 +159,18 @@ class RedisRateLimiter:
         self._fallback_share = fallback_share
         self._probe_interval = fallback_probe_interval
         self._headroom = headroom
-        self._interval = emission_interval(self._limit, headroom)
+        self._estimate = Estimate(self._limit, headroom)
         self._clock = clock
         self._acquire_script = self._redis.register_script(ACQUIRE_SCRIPT)
         self._observe_script = self._redis.register_script(OBSERVE_SCRIPT)
         self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
 
-        self._line: SlotLine[Permit | None] = SlotLine()
+        self._line: SlotLine[None] = SlotLine()
         self._pending_slot: float | None = None  # loop time of a reserved slot nobody took yet
         self._fallback: Fallback | None = None
         self._peers: int | None = None  # as last counted by Redis
         self._beating = 0  # processes whose heartbeat Redis saw in the last period
         self._sent_in_window = 0  # every process's slots in the last period, as last counted
-        self._tolerance = feedback_tolerance(self._limit, headroom)
         # How late a slot may still be used: half the jitter the headroom absorbs.
         self._late_limit = max(headroom * self._limit.period / 2, self._interval)
         self._last_grant: float | None = None  # loop time
@@ -209,13 +206,11 @@ class RedisRateLimiter:
             RedisUnavailableError: With ``on_unavailable="raise"``, if Redis cannot be reached.
         """
         started = self._clock.monotonic()
-        local = await self._line.wait_turn(int(priority), self._next_slot)
+        await self._line.wait_turn(int(priority), self._next_slot)
         now = self._clock.monotonic()
         self._last_grant = anyio.current_time()
         self._serial += 1
         self._total_wait += max(0.0, now - started)
-        if local is not None and self._fallback is not None:
-            self._fallback.remember(self._serial, local)
         return Permit(granted_at=now, serial=self._serial)
 
     async def observe(self, feedback: RateLimitFeedback) -> None:
@@ -227,54 +222,41 @@ class RedisRateLimiter:
         a low ``Remaining`` spreads the slots left until the reset. Never raises for an
         unreachable Redis.
         """
-        pause = None
+        now = self._clock.monotonic()
+        before = self._estimate
+        self._estimate = after = answered(
+            before,
+            Answer(
+                serial=feedback.permit.serial,
+                granted_at=feedback.permit.granted_at,
+                now=now,
+                status_code=feedback.status_code,
+                remaining=feedback.remaining,
+                reset_after=feedback.reset_after,
+                retry_after=feedback.retry_after,
+                # Every process's slots: others outside Redis are what the count cannot explain.
+                own_in_window=self._sent_in_window,
+            ),
+        )
         if feedback.rate_limited:
             self._rate_limited += 1
-            self._server_pauses += 1
-            pause = rate_limited_pause(
-                self._limit,
-                self._interval,
-                retry_after=feedback.retry_after,
-                reset_after=feedback.reset_after,
-            )
-            self._note_pause(pause)
-        check = not feedback.rate_limited and remaining_needs_check(
-            self._limit,
-            self._interval,
-            remaining=feedback.remaining,
-            reset_after=feedback.reset_after,
-            sent_in_window=self._sent_in_window,
-            tolerance=self._tolerance,
-        )
-        if self._fallback is not None:
-            await self._fallback.observe(feedback)
-            if self._fallback.degraded:
-                return
-        if pause is None and not check:
+        if after.hold_until <= max(before.hold_until, now):
             return
-        period = self._limit.period
+        pause = after.hold_until - now
+        self._server_pauses += 1
+        self._note_pause(pause)
+        if self._fallback is not None and self._fallback.degraded:
+            return
         try:
             self._redis_calls += 1
             raw = await self._observe_script(
-                keys=self._keys.observe_keys(),
-                args=[
-                    -1 if pause is None else to_micros(pause),
-                    feedback.remaining if check and feedback.remaining is not None else -1,
-                    to_micros(min(feedback.reset_after or 0.0, period)),
-                    to_micros(self._interval),
-                    to_micros(period),
-                    self._limit.requests,
-                    self._tolerance,
-                ],
+                keys=self._keys.observe_keys(), args=[to_micros(pause)]
             )
         except _UNAVAILABLE as exc:
-            # A 429's pause still holds here (noted above); the next acquire deals with Redis.
+            # The pause still holds here (noted above); the next acquire deals with Redis.
             logger.debug("Redis unreachable, server feedback not shared: %r", exc)
             return
-        pause_left, extended = (int(value) for value in raw)
-        if extended and pause is None:
-            self._server_pauses += 1  # an unexplained Remaining: 0 paused everyone
-        self._note_pause(pause_left / MICROS)
+        self._note_pause(int(raw[0]) / MICROS)
 
     async def heartbeat(self) -> int:
         """Tell the token's other processes that this one is alive, busy or idle.
@@ -343,21 +325,25 @@ class RedisRateLimiter:
 
     # -- internals ----------------------------------------------------------------------------
 
-    async def _next_slot(self, priority: int) -> Permit | None:
-        """Return when this process's next slot is due, with the local permit behind it if any."""
+    @property
+    def _interval(self) -> float:
+        """Seconds between two shared slots: one over the interpreter's pace."""
+        return 1.0 / self._estimate.shared_pace
+
+    async def _next_slot(self, priority: int) -> None:
+        """Return when this process's next slot is due."""
         pending, self._pending_slot = self._pending_slot, None
         gave_up = False
         if pending is not None and pending >= anyio.current_time():
             if await self._sleep_until(pending):
-                return None
+                return
             self._late_slots += 1
             gave_up = True
-        local: Permit | None = None
         fallback = self._fallback
         if fallback is not None:
-            local = await fallback.slot(priority, paused_until=self._pause_end)
+            await fallback.slot(paused_until=self._pause_end)
             if not fallback.should_probe():
-                return local
+                return
         while True:
             # The server's delay counts from about when the request left: a reply read late (a
             # busy loop) then shows up as a late slot too.
@@ -380,9 +366,10 @@ class RedisRateLimiter:
                     ) from exc
                 if fallback is None:
                     fallback = self._engage_fallback(exc)
-                    return await fallback.slot(priority, paused_until=self._pause_end)
+                    await fallback.slot(paused_until=self._pause_end)
+                    return
                 fallback.failed_again()
-                return local
+                return
             reservation = Reservation.parse(raw)
             self._peers = reservation.peers
             self._sent_in_window = reservation.sent_in_window
@@ -397,7 +384,7 @@ class RedisRateLimiter:
             # A second late slot is used anyway: a loop that is always that busy must still
             # get its permits, and it then sends no faster than it can wake up.
             if await self._sleep_until(sent_at + reservation.delay) or gave_up:
-                return local
+                return
             self._late_slots += 1
             gave_up = True
 
@@ -420,7 +407,6 @@ class RedisRateLimiter:
             share=self._fallback_share,
             peers=self._known_peers(),
             headroom=self._headroom,
-            clock=self._clock,
             probe_interval=self._probe_interval,
             last_grant=self._last_grant,
             reason=type(exc).__name__,

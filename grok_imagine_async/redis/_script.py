@@ -18,10 +18,7 @@ Times inside Redis are integer microseconds since the Unix epoch; they fit a Lua
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
-
-from .._limiting.plans import RateLimit
 
 MICROS = 1_000_000
 
@@ -66,48 +63,20 @@ end
 return {slot - now, pause_left, redis.call('ZCARD', KEYS[3]), sent, rejoined}
 """
 
-# Keys: [1] TAT, [2] paused-until, [3] slots (as above).
-# ARGV: [1] pause us (-1: none), [2] Remaining (-1: not to be checked), [3] reset us,
-#       [4] emission interval us, [5] period us, [6] requests per period, [7] tolerance.
-# A 429's pause applies as given. Remaining applies only if our own slots cannot explain it:
-# the server counts more than ``requests - remaining`` beyond the slots handed out in the last
-# period plus the jitter tolerance. Then ``Remaining: 0`` pauses everyone until the reset, and a
-# low Remaining moves the TAT so that at most that many slots fall before the reset.
-# Returns: {pause remaining us, 1 if this call started or extended a pause else 0}.
+# Keys: [1] paused-until. ARGV: [1] pause us.
+# Every process pauses until then (a 429, a full window): the feedback interpreter decided it.
+# Returns: {pause remaining us, 1 if this call started or extended the pause else 0}.
 OBSERVE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local pause = tonumber(ARGV[1])
-local remaining = tonumber(ARGV[2])
-local reset = tonumber(ARGV[3])
-local interval = tonumber(ARGV[4])
-local period = tonumber(ARGV[5])
-local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
 local extended = 0
-local function pause_until(until_us)
-  if until_us > paused then
-    paused = until_us
-    extended = 1
-    redis.call('SET', KEYS[2], string.format('%.0f', paused), 'PX',
-               math.ceil((paused - now) / 1000) + 1)
-  end
-end
-if pause >= 0 then pause_until(now + pause) end
-if remaining >= 0 then
-  local old = string.format('(%.0f', now - period)
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', old)
-  local sent = redis.call('ZCOUNT', KEYS[3], old, now)
-  if tonumber(ARGV[6]) - remaining > sent + tonumber(ARGV[7]) then
-    if remaining == 0 then
-      if reset > 0 then pause_until(now + reset) end
-    else
-      local tat = now + reset - remaining * interval
-      if tat > now + interval and tat > tonumber(redis.call('GET', KEYS[1]) or '0') then
-        redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
-                   math.ceil((tat - now + period) / 1000))
-      end
-    end
-  end
+local until_us = now + tonumber(ARGV[1])
+if until_us > paused then
+  paused = until_us
+  extended = 1
+  redis.call('SET', KEYS[1], string.format('%.0f', paused), 'PX',
+             math.ceil((paused - now) / 1000) + 1)
 end
 return {math.max(0, paused - now), extended}
 """
@@ -171,16 +140,7 @@ class RedisKeys:
 
     def observe_keys(self) -> list[str]:
         """KEYS for :data:`OBSERVE_SCRIPT`."""
-        return [self.tat, self.paused_until, self.slots]
-
-
-def emission_interval(limit: RateLimit, headroom: float) -> float:
-    """Seconds between two slots: the plan's interval stretched by ``headroom``.
-
-    The stretch absorbs the jitter between a slot and the moment its request reaches the server,
-    so a window of the period never sees more than ``limit.requests`` of them.
-    """
-    return limit.interval * (1.0 + headroom)
+        return [self.paused_until]
 
 
 def to_micros(seconds: float) -> int:
@@ -224,91 +184,3 @@ class Reservation:
             sent_in_window=sent,
             rejoined=rejoined,
         )
-
-
-def feedback_tolerance(limit: RateLimit, headroom: float) -> int:
-    """Requests the server may count beyond our slots without anyone else using the token.
-
-    Slots are not arrivals: over ``headroom * period`` of latency jitter about
-    ``headroom * requests`` of them can land on the other side of a window edge, and a couple
-    more are in flight when an answer is read.
-    """
-    return math.ceil(headroom * limit.requests) + 2
-
-
-def tat_floor(*, remaining: int, reset_after: float, interval: float) -> float | None:
-    """Earliest next slot, as seconds from now, that honours ``remaining`` before the reset.
-
-    The server says only ``remaining`` more requests fit until its window resets in
-    ``reset_after`` seconds. Slots one ``interval`` apart starting at the TAT put at most
-    ``remaining`` of them before the reset when the TAT is at least
-    ``reset_after - remaining * interval`` from now. Returns None when that is at most one
-    interval away: pacing at our own rate always lands there (a window that just started has
-    ``requests - 1`` left for a whole period), so only a server that counts more requests than
-    ours, e.g. another client of the token outside Redis, costs a round trip to Redis.
-
-    Example:
-        >>> tat_floor(remaining=2, reset_after=1.0, interval=0.1)
-        0.8
-        >>> tat_floor(remaining=9, reset_after=1.0, interval=0.1) is None
-        True
-    """
-    floor = reset_after - remaining * interval
-    return floor if floor > interval else None
-
-
-def rate_limited_pause(
-    limit: RateLimit, interval: float, *, retry_after: float | None, reset_after: float | None
-) -> float:
-    """How long a 429 stops every process: ``Retry-After``, else the reset, else one period.
-
-    Clamped to one period (no window stays closed longer than itself, so a longer hint can only
-    come from a skewed clock reading a Unix-time reset) and to at least one ``interval`` (so a
-    zero hint cannot turn into one 429 per interval).
-
-    Example:
-        >>> rate_limited_pause(RateLimit(100, 60.0), 0.6, retry_after=None, reset_after=None)
-        60.0
-    """
-    hint = retry_after if retry_after is not None else reset_after
-    if hint is None:
-        hint = limit.period  # the only wait that clears any window
-    return max(min(hint, limit.period), interval)
-
-
-def remaining_needs_check(
-    limit: RateLimit,
-    interval: float,
-    *,
-    remaining: int | None,
-    reset_after: float | None,
-    sent_in_window: int,
-    tolerance: int,
-) -> bool:
-    """Whether an answer's ``Remaining`` may show traffic that our slots do not explain.
-
-    The observe script decides for sure, against Redis's count of slots; this filters out,
-    without a round trip, the answers that the count seen at this process's last reservation
-    (``sent_in_window``) already explains. That count only grows, so nothing the script would act
-    on is filtered out. Also out: answers whose ``Remaining`` would change nothing (a floor
-    within one interval, see :func:`tat_floor`).
-
-    Example:
-        >>> limit = RateLimit(100, 3.0)
-        >>> remaining_needs_check(limit, 0.0306, remaining=0, reset_after=0.02,
-        ...                       sent_in_window=97, tolerance=4)
-        False
-        >>> remaining_needs_check(limit, 0.0306, remaining=0, reset_after=0.02,
-        ...                       sent_in_window=10, tolerance=4)
-        True
-    """
-    if remaining is None or reset_after is None:
-        return False
-    if limit.requests - remaining <= sent_in_window + tolerance:
-        return False
-    if remaining == 0:
-        return reset_after > 0
-    floor = tat_floor(
-        remaining=remaining, reset_after=min(reset_after, limit.period), interval=interval
-    )
-    return floor is not None

@@ -1,11 +1,12 @@
-"""This process's line of callers waiting for a slot on a shared schedule.
+"""The one waiter line of both limiters: who gets each permit, on anyio.
 
-Slots come from elsewhere (a Redis script, a fallback limiter); the line only decides who gets
-each one. A single caller at a time, the *leader*, fetches the next slot and waits for it; when
-it is due, it goes to whoever is first in line by then (lowest priority value, then arrival),
-which may be a caller that arrived while the leader was waiting. The leader keeps fetching until
-it is served itself, then hands the lead to the new first in line. So there is never more than
-one slot in flight per process, and priorities hold among this process's callers.
+Slots come from elsewhere (the local pacing bucket, a Redis script, the fallback); the line
+only decides who gets each one. A single caller at a time, the *leader*, fetches the next slot
+and waits for it; when it is due, it goes to whoever is first in line by then (lowest priority
+value, then arrival), which may be a caller that arrived while the leader was waiting. The
+leader keeps fetching until it is served itself, then hands the lead to the new first in line.
+So there is never more than one slot in flight per limiter, priorities hold among its callers,
+and no background task exists: the waiters do the work, so nothing outlives them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Property: adaptive pacing keeps within any server's quota, whatever it is not told.
+"""Property: the limiter keeps within any server's quota, whatever it is not told.
 
-Each example runs callers through ``LocalRateLimiter(pacing="adaptive")`` against one of the
+Each example runs callers through ``LocalRateLimiter`` against one of the
 emulator's counters (sliding window, fixed window, GCRA bucket) on the virtual-time loop. A
 request travels to the server (``up`` seconds), is counted there, and its answer travels back
 (``down`` seconds) with the counter's headers, as the client would report them. The limiter is
@@ -60,7 +60,7 @@ async def play(
     others: float = 0.0,
 ) -> Outcome:
     """Run the traffic; ``headers``: honest, absent, or a lie; ``others``: their share."""
-    limiter = LocalRateLimiter(traffic.limit, pacing="adaptive")
+    limiter = LocalRateLimiter(traffic.limit)
     rng = random.Random(traffic.seed)
     arrivals: list[float] = []
     outcome = Outcome(arrivals, 0, 0)
@@ -159,7 +159,7 @@ def test_never_more_than_the_quota_in_any_window_of_a_window_server(
 
 
 @settings(max_examples=200, deadline=None)
-@given(traffic=traffic(), burst=st.integers(min_value=1, max_value=10))
+@given(traffic=traffic(up_jitter=0.02), burst=st.integers(min_value=1, max_value=10))
 # Found by hypothesis: seven requests granted at one moment reach the server in another order
 # than their serials, and answers of those it counted first came back last; each raised the
 # believed level again, and the next burst met an empty bucket.
@@ -172,8 +172,11 @@ def test_never_more_than_the_quota_in_any_window_of_a_window_server(
 def test_never_a_429_from_a_leaky_bucket_that_tells_what_it_holds(
     traffic: Traffic, burst: int
 ) -> None:
-    # Travel times up to a period each way, varying by up to a period: requests overtake each
-    # other and arrive bunched, answers come back in any order. Even a bucket of one.
+    # Travel times up to a period each way, varying on the way there by what the headroom
+    # absorbs (2 % of an interval): requests granted together overtake each other, answers come
+    # back in any order, and requests in flight at a steady rate are not a burst. Even a bucket
+    # of one. (A bucket of one cannot take requests that a varying latency bunches: that is
+    # what a 429 is for, see below.)
     outcome = run_virtual(play, traffic, GcraCounter(traffic.limit, burst=burst))
     assert outcome.refused == 0
     assert len(outcome.arrivals) == traffic.callers * traffic.per_caller

@@ -1,0 +1,302 @@
+"""What the server's answers say about the quota: the one feedback interpreter. Pure, no I/O.
+
+Both limiters keep one frozen :class:`Estimate`, replace it with :func:`answered` at every
+answer and :func:`granted` at every permit, and ask :func:`ready_at` when the next permit may
+go. Nothing here sleeps, reads a clock or holds a lock; tests call the functions directly.
+
+The model (issue 27). The plan's rate is the ceiling: permits leave at most at
+``requests / period / (1 + headroom)`` a second. The server is taken to hold a bucket of
+``size`` requests refilled at that rate, and the pacing is a GCRA bucket of the same size:
+
+- **Size**: one more than the largest ``X-RateLimit-Remaining`` seen, at most the quota (1
+  until an answer says more, so permits start evenly spaced and never burst blindly). A window
+  server's ``Remaining`` starts near the quota, so a window is a bucket of the whole quota; a
+  leaky bucket's (GCRA, nginx ``limit_req``) never exceeds its burst.
+- **Level**: an answer's ``Remaining`` is what the bucket held when that request *arrived*,
+  which is after its permit was granted. So the refill is counted from the permit's grant time,
+  and every permit granted since (and every older one still unanswered) is taken from it, at
+  the rate they were granted. Requests in flight at a steady rate therefore cost exactly what
+  the bucket refills meanwhile, whatever the round trip: they are not a burst.
+- **Other users** of the token show as a ``Remaining`` lower than our own requests explain.
+  For a window, the shortfall is their count in the window; for a bucket, the difference
+  between the level our own requests predict and the one reported, smoothed over time. Their
+  rate is taken from ours (the pace), and from a window's places.
+- **A 429 is the hard signal**: everyone pauses for ``Retry-After`` (else the reset, else the
+  default pause), the bucket is empty, and both the rate and the size believed halve, growing
+  back a step with every answer that is not a 429.
+- **A full window** (``Remaining: 0`` from a bucket of half the quota or more) refills at its
+  ``X-RateLimit-Reset``, not before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .plans import RateLimit
+
+DEFAULT_HEADROOM = 0.02
+"""Fraction of the plan's interval added between permits, for the jitter between a permit and
+the moment the server counts its request: the pace is 98 % of the quota."""
+
+LOWEST_FACTOR = 1 / 16
+"""The pace never drops below this share of the plan's after 429s or others' use."""
+RECOVERY = 1 / 32
+"""Share of the plan's pace regained with each answer that is not a 429."""
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a limiter believes of the server's quota, and its own pacing bucket.
+
+    Attributes:
+        limit: The plan's quota: its rate is the ceiling.
+        headroom: Fraction of the interval added between permits.
+        size: Requests the server's bucket is believed to hold when full.
+        ceiling: The largest size believed (halved by a 429, regained a step per answer).
+        factor: Share of the plan's pace believed (halved by a 429, regained per answer).
+        others: Requests per second other users of the token are seen to take.
+        tat: When our pacing bucket is full again (GCRA's theoretical arrival time).
+        hold_until: No permit before this clock time (a 429's pause, a full window's reset).
+        serial: The permit of the newest answer that said ``Remaining`` (0: none yet).
+        reported_at: That permit's grant time.
+        reported: That answer's ``Remaining``.
+    """
+
+    limit: RateLimit
+    headroom: float = DEFAULT_HEADROOM
+    size: float = 1.0
+    ceiling: float = math.inf
+    factor: float = 1.0
+    others: float = 0.0
+    tat: float = -math.inf
+    hold_until: float = -math.inf
+    serial: int = 0
+    reported_at: float = -math.inf
+    reported: int = 0
+
+    @property
+    def plan_pace(self) -> float:
+        """The ceiling: the plan's rate less the headroom, in permits per second."""
+        return self.limit.per_second / (1.0 + self.headroom)
+
+    @property
+    def pace(self) -> float:
+        """Permits per second now: the plan's pace, less 429s' halvings and others' share.
+
+        A window's others take its places instead (:attr:`places`): their requests leave the
+        window as a whole, not at a rate.
+        """
+        plan = self.plan_pace
+        others = 0.0 if self.is_window else max(0.0, self.others)
+        return max(plan * LOWEST_FACTOR, plan * self.factor - others)
+
+    @property
+    def shared_pace(self) -> float:
+        """The pace of a schedule without bursts or places (shared through Redis): others'
+        share comes off it whatever the server's kind."""
+        plan = self.plan_pace
+        return max(plan * LOWEST_FACTOR, plan * self.factor - max(0.0, self.others))
+
+    @property
+    def is_window(self) -> bool:
+        """Whether the bucket holds half the quota or more: a window's count, not a burst."""
+        return 2 * self.size > self.limit.requests
+
+    @property
+    def burst(self) -> float:
+        """Permits the pacing bucket may grant at once: the size, less one kept for jitter."""
+        return self.size - (1.0 if self.size >= 3 else 0.0)
+
+    @property
+    def places(self) -> int:
+        """Requests of ours any window may hold: the quota less what others take of it."""
+        if not self.is_window:
+            return self.limit.requests
+        taken = math.ceil(max(0.0, self.others) * self.limit.period)
+        return max(1, self.limit.requests - taken)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One answer, with what the limiter knows of the permits around it.
+
+    Attributes:
+        serial: The permit's serial.
+        granted_at: The permit's grant time.
+        now: When the answer was read.
+        status_code: The HTTP status.
+        remaining: ``X-RateLimit-Remaining`` (None: not given).
+        reset_after: Seconds until the window frees quota (None: not given).
+        retry_after: ``Retry-After`` in seconds (None: not given).
+        sent_between: Our permits after the previous report's, up to this one (None: unknown,
+            e.g. other processes share the schedule).
+        own_in_window: Our permits in the period that ended with this one (None: unknown).
+        later_grants: Grant times of our permits after this one (they are not in its count).
+        older_in_flight: Our permits before this one still unanswered (maybe not counted).
+        overlapped: Other answers were read while this request was on its way: requests reach
+            the server in any order, so it may have counted some of theirs after this one, and
+            its word can lower the estimate but not raise it.
+    """
+
+    serial: int
+    granted_at: float
+    now: float
+    status_code: int
+    remaining: int | None = None
+    reset_after: float | None = None
+    retry_after: float | None = None
+    sent_between: int | None = None
+    own_in_window: int | None = None
+    later_grants: Sequence[float] = ()
+    older_in_flight: int = 0
+    overlapped: bool = False
+
+
+def ready_at(estimate: Estimate, *, now: float) -> float:
+    """The earliest clock time the next permit may be granted (``now`` or later)."""
+    emission = 1.0 / estimate.pace
+    return max(now, estimate.hold_until, estimate.tat - (estimate.burst - 1.0) * emission)
+
+
+def granted(estimate: Estimate, *, now: float) -> Estimate:
+    """A permit was granted at ``now``: it takes one request from the pacing bucket."""
+    tat = max(estimate.tat, now) + 1.0 / estimate.pace
+    return dataclasses.replace(estimate, tat=tat)
+
+
+def given_back(estimate: Estimate) -> Estimate:
+    """A permit's request never reached the server: its room goes back to the bucket."""
+    return dataclasses.replace(estimate, tat=estimate.tat - 1.0 / estimate.pace)
+
+
+def rate_limited_pause(
+    limit: RateLimit,
+    pace: float,
+    *,
+    retry_after: float | None,
+    reset_after: float | None,
+    default: float | None = None,
+) -> float:
+    """How long a 429 stops every sender: ``Retry-After``, else the reset, else ``default``.
+
+    ``default`` is one period when not given: the only wait that clears any window. Clamped to
+    one period (no window stays closed longer, so a longer hint can only come from a skewed
+    clock reading a Unix-time reset) and to at least one permit's interval (so a zero hint
+    cannot turn into one 429 per interval).
+
+    Example:
+        >>> rate_limited_pause(RateLimit(100, 60.0), 1.0, retry_after=None, reset_after=None)
+        60.0
+    """
+    hint = retry_after if retry_after is not None else reset_after
+    if hint is None:
+        hint = limit.period if default is None else default
+    return max(min(hint, limit.period), 1.0 / pace)
+
+
+def window_tolerance(limit: RateLimit, headroom: float) -> int:
+    """Requests a window server may count beyond ours without anyone else on the token.
+
+    Permits are not arrivals: over ``headroom * period`` of latency jitter about
+    ``headroom * requests`` of them land on the other side of a window edge, and a couple more
+    overtake the observed one.
+    """
+    return math.ceil(headroom * limit.requests) + 2
+
+
+def smoothing(limit: RateLimit) -> float:
+    """Seconds over which a bucket's shortfalls are averaged into others' rate.
+
+    At least a second, and eight intervals of the plan: long enough that the rounding of
+    ``Remaining`` (one request either way) averages out.
+    """
+    return max(1.0, 8.0 * limit.interval)
+
+
+def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None = None) -> Estimate:
+    """Read one answer into the estimate (see the module docstring for the model).
+
+    Args:
+        estimate: The estimate before the answer.
+        answer: The answer and the permits around it.
+        default_pause: The pause after a 429 that names no time (None: one period).
+
+    Returns:
+        The estimate after it.
+    """
+    est = estimate
+    limit = est.limit
+    if answer.status_code == 429:
+        pause = rate_limited_pause(
+            limit,
+            est.pace,
+            retry_after=answer.retry_after,
+            reset_after=answer.reset_after,
+            default=default_pause,
+        )
+        hold = max(est.hold_until, answer.now + pause)
+        ceiling = max(1.0, math.floor(est.size / 2))
+        est = dataclasses.replace(
+            est,
+            factor=max(LOWEST_FACTOR, est.factor / 2),
+            ceiling=ceiling,
+            size=min(est.size, ceiling),
+            hold_until=hold,
+        )
+        # The bucket was empty; the server's hint says when it has room again.
+        return dataclasses.replace(est, tat=max(est.tat, hold + (est.burst - 1.0) / est.pace))
+    est = dataclasses.replace(
+        est,
+        factor=min(1.0, est.factor + RECOVERY),
+        ceiling=min(float(limit.requests), est.ceiling + 1.0),
+    )
+    remaining = answer.remaining
+    if remaining is None or answer.serial <= est.serial:
+        # No word on the bucket, or an older word than the newest read: it adds nothing.
+        return est
+    size = max(est.size, min(est.ceiling, float(remaining) + 1.0, float(limit.requests)))
+    est = dataclasses.replace(est, size=size)
+    others = est.others
+    hold = est.hold_until
+    unexplained = 0
+    if answer.own_in_window is not None:
+        count = limit.requests - answer.own_in_window - remaining
+        unexplained = max(0, count - window_tolerance(limit, est.headroom))
+    if est.is_window:
+        others = unexplained / limit.period
+    # A full window refills at its reset, not as a bucket does. (Without our own requests to
+    # model a bucket by, an unexplained full one is taken for a window.)
+    full = remaining == 0 and answer.reset_after is not None
+    if full and (est.is_window or (answer.sent_between is None and unexplained)):
+        assert answer.reset_after is not None
+        hold = max(hold, answer.now + min(answer.reset_after, limit.period))
+    if not est.is_window and est.serial and answer.sent_between is not None:
+        elapsed = answer.granted_at - est.reported_at
+        if elapsed > 0:
+            expected = min(est.size, est.reported + limit.per_second * elapsed)
+            shortfall = expected - answer.sent_between - remaining
+            weight = min(1.0, elapsed / smoothing(limit))
+            others += weight * (shortfall / elapsed - others)
+    est = dataclasses.replace(
+        est,
+        others=others,
+        hold_until=hold,
+        serial=answer.serial,
+        reported_at=answer.granted_at,
+        reported=remaining,
+    )
+    # The server's word replaces our bucket: it held `remaining` after this request arrived
+    # (after its grant), and every permit since (and every older one unanswered) comes out of it.
+    emission = 1.0 / est.pace
+    tat = answer.granted_at + (est.size - remaining) * emission
+    tat += answer.older_in_flight * emission
+    for when in answer.later_grants:
+        tat = max(tat, when) + emission
+    if est.is_window and hold > answer.now:
+        tat = max(tat, hold + est.size * emission)
+    if answer.overlapped:
+        tat = max(tat, estimate.tat)
+    return dataclasses.replace(est, tat=tat)

@@ -1,0 +1,143 @@
+"""The feedback interpreter, called directly: frozen estimate and answer in, estimate out."""
+
+from __future__ import annotations
+
+import pytest
+
+from grok_imagine_async import RateLimit
+from grok_imagine_async._limiting.feedback import (
+    Answer,
+    Estimate,
+    answered,
+    granted,
+    ready_at,
+)
+
+LIMIT = RateLimit(100, 10.0)  # 10 a second
+
+
+def grant_at(estimate: Estimate, times: list[float]) -> Estimate:
+    for when in times:
+        assert ready_at(estimate, now=when) <= when
+        estimate = granted(estimate, now=when)
+    return estimate
+
+
+def test_no_word_from_the_server_paces_evenly_at_the_plans_rate() -> None:
+    estimate = granted(Estimate(LIMIT), now=0.0)
+    assert ready_at(estimate, now=0.0) == pytest.approx(1 / estimate.plan_pace)
+    assert estimate.plan_pace == pytest.approx(10 / 1.02)
+
+
+def test_requests_in_flight_at_a_steady_rate_are_not_a_burst() -> None:
+    # A bucket of 5 at a 250 ms round trip: 2-3 requests are on their way when an answer says
+    # the bucket holds 4. Counted from the answer, that would leave no room; counted from its
+    # permit's grant, the refill since pays for them.
+    estimate = Estimate(LIMIT)
+    interval = 1 / estimate.plan_pace
+    times = [i * interval for i in range(4)]
+    estimate = grant_at(estimate, times)
+    estimate = answered(
+        estimate,
+        Answer(
+            serial=1,
+            granted_at=0.0,
+            now=0.25,
+            status_code=200,
+            remaining=4,
+            sent_between=None,
+            later_grants=times[1:],
+        ),
+    )
+    assert estimate.size == 5 and not estimate.is_window
+    # Steady pace goes on: the next permit is due one interval after the last.
+    assert ready_at(estimate, now=0.25) <= times[-1] + interval + 1e-9
+
+
+def test_a_windows_remaining_lends_its_quota_at_once() -> None:
+    estimate = granted(Estimate(LIMIT), now=0.0)
+    estimate = answered(
+        estimate,
+        Answer(serial=1, granted_at=0.0, now=0.05, status_code=200, remaining=99, own_in_window=1),
+    )
+    assert estimate.is_window and estimate.places == 100
+    now = 0.05
+    for _ in range(90):  # a burst, less one request kept for jitter
+        assert ready_at(estimate, now=now) == now
+        estimate = granted(estimate, now=now)
+
+
+def test_others_on_a_window_take_its_places() -> None:
+    estimate = answered(
+        granted(Estimate(LIMIT), now=0.0),
+        Answer(serial=1, granted_at=0.0, now=0.05, status_code=200, remaining=59, own_in_window=1),
+    )
+    assert estimate.is_window
+    assert estimate.places == 100 - 40 + 4  # their 40, less the jitter tolerance
+
+
+def test_others_draining_a_bucket_slow_the_pace_by_their_rate() -> None:
+    # A bucket of 41 refilled at 10 a second; someone else takes 3 a second of it. We send
+    # one every 0.1 s and each answer says 0.3 fewer than our own requests explain.
+    estimate = Estimate(LIMIT)
+    level = 40.0
+    now = 0.0
+    for serial in range(1, 101):
+        estimate = granted(estimate, now=now)
+        level = min(41.0, level + 1.0) - 1.0 - 0.3
+        answer = Answer(
+            serial=serial,
+            granted_at=now,
+            now=now,
+            status_code=200,
+            remaining=int(level),
+            sent_between=1 if serial > 1 else None,
+        )
+        estimate = answered(estimate, answer)
+        now += 0.1
+    assert not estimate.is_window
+    assert estimate.others == pytest.approx(3.0, abs=0.5)
+    assert estimate.pace == pytest.approx(estimate.plan_pace - estimate.others)
+
+
+def test_a_429_pauses_and_halves_what_is_believed() -> None:
+    estimate = granted(Estimate(LIMIT), now=0.0)
+    estimate = answered(
+        estimate, Answer(serial=1, granted_at=0.0, now=0.1, status_code=429, retry_after=2.0)
+    )
+    assert estimate.hold_until == pytest.approx(2.1)
+    assert estimate.factor == 0.5
+    assert ready_at(estimate, now=0.2) == pytest.approx(2.1)
+
+
+def test_a_full_window_refills_at_its_reset() -> None:
+    estimate = answered(
+        granted(Estimate(LIMIT), now=0.0),
+        Answer(serial=1, granted_at=0.0, now=0.05, status_code=200, remaining=99, own_in_window=1),
+    )
+    estimate = answered(
+        estimate,
+        Answer(
+            serial=2,
+            granted_at=0.1,
+            now=0.15,
+            status_code=200,
+            remaining=0,
+            reset_after=5.0,
+            own_in_window=2,
+        ),
+    )
+    assert ready_at(estimate, now=0.2) >= 5.15
+
+
+def test_an_answer_overtaken_on_its_way_cannot_raise_the_estimate() -> None:
+    estimate = grant_at(Estimate(LIMIT), [0.0])
+    before = answered(
+        estimate,
+        Answer(serial=1, granted_at=0.0, now=0.1, status_code=200, remaining=0, sent_between=None),
+    )
+    later = answered(
+        before,
+        Answer(serial=2, granted_at=0.0, now=0.2, status_code=200, remaining=4, overlapped=True),
+    )
+    assert later.tat >= before.tat
