@@ -130,6 +130,9 @@ class UserLimiter:
         if feedback.rate_limited:
             self._rate_limited += 1
 
+    def give_back(self, permit: Permit) -> None:
+        """Nothing to give back: user code does not know the request never left."""
+
     def statistics(self) -> LimiterStatistics:
         """Counters in the shape of the library's limiters."""
         return LimiterStatistics(

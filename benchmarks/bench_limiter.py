@@ -89,6 +89,9 @@ class _Counting:
     async def observe(self, feedback: RateLimitFeedback) -> None:
         return None
 
+    def give_back(self, permit: Permit) -> None:
+        return None
+
     def statistics(self) -> LimiterStatistics:
         return LimiterStatistics(self._limit, self._granted, 0, 0.0, 0, 0, None)
 

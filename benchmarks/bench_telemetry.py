@@ -87,6 +87,9 @@ class _OpenLimiter:
     async def observe(self, feedback: RateLimitFeedback) -> None:
         return None
 
+    def give_back(self, permit: Permit) -> None:
+        return None
+
     def statistics(self) -> LimiterStatistics:
         return LimiterStatistics(self.limit, self._serial, 0, 0.0, 0, 0, None)
 

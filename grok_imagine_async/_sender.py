@@ -279,6 +279,7 @@ class Sender:
             )
             response = await self._http.send(outgoing, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            self._limiter.give_back(permit)  # never reached the server: it counted nothing
             kind = (
                 APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
             )

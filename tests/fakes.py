@@ -27,6 +27,7 @@ class RecordingLimiter:
         self.limit = RateLimit(1_000_000, 60.0)
         self.granted: list[Priority] = []
         self.feedback: list[RateLimitFeedback] = []
+        self.given_back: list[Permit] = []
 
     async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
         self.granted.append(priority)
@@ -34,6 +35,9 @@ class RecordingLimiter:
 
     async def observe(self, feedback: RateLimitFeedback) -> None:
         self.feedback.append(feedback)
+
+    def give_back(self, permit: Permit) -> None:
+        self.given_back.append(permit)
 
     def statistics(self) -> LimiterStatistics:
         return LimiterStatistics(

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
-from grok_imagine_async import AsyncGrokImagine, LocalRateLimiter, RateLimit
+from grok_imagine_async import APIConnectionError, AsyncGrokImagine, LocalRateLimiter, RateLimit
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 pytestmark = pytest.mark.anyio
@@ -132,3 +133,22 @@ async def test_against_a_leaky_bucket_the_limiter_keeps_its_rate_without_a_429()
                 group.start_soon(grok.get_task, task_id)
     assert emulator.statistics().rate_limited == 0
     assert utilization(emulator, limit) >= 0.97
+
+
+async def test_requests_that_never_connect_hold_no_quota() -> None:
+    # Issue 25: a wrong --base-url. Every attempt fails to connect, so the server counted
+    # nothing; had each permit been held, 30 attempts at 10 a minute would take 3 minutes.
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    limit = RateLimit(10, 60.0)
+    limiter = LocalRateLimiter(limit)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+    grok = AsyncGrokImagine(api_key="t", limiter=limiter, http_client=http, max_retries=0)
+    started = anyio.current_time()
+    async with grok:
+        for _ in range(30):
+            with pytest.raises(APIConnectionError):
+                await grok.get_task("task-1")
+    assert anyio.current_time() - started < limit.interval
+    assert limiter.statistics().permits_granted == 30

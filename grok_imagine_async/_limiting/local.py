@@ -12,6 +12,7 @@ import math
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .feedback import DEFAULT_HEADROOM, Answer, Estimate, answered, granted, ready_at
+from .feedback import given_back as given_back_to
 from .line import SlotLine
 from .pacing import GrantHistory, Wakeup, WindowLog
 from .plans import Plan, RateLimit, resolve_rate_limit
@@ -234,6 +235,23 @@ class LocalRateLimiter:
             given_back.difference_update([s for s in given_back if s <= after.serial])
         if feedback.rate_limited and before.hold_until <= now < after.hold_until:
             self._server_pauses += 1
+        self._wakeup.wake()
+
+    def give_back(self, permit: Permit) -> None:
+        """The request sent under ``permit`` never reached the server: give its quota back.
+
+        Its place in the window frees at once, and the pace takes it as never granted, so a
+        batch whose every request fails to connect holds no quota.
+        """
+        serial = permit.serial
+        if self._pending.pop(serial, None) is None:
+            return  # answered, lost or given back already
+        self._window.forget(serial)
+        given_back = self._given_back
+        given_back.add(serial)
+        if len(given_back) > 4096:  # no answer with headers came for long: forget the oldest
+            given_back.difference_update(sorted(given_back)[:2048])
+        self._estimate = given_back_to(self._estimate)
         self._wakeup.wake()
 
     # -- introspection ---------------------------------------------------------------------

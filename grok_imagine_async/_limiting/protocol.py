@@ -114,5 +114,12 @@ class RateLimiter(Protocol):
     async def observe(self, feedback: RateLimitFeedback) -> None:
         """Take the server's word on the quota into account (it overrides local estimates)."""
 
+    def give_back(self, permit: Permit) -> None:
+        """The request sent under ``permit`` never reached the server: give its quota back.
+
+        Called when it failed to connect (connection refused, DNS or TLS failure): no byte was
+        sent, so the server counted nothing.
+        """
+
     def statistics(self) -> LimiterStatistics:
         """A frozen snapshot of the counters."""

@@ -258,6 +258,11 @@ class RedisRateLimiter:
             return
         self._note_pause(int(raw[0]) / MICROS)
 
+    def give_back(self, permit: Permit) -> None:
+        """The request never reached the server. The shared schedule has moved on and other
+        processes may hold the slots after it, so nothing is given back: the cost is one slot.
+        """
+
     async def heartbeat(self) -> int:
         """Tell the token's other processes that this one is alive, busy or idle.
 
