@@ -171,6 +171,9 @@ class RedisRateLimiter:
         self._peers: int | None = None  # as last counted by Redis
         self._beating = 0  # processes whose heartbeat Redis saw in the last period
         self._sent_in_window = 0  # every process's slots in the last period, as last counted
+        # Until then, requests paced locally during an outage may still be in the server's
+        # window, and Redis's count of slots cannot explain them.
+        self._unshared_until = -math.inf
         # How late a slot may still be used: half the jitter the headroom absorbs.
         self._late_limit = max(headroom * self._limit.period / 2, self._interval)
         self._last_grant: float | None = None  # loop time
@@ -235,7 +238,7 @@ class RedisRateLimiter:
                 reset_after=feedback.reset_after,
                 retry_after=feedback.retry_after,
                 # Every process's slots: others outside Redis are what the count cannot explain.
-                own_in_window=self._sent_in_window,
+                own_in_window=None if self._unshared() else self._sent_in_window,
             ),
         )
         if feedback.rate_limited:
@@ -386,6 +389,7 @@ class RedisRateLimiter:
                     logger.warning("Redis reachable again; the shared limit is back in force")
                 elif fallback.finished(reservation.rejoined):
                     self._fallback = fallback = None
+                    self._unshared_until = anyio.current_time() + self._limit.period
             # A second late slot is used anyway: a loop that is always that busy must still
             # get its permits, and it then sends no faster than it can wake up.
             if await self._sleep_until(sent_at + reservation.delay) or gave_up:
@@ -418,6 +422,10 @@ class RedisRateLimiter:
         )
         self._fallbacks += 1
         return self._fallback
+
+    def _unshared(self) -> bool:
+        """Whether requests paced outside Redis may still count in the server's window."""
+        return self._fallback is not None or anyio.current_time() < self._unshared_until
 
     def _known_peers(self) -> int | None:
         # Busy peers show in the permits, idle ones only in the heartbeats: count both.
