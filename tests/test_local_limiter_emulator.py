@@ -109,10 +109,10 @@ async def test_two_processes_on_one_token_settle_on_sharing_it(window: str) -> N
         await grok.aclose()
     stats = emulator.statistics()
     assert stats.rate_limited <= 0.02 * stats.requests_total  # deaf to headers: 1 in 2
-    # The quota is used while both are backlogged: 12 windows admit 95 % of their 1,200. (The
+    # The quota is used while both are backlogged: 12 windows admit 90 % of their 1,200. (The
     # few 429'd requests come back after the sender's retry delay, at the tail.)
     admitted = emulator.request_times(admitted_only=True)
-    assert sum(1 for t in admitted if t < admitted[0] + 12 * limit.period) >= 0.95 * 1200
+    assert sum(1 for t in admitted if t < admitted[0] + 12 * limit.period) >= 0.9 * 1200
     assert all(grok.limiter.statistics().permits_granted >= 500 for grok in clients)  # fairly
 
 
