@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass
 
 import anyio
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -223,3 +224,58 @@ def test_someone_else_draining_the_bucket_costs_few_429s() -> None:
     assert outcome.refused <= 0.02 * outcome.granted
     span = outcome.arrivals[-1] - outcome.arrivals[0]
     assert len(outcome.arrivals) / span >= 0.5 * limit.per_second  # most of the 60 % left
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 27 not finished: a bucket of 1 at any round trip and a 250 ms round trip "
+    "still get 78-94 % of the quota (0 429s); bursts of 5-20 at 35-100 ms meet 97 %",
+)
+@pytest.mark.parametrize("round_trip", [0.035, 0.1, 0.25])
+@pytest.mark.parametrize("burst", [1, 5, 20])
+def test_a_per_second_bucket_at_a_real_round_trip_gets_its_whole_quota(
+    round_trip: float, burst: int
+) -> None:
+    # Issue 27: enterprise, 5000 a minute (83 a second), against a leaky bucket that says what
+    # it holds. At a 100 ms round trip 8 requests are always in flight, more than a bucket of 5
+    # holds: counted against it, the pace crawled to about half the quota.
+    limit = RateLimit(5000, 60.0)
+    load = Traffic(
+        limit,
+        callers=100,
+        per_caller=25,
+        up=round_trip / 2,
+        up_jitter=0.0,
+        down=round_trip / 2,
+        seed=3,
+    )
+    outcome = run_virtual(play, load, GcraCounter(limit, burst=burst))
+    assert outcome.refused == 0
+    span = outcome.arrivals[-1] - outcome.arrivals[0]
+    assert len(outcome.arrivals) / span >= 0.97 * limit.per_second
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 27 not finished: a bucket of 1 at any round trip and a 250 ms round trip "
+    "still get 78-94 % of the quota (0 429s); bursts of 5-20 at 35-100 ms meet 97 %",
+)
+@pytest.mark.parametrize("round_trip", [0.035, 0.25])
+@pytest.mark.parametrize("mode", ["sliding", "fixed"])
+def test_a_window_at_a_real_round_trip_gets_its_whole_quota(round_trip: float, mode: str) -> None:
+    limit = RateLimit(1000, 60.0)
+    load = Traffic(
+        limit,
+        callers=100,
+        per_caller=30,
+        up=round_trip / 2,
+        up_jitter=0.0,
+        down=round_trip / 2,
+        seed=3,
+    )
+    outcome = run_virtual(play, load, WindowCounter(limit, mode))  # type: ignore[arg-type]
+    assert outcome.refused == 0
+    # Three windows' worth, backlogged: done within 1.05 x the paced bound (two periods after
+    # the first window's burst).
+    span = outcome.arrivals[-1] - outcome.arrivals[0]
+    assert span <= 1.05 * 2 * limit.period
