@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
-from grok_imagine_async import APIError, AsyncGrokImagine, RateLimit, RateLimiter
+from grok_imagine_async import APIError, AsyncGrokImagine, RateLimit
+from grok_imagine_async.abc import RateLimiter
 
 TRAVEL = (0.005, 0.030)  # one-way travel time, seconds: uniform between these
 WORKERS = 300

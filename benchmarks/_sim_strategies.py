@@ -31,15 +31,8 @@ from dataclasses import dataclass
 import anyio
 from aiolimiter import AsyncLimiter
 
-from grok_imagine_async import (
-    AsyncGrokImagine,
-    LimiterStatistics,
-    Permit,
-    Priority,
-    RateLimit,
-    RateLimitError,
-    RateLimitFeedback,
-)
+from grok_imagine_async import AsyncGrokImagine, RateLimit, RateLimitError
+from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
 
 Schedule = Callable[[random.Random], Iterator[float]]
 """A poll schedule: given a random source, the successive sleeps before each poll."""

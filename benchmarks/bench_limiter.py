@@ -42,14 +42,11 @@ import httpx
 from aiolimiter import AsyncLimiter
 
 from benchmarks._limiter_virtual import render_virtual, run_virtual_one
-from grok_imagine_async import (
-    APIError,
-    AsyncGrokImagine,
+from grok_imagine_async import APIError, AsyncGrokImagine, LocalRateLimiter, RateLimit
+from grok_imagine_async.abc import (
     LimiterStatistics,
-    LocalRateLimiter,
     Permit,
     Priority,
-    RateLimit,
     RateLimiter,
     RateLimitFeedback,
 )

@@ -40,15 +40,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from grok_imagine_async import (
-    AsyncGrokImagine,
-    LimiterStatistics,
-    Permit,
-    Priority,
-    RateLimit,
-    RateLimitFeedback,
-)
+from grok_imagine_async import AsyncGrokImagine, RateLimit
 from grok_imagine_async._observe import RequestAttempt, job_scope
+from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
 from grok_imagine_async.otel import Telemetry
 from grok_imagine_async.testing import Emulator, EmulatorConfig, run_virtual
 

@@ -49,7 +49,7 @@ from fastapi import FastAPI, HTTPException, Query, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from grok_imagine_async import GenerationRequest, Job, build_request
+from grok_imagine_async import GenerationRequest, Job
 from grok_imagine_async.fastapi import (
     GrokJobs,
     JobRegistry,
@@ -79,7 +79,9 @@ class VideoRequest(BaseModel):
     def to_generation(self) -> GenerationRequest:
         """The library's request (its own rules apply too, e.g. no ``spicy`` with images)."""
         images = [str(url) for url in self.images] or None
-        return build_request(self.prompt, mode=self.mode, ratio=self.ratio, images=images)
+        return GenerationRequest(
+            prompt=self.prompt, mode=self.mode, ratio=self.ratio, images=images
+        )
 
 
 class VideoError(BaseModel):

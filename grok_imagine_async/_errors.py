@@ -5,7 +5,7 @@
     GrokImagineError
     ├── ConfigurationError (also ValueError)      bad client settings, e.g. no API key
     ├── InvalidRequestError (also ValueError)     a generation request rejected before sending
-    ├── InputError (also ValueError)              a batch input file has a bad line
+    ├── InputError (also ValueError)              a batch input file has a bad line (.batch)
     ├── JournalError                              a journal cannot be used (read or written)
     ├── APIError                                  talking to the API went wrong
     │   ├── APIStatusError                        the server answered with an error
@@ -22,9 +22,14 @@
     ├── TaskFailedError                           the task ended in failure
     ├── WaitTimeoutError (also TimeoutError)      a wait's deadline passed; the task goes on
     ├── BudgetExceededError                       a credit budget would be exceeded
-    ├── BacklogFullError                          too many jobs wait to start (an app's 429)
+    ├── BacklogFullError                          too many jobs wait to start (.fastapi)
     ├── SchedulerClosedError (also RuntimeError)  the scheduler is not running or closed
-    └── RedisUnavailableError                     Redis unreachable (grok_imagine_async.redis)
+    └── RedisUnavailableError                     Redis unreachable (.redis)
+
+Every class is importable from ``grok_imagine_async``, except the three that belong to one
+module and are imported from it: ``InputError`` from ``grok_imagine_async.batch`` (with the
+``JobFile`` that raises it), ``BacklogFullError`` from ``grok_imagine_async.fastapi`` and
+``RedisUnavailableError`` from ``grok_imagine_async.redis``.
 
 A fatal error that stopped a scheduler carries ``pending_tasks``: the paid tasks whose end
 the run did not record, so that no task id known to the process is lost with it.
@@ -34,12 +39,12 @@ The API token never appears in any message or attribute of these exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
-from ._models import FailureClass, GenerationRequest, Task
+# The root and InvalidRequestError are defined beside the models, which raise the latter and
+# sit below every other module; they are part of this tree all the same.
+from ._models import FailureClass, GenerationRequest, GrokImagineError, InvalidRequestError, Task
 
 __all__ = [
     "APIConnectionError",
@@ -68,37 +73,8 @@ __all__ = [
 ]
 
 
-class GrokImagineError(Exception):
-    """Raised when anything in this library fails; the root of the tree.
-
-    Attributes:
-        pending_tasks: Set when this error stopped a scheduler: the jobs it had submitted
-            (and so paid for) whose end it did not record, as ``{key: task_id}``. With a
-            journal that recorded their task ids they resume on the next run; the scheduler
-            also logs them. Empty otherwise.
-    """
-
-    pending_tasks: Mapping[str, str] = MappingProxyType({})
-
-
 class ConfigurationError(GrokImagineError, ValueError):
     """Raised when the client is configured wrongly, e.g. no API key can be found."""
-
-
-class InvalidRequestError(GrokImagineError, ValueError):
-    """Raised when a generation request is invalid; nothing was sent and no credit spent.
-
-    Attributes:
-        problems: One human-readable line per problem found.
-        item: For an item of a scheduler's input, its 1-based position in the input.
-    """
-
-    def __init__(
-        self, message: str, *, problems: tuple[str, ...] = (), item: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.problems = problems
-        self.item = item
 
 
 class InputError(GrokImagineError, ValueError):
@@ -334,8 +310,6 @@ class SchedulerClosedError(GrokImagineError, RuntimeError):
     """Raised when a scheduler cannot take or see through a job: it is not running, or no
     longer accepts jobs (its input was closed, it was cancelled, or a fatal error such as a
     rejected API token stopped it), or, in an app, it stopped while a handler waited on a job.
-
-    ``grok_imagine_async.fastapi.SchedulerStoppedError`` is a deprecated alias of it.
     """
 
 

@@ -2,6 +2,9 @@
 
 The bottom of the package: it imports nothing of ours, so the exception tree (which carries
 these values) and the protocol rules (which build them) can both import it without a cycle.
+For the same reason the root of that tree, :class:`GrokImagineError`, and the
+:class:`InvalidRequestError` that :class:`GenerationRequest` raises are defined here (the tree
+is drawn in ``_errors``).
 Failure classification (API.md rule 6) lives here, beside :class:`FailureClass`, because a
 :class:`Task` reports its own class.
 """
@@ -10,15 +13,17 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -36,6 +41,46 @@ _RATIO_SHAPE = re.compile(r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$")
 _MODE_SHAPE = re.compile(r"^[a-z0-9_-]{1,32}$")
 
 
+class GrokImagineError(Exception):
+    """Raised when anything in this library fails; the root of the tree.
+
+    Attributes:
+        pending_tasks: Set when this error stopped a scheduler: the jobs it had submitted
+            (and so paid for) whose end it did not record, as ``{key: task_id}``. With a
+            journal that recorded their task ids they resume on the next run; the scheduler
+            also logs them. Empty otherwise.
+    """
+
+    pending_tasks: Mapping[str, str] = MappingProxyType({})
+
+
+class InvalidRequestError(GrokImagineError, ValueError):
+    """Raised when a generation request is invalid; nothing was sent and no credit spent.
+
+    Attributes:
+        problems: One human-readable line per problem found.
+        item: For an item of a scheduler's input, its 1-based position in the input.
+    """
+
+    def __init__(
+        self, message: str, *, problems: tuple[str, ...] = (), item: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.problems = problems
+        self.item = item
+
+
+def _invalid(exc: ValidationError) -> InvalidRequestError:
+    problems = tuple(
+        f"{'.'.join(str(p) for p in err['loc']) or 'request'}: "
+        f"{err['msg'].removeprefix('Value error, ')}"
+        for err in exc.errors()
+    )
+    return InvalidRequestError(
+        "invalid generation request: " + "; ".join(problems), problems=problems
+    )
+
+
 class GenerationRequest(BaseModel):
     """One video generation, validated before anything is sent (so no credit is spent on it).
 
@@ -49,7 +94,8 @@ class GenerationRequest(BaseModel):
             of the same model accept ``16:9`` and ``9:16``). They must still be well-formed.
 
     Raises:
-        pydantic.ValidationError: (a ``ValueError``) naming each invalid field.
+        InvalidRequestError: (a ``ValueError``) naming every invalid field at once, in
+            ``problems``.
 
     Example:
         >>> GenerationRequest(prompt="a red fox in snow", ratio="2:3").payload()
@@ -63,6 +109,14 @@ class GenerationRequest(BaseModel):
     ratio: str = "1:1"
     images: tuple[str, ...] | None = None
     allow_unlisted: bool = Field(default=False, exclude=True)
+
+    if not TYPE_CHECKING:  # type checkers keep the pydantic plugin's signature, field by field
+
+        def __init__(self, /, **fields: Any) -> None:
+            try:
+                super().__init__(**fields)
+            except ValidationError as exc:
+                raise _invalid(exc) from None
 
     @field_validator("prompt")
     @classmethod

@@ -1,24 +1,47 @@
 """The extension seams: the protocols to implement, and the values they exchange.
 
-As in ``anyio.abc``, these are what you need to plug your own parts in: a rate limiter shared
-some other way than Redis (:class:`RateLimiter`, given :class:`Permit` s and told
-:class:`RateLimitFeedback`), a job store other than SQLite (:class:`Journal`, storing
-:class:`JournalRecord` s), or a clock (:class:`Clock`). The same names are also importable
-from ``grok_imagine_async`` itself, except :class:`Clock`.
+As in ``anyio.abc``, these are what you need to plug your own parts in, and they live only
+here: a rate limiter shared some other way than Redis (:class:`RateLimiter`, handing out
+:class:`Permit` s by :class:`Priority`, told :class:`RateLimitFeedback`, reporting
+:class:`LimiterStatistics`), a job store other than SQLite or Redis (:class:`Journal`, storing
+:class:`JournalRecord` s in a :class:`JournalState`, answering a :class:`Claim`, telling a
+:data:`Listener` of each changed :class:`StoredJob`), an observer of requests and jobs
+(:class:`Observer`, given :class:`RequestAttempt` s and :class:`JobScope` s; the OpenTelemetry
+one is :class:`grok_imagine_async.otel.Telemetry`), a hook on every scheduler event
+(:class:`SchedulerHook`), or a clock (:class:`Clock`).
 """
 
 from ._clock import Clock
 from ._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimiter, RateLimitFeedback
-from ._scheduling.jobs import Journal, JournalRecord, JournalState
+from ._observe import JobScope, Observer, RequestAttempt
+from ._public import set_module as _set_module
+from ._scheduling.jobs import (
+    Claim,
+    Journal,
+    JournalRecord,
+    JournalState,
+    Listener,
+    SchedulerHook,
+    StoredJob,
+)
 
 __all__ = [
+    "Claim",
     "Clock",
+    "JobScope",
     "Journal",
     "JournalRecord",
     "JournalState",
     "LimiterStatistics",
+    "Listener",
+    "Observer",
     "Permit",
     "Priority",
     "RateLimitFeedback",
     "RateLimiter",
+    "RequestAttempt",
+    "SchedulerHook",
+    "StoredJob",
 ]
+
+_set_module(globals(), __all__)

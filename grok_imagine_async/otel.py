@@ -25,7 +25,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f'pip install "grok-imagine-async[otel]" ({exc})'
     ) from exc
 
+from ._public import set_module as _set_module
 from ._telemetry.names import OPERATION_NAME, PROVIDER_NAME
 from ._telemetry.telemetry import Telemetry
 
 __all__ = ["OPERATION_NAME", "PROVIDER_NAME", "Telemetry"]
+
+_set_module(globals(), __all__)

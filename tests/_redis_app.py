@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
 from fastapi_app import create_app
 
-from grok_imagine_async import DurationModel, PollPolicy, RateLimit
+from grok_imagine_async import PollPolicy, RateLimit
+from grok_imagine_async.batch import DurationModel
 
 app = create_app(
     plan=RateLimit(int(os.environ["TEST_REQUESTS"]), float(os.environ["TEST_PERIOD"])),

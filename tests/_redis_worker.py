@@ -197,7 +197,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
     import anyio
     import httpx
 
-    from grok_imagine_async import AsyncGrokImagine, build_request
+    from grok_imagine_async import AsyncGrokImagine, GenerationRequest
     from grok_imagine_async._limiting.local import LocalRateLimiter
     from grok_imagine_async.redis import RedisRateLimiter
 
@@ -243,7 +243,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
         async with anyio.create_task_group() as tg:
             for _ in range(args.concurrency):
                 tg.start_soon(http.get, f"{args.base_url}/")
-        build_request("warm-up")
+        GenerationRequest(prompt="warm-up")
         await anyio.sleep(max(0.0, args.start_at - time.time()))
 
         async def sender() -> None:

@@ -9,13 +9,8 @@ from typing import Any
 import anyio
 import httpx
 
-from grok_imagine_async import (
-    LimiterStatistics,
-    Permit,
-    Priority,
-    RateLimit,
-    RateLimitFeedback,
-)
+from grok_imagine_async import RateLimit
+from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
 
 TOKEN = "sk-test-SECRET-token-0123456789"
 

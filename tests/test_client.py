@@ -12,7 +12,6 @@ import pytest
 from fakes import TOKEN, RecordingLimiter, Script, error, ok, task_data
 
 from grok_imagine_async import (
-    DEFAULT_BASE_URL,
     AmbiguousSubmitError,
     APIConnectionError,
     APIResponseValidationError,
@@ -28,7 +27,6 @@ from grok_imagine_async import (
     JobState,
     NotFoundError,
     PollPolicy,
-    Priority,
     RateLimitError,
     RetryPolicy,
     ServerError,
@@ -36,6 +34,8 @@ from grok_imagine_async import (
     TaskStatus,
     WaitTimeoutError,
 )
+from grok_imagine_async._settings import DEFAULT_BASE_URL
+from grok_imagine_async.abc import Priority
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 BASE = "http://api.test"

@@ -15,6 +15,7 @@ from grok_imagine_async import (
     BadRequestError,
     BudgetExceededError,
     ConfigurationError,
+    GenerationRequest,
     GrokImagineError,
     InvalidRequestError,
     NotFoundError,
@@ -24,7 +25,6 @@ from grok_imagine_async import (
     Task,
     TaskFailedError,
     TaskStatus,
-    build_request,
 )
 from grok_imagine_async.fastapi import (
     BacklogFullError,
@@ -87,7 +87,7 @@ def test_a_refused_request_tells_the_caller_what_without_python_advice(
     options: dict[str, str],
 ) -> None:
     with pytest.raises(InvalidRequestError) as caught:
-        build_request("a kite", **options)
+        GenerationRequest(prompt="a kite", **options)
     assert "pass allow_unlisted=True" in str(caught.value)  # the library's advice, for Python
     detail = http_error_for(caught.value).detail
     assert "allow_unlisted" not in detail and "pass " not in detail

@@ -26,10 +26,9 @@ from grok_imagine_async import (
     JobResult,
     JobScheduler,
     JobState,
-    JournalRecord,
-    build_request,
 )
 from grok_imagine_async._scheduling.jobs import Claim, Listener
+from grok_imagine_async.abc import JournalRecord
 from grok_imagine_async.fastapi import (
     GrokClient,
     GrokImagineResources,
@@ -321,7 +320,7 @@ def readme_app() -> FastAPI:
 
     @app.post("/videos", status_code=202)
     async def start_video(body: VideoIn, jobs: GrokJobs) -> dict[str, str]:
-        job = await jobs.submit(build_request(body.prompt, ratio=body.ratio))
+        job = await jobs.submit(GenerationRequest(prompt=body.prompt, ratio=body.ratio))
         return {"id": job.key}  # queued: the app's scheduler submits and polls it
 
     @app.get("/videos/{video_id}")

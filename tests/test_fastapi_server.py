@@ -22,7 +22,8 @@ import uvicorn
 from fastapi import FastAPI
 from test_fastapi import TOKEN, load_example, wait_until_status
 
-from grok_imagine_async import DurationModel, PollPolicy
+from grok_imagine_async import PollPolicy
+from grok_imagine_async.batch import DurationModel
 from grok_imagine_async.testing import EmulatorConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

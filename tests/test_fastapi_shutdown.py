@@ -22,7 +22,8 @@ from test_fastapi import (
     wait_until_status,
 )
 
-from grok_imagine_async import DurationModel, PollPolicy
+from grok_imagine_async import PollPolicy
+from grok_imagine_async.batch import DurationModel
 from grok_imagine_async.testing import VirtualTimeEventLoop
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grok_imagine_async import InputError, JobFile
+from grok_imagine_async.batch import InputError, JobFile
 
 
 def lines_of(error: InputError) -> list[int | None]:

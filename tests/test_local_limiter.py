@@ -16,17 +16,10 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from grok_imagine_async import (
-    LocalRateLimiter,
-    Permit,
-    Plan,
-    Priority,
-    RateLimit,
-    RateLimiter,
-    RateLimitFeedback,
-)
+from grok_imagine_async import LocalRateLimiter, Plan, RateLimit
 from grok_imagine_async._clock import DEFAULT_CLOCK
 from grok_imagine_async._headers import read_rate_limit_headers
+from grok_imagine_async.abc import Permit, Priority, RateLimiter, RateLimitFeedback
 from grok_imagine_async.testing import VirtualTimeEventLoop
 
 pytestmark = pytest.mark.anyio

@@ -17,7 +17,8 @@ import anyio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grok_imagine_async import LocalRateLimiter, Permit, Priority, RateLimit, RateLimitFeedback
+from grok_imagine_async import LocalRateLimiter, RateLimit
+from grok_imagine_async.abc import Permit, Priority, RateLimitFeedback
 from grok_imagine_async.testing import run_virtual
 
 

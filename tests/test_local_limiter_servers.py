@@ -19,7 +19,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from grok_imagine_async import LocalRateLimiter, RateLimit, RateLimitFeedback
+from grok_imagine_async import LocalRateLimiter, RateLimit
+from grok_imagine_async.abc import RateLimitFeedback
 from grok_imagine_async.testing import run_virtual
 from grok_imagine_async.testing._gcra import GcraCounter
 from grok_imagine_async.testing._window import WindowCounter, WindowDecision

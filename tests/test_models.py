@@ -8,12 +8,12 @@ import pytest
 from grok_imagine_async import (
     FailureClass,
     GenerationRequest,
+    GrokImagineError,
     InvalidRequestError,
     Plan,
     RateLimit,
     Task,
     TaskStatus,
-    build_request,
 )
 from grok_imagine_async._limiting.plans import resolve_rate_limit
 
@@ -53,7 +53,7 @@ def test_single_image_string_becomes_a_list() -> None:
 def test_invalid_requests_are_value_errors_naming_the_problem(
     fields: dict[str, object], needle: str
 ) -> None:
-    with pytest.raises(pydantic.ValidationError, match=needle) as info:
+    with pytest.raises(InvalidRequestError, match=needle) as info:
         GenerationRequest(**fields)  # type: ignore[arg-type]
     assert isinstance(info.value, ValueError)
 
@@ -63,10 +63,11 @@ def test_opt_in_lets_reseller_ratios_through() -> None:
     assert (request.ratio, request.mode) == ("9:16", "custom")
 
 
-def test_build_request_lists_every_problem() -> None:
-    with pytest.raises(InvalidRequestError) as info:
-        build_request("", mode="x")
-    assert any("prompt" in p for p in info.value.problems)
+def test_an_invalid_request_lists_every_problem_in_the_tree() -> None:
+    with pytest.raises(GrokImagineError) as info:
+        GenerationRequest(prompt="", images=["example.com/a.png"])
+    assert isinstance(info.value, InvalidRequestError)
+    assert [p.split(":")[0] for p in info.value.problems] == ["prompt", "images"]
 
 
 def test_requests_are_frozen_and_hashable() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 
-from grok_imagine_async import JobScheduler, SchedulerOptions
+from grok_imagine_async import JobScheduler
 from grok_imagine_async._scheduling.options import TuningOptions
+from grok_imagine_async.batch import SchedulerOptions
 
 
 def _scheduler_keywords() -> set[str]:

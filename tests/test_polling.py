@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grok_imagine_async import DurationModel, LimiterStatistics, PollPolicy, RateLimit
+from grok_imagine_async import PollPolicy, RateLimit
 from grok_imagine_async._scheduling.polling import DEFAULT_SCHEDULER_POLL, PollPlanner
+from grok_imagine_async.abc import LimiterStatistics
+from grok_imagine_async.batch import DurationModel
 
 SIGMA = 0.5
 BATCH_QUOTA = RateLimit(200, 6.0)

@@ -8,9 +8,10 @@ from typing import Any
 import anyio
 import pytest
 
-from grok_imagine_async import AsyncGrokImagine, DurationModel, GenerationRequest, JobState
+from grok_imagine_async import AsyncGrokImagine, GenerationRequest, JobState
 from grok_imagine_async._progress import Progress, estimated_progress
 from grok_imagine_async._scheduling.record import JobRecord, Tally
+from grok_imagine_async.batch import DurationModel
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 TOKEN = "progress-token"

@@ -32,6 +32,7 @@ import pytest
 
 import grok_imagine_async
 from grok_imagine_async import AsyncGrokImagine
+from grok_imagine_async.batch import InputError
 from grok_imagine_async.testing import Emulator, EmulatorConfig, run_virtual
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,7 +222,7 @@ def test_many_videos_refuses_a_bad_line_before_the_first_credit(
     harness: _Harness, tmp_path: Path
 ) -> None:
     (tmp_path / "prompts.txt").write_bytes(b"a red kite\n\xff\xfe not text\n")
-    with pytest.raises(grok_imagine_async.InputError, match=r"prompts\.txt:2: not UTF-8"):
+    with pytest.raises(InputError, match=r"prompts\.txt:2: not UTF-8"):
         harness.run(by_heading("generate_many("))
     assert harness.emulator.statistics().requests_total == 0
 

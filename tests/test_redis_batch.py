@@ -21,9 +21,10 @@ import anyio
 import pytest
 from _redis_worker import RedisServer
 
-from grok_imagine_async import JournalState, RateLimit
+from grok_imagine_async import RateLimit
 from grok_imagine_async._cli.batch_journal import batch_namespace
 from grok_imagine_async._scheduling.inputs import JobFile
+from grok_imagine_async.abc import JournalState
 
 pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 pytest.importorskip("uvicorn", reason='needs the "emulator" extra')

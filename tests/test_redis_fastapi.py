@@ -20,7 +20,8 @@ import pytest
 from _redis_worker import RedisServer
 from test_fastapi import client_of, load_example
 
-from grok_imagine_async import DurationModel, JournalError, PollPolicy, RateLimit
+from grok_imagine_async import JournalError, PollPolicy, RateLimit
+from grok_imagine_async.batch import DurationModel
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')

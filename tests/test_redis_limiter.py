@@ -17,13 +17,8 @@ import anyio.lowlevel
 import pytest
 from _redis_worker import RedisServer
 
-from grok_imagine_async import (
-    ConfigurationError,
-    Permit,
-    Priority,
-    RateLimit,
-    RateLimitFeedback,
-)
+from grok_imagine_async import ConfigurationError, RateLimit
+from grok_imagine_async.abc import Permit, Priority, RateLimitFeedback
 
 redis_asyncio = pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 

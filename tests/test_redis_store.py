@@ -18,11 +18,11 @@ from grok_imagine_async import (
     FailureClass,
     GenerationRequest,
     JobResult,
-    JournalState,
     Task,
     TaskStatus,
 )
 from grok_imagine_async._errors import APIConnectionError, JournalError
+from grok_imagine_async.abc import JournalState
 
 pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 

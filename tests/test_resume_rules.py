@@ -9,8 +9,6 @@ from grok_imagine_async import (
     FailureClass,
     GenerationRequest,
     GrokImagineError,
-    JournalRecord,
-    JournalState,
     TaskFailedError,
 )
 from grok_imagine_async._scheduling.resume import (
@@ -22,6 +20,7 @@ from grok_imagine_async._scheduling.resume import (
     reopening,
     replayed_task,
 )
+from grok_imagine_async.abc import JournalRecord, JournalState
 
 REQUEST = GenerationRequest(prompt="p")
 

@@ -24,9 +24,8 @@ from grok_imagine_async import (
     JobSpec,
     JobSubmitted,
     JournalError,
-    JournalRecord,
-    JournalState,
 )
+from grok_imagine_async.abc import JournalRecord, JournalState
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 TOKEN = "errors-token"

@@ -14,7 +14,7 @@ from _otel import Pipeline, every_attribute, total
 from fakes import RecordingLimiter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from grok_imagine_async import AsyncGrokImagine, JobResult, JobSpec, RateLimit, build_request
+from grok_imagine_async import AsyncGrokImagine, GenerationRequest, JobResult, JobSpec, RateLimit
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 TOKEN = "sk-otel-SECRET-4242"
@@ -44,7 +44,7 @@ async def run_batch(
         limiter=RecordingLimiter(),
         telemetry=pipeline.telemetry(**telemetry_options),
     )
-    specs = [JobSpec(build_request(prompt), key=key) for key, prompt in PROMPTS.items()]
+    specs = [JobSpec(GenerationRequest(prompt=prompt), key=key) for key, prompt in PROMPTS.items()]
     async with client.generate_many(specs, max_credits=1000) as results:
         return emu, [result async for result in results]
 

@@ -1,9 +1,9 @@
 """A batch's journal: opened (a SQLite file, or a Redis every process shares), read at the
 start of a run, and asked which jobs of the input this process runs.
 
-The same for every journal, through the :class:`~grok_imagine_async.Journal` protocol: the
+The same for every journal, through the :class:`~grok_imagine_async.abc.Journal` protocol: the
 resume policy (:mod:`grok_imagine_async._scheduling.resume`) decides what a finished job needs,
-the journal's :meth:`~grok_imagine_async.Journal.claim` who runs it.
+the journal's :meth:`~grok_imagine_async.abc.Journal.claim` who runs it.
 """
 
 from __future__ import annotations

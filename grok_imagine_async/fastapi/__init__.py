@@ -28,8 +28,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"({exc})"
     ) from exc
 
-from .._deprecated import module_getattr as _module_getattr
-from .._errors import BacklogFullError, SchedulerClosedError
+from .._errors import BacklogFullError
+from .._public import set_module as _set_module
 from ._errors import HTTPProblem, http_error_for
 from ._jobs import (
     DEFAULT_MAX_JOBS,
@@ -76,12 +76,4 @@ __all__ = [
     "sse_event",
 ]
 
-__getattr__ = _module_getattr(
-    __name__,
-    {
-        "SchedulerStoppedError": (
-            SchedulerClosedError,
-            "it is grok_imagine_async.SchedulerClosedError (the same class)",
-        )
-    },
-)
+_set_module(globals(), __all__)

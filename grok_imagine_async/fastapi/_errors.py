@@ -5,7 +5,7 @@ a message safe to show a caller). Messages never carry a stack trace, an upstrea
 API token: the client already strips the token from every exception, and for upstream failures
 we say what failed in our own words rather than relaying the provider's text.
 
-The exceptions an app meets (:class:`~grok_imagine_async.BacklogFullError`,
+The exceptions an app meets (:class:`~grok_imagine_async.fastapi.BacklogFullError`,
 :class:`~grok_imagine_async.SchedulerClosedError`) are in the package's one exception tree.
 """
 

@@ -56,9 +56,6 @@ class JobRegistry:
         max_jobs: Finished jobs to remember; beyond it the least recently used are forgotten
             (:meth:`get` then finds them only in the journal, if there is one).
         max_queued: Jobs allowed to wait for a submission slot; :meth:`submit` refuses more.
-        max_credits: Ignored, kept so existing calls work: jobs are refused at once when the
-            attached scheduler's own budget (``scheduler.budget``) cannot pay for them beside
-            the queued ones, rather than accepted to fail.
         journal: The scheduler's journal, if any: :meth:`get` looks up ids it forgot there.
         new_id: Makes job ids (default: ``uuid4().hex``).
     """
@@ -68,7 +65,6 @@ class JobRegistry:
         *,
         max_jobs: int = DEFAULT_MAX_JOBS,
         max_queued: int = DEFAULT_MAX_QUEUED,
-        max_credits: int | None = None,
         journal: Journal | None = None,
         new_id: Callable[[], str] | None = None,
     ) -> None:
@@ -76,7 +72,6 @@ class JobRegistry:
             raise ValueError("max_jobs and max_queued must be >= 1")
         self._max_jobs = max_jobs
         self._max_queued = max_queued
-        del max_credits  # the scheduler's budget is the one estimate
         self._journal = journal
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()

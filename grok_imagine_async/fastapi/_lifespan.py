@@ -123,7 +123,7 @@ async def grok_imagine_lifespan(
         client_factory: Builds the client instead (for other client settings); called at
             startup, and the client it returns is closed at shutdown. Excludes the client
             settings (the five above and ``telemetry``).
-        journal: A :class:`~grok_imagine_async.Journal`, or a SQLite file path, so jobs survive
+        journal: A :class:`~grok_imagine_async.abc.Journal`, or a SQLite file path, so jobs survive
             a restart. One per process: a SQLite journal is locked by the process using it, so
             a second worker given the same path fails to start.
         max_credits: Credit budget of this app's process (of all its workers with
@@ -203,12 +203,7 @@ async def grok_imagine_lifespan(
         if shared is not None:
             jobs = shared.registry(max_jobs=max_jobs, max_queued=max_queued)
         else:
-            jobs = JobRegistry(
-                max_jobs=max_jobs,
-                max_queued=max_queued,
-                max_credits=max_credits,
-                journal=opened_journal,
-            )
+            jobs = JobRegistry(max_jobs=max_jobs, max_queued=max_queued, journal=opened_journal)
         runner = _SchedulerRunner(
             client,
             jobs,

@@ -28,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f'grok_imagine_async.redis needs redis-py: pip install "grok-imagine-async[redis]" ({exc})'
     ) from exc
 
+from .._public import set_module as _set_module
 from ._limiter import (
     RedisLimiterStatistics,
     RedisRateLimiter,
@@ -42,3 +43,5 @@ __all__ = [
     "RedisStoreStatistics",
     "RedisUnavailableError",
 ]
+
+_set_module(globals(), __all__)

@@ -56,7 +56,7 @@ _UNAVAILABLE = (
 
 @dataclass(frozen=True, slots=True)
 class RedisLimiterStatistics(LimiterStatistics):
-    """:class:`~grok_imagine_async.LimiterStatistics` plus the Redis side of things.
+    """:class:`~grok_imagine_async.abc.LimiterStatistics` plus the Redis side of things.
 
     Attributes:
         redis_calls: Script calls sent to Redis (one per permit while Redis is up).

@@ -51,7 +51,7 @@ DEFAULT_FINISHED_TTL = 7 * 86_400.0
 
 
 class RedisJobStore:
-    """A :class:`~grok_imagine_async.Journal` in Redis that every process of a token shares.
+    """A :class:`~grok_imagine_async.abc.Journal` in Redis that every process of a token shares.
 
     Any number of processes on any hosts open one store (same Redis, same token, same
     ``namespace``) and act as one client: each job is owned by one process at a time, which

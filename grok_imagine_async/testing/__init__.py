@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._clock import ManualClock
+from .._public import set_module as _set_module
 from ._virtual_time import VirtualTimeEventLoop, run_virtual
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ _LAZY = {
     "serve_in_thread": "._server",
 }
 
+_set_module(globals(), ["ManualClock", "VirtualTimeEventLoop", "run_virtual"])
+
 INSTALL_HINT = 'the emulator needs its extra: pip install "grok-imagine-async[emulator]"'
 
 
@@ -65,9 +68,9 @@ def __getattr__(name: str) -> Any:
         if (exc.name or "").split(".")[0] in {"starlette", "uvicorn"}:
             raise ImportError(f"{INSTALL_HINT} ({exc})", name=exc.name) from exc
         raise
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
+    globals()[name] = getattr(module, name)
+    _set_module(globals(), [name])
+    return globals()[name]
 
 
 def __dir__() -> list[str]:

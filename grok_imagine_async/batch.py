@@ -1,0 +1,41 @@
+"""A batch's files, options and figures: what ``generate_many`` and ``JobScheduler`` take and
+give beyond the everyday names of :mod:`grok_imagine_async`.
+
+- :class:`JobFile` reads jobs from a text, JSONL or CSV file (``check()`` returns an
+  :class:`InputSummary`, a bad line raises :class:`InputError`);
+- :class:`SqliteJournal` is the journal file that makes a batch resumable (``journal="run.db"``
+  opens one for you);
+- :class:`SchedulerOptions` types the keyword options of ``generate_many``, so that a wrapper
+  of your own can take ``**options: Unpack[SchedulerOptions]``;
+- :class:`DurationModel` is the scheduler's estimate of how long a generation takes
+  (``duration_model=``), and :class:`SchedulerStatistics` what ``statistics()`` returns;
+- :data:`CREDITS_PER_GENERATION` is what one generation costs, to size ``max_credits=``.
+
+These are what the ``grok-imagine batch`` command uses, for the same from Python.
+
+Example:
+    >>> from grok_imagine_async.batch import CREDITS_PER_GENERATION, JobFile
+    >>> budget = 100 * CREDITS_PER_GENERATION  # at most 100 generations
+"""
+
+from ._errors import InputError
+from ._journal.sqlite import SqliteJournal
+from ._models import CREDITS_PER_GENERATION
+from ._public import set_module as _set_module
+from ._scheduling.inputs import InputSummary, JobFile
+from ._scheduling.jobs import SchedulerStatistics
+from ._scheduling.options import SchedulerOptions
+from ._scheduling.polling import DurationModel
+
+__all__ = [
+    "CREDITS_PER_GENERATION",
+    "DurationModel",
+    "InputError",
+    "InputSummary",
+    "JobFile",
+    "SchedulerOptions",
+    "SchedulerStatistics",
+    "SqliteJournal",
+]
+
+_set_module(globals(), __all__)
