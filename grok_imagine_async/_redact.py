@@ -72,3 +72,23 @@ class Redactor:
         if isinstance(value, list):
             return [self.data(item, depth=depth + 1) for item in value]
         return value
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its userinfo (``scheme://user:password@host``) replaced;
+    userinfo without a colon (``scheme://secret@host``) is replaced whole.
+
+    Example:
+        >>> redact_url("redis://:hunter2@cache:6379/0")
+        'redis://:***@cache:6379/0'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user, colon, _password = userinfo.partition(":")
+    hidden = f"{user}:{REDACTED}" if colon else REDACTED
+    return f"{scheme}://{hidden}@{host}{slash}{path}"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -23,12 +22,10 @@ from grok_imagine_async import (
     GenerationRequest,
     JobEvent,
     JobFinished,
-    JobResult,
     JobScheduler,
     JobState,
 )
-from grok_imagine_async._scheduling.jobs import Claim, Listener
-from grok_imagine_async.abc import JournalRecord
+from grok_imagine_async._journal.memory import MemoryJournal
 from grok_imagine_async.fastapi import (
     GrokClient,
     GrokImagineResources,
@@ -197,47 +194,11 @@ async def test_it_composes_with_your_lifespan_and_lets_your_errors_through() -> 
     assert order == ["before", "inside", "before", "inside", "after"]
 
 
-class FullDiskJournal:
+class FullDiskJournal(MemoryJournal):
     """A journal whose disk fills up at the first write."""
-
-    async def load(self, key: str) -> JournalRecord | None:
-        return None
 
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
         raise OSError(28, "No space left on device")
-
-    async def record_submitted(self, key: str, task_id: str) -> None:
-        pass
-
-    async def record_finished(self, result: JobResult) -> None:
-        pass
-
-    async def record_files(self, key: str, files: Sequence[Path]) -> None:
-        pass
-
-    async def claim(
-        self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
-    ) -> Claim:
-        return Claim("unknown", None)
-
-    async def forget(self, key: str) -> None:
-        pass
-
-    async def records(self) -> AsyncIterator[JournalRecord]:
-        return
-        yield
-
-    async def get_meta(self, name: str) -> str | None:
-        return None
-
-    async def set_meta(self, name: str, value: str) -> None:
-        pass
-
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        return lambda: None
-
-    async def aclose(self) -> None:
-        pass
 
 
 async def test_a_scheduler_crash_is_logged_and_the_app_answers_503(

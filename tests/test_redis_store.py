@@ -261,3 +261,84 @@ async def test_after_redis_lost_its_data_no_finished_job_passes_for_new(
         assert claim.status == "final"
         assert claim.job is not None and claim.job.record is not None
         assert claim.job.record.task_id == "task-d"
+
+
+async def redis_command(url: str, *args: object) -> object:
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis.from_url(url)
+    try:
+        return await raw.execute_command(*args)
+    finally:
+        await raw.aclose()
+
+
+async def test_redis_out_of_memory_is_an_outage_its_writes_wait_in_memory(
+    redis_server: RedisServer,
+) -> None:
+    async with store(redis_server.url) as a:
+        await a.register("m", REQUEST)
+        await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "1")
+        await a.record_intent("m", REQUEST, 1)  # OOM: kept in memory, not raised
+        await a.record_submitted("m", "task-m")
+        assert not a.available and a.statistics().pending_writes == 1
+        await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "0")
+        await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
+        async with store(redis_server.url) as b:
+            found = await b.peek("m")
+            assert found is not None and found.record is not None
+            assert found.record.task_id == "task-m"
+
+
+def test_write_refusals_are_outages_or_configuration_errors() -> None:
+    from redis import exceptions as redis_errors
+
+    from grok_imagine_async.redis._store_script import outage_like
+
+    assert outage_like(redis_errors.ResponseError("MISCONF Redis is configured to save RDB"))
+    assert outage_like(redis_errors.OutOfMemoryError("command not allowed"))
+    assert outage_like(redis_errors.ConnectionError("refused"))
+    assert not outage_like(redis_errors.NoPermissionError("this user has no permissions"))
+    assert not outage_like(
+        redis_errors.AuthenticationError("invalid password")
+    )  # a ConnectionError
+    assert not outage_like(redis_errors.ResponseError("WRONGTYPE"))
+
+
+async def test_a_permission_refused_is_a_clean_journal_error(redis_server: RedisServer) -> None:
+    async with store(redis_server.url) as a:
+        await a.register("n", REQUEST)
+        await redis_command(redis_server.url, "ACL", "SETUSER", "default", "resetkeys")
+        try:
+            with pytest.raises(JournalError, match="refused"):
+                await a.record_intent("n", REQUEST, 1)
+            with pytest.raises(JournalError, match="refused"):
+                await a.claim("other", create=REQUEST)
+        finally:
+            await redis_command(redis_server.url, "ACL", "SETUSER", "default", "~*")
+
+
+async def test_a_wrong_password_fails_the_start_naming_the_url_not_the_password(
+    redis_server: RedisServer,
+) -> None:
+    await redis_command(redis_server.url, "CONFIG", "SET", "requirepass", "right-one")
+    wrong = redis_server.url.replace("redis://", "redis://:wrong-pass-value@")
+    with pytest.raises(JournalError) as caught:
+        async with store(wrong):
+            pass
+    message = str(caught.value)
+    assert "refused" in message and "cannot reach" not in message
+    assert f"127.0.0.1:{redis_server.port}" in message
+    assert "wrong-pass-value" not in message
+
+
+async def test_a_burst_waits_for_a_connection_and_is_never_an_outage(
+    redis_server: RedisServer,
+) -> None:
+    from grok_imagine_async.redis._store import POOL_SIZE
+
+    async with store(redis_server.url) as a:
+        async with anyio.create_task_group() as tg:
+            for n in range(POOL_SIZE * 4):
+                tg.start_soon(a.peek, f"burst-{n}")
+        assert a.available and a.statistics().outages == 0

@@ -25,6 +25,7 @@ from grok_imagine_async import (
     JobSubmitted,
     JournalError,
 )
+from grok_imagine_async._journal.memory import MemoryJournal
 from grok_imagine_async.abc import JournalRecord, JournalState
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
@@ -41,11 +42,12 @@ def make() -> tuple[Emulator, AsyncGrokImagine]:
     return emu, AsyncGrokImagine(api_key=TOKEN, http_client=emu.client(token=None), plan="pro")
 
 
-class FailingJournal:
+class FailingJournal(MemoryJournal):
     """An in-memory Journal whose writes start failing (as on a full disk) when told to."""
 
     def __init__(self, *, fail_after_submitted: int) -> None:
-        self.records: dict[str, JournalRecord] = {}
+        super().__init__()
+        self.saved: dict[str, JournalRecord] = {}
         self.fail_after_submitted = fail_after_submitted
         self.submitted = 0
         self.failing = False
@@ -55,25 +57,25 @@ class FailingJournal:
             raise OSError(28, "No space left on device")
 
     async def load(self, key: str) -> JournalRecord | None:
-        return self.records.get(key)
+        return self.saved.get(key)
 
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
         self._write()
-        self.records[key] = JournalRecord(key, request, JournalState.INTENT, attempts=attempt)
+        self.saved[key] = JournalRecord(key, request, JournalState.INTENT, attempts=attempt)
 
     async def record_submitted(self, key: str, task_id: str) -> None:
         self.submitted += 1
         self.failing = self.failing or self.submitted > self.fail_after_submitted
         self._write()
-        old = self.records[key]
-        self.records[key] = JournalRecord(
+        old = self.saved[key]
+        self.saved[key] = JournalRecord(
             key, old.request, JournalState.SUBMITTED, task_id=task_id, attempts=old.attempts
         )
 
     async def record_finished(self, result: JobResult) -> None:
         self._write()
         state = JournalState.COMPLETED if result.ok else JournalState.FAILED
-        self.records[result.key] = JournalRecord(
+        self.saved[result.key] = JournalRecord(
             result.key, result.request, state, task_id=result.task_id, credits=result.credits
         )
 
@@ -209,12 +211,12 @@ async def test_a_journal_failing_mid_run_raises_plainly_with_every_known_task_id
     assert set(paid.values()) == set(created)  # every paid job was polled to its end
     assert all(r.ok for r in seen if r.task_id is not None)
     assert sum(r.credits for r in seen) == emu.statistics().credits_consumed
-    recorded = {k: r.task_id for k, r in journal.records.items() if r.task_id is not None}
+    recorded = {k: r.task_id for k, r in journal.saved.items() if r.task_id is not None}
     # Whatever the journal did not keep is in the error: no task id is lost.
     assert {**recorded, **error.pending_tasks} == paid
     assert set(paid) - set(recorded) <= set(error.pending_tasks)
     assert len(recorded) == 3  # what the journal kept before the disk filled
-    ended = {k for k, r in journal.records.items() if r.state is JournalState.COMPLETED}
+    ended = {k for k, r in journal.saved.items() if r.state is JournalState.COMPLETED}
     assert set(error.pending_tasks) == set(paid) - ended  # ended, but not recorded as ended
     assert "No space left" in str(error)
 

@@ -152,3 +152,33 @@ async def test_with_a_journal_repeats_are_numbered_in_input_order(
     base = request_key(GenerationRequest(prompt="same [duration:5]"))
     assert ("same [duration:5]", base) in keys
     assert ("same [duration:5]", f"{base}-1") in keys
+
+
+@pytest.mark.anyio
+async def test_a_limiter_that_fails_before_the_post_is_not_a_possible_charge(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    from grok_imagine_async import LocalRateLimiter, Priority, RateLimit
+    from grok_imagine_async.abc import Permit
+
+    class RefusingLimiter(LocalRateLimiter):
+        """Refuses its permits as a Redis out of memory refuses the limiter's script."""
+
+        async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
+            raise RuntimeError("OOM command not allowed when used memory > 'maxmemory'")
+
+    client = AsyncGrokImagine(
+        api_key=TOKEN,
+        http_client=emulator.client(token=None),
+        limiter=RefusingLimiter(RateLimit(100, 60.0)),
+    )
+    async with client.generate_many(["never sent"], journal=tmp_path / "run.db") as results:
+        [result] = [r async for r in results]
+    assert result.failure_class is FailureClass.REQUEST_ERROR  # not "may have been charged"
+    assert result.credits == 0
+    assert emulator.statistics().requests_total == 0
+    async with client_for(emulator).generate_many(
+        ["never sent"], journal=tmp_path / "run.db"
+    ) as results:
+        [again] = [r async for r in results]
+    assert again.ok  # never paid: tried again

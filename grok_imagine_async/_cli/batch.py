@@ -338,7 +338,10 @@ async def _with_store(
     except Exception as exc:  # a fault that stopped the batch: still report every paid job
         if getattr(args, "log_level", None) == "debug":
             traceback.print_exception(exc)
-        error("batch", f"the batch stopped: {describe_failure(leaf_error(exc), args)}")
+        leaf = leaf_error(exc)
+        error("batch", f"the batch stopped: {describe_failure(leaf, args)}")
+        if isinstance(leaf, GrokImagineError):
+            print_pending(leaf)
     else:
         await forget_unsent(store, state.unknown)
     try:

@@ -129,7 +129,6 @@ class Claims:
         self, store: Journal, args: argparse.Namespace, out: Path, progress: BatchProgress
     ) -> None:
         self._store = store
-        self._shared = not isinstance(store, SqliteJournal)
         self._wait = max(0.05, args.lease / 3)
         self._resubmit = args.on_ambiguous == "resubmit"
         self._out = Path(os.path.abspath(out))
@@ -203,10 +202,19 @@ class Claims:
             try:
                 return await self._store.claim(key, create=spec.request, reopen=reopen)
             except JournalError:
-                if not self._shared:
-                    raise
-                # Redis unreachable: the jobs already claimed go on meanwhile
+                if not self._passing():
+                    raise  # a refusal (a permission, a full disk), not an outage
+                # The jobs already claimed go on meanwhile.
                 await anyio.sleep(self._wait)
+
+    def _passing(self) -> bool:
+        """Whether a shared journal's trouble passes by itself: Redis unreachable, or just
+        back from losing its data (every process writes its jobs back within a lease)."""
+        store = self._store
+        if not getattr(store, "available", True):
+            return True
+        may_create = getattr(store, "may_create", None)
+        return may_create is not None and not may_create()
 
     def _retake(self, record: JournalRecord, spec: JobSpec) -> bool:
         """Whether this run must take a finished job up again."""

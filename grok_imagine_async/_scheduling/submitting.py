@@ -186,8 +186,11 @@ class Submitter:
     async def _send_reserved(self, job: JobRecord, cost: int, held: Reservation) -> None:
         books = self._books
         attempt = job.attempts + 1
+        may_have_left = False  # from the first intent on, a POST may leave
 
         async def record_intent() -> None:
+            nonlocal may_have_left
+            may_have_left = True
             if books.journal is not None:
                 try:
                     await books.journal.record_intent(job.key, job.request, attempt)
@@ -223,7 +226,12 @@ class Submitter:
         except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
             await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
             return
-        except Exception as exc:  # after the intent: the POST may have left, and been paid
+        except Exception as exc:
+            if not may_have_left:  # the limiter failed (e.g. Redis refused its script)
+                error = unexpected(exc)
+                await books.finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
+                return
+            # After the intent: the POST may have left, and been paid.
             held.commit(certain=False)
             job.charged(attempt, cost)
             ambiguous = AmbiguousSubmitError(

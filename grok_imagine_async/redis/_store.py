@@ -20,21 +20,22 @@ import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ResponseError
 
 from .._errors import JournalError
+from .._journal import records
 from .._models import FailureClass, GenerationRequest
+from .._redact import redact_url
 from .._scheduling.jobs import Claim, JobResult, JournalRecord, Listener, StoredJob
-from . import _records as records
-from ._limiter import _UNAVAILABLE
 from ._store_script import (
     CLAIM_SCRIPT,
     HEARTBEAT_SCRIPT,
     ORPHANS_SCRIPT,
+    STORE_ERRORS,
     RedisStoreStatistics,
     StoreKeys,
     decode,
     encode,
+    outage_like,
 )
 from ._writeback import WriteBack
 
@@ -48,6 +49,10 @@ logger = logging.getLogger("grok_imagine_async.redis")
 DEFAULT_STORE_PREFIX = "grok-imagine:jobs"
 DEFAULT_LEASE = 10.0
 DEFAULT_FINISHED_TTL = 7 * 86_400.0
+POOL_SIZE = 64
+"""Connections a store opened from a URL keeps at most (its pub/sub listener holds one)."""
+POOL_WAIT = 5.0
+"""Seconds a call waits for a free connection before it counts as Redis unreachable."""
 
 
 class RedisJobStore:
@@ -105,10 +110,20 @@ class RedisJobStore:
         if not lease > 0:
             raise ValueError("lease must be positive seconds")
         self._owns_client = isinstance(redis, str)
+        self._url = redact_url(redis) if isinstance(redis, str) else ""
         if isinstance(redis, str):
-            self._redis: aioredis.Redis = aioredis.Redis.from_url(
-                redis, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1)
+            # A bounded pool that waits for a free connection: redis-py's default pool raises
+            # MaxConnectionsError (a ConnectionError) under a burst, which would pass for an
+            # outage and spend the offline allowance while Redis is up.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                redis,
+                max_connections=POOL_SIZE,
+                timeout=POOL_WAIT,
+                socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+                retry=Retry(NoBackoff(), 1),
             )
+            self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes it too
         else:
             self._redis = redis
         self._keys = StoreKeys.for_token(api_key, prefix=key_prefix, namespace=namespace)
@@ -136,8 +151,9 @@ class RedisJobStore:
         self._released = False
 
     def __repr__(self) -> str:
-        # Neither the token nor the URL (it may hold a password).
-        return f"RedisJobStore(id={self.id!r}, keys={self._keys.base!r})"
+        # Neither the token nor the URL's password.
+        where = f"{self._url!r}, " if self._url else ""
+        return f"RedisJobStore({where}id={self.id!r}, keys={self._keys.base!r})"
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -146,9 +162,14 @@ class RedisJobStore:
             await self._heartbeat()
             if self._max_credits is not None:
                 await self._refresh_allowance()  # what may be spent should Redis fail soon
-        except _UNAVAILABLE as exc:
+        except STORE_ERRORS as exc:
             await self._close_client()
-            raise self._error(f"cannot reach the Redis job store ({type(exc).__name__})") from exc
+            where = f" at {self._url}" if self._url else ""
+            if outage_like(exc):
+                raise self._error(
+                    f"cannot reach the Redis job store{where} ({type(exc).__name__})"
+                ) from exc
+            raise self._error(f"the Redis job store{where} refused us: {exc}") from exc
         self._writes.up_since = anyio.current_time()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -175,9 +196,11 @@ class RedisJobStore:
                 try:
                     await self._writes.flush()
                     await self._redis.delete(self._keys.alive_prefix + self.id)
-                except _UNAVAILABLE:
+                except STORE_ERRORS as exc:
                     pending = len(self._writes.dirty)
-                    logger.warning("Redis unreachable at shutdown: %d jobs not written", pending)
+                    logger.warning(
+                        "Redis unreachable at shutdown (%s): %d jobs not written", exc, pending
+                    )
         await self._close_client()
 
     async def give_up_lease(self) -> None:
@@ -189,8 +212,10 @@ class RedisJobStore:
             try:
                 await self._writes.flush()
                 await self._redis.delete(self._keys.alive_prefix + self.id)
-            except _UNAVAILABLE:
-                logger.warning("Redis unreachable: this process's lease runs out by itself")
+            except STORE_ERRORS as exc:
+                logger.warning(
+                    "Redis unreachable (%s): this process's lease runs out by itself", exc
+                )
 
     async def _close_client(self) -> None:
         if self._owns_client:
@@ -217,7 +242,7 @@ class RedisJobStore:
         before = self._jobs.get(key)
         old = before.record if before is not None else None
         record = records.intent(old, key, request, attempt)
-        status = await self._writes.write(StoredJob(key, request, record, self.id), reserve=attempt)
+        status = await self._write(StoredJob(key, request, record, self.id), reserve=attempt)
         if status == "owner":
             raise self._error(f"job {key} is owned by another process now; not sending it")
 
@@ -227,7 +252,7 @@ class RedisJobStore:
         if job is None or job.record is None:
             raise KeyError(f"record_submitted({key!r}) without record_intent")
         new = records.submitted(job.record, task_id)
-        await self._writes.write(StoredJob(key, job.request, new, self.id), task_id=task_id)
+        await self._write(StoredJob(key, job.request, new, self.id), task_id=task_id)
 
     async def record_finished(self, result: JobResult) -> None:
         """Record how the job ended; a POST refused outright gives its credits back."""
@@ -235,9 +260,7 @@ class RedisJobStore:
         old = job.record if job is not None else None
         record = records.finished(old, result)
         refund = result.task is None and result.failure_class is FailureClass.REQUEST_ERROR
-        await self._writes.write(
-            StoredJob(result.key, result.request, record, self.id), refund=refund
-        )
+        await self._write(StoredJob(result.key, result.request, record, self.id), refund=refund)
 
     async def record_files(self, key: str, files: Sequence[Path]) -> None:
         """Record that the job's videos were downloaded to ``files``."""
@@ -245,7 +268,24 @@ class RedisJobStore:
         if job is None or job.record is None:
             raise KeyError(f"record_files({key!r}) for a job the store never saw")
         record = records.with_files(job.record, tuple(str(f) for f in files))
-        await self._writes.write(StoredJob(key, job.request, record, self.id))
+        await self._write(StoredJob(key, job.request, record, self.id))
+
+    async def _write(
+        self,
+        job: StoredJob,
+        *,
+        reserve: int = 0,
+        refund: bool = False,
+        create: bool = False,
+        task_id: str | None = None,
+    ) -> str:
+        # An outage keeps the write in memory (WriteBack); any other refusal is reported.
+        try:
+            return await self._writes.write(
+                job, reserve=reserve, refund=refund, create=create, task_id=task_id
+            )
+        except STORE_ERRORS as exc:
+            raise self._error(f"Redis refused to record job {job.key}: {exc}") from exc
 
     # -- sharing ------------------------------------------------------------------------------
 
@@ -256,7 +296,7 @@ class RedisJobStore:
         Raises:
             ValueError: If a job with this key exists already.
         """
-        status = await self._writes.write(StoredJob(key, request, None, self.id), create=True)
+        status = await self._write(StoredJob(key, request, None, self.id), create=True)
         if status == "exists":
             raise ValueError(f"a job with key {key!r} exists already")
 
@@ -273,9 +313,8 @@ class RedisJobStore:
             self._calls += 1
             owner, text = await self._redis.hmget(self._keys.job(key), ["owner", "record"])
             owner = owner.decode() if isinstance(owner, bytes) else owner
-        except _UNAVAILABLE as exc:
-            self._writes.went_down(exc)
-            raise self._error(f"Redis unreachable, cannot look up job {key}") from exc
+        except STORE_ERRORS as exc:
+            raise self._failed(exc, f"look up job {key}") from exc
         if text is None:
             return None
         return decode(text, owner=owner or "")
@@ -320,9 +359,8 @@ class RedisJobStore:
                     break
                 # Redis lost its data: learn the new epoch (and write back) before any answer.
                 await self._heartbeat()
-            except _UNAVAILABLE as exc:
-                self._writes.went_down(exc)
-                raise self._error(f"Redis unreachable, cannot claim job {key}") from exc
+            except STORE_ERRORS as exc:
+                raise self._failed(exc, f"claim job {key}") from exc
         name = status.decode()
         if name == "epoch" or (name == "unknown" and create is not None and not creating):
             raise self._error(
@@ -376,7 +414,9 @@ class RedisJobStore:
                 job = decode(text, owner=self.id)
                 self._jobs[job.key] = job
                 adopted.append(job)
-        except _UNAVAILABLE as exc:
+        except STORE_ERRORS as exc:
+            if not outage_like(exc):
+                raise self._failed(exc, "adopt orphaned jobs") from exc
             self._writes.went_down(exc)
             return []
         if adopted:
@@ -393,7 +433,7 @@ class RedisJobStore:
         """Take ``key`` (owned here) back to queued: its POST is known not to have left."""
         job = self._jobs.get(key)
         if job is not None:
-            await self._writes.write(StoredJob(key, job.request, None, self.id))
+            await self._write(StoredJob(key, job.request, None, self.id))
 
     async def records(self, *, page_size: int = 500) -> AsyncIterator[JournalRecord]:
         """Every job of the namespace with a record (queued ones have none), in no set order.
@@ -424,9 +464,8 @@ class RedisJobStore:
                             yield found.record
                 if cursor == 0:
                     return
-        except _UNAVAILABLE as exc:
-            self._writes.went_down(exc)
-            raise self._error("Redis unreachable, cannot list the jobs") from exc
+        except STORE_ERRORS as exc:
+            raise self._failed(exc, "list the jobs") from exc
 
     async def get_meta(self, name: str) -> str | None:
         """A value stored with :meth:`set_meta`, or None.
@@ -437,8 +476,8 @@ class RedisJobStore:
         try:
             self._calls += 1
             value = await self._redis.hget(self._keys.meta, name)
-        except _UNAVAILABLE as exc:
-            raise self._error("Redis unreachable, cannot read the store's settings") from exc
+        except STORE_ERRORS as exc:
+            raise self._failed(exc, "read the store's settings") from exc
         return None if value is None else value.decode() if isinstance(value, bytes) else value
 
     async def set_meta(self, name: str, value: str) -> None:
@@ -450,8 +489,8 @@ class RedisJobStore:
         try:
             self._calls += 1
             await self._redis.hset(self._keys.meta, name, value)
-        except _UNAVAILABLE as exc:
-            raise self._error("Redis unreachable, cannot store the store's settings") from exc
+        except STORE_ERRORS as exc:
+            raise self._failed(exc, "store the store's settings") from exc
 
     async def credits_committed(self) -> int:
         """Credits reserved or spent in this namespace by every process (from Redis)."""
@@ -464,7 +503,7 @@ class RedisJobStore:
         try:
             self._calls += 1
             found: dict[Any, Any] = await self._redis.config_get("maxmemory-policy")
-        except (*_UNAVAILABLE, ResponseError):
+        except STORE_ERRORS:
             return ""
         value = next(iter(found.values()), b"")
         return value.decode() if isinstance(value, bytes) else str(value)
@@ -519,7 +558,11 @@ class RedisJobStore:
                     await self._refresh_allowance()
                 self._writes.came_back()
                 await self._writes.flush()
-            except _UNAVAILABLE as exc:
+            except STORE_ERRORS as exc:
+                # Never fatal to the process that owns the store: a refusal that is no outage
+                # (an ACL change) is logged, and its writes wait as in an outage.
+                if not outage_like(exc):
+                    logger.error("Redis refuses the job store's heartbeat: %s", exc)
                 self._writes.went_down(exc)
 
     async def _refresh_allowance(self) -> None:
@@ -540,10 +583,10 @@ class RedisJobStore:
                     message = await pubsub.get_message(timeout=None)
                     if message is not None:
                         self._on_message(message["data"])
-            except _UNAVAILABLE:
+            except STORE_ERRORS:
                 await anyio.sleep(min(1.0, self._lease / 3))
             finally:
-                with anyio.CancelScope(shield=True), contextlib.suppress(*_UNAVAILABLE):
+                with anyio.CancelScope(shield=True), contextlib.suppress(*STORE_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     def _on_message(self, data: bytes) -> None:
@@ -557,6 +600,13 @@ class RedisJobStore:
     def _tell(self, job: StoredJob | None) -> None:
         for listener in list(self._listeners):
             listener(job)
+
+    def _failed(self, exc: BaseException, what: str) -> JournalError:
+        """The error for ``exc`` raised by Redis while trying to ``what``."""
+        if outage_like(exc):
+            self._writes.went_down(exc)
+            return self._error(f"Redis unreachable, cannot {what} ({type(exc).__name__})")
+        return self._error(f"Redis refused to {what}: {exc}")
 
     def _error(self, message: str) -> JournalError:
         # The key space stands where a journal's path would: it names no secret (a hash).

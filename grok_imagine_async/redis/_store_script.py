@@ -18,9 +18,50 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from redis import exceptions as redis_errors
+
 from .._journal.codec import record_data, record_from, request_data, request_from
 from .._scheduling.jobs import StoredJob
 from ._script import token_namespace
+
+STORE_ERRORS = (redis_errors.RedisError, OSError)
+"""What a call to Redis may raise: see :func:`outage_like`."""
+
+
+def outage_like(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis cannot take our writes *for now*, so they wait in memory.
+
+    Unreachable, timed out, loading, a replica after a failover, out of memory (``maxmemory``)
+    or refusing writes after a failed save (``MISCONF``): each passes, and writes are written
+    back when it does. A refused password or permission (``NOPERM``, an ACL change) does not:
+    it is a configuration to fix, reported as a :class:`JournalError`, never taken for an
+    outage in which the process goes on alone forever.
+    """
+    if isinstance(
+        exc,
+        (
+            redis_errors.AuthenticationError,  # a ConnectionError for redis-py, not an outage
+            redis_errors.AuthorizationError,
+            redis_errors.NoPermissionError,
+        ),
+    ):
+        return False
+    if isinstance(
+        exc,
+        (
+            redis_errors.ConnectionError,  # BusyLoadingError too (a restarting server)
+            redis_errors.TimeoutError,
+            redis_errors.ReadOnlyError,
+            redis_errors.ClusterDownError,
+            redis_errors.TryAgainError,
+            redis_errors.MasterDownError,
+            redis_errors.OutOfMemoryError,
+            OSError,
+        ),
+    ):
+        return True
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("MISCONF")
+
 
 QUEUED = "queued"
 """A state only the store knows: accepted by its owner, no POST sent yet."""

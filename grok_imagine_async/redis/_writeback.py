@@ -21,8 +21,7 @@ import redis.asyncio as aioredis
 from .._errors import BudgetExceededError
 from .._models import CREDITS_PER_GENERATION
 from .._scheduling.jobs import StoredJob
-from ._limiter import _UNAVAILABLE
-from ._store_script import WRITE_SCRIPT, StoreKeys, encode
+from ._store_script import STORE_ERRORS, WRITE_SCRIPT, StoreKeys, encode, outage_like
 
 logger = logging.getLogger("grok_imagine_async.redis")
 
@@ -102,7 +101,9 @@ class WriteBack:
                     refund=refund,
                     create=create,
                 )
-            except _UNAVAILABLE as exc:
+            except STORE_ERRORS as exc:
+                if not outage_like(exc):
+                    raise
                 self.went_down(exc)
             else:
                 return self._written(job, status, value, task_id)

@@ -1,4 +1,4 @@
-"""How each journal call changes a job's record: pure functions, no I/O.
+"""How each journal call changes a job's record: pure functions, no I/O (Redis, memory).
 
 The same rules as the SQLite journal: an intent clears the previous task id (the new POST's
 outcome is unknown until answered), attempts and credits never go down, a completed task
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from .._journal.codec import request_digest
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
 from .._scheduling.jobs import JobResult, JournalRecord, JournalState
+from .codec import request_digest
 
 
 def intent(
