@@ -158,8 +158,8 @@ async def test_with_a_journal_repeats_are_numbered_in_input_order(
 async def test_a_limiter_that_fails_before_the_post_is_not_a_possible_charge(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    from grok_imagine_async import LocalRateLimiter, Priority, RateLimit
-    from grok_imagine_async.abc import Permit
+    from grok_imagine_async import LocalRateLimiter, RateLimit
+    from grok_imagine_async.abc import Permit, Priority
 
     class RefusingLimiter(LocalRateLimiter):
         """Refuses its permits as a Redis out of memory refuses the limiter's script."""
