@@ -3,8 +3,8 @@
 As in ``anyio.abc``, these are what you need to plug your own parts in, and they live only
 here: a rate limiter shared some other way than Redis (:class:`RateLimiter`, handing out
 :class:`Permit` s by :class:`Priority`, told :class:`RateLimitFeedback`, reporting
-:class:`LimiterStatistics`), a job store other than SQLite or Redis (:class:`Journal`, storing
-:class:`JournalRecord` s in a :class:`JournalState`, answering a :class:`Claim`, telling a
+:class:`LimiterStatistics`), a job store other than SQLite or Redis (:class:`JobStore`, storing
+:class:`StoreRecord` s in a :class:`StoreState`, answering a :class:`Claim`, telling a
 :data:`Listener` of each changed :class:`StoredJob`), an observer of requests and jobs
 (:class:`Observer`, given :class:`RequestAttempt` s and :class:`JobScope` s; the OpenTelemetry
 one is :class:`grok_imagine_async.otel.Telemetry`), a hook on every scheduler event
@@ -17,21 +17,19 @@ from ._observe import JobScope, Observer, RequestAttempt
 from ._public import set_module as _set_module
 from ._scheduling.jobs import (
     Claim,
-    Journal,
-    JournalRecord,
-    JournalState,
+    JobStore,
     Listener,
     SchedulerHook,
     StoredJob,
+    StoreRecord,
+    StoreState,
 )
 
 __all__ = [
     "Claim",
     "Clock",
     "JobScope",
-    "Journal",
-    "JournalRecord",
-    "JournalState",
+    "JobStore",
     "LimiterStatistics",
     "Listener",
     "Observer",
@@ -41,6 +39,8 @@ __all__ = [
     "RateLimiter",
     "RequestAttempt",
     "SchedulerHook",
+    "StoreRecord",
+    "StoreState",
     "StoredJob",
 ]
 

@@ -3,8 +3,9 @@ give beyond the everyday names of :mod:`grok_imagine_async`.
 
 - :class:`JobFile` reads jobs from a text, JSONL or CSV file (``check()`` returns an
   :class:`InputSummary`, a bad line raises :class:`InputError`);
-- :class:`SqliteJournal` is the journal file that makes a batch resumable (``journal="run.db"``
-  opens one for you);
+- :class:`SqliteJobStore` is the journal file that makes a batch resumable (``journal="run.db"``
+  opens one for you), :class:`MemoryJobStore` the same store in memory (it lasts as long as
+  the process);
 - :class:`SchedulerOptions` types the keyword options of ``generate_many``, so that a wrapper
   of your own can take ``**options: Unpack[SchedulerOptions]``;
 - :class:`DurationModel` is the scheduler's estimate of how long a generation takes
@@ -19,7 +20,8 @@ Example:
 """
 
 from ._errors import InputError
-from ._journal.sqlite import SqliteJournal
+from ._journal.memory import MemoryJobStore
+from ._journal.sqlite import SqliteJobStore
 from ._models import CREDITS_PER_GENERATION
 from ._public import set_module as _set_module
 from ._scheduling.inputs import InputSummary, JobFile
@@ -33,9 +35,10 @@ __all__ = [
     "InputError",
     "InputSummary",
     "JobFile",
+    "MemoryJobStore",
     "SchedulerOptions",
     "SchedulerStatistics",
-    "SqliteJournal",
+    "SqliteJobStore",
 ]
 
 _set_module(globals(), __all__)

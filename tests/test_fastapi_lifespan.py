@@ -25,7 +25,7 @@ from grok_imagine_async import (
     JobScheduler,
     JobState,
 )
-from grok_imagine_async._journal.memory import MemoryJournal
+from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async.fastapi import (
     GrokClient,
     GrokImagineResources,
@@ -194,7 +194,7 @@ async def test_it_composes_with_your_lifespan_and_lets_your_errors_through() -> 
     assert order == ["before", "inside", "before", "inside", "after"]
 
 
-class FullDiskJournal(MemoryJournal):
+class FullDiskJournal(MemoryJobStore):
     """A journal whose disk fills up at the first write."""
 
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:

@@ -167,7 +167,7 @@ async def test_redirects_are_bounded(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_the_manifest_temp_file_is_not_opened_through_a_planted_link(tmp_path: Path) -> None:
     from grok_imagine_async._cli.report import write_manifest
-    from grok_imagine_async._journal.sqlite import SqliteJournal
+    from grok_imagine_async._journal.sqlite import SqliteJobStore
     from grok_imagine_async._scheduling.inputs import JobFile
 
     prompts = tmp_path / "prompts.txt"
@@ -179,7 +179,7 @@ async def test_the_manifest_temp_file_is_not_opened_through_a_planted_link(tmp_p
     out = tmp_path / "out"
     out.mkdir()
     (out / ".manifest.jsonl.part").symlink_to(victim)
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         outcome = await write_manifest(journal, jobs, keys, out)
     assert victim.read_text() == "keep me"
     assert outcome.manifest is not None and "a cat" in outcome.manifest.read_text()

@@ -13,8 +13,8 @@ import pytest
 
 from grok_imagine_async import FailureClass, GenerationRequest, Task, TaskStatus
 from grok_imagine_async._errors import AmbiguousSubmitError, TaskFailedError
-from grok_imagine_async._journal.sqlite import JournalError, SqliteJournal
-from grok_imagine_async._scheduling.jobs import JobResult, Journal, JournalState
+from grok_imagine_async._journal.sqlite import JournalError, SqliteJobStore
+from grok_imagine_async._scheduling.jobs import JobResult, JobStore, StoreState
 
 
 @pytest.fixture
@@ -66,8 +66,8 @@ def failed(key: str, task_id: str, message: str) -> JobResult:
 
 
 def test_is_a_journal_and_opening_does_no_io(tmp_path: Path) -> None:
-    journal = SqliteJournal(tmp_path / "run.db")
-    assert isinstance(journal, Journal)
+    journal = SqliteJobStore(tmp_path / "run.db")
+    assert isinstance(journal, JobStore)
     assert not (tmp_path / "run.db").exists()
     assert "run.db" in repr(journal)
 
@@ -75,13 +75,13 @@ def test_is_a_journal_and_opening_does_no_io(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_every_transition_survives_close_and_reopen(tmp_path: Path) -> None:
     path = tmp_path / "run.db"
-    async with SqliteJournal(path) as journal:
+    async with SqliteJobStore(path) as journal:
         assert await journal.load("a") is None
         await journal.record_intent("a", REQUEST, 1)
         record = await journal.load("a")
         assert record is not None
         assert (record.state, record.task_id, record.attempts, record.credits) == (
-            JournalState.INTENT,
+            StoreState.INTENT,
             None,
             1,
             0,
@@ -92,7 +92,7 @@ async def test_every_transition_survives_close_and_reopen(tmp_path: Path) -> Non
         record = await journal.load("a")
         assert record is not None
         assert (record.state, record.task_id, record.credits) == (
-            JournalState.SUBMITTED,
+            StoreState.SUBMITTED,
             "task_1",
             40,
         )
@@ -100,10 +100,10 @@ async def test_every_transition_survives_close_and_reopen(tmp_path: Path) -> Non
         await journal.record_finished(completed("a", "task_1"))
         await journal.record_files("a", [tmp_path / "a_1.mp4", tmp_path / "a_2.mp4"])
 
-    async with SqliteJournal(path) as journal:
+    async with SqliteJobStore(path) as journal:
         record = await journal.load("a")
         assert record is not None
-        assert record.state is JournalState.COMPLETED
+        assert record.state is StoreState.COMPLETED
         assert record.task_id == "task_1"
         assert record.videos == ("https://cdn.test/task_1/0.mp4", "https://cdn.test/task_1/1.mp4")
         assert record.files == (str(tmp_path / "a_1.mp4"), str(tmp_path / "a_2.mp4"))
@@ -113,7 +113,7 @@ async def test_every_transition_survives_close_and_reopen(tmp_path: Path) -> Non
 
 @pytest.mark.anyio
 async def test_resubmission_clears_the_old_task_and_keeps_counting(tmp_path: Path) -> None:
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         await journal.record_intent("k", REQUEST, 1)
         await journal.record_submitted("k", "task_1")
         # The first task failed transiently; the scheduler submits again.
@@ -121,7 +121,7 @@ async def test_resubmission_clears_the_old_task_and_keeps_counting(tmp_path: Pat
         record = await journal.load("k")
         assert record is not None
         # Until the answer arrives, the new POST's outcome is unknown: no task id to poll.
-        assert (record.state, record.task_id, record.attempts) == (JournalState.INTENT, None, 2)
+        assert (record.state, record.task_id, record.attempts) == (StoreState.INTENT, None, 2)
         assert record.credits == 40
         await journal.record_submitted("k", "task_2")
         # A result that only counts this run's work does not lower what the journal knows.
@@ -129,7 +129,7 @@ async def test_resubmission_clears_the_old_task_and_keeps_counting(tmp_path: Pat
         record = await journal.load("k")
         assert record is not None
         assert (record.state, record.task_id, record.attempts, record.credits) == (
-            JournalState.COMPLETED,
+            StoreState.COMPLETED,
             "task_2",
             2,
             80,
@@ -139,7 +139,7 @@ async def test_resubmission_clears_the_old_task_and_keeps_counting(tmp_path: Pat
 
 @pytest.mark.anyio
 async def test_failures_record_message_and_class(tmp_path: Path) -> None:
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         await journal.record_intent("f", REQUEST, 1)
         await journal.record_submitted("f", "task_f")
         await journal.record_finished(
@@ -164,18 +164,18 @@ async def test_failures_record_message_and_class(tmp_path: Path) -> None:
         f = await journal.load("f")
         g = await journal.load("g")
     assert f is not None and g is not None
-    assert f.state is JournalState.FAILED
+    assert f.state is StoreState.FAILED
     assert f.failure_class is FailureClass.CONTENT_POLICY
     assert f.error is not None and "Inappropriate content" in f.error
     assert f.task_id == "task_f"
-    assert g.state is JournalState.FAILED
+    assert g.state is StoreState.FAILED
     assert g.failure_class is FailureClass.AMBIGUOUS_SUBMIT
     assert g.error == "answer lost" and g.task_id is None
 
 
 @pytest.mark.anyio
 async def test_writes_for_unknown_jobs_are_refused(tmp_path: Path) -> None:
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         with pytest.raises(KeyError, match="without record_intent"):
             await journal.record_submitted("nobody", "task_x")
         with pytest.raises(KeyError, match="never saw"):
@@ -190,7 +190,7 @@ async def test_unlisted_requests_round_trip(tmp_path: Path) -> None:
     wide = GenerationRequest(
         prompt="wide", ratio="16:9", images=["https://img.test/a.png"], allow_unlisted=True
     )
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         await journal.record_intent("w", wide, 1)
         record = await journal.load("w")
     assert record is not None
@@ -209,22 +209,22 @@ async def test_many_concurrent_writers_all_land(tmp_path: Path) -> None:
         if i % 2:
             await journal.record_finished(completed(key, f"task_{i}"))
 
-    async with SqliteJournal(path) as journal, anyio.create_task_group() as tg:
+    async with SqliteJobStore(path) as journal, anyio.create_task_group() as tg:
         for i in range(jobs):
             tg.start_soon(job, i)
 
-    async with SqliteJournal(path) as journal:
+    async with SqliteJobStore(path) as journal:
         counts = await journal.counts()
-        assert counts[JournalState.COMPLETED] == jobs // 2
-        assert counts[JournalState.SUBMITTED] == jobs // 2
-        assert counts[JournalState.INTENT] == counts[JournalState.FAILED] == 0
+        assert counts[StoreState.COMPLETED] == jobs // 2
+        assert counts[StoreState.SUBMITTED] == jobs // 2
+        assert counts[StoreState.INTENT] == counts[StoreState.FAILED] == 0
         keys = [record.key async for record in journal.records(page_size=7)]
     assert sorted(keys) == [f"job-{i:04d}" for i in range(jobs)]
 
 
 @pytest.mark.anyio
 async def test_records_come_in_first_recorded_order(tmp_path: Path) -> None:
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         for key in ["c", "a", "b"]:
             await journal.record_intent(key, REQUEST, 1)
         await journal.record_submitted("c", "task_c")  # an update does not move it
@@ -234,11 +234,11 @@ async def test_records_come_in_first_recorded_order(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_meta_values_persist(tmp_path: Path) -> None:
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         assert await journal.get_meta("base_url") is None
         await journal.set_meta("base_url", "http://127.0.0.1:1")
         await journal.set_meta("base_url", "http://127.0.0.1:2")
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         assert await journal.get_meta("base_url") == "http://127.0.0.1:2"
         assert await journal.get_meta("schema_version") == "2"
 
@@ -247,7 +247,7 @@ async def test_meta_values_persist(tmp_path: Path) -> None:
 async def test_a_cancelled_intent_writes_nothing_but_a_task_id_always_lands(
     tmp_path: Path,
 ) -> None:
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         await journal.record_intent("kept", REQUEST, 1)
         with anyio.CancelScope() as scope:
             scope.cancel()
@@ -266,10 +266,10 @@ def test_a_killed_process_loses_no_committed_write(tmp_path: Path) -> None:
         f"""
         import os, anyio
         from grok_imagine_async import GenerationRequest
-        from grok_imagine_async._journal.sqlite import SqliteJournal
+        from grok_imagine_async._journal.sqlite import SqliteJobStore
 
         async def main():
-            journal = SqliteJournal({str(path)!r})
+            journal = SqliteJobStore({str(path)!r})
             request = GenerationRequest(prompt="p")
             for i in range(20):
                 await journal.record_intent(f"k{{i}}", request, 1)
@@ -283,9 +283,9 @@ def test_a_killed_process_loses_no_committed_write(tmp_path: Path) -> None:
     assert (tmp_path / "run.db-wal").exists()  # the writes live in the WAL only
 
     async def check() -> None:
-        async with SqliteJournal(path) as journal:
+        async with SqliteJobStore(path) as journal:
             counts = await journal.counts()
-            assert counts[JournalState.SUBMITTED] == 20
+            assert counts[StoreState.SUBMITTED] == 20
             record = await journal.load("k19")
             assert record is not None and record.task_id == "task_19"
 
@@ -295,17 +295,17 @@ def test_a_killed_process_loses_no_committed_write(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_a_second_process_cannot_open_a_journal_in_use(tmp_path: Path) -> None:
     path = tmp_path / "run.db"
-    async with SqliteJournal(path) as journal:
+    async with SqliteJobStore(path) as journal:
         await journal.record_intent("a", REQUEST, 1)
         with pytest.raises(JournalError, match="in use by another process"):
-            await SqliteJournal(path).open()
-    async with SqliteJournal(path) as again:  # released on close
+            await SqliteJobStore(path).open()
+    async with SqliteJobStore(path) as again:  # released on close
         assert await again.load("a") is not None
 
 
 @pytest.mark.anyio
 async def test_a_closed_journal_refuses_writes(tmp_path: Path) -> None:
-    journal = SqliteJournal(tmp_path / "run.db")
+    journal = SqliteJobStore(tmp_path / "run.db")
     await journal.record_intent("a", REQUEST, 1)  # the first use opens it
     await journal.aclose()
     await journal.aclose()
@@ -318,7 +318,7 @@ async def test_a_file_that_is_not_sqlite_is_refused_by_name(tmp_path: Path) -> N
     path = tmp_path / "prompts.txt"
     path.write_text("a cat\na dog\n")
     with pytest.raises(JournalError, match=r"prompts\.txt is not a journal") as caught:
-        await SqliteJournal(path).open()
+        await SqliteJobStore(path).open()
     assert caught.value.path == path
     assert path.read_text() == "a cat\na dog\n"  # untouched
 
@@ -330,32 +330,32 @@ async def test_another_sqlite_database_is_refused(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE things (x)")
     conn.close()
     with pytest.raises(JournalError, match="not a grok-imagine journal"):
-        await SqliteJournal(path).open()
+        await SqliteJobStore(path).open()
 
 
 @pytest.mark.anyio
 async def test_a_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
     path = tmp_path / "run.db"
-    async with SqliteJournal(path):
+    async with SqliteJobStore(path):
         pass
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 99")
     conn.commit()
     conn.close()
     with pytest.raises(JournalError, match=r"schema version 99.*upgrade"):
-        await SqliteJournal(path).open()
+        await SqliteJobStore(path).open()
 
 
 @pytest.mark.anyio
 async def test_a_corrupt_journal_gives_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "run.db"
-    async with SqliteJournal(path) as journal:
+    async with SqliteJobStore(path) as journal:
         for i in range(200):
             await journal.record_intent(f"key-{i}", REQUEST, 1)
     data = bytearray(path.read_bytes())
     data[100:] = b"\xff" * (len(data) - 100)  # keep the header, wreck every page
     path.write_bytes(bytes(data))
-    journal = SqliteJournal(path)
+    journal = SqliteJobStore(path)
     with pytest.raises(JournalError, match="corrupt"):
         await journal.open()
 
@@ -363,12 +363,12 @@ async def test_a_corrupt_journal_gives_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_a_missing_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="does not exist"):
-        await SqliteJournal(tmp_path / "nowhere" / "run.db").open()
+        await SqliteJobStore(tmp_path / "nowhere" / "run.db").open()
 
 
 @pytest.mark.anyio
 async def test_forget_takes_a_job_back_to_never_started(tmp_path: Path) -> None:
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         await journal.record_intent("s", REQUEST, 1)
         await journal.record_submitted("s", "task_s")
         await journal.forget("s")
@@ -378,7 +378,7 @@ async def test_forget_takes_a_job_back_to_never_started(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_one_process_owns_every_job_of_its_journal(tmp_path: Path) -> None:
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         assert (await journal.claim("new")).status == "unknown"
         assert (await journal.claim("new", create=REQUEST)).status == "created"
         await journal.record_intent("run", REQUEST, 1)
@@ -397,10 +397,10 @@ async def test_a_huge_prompt_is_kept_as_an_excerpt_and_its_digest(tmp_path: Path
 
     huge = GenerationRequest.model_construct(prompt="x" * 1_000_000, mode="normal", ratio="1:1")
     edited = GenerationRequest.model_construct(prompt="x" * 999_999, mode="normal", ratio="1:1")
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         await journal.record_intent("h", huge, 1)
     assert (tmp_path / "run.db").stat().st_size < 100_000
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         record = await journal.load("h")
     assert record is not None
     assert len(record.request.prompt) == PROMPT_KEPT
@@ -410,7 +410,7 @@ async def test_a_huge_prompt_is_kept_as_an_excerpt_and_its_digest(tmp_path: Path
 
 @pytest.mark.anyio
 async def test_the_journal_is_readable_by_its_owner_only(tmp_path: Path) -> None:
-    async with SqliteJournal(tmp_path / "run.db") as journal:
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
         await journal.record_intent("a", REQUEST, 1)
         for path in tmp_path.iterdir():
             assert path.stat().st_mode & 0o077 == 0, path

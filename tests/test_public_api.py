@@ -89,7 +89,7 @@ def test_the_protocols_live_only_in_abc() -> None:
     from grok_imagine_async import abc
 
     assert {"RateLimiter", "Permit", "Priority", "RateLimitFeedback", "LimiterStatistics",
-            "Journal", "JournalRecord", "JournalState", "Observer", "RequestAttempt",
+            "JobStore", "StoreRecord", "StoreState", "Observer", "RequestAttempt",
             "JobScope", "SchedulerHook", "Clock"} <= set(abc.__all__)  # fmt: skip
     assert not set(abc.__all__) & set(grok_imagine_async.__all__)
 

@@ -24,7 +24,7 @@ from _redis_worker import RedisServer
 from grok_imagine_async import RateLimit
 from grok_imagine_async._cli.batch_journal import batch_namespace
 from grok_imagine_async._scheduling.inputs import JobFile
-from grok_imagine_async.abc import JournalState
+from grok_imagine_async.abc import StoreState
 
 pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 pytest.importorskip("uvicorn", reason='needs the "emulator" extra')
@@ -74,10 +74,10 @@ def batch(input_file: Path, out: Path, *, redis_url: str, base_url: str) -> subp
 
 def states(
     redis_url: str, namespace: str, keys: frozenset[str]
-) -> list[tuple[JournalState | None, str]]:
+) -> list[tuple[StoreState | None, str]]:
     """Each job's recorded state and owner, as any process reads them from Redis."""
 
-    async def read() -> list[tuple[JournalState | None, str]]:
+    async def read() -> list[tuple[StoreState | None, str]]:
         async with RedisJobStore(redis_url, api_key=TOKEN, namespace=namespace) as store:
             found = []
             for key in sorted(keys):
@@ -116,7 +116,7 @@ def test_two_processes_split_a_batch_and_a_killed_one_rerun_finishes_it(
     out_a, out_b = tmp_path / "host-a", tmp_path / "host-b"
     a = batch(prompts, out_a, redis_url=redis_server.url, base_url=url)
     b = batch(prompts, out_b, redis_url=redis_server.url, base_url=url)
-    submitted = {JournalState.SUBMITTED, JournalState.COMPLETED}
+    submitted = {StoreState.SUBMITTED, StoreState.COMPLETED}
     try:
         ids = {process_id(a): a, process_id(b): b}
         wait_for(
@@ -140,7 +140,7 @@ def test_two_processes_split_a_batch_and_a_killed_one_rerun_finishes_it(
             if process.poll() is None:
                 process.kill()
             process.communicate(timeout=10)
-    assert all(s is JournalState.COMPLETED for s, _ in states(redis_server.url, namespace, keys))
+    assert all(s is StoreState.COMPLETED for s, _ in states(redis_server.url, namespace, keys))
     stats = emulator.statistics()
     assert dict(stats.duplicate_submissions) == {}
     assert stats.tasks_created == JOBS

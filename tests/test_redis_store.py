@@ -22,7 +22,7 @@ from grok_imagine_async import (
     TaskStatus,
 )
 from grok_imagine_async._errors import APIConnectionError, JournalError
-from grok_imagine_async.abc import JournalState
+from grok_imagine_async.abc import StoreState
 
 pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 
@@ -100,7 +100,7 @@ async def test_jobs_written_by_one_process_are_found_and_followed_by_another(
         await wait_until(lambda: any(j.final for j in seen))
         final = await b.peek("job-1")
         assert final is not None and final.record is not None
-        assert final.record.state is JournalState.COMPLETED
+        assert final.record.state is StoreState.COMPLETED
         assert final.record.videos == ("http://127.0.0.1/v.mp4",)
         assert (await b.claim("job-1")).status == "final"
         with pytest.raises(ValueError, match="exists already"):

@@ -20,13 +20,13 @@ from grok_imagine_async._scheduling.resume import (
     reopening,
     replayed_task,
 )
-from grok_imagine_async.abc import JournalRecord, JournalState
+from grok_imagine_async.abc import StoreRecord, StoreState
 
 REQUEST = GenerationRequest(prompt="p")
 
 
-def record(state: JournalState, **fields: object) -> JournalRecord:
-    return JournalRecord(key="k", request=REQUEST, state=state, **fields)  # type: ignore[arg-type]
+def record(state: StoreState, **fields: object) -> StoreRecord:
+    return StoreRecord(key="k", request=REQUEST, state=state, **fields)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -43,19 +43,19 @@ def record(state: JournalState, **fields: object) -> JournalRecord:
     ],
 )
 def test_only_never_paid_failures_are_retried(fields: dict[str, object], expected: bool) -> None:
-    assert never_paid(record(JournalState.FAILED, **fields)) is expected
-    assert not never_paid(record(JournalState.INTENT))
+    assert never_paid(record(StoreState.FAILED, **fields)) is expected
+    assert not never_paid(record(StoreState.INTENT))
 
 
 def test_final_states() -> None:
-    assert {JournalState.COMPLETED, JournalState.FAILED} == FINAL_STATES
+    assert {StoreState.COMPLETED, StoreState.FAILED} == FINAL_STATES
 
 
 def test_replayed_errors_keep_their_kind() -> None:
-    ambiguous = record(JournalState.FAILED, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
+    ambiguous = record(StoreState.FAILED, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
     assert isinstance(journal_error(ambiguous), AmbiguousSubmitError)
     failed = record(
-        JournalState.FAILED,
+        StoreState.FAILED,
         task_id="t1",
         error="Inappropriate content, please try another prompt.",
         failure_class=FailureClass.CONTENT_POLICY,
@@ -63,40 +63,40 @@ def test_replayed_errors_keep_their_kind() -> None:
     error = journal_error(failed)
     assert isinstance(error, TaskFailedError)
     assert error.failure_class is FailureClass.CONTENT_POLICY
-    other = journal_error(record(JournalState.FAILED, error="disk full"))
+    other = journal_error(record(StoreState.FAILED, error="disk full"))
     assert type(other) is GrokImagineError
     assert "disk full" in str(other)
 
 
 def test_replayed_task_is_completed_with_its_videos() -> None:
-    task = replayed_task(record(JournalState.COMPLETED, task_id="t", videos=("https://v/1.mp4",)))
+    task = replayed_task(record(StoreState.COMPLETED, task_id="t", videos=("https://v/1.mp4",)))
     assert task.succeeded
     assert task.videos == ("https://v/1.mp4",)
 
 
 def test_the_resume_policy_reopens_what_a_new_run_can_fix() -> None:
-    unpaid = record(JournalState.FAILED, failure_class=FailureClass.BUDGET_EXCEEDED)
+    unpaid = record(StoreState.FAILED, failure_class=FailureClass.BUDGET_EXCEEDED)
     assert reopening(unpaid, resubmit_ambiguous=False) is Reopening.UNPAID
     assert reopened(unpaid, resubmit_ambiguous=False) is None
 
     undownloaded = record(
-        JournalState.FAILED, task_id="t", videos=("https://v/1.mp4",), files=("a.mp4",),
+        StoreState.FAILED, task_id="t", videos=("https://v/1.mp4",), files=("a.mp4",),
         error="cannot write a.mp4", failure_class=FailureClass.REQUEST_ERROR,
     )  # fmt: skip
     again = reopened(undownloaded, resubmit_ambiguous=False)
     assert again is not None
     assert (again.state, again.task_id, again.videos, again.files) == (
-        JournalState.COMPLETED, "t", ("https://v/1.mp4",), (),
+        StoreState.COMPLETED, "t", ("https://v/1.mp4",), (),
     )  # fmt: skip
     assert (again.error, again.failure_class) == (None, None)
 
-    ambiguous = record(JournalState.FAILED, failure_class=FailureClass.AMBIGUOUS_SUBMIT, attempts=1)
+    ambiguous = record(StoreState.FAILED, failure_class=FailureClass.AMBIGUOUS_SUBMIT, attempts=1)
     assert reopened(ambiguous, resubmit_ambiguous=False) == ambiguous  # reported, not resent
     resent = reopened(ambiguous, resubmit_ambiguous=True)
     assert resent is not None
-    assert (resent.state, resent.attempts, resent.failure_class) == (JournalState.INTENT, 1, None)
+    assert (resent.state, resent.attempts, resent.failure_class) == (StoreState.INTENT, 1, None)
 
-    refused = record(JournalState.FAILED, task_id="t", failure_class=FailureClass.CONTENT_POLICY)
-    for taken_as_is in (refused, record(JournalState.SUBMITTED, task_id="t")):
+    refused = record(StoreState.FAILED, task_id="t", failure_class=FailureClass.CONTENT_POLICY)
+    for taken_as_is in (refused, record(StoreState.SUBMITTED, task_id="t")):
         assert reopening(taken_as_is, resubmit_ambiguous=True) is Reopening.NONE
         assert reopened(taken_as_is, resubmit_ambiguous=True) is taken_as_is

@@ -25,8 +25,8 @@ from grok_imagine_async import (
     JobSubmitted,
     JournalError,
 )
-from grok_imagine_async._journal.memory import MemoryJournal
-from grok_imagine_async.abc import JournalRecord, JournalState
+from grok_imagine_async._journal.memory import MemoryJobStore
+from grok_imagine_async.abc import StoreRecord, StoreState
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
 TOKEN = "errors-token"
@@ -42,12 +42,12 @@ def make() -> tuple[Emulator, AsyncGrokImagine]:
     return emu, AsyncGrokImagine(api_key=TOKEN, http_client=emu.client(token=None), plan="pro")
 
 
-class FailingJournal(MemoryJournal):
-    """An in-memory Journal whose writes start failing (as on a full disk) when told to."""
+class FailingJournal(MemoryJobStore):
+    """An in-memory JobStore whose writes start failing (as on a full disk) when told to."""
 
     def __init__(self, *, fail_after_submitted: int) -> None:
         super().__init__()
-        self.saved: dict[str, JournalRecord] = {}
+        self.saved: dict[str, StoreRecord] = {}
         self.fail_after_submitted = fail_after_submitted
         self.submitted = 0
         self.failing = False
@@ -56,26 +56,26 @@ class FailingJournal(MemoryJournal):
         if self.failing:
             raise OSError(28, "No space left on device")
 
-    async def load(self, key: str) -> JournalRecord | None:
+    async def load(self, key: str) -> StoreRecord | None:
         return self.saved.get(key)
 
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
         self._write()
-        self.saved[key] = JournalRecord(key, request, JournalState.INTENT, attempts=attempt)
+        self.saved[key] = StoreRecord(key, request, StoreState.INTENT, attempts=attempt)
 
     async def record_submitted(self, key: str, task_id: str) -> None:
         self.submitted += 1
         self.failing = self.failing or self.submitted > self.fail_after_submitted
         self._write()
         old = self.saved[key]
-        self.saved[key] = JournalRecord(
-            key, old.request, JournalState.SUBMITTED, task_id=task_id, attempts=old.attempts
+        self.saved[key] = StoreRecord(
+            key, old.request, StoreState.SUBMITTED, task_id=task_id, attempts=old.attempts
         )
 
     async def record_finished(self, result: JobResult) -> None:
         self._write()
-        state = JournalState.COMPLETED if result.ok else JournalState.FAILED
-        self.saved[result.key] = JournalRecord(
+        state = StoreState.COMPLETED if result.ok else StoreState.FAILED
+        self.saved[result.key] = StoreRecord(
             result.key, result.request, state, task_id=result.task_id, credits=result.credits
         )
 
@@ -216,7 +216,7 @@ async def test_a_journal_failing_mid_run_raises_plainly_with_every_known_task_id
     assert {**recorded, **error.pending_tasks} == paid
     assert set(paid) - set(recorded) <= set(error.pending_tasks)
     assert len(recorded) == 3  # what the journal kept before the disk filled
-    ended = {k for k, r in journal.saved.items() if r.state is JournalState.COMPLETED}
+    ended = {k for k, r in journal.saved.items() if r.state is StoreState.COMPLETED}
     assert set(error.pending_tasks) == set(paid) - ended  # ended, but not recorded as ended
     assert "No space left" in str(error)
 

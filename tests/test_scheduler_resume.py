@@ -15,7 +15,7 @@ from grok_imagine_async import (
     JobResult,
     JobSpec,
 )
-from grok_imagine_async._journal.sqlite import SqliteJournal
+from grok_imagine_async._journal.sqlite import SqliteJobStore
 from grok_imagine_async._scheduling.jobs import request_key
 from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
 
@@ -82,7 +82,7 @@ async def test_unknown_post_outcome_is_reported_not_resent(
     journal_path = tmp_path / "run.db"
     request = GenerationRequest(prompt="was in flight")
     key = request_key(request)
-    async with SqliteJournal(journal_path) as journal:  # a crash right after the intent
+    async with SqliteJobStore(journal_path) as journal:  # a crash right after the intent
         await journal.record_intent(key, request, 1)
     client = client_for(emulator)
     async with client.generate_many([JobSpec(request)], journal=journal_path) as results:
@@ -98,7 +98,7 @@ async def test_resubmit_policy_resends_an_unknown_outcome(
 ) -> None:
     journal_path = tmp_path / "run.db"
     request = GenerationRequest(prompt="resend me")
-    async with SqliteJournal(journal_path) as journal:
+    async with SqliteJobStore(journal_path) as journal:
         await journal.record_intent(request_key(request), request, 1)
     client = AsyncGrokImagine(
         api_key=TOKEN,

@@ -30,13 +30,13 @@ from .._errors import (
     GrokImagineError,
     InvalidRequestError,
 )
-from .._journal.sqlite import JournalError, SqliteJournal
+from .._journal.sqlite import JournalError, SqliteJobStore
 from .._requests import build_request
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import (
     JobEvent,
     JobSpec,
-    Journal,
+    JobStore,
     SchedulerHook,
 )
 from .batch_journal import (
@@ -271,13 +271,13 @@ async def _with_store(
     args: argparse.Namespace,
     jobs: JobFile,
     summary: InputSummary,
-    store: Journal,
+    store: JobStore,
     connection: Connection,
 ) -> int:
     out = Path(args.out)
     live = _use_live_display(args)
     emulated = connection.emulated
-    shared = not isinstance(store, SqliteJournal)
+    shared = not isinstance(store, SqliteJobStore)
     state = await prepare(args, store, connection)
     if state is None:
         return EXIT_USAGE
@@ -373,7 +373,7 @@ _CLAIM_AHEAD = 16
 def _announce(
     args: argparse.Namespace,
     summary: InputSummary,
-    journal: Journal,
+    journal: JobStore,
     connection: Connection,
 ) -> None:
     limit = connection.rate_limit
@@ -381,7 +381,7 @@ def _announce(
     speed = f", {connection.time_scale:g}x real time" if connection.time_scale != 1 else ""
     where = (
         f"journal {journal_name(journal)}"
-        if isinstance(journal, SqliteJournal)
+        if isinstance(journal, SqliteJobStore)
         else f"shared through Redis as process {getattr(journal, 'id', '?')}"
     )
     print(
@@ -395,7 +395,7 @@ def _announce(
 def _scheduler(
     args: argparse.Namespace,
     connection: Connection,
-    journal: Journal,
+    journal: JobStore,
     out: Path,
     on_event: SchedulerHook,
     *,

@@ -1,9 +1,9 @@
 """A batch's journal: opened (a SQLite file, or a Redis every process shares), read at the
 start of a run, and asked which jobs of the input this process runs.
 
-The same for every journal, through the :class:`~grok_imagine_async.abc.Journal` protocol: the
+The same for every journal, through the :class:`~grok_imagine_async.abc.JobStore` protocol: the
 resume policy (:mod:`grok_imagine_async._scheduling.resume`) decides what a finished job needs,
-the journal's :meth:`~grok_imagine_async.abc.Journal.claim` who runs it.
+the journal's :meth:`~grok_imagine_async.abc.JobStore.claim` who runs it.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ import anyio
 
 from .._blocking import run_blocking
 from .._errors import JournalError
-from .._journal.sqlite import SqliteJournal
+from .._journal.sqlite import SqliteJobStore
 from .._scheduling.inputs import InputSummary
 from .._scheduling.jobs import (
     Claim,
     JobFinished,
     JobSpec,
-    Journal,
-    JournalRecord,
-    JournalState,
+    JobStore,
     StoredJob,
+    StoreRecord,
+    StoreState,
 )
 from .._scheduling.resume import (
     Reopening,
@@ -83,10 +83,10 @@ async def open_store(
     connection: Connection,
     summary: InputSummary,
     journal_path: Path | None,
-) -> Journal:
+) -> JobStore:
     """Open the batch's journal: the SQLite file ``journal_path``, or the Redis ``--journal``."""
     if journal_path is not None:
-        journal = SqliteJournal(journal_path)
+        journal = SqliteJobStore(journal_path)
         await journal.open()
         stack.push_async_callback(journal.aclose)
         await run_blocking(_remove_partial_downloads, Path(args.out))
@@ -126,7 +126,7 @@ class Claims:
     """
 
     def __init__(
-        self, store: Journal, args: argparse.Namespace, out: Path, progress: BatchProgress
+        self, store: JobStore, args: argparse.Namespace, out: Path, progress: BatchProgress
     ) -> None:
         self._store = store
         self._wait = max(0.05, args.lease / 3)
@@ -216,11 +216,11 @@ class Claims:
         may_create = getattr(store, "may_create", None)
         return may_create is not None and not may_create()
 
-    def _retake(self, record: JournalRecord, spec: JobSpec) -> bool:
+    def _retake(self, record: StoreRecord, spec: JobSpec) -> bool:
         """Whether this run must take a finished job up again."""
         if must_retake(record, spec.request, resubmit_ambiguous=self._resubmit):
             return True
-        if record.state is not JournalState.COMPLETED or not record.files:
+        if record.state is not StoreState.COMPLETED or not record.files:
             return False
         files = [Path(os.path.abspath(f)) for f in record.files]
         # Videos recorded in this --out and missing there: downloaded again (another host's
@@ -230,7 +230,7 @@ class Claims:
         )
 
 
-async def forget_unsent(journal: Journal, known: set[str] | None) -> None:
+async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
     """After the scheduler stopped in good order, forget the intents it left that were not sent.
 
     With the default policy every POST that left this process ended recorded: its task id
@@ -244,7 +244,7 @@ async def forget_unsent(journal: Journal, known: set[str] | None) -> None:
     unsent = [
         r.key
         async for r in journal.records()
-        if r.state is JournalState.INTENT and r.key not in known
+        if r.state is StoreState.INTENT and r.key not in known
     ]
     for key in unsent:
         await journal.forget(key)
@@ -265,7 +265,7 @@ class Prepared:
 
 
 async def prepare(
-    args: argparse.Namespace, journal: Journal, connection: Connection
+    args: argparse.Namespace, journal: JobStore, connection: Connection
 ) -> Prepared | None:
     """Check the journal fits this run, and say what it will resume; None on a mismatch."""
     endpoint = EMULATED_ENDPOINT if connection.emulated else connection.client.base_url
@@ -281,7 +281,7 @@ async def prepare(
         await journal.set_meta(ENDPOINT_META, endpoint)
     records = [r async for r in journal.records()]
     if connection.emulated:
-        in_flight = [r for r in records if r.state in (JournalState.INTENT, JournalState.SUBMITTED)]
+        in_flight = [r for r in records if r.state in (StoreState.INTENT, StoreState.SUBMITTED)]
         for record in in_flight:
             await journal.forget(record.key)
         if in_flight:
@@ -307,7 +307,7 @@ async def prepare(
             "(already paid: not submitted again).",
             file=sys.stderr,
         )
-    intents = {r.key for r in records if r.state is JournalState.INTENT}
+    intents = {r.key for r in records if r.state is StoreState.INTENT}
     if connection.emulated:
         return Prepared(unknown=None)  # every unknown outcome was forgotten above
     if resubmit:
@@ -319,7 +319,7 @@ async def prepare(
                 file=sys.stderr,
             )
         return Prepared(unknown=None)
-    if intents and isinstance(journal, SqliteJournal):  # shared: maybe a live process's
+    if intents and isinstance(journal, SqliteJobStore):  # shared: maybe a live process's
         print(
             f"{count_jobs(len(intents))} had a submission in flight when the last run stopped. "
             "Whether it started a task is unknown, so they are not sent again: that could "
@@ -329,7 +329,7 @@ async def prepare(
     return Prepared(unknown=intents)
 
 
-def journal_name(journal: Journal) -> str:
+def journal_name(journal: JobStore) -> str:
     """The journal, for messages: its file, or the Redis store (never its URL's password)."""
     path = getattr(journal, "path", None)
     return str(path) if path is not None else repr(journal)

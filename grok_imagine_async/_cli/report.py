@@ -23,7 +23,7 @@ from .._files import create_temp
 from .._journal.codec import excerpt, request_digest
 from .._models import CREDITS_PER_GENERATION, FailureClass
 from .._scheduling.inputs import JobFile
-from .._scheduling.jobs import Journal, JournalRecord, JournalState
+from .._scheduling.jobs import JobStore, StoreRecord, StoreState
 from .text import printable
 
 __all__ = [
@@ -111,13 +111,13 @@ class BatchOutcome:
             self.samples.append((entry["key"], status, entry.get("error") or ""))
 
 
-def manifest_entry(record: JournalRecord, out_dir: Path) -> dict[str, Any]:
+def manifest_entry(record: StoreRecord, out_dir: Path) -> dict[str, Any]:
     """One manifest line for a job the journal knows."""
-    if record.state is JournalState.COMPLETED:
+    if record.state is StoreState.COMPLETED:
         status = "completed"
-    elif record.state is JournalState.SUBMITTED:
+    elif record.state is StoreState.SUBMITTED:
         status = "running"
-    elif record.state is JournalState.INTENT or (
+    elif record.state is StoreState.INTENT or (
         record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
     ):
         status = "ambiguous"
@@ -140,7 +140,7 @@ def manifest_entry(record: JournalRecord, out_dir: Path) -> dict[str, Any]:
     }
 
 
-async def credits_recorded(journal: Journal, keys: frozenset[str], out_dir: Path) -> int:
+async def credits_recorded(journal: JobStore, keys: frozenset[str], out_dir: Path) -> int:
     """The credits the journal records for the jobs in ``keys`` (what runs so far spent).
 
     Tallied as the summary tallies them, so that the summary's "this run" is a difference of
@@ -154,7 +154,7 @@ async def credits_recorded(journal: Journal, keys: frozenset[str], out_dir: Path
 
 
 async def write_manifest(
-    journal: Journal, jobs: JobFile, keys: frozenset[str], out_dir: Path
+    journal: JobStore, jobs: JobFile, keys: frozenset[str], out_dir: Path
 ) -> BatchOutcome:
     """Write ``out_dir/manifest.jsonl``: one line per job of the input, atomically.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .._limits import DEFAULT_MAX_PROMPT_CHARS
 from .._models import FailureClass, GenerationRequest
-from .._scheduling.jobs import JournalRecord, JournalState
+from .._scheduling.jobs import StoreRecord, StoreState
 
 PROMPT_KEPT = DEFAULT_MAX_PROMPT_CHARS
 """The most characters of a prompt a journal (or manifest) keeps."""
@@ -49,7 +49,7 @@ def request_from(data: dict[str, Any]) -> GenerationRequest:
         return GenerationRequest.model_construct(**data)
 
 
-def record_data(record: JournalRecord) -> dict[str, Any]:
+def record_data(record: StoreRecord) -> dict[str, Any]:
     """Every field of ``record`` as JSON values."""
     return {
         "key": record.key,
@@ -66,13 +66,13 @@ def record_data(record: JournalRecord) -> dict[str, Any]:
     }
 
 
-def record_from(data: dict[str, Any], request: GenerationRequest | None = None) -> JournalRecord:
+def record_from(data: dict[str, Any], request: GenerationRequest | None = None) -> StoreRecord:
     """Read back what :func:`record_data` wrote (``request`` if already read)."""
     request = request if request is not None else request_from(data["request"])
-    return JournalRecord(
+    return StoreRecord(
         key=str(data["key"]),
         request=request,
-        state=JournalState(data["state"]),
+        state=StoreState(data["state"]),
         task_id=data.get("task_id"),
         attempts=int(data.get("attempts", 0)),
         credits=int(data.get("credits", 0)),

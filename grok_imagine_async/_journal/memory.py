@@ -13,28 +13,28 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from .._models import GenerationRequest
-from .._scheduling.jobs import Claim, JobResult, JournalRecord, Listener, StoredJob
+from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
 from .records import finished, intent, submitted
 
 
-class MemoryJournal:
-    """A :class:`~grok_imagine_async.Journal` in a dict: one process owns every job."""
+class MemoryJobStore:
+    """A :class:`~grok_imagine_async.JobStore` in a dict: one process owns every job."""
 
     def __init__(self) -> None:
-        self._records: dict[str, JournalRecord] = {}
+        self._records: dict[str, StoreRecord] = {}
         self._meta: dict[str, str] = {}
 
     def __repr__(self) -> str:
-        return f"MemoryJournal({len(self._records)} jobs)"
+        return f"MemoryJobStore({len(self._records)} jobs)"
 
-    async def load(self, key: str) -> JournalRecord | None:
+    async def load(self, key: str) -> StoreRecord | None:
         """The record for ``key``, or None."""
         return self._records.get(key)
 
     async def claim(
         self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
     ) -> Claim:
-        """As :meth:`SqliteJournal.claim`: every job is this process's."""
+        """As :meth:`SqliteJobStore.claim`: every job is this process's."""
         record = self._records.get(key)
         if record is None:
             if create is None:
@@ -71,7 +71,7 @@ class MemoryJournal:
         """Take ``key`` back to never started."""
         self._records.pop(key, None)
 
-    async def records(self) -> AsyncIterator[JournalRecord]:
+    async def records(self) -> AsyncIterator[StoreRecord]:
         """Every record, in the order the jobs were first recorded."""
         for record in list(self._records.values()):
             yield record

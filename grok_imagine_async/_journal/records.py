@@ -10,30 +10,30 @@ from __future__ import annotations
 import dataclasses
 
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
-from .._scheduling.jobs import JobResult, JournalRecord, JournalState
+from .._scheduling.jobs import JobResult, StoreRecord, StoreState
 from .codec import request_digest
 
 
 def intent(
-    old: JournalRecord | None, key: str, request: GenerationRequest, attempt: int
-) -> JournalRecord:
+    old: StoreRecord | None, key: str, request: GenerationRequest, attempt: int
+) -> StoreRecord:
     """The record once POST number ``attempt`` is about to be sent."""
-    return JournalRecord(
+    return StoreRecord(
         key=key,
         request=request,
-        state=JournalState.INTENT,
+        state=StoreState.INTENT,
         attempts=max(attempt, old.attempts if old else 0),
         credits=old.credits if old else 0,
         request_digest=request_digest(request),
     )
 
 
-def submitted(old: JournalRecord, task_id: str) -> JournalRecord:
+def submitted(old: StoreRecord, task_id: str) -> StoreRecord:
     """The record once the POST created ``task_id`` (and cost its credits)."""
-    return JournalRecord(
+    return StoreRecord(
         key=old.key,
         request=old.request,
-        state=JournalState.SUBMITTED,
+        state=StoreState.SUBMITTED,
         task_id=task_id,
         attempts=old.attempts,
         credits=old.credits + CREDITS_PER_GENERATION,
@@ -41,7 +41,7 @@ def submitted(old: JournalRecord, task_id: str) -> JournalRecord:
     )
 
 
-def finished(old: JournalRecord | None, result: JobResult) -> JournalRecord:
+def finished(old: StoreRecord | None, result: JobResult) -> StoreRecord:
     """The record of how the job ended."""
     error: str | None = None
     if not result.ok:
@@ -50,10 +50,10 @@ def finished(old: JournalRecord | None, result: JobResult) -> JournalRecord:
         elif result.task is not None:
             error = result.task.error_message or f"status {result.task.raw_status!r}"
     task = result.task
-    return JournalRecord(
+    return StoreRecord(
         key=result.key,
         request=result.request,
-        state=JournalState.COMPLETED if result.ok else JournalState.FAILED,
+        state=StoreState.COMPLETED if result.ok else StoreState.FAILED,
         task_id=result.task_id or (old.task_id if old else None),
         attempts=max(result.attempts, old.attempts if old else 0),
         credits=max(result.credits, old.credits if old else 0),
@@ -65,6 +65,6 @@ def finished(old: JournalRecord | None, result: JobResult) -> JournalRecord:
     )
 
 
-def with_files(old: JournalRecord, files: tuple[str, ...]) -> JournalRecord:
+def with_files(old: StoreRecord, files: tuple[str, ...]) -> StoreRecord:
     """The record once its videos were downloaded to ``files``."""
     return dataclasses.replace(old, files=files)

@@ -1,6 +1,6 @@
 """A durable journal of a batch in one SQLite file, so a crash loses no job and pays nothing twice.
 
-The scheduler writes through it (see :class:`~grok_imagine_async._scheduling.jobs.Journal`): the
+The scheduler writes through it (see :class:`~grok_imagine_async._scheduling.jobs.JobStore`): the
 intent to submit before each POST, the task id right after the answer, then the outcome and the
 downloaded files. Every write is committed with ``synchronous=FULL`` in WAL mode, so it is on
 disk when the call returns, and a ``SIGKILL`` a microsecond later cannot undo it.
@@ -28,7 +28,7 @@ import anyio
 from .._blocking import run_blocking
 from .._errors import JournalError, TaskFailedError
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
-from .._scheduling.jobs import Claim, JobResult, JournalRecord, JournalState, Listener, StoredJob
+from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord, StoreState
 from .codec import request_digest
 from .sqlite_file import (
     close,
@@ -39,7 +39,7 @@ from .sqlite_file import (
     request_json,
 )
 
-__all__ = ["JournalError", "SqliteJournal"]
+__all__ = ["JournalError", "SqliteJobStore"]
 
 _T = TypeVar("_T")
 
@@ -55,8 +55,8 @@ class _Op(Generic[_T]):
     error: BaseException | None = None
 
 
-class SqliteJournal:
-    """The :class:`~grok_imagine_async._scheduling.jobs.Journal` of one batch, in one SQLite file.
+class SqliteJobStore:
+    """The :class:`~grok_imagine_async._scheduling.jobs.JobStore` of one batch, in one SQLite file.
 
     Creating it does no I/O; the file is created or opened (and locked) by the first call that
     needs it, by :meth:`open`, or on entering ``async with``. Use one journal per run of a batch:
@@ -70,7 +70,7 @@ class SqliteJournal:
 
     Example:
         >>> async def main() -> None:
-        ...     async with SqliteJournal("run.db") as journal:
+        ...     async with SqliteJobStore("run.db") as journal:
         ...         print(await journal.counts())
     """
 
@@ -82,7 +82,7 @@ class SqliteJournal:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"SqliteJournal({str(self._path)!r})"
+        return f"SqliteJobStore({str(self._path)!r})"
 
     @property
     def path(self) -> Path:
@@ -91,7 +91,7 @@ class SqliteJournal:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def open(self) -> SqliteJournal:
+    async def open(self) -> SqliteJobStore:
         """Open (creating if needed) and lock the file now rather than at first use.
 
         Returns:
@@ -104,7 +104,7 @@ class SqliteJournal:
             await self._ensure_open()
         return self
 
-    async def __aenter__(self) -> SqliteJournal:
+    async def __aenter__(self) -> SqliteJobStore:
         return await self.open()
 
     async def __aexit__(
@@ -132,9 +132,9 @@ class SqliteJournal:
             self._conn = await run_blocking(connect, self._path)
         return self._conn
 
-    # -- the Journal protocol ----------------------------------------------------------------
+    # -- the JobStore protocol ----------------------------------------------------------------
 
-    async def load(self, key: str) -> JournalRecord | None:
+    async def load(self, key: str) -> StoreRecord | None:
         """The record for ``key``, or None if the journal never saw it."""
         return await self._read(functools.partial(read_one, key=key))
 
@@ -157,7 +157,7 @@ class SqliteJournal:
                 "attempts = max(jobs.attempts, excluded.attempts), "
                 "error = NULL, failure_class = NULL, updated_at = excluded.updated_at, "
                 "request_digest = excluded.request_digest",
-                (key, text, JournalState.INTENT.value, attempt, time.time(), digest),
+                (key, text, StoreState.INTENT.value, attempt, time.time(), digest),
             )
 
         await self._write(apply, shield=False)
@@ -173,7 +173,7 @@ class SqliteJournal:
             cursor = conn.execute(
                 "UPDATE jobs SET state = ?, task_id = ?, credits = credits + ?, updated_at = ? "
                 "WHERE key = ?",
-                (JournalState.SUBMITTED.value, task_id, CREDITS_PER_GENERATION, now, key),
+                (StoreState.SUBMITTED.value, task_id, CREDITS_PER_GENERATION, now, key),
             )
             if cursor.rowcount == 0:
                 raise KeyError(f"record_submitted({key!r}) without record_intent")
@@ -190,7 +190,7 @@ class SqliteJournal:
 
         Attempts and credits never go down: the journal may know of POSTs from earlier runs.
         """
-        state = JournalState.COMPLETED if result.ok else JournalState.FAILED
+        state = StoreState.COMPLETED if result.ok else StoreState.FAILED
         error: str | None = None
         if not result.ok:
             if isinstance(result.error, TaskFailedError):  # the reason: a replay adds the rest
@@ -276,7 +276,7 @@ class SqliteJournal:
 
     # -- reading, for reports ----------------------------------------------------------------
 
-    async def records(self, *, page_size: int = 1000) -> AsyncIterator[JournalRecord]:
+    async def records(self, *, page_size: int = 1000) -> AsyncIterator[StoreRecord]:
         """Every record, in the order the jobs were first recorded, read a page at a time.
 
         Memory stays bounded whatever the journal's size.
@@ -291,13 +291,13 @@ class SqliteJournal:
             if len(page) < page_size:
                 return
 
-    async def counts(self) -> Mapping[JournalState, int]:
+    async def counts(self) -> Mapping[StoreState, int]:
         """How many jobs are in each state (every state present, zeros included)."""
         rows = await self._read(
             lambda c: c.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
         )
         found = dict(rows)
-        return {state: int(found.get(state.value, 0)) for state in JournalState}
+        return {state: int(found.get(state.value, 0)) for state in StoreState}
 
     async def task_ids(self, key: str) -> list[str]:
         """Every task id recorded for ``key``, oldest first (one per paid submission)."""

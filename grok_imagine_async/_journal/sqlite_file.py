@@ -16,7 +16,7 @@ from typing import Any
 
 from .._errors import JournalError
 from .._models import GenerationRequest
-from .._scheduling.jobs import JournalRecord, JournalState
+from .._scheduling.jobs import StoreRecord, StoreState
 from .codec import failure_class, request_data, request_digest, request_from
 
 SCHEMA_VERSION = 2
@@ -187,15 +187,13 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
     )
 
 
-def read_one(conn: sqlite3.Connection, *, key: str) -> JournalRecord | None:
+def read_one(conn: sqlite3.Connection, *, key: str) -> StoreRecord | None:
     """The record of ``key``, if any."""
     row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE key = ?", (key,)).fetchone()
     return None if row is None else to_record(row)
 
 
-def read_page(
-    conn: sqlite3.Connection, *, after: int, size: int
-) -> tuple[int, list[JournalRecord]]:
+def read_page(conn: sqlite3.Connection, *, after: int, size: int) -> tuple[int, list[StoreRecord]]:
     rows = conn.execute(
         f"SELECT rowid, {COLUMNS} FROM jobs WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, size)
     ).fetchall()
@@ -224,13 +222,13 @@ def request_json(request: GenerationRequest) -> str:
     return json.dumps(request_data(request), sort_keys=True, separators=(",", ":"))
 
 
-def to_record(row: Sequence[Any]) -> JournalRecord:
-    """A row of :data:`COLUMNS` as a :class:`JournalRecord`."""
+def to_record(row: Sequence[Any]) -> StoreRecord:
+    """A row of :data:`COLUMNS` as a :class:`StoreRecord`."""
     key, request, state, task_id, attempts, credits, videos, files, error, failure, digest = row
-    return JournalRecord(
+    return StoreRecord(
         key=key,
         request=request_from(json.loads(request)),
-        state=JournalState(state),
+        state=StoreState(state),
         task_id=task_id,
         attempts=int(attempts),
         credits=int(credits),

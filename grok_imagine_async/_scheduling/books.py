@@ -20,7 +20,7 @@ from anyio.abc import TaskGroup
 from .._errors import AuthenticationError, GrokImagineError, JournalError
 from .._models import FailureClass, Task
 from .budget import CreditBudget
-from .jobs import JobEvent, JobFinished, JobResult, Journal, SchedulerHook
+from .jobs import JobEvent, JobFinished, JobResult, JobStore, SchedulerHook
 from .record import JobRecord, Tally
 
 logger = logging.getLogger("grok_imagine_async.scheduler")
@@ -45,7 +45,7 @@ class Books:
         self.backlog: deque[JobResult] = deque()
         """Finished results not read yet (while streaming)."""
         self.streaming = streaming
-        self.journal: Journal | None = None
+        self.journal: JobStore | None = None
         self.input_closed = False
         self.fatal: BaseException | None = None
         """The first fatal error: raised when the block exits."""
@@ -259,7 +259,7 @@ def unexpected(exc: Exception) -> GrokImagineError:
     return error
 
 
-def as_journal_error(exc: Exception, journal: Journal) -> JournalError:
+def as_journal_error(exc: Exception, journal: JobStore) -> JournalError:
     """``exc`` from a journal call, as a :class:`JournalError` (whatever the journal raised)."""
     if isinstance(exc, JournalError):
         return exc

@@ -370,7 +370,7 @@ class SchedulerHook(Protocol):
 # -- job store seam ------------------------------------------------------------------------------
 
 
-class JournalState(str, enum.Enum):
+class StoreState(str, enum.Enum):
     """What the journal knows of a job."""
 
     INTENT = "intent"
@@ -382,7 +382,7 @@ class JournalState(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class JournalRecord:
+class StoreRecord:
     """One job as recorded in a journal.
 
     Attributes:
@@ -402,7 +402,7 @@ class JournalRecord:
 
     key: str
     request: GenerationRequest
-    state: JournalState
+    state: StoreState
     task_id: str | None = None
     attempts: int = 0
     credits: int = 0
@@ -426,15 +426,15 @@ class StoredJob:
 
     key: str
     request: GenerationRequest
-    record: JournalRecord | None
+    record: StoreRecord | None
     owner: str = ""
 
     @property
     def final(self) -> bool:
         """True once it completed or failed."""
         return self.record is not None and self.record.state in (
-            JournalState.COMPLETED,
-            JournalState.FAILED,
+            StoreState.COMPLETED,
+            StoreState.FAILED,
         )
 
 
@@ -443,7 +443,7 @@ ClaimStatus = Literal["unknown", "created", "mine", "foreign", "adopted", "final
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """The answer to :meth:`Journal.claim`.
+    """The answer to :meth:`JobStore.claim`.
 
     Attributes:
         status: ``"unknown"`` (no such job), ``"created"`` (it was unknown and is now this
@@ -468,7 +468,7 @@ Listener = Callable[[StoredJob | None], None]
 
 
 @runtime_checkable
-class Journal(Protocol):
+class JobStore(Protocol):
     """Durable record of a batch, written through by the scheduler so a crash loses nothing.
 
     The scheduler calls :meth:`record_intent` *before* each POST and :meth:`record_submitted`
@@ -478,7 +478,7 @@ class Journal(Protocol):
     job and has nothing to tell.
     """
 
-    async def load(self, key: str) -> JournalRecord | None:
+    async def load(self, key: str) -> StoreRecord | None:
         """The record for ``key``, or None if the journal never saw it."""
 
     async def claim(
@@ -507,7 +507,7 @@ class Journal(Protocol):
     async def forget(self, key: str) -> None:
         """Take ``key`` back to never started: its POST is known not to have left."""
 
-    def records(self) -> AsyncIterator[JournalRecord]:
+    def records(self) -> AsyncIterator[StoreRecord]:
         """Every record, a page at a time (bounded memory whatever the journal's size)."""
 
     async def get_meta(self, name: str) -> str | None:

@@ -17,7 +17,7 @@ from typing import Literal, TypedDict
 from .._backoff import PollPolicy
 from .._limiting.protocol import Priority
 from .._models import FailureClass
-from .jobs import Journal, SchedulerHook
+from .jobs import JobStore, SchedulerHook
 from .polling import DurationModel
 
 Favor = Literal["throughput", "latency"]
@@ -56,5 +56,5 @@ class SchedulerOptions(TuningOptions, total=False):
     ``generate_many`` passes on (all but ``stream_results``, which it sets)."""
 
     max_credits: int | None
-    journal: Journal | str | os.PathLike[str] | None
+    journal: JobStore | str | os.PathLike[str] | None
     on_event: SchedulerHook | None

@@ -21,9 +21,9 @@ from pathlib import Path
 from .._errors import AmbiguousSubmitError, GrokImagineError, TaskFailedError
 from .._journal.codec import request_digest
 from .._models import FailureClass, GenerationRequest, Task, TaskStatus
-from .jobs import JobResult, JournalRecord, JournalState
+from .jobs import JobResult, StoreRecord, StoreState
 
-FINAL_STATES = frozenset({JournalState.COMPLETED, JournalState.FAILED})
+FINAL_STATES = frozenset({StoreState.COMPLETED, StoreState.FAILED})
 """Records in these states are replayed, not resumed."""
 
 
@@ -41,15 +41,15 @@ class Reopening(enum.Enum):
     """Its submission's outcome was unknown, and the client resubmits those: sent again."""
 
 
-def reopening(record: JournalRecord, *, resubmit_ambiguous: bool) -> Reopening:
+def reopening(record: StoreRecord, *, resubmit_ambiguous: bool) -> Reopening:
     """How a new run reopens ``record`` (see :func:`reopened`)."""
     if never_paid(record):
         return Reopening.UNPAID
-    if record.state is JournalState.FAILED and record.videos:
+    if record.state is StoreState.FAILED and record.videos:
         return Reopening.UNDOWNLOADED
     if (
         resubmit_ambiguous
-        and record.state is JournalState.FAILED
+        and record.state is StoreState.FAILED
         and record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
         and not record.task_id
     ):
@@ -57,7 +57,7 @@ def reopening(record: JournalRecord, *, resubmit_ambiguous: bool) -> Reopening:
     return Reopening.NONE
 
 
-def reopened(record: JournalRecord, *, resubmit_ambiguous: bool) -> JournalRecord | None:
+def reopened(record: StoreRecord, *, resubmit_ambiguous: bool) -> StoreRecord | None:
     """``record`` as a new run must take it up; None when the job is to be submitted afresh.
 
     Args:
@@ -71,20 +71,18 @@ def reopened(record: JournalRecord, *, resubmit_ambiguous: bool) -> JournalRecor
         return None
     if kind is Reopening.UNDOWNLOADED:
         return dataclasses.replace(
-            record, state=JournalState.COMPLETED, files=(), error=None, failure_class=None
+            record, state=StoreState.COMPLETED, files=(), error=None, failure_class=None
         )
     if kind is Reopening.AMBIGUOUS:
-        return dataclasses.replace(
-            record, state=JournalState.INTENT, error=None, failure_class=None
-        )
+        return dataclasses.replace(record, state=StoreState.INTENT, error=None, failure_class=None)
     return record
 
 
-def never_paid(record: JournalRecord) -> bool:
+def never_paid(record: StoreRecord) -> bool:
     """A failed record whose last submission was refused before it could be charged, for a
     reason a new run may not meet: the credit budget (also when it refused a resubmission,
     after a task that failed), or the API refusing a first submission."""
-    if record.state is not JournalState.FAILED:
+    if record.state is not StoreState.FAILED:
         return False
     if record.failure_class is FailureClass.BUDGET_EXCEEDED:
         return True
@@ -92,7 +90,7 @@ def never_paid(record: JournalRecord) -> bool:
 
 
 def must_retake(
-    record: JournalRecord, request: GenerationRequest, *, resubmit_ambiguous: bool
+    record: StoreRecord, request: GenerationRequest, *, resubmit_ambiguous: bool
 ) -> bool:
     """Whether a job the journal records as finished must be run again by a new run: its
     request changed since, or the resume policy reopens it (see :func:`reopening`)."""
@@ -101,7 +99,7 @@ def must_retake(
     return reopening(record, resubmit_ambiguous=resubmit_ambiguous) is not Reopening.NONE
 
 
-def journal_error(record: JournalRecord) -> GrokImagineError:
+def journal_error(record: StoreRecord) -> GrokImagineError:
     """The exception a FAILED record's replayed result carries."""
     if record.failure_class is FailureClass.AMBIGUOUS_SUBMIT:
         return AmbiguousSubmitError(record.error or "submission outcome unknown")
@@ -117,7 +115,7 @@ def journal_error(record: JournalRecord) -> GrokImagineError:
     return GrokImagineError(record.error or "failed in an earlier run")
 
 
-def replayed_task(record: JournalRecord) -> Task:
+def replayed_task(record: StoreRecord) -> Task:
     """The completed task a COMPLETED record stands for."""
     return Task(
         task_id=record.task_id or "",
@@ -127,7 +125,7 @@ def replayed_task(record: JournalRecord) -> Task:
     )
 
 
-def same_request(record: JournalRecord, request: GenerationRequest) -> bool:
+def same_request(record: StoreRecord, request: GenerationRequest) -> bool:
     """True if ``record`` was made for ``request``: only then may its outcome be reused.
 
     A key names a job, not its content: an input whose line ``id=job1`` changed its prompt
@@ -137,9 +135,9 @@ def same_request(record: JournalRecord, request: GenerationRequest) -> bool:
     return recorded == request_digest(request)
 
 
-def recorded_result(record: JournalRecord, request: GenerationRequest, *, at: float) -> JobResult:
+def recorded_result(record: StoreRecord, request: GenerationRequest, *, at: float) -> JobResult:
     """The result a finished ``record`` stands for, as a replay of it yields (no request)."""
-    failed = record.state is JournalState.FAILED
+    failed = record.state is StoreState.FAILED
     return JobResult(
         key=record.key,
         request=request,

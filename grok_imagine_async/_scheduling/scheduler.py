@@ -46,7 +46,7 @@ from .jobs import (
     JobResult,
     JobSpec,
     JobState,
-    Journal,
+    JobStore,
     SchedulerHook,
     SchedulerStatistics,
     request_key,
@@ -79,7 +79,7 @@ class JobScheduler:
         max_credits: Budget: no job is started if it could take spending past this.
         resubmit: How many times one job may be resubmitted after a retryable failure.
         resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
-        journal: A :class:`Journal`, or a path for a SQLite journal, to resume after a crash.
+        journal: A :class:`JobStore`, or a path for a SQLite journal, to resume after a crash.
         download_dir: If given, videos of completed jobs are downloaded there, named after
             the job key, before the job counts as finished.
         max_downloads: Concurrent downloads.
@@ -111,7 +111,7 @@ class JobScheduler:
         max_credits: int | None = None,
         resubmit: int = 1,
         resubmit_on: Iterable[FailureClass] = (FailureClass.TRANSIENT,),
-        journal: Journal | str | os.PathLike[str] | None = None,
+        journal: JobStore | str | os.PathLike[str] | None = None,
         download_dir: str | os.PathLike[str] | None = None,
         max_downloads: int = 4,
         on_event: SchedulerHook | None = None,

@@ -29,7 +29,7 @@ from .api import SchedulerClient
 from .books import Books, as_journal_error, logger, unexpected
 from .budget import Reservation
 from .downloading import Downloader
-from .jobs import JobResumed, JobSubmitted, JournalRecord, JournalState
+from .jobs import JobResumed, JobSubmitted, StoreRecord, StoreState
 from .record import JobRecord
 from .resume import FINAL_STATES, journal_error, reopened, replayed_task, same_request
 
@@ -120,10 +120,10 @@ class Submitter:
         failure = FailureClass.REQUEST_ERROR
         await self._books.finish(job, error=error, failure_class=failure, record=False)
 
-    async def _replay(self, job: JobRecord, record: JournalRecord) -> None:
+    async def _replay(self, job: JobRecord, record: StoreRecord) -> None:
         """Finish a job the journal says has finished, without any request to the API."""
         self._adopt(job, record)
-        if record.state is JournalState.FAILED:
+        if record.state is StoreState.FAILED:
             await self._books.finish(
                 job,
                 error=journal_error(record),
@@ -139,16 +139,16 @@ class Submitter:
             return
         await self._books.finish(job, task=task, files=files, from_journal=True, record=False)
 
-    def _adopt(self, job: JobRecord, record: JournalRecord) -> None:
+    def _adopt(self, job: JobRecord, record: StoreRecord) -> None:
         """Take over what an earlier run spent on ``job`` (submissions, credits)."""
         job.adopted(attempts=record.attempts, credits=record.credits)
         self._books.budget.adopt(record.credits)
 
-    async def _resume(self, job: JobRecord, record: JournalRecord) -> bool:
+    async def _resume(self, job: JobRecord, record: StoreRecord) -> bool:
         """Continue a job the journal saw start; False if it still needs a submission."""
         self._adopt(job, record)
         now = anyio.current_time()
-        if record.state is JournalState.SUBMITTED and record.task_id:
+        if record.state is StoreState.SUBMITTED and record.task_id:
             job.resumed(record.task_id)  # its age is unknown: poll at once, then learn
             self._books.emit(JobResumed(key=job.key, at=now, task_id=record.task_id))
             assert self._watch is not None

@@ -27,7 +27,7 @@ from .._scheduling.jobs import (
     JobResult,
     JobSpec,
     JobState,
-    Journal,
+    JobStore,
 )
 from .._scheduling.scheduler import JobScheduler
 
@@ -65,7 +65,7 @@ class JobRegistry:
         *,
         max_jobs: int = DEFAULT_MAX_JOBS,
         max_queued: int = DEFAULT_MAX_QUEUED,
-        journal: Journal | None = None,
+        journal: JobStore | None = None,
         new_id: Callable[[], str] | None = None,
     ) -> None:
         if max_jobs < 1 or max_queued < 1:

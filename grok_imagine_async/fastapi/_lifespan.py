@@ -29,7 +29,7 @@ from .._journal.opening import open_journal
 from .._limiting.plans import Plan, RateLimit
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer
-from .._scheduling.jobs import Job, JobEvent, Journal, SchedulerHook
+from .._scheduling.jobs import Job, JobEvent, JobStore, SchedulerHook
 from .._scheduling.options import TuningOptions
 from .._scheduling.scheduler import JobScheduler
 from ._errors import HTTPProblem, http_error_for
@@ -89,7 +89,7 @@ async def grok_imagine_lifespan(
     http_client: httpx.AsyncClient | None = None,
     limiter: RateLimiter | None = None,
     client_factory: Callable[[], AsyncGrokImagine] | None = None,
-    journal: Journal | str | os.PathLike[str] | None = None,
+    journal: JobStore | str | os.PathLike[str] | None = None,
     max_credits: int | None = None,
     redis_url: str | None = None,
     redis_namespace: str = "app",
@@ -123,7 +123,7 @@ async def grok_imagine_lifespan(
         client_factory: Builds the client instead (for other client settings); called at
             startup, and the client it returns is closed at shutdown. Excludes the client
             settings (the five above and ``telemetry``).
-        journal: A :class:`~grok_imagine_async.abc.Journal`, or a SQLite file path, so jobs survive
+        journal: A :class:`~grok_imagine_async.abc.JobStore`, or a SQLite file path, so jobs survive
             a restart. One per process: a SQLite journal is locked by the process using it, so
             a second worker given the same path fails to start.
         max_credits: Credit budget of this app's process (of all its workers with

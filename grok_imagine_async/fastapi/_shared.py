@@ -18,7 +18,7 @@ import anyio
 
 from .._errors import BudgetExceededError, JournalError
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
-from .._scheduling.jobs import Job, JobResult, JobSpec, JobState, JournalState
+from .._scheduling.jobs import Job, JobResult, JobSpec, JobState, StoreState
 from .._scheduling.record import JobRecord, Tally
 from .._scheduling.resume import journal_error, replayed_task
 from ._jobs import JobRegistry, _Entry
@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("grok_imagine_async.fastapi")
 
 _STATES = {
-    JournalState.INTENT: JobState.SUBMITTING,
-    JournalState.SUBMITTED: JobState.RUNNING,
-    JournalState.COMPLETED: JobState.COMPLETED,
-    JournalState.FAILED: JobState.FAILED,
+    StoreState.INTENT: JobState.SUBMITTING,
+    StoreState.SUBMITTED: JobState.RUNNING,
+    StoreState.COMPLETED: JobState.COMPLETED,
+    StoreState.FAILED: JobState.FAILED,
 }
 
 
@@ -208,7 +208,7 @@ def _update(job: JobRecord, stored: StoredJob, budget: int | None) -> bool:
     if state is job.state and not state.is_final:
         return False
     if record is not None and state.is_final:
-        failed = record.state is JournalState.FAILED
+        failed = record.state is StoreState.FAILED
         error = journal_error(record) if failed else None
         if failed and record.failure_class is FailureClass.BUDGET_EXCEEDED:
             spent = budget if budget is not None else record.credits

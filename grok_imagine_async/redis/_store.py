@@ -25,7 +25,7 @@ from .._errors import JournalError
 from .._journal import records
 from .._models import FailureClass, GenerationRequest
 from .._redact import redact_url
-from .._scheduling.jobs import Claim, JobResult, JournalRecord, Listener, StoredJob
+from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
 from ._store_script import (
     CLAIM_SCRIPT,
     HEARTBEAT_SCRIPT,
@@ -56,7 +56,7 @@ POOL_WAIT = 5.0
 
 
 class RedisJobStore:
-    """A :class:`~grok_imagine_async.abc.Journal` in Redis that every process of a token shares.
+    """A :class:`~grok_imagine_async.abc.JobStore` in Redis that every process of a token shares.
 
     Any number of processes on any hosts open one store (same Redis, same token, same
     ``namespace``) and act as one client: each job is owned by one process at a time, which
@@ -221,9 +221,9 @@ class RedisJobStore:
         if self._owns_client:
             await self._redis.aclose()
 
-    # -- the Journal protocol -----------------------------------------------------------------
+    # -- the JobStore protocol -----------------------------------------------------------------
 
-    async def load(self, key: str) -> JournalRecord | None:
+    async def load(self, key: str) -> StoreRecord | None:
         """The record of ``key`` (None if it was never sent); call :meth:`claim` first.
 
         Raises:
@@ -435,7 +435,7 @@ class RedisJobStore:
         if job is not None:
             await self._write(StoredJob(key, job.request, None, self.id))
 
-    async def records(self, *, page_size: int = 500) -> AsyncIterator[JournalRecord]:
+    async def records(self, *, page_size: int = 500) -> AsyncIterator[StoreRecord]:
         """Every job of the namespace with a record (queued ones have none), in no set order.
 
         Raises:
