@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import pytest
+
+from grok_imagine_async.testing import VirtualTimeEventLoop
 
 if TYPE_CHECKING:
     from _redis_worker import RedisServer
 
     from grok_imagine_async.testing import Emulator
+
+
+# Markers of tests that talk to another thread or process, which keeps the real clock.
+REAL_TIME_MARKERS = ("real_time", "integration", "redis")
+
+
+@pytest.fixture
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    """The event loop of every ``anyio`` test: virtual time, so idle waits take no real time.
+
+    A test that talks to another thread or process (a served emulator, uvicorn, Redis,
+    SQLite's worker threads) needs the real clock: mark it ``real_time``. Tests marked
+    ``integration`` or ``redis`` get it already.
+    """
+    if any(request.node.get_closest_marker(name) for name in REAL_TIME_MARKERS):
+        return "asyncio"
+    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 class ServedEmulator(NamedTuple):
@@ -25,9 +45,8 @@ class ServedEmulator(NamedTuple):
 def served_emulator(request: pytest.FixtureRequest) -> Iterator[ServedEmulator]:
     """An :class:`Emulator` served by uvicorn on 127.0.0.1 (free port) in a background thread.
 
-    The server runs on the real clock: use it from tests on the normal asyncio loop
-    (``anyio_backend`` returning ``"asyncio"``). Parametrize it indirectly with an
-    ``EmulatorConfig`` to change its behaviour::
+    The server runs on the real clock: mark the test ``real_time`` (or ``integration``).
+    Parametrize it indirectly with an ``EmulatorConfig`` to change its behaviour::
 
         @pytest.mark.parametrize("served_emulator", [EmulatorConfig(seed=1)], indirect=True)
     """
@@ -52,3 +71,49 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+class CliResult(NamedTuple):
+    """What a ``grok-imagine`` run ended with: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class RunCli(Protocol):
+    """The ``run_cli`` fixture: ``run_cli("batch", "prompts.txt", cwd=tmp_path)``."""
+
+    def __call__(self, *argv: str, cwd: Path) -> CliResult: ...
+
+
+@pytest.fixture
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> RunCli:
+    """Run the ``grok-imagine`` command in this process: ``main(argv)`` in ``cwd``, without
+    the ``GROK_IMAGINE_*`` settings of the developer's shell, its output captured.
+
+    No interpreter is started: a test of what the command parses and says takes milliseconds.
+    A test of what only a process has (signals, the ``python -m`` entry point) starts one.
+    Every run is checked for what no run may print: a traceback (unless ``--log-level
+    debug``) or the ``--api-key`` it was given.
+    """
+    from grok_imagine_async._cli import main
+
+    for name in [name for name in os.environ if name.startswith("GROK_IMAGINE_")]:
+        monkeypatch.delenv(name)
+
+    def run(*argv: str, cwd: Path) -> CliResult:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()  # only this run's output
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse: --help, --version or a usage error
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        out, err = capsys.readouterr()
+        if "debug" not in argv:
+            assert "Traceback" not in err, err
+        tokens = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--api-key"]
+        assert not any(token in out + err for token in tokens), "the token was printed"
+        return CliResult(code, out, err)
+
+    return run

@@ -1,6 +1,7 @@
 """What the ``grok-imagine`` command says when something is wrong, and that it costs nothing.
 
-Subprocesses against the emulator served on 127.0.0.1 (its statistics tell what was paid).
+``main(argv)`` in process (the ``run_cli`` fixture), against the emulator served on 127.0.0.1
+where a test needs a server (its statistics tell what was paid).
 The tests run as root, which may write anywhere: a folder that cannot be written is made by
 putting a regular file where the folder, or one of its parents, should be.
 """
@@ -8,10 +9,8 @@ putting a regular file where the folder, or one of its parents, should be.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ import pytest
 from grok_imagine_async.testing import EmulatorConfig
 
 if TYPE_CHECKING:
-    from conftest import ServedEmulator
+    from conftest import RunCli, ServedEmulator
 
 SCALE = 30
 TOKEN = "cli-messages-token-SECRET"
@@ -28,23 +27,12 @@ FAST = EmulatorConfig(
     tokens={TOKEN: "pro"}, period=60 / SCALE, time_scale=SCALE, duration_sigma=0.2, seed=11
 )
 SCALED = ["--time-scale", str(SCALE)]
-fast_emulator = pytest.mark.parametrize("served_emulator", [FAST], indirect=True)
-pytestmark = pytest.mark.integration
 
 
-def run_cli(*argv: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GROK_IMAGINE_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "grok_imagine_async._cli", *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert "Traceback" not in done.stderr, done.stderr  # only --log-level debug shows one
-    assert TOKEN not in done.stdout + done.stderr
-    return done
+def fast_emulator(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test`` against the emulator served on 127.0.0.1, 30 times faster than real."""
+    served = pytest.mark.parametrize("served_emulator", [FAST], indirect=True)
+    return pytest.mark.integration(served(test))
 
 
 def against(served: ServedEmulator) -> list[str]:
@@ -73,7 +61,7 @@ def nothing_paid(served: ServedEmulator) -> bool:
 @fast_emulator
 @pytest.mark.parametrize("journal", ["elsewhere", "default"])
 def test_an_output_folder_that_cannot_be_created_costs_nothing_and_is_named(
-    served_emulator: ServedEmulator, tmp_path: Path, journal: str
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path, journal: str
 ) -> None:
     prompts = prompts_file(tmp_path, "a red kite", "a blue whale")
     (tmp_path / "blocker").write_text("a file, where a folder should be\n")
@@ -93,7 +81,7 @@ def test_an_output_folder_that_cannot_be_created_costs_nothing_and_is_named(
 
 @fast_emulator
 def test_an_output_folder_taken_by_a_file_costs_nothing(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     prompts = prompts_file(tmp_path, "a red kite")
     (tmp_path / "videos").write_text("not a folder\n")
@@ -107,7 +95,7 @@ def test_an_output_folder_taken_by_a_file_costs_nothing(
 
 @fast_emulator
 def test_a_manifest_path_taken_by_a_folder_costs_nothing(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     prompts = prompts_file(tmp_path, "a red kite")
     (tmp_path / "videos" / "manifest.jsonl").mkdir(parents=True)
@@ -121,7 +109,7 @@ def test_a_manifest_path_taken_by_a_folder_costs_nothing(
 
 @fast_emulator
 def test_a_journal_whose_folder_cannot_be_made_costs_nothing(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     prompts = prompts_file(tmp_path, "a red kite")
     (tmp_path / "state").write_text("a file\n")
@@ -142,7 +130,7 @@ def test_a_journal_whose_folder_cannot_be_made_costs_nothing(
 
 @fast_emulator
 def test_generate_checks_its_folder_before_paying(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     (tmp_path / "blocker").write_text("a file\n")
     done = run_cli(
@@ -156,7 +144,7 @@ def test_generate_checks_its_folder_before_paying(
 
 @fast_emulator
 def test_status_checks_its_download_folder_before_asking(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     (tmp_path / "blocker").write_text("a file\n")
     argv = ["status", "task_0", "--download", "blocker/v", *against(served_emulator)]
@@ -168,7 +156,7 @@ def test_status_checks_its_download_folder_before_asking(
 
 @fast_emulator
 def test_a_video_that_cannot_be_saved_is_reported_and_fetched_next_run_without_paying(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(
@@ -204,7 +192,7 @@ def test_a_video_that_cannot_be_saved_is_reported_and_fetched_next_run_without_p
     "command", [["generate", "a kite", "--out", "v"], ["batch", "prompts.txt"]]
 )
 def test_a_missing_token_names_the_options_not_the_python_keyword(
-    tmp_path: Path, command: list[str]
+    run_cli: RunCli, tmp_path: Path, command: list[str]
 ) -> None:
     prompts_file(tmp_path, "a kite")
     if command[0] == "batch":
@@ -216,7 +204,7 @@ def test_a_missing_token_names_the_options_not_the_python_keyword(
     assert "api_key=" not in done.stderr and "AsyncGrokImagine" not in done.stderr
 
 
-def test_status_has_no_emulate_to_suggest(tmp_path: Path) -> None:
+def test_status_has_no_emulate_to_suggest(run_cli: RunCli, tmp_path: Path) -> None:
     done = run_cli("status", "task_1", cwd=tmp_path)
     assert done.returncode == 2
     assert "pass --api-key TOKEN or set $GROK_IMAGINE_API_KEY" in done.stderr
@@ -230,7 +218,7 @@ def closed_port() -> int:
     return port  # closed again: connecting is refused
 
 
-def test_an_unreachable_server_is_named(tmp_path: Path) -> None:
+def test_an_unreachable_server_is_named(run_cli: RunCli, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     argv = ["--base-url", url, "--api-key", TOKEN, "--time-scale", "100"]
     done = run_cli("generate", "a kite", "--out", "v", *argv, cwd=tmp_path)
@@ -243,7 +231,9 @@ def test_an_unreachable_server_is_named(tmp_path: Path) -> None:
     assert f"2 jobs could not reach {url}" in batch.stdout
 
 
-def test_every_bad_line_is_listed_up_to_twenty_then_counted(tmp_path: Path) -> None:
+def test_every_bad_line_is_listed_up_to_twenty_then_counted(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
     lines = ['{"prompt": "fine"}']
     lines += [f'{{"prompt": "clip {n}", "ratio": "4:{n}"}}' for n in range(25)]
     lines += ["not json", '{"prompt": "x", "colour": "red"}']
@@ -259,7 +249,7 @@ def test_every_bad_line_is_listed_up_to_twenty_then_counted(tmp_path: Path) -> N
     assert not (tmp_path / "v").exists()  # not even the folder: nothing happened
 
 
-def test_a_few_bad_lines_are_all_listed(tmp_path: Path) -> None:
+def test_a_few_bad_lines_are_all_listed(run_cli: RunCli, tmp_path: Path) -> None:
     (tmp_path / "p.csv").write_text('prompt,ratio\na kite,4:3\n"",1:1\na whale,1:1\nx,9:9\n')
     done = run_cli("batch", "p.csv", "--out", "v", cwd=tmp_path)
     assert done.returncode == 2
@@ -270,7 +260,7 @@ def test_a_few_bad_lines_are_all_listed(tmp_path: Path) -> None:
 
 @fast_emulator
 def test_plan_names_are_accepted_in_any_case(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     argv = ["--base-url", served_emulator.url, "--api-key", TOKEN, "--plan", "PRO"]
     done = run_cli("status", "task_none", *argv, cwd=tmp_path)
@@ -280,7 +270,7 @@ def test_plan_names_are_accepted_in_any_case(
 
 @fast_emulator
 def test_a_rerun_says_it_spent_nothing_and_what_earlier_runs_spent(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     prompts = prompts_file(tmp_path, "a red kite", "a blue whale")
     argv = ["batch", str(prompts), "--out", "v", "--no-progress", *against(served_emulator)]
@@ -296,7 +286,7 @@ def test_a_rerun_says_it_spent_nothing_and_what_earlier_runs_spent(
     assert served_emulator.emulator.statistics().credits_consumed == 80
 
 
-def test_the_log_level_chooses_what_the_library_says(tmp_path: Path) -> None:
+def test_the_log_level_chooses_what_the_library_says(run_cli: RunCli, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     argv = ["generate", "a kite", "--out", "v", "--base-url", url, "--api-key", TOKEN]
     argv += ["--time-scale", "100"]
@@ -305,3 +295,26 @@ def test_the_log_level_chooses_what_the_library_says(tmp_path: Path) -> None:
     assert default.returncode == quiet.returncode == 1
     assert "retry 1 of 3" in default.stderr  # warnings by default
     assert quiet.stderr.splitlines() == default.stderr.splitlines()[-1:]
+
+
+def test_generate_refuses_an_invalid_request_before_sending(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    done = run_cli("generate", "x", "--ratio", "4:3", "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "unknown ratio '4:3'" in done.stderr
+
+
+def test_batch_refuses_bad_defaults_naming_the_option(run_cli: RunCli, tmp_path: Path) -> None:
+    prompts_file(tmp_path, "a cat")
+    done = run_cli("batch", "prompts.txt", "--out", "o", "--ratio", "16:9", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--mode/--ratio" in done.stderr and "use --allow-unlisted" in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_lists_the_subcommands(run_cli: RunCli, tmp_path: Path) -> None:
+    done = run_cli("--help", cwd=tmp_path)
+    assert done.returncode == 0
+    for command in ("batch", "generate", "status", "emulator"):
+        assert command in done.stdout

@@ -36,15 +36,10 @@ from grok_imagine_async import (
 )
 from grok_imagine_async._settings import DEFAULT_BASE_URL
 from grok_imagine_async.abc import Priority
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 BASE = "http://api.test"
 FAST_RETRY = RetryPolicy(attempts=3, wait_initial=0.5, wait_factor=2.0, wait_max=4.0)
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def make_client(script: Script, **kwargs: Any) -> tuple[AsyncGrokImagine, RecordingLimiter]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -13,14 +12,8 @@ from hypothesis import strategies as st
 
 from grok_imagine_async import APIError, AsyncGrokImagine, RetryPolicy, Task, TaskStatus
 from grok_imagine_async._download import name_from_url, plan_download, resolve_inside, safe_name
-from grok_imagine_async.testing import VirtualTimeEventLoop
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 1000
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 class CDN:

@@ -8,14 +8,8 @@ import anyio
 import pytest
 
 from grok_imagine_async._scheduling.due import DueQueue
-from grok_imagine_async.testing import VirtualTimeEventLoop
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 async def drain(due: DueQueue[Any], count: int, start: float) -> list[tuple[Any, float]]:

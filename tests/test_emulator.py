@@ -15,16 +15,10 @@ from grok_imagine_async.testing import (
     ConnectionDropped,
     Emulator,
     EmulatorConfig,
-    VirtualTimeEventLoop,
     Vocabulary,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def fixed_durations(**overrides: Any) -> EmulatorConfig:

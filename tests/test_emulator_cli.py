@@ -79,10 +79,8 @@ def command_output() -> Iterator[tuple[str, list[str]]]:
 
 @pytest.mark.integration
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_command_serves_the_client_end_to_end(
-    command_output: tuple[str, list[str]], anyio_backend: str
-) -> None:
+@pytest.mark.real_time
+async def test_command_serves_the_client_end_to_end(command_output: tuple[str, list[str]]) -> None:
     url, lines = command_output
     assert url.startswith("http://127.0.0.1:")
     assert "token: test-token (plan free: 100 requests per 0.6 s" in lines[1]

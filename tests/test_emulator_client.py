@@ -20,16 +20,11 @@ from grok_imagine_async import (
     RateLimit,
     TaskFailedError,
 )
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 pytestmark = pytest.mark.anyio
 
 FAST_POLL = PollPolicy(wait_initial=5.0, wait_max=10.0)
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def grok_for(emulator: Emulator, **kwargs: Any) -> AsyncGrokImagine:

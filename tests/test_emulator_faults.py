@@ -12,17 +12,11 @@ from grok_imagine_async.testing import (
     Emulator,
     EmulatorConfig,
     FaultConfig,
-    VirtualTimeEventLoop,
 )
 
 pytestmark = pytest.mark.anyio
 
 ENTERPRISE = {"test-token": "enterprise"}
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def config(**overrides: Any) -> EmulatorConfig:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 import anyio
 import httpx
@@ -14,18 +13,13 @@ from hypothesis import strategies as st
 from grok_imagine_async._cli import emulator as emulator_command
 from grok_imagine_async._clock import ManualClock
 from grok_imagine_async._limiting.plans import RateLimit
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 from grok_imagine_async.testing._gcra import GcraCounter
 from grok_imagine_async.testing._window import EPSILON
 
 pytestmark = pytest.mark.anyio
 
 LIMIT = RateLimit(10, 10.0)  # one request's room a second
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 async def post(http: httpx.AsyncClient) -> httpx.Response:

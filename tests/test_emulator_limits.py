@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import anyio
 import httpx
@@ -14,15 +13,10 @@ from hypothesis import strategies as st
 from grok_imagine_async._clock import ManualClock
 from grok_imagine_async._headers import parse_reset
 from grok_imagine_async._limiting.plans import RateLimit
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 from grok_imagine_async.testing._window import EPSILON, WindowCounter, max_in_window
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 async def post(http: httpx.AsyncClient, prompt: str = "p") -> httpx.Response:

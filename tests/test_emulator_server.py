@@ -19,11 +19,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 QUICK = EmulatorConfig(duration_median=0.3, duration_sigma=0.0, seed=1)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def client(served: ServedEmulator, token: str = "test-token") -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {token}"}
     return httpx.AsyncClient(base_url=served.url, headers=headers, timeout=10.0)

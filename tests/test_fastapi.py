@@ -23,17 +23,12 @@ from fastapi import FastAPI
 
 from grok_imagine_async import JobScheduler, RateLimit
 from grok_imagine_async.fastapi import GrokImagineResources
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "sk-live-7f3a9c21-do-not-print"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fastapi_app.py"
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def load_example() -> ModuleType:

@@ -35,14 +35,9 @@ from grok_imagine_async.fastapi import (
     grok_imagine_lifespan,
     install_error_handlers,
 )
-from grok_imagine_async.testing import EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import EmulatorConfig
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def small_app(upstream: httpx.AsyncClient, **options: Any) -> FastAPI:
@@ -295,7 +290,7 @@ def readme_app() -> FastAPI:
     return app
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.real_time
 @pytest.mark.parametrize("served_emulator", [EmulatorConfig(tokens={TOKEN: "pro"})], indirect=True)
 async def test_the_readme_pattern_serves_rate_limited_videos(
     served_emulator: Any, monkeypatch: pytest.MonkeyPatch

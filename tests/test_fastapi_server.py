@@ -35,11 +35,6 @@ FAST: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @contextmanager
 def served(app: FastAPI) -> Iterator[str]:
     """``app`` under uvicorn (lifespan on) in a thread; shut down gracefully on exit."""

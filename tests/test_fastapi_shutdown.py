@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -24,14 +23,8 @@ from test_fastapi import (
 
 from grok_imagine_async import PollPolicy
 from grok_imagine_async.batch import DurationModel
-from grok_imagine_async.testing import VirtualTimeEventLoop
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 async def start_running(served: Served, prompt: str) -> str:
@@ -102,7 +95,7 @@ FAST = {
 }
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.real_time
 async def test_jobs_in_flight_at_shutdown_resume_from_the_journal_next_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -18,6 +18,8 @@ fastapi = pytest.importorskip("fastapi")
 from grok_imagine_async.fastapi import GrokJobs, grok_imagine_lifespan  # noqa: E402
 from grok_imagine_async.testing import Emulator  # noqa: E402
 
+pytestmark = pytest.mark.real_time  # the served emulator and uvicorn run in threads
+
 
 def create_app() -> fastapi.FastAPI:
     app = fastapi.FastAPI(lifespan=grok_imagine_lifespan)
@@ -36,11 +38,6 @@ def create_app() -> fastapi.FastAPI:
         return {"status": job.status.value}
 
     return app
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # the served emulator and uvicorn run on the real clock
 
 
 @pytest.fixture

@@ -27,14 +27,8 @@ from grok_imagine_async import (
     Task,
     TaskStatus,
 )
-from grok_imagine_async.testing import VirtualTimeEventLoop
 
 TASK = {"task_id": "t1", "status": "completed", "response": ["https://cdn.test/v.mp4"]}
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 # -- 1. one malformed field must not kill the batch -----------------------------------------

@@ -20,12 +20,6 @@ from grok_imagine_async import (
     Task,
     TaskStatus,
 )
-from grok_imagine_async.testing import VirtualTimeEventLoop
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def done(*urls: str, task_id: str = "t1") -> Task:

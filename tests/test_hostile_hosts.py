@@ -10,10 +10,7 @@ from conftest import ServedEmulator
 
 from grok_imagine_async._hosts import HostPolicy
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+pytestmark = pytest.mark.real_time  # the served emulator runs in a thread
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,7 @@ from grok_imagine_async._errors import AmbiguousSubmitError, TaskFailedError
 from grok_imagine_async._journal.sqlite import JournalError, SqliteJobStore
 from grok_imagine_async._scheduling.jobs import JobResult, JobStore, StoreState
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # the journal runs SQLite in worker threads: real time, real threads
+pytestmark = pytest.mark.real_time  # the journal runs SQLite in worker threads
 
 
 REQUEST = GenerationRequest(prompt="a lighthouse at dawn", ratio="3:2")

@@ -20,16 +20,10 @@ from grok_imagine_async import LocalRateLimiter, Plan, RateLimit
 from grok_imagine_async._clock import DEFAULT_CLOCK
 from grok_imagine_async._headers import read_rate_limit_headers
 from grok_imagine_async.abc import Permit, Priority, RateLimiter, RateLimitFeedback
-from grok_imagine_async.testing import VirtualTimeEventLoop
 
 pytestmark = pytest.mark.anyio
 
 LIMIT = RateLimit(10, 10.0)  # one request a second, a slow pace that is easy to read
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def max_in_window(times: list[float], period: float) -> int:

@@ -7,21 +7,14 @@ keeps two processes that share a token (each with its own limiter) from trading 
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import httpx
 import pytest
 
 from grok_imagine_async import APIConnectionError, AsyncGrokImagine, LocalRateLimiter, RateLimit
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def utilization(emulator: Emulator, limit: RateLimit) -> float:

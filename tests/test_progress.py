@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import anyio
 import pytest
@@ -12,14 +11,9 @@ from grok_imagine_async import AsyncGrokImagine, GenerationRequest, JobState
 from grok_imagine_async._progress import Progress, estimated_progress
 from grok_imagine_async._scheduling.record import JobRecord, Tally
 from grok_imagine_async.batch import DurationModel
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "progress-token"
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def make() -> tuple[Emulator, AsyncGrokImagine]:

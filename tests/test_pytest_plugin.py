@@ -50,9 +50,9 @@ async def test_client_follows_the_emulator(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.real_time
 async def test_env_fixture_points_a_default_client_at_the_served_emulator(
-    grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, anyio_backend: str
+    grok_emulator_env: Mapping[str, str], grok_emulator: Emulator
 ) -> None:
     assert grok_emulator_env["GROK_IMAGINE_BASE_URL"].startswith("http://127.0.0.1:")
     async with AsyncGrokImagine() as client:  # everything from the environment

@@ -34,11 +34,6 @@ FINAL = ("completed", "failed")
 FAST_POLL = PollPolicy(wait_initial=0.1, wait_factor=1.5, wait_max=0.5, wait_jitter=0.1)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # Redis keeps real time
-
-
 def new_emulator(**options: Any) -> Emulator:
     return Emulator(
         EmulatorConfig(

@@ -40,12 +40,6 @@ TOKEN = "sk-test-SECRET-token-0123456789"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    # Real sockets to Redis and a real clock in Redis: the normal event loop.
-    return "asyncio"
-
-
-@pytest.fixture
 async def redis_client(redis_server: RedisServer) -> AsyncIterator[redis_asyncio.Redis]:
     client = redis_asyncio.Redis.from_url(redis_server.url)
     try:

@@ -36,11 +36,6 @@ TOKEN = "sk-test-SECRET-store-token"
 REQUEST = GenerationRequest(prompt="a lantern on a lake")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def store(url: str, **options: object) -> RedisJobStore:
     return RedisJobStore(url, api_key=TOKEN, lease=0.6, **options)  # type: ignore[arg-type]
 

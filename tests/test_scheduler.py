@@ -30,14 +30,9 @@ from grok_imagine_async import (
     SchedulerClosedError,
     TaskFailedError,
 )
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "sched-token"
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def make(plan: str = "pro", **config: Any) -> tuple[Emulator, AsyncGrokImagine]:

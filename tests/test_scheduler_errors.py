@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -27,14 +26,9 @@ from grok_imagine_async import (
 )
 from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async.abc import StoreRecord, StoreState
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "errors-token"
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def make() -> tuple[Emulator, AsyncGrokImagine]:

@@ -13,15 +13,10 @@ import anyio
 import pytest
 
 from grok_imagine_async import AsyncGrokImagine, JobResult, RateLimit
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "poll-token"
 BATCH_QUOTA = RateLimit(200, 6.0)
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def make(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,17 +16,12 @@ from grok_imagine_async import (
 )
 from grok_imagine_async._journal.sqlite import SqliteJobStore
 from grok_imagine_async._scheduling.jobs import request_key
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "resume-token"
 PROMPTS = [f"quick {i} [duration:10]" for i in range(3)] + [
     f"slow {i} [duration:900]" for i in range(3)
 ]
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from fakes import RecordingLimiter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from grok_imagine_async import AsyncGrokImagine, GenerationRequest, JobResult, JobSpec, RateLimit
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "sk-otel-SECRET-4242"
 PROMPTS = {
@@ -25,11 +25,6 @@ PROMPTS = {
     "resubmitted": "a stormy sea [fail:network:1] [duration:25]",
     "late": "a quiet harbour",
 }
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 async def run_batch(

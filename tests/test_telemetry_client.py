@@ -13,14 +13,9 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from grok_imagine_async import AmbiguousSubmitError, AsyncGrokImagine, RetryPolicy
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 FAST_RETRY = RetryPolicy(attempts=2, wait_initial=0.01, wait_jitter=0.0)
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def scripted(script: Script, **options: Any) -> AsyncGrokImagine:

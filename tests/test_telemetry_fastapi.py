@@ -6,7 +6,6 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import httpx
 import pytest
@@ -14,16 +13,11 @@ import pytest
 pytest.importorskip("opentelemetry.exporter.prometheus", reason="needs otel-prometheus")
 pytest.importorskip("fastapi", reason="needs the fastapi extra")
 
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "sk-metrics-SECRET-77"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fastapi_app.py"
 PROMPT = "a paper boat on a river"
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def example() -> ModuleType:

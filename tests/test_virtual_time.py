@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import anyio
 import pytest
 
 from grok_imagine_async._blocking import run_blocking
-from grok_imagine_async.testing import VirtualTimeEventLoop, run_virtual
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
+from grok_imagine_async.testing import run_virtual
 
 
 def test_an_hour_of_sleep_takes_no_real_time() -> None:

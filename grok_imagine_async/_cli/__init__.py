@@ -10,7 +10,8 @@ import argparse
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from .._version import __version__
 from . import batch, emulator, generate, status
@@ -52,34 +53,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = parser_args = build_parser().parse_args(arguments)
     parser_args.argv = arguments  # for messages that repeat the command (never the token)
-    debug = _configure_logging(args)
-    try:
-        code: int = args.handler(args)
-    except KeyboardInterrupt:  # where signals cannot be received (Windows), or before they are
-        print("grok-imagine: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # the last resort: one line, not a page of traceback
-        if debug:
-            traceback.print_exc()
-        leaf = leaf_error(exc)
-        hint = "" if debug else " (run again with --log-level debug for the details)"
-        print(
-            f"grok-imagine {args.command}: unexpected error: {type(leaf).__name__}: {leaf}{hint}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
+    with _logging_to_stderr(args) as debug:
+        try:
+            code: int = args.handler(args)
+        except KeyboardInterrupt:  # where signals cannot be received (Windows), or before
+            print("grok-imagine: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # the last resort: one line, not a page of traceback
+            if debug:
+                traceback.print_exc()
+            leaf = leaf_error(exc)
+            hint = "" if debug else " (run again with --log-level debug for the details)"
+            print(
+                f"grok-imagine {args.command}: unexpected error: {type(leaf).__name__}: "
+                f"{leaf}{hint}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
     return code
 
 
-def _configure_logging(args: argparse.Namespace) -> bool:
-    """Send the library's log records to stderr at ``--log-level``; True for debug."""
+@contextmanager
+def _logging_to_stderr(args: argparse.Namespace) -> Iterator[bool]:
+    """Send the library's log records to stderr at ``--log-level`` while the command runs, then
+    put the logger back as it was (``main`` may run many times in one process, as in tests).
+
+    Yields:
+        True for ``--log-level debug``.
+    """
     level_name = getattr(args, "log_level", None)
     if args.command == "emulator" or level_name is None:  # the emulator's is uvicorn's level
-        return False
+        yield False
+        return
     logger = logging.getLogger("grok_imagine_async")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(level_name.upper())
     logger.propagate = False
-    return bool(level_name == "debug")
+    try:
+        yield bool(level_name == "debug")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

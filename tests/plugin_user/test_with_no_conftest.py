@@ -1,7 +1,8 @@
 """A user's test file: the plugin's fixtures with no conftest.py and no anyio_backend override.
 
 ``nox -s plugin`` copies this file alone into an empty folder of a fresh venv with only
-``pip install ".[emulator]" pytest``, and runs it there. It also runs with the suite.
+``pip install ".[emulator]" pytest``, and runs it there. It also runs with the suite, on
+anyio's default loop as there (``conftest.py`` beside it undoes the suite's virtual time).
 """
 
 from __future__ import annotations
