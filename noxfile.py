@@ -1,8 +1,9 @@
 """Development sessions. ``nox`` with no arguments runs everything CI runs.
 
 That is: lint, typecheck, the test suite on every supported Python found on the machine
-(3.10 to 3.13: on ``PATH`` or installed by pyenv; missing ones are skipped), the plugin
-check in a fresh venv, and the documentation build. ``.ci/run`` runs exactly this on a
+(3.10 to 3.13: on ``PATH`` or installed by pyenv; missing ones are skipped) on httpx, the
+unit and component tests on httpx2 (which a default client then uses), the plugin check in a
+fresh venv, and the documentation build. ``.ci/run`` runs exactly this on a
 fresh clone.
 """
 
@@ -16,13 +17,14 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "plugin", "docs"]
+nox.options.sessions = ["lint", "typecheck", "tests", "tests_httpx2", "plugin", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]  # the versions pyproject.toml claims
 FULL_PYTHON = "3.11"  # the one that also runs the integration tests (see tests())
-ALL_EXTRAS = ".[emulator,cli,fastapi,redis,otel,otel-prometheus]"
+EXTRAS = "emulator,cli,fastapi,redis,otel,otel-prometheus"
+ALL_EXTRAS = f".[{EXTRAS}]"
 TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis>=6", "psutil"]
 # Pinned: a new ruff or mypy release may add rules or change formatting, and CI on a fresh
 # clone must not turn red for code nobody touched. Bump them deliberately.
@@ -92,6 +94,20 @@ def tests(session: nox.Session) -> None:
         # the suite's time; rates measured on the real clock also depend on the machine's load.
         # One Python runs them all; the others run every unit and component test.
         args = ["-m", "not integration and not wallclock_rates"]
+    session.run("pytest", *args)
+
+
+@nox.session(python=FULL_PYTHON)
+def tests_httpx2(session: nox.Session) -> None:
+    """The unit and component tests with httpx2 installed beside httpx.
+
+    A default client, the emulator's client and the test doubles (through
+    ``grok_imagine_async._http``) are then on httpx2, and the tests of both families together
+    (mixing refused, either family's errors mapped) run. The integration tests exercise
+    sockets and processes, not the library's API: the ``tests`` session runs them.
+    """
+    session.install(f".[{EXTRAS},httpx2]", *TEST_DEPS)
+    args = list(session.posargs) or ["-m", "not integration and not wallclock_rates"]
     session.run("pytest", *args)
 
 

@@ -1,16 +1,18 @@
 """Reading a streamed body with its decompressed size bounded, so a bomb never inflates.
 
-httpx decodes a whole network chunk at once, so a small gzip chunk can grow into hundreds of
-megabytes before any size check sees it. Here each raw chunk is inflated at most up to the
-bytes still allowed, through ``zlib``'s ``max_length``.
+httpx (and httpx2) decodes a whole network chunk at once, so a small gzip chunk can grow into
+hundreds of megabytes before any size check sees it. Here each raw chunk is inflated at most up
+to the bytes still allowed, through ``zlib``'s ``max_length``.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 ACCEPT_ENCODING = "gzip, deflate"
 """What we ask servers for: the encodings :func:`iter_bounded` can inflate with a bound."""
@@ -60,7 +62,8 @@ async def iter_bounded(response: httpx.Response, *, limit: int) -> AsyncIterator
     Raises:
         BodyTooLarge: Once the decoded body passes ``limit`` bytes (nothing more is read).
         BadEncoding: If the Content-Encoding is unknown or the data does not decode.
-        httpx.TransportError: If the connection fails while reading.
+        httpx.TransportError: If the connection fails while reading (httpx2's, on an httpx2
+            response).
     """
     if response.is_stream_consumed:  # built already read (an in-memory transport): check it
         content = response.content

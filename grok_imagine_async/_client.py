@@ -10,14 +10,15 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    import httpx
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 import anyio
-import httpx
 
+from . import _http
 from ._backoff import PollPolicy, RetryPolicy, scaled_waits
 from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import (
@@ -51,7 +52,7 @@ from ._waiting import TaskWaiter
 
 logger = logging.getLogger("grok_imagine_async")
 
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+DEFAULT_TIMEOUT = _http.lib.Timeout(30.0, connect=10.0)
 
 
 class _Unset:
@@ -76,12 +77,14 @@ class AsyncGrokImagine:
         plan: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan`, a :class:`RateLimit`
             or a custom quota as text (``"100/6s"``, ``"2000/min"``). Falls back to
             ``$GROK_IMAGINE_PLAN``, then ``"free"``. Sets the default limiter.
-        http_client: An ``httpx.AsyncClient`` to send through (e.g. with an
-            ``httpx.ASGITransport`` to the emulator). Used as is and never closed by us.
+        http_client: An ``httpx2.AsyncClient`` or ``httpx.AsyncClient`` to send through (e.g.
+            with an ``ASGITransport`` to the emulator). Used as is and never closed by us.
+            Default: a client of our own, on httpx2 if it is installed, else on httpx.
         limiter: A :class:`RateLimiter` to share with other clients of the same token;
             default: a new :class:`LocalRateLimiter` for ``plan``.
         max_retries: Retries after a retryable failure (default: ``retry.attempts``, 3).
-        timeout: Per-request timeout (seconds or ``httpx.Timeout``). Default 30 s, 10 s to connect.
+        timeout: Per-request timeout (seconds or a ``Timeout`` of httpx2 or httpx). Default
+            30 s, 10 s to connect.
         retry: The retry backoff schedule.
         poll: The default polling schedule of :meth:`wait`.
         on_ambiguous_submit: What to do when a submission's answer is lost: ``"raise"``
@@ -108,8 +111,9 @@ class AsyncGrokImagine:
 
     Raises:
         ConfigurationError: If no API key is given or found in the environment, the key
-            holds characters a bearer token cannot hold (the message never shows it), or a
-            setting is invalid.
+            holds characters a bearer token cannot hold (the message never shows it), a
+            setting is invalid, or ``http_client`` mixes httpx2 and httpx (an httpx2 client
+            on an httpx transport, or the reverse).
 
     Example:
         >>> async def main() -> None:
@@ -124,10 +128,10 @@ class AsyncGrokImagine:
         api_key: str | None = None,
         base_url: str | None = None,
         plan: str | Plan | RateLimit | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: _http.HTTPClient | None = None,
         limiter: RateLimiter | None = None,
         max_retries: int | None = None,
-        timeout: float | httpx.Timeout | None = _UNSET,
+        timeout: _http.Timeout = _UNSET,
         retry: RetryPolicy | None = None,
         poll: PollPolicy | None = None,
         on_ambiguous_submit: AmbiguousSubmitPolicy = "raise",
@@ -144,11 +148,12 @@ class AsyncGrokImagine:
         self._limits = limits or Limits()
         if isinstance(download_hosts, str):  # a lone host, not its characters
             download_hosts = [download_hosts]
+        family = None if http_client is None else _http.check_client(http_client)
         self._base_url = base_url_from(base_url, http_client)
         self._time_scale = time_scale_from(time_scale)
         try:
             self._hosts = HostPolicy.build(api_url=self._base_url, extra=download_hosts)
-        except (httpx.InvalidURL, TypeError, AttributeError) as exc:
+        except _http.BadURL as exc:
             raise ConfigurationError(f"base_url or download_hosts is invalid ({exc})") from None
         try:
             self._rate_limit = resolve_rate_limit(
@@ -176,16 +181,18 @@ class AsyncGrokImagine:
         self._telemetry = observer_for(telemetry)
         request_options: dict[str, Any] = {}
         if http_client is None:
-            self._http = httpx.AsyncClient(
+            self._http = _http.new_client(
+                _http.lib,
                 timeout=DEFAULT_TIMEOUT if timeout is _UNSET else timeout,
                 headers={"User-Agent": user_agent()},
             )
             self._owns_http = True
         else:
-            self._http = http_client
+            assert family is not None
+            self._http = cast("httpx.AsyncClient", http_client)  # either family: one API
             self._owns_http = False
             if timeout is not _UNSET:  # else the caller's client keeps its own timeout
-                request_options["timeout"] = timeout
+                request_options["timeout"] = _http.timeout_in(family, timeout)
         self._sender = Sender(
             http=self._http,
             base_url=self._base_url,

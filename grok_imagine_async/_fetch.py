@@ -7,11 +7,11 @@ import random
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
-import httpx
 
+from . import _http
 from ._backoff import RetryPolicy
 from ._blocking import run_blocking
 from ._bounded import BadEncoding, BodyTooLarge, iter_bounded
@@ -22,6 +22,9 @@ from ._hosts import HostPolicy
 from ._limits import Limits
 from ._models import Task
 
+if TYPE_CHECKING:
+    import httpx
+
 _EXPIRED_STATUSES = frozenset({403, 404, 410})  # how CDNs answer a stale signed URL
 _EXPIRED_HINT = " (result URLs are valid for about 24 hours after completion)"
 
@@ -30,7 +33,8 @@ class Downloader:
     """Streams result videos into folders, for one client.
 
     Args:
-        http: Where requests go (the client's; no Authorization header is ever sent).
+        http: Where requests go (the client's, of httpx2 or httpx; no Authorization header
+            is ever sent).
         hosts: Which hosts may be fetched from.
         limits: ``max_video_bytes`` and ``max_redirects``.
         retry: Retries after a transport error or a 5xx.
@@ -47,6 +51,7 @@ class Downloader:
         rng: random.Random,
     ) -> None:
         self._http = http
+        self._url = _http.check_client(http).URL  # URLs of the client's own library
         self._hosts = hosts
         self._limits = limits
         self._retry = retry
@@ -129,30 +134,30 @@ class Downloader:
             try:
                 await self._fetch(url, target)
                 return
-            except httpx.HTTPStatusError as exc:
+            except _http.HTTPStatusError as exc:
                 status = exc.response.status_code
                 if status < 500 or attempt >= self._retry.attempts:
                     hint = _EXPIRED_HINT if status in _EXPIRED_STATUSES else ""
                     failure = DownloadError(
                         f"download of {target.name} failed: HTTP {status}{hint}", url=url
                     )
-            except httpx.TransportError as exc:
+            except _http.TransportError as exc:
                 if attempt >= self._retry.attempts:
                     failure = APIConnectionError(
                         f"download of {target.name} failed: {type(exc).__name__}", method="GET"
                     )
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # e.g. a body that does not decode
+            except _http.HTTPError + _http.InvalidURL as exc:  # e.g. a body that does not decode
                 failure = DownloadError(
                     f"download of {target.name} failed: {type(exc).__name__}", url=url
                 )
             if failure is not None:
-                raise failure  # outside the except block: no httpx request in its context
+                raise failure  # outside the except block: no httpx(2) request in its context
             await anyio.sleep(self._retry.delay(attempt, rng=self._rng))
             attempt += 1
 
     async def _fetch(self, url: str, target: Path) -> None:
         """One try: follow redirects within the policy, then stream the body to ``target``."""
-        current = httpx.URL(url)
+        current: httpx.URL = self._url(url)
         for _ in range(self._limits.max_redirects + 1):
             refusal = self._hosts.refusal(current)
             if refusal is not None:
@@ -229,7 +234,7 @@ def _redirect_target(
     location = response.headers["location"]
     try:
         following = current.join(location)
-    except (httpx.InvalidURL, ValueError):
+    except _http.BadURL:
         following = None
     if following is None or following.scheme not in ("http", "https") or not following.host:
         raise DownloadError(

@@ -16,7 +16,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import httpx
+from ._http import lib
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ANY_HOST = "*"
@@ -58,11 +58,11 @@ class HostPolicy:
     @classmethod
     def build(cls, *, api_url: str, extra: Iterable[str] = ()) -> HostPolicy:
         """The policy that allows the host of ``api_url`` and the hosts in ``extra``."""
-        hosts = {normalize_host(httpx.URL(api_url).host)}
+        hosts = {normalize_host(lib.URL(api_url).host)}
         hosts.update(normalize_host(h) for h in extra if h.strip())
         return cls(frozenset(hosts))
 
-    def refusal(self, url: httpx.URL) -> str | None:
+    def refusal(self, url: lib.URL) -> str | None:
         """Why ``url`` may not be fetched, or None if its host is fine before connecting."""
         host = normalize_host(url.host)
         if host in self.allowed or ANY_HOST in self.allowed:
@@ -74,11 +74,11 @@ class HostPolicy:
             return f"{host} is not a public address"
         return None
 
-    def refusal_after_connect(self, url: httpx.URL, response: httpx.Response) -> str | None:
+    def refusal_after_connect(self, url: lib.URL, response: lib.Response) -> str | None:
         """Why the address ``response`` came from may not be used, or None if it is fine.
 
         Only real network connections report their address; in-memory transports (tests,
-        ``httpx.ASGITransport``) have none and pass.
+        ``ASGITransport``) have none and pass.
         """
         if normalize_host(url.host) in self.allowed or ANY_HOST in self.allowed:
             return None

@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-import httpx
-
 from ._errors import (
     APIResponseValidationError,
     APIStatusError,
@@ -25,6 +23,7 @@ from ._errors import (
     RateLimitError,
     ServerError,
 )
+from ._http import BadURL, lib
 from ._models import Task, TaskStatus
 from ._models import classify_error_message as classify_error_message
 from ._models import classify_failure as classify_failure
@@ -124,8 +123,8 @@ def is_fetchable_url(url: str) -> bool:
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):  # control characters, spaces
         return False
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError, TypeError):
+        parsed = lib.URL(url)
+    except BadURL:
         return False
     return parsed.scheme in ("http", "https") and bool(parsed.host)
 

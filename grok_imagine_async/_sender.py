@@ -13,11 +13,14 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import httpx
 
 import anyio
-import httpx
 
+from . import _http
 from ._backoff import RetryPolicy
 from ._bounded import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_bounded
 from ._clock import Clock
@@ -44,6 +47,8 @@ logger = logging.getLogger("grok_imagine_async")
 GENERATE_PATH = "/v1/generate"
 STATUS_PATH = "/v1/status"
 
+_UNDECODABLE: tuple[type[Exception], ...] = (BadEncoding, *_http.DecodingError)
+
 AmbiguousSubmitPolicy = Literal["raise", "resubmit"]
 BeforeSend = Callable[[], Awaitable[None]]
 
@@ -52,7 +57,7 @@ class Sender:
     """Sends API calls for one token through one limiter.
 
     Args:
-        http: Where requests go.
+        http: Where requests go (an ``AsyncClient`` of httpx2 or httpx).
         base_url: The API root, without a trailing slash.
         api_key: The bearer token. Redacted from every error this class raises.
         limiter: Gives a permit before every send and hears every answer's headers.
@@ -135,7 +140,7 @@ class Sender:
             error: APIError
             final: APIError | None = None
             hint: float | None = None
-            # Errors are raised after their except block, so that no httpx exception (which
+            # Errors are raised after their except block, so that no httpx(2) exception (which
             # holds the request and its Authorization header) rides along as __context__.
             try:
                 return await self._attempt(
@@ -278,22 +283,22 @@ class Sender:
                 **self._request_options,
             )
             response = await self._http.send(outgoing, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except _http.ConnectErrors as exc:
             self._limiter.give_back(permit)  # never reached the server: it counted nothing
             kind = (
-                APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
+                APITimeoutError if isinstance(exc, _http.TimeoutException) else APIConnectionError
             )
             failure = _Unsent(kind(self._transport_message(exc), method=method, path=path))
-        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
+        except _http.RequestErrors + _http.InvalidURL as exc:
             failure = APIConnectionError(self._transport_message(exc), method=method, path=path)
-        except httpx.DecodingError as exc:  # an in-memory transport decodes as it answers
+        except _http.DecodingError as exc:  # an in-memory transport decodes as it answers
             failure = APIResponseValidationError(
                 f"{method} {path} answered with a body that does not decode "
                 f"({self._transport_message(exc)})",
                 method=method,
                 path=path,
             )
-        except httpx.TransportError as exc:  # timeouts included: the request may have arrived
+        except _http.TransportError as exc:  # timeouts included: the request may have arrived
             failure = self._lost(exc, method=method, path=path)
         if failure is not None:
             raise failure
@@ -308,7 +313,7 @@ class Sender:
 
     def _lost(self, exc: httpx.TransportError, *, method: str, path: str) -> _Lost:
         """A request that may have reached the server, and its answer lost on the way."""
-        kind = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
+        kind = APITimeoutError if isinstance(exc, _http.TimeoutException) else APIConnectionError
         return _Lost(kind(self._transport_message(exc), method=method, path=path))
 
     async def _read_text(self, response: httpx.Response, *, method: str, path: str) -> str:
@@ -323,13 +328,13 @@ class Sender:
                 method=method,
                 path=path,
             )
-        except (BadEncoding, httpx.DecodingError) as exc:
+        except _UNDECODABLE as exc:
             failure = APIResponseValidationError(
                 f"{method} {path} answered with a body that does not decode: {exc}",
                 method=method,
                 path=path,
             )
-        except httpx.TransportError as exc:  # timeouts included: the request may have arrived
+        except _http.TransportError as exc:  # timeouts included: the request may have arrived
             failure = self._lost(exc, method=method, path=path)
         if failure is not None:
             raise failure

@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 import os
 
-import httpx
-
 from ._errors import ConfigurationError
+from ._http import HTTPClient
 from ._observe import Observer
 from ._redact import check_token
 
@@ -33,7 +32,7 @@ def api_key_from(api_key: str | None) -> str:
     return check_token(key)
 
 
-def base_url_from(base_url: str | None, http_client: httpx.AsyncClient | None) -> str:
+def base_url_from(base_url: str | None, http_client: HTTPClient | None) -> str:
     """The API root: ``base_url``, else ``$GROK_IMAGINE_BASE_URL``, else the given client's."""
     if base_url is None:
         base_url = os.environ.get(ENV_BASE_URL)

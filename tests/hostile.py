@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
-import httpx
 from fakes import TOKEN, RecordingLimiter
 
 from grok_imagine_async import AsyncGrokImagine, RetryPolicy
+from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 
 BASE = "http://api.test"
 FAST_RETRY = RetryPolicy(attempts=2, wait_initial=0.5, wait_factor=2.0, wait_max=4.0)

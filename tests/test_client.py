@@ -7,7 +7,6 @@ import random
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from fakes import TOKEN, RecordingLimiter, Script, error, ok, task_data
 
@@ -34,6 +33,7 @@ from grok_imagine_async import (
     TaskStatus,
     WaitTimeoutError,
 )
+from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 from grok_imagine_async._settings import DEFAULT_BASE_URL
 from grok_imagine_async.abc import Priority
 from grok_imagine_async.testing import Emulator, EmulatorConfig

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 from fakes import TOKEN, RecordingLimiter
 from hypothesis import given
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 
 from grok_imagine_async import APIError, AsyncGrokImagine, RetryPolicy, Task, TaskStatus
 from grok_imagine_async._download import name_from_url, plan_download, resolve_inside, safe_name
+from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 1000
 

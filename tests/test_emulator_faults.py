@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
+from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 from grok_imagine_async.testing import (
     Emulator,
     EmulatorConfig,

@@ -10,7 +10,6 @@ import tracemalloc
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from fakes import TOKEN
 from hostile import ChunkStream, answer, deep_json, exception_chain, gzip_bomb, make_client
@@ -27,6 +26,7 @@ from grok_imagine_async import (
     Task,
     TaskStatus,
 )
+from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 
 TASK = {"task_id": "t1", "status": "completed", "response": ["https://cdn.test/v.mp4"]}
 

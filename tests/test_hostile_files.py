@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fakes import TOKEN
 from hostile import answer, make_client
@@ -20,6 +19,7 @@ from grok_imagine_async import (
     Task,
     TaskStatus,
 )
+from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 
 
 def done(*urls: str, task_id: str = "t1") -> Task:

@@ -9,13 +9,13 @@ import zlib
 from typing import Any
 
 import anyio
-import httpx
 from fakes import TOKEN
 from hostile import ChunkStream, make_client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from grok_imagine_async import GrokImagineError, Limits, RetryPolicy
+from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 from grok_imagine_async.testing import VirtualTimeEventLoop
 
 LIMITS = Limits(max_answer_bytes=64 * 1024, max_request_time=30.0)

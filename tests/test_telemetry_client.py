@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
 import pytest
 from _otel import Pipeline
 from fakes import TOKEN, Script, ok, task_data
@@ -13,6 +12,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from grok_imagine_async import AmbiguousSubmitError, AsyncGrokImagine, RetryPolicy
+from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 FAST_RETRY = RetryPolicy(attempts=2, wait_initial=0.01, wait_jitter=0.0)

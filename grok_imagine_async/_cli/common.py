@@ -225,8 +225,6 @@ async def _emulated_client(
     limit: RateLimit, scale: float, timing: _ClientTiming
 ) -> AsyncIterator[AsyncGrokImagine]:
     try:
-        import httpx
-
         from ..testing import Emulator, EmulatorConfig
         from ..testing._emulator import IN_PROCESS_BASE_URL
     except ImportError as exc:
@@ -234,9 +232,7 @@ async def _emulated_client(
     emulator = Emulator(
         EmulatorConfig(tokens={EMULATOR_TOKEN: limit}, period=limit.period, time_scale=scale)
     )
-    async with httpx.AsyncClient(
-        transport=emulator.transport(), base_url=IN_PROCESS_BASE_URL
-    ) as http:
+    async with emulator.client(token=None) as http:
         client = AsyncGrokImagine(
             api_key=EMULATOR_TOKEN, base_url=IN_PROCESS_BASE_URL, http_client=http, **timing
         )

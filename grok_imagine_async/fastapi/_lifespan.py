@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
+    from .._http import HTTPClient
+
 import anyio
-import httpx
 from anyio.abc import TaskStatus
 from fastapi import Depends
 from starlette.applications import Starlette
@@ -86,7 +87,7 @@ async def grok_imagine_lifespan(
     api_key: str | None = None,
     base_url: str | None = None,
     plan: str | Plan | RateLimit | None = None,
-    http_client: httpx.AsyncClient | None = None,
+    http_client: HTTPClient | None = None,
     limiter: RateLimiter | None = None,
     client_factory: Callable[[], AsyncGrokImagine] | None = None,
     journal: JobStore | str | os.PathLike[str] | None = None,
@@ -118,7 +119,7 @@ async def grok_imagine_lifespan(
         api_key: The API token; default ``$GROK_IMAGINE_API_KEY``. Never logged.
         base_url: The API root; default ``$GROK_IMAGINE_BASE_URL``, then the real service.
         plan: The plan whose quota to keep to; default ``$GROK_IMAGINE_PLAN``, then ``"free"``.
-        http_client: An ``httpx.AsyncClient`` to send through (not closed here).
+        http_client: An ``AsyncClient`` of httpx2 or httpx to send through (not closed here).
         limiter: A shared rate limiter, e.g. a ``RedisRateLimiter`` for several workers.
         client_factory: Builds the client instead (for other client settings); called at
             startup, and the client it returns is closed at shutdown. Excludes the client

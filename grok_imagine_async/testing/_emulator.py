@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
+from .. import _http
 from ._config import EmulatorConfig
 from ._drop import DroppingStarlette
 from ._environment import client_environment
@@ -14,6 +13,9 @@ from ._routes import Api
 from ._state import EmulatorState
 from ._stats import EmulatorStatistics
 from ._transport import EmulatorTransport
+
+if TYPE_CHECKING:
+    import httpx
 
 IN_PROCESS_BASE_URL = "http://emulator.local"
 
@@ -51,26 +53,31 @@ class Emulator:
         return self._config
 
     def transport(self) -> httpx.AsyncBaseTransport:
-        """An httpx transport reaching this emulator in process.
+        """A transport reaching this emulator in process, for httpx2 and httpx clients alike.
 
-        Unlike a bare ``httpx.ASGITransport``, a dropped connection raises
-        ``httpx.RemoteProtocolError`` and a slow answer beyond the request's read timeout raises
-        ``httpx.ReadTimeout``, as over a socket.
+        Unlike a bare ``ASGITransport``, a dropped connection raises ``RemoteProtocolError``
+        and a slow answer beyond the request's read timeout raises ``ReadTimeout`` (of the
+        client's library), as over a socket.
         """
         return EmulatorTransport(self.app)
 
     def client(self, token: str | None = "test-token", **kwargs: Any) -> httpx.AsyncClient:
-        """An ``httpx.AsyncClient`` on :meth:`transport`, base URL ``http://emulator.local``.
+        """An ``AsyncClient`` on :meth:`transport`, base URL ``http://emulator.local``.
+
+        Of httpx2 if it is installed, else of httpx (like a default ``AsyncGrokImagine``'s).
 
         Args:
             token: Sent as ``Authorization: Bearer <token>`` on every request (None: no header).
-            **kwargs: Passed to ``httpx.AsyncClient`` (``base_url``, ``timeout``...).
+            **kwargs: Passed to ``AsyncClient`` (``base_url``, ``timeout``...).
         """
-        headers = httpx.Headers(kwargs.pop("headers", None))
+        headers = _http.lib.Headers(kwargs.pop("headers", None))
         if token is not None:
             headers.setdefault("Authorization", f"Bearer {token}")
         kwargs.setdefault("base_url", IN_PROCESS_BASE_URL)
-        return httpx.AsyncClient(transport=self.transport(), headers=headers, **kwargs)
+        client: httpx.AsyncClient = _http.lib.AsyncClient(
+            transport=self.transport(), headers=headers, **kwargs
+        )
+        return client
 
     def environment(self, url: str, *, token: str | None = None) -> Mapping[str, str]:
         """The ``GROK_IMAGINE_*`` variables that point a default client at this emulator.

@@ -1,29 +1,34 @@
-"""An in-process httpx transport to the emulator that fails like a network would.
+"""An in-process transport to the emulator that fails like a network would, for either library.
 
-It calls the ASGI app directly, as ``httpx.ASGITransport`` does, and adds two things a socket
-would do: a server that hangs up (the emulator raises :class:`ConnectionDropped` there) becomes
-``httpx.RemoteProtocolError``, and an answer slower than the request's read timeout becomes
-``httpx.ReadTimeout`` (httpx timeouts otherwise only act on sockets). Client code under test
-therefore cannot tell it from a connection. It is also about a third cheaper per request than
-``httpx.ASGITransport`` (which looks for trio on every request), which matters to benchmarks
-sending hundreds of thousands of requests.
+It calls the ASGI app directly, as ``ASGITransport`` does, and adds two things a socket would
+do: a server that hangs up (the emulator raises :class:`ConnectionDropped` there) becomes
+``RemoteProtocolError``, and an answer slower than the request's read timeout becomes
+``ReadTimeout`` (the libraries' timeouts otherwise only act on sockets). Client code under test
+therefore cannot tell it from a connection. It is a transport of httpx2 and of httpx at once:
+it answers each request with the Response (and the errors) of the request's own library, so
+``httpx2.AsyncClient(transport=...)`` and ``httpx.AsyncClient(transport=...)`` both take it. It
+is also about a third cheaper per request than ``ASGITransport`` (which looks for trio on every
+request), which matters to benchmarks sending hundreds of thousands of requests.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 from starlette.types import ASGIApp, Message
 
+from .. import _http
 from ._drop import ConnectionDropped
+
+if TYPE_CHECKING:
+    import httpx
 
 # httpcore's wording, which httpx re-raises, for a connection closed before any answer.
 DISCONNECTED = "Server disconnected without sending a response."
 
 
-class EmulatorTransport(httpx.AsyncBaseTransport):
+class EmulatorTransport(_http.AnyFamilyTransport):
     """Sends requests to an emulator app in process.
 
     Args:
@@ -34,17 +39,18 @@ class EmulatorTransport(httpx.AsyncBaseTransport):
         self._app = app
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        family = _http.family_of(request, "Request") or _http.lib
         timeouts = request.extensions.get("timeout", {})
         read_timeout = timeouts.get("read") if isinstance(timeouts, dict) else None
         try:
             with anyio.fail_after(read_timeout):
-                return await self._exchange(request)
+                return await self._exchange(request, family)
         except ConnectionDropped:
-            raise httpx.RemoteProtocolError(DISCONNECTED, request=request) from None
+            raise family.RemoteProtocolError(DISCONNECTED, request=request) from None
         except TimeoutError:
-            raise httpx.ReadTimeout("timed out", request=request) from None
+            raise family.ReadTimeout("timed out", request=request) from None
 
-    async def _exchange(self, request: httpx.Request) -> httpx.Response:
+    async def _exchange(self, request: httpx.Request, family: Any) -> httpx.Response:
         url = request.url
         scope: dict[str, Any] = {
             "type": "http",
@@ -83,6 +89,9 @@ class EmulatorTransport(httpx.AsyncBaseTransport):
 
         await self._app(scope, receive, send)
         if not answered.is_set():
-            raise httpx.RemoteProtocolError(DISCONNECTED, request=request)
+            raise family.RemoteProtocolError(DISCONNECTED, request=request)
         body = b"" if request.method == "HEAD" else b"".join(parts)
-        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body))
+        response: httpx.Response = family.Response(
+            status, headers=headers, stream=family.ByteStream(body)
+        )
+        return response
