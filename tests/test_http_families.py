@@ -23,17 +23,12 @@ from grok_imagine_async import (
     RetryPolicy,
     _http,
 )
-from grok_imagine_async.testing import Emulator, EmulatorConfig, VirtualTimeEventLoop
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 BASE = "http://api.test"
 NO_RETRY = RetryPolicy(attempts=0)
 FAMILIES = [pytest.param(family, id=family.__name__) for family in _http.FAMILIES]
 both = pytest.mark.skipif(len(_http.FAMILIES) < 2, reason="needs httpx2 installed beside httpx")
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 def client_on(family: ModuleType, script: Script, **kwargs: Any) -> AsyncGrokImagine:
