@@ -19,6 +19,8 @@ ENV_API_KEY = "GROK_IMAGINE_API_KEY"
 ENV_BASE_URL = "GROK_IMAGINE_BASE_URL"
 ENV_PLAN = "GROK_IMAGINE_PLAN"
 ENV_TIME_SCALE = "GROK_IMAGINE_TIME_SCALE"
+ENV_REDIS_PASSWORD = "GROK_IMAGINE_REDIS_PASSWORD"
+"""The Redis password, for a ``redis://`` URL (``--redis-url``, ``--journal``) that names none."""
 
 
 def api_key_from(api_key: str | None) -> str:

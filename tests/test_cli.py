@@ -376,6 +376,28 @@ def test_the_resume_command_never_repeats_the_token() -> None:
     assert command_line(["batch", "my prompts.txt"]) == "grok-imagine batch 'my prompts.txt'"
 
 
+def test_the_resume_command_never_repeats_a_url_password() -> None:
+    line = command_line([
+        "batch", "in.txt", "--redis-url", "redis://:pw-SECRET@cache:6379/0",
+        "--journal=redis://user:pw-SECRET@cache/1", "--base-url", "https://u:pw-SECRET@api.x",
+    ])  # fmt: skip
+    assert "pw-SECRET" not in line
+    assert "redis://:***@cache:6379/0" in line and "--journal=redis://user:***@cache/1" in line
+    assert "https://u:***@api.x" in line
+
+
+def test_the_redis_password_may_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from grok_imagine_async._cli.common import redis_url
+
+    monkeypatch.setenv("GROK_IMAGINE_REDIS_PASSWORD", "p@ss word")
+    assert redis_url("redis://cache:6379/0") == "redis://:p%40ss%20word@cache:6379/0"
+    assert redis_url("redis://:given@cache/0") == "redis://:given@cache/0"  # the URL's wins
+    monkeypatch.delenv("GROK_IMAGINE_REDIS_PASSWORD")
+    assert redis_url("redis://cache/0") == "redis://cache/0"
+
+
 @pytest.mark.redis
 @fast_emulator
 def test_batch_shares_its_quota_through_redis(

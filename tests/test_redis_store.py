@@ -6,6 +6,7 @@ of; a job has one owner at a time; the credit budget is one for both; an outage 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
@@ -214,6 +215,7 @@ async def test_nothing_in_redis_names_the_token(redis_server: RedisServer) -> No
                 dump.append(repr(await raw.get(name)))
         text = repr(names) + "".join(dump)
         assert TOKEN not in text and "SECRET" not in text
+        assert hashlib.sha256(TOKEN.encode()).hexdigest()[:16] not in text  # a keyed hash
     finally:
         await raw.aclose()
 

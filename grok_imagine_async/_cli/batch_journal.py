@@ -42,7 +42,7 @@ from .._scheduling.resume import (
     same_request,
 )
 from .._settings import ENV_API_KEY
-from .common import Connection, error
+from .common import Connection, error, redis_url
 from .messages import count_jobs
 from .progress import BatchProgress
 from .text import printable
@@ -96,9 +96,9 @@ async def open_store(
     client = connection.client
     limiter = client.limiter if isinstance(client.limiter, RedisRateLimiter) else None
     store = RedisJobStore(
-        args.journal,
+        redis_url(args.journal),
         api_key=args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY, ""),
-        namespace=batch_namespace(summary.keys, client.base_url),
+        namespace=batch_namespace(summary.keys, connection.label),
         max_credits=args.max_credits,
         lease=args.lease,
         finished_ttl=None,  # kept for the life of the batch: a rerun must not pay again
@@ -268,7 +268,7 @@ async def prepare(
     args: argparse.Namespace, journal: JobStore, connection: Connection
 ) -> Prepared | None:
     """Check the journal fits this run, and say what it will resume; None on a mismatch."""
-    endpoint = EMULATED_ENDPOINT if connection.emulated else connection.client.base_url
+    endpoint = EMULATED_ENDPOINT if connection.emulated else connection.label  # no password
     recorded = await journal.get_meta(ENDPOINT_META)
     if recorded is not None and recorded != endpoint:
         error(

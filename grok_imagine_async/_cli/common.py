@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypedDict, TypeVar
+from urllib.parse import quote
 
 import anyio
 
@@ -25,8 +26,16 @@ from .._errors import APIConnectionError, APITimeoutError, ConfigurationError
 from .._limiting.plans import RateLimit, resolve_rate_limit
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer
+from .._redact import redact_url
 from .._sender import AmbiguousSubmitPolicy
-from .._settings import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
+from .._settings import (
+    DEFAULT_BASE_URL,
+    ENV_API_KEY,
+    ENV_BASE_URL,
+    ENV_PLAN,
+    ENV_REDIS_PASSWORD,
+    ENV_TIME_SCALE,
+)
 from .text import printable
 
 EXIT_OK = 0
@@ -196,11 +205,12 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     if not (api_key and api_key.strip()):
         raise ConfigurationError(missing_key_message(args))
     if getattr(args, "redis_url", None):
-        limiter = timing["limiter"] = _redis_limiter(args.redis_url, limit, api_key)
+        limiter = timing["limiter"] = _redis_limiter(redis_url(args.redis_url), limit, api_key)
     try:
         client = AsyncGrokImagine(api_key=api_key, base_url=args.base_url, **timing)
         async with client:
-            yield Connection(client, client.base_url, scale, False, limit, plan_name)
+            label = redact_url(client.base_url)
+            yield Connection(client, label, scale, False, limit, plan_name)
     finally:
         closer: Callable[[], Awaitable[None]] | None = getattr(limiter, "aclose", None)
         if closer is not None:
@@ -253,7 +263,7 @@ def target_url(args: argparse.Namespace) -> str:
     if getattr(args, "emulate", False):
         return "the built-in emulator"
     url: str = args.base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
-    return url.rstrip("/")
+    return redact_url(url.rstrip("/"))
 
 
 def describe_failure(exc: BaseException, args: argparse.Namespace) -> str:
@@ -317,21 +327,44 @@ def error(command: str, message: object) -> None:
     print(f"grok-imagine {command}: {printable(message)}", file=sys.stderr, flush=True)
 
 
+_URL_OPTIONS = ("--redis-url", "--journal", "--base-url")
+"""Options whose value is a URL that may hold a password: shown with it redacted."""
+
+
 def command_line(argv: Sequence[str]) -> str:
-    """``grok-imagine <argv>`` as a shell command, with any ``--api-key`` value left out."""
+    """``grok-imagine <argv>`` as a shell command, with any ``--api-key`` value left out and
+    the password of every URL option redacted (set it in the environment to run it again:
+    ``$GROK_IMAGINE_REDIS_PASSWORD`` for Redis)."""
     kept: list[str] = []
-    skip = False
+    skip = redact = False
     for arg in argv:
         if skip:
             skip = False
+            continue
+        if redact:
+            redact = False
+            kept.append(redact_url(arg))
             continue
         if arg == "--api-key":
             skip = True
             continue
         if arg.startswith("--api-key="):
             continue
-        kept.append(arg)
+        if arg in _URL_OPTIONS:
+            redact = True
+        name, equals, value = arg.partition("=")
+        kept.append(f"{name}={redact_url(value)}" if equals and name in _URL_OPTIONS else arg)
     return shlex.join(["grok-imagine", *kept])
+
+
+def redis_url(url: str) -> str:
+    """``url`` with the password of ``$GROK_IMAGINE_REDIS_PASSWORD`` if it names none (so
+    the password need not be on the command line, where other users may read it)."""
+    password = os.environ.get(ENV_REDIS_PASSWORD)
+    scheme, sep, rest = url.partition("://")
+    if not password or not sep or "@" in rest.partition("/")[0]:
+        return url
+    return f"{scheme}://:{quote(password, safe='')}@{rest}"
 
 
 async def run_until_interrupted(

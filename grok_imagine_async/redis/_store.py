@@ -72,7 +72,7 @@ class RedisJobStore:
     If Redis becomes unreachable, writes are kept in memory and written back when it answers
     again (also after a restart that lost its data); jobs go on meanwhile. While it is down,
     budgeted POSTs spend at most this process's share (one over the processes last seen) of
-    what was left. Only a SHA-256 prefix of the token names the keys.
+    what was left. Only a keyed hash of the token names the keys.
 
     Args:
         redis: A ``redis://`` URL (the store then owns the connections) or a client you own.

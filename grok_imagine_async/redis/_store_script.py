@@ -14,6 +14,8 @@ field is the fencing token: it is compared in the same script that writes).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,6 @@ from redis import exceptions as redis_errors
 
 from .._journal.codec import record_data, record_from, request_data, request_from
 from .._scheduling.jobs import StoredJob
-from ._script import token_namespace
 
 STORE_ERRORS = (redis_errors.RedisError, OSError)
 """What a call to Redis may raise: see :func:`outage_like`."""
@@ -186,6 +187,19 @@ return epoch
 """
 
 
+def store_name(api_key: str) -> str:
+    """The job store's name for one token: an HMAC keyed by the token, not the plain
+    ``sha256(token)`` that any table of hashed leaked tokens (or another tool's fingerprint
+    of the token) would match.
+
+    Example:
+        >>> len(store_name("secret-token"))
+        16
+    """
+    digest = hmac.new(api_key.encode("utf-8"), b"grok-imagine-async job store", hashlib.sha256)
+    return digest.hexdigest()[:16]
+
+
 @dataclass(frozen=True, slots=True)
 class StoreKeys:
     """The keys and channel of one token's (and one namespace's) job store.
@@ -197,8 +211,8 @@ class StoreKeys:
 
     @classmethod
     def for_token(cls, api_key: str, *, prefix: str, namespace: str) -> StoreKeys:
-        """Keys for ``api_key``'s jobs in ``namespace``; only a hash of the token is used."""
-        return cls(f"{prefix}:{{{token_namespace(api_key)}:{namespace}}}")
+        """Keys for ``api_key``'s jobs in ``namespace``, named by :func:`store_name`."""
+        return cls(f"{prefix}:{{{store_name(api_key)}:{namespace}}}")
 
     def job(self, key: str) -> str:
         """The hash holding one job."""
