@@ -221,3 +221,51 @@ def test_a_rerun_lists_a_job_whose_manifest_line_a_killed_process_never_wrote(
     [restored] = [line for line in manifest(out) if line["key"] == lost["key"]]
     assert restored["task_id"] == lost["task_id"] and restored["files"] == lost["files"]
     assert emulator.statistics().tasks_created == 4  # listed again, not generated again
+
+
+def test_a_rerun_after_redis_lost_every_record_pays_for_nothing_in_out(
+    tmp_path: Path, redis_server: RedisServer, served: tuple[str, Emulator]
+) -> None:
+    import redis
+
+    url, emulator = served
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"a paper lantern number {n}\n" for n in range(4)))
+    out = tmp_path / "videos"
+    first, _ = batch(prompts, out, redis_url=redis_server.url, base_url=url).communicate(
+        timeout=TIMEOUT
+    )
+    assert {line["status"] for line in manifest(out)} == {"completed"}, first
+    with redis.Redis.from_url(redis_server.url) as client:
+        jobs = list(client.scan_iter("grok-imagine:jobs:*:job:*"))
+        assert len(jobs) == 4
+        assert {client.ttl(name) for name in jobs} == {-1}  # kept for the life of the batch
+        client.flushall()  # evicted, expired, or a Redis without persistence restarted
+    rerun = batch(prompts, out, redis_url=redis_server.url, base_url=url)
+    again, _ = rerun.communicate(timeout=TIMEOUT)
+    assert rerun.returncode == 0, again
+    assert "recorded again from it, not paid again" in again
+    assert emulator.statistics().tasks_created == 4  # nothing paid twice
+    assert {line["status"] for line in manifest(out)} == {"completed"}
+
+
+def test_two_inputs_with_the_same_ids_are_two_batches_not_one(
+    tmp_path: Path, redis_server: RedisServer, served: tuple[str, Emulator]
+) -> None:
+    url, emulator = served
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    for path, subject in ((first, "a red kite"), (second, "a blue whale")):
+        path.write_text(
+            "".join(json.dumps({"id": str(n), "prompt": f"{subject} {n}"}) + "\n" for n in range(3))
+        )
+    outputs = []
+    for path in (first, second):
+        run = batch(path, tmp_path / path.stem, redis_url=redis_server.url, base_url=url)
+        output, _ = run.communicate(timeout=TIMEOUT)
+        assert run.returncode == 0, output
+        assert {line["status"] for line in manifest(tmp_path / path.stem)} == {"completed"}
+        outputs.append(output)
+    assert "was done with another request" in outputs[1]  # said, not silent
+    assert emulator.statistics().tasks_created == 6  # the second input's prompts were made
+    prompts = {line["prompt"] for line in manifest(tmp_path / "second")}
+    assert prompts == {f"a blue whale {n}" for n in range(3)}

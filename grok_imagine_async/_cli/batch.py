@@ -41,6 +41,7 @@ from .._scheduling.jobs import (
 )
 from .batch_journal import (
     Claims,
+    endpoint_of,
     forget_unsent,
     is_redis_url,
     journal_name,
@@ -298,7 +299,8 @@ async def _with_store(
         moved = anyio.Event()
 
     scheduler = _scheduler(args, connection, store, out, on_event, shared=shared)
-    claims = Claims(store, args, out, progress)
+    endpoint = endpoint_of(connection)
+    claims = Claims(store, args, out, progress, endpoint=endpoint)
 
     async def claimed() -> AsyncIterator[JobSpec]:
         async for spec in claims.run(jobs):
@@ -345,14 +347,20 @@ async def _with_store(
     else:
         await forget_unsent(store, state.unknown)
     try:
-        outcome = await write_manifest(store, jobs, summary.keys, out)
+        outcome = await write_manifest(store, jobs, summary.keys, out, endpoint=endpoint)
     except OSError as exc:
         error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
         return EXIT_FAILED
     except InputError as exc:  # the file changed under the run: the journal has every job
         error("batch", f"cannot list the jobs not started: {exc}")
         return EXIT_FAILED
-    outcome.earlier_credits = earlier_credits
+    outcome.earlier_credits = earlier_credits + claims.recovered_credits
+    if claims.recovered:
+        print(
+            f"{count_jobs(claims.recovered)} the journal had lost are listed completed in "
+            f"{out / MANIFEST_NAME} with their videos: recorded again from it, not paid again.",
+            file=sys.stderr,
+        )
     advice = advice_after(args, outcome, interrupted, emulated)
     if progress.unreachable:
         advice.insert(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import re
 import sys
@@ -18,16 +19,20 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from .._blocking import run_blocking
 from .._errors import JournalError
+from .._journal.codec import request_digest
 from .._journal.sqlite import SqliteJobStore
+from .._models import Task, TaskStatus
 from .._scheduling.inputs import InputSummary
 from .._scheduling.jobs import (
     Claim,
     JobFinished,
+    JobResult,
     JobSpec,
     JobStore,
     StoredJob,
@@ -45,6 +50,7 @@ from .._settings import ENV_API_KEY
 from .common import Connection, error, redis_url
 from .messages import count_jobs
 from .progress import BatchProgress
+from .report import MANIFEST_NAME
 from .text import printable
 
 ENDPOINT_META = "endpoint"
@@ -126,17 +132,31 @@ class Claims:
     """
 
     def __init__(
-        self, store: JobStore, args: argparse.Namespace, out: Path, progress: BatchProgress
+        self,
+        store: JobStore,
+        args: argparse.Namespace,
+        out: Path,
+        progress: BatchProgress,
+        *,
+        endpoint: str,
     ) -> None:
         self._store = store
+        self._endpoint = endpoint
         self._wait = max(0.05, args.lease / 3)
         self._resubmit = args.on_ambiguous == "resubmit"
         self._out = Path(os.path.abspath(out))
         self._progress = progress
         self._done: set[str] = set()  # finished before this run could take them
         self._mine: set[str] = set()  # taken by this run
+        self._listed: dict[str, dict[str, Any]] = {}  # completed lines of the last manifest
+        self.recovered = 0
+        """Jobs the journal did not know and the last manifest lists as completed, with their
+        videos in ``--out``: recorded again from it, not paid again."""
+        self.recovered_credits = 0
+        """What those jobs had cost."""
 
     async def run(self, jobs: Iterable[JobSpec]) -> AsyncIterator[JobSpec]:
+        self._listed = await run_blocking(completed_in_manifest, self._out, self._endpoint)
         waiting: dict[str, JobSpec] = {}
         settled: set[str] = set()
         changed = anyio.Event()
@@ -192,10 +212,47 @@ class Claims:
                     file=sys.stderr,
                 )
             claim = await self._claim(key, spec, reopen=True)
+        if claim.status == "created" and await self._recover(key, spec):
+            return False
         if claim.owned:
             self._mine.add(key)
             return True
         return False
+
+    async def _recover(self, key: str, spec: JobSpec) -> bool:
+        """Record ``key`` from the last manifest, if it lists it completed (same request, its
+        videos still in ``--out``): a journal that lost it (Redis wiped, its records evicted,
+        the file deleted) must not make this run pay for it again."""
+        entry = self._listed.get(key)
+        if entry is None or entry.get("request_digest") != request_digest(spec.request):
+            return False
+        now = anyio.current_time()
+        task = Task(
+            task_id=entry["task_id"],
+            status=TaskStatus.COMPLETED,
+            raw_status="completed",
+            videos=tuple(entry["videos"]),
+        )
+        result = JobResult(
+            key=key,
+            request=spec.request,
+            task=task,
+            error=None,
+            failure_class=None,
+            attempts=int(entry.get("attempts") or 1),
+            credits=int(entry.get("credits") or 0),
+            polls=0,
+            submitted_at=None,
+            finished_at=now,
+            files=tuple(self._out / f for f in entry["files"]),
+            from_journal=True,
+        )
+        await self._store.record_finished(result)
+        self._done.add(key)
+        self.recovered += 1
+        self.recovered_credits += result.credits
+        self._progress(JobFinished(key=key, at=now, result=result))
+        return True
 
     async def _claim(self, key: str, spec: JobSpec, *, reopen: bool = False) -> Claim:
         while True:
@@ -228,6 +285,33 @@ class Claims:
         return all(f.is_relative_to(self._out) for f in files) and not all(
             f.is_file() for f in files
         )
+
+
+def endpoint_of(connection: Connection) -> str:
+    """Where a batch's tasks live, as its journal and manifest name it (no password)."""
+    return EMULATED_ENDPOINT if connection.emulated else connection.label
+
+
+def completed_in_manifest(out: Path, endpoint: str) -> dict[str, dict[str, Any]]:
+    """The lines of ``out``'s manifest for jobs completed against ``endpoint`` whose videos
+    are all still there."""
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        handle = (out / MANIFEST_NAME).open(encoding="utf-8")
+    except OSError:
+        return found
+    with handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+                if entry["status"] != "completed" or entry["endpoint"] != endpoint:
+                    continue
+                files, videos = list(entry["files"]), list(entry["videos"])
+            except (ValueError, TypeError, KeyError):
+                continue  # not a line of ours (or of an older version): nothing to trust
+            if files and videos and all((out / f).is_file() for f in files):
+                found[str(entry["key"])] = entry
+    return found
 
 
 async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
@@ -268,7 +352,7 @@ async def prepare(
     args: argparse.Namespace, journal: JobStore, connection: Connection
 ) -> Prepared | None:
     """Check the journal fits this run, and say what it will resume; None on a mismatch."""
-    endpoint = EMULATED_ENDPOINT if connection.emulated else connection.label  # no password
+    endpoint = endpoint_of(connection)
     recorded = await journal.get_meta(ENDPOINT_META)
     if recorded is not None and recorded != endpoint:
         error(

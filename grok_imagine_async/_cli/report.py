@@ -111,8 +111,8 @@ class BatchOutcome:
             self.samples.append((entry["key"], status, entry.get("error") or ""))
 
 
-def manifest_entry(record: StoreRecord, out_dir: Path) -> dict[str, Any]:
-    """One manifest line for a job the journal knows."""
+def manifest_entry(record: StoreRecord, out_dir: Path, endpoint: str = "") -> dict[str, Any]:
+    """One manifest line for a job the journal knows, run against ``endpoint``."""
     if record.state is StoreState.COMPLETED:
         status = "completed"
     elif record.state is StoreState.SUBMITTED:
@@ -131,12 +131,14 @@ def manifest_entry(record: StoreRecord, out_dir: Path) -> dict[str, Any]:
         "status": status,
         "task_id": record.task_id,
         "files": [_relative(Path(f), out_dir) for f in record.files],
+        "videos": list(record.videos),
         "error": error,
         "failure_class": None if record.failure_class is None else record.failure_class.value,
         "attempts": record.attempts,
         "credits": record.credits,
         "prompt": excerpt(record.request.prompt),
         "request_digest": record.request_digest or request_digest(record.request),
+        "endpoint": endpoint,
     }
 
 
@@ -154,7 +156,7 @@ async def credits_recorded(journal: JobStore, keys: frozenset[str], out_dir: Pat
 
 
 async def write_manifest(
-    journal: JobStore, jobs: JobFile, keys: frozenset[str], out_dir: Path
+    journal: JobStore, jobs: JobFile, keys: frozenset[str], out_dir: Path, *, endpoint: str = ""
 ) -> BatchOutcome:
     """Write ``out_dir/manifest.jsonl``: one line per job of the input, atomically.
 
@@ -181,10 +183,10 @@ async def write_manifest(
         async for record in journal.records():
             if record.key in keys:
                 seen.add(record.key)
-                await emit(manifest_entry(record, out_dir))
+                await emit(manifest_entry(record, out_dir, endpoint))
         await _flush(handle, lines)
         if len(seen) < len(keys):  # a second streamed pass over the input, in a worker thread
-            await run_blocking(_write_unstarted, handle, jobs, seen, outcome)
+            await run_blocking(_write_unstarted, handle, jobs, seen, outcome, endpoint)
         await run_blocking(_sync, handle)
     finally:
         await run_blocking(handle.close)
@@ -193,7 +195,9 @@ async def write_manifest(
     return outcome
 
 
-def _write_unstarted(handle: Any, jobs: JobFile, seen: set[str], outcome: BatchOutcome) -> None:
+def _write_unstarted(
+    handle: Any, jobs: JobFile, seen: set[str], outcome: BatchOutcome, endpoint: str
+) -> None:
     for spec in jobs:
         if spec.key in seen:
             continue
@@ -202,12 +206,14 @@ def _write_unstarted(handle: Any, jobs: JobFile, seen: set[str], outcome: BatchO
             "status": "not_started",
             "task_id": None,
             "files": [],
+            "videos": [],
             "error": None,
             "failure_class": None,
             "attempts": 0,
             "credits": 0,
             "prompt": excerpt(spec.request.prompt),
             "request_digest": request_digest(spec.request),
+            "endpoint": endpoint,
         }
         outcome.note(entry)
         handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
