@@ -45,7 +45,6 @@ def test_requests_in_flight_at_a_steady_rate_are_not_a_burst() -> None:
             now=0.25,
             status_code=200,
             remaining=4,
-            sent_between=None,
             later_grants=times[1:],
         ),
     )
@@ -78,23 +77,23 @@ def test_others_on_a_window_take_its_places() -> None:
 
 def test_others_draining_a_bucket_slow_the_pace_by_their_rate() -> None:
     # A bucket of 41 refilled at 10 a second; someone else takes 3 a second of it. We send
-    # one every 0.1 s and each answer says 0.3 fewer than our own requests explain.
+    # one every 0.11 s and each answer says 0.33 fewer than our own requests explain.
     estimate = Estimate(LIMIT)
     level = 40.0
     now = 0.0
     for serial in range(1, 101):
         estimate = granted(estimate, now=now)
-        level = min(41.0, level + 1.0) - 1.0 - 0.3
+        level = min(41.0, level + 1.1) - 1.0 - 0.33
         answer = Answer(
             serial=serial,
             granted_at=now,
             now=now,
             status_code=200,
             remaining=int(level),
-            sent_between=1 if serial > 1 else None,
+            grants_between=[now] if serial > 1 else None,
         )
         estimate = answered(estimate, answer)
-        now += 0.1
+        now += 0.11
     assert not estimate.is_window
     assert estimate.others == pytest.approx(3.0, abs=0.5)
     assert estimate.pace == pytest.approx(estimate.plan_pace - estimate.others)
@@ -134,7 +133,7 @@ def test_an_answer_overtaken_on_its_way_cannot_raise_the_estimate() -> None:
     estimate = grant_at(Estimate(LIMIT), [0.0])
     before = answered(
         estimate,
-        Answer(serial=1, granted_at=0.0, now=0.1, status_code=200, remaining=0, sent_between=None),
+        Answer(serial=1, granted_at=0.0, now=0.1, status_code=200, remaining=0),
     )
     later = answered(
         before,

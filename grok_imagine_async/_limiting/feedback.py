@@ -63,6 +63,8 @@ class Estimate:
         serial: The permit of the newest answer that said ``Remaining`` (0: none yet).
         reported_at: That permit's grant time.
         reported: That answer's ``Remaining``.
+        in_order: Whether that answer's request came with none granted close to it (so it
+            reached the server in grant order, and can be compared with the next).
     """
 
     limit: RateLimit
@@ -76,6 +78,7 @@ class Estimate:
     serial: int = 0
     reported_at: float = -math.inf
     reported: int = 0
+    in_order: bool = False
 
     @property
     def plan_pace(self) -> float:
@@ -131,11 +134,14 @@ class Answer:
         remaining: ``X-RateLimit-Remaining`` (None: not given).
         reset_after: Seconds until the window frees quota (None: not given).
         retry_after: ``Retry-After`` in seconds (None: not given).
-        sent_between: Our permits after the previous report's, up to this one (None: unknown,
-            e.g. other processes share the schedule).
+        grants_between: Grant times of our permits after the previous report's, up to and
+            including this one (None: unknown, e.g. other processes share the schedule).
         own_in_window: Our permits in the period that ended with this one (None: unknown).
         later_grants: Grant times of our permits after this one (they are not in its count).
-        older_in_flight: Our permits before this one still unanswered (maybe not counted).
+        close_in_flight: Our permits granted before this one, less than one interval of the
+            plan before it, and still unanswered: granted together, they may reach the server
+            in any order, so they count as not yet counted. (Permits further apart at our pace
+            arrive in order, jitter within the headroom.)
         overlapped: Other answers were read while this request was on its way: requests reach
             the server in any order, so it may have counted some of theirs after this one, and
             its word can lower the estimate but not raise it.
@@ -148,10 +154,10 @@ class Answer:
     remaining: int | None = None
     reset_after: float | None = None
     retry_after: float | None = None
-    sent_between: int | None = None
+    grants_between: Sequence[float] | None = None
+    close_in_flight: int = 0
     own_in_window: int | None = None
     later_grants: Sequence[float] = ()
-    older_in_flight: int = 0
     overlapped: bool = False
 
 
@@ -210,10 +216,44 @@ def window_tolerance(limit: RateLimit, headroom: float) -> int:
 def smoothing(limit: RateLimit) -> float:
     """Seconds over which a bucket's shortfalls are averaged into others' rate.
 
-    At least a second, and eight intervals of the plan: long enough that the rounding of
-    ``Remaining`` (one request either way) averages out.
+    Two seconds, and at least 30 intervals of the plan: the rounding of ``Remaining`` (less
+    than one request either way, and it does not add up) then moves the estimate by at most
+    one request per smoothing time.
     """
-    return max(1.0, 8.0 * limit.interval)
+    return max(2.0, 30.0 * limit.interval)
+
+
+def _refilled_tat(estimate: Estimate, answer: Answer, remaining: int) -> float:
+    """Our bucket as the server's word sets it: it held ``remaining`` after the request
+    arrived (after its grant), and every permit granted since comes out of it."""
+    emission = 1.0 / estimate.pace
+    tat = answer.granted_at + (estimate.size - remaining + answer.close_in_flight) * emission
+    for when in answer.later_grants:
+        tat = max(tat, when) + emission
+    return tat
+
+
+def _spaced(estimate: Estimate, grants: Sequence[float]) -> bool:
+    """Whether the grants since the last report went out at least an interval apart."""
+    interval = estimate.limit.interval
+    previous = estimate.reported_at
+    for when in grants:
+        if when - previous < interval:
+            return False
+        previous = when
+    return True
+
+
+def _shortfall(estimate: Estimate, grants: Sequence[float], remaining: int) -> float:
+    """Requests the server counted beyond ours since the previous report: what our own grants
+    (replayed through a bucket of the believed size at the plan's rate) leave, less what it
+    says it holds."""
+    rate = estimate.limit.per_second
+    tat = estimate.reported_at + (estimate.size - estimate.reported) / rate
+    for when in grants:
+        tat = max(tat, when) + 1.0 / rate
+    expected = estimate.size - (tat - grants[-1]) * rate
+    return expected - remaining
 
 
 def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None = None) -> Estimate:
@@ -254,11 +294,14 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
         ceiling=min(float(limit.requests), est.ceiling + 1.0),
     )
     remaining = answer.remaining
-    if remaining is None or answer.serial <= est.serial:
-        # No word on the bucket, or an older word than the newest read: it adds nothing.
+    if remaining is None:
         return est
     size = max(est.size, min(est.ceiling, float(remaining) + 1.0, float(limit.requests)))
     est = dataclasses.replace(est, size=size)
+    if answer.serial <= est.serial:
+        # An older word than the newest read: its request may have reached the server after
+        # the newer one (requests overtake each other), so it can lower the estimate only.
+        return dataclasses.replace(est, tat=max(est.tat, _refilled_tat(est, answer, remaining)))
     others = est.others
     hold = est.hold_until
     unexplained = 0
@@ -270,16 +313,19 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
     # A full window refills at its reset, not as a bucket does. (Without our own requests to
     # model a bucket by, an unexplained full one is taken for a window.)
     full = remaining == 0 and answer.reset_after is not None
-    if full and (est.is_window or (answer.sent_between is None and unexplained)):
+    if full and (est.is_window or (answer.grants_between is None and unexplained)):
         assert answer.reset_after is not None
         hold = max(hold, answer.now + min(answer.reset_after, limit.period))
-    if not est.is_window and est.serial and answer.sent_between is not None:
+    grants = answer.grants_between
+    # Others are read off two answers in a row whose requests went out at our pace, one at a
+    # time: in a burst, requests reach the server in any order, and the difference between
+    # two answers then says more of that order than of anyone else.
+    paced = bool(grants) and answer.close_in_flight == 0 and est.in_order
+    if grants and paced and not est.is_window and _spaced(est, grants):
         elapsed = answer.granted_at - est.reported_at
         if elapsed > 0:
-            expected = min(est.size, est.reported + limit.per_second * elapsed)
-            shortfall = expected - answer.sent_between - remaining
             weight = min(1.0, elapsed / smoothing(limit))
-            others += weight * (shortfall / elapsed - others)
+            others += weight * (_shortfall(est, grants, remaining) / elapsed - others)
     est = dataclasses.replace(
         est,
         others=others,
@@ -287,16 +333,16 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
         serial=answer.serial,
         reported_at=answer.granted_at,
         reported=remaining,
+        in_order=answer.close_in_flight == 0,
     )
-    # The server's word replaces our bucket: it held `remaining` after this request arrived
-    # (after its grant), and every permit since (and every older one unanswered) comes out of it.
-    emission = 1.0 / est.pace
-    tat = answer.granted_at + (est.size - remaining) * emission
-    tat += answer.older_in_flight * emission
-    for when in answer.later_grants:
-        tat = max(tat, when) + emission
+    # The server's word replaces our bucket. (A request granted before this one and still on
+    # its way may reach the server after it: its own answer will say so, see above.)
+    tat = _refilled_tat(est, answer, remaining)
     if est.is_window and hold > answer.now:
-        tat = max(tat, hold + est.size * emission)
+        # A full window: nothing until its reset, then its whole quota, less the requests
+        # still on their way (the places in the window bound ours).
+        taken = len(answer.later_grants) + answer.close_in_flight
+        tat = hold + taken / est.pace
     if answer.overlapped:
         tat = max(tat, estimate.tat)
     return dataclasses.replace(est, tat=tat)

@@ -201,18 +201,22 @@ class LocalRateLimiter:
             self._rate_limited += 1
         before = self._estimate
         given_back = self._given_back
-        newer = feedback.remaining is not None and serial > before.serial
+        told = feedback.remaining is not None
         between = None
-        if newer and before.serial:
-            between = (
-                serial - before.serial - sum(1 for s in given_back if before.serial < s <= serial)
-            )
-        older = 0
-        for s in pending:  # in grant order
-            if s >= serial:
-                break
-            older += 1
-        later = self._history.after(serial) if newer else []
+        if told and 0 < before.serial < serial:
+            between = [
+                when
+                for s, when in self._history.after(before.serial)
+                if s <= serial and s not in given_back
+            ]
+        later = self._history.after(serial) if told else []
+        close = 0
+        if told:
+            since = permit.granted_at - self._limit.interval
+            for s, (when, _) in pending.items():  # in grant order
+                if s >= serial:
+                    break
+                close += when > since
         self._estimate = after = answered(
             before,
             Answer(
@@ -223,10 +227,10 @@ class LocalRateLimiter:
                 remaining=feedback.remaining,
                 reset_after=feedback.reset_after,
                 retry_after=feedback.retry_after,
-                sent_between=between,
+                grants_between=between,
+                close_in_flight=close,
                 own_in_window=self._history.count_in_window(serial, period=self._limit.period),
                 later_grants=[when for s, when in later if s not in given_back],
-                older_in_flight=older,
                 overlapped=overlapped,
             ),
             default_pause=self._default_pause,
