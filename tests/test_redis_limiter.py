@@ -96,8 +96,8 @@ def test_token_namespace_is_a_hash_prefix() -> None:
 
 
 def test_reservation_parse_rejects_foreign_replies() -> None:
-    assert Reservation.parse([1500, 0, 3, 7, 2]) == Reservation(
-        delay=0.0015, pause_left=0.0, peers=3, sent_in_window=7, rejoined=2
+    assert Reservation.parse([1500, 0, 3, 7, 2, 1]) == Reservation(
+        delay=0.0015, pause_left=0.0, peers=3, sent_in_window=7, rejoined=2, reset=True
     )
     with pytest.raises(ValueError, match="unexpected reply"):
         Reservation.parse(b"OK")
@@ -420,3 +420,46 @@ async def test_idle_processes_that_beat_count_among_the_peers(
             await busy.acquire()
             await idle.acquire()
     assert caplog.text.count("20 requests per 1s (50% of the plan)") == 2
+
+
+# -- a state that nothing here explains (issue 23, point 5) -------------------------------------
+
+
+async def redis_now_micros(client: redis_asyncio.Redis) -> int:
+    seconds, micros = await client.time()
+    return int(seconds) * 1_000_000 + int(micros)
+
+
+async def test_a_far_future_state_is_reset_and_logged(
+    redis_server: RedisServer, redis_client: redis_asyncio.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A failover to a replica whose clock is behind, or anyone writing to a shared Redis: the
+    # schedule says the next slot is an hour away. No queue of ours can explain that.
+    limit = RateLimit(20, 1.0)
+    async with RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as limiter:
+        await limiter.acquire()
+        hour_ahead = await redis_now_micros(redis_client) + 3600 * 1_000_000
+        await redis_client.set(limiter._keys.tat, str(hour_ahead))
+        await redis_client.set(limiter._keys.paused_until, str(hour_ahead))
+        with caplog.at_level(logging.WARNING, logger="grok_imagine_async.redis"):
+            with anyio.fail_after(2 * limit.period):
+                await limiter.acquire()
+        assert "was reset to now" in caplog.text
+        assert TOKEN not in caplog.text
+        assert limiter.statistics().paused_until is None
+
+
+async def test_deleting_the_key_wakes_the_waiting_worker(
+    redis_server: RedisServer, redis_client: redis_asyncio.Redis
+) -> None:
+    # Two requests per 10 s: the second permit is reserved 5 s ahead. An operator deletes the
+    # state meanwhile: the waiting worker notices and reserves again, at once.
+    limit = RateLimit(2, 10.0)
+    async with RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as limiter:
+        await limiter.acquire()
+        started = time.monotonic()
+        async with anyio.create_task_group() as group:
+            group.start_soon(limiter.acquire)
+            await anyio.sleep(0.3)
+            await redis_client.delete(limiter._keys.tat)
+        assert time.monotonic() - started < 2.5  # not the 5 s the deleted reservation said

@@ -43,6 +43,9 @@ logger = logging.getLogger("grok_imagine_async.redis")
 
 DEFAULT_KEY_PREFIX = "grok-imagine:ratelimit"
 
+RECHECK = 1.0
+"""Seconds between looks at Redis while waiting for a far slot (a deleted key wakes us)."""
+
 # Errors that mean "Redis cannot answer right now", as opposed to a bug or foreign data in our keys.
 _UNAVAILABLE = (
     redis_errors.ConnectionError,  # includes BusyLoadingError (a restarting server)
@@ -343,7 +346,7 @@ class RedisRateLimiter:
         pending, self._pending_slot = self._pending_slot, None
         gave_up = False
         if pending is not None and pending >= anyio.current_time():
-            if await self._sleep_until(pending):
+            if await self._sleep_until(pending) == "on time":
                 return
             self._late_slots += 1
             gave_up = True
@@ -379,6 +382,14 @@ class RedisRateLimiter:
                 fallback.failed_again()
                 return
             reservation = Reservation.parse(raw)
+            if reservation.reset:
+                logger.warning(
+                    "the shared rate-limit state in Redis (%s) was further ahead than %d "
+                    "peers can explain (a failover to a replica whose clock is behind, or "
+                    "another writer); it was reset to now",
+                    self._keys.tat,
+                    reservation.peers,
+                )
             self._peers = reservation.peers
             self._sent_in_window = reservation.sent_in_window
             self._note_pause(reservation.pause_left)
@@ -392,23 +403,38 @@ class RedisRateLimiter:
                     self._unshared_until = anyio.current_time() + self._limit.period
             # A second late slot is used anyway: a loop that is always that busy must still
             # get its permits, and it then sends no faster than it can wake up.
-            if await self._sleep_until(sent_at + reservation.delay) or gave_up:
+            outcome = await self._sleep_until(sent_at + reservation.delay)
+            if outcome == "erased":
+                continue  # the state was deleted while we waited: reserve again
+            if outcome == "on time" or gave_up:
                 return
             self._late_slots += 1
             gave_up = True
 
-    async def _sleep_until(self, deadline: float) -> bool:
-        """Sleep until a reserved slot; False if woken too late to use it.
+    async def _sleep_until(self, deadline: float) -> str:
+        """Sleep until a reserved slot: ``"on time"``, ``"late"`` (woken too late to use it) or
+        ``"erased"`` (the state in Redis was deleted meanwhile: the reservation is void).
 
         A process stalled past its slot (an overloaded host) would send among the slots of the
         processes that come next, and several stalled at once would overfill a window; the
-        slot is given up instead and a fresh one reserved, which only costs throughput.
+        slot is given up instead and a fresh one reserved, which only costs throughput. A long
+        wait looks at Redis every :data:`RECHECK` seconds, so that deleting the key (an
+        operator clearing a bad state) wakes the waiting process.
         """
         # If cancelled while asleep, the slot stays reserved for the next waiter to lead.
         self._pending_slot = deadline
-        await anyio.sleep(max(0.0, deadline - anyio.current_time()))
+        while (left := deadline - anyio.current_time()) > RECHECK:
+            await anyio.sleep(RECHECK)
+            try:
+                exists = await self._redis.exists(self._keys.tat)
+            except _UNAVAILABLE:
+                continue  # the next reservation deals with Redis
+            if not exists:
+                self._pending_slot = None
+                return "erased"
+        await anyio.sleep(max(0.0, left))
         self._pending_slot = None
-        return anyio.current_time() - deadline <= self._late_limit
+        return "on time" if anyio.current_time() - deadline <= self._late_limit else "late"
 
     def _engage_fallback(self, exc: BaseException) -> Fallback:
         self._fallback = Fallback.engage(

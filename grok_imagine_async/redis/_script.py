@@ -30,15 +30,31 @@ and useless for recovering the token."""
 #       handed out in the last period, scored by time).
 # ARGV: [1] emission interval us, [2] period us, [3] member id,
 #       [4] rejoin window us (0: not asked).
+# A state further ahead than the peers' slots and one pause can explain (a failover to a replica
+# whose clock is behind, anyone writing to a shared Redis) is reset to now: every process has at
+# most one slot reserved, and no pause is longer than a period.
 # Returns: {delay us until the reserved slot, pause remaining us, active peers,
-#           slots due within the last period, peers that acquired within the rejoin window}.
+#           slots due within the last period, peers that acquired within the rejoin window,
+#           1 if a far-future state was reset else 0}.
 ACQUIRE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
+local peers = redis.call('ZCOUNT', KEYS[3], string.format('%.0f', now - period), '+inf')
+local bound = now + period + (peers + 1) * interval
+local reset = 0
 local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+if slot > bound then
+  slot = now
+  reset = 1
+end
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now + period then
+  redis.call('DEL', KEYS[2])
+  paused = 0
+  reset = 1
+end
 local pause_left = 0
 if paused > now then
   pause_left = paused - now
@@ -60,7 +76,7 @@ local rejoined = 0
 if rejoin > 0 then
   rejoined = redis.call('ZCOUNT', KEYS[3], string.format('%.0f', now - rejoin), '+inf')
 end
-return {slot - now, pause_left, redis.call('ZCARD', KEYS[3]), sent, rejoined}
+return {slot - now, pause_left, redis.call('ZCARD', KEYS[3]), sent, rejoined, reset}
 """
 
 # Keys: [1] paused-until. ARGV: [1] pause us.
@@ -158,6 +174,8 @@ class Reservation:
         peers: Limiter instances that acquired a permit for this token within the last period.
         sent_in_window: Slots of every process due within the last period, this one included.
         rejoined: Peers that acquired through Redis within the rejoin window asked for.
+        reset: Whether the script found the state further ahead than the peers can explain
+            and reset it.
     """
 
     delay: float
@@ -165,22 +183,24 @@ class Reservation:
     peers: int
     sent_in_window: int
     rejoined: int = 0
+    reset: bool = False
 
     @classmethod
     def parse(cls, raw: object) -> Reservation:
-        """Read the script's reply (a list of five integers).
+        """Read the script's reply (a list of six integers).
 
         Raises:
             ValueError: If the reply has another shape (the key space is shared with someone
                 else's data, or the script was changed).
         """
-        if not isinstance(raw, (list, tuple)) or len(raw) != 5:
+        if not isinstance(raw, (list, tuple)) or len(raw) != 6:
             raise ValueError(f"unexpected reply from the acquire script: {raw!r}")
-        delay, pause_left, peers, sent, rejoined = (int(value) for value in raw)
+        delay, pause_left, peers, sent, rejoined, reset = (int(value) for value in raw)
         return cls(
             delay=delay / MICROS,
             pause_left=pause_left / MICROS,
             peers=max(1, peers),
             sent_in_window=sent,
             rejoined=rejoined,
+            reset=bool(reset),
         )
