@@ -304,11 +304,19 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
         return dataclasses.replace(est, tat=max(est.tat, _refilled_tat(est, answer, remaining)))
     others = est.others
     hold = est.hold_until
+    # Requests granted together reach the server in any order: only an answer to a request
+    # with none granted close to it says what the others did (the rest say what order ours
+    # arrived in).
+    later = answer.later_grants
+    settled = answer.close_in_flight == 0 and (
+        not later or later[0] - answer.granted_at >= limit.interval
+    )
     unexplained = 0
     if answer.own_in_window is not None:
         count = limit.requests - answer.own_in_window - remaining
-        unexplained = max(0, count - window_tolerance(limit, est.headroom))
-    if est.is_window:
+        if count > window_tolerance(limit, est.headroom):
+            unexplained = count
+    if est.is_window and settled:
         others = unexplained / limit.period
     # A full window refills at its reset, not as a bucket does. (Without our own requests to
     # model a bucket by, an unexplained full one is taken for a window.)
@@ -320,7 +328,7 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
     # Others are read off two answers in a row whose requests went out at our pace, one at a
     # time: in a burst, requests reach the server in any order, and the difference between
     # two answers then says more of that order than of anyone else.
-    paced = bool(grants) and answer.close_in_flight == 0 and est.in_order
+    paced = bool(grants) and settled and est.in_order
     if grants and paced and not est.is_window and _spaced(est, grants):
         elapsed = answer.granted_at - est.reported_at
         if elapsed > 0:
@@ -333,7 +341,7 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
         serial=answer.serial,
         reported_at=answer.granted_at,
         reported=remaining,
-        in_order=answer.close_in_flight == 0,
+        in_order=settled,
     )
     # The server's word replaces our bucket. (A request granted before this one and still on
     # its way may reach the server after it: its own answer will say so, see above.)
