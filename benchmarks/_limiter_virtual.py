@@ -148,3 +148,213 @@ def render_virtual(
             f"| {run.utilization:.1%} | {run.max_window} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# -- issue 27: round trips, plans, server kinds, with and without headers ---------------------
+
+PLANS = {
+    "free": RateLimit(100, 60.0),
+    "pro": RateLimit(1000, 60.0),
+    "enterprise": RateLimit(5000, 60.0),
+}
+ROUND_TRIPS = (0.0, 0.035, 0.1, 0.25)
+KINDS = (("sliding", 1), ("fixed", 1), ("gcra", 1), ("gcra", 5), ("gcra", 20))
+"""Server kinds: a window, or a leaky bucket of that burst."""
+BATCH_PERIODS = 2
+"""A quota-bound batch: two periods' worth of requests, all waiting from the start."""
+
+
+@dataclass(frozen=True)
+class TripRun:
+    plan: str
+    kind: str
+    burst: int
+    headers: bool
+    round_trip: float
+    others: float
+    limiter: str
+    rate_limited: int  # our 429s after the first period
+    their_429s: int  # the second user's, while the batch ran
+    ratio: float  # makespan / the paced bound (requests / the plan's rate)
+    share: float  # our admitted requests per second / the plan's rate
+
+
+def run_round_trip_one(
+    plan: str,
+    kind: str,
+    burst: int,
+    *,
+    headers: bool,
+    round_trip: float,
+    limiter: str,
+    others: float = 0.0,
+) -> TripRun:
+    """A batch of ``BATCH_PERIODS`` periods' requests through one limiter to one server model.
+
+    Each request travels half the round trip there and half back, a 429'd one is sent again
+    after its ``Retry-After`` (as the client's retries do), and ``others`` of the plan's rate
+    goes to the same server from someone else on the token, evenly, from a period before the
+    batch starts (so the headers show them).
+    """
+    from benchmarks import _sim_legacy
+    from grok_imagine_async import LocalRateLimiter, RateLimitFeedback
+    from grok_imagine_async.testing import run_virtual
+    from grok_imagine_async.testing._gcra import GcraCounter
+    from grok_imagine_async.testing._window import WindowCounter
+
+    limit = PLANS[plan]
+    if limiter == "before":
+        package = _sim_legacy.load(_sim_legacy.LIMITER_COMMIT)
+        make_limiter = lambda: package.LocalRateLimiter(  # noqa: E731
+            package.RateLimit(limit.requests, limit.period)
+        )
+        feedback = package.RateLimitFeedback
+    else:
+        make_limiter = lambda: LocalRateLimiter(limit)  # noqa: E731
+        feedback = RateLimitFeedback
+    count = BATCH_PERIODS * limit.requests
+
+    async def main() -> TripRun:
+        chosen = make_limiter()
+        counter = (
+            GcraCounter(limit, burst=burst) if kind == "gcra" else WindowCounter(limit, kind)  # type: ignore[arg-type]
+        )
+        refused = 0
+        theirs = 0
+        admitted: list[float] = []
+        start = anyio.current_time() + (limit.period if others else 0.0)
+
+        async def send() -> None:
+            nonlocal refused
+            while True:
+                permit = await chosen.acquire()
+                await anyio.sleep(round_trip / 2)
+                now = anyio.current_time()
+                decision = counter.hit(now)
+                await anyio.sleep(round_trip / 2)
+                told = headers or not decision.admitted
+                await chosen.observe(
+                    feedback(
+                        permit,
+                        200 if decision.admitted else 429,
+                        remaining=decision.remaining if headers else None,
+                        reset_after=decision.reset_after if headers else None,
+                        retry_after=None if decision.admitted or not told else decision.retry_after,
+                    )
+                )
+                if decision.admitted:
+                    admitted.append(now)
+                    return
+                if now - start >= limit.period:
+                    refused += 1
+                await anyio.sleep(decision.retry_after)
+
+        async def someone_else(done: anyio.Event) -> None:
+            nonlocal theirs
+            while not done.is_set():
+                now = anyio.current_time()
+                if not counter.hit(now).admitted and now >= start:
+                    theirs += 1
+                await anyio.sleep(limit.interval / others)
+
+        done = anyio.Event()
+        async with anyio.create_task_group() as outer:
+            if others:
+                outer.start_soon(someone_else, done)
+                await anyio.sleep_until(start)
+            async with anyio.create_task_group() as group:
+                for _ in range(count):
+                    group.start_soon(send)
+            done.set()
+        makespan = max(admitted) - start
+        return TripRun(
+            plan=plan,
+            kind=kind,
+            burst=burst,
+            headers=headers,
+            round_trip=round_trip,
+            others=others,
+            limiter=limiter,
+            rate_limited=refused,
+            their_429s=theirs,
+            ratio=makespan / (count / limit.per_second),
+            share=count / makespan / limit.per_second,
+        )
+
+    return run_virtual(main, start=VIRTUAL_START)
+
+
+def render_round_trips(runs: list[TripRun], *, command: str) -> str:
+    """The Markdown report of the round-trip sweep: before and after side by side."""
+    by_key: dict[tuple[object, ...], dict[str, TripRun]] = {}
+    for run in runs:
+        key = (run.plan, run.kind, run.burst, run.headers, run.round_trip, run.others)
+        by_key.setdefault(key, {})[run.limiter] = run
+
+    def server(run: TripRun) -> str:
+        return f"gcra, burst {run.burst}" if run.kind == "gcra" else run.kind
+
+    lines = [
+        "# Local rate limiter at a real round trip (issue 27)",
+        "",
+        f"Command: `{command}` · Python {platform.python_version()} · on virtual time (the "
+        "same figures on any machine)",
+        "",
+        f"A quota-bound batch: {BATCH_PERIODS} periods' worth of requests (200 on free, 2,000 "
+        "on pro, 10,000 on enterprise), all waiting from the start, through one limiter to one "
+        "server model (`grok_imagine_async.testing`: a sliding or fixed window, or a leaky "
+        "bucket (GCRA) of the burst shown). Each request takes half the round trip to the "
+        "server and half back; a 429'd one is sent again after its `Retry-After`. "
+        "*Before*: `LocalRateLimiter` at 8b0e17b (adaptive pacing); *after*: this commit. "
+        "429s: ours after the first period (steady state). Makespan: until the last request "
+        "was admitted, over the paced bound (the requests at the plan's rate): at most 1.05 "
+        "means at least 95 % of the quota; below 1, a window's quota went at once.",
+        "",
+        "| plan | server | headers | round trip | 429s before | 429s after "
+        "| makespan / paced bound before | after |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for (_, _, _, _, _, others), pair in by_key.items():
+        if others:
+            continue
+        after, before = pair.get("after"), pair.get("before")
+        run = after or before
+        assert run is not None
+        cells = [
+            run.plan,
+            server(run),
+            "yes" if run.headers else "no",
+            f"{run.round_trip * 1000:g} ms",
+            *(str(r.rate_limited) if r else "-" for r in (before, after)),
+            *(f"{r.ratio:.3f}" if r else "-" for r in (before, after)),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    shared = [pair for key, pair in by_key.items() if key[-1]]
+    if shared:
+        lines += [
+            "",
+            "## A second user of the token",
+            "",
+            "Someone else sends a quarter of the plan's rate to the same server, evenly, from a "
+            "period before the batch starts; the headers show the quota shrinking. Our share: "
+            "requests admitted per second over the plan's rate (75 % is left); their 429s: the "
+            "other user's requests refused while the batch ran (ours: after its first period).",
+            "",
+            "| plan | server | round trip | our 429s before | after | their 429s before "
+            "| after | our share before | after |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for pair in shared:
+            after, before = pair.get("after"), pair.get("before")
+            run = after or before
+            assert run is not None
+            lines.append(
+                f"| {run.plan} | {server(run)} | {run.round_trip * 1000:g} ms "
+                f"| {before.rate_limited if before else '-'} "
+                f"| {after.rate_limited if after else '-'} "
+                f"| {before.their_429s if before else '-'} "
+                f"| {after.their_429s if after else '-'} "
+                f"| {f'{before.share:.1%}' if before else '-'} "
+                f"| {f'{after.share:.1%}' if after else '-'} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -22,10 +22,17 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "98bcd43"
 """The last commit of main before the issue 12 poll schedule."""
-PACKAGE = f"grok_imagine_async_{COMMIT}"
+LIMITER_COMMIT = "8b0e17b"
+"""The last commit of main before the one limiter core (issues 22 and 27)."""
+COMMITS = (COMMIT, LIMITER_COMMIT)
+
+
+def _package(commit: str) -> str:
+    return f"grok_imagine_async_{commit}"
 
 
 def _extract(commit: str, into: Path) -> None:
+    package = _package(commit)
     archive = subprocess.run(
         ["git", "archive", "--format=tar", commit, "grok_imagine_async"],
         cwd=ROOT,
@@ -35,22 +42,23 @@ def _extract(commit: str, into: Path) -> None:
     staging = Path(tempfile.mkdtemp(dir=into.parent))
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(staging)  # our own repository's archive
-    (staging / "grok_imagine_async").rename(staging / PACKAGE)
+    (staging / "grok_imagine_async").rename(staging / package)
     staging.rename(into)
 
 
 def load(commit: str = COMMIT) -> ModuleType:
     """The package as it was at ``commit``, importable as ``grok_imagine_async_<commit>``."""
-    if commit != COMMIT:
-        raise ValueError(f"only {COMMIT} is wired into the benchmark, got {commit!r}")
-    if PACKAGE in sys.modules:
-        return sys.modules[PACKAGE]
+    if commit not in COMMITS:
+        raise ValueError(f"only {COMMITS} are wired into the benchmarks, got {commit!r}")
+    package = _package(commit)
+    if package in sys.modules:
+        return sys.modules[package]
     cache = Path(tempfile.gettempdir()) / f"grok-imagine-async-{commit}"
-    if not (cache / PACKAGE).is_dir():
+    if not (cache / package).is_dir():
         try:
             _extract(commit, cache)
         except OSError:  # another process extracted it first
-            if not (cache / PACKAGE).is_dir():
+            if not (cache / package).is_dir():
                 raise
     sys.path.insert(0, str(cache))
-    return importlib.import_module(PACKAGE)
+    return importlib.import_module(package)

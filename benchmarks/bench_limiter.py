@@ -10,9 +10,9 @@ Needs the ``emulator`` extra. Writes ``benchmarks/results/limiter.md`` and print
    its own process (so its CPU time does not count as ours). For each quota (200 and 1000
    requests per 6 s), each way the server counts (a sliding window with ``X-RateLimit-Reset`` in
    seconds, a fixed window with it as a Unix time, a GCRA leaky bucket with a burst of 5 that
-   refills at the quota's rate) and each limiter (ours and
-   ``AsyncLimiter(limit, period)``), one real ``AsyncGrokImagine`` with ``max_retries=0``
-   is driven by 300 concurrent coroutines calling ``get_task`` (one call in ten is a
+   refills at the quota's rate) and each limiter (ours, ours before the one limiter core, and
+   ``AsyncLimiter(limit, period)``), one real ``AsyncGrokImagine`` with ``max_retries=0`` is
+   driven by 300 concurrent coroutines calling ``get_task`` (one call in ten is a
    ``generate``) for four windows. The emulator's arrival log is the judge: requests, 429s,
    utilization (requests received / (limit x elapsed periods)) and the most requests it saw in
    any sliding window of the period. The client's CPU time is divided by its requests.
@@ -21,6 +21,10 @@ Needs the ``emulator`` extra. Writes ``benchmarks/results/limiter.md`` and print
    client (see ``benchmarks/_limiter_virtual.py``), figures that the machine's load cannot move.
 3. **Limiter CPU per permit.** The limiters alone, on the virtual-time loop (no sleeping, no
    HTTP): 1000 concurrent waiters take 10 000 permits at 1000 per 6 s.
+4. **At a real round trip** (``--part round-trips``, ``results/limiter-round-trips.md``, issue
+   27): a quota-bound batch on every plan through ours before and after, to windows and
+   leaky buckets of 1-20, with and without headers, at 0-250 ms, on virtual time; and a second
+   user of the token taking a quarter of it.
 """
 
 from __future__ import annotations
@@ -41,7 +45,16 @@ import anyio
 import httpx
 from aiolimiter import AsyncLimiter
 
-from benchmarks._limiter_virtual import render_virtual, run_virtual_one
+from benchmarks._limiter_virtual import (
+    KINDS,
+    PLANS,
+    ROUND_TRIPS,
+    TripRun,
+    render_round_trips,
+    render_virtual,
+    run_round_trip_one,
+    run_virtual_one,
+)
 from grok_imagine_async import APIError, AsyncGrokImagine, LocalRateLimiter, RateLimit
 from grok_imagine_async.abc import (
     LimiterStatistics,
@@ -54,6 +67,7 @@ from grok_imagine_async.abc import (
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "limiter.md"
 VIRTUAL = ROOT / "benchmarks" / "results" / "limiter-virtual.md"
+ROUND_TRIP_RESULTS = ROOT / "benchmarks" / "results" / "limiter-round-trips.md"
 LIMITS = (RateLimit(200, 6.0), RateLimit(1000, 6.0))
 BURST = 5  # of the GCRA server's bucket
 # How the server counts -> its X-RateLimit-Reset format.
@@ -112,17 +126,28 @@ class NoLimiter(_Counting):
         return self._permit()
 
 
+def before(limit: RateLimit) -> RateLimiter:
+    """``LocalRateLimiter`` as it was before the one limiter core (adaptive pacing)."""
+    from benchmarks import _sim_legacy
+
+    package = _sim_legacy.load(_sim_legacy.LIMITER_COMMIT)
+    limiter: RateLimiter = package.LocalRateLimiter(package.RateLimit(limit.requests, limit.period))
+    return limiter
+
+
 STRATEGIES: dict[str, Callable[[RateLimit], RateLimiter]] = {
+    "before": before,
     "local": LocalRateLimiter,
     "aiolimiter": AiolimiterAsUsual,
     "none": NoLimiter,
 }
 NAMES = {
+    "before": "LocalRateLimiter at 8b0e17b (adaptive pacing)",
     "local": "LocalRateLimiter",
     "aiolimiter": "AsyncLimiter(limit, period)",
     "none": "no limiter",
 }
-DEFAULT_STRATEGIES = ("local", "aiolimiter")
+DEFAULT_STRATEGIES = ("before", "local", "aiolimiter")
 
 
 # -- the emulator, in its own process -----------------------------------------------------------
@@ -378,6 +403,31 @@ def sweep_virtual(servers: list[str], strategies: list[str], windows: float, com
     return render_virtual(runs, command=command, windows=windows, names=NAMES, burst=BURST)
 
 
+def sweep_round_trips(command: str) -> str:
+    runs: list[TripRun] = []
+    cases = [
+        (plan, kind, burst, headers, trip, 0.0)
+        for plan in PLANS
+        for kind, burst in KINDS
+        for headers in (True, False)
+        for trip in ROUND_TRIPS
+    ]
+    cases += [(plan, kind, 5, True, 0.1, 0.25) for plan in PLANS for kind in ("gcra", "sliding")]
+    for plan, kind, burst, headers, trip, others in cases:
+        for limiter in ("before", "after"):
+            run = run_round_trip_one(
+                plan, kind, burst, headers=headers, round_trip=trip, limiter=limiter, others=others
+            )
+            print(
+                f"{plan:10} {kind:7} burst={burst:2} headers={headers!s:5} rtt={trip * 1000:g}ms "
+                f"others={others:g} {limiter:6} 429s={run.rate_limited} ratio={run.ratio:.3f} "
+                f"share={run.share:.1%} theirs={run.their_429s}",
+                file=sys.stderr,
+            )
+            runs.append(run)
+    return render_round_trips(runs, command=command)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=float, default=4.0, help="run length, in periods")
@@ -392,10 +442,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--part",
-        choices=["all", "sockets", "virtual"],
+        choices=["all", "sockets", "virtual", "round-trips"],
         default="all",
         help="over real sockets (results/limiter.md), on virtual time "
-        "(results/limiter-virtual.md), or both (default)",
+        "(results/limiter-virtual.md), at round trips of 0-250 ms against every plan, before "
+        "and after (results/limiter-round-trips.md), or all (default)",
     )
     args = parser.parse_args(argv)
     servers = [kind for kind in args.servers.split(",") if kind]
@@ -411,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
         reports.append((RESULTS, sweep_sockets(servers, strategies, args.windows, command)))
     if args.part in ("all", "virtual"):
         reports.append((VIRTUAL, sweep_virtual(servers, strategies, args.windows, command)))
+    if args.part in ("all", "round-trips"):
+        reports.append((ROUND_TRIP_RESULTS, sweep_round_trips(command)))
     for path, report in reports:
         if not args.no_write:
             path.parent.mkdir(parents=True, exist_ok=True)
