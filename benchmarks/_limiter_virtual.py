@@ -197,7 +197,8 @@ def run_round_trip_one(
     batch starts (so the headers show them).
     """
     from benchmarks import _sim_legacy
-    from grok_imagine_async import LocalRateLimiter, RateLimitFeedback
+    from grok_imagine_async import LocalRateLimiter
+    from grok_imagine_async.abc import RateLimitFeedback
     from grok_imagine_async.testing import run_virtual
     from grok_imagine_async.testing._gcra import GcraCounter
     from grok_imagine_async.testing._window import WindowCounter
