@@ -46,3 +46,76 @@ def create_temp(target: Path, *, mode: int = 0o644) -> tuple[Path, BinaryIO]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name next to {target}")
+
+
+TASK_LOG_SIZE = 32 * 1024
+"""Bytes set aside for :class:`TaskLog` (about 500 task ids)."""
+
+
+class TaskLog:
+    """Paid task ids kept beside a journal that could not take them (a full disk, a quota).
+
+    The file is created, readable by its owner only, and filled to :data:`TASK_LOG_SIZE`
+    bytes *before* anything is paid; later writes overwrite those bytes in place, so they need
+    no new space when the disk has none left. Each line is ``key task_id``; NUL bytes end it.
+
+    Args:
+        path: The file (never followed if it is a link).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def reserve(self) -> None:
+        """Create the file if needed and make sure its bytes are allocated.
+
+        Raises:
+            OSError: If it cannot be (then nothing can be kept there).
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size < TASK_LOG_SIZE:
+                os.pwrite(fd, bytes(TASK_LOG_SIZE - size), size)  # real blocks, not a hole
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read(self) -> dict[str, str]:
+        """The task ids kept, by job key (empty if there is no file)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return {}
+        try:
+            data = os.read(fd, TASK_LOG_SIZE)
+        finally:
+            os.close(fd)
+        kept: dict[str, str] = {}
+        for line in data.split(b"\0", 1)[0].decode("utf-8", "replace").splitlines():
+            key, _, task_id = line.rpartition(" ")
+            if key and task_id:
+                kept[key] = task_id
+        return kept
+
+    def write(self, tasks: dict[str, str]) -> int:
+        """Keep ``tasks`` (key: task id), in place of what was kept; return how many fit.
+
+        Raises:
+            OSError: If the file cannot be written (it was never reserved, or is gone).
+        """
+        lines = b""
+        kept = 0
+        for key, task_id in tasks.items():
+            line = f"{key} {task_id}\n".encode("utf-8", "replace")
+            if len(lines) + len(line) > TASK_LOG_SIZE:
+                break
+            lines += line
+            kept += 1
+        fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            os.pwrite(fd, lines + bytes(TASK_LOG_SIZE - len(lines)), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return kept

@@ -303,6 +303,35 @@ def test_ctrl_c_stops_cleanly_names_the_resume_command_and_resume_pays_nothing_t
     assert {e["status"] for e in manifest(out)} == {"completed"}
 
 
+@fast_emulator
+def test_a_full_disk_under_the_journal_loses_no_paid_task(
+    served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    resource = pytest.importorskip("resource")  # POSIX: a file-size limit stands for the disk
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"clip {i}\n" for i in range(12)))
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(served_emulator)]
+
+    def full_disk() -> None:  # the journal's WAL cannot grow past 60 kB
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    first = subprocess.run(
+        [sys.executable, "-m", "grok_imagine_async._cli", *argv, "--no-progress"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=60,
+        preexec_fn=full_disk,
+    )  # fmt: skip
+    assert first.returncode == 1, first.stderr
+    assert "the next run polls them" in first.stderr  # a paid task the journal lost, kept
+    again = run_cli(*argv, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "they are polled, not sent again" in again.stderr
+    assert "--on-ambiguous resubmit" not in again.stdout + again.stderr
+    stats = served_emulator.emulator.statistics()
+    assert stats.tasks_created == 12
+    assert dict(stats.duplicate_submissions) == {}
+
+
 def wait_for(condition: Callable[[], bool], process: subprocess.Popen[Any]) -> None:
     deadline = time.monotonic() + 30
     while not condition():

@@ -30,6 +30,7 @@ from .._errors import (
     GrokImagineError,
     InvalidRequestError,
 )
+from .._files import TaskLog
 from .._journal.sqlite import JournalError, SqliteJobStore
 from .._requests import build_request
 from .._scheduling.inputs import InputError, InputSummary, JobFile
@@ -40,6 +41,7 @@ from .._scheduling.jobs import (
     SchedulerHook,
 )
 from .batch_journal import (
+    TASK_LOG_NAME,
     Claims,
     endpoint_of,
     forget_unsent,
@@ -279,7 +281,8 @@ async def _with_store(
     live = _use_live_display(args)
     emulated = connection.emulated
     shared = not isinstance(store, SqliteJobStore)
-    state = await prepare(args, store, connection)
+    tasks = TaskLog(out / TASK_LOG_NAME)
+    state = await prepare(args, store, connection, tasks)
     if state is None:
         return EXIT_USAGE
     earlier_credits = await credits_recorded(store, summary.keys, out)
@@ -332,18 +335,18 @@ async def _with_store(
         return EXIT_USAGE
     except JournalError as exc:
         error("batch", exc)
-        print_pending(exc)
+        _keep_pending(exc, tasks)
         return EXIT_FAILED
     except GrokImagineError as exc:  # a systemic fault (e.g. the network) that stopped the batch
         error("batch", f"the batch stopped: {describe_failure(exc, args)}")
-        print_pending(exc)
+        _keep_pending(exc, tasks)
     except Exception as exc:  # a fault that stopped the batch: still report every paid job
         if getattr(args, "log_level", None) == "debug":
             traceback.print_exception(exc)
         leaf = leaf_error(exc)
         error("batch", f"the batch stopped: {describe_failure(leaf, args)}")
         if isinstance(leaf, GrokImagineError):
-            print_pending(leaf)
+            _keep_pending(leaf, tasks)
     else:
         await forget_unsent(store, state.unknown)
     try:
@@ -376,6 +379,23 @@ async def _with_store(
 
 _CLAIM_AHEAD = 16
 """Jobs a process claims beyond those it has started."""
+
+
+def _keep_pending(exc: GrokImagineError, tasks: TaskLog) -> None:
+    """Print the paid tasks the journal may not hold, and keep them in the task log (whose
+    space was set aside before the run), so that the next run polls them."""
+    print_pending(exc)
+    if not exc.pending_tasks:
+        return
+    try:
+        kept = tasks.write(dict(exc.pending_tasks))
+    except OSError as failure:
+        print(f"(could not keep them in {tasks.path}: {failure.strerror})", file=sys.stderr)
+        return
+    print(
+        f"Kept {kept} of them in {tasks.path}: the next run polls them, without paying again.",
+        file=sys.stderr,
+    )
 
 
 def _announce(

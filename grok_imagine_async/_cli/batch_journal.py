@@ -25,9 +25,10 @@ import anyio
 
 from .._blocking import run_blocking
 from .._errors import JournalError
+from .._files import TaskLog
 from .._journal.codec import request_digest
 from .._journal.sqlite import SqliteJobStore
-from .._models import Task, TaskStatus
+from .._models import FailureClass, Task, TaskStatus
 from .._scheduling.inputs import InputSummary
 from .._scheduling.jobs import (
     Claim,
@@ -53,6 +54,8 @@ from .progress import BatchProgress
 from .report import MANIFEST_NAME
 from .text import printable
 
+TASK_LOG_NAME = ".unrecorded-tasks"
+"""The task log in ``--out``: paid task ids the journal could not take (see ``TaskLog``)."""
 ENDPOINT_META = "endpoint"
 EMULATED_ENDPOINT = "built-in emulator"
 
@@ -287,6 +290,29 @@ class Claims:
         )
 
 
+async def take_back(journal: JobStore, kept: dict[str, str]) -> int:
+    """Record the task ids a run kept in its task log (its journal could not take them) for
+    the jobs whose outcome the journal does not know; return how many."""
+    taken = 0
+    for key, task_id in kept.items():
+        record = await journal.load(key)
+        unknown = (
+            record is not None
+            and not record.task_id
+            and (
+                record.state is StoreState.INTENT
+                or record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
+            )
+        )
+        if not unknown:
+            continue  # recorded after all, or not a job of this journal
+        claim = await journal.claim(key, reopen=True)
+        if claim.owned:
+            await journal.record_submitted(key, task_id)
+            taken += 1
+    return taken
+
+
 def endpoint_of(connection: Connection) -> str:
     """Where a batch's tasks live, as its journal and manifest name it (no password)."""
     return EMULATED_ENDPOINT if connection.emulated else connection.label
@@ -349,9 +375,10 @@ class Prepared:
 
 
 async def prepare(
-    args: argparse.Namespace, journal: JobStore, connection: Connection
+    args: argparse.Namespace, journal: JobStore, connection: Connection, tasks: TaskLog
 ) -> Prepared | None:
-    """Check the journal fits this run, and say what it will resume; None on a mismatch."""
+    """Check the journal fits this run, take back the task ids ``tasks`` kept for it, set
+    aside room for the next ones, and say what it will resume; None on a mismatch."""
     endpoint = endpoint_of(connection)
     recorded = await journal.get_meta(ENDPOINT_META)
     if recorded is not None and recorded != endpoint:
@@ -363,6 +390,19 @@ async def prepare(
         return None
     if recorded is None:
         await journal.set_meta(ENDPOINT_META, endpoint)
+    taken = await take_back(journal, await run_blocking(tasks.read))
+    if taken:
+        print(
+            f"The task ids of {count_jobs(taken)} the journal could not record were kept in "
+            f"{tasks.path}: they are polled, not sent again.",
+            file=sys.stderr,
+        )
+    try:  # before anything is paid: the log needs no new space when the disk is full
+        await run_blocking(tasks.reserve)
+        if taken:
+            await run_blocking(tasks.write, {})  # recorded now: not taken back twice
+    except OSError as exc:
+        print(f"Warning: cannot set aside {tasks.path} ({exc.strerror})", file=sys.stderr)
     records = [r async for r in journal.records()]
     if connection.emulated:
         in_flight = [r for r in records if r.state in (StoreState.INTENT, StoreState.SUBMITTED)]
