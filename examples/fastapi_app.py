@@ -12,9 +12,11 @@ Endpoints:
 - ``GET /metrics`` serves quota, credits, jobs and latencies to Prometheus (with the
   ``otel-prometheus`` extra).
 
-Errors are JSON ``{"detail": ..., "error": <code>}``: 422 for bad input (or a refused prompt),
-402 when the credit budget is spent, 429 when too many jobs are waiting, 502/503/504 when the
-video service fails. Never a stack trace, never the API token.
+Errors are JSON ``{"detail": ..., "error": <code>}``, each documented in the OpenAPI schema
+(``/docs``): 400 for a body that is not JSON, 413 for one over 64 KiB, 422 for bad input (the
+fields named, their values never echoed) or a refused prompt, 402 when the credit budget is
+spent, 404 for an unknown job, 429 when too many jobs are waiting, 502/503/504 when the video
+service fails. Never a stack trace, never the API token.
 
 Run it (``pip install "grok-imagine-async[fastapi]" uvicorn``)::
 
@@ -51,9 +53,11 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from grok_imagine_async import GenerationRequest, Job
 from grok_imagine_async.fastapi import (
+    BodyLimitMiddleware,
     GrokJobs,
     JobRegistry,
     error_response,
+    error_responses,
     event_stream_response,
     grok_imagine_lifespan,
     http_error_for,
@@ -69,9 +73,21 @@ MAX_WAIT = 60.0
 class VideoRequest(BaseModel):
     """What a user asks for."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The library's own rule (no ``spicy`` with images) in the schema too, so that clients
+    # generated from it, and fuzzers, know it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "not": {
+                "required": ["mode", "images"],
+                "properties": {"mode": {"const": "spicy"}, "images": {"minItems": 1}},
+            }
+        },
+    )
 
-    prompt: str = Field(min_length=1, max_length=2000, examples=["a paper boat on a river"])
+    prompt: str = Field(
+        min_length=1, max_length=2000, pattern=r"\S", examples=["a paper boat on a river"]
+    )
     mode: Literal["fun", "normal", "spicy"] = "normal"
     ratio: Literal["1:1", "2:3", "3:2"] = "1:1"
     images: list[HttpUrl] = Field(default_factory=list, max_length=4)
@@ -146,7 +162,8 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
             yield
 
     app = FastAPI(title="Videos", lifespan=lifespan)
-    install_error_handlers(app)
+    install_error_handlers(app)  # every error as {"detail", "error"}, documented below
+    app.add_middleware(BodyLimitMiddleware)  # 413 past 64 KiB, before anything reads the body
     if metrics and "client_factory" not in grok_options:
         grok_options.setdefault("telemetry", add_metrics(app))
 
@@ -160,7 +177,10 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
         "/videos",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=VideoJob,
-        responses={200: {"model": VideoJob, "description": "Finished within the wait"}},
+        responses={
+            200: {"model": VideoJob, "description": "Finished within the wait"},
+            **error_responses(400, 402, 413, 422, 429, 502, 503, 504),
+        },
     )
     async def create_video(
         body: VideoRequest,
@@ -182,14 +202,16 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
                 response.status_code = status.HTTP_200_OK
         return describe(job)
 
-    @app.get("/healthz", responses={503: {"description": "The video scheduler stopped"}})
+    @app.get("/healthz", responses=error_responses(503))
     async def health(jobs: GrokJobs) -> dict[str, str]:
         """200 while this worker can run jobs; 503 once its scheduler stopped (restart it)."""
         if jobs.closed:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="scheduler stopped")
         return {"status": "ok"}
 
-    @app.get("/videos/{video_id}", response_model=VideoJob)
+    @app.get(
+        "/videos/{video_id}", response_model=VideoJob, responses=error_responses(404, 422, 503)
+    )
     async def get_video(video_id: str, jobs: GrokJobs) -> VideoJob:
         """The job's status, estimated progress and, once completed, its video URLs."""
         return describe(await find(jobs, video_id))
@@ -197,7 +219,10 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
     @app.get(
         "/videos/{video_id}/events",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={
+            200: {"content": {"text/event-stream": {}}},
+            **error_responses(404, 422, 503),
+        },
     )
     async def video_events(video_id: str, jobs: GrokJobs) -> StreamingResponse:
         """Server-Sent Events: ``status``/``progress`` until one ``done`` (or ``error``)."""

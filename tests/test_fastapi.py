@@ -318,13 +318,14 @@ async def test_bad_input_is_422_and_costs_nothing(body: Any) -> None:
     assert emulator.statistics().tasks_created == 0
 
 
-async def test_a_body_that_is_not_json_is_422() -> None:
+async def test_a_body_that_is_not_json_is_400_in_our_format() -> None:
     emulator = emulator_for()
     async with running(emulator) as served:
         answer = await served.web.post(
             "/videos", content=b"{prompt", headers={"content-type": "application/json"}
         )
-    assert answer.status_code == 422
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "malformed_body"
     assert emulator.statistics().requests_total == 0
 
 
@@ -335,7 +336,7 @@ async def test_unknown_video_is_404() -> None:
             await served.web.get("/videos/0123456789abcdef0123456789abcdef/events"),
         ]
     assert [a.status_code for a in answers] == [404, 404]
-    assert answers[0].json() == {"detail": "no such video job"}
+    assert answers[0].json() == {"detail": "no such video job", "error": "not_found"}
 
 
 @pytest.mark.parametrize(

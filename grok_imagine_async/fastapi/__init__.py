@@ -31,6 +31,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .._errors import BacklogFullError
 from .._public import set_module as _set_module
 from ._errors import HTTPProblem, http_error_for
+from ._http import (
+    DEFAULT_MAX_BODY_BYTES,
+    BodyLimitMiddleware,
+    ErrorBody,
+    FieldProblem,
+    error_response,
+    error_responses,
+    install_error_handlers,
+)
 from ._jobs import (
     DEFAULT_MAX_JOBS,
     DEFAULT_MAX_QUEUED,
@@ -41,22 +50,24 @@ from ._lifespan import (
     GrokImagineResources,
     GrokJobs,
     GrokScheduler,
-    error_response,
     event_stream_response,
     get_client,
     get_jobs,
     get_resources,
     get_scheduler,
     grok_imagine_lifespan,
-    install_error_handlers,
 )
 from ._shared import SharedJobRegistry
 from ._sse import sse_event
 
 __all__ = [
     "BacklogFullError",
+    "BodyLimitMiddleware",
+    "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_JOBS",
     "DEFAULT_MAX_QUEUED",
+    "ErrorBody",
+    "FieldProblem",
     "GrokClient",
     "GrokImagineResources",
     "GrokJobs",
@@ -65,6 +76,7 @@ __all__ = [
     "JobRegistry",
     "SharedJobRegistry",
     "error_response",
+    "error_responses",
     "event_stream_response",
     "get_client",
     "get_jobs",

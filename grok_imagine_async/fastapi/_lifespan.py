@@ -21,8 +21,8 @@ import anyio
 from anyio.abc import TaskStatus
 from fastapi import Depends
 from starlette.applications import Starlette
-from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import HTTPConnection
+from starlette.responses import StreamingResponse
 
 from .._client import AsyncGrokImagine
 from .._errors import GrokImagineError
@@ -33,7 +33,6 @@ from .._observe import Observer
 from .._scheduling.jobs import Job, JobEvent, JobStore, SchedulerHook
 from .._scheduling.options import TuningOptions
 from .._scheduling.scheduler import JobScheduler
-from ._errors import HTTPProblem, http_error_for
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
 from ._shared_open import Shared, open_shared
 from ._sse import DEFAULT_HEARTBEAT, job_events, sse_event
@@ -45,17 +44,13 @@ __all__ = [
     "GrokImagineResources",
     "GrokJobs",
     "GrokScheduler",
-    "HTTPProblem",
     "JobRegistry",
-    "error_response",
     "event_stream_response",
     "get_client",
     "get_jobs",
     "get_resources",
     "get_scheduler",
     "grok_imagine_lifespan",
-    "http_error_for",
-    "install_error_handlers",
     "sse_event",
 ]
 
@@ -363,37 +358,6 @@ GrokJobs = Annotated[JobRegistry, Depends(get_jobs)]
 
 
 # -- answers -------------------------------------------------------------------------------
-
-
-def error_response(exc: BaseException, **extra: Any) -> JSONResponse:
-    """The JSON error answer for ``exc`` (see :func:`http_error_for`), with ``extra`` fields.
-
-    The body is ``{"detail": ..., "error": <code>, **extra}``, plus ``Retry-After`` when
-    waiting helps. Answers of 500 and above are logged, without a traceback or the token.
-    """
-    problem = http_error_for(exc)
-    if problem.status_code >= 500:
-        logger.warning(
-            "answering %d %s for %s: %s",
-            problem.status_code,
-            problem.code,
-            type(exc).__name__,
-            exc if isinstance(exc, GrokImagineError) else "(not shown)",
-        )
-    body = {"detail": problem.detail, "error": problem.code, **extra}
-    return JSONResponse(body, status_code=problem.status_code, headers=problem.headers)
-
-
-async def _handle(request: Request, exc: Exception) -> Response:
-    return error_response(exc)
-
-
-def install_error_handlers(app: Starlette) -> None:
-    """Answer every :class:`~grok_imagine_async.GrokImagineError` a handler raises with
-    :func:`error_response`: 422, 402, 429, 502, 503 or 504 and a safe message, never a 500
-    with a stack trace. Call it when building the app (handlers are fixed once it serves).
-    """
-    app.add_exception_handler(GrokImagineError, _handle)
 
 
 def event_stream_response(
