@@ -36,14 +36,8 @@ from grok_imagine_async.fastapi import (
     http_error_for,
     install_error_handlers,
 )
-from grok_imagine_async.testing import VirtualTimeEventLoop
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 _ROUTES = [  # (template, pattern) of the example app's paths
