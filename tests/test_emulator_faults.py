@@ -12,6 +12,7 @@ from grok_imagine_async.testing import (
     Emulator,
     EmulatorConfig,
     FaultConfig,
+    Outage,
 )
 
 pytestmark = pytest.mark.anyio
@@ -229,3 +230,48 @@ async def test_same_seed_same_faults_different_seed_different_faults() -> None:
 def test_rates_out_of_range_are_rejected() -> None:
     with pytest.raises(ValueError, match="drop_rate"):
         FaultConfig(drop_rate=1.5)
+
+
+async def test_an_outage_window_fails_every_task_created_in_it_then_ends() -> None:
+    outage = Outage(start=20.0, end=50.0, message="grok imagine build failed", fails_after=1.5)
+    emulator = Emulator(config(faults=FaultConfig(outages=(outage,))))
+    async with emulator.client() as http:
+        before = await final_status(http, "a cat")  # the first request: the outage's origin
+        await anyio.sleep(10)  # 21 s in
+        during = await final_status(http, "a cat [fail:empty]")  # markers make no difference
+        await anyio.sleep(20)  # 52 s in
+        after = await final_status(http, "a cat")
+    assert (before["status"], during["status"], after["status"]) == (
+        "completed",
+        "failed",
+        "completed",
+    )
+    assert during["error_message"] == "grok imagine build failed"
+    assert during["consumed_credits"] == 40  # charged unless the outage says it is free
+
+
+async def test_an_outage_switched_on_and_off_fails_tasks_fast_and_free() -> None:
+    emulator = Emulator(config())
+    async with emulator.client() as http:
+        emulator.outage(Outage(fails_after=2.0, free=True))
+        answer = await http.post("/v1/generate", json={"prompt": "a cat"})
+        task_id = answer.json()["data"]["task_id"]
+        await anyio.sleep(1.9)
+        running = (await http.get("/v1/status", params={"task_id": task_id})).json()["data"]
+        await anyio.sleep(0.2)
+        failed = (await http.get("/v1/status", params={"task_id": task_id})).json()["data"]
+        emulator.outage(on=False)
+        after = await final_status(http, "a dog")
+    assert running["status"] != "failed"
+    assert (failed["status"], failed["error_message"]) == (
+        "failed",
+        "Network error, please try again later.",
+    )
+    assert failed["consumed_credits"] == 0
+    assert after["status"] == "completed"
+    assert emulator.statistics().credits_consumed == 40  # only the dog
+
+
+def test_an_outage_must_end_after_it_starts() -> None:
+    with pytest.raises(ValueError, match="start <= end"):
+        Outage(start=10.0, end=5.0)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ._drop import ConnectionDropped
     from ._emulator import Emulator
     from ._environment import client_environment
-    from ._faults import FaultConfig
+    from ._faults import FaultConfig, Outage
     from ._lifecycle import Vocabulary
     from ._server import serve_in_thread
     from ._stats import EmulatorStatistics
@@ -35,6 +35,7 @@ __all__ = [
     "EmulatorStatistics",
     "FaultConfig",
     "ManualClock",
+    "Outage",
     "VirtualTimeEventLoop",
     "Vocabulary",
     "client_environment",
@@ -48,6 +49,7 @@ _LAZY = {
     "EmulatorConfig": "._config",
     "EmulatorStatistics": "._stats",
     "FaultConfig": "._faults",
+    "Outage": "._faults",
     "Vocabulary": "._lifecycle",
     "client_environment": "._environment",
     "serve_in_thread": "._server",

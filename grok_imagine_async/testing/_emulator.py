@@ -9,6 +9,7 @@ from .. import _http
 from ._config import EmulatorConfig
 from ._drop import DroppingStarlette
 from ._environment import client_environment
+from ._faults import Outage
 from ._routes import Api
 from ._state import EmulatorState
 from ._stats import EmulatorStatistics
@@ -91,6 +92,12 @@ class Emulator:
             token: Which accepted token to use (default: the first).
         """
         return client_environment(self._config, url, token=token)
+
+    def outage(self, outage: Outage | None = None, *, on: bool = True) -> None:
+        """Switch an outage on (every task created from now on fails as ``outage`` says,
+        by default with the provider's network error within 2 s) or, with ``on=False``, off.
+        Timed outages are :attr:`FaultConfig.outages`."""
+        self._state.outage = (outage or Outage()) if on else None
 
     def statistics(self) -> EmulatorStatistics:
         """A frozen snapshot of what the emulator saw and did so far."""

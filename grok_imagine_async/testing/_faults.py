@@ -44,6 +44,38 @@ REQUEST_FAULT_KINDS = frozenset({"500", "body", "drop"})
 _MARKER = re.compile(r"\[(fail|slow|duration):([^\]\s:]+)(?::(\d+))?\]")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Outage:
+    """A time during which every new task fails, as in a provider's outage.
+
+    Attributes:
+        start: Seconds after the emulator's first API request when it begins.
+        end: Seconds after that request when it ends (None: it goes on until switched off,
+            see :meth:`~grok_imagine_async.testing.Emulator.outage`).
+        message: The ``error_message`` every task created meanwhile fails with.
+        fails_after: Seconds (emulator clock, not divided by ``time_scale``) from such a task's
+            creation to its failure.
+        free: Whether those failures report ``consumed_credits`` 0 (the provider did not
+            charge them); otherwise 40, like any task.
+    """
+
+    start: float = 0.0
+    end: float | None = None
+    message: str = "Network error, please try again later."
+    fails_after: float = 2.0
+    free: bool = False
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or (self.end is not None and self.end < self.start):
+            raise ValueError(f"Outage needs 0 <= start <= end, got {self.start!r}, {self.end!r}")
+        if self.fails_after < 0:
+            raise ValueError(f"Outage.fails_after must be >= 0, got {self.fails_after!r}")
+
+    def covers(self, elapsed: float) -> bool:
+        """Whether a task created ``elapsed`` seconds after the first request falls in it."""
+        return self.start <= elapsed and (self.end is None or elapsed < self.end)
+
+
 def _check_rate(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"FaultConfig.{name} must be between 0 and 1, got {value!r}")
@@ -67,6 +99,7 @@ class FaultConfig:
         task_failure_rate: Fraction of new tasks that end ``failed`` with one of the
             documented error messages, chosen at random.
         markers: Whether prompt markers (``[fail:content]``...; see the module) are honoured.
+        outages: Times during which every new task fails (see :class:`Outage`).
     """
 
     server_error_rate: float = 0.0
@@ -76,6 +109,7 @@ class FaultConfig:
     drop_rate: float = 0.0
     task_failure_rate: float = 0.0
     markers: bool = True
+    outages: tuple[Outage, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (
@@ -118,6 +152,7 @@ class TaskOutcome:
     error_message: str | None = None
     video_count: int = 2
     duration: float | None = None
+    free: bool = False
 
 
 class FaultInjector:
@@ -197,8 +232,10 @@ class FaultInjector:
             delay, server_error, body_error, drop and not (server_error or body_error)
         )
 
-    def for_task(self, prompt: str) -> TaskOutcome:
-        """How the task created for ``prompt`` will end."""
+    def for_task(self, prompt: str, outage: Outage | None = None) -> TaskOutcome:
+        """How the task created for ``prompt`` will end (``outage``: the one under way)."""
+        if outage is not None:  # every new task fails, markers or not
+            return TaskOutcome(outage.message, 0, outage.fails_after, outage.free)
         error_message: str | None = None
         video_count = 2
         duration: float | None = None

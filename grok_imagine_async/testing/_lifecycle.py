@@ -83,6 +83,7 @@ class Task:
         duration: Seconds from creation to the final state.
         error_message: Why it fails, or None if it completes.
         video_count: Result videos on completion (0 emulates "completed without URL").
+        free: Its failure is not charged (``consumed_credits`` 0).
     """
 
     task_id: str
@@ -93,6 +94,7 @@ class Task:
     duration: float
     error_message: str | None
     video_count: int = 2
+    free: bool = False
 
     @property
     def ends_at(self) -> float:

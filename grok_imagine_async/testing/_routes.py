@@ -183,7 +183,9 @@ class Api:
             urls = [f"{base_url}videos/{task.task_id}/{i}.mp4" for i in range(task.video_count)]
         created = datetime.fromtimestamp(self._state.unix(task.created_at), tz=timezone.utc)
         return {
-            "consumed_credits": CREDITS_PER_TASK,
+            "consumed_credits": 0
+            if task.free and current is TaskState.FAILED
+            else CREDITS_PER_TASK,
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "status": words.word(current),
             "task_id": task.task_id,

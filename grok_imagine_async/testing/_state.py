@@ -16,7 +16,7 @@ from typing import Any
 from .._clock import DEFAULT_CLOCK, Clock
 from .._limiting.plans import RateLimit
 from ._config import EmulatorConfig
-from ._faults import FaultInjector, RequestFaults
+from ._faults import FaultInjector, Outage, RequestFaults
 from ._gcra import GcraCounter
 from ._lifecycle import Task, TaskState, sample_duration
 from ._stats import EmulatorStatistics, frozen_mapping
@@ -49,6 +49,9 @@ class EmulatorState:
         self._by_status: Counter[int] = Counter()
         self._posts_per_prompt: Counter[str] = Counter()
         self._last_now = float("-inf")
+        self._first_request: float | None = None  # outages are timed from it
+        self.outage: Outage | None = None
+        """An outage switched on by hand (``Emulator.outage``), beside the configured ones."""
 
     def _counter(self, limit: RateLimit) -> WindowCounter | GcraCounter:
         config = self.config
@@ -96,6 +99,8 @@ class EmulatorState:
     def admit(self, token: str, now: float) -> WindowDecision:
         """Count a request of ``token`` at ``now`` against its quota and log it."""
         with self.lock:
+            if self._first_request is None:
+                self._first_request = now
             decision = self._windows[token].hit(now)
             if not self.config.rate_limit_enabled and not decision.admitted:
                 decision = WindowDecision(True, 0, decision.reset_after, 0.0)
@@ -128,7 +133,7 @@ class EmulatorState:
             for key, value in request.items()
         }
         with self.lock:
-            outcome = self._faults.for_task(prompt)
+            outcome = self._faults.for_task(prompt, self._outage_at(now))
             duration = outcome.duration
             if duration is None:
                 duration = sample_duration(
@@ -149,9 +154,16 @@ class EmulatorState:
                 duration=duration,
                 error_message=outcome.error_message,
                 video_count=outcome.video_count,
+                free=outcome.free,
             )
             self._tasks[task_id] = task
             return task
+
+    def _outage_at(self, now: float) -> Outage | None:
+        if self.outage is not None:
+            return self.outage
+        elapsed = now - (now if self._first_request is None else self._first_request)
+        return next((o for o in self.config.faults.outages if o.covers(elapsed)), None)
 
     def task_ids(self) -> list[str]:
         """Every task id, in creation order."""
@@ -193,7 +205,8 @@ class EmulatorState:
                     Counter(str(task.request["prompt"]) for task in self._tasks.values())
                 ),
                 tasks_created=len(self._tasks),
-                credits_consumed=CREDITS_PER_TASK * len(self._tasks),
+                credits_consumed=CREDITS_PER_TASK
+                * sum(not task.free for task in self._tasks.values()),
                 tasks_by_state=frozen_mapping({s.value: states[s.value] for s in TaskState}),
                 videos_served=c["video"],
             )
