@@ -100,6 +100,18 @@ class Sender:
         self.on_ambiguous_submit = on_ambiguous_submit
         self._request_options = dict(request_options)
         self._limits = limits or Limits()
+        # A POST's answer carries a task id worth 40 credits: read it for the whole
+        # max_request_time, not only the per-read timeout that bounds a poll.
+        base = httpx.Timeout(self._request_options.get("timeout", http.timeout))
+        self._post_options = {
+            **self._request_options,
+            "timeout": httpx.Timeout(
+                connect=base.connect,
+                read=self._limits.max_request_time,
+                write=base.write,
+                pool=base.pool,
+            ),
+        }
         self._max_wait_hint = max_wait_hint
         self._observer = observer
 
@@ -280,7 +292,7 @@ class Sender:
                     "Authorization": f"Bearer {self._api_key}",
                     "Accept-Encoding": ACCEPT_ENCODING,
                 },
-                **self._request_options,
+                **(self._post_options if method == "POST" else self._request_options),
             )
             response = await self._http.send(outgoing, stream=True)
         except _http.ConnectErrors as exc:
