@@ -221,6 +221,9 @@ class FailureClass(str, enum.Enum):
     """The API refused or could not be reached (after retries)."""
     BUDGET_EXCEEDED = "budget_exceeded"
     """Not started: it could have taken spending past the credit budget."""
+    NOT_SUBMITTED = "not_submitted"
+    """Not started: the batch stopped on systematic refusals or an unreachable server; a
+    rerun submits it."""
 
 
 class Task(BaseModel):

@@ -10,7 +10,10 @@ give beyond the everyday names of :mod:`grok_imagine_async`.
   of your own can take ``**options: Unpack[SchedulerOptions]``;
 - :class:`DurationModel` is the scheduler's estimate of how long a generation takes
   (``duration_model=``), and :class:`SchedulerStatistics` what ``statistics()`` returns;
-- :data:`CREDITS_PER_GENERATION` is what one generation costs, to size ``max_credits=``.
+- :data:`CREDITS_PER_GENERATION` is what one generation costs, to size ``max_credits=``;
+- :class:`BreakerPolicy` (``breaker=``) says when a batch pauses on an outage or stops on
+  systematic refusals; :class:`BreakerSnapshot` (``statistics().breaker``, with its
+  :class:`BreakerState`) and :class:`BreakerEvent` (to ``on_event``) show what it decided.
 
 These are what the ``grok-imagine batch`` command uses, for the same from Python.
 
@@ -24,12 +27,17 @@ from ._journal.memory import MemoryJobStore
 from ._journal.sqlite import SqliteJobStore
 from ._models import CREDITS_PER_GENERATION
 from ._public import set_module as _set_module
+from ._scheduling.breaker import BreakerPolicy, BreakerSnapshot, BreakerState
 from ._scheduling.inputs import InputSummary, JobFile
-from ._scheduling.jobs import SchedulerStatistics
+from ._scheduling.jobs import BreakerEvent, SchedulerStatistics
 from ._scheduling.options import SchedulerOptions
 from ._scheduling.polling import DurationModel
 
 __all__ = [
+    "BreakerEvent",
+    "BreakerPolicy",
+    "BreakerSnapshot",
+    "BreakerState",
     "CREDITS_PER_GENERATION",
     "DurationModel",
     "InputError",

@@ -244,3 +244,32 @@ async def test_gauges_show_a_running_batch_its_jobs_credits_and_quota() -> None:
         remaining = total(metrics["grok_imagine.rate_limit.remaining"])
         assert 100 - emu.statistics().requests_total <= remaining < 100
         scheduler.cancel()
+
+
+@pytest.mark.anyio
+async def test_an_outage_pause_probe_and_resume_are_counted() -> None:
+    from grok_imagine_async.testing import FaultConfig, Outage
+
+    pipeline = Pipeline()
+    outage = Outage(start=0.0, end=20.0)
+    emu = Emulator(
+        EmulatorConfig(tokens={TOKEN: "pro"}, seed=3, faults=FaultConfig(outages=(outage,)))
+    )
+    client = AsyncGrokImagine(
+        api_key=TOKEN,
+        http_client=emu.client(token=None),
+        plan="pro",
+        telemetry=pipeline.telemetry(),
+    )
+    async with client, client.generate_many([f"clip {n}" for n in range(30)]) as results:
+        done = [result async for result in results]
+    assert all(result.ok for result in done)
+    events = pipeline.metrics()["grok_imagine.scheduler.breaker.events"]
+    paused = {"grok_imagine.breaker.transition": "paused", "grok_imagine.breaker.reason": "outage"}
+    assert total(events, paused) == 1
+    assert total(events, {"grok_imagine.breaker.transition": "probing"}) >= 1
+    assert total(events, {"grok_imagine.breaker.transition": "resumed"}) == 1
+    assert not pipeline.spans("generate_video") or all(
+        span.attributes is not None and "grok_imagine.breaker.transition" not in span.attributes
+        for span in pipeline.spans("generate_video")
+    )  # no job span is opened for the batch's own events

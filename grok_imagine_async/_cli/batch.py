@@ -67,11 +67,13 @@ from .common import (
     target_url,
 )
 from .messages import (
+    EXIT_REFUSED,
     MAX_PROBLEMS_SHOWN,
     advice_after,
     count_jobs,
     for_cli,
     print_pending,
+    refused_line,
     report_input_problems,
 )
 from .preflight import PreflightError, check_file_target, check_folder
@@ -374,6 +376,9 @@ async def _with_store(
     print_summary(outcome, rich=live, advice=advice)
     if interrupted:
         return EXIT_INTERRUPTED
+    if refused := refused_line(progress.stopped, outcome):
+        error("batch", refused)
+        return EXIT_REFUSED
     return EXIT_OK if outcome.all_completed else EXIT_FAILED
 
 

@@ -10,8 +10,12 @@ import argparse
 import sys
 
 from .._errors import GrokImagineError, InputError
+from .._scheduling.breaker import BreakerSnapshot
 from .common import command_line, error
 from .report import BatchOutcome
+
+EXIT_REFUSED = 3
+"""The batch stopped submitting: the provider refused its last jobs systematically."""
 
 MAX_PROBLEMS_SHOWN = 20
 """Bad input lines listed before the rest are only counted."""
@@ -78,6 +82,19 @@ def advice_after(
             f"not paid again): {resume}"
         )
     return lines
+
+
+def refused_line(stopped: BreakerSnapshot | None, outcome: BatchOutcome) -> str | None:
+    """The one line for a batch stopped on systematic refusals, None if it was not."""
+    if stopped is None or stopped.reason != "refused" or stopped.failure_class is None:
+        return None
+    why = stopped.failure_class.value.replace("_", " ")
+    unsent = outcome.not_started
+    prompts = "1 prompt was" if unsent == 1 else f"{unsent} prompts were"
+    return (
+        f"the last {stopped.streak} jobs were all refused for {why}; {prompts} not "
+        "submitted; fix the prompts and rerun"
+    )
 
 
 def count_jobs(n: int) -> str:

@@ -17,7 +17,8 @@ import anyio
 
 from .._errors import APIConnectionError
 from .._models import FailureClass
-from .._scheduling.jobs import JobEvent, JobFinished, JobResumed, JobSubmitted
+from .._scheduling.breaker import BreakerSnapshot
+from .._scheduling.jobs import BreakerEvent, JobEvent, JobFinished, JobResumed, JobSubmitted
 from .text import printable
 
 if TYPE_CHECKING:
@@ -116,6 +117,8 @@ class BatchProgress:
         self.completed = self.failed = self.from_journal = 0
         self.live_finished = self.submitted = self.resumed = 0
         self.unreachable = 0  # jobs that failed because the server could not be reached
+        self.stopped: BreakerSnapshot | None = None
+        """Why the batch stopped submitting (systematic refusals), if it did."""
         self.elsewhere = 0
         """Jobs another process sharing the batch finished (the caller counts them)."""
         self.notices: list[str] = []
@@ -138,7 +141,7 @@ class BatchProgress:
                 self.from_journal += 1
             else:
                 self.live_finished += 1
-                if not result.ok:
+                if not result.ok and result.failure_class is not FailureClass.NOT_SUBMITTED:
                     failure = (result.failure_class or FailureClass.UNKNOWN).value
                     message = str(result.error)
                     if isinstance(result.error, APIConnectionError):
@@ -146,6 +149,11 @@ class BatchProgress:
                         if self.endpoint:
                             message = f"cannot reach {self.endpoint}: {result.error}"
                     self.notices.append(f"failed {result.key} ({failure}): {message}")
+
+        elif isinstance(event, BreakerEvent):
+            self.notices.append(breaker_notice(event))
+            if event.transition == "stopped":
+                self.stopped = event.breaker
 
     def take_notices(self) -> list[str]:
         """The messages gathered since the last call (failures), oldest first."""
@@ -321,3 +329,19 @@ def start_display(
             show_progress, progress, statistics, title=title, live=live, interval=interval
         )
     )
+
+
+def breaker_notice(event: BreakerEvent) -> str:
+    """One line for a change of the batch's course (see ``BreakerPolicy``)."""
+    state = event.breaker
+    if event.transition == "paused":
+        why = "submissions went unanswered" if state.reason == "unanswered" else "failing"
+        return (
+            f"the API is {why} ({state.streak} of the newest jobs): new submissions paused, "
+            "jobs in flight still polled; probing until it answers again"
+        )
+    if event.transition == "probing":
+        return f"probing the API with one submission (probe {state.probes})"
+    if event.transition == "resumed":
+        return "the API works again: submitting at full speed"
+    return "submissions stopped"

@@ -24,8 +24,11 @@ class Priority(enum.IntEnum):
     shortens it, so its submissions go first.
     """
 
+    URGENT = -1
+    """Served before all others: a look whose answer decides whether a batch goes on paying
+    for new tasks (the scheduler's canaries and outage probes), whatever waits for the quota."""
     HIGH = 0
-    """Served first."""
+    """Served first among the rest."""
     LOW = 1
     """Served when no ``HIGH`` request waits."""
     POLL = 0

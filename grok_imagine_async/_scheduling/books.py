@@ -19,8 +19,9 @@ from anyio.abc import TaskGroup
 
 from .._errors import AuthenticationError, GrokImagineError, JournalError
 from .._models import FailureClass, Task
+from .breaker import Breaker, Transition
 from .budget import CreditBudget
-from .jobs import JobEvent, JobFinished, JobResult, JobStore, SchedulerHook
+from .jobs import BreakerEvent, JobEvent, JobFinished, JobResult, JobStore, SchedulerHook
 from .record import JobRecord, Tally
 
 logger = logging.getLogger("grok_imagine_async.scheduler")
@@ -31,14 +32,21 @@ class Books:
 
     Args:
         budget: The run's credit budget.
+        breaker: Whether the batch submits (see ``breaker``).
         on_event: The caller's event hook, if any.
         streaming: Whether finished results are buffered for ``results()`` from the start.
     """
 
     def __init__(
-        self, *, budget: CreditBudget, on_event: SchedulerHook | None, streaming: bool
+        self,
+        *,
+        budget: CreditBudget,
+        breaker: Breaker,
+        on_event: SchedulerHook | None,
+        streaming: bool,
     ) -> None:
         self.budget = budget
+        self.breaker = breaker
         self.jobs: dict[str, JobRecord] = {}
         """Jobs accepted and not finished, by key."""
         self.tally = Tally(self.notify)
@@ -83,6 +91,10 @@ class Books:
         self._changed.set()
         self._changed = anyio.Event()
 
+    async def next_change(self) -> None:
+        """Wait for the next :meth:`notify`."""
+        await self._changed.wait()
+
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds, checking it after each change."""
         while not predicate():
@@ -96,6 +108,21 @@ class Books:
             self._on_event(event)
         except Exception:  # a display's bug must not end a job, let alone the batch
             logger.exception("the on_event hook raised on %s", type(event).__name__)
+
+    def course(self, job: JobRecord, transition: Transition, now: float) -> None:
+        """The breaker changed the batch's course on ``job``'s outcome: wake the waiting
+        submitters, log it once, tell the hook."""
+        snapshot = self.breaker.snapshot()
+        self.notify()
+        level = logging.INFO if transition is Transition.PROBING else logging.WARNING
+        logger.log(
+            level,
+            "batch %s (%s; job %s)",
+            transition.value,
+            snapshot.reason or "the provider answers again",
+            job.key,
+        )
+        self.emit(BreakerEvent(key=job.key, at=now, transition=transition.value, breaker=snapshot))
 
     def unfinished(self) -> int:
         """Jobs accepted and not finished."""

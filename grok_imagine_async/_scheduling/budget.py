@@ -72,6 +72,11 @@ class CreditBudget:
             return True
         return self.committed + jobs * cost <= self.max_credits
 
+    def refund(self, credits: int) -> None:
+        """The provider reported a task cost ``credits`` less than counted (its status's
+        ``consumed_credits``: a failure it did not charge). Negative: it cost more."""
+        self._spent -= credits
+
     def adopt(self, credits: int) -> None:
         """Count credits an earlier run spent on a job this run takes over (from a journal)."""
         self._spent += credits

@@ -20,6 +20,7 @@ import anyio
 from .._errors import GrokImagineError, TaskFailedError, WaitTimeoutError
 from .._models import FailureClass, GenerationRequest, Task
 from .._progress import Progress
+from .breaker import BreakerSnapshot
 from .durations import DurationModel
 
 
@@ -272,6 +273,8 @@ class SchedulerStatistics:
         predicted_duration: The learned median generation time, in seconds.
         credits_uncertain: Of ``credits_consumed``, those of submissions whose answer was
             lost: maybe charged, maybe not (check the account).
+        breaker: Whether the batch submits, pauses on an outage or stopped on systematic
+            refusals (see :class:`BreakerPolicy`).
     """
 
     queued: int
@@ -289,6 +292,7 @@ class SchedulerStatistics:
     max_in_flight: int
     predicted_duration: float
     credits_uncertain: int = 0
+    breaker: BreakerSnapshot = field(default_factory=BreakerSnapshot)
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -358,7 +362,26 @@ class JobFinished(JobEvent):
     result: JobResult | None = None
 
 
-SchedulerEvent = JobQueued | JobSubmitted | JobResumed | JobResubmitting | JobFinished
+@dataclass(frozen=True, slots=True)
+class BreakerEvent(JobEvent):
+    """The batch changed course on a systematic failure (see :class:`BreakerPolicy`).
+
+    Attributes:
+        transition: ``"paused"`` (an outage or lost answers: nothing more is submitted),
+            ``"probing"`` (one submission sent to see whether it is over; ``key`` is its job),
+            ``"resumed"`` (a probe succeeded: full speed again) or ``"stopped"`` (systematic
+            refusals, or a server never reached: the jobs not submitted end as such).
+        breaker: The breaker's state after the change. ``key`` names the job whose outcome
+            made the decision.
+    """
+
+    transition: str = "paused"
+    breaker: BreakerSnapshot = field(default_factory=BreakerSnapshot)
+
+
+SchedulerEvent = (
+    JobQueued | JobSubmitted | JobResumed | JobResubmitting | JobFinished | BreakerEvent
+)
 
 
 class SchedulerHook(Protocol):

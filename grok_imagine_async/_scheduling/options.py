@@ -17,6 +17,7 @@ from typing import Literal, TypedDict
 from .._backoff import PollPolicy
 from .._limiting.protocol import Priority
 from .._models import FailureClass
+from .breaker import BreakerPolicy
 from .jobs import JobStore, SchedulerHook
 from .polling import DurationModel
 
@@ -49,6 +50,7 @@ class TuningOptions(TypedDict, total=False):
     duration_model: DurationModel | None
     rng: random.Random | None
     favor: Favor
+    breaker: BreakerPolicy | None
 
 
 class SchedulerOptions(TuningOptions, total=False):

@@ -14,10 +14,11 @@ import anyio
 
 from .._errors import APIError, AuthenticationError, NotFoundError, TaskFailedError
 from .._limiting.protocol import Priority
-from .._models import FailureClass, TaskStatus
+from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
 from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books
+from .breaker import OUTAGE_FAILURES, BreakerState, Outcome, task_outcome
 from .downloading import Downloader
 from .due import DueQueue
 from .jobs import JobResubmitting
@@ -29,6 +30,11 @@ _NOT_FOUND_LIMIT = 3  # 404s in a row before a task is taken for gone
 # Error answers in a row (after the client's own retries) before a job ends as a failed result
 # carrying its task id: a broken or hostile server must not keep a job polling forever.
 _UNREADABLE_LIMIT = 10
+# The share of the quota spent on canaries: one job in a while looked at early, so that an
+# outage whose tasks fail at once shows in seconds, not at the planned look a minute later.
+_CANARY_SHARE = 0.005
+_REFUSAL_PEERS = 0.8  # after refusals in a row, jobs this old (x the refused one's age) looked at
+_FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outage's 3 failures
 
 
 class Poller:
@@ -70,6 +76,11 @@ class Poller:
         self._downloads = downloads
         self._due: DueQueue[JobRecord] = DueQueue()
         self._send, self._recv = anyio.create_memory_object_stream[JobRecord](0)
+        self._canary_gap = max(
+            2.0 * planner.policy.wait_initial, 1.0 / (_CANARY_SHARE * planner.limit.per_second)
+        )
+        self._next_canary = float("-inf")
+        self._warmup: list[str] = []  # warm-up jobs followed
         self.polls = 0
         """Status polls sent."""
 
@@ -80,6 +91,16 @@ class Poller:
             self._schedule(job, now)
             return
         self._planner.submitted(job.key)
+        breaker, planner = self._books.breaker, self._planner
+        if breaker.warming_up and len(self._warmup) < _FOLLOWED_WARMUP:
+            self._warmup.append(job.key)  # looked at closely: outages show within seconds
+            planner.follow(job.key)
+        elif breaker.policy is not None and now >= self._next_canary:
+            planner.canary(job.key)
+            # After a failure among the newest jobs, one a second: the pause (or not) follows
+            # from the next few within seconds, without a look at every job sent meanwhile.
+            gap = planner.policy.wait_initial if breaker.suspicious else self._canary_gap
+            self._next_canary = now + gap
         self._schedule(job, self._next_look(job, now))
         self._replan(now)
 
@@ -115,7 +136,7 @@ class Poller:
         # learns, and a probe sent ahead of one delays a job's start. In a batch that needs
         # exactly whole windows, a few such delays cost a whole window (issue 12: 1.35x the
         # window bound at 3 s jobs). The first polls sent once the quota frees are the probes'.
-        priority = self._priority
+        priority = Priority.URGENT if self._urgent(job) else self._priority
         try:
             with job_scope(self._client.telemetry, self._owner, job.key):
                 task = await self._client.get_task(job.task_id, priority=priority)
@@ -139,27 +160,109 @@ class Poller:
         )
         self._replan(now)
         if not task.is_terminal:
+            self._healthy(job, now)
             self._reschedule(job, looked_at=now)
             return
+        self._charged(job, task)
+        failure = task.failure_class
+        age = None if job.submitted_at is None else now - job.submitted_at
+        self._outcome(job, task_outcome(failure), now, failure, age)
         if task.succeeded:
             if self._downloads is not None:
                 await self._downloads.queue(job, task)
             else:
                 await books.finish(job, task=task)
             return
-        failure = task.failure_class or FailureClass.UNKNOWN
-        if failure in self._resubmit_on and job.resubmits < self._resubmit:
-            job.resubmitting()
+        failure = failure or FailureClass.UNKNOWN
+        # A failure of an outage (the batch is paused) does not use the job's resubmission:
+        # it is sent again once the outage is over, and may still be resubmitted after.
+        outage = failure in OUTAGE_FAILURES and books.breaker.state is BreakerState.PAUSED
+        if failure in self._resubmit_on and (outage or job.resubmits < self._resubmit):
+            job.resubmitting(counted=not outage)
             books.emit(JobResubmitting(key=job.key, at=now, failure_class=failure))
-            books.start(self._resend, job)  # the POST waits for its permit, not this poller
+            books.start(self._resend, job, failure in OUTAGE_FAILURES)  # not in this poller
             return
         await books.finish(job, task=task, error=TaskFailedError(task), failure_class=failure)
 
-    async def _resend(self, job: JobRecord) -> None:
-        await self._books.for_job(job, self._submitter.send(job))
+    def _outcome(
+        self,
+        job: JobRecord,
+        outcome: Outcome,
+        now: float,
+        failure: FailureClass | None = None,
+        age: float | None = None,
+    ) -> None:
+        """Tell the breaker how ``job``'s task ended."""
+        books = self._books
+        transition = books.breaker.record(
+            job.sequence, outcome, now=now, failure_class=failure, age=age
+        )
+        if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
+            self._next_canary = min(self._next_canary, now)  # the next job sent is looked at
+        if transition is not None:
+            books.course(job, transition, now)
+        elif (
+            outcome is Outcome.REFUSED
+            and books.breaker.refusals_in_a_row >= 2
+            and not books.breaker.seen_success
+            and age
+        ):
+            # Refusals in a row and nothing else yet: the jobs about as old as this one are
+            # probably over too, and whether they were refused decides whether the batch goes
+            # on. Look now, first.
+            cutoff = now - _REFUSAL_PEERS * age
+            planner = self._planner
+
+            def sooner(other: JobRecord, due: float) -> float:
+                if other.submitted_at is None or other.submitted_at > cutoff:
+                    return due
+                planner.canary(other.key)
+                return min(due, now)
+
+            self._due.reschedule_all(sooner)
+
+    def _healthy(self, job: JobRecord, now: float) -> None:
+        """The pause's probe seen running longer than the outage's tasks took to fail: the
+        provider works again."""
+        breaker = self._books.breaker
+        if job.submitted_at is None:
+            return
+        if breaker.warming_up and breaker.vouch(now - job.submitted_at):
+            self._books.notify()  # the warm-up is over: the submitters go on
+        if not breaker.is_probe(job.sequence):
+            return
+        if now - job.submitted_at >= breaker.healthy_age():
+            self._outcome(job, Outcome.SUCCEEDED, now)
+
+    def _charged(self, job: JobRecord, task: Task) -> None:
+        """Count what the provider says the task cost, when it says (a free failure)."""
+        if task.consumed_credits is None or job.sequence is None:
+            return
+        reported = min(max(task.consumed_credits, 0), CREDITS_PER_GENERATION)  # never beyond
+        if reported == CREDITS_PER_GENERATION:
+            return
+        self._books.budget.refund(CREDITS_PER_GENERATION - reported)
+        job.refunded(CREDITS_PER_GENERATION - reported)
+
+    async def _resend(self, job: JobRecord, after_failure: bool) -> None:
+        await self._books.for_job(job, self._submitter.send(job, after_failure=after_failure))
+
+    def _urgent(self, job: JobRecord) -> bool:
+        """Whether a look goes before submissions: a canary, or a followed probe. Their
+        answers decide whether the batch should go on paying for new tasks at all."""
+        return self._planner.is_urgent(job.key)
 
     def _schedule(self, job: JobRecord, when: float) -> None:
-        self._due.schedule(job, when)
+        if self._planner.is_urgent(job.key):
+            # Not behind the pollers, who may all wait for permits behind submissions: this
+            # look decides whether the submissions should go on at all.
+            self._books.start(self._look_alone, job, when)
+        else:
+            self._due.schedule(job, when)
+
+    async def _look_alone(self, job: JobRecord, when: float) -> None:
+        await anyio.sleep_until(when)
+        await self._books.for_job(job, self._poll_once(job))
 
     def _reschedule(self, job: JobRecord, *, looked_at: float | None = None) -> None:
         now = anyio.current_time()

@@ -60,6 +60,7 @@ _REPLAN_MEDIAN = 0.1  # re-plan queued looks when the median moved by 10 % (in l
 _REPLAN_SIGMA = 0.1  # or the spread by 0.1
 _REPLAN_WEIGHT = 0.25  # or the regime by a quarter of the way
 _SAMPLE_EVERY = 0.25  # seconds between two samples of the limiter's counters
+_CANARY_AGE = 3.0  # a canary's one early look, in wait_initial: an outage's failure shows by then
 _EARLY = 0.95  # idle quota: a look not yet due is taken once the model says it succeeds this often
 
 
@@ -99,6 +100,8 @@ class PollPlanner:
         self._finished: deque[float] = deque()  # when jobs finished, lately
         self._running = 0
         self._probes: set[str] = set()
+        self._followed: set[str] = set()  # the breaker's probes: looked at closely to the end
+        self._canaries: set[str] = set()  # one early look each, to see an outage soon
         self._ending = True  # few jobs left (or none yet): their last looks decide the end
         self._planned = (model.mu, model.sigma, False, 0.0, True)
 
@@ -160,6 +163,29 @@ class PollPlanner:
         if self.model.count < _CONFIDENT and len(self._probes) < _PROBES:
             self._probes.add(key)
 
+    def follow(self, key: str) -> None:
+        """Look at a job on the doubling schedule until it ends (the breaker's probe)."""
+        self._followed.add(key)
+
+    def unfollow(self, key: str) -> None:
+        """Plan a followed job's looks as any other's again."""
+        self._followed.discard(key)
+
+    def canary(self, key: str) -> None:
+        """Look at a job once early (three ``wait_initial`` after its submission): a task
+        that fails at once in an outage is seen soon, whatever the quota pressure."""
+        self._canaries.add(key)
+
+    def is_urgent(self, key: str) -> bool:
+        """Whether a job's looks are planned on their own (not behind the due queue's
+        pollers): a canary or a followed probe, whose answer may stop the batch from paying
+        for an outage."""
+        return key in self._canaries or key in self._followed
+
+    def is_followed(self, key: str) -> bool:
+        """Whether a job is followed to its end (see :meth:`follow`)."""
+        return key in self._followed
+
     def is_probe(self, key: str) -> bool:
         """Whether the job is one of the early probes (looked at on a doubling schedule)."""
         return key in self._probes
@@ -188,6 +214,7 @@ class PollPlanner:
             if finished:
                 self._finished.append(now)
             return
+        self._canaries.discard(key)
         previous = last_look - submitted_at if last_look > submitted_at else None
         if not finished:
             self.model.observe_running(now - submitted_at, previous=previous)
@@ -205,6 +232,8 @@ class PollPlanner:
         """Forget a job that left without a completion to learn from (or before one)."""
         self._running = max(0, self._running - 1)
         self._probes.discard(key)
+        self._followed.discard(key)
+        self._canaries.discard(key)
         if submitted_at is not None and last_look > submitted_at:
             self.model.forget_running(last_look - submitted_at)
 
@@ -282,6 +311,8 @@ class PollPlanner:
         age = max(0.0, last_look - submitted_at)
         if age <= 0.0 and self.model.count < _CONFIDENT and len(self._probes) < _PROBES:
             self._probes.add(key)  # a probe finished early: this one, not yet looked at, follows
+        if key in self._canaries and age <= 0.0:  # one look, when an outage's failure shows
+            return max(earliest, last_look + self._jitter(_CANARY_AGE * policy.wait_initial))
         weight = self.weight(now)
         idle = self._idle_gap(age)
         gap = (
@@ -299,7 +330,7 @@ class PollPlanner:
 
     def _saturated_gap(self, key: str, age: float) -> float:
         floor = max(self.policy.wait_initial, 1e-3)
-        if key in self._probes:
+        if key in self._probes or key in self._followed:
             return max(floor, (_PROBE_GROWTH - 1.0) * age)
         model = self.model
         if age <= 0.0:

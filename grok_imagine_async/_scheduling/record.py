@@ -62,6 +62,7 @@ class JobRecord:
         "polls",
         "request",
         "resubmits",
+        "sequence",
         "submitted_at",
         "unreadable",
     )
@@ -85,6 +86,8 @@ class JobRecord:
         self._result: JobResult | None = None
         self._done: anyio.Event | None = None  # made by the first waiter
         self.resubmits = 0
+        self.sequence: int | None = None
+        """The breaker's number of its last POST (None: resumed, or not sent yet)."""
         self.polls = 0
         self.not_found = 0
         self.unreadable = 0  # status answers in a row that could not be read
@@ -143,10 +146,15 @@ class JobRecord:
         """Its POST is about to be sent (first submission, or a resubmission)."""
         self._to(JobState.SUBMITTING)
 
-    def resubmitting(self) -> None:
-        """Its task failed in a way worth a new POST."""
-        self.resubmits += 1
+    def resubmitting(self, *, counted: bool = True) -> None:
+        """Its task failed in a way worth a new POST (``counted``: against its resubmissions;
+        not when an outage explains the failure)."""
+        self.resubmits += counted
         self.submitting()
+
+    def refunded(self, credits: int) -> None:
+        """The provider reported charging ``credits`` less than counted for its task."""
+        self._credits -= credits
 
     def charged(self, attempt: int, cost: int) -> None:
         """The ``attempt``-th POST was (or may have been) paid ``cost`` credits."""

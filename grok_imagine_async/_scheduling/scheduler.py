@@ -36,6 +36,7 @@ from .._models import FailureClass, GenerationRequest
 from .._observe import observed_hook
 from .api import SchedulerClient
 from .books import Books
+from .breaker import DEFAULT_BREAKER, Breaker, BreakerPolicy
 from .budget import CreditBudget
 from .capacity import in_flight_cap
 from .downloading import Downloader, ensure_writable
@@ -94,6 +95,10 @@ class JobScheduler:
             (default, for batches): submissions, so the whole batch ends soonest.
             ``"latency"`` (for apps whose users wait on their own job): polls, so each finished
             job is noticed sooner, at the cost of a longer batch and a few more polls.
+        breaker: When the batch pauses on an outage (probing until it is over) or stops on
+            systematic refusals, so that it stops paying for a systematic failure; see
+            :class:`BreakerPolicy` for the defaults and their reasoning. Its waits are divided
+            by the client's ``time_scale``. None: never pause nor stop.
 
     Example:
         >>> async def main(client: AsyncGrokImagine) -> None:
@@ -120,6 +125,7 @@ class JobScheduler:
         duration_model: DurationModel | None = None,
         rng: random.Random | None = None,
         favor: Favor = "throughput",
+        breaker: BreakerPolicy | None = DEFAULT_BREAKER,
     ) -> None:
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -150,7 +156,13 @@ class JobScheduler:
         )
         budget = CreditBudget(max_credits)  # raises ValueError below 0
         on_event = observed_hook(client.telemetry, self, on_event)
-        self._books = Books(budget=budget, on_event=on_event, streaming=stream_results)
+        policy = breaker.scaled(scale) if breaker is not None else None
+        self._books = Books(
+            budget=budget,
+            breaker=Breaker(policy, rate=self._limit.per_second),
+            on_event=on_event,
+            streaming=stream_results,
+        )
         # With a journal, keys must be the same on every run: repeats of a request are numbered
         # in input order, from a set of 64-bit digests of the requests seen. Without one, a key
         # only has to be unique among running jobs, and nothing grows with the input.
@@ -179,6 +191,8 @@ class JobScheduler:
             priority=submit_priority,
             has_slot=self._has_slot,
             note_request=self._planner.note_request,
+            breaker=books.breaker,
+            on_probe=lambda job: self._planner.follow(job.key),
             downloads=downloads,
             owner=self,
         )
@@ -398,6 +412,7 @@ class JobScheduler:
             limit_per_minute=self._limit.requests * 60.0 / period,
             max_in_flight=self._current_cap(),
             predicted_duration=self._planner.model.median,
+            breaker=self._books.breaker.snapshot(),
         )
 
     @property

@@ -15,18 +15,22 @@ import anyio
 
 from .._errors import (
     AmbiguousSubmitError,
+    APIConnectionError,
     APIError,
+    APIResponseValidationError,
     AuthenticationError,
     BudgetExceededError,
     InvalidRequestError,
     JournalError,
     SchedulerClosedError,
+    ServerError,
 )
 from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass
 from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books, as_journal_error, logger, unexpected
+from .breaker import Breaker, BreakerState, Outcome, Transition
 from .budget import Reservation
 from .downloading import Downloader
 from .jobs import JobResumed, JobSubmitted, StoreRecord, StoreState
@@ -46,6 +50,8 @@ class Submitter:
         priority: The submissions' place in the rate limiter's queue.
         has_slot: Whether one more job may be in flight now.
         note_request: Tells the poll planner a request is sent at a clock time.
+        breaker: Whether a POST may go out now, and what each one's answer says.
+        on_probe: Told of each probe the breaker sends (the pollers follow it closely).
         downloads: The downloaders, if the scheduler downloads.
         owner: The scheduler, which telemetry names the jobs' scope after.
     """
@@ -58,6 +64,8 @@ class Submitter:
         priority: Priority,
         has_slot: Callable[[], bool],
         note_request: Callable[[float], None],
+        breaker: Breaker,
+        on_probe: Callable[[JobRecord], None],
         downloads: Downloader | None,
         owner: object,
     ) -> None:
@@ -67,6 +75,8 @@ class Submitter:
         self._priority = priority
         self._has_slot = has_slot
         self._note_request = note_request
+        self._breaker = breaker
+        self._on_probe = on_probe
         self._downloads = downloads
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
         self._watch: Watch | None = None
@@ -84,7 +94,7 @@ class Submitter:
 
     async def _start(self, job: JobRecord) -> None:
         books = self._books
-        if books.fatal is not None:
+        if books.fatal is not None or self._breaker.state is BreakerState.STOPPED:
             await self.not_sent(job)
             return
         record = None
@@ -106,8 +116,13 @@ class Submitter:
         if record is not None and record.state in FINAL_STATES:
             await self._replay(job, record)  # sends nothing: needs no in-flight slot
             return
-        await books.wait_for(lambda: self._has_slot() or books.fatal is not None)
-        if books.fatal is not None:
+        breaker = self._breaker
+        await books.wait_for(
+            lambda: (
+                self._has_slot() or books.fatal is not None or breaker.state is BreakerState.STOPPED
+            )
+        )
+        if books.fatal is not None or breaker.state is BreakerState.STOPPED:
             await self.not_sent(job)
             return
         job.submitting()
@@ -115,10 +130,50 @@ class Submitter:
             await self.send(job)
 
     async def not_sent(self, job: JobRecord) -> None:
-        """A queued job the stopping scheduler will not submit: it ends unpaid, unrecorded."""
-        error = SchedulerClosedError(f"not submitted: the scheduler stopped ({self._books.fatal})")
-        failure = FailureClass.REQUEST_ERROR
+        """A queued job the stopping scheduler will not submit: it ends unpaid, unrecorded
+        (so a rerun submits it)."""
+        breaker = self._breaker.snapshot()
+        if self._books.fatal is None and breaker.state is BreakerState.STOPPED:
+            why = stop_reason(breaker.reason, breaker.failure_class, breaker.streak)
+            error = SchedulerClosedError(f"not submitted: the batch stopped ({why})")
+            failure = FailureClass.NOT_SUBMITTED
+        else:
+            error = SchedulerClosedError(
+                f"not submitted: the scheduler stopped ({self._books.fatal})"
+            )
+            failure = FailureClass.REQUEST_ERROR
         await self._books.finish(job, error=error, failure_class=failure, record=False)
+
+    async def _admit(self, job: JobRecord, *, after_failure: bool = False) -> bool:
+        """Wait until the breaker lets ``job``'s POST go; False if the batch stopped.
+
+        ``after_failure``: a resubmission after a failure an outage explains. While the
+        newest jobs failed too (an outage may be starting), it waits a probe's interval for
+        the breaker to make up its mind, so that it is not spent inside the outage.
+        """
+        books, breaker = self._books, self._breaker
+        patience = anyio.current_time() + (
+            breaker.policy.probe_wait_initial if after_failure and breaker.policy else 0.0
+        )
+        while True:
+            if books.fatal is not None:
+                return False
+            now = anyio.current_time()
+            if breaker.suspicious and now < patience:
+                with anyio.move_on_after(patience - now):
+                    await books.next_change()
+                continue
+            sequence, until, transition = breaker.admit(now)
+            if sequence is not None:
+                job.sequence = sequence
+                if transition is Transition.PROBING:
+                    self._on_probe(job)
+                    books.course(job, transition, now)
+                return True
+            if until is not None and until == float("inf"):
+                return False
+            with anyio.move_on_after(float("inf") if until is None else until - now):
+                await books.next_change()
 
     async def _replay(self, job: JobRecord, record: StoreRecord) -> None:
         """Finish a job the journal says has finished, without any request to the API."""
@@ -168,8 +223,19 @@ class Submitter:
         )
         return True
 
-    async def send(self, job: JobRecord) -> None:
-        """Send ``job``'s POST if the budget allows, holding its cost until it is answered."""
+    async def send(self, job: JobRecord, *, after_failure: bool = False) -> None:
+        """Send ``job``'s POST once the breaker and the budget allow, holding its cost until it
+        is answered; while an outage pauses the batch, a POST refused by it waits and is sent
+        again after (it was not paid). ``after_failure``: see :meth:`_admit`."""
+        while True:
+            if not await self._admit(job, after_failure=after_failure):
+                await self.not_sent(job)
+                return
+            if not await self._send_once(job):
+                return
+
+    async def _send_once(self, job: JobRecord) -> bool:
+        """One POST for ``job``; True if it must wait for the outage's end and go again."""
         budget = self._books.budget
         cost = CREDITS_PER_GENERATION
         if not budget.can_afford(cost=cost):
@@ -178,12 +244,20 @@ class Submitter:
                 max_credits=budget.max_credits, committed_credits=budget.committed
             )
             failure = FailureClass.BUDGET_EXCEEDED
+            self._outcome(job, Outcome.OTHER)
             await self._books.finish(job, error=refused, failure_class=failure)
-            return
+            return False
         with budget.reserve(cost) as held:  # released unless committed below
-            await self._send_reserved(job, cost, held)
+            return await self._send_reserved(job, cost, held)
 
-    async def _send_reserved(self, job: JobRecord, cost: int, held: Reservation) -> None:
+    def _outcome(self, job: JobRecord, outcome: Outcome) -> None:
+        """Tell the breaker how ``job``'s POST ended."""
+        now = anyio.current_time()
+        transition = self._breaker.record(job.sequence, outcome, now=now)
+        if transition is not None:
+            self._books.course(job, transition, now)
+
+    async def _send_reserved(self, job: JobRecord, cost: int, held: Reservation) -> bool:
         books = self._books
         attempt = job.attempts + 1
         may_have_left = False  # from the first intent on, a POST may leave
@@ -208,13 +282,15 @@ class Submitter:
                 )
         except BudgetExceededError as exc:
             # A shared budget (a Redis job store) refused the intent: nothing was sent.
+            self._outcome(job, Outcome.OTHER)
             await books.finish(job, error=exc, failure_class=FailureClass.BUDGET_EXCEEDED)
-            return
+            return False
         except AmbiguousSubmitError as exc:
             held.commit(certain=False)  # it may have been charged: count it against the budget
             job.charged(attempt, cost)
+            self._outcome(job, Outcome.UNANSWERED)
             await books.finish(job, error=exc, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
-            return
+            return False
         except AuthenticationError as exc:
             # Provably not started: close the job (and its journal intent) before stopping all.
             await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
@@ -222,15 +298,32 @@ class Submitter:
         except JournalError as exc:  # the intent could not be recorded, so nothing was sent
             books.journal_failed(exc, job)
             await self.not_sent(job)
-            return
-        except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
+            return False
+        except (APIConnectionError, ServerError, APIResponseValidationError) as exc:
+            # Nothing was started (the sender retried already). Alone, this job's failure; a
+            # systematic one (an outage, a wrong URL), the breaker's business.
+            reached = not isinstance(exc, APIConnectionError)
+            self._outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
+            state = self._breaker.state
+            if state is BreakerState.PAUSED:
+                return True  # sent again once the outage is over
+            if state is BreakerState.STOPPED and not reached:
+                # A server never reached is a configuration error, and nothing was paid: stop
+                # every worker now, the POSTs still retrying too.
+                await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
+                books.stop(exc, drain=False)
+                return False
             await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-            return
+            return False
+        except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
+            self._outcome(job, Outcome.OTHER)
+            await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
+            return False
         except Exception as exc:
             if not may_have_left:  # the limiter failed (e.g. Redis refused its script)
                 error = unexpected(exc)
                 await books.finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
-                return
+                return False
             # After the intent: the POST may have left, and been paid.
             held.commit(certain=False)
             job.charged(attempt, cost)
@@ -240,7 +333,10 @@ class Submitter:
                 request=job.request,
             )
             await books.finish(job, error=ambiguous, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
-            return
+            return False
+        self._breaker.answered()
+        if self._breaker.is_probe(job.sequence) and self._breaker.healthy_age() <= 0.0:
+            self._outcome(job, Outcome.SUCCEEDED)  # the POSTs failed, and this one did not
         with anyio.CancelScope(shield=True):
             held.commit()
             job.charged(attempt, cost)
@@ -255,3 +351,12 @@ class Submitter:
         books.emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
         assert self._watch is not None
         self._watch(job, now, False)
+        return False
+
+
+def stop_reason(reason: str | None, failure_class: FailureClass | None, streak: int) -> str:
+    """Why the breaker stopped a batch, in words."""
+    if reason == "refused" and failure_class is not None:
+        why = failure_class.value.replace("_", " ")
+        return f"the last {streak} jobs were all refused for {why}"
+    return "the API was never reached: check the base URL and the network"

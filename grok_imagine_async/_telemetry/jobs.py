@@ -24,6 +24,7 @@ from opentelemetry.util.types import AttributeValue
 
 from .._observe import RequestAttempt
 from .._scheduling.jobs import (
+    BreakerEvent,
     JobEvent,
     JobFinished,
     JobQueued,
@@ -77,6 +78,14 @@ class JobRecorder:
             unit="{job}",
             description="Jobs finished, by outcome and failure class.",
         )
+        self._breaker = meter.create_counter(
+            names.BREAKER_EVENTS,
+            unit="{event}",
+            description=(
+                "A batch's pauses (an outage), probes, resumes and stops (systematic "
+                "refusals, a server never reached), by transition and reason."
+            ),
+        )
         self._generation = meter.create_histogram(
             names.GENERATION_DURATION,
             unit="s",
@@ -101,6 +110,14 @@ class JobRecorder:
                 budget=getattr(getattr(owner, "budget", None), "max_credits", None)
             )
         when = self._timeline.to_ns(event.at)
+        if isinstance(event, BreakerEvent):  # the batch's course, not one job's life
+            attributes: dict[str, AttributeValue] = {names.BREAKER_TRANSITION: event.transition}
+            if event.breaker.reason is not None:
+                attributes[names.BREAKER_REASON] = event.breaker.reason
+            if event.breaker.failure_class is not None:
+                attributes[names.JOB_FAILURE_CLASS] = event.breaker.failure_class.value
+            self._breaker.add(1, attributes)
+            return
         if isinstance(event, JobQueued):
             scheduler.jobs[event.key] = self._start(event.key, when)
             return

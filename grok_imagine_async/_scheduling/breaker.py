@@ -1,0 +1,444 @@
+"""The batch's circuit breaker: recent outcomes in, a decision out. Pure: time is passed in.
+
+A batch that meets a systematic failure must stop paying for it (issue 24). The
+:class:`Breaker` hears how each submission ended and answers three questions: may a new POST
+go out now (:meth:`Breaker.admit`), did this outcome change the batch's course
+(:meth:`Breaker.record` returns the transition), and what is its state
+(:meth:`Breaker.snapshot`, shown by ``JobScheduler.statistics()``).
+
+- **Pause on an outage.** Retryable failures (a task failing with the network or build
+  message, a 5xx or an error-in-200 answer to the POST, a timeout, a refused connection) of
+  the ``outage_after`` *most recently submitted* jobs whose outcome is known, with no success
+  submitted after them: stop submitting. Ordering by submission, not by finish, is what lets
+  an outage in the middle of a batch show: jobs submitted before it go on completing, and
+  must not hide that every new one fails. While paused, one *probe* submission goes out at
+  growing intervals (``probe_wait_initial`` x ``probe_wait_factor``^n, at most
+  ``probe_wait_max``); the batch resumes at full speed when a probe is answered and its task
+  is seen healthy: completed, or still running twice as long after its creation as the
+  outage's failures took.
+- **Stop on systematic refusals.** The last ``stop_after_refusals`` jobs to finish were all
+  refused for one reason a resubmission cannot fix (content policy, unsupported input): stop
+  for good; the jobs not submitted end as such, and a rerun resumes there.
+- **Unanswered submissions.** ``pause_after_unanswered`` POSTs in a row whose answer was lost
+  (each may have created, and been charged for, a task): pause as for an outage.
+- **Never connected.** Every attempt failed to connect, ``give_up_unreachable`` seconds after
+  the first submission: stop (a wrong base URL is a configuration error, not an outage to wait out).
+
+Thresholds are chosen so that the usual faults never trip them: with 10 % of prompts refused,
+twenty refusals in a row happen once in 10^20 runs; with 5 % of server errors, three in a row
+among the newest submissions cost at worst a short pause, never a changed outcome (a paused
+job waits; it is not failed).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from .._models import FailureClass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerPolicy:
+    """When a batch pauses or stops on a systematic failure; ``None`` turns a rule off.
+
+    Pass ``JobScheduler(breaker=None)`` to turn every rule off.
+
+    Args:
+        pause_after_failures: Retryable failures (network or build failures, 5xx, errors in
+            a 200 body, timeouts, refused connections) of this many of the most recently
+            submitted jobs, with no success submitted after them, pause the batch. Three: a
+            rare fault (a few percent) seldom makes three in a row, and a false pause only
+            costs one probe's wait.
+        stop_after_refusals: This many jobs in a row refused for one reason that a retry
+            cannot fix (content policy, unsupported input) stop the batch. Twenty: a batch with
+            one prompt in ten refused sees that once in 10^20 runs.
+        pause_after_unanswered: This many submissions in a row whose answer was lost pause
+            the batch (each may have been charged).
+        give_up_unreachable: Seconds from its first submission after which a batch that never
+            reached the server (every attempt failed to connect) stops, as the configuration
+            error it is (a wrong base URL), with the connection error. Forty-five seconds: with
+            the probes' waits, the batch ends within about a minute.
+        warmup: Submissions a batch sends before it knows that the provider works (a task
+            completed, or was seen running ``warmup_age`` seconds after its submission), or
+            what the quota allows in ``warmup_age`` seconds if that is more: an outage from
+            the very start then costs that many tasks (and the probes), not a whole window of
+            the quota, while a healthy batch never waits (the evidence comes before the quota
+            would have sent more).
+        warmup_age: See ``warmup``. Four seconds: a task that fails in an outage does so
+            within a couple of seconds, so one still running twice as long is evidence.
+        probe_wait_initial: Seconds from a pause to its first probe.
+        probe_wait_factor: Each failed probe multiplies the wait by this.
+        probe_wait_max: The longest wait between two probes.
+
+    Raises:
+        ValueError: On a count below 1 or a wait that is not positive.
+    """
+
+    pause_after_failures: int | None = 3
+    stop_after_refusals: int | None = 20
+    pause_after_unanswered: int | None = 3
+    give_up_unreachable: float | None = 45.0
+    warmup: int | None = 20
+    warmup_age: float = 4.0
+    probe_wait_initial: float = 5.0
+    probe_wait_factor: float = 1.5
+    probe_wait_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        names = ("pause_after_failures", "stop_after_refusals", "pause_after_unanswered", "warmup")
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value!r}")
+        if self.give_up_unreachable is not None and not self.give_up_unreachable > 0:
+            raise ValueError(f"give_up_unreachable must be > 0, got {self.give_up_unreachable!r}")
+        if not (self.probe_wait_initial > 0 and self.probe_wait_max >= self.probe_wait_initial):
+            raise ValueError("probe waits must be > 0, probe_wait_max >= probe_wait_initial")
+        if not self.warmup_age >= 0:
+            raise ValueError(f"warmup_age must be >= 0, got {self.warmup_age!r}")
+        if not self.probe_wait_factor >= 1:
+            raise ValueError(f"probe_wait_factor must be >= 1, got {self.probe_wait_factor!r}")
+
+    def scaled(self, time_scale: float) -> BreakerPolicy:
+        """The same policy for a server ``time_scale`` times faster (an emulator)."""
+        if time_scale == 1.0:
+            return self
+        unreachable = self.give_up_unreachable
+        return BreakerPolicy(
+            pause_after_failures=self.pause_after_failures,
+            stop_after_refusals=self.stop_after_refusals,
+            pause_after_unanswered=self.pause_after_unanswered,
+            give_up_unreachable=None if unreachable is None else unreachable / time_scale,
+            warmup=self.warmup,
+            warmup_age=self.warmup_age / time_scale,
+            probe_wait_initial=self.probe_wait_initial / time_scale,
+            probe_wait_factor=self.probe_wait_factor,
+            probe_wait_max=self.probe_wait_max / time_scale,
+        )
+
+
+DEFAULT_BREAKER = BreakerPolicy()
+"""The scheduler's default: every rule on, with the thresholds above."""
+
+
+class Outcome(enum.Enum):
+    """How one submission ended, as the breaker counts it."""
+
+    SUCCEEDED = "succeeded"
+    """Its task completed, or was seen healthy (running past the outage's failure time)."""
+    RETRYABLE = "retryable"
+    """A failure an outage explains: transient, build failure, 5xx, error body, timeout."""
+    REFUSED = "refused"
+    """Refused for a reason a retry cannot fix (see ``failure_class``)."""
+    UNANSWERED = "unanswered"
+    """The POST's answer was lost: a task may exist, and be charged."""
+    UNREACHABLE = "unreachable"
+    """The POST never reached the server (connection refused, DNS, TLS)."""
+    OTHER = "other"
+    """Anything else (a failure of unknown kind, a budget refusal): neither sign."""
+
+
+REFUSALS = frozenset({FailureClass.CONTENT_POLICY, FailureClass.INVALID_INPUT})
+"""Failure classes that are refusals: the prompt, not the provider, is at fault."""
+OUTAGE_FAILURES = frozenset({FailureClass.TRANSIENT, FailureClass.GENERATION_FAILED})
+"""Task failure classes an outage explains."""
+
+
+def task_outcome(failure_class: FailureClass | None) -> Outcome:
+    """The breaker's reading of a finished task (``None``: it completed)."""
+    if failure_class is None:
+        return Outcome.SUCCEEDED
+    if failure_class in REFUSALS:
+        return Outcome.REFUSED
+    if failure_class in OUTAGE_FAILURES:
+        return Outcome.RETRYABLE
+    return Outcome.OTHER
+
+
+class BreakerState(str, enum.Enum):
+    """Whether the batch submits."""
+
+    RUNNING = "running"
+    """Submitting at full speed."""
+    PAUSED = "paused"
+    """An outage (or lost answers): nothing submitted but one probe at a time."""
+    STOPPED = "stopped"
+    """Systematic refusals, or a server never reached: nothing more is submitted."""
+
+
+class Transition(enum.Enum):
+    """A change of course that :meth:`Breaker.record` or :meth:`Breaker.admit` reports."""
+
+    PAUSED = "paused"
+    PROBING = "probing"
+    RESUMED = "resumed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    """The breaker's state, as ``JobScheduler.statistics().breaker`` shows it.
+
+    Attributes:
+        state: Running, paused or stopped.
+        reason: Why it paused or stopped (``"outage"``, ``"unanswered"``, ``"refused"``,
+            ``"unreachable"``), None while running.
+        failure_class: The failure class that stopped it (refusals), if any.
+        streak: How many outcomes in a row made the decision.
+        probes: Probe submissions sent since the batch started.
+        next_probe_at: Clock time of the next probe while paused (None otherwise).
+        unanswered: Submissions whose answer was lost (each may have been charged).
+    """
+
+    state: BreakerState = BreakerState.RUNNING
+    reason: str | None = None
+    failure_class: FailureClass | None = None
+    streak: int = 0
+    probes: int = 0
+    next_probe_at: float | None = None
+    unanswered: int = 0
+
+
+class Breaker:
+    """Decides from recent outcomes whether a batch runs, pauses and probes, or stops.
+
+    Each submission gets a sequence number from :meth:`admit` (higher: sent later); the
+    caller reports each outcome with it. See the module docstring for the rules.
+
+    Args:
+        policy: The thresholds; None: never pause nor stop (every method still answers).
+        rate: The quota in requests per second (it sizes the warm-up).
+    """
+
+    def __init__(self, policy: BreakerPolicy | None, *, rate: float = 0.0) -> None:
+        self.policy = policy
+        self._warmup = (
+            0
+            if policy is None or policy.warmup is None
+            else max(policy.warmup, math.ceil(rate * policy.warmup_age))
+        )
+        self._sequence = 0
+        self._state = BreakerState.RUNNING
+        self._reason: str | None = None
+        self._class: FailureClass | None = None
+        self._streak = 0
+        self._newest_good = -1  # sequence of the newest submission that succeeded
+        self._bad: set[int] = set()  # retryable failures submitted after it
+        self._refused: tuple[FailureClass | None, int] = (None, 0)  # class, run length
+        self._unanswered_run = 0
+        self.unanswered = 0
+        self._reached = False
+        self._proven = policy is None or policy.warmup is None  # the provider seen working
+        self._first_sent: float | None = None  # while the server was never reached
+        self._probe: int | None = None  # sequence of the probe in flight
+        self._probes = 0
+        self._wait = 0.0
+        self._next_probe = 0.0
+        self._failure_age: float | None = None  # the youngest a failed task was seen failed
+        self._paused_at = 0  # the last sequence sent before the pause
+
+    # -- what the submitters ask -------------------------------------------------------------
+
+    @property
+    def state(self) -> BreakerState:
+        """Running, paused or stopped."""
+        return self._state
+
+    def admit(self, now: float) -> tuple[int | None, float | None, Transition | None]:
+        """May a submission go out at ``now``?
+
+        Returns:
+            ``(sequence, None, transition)`` when it may (``transition`` is ``PROBING`` when
+            it goes out as the pause's probe); ``(None, when, None)`` when it must wait
+            (``when``: the clock time to ask again, None for "after the next outcome";
+            ``inf`` when the batch stopped).
+        """
+        if self._state is BreakerState.STOPPED:
+            return None, float("inf"), None
+        if self._state is BreakerState.PAUSED:
+            if self._probe is not None:
+                return None, None, None
+            if now < self._next_probe:
+                return None, self._next_probe, None
+            self._sequence += 1
+            self._probe = self._sequence
+            self._probes += 1
+            return self._sequence, None, Transition.PROBING
+        if not self._proven and self._sequence >= self._warmup:
+            return None, None, None  # the warm-up's outcomes first
+        if self._first_sent is None:
+            self._first_sent = now
+        self._sequence += 1
+        return self._sequence, None, None
+
+    @property
+    def warming_up(self) -> bool:
+        """Whether the batch still waits to see the provider work (see ``warmup``)."""
+        return not self._proven
+
+    def vouch(self, age: float) -> bool:
+        """A warm-up task was seen running at ``age`` seconds: True if that proves the
+        provider works (the warm-up then ends)."""
+        if self._proven or self.policy is None or age < self.policy.warmup_age:
+            return False
+        self._proven = True
+        return True
+
+    @property
+    def seen_success(self) -> bool:
+        """Whether any submission of this batch succeeded."""
+        return self._newest_good >= 0
+
+    @property
+    def refusals_in_a_row(self) -> int:
+        """How many of the last jobs to finish were refused for one reason."""
+        return self._refused[1]
+
+    @property
+    def suspicious(self) -> bool:
+        """Running, with a retryable failure among the newest submissions: worth a close look
+        at the next ones (an outage shows sooner)."""
+        return self._state is BreakerState.RUNNING and bool(self._bad)
+
+    def answered(self) -> None:
+        """A POST was answered (a task id or an error): the server is reached and answers."""
+        self._reached = True
+        self._unanswered_run = 0
+
+    def is_probe(self, sequence: int | None) -> bool:
+        """Whether the submission ``sequence`` is the pause's probe in flight."""
+        return sequence is not None and sequence == self._probe
+
+    def healthy_age(self) -> float:
+        """How old a probe's task must be seen running to count as healthy (0: answered)."""
+        return 0.0 if self._failure_age is None else 2.0 * self._failure_age
+
+    # -- what the outcomes say -------------------------------------------------------------------
+
+    def record(
+        self,
+        sequence: int | None,
+        outcome: Outcome,
+        *,
+        now: float,
+        failure_class: FailureClass | None = None,
+        age: float | None = None,
+    ) -> Transition | None:
+        """Count how submission ``sequence`` ended; return the change of course, if any.
+
+        Args:
+            sequence: From :meth:`admit` (None: a job resumed from a journal).
+            outcome: How it ended.
+            now: The clock time.
+            failure_class: The refusal's class (for ``REFUSED``).
+            age: For a failed task, its age when it was seen failed.
+        """
+        if outcome not in (Outcome.UNREACHABLE, Outcome.OTHER):
+            self._reached = True
+        if outcome is not Outcome.UNANSWERED:
+            self._unanswered_run = 0
+        if outcome is Outcome.SUCCEEDED:
+            return self._succeeded(sequence)
+        transition = None
+        if outcome in (Outcome.RETRYABLE, Outcome.UNREACHABLE):
+            transition = self._failed(sequence, now, age)
+        elif outcome is Outcome.UNANSWERED:
+            self.unanswered += 1
+            self._unanswered_run += 1
+            limit = self.policy.pause_after_unanswered if self.policy else None
+            if limit is not None and self._unanswered_run >= limit:
+                transition = self._pause("unanswered", self._unanswered_run, now)
+        if outcome is Outcome.REFUSED:
+            transition = self._refused_one(failure_class)
+        else:
+            self._refused = (None, 0)
+        if outcome is Outcome.UNREACHABLE:
+            transition = self._unreachable(now) or transition
+        if self.is_probe(sequence) and self._state is BreakerState.PAUSED:
+            self._probe_failed(now)
+        return transition
+
+    def _succeeded(self, sequence: int | None) -> Transition | None:
+        self._proven = True
+        self._refused = (None, 0)
+        if sequence is not None and sequence > self._newest_good:
+            self._newest_good = sequence
+            self._bad = {s for s in self._bad if s > sequence}
+        if self._state is BreakerState.PAUSED and (
+            self.is_probe(sequence) or (sequence is not None and sequence > self._paused_at)
+        ):
+            self._state, self._reason, self._streak = BreakerState.RUNNING, None, 0
+            self._probe = None
+            self._bad.clear()
+            self._failure_age = None
+            return Transition.RESUMED
+        return None
+
+    def _failed(self, sequence: int | None, now: float, age: float | None) -> Transition | None:
+        if age is not None:  # an upper bound of when it failed: the youngest is the tightest
+            old = self._failure_age
+            self._failure_age = age if old is None else min(old, age)
+        if sequence is None or sequence <= self._newest_good:
+            return None  # a success submitted later already says the provider works
+        self._bad.add(sequence)
+        limit = self.policy.pause_after_failures if self.policy else None
+        if limit is not None and len(self._bad) >= limit:
+            return self._pause("outage", len(self._bad), now)
+        return None
+
+    def _refused_one(self, failure_class: FailureClass | None) -> Transition | None:
+        kind, run = self._refused
+        run = run + 1 if kind is failure_class else 1
+        self._refused = (failure_class, run)
+        limit = self.policy.stop_after_refusals if self.policy else None
+        if limit is not None and run >= limit and self._state is not BreakerState.STOPPED:
+            self._stop("refused", run, failure_class)
+            return Transition.STOPPED
+        return None
+
+    def _unreachable(self, now: float) -> Transition | None:
+        if self._reached or self._first_sent is None:
+            return None
+        limit = self.policy.give_up_unreachable if self.policy else None
+        if limit is None or now - self._first_sent < limit:
+            return None
+        if self._state is BreakerState.STOPPED:
+            return None
+        self._stop("unreachable", len(self._bad), None)
+        return Transition.STOPPED
+
+    def _pause(self, reason: str, streak: int, now: float) -> Transition | None:
+        if self._state is not BreakerState.RUNNING:
+            return None
+        assert self.policy is not None
+        self._state, self._reason, self._streak = BreakerState.PAUSED, reason, streak
+        self._paused_at = self._sequence  # a success of a later submission ends the pause
+        self._wait = self.policy.probe_wait_initial
+        self._next_probe = now + self._wait
+        return Transition.PAUSED
+
+    def _probe_failed(self, now: float) -> None:
+        assert self.policy is not None
+        self._probe = None
+        self._wait = min(self._wait * self.policy.probe_wait_factor, self.policy.probe_wait_max)
+        self._next_probe = now + self._wait
+
+    def _stop(self, reason: str, streak: int, failure_class: FailureClass | None) -> None:
+        self._state, self._reason, self._streak = BreakerState.STOPPED, reason, streak
+        self._class = failure_class
+        self._probe = None
+
+    def snapshot(self) -> BreakerSnapshot:
+        """The state as :class:`BreakerSnapshot` shows it."""
+        paused = self._state is BreakerState.PAUSED
+        return BreakerSnapshot(
+            state=self._state,
+            reason=self._reason,
+            failure_class=self._class,
+            streak=self._streak,
+            probes=self._probes,
+            next_probe_at=self._next_probe if paused and self._probe is None else None,
+            unanswered=self.unanswered,
+        )
