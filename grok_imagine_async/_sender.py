@@ -102,10 +102,12 @@ class Sender:
         self._limits = limits or Limits()
         # A POST's answer carries a task id worth 40 credits: read it for the whole
         # max_request_time, not only the per-read timeout that bounds a poll.
-        base = httpx.Timeout(self._request_options.get("timeout", http.timeout))
+        family = _http.family_of(http) or _http.lib
+        given = self._request_options.get("timeout", http.timeout)
+        base = family.Timeout(_http.timeout_in(family, given))
         self._post_options = {
             **self._request_options,
-            "timeout": httpx.Timeout(
+            "timeout": family.Timeout(
                 connect=base.connect,
                 read=self._limits.max_request_time,
                 write=base.write,

@@ -37,15 +37,9 @@ from grok_imagine_async.testing import (
     EmulatorConfig,
     FaultConfig,
     Outage,
-    VirtualTimeEventLoop,
 )
 
 TOKEN = "breaker-token"
-
-
-@pytest.fixture
-def anyio_backend() -> Any:
-    return ("asyncio", {"loop_factory": VirtualTimeEventLoop})
 
 
 # -- the breaker alone ---------------------------------------------------------------------------
