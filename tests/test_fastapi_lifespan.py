@@ -153,7 +153,7 @@ async def test_the_client_factory_client_is_closed_at_shutdown() -> None:
         await made[0].get_task("task_1")
 
 
-async def test_your_hook_sees_every_event_after_the_registry() -> None:
+async def test_your_hook_sees_every_event() -> None:
     seen: list[JobEvent] = []
     emulator = emulator_for()
     async with emulator.client(token=None) as upstream:

@@ -23,6 +23,7 @@ class MemoryJobStore:
     def __init__(self) -> None:
         self._records: dict[str, StoreRecord] = {}
         self._meta: dict[str, str] = {}
+        self._listeners: list[Listener] = []
 
     def __repr__(self) -> str:
         return f"MemoryJobStore({len(self._records)} jobs)"
@@ -48,6 +49,7 @@ class MemoryJobStore:
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
         """POST number ``attempt`` for ``key`` is about to be sent."""
         self._records[key] = intent(self._records.get(key), key, request, attempt)
+        self._tell(key)
 
     async def record_submitted(self, key: str, task_id: str) -> None:
         """The POST for ``key`` created ``task_id``."""
@@ -55,10 +57,12 @@ class MemoryJobStore:
         if old is None:
             raise KeyError(f"record_submitted({key!r}) without record_intent")
         self._records[key] = submitted(old, task_id)
+        self._tell(key)
 
     async def record_finished(self, result: JobResult) -> None:
         """The job ended."""
         self._records[result.key] = finished(self._records.get(result.key), result)
+        self._tell(result.key)
 
     async def record_files(self, key: str, files: Sequence[Path]) -> None:
         """The job's videos were downloaded to ``files``."""
@@ -85,8 +89,15 @@ class MemoryJobStore:
         self._meta[name] = value
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Nothing to tell: no other process writes this journal."""
-        return lambda: None
+        """Call ``listener`` with each change of a job (this process is the only writer)."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _tell(self, key: str) -> None:
+        record = self._records[key]
+        job = StoredJob(key, record.request, record)
+        for listener in list(self._listeners):
+            listener(job)
 
     async def aclose(self) -> None:
         """Nothing to close."""

@@ -80,6 +80,7 @@ class SqliteJobStore:
         self._lock = anyio.Lock()
         self._pending: list[_Op[Any]] = []
         self._closed = False
+        self._listeners: list[Listener] = []
 
     def __repr__(self) -> str:
         return f"SqliteJobStore({str(self._path)!r})"
@@ -161,6 +162,7 @@ class SqliteJobStore:
             )
 
         await self._write(apply, shield=False)
+        await self._tell(key)
 
     async def record_submitted(self, key: str, task_id: str) -> None:
         """Record that the POST for ``key`` created ``task_id`` (and cost 40 credits).
@@ -184,6 +186,7 @@ class SqliteJobStore:
             )
 
         await self._write(apply, shield=True)
+        await self._tell(key)
 
     async def record_finished(self, result: JobResult) -> None:
         """Record how the job ended: state, last task, videos, error and failure class.
@@ -233,6 +236,7 @@ class SqliteJobStore:
             )
 
         await self._write(apply, shield=True)
+        await self._tell(result.key)
 
     async def record_files(self, key: str, files: Sequence[Path]) -> None:
         """Record that the job's videos were downloaded to ``files``."""
@@ -271,8 +275,20 @@ class SqliteJobStore:
         )
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Nothing to tell: no other process writes this journal (it is locked)."""
-        return lambda: None
+        """Call ``listener`` with each change of a job (this process is the only writer: the
+        file is locked)."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def _tell(self, key: str) -> None:
+        if not self._listeners:
+            return
+        with anyio.CancelScope(shield=True):  # written: whoever follows the job must hear it
+            record = await self.load(key)
+        if record is not None:
+            job = StoredJob(key, record.request, record)
+            for listener in list(self._listeners):
+                listener(job)
 
     # -- reading, for reports ----------------------------------------------------------------
 

@@ -5,8 +5,9 @@ connection reuse, and would meet 429s under load. Instead, :func:`grok_imagine_l
 one :class:`~grok_imagine_async.AsyncGrokImagine` and one :class:`~grok_imagine_async.JobScheduler`
 when the app starts and closes them when it stops; handlers get them, and a :class:`JobRegistry`
 to find jobs by id, through ``Annotated`` dependencies. Handlers never poll: the scheduler
-does, for every job at once, within the plan's quota. With ``redis_url=``, any number of
-workers share the quota, the budget and the jobs (:class:`SharedJobRegistry`).
+does, for every job at once, within the plan's quota. The registry reads every job from the
+app's one job store (in memory, a SQLite ``journal=``, or Redis): with ``redis_url=``, any
+number of workers share the quota, the budget and the jobs.
 
 Needs the ``fastapi`` extra: ``pip install "grok-imagine-async[fastapi]"``.
 
@@ -57,7 +58,6 @@ from ._lifespan import (
     get_scheduler,
     grok_imagine_lifespan,
 )
-from ._shared import SharedJobRegistry
 from ._sse import sse_event
 
 __all__ = [
@@ -74,7 +74,6 @@ __all__ = [
     "GrokScheduler",
     "HTTPProblem",
     "JobRegistry",
-    "SharedJobRegistry",
     "error_response",
     "error_responses",
     "event_stream_response",

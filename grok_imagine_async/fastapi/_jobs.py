@@ -1,50 +1,170 @@
-"""The jobs an app's handlers started, findable by id after the scheduler is done with them.
+"""The jobs of an app, by id, read from its one job store, whatever the number of workers.
 
 A :class:`~grok_imagine_async.JobScheduler` forgets a job once it finishes, but a web app is
-asked about a job (``GET /videos/{id}``) long after. :class:`JobRegistry` keeps the handles,
-bounded: unfinished jobs always (the scheduler's own backpressure bounds them), finished ones up
-to ``max_jobs``, least recently looked at dropped first. It also tells waiters when a job
-changes, from the scheduler's events, so a handler can wait for a job or stream its progress
-(:attr:`Job.progress <grok_imagine_async.Job.progress>`) without polling anything.
+asked about a job (``GET /videos/{id}``) long after, and with several workers maybe by another
+worker than the one that runs it. :class:`JobRegistry` keeps a handle per job, bounded
+(unfinished jobs always, finished ones up to ``max_jobs``, least recently looked at dropped
+first), and follows every job through one channel: the store's change messages
+(:meth:`JobStore.subscribe <grok_imagine_async.abc.JobStore.subscribe>`). The store is in
+memory for one worker, SQLite with ``journal=``, Redis with ``redis_url=``: a job run here and
+a job run by another worker are followed the same way, in one state model (the store's).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
 
 import anyio
 
 from .._errors import BacklogFullError, BudgetExceededError, SchedulerClosedError
-from .._models import CREDITS_PER_GENERATION, GenerationRequest
+from .._models import FailureClass, GenerationRequest
 from .._scheduling.capacity import queue_wait
+from .._scheduling.durations import DurationModel
 from .._scheduling.jobs import (
     Job,
-    JobEvent,
     JobResult,
     JobSpec,
     JobState,
     JobStore,
+    StoredJob,
+    StoreRecord,
+    StoreState,
 )
+from .._scheduling.resume import recorded_result
 from .._scheduling.scheduler import JobScheduler
 
 DEFAULT_MAX_JOBS = 10_000
 """Finished jobs a :class:`JobRegistry` remembers (a few kB each)."""
 DEFAULT_MAX_QUEUED = 256
 """Jobs allowed to wait for a submission slot before new ones are refused (HTTP 429)."""
+UNKNOWN_TTL = 1.0
+"""Seconds an id found in no store is answered "unknown" without asking the store again."""
+_UNKNOWN_KEPT = 10_000
+
+_STATES = {
+    StoreState.INTENT: JobState.SUBMITTING,
+    StoreState.SUBMITTED: JobState.RUNNING,
+    StoreState.COMPLETED: JobState.COMPLETED,
+    StoreState.FAILED: JobState.FAILED,
+}
+_RANK = {JobState.QUEUED: 0, JobState.SUBMITTING: 1, JobState.RUNNING: 2}
 
 
-@dataclass(slots=True)
-class _Entry:
-    job: Job | None  # None while the scheduler is accepting it
-    changed: anyio.Event | None = None  # created by the first waiter
+@runtime_checkable
+class SharedStore(Protocol):
+    """What a store shared by several workers adds (a ``RedisJobStore``): jobs registered
+    before they are queued (their first POST's credits reserved then, atomically, for every
+    worker), and the jobs of stopped workers to adopt."""
+
+    async def register(self, key: str, request: GenerationRequest, *, reserve: bool) -> None:
+        """Record a new job owned here; with ``reserve``, reserve its first POST's credits."""
+
+    async def adopt_orphans(self, limit: int = 100) -> list[StoredJob]:
+        """Take over unfinished jobs of processes that stopped."""
+
+
+class _Tracked:
+    """One job as the registry knows it, from the store's messages (a :class:`Job`'s view).
+
+    The state is the store's; the result is the scheduler's own when this worker runs the job
+    (its error as raised, not as recorded), else the one the record stands for.
+    """
+
+    __slots__ = (
+        "_final",
+        "changed",
+        "durations",
+        "handle",
+        "key",
+        "local",
+        "record",
+        "request",
+        "state",
+        "submitted_at",
+    )
+
+    def __init__(
+        self, key: str, request: GenerationRequest, durations: DurationModel | None
+    ) -> None:
+        self.key, self.request, self.durations = key, request, durations
+        self.state = JobState.QUEUED
+        self.record: StoreRecord | None = None
+        self.local: Job | None = None  # the scheduler's handle, when this worker runs it
+        self.submitted_at: float | None = None  # when it was seen running, on this clock
+        self._final: JobResult | None = None
+        self.changed: anyio.Event | None = None  # made by the first waiter
+        self.handle = Job(self)
+
+    @property
+    def task_id(self) -> str | None:
+        return self.record.task_id if self.record is not None else None
+
+    @property
+    def attempts(self) -> int:
+        return self.record.attempts if self.record is not None else 0
+
+    @property
+    def result(self) -> JobResult | None:
+        if not self.state.is_final:
+            return None
+        if self.local is not None and self.local.result is not None:
+            return self.local.result
+        return self._final
+
+    async def wait_finished(self) -> JobResult:
+        while (result := self.result) is None:
+            await self.wait_changed()
+        return result
+
+    async def wait_changed(self) -> None:
+        if self.changed is None:
+            self.changed = anyio.Event()
+        await self.changed.wait()
+
+    def wake(self) -> None:
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
+
+    def update(self, stored: StoredJob, *, max_credits: int | None, live: bool = True) -> bool:
+        """Move to what the store says, never back (a late message of an older write is
+        older: fewer attempts, or an earlier state of the same attempt); True if it moved.
+        ``live``: a change as it happens (a task seen starting now), not a stored snapshot."""
+        record = stored.record
+        if self.state.is_final or record is None:
+            return False
+        state = _STATES[record.state]
+        if not state.is_final and (record.attempts, _RANK[state]) <= (
+            self.attempts,
+            _RANK[self.state],
+        ):
+            return False
+        self.record = record
+        if state is JobState.RUNNING:  # its age, unless found running already
+            self.submitted_at = anyio.current_time() if live else None
+        if state.is_final:
+            self._final = _replayed(record, self.request, max_credits)
+        self.state = state
+        return True
+
+
+def _replayed(record: StoreRecord, request: GenerationRequest, budget: int | None) -> JobResult:
+    result = recorded_result(record, request, at=anyio.current_time())
+    if record.failure_class is FailureClass.BUDGET_EXCEEDED:  # a 402, not a bare failure
+        spent = budget if budget is not None else record.credits
+        error = BudgetExceededError(max_credits=spent, committed_credits=spent)
+        result = dataclasses.replace(result, error=error)
+    return result
 
 
 class JobRegistry:
-    """Jobs started through an app's scheduler, by id, with change notification.
+    """Jobs of an app, by id, with change notification, from every worker sharing its store.
 
     Made by :func:`~grok_imagine_async.fastapi.grok_imagine_lifespan` and handed to handlers by
     the ``GrokJobs`` dependency; a handler starts a job with :meth:`submit`, finds it again with
@@ -53,41 +173,61 @@ class JobRegistry:
     Ids are random (``uuid4().hex``): a caller cannot guess another caller's job.
 
     Args:
+        store: The app's job store (the scheduler's journal): in memory, SQLite or Redis.
         max_jobs: Finished jobs to remember; beyond it the least recently used are forgotten
-            (:meth:`get` then finds them only in the journal, if there is one).
+            (:meth:`get` then finds them only in a durable store).
         max_queued: Jobs allowed to wait for a submission slot; :meth:`submit` refuses more.
-        journal: The scheduler's journal, if any: :meth:`get` looks up ids it forgot there.
+        max_credits: The budget a shared store enforces (for the 402 of a job it refused).
+        durations: The scheduler's duration model, for :attr:`Job.progress`.
+        forget_finished: Drop forgotten jobs from the store too (a store in memory, which
+            would otherwise grow with every job).
         new_id: Makes job ids (default: ``uuid4().hex``).
     """
 
     def __init__(
         self,
+        store: JobStore,
         *,
         max_jobs: int = DEFAULT_MAX_JOBS,
         max_queued: int = DEFAULT_MAX_QUEUED,
-        journal: JobStore | None = None,
+        max_credits: int | None = None,
+        durations: DurationModel | None = None,
+        forget_finished: bool = False,
         new_id: Callable[[], str] | None = None,
     ) -> None:
         if max_jobs < 1 or max_queued < 1:
             raise ValueError("max_jobs and max_queued must be >= 1")
+        self._store = store
+        self._shared = store if isinstance(store, SharedStore) else None
         self._max_jobs = max_jobs
         self._max_queued = max_queued
-        self._journal = journal
+        self._max_credits = max_credits
+        self._durations = durations
+        self._forget_finished = forget_finished
+        self._forgotten: list[str] = []  # to drop from the store at the next submission
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._entries: OrderedDict[str, _Tracked] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # id -> clock time it expires
+        self._lookups: dict[str, anyio.Lock] = {}  # one per id being looked up
         self._scheduler: JobScheduler | None = None
         self._closed = False
-        self._lookup_lock = anyio.Lock()
+        self._closing = anyio.Event()
+        self._stale = False  # the store may have missed changes: re-read the others' jobs
+        self._remove_listener = store.subscribe(self._on_change)
 
     def attach(self, scheduler: JobScheduler) -> None:
-        """Start serving jobs of ``scheduler`` (whose ``on_event`` must call :meth:`observe`)."""
+        """Start serving jobs of ``scheduler`` (whose journal is this registry's store)."""
         self._scheduler = scheduler
 
     def close(self) -> None:
         """Stop: refuse new jobs, and wake every waiter with :class:`SchedulerClosedError`."""
+        if self._closed:
+            return
         self._closed = True
-        for entry in self._entries.values():
-            self._wake(entry)
+        self._closing.set()
+        self._remove_listener()
+        for tracked in self._entries.values():
+            tracked.wake()
 
     @property
     def closed(self) -> bool:
@@ -103,12 +243,16 @@ class JobRegistry:
         """Start a job for ``request`` and return its handle; ``job.key`` is its new id.
 
         Returns as soon as the job is queued; the scheduler submits it through the rate limiter.
+        With a shared store, the job is recorded there first (every worker can find it) and its
+        first POST's credits are reserved there, atomically for every worker: the one check of
+        the budget, so no burst spread over workers can accept more jobs than it pays for.
 
         Raises:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
             BudgetExceededError: If the credit budget cannot pay for one more job.
             BacklogFullError: If ``max_queued`` jobs already wait to be submitted.
             SchedulerClosedError: If the scheduler no longer runs.
+            JournalError: If a shared store refuses (not an outage: writes then wait).
         """
         scheduler = self._running()
         stats = scheduler.statistics()
@@ -116,49 +260,75 @@ class JobRegistry:
             # Time for the quota to carry the queue ahead of this job, at the planned cost per job.
             wait = queue_wait(stats.queued, requests_per_second=stats.limit_per_minute / 60.0)
             raise BacklogFullError(queued=stats.queued, retry_after=math.ceil(wait))
-        budget = scheduler.budget
-        # Queued jobs will each cost a generation (those being sent are held already): a job
-        # that cannot be paid beside them is refused now rather than accepted to fail.
-        if budget.max_credits is not None and not budget.can_afford(stats.queued + 1):
-            raise BudgetExceededError(
-                max_credits=budget.max_credits,
-                committed_credits=budget.committed + CREDITS_PER_GENERATION * stats.queued,
-            )
+        if isinstance(request, str):
+            from .._requests import build_request
+
+            request = build_request(request)
         key = self._new_id()
-        return await self._admit(key, request)
+        if self._shared is not None:
+            await self._shared.register(key, request, reserve=self._max_credits is not None)
+        else:
+            budget = scheduler.budget
+            # Queued jobs will each cost a generation (those being sent are held already).
+            if not budget.can_afford(stats.queued + 1):
+                assert budget.max_credits is not None
+                raise BudgetExceededError(
+                    max_credits=budget.max_credits, committed_credits=budget.committed
+                )
+        return await self._run_here(key, request)
 
     async def get(self, job_id: str) -> Job | None:
-        """The job with id ``job_id``, or None if unknown.
+        """The job with id ``job_id``, run by this worker or another; None if unknown.
 
-        An id this registry forgot (or that a previous run of the app started) is looked up in
-        the journal, if there is one, and picked up again: a finished job is answered from the
-        journal, an unfinished one resumes polling its task, without paying again.
+        An id this registry does not hold (forgotten, started by an earlier run, or by another
+        worker) is looked up in the store: a finished job is answered from its record, a job
+        whose worker stopped is adopted and resumed here (polled, never paid twice), a job
+        another worker runs is followed. Lookups of one id wait for each other, not for
+        lookups of other ids; an id no store knows is answered at once for a second.
 
         Raises:
-            SchedulerClosedError: If the id must be resumed but the scheduler no longer runs.
+            SchedulerClosedError: If the job must be resumed but the scheduler no longer runs.
+            JournalError: If the store cannot be read (Redis down) and no worker here knows it.
         """
-        entry = self._entries.get(job_id)
-        if entry is not None:
+        tracked = self._entries.get(job_id)
+        if tracked is not None:
             self._entries.move_to_end(job_id)
-            return entry.job
-        if self._journal is None or self._closed:
+            return tracked.handle
+        if self._closed or self._unknown.get(job_id, -math.inf) > anyio.current_time():
             return None
-        async with self._lookup_lock:  # two lookups of one id must not both resume it
-            entry = self._entries.get(job_id)
-            if entry is not None:
-                return entry.job
-            record = await self._journal.load(job_id)
-            if record is None:
-                return None
-            try:
-                return await self._admit(job_id, JobSpec(record.request, job_id))
-            except ValueError:  # the scheduler runs it already (submitted there directly)
-                return None
+        lock = self._lookups.setdefault(job_id, anyio.Lock())
+        try:
+            async with lock:  # two lookups of one id must not both resume it
+                return await self._look_up(job_id)
+        finally:
+            if not lock.statistics().tasks_waiting:
+                self._lookups.pop(job_id, None)
+
+    async def _look_up(self, job_id: str) -> Job | None:
+        tracked = self._entries.get(job_id)
+        if tracked is not None:
+            return tracked.handle
+        claim = await self._store.claim(job_id)
+        if claim.job is None:
+            self._unknown[job_id] = anyio.current_time() + UNKNOWN_TTL
+            while len(self._unknown) > _UNKNOWN_KEPT:
+                self._unknown.popitem(last=False)
+            return None
+        tracked = self._entries.get(job_id)  # a message may have brought it meanwhile
+        if tracked is None:
+            tracked = self._track(job_id, claim.job.request)
+            tracked.update(claim.job, max_credits=self._max_credits, live=False)
+        if claim.owned:
+            with contextlib.suppress(ValueError):  # already run here
+                await self._resume(tracked)
+        return tracked.handle
 
     def unfinished(self) -> list[Job]:
-        """The jobs not finished yet, oldest first."""
+        """The jobs this worker runs that have not finished, oldest first."""
         return [
-            e.job for e in self._entries.values() if e.job is not None and not e.job.status.is_final
+            t.local
+            for t in self._entries.values()
+            if t.local is not None and not t.local.status.is_final
         ]
 
     # -- waiting ---------------------------------------------------------------------------
@@ -170,18 +340,16 @@ class JobRegistry:
 
         Raises:
             SchedulerClosedError: If the scheduler stops first.
-            KeyError: If ``job`` was not started through this registry.
+            KeyError: If ``job`` did not come from this registry.
         """
-        while job.status is seen:
+        tracked = self._entries.get(job.key)
+        if tracked is None or tracked.handle is not job:
+            raise KeyError(job.key)
+        while tracked.state is seen:
             if self._closed:
                 raise SchedulerClosedError("the video scheduler stopped before the job finished")
-            entry = self._entries.get(job.key)
-            if entry is None or entry.job is not job:
-                raise KeyError(job.key)
-            if entry.changed is None:
-                entry.changed = anyio.Event()
-            await entry.changed.wait()
-        return job.status
+            await tracked.wait_changed()
+        return tracked.state
 
     async def wait_finished(self, job: Job) -> JobResult:
         """Wait until ``job`` finishes; return its result (a failure is a result too).
@@ -194,11 +362,45 @@ class JobRegistry:
         assert job.result is not None
         return job.result
 
-    def observe(self, event: JobEvent) -> None:
-        """The scheduler's event hook: wake the job's waiters."""
-        entry = self._entries.get(event.key)
-        if entry is not None:  # else a job submitted to the scheduler directly
-            self._wake(entry)
+    # -- following the store ---------------------------------------------------------------
+
+    async def run(self, adopt: Callable[[], Awaitable[list[StoredJob]]], *, period: float) -> None:
+        """Until closed, every ``period`` seconds: resume the jobs ``adopt`` takes over from
+        stopped workers, and re-read the others' jobs when the store may have missed changes.
+        """
+        while not self._closed:
+            for stored in await adopt():
+                tracked = self._entries.get(stored.key) or self._track(stored.key, stored.request)
+                tracked.update(stored, max_credits=self._max_credits, live=False)
+                with contextlib.suppress(ValueError):  # already run here
+                    await self._resume(tracked)
+            if self._stale:
+                self._stale = False
+                await self._reread()
+            with anyio.move_on_after(period):
+                await self._closing.wait()
+
+    def _on_change(self, stored: StoredJob | None) -> None:
+        if stored is None:
+            self._stale = True
+            return
+        tracked = self._entries.get(stored.key)
+        if tracked is not None and tracked.update(stored, max_credits=self._max_credits):
+            tracked.wake()
+
+    async def _reread(self) -> None:
+        from .._errors import JournalError
+
+        for key, tracked in list(self._entries.items()):
+            if tracked.local is not None or tracked.state.is_final:
+                continue
+            try:
+                record = await self._store.load(key)
+            except JournalError:
+                self._stale = True
+                return
+            if record is not None:
+                self._on_change(StoredJob(key, tracked.request, record))
 
     # -- internals -------------------------------------------------------------------------
 
@@ -207,37 +409,43 @@ class JobRegistry:
             raise SchedulerClosedError("the video scheduler is not running")
         return self._scheduler
 
-    async def _admit(self, key: str, request: GenerationRequest | JobSpec | str) -> Job:
-        scheduler = self._running()
-        # Registered before submitting, so no event of the new job can arrive unseen.
-        entry = self._entries[key] = _Entry(job=None)
+    def _track(self, key: str, request: GenerationRequest) -> _Tracked:
+        tracked = self._entries[key] = _Tracked(key, request, self._durations)
+        self._unknown.pop(key, None)
+        self._forget_old()
+        return tracked
+
+    async def _run_here(self, key: str, request: GenerationRequest) -> Job:
+        # Tracked before submitting, so no message of the new job can arrive unseen.
+        tracked = self._track(key, request)
+        while self._forgotten:
+            await self._store.forget(self._forgotten.pop())
         try:
-            job = await scheduler.submit(request, key=key)
-        except SchedulerClosedError:  # its input closed: it is stopping
-            del self._entries[key]
-            raise SchedulerClosedError("the video scheduler is not running") from None
+            await self._resume(tracked)
         except BaseException:
             del self._entries[key]
             raise
-        entry.job = job
-        self._forget_old()
-        return job
+        return tracked.handle
+
+    async def _resume(self, tracked: _Tracked) -> None:
+        """Run ``tracked`` in this worker's scheduler (a new job, or one taken over)."""
+        scheduler = self._running()
+        try:
+            tracked.local = await scheduler.submit(JobSpec(tracked.request, tracked.key))
+        except SchedulerClosedError:  # its input closed: it is stopping
+            raise SchedulerClosedError("the video scheduler is not running") from None
 
     def _forget_old(self) -> None:
         excess = len(self._entries) - self._max_jobs
         if excess <= 0:
             return
         stale = []
-        for key, entry in self._entries.items():  # least recently used first
-            if entry.job is not None and entry.job.status.is_final:
+        for key, tracked in self._entries.items():  # least recently used first
+            if tracked.state.is_final:
                 stale.append(key)
                 if len(stale) == excess:
                     break
         for key in stale:
             del self._entries[key]
-
-    @staticmethod
-    def _wake(entry: _Entry) -> None:
-        if entry.changed is not None:
-            entry.changed.set()
-            entry.changed = None
+            if self._forget_finished:
+                self._forgotten.append(key)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
     from .._http import HTTPClient
+    from ..redis import RedisJobStore
 
 import anyio
 from anyio.abc import TaskStatus
@@ -26,11 +27,13 @@ from starlette.responses import StreamingResponse
 
 from .._client import AsyncGrokImagine
 from .._errors import GrokImagineError
+from .._journal.memory import MemoryJobStore
 from .._journal.opening import open_journal
 from .._limiting.plans import Plan, RateLimit
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer
-from .._scheduling.jobs import Job, JobEvent, JobStore, SchedulerHook
+from .._scheduling.durations import DurationModel
+from .._scheduling.jobs import Job, JobStore, SchedulerHook
 from .._scheduling.options import TuningOptions
 from .._scheduling.scheduler import JobScheduler
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
@@ -192,21 +195,35 @@ async def grok_imagine_lifespan(
                 telemetry=telemetry,
             )
         stack.push_async_callback(client.aclose)
-        opened_journal = await open_journal(journal) if shared is None else shared.store
-        if opened_journal is not None and opened_journal is not journal and shared is None:
-            stack.push_async_callback(opened_journal.aclose)  # after the scheduler stops
-        jobs: JobRegistry
+        # One job store, whatever the number of workers: the scheduler journals to it and the
+        # registry reads every job from it (Redis shared; SQLite durable; else in memory).
+        durable = shared is not None or journal is not None
+        store: JobStore
         if shared is not None:
-            jobs = shared.registry(max_jobs=max_jobs, max_queued=max_queued)
+            store = shared.store
         else:
-            jobs = JobRegistry(max_jobs=max_jobs, max_queued=max_queued, journal=opened_journal)
+            store = await open_journal(journal) or MemoryJobStore()
+            if store is not journal:
+                stack.push_async_callback(store.aclose)  # after the scheduler stops
+        durations = options.setdefault(
+            "duration_model",
+            DurationModel(prior_median=DurationModel().prior_median / client.time_scale),
+        )
+        jobs = JobRegistry(
+            store,
+            max_jobs=max_jobs,
+            max_queued=max_queued,
+            max_credits=max_credits,
+            durations=durations,
+            forget_finished=not durable,
+        )
         runner = _SchedulerRunner(
             client,
             jobs,
             on_event=on_event,
             options={
-                "journal": opened_journal,
-                # With a shared store the budget is reserved in Redis, for every worker.
+                "journal": store,
+                # A shared store reserves the budget in Redis, for every worker.
                 "max_credits": max_credits if shared is None else None,
                 **options,
             },
@@ -219,7 +236,7 @@ async def grok_imagine_lifespan(
                 # token) then stops the scheduler, not the lifespan and the whole server.
                 scheduler = await group.start(runner.run)
                 if shared is not None:
-                    group.start_soon(shared.run_registry, jobs)
+                    group.start_soon(_adopting, jobs, shared.store)
                 resources = GrokImagineResources(client, scheduler, jobs)
                 setattr(app.state, STATE_ATTRIBUTE, resources)
                 try:
@@ -234,9 +251,18 @@ async def grok_imagine_lifespan(
                     delattr(app.state, STATE_ATTRIBUTE)
         finally:
             if scheduler is not None:  # stopped: a POST that was under way has its task id
-                _report_unfinished(jobs, scheduler, journaled=opened_journal is not None)
+                _report_unfinished(jobs, scheduler, journaled=durable)
         if body_error is not None:
             raise body_error
+
+
+async def _adopting(jobs: JobRegistry, store: RedisJobStore) -> None:
+    """Adopt the jobs of stopped workers until the registry closes; then give this worker's
+    lease up, so the others adopt its unfinished jobs at once (a dead scheduler runs none)."""
+    try:
+        await jobs.run(store.adopt_orphans, period=max(0.05, store.lease / 3))
+    finally:
+        await store.give_up_lease()
 
 
 class _SchedulerRunner:
@@ -256,18 +282,13 @@ class _SchedulerRunner:
         self._options = options
         self._stop = anyio.Event()
 
-    def _hook(self, event: JobEvent) -> None:
-        self._jobs.observe(event)
-        if self._on_event is not None:
-            self._on_event(event)
-
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self, *, task_status: TaskStatus[JobScheduler]) -> None:
         started = False
         try:
-            scheduler = JobScheduler(self._client, on_event=self._hook, **self._options)
+            scheduler = JobScheduler(self._client, on_event=self._on_event, **self._options)
             async with scheduler:
                 self._jobs.attach(scheduler)
                 started = True

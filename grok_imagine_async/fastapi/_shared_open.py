@@ -1,4 +1,4 @@
-"""What ``grok_imagine_lifespan(redis_url=...)`` opens: the shared limiter, store and registry."""
+"""What ``grok_imagine_lifespan(redis_url=...)`` opens: the shared limiter and job store."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from .._errors import ConfigurationError
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from .._limiting.protocol import RateLimiter
 from .._settings import ENV_API_KEY, ENV_PLAN
-from ._jobs import JobRegistry
 
 if TYPE_CHECKING:
     from ..redis import RedisJobStore
@@ -24,28 +23,11 @@ class Shared:
 
     Attributes:
         limiter: The rate limiter every worker paces through (None: the client's own).
-        store: The job store every worker journals to.
-        max_credits: The budget shared by every worker.
+        store: The job store every worker journals to and reads jobs from.
     """
 
     limiter: RateLimiter | None
     store: RedisJobStore
-    max_credits: int | None
-
-    def registry(self, *, max_jobs: int, max_queued: int) -> JobRegistry:
-        """The app's job registry, finding jobs of every worker."""
-        from ._shared import SharedJobRegistry
-
-        return SharedJobRegistry(
-            self.store, max_credits=self.max_credits, max_jobs=max_jobs, max_queued=max_queued
-        )
-
-    async def run_registry(self, jobs: JobRegistry) -> None:
-        """Run the registry's adoption loop until it closes."""
-        from ._shared import SharedJobRegistry
-
-        assert isinstance(jobs, SharedJobRegistry)
-        await jobs.run()
 
 
 @asynccontextmanager
@@ -93,7 +75,7 @@ async def open_shared(
             limiter=beat,
         )
         async with store:
-            yield Shared(own_limiter or limiter, store, max_credits)
+            yield Shared(own_limiter or limiter, store)
     finally:
         if own_limiter is not None:
             await own_limiter.aclose()

@@ -281,22 +281,35 @@ class RedisJobStore:
     ) -> str:
         # An outage keeps the write in memory (WriteBack); any other refusal is reported.
         try:
-            return await self._writes.write(
+            status = await self._writes.write(
                 job, reserve=reserve, refund=refund, create=create, task_id=task_id
             )
         except STORE_ERRORS as exc:
             raise self._error(f"Redis refused to record job {job.key}: {exc}") from exc
+        if status == "ok":  # told here too: an outage delays the others' message, not ours
+            self._tell(job)
+        return status
 
     # -- sharing ------------------------------------------------------------------------------
 
-    async def register(self, key: str, request: GenerationRequest) -> None:
+    async def register(
+        self, key: str, request: GenerationRequest, *, reserve: bool = False
+    ) -> None:
         """Record a new job, owned by this process, before it is queued: every process can
         find it from now on. Kept in memory (and written back) while Redis is down.
 
+        Args:
+            key: The new job's key.
+            request: What it generates.
+            reserve: Reserve its first POST's credits now, in the same atomic step (an app
+                refuses a job it could not pay for before accepting it).
+
         Raises:
             ValueError: If a job with this key exists already.
+            BudgetExceededError: If ``reserve`` and the shared budget cannot pay for it.
         """
-        status = await self._write(StoredJob(key, request, None, self.id), create=True)
+        job = StoredJob(key, request, None, self.id)
+        status = await self._write(job, create=True, reserve=1 if reserve else 0)
         if status == "exists":
             raise ValueError(f"a job with key {key!r} exists already")
 
