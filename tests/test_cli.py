@@ -1,4 +1,5 @@
-"""The ``grok-imagine`` command line, end to end in subprocesses.
+"""The ``grok-imagine`` command line, end to end: ``main(argv)`` in process (the ``run_cli``
+fixture), and in a subprocess where the process is the point (Ctrl-C, a file-size limit).
 
 Against the emulator served by uvicorn on 127.0.0.1 (its statistics tell what was really sent),
 and with ``--emulate``. The emulator runs 30 times faster than the real service (generations
@@ -27,7 +28,7 @@ from grok_imagine_async.testing import EmulatorConfig
 from grok_imagine_async.testing._mp4 import mp4_bytes
 
 if TYPE_CHECKING:
-    from conftest import ServedEmulator
+    from conftest import RunCli, ServedEmulator
 
 SCALE = 30
 TOKEN = "cli-test-token-SECRET"
@@ -41,17 +42,6 @@ pytestmark = pytest.mark.integration
 def cli_env() -> dict[str, str]:
     """The environment without any GROK_IMAGINE_* setting of the developer's shell."""
     return {k: v for k, v in os.environ.items() if not k.startswith("GROK_IMAGINE_")}
-
-
-def run_cli(*argv: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grok_imagine_async._cli", *argv],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def against(served: ServedEmulator) -> list[str]:
@@ -88,7 +78,7 @@ def requests(served: ServedEmulator) -> int:
 
 @fast_emulator
 def test_batch_runs_to_completion_and_a_rerun_sends_nothing(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# three videos\na red kite\n\na blue whale\na red kite\n")
@@ -122,7 +112,7 @@ def test_batch_runs_to_completion_and_a_rerun_sends_nothing(
 
 @fast_emulator
 def test_jsonl_ids_name_the_files_and_defaults_apply(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(
@@ -153,7 +143,7 @@ def test_jsonl_ids_name_the_files_and_defaults_apply(
 
 @fast_emulator
 def test_failed_jobs_give_exit_status_1_and_manifest_errors(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a good one\na refused one [fail:content]\n")
@@ -182,7 +172,7 @@ def test_failed_jobs_give_exit_status_1_and_manifest_errors(
 
 @fast_emulator
 def test_a_rerun_with_a_larger_budget_runs_what_the_budget_refused(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("first\nsecond\nthird\n")
@@ -212,7 +202,12 @@ def test_a_rerun_with_a_larger_budget_runs_what_the_budget_refused(
 )
 @fast_emulator
 def test_input_errors_name_file_and_line_and_submit_nothing(
-    served_emulator: ServedEmulator, tmp_path: Path, name: str, text: str, where: str
+    run_cli: RunCli,
+    served_emulator: ServedEmulator,
+    tmp_path: Path,
+    name: str,
+    text: str,
+    where: str,
 ) -> None:
     path = tmp_path / name
     path.write_text(text)
@@ -227,7 +222,7 @@ def test_input_errors_name_file_and_line_and_submit_nothing(
 
 @fast_emulator
 def test_a_rejected_token_is_a_usage_error_and_never_printed(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n")
@@ -250,7 +245,9 @@ def test_a_rejected_token_is_a_usage_error_and_never_printed(
 
 
 @fast_emulator
-def test_a_journal_is_tied_to_its_endpoint(served_emulator: ServedEmulator, tmp_path: Path) -> None:
+def test_a_journal_is_tied_to_its_endpoint(
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n")
     out = tmp_path / "out"
@@ -268,7 +265,7 @@ def test_a_journal_is_tied_to_its_endpoint(served_emulator: ServedEmulator, tmp_
     indirect=True,
 )
 def test_ctrl_c_stops_cleanly_names_the_resume_command_and_resume_pays_nothing_twice(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     lines = [f"clip {i} [duration:3]" for i in range(6)]
@@ -305,7 +302,7 @@ def test_ctrl_c_stops_cleanly_names_the_resume_command_and_resume_pays_nothing_t
 
 @fast_emulator
 def test_a_full_disk_under_the_journal_loses_no_paid_task(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     resource = pytest.importorskip("resource")  # POSIX: a file-size limit stands for the disk
     prompts = tmp_path / "prompts.txt"
@@ -340,7 +337,7 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen[Any]) -> N
         time.sleep(0.005)
 
 
-def test_emulate_runs_a_batch_with_no_account(tmp_path: Path) -> None:
+def test_emulate_runs_a_batch_with_no_account(run_cli: RunCli, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("one\ntwo\nthree\n")
     out = tmp_path / "videos"
@@ -361,7 +358,9 @@ def test_the_example_file_is_a_valid_batch_of_twenty(tmp_path: Path) -> None:
 
 
 @fast_emulator
-def test_generate_then_status(served_emulator: ServedEmulator, tmp_path: Path) -> None:
+def test_generate_then_status(
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
     out = tmp_path / "one"
     done = run_cli(
         "generate", "a glass of water on a table", "--out", str(out), *against(served_emulator),
@@ -386,7 +385,7 @@ def test_generate_then_status(served_emulator: ServedEmulator, tmp_path: Path) -
 
 @fast_emulator
 def test_status_of_an_unknown_task_and_a_failed_one(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     unknown = run_cli("status", "task_nope", *against(served_emulator), cwd=tmp_path)
     assert unknown.returncode == 1
@@ -430,7 +429,7 @@ def test_the_redis_password_may_come_from_the_environment(
 @pytest.mark.redis
 @fast_emulator
 def test_batch_shares_its_quota_through_redis(
-    served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
 ) -> None:
     pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
     from _redis_worker import REDIS_MISSING, RedisServer, redis_server_binary
