@@ -25,6 +25,7 @@ from grok_imagine_async import (
     Task,
     TaskFailedError,
     TaskStatus,
+    WaitTimeoutError,
 )
 from grok_imagine_async.fastapi import (
     BacklogFullError,
@@ -62,6 +63,7 @@ def failed_task(message: str | None, status: TaskStatus = TaskStatus.FAILED) -> 
         ),
         (SchedulerClosedError("stopped"), 503, "unavailable"),
         (APITimeoutError("read timeout"), 504, "upstream_timeout"),
+        (WaitTimeoutError("task_1", last_status=None, timeout=20), 504, "not_ready"),
         (AmbiguousSubmitError("lost"), 502, "ambiguous_submit"),
         (AuthenticationError("bad token", status_code=401), 502, "upstream_error"),
         (ServerError("boom", status_code=500), 502, "upstream_error"),

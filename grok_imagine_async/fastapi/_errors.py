@@ -29,6 +29,7 @@ from .._errors import (
     RateLimitError,
     SchedulerClosedError,
     TaskFailedError,
+    WaitTimeoutError,
 )
 from .._models import FailureClass
 
@@ -85,6 +86,7 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
     RateLimitError (upstream quota)       503     ``upstream_rate_limited`` + Retry-After
     SchedulerClosedError                  503     ``unavailable``
     APITimeoutError                       504     ``upstream_timeout``
+    WaitTimeoutError (``job.wait``)       504     ``not_ready``
     AmbiguousSubmitError                  502     ``ambiguous_submit``
     AuthenticationError, other APIError   502     ``upstream_error``
     ConfigurationError, anything else     500     ``internal_error``
@@ -111,6 +113,8 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
         return HTTPProblem(429, "too_many_pending", str(exc), exc.retry_after)
     if isinstance(exc, SchedulerClosedError):
         return HTTPProblem(503, "unavailable", "video generation is not available right now")
+    if isinstance(exc, WaitTimeoutError):  # a handler's bounded wait: the job goes on
+        return HTTPProblem(504, "not_ready", "the video was not ready in time; ask again later")
     if isinstance(exc, APIError):
         return _upstream(exc)
     if isinstance(exc, ConfigurationError):

@@ -72,7 +72,10 @@ _STATUSES: dict[int, tuple[str, bool]] = {  # status: (description, may carry Re
     429: ("Too many jobs wait to start (`too_many_pending`): retry after Retry-After", True),
     502: ("The video service failed, or did not confirm the job", False),
     503: ("Video generation is unavailable or the service is busy (`unavailable`...)", True),
-    504: ("The video service did not answer in time (`upstream_timeout`)", False),
+    504: (
+        "The video service did not answer in time, or the video was not ready (`not_ready`)",
+        False,
+    ),
 }
 # 500 is not among them: an internal error is a bug or a misconfiguration, not an answer.
 
