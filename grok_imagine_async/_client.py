@@ -35,7 +35,6 @@ from ._models import GenerationRequest, Task
 from ._observe import Observer
 from ._progress import ProgressHook
 from ._protocol import parse_task, parse_task_id
-from ._requests import build_request
 from ._scheduling import many
 from ._scheduling.jobs import JobResult, JobSpec
 from ._scheduling.options import SchedulerOptions
@@ -302,8 +301,8 @@ class AsyncGrokImagine:
         if isinstance(prompt, str):  # before validation copies a prompt of any size
             self._check_prompt(prompt)
         return await self.submit(
-            build_request(
-                prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
+            GenerationRequest(
+                prompt=prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
             )
         )
 

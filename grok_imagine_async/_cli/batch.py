@@ -32,7 +32,7 @@ from .._errors import (
 )
 from .._files import TaskLog
 from .._journal.sqlite import JournalError, SqliteJobStore
-from .._requests import build_request
+from .._models import GenerationRequest
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import (
     JobEvent,
@@ -192,8 +192,8 @@ def run(args: argparse.Namespace) -> int:
         error("batch", "--resubmit must be >= 0")
         return EXIT_USAGE
     try:  # the defaults on their own, so that an error names the option, not a line
-        build_request(
-            "defaults", mode=args.mode or "normal", ratio=args.ratio or "1:1",
+        GenerationRequest(
+            prompt="defaults", mode=args.mode or "normal", ratio=args.ratio or "1:1",
             allow_unlisted=args.allow_unlisted,
         )  # fmt: skip
     except InvalidRequestError as exc:

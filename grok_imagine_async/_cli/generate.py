@@ -22,7 +22,6 @@ from .._errors import (
     TaskFailedError,
 )
 from .._models import GenerationRequest
-from .._requests import build_request
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -75,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``grok-imagine generate``; return the exit status."""
     try:
-        request = build_request(
-            args.prompt,
+        request = GenerationRequest(
+            prompt=args.prompt,
             mode=args.mode,
             ratio=args.ratio,
             images=args.image,

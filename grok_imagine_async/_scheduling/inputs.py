@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Literal
 
 from .._download import safe_name
 from .._errors import InputError, InvalidRequestError
-from .._requests import build_request
+from .._models import GenerationRequest
 from .jobs import JobSpec, request_key
 
 __all__ = ["InputError", "InputFormat", "InputSummary", "JobFile"]
@@ -200,8 +200,8 @@ class JobFile:
                 self.path, line, f"images must be a URL or a list of URLs, got {images!r}"
             )
         try:
-            request = build_request(
-                prompt,
+            request = GenerationRequest(
+                prompt=prompt,
                 mode=fields.get("mode") or self._mode or "normal",
                 ratio=fields.get("ratio") or self._ratio or "1:1",
                 images=images or None,

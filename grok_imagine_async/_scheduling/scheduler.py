@@ -309,9 +309,7 @@ class JobScheduler:
             key = key if key is not None else request.key
             request = request.request
         elif isinstance(request, str):
-            from .._requests import build_request
-
-            request = build_request(request)
+            request = GenerationRequest(prompt=request)
         elif not isinstance(request, GenerationRequest):
             raise TypeError(
                 "submit() takes a GenerationRequest, a JobSpec or a prompt string, "

@@ -261,9 +261,7 @@ class JobRegistry:
             wait = queue_wait(stats.queued, requests_per_second=stats.limit_per_minute / 60.0)
             raise BacklogFullError(queued=stats.queued, retry_after=math.ceil(wait))
         if isinstance(request, str):
-            from .._requests import build_request
-
-            request = build_request(request)
+            request = GenerationRequest(prompt=request)
         key = self._new_id()
         if self._shared is not None:
             await self._shared.register(key, request, reserve=self._max_credits is not None)
