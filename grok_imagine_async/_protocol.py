@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -118,9 +119,12 @@ def _as_urls(value: object, *, task_id: str) -> tuple[str, ...]:
     return urls
 
 
+_CONTROL_OR_SPACE = re.compile("[\x00-\x20\x7f]")
+
+
 def is_fetchable_url(url: str) -> bool:
     """True if ``url`` is an absolute http(s) URL with a host that httpx can request."""
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):  # control characters, spaces
+    if _CONTROL_OR_SPACE.search(url):
         return False
     try:
         parsed = lib.URL(url)

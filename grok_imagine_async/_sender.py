@@ -9,7 +9,6 @@ the task may exist, and a second POST would pay for it twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -319,8 +318,9 @@ class Sender:
         try:
             text = await self._read_text(response, method=method, path=path)
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            if not response.is_closed:  # read to its end, it closed itself
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
         return await self._read_answer(
             response, text, permit=permit, method=method, path=path, probe=probe
         )
@@ -352,8 +352,11 @@ class Sender:
             failure = self._lost(exc, method=method, path=path)
         if failure is not None:
             raise failure
+        # Content-Type parsing (email.message) costs more than the rest of the decoding: only
+        # when a charset is named.
+        named = "charset" in response.headers.get("content-type", "").lower()
         try:
-            return raw.decode(response.charset_encoding or "utf-8", errors="replace")
+            return raw.decode((named and response.charset_encoding) or "utf-8", errors="replace")
         except LookupError:  # a charset Python does not know: read it as the API's UTF-8
             return raw.decode("utf-8", errors="replace")
 
@@ -402,7 +405,7 @@ class Sender:
             return None
         error: APIResponseValidationError | None = None
         try:
-            return self._redact.data(json.loads(text))
+            return self._redact.loads(text)
         except RecursionError:
             error = APIResponseValidationError(
                 f"{method} {path} answered with JSON nested too deep to read",

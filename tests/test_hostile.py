@@ -27,6 +27,7 @@ from grok_imagine_async import (
     TaskStatus,
 )
 from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
+from grok_imagine_async._redact import MAX_DEPTH, Redactor
 
 TASK = {"task_id": "t1", "status": "completed", "response": ["https://cdn.test/v.mp4"]}
 
@@ -190,6 +191,27 @@ async def test_an_echoed_token_is_redacted_from_errors_and_tasks(
         task = await make_client(task_echo).get_task("t1")
     assert TOKEN not in repr(task)
     assert caplog.records and all(TOKEN not in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_a_token_hidden_in_json_escapes_is_redacted_too() -> None:
+    # No literal token in the body, so a check of the raw text alone would let it through.
+    escaped = "".join(f"\\u{ord(c):04x}" for c in TOKEN)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = '{"code": 200, "data": {"task_id": "t1", "status": "failed", "error_message": "%s"}}'
+        return httpx.Response(200, text=body % escaped)
+
+    task = await make_client(handler).get_task("t1")
+    assert TOKEN not in repr(task)
+    assert task.error_message == "***"
+
+
+def test_an_answer_nested_past_the_depth_bound_is_not_read_as_data() -> None:
+    redactor = Redactor(TOKEN)
+    assert redactor.loads('{"a": [1, {"b": 2}]}') == {"a": [1, {"b": 2}]}
+    with pytest.raises(ValueError, match="deeper than"):
+        redactor.loads("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
 
 
 @pytest.mark.anyio
