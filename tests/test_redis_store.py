@@ -220,20 +220,47 @@ async def test_nothing_in_redis_names_the_token(redis_server: RedisServer) -> No
         await raw.aclose()
 
 
-async def test_while_redis_is_down_a_process_spends_only_its_share_of_what_was_left(
+async def test_while_redis_is_down_a_process_spends_only_what_it_set_aside(
     redis_server: RedisServer,
 ) -> None:
-    async with store(redis_server.url, max_credits=200) as other:
-        await other.register("theirs", REQUEST)
-        await other.record_intent("theirs", REQUEST, 1)  # 160 left, for two processes
-        async with store(redis_server.url, max_credits=200) as a:
-            redis_server.kill()
-            for key in ("r", "s"):
-                await a.register(key, REQUEST)
-                await a.record_intent(key, REQUEST, 1)  # 80: its half of what was left
-            await a.register("t", REQUEST)
+    async with store(redis_server.url, max_credits=400) as a:
+        # a set aside 4 POSTs (160) when it started: b, alone on the rest, can spend 240.
+        async with store(redis_server.url, max_credits=400) as b:
+            for n in range(6):
+                await b.register(f"b{n}", REQUEST)
+                await b.record_intent(f"b{n}", REQUEST, 1)
+            await b.register("b6", REQUEST)
             with pytest.raises(BudgetExceededError):
-                await a.record_intent("t", REQUEST, 1)
+                await b.record_intent("b6", REQUEST, 1)
+        await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "1")  # a: down
+        for n in range(4):
+            await a.register(f"a{n}", REQUEST)
+            await a.record_intent(f"a{n}", REQUEST, 1)  # from its reserve
+        assert not a.available
+        await a.register("a4", REQUEST)
+        with pytest.raises(BudgetExceededError):
+            await a.record_intent("a4", REQUEST, 1)
+        await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "0")
+        await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
+        # Written back, its reserve settled: never past the budget, not a credit lost.
+        with anyio.fail_after(10):
+            while await a.credits_committed() != 400:  # noqa: ASYNC110 - its heartbeat settles
+                await anyio.sleep(0.01)
+
+
+async def test_a_reserve_is_given_back_when_its_process_stops(redis_server: RedisServer) -> None:
+    async def counted() -> int:  # reserves included
+        [name] = await redis_command(redis_server.url, "KEYS", "*:credits")  # type: ignore[misc]
+        return int(await redis_command(redis_server.url, "GET", name))  # type: ignore[call-overload]
+
+    async with store(redis_server.url, max_credits=400) as a:
+        assert await counted() == 160 and await a.credits_committed() == 0  # set aside
+        await a.register("j", REQUEST)
+        await a.record_intent("j", REQUEST, 1)
+        async with store(redis_server.url, max_credits=400):
+            assert await counted() == 200 + 80  # its share of the 200 left
+        assert await counted() == 200
+    assert await counted() == 40
 
 
 async def test_after_redis_lost_its_data_no_finished_job_passes_for_new(

@@ -21,15 +21,16 @@ from anyio.abc import TaskGroup
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from .._errors import JournalError
+from .._errors import BudgetExceededError, JournalError
 from .._journal import records
-from .._models import FailureClass, GenerationRequest
+from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._redact import redact_url
 from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
 from ._store_script import (
     CLAIM_SCRIPT,
     HEARTBEAT_SCRIPT,
     ORPHANS_SCRIPT,
+    RESERVE_SCRIPT,
     STORE_ERRORS,
     RedisStoreStatistics,
     StoreKeys,
@@ -49,6 +50,9 @@ logger = logging.getLogger("grok_imagine_async.redis")
 DEFAULT_STORE_PREFIX = "grok-imagine:jobs"
 DEFAULT_LEASE = 10.0
 DEFAULT_FINISHED_TTL = 7 * 86_400.0
+RESERVE_JOBS = 4
+"""POSTs whose credits each process sets aside, from a shared budget, to spend while Redis is
+away (none is spent offline beyond them)."""
 POOL_SIZE = 64
 """Connections a store opened from a URL keeps at most (its pub/sub listener holds one)."""
 POOL_WAIT = 5.0
@@ -70,9 +74,12 @@ class RedisJobStore:
     atomically in Redis before it is sent, and refused (:class:`BudgetExceededError`) past it.
 
     If Redis becomes unreachable, writes are kept in memory and written back when it answers
-    again (also after a restart that lost its data); jobs go on meanwhile. While it is down,
-    budgeted POSTs spend at most this process's share (one over the processes last seen) of
-    what was left. Only a keyed hash of the token names the keys.
+    again (also after a restart that lost its data); jobs go on meanwhile. While it answers,
+    each process sets aside a reserve in the shared count (its share of what is left, at most
+    :data:`RESERVE_JOBS` POSTs); while it is down, budgeted POSTs spend only from that reserve,
+    so the budget holds through an outage. A reserve is spent online once nothing else is
+    left, and given back when its process stops (or, killed, once its lease lapsed). Only a
+    keyed hash of the token names the keys.
 
     Args:
         redis: A ``redis://`` URL (the store then owns the connections) or a client you own.
@@ -142,6 +149,8 @@ class RedisJobStore:
         self._claim_script = self._redis.register_script(CLAIM_SCRIPT)
         self._orphans_script = self._redis.register_script(ORPHANS_SCRIPT)
         self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
+        self._reserve_script = self._redis.register_script(RESERVE_SCRIPT)
+        self._reserve = 0  # credits set aside in Redis for an outage (see _settle_reserve)
         self._jobs = self._writes.jobs  # owned here and unfinished, or not yet written
         self._listeners: list[Listener] = []
         self._epoch: bytes | None = None
@@ -161,7 +170,7 @@ class RedisJobStore:
         try:
             await self._heartbeat()
             if self._max_credits is not None:
-                await self._refresh_allowance()  # what may be spent should Redis fail soon
+                await self._settle_reserve()  # what may be spent should Redis fail soon
         except STORE_ERRORS as exc:
             await self._close_client()
             where = f" at {self._url}" if self._url else ""
@@ -195,6 +204,7 @@ class RedisJobStore:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                 try:
                     await self._writes.flush()
+                    await self._settle_reserve(keep=False)
                     await self._redis.delete(self._keys.alive_prefix + self.id)
                 except STORE_ERRORS as exc:
                     pending = len(self._writes.dirty)
@@ -211,6 +221,7 @@ class RedisJobStore:
         with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
             try:
                 await self._writes.flush()
+                await self._settle_reserve(keep=False)
                 await self._redis.delete(self._keys.alive_prefix + self.id)
             except STORE_ERRORS as exc:
                 logger.warning(
@@ -242,7 +253,15 @@ class RedisJobStore:
         before = self._jobs.get(key)
         old = before.record if before is not None else None
         record = records.intent(old, key, request, attempt)
-        status = await self._write(StoredJob(key, request, record, self.id), reserve=attempt)
+        job = StoredJob(key, request, record, self.id)
+        try:
+            status = await self._write(job, reserve=attempt)
+        except BudgetExceededError:
+            if self._reserve < CREDITS_PER_GENERATION or not self._writes.available:
+                raise
+            # What this process set aside for an outage is what is left: spend it now.
+            await self._settle_reserve(keep=False)
+            status = await self._write(job, reserve=attempt)
         if status == "owner":
             raise self._error(f"job {key} is owned by another process now; not sending it")
 
@@ -506,10 +525,14 @@ class RedisJobStore:
             raise self._failed(exc, "store the store's settings") from exc
 
     async def credits_committed(self) -> int:
-        """Credits reserved or spent in this namespace by every process (from Redis)."""
+        """Credits reserved for POSTs or spent in this namespace by every process (from
+        Redis); the reserves processes set aside for an outage are not counted."""
         self._calls += 1
-        value = await self._redis.get(self._keys.credits)
-        return int(value or 0)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._keys.credits)
+            pipe.hvals(self._keys.reserves)
+            value, reserves = await pipe.execute()
+        return int(value or 0) - sum(int(held) for held in reserves)
 
     async def eviction_policy(self) -> str:
         """Redis's ``maxmemory-policy`` ("" if it will not say, e.g. under an ACL)."""
@@ -546,9 +569,24 @@ class RedisJobStore:
 
     async def _heartbeat(self) -> None:
         self._calls += 1
+        keys = self._keys
         epoch = await self._heartbeat_script(
-            keys=[self._keys.alive_prefix + self.id, self._keys.owners, self._keys.epoch],
-            args=[self.id, math.ceil(self._lease * 1000), uuid.uuid4().hex],
+            keys=[
+                keys.alive_prefix + self.id,
+                keys.owners,
+                keys.epoch,
+                keys.reserves,
+                keys.credits,
+            ],
+            args=[
+                self.id,
+                math.ceil(self._lease * 1000),
+                uuid.uuid4().hex,
+                keys.alive_prefix,
+                # The reserves of processes gone go back to the budget, once every live one
+                # has had a lease to renew its key after an outage.
+                "1" if self.may_adopt() else "0",
+            ],
         )
         lost_data = self._epoch is not None and epoch != self._epoch
         self._epoch = epoch
@@ -567,10 +605,10 @@ class RedisJobStore:
                 return
             try:
                 await self._heartbeat()
-                if self._max_credits is not None:
-                    await self._refresh_allowance()
                 self._writes.came_back()
                 await self._writes.flush()
+                if self._max_credits is not None:
+                    await self._settle_reserve()
             except STORE_ERRORS as exc:
                 # Never fatal to the process that owns the store: a refusal that is no outage
                 # (an ACL change) is logged, and its writes wait as in an outage.
@@ -578,13 +616,28 @@ class RedisJobStore:
                     logger.error("Redis refuses the job store's heartbeat: %s", exc)
                 self._writes.went_down(exc)
 
-    async def _refresh_allowance(self) -> None:
-        assert self._max_credits is not None
-        left = self._max_credits - await self.credits_committed()
+    async def _settle_reserve(self, *, keep: bool = True) -> None:
+        """Set aside (``keep``) or give back this process's reserve: the credits it may spend
+        while Redis is away, taken from the shared count while Redis answers, so that spending
+        offline never passes the budget. What was spent from it offline has been written back
+        since (each POST counted again), so that much of the reserve is given back."""
+        if self._max_credits is None:
+            return
+        spent = self._reserve - self._writes.allowance
         peers = self._limiter.statistics().peers if self._limiter is not None else 1
-        self._calls += 1
+        self._calls += 2
         alive = await self._redis.scard(self._keys.owners)
-        self._writes.allowance = max(0, left) // max(1, peers, int(alive))
+        held = await self._reserve_script(
+            keys=[self._keys.credits, self._keys.reserves],
+            args=[
+                self.id,
+                max(0, spent),
+                RESERVE_JOBS * CREDITS_PER_GENERATION if keep else 0,
+                self._max_credits,
+                max(1, peers or 1, int(alive)),
+            ],
+        )
+        self._reserve = self._writes.allowance = int(held)
 
     async def _listen(self) -> None:
         while True:

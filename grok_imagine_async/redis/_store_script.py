@@ -172,8 +172,10 @@ end
 return taken
 """
 
-# Keys: [1] this process's alive key, [2] the owners set, [3] the epoch.
-# ARGV: [1] owner id, [2] lease ms, [3] a new epoch, should the key space be empty.
+# Keys: [1] this process's alive key, [2] the owners set, [3] the epoch, [4] the reserves
+#       hash, [5] credits committed.
+# ARGV: [1] owner id, [2] lease ms, [3] a new epoch, should the key space be empty,
+#       [4] alive-key prefix, [5] '1' to give back the reserves of processes gone.
 # Returns: the epoch (a server that lost its data answers a new one).
 HEARTBEAT_SCRIPT = """
 redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[2]))
@@ -183,7 +185,53 @@ if not epoch then
   redis.call('SET', KEYS[3], ARGV[3])
   epoch = ARGV[3]
 end
+if ARGV[5] == '1' then
+  local held = redis.call('HGETALL', KEYS[4])
+  for i = 1, #held, 2 do
+    if redis.call('EXISTS', ARGV[4] .. held[i]) == 0 then
+      redis.call('DECRBY', KEYS[5], tonumber(held[i + 1]))
+      redis.call('HDEL', KEYS[4], held[i])
+    end
+  end
+end
 return epoch
+"""
+
+# The reserve: credits one process sets aside in the shared count while Redis answers, to
+# spend should it stop answering (offline spending is never more than was reserved).
+# Keys: [1] credits committed, [2] the reserves hash (owner -> credits held).
+# ARGV: [1] owner id, [2] credits spent from the reserve while Redis was away (their POSTs
+#       have been written back since, each counted again: that much is given back),
+#       [3] the most to hold, [4] the budget, [5] processes sharing what is left.
+# Returns: the credits held now (a multiple of the cost of a POST).
+RESERVE_SCRIPT = """
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local back = math.min(held, tonumber(ARGV[2]))
+if back > 0 then
+  redis.call('DECRBY', KEYS[1], back)
+  held = held - back
+end
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local share = math.floor((tonumber(ARGV[4]) - spent + held) / math.max(1, tonumber(ARGV[5])))
+local target = math.min(tonumber(ARGV[3]), math.max(0, share))
+target = target - target % 40
+if target > held then
+  local grant = math.min(target - held, tonumber(ARGV[4]) - spent)
+  grant = grant - grant % 40
+  if grant > 0 then
+    redis.call('INCRBY', KEYS[1], grant)
+    held = held + grant
+  end
+elseif target < held then
+  redis.call('DECRBY', KEYS[1], held - target)
+  held = target
+end
+if held > 0 then
+  redis.call('HSET', KEYS[2], ARGV[1], held)
+else
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return held
 """
 
 
@@ -241,6 +289,11 @@ class StoreKeys:
     def credits(self) -> str:
         """Credits committed by every process (the shared budget's count)."""
         return f"{self.base}:credits"
+
+    @property
+    def reserves(self) -> str:
+        """The hash of credits each process set aside for an outage (counted in credits)."""
+        return f"{self.base}:reserves"
 
     @property
     def epoch(self) -> str:
