@@ -253,15 +253,7 @@ class RedisJobStore:
         before = self._jobs.get(key)
         old = before.record if before is not None else None
         record = records.intent(old, key, request, attempt)
-        job = StoredJob(key, request, record, self.id)
-        try:
-            status = await self._write(job, reserve=attempt)
-        except BudgetExceededError:
-            if self._reserve < CREDITS_PER_GENERATION or not self._writes.available:
-                raise
-            # What this process set aside for an outage is what is left: spend it now.
-            await self._settle_reserve(keep=False)
-            status = await self._write(job, reserve=attempt)
+        status = await self._write(StoredJob(key, request, record, self.id), reserve=attempt)
         if status == "owner":
             raise self._error(f"job {key} is owned by another process now; not sending it")
 
@@ -300,9 +292,18 @@ class RedisJobStore:
     ) -> str:
         # An outage keeps the write in memory (WriteBack); any other refusal is reported.
         try:
-            status = await self._writes.write(
-                job, reserve=reserve, refund=refund, create=create, task_id=task_id
-            )
+            try:
+                status = await self._writes.write(
+                    job, reserve=reserve, refund=refund, create=create, task_id=task_id
+                )
+            except BudgetExceededError:
+                if self._reserve < CREDITS_PER_GENERATION or not self._writes.available:
+                    raise
+                # What this process set aside for an outage is what is left: spend it now.
+                await self._settle_reserve(keep=False)
+                status = await self._writes.write(
+                    job, reserve=reserve, refund=refund, create=create, task_id=task_id
+                )
         except STORE_ERRORS as exc:
             raise self._error(f"Redis refused to record job {job.key}: {exc}") from exc
         if status == "ok":  # told here too: an outage delays the others' message, not ours
