@@ -7,8 +7,9 @@ Endpoints:
   ready by then (still 202 with the id if not).
 - ``GET /videos/{id}`` tells the job's status, an estimated progress, and the video URLs.
 - ``GET /videos/{id}/events`` streams the job's changes as Server-Sent Events until it is done.
-- ``GET /healthz`` answers 200 while jobs can run, 503 once the video scheduler stopped (a
-  revoked token, a crash): point your orchestrator's health check at it to restart the worker.
+- ``GET /healthz`` answers 200 while jobs can run (``"degraded"``, naming the trouble, while
+  the shared job store is unavailable), 503 once the video scheduler stopped (a revoked token,
+  a crash): point your orchestrator's health check at it to restart the worker.
 - ``GET /metrics`` serves quota, credits, jobs and latencies to Prometheus (with the
   ``otel-prometheus`` extra).
 
@@ -34,7 +35,8 @@ or against the local emulator, no account needed::
     curl -N localhost:8000/videos/<id>/events
 
 Several workers (``uvicorn --workers 4``, replicas, hosts) act as one client of the token when
-they share a Redis: set ``GROK_IMAGINE_REDIS_URL=redis://localhost:6379/0``. The quota, the
+they share a Redis: set ``GROK_IMAGINE_REDIS_URL=redis://localhost:6379/0`` (and
+``GROK_IMAGINE_REDIS_NAMESPACE`` to keep another app of the same token apart). The quota, the
 credit budget and the jobs are then shared: any worker answers for any job, and the jobs of a
 worker that dies are taken over by the others, never paid twice.
 """
@@ -149,11 +151,15 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
         **grok_options: Passed to :func:`grok_imagine_lifespan` (``plan``, ``journal``,
             ``max_credits``, ``redis_url``, ``http_client``...); by default everything comes
             from the ``GROK_IMAGINE_*`` environment variables (``$GROK_IMAGINE_REDIS_URL``
-            for ``redis_url``).
+            for ``redis_url``, ``$GROK_IMAGINE_REDIS_NAMESPACE`` for ``redis_namespace``).
     """
     redis_url = os.environ.get("GROK_IMAGINE_REDIS_URL")
     if redis_url and "journal" not in grok_options:
         grok_options.setdefault("redis_url", redis_url)
+        # Apps of one token on one Redis share jobs and budget unless their namespaces differ.
+        grok_options.setdefault(
+            "redis_namespace", os.environ.get("GROK_IMAGINE_REDIS_NAMESPACE") or "app"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -204,10 +210,13 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
 
     @app.get("/healthz", responses=error_responses(503))
     async def health(jobs: GrokJobs) -> dict[str, str]:
-        """200 while this worker can run jobs; 503 once its scheduler stopped (restart it)."""
-        if jobs.closed:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="scheduler stopped")
-        return {"status": "ok"}
+        """200 while this worker can run jobs, naming what is in trouble (``"degraded"``: the
+        shared job store); 503 once its scheduler stopped (restart it)."""
+        found = jobs.health()
+        if not found.serving:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=found.detail)
+        state = "ok" if found.detail == "ok" else "degraded"
+        return {"status": state, "store": found.store, "detail": found.detail}
 
     @app.get(
         "/videos/{video_id}", response_model=VideoJob, responses=error_responses(404, 422, 503)

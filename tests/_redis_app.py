@@ -27,6 +27,7 @@ app = create_app(
     poll=PollPolicy(wait_initial=0.2, wait_factor=1.5, wait_max=1.0, wait_jitter=0.1),
     duration_model=DurationModel(prior_median=float(os.environ["TEST_MEDIAN"])),
     redis_lease=float(os.environ["TEST_LEASE"]),
+    max_credits=int(os.environ["TEST_MAX_CREDITS"]) if "TEST_MAX_CREDITS" in os.environ else None,
 )
 
 

@@ -187,3 +187,41 @@ async def test_a_dead_workers_jobs_are_polled_or_reported_ambiguous_never_resent
     assert jobs["in-flight"]["status"] == "failed"
     assert jobs["in-flight"]["error"]["code"] == "ambiguous_submit"
     assert emulator.statistics().tasks_created == 1  # nothing was sent again
+
+
+async def test_redis_refusing_the_worker_is_a_503_with_retry_after_and_never_ends_it(
+    redis_server: RedisServer,
+) -> None:
+    import redis.asyncio as aioredis
+
+    admin = aioredis.Redis.from_url(redis_server.url)
+    await admin.execute_command("ACL", "SETUSER", "worker", "on", ">pw", "~*", "&*", "+@all")
+    url = f"redis://worker:pw@127.0.0.1:{redis_server.port}/0"
+    emulator = new_emulator()
+    try:
+        async with worker(emulator, redis_url=url, redis_lease=0.3) as a:
+            assert (await a.get("/healthz")).json()["status"] == "ok"
+            # An operator's ACL change (NOPERM): no outage to wait out, a refusal.
+            await admin.execute_command("ACL", "SETUSER", "worker", "-@all", "+ping")
+            refused = await a.post("/videos", json={"prompt": "not recorded, not sent"})
+            unknown = await a.get("/videos/0123456789abcdef")
+            # Long enough for the heartbeat and the adoption loop to meet the refusal.
+            for _ in range(10):
+                await anyio.sleep(0.1)
+                health = await a.get("/healthz")
+                assert health.status_code == 200, health.text
+            assert health.json()["store"] == "unavailable"
+            await admin.execute_command("ACL", "SETUSER", "worker", "+@all")
+            with anyio.fail_after(10):  # the heartbeat finds it usable again
+                while (await a.get("/healthz")).json()["store"] != "ok":  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            started = await a.post("/videos", json={"prompt": "after the fix"})
+    finally:
+        await admin.aclose()
+    for answer in (refused, unknown):
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == "store_unavailable"
+        assert int(answer.headers["retry-after"]) >= 1
+        assert "Traceback" not in answer.text and "NOPERM" not in answer.text
+    assert started.status_code == 202, started.text
+    assert "not recorded, not sent" not in emulator.statistics().posts_per_prompt

@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,11 @@ pytestmark = [pytest.mark.redis, pytest.mark.integration, pytest.mark.timeout(30
 TOKEN = "sk-test-SECRET-workers-token"
 LIMIT = RateLimit(40, 2.0)
 JOBS = 12
-TIMEOUT = 90.0  # generous: the machine is shared; every wait below ends on a condition
+TIMEOUT = 90.0
+FINAL = (
+    "completed",
+    "failed",
+)  # generous: the machine is shared; every wait below ends on a condition
 
 
 def wait_for(what: str, condition: Callable[[], bool], *, timeout: float = TIMEOUT) -> None:
@@ -50,7 +56,9 @@ def wait_for(what: str, condition: Callable[[], bool], *, timeout: float = TIMEO
 class Workers:
     """``uvicorn _redis_app:app --workers 2`` on a free port."""
 
-    def __init__(self, *, base_url: str, redis_url: str, tmp: Path) -> None:
+    def __init__(
+        self, *, base_url: str, redis_url: str, tmp: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -62,6 +70,7 @@ class Workers:
             "TEST_PERIOD": str(LIMIT.period),
             "TEST_MEDIAN": "1.5",
             "TEST_LEASE": "1.5",
+            **(env or {}),
         }
         self.log = (tmp / "uvicorn.log").open("w")
         self.process = subprocess.Popen(
@@ -126,7 +135,15 @@ def emulator() -> Iterator[tuple[str, Emulator]]:
 def workers(
     emulator: tuple[str, Emulator], redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[Workers]:
-    served = Workers(base_url=emulator[0], redis_url=redis_server.url, tmp=tmp_path)
+    with serving(emulator, redis_server, tmp_path) as served:
+        yield served
+
+
+@contextmanager
+def serving(
+    emulator: tuple[str, Emulator], redis_server: RedisServer, tmp: Path, **env: str
+) -> Iterator[Workers]:
+    served = Workers(base_url=emulator[0], redis_url=redis_server.url, tmp=tmp, env=env)
     try:
         wait_for("both workers to be healthy", lambda: len(served.healthy_workers()) == 2)
         yield served
@@ -227,3 +244,42 @@ def test_redis_stopped_mid_run_loses_no_job_and_keeps_to_the_plan(
     wait_for("every job to be written back", lambda: in_redis(redis_server.url, ids))
     wait_for("every job to complete", lambda: all_in(workers, ids, {"completed"}))
     judge(served)
+
+
+BURST = 600
+BUDGET = 4000  # 100 jobs
+
+
+def test_a_burst_on_two_workers_never_overspends_and_never_answers_500(
+    emulator: tuple[str, Emulator], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    async def burst(port: int) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=0)
+        answers: list[httpx.Response] = []
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT, limits=limits
+        ) as http:
+
+            async def post(n: int) -> None:
+                answers.append(await http.post("/videos", json={"prompt": f"burst {n}"}))
+
+            async with anyio.create_task_group() as group:
+                for n in range(BURST):
+                    group.start_soon(post, n)
+        return answers
+
+    with serving(emulator, redis_server, tmp_path, TEST_MAX_CREDITS=str(BUDGET)) as served:
+        answers = anyio.run(burst, served.port)
+        codes = Counter(answer.status_code for answer in answers)
+        accepted = [a.json()["id"] for a in answers if a.status_code == 202]
+        wait_for("every accepted job to end", lambda: all_in(served, accepted, set(FINAL)))
+        jobs = statuses(served, accepted)
+        log = served.log_text()
+    # Exactly what the budget pays for is accepted (reserved atomically in Redis, one check
+    # for both workers); the rest is refused at once, never answered 500.
+    assert codes == {202: BUDGET // 40, 402: BURST - BUDGET // 40}, (codes, log[-2000:])
+    assert all(job["status"] == "completed" for job in jobs.values())
+    stats = emulator[1].statistics()
+    assert stats.tasks_created == BUDGET // 40
+    assert dict(stats.duplicate_submissions) == {}
+    assert "Traceback" not in log

@@ -44,6 +44,7 @@ from ._http import (
 from ._jobs import (
     DEFAULT_MAX_JOBS,
     DEFAULT_MAX_QUEUED,
+    Health,
     JobRegistry,
 )
 from ._lifespan import (
@@ -73,6 +74,7 @@ __all__ = [
     "GrokJobs",
     "GrokScheduler",
     "HTTPProblem",
+    "Health",
     "JobRegistry",
     "error_response",
     "error_responses",

@@ -26,6 +26,7 @@ from .._errors import (
     BudgetExceededError,
     ConfigurationError,
     InvalidRequestError,
+    JournalError,
     RateLimitError,
     SchedulerClosedError,
     TaskFailedError,
@@ -59,6 +60,8 @@ class HTTPProblem:
 
 
 _UPSTREAM = "the video service failed"
+STORE_RETRY = 5.0
+"""Seconds a caller is told to wait after the job store failed (an outage's usual length)."""
 # Advice addressed to the programmer, e.g. "(pass allow_unlisted=True to send it anyway)":
 # an HTTP caller can act on none of it.
 _PYTHON_ADVICE = re.compile(r"\s*\(pass [^()]*\)")
@@ -85,6 +88,7 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
     BacklogFullError                      429     ``too_many_pending`` + Retry-After
     RateLimitError (upstream quota)       503     ``upstream_rate_limited`` + Retry-After
     SchedulerClosedError                  503     ``unavailable``
+    JournalError (the job store)          503     ``store_unavailable`` + Retry-After
     APITimeoutError                       504     ``upstream_timeout``
     WaitTimeoutError (``job.wait``)       504     ``not_ready``
     AmbiguousSubmitError                  502     ``ambiguous_submit``
@@ -115,6 +119,10 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
         return HTTPProblem(503, "unavailable", "video generation is not available right now")
     if isinstance(exc, WaitTimeoutError):  # a handler's bounded wait: the job goes on
         return HTTPProblem(504, "not_ready", "the video was not ready in time; ask again later")
+    if isinstance(exc, JournalError):  # Redis refusing or gone, a full disk: try again later
+        return HTTPProblem(
+            503, "store_unavailable", "the job store is not available right now", STORE_RETRY
+        )
     if isinstance(exc, APIError):
         return _upstream(exc)
     if isinstance(exc, ConfigurationError):

@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
 import anyio
 
-from .._errors import BacklogFullError, BudgetExceededError, SchedulerClosedError
+from .._errors import (
+    BacklogFullError,
+    BudgetExceededError,
+    JournalError,
+    SchedulerClosedError,
+)
 from .._models import FailureClass, GenerationRequest
 from .._scheduling.capacity import queue_wait
 from .._scheduling.durations import DurationModel
@@ -38,6 +45,8 @@ from .._scheduling.jobs import (
 )
 from .._scheduling.resume import recorded_result
 from .._scheduling.scheduler import JobScheduler
+
+logger = logging.getLogger("grok_imagine_async.fastapi")
 
 DEFAULT_MAX_JOBS = 10_000
 """Finished jobs a :class:`JobRegistry` remembers (a few kB each)."""
@@ -67,6 +76,36 @@ class SharedStore(Protocol):
 
     async def adopt_orphans(self, limit: int = 100) -> list[StoredJob]:
         """Take over unfinished jobs of processes that stopped."""
+
+    @property
+    def available(self) -> bool:
+        """False while the store cannot be used (its writes wait in memory)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What a worker's ``/healthz`` tells (:meth:`JobRegistry.health`).
+
+    Attributes:
+        serving: Whether this worker can run jobs; False once its scheduler stopped (a revoked
+            token, a crash): only a restart helps, so answer 503.
+        store: ``"ok"``, or ``"unavailable"`` while the shared job store cannot be used (Redis
+            down or refusing writes): jobs go on from memory and are written back later, but
+            other workers may not see this one's jobs meanwhile.
+    """
+
+    serving: bool
+    store: Literal["ok", "unavailable"] = "ok"
+
+    @property
+    def detail(self) -> str:
+        """One line saying what is wrong ("ok" when nothing is)."""
+        problems = []
+        if not self.serving:
+            problems.append("the video scheduler stopped")
+        if self.store != "ok":
+            problems.append("the shared job store is unavailable")
+        return "; ".join(problems) or "ok"
 
 
 class _Tracked:
@@ -237,6 +276,11 @@ class JobRegistry:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def health(self) -> Health:
+        """Whether this worker can run jobs, and whether its shared store is in trouble."""
+        store_ok = self._shared is None or self._shared.available
+        return Health(serving=not self._closed, store="ok" if store_ok else "unavailable")
+
     # -- starting and finding jobs ---------------------------------------------------------
 
     async def submit(self, request: GenerationRequest | str) -> Job:
@@ -292,7 +336,7 @@ class JobRegistry:
         if tracked is not None:
             self._entries.move_to_end(job_id)
             return tracked.handle
-        if self._closed or self._unknown.get(job_id, -math.inf) > anyio.current_time():
+        if self._closed or self._known_unknown(job_id):
             return None
         lock = self._lookups.setdefault(job_id, anyio.Lock())
         try:
@@ -302,10 +346,13 @@ class JobRegistry:
             if not lock.statistics().tasks_waiting:
                 self._lookups.pop(job_id, None)
 
+    def _known_unknown(self, job_id: str) -> bool:
+        return self._unknown.get(job_id, -math.inf) > anyio.current_time()
+
     async def _look_up(self, job_id: str) -> Job | None:
         tracked = self._entries.get(job_id)
-        if tracked is not None:
-            return tracked.handle
+        if tracked is not None or self._known_unknown(job_id):  # found while this one waited
+            return None if tracked is None else tracked.handle
         claim = await self._store.claim(job_id)
         if claim.job is None:
             self._unknown[job_id] = anyio.current_time() + UNKNOWN_TTL
@@ -367,11 +414,20 @@ class JobRegistry:
         stopped workers, and re-read the others' jobs when the store may have missed changes.
         """
         while not self._closed:
-            for stored in await adopt():
+            try:
+                adopted = await adopt()
+            except JournalError as exc:  # refused (an ACL change): never fatal to the app
+                logger.error("cannot adopt the jobs of stopped workers: %s", exc)
+                adopted = []
+            for stored in adopted:
                 tracked = self._entries.get(stored.key) or self._track(stored.key, stored.request)
                 tracked.update(stored, max_credits=self._max_credits, live=False)
-                with contextlib.suppress(ValueError):  # already run here
+                try:
                     await self._resume(tracked)
+                except ValueError:  # already run here
+                    pass
+                except SchedulerClosedError:
+                    return  # its lease is given up: another worker adopts it
             if self._stale:
                 self._stale = False
                 await self._reread()
@@ -387,8 +443,6 @@ class JobRegistry:
             tracked.wake()
 
     async def _reread(self) -> None:
-        from .._errors import JournalError
-
         for key, tracked in list(self._entries.items()):
             if tracked.local is not None or tracked.state.is_final:
                 continue

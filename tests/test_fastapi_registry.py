@@ -1,0 +1,116 @@
+"""JobRegistry on its own: looking ids up in the store, per id, with short negative caching."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from grok_imagine_async import (
+    GenerationRequest,
+    JobResult,
+    JobState,
+    JournalError,
+    Task,
+    TaskStatus,
+)
+from grok_imagine_async._journal.memory import MemoryJobStore
+from grok_imagine_async.abc import Claim
+from grok_imagine_async.fastapi import JobRegistry, http_error_for
+from grok_imagine_async.fastapi._jobs import UNKNOWN_TTL
+
+pytestmark = pytest.mark.anyio
+
+REQUEST = GenerationRequest(prompt="a heron at dusk")
+
+
+class SlowStore(MemoryJobStore):
+    """A store whose lookups of unknown ids hang until released (a slow Redis round trip)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = anyio.Event()
+        self.claims: list[str] = []
+
+    async def claim(
+        self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
+    ) -> Claim:
+        self.claims.append(key)
+        if await self.load(key) is None:
+            await self.release.wait()
+        return await super().claim(key, create=create, reopen=reopen)
+
+
+async def finished(store: MemoryJobStore, key: str) -> None:
+    await store.record_intent(key, REQUEST, 1)
+    await store.record_submitted(key, "task-1")
+    task = Task(
+        task_id="task-1",
+        status=TaskStatus.COMPLETED,
+        raw_status="completed",
+        videos=("https://videos.example/1.mp4",),
+    )
+    await store.record_finished(
+        JobResult(
+            key=key, request=REQUEST, task=task, error=None, failure_class=None, attempts=1,
+            credits=40, polls=1, submitted_at=None, finished_at=0.0,
+        )
+    )  # fmt: skip
+
+
+async def test_a_lookup_of_a_known_id_does_not_wait_for_lookups_of_unknown_ones() -> None:
+    store = SlowStore()
+    await finished(store, "known")
+    jobs = JobRegistry(store)
+    async with anyio.create_task_group() as group:
+        for n in range(50):  # clients asking random ids, each a slow round trip
+            group.start_soon(jobs.get, f"random-{n}")
+        await anyio.wait_all_tasks_blocked()
+        with anyio.fail_after(1):  # one lock for every id would hold it behind the 50
+            job = await jobs.get("known")
+        store.release.set()
+    assert job is not None and job.status is JobState.COMPLETED
+    assert job.result is not None and job.result.videos == ("https://videos.example/1.mp4",)
+
+
+async def test_two_lookups_of_one_id_ask_the_store_once() -> None:
+    store = SlowStore()
+    jobs = JobRegistry(store)
+    found: list[object] = []
+
+    async def look() -> None:
+        found.append(await jobs.get("nobody"))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(look)
+        group.start_soon(look)
+        await anyio.wait_all_tasks_blocked()
+        store.release.set()
+    assert found == [None, None]
+    assert store.claims == ["nobody"]  # the second found the answer of the first
+
+
+async def test_an_unknown_id_is_answered_from_memory_for_a_short_while() -> None:
+    store = SlowStore()
+    store.release.set()
+    jobs = JobRegistry(store)
+    for _ in range(20):
+        assert await jobs.get("nobody") is None
+    assert store.claims == ["nobody"]
+    await anyio.sleep(UNKNOWN_TTL)
+    await finished(store, "nobody")  # it may exist by now: asked again after the short while
+    assert await jobs.get("nobody") is not None
+    assert store.claims == ["nobody", "nobody"]
+
+
+async def test_a_store_that_fails_a_lookup_is_a_503_with_retry_after() -> None:
+    class Down(MemoryJobStore):
+        async def claim(
+            self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
+        ) -> Claim:
+            raise JournalError("Redis unreachable, cannot claim job x (ConnectionError)")
+
+    with pytest.raises(JournalError) as raised:
+        await JobRegistry(Down()).get("some-id")
+    problem = http_error_for(raised.value)
+    assert (problem.status_code, problem.code) == (503, "store_unavailable")
+    assert int(problem.headers["Retry-After"]) >= 1
