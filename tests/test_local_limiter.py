@@ -377,3 +377,17 @@ async def test_statistics_count_permits_and_waiting_time() -> None:
     assert stats.total_wait_time == pytest.approx(3.0 * interval)
     assert (stats.server_pauses, stats.rate_limited_responses, stats.paused_until) == (0, 0, None)
     assert stats.limit == LIMIT
+
+
+def test_runs_on_trio_too() -> None:
+    # One core on anyio: nothing in the local limiter is asyncio's. Real time, three permits
+    # a tenth of a second apart; only their order is checked.
+    pytest.importorskip("trio")
+
+    async def main() -> list[int]:
+        limiter = LocalRateLimiter(RateLimit(10, 1.0))
+        permits = [await limiter.acquire() for _ in range(3)]
+        await limiter.observe(RateLimitFeedback(permits[-1], 200, remaining=7))
+        return [permit.serial for permit in permits]
+
+    assert anyio.run(main, backend="trio") == [1, 2, 3]

@@ -463,3 +463,20 @@ async def test_deleting_the_key_wakes_the_waiting_worker(
             await anyio.sleep(0.3)
             await redis_client.delete(limiter._keys.tat)
         assert time.monotonic() - started < 2.5  # not the 5 s the deleted reservation said
+
+
+async def test_a_remaining_the_slots_do_not_explain_slows_the_shared_pace(
+    redis_server: RedisServer,
+) -> None:
+    # A window of 20 a second that says 12 are left after one slot: 7 beyond our slots and the
+    # jitter tolerance are someone else's, so our slots spread to the rest of the rate.
+    limit = RateLimit(20, 1.0)
+    async with RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as limiter:
+        permit = await limiter.acquire()
+        await limiter.observe(RateLimitFeedback(permit, 200, remaining=12, reset_after=1.0))
+        started = time.monotonic()
+        for _ in range(10):
+            await limiter.acquire()
+        # At the plan's pace ten slots take 0.46 s; at what the others leave, 0.71 s.
+        assert time.monotonic() - started >= 9 / (limit.per_second / 1.02 - 7)
+        assert limiter.statistics().server_pauses == 0
