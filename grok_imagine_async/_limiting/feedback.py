@@ -65,6 +65,9 @@ class Estimate:
         reported: That answer's ``Remaining``.
         in_order: Whether that answer's request came with none granted close to it (so it
             reached the server in grant order, and can be compared with the next).
+        latency: Smoothed time from permit to answer, in seconds (RFC 6298's estimator).
+        jitter: Smoothed mean deviation of that time: requests whose latencies differ reach
+            the server in another order than their permits.
     """
 
     limit: RateLimit
@@ -79,6 +82,8 @@ class Estimate:
     reported_at: float = -math.inf
     reported: int = 0
     in_order: bool = False
+    latency: float | None = None
+    jitter: float = 0.0
 
     @property
     def plan_pace(self) -> float:
@@ -203,14 +208,26 @@ def rate_limited_pause(
     return max(min(hint, limit.period), 1.0 / pace)
 
 
-def window_tolerance(limit: RateLimit, headroom: float) -> int:
+def window_tolerance(estimate: Estimate) -> int:
     """Requests a window server may count beyond ours without anyone else on the token.
 
     Permits are not arrivals: over ``headroom * period`` of latency jitter about
-    ``headroom * requests`` of them land on the other side of a window edge, and a couple more
+    ``headroom * requests`` of them land on the other side of a window edge, as many more as
+    leave within the spread of the answers' latencies (four mean deviations), and a couple more
     overtake the observed one.
     """
-    return math.ceil(headroom * limit.requests) + 2
+    limit = estimate.limit
+    spread = 4.0 * estimate.jitter * limit.per_second
+    return math.ceil(estimate.headroom * limit.requests + spread) + 2
+
+
+def _timed(estimate: Estimate, answer: Answer) -> tuple[float, float]:
+    """The smoothed latency and jitter with this answer's (gains 1/8 and 1/4, as RFC 6298)."""
+    latency = max(0.0, answer.now - answer.granted_at)
+    if estimate.latency is None:
+        return latency, estimate.jitter
+    jitter = estimate.jitter + 0.25 * (abs(estimate.latency - latency) - estimate.jitter)
+    return estimate.latency + 0.125 * (latency - estimate.latency), jitter
 
 
 def smoothing(limit: RateLimit) -> float:
@@ -223,12 +240,19 @@ def smoothing(limit: RateLimit) -> float:
     return max(2.0, 30.0 * limit.interval)
 
 
-def _refilled_tat(estimate: Estimate, answer: Answer, remaining: int) -> float:
+def _refilled_tat(
+    estimate: Estimate, answer: Answer, remaining: int, *, pace: float | None = None
+) -> float:
     """Our bucket as the server's word sets it: it held ``remaining`` after the request
     arrived (after its grant), and every permit granted since comes out of it."""
-    emission = 1.0 / estimate.pace
-    tat = answer.granted_at + (estimate.size - remaining + answer.close_in_flight) * emission
-    for when in answer.later_grants:
+    emission = 1.0 / (estimate.pace if pace is None else pace)
+    # A window's places already hold every request in flight, whatever order they arrive in.
+    close = 0 if estimate.is_window else answer.close_in_flight
+    tat = answer.granted_at + (estimate.size - remaining + close) * emission
+    later = answer.later_grants
+    for index, when in enumerate(later):
+        if tat >= later[-1]:  # grants in time order: the rest each add one emission
+            return tat + (len(later) - index) * emission
         tat = max(tat, when) + emission
     return tat
 
@@ -267,37 +291,44 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
     Returns:
         The estimate after it.
     """
-    est = estimate
-    limit = est.limit
+    limit = estimate.limit
+    latency, jitter = _timed(estimate, answer)
     if answer.status_code == 429:
         pause = rate_limited_pause(
             limit,
-            est.pace,
+            estimate.pace,
             retry_after=answer.retry_after,
             reset_after=answer.reset_after,
             default=default_pause,
         )
-        hold = max(est.hold_until, answer.now + pause)
-        ceiling = max(1.0, math.floor(est.size / 2))
+        hold = max(estimate.hold_until, answer.now + pause)
+        ceiling = max(1.0, math.floor(estimate.size / 2))
         est = dataclasses.replace(
-            est,
-            factor=max(LOWEST_FACTOR, est.factor / 2),
+            estimate,
+            factor=max(LOWEST_FACTOR, estimate.factor / 2),
             ceiling=ceiling,
-            size=min(est.size, ceiling),
+            size=min(estimate.size, ceiling),
             hold_until=hold,
+            latency=latency,
+            jitter=jitter,
         )
         # The bucket was empty; the server's hint says when it has room again.
         return dataclasses.replace(est, tat=max(est.tat, hold + (est.burst - 1.0) / est.pace))
-    est = dataclasses.replace(
-        est,
-        factor=min(1.0, est.factor + RECOVERY),
-        ceiling=min(float(limit.requests), est.ceiling + 1.0),
-    )
     remaining = answer.remaining
+    size = estimate.size
+    if remaining is not None:
+        ceiling = min(float(limit.requests), estimate.ceiling + 1.0)
+        size = max(size, min(ceiling, float(remaining) + 1.0, float(limit.requests)))
+    est = dataclasses.replace(
+        estimate,
+        factor=min(1.0, estimate.factor + RECOVERY),
+        ceiling=min(float(limit.requests), estimate.ceiling + 1.0),
+        size=size,
+        latency=latency,
+        jitter=jitter,
+    )
     if remaining is None:
         return est
-    size = max(est.size, min(est.ceiling, float(remaining) + 1.0, float(limit.requests)))
-    est = dataclasses.replace(est, size=size)
     if answer.serial <= est.serial:
         # An older word than the newest read: its request may have reached the server after
         # the newer one (requests overtake each other), so it can lower the estimate only.
@@ -314,7 +345,7 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
     unexplained = 0
     if answer.own_in_window is not None:
         count = limit.requests - answer.own_in_window - remaining
-        if count > window_tolerance(limit, est.headroom):
+        if count > window_tolerance(est):
             unexplained = count
     if est.is_window and settled:
         others = unexplained / limit.period
@@ -334,7 +365,18 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
         if elapsed > 0:
             weight = min(1.0, elapsed / smoothing(limit))
             others += weight * (_shortfall(est, grants, remaining) / elapsed - others)
-    est = dataclasses.replace(
+    # The server's word replaces our bucket. (A request granted before this one and still on
+    # its way may reach the server after it: its own answer will say so, see above.)
+    pace = dataclasses.replace(est, others=others).pace
+    tat = _refilled_tat(est, answer, remaining, pace=pace)
+    if est.is_window and hold > answer.now:
+        # A full window: nothing until its reset, then its whole quota, less the requests
+        # still on their way (the places in the window bound ours).
+        taken = len(answer.later_grants) + answer.close_in_flight
+        tat = hold + taken / pace
+    if answer.overlapped:
+        tat = max(tat, estimate.tat)
+    return dataclasses.replace(
         est,
         others=others,
         hold_until=hold,
@@ -342,15 +384,5 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
         reported_at=answer.granted_at,
         reported=remaining,
         in_order=settled,
+        tat=tat,
     )
-    # The server's word replaces our bucket. (A request granted before this one and still on
-    # its way may reach the server after it: its own answer will say so, see above.)
-    tat = _refilled_tat(est, answer, remaining)
-    if est.is_window and hold > answer.now:
-        # A full window: nothing until its reset, then its whole quota, less the requests
-        # still on their way (the places in the window bound ours).
-        taken = len(answer.later_grants) + answer.close_in_flight
-        tat = hold + taken / est.pace
-    if answer.overlapped:
-        tat = max(tat, estimate.tat)
-    return dataclasses.replace(est, tat=tat)

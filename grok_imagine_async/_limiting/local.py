@@ -203,13 +203,9 @@ class LocalRateLimiter:
         given_back = self._given_back
         told = feedback.remaining is not None
         between = None
-        if told and 0 < before.serial < serial:
-            between = [
-                when
-                for s, when in self._history.after(before.serial)
-                if s <= serial and s not in given_back
-            ]
-        later = self._history.after(serial) if told else []
+        if told and 0 < before.serial < serial and before.in_order:
+            between = self._grants(before.serial, upto=serial)
+        later = self._grants(serial) if told else []
         close = 0
         if told:
             since = permit.granted_at - self._limit.interval
@@ -230,7 +226,7 @@ class LocalRateLimiter:
                 grants_between=between,
                 close_in_flight=close,
                 own_in_window=self._history.count_in_window(serial, period=self._limit.period),
-                later_grants=[when for s, when in later if s not in given_back],
+                later_grants=later,
                 overlapped=overlapped,
             ),
             default_pause=self._default_pause,
@@ -240,6 +236,14 @@ class LocalRateLimiter:
         if feedback.rate_limited and before.hold_until <= now < after.hold_until:
             self._server_pauses += 1
         self._wakeup.wake()
+
+    def _grants(self, serial: int, *, upto: int | None = None) -> list[float]:
+        """Grant times of the permits after ``serial`` (to ``upto``), less those given back."""
+        first, times = self._history.after(serial, upto=upto)
+        given_back = self._given_back
+        if not given_back:
+            return times
+        return [when for s, when in enumerate(times, start=first) if s not in given_back]
 
     def give_back(self, permit: Permit) -> None:
         """The request sent under ``permit`` never reached the server: give its quota back.

@@ -45,11 +45,13 @@ class GrantHistory:
         self._forget(now - self._keep)
         return self.last_serial
 
-    def after(self, serial: int) -> list[tuple[int, float]]:
-        """``(serial, grant time)`` of the remembered permits after ``serial``, oldest first."""
+    def after(self, serial: int, *, upto: int | None = None) -> tuple[int, list[float]]:
+        """The first serial after ``serial`` remembered, and the grant times from it on (to
+        ``upto`` included if given), oldest first."""
         first = max(serial + 1, self._first_serial)
         index = self._start + first - self._first_serial
-        return list(enumerate(self._times[index:], start=first))
+        end = None if upto is None else self._start + upto - self._first_serial + 1
+        return first, self._times[index:end]
 
     def count_in_window(self, serial: int, *, period: float) -> int | None:
         """Grants up to and including ``serial`` in the ``period`` seconds that end with it.
