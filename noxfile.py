@@ -142,5 +142,5 @@ def docs_serve(session: nox.Session) -> None:
 @nox.session
 def benchmarks(session: nox.Session) -> None:
     """Regenerate the committed benchmark tables (not part of the default run)."""
-    session.install(ALL_EXTRAS, "matplotlib", "psutil")
+    session.install(f".[{EXTRAS},httpx2]", "matplotlib", "psutil")  # httpx2: bench_overhead
     session.run("python", "-m", "benchmarks", *session.posargs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("limiter", "scheduler", "redis", "hostile", "workers", "telemetry")
+BENCHMARKS = ("limiter", "scheduler", "redis", "hostile", "workers", "telemetry", "overhead")
 
 
 def main(argv: list[str]) -> int:

@@ -37,9 +37,6 @@ else:
         lib = httpx
     HTTPClient = Timeout = Any
 
-POOL_SIZE = 100
-"""Connections a client we build opens at most (httpx's default), all of them kept alive."""
-
 FAMILIES: tuple[ModuleType, ...] = (lib,) if lib is httpx else (lib, httpx)
 """The installed libraries, the default first."""
 
@@ -116,14 +113,16 @@ def check_client(client: object) -> ModuleType:
 
 
 def new_client(family: ModuleType, *, timeout: Any, headers: dict[str, str]) -> httpx.AsyncClient:
-    """The ``AsyncClient`` of ``family`` a client builds for itself.
+    """The ``AsyncClient`` of ``family`` a client builds for itself (httpx's default pool).
 
-    Its pool keeps every connection it may open alive (httpx keeps 20 of 100 by default):
-    beyond 20 calls at a time, the default closes a connection after most requests and
-    opens a new one for the next, which costs more than the request itself on a local link.
+    The pool stays httpx's (100 connections, 20 kept alive). Keeping every connection alive
+    saves reconnecting beyond 20 calls at a time, but httpcore 1 then checks every idle
+    connection's socket on each request, which cost more per request at 50 concurrent calls
+    on 127.0.0.1 (``benchmarks/bench_overhead.py``); against the real service the reconnects
+    are TLS handshakes, so the trade is not ours to make for every caller: pass an
+    ``http_client`` with other ``limits`` to choose.
     """
-    limits = family.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
-    client = family.AsyncClient(timeout=timeout_in(family, timeout), headers=headers, limits=limits)
+    client = family.AsyncClient(timeout=timeout_in(family, timeout), headers=headers)
     return cast("httpx.AsyncClient", client)
 
 
