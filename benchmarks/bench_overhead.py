@@ -1,0 +1,309 @@
+"""Benchmark of what the client costs per request over bare httpx and bare httpx2.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_overhead
+
+Needs ``httpx2`` installed beside ``httpx`` (``pip install ".[httpx2]" uvicorn``); without it
+only the httpx rows are measured. Writes ``benchmarks/results/overhead.md`` and prints it.
+
+One uvicorn process on 127.0.0.1 serves a fixed ``GET /v1/status`` answer (a finished task,
+with the rate-limit headers the real service sends). Against it, in this process:
+
+- **bare**: the library alone as one writes it, ``AsyncClient(timeout=...)``, then
+  ``get(url, params=..., headers={"Authorization": ...})``, status checked, ``.json()`` read.
+- **ours**: :class:`AsyncGrokImagine` on that library, with the ``AsyncClient`` a default
+  client builds for itself (``_http.new_client``), ``get_task(...)``: the default rate limiter
+  (on a quota too large to wait for), the rate-limit headers fed back, the bounded read, the
+  parsed :class:`Task`.
+- **ours, open limiter** (a diagnostic): the same with a limiter that grants at once, which
+  shows what the rate limiter's own bookkeeping costs within "ours".
+
+Each configuration sends ``CALLS`` requests, ``1`` or ``50`` at a time (as many coroutines,
+each calling in a loop), after a warm-up that opens the pool's connections. Each round runs,
+per library, the three back to back in random order, so the sides of a ratio see the same
+load on the machine; the table shows medians over the rounds: wall time per request, the
+client process's CPU time per request (the server runs in its own process), and the median
+of the per-round ratios ours / bare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import anyio
+
+from grok_imagine_async import _http
+from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "overhead.md"
+TOKEN = "bench-token"
+TASK_ID = "task_1"
+QUOTA = "10000000/min"  # the default limiter, on a quota it never has to wait for
+CALLS = 1000
+ROUNDS = 15
+CONCURRENCY = (1, 50)
+ANSWER = json.dumps(
+    {
+        "code": 200,
+        "message": "success",
+        "data": {
+            "task_id": TASK_ID,
+            "status": "completed",
+            "consumed_credits": 40,
+            "created_at": "2026-01-01T00:00:00Z",
+            "request": {"mode": "normal", "prompt": "a red kite", "ratio": "1:1"},
+            "response": ["https://cdn.example.com/generated/video1.mp4"],
+            "error_message": None,
+        },
+    }
+).encode()
+HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"x-ratelimit-remaining", b"999999"),
+    (b"x-ratelimit-reset", b"60"),
+    (b"content-length", str(len(ANSWER)).encode()),  # not chunked: one write per answer
+]
+
+
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The endpoint: every request gets the same finished task, at once."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": ANSWER})
+
+
+def serve(port_file: Path) -> None:
+    """Serve :func:`_app` on a free port of 127.0.0.1; write ``http://...`` to ``port_file``."""
+    import uvicorn
+
+    from grok_imagine_async.testing._server import base_url, bind
+
+    sock = bind("127.0.0.1", 0)
+    port_file.write_text(base_url(sock))
+    config = uvicorn.Config(_app, log_level="warning", access_log=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _families() -> list[ModuleType]:
+    found = []
+    for name in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(name))
+        except ImportError:
+            print(f"{name} is not installed: its rows are skipped", file=sys.stderr)
+    return found
+
+
+Call = Callable[[], Awaitable[None]]
+
+
+async def _drive(call: Call, concurrency: int, calls: int) -> tuple[float, float]:
+    """Wall and CPU seconds per call of ``calls`` calls, ``concurrency`` at a time."""
+    each = calls // concurrency
+
+    async def worker() -> None:
+        for _ in range(each):
+            await call()
+
+    async with anyio.create_task_group() as tg:  # warm-up: every connection of the pool open
+        for _ in range(concurrency):
+            tg.start_soon(call)
+    wall, cpu = time.perf_counter(), time.process_time()
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(worker)
+    done = each * concurrency
+    return (time.perf_counter() - wall) / done, (time.process_time() - cpu) / done
+
+
+async def bare(lib: ModuleType, url: str, concurrency: int, calls: int) -> tuple[float, float]:
+    """The library alone, as one writes it: ``AsyncClient`` with the client's timeout."""
+    from grok_imagine_async._client import DEFAULT_TIMEOUT
+
+    async with lib.AsyncClient(timeout=_http.timeout_in(lib, DEFAULT_TIMEOUT)) as http:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+
+        async def call() -> None:
+            response = await http.get(
+                f"{url}/v1/status", params={"task_id": TASK_ID}, headers=headers
+            )
+            response.raise_for_status()
+            response.json()
+
+        return await _drive(call, concurrency, calls)
+
+
+class _OpenLimiter:
+    """Grants at once and learns nothing: the client's cost without the limiter's."""
+
+    def __init__(self) -> None:
+        self._serial = 0
+
+    async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
+        self._serial += 1
+        return Permit(granted_at=0.0, serial=self._serial)
+
+    async def observe(self, feedback: RateLimitFeedback) -> None:
+        return None
+
+    def give_back(self, permit: Permit) -> None:
+        return None
+
+    def statistics(self) -> LimiterStatistics:
+        raise NotImplementedError
+
+
+async def ours(
+    lib: ModuleType, url: str, concurrency: int, calls: int, *, open_limiter: bool = False
+) -> tuple[float, float]:
+    """The client on ``lib``, with the ``AsyncClient`` a default client builds for itself."""
+    from grok_imagine_async import AsyncGrokImagine
+    from grok_imagine_async._client import DEFAULT_TIMEOUT
+    from grok_imagine_async._settings import user_agent
+
+    # What AsyncGrokImagine() builds on the default library, here on either library.
+    http = _http.new_client(lib, timeout=DEFAULT_TIMEOUT, headers={"User-Agent": user_agent()})
+    limiter = _OpenLimiter() if open_limiter else None
+    client = AsyncGrokImagine(
+        api_key=TOKEN, base_url=url, plan=QUOTA, http_client=http, limiter=limiter
+    )
+    async with http, client:
+
+        async def call() -> None:
+            await client.get_task(TASK_ID)
+
+        return await _drive(call, concurrency, calls)
+
+
+async def ours_open(lib: ModuleType, url: str, concurrency: int, calls: int) -> tuple[float, float]:
+    """:func:`ours` with a limiter that grants at once."""
+    return await ours(lib, url, concurrency, calls, open_limiter=True)
+
+
+SIDES = {"bare": bare, "ours": ours, "open": ours_open}
+
+
+def measure(
+    url: str, families: list[ModuleType], *, rounds: int, calls: int
+) -> list[dict[str, Any]]:
+    """The rows of the table: per library and concurrency, medians over the rounds."""
+    rng = random.Random(1)
+    rows = []
+    for concurrency in CONCURRENCY:
+        runs: dict[str, list[dict[str, tuple[float, float]]]] = {
+            lib.__name__: [] for lib in families
+        }
+        for _ in range(rounds):
+            for lib in rng.sample(families, len(families)):
+                sides = {}
+                for side in rng.sample(list(SIDES), len(SIDES)):
+                    sides[side] = anyio.run(SIDES[side], lib, url, concurrency, calls)
+                runs[lib.__name__].append(sides)
+        for lib in families:
+            row: dict[str, Any] = {
+                "library": lib.__name__,
+                "version": lib.__version__,
+                "concurrency": concurrency,
+            }
+            for side in SIDES:
+                row[f"{side}_wall"] = statistics.median(r[side][0] for r in runs[lib.__name__])
+                row[f"{side}_cpu"] = statistics.median(r[side][1] for r in runs[lib.__name__])
+            for side in ("ours", "open"):
+                for i, unit in enumerate(("wall", "cpu")):
+                    row[f"{side}_{unit}_ratio"] = statistics.median(
+                        r[side][i] / r["bare"][i] for r in runs[lib.__name__]
+                    )
+            rows.append(row)
+    return rows
+
+
+def render(rows: list[dict[str, Any]], *, rounds: int, calls: int, conditions: str) -> str:
+    """The Markdown table of ``rows``."""
+    lines = [
+        "# Per-request overhead over bare httpx and bare httpx2",
+        "",
+        f"`python -m benchmarks.bench_overhead` — Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs. {conditions}",
+        "",
+        f"{calls} `GET /v1/status` per run against one uvicorn endpoint on 127.0.0.1 (its own "
+        f"process); {rounds} rounds, each running a library's three configurations back to "
+        "back in random order; medians over the rounds. *ratio*: the median of the per-round "
+        "ratios to bare in the same round. Target: ours <= 1.10x bare, on each library, at 1 "
+        "and 50 concurrent calls. *open limiter*: ours with a limiter that grants at once "
+        "(what the client costs without the rate limiter's bookkeeping).",
+        "",
+        "| library | concurrent calls | bare µs/request | ours µs/request | **ours / bare** "
+        "| open limiter / bare | bare CPU µs | ours CPU µs | ours / bare (CPU) "
+        "| open limiter / bare (CPU) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['library']} {row['version']} | {row['concurrency']} "
+            f"| {row['bare_wall'] * 1e6:.0f} | {row['ours_wall'] * 1e6:.0f} "
+            f"| **{row['ours_wall_ratio']:.2f}x** | {row['open_wall_ratio']:.2f}x "
+            f"| {row['bare_cpu'] * 1e6:.0f} | {row['ours_cpu'] * 1e6:.0f} "
+            f"| {row['ours_cpu_ratio']:.2f}x | {row['open_cpu_ratio']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--calls", type=int, default=CALLS)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+    if args.serve is not None:
+        serve(args.serve)
+        return 0
+    families = _families()
+    port_file = Path(f"/tmp/bench-overhead-{os.getpid()}.url")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bench_overhead", "--serve", str(port_file)]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not port_file.exists() or not port_file.read_text():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the uvicorn endpoint did not start")
+            time.sleep(0.05)
+        time.sleep(0.5)  # bound and written before uvicorn accepts: let it start
+        url = port_file.read_text()
+        load = os.getloadavg()[0]
+        nice = os.nice(0)
+        rows = measure(url, families, rounds=args.rounds, calls=args.calls)
+    finally:
+        server.terminate()
+        server.wait(10)
+        port_file.unlink(missing_ok=True)
+    conditions = (
+        f"Client at nice {nice}, load average {load:.2f} at the start (the machine's "
+        "cores are shared with other work)."
+    )
+    table = render(rows, rounds=args.rounds, calls=args.calls, conditions=conditions)
+    if not args.no_write:
+        RESULTS.write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
