@@ -191,6 +191,23 @@ def test_a_rerun_with_a_larger_budget_runs_what_the_budget_refused(
     assert {e["status"] for e in manifest(tmp_path / "o")} == {"completed"}
 
 
+@fast_emulator
+def test_a_job_whose_retry_the_budget_refused_runs_on_a_rerun_with_more(
+    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("steady\nshaky [fail:network:1]\n")
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(served_emulator)]
+    short = run_cli(*argv, "--max-credits", "80", "--max-in-flight", "1", cwd=tmp_path)
+    assert short.returncode == 1, short.stderr
+    [shaky] = [e for e in manifest(tmp_path / "o") if "shaky" in e["prompt"]]
+    assert (shaky["failure_class"], shaky["credits"]) == ("budget_exceeded", 40)  # its retry
+    enough = run_cli(*argv, "--max-credits", "200", cwd=tmp_path)
+    assert enough.returncode == 0, enough.stdout + enough.stderr
+    assert {e["status"] for e in manifest(tmp_path / "o")} == {"completed"}
+    assert served_emulator.emulator.statistics().tasks_created == 3  # steady was not paid again
+
+
 @pytest.mark.parametrize(
     ("name", "text", "where"),
     [
