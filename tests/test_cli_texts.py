@@ -11,7 +11,7 @@ import pytest
 
 from grok_imagine_async._cli.messages import advice_after
 from grok_imagine_async._cli.preflight import PreflightError, check_file_target, check_folder
-from grok_imagine_async._cli.progress import BatchProgress, plain_line
+from grok_imagine_async._cli.progress import BatchProgress
 from grok_imagine_async._cli.report import BatchOutcome, summary_rows
 from grok_imagine_async._scheduling.jobs import JobSubmitted, SchedulerStatistics
 from grok_imagine_async.testing import run_virtual
@@ -102,21 +102,6 @@ def test_the_job_counters_add_up_to_the_total() -> None:
     assert waiting + submitting + generating + done == 20
     assert (submitting, generating) == (7, 13)
     assert submitted == generating  # tasks created so far are the ones generating
-
-
-def test_jobs_another_process_finished_count_as_done_and_are_named() -> None:
-    # A --journal redis:// batch: jobs other processes finish never reach this one's hook.
-    async def main() -> tuple[int, int, str]:
-        progress = BatchProgress(20)
-        progress.elsewhere = 8
-        for n in range(4):
-            progress(JobSubmitted(key=f"k{n}", at=0.0, task_id=f"t{n}"))
-        snap = progress.snapshot(statistics(submitting=0, in_flight=4))
-        return snap.done, snap.waiting, plain_line(snap)
-
-    done, waiting, line = run_virtual(main)
-    assert (done, waiting) == (8, 8)  # 20 = 8 elsewhere + 4 generating + 8 not started here
-    assert "8/20 done (0 completed, 0 failed, 8 by other processes)" in line
 
 
 # -- the summary and the advice ------------------------------------------------------------------

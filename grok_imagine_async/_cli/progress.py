@@ -60,7 +60,6 @@ class ProgressSnapshot:
         rate_limited: HTTP 429 answers in this run.
         elapsed: Seconds since the run started.
         eta: Estimated seconds to the end, None until it can be estimated.
-        elsewhere: Jobs another process sharing the batch finished (``--journal redis://``).
     """
 
     total: int
@@ -78,12 +77,11 @@ class ProgressSnapshot:
     rate_limited: int
     elapsed: float
     eta: float | None
-    elsewhere: int = 0
 
     @property
     def done(self) -> int:
-        """Jobs finished either way, here or by another process."""
-        return self.completed + self.failed + self.elsewhere
+        """Jobs finished either way (here, in an earlier run, or by another process)."""
+        return self.completed + self.failed
 
     @property
     def in_flight(self) -> int:
@@ -119,8 +117,6 @@ class BatchProgress:
         self.unreachable = 0  # jobs that failed because the server could not be reached
         self.stopped: BreakerSnapshot | None = None
         """Why the batch stopped submitting (systematic refusals), if it did."""
-        self.elsewhere = 0
-        """Jobs another process sharing the batch finished (the caller counts them)."""
         self.notices: list[str] = []
         self._started = anyio.current_time()
         # (time, requests sent so far): the count one period ago is the oldest sample kept.
@@ -170,7 +166,7 @@ class BatchProgress:
         """The counts now, completed by the scheduler's statistics if it is running."""
         now = anyio.current_time()
         elapsed = now - self._started
-        done = self.completed + self.failed + self.elsewhere
+        done = self.completed + self.failed
         submitting = stats.submitting if stats is not None else 0
         generating = stats.in_flight if stats is not None else 0
         remaining = self.total - done
@@ -198,7 +194,6 @@ class BatchProgress:
             rate_limited=stats.rate_limited if stats is not None else 0,
             elapsed=elapsed,
             eta=eta,
-            elsewhere=self.elsewhere,
         )
 
 
@@ -215,8 +210,6 @@ def format_duration(seconds: float | None) -> str:
 def plain_line(snap: ProgressSnapshot) -> str:
     """One line of progress, for logs and pipes."""
     earlier = f", {snap.from_journal} from earlier runs" if snap.from_journal else ""
-    if snap.elsewhere:
-        earlier += f", {snap.elsewhere} by other processes"
     return (
         f"[{format_duration(snap.elapsed)}] {snap.done}/{snap.total} done "
         f"({snap.completed} completed, {snap.failed} failed{earlier}) | "
@@ -243,8 +236,6 @@ def _rich_view(snap: ProgressSnapshot, title: str) -> Any:
     )
     grid = Table.grid(padding=(0, 3))
     earlier = f" ({snap.from_journal} earlier)" if snap.from_journal else ""
-    if snap.elsewhere:
-        earlier += f" + {snap.elsewhere} by other processes"
     grid.add_row(
         f"waiting [bold]{snap.waiting}[/]",
         f"submitting [bold]{snap.submitting}[/]",
