@@ -8,8 +8,10 @@ Endpoints:
 - ``GET /videos/{id}`` tells the job's status, an estimated progress, and the video URLs.
 - ``GET /videos/{id}/events`` streams the job's changes as Server-Sent Events until it is done.
 - ``GET /healthz`` answers 200 while jobs can run (``"degraded"``, naming the trouble, while
-  the shared job store is unavailable), 503 once the video scheduler stopped (a revoked token,
-  a crash): point your orchestrator's health check at it to restart the worker.
+  the video service fails systematically or the shared job store is unavailable), 503 once
+  the video scheduler stopped (a revoked token, a crash, the video service never reached):
+  point your orchestrator's health check at it to restart the worker. While the video
+  service fails systematically, ``POST /videos`` answers 503 with ``Retry-After``.
 - ``GET /metrics`` serves quota, credits, jobs and latencies to Prometheus (with the
   ``otel-prometheus`` extra).
 
@@ -211,12 +213,18 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
     @app.get("/healthz", responses=error_responses(503))
     async def health(jobs: GrokJobs) -> dict[str, str]:
         """200 while this worker can run jobs, naming what is in trouble (``"degraded"``: the
-        shared job store); 503 once its scheduler stopped (restart it)."""
+        video service failing, the shared job store); 503 once its scheduler stopped (a
+        revoked token, the video service never reached): restart it."""
         found = jobs.health()
         if not found.serving:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=found.detail)
         state = "ok" if found.detail == "ok" else "degraded"
-        return {"status": state, "store": found.store, "detail": found.detail}
+        return {
+            "status": state,
+            "provider": found.provider,
+            "store": found.store,
+            "detail": found.detail,
+        }
 
     @app.get(
         "/videos/{video_id}", response_model=VideoJob, responses=error_responses(404, 422, 503)

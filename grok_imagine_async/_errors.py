@@ -23,13 +23,14 @@
     ├── WaitTimeoutError (also TimeoutError)      a wait's deadline passed; the task goes on
     ├── BudgetExceededError                       a credit budget would be exceeded
     ├── BacklogFullError                          too many jobs wait to start (.fastapi)
+    ├── ProviderDownError                         the API fails systematically (.fastapi)
     ├── SchedulerClosedError (also RuntimeError)  the scheduler is not running or closed
     └── RedisUnavailableError                     Redis unreachable (.redis)
 
-Every class is importable from ``grok_imagine_async``, except the three that belong to one
+Every class is importable from ``grok_imagine_async``, except the four that belong to one
 module and are imported from it: ``InputError`` from ``grok_imagine_async.batch`` (with the
-``JobFile`` that raises it), ``BacklogFullError`` from ``grok_imagine_async.fastapi`` and
-``RedisUnavailableError`` from ``grok_imagine_async.redis``.
+``JobFile`` that raises it), ``BacklogFullError`` and ``ProviderDownError`` from
+``grok_imagine_async.fastapi``, and ``RedisUnavailableError`` from ``grok_imagine_async.redis``.
 
 A fatal error that stopped a scheduler carries ``pending_tasks``: the paid tasks whose end
 the run did not record, so that no task id known to the process is lost with it.
@@ -55,6 +56,7 @@ __all__ = [
     "AmbiguousSubmitError",
     "AuthenticationError",
     "BacklogFullError",
+    "ProviderDownError",
     "BadRequestError",
     "BudgetExceededError",
     "ConfigurationError",
@@ -304,6 +306,23 @@ class BacklogFullError(GrokImagineError):
         self.queued = queued
         self.retry_after = retry_after
         super().__init__(f"{queued} video jobs are already waiting to start; try again later")
+
+
+class ProviderDownError(GrokImagineError):
+    """Raised when an app refuses a new job because its scheduler's breaker says the video
+    service fails systematically (an outage, answers lost, the server never reached, or every
+    recent prompt refused): accepting it would only pay for another failure.
+
+    Attributes:
+        reason: The breaker's reason: ``"outage"``, ``"unanswered"``, ``"unreachable"`` or
+            ``"refused"``.
+        retry_after: Seconds after which trying again may succeed (the next probe), if known.
+    """
+
+    def __init__(self, *, reason: str, retry_after: float | None) -> None:
+        self.reason = reason
+        self.retry_after = retry_after
+        super().__init__(f"the video service is failing systematically ({reason})")
 
 
 class SchedulerClosedError(GrokImagineError, RuntimeError):

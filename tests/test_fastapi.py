@@ -413,3 +413,60 @@ async def test_too_many_queued_jobs_is_429_with_retry_after() -> None:
     assert int(answers[4].headers["retry-after"]) >= 1
     assert after.status_code == 202
     assert "job 4 [duration:30]" not in emulator.statistics().posts_per_prompt  # refused: free
+
+
+# -- a video service that fails systematically ---------------------------------------------------
+
+
+async def health_of(served: Served) -> dict[str, Any]:
+    answer = await served.web.get("/healthz")
+    body: dict[str, Any] = answer.json()
+    body["code"] = answer.status_code
+    return body
+
+
+async def test_while_the_provider_is_down_new_jobs_are_503_and_healthz_says_so() -> None:
+    emulator = emulator_for(tokens={TOKEN: "pro"})
+    async with running(emulator, plan="pro") as served:
+        ok = await served.web.post("/videos?wait=true&timeout=60", json={"prompt": "before"})
+        assert ok.status_code == 200, ok.text
+        emulator.outage()  # every task created from now on fails with "Network error"
+        for n in range(4):
+            await served.web.post("/videos", json={"prompt": f"in the outage {n}"})
+        while (await health_of(served))["provider"] == "up":  # noqa: ASYNC110 - over HTTP
+            await anyio.sleep(1)
+        down = await health_of(served)
+        refused = await served.web.post("/videos", json={"prompt": "not paid for"})
+        emulator.outage(on=False)
+        while (await health_of(served))["provider"] != "up":  # noqa: ASYNC110 - a probe
+            await anyio.sleep(1)
+        after = await served.web.post("/videos", json={"prompt": "after"})
+    assert down["code"] == 200 and down["status"] == "degraded"
+    assert "fails systematically" in down["detail"]
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == "upstream_down"
+    assert "failing" in refused.json()["detail"]
+    assert int(refused.headers["retry-after"]) >= 1
+    assert after.status_code == 202
+    assert "not paid for" not in emulator.statistics().posts_per_prompt
+
+
+async def test_an_api_never_reached_is_named_by_healthz() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Name or service not known", request=request)
+
+    from grok_imagine_async import _http
+
+    upstream = _http.lib.AsyncClient(transport=_http.lib.MockTransport(refuse))
+    async with upstream:
+        app = load_example().create_app(api_key=TOKEN, http_client=upstream)
+        async with client_of(app) as web, app.router.lifespan_context(app):
+            with anyio.fail_after(120):  # about a minute: every attempt failed to connect
+                # Users keep asking (refused with a 503 while paused, but for the probe).
+                while (health := await web.get("/healthz")).status_code == 200:
+                    await web.post("/videos", json={"prompt": "a wrong base URL"})
+                    await anyio.sleep(5)
+            later = await web.post("/videos", json={"prompt": "still wrong"})
+    assert health.status_code == 503
+    assert "cannot be reached" in health.json()["detail"]
+    assert later.status_code == 503

@@ -124,6 +124,7 @@ def test_every_exception_descends_from_the_root_and_says_when_raised() -> None:
     homes = {
         "InputError": "grok_imagine_async.batch",
         "BacklogFullError": "grok_imagine_async.fastapi",
+        "ProviderDownError": "grok_imagine_async.fastapi",
         "RedisUnavailableError": "grok_imagine_async.redis",
     }
     for name in _errors.__all__:

@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"({exc})"
     ) from exc
 
-from .._errors import BacklogFullError
+from .._errors import BacklogFullError, ProviderDownError
 from .._public import set_module as _set_module
 from ._errors import HTTPProblem, http_error_for
 from ._http import (
@@ -76,6 +76,7 @@ __all__ = [
     "HTTPProblem",
     "Health",
     "JobRegistry",
+    "ProviderDownError",
     "error_response",
     "error_responses",
     "event_stream_response",

@@ -27,6 +27,7 @@ from .._errors import (
     ConfigurationError,
     InvalidRequestError,
     JournalError,
+    ProviderDownError,
     RateLimitError,
     SchedulerClosedError,
     TaskFailedError,
@@ -62,6 +63,15 @@ class HTTPProblem:
 _UPSTREAM = "the video service failed"
 STORE_RETRY = 5.0
 """Seconds a caller is told to wait after the job store failed (an outage's usual length)."""
+DOWN_RETRY = 30.0
+"""Seconds a caller is told to wait while the video service fails, if no probe is due."""
+_DOWN = {
+    "outage": "the video service is failing right now; new videos are not started until it "
+    "works again",
+    "unanswered": "the video service is not answering; new videos are not started until it does",
+    "unreachable": "the video service cannot be reached; new videos cannot be started",
+    "refused": "the video service refused every recent video; new ones are not started",
+}
 # Advice addressed to the programmer, e.g. "(pass allow_unlisted=True to send it anyway)":
 # an HTTP caller can act on none of it.
 _PYTHON_ADVICE = re.compile(r"\s*\(pass [^()]*\)")
@@ -88,6 +98,7 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
     BacklogFullError                      429     ``too_many_pending`` + Retry-After
     RateLimitError (upstream quota)       503     ``upstream_rate_limited`` + Retry-After
     SchedulerClosedError                  503     ``unavailable``
+    ProviderDownError (breaker)           503     ``upstream_down`` + Retry-After
     JournalError (the job store)          503     ``store_unavailable`` + Retry-After
     APITimeoutError                       504     ``upstream_timeout``
     WaitTimeoutError (``job.wait``)       504     ``not_ready``
@@ -119,6 +130,9 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
         return HTTPProblem(503, "unavailable", "video generation is not available right now")
     if isinstance(exc, WaitTimeoutError):  # a handler's bounded wait: the job goes on
         return HTTPProblem(504, "not_ready", "the video was not ready in time; ask again later")
+    if isinstance(exc, ProviderDownError):
+        detail = _DOWN.get(exc.reason, _DOWN["outage"])
+        return HTTPProblem(503, "upstream_down", detail, exc.retry_after or DOWN_RETRY)
     if isinstance(exc, JournalError):  # Redis refusing or gone, a full disk: try again later
         return HTTPProblem(
             503, "store_unavailable", "the job store is not available right now", STORE_RETRY

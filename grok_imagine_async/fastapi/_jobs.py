@@ -28,9 +28,11 @@ from .._errors import (
     BacklogFullError,
     BudgetExceededError,
     JournalError,
+    ProviderDownError,
     SchedulerClosedError,
 )
 from .._models import FailureClass, GenerationRequest
+from .._scheduling.breaker import BreakerState
 from .._scheduling.capacity import queue_wait
 from .._scheduling.durations import DurationModel
 from .._scheduling.jobs import (
@@ -39,6 +41,7 @@ from .._scheduling.jobs import (
     JobSpec,
     JobState,
     JobStore,
+    SchedulerStatistics,
     StoredJob,
     StoreRecord,
     StoreState,
@@ -88,14 +91,19 @@ class Health:
 
     Attributes:
         serving: Whether this worker can run jobs; False once its scheduler stopped (a revoked
-            token, a crash): only a restart helps, so answer 503.
+            token, a crash, a breaker that gave up): only a restart helps, so answer 503.
         store: ``"ok"``, or ``"unavailable"`` while the shared job store cannot be used (Redis
             down or refusing writes): jobs go on from memory and are written back later, but
             other workers may not see this one's jobs meanwhile.
+        provider: What the scheduler's breaker says of the video service: ``"up"``,
+            ``"down"`` (paused on an outage or lost answers: new jobs are refused with a 503
+            until a probe succeeds), ``"unreachable"`` (every attempt failed to connect: the
+            scheduler stopped) or ``"refusing"`` (it refused every recent job: stopped).
     """
 
     serving: bool
     store: Literal["ok", "unavailable"] = "ok"
+    provider: Literal["up", "down", "unreachable", "refusing"] = "up"
 
     @property
     def detail(self) -> str:
@@ -103,9 +111,18 @@ class Health:
         problems = []
         if not self.serving:
             problems.append("the video scheduler stopped")
+        if self.provider != "up":
+            problems.append(_PROVIDER[self.provider])
         if self.store != "ok":
             problems.append("the shared job store is unavailable")
         return "; ".join(problems) or "ok"
+
+
+_PROVIDER = {
+    "down": "the video service fails systematically: new jobs wait for it to recover",
+    "unreachable": "the video service cannot be reached: every recent attempt failed to connect",
+    "refusing": "the video service refused every recent job: new jobs are not started",
+}
 
 
 class _Tracked:
@@ -277,9 +294,20 @@ class JobRegistry:
         return len(self._entries)
 
     def health(self) -> Health:
-        """Whether this worker can run jobs, and whether its shared store is in trouble."""
+        """Whether this worker can run jobs, what its breaker says of the video service, and
+        whether its shared store is in trouble."""
         store_ok = self._shared is None or self._shared.available
-        return Health(serving=not self._closed, store="ok" if store_ok else "unavailable")
+        breaker = self._scheduler.statistics().breaker if self._scheduler is not None else None
+        provider: Literal["up", "down", "unreachable", "refusing"] = "up"
+        if breaker is not None and breaker.state is BreakerState.PAUSED:
+            provider = "down"
+        elif breaker is not None and breaker.state is BreakerState.STOPPED:
+            provider = "unreachable" if breaker.reason == "unreachable" else "refusing"
+        return Health(
+            serving=not self._closed and provider in ("up", "down"),
+            store="ok" if store_ok else "unavailable",
+            provider=provider,
+        )
 
     # -- starting and finding jobs ---------------------------------------------------------
 
@@ -295,6 +323,8 @@ class JobRegistry:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
             BudgetExceededError: If the credit budget cannot pay for one more job.
             BacklogFullError: If ``max_queued`` jobs already wait to be submitted.
+            ProviderDownError: If the scheduler's breaker says the video service fails
+                systematically (a 503 with ``Retry-After``: the next probe).
             SchedulerClosedError: If the scheduler no longer runs.
             JournalError: If a shared store refuses (not an outage: writes then wait).
         """
@@ -304,6 +334,7 @@ class JobRegistry:
             # Time for the quota to carry the queue ahead of this job, at the planned cost per job.
             wait = queue_wait(stats.queued, requests_per_second=stats.limit_per_minute / 60.0)
             raise BacklogFullError(queued=stats.queued, retry_after=math.ceil(wait))
+        self._check_breaker(stats)
         if isinstance(request, str):
             request = GenerationRequest(prompt=request)
         key = self._new_id()
@@ -455,6 +486,23 @@ class JobRegistry:
                 self._on_change(StoredJob(key, tracked.request, record))
 
     # -- internals -------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_breaker(stats: SchedulerStatistics) -> None:
+        """Refuse a job the breaker would not send: paying for it would buy another failure.
+
+        While paused, one job may wait to serve as the probe (the breaker probes with a queued
+        job: an app refusing them all would never learn that the service came back).
+        """
+        breaker = stats.breaker
+        if breaker.state is BreakerState.RUNNING:
+            return
+        if breaker.state is BreakerState.PAUSED and stats.queued + stats.submitting == 0:
+            return
+        wait = None
+        if breaker.next_probe_at is not None:
+            wait = max(1.0, breaker.next_probe_at - anyio.current_time())
+        raise ProviderDownError(reason=breaker.reason or "outage", retry_after=wait)
 
     def _running(self) -> JobScheduler:
         if self._closed or self._scheduler is None:
