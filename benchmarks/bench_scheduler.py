@@ -22,7 +22,10 @@ duration model's prior stays at its 30 s default. Sections:
   batch that does not fill its last window exactly);
 - ``enterprise``: the batch sweep at 10,000 jobs on enterprise (slow: run it last): the default
   client at every median against both windows and at three against a bucket;
-- ``rss``: peak RSS of a 10,000- and a 100,000-job batch, each in a fresh process.
+- ``rss``: peak RSS of a 10,000- and a 100,000-job batch, each in a fresh process;
+- ``outage``: a provider failing systematically (issue 24): outages of 30 s and 2 min at the
+  start and in the middle of 300- and 3,000-job batches on free and pro, batches refused
+  entirely, and batches with the usual faults run with and without the breaker.
 
 Figures: makespan over the *window bound* (``max(floor((2N - 1) / limit) x period,
 max_k(floor((k - 1) / limit) x period + d_k))``, the bound of any client that never sends more
@@ -67,7 +70,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 TABLE = RESULTS / "scheduler.md"
 PLOT = RESULTS / "scheduler.png"
 STORE = RESULTS / "scheduler.json"
-SECTIONS = ("batch", "idle", "seeds", "enterprise", "rss")
+SECTIONS = ("batch", "idle", "seeds", "enterprise", "rss", "outage")
 RSS_SIZES = (10_000, 100_000)
 QUICK_RSS_SIZES = (1_000, 10_000)
 TARGET_RSS_MB = 150.0
@@ -183,11 +186,264 @@ def render(store: dict[str, Any], command: str) -> str:
         "",
         memory_section(store.get("rss", {}).get("rows", [])),
         "",
+        "## A provider that fails systematically (issue 24)",
+        "",
+        header("outage"),
+        "",
+        "The default client and scheduler (`BreakerPolicy()`) against the emulator's plans, "
+        "30 s median jobs. *Outage*: every task created in the window fails within 2 s with "
+        "the network error (`testing.Outage`), charged; it starts with the batch or at half "
+        "its no-outage makespan. *Tasks paid during it* counts the tasks created inside the "
+        "window (the warm-up's, the ones sent before an answer could come back, the probes). "
+        "*Refused*: every prompt `[fail:content]` (refused at the end of its generation, the "
+        "emulator's pessimistic case). *Usual faults*: one prompt in ten refused, one in 25 "
+        "failing once with the network error, one in 40 answered 500 once, and 2 % of all "
+        "requests answered 500; the same batch without the breaker gives the reference "
+        "outcomes. Bold: a target of issue 24 missed.",
+        "",
+        outage_table(store.get("outage", {}).get("rows", [])),
+        "",
         "## Plot",
         "",
         "![makespan, requests per job and idle detection](scheduler.png)",
     ]
     return "\n".join(parts) + "\n"
+
+
+# -- the outage section (issue 24) ---------------------------------------------------------------
+
+OUTAGE_PLANS = ("free", "pro")
+OUTAGE_SIZES = (300, 3000)
+OUTAGE_LENGTHS = (30.0, 120.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutageCase:
+    """One run of the outage section: a plan, a batch and what goes wrong in it.
+
+    Attributes:
+        kind: ``"none"`` (the baseline), ``"outage"`` (every task created in
+            ``[start, start + length)`` fails within 2 s with the network error), ``"refused"``
+            (every prompt refused for content policy), ``"usual"`` (one prompt in ten refused, a
+            few failing once, 2 % of server errors) or ``"usual-off"`` (the same without the
+            breaker, to compare outcomes).
+    """
+
+    plan: str
+    jobs: int
+    kind: str = "none"
+    start: float = 0.0
+    length: float = 0.0
+
+
+def _usual(n: int) -> str:
+    if n % 10 == 3:
+        return f"job {n} [fail:content]"
+    if n % 25 == 7:
+        return f"job {n} [fail:network:1]"
+    if n % 40 == 11:
+        return f"job {n} [fail:500:1]"
+    return f"job {n}"
+
+
+async def _outage_run(case: OutageCase) -> dict[str, Any]:
+    import random
+
+    import anyio
+
+    from grok_imagine_async import AsyncGrokImagine
+    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
+
+    faults = FaultConfig()
+    if case.kind.startswith("outage"):
+        faults = FaultConfig(outages=(Outage(start=case.start, end=case.start + case.length),))
+    elif case.kind.startswith("usual"):
+        faults = FaultConfig(server_error_rate=0.02)
+    emulator = Emulator(EmulatorConfig(tokens={"tok": case.plan}, seed=1, faults=faults))
+    client = AsyncGrokImagine(
+        api_key="tok",
+        http_client=emulator.client(token=None),
+        plan=case.plan,
+        rng=random.Random(1),
+    )
+    if case.kind == "refused":
+        prompts = [f"a bad template {n} [fail:content]" for n in range(case.jobs)]
+    elif case.kind.startswith("usual"):
+        prompts = [_usual(n) for n in range(case.jobs)]
+    else:
+        prompts = [f"scene {n}" for n in range(case.jobs)]
+    off = case.kind in ("usual-off", "outage-off")
+    options: dict[str, Any] = {"breaker": None} if off else {}
+    transitions: list[str] = []
+
+    def hook(event: Any) -> None:
+        if hasattr(event, "transition"):
+            transitions.append(event.transition)
+
+    start = anyio.current_time()
+    async with (
+        client,
+        client.generate_many(prompts, rng=random.Random(1), on_event=hook, **options) as results,
+    ):
+        done = [result async for result in results]
+    makespan = anyio.current_time() - start
+    first = emulator.request_times()[0]
+    created = [emulator.task_times(t) for t in emulator.task_ids()]
+    during = sum(
+        case.start <= times[0] - first < case.start + case.length
+        for times in created
+        if times is not None
+    )
+    return {
+        "case": dataclasses.asdict(case),
+        "makespan": makespan,
+        "completed": sum(result.ok for result in done),
+        "tasks": len(created),
+        "paid_during": during,
+        "outcomes": {
+            r.request.prompt: r.failure_class.value if r.failure_class else "ok" for r in done
+        },
+        "transitions": transitions,
+    }
+
+
+def _outage_one(case: OutageCase) -> dict[str, Any]:
+    import logging
+
+    from grok_imagine_async.testing import run_virtual
+
+    logging.getLogger("grok_imagine_async").setLevel(logging.CRITICAL)
+    began = time.perf_counter()
+    row = run_virtual(_outage_run, case)
+    row["wall"] = time.perf_counter() - began
+    print(
+        f"outage {case.plan} {case.jobs} {case.kind} {case.start:g}+{case.length:g}: "
+        f"makespan {row['makespan']:.0f} s, paid during {row['paid_during']}, "
+        f"{row['completed']}/{case.jobs} completed ({row['wall']:.0f} s wall)",
+        flush=True,
+    )
+    return row
+
+
+def outage_cases(quick: bool) -> tuple[list[OutageCase], list[OutageCase]]:
+    """The baselines (no outage), then every other case (their middles need the baselines)."""
+    sizes = (300,) if quick else OUTAGE_SIZES
+    base = [OutageCase(plan, jobs) for plan in OUTAGE_PLANS for jobs in sizes]
+    others = [
+        OutageCase(plan, jobs, kind)
+        for plan in OUTAGE_PLANS
+        for jobs in sizes
+        for kind in ("refused", "usual", "usual-off")
+    ]
+    return base, others
+
+
+def outage_rows(quick: bool, workers: int) -> list[dict[str, Any]]:
+    """Run the outage section: baselines first, then outages at the start and the middle."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    base, others = outage_cases(quick)
+    lengths = (30.0,) if quick else OUTAGE_LENGTHS
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        baselines = list(pool.map(_outage_one, base))
+        cases = list(others)
+        for row in baselines:
+            plan, jobs, span = row["case"]["plan"], row["case"]["jobs"], row["makespan"]
+            for length in lengths:
+                for start in (0.0, round(span / 2)):
+                    for kind in ("outage", "outage-off"):
+                        cases.append(OutageCase(plan, jobs, kind, start, length))
+        return baselines + list(pool.map(_outage_one, cases))
+
+
+def outage_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The outage section's tables: outages, refusals, and usual faults (no false alarm)."""
+    base = {
+        (r["case"]["plan"], r["case"]["jobs"]): r["makespan"]
+        for r in rows
+        if r["case"]["kind"] == "none"
+    }
+    lines = [
+        "| plan | jobs | outage | starts at | no-outage makespan | makespan | bound "
+        "(outage + 1.10 x) | tasks paid during it (target <= 20) | completed | course "
+        "| breaker off: paid during it, completed, makespan |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    offs = {
+        (r["case"]["plan"], r["case"]["jobs"], r["case"]["start"], r["case"]["length"]): r
+        for r in rows
+        if r["case"]["kind"] == "outage-off"
+    }
+    for r in rows:
+        case = r["case"]
+        if case["kind"] != "outage":
+            continue
+        plain = base[(case["plan"], case["jobs"])]
+        bound = case["length"] + 1.10 * plain
+        span = r["makespan"]
+        paid = r["paid_during"]
+        course = ", ".join(_runs(r["transitions"])) or "-"
+        lines.append(
+            f"| {case['plan']} | {case['jobs']:,} | {case['length']:.0f} s | "
+            f"{case['start']:.0f} s | {plain:.0f} s | "
+            f"{span:.0f} s{'' if span <= bound else ' **over**'} | {bound:.0f} s | "
+            f"{paid}{'' if paid <= 20 else ' **over**'} | "
+            f"{r['completed']:,} / {case['jobs']:,} | {course} | {_off(offs, case)} |"
+        )
+    lines += [
+        "",
+        "| plan | jobs | every prompt refused: tasks paid (target <= 25) | not submitted "
+        "| course |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        case = r["case"]
+        if case["kind"] != "refused":
+            continue
+        unsent = sum(value == "not_submitted" for value in r["outcomes"].values())
+        paid = r["tasks"]
+        lines.append(
+            f"| {case['plan']} | {case['jobs']:,} | {paid}{'' if paid <= 25 else ' **over**'} "
+            f"| {unsent:,} | {', '.join(_runs(r['transitions'])) or '-'} |"
+        )
+    lines += [
+        "",
+        "| plan | jobs | usual faults: outcomes changed by the breaker (target 0) | pauses "
+        "| makespan, breaker on / off |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    usual = {(r["case"]["plan"], r["case"]["jobs"], r["case"]["kind"]): r for r in rows}
+    for (plan, jobs, kind), on in usual.items():
+        if kind != "usual":
+            continue
+        off = usual[(plan, jobs, "usual-off")]
+        changed = sum(on["outcomes"][p] != off["outcomes"].get(p) for p in on["outcomes"])
+        lines.append(
+            f"| {plan} | {jobs:,} | {changed}{'' if changed == 0 else ' **changed**'} | "
+            f"{on['transitions'].count('paused')} | "
+            f"{on['makespan']:.0f} s / {off['makespan']:.0f} s |"
+        )
+    return "\n".join(lines)
+
+
+def _off(offs: dict[tuple[Any, ...], dict[str, Any]], case: dict[str, Any]) -> str:
+    """The same outage without the breaker, as the table's last cell."""
+    off = offs.get((case["plan"], case["jobs"], case["start"], case["length"]))
+    if off is None:
+        return "-"
+    return f"{off['paid_during']}, {off['completed']:,}, {off['makespan']:.0f} s"
+
+
+def _runs(transitions: Sequence[str]) -> list[str]:
+    """``paused, probing x3, resumed``."""
+    out: list[str] = []
+    for name in transitions:
+        if out and out[-1].split(" x")[0] == name:
+            head, _, count = out[-1].partition(" x")
+            out[-1] = f"{head} x{int(count or 1) + 1}"
+        else:
+            out.append(name)
+    return out
 
 
 def run_section(section: str, *, quick: bool, workers: int) -> list[dict[str, Any]]:
@@ -200,6 +456,10 @@ def run_section(section: str, *, quick: bool, workers: int) -> list[dict[str, An
             print(f"peak RSS at {jobs:,} jobs: {ours.peak_rss_mb:.0f} MB", flush=True)
             pairs.append({"ours": dataclasses.asdict(ours), "alone": dataclasses.asdict(alone)})
         return pairs
+    if section == "outage":
+        rows = outage_rows(quick, workers)
+        print(outage_table(rows), flush=True)
+        return rows
     if section == "idle":
         scenarios = idle_scenarios()
     elif section == "seeds":
@@ -252,7 +512,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     batch = [SweepRow(**row) for row in store.get("batch", {}).get("rows", [])]
     idle = [SweepRow(**row) for row in store.get("idle", {}).get("rows", [])]
     if batch or idle:
-        plot_sweep(batch, idle, PLOT)
+        try:
+            plot_sweep(batch, idle, PLOT)
+        except ModuleNotFoundError as exc:  # matplotlib: the tables are written all the same
+            print(f"no plot ({exc}); {PLOT.name} left as it was", file=sys.stderr)
     TABLE.write_text(report, encoding="utf-8")
     print(report)
     print(f"wrote {TABLE.relative_to(ROOT)}, {PLOT.relative_to(ROOT)}", file=sys.stderr)

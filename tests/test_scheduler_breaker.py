@@ -325,14 +325,15 @@ async def test_free_failures_are_not_counted_as_spent() -> None:
     assert stats.credits_consumed == paid == 40 * 40  # the failed tasks were free
 
 
+async def drain(client: AsyncGrokImagine, jobs: int) -> None:
+    async with client.generate_many([f"p {n}" for n in range(jobs)]) as results:
+        async for _ in results:
+            pass
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("plan", ["free", "pro", "enterprise"])
 async def test_a_batch_that_never_connects_gives_up_within_about_a_minute(plan: str) -> None:
-    async def drain(client: AsyncGrokImagine, jobs: int) -> None:
-        async with client.generate_many([f"p {n}" for n in range(jobs)]) as results:
-            async for _ in results:
-                pass
-
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("Name or service not known", request=request)
 
@@ -352,6 +353,28 @@ async def test_a_batch_that_never_connects_gives_up_within_about_a_minute(plan: 
             await drain(client, 2000)
     assert anyio.current_time() - start <= 90.0
     assert len(limiter.granted) < 2000
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("plan", ["free", "pro"])
+async def test_the_cli_case_of_a_wrong_url_ends_within_a_minute_with_the_default_limiter(
+    plan: str,
+) -> None:
+    # Issue 25: 20 jobs against a host that does not exist looked hung for about an hour.
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Name or service not known", request=request)
+
+    client = AsyncGrokImagine(
+        api_key=TOKEN,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(refuse)),
+        plan=plan,
+        base_url="https://api.grokimagineapi.con",
+    )
+    start = anyio.current_time()
+    async with client:
+        with pytest.raises(APIConnectionError):
+            await drain(client, 20)
+    assert anyio.current_time() - start <= 75.0
 
 
 @pytest.mark.anyio
