@@ -353,7 +353,24 @@ def outage_rows(quick: bool, workers: int) -> list[dict[str, Any]]:
                 for start in (0.0, round(span / 2)):
                     for kind in ("outage", "outage-off"):
                         cases.append(OutageCase(plan, jobs, kind, start, length))
-        return baselines + list(pool.map(_outage_one, cases))
+        return summarized(baselines + list(pool.map(_outage_one, cases)))
+
+
+def summarized(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows without each prompt's outcome: only what the tables show (``changed``: the
+    prompts whose outcome differs from the same batch without the breaker)."""
+    outcomes = {
+        (r["case"]["plan"], r["case"]["jobs"], r["case"]["kind"]): r.get("outcomes") for r in rows
+    }
+    for r in rows:
+        case, mine = r["case"], r.pop("outcomes", None)
+        if mine is None:
+            continue
+        r["not_submitted"] = sum(value == "not_submitted" for value in mine.values())
+        if case["kind"] == "usual":
+            off = outcomes.get((case["plan"], case["jobs"], "usual-off")) or {}
+            r["changed"] = sum(mine[p] != off.get(p) for p in mine)
+    return rows
 
 
 def outage_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -400,7 +417,7 @@ def outage_table(rows: Sequence[dict[str, Any]]) -> str:
         case = r["case"]
         if case["kind"] != "refused":
             continue
-        unsent = sum(value == "not_submitted" for value in r["outcomes"].values())
+        unsent = r["not_submitted"]
         paid = r["tasks"]
         lines.append(
             f"| {case['plan']} | {case['jobs']:,} | {paid}{'' if paid <= 25 else ' **over**'} "
@@ -417,7 +434,7 @@ def outage_table(rows: Sequence[dict[str, Any]]) -> str:
         if kind != "usual":
             continue
         off = usual[(plan, jobs, "usual-off")]
-        changed = sum(on["outcomes"][p] != off["outcomes"].get(p) for p in on["outcomes"])
+        changed = on["changed"]
         lines.append(
             f"| {plan} | {jobs:,} | {changed}{'' if changed == 0 else ' **changed**'} | "
             f"{on['transitions'].count('paused')} | "
