@@ -366,3 +366,43 @@ async def test_a_burst_waits_for_a_connection_and_is_never_an_outage(
             for n in range(POOL_SIZE * 4):
                 tg.start_soon(a.peek, f"burst-{n}")
         assert a.available and a.statistics().outages == 0
+
+
+def start_and_kill_a_store(url: str) -> None:
+    """A process that opened a store with a budget (so set aside a reserve), SIGKILLed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import anyio\n"
+        "from grok_imagine_async.redis import RedisJobStore\n"
+        "async def main():\n"
+        f"    async with RedisJobStore({url!r}, api_key={TOKEN!r}, lease=0.6, max_credits=400):\n"
+        "        print('ready', flush=True)\n"
+        "        await anyio.sleep(60)\n"
+        "anyio.run(main)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    killed = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert killed.stdout is not None and killed.stdout.readline() == "ready\n"
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate(timeout=10)
+
+
+async def test_a_killed_process_reserve_goes_back_once_its_lease_lapsed(
+    redis_server: RedisServer,
+) -> None:
+    await anyio.to_thread.run_sync(start_and_kill_a_store, redis_server.url)
+    async with store(redis_server.url, max_credits=400) as survivor:
+        [name] = await redis_command(redis_server.url, "KEYS", "*:credits")  # type: ignore[misc]
+        # Its 160 went back to the budget: the survivor holds its own share, nothing else.
+        with anyio.fail_after(10):
+            while int(await redis_command(redis_server.url, "GET", name)) != 160:  # type: ignore[call-overload]  # noqa: ASYNC110 - Redis raises no local event
+                await anyio.sleep(0.05)
+        assert await survivor.credits_committed() == 0
