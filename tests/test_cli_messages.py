@@ -202,6 +202,9 @@ def test_a_missing_token_names_the_options_not_the_python_keyword(
     assert "no API key: pass --api-key TOKEN or set $GROK_IMAGINE_API_KEY" in done.stderr
     assert "--emulate" in done.stderr
     assert "api_key=" not in done.stderr and "AsyncGrokImagine" not in done.stderr
+    assert not list(
+        (tmp_path / "v").glob("journal*")
+    )  # nothing created for a run that cannot start
 
 
 def test_status_has_no_emulate_to_suggest(run_cli: RunCli, tmp_path: Path) -> None:
