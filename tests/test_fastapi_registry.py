@@ -114,3 +114,19 @@ async def test_a_store_that_fails_a_lookup_is_a_503_with_retry_after() -> None:
     problem = http_error_for(raised.value)
     assert (problem.status_code, problem.code) == (503, "store_unavailable")
     assert int(problem.headers["Retry-After"]) >= 1
+
+
+async def test_waiting_on_a_job_ends_when_the_app_stops() -> None:
+    from fastapi import FastAPI
+    from test_fastapi import TOKEN, emulator_for
+
+    from grok_imagine_async import SchedulerClosedError
+    from grok_imagine_async.fastapi import grok_imagine_lifespan
+
+    app = FastAPI()
+    async with emulator_for().client(token=None) as upstream:
+        async with grok_imagine_lifespan(app, api_key=TOKEN, http_client=upstream):
+            jobs: JobRegistry = app.state.grok_imagine.jobs
+            job = await jobs.submit("a long one [duration:600]")
+        with anyio.fail_after(5), pytest.raises(SchedulerClosedError):
+            await job.wait()

@@ -94,6 +94,8 @@ class MemoryJobStore:
         return lambda: self._listeners.remove(listener)
 
     def _tell(self, key: str) -> None:
+        if not self._listeners:
+            return
         record = self._records[key]
         job = StoredJob(key, record.request, record)
         for listener in list(self._listeners):

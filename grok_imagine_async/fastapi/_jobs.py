@@ -119,7 +119,7 @@ class Health:
 
 
 _PROVIDER = {
-    "down": "the video service fails systematically: new jobs wait for it to recover",
+    "down": "the video service fails systematically: new jobs are refused until it recovers",
     "unreachable": "the video service cannot be reached: every recent attempt failed to connect",
     "refusing": "the video service refused every recent job: new jobs are not started",
 }
@@ -135,6 +135,7 @@ class _Tracked:
     __slots__ = (
         "_final",
         "changed",
+        "closed",
         "durations",
         "handle",
         "key",
@@ -155,6 +156,7 @@ class _Tracked:
         self.submitted_at: float | None = None  # when it was seen running, on this clock
         self._final: JobResult | None = None
         self.changed: anyio.Event | None = None  # made by the first waiter
+        self.closed = False  # the registry stopped: no change will come
         self.handle = Job(self)
 
     @property
@@ -175,6 +177,8 @@ class _Tracked:
 
     async def wait_finished(self) -> JobResult:
         while (result := self.result) is None:
+            if self.closed:
+                raise SchedulerClosedError("the video scheduler stopped before the job finished")
             await self.wait_changed()
         return result
 
@@ -283,6 +287,7 @@ class JobRegistry:
         self._closing.set()
         self._remove_listener()
         for tracked in self._entries.values():
+            tracked.closed = True
             tracked.wake()
 
     @property
@@ -422,7 +427,7 @@ class JobRegistry:
         if tracked is None or tracked.handle is not job:
             raise KeyError(job.key)
         while tracked.state is seen:
-            if self._closed:
+            if tracked.closed:
                 raise SchedulerClosedError("the video scheduler stopped before the job finished")
             await tracked.wait_changed()
         return tracked.state
