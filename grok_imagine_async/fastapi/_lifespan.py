@@ -122,9 +122,10 @@ async def grok_imagine_lifespan(
         client_factory: Builds the client instead (for other client settings); called at
             startup, and the client it returns is closed at shutdown. Excludes the client
             settings (the five above and ``telemetry``).
-        journal: A :class:`~grok_imagine_async.abc.JobStore`, or a SQLite file path, so jobs survive
-            a restart. One per process: a SQLite journal is locked by the process using it, so
-            a second worker given the same path fails to start.
+        journal: The app's job store: a :class:`~grok_imagine_async.abc.JobStore`, or a
+            SQLite file path, so jobs survive a restart (default: a store in memory). One per
+            process: a SQLite journal is locked by the process using it, so a second worker
+            given the same path fails to start.
         max_credits: Credit budget of this app's process (of all its workers with
             ``redis_url``); jobs beyond it are refused (402).
         redis_url: Run as one of several workers (``uvicorn --workers N``, replicas, hosts)
@@ -133,11 +134,12 @@ async def grok_imagine_lifespan(
             looked up, waited on and streamed from every worker, jobs of a worker that stops
             are adopted by the others, and ``max_credits`` is one budget for all. Excludes
             ``journal``; a Redis that cannot be reached fails the startup.
-        redis_namespace: Separates apps sharing one token and one Redis.
+        redis_namespace: Separates apps sharing one token and one Redis: the workers of one
+            namespace share its jobs and its budget.
         redis_lease: Seconds a worker may go silent before its jobs are adopted.
         max_jobs: Finished jobs to remember by id (see :class:`JobRegistry`).
         max_queued: Jobs allowed to wait for a submission slot before new ones get a 429.
-        on_event: Your own hook for every scheduler event (called after the registry's).
+        on_event: Your own hook for every scheduler event.
         telemetry: The client's ``telemetry`` (OpenTelemetry spans and metrics; see
             :class:`~grok_imagine_async.otel.Telemetry`).
         **scheduler_options: Passed to :class:`~grok_imagine_async.JobScheduler`
