@@ -65,6 +65,7 @@ async def test_shutdown_with_jobs_in_flight_is_prompt_and_logs_each_job(
     assert answers["wait"].status_code == 503
     assert answers["wait"].json()["error"] == "unavailable"
     assert "shutting down with 4 unfinished video jobs and no journal" in caplog.text
+    assert "resume on the next run" not in caplog.text  # the store in memory dies with it
     for video_id in ids:
         assert f"unfinished video job {video_id}: running, task {task_ids[video_id]}" in caplog.text
     assert TOKEN not in caplog.text

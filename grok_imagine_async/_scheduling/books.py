@@ -18,6 +18,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._errors import AuthenticationError, GrokImagineError, JournalError
+from .._journal.memory import MemoryJobStore
 from .._models import FailureClass, Task
 from .breaker import Breaker, Transition
 from .budget import CreditBudget
@@ -267,7 +268,9 @@ class Books:
         """Log every task id of ``pending``, so none is lost with the process."""
         if not pending:
             return
-        kept = self.journal is not None and not self.unrecorded
+        # A store in memory dies with the process: nothing resumes from it.
+        durable = self.journal is not None and not isinstance(self.journal, MemoryJobStore)
+        kept = durable and not self.unrecorded
         listed = ", ".join(f"{key}={task_id}" for key, task_id in pending.items())
         logger.log(
             logging.INFO if kept else logging.WARNING,
