@@ -161,8 +161,7 @@ class SqliteJobStore:
                 (key, text, StoreState.INTENT.value, attempt, time.time(), digest),
             )
 
-        await self._write(apply, shield=False)
-        await self._tell(key)
+        await self._write_told(key, apply, shield=False)
 
     async def record_submitted(self, key: str, task_id: str) -> None:
         """Record that the POST for ``key`` created ``task_id`` (and cost 40 credits).
@@ -185,8 +184,7 @@ class SqliteJobStore:
                 (task_id, now, key),
             )
 
-        await self._write(apply, shield=True)
-        await self._tell(key)
+        await self._write_told(key, apply, shield=True)
 
     async def record_finished(self, result: JobResult) -> None:
         """Record how the job ended: state, last task, videos, error and failure class.
@@ -235,8 +233,7 @@ class SqliteJobStore:
                 values,
             )
 
-        await self._write(apply, shield=True)
-        await self._tell(result.key)
+        await self._write_told(result.key, apply, shield=True)
 
     async def record_files(self, key: str, files: Sequence[Path]) -> None:
         """Record that the job's videos were downloaded to ``files``."""
@@ -280,11 +277,17 @@ class SqliteJobStore:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    async def _tell(self, key: str) -> None:
-        if not self._listeners:
-            return
-        with anyio.CancelScope(shield=True):  # written: whoever follows the job must hear it
-            record = await self.load(key)
+    async def _write_told(
+        self, key: str, apply: Callable[[sqlite3.Connection], object], *, shield: bool
+    ) -> None:
+        """Write, then tell the listeners of the job as written (read back in the same
+        transaction: no extra trip to the worker thread)."""
+
+        def apply_and_read(conn: sqlite3.Connection) -> StoreRecord | None:
+            apply(conn)
+            return read_one(conn, key=key) if self._listeners else None
+
+        record = await self._write(apply_and_read, shield=shield)
         if record is not None:
             job = StoredJob(key, record.request, record)
             for listener in list(self._listeners):
