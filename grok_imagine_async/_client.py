@@ -30,7 +30,7 @@ from ._fetch import Downloader
 from ._hosts import HostPolicy
 from ._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from ._limiting.protocol import Priority, RateLimiter
-from ._limits import Limits
+from ._limits import Limits, prompt_problem
 from ._models import GenerationRequest, Task
 from ._observe import Observer
 from ._progress import ProgressHook
@@ -307,12 +307,8 @@ class AsyncGrokImagine:
         )
 
     def _check_prompt(self, prompt: str) -> None:
-        longest = self._limits.max_prompt_chars
-        if len(prompt) > longest:
-            problem = (
-                f"the prompt has {len(prompt)} characters, more than {longest} "
-                "(Limits.max_prompt_chars)"
-            )
+        problem = prompt_problem(prompt, self._limits)
+        if problem is not None:
             raise InvalidRequestError(f"invalid request: {problem}", problems=(problem,))
 
     async def submit(self, request: GenerationRequest) -> str:

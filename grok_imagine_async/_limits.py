@@ -49,3 +49,12 @@ class Limits:
             raise ValueError(f"max_request_time must be > 0, got {self.max_request_time!r}")
         if isinstance(self.max_redirects, bool) or self.max_redirects < 0:
             raise ValueError(f"max_redirects must be >= 0, got {self.max_redirects!r}")
+
+
+def prompt_problem(prompt: str, limits: Limits) -> str | None:
+    """Why ``limits`` refuse ``prompt``, or None: one rule for the client and the input check."""
+    longest = limits.max_prompt_chars
+    if len(prompt) > longest:
+        many = f"the prompt has {len(prompt)} characters, more than {longest}"
+        return f"{many} (Limits.max_prompt_chars)"
+    return None

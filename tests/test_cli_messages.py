@@ -308,6 +308,21 @@ def test_generate_refuses_an_invalid_request_before_sending(
     assert "unknown ratio '4:3'" in done.stderr
 
 
+def test_a_prompt_too_long_is_named_by_generate_and_by_the_batch_check(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    long = "x" * 6_000
+    done = run_cli("generate", long, "--out", "v", "--emulate", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "invalid request: the prompt has 6000 characters" in done.stderr
+    assert "unexpected" not in done.stderr and "nothing was submitted" in done.stderr
+    prompts_file(tmp_path, "a cat", long)
+    batch = run_cli("batch", "prompts.txt", "--out", "v", "--emulate", cwd=tmp_path)
+    assert batch.returncode == 2
+    assert "prompts.txt:2: the prompt has 6000 characters" in batch.stderr
+    assert not (tmp_path / "v").exists()  # refused before any folder, journal or credit
+
+
 def test_batch_refuses_bad_defaults_naming_the_option(run_cli: RunCli, tmp_path: Path) -> None:
     prompts_file(tmp_path, "a cat")
     done = run_cli("batch", "prompts.txt", "--out", "o", "--ratio", "16:9", cwd=tmp_path)

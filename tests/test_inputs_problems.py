@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from grok_imagine_async import Limits
 from grok_imagine_async.batch import InputError, JobFile
 
 
@@ -79,3 +80,38 @@ def test_a_clean_file_checks_as_before(tmp_path: Path) -> None:
     assert summary.jobs == 2
     with pytest.raises(ValueError, match="max_problems"):
         JobFile(path).check(max_problems=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        ('prompt,ratio\nok,1:1\n"unterminated,2:3\n', 3, "never closed (an unterminated quote)"),
+        ('prompt,ratio\n"unterminated,2:3\nnext,1:1\n', 2, "never closed (an unterminated quote)"),
+        ('prompt,ratio\n"a kite"at dawn,1:1\nfine,1:1\n', 2, "bad CSV"),
+    ],
+)
+def test_malformed_csv_is_an_input_error_not_a_prompt(
+    tmp_path: Path, text: str, line: int, problem: str
+) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    with pytest.raises(InputError) as caught:
+        JobFile(path).check(max_problems=20)
+    assert (caught.value.line, caught.value.problem_count) == (line, 1)
+    assert problem in caught.value.problem
+
+
+def test_a_quoted_prompt_over_several_lines_is_still_one_prompt(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text('prompt,ratio\n"a kite,\nat dawn",2:3\n')
+    assert [spec.request.prompt for spec in JobFile(path)] == ["a kite,\nat dawn"]
+
+
+def test_a_prompt_the_client_would_refuse_is_a_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    path.write_text("short\n" + "x" * 6_000 + "\n")
+    with pytest.raises(InputError) as caught:
+        JobFile(path).check()
+    assert caught.value.line == 2
+    assert "6000 characters, more than 5000 (Limits.max_prompt_chars)" in caught.value.problem
+    assert JobFile(path, limits=Limits(max_prompt_chars=6_000)).check().jobs == 2

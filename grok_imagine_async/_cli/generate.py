@@ -21,6 +21,7 @@ from .._errors import (
     InvalidRequestError,
     TaskFailedError,
 )
+from .._limits import Limits, prompt_problem
 from .._models import GenerationRequest
 from .common import (
     EXIT_FAILED,
@@ -81,8 +82,12 @@ def run(args: argparse.Namespace) -> int:
             images=args.image,
             allow_unlisted=args.allow_unlisted,
         )
+        too_long = prompt_problem(request.prompt, Limits())  # the CLI's client's limits
+        if too_long is not None:
+            raise InvalidRequestError(f"invalid request: {too_long}", problems=(too_long,))
     except InvalidRequestError as exc:
-        error("generate", str(exc).replace("pass allow_unlisted=True", "use --allow-unlisted"))
+        message = str(exc).replace("pass allow_unlisted=True", "use --allow-unlisted")
+        error("generate", f"{message} (nothing was submitted)")
         return EXIT_USAGE
     try:  # before the 40 credits: a paid video must have somewhere to go
         check_folder(Path(args.out), "output folder")

@@ -13,8 +13,10 @@ Every job gets a key: its ``id``/``key`` if the file gives one (unique in the fi
 a stable hash of the request (:func:`request_key`), counting repeats, so the same file maps to
 the same jobs on every run: that is what lets a re-run resume instead of paying again.
 
-Any problem raises :class:`InputError` naming the file and line. Reading is streamed: memory
-holds the keys seen (to catch duplicates), never the whole file.
+Any problem raises :class:`InputError` naming the file and line: a line the client would
+refuse (a prompt longer than :attr:`Limits.max_prompt_chars`), or CSV that does not parse (an
+unterminated quote), is a problem of the file, found before anything is paid. Reading is
+streamed: memory holds the keys seen (to catch duplicates), never the whole file.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, BinaryIO, Literal
 
 from .._download import safe_name
 from .._errors import InputError, InvalidRequestError
+from .._limits import Limits, prompt_problem
 from .._models import GenerationRequest
 from .jobs import JobSpec, request_key
 
@@ -72,6 +75,8 @@ class JobFile:
         mode: Mode for jobs that do not set one (default: the request's, ``"normal"``).
         ratio: Ratio for jobs that do not set one (default: the request's, ``"1:1"``).
         allow_unlisted: Accept modes and ratios the provider does not document.
+        limits: The client's bounds (default: ``Limits()``, the client's default): a prompt
+            they refuse is a bad line. Pass ``client.limits`` if yours differ.
 
     Example:
         >>> jobs = JobFile("prompts.txt", ratio="3:2")  # doctest: +SKIP
@@ -89,6 +94,7 @@ class JobFile:
         mode: str | None = None,
         ratio: str | None = None,
         allow_unlisted: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         self.path = Path(path)
         if format is not None and format not in ("text", "jsonl", "csv"):
@@ -97,6 +103,7 @@ class JobFile:
         self._mode = mode
         self._ratio = ratio
         self._allow_unlisted = allow_unlisted
+        self._limits = limits or Limits()
 
     def __repr__(self) -> str:
         return f"JobFile({str(self.path)!r}, format={self.format!r})"
@@ -188,6 +195,9 @@ class JobFile:
             raise InputError(self.path, line, "missing prompt")
         if not isinstance(prompt, str):
             raise InputError(self.path, line, f"prompt must be a string, got {prompt!r}")
+        too_long = prompt_problem(prompt, self._limits)
+        if too_long is not None:
+            raise InputError(self.path, line, too_long)
         for name in ("mode", "ratio"):
             if fields.get(name) is not None and not isinstance(fields[name], str):
                 raise InputError(self.path, line, f"{name} must be a string, got {fields[name]!r}")
@@ -290,10 +300,19 @@ class JobFile:
     def _csv(
         self, lines: _NumberedLines
     ) -> Iterator[tuple[int | None, dict[str, Any] | InputError]]:
-        reader = csv.reader(lines)
+        # strict: a stray or unterminated quote is an error, not a cell swallowing what follows
+        reader = csv.reader(lines, strict=True)
         header: list[str] | None = None
         start = 1
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                line, start = start, lines.number + 1
+                yield line, InputError(self.path, line, _csv_problem(exc))
+                continue
             line, start = start, lines.number + 1  # a quoted cell may span several lines
             if not any(cell.strip() for cell in row):
                 continue
@@ -397,6 +416,12 @@ class _NumberedLines:
         problems, self._problems = self._problems, []
         for problem in problems:
             yield problem.line, problem
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    if "end of data" in str(exc):  # only met at the end of the file
+        return "a quoted value opened on this line is never closed (an unterminated quote)"
+    return f"bad CSV: {exc}"
 
 
 def _images(path: Path, line: int, cell: str) -> list[str]:
