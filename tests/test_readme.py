@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import types
 from collections.abc import Awaitable, Callable
 from contextlib import redirect_stdout
@@ -57,12 +56,16 @@ class Snippet:
 
 
 def snippets(kind: str) -> list[Snippet]:
+    """The python blocks marked ``kind``; every python block for ``kind="any"``."""
     found: list[Snippet] = []
     for document in DOCUMENTS:
         lines = document.read_text(encoding="utf-8").splitlines()
         for number, text in enumerate(lines):
             mark = _MARK.fullmatch(text.strip())
-            if mark is None or mark.group(1) != kind:
+            if kind == "any":
+                if lines[number + 1 : number + 2] != ["```python"]:
+                    continue
+            elif mark is None or mark.group(1) != kind:
                 continue
             fence = number + 1
             where = f"{document.relative_to(ROOT)}:{fence + 1}"
@@ -141,32 +144,13 @@ class _Harness:
         scope = dict(vars(builtins), __import__=snippet_import)
         return {"__builtins__": scope, "__name__": "__readme__"}
 
-    def run(self, snippet: Snippet, *, within: str | None = None) -> str:
-        """Execute ``snippet`` (top-level ``await`` allowed) and return what it printed.
-
-        Args:
-            snippet: The code.
-            within: An ``async with`` line to run it inside, for a snippet that uses a name
-                the README opened in an earlier one (``client``).
-        """
+    def run(self, snippet: Snippet) -> str:
+        """Execute ``snippet``, a complete script, and return what it printed."""
         namespace = self.namespace()
         printed = io.StringIO()
-        awaits = re.search(r"^(async with|async for|await) ", snippet.code, re.MULTILINE)
         with redirect_stdout(printed):
-            if awaits or within:
-                lines = ["async def __snippet__():"]
-                depth = "    "
-                if within:  # the names it uses come from the library, as in the README
-                    namespace["AsyncGrokImagine"] = self.client_class()
-                    lines.append(f"    {within}")
-                    depth = "        "
-                lines.append(textwrap.indent(snippet.code, depth))
-                padding = "\n" * max(0, snippet.line - len(lines))
-                exec(compile(padding + "\n".join(lines), snippet.name, "exec"), namespace)
-                run_virtual(self._closing, namespace["__snippet__"])
-            else:
-                source = "\n" * (snippet.line - 1) + snippet.code
-                exec(compile(source, snippet.name, "exec"), namespace)
+            source = "\n" * (snippet.line - 1) + snippet.code
+            exec(compile(source, snippet.name, "exec"), namespace)
         return printed.getvalue()
 
 
@@ -185,6 +169,18 @@ def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _Harness:
 def test_every_marked_block_is_found() -> None:
     assert len(snippets("run")) >= 4
     assert [s.code.splitlines()[0] for s in snippets("pytest")] == ["# test_pipeline.py"]
+
+
+@pytest.mark.parametrize("snippet", snippets("any"), ids=lambda s: s.name)
+def test_every_python_block_is_a_module_that_takes_the_plan_from_the_environment(
+    snippet: Snippet,
+) -> None:
+    compile(snippet.code, snippet.name, "exec")  # no top-level await or async with
+    assert not re.search(r"AsyncGrokImagine\([^)]*plan=", snippet.code), (
+        f"{snippet.name}: plan= overrides $GROK_IMAGINE_PLAN"
+    )
+    if re.search(r"^async def main", snippet.code, re.MULTILINE):
+        assert "anyio.run(main)" in snippet.code, f"{snippet.name}: main() is never run"
 
 
 def test_one_video_generates_downloads_and_pays_once(harness: _Harness, tmp_path: Path) -> None:
@@ -228,8 +224,7 @@ def test_many_videos_refuses_a_bad_line_before_the_first_credit(
 
 
 def test_the_scheduler_snippet_runs_one_job(harness: _Harness) -> None:
-    snippet = by_heading("JobScheduler(client)")
-    harness.run(snippet, within="async with AsyncGrokImagine() as client:")
+    harness.run(by_heading("JobScheduler(client)"))
     stats = harness.emulator.statistics()
     assert stats.tasks_created == 1 and stats.tasks_by_state["completed"] == 1
 
