@@ -79,7 +79,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package (pytest too: the package ships a pytest plugin)."""
-    session.install(MYPY, ALL_EXTRAS, "pytest>=8", "-c", str(TYPECHECK_PINS))
+    # httpx2 too: the seam's types (an AsyncClient of either library) are then both real.
+    session.install(MYPY, f".[{EXTRAS},httpx2]", "pytest>=8", "-c", str(TYPECHECK_PINS))
     session.run("mypy")
 
 

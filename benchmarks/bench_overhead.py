@@ -295,8 +295,8 @@ def main(argv: list[str]) -> int:
         server.wait(10)
         port_file.unlink(missing_ok=True)
     conditions = (
-        f"Client at nice {nice}, load average {load:.2f} at the start (the machine's "
-        "cores are shared with other work)."
+        f"Client and server at nice {nice}; load average {load:.2f} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end (the machine's cores are shared with other work)."
     )
     table = render(rows, rounds=args.rounds, calls=args.calls, conditions=conditions)
     if not args.no_write:
