@@ -4,6 +4,7 @@ Run from the repository root::
 
     python -m benchmarks.bench_workers            # 2,000 jobs, K = 1 and K = 4
     python -m benchmarks.bench_workers --jobs 200 # a quick look
+    python -m benchmarks.bench_workers --baseline 8b0e17b  # that commit's package beside this one
 
 Needs ``redis-server`` on the PATH and the ``redis``, ``emulator`` and ``cli`` extras. Starts
 its own redis-server and emulator (uvicorn on 127.0.0.1, pro plan, every time divided by
@@ -39,7 +40,10 @@ from grok_imagine_async.testing import Emulator, EmulatorConfig, serve_in_thread
 TOKEN = "bench-workers-token"
 # Round trips: each script call, and the commands a client sends on their own (scripts run
 # their inner commands on the server, which INFO counts too: those are left out).
-_TRIPS = {"evalsha", "eval", "script|load", "hmget", "del", "subscribe"}
+# A SCAN of the job store is followed by one pipelined read of its page (two round trips);
+# a MULTI/EXEC pipeline is one.
+_TRIPS = {"evalsha", "eval", "script|load", "hmget", "del", "subscribe", "config|get", "exec"}
+_TWICE = {"scan"}
 
 
 def _round_trips(url: str) -> int:
@@ -51,9 +55,9 @@ def _round_trips(url: str) -> int:
     finally:
         client.close()
     return sum(
-        int(entry["calls"])
+        int(entry["calls"]) * (2 if name.removeprefix("cmdstat_") in _TWICE else 1)
         for name, entry in stats.items()
-        if name.removeprefix("cmdstat_") in _TRIPS
+        if name.removeprefix("cmdstat_") in _TRIPS | _TWICE
     )
 
 
@@ -76,8 +80,18 @@ def _argv(prompts: Path, out: Path, redis_url: str, base_url: str, scale: float)
     ]  # fmt: skip
 
 
-def run(k: int, *, jobs: int, scale: float, redis: RedisServer, work: Path) -> dict[str, object]:
-    """One batch of ``jobs`` by ``k`` processes; the figures of one table row."""
+def run(
+    k: int,
+    *,
+    jobs: int,
+    scale: float,
+    redis: RedisServer,
+    work: Path,
+    package: Path = ROOT,
+    label: str = "this tree",
+) -> dict[str, object]:
+    """One batch of ``jobs`` by ``k`` processes of the package under ``package``; the
+    figures of one table row."""
     limit = RateLimit(1000, 60.0 / scale)  # the pro plan, as --time-scale paces it
     emulator = Emulator(
         EmulatorConfig(
@@ -87,7 +101,7 @@ def run(k: int, *, jobs: int, scale: float, redis: RedisServer, work: Path) -> d
     prompts = work / f"prompts-{k}.txt"
     prompts.write_text("".join(f"a lighthouse, take {n}\n" for n in range(jobs)))
     _reset_stats(redis.url)
-    env = {**os.environ, "GROK_IMAGINE_API_KEY": TOKEN, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "GROK_IMAGINE_API_KEY": TOKEN, "PYTHONPATH": str(package)}
     with serve_in_thread(emulator) as url:
         started = time.monotonic()
         processes = [
@@ -117,6 +131,7 @@ def run(k: int, *, jobs: int, scale: float, redis: RedisServer, work: Path) -> d
     trips = _round_trips(redis.url)
     lower = 2 * jobs / limit.per_second  # every job needs its POST and at least one poll
     return {
+        "code": label,
         "k": k,
         "makespan": makespan,
         "bound": lower,
@@ -130,7 +145,9 @@ def run(k: int, *, jobs: int, scale: float, redis: RedisServer, work: Path) -> d
     }
 
 
-def render(rows: list[dict[str, object]], *, jobs: int, scale: float) -> str:
+def render(
+    rows: list[dict[str, object]], *, jobs: int, scale: float, baseline: str | None = None
+) -> str:
     lines = [
         f"# One batch split over K processes through Redis ({jobs} jobs, one token)",
         "",
@@ -139,13 +156,15 @@ def render(rows: list[dict[str, object]], *, jobs: int, scale: float) -> str:
         "median generation 30 s / scale, lognormal sigma 0.5. Each process is "
         "`grok-imagine batch INPUT --journal redis://...` on the same input and token.",
         "",
-        "| K processes | makespan | quota bound (2 requests a job) | 429s | jobs paid twice "
-        "| tasks | requests per job | most in any window | Redis round trips per job |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| code | K processes | makespan | quota bound (2 requests a job) | 429s "
+        "| jobs paid twice | tasks | requests per job | most in any window "
+        "| Redis round trips per job |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            "| {k} | {makespan:.1f} s | {bound:.1f} s | {rate_limited} | {duplicates} | {tasks} "
+            "| {code} | {k} | {makespan:.1f} s | {bound:.1f} s | {rate_limited} | {duplicates} "
+            "| {tasks} "
             "| {requests_per_job:.2f} | {max_window} of {limit} | {trips_per_job:.2f} |".format(
                 **row
             )
@@ -154,10 +173,25 @@ def render(rows: list[dict[str, object]], *, jobs: int, scale: float) -> str:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared), Python "
         f"{platform.python_version()}. Command: `python -m benchmarks.bench_workers "
-        f"--jobs {jobs} --time-scale {scale:g}`.",
+        f"--jobs {jobs} --time-scale {scale:g}"
+        + (f" --baseline {baseline}" if baseline else "")
+        + "`.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _checkout(ref: str, work: Path) -> Path:
+    """The package as it was at ``ref``, extracted under ``work`` (for PYTHONPATH)."""
+    target = work / f"baseline-{ref}"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "grok_imagine_async"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--time-scale", type=float, default=10.0)
     parser.add_argument("--workers", default="1,4", help="process counts to run, comma-separated")
+    parser.add_argument(
+        "--baseline", metavar="REF", help="also run the package of this git commit, row by row"
+    )
     args = parser.parse_args(argv)
     binary = redis_server_binary()
     if binary is None:
@@ -175,13 +212,25 @@ def main(argv: list[str] | None = None) -> int:
         redis = RedisServer(binary, work)
         redis.start()
         try:
+            versions = [(ROOT, "this tree")]
+            if args.baseline:
+                versions.insert(0, (_checkout(args.baseline, work), f"baseline {args.baseline}"))
             rows = [
-                run(int(k), jobs=args.jobs, scale=args.time_scale, redis=redis, work=work)
+                run(
+                    int(k),
+                    jobs=args.jobs,
+                    scale=args.time_scale,
+                    redis=redis,
+                    work=work,
+                    package=package,
+                    label=label,
+                )
                 for k in args.workers.split(",")
+                for package, label in versions
             ]
         finally:
             redis.kill()
-    text = render(rows, jobs=args.jobs, scale=args.time_scale)
+    text = render(rows, jobs=args.jobs, scale=args.time_scale, baseline=args.baseline)
     RESULTS.write_text(text)
     print(text)
     return 0
