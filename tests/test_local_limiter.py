@@ -165,6 +165,42 @@ async def test_polls_go_before_submissions_that_waited_longer_and_fifo_within_ea
     assert served == ["s1", "p1", "p2", "s2", "s3", "s4"]
 
 
+async def test_callers_back_in_line_within_a_burst_keep_their_priority() -> None:
+    """When a window reopens, its places go to the best priority also among callers that come
+    back for another permit right after theirs (a scheduler's submitters, between polls).
+
+    The one-waiter-line core handed out every slot due at once without letting the callers it
+    served run: a submitter back with its next job found the low-priority polls served first,
+    and a quota-bound batch lost its submissions' places to them (issue 12, 1.14x the bound).
+    """
+    limiter = LocalRateLimiter(RateLimit(10, 10.0))
+    first = await limiter.acquire()
+    await limiter.observe(answer(first, headers={"X-RateLimit-Remaining": "9"}))
+    rest = [await limiter.acquire() for _ in range(9)]  # a window server: all at once
+    for left, permit in enumerate(reversed(rest)):
+        await limiter.observe(answer(permit, headers={"X-RateLimit-Remaining": str(left)}))
+    start = anyio.current_time()  # the window's places all free at once, a window from now
+    served: list[str] = []
+
+    async def submitter(name: str) -> None:
+        for round_ in range(2):
+            await limiter.acquire(priority=Priority.HIGH)
+            served.append(f"{name}{round_}")
+            await anyio.lowlevel.checkpoint()  # the request goes out; then the next job
+
+    async def poll() -> None:
+        await limiter.acquire(priority=Priority.LOW)
+        served.append("poll")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(poll)  # first in: it waits for the window on everyone's behalf
+        await anyio.sleep(1.0)
+        for name in "abc":
+            group.start_soon(submitter, name)
+    assert anyio.current_time() - start >= 10.0 and len(served) == 7
+    assert served[-1] == "poll"
+
+
 # -- server feedback: pauses --------------------------------------------------------------------
 
 

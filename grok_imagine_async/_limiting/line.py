@@ -4,7 +4,9 @@ Slots come from elsewhere (the local pacing bucket, a Redis script, the fallback
 only decides who gets each one. A single caller at a time, the *leader*, fetches the next slot
 and waits for it; when it is due, it goes to whoever is first in line by then (lowest priority
 value, then arrival), which may be a caller that arrived while the leader was waiting. The
-leader keeps fetching until it is served itself, then hands the lead to the new first in line.
+leader keeps fetching until it is served itself, then hands the lead to the new first in line;
+between two slots it lets the callers it served run, so one back at once for another permit
+keeps its priority within a burst of slots due together.
 So there is never more than one slot in flight per limiter, priorities hold among its callers,
 and no background task exists: the waiters do the work, so nothing outlives them.
 """
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 SlotT = TypeVar("SlotT")
 
@@ -69,6 +72,12 @@ class SlotLine(Generic[SlotT]):
                 try:
                     while not waiter.served:
                         self._serve_first(await fetch_slot(self._heap[0][0]))
+                        if not waiter.served:
+                            # Let those just served run before the next slot: a caller back
+                            # at once for another permit (a submitter with its next job) must
+                            # find its place by priority, not see a burst of slots due together
+                            # go to the lower priorities waiting meanwhile (issue 12).
+                            await anyio.lowlevel.checkpoint()
                 finally:
                     self._leading = False
                     self._wake_first()
