@@ -17,10 +17,25 @@ def journal_from(journal: JournalOption) -> JobStore | None:
 
     Whoever calls this closes a journal it got from a path (``result is not journal``); a
     journal passed in belongs to the caller.
+
+    Raises:
+        TypeError: If ``journal`` is neither a path nor a whole :class:`JobStore` (the
+            message names the methods it lacks).
     """
     if journal is None or isinstance(journal, JobStore):
         return journal
+    if not isinstance(journal, (str, os.PathLike)):
+        missing = [name for name in _METHODS if not callable(getattr(journal, name, None))]
+        raise TypeError(
+            f"journal= takes a path or a JobStore; {type(journal).__name__} lacks "
+            f"{', '.join(missing)} (see grok_imagine_async.abc.JobStore)"
+        )
     return SqliteJobStore(Path(journal))
+
+
+_METHODS = [
+    name for name in dir(JobStore) if not name.startswith("_") and callable(getattr(JobStore, name))
+]
 
 
 async def open_journal(journal: JournalOption) -> JobStore | None:
