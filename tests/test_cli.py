@@ -367,6 +367,40 @@ def test_emulate_runs_a_batch_with_no_account(run_cli: RunCli, tmp_path: Path) -
     assert {e["status"] for e in manifest(out)} == {"completed"}
 
 
+@pytest.mark.integration
+def test_emulate_keeps_its_tasks_so_a_rerun_after_ctrl_c_polls_them(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"clip {i} [duration:4]\n" for i in range(3)))  # seconds, not scaled
+    out = tmp_path / "videos"
+    argv = ["batch", str(prompts), "--emulate", "--time-scale", "60", "--out", str(out)]
+    stdout = tmp_path / "stdout"
+    with stdout.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "grok_imagine_async._cli", *argv],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: "| 3 submitted |" in stdout.read_text(), process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+    first = stdout.read_text()
+    assert "The emulator kept its tasks in" in first and "will start again" not in first
+    assert first.count("credits this run") == 1
+    assert "credits this run  120 (emulated, nothing paid)" in first and "USD" not in first
+    assert (out / "journal-emulated-tasks.json").exists()
+
+    again = run_cli(*argv, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "will start again" not in again.stderr
+    assert "| 0 submitted |" in again.stdout and "credits this run  0 (emulated" in again.stdout
+    assert {e["status"] for e in manifest(out)} == {"completed"}
+    assert len({e["task_id"] for e in manifest(out)}) == 3
+
+
 def test_the_example_file_is_a_valid_batch_of_twenty(tmp_path: Path) -> None:
     from grok_imagine_async._scheduling.inputs import JobFile
 

@@ -114,6 +114,9 @@ def test_the_summary_separates_this_run_from_earlier_runs() -> None:
     assert rows["credits earlier"] == "800 (about 8.00 USD, earlier runs)"
     first = dict(summary_rows(BatchOutcome(total=20, completed=20, credits=800)))
     assert first["credits this run"] == "800 (about 8.00 USD)" and "credits earlier" not in first
+    emulated = dict(summary_rows(outcome, emulated=True))
+    assert emulated["credits this run"] == "0 (emulated, nothing paid)"
+    assert emulated["credits earlier"] == "800 (emulated, nothing paid, earlier runs)"
 
 
 def cli_args(*argv: str) -> argparse.Namespace:

@@ -374,3 +374,23 @@ def test_reset_seconds_ignore_float_noise() -> None:
     assert {_seconds((now + 60.0) - now) for now in starts} == {"60"}
     assert _seconds(0.0001) == "0.001"  # a real fraction of a millisecond still rounds up
     assert _seconds(2.5) == "2.5"
+
+
+async def test_saved_tasks_go_on_in_another_emulator(tmp_path: Any) -> None:
+    before, after = ManualClock(), ManualClock(5.0)  # the second process starts 5 s later
+    first = Emulator(fixed_durations(clock=before))
+    async with first.client() as http:
+        task_id = await submit(http)
+    first.save_tasks(tmp_path / "tasks.json")
+
+    second = Emulator(fixed_durations(clock=after))
+    assert second.load_tasks(tmp_path / "tasks.json") == 1
+    assert second.load_tasks(tmp_path / "tasks.json") == 0  # a known task is kept as it is
+    async with second.client() as http:
+        assert (await status(http, task_id))["status"] == "processing"  # 5 s of 10
+        after.advance(5.5)
+        assert (await status(http, task_id))["status"] == "completed"
+    assert second.task_ids() == [task_id]
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(ValueError, match="does not hold an emulator's tasks"):
+        second.load_tasks(tmp_path / "bad.json")

@@ -226,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
     except PreflightError as exc:
         error("batch", f"{exc} (nothing was submitted)")
         return EXIT_USAGE
+    if args.emulate and journal_path is not None:  # its tasks beside the journal: Ctrl-C resumes
+        args.emulator_state = journal_path.with_name(f"{journal_path.stem}-tasks.json")
     if shared and not args.redis_url:
         args.redis_url = args.journal  # the same Redis shares the rate limit
     with contextlib.ExitStack() as stack:
@@ -366,14 +368,14 @@ async def _with_store(
             f"{out / MANIFEST_NAME} with their videos: recorded again from it, not paid again.",
             file=sys.stderr,
         )
-    advice = advice_after(args, outcome, interrupted, emulated)
+    advice = advice_after(args, outcome, interrupted, emulated, connection.emulator_state)
     if progress.unreachable:
         advice.insert(
             0,
             f"{count_jobs(progress.unreachable)} could not reach {target_url(args)}: check the URL "
             "(--base-url) and the network, then run the same command again.",
         )
-    print_summary(outcome, rich=live, advice=advice)
+    print_summary(outcome, rich=live, advice=advice, emulated=emulated)
     if interrupted:
         return EXIT_INTERRUPTED
     if refused := refused_line(progress.stopped, outcome):

@@ -404,14 +404,21 @@ async def prepare(
     except OSError as exc:
         print(f"Warning: cannot set aside {tasks.path} ({exc.strerror})", file=sys.stderr)
     records = [r async for r in journal.records()]
-    if connection.emulated:
-        in_flight = [r for r in records if r.state in (StoreState.INTENT, StoreState.SUBMITTED)]
+    if connection.emulator is not None:
+        # Those the emulator did not take up (not kept, or not sent) start again, at no cost.
+        known = set(connection.emulator.task_ids())
+        in_flight = [
+            r
+            for r in records
+            if r.state is StoreState.INTENT
+            or (r.state is StoreState.SUBMITTED and r.task_id not in known)
+        ]
         for record in in_flight:
             await journal.forget(record.key)
         if in_flight:
             print(
                 f"{count_jobs(len(in_flight))} in flight when the last emulated run stopped will "
-                "start again: the emulator's tasks ended with that run.",
+                "start again: the emulator did not keep their tasks.",
                 file=sys.stderr,
             )
         records = [r for r in records if r not in in_flight]

@@ -15,7 +15,8 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypedDict, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -37,6 +38,9 @@ from .._settings import (
     ENV_TIME_SCALE,
 )
 from .text import printable
+
+if TYPE_CHECKING:
+    from ..testing import Emulator
 
 EXIT_OK = 0
 """Every job completed."""
@@ -153,9 +157,12 @@ class Connection:
         client: The client.
         label: Where requests go, for messages (never with the token).
         time_scale: How much faster than real time the server runs.
-        emulated: True for the in-process emulator (its tasks end with this process).
+        emulated: True for the in-process emulator.
         rate_limit: The quota the client paces itself to.
         plan: The plan's name.
+        emulator: The in-process emulator, if emulated.
+        emulator_state: Where the emulator keeps its tasks for the next run (their jobs are
+            polled again, not started again); None if they end with this process.
     """
 
     client: AsyncGrokImagine
@@ -164,6 +171,8 @@ class Connection:
     emulated: bool
     rate_limit: RateLimit
     plan: str
+    emulator: Emulator | None = None
+    emulator_state: Path | None = None
 
     def poll_policy(self) -> PollPolicy:
         """The client's default poll schedule, scaled to the server's speed."""
@@ -198,8 +207,10 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         "time_scale": scale,  # also the scheduler's expected durations (not $..._TIME_SCALE)
     }
     if emulated:
-        async with _emulated_client(limit, scale, timing) as client:
-            yield Connection(client, "the built-in emulator", scale, True, limit, plan_name)
+        state: Path | None = getattr(args, "emulator_state", None)
+        async with _emulated_client(limit, scale, timing, state) as (client, emulator):
+            label = "the built-in emulator"
+            yield Connection(client, label, scale, True, limit, plan_name, emulator, state)
         return
     api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
     if not (api_key and api_key.strip()):
@@ -232,8 +243,9 @@ class _ClientTiming(TypedDict):
 
 @asynccontextmanager
 async def _emulated_client(
-    limit: RateLimit, scale: float, timing: _ClientTiming
-) -> AsyncIterator[AsyncGrokImagine]:
+    limit: RateLimit, scale: float, timing: _ClientTiming, state: Path | None
+) -> AsyncIterator[tuple[AsyncGrokImagine, Emulator]]:
+    """A client of a new in-process emulator, which takes up and keeps its tasks in ``state``."""
     try:
         from ..testing import Emulator, EmulatorConfig
         from ..testing._emulator import IN_PROCESS_BASE_URL
@@ -242,12 +254,27 @@ async def _emulated_client(
     emulator = Emulator(
         EmulatorConfig(tokens={EMULATOR_TOKEN: limit}, period=limit.period, time_scale=scale)
     )
-    async with emulator.client(token=None) as http:
-        client = AsyncGrokImagine(
-            api_key=EMULATOR_TOKEN, base_url=IN_PROCESS_BASE_URL, http_client=http, **timing
-        )
-        async with client:
-            yield client
+    if state is not None:
+        try:
+            emulator.load_tasks(state)  # on the loop: the emulator's clock is read there
+        except FileNotFoundError:
+            pass  # a first run
+        except (OSError, ValueError) as exc:  # the jobs in flight start again, at no cost
+            print(f"Warning: the emulator's tasks were not taken up: {exc}", file=sys.stderr)
+    try:
+        async with emulator.client(token=None) as http:
+            client = AsyncGrokImagine(
+                api_key=EMULATOR_TOKEN, base_url=IN_PROCESS_BASE_URL, http_client=http, **timing
+            )
+            async with client:
+                yield client, emulator
+    finally:
+        if state is not None:  # also after Ctrl-C: what the demo's rerun resumes
+            try:
+                emulator.save_tasks(state)  # a small file, once
+            except OSError as exc:
+                warning = f"Warning: cannot keep the emulator's tasks in {state}: {exc}"
+                print(warning, file=sys.stderr)
 
 
 def missing_key_message(args: argparse.Namespace) -> str:

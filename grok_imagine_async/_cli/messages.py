@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .._errors import GrokImagineError, InputError
 from .._scheduling.breaker import BreakerSnapshot
@@ -44,9 +45,16 @@ def for_cli(message: str) -> str:
 
 
 def advice_after(
-    args: argparse.Namespace, outcome: BatchOutcome, interrupted: bool, emulated: bool
+    args: argparse.Namespace,
+    outcome: BatchOutcome,
+    interrupted: bool,
+    emulated: bool,
+    emulator_state: Path | None = None,
 ) -> list[str]:
-    """The lines after the summary: what happened to unfinished jobs, and what to run next."""
+    """The lines after the summary: what happened to unfinished jobs, and what to run next.
+
+    ``emulator_state`` is where the in-process emulator kept its tasks, if it did.
+    """
     resume = command_line(args.argv)
     lines: list[str] = []
     if outcome.ambiguous and not emulated and args.on_ambiguous != "resubmit":
@@ -58,10 +66,15 @@ def advice_after(
             f"{again}"
         )
     if interrupted:
-        if emulated:
+        if emulated and emulator_state is None:
             kept = (
                 "The emulator's tasks ended with this process, so the jobs that were in flight "
                 "will start again, at no cost."
+            )
+        elif emulated and outcome.running:
+            kept = (
+                f"Jobs still in flight: {outcome.running}. The emulator kept its tasks in "
+                f"{emulator_state}: the next run polls them, as it would the API's."
             )
         elif outcome.running:
             kept = (

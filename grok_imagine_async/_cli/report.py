@@ -243,8 +243,8 @@ def _relative(path: Path, folder: Path) -> str:
 # -- the summary -------------------------------------------------------------------------------
 
 
-def summary_rows(outcome: BatchOutcome) -> list[tuple[str, str]]:
-    """The summary as (label, value) rows."""
+def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple[str, str]]:
+    """The summary as (label, value) rows; an emulated run's credits are priced at nothing."""
     rows = [
         ("jobs", str(outcome.total)),
         ("completed", str(outcome.completed)),
@@ -258,11 +258,15 @@ def summary_rows(outcome: BatchOutcome) -> list[tuple[str, str]]:
     if outcome.not_started:
         rows.append(("not started", str(outcome.not_started)))
     rows.append(("video files", str(outcome.files)))
+
+    def price(credits: int) -> str:
+        return "emulated, nothing paid" if emulated else f"about {credits / 100:.2f} USD"
+
     spent = outcome.credits_this_run
-    rows.append(("credits this run", f"{spent} (about {spent / 100:.2f} USD)"))
+    rows.append(("credits this run", f"{spent} ({price(spent)})"))
     if outcome.earlier_credits:
         earlier = outcome.earlier_credits
-        rows.append(("credits earlier", f"{earlier} (about {earlier / 100:.2f} USD, earlier runs)"))
+        rows.append(("credits earlier", f"{earlier} ({price(earlier)}, earlier runs)"))
     if outcome.uncertain_credits:
         rows.append(
             ("possibly charged", f"{outcome.uncertain_credits} more (outcome unknown, see above)")
@@ -272,9 +276,11 @@ def summary_rows(outcome: BatchOutcome) -> list[tuple[str, str]]:
     return rows
 
 
-def print_summary(outcome: BatchOutcome, *, rich: bool, advice: Iterable[str] = ()) -> None:
+def print_summary(
+    outcome: BatchOutcome, *, rich: bool, advice: Iterable[str] = (), emulated: bool = False
+) -> None:
     """Print the summary table, the first problem jobs, and ``advice`` lines."""
-    rows = summary_rows(outcome)
+    rows = summary_rows(outcome, emulated=emulated)
     samples = [(printable(k), s, printable(m)[:160]) for k, s, m in outcome.samples]
     if rich:
         from rich.console import Console

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _http
@@ -129,6 +132,32 @@ class Emulator:
     def task_ids(self) -> list[str]:
         """The id of every task created so far, in the order they were created."""
         return self._state.task_ids()
+
+    def save_tasks(self, path: str | os.PathLike[str]) -> None:
+        """Write every task to ``path`` (JSON, replaced atomically), for :meth:`load_tasks`.
+
+        With it a demo or a test can stop the process and start another whose emulator still
+        has the tasks in flight: they go on generating in the meantime, on the wall clock.
+        Rate-limit windows and counters are not kept.
+        """
+        target = Path(path)
+        temporary = target.with_name(f".{target.name}.tmp")
+        temporary.write_text(json.dumps({"tasks": self._state.dump_tasks()}), encoding="utf-8")
+        os.replace(temporary, target)
+
+    def load_tasks(self, path: str | os.PathLike[str]) -> int:
+        """Take up the tasks :meth:`save_tasks` wrote to ``path``; return how many.
+
+        Raises:
+            OSError: If the file cannot be read.
+            ValueError: If it does not hold saved tasks.
+        """
+        try:
+            return self._state.load_tasks(
+                json.loads(Path(path).read_text(encoding="utf-8"))["tasks"]
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{path} does not hold an emulator's tasks ({exc!r})") from None
 
     def task_times(self, task_id: str) -> tuple[float, float] | None:
         """When task ``task_id`` was created and when it reaches its final state, or None.

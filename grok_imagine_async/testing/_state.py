@@ -6,6 +6,7 @@ uvicorn serves from another thread.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 import threading
@@ -169,6 +170,28 @@ class EmulatorState:
         """Every task id, in creation order."""
         with self.lock:
             return list(self._tasks)
+
+    def dump_tasks(self) -> list[dict[str, Any]]:
+        """Every task as JSON-ready values, its creation as a Unix time (see :meth:`load_tasks`)."""
+        with self.lock:
+            tasks = list(self._tasks.values())
+        return [
+            {**dataclasses.asdict(task), "created_at": self.unix(task.created_at)} for task in tasks
+        ]
+
+    def load_tasks(self, tasks: list[dict[str, Any]]) -> int:
+        """Take up tasks :meth:`dump_tasks` gave (another process's): their clock goes on.
+
+        Returns:
+            How many were new here (a task id already known keeps its task).
+        """
+        offset = self.clock.unix() - self.now()
+        with self.lock:
+            before = len(self._tasks)
+            for fields in tasks:
+                task = Task(**{**fields, "created_at": float(fields["created_at"]) - offset})
+                self._tasks.setdefault(task.task_id, task)
+            return len(self._tasks) - before
 
     def task(self, task_id: str, token: str | None = None) -> Task | None:
         """The task ``task_id`` if it exists (and belongs to ``token`` when given)."""
