@@ -11,7 +11,7 @@ import pytest
 
 from grok_imagine_async._cli.messages import advice_after
 from grok_imagine_async._cli.preflight import PreflightError, check_file_target, check_folder
-from grok_imagine_async._cli.progress import BatchProgress
+from grok_imagine_async._cli.progress import BatchProgress, start_display
 from grok_imagine_async._cli.report import BatchOutcome, summary_rows
 from grok_imagine_async._scheduling.jobs import JobSubmitted, SchedulerStatistics
 from grok_imagine_async.testing import run_virtual
@@ -102,6 +102,21 @@ def test_the_job_counters_add_up_to_the_total() -> None:
     assert waiting + submitting + generating + done == 20
     assert (submitting, generating) == (7, 13)
     assert submitted == generating  # tasks created so far are the ones generating
+
+
+def test_progress_to_a_pipe_is_a_line_every_ten_seconds_at_any_server_speed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def main() -> None:
+        progress = BatchProgress(20, time_scale=5.0)  # --emulate's speed
+        async with anyio.create_task_group() as tg:
+            start_display(tg, progress, lambda: None, title="t", live=False)
+            await anyio.sleep(25.0)
+            tg.cancel_scope.cancel()
+
+    run_virtual(main)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line[:6] for line in lines] == ["[0:10]", "[0:20]"]
 
 
 # -- the summary and the advice ------------------------------------------------------------------

@@ -302,6 +302,10 @@ async def show_progress(
             display.update(_rich_view(progress.snapshot(statistics()), title), refresh=True)
 
 
+PLAIN_INTERVAL = 10.0
+"""Seconds between two progress lines to a pipe or a file (as documented in the CLI guide)."""
+
+
 def start_display(
     group: TaskGroup,
     progress: BatchProgress,
@@ -312,12 +316,12 @@ def start_display(
 ) -> None:
     """Run :func:`show_progress` in ``group`` until it is cancelled.
 
-    Plain lines come every ten seconds of the server's time (at least a second apart).
+    Plain lines come every :data:`PLAIN_INTERVAL` seconds of the reader's time, whatever the
+    server's speed: a log or a pipe is read by a person (or grepped), not watched.
     """
-    interval = max(1.0, 10.0 / progress.time_scale)
     group.start_soon(
         functools.partial(
-            show_progress, progress, statistics, title=title, live=live, interval=interval
+            show_progress, progress, statistics, title=title, live=live, interval=PLAIN_INTERVAL
         )
     )
 
