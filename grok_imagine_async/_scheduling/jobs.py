@@ -486,8 +486,14 @@ class Claim:
         return self.status in ("created", "mine", "adopted", "reopened")
 
 
-Listener = Callable[[StoredJob | None], None]
-"""Told of every change of a job in a journal; None means "changes may have been missed"."""
+class Listener(Protocol):
+    """Told of every change of a job in a store (:meth:`JobStore.subscribe`).
+
+    Called with the job as written, or with None when changes may have been missed (the
+    store lost its connection for a while): the listener then reloads what it follows.
+    """
+
+    def __call__(self, job: StoredJob | None, /) -> None: ...
 
 
 @runtime_checkable
