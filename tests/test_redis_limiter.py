@@ -9,8 +9,10 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -480,3 +482,26 @@ async def test_a_remaining_the_slots_do_not_explain_slows_the_shared_pace(
         # At the plan's pace ten slots take 0.46 s; at what the others leave, 0.71 s.
         assert time.monotonic() - started >= 9 / (limit.per_second / 1.02 - 7)
         assert limiter.statistics().server_pauses == 0
+
+
+@pytest.mark.parametrize("on_unavailable", ["raise", "fallback"])
+async def test_an_unreachable_redis_is_named_by_its_url_without_the_password(
+    on_unavailable: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: connecting is refused
+    url = f"redis://:pa55word@127.0.0.1:{port}/0"
+    async with RedisRateLimiter(
+        url, limit=RateLimit(50, 1.0), api_key=TOKEN, on_unavailable=on_unavailable
+    ) as limiter:
+        with caplog.at_level(logging.WARNING, logger="grok_imagine_async.redis"):
+            if on_unavailable == "raise":
+                with pytest.raises(RedisUnavailableError) as caught:
+                    await limiter.acquire()
+                said = str(caught.value)
+            else:
+                await limiter.acquire()
+                said = caplog.text
+    assert f"Redis at redis://:***@127.0.0.1:{port}/0" in said
+    assert "pa55word" not in said + caplog.text

@@ -23,6 +23,7 @@ from .._limiting.feedback import DEFAULT_HEADROOM, Answer, Estimate, answered
 from .._limiting.line import SlotLine
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from .._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
+from .._redact import redact_url
 from ._fallback import Fallback
 from ._script import (
     ACQUIRE_SCRIPT,
@@ -145,6 +146,8 @@ class RedisRateLimiter:
             raise ConfigurationError("fallback_probe_interval must be positive seconds")
         self._limit = resolve_rate_limit(limit)
         self._owns_client = isinstance(redis, str)
+        # Named in errors and logs (a startup failure must say where), never its password.
+        self._where = f"Redis at {redact_url(redis)}" if isinstance(redis, str) else "Redis"
         if isinstance(redis, str):
             # One quick retry survives a pooled connection that a Redis restart left stale;
             # more would only delay the fallback while Redis is really gone.
@@ -373,7 +376,8 @@ class RedisRateLimiter:
             except _UNAVAILABLE as exc:
                 if self._on_unavailable == "raise":
                     raise RedisUnavailableError(
-                        f"Redis is unreachable ({type(exc).__name__}) and on_unavailable='raise'"
+                        f"{self._where} is unreachable ({type(exc).__name__}) and "
+                        "on_unavailable='raise'"
                     ) from exc
                 if fallback is None:
                     fallback = self._engage_fallback(exc)
@@ -444,7 +448,7 @@ class RedisRateLimiter:
             headroom=self._headroom,
             probe_interval=self._probe_interval,
             last_grant=self._last_grant,
-            reason=type(exc).__name__,
+            reason=f"{self._where}: {type(exc).__name__}",
         )
         self._fallbacks += 1
         return self._fallback
