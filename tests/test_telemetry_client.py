@@ -11,7 +11,7 @@ from fakes import TOKEN, Script, ok, task_data
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import SpanKind
 
-from grok_imagine_async import AmbiguousSubmitError, AsyncGrokImagine, RetryPolicy
+from grok_imagine_async import AmbiguousSubmitError, AsyncGrokImagine, Limits, RetryPolicy
 from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
@@ -146,11 +146,17 @@ async def test_a_span_lasts_as_long_as_its_request_and_the_histogram_agrees() ->
 
 
 @pytest.mark.anyio
-async def test_a_lost_answer_is_a_timeout_span_lasting_the_read_timeout() -> None:
+async def test_a_lost_answer_is_a_timeout_span_lasting_max_request_time() -> None:
+    # A POST's answer is read for the whole max_request_time (not the per-read timeout).
     pipeline = Pipeline()
     emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=1))
-    http = emu.client(token=None, timeout=2.0)
-    client = AsyncGrokImagine(api_key=TOKEN, http_client=http, telemetry=pipeline.telemetry())
+    http = emu.client(token=None)
+    client = AsyncGrokImagine(
+        api_key=TOKEN,
+        http_client=http,
+        telemetry=pipeline.telemetry(),
+        limits=Limits(max_request_time=2.0),
+    )
     with pytest.raises(AmbiguousSubmitError):
         await client.generate("an answer too slow [slow:9]")
     (span,) = pipeline.spans()  # not resent: a POST whose answer was lost may have been paid
