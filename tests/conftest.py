@@ -17,10 +17,6 @@ if TYPE_CHECKING:
     from grok_imagine_async.testing import Emulator
 
 
-# A user's project, run by ``nox -s plugin`` on its own: collected with the suite, its
-# conftest.py would replace this one as the module ``conftest`` that tests import helpers from.
-collect_ignore = ["plugin_user"]
-
 # Markers of tests that talk to another thread or process, which keeps the real clock.
 REAL_TIME_MARKERS = ("real_time", "integration", "redis")
 
