@@ -394,3 +394,17 @@ async def test_saved_tasks_go_on_in_another_emulator(tmp_path: Any) -> None:
     (tmp_path / "bad.json").write_text("[]")
     with pytest.raises(ValueError, match="does not hold an emulator's tasks"):
         second.load_tasks(tmp_path / "bad.json")
+
+
+async def test_a_resubmission_after_a_failure_is_not_a_duplicate() -> None:
+    emulator = Emulator(fixed_durations())
+    async with emulator.client() as http:
+        await submit(http, "kite [fail:network:1]")  # fails at 10 s
+        await submit(http, "boat")
+        await anyio.sleep(11)
+        await submit(http, "kite [fail:network:1]")  # the retry the client chose: succeeds
+        await submit(http, "boat")  # the first one completed: paid twice unasked
+        await submit(http, "boat")  # and again while that one runs
+    stats = emulator.statistics()
+    assert stats.tasks_per_prompt == {"kite [fail:network:1]": 2, "boat": 3}
+    assert stats.duplicate_submissions == {"boat": 3}

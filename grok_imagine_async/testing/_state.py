@@ -7,6 +7,7 @@ uvicorn serves from another thread.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import sys
 import threading
@@ -207,6 +208,7 @@ class EmulatorState:
         now = self.now()
         with self.lock:
             states = Counter(task.state(now).value for task in self._tasks.values())
+            per_prompt = Counter(str(task.request["prompt"]) for task in self._tasks.values())
             c = self._counts
             return EmulatorStatistics(
                 requests_total=sum(
@@ -224,15 +226,38 @@ class EmulatorState:
                 slow=c["slow"],
                 posts_per_prompt=frozen_mapping(self._posts_per_prompt),
                 # counted from the tasks when asked: no second table of every prompt to keep
-                tasks_per_prompt=frozen_mapping(
-                    Counter(str(task.request["prompt"]) for task in self._tasks.values())
-                ),
+                tasks_per_prompt=frozen_mapping(per_prompt),
+                duplicate_submissions=frozen_mapping(self._unasked(per_prompt)),
                 tasks_created=len(self._tasks),
                 credits_consumed=CREDITS_PER_TASK
                 * sum(not task.free for task in self._tasks.values()),
                 tasks_by_state=frozen_mapping({s.value: states[s.value] for s in TaskState}),
                 videos_served=c["video"],
             )
+
+    def _unasked(self, per_prompt: Counter[str]) -> dict[str, int]:
+        """Prompts paid for more than once without a failure in between, and how many times.
+
+        A task created once the one before it (same prompt) had failed is a resubmission the
+        client chose; one created while the earlier task ran or after it completed was paid
+        twice without being asked. Called under the lock.
+        """
+        repeated = {prompt for prompt, n in per_prompt.items() if n > 1}
+        tasks: dict[str, list[Task]] = {prompt: [] for prompt in repeated}
+        for task in self._tasks.values():
+            prompt = str(task.request["prompt"])
+            if prompt in repeated:
+                tasks[prompt].append(task)
+        found: dict[str, int] = {}
+        for prompt, created in tasks.items():
+            created.sort(key=lambda task: task.created_at)
+            paid = 1 + sum(
+                earlier.state(later.created_at) is not TaskState.FAILED
+                for earlier, later in itertools.pairwise(created)
+            )
+            if paid > 1:
+                found[prompt] = paid
+        return found
 
     def request_times(
         self, token: str | None = None, *, admitted_only: bool = False

@@ -32,8 +32,11 @@ class EmulatorStatistics:
         slow: Answers delayed on purpose.
         posts_per_prompt: ``POST /v1/generate`` requests per prompt that passed authentication
             and the rate limit, whatever happened next (retries after a 500 count here).
-        tasks_per_prompt: Tasks created per prompt, i.e. generations paid for. A value above 1
-            for a prompt submitted once is a double submission.
+        tasks_per_prompt: Tasks created per prompt, i.e. generations paid for.
+        duplicate_submissions: Prompts paid for twice without being asked: tasks created while
+            an earlier task of the same prompt ran or after it completed, with how many. A
+            resubmission once the earlier task failed (a transient failure retried) is not
+            one; a prompt sent twice on purpose is.
         tasks_created: Tasks created.
         credits_consumed: Credits charged (40 per task, charged at creation).
         tasks_by_state: Tasks by state at snapshot time, keyed ``pending``, ``processing``,
@@ -54,15 +57,11 @@ class EmulatorStatistics:
     slow: int
     posts_per_prompt: Mapping[str, int]
     tasks_per_prompt: Mapping[str, int]
+    duplicate_submissions: Mapping[str, int]
     tasks_created: int
     credits_consumed: int
     tasks_by_state: Mapping[str, int]
     videos_served: int
-
-    @property
-    def duplicate_submissions(self) -> Mapping[str, int]:
-        """Prompts for which more than one task was created, with their task counts."""
-        return frozen_mapping({p: n for p, n in self.tasks_per_prompt.items() if n > 1})
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-ready data (what ``GET /_emulator/stats`` returns)."""
@@ -72,5 +71,4 @@ class EmulatorStatistics:
             data[field.name] = (
                 {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else value
             )
-        data["duplicate_submissions"] = dict(self.duplicate_submissions)
         return data
