@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
@@ -36,7 +36,8 @@ from ._observe import Observer
 from ._progress import ProgressHook
 from ._protocol import parse_task, parse_task_id
 from ._scheduling import many
-from ._scheduling.jobs import JobResult, JobSpec
+from ._scheduling.jobs import JobSpec
+from ._scheduling.many import JobResults
 from ._scheduling.options import SchedulerOptions
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 from ._settings import (
@@ -441,8 +442,11 @@ class AsyncGrokImagine:
         strict: bool = False,
         on_progress: ProgressHook | None = None,
         **scheduler_options: Unpack[SchedulerOptions],
-    ) -> AbstractAsyncContextManager[AsyncIterator[JobResult]]:
+    ) -> AbstractAsyncContextManager[JobResults]:
         """Generate many videos, streaming each :class:`JobResult` as its job finishes.
+
+        The block yields a :class:`~grok_imagine_async.batch.JobResults`: iterate it for the
+        results, and call its ``statistics()`` for the batch's counters meanwhile.
 
         ``requests``: any iterable or async iterable of :class:`GenerationRequest`,
         :class:`JobSpec` or prompt strings, read lazily. A job's failure, or an invalid item's

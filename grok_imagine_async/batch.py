@@ -9,7 +9,8 @@ give beyond the everyday names of :mod:`grok_imagine_async`.
 - :class:`SchedulerOptions` types the keyword options of ``generate_many``, so that a wrapper
   of your own can take ``**options: Unpack[SchedulerOptions]``;
 - :class:`DurationModel` is the scheduler's estimate of how long a generation takes
-  (``duration_model=``), and :class:`SchedulerStatistics` what ``statistics()`` returns;
+  (``duration_model=``), and :class:`SchedulerStatistics` what ``statistics()`` returns (of
+  a scheduler, or of the :class:`JobResults` that ``generate_many`` yields);
 - :data:`CREDITS_PER_GENERATION` is what one generation costs, to size ``max_credits=``;
 - :class:`BreakerPolicy` (``breaker=``) says when a batch pauses on an outage or stops on
   systematic refusals; :class:`BreakerSnapshot` (``statistics().breaker``, with its
@@ -30,6 +31,7 @@ from ._public import set_module as _set_module
 from ._scheduling.breaker import BreakerPolicy, BreakerSnapshot, BreakerState
 from ._scheduling.inputs import InputSummary, JobFile
 from ._scheduling.jobs import BreakerEvent, SchedulerStatistics
+from ._scheduling.many import JobResults
 from ._scheduling.options import SchedulerOptions
 from ._scheduling.polling import DurationModel
 
@@ -43,6 +45,7 @@ __all__ = [
     "InputError",
     "InputSummary",
     "JobFile",
+    "JobResults",
     "MemoryJobStore",
     "SchedulerOptions",
     "SchedulerStatistics",

@@ -99,3 +99,20 @@ async def test_result_urls_expire_after_the_configured_time(tmp_path: Any) -> No
             await grok.download(task, tmp_path / "stale")
     assert [path.name for path in fresh] == [f"{task.task_id}_1.mp4", f"{task.task_id}_2.mp4"]
     assert not (tmp_path / "stale").exists() or not any((tmp_path / "stale").iterdir())
+
+
+async def test_generate_many_results_tell_the_batch_statistics(emulator: Emulator) -> None:
+    seen: list[tuple[int, int]] = []
+    async with (
+        grok_for(emulator) as grok,
+        grok.generate_many(["a kite", "an owl", "a boat"]) as results,
+    ):
+        assert results.statistics().completed == 0
+        async for result in results:
+            snapshot = results.statistics()
+            seen.append((snapshot.completed, snapshot.credits_consumed))
+            assert result.ok
+    assert [completed for completed, _ in seen] == [1, 2, 3]
+    assert {credits for _, credits in seen} == {120}
+    with pytest.raises(AttributeError):
+        snapshot.completed = 0  # type: ignore[misc]  # a frozen snapshot

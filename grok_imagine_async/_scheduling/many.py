@@ -11,7 +11,15 @@ import anyio
 from .._models import GenerationRequest
 from .._progress import Progress, ProgressHook, report_progress
 from .api import SchedulerClient
-from .jobs import JobEvent, JobFinished, JobResult, JobResumed, JobSpec, JobSubmitted
+from .jobs import (
+    JobEvent,
+    JobFinished,
+    JobResult,
+    JobResumed,
+    JobSpec,
+    JobSubmitted,
+    SchedulerStatistics,
+)
 from .options import SchedulerOptions
 from .scheduler import JobScheduler
 
@@ -28,7 +36,7 @@ async def generate_many(
     strict: bool = False,
     on_progress: ProgressHook | None = None,
     **options: Unpack[SchedulerOptions],
-) -> AsyncIterator[AsyncIterator[JobResult]]:
+) -> AsyncIterator[JobResults]:
     """Run ``items`` through a :class:`JobScheduler` and stream their results.
 
     See :meth:`AsyncGrokImagine.generate_many`. Leaving the block early (``break``, an
@@ -45,13 +53,44 @@ async def generate_many(
         if reporter is not None:
             median = lambda: scheduler.statistics().predicted_duration  # noqa: E731
             group.start_soon(reporter.run, median, 1.0 / client.time_scale)
-        results = scheduler.results()
+        results = JobResults(scheduler)
         try:
             yield results
         finally:
             await results.aclose()
             scheduler.cancel()
             group.cancel_scope.cancel()
+
+
+class JobResults(AsyncIterator[JobResult]):
+    """What ``generate_many`` yields: each :class:`JobResult` as its job finishes, in completion
+    order, and the batch's :meth:`statistics` meanwhile.
+
+    Example:
+        >>> async with client.generate_many(jobs) as results:  # doctest: +SKIP
+        ...     async for result in results:
+        ...         done = results.statistics().completed
+    """
+
+    def __init__(self, scheduler: JobScheduler) -> None:
+        self._scheduler = scheduler
+        self._stream = scheduler.results()
+
+    def __aiter__(self) -> JobResults:
+        return self
+
+    async def __anext__(self) -> JobResult:
+        return await self._stream.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the stream (leaving the ``generate_many`` block does it too)."""
+        await self._stream.aclose()
+
+    def statistics(self) -> SchedulerStatistics:
+        """A frozen snapshot of the batch's counters: the scheduler's
+        (:class:`~grok_imagine_async.batch.SchedulerStatistics`), for progress without
+        ``on_event``: jobs by state, credits committed, the quota in use."""
+        return self._scheduler.statistics()
 
 
 class _Reporter:
