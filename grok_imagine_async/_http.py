@@ -117,10 +117,9 @@ def new_client(family: ModuleType, *, timeout: Any, headers: dict[str, str]) -> 
 
     The pool stays httpx's (100 connections, 20 kept alive). Keeping every connection alive
     saves reconnecting beyond 20 calls at a time, but httpcore 1 then checks every idle
-    connection's socket on each request, which cost more per request at 50 concurrent calls
-    on 127.0.0.1 (``benchmarks/bench_overhead.py``); against the real service the reconnects
-    are TLS handshakes, so the trade is not ours to make for every caller: pass an
-    ``http_client`` with other ``limits`` to choose.
+    connection's socket on each request: twice the CPU per request at 50 calls at a time on
+    127.0.0.1 (``benchmarks/README.md``, issue 28). Against the real service a reconnect is a
+    TLS handshake, so the trade is the caller's: pass an ``http_client`` with other ``limits``.
     """
     client = family.AsyncClient(timeout=timeout_in(family, timeout), headers=headers)
     return cast("httpx.AsyncClient", client)
