@@ -403,6 +403,18 @@ def test_emulate_keeps_its_tasks_so_a_rerun_after_ctrl_c_polls_them(
     assert {e["task_id"] for e in manifest(out)} == in_flight and len(in_flight) == 3
 
 
+def test_name_names_the_videos_by_position_and_prompt(run_cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "prompts.txt").write_text("A red kite, at dawn\nan owl\n")
+    argv = ["batch", "prompts.txt", "--emulate", "--time-scale", "60", "--out", "v"]
+    done = run_cli(*argv, "--name", "{index:02d}-{slug}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    names = sorted(path.name for path in (tmp_path / "v").glob("*.mp4"))
+    assert names == ["01-a-red-kite-at-dawn_1.mp4", "01-a-red-kite-at-dawn_2.mp4",
+                     "02-an-owl_1.mp4", "02-an-owl_2.mp4"]  # fmt: skip
+    refused = run_cli(*argv, "--name", "{slug}", cwd=tmp_path)
+    assert refused.returncode == 2 and "--name: name template '{slug}'" in refused.stderr
+
+
 def test_the_example_file_is_a_valid_batch_of_twenty(tmp_path: Path) -> None:
     from grok_imagine_async._scheduling.inputs import JobFile
 

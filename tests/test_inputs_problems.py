@@ -115,3 +115,18 @@ def test_a_prompt_the_client_would_refuse_is_a_bad_line(tmp_path: Path) -> None:
     assert caught.value.line == 2
     assert "6000 characters, more than 5000 (Limits.max_prompt_chars)" in caught.value.problem
     assert JobFile(path, limits=Limits(max_prompt_chars=6_000)).check().jobs == 2
+
+
+def test_a_name_template_names_each_job_and_must_tell_them_apart(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text(
+        '{"prompt": "A red kite, over the dunes at dawn!", "id": "kite"}\n{"prompt": "an owl"}\n'
+    )
+    summary = JobFile(path, name="{index:02d}-{slug}-{key}").check()
+    owl = next(key for key in summary.keys if key != "kite")
+    assert summary.file_stem("kite") == "01-a-red-kite-over-the-dunes-at-dawn-kite"
+    assert summary.file_stem(owl) == f"02-an-owl-{owl}"
+    assert JobFile(path).check().file_stem("kite") == "kite"  # the default: the key
+    for bad in ("{slug}", "{key}-{colour}", "{key"):
+        with pytest.raises(ValueError, match="name template"):
+            JobFile(path, name=bad)

@@ -18,7 +18,7 @@ import contextlib
 import importlib.util
 import sys
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +114,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "(default: %(default)g)",
     )
     add(
+        "--name",
+        default="{key}",
+        metavar="TEMPLATE",
+        help="video file names: {key} (the line's id, or a hash of its request), {index} (its "
+        "position in INPUT), {slug} (the prompt's first words); {key} or {index} is required, "
+        "e.g. '{index:03d}-{slug}' (default: %(default)s)",
+    )
+    add(
         "--format",
         choices=["text", "jsonl", "csv"],
         metavar="FORMAT",
@@ -204,13 +212,18 @@ def run(args: argparse.Namespace) -> int:
         error("batch", "--journal redis:// needs a real or served emulator (--base-url), "
               "not --emulate: each process's built-in emulator would be its own")  # fmt: skip
         return EXIT_USAGE
-    jobs = JobFile(
-        args.input,
-        format=args.format,
-        mode=args.mode,
-        ratio=args.ratio,
-        allow_unlisted=args.allow_unlisted,
-    )
+    try:
+        jobs = JobFile(
+            args.input,
+            format=args.format,
+            mode=args.mode,
+            ratio=args.ratio,
+            allow_unlisted=args.allow_unlisted,
+            name=args.name,
+        )
+    except ValueError as exc:
+        error("batch", f"--name: {exc}")
+        return EXIT_USAGE
     try:  # the whole file first: a bad line must not leave half a batch submitted
         summary = jobs.check(max_problems=MAX_PROBLEMS_SHOWN)
     except InputError as exc:
@@ -305,7 +318,9 @@ async def _with_store(
         moved.set()
         moved = anyio.Event()
 
-    scheduler = _scheduler(args, connection, store, out, on_event, shared=shared)
+    scheduler = _scheduler(
+        args, connection, store, out, on_event, shared=shared, file_stem=summary.file_stem
+    )
     endpoint = endpoint_of(connection)
     claims = Claims(store, args, out, progress, endpoint=endpoint)
 
@@ -435,6 +450,7 @@ def _scheduler(
     on_event: SchedulerHook,
     *,
     shared: bool,
+    file_stem: Callable[[str], str],
 ) -> JobScheduler:
     from .._scheduling.polling import DurationModel
     from .._scheduling.scheduler import DEFAULT_SCHEDULER_POLL, JobScheduler
@@ -448,6 +464,7 @@ def _scheduler(
         resubmit=args.resubmit,
         journal=journal,
         download_dir=out,
+        file_stem=file_stem,
         max_downloads=args.max_downloads,
         on_event=on_event,
         stream_results=True,

@@ -8,6 +8,7 @@ so the next run downloads it again without paying again.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -26,12 +27,20 @@ class Downloader:
         books: The scheduler's shared books.
         client: Fetches the files.
         folder: Where the videos go (checked with :func:`ensure_writable` first).
+        file_stem: A job's file stem from its key (default: the key).
     """
 
-    def __init__(self, books: Books, client: SchedulerClient, folder: Path) -> None:
+    def __init__(
+        self,
+        books: Books,
+        client: SchedulerClient,
+        folder: Path,
+        file_stem: Callable[[str], str] | None = None,
+    ) -> None:
         self._books = books
         self._client = client
         self.folder = folder
+        self._file_stem = file_stem
         self._send, self._recv = anyio.create_memory_object_stream[JobRecord](0)
 
     async def queue(self, job: JobRecord, task: Task) -> None:
@@ -54,7 +63,8 @@ class Downloader:
     async def _download(self, job: JobRecord, task: Task) -> None:
         books = self._books
         try:
-            files = await self._client.download(task, self.folder, stem=job.key)
+            stem = job.key if self._file_stem is None else self._file_stem(job.key)
+            files = await self._client.download(task, self.folder, stem=stem)
         except Exception as exc:
             local = _os_error_in(exc)  # disk full, no permission (maybe in a task group's group)
             if local is not None:

@@ -13,6 +13,10 @@ Every job gets a key: its ``id``/``key`` if the file gives one (unique in the fi
 a stable hash of the request (:func:`request_key`), counting repeats, so the same file maps to
 the same jobs on every run: that is what lets a re-run resume instead of paying again.
 
+Its videos are named by a template (``name=``, default ``"{key}"``) of ``{key}``, ``{index}``
+(the job's 1-based position in the file) and ``{slug}`` (the prompt's first words), which must
+hold ``{key}`` or ``{index}`` so that no two jobs can share a name.
+
 Any problem raises :class:`InputError` naming the file and line: a line the client would
 refuse (a prompt longer than :attr:`Limits.max_prompt_chars`), or CSV that does not parse (an
 unterminated quote), is a problem of the file, found before anything is paid. Reading is
@@ -22,10 +26,12 @@ streamed: memory holds the keys seen (to catch duplicates), never the whole file
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
+import string
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -54,12 +60,18 @@ class InputSummary:
         format: How it was read.
         jobs: How many jobs it holds.
         keys: Every job's key.
+        stems: The file stem of each job whose stem is not its key (see ``JobFile(name=)``).
     """
 
     path: Path
     format: InputFormat
     jobs: int
     keys: frozenset[str]
+    stems: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def file_stem(self, key: str) -> str:
+        """The stem of job ``key``'s video files (``file_stem=`` of a scheduler)."""
+        return self.stems.get(key, key)
 
 
 class JobFile:
@@ -75,6 +87,9 @@ class JobFile:
         mode: Mode for jobs that do not set one (default: the request's, ``"normal"``).
         ratio: Ratio for jobs that do not set one (default: the request's, ``"1:1"``).
         allow_unlisted: Accept modes and ratios the provider does not document.
+        name: How videos are named: a template of ``{key}``, ``{index}`` and ``{slug}`` that
+            holds ``{key}`` or ``{index}`` (default ``"{key}"``); see
+            :meth:`InputSummary.file_stem`.
         limits: The client's bounds (default: ``Limits()``, the client's default): a prompt
             they refuse is a bad line. Pass ``client.limits`` if yours differ.
 
@@ -94,9 +109,11 @@ class JobFile:
         mode: str | None = None,
         ratio: str | None = None,
         allow_unlisted: bool = False,
+        name: str = "{key}",
         limits: Limits | None = None,
     ) -> None:
         self.path = Path(path)
+        self._name = _name_template(name)
         if format is not None and format not in ("text", "jsonl", "csv"):
             raise ValueError(f"format must be 'text', 'jsonl' or 'csv', got {format!r}")
         self.format: InputFormat = format or _SUFFIXES.get(self.path.suffix.lower(), "text")
@@ -112,7 +129,7 @@ class JobFile:
         for item in self._scan():
             if isinstance(item, InputError):
                 raise item
-            yield item
+            yield item.spec
 
     def check(self, *, max_problems: int = 1) -> InputSummary:
         """Read the whole file once, validating every line; submit nothing.
@@ -133,6 +150,7 @@ class JobFile:
         if max_problems < 1:
             raise ValueError(f"max_problems must be >= 1, got {max_problems}")
         keys: set[str] = set()
+        stems: dict[str, str] = {}
         problems: list[InputError] = []
         count = 0
         for item in self._scan():
@@ -142,8 +160,10 @@ class JobFile:
                     problems.append(item)
                 if max_problems == 1:
                     break
-            elif item.key is not None:
+            else:
                 keys.add(item.key)
+                if item.stem != item.key:
+                    stems[item.key] = item.stem
         if problems:
             first = problems[0]
             first.problems, first.problem_count = tuple(problems), count
@@ -151,12 +171,13 @@ class JobFile:
         if not keys:
             skipped = " (blank lines and # comments are skipped)" if self.format == "text" else ""
             raise InputError(self.path, None, f"no jobs in the file{skipped}")
-        return InputSummary(self.path, self.format, len(keys), frozenset(keys))
+        return InputSummary(self.path, self.format, len(keys), frozenset(keys), stems)
 
-    def _scan(self) -> Iterator[JobSpec | InputError]:
+    def _scan(self) -> Iterator[_Named | InputError]:
         """Every job, and every bad line as an :class:`InputError` in its place (not raised)."""
         seen: dict[str, int] = {}  # key -> line, to name both lines of a duplicate
         names = _FileNames()
+        index = 0  # jobs so far: {index} of the name template
         repeats: Counter[str] = Counter()
         for line, fields in self._entries():
             if isinstance(fields, InputError):
@@ -175,17 +196,19 @@ class JobFile:
                     self.path, line, f"duplicate id {spec.key!r} (already used on line {first})"
                 )
                 continue
-            clash = names.add(spec.key, line)
+            index += 1
+            stem = self._name.format(key=spec.key, index=index, slug=_slug(spec.request.prompt))
+            clash = names.add(stem, spec.key, line)
             if clash is not None:
                 yield InputError(
                     self.path,
                     line,
                     f"id {spec.key!r} and id {clash[0]!r} (line {clash[1]}) could give their "
-                    f"videos the same file name (videos are named <id>.mp4, or <id>_1.mp4, "
-                    "<id>_2.mp4... when a task has several)",
+                    f"videos the same file name (videos are named {self._name}.mp4, or "
+                    f"{self._name}_1.mp4, {self._name}_2.mp4... when a task has several)",
                 )
                 continue
-            yield spec
+            yield _Named(spec, spec.key, stem)
 
     # -- one job -----------------------------------------------------------------------------
 
@@ -357,6 +380,48 @@ class JobFile:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """A job read from the file, with its key and the stem of its video files."""
+
+    spec: JobSpec
+    key: str
+    stem: str
+
+
+_NAME_FIELDS = frozenset({"key", "index", "slug"})
+_SLUG_CHARS = 40
+
+
+def _name_template(template: str) -> str:
+    """``template`` checked: only known fields, and one that tells every job apart."""
+    try:
+        fields = {
+            field for _, field, _, _ in string.Formatter().parse(template) if field is not None
+        }
+    except ValueError as exc:
+        raise ValueError(f"name template {template!r}: {exc}") from None
+    unknown = sorted(fields - _NAME_FIELDS)
+    if unknown or not fields & {"key", "index"}:
+        raise ValueError(
+            f"name template {template!r} must use {{key}} or {{index}}, and may use {{slug}}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    return template
+
+
+def _slug(prompt: str) -> str:
+    """The prompt's first words in lowercase, joined by ``-`` (at most 40 characters)."""
+    words = re.findall(r"[^\W_]+", prompt.lower())
+    slug = ""
+    for word in words:
+        longer = f"{slug}-{word}" if slug else word
+        if len(longer) > _SLUG_CHARS:
+            return slug or word[:_SLUG_CHARS]
+        slug = longer
+    return slug or "video"
+
+
 class _FileNames:
     """Catches keys whose videos would overwrite each other's files.
 
@@ -369,9 +434,9 @@ class _FileNames:
         self._stems: dict[str, tuple[str, int]] = {}  # stem -> (key, line)
         self._numbered: dict[str, tuple[str, int]] = {}  # "x" -> the first key "x_<n>"
 
-    def add(self, key: str, line: int) -> tuple[str, int] | None:
-        """Note ``key``; return the (key, line) it clashes with, if any."""
-        stem = safe_name(key).lower()
+    def add(self, name: str, key: str, line: int) -> tuple[str, int] | None:
+        """Note job ``key``'s file ``name``; return the (key, line) it clashes with, if any."""
+        stem = safe_name(name).lower()
         numbered = _NUMBERED.fullmatch(stem)
         clash = self._stems.get(stem) or self._numbered.get(stem)
         if clash is None and numbered is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal, TypedDict
 
 from .._backoff import PollPolicy
@@ -45,6 +45,7 @@ class TuningOptions(TypedDict, total=False):
     resubmit: int
     resubmit_on: Iterable[FailureClass]
     download_dir: str | os.PathLike[str] | None
+    file_stem: Callable[[str], str] | None
     max_downloads: int
     results_buffer: int
     duration_model: DurationModel | None

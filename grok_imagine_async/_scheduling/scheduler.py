@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -82,7 +82,9 @@ class JobScheduler:
         resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
         journal: A :class:`JobStore`, or a path for a SQLite journal, to resume after a crash.
         download_dir: If given, videos of completed jobs are downloaded there, named after
-            the job key, before the job counts as finished.
+            the job key (or ``file_stem(key)``), before the job counts as finished.
+        file_stem: The stem of a job's video files, from its key (default: the key), e.g.
+            ``JobFile(path, name=...).check().file_stem``.
         max_downloads: Concurrent downloads.
         on_event: A hook receiving every :class:`JobEvent` (progress displays).
         stream_results: Buffer finished jobs for :meth:`results` from the start (otherwise
@@ -118,6 +120,7 @@ class JobScheduler:
         resubmit_on: Iterable[FailureClass] = (FailureClass.TRANSIENT,),
         journal: JobStore | str | os.PathLike[str] | None = None,
         download_dir: str | os.PathLike[str] | None = None,
+        file_stem: Callable[[str], str] | None = None,
         max_downloads: int = 4,
         on_event: SchedulerHook | None = None,
         stream_results: bool = False,
@@ -142,6 +145,7 @@ class JobScheduler:
         self._resubmit_on = frozenset(resubmit_on)
         self._journal_arg = journal
         self._download_dir = Path(download_dir) if download_dir is not None else None
+        self._file_stem = file_stem
         self._max_downloads = max_downloads
         self._results_buffer = results_buffer
         self._limit = client.limiter.limit
@@ -179,7 +183,7 @@ class JobScheduler:
         downloads = None
         if self._download_dir is not None:  # checked before anything is paid for
             await run_blocking(ensure_writable, self._download_dir)
-            downloads = Downloader(books, self._client, self._download_dir)
+            downloads = Downloader(books, self._client, self._download_dir, self._file_stem)
         books.journal = await open_journal(self._journal_arg)
         self._queue_send, self._queue_recv = anyio.create_memory_object_stream[JobRecord](
             _QUEUE_SIZE
