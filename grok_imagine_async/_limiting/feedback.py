@@ -109,6 +109,12 @@ class Estimate:
         return max(plan * LOWEST_FACTOR, plan * self.factor - max(0.0, self.others))
 
     @property
+    def overtaking(self) -> float:
+        """Seconds within which two permits may reach the server in either order: an interval
+        of the plan, or the spread of the answers' latencies (four mean deviations) if more."""
+        return max(self.limit.interval, 4.0 * self.jitter)
+
+    @property
     def is_window(self) -> bool:
         """Whether the bucket holds half the quota or more: a window's count, not a burst."""
         return 2 * self.size > self.limit.requests
@@ -143,10 +149,9 @@ class Answer:
             including this one (None: unknown, e.g. other processes share the schedule).
         own_in_window: Our permits in the period that ended with this one (None: unknown).
         later_grants: Grant times of our permits after this one (they are not in its count).
-        close_in_flight: Our permits granted before this one, less than one interval of the
-            plan before it, and still unanswered: granted together, they may reach the server
-            in any order, so they count as not yet counted. (Permits further apart at our pace
-            arrive in order, jitter within the headroom.)
+        close_in_flight: Our permits granted before this one, within :attr:`Estimate.overtaking`
+            of it, and still unanswered: they may reach the server after it, so they count as
+            not yet counted. (Permits further apart arrive in order.)
         overlapped: Other answers were read while this request was on its way: requests reach
             the server in any order, so it may have counted some of theirs after this one, and
             its word can lower the estimate but not raise it.
@@ -340,7 +345,7 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
     # arrived in).
     later = answer.later_grants
     settled = answer.close_in_flight == 0 and (
-        not later or later[0] - answer.granted_at >= limit.interval
+        not later or later[0] - answer.granted_at >= estimate.overtaking
     )
     unexplained = 0
     if answer.own_in_window is not None:

@@ -208,7 +208,7 @@ class LocalRateLimiter:
         later = self._grants(serial) if told else []
         close = 0
         if told:
-            since = permit.granted_at - self._limit.interval
+            since = permit.granted_at - before.overtaking
             for s, (when, _) in pending.items():  # in grant order
                 if s >= serial:
                     break
