@@ -354,10 +354,15 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
             unexplained = count
     if est.is_window and settled:
         others = unexplained / limit.period
-    # A full window refills at its reset, not as a bucket does. (Without our own requests to
-    # model a bucket by, an unexplained full one is taken for a window.)
+    # A full window that our own requests do not fill refills at its reset, not as a bucket
+    # does: everyone waits for it. (One that ours explain is held by the window's places, or by
+    # the shared schedule.) Without our own requests to model a bucket by, an unexplained full
+    # one is taken for a window.
     full = remaining == 0 and answer.reset_after is not None
-    if full and (est.is_window or (answer.grants_between is None and unexplained)):
+    if full and (
+        (est.is_window and (unexplained or answer.own_in_window is None))
+        or (answer.grants_between is None and unexplained)
+    ):
         assert answer.reset_after is not None
         hold = max(hold, answer.now + min(answer.reset_after, limit.period))
     grants = answer.grants_between
