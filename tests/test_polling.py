@@ -249,18 +249,53 @@ def test_queued_looks_move_when_the_model_changes() -> None:
     assert after < before / 5
 
 
-def test_idle_quota_takes_a_likely_look_early_once_confident() -> None:
-    model = DurationModel(prior_median=10.0, prior_sigma=SIGMA)
-    planner = _planner(RateLimit(200, 6.0), unfinished=400, model=model)
-    assert not planner.worth_early("j", now=30.0, submitted_at=0.0, last_look=0.0)
-    for k in range(4):
-        planner.looked(f"d{k}", now=11.0, submitted_at=0.0, last_look=9.0, finished=True)
-    likely = model.quantile(0.98)  # a look then succeeds with p = 0.98 > 0.95
-    assert not planner.worth_early("j", now=model.quantile(0.9), submitted_at=0.0, last_look=0.0)
-    assert planner.worth_early("j", now=likely, submitted_at=0.0, last_look=0.0)
-    for k in range(60):  # 60 requests in the last 1.5 s: the quota is busy, no early looks
-        planner.note_request(likely - k * 0.01)
-    assert not planner.worth_early("j", now=likely, submitted_at=0.0, last_look=0.0)
+def test_spare_quota_is_the_quota_less_what_is_sent_queued_and_planned() -> None:
+    """Issue 25: 8 jobs on 100 requests a minute are saturated by a per-job share (1.33 / 8 <
+    0.2 polls a second each), yet the quota has room: the room is counted, not shared out."""
+    planner = _planner(RateLimit(100, 60.0), unfinished=8)
+    for k in range(8):
+        planner.submitted(f"j{k}")
+    assert planner.weight(0.0) == 1.0  # saturated by the share per job
+
+    def nothing(_until: float) -> int:
+        return 0
+
+    assert planner.has_room(0.0, chance=0.1, planned=nothing)
+    assert not planner.has_room(
+        0.1, chance=0.1, planned=nothing
+    )  # paced: 20 a window, 0.75 s apart
+    assert planner.has_room(0.75, chance=0.1, planned=nothing)
+    assert not planner.has_room(2.0, chance=0.1, planned=lambda _until: 20)  # planned looks fill it
+    assert planner.has_room(
+        2.0, chance=0.99, planned=lambda _until: 20
+    )  # a likely look replaces one
+    for k in range(19):  # 19 requests in the last 15 s, and one planned: full
+        planner.note_request(1.0 + k * 0.01)
+    assert not planner.has_room(2.0, chance=0.1, planned=lambda _until: 1)
+    assert planner.has_room(2.0, chance=0.1, planned=nothing)
+    queued = _planner(RateLimit(100, 60.0), unfinished=30)  # 22 submissions still to send
+    for k in range(8):
+        queued.submitted(f"j{k}")
+    assert not queued.has_room(0.0, chance=0.1, planned=nothing)
+
+
+def test_spare_quota_goes_to_due_jobs_likely_done() -> None:
+    model = DurationModel(prior_median=30.0, prior_sigma=SIGMA)
+    planner = _planner(RateLimit(100, 60.0), unfinished=8, model=model)
+    for k in range(8):
+        planner.submitted(f"j{k}")
+    planner.replan_needed(0.0)  # planned as saturated
+
+    def chance(now: float, last_look: float) -> float:
+        return planner.early_chance("j0", now=now, submitted_at=0.0, last_look=last_look)
+
+    assert chance(30.0, 28.0) > chance(30.0, 28.5) > 0.0  # due on the idle schedule (1.4 s)
+    assert chance(30.0, 29.5) == 0.0  # not due yet
+    assert chance(3.0, 2.0) == 0.0  # due, but a 3 s old job of 30 s is not worth a look
+    for k in range(4):  # confident: a look very likely to succeed is taken before it is due
+        planner.looked(f"d{k}", now=31.0, submitted_at=0.0, last_look=29.0, finished=True)
+    late = model.quantile(0.999)
+    assert chance(late, late - 0.1) == 0.0 < chance(late, 0.0)
 
 
 def test_only_a_batch_ending_takes_small_steps_through_the_tail() -> None:

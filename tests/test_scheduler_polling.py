@@ -179,3 +179,19 @@ async def test_few_jobs_for_the_quota_are_noticed_within_a_second(how: str) -> N
     assert found[-1] <= 2.5  # every one
     assert emu.statistics().rate_limited == 0
     assert anyio.current_time() - start < 60
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+async def test_few_jobs_on_the_free_plan_use_its_spare_quota(seed: int) -> None:
+    """Issue 25: 8 jobs of 30 s on 100 requests a minute were noticed 23 s late at the median
+    (58 s at worst) while two thirds of the quota went unused: a per-job share of the quota
+    (1.33 / 8 polls a second) called the batch saturated. The quota's actual room pays for
+    looks at the jobs most likely done. Durations spread (sigma 0.5, 13-70 s): with 80 looks
+    a minute no client can look at all eight every 1.5 s while they may end."""
+    emu, client = make("free", 30.0, seed=seed)
+    results, _ = await run_batch(client, 8)
+    found = latencies(emu, results)
+    assert found[3] <= 3.5  # the median
+    assert found[-1] <= 9.0  # every one
+    assert emu.statistics().rate_limited == 0

@@ -54,8 +54,16 @@ class DueQueue(Generic[T]):
         heapq.heapify(self._heap)
         self._changed.set()
 
+    def due_before(self, when: float) -> int:
+        """How many items are due at or before ``when`` (O(n): asked only while idle)."""
+        return sum(1 for due, _, _ in self._heap if due <= when)
+
+    def items(self) -> list[T]:
+        """Every queued item, in no particular order."""
+        return [item for _, _, item in self._heap]
+
     async def next_due(
-        self, *, early: Callable[[T, float], bool] | None = None, every: float = 0.25
+        self, *, early: Callable[[float], T | None] | None = None, every: float = 0.25
     ) -> T:
         """Wait until the first item is due, remove it and return it.
 
@@ -63,17 +71,22 @@ class DueQueue(Generic[T]):
         this waits is returned in its turn, not after the later one's timer.
 
         Args:
-            early: Asked every ``every`` seconds about the first item while it is not yet
-                due (with the current time): True takes it now. The scheduler uses it to
-                spend idle quota on looks that are not due but likely to succeed.
+            early: Asked every ``every`` seconds (with the current time) while the first item
+                is not yet due: the queued item it returns is taken now. The scheduler uses
+                it to spend idle quota on the looks most likely to find a job done.
             every: Seconds between two questions to ``early``.
         """
         while True:
             if self._heap:
-                when, _, first = self._heap[0]
+                when = self._heap[0][0]
                 now = anyio.current_time()
-                if when <= now or (early is not None and early(first, now)):
+                if when <= now:
                     return heapq.heappop(self._heap)[2]
+                chosen = None if early is None else early(now)
+                if chosen is not None:
+                    self._heap = [entry for entry in self._heap if entry[2] is not chosen]
+                    heapq.heapify(self._heap)
+                    return chosen
                 wait = when - now if early is None else min(when - now, every)
                 with anyio.move_on_after(wait):
                     await self._changed.wait()

@@ -109,10 +109,20 @@ class Poller:
         while True:
             await self._send.send(await self._due.next_due(early=self._early))
 
-    def _early(self, job: JobRecord, now: float) -> bool:
-        return self._planner.worth_early(
-            job.key, now=now, submitted_at=job.submitted_at, last_look=job.last_look
-        )
+    def _early(self, now: float) -> JobRecord | None:
+        """The job most likely done among those the idle schedule says are due, while the
+        quota has room for a look not planned yet."""
+        planner = self._planner
+        best, chance = None, 0.0
+        for job in self._due.items():
+            p = planner.early_chance(
+                job.key, now=now, submitted_at=job.submitted_at, last_look=job.last_look
+            )
+            if p > chance:
+                best, chance = job, p
+        if best is None or not planner.has_room(now, chance=chance, planned=self._due.due_before):
+            return None
+        return best
 
     async def run(self) -> None:
         """One poller: poll due jobs until the scheduler stops."""
@@ -229,6 +239,11 @@ class Poller:
             return
         if breaker.warming_up and breaker.vouch(now - job.submitted_at):
             self._books.notify()  # the warm-up is over: the submitters go on
+        if not breaker.warming_up and job.key in self._warmup and not self._planner.queued():
+            # Once everything is sent, a warm-up job is planned (and looked at on spare
+            # quota) as any other: on its doubling schedule a 70 s job was noticed a minute
+            # late. Before, its urgent looks see refusals that should stop the submissions.
+            self._planner.unfollow(job.key)
         if not breaker.is_probe(job.sequence):
             return
         if now - job.submitted_at >= breaker.healthy_age():
