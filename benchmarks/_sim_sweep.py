@@ -168,6 +168,49 @@ def idle_scenarios(seed: int = 1) -> list[Scenario]:
     return runs
 
 
+LAG_PLANS = ("free", "pro", "enterprise")
+LAG_SEEDS = (1, 2, 3, 4, 5)
+LAG_BOUNDS = {"free": (3.5, 9.0), "pro": (1.3, 3.5), "enterprise": (1.3, 3.5)}
+"""Per plan, the bounds (median, worst) that 8 jobs of 30 s are noticed within (issue 25)."""
+
+
+def lag_scenarios(seeds: Sequence[int] = LAG_SEEDS) -> list[Scenario]:
+    """8 jobs of 30 s, ``generate_many``, on each plan over seeds; the code before issue 12."""
+    return [
+        Scenario(plan, IDLE_JOBS, median=30.0, seed=seed, code=code, label=plan)
+        for plan in LAG_PLANS
+        for code in ("current", COMMIT)
+        for seed in seeds
+    ]
+
+
+def lag_table(rows: Sequence[SweepRow]) -> str:
+    """Detection latency per plan over the seeds, against the bounds of :data:`LAG_BOUNDS`."""
+    lines = [
+        "| plan, code | seeds | detection p50: per seed | p50 of all | worst | bound (p50, worst) "
+        "| requests / job | 429s |",
+        "|---|---:|---|---:|---:|---|---:|---:|",
+    ]
+    groups: dict[str, list[SweepRow]] = {}
+    for row in rows:
+        groups.setdefault(row.name, []).append(row)
+    for name, mine in groups.items():
+        mine.sort(key=lambda r: r.seed)
+        p50s = " ".join(f"{r.latency_p50:.2f}" for r in mine)
+        typical = sorted(r.latency_p50 for r in mine)[len(mine) // 2]
+        worst = max(r.latency_max for r in mine)
+        p50_bound, worst_bound = LAG_BOUNDS[name.split(" ")[0]]
+        met = typical <= p50_bound and worst <= worst_bound
+        bound = f"{p50_bound:g} s, {worst_bound:g} s: {'met' if met else '**missed**'}"
+        rpj = max(r.requests_per_job for r in mine)
+        refused = sum(r.rate_limited for r in mine)
+        lines.append(
+            f"| {name} | {len(mine)} | {p50s} | {typical:.2f} s | {worst:.2f} s | {bound} "
+            f"| {rpj:.2f} | {refused} |"
+        )
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class SweepRow:
     """The figures of one run that issue 12 asks about."""
