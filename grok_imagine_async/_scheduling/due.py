@@ -58,8 +58,10 @@ class DueQueue(Generic[T]):
         """How many items are due at or before ``when`` (O(n): asked only while idle)."""
         return sum(1 for due, _, _ in self._heap if due <= when)
 
-    def items(self) -> list[T]:
-        """Every queued item, in no particular order."""
+    def items(self, *, first_only: bool = False) -> list[T]:
+        """Every queued item, in no particular order (or only the first due)."""
+        if first_only:
+            return [self._heap[0][2]] if self._heap else []
         return [item for _, _, item in self._heap]
 
     async def next_due(

@@ -273,6 +273,25 @@ class PollPlanner:
         held = self._unfinished() if self._unfinished is not None else self._running
         return max(0, held - self._running)
 
+    @property
+    def quota_bound(self) -> bool:
+        """Whether submissions waited for the quota (then only likely looks go early)."""
+        return self._bound
+
+    def room(self, now: float) -> float:
+        """Requests the quota has room for in this quarter period, before planned looks (0
+        while anything waits for it); cheap, asked before the jobs are weighed."""
+        submissions = self.queued()
+        if submissions == 0 and self._running == 0:
+            self._bound = False
+        if self._statistics is not None and self._statistics().waiting > 0:
+            # Submissions waited for the quota: the batch is quota-bound, and stays so to its
+            # end (its requests per job are what its makespan is made of).
+            self._bound = self._bound or submissions > 0
+            return 0.0
+        window = self.limit.period / 4
+        return max(0.0, _SPARE * self.limit.per_second * window - self.requests_since(now - window))
+
     def has_room(self, now: float, *, chance: float, planned: Callable[[float], int]) -> bool:
         """Whether the quota has room now for a look at a job, before its planned time, that
         finds it done with probability ``chance`` (if True, the caller takes it).
@@ -285,19 +304,12 @@ class PollPlanner:
         burst that would leave the next ones no room. Not a share per job: 8 jobs on 100
         requests a minute left two thirds of it unused under a per-job threshold (issue 25).
         """
-        submissions = self.queued()
-        if submissions == 0 and self._running == 0:
-            self._bound = False
-        if self._statistics is not None and self._statistics().waiting > 0:
-            # Submissions waited for the quota: the batch is quota-bound, and stays so to its
-            # end (its requests per job are what its makespan is made of).
-            self._bound = self._bound or submissions > 0
-            return False
-        window = self.limit.period / 4
-        budget = _SPARE * self.limit.per_second * window
-        room = budget - self.requests_since(now - window)
+        room = self.room(now)
         if chance >= _LIKELY:
             return room >= 1.0
+        submissions = self.queued()
+        window = self.limit.period / 4
+        budget = _SPARE * self.limit.per_second * window
         if now < self._next_spare or room - submissions - planned(now + window) < 1.0:
             return False
         self._next_spare = now + window / budget
