@@ -33,7 +33,7 @@ from grok_imagine_async.redis._fallback import fallback_limit  # noqa: E402
 from grok_imagine_async.redis._script import (  # noqa: E402
     Reservation,
     to_micros,
-    token_namespace,
+    token_name,
 )
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -88,13 +88,13 @@ async def grant_times(limiters: list[RedisRateLimiter], per_limiter: int) -> lis
 # -- pure parts --------------------------------------------------------------------------------
 
 
-def test_token_namespace_is_a_hash_prefix() -> None:
-    name = token_namespace(TOKEN)
+def test_token_name_is_a_keyed_hash_prefix() -> None:
+    name = token_name(TOKEN)
     assert len(name) == 16
     assert int(name, 16) >= 0
     assert "SECRET" not in name
-    assert token_namespace(TOKEN) == name
-    assert token_namespace(TOKEN + "x") != name
+    assert token_name(TOKEN) == name
+    assert token_name(TOKEN + "x") != name
 
 
 def test_reservation_parse_rejects_foreign_replies() -> None:
@@ -202,7 +202,7 @@ async def test_token_never_appears_in_redis_or_repr(
 
     keys = [key async for key in redis_client.scan_iter(match="*")]
     assert keys, "the limiter wrote no keys"
-    namespace = token_namespace(TOKEN).encode()
+    namespace = token_name(TOKEN).encode()
     for key in keys:
         assert key.startswith(b"app:{" + namespace + b"}:")
         assert b"SECRET" not in key

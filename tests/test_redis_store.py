@@ -19,6 +19,7 @@ from grok_imagine_async import (
     FailureClass,
     GenerationRequest,
     JobResult,
+    RateLimit,
     Task,
     TaskStatus,
 )
@@ -28,7 +29,7 @@ from grok_imagine_async.abc import StoreState
 pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 
 from grok_imagine_async._scheduling.jobs import StoredJob
-from grok_imagine_async.redis import RedisJobStore
+from grok_imagine_async.redis import RedisJobStore, RedisRateLimiter
 from grok_imagine_async.redis._store_script import decode, encode
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -195,15 +196,18 @@ async def test_a_store_that_cannot_be_reached_fails_at_once(redis_server: RedisS
 async def test_nothing_in_redis_names_the_token(redis_server: RedisServer) -> None:
     import redis.asyncio as aioredis
 
-    async with store(redis_server.url, max_credits=400) as a:
+    limiter = RedisRateLimiter(redis_server.url, limit=RateLimit(50, 1.0), api_key=TOKEN)
+    async with limiter, store(redis_server.url, max_credits=400, limiter=limiter) as a:
         await a.register("job-6", REQUEST)
         await a.record_intent("job-6", REQUEST, 1)
         await a.record_submitted("job-6", "task-6")
+        await limiter.acquire()  # the limiter's keys are named like the store's
         assert TOKEN not in repr(a)
     raw = aioredis.Redis.from_url(redis_server.url)
     try:
         names = [name async for name in raw.scan_iter()]
-        assert names
+        assert any(b":ratelimit:" in name for name in names)
+        assert any(b":jobs:" in name for name in names)
         dump = []
         for name in names:
             kind = (await raw.type(name)).decode()

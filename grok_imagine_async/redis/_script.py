@@ -18,12 +18,13 @@ Times inside Redis are integer microseconds since the Unix epoch; they fit a Lua
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 
 MICROS = 1_000_000
 
 TOKEN_HASH_CHARS = 16
-"""Hex characters of the token's SHA-256 kept in key names: 64 bits, enough to keep tokens apart
+"""Hex characters of the token's keyed hash kept in key names: 64 bits, enough to keep tokens apart
 and useless for recovering the token."""
 
 # Keys: [1] TAT, [2] paused-until, [3] peers (member -> last acquire), [4] slots (the slots
@@ -114,14 +115,17 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
-def token_namespace(api_key: str) -> str:
-    """The key-space name for one API token: a prefix of its SHA-256, never the token itself.
+def token_name(api_key: str) -> str:
+    """The name one API token's keys (limiter and job store) go by: an HMAC keyed by the token,
+    not the plain ``sha256(token)`` that any table of hashed leaked tokens (or another tool's
+    fingerprint of the token) would match.
 
     Example:
-        >>> token_namespace("secret-token")
-        '930bbdc51b6aed5c'
+        >>> len(token_name("secret-token"))
+        16
     """
-    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:TOKEN_HASH_CHARS]
+    digest = hmac.new(api_key.encode("utf-8"), b"grok-imagine-async key names", hashlib.sha256)
+    return digest.hexdigest()[:TOKEN_HASH_CHARS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +145,7 @@ class RedisKeys:
     @classmethod
     def for_token(cls, api_key: str, *, prefix: str) -> RedisKeys:
         """Build the keys for ``api_key`` under ``prefix``."""
-        base = f"{prefix}:{{{token_namespace(api_key)}}}"
+        base = f"{prefix}:{{{token_name(api_key)}}}"
         return cls(
             tat=f"{base}:tat",
             paused_until=f"{base}:paused",

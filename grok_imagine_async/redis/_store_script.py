@@ -14,8 +14,6 @@ field is the fencing token: it is compared in the same script that writes).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +22,7 @@ from redis import exceptions as redis_errors
 
 from .._journal.codec import record_data, record_from, request_data, request_from
 from .._scheduling.jobs import StoredJob
+from ._script import token_name
 
 STORE_ERRORS = (redis_errors.RedisError, OSError)
 """What a call to Redis may raise: see :func:`outage_like`."""
@@ -235,19 +234,6 @@ return held
 """
 
 
-def store_name(api_key: str) -> str:
-    """The job store's name for one token: an HMAC keyed by the token, not the plain
-    ``sha256(token)`` that any table of hashed leaked tokens (or another tool's fingerprint
-    of the token) would match.
-
-    Example:
-        >>> len(store_name("secret-token"))
-        16
-    """
-    digest = hmac.new(api_key.encode("utf-8"), b"grok-imagine-async job store", hashlib.sha256)
-    return digest.hexdigest()[:16]
-
-
 @dataclass(frozen=True, slots=True)
 class StoreKeys:
     """The keys and channel of one token's (and one namespace's) job store.
@@ -259,8 +245,8 @@ class StoreKeys:
 
     @classmethod
     def for_token(cls, api_key: str, *, prefix: str, namespace: str) -> StoreKeys:
-        """Keys for ``api_key``'s jobs in ``namespace``, named by :func:`store_name`."""
-        return cls(f"{prefix}:{{{store_name(api_key)}:{namespace}}}")
+        """Keys for ``api_key``'s jobs in ``namespace``, named by :func:`token_name`."""
+        return cls(f"{prefix}:{{{token_name(api_key)}:{namespace}}}")
 
     def job(self, key: str) -> str:
         """The hash holding one job."""
