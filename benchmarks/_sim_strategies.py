@@ -136,6 +136,7 @@ class UserLimiter:
             server_pauses=0,
             rate_limited_responses=self._rate_limited,
             paused_until=None,
+            stalled_for=0.0,
         )
 
 

@@ -104,7 +104,7 @@ class _Counting:
         return None
 
     def statistics(self) -> LimiterStatistics:
-        return LimiterStatistics(self._limit, self._granted, 0, 0.0, 0, 0, None)
+        return LimiterStatistics(self._limit, self._granted, 0, 0.0, 0, 0, None, 0.0)
 
 
 class AiolimiterAsUsual(_Counting):

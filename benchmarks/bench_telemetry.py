@@ -85,7 +85,7 @@ class _OpenLimiter:
         return None
 
     def statistics(self) -> LimiterStatistics:
-        return LimiterStatistics(self.limit, self._serial, 0, 0.0, 0, 0, None)
+        return LimiterStatistics(self.limit, self._serial, 0, 0.0, 0, 0, None, 0.0)
 
 
 def _answer(request: httpx.Request) -> httpx.Response:

@@ -9,7 +9,8 @@ Endpoints:
 - ``GET /videos/{id}/events`` streams the job's changes as Server-Sent Events until it is done.
 - ``GET /healthz`` answers 200 while jobs can run (``"degraded"``, naming the trouble, while
   the video service fails systematically or the shared job store is unavailable), 503 once
-  the video scheduler stopped (a revoked token, a crash, the video service never reached):
+  the video scheduler stopped (a revoked token, a crash, the video service never reached) or
+  while the rate limiter grants nothing to requests that wait (``"limiter": "stalled"``):
   point your orchestrator's health check at it to restart the worker. While the video
   service fails systematically, ``POST /videos`` answers 503 with ``Retry-After``.
 - ``GET /metrics`` serves quota, credits, jobs and latencies to Prometheus (with the
@@ -211,20 +212,23 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
         return describe(job)
 
     @app.get("/healthz", responses=error_responses(503))
-    async def health(jobs: GrokJobs) -> dict[str, str]:
+    async def health(jobs: GrokJobs, response: Response) -> dict[str, str]:
         """200 while this worker can run jobs, naming what is in trouble (``"degraded"``: the
         video service failing, the shared job store); 503 once its scheduler stopped (a
-        revoked token, the video service never reached): restart it."""
+        revoked token, the video service never reached) or while its rate limiter grants
+        nothing to requests that wait (``"limiter": "stalled"``): restart it."""
         found = jobs.health()
-        if not found.serving:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=found.detail)
-        state = "ok" if found.detail == "ok" else "degraded"
-        return {
-            "status": state,
+        body = {
+            "status": "ok" if found.detail == "ok" else "degraded",
             "provider": found.provider,
             "store": found.store,
+            "limiter": found.limiter,
             "detail": found.detail,
         }
+        if not found.serving or found.limiter == "stalled":
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+            body.update(status="failing", error="unavailable")  # also an error body
+        return body
 
     @app.get(
         "/videos/{video_id}", response_model=VideoJob, responses=error_responses(404, 422, 503)

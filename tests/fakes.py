@@ -43,6 +43,7 @@ class RecordingLimiter:
             server_pauses=0,
             rate_limited_responses=sum(f.status_code == 429 for f in self.feedback),
             paused_until=None,
+            stalled_for=0.0,
         )
 
 

@@ -22,6 +22,8 @@ import pytest
 from fastapi import FastAPI
 
 from grok_imagine_async import JobScheduler, RateLimit
+from grok_imagine_async._limiting.line import SlotLine
+from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
 from grok_imagine_async.fastapi import GrokImagineResources
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
@@ -449,6 +451,55 @@ async def test_while_the_provider_is_down_new_jobs_are_503_and_healthz_says_so()
     assert int(refused.headers["retry-after"]) >= 1
     assert after.status_code == 202
     assert "not paid for" not in emulator.statistics().posts_per_prompt
+
+
+class HeldLimiter:
+    """A limiter whose schedule is far ahead (a shared Redis state an hour on, say): it grants
+    nothing until released. Its waiters queue in the limiters' own line."""
+
+    limit = RateLimit(100, 60.0)
+
+    def __init__(self) -> None:
+        self.released = anyio.Event()
+        self._line: SlotLine[None] = SlotLine(anyio.current_time)
+        self._granted = 0
+
+    async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
+        await self._line.wait_turn(int(priority), lambda _: self.released.wait())
+        self._granted += 1
+        return Permit(granted_at=anyio.current_time(), serial=self._granted)
+
+    async def observe(self, feedback: RateLimitFeedback) -> None:
+        pass
+
+    def give_back(self, permit: Permit) -> None:
+        pass
+
+    def statistics(self) -> LimiterStatistics:
+        stalled_for = self._line.stalled_for(anyio.current_time())
+        return LimiterStatistics(
+            self.limit, self._granted, len(self._line), 0.0, 0, 0, None, stalled_for
+        )
+
+
+async def test_a_limiter_that_grants_nothing_while_work_waits_fails_healthz() -> None:
+    limiter = HeldLimiter()
+    period = limiter.limit.period
+    async with running(emulator_for(), limiter=limiter) as served:
+        accepted = await served.web.post("/videos", json={"prompt": "waits for the limiter"})
+        await anyio.sleep(2 * period - 1.0)
+        waiting = await health_of(served)
+        await anyio.sleep(2.0)  # past two periods with no permit granted
+        stalled = await health_of(served)
+        limiter.released.set()
+        await wait_until_status(served.web, accepted.json()["id"], "completed")
+        after = await health_of(served)
+    assert accepted.status_code == 202
+    assert waiting["code"] == 200 and waiting["limiter"] == "ok"
+    assert stalled["code"] == 503 and stalled["limiter"] == "stalled"
+    assert stalled["error"] == "unavailable"
+    assert "grants no permit" in stalled["detail"]
+    assert after["code"] == 200 and after["limiter"] == "ok"
 
 
 async def test_an_api_never_reached_is_named_by_healthz() -> None:

@@ -415,6 +415,28 @@ async def test_statistics_count_permits_and_waiting_time() -> None:
     assert stats.limit == LIMIT
 
 
+async def test_stalled_for_counts_only_time_with_no_permit_granted() -> None:
+    limiter = LocalRateLimiter(LIMIT)
+    permit = await limiter.acquire()
+    assert limiter.statistics().stalled_for == 0.0  # nobody waits
+    await limiter.observe(answer(permit, 429, {"Retry-After": "8"}))
+    seen: list[float] = []
+
+    async def watch() -> None:
+        for _ in range(20):
+            await anyio.sleep(1.0)
+            seen.append(limiter.statistics().stalled_for)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        group.start_soon(grant_all, limiter, 10)
+    # Waiting through the pause with nothing granted, then served once a second: a queue that
+    # moves never looks stalled, however long its callers wait in all.
+    assert seen[:7] == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    assert max(seen[8:]) <= 1.0 / limiter.rate
+    assert limiter.statistics().stalled_for == 0.0
+
+
 def test_runs_on_trio_too() -> None:
     # One core on anyio: nothing in the local limiter is asyncio's. Real time, three permits
     # a tenth of a second apart; only their order is checked.

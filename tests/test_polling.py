@@ -144,7 +144,7 @@ def test_other_traffic_on_the_limiter_leaves_less_allowance() -> None:
     granted = 0
 
     def statistics() -> LimiterStatistics:
-        return LimiterStatistics(RateLimit(1000, 60.0), granted, 0, 0.0, 0, 0, None)
+        return LimiterStatistics(RateLimit(1000, 60.0), granted, 0, 0.0, 0, 0, None, 0.0)
 
     quiet = _planner(RateLimit(1000, 60.0), unfinished=4, statistics=statistics)
     quiet.allowance(0.0)

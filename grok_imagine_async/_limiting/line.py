@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -27,6 +28,7 @@ SlotT = TypeVar("SlotT")
 
 @dataclass(eq=False)
 class _Waiter(Generic[SlotT]):
+    arrived: float
     served: bool = False
     slot: SlotT | None = None
     event: anyio.Event = field(default_factory=anyio.Event)
@@ -36,12 +38,26 @@ class SlotLine(Generic[SlotT]):
     """A priority line where one waiter at a time fetches slots for everyone.
 
     A slot may carry a value (what the fetch returned), which goes to the waiter it is given to.
+
+    Args:
+        now: The limiter's clock, to tell how long the waiters have gone without a slot.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
         self._heap: list[tuple[int, int, _Waiter[SlotT]]] = []
         self._arrivals = itertools.count()
         self._leading = False
+        self._last_served = -math.inf
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the callers waiting at ``now`` have gone without any slot being served: since
+        the later of the last slot served and the oldest waiter's arrival (0.0 when none waits).
+        """
+        if not self._heap:
+            return 0.0
+        oldest = min(waiter.arrived for _, _, waiter in self._heap)
+        return max(0.0, now - max(oldest, self._last_served))
 
     def __len__(self) -> int:
         """Callers waiting right now."""
@@ -60,7 +76,7 @@ class SlotLine(Generic[SlotT]):
 
         Cancelling a waiting caller loses no slot: one already given to it passes down the line.
         """
-        waiter: _Waiter[SlotT] = _Waiter()
+        waiter: _Waiter[SlotT] = _Waiter(self._now())
         heapq.heappush(self._heap, (priority, next(self._arrivals), waiter))
         try:
             while not waiter.served:
@@ -89,6 +105,7 @@ class SlotLine(Generic[SlotT]):
     def _serve_first(self, slot: SlotT | None) -> None:
         _, _, first = heapq.heappop(self._heap)
         first.served = True
+        self._last_served = self._now()
         first.slot = slot
         first.event.set()
 

@@ -85,7 +85,7 @@ class LocalRateLimiter:
         self._clock = clock or DEFAULT_CLOCK
         period = self._limit.period
         self._estimate = Estimate(self._limit, headroom)
-        self._line: SlotLine[Permit] = SlotLine()
+        self._line: SlotLine[Permit] = SlotLine(self._clock.monotonic)
         self._history = GrantHistory(keep=3 * period)
         # A request reaches the server within a period of its permit (the client's timeouts).
         self._window = WindowLog(window=period * (1 + headroom), unanswered=period)
@@ -284,4 +284,5 @@ class LocalRateLimiter:
             server_pauses=self._server_pauses,
             rate_limited_responses=self._rate_limited,
             paused_until=hold if hold > now else None,
+            stalled_for=self._line.stalled_for(now),
         )

@@ -86,6 +86,10 @@ class LimiterStatistics:
         server_pauses: Times a server answer (429 or ``Remaining: 0``) paused every sender.
         rate_limited_responses: HTTP 429 answers reported through ``observe``.
         paused_until: Clock time until which all senders are paused, or None.
+        stalled_for: Seconds the acquirers waiting now have gone without any permit granted
+            (since the later of the last grant and the oldest waiter's arrival); 0.0 when none
+            waits. Far beyond a period of the quota, the limiter is stuck (a pause or a shared
+            schedule far ahead): what a health check reports.
     """
 
     limit: RateLimit
@@ -95,6 +99,7 @@ class LimiterStatistics:
     server_pauses: int
     rate_limited_responses: int
     paused_until: float | None
+    stalled_for: float
 
 
 @runtime_checkable

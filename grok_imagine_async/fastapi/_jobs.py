@@ -31,6 +31,7 @@ from .._errors import (
     ProviderDownError,
     SchedulerClosedError,
 )
+from .._limiting.protocol import RateLimiter
 from .._models import FailureClass, GenerationRequest
 from .._scheduling.breaker import BreakerState
 from .._scheduling.capacity import queue_wait
@@ -55,6 +56,9 @@ DEFAULT_MAX_JOBS = 10_000
 """Finished jobs a :class:`JobRegistry` remembers (a few kB each)."""
 DEFAULT_MAX_QUEUED = 256
 """Jobs allowed to wait for a submission slot before new ones are refused (HTTP 429)."""
+STALL_PERIODS = 2.0
+"""Periods of the quota that requests may wait for the rate limiter, with no permit granted
+meanwhile, before :meth:`JobRegistry.health` calls it stalled (a 429's default pause is one)."""
 UNKNOWN_TTL = 1.0
 """Seconds an id found in no store is answered "unknown" without asking the store again."""
 _UNKNOWN_KEPT = 10_000
@@ -99,11 +103,16 @@ class Health:
             ``"down"`` (paused on an outage or lost answers: new jobs are refused with a 503
             until a probe succeeds), ``"unreachable"`` (every attempt failed to connect: the
             scheduler stopped) or ``"refusing"`` (it refused every recent job: stopped).
+        limiter: ``"ok"``, or ``"stalled"`` while requests have waited for the rate limiter
+            longer than two periods of the quota with no permit granted
+            meanwhile (a server-ordered pause that long, or a shared schedule in Redis far
+            ahead): nothing is sent, so answer 503.
     """
 
     serving: bool
     store: Literal["ok", "unavailable"] = "ok"
     provider: Literal["up", "down", "unreachable", "refusing"] = "up"
+    limiter: Literal["ok", "stalled"] = "ok"
 
     @property
     def detail(self) -> str:
@@ -115,6 +124,8 @@ class Health:
             problems.append(_PROVIDER[self.provider])
         if self.store != "ok":
             problems.append("the shared job store is unavailable")
+        if self.limiter != "ok":
+            problems.append("the rate limiter grants no permit while requests wait")
         return "; ".join(problems) or "ok"
 
 
@@ -242,6 +253,7 @@ class JobRegistry:
         forget_finished: Drop forgotten jobs from the store too (a store in memory, which
             would otherwise grow with every job).
         new_id: Makes job ids (default: ``uuid4().hex``).
+        limiter: The client's rate limiter, whose stalls :meth:`health` reports.
     """
 
     def __init__(
@@ -254,10 +266,12 @@ class JobRegistry:
         durations: DurationModel | None = None,
         forget_finished: bool = False,
         new_id: Callable[[], str] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         if max_jobs < 1 or max_queued < 1:
             raise ValueError("max_jobs and max_queued must be >= 1")
         self._store = store
+        self._limiter = limiter
         self._shared = store if isinstance(store, SharedStore) else None
         self._max_jobs = max_jobs
         self._max_queued = max_queued
@@ -300,7 +314,7 @@ class JobRegistry:
 
     def health(self) -> Health:
         """Whether this worker can run jobs, what its breaker says of the video service, and
-        whether its shared store is in trouble."""
+        whether its shared store or its rate limiter is in trouble."""
         store_ok = self._shared is None or self._shared.available
         breaker = self._scheduler.statistics().breaker if self._scheduler is not None else None
         provider: Literal["up", "down", "unreachable", "refusing"] = "up"
@@ -308,10 +322,16 @@ class JobRegistry:
             provider = "down"
         elif breaker is not None and breaker.state is BreakerState.STOPPED:
             provider = "unreachable" if breaker.reason == "unreachable" else "refusing"
+        limiter: Literal["ok", "stalled"] = "ok"
+        if self._limiter is not None:
+            stats = self._limiter.statistics()
+            if stats.stalled_for > STALL_PERIODS * stats.limit.period:
+                limiter = "stalled"
         return Health(
             serving=not self._closed and provider in ("up", "down"),
             store="ok" if store_ok else "unavailable",
             provider=provider,
+            limiter=limiter,
         )
 
     # -- starting and finding jobs ---------------------------------------------------------

@@ -218,6 +218,7 @@ async def grok_imagine_lifespan(
             max_credits=max_credits,
             durations=durations,
             forget_finished=not durable,
+            limiter=client.limiter,
         )
         runner = _SchedulerRunner(
             client,

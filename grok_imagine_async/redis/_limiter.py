@@ -171,7 +171,7 @@ class RedisRateLimiter:
         self._observe_script = self._redis.register_script(OBSERVE_SCRIPT)
         self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
 
-        self._line: SlotLine[None] = SlotLine()
+        self._line: SlotLine[None] = SlotLine(self._clock.monotonic)
         self._pending_slot: float | None = None  # loop time of a reserved slot nobody took yet
         self._fallback: Fallback | None = None
         self._peers: int | None = None  # as last counted by Redis
@@ -295,8 +295,9 @@ class RedisRateLimiter:
 
     def statistics(self) -> RedisLimiterStatistics:
         """A frozen snapshot of this process's counters."""
+        now = self._clock.monotonic()
         paused_until = self._paused_until
-        if paused_until is not None and paused_until <= self._clock.monotonic():
+        if paused_until is not None and paused_until <= now:
             paused_until = None
         return RedisLimiterStatistics(
             limit=self._limit,
@@ -306,6 +307,7 @@ class RedisRateLimiter:
             server_pauses=self._server_pauses,
             rate_limited_responses=self._rate_limited,
             paused_until=paused_until,
+            stalled_for=self._line.stalled_for(now),
             redis_calls=self._redis_calls,
             fallback_active=self._fallback is not None and self._fallback.degraded,
             fallbacks=self._fallbacks,
