@@ -30,6 +30,7 @@ pytest.importorskip("uvicorn", reason='needs the "emulator" extra')
 psutil = pytest.importorskip("psutil")
 
 from grok_imagine_async.redis import RedisJobStore  # noqa: E402
+from grok_imagine_async.redis._store import RESERVE_JOBS  # noqa: E402
 from grok_imagine_async.testing import Emulator, EmulatorConfig, serve_in_thread  # noqa: E402
 
 # Real processes on a shared machine: more than the default 120 s may be needed under load.
@@ -275,11 +276,15 @@ def test_a_burst_on_two_workers_never_overspends_and_never_answers_500(
         wait_for("every accepted job to end", lambda: all_in(served, accepted, set(FINAL)))
         jobs = statuses(served, accepted)
         log = served.log_text()
-    # Exactly what the budget pays for is accepted (reserved atomically in Redis, one check
-    # for both workers); the rest is refused at once, never answered 500.
-    assert codes == {202: BUDGET // 40, 402: BURST - BUDGET // 40}, (codes, log[-2000:])
+    # Never more than the budget pays for (reserved atomically in Redis, one check for both
+    # workers); the rest is refused at once, never answered 500. Each worker may hold an
+    # offline reserve of RESERVE_JOBS POSTs that the other cannot use until it is spent or
+    # released, so near the end a few jobs may be refused early: never more than that.
+    accepted_count = codes[202]
+    assert set(codes) <= {202, 402} and codes[402] == BURST - accepted_count, (codes, log[-2000:])
+    assert BUDGET // 40 - 2 * RESERVE_JOBS <= accepted_count <= BUDGET // 40, codes
     assert all(job["status"] == "completed" for job in jobs.values())
     stats = emulator[1].statistics()
-    assert stats.tasks_created == BUDGET // 40
+    assert stats.tasks_created == accepted_count
     assert dict(stats.duplicate_submissions) == {}
     assert "Traceback" not in log
