@@ -46,8 +46,8 @@ from typing import Any
 
 import anyio
 
+from benchmarks._open_limiter import OpenLimiter
 from grok_imagine_async import _http
-from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "overhead.md"
@@ -149,26 +149,6 @@ async def bare(lib: ModuleType, url: str, concurrency: int, calls: int) -> tuple
         return await _drive(call, concurrency, calls)
 
 
-class _OpenLimiter:
-    """Grants at once and learns nothing: the client's cost without the limiter's."""
-
-    def __init__(self) -> None:
-        self._serial = 0
-
-    async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
-        self._serial += 1
-        return Permit(granted_at=0.0, serial=self._serial)
-
-    async def observe(self, feedback: RateLimitFeedback) -> None:
-        return None
-
-    def give_back(self, permit: Permit) -> None:
-        return None
-
-    def statistics(self) -> LimiterStatistics:
-        raise NotImplementedError
-
-
 async def ours(
     lib: ModuleType, url: str, concurrency: int, calls: int, *, open_limiter: bool = False
 ) -> tuple[float, float]:
@@ -179,7 +159,7 @@ async def ours(
 
     # What AsyncGrokImagine() builds on the default library, here on either library.
     http = _http.new_client(lib, timeout=DEFAULT_TIMEOUT, headers={"User-Agent": user_agent()})
-    limiter = _OpenLimiter() if open_limiter else None
+    limiter = OpenLimiter() if open_limiter else None
     client = AsyncGrokImagine(
         api_key=TOKEN, base_url=url, plan=QUOTA, http_client=http, limiter=limiter
     )

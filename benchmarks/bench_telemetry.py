@@ -40,9 +40,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from grok_imagine_async import AsyncGrokImagine, RateLimit
+from benchmarks._open_limiter import OpenLimiter
+from grok_imagine_async import AsyncGrokImagine
 from grok_imagine_async._observe import RequestAttempt, job_scope
-from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
 from grok_imagine_async.otel import Telemetry
 from grok_imagine_async.testing import Emulator, EmulatorConfig, run_virtual
 
@@ -65,27 +65,6 @@ class _Drop(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return SpanExportResult.SUCCESS
-
-
-class _OpenLimiter:
-    """Grants at once: the limiter's own cost is measured elsewhere (bench_limiter)."""
-
-    def __init__(self) -> None:
-        self.limit = RateLimit(1_000_000, 60.0)
-        self._serial = 0
-
-    async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
-        self._serial += 1
-        return Permit(granted_at=0.0, serial=self._serial)
-
-    async def observe(self, feedback: RateLimitFeedback) -> None:
-        return None
-
-    def give_back(self, permit: Permit) -> None:
-        return None
-
-    def statistics(self) -> LimiterStatistics:
-        return LimiterStatistics(self.limit, self._serial, 0, 0.0, 0, 0, None, 0.0)
 
 
 def _answer(request: httpx.Request) -> httpx.Response:
@@ -118,7 +97,7 @@ def _noop() -> tuple[Telemetry, Callable[[], None]]:
 async def _client_run(telemetry: Telemetry | None) -> float:
     http = httpx.AsyncClient(transport=httpx.MockTransport(_answer), base_url="https://api.test")
     client = AsyncGrokImagine(
-        api_key=TOKEN, http_client=http, limiter=_OpenLimiter(), telemetry=telemetry
+        api_key=TOKEN, http_client=http, limiter=OpenLimiter(), telemetry=telemetry
     )
     async with http:
         await client.get_task("task_1")  # warm caches outside the timing
