@@ -51,12 +51,12 @@ from ._scheduling.jobs import (
     JobQueued,
     JobResubmitting,
     JobResult,
-    JobResumed,
     JobSpec,
     JobState,
     JobSubmitted,
 )
 from ._scheduling.scheduler import JobScheduler
+from ._settings import Settings
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -82,7 +82,6 @@ __all__ = [
     "JobQueued",
     "JobResubmitting",
     "JobResult",
-    "JobResumed",
     "JobScheduler",
     "JobSpec",
     "JobState",
@@ -98,6 +97,7 @@ __all__ = [
     "RetryPolicy",
     "SchedulerClosedError",
     "ServerError",
+    "Settings",
     "Task",
     "TaskFailedError",
     "TaskStatus",

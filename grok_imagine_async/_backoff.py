@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass
-from typing import TypeVar
 
 
 def backoff_delay(
@@ -140,22 +138,3 @@ class PollPolicy:
             wait_jitter=self.wait_jitter,
             rand=(rng or random).random(),
         )
-
-
-_Policy = TypeVar("_Policy", PollPolicy, RetryPolicy)
-
-
-def scaled_waits(policy: _Policy, scale: float) -> _Policy:
-    """``policy`` with ``wait_initial`` and ``wait_max`` divided by ``scale``.
-
-    For a server ``scale`` times faster than real time (the emulator's ``time_scale``).
-
-    Example:
-        >>> scaled_waits(PollPolicy(), 10).wait_initial
-        0.5
-    """
-    if scale == 1.0:
-        return policy
-    return dataclasses.replace(
-        policy, wait_initial=policy.wait_initial / scale, wait_max=policy.wait_max / scale
-    )

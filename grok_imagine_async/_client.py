@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 import anyio
 
 from . import _http
-from ._backoff import PollPolicy, RetryPolicy, scaled_waits
+from ._backoff import PollPolicy, RetryPolicy
 from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import (
     APIResponseValidationError,
@@ -28,7 +28,7 @@ from ._errors import (
 )
 from ._fetch import Downloader
 from ._hosts import HostPolicy
-from ._limiting.plans import Plan, RateLimit, resolve_rate_limit
+from ._limiting.plans import Plan, RateLimit
 from ._limiting.protocol import Priority, RateLimiter
 from ._limits import Limits, prompt_problem
 from ._models import GenerationRequest, Task
@@ -40,14 +40,7 @@ from ._scheduling.jobs import JobSpec
 from ._scheduling.many import JobResults
 from ._scheduling.options import SchedulerOptions
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
-from ._settings import (
-    ENV_PLAN,
-    api_key_from,
-    base_url_from,
-    observer_for,
-    time_scale_from,
-    user_agent,
-)
+from ._settings import Settings, observer_for, user_agent
 from ._waiting import TaskWaiter
 
 logger = logging.getLogger("grok_imagine_async")
@@ -70,13 +63,20 @@ class AsyncGrokImagine:
     headers are reported back to it. Use it as an async context manager, or call
     :meth:`aclose` when done.
 
+    The settings (token, server, quota, policies) are resolved once by
+    :meth:`Settings.from_env` from the keywords below and ``GROK_IMAGINE_*``, unless a
+    :class:`Settings` is given whole.
+
     Args:
+        settings: Settings resolved beforehand (excludes ``api_key``, ``base_url``, ``plan``,
+            ``retry``, ``poll`` and ``limits``).
         api_key: The bearer token. Falls back to ``$GROK_IMAGINE_API_KEY``.
-        base_url: The API root. Falls back to ``$GROK_IMAGINE_BASE_URL``, then to the
-            ``base_url`` of ``http_client`` if it has one, then ``https://grokimagineapi.com``.
+        base_url: The API root. Falls back to the ``base_url`` of ``http_client`` if it has
+            one, then ``$GROK_IMAGINE_BASE_URL``, then ``https://grokimagineapi.com``.
         plan: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan`, a :class:`RateLimit`
             or a custom quota as text (``"100/6s"``, ``"2000/min"``). Falls back to
-            ``$GROK_IMAGINE_PLAN``, then ``"free"``. Sets the default limiter.
+            ``$GROK_IMAGINE_PLAN``, then ``"free"``. Sets the default limiter; a given
+            ``limiter`` keeps its own quota.
         http_client: An ``httpx2.AsyncClient`` or ``httpx.AsyncClient`` to send through (e.g.
             with an ``ASGITransport`` to the emulator). Used as is and never closed by us.
             Default: a client of our own, on httpx2 if it is installed, else on httpx.
@@ -101,11 +101,6 @@ class AsyncGrokImagine:
             providers (needs the ``otel`` extra); a :class:`grok_imagine_async.otel.Telemetry`
             (or any :class:`Observer`) records through it; None or False records nothing and
             costs nothing.
-        time_scale: How many times faster than real time the server runs (an emulator
-            started with ``--time-scale``). Falls back to ``$GROK_IMAGINE_TIME_SCALE``, then 1.
-            Divides the default poll and retry waits, the scheduler's expected generation
-            time, and a plan's 60 s window (a quota given as text or as a
-            :class:`RateLimit` is used as is).
         rng: Source of the retry and ``wait()`` poll jitter (seed it for reproducible
             simulations); default: a fresh unseeded one.
 
@@ -125,6 +120,7 @@ class AsyncGrokImagine:
     def __init__(
         self,
         *,
+        settings: Settings | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
         plan: str | Plan | RateLimit | None = None,
@@ -139,44 +135,46 @@ class AsyncGrokImagine:
         limits: Limits | None = None,
         download_hosts: Iterable[str] = (),
         telemetry: bool | Observer | None = None,
-        time_scale: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        key = api_key_from(api_key)
-        if limits is not None and not isinstance(limits, Limits):
-            raise ConfigurationError(f"limits must be a Limits, got {type(limits).__name__}")
-        self._limits = limits or Limits()
+        family = None if http_client is None else _http.check_client(http_client)
+        if settings is None:
+            if base_url is None and http_client is not None and str(http_client.base_url):
+                base_url = str(http_client.base_url)
+            settings = Settings.from_env(
+                api_key=api_key, base_url=base_url, plan=plan, retry=retry, poll=poll, limits=limits
+            )
+        elif not isinstance(settings, Settings):
+            raise ConfigurationError(f"settings must be a Settings, got {type(settings).__name__}")
+        elif any(v is not None for v in (api_key, base_url, plan, retry, poll, limits)):
+            raise ConfigurationError(
+                "pass either settings or api_key, base_url, plan, retry, poll, limits"
+            )
+        if max_retries is not None:
+            retry = dataclasses.replace(settings.retry, attempts=max_retries)
+            settings = dataclasses.replace(settings, retry=retry)
+        self._settings = settings
+        self._limits = settings.limits
+        self._base_url = settings.base_url
         if isinstance(download_hosts, str):  # a lone host, not its characters
             download_hosts = [download_hosts]
-        family = None if http_client is None else _http.check_client(http_client)
-        self._base_url = base_url_from(base_url, http_client)
-        self._time_scale = time_scale_from(time_scale)
         try:
             self._hosts = HostPolicy.build(api_url=self._base_url, extra=download_hosts)
         except _http.BadURL as exc:
             raise ConfigurationError(f"base_url or download_hosts is invalid ({exc})") from None
-        try:
-            self._rate_limit = resolve_rate_limit(
-                plan or os.environ.get(ENV_PLAN) or "free", time_scale=self._time_scale
-            )
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
         if on_ambiguous_submit not in ("raise", "resubmit"):
             raise ConfigurationError(
                 f"on_ambiguous_submit must be 'raise' or 'resubmit', got {on_ambiguous_submit!r}"
             )
-        policy = retry or scaled_waits(RetryPolicy(), self._time_scale)
-        if max_retries is not None:
-            policy = dataclasses.replace(policy, attempts=max_retries)
-        self._retry = policy
-        self._poll = poll or scaled_waits(PollPolicy(), self._time_scale)
+        policy = settings.retry
+        self._poll = settings.poll
         self._clock = clock or DEFAULT_CLOCK
         self._rng = rng if rng is not None else random.Random()
-        self._waiter = TaskWaiter(self.get_task, self._rng, self._time_scale)
+        self._waiter = TaskWaiter(self.get_task, self._rng, settings.expected_duration)
         if limiter is None:
             from ._limiting.local import LocalRateLimiter
 
-            limiter = LocalRateLimiter(self._rate_limit, clock=clock)
+            limiter = LocalRateLimiter(settings.rate_limit, clock=clock)
         self._limiter = limiter
         self._telemetry = observer_for(telemetry)
         request_options: dict[str, Any] = {}
@@ -196,7 +194,7 @@ class AsyncGrokImagine:
         self._sender = Sender(
             http=self._http,
             base_url=self._base_url,
-            api_key=key,
+            api_key=settings.api_key,
             limiter=limiter,
             clock=self._clock,
             retry=policy,
@@ -204,7 +202,7 @@ class AsyncGrokImagine:
             on_ambiguous_submit=on_ambiguous_submit,
             request_options=request_options,
             limits=self._limits,
-            max_wait_hint=self._rate_limit.period,
+            max_wait_hint=limiter.limit.period,
             observer=self._telemetry,
         )
         self._downloader = Downloader(
@@ -233,7 +231,7 @@ class AsyncGrokImagine:
                 await self._http.aclose()
 
     def __repr__(self) -> str:
-        limit = self._rate_limit
+        limit = self._limiter.limit
         return (
             f"AsyncGrokImagine(base_url={self._base_url!r}, "
             f"rate_limit={limit.requests}/{limit.period:g}s)"
@@ -245,14 +243,9 @@ class AsyncGrokImagine:
         return self._base_url
 
     @property
-    def rate_limit(self) -> RateLimit:
-        """The quota of the configured plan."""
-        return self._rate_limit
-
-    @property
-    def time_scale(self) -> float:
-        """How many times faster than real time the server is taken to run (1: the service)."""
-        return self._time_scale
+    def settings(self) -> Settings:
+        """The settings this client keeps to (the quota is its limiter's: ``limiter.limit``)."""
+        return self._settings
 
     @property
     def limiter(self) -> RateLimiter:
@@ -268,16 +261,6 @@ class AsyncGrokImagine:
     def on_ambiguous_submit(self) -> AmbiguousSubmitPolicy:
         """What happens when a submission's answer is lost (``"raise"`` or ``"resubmit"``)."""
         return self._sender.on_ambiguous_submit
-
-    @property
-    def limits(self) -> Limits:
-        """The size and time bounds in force."""
-        return self._limits
-
-    @property
-    def poll_policy(self) -> PollPolicy:
-        """The default polling schedule of :meth:`wait`."""
-        return self._poll
 
     # -- the API ---------------------------------------------------------------------------
 

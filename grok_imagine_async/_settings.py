@@ -1,18 +1,26 @@
 """Where the client's settings come from: arguments first, then documented environment variables.
 
-Each is read once, when the client is built, and checked with an error that names it (and
-never shows the token).
+:meth:`Settings.from_env` is the one place that reads ``GROK_IMAGINE_*`` and the one place
+that scales for a faster server (the emulator's ``time_scale``): the client, the command line
+and the FastAPI lifespan all resolve their settings through it, and everything downstream (the
+limiter, the waiter, the scheduler, its breaker) sees durations already in the server's seconds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+from dataclasses import dataclass, field
+from typing import TypeVar
 
+from ._backoff import PollPolicy, RetryPolicy
 from ._errors import ConfigurationError
-from ._http import HTTPClient
+from ._limiting.plans import Plan, RateLimit, resolve_rate_limit
+from ._limits import Limits
 from ._observe import Observer
 from ._redact import check_token
+from ._scheduling.breaker import BreakerPolicy
 
 DEFAULT_BASE_URL = "https://grokimagineapi.com"
 ENV_API_KEY = "GROK_IMAGINE_API_KEY"
@@ -21,29 +29,165 @@ ENV_PLAN = "GROK_IMAGINE_PLAN"
 ENV_TIME_SCALE = "GROK_IMAGINE_TIME_SCALE"
 ENV_REDIS_PASSWORD = "GROK_IMAGINE_REDIS_PASSWORD"
 """The Redis password, for a ``redis://`` URL (``--redis-url``, ``--journal``) that names none."""
+DEFAULT_EXPECTED_DURATION = 30.0
+"""The real service's typical generation time, in seconds (10 to 60 s, sometimes minutes)."""
+
+# The real service's defaults (frozen values: one instance serves every Settings).
+_FREE, _RETRY, _POLL = RateLimit(100, 60.0), RetryPolicy(), PollPolicy()
+_LIMITS, _BREAKER = Limits(), BreakerPolicy()
 
 
-def api_key_from(api_key: str | None) -> str:
-    """The token: ``api_key``, else ``$GROK_IMAGINE_API_KEY``, checked (never shown)."""
-    key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
-    if key is None or not key.strip():
-        raise ConfigurationError(
-            "no API key: pass api_key=... to AsyncGrokImagine or set the "
-            f"{ENV_API_KEY} environment variable"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """What a client keeps to, resolved once: token, server, quota, policies, expectations.
+
+    Build it with :meth:`from_env` (arguments first, then ``GROK_IMAGINE_*``), or directly
+    when every value is known. Every duration is in the server's seconds: for an emulator
+    running faster than real time, :meth:`from_env` has already scaled them.
+
+    Args:
+        api_key: The bearer token (never shown in the repr).
+        base_url: The API root.
+        rate_limit: The quota of the client's default limiter (a given ``limiter`` brings
+            its own, and then the limiter's quota is the one kept to).
+        retry: The retry backoff schedule.
+        poll: The poll schedule of ``wait()``, and of a scheduler while the quota is idle.
+        limits: Bounds on answer and video sizes, prompt length, request time, redirects.
+        breaker: When a scheduler of this client pauses on an outage or stops on systematic
+            refusals (None: never).
+        expected_duration: The median generation time, in seconds, assumed before any job
+            was seen (the prior of the duration models).
+
+    Raises:
+        ConfigurationError: If the token or the URL is invalid, or a value is of the wrong
+            type or not positive.
+
+    Example:
+        >>> settings = Settings.from_env(api_key="sk-test", plan="pro", time_scale=10)
+        >>> settings.rate_limit, settings.expected_duration
+        (RateLimit(requests=1000, period=6.0), 3.0)
+    """
+
+    api_key: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    rate_limit: RateLimit = _FREE
+    retry: RetryPolicy = _RETRY
+    poll: PollPolicy = _POLL
+    limits: Limits = _LIMITS
+    breaker: BreakerPolicy | None = _BREAKER
+    expected_duration: float = DEFAULT_EXPECTED_DURATION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "api_key", check_token(self.api_key))
+        url = self.base_url.rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"base_url must be an http(s) URL, got {url!r}")
+        object.__setattr__(self, "base_url", url)
+        kinds: dict[str, tuple[type, ...]] = {
+            "rate_limit": (RateLimit,),
+            "retry": (RetryPolicy,),
+            "poll": (PollPolicy,),
+            "limits": (Limits,),
+            "breaker": (BreakerPolicy, type(None)),
+        }
+        for name, kind in kinds.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                got = type(value).__name__
+                raise ConfigurationError(f"{name} must be a {kind[0].__name__}, got {got}")
+        if not self.expected_duration > 0:
+            raise ConfigurationError(
+                f"expected_duration must be positive, got {self.expected_duration!r}"
+            )
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        plan: str | Plan | RateLimit | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+        limits: Limits | None = None,
+        time_scale: float | None = None,
+    ) -> Settings:
+        """The settings the arguments give, the environment filling in what they leave out.
+
+        Args:
+            api_key: The token; else ``$GROK_IMAGINE_API_KEY``.
+            base_url: The API root; else ``$GROK_IMAGINE_BASE_URL``; else the real service.
+            plan: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan`, a
+                :class:`RateLimit` or a quota as text (``"100/6s"``, ``"2000/min"``); else
+                ``$GROK_IMAGINE_PLAN``; else ``"free"``.
+            retry: The retry schedule (default: :class:`RetryPolicy`'s, scaled).
+            poll: The poll schedule (default: :class:`PollPolicy`'s, scaled).
+            limits: Size and time bounds (default: :class:`Limits`').
+            time_scale: How many times faster than real time the server runs (an emulator
+                started with ``--time-scale``); else ``$GROK_IMAGINE_TIME_SCALE``; else 1.
+                It divides the defaults taken from the real service: a plan's 60 s window,
+                the retry and poll waits, the breaker's waits and the expected duration.
+                What is given explicitly (a quota, a policy) is used as is.
+
+        Raises:
+            ConfigurationError: If no token is given or found, or a value (given or read)
+                is invalid; the message names it and never shows the token.
+        """
+        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
+        if key is None or not key.strip():
+            raise ConfigurationError(
+                f"no API key: pass api_key=... or set the {ENV_API_KEY} environment variable"
+            )
+        scale = time_scale_from(time_scale)
+        plan = plan or os.environ.get(ENV_PLAN) or "free"
+        try:
+            quota = resolve_rate_limit(plan)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if not (isinstance(plan, RateLimit) or (isinstance(plan, str) and "/" in plan)):
+            quota = RateLimit(quota.requests, quota.period / scale)  # a plan's minute
+        breaker = _BREAKER
+        unreachable = breaker.give_up_unreachable
+        return cls(
+            api_key=key,
+            base_url=base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL,
+            rate_limit=quota,
+            retry=retry or _scaled(_RETRY, scale),
+            poll=poll or _scaled(_POLL, scale),
+            limits=_LIMITS if limits is None else limits,
+            breaker=dataclasses.replace(
+                breaker,
+                give_up_unreachable=None if unreachable is None else unreachable / scale,
+                warmup_age=breaker.warmup_age / scale,
+                probe_wait_initial=breaker.probe_wait_initial / scale,
+                probe_wait_max=breaker.probe_wait_max / scale,
+            ),
+            expected_duration=DEFAULT_EXPECTED_DURATION / scale,
         )
-    return check_token(key)
 
 
-def base_url_from(base_url: str | None, http_client: HTTPClient | None) -> str:
-    """The API root: ``base_url``, else ``$GROK_IMAGINE_BASE_URL``, else the given client's."""
-    if base_url is None:
-        base_url = os.environ.get(ENV_BASE_URL)
-    if base_url is None and http_client is not None and str(http_client.base_url):
-        base_url = str(http_client.base_url)
-    url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise ConfigurationError(f"base_url must be an http(s) URL, got {url!r}")
-    return url
+_Policy = TypeVar("_Policy", PollPolicy, RetryPolicy)
+
+
+def _scaled(policy: _Policy, scale: float) -> _Policy:
+    return dataclasses.replace(
+        policy, wait_initial=policy.wait_initial / scale, wait_max=policy.wait_max / scale
+    )
+
+
+def time_scale_from(value: float | None) -> float:
+    """How much faster the server runs: ``value``, else ``$GROK_IMAGINE_TIME_SCALE``, else 1."""
+    if value is None:
+        text = os.environ.get(ENV_TIME_SCALE, "").strip()
+        if not text:
+            return 1.0
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigurationError(f"${ENV_TIME_SCALE} must be a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigurationError(f"time_scale must be a positive number, got {value!r}")
+    return value
 
 
 def user_agent() -> str:
@@ -64,18 +208,3 @@ def observer_for(telemetry: bool | Observer | None) -> Observer | None:
             raise ConfigurationError(str(exc)) from None
         return Telemetry()
     return telemetry
-
-
-def time_scale_from(value: float | None) -> float:
-    """How much faster the server runs: ``value``, else ``$GROK_IMAGINE_TIME_SCALE``, else 1."""
-    if value is None:
-        text = os.environ.get(ENV_TIME_SCALE, "").strip()
-        if not text:
-            return 1.0
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigurationError(f"${ENV_TIME_SCALE} must be a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigurationError(f"time_scale must be a positive number, got {value!r}")
-    return value

@@ -29,15 +29,18 @@ class TaskWaiter:
     Args:
         get_task: Reads a task's status.
         rng: Source of the poll jitter.
-        time_scale: How much faster than the real service the server runs.
+        expected_duration: The median generation time assumed before any was seen.
     """
 
     def __init__(
-        self, get_task: Callable[[str], Awaitable[Task]], rng: random.Random, time_scale: float
+        self,
+        get_task: Callable[[str], Awaitable[Task]],
+        rng: random.Random,
+        expected_duration: float,
     ) -> None:
         self._get_task = get_task
         self._rng = rng
-        self.durations = DurationModel(prior_median=DurationModel().prior_median / time_scale)
+        self.durations = DurationModel(prior_median=expected_duration)
 
     async def wait(
         self,

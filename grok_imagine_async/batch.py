@@ -14,7 +14,9 @@ give beyond the everyday names of :mod:`grok_imagine_async`.
 - :data:`CREDITS_PER_GENERATION` is what one generation costs, to size ``max_credits=``;
 - :class:`BreakerPolicy` (``breaker=``) says when a batch pauses on an outage or stops on
   systematic refusals; :class:`BreakerSnapshot` (``statistics().breaker``, with its
-  :class:`BreakerState`) and :class:`BreakerEvent` (to ``on_event``) show what it decided.
+  :class:`BreakerState`) and :class:`BreakerEvent` (to ``on_event``) show what it decided;
+- :class:`JobResumed` (to ``on_event``) says a job was taken up from the journal of an
+  earlier run.
 
 These are what the ``grok-imagine batch`` command uses, for the same from Python.
 
@@ -30,7 +32,7 @@ from ._models import CREDITS_PER_GENERATION
 from ._public import set_module as _set_module
 from ._scheduling.breaker import BreakerPolicy, BreakerSnapshot, BreakerState
 from ._scheduling.inputs import InputSummary, JobFile
-from ._scheduling.jobs import BreakerEvent, SchedulerStatistics
+from ._scheduling.jobs import BreakerEvent, JobResumed, SchedulerStatistics
 from ._scheduling.many import JobResults
 from ._scheduling.options import SchedulerOptions
 from ._scheduling.polling import DurationModel
@@ -46,6 +48,7 @@ __all__ = [
     "InputSummary",
     "JobFile",
     "JobResults",
+    "JobResumed",
     "MemoryJobStore",
     "SchedulerOptions",
     "SchedulerStatistics",

@@ -67,7 +67,7 @@ def test_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GROK_IMAGINE_PLAN", "pro")
     client = AsyncGrokImagine(limiter=RecordingLimiter())
     assert client.base_url == "http://env.test"
-    assert client.rate_limit.requests == 1000
+    assert client.settings.rate_limit.requests == 1000
 
 
 def test_defaults_to_real_host_and_free_plan(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,7 +76,7 @@ def test_defaults_to_real_host_and_free_plan(monkeypatch: pytest.MonkeyPatch) ->
     client = AsyncGrokImagine(api_key=TOKEN, limiter=RecordingLimiter())  # no request is sent
     assert client.base_url == DEFAULT_BASE_URL
     assert DEFAULT_BASE_URL.startswith("https://")
-    assert client.rate_limit.requests == 100
+    assert client.settings.rate_limit.requests == 100
 
 
 def test_base_url_taken_from_supplied_http_client(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -109,7 +109,8 @@ from grok_imagine_async import AsyncGrokImagine
 
 async def main():
     async with AsyncGrokImagine() as grok:
-        print(grok.rate_limit.requests, grok.rate_limit.period, grok.time_scale)
+        limit, settings = grok.limiter.limit, grok.settings
+        print(limit.requests, limit.period, settings.expected_duration)
         async with grok.generate_many(f"boat {i}" for i in range(5)) as results:
             print(sum([result.ok async for result in results]))
 
@@ -131,7 +132,7 @@ def test_an_unmodified_script_follows_the_printed_environment(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["100", "0.6", "100.0", "5"]
+    assert done.stdout.split() == ["100", "0.6", "0.3", "5"]  # 30 s / 100
 
 
 def test_a_quota_text_plan_is_used_as_is() -> None:

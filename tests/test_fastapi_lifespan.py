@@ -65,7 +65,7 @@ def small_app(upstream: httpx.AsyncClient, **options: Any) -> FastAPI:
         return {
             "client": id(client),
             "scheduler": id(scheduler),
-            "limit": client.rate_limit.requests,
+            "limit": client.limiter.limit.requests,
         }
 
     return app

@@ -47,11 +47,3 @@ def test_text_round_trips() -> None:
 def test_unknown_names_mention_both_forms() -> None:
     with pytest.raises(ValueError, match=r"unknown plan 'gold'.*quota"):
         resolve_rate_limit("gold")
-
-
-def test_time_scale_shrinks_a_plans_minute_but_not_a_quota() -> None:
-    assert resolve_rate_limit("pro", time_scale=10) == RateLimit(1000, 6.0)
-    assert resolve_rate_limit("100/6s", time_scale=10) == RateLimit(100, 6.0)
-    assert resolve_rate_limit(RateLimit(5, 1.0), time_scale=10) == RateLimit(5, 1.0)
-    with pytest.raises(ValueError, match="time_scale"):
-        resolve_rate_limit("pro", time_scale=0)

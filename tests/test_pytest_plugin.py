@@ -42,8 +42,8 @@ def test_marker_config_replaces_the_defaults(grok_emulator_config: EmulatorConfi
 async def test_client_follows_the_emulator(
     grok_client: AsyncGrokImagine, grok_emulator: Emulator
 ) -> None:
-    assert grok_client.rate_limit == RateLimit(100, 2.0)
-    assert grok_client.time_scale == 50
+    assert grok_client.limiter.limit == RateLimit(100, 2.0)
+    assert grok_client.settings.expected_duration == pytest.approx(30 / 50)
     task = await grok_client.generate_and_wait("a kite")
     assert task.succeeded
     assert grok_emulator.statistics().rate_limited == 0
@@ -56,8 +56,8 @@ async def test_env_fixture_points_a_default_client_at_the_served_emulator(
 ) -> None:
     assert grok_emulator_env["GROK_IMAGINE_BASE_URL"].startswith("http://127.0.0.1:")
     async with AsyncGrokImagine() as client:  # everything from the environment
-        assert client.time_scale == TEST_TIME_SCALE
-        assert client.rate_limit == grok_emulator.config.rate_limits()["test-token"]
+        assert client.settings.expected_duration == pytest.approx(30 / TEST_TIME_SCALE)
+        assert client.limiter.limit == grok_emulator.config.rate_limits()["test-token"]
         task = await client.generate_and_wait("a lantern")
     assert task.succeeded
     assert grok_emulator.statistics().requests_by_endpoint["POST /v1/generate"] == 1
@@ -81,7 +81,7 @@ def test_overriding_the_config_fixture_replaces_it(pytester: pytest.Pytester) ->
 
         @pytest.mark.anyio
         async def test_it(grok_client, grok_emulator):
-            assert grok_client.rate_limit.requests == 5000
+            assert grok_client.limiter.limit.requests == 5000
             assert (await grok_client.generate_and_wait("x")).succeeded
         """
     )

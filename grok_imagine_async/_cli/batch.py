@@ -63,7 +63,6 @@ from .common import (
     error,
     leaf_error,
     run_until_interrupted,
-    scaled_poll,
     target_url,
 )
 from .messages import (
@@ -452,10 +451,8 @@ def _scheduler(
     shared: bool,
     file_stem: Callable[[str], str],
 ) -> JobScheduler:
-    from .._scheduling.polling import DurationModel
-    from .._scheduling.scheduler import DEFAULT_SCHEDULER_POLL, JobScheduler
+    from .._scheduling.scheduler import JobScheduler
 
-    scale = connection.time_scale
     return JobScheduler(
         connection.client,
         max_in_flight=args.max_in_flight,
@@ -468,8 +465,6 @@ def _scheduler(
         max_downloads=args.max_downloads,
         on_event=on_event,
         stream_results=True,
-        poll=scaled_poll(DEFAULT_SCHEDULER_POLL, scale),
-        duration_model=DurationModel(prior_median=DurationModel().prior_median / scale),
     )
 
 

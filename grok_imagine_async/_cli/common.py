@@ -7,7 +7,6 @@ messages, not in the resume command, not in errors (the client redacts those).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shlex
 import signal
@@ -16,19 +15,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import anyio
 
-from .._backoff import PollPolicy, RetryPolicy
 from .._client import AsyncGrokImagine
 from .._errors import APIConnectionError, APITimeoutError, ConfigurationError
 from .._limiting.plans import RateLimit, resolve_rate_limit
 from .._limiting.protocol import RateLimiter
-from .._observe import Observer
 from .._redact import redact_url
-from .._sender import AmbiguousSubmitPolicy
 from .._settings import (
     DEFAULT_BASE_URL,
     ENV_API_KEY,
@@ -36,6 +32,8 @@ from .._settings import (
     ENV_PLAN,
     ENV_REDIS_PASSWORD,
     ENV_TIME_SCALE,
+    Settings,
+    time_scale_from,
 )
 from .text import printable
 
@@ -154,11 +152,11 @@ class Connection:
     """A client ready to use, and how it was set up.
 
     Attributes:
-        client: The client.
+        client: The client (its ``settings`` already scaled to the server's speed).
         label: Where requests go, for messages (never with the token).
-        time_scale: How much faster than real time the server runs.
+        time_scale: How much faster than real time the server runs (for the messages, which
+            speak in real minutes).
         emulated: True for the in-process emulator.
-        rate_limit: The quota the client paces itself to.
         plan: The plan's name.
         emulator: The in-process emulator, if emulated.
         emulator_state: Where the emulator keeps its tasks for the next run (their jobs are
@@ -169,14 +167,14 @@ class Connection:
     label: str
     time_scale: float
     emulated: bool
-    rate_limit: RateLimit
     plan: str
     emulator: Emulator | None = None
     emulator_state: Path | None = None
 
-    def poll_policy(self) -> PollPolicy:
-        """The client's default poll schedule, scaled to the server's speed."""
-        return scaled_poll(PollPolicy(), self.time_scale)
+    @property
+    def rate_limit(self) -> RateLimit:
+        """The quota the client paces itself to (its limiter's)."""
+        return self.client.limiter.limit
 
 
 @asynccontextmanager
@@ -187,41 +185,32 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         ConfigurationError: No token, an invalid URL, or a missing optional dependency.
     """
     emulated = bool(getattr(args, "emulate", False))
-    scale = args.time_scale or (EMULATE_TIME_SCALE if emulated else _env_time_scale())
+    scale = time_scale_from(args.time_scale or (EMULATE_TIME_SCALE if emulated else None))
     plan_name = args.plan or os.environ.get(ENV_PLAN) or "free"
-    try:
-        # A plan's minute shrinks with the scale; a quota text is what the server counts.
-        limit = resolve_rate_limit(plan_name, time_scale=scale)
-    except ValueError as exc:
-        raise ConfigurationError(f"${ENV_PLAN}: {exc}") from None
-    limiter: RateLimiter | None = None  # the client's default for its plan
-    timing: _ClientTiming = {
-        "on_ambiguous_submit": (
-            "resubmit" if getattr(args, "on_ambiguous", "report") == "resubmit" else "raise"
-        ),
-        "plan": limit,
-        "retry": _scaled_retry(RetryPolicy(), scale),
-        "poll": scaled_poll(PollPolicy(), scale),
-        "limiter": limiter,
+    on_ambiguous = getattr(args, "on_ambiguous", "report") == "resubmit"
+    options: dict[str, Any] = {
+        "on_ambiguous_submit": "resubmit" if on_ambiguous else "raise",
         "telemetry": getattr(args, "telemetry", None),  # batch --otel
-        "time_scale": scale,  # also the scheduler's expected durations (not $..._TIME_SCALE)
     }
     if emulated:
         state: Path | None = getattr(args, "emulator_state", None)
-        async with _emulated_client(limit, scale, timing, state) as (client, emulator):
+        async with _emulated_client(plan_name, scale, options, state) as (client, emulator):
             label = "the built-in emulator"
-            yield Connection(client, label, scale, True, limit, plan_name, emulator, state)
+            yield Connection(client, label, scale, True, plan_name, emulator, state)
         return
-    api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
-    if not (api_key and api_key.strip()):
+    key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
+    if not (key and key.strip()):  # said in the command line's terms
         raise ConfigurationError(missing_key_message(args))
+    settings = Settings.from_env(
+        api_key=key, base_url=args.base_url, plan=args.plan, time_scale=scale
+    )
+    limiter: RateLimiter | None = None  # the client's default for its plan
     if getattr(args, "redis_url", None):
-        limiter = timing["limiter"] = _redis_limiter(redis_url(args.redis_url), limit, api_key)
+        limiter = _redis_limiter(redis_url(args.redis_url), settings)
     try:
-        client = AsyncGrokImagine(api_key=api_key, base_url=args.base_url, **timing)
-        async with client:
+        async with AsyncGrokImagine(settings=settings, limiter=limiter, **options) as client:
             label = redact_url(client.base_url)
-            yield Connection(client, label, scale, False, limit, plan_name)
+            yield Connection(client, label, scale, False, plan_name)
     finally:
         closer: Callable[[], Awaitable[None]] | None = getattr(limiter, "aclose", None)
         if closer is not None:
@@ -229,21 +218,9 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
                 await closer()
 
 
-class _ClientTiming(TypedDict):
-    """The client keywords every connection of the command line sets (typed for mypy)."""
-
-    on_ambiguous_submit: AmbiguousSubmitPolicy
-    plan: RateLimit
-    retry: RetryPolicy
-    poll: PollPolicy
-    limiter: RateLimiter | None
-    telemetry: bool | Observer | None
-    time_scale: float
-
-
 @asynccontextmanager
 async def _emulated_client(
-    limit: RateLimit, scale: float, timing: _ClientTiming, state: Path | None
+    plan_name: str, scale: float, options: dict[str, Any], state: Path | None
 ) -> AsyncIterator[tuple[AsyncGrokImagine, Emulator]]:
     """A client of a new in-process emulator, which takes up and keeps its tasks in ``state``."""
     try:
@@ -251,6 +228,10 @@ async def _emulated_client(
         from ..testing._emulator import IN_PROCESS_BASE_URL
     except ImportError as exc:
         raise ConfigurationError(f"--emulate: {CLI_HINT} ({exc})") from None
+    settings = Settings.from_env(
+        api_key=EMULATOR_TOKEN, base_url=IN_PROCESS_BASE_URL, plan=plan_name, time_scale=scale
+    )
+    limit = settings.rate_limit
     emulator = Emulator(
         EmulatorConfig(tokens={EMULATOR_TOKEN: limit}, period=limit.period, time_scale=scale)
     )
@@ -262,12 +243,11 @@ async def _emulated_client(
         except (OSError, ValueError) as exc:  # the jobs in flight start again, at no cost
             print(f"Warning: the emulator's tasks were not taken up: {exc}", file=sys.stderr)
     try:
-        async with emulator.client(token=None) as http:
-            client = AsyncGrokImagine(
-                api_key=EMULATOR_TOKEN, base_url=IN_PROCESS_BASE_URL, http_client=http, **timing
-            )
-            async with client:
-                yield client, emulator
+        async with (
+            emulator.client(token=None) as http,
+            AsyncGrokImagine(settings=settings, http_client=http, **options) as client,
+        ):
+            yield client, emulator
     finally:
         if state is not None:  # also after Ctrl-C: what the demo's rerun resumes
             try:
@@ -314,36 +294,14 @@ def leaf_error(exc: BaseException) -> BaseException:
         exc = inner[0]
 
 
-def _redis_limiter(url: str, limit: RateLimit, api_key: str) -> RateLimiter:
+def _redis_limiter(url: str, settings: Settings) -> RateLimiter:
     try:
         from ..redis._limiter import RedisRateLimiter
     except ImportError as exc:
         raise ConfigurationError(
             f'--redis-url needs the redis extra: pip install "grok-imagine-async[redis]" ({exc})'
         ) from None
-    limiter: RateLimiter = RedisRateLimiter(url, limit=limit, api_key=api_key)
-    return limiter
-
-
-def _env_time_scale() -> float:
-    text = os.environ.get(ENV_TIME_SCALE, "").strip()
-    try:
-        return positive(text) if text else 1.0
-    except argparse.ArgumentTypeError as exc:
-        raise ConfigurationError(f"${ENV_TIME_SCALE}: {exc}") from None
-
-
-def _scaled_retry(policy: RetryPolicy, scale: float) -> RetryPolicy:
-    return dataclasses.replace(
-        policy, wait_initial=policy.wait_initial / scale, wait_max=policy.wait_max / scale
-    )
-
-
-def scaled_poll(policy: PollPolicy, scale: float) -> PollPolicy:
-    """``policy`` with its waits divided by ``scale`` (a server ``scale`` times faster)."""
-    return dataclasses.replace(
-        policy, wait_initial=policy.wait_initial / scale, wait_max=policy.wait_max / scale
-    )
+    return RedisRateLimiter(url, limit=settings.rate_limit, api_key=settings.api_key)
 
 
 # -- messages and Ctrl-C ---------------------------------------------------------------------

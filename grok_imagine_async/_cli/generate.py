@@ -110,7 +110,7 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
             task_id = await client.submit(request)
             status_hint = command_line(_status_argv(args, task_id))
             print(f"submitted {task_id} ({connection.label}); waiting...", file=sys.stderr)
-            task = await client.wait(task_id, poll=connection.poll_policy())
+            task = await client.wait(task_id)
             return await client.download(task, args.out)
 
     try:

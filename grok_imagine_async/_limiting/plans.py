@@ -133,28 +133,20 @@ class Plan(enum.Enum):
 _PLAN_RPM = {Plan.FREE: 100, Plan.PRO: 1000, Plan.ENTERPRISE: 5000}
 
 
-def resolve_rate_limit(plan: str | Plan | RateLimit, *, time_scale: float = 1.0) -> RateLimit:
+def resolve_rate_limit(plan: str | Plan | RateLimit) -> RateLimit:
     """Turn a plan, a plan name or a quota text into the :class:`RateLimit` to keep to.
 
     Args:
         plan: A :class:`Plan` or its name (``"pro"``), a :class:`RateLimit`, or a custom quota
             as text (``"100/6s"``, ``"2000/min"``; see :meth:`RateLimit.parse`).
-        time_scale: How many times faster than real time the server runs. A plan's minute
-            shrinks to ``60 / time_scale`` seconds; a :class:`RateLimit` or a quota text is
-            already what the server counts, in real seconds, and is used as is.
 
     Raises:
-        ValueError: If the text is neither a plan name nor a quota, or the scale is not
-            positive.
+        ValueError: If the text is neither a plan name nor a quota.
 
     Example:
-        >>> resolve_rate_limit("free", time_scale=10)
-        RateLimit(requests=100, period=6.0)
-        >>> resolve_rate_limit("100/6s", time_scale=10)
-        RateLimit(requests=100, period=6.0)
+        >>> resolve_rate_limit("free")
+        RateLimit(requests=100, period=60.0)
     """
-    if not time_scale > 0:
-        raise ValueError(f"time_scale must be positive, got {time_scale!r}")
     if isinstance(plan, RateLimit):
         return plan
     if isinstance(plan, str) and "/" in plan:
@@ -165,4 +157,4 @@ def resolve_rate_limit(plan: str | Plan | RateLimit, *, time_scale: float = 1.0)
         raise ValueError(
             f"unknown plan {plan!r}: expected free, pro, enterprise or a quota ({QUOTA_SYNTAX})"
         ) from None
-    return RateLimit(tier.requests_per_minute, 60.0 / time_scale)
+    return RateLimit(tier.requests_per_minute, 60.0)

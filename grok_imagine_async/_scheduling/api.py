@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .._limiting.protocol import Priority, RateLimiter
 from .._models import GenerationRequest, Task
 from .._observe import Observer
+
+if TYPE_CHECKING:
+    from .._settings import Settings
 
 
 class SchedulerClient(Protocol):
@@ -29,8 +32,8 @@ class SchedulerClient(Protocol):
         """Where the client and its schedulers report requests and jobs, if anywhere."""
 
     @property
-    def time_scale(self) -> float:
-        """How much faster than the real service the server runs (1.0 for the real one)."""
+    def settings(self) -> Settings:
+        """The client's settings: the scheduler's default poll, breaker and duration prior."""
 
     @property
     def on_ambiguous_submit(self) -> str:

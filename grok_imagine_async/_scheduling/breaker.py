@@ -101,23 +101,6 @@ class BreakerPolicy:
         if not self.probe_wait_factor >= 1:
             raise ValueError(f"probe_wait_factor must be >= 1, got {self.probe_wait_factor!r}")
 
-    def scaled(self, time_scale: float) -> BreakerPolicy:
-        """The same policy for a server ``time_scale`` times faster (an emulator)."""
-        if time_scale == 1.0:
-            return self
-        unreachable = self.give_up_unreachable
-        return BreakerPolicy(
-            pause_after_failures=self.pause_after_failures,
-            stop_after_refusals=self.stop_after_refusals,
-            pause_after_unanswered=self.pause_after_unanswered,
-            give_up_unreachable=None if unreachable is None else unreachable / time_scale,
-            warmup=self.warmup,
-            warmup_age=self.warmup_age / time_scale,
-            probe_wait_initial=self.probe_wait_initial / time_scale,
-            probe_wait_factor=self.probe_wait_factor,
-            probe_wait_max=self.probe_wait_max / time_scale,
-        )
-
 
 DEFAULT_BREAKER = BreakerPolicy()
 """The scheduler's default: every rule on, with the thresholds above."""

@@ -91,7 +91,7 @@ class JobFile:
             holds ``{key}`` or ``{index}`` (default ``"{key}"``); see
             :meth:`InputSummary.file_stem`.
         limits: The client's bounds (default: ``Limits()``, the client's default): a prompt
-            they refuse is a bad line. Pass ``client.limits`` if yours differ.
+            they refuse is a bad line. Pass ``client.settings.limits`` if yours differ.
 
     Example:
         >>> jobs = JobFile("prompts.txt", ratio="3:2")  # doctest: +SKIP

@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .._backoff import PollPolicy, scaled_waits
+from .._backoff import PollPolicy
 from .._blocking import run_blocking
 from .._errors import GrokImagineError, SchedulerClosedError
 from .._journal.opening import open_journal
@@ -36,7 +36,7 @@ from .._models import FailureClass, GenerationRequest
 from .._observe import observed_hook
 from .api import SchedulerClient
 from .books import Books
-from .breaker import DEFAULT_BREAKER, Breaker, BreakerPolicy
+from .breaker import Breaker, BreakerPolicy
 from .budget import CreditBudget
 from .capacity import in_flight_cap
 from .downloading import Downloader, ensure_writable
@@ -54,7 +54,6 @@ from .jobs import (
 )
 from .options import PRIORITIES, Favor
 from .poller import Poller
-from .polling import DEFAULT_SCHEDULER_POLL as DEFAULT_SCHEDULER_POLL
 from .polling import DurationModel, PollPlanner
 from .record import JobRecord
 from .submitting import Submitter
@@ -62,6 +61,14 @@ from .submitting import Submitter
 _SUBMITTERS = 32
 _POLLERS = 64
 _QUEUE_SIZE = 64  # jobs accepted ahead of submission: the read-ahead of a lazy input
+
+
+class _FromSettings:
+    def __repr__(self) -> str:
+        return "<client.settings.breaker>"
+
+
+_FROM_SETTINGS: Any = _FromSettings()  # None turns the breaker off: it cannot mean "default"
 
 
 class JobScheduler:
@@ -72,7 +79,8 @@ class JobScheduler:
         max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
             plan sustains by Little's law (quota / requests per job x learned duration), so a
             saturated quota is never idle for lack of started work.
-        poll: The poll schedule while the quota is idle: a job is looked at ``wait_initial``
+        poll: The poll schedule while the quota is idle (default: the client's
+            ``settings.poll``): a job is looked at ``wait_initial``
             after its submission, then every ``max(wait_initial, (wait_factor - 1) x age)``
             seconds, at most ``wait_max`` apart, jittered by ``wait_jitter``. As the quota
             fills, looks move toward where the learned duration model says the job is very
@@ -90,8 +98,8 @@ class JobScheduler:
         stream_results: Buffer finished jobs for :meth:`results` from the start (otherwise
             only from the first call of :meth:`results`).
         results_buffer: When that many results wait unread, submissions pause (polls go on).
-        duration_model: The starting duration model (default: median 30 s prior, divided by
-            the client's ``time_scale``).
+        duration_model: The starting duration model (default: its prior median is the
+            client's ``settings.expected_duration``).
         rng: Source of poll jitter (seed it for reproducible simulations).
         favor: What gets the quota first when it is the bottleneck. ``"throughput"``
             (default, for batches): submissions, so the whole batch ends soonest.
@@ -99,8 +107,8 @@ class JobScheduler:
             job is noticed sooner, at the cost of a longer batch and a few more polls.
         breaker: When the batch pauses on an outage (probing until it is over) or stops on
             systematic refusals, so that it stops paying for a systematic failure; see
-            :class:`BreakerPolicy` for the defaults and their reasoning. Its waits are divided
-            by the client's ``time_scale``. None: never pause nor stop.
+            :class:`BreakerPolicy` for the defaults and their reasoning. Default: the client's
+            ``settings.breaker``. None: never pause nor stop.
 
     Example:
         >>> async def main(client: AsyncGrokImagine) -> None:
@@ -128,7 +136,7 @@ class JobScheduler:
         duration_model: DurationModel | None = None,
         rng: random.Random | None = None,
         favor: Favor = "throughput",
-        breaker: BreakerPolicy | None = DEFAULT_BREAKER,
+        breaker: BreakerPolicy | None = _FROM_SETTINGS,
     ) -> None:
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -149,18 +157,18 @@ class JobScheduler:
         self._max_downloads = max_downloads
         self._results_buffer = results_buffer
         self._limit = client.limiter.limit
-        scale = client.time_scale  # a faster server (an emulator): expect shorter jobs
+        settings = client.settings  # already in the server's seconds (Settings.from_env)
         self._planner = PollPlanner(
             self._limit,
-            poll or scaled_waits(DEFAULT_SCHEDULER_POLL, scale),
-            duration_model or DurationModel(prior_median=DurationModel().prior_median / scale),
+            poll or settings.poll,
+            duration_model or DurationModel(prior_median=settings.expected_duration),
             rng or random.Random(),
             statistics=client.limiter.statistics,
             unfinished=lambda: self._books.unfinished(),
         )
         budget = CreditBudget(max_credits)  # raises ValueError below 0
         on_event = observed_hook(client.telemetry, self, on_event)
-        policy = breaker.scaled(scale) if breaker is not None else None
+        policy = settings.breaker if breaker is _FROM_SETTINGS else breaker
         self._books = Books(
             budget=budget,
             breaker=Breaker(policy, rate=self._limit.per_second),

@@ -36,6 +36,7 @@ from .._scheduling.durations import DurationModel
 from .._scheduling.jobs import Job, JobStore, SchedulerHook
 from .._scheduling.options import TuningOptions
 from .._scheduling.scheduler import JobScheduler
+from .._settings import Settings
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
 from ._shared_open import Shared, open_shared
 from ._sse import DEFAULT_HEARTBEAT, job_events, sse_event
@@ -166,14 +167,19 @@ async def grok_imagine_lifespan(
     if redis_url is not None and journal is not None:
         raise ValueError("pass either redis_url (a shared job store) or journal, not both")
 
+    settings = None  # a client_factory's client resolves its own, unless Redis needs them
+    if client_factory is None or redis_url is not None:
+        if base_url is None and http_client is not None and str(http_client.base_url):
+            base_url = str(http_client.base_url)  # as the client itself would
+        settings = Settings.from_env(api_key=api_key, base_url=base_url, plan=plan)
     async with AsyncExitStack() as stack:
         shared: Shared | None = None
         if redis_url is not None:
+            assert settings is not None
             shared = await stack.enter_async_context(
                 open_shared(
                     redis_url,
-                    api_key=api_key,
-                    plan=plan,
+                    settings=settings,
                     limiter=limiter,
                     # A client_factory's client brings its own limiter (make it a
                     # RedisRateLimiter to share the quota).
@@ -189,9 +195,7 @@ async def grok_imagine_lifespan(
             client = client_factory()
         else:
             client = AsyncGrokImagine(
-                api_key=api_key,
-                base_url=base_url,
-                plan=plan,
+                settings=settings,
                 http_client=http_client,
                 limiter=limiter,
                 telemetry=telemetry,
@@ -209,7 +213,7 @@ async def grok_imagine_lifespan(
                 stack.push_async_callback(store.aclose)  # after the scheduler stops
         durations = options.setdefault(
             "duration_model",
-            DurationModel(prior_median=DurationModel().prior_median / client.time_scale),
+            DurationModel(prior_median=client.settings.expected_duration),
         )
         jobs = JobRegistry(
             store,

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._errors import ConfigurationError
-from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from .._limiting.protocol import RateLimiter
-from .._settings import ENV_API_KEY, ENV_PLAN
+from .._settings import Settings
 
 if TYPE_CHECKING:
     from ..redis import RedisJobStore
@@ -34,8 +32,7 @@ class Shared:
 async def open_shared(
     redis_url: str,
     *,
-    api_key: str | None,
-    plan: str | Plan | RateLimit | None,
+    settings: Settings,
     limiter: RateLimiter | None,
     make_limiter: bool,
     namespace: str,
@@ -45,25 +42,17 @@ async def open_shared(
     """Open the limiter (unless one is given, or ``make_limiter`` is false) and the store.
 
     Raises:
-        ConfigurationError: If no API key is given or found.
+        ConfigurationError: If the redis extra is missing.
         JournalError: If Redis cannot be reached (the app must not start).
     """
     try:
         from ..redis import RedisJobStore, RedisRateLimiter
     except ImportError as exc:
         raise ConfigurationError(str(exc)) from None
-    key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
-    if key is None or not key.strip():
-        raise ConfigurationError(
-            f"no API key: pass api_key=... or set the {ENV_API_KEY} environment variable"
-        )
-    try:
-        limit = resolve_rate_limit(plan or os.environ.get(ENV_PLAN) or "free")
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
+    key = settings.api_key
     own_limiter = None
     if limiter is None and make_limiter:
-        own_limiter = RedisRateLimiter(redis_url, limit=limit, api_key=key)
+        own_limiter = RedisRateLimiter(redis_url, limit=settings.rate_limit, api_key=key)
     try:
         beat = own_limiter or (limiter if isinstance(limiter, RedisRateLimiter) else None)
         store = RedisJobStore(

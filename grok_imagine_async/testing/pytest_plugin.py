@@ -115,20 +115,20 @@ async def grok_client(grok_emulator: Emulator) -> AsyncIterator[AsyncGrokImagine
     emulator's ``time_scale``, whatever ``GROK_IMAGINE_*`` variables are set. Closed after
     the test.
     """
-    from .. import AsyncGrokImagine
+    from .. import AsyncGrokImagine, Settings
     from ._emulator import IN_PROCESS_BASE_URL
 
     config = grok_emulator.config
     token = next(iter(config.tokens))
+    settings = Settings.from_env(
+        api_key=token,
+        base_url=IN_PROCESS_BASE_URL,
+        plan=config.rate_limits()[token],
+        time_scale=config.time_scale,
+    )
     async with (
         grok_emulator.client(token=None) as http,
-        AsyncGrokImagine(
-            api_key=token,
-            base_url=IN_PROCESS_BASE_URL,
-            http_client=http,
-            plan=config.rate_limits()[token],
-            time_scale=config.time_scale,
-        ) as client,
+        AsyncGrokImagine(settings=settings, http_client=http) as client,
     ):
         yield client
 

@@ -33,7 +33,7 @@ async def test_the_marker_configures_the_emulator(
     with pytest.raises(TaskFailedError) as caught:
         await grok_client.generate_and_wait("a paper boat [fail:content]")
     assert caught.value.failure_class is FailureClass.CONTENT_POLICY
-    assert grok_client.rate_limit.requests == 1000
+    assert grok_client.limiter.limit.requests == 1000
     assert grok_emulator.statistics().tasks_created == 1
 
 
