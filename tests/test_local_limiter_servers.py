@@ -2,9 +2,10 @@
 
 Each example runs callers through ``LocalRateLimiter`` against one of the
 emulator's counters (sliding window, fixed window, GCRA bucket) on the virtual-time loop. A
-request travels to the server (``up`` seconds), is counted there, and its answer travels back
-(``down`` seconds) with the counter's headers, as the client would report them. The limiter is
-never told which kind of server it faces.
+request travels to the server (``up`` seconds), is counted there (after those before it, if the
+server takes one request at a time), and its answer travels back (``down`` seconds) with the
+counter's headers, as the client would report them. The limiter is never told which kind of
+server it faces.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Traffic:
     up_jitter: float  # travel times to the server vary by up to this much
     down: float  # the most time an answer takes back
     seed: int
+    service: float = 0.0  # if not 0, the server takes one request at a time, for this long each
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Outcome:
     arrivals: list[float]  # when the server counted each request
     refused: int
     granted: int
+    least_places: int = 0  # the fewest places in a window the limiter believed ours
+    their_refused: int = 0  # the other user's requests refused after the first period
 
 
 Counter = WindowCounter | GcraCounter
@@ -60,12 +64,16 @@ async def play(
     *,
     headers: str = "honest",
     others: float = 0.0,
+    others_first: float = 0.0,
 ) -> Outcome:
-    """Run the traffic; ``headers``: honest, absent, or a lie; ``others``: their share."""
+    """Run the traffic; ``headers``: honest, absent, or a lie; ``others``: their share, from
+    ``others_first`` seconds before ours."""
     limiter = LocalRateLimiter(traffic.limit)
     rng = random.Random(traffic.seed)
     arrivals: list[float] = []
-    outcome = Outcome(arrivals, 0, 0)
+    outcome = Outcome(arrivals, 0, 0, least_places=traffic.limit.requests)
+    server = anyio.Lock()
+    start = anyio.current_time() + others_first
 
     def told(decision: WindowDecision) -> Headers:
         if headers == "absent":
@@ -78,9 +86,14 @@ async def play(
         permit = await limiter.acquire()
         outcome.granted += 1
         await anyio.sleep(traffic.up + rng.uniform(0.0, traffic.up_jitter))
-        decision = counter.hit(anyio.current_time())
+        if traffic.service:
+            async with server:  # in turn: a burst is counted late, in the order it came
+                decision = counter.hit(anyio.current_time())
+                await anyio.sleep(traffic.service)
+        else:
+            decision = counter.hit(anyio.current_time())
         if decision.admitted:
-            arrivals.append(anyio.current_time())
+            arrivals.append(anyio.current_time() - traffic.service)
         else:
             outcome.refused += 1
         await anyio.sleep(rng.uniform(0.0, traffic.down))
@@ -94,6 +107,7 @@ async def play(
                 retry_after=None if decision.admitted else decision.retry_after,
             )
         )
+        outcome.least_places = min(outcome.least_places, limiter.estimate.places)
 
     async def caller() -> None:
         for _ in range(traffic.per_caller):
@@ -102,13 +116,16 @@ async def play(
     async def other_process(stop: anyio.Event) -> None:
         # Someone else on the token, evenly spaced, at a share of the quota's rate.
         while not stop.is_set():
-            counter.hit(anyio.current_time())
+            now = anyio.current_time()
+            if not counter.hit(now).admitted and now >= start + traffic.limit.period:
+                outcome.their_refused += 1
             await anyio.sleep(traffic.limit.interval / others)
 
     stop = anyio.Event()
     async with anyio.create_task_group() as group:
         if others:
             group.start_soon(other_process, stop)
+            await anyio.sleep(others_first)
         async with anyio.create_task_group() as callers:
             for _ in range(traffic.callers):
                 callers.start_soon(caller)
@@ -281,5 +298,63 @@ def test_a_second_user_of_the_token_at_a_real_round_trip_is_respected(server: st
     counter = GcraCounter(limit, burst=5) if server == "gcra" else WindowCounter(limit)
     outcome = run_virtual(functools.partial(play, others=0.25), load, counter)
     assert outcome.refused <= 0.01 * outcome.granted
+    span = outcome.arrivals[-1] - outcome.arrivals[0]
+    assert len(outcome.arrivals) / span >= 0.6 * limit.per_second  # most of the 75 % left
+
+
+@pytest.mark.xfail(strict=True, reason="issue 27: a late burst is read as someone else")
+@pytest.mark.parametrize(
+    ("limit", "mode"), [(RateLimit(200, 6.0), "sliding"), (RateLimit(1000, 6.0), "fixed")]
+)
+def test_a_burst_the_server_counts_late_and_out_of_order_is_still_ours(
+    limit: RateLimit, mode: str
+) -> None:
+    # Over real sockets: a window's quota granted at once reaches a server that takes one
+    # request at a time, in the order they happen to come (4 ms each, so the last is counted
+    # about a second after its grant), while a request sent alone later is answered at once.
+    # Its answer's window still holds the burst, whose grants are a period old: read by grant
+    # time, the burst was someone else's, and the window shrank to a third.
+    load = Traffic(
+        limit,
+        callers=200,
+        per_caller=3 * limit.requests // 200,
+        up=0.001,
+        up_jitter=0.004,
+        down=0.004,
+        seed=1,
+        service=0.004,
+    )
+    counter = WindowCounter(limit, mode)  # type: ignore[arg-type]
+    outcome = run_virtual(play, load, counter, start=3.0)  # a fixed window starts at 6.0, mid-burst
+    assert outcome.refused == 0
+    assert outcome.least_places == limit.requests  # no one else was ever believed there
+    # Backlogged, three windows' worth: the first at once, the next two as they free up, each
+    # taking the server as long to count as the first.
+    span = outcome.arrivals[-1] - outcome.arrivals[0]
+    assert span <= 1.05 * 2 * limit.period + limit.requests * load.service
+
+
+def test_a_second_user_is_respected_while_the_server_counts_our_bursts_late() -> None:
+    # The same server, and someone else taking a quarter of the quota: the headers show more
+    # gone than every request of ours in the window explains, and we leave it to them.
+    limit = RateLimit(1000, 6.0)
+    load = Traffic(
+        limit,
+        callers=300,
+        per_caller=10,
+        up=0.001,
+        up_jitter=0.004,
+        down=0.004,
+        seed=1,
+        service=0.004,
+    )
+    outcome = run_virtual(
+        functools.partial(play, others=0.25, others_first=limit.period),
+        load,
+        WindowCounter(limit, "sliding"),
+    )
+    assert outcome.refused <= 0.01 * outcome.granted
+    assert outcome.their_refused == 0
+    assert outcome.least_places <= 0.75 * limit.requests
     span = outcome.arrivals[-1] - outcome.arrivals[0]
     assert len(outcome.arrivals) / span >= 0.6 * limit.per_second  # most of the 75 % left
