@@ -302,7 +302,6 @@ def test_a_second_user_of_the_token_at_a_real_round_trip_is_respected(server: st
     assert len(outcome.arrivals) / span >= 0.6 * limit.per_second  # most of the 75 % left
 
 
-@pytest.mark.xfail(strict=True, reason="issue 27: a late burst is read as someone else")
 @pytest.mark.parametrize(
     ("limit", "mode"), [(RateLimit(200, 6.0), "sliding"), (RateLimit(1000, 6.0), "fixed")]
 )

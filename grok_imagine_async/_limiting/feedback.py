@@ -18,7 +18,9 @@ The model (issue 27). The plan's rate is the ceiling: permits leave at most at
   the rate they were granted. Requests in flight at a steady rate therefore cost exactly what
   the bucket refills meanwhile, whatever the round trip: they are not a burst.
 - **Other users** of the token show as a ``Remaining`` lower than our own requests explain.
-  For a window, the shortfall is their count in the window; for a bucket, the difference
+  For a window, the shortfall is their count in the window, ours counted by grant time; but
+  only if even every request of ours the server may have counted leaves a shortfall (a burst
+  it counted late, in any order, is ours however old its grants). For a bucket, the difference
   between the level our own requests predict and the one reported, smoothed over time. Their
   rate is taken from ours (the pace), and from a window's places.
 - **A 429 is the hard signal**: everyone pauses for ``Retry-After`` (else the reset, else the
@@ -148,6 +150,9 @@ class Answer:
         grants_between: Grant times of our permits after the previous report's, up to and
             including this one (None: unknown, e.g. other processes share the schedule).
         own_in_window: Our permits in the period that ended with this one (None: unknown).
+        own_at_most: Our permits the server may have counted with this one: all granted so
+            far, less those answered a period or more before its grant (None: as many as
+            :attr:`own_in_window`).
         later_grants: Grant times of our permits after this one (they are not in its count).
         close_in_flight: Our permits granted before this one, within :attr:`Estimate.overtaking`
             of it, and still unanswered: they may reach the server after it, so they count as
@@ -167,6 +172,7 @@ class Answer:
     grants_between: Sequence[float] | None = None
     close_in_flight: int = 0
     own_in_window: int | None = None
+    own_at_most: int | None = None
     later_grants: Sequence[float] = ()
     overlapped: bool = False
 
@@ -216,10 +222,10 @@ def rate_limited_pause(
 def window_tolerance(estimate: Estimate) -> int:
     """Requests a window server may count beyond ours without anyone else on the token.
 
-    Permits are not arrivals: over ``headroom * period`` of latency jitter about
-    ``headroom * requests`` of them land on the other side of a window edge, as many more as
-    leave within the spread of the answers' latencies (four mean deviations), and a couple more
-    overtake the observed one.
+    Ours are counted by grant time, and permits are not arrivals: over ``headroom * period`` of
+    latency jitter about ``headroom * requests`` of them land on the other side of a window edge,
+    as many more as leave within the spread of the answers' latencies (four mean deviations),
+    and a couple more overtake the observed one.
     """
     limit = estimate.limit
     spread = 4.0 * estimate.jitter * limit.per_second
@@ -348,11 +354,20 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
         not later or later[0] - answer.granted_at >= estimate.overtaking
     )
     unexplained = 0
+    told = True  # whether the answer says how many others took (none, or so many)
     if answer.own_in_window is not None:
         count = limit.requests - answer.own_in_window - remaining
-        if count > window_tolerance(est):
-            unexplained = count
-    if est.is_window and settled:
+        tolerance = window_tolerance(est)
+        if count > tolerance:
+            # Others only if even every request of ours the server may have counted with this
+            # one leaves too many: a burst of ours that reached it late is still in its window,
+            # though its grants are not in the period before this one's. Then the count by
+            # grant time says how many; else the answer tells nothing of them.
+            at_most = answer.own_at_most
+            surely = count if at_most is None else limit.requests - at_most - remaining
+            unexplained = count if surely > tolerance else 0
+            told = bool(unexplained)
+    if est.is_window and settled and told:
         others = unexplained / limit.period
     # A full window that our own requests do not fill refills at its reset, not as a bucket
     # does: everyone waits for it. (One that ours explain is held by the window's places, or by

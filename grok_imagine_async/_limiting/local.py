@@ -14,7 +14,7 @@ from .._clock import DEFAULT_CLOCK, Clock
 from .feedback import DEFAULT_HEADROOM, Answer, Estimate, answered, granted, ready_at
 from .feedback import given_back as given_back_to
 from .line import SlotLine
-from .pacing import GrantHistory, Wakeup, WindowLog
+from .pacing import TimeLog, Wakeup, WindowLog
 from .plans import Plan, RateLimit, resolve_rate_limit
 from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
 
@@ -86,7 +86,8 @@ class LocalRateLimiter:
         period = self._limit.period
         self._estimate = Estimate(self._limit, headroom)
         self._line: SlotLine[Permit] = SlotLine(self._clock.monotonic)
-        self._history = GrantHistory(keep=3 * period)
+        self._history = TimeLog(keep=3 * period)  # grant times, by serial
+        self._answered = TimeLog(keep=3 * period)  # when answers came
         # A request reaches the server within a period of its permit (the client's timeouts).
         self._window = WindowLog(window=period * (1 + headroom), unanswered=period)
         # Unanswered permits, oldest first: (grant time, answers read before the grant).
@@ -196,6 +197,7 @@ class LocalRateLimiter:
         _, answers_then = pending.pop(serial, (0.0, -1))
         overlapped = answers_then != self._answers
         self._answers += 1
+        self._answered.add(now)
         self._window.answered(serial, now=now)
         if feedback.rate_limited:
             self._rate_limited += 1
@@ -226,6 +228,10 @@ class LocalRateLimiter:
                 grants_between=between,
                 close_in_flight=close,
                 own_in_window=self._history.count_in_window(serial, period=self._limit.period),
+                # Any answered since a period before its grant, or still on its way, may have
+                # reached the server before it, in the same window.
+                own_at_most=self._answered.count_after(permit.granted_at - self._limit.period)
+                + len(pending),
                 later_grants=later,
                 overlapped=overlapped,
             ),

@@ -1,5 +1,6 @@
-"""The local limiter's bookkeeping of its own permits: when they were granted, which may still
-count in the server's window, and a wake-up for the waiting leader. Pure but for :class:`Wakeup`.
+"""The local limiter's bookkeeping of its own permits: when they were granted and answered, which
+may still count in the server's window, and a wake-up for the waiting leader. Pure but for
+:class:`Wakeup`.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ import anyio
 from .._clock import Clock
 
 
-class GrantHistory:
-    """Grant times of recent permits, by serial, to count our own requests in a window.
+class TimeLog:
+    """Clock times of recent events (our grants, our answers), numbered from 1 in order.
 
-    Serials are consecutive from 1. Only the last ``keep`` seconds are remembered.
+    Only the last ``keep`` seconds are remembered.
 
     Example:
-        >>> history = GrantHistory(keep=10.0)
+        >>> log = TimeLog(keep=10.0)
         >>> for t in (0.0, 1.0, 2.0, 3.0):
-        ...     _ = history.add(t)
-        >>> history.count_in_window(4, period=2.5)  # serials 2, 3, 4 at t = 1, 2, 3
-        3
+        ...     _ = log.add(t)
+        >>> log.after(2)  # the first serial after 2, and the times from it on
+        (3, [2.0, 3.0])
+        >>> log.count_after(1.5)  # at t = 2, 3
+        2
     """
 
     __slots__ = ("_first_serial", "_keep", "_start", "_times")
@@ -31,42 +34,47 @@ class GrantHistory:
     def __init__(self, *, keep: float) -> None:
         self._keep = keep
         self._times: list[float] = []
-        self._start = 0  # index in _times of the oldest remembered grant
+        self._start = 0  # index in _times of the oldest remembered time
         self._first_serial = 1  # serial of _times[_start]
 
     @property
     def last_serial(self) -> int:
-        """The serial of the latest grant (0 before the first)."""
+        """The serial of the latest event (0 before the first)."""
         return self._first_serial + len(self._times) - self._start - 1
 
     def add(self, now: float) -> int:
-        """Record a grant at ``now`` and return its serial."""
+        """Record an event at ``now`` (no earlier than the last) and return its serial."""
         self._times.append(now)
         self._forget(now - self._keep)
         return self.last_serial
 
     def after(self, serial: int, *, upto: int | None = None) -> tuple[int, list[float]]:
-        """The first serial after ``serial`` remembered, and the grant times from it on (to
-        ``upto`` included if given), oldest first."""
+        """The first serial after ``serial`` remembered, and the times from it on (to ``upto``
+        included if given), oldest first."""
         first = max(serial + 1, self._first_serial)
         index = self._start + first - self._first_serial
         end = None if upto is None else self._start + upto - self._first_serial + 1
         return first, self._times[index:end]
 
     def count_in_window(self, serial: int, *, period: float) -> int | None:
-        """Grants up to and including ``serial`` in the ``period`` seconds that end with it.
+        """Events up to and including ``serial`` in the ``period`` seconds that end with it.
 
         Returns None when that window reaches back beyond what is remembered.
         """
         index = self._start + serial - self._first_serial
         if serial < self._first_serial or index >= len(self._times):
             return None
-        granted_at = self._times[index]
-        # If older grants were forgotten, they might have been inside the window.
-        if self._first_serial > 1 and self._times[self._start] > granted_at - period:
+        at = self._times[index]
+        # If older events were forgotten, they might have been inside the window.
+        if self._first_serial > 1 and self._times[self._start] > at - period:
             return None
-        first = bisect.bisect_right(self._times, granted_at - period, self._start, index + 1)
+        first = bisect.bisect_right(self._times, at - period, self._start, index + 1)
         return index + 1 - first
+
+    def count_after(self, when: float) -> int:
+        """Events remembered that happened after ``when``."""
+        times = self._times
+        return len(times) - bisect.bisect_right(times, when, self._start)
 
     def _forget(self, before: float) -> None:
         times = self._times
