@@ -306,7 +306,7 @@ async def _with_store(
     progress = BatchProgress(
         summary.jobs,
         time_scale=connection.time_scale,
-        period=connection.rate_limit.period,
+        period=connection.client.limiter.limit.period,
         endpoint=target_url(args),
     )
     moved = anyio.Event()  # set by the next job event, then renewed
@@ -425,7 +425,7 @@ def _announce(
     journal: JobStore,
     connection: Connection,
 ) -> None:
-    limit = connection.rate_limit
+    limit = connection.client.limiter.limit
     plan = connection.plan
     speed = f", {connection.time_scale:g}x real time" if connection.time_scale != 1 else ""
     where = (

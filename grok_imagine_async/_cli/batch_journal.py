@@ -47,7 +47,6 @@ from .._scheduling.resume import (
     reopening,
     same_request,
 )
-from .._settings import ENV_API_KEY
 from .common import Connection, error, redis_url
 from .messages import count_jobs
 from .progress import BatchProgress
@@ -106,7 +105,7 @@ async def open_store(
     limiter = client.limiter if isinstance(client.limiter, RedisRateLimiter) else None
     store = RedisJobStore(
         redis_url(args.journal),
-        api_key=args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY, ""),
+        api_key=client.settings.api_key,
         namespace=batch_namespace(summary.keys, connection.label),
         max_credits=args.max_credits,
         lease=args.lease,

@@ -22,7 +22,7 @@ import anyio
 
 from .._client import AsyncGrokImagine
 from .._errors import APIConnectionError, APITimeoutError, ConfigurationError
-from .._limiting.plans import RateLimit, resolve_rate_limit
+from .._limiting.plans import resolve_rate_limit
 from .._limiting.protocol import RateLimiter
 from .._redact import redact_url
 from .._settings import (
@@ -171,11 +171,6 @@ class Connection:
     emulator: Emulator | None = None
     emulator_state: Path | None = None
 
-    @property
-    def rate_limit(self) -> RateLimit:
-        """The quota the client paces itself to (its limiter's)."""
-        return self.client.limiter.limit
-
 
 @asynccontextmanager
 async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
@@ -186,7 +181,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     """
     emulated = bool(getattr(args, "emulate", False))
     scale = time_scale_from(args.time_scale or (EMULATE_TIME_SCALE if emulated else None))
-    plan_name = args.plan or os.environ.get(ENV_PLAN) or "free"
+    plan_name = args.plan or os.environ.get(ENV_PLAN) or "free"  # for the messages
     on_ambiguous = getattr(args, "on_ambiguous", "report") == "resubmit"
     options: dict[str, Any] = {
         "on_ambiguous_submit": "resubmit" if on_ambiguous else "raise",
@@ -194,7 +189,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     }
     if emulated:
         state: Path | None = getattr(args, "emulator_state", None)
-        async with _emulated_client(plan_name, scale, options, state) as (client, emulator):
+        async with _emulated_client(args.plan, scale, options, state) as (client, emulator):
             label = "the built-in emulator"
             yield Connection(client, label, scale, True, plan_name, emulator, state)
         return
@@ -220,7 +215,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
 
 @asynccontextmanager
 async def _emulated_client(
-    plan_name: str, scale: float, options: dict[str, Any], state: Path | None
+    plan_text: str | None, scale: float, options: dict[str, Any], state: Path | None
 ) -> AsyncIterator[tuple[AsyncGrokImagine, Emulator]]:
     """A client of a new in-process emulator, which takes up and keeps its tasks in ``state``."""
     try:
@@ -229,7 +224,7 @@ async def _emulated_client(
     except ImportError as exc:
         raise ConfigurationError(f"--emulate: {CLI_HINT} ({exc})") from None
     settings = Settings.from_env(
-        api_key=EMULATOR_TOKEN, base_url=IN_PROCESS_BASE_URL, plan=plan_name, time_scale=scale
+        api_key=EMULATOR_TOKEN, base_url=IN_PROCESS_BASE_URL, plan=plan_text, time_scale=scale
     )
     limit = settings.rate_limit
     emulator = Emulator(
