@@ -154,7 +154,6 @@ class AsyncGrokImagine:
             retry = dataclasses.replace(settings.retry, attempts=max_retries)
             settings = dataclasses.replace(settings, retry=retry)
         self._settings = settings
-        self._limits = settings.limits
         self._base_url = settings.base_url
         if isinstance(download_hosts, str):  # a lone host, not its characters
             download_hosts = [download_hosts]
@@ -166,8 +165,6 @@ class AsyncGrokImagine:
             raise ConfigurationError(
                 f"on_ambiguous_submit must be 'raise' or 'resubmit', got {on_ambiguous_submit!r}"
             )
-        policy = settings.retry
-        self._poll = settings.poll
         self._clock = clock or DEFAULT_CLOCK
         self._rng = rng if rng is not None else random.Random()
         self._waiter = TaskWaiter(self.get_task, self._rng, settings.expected_duration)
@@ -197,16 +194,20 @@ class AsyncGrokImagine:
             api_key=settings.api_key,
             limiter=limiter,
             clock=self._clock,
-            retry=policy,
+            retry=settings.retry,
             rng=self._rng,
             on_ambiguous_submit=on_ambiguous_submit,
             request_options=request_options,
-            limits=self._limits,
+            limits=settings.limits,
             max_wait_hint=limiter.limit.period,
             observer=self._telemetry,
         )
         self._downloader = Downloader(
-            self._http, hosts=self._hosts, limits=self._limits, retry=policy, rng=self._rng
+            self._http,
+            hosts=self._hosts,
+            limits=settings.limits,
+            retry=settings.retry,
+            rng=self._rng,
         )
         self._closed = False
 
@@ -291,7 +292,7 @@ class AsyncGrokImagine:
         )
 
     def _check_prompt(self, prompt: str) -> None:
-        problem = prompt_problem(prompt, self._limits)
+        problem = prompt_problem(prompt, self._settings.limits)
         if problem is not None:
             raise InvalidRequestError(f"invalid request: {problem}", problems=(problem,))
 
@@ -377,7 +378,7 @@ class AsyncGrokImagine:
             WaitTimeoutError: If ``timeout`` passed first.
             APIError: If a status request failed after its retries.
         """
-        return await self._waiter.wait(task_id, poll or self._poll, timeout=timeout)
+        return await self._waiter.wait(task_id, poll or self._settings.poll, timeout=timeout)
 
     async def generate_and_wait(
         self,
@@ -410,7 +411,7 @@ class AsyncGrokImagine:
         )
         return await self._waiter.wait(
             task_id,
-            poll or self._poll,
+            poll or self._settings.poll,
             just_created=True,
             timeout=timeout,
             since=called,
