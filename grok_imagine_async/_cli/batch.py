@@ -63,7 +63,6 @@ from .common import (
     error,
     leaf_error,
     run_until_interrupted,
-    target_url,
 )
 from .messages import (
     EXIT_REFUSED,
@@ -307,7 +306,7 @@ async def _with_store(
         summary.jobs,
         time_scale=connection.time_scale,
         period=connection.client.limiter.limit.period,
-        endpoint=target_url(args),
+        endpoint=connection.label,
     )
     moved = anyio.Event()  # set by the next job event, then renewed
 
@@ -356,13 +355,13 @@ async def _with_store(
         _keep_pending(exc, tasks)
         return EXIT_FAILED
     except GrokImagineError as exc:  # a systemic fault (e.g. the network) that stopped the batch
-        error("batch", f"the batch stopped: {describe_failure(exc, args)}")
+        error("batch", f"the batch stopped: {describe_failure(exc, connection.label)}")
         _keep_pending(exc, tasks)
     except Exception as exc:  # a fault that stopped the batch: still report every paid job
         if getattr(args, "log_level", None) == "debug":
             traceback.print_exception(exc)
         leaf = leaf_error(exc)
-        error("batch", f"the batch stopped: {describe_failure(leaf, args)}")
+        error("batch", f"the batch stopped: {describe_failure(leaf, connection.label)}")
         if isinstance(leaf, GrokImagineError):
             _keep_pending(leaf, tasks)
     else:
@@ -386,7 +385,7 @@ async def _with_store(
     if progress.unreachable:
         advice.insert(
             0,
-            f"{count_jobs(progress.unreachable)} could not reach {target_url(args)}: check the URL "
+            f"{count_jobs(progress.unreachable)} could not reach {connection.label}: check the URL "
             "(--base-url) and the network, then run the same command again.",
         )
     print_summary(outcome, rich=live, advice=advice, emulated=emulated)

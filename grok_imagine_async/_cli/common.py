@@ -26,7 +26,6 @@ from .._limiting.plans import resolve_rate_limit
 from .._limiting.protocol import RateLimiter
 from .._redact import redact_url
 from .._settings import (
-    DEFAULT_BASE_URL,
     ENV_API_KEY,
     ENV_BASE_URL,
     ENV_PLAN,
@@ -260,20 +259,12 @@ def missing_key_message(args: argparse.Namespace) -> str:
     return message
 
 
-def target_url(args: argparse.Namespace) -> str:
-    """Where requests go: ``--base-url``, else ``$GROK_IMAGINE_BASE_URL``, else the service."""
-    if getattr(args, "emulate", False):
-        return "the built-in emulator"
-    url: str = args.base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
-    return redact_url(url.rstrip("/"))
-
-
-def describe_failure(exc: BaseException, args: argparse.Namespace) -> str:
-    """``exc`` for a person: a connection failure says which URL could not be reached."""
+def describe_failure(exc: BaseException, label: str) -> str:
+    """``exc`` for a person: a connection failure says where (a connection's ``label``)."""
     if isinstance(exc, APITimeoutError):
-        return f"no answer in time from {target_url(args)}: {exc}"
+        return f"no answer in time from {label}: {exc}"
     if isinstance(exc, APIConnectionError):
-        return f"cannot reach {target_url(args)}: {exc}"
+        return f"cannot reach {label}: {exc}"
     if isinstance(exc, OSError) and exc.strerror:  # a local file: name it, once
         path = exc.filename2 if exc.filename2 is not None else exc.filename
         return f"cannot write {path}: {exc.strerror}" if path is not None else exc.strerror

@@ -100,12 +100,12 @@ def run(args: argparse.Namespace) -> int:
 async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int:
     task_id: str | None = None
     emulated = False
-    status_hint = ""
+    status_hint = label = ""
 
     async def work() -> list[Path]:
-        nonlocal task_id, emulated, status_hint
+        nonlocal task_id, emulated, status_hint, label
         async with connect(args) as connection:
-            emulated = connection.emulated
+            emulated, label = connection.emulated, connection.label
             client = connection.client
             task_id = await client.submit(request)
             status_hint = command_line(_status_argv(args, task_id))
@@ -126,7 +126,7 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
         return EXIT_FAILED
     except APIError as exc:
         where = f" (task {task_id}: check it with `{status_hint}`)" if task_id else ""
-        error("generate", f"{describe_failure(exc, args)}{where}")
+        error("generate", f"{describe_failure(exc, label)}{where}")
         return EXIT_FAILED
     except OSError as exc:  # the task is paid: say how to fetch its video once space is made
         again = (

@@ -60,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
+    label = ""
     try:
         async with connect(args) as connection:
+            label = connection.label
             task = await connection.client.get_task(args.task_id)
             files = []
             if args.download and task.succeeded:
@@ -76,7 +78,7 @@ async def _status(args: argparse.Namespace) -> int:
         error("status", f"no task {args.task_id!r} for this token")
         return EXIT_FAILED
     except APIError as exc:
-        error("status", describe_failure(exc, args))
+        error("status", describe_failure(exc, label))
         return EXIT_FAILED
     except OSError as exc:
         error("status", f"cannot save the videos in {args.download}: {exc.strerror or exc}")
