@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import random
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,17 @@ class Travel(httpx.AsyncBaseTransport):
         await response.aread()
         await anyio.sleep(self._rng.uniform(*TRAVEL))
         return response
+
+
+def head_commit() -> str:
+    """The commit of the code measured (short hash; "unknown" outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
 
 
 @dataclass(frozen=True)
@@ -128,8 +140,9 @@ def render_virtual(
     lines = [
         "# Local rate limiter on virtual time",
         "",
-        f"Command: `{command}` · Python {platform.python_version()} · in-process emulator on "
-        "the virtual-time loop: the same figures on any machine, whatever its load",
+        f"Command: `{command}` at {head_commit()} · Python {platform.python_version()} · "
+        "in-process emulator on the virtual-time loop: the same figures on any machine, "
+        "whatever its load",
         "",
         f"One `AsyncGrokImagine` (`max_retries=0`) driven by {WORKERS} concurrent "
         f"coroutines (`get_task`, one call in ten a `generate`) for {windows:g} windows of 6 s. "
@@ -298,8 +311,8 @@ def render_round_trips(runs: list[TripRun], *, command: str) -> str:
     lines = [
         "# Local rate limiter at a real round trip (issue 27)",
         "",
-        f"Command: `{command}` · Python {platform.python_version()} · on virtual time (the "
-        "same figures on any machine)",
+        f"Command: `{command}` at {head_commit()} · Python {platform.python_version()} · "
+        "on virtual time (the same figures on any machine)",
         "",
         f"A quota-bound batch: {BATCH_PERIODS} periods' worth of requests (200 on free, 2,000 "
         "on pro, 10,000 on enterprise), all waiting from the start, through one limiter to one "

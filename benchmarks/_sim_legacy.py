@@ -24,7 +24,9 @@ COMMIT = "98bcd43"
 """The last commit of main before the issue 12 poll schedule."""
 LIMITER_COMMIT = "8b0e17b"
 """The last commit of main before the one limiter core (issues 22 and 27)."""
-COMMITS = (COMMIT, LIMITER_COMMIT)
+FEEDBACK_COMMIT = "936a668"
+"""The last commit of main that counted our requests in a window by grant time alone (issue 27)."""
+COMMITS = (COMMIT, LIMITER_COMMIT, FEEDBACK_COMMIT)
 
 
 def _package(commit: str) -> str:

@@ -10,7 +10,8 @@ Needs the ``emulator`` extra. Writes ``benchmarks/results/limiter.md`` and print
    its own process (so its CPU time does not count as ours). For each quota (200 and 1000
    requests per 6 s), each way the server counts (a sliding window with ``X-RateLimit-Reset`` in
    seconds, a fixed window with it as a Unix time, a GCRA leaky bucket with a burst of 5 that
-   refills at the quota's rate) and each limiter (ours, ours before the one limiter core, and
+   refills at the quota's rate) and each limiter (ours, ours before the one limiter core, ours
+   when it counted its requests in a window by grant time alone, and
    ``AsyncLimiter(limit, period)``), one real ``AsyncGrokImagine`` with ``max_retries=0`` is
    driven by 300 concurrent coroutines calling ``get_task`` (one call in ten is a
    ``generate``) for four windows. The emulator's arrival log is the judge: requests, 429s,
@@ -30,6 +31,7 @@ Needs the ``emulator`` extra. Writes ``benchmarks/results/limiter.md`` and print
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import os
 import platform
@@ -50,11 +52,13 @@ from benchmarks._limiter_virtual import (
     PLANS,
     ROUND_TRIPS,
     TripRun,
+    head_commit,
     render_round_trips,
     render_virtual,
     run_round_trip_one,
     run_virtual_one,
 )
+from benchmarks._sim_legacy import FEEDBACK_COMMIT, LIMITER_COMMIT
 from grok_imagine_async import APIError, AsyncGrokImagine, LocalRateLimiter, RateLimit
 from grok_imagine_async.abc import (
     LimiterStatistics,
@@ -126,28 +130,30 @@ class NoLimiter(_Counting):
         return self._permit()
 
 
-def before(limit: RateLimit) -> RateLimiter:
-    """``LocalRateLimiter`` as it was before the one limiter core (adaptive pacing)."""
+def before(limit: RateLimit, commit: str = LIMITER_COMMIT) -> RateLimiter:
+    """``LocalRateLimiter`` as it was at ``commit`` (default: before the one limiter core)."""
     from benchmarks import _sim_legacy
 
-    package = _sim_legacy.load(_sim_legacy.LIMITER_COMMIT)
+    package = _sim_legacy.load(commit)
     limiter: RateLimiter = package.LocalRateLimiter(package.RateLimit(limit.requests, limit.period))
     return limiter
 
 
 STRATEGIES: dict[str, Callable[[RateLimit], RateLimiter]] = {
     "before": before,
+    "grant-time": functools.partial(before, commit=FEEDBACK_COMMIT),
     "local": LocalRateLimiter,
     "aiolimiter": AiolimiterAsUsual,
     "none": NoLimiter,
 }
 NAMES = {
-    "before": "LocalRateLimiter at 8b0e17b (adaptive pacing)",
+    "before": f"LocalRateLimiter at {LIMITER_COMMIT} (adaptive pacing)",
+    "grant-time": f"LocalRateLimiter at {FEEDBACK_COMMIT} (ours in a window by grant time)",
     "local": "LocalRateLimiter",
     "aiolimiter": "AsyncLimiter(limit, period)",
     "none": "no limiter",
 }
-DEFAULT_STRATEGIES = ("before", "local", "aiolimiter")
+DEFAULT_STRATEGIES = ("before", "grant-time", "local", "aiolimiter")
 
 
 # -- the emulator, in its own process -----------------------------------------------------------
@@ -327,7 +333,7 @@ def render(
     lines = [
         "# Local rate limiter",
         "",
-        f"Command: `{command}` · Python {platform.python_version()} · "
+        f"Command: `{command}` at {head_commit()} · Python {platform.python_version()} · "
         f"{os.cpu_count()} CPUs (load average {load:.1f} at the start, the machine was shared) · "
         "emulator under uvicorn on 127.0.0.1 in its own process",
         "",
