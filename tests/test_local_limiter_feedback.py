@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from grok_imagine_async import RateLimit
 from grok_imagine_async._limiting.feedback import (
     Answer,
     Estimate,
+    _replace,
     answered,
     granted,
     ready_at,
@@ -140,3 +143,12 @@ def test_an_answer_overtaken_on_its_way_cannot_raise_the_estimate() -> None:
         Answer(serial=2, granted_at=0.0, now=0.2, status_code=200, remaining=4, overlapped=True),
     )
     assert later.tat >= before.tat
+
+
+def test_the_fast_copy_of_an_estimate_is_dataclasses_replace() -> None:
+    estimate = Estimate(LIMIT, tat=3.0, serial=7, latency=0.1)
+    expected = dataclasses.replace(estimate, tat=5.0, size=4.0, latency=None)
+    assert _replace(estimate, tat=5.0, size=4.0, latency=None) == expected
+    assert _replace(estimate) == estimate
+    with pytest.raises(TypeError, match="tat_"):
+        _replace(estimate, tat_=1.0)

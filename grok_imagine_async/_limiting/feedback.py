@@ -36,6 +36,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .plans import RateLimit
 
@@ -135,6 +136,22 @@ class Estimate:
         return max(1, self.limit.requests - taken)
 
 
+_FIELDS = tuple(field.name for field in dataclasses.fields(Estimate))
+_FIELD_SET = frozenset(_FIELDS)
+_set_field = object.__setattr__
+
+
+def _replace(estimate: Estimate, /, **changes: Any) -> Estimate:
+    """``dataclasses.replace(estimate, **changes)`` at half its cost: it runs up to four times
+    per request (a grant, an answer), and the generic one walks the fields' metadata."""
+    if not changes.keys() <= _FIELD_SET:
+        raise TypeError(f"Estimate has no field {sorted(changes.keys() - _FIELD_SET)}")
+    new = object.__new__(Estimate)
+    for name in _FIELDS:
+        _set_field(new, name, changes[name] if name in changes else getattr(estimate, name))
+    return new
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """One answer, with what the limiter knows of the permits around it.
@@ -186,12 +203,12 @@ def ready_at(estimate: Estimate, *, now: float) -> float:
 def granted(estimate: Estimate, *, now: float) -> Estimate:
     """A permit was granted at ``now``: it takes one request from the pacing bucket."""
     tat = max(estimate.tat, now) + 1.0 / estimate.pace
-    return dataclasses.replace(estimate, tat=tat)
+    return _replace(estimate, tat=tat)
 
 
 def given_back(estimate: Estimate) -> Estimate:
     """A permit's request never reached the server: its room goes back to the bucket."""
-    return dataclasses.replace(estimate, tat=estimate.tat - 1.0 / estimate.pace)
+    return _replace(estimate, tat=estimate.tat - 1.0 / estimate.pace)
 
 
 def rate_limited_pause(
@@ -314,7 +331,7 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
         )
         hold = max(estimate.hold_until, answer.now + pause)
         ceiling = max(1.0, math.floor(estimate.size / 2))
-        est = dataclasses.replace(
+        est = _replace(
             estimate,
             factor=max(LOWEST_FACTOR, estimate.factor / 2),
             ceiling=ceiling,
@@ -324,13 +341,13 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
             jitter=jitter,
         )
         # The bucket was empty; the server's hint says when it has room again.
-        return dataclasses.replace(est, tat=max(est.tat, hold + (est.burst - 1.0) / est.pace))
+        return _replace(est, tat=max(est.tat, hold + (est.burst - 1.0) / est.pace))
     remaining = answer.remaining
     size = estimate.size
     if remaining is not None:
         ceiling = min(float(limit.requests), estimate.ceiling + 1.0)
         size = max(size, min(ceiling, float(remaining) + 1.0, float(limit.requests)))
-    est = dataclasses.replace(
+    est = _replace(
         estimate,
         factor=min(1.0, estimate.factor + RECOVERY),
         ceiling=min(float(limit.requests), estimate.ceiling + 1.0),
@@ -343,7 +360,7 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
     if answer.serial <= est.serial:
         # An older word than the newest read: its request may have reached the server after
         # the newer one (requests overtake each other), so it can lower the estimate only.
-        return dataclasses.replace(est, tat=max(est.tat, _refilled_tat(est, answer, remaining)))
+        return _replace(est, tat=max(est.tat, _refilled_tat(est, answer, remaining)))
     others = est.others
     hold = est.hold_until
     # Requests granted together reach the server in any order: only an answer to a request
@@ -392,7 +409,7 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
             others += weight * (_shortfall(est, grants, remaining) / elapsed - others)
     # The server's word replaces our bucket. (A request granted before this one and still on
     # its way may reach the server after it: its own answer will say so, see above.)
-    pace = dataclasses.replace(est, others=others).pace
+    pace = _replace(est, others=others).pace
     tat = _refilled_tat(est, answer, remaining, pace=pace)
     if est.is_window and hold > answer.now:
         # A full window: nothing until its reset, then its whole quota, less the requests
@@ -401,7 +418,7 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
         tat = hold + taken / pace
     if answer.overlapped:
         tat = max(tat, estimate.tat)
-    return dataclasses.replace(
+    return _replace(
         est,
         others=others,
         hold_until=hold,

@@ -140,6 +140,14 @@ class LocalRateLimiter:
         Returns:
             The permit; report the answer to it with :meth:`observe`.
         """
+        if not self._line:
+            # Nobody waits, so nobody goes first: a permit due now is granted here and now,
+            # without the line's waiter, event and second look at the clock (the whole cost of
+            # a client that does not hit its quota).
+            now = self._clock.monotonic()
+            if self._due(now) <= now:
+                self._granted += 1
+                return self._issue(now)
         started = self._clock.monotonic()
         try:
             permit = await self._line.wait_turn(int(priority), self._next_slot)
@@ -152,16 +160,19 @@ class LocalRateLimiter:
     async def _next_slot(self, _priority: int) -> Permit:
         while True:
             now = self._clock.monotonic()
-            self._forget_lost(now)
-            estimate = self._estimate
-            when = max(
-                ready_at(estimate, now=now),
-                self._window.opens_at(now=now, places=estimate.places),
-            )
+            when = self._due(now)
             if when <= now:
                 return self._issue(now)
             # An answer may allow more sooner; a lost request frees its place after a period.
             await self._wakeup.wait_until(self._clock, min(when, now + self._limit.period))
+
+    def _due(self, now: float) -> float:
+        """When the next permit may go (``now`` or later): the pace and the window's places."""
+        self._forget_lost(now)
+        estimate = self._estimate
+        return max(
+            ready_at(estimate, now=now), self._window.opens_at(now=now, places=estimate.places)
+        )
 
     def _issue(self, now: float) -> Permit:
         serial = self._history.add(now)
