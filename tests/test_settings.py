@@ -7,6 +7,7 @@ for a faster server: what it returns is what the limiter, the waiter and the sch
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -112,14 +113,14 @@ def _settings_of_the_command_line(argv: list[str]) -> Settings:
     return anyio.run(main)
 
 
-def _settings_of_an_app() -> Settings:
+def _settings_of_an_app(**options: Any) -> Settings:
     from fastapi import FastAPI
 
     from grok_imagine_async.fastapi import grok_imagine_lifespan
 
     async def main() -> Settings:
         app = FastAPI()
-        async with grok_imagine_lifespan(app):  # sends nothing
+        async with grok_imagine_lifespan(app, **options):  # sends nothing
             settings: Settings = app.state.grok_imagine.client.settings
             return settings
 
@@ -136,6 +137,13 @@ def test_client_command_line_and_app_resolve_the_same_settings(
     assert AsyncGrokImagine().settings == expected
     assert _settings_of_the_command_line([]) == expected
     assert _settings_of_an_app() == expected
+
+
+def test_an_app_takes_settings_whole() -> None:
+    given = Settings(api_key=TOKEN, base_url="http://127.0.0.1:9", expected_duration=1.0)
+    assert _settings_of_an_app(settings=given) is given
+    with pytest.raises(ValueError, match="either settings or"):
+        _settings_of_an_app(settings=given, plan="pro")
 
 
 @pytest.mark.parametrize(

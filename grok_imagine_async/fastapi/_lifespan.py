@@ -83,6 +83,7 @@ class GrokImagineResources:
 async def grok_imagine_lifespan(
     app: Starlette,
     *,
+    settings: Settings | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
     plan: str | Plan | RateLimit | None = None,
@@ -115,6 +116,10 @@ async def grok_imagine_lifespan(
 
     Args:
         app: The application (its ``state`` receives the resources).
+        settings: The client's settings, resolved beforehand (e.g.
+            ``Settings.from_env(plan="pro")``); excludes the three below. Default: resolved
+            by :meth:`~grok_imagine_async.Settings.from_env`, as a client and the command
+            line resolve theirs.
         api_key: The API token; default ``$GROK_IMAGINE_API_KEY``. Never logged.
         base_url: The API root; default ``$GROK_IMAGINE_BASE_URL``, then the real service.
         plan: The plan whose quota to keep to; default ``$GROK_IMAGINE_PLAN``, then ``"free"``.
@@ -122,7 +127,7 @@ async def grok_imagine_lifespan(
         limiter: A shared rate limiter, e.g. a ``RedisRateLimiter`` for several workers.
         client_factory: Builds the client instead (for other client settings); called at
             startup, and the client it returns is closed at shutdown. Excludes the client
-            settings (the five above and ``telemetry``).
+            settings (the six above and ``telemetry``).
         journal: The app's job store: a :class:`~grok_imagine_async.abc.JobStore`, or a
             SQLite file path, so jobs survive a restart (default: a store in memory). One per
             process: a SQLite journal is locked by the process using it, so a second worker
@@ -161,14 +166,16 @@ async def grok_imagine_lifespan(
         )
     # Each user waits on their own job: tell them as soon as it is done (see JobScheduler).
     options.setdefault("favor", "latency")
-    client_settings = (api_key, base_url, plan, http_client, limiter, telemetry)
+    if settings is not None and any(s is not None for s in (api_key, base_url, plan)):
+        raise ValueError("pass either settings or api_key, base_url, plan, not both")
+    client_settings = (settings, api_key, base_url, plan, http_client, limiter, telemetry)
     if client_factory is not None and any(s is not None for s in client_settings):
         raise ValueError("pass either client_factory or client settings, not both")
     if redis_url is not None and journal is not None:
         raise ValueError("pass either redis_url (a shared job store) or journal, not both")
 
-    settings = None  # a client_factory's client resolves its own, unless Redis needs them
-    if client_factory is None or redis_url is not None:
+    # A client_factory's client resolves its own, unless Redis needs them.
+    if settings is None and (client_factory is None or redis_url is not None):
         if base_url is None and http_client is not None and str(http_client.base_url):
             base_url = str(http_client.base_url)  # as the client itself would
         settings = Settings.from_env(api_key=api_key, base_url=base_url, plan=plan)
