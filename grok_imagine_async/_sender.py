@@ -248,7 +248,11 @@ class Sender:
         # landing in between would leave an intent for a request that was never sent. The
         # step is bounded by ``max_request_time``, so the shield cannot hold forever.
         with anyio.CancelScope(shield=True):
-            await before_send()
+            try:
+                await before_send()
+            except BaseException:  # nothing sent: the quota it would have used is free again
+                self._limiter.give_back(permit)
+                raise
             return await self._bounded_exchange(method, path, permit, params, body, probe)
 
     async def _bounded_exchange(

@@ -119,18 +119,19 @@ async def test_a_quota_bound_batch_ends_near_the_window_bound(
 async def test_the_default_warmup_costs_a_bounded_share_of_a_quota_bound_batch(
     median: float,
 ) -> None:
-    """The price of the breaker's default warm-up, stated: at most 1.25x the window bound.
+    """The price of the breaker's default warm-up, stated: at most 1.40x the window bound.
 
-    The warm-up caps what an outage from the very start can cost (about 20 tasks on free and
-    70 on pro, where a whole window of the quota went out before; issue 24). A batch that fills
-    whole windows at once pays for it with the first window's burst; measured 1.13-1.22x on
-    these 18 s to 7 min batches, less on longer ones.
+    The warm-up holds a fresh batch to ten tasks until one of them completes (issue 24): a
+    batch whose every prompt is refused then pays for ten tasks, not for a window of the quota.
+    A batch that fills whole windows at once pays for it with the start of its first window:
+    measured 1.28x and 1.36x on these 18 s and 24 s batches, and under 1.25x from two-minute
+    jobs on (the wait is about the shortest of the first ten jobs).
     """
     emu, client = make(BATCH_QUOTA, median, seed=1)
     results, makespan = await run_batch(client, 390)
     assert all(r.ok for r in results) and len(results) == 390
     assert emu.statistics().rate_limited == 0
-    assert makespan <= 1.25 * window_bound(emu, BATCH_QUOTA)
+    assert makespan <= 1.40 * window_bound(emu, BATCH_QUOTA)
 
 
 @pytest.mark.anyio

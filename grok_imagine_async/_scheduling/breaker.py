@@ -25,7 +25,7 @@ go out now (:meth:`Breaker.admit`), did this outcome change the batch's course
   the first submission: stop (a wrong base URL is a configuration error, not an outage to wait out).
 
 Thresholds are chosen so that the usual faults never trip them: with 10 % of prompts refused,
-twenty refusals in a row happen once in 10^20 runs; with 5 % of server errors, three in a row
+ten refusals in a row happen once in 10^10 outcomes; with 5 % of server errors, three in a row
 among the newest submissions cost at worst a short pause, never a changed outcome (a paused
 job waits; it is not failed).
 """
@@ -33,8 +33,8 @@ job waits; it is not failed).
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
+from typing import Literal
 
 from .._models import FailureClass
 
@@ -52,39 +52,51 @@ class BreakerPolicy:
             rare fault (a few percent) seldom makes three in a row, and a false pause only
             costs one probe's wait.
         stop_after_refusals: This many jobs in a row refused for one reason that a retry
-            cannot fix (content policy, unsupported input) stop the batch. Twenty: a batch with
-            one prompt in ten refused sees that once in 10^20 runs.
+            cannot fix (content policy, unsupported input) stop the batch. Ten: a batch with
+            one prompt in ten refused sees that once in 10^10 outcomes; a batch with half its
+            prompts refused may stop, and should be looked at.
         pause_after_unanswered: This many submissions in a row whose answer was lost pause
             the batch (each may have been charged).
         give_up_unreachable: Seconds from its first submission after which a batch that never
             reached the server (every attempt failed to connect) stops, as the configuration
             error it is (a wrong base URL), with the connection error. Forty-five seconds: with
             the probes' waits, the batch ends within about a minute.
-        warmup: Submissions a batch sends before it knows that the provider works (a task
-            completed, or was seen running ``warmup_age`` seconds after its submission), or
-            what the quota allows in ``warmup_age`` seconds if that is more: an outage from
-            the very start then costs that many tasks (and the probes), not a whole window of
-            the quota, while a healthy batch never waits (the evidence comes before the quota
-            would have sent more).
+        warmup: Submissions a batch sends before it knows that the provider works (see
+            ``warmup_until``). An outage or a refused batch from the very start then costs
+            these tasks (and the probes), not a window of the quota. Ten: with the probes of a
+            two-minute outage, under twenty tasks.
         warmup_age: See ``warmup``. Four seconds: a task that fails in an outage does so
             within a couple of seconds, so one still running twice as long is evidence.
+        warmup_until: What ends the warm-up. ``"completed"`` (the default): a task completed.
+            Only that proves the provider accepts the batch's prompts when it refuses them at
+            the end of their generation: a batch whose every prompt is refused then pays for
+            ``warmup`` tasks, where it paid for everything sent in a job's duration (950 on
+            pro), and a healthy batch waits for the first of its ``warmup`` jobs to complete
+            (measured: 1-12 % longer batches). ``"running"``: a task seen running
+            ``warmup_age`` seconds, which an outage's failures never are; it protects from an
+            outage, not from refusals, and costs a few seconds.
         probe_wait_initial: Seconds from a pause to its first probe.
-        probe_wait_factor: Each failed probe multiplies the wait by this.
-        probe_wait_max: The longest wait between two probes.
+        probe_wait_factor: Each failed probe multiplies the wait by this. 1.25: an outage of
+            ``L`` seconds costs about ``log(L / 4) / log(1.25)`` probes (eight for two
+            minutes, fifteen for ten) and the batch resumes at most a quarter of the outage's
+            length after it ends.
+        probe_wait_max: The longest wait between two probes. Ten minutes: an outage of a
+            night costs about seventy probes, not a thousand.
 
     Raises:
         ValueError: On a count below 1 or a wait that is not positive.
     """
 
     pause_after_failures: int | None = 3
-    stop_after_refusals: int | None = 20
+    stop_after_refusals: int | None = 10
     pause_after_unanswered: int | None = 3
     give_up_unreachable: float | None = 45.0
-    warmup: int | None = 20
+    warmup: int | None = 10
     warmup_age: float = 4.0
+    warmup_until: Literal["running", "completed"] = "completed"
     probe_wait_initial: float = 5.0
-    probe_wait_factor: float = 1.5
-    probe_wait_max: float = 30.0
+    probe_wait_factor: float = 1.25
+    probe_wait_max: float = 600.0
 
     def __post_init__(self) -> None:
         names = ("pause_after_failures", "stop_after_refusals", "pause_after_unanswered", "warmup")
@@ -96,6 +108,10 @@ class BreakerPolicy:
             raise ValueError(f"give_up_unreachable must be > 0, got {self.give_up_unreachable!r}")
         if not (self.probe_wait_initial > 0 and self.probe_wait_max >= self.probe_wait_initial):
             raise ValueError("probe waits must be > 0, probe_wait_max >= probe_wait_initial")
+        if self.warmup_until not in ("running", "completed"):
+            raise ValueError(
+                f"warmup_until must be 'running' or 'completed', got {self.warmup_until!r}"
+            )
         if not self.warmup_age >= 0:
             raise ValueError(f"warmup_age must be >= 0, got {self.warmup_age!r}")
         if not self.probe_wait_factor >= 1:
@@ -192,16 +208,11 @@ class Breaker:
 
     Args:
         policy: The thresholds; None: never pause nor stop (every method still answers).
-        rate: The quota in requests per second (it sizes the warm-up).
     """
 
-    def __init__(self, policy: BreakerPolicy | None, *, rate: float = 0.0) -> None:
+    def __init__(self, policy: BreakerPolicy | None) -> None:
         self.policy = policy
-        self._warmup = (
-            0
-            if policy is None or policy.warmup is None
-            else max(policy.warmup, math.ceil(rate * policy.warmup_age))
-        )
+        self._warmup = 0 if policy is None or policy.warmup is None else policy.warmup
         self._sequence = 0
         self._state = BreakerState.RUNNING
         self._reason: str | None = None
@@ -264,7 +275,10 @@ class Breaker:
     def vouch(self, age: float) -> bool:
         """A warm-up task was seen running at ``age`` seconds: True if that proves the
         provider works (the warm-up then ends)."""
-        if self._proven or self.policy is None or age < self.policy.warmup_age:
+        policy = self.policy
+        if self._proven or policy is None or policy.warmup_until != "running":
+            return False
+        if age < policy.warmup_age:
             return False
         self._proven = True
         return True
@@ -290,13 +304,35 @@ class Breaker:
         self._reached = True
         self._unanswered_run = 0
 
+    def outage_explains(self, sequence: int | None) -> bool:
+        """Whether a retryable failure of submission ``sequence`` falls to an outage: the
+        batch is paused, or paused after that submission went out (its failure may be seen
+        only after the resume)."""
+        if self._state is BreakerState.PAUSED:
+            return True
+        return sequence is not None and sequence <= self._paused_at
+
+    def withholds(self, sequence: int | None) -> bool:
+        """Whether submission ``sequence``, admitted earlier, must not go out now after all:
+        the batch stopped, or paused and it is not the probe."""
+        if self._state is BreakerState.STOPPED:
+            return True
+        return self._state is BreakerState.PAUSED and not self.is_probe(sequence)
+
     def is_probe(self, sequence: int | None) -> bool:
         """Whether the submission ``sequence`` is the pause's probe in flight."""
         return sequence is not None and sequence == self._probe
 
     def healthy_age(self) -> float:
-        """How old a probe's task must be seen running to count as healthy (0: answered)."""
-        return 0.0 if self._failure_age is None else 2.0 * self._failure_age
+        """How old a probe's task must be seen running to count as healthy (0: answered).
+
+        Twice the youngest age a failed task was seen failed at, but at most three warm-up
+        ages: a failure first seen by a planned look half a minute after its submission says
+        little about when it failed, and waiting a minute for a probe would cost the batch
+        that minute after every outage."""
+        if self._failure_age is None or self.policy is None:
+            return 0.0
+        return min(2.0 * self._failure_age, 3.0 * self.policy.warmup_age)
 
     # -- what the outcomes say -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ heap at the time the :class:`PollPlanner` gives.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import anyio
@@ -18,13 +19,13 @@ from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
 from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books
-from .breaker import OUTAGE_FAILURES, BreakerState, Outcome, task_outcome
+from .breaker import OUTAGE_FAILURES, Outcome, task_outcome
 from .downloading import Downloader
 from .due import DueQueue
 from .jobs import JobResubmitting
 from .polling import PollPlanner
 from .record import JobRecord
-from .submitting import Submitter
+from .submitting import Submitter, within_share
 
 _NOT_FOUND_LIMIT = 3  # 404s in a row before a task is taken for gone
 # Error answers in a row (after the client's own retries) before a job ends as a failed result
@@ -80,6 +81,8 @@ class Poller:
             2.0 * planner.policy.wait_initial, 1.0 / (_CANARY_SHARE * planner.limit.per_second)
         )
         self._next_canary = float("-inf")
+        if books.breaker.policy is not None:  # a permit for each canary of a period
+            planner.kept = math.ceil(planner.limit.period / self._canary_gap)
         self._warmup: list[str] = []  # warm-up jobs followed
         self.polls = 0
         """Status polls sent."""
@@ -141,16 +144,19 @@ class Poller:
     async def _poll_once(self, job: JobRecord) -> None:
         books = self._books
         assert job.task_id is not None
+        planner = self._planner
+        urgent = self._urgent(job)
+        if not urgent:
+            await within_share(planner.share_wait)
         self.polls += 1
         job.polled()
-        planner = self._planner
         planner.note_request(anyio.current_time(), poll=True)
         # The early probes (how long do jobs take?) wait behind submissions like any poll when
         # submissions go first: while submissions fill the quota no poll could use what a probe
         # learns, and a probe sent ahead of one delays a job's start. In a batch that needs
         # exactly whole windows, a few such delays cost a whole window (issue 12: 1.35x the
         # window bound at 3 s jobs). The first polls sent once the quota frees are the probes'.
-        priority = Priority.URGENT if self._urgent(job) else self._priority
+        priority = Priority.URGENT if urgent else self._priority
         try:
             with job_scope(self._client.telemetry, self._owner, job.key):
                 task = await self._client.get_task(job.task_id, priority=priority)
@@ -190,7 +196,7 @@ class Poller:
         failure = failure or FailureClass.UNKNOWN
         # A failure of an outage (the batch is paused) does not use the job's resubmission:
         # it is sent again once the outage is over, and may still be resubmitted after.
-        outage = failure in OUTAGE_FAILURES and books.breaker.state is BreakerState.PAUSED
+        outage = failure in OUTAGE_FAILURES and books.breaker.outage_explains(job.sequence)
         if failure in self._resubmit_on and (outage or job.resubmits < self._resubmit):
             job.resubmitting(counted=not outage)
             books.emit(JobResubmitting(key=job.key, at=now, failure_class=failure))
@@ -275,12 +281,16 @@ class Poller:
         if self._planner.is_urgent(job.key):
             # Not behind the pollers, who may all wait for permits behind submissions: this
             # look decides whether the submissions should go on at all.
+            self._planner.book(when)  # the routine requests leave it a permit
             self._books.start(self._look_alone, job, when)
         else:
             self._due.schedule(job, when)
 
     async def _look_alone(self, job: JobRecord, when: float) -> None:
-        await anyio.sleep_until(when)
+        try:
+            await anyio.sleep_until(when)
+        finally:
+            self._planner.unbook(when)
         await self._books.for_job(job, self._poll_once(job))
 
     def _reschedule(self, job: JobRecord, *, looked_at: float | None = None) -> None:

@@ -59,6 +59,10 @@ _BULK = 0.6  # saturated: past this quantile a job is in the tail
 _ENDING_JOBS = 5  # saturated: a batch is ending once this few jobs are left
 _ENDING_SHARE = 0.05  # or this share of the jobs held and finished lately
 _PROBE_GROWTH = 2.0  # probes: each look at twice the previous age
+# The breaker's followed jobs: half again the previous age. Their end decides whether the batch
+# goes on paying (a refusal, the warm-up's first completion), so it is seen within half its
+# duration, for about eight looks over a 30 s job.
+_FOLLOW_GROWTH = 1.5
 _PROBES = 3  # probe jobs at a time while the model is not confident
 _CONFIDENT = 4  # completions after which the model is trusted
 _SPARE = 0.8  # the part of the quota the planner counts on
@@ -69,6 +73,7 @@ _REPLAN_WEIGHT = 0.25  # or the regime by a quarter of the way
 _LIKELY = 0.95  # a look not due yet is taken early once a confident model says it succeeds
 _WORTH = 0.01  # spare quota: a look due on the idle schedule is taken if it succeeds this often
 _SAMPLE_EVERY = 0.25  # seconds between two samples of the limiter's counters
+_SHARE_TICK = 0.1  # share_wait: how often to ask again, in wait_initial, for an overdue look
 _CANARY_AGE = 3.0  # a canary's one early look, in wait_initial: an outage's failure shows by then
 
 
@@ -103,6 +108,10 @@ class PollPlanner:
         self._statistics = statistics
         self._unfinished = unfinished
         self._recent: deque[float] = deque()  # every request noted, for the last period
+        self._booked: list[float] = []  # when the urgent looks planned will go, sorted
+        self.kept = 0
+        """Permits of each period the routine leaves to urgent looks not booked yet (the
+        canaries of jobs not sent yet: a window's submissions may all go in one instant)."""
         self._polls: deque[float] = deque()  # the polls among them
         self._samples: deque[tuple[float, int]] = deque()  # (time, permits granted)
         self._finished: deque[float] = deque()  # when jobs finished, lately
@@ -124,6 +133,36 @@ class PollPlanner:
             times.append(now)
             while times and times[0] <= horizon:
                 times.popleft()
+
+    def book(self, when: float) -> None:
+        """An urgent look (a canary's, a followed job's) will be sent at ``when``."""
+        bisect.insort(self._booked, when)
+
+    def unbook(self, when: float) -> None:
+        """The urgent look booked for ``when`` is being sent (or will not be)."""
+        index = bisect.bisect_left(self._booked, when)
+        if index < len(self._booked) and self._booked[index] == when:
+            del self._booked[index]
+
+    def share_wait(self, now: float) -> float:
+        """Seconds until one more request that is not urgent may go (0: now).
+
+        The urgent looks decide whether a batch goes on paying (issue 24), so they must not
+        wait for the next window because the routine requests took all of this one: a routine
+        request goes only if the period's requests and the urgent looks booked within the next
+        period leave it a permit. With none booked, the routine takes the whole quota (the
+        limiter decides).
+        """
+        recent, horizon = self._recent, now - self.limit.period
+        while recent and recent[0] <= horizon:
+            recent.popleft()
+        ahead = bisect.bisect_left(self._booked, now + self.limit.period) + self.kept
+        if ahead == 0 or len(recent) + ahead < self.limit.requests:
+            return 0.0
+        waits = [recent[0] - horizon] if recent else []
+        if self._booked and self._booked[0] > now:
+            waits.append(self._booked[0] - now)
+        return min([*waits, _SHARE_TICK * max(self.policy.wait_initial, 1e-3)])
 
     def requests_since(self, since: float) -> int:
         """Requests noted after ``since`` (within the last period)."""
@@ -382,7 +421,9 @@ class PollPlanner:
 
     def _saturated_gap(self, key: str, age: float) -> float:
         floor = max(self.policy.wait_initial, 1e-3)
-        if key in self._probes or key in self._followed:
+        if key in self._followed:
+            return max(floor, (_FOLLOW_GROWTH - 1.0) * age)
+        if key in self._probes:
             return max(floor, (_PROBE_GROWTH - 1.0) * age)
         model = self.model
         if age <= 0.0:

@@ -171,7 +171,7 @@ class JobScheduler:
         policy = settings.breaker if breaker is _FROM_SETTINGS else breaker
         self._books = Books(
             budget=budget,
-            breaker=Breaker(policy, rate=self._limit.per_second),
+            breaker=Breaker(policy),
             on_event=on_event,
             streaming=stream_results,
         )
@@ -202,6 +202,7 @@ class JobScheduler:
             self._client,
             priority=submit_priority,
             has_slot=self._has_slot,
+            share_wait=self._planner.share_wait,
             note_request=self._planner.note_request,
             breaker=books.breaker,
             on_probe=lambda job: self._planner.follow(job.key),

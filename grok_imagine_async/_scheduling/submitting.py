@@ -49,6 +49,7 @@ class Submitter:
         client: Sends the POSTs.
         priority: The submissions' place in the rate limiter's queue.
         has_slot: Whether one more job may be in flight now.
+        share_wait: Seconds until one more routine request fits its share of the quota.
         note_request: Tells the poll planner a request is sent at a clock time.
         breaker: Whether a POST may go out now, and what each one's answer says.
         on_probe: Told of each probe the breaker sends (the pollers follow it closely).
@@ -63,6 +64,7 @@ class Submitter:
         *,
         priority: Priority,
         has_slot: Callable[[], bool],
+        share_wait: Callable[[float], float],
         note_request: Callable[[float], None],
         breaker: Breaker,
         on_probe: Callable[[JobRecord], None],
@@ -74,6 +76,7 @@ class Submitter:
         self._client = client
         self._priority = priority
         self._has_slot = has_slot
+        self._share_wait = share_wait
         self._note_request = note_request
         self._breaker = breaker
         self._on_probe = on_probe
@@ -264,6 +267,10 @@ class Submitter:
 
         async def record_intent() -> None:
             nonlocal may_have_left
+            if self._breaker.withholds(job.sequence):
+                # Admitted before the batch paused or stopped, and granted a permit only now:
+                # an outage's or a refused batch's POST not paid for.
+                raise _Withheld
             may_have_left = True
             if books.journal is not None:
                 try:
@@ -273,6 +280,7 @@ class Submitter:
                 except Exception as exc:
                     raise as_journal_error(exc, books.journal) from exc
 
+        await within_share(self._share_wait)
         self.submissions += 1
         self._note_request(anyio.current_time())
         try:
@@ -280,6 +288,8 @@ class Submitter:
                 task_id = await self._client._submit(
                     job.request, before_send=record_intent, priority=self._priority
                 )
+        except _Withheld:
+            return True  # the breaker decides again: after the outage, or not at all
         except BudgetExceededError as exc:
             # A shared budget (a Redis job store) refused the intent: nothing was sent.
             self._outcome(job, Outcome.OTHER)
@@ -352,6 +362,20 @@ class Submitter:
         assert self._watch is not None
         self._watch(job, now, False)
         return False
+
+
+async def within_share(share_wait: Callable[[float], float]) -> None:
+    """Sleep until one more routine request (not an urgent look) leaves the urgent looks
+    their share of the quota (see ``PollPlanner.share_wait``)."""
+    wait = share_wait(anyio.current_time())
+    while wait > 0.0:
+        await anyio.sleep(wait)
+        wait = share_wait(anyio.current_time())
+
+
+class _Withheld(Exception):
+    """A POST the breaker withheld after its permit came: the batch paused or stopped while
+    it waited for the quota."""
 
 
 def stop_reason(reason: str | None, failure_class: FailureClass | None, streak: int) -> str:
