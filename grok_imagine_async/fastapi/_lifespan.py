@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 if TYPE_CHECKING:
@@ -302,7 +302,14 @@ class _SchedulerRunner:
     async def run(self, *, task_status: TaskStatus[JobScheduler]) -> None:
         started = False
         try:
-            scheduler = JobScheduler(self._client, on_event=self._on_event, **self._options)
+            options = dict(self._options)
+            if "breaker" not in options:
+                # Users send their own prompts, not one template: a warm-up that waits for a
+                # completed task would keep the first users' jobs queued behind others'
+                # generations. A task seen running still proves the provider up.
+                breaker = self._client.settings.breaker
+                options["breaker"] = breaker and replace(breaker, warmup_until="running")
+            scheduler = JobScheduler(self._client, on_event=self._on_event, **options)
             async with scheduler:
                 self._jobs.attach(scheduler)
                 started = True
