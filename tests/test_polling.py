@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grok_imagine_async import PollPolicy, RateLimit
-from grok_imagine_async._scheduling.polling import DEFAULT_SCHEDULER_POLL, PollPlanner
+from grok_imagine_async._scheduling.polling import PollPlanner
 from grok_imagine_async.abc import LimiterStatistics
 from grok_imagine_async.batch import DurationModel
 
@@ -167,7 +167,7 @@ def _simulate(prior: float, median: float, jobs: int = 400) -> tuple[PollPlanner
     unfinished = jobs
     planner = PollPlanner(
         RateLimit(200, 6.0),
-        DEFAULT_SCHEDULER_POLL,
+        PollPolicy(),
         model,
         random.Random(0),
         unfinished=lambda: unfinished,

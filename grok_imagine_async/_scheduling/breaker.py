@@ -118,10 +118,6 @@ class BreakerPolicy:
             raise ValueError(f"probe_wait_factor must be >= 1, got {self.probe_wait_factor!r}")
 
 
-DEFAULT_BREAKER = BreakerPolicy()
-"""The scheduler's default: every rule on, with the thresholds above."""
-
-
 class Outcome(enum.Enum):
     """How one submission ended, as the breaker counts it."""
 

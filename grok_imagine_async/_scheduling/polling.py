@@ -43,12 +43,7 @@ from .._limiting.plans import RateLimit
 from .._limiting.protocol import LimiterStatistics
 from .durations import DurationModel
 
-__all__ = ["DEFAULT_SCHEDULER_POLL", "DurationModel", "PollPlanner"]
-
-DEFAULT_SCHEDULER_POLL = PollPolicy(
-    wait_initial=1.0, wait_factor=1.05, wait_max=30.0, wait_jitter=0.1
-)
-"""The scheduler's default bounds: the idle schedule is the client's ``wait()`` default."""
+__all__ = ["DurationModel", "PollPlanner"]
 
 _STANDARD = NormalDist()
 _FIRST_LOOK = 0.95  # saturated: a job's first look finds it done this often
