@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from grok_imagine_async import (
     APIResponseValidationError,
@@ -14,11 +16,14 @@ from grok_imagine_async import (
     RateLimitError,
     ServerError,
     TaskStatus,
+    _http,
 )
 from grok_imagine_async._protocol import (
+    _PLAIN_HTTP_URL,
     classify_error_message,
     find_error,
     has_error_body,
+    is_fetchable_url,
     normalize_status,
     parse_task,
 )
@@ -95,3 +100,41 @@ def test_parse_task_tolerates_odd_shapes() -> None:
     assert task.consumed_credits == 40
     weird = parse_task({"status": "done", "response": [None, 3, " https://x/a.mp4 "]}, task_id="t")
     assert weird.videos == ("https://x/a.mp4",)
+
+
+def parses_as_fetchable(url: str) -> bool:
+    """What every installed HTTP library says of ``url`` (the slow, sure way)."""
+    for family in _http.FAMILIES:
+        try:
+            parsed = family.URL(url)
+        except _http.BadURL:
+            return False
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            return False
+    return True
+
+
+@given(st.from_regex(_PLAIN_HTTP_URL, fullmatch=True))
+def test_a_url_the_quick_look_accepts_parses_in_every_library(url: str) -> None:
+    assert parses_as_fetchable(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "fetchable"),
+    [
+        ("https://cdn.example.com/generated/video1.mp4?sig=a%2Fb&x=1#t", True),
+        ("HTTP://CDN.EXAMPLE.COM:8443/v.mp4", True),
+        ("http://127.0.0.1:9/v.mp4", True),  # no letter in the host: parsed
+        ("http://[::1]/v.mp4", True),
+        ("https://bücher.example/v.mp4", True),
+        ("http://999.1.1.1/v.mp4", False),
+        ("http://[::1/v.mp4", False),
+        ("https://cdn.example.com:x/v.mp4", False),
+        ("https://cdn.example.com/a b.mp4", False),  # httpx would quote the space: ours refuses
+        ("ftp://cdn.example.com/v.mp4", False),
+        ("https:///v.mp4", False),
+        ("https://cdn.example.com" + "/v" * 40_000, False),  # longer than any URL httpx takes
+    ],
+)
+def test_fetchable_urls(url: str, fetchable: bool) -> None:
+    assert is_fetchable_url(url) is fetchable

@@ -100,9 +100,7 @@ class Estimate:
         A window's others take its places instead (:attr:`places`): their requests leave the
         window as a whole, not at a rate.
         """
-        plan = self.plan_pace
-        others = 0.0 if self.is_window else max(0.0, self.others)
-        return max(plan * LOWEST_FACTOR, plan * self.factor - others)
+        return _pace(self, self.others)
 
     @property
     def shared_pace(self) -> float:
@@ -134,6 +132,13 @@ class Estimate:
             return self.limit.requests
         taken = math.ceil(max(0.0, self.others) * self.limit.period)
         return max(1, self.limit.requests - taken)
+
+
+def _pace(estimate: Estimate, others: float) -> float:
+    """:attr:`Estimate.pace` were others to take ``others`` requests a second."""
+    plan = estimate.plan_pace
+    taken = 0.0 if estimate.is_window else max(0.0, others)
+    return max(plan * LOWEST_FACTOR, plan * estimate.factor - taken)
 
 
 _FIELDS = tuple(field.name for field in dataclasses.fields(Estimate))
@@ -409,7 +414,7 @@ def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None 
             others += weight * (_shortfall(est, grants, remaining) / elapsed - others)
     # The server's word replaces our bucket. (A request granted before this one and still on
     # its way may reach the server after it: its own answer will say so, see above.)
-    pace = _replace(est, others=others).pace
+    pace = _pace(est, others)
     tat = _refilled_tat(est, answer, remaining, pace=pace)
     if est.is_window and hold > answer.now:
         # A full window: nothing until its reset, then its whole quota, less the requests
