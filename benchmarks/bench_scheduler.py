@@ -209,7 +209,8 @@ def render(store: dict[str, Any], command: str) -> str:
         "",
         header("outage"),
         "",
-        "The default client and scheduler (`BreakerPolicy()`) against the emulator's plans, "
+        "The default client and scheduler (`BreakerPolicy()`: ten tasks until one completes, "
+        "probes x1.25 up to ten minutes apart, ten refusals stop) against the emulator's plans, "
         "30 s median jobs. *Outage*: every task created in the window fails within 2 s with "
         "the network error (`testing.Outage`), charged; it starts with the batch or at half "
         "its no-outage makespan. *Tasks paid during it* counts the tasks created inside the "
@@ -291,8 +292,11 @@ async def _outage_run(case: OutageCase) -> dict[str, Any]:
         prompts = [_usual(n) for n in range(case.jobs)]
     else:
         prompts = [f"scene {n}" for n in range(case.jobs)]
-    off = case.kind in ("usual-off", "outage-off")
-    options: dict[str, Any] = {"breaker": None} if off else {}
+    options: dict[str, Any] = {}
+    if case.kind.endswith("-off"):
+        options["breaker"] = None
+    elif case.kind.endswith("-running"):
+        options["breaker"] = dataclasses.replace(client.settings.breaker, warmup_until="running")
     transitions: list[str] = []
 
     def hook(event: Any) -> None:
@@ -352,7 +356,7 @@ def outage_cases(quick: bool) -> tuple[list[OutageCase], list[OutageCase]]:
         OutageCase(plan, jobs, kind)
         for plan in OUTAGE_PLANS
         for jobs in sizes
-        for kind in ("refused", "usual", "usual-off")
+        for kind in ("refused", "refused-running", "usual", "usual-off", "none-running", "none-off")
     ]
     return base, others
 
@@ -429,18 +433,41 @@ def outage_table(rows: Sequence[dict[str, Any]]) -> str:
     lines += [
         "",
         "| plan | jobs | every prompt refused: tasks paid (target <= 25) | not submitted "
-        "| course |",
-        "|---|---:|---:|---:|---|",
+        '| course | with `warmup_until="running"`: tasks paid |',
+        "|---|---:|---:|---:|---|---:|",
     ]
+    kinds = {(r["case"]["plan"], r["case"]["jobs"], r["case"]["kind"]): r for r in rows}
     for r in rows:
         case = r["case"]
         if case["kind"] != "refused":
             continue
         unsent = r["not_submitted"]
         paid = r["tasks"]
+        running = kinds.get((case["plan"], case["jobs"], "refused-running"))
         lines.append(
             f"| {case['plan']} | {case['jobs']:,} | {paid}{'' if paid <= 25 else ' **over**'} "
-            f"| {unsent:,} | {', '.join(_runs(r['transitions'])) or '-'} |"
+            f"| {unsent:,} | {', '.join(_runs(r['transitions'])) or '-'} "
+            f"| {'-' if running is None else running['tasks']} |"
+        )
+    lines += [
+        "",
+        "The warm-up's price on a healthy batch (no fault): makespan with the default "
+        '(ten tasks until one completes), with `warmup_until="running"` (until one is seen '
+        "running 4 s), and without the breaker.",
+        "",
+        "| plan | jobs | default | running | breaker off | default / off |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for (plan, jobs, kind), r in kinds.items():
+        if kind != "none":
+            continue
+        running = kinds.get((plan, jobs, "none-running"))
+        off = kinds.get((plan, jobs, "none-off"))
+        if running is None or off is None:
+            continue
+        lines.append(
+            f"| {plan} | {jobs:,} | {r['makespan']:.0f} s | {running['makespan']:.0f} s | "
+            f"{off['makespan']:.0f} s | {r['makespan'] / off['makespan']:.2f}x |"
         )
     lines += [
         "",
