@@ -286,7 +286,7 @@ async def _outage_run(case: OutageCase) -> dict[str, Any]:
         plan=case.plan,
         rng=random.Random(1),
     )
-    if case.kind == "refused":
+    if case.kind.startswith("refused"):
         prompts = [f"a bad template {n} [fail:content]" for n in range(case.jobs)]
     elif case.kind.startswith("usual"):
         prompts = [_usual(n) for n in range(case.jobs)]
