@@ -410,3 +410,46 @@ async def test_a_killed_process_reserve_goes_back_once_its_lease_lapsed(
             while int(await redis_command(redis_server.url, "GET", name)) != 160:  # type: ignore[call-overload]  # noqa: ASYNC110 - Redis raises no local event
                 await anyio.sleep(0.05)
         assert await survivor.credits_committed() == 0
+
+
+async def test_a_scheduler_takes_the_course_another_process_shared_through_redis(
+    redis_server: RedisServer,
+) -> None:
+    """Issue 24: one decision for a batch shared through Redis. Another process (store ``a``)
+    stopped on refusals; the scheduler on store ``b`` stops too, well before its own jobs
+    could have told it anything."""
+    import time
+
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, SchedulerClosedError
+    from grok_imagine_async._scheduling.breaker import COURSE_META, Course
+    from grok_imagine_async.batch import BreakerEvent, BreakerPolicy, BreakerState
+    from grok_imagine_async.testing import Emulator, EmulatorConfig
+
+    emulator = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}))
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
+    policy = BreakerPolicy(warmup=None, probe_wait_initial=0.2, probe_wait_max=1.0)
+    stops: list[BreakerEvent] = []
+
+    def hook(event: object) -> None:
+        if isinstance(event, BreakerEvent) and event.transition == "stopped":
+            stops.append(event)
+
+    async with (
+        client,
+        store(redis_server.url) as a,
+        store(redis_server.url) as b,
+        JobScheduler(client, journal=b, breaker=policy, on_event=hook) as scheduler,
+    ):
+        job = await scheduler.submit("a long one [duration:600]")
+        course = Course(
+            BreakerState.STOPPED, "refused", FailureClass.CONTENT_POLICY, 10, time.time(), a.id
+        )
+        await a.set_meta(COURSE_META, course.to_text())
+        await wait_until(lambda: bool(stops))
+        assert stops[0].key == ""
+        assert stops[0].breaker.failure_class is FailureClass.CONTENT_POLICY
+        late = await scheduler.submit("sent after the stop")
+        with pytest.raises(SchedulerClosedError, match="the batch stopped"):
+            await late.wait()
+        assert job.task_id is not None  # what was paid for goes on being polled
+        scheduler.cancel()

@@ -13,6 +13,7 @@ import random
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ from grok_imagine_async import (
     JobResult,
     JobScheduler,
 )
+from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async._limiting.plans import resolve_rate_limit
-from grok_imagine_async._scheduling.breaker import Breaker, Outcome, Transition
+from grok_imagine_async._scheduling.breaker import COURSE_META, Breaker, Course, Outcome, Transition
 from grok_imagine_async.batch import BreakerEvent, BreakerPolicy, BreakerState
 from grok_imagine_async.testing import (
     Emulator,
@@ -468,3 +470,124 @@ def test_the_cli_says_in_one_line_why_it_stopped_and_exits_3(tmp_path: Path) -> 
     entries = [json.loads(text) for text in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(entries) == 400
     assert sum(entry["status"] == "not_started" for entry in entries) == unsent
+
+
+# -- one course for the processes sharing a batch ------------------------------------------------
+
+
+def test_a_course_survives_the_store_and_junk_is_no_course() -> None:
+    course = Course(
+        state=BreakerState.STOPPED,
+        reason="refused",
+        failure_class=FailureClass.CONTENT_POLICY,
+        streak=10,
+        at=1234.5,
+        by="worker-a",
+    )
+    assert Course.from_text(course.to_text()) == course
+    for junk in (None, "", "{", "[]", '{"state": "melting", "at": 1, "by": "x"}', '{"at": 1}'):
+        assert Course.from_text(junk) is None
+
+
+def test_adopting_a_course_pauses_resumes_and_stops_but_never_restarts() -> None:
+    breaker = proven()
+    pause = breaker.adopt(
+        BreakerState.PAUSED, reason="outage", failure_class=None, streak=3, now=10.0
+    )
+    assert pause is Transition.PAUSED and breaker.admit(10.0) == (None, 15.0, None)
+    resume = breaker.adopt(
+        BreakerState.RUNNING, reason=None, failure_class=None, streak=0, now=11.0
+    )
+    assert resume is Transition.RESUMED and breaker.admit(11.0)[0] is not None
+    stop = breaker.adopt(
+        BreakerState.STOPPED,
+        reason="refused",
+        failure_class=FailureClass.CONTENT_POLICY,
+        streak=10,
+        now=12.0,
+    )
+    assert stop is Transition.STOPPED
+    again = breaker.adopt(BreakerState.RUNNING, reason=None, failure_class=None, streak=0, now=13.0)
+    assert again is None and breaker.state is BreakerState.STOPPED
+
+
+async def shared_batch(
+    store: MemoryJobStore, prompts: list[str], other: Any
+) -> tuple[list[JobResult], list[BreakerEvent], Emulator]:
+    """Run ``prompts`` through a scheduler whose journal is ``store`` while ``other`` (another
+    process sharing the store) runs beside it."""
+    emulator = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=5))
+    client = AsyncGrokImagine(
+        api_key=TOKEN, http_client=emulator.client(token=None), plan="pro", rng=random.Random(5)
+    )
+    events: list[BreakerEvent] = []
+
+    def hook(event: JobEvent) -> None:
+        if isinstance(event, BreakerEvent):
+            events.append(event)
+
+    async with client, anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        async with client.generate_many(
+            prompts, rng=random.Random(5), on_event=hook, journal=store
+        ) as results:
+            done = [result async for result in results]
+    return done, events, emulator
+
+
+@pytest.mark.anyio
+async def test_a_pause_decided_by_another_process_is_taken_within_seconds() -> None:
+    """One decision for a shared batch: the other process paused on an outage it saw; this
+    one, whose jobs look healthy, pauses too, probes, and tells the others it resumed."""
+    store = MemoryJobStore()
+    decided: list[float] = []
+
+    async def other() -> None:
+        await anyio.sleep(40.0)  # the warm-up is over, the batch runs at full speed
+        course = Course(BreakerState.PAUSED, "outage", None, 3, time.time(), "worker-b")
+        await store.set_meta(COURSE_META, course.to_text())
+        decided.append(anyio.current_time())
+
+    prompts = [f"scene {n} [duration:30]" for n in range(1500)]
+    results, events, _ = await shared_batch(store, prompts, other)
+    assert all(result.ok for result in results)
+    adopted = next(e for e in events if e.transition == "paused")
+    assert adopted.key == ""  # no job of this process made that decision
+    assert adopted.at - decided[0] <= BreakerPolicy().probe_wait_initial / 2 + 0.1
+    assert [e.transition for e in events][-1] == "resumed"
+    mine = Course.from_text(await store.get_meta(COURSE_META))
+    assert mine is not None and mine.by != "worker-b" and mine.state is BreakerState.RUNNING
+
+
+@pytest.mark.anyio
+async def test_a_stop_decided_by_another_process_ends_the_jobs_not_sent_here() -> None:
+    store = MemoryJobStore()
+
+    async def other() -> None:
+        await anyio.sleep(40.0)
+        course = Course(
+            BreakerState.STOPPED, "refused", FailureClass.CONTENT_POLICY, 10, time.time(), "b"
+        )
+        await store.set_meta(COURSE_META, course.to_text())
+
+    prompts = [f"scene {n} [duration:30]" for n in range(3000)]
+    results, events, emulator = await shared_batch(store, prompts, other)
+    classes = [result.failure_class for result in results]
+    assert [e.transition for e in events] == ["stopped"]
+    assert classes.count(FailureClass.NOT_SUBMITTED) > 0
+    assert emulator.statistics().tasks_created == len(prompts) - classes.count(
+        FailureClass.NOT_SUBMITTED
+    )
+
+
+@pytest.mark.anyio
+async def test_a_course_from_an_earlier_run_is_not_taken() -> None:
+    store = MemoryJobStore()
+    stale = Course(BreakerState.STOPPED, "refused", FailureClass.CONTENT_POLICY, 10, 1.0, "old")
+    await store.set_meta(COURSE_META, stale.to_text())
+
+    async def other() -> None:
+        pass
+
+    results, events, _ = await shared_batch(store, [f"scene {n}" for n in range(30)], other)
+    assert events == [] and all(result.ok for result in results)

@@ -9,6 +9,8 @@ trouble stays that job's (:meth:`Books.for_job`), and a fatal error reaches one 
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +22,7 @@ from anyio.abc import TaskGroup
 from .._errors import AuthenticationError, GrokImagineError, JournalError
 from .._journal.memory import MemoryJobStore
 from .._models import FailureClass, Task
-from .breaker import Breaker, Transition
+from .breaker import COURSE_META, Breaker, Course, Transition
 from .budget import CreditBudget
 from .jobs import BreakerEvent, JobEvent, JobFinished, JobResult, JobStore, SchedulerHook
 from .record import JobRecord, Tally
@@ -62,6 +64,11 @@ class Books:
         """Stopped at once: nothing more is sent, paid jobs are left to the journal."""
         self.unrecorded: dict[str, str] = {}
         """Task ids a failed journal write did not keep, by key."""
+        self.course_id = uuid.uuid4().hex
+        """This scheduler, as the course it shares with other processes names it."""
+        self.course_at = time.time()
+        """Wall-clock time of the newest course taken or decided: older ones (a journal's
+        from an earlier run) are not taken."""
         self._on_event = on_event
         self._changed = anyio.Event()
         self._tg: TaskGroup | None = None
@@ -110,20 +117,65 @@ class Books:
         except Exception:  # a display's bug must not end a job, let alone the batch
             logger.exception("the on_event hook raised on %s", type(event).__name__)
 
-    def course(self, job: JobRecord, transition: Transition, now: float) -> None:
-        """The breaker changed the batch's course on ``job``'s outcome: wake the waiting
-        submitters, log it once, tell the hook."""
+    def course(
+        self, key: str, transition: Transition, now: float, *, adopted: bool = False
+    ) -> None:
+        """The breaker changed the batch's course on job ``key``'s outcome (``adopted``: as
+        another process sharing the batch decided; ``key`` is then empty): wake the waiting
+        submitters, log it once, tell the hook, and tell the other processes."""
         snapshot = self.breaker.snapshot()
         self.notify()
         level = logging.INFO if transition is Transition.PROBING else logging.WARNING
         logger.log(
             level,
-            "batch %s (%s; job %s)",
+            "batch %s (%s; %s)",
             transition.value,
             snapshot.reason or "the provider answers again",
-            job.key,
+            f"job {key}" if key else "decided by another process sharing the batch",
         )
-        self.emit(BreakerEvent(key=job.key, at=now, transition=transition.value, breaker=snapshot))
+        self.emit(BreakerEvent(key=key, at=now, transition=transition.value, breaker=snapshot))
+        if not adopted and transition is not Transition.PROBING and self.journal is not None:
+            course = Course(
+                state=snapshot.state,
+                reason=snapshot.reason,
+                failure_class=snapshot.failure_class,
+                streak=snapshot.streak,
+                at=time.time(),
+                by=self.course_id,
+            )
+            self.course_at = course.at
+            self.start(self._publish, course)
+
+    async def _publish(self, course: Course) -> None:
+        assert self.journal is not None
+        try:
+            await self.journal.set_meta(COURSE_META, course.to_text())
+        except Exception as exc:  # the other processes decide for themselves meanwhile
+            logger.warning("could not share the batch's course (%s): %s", course.state, exc)
+
+    async def follow_course(self, every: float) -> None:
+        """Take the course the other processes sharing the journal decide, reading it every
+        ``every`` seconds: one decision for the batch, not one per process (issue 24)."""
+        assert self.journal is not None
+        while True:
+            await anyio.sleep(every)
+            try:
+                course = Course.from_text(await self.journal.get_meta(COURSE_META))
+            except Exception:  # a store down: each process decides alone meanwhile
+                continue
+            if course is None or course.by == self.course_id or course.at <= self.course_at:
+                continue
+            self.course_at = course.at
+            now = anyio.current_time()
+            transition = self.breaker.adopt(
+                course.state,
+                reason=course.reason,
+                failure_class=course.failure_class,
+                streak=course.streak,
+                now=now,
+            )
+            if transition is not None:
+                self.course("", transition, now, adopted=True)
 
     def unfinished(self) -> int:
         """Jobs accepted and not finished."""

@@ -33,6 +33,7 @@ job waits; it is not failed).
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -445,6 +446,33 @@ class Breaker:
         self._class = failure_class
         self._probe = None
 
+    def adopt(
+        self,
+        state: BreakerState,
+        *,
+        reason: str | None,
+        failure_class: FailureClass | None,
+        streak: int,
+        now: float,
+    ) -> Transition | None:
+        """Take the course another process sharing the batch decided (see :class:`Course`);
+        return the change, if any. A stop is final; a pause probes here too."""
+        if self.policy is None or self._state is BreakerState.STOPPED:
+            return None
+        if state is BreakerState.STOPPED:
+            self._stop(reason or "refused", streak, failure_class)
+            return Transition.STOPPED
+        if state is BreakerState.PAUSED:
+            return self._pause(reason or "outage", streak, now)
+        if self._state is BreakerState.PAUSED:  # resumed elsewhere: its probe succeeded
+            self._state, self._reason, self._streak = BreakerState.RUNNING, None, 0
+            self._probe = None
+            self._bad.clear()
+            self._failure_age = None
+            self._proven = True
+            return Transition.RESUMED
+        return None
+
     def snapshot(self) -> BreakerSnapshot:
         """The state as :class:`BreakerSnapshot` shows it."""
         paused = self._state is BreakerState.PAUSED
@@ -457,3 +485,61 @@ class Breaker:
             next_probe_at=self._next_probe if paused and self._probe is None else None,
             unanswered=self.unanswered,
         )
+
+
+COURSE_META = "breaker"
+"""The job store's meta entry that carries the batch's course between processes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Course:
+    """A breaker's decision as the processes sharing a batch (a job store) exchange it.
+
+    Attributes:
+        state: Running (resumed), paused or stopped.
+        reason: Why it paused or stopped.
+        failure_class: The refusals' class, for a stop on refusals.
+        streak: How many outcomes in a row made the decision.
+        at: Wall-clock time of the decision (the newest decision wins).
+        by: The deciding scheduler's id (a process ignores its own).
+    """
+
+    state: BreakerState
+    reason: str | None
+    failure_class: FailureClass | None
+    streak: int
+    at: float
+    by: str
+
+    def to_text(self) -> str:
+        """The value stored in the job store's meta."""
+        return json.dumps(
+            {
+                "state": self.state.value,
+                "reason": self.reason,
+                "failure_class": None if self.failure_class is None else self.failure_class.value,
+                "streak": self.streak,
+                "at": self.at,
+                "by": self.by,
+            }
+        )
+
+    @classmethod
+    def from_text(cls, text: str | None) -> Course | None:
+        """The decision stored in ``text``; None when absent or unreadable (never raises:
+        another version, or a damaged entry, is no decision)."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            failure = data.get("failure_class")
+            return cls(
+                state=BreakerState(data["state"]),
+                reason=data.get("reason"),
+                failure_class=None if failure is None else FailureClass(failure),
+                streak=int(data.get("streak", 0)),
+                at=float(data["at"]),
+                by=str(data["by"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None

@@ -220,7 +220,7 @@ class Poller:
         if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
             self._next_canary = min(self._next_canary, now)  # the next job sent is looked at
         if transition is not None:
-            books.course(job, transition, now)
+            books.course(job.key, transition, now)
         elif (
             outcome is Outcome.REFUSED
             and books.breaker.refusals_in_a_row >= 2

@@ -232,6 +232,10 @@ class JobScheduler:
         for _ in range(_POLLERS):
             books.start(self._poller.run)
         books.start(self._poller.dispatch)
+        policy = books.breaker.policy
+        if books.journal is not None and policy is not None:
+            # Processes sharing the journal (a Redis job store) take one course for the batch.
+            books.start(books.follow_course, policy.probe_wait_initial / 2)
         if downloads is not None:
             for _ in range(self._max_downloads):
                 books.start(downloads.run)

@@ -171,7 +171,7 @@ class Submitter:
                 job.sequence = sequence
                 if transition is Transition.PROBING:
                     self._on_probe(job)
-                    books.course(job, transition, now)
+                    books.course(job.key, transition, now)
                 return True
             if until is not None and until == float("inf"):
                 return False
@@ -258,7 +258,7 @@ class Submitter:
         now = anyio.current_time()
         transition = self._breaker.record(job.sequence, outcome, now=now)
         if transition is not None:
-            self._books.course(job, transition, now)
+            self._books.course(job.key, transition, now)
 
     async def _send_reserved(self, job: JobRecord, cost: int, held: Reservation) -> bool:
         books = self._books

@@ -306,9 +306,12 @@ class _SchedulerRunner:
             if "breaker" not in options:
                 # Users send their own prompts, not one template: a warm-up that waits for a
                 # completed task would keep the first users' jobs queued behind others'
-                # generations. A task seen running still proves the provider up.
+                # generations (a task seen running still proves the provider up), and one
+                # user's refused prompts must not stop the service for everyone.
                 breaker = self._client.settings.breaker
-                options["breaker"] = breaker and replace(breaker, warmup_until="running")
+                options["breaker"] = breaker and replace(
+                    breaker, warmup_until="running", stop_after_refusals=None
+                )
             scheduler = JobScheduler(self._client, on_event=self._on_event, **options)
             async with scheduler:
                 self._jobs.attach(scheduler)
