@@ -147,7 +147,7 @@ class Settings:
         if not (isinstance(plan, RateLimit) or (isinstance(plan, str) and "/" in plan)):
             quota = RateLimit(quota.requests, quota.period / scale)  # a plan's minute
         breaker = _BREAKER
-        unreachable = breaker.give_up_unreachable
+        unreachable, max_wait = breaker.give_up_unreachable, breaker.warmup_max_wait
         return cls(
             api_key=key,
             base_url=base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL,
@@ -159,6 +159,7 @@ class Settings:
                 breaker,
                 give_up_unreachable=None if unreachable is None else unreachable / scale,
                 warmup_age=breaker.warmup_age / scale,
+                warmup_max_wait=None if max_wait is None else max_wait / scale,
                 probe_wait_initial=breaker.probe_wait_initial / scale,
                 probe_wait_max=breaker.probe_wait_max / scale,
             ),

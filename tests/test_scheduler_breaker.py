@@ -177,10 +177,18 @@ def test_by_default_only_a_completed_task_ends_the_warmup() -> None:
     """A task seen running long is no proof when the provider refuses at the end."""
     breaker = Breaker(BreakerPolicy(warmup=3))
     first = [sent(breaker) for _ in range(3)]
-    assert not breaker.vouch(1000.0)
-    assert breaker.admit(1000.0) == (None, None, None)
-    breaker.record(first[1], Outcome.SUCCEEDED, now=1000.0)
-    assert breaker.admit(1000.0)[0] == 4
+    assert not breaker.vouch(59.0)
+    assert breaker.admit(59.0) == (None, None, None)
+    breaker.record(first[1], Outcome.SUCCEEDED, now=59.0)
+    assert breaker.admit(59.0)[0] == 4
+
+
+def test_a_task_running_a_minute_ends_the_warmup_of_a_batch_of_long_generations() -> None:
+    breaker = Breaker(BreakerPolicy(warmup=3))
+    for _ in range(3):
+        sent(breaker)
+    assert breaker.vouch(60.0)
+    assert breaker.admit(60.0)[0] == 4
 
 
 def test_refusals_of_the_warmup_stop_a_batch_before_it_pays_for_more() -> None:

@@ -51,7 +51,11 @@ def test_the_environment_fills_in_what_the_arguments_leave_out(
     assert settings.poll.wait_initial == PollPolicy().wait_initial / 10
     assert settings.retry.wait_max == RetryPolicy().wait_max / 10
     assert settings.breaker == BreakerPolicy(
-        give_up_unreachable=4.5, warmup_age=0.4, probe_wait_initial=0.5, probe_wait_max=60.0
+        give_up_unreachable=4.5,
+        warmup_age=0.4,
+        warmup_max_wait=6.0,
+        probe_wait_initial=0.5,
+        probe_wait_max=60.0,
     )
     assert settings.expected_duration == 3.0
     given = Settings.from_env(api_key="other", base_url="https://b", plan="free", time_scale=1)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,6 +77,10 @@ class BreakerPolicy:
             (measured: 1-12 % longer batches). ``"running"``: a task seen running
             ``warmup_age`` seconds, which an outage's failures never are; it protects from an
             outage, not from refusals, and costs a few seconds.
+        warmup_max_wait: With ``warmup_until="completed"``, a task seen running this many
+            seconds ends the warm-up too: a batch of long generations (minutes) waits at most
+            this long at its start. Sixty seconds: longer than most generations (10-60 s),
+            so a batch refused at the end of its first generations still pays for ten tasks.
         probe_wait_initial: Seconds from a pause to its first probe.
         probe_wait_factor: Each failed probe multiplies the wait by this. 1.25: an outage of
             ``L`` seconds costs about ``log(L / 4) / log(1.25)`` probes (eight for two
@@ -95,6 +100,7 @@ class BreakerPolicy:
     warmup: int | None = 10
     warmup_age: float = 4.0
     warmup_until: Literal["running", "completed"] = "completed"
+    warmup_max_wait: float | None = 60.0
     probe_wait_initial: float = 5.0
     probe_wait_factor: float = 1.25
     probe_wait_max: float = 600.0
@@ -113,6 +119,8 @@ class BreakerPolicy:
             raise ValueError(
                 f"warmup_until must be 'running' or 'completed', got {self.warmup_until!r}"
             )
+        if self.warmup_max_wait is not None and not self.warmup_max_wait > 0:
+            raise ValueError(f"warmup_max_wait must be > 0 or None, got {self.warmup_max_wait!r}")
         if not self.warmup_age >= 0:
             raise ValueError(f"warmup_age must be >= 0, got {self.warmup_age!r}")
         if not self.probe_wait_factor >= 1:
@@ -229,6 +237,7 @@ class Breaker:
         self._next_probe = 0.0
         self._failure_age: float | None = None  # the youngest a failed task was seen failed
         self._paused_at = 0  # the last sequence sent before the pause
+        self._hold_until = -math.inf  # no submission before this while a failure is unexplained
 
     # -- what the submitters ask -------------------------------------------------------------
 
@@ -259,6 +268,8 @@ class Breaker:
             return self._sequence, None, Transition.PROBING
         if not self._proven and self._sequence >= self._warmup:
             return None, None, None  # the warm-up's outcomes first
+        if self._bad and now < self._hold_until:
+            return None, self._hold_until, None  # a young failure: its witnesses first
         if self._first_sent is None:
             self._first_sent = now
         self._sequence += 1
@@ -273,12 +284,22 @@ class Breaker:
         """A warm-up task was seen running at ``age`` seconds: True if that proves the
         provider works (the warm-up then ends)."""
         policy = self.policy
-        if self._proven or policy is None or policy.warmup_until != "running":
+        if self._proven or policy is None:
             return False
-        if age < policy.warmup_age:
+        if policy.warmup_until == "running":
+            enough: float | None = policy.warmup_age
+        else:
+            enough = policy.warmup_max_wait
+        if enough is None or age < enough:
             return False
         self._proven = True
         return True
+
+    @property
+    def newest_good(self) -> int:
+        """The sequence of the newest submission that succeeded (-1: none yet); a failure
+        of a later one counts toward a pause."""
+        return self._newest_good
 
     @property
     def seen_success(self) -> bool:
@@ -300,6 +321,13 @@ class Breaker:
         """A POST was answered (a task id or an error): the server is reached and answers."""
         self._reached = True
         self._unanswered_run = 0
+
+    def hold(self, until: float) -> None:
+        """A task failed young (as an outage's do) among the newest: send nothing new until
+        ``until``, unless a success submitted after it explains it away sooner (the callers
+        look at the jobs sent after it meanwhile) or the batch pauses."""
+        if self._state is BreakerState.RUNNING and self._bad:
+            self._hold_until = max(self._hold_until, until)
 
     def outage_explains(self, sequence: int | None) -> bool:
         """Whether a retryable failure of submission ``sequence`` falls to an outage: the

@@ -54,6 +54,14 @@ class DueQueue(Generic[T]):
         heapq.heapify(self._heap)
         self._changed.set()
 
+    def take(self, chosen: Callable[[T], bool]) -> list[T]:
+        """Remove and return every queued item ``chosen`` picks (O(n), one re-heapify)."""
+        taken = [item for _, _, item in self._heap if chosen(item)]
+        if taken:
+            self._heap = [entry for entry in self._heap if not chosen(entry[2])]
+            heapq.heapify(self._heap)
+        return taken
+
     def due_before(self, when: float) -> int:
         """How many items are due at or before ``when`` (O(n): asked only while idle)."""
         return sum(1 for due, _, _ in self._heap if due <= when)

@@ -8,8 +8,7 @@ heap at the time the :class:`PollPlanner` gives.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import anyio
 
@@ -36,6 +35,15 @@ _UNREADABLE_LIMIT = 10
 _CANARY_SHARE = 0.005
 _REFUSAL_PEERS = 0.8  # after refusals in a row, jobs this old (x the refused one's age) looked at
 _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outage's 3 failures
+# Canaries in submissions too: on a small quota, the share's gap is minutes (two on free), and
+# an outage in the middle of a batch would cost every submission of it. One in twenty (about
+# 2.5 % more requests on a quota-bound batch), never more often than every five wait_initial.
+_CANARY_EVERY = 20
+_CANARY_MIN_GAP = 5.0
+
+
+def _nothing() -> None:
+    pass
 
 
 class Poller:
@@ -81,9 +89,11 @@ class Poller:
             2.0 * planner.policy.wait_initial, 1.0 / (_CANARY_SHARE * planner.limit.per_second)
         )
         self._next_canary = float("-inf")
-        if books.breaker.policy is not None:  # a permit for each canary of a period
-            planner.kept = math.ceil(planner.limit.period / self._canary_gap)
+        self._since_canary = 0  # submissions since the last canary
+        self._last_canary = float("-inf")
+        self._canaries: set[str] = set()  # jobs chosen as canaries before their POST left
         self._warmup: list[str] = []  # warm-up jobs followed
+        self._witnesses: set[str] = set()  # looked at now to explain a young failure
         self.polls = 0
         """Status polls sent."""
 
@@ -98,14 +108,36 @@ class Poller:
         if breaker.warming_up and len(self._warmup) < _FOLLOWED_WARMUP:
             self._warmup.append(job.key)  # looked at closely: outages show within seconds
             planner.follow(job.key)
-        elif breaker.policy is not None and now >= self._next_canary:
+        elif job.key in self._canaries:
             planner.canary(job.key)
-            # After a failure among the newest jobs, one a second: the pause (or not) follows
-            # from the next few within seconds, without a look at every job sent meanwhile.
-            gap = planner.policy.wait_initial if breaker.suspicious else self._canary_gap
-            self._next_canary = now + gap
+        self._canaries.discard(job.key)
         self._schedule(job, self._next_look(job, now))
         self._replan(now)
+
+    def before_post(self, job: JobRecord, now: float) -> Callable[[], None]:
+        """``job``'s POST is about to leave: choose it as a canary if one is due, and book
+        its early look now, before the POST takes a permit (a window's submissions may all
+        go at once, and the look must find a permit left). Returns what undoes the booking
+        once the job is watched, or its POST failed.
+
+        A canary is due every ``_CANARY_EVERY`` submissions (at most one each
+        ``_CANARY_MIN_GAP`` wait_initial) or after the quota share's gap, whichever comes
+        first; after a failure among the newest jobs, one a ``wait_initial``: the pause (or
+        not) follows from the next few within seconds."""
+        breaker, planner = self._books.breaker, self._planner
+        self._since_canary += 1
+        if breaker.policy is None or breaker.warming_up or planner.is_followed(job.key):
+            return _nothing
+        spaced = now >= self._last_canary + _CANARY_MIN_GAP * planner.policy.wait_initial
+        if now < self._next_canary and not (self._since_canary >= _CANARY_EVERY and spaced):
+            return _nothing
+        self._since_canary, self._last_canary = 0, now
+        gap = planner.policy.wait_initial if breaker.suspicious else self._canary_gap
+        self._next_canary = now + gap
+        self._canaries.add(job.key)
+        when = now + planner.canary_age()
+        planner.book(when)
+        return lambda: planner.unbook(when)
 
     async def dispatch(self) -> None:
         """The dispatcher: hand each job to a poller when its poll is due."""
@@ -219,6 +251,13 @@ class Poller:
         )
         if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
             self._next_canary = min(self._next_canary, now)  # the next job sent is looked at
+            young = 2.0 * self._planner.canary_age()
+            if age is not None and age <= young:
+                # Failed as an outage's tasks do: hold the submissions and look now at the
+                # newest jobs sent after it that are as old: failed too, the batch pauses
+                # within seconds; running, it was this job's own bad luck.
+                books.breaker.hold(now + young)
+                self._call_witnesses(job, now, age)
         if transition is not None:
             books.course(job.key, transition, now)
         elif (
@@ -231,15 +270,33 @@ class Poller:
             # probably over too, and whether they were refused decides whether the batch goes
             # on. Look now, first.
             cutoff = now - _REFUSAL_PEERS * age
-            planner = self._planner
+            peers = self._due.take(
+                lambda other: other.submitted_at is not None and other.submitted_at <= cutoff
+            )
+            for other in peers:
+                self._planner.canary(other.key)
+                self._schedule(other, now)  # urgent: its own look, not behind the pollers
 
-            def sooner(other: JobRecord, due: float) -> float:
-                if other.submitted_at is None or other.submitted_at > cutoff:
-                    return due
-                planner.canary(other.key)
-                return min(due, now)
-
-            self._due.reschedule_all(sooner)
+    def _call_witnesses(self, failed: JobRecord, now: float, age: float) -> None:
+        """Look now at the two newest jobs other than ``failed`` sent after the newest
+        success and at least ``age`` old: their failures would count toward a pause."""
+        after = self._books.breaker.newest_good
+        candidates = [
+            job
+            for job in self._due.items()
+            if (job.sequence or 0) > after
+            and job is not failed
+            and job.submitted_at is not None
+            and now - job.submitted_at >= age
+            and job.key not in self._witnesses
+        ]
+        chosen = {job.key for job in sorted(candidates, key=lambda j: j.sequence or 0)[-2:]}
+        if not chosen:
+            return
+        self._witnesses |= chosen
+        for job in self._due.take(lambda job: job.key in chosen):
+            self._planner.canary(job.key)
+            self._schedule(job, now)  # urgent: its own look, not behind the pollers
 
     def _healthy(self, job: JobRecord, now: float) -> None:
         """The pause's probe seen running longer than the outage's tasks took to fail: the
@@ -254,7 +311,9 @@ class Poller:
             # quota) as any other: on its doubling schedule a 70 s job was noticed a minute
             # late. Before, its urgent looks see refusals that should stop the submissions.
             self._planner.unfollow(job.key)
-        if not breaker.is_probe(job.sequence):
+        witness = job.key in self._witnesses
+        self._witnesses.discard(job.key)
+        if not (breaker.is_probe(job.sequence) or witness):
             return
         if now - job.submitted_at >= breaker.healthy_age():
             self._outcome(job, Outcome.SUCCEEDED, now)

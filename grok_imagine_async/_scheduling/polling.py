@@ -104,9 +104,6 @@ class PollPlanner:
         self._unfinished = unfinished
         self._recent: deque[float] = deque()  # every request noted, for the last period
         self._booked: list[float] = []  # when the urgent looks planned will go, sorted
-        self.kept = 0
-        """Permits of each period the routine leaves to urgent looks not booked yet (the
-        canaries of jobs not sent yet: a window's submissions may all go in one instant)."""
         self._polls: deque[float] = deque()  # the polls among them
         self._samples: deque[tuple[float, int]] = deque()  # (time, permits granted)
         self._finished: deque[float] = deque()  # when jobs finished, lately
@@ -151,7 +148,7 @@ class PollPlanner:
         recent, horizon = self._recent, now - self.limit.period
         while recent and recent[0] <= horizon:
             recent.popleft()
-        ahead = bisect.bisect_left(self._booked, now + self.limit.period) + self.kept
+        ahead = bisect.bisect_left(self._booked, now + self.limit.period)
         if ahead == 0 or len(recent) + ahead < self.limit.requests:
             return 0.0
         waits = [recent[0] - horizon] if recent else []
@@ -219,6 +216,10 @@ class PollPlanner:
         """Look at a job once early (three ``wait_initial`` after its submission): a task
         that fails at once in an outage is seen soon, whatever the quota pressure."""
         self._canaries.add(key)
+
+    def canary_age(self) -> float:
+        """How long after its submission a canary is looked at."""
+        return _CANARY_AGE * self.policy.wait_initial
 
     def is_urgent(self, key: str) -> bool:
         """Whether a job's looks are planned on their own (not behind the due queue's

@@ -220,7 +220,7 @@ class JobScheduler:
             downloads=downloads,
             owner=self,
         )
-        self._submitter.watch_with(self._poller.watch)
+        self._submitter.watch_with(self._poller.watch, self._poller.before_post)
         self._downloads = downloads
         stats = self._client.limiter.statistics()
         self._limiter_base = (stats.permits_granted, stats.rate_limited_responses)

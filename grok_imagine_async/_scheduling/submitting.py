@@ -83,12 +83,17 @@ class Submitter:
         self._downloads = downloads
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
         self._watch: Watch | None = None
+        self._before_post: Callable[[JobRecord, float], Callable[[], None]] | None = None
         self.submissions = 0
         """POSTs sent (first submissions and resubmissions)."""
 
-    def watch_with(self, watch: Watch) -> None:
-        """Hand each job whose task exists to ``watch`` (the pollers)."""
+    def watch_with(
+        self, watch: Watch, before_post: Callable[[JobRecord, float], Callable[[], None]]
+    ) -> None:
+        """Hand each job whose task exists to ``watch`` (the pollers), telling them first
+        of each POST about to leave (``before_post`` returns what to call once it is over)."""
         self._watch = watch
+        self._before_post = before_post
 
     async def run(self, queue: anyio.abc.ObjectReceiveStream[JobRecord]) -> None:
         """One submitter: take jobs from ``queue`` until the scheduler stops."""
@@ -250,8 +255,13 @@ class Submitter:
             self._outcome(job, Outcome.OTHER)
             await self._books.finish(job, error=refused, failure_class=failure)
             return False
-        with budget.reserve(cost) as held:  # released unless committed below
-            return await self._send_reserved(job, cost, held)
+        assert self._before_post is not None
+        over = self._before_post(job, anyio.current_time())  # books a canary's look first
+        try:
+            with budget.reserve(cost) as held:  # released unless committed below
+                return await self._send_reserved(job, cost, held)
+        finally:
+            over()
 
     def _outcome(self, job: JobRecord, outcome: Outcome) -> None:
         """Tell the breaker how ``job``'s POST ended."""
