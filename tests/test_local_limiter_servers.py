@@ -188,6 +188,14 @@ def test_never_more_than_the_quota_in_any_window_of_a_window_server(
     ),
     burst=8,
 )
+# Found by hypothesis: a bucket of 7 of a quota of 8 looks like a window (it holds more than
+# half the quota), and a window's places let the whole quota go at once: one more than it held.
+@example(
+    traffic=Traffic(
+        RateLimit(8, 1.0), callers=4, per_caller=4, up=0.0, up_jitter=0.0025, down=0.0, seed=1
+    ),
+    burst=7,
+)
 def test_never_a_429_from_a_leaky_bucket_that_tells_what_it_holds(
     traffic: Traffic, burst: int
 ) -> None:

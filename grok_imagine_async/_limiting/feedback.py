@@ -127,11 +127,13 @@ class Estimate:
 
     @property
     def places(self) -> int:
-        """Requests of ours any window may hold: the quota less what others take of it."""
+        """Requests of ours any window may hold: the quota less what others take of it, and no
+        more than the server was seen to hold (a bucket of more than half the quota is no
+        window: it holds its burst at once, not the quota)."""
         if not self.is_window:
             return self.limit.requests
         taken = math.ceil(max(0.0, self.others) * self.limit.period)
-        return max(1, self.limit.requests - taken)
+        return max(1, min(self.limit.requests - taken, math.floor(self.size)))
 
 
 def _pace(estimate: Estimate, others: float) -> float:
