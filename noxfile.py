@@ -25,7 +25,11 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]  # the versions pyproject.toml claims
 FULL_PYTHON = "3.11"  # the one that also runs the integration tests (see tests())
 EXTRAS = "emulator,cli,fastapi,redis,otel,otel-prometheus"
 ALL_EXTRAS = f".[{EXTRAS}]"
-TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis>=6", "psutil"]
+TEST_DEPS = ["pytest>=8", "pytest-timeout", "pytest-xdist>=3", "hypothesis>=6", "psutil"]
+# Most tests run on virtual time (the emulator's clock, not the machine's): their outcome does
+# not depend on load, so they run on every core. The ones on the real clock (threads, servers,
+# Redis, OS processes) run after them, one at a time, so that no other test's load moves them.
+REAL = "real_time or integration or wallclock_rates"
 # Pinned: a new ruff or mypy release may add rules or change formatting, and CI on a fresh
 # clone must not turn red for code nobody touched. Bump them deliberately.
 RUFF = "ruff==0.17.6"
@@ -88,14 +92,18 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite, against the in-process and uvicorn-served emulator."""
     session.install(ALL_EXTRAS, *TEST_DEPS)
-    args = list(session.posargs)
-    if session.python != FULL_PYTHON and not args:
-        # The integration tests (real servers, OS processes, Redis kills) check how processes
-        # and sockets behave, which does not depend on the interpreter, and they are most of
-        # the suite's time; rates measured on the real clock also depend on the machine's load.
-        # One Python runs them all; the others run every unit and component test.
-        args = ["-m", "not integration and not wallclock_rates"]
-    session.run("pytest", *args)
+    if session.posargs:
+        session.run("pytest", *session.posargs)
+        return
+    # The integration tests (real servers, OS processes, Redis kills) check how processes and
+    # sockets behave, which does not depend on the interpreter, and they are most of the
+    # suite's time; rates measured on the real clock also depend on the machine's load. One
+    # Python runs them all; the others run every unit and component test.
+    session.run("pytest", "-n", "auto", "-m", f"not ({REAL})")
+    if session.python == FULL_PYTHON:
+        session.run("pytest", "-m", REAL)
+    else:
+        session.run("pytest", "-m", "real_time and not integration and not wallclock_rates")
 
 
 @nox.session(python=FULL_PYTHON)
@@ -108,8 +116,11 @@ def tests_httpx2(session: nox.Session) -> None:
     sockets and processes, not the library's API: the ``tests`` session runs them.
     """
     session.install(f".[{EXTRAS},httpx2]", *TEST_DEPS)
-    args = list(session.posargs) or ["-m", "not integration and not wallclock_rates"]
-    session.run("pytest", *args)
+    if session.posargs:
+        session.run("pytest", *session.posargs)
+        return
+    session.run("pytest", "-n", "auto", "-m", f"not ({REAL})")
+    session.run("pytest", "-m", "real_time and not integration and not wallclock_rates")
 
 
 @nox.session(reuse_venv=False)
