@@ -30,6 +30,7 @@ TEST_DEPS = ["pytest>=8", "pytest-timeout", "pytest-xdist>=3", "hypothesis>=6", 
 # not depend on load, so they run on every core. The ones on the real clock (threads, servers,
 # Redis, OS processes) run after them, one at a time, so that no other test's load moves them.
 REAL = "real_time or integration or redis or wallclock_rates"
+REAL_UNIT = "(real_time or redis) and not integration and not wallclock_rates"  # every Python
 # Pinned: a new ruff or mypy release may add rules or change formatting, and CI on a fresh
 # clone must not turn red for code nobody touched. Bump them deliberately.
 RUFF = "ruff==0.17.6"
@@ -103,7 +104,7 @@ def tests(session: nox.Session) -> None:
     if session.python == FULL_PYTHON:
         session.run("pytest", "-m", REAL)
     else:
-        session.run("pytest", "-m", "(real_time or redis) and not integration and not wallclock_rates")
+        session.run("pytest", "-m", REAL_UNIT)
 
 
 @nox.session(python=FULL_PYTHON)
@@ -120,7 +121,7 @@ def tests_httpx2(session: nox.Session) -> None:
         session.run("pytest", *session.posargs)
         return
     session.run("pytest", "-n", "auto", "-m", f"not ({REAL})")
-    session.run("pytest", "-m", "(real_time or redis) and not integration and not wallclock_rates")
+    session.run("pytest", "-m", REAL_UNIT)
 
 
 @nox.session(reuse_venv=False)
