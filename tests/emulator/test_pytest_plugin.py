@@ -14,7 +14,7 @@ from grok_imagine_async.testing.pytest_plugin import TEST_TIME_SCALE
 
 pytest_plugins = ["pytester"]
 
-USER_TESTS = Path(__file__).parent / "plugin_user" / "test_with_no_conftest.py"
+USER_TESTS = Path(__file__).parents[1] / "plugin_user" / "test_with_no_conftest.py"
 
 
 def test_default_config_is_the_service_scaled_down(grok_emulator_config: EmulatorConfig) -> None:

@@ -30,7 +30,7 @@ from grok_imagine_async.testing import Emulator, EmulatorConfig
 pytestmark = pytest.mark.anyio
 
 TOKEN = "sk-live-7f3a9c21-do-not-print"
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fastapi_app.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app.py"
 
 
 def load_example() -> ModuleType:

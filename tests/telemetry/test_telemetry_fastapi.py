@@ -16,7 +16,7 @@ pytest.importorskip("fastapi", reason="needs the fastapi extra")
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "sk-metrics-SECRET-77"
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fastapi_app.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app.py"
 PROMPT = "a paper boat on a river"
 
 

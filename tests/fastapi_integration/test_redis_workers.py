@@ -77,7 +77,7 @@ class Workers:
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "uvicorn", "_redis_app:app",
-                "--app-dir", str(Path(__file__).parent),
+                "--app-dir", str(Path(__file__).parents[1]),
                 "--workers", "2", "--host", "127.0.0.1", "--port", str(self.port),
                 "--log-level", "warning", "--timeout-graceful-shutdown", "3",
             ],

@@ -418,7 +418,7 @@ def test_name_names_the_videos_by_position_and_prompt(run_cli: RunCli, tmp_path:
 def test_the_example_file_is_a_valid_batch_of_twenty(tmp_path: Path) -> None:
     from grok_imagine_async._scheduling.inputs import JobFile
 
-    example = Path(__file__).parent.parent / "examples" / "prompts.txt"
+    example = Path(__file__).parents[2] / "examples" / "prompts.txt"
     assert JobFile(example).check().jobs == 20
 
 
