@@ -90,8 +90,9 @@ class Sender:
     ) -> None:
         self._http = http
         self._base_url = base_url
-        self._api_key = api_key
         self._redact = Redactor(api_key)
+        # Every request's own headers (the library copies them into each request).
+        self._headers = {"Authorization": f"Bearer {api_key}", "Accept-Encoding": ACCEPT_ENCODING}
         self._limiter = limiter
         self._clock = clock
         self._retry = retry
@@ -293,10 +294,7 @@ class Sender:
                 self._base_url + path,
                 params=params,
                 json=body,
-                headers={
-                    "Authorization": f"Bearer {self._api_key}",
-                    "Accept-Encoding": ACCEPT_ENCODING,
-                },
+                headers=self._headers,
                 **(self._post_options if method == "POST" else self._request_options),
             )
             response = await self._http.send(outgoing, stream=True)
