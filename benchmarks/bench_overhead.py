@@ -19,12 +19,18 @@ with the rate-limit headers the real service sends). Against it, in this process
 - **ours, open limiter** (a diagnostic): the same with a limiter that grants at once, which
   shows what the rate limiter's own bookkeeping costs within "ours".
 
+- **before** (with ``--baseline REF``): "ours" with the package as it was at the git commit
+  ``REF``, the code this run is compared with.
+
 Each configuration sends ``CALLS`` requests, ``1`` or ``50`` at a time (as many coroutines,
-each calling in a loop), after a warm-up that opens the pool's connections. Each round runs,
-per library, the three back to back in random order, so the sides of a ratio see the same
-load on the machine; the table shows medians over the rounds: wall time per request, the
-client process's CPU time per request (the server runs in its own process), and the median
-of the per-round ratios ours / bare.
+each calling in a loop), after a warm-up that opens the pool's connections, in a process of
+its own (so each starts alike, and "before" can import another version of the package). Each
+round runs, per library, the configurations back to back in random order, so the sides of a
+ratio see the same load on the machine; the table shows medians over the rounds: wall time per
+request, the client process's CPU time per request (the server runs in its own process), and
+the median of the per-round ratios to bare.
+
+    python -m benchmarks.bench_overhead --baseline 1224e31  # and "ours" at that commit
 """
 
 from __future__ import annotations
@@ -35,9 +41,11 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -176,14 +184,39 @@ async def ours_open(lib: ModuleType, url: str, concurrency: int, calls: int) -> 
     return await ours(lib, url, concurrency, calls, open_limiter=True)
 
 
-SIDES = {"bare": bare, "ours": ours, "open": ours_open}
+SIDES = {"bare": bare, "ours": ours, "open": ours_open, "before": ours}
+
+
+def run_side(
+    side: str, lib: ModuleType, url: str, concurrency: int, calls: int, *, package: Path
+) -> tuple[float, float]:
+    """One configuration in a child process importing ``grok_imagine_async`` from ``package``."""
+    # The package's own folder first (``-m`` puts the working directory before PYTHONPATH).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(package), str(ROOT)]))}
+    one = [side, lib.__name__, url, str(concurrency), str(calls)]
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_overhead", "--one", *one],
+        env=env,
+        cwd=package,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    wall, cpu = json.loads(child.stdout.splitlines()[-1])
+    return wall, cpu
 
 
 def measure(
-    url: str, families: list[ModuleType], *, rounds: int, calls: int
+    url: str,
+    families: list[ModuleType],
+    *,
+    rounds: int,
+    calls: int,
+    baseline: Path | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of the table: per library and concurrency, medians over the rounds."""
     rng = random.Random(1)
+    names = [side for side in SIDES if side != "before" or baseline is not None]
     rows = []
     for concurrency in CONCURRENCY:
         runs: dict[str, list[dict[str, tuple[float, float]]]] = {
@@ -192,8 +225,9 @@ def measure(
         for _ in range(rounds):
             for lib in rng.sample(families, len(families)):
                 sides = {}
-                for side in rng.sample(list(SIDES), len(SIDES)):
-                    sides[side] = anyio.run(SIDES[side], lib, url, concurrency, calls)
+                for side in rng.sample(names, len(names)):
+                    package = baseline if side == "before" and baseline is not None else ROOT
+                    sides[side] = run_side(side, lib, url, concurrency, calls, package=package)
                 runs[lib.__name__].append(sides)
         for lib in families:
             row: dict[str, Any] = {
@@ -201,10 +235,9 @@ def measure(
                 "version": lib.__version__,
                 "concurrency": concurrency,
             }
-            for side in SIDES:
+            for side in names:
                 row[f"{side}_wall"] = statistics.median(r[side][0] for r in runs[lib.__name__])
                 row[f"{side}_cpu"] = statistics.median(r[side][1] for r in runs[lib.__name__])
-            for side in ("ours", "open"):
                 for i, unit in enumerate(("wall", "cpu")):
                     row[f"{side}_{unit}_ratio"] = statistics.median(
                         r[side][i] / r["bare"][i] for r in runs[lib.__name__]
@@ -213,35 +246,59 @@ def measure(
     return rows
 
 
-def render(rows: list[dict[str, Any]], *, rounds: int, calls: int, conditions: str) -> str:
+def render(
+    rows: list[dict[str, Any]],
+    *,
+    rounds: int,
+    calls: int,
+    conditions: str,
+    command: str,
+    baseline: str | None = None,
+) -> str:
     """The Markdown table of ``rows``."""
+    before = f"before ({baseline}) / bare" if baseline else None
     lines = [
         "# Per-request overhead over bare httpx and bare httpx2",
         "",
-        f"`python -m benchmarks.bench_overhead` — Python {platform.python_version()}, "
+        f"`{command}` — Python {platform.python_version()}, "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs. {conditions}",
         "",
         f"{calls} `GET /v1/status` per run against one uvicorn endpoint on 127.0.0.1 (its own "
-        f"process); {rounds} rounds, each running a library's three configurations back to "
-        "back in random order; medians over the rounds. *ratio*: the median of the per-round "
-        "ratios to bare in the same round. Target: ours <= 1.10x bare, on each library, at 1 "
-        "and 50 concurrent calls. *open limiter*: ours with a limiter that grants at once "
-        "(what the client costs without the rate limiter's bookkeeping).",
+        f"process); {rounds} rounds, each running a library's configurations back to back in "
+        "random order, each in a process of its own; medians over the rounds. *ratio*: the "
+        "median of the per-round ratios to bare in the same round. Target: ours <= 1.10x bare, "
+        "on each library, at 1 and 50 concurrent calls. *open limiter*: ours with a limiter "
+        "that grants at once (what the client costs without the rate limiter's bookkeeping)."
+        + (
+            f" *before*: ours with the package at {baseline}, in the same rounds." if before else ""
+        ),
         "",
-        "| library | concurrent calls | bare µs/request | ours µs/request | **ours / bare** "
-        "| open limiter / bare | bare CPU µs | ours CPU µs | ours / bare (CPU) "
-        "| open limiter / bare (CPU) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in rows:
-        lines.append(
-            f"| {row['library']} {row['version']} | {row['concurrency']} "
-            f"| {row['bare_wall'] * 1e6:.0f} | {row['ours_wall'] * 1e6:.0f} "
-            f"| **{row['ours_wall_ratio']:.2f}x** | {row['open_wall_ratio']:.2f}x "
-            f"| {row['bare_cpu'] * 1e6:.0f} | {row['ours_cpu'] * 1e6:.0f} "
-            f"| {row['ours_cpu_ratio']:.2f}x | {row['open_cpu_ratio']:.2f}x |"
-        )
-    return "\n".join(lines) + "\n"
+    for unit, label in (("wall", "wall time"), ("cpu", "the client process's CPU time")):
+        columns = ["bare µs", "ours µs", "**ours / bare**", "open limiter / bare"]
+        columns += [before] if before else []
+        lines += [
+            f"Per request, {label}:",
+            "",
+            "| library | concurrent calls | " + " | ".join(columns) + " |",
+            "|---|---:|" + "---:|" * len(columns),
+        ]
+        for row in rows:
+            cells = [
+                f"{row[f'bare_{unit}'] * 1e6:.0f}",
+                f"{row[f'ours_{unit}'] * 1e6:.0f}",
+                f"**{row[f'ours_{unit}_ratio']:.2f}x**",
+                f"{row[f'open_{unit}_ratio']:.2f}x",
+            ]
+            if before:
+                cells.append(f"{row[f'before_{unit}_ratio']:.2f}x")
+            lines.append(
+                f"| {row['library']} {row['version']} | {row['concurrency']} | "
+                + " | ".join(cells)
+                + " |"
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
@@ -249,13 +306,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--calls", type=int, default=CALLS)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--baseline", metavar="REF", help="also run 'ours' with the package of this git commit"
+    )
     args = parser.parse_args(argv)
     if args.serve is not None:
         serve(args.serve)
         return 0
+    if args.one is not None:  # a child: one configuration, its figures as JSON
+        side, name, url, concurrency, calls = args.one
+        lib = importlib.import_module(name)
+        print(json.dumps(anyio.run(SIDES[side], lib, url, int(concurrency), int(calls))))
+        return 0
     families = _families()
-    port_file = Path(f"/tmp/bench-overhead-{os.getpid()}.url")
+    work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    baseline = _checkout(args.baseline, work) if args.baseline else None
+    port_file = work / "url"
     server = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_overhead", "--serve", str(port_file)]
     )
@@ -269,20 +337,55 @@ def main(argv: list[str]) -> int:
         url = port_file.read_text()
         load = os.getloadavg()[0]
         nice = os.nice(0)
-        rows = measure(url, families, rounds=args.rounds, calls=args.calls)
+        rows = measure(url, families, rounds=args.rounds, calls=args.calls, baseline=baseline)
     finally:
         server.terminate()
         server.wait(10)
-        port_file.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
     conditions = (
-        f"Client and server at nice {nice}; load average {load:.2f} at the start, "
-        f"{os.getloadavg()[0]:.2f} at the end (the machine's cores are shared with other work)."
+        f"Measured at {_head()}. Client and server at nice {nice}; load average {load:.2f} at "
+        f"the start, {os.getloadavg()[0]:.2f} at the end (the machine's 2 cores are shared with "
+        "other work)."
     )
-    table = render(rows, rounds=args.rounds, calls=args.calls, conditions=conditions)
+    command = "python -m benchmarks.bench_overhead" + "".join(f" {a}" for a in argv)
+    table = render(
+        rows,
+        rounds=args.rounds,
+        calls=args.calls,
+        conditions=conditions,
+        command=command,
+        baseline=args.baseline,
+    )
     if not args.no_write:
         RESULTS.write_text(table)
     print(table)
     return 0
+
+
+def _checkout(ref: str, work: Path) -> Path:
+    """The package as it was at ``ref``, extracted under ``work`` (for PYTHONPATH)."""
+    target = work / f"baseline-{ref}"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "grok_imagine_async"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def _head() -> str:
+    """The commit measured (with ``+`` if the tree differs from it)."""
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "grok_imagine_async"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{head or 'an unknown commit'}{'+' if dirty else ''}"
 
 
 if __name__ == "__main__":
