@@ -122,7 +122,7 @@ def _as_urls(value: object, *, task_id: str) -> tuple[str, ...]:
 _CONTROL_OR_SPACE = re.compile("[\x00-\x20\x7f]")
 # An http(s) URL whose host is ASCII letters, digits, dots and hyphens with a letter (so no
 # IPv4 to check), an optional port, and printable ASCII after: every such URL parses in httpx
-# and httpx2 (tests/test_protocol.py), and telling so costs a fortieth of parsing it. The
+# and httpx2 (tests/client/test_protocol.py), and telling so costs a fortieth of parsing it. The
 # host's first letter ends ``[0-9.-]*``: no backtracking, whatever a hostile answer holds.
 _PLAIN_HTTP_URL = re.compile(
     r"(?i)https?://[0-9.-]*[a-z][a-z0-9.-]*(?::[0-9]{1,5})?(?:[/?#][!-~]*)?"
