@@ -78,9 +78,9 @@ class BreakerPolicy:
             ``warmup_age`` seconds, which an outage's failures never are; it protects from an
             outage, not from refusals, and costs a few seconds.
         warmup_max_wait: With ``warmup_until="completed"``, a task seen running this many
-            seconds ends the warm-up too: a batch of long generations (minutes) waits at most
-            this long at its start. Sixty seconds: longer than most generations (10-60 s),
-            so a batch refused at the end of its first generations still pays for ten tasks.
+            seconds ends the warm-up too, unless a warm-up job was refused meanwhile: a batch
+            of long generations (minutes) waits at most this long at its start. Sixty
+            seconds: longer than most generations (10-60 s).
         probe_wait_initial: Seconds from a pause to its first probe.
         probe_wait_factor: Each failed probe multiplies the wait by this. 1.25: an outage of
             ``L`` seconds costs about ``log(L / 4) / log(1.25)`` probes (eight for two
@@ -288,6 +288,8 @@ class Breaker:
             return False
         if policy.warmup_until == "running":
             enough: float | None = policy.warmup_age
+        elif self._refused[1]:
+            return False  # refusals and no completion: the prompts, not the time, are in doubt
         else:
             enough = policy.warmup_max_wait
         if enough is None or age < enough:

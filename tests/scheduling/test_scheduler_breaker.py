@@ -191,6 +191,16 @@ def test_a_task_running_a_minute_ends_the_warmup_of_a_batch_of_long_generations(
     assert breaker.admit(60.0)[0] == 4
 
 
+def test_a_long_running_task_does_not_end_a_warmup_that_saw_a_refusal() -> None:
+    """The provider may refuse at the end of a generation: once one of the warm-up's jobs was
+    refused, only a completion (or enough refusals to stop) decides."""
+    breaker = Breaker(BreakerPolicy(warmup=3))
+    first = [sent(breaker) for _ in range(3)]
+    breaker.record(first[0], Outcome.REFUSED, now=30.0, failure_class=FailureClass.CONTENT_POLICY)
+    assert not breaker.vouch(90.0)
+    assert breaker.admit(90.0) == (None, None, None)
+
+
 def test_refusals_of_the_warmup_stop_a_batch_before_it_pays_for_more() -> None:
     breaker = Breaker(BreakerPolicy(warmup=10))
     warmup = [sent(breaker) for _ in range(10)]
