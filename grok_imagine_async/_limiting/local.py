@@ -2,8 +2,8 @@
 
 Waiters queue by (:class:`Priority`, arrival) in the :class:`~._limiting.line.SlotLine`; its
 leader waits until the :class:`~._limiting.feedback.Estimate` and the window's places allow
-one more permit, and hands it to whoever is first in line by then. Every answer replaces the
-estimate (:func:`~._limiting.feedback.answered`); nothing here decides what a header means.
+one more permit, and hands it to whoever is first in line by then. Every answer updates the
+estimate (:func:`~._limiting.feedback.read_answer`); nothing here decides what a header means.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 
 from .._clock import DEFAULT_CLOCK, Clock
-from .feedback import DEFAULT_HEADROOM, Answer, Estimate, answered, granted, ready_at
-from .feedback import given_back as given_back_to
+from .feedback import DEFAULT_HEADROOM, Answer, Estimate, grant, read_answer, ready_at
+from .feedback import give_back as give_back_to
 from .line import SlotLine
 from .pacing import TimeLog, Wakeup, WindowLog
 from .plans import Plan, RateLimit, resolve_rate_limit
@@ -112,8 +112,8 @@ class LocalRateLimiter:
 
     @property
     def estimate(self) -> Estimate:
-        """What the answers so far say of the server's quota (a frozen snapshot)."""
-        return self._estimate
+        """What the answers so far say of the server's quota (a snapshot)."""
+        return self._estimate.copy()
 
     @property
     def rate(self) -> float:
@@ -178,7 +178,7 @@ class LocalRateLimiter:
         serial = self._history.add(now)
         self._window.grant(serial, now=now)
         self._pending[serial] = (now, self._answers)
-        self._estimate = granted(self._estimate, now=now)
+        grant(self._estimate, now=now)
         return Permit(granted_at=now, serial=serial)
 
     def _forget_lost(self, now: float) -> None:
@@ -212,22 +212,24 @@ class LocalRateLimiter:
         self._window.answered(serial, now=now)
         if feedback.rate_limited:
             self._rate_limited += 1
-        before = self._estimate
+        estimate = self._estimate
+        serial_before = estimate.serial
+        hold_before = estimate.hold_until
         given_back = self._given_back
         told = feedback.remaining is not None
         between = None
-        if told and 0 < before.serial < serial and before.in_order:
-            between = self._grants(before.serial, upto=serial)
+        if told and 0 < serial_before < serial and estimate.in_order:
+            between = self._grants(serial_before, upto=serial)
         later = self._grants(serial) if told else []
         close = 0
         if told:
-            since = permit.granted_at - before.overtaking
+            since = permit.granted_at - estimate.overtaking
             for s, (when, _) in pending.items():  # in grant order
                 if s >= serial:
                     break
                 close += when > since
-        self._estimate = after = answered(
-            before,
+        read_answer(
+            estimate,
             Answer(
                 serial=serial,
                 granted_at=permit.granted_at,
@@ -248,9 +250,9 @@ class LocalRateLimiter:
             ),
             default_pause=self._default_pause,
         )
-        if after.serial > before.serial:
-            given_back.difference_update([s for s in given_back if s <= after.serial])
-        if feedback.rate_limited and before.hold_until <= now < after.hold_until:
+        if given_back and estimate.serial > serial_before:
+            given_back.difference_update([s for s in given_back if s <= estimate.serial])
+        if feedback.rate_limited and hold_before <= now < estimate.hold_until:
             self._server_pauses += 1
         self._wakeup.wake()
 
@@ -276,7 +278,7 @@ class LocalRateLimiter:
         given_back.add(serial)
         if len(given_back) > 4096:  # no answer with headers came for long: forget the oldest
             given_back.difference_update(sorted(given_back)[:2048])
-        self._estimate = given_back_to(self._estimate)
+        give_back_to(self._estimate)
         self._wakeup.wake()
 
     # -- introspection ---------------------------------------------------------------------
