@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -19,7 +20,13 @@ from redis.backoff import NoBackoff
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .._errors import ConfigurationError, RedisUnavailableError
-from .._limiting.feedback import DEFAULT_HEADROOM, Answer, Estimate, answered
+from .._limiting.feedback import (
+    DEFAULT_HEADROOM,
+    Answer,
+    Estimate,
+    answered,
+    window_tolerance,
+)
 from .._limiting.line import SlotLine
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from .._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
@@ -27,6 +34,7 @@ from .._redact import redact_url
 from ._fallback import Fallback
 from ._script import (
     ACQUIRE_SCRIPT,
+    COUNT_SCRIPT,
     HEARTBEAT_SCRIPT,
     MICROS,
     OBSERVE_SCRIPT,
@@ -170,6 +178,10 @@ class RedisRateLimiter:
         self._acquire_script = self._redis.register_script(ACQUIRE_SCRIPT)
         self._observe_script = self._redis.register_script(OBSERVE_SCRIPT)
         self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
+        self._count_script = self._redis.register_script(COUNT_SCRIPT)
+        # (answer time, latency) of the last two periods' answers, latencies decreasing: the
+        # longest since any moment is the first entry after it (a sliding maximum).
+        self._latencies: deque[tuple[float, float]] = deque()
 
         self._line: SlotLine[None] = SlotLine(self._clock.monotonic)
         self._pending_slot: float | None = None  # loop time of a reserved slot nobody took yet
@@ -202,6 +214,11 @@ class RedisRateLimiter:
         """The quota shared by every process using this token."""
         return self._limit
 
+    @property
+    def estimate(self) -> Estimate:
+        """What the answers this process read say of the server's quota (a frozen snapshot)."""
+        return self._estimate
+
     async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
         """Wait for this process's turn on the shared schedule.
 
@@ -227,24 +244,39 @@ class RedisRateLimiter:
 
         A 429 pauses all of them for ``Retry-After`` (else until the reset, else one period).
         ``Remaining`` counts only if the slots handed out in the last period (plus a jitter
-        tolerance) do not explain it: then ``Remaining: 0`` pauses everyone until the reset, and
-        a low ``Remaining`` spreads the slots left until the reset. Never raises for an
-        unreachable Redis.
+        tolerance) do not explain it, nor every slot the server may have counted with it late
+        (one more script call, only then): then ``Remaining: 0`` pauses everyone until the
+        reset, and a low ``Remaining`` spreads the slots left until the reset. Never raises for
+        an unreachable Redis.
         """
         now = self._clock.monotonic()
+        permit = feedback.permit
+        self._note_latency(now, now - permit.granted_at)
         before = self._estimate
+        # Every process's slots: others outside Redis are what the count cannot explain.
+        own = None if self._unshared() else self._sent_in_window
+        at_most = None
+        remaining = feedback.remaining
+        if (
+            own is not None
+            and remaining is not None
+            and self._limit.requests - own - remaining > window_tolerance(before)
+        ):
+            # More gone than the slots of the period before the last reservation explain: ask
+            # Redis for every slot the server may have counted with this one.
+            at_most = await self._may_have_counted(now, permit.granted_at)
         self._estimate = after = answered(
             before,
             Answer(
-                serial=feedback.permit.serial,
-                granted_at=feedback.permit.granted_at,
+                serial=permit.serial,
+                granted_at=permit.granted_at,
                 now=now,
                 status_code=feedback.status_code,
-                remaining=feedback.remaining,
+                remaining=remaining,
                 reset_after=feedback.reset_after,
                 retry_after=feedback.retry_after,
-                # Every process's slots: others outside Redis are what the count cannot explain.
-                own_in_window=None if self._unshared() else self._sent_in_window,
+                own_in_window=own,
+                own_at_most=at_most,
             ),
         )
         if feedback.rate_limited:
@@ -266,6 +298,37 @@ class RedisRateLimiter:
             logger.debug("Redis unreachable, server feedback not shared: %r", exc)
             return
         self._note_pause(int(raw[0]) / MICROS)
+
+    def _note_latency(self, now: float, latency: float) -> None:
+        latencies = self._latencies
+        while latencies and latencies[-1][1] <= latency:
+            latencies.pop()
+        latencies.append((now, latency))
+        while latencies[0][0] < now - 2 * self._limit.period:
+            latencies.popleft()
+
+    async def _may_have_counted(self, now: float, granted_at: float) -> int | None:
+        """Slots of every process the server may have counted with a request granted at
+        ``granted_at``, answered ``now`` (None: Redis cannot say).
+
+        The server counted it at some moment ``c`` between, and its window holds what it
+        counted after ``c - period``: requests answered since ``granted_at - period``, or not
+        yet. Each was granted at most the longest latency seen since then before its answer
+        (every process talks to the same server), so its slot is within the lookback: a burst
+        the server counted late and out of order is ours, however old its slots.
+        """
+        period = self._limit.period
+        since = granted_at - period
+        slowest = next((lat for when, lat in self._latencies if when > since), 0.0)
+        lookback = min(2 * period, now - since + slowest)
+        try:
+            self._redis_calls += 1
+            return int(
+                await self._count_script(keys=[self._keys.slots], args=[to_micros(lookback)])
+            )
+        except _UNAVAILABLE as exc:
+            logger.debug("Redis unreachable, the slots the server counted are unknown: %r", exc)
+            return None
 
     def give_back(self, permit: Permit) -> None:
         """The request never reached the server. The shared schedule has moved on and other

@@ -28,7 +28,8 @@ TOKEN_HASH_CHARS = 16
 and useless for recovering the token."""
 
 # Keys: [1] TAT, [2] paused-until, [3] peers (member -> last acquire), [4] slots (the slots
-#       handed out in the last period, scored by time).
+#       handed out in the last two periods, scored by time: a request counted late by the
+#       server may be in its window a period after its slot, see COUNT_SCRIPT).
 # ARGV: [1] emission interval us, [2] period us, [3] member id,
 #       [4] rejoin window us (0: not asked).
 # A state further ahead than the peers' slots and one pause can explain (a failover to a replica
@@ -69,8 +70,8 @@ redis.call('ZADD', KEYS[3], now, ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', old)
 redis.call('PEXPIRE', KEYS[3], math.ceil(period / 1000))
 redis.call('ZADD', KEYS[4], slot, string.format('%.0f', slot))
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', old)
-redis.call('PEXPIRE', KEYS[4], ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('(%.0f', now - 2 * period))
+redis.call('PEXPIRE', KEYS[4], ttl + math.ceil(period / 1000))
 local sent = redis.call('ZCOUNT', KEYS[4], old, now)
 local rejoin = tonumber(ARGV[4])
 local rejoined = 0
@@ -98,6 +99,16 @@ end
 return {math.max(0, paused - now), extended}
 """
 
+
+# Keys: [1] slots. ARGV: [1] lookback us.
+# Returns: the slots of every process due within the lookback (at most two periods are kept):
+# those a server counting late may have counted with an answer.
+COUNT_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local since = string.format('(%.0f', now - tonumber(ARGV[1]))
+return redis.call('ZCOUNT', KEYS[1], since, string.format('%.0f', now))
+"""
 
 # Keys: [1] beats (member -> last heartbeat). ARGV: [1] period us, [2] member id.
 # Returns: processes that beat within the last period. Kept apart from the peers that acquire,

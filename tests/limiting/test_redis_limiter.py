@@ -236,13 +236,19 @@ async def test_server_pause_seen_by_one_instance_holds_every_instance(
 
 
 async def test_remaining_our_own_slots_explain_changes_nothing(redis_server: RedisServer) -> None:
-    limit = RateLimit(20, 0.5)
-    async with RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as limiter:
-        for _ in range(18):
+    # Slots 150 ms apart: ten take 1.35 s of the 2 s window, so a loaded machine that spreads
+    # them still has them all in it.
+    limit = RateLimit(20, 2.0)
+    async with RedisRateLimiter(
+        redis_server.url, limit=limit, api_key=TOKEN, headroom=0.5
+    ) as limiter:
+        for _ in range(10):
             permit = await limiter.acquire()
         calls = limiter.statistics().redis_calls
-        # A full window that our 18 slots (+ tolerance) account for: our pacing already keeps
-        # it within the quota, so neither a pause nor even a round trip.
+        # A full window that our slots and the tolerance (the headroom's 10, and 2) account
+        # for: our pacing already keeps it within the quota, so neither a pause nor even a
+        # round trip. (The last reservation counted 8 or 9 slots due: the one before it was
+        # due about as it ran, on Redis's clock or a few microseconds after.)
         await limiter.observe(RateLimitFeedback(permit, 200, remaining=0, reset_after=0.4))
         stats = limiter.statistics()
         assert stats.redis_calls == calls
@@ -505,3 +511,44 @@ async def test_an_unreachable_redis_is_named_by_its_url_without_the_password(
                 said = caplog.text
     assert f"Redis at redis://:***@127.0.0.1:{port}/0" in said
     assert "pa55word" not in said + caplog.text
+
+
+@pytest.mark.parametrize("theirs", [0, 40])
+async def test_a_burst_the_server_counts_late_is_ours_and_a_second_user_still_shows(
+    redis_server: RedisServer, theirs: int
+) -> None:
+    # A server that stalled while 40 of our slots went out (0.7 s) counts them all when it
+    # resumes, last first, and answers each then; later requests it counts and answers at once.
+    # For a period after the stall, its window still holds the burst, whose slots are already
+    # out of the period before each answer's: read by slot time, the burst was someone else's.
+    # Every slot the server may have counted (within the slowest answer's latency) explains it.
+    # Someone else outside Redis (``theirs`` requests when the stall ends) still shows.
+    limit = RateLimit(120, 2.0)
+    counted: list[float] = []  # when the server counted each request (ours and theirs)
+
+    def remaining(at: float) -> int:
+        return limit.requests - sum(1 for c in counted if at - limit.period < c <= at)
+
+    async with RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as limiter:
+        first = await limiter.acquire()  # answered at once: the window holds the quota
+        counted.append(time.monotonic())
+        await limiter.observe(RateLimitFeedback(first, 200, remaining=remaining(counted[0])))
+        burst = [await limiter.acquire() for _ in range(40)]
+        resumed = time.monotonic()
+        counted.extend([resumed] * (40 + theirs))
+        for permit in reversed(burst):
+            await limiter.observe(RateLimitFeedback(permit, 200, remaining=remaining(resumed)))
+        believed = 0.0  # the most others were ever believed to take, requests a second
+        # Until the burst leaves the server's window (steady requests well within the quota).
+        while time.monotonic() < resumed + limit.period - 0.1:
+            permit = await limiter.acquire()
+            now = time.monotonic()
+            counted.append(now)
+            await limiter.observe(RateLimitFeedback(permit, 200, remaining=remaining(now)))
+            believed = max(believed, limiter.estimate.others)
+            await anyio.sleep(0.05)
+        assert limiter.statistics().server_pauses == 0
+    if theirs:
+        assert believed >= 0.75 * theirs / limit.period
+    else:
+        assert believed == 0.0
