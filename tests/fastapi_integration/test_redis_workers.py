@@ -70,7 +70,7 @@ class Workers:
             "TEST_REQUESTS": str(LIMIT.requests),
             "TEST_PERIOD": str(LIMIT.period),
             "TEST_MEDIAN": "1.5",
-            "TEST_LEASE": "1.5",
+            "TEST_LEASE": "3",
             **(env or {}),
         }
         self.log = (tmp / "uvicorn.log").open("w")

@@ -64,7 +64,7 @@ def batch(input_file: Path, out: Path, *, redis_url: str, base_url: str) -> subp
     argv = [
         sys.executable, "-m", "grok_imagine_async._cli", "batch", str(input_file),
         "--out", str(out), "--journal", redis_url, "--base-url", base_url,
-        "--time-scale", str(SCALE), "--lease", "1", "--no-progress",
+        "--time-scale", str(SCALE), "--lease", "3", "--no-progress",
     ]  # fmt: skip
     env = {**os.environ, "GROK_IMAGINE_API_KEY": TOKEN, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.Popen(
