@@ -137,7 +137,12 @@ class Poller:
         self._canaries.add(job.key)
         when = now + planner.canary_age()
         planner.book(when)
-        return lambda: planner.unbook(when)
+
+        def over() -> None:  # watched (its own look is booked by then), or its POST failed
+            planner.unbook(when)
+            self._canaries.discard(job.key)
+
+        return over
 
     async def dispatch(self) -> None:
         """The dispatcher: hand each job to a poller when its poll is due."""
