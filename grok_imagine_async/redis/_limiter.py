@@ -216,8 +216,8 @@ class RedisRateLimiter:
 
     @property
     def estimate(self) -> Estimate:
-        """What the answers this process read say of the server's quota (a frozen snapshot)."""
-        return self._estimate
+        """What the answers this process read say of the server's quota (a snapshot)."""
+        return self._estimate.copy()
 
     async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
         """Wait for this process's turn on the shared schedule.
