@@ -174,6 +174,9 @@ class RedisRateLimiter:
         self._probe_interval = fallback_probe_interval
         self._headroom = headroom
         self._estimate = Estimate(self._limit, headroom)
+        # The least a window's tolerance can be (no jitter): beyond it, an answer may read as
+        # someone else's, so it is worth asking Redis what the server may have counted.
+        self._least_tolerance = window_tolerance(self._estimate)
         self._clock = clock
         self._acquire_script = self._redis.register_script(ACQUIRE_SCRIPT)
         self._observe_script = self._redis.register_script(OBSERVE_SCRIPT)
@@ -260,10 +263,11 @@ class RedisRateLimiter:
         if (
             own is not None
             and remaining is not None
-            and self._limit.requests - own - remaining > window_tolerance(before)
+            and self._limit.requests - own - remaining > self._least_tolerance
         ):
-            # More gone than the slots of the period before the last reservation explain: ask
-            # Redis for every slot the server may have counted with this one.
+            # More gone than the slots of the period before the last reservation explain (the
+            # interpreter's tolerance may have shrunk with this answer's jitter): ask Redis for
+            # every slot the server may have counted with this one.
             at_most = await self._may_have_counted(now, permit.granted_at)
         self._estimate = after = answered(
             before,

@@ -513,41 +513,56 @@ async def test_an_unreachable_redis_is_named_by_its_url_without_the_password(
     assert "pa55word" not in said + caplog.text
 
 
-@pytest.mark.parametrize("theirs", [0, 40])
+@pytest.mark.parametrize(("processes", "theirs"), [(1, 0), (1, 40), (2, 0)])
 async def test_a_burst_the_server_counts_late_is_ours_and_a_second_user_still_shows(
-    redis_server: RedisServer, theirs: int
+    redis_server: RedisServer, processes: int, theirs: int
 ) -> None:
-    # A server that stalled while 40 of our slots went out (0.7 s) counts them all when it
-    # resumes, last first, and answers each then; later requests it counts and answers at once.
-    # For a period after the stall, its window still holds the burst, whose slots are already
-    # out of the period before each answer's: read by slot time, the burst was someone else's.
-    # Every slot the server may have counted (within the slowest answer's latency) explains it.
-    # Someone else outside Redis (``theirs`` requests when the stall ends) still shows.
+    # A server that stalled while 40 of our slots went out (0.7 s; from one process, or two
+    # taking turns) counts them all when it resumes, last first, and answers each then; later
+    # requests it counts and answers at once. For a period after the stall, its window still
+    # holds the burst, whose slots are already out of the period before each answer's: read by
+    # slot time, the burst was someone else's. Every slot of every process the server may have
+    # counted (within the slowest latency seen) explains it. Someone else outside Redis
+    # (``theirs`` requests when the stall ends) still shows.
     limit = RateLimit(120, 2.0)
     counted: list[float] = []  # when the server counted each request (ours and theirs)
 
     def remaining(at: float) -> int:
         return limit.requests - sum(1 for c in counted if at - limit.period < c <= at)
 
-    async with RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as limiter:
-        first = await limiter.acquire()  # answered at once: the window holds the quota
-        counted.append(time.monotonic())
-        await limiter.observe(RateLimitFeedback(first, 200, remaining=remaining(counted[0])))
-        burst = [await limiter.acquire() for _ in range(40)]
+    async def send(limiter: RedisRateLimiter) -> None:  # counted and answered at once
+        permit = await limiter.acquire()
+        now = time.monotonic()
+        counted.append(now)
+        await limiter.observe(RateLimitFeedback(permit, 200, remaining=remaining(now)))
+
+    async with contextlib.AsyncExitStack() as stack:
+        limiters = [
+            await stack.enter_async_context(
+                RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN)
+            )
+            for _ in range(processes)
+        ]
+        for limiter in limiters:  # the first answers: the window holds the quota
+            await send(limiter)
+        burst = []
+        for i in range(40):
+            limiter = limiters[i % processes]
+            burst.append((limiter, await limiter.acquire()))
         resumed = time.monotonic()
         counted.extend([resumed] * (40 + theirs))
-        for permit in reversed(burst):
+        for limiter, permit in reversed(burst):
             await limiter.observe(RateLimitFeedback(permit, 200, remaining=remaining(resumed)))
         believed = 0.0  # the most others were ever believed to take, requests a second
         # Until the burst leaves the server's window (steady requests well within the quota).
+        turn = 0
         while time.monotonic() < resumed + limit.period - 0.1:
-            permit = await limiter.acquire()
-            now = time.monotonic()
-            counted.append(now)
-            await limiter.observe(RateLimitFeedback(permit, 200, remaining=remaining(now)))
+            limiter = limiters[turn % processes]
+            turn += 1
+            await send(limiter)
             believed = max(believed, limiter.estimate.others)
             await anyio.sleep(0.05)
-        assert limiter.statistics().server_pauses == 0
+        assert sum(limiter.statistics().server_pauses for limiter in limiters) == 0
     if theirs:
         assert believed >= 0.75 * theirs / limit.period
     else:
