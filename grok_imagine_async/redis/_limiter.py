@@ -71,7 +71,8 @@ class RedisLimiterStatistics(LimiterStatistics):
     """:class:`~grok_imagine_async.abc.LimiterStatistics` plus the Redis side of things.
 
     Attributes:
-        redis_calls: Script calls sent to Redis (one per permit while Redis is up).
+        redis_calls: Script calls sent to Redis: one per permit while Redis is up, and one per
+            answer whose ``Remaining`` the last count of slots does not explain.
         fallback_active: True while permits come from the local fallback limiter.
         fallbacks: Times Redis became unreachable and the fallback took over.
         recoveries: Times Redis came back and took over again.
