@@ -19,6 +19,9 @@ import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests", "tests_httpx2", "plugin", "docs"]
 nox.options.reuse_existing_virtualenvs = True
+# uv builds a session's environment in seconds where pip takes half a minute (nine sessions on
+# a fresh clone); without uv installed beside nox, virtualenv and pip as before.
+nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = False
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]  # the versions pyproject.toml claims
