@@ -415,12 +415,17 @@ class Breaker:
         if self._state is BreakerState.PAUSED and (
             self.is_probe(sequence) or (sequence is not None and sequence > self._paused_at)
         ):
-            self._state, self._reason, self._streak = BreakerState.RUNNING, None, 0
-            self._probe = None
-            self._bad.clear()
-            self._failure_age = None
-            return Transition.RESUMED
+            return self._resume()
         return None
+
+    def _resume(self) -> Transition:
+        """Back to full speed: the provider works again."""
+        self._state, self._reason, self._streak = BreakerState.RUNNING, None, 0
+        self._probe = None
+        self._bad.clear()
+        self._failure_age = None
+        self._proven = True
+        return Transition.RESUMED
 
     def _failed(self, sequence: int | None, now: float, age: float | None) -> Transition | None:
         if age is not None:  # an upper bound of when it failed: the youngest is the tightest
@@ -495,12 +500,7 @@ class Breaker:
         if state is BreakerState.PAUSED:
             return self._pause(reason or "outage", streak, now)
         if self._state is BreakerState.PAUSED:  # resumed elsewhere: its probe succeeded
-            self._state, self._reason, self._streak = BreakerState.RUNNING, None, 0
-            self._probe = None
-            self._bad.clear()
-            self._failure_age = None
-            self._proven = True
-            return Transition.RESUMED
+            return self._resume()
         return None
 
     def snapshot(self) -> BreakerSnapshot:

@@ -275,12 +275,9 @@ class Poller:
             # probably over too, and whether they were refused decides whether the batch goes
             # on. Look now, first.
             cutoff = now - _REFUSAL_PEERS * age
-            peers = self._due.take(
-                lambda other: other.submitted_at is not None and other.submitted_at <= cutoff
+            self._look_now(
+                lambda other: other.submitted_at is not None and other.submitted_at <= cutoff, now
             )
-            for other in peers:
-                self._planner.canary(other.key)
-                self._schedule(other, now)  # urgent: its own look, not behind the pollers
 
     def _call_witnesses(self, failed: JobRecord, now: float, age: float) -> None:
         """Look now at the two newest jobs other than ``failed`` sent after the newest
@@ -299,9 +296,14 @@ class Poller:
         if not chosen:
             return
         self._witnesses |= chosen
-        for job in self._due.take(lambda job: job.key in chosen):
+        self._look_now(lambda job: job.key in chosen, now)
+
+    def _look_now(self, chosen: Callable[[JobRecord], bool], now: float) -> None:
+        """Take the queued jobs ``chosen`` picks out of the due queue and look at each now,
+        urgently: on its own, not behind pollers that may wait for permits."""
+        for job in self._due.take(chosen):
             self._planner.canary(job.key)
-            self._schedule(job, now)  # urgent: its own look, not behind the pollers
+            self._schedule(job, now)
 
     def _healthy(self, job: JobRecord, now: float) -> None:
         """The pause's probe seen running longer than the outage's tasks took to fail: the
