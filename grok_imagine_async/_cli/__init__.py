@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from .._version import __version__
-from . import batch, emulator, generate, status
+from . import batch, emulator, task
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, leaf_error
 
 __all__ = ["build_parser", "main"]
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (batch, generate, status, emulator):
+    for module in (batch, task, emulator):
         module.register(subparsers)
     for subparser in subparsers.choices.values():
         # "--api TOKEN" would pass for --api-key, and the resume line, which leaves out only

@@ -54,9 +54,13 @@ from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_REFUSED,
     EXIT_USAGE,
     Connection,
+    PreflightError,
     add_connection_options,
+    check_file_target,
+    check_folder,
     connect,
     count,
     describe_failure,
@@ -64,19 +68,16 @@ from .common import (
     leaf_error,
     run_until_interrupted,
 )
-from .messages import (
-    EXIT_REFUSED,
-    MAX_PROBLEMS_SHOWN,
+from .progress import BatchProgress, start_display
+from .report import (
+    MANIFEST_NAME,
     advice_after,
     count_jobs,
-    for_cli,
-    print_pending,
+    credits_recorded,
+    print_summary,
     refused_line,
-    report_input_problems,
+    write_manifest,
 )
-from .preflight import PreflightError, check_file_target, check_folder
-from .progress import BatchProgress, start_display
-from .report import MANIFEST_NAME, credits_recorded, print_summary, write_manifest
 
 if TYPE_CHECKING:
     from .._scheduling.scheduler import JobScheduler
@@ -94,97 +95,43 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "Exit status: 0 all completed, 1 some did not, 2 bad options or input, 130 Ctrl-C.",
     )
     add = parser.add_argument
+    # fmt: off
     add("input", metavar="INPUT", help="the jobs: .txt, .jsonl or .csv")
     add("--out", required=True, metavar="DIR", help="folder for the videos and the manifest")
-    add(
-        "--journal",
-        metavar="FILE",
-        help="the journal (default: DIR/journal.db; DIR/journal-emulated.db with --emulate); "
-        "redis://HOST:PORT/DB shares the batch with every process run on the same INPUT "
-        "with the same Redis: each job is done once, by one of them",
-    )
-    add(
-        "--lease",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="with a redis:// journal: seconds before a stopped process's jobs are taken over "
-        "(default: %(default)g)",
-    )
-    add(
-        "--name",
-        default="{key}",
-        metavar="TEMPLATE",
-        help="video file names: {key} (the line's id, or a hash of its request), {index} (its "
-        "position in INPUT), {slug} (the prompt's first words); {key} or {index} is required, "
-        "e.g. '{index:03d}-{slug}' (default: %(default)s)",
-    )
-    add(
-        "--format",
-        choices=["text", "jsonl", "csv"],
-        metavar="FORMAT",
-        help="INPUT's format: text, jsonl or csv (default: from its extension)",
-    )
-    add(
-        "--mode",
-        metavar="MODE",
-        help="mode of jobs that do not set one: fun, normal or spicy (default: normal)",
-    )
-    add(
-        "--ratio",
-        metavar="RATIO",
-        help="ratio of jobs that do not set one: 2:3, 3:2 or 1:1 (default: 1:1)",
-    )
-    add(
-        "--allow-unlisted",
-        action="store_true",
-        help="accept modes and ratios the API does not document, such as 16:9 (default: refuse)",
-    )
-    add(
-        "--max-credits",
-        type=int,
-        metavar="N",
-        help="never start a job that could take spending past N credits (default: no limit)",
-    )
-    add(
-        "--max-in-flight",
-        type=count,
-        metavar="N",
-        help="cap on jobs generating at once (default: eight times what the plan sustains)",
-    )
-    add(
-        "--max-downloads",
-        type=count,
-        default=4,
-        metavar="N",
-        help="concurrent downloads (default: %(default)s)",
-    )
-    add(
-        "--resubmit",
-        type=int,
-        default=1,
-        metavar="N",
-        help="resubmissions after a transient failure, per job (default: %(default)s)",
-    )
-    add(
-        "--on-ambiguous",
-        choices=["report", "resubmit"],
-        default="report",
-        metavar="POLICY",
+    add("--journal", metavar="FILE", help="the journal (default: DIR/journal.db; "
+        "DIR/journal-emulated.db with --emulate); redis://HOST:PORT/DB shares the batch with "
+        "every process run on the same INPUT with the same Redis: each job is done once, by one "
+        "of them")
+    add("--lease", type=float, default=10.0, metavar="SECONDS", help="with a redis:// journal: "
+        "seconds before a stopped process's jobs are taken over (default: %(default)g)")
+    add("--name", default="{key}", metavar="TEMPLATE", help="video file names: {key} (the "
+        "line's id, or a hash of its request), {index} (its position in INPUT), {slug} (the "
+        "prompt's first words); {key} or {index} is required, e.g. '{index:03d}-{slug}' "
+        "(default: %(default)s)")
+    add("--format", choices=["text", "jsonl", "csv"], metavar="FORMAT",
+        help="INPUT's format: text, jsonl or csv (default: from its extension)")
+    add("--mode", metavar="MODE",
+        help="mode of jobs that do not set one: fun, normal or spicy (default: normal)")
+    add("--ratio", metavar="RATIO",
+        help="ratio of jobs that do not set one: 2:3, 3:2 or 1:1 (default: 1:1)")
+    add("--allow-unlisted", action="store_true", help="accept modes and ratios the API does "
+        "not document, such as 16:9 (default: refuse)")
+    add("--max-credits", type=int, metavar="N", help="never start a job that could take "
+        "spending past N credits (default: no limit)")
+    add("--max-in-flight", type=count, metavar="N", help="cap on jobs generating at once "
+        "(default: eight times what the plan sustains)")
+    add("--max-downloads", type=count, default=4, metavar="N",
+        help="concurrent downloads (default: %(default)s)")
+    add("--resubmit", type=int, default=1, metavar="N",
+        help="resubmissions after a transient failure, per job (default: %(default)s)")
+    add("--on-ambiguous", choices=["report", "resubmit"], default="report", metavar="POLICY",
         help="a submission whose answer was lost may have been paid: report it and do not "
-        "resend it, or resubmit it, accepting to maybe pay twice (default: %(default)s)",
-    )
-    add(
-        "--no-progress",
-        action="store_true",
-        help="no live progress display, only the summary (default: live when on a terminal)",
-    )
-    add(
-        "--otel",
-        action="store_true",
-        help="export OpenTelemetry traces and metrics as the OTEL_* variables say (default "
-        "exporter: otlp; needs opentelemetry-sdk; default: off)",
-    )
+        "resend it, or resubmit it, accepting to maybe pay twice (default: %(default)s)")
+    add("--no-progress", action="store_true", help="no live progress display, only the "
+        "summary (default: live when on a terminal)")
+    add("--otel", action="store_true", help="export OpenTelemetry traces and metrics as the "
+        "OTEL_* variables say (default exporter: otlp; needs opentelemetry-sdk; default: off)")
+    # fmt: on
     add_connection_options(parser)
     parser.set_defaults(handler=run)
 
@@ -404,9 +351,15 @@ _CLAIM_AHEAD = 16
 def _keep_pending(exc: GrokImagineError, tasks: TaskLog) -> None:
     """Print the paid tasks the journal may not hold, and keep them in the task log (whose
     space was set aside before the run), so that the next run polls them."""
-    print_pending(exc)
     if not exc.pending_tasks:
         return
+    print(
+        f"{len(exc.pending_tasks)} paid jobs ended or were in flight without the journal "
+        "recording it; their task ids (key task_id):",
+        file=sys.stderr,
+    )
+    for key, task_id in exc.pending_tasks.items():
+        print(f"  {key} {task_id}", file=sys.stderr)
     try:
         kept = tasks.write(dict(exc.pending_tasks))
     except OSError as failure:
@@ -474,3 +427,28 @@ def _use_live_display(args: argparse.Namespace) -> bool:
         print('For a live progress display: pip install "grok-imagine-async[cli]"', file=sys.stderr)
         return False
     return True
+
+
+MAX_PROBLEMS_SHOWN = 20
+"""Bad input lines listed before the rest are only counted."""
+
+
+def report_input_problems(exc: InputError) -> None:
+    """Print every bad line gathered (the first ``MAX_PROBLEMS_SHOWN``), then how many in all."""
+    if exc.problem_count == 1:
+        error("batch", for_cli(f"{exc} (nothing was submitted)"))
+        return
+    for problem in exc.problems:
+        error("batch", for_cli(str(problem)))
+    hidden = exc.problem_count - len(exc.problems)
+    shown = f" (the first {len(exc.problems)} are shown above)" if hidden else ""
+    error(
+        "batch",
+        f"{exc.problem_count} problems in {exc.path}{shown}; nothing was submitted. Fix them "
+        "and run the same command again.",
+    )
+
+
+def for_cli(message: str) -> str:
+    """``message`` with the library's advice on keywords turned into the option to use."""
+    return message.replace("pass allow_unlisted=True", "use --allow-unlisted")

@@ -47,11 +47,9 @@ from .._scheduling.resume import (
     reopening,
     same_request,
 )
-from .common import Connection, error, redis_url
-from .messages import count_jobs
+from .common import Connection, error, printable, redis_url
 from .progress import BatchProgress
-from .report import MANIFEST_NAME
-from .text import printable
+from .report import MANIFEST_NAME, count_jobs
 
 TASK_LOG_NAME = ".unrecorded-tasks"
 """The task log in ``--out``: paid task ids the journal could not take (see ``TaskLog``)."""

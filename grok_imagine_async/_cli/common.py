@@ -1,4 +1,5 @@
-"""What the subcommands share: connection options, the client they describe, exit codes, Ctrl-C.
+"""What the subcommands share: connection options and the client they describe, exit codes,
+messages safe for a terminal, checks of where they write, Ctrl-C.
 
 The API token comes from ``--api-key`` or ``$GROK_IMAGINE_API_KEY`` and is never printed: not in
 messages, not in the resume command, not in errors (the client redacts those).
@@ -11,6 +12,7 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,19 +36,15 @@ from .._settings import (
     Settings,
     time_scale_from,
 )
-from .text import printable
 
 if TYPE_CHECKING:
     from ..testing import Emulator
 
 EXIT_OK = 0
-"""Every job completed."""
-EXIT_FAILED = 1
-"""At least one job failed (or the command's one task did)."""
-EXIT_USAGE = 2
-"""Bad options, a bad input file, a journal that cannot be used, a rejected token."""
-EXIT_INTERRUPTED = 130
-"""Stopped by Ctrl-C (SIGINT) or SIGTERM."""
+EXIT_FAILED = 1  # a job failed (or the command's one task did)
+EXIT_USAGE = 2  # bad options or input, a journal that cannot be used, a rejected token
+EXIT_REFUSED = 3  # the batch stopped submitting: the provider refused its last jobs
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT) or SIGTERM
 
 EMULATOR_TOKEN = "emulator-token"
 EMULATE_TIME_SCALE = 5.0
@@ -148,19 +146,9 @@ def add_connection_options(
 
 @dataclass(frozen=True)
 class Connection:
-    """A client ready to use, and how it was set up.
-
-    Attributes:
-        client: The client (its ``settings`` already scaled to the server's speed).
-        label: Where requests go, for messages (never with the token).
-        time_scale: How much faster than real time the server runs (for the messages, which
-            speak in real minutes).
-        emulated: True for the in-process emulator.
-        plan: The plan's name.
-        emulator: The in-process emulator, if emulated.
-        emulator_state: Where the emulator keeps its tasks for the next run (their jobs are
-            polled again, not started again); None if they end with this process.
-    """
+    """A client ready to use (its settings scaled to the server's speed), and how it was set
+    up: ``label`` names where requests go (never with the token), ``emulator_state`` is where
+    the in-process emulator keeps its tasks for the next run (None: they end with it)."""
 
     client: AsyncGrokImagine
     label: str
@@ -381,3 +369,65 @@ async def run_until_interrupted(
     if failure is not None:
         raise failure
     return (None if interrupted else result), interrupted
+
+
+# -- text for a terminal, and where commands write ---------------------------------------------
+
+_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (
+        *range(0x20),  # C0: ESC starts colour, cursor and title sequences; CR rewrites
+        0x7F,
+        *range(0x80, 0xA0),  # C1: 0x9B alone is a CSI on some terminals
+        *range(0x202A, 0x202F),  # bidirectional overrides: text shown reordered
+        *range(0x2066, 0x206A),
+    )
+}
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with every control character written as an escape (``\\x1b``): server
+    text is shown, never obeyed by the terminal."""
+    return str(text).translate(_ESCAPES)
+
+
+class PreflightError(Exception):
+    """A place the command must write to cannot be used; the message names it."""
+
+
+def check_folder(path: Path, what: str) -> None:
+    """Create ``path`` if needed and check a file can be written in it, before the first
+    credit is spent: a paid video must have somewhere to go.
+
+    Raises:
+        PreflightError: It cannot be created, is not a folder, or cannot be written.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise PreflightError(f"the {what} {path} is a file, not a folder") from None
+    except OSError as exc:
+        blocker = next((p for p in [path, *path.parents] if p.exists()), None)
+        because = f" ({blocker} is a file)" if blocker and not blocker.is_dir() else ""
+        raise PreflightError(
+            f"cannot create the {what} {path}: {exc.strerror or exc}{because}"
+        ) from None
+    if not path.is_dir():
+        raise PreflightError(f"the {what} {path} is not a folder")
+    try:  # mode bits do not say it all (read-only mounts, ACLs, root): try it
+        handle, probe = tempfile.mkstemp(prefix=".grok-imagine-write-test-", dir=path)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise PreflightError(f"cannot write in the {what} {path}: {exc.strerror or exc}") from None
+
+
+def check_file_target(path: Path, what: str) -> None:
+    """Check that ``path`` can be written as a file: its folder is usable, no folder is there.
+
+    Raises:
+        PreflightError: Naming ``path`` or its folder.
+    """
+    if path.is_dir():
+        raise PreflightError(f"the {what} {path} is a folder; a file is needed there")
+    check_folder(path.parent if str(path.parent) else Path("."), f"{what}'s folder")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._limiting.plans import RateLimit
-from .common import plan as _plan
+from .common import LOG_LEVELS, count, plan, positive
 
 if TYPE_CHECKING:
     from ..testing import EmulatorConfig
@@ -28,177 +28,57 @@ def _rate(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+_B = " before --time-scale"
+# (option, type or choices, default, metavar, help)
+_OPTIONS: tuple[tuple[str, Callable[[str], Any] | tuple[str, ...], Any, str, str], ...] = (
+    ("--host", str, "127.0.0.1", "HOST", "interface to listen on"),
+    ("--port", int, 8000, "PORT", "port to listen on, 0 for any free one"),
+    ("--token", str, "test-token", "TOKEN", "the accepted bearer token"),
+    ("--plan", plan, "free", "PLAN", "the token's quota: free, pro, enterprise (requests per "
+     "--period), or a quota such as 100/6s, used as is"),
+    ("--time-scale", positive, 1.0, "K", "run K times faster than real time: generation "
+     "times, the plan's window, slow answers and result lifetimes are divided by K"),
+    ("--period", positive, 60.0, "SECONDS", f"a plan's rate-limit window,{_B}"),
+    ("--window", ("sliding", "fixed", "gcra"), "sliding", "KIND", "how the quota is counted: "
+     "a sliding or fixed window, or gcra, a leaky bucket refilled at the plan's rate"),
+    ("--burst", count, 1, "N", "requests the gcra bucket holds when full"),
+    ("--reset-format", ("seconds", "unix"), "seconds", "FORMAT",
+     "X-RateLimit-Reset as seconds until the reset or as a Unix time (seconds or unix)"),
+    ("--vocabulary", ("default", "reseller", "upper"), "default", "WORDS", "task status "
+     "words: default (pending/processing/completed), reseller (queued/running/success) or "
+     "upper (PENDING...)"),
+    ("--median", positive, 30.0, "SECONDS", f"median generation time,{_B}"),
+    ("--fail-rate", _rate, 0.0, "RATE", "fraction of tasks that fail"),
+    ("--error-rate", _rate, 0.0, "RATE", "fraction of requests answered HTTP 500"),
+    ("--body-error-rate", _rate, 0.0, "RATE",
+     "fraction of requests answered HTTP 200 with an error code in the body"),
+    ("--drop-rate", _rate, 0.0, "RATE", "fraction of connections closed without an answer"),
+    ("--slow-rate", _rate, 0.0, "RATE", "fraction of answers delayed by --slow-seconds"),
+    ("--slow-seconds", positive, 30.0, "SECONDS", f"delay of a slow answer,{_B}"),
+    ("--result-ttl", positive, 86_400.0, "SECONDS",
+     f"how long result URLs stay valid after completion,{_B}"),
+    ("--seed", int, None, "N", "seed for reproducible durations, ids and faults"),
+    ("--log-level", LOG_LEVELS, "info", "LEVEL",
+     "uvicorn's log level: critical, error, warning, info or debug"),
+)  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``emulator`` subcommand; its handler is stored as ``args.handler``."""
+    """Add the ``emulator`` subcommand."""
     parser = subparsers.add_parser(
         "emulator",
         help="serve a local emulator of the Grok Imagine API",
-        description=(
-            "Serve a local emulator of the Grok Imagine API (rate limits, task lifecycle, "
-            "faults) with uvicorn. Prints the environment (GROK_IMAGINE_BASE_URL, _API_KEY, "
-            "_PLAN, _TIME_SCALE) under which an unmodified client talks to it at its pace."
-        ),
+        description="Serve a local emulator of the Grok Imagine API (rate limits, task "
+        "lifecycle, faults) with uvicorn. Prints the environment (GROK_IMAGINE_BASE_URL, "
+        "_API_KEY, _PLAN, _TIME_SCALE) under which an unmodified client talks to it at its pace.",
     )
-    add = parser.add_argument
-    add(
-        "--host",
-        default="127.0.0.1",
-        metavar="HOST",
-        help="interface to listen on (default: %(default)s)",
-    )
-    add(
-        "--port",
-        type=int,
-        default=8000,
-        metavar="PORT",
-        help="port to listen on, 0 for any free one (default: %(default)s)",
-    )
-    add(
-        "--token",
-        default="test-token",
-        metavar="TOKEN",
-        help="the accepted bearer token (default: %(default)s)",
-    )
-    add(
-        "--plan",
-        type=_plan,
-        default="free",
-        metavar="PLAN",
-        help="the token's quota: free, pro, enterprise (requests per --period), or a quota "
-        "such as 100/6s, used as is (default: %(default)s)",
-    )
-    add(
-        "--time-scale",
-        type=_positive,
-        default=1.0,
-        metavar="K",
-        help="run K times faster than real time: generation times, the plan's window, slow "
-        "answers and result lifetimes are divided by K (default: %(default)g)",
-    )
-    add(
-        "--period",
-        type=_positive,
-        default=60.0,
-        metavar="SECONDS",
-        help="a plan's rate-limit window, before --time-scale (default: %(default)g)",
-    )
-    add(
-        "--window",
-        choices=["sliding", "fixed", "gcra"],
-        default="sliding",
-        metavar="KIND",
-        help="how the quota is counted: a sliding or fixed window, or gcra, a leaky bucket "
-        "refilled at the plan's rate (default: %(default)s)",
-    )
-    add(
-        "--burst",
-        type=_count,
-        default=1,
-        metavar="N",
-        help="requests the gcra bucket holds when full (default: %(default)s)",
-    )
-    add(
-        "--reset-format",
-        choices=["seconds", "unix"],
-        default="seconds",
-        metavar="FORMAT",
-        help="X-RateLimit-Reset as seconds until the reset or as a Unix time "
-        "(seconds or unix; default: %(default)s)",
-    )
-    add(
-        "--vocabulary",
-        choices=["default", "reseller", "upper"],
-        default="default",
-        metavar="WORDS",
-        help="task status words: default (pending/processing/completed), reseller "
-        "(queued/running/success) or upper (PENDING...); default: %(default)s",
-    )
-    add(
-        "--median",
-        type=_positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="median generation time, before --time-scale (default: %(default)g)",
-    )
-    add(
-        "--fail-rate",
-        type=_rate,
-        default=0.0,
-        metavar="RATE",
-        help="fraction of tasks that fail (default: %(default)g)",
-    )
-    add(
-        "--error-rate",
-        type=_rate,
-        default=0.0,
-        metavar="RATE",
-        help="fraction of requests answered HTTP 500 (default: %(default)g)",
-    )
-    add(
-        "--body-error-rate",
-        type=_rate,
-        default=0.0,
-        metavar="RATE",
-        help="fraction of requests answered HTTP 200 with an error code in the body "
-        "(default: %(default)g)",
-    )
-    add(
-        "--drop-rate",
-        type=_rate,
-        default=0.0,
-        metavar="RATE",
-        help="fraction of connections closed without an answer (default: %(default)g)",
-    )
-    add(
-        "--slow-rate",
-        type=_rate,
-        default=0.0,
-        metavar="RATE",
-        help="fraction of answers delayed by --slow-seconds (default: %(default)g)",
-    )
-    add(
-        "--slow-seconds",
-        type=_positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="delay of a slow answer, before --time-scale (default: %(default)g)",
-    )
-    add(
-        "--result-ttl",
-        type=_positive,
-        default=86_400.0,
-        metavar="SECONDS",
-        help="how long result URLs stay valid after completion, before --time-scale "
-        "(default: %(default)g)",
-    )
-    add(
-        "--seed",
-        type=int,
-        default=None,
-        metavar="N",
-        help="seed for reproducible durations, ids and faults (default: random)",
-    )
-    add(
-        "--log-level",
-        default="info",
-        choices=["critical", "error", "warning", "info", "debug"],
-        metavar="LEVEL",
-        help="uvicorn's log level: critical, error, warning, info or debug (default: %(default)s)",
-    )
+    for name, kind, default, metavar, text in _OPTIONS:
+        shown = "%(default)g" if isinstance(default, float) else "%(default)s"
+        shown = "random" if default is None else shown
+        options: dict[str, Any] = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
+        parser.add_argument(
+            name, default=default, metavar=metavar, help=f"{text} (default: {shown})", **options
+        )
     parser.set_defaults(handler=run)
 
 
@@ -244,10 +124,7 @@ def run(args: argparse.Namespace, *, out: Callable[[str], None] | None = None) -
         return 1
     config = build_config(args)
     limit = config.rate_limits()[args.token]
-
-    counting = f"{args.window} window"
-    if args.window == "gcra":
-        counting = f"leaky bucket of {args.burst}"
+    counting = f"leaky bucket of {args.burst}" if args.window == "gcra" else f"{args.window} window"
 
     def announce(url: str) -> None:
         write(f"Grok Imagine emulator listening on {url}")
@@ -262,12 +139,9 @@ def run(args: argparse.Namespace, *, out: Callable[[str], None] | None = None) -
 
     try:
         serve_forever(
-            Emulator(config),
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
+            Emulator(config), host=args.host, port=args.port, log_level=args.log_level,
             on_ready=announce,
-        )
+        )  # fmt: skip
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown
         return 0
     except OSError as exc:

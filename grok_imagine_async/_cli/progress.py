@@ -6,12 +6,12 @@ file, CI) one plain line every few seconds. Failures are printed as they happen 
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -19,7 +19,7 @@ from .._errors import APIConnectionError
 from .._models import FailureClass
 from .._scheduling.breaker import BreakerSnapshot
 from .._scheduling.jobs import BreakerEvent, JobEvent, JobFinished, JobResumed, JobSubmitted
-from .text import printable
+from .common import printable
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -31,36 +31,16 @@ __all__ = [
     "ProgressSnapshot",
     "format_duration",
     "plain_line",
-    "show_progress",
     "start_display",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class ProgressSnapshot:
-    """Where a batch stands, for display.
-
-    Every job is in exactly one of ``waiting``, ``submitting``, ``generating`` or done
-    (``completed`` + ``failed``), so those four always add up to ``total``.
-
-    Attributes:
-        total: Jobs in the input.
-        completed: Jobs completed (this run, and earlier runs' from the journal).
-        failed: Jobs failed (likewise).
-        from_journal: Of those, jobs whose result came from the journal (no request).
-        waiting: Jobs not started yet in this run.
-        submitting: Jobs whose POST waits for its turn in the quota or for its answer.
-        generating: Jobs whose task exists and is being polled.
-        submitted: Tasks created by this run's POSTs.
-        resumed: Jobs picked up from the journal and polled, not submitted again.
-        credits: Credits spent on the batch's jobs, this run and earlier ones.
-        requests_per_minute: Requests sent (submissions and polls) in the last minute of the
-            server's time, the span the plan's limit counts.
-        limit_per_minute: The plan's limit per minute (likewise).
-        rate_limited: HTTP 429 answers in this run.
-        elapsed: Seconds since the run started.
-        eta: Estimated seconds to the end, None until it can be estimated.
-    """
+    """Where a batch stands, for display: ``waiting + submitting + generating + done`` is
+    ``total``. Request rates are per minute of the server's time, the span the plan counts;
+    ``submitted`` counts this run's POSTs, ``resumed`` jobs polled from the journal, ``eta``
+    is None until it can be estimated."""
 
     total: int
     completed: int
@@ -83,22 +63,10 @@ class ProgressSnapshot:
         """Jobs finished either way (here, in an earlier run, or by another process)."""
         return self.completed + self.failed
 
-    @property
-    def in_flight(self) -> int:
-        """Jobs being submitted or generated."""
-        return self.submitting + self.generating
-
 
 class BatchProgress:
-    """A :class:`~grok_imagine_async._scheduling.jobs.SchedulerHook` counting a batch's events.
-
-    Args:
-        total: Jobs in the input.
-        time_scale: How much faster than real time the server runs; request rates are shown
-            in the server's time, so they compare with the plan.
-        period: The quota's period in (real) seconds: requests are counted over the last one.
-        endpoint: Where requests go, named in the message of a job that could not reach it.
-    """
+    """A scheduler hook counting a batch's events; rates are shown in the server's time
+    (``time_scale``) over the quota's ``period``; a job that cannot reach ``endpoint`` names it."""
 
     def __init__(
         self,
@@ -115,8 +83,7 @@ class BatchProgress:
         self.completed = self.failed = self.from_journal = 0
         self.live_finished = self.submitted = self.resumed = 0
         self.unreachable = 0  # jobs that failed because the server could not be reached
-        self.stopped: BreakerSnapshot | None = None
-        """Why the batch stopped submitting (systematic refusals), if it did."""
+        self.stopped: BreakerSnapshot | None = None  # why submissions stopped, if they did
         self.notices: list[str] = []
         self._started = anyio.current_time()
         # (time, requests sent so far): the count one period ago is the oldest sample kept.
@@ -166,35 +133,24 @@ class BatchProgress:
         """The counts now, completed by the scheduler's statistics if it is running."""
         now = anyio.current_time()
         elapsed = now - self._started
-        done = self.completed + self.failed
-        submitting = stats.submitting if stats is not None else 0
-        generating = stats.in_flight if stats is not None else 0
-        remaining = self.total - done
+        submitting, generating, sent, credits, limit, limited = (
+            (stats.submitting, stats.in_flight, stats.requests_sent, stats.credits_consumed,
+             stats.limit_per_minute, stats.rate_limited) if stats is not None else (0,) * 6
+        )  # fmt: skip
+        remaining = self.total - self.completed - self.failed
         eta: float | None = None
         if remaining <= 0:
             eta = 0.0
         elif self.live_finished and elapsed > 0:
             eta = remaining * elapsed / self.live_finished
-        recent = self._requests_last_period(now, stats.requests_sent if stats is not None else 0)
         # The quota's period is the server's minute: a count over it is a rate per minute.
-        per_minute = recent * 60.0 / (self.period * self.time_scale)
+        per_minute = self._requests_last_period(now, sent) * 60.0 / (self.period * self.time_scale)
         return ProgressSnapshot(
-            total=self.total,
-            completed=self.completed,
-            failed=self.failed,
-            from_journal=self.from_journal,
-            waiting=max(0, remaining - submitting - generating),
-            submitting=submitting,
-            generating=generating,
-            submitted=self.submitted,
-            resumed=self.resumed,
-            credits=stats.credits_consumed if stats is not None else 0,
-            requests_per_minute=per_minute,
-            limit_per_minute=(stats.limit_per_minute / self.time_scale) if stats else 0.0,
-            rate_limited=stats.rate_limited if stats is not None else 0,
-            elapsed=elapsed,
-            eta=eta,
-        )
+            self.total, self.completed, self.failed, self.from_journal,
+            max(0, remaining - submitting - generating), submitting, generating,
+            self.submitted, self.resumed, credits, per_minute, limit / self.time_scale,
+            limited, elapsed, eta,
+        )  # fmt: skip
 
 
 def format_duration(seconds: float | None) -> str:
@@ -255,53 +211,6 @@ def _rich_view(snap: ProgressSnapshot, title: str) -> Any:
     return Group(head, grid)
 
 
-async def show_progress(
-    progress: BatchProgress,
-    statistics: Callable[[], SchedulerStatistics | None],
-    *,
-    title: str,
-    live: bool,
-    interval: float,
-    stream: TextIO | None = None,
-) -> None:
-    """Show ``progress`` until cancelled: live on a terminal, else a line per ``interval``.
-
-    Args:
-        progress: The counts.
-        statistics: Returns the scheduler's statistics (None before it runs).
-        title: Shown at the left of the live display.
-        live: Use a live `rich` display (the caller checked the terminal and rich).
-        interval: Seconds between two plain lines.
-        stream: Where plain lines go (default: stdout).
-    """
-    out = stream or sys.stdout
-    if not live:
-        try:
-            while True:
-                await anyio.sleep(interval)
-                for notice in progress.take_notices():
-                    print(notice, file=out, flush=True)
-                print(plain_line(progress.snapshot(statistics())), file=out, flush=True)
-        finally:
-            for notice in progress.take_notices():
-                print(notice, file=out, flush=True)
-    from rich.live import Live
-
-    with Live(
-        _rich_view(progress.snapshot(statistics()), title), auto_refresh=False, transient=False
-    ) as display:
-        try:
-            while True:
-                for notice in progress.take_notices():
-                    display.console.print(notice, style="red", markup=False, highlight=False)
-                display.update(_rich_view(progress.snapshot(statistics()), title), refresh=True)
-                await anyio.sleep(0.25)
-        finally:
-            for notice in progress.take_notices():
-                display.console.print(notice, style="red", markup=False, highlight=False)
-            display.update(_rich_view(progress.snapshot(statistics()), title), refresh=True)
-
-
 PLAIN_INTERVAL = 10.0
 """Seconds between two progress lines to a pipe or a file (as documented in the CLI guide)."""
 
@@ -314,16 +223,46 @@ def start_display(
     title: str,
     live: bool,
 ) -> None:
-    """Run :func:`show_progress` in ``group`` until it is cancelled.
+    """Show ``progress`` in ``group`` until cancelled: a live `rich` display (the caller
+    checked the terminal and rich), else a plain line every :data:`PLAIN_INTERVAL` seconds of
+    the reader's time, whatever the server's speed (a log is read, not watched)."""
+    group.start_soon(functools.partial(_show, progress, statistics, title=title, live=live))
 
-    Plain lines come every :data:`PLAIN_INTERVAL` seconds of the reader's time, whatever the
-    server's speed: a log or a pipe is read by a person (or grepped), not watched.
-    """
-    group.start_soon(
-        functools.partial(
-            show_progress, progress, statistics, title=title, live=live, interval=PLAIN_INTERVAL
-        )
-    )
+
+async def _show(
+    progress: BatchProgress,
+    statistics: Callable[[], SchedulerStatistics | None],
+    *,
+    title: str,
+    live: bool,
+) -> None:
+    display: Any = contextlib.nullcontext()
+    if live:
+        from rich.live import Live
+
+        view = _rich_view(progress.snapshot(statistics()), title)
+        display = Live(view, auto_refresh=False, transient=False)
+
+    def show(line: bool = True) -> None:
+        for notice in progress.take_notices():
+            if live:
+                display.console.print(notice, style="red", markup=False, highlight=False)
+            else:
+                print(notice, flush=True)
+        if line and live:
+            display.update(_rich_view(progress.snapshot(statistics()), title), refresh=True)
+        elif line:
+            print(plain_line(progress.snapshot(statistics())), flush=True)
+
+    delay = 0.0 if live else PLAIN_INTERVAL
+    with display:
+        try:
+            while True:
+                await anyio.sleep(delay)
+                show()
+                delay = 0.25 if live else PLAIN_INTERVAL
+        finally:
+            show(line=live)
 
 
 def breaker_notice(event: BreakerEvent) -> str:

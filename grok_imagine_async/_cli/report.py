@@ -1,12 +1,12 @@
-"""The end of a batch: ``manifest.jsonl`` (one line per job) and the summary shown to people.
+"""The end of a batch: ``manifest.jsonl`` (one line per job), the summary, the advice after it.
 
-Both are built from the journal (a SQLite file or a shared Redis), so they describe every job
-of the input, whichever run or process did its work, and they are right even after an
-interrupted run. The manifest's schema is documented in ``docs/guides/cli.md``.
+Built from the journal, so they describe every job of the input whichever run or process did
+it, and are right after an interrupted run. The manifest's schema is in ``docs/guides/cli.md``.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import io
 import json
@@ -21,44 +21,25 @@ from typing import Any
 from .._blocking import run_blocking
 from .._files import create_temp
 from .._journal.codec import excerpt, request_digest
-from .._models import CREDITS_PER_GENERATION, FailureClass
+from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
+from .._scheduling.breaker import BreakerSnapshot
 from .._scheduling.inputs import JobFile
 from .._scheduling.jobs import JobStore, StoreRecord, StoreState
-from .text import printable
-
-__all__ = [
-    "BatchOutcome",
-    "credits_recorded",
-    "manifest_entry",
-    "print_summary",
-    "write_manifest",
-]
+from .common import command_line, printable
 
 MANIFEST_NAME = "manifest.jsonl"
 _SAMPLES = 10
 _CHUNK = 1000
+_RETRIED_FAILURES = ("budget_exceeded", "request_error")  # what a re-run reopens
 
 
 @dataclass
 class BatchOutcome:
-    """What the manifest found, tallied for the summary and the exit status.
+    """The manifest's jobs tallied for the summary and the exit status.
 
-    Attributes:
-        total: Jobs in the input.
-        completed: Jobs completed.
-        failed: Jobs failed, ambiguous ones excluded.
-        ambiguous: Jobs whose submission's outcome is unknown (maybe paid, not resent).
-        running: Jobs submitted and not finished (an interrupted run; they resume next time).
-        not_started: Jobs never submitted.
-        credits: Credits recorded for the input's jobs, over every run, the last POST of
-            ambiguous jobs left out.
-        earlier_credits: Of those, what earlier runs had spent when this one started.
-        uncertain_credits: Credits ambiguous jobs may have cost: their last POST's, which may
-            or may not have been charged.
-        files: Video files downloaded.
-        failures: Failures by class.
-        samples: The first few failed or ambiguous jobs, as (key, status, message).
-        manifest: Where the manifest was written.
+    ``credits`` is what the journal records over every run, the last POST of ambiguous jobs
+    left out (``uncertain_credits`` holds those, maybe charged); ``earlier_credits`` is what
+    earlier runs had spent; ``samples`` the first failed or ambiguous (key, status, message).
     """
 
     total: int = 0
@@ -95,24 +76,25 @@ class BatchOutcome:
             credits = max(0, credits - CREDITS_PER_GENERATION)
         self.credits += credits
         self.files += len(entry.get("files", ()))
-        if status == "completed":
-            self.completed += 1
-            return
         if status == "failed":
-            self.failed += 1
             self.failures[entry.get("failure_class") or "unknown"] += 1
-        elif status == "ambiguous":
-            self.ambiguous += 1
-        elif status == "running":
-            self.running += 1
-        else:
-            self.not_started += 1
+        setattr(self, status, getattr(self, status) + 1)
         if len(self.samples) < _SAMPLES and status in ("failed", "ambiguous"):
             self.samples.append((entry["key"], status, entry.get("error") or ""))
 
 
-def manifest_entry(record: StoreRecord, out_dir: Path, endpoint: str = "") -> dict[str, Any]:
-    """One manifest line for a job the journal knows, run against ``endpoint``."""
+def _entry(key: str, request: GenerationRequest, endpoint: str, **fields: Any) -> dict[str, Any]:
+    """One manifest line: a job never started, unless ``fields`` say more."""
+    return {
+        "key": key, "status": "not_started", "task_id": None, "files": [], "videos": [],
+        "error": None, "failure_class": None, "attempts": 0, "credits": 0,
+        "prompt": excerpt(request.prompt), "request_digest": request_digest(request),
+        "endpoint": endpoint, **fields,
+    }  # fmt: skip
+
+
+def _recorded(record: StoreRecord, out_dir: Path, endpoint: str = "") -> dict[str, Any]:
+    """The manifest line of a job the journal knows."""
     if record.state is StoreState.COMPLETED:
         status = "completed"
     elif record.state is StoreState.SUBMITTED:
@@ -126,44 +108,37 @@ def manifest_entry(record: StoreRecord, out_dir: Path, endpoint: str = "") -> di
     error = record.error
     if status == "ambiguous" and error is None:
         error = "a submission was in flight when the run stopped: outcome unknown"
-    return {
-        "key": record.key,
-        "status": status,
-        "task_id": record.task_id,
-        "files": [_relative(Path(f), out_dir) for f in record.files],
-        "videos": list(record.videos),
-        "error": error,
-        "failure_class": None if record.failure_class is None else record.failure_class.value,
-        "attempts": record.attempts,
-        "credits": record.credits,
-        "prompt": excerpt(record.request.prompt),
-        "request_digest": record.request_digest or request_digest(record.request),
-        "endpoint": endpoint,
-    }
+    return _entry(
+        record.key,
+        record.request,
+        endpoint,
+        status=status,
+        task_id=record.task_id,
+        files=[_relative(Path(f), out_dir) for f in record.files],
+        videos=list(record.videos),
+        error=error,
+        failure_class=None if record.failure_class is None else record.failure_class.value,
+        attempts=record.attempts,
+        credits=record.credits,
+        request_digest=record.request_digest or request_digest(record.request),
+    )
 
 
 async def credits_recorded(journal: JobStore, keys: frozenset[str], out_dir: Path) -> int:
-    """The credits the journal records for the jobs in ``keys`` (what runs so far spent).
-
-    Tallied as the summary tallies them, so that the summary's "this run" is a difference of
-    like with like.
-    """
+    """The credits the journal records for ``keys``, tallied as the summary tallies them (so
+    that its "this run" is a difference of like with like)."""
     tally = BatchOutcome()
     async for record in journal.records():
         if record.key in keys:
-            tally.note(manifest_entry(record, out_dir))
+            tally.note(_recorded(record, out_dir))
     return tally.credits
 
 
 async def write_manifest(
     journal: JobStore, jobs: JobFile, keys: frozenset[str], out_dir: Path, *, endpoint: str = ""
 ) -> BatchOutcome:
-    """Write ``out_dir/manifest.jsonl``: one line per job of the input, atomically.
-
-    Jobs the journal knows come first (in the order they were first recorded, for a SQLite
-    journal), then the jobs never started, in input order. The file is created readable by
-    its owner only: it holds prompts and task ids.
-    """
+    """Write ``out_dir/manifest.jsonl`` atomically, readable by its owner only (prompts, task
+    ids): the jobs the journal knows first, then those never started, in input order."""
     outcome = BatchOutcome()
     target = out_dir / MANIFEST_NAME
     seen: set[str] = set()
@@ -171,23 +146,30 @@ async def write_manifest(
     # receive the manifest (or redirect it elsewhere).
     partial, raw = await run_blocking(functools.partial(create_temp, target, mode=0o600))
     handle = io.TextIOWrapper(raw, encoding="utf-8")
-    try:
-        lines: list[str] = []
 
-        async def emit(entry: dict[str, Any]) -> None:
+    def write(entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
             outcome.note(entry)
-            lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
-            if len(lines) >= _CHUNK:
-                await _flush(handle, lines)
+        handle.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
 
+    def write_unstarted() -> None:  # a second streamed pass over the input
+        for spec in jobs if len(seen) < len(keys) else ():
+            if spec.key not in seen:
+                write([_entry(str(spec.key), spec.request, endpoint)])
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    try:
+        entries: list[dict[str, Any]] = []
         async for record in journal.records():
             if record.key in keys:
                 seen.add(record.key)
-                await emit(manifest_entry(record, out_dir, endpoint))
-        await _flush(handle, lines)
-        if len(seen) < len(keys):  # a second streamed pass over the input, in a worker thread
-            await run_blocking(_write_unstarted, handle, jobs, seen, outcome, endpoint)
-        await run_blocking(_sync, handle)
+                entries.append(_recorded(record, out_dir, endpoint))
+                if len(entries) >= _CHUNK:
+                    await run_blocking(write, entries)
+                    entries = []
+        await run_blocking(write, entries)
+        await run_blocking(write_unstarted)
     finally:
         await run_blocking(handle.close)
     await run_blocking(os.replace, partial, target)
@@ -195,52 +177,14 @@ async def write_manifest(
     return outcome
 
 
-def _write_unstarted(
-    handle: Any, jobs: JobFile, seen: set[str], outcome: BatchOutcome, endpoint: str
-) -> None:
-    for spec in jobs:
-        if spec.key in seen:
-            continue
-        entry: dict[str, Any] = {
-            "key": spec.key,
-            "status": "not_started",
-            "task_id": None,
-            "files": [],
-            "videos": [],
-            "error": None,
-            "failure_class": None,
-            "attempts": 0,
-            "credits": 0,
-            "prompt": excerpt(spec.request.prompt),
-            "request_digest": request_digest(spec.request),
-            "endpoint": endpoint,
-        }
-        outcome.note(entry)
-        handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-
-
-def _sync(handle: Any) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-async def _flush(handle: Any, lines: list[str]) -> None:
-    text = "".join(lines)
-    lines.clear()
-    await run_blocking(handle.write, text)
-
-
 def _relative(path: Path, folder: Path) -> str:
-    try:
-        return str(path.relative_to(folder.resolve()))
-    except ValueError:
-        try:
-            return str(path.relative_to(folder))
-        except ValueError:
-            return str(path)
+    for base in (folder.resolve(), folder):
+        if path.is_relative_to(base):
+            return str(path.relative_to(base))
+    return str(path)
 
 
-# -- the summary -------------------------------------------------------------------------------
+# -- the summary and the advice ----------------------------------------------------------------
 
 
 def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple[str, str]]:
@@ -251,12 +195,13 @@ def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple
         ("failed", str(outcome.failed)),
     ]
     rows += [(f"  {name}", str(n)) for name, n in sorted(outcome.failures.items())]
-    if outcome.ambiguous:
-        rows.append(("outcome unknown", str(outcome.ambiguous)))
-    if outcome.running:
-        rows.append(("still running", str(outcome.running)))
-    if outcome.not_started:
-        rows.append(("not started", str(outcome.not_started)))
+    for label, n in (
+        ("outcome unknown", outcome.ambiguous),
+        ("still running", outcome.running),
+        ("not started", outcome.not_started),
+    ):
+        if n:
+            rows.append((label, str(n)))
     rows.append(("video files", str(outcome.files)))
 
     def price(credits: int) -> str:
@@ -264,8 +209,7 @@ def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple
 
     spent = outcome.credits_this_run
     rows.append(("credits this run", f"{spent} ({price(spent)})"))
-    if outcome.earlier_credits:
-        earlier = outcome.earlier_credits
+    if earlier := outcome.earlier_credits:
         rows.append(("credits earlier", f"{earlier} ({price(earlier)}, earlier runs)"))
     if outcome.uncertain_credits:
         rows.append(
@@ -315,3 +259,74 @@ def print_summary(
     for line in advice:
         print(line)
     sys.stdout.flush()
+
+
+def count_jobs(n: int) -> str:
+    """``1 job``, ``2 jobs``."""
+    return "1 job" if n == 1 else f"{n} jobs"
+
+
+def advice_after(
+    args: argparse.Namespace,
+    outcome: BatchOutcome,
+    interrupted: bool,
+    emulated: bool,
+    emulator_state: Path | None = None,
+) -> list[str]:
+    """The lines after the summary: what happened to unfinished jobs, and what to run next.
+
+    ``emulator_state`` is where the in-process emulator kept its tasks, if it did.
+    """
+    resume = command_line(args.argv)
+    lines: list[str] = []
+    if outcome.ambiguous and not emulated and args.on_ambiguous != "resubmit":
+        again = command_line([*args.argv, "--on-ambiguous", "resubmit"])
+        lines.append(
+            f"{count_jobs(outcome.ambiguous)} may or may not have been submitted: "
+            "the answer to the request was lost. They were not sent again, to avoid paying "
+            "twice. Check your account; to send them again anyway, possibly paying twice, run: "
+            f"{again}"
+        )
+    if interrupted:
+        if emulated and emulator_state is None:
+            kept = (
+                "The emulator's tasks ended with this process, so the jobs that were in flight "
+                "will start again, at no cost."
+            )
+        elif emulated and outcome.running:
+            kept = (
+                f"Jobs still in flight: {outcome.running}. The emulator kept its tasks in "
+                f"{emulator_state}: the next run polls them, as it would the API's."
+            )
+        elif outcome.running:
+            kept = (
+                f"Jobs still in flight: {outcome.running}. They go on generating; the next run "
+                "polls them and does not pay for them again."
+            )
+        else:
+            kept = "No job was left in flight."
+        lines.append(f"Interrupted. Every job is recorded in the journal. {kept}")
+        lines.append("To carry on where this run stopped, run the same command again:")
+        lines.append(f"  {resume}")
+    elif outcome.not_started or outcome.running:
+        lines.append(f"Some jobs did not finish. Run the same command to carry on: {resume}")
+    elif any(outcome.failures.get(name) for name in _RETRIED_FAILURES):
+        lines.append(
+            "Jobs refused by the credit budget or by the API, and videos that could not be "
+            "saved, are tried again when you run the same command (a task already paid is "
+            f"not paid again): {resume}"
+        )
+    return lines
+
+
+def refused_line(stopped: BreakerSnapshot | None, outcome: BatchOutcome) -> str | None:
+    """The one line for a batch stopped on systematic refusals, None if it was not."""
+    if stopped is None or stopped.reason != "refused" or stopped.failure_class is None:
+        return None
+    why = stopped.failure_class.value.replace("_", " ")
+    unsent = outcome.not_started
+    prompts = "1 prompt was" if unsent == 1 else f"{unsent} prompts were"
+    return (
+        f"the last {stopped.streak} jobs were all refused for {why}; {prompts} not "
+        "submitted; fix the prompts and rerun"
+    )

@@ -9,10 +9,9 @@ from typing import Any
 import anyio
 import pytest
 
-from grok_imagine_async._cli.messages import advice_after
-from grok_imagine_async._cli.preflight import PreflightError, check_file_target, check_folder
+from grok_imagine_async._cli.common import PreflightError, check_file_target, check_folder
 from grok_imagine_async._cli.progress import BatchProgress, start_display
-from grok_imagine_async._cli.report import BatchOutcome, summary_rows
+from grok_imagine_async._cli.report import BatchOutcome, advice_after, summary_rows
 from grok_imagine_async._scheduling.jobs import JobSubmitted, SchedulerStatistics
 from grok_imagine_async.testing import run_virtual
 

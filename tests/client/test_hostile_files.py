@@ -218,7 +218,7 @@ def test_server_text_in_the_rich_summary_is_neither_markup_nor_escapes(
 
 
 def test_server_text_in_a_task_description_is_escaped() -> None:
-    from grok_imagine_async._cli.status import describe
+    from grok_imagine_async._cli.task import describe
 
     task = Task(
         task_id="t\x1b[31m",

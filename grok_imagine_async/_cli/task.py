@@ -1,12 +1,14 @@
-"""``grok-imagine generate PROMPT --out DIR``: one video, start to finish.
+"""One task: ``grok-imagine generate PROMPT --out DIR`` and ``grok-imagine status TASK_ID``.
 
 Example:
     $ grok-imagine generate "a paper boat on a river at dawn" --ratio 3:2 --out videos
+    $ grok-imagine status task_0a1b2c3d4e5f --download videos
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,80 +21,88 @@ from .._errors import (
     AuthenticationError,
     ConfigurationError,
     InvalidRequestError,
+    NotFoundError,
     TaskFailedError,
 )
 from .._limits import Limits, prompt_problem
-from .._models import GenerationRequest
+from .._models import GenerationRequest, Task, TaskStatus
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    PreflightError,
     add_connection_options,
+    check_folder,
     command_line,
     connect,
     describe_failure,
     error,
+    printable,
     run_until_interrupted,
 )
-from .preflight import PreflightError, check_folder
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``generate`` subcommand."""
+    """Add the ``generate`` and ``status`` subcommands."""
     parser = subparsers.add_parser(
         "generate",
         help="generate one video and download it",
         description="Generate one video (40 credits), wait for it and download it into DIR. "
         "Prints the saved paths. Exit status: 0 done, 1 failed, 2 bad options, 130 Ctrl-C.",
     )
-    parser.add_argument("prompt", metavar="PROMPT", help="what to generate")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the video(s)")
-    parser.add_argument(
+    add = parser.add_argument
+    add("prompt", metavar="PROMPT", help="what to generate")
+    add("--out", required=True, metavar="DIR", help="folder for the video(s)")
+    add(
         "--mode",
         default="normal",
         metavar="MODE",
         help="fun, normal or spicy (default: %(default)s)",
     )
-    parser.add_argument(
-        "--ratio", default="1:1", metavar="RATIO", help="2:3, 3:2 or 1:1 (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--image",
-        action="append",
-        metavar="URL",
+    add("--ratio", default="1:1", metavar="RATIO", help="2:3, 3:2 or 1:1 (default: %(default)s)")
+    add(
+        "--image", action="append", metavar="URL",
         help="source image URL; repeat for several (default: none, text to video)",
-    )
-    parser.add_argument(
-        "--allow-unlisted",
-        action="store_true",
+    )  # fmt: skip
+    add(
+        "--allow-unlisted", action="store_true",
         help="accept modes and ratios the API does not document, such as 16:9 (default: refuse)",
-    )
+    )  # fmt: skip
     add_connection_options(parser)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=generate)
+
+    parser = subparsers.add_parser(
+        "status",
+        help="show a task's status (and download its videos)",
+        description="Show the status of one task (GET /v1/status). Exit status: 0 if it "
+        "completed or is still running, 1 if it failed or is unknown, 2 on bad options.",
+    )
+    add = parser.add_argument
+    add("task_id", metavar="TASK_ID", help="the task id, e.g. task_123456789")
+    add("--json", action="store_true", help="print the task as one JSON object")
+    add(
+        "--download", metavar="DIR",
+        help="if the task completed, download its videos into DIR (default: only show it)",
+    )  # fmt: skip
+    add_connection_options(parser, emulate=False, sharing=False)
+    parser.set_defaults(handler=status)
 
 
-def run(args: argparse.Namespace) -> int:
+def generate(args: argparse.Namespace) -> int:
     """Run ``grok-imagine generate``; return the exit status."""
     try:
         request = GenerationRequest(
-            prompt=args.prompt,
-            mode=args.mode,
-            ratio=args.ratio,
-            images=args.image,
+            prompt=args.prompt, mode=args.mode, ratio=args.ratio, images=args.image,
             allow_unlisted=args.allow_unlisted,
-        )
+        )  # fmt: skip
         too_long = prompt_problem(request.prompt, Limits())  # the CLI's client's limits
         if too_long is not None:
             raise InvalidRequestError(f"invalid request: {too_long}", problems=(too_long,))
-    except InvalidRequestError as exc:
+        check_folder(Path(args.out), "output folder")  # before the 40 credits
+    except (InvalidRequestError, PreflightError) as exc:
         message = str(exc).replace("pass allow_unlisted=True", "use --allow-unlisted")
         error("generate", f"{message} (nothing was submitted)")
-        return EXIT_USAGE
-    try:  # before the 40 credits: a paid video must have somewhere to go
-        check_folder(Path(args.out), "output folder")
-    except PreflightError as exc:
-        error("generate", f"{exc} (nothing was submitted)")
         return EXIT_USAGE
     return anyio.run(_generate, args, request)
 
@@ -166,3 +176,67 @@ def _status_argv(args: argparse.Namespace, task_id: str) -> list[str]:
         if value is not None:
             argv += [f"--{option.replace('_', '-')}", str(value)]
     return argv
+
+
+def status(args: argparse.Namespace) -> int:
+    """Run ``grok-imagine status``; return the exit status."""
+    if args.download:
+        try:
+            check_folder(Path(args.download), "download folder")
+        except PreflightError as exc:
+            error("status", exc)
+            return EXIT_USAGE
+    return anyio.run(_status, args)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    label = ""
+    try:
+        async with connect(args) as connection:
+            label = connection.label
+            task = await connection.client.get_task(args.task_id)
+            files = []
+            if args.download and task.succeeded:
+                files = await connection.client.download(task, args.download)
+    except (ConfigurationError, ValueError) as exc:  # ValueError: an empty task id
+        error("status", exc)
+        return EXIT_USAGE
+    except NotFoundError:
+        error("status", f"no task {args.task_id!r} for this token")
+        return EXIT_FAILED
+    except APIError as exc:
+        error("status", describe_failure(exc, label))
+        return EXIT_FAILED
+    except OSError as exc:
+        error("status", f"cannot save the videos in {args.download}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    if args.json:
+        data = task.model_dump(mode="json")
+        data["files"] = [str(f) for f in files]
+        print(json.dumps(data))
+    else:
+        print(describe(task))
+        for path in files:
+            print(f"  saved      {path}")
+    sys.stdout.flush()
+    return EXIT_FAILED if task.status is TaskStatus.FAILED else EXIT_OK
+
+
+def describe(task: Task) -> str:
+    """A few aligned lines about ``task``, for people."""
+    lines = [f"{printable(task.task_id)}  {task.status.value} ({printable(task.raw_status)})"]
+    if task.created_at is not None:
+        lines.append(f"  created    {task.created_at.isoformat()}")
+    if task.consumed_credits is not None:
+        lines.append(f"  credits    {task.consumed_credits}")
+    if task.request:
+        prompt = printable(task.request.get("prompt", ""))
+        lines.append(f"  prompt     {prompt[:100]}{'...' if len(prompt) > 100 else ''}")
+    if task.error_message:
+        failure = task.failure_class.value if task.failure_class else "unknown"
+        lines.append(f"  error      {printable(task.error_message)} ({failure})")
+    for i, url in enumerate(task.videos):
+        lines.append(f"  {'videos' if i == 0 else '':<10} {printable(url)}")
+    if task.status is TaskStatus.COMPLETED and not task.videos:
+        lines.append("  error      completed without a video URL")
+    return "\n".join(lines)
