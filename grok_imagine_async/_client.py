@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import random
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
@@ -21,27 +22,28 @@ import anyio
 from . import _http
 from ._backoff import PollPolicy, RetryPolicy
 from ._clock import DEFAULT_CLOCK, Clock
+from ._download import Downloader, HostPolicy
 from ._errors import (
     APIResponseValidationError,
     ConfigurationError,
     InvalidRequestError,
+    TaskFailedError,
+    WaitTimeoutError,
 )
-from ._fetch import Downloader
-from ._hosts import HostPolicy
 from ._limiting.plans import Plan, RateLimit
 from ._limiting.protocol import Priority, RateLimiter
 from ._limits import Limits, prompt_problem
 from ._models import GenerationRequest, Task
 from ._observe import Observer
-from ._progress import ProgressHook
+from ._progress import Progress, ProgressHook, report_progress
 from ._protocol import parse_task, parse_task_id
 from ._scheduling import many
+from ._scheduling.durations import DurationModel
 from ._scheduling.jobs import JobSpec
 from ._scheduling.many import JobResults
 from ._scheduling.options import SchedulerOptions
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 from ._settings import Settings, observer_for, user_agent
-from ._waiting import TaskWaiter
 
 logger = logging.getLogger("grok_imagine_async")
 
@@ -167,7 +169,8 @@ class AsyncGrokImagine:
             )
         self._clock = clock or DEFAULT_CLOCK
         self._rng = rng if rng is not None else random.Random()
-        self._waiter = TaskWaiter(self.get_task, self._rng, settings.expected_duration)
+        # What this client learnt of generation times: the median its progress estimates read.
+        self._durations = DurationModel(prior_median=settings.expected_duration)
         if limiter is None:
             from ._limiting.local import LocalRateLimiter
 
@@ -378,7 +381,7 @@ class AsyncGrokImagine:
             WaitTimeoutError: If ``timeout`` passed first.
             APIError: If a status request failed after its retries.
         """
-        return await self._waiter.wait(task_id, poll or self._settings.poll, timeout=timeout)
+        return await self._wait(task_id, poll or self._settings.poll, timeout=timeout, since=None)
 
     async def generate_and_wait(
         self,
@@ -409,13 +412,54 @@ class AsyncGrokImagine:
         task_id = await self.generate(
             prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
         )
-        return await self._waiter.wait(
+        return await self._wait(
             task_id,
             poll or self._settings.poll,
-            just_created=True,
             timeout=timeout,
             since=called,
             on_progress=on_progress,
+        )
+
+    async def _wait(
+        self,
+        task_id: str,
+        policy: PollPolicy,
+        *,
+        timeout: float | None,  # noqa: ASYNC109 (expiry must name the paid task)
+        since: float | None,
+        on_progress: ProgressHook | None = None,
+    ) -> Task:
+        """Poll ``task_id`` at once, then spaced by :meth:`PollPolicy.gap`, until it finishes.
+
+        ``since`` (the clock time the caller created the task; None: not just created) starts
+        the deadline's count, makes the first look wait a gap, and lets the task's age teach
+        the duration model and estimate progress (else None until the end).
+        """
+        task: Task | None = None
+        started = anyio.current_time()
+        deadline = math.inf if timeout is None else (started if since is None else since) + timeout
+        progress, running_at = Progress(), 0.0  # the age at the last look finding it running
+        just_created = since is not None
+        with anyio.CancelScope(deadline=deadline):
+            if just_created:
+                await anyio.sleep(policy.gap(0.0, rng=self._rng))
+            while True:
+                task = await self.get_task(task_id)
+                age = anyio.current_time() - started
+                if task.is_terminal:
+                    if just_created and task.succeeded:
+                        self._durations.observe(running_at, age)
+                    report_progress(on_progress, task_id, progress.finished())
+                    if not task.succeeded:
+                        raise TaskFailedError(task)
+                    return task
+                running_at = age
+                estimate = progress.running(age if just_created else None, self._durations.median)
+                report_progress(on_progress, task_id, estimate)
+                await anyio.sleep(policy.gap(age, rng=self._rng))
+        assert timeout is not None
+        raise WaitTimeoutError(
+            task_id, last_status=task.status if task is not None else None, timeout=timeout
         )
 
     def generate_many(

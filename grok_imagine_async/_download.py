@@ -1,15 +1,38 @@
-"""Naming result videos: safe file names and download plans (pure; fetching is in ``_fetch``)."""
+"""Fetching result videos: safe names, the host policy, bounded redirects and size, atomic files.
+
+A result URL comes from the server, so a hostile one could aim downloads at ``127.0.0.1``, a
+router or a cloud metadata service: loopback, link-local and private addresses are refused
+(before sending, and again for the address actually connected to, against DNS rebinding),
+except the API's own host and the hosts a user allows.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import os
+import random
 import re
-from collections.abc import Sequence
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
 
+import anyio
+
+from . import _http
+from ._backoff import RetryPolicy
+from ._errors import APIConnectionError, APIError, DownloadError
+from ._files import create_temp, run_blocking
+from ._http import BadEncoding, BodyTooLarge, iter_bounded
+from ._limits import Limits
 from ._models import Task
 from ._protocol import is_fetchable_url
+
+if TYPE_CHECKING:
+    import httpx
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 120
@@ -17,20 +40,19 @@ _MAX_NAME = 120
 _RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(10)}
 )
+_EXPIRED_STATUSES = frozenset({403, 404, 410})  # how CDNs answer a stale signed URL
+_EXPIRED_HINT = " (result URLs are valid for about 24 hours after completion)"
 
 
 def safe_name(text: str, *, default: str = "video") -> str:
     """A file name made from ``text`` that cannot leave its folder or hide itself.
 
-    Keeps letters, digits, ``.``, ``_`` and ``-``; replaces anything else with ``_``; strips
-    leading dots (no hidden files, no ``..``); trims to 120 characters; adds ``_`` to names
-    Windows reserves (``CON``, ``NUL``, ``LPT1``...).
+    Keeps letters, digits, ``.``, ``_`` and ``-`` (anything else becomes ``_``), strips leading
+    dots, trims to 120 characters, and adds ``_`` to names Windows reserves.
 
     Example:
-        >>> safe_name("../../etc/passwd")
-        'etc_passwd'
-        >>> safe_name("con")
-        'con_'
+        >>> safe_name("../../etc/passwd"), safe_name("con")
+        ('etc_passwd', 'con_')
     """
     cleaned = _UNSAFE.sub("_", text).strip("._-")
     cleaned = re.sub(r"\.{2,}", ".", cleaned)[:_MAX_NAME]
@@ -40,31 +62,25 @@ def safe_name(text: str, *, default: str = "video") -> str:
     return cleaned or default
 
 
-def distinct_stem(stem: str) -> str:
-    """A file stem for ``stem`` that no other stem can share: :func:`safe_name`, with a short
-    digest of ``stem`` itself appended (``a/b`` -> ``a_b-<8 hex digits>``)."""
+def _distinct_stem(stem: str) -> str:
+    """:func:`safe_name` of ``stem`` with a digest of ``stem`` (``a/b`` -> ``a_b-<8 hex>``)."""
     digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{safe_name(stem, default='task')}-{digest}"
 
 
 def name_from_url(url: str, *, default: str = "video.mp4") -> str:
     """A safe file name from the last path segment of ``url`` (``.mp4`` if it has none)."""
-    segment = PurePosixPath(unquote(urlsplit(url).path)).name
-    name = safe_name(segment, default="")
+    name = safe_name(PurePosixPath(unquote(urlsplit(url).path)).name, default="")
     if not name:
         return default
     return name if "." in name else f"{name}.mp4"
 
 
 def resolve_inside(dest: Path, name: str) -> Path:
-    """``dest / name`` (``dest`` resolved), refusing a ``name`` that is not a plain file name.
-
-    The name itself is not resolved: a link sitting at it is the writer's to refuse, not
-    something to follow out of ``dest``.
+    """``dest / name`` (``dest`` resolved, ``name`` not: a link there is the writer's to refuse).
 
     Raises:
-        ValueError: If ``name`` holds a separator or is ``.``/``..`` (it cannot after
-            :func:`safe_name`, so this is a second line of defence).
+        ValueError: If ``name`` is not a plain file name (a second line of defence).
     """
     root = dest.resolve()
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
@@ -75,11 +91,10 @@ def resolve_inside(dest: Path, name: str) -> Path:
 def plan_download(
     task_or_url: Task | str | Sequence[str], *, stem: str | None = None
 ) -> list[tuple[str, str]]:
-    """The ``(url, file name)`` pairs to fetch for a task or a list of URLs (pure).
+    """The ``(url, file name)`` pairs to fetch for a task or a list of URLs.
 
-    A task's files are named ``<stem>.mp4``, or ``<stem>_<n>.mp4`` when it has several, where
-    the stem is ``stem`` if given, else the task id, sanitised. Bare URLs are named after
-    their last path segment, made unique.
+    A task's files are ``<stem>.mp4`` (``<stem>_<n>.mp4`` when several), the stem being
+    ``stem`` or the task id, sanitised; bare URLs are named after their last segment, uniquely.
 
     Raises:
         ValueError: If there is nothing to download or a URL is not http(s).
@@ -94,7 +109,14 @@ def plan_download(
         )
     else:
         urls = [task_or_url] if isinstance(task_or_url, str) else list(task_or_url)
-        names = _unique([name_from_url(url) for url in urls])
+        seen: dict[str, int] = {}
+        names = []
+        for name in map(name_from_url, urls):
+            count = seen[name] = seen.get(name, 0) + 1
+            if count > 1:
+                stem_, dot, ext = name.rpartition(".")
+                name = f"{stem_}_{count}.{ext}" if dot else f"{name}_{count}"
+            names.append(name)
     if not urls:
         raise ValueError("nothing to download: no video URL")
     for url in urls:
@@ -103,14 +125,290 @@ def plan_download(
     return list(zip(urls, names, strict=True))
 
 
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        count = seen.get(name, 0)
-        seen[name] = count + 1
-        if count:
-            stem, dot, ext = name.rpartition(".")
-            name = f"{stem}_{count + 1}.{ext}" if dot else f"{name}_{count + 1}"
-        out.append(name)
-    return out
+ANY_HOST = "*"
+"""In ``download_hosts``: allow every host (e.g. behind a proxy on a private address)."""
+
+
+def _normalize_host(host: str) -> str:
+    return host.strip().lower().strip("[]").rstrip(".")
+
+
+def _private(host: str) -> bool:
+    """True if ``host`` is a literal address that is not public (loopback, private...)."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
+
+
+@dataclass(frozen=True, slots=True)
+class HostPolicy:
+    """Hosts downloads may reach beyond the public internet (``"*"``: every host)."""
+
+    allowed: frozenset[str] = frozenset()
+
+    @classmethod
+    def build(cls, *, api_url: str, extra: Iterable[str] = ()) -> HostPolicy:
+        """The policy that allows the host of ``api_url`` and the hosts in ``extra``."""
+        hosts = {_normalize_host(_http.lib.URL(api_url).host)}
+        hosts.update(_normalize_host(h) for h in extra if h.strip())
+        return cls(frozenset(hosts))
+
+    def refusal(self, url: httpx.URL) -> str | None:
+        """Why ``url`` may not be fetched, or None if its host is fine before connecting."""
+        host = _normalize_host(url.host)
+        if host in self.allowed or ANY_HOST in self.allowed:
+            return None
+        if host == "localhost" or host.endswith(".localhost"):
+            return f"{host} is this machine"
+        return f"{host} is not a public address" if _private(host) else None
+
+    def refusal_after_connect(self, url: httpx.URL, response: httpx.Response) -> str | None:
+        """Why the address ``response`` came from may not be used, or None (in-memory
+        transports report no address and pass)."""
+        if _normalize_host(url.host) in self.allowed or ANY_HOST in self.allowed:
+            return None
+        stream = response.extensions.get("network_stream")
+        peer = None if stream is None else stream.get_extra_info("server_addr")
+        if isinstance(peer, tuple) and peer and isinstance(peer[0], str) and _private(peer[0]):
+            return f"{url.host} resolved to {peer[0]}, not a public address"
+        return None
+
+
+class Downloader:
+    """Streams result videos into folders, for one client (never with the Authorization header).
+
+    Args:
+        http: The client's ``AsyncClient`` (httpx2 or httpx).
+        hosts: Which hosts may be fetched from.
+        limits: ``max_video_bytes`` and ``max_redirects``.
+        retry: Retries after a transport error or a 5xx.
+        rng: Jitter for the retries.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        hosts: HostPolicy,
+        limits: Limits,
+        retry: RetryPolicy,
+        rng: random.Random,
+    ) -> None:
+        self._http = http
+        self._url = _http.check_client(http).URL  # URLs of the client's own library
+        self._hosts = hosts
+        self._limits = limits
+        self._retry = retry
+        self._rng = rng
+        # Which owner (stem or URL) took each file name, per folder: a second one whose name
+        # sanitises alike ("a/b", "a?b") gets a digest-suffixed name instead of overwriting.
+        self._owners: dict[tuple[Path, str], str] = {}
+
+    def __repr__(self) -> str:
+        return f"Downloader(hosts={sorted(self._hosts.allowed)!r})"
+
+    async def download(
+        self, task_or_url: Task | str | Sequence[str], dest: Path, *, stem: str | None
+    ) -> list[Path]:
+        """Name the files of ``task_or_url`` (:func:`plan_download`) and fetch each.
+
+        Raises:
+            ValueError, DownloadError, APIError: As ``AsyncGrokImagine.download``.
+        """
+        files = plan_download(task_or_url, stem=stem)
+        root = await run_blocking(_make_folder, dest)
+        if isinstance(task_or_url, Task):
+            owner = stem or task_or_url.task_id
+            if not self._claim(root, owner, [name for _, name in files]):
+                files = plan_download(task_or_url, stem=_distinct_stem(owner))
+                self._claim(root, owner, [name for _, name in files], force=True)
+        else:
+            renamed = []
+            for url, name in files:
+                if not self._claim(root, url, [name]):
+                    name = f"{_distinct_stem(url)}.mp4"
+                    self._claim(root, url, [name], force=True)
+                renamed.append((url, name))
+            files = renamed
+        return await self.download_all(files, root)
+
+    def _claim(self, root: Path, owner: str, names: list[str], *, force: bool = False) -> bool:
+        keys = [(root, name.lower()) for name in names]  # case-insensitive disks too
+        if not force and any(self._owners.get(k, owner) != owner for k in keys):
+            return False
+        self._owners.update(dict.fromkeys(keys, owner))
+        return True
+
+    async def download_all(self, files: Sequence[tuple[str, str]], dest: Path) -> list[Path]:
+        """Fetch each ``(url, name)`` into ``dest`` concurrently; return the paths in order.
+
+        Raises:
+            APIError: The first failure, once every other download has finished.
+        """
+        root = await run_blocking(_make_folder, dest)
+        targets = [resolve_inside(root, name) for _, name in files]
+        errors: list[APIError] = []
+
+        async def fetch(url: str, target: Path) -> None:
+            try:
+                await self._fetch_with_retries(url, target)
+            except APIError as exc:  # reported after the others finish, not as a group
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for (url, _), target in zip(files, targets, strict=True):
+                tg.start_soon(fetch, url, target)
+        if errors:
+            raise errors[0]
+        return targets
+
+    async def _fetch_with_retries(self, url: str, target: Path) -> None:
+        attempt = 0
+        while True:
+            failure: APIError | None = None
+            try:
+                await self._fetch(url, target)
+                return
+            except _http.HTTPStatusError as exc:
+                status = exc.response.status_code
+                if status < 500 or attempt >= self._retry.attempts:
+                    hint = _EXPIRED_HINT if status in _EXPIRED_STATUSES else ""
+                    failure = DownloadError(
+                        f"download of {target.name} failed: HTTP {status}{hint}", url=url
+                    )
+            except _http.TransportError as exc:
+                if attempt >= self._retry.attempts:
+                    failure = APIConnectionError(
+                        f"download of {target.name} failed: {type(exc).__name__}", method="GET"
+                    )
+            except _http.HTTPError + _http.InvalidURL as exc:  # e.g. a body that does not decode
+                failure = DownloadError(
+                    f"download of {target.name} failed: {type(exc).__name__}", url=url
+                )
+            if failure is not None:
+                raise failure  # outside the except block: no httpx(2) request in its context
+            await anyio.sleep(self._retry.delay(attempt, rng=self._rng))
+            attempt += 1
+
+    async def _fetch(self, url: str, target: Path) -> None:
+        """One try: follow redirects within the policy, then stream the body to ``target``."""
+        current: httpx.URL = self._url(url)
+        for _ in range(self._limits.max_redirects + 1):
+            refusal = self._hosts.refusal(current)
+            if refusal is not None:
+                raise _refused(target, url, refusal)
+            request = self._http.build_request(
+                "GET", current, headers={"Accept-Encoding": "identity"}
+            )
+            request.headers.pop("Authorization", None)  # even if the http client sets one
+            response = await self._http.send(request, stream=True, follow_redirects=False)
+            try:
+                refusal = self._hosts.refusal_after_connect(current, response)
+                if refusal is not None:
+                    raise _refused(target, url, refusal)
+                if not response.has_redirect_location:
+                    response.raise_for_status()
+                    await self._save(response, url, target)
+                    return
+                current = _redirect_target(current, response, target, url)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+        raise DownloadError(
+            f"download of {target.name} refused: more than {self._limits.max_redirects} "
+            "redirects (Limits.max_redirects)",
+            url=url,
+        )
+
+    async def _save(self, response: httpx.Response, url: str, target: Path) -> None:
+        """Stream the body into a fresh temporary file, then rename it onto ``target``."""
+        limit = self._limits.max_video_bytes
+        partial, out = await run_blocking(_open_partial, target)
+        failure: DownloadError | None = None
+        try:
+            try:
+                async for chunk in iter_bounded(response, limit=limit):
+                    await run_blocking(out.write, chunk)
+                await run_blocking(_flush_and_sync, out)
+            finally:
+                await run_blocking(out.close)
+            await run_blocking(os.replace, partial, target)
+        except BodyTooLarge:
+            failure = DownloadError(
+                f"download of {target.name} stopped: more than {limit} bytes "
+                "(Limits.max_video_bytes)",
+                url=url,
+            )
+        except BadEncoding as exc:
+            failure = DownloadError(f"download of {target.name} failed: {exc}", url=url)
+        except OSError as exc:
+            failure = DownloadError(
+                f"cannot save {target.name}: {exc.strerror or type(exc).__name__}", url=url
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await run_blocking(partial.unlink, True)
+            raise
+        if failure is not None:
+            with anyio.CancelScope(shield=True):
+                await run_blocking(partial.unlink, True)
+            raise failure
+
+
+def _refused(target: Path, url: str, reason: str) -> DownloadError:
+    return DownloadError(
+        f"download of {target.name} refused: {reason} (allow it with download_hosts=[...])",
+        url=url,
+    )
+
+
+def _redirect_target(
+    current: httpx.URL, response: httpx.Response, target: Path, url: str
+) -> httpx.URL:
+    """Where a redirect points, if the policy lets it go there."""
+    location = response.headers["location"]
+    try:
+        following = current.join(location)
+    except _http.BadURL:
+        following = None
+    if following is None or following.scheme not in ("http", "https") or not following.host:
+        raise DownloadError(
+            f"download of {target.name} refused: a redirect to {location[:100]!r}", url=url
+        )
+    if current.scheme == "https" and following.scheme != "https":
+        raise DownloadError(
+            f"download of {target.name} refused: a redirect from https to http", url=url
+        )
+    return following
+
+
+def _make_folder(dest: Path) -> Path:
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        return dest.resolve()
+    except OSError as exc:
+        raise DownloadError(f"cannot create {dest}: {exc.strerror or exc}") from None
+
+
+def _open_partial(target: Path) -> tuple[Path, BinaryIO]:
+    """Refuse a folder or a link at ``target``; open a fresh temporary file beside it."""
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "folder" if stat.S_ISDIR(mode) else "link" if stat.S_ISLNK(mode) else "non-file"
+        raise DownloadError(f"cannot save {target.name}: a {kind} is in the way")
+    try:
+        return create_temp(target)
+    except OSError as exc:
+        raise DownloadError(f"cannot save {target.name}: {exc.strerror or exc}") from None
+
+
+def _flush_and_sync(out: BinaryIO) -> None:
+    out.flush()
+    os.fsync(out.fileno())

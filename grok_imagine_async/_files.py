@@ -1,20 +1,33 @@
-"""Temporary files that no one can plant or redirect: random names, created exclusively."""
+"""Local files: blocking work in a worker thread, temporary files no one can plant or redirect,
+and the task log kept beside a journal."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
+
+import anyio.to_thread
+
+T = TypeVar("T")
 
 _FLAGS = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 )
 
 
-def temp_path(target: Path) -> Path:
-    """A fresh hidden name next to ``target``: ``.<name>.<8 hex digits>.part``."""
-    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+async def run_blocking(func: Callable[..., T], *args: Any) -> T:
+    """Run ``func(*args)`` in a worker thread (its result discarded if the caller is cancelled).
+
+    A virtual-time loop must not skip ahead while the thread works: it offers ``hold_time()``.
+    """
+    hold = getattr(asyncio.get_running_loop(), "hold_time", None)
+    with hold() if hold is not None else nullcontext():
+        return await anyio.to_thread.run_sync(func, *args)
 
 
 def create_exclusive(path: Path, *, mode: int = 0o644) -> BinaryIO:
@@ -37,10 +50,10 @@ def create_exclusive(path: Path, *, mode: int = 0o644) -> BinaryIO:
 
 
 def create_temp(target: Path, *, mode: int = 0o644) -> tuple[Path, BinaryIO]:
-    """A new temporary file next to ``target`` (see :func:`temp_path`), open for writing,
-    with permission bits ``mode`` (0o600 for a file only its owner may read)."""
+    """A new hidden ``.<name>.<8 hex>.part`` next to ``target``, open for writing, with
+    permission bits ``mode``."""
     for _ in range(8):
-        path = temp_path(target)
+        path = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
         try:
             return path, create_exclusive(path, mode=mode)
         except FileExistsError:

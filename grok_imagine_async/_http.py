@@ -1,19 +1,16 @@
-"""The HTTP library: httpx2 when it is installed, else httpx; and one family per client.
+"""The HTTP library (httpx2 when installed, else httpx; one family per client), and bodies
+read within a bound.
 
-httpx2 is the maintained line of httpx under a new name (same API, with httpcore2), chosen
-the way Starlette's test client chooses: try ``httpx2``, fall back to ``httpx``. ``lib`` is
-that module; a client we build is ``lib.AsyncClient``. A client passed in is used as it is,
-whichever family it comes from, but not a mix: an ``httpx2.AsyncClient`` sending through an
-httpx transport fails deep inside the library, so :func:`check_client` refuses it up front.
-The two families' exceptions are distinct classes, so the tuples below hold both, and code that
-maps transport failures into our tree catches ``TransportError`` rather than ``httpx.X``.
-
-Nothing here aliases one module to the other (no ``sys.modules`` hook): a process may use both.
-Type checkers see httpx (the API is the same).
+``lib`` is the default family, chosen as Starlette's test client does; a client passed in is
+used as it is, but :func:`check_client` refuses one that mixes families. The two families'
+exceptions are distinct classes, so the tuples below hold both. No ``sys.modules`` alias: a
+process may use both. Type checkers see httpx (the API is the same).
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -113,13 +110,8 @@ def check_client(client: object) -> ModuleType:
 
 
 def new_client(family: ModuleType, *, timeout: Any, headers: dict[str, str]) -> httpx.AsyncClient:
-    """The ``AsyncClient`` of ``family`` a client builds for itself (httpx's default pool).
-
-    The pool stays httpx's (100 connections, 20 kept alive). Keeping every connection alive
-    saves reconnecting beyond 20 calls at a time, but httpcore 1 then checks every idle
-    connection's socket on each request: twice the CPU per request at 50 calls at a time on
-    127.0.0.1 (``benchmarks/README.md``, issue 28). Against the real service a reconnect is a
-    TLS handshake, so the trade is the caller's: pass an ``http_client`` with other ``limits``.
+    """The ``AsyncClient`` of ``family`` a client builds for itself, with httpx's default pool
+    (keeping all 50 connections alive costs httpcore 1 twice the CPU: ``benchmarks/README.md``).
     """
     client = family.AsyncClient(timeout=timeout_in(family, timeout), headers=headers)
     return cast("httpx.AsyncClient", client)
@@ -138,3 +130,91 @@ def timeout_in(family: ModuleType, timeout: Any) -> Any:
     raise ConfigurationError(
         f"timeout must be seconds or an httpx Timeout, got {type(timeout).__name__}"
     )
+
+
+# httpx decodes a whole network chunk at once, so a small gzip chunk can grow into hundreds of
+# megabytes before a size check sees it: here each raw chunk is inflated at most to the room left.
+ACCEPT_ENCODING = "gzip, deflate"
+"""What we ask servers for: the encodings :func:`iter_bounded` can inflate with a bound."""
+
+
+class BodyTooLarge(Exception):
+    """Internal: the body holds more than the allowed bytes (after decompression)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} bytes")
+        self.limit = limit
+
+
+class BadEncoding(Exception):
+    """Internal: the body's Content-Encoding is unknown or its data does not decode."""
+
+
+class _Inflater:
+    def __init__(self, encoding: str) -> None:
+        self._encoding = encoding
+        self._zlib: zlib._Decompress | None = None
+        if encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._zlib = None  # decided by the first bytes: zlib-wrapped or raw
+        elif encoding not in ("", "identity"):
+            raise BadEncoding(f"unsupported Content-Encoding {encoding[:40]!r}")
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """Up to ``room + 1`` decoded bytes from ``data`` (one more shows the bound is passed)."""
+        if self._encoding in ("", "identity"):
+            return data[: room + 1]
+        if self._zlib is None:
+            # RFC 1950 header: compression method 8, and the first two bytes a multiple of 31.
+            wrapped = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        try:
+            return self._zlib.decompress(data, room + 1)
+        except zlib.error as exc:
+            raise BadEncoding(f"{self._encoding} data does not decode ({exc})") from None
+
+
+async def iter_bounded(response: httpx.Response, *, limit: int) -> AsyncIterator[bytes]:
+    """The decoded body of a streamed ``response``, chunk by chunk, at most ``limit`` bytes.
+
+    Raises:
+        BodyTooLarge: Once the decoded body passes ``limit`` bytes (nothing more is read).
+        BadEncoding: If the Content-Encoding is unknown or the data does not decode.
+        httpx.TransportError: If the connection fails while reading (httpx2's, on an httpx2
+            response).
+    """
+    if response.is_stream_consumed:  # built already read (an in-memory transport): check it
+        content = response.content
+        if len(content) > limit:
+            raise BodyTooLarge(limit)
+        if content:
+            yield content
+        return
+    encodings = [
+        part.strip().lower()
+        for part in response.headers.get("content-encoding", "").split(",")
+        if part.strip()
+    ]
+    if len(encodings) > 1:
+        raise BadEncoding("more than one Content-Encoding")
+    inflater = _Inflater(encodings[0] if encodings else "")
+    total = 0
+    async for raw in response.aiter_raw():
+        chunk = inflater.feed(raw, limit - total)
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(limit)
+        # Output short of room + 1 bytes means zlib consumed all of ``raw``: nothing is left
+        # behind in the decompressor for a later chunk to release.
+        if chunk:
+            yield chunk
+
+
+async def read_bounded(response: httpx.Response, *, limit: int) -> bytes:
+    """The whole decoded body of a streamed ``response``, refusing more than ``limit`` bytes.
+
+    Raises:
+        BodyTooLarge, BadEncoding, httpx.TransportError: As :func:`iter_bounded`.
+    """
+    return b"".join([chunk async for chunk in iter_bounded(response, limit=limit)])

@@ -1,17 +1,14 @@
-"""The API's protocol rules as pure functions: no I/O, called directly by tests.
-
-Covers API.md rules 1 (two places for an error), 2 (status vocabulary) and 3 (tolerant
-parsing). Rule 6 (failure classes) lives in ``_models`` beside :class:`FailureClass`, since a
-:class:`Task` reports its own class; it is re-exported here with the other rules.
-"""
+"""The API's protocol rules as pure functions (API.md rules 1-4; rule 6 is in ``_models``)."""
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -276,3 +273,63 @@ def has_error_body(body: Any) -> bool:
         return False
     code = _as_int(body.get("code"))
     return bool(body.get("error")) or (code is not None and code != 200)
+
+
+def _parse_number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_remaining(value: str | None) -> int | None:
+    """``X-RateLimit-Remaining`` as a non-negative int, or None if absent or unreadable."""
+    number = _parse_number(value)
+    return None if number is None else max(0, int(number))
+
+
+def parse_reset(value: str | None, *, now_unix: float) -> float | None:
+    """``X-RateLimit-Reset`` (seconds, or a Unix time above 10**9) as seconds from now."""
+    number = _parse_number(value)
+    if number is None:
+        return None
+    return max(0.0, number - now_unix if number > 1e9 else number)
+
+
+def parse_retry_after(value: str | None, *, now_unix: float) -> float | None:
+    """``Retry-After`` (seconds, leniently a Unix time, or an HTTP date) as seconds from now."""
+    seconds = parse_reset(value, now_unix=now_unix)
+    if seconds is not None or value is None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return None if when.tzinfo is None else max(0.0, when.timestamp() - now_unix)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitHeaders:
+    """What one answer's headers said about the quota, in seconds from now (rule 4)."""
+
+    remaining: int | None
+    reset_after: float | None
+    retry_after: float | None
+
+    @property
+    def wait_hint(self) -> float | None:
+        """How long the server asked us to hold off: Retry-After, else the window reset."""
+        return self.retry_after if self.retry_after is not None else self.reset_after
+
+
+def read_rate_limit_headers(headers: Mapping[str, str], *, now_unix: float) -> RateLimitHeaders:
+    """Read ``X-RateLimit-Remaining``, ``X-RateLimit-Reset`` and ``Retry-After`` from
+    lower-cased (or case-insensitive) ``headers``; unreadable values become None."""
+    return RateLimitHeaders(
+        remaining=parse_remaining(headers.get("x-ratelimit-remaining")),
+        reset_after=parse_reset(headers.get("x-ratelimit-reset"), now_unix=now_unix),
+        retry_after=parse_retry_after(headers.get("retry-after"), now_unix=now_unix),
+    )

@@ -21,7 +21,6 @@ import anyio
 
 from . import _http
 from ._backoff import RetryPolicy
-from ._bounded import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_bounded
 from ._clock import Clock
 from ._errors import (
     AmbiguousSubmitError,
@@ -33,12 +32,12 @@ from ._errors import (
     RateLimitError,
     ServerError,
 )
-from ._headers import read_rate_limit_headers
+from ._http import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_bounded
 from ._limiting.protocol import Permit, Priority, RateLimiter, RateLimitFeedback
 from ._limits import Limits
 from ._models import GenerationRequest
 from ._observe import AttemptProbe, Observer
-from ._protocol import find_error, has_error_body
+from ._protocol import find_error, has_error_body, read_rate_limit_headers
 from ._redact import Redactor
 
 logger = logging.getLogger("grok_imagine_async")

@@ -23,9 +23,8 @@ from typing import Any
 
 import anyio
 
-from .._blocking import run_blocking
 from .._errors import JournalError
-from .._files import TaskLog
+from .._files import TaskLog, run_blocking
 from .._journal.codec import request_digest
 from .._journal.sqlite import SqliteJobStore
 from .._models import FailureClass, Task, TaskStatus

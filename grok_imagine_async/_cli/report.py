@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._blocking import run_blocking
-from .._files import create_temp
+from .._files import create_temp, run_blocking
 from .._journal.codec import excerpt, request_digest
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._scheduling.breaker import BreakerSnapshot

@@ -25,8 +25,8 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from .._blocking import run_blocking
 from .._errors import JournalError, TaskFailedError
+from .._files import run_blocking
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
 from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord, StoreState
 from .codec import request_digest

@@ -29,8 +29,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._backoff import PollPolicy
-from .._blocking import run_blocking
 from .._errors import GrokImagineError, SchedulerClosedError
+from .._files import run_blocking
 from .._journal.opening import open_journal
 from .._models import FailureClass, GenerationRequest
 from .._observe import observed_hook

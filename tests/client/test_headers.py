@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grok_imagine_async._headers import (
+from grok_imagine_async._protocol import (
     parse_remaining,
     parse_reset,
     parse_retry_after,

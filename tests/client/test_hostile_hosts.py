@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from conftest import ServedEmulator
 
-from grok_imagine_async._hosts import HostPolicy
+from grok_imagine_async._download import HostPolicy
 from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 
 pytestmark = pytest.mark.real_time  # the served emulator runs in a thread

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grok_imagine_async._clock import ManualClock
-from grok_imagine_async._headers import parse_reset
 from grok_imagine_async._limiting.plans import RateLimit
+from grok_imagine_async._protocol import parse_reset
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 from grok_imagine_async.testing._window import EPSILON, WindowCounter, max_in_window
 

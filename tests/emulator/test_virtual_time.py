@@ -7,7 +7,7 @@ import time
 import anyio
 import pytest
 
-from grok_imagine_async._blocking import run_blocking
+from grok_imagine_async._files import run_blocking
 from grok_imagine_async.testing import run_virtual
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from grok_imagine_async import LocalRateLimiter, Plan, RateLimit
 from grok_imagine_async._clock import DEFAULT_CLOCK
-from grok_imagine_async._headers import read_rate_limit_headers
+from grok_imagine_async._protocol import read_rate_limit_headers
 from grok_imagine_async.abc import Permit, Priority, RateLimiter, RateLimitFeedback
 
 pytestmark = pytest.mark.anyio
