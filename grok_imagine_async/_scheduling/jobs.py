@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import anyio
 
@@ -21,7 +21,9 @@ from .._errors import GrokImagineError, TaskFailedError, WaitTimeoutError
 from .._models import FailureClass, GenerationRequest, Task
 from .._progress import Progress
 from .breaker import BreakerSnapshot
-from .durations import DurationModel
+
+if TYPE_CHECKING:
+    from .record import JobRecord
 
 
 class JobState(str, enum.Enum):
@@ -140,69 +142,47 @@ class JobResult:
         raise TaskFailedError(self.task)
 
 
-class JobView(Protocol):
-    """What a :class:`Job` handle reads: the scheduler's private record of the job."""
-
-    @property
-    def key(self) -> str: ...
-    @property
-    def request(self) -> GenerationRequest: ...
-    @property
-    def state(self) -> JobState: ...
-    @property
-    def task_id(self) -> str | None: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def result(self) -> JobResult | None: ...
-    @property
-    def submitted_at(self) -> float | None: ...
-    @property
-    def durations(self) -> DurationModel | None: ...
-    async def wait_finished(self) -> JobResult: ...
-
-
 class Job:
     """A handle to one job of a :class:`JobScheduler`, returned by :meth:`JobScheduler.submit`.
 
     Read-only: the scheduler changes the job through its own record, and the handle shows it.
     """
 
-    __slots__ = ("_progress", "_view")
+    __slots__ = ("_progress", "_record")
 
-    def __init__(self, view: JobView) -> None:
-        self._view = view
+    def __init__(self, record: JobRecord) -> None:
+        self._record = record
         self._progress = Progress()
 
     @property
     def key(self) -> str:
         """The job's key."""
-        return self._view.key
+        return self._record.key
 
     @property
     def request(self) -> GenerationRequest:
         """What it generates."""
-        return self._view.request
+        return self._record.request
 
     @property
     def status(self) -> JobState:
         """Where the job is now."""
-        return self._view.state
+        return self._record.state
 
     @property
     def task_id(self) -> str | None:
         """The id of its current task, once submitted."""
-        return self._view.task_id
+        return self._record.task_id
 
     @property
     def attempts(self) -> int:
         """Submissions made so far."""
-        return self._view.attempts
+        return self._record.attempts
 
     @property
     def result(self) -> JobResult | None:
         """Its result once finished, else None."""
-        return self._view.result
+        return self._record.result
 
     @property
     def progress(self) -> float | None:
@@ -210,17 +190,16 @@ class Job:
 
         The API reports no progress. 0 until its task exists, then ``1 - 0.5 ** (t / m)``,
         with ``t`` the task's age and ``m`` the median generation time the scheduler has
-        learned: 0.5 at the median, below 1 until the job finishes, 1 then. It never goes
-        back (the median may grow; a resubmitted job's new task starts anew). None while it
-        runs with an age unknown (resumed from a journal, or followed from another process).
+        learned: 0.5 at the median, 1 once finished. It never goes back. None while it runs
+        with an age unknown (resumed from a journal, or followed from another process).
         Read it in the event loop (it reads the clock).
         """
-        view = self._view
-        if view.state.is_final:
+        record = self._record
+        if record.state.is_final:
             return self._progress.finished()
-        if view.state is not JobState.RUNNING:
+        if record.state is not JobState.RUNNING:
             return self._progress.value
-        started, durations = view.submitted_at, view.durations
+        started, durations = record.submitted_at, record.durations
         if started is None or durations is None:
             return None
         return self._progress.running(anyio.current_time() - started, durations.median)
@@ -234,8 +213,7 @@ class Job:
 
         Args:
             timeout: Seconds to wait at most; None (default): as long as the job runs. On
-                expiry the job goes on in the scheduler (nothing is cancelled or sent again):
-                ``wait()`` again picks it up.
+                expiry the job goes on in the scheduler: ``wait()`` again picks it up.
 
         Raises:
             WaitTimeoutError: If ``timeout`` passed first (with the job's task id, if any).
@@ -243,12 +221,13 @@ class Job:
                 :class:`AmbiguousSubmitError`, :class:`BudgetExceededError`).
         """
         with anyio.move_on_after(timeout):
-            return (await self._view.wait_finished()).unwrap()
+            return (await self._record.wait_finished()).unwrap()
         assert timeout is not None
         raise WaitTimeoutError(self.task_id, last_status=self.status, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Job(key={self.key!r}, status={self.status.value}, task_id={self.task_id!r})"
+
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,7 +186,7 @@ class Poller:
         if not urgent:
             await within_share(planner.share_wait)
         self.polls += 1
-        job.polled()
+        job.polls += 1
         planner.note_request(anyio.current_time(), poll=True)
         # The early probes (how long do jobs take?) wait behind submissions like any poll when
         # submissions go first: while submissions fill the quota no poll could use what a probe
@@ -198,13 +198,14 @@ class Poller:
             with job_scope(self._client.telemetry, self._owner, job.key):
                 task = await self._client.get_task(job.task_id, priority=priority)
         except NotFoundError as exc:
-            await self._failed_look(job, exc, in_a_row=job.missing(), limit=_NOT_FOUND_LIMIT)
+            job.not_found += 1
+            await self._failed_look(job, exc, in_a_row=job.not_found, limit=_NOT_FOUND_LIMIT)
             return
         except AuthenticationError:
             raise
         except APIError as exc:  # the task exists and is paid for: keep looking, a little later
-            in_a_row = job.unreadable_answer()
-            await self._failed_look(job, exc, in_a_row=in_a_row, limit=_UNREADABLE_LIMIT)
+            job.unreadable += 1
+            await self._failed_look(job, exc, in_a_row=job.unreadable, limit=_UNREADABLE_LIMIT)
             return
         now = anyio.current_time()
         planner.looked(

@@ -1,9 +1,7 @@
-"""The scheduler's private record of one job: its fields, and the only ways they change.
+"""The scheduler's record of one job: its fields, and the only ways they change.
 
-A :class:`JobRecord` is what the scheduler's workers hold; the public
-:class:`~grok_imagine_async.Job` is a read-only view of it. Each change of state goes through
-one method here, which also keeps the :class:`Tally` of jobs per state in step, so the
-counters cannot drift from the jobs they count.
+The public :class:`~grok_imagine_async.Job` is a read-only view of a :class:`JobRecord`. Each
+change of state goes through one method here, which keeps the :class:`Tally` in step.
 """
 
 from __future__ import annotations
@@ -35,16 +33,9 @@ class Tally:
 
 
 class JobRecord:
-    """One job's mutable state, as the scheduler's workers see it.
+    """One job's mutable state, as the scheduler's workers see it; ``handle`` is its view."""
 
-    Attributes:
-        key: The job's key.
-        request: What it generates.
-        handle: The read-only :class:`Job` given to callers.
-    """
-
-    # A batch holds thousands of these at once: no instance dict, and no event until someone
-    # waits on the job (most jobs of a batch are read from the result stream instead).
+    # A batch holds thousands of these: no instance dict, and no event until someone waits.
     __slots__ = (
         "_attempts",
         "_credits",
@@ -84,47 +75,38 @@ class JobRecord:
         self._attempts = 0
         self._credits = 0
         self._result: JobResult | None = None
-        self._done: anyio.Event | None = None  # made by the first waiter
+        self._done: anyio.Event | None = None
         self.resubmits = 0
-        self.sequence: int | None = None
-        """The breaker's number of its last POST (None: resumed, or not sent yet)."""
+        self.sequence: int | None = None  # the breaker's number of its last POST
         self.polls = 0
         self.not_found = 0
         self.unreadable = 0  # status answers in a row that could not be read
-        self.submitted_at: float | None = None
-        """Clock time of the last submission in this run (None: unknown, e.g. resumed)."""
+        self.submitted_at: float | None = None  # None: unknown (resumed) or not sent
         self.last_look = 0.0
-        self.finished_task: Task | None = None
-        """The completed task, while its download is pending."""
-        self.durations = durations
-        """The scheduler's duration model, which the handle's progress estimate reads."""
+        self.finished_task: Task | None = None  # completed, while its download is pending
+        self.durations = durations  # what the handle's progress estimate reads
         self.handle = Job(self)
-
-    # -- what the handle reads ---------------------------------------------------------------
 
     @property
     def state(self) -> JobState:
-        """Where the job is."""
         return self._state
 
     @property
     def task_id(self) -> str | None:
-        """The current task's id, once there is one."""
         return self._task_id
 
     @property
     def attempts(self) -> int:
-        """Submissions (POSTs) made, in this run and recorded earlier ones."""
+        """Submissions made, in this run and recorded earlier ones."""
         return self._attempts
 
     @property
     def credits(self) -> int:
-        """Credits this job consumed (or may have: an ambiguous POST counts)."""
+        """Credits consumed (an ambiguous POST counts)."""
         return self._credits
 
     @property
     def result(self) -> JobResult | None:
-        """The result, once finished."""
         return self._result
 
     async def wait_finished(self) -> JobResult:
@@ -139,21 +121,19 @@ class JobRecord:
     # -- transitions -------------------------------------------------------------------------
 
     def adopted(self, *, attempts: int, credits: int) -> None:
-        """Take over what an earlier run recorded of this job (submissions, credits)."""
+        """Take over what an earlier run recorded of this job."""
         self._attempts, self._credits = attempts, credits
 
     def submitting(self) -> None:
-        """Its POST is about to be sent (first submission, or a resubmission)."""
         self._to(JobState.SUBMITTING)
 
     def resubmitting(self, *, counted: bool = True) -> None:
-        """Its task failed in a way worth a new POST (``counted``: against its resubmissions;
-        not when an outage explains the failure)."""
+        """Its task failed in a way worth a new POST (``counted`` against its resubmissions
+        unless an outage explains the failure)."""
         self.resubmits += counted
         self.submitting()
 
     def refunded(self, credits: int) -> None:
-        """The provider reported charging ``credits`` less than counted for its task."""
         self._credits -= credits
 
     def charged(self, attempt: int, cost: int) -> None:
@@ -162,7 +142,6 @@ class JobRecord:
         self._credits += cost
 
     def submitted(self, task_id: str, *, at: float) -> None:
-        """The POST created ``task_id`` at clock time ``at``: poll it from now on."""
         self._task_id, self.submitted_at, self.last_look = task_id, at, at
         self._to(JobState.RUNNING)
 
@@ -171,24 +150,10 @@ class JobRecord:
         self._task_id, self.submitted_at = task_id, None
         self._to(JobState.RUNNING)
 
-    def polled(self) -> None:
-        """A status poll is being sent."""
-        self.polls += 1
-
     def looked(self, *, at: float) -> None:
-        """A poll found the task unfinished at clock time ``at``."""
+        """A poll found the task unfinished."""
         self.last_look = at
         self.unreadable = 0
-
-    def unreadable_answer(self) -> int:
-        """A poll's answer could not be read (or was an error); return how many in a row."""
-        self.unreadable += 1
-        return self.unreadable
-
-    def missing(self) -> int:
-        """A poll was answered 404; return how many times in a row."""
-        self.not_found += 1
-        return self.not_found
 
     def succeeded(self, task: Task) -> None:
         """The task completed; its files are still to be downloaded."""
@@ -201,13 +166,9 @@ class JobRecord:
         if self._done is not None:
             self._done.set()
 
-    def mirrored(self, *, task_id: str | None = None, state: JobState | None = None) -> None:
-        """Follow what another process recorded of this job (a mirror of a shared store):
-        its task id, or a state it reached that is not final (:meth:`finished` is)."""
-        if task_id is not None:
-            self._task_id = task_id
-        if state is not None:
-            self._to(state)
+    def mirrored(self, state: JobState) -> None:
+        """Follow a state another process recorded of this job (a mirror of a shared store)."""
+        self._to(state)
 
     def _to(self, state: JobState) -> None:
         self._tally._move(self._state, state)

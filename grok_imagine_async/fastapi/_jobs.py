@@ -47,6 +47,7 @@ from .._scheduling.jobs import (
     StoreRecord,
     StoreState,
 )
+from .._scheduling.record import JobRecord, Tally
 from .._scheduling.resume import recorded_result
 from .._scheduling.scheduler import JobScheduler
 
@@ -136,39 +137,27 @@ _PROVIDER = {
 }
 
 
-class _Tracked:
-    """One job as the registry knows it, from the store's messages (a :class:`Job`'s view).
+_UNCOUNTED = Tally(lambda: None)  # the registry counts nothing by state
+
+
+class _Tracked(JobRecord):
+    """One job as the registry knows it, from the store's messages (a :class:`Job`'s record).
 
     The state is the store's; the result is the scheduler's own when this worker runs the job
     (its error as raised, not as recorded), else the one the record stands for.
     """
 
-    __slots__ = (
-        "_final",
-        "changed",
-        "closed",
-        "durations",
-        "handle",
-        "key",
-        "local",
-        "record",
-        "request",
-        "state",
-        "submitted_at",
-    )
+    __slots__ = ("_final", "changed", "closed", "local", "record")
 
     def __init__(
         self, key: str, request: GenerationRequest, durations: DurationModel | None
     ) -> None:
-        self.key, self.request, self.durations = key, request, durations
-        self.state = JobState.QUEUED
+        super().__init__(key, request, _UNCOUNTED, durations=durations)
         self.record: StoreRecord | None = None
         self.local: Job | None = None  # the scheduler's handle, when this worker runs it
-        self.submitted_at: float | None = None  # when it was seen running, on this clock
         self._final: JobResult | None = None
         self.changed: anyio.Event | None = None  # made by the first waiter
         self.closed = False  # the registry stopped: no change will come
-        self.handle = Job(self)
 
     @property
     def task_id(self) -> str | None:
@@ -221,7 +210,7 @@ class _Tracked:
             self.submitted_at = anyio.current_time() if live else None
         if state.is_final:
             self._final = _replayed(record, self.request, max_credits)
-        self.state = state
+        self.mirrored(state)
         return True
 
 

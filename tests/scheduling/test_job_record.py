@@ -38,9 +38,8 @@ def test_a_job_life_moves_one_count_at_a_time() -> None:
     record.submitted("t1", at=5.0)
     assert _counts(tally) == {JobState.RUNNING: 1}
     assert (record.task_id, record.submitted_at, record.last_look) == ("t1", 5.0, 5.0)
-    record.polled()
     record.looked(at=9.0)
-    assert (record.polls, record.last_look) == (1, 9.0)
+    assert record.last_look == 9.0
     record.resubmitting()
     assert _counts(tally) == {JobState.SUBMITTING: 1}
     assert record.resubmits == 1
@@ -60,11 +59,6 @@ def test_a_resumed_job_has_no_known_age() -> None:
     record.resumed("t9")
     assert (record.state, record.task_id, record.submitted_at) == (JobState.RUNNING, "t9", None)
     assert (record.attempts, record.credits) == (1, 40)
-
-
-def test_missing_counts_404s_in_a_row() -> None:
-    record = JobRecord("k", GenerationRequest(prompt="a"), _tally()[0])
-    assert [record.missing() for _ in range(3)] == [1, 2, 3]
 
 
 def test_the_public_handle_is_read_only_and_shows_the_record() -> None:
