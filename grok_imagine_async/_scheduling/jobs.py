@@ -229,7 +229,6 @@ class Job:
         return f"Job(key={self.key!r}, status={self.status.value}, task_id={self.task_id!r})"
 
 
-
 @dataclass(frozen=True, slots=True)
 class SchedulerStatistics:
     """A snapshot of a scheduler's progress.
