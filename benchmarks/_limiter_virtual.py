@@ -213,8 +213,7 @@ def run_round_trip_one(
     from grok_imagine_async import LocalRateLimiter
     from grok_imagine_async.abc import RateLimitFeedback
     from grok_imagine_async.testing import run_virtual
-    from grok_imagine_async.testing._gcra import GcraCounter
-    from grok_imagine_async.testing._window import WindowCounter
+    from grok_imagine_async.testing._quota import GcraCounter, WindowCounter
 
     limit = PLANS[plan]
     if limiter == "before":

@@ -291,7 +291,7 @@ def run_one(
 
 def max_in_window(times: list[float], period: float) -> int:
     """Most arrivals in any interval of ``period`` s, with the emulator's own boundary rule."""
-    from grok_imagine_async.testing._window import max_in_window as emulators_count
+    from grok_imagine_async.testing._quota import max_in_window as emulators_count
 
     return emulators_count(sorted(times), period)
 

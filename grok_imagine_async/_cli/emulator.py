@@ -116,8 +116,7 @@ def run(args: argparse.Namespace, *, out: Callable[[str], None] | None = None) -
     """Serve the emulator until interrupted; returns the exit status."""
     write = out or (lambda line: print(line, flush=True))
     try:
-        from ..testing import Emulator
-        from ..testing._environment import client_environment
+        from ..testing import Emulator, client_environment
         from ..testing._server import serve_forever
     except ImportError as exc:
         print(f"grok-imagine emulator: {exc}", file=sys.stderr)

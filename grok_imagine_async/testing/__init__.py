@@ -19,14 +19,12 @@ from .._public import set_module as _set_module
 from ._virtual_time import VirtualTimeEventLoop, run_virtual
 
 if TYPE_CHECKING:
-    from ._config import EmulatorConfig
-    from ._drop import ConnectionDropped
+    from ._config import EmulatorConfig, Vocabulary, client_environment
     from ._emulator import Emulator
-    from ._environment import client_environment
     from ._faults import FaultConfig, Outage
-    from ._lifecycle import Vocabulary
     from ._server import serve_in_thread
-    from ._stats import EmulatorStatistics
+    from ._state import EmulatorStatistics
+    from ._transport import ConnectionDropped
 
 __all__ = [
     "ConnectionDropped",
@@ -44,14 +42,14 @@ __all__ = [
 ]
 
 _LAZY = {
-    "ConnectionDropped": "._drop",
+    "ConnectionDropped": "._transport",
     "Emulator": "._emulator",
     "EmulatorConfig": "._config",
-    "EmulatorStatistics": "._stats",
+    "EmulatorStatistics": "._state",
     "FaultConfig": "._faults",
     "Outage": "._faults",
-    "Vocabulary": "._lifecycle",
-    "client_environment": "._environment",
+    "Vocabulary": "._config",
+    "client_environment": "._config",
     "serve_in_thread": "._server",
 }
 

@@ -9,16 +9,42 @@ from typing import Literal
 
 from .._clock import Clock
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
+from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
 from ._faults import FaultConfig
-from ._lifecycle import Vocabulary
-
-ResetFormat = Literal["seconds", "unix"]
-CountingMode = Literal["sliding", "fixed", "gcra"]
-"""How the emulator counts a token's quota: a sliding or fixed window, or a leaky bucket."""
 
 
-def _default_tokens() -> Mapping[str, str | Plan | RateLimit]:
-    return {"test-token": "free"}
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """The words the emulated server writes in ``status`` for each state of a task.
+
+    Named ones (see :meth:`named`): ``"default"`` (pending/processing/completed/failed),
+    ``"reseller"`` (waiting/generating/success/fail), ``"upper"``
+    (IN_QUEUE/IN_PROGRESS/COMPLETED/FAILED).
+    """
+
+    pending: str = "pending"
+    processing: str = "processing"
+    completed: str = "completed"
+    failed: str = "failed"
+
+    @classmethod
+    def named(cls, name: str | Vocabulary) -> Vocabulary:
+        """The vocabulary called ``name``, or ``name`` itself if it already is one.
+
+        Raises:
+            ValueError: If the name is unknown.
+        """
+        if isinstance(name, Vocabulary):
+            return name
+        named = {
+            "default": cls(),
+            "reseller": cls("waiting", "generating", "success", "fail"),
+            "upper": cls("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED"),
+        }
+        if name not in named:
+            known = ", ".join(map(repr, named))
+            raise ValueError(f"unknown vocabulary {name!r}: expected one of {known}")
+        return named[name]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +61,7 @@ class EmulatorConfig:
             seconds, or ``"gcra"``, a leaky bucket (nginx ``limit_req``) that refills at the
             quota's rate and holds at most ``burst`` requests; its ``X-RateLimit-Remaining`` is
             what the bucket holds and its ``X-RateLimit-Reset`` the seconds until it is full
-            again (see ``grok_imagine_async.testing._gcra``).
+            again.
         burst: Requests the ``"gcra"`` bucket holds when full (1: none closer together than
             the quota's interval). Ignored by the windows.
         reset_format: ``X-RateLimit-Reset`` as seconds until reset or as a Unix time.
@@ -60,11 +86,13 @@ class EmulatorConfig:
         ValueError: On a setting out of range or an unknown plan, window or vocabulary.
     """
 
-    tokens: Mapping[str, str | Plan | RateLimit] = field(default_factory=_default_tokens)
+    tokens: Mapping[str, str | Plan | RateLimit] = field(
+        default_factory=lambda: {"test-token": "free"}
+    )
     period: float = 60.0
-    window: CountingMode = "sliding"
+    window: Literal["sliding", "fixed", "gcra"] = "sliding"
     burst: int = 1
-    reset_format: ResetFormat = "seconds"
+    reset_format: Literal["seconds", "unix"] = "seconds"
     count_refused: bool = False
     rate_limit_enabled: bool = True
     duration_median: float = 30.0
@@ -115,3 +143,34 @@ class EmulatorConfig:
     def status_words(self) -> Vocabulary:
         """:attr:`vocabulary` resolved to a :class:`Vocabulary`."""
         return Vocabulary.named(self.vocabulary)
+
+
+def client_environment(
+    config: EmulatorConfig, url: str, *, token: str | None = None
+) -> Mapping[str, str]:
+    """The ``GROK_IMAGINE_*`` variables under which a default client matches an emulator.
+
+    The quota goes as text (``"100/6s"``), so the client paces itself to exactly what the
+    emulator enforces, and the time scale makes it expect generations, polls and retries that
+    much sooner.
+
+    Args:
+        config: The emulator's settings.
+        url: Where the emulator listens (``http://127.0.0.1:8000``).
+        token: Which of its tokens to use (default: the first).
+
+    Raises:
+        KeyError: If ``token`` is not one of the emulator's.
+
+    Example:
+        >>> env = client_environment(EmulatorConfig(time_scale=10, period=6), "http://h:1")
+        >>> env["GROK_IMAGINE_PLAN"], env["GROK_IMAGINE_TIME_SCALE"]
+        ('100/6s', '10')
+    """
+    chosen = token if token is not None else next(iter(config.tokens))
+    return {
+        ENV_BASE_URL: url,
+        ENV_API_KEY: chosen,
+        ENV_PLAN: config.rate_limits()[chosen].text,
+        ENV_TIME_SCALE: f"{config.time_scale:g}",
+    }

@@ -9,14 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _http
-from ._config import EmulatorConfig
-from ._drop import DroppingStarlette
-from ._environment import client_environment
+from ._config import EmulatorConfig, client_environment
 from ._faults import Outage
 from ._routes import Api
-from ._state import EmulatorState
-from ._stats import EmulatorStatistics
-from ._transport import EmulatorTransport
+from ._state import EmulatorState, EmulatorStatistics
+from ._transport import DroppingStarlette, EmulatorTransport
 
 if TYPE_CHECKING:
     import httpx

@@ -1,11 +1,14 @@
 """The emulator's HTTP face: Starlette routes speaking the envelope of the real service.
 
 Order of checks for every ``/v1/*`` request: authentication (401, not counted against any
-quota), the token's quota (429), the body (400), then injected faults, then the answer.
+quota), the token's quota (429), the body (400), then injected faults, then the answer. The
+body is checked as the service does, and for the values resellers of the model refuse, so a
+client bug shows in tests.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Awaitable, Callable
@@ -17,16 +20,49 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._drop import DropResponse
 from ._faults import MarkerError
-from ._lifecycle import Task, TaskState
 from ._mp4 import mp4_bytes
-from ._state import CREDITS_PER_TASK, EmulatorState
-from ._validation import InvalidRequest, parse_generate_body
-from ._window import WindowDecision
+from ._quota import WindowDecision
+from ._state import CREDITS_PER_TASK, EmulatorState, Task, TaskState
+from ._transport import DropResponse
 
 _Handler = Callable[[Request, str, float, dict[str, str]], Awaitable[Response]]
 ENDPOINTS = {"/v1/generate": "POST", "/v1/status": "GET"}
+MODES = frozenset({"fun", "normal", "spicy"})
+RATIOS = frozenset({"2:3", "3:2", "1:1", "16:9", "9:16"})
+
+
+class InvalidRequest(ValueError):
+    """A request body the service answers 400 ``INVALID_REQUEST``; the text is the message."""
+
+
+def parse_generate_body(raw: bytes) -> dict[str, Any]:
+    """A generation body validated and normalised (defaults filled in); raises InvalidRequest."""
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("Invalid request: the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("Invalid request: the body must be a JSON object")
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidRequest("Invalid request: The prompt parameter is required")
+    mode, ratio = body.get("mode", "normal"), body.get("ratio", "1:1")
+    if mode not in MODES:
+        raise InvalidRequest(f"Invalid request: mode must be one of {', '.join(sorted(MODES))}")
+    if ratio not in RATIOS:
+        raise InvalidRequest(f"Invalid request: ratio must be one of {', '.join(sorted(RATIOS))}")
+    request: dict[str, Any] = {"mode": mode, "prompt": prompt, "ratio": ratio}
+    images = body.get("images")
+    if images is not None:
+        if not isinstance(images, list) or not all(
+            isinstance(url, str) and url.strip() for url in images
+        ):
+            raise InvalidRequest("Invalid request: images must be a list of URL strings")
+        if images and mode == "spicy":
+            raise InvalidRequest("Invalid request: spicy mode is not available with images")
+        request["images"] = list(images)
+    return request
 
 
 def _seconds(value: float) -> str:
@@ -71,8 +107,6 @@ class Api:
             Route("/_emulator/requests", self.requests, methods=["GET"]),
         ]
 
-    # The API --------------------------------------------------------------------------------
-
     async def generate(self, request: Request) -> Response:
         return await self._serve(request, "POST /v1/generate", self._generate)
 
@@ -114,10 +148,9 @@ class Api:
         state = self._state
         try:
             body = parse_generate_body(await request.body())
-            state.check_prompt(body["prompt"])
+            faults = state.request_faults(body["prompt"])
         except (InvalidRequest, MarkerError) as exc:
             return self._sent(_error(400, str(exc), "INVALID_REQUEST", headers))
-        faults = state.request_faults(body["prompt"])
         answer = self._injected_error(faults.server_error, faults.body_error, headers)
         if answer is None:
             task = state.create_task(token, body, now)
@@ -177,7 +210,6 @@ class Api:
 
     def _task_data(self, task: Task, now: float, base_url: str) -> dict[str, Any]:
         current = task.state(now)
-        words = self._state.config.status_words
         urls: list[str] | None = None
         if current is TaskState.COMPLETED:
             urls = [f"{base_url}videos/{task.task_id}/{i}.mp4" for i in range(task.video_count)]
@@ -187,14 +219,12 @@ class Api:
             if task.free and current is TaskState.FAILED
             else CREDITS_PER_TASK,
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "status": words.word(current),
+            "status": getattr(self._state.config.status_words, current.value),
             "task_id": task.task_id,
             "error_message": task.error_message if current is TaskState.FAILED else None,
             "request": dict(task.request),
             "response": urls,
         }
-
-    # Result videos and inspection -----------------------------------------------------------
 
     async def video(self, request: Request) -> Response:
         state = self._state

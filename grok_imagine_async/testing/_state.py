@@ -1,31 +1,138 @@
-"""The emulated server's memory and bookkeeping, without HTTP: quotas, tasks, counters.
+"""The emulated server's memory, without HTTP: quotas, tasks, counters, their statistics.
 
-Every method runs without awaiting under one lock, so a test thread may read statistics while
-uvicorn serves from another thread.
+A task never runs anything: its state is a function of the clock, computed when read, so
+100,000 tasks cost 100,000 small records. Every method runs without awaiting under one lock,
+so a test thread may read statistics while uvicorn serves from another thread.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import itertools
+import math
 import random
 import sys
 import threading
 from array import array
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from .._clock import DEFAULT_CLOCK, Clock
-from .._limiting.plans import RateLimit
 from ._config import EmulatorConfig
 from ._faults import FaultInjector, Outage, RequestFaults
-from ._gcra import GcraCounter
-from ._lifecycle import Task, TaskState, sample_duration
-from ._stats import EmulatorStatistics, frozen_mapping
-from ._window import WindowCounter, WindowDecision, max_in_window
+from ._quota import GcraCounter, WindowCounter, WindowDecision, max_in_window
 
 CREDITS_PER_TASK = 40
 _SHARED_VALUES = frozenset({"mode", "ratio"})
+
+
+class TaskState(enum.Enum):
+    """Where a task is in its life, whatever words the server uses for it."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One generation as the emulated server remembers it (times on its monotonic clock).
+
+    Pending for ``queued_for`` seconds, then processing until ``duration``, then failed with
+    ``error_message`` or completed with ``video_count`` videos; ``free``: a failure not charged.
+    """
+
+    task_id: str
+    token: str
+    request: Mapping[str, Any]
+    created_at: float
+    queued_for: float
+    duration: float
+    error_message: str | None
+    video_count: int = 2
+    free: bool = False
+
+    @property
+    def ends_at(self) -> float:
+        """Clock time of the final state."""
+        return self.created_at + self.duration
+
+    def state(self, now: float) -> TaskState:
+        """The state at clock time ``now``."""
+        elapsed = now - self.created_at
+        if elapsed < self.queued_for:
+            return TaskState.PENDING
+        if elapsed < self.duration:
+            return TaskState.PROCESSING
+        return TaskState.COMPLETED if self.error_message is None else TaskState.FAILED
+
+
+@dataclass(frozen=True)
+class EmulatorStatistics:
+    """A snapshot of the emulator's counters (from :meth:`Emulator.statistics`).
+
+    Attributes:
+        requests_total: Requests received on ``/v1/*``, whatever their answer.
+        requests_by_endpoint: Requests by ``"METHOD /path"`` (``"POST /v1/generate"``,
+            ``"GET /v1/status"``, ``"GET /videos"``, unknown ``/v1`` paths as sent).
+        responses_by_status: Answers sent on ``/v1/*`` by HTTP status (dropped ones excluded).
+        rate_limited: HTTP 429 answers sent.
+        unauthorized: HTTP 401 answers sent.
+        invalid_requests: HTTP 400 answers sent.
+        not_found: HTTP 404 answers sent on ``/v1/*`` (unknown task ids and paths).
+        server_errors: Injected HTTP 500 answers.
+        body_errors: Injected HTTP 200 answers carrying an error ``code``.
+        dropped: Connections closed without an answer.
+        slow: Answers delayed on purpose.
+        posts_per_prompt: ``POST /v1/generate`` requests per prompt that passed authentication
+            and the rate limit, whatever happened next (retries after a 500 count here).
+        tasks_per_prompt: Tasks created per prompt, i.e. generations paid for.
+        duplicate_submissions: Prompts paid for twice without being asked: tasks created while
+            an earlier task of the same prompt ran or after it completed, with how many. A
+            resubmission once the earlier task failed (a transient failure retried) is not
+            one; a prompt sent twice on purpose is.
+        tasks_created: Tasks created.
+        credits_consumed: Credits charged (40 per task, charged at creation).
+        tasks_by_state: Tasks by state at snapshot time, keyed ``pending``, ``processing``,
+            ``completed``, ``failed`` whatever vocabulary the server speaks.
+        videos_served: Result videos downloaded.
+    """
+
+    requests_total: int
+    requests_by_endpoint: Mapping[str, int]
+    responses_by_status: Mapping[int, int]
+    rate_limited: int
+    unauthorized: int
+    invalid_requests: int
+    not_found: int
+    server_errors: int
+    body_errors: int
+    dropped: int
+    slow: int
+    posts_per_prompt: Mapping[str, int]
+    tasks_per_prompt: Mapping[str, int]
+    duplicate_submissions: Mapping[str, int]
+    tasks_created: int
+    credits_consumed: int
+    tasks_by_state: Mapping[str, int]
+    videos_served: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as plain JSON-ready data (what ``GET /_emulator/stats`` returns)."""
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return {
+            name: {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else value
+            for name, value in data.items()
+        }
+
+
+def _frozen(items: Mapping[Any, int]) -> Mapping[Any, int]:
+    return MappingProxyType(dict(items))
 
 
 class EmulatorState:
@@ -37,8 +144,12 @@ class EmulatorState:
         self.lock = threading.Lock()
         self._rng = random.Random(config.seed)
         self._faults = FaultInjector(config.faults, self._rng)
+        refused = config.count_refused
         self._windows = {
-            token: self._counter(limit) for token, limit in config.rate_limits().items()
+            token: GcraCounter(limit, burst=config.burst, count_refused=refused)
+            if config.window == "gcra"
+            else WindowCounter(limit, config.window, count_refused=refused)
+            for token, limit in config.rate_limits().items()
         }
         self._tasks: dict[str, Task] = {}
         # Compact timelines (8 + 1 bytes a request, not a tuple of two objects): a benchmark of
@@ -55,14 +166,6 @@ class EmulatorState:
         self.outage: Outage | None = None
         """An outage switched on by hand (``Emulator.outage``), beside the configured ones."""
 
-    def _counter(self, limit: RateLimit) -> WindowCounter | GcraCounter:
-        config = self.config
-        if config.window == "gcra":
-            return GcraCounter(limit, burst=config.burst, count_refused=config.count_refused)
-        return WindowCounter(limit, config.window, count_refused=config.count_refused)
-
-    # Time -----------------------------------------------------------------------------------
-
     def now(self) -> float:
         """The clock's time; outside an event loop, the last time seen (never going back)."""
         try:
@@ -75,8 +178,6 @@ class EmulatorState:
     def unix(self, monotonic: float) -> float:
         """The Unix time of a clock reading."""
         return monotonic + (self.clock.unix() - self.clock.monotonic())
-
-    # Requests -------------------------------------------------------------------------------
 
     def count(
         self, event: str | None = None, *, endpoint: str | None = None, status: int | None = None
@@ -112,17 +213,16 @@ class EmulatorState:
             return decision
 
     def request_faults(self, prompt: str | None) -> RequestFaults:
-        """Draw the faults of one admitted request (``prompt`` for a POST)."""
+        """Draw the faults of one admitted request (``prompt`` for a POST).
+
+        Raises:
+            MarkerError: If the prompt has an invalid marker (then not counted as a POST).
+        """
         with self.lock:
+            faults = self._faults.for_request(prompt)
             if prompt is not None:
                 self._posts_per_prompt[prompt] += 1
-            return self._faults.for_request(prompt)
-
-    def check_prompt(self, prompt: str) -> None:
-        """Validate the prompt's emulator markers (raises ``MarkerError``)."""
-        self._faults.check_prompt(prompt)
-
-    # Tasks ----------------------------------------------------------------------------------
+            return faults
 
     def create_task(self, token: str, request: dict[str, Any], now: float) -> Task:
         """Start a generation for ``token`` at ``now``: charge it and decide how it ends."""
@@ -138,12 +238,9 @@ class EmulatorState:
             outcome = self._faults.for_task(prompt, self._outage_at(now))
             duration = outcome.duration
             if duration is None:
-                duration = sample_duration(
-                    self._rng,
-                    median=cfg.duration_median,
-                    sigma=cfg.duration_sigma,
-                    time_scale=cfg.time_scale,
-                )
+                # lognormal around the median, divided by time_scale
+                spread = math.exp(cfg.duration_sigma * self._rng.gauss(0.0, 1.0))
+                duration = cfg.duration_median * spread / cfg.time_scale
             task_id = f"task_{self._rng.getrandbits(48):012x}"
             while task_id in self._tasks:
                 task_id = f"task_{self._rng.getrandbits(48):012x}"
@@ -201,8 +298,6 @@ class EmulatorState:
             return None
         return task
 
-    # Inspection -----------------------------------------------------------------------------
-
     def statistics(self) -> EmulatorStatistics:
         """A frozen snapshot of every counter."""
         now = self.now()
@@ -214,8 +309,8 @@ class EmulatorState:
                 requests_total=sum(
                     n for e, n in self._by_endpoint.items() if e.split(" ", 1)[-1].startswith("/v1")
                 ),
-                requests_by_endpoint=frozen_mapping(self._by_endpoint),
-                responses_by_status=frozen_mapping(self._by_status),
+                requests_by_endpoint=_frozen(self._by_endpoint),
+                responses_by_status=_frozen(self._by_status),
                 rate_limited=self._by_status[429],
                 unauthorized=self._by_status[401],
                 invalid_requests=self._by_status[400],
@@ -224,24 +319,20 @@ class EmulatorState:
                 body_errors=c["body_error"],
                 dropped=c["dropped"],
                 slow=c["slow"],
-                posts_per_prompt=frozen_mapping(self._posts_per_prompt),
+                posts_per_prompt=_frozen(self._posts_per_prompt),
                 # counted from the tasks when asked: no second table of every prompt to keep
-                tasks_per_prompt=frozen_mapping(per_prompt),
-                duplicate_submissions=frozen_mapping(self._unasked(per_prompt)),
+                tasks_per_prompt=_frozen(per_prompt),
+                duplicate_submissions=_frozen(self._unasked(per_prompt)),
                 tasks_created=len(self._tasks),
                 credits_consumed=CREDITS_PER_TASK
                 * sum(not task.free for task in self._tasks.values()),
-                tasks_by_state=frozen_mapping({s.value: states[s.value] for s in TaskState}),
+                tasks_by_state=_frozen({s.value: states[s.value] for s in TaskState}),
                 videos_served=c["video"],
             )
 
     def _unasked(self, per_prompt: Counter[str]) -> dict[str, int]:
-        """Prompts paid for more than once without a failure in between, and how many times.
-
-        A task created once the one before it (same prompt) had failed is a resubmission the
-        client chose; one created while the earlier task ran or after it completed was paid
-        twice without being asked. Called under the lock.
-        """
+        """Prompts paid for again while (or after) an earlier task of theirs did not fail, and
+        how many times (see ``duplicate_submissions``). Called under the lock."""
         repeated = {prompt for prompt, n in per_prompt.items() if n > 1}
         tasks: dict[str, list[Task]] = {prompt: [] for prompt in repeated}
         for task in self._tasks.values():

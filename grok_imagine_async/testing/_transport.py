@@ -1,39 +1,78 @@
-"""An in-process transport to the emulator that fails like a network would, for either library.
+"""How the emulator's connections behave: closed without an answer, or in process.
 
-It calls the ASGI app directly, as ``ASGITransport`` does, and adds two things a socket would
-do: a server that hangs up (the emulator raises :class:`ConnectionDropped` there) becomes
-``RemoteProtocolError``, and an answer slower than the request's read timeout becomes
-``ReadTimeout`` (the libraries' timeouts otherwise only act on sockets). Client code under test
-therefore cannot tell it from a connection. It is a transport of httpx2 and of httpx at once:
-it answers each request with the Response (and the errors) of the request's own library, so
-``httpx2.AsyncClient(transport=...)`` and ``httpx.AsyncClient(transport=...)`` both take it. It
-is also about a third cheaper per request than ``ASGITransport`` (which looks for trio on every
-request), which matters to benchmarks sending hundreds of thousands of requests.
+A handler answers :class:`DropResponse` to hang up after acting on a request. Under uvicorn,
+:class:`DroppingStarlette` then closes the socket (uvicorn's ``send`` is a bound method of its
+request cycle, which holds the asyncio transport): the client reads EOF. In process it raises
+:class:`ConnectionDropped`, which :class:`EmulatorTransport` turns into ``RemoteProtocolError``.
+
+:class:`EmulatorTransport` calls the app directly, as ``ASGITransport`` does, adds a read
+timeout (``ReadTimeout``; the libraries' timeouts otherwise act only on sockets), and answers
+each request in its own library, so httpx2 and httpx clients both take it. It is also about a
+third cheaper per request than ``ASGITransport``, which matters to benchmarks.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from starlette.types import ASGIApp, Message
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import _http
-from ._drop import ConnectionDropped
 
 if TYPE_CHECKING:
     import httpx
 
 # httpcore's wording, which httpx re-raises, for a connection closed before any answer.
 DISCONNECTED = "Server disconnected without sending a response."
+_DROPPED = "grok_imagine_async.emulator.drop"  # scope key: a list, appended to on a drop
+
+
+class ConnectionDropped(Exception):
+    """Raised by the emulator app when it drops a connection it cannot close itself.
+
+    Seen only with a plain ``httpx.ASGITransport``; ``Emulator.transport()`` converts it.
+    """
+
+
+class DropResponse(Response):
+    """A response that is never sent: the connection will be closed instead."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=500)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _DROPPED not in scope:
+            raise ConnectionDropped("the emulator dropped the connection")
+        scope[_DROPPED].append(True)
+
+
+class DroppingStarlette(Starlette):
+    """A Starlette application whose handlers may answer by closing the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        dropped: list[bool] = []
+        scope[_DROPPED] = dropped
+        await super().__call__(scope, receive, send)
+        if not dropped:
+            return None
+        owner: Any = getattr(send, "__self__", None)  # uvicorn's request cycle, with the socket
+        transport = getattr(owner, "transport", None)
+        if not isinstance(transport, asyncio.BaseTransport):
+            raise ConnectionDropped("the emulator dropped the connection")
+        if hasattr(owner, "disconnected"):
+            owner.disconnected = True  # so uvicorn neither logs nor writes a 500
+        transport.close()
+        return None
 
 
 class EmulatorTransport(_http.AnyFamilyTransport):
-    """Sends requests to an emulator app in process.
-
-    Args:
-        app: The emulator's ASGI application.
-    """
+    """Sends requests to an emulator's ASGI app in process."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app

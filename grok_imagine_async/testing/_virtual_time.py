@@ -17,7 +17,7 @@ import asyncio
 import math
 import selectors
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -26,27 +26,15 @@ _HOLD_POLL = 0.05  # real seconds between looks while a worker thread holds the 
 T = TypeVar("T")
 
 
-class _JumpingSelector(selectors.BaseSelector):
-    """Wraps a real selector; turns a timed wait with nothing ready into a clock jump."""
+class _JumpingSelector(selectors.DefaultSelector):
+    """A real selector that turns a timed wait with nothing ready into a clock jump."""
 
-    def __init__(self, inner: selectors.BaseSelector) -> None:
-        self._inner = inner
-        self.loop: VirtualTimeEventLoop | None = None
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._inner.register(fileobj, events, data)
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._inner.unregister(fileobj)
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._inner.modify(fileobj, events, data)
+    loop: VirtualTimeEventLoop
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = self._inner.select(0)
+        ready = super().select(0)
         if ready:
             return ready
-        assert self.loop is not None
         if timeout == 0:
             if not getattr(self.loop, "_ready", True):
                 # Only a timer due now woke us. A real clock would have moved on by the time it
@@ -55,17 +43,11 @@ class _JumpingSelector(selectors.BaseSelector):
                 self.loop.advance(max(1e-9, math.ulp(self.loop.time())))
             return ready
         if timeout is None:  # nothing scheduled: only real I/O (or another thread) can wake us
-            return self._inner.select(None)
+            return super().select(None)
         if self.loop.holding:  # a worker thread is busy for us: wait for it in real time
-            return self._inner.select(min(timeout, _HOLD_POLL))
+            return super().select(min(timeout, _HOLD_POLL))
         self.loop.advance(timeout)
         return []
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return self._inner.get_map()
 
 
 class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
@@ -87,7 +69,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     """
 
     def __init__(self, *, start: float | None = None) -> None:
-        selector = _JumpingSelector(selectors.DefaultSelector())
+        selector = _JumpingSelector()
         super().__init__(selector)
         selector.loop = self
         self._virtual_now = time.monotonic() if start is None else float(start)

@@ -14,8 +14,7 @@ from grok_imagine_async._cli import emulator as emulator_command
 from grok_imagine_async._clock import ManualClock
 from grok_imagine_async._limiting.plans import RateLimit
 from grok_imagine_async.testing import Emulator, EmulatorConfig
-from grok_imagine_async.testing._gcra import GcraCounter
-from grok_imagine_async.testing._window import EPSILON
+from grok_imagine_async.testing._quota import EPSILON, GcraCounter
 
 pytestmark = pytest.mark.anyio
 

@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 from grok_imagine_async import LocalRateLimiter, RateLimit
 from grok_imagine_async.abc import RateLimitFeedback
 from grok_imagine_async.testing import run_virtual
-from grok_imagine_async.testing._gcra import GcraCounter
-from grok_imagine_async.testing._window import WindowCounter, WindowDecision
+from grok_imagine_async.testing._quota import GcraCounter, WindowCounter, WindowDecision
 
 
 def most_in_any_window(times: list[float], length: float) -> int:

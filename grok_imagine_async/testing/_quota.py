@@ -1,0 +1,133 @@
+"""Counting one token's requests against its quota: sliding or fixed window, or GCRA. Pure.
+
+Sliding: a request counts for ``period`` seconds after it was admitted. Fixed: windows are the
+clock's intervals ``[k * period, (k + 1) * period)``, so two adjacent ones can admit
+``2 * requests`` within one period, as real fixed-window servers do. GCRA: a leaky bucket (nginx
+``limit_req``) that gains one request's room every ``period / requests`` seconds and holds at
+most ``burst``; nginx's ``burst=b nodelay`` is ``burst=b + 1`` here. Refused requests use up
+quota only with ``count_refused`` (a hammering client then stays locked out until it pauses).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from .._limiting.plans import RateLimit
+
+EPSILON = 1e-6
+"""Seconds of tolerance at a boundary: float rounding of ``t + period`` on the client side must
+not turn an on-time request into a 429."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowDecision:
+    """The verdict on one request.
+
+    Attributes:
+        admitted: Whether the request is within the quota.
+        remaining: Requests still admitted after this one (GCRA: what the bucket holds).
+        reset_after: Seconds until quota frees up: the oldest counted request leaves (sliding),
+            the window restarts (fixed), the bucket is full again (GCRA). 0 when nothing counts.
+        retry_after: Seconds until a refused request would be admitted (0 when admitted).
+    """
+
+    admitted: bool
+    remaining: int
+    reset_after: float
+    retry_after: float
+
+
+class WindowCounter:
+    """Admits at most ``limit.requests`` requests per ``limit.period`` seconds.
+
+    Example:
+        >>> counter = WindowCounter(RateLimit(2, 10.0))
+        >>> [counter.hit(t).admitted for t in (0.0, 1.0, 2.0, 10.5)]
+        [True, True, False, True]
+    """
+
+    __slots__ = ("_count", "_count_refused", "_times", "_window_start", "limit", "mode")
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        mode: Literal["sliding", "fixed"] = "sliding",
+        *,
+        count_refused: bool = False,
+    ) -> None:
+        if mode not in ("sliding", "fixed"):
+            raise ValueError(f"window mode must be 'sliding' or 'fixed', got {mode!r}")
+        self.limit, self.mode, self._count_refused = limit, mode, count_refused
+        self._times: deque[float] = deque()  # sliding: the requests still counted
+        self._window_start, self._count = -math.inf, 0  # fixed: the current window
+
+    def hit(self, now: float) -> WindowDecision:
+        """Count one request at clock time ``now`` (never decreasing) and decide on it."""
+        period, quota = self.limit.period, self.limit.requests
+        if self.mode == "fixed":
+            start = math.floor((now + EPSILON) / period) * period
+            if start > self._window_start:
+                self._window_start, self._count = start, 0
+            admitted = self._count < quota
+            self._count += admitted or self._count_refused
+            reset_after = max(0.0, self._window_start + period - now)
+            retry_after = 0.0 if admitted else reset_after
+            return WindowDecision(admitted, max(0, quota - self._count), reset_after, retry_after)
+        times = self._times
+        while times and times[0] + period <= now + EPSILON:
+            times.popleft()
+        admitted = len(times) < quota
+        if admitted or self._count_refused:
+            times.append(now)
+        reset_after = max(0.0, times[0] + period - now) if times else 0.0
+        # Quota comes back when enough counted requests have left to drop below it.
+        retry_after = 0.0 if admitted else max(0.0, times[len(times) - quota] + period - now)
+        return WindowDecision(admitted, max(0, quota - len(times)), reset_after, retry_after)
+
+
+class GcraCounter:
+    """A leaky bucket of ``burst`` requests refilled at ``limit.requests / limit.period`` a second.
+
+    One number, the theoretical arrival time (TAT) at which the bucket is full again, is the
+    state. ``reset_after`` is the time to that (redis-cell's and the IETF RateLimit draft's
+    choice), ``retry_after`` the time to one request's room.
+
+    Example:
+        >>> counter = GcraCounter(RateLimit(10, 10.0), burst=2)
+        >>> [counter.hit(t).admitted for t in (0.0, 0.0, 0.0, 1.0, 1.5, 5.0, 5.0, 5.0)]
+        [True, True, False, True, False, True, True, False]
+    """
+
+    __slots__ = ("_count_refused", "_interval", "_tat", "burst", "limit")
+
+    def __init__(self, limit: RateLimit, *, burst: int, count_refused: bool = False) -> None:
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ValueError(f"burst must be an int >= 1, got {burst!r}")
+        self.limit, self.burst, self._count_refused = limit, burst, count_refused
+        self._interval = limit.period / limit.requests
+        self._tat = -math.inf
+
+    def hit(self, now: float) -> WindowDecision:
+        """Count one request at clock time ``now`` (never decreasing) and decide on it."""
+        interval, capacity = self._interval, self.burst * self._interval
+        after = max(self._tat, now) + interval  # the TAT if this request is admitted
+        admitted = after - now <= capacity + EPSILON
+        if admitted or self._count_refused:
+            self._tat = after
+        held = (capacity - (max(self._tat, now) - now)) / interval
+        remaining = max(0, min(self.burst, math.floor(held + 1e-9)))
+        retry_after = 0.0 if admitted else max(0.0, after - capacity - now)
+        return WindowDecision(admitted, remaining, max(0.0, self._tat - now), retry_after)
+
+
+def max_in_window(times: list[float], period: float) -> int:
+    """The most of ``times`` (sorted) inside any interval of ``period`` s, with :data:`EPSILON`."""
+    best = first = 0
+    for last, t in enumerate(times):
+        while times[first] + period <= t + EPSILON:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
