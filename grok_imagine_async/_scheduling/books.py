@@ -24,8 +24,16 @@ from .._journal.memory import MemoryJobStore
 from .._models import FailureClass, Task
 from .breaker import COURSE_META, Breaker, Course, Transition
 from .budget import CreditBudget
-from .jobs import BreakerEvent, JobEvent, JobFinished, JobResult, JobStore, SchedulerHook
-from .record import JobRecord, Tally
+from .jobs import (
+    BreakerEvent,
+    JobEvent,
+    JobFinished,
+    JobRecord,
+    JobResult,
+    JobStore,
+    SchedulerHook,
+    Tally,
+)
 
 logger = logging.getLogger("grok_imagine_async.scheduler")
 

@@ -17,7 +17,7 @@ from .._errors import APIError, DownloadError, GrokImagineError
 from .._models import FailureClass, Task
 from .api import SchedulerClient
 from .books import Books
-from .record import JobRecord
+from .jobs import JobRecord
 
 
 class Downloader:

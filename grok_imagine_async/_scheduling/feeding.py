@@ -16,8 +16,7 @@ import anyio
 from .._errors import InvalidRequestError, SchedulerClosedError
 from .._models import FailureClass, GenerationRequest
 from .books import Books
-from .jobs import Job, JobQueued, JobSpec
-from .record import JobRecord
+from .jobs import Job, JobQueued, JobRecord, JobSpec
 
 
 class Feeder:

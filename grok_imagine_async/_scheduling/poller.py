@@ -21,9 +21,8 @@ from .books import Books
 from .breaker import OUTAGE_FAILURES, Outcome, task_outcome
 from .downloading import Downloader
 from .due import DueQueue
-from .jobs import JobResubmitting
+from .jobs import JobRecord, JobResubmitting
 from .polling import PollPlanner
-from .record import JobRecord
 from .submitting import Submitter, within_share
 
 _NOT_FOUND_LIMIT = 3  # 404s in a row before a task is taken for gone

@@ -44,6 +44,7 @@ from .feeding import Feeder
 from .jobs import (
     Job,
     JobQueued,
+    JobRecord,
     JobResult,
     JobSpec,
     JobState,
@@ -55,7 +56,6 @@ from .jobs import (
 from .options import PRIORITIES, Favor
 from .poller import Poller
 from .polling import DurationModel, PollPlanner
-from .record import JobRecord
 from .submitting import Submitter
 
 _SUBMITTERS = 32

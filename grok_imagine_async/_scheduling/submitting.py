@@ -33,8 +33,7 @@ from .books import Books, as_journal_error, logger, unexpected
 from .breaker import Breaker, BreakerState, Outcome, Transition
 from .budget import Reservation
 from .downloading import Downloader
-from .jobs import JobResumed, JobSubmitted, StoreRecord, StoreState
-from .record import JobRecord
+from .jobs import JobRecord, JobResumed, JobSubmitted, StoreRecord, StoreState
 from .resume import FINAL_STATES, journal_error, reopened, replayed_task, same_request
 
 Watch = Callable[[JobRecord, float, bool], None]

@@ -38,6 +38,7 @@ from .._scheduling.capacity import queue_wait
 from .._scheduling.durations import DurationModel
 from .._scheduling.jobs import (
     Job,
+    JobRecord,
     JobResult,
     JobSpec,
     JobState,
@@ -46,8 +47,8 @@ from .._scheduling.jobs import (
     StoredJob,
     StoreRecord,
     StoreState,
+    Tally,
 )
-from .._scheduling.record import JobRecord, Tally
 from .._scheduling.resume import recorded_result
 from .._scheduling.scheduler import JobScheduler
 

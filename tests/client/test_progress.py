@@ -9,7 +9,7 @@ import pytest
 
 from grok_imagine_async import AsyncGrokImagine, GenerationRequest, JobState
 from grok_imagine_async._progress import Progress, estimated_progress
-from grok_imagine_async._scheduling.record import JobRecord, Tally
+from grok_imagine_async._scheduling.jobs import JobRecord, Tally
 from grok_imagine_async.batch import DurationModel
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 

@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from grok_imagine_async import GenerationRequest, JobResult, JobState, Task, TaskStatus
-from grok_imagine_async._scheduling.record import JobRecord, Tally
+from grok_imagine_async._scheduling.jobs import JobRecord, Tally
 
 
 def _tally() -> tuple[Tally, list[int]]:
