@@ -31,14 +31,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .._errors import BacklogFullError, ProviderDownError
 from .._public import set_module as _set_module
-from ._errors import HTTPProblem, http_error_for
-from ._http import (
+from ._errors import (
     DEFAULT_MAX_BODY_BYTES,
     BodyLimitMiddleware,
     ErrorBody,
     FieldProblem,
+    HTTPProblem,
     error_response,
     error_responses,
+    http_error_for,
     install_error_handlers,
 )
 from ._jobs import (

@@ -1,13 +1,6 @@
-"""The jobs of an app, by id, read from its one job store, whatever the number of workers.
-
-A :class:`~grok_imagine_async.JobScheduler` forgets a job once it finishes, but a web app is
-asked about a job (``GET /videos/{id}``) long after, and with several workers maybe by another
-worker than the one that runs it. :class:`JobRegistry` keeps a handle per job, bounded
-(unfinished jobs always, finished ones up to ``max_jobs``, least recently looked at dropped
-first), and follows every job through one channel: the store's change messages
-(:meth:`JobStore.subscribe <grok_imagine_async.abc.JobStore.subscribe>`). The store is in
-memory for one worker, SQLite with ``journal=``, Redis with ``redis_url=``: a job run here and
-a job run by another worker are followed the same way, in one state model (the store's).
+"""The jobs of an app, by id, followed through its one job store, whatever the number of
+workers: a job run here and one run by another worker are followed the same way, through the
+store's change messages (:meth:`JobStore.subscribe <grok_imagine_async.abc.JobStore.subscribe>`).
 """
 
 from __future__ import annotations
@@ -58,11 +51,8 @@ DEFAULT_MAX_JOBS = 10_000
 """Finished jobs a :class:`JobRegistry` remembers (a few kB each)."""
 DEFAULT_MAX_QUEUED = 256
 """Jobs allowed to wait for a submission slot before new ones are refused (HTTP 429)."""
-STALL_PERIODS = 2.0
-"""Periods of the quota that requests may wait for the rate limiter, with no permit granted
-meanwhile, before :meth:`JobRegistry.health` calls it stalled (a 429's default pause is one)."""
-UNKNOWN_TTL = 1.0
-"""Seconds an id found in no store is answered "unknown" without asking the store again."""
+STALL_PERIODS = 2.0  # quota periods without a permit before the limiter counts as stalled
+UNKNOWN_TTL = 1.0  # seconds an id found in no store is answered "unknown" without asking again
 _UNKNOWN_KEPT = 10_000
 
 _STATES = {
@@ -76,19 +66,12 @@ _RANK = {JobState.QUEUED: 0, JobState.SUBMITTING: 1, JobState.RUNNING: 2}
 
 @runtime_checkable
 class SharedStore(Protocol):
-    """What a store shared by several workers adds (a ``RedisJobStore``): jobs registered
-    before they are queued (their first POST's credits reserved then, atomically, for every
-    worker), and the jobs of stopped workers to adopt."""
+    """What a store shared by workers adds (``RedisJobStore``): jobs registered before they
+    are queued, their first POST's credits reserved then for every worker."""
 
-    async def register(self, key: str, request: GenerationRequest, *, reserve: bool) -> None:
-        """Record a new job owned here; with ``reserve``, reserve its first POST's credits."""
-
-    async def adopt_orphans(self, limit: int = 100) -> list[StoredJob]:
-        """Take over unfinished jobs of processes that stopped."""
-
+    async def register(self, key: str, request: GenerationRequest, *, reserve: bool) -> None: ...
     @property
-    def available(self) -> bool:
-        """False while the store cannot be used (its writes wait in memory)."""
+    def available(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +79,15 @@ class Health:
     """What a worker's ``/healthz`` tells (:meth:`JobRegistry.health`).
 
     Attributes:
-        serving: Whether this worker can run jobs; False once its scheduler stopped (a revoked
-            token, a crash, a breaker that gave up): only a restart helps, so answer 503.
-        store: ``"ok"``, or ``"unavailable"`` while the shared job store cannot be used (Redis
-            down or refusing writes): jobs go on from memory and are written back later, but
-            other workers may not see this one's jobs meanwhile.
-        provider: What the scheduler's breaker says of the video service: ``"up"``,
-            ``"down"`` (paused on an outage or lost answers: new jobs are refused with a 503
-            until a probe succeeds), ``"unreachable"`` (every attempt failed to connect: the
-            scheduler stopped) or ``"refusing"`` (it refused every recent job: stopped).
-        limiter: ``"ok"``, or ``"stalled"`` while requests have waited for the rate limiter
-            longer than two periods of the quota with no permit granted
-            meanwhile (a server-ordered pause that long, or a shared schedule in Redis far
-            ahead): nothing is sent, so answer 503.
+        serving: False once its scheduler stopped (a revoked token, a crash, a breaker that
+            gave up): only a restart helps, so answer 503.
+        store: ``"unavailable"`` while the shared job store cannot be used (jobs go on from
+            memory, written back later; other workers may not see them meanwhile).
+        provider: What the breaker says of the video service: ``"up"``, ``"down"`` (paused:
+            new jobs get a 503 until a probe succeeds), ``"unreachable"`` or ``"refusing"``
+            (the scheduler stopped).
+        limiter: ``"stalled"`` while requests have waited for the rate limiter over two
+            periods of the quota with no permit granted: nothing is sent, so answer 503.
     """
 
     serving: bool
@@ -142,11 +121,8 @@ _UNCOUNTED = Tally(lambda: None)  # the registry counts nothing by state
 
 
 class _Tracked(JobRecord):
-    """One job as the registry knows it, from the store's messages (a :class:`Job`'s record).
-
-    The state is the store's; the result is the scheduler's own when this worker runs the job
-    (its error as raised, not as recorded), else the one the record stands for.
-    """
+    """One job as the store's messages tell it (a :class:`Job`'s record); the result is the
+    scheduler's own when this worker runs it (its error as raised), else the record's."""
 
     __slots__ = ("_final", "changed", "closed", "local", "record")
 
@@ -227,11 +203,9 @@ def _replayed(record: StoreRecord, request: GenerationRequest, budget: int | Non
 class JobRegistry:
     """Jobs of an app, by id, with change notification, from every worker sharing its store.
 
-    Made by :func:`~grok_imagine_async.fastapi.grok_imagine_lifespan` and handed to handlers by
-    the ``GrokJobs`` dependency; a handler starts a job with :meth:`submit`, finds it again with
-    :meth:`get`, and waits on it with :meth:`wait_finished` or :meth:`wait_changed`.
-
-    Ids are random (``uuid4().hex``): a caller cannot guess another caller's job.
+    Made by :func:`~grok_imagine_async.fastapi.grok_imagine_lifespan`, handed to handlers by
+    ``GrokJobs``: :meth:`submit` starts a job, :meth:`get` finds it, :meth:`wait_finished` and
+    :meth:`wait_changed` wait on it. Ids are random: a caller cannot guess another's job.
 
     Args:
         store: The app's job store (the scheduler's journal): in memory, SQLite or Redis.
@@ -327,12 +301,9 @@ class JobRegistry:
     # -- starting and finding jobs ---------------------------------------------------------
 
     async def submit(self, request: GenerationRequest | str) -> Job:
-        """Start a job for ``request`` and return its handle; ``job.key`` is its new id.
-
-        Returns as soon as the job is queued; the scheduler submits it through the rate limiter.
-        With a shared store, the job is recorded there first (every worker can find it) and its
-        first POST's credits are reserved there, atomically for every worker: the one check of
-        the budget, so no burst spread over workers can accept more jobs than it pays for.
+        """Start a job for ``request`` and return its handle (``job.key`` is its new id) as soon
+        as it is queued. With a shared store it is recorded there first and its first POST's
+        credits reserved atomically for every worker: the one check of the budget.
 
         Raises:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
@@ -368,11 +339,9 @@ class JobRegistry:
     async def get(self, job_id: str) -> Job | None:
         """The job with id ``job_id``, run by this worker or another; None if unknown.
 
-        An id this registry does not hold (forgotten, started by an earlier run, or by another
-        worker) is looked up in the store: a finished job is answered from its record, a job
-        whose worker stopped is adopted and resumed here (polled, never paid twice), a job
-        another worker runs is followed. Lookups of one id wait for each other, not for
-        lookups of other ids; an id no store knows is answered at once for a second.
+        An id not held here is looked up in the store: a finished job is answered from its
+        record, a job whose worker stopped is adopted and resumed here (polled, never paid
+        twice), a job another worker runs is followed.
 
         Raises:
             SchedulerClosedError: If the job must be resumed but the scheduler no longer runs.
@@ -457,8 +426,7 @@ class JobRegistry:
 
     async def run(self, adopt: Callable[[], Awaitable[list[StoredJob]]], *, period: float) -> None:
         """Until closed, every ``period`` seconds: resume the jobs ``adopt`` takes over from
-        stopped workers, and re-read the others' jobs when the store may have missed changes.
-        """
+        stopped workers, and re-read the others' jobs when the store may have missed changes."""
         while not self._closed:
             try:
                 adopted = await adopt()
@@ -504,11 +472,8 @@ class JobRegistry:
 
     @staticmethod
     def _check_breaker(stats: SchedulerStatistics) -> None:
-        """Refuse a job the breaker would not send: paying for it would buy another failure.
-
-        While paused, one job may wait to serve as the probe (the breaker probes with a queued
-        job: an app refusing them all would never learn that the service came back).
-        """
+        """Refuse a job the breaker would not send; while paused, one may wait to be the probe
+        (refusing them all, the app would never learn that the service came back)."""
         breaker = stats.breaker
         if breaker.state is BreakerState.RUNNING:
             return

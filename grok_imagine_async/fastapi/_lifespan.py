@@ -26,7 +26,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import StreamingResponse
 
 from .._client import AsyncGrokImagine
-from .._errors import GrokImagineError
+from .._errors import ConfigurationError, GrokImagineError
 from .._journal.memory import MemoryJobStore
 from .._journal.opening import open_journal
 from .._limiting.plans import Plan, RateLimit
@@ -38,7 +38,6 @@ from .._scheduling.options import TuningOptions
 from .._scheduling.scheduler import JobScheduler
 from .._settings import Settings
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
-from ._shared_open import Shared, open_shared
 from ._sse import DEFAULT_HEARTBEAT, job_events, sse_event
 
 __all__ = [
@@ -180,32 +179,29 @@ async def grok_imagine_lifespan(
             base_url = str(http_client.base_url)  # as the client itself would
         settings = Settings.from_env(api_key=api_key, base_url=base_url, plan=plan)
     async with AsyncExitStack() as stack:
-        shared: Shared | None = None
+        shared: RedisJobStore | None = None
         if redis_url is not None:
+            try:
+                from ..redis import RedisJobStore, RedisRateLimiter
+            except ImportError as exc:
+                raise ConfigurationError(str(exc)) from None
             assert settings is not None
-            shared = await stack.enter_async_context(
-                open_shared(
-                    redis_url,
-                    settings=settings,
-                    limiter=limiter,
-                    # A client_factory's client brings its own limiter (make it a
-                    # RedisRateLimiter to share the quota).
-                    make_limiter=client_factory is None,
-                    namespace=redis_namespace,
-                    max_credits=max_credits,
-                    lease=redis_lease,
-                )
-            )
-            if client_factory is None:
-                limiter = shared.limiter
+            key = settings.api_key
+            # A client_factory's client brings its own limiter (a RedisRateLimiter shares it).
+            if limiter is None and client_factory is None:
+                limiter = RedisRateLimiter(redis_url, limit=settings.rate_limit, api_key=key)
+                stack.push_async_callback(limiter.aclose)
+            shared = RedisJobStore(
+                redis_url, api_key=key, namespace=redis_namespace, max_credits=max_credits,
+                lease=redis_lease,
+                limiter=limiter if isinstance(limiter, RedisRateLimiter) else None,
+            )  # fmt: skip
+            await stack.enter_async_context(shared)
         if client_factory is not None:
             client = client_factory()
         else:
             client = AsyncGrokImagine(
-                settings=settings,
-                http_client=http_client,
-                limiter=limiter,
-                telemetry=telemetry,
+                settings=settings, http_client=http_client, limiter=limiter, telemetry=telemetry
             )
         stack.push_async_callback(client.aclose)
         # One job store, whatever the number of workers: the scheduler journals to it and the
@@ -213,14 +209,13 @@ async def grok_imagine_lifespan(
         durable = shared is not None or journal is not None
         store: JobStore
         if shared is not None:
-            store = shared.store
+            store = shared
         else:
             store = await open_journal(journal) or MemoryJobStore()
             if store is not journal:
                 stack.push_async_callback(store.aclose)  # after the scheduler stops
         durations = options.setdefault(
-            "duration_model",
-            DurationModel(prior_median=client.settings.expected_duration),
+            "duration_model", DurationModel(prior_median=client.settings.expected_duration)
         )
         jobs = JobRegistry(
             store,
@@ -231,26 +226,27 @@ async def grok_imagine_lifespan(
             forget_finished=not durable,
             limiter=client.limiter,
         )
-        runner = _SchedulerRunner(
-            client,
-            jobs,
-            on_event=on_event,
-            options={
-                "journal": store,
-                # A shared store reserves the budget in Redis, for every worker.
-                "max_credits": max_credits if shared is None else None,
-                **options,
-            },
-        )
+        # A shared store reserves the budget in Redis, for every worker.
+        options = {"journal": store, "max_credits": max_credits if shared is None else None,
+                   "on_event": on_event, **options}  # fmt: skip
+        if "breaker" not in options:
+            # Users send their own prompts, not one template: a warm-up waiting for a completed
+            # task would keep the first users' jobs queued behind others' generations, and one
+            # user's refused prompts must not stop the service for everyone.
+            breaker = client.settings.breaker
+            options["breaker"] = breaker and replace(
+                breaker, warmup_until="running", stop_after_refusals=None
+            )
+        stop = anyio.Event()
         body_error: Exception | None = None
         scheduler: JobScheduler | None = None
         try:
             async with anyio.create_task_group() as group:
                 # The scheduler runs in a task of its own: a fatal error there (a revoked
                 # token) then stops the scheduler, not the lifespan and the whole server.
-                scheduler = await group.start(runner.run)
+                scheduler = await group.start(_run_scheduler, client, jobs, options, stop)
                 if shared is not None:
-                    group.start_soon(_adopting, jobs, shared.store)
+                    group.start_soon(_adopting, jobs, shared)
                 resources = GrokImagineResources(client, scheduler, jobs)
                 setattr(app.state, STATE_ATTRIBUTE, resources)
                 try:
@@ -261,7 +257,7 @@ async def grok_imagine_lifespan(
                     # At once, not when the runner next runs: no POST may start after this.
                     scheduler.cancel()
                     jobs.close()
-                    runner.stop()
+                    stop.set()
                     delattr(app.state, STATE_ATTRIBUTE)
         finally:
             if scheduler is not None:  # stopped: a POST that was under way has its task id
@@ -279,56 +275,33 @@ async def _adopting(jobs: JobRegistry, store: RedisJobStore) -> None:
         await store.give_up_lease()
 
 
-class _SchedulerRunner:
-    """Runs the app's scheduler in a task until stopped; survives the scheduler's fatal errors."""
-
-    def __init__(
-        self,
-        client: AsyncGrokImagine,
-        jobs: JobRegistry,
-        *,
-        on_event: SchedulerHook | None,
-        options: Mapping[str, Any],
-    ) -> None:
-        self._client = client
-        self._jobs = jobs
-        self._on_event = on_event
-        self._options = options
-        self._stop = anyio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def run(self, *, task_status: TaskStatus[JobScheduler]) -> None:
-        started = False
-        try:
-            options = dict(self._options)
-            if "breaker" not in options:
-                # Users send their own prompts, not one template: a warm-up that waits for a
-                # completed task would keep the first users' jobs queued behind others'
-                # generations (a task seen running still proves the provider up), and one
-                # user's refused prompts must not stop the service for everyone.
-                breaker = self._client.settings.breaker
-                options["breaker"] = breaker and replace(
-                    breaker, warmup_until="running", stop_after_refusals=None
-                )
-            scheduler = JobScheduler(self._client, on_event=self._on_event, **options)
-            async with scheduler:
-                self._jobs.attach(scheduler)
-                started = True
-                task_status.started(scheduler)
-                await self._stop.wait()
-                scheduler.cancel()
-        except Exception as exc:
-            if not started:
-                raise  # the app fails to start, as it should
-            # Contained here: the app keeps serving (503 for new jobs) rather than dying.
-            if isinstance(exc, GrokImagineError):  # never carries the token: safe to log
-                logger.error("the video scheduler stopped, no more jobs can run: %s", exc)
-            else:
-                logger.exception("the video scheduler failed, no more jobs can run")
-        finally:
-            self._jobs.close()
+async def _run_scheduler(
+    client: AsyncGrokImagine,
+    jobs: JobRegistry,
+    options: Mapping[str, Any],
+    stop: anyio.Event,
+    *,
+    task_status: TaskStatus[JobScheduler],
+) -> None:
+    """Run the app's scheduler until ``stop``; contain its fatal errors after it started (the
+    app keeps serving, 503 for new jobs, rather than dying)."""
+    started = False
+    try:
+        async with JobScheduler(client, **options) as scheduler:
+            jobs.attach(scheduler)
+            started = True
+            task_status.started(scheduler)
+            await stop.wait()
+            scheduler.cancel()
+    except Exception as exc:
+        if not started:
+            raise  # the app fails to start, as it should
+        if isinstance(exc, GrokImagineError):  # never carries the token: safe to log
+            logger.error("the video scheduler stopped, no more jobs can run: %s", exc)
+        else:
+            logger.exception("the video scheduler failed, no more jobs can run")
+    finally:
+        jobs.close()
 
 
 def _report_unfinished(jobs: JobRegistry, scheduler: JobScheduler, *, journaled: bool) -> None:
