@@ -53,14 +53,13 @@ from ._lifespan import (
     GrokImagineResources,
     GrokJobs,
     GrokScheduler,
-    event_stream_response,
     get_client,
     get_jobs,
     get_resources,
     get_scheduler,
     grok_imagine_lifespan,
 )
-from ._sse import sse_event
+from ._sse import event_stream_response, sse_event
 
 __all__ = [
     "BacklogFullError",

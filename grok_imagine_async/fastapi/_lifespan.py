@@ -1,7 +1,4 @@
-"""The lifespan, dependencies, error handlers and event streams of the FastAPI integration.
-
-See :mod:`grok_imagine_async.fastapi` for the overview and an example.
-"""
+"""The lifespan of the FastAPI integration and the dependencies that hand its resources out."""
 
 from __future__ import annotations
 
@@ -23,7 +20,6 @@ from anyio.abc import TaskStatus
 from fastapi import Depends
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
-from starlette.responses import StreamingResponse
 
 from .._client import AsyncGrokImagine
 from .._errors import ConfigurationError, GrokImagineError
@@ -33,29 +29,11 @@ from .._limiting.plans import Plan, RateLimit
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer
 from .._scheduling.durations import DurationModel
-from .._scheduling.jobs import Job, JobStore, SchedulerHook
+from .._scheduling.jobs import JobStore, SchedulerHook
 from .._scheduling.options import TuningOptions
 from .._scheduling.scheduler import JobScheduler
 from .._settings import Settings
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
-from ._sse import DEFAULT_HEARTBEAT, job_events, sse_event
-
-__all__ = [
-    "DEFAULT_MAX_JOBS",
-    "DEFAULT_MAX_QUEUED",
-    "GrokClient",
-    "GrokImagineResources",
-    "GrokJobs",
-    "GrokScheduler",
-    "JobRegistry",
-    "event_stream_response",
-    "get_client",
-    "get_jobs",
-    "get_resources",
-    "get_scheduler",
-    "grok_imagine_lifespan",
-    "sse_event",
-]
 
 logger = logging.getLogger("grok_imagine_async.fastapi")
 
@@ -108,37 +86,30 @@ async def grok_imagine_lifespan(
     :class:`GrokImagineResources` that the dependencies (:data:`GrokClient`,
     :data:`GrokScheduler`, :data:`GrokJobs`) hand to handlers.
 
-    On shutdown, jobs still in flight are not waited for: with a journal they stay recorded
-    and resume when next looked up (:meth:`JobRegistry.get`) in a later run; without one,
-    each is reported in the log with its task id. The scheduler is then cancelled, so shutdown
-    is prompt; a POST already sent is still read to its end, so no paid task goes unrecorded.
+    On shutdown, jobs in flight are not waited for: with a journal they resume when next looked
+    up in a later run; without one, each is logged with its task id. A POST already sent is
+    still read to its end, so no paid task goes unrecorded.
 
     Args:
         app: The application (its ``state`` receives the resources).
-        settings: The client's settings, resolved beforehand (e.g.
-            ``Settings.from_env(plan="pro")``); excludes the three below. Default: resolved
-            by :meth:`~grok_imagine_async.Settings.from_env`, as a client and the command
-            line resolve theirs.
+        settings: The client's settings (e.g. ``Settings.from_env(plan="pro")``); excludes
+            the three below. Default: resolved by :meth:`~grok_imagine_async.Settings.from_env`.
         api_key: The API token; default ``$GROK_IMAGINE_API_KEY``. Never logged.
         base_url: The API root; default ``$GROK_IMAGINE_BASE_URL``, then the real service.
         plan: The plan whose quota to keep to; default ``$GROK_IMAGINE_PLAN``, then ``"free"``.
         http_client: An ``AsyncClient`` of httpx2 or httpx to send through (not closed here).
         limiter: A shared rate limiter, e.g. a ``RedisRateLimiter`` for several workers.
-        client_factory: Builds the client instead (for other client settings); called at
-            startup, and the client it returns is closed at shutdown. Excludes the client
-            settings (the six above and ``telemetry``).
+        client_factory: Builds the client instead, at startup (closed at shutdown). Excludes
+            the client settings (the six above and ``telemetry``).
         journal: The app's job store: a :class:`~grok_imagine_async.abc.JobStore`, or a
-            SQLite file path, so jobs survive a restart (default: a store in memory). One per
-            process: a SQLite journal is locked by the process using it, so a second worker
-            given the same path fails to start.
+            SQLite file path, so jobs survive a restart (default: in memory). One per process:
+            a second worker given the same SQLite path fails to start.
         max_credits: Credit budget of this app's process (of all its workers with
             ``redis_url``); jobs beyond it are refused (402).
-        redis_url: Run as one of several workers (``uvicorn --workers N``, replicas, hosts)
-            sharing one Redis: a ``RedisRateLimiter`` paces them all to the plan, and a
-            ``RedisJobStore`` is their journal, so a job started through any worker can be
-            looked up, waited on and streamed from every worker, jobs of a worker that stops
-            are adopted by the others, and ``max_credits`` is one budget for all. Excludes
-            ``journal``; a Redis that cannot be reached fails the startup.
+        redis_url: Run as one of several workers sharing one Redis: a ``RedisRateLimiter``
+            paces them all, a ``RedisJobStore`` is their journal (any worker finds, waits on
+            and streams any job, and adopts those of a worker that stops), ``max_credits`` is
+            one budget for all. Excludes ``journal``; an unreachable Redis fails the startup.
         redis_namespace: Separates apps sharing one token and one Redis: the workers of one
             namespace share its jobs and its budget.
         redis_lease: Seconds a worker may go silent before its jobs are adopted.
@@ -148,9 +119,8 @@ async def grok_imagine_lifespan(
         telemetry: The client's ``telemetry`` (OpenTelemetry spans and metrics; see
             :class:`~grok_imagine_async.otel.Telemetry`).
         **scheduler_options: Passed to :class:`~grok_imagine_async.JobScheduler`
-            (``max_in_flight``, ``poll``, ``resubmit``, ``download_dir``...; typed by
-            ``TuningOptions``, so a type checker sees each keyword). ``favor``
-            defaults to ``"latency"`` here: a finished job is noticed before new ones start.
+            (``max_in_flight``, ``poll``, ``download_dir``...). ``favor`` defaults to
+            ``"latency"`` here: a finished job is noticed before new ones start.
 
     Raises:
         ConfigurationError: At startup, if no API key is given or found, or a setting is bad.
@@ -373,33 +343,3 @@ GrokScheduler = Annotated[JobScheduler, Depends(get_scheduler)]
 """A handler parameter receiving the app's scheduler."""
 GrokJobs = Annotated[JobRegistry, Depends(get_jobs)]
 """A handler parameter receiving the app's job registry."""
-
-
-# -- answers -------------------------------------------------------------------------------
-
-
-def event_stream_response(
-    jobs: JobRegistry,
-    job: Job,
-    *,
-    render: Callable[[Job], Mapping[str, Any]],
-    heartbeat: float = DEFAULT_HEARTBEAT,
-) -> StreamingResponse:
-    """A ``text/event-stream`` answer following ``job`` until it finishes.
-
-    Events: ``status`` on each change of state, ``progress`` every ``heartbeat`` seconds while
-    it runs, then one ``done`` with the finished job (or one ``error`` if the app stops first);
-    each carries ``render(job)`` as JSON; comment lines keep an idle stream open.
-
-    Args:
-        jobs: The registry ``job`` came from.
-        job: The job to follow.
-        render: Turns the job into the JSON object events carry.
-        heartbeat: Seconds of silence before a progress event or a keep-alive comment.
-    """
-    return StreamingResponse(
-        job_events(jobs, job, render=render, heartbeat=heartbeat),
-        media_type="text/event-stream",
-        # No caching, and no buffering by nginx-like proxies: events must arrive as sent.
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import anyio
+from starlette.responses import StreamingResponse
 
 from .._errors import SchedulerClosedError
 from .._scheduling.jobs import Job, JobState
@@ -92,3 +93,30 @@ async def job_events(
         elif not moved:
             yield HEARTBEAT
     yield sse_event(render(job), event="done", event_id=str(count + 1))
+
+
+def event_stream_response(
+    jobs: JobRegistry,
+    job: Job,
+    *,
+    render: Callable[[Job], Mapping[str, Any]],
+    heartbeat: float = DEFAULT_HEARTBEAT,
+) -> StreamingResponse:
+    """A ``text/event-stream`` answer following ``job`` until it finishes.
+
+    Events: ``status`` on each change of state, ``progress`` every ``heartbeat`` seconds while
+    it runs, then one ``done`` with the finished job (or one ``error`` if the app stops first);
+    each carries ``render(job)`` as JSON; comment lines keep an idle stream open.
+
+    Args:
+        jobs: The registry ``job`` came from.
+        job: The job to follow.
+        render: Turns the job into the JSON object events carry.
+        heartbeat: Seconds of silence before a progress event or a keep-alive comment.
+    """
+    return StreamingResponse(
+        job_events(jobs, job, render=render, heartbeat=heartbeat),
+        media_type="text/event-stream",
+        # No caching, and no buffering by nginx-like proxies: events must arrive as sent.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
