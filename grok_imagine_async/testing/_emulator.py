@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _http
 from ._config import EmulatorConfig, client_environment
 from ._faults import Outage
+from ._quota import max_in_window
 from ._routes import Api
 from ._state import EmulatorState, EmulatorStatistics
 from ._transport import DroppingStarlette, EmulatorTransport
@@ -124,7 +125,7 @@ class Emulator:
 
         A client that respects a quota of N per ``period`` keeps this at N or below.
         """
-        return self._state.max_window_count(period, token, admitted_only=admitted_only)
+        return max_in_window(self.request_times(token, admitted_only=admitted_only), period)
 
     def task_ids(self) -> list[str]:
         """The id of every task created so far, in the order they were created."""

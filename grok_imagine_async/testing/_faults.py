@@ -11,6 +11,7 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 ERROR_MESSAGES = {
     "content": "Inappropriate content, please try another prompt.",
@@ -113,14 +114,13 @@ class RequestFaults:
     drop: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class TaskOutcome:
-    """How a new task ends: failure message (None: completes), videos, forced duration."""
+class TaskOutcome(NamedTuple):
+    """How a new task ends: failure message (None: completes), videos, free, forced duration."""
 
-    error_message: str | None = None
-    video_count: int = 2
-    duration: float | None = None
-    free: bool = False
+    error_message: str | None
+    video_count: int
+    free: bool
+    duration: float | None
 
 
 class FaultInjector:
@@ -188,7 +188,7 @@ class FaultInjector:
     def for_task(self, prompt: str, outage: Outage | None = None) -> TaskOutcome:
         """How the task created for ``prompt`` will end (``outage``: the one under way)."""
         if outage is not None:  # every new task fails, markers or not
-            return TaskOutcome(outage.message, 0, outage.fails_after, outage.free)
+            return TaskOutcome(outage.message, 0, outage.free, outage.fails_after)
         error_message, video_count, duration = None, 2, None
         if self._roll(self._config.task_failure_rate):
             error_message = self._rng.choice(list(ERROR_MESSAGES.values())[:4])
@@ -199,7 +199,7 @@ class FaultInjector:
                 video_count = 0
             else:
                 error_message = ERROR_MESSAGES[kind]
-        return TaskOutcome(error_message, video_count, duration)
+        return TaskOutcome(error_message, video_count, False, duration)
 
 
 def _is_seconds(text: str) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,11 +21,9 @@ from starlette.routing import Route
 
 from ._faults import MarkerError
 from ._mp4 import mp4_bytes
-from ._quota import WindowDecision
-from ._state import CREDITS_PER_TASK, EmulatorState, Task, TaskState
+from ._state import CREDITS_PER_TASK, EmulatorState, TaskState
 from ._transport import DropResponse
 
-_Handler = Callable[[Request, str, float, dict[str, str]], Awaitable[Response]]
 ENDPOINTS = {"/v1/generate": "POST", "/v1/status": "GET"}
 MODES = frozenset({"fun", "normal", "spicy"})
 RATIOS = frozenset({"2:3", "3:2", "1:1", "16:9", "9:16"})
@@ -79,15 +76,6 @@ def _error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _success(data: dict[str, Any], headers: dict[str, str]) -> Response:
-    return JSONResponse({"code": 200, "message": "success", "data": data}, headers=headers)
-
-
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
 class Api:
     """The request handlers, bound to one :class:`EmulatorState`."""
 
@@ -96,135 +84,101 @@ class Api:
 
     def routes(self) -> list[Route]:
         """Starlette routes: the API, the result videos, and the inspection endpoints."""
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
         return [
-            Route("/v1/generate", self.generate, methods=["POST"]),
-            Route("/v1/status", self.status, methods=["GET"]),
-            Route(
-                "/v1/{rest:path}", self.unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
-            ),
+            Route("/v1/{rest:path}", self.api, methods=methods),
             Route("/videos/{task_id}/{index:int}.mp4", self.video, methods=["GET"]),
             Route("/_emulator/stats", self.stats, methods=["GET"]),
             Route("/_emulator/requests", self.requests, methods=["GET"]),
         ]
 
-    async def generate(self, request: Request) -> Response:
-        return await self._serve(request, "POST /v1/generate", self._generate)
+    async def api(self, request: Request) -> Response:
+        """Every ``/v1/*`` request; each answer but a dropped one is counted by status."""
+        answer = await self._answer(request)
+        if not isinstance(answer, DropResponse):
+            self._state.count(status=answer.status_code)
+        return answer
 
-    async def status(self, request: Request) -> Response:
-        return await self._serve(request, "GET /v1/status", self._status)
-
-    async def unknown(self, request: Request) -> Response:
-        return await self._serve(request, f"{request.method} {request.url.path}", self._unknown)
-
-    async def _serve(self, request: Request, endpoint: str, handle: _Handler) -> Response:
-        state = self._state
+    async def _answer(self, request: Request) -> Response:
+        state, path, method = self._state, request.url.path, request.method
         now = state.now()
-        state.count(endpoint=endpoint)
-        token = _bearer(request)
-        if token is None or not state.is_known(token):
-            return self._sent(_error(401, "Unauthorized: invalid API key", "UNAUTHORIZED"))
+        state.count(endpoint=f"{method} {path}")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        if not state.is_known(token):
+            return _error(401, "Unauthorized: invalid API key", "UNAUTHORIZED")
         decision = state.admit(token, now)
-        headers = self._rate_headers(token, decision, now)
+        reset = decision.reset_after
+        headers = {
+            "X-RateLimit-Limit": str(state.quota(token)),
+            "X-RateLimit-Remaining": str(decision.remaining),
+            "X-RateLimit-Reset": f"{state.unix(now + reset):.3f}"
+            if state.config.reset_format == "unix"
+            else _seconds(reset),
+        }
         if not decision.admitted:
             headers["Retry-After"] = _seconds(decision.retry_after)
             message = "Rate limit exceeded, please try again later."
-            return self._sent(_error(429, message, "RATE_LIMITED", headers))
-        return await handle(request, token, now, headers)
-
-    def _rate_headers(self, token: str, decision: WindowDecision, now: float) -> dict[str, str]:
-        reset = decision.reset_after
-        unix = self._state.config.reset_format == "unix"
-        return {
-            "X-RateLimit-Limit": str(self._state.quota(token)),
-            "X-RateLimit-Remaining": str(decision.remaining),
-            "X-RateLimit-Reset": (
-                f"{self._state.unix(now + reset):.3f}" if unix else _seconds(reset)
-            ),
-        }
-
-    async def _generate(
-        self, request: Request, token: str, now: float, headers: dict[str, str]
-    ) -> Response:
-        state = self._state
+            return _error(429, message, "RATE_LIMITED", headers)
+        if path not in ENDPOINTS:
+            return _error(404, f"Not found: {path}", "NOT_FOUND", headers)
+        if ENDPOINTS[path] != ("GET" if method == "HEAD" else method):
+            message = f"Method {method} not allowed on {path}"
+            return _error(405, message, "INVALID_REQUEST", headers)
+        body: dict[str, Any] | None = None
         try:
-            body = parse_generate_body(await request.body())
-            faults = state.request_faults(body["prompt"])
+            if method == "POST":
+                body = parse_generate_body(await request.body())
+            faults = state.request_faults(None if body is None else body["prompt"])
         except (InvalidRequest, MarkerError) as exc:
-            return self._sent(_error(400, str(exc), "INVALID_REQUEST", headers))
-        answer = self._injected_error(faults.server_error, faults.body_error, headers)
-        if answer is None:
+            return _error(400, str(exc), "INVALID_REQUEST", headers)
+        if faults.server_error:
+            state.count("server_error")
+            answer = _error(500, "Internal server error", "SERVER_ERROR", headers)
+        elif faults.body_error:
+            state.count("body_error")
+            error = {"code": 500, "message": "Internal server error", "error": "SERVER_ERROR"}
+            answer = JSONResponse(error, headers=headers)
+        elif body is not None:
             task = state.create_task(token, body, now)
             answer = _success({"task_id": task.task_id}, headers)
-        return await self._deliver(answer, faults.delay, faults.drop)
-
-    async def _status(
-        self, request: Request, token: str, now: float, headers: dict[str, str]
-    ) -> Response:
-        state = self._state
-        task_id = request.query_params.get("task_id", "").strip()
-        faults = state.request_faults(None)
-        answer = self._injected_error(faults.server_error, faults.body_error, headers)
-        if answer is None:
-            if not task_id:
-                message = "Invalid request: The task_id parameter is required"
-                answer = _error(400, message, "INVALID_REQUEST", headers)
-            elif (task := state.task(task_id, token)) is None:
-                answer = _error(404, f"Task not found: {task_id}", "NOT_FOUND", headers)
-            else:
-                answer = _success(self._task_data(task, now, str(request.base_url)), headers)
-        return await self._deliver(answer, faults.delay, faults.drop)
-
-    async def _unknown(
-        self, request: Request, token: str, now: float, headers: dict[str, str]
-    ) -> Response:
-        path = request.url.path
-        if path in ENDPOINTS:
-            message = f"Method {request.method} not allowed on {path}"
-            return self._sent(_error(405, message, "INVALID_REQUEST", headers))
-        return self._sent(_error(404, f"Not found: {path}", "NOT_FOUND", headers))
-
-    def _injected_error(
-        self, server_error: bool, body_error: bool, headers: dict[str, str]
-    ) -> Response | None:
-        if server_error:
-            self._state.count("server_error")
-            return _error(500, "Internal server error", "SERVER_ERROR", headers)
-        if body_error:
-            self._state.count("body_error")
-            body = {"code": 500, "message": "Internal server error", "error": "SERVER_ERROR"}
-            return JSONResponse(body, status_code=200, headers=headers)
-        return None
-
-    async def _deliver(self, answer: Response, delay: float, drop: bool) -> Response:
-        if delay > 0:
-            self._state.count("slow")
-            await anyio.sleep(delay)  # the loop's clock: virtual time skips it
-        if drop:
-            self._state.count("dropped")
+        else:
+            answer = self._status(request, token, now, headers)
+        if faults.delay > 0:
+            state.count("slow")
+            await anyio.sleep(faults.delay)  # the loop's clock: virtual time skips it
+        if faults.drop:
+            state.count("dropped")
             return DropResponse()
-        return self._sent(answer)
-
-    def _sent(self, answer: Response) -> Response:
-        self._state.count(status=answer.status_code)
         return answer
 
-    def _task_data(self, task: Task, now: float, base_url: str) -> dict[str, Any]:
+    def _status(
+        self, request: Request, token: str, now: float, headers: dict[str, str]
+    ) -> Response:
+        task_id = request.query_params.get("task_id", "").strip()
+        if not task_id:
+            message = "Invalid request: The task_id parameter is required"
+            return _error(400, message, "INVALID_REQUEST", headers)
+        task = self._state.task(task_id, token)
+        if task is None:
+            return _error(404, f"Task not found: {task_id}", "NOT_FOUND", headers)
         current = task.state(now)
         urls: list[str] | None = None
         if current is TaskState.COMPLETED:
-            urls = [f"{base_url}videos/{task.task_id}/{i}.mp4" for i in range(task.video_count)]
+            base = str(request.base_url)
+            urls = [f"{base}videos/{task.task_id}/{i}.mp4" for i in range(task.video_count)]
         created = datetime.fromtimestamp(self._state.unix(task.created_at), tz=timezone.utc)
-        return {
-            "consumed_credits": 0
-            if task.free and current is TaskState.FAILED
-            else CREDITS_PER_TASK,
+        failed = current is TaskState.FAILED
+        data = {
+            "consumed_credits": 0 if task.free and failed else CREDITS_PER_TASK,
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "status": getattr(self._state.config.status_words, current.value),
             "task_id": task.task_id,
-            "error_message": task.error_message if current is TaskState.FAILED else None,
+            "error_message": task.error_message if failed else None,
             "request": dict(task.request),
             "response": urls,
         }
+        return _success(data, headers)
 
     async def video(self, request: Request) -> Response:
         state = self._state
@@ -251,3 +205,7 @@ class Api:
         admitted_only = request.query_params.get("admitted_only", "") in {"1", "true", "yes"}
         times = self._state.request_times(token, admitted_only=admitted_only)
         return JSONResponse({"admitted_only": admitted_only, "times": times})
+
+
+def _success(data: dict[str, Any], headers: dict[str, str]) -> Response:
+    return JSONResponse({"code": 200, "message": "success", "data": data}, headers=headers)

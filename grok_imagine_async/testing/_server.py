@@ -41,15 +41,13 @@ def base_url(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-def _server(
-    emulator: Emulator, log_level: str, *, access_log: bool, own_logging: bool
-) -> uvicorn.Server:
+def _server(emulator: Emulator, log_level: str, *, own_logging: bool) -> uvicorn.Server:
     config = uvicorn.Config(
         emulator.app,
         # In a host process (tests), leave its logging configuration alone.
         log_config=uvicorn.config.LOGGING_CONFIG if own_logging else None,
         log_level=log_level,
-        access_log=access_log,
+        access_log=own_logging and log_level == "debug",
         lifespan="off",
     )
     return uvicorn.Server(config)
@@ -59,10 +57,8 @@ def _server(
 def serve_in_thread(
     emulator: Emulator, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
 ) -> Iterator[str]:
-    """Serve ``emulator`` with uvicorn in a background thread while the block runs.
-
-    The emulator keeps the real clock there (the thread runs its own event loop). Statistics
-    may be read from any thread.
+    """Serve ``emulator`` with uvicorn in a background thread (on the real clock) while the
+    block runs. Statistics may be read from any thread.
 
     Args:
         emulator: What to serve.
@@ -81,7 +77,7 @@ def serve_in_thread(
         ...     httpx.get(f"{url}/v1/status?task_id=x", headers={...})
     """
     sock = bind(host, port)
-    server = _server(emulator, log_level, access_log=False, own_logging=False)
+    server = _server(emulator, log_level, own_logging=False)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="grok-imagine-emulator", daemon=True
     )
@@ -119,7 +115,7 @@ def serve_forever(
     sock = bind(host, port)
     try:
         on_ready(base_url(sock))
-        server = _server(emulator, log_level, access_log=log_level == "debug", own_logging=True)
+        server = _server(emulator, log_level, own_logging=True)
         server.run(sockets=[sock])
     finally:
         sock.close()

@@ -24,7 +24,7 @@ from typing import Any
 from .._clock import DEFAULT_CLOCK, Clock
 from ._config import EmulatorConfig
 from ._faults import FaultInjector, Outage, RequestFaults
-from ._quota import GcraCounter, WindowCounter, WindowDecision, max_in_window
+from ._quota import GcraCounter, WindowCounter, WindowDecision
 
 CREDITS_PER_TASK = 40
 _SHARED_VALUES = frozenset({"mode", "ratio"})
@@ -244,17 +244,8 @@ class EmulatorState:
             task_id = f"task_{self._rng.getrandbits(48):012x}"
             while task_id in self._tasks:
                 task_id = f"task_{self._rng.getrandbits(48):012x}"
-            task = Task(
-                task_id=task_id,
-                token=token,
-                request=request,
-                created_at=now,
-                queued_for=duration * cfg.queue_fraction,
-                duration=duration,
-                error_message=outcome.error_message,
-                video_count=outcome.video_count,
-                free=outcome.free,
-            )
+            queued = duration * cfg.queue_fraction
+            task = Task(task_id, token, request, now, queued, duration, *outcome[:3])
             self._tasks[task_id] = task
             return task
 
@@ -333,15 +324,12 @@ class EmulatorState:
     def _unasked(self, per_prompt: Counter[str]) -> dict[str, int]:
         """Prompts paid for again while (or after) an earlier task of theirs did not fail, and
         how many times (see ``duplicate_submissions``). Called under the lock."""
-        repeated = {prompt for prompt, n in per_prompt.items() if n > 1}
-        tasks: dict[str, list[Task]] = {prompt: [] for prompt in repeated}
-        for task in self._tasks.values():
-            prompt = str(task.request["prompt"])
-            if prompt in repeated:
-                tasks[prompt].append(task)
+        tasks: dict[str, list[Task]] = {}
+        for task in sorted(self._tasks.values(), key=lambda task: task.created_at):
+            if per_prompt[prompt := str(task.request["prompt"])] > 1:
+                tasks.setdefault(prompt, []).append(task)
         found: dict[str, int] = {}
         for prompt, created in tasks.items():
-            created.sort(key=lambda task: task.created_at)
             paid = 1 + sum(
                 earlier.state(later.created_at) is not TaskState.FAILED
                 for earlier, later in itertools.pairwise(created)
@@ -355,23 +343,10 @@ class EmulatorState:
     ) -> list[float]:
         """Clock times of the requests the limiter saw, sorted (one token or all)."""
         with self.lock:
-            logs = (
-                [self._timeline[token]]
-                if token is not None and token in self._timeline
-                else []
-                if token is not None
-                else list(self._timeline.values())
-            )
-            times = [
+            return sorted(
                 t
-                for stamps, admitted in logs
+                for name, (stamps, admitted) in self._timeline.items()
+                if token in (None, name)
                 for t, ok in zip(stamps, admitted, strict=True)
                 if ok or not admitted_only
-            ]
-        return sorted(times)
-
-    def max_window_count(
-        self, period: float, token: str | None = None, *, admitted_only: bool = False
-    ) -> int:
-        """The most requests seen in any interval of ``period`` seconds."""
-        return max_in_window(self.request_times(token, admitted_only=admitted_only), period)
+            )

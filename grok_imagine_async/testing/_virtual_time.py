@@ -1,19 +1,15 @@
 """An asyncio event loop whose clock jumps over idle time.
 
-When every task is waiting on a timer (``anyio.sleep``, a rate limiter, a poll delay) and no
-socket is ready, a normal loop blocks in ``select`` until the earliest timer. This loop instead
-advances its clock to that timer at once. Code that only talks through in-memory transports
-(``httpx.ASGITransport`` to the emulator) therefore runs hours of simulated time in
-milliseconds, with the same ordering of events as in real time.
-
-Real I/O still works (the selector is polled without waiting first, and a loop with no timer
-at all blocks for real), but its latency is invisible to the virtual clock, so keep virtual
-time for in-process simulations and use the real clock with servers on sockets.
+Where a normal loop blocks in ``select`` until its earliest timer, this one advances its clock
+to that timer at once, so code talking through in-memory transports (the emulator in process)
+runs hours of simulated time in milliseconds, events in the same order. Real I/O still works,
+but its latency is invisible to the virtual clock: keep sockets on the real clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import selectors
 import time
@@ -92,10 +88,9 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     def hold_time(self) -> Iterator[None]:
         """Keep the clock from jumping while blocking work runs in another thread.
 
-        Without it, a loop waiting for a thread (a file or SQLite write) would look idle and
-        skip to its next timer, so simulated time would race ahead of the disk. The library's
-        own thread work (journal, downloads) holds the clock this way; use it around your own
-        ``anyio.to_thread.run_sync`` calls in simulations.
+        A loop waiting for a thread (a file or SQLite write) looks idle, and would skip to its
+        next timer ahead of the disk. The library's own thread work holds the clock so; hold it
+        around your own ``anyio.to_thread.run_sync`` calls in simulations.
         """
         self._holds += 1
         try:
@@ -105,12 +100,8 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
 
 def run_virtual(func: Callable[..., Awaitable[T]], *args: Any, start: float | None = None) -> T:
-    """Run ``func(*args)`` with anyio on a :class:`VirtualTimeEventLoop` and return its result.
-
-    ``start``: the virtual clock's first reading (see :class:`VirtualTimeEventLoop`).
-    """
-    import functools
-
+    """Run ``func(*args)`` with anyio on a :class:`VirtualTimeEventLoop` starting at ``start``
+    and return its result."""
     import anyio
 
     factory = functools.partial(VirtualTimeEventLoop, start=start)

@@ -65,7 +65,7 @@ async def test_env_fixture_points_a_default_client_at_the_served_emulator(
 
 def test_a_user_project_needs_no_conftest(pytester: pytest.Pytester) -> None:
     shutil.copy(USER_TESTS, pytester.path / USER_TESTS.name)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:randomly")
     result.assert_outcomes(passed=3)
 
 
@@ -85,5 +85,5 @@ def test_overriding_the_config_fixture_replaces_it(pytester: pytest.Pytester) ->
             assert (await grok_client.generate_and_wait("x")).succeeded
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:randomly")
     result.assert_outcomes(passed=1)
