@@ -1,20 +1,16 @@
 """A durable journal of a batch in one SQLite file, so a crash loses no job and pays nothing twice.
 
-The scheduler writes through it (see :class:`~grok_imagine_async._scheduling.jobs.JobStore`): the
-intent to submit before each POST, the task id right after the answer, then the outcome and the
-downloaded files. Every write is committed with ``synchronous=FULL`` in WAL mode, so it is on
-disk when the call returns, and a ``SIGKILL`` a microsecond later cannot undo it.
-
-Writes that arrive together are committed together (group commit): with 300 jobs in flight the
-disk sees one flush per batch of answers, not one per answer. The file is locked for the
-journal's lifetime, so two processes can never run the same batch at once and both pay for it.
-Only the standard library's :mod:`sqlite3` is used; blocking calls run in a worker thread.
+Each write is committed (WAL, ``synchronous=FULL``) before its call returns, so a ``SIGKILL`` a
+microsecond later cannot undo it; writes that arrive together share one commit. The file is
+locked while open, so two processes never run one batch. Blocking calls run in a worker thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -25,23 +21,41 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from .._errors import JournalError, TaskFailedError
+from .._errors import JournalError
 from .._files import run_blocking
-from .._models import CREDITS_PER_GENERATION, GenerationRequest
-from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord, StoreState
-from .codec import request_digest
-from .sqlite_file import (
-    close,
-    connect,
-    journal_error,
-    read_one,
-    read_page,
-    request_json,
-)
+from .._scheduling.jobs import StoreRecord, StoreState
+from .codec import failure_class, request_data, request_from
+from .records import Change, OneProcessStore
 
 __all__ = ["JournalError", "SqliteJobStore"]
 
 _T = TypeVar("_T")
+
+SCHEMA_VERSION = 2
+APPLICATION_ID = 0x47494A31  # "GIJ1": marks the file as ours, so a stray database is refused
+_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE jobs (
+    key TEXT PRIMARY KEY, request TEXT NOT NULL, state TEXT NOT NULL, task_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, credits INTEGER NOT NULL DEFAULT 0,
+    videos TEXT NOT NULL DEFAULT '[]', files TEXT NOT NULL DEFAULT '[]', error TEXT,
+    failure_class TEXT, updated_at REAL NOT NULL, request_digest TEXT
+);
+CREATE INDEX jobs_state ON jobs (state);
+CREATE TABLE tasks (
+    key TEXT NOT NULL, attempt INTEGER NOT NULL, task_id TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE INDEX tasks_key ON tasks (key)
+"""
+_FIELDS = (
+    "key, request, state, task_id, attempts, credits, videos, files, error, failure_class, "
+    "request_digest"
+)
+_UPSERT = (
+    f"INSERT INTO jobs ({_FIELDS}, updated_at) VALUES ({', '.join('?' * 12)}) "
+    "ON CONFLICT (key) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in [*_FIELDS.split(", ")[1:], "updated_at"])
+)
 
 
 @dataclass
@@ -55,18 +69,19 @@ class _Op(Generic[_T]):
     error: BaseException | None = None
 
 
-class SqliteJobStore:
-    """The :class:`~grok_imagine_async._scheduling.jobs.JobStore` of one batch, in one SQLite file.
+class SqliteJobStore(OneProcessStore):
+    """The :class:`~grok_imagine_async.abc.JobStore` of one batch, in one SQLite file.
 
     Creating it does no I/O; the file is created or opened (and locked) by the first call that
-    needs it, by :meth:`open`, or on entering ``async with``. Use one journal per run of a batch:
-    re-running with the same file resumes it.
+    needs it, by :meth:`open`, or on entering ``async with``. Re-running a batch with the same
+    file resumes it.
 
     Args:
         path: The journal file (created if missing; its folder must exist).
 
     Raises:
-        JournalError: From the first call, if the file cannot be used (see the class).
+        JournalError: From the first call, if the file cannot be used (locked by another
+            process, not a journal, corrupt, of a newer schema).
 
     Example:
         >>> async def main() -> None:
@@ -75,12 +90,12 @@ class SqliteJobStore:
     """
 
     def __init__(self, path: str | Path) -> None:
+        super().__init__()
         self._path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = anyio.Lock()
         self._pending: list[_Op[Any]] = []
         self._closed = False
-        self._listeners: list[Listener] = []
 
     def __repr__(self) -> str:
         return f"SqliteJobStore({str(self._path)!r})"
@@ -90,19 +105,13 @@ class SqliteJobStore:
         """The journal file."""
         return self._path
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
     async def open(self) -> SqliteJobStore:
         """Open (creating if needed) and lock the file now rather than at first use.
-
-        Returns:
-            The journal itself.
 
         Raises:
             JournalError: If the file cannot be used.
         """
-        async with self._lock:
-            await self._ensure_open()
+        await self._read(lambda conn: None)
         return self
 
     async def __aenter__(self) -> SqliteJobStore:
@@ -123,192 +132,41 @@ class SqliteJobStore:
                 self._closed = True
                 conn, self._conn = self._conn, None
                 if conn is not None:
-                    await run_blocking(close, conn)
-
-    async def _ensure_open(self) -> sqlite3.Connection:
-        # Called with the lock held.
-        if self._closed:
-            raise JournalError(f"journal {self._path} is closed", path=self._path)
-        if self._conn is None:
-            self._conn = await run_blocking(connect, self._path)
-        return self._conn
-
-    # -- the JobStore protocol ----------------------------------------------------------------
+                    await run_blocking(_close, conn)
 
     async def load(self, key: str) -> StoreRecord | None:
         """The record for ``key``, or None if the journal never saw it."""
-        return await self._read(functools.partial(read_one, key=key))
+        return await self._read(functools.partial(_read_one, key=key))
 
-    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
-        """Record that POST number ``attempt`` for ``key`` is about to be sent.
-
-        The job's previous task id (of a failed attempt) is cleared: from now until
-        :meth:`record_submitted`, the outcome of this POST is unknown. A call cancelled before
-        its write started writes nothing, so a job stopped before its POST is not mistaken for
-        an ambiguous one.
-        """
-        text, digest = request_json(request), request_digest(request)
-
-        def apply(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO jobs (key, request, state, task_id, attempts, updated_at, "
-                "request_digest) VALUES (?, ?, ?, NULL, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET request = excluded.request, "
-                "state = excluded.state, task_id = NULL, "
-                "attempts = max(jobs.attempts, excluded.attempts), "
-                "error = NULL, failure_class = NULL, updated_at = excluded.updated_at, "
-                "request_digest = excluded.request_digest",
-                (key, text, StoreState.INTENT.value, attempt, time.time(), digest),
-            )
-
-        await self._write_told(key, apply, shield=False)
-
-    async def record_submitted(self, key: str, task_id: str) -> None:
-        """Record that the POST for ``key`` created ``task_id`` (and cost 40 credits).
-
-        Shielded from cancellation: once the server answered, the task id must not be lost.
-        """
-
-        def apply(conn: sqlite3.Connection) -> None:
+    async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
+        def apply(conn: sqlite3.Connection) -> StoreRecord:
+            old = _read_one(conn, key=key)
+            new = change(old)
             now = time.time()
-            cursor = conn.execute(
-                "UPDATE jobs SET state = ?, task_id = ?, credits = credits + ?, updated_at = ? "
-                "WHERE key = ?",
-                (StoreState.SUBMITTED.value, task_id, CREDITS_PER_GENERATION, now, key),
-            )
-            if cursor.rowcount == 0:
-                raise KeyError(f"record_submitted({key!r}) without record_intent")
-            conn.execute(
-                "INSERT INTO tasks (key, attempt, task_id, created_at) "
-                "SELECT key, attempts, ?, ? FROM jobs WHERE key = ?",
-                (task_id, now, key),
-            )
+            conn.execute(_UPSERT, (*_row(new), now))
+            if new.state is StoreState.SUBMITTED and new.task_id != (old.task_id if old else None):
+                conn.execute(  # a paid task: kept in the history whatever happens to the job
+                    "INSERT INTO tasks (key, attempt, task_id, created_at) VALUES (?, ?, ?, ?)",
+                    (key, new.attempts, new.task_id, now),
+                )
+            return new
 
-        await self._write_told(key, apply, shield=True)
-
-    async def record_finished(self, result: JobResult) -> None:
-        """Record how the job ended: state, last task, videos, error and failure class.
-
-        Attempts and credits never go down: the journal may know of POSTs from earlier runs.
-        """
-        state = StoreState.COMPLETED if result.ok else StoreState.FAILED
-        error: str | None = None
-        if not result.ok:
-            if isinstance(result.error, TaskFailedError):  # the reason: a replay adds the rest
-                failed = result.error.task
-                error = failed.error_message or f"status {failed.raw_status!r}"
-            elif result.error is not None:
-                error = str(result.error)
-            elif result.task is not None:
-                error = result.task.error_message or f"status {result.task.raw_status!r}"
-        values = (
-            result.key,
-            request_json(result.request),
-            state.value,
-            result.task_id,
-            result.attempts,
-            result.credits,
-            # A completed task whose download failed keeps its URLs: a later run can retry.
-            json.dumps(list(_videos(result))),
-            json.dumps([str(f) for f in result.files]),
-            error,
-            None if result.failure_class is None else result.failure_class.value,
-            time.time(),
-            request_digest(result.request),
-        )
-
-        def apply(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO jobs (key, request, state, task_id, attempts, credits, videos, "
-                "files, error, failure_class, updated_at, request_digest) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET state = excluded.state, "
-                "request = excluded.request, request_digest = excluded.request_digest, "
-                "task_id = coalesce(excluded.task_id, jobs.task_id), "
-                "attempts = max(jobs.attempts, excluded.attempts), "
-                "credits = max(jobs.credits, excluded.credits), videos = excluded.videos, "
-                "files = CASE WHEN excluded.files = '[]' THEN jobs.files ELSE excluded.files END, "
-                "error = excluded.error, failure_class = excluded.failure_class, "
-                "updated_at = excluded.updated_at",
-                values,
-            )
-
-        await self._write_told(result.key, apply, shield=True)
-
-    async def record_files(self, key: str, files: Sequence[Path]) -> None:
-        """Record that the job's videos were downloaded to ``files``."""
-        text = json.dumps([str(f) for f in files])
-
-        def apply(conn: sqlite3.Connection) -> None:
-            cursor = conn.execute(
-                "UPDATE jobs SET files = ?, updated_at = ? WHERE key = ?", (text, time.time(), key)
-            )
-            if cursor.rowcount == 0:
-                raise KeyError(f"record_files({key!r}) for a job the journal never saw")
-
-        await self._write(apply, shield=True)
-
-    # -- sharing: one process owns every job ------------------------------------------------
-
-    async def claim(
-        self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
-    ) -> Claim:
-        """This process owns every job of its journal (the file is locked): ``"final"`` for a
-        finished job unless ``reopen``, else ``"mine"``, ``"created"`` or ``"unknown"``."""
-        record = await self.load(key)
-        if record is None:
-            if create is None:
-                return Claim("unknown", None)
-            return Claim("created", StoredJob(key, create, None))  # written at its intent
-        job = StoredJob(key, record.request, record)
-        if job.final:
-            return Claim("reopened" if reopen else "final", job)
-        return Claim("mine", job)
+        return await self._run(apply, write=True, shield=shield)
 
     async def forget(self, key: str) -> None:
         """Take ``key`` back to never started (its task history is kept)."""
-        await self._write(
-            lambda c: c.execute("DELETE FROM jobs WHERE key = ?", (key,)), shield=True
-        )
-
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener`` with each change of a job (this process is the only writer: the
-        file is locked)."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    async def _write_told(
-        self, key: str, apply: Callable[[sqlite3.Connection], object], *, shield: bool
-    ) -> None:
-        """Write, then tell the listeners of the job as written (read back in the same
-        transaction: no extra trip to the worker thread)."""
-
-        def apply_and_read(conn: sqlite3.Connection) -> StoreRecord | None:
-            apply(conn)
-            return read_one(conn, key=key) if self._listeners else None
-
-        record = await self._write(apply_and_read, shield=shield)
-        if record is not None:
-            job = StoredJob(key, record.request, record)
-            for listener in list(self._listeners):
-                listener(job)
-
-    # -- reading, for reports ----------------------------------------------------------------
+        await self._write(lambda c: c.execute("DELETE FROM jobs WHERE key = ?", (key,)))
 
     async def records(self, *, page_size: int = 1000) -> AsyncIterator[StoreRecord]:
-        """Every record, in the order the jobs were first recorded, read a page at a time.
-
-        Memory stays bounded whatever the journal's size.
-        """
+        """Every record, in the order the jobs were first recorded, a page at a time."""
         after = 0
         while True:
-            after, page = await self._read(
-                functools.partial(read_page, after=after, size=page_size)
-            )
-            for record in page:
-                yield record
-            if len(page) < page_size:
+            rows = await self._read(functools.partial(_page, after=after, size=page_size))
+            for row in rows:
+                yield _to_record(row[1:])
+            if len(rows) < page_size:
                 return
+            after = rows[-1][0]
 
     async def counts(self) -> Mapping[StoreState, int]:
         """How many jobs are in each state (every state present, zeros included)."""
@@ -341,17 +199,14 @@ class SqliteJobStore:
                 "INSERT INTO meta (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (name, value),
-            ),
-            shield=True,
+            )
         )
-
-    # -- plumbing ----------------------------------------------------------------------------
 
     async def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
         return await self._run(query, write=False, shield=False)
 
-    async def _write(self, apply: Callable[[sqlite3.Connection], _T], *, shield: bool) -> _T:
-        return await self._run(apply, write=True, shield=shield)
+    async def _write(self, apply: Callable[[sqlite3.Connection], object]) -> None:
+        await self._run(apply, write=True, shield=True)
 
     async def _run(
         self, apply: Callable[[sqlite3.Connection], _T], *, write: bool, shield: bool
@@ -366,12 +221,17 @@ class SqliteJobStore:
                     if not op.done:
                         batch, self._pending = self._pending, []
                         try:
-                            conn = await self._ensure_open()
+                            if self._closed:
+                                raise JournalError(
+                                    f"journal {self._path} is closed", path=self._path
+                                )
+                            if self._conn is None:
+                                self._conn = await run_blocking(_connect, self._path)
                         except BaseException as exc:
                             for item in batch:
                                 item.done, item.error = True, exc
                             raise
-                        await run_blocking(self._execute, conn, batch)
+                        await run_blocking(self._execute, self._conn, batch)
             except BaseException:
                 if not op.done and op in self._pending:
                     self._pending.remove(op)  # cancelled while waiting: never run
@@ -394,11 +254,8 @@ class SqliteJobStore:
                 except Exception as exc:
                     if item.write:
                         conn.execute("ROLLBACK TO op")
-                    item.error = (
-                        journal_error(self._path, exc)
-                        if isinstance(exc, sqlite3.DatabaseError)
-                        else exc
-                    )
+                    is_db = isinstance(exc, sqlite3.DatabaseError)
+                    item.error = _journal_error(self._path, exc) if is_db else exc
                 if item.write:
                     conn.execute("RELEASE op")
             if writes:
@@ -406,7 +263,7 @@ class SqliteJobStore:
         except sqlite3.DatabaseError as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            error = journal_error(self._path, exc)
+            error = _journal_error(self._path, exc)
             for item in writes:
                 item.error = error
         finally:
@@ -414,6 +271,167 @@ class SqliteJobStore:
                 item.done = True
 
 
-def _videos(result: JobResult) -> tuple[str, ...]:
-    task = result.task
-    return task.videos if task is not None and task.succeeded else ()
+# -- the file, synchronously (run in a worker thread) ---------------------------------------------
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed), check and lock the journal file ``path``."""
+    _check_header(path)
+    _create_private(path)
+    try:
+        conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=0.5
+        )
+    except sqlite3.Error as exc:
+        raise _journal_error(path, exc) from None
+    try:
+        # EXCLUSIVE: the lock taken by the first write below is held until close, so a second
+        # process on the same journal fails at once instead of submitting the same jobs.
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise JournalError(f"journal {path}: cannot use WAL mode (got {mode})", path=path)
+        conn.execute("PRAGMA synchronous = FULL")  # a commit is on disk when it returns
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _check_or_create_schema(conn, path)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise JournalError(
+                f"journal {path} is in use by another process (another run of this batch?)",
+                path=path,
+            ) from None
+        raise _journal_error(path, exc) from None
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise _journal_error(path, exc) from None
+        raise
+    return conn
+
+
+def _check_header(path: Path) -> None:
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise JournalError(
+                f"cannot create journal {path}: folder {path.parent} does not exist", path=path
+            ) from None
+        return
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {path}: {exc.strerror}", path=path) from None
+    if head and head != b"SQLite format 3\x00":
+        raise JournalError(f"{path} is not a journal (not an SQLite file)", path=path)
+
+
+def _create_private(path: Path) -> None:
+    """Create the journal file readable by its owner only (it holds prompts, task ids and
+    bearer video URLs; SQLite gives its WAL the same mode), never through a planted link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        if path.is_symlink() and not path.exists():  # a dangling link would create it elsewhere
+            raise JournalError(f"journal {path} is a link to nothing: refused", path=path) from None
+    except OSError as exc:
+        raise JournalError(f"cannot create journal {path}: {exc.strerror}", path=path) from None
+
+
+def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if app_id == 0 and version == 0 and tables == 0:
+        # One statement at a time: executescript() would COMMIT the open transaction.
+        for statement in _SCHEMA.split(";"):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.executemany(
+            "INSERT INTO meta (name, value) VALUES (?, ?)",
+            [("schema_version", str(SCHEMA_VERSION)), ("created_at", str(time.time()))],
+        )
+    elif app_id != APPLICATION_ID:
+        raise JournalError(
+            f"{path} is an SQLite database but not a grok-imagine journal", path=path
+        )
+    elif version > SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {path} has schema version {version}, newer than this version of "
+            f"grok-imagine-async understands ({SCHEMA_VERSION}): upgrade the package",
+            path=path,
+        )
+    elif version < SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {path} has schema version {version}, which this version cannot read "
+            f"(it reads {SCHEMA_VERSION}): finish it with the version that wrote it",
+            path=path,
+        )
+
+
+def _read_one(conn: sqlite3.Connection, *, key: str) -> StoreRecord | None:
+    row = conn.execute(f"SELECT {_FIELDS} FROM jobs WHERE key = ?", (key,)).fetchone()
+    return None if row is None else _to_record(row)
+
+
+def _page(conn: sqlite3.Connection, *, after: int, size: int) -> list[Any]:
+    return conn.execute(
+        f"SELECT rowid, {_FIELDS} FROM jobs WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, size)
+    ).fetchall()
+
+
+def _row(record: StoreRecord) -> tuple[Any, ...]:
+    """``record`` as the values of :data:`_FIELDS`."""
+    return (
+        record.key,
+        json.dumps(request_data(record.request), sort_keys=True, separators=(",", ":")),
+        record.state.value,
+        record.task_id,
+        record.attempts,
+        record.credits,
+        json.dumps(list(record.videos)),
+        json.dumps(list(record.files)),
+        record.error,
+        None if record.failure_class is None else record.failure_class.value,
+        record.request_digest,
+    )
+
+
+def _to_record(row: Sequence[Any]) -> StoreRecord:
+    key, request, state, task_id, attempts, credits, videos, files, error, failure, digest = row
+    return StoreRecord(
+        key=key,
+        request=request_from(json.loads(request)),
+        state=StoreState(state),
+        task_id=task_id,
+        attempts=int(attempts),
+        credits=int(credits),
+        videos=tuple(json.loads(videos)),
+        files=tuple(json.loads(files)),
+        error=error,
+        failure_class=failure_class(failure),
+        request_digest=digest,
+    )
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    # Fold the WAL back into the main file, so the journal is one self-contained file; if that
+    # fails the WAL is still valid and is recovered at the next open.
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def _journal_error(path: Path, exc: BaseException) -> JournalError:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return JournalError(f"journal {path} is corrupt or not a journal ({text})", path=path)
+    return JournalError(f"journal {path}: {text}", path=path)

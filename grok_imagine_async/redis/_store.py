@@ -262,7 +262,7 @@ class RedisJobStore:
         job = self._jobs.get(key)
         if job is None or job.record is None:
             raise KeyError(f"record_submitted({key!r}) without record_intent")
-        new = records.submitted(job.record, task_id)
+        new = records.submitted(job.record, key, task_id)
         await self._write(StoredJob(key, job.request, new, self.id), task_id=task_id)
 
     async def record_finished(self, result: JobResult) -> None:
@@ -278,7 +278,7 @@ class RedisJobStore:
         job = self._jobs.get(key) or await self.peek(key)
         if job is None or job.record is None:
             raise KeyError(f"record_files({key!r}) for a job the store never saw")
-        record = records.with_files(job.record, tuple(str(f) for f in files))
+        record = records.with_files(job.record, key, files)
         await self._write(StoredJob(key, job.request, record, self.id))
 
     async def _write(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -73,43 +72,6 @@ async def test_a_changed_request_is_not_answered_from_the_journal(
     assert any("job1" in r.getMessage() for r in caplog.records)
     again = await _run(api, "new", tmp_path / "run.db")  # the same request: replayed, not paid
     assert again.from_journal and api.prompts == ["old", "new"]
-
-
-V1_SCHEMA = """
-CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE jobs (key TEXT PRIMARY KEY, request TEXT NOT NULL, state TEXT NOT NULL,
-    task_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, credits INTEGER NOT NULL DEFAULT 0,
-    videos TEXT NOT NULL DEFAULT '[]', files TEXT NOT NULL DEFAULT '[]', error TEXT,
-    failure_class TEXT, updated_at REAL NOT NULL);
-CREATE INDEX jobs_state ON jobs (state);
-CREATE TABLE tasks (key TEXT NOT NULL, attempt INTEGER NOT NULL, task_id TEXT NOT NULL,
-    created_at REAL NOT NULL);
-CREATE INDEX tasks_key ON tasks (key);
-PRAGMA application_id = 1195985457;
-PRAGMA user_version = 1;
-"""
-
-
-@pytest.mark.anyio
-async def test_a_version_1_journal_is_migrated_and_still_replays(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(V1_SCHEMA)
-    request = json.dumps(
-        {"mode": "normal", "prompt": "old", "ratio": "1:1"}, separators=(",", ":"), sort_keys=True
-    )
-    conn.execute(
-        "INSERT INTO jobs (key, request, state, task_id, attempts, credits, videos, updated_at) "
-        "VALUES ('job1', ?, 'completed', 'task-old', 1, 40, ?, 0)",
-        (request, '["https://cdn.test/task-old.mp4"]'),
-    )
-    conn.commit()
-    conn.close()
-    api = PromptAPI()
-    replayed = await _run(api, "old", path)
-    assert replayed.from_journal and api.prompts == []
-    changed = await _run(api, "new", path)
-    assert not changed.from_journal and api.prompts == ["new"]
 
 
 # -- 8. downloads follow redirects, safely ---------------------------------------------------

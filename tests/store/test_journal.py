@@ -13,6 +13,7 @@ import pytest
 
 from grok_imagine_async import FailureClass, GenerationRequest, Task, TaskStatus
 from grok_imagine_async._errors import AmbiguousSubmitError, TaskFailedError
+from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async._journal.sqlite import JournalError, SqliteJobStore
 from grok_imagine_async._scheduling.jobs import JobResult, JobStore, StoreState
 
@@ -168,6 +169,22 @@ async def test_failures_record_message_and_class(tmp_path: Path) -> None:
     assert g.state is StoreState.FAILED
     assert g.failure_class is FailureClass.AMBIGUOUS_SUBMIT
     assert g.error == "answer lost" and g.task_id is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_every_store_keeps_a_failed_tasks_reason_as_its_error(
+    tmp_path: Path, backend: str
+) -> None:
+    # A replay wraps the stored reason in a TaskFailedError again: storing the wrapped text
+    # would name the task and its class twice.
+    store = MemoryJobStore() if backend == "memory" else SqliteJobStore(tmp_path / "run.db")
+    await store.record_intent("f", REQUEST, 1)
+    await store.record_submitted("f", "task_f")
+    await store.record_finished(failed("f", "task_f", "Inappropriate content."))
+    record = await store.load("f")
+    await store.aclose()
+    assert record is not None and record.error == "Inappropriate content."
 
 
 @pytest.mark.anyio
