@@ -1,9 +1,7 @@
 """How a journal writes a record down and reads it back: one codec for every backend.
 
-A record keeps the request it was made for, with its prompt cut to what the API could ever be
-sent (:data:`PROMPT_KEPT` characters): a 50 MB line of input must not be copied into every
-journal and manifest. The request's digest names the whole request, so a changed prompt is
-still told apart from the one recorded.
+A record keeps its request with the prompt cut to :data:`PROMPT_KEPT` characters (a 50 MB line
+of input is not copied into every journal and manifest); the digest names the whole request.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from typing import Any
 
 from .._limits import DEFAULT_MAX_PROMPT_CHARS
 from .._models import FailureClass, GenerationRequest
-from .._scheduling.jobs import StoreRecord, StoreState
+from .._scheduling.jobs import StoredJob, StoreRecord, StoreState
 
 PROMPT_KEPT = DEFAULT_MAX_PROMPT_CHARS
 """The most characters of a prompt a journal (or manifest) keeps."""
@@ -92,3 +90,30 @@ def failure_class(value: str | None) -> FailureClass | None:
         return FailureClass(value)
     except ValueError:
         return FailureClass.UNKNOWN
+
+
+QUEUED = "queued"
+"""The state of a job a shared store knows before any record: accepted, no POST sent yet."""
+
+
+def encode_job(job: StoredJob) -> str:
+    """The JSON text a shared store keeps for ``job`` (its record, or its request if queued)."""
+    if job.record is None:
+        data = {"key": job.key, "request": request_data(job.request), "state": QUEUED}
+    else:
+        data = record_data(job.record)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode_job(text: str | bytes, *, owner: str = "") -> StoredJob:
+    """Read back what :func:`encode_job` wrote.
+
+    Raises:
+        ValueError: If ``text`` is not such a job (foreign data under our keys).
+    """
+    data = json.loads(text)
+    if not isinstance(data, dict) or "key" not in data or "request" not in data:
+        raise ValueError("not a job record of this store")
+    request = request_from(data["request"])
+    record = None if data.get("state") == QUEUED else record_from(data, request)
+    return StoredJob(str(data["key"]), request, record, owner)

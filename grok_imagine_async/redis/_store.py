@@ -1,15 +1,20 @@
 """A job store in Redis shared by every process using one token: a journal they all see.
 
-See :class:`RedisJobStore`. The scripts and key names are in ``_store_script``.
+Each process writes its own copy of a job first, then Redis; a write Redis cannot take leaves
+the job *dirty*, and the newest state of every dirty job is written back once Redis answers
+again (a record is a whole job: writing it twice is harmless). The scripts are in
+``_store_script``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +28,7 @@ from redis.backoff import NoBackoff
 
 from .._errors import BudgetExceededError, JournalError
 from .._journal import records
+from .._journal.codec import decode_job, encode_job
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._redact import redact_url
 from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
@@ -32,13 +38,11 @@ from ._store_script import (
     ORPHANS_SCRIPT,
     RESERVE_SCRIPT,
     STORE_ERRORS,
+    WRITE_SCRIPT,
     RedisStoreStatistics,
     StoreKeys,
-    decode,
-    encode,
     outage_like,
 )
-from ._writeback import WriteBack
 
 if TYPE_CHECKING:
     from ._limiter import RedisRateLimiter
@@ -57,6 +61,9 @@ POOL_SIZE = 64
 """Connections a store opened from a URL keeps at most (its pub/sub listener holds one)."""
 POOL_WAIT = 5.0
 """Seconds a call waits for a free connection before it counts as Redis unreachable."""
+FINISHED_KEPT = 10_000
+"""Finished jobs each process remembers, to write them back should Redis lose its data (a
+job forgotten there could look new to another process, and be paid again)."""
 
 
 class RedisJobStore:
@@ -133,30 +140,30 @@ class RedisJobStore:
             self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes it too
         else:
             self._redis = redis
-        self._keys = StoreKeys.for_token(api_key, prefix=key_prefix, namespace=namespace)
+        self._keys = StoreKeys(api_key, prefix=key_prefix, namespace=namespace)
         self.id = uuid.uuid4().hex[:16]
         """This process's owner id (random, never reused)."""
         self._max_credits = max_credits
         self._lease = lease
+        self._finished_ms = 0 if finished_ttl is None else math.ceil(finished_ttl * 1000)
         self._limiter = limiter
-        self._writes = WriteBack(
-            self._redis,
-            self._keys,
-            owner=self.id,
-            max_credits=max_credits,
-            finished_ms=0 if finished_ttl is None else math.ceil(finished_ttl * 1000),
-        )
-        self._claim_script = self._redis.register_script(CLAIM_SCRIPT)
-        self._orphans_script = self._redis.register_script(ORPHANS_SCRIPT)
-        self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
-        self._reserve_script = self._redis.register_script(RESERVE_SCRIPT)
+        script = self._redis.register_script
+        self._write_script, self._claim_script = script(WRITE_SCRIPT), script(CLAIM_SCRIPT)
+        self._orphans_script, self._reserve_script = script(ORPHANS_SCRIPT), script(RESERVE_SCRIPT)
+        self._heartbeat_script = script(HEARTBEAT_SCRIPT)
+        self._jobs: dict[str, StoredJob] = {}  # owned here and unfinished, or not yet written
+        self._dirty: set[str] = set()  # jobs whose newest state is not in Redis yet
+        self._finished: OrderedDict[str, StoredJob] = OrderedDict()  # the last FINISHED_KEPT
         self._reserve = 0  # credits set aside in Redis for an outage (see _settle_reserve)
-        self._jobs = self._writes.jobs  # owned here and unfinished, or not yet written
+        self._allowance = 0  # what is left of it to spend while Redis is down
+        self._spent_offline: dict[str, int] = {}  # key -> attempt paid from the allowance
+        self._available = True
+        self._up_since = anyio.current_time()  # loop time Redis last became reachable
+        self._lost_at = -math.inf  # loop time this process learnt that Redis lost its data
         self._listeners: list[Listener] = []
         self._epoch: bytes | None = None
-        self._lost_at = -math.inf  # loop time this process learnt that Redis lost its data
         self._tg: TaskGroup | None = None
-        self._calls = self._adopted = 0
+        self._calls = self._adopted = self._outages = self._refused = 0
         self._released = False
 
     def __repr__(self) -> str:
@@ -169,8 +176,7 @@ class RedisJobStore:
     async def __aenter__(self) -> RedisJobStore:
         try:
             await self._heartbeat()
-            if self._max_credits is not None:
-                await self._settle_reserve()  # what may be spent should Redis fail soon
+            await self._settle_reserve()  # what may be spent should Redis fail soon
         except STORE_ERRORS as exc:
             await self._close_client()
             where = f" at {self._url}" if self._url else ""
@@ -179,7 +185,7 @@ class RedisJobStore:
                     f"cannot reach the Redis job store{where} ({type(exc).__name__})"
                 ) from exc
             raise self._error(f"the Redis job store{where} refused us: {exc}") from exc
-        self._writes.up_since = anyio.current_time()
+        self._up_since = anyio.current_time()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._keep_alive)
@@ -201,17 +207,9 @@ class RedisJobStore:
         if tg is not None:
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
-                try:
-                    await self._writes.flush()
-                    await self._settle_reserve(keep=False)
-                    await self._redis.delete(self._keys.alive_prefix + self.id)
-                except STORE_ERRORS as exc:
-                    pending = len(self._writes.dirty)
-                    logger.warning(
-                        "Redis unreachable at shutdown (%s): %d jobs not written", exc, pending
-                    )
-        await self._close_client()
+            await self.give_up_lease()
+        if self._owns_client:
+            await self._redis.aclose()
 
     async def give_up_lease(self) -> None:
         """Stop renewing this process's lease and give it up now, from any task: its
@@ -220,12 +218,15 @@ class RedisJobStore:
         self._released = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
             try:
-                await self._writes.flush()
+                await self._flush()
                 await self._settle_reserve(keep=False)
-                await self._redis.delete(self._keys.alive_prefix + self.id)
+                await self._redis.delete(self._keys.alive + self.id)
             except STORE_ERRORS as exc:
                 logger.warning(
-                    "Redis unreachable (%s): this process's lease runs out by itself", exc
+                    "Redis unreachable (%s): %d jobs not written; this process's lease runs "
+                    "out by itself",
+                    exc,
+                    len(self._dirty),
                 )
 
     async def _close_client(self) -> None:
@@ -240,7 +241,7 @@ class RedisJobStore:
         Raises:
             JournalError: If the job is not in this process's memory and Redis is unreachable.
         """
-        job = self._jobs.get(key) or await self.peek(key)
+        job = await self.peek(key)
         return None if job is None else job.record
 
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
@@ -250,65 +251,31 @@ class RedisJobStore:
             BudgetExceededError: If the shared budget cannot pay for it (nothing was written).
             JournalError: If another process owns the job now (this one must not send).
         """
-        before = self._jobs.get(key)
-        old = before.record if before is not None else None
-        record = records.intent(old, key, request, attempt)
+        record = records.intent(self._record(key), key, request, attempt)
         status = await self._write(StoredJob(key, request, record, self.id), reserve=attempt)
         if status == "owner":
             raise self._error(f"job {key} is owned by another process now; not sending it")
 
     async def record_submitted(self, key: str, task_id: str) -> None:
         """Record that the POST for ``key`` created ``task_id``."""
-        job = self._jobs.get(key)
-        if job is None or job.record is None:
-            raise KeyError(f"record_submitted({key!r}) without record_intent")
-        new = records.submitted(job.record, key, task_id)
-        await self._write(StoredJob(key, job.request, new, self.id), task_id=task_id)
+        record = records.submitted(self._record(key), key, task_id)
+        await self._write(StoredJob(key, record.request, record, self.id), task_id=task_id)
 
     async def record_finished(self, result: JobResult) -> None:
         """Record how the job ended; a POST refused outright gives its credits back."""
-        job = self._jobs.get(result.key)
-        old = job.record if job is not None else None
-        record = records.finished(old, result)
+        record = records.finished(self._record(result.key), result)
         refund = result.task is None and result.failure_class is FailureClass.REQUEST_ERROR
         await self._write(StoredJob(result.key, result.request, record, self.id), refund=refund)
 
     async def record_files(self, key: str, files: Sequence[Path]) -> None:
         """Record that the job's videos were downloaded to ``files``."""
-        job = self._jobs.get(key) or await self.peek(key)
-        if job is None or job.record is None:
-            raise KeyError(f"record_files({key!r}) for a job the store never saw")
-        record = records.with_files(job.record, key, files)
-        await self._write(StoredJob(key, job.request, record, self.id))
+        job = await self.peek(key)
+        record = records.with_files(job.record if job else None, key, files)
+        await self._write(StoredJob(key, record.request, record, self.id))
 
-    async def _write(
-        self,
-        job: StoredJob,
-        *,
-        reserve: int = 0,
-        refund: bool = False,
-        create: bool = False,
-        task_id: str | None = None,
-    ) -> str:
-        # An outage keeps the write in memory (WriteBack); any other refusal is reported.
-        try:
-            try:
-                status = await self._writes.write(
-                    job, reserve=reserve, refund=refund, create=create, task_id=task_id
-                )
-            except BudgetExceededError:
-                if self._reserve < CREDITS_PER_GENERATION or not self._writes.available:
-                    raise
-                # What this process set aside for an outage is what is left: spend it now.
-                await self._settle_reserve(keep=False)
-                status = await self._writes.write(
-                    job, reserve=reserve, refund=refund, create=create, task_id=task_id
-                )
-        except STORE_ERRORS as exc:
-            raise self._error(f"Redis refused to record job {job.key}: {exc}") from exc
-        if status == "ok":  # told here too: an outage delays the others' message, not ours
-            self._tell(job)
-        return status
+    def _record(self, key: str) -> StoreRecord | None:
+        job = self._jobs.get(key)
+        return None if job is None else job.record
 
     # -- sharing ------------------------------------------------------------------------------
 
@@ -345,12 +312,9 @@ class RedisJobStore:
         try:
             self._calls += 1
             owner, text = await self._redis.hmget(self._keys.job(key), ["owner", "record"])
-            owner = owner.decode() if isinstance(owner, bytes) else owner
         except STORE_ERRORS as exc:
             raise self._failed(exc, f"look up job {key}") from exc
-        if text is None:
-            return None
-        return decode(text, owner=owner or "")
+        return None if text is None else decode_job(text, owner=_text(owner))
 
     async def claim(
         self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
@@ -370,20 +334,21 @@ class RedisJobStore:
         if mine is not None:
             return Claim("mine", mine)
         keys = self._keys
-        for _ in range(2):  # a second time once a changed epoch is known
-            creating = create is not None and self.may_create()
-            try:
+        try:
+            for _ in range(2):  # a second time once a changed epoch is known
+                creating = create is not None and self.may_create()
+                queued = (
+                    encode_job(StoredJob(key, create, None, self.id)) if create and creating else ""
+                )
                 self._calls += 1
                 status, text, owner = await self._claim_script(
-                    keys=[keys.job(key), keys.owned_prefix + self.id, keys.owners, keys.epoch],
+                    keys=[keys.job(key), keys.owned + self.id, keys.owners, keys.epoch],
                     args=[
                         self.id,
-                        keys.alive_prefix,
-                        keys.owned_prefix,
+                        keys.alive,
+                        keys.owned,
                         keys.channel,
-                        encode(StoredJob(key, create, None, self.id))
-                        if create is not None and creating
-                        else "",
+                        queued,
                         self._epoch or b"",
                         "1" if reopen else "0",
                     ],
@@ -392,8 +357,8 @@ class RedisJobStore:
                     break
                 # Redis lost its data: learn the new epoch (and write back) before any answer.
                 await self._heartbeat()
-            except STORE_ERRORS as exc:
-                raise self._failed(exc, f"claim job {key}") from exc
+        except STORE_ERRORS as exc:
+            raise self._failed(exc, f"claim job {key}") from exc
         name = status.decode()
         if name == "epoch" or (name == "unknown" and create is not None and not creating):
             raise self._error(
@@ -401,13 +366,14 @@ class RedisJobStore:
             )
         if name == "unknown":
             return Claim("unknown", None)
-        job = decode(text, owner=self.id if name == "adopted" else owner.decode())
-        if name in ("created", "mine", "adopted", "reopened"):
-            self._jobs[key] = job
+        claim = Claim(name, decode_job(text, owner=owner.decode()))
+        if claim.owned:
+            assert claim.job is not None
+            self._jobs[key] = claim.job
             if name == "adopted":
                 self._adopted += 1
                 logger.info("adopted job %s from a process that stopped", key)
-        return Claim(name, job)
+        return claim
 
     def may_create(self) -> bool:
         """Whether a job unknown to Redis may be taken as new: not within a lease of Redis
@@ -415,15 +381,11 @@ class RedisJobStore:
         return anyio.current_time() - self._lost_at >= self._lease
 
     def may_adopt(self) -> bool:
-        """Whether this process may adopt orphans now: Redis has answered for a whole lease.
-
-        After an outage every process's lease may have lapsed; each one gets a lease to renew
-        it before anyone takes its jobs.
-        """
-        writes = self._writes
-        if self._released or not writes.available:
+        """Whether this process may adopt orphans now: Redis has answered for a whole lease
+        (after an outage every process gets a lease to renew its own before anyone adopts)."""
+        if self._released or not self._available:
             return False
-        return anyio.current_time() - writes.up_since >= self._lease
+        return anyio.current_time() - self._up_since >= self._lease
 
     async def adopt_orphans(self, limit: int = 100) -> list[StoredJob]:
         """Take over up to ``limit`` unfinished jobs of processes whose lease lapsed.
@@ -432,26 +394,23 @@ class RedisJobStore:
         """
         if not self.may_adopt():
             return []
+        keys = self._keys
         try:
             self._calls += 1
             names = await self._orphans_script(
-                keys=[self._keys.owners, self._keys.owned_prefix + self.id],
-                args=[self.id, self._keys.alive_prefix, self._keys.owned_prefix, limit],
+                keys=[keys.owners, keys.owned + self.id],
+                args=[self.id, keys.alive, keys.owned, limit],
             )
-            adopted = []
-            for name in names:
-                self._calls += 1
-                text = await self._redis.hget(name, "record")
-                if text is None:
-                    continue
-                job = decode(text, owner=self.id)
-                self._jobs[job.key] = job
-                adopted.append(job)
+            self._calls += len(names)
+            texts = [await self._redis.hget(name, "record") for name in names]
         except STORE_ERRORS as exc:
             if not outage_like(exc):
                 raise self._failed(exc, "adopt orphaned jobs") from exc
-            self._writes.went_down(exc)
+            self._went_down(exc)
             return []
+        adopted = [decode_job(text, owner=self.id) for text in texts if text is not None]
+        for job in adopted:
+            self._jobs[job.key] = job
         if adopted:
             self._adopted += len(adopted)
             logger.info("adopted %d jobs from processes that stopped", len(adopted))
@@ -480,11 +439,12 @@ class RedisJobStore:
                 seen.add(job.key)
                 yield job.record
         cursor: int = 0
-        pattern = self._keys.job("*")
         try:
             while True:
                 self._calls += 1
-                cursor, names = await self._redis.scan(cursor, match=pattern, count=page_size)
+                cursor, names = await self._redis.scan(
+                    cursor, match=self._keys.job("*"), count=page_size
+                )
                 if names:
                     self._calls += 1
                     async with self._redis.pipeline(transaction=False) as pipe:
@@ -511,7 +471,7 @@ class RedisJobStore:
             value = await self._redis.hget(self._keys.meta, name)
         except STORE_ERRORS as exc:
             raise self._failed(exc, "read the store's settings") from exc
-        return None if value is None else value.decode() if isinstance(value, bytes) else value
+        return None if value is None else _text(value)
 
     async def set_meta(self, name: str, value: str) -> None:
         """Store a small named value with the jobs of the namespace.
@@ -542,8 +502,7 @@ class RedisJobStore:
             found: dict[Any, Any] = await self._redis.config_get("maxmemory-policy")
         except STORE_ERRORS:
             return ""
-        value = next(iter(found.values()), b"")
-        return value.decode() if isinstance(value, bytes) else str(value)
+        return _text(next(iter(found.values()), b""))
 
     @property
     def lease(self) -> float:
@@ -553,37 +512,174 @@ class RedisJobStore:
     @property
     def available(self) -> bool:
         """False while Redis cannot be reached."""
-        return self._writes.available
+        return self._available
 
     def statistics(self) -> RedisStoreStatistics:
         """A frozen snapshot of this store's counters."""
         return RedisStoreStatistics(
-            redis_calls=self._calls + self._writes.calls,
-            available=self._writes.available,
-            pending_writes=len(self._writes.dirty),
-            outages=self._writes.outages,
+            redis_calls=self._calls,
+            available=self._available,
+            pending_writes=len(self._dirty),
+            outages=self._outages,
             adopted=self._adopted,
-            refused_writes=self._writes.refused,
+            refused_writes=self._refused,
         )
 
-    # -- internals ----------------------------------------------------------------------------
+    # -- writing, and writing back ------------------------------------------------------------
+
+    async def _write(
+        self,
+        job: StoredJob,
+        *,
+        reserve: int = 0,
+        refund: bool = False,
+        create: bool = False,
+        task_id: str | None = None,
+    ) -> str:
+        """Write ``job``; return ``"ok"``, ``"exists"`` (``create`` only) or ``"owner"``.
+
+        Args:
+            job: Its new state.
+            reserve: The attempt whose credits to reserve first (0: none).
+            refund: Give back the credits reserved for its last attempt (never sent).
+            create: Only if the job does not exist yet.
+            task_id: A new task id this write records (for the log, should it be refused).
+
+        Raises:
+            BudgetExceededError: If ``reserve`` would pass the budget (nothing was written).
+            JournalError: If Redis refused the write for another reason than an outage.
+        """
+        put = functools.partial(
+            self._put, job, reserve=reserve, refund=refund, create=create, task_id=task_id
+        )
+        try:
+            try:
+                status = await put()
+            except BudgetExceededError:
+                if self._reserve < CREDITS_PER_GENERATION or not self._available:
+                    raise
+                # What this process set aside for an outage is what is left: spend it now.
+                await self._settle_reserve(keep=False)
+                status = await put()
+        except STORE_ERRORS as exc:
+            raise self._error(f"Redis refused to record job {job.key}: {exc}") from exc
+        if status == "ok":  # told here too: an outage delays the others' message, not ours
+            self._tell(job)
+        return status
+
+    async def _put(
+        self, job: StoredJob, *, reserve: int, refund: bool, create: bool, task_id: str | None
+    ) -> str:
+        # Through Redis while it answers; else into memory (dirty), paying from the allowance.
+        if self._available:
+            budget = -1 if self._max_credits is None else self._max_credits
+            try:
+                status, value = await self._send(job, reserve, budget, refund, create)
+            except STORE_ERRORS as exc:
+                if not outage_like(exc):
+                    raise
+                self._went_down(exc)
+            else:
+                return self._written(job, status, value, task_id)
+        if reserve and self._max_credits is not None:
+            self._spend_offline(job.key, reserve)
+        self._jobs[job.key] = job
+        self._dirty.add(job.key)
+        return "ok"
+
+    async def _flush(self) -> None:
+        """Send the newest state of every dirty job (credits spent offline are counted, never
+        refused: they were spent within this process's reserve)."""
+        for key in sorted(self._dirty):
+            job = self._jobs.get(key) or self._finished.get(key)
+            if job is not None:
+                attempt = self._spent_offline.get(key, 0)
+                status, value = await self._send(job, attempt, -1, False, False)
+                self._spent_offline.pop(key, None)
+                self._written(job, status, value, None)
+            self._dirty.discard(key)
+
+    async def _send(
+        self, job: StoredJob, reserve: int, budget: int, refund: bool, create: bool
+    ) -> tuple[bytes, int]:
+        self._calls += 1
+        keys = self._keys
+        status, value = await self._write_script(
+            keys=[keys.job(job.key), keys.owned + self.id, keys.credits],
+            args=[
+                self.id,
+                encode_job(job),
+                1 if job.final else 0,
+                CREDITS_PER_GENERATION if reserve else 0,
+                budget,
+                CREDITS_PER_GENERATION if refund else 0,
+                keys.channel,
+                reserve,
+                1 if create else 0,
+                self._finished_ms,
+            ],
+        )
+        return bytes(status), int(value)
+
+    def _written(self, job: StoredJob, status: bytes, value: int, task_id: str | None) -> str:
+        name, key = status.decode(), job.key
+        if name == "budget":
+            assert self._max_credits is not None
+            raise BudgetExceededError(max_credits=self._max_credits, committed_credits=value)
+        if name == "owner":
+            self._refused += 1
+            self._jobs.pop(key, None)
+            self._dirty.discard(key)
+            logger.warning(
+                "job %s was adopted by another process; this one stops writing it%s",
+                key,
+                f" (its new task {task_id} is not recorded)" if task_id else "",
+            )
+        elif name == "ok":
+            self._dirty.discard(key)
+            if job.final:
+                self._jobs.pop(key, None)
+                self._finished[key] = job
+                self._finished.move_to_end(key)
+                if len(self._finished) > FINISHED_KEPT:
+                    self._finished.popitem(last=False)
+            else:
+                self._jobs[key] = job
+        return name
+
+    def _spend_offline(self, key: str, attempt: int) -> None:
+        if self._spent_offline.get(key, 0) >= attempt:
+            return
+        if self._allowance < CREDITS_PER_GENERATION:
+            assert self._max_credits is not None
+            raise BudgetExceededError(
+                max_credits=self._max_credits, committed_credits=self._max_credits
+            )
+        self._allowance -= CREDITS_PER_GENERATION
+        self._spent_offline[key] = attempt
+
+    def _went_down(self, exc: BaseException) -> None:
+        if self._available:
+            self._available = False
+            self._outages += 1
+            logger.warning(
+                "Redis job store unreachable (%s); jobs go on from memory and are written "
+                "back when it answers",
+                type(exc).__name__,
+            )
+
+    # -- background: heartbeat, reserve, messages ---------------------------------------------
 
     async def _heartbeat(self) -> None:
         self._calls += 1
         keys = self._keys
         epoch = await self._heartbeat_script(
-            keys=[
-                keys.alive_prefix + self.id,
-                keys.owners,
-                keys.epoch,
-                keys.reserves,
-                keys.credits,
-            ],
+            keys=[keys.alive + self.id, keys.owners, keys.epoch, keys.reserves, keys.credits],
             args=[
                 self.id,
                 math.ceil(self._lease * 1000),
                 uuid.uuid4().hex,
-                keys.alive_prefix,
+                keys.alive,
                 # The reserves of processes gone go back to the budget, once every live one
                 # has had a lease to renew its key after an outage.
                 "1" if self.may_adopt() else "0",
@@ -593,8 +689,9 @@ class RedisJobStore:
         self._epoch = epoch
         if lost_data:
             logger.warning("Redis lost its data; writing back this process's jobs")
-            self._lost_at = anyio.current_time()
-            self._writes.rewrite_all()
+            self._lost_at = self._up_since = anyio.current_time()  # nobody adopts for a lease
+            self._dirty.update(self._jobs)
+            self._dirty.update(self._finished)
         if self._limiter is not None:
             self._calls += 1
             await self._limiter.heartbeat()
@@ -606,16 +703,18 @@ class RedisJobStore:
                 return
             try:
                 await self._heartbeat()
-                self._writes.came_back()
-                await self._writes.flush()
-                if self._max_credits is not None:
-                    await self._settle_reserve()
+                if not self._available:
+                    self._available = True
+                    self._up_since = anyio.current_time()
+                    logger.warning("Redis job store back; writing back %d jobs", len(self._dirty))
+                await self._flush()
+                await self._settle_reserve()
             except STORE_ERRORS as exc:
                 # Never fatal to the process that owns the store: a refusal that is no outage
                 # (an ACL change) is logged, and its writes wait as in an outage.
                 if not outage_like(exc):
                     logger.error("Redis refuses the job store's heartbeat: %s", exc)
-                self._writes.went_down(exc)
+                self._went_down(exc)
 
     async def _settle_reserve(self, *, keep: bool = True) -> None:
         """Set aside (``keep``) or give back this process's reserve: the credits it may spend
@@ -624,7 +723,7 @@ class RedisJobStore:
         since (each POST counted again), so that much of the reserve is given back."""
         if self._max_credits is None:
             return
-        spent = self._reserve - self._writes.allowance
+        spent = self._reserve - self._allowance
         peers = self._limiter.statistics().peers if self._limiter is not None else 1
         self._calls += 2
         alive = await self._redis.scard(self._keys.owners)
@@ -638,7 +737,7 @@ class RedisJobStore:
                 max(1, peers or 1, int(alive)),
             ],
         )
-        self._reserve = self._writes.allowance = int(held)
+        self._reserve = self._allowance = int(held)
 
     async def _listen(self) -> None:
         while True:
@@ -659,7 +758,7 @@ class RedisJobStore:
     def _on_message(self, data: bytes) -> None:
         try:
             owner, _version, text = json.loads(data)
-            job = decode(text, owner=owner)
+            job = decode_job(text, owner=owner)
         except (ValueError, TypeError):
             return  # not ours
         self._tell(job)
@@ -671,7 +770,7 @@ class RedisJobStore:
     def _failed(self, exc: BaseException, what: str) -> JournalError:
         """The error for ``exc`` raised by Redis while trying to ``what``."""
         if outage_like(exc):
-            self._writes.went_down(exc)
+            self._went_down(exc)
             return self._error(f"Redis unreachable, cannot {what} ({type(exc).__name__})")
         return self._error(f"Redis refused to {what}: {exc}")
 
@@ -680,10 +779,14 @@ class RedisJobStore:
         return JournalError(message, path=Path(self._keys.base))
 
 
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else value or ""
+
+
 def _decoded(text: bytes | None) -> StoredJob | None:
     if text is None:
         return None
     try:
-        return decode(text)
+        return decode_job(text)
     except (ValueError, TypeError, KeyError):
         return None  # not ours

@@ -1,27 +1,18 @@
-"""The shared job store's state in Redis: key names, Lua scripts, and the record codec.
+"""The shared job store's state in Redis: key names and Lua scripts (no I/O).
 
-Pure logic, no I/O: :mod:`grok_imagine_async.redis._store` runs these scripts. Every change
-to a job is one script call, so checking who owns the job, writing its record, keeping the
-owner's set of unfinished jobs and the shared credit count, and telling every other process
-(``PUBLISH``) happen at once or not at all.
-
-Ownership is by *process id* (a random id per store instance, never reused), kept alive by a
-key that expires unless its process renews it: one ``SET PX`` per process per heartbeat,
-whatever the number of jobs. A job whose owner's key expired is *orphaned*; whoever claims it
-first becomes its owner, and from then on the old owner's writes are refused (the owner
-field is the fencing token: it is compared in the same script that writes).
+Every change to a job is one script, so the owner check (the owner field is the fencing token),
+the record, the owner's set of unfinished jobs, the shared credit count and the ``PUBLISH`` to
+every other process happen at once or not at all. A process owns jobs while its ``alive`` key,
+renewed at each heartbeat, has not expired; a job whose owner's key expired is *orphaned*, and
+whoever claims it first owns it from then on.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from redis import exceptions as redis_errors
 
-from .._journal.codec import record_data, record_from, request_data, request_from
-from .._scheduling.jobs import StoredJob
 from ._script import token_name
 
 STORE_ERRORS = (redis_errors.RedisError, OSError)
@@ -29,14 +20,9 @@ STORE_ERRORS = (redis_errors.RedisError, OSError)
 
 
 def outage_like(exc: BaseException) -> bool:
-    """Whether ``exc`` means Redis cannot take our writes *for now*, so they wait in memory.
-
-    Unreachable, timed out, loading, a replica after a failover, out of memory (``maxmemory``)
-    or refusing writes after a failed save (``MISCONF``): each passes, and writes are written
-    back when it does. A refused password or permission (``NOPERM``, an ACL change) does not:
-    it is a configuration to fix, reported as a :class:`JournalError`, never taken for an
-    outage in which the process goes on alone forever.
-    """
+    """Whether ``exc`` means Redis cannot take our writes *for now* (unreachable, loading, a
+    replica, ``maxmemory``, ``MISCONF``), so they wait in memory; a refused password or
+    permission is a configuration to fix, never an outage in which the process goes on alone."""
     if isinstance(
         exc,
         (
@@ -62,9 +48,6 @@ def outage_like(exc: BaseException) -> bool:
         return True
     return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("MISCONF")
 
-
-QUEUED = "queued"
-"""A state only the store knows: accepted by its owner, no POST sent yet."""
 
 # Keys: [1] the job's hash, [2] the owner's set of unfinished jobs, [3] credits committed.
 # ARGV: [1] owner id, [2] record JSON, [3] 1 if the record is final, [4] credits to reserve
@@ -112,7 +95,7 @@ return {'ok', version}
 #       next POST's credits are reserved afresh).
 # An epoch that changed means Redis lost its data: a job unknown now may have existed (and
 # been paid), so nothing is claimed ('epoch') until every process has had time to write back.
-# Returns: {status, record JSON or '', previous owner or ''} with status 'unknown', 'created'
+# Returns: {status, record JSON or '', owner or ''} with status 'unknown', 'created'
 #          (unknown, now the claimer's), 'mine', 'foreign' (its owner is alive), 'adopted' (its
 #          owner was gone: now the claimer's), 'final' (finished: nobody needs to own it) or
 #          'reopened' (finished, and the claimer's again).
@@ -120,33 +103,29 @@ CLAIM_SCRIPT = """
 local epoch = redis.call('GET', KEYS[4])
 if epoch ~= ARGV[6] then return {'epoch', '', ''} end
 local owner = redis.call('HGET', KEYS[1], 'owner')
+local record = redis.call('HGET', KEYS[1], 'record') or ARGV[5]
+local status = 'adopted'
 if not owner then
   if ARGV[5] == '' then return {'unknown', '', ''} end
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'record', ARGV[5], 'version', 1)
-  redis.call('SADD', KEYS[2], KEYS[1])
-  redis.call('SADD', KEYS[3], ARGV[1])
-  redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], 1, ARGV[5]}))
-  return {'created', ARGV[5], ARGV[1]}
-end
-local record = redis.call('HGET', KEYS[1], 'record') or ''
-if owner == ARGV[1] then return {'mine', record, owner} end
-if redis.call('SISMEMBER', ARGV[3] .. owner, KEYS[1]) == 0 then
+  status = 'created'
+elseif owner == ARGV[1] then
+  return {'mine', record, owner}
+elseif redis.call('SISMEMBER', ARGV[3] .. owner, KEYS[1]) == 0 then
   if ARGV[7] ~= '1' then return {'final', record, owner} end
   redis.call('PERSIST', KEYS[1])
   redis.call('HDEL', KEYS[1], 'reserved')
-  redis.call('SADD', KEYS[2], KEYS[1])
-  redis.call('SADD', KEYS[3], ARGV[1])
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-  return {'reopened', record, owner}
+  status = 'reopened'
+elseif redis.call('EXISTS', ARGV[2] .. owner) == 1 then
+  return {'foreign', record, owner}
+else
+  redis.call('SREM', ARGV[3] .. owner, KEYS[1])
 end
-if redis.call('EXISTS', ARGV[2] .. owner) == 1 then return {'foreign', record, owner} end
-redis.call('SREM', ARGV[3] .. owner, KEYS[1])
 redis.call('SADD', KEYS[2], KEYS[1])
 redis.call('SADD', KEYS[3], ARGV[1])
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'record', record)
 redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], version, record}))
-return {'adopted', record, owner}
+return {status, record, ARGV[1]}
 """
 
 # Keys: [1] the owners set, [2] the claimer's owned set.
@@ -234,93 +213,24 @@ return held
 """
 
 
-@dataclass(frozen=True, slots=True)
 class StoreKeys:
-    """The keys and channel of one token's (and one namespace's) job store.
+    """The keys and channel of one token's (and namespace's) job store, under one Redis Cluster
+    hash tag so that each script finds its keys on one node."""
 
-    Everything sits under one Redis Cluster hash tag, so each script finds its keys on one node.
-    """
-
-    base: str
-
-    @classmethod
-    def for_token(cls, api_key: str, *, prefix: str, namespace: str) -> StoreKeys:
-        """Keys for ``api_key``'s jobs in ``namespace``, named by :func:`token_name`."""
-        return cls(f"{prefix}:{{{token_name(api_key)}:{namespace}}}")
+    def __init__(self, api_key: str, *, prefix: str, namespace: str) -> None:
+        self.base = base = f"{prefix}:{{{token_name(api_key)}:{namespace}}}"
+        self.alive = f"{base}:alive:"  # + owner id: expires unless its process renews it
+        self.owned = f"{base}:owned:"  # + owner id: the set of its unfinished jobs
+        self.owners = f"{base}:owners"  # the processes that may own unfinished jobs
+        self.credits = f"{base}:credits"  # credits committed by every process (the budget)
+        self.reserves = f"{base}:reserves"  # owner id -> credits set aside for an outage
+        self.epoch = f"{base}:epoch"  # set once: another value means Redis lost its data
+        self.meta = f"{base}:meta"  # small named values (set_meta)
+        self.channel = f"{base}:events"  # every change of a job
 
     def job(self, key: str) -> str:
         """The hash holding one job."""
         return f"{self.base}:job:{key}"
-
-    def job_key(self, hash_key: str) -> str:
-        """The job key a hash name stands for (inverse of :meth:`job`)."""
-        return hash_key.removeprefix(f"{self.base}:job:")
-
-    @property
-    def alive_prefix(self) -> str:
-        """Prefix of the per-process keys that expire when their process stops renewing them."""
-        return f"{self.base}:alive:"
-
-    @property
-    def owned_prefix(self) -> str:
-        """Prefix of the per-process sets of unfinished jobs."""
-        return f"{self.base}:owned:"
-
-    @property
-    def owners(self) -> str:
-        """The set of processes that may own unfinished jobs."""
-        return f"{self.base}:owners"
-
-    @property
-    def credits(self) -> str:
-        """Credits committed by every process (the shared budget's count)."""
-        return f"{self.base}:credits"
-
-    @property
-    def reserves(self) -> str:
-        """The hash of credits each process set aside for an outage (counted in credits)."""
-        return f"{self.base}:reserves"
-
-    @property
-    def epoch(self) -> str:
-        """A random value set once: a different one means Redis lost its data."""
-        return f"{self.base}:epoch"
-
-    @property
-    def meta(self) -> str:
-        """The hash of small named values stored with the jobs (see ``set_meta``)."""
-        return f"{self.base}:meta"
-
-    @property
-    def channel(self) -> str:
-        """The pub/sub channel announcing every change of a job."""
-        return f"{self.base}:events"
-
-
-def encode(job: StoredJob) -> str:
-    """The JSON text stored for ``job``."""
-    if job.record is None:
-        data: dict[str, Any] = {"key": job.key, "request": request_data(job.request)}
-        data["state"] = QUEUED
-    else:
-        data = record_data(job.record)
-    return json.dumps(data, separators=(",", ":"))
-
-
-def decode(text: str | bytes, *, owner: str = "") -> StoredJob:
-    """Read back what :func:`encode` wrote.
-
-    Raises:
-        ValueError: If ``text`` is not such a record (foreign data under our keys).
-    """
-    data = json.loads(text)
-    if not isinstance(data, dict) or "key" not in data or "request" not in data:
-        raise ValueError("not a job record of this store")
-    request = request_from(data["request"])
-    key = str(data["key"])
-    if data.get("state") == QUEUED:
-        return StoredJob(key, request, None, owner)
-    return StoredJob(key, request, record_from(data, request), owner)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,9 @@ from grok_imagine_async.abc import StoreState
 
 pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 
+from grok_imagine_async._journal.codec import decode_job, encode_job
 from grok_imagine_async._scheduling.jobs import StoredJob
 from grok_imagine_async.redis import RedisJobStore, RedisRateLimiter
-from grok_imagine_async.redis._store_script import decode, encode
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -75,9 +75,9 @@ def result(key: str, *, ok: bool, task_id: str | None, credits: int) -> JobResul
 
 def test_records_round_trip_through_json() -> None:
     queued = StoredJob("k", REQUEST, None, "me")
-    assert decode(encode(queued), owner="me") == queued
+    assert decode_job(encode_job(queued), owner="me") == queued
     with pytest.raises(ValueError, match="not a job record"):
-        decode('{"not": "ours"}')
+        decode_job('{"not": "ours"}')
 
 
 async def test_jobs_written_by_one_process_are_found_and_followed_by_another(
