@@ -18,9 +18,9 @@ import contextlib
 import importlib.util
 import sys
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -34,12 +34,7 @@ from .._files import TaskLog
 from .._journal.sqlite import JournalError, SqliteJobStore
 from .._models import GenerationRequest
 from .._scheduling.inputs import InputError, InputSummary, JobFile
-from .._scheduling.jobs import (
-    JobEvent,
-    JobSpec,
-    JobStore,
-    SchedulerHook,
-)
+from .._scheduling.jobs import JobEvent, JobSpec, JobStore
 from .batch_journal import (
     TASK_LOG_NAME,
     Claims,
@@ -66,6 +61,7 @@ from .common import (
     describe_failure,
     error,
     leaf_error,
+    note,
     run_until_interrupted,
 )
 from .progress import BatchProgress, start_display
@@ -78,9 +74,6 @@ from .report import (
     refused_line,
     write_manifest,
 )
-
-if TYPE_CHECKING:
-    from .._scheduling.scheduler import JobScheduler
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -224,10 +217,7 @@ async def _batch(
             connection = await stack.enter_async_context(connect(args))
             store = await open_store(stack, args, connection, summary, journal_path)
             return await _with_store(args, jobs, summary, store, connection)
-    except ConfigurationError as exc:
-        error("batch", exc)
-        return EXIT_USAGE
-    except JournalError as exc:  # the journal cannot be used: nothing was sent
+    except (ConfigurationError, JournalError) as exc:  # nothing was sent
         error("batch", exc)
         return EXIT_USAGE
 
@@ -248,7 +238,18 @@ async def _with_store(
     if state is None:
         return EXIT_USAGE
     earlier_credits = await credits_recorded(store, summary.keys, out)
-    _announce(args, summary, store, connection)
+    limit, scale = connection.client.limiter.limit, connection.time_scale
+    speed = f", {scale:g}x real time" if scale != 1 else ""
+    where = (
+        f"shared through Redis as process {getattr(store, 'id', '?')}"
+        if shared
+        else f"journal {journal_name(store)}"
+    )
+    print(
+        f"{summary.jobs} jobs from {summary.path} -> {args.out} ({where}; {connection.label}, "
+        f"plan {connection.plan}: {limit.requests} requests per {limit.period * scale:g} s{speed})",
+        flush=True,
+    )
     progress = BatchProgress(
         summary.jobs,
         time_scale=connection.time_scale,
@@ -263,8 +264,20 @@ async def _with_store(
         moved.set()
         moved = anyio.Event()
 
-    scheduler = _scheduler(
-        args, connection, store, out, on_event, shared=shared, file_stem=summary.file_stem
+    from .._scheduling.scheduler import JobScheduler
+
+    scheduler = JobScheduler(
+        connection.client,
+        max_in_flight=args.max_in_flight,
+        # A shared journal reserves every POST's credits in one budget for every process.
+        max_credits=None if shared else args.max_credits,
+        resubmit=args.resubmit,
+        journal=store,
+        download_dir=out,
+        file_stem=summary.file_stem,
+        max_downloads=args.max_downloads,
+        on_event=on_event,
+        stream_results=True,
     )
     endpoint = endpoint_of(connection)
     claims = Claims(store, args, out, progress, endpoint=endpoint)
@@ -323,10 +336,9 @@ async def _with_store(
         return EXIT_FAILED
     outcome.earlier_credits = earlier_credits + claims.recovered_credits
     if claims.recovered:
-        print(
+        note(
             f"{count_jobs(claims.recovered)} the journal had lost are listed completed in "
-            f"{out / MANIFEST_NAME} with their videos: recorded again from it, not paid again.",
-            file=sys.stderr,
+            f"{out / MANIFEST_NAME} with their videos: recorded again from it, not paid again."
         )
     advice = advice_after(args, outcome, interrupted, emulated, connection.emulator_state)
     if progress.unreachable:
@@ -353,78 +365,25 @@ def _keep_pending(exc: GrokImagineError, tasks: TaskLog) -> None:
     space was set aside before the run), so that the next run polls them."""
     if not exc.pending_tasks:
         return
-    print(
+    note(
         f"{len(exc.pending_tasks)} paid jobs ended or were in flight without the journal "
-        "recording it; their task ids (key task_id):",
-        file=sys.stderr,
+        "recording it; their task ids (key task_id):"
     )
     for key, task_id in exc.pending_tasks.items():
-        print(f"  {key} {task_id}", file=sys.stderr)
+        note(f"  {key} {task_id}")
     try:
         kept = tasks.write(dict(exc.pending_tasks))
     except OSError as failure:
-        print(f"(could not keep them in {tasks.path}: {failure.strerror})", file=sys.stderr)
+        note(f"(could not keep them in {tasks.path}: {failure.strerror})")
         return
-    print(
-        f"Kept {kept} of them in {tasks.path}: the next run polls them, without paying again.",
-        file=sys.stderr,
-    )
-
-
-def _announce(
-    args: argparse.Namespace,
-    summary: InputSummary,
-    journal: JobStore,
-    connection: Connection,
-) -> None:
-    limit = connection.client.limiter.limit
-    plan = connection.plan
-    speed = f", {connection.time_scale:g}x real time" if connection.time_scale != 1 else ""
-    where = (
-        f"journal {journal_name(journal)}"
-        if isinstance(journal, SqliteJobStore)
-        else f"shared through Redis as process {getattr(journal, 'id', '?')}"
-    )
-    print(
-        f"{summary.jobs} jobs from {summary.path} -> {args.out} "
-        f"({where}; {connection.label}, plan {plan}: "
-        f"{limit.requests} requests per {limit.period * connection.time_scale:g} s{speed})",
-        flush=True,
-    )
-
-
-def _scheduler(
-    args: argparse.Namespace,
-    connection: Connection,
-    journal: JobStore,
-    out: Path,
-    on_event: SchedulerHook,
-    *,
-    shared: bool,
-    file_stem: Callable[[str], str],
-) -> JobScheduler:
-    from .._scheduling.scheduler import JobScheduler
-
-    return JobScheduler(
-        connection.client,
-        max_in_flight=args.max_in_flight,
-        # A shared journal reserves every POST's credits in one budget for every process.
-        max_credits=None if shared else args.max_credits,
-        resubmit=args.resubmit,
-        journal=journal,
-        download_dir=out,
-        file_stem=file_stem,
-        max_downloads=args.max_downloads,
-        on_event=on_event,
-        stream_results=True,
-    )
+    note(f"Kept {kept} of them in {tasks.path}: the next run polls them, without paying again.")
 
 
 def _use_live_display(args: argparse.Namespace) -> bool:
     if args.no_progress or not sys.stdout.isatty():
         return False
     if importlib.util.find_spec("rich") is None:
-        print('For a live progress display: pip install "grok-imagine-async[cli]"', file=sys.stderr)
+        note('For a live progress display: pip install "grok-imagine-async[cli]"')
         return False
     return True
 

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from .._scheduling.resume import (
     reopening,
     same_request,
 )
-from .common import Connection, error, printable, redis_url
+from .common import Connection, error, note, printable, redis_url
 from .progress import BatchProgress
 from .report import MANIFEST_NAME, count_jobs
 
@@ -112,11 +111,10 @@ async def open_store(
     await stack.enter_async_context(store)
     policy = await store.eviction_policy()
     if policy.startswith("allkeys-"):
-        print(
+        note(
             f"Warning: this Redis evicts any key when full (maxmemory-policy {policy}): a "
             "finished job it drops would be generated, and paid, again. Use noeviction or a "
-            "volatile-* policy for a shared batch.",
-            file=sys.stderr,
+            "volatile-* policy for a shared batch."
         )
     return store
 
@@ -205,10 +203,9 @@ class Claims:
                 self._progress(JobFinished(key=key, at=now, result=result))
                 return False
             if not same_request(record, spec.request):
-                print(
+                note(
                     f"job {printable(key)} was done with another request (another input with the "
-                    "same ids?): it is generated again for this one.",
-                    file=sys.stderr,
+                    "same ids?): it is generated again for this one."
                 )
             claim = await self._claim(key, spec, reopen=True)
         if claim.status == "created" and await self._recover(key, spec):
@@ -355,10 +352,9 @@ async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
     for key in unsent:
         await journal.forget(key)
     if unsent:
-        print(
+        note(
             f"{len(unsent)} jobs were stopped before their submission was sent (or it was "
-            "refused): they start afresh next time.",
-            file=sys.stderr,
+            "refused): they start afresh next time."
         )
 
 
@@ -388,17 +384,16 @@ async def prepare(
         await journal.set_meta(ENDPOINT_META, endpoint)
     taken = await take_back(journal, await run_blocking(tasks.read))
     if taken:
-        print(
+        note(
             f"The task ids of {count_jobs(taken)} the journal could not record were kept in "
-            f"{tasks.path}: they are polled, not sent again.",
-            file=sys.stderr,
+            f"{tasks.path}: they are polled, not sent again."
         )
     try:  # before anything is paid: the log needs no new space when the disk is full
         await run_blocking(tasks.reserve)
         if taken:
             await run_blocking(tasks.write, {})  # recorded now: not taken back twice
     except OSError as exc:
-        print(f"Warning: cannot set aside {tasks.path} ({exc.strerror})", file=sys.stderr)
+        note(f"Warning: cannot set aside {tasks.path} ({exc.strerror})")
     records = [r async for r in journal.records()]
     if connection.emulator is not None:
         # Those the emulator did not take up (not kept, or not sent) start again, at no cost.
@@ -412,10 +407,9 @@ async def prepare(
         for record in in_flight:
             await journal.forget(record.key)
         if in_flight:
-            print(
+            note(
                 f"{count_jobs(len(in_flight))} in flight when the last emulated run stopped will "
-                "start again: the emulator did not keep their tasks.",
-                file=sys.stderr,
+                "start again: the emulator did not keep their tasks."
             )
         records = [r for r in records if r not in in_flight]
     # The scheduler applies the library's resume policy to each job; count what it will do.
@@ -423,16 +417,14 @@ async def prepare(
     kinds = Counter(reopening(r, resubmit_ambiguous=resubmit) for r in records)
     unpaid, undownloaded = kinds[Reopening.UNPAID], kinds[Reopening.UNDOWNLOADED]
     if unpaid:
-        print(
+        note(
             f"{count_jobs(unpaid)} that failed without being paid (the credit budget, or a request "
-            "the API refused) will be submitted again.",
-            file=sys.stderr,
+            "the API refused) will be submitted again."
         )
     if undownloaded:
-        print(
+        note(
             f"{count_jobs(undownloaded)} completed but not downloaded will be downloaded again "
-            "(already paid: not submitted again).",
-            file=sys.stderr,
+            "(already paid: not submitted again)."
         )
     intents = {r.key for r in records if r.state is StoreState.INTENT}
     if connection.emulated:
@@ -440,18 +432,16 @@ async def prepare(
     if resubmit:
         retried = kinds[Reopening.AMBIGUOUS]
         if retried:
-            print(
+            note(
                 f"{count_jobs(retried)} whose submission outcome was unknown will be submitted "
-                "again, as --on-ambiguous resubmit asks: some may be paid twice.",
-                file=sys.stderr,
+                "again, as --on-ambiguous resubmit asks: some may be paid twice."
             )
         return Prepared(unknown=None)
     if intents and isinstance(journal, SqliteJobStore):  # shared: maybe a live process's
-        print(
+        note(
             f"{count_jobs(len(intents))} had a submission in flight when the last run stopped. "
             "Whether it started a task is unknown, so they are not sent again: that could "
-            "pay twice.",
-            file=sys.stderr,
+            "pay twice."
         )
     return Prepared(unknown=intents)
 

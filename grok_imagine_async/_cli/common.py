@@ -94,54 +94,28 @@ def add_connection_options(
     """Add ``--api-key``, ``--base-url``, ``--plan``, ``--time-scale`` to a subcommand, with
     ``--redis-url`` if ``sharing`` (commands that send many requests) and
     ``--emulate`` if ``emulate``."""
-    group = parser.add_argument_group("connection")
-    add = group.add_argument
+    add = parser.add_argument_group("connection").add_argument
+    # fmt: off
     add("--api-key", metavar="TOKEN", help=f"API token (default: ${ENV_API_KEY}); never printed")
-    add(
-        "--base-url",
-        metavar="URL",
-        help=f"API root (default: ${ENV_BASE_URL}, else the real service)",
-    )
-    add(
-        "--plan",
-        type=plan,
-        metavar="PLAN",
-        help="your rate limit: free, pro, enterprise, or a quota such as 100/6s or 2000/min "
-        f"(default: ${ENV_PLAN}, else free)",
-    )
+    add("--base-url", metavar="URL",
+        help=f"API root (default: ${ENV_BASE_URL}, else the real service)")
+    add("--plan", type=plan, metavar="PLAN", help="your rate limit: free, pro, enterprise, or a "
+        f"quota such as 100/6s or 2000/min (default: ${ENV_PLAN}, else free)")
     if sharing:
-        add(
-            "--redis-url",
-            metavar="URL",
-            help="share the token's rate limit with other processes through Redis "
-            "(redis://...; default: not shared)",
-        )
-    add(
-        "--time-scale",
-        type=positive,
-        default=None,
-        metavar="K",
-        help="the server runs K times faster than real time, like `grok-imagine emulator "
-        "--time-scale K`: polls, retries and a plan's window shrink to match "
-        f"(default: ${ENV_TIME_SCALE}, else 1"
-        + (f"; {EMULATE_TIME_SCALE:g} with --emulate)" if emulate else ")"),
-    )
-    parser.add_argument(
-        "--log-level",
-        type=str.lower,
-        choices=LOG_LEVELS,
-        default="warning",
-        metavar="LEVEL",
-        help="what the library logs on stderr: critical, error, warning, info or debug "
-        "(default: warning); debug also shows the traceback of an unexpected error",
-    )
+        add("--redis-url", metavar="URL", help="share the token's rate limit with other "
+            "processes through Redis (redis://...; default: not shared)")
+    add("--time-scale", type=positive, metavar="K", help="the server runs K times faster than "
+        "real time, like `grok-imagine emulator --time-scale K`: polls, retries and a plan's "
+        f"window shrink to match (default: ${ENV_TIME_SCALE}, else 1"
+        + (f"; {EMULATE_TIME_SCALE:g} with --emulate)" if emulate else ")"))
+    parser.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default="warning",
+        metavar="LEVEL", help="what the library logs on stderr: critical, error, warning, info "
+        "or debug (default: warning); debug also shows the traceback of an unexpected error")
     if emulate:
-        add(
-            "--emulate",
-            action="store_true",
-            help="run against a built-in emulator of the API, in this process: no account, "
-            f"no cost, about {EMULATE_TIME_SCALE:g}x faster than the real service",
-        )
+        add("--emulate", action="store_true", help="run against a built-in emulator of the "
+            "API, in this process: no account, no cost, about "
+            f"{EMULATE_TIME_SCALE:g}x faster than the real service")
+    # fmt: on
 
 
 @dataclass(frozen=True)
@@ -283,7 +257,12 @@ def _redis_limiter(url: str, settings: Settings) -> RateLimiter:
 
 def error(command: str, message: object) -> None:
     """Print ``grok-imagine <command>: <message>`` on stderr."""
-    print(f"grok-imagine {command}: {printable(message)}", file=sys.stderr, flush=True)
+    note(f"grok-imagine {command}: {printable(message)}")
+
+
+def note(message: str) -> None:
+    """Print a line for people on stderr (stdout is for results)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 _URL_OPTIONS = ("--redis-url", "--journal", "--base-url")
