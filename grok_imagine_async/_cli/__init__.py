@@ -13,9 +13,18 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from .._errors import ConfigurationError
 from .._version import __version__
 from . import batch, emulator, task
-from .common import EXIT_FAILED, EXIT_INTERRUPTED, leaf_error
+from .common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    UsageError,
+    error,
+    leaf_error,
+    note,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -56,19 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _logging_to_stderr(args) as debug:
         try:
             code: int = args.handler(args)
+        except (UsageError, ConfigurationError) as exc:  # nothing was submitted
+            error(args.command, exc)
+            return EXIT_USAGE
         except KeyboardInterrupt:  # where signals cannot be received (Windows), or before
-            print("grok-imagine: interrupted", file=sys.stderr)
+            note("grok-imagine: interrupted")
             return EXIT_INTERRUPTED
         except Exception as exc:  # the last resort: one line, not a page of traceback
             if debug:
                 traceback.print_exc()
             leaf = leaf_error(exc)
             hint = "" if debug else " (run again with --log-level debug for the details)"
-            print(
-                f"grok-imagine {args.command}: unexpected error: {type(leaf).__name__}: "
-                f"{leaf}{hint}",
-                file=sys.stderr,
-            )
+            error(args.command, f"unexpected error: {type(leaf).__name__}: {leaf}{hint}")
             return EXIT_FAILED
     return code
 
@@ -76,11 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 @contextmanager
 def _logging_to_stderr(args: argparse.Namespace) -> Iterator[bool]:
     """Send the library's log records to stderr at ``--log-level`` while the command runs, then
-    put the logger back as it was (``main`` may run many times in one process, as in tests).
-
-    Yields:
-        True for ``--log-level debug``.
-    """
+    put the logger back (``main`` may run many times in one process); yields True for debug."""
     level_name = getattr(args, "log_level", None)
     if args.command == "emulator" or level_name is None:  # the emulator's is uvicorn's level
         yield False

@@ -53,6 +53,7 @@ from .common import (
     EXIT_USAGE,
     Connection,
     PreflightError,
+    UsageError,
     add_connection_options,
     check_file_target,
     check_folder,
@@ -132,51 +133,45 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``grok-imagine batch``; return the exit status."""
     if args.max_credits is not None and args.max_credits < 0:
-        error("batch", "--max-credits must be >= 0")
-        return EXIT_USAGE
+        raise UsageError("--max-credits must be >= 0")
     if args.resubmit < 0:
-        error("batch", "--resubmit must be >= 0")
-        return EXIT_USAGE
+        raise UsageError("--resubmit must be >= 0")
     try:  # the defaults on their own, so that an error names the option, not a line
         GenerationRequest(
             prompt="defaults", mode=args.mode or "normal", ratio=args.ratio or "1:1",
             allow_unlisted=args.allow_unlisted,
         )  # fmt: skip
     except InvalidRequestError as exc:
-        error("batch", for_cli(f"--mode/--ratio: {'; '.join(exc.problems) or exc}"))
-        return EXIT_USAGE
+        raise UsageError(for_cli(f"--mode/--ratio: {'; '.join(exc.problems) or exc}")) from None
     shared = is_redis_url(args.journal)  # a journal server, not a file of ours
     if shared and args.emulate:
-        error("batch", "--journal redis:// needs a real or served emulator (--base-url), "
-              "not --emulate: each process's built-in emulator would be its own")  # fmt: skip
-        return EXIT_USAGE
+        raise UsageError(
+            "--journal redis:// needs a real or served emulator (--base-url), not --emulate: "
+            "each process's built-in emulator would be its own"
+        )
     try:
         jobs = JobFile(
-            args.input,
-            format=args.format,
-            mode=args.mode,
-            ratio=args.ratio,
-            allow_unlisted=args.allow_unlisted,
-            name=args.name,
-        )
+            args.input, format=args.format, mode=args.mode, ratio=args.ratio,
+            allow_unlisted=args.allow_unlisted, name=args.name,
+        )  # fmt: skip
     except ValueError as exc:
-        error("batch", f"--name: {exc}")
-        return EXIT_USAGE
+        raise UsageError(f"--name: {exc}") from None
     try:  # the whole file first: a bad line must not leave half a batch submitted
         summary = jobs.check(max_problems=MAX_PROBLEMS_SHOWN)
     except InputError as exc:
         report_input_problems(exc)
         return EXIT_USAGE
     out = Path(args.out)
-    journal_path = None if shared else Path(args.journal or out / _default_journal(args))
+    # Emulated jobs must never pass for real ones in a later run against the API.
+    default_journal = "journal-emulated.db" if args.emulate else "journal.db"
+    journal_path = None if shared else Path(args.journal or out / default_journal)
     try:  # every place written to, before the first credit: paid videos must have a home
         check_folder(out, "output folder")
         check_file_target(out / MANIFEST_NAME, "manifest")
         if journal_path is not None:
             check_file_target(journal_path, "journal")
     except PreflightError as exc:
-        error("batch", f"{exc} (nothing was submitted)")
-        return EXIT_USAGE
+        raise UsageError(f"{exc} (nothing was submitted)") from None
     if args.emulate and journal_path is not None:  # its tasks beside the journal: Ctrl-C resumes
         args.emulator_state = journal_path.with_name(f"{journal_path.stem}-tasks.json")
     if shared and not args.redis_url:
@@ -186,8 +181,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 args.telemetry = stack.enter_context(_telemetry_from_environment())
             except ImportError as exc:
-                error("batch", f"--otel {exc}")
-                return EXIT_USAGE
+                raise UsageError(f"--otel {exc}") from None
         return anyio.run(_batch, args, jobs, summary, journal_path)
 
 
@@ -200,11 +194,6 @@ def _telemetry_from_environment() -> contextlib.AbstractContextManager[Any]:
             f"opentelemetry-sdk opentelemetry-exporter-otlp ({exc})"
         ) from None
     return telemetry_from_environment("grok-imagine-batch")
-
-
-def _default_journal(args: argparse.Namespace) -> str:
-    # Emulated jobs must never pass for real ones in a later run against the API.
-    return "journal-emulated.db" if args.emulate else "journal.db"
 
 
 async def _batch(

@@ -370,7 +370,11 @@ def printable(text: object) -> str:
     return str(text).translate(_ESCAPES)
 
 
-class PreflightError(Exception):
+class UsageError(Exception):
+    """Bad options or input, said before anything is submitted: ``main`` prints it, exit 2."""
+
+
+class PreflightError(UsageError):
     """A place the command must write to cannot be used; the message names it."""
 
 

@@ -19,7 +19,6 @@ from .._errors import (
     AmbiguousSubmitError,
     APIError,
     AuthenticationError,
-    ConfigurationError,
     InvalidRequestError,
     NotFoundError,
     TaskFailedError,
@@ -30,8 +29,8 @@ from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
     PreflightError,
+    UsageError,
     add_connection_options,
     check_folder,
     command_line,
@@ -102,8 +101,7 @@ def generate(args: argparse.Namespace) -> int:
         check_folder(Path(args.out), "output folder")  # before the 40 credits
     except (InvalidRequestError, PreflightError) as exc:
         message = str(exc).replace("pass allow_unlisted=True", "use --allow-unlisted")
-        error("generate", f"{message} (nothing was submitted)")
-        return EXIT_USAGE
+        raise UsageError(f"{message} (nothing was submitted)") from None
     return anyio.run(_generate, args, request)
 
 
@@ -125,9 +123,8 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
 
     try:
         paths, interrupted = await run_until_interrupted(work)
-    except (ConfigurationError, AuthenticationError) as exc:
-        error("generate", exc)
-        return EXIT_USAGE
+    except AuthenticationError as exc:
+        raise UsageError(exc) from None
     except AmbiguousSubmitError as exc:
         error("generate", f"{exc}. Check your account before trying again.")
         return EXIT_FAILED
@@ -181,11 +178,7 @@ def _status_argv(args: argparse.Namespace, task_id: str) -> list[str]:
 def status(args: argparse.Namespace) -> int:
     """Run ``grok-imagine status``; return the exit status."""
     if args.download:
-        try:
-            check_folder(Path(args.download), "download folder")
-        except PreflightError as exc:
-            error("status", exc)
-            return EXIT_USAGE
+        check_folder(Path(args.download), "download folder")
     return anyio.run(_status, args)
 
 
@@ -198,9 +191,8 @@ async def _status(args: argparse.Namespace) -> int:
             files = []
             if args.download and task.succeeded:
                 files = await connection.client.download(task, args.download)
-    except (ConfigurationError, ValueError) as exc:  # ValueError: an empty task id
-        error("status", exc)
-        return EXIT_USAGE
+    except ValueError as exc:  # an empty task id
+        raise UsageError(exc) from None
     except NotFoundError:
         error("status", f"no task {args.task_id!r} for this token")
         return EXIT_FAILED
