@@ -53,28 +53,29 @@ CLI_HINT = 'the command line needs its extra: pip install "grok-imagine-async[cl
 PLANS = ("free", "pro", "enterprise")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
 
 
-def positive(text: str) -> float:
-    """An argparse type: a number above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+def _checked(
+    kind: Callable[[str], _N], valid: Callable[[_N], bool], rule: str, noun: str
+) -> Callable[[str], _N]:
+    """An argparse type: ``kind(text)`` that must be ``valid``, its errors said in words."""
+
+    def check(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+        return value
+
+    return check
 
 
-def count(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+positive = _checked(float, lambda v: v > 0, "must be positive", "a number")
+count = _checked(int, lambda v: v >= 1, "must be at least 1", "a whole number")
+rate = _checked(float, lambda v: 0 <= v <= 1, "must be between 0 and 1", "a number")
 
 
 def plan(text: str) -> str:
@@ -162,7 +163,15 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     )
     limiter: RateLimiter | None = None  # the client's default for its plan
     if getattr(args, "redis_url", None):
-        limiter = _redis_limiter(redis_url(args.redis_url), settings)
+        try:
+            from ..redis._limiter import RedisRateLimiter
+        except ImportError as exc:
+            raise ConfigurationError(
+                f'--redis-url needs the redis extra: pip install "grok-imagine-async[redis]" '
+                f"({exc})"
+            ) from None
+        url, limit = redis_url(args.redis_url), settings.rate_limit
+        limiter = RedisRateLimiter(url, limit=limit, api_key=settings.api_key)
     try:
         async with AsyncGrokImagine(settings=settings, limiter=limiter, **options) as client:
             label = redact_url(client.base_url)
@@ -242,16 +251,6 @@ def leaf_error(exc: BaseException) -> BaseException:
         exc = inner[0]
 
 
-def _redis_limiter(url: str, settings: Settings) -> RateLimiter:
-    try:
-        from ..redis._limiter import RedisRateLimiter
-    except ImportError as exc:
-        raise ConfigurationError(
-            f'--redis-url needs the redis extra: pip install "grok-imagine-async[redis]" ({exc})'
-        ) from None
-    return RedisRateLimiter(url, limit=settings.rate_limit, api_key=settings.api_key)
-
-
 # -- messages and Ctrl-C ---------------------------------------------------------------------
 
 
@@ -274,24 +273,16 @@ def command_line(argv: Sequence[str]) -> str:
     the password of every URL option redacted (set it in the environment to run it again:
     ``$GROK_IMAGINE_REDIS_PASSWORD`` for Redis)."""
     kept: list[str] = []
-    skip = redact = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if redact:
-            redact = False
-            kept.append(redact_url(arg))
-            continue
-        if arg == "--api-key":
-            skip = True
-            continue
-        if arg.startswith("--api-key="):
-            continue
-        if arg in _URL_OPTIONS:
-            redact = True
+    rest = iter(argv)
+    for arg in rest:
         name, equals, value = arg.partition("=")
-        kept.append(f"{name}={redact_url(value)}" if equals and name in _URL_OPTIONS else arg)
+        if name == "--api-key":
+            if not equals:
+                next(rest, None)  # its value
+        elif arg in _URL_OPTIONS:
+            kept += [arg, *(redact_url(v) for v in [next(rest, None)] if v is not None)]
+        else:
+            kept.append(f"{name}={redact_url(value)}" if equals and name in _URL_OPTIONS else arg)
     return shlex.join(["grok-imagine", *kept])
 
 

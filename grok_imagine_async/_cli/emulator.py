@@ -15,17 +15,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._limiting.plans import RateLimit
-from .common import LOG_LEVELS, count, plan, positive
+from .common import LOG_LEVELS, count, plan, positive, rate
 
 if TYPE_CHECKING:
     from ..testing import EmulatorConfig
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
 
 
 _B = " before --time-scale"
@@ -48,12 +41,12 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any] | tuple[str, ...], Any, str, str
      "words: default (pending/processing/completed), reseller (queued/running/success) or "
      "upper (PENDING...)"),
     ("--median", positive, 30.0, "SECONDS", f"median generation time,{_B}"),
-    ("--fail-rate", _rate, 0.0, "RATE", "fraction of tasks that fail"),
-    ("--error-rate", _rate, 0.0, "RATE", "fraction of requests answered HTTP 500"),
-    ("--body-error-rate", _rate, 0.0, "RATE",
+    ("--fail-rate", rate, 0.0, "RATE", "fraction of tasks that fail"),
+    ("--error-rate", rate, 0.0, "RATE", "fraction of requests answered HTTP 500"),
+    ("--body-error-rate", rate, 0.0, "RATE",
      "fraction of requests answered HTTP 200 with an error code in the body"),
-    ("--drop-rate", _rate, 0.0, "RATE", "fraction of connections closed without an answer"),
-    ("--slow-rate", _rate, 0.0, "RATE", "fraction of answers delayed by --slow-seconds"),
+    ("--drop-rate", rate, 0.0, "RATE", "fraction of connections closed without an answer"),
+    ("--slow-rate", rate, 0.0, "RATE", "fraction of answers delayed by --slow-seconds"),
     ("--slow-seconds", positive, 30.0, "SECONDS", f"delay of a slow answer,{_B}"),
     ("--result-ttl", positive, 86_400.0, "SECONDS",
      f"how long result URLs stay valid after completion,{_B}"),
