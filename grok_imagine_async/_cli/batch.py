@@ -42,6 +42,7 @@ from .batch_journal import (
     forget_unsent,
     is_redis_url,
     journal_name,
+    note_jobs,
     open_store,
     prepare,
 )
@@ -223,9 +224,7 @@ async def _with_store(
     emulated = connection.emulated
     shared = not isinstance(store, SqliteJobStore)
     tasks = TaskLog(out / TASK_LOG_NAME)
-    state = await prepare(args, store, connection, tasks)
-    if state is None:
-        return EXIT_USAGE
+    unknown = await prepare(args, store, connection, tasks)
     earlier_credits = await credits_recorded(store, summary.keys, out)
     limit, scale = connection.client.limiter.limit, connection.time_scale
     speed = f", {scale:g}x real time" if scale != 1 else ""
@@ -297,7 +296,7 @@ async def _with_store(
         _, interrupted = await run_until_interrupted(work)
     except AuthenticationError as exc:
         error("batch", exc)
-        await forget_unsent(store, state.unknown)
+        await forget_unsent(store, unknown)
         return EXIT_USAGE
     except JournalError as exc:
         error("batch", exc)
@@ -314,7 +313,7 @@ async def _with_store(
         if isinstance(leaf, GrokImagineError):
             _keep_pending(leaf, tasks)
     else:
-        await forget_unsent(store, state.unknown)
+        await forget_unsent(store, unknown)
     try:
         outcome = await write_manifest(store, jobs, summary.keys, out, endpoint=endpoint)
     except OSError as exc:
@@ -324,11 +323,11 @@ async def _with_store(
         error("batch", f"cannot list the jobs not started: {exc}")
         return EXIT_FAILED
     outcome.earlier_credits = earlier_credits + claims.recovered_credits
-    if claims.recovered:
-        note(
-            f"{count_jobs(claims.recovered)} the journal had lost are listed completed in "
-            f"{out / MANIFEST_NAME} with their videos: recorded again from it, not paid again."
-        )
+    note_jobs(
+        claims.recovered,
+        f"the journal had lost are listed completed in {out / MANIFEST_NAME} with their "
+        "videos: recorded again from it, not paid again.",
+    )
     advice = advice_after(args, outcome, interrupted, emulated, connection.emulator_state)
     if progress.unreachable:
         advice.insert(

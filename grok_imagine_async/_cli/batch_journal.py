@@ -1,9 +1,7 @@
-"""A batch's journal: opened (a SQLite file, or a Redis every process shares), read at the
-start of a run, and asked which jobs of the input this process runs.
-
-The same for every journal, through the :class:`~grok_imagine_async.abc.JobStore` protocol: the
-resume policy (:mod:`grok_imagine_async._scheduling.resume`) decides what a finished job needs,
-the journal's :meth:`~grok_imagine_async.abc.JobStore.claim` who runs it.
+"""A batch's journal (a SQLite file, or a Redis every process shares): opened, read at the
+start of a run, and asked which jobs of the input this process runs. The resume policy
+(:mod:`~grok_imagine_async._scheduling.resume`) decides what a finished job needs, the
+journal's ``claim`` who runs it.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import os
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +42,11 @@ from .._scheduling.resume import (
     reopening,
     same_request,
 )
-from .common import Connection, error, note, printable, redis_url
+from .common import Connection, UsageError, note, printable, redis_url
 from .progress import BatchProgress
 from .report import MANIFEST_NAME, count_jobs
 
-TASK_LOG_NAME = ".unrecorded-tasks"
-"""The task log in ``--out``: paid task ids the journal could not take (see ``TaskLog``)."""
+TASK_LOG_NAME = ".unrecorded-tasks"  # in --out: paid task ids the journal could not take
 ENDPOINT_META = "endpoint"
 EMULATED_ENDPOINT = "built-in emulator"
 
@@ -72,10 +68,8 @@ _PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.part")
 
 
 def _remove_partial_downloads(out: Path) -> None:
-    """Delete what downloads cut short by a crash left behind (``.<name>.<hex>.part``).
-
-    Called with the journal file locked, so no other run of this batch is downloading there.
-    """
+    """Delete what downloads cut short by a crash left (``.<name>.<hex>.part``); called with
+    the journal file locked, so no other run of this batch is downloading there."""
     for path in out.glob(".*.part"):
         if _PARTIAL.fullmatch(path.name):
             path.unlink(missing_ok=True)
@@ -120,12 +114,10 @@ async def open_store(
 
 
 class Claims:
-    """The jobs of the input this process runs, claimed from the journal one by one.
-
-    A job nobody runs is claimed and fed to the scheduler; a job that finished is counted as
-    done (unless the resume policy, a changed request, or its missing videos in ``--out`` make
-    this run take it up again); a job a live process runs (a shared journal) is put aside until
-    the journal says it finished, or its owner's lease ran out (then this process adopts it).
+    """The jobs of the input this process runs, claimed from the journal one by one: a job
+    nobody runs is claimed; a finished one is counted done (unless the resume policy, a
+    changed request or its missing videos make this run take it up again); one a live process
+    runs waits until it finishes, or its owner's lease runs out (then this process adopts it).
     """
 
     def __init__(
@@ -146,11 +138,9 @@ class Claims:
         self._done: set[str] = set()  # finished before this run could take them
         self._mine: set[str] = set()  # taken by this run
         self._listed: dict[str, dict[str, Any]] = {}  # completed lines of the last manifest
-        self.recovered = 0
-        """Jobs the journal did not know and the last manifest lists as completed, with their
-        videos in ``--out``: recorded again from it, not paid again."""
-        self.recovered_credits = 0
-        """What those jobs had cost."""
+        # Jobs the journal lost and the last manifest lists completed (videos in --out), and
+        # what they cost: recorded again from it, not paid again.
+        self.recovered = self.recovered_credits = 0
 
     async def run(self, jobs: Iterable[JobSpec]) -> AsyncIterator[JobSpec]:
         self._listed = await run_blocking(completed_in_manifest, self._out, self._endpoint)
@@ -216,9 +206,8 @@ class Claims:
         return False
 
     async def _recover(self, key: str, spec: JobSpec) -> bool:
-        """Record ``key`` from the last manifest, if it lists it completed (same request, its
-        videos still in ``--out``): a journal that lost it (Redis wiped, its records evicted,
-        the file deleted) must not make this run pay for it again."""
+        """Record ``key`` from the last manifest if it lists it completed (same request, videos
+        still there): a journal that lost it (Redis wiped, the file deleted) must not pay again."""
         entry = self._listed.get(key)
         if entry is None or entry.get("request_digest") != request_digest(spec.request):
             return False
@@ -261,8 +250,8 @@ class Claims:
                 await anyio.sleep(self._wait)
 
     def _passing(self) -> bool:
-        """Whether a shared journal's trouble passes by itself: Redis unreachable, or just
-        back from losing its data (every process writes its jobs back within a lease)."""
+        """Whether a shared journal's trouble passes by itself: Redis unreachable, or back from
+        losing its data (every process writes its jobs back within a lease)."""
         store = self._store
         if not getattr(store, "available", True):
             return True
@@ -334,14 +323,9 @@ def completed_in_manifest(out: Path, endpoint: str) -> dict[str, dict[str, Any]]
 
 
 async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
-    """After the scheduler stopped in good order, forget the intents it left that were not sent.
-
-    With the default policy every POST that left this process ended recorded: its task id
-    written (the answer is read under a cancellation shield), or failed (ambiguous or
-    refused). So an intent left by this run belongs to a job stopped between recording it and
-    sending (Ctrl-C), or whose POST was refused outright (a rejected token): nothing was
-    started, and it must not come back as "outcome unknown" next time.
-    """
+    """After the scheduler stopped in good order, forget the intents it left: every POST sent
+    ended recorded (its answer is read under a shield), so such an intent is a job stopped
+    before sending (Ctrl-C) or refused outright (a rejected token), not an unknown outcome."""
     if known is None:
         return
     unsent = [
@@ -358,28 +342,25 @@ async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
         )
 
 
-@dataclass
-class Prepared:
-    """What the journal held when this run started."""
-
-    unknown: set[str] | None
-    """Jobs whose outcome was unknown before this run (None: no such jobs are kept)."""
-
-
 async def prepare(
     args: argparse.Namespace, journal: JobStore, connection: Connection, tasks: TaskLog
-) -> Prepared | None:
+) -> set[str] | None:
     """Check the journal fits this run, take back the task ids ``tasks`` kept for it, set
-    aside room for the next ones, and say what it will resume; None on a mismatch."""
+    aside room for the next ones, and say what it will resume.
+
+    Returns:
+        The jobs whose outcome was unknown before this run (None: no such jobs are kept).
+
+    Raises:
+        UsageError: The journal holds jobs run against another endpoint.
+    """
     endpoint = endpoint_of(connection)
     recorded = await journal.get_meta(ENDPOINT_META)
     if recorded is not None and recorded != endpoint:
-        error(
-            "batch",
+        raise UsageError(
             f"journal {journal_name(journal)} holds jobs run against {recorded}, not "
-            f"{endpoint}: their task ids mean nothing there. Use another --journal (or --out).",
+            f"{endpoint}: their task ids mean nothing there. Use another --journal (or --out)."
         )
-        return None
     if recorded is None:
         await journal.set_meta(ENDPOINT_META, endpoint)
     taken = await take_back(journal, await run_blocking(tasks.read))
@@ -406,44 +387,48 @@ async def prepare(
         ]
         for record in in_flight:
             await journal.forget(record.key)
-        if in_flight:
-            note(
-                f"{count_jobs(len(in_flight))} in flight when the last emulated run stopped will "
-                "start again: the emulator did not keep their tasks."
-            )
+        note_jobs(
+            len(in_flight),
+            "in flight when the last emulated run stopped will start again: the emulator did "
+            "not keep their tasks.",
+        )
         records = [r for r in records if r not in in_flight]
     # The scheduler applies the library's resume policy to each job; count what it will do.
     resubmit = args.on_ambiguous == "resubmit"
     kinds = Counter(reopening(r, resubmit_ambiguous=resubmit) for r in records)
-    unpaid, undownloaded = kinds[Reopening.UNPAID], kinds[Reopening.UNDOWNLOADED]
-    if unpaid:
-        note(
-            f"{count_jobs(unpaid)} that failed without being paid (the credit budget, or a request "
-            "the API refused) will be submitted again."
-        )
-    if undownloaded:
-        note(
-            f"{count_jobs(undownloaded)} completed but not downloaded will be downloaded again "
-            "(already paid: not submitted again)."
-        )
+    note_jobs(
+        kinds[Reopening.UNPAID],
+        "that failed without being paid (the credit budget, or a request the API refused) "
+        "will be submitted again.",
+    )
+    note_jobs(
+        kinds[Reopening.UNDOWNLOADED],
+        "completed but not downloaded will be downloaded again (already paid: not submitted "
+        "again).",
+    )
     intents = {r.key for r in records if r.state is StoreState.INTENT}
     if connection.emulated:
-        return Prepared(unknown=None)  # every unknown outcome was forgotten above
+        return None  # every unknown outcome was forgotten above
     if resubmit:
-        retried = kinds[Reopening.AMBIGUOUS]
-        if retried:
-            note(
-                f"{count_jobs(retried)} whose submission outcome was unknown will be submitted "
-                "again, as --on-ambiguous resubmit asks: some may be paid twice."
-            )
-        return Prepared(unknown=None)
-    if intents and isinstance(journal, SqliteJobStore):  # shared: maybe a live process's
-        note(
-            f"{count_jobs(len(intents))} had a submission in flight when the last run stopped. "
-            "Whether it started a task is unknown, so they are not sent again: that could "
-            "pay twice."
+        note_jobs(
+            kinds[Reopening.AMBIGUOUS],
+            "whose submission outcome was unknown will be submitted again, as --on-ambiguous "
+            "resubmit asks: some may be paid twice.",
         )
-    return Prepared(unknown=intents)
+        return None
+    if isinstance(journal, SqliteJobStore):  # shared: maybe a live process's
+        note_jobs(
+            len(intents),
+            "had a submission in flight when the last run stopped. Whether it started a task "
+            "is unknown, so they are not sent again: that could pay twice.",
+        )
+    return intents
+
+
+def note_jobs(n: int, text: str) -> None:
+    """``note`` "<n> jobs <text>", if there are any."""
+    if n:
+        note(f"{count_jobs(n)} {text}")
 
 
 def journal_name(journal: JobStore) -> str:
