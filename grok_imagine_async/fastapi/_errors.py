@@ -84,8 +84,7 @@ _DOWN = {
     "unreachable": "the video service cannot be reached; new videos cannot be started",
     "refused": "the video service refused every recent video; new ones are not started",
 }
-# Advice addressed to the programmer, e.g. "(pass allow_unlisted=True to send it anyway)":
-# an HTTP caller can act on none of it.
+# Advice to the programmer, e.g. "(pass allow_unlisted=True ...)": no HTTP caller can act on it.
 _PYTHON_ADVICE = re.compile(r"\s*\(pass [^()]*\)")
 
 # Failure classes that are the caller's doing (their prompt or image): 422, as bad input.
@@ -241,10 +240,8 @@ _STATUSES: dict[int, tuple[str, bool]] = {  # status: (description, may carry Re
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for error statuses, each with the :class:`ErrorBody` model.
-
-    Pass it to a route (``@app.post("/videos", responses=error_responses())``) or merge it
-    into your own mapping, so the schema documents what the route can answer.
+    """OpenAPI ``responses`` for error statuses, each with the :class:`ErrorBody` model, for
+    a route: ``@app.post("/videos", responses=error_responses())``.
 
     Args:
         *statuses: The statuses to document (default: every one the integration answers:
@@ -270,11 +267,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def error_response(exc: BaseException, **extra: Any) -> JSONResponse:
-    """The JSON error answer for ``exc`` (see :func:`http_error_for`), with ``extra`` fields.
-
-    The body is ``{"detail": ..., "error": <code>, **extra}``, plus ``Retry-After`` when
-    waiting helps. Answers of 500 and above are logged, without a traceback or the token.
-    """
+    """The JSON answer ``{"detail": ..., "error": <code>, **extra}`` for ``exc`` (see
+    :func:`http_error_for`), with ``Retry-After`` when waiting helps; 5xx answers are logged,
+    without a traceback or the token."""
     problem = http_error_for(exc)
     if problem.status_code >= 500:
         logger.warning(
@@ -292,17 +287,10 @@ def error_response(exc: BaseException, **extra: Any) -> JSONResponse:
 def install_error_handlers(app: Starlette) -> None:
     """Answer every error in the :class:`ErrorBody` format, never a 500 with a stack trace.
 
-    - our exceptions (:class:`~grok_imagine_async.GrokImagineError`): :func:`error_response`,
-      422, 402, 429, 502, 503 or 504;
-    - a request that fails validation: 422 ``invalid_request``, naming each field at fault
-      in ``fields`` without its value (FastAPI's default echoes the input: a 20 MiB prompt
-      would come back whole);
-    - a body that is not JSON: 400 ``malformed_body``;
-    - an ``HTTPException`` (the app's own, an unknown path, a wrong method): its status and
-      detail, with a code from the status (``not_found``, ``method_not_allowed``...).
-
-    Call it when building the app (handlers are fixed once it serves), and document the
-    statuses with :func:`error_responses`.
+    Our exceptions as :func:`error_response` says; a failed validation 422 ``invalid_request``
+    naming each field in ``fields`` without its value (FastAPI's default echoes the input); a
+    body that is not JSON 400 ``malformed_body``; an ``HTTPException`` its status and detail,
+    with a code from the status (``not_found``...). Call it when building the app.
     """
     app.add_exception_handler(GrokImagineError, _ours)
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -366,12 +354,9 @@ def _clip(text: str) -> str:
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with 413 ``body_too_large``, before the app
-    reads them: the declared ``Content-Length``, and the bytes of a streamed (chunked) body
-    as they arrive, are counted.
-
-    The body (at most ``max_bytes``) is read before the app runs, then handed to it as one
-    piece: endpoints that must stream a large upload need a route of their own outside it.
+    """Refuse request bodies over ``max_bytes`` with 413 ``body_too_large`` before the app
+    reads them (the declared ``Content-Length``, and a chunked body as it arrives). The body
+    is read whole before the app runs: a route streaming large uploads needs its own app.
 
     Args:
         app: The ASGI app to protect.

@@ -1,10 +1,4 @@
-"""A job's life as Server-Sent Events: the text format, and the stream of one job's changes.
-
-The stream sends ``status`` events as the job moves (queued, submitting, running), ``progress``
-events while it runs, a comment line as a heartbeat while nothing else is said (so proxies keep
-the connection), and ends with one ``done`` event carrying the finished job, or one ``error``
-event if the app stops first. Browsers' ``EventSource`` and any SSE client read it.
-"""
+"""A job's life as Server-Sent Events: the text format, and the answer streaming one job."""
 
 from __future__ import annotations
 
@@ -47,22 +41,10 @@ def _one_line(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
-async def job_events(
-    jobs: JobRegistry,
-    job: Job,
-    *,
-    render: Callable[[Job], Mapping[str, Any]],
-    heartbeat: float = DEFAULT_HEARTBEAT,
+async def _job_events(
+    jobs: JobRegistry, job: Job, render: Callable[[Job], Mapping[str, Any]], heartbeat: float
 ) -> AsyncIterator[str]:
-    """Yield ``job``'s life as SSE text until it finishes (or the app stops).
-
-    Args:
-        jobs: The registry ``job`` was started through.
-        job: The job to follow.
-        render: Turns the job into the JSON object each event carries.
-        heartbeat: Seconds of silence after which a ``progress`` event (while running) or a
-            heartbeat comment is sent.
-    """
+    """Yield ``job``'s life as SSE text until it finishes (or the app stops)."""
     if heartbeat <= 0:
         raise ValueError(f"heartbeat must be positive seconds, got {heartbeat!r}")
     seen = job.status
@@ -106,7 +88,8 @@ def event_stream_response(
 
     Events: ``status`` on each change of state, ``progress`` every ``heartbeat`` seconds while
     it runs, then one ``done`` with the finished job (or one ``error`` if the app stops first);
-    each carries ``render(job)`` as JSON; comment lines keep an idle stream open.
+    each carries ``render(job)`` as JSON; comment lines keep an idle stream open through
+    proxies. Browsers' ``EventSource`` and any SSE client read it.
 
     Args:
         jobs: The registry ``job`` came from.
@@ -115,7 +98,7 @@ def event_stream_response(
         heartbeat: Seconds of silence before a progress event or a keep-alive comment.
     """
     return StreamingResponse(
-        job_events(jobs, job, render=render, heartbeat=heartbeat),
+        _job_events(jobs, job, render, heartbeat),
         media_type="text/event-stream",
         # No caching, and no buffering by nginx-like proxies: events must arrive as sent.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
