@@ -49,7 +49,6 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT) or SIGTERM
 EMULATOR_TOKEN = "emulator-token"
 EMULATE_TIME_SCALE = 5.0
 """``--emulate`` runs generations (median 30 s) and the plan's window this much faster."""
-CLI_HINT = 'the command line needs its extra: pip install "grok-imagine-async[cli]"'
 PLANS = ("free", "pro", "enterprise")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _T = TypeVar("_T")
@@ -157,7 +156,10 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         return
     key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
     if not (key and key.strip()):  # said in the command line's terms
-        raise ConfigurationError(missing_key_message(args))
+        message = f"no API key: pass --api-key TOKEN or set ${ENV_API_KEY}"
+        if hasattr(args, "emulate"):
+            message += " (or add --emulate to try the command without an account, at no cost)"
+        raise ConfigurationError(message)
     settings = Settings.from_env(
         api_key=key, base_url=args.base_url, plan=args.plan, time_scale=scale
     )
@@ -192,7 +194,8 @@ async def _emulated_client(
         from ..testing import Emulator, EmulatorConfig
         from ..testing._emulator import IN_PROCESS_BASE_URL
     except ImportError as exc:
-        raise ConfigurationError(f"--emulate: {CLI_HINT} ({exc})") from None
+        hint = 'the command line needs its extra: pip install "grok-imagine-async[cli]"'
+        raise ConfigurationError(f"--emulate: {hint} ({exc})") from None
     settings = Settings.from_env(
         api_key=EMULATOR_TOKEN, base_url=IN_PROCESS_BASE_URL, plan=plan_text, time_scale=scale
     )
@@ -206,7 +209,7 @@ async def _emulated_client(
         except FileNotFoundError:
             pass  # a first run
         except (OSError, ValueError) as exc:  # the jobs in flight start again, at no cost
-            print(f"Warning: the emulator's tasks were not taken up: {exc}", file=sys.stderr)
+            note(f"Warning: the emulator's tasks were not taken up: {exc}")
     try:
         async with (
             emulator.client(token=None) as http,
@@ -218,16 +221,7 @@ async def _emulated_client(
             try:
                 emulator.save_tasks(state)  # a small file, once
             except OSError as exc:
-                warning = f"Warning: cannot keep the emulator's tasks in {state}: {exc}"
-                print(warning, file=sys.stderr)
-
-
-def missing_key_message(args: argparse.Namespace) -> str:
-    """What to do without a token, in the command line's terms (not the Python keyword's)."""
-    message = f"no API key: pass --api-key TOKEN or set ${ENV_API_KEY}"
-    if hasattr(args, "emulate"):
-        message += " (or add --emulate to try the command without an account, at no cost)"
-    return message
+                note(f"Warning: cannot keep the emulator's tasks in {state}: {exc}")
 
 
 def describe_failure(exc: BaseException, label: str) -> str:
@@ -296,18 +290,10 @@ def redis_url(url: str) -> str:
     return f"{scheme}://:{quote(password, safe='')}@{rest}"
 
 
-async def run_until_interrupted(
-    main: Callable[[], Awaitable[_T]], *, on_interrupt: Callable[[], None] | None = None
-) -> tuple[_T | None, bool]:
-    """Run ``main`` until it returns or the first Ctrl-C / SIGTERM cancels it cleanly.
-
-    A second signal exits at once (status 130): what is on disk (the journal) is consistent
-    at every instant, so nothing is lost, but cleanup (e.g. waiting for a POST's answer to
-    record its task id) is skipped.
-
-    Returns:
-        ``main``'s result (None if interrupted) and whether it was interrupted.
-    """
+async def run_until_interrupted(main: Callable[[], Awaitable[_T]]) -> tuple[_T | None, bool]:
+    """Run ``main`` until it returns or the first Ctrl-C / SIGTERM cancels it cleanly; return
+    its result (None if interrupted) and whether it was. A second signal exits at once (130):
+    the journal is consistent at every instant, only cleanup is skipped."""
     interrupted = False
     result: _T | None = None
 
@@ -320,8 +306,6 @@ async def run_until_interrupted(
                     if interrupted:
                         os._exit(EXIT_INTERRUPTED)
                     interrupted = True
-                    if on_interrupt is not None:
-                        on_interrupt()
                     scope.cancel()
         except NotImplementedError:  # Windows: KeyboardInterrupt reaches the caller instead
             await anyio.sleep_forever()
