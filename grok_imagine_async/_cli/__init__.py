@@ -16,15 +16,7 @@ from contextlib import contextmanager
 from .._errors import ConfigurationError
 from .._version import __version__
 from . import batch, emulator, task
-from .common import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    UsageError,
-    error,
-    leaf_error,
-    note,
-)
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, error, leaf_error, note
 
 __all__ = ["build_parser", "main"]
 

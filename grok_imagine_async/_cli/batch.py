@@ -24,12 +24,7 @@ from typing import Any
 
 import anyio
 
-from .._errors import (
-    AuthenticationError,
-    ConfigurationError,
-    GrokImagineError,
-    InvalidRequestError,
-)
+from .._errors import AuthenticationError, ConfigurationError, GrokImagineError, InvalidRequestError
 from .._files import TaskLog
 from .._journal.sqlite import JournalError, SqliteJobStore
 from .._models import GenerationRequest

@@ -35,13 +35,7 @@ from .._scheduling.jobs import (
     StoreRecord,
     StoreState,
 )
-from .._scheduling.resume import (
-    Reopening,
-    must_retake,
-    recorded_result,
-    reopening,
-    same_request,
-)
+from .._scheduling.resume import Reopening, must_retake, recorded_result, reopening, same_request
 from .common import Connection, UsageError, note, printable, redis_url
 from .progress import BatchProgress
 from .report import MANIFEST_NAME, count_jobs

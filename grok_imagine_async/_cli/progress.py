@@ -26,13 +26,7 @@ if TYPE_CHECKING:
 
     from .._scheduling.jobs import SchedulerStatistics
 
-__all__ = [
-    "BatchProgress",
-    "ProgressSnapshot",
-    "format_duration",
-    "plain_line",
-    "start_display",
-]
+__all__ = ["BatchProgress", "ProgressSnapshot", "format_duration", "plain_line", "start_display"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,12 +42,7 @@ from ._errors import (
     http_error_for,
     install_error_handlers,
 )
-from ._jobs import (
-    DEFAULT_MAX_JOBS,
-    DEFAULT_MAX_QUEUED,
-    Health,
-    JobRegistry,
-)
+from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, Health, JobRegistry
 from ._lifespan import (
     GrokClient,
     GrokImagineResources,
