@@ -22,7 +22,7 @@ import pytest
 from _redis_worker import RedisServer
 
 from grok_imagine_async import RateLimit
-from grok_imagine_async._cli.batch_journal import batch_namespace
+from grok_imagine_async._cli.batch import batch_namespace
 from grok_imagine_async._scheduling.inputs import JobFile
 from grok_imagine_async.abc import StoreState
 
