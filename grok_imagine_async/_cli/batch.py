@@ -149,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except InvalidRequestError as exc:
         raise UsageError(for_cli(f"--mode/--ratio: {'; '.join(exc.problems) or exc}")) from None
-    shared = is_redis_url(args.journal)  # a journal server, not a file of ours
+    # A journal server, not a file of ours.
+    shared = (args.journal or "").startswith(("redis://", "rediss://", "unix://"))
     if shared and args.emulate:
         raise UsageError(
             "--journal redis:// needs a real or served emulator (--base-url), not --emulate: "
@@ -272,7 +273,7 @@ async def _with_store(
         on_event=on_event,
         stream_results=True,
     )
-    endpoint = endpoint_of(connection)
+    endpoint = connection.endpoint
     claims = Claims(store, args, out, progress, endpoint=endpoint)
 
     async def claimed() -> AsyncIterator[JobSpec]:
@@ -410,12 +411,6 @@ def for_cli(message: str) -> str:
 
 TASK_LOG_NAME = ".unrecorded-tasks"  # in --out: paid task ids the journal could not take
 ENDPOINT_META = "endpoint"
-EMULATED_ENDPOINT = "built-in emulator"
-
-
-def is_redis_url(journal: str | None) -> bool:
-    """Whether ``--journal`` names a Redis server rather than a file."""
-    return journal is not None and journal.startswith(("redis://", "rediss://", "unix://"))
 
 
 def batch_namespace(keys: frozenset[str], endpoint: str) -> str:
@@ -657,11 +652,6 @@ async def take_back(journal: JobStore, kept: dict[str, str]) -> int:
     return taken
 
 
-def endpoint_of(connection: Connection) -> str:
-    """Where a batch's tasks live, as its journal and manifest name it (no password)."""
-    return EMULATED_ENDPOINT if connection.emulated else connection.label
-
-
 def completed_in_manifest(out: Path, endpoint: str) -> dict[str, dict[str, Any]]:
     """The lines of ``out``'s manifest for jobs completed against ``endpoint`` whose videos
     are all still there."""
@@ -716,7 +706,7 @@ async def prepare(
     Raises:
         UsageError: The journal holds jobs run against another endpoint.
     """
-    endpoint = endpoint_of(connection)
+    endpoint = connection.endpoint
     recorded = await journal.get_meta(ENDPOINT_META)
     if recorded is not None and recorded != endpoint:
         raise UsageError(

@@ -132,6 +132,11 @@ class Connection:
     emulator: Emulator | None = None
     emulator_state: Path | None = None
 
+    @property
+    def endpoint(self) -> str:
+        """Where its tasks live, as a batch's journal and manifest name it (no password)."""
+        return "built-in emulator" if self.emulated else self.label
+
 
 @asynccontextmanager
 async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
