@@ -15,11 +15,8 @@ def backoff_delay(
     wait_jitter: float,
     rand: float,
 ) -> float:
-    """The delay before try number ``attempt`` (0-based), capped, with proportional jitter.
-
-    ``delay = min(wait_max, wait_initial * wait_factor**attempt)``, then scaled by a factor drawn
-    uniformly from ``[1 - wait_jitter, 1 + wait_jitter]`` using ``rand`` in ``[0, 1)``, and
-    capped again. Pure: pass ``random.random()`` as ``rand`` in real use.
+    """``min(wait_max, wait_initial * wait_factor**attempt)``, scaled by a factor uniform in
+    ``[1 - wait_jitter, 1 + wait_jitter]`` drawn from ``rand`` in ``[0, 1)``, capped again.
 
     Example:
         >>> backoff_delay(3, wait_initial=1, wait_factor=2, wait_max=5, wait_jitter=0, rand=0.5)
@@ -28,17 +25,21 @@ def backoff_delay(
     if attempt < 0:
         raise ValueError(f"attempt must be >= 0, got {attempt}")
     try:
-        base = wait_initial * wait_factor**attempt
+        base = min(wait_max, wait_initial * wait_factor**attempt)
     except OverflowError:
         base = wait_max
-    base = min(wait_max, base)
-    jittered = base * (1.0 + wait_jitter * (2.0 * rand - 1.0))
-    return float(max(0.0, min(wait_max, jittered)))
+    return float(max(0.0, min(wait_max, base * (1.0 + wait_jitter * (2.0 * rand - 1.0)))))
 
 
-def _check(name: str, value: float, *, allow_zero: bool = True) -> None:
-    if value < 0 or (not allow_zero and value == 0):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+def _check_waits(policy: RetryPolicy | PollPolicy) -> None:
+    for name in ("wait_initial", "wait_factor", "wait_max"):
+        value = getattr(policy, name)
+        if value < 0 or (name == "wait_factor" and value == 0):
+            raise ValueError(
+                f"{name} must be {'> 0' if name == 'wait_factor' else '>= 0'}, got {value!r}"
+            )
+    if not 0 <= policy.wait_jitter <= 1:
+        raise ValueError(f"wait_jitter must be within [0, 1], got {policy.wait_jitter!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,24 +63,19 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.attempts < 0:
             raise ValueError(f"attempts must be >= 0, got {self.attempts}")
-        _check("wait_initial", self.wait_initial)
-        _check("wait_factor", self.wait_factor, allow_zero=False)
-        _check("wait_max", self.wait_max)
-        if not 0 <= self.wait_jitter <= 1:
-            raise ValueError(f"wait_jitter must be within [0, 1], got {self.wait_jitter!r}")
+        _check_waits(self)
 
     def delay(
         self, attempt: int, *, hint: float | None = None, rng: random.Random | None = None
     ) -> float:
         """Seconds to wait before retry ``attempt`` (0-based); a server hint wins if longer."""
-        rand = (rng or random).random()
         computed = backoff_delay(
             attempt,
             wait_initial=self.wait_initial,
             wait_factor=self.wait_factor,
             wait_max=self.wait_max,
             wait_jitter=self.wait_jitter,
-            rand=rand,
+            rand=(rng or random).random(),
         )
         return max(computed, hint) if hint is not None else computed
 
@@ -88,15 +84,12 @@ class RetryPolicy:
 class PollPolicy:
     """How :meth:`AsyncGrokImagine.wait` spaces its status polls.
 
-    The first poll of :meth:`~AsyncGrokImagine.generate_and_wait` comes ``wait_initial``
-    seconds after the submission; after a poll at ``t`` seconds the next one waits
-    ``max(wait_initial, (wait_factor - 1) x t)``, at most ``wait_max``, jittered by
-    ``wait_jitter`` (see :meth:`gap`). The delay is thus proportional to the time already
-    waited, and grows by ``wait_factor`` per poll once past ``wait_initial``: with the defaults
-    (1 s, x1.05, 30 s) a job is noticed within about 5 % of its duration (at most 1 s for jobs
-    under 20 s, 1.5 s for a 30 s one), never more than one poll a second. That suits a quota
-    with room to spare; the scheduler behind ``generate_many`` uses this schedule while the
-    quota is idle and spends fewer polls as it fills.
+    After a poll ``t`` seconds into the wait, the next waits ``max(wait_initial,
+    (wait_factor - 1) x t)``, at most ``wait_max``, jittered (see :meth:`gap`): in proportion
+    to the time waited, so with the defaults (1 s, x1.05, 30 s) a job is noticed within about
+    5 % of its duration, never more than one poll a second. ``generate_and_wait`` waits
+    ``wait_initial`` before its first poll. The scheduler of ``generate_many`` uses this
+    schedule while the quota is idle and spends fewer polls as it fills.
 
     Args:
         wait_initial: Delay before the first poll.
@@ -111,11 +104,7 @@ class PollPolicy:
     wait_jitter: float = 0.1
 
     def __post_init__(self) -> None:
-        _check("wait_initial", self.wait_initial)
-        _check("wait_factor", self.wait_factor, allow_zero=False)
-        _check("wait_max", self.wait_max)
-        if not 0 <= self.wait_jitter <= 1:
-            raise ValueError(f"wait_jitter must be within [0, 1], got {self.wait_jitter!r}")
+        _check_waits(self)
 
     def gap(self, elapsed: float, *, rng: random.Random | None = None) -> float:
         """Seconds to wait after a poll made ``elapsed`` seconds into the wait.
@@ -127,14 +116,3 @@ class PollPolicy:
         base = min(max(self.wait_initial, (self.wait_factor - 1.0) * elapsed), self.wait_max)
         rand = (rng or random).random()
         return max(0.0, base * (1.0 + self.wait_jitter * (2.0 * rand - 1.0)))
-
-    def delay(self, poll: int, *, rng: random.Random | None = None) -> float:
-        """Seconds to wait before poll number ``poll`` (0-based), growing by ``wait_factor``."""
-        return backoff_delay(
-            poll,
-            wait_initial=self.wait_initial,
-            wait_factor=self.wait_factor,
-            wait_max=self.wait_max,
-            wait_jitter=self.wait_jitter,
-            rand=(rng or random).random(),
-        )

@@ -160,7 +160,7 @@ class AsyncGrokImagine:
         if isinstance(download_hosts, str):  # a lone host, not its characters
             download_hosts = [download_hosts]
         try:
-            self._hosts = HostPolicy.build(api_url=self._base_url, extra=download_hosts)
+            hosts = HostPolicy.build(api_url=self._base_url, extra=download_hosts)
         except _http.BadURL as exc:
             raise ConfigurationError(f"base_url or download_hosts is invalid ({exc})") from None
         if on_ambiguous_submit not in ("raise", "resubmit"):
@@ -206,11 +206,7 @@ class AsyncGrokImagine:
             observer=self._telemetry,
         )
         self._downloader = Downloader(
-            self._http,
-            hosts=self._hosts,
-            limits=settings.limits,
-            retry=settings.retry,
-            rng=self._rng,
+            self._http, hosts=hosts, limits=settings.limits, retry=settings.retry, rng=self._rng
         )
         self._closed = False
 
@@ -315,13 +311,9 @@ class AsyncGrokImagine:
         priority: Priority = Priority.SUBMIT,
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> str:
-        """:meth:`submit`, with a hook run after the permit and right before each send.
-
-        The scheduler records its journal intent in ``before_send``: waiting for a permit is
-        then never mistaken for a POST in flight. Once sent, the request and the reading of its
-        answer are shielded from cancellation (bounded by the request timeout), so a cancelled
-        batch does not turn a paid task into an unknown one.
-        """
+        """:meth:`submit`, with ``before_send`` run after the permit, shielded with the send:
+        the scheduler records its journal intent there, and a cancelled batch does not turn a
+        paid task into an unknown one."""
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"submit() takes a GenerationRequest, got {type(request).__name__}")
         self._check_prompt(request.prompt)
@@ -513,15 +505,13 @@ class AsyncGrokImagine:
     ) -> list[Path]:
         """Stream a task's videos (or the given URLs) into the folder ``dest``.
 
-        Files are written through a temporary file and renamed into place, never held whole
-        in memory, and never outside ``dest`` whatever the URL or task id contains. A task's
-        files are named ``<stem>.mp4`` (``<stem>_<n>.mp4`` when it has several), where the stem
-        is ``stem`` if given, else the task id, sanitised. When another stem already took that
-        name in ``dest`` (keys ``a/b``, ``a_b`` and ``a?b`` all sanitise to ``a_b``), the later
-        one gets a short digest of itself added, so no download overwrites another's.
-        Downloads do not carry the API token and do not use the API quota. They follow up to
-        ``Limits.max_redirects`` redirects (never from https to http), stop at
-        ``Limits.max_video_bytes``, and refuse local addresses not in ``download_hosts``.
+        Files go through a temporary file renamed into place, never outside ``dest``. A task's
+        files are ``<stem>.mp4`` (``<stem>_<n>.mp4`` when several), the stem being ``stem`` or
+        the task id, sanitised; a stem that sanitises to a name another one took in ``dest``
+        gets a short digest added, so no download overwrites another's. Downloads carry no
+        token and use no quota; they follow at most ``Limits.max_redirects`` redirects (never
+        https to http), stop at ``Limits.max_video_bytes``, and refuse local addresses not in
+        ``download_hosts``.
 
         Returns:
             The paths written, in the order of the URLs.

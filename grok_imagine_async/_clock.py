@@ -1,11 +1,6 @@
-"""Where time comes from.
-
-Everything in this package that needs "now" reads the event loop's clock through
-:func:`monotonic` (the same clock ``anyio.sleep`` uses), so code under test can run on a
-virtual clock (see :mod:`grok_imagine_async.testing`) and simulate hours in milliseconds.
-Unix time, needed only to read an ``X-RateLimit-Reset`` given as an epoch, is derived from
-the same clock with a fixed offset taken once per process, so a virtual clock moves both.
-"""
+"""Where time comes from: the event loop's clock (the one ``anyio.sleep`` uses), so code under
+test runs on a virtual clock; Unix time (for an epoch ``X-RateLimit-Reset``) is derived from it
+with an offset taken once per process, so a virtual clock moves both."""
 
 from __future__ import annotations
 

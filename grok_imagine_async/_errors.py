@@ -27,15 +27,10 @@
     ├── SchedulerClosedError (also RuntimeError)  the scheduler is not running or closed
     └── RedisUnavailableError                     Redis unreachable (.redis)
 
-Every class is importable from ``grok_imagine_async``, except the four that belong to one
-module and are imported from it: ``InputError`` from ``grok_imagine_async.batch`` (with the
-``JobFile`` that raises it), ``BacklogFullError`` and ``ProviderDownError`` from
-``grok_imagine_async.fastapi``, and ``RedisUnavailableError`` from ``grok_imagine_async.redis``.
-
-A fatal error that stopped a scheduler carries ``pending_tasks``: the paid tasks whose end
-the run did not record, so that no task id known to the process is lost with it.
-
-The API token never appears in any message or attribute of these exceptions.
+Every class is importable from ``grok_imagine_async``, except those of one module, imported
+from it: ``InputError`` (``.batch``), ``BacklogFullError`` and ``ProviderDownError``
+(``.fastapi``), ``RedisUnavailableError`` (``.redis``). The API token never appears in any
+message or attribute of these exceptions.
 """
 
 from __future__ import annotations
@@ -43,8 +38,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-# The root and InvalidRequestError are defined beside the models, which raise the latter and
-# sit below every other module; they are part of this tree all the same.
+# The root and InvalidRequestError live beside the models (which raise it, below everything).
 from ._models import FailureClass, GenerationRequest, GrokImagineError, InvalidRequestError, Task
 
 __all__ = [
@@ -82,14 +76,14 @@ class ConfigurationError(GrokImagineError, ValueError):
 class InputError(GrokImagineError, ValueError):
     """Raised when a batch input file cannot be read; nothing was submitted.
 
-    The message starts with ``file:line:`` so editors and terminals can jump to it.
+    The message starts with ``file:line:``, so editors and terminals can jump to it.
 
     Attributes:
         path: The input file.
         line: The 1-based line of the problem, or None for the file as a whole.
         problem: What is wrong, without the location.
         problems: The problems a check gathered (``JobFile.check(max_problems=...)``), this
-            one first; just this one otherwise.
+            one first.
         problem_count: How many problems the check found in all.
     """
 
@@ -104,12 +98,9 @@ class InputError(GrokImagineError, ValueError):
 
 
 class JournalError(GrokImagineError):
-    """Raised when a journal cannot be used: opened, read or written.
-
-    For instance: it is not a journal (another SQLite database, or not SQLite at all), it was
-    written by a newer version of this library, it is corrupt, another process has it open,
-    or the disk is full. A scheduler stopped by it keeps polling the jobs it already paid for,
-    then raises it with their task ids in ``pending_tasks``.
+    """Raised when a journal cannot be opened, read or written (not a journal, written by a
+    newer version, corrupt, open in another process, a full disk). A scheduler stopped by it
+    polls the jobs it paid for first, then raises it with their ids in ``pending_tasks``.
 
     Attributes:
         path: The journal file, if the journal is a file.
@@ -214,10 +205,8 @@ class APITimeoutError(APIConnectionError):
 
 
 class AmbiguousSubmitError(APIError):
-    """Raised when a ``POST /v1/generate`` may or may not have started a (paid) task.
-
-    The request was sent but its answer was lost (read timeout, dropped connection, unreadable
-    success answer). Resending could pay twice, so by default it is not resent.
+    """Raised when a ``POST /v1/generate`` may or may not have started a (paid) task: it was
+    sent, but its answer was lost or unreadable. Resending could pay twice, so it is not resent.
 
     Attributes:
         request: The generation request whose outcome is unknown.
@@ -246,19 +235,14 @@ class TaskFailedError(GrokImagineError):
 
 
 class WaitTimeoutError(GrokImagineError, TimeoutError):
-    """Raised when a wait's ``timeout=`` passed before the task finished; the task goes on.
-
-    Only the wait ended: the task was not cancelled (the API cannot cancel one) and nothing
-    was sent again, so nothing more is paid. Keep :attr:`task_id` and pick the task up later
-    with ``client.wait(task_id)`` (or ``job.wait()`` again), which returns at once if it
-    finished meanwhile.
+    """Raised when a wait's ``timeout=`` passed before the task finished; the task goes on
+    (the API cannot cancel one): ``client.wait(task_id)`` (or ``job.wait()``) picks it up later.
 
     Attributes:
-        task_id: The task waited on; None only for a scheduler's job that was not submitted
-            yet (no task exists and nothing was paid: the scheduler still submits it).
-        last_status: The last status seen: the task's :class:`TaskStatus` from its last poll
-            (None if none was read before the deadline), or a scheduler's job's
-            :class:`JobState`.
+        task_id: The task waited on; None only for a scheduler's job not submitted yet
+            (nothing was paid: the scheduler still submits it).
+        last_status: The last :class:`TaskStatus` seen (None if none), or a scheduler's
+            job's :class:`JobState`.
         timeout: The deadline that passed, in seconds.
     """
 
@@ -294,8 +278,8 @@ class BudgetExceededError(GrokImagineError):
 
 
 class BacklogFullError(GrokImagineError):
-    """Raised when too many jobs already wait for a submission slot: an app is asked for more
-    than its quota sustains, so a new job is refused instead of queued without bound.
+    """Raised when too many jobs already wait for a submission slot: an app asked for more
+    than its quota sustains refuses a new job instead of queueing it without bound.
 
     Attributes:
         queued: Jobs waiting when this one was refused.
@@ -310,8 +294,7 @@ class BacklogFullError(GrokImagineError):
 
 class ProviderDownError(GrokImagineError):
     """Raised when an app refuses a new job because its scheduler's breaker says the video
-    service fails systematically (an outage, answers lost, the server never reached, or every
-    recent prompt refused): accepting it would only pay for another failure.
+    service fails systematically: accepting it would only pay for another failure.
 
     Attributes:
         reason: The breaker's reason: ``"outage"``, ``"unanswered"``, ``"unreachable"`` or
@@ -326,21 +309,17 @@ class ProviderDownError(GrokImagineError):
 
 
 class SchedulerClosedError(GrokImagineError, RuntimeError):
-    """Raised when a scheduler cannot take or see through a job: it is not running, or no
-    longer accepts jobs (its input was closed, it was cancelled, or a fatal error such as a
-    rejected API token stopped it), or, in an app, it stopped while a handler waited on a job.
-    """
+    """Raised when a scheduler cannot take or see through a job: it is not running, no
+    longer accepts jobs (input closed, cancelled, or stopped by a fatal error), or, in an
+    app, it stopped while a handler waited on a job."""
 
 
 class DownloadError(APIError):
-    """Raised when a result video cannot be fetched or saved, and retrying would not help.
-
-    For instance: its host is a local address not in ``download_hosts``, a redirect goes from
-    https to http or past ``Limits.max_redirects``, it is larger than
-    ``Limits.max_video_bytes``, a folder or link sits at its file name, or the disk is full
-    or the folder cannot be written. A scheduler checks its ``download_dir`` with this error
-    before sending anything; a download that fails later ends only its job, whose task id
-    stays in the journal so the next run downloads it again without paying again.
+    """Raised when a result video cannot be fetched or saved, and retrying would not help:
+    a local host not in ``download_hosts``, a redirect from https to http or past
+    ``Limits.max_redirects``, more than ``Limits.max_video_bytes``, a folder or link at its
+    file name, or an unwritable folder. The task id stays in the journal: a rerun fetches it
+    again without paying again.
 
     Attributes:
         url: The URL that was being fetched (a result URL, never with the token), if any.
@@ -356,7 +335,5 @@ class DownloadError(APIError):
 
 
 class RedisUnavailableError(GrokImagineError):
-    """Raised when Redis cannot be reached and the limiter was told not to fall back.
-
-    Only with ``on_unavailable="raise"``; the Redis client's error is the ``__cause__``.
-    """
+    """Raised when Redis cannot be reached and the limiter was told not to fall back
+    (``on_unavailable="raise"``); the Redis client's error is the ``__cause__``."""

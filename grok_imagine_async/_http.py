@@ -71,10 +71,8 @@ else:
 
 
 def family_of(obj: object, kind: str = "AsyncClient") -> ModuleType | None:
-    """The library whose ``kind`` class ``obj`` is an instance of (None: neither).
-
-    A class of both (:class:`AnyFamilyTransport`) counts as the default's.
-    """
+    """The library whose ``kind`` class ``obj`` is an instance of (None: neither; both: the
+    default)."""
     for family in FAMILIES:
         if isinstance(obj, getattr(family, kind)):
             return family
@@ -139,7 +137,7 @@ ACCEPT_ENCODING = "gzip, deflate"
 
 
 class BodyTooLarge(Exception):
-    """Internal: the body holds more than the allowed bytes (after decompression)."""
+    """Internal: the body holds more than ``limit`` bytes (after decompression)."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"more than {limit} bytes")
@@ -150,29 +148,42 @@ class BadEncoding(Exception):
     """Internal: the body's Content-Encoding is unknown or its data does not decode."""
 
 
-class _Inflater:
-    def __init__(self, encoding: str) -> None:
-        self._encoding = encoding
-        self._zlib: zlib._Decompress | None = None
-        if encoding in ("gzip", "x-gzip"):
-            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._zlib = None  # decided by the first bytes: zlib-wrapped or raw
-        elif encoding not in ("", "identity"):
-            raise BadEncoding(f"unsupported Content-Encoding {encoding[:40]!r}")
+class _Decoder:
+    """Decodes one streamed body chunk by chunk, refusing more than ``limit`` bytes."""
 
-    def feed(self, data: bytes, room: int) -> bytes:
-        """Up to ``room + 1`` decoded bytes from ``data`` (one more shows the bound is passed)."""
-        if self._encoding in ("", "identity"):
-            return data[: room + 1]
-        if self._zlib is None:
-            # RFC 1950 header: compression method 8, and the first two bytes a multiple of 31.
-            wrapped = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
-            self._zlib = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-        try:
-            return self._zlib.decompress(data, room + 1)
-        except zlib.error as exc:
-            raise BadEncoding(f"{self._encoding} data does not decode ({exc})") from None
+    def __init__(self, response: httpx.Response, limit: int) -> None:
+        parts = response.headers.get("content-encoding", "").split(",")
+        encodings = [part.strip().lower() for part in parts if part.strip()]
+        if len(encodings) > 1:
+            raise BadEncoding("more than one Content-Encoding")
+        self._encoding = encodings[0] if encodings else "identity"
+        self._zlib: zlib._Decompress | None = None
+        if self._encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif self._encoding not in ("deflate", "identity"):  # deflate: see the first bytes
+            raise BadEncoding(f"unsupported Content-Encoding {self._encoding[:40]!r}")
+        self._limit = self._room = limit
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes ``data`` decodes to (at most one past the bound, to see it passed)."""
+        if self._encoding == "identity":
+            chunk = data[: self._room + 1]
+        else:
+            if self._zlib is None:  # deflate: RFC 1950's header (method 8, a multiple of 31)?
+                wrapped = (
+                    len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+                )
+                self._zlib = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+            try:
+                # Output short of room + 1 bytes means zlib consumed all of ``data``: nothing
+                # is left behind in the decompressor for a later chunk to release.
+                chunk = self._zlib.decompress(data, self._room + 1)
+            except zlib.error as exc:
+                raise BadEncoding(f"{self._encoding} data does not decode ({exc})") from None
+        self._room -= len(chunk)
+        if self._room < 0:
+            raise BodyTooLarge(self._limit)
+        return chunk
 
 
 async def iter_bounded(response: httpx.Response, *, limit: int) -> AsyncIterator[bytes]:
@@ -181,40 +192,28 @@ async def iter_bounded(response: httpx.Response, *, limit: int) -> AsyncIterator
     Raises:
         BodyTooLarge: Once the decoded body passes ``limit`` bytes (nothing more is read).
         BadEncoding: If the Content-Encoding is unknown or the data does not decode.
-        httpx.TransportError: If the connection fails while reading (httpx2's, on an httpx2
-            response).
+        httpx.TransportError: If the connection fails while reading (of either family).
     """
-    if response.is_stream_consumed:  # built already read (an in-memory transport): check it
-        content = response.content
-        if len(content) > limit:
-            raise BodyTooLarge(limit)
-        if content:
+    if response.is_stream_consumed:  # built already read (an in-memory transport)
+        if content := _check_read(response, limit):
             yield content
         return
-    encodings = [
-        part.strip().lower()
-        for part in response.headers.get("content-encoding", "").split(",")
-        if part.strip()
-    ]
-    if len(encodings) > 1:
-        raise BadEncoding("more than one Content-Encoding")
-    inflater = _Inflater(encodings[0] if encodings else "")
-    total = 0
+    decoder = _Decoder(response, limit)
     async for raw in response.aiter_raw():
-        chunk = inflater.feed(raw, limit - total)
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge(limit)
-        # Output short of room + 1 bytes means zlib consumed all of ``raw``: nothing is left
-        # behind in the decompressor for a later chunk to release.
+        chunk = decoder.feed(raw)
         if chunk:
             yield chunk
 
 
 async def read_bounded(response: httpx.Response, *, limit: int) -> bytes:
-    """The whole decoded body of a streamed ``response``, refusing more than ``limit`` bytes.
+    """The whole decoded body of a streamed ``response``, as :func:`iter_bounded` reads it."""
+    if response.is_stream_consumed:
+        return _check_read(response, limit)
+    decoder = _Decoder(response, limit)
+    return b"".join([decoder.feed(raw) async for raw in response.aiter_raw()])
 
-    Raises:
-        BodyTooLarge, BadEncoding, httpx.TransportError: As :func:`iter_bounded`.
-    """
-    return b"".join([chunk async for chunk in iter_bounded(response, limit=limit)])
+
+def _check_read(response: httpx.Response, limit: int) -> bytes:
+    if len(response.content) > limit:
+        raise BodyTooLarge(limit)
+    return response.content

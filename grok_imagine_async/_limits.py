@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_MAX_PROMPT_CHARS = 5_000
-"""The API does not publish a prompt limit; resellers of the same model accept 5,000
-characters, so a longer prompt is most likely a mistake (and each POST costs 40 credits)."""
+"""Resellers of the same model accept 5,000 characters: a longer prompt is most likely a mistake."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -21,9 +20,8 @@ class Limits:
         max_prompt_chars: The longest prompt sent (default 5,000 characters). A longer one
             raises :class:`InvalidRequestError` before anything is sent or paid.
         max_request_time: The most one API request may take, from sending it to the last
-            byte of its answer (default 120 s). The per-read ``timeout`` alone does not bound
-            a server that trickles one byte at a time. A submission that reaches this bound is
-            ambiguous (its task may exist), like any lost answer.
+            byte of its answer (default 120 s), even from a server trickling its bytes. A
+            submission that reaches it is ambiguous (its task may exist).
         max_redirects: Redirects a download follows (default 5; 0 refuses every redirect).
 
     Raises:

@@ -1,12 +1,7 @@
-"""Typed values exchanged with the API: requests, tasks, statuses, failure classes.
+"""Typed values exchanged with the API: requests, tasks, statuses, failure classes (rule 6).
 
-The bottom of the package: it imports nothing of ours, so the exception tree (which carries
-these values) and the protocol rules (which build them) can both import it without a cycle.
-For the same reason the root of that tree, :class:`GrokImagineError`, and the
-:class:`InvalidRequestError` that :class:`GenerationRequest` raises are defined here (the tree
-is drawn in ``_errors``).
-Failure classification (API.md rule 6) lives here, beside :class:`FailureClass`, because a
-:class:`Task` reports its own class.
+The bottom of the package (it imports nothing of ours), so the root of the exception tree and
+the :class:`InvalidRequestError` that :class:`GenerationRequest` raises are defined here too.
 """
 
 from __future__ import annotations
@@ -45,10 +40,8 @@ class GrokImagineError(Exception):
     """Raised when anything in this library fails; the root of the tree.
 
     Attributes:
-        pending_tasks: Set when this error stopped a scheduler: the jobs it had submitted
-            (and so paid for) whose end it did not record, as ``{key: task_id}``. With a
-            journal that recorded their task ids they resume on the next run; the scheduler
-            also logs them. Empty otherwise.
+        pending_tasks: Set when this error stopped a scheduler: the paid jobs whose end it
+            did not record, as ``{key: task_id}`` (also logged; a journal resumes them).
     """
 
     pending_tasks: Mapping[str, str] = MappingProxyType({})
@@ -137,8 +130,6 @@ class GenerationRequest(BaseModel):
     @field_validator("images")
     @classmethod
     def _images_are_http_urls(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is None:
-            return None
         if not value:
             return None
         for url in value:

@@ -1,14 +1,6 @@
-"""The instrumentation seam: what the client and the scheduler tell an observer, and when.
-
-Nothing here depends on OpenTelemetry. The sender hands an :class:`Observer` one frozen
-:class:`RequestAttempt` per request it sent (stamina-style: a value, after the fact), and the
-scheduler hands it every :class:`~grok_imagine_async.JobEvent` along with the scheduler it came
-from. While the scheduler sends a request for a job, :func:`job_scope` says which job that is,
-so an observer can tie the request to the job (a span's parent) without the sender knowing jobs.
-
-With no observer (the default) the sender takes no timestamps and builds no value: the only
-cost left is one ``None`` check per request (and per scheduled request, a shared empty ``with``).
-"""
+"""The instrumentation seam (no OpenTelemetry here): the sender hands an :class:`Observer` a
+frozen :class:`RequestAttempt` per request, the scheduler every ``JobEvent``; :func:`job_scope`
+ties a request to its job. With no observer nothing is timed or built."""
 
 from __future__ import annotations
 
@@ -42,7 +34,7 @@ _CURRENT_JOB: contextvars.ContextVar[JobScope | None] = contextvars.ContextVar(
 
 
 class _Scope:
-    """Sets the current job for the block (a class: cheaper than a generator-based manager)."""
+    """Sets the current job for the block (cheaper than a generator-based manager)."""
 
     __slots__ = ("_scope", "_token")
 
@@ -60,10 +52,8 @@ _OFF: AbstractContextManager[None] = nullcontext()
 
 
 def job_scope(observer: Observer | None, owner: object, key: str) -> AbstractContextManager[None]:
-    """Mark the requests sent inside the block as made for job ``key`` of ``owner``.
-
-    With no ``observer`` nobody would read the mark: a shared do-nothing block is returned.
-    """
+    """Mark the requests sent inside the block as made for job ``key`` of ``owner`` (with no
+    ``observer``, a shared do-nothing block)."""
     return _OFF if observer is None else _Scope(owner, key)
 
 

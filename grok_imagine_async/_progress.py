@@ -1,11 +1,6 @@
-"""How far a generation is, estimated: the API reports no progress. Pure: time is passed in.
-
-The estimate is ``1 - 0.5 ** (t / m)``, with ``t`` the time since the task was created and
-``m`` the median generation time the duration model has learned: 0.5 at the median, rising
-ever more slowly after it, held below 1 until the task is known to be finished. It is the
-one estimate of every caller: ``generate_and_wait(on_progress=...)``, :attr:`Job.progress`
-(which the FastAPI integration shows), and ``generate_many(on_progress=...)``.
-"""
+"""How far a generation is, estimated (the API reports none): ``1 - 0.5 ** (t / m)`` for a task
+created ``t`` seconds ago and a learnt median ``m``, below 1 until it is known to be finished;
+the one estimate of ``generate_and_wait``, ``generate_many`` and :attr:`Job.progress`."""
 
 from __future__ import annotations
 
@@ -33,11 +28,8 @@ def estimated_progress(elapsed: float, median: float) -> float:
 
 
 class Progress:
-    """One generation's progress as shown to someone: it never goes back.
-
-    The learned median grows while jobs run longer than it said, and a resubmitted job's new
-    task starts from nothing: neither moves the estimate back.
-    """
+    """One generation's progress as shown to someone: it never goes back (not when the learnt
+    median grows, nor when a resubmitted job's new task starts from nothing)."""
 
     __slots__ = ("value",)
 

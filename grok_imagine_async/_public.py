@@ -10,17 +10,10 @@ from typing import Any
 
 
 def set_module(namespace: Mapping[str, Any], names: Iterable[str]) -> None:
-    """Give each class and function of ``names`` the ``__module__`` of ``namespace``.
+    """Give each class and function of ``names`` the ``__module__`` of ``namespace``, so reprs,
+    tracebacks, pickle and the docs name the public module (constants and aliases are left).
 
-    Reprs, tracebacks and the docs then say ``grok_imagine_async.JobResult`` rather than the
-    private module that defines it, and pickle finds the class where a user imports it.
-    Constants and type aliases (``Callable[...]`` and the like, whose ``__module__`` is
-    read-only on Python 3.10) are left alone.
-
-    A class's annotations are strings (``from __future__ import annotations``) that
-    ``typing.get_type_hints`` and pydantic evaluate in the class's ``__module__``; the public
-    module does not hold the names they use (``Path``, ``Mapping``), so they are evaluated
-    first, where the class was defined.
+    A class's string annotations are evaluated first, where the names they use are defined.
     """
     module = namespace["__name__"]
     for name in names:

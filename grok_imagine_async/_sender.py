@@ -1,10 +1,7 @@
 """Sending one API call: a permit first, the answer fed back, retries as API.md rule 5 allows.
 
-The client decides *what* to ask; :class:`Sender` decides *how* a request travels: it takes a
-rate-limit permit, sends with the bearer token, reports the answer's rate-limit headers to the
-limiter, turns the answer into data or one of our exceptions, and retries what may be retried.
-A POST whose answer was lost is the one thing it never resends on its own (API.md rule 5):
-the task may exist, and a second POST would pay for it twice.
+A POST whose answer was lost is the one thing never resent on its own: the task may exist,
+and a second POST would pay for it twice.
 """
 
 from __future__ import annotations
@@ -46,6 +43,16 @@ GENERATE_PATH = "/v1/generate"
 STATUS_PATH = "/v1/status"
 
 _UNDECODABLE: tuple[type[Exception], ...] = (BadEncoding, *_http.DecodingError)
+_FAILURES: tuple[type[Exception], ...] = (
+    BodyTooLarge,
+    *_UNDECODABLE,
+    *_http.TransportError,
+    *_http.InvalidURL,
+)
+# The headers an answer is read for (as raw lower-cased bytes: decoding them all costs more).
+_READ_HEADERS = frozenset(
+    {b"x-ratelimit-remaining", b"x-ratelimit-reset", b"retry-after", b"content-type"}
+)
 
 AmbiguousSubmitPolicy = Literal["raise", "resubmit"]
 BeforeSend = Callable[[], Awaitable[None]]
@@ -57,18 +64,16 @@ class Sender:
     Args:
         http: Where requests go (an ``AsyncClient`` of httpx2 or httpx).
         base_url: The API root, without a trailing slash.
-        api_key: The bearer token. Redacted from every error this class raises.
+        api_key: The bearer token, redacted from every error and answer.
         limiter: Gives a permit before every send and hears every answer's headers.
         clock: For ``X-RateLimit-Reset`` given as a Unix time.
-        retry: The retry schedule.
-        rng: Jitter for the retry schedule.
-        on_ambiguous_submit: ``"raise"`` (a lost POST answer raises
-            :class:`AmbiguousSubmitError`) or ``"resubmit"`` (it is retried like the rest).
-        request_options: Extra keyword arguments for each ``http.build_request`` (a timeout).
+        retry: The retry schedule; ``rng`` its jitter.
+        on_ambiguous_submit: ``"raise"`` or ``"resubmit"`` a POST whose answer was lost.
+        request_options: Extra keyword arguments for each ``build_request`` (a timeout).
         limits: Bounds on an answer's size and a request's total time.
-        max_wait_hint: The longest server wait hint obeyed (one rate-limit period): a longer
-            one ends the call with its error, ``retry_after`` set, instead of sleeping.
-        observer: Told of every attempt (telemetry); None costs nothing.
+        max_wait_hint: The longest server wait hint obeyed: a longer one ends the call with
+            its error, ``retry_after`` set, instead of sleeping.
+        observer: Told of every attempt; None costs nothing.
     """
 
     def __init__(
@@ -90,31 +95,25 @@ class Sender:
         self._http = http
         self._base_url = base_url
         self._redact = Redactor(api_key)
-        # Every request's own headers (the library copies them into each request).
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept-Encoding": ACCEPT_ENCODING}
         self._limiter = limiter
         self._clock = clock
         self._retry = retry
         self._rng = rng
         self.on_ambiguous_submit = on_ambiguous_submit
-        self._request_options = dict(request_options)
         self._limits = limits or Limits()
+        self._max_wait_hint = max_wait_hint
+        self._observer = observer
         # A POST's answer carries a task id worth 40 credits: read it for the whole
         # max_request_time, not only the per-read timeout that bounds a poll.
         family = _http.family_of(http) or _http.lib
-        given = self._request_options.get("timeout", http.timeout)
-        base = family.Timeout(_http.timeout_in(family, given))
-        self._post_options = {
-            **self._request_options,
-            "timeout": family.Timeout(
-                connect=base.connect,
-                read=self._limits.max_request_time,
-                write=base.write,
-                pool=base.pool,
-            ),
-        }
-        self._max_wait_hint = max_wait_hint
-        self._observer = observer
+        options = dict(request_options)
+        base = family.Timeout(_http.timeout_in(family, options.get("timeout", http.timeout)))
+        read = self._limits.max_request_time
+        post_timeout = family.Timeout(
+            connect=base.connect, read=read, write=base.write, pool=base.pool
+        )
+        self._options = {"GET": options, "POST": {**options, "timeout": post_timeout}}
 
     def __repr__(self) -> str:
         return f"Sender(base_url={self._base_url!r})"
@@ -130,24 +129,22 @@ class Sender:
         request: GenerationRequest | None = None,
         before_send: BeforeSend | None = None,
     ) -> Any:
-        """Send one API call with retries per API.md rule 5; return the answer's ``data``.
-
-        The ``data`` returned has the token redacted from every string, like every error.
+        """Send one API call with retries per API.md rule 5; return the answer's ``data``
+        (the token redacted from every string, as from every error).
 
         Args:
             request: The generation a POST carries, for :class:`AmbiguousSubmitError`.
             before_send: Awaited after the permit, right before each send, and shielded with
-                the send: a journal's intent is then never recorded for a request that was
-                never sent, nor a sent request left without its intent.
+                the send: a journal's intent is never recorded for a request never sent, nor
+                a sent request left without its intent.
 
         Raises:
             AmbiguousSubmitError: A POST's answer was lost (with ``on_ambiguous_submit="raise"``).
-            RateLimitError, ServerError: Also when the server asks to wait longer than one
-                rate-limit period (``retry_after`` says how long).
+            RateLimitError, ServerError: Also when the server asks to wait longer than
+                ``max_wait_hint`` (``retry_after`` says how long).
             APIError: The last failure, once retries are spent or not allowed.
         """
-        resubmit = self.on_ambiguous_submit == "resubmit"
-        is_post = method == "POST"
+        guard = method == "POST" and self.on_ambiguous_submit != "resubmit"
         attempt = 0
         while True:
             error: APIError
@@ -163,22 +160,22 @@ class Sender:
                 error = exc.error
             except _Lost as exc:  # sent, answer lost: a POST may have started a task
                 error = exc.error
-                if is_post and not resubmit:
+                if guard:
                     final = self.ambiguous(request, error.message, error)
             except RateLimitError as exc:
                 error, hint = exc, exc.retry_after
             except ServerError as exc:
                 error, hint = exc, exc.retry_after
-                if is_post and not resubmit and not has_error_body(exc.body):
+                if guard and not has_error_body(exc.body):
                     final = self.ambiguous(request, str(exc), exc)
             except APIResponseValidationError as exc:
                 error = exc
-                if is_post and not resubmit:
+                if guard:
                     final = self.ambiguous(request, exc.message, exc)
             if final is None and (
                 attempt >= self._retry.attempts or (hint is not None and hint > self._max_wait_hint)
             ):
-                final = error  # a wait longer than the plan's window: the caller decides
+                final = error
             if final is not None:
                 _detach(error)
                 raise _detach(final)
@@ -187,7 +184,9 @@ class Sender:
                 "%s %s failed (%s); retry %d of %d in %.2fs",
                 method,
                 path,
-                _describe(error),
+                f"HTTP {error.status_code}"
+                if isinstance(error, APIStatusError)
+                else type(error).__name__,
                 attempt + 1,
                 self._retry.attempts,
                 delay,
@@ -218,62 +217,31 @@ class Sender:
         body: dict[str, Any] | None,
         before_send: BeforeSend | None,
     ) -> Any:
-        """One send; with an observer, timed and reported whatever its outcome."""
-        if self._observer is None:
-            return await self._send_once(method, path, priority, params, body, before_send, None)
-        probe = AttemptProbe(self._clock.monotonic(), method, self._base_url, path, attempt, params)
+        """One send after its permit; with an observer, timed and reported whatever its end."""
+        probe = None
+        if self._observer is not None:
+            now = self._clock.monotonic()
+            probe = AttemptProbe(now, method, self._base_url, path, attempt, params)
         error: BaseException | None = None
         try:
-            return await self._send_once(method, path, priority, params, body, before_send, probe)
+            permit = await self._limiter.acquire(priority=priority)
+            if before_send is None:
+                return await self._exchange(method, path, permit, params, body, probe)
+            # From the recorded intent to the read answer, one shielded step (bounded by
+            # max_request_time): a cancellation in between would leave an intent never sent.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await before_send()
+                except BaseException:  # nothing sent: the quota it would have used is free
+                    self._limiter.give_back(permit)
+                    raise
+                return await self._exchange(method, path, permit, params, body, probe)
         except BaseException as exc:
             error = exc.error if isinstance(exc, (_Unsent, _Lost)) else exc
             raise
         finally:
-            self._observer.on_request(probe.finish(self._clock.monotonic(), error))
-
-    async def _send_once(
-        self,
-        method: str,
-        path: str,
-        priority: Priority,
-        params: dict[str, str] | None,
-        body: dict[str, Any] | None,
-        before_send: BeforeSend | None,
-        probe: AttemptProbe | None,
-    ) -> Any:
-        permit = await self._limiter.acquire(priority=priority)
-        if before_send is None:
-            return await self._bounded_exchange(method, path, permit, params, body, probe)
-        # From the recorded intent to the read answer, one shielded step: a cancellation
-        # landing in between would leave an intent for a request that was never sent. The
-        # step is bounded by ``max_request_time``, so the shield cannot hold forever.
-        with anyio.CancelScope(shield=True):
-            try:
-                await before_send()
-            except BaseException:  # nothing sent: the quota it would have used is free again
-                self._limiter.give_back(permit)
-                raise
-            return await self._bounded_exchange(method, path, permit, params, body, probe)
-
-    async def _bounded_exchange(
-        self,
-        method: str,
-        path: str,
-        permit: Permit,
-        params: dict[str, str] | None,
-        body: dict[str, Any] | None,
-        probe: AttemptProbe | None,
-    ) -> Any:
-        limit = self._limits.max_request_time
-        with anyio.move_on_after(limit):
-            return await self._exchange(method, path, permit, params, body, probe)
-        raise _Lost(
-            APITimeoutError(
-                f"no complete answer within {limit:g}s (max_request_time)",
-                method=method,
-                path=path,
-            )
-        )
+            if probe is not None and self._observer is not None:
+                self._observer.on_request(probe.finish(self._clock.monotonic(), error))
 
     async def _exchange(
         self,
@@ -284,119 +252,118 @@ class Sender:
         body: dict[str, Any] | None,
         probe: AttemptProbe | None,
     ) -> Any:
-        if probe is not None:  # after the permit and the journal's intent: the request itself
-            probe.sent_at = self._clock.monotonic()
-        failure: _Unsent | _Lost | APIConnectionError | APIResponseValidationError | None = None
-        try:
-            outgoing = self._http.build_request(
-                method,
-                self._base_url + path,
-                params=params,
-                json=body,
-                headers=self._headers,
-                **(self._post_options if method == "POST" else self._request_options),
-            )
-            response = await self._http.send(outgoing, stream=True)
-        except _http.ConnectErrors as exc:
-            self._limiter.give_back(permit)  # never reached the server: it counted nothing
-            kind = (
-                APITimeoutError if isinstance(exc, _http.TimeoutException) else APIConnectionError
-            )
-            failure = _Unsent(kind(self._transport_message(exc), method=method, path=path))
-        except _http.RequestErrors + _http.InvalidURL as exc:
-            failure = APIConnectionError(self._transport_message(exc), method=method, path=path)
-        except _http.DecodingError as exc:  # an in-memory transport decodes as it answers
-            failure = APIResponseValidationError(
-                f"{method} {path} answered with a body that does not decode "
-                f"({self._transport_message(exc)})",
+        """Send, read the answer within its bounds, tell the limiter; return its ``data``."""
+        limit = self._limits.max_request_time
+        with anyio.move_on_after(limit):
+            if probe is not None:  # after the permit and the journal's intent: the request itself
+                probe.sent_at = self._clock.monotonic()
+            failure: Exception | None = None
+            response = None
+            try:
+                outgoing = self._http.build_request(
+                    method,
+                    self._base_url + path,
+                    params=params,
+                    json=body,
+                    headers=self._headers,
+                    **self._options[method],
+                )
+                response = await self._http.send(outgoing, stream=True)
+                raw = await read_bounded(response, limit=self._limits.max_answer_bytes)
+            except _FAILURES as exc:
+                failure = self._failure(exc, method, path, permit, sent=response is not None)
+            finally:
+                if response is not None and not response.is_closed:  # read to its end, closed
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+            if failure is not None:
+                raise failure
+            assert response is not None
+            return await self._answer(response, raw, permit, method, path, probe)
+        raise _Lost(
+            APITimeoutError(
+                f"no complete answer within {limit:g}s (max_request_time)",
                 method=method,
                 path=path,
             )
-        except _http.TransportError as exc:  # timeouts included: the request may have arrived
-            failure = self._lost(exc, method=method, path=path)
-        if failure is not None:
-            raise failure
-        try:
-            text = await self._read_text(response, method=method, path=path)
-        finally:
-            if not response.is_closed:  # read to its end, it closed itself
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
-        return await self._read_answer(
-            response, text, permit=permit, method=method, path=path, probe=probe
         )
 
-    def _lost(self, exc: httpx.TransportError, *, method: str, path: str) -> _Lost:
-        """A request that may have reached the server, and its answer lost on the way."""
-        kind = APITimeoutError if isinstance(exc, _http.TimeoutException) else APIConnectionError
-        return _Lost(kind(self._transport_message(exc), method=method, path=path))
-
-    async def _read_text(self, response: httpx.Response, *, method: str, path: str) -> str:
-        """The answer's body as text, read within the size bound."""
-        failure: Exception | None = None
-        limit = self._limits.max_answer_bytes
-        try:
-            raw = await read_bounded(response, limit=limit)
-        except BodyTooLarge:
-            failure = APIResponseValidationError(
-                f"{method} {path} answered with more than {limit} bytes (max_answer_bytes)",
+    def _failure(
+        self, exc: Exception, method: str, path: str, permit: Permit, *, sent: bool
+    ) -> Exception:
+        """What a failure to send or to read the answer is, in our tree."""
+        if isinstance(exc, BodyTooLarge):
+            return APIResponseValidationError(
+                f"{method} {path} answered with more than {exc.limit} bytes (max_answer_bytes)",
                 method=method,
                 path=path,
             )
-        except _UNDECODABLE as exc:
-            failure = APIResponseValidationError(
-                f"{method} {path} answered with a body that does not decode: {exc}",
+        # httpx messages name the host and the error; h11's can quote a header value, so the
+        # token is redacted before the text is cut.
+        name = type(exc).__name__
+        text = self._redact.text(f"{name}: {str(exc) or name}", limit=300)
+        if isinstance(exc, _UNDECODABLE):  # an in-memory transport decodes as it answers
+            return APIResponseValidationError(
+                f"{method} {path} answered with a body that does not decode ({text})",
                 method=method,
                 path=path,
             )
-        except _http.TransportError as exc:  # timeouts included: the request may have arrived
-            failure = self._lost(exc, method=method, path=path)
-        if failure is not None:
-            raise failure
-        # Content-Type parsing (email.message) costs more than the rest of the decoding: only
-        # when a charset is named.
-        named = "charset" in response.headers.get("content-type", "").lower()
-        try:
-            return raw.decode((named and response.charset_encoding) or "utf-8", errors="replace")
-        except LookupError:  # a charset Python does not know: read it as the API's UTF-8
-            return raw.decode("utf-8", errors="replace")
+        timeout = isinstance(exc, _http.TimeoutException)
+        if not sent and isinstance(exc, _http.ConnectErrors):
+            self._limiter.give_back(permit)  # never reached the server: it counted nothing
+            kind = APITimeoutError if timeout else APIConnectionError
+            return _Unsent(kind(text, method=method, path=path))
+        if not sent and isinstance(exc, _http.RequestErrors + _http.InvalidURL):
+            return APIConnectionError(text, method=method, path=path)  # could not be written
+        # Timeouts included: the request may have arrived, and its answer is lost.
+        return _Lost(
+            (APITimeoutError if timeout else APIConnectionError)(text, method=method, path=path)
+        )
 
-    async def _read_answer(
+    async def _answer(
         self,
         response: httpx.Response,
-        text: str,
-        *,
+        raw: bytes,
         permit: Permit,
         method: str,
         path: str,
-        probe: AttemptProbe | None = None,
+        probe: AttemptProbe | None,
     ) -> Any:
-        # One pass over the headers (lower-cased names, repeats joined as ``get`` joins them):
-        # three ``Headers.get`` cost twice as much, each scanning them all.
-        headers = dict(response.headers.items())
+        """Feed the answer's rate-limit headers back, then its ``data`` or its error."""
+        headers: dict[str, str] = {}  # joined as ``Headers.get`` joins repeats
+        encoding = response.headers.encoding
+        for key, value in response.headers.raw:
+            key = key.lower()
+            if key in _READ_HEADERS:
+                name, text = key.decode("ascii"), value.decode(encoding)
+                headers[name] = f"{headers[name]}, {text}" if name in headers else text
         limits = read_rate_limit_headers(headers, now_unix=self._clock.unix())
+        status = response.status_code
         if probe is not None:
-            probe.status_code, probe.remaining = response.status_code, limits.remaining
+            probe.status_code, probe.remaining = status, limits.remaining
         await self._limiter.observe(
             RateLimitFeedback(
                 permit=permit,
-                status_code=response.status_code,
+                status_code=status,
                 remaining=limits.remaining,
                 reset_after=limits.reset_after,
                 retry_after=limits.retry_after,
             )
         )
+        # Content-Type parsing (email.message) costs more than the rest: only for a charset.
+        charset = "charset" in headers.get("content-type", "").lower() and response.charset_encoding
+        try:
+            text = raw.decode(charset or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know: read it as the API's UTF-8
+            text = raw.decode("utf-8", errors="replace")
         body = self._decode(text, method=method, path=path)
-        wait_hint = limits.wait_hint if response.status_code == 429 else limits.retry_after
-        error = find_error(
-            response.status_code, body, retry_after=wait_hint, method=method, path=path
-        )
+        wait_hint = limits.wait_hint if status == 429 else limits.retry_after
+        error = find_error(status, body, retry_after=wait_hint, method=method, path=path)
         if error is not None:
             raise error
         if not isinstance(body, dict):
             raise APIResponseValidationError(
-                f"{method} {path} answered {response.status_code} with a body that is not a JSON "
-                "object",
+                f"{method} {path} answered {status} with a body that is not a JSON object",
                 body=self._redact.text(text, limit=500),
                 method=method,
                 path=path,
@@ -407,26 +374,20 @@ class Sender:
         """The JSON in ``text`` with the token redacted, or the redacted text if not JSON."""
         if not text:
             return None
-        error: APIResponseValidationError | None = None
+        deep = False
         try:
             return self._redact.loads(text)
         except RecursionError:
-            error = APIResponseValidationError(
+            deep = True
+        except ValueError:  # not JSON (or nested deeper than MAX_DEPTH)
+            pass
+        if deep:
+            raise APIResponseValidationError(
                 f"{method} {path} answered with JSON nested too deep to read",
                 method=method,
                 path=path,
             )
-        except ValueError:  # not JSON (or nested deeper than MAX_DEPTH)
-            pass
-        if error is not None:
-            raise error
         return self._redact.text(text)
-
-    def _transport_message(self, exc: Exception) -> str:
-        # httpx messages name the host and the error; h11's can quote a header value, so the
-        # token is redacted before the text is cut.
-        text = str(exc) or type(exc).__name__
-        return self._redact.text(f"{type(exc).__name__}: {text}", limit=300)
 
 
 def _detach(error: APIError) -> APIError:
@@ -448,9 +409,3 @@ class _Lost(Exception):
 
     def __init__(self, error: APIConnectionError) -> None:
         self.error = error
-
-
-def _describe(error: APIError) -> str:
-    if isinstance(error, APIStatusError):
-        return f"HTTP {error.status_code}"
-    return type(error).__name__

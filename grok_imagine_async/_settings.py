@@ -1,10 +1,5 @@
-"""Where the client's settings come from: arguments first, then documented environment variables.
-
-:meth:`Settings.from_env` is the one place that reads ``GROK_IMAGINE_*`` and the one place
-that scales for a faster server (the emulator's ``time_scale``): the client, the command line
-and the FastAPI lifespan all resolve their settings through it, and everything downstream (the
-limiter, the waiter, the scheduler, its breaker) sees durations already in the server's seconds.
-"""
+"""The client's settings: arguments first, then ``GROK_IMAGINE_*``, read and scaled for a faster
+server in one place (:meth:`Settings.from_env`), for the client, the CLI and the FastAPI app."""
 
 from __future__ import annotations
 
@@ -41,22 +36,20 @@ _LIMITS, _BREAKER = Limits(), BreakerPolicy()
 class Settings:
     """What a client keeps to, resolved once: token, server, quota, policies, expectations.
 
-    Build it with :meth:`from_env` (arguments first, then ``GROK_IMAGINE_*``), or directly
-    when every value is known. Every duration is in the server's seconds: for an emulator
-    running faster than real time, :meth:`from_env` has already scaled them.
+    Build it with :meth:`from_env` (arguments first, then ``GROK_IMAGINE_*``), or directly.
+    Every duration is in the server's seconds (:meth:`from_env` scales for an emulator).
 
     Args:
         api_key: The bearer token (never shown in the repr).
         base_url: The API root.
-        rate_limit: The quota of the client's default limiter (a given ``limiter`` brings
-            its own, and then the limiter's quota is the one kept to).
+        rate_limit: The quota of the client's default limiter (a given ``limiter`` keeps its
+            own).
         retry: The retry backoff schedule.
         poll: The poll schedule of ``wait()``, and of a scheduler while the quota is idle.
         limits: Bounds on answer and video sizes, prompt length, request time, redirects.
-        breaker: When a scheduler of this client pauses on an outage or stops on systematic
-            refusals (None: never).
-        expected_duration: The median generation time, in seconds, assumed before any job
-            was seen (the prior of the duration models).
+        breaker: When a scheduler pauses on an outage or stops on systematic refusals
+            (None: never).
+        expected_duration: The median generation time assumed before any was seen, seconds.
 
     Raises:
         ConfigurationError: If the token or the URL is invalid, or a value is of the wrong
@@ -123,15 +116,14 @@ class Settings:
             retry: The retry schedule (default: :class:`RetryPolicy`'s, scaled).
             poll: The poll schedule (default: :class:`PollPolicy`'s, scaled).
             limits: Size and time bounds (default: :class:`Limits`').
-            time_scale: How many times faster than real time the server runs (an emulator
-                started with ``--time-scale``); else ``$GROK_IMAGINE_TIME_SCALE``; else 1.
-                It divides the defaults taken from the real service: a plan's 60 s window,
-                the retry and poll waits, the breaker's waits and the expected duration.
-                What is given explicitly (a quota, a policy) is used as is.
+            time_scale: How many times faster than real time the server runs (an emulator's
+                ``--time-scale``); else ``$GROK_IMAGINE_TIME_SCALE``; else 1. It divides the
+                real service's defaults (a plan's window, the retry, poll and breaker waits,
+                the expected duration), not what is given explicitly.
 
         Raises:
-            ConfigurationError: If no token is given or found, or a value (given or read)
-                is invalid; the message names it and never shows the token.
+            ConfigurationError: If no token is found, or a value is invalid (the message
+                never shows the token).
         """
         key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
         if key is None or not key.strip():

@@ -1,12 +1,8 @@
-"""An OpenTelemetry SDK set up from the standard ``OTEL_*`` variables, for the command line.
+"""An OpenTelemetry SDK set up from the ``OTEL_*`` variables, for ``grok-imagine batch --otel``.
 
-``grok-imagine batch --otel`` has no code of the user's to set up an SDK, so it does what the
-SDK's own auto-configuration does, for its own providers only (the process-global ones are
-left alone): exporters named by ``OTEL_TRACES_EXPORTER`` and ``OTEL_METRICS_EXPORTER`` (comma
-separated; default ``otlp``; ``none`` for nothing), found through the exporters' entry points,
-so ``console``, ``otlp``, ``otlp_proto_http`` or ``prometheus`` all work once installed. The
-exporters read their own variables (``OTEL_EXPORTER_OTLP_ENDPOINT``, headers, protocol); the
-resource reads ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``.
+As the SDK's auto-configuration does, for its own providers only: the exporters named by
+``OTEL_TRACES_EXPORTER`` and ``OTEL_METRICS_EXPORTER`` (default ``otlp``, ``none`` for none),
+found through their entry points; they and the resource read their own variables.
 """
 
 from __future__ import annotations

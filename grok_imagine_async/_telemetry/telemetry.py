@@ -113,53 +113,51 @@ class Telemetry:
         self._schedulers: weakref.WeakKeyDictionary[Any, _SchedulerTrace] = (
             weakref.WeakKeyDictionary()
         )
-        counter, histogram = meter.create_counter, meter.create_histogram
-        self._duration = histogram(
-            names.HTTP_CLIENT_DURATION,
-            unit="s",
-            description="Duration of HTTP client requests to the Grok Imagine API.",
-            explicit_bucket_boundaries_advisory=list(names.HTTP_DURATION_BUCKETS),
+        self._duration, self._generation, self._detection = (
+            meter.create_histogram(
+                name, unit="s", description=text, explicit_bucket_boundaries_advisory=list(buckets)
+            )
+            for name, text, buckets in (
+                (
+                    names.HTTP_CLIENT_DURATION,
+                    "Duration of HTTP client requests to the Grok Imagine API.",
+                    names.HTTP_DURATION_BUCKETS,
+                ),
+                (
+                    names.GENERATION_DURATION,
+                    "From a task's submission to the poll that found it finished.",
+                    names.GENERATION_BUCKETS,
+                ),
+                (
+                    names.DETECTION_LATENCY,
+                    "From the last poll that found a task unfinished (or its submission) to the "
+                    "poll that found it finished: how late, at most, a result was noticed.",
+                    names.DETECTION_BUCKETS,
+                ),
+            )
         )
-        self._requests = counter(
-            names.REQUESTS,
-            unit="{request}",
-            description="API requests sent, by endpoint and outcome (retries included).",
-        )
-        self._rate_limited = counter(
-            names.RATE_LIMITED,
-            unit="{response}",
-            description="HTTP 429 answers: the server refused a request for rate.",
-        )
-        self._credits = counter(
-            names.CREDITS, unit="{credit}", description="Credits spent: 40 per task created."
-        )
-        self._finished = counter(
-            names.JOBS_FINISHED,
-            unit="{job}",
-            description="Jobs finished, by outcome and failure class.",
-        )
-        self._breaker = counter(
-            names.BREAKER_EVENTS,
-            unit="{event}",
-            description=(
-                "A batch's pauses (an outage), probes, resumes and stops (systematic "
-                "refusals, a server never reached), by transition and reason."
-            ),
-        )
-        self._generation = histogram(
-            names.GENERATION_DURATION,
-            unit="s",
-            description="From a task's submission to the poll that found it finished.",
-            explicit_bucket_boundaries_advisory=list(names.GENERATION_BUCKETS),
-        )
-        self._detection = histogram(
-            names.DETECTION_LATENCY,
-            unit="s",
-            description=(
-                "From the last poll that found a task unfinished (or its submission) to the "
-                "poll that found it finished: how late, at most, a result was noticed."
-            ),
-            explicit_bucket_boundaries_advisory=list(names.DETECTION_BUCKETS),
+        self._requests, self._rate_limited, self._credits, self._finished, self._breaker = (
+            meter.create_counter(name, unit=unit, description=text)
+            for name, unit, text in (
+                (
+                    names.REQUESTS,
+                    "{request}",
+                    "API requests sent, by endpoint and outcome (retries included).",
+                ),
+                (
+                    names.RATE_LIMITED,
+                    "{response}",
+                    "HTTP 429 answers: the server refused a request for rate.",
+                ),
+                (names.CREDITS, "{credit}", "Credits spent: 40 per task the server created."),
+                (names.JOBS_FINISHED, "{job}", "Jobs finished, by outcome and failure class."),
+                (
+                    names.BREAKER_EVENTS,
+                    "{event}",
+                    "A batch's pauses (an outage), probes, resumes and stops (systematic "
+                    "refusals, a server never reached), by transition and reason.",
+                ),
+            )
         )
         self._register_gauges(meter)
 

@@ -80,7 +80,6 @@ def test_poll_policy_defaults_and_validation() -> None:
     assert [policy.gap(t) for t in (0.0, 10.0, 20.0, 100.0, 1000.0)] == pytest.approx(
         [1.0, 1.0, 1.0, 5.0, 30.0]
     )
-    assert [policy.delay(n) for n in range(3)] == pytest.approx([1.0, 1.05, 1.1025])
     with pytest.raises(ValueError, match="wait_max"):
         PollPolicy(wait_max=-1)
     with pytest.raises(TypeError):
