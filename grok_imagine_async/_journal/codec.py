@@ -77,23 +77,12 @@ def record_from(data: dict[str, Any], request: GenerationRequest | None = None) 
         videos=tuple(data.get("videos", ())),
         files=tuple(data.get("files", ())),
         error=data.get("error"),
-        failure_class=failure_class(data.get("failure_class")),
+        failure_class=_failure_class(data.get("failure_class")),
         request_digest=data.get("request_digest") or request_digest(request),
     )
 
 
-def failure_class(value: str | None) -> FailureClass | None:
-    """A stored failure class (one this version does not know reads as UNKNOWN)."""
-    if not value:
-        return None
-    try:
-        return FailureClass(value)
-    except ValueError:
-        return FailureClass.UNKNOWN
-
-
-QUEUED = "queued"
-"""The state of a job a shared store knows before any record: accepted, no POST sent yet."""
+QUEUED = "queued"  # a job a shared store knows before its record: accepted, no POST sent yet
 
 
 def encode_job(job: StoredJob) -> str:
@@ -117,3 +106,10 @@ def decode_job(text: str | bytes, *, owner: str = "") -> StoredJob:
     request = request_from(data["request"])
     record = None if data.get("state") == QUEUED else record_from(data, request)
     return StoredJob(str(data["key"]), request, record, owner)
+
+
+def _failure_class(value: str | None) -> FailureClass | None:
+    try:  # one this version does not know reads as UNKNOWN
+        return FailureClass(value) if value else None
+    except ValueError:
+        return FailureClass.UNKNOWN

@@ -24,7 +24,7 @@ import anyio
 from .._errors import JournalError
 from .._files import run_blocking
 from .._scheduling.jobs import StoreRecord, StoreState
-from .codec import failure_class, request_data, request_from
+from .codec import record_data, record_from
 from .records import Change, OneProcessStore
 
 __all__ = ["JournalError", "SqliteJobStore"]
@@ -47,7 +47,7 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_key ON tasks (key)
 """
-_FIELDS = (
+_FIELDS = (  # the codec's fields (record_data), in its order
     "key, request, state, task_id, attempts, credits, videos, files, error, failure_class, "
     "request_digest"
 )
@@ -388,38 +388,18 @@ def _page(conn: sqlite3.Connection, *, after: int, size: int) -> list[Any]:
     ).fetchall()
 
 
-def _row(record: StoreRecord) -> tuple[Any, ...]:
-    """``record`` as the values of :data:`_FIELDS`."""
-    return (
-        record.key,
-        json.dumps(request_data(record.request), sort_keys=True, separators=(",", ":")),
-        record.state.value,
-        record.task_id,
-        record.attempts,
-        record.credits,
-        json.dumps(list(record.videos)),
-        json.dumps(list(record.files)),
-        record.error,
-        None if record.failure_class is None else record.failure_class.value,
-        record.request_digest,
-    )
+_JSON = ("request", "videos", "files")  # the columns holding JSON text
+
+
+def _row(record: StoreRecord) -> list[Any]:
+    """``record`` as the values of :data:`_FIELDS` (the codec's fields, in its order)."""
+    data = record_data(record)
+    return [json.dumps(v, separators=(",", ":")) if k in _JSON else v for k, v in data.items()]
 
 
 def _to_record(row: Sequence[Any]) -> StoreRecord:
-    key, request, state, task_id, attempts, credits, videos, files, error, failure, digest = row
-    return StoreRecord(
-        key=key,
-        request=request_from(json.loads(request)),
-        state=StoreState(state),
-        task_id=task_id,
-        attempts=int(attempts),
-        credits=int(credits),
-        videos=tuple(json.loads(videos)),
-        files=tuple(json.loads(files)),
-        error=error,
-        failure_class=failure_class(failure),
-        request_digest=digest,
-    )
+    fields = zip(_FIELDS.split(", "), row, strict=True)
+    return record_from({k: json.loads(v) if k in _JSON else v for k, v in fields})
 
 
 def _close(conn: sqlite3.Connection) -> None:

@@ -15,7 +15,7 @@ import logging
 import math
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -54,39 +54,22 @@ logger = logging.getLogger("grok_imagine_async.redis")
 DEFAULT_STORE_PREFIX = "grok-imagine:jobs"
 DEFAULT_LEASE = 10.0
 DEFAULT_FINISHED_TTL = 7 * 86_400.0
-RESERVE_JOBS = 4
-"""POSTs whose credits each process sets aside, from a shared budget, to spend while Redis is
-away (none is spent offline beyond them)."""
-POOL_SIZE = 64
-"""Connections a store opened from a URL keeps at most (its pub/sub listener holds one)."""
-POOL_WAIT = 5.0
-"""Seconds a call waits for a free connection before it counts as Redis unreachable."""
-FINISHED_KEPT = 10_000
-"""Finished jobs each process remembers, to write them back should Redis lose its data (a
-job forgotten there could look new to another process, and be paid again)."""
+RESERVE_JOBS = 4  # POSTs a process may pay for while Redis is away, set aside beforehand
+POOL_SIZE = 64  # connections of a store opened from a URL (its pub/sub listener holds one)
+POOL_WAIT = 5.0  # seconds a call waits for a free one before Redis counts as unreachable
+FINISHED_KEPT = 10_000  # finished jobs written back should Redis lose its data (or paid again)
 
 
 class RedisJobStore:
     """A :class:`~grok_imagine_async.abc.JobStore` in Redis that every process of a token shares.
 
-    Any number of processes on any hosts open one store (same Redis, same token, same
-    ``namespace``) and act as one client: each job is owned by one process at a time, which
-    alone writes it; all of them can read it and are told of its changes (pub/sub); when a
-    process stops renewing its lease (``lease`` seconds), another one adopts its unfinished jobs
-    (:meth:`adopt_orphans`, :meth:`claim`). A job whose task id is known is then polled, never
-    resubmitted; one whose POST was in flight has an unknown outcome and is reported as
-    ambiguous, exactly as with the SQLite journal across restarts.
-
-    ``max_credits`` is one budget for all of them: each POST's 40 credits are reserved
-    atomically in Redis before it is sent, and refused (:class:`BudgetExceededError`) past it.
-
-    If Redis becomes unreachable, writes are kept in memory and written back when it answers
-    again (also after a restart that lost its data); jobs go on meanwhile. While it answers,
-    each process sets aside a reserve in the shared count (its share of what is left, at most
-    :data:`RESERVE_JOBS` POSTs); while it is down, budgeted POSTs spend only from that reserve,
-    so the budget holds through an outage. A reserve is spent online once nothing else is
-    left, and given back when its process stops (or, killed, once its lease lapsed). Only a
-    keyed hash of the token names the keys.
+    Processes that open one store (same Redis, token and ``namespace``) act as one client:
+    each job is owned (and written) by one process at a time, every process reads it and is
+    told of its changes, and the unfinished jobs of a process that stops renewing its lease are
+    adopted by another (polled if their task id is known, else ambiguous, as after a restart
+    with a SQLite journal). ``max_credits`` is one budget: each POST's credits are reserved
+    atomically before it is sent. Through an outage writes wait in memory and the budget
+    spends only a reserve set aside beforehand (the Redis guide tells the rules).
 
     Args:
         redis: A ``redis://`` URL (the store then owns the connections) or a client you own.
@@ -208,8 +191,7 @@ class RedisJobStore:
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
             await self.give_up_lease()
-        if self._owns_client:
-            await self._redis.aclose()
+        await self._close_client()
 
     async def give_up_lease(self) -> None:
         """Stop renewing this process's lease and give it up now, from any task: its
@@ -231,16 +213,12 @@ class RedisJobStore:
 
     async def _close_client(self) -> None:
         if self._owns_client:
-            await self._redis.aclose()
+            await self._redis.aclose()  # and its pool
 
     # -- the JobStore protocol -----------------------------------------------------------------
 
     async def load(self, key: str) -> StoreRecord | None:
-        """The record of ``key`` (None if it was never sent); call :meth:`claim` first.
-
-        Raises:
-            JournalError: If the job is not in this process's memory and Redis is unreachable.
-        """
+        """The record of ``key`` (None if it was never sent), as :meth:`peek`."""
         job = await self.peek(key)
         return None if job is None else job.record
 
@@ -304,16 +282,14 @@ class RedisJobStore:
         """The job as stored (this process's own newer state first), without claiming it.
 
         Raises:
-            JournalError: If Redis is unreachable and the job is not in this process's memory.
+            JournalError: If Redis cannot be reached (for a job not in this process's memory),
+                or refuses; the same for every method that reads Redis.
         """
         mine = self._jobs.get(key)
         if mine is not None:
             return mine
-        try:
-            self._calls += 1
+        with self._asking(f"look up job {key}"):
             owner, text = await self._redis.hmget(self._keys.job(key), ["owner", "record"])
-        except STORE_ERRORS as exc:
-            raise self._failed(exc, f"look up job {key}") from exc
         return None if text is None else decode_job(text, owner=_text(owner))
 
     async def claim(
@@ -334,13 +310,12 @@ class RedisJobStore:
         if mine is not None:
             return Claim("mine", mine)
         keys = self._keys
-        try:
+        with self._asking(f"claim job {key}"):
             for _ in range(2):  # a second time once a changed epoch is known
                 creating = create is not None and self.may_create()
                 queued = (
                     encode_job(StoredJob(key, create, None, self.id)) if create and creating else ""
                 )
-                self._calls += 1
                 status, text, owner = await self._claim_script(
                     keys=[keys.job(key), keys.owned + self.id, keys.owners, keys.epoch],
                     args=[
@@ -357,8 +332,7 @@ class RedisJobStore:
                     break
                 # Redis lost its data: learn the new epoch (and write back) before any answer.
                 await self._heartbeat()
-        except STORE_ERRORS as exc:
-            raise self._failed(exc, f"claim job {key}") from exc
+                self._calls += 1  # the claim again
         name = status.decode()
         if name == "epoch" or (name == "unknown" and create is not None and not creating):
             raise self._error(
@@ -405,7 +379,7 @@ class RedisJobStore:
             texts = [await self._redis.hget(name, "record") for name in names]
         except STORE_ERRORS as exc:
             if not outage_like(exc):
-                raise self._failed(exc, "adopt orphaned jobs") from exc
+                raise self._error(f"Redis refused to adopt orphaned jobs: {exc}") from exc
             self._went_down(exc)
             return []
         adopted = [decode_job(text, owner=self.id) for text in texts if text is not None]
@@ -428,18 +402,14 @@ class RedisJobStore:
             await self._write(StoredJob(key, job.request, None, self.id))
 
     async def records(self, *, page_size: int = 500) -> AsyncIterator[StoreRecord]:
-        """Every job of the namespace with a record (queued ones have none), in no set order.
-
-        Raises:
-            JournalError: If Redis cannot be reached.
-        """
+        """Every job of the namespace with a record (queued ones have none), in no set order."""
         seen: set[str] = set()
         for job in list(self._jobs.values()):  # this process's newest state first
             if job.record is not None:
                 seen.add(job.key)
                 yield job.record
         cursor: int = 0
-        try:
+        with self._asking("list the jobs"):
             while True:
                 self._calls += 1
                 cursor, names = await self._redis.scan(
@@ -457,33 +427,17 @@ class RedisJobStore:
                             yield found.record
                 if cursor == 0:
                     return
-        except STORE_ERRORS as exc:
-            raise self._failed(exc, "list the jobs") from exc
 
     async def get_meta(self, name: str) -> str | None:
-        """A value stored with :meth:`set_meta`, or None.
-
-        Raises:
-            JournalError: If Redis cannot be reached.
-        """
-        try:
-            self._calls += 1
+        """A value stored with :meth:`set_meta`, or None."""
+        with self._asking("read the store's settings"):
             value = await self._redis.hget(self._keys.meta, name)
-        except STORE_ERRORS as exc:
-            raise self._failed(exc, "read the store's settings") from exc
         return None if value is None else _text(value)
 
     async def set_meta(self, name: str, value: str) -> None:
-        """Store a small named value with the jobs of the namespace.
-
-        Raises:
-            JournalError: If Redis cannot be reached.
-        """
-        try:
-            self._calls += 1
+        """Store a small named value with the jobs of the namespace."""
+        with self._asking("store the store's settings"):
             await self._redis.hset(self._keys.meta, name, value)
-        except STORE_ERRORS as exc:
-            raise self._failed(exc, "store the store's settings") from exc
 
     async def credits_committed(self) -> int:
         """Credits reserved for POSTs or spent in this namespace by every process (from
@@ -536,14 +490,9 @@ class RedisJobStore:
         create: bool = False,
         task_id: str | None = None,
     ) -> str:
-        """Write ``job``; return ``"ok"``, ``"exists"`` (``create`` only) or ``"owner"``.
-
-        Args:
-            job: Its new state.
-            reserve: The attempt whose credits to reserve first (0: none).
-            refund: Give back the credits reserved for its last attempt (never sent).
-            create: Only if the job does not exist yet.
-            task_id: A new task id this write records (for the log, should it be refused).
+        """Write ``job`` (first reserving attempt ``reserve``'s credits, or giving back the
+        last attempt's on ``refund``; ``create``: only if new); ``"ok"``, ``"exists"`` or
+        ``"owner"`` (another process owns it). An outage keeps the write in memory.
 
         Raises:
             BudgetExceededError: If ``reserve`` would pass the budget (nothing was written).
@@ -570,7 +519,6 @@ class RedisJobStore:
     async def _put(
         self, job: StoredJob, *, reserve: int, refund: bool, create: bool, task_id: str | None
     ) -> str:
-        # Through Redis while it answers; else into memory (dirty), paying from the allowance.
         if self._available:
             budget = -1 if self._max_credits is None else self._max_credits
             try:
@@ -717,10 +665,8 @@ class RedisJobStore:
                 self._went_down(exc)
 
     async def _settle_reserve(self, *, keep: bool = True) -> None:
-        """Set aside (``keep``) or give back this process's reserve: the credits it may spend
-        while Redis is away, taken from the shared count while Redis answers, so that spending
-        offline never passes the budget. What was spent from it offline has been written back
-        since (each POST counted again), so that much of the reserve is given back."""
+        """Set aside (``keep``) or give back the credits this process may spend while Redis is
+        away; what it spent offline has been written back since (counted again): given back."""
         if self._max_credits is None:
             return
         spent = self._reserve - self._allowance
@@ -767,12 +713,18 @@ class RedisJobStore:
         for listener in list(self._listeners):
             listener(job)
 
-    def _failed(self, exc: BaseException, what: str) -> JournalError:
-        """The error for ``exc`` raised by Redis while trying to ``what``."""
-        if outage_like(exc):
+    @contextlib.contextmanager
+    def _asking(self, what: str) -> Iterator[None]:
+        """One call to Redis (counted); its errors as the :class:`JournalError` of ``what``."""
+        self._calls += 1
+        try:
+            yield
+        except STORE_ERRORS as exc:
+            if not outage_like(exc):
+                raise self._error(f"Redis refused to {what}: {exc}") from exc
             self._went_down(exc)
-            return self._error(f"Redis unreachable, cannot {what} ({type(exc).__name__})")
-        return self._error(f"Redis refused to {what}: {exc}")
+            error = f"Redis unreachable, cannot {what} ({type(exc).__name__})"
+            raise self._error(error) from exc
 
     def _error(self, message: str) -> JournalError:
         # The key space stands where a journal's path would: it names no secret (a hash).

@@ -445,12 +445,13 @@ def ended(key: str, *, task: Task | None, error: Exception, failure: FailureClas
     )
 
 
-def test_a_partial_store_is_refused_naming_what_it_lacks() -> None:
-    from grok_imagine_async._journal.opening import journal_from
+@pytest.mark.anyio
+async def test_a_partial_store_is_refused_naming_what_it_lacks() -> None:
+    from grok_imagine_async._journal.opening import open_journal
 
     class LoadOnly:
         async def load(self, key: str) -> None:
             return None
 
     with pytest.raises(TypeError, match=r"LoadOnly lacks aclose, claim"):
-        journal_from(LoadOnly())  # type: ignore[arg-type]
+        await open_journal(LoadOnly())  # type: ignore[arg-type]
