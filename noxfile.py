@@ -31,9 +31,11 @@ ALL_EXTRAS = f".[{EXTRAS}]"
 TEST_DEPS = ["pytest>=8", "pytest-timeout", "pytest-xdist>=3", "hypothesis>=6", "psutil"]
 # Most tests run on virtual time (the emulator's clock, not the machine's): their outcome does
 # not depend on load, so they run on every core. The ones on the real clock (threads, servers,
-# Redis, OS processes) run after them, one at a time, so that no other test's load moves them.
-REAL = "real_time or integration or redis or wallclock_rates"
-REAL_UNIT = "(real_time or redis) and not integration and not wallclock_rates"  # every Python
+# Redis, OS processes) run one at a time on one worker meanwhile (tests/conftest.py puts them in
+# one xdist group), mostly waiting on sockets and processes while the other workers compute;
+# the few that measure rates on the wall clock run last, alone on the machine.
+PYTEST = ["pytest", "-n", "auto", "--dist", "loadgroup"]
+WALLCLOCK = "wallclock_rates"
 # Pinned: a new ruff or mypy release may add rules or change formatting, and CI on a fresh
 # clone must not turn red for code nobody touched. Bump them deliberately.
 RUFF = "ruff==0.17.6"
@@ -101,13 +103,12 @@ def tests(session: nox.Session) -> None:
         return
     # The integration tests (real servers, OS processes, Redis kills) check how processes and
     # sockets behave, which does not depend on the interpreter, and they are most of the
-    # suite's time; rates measured on the real clock also depend on the machine's load. One
-    # Python runs them all; the others run every unit and component test.
-    session.run("pytest", "-n", "auto", "-m", f"not ({REAL})")
+    # suite's time. One Python runs them all; the others run every unit and component test.
     if session.python == FULL_PYTHON:
-        session.run("pytest", "-m", REAL)
+        session.run(*PYTEST, "-m", f"not {WALLCLOCK}")
+        session.run("pytest", "-m", WALLCLOCK)
     else:
-        session.run("pytest", "-m", REAL_UNIT)
+        session.run(*PYTEST, "-m", f"not (integration or {WALLCLOCK})")
 
 
 @nox.session(python=FULL_PYTHON)
@@ -123,8 +124,7 @@ def tests_httpx2(session: nox.Session) -> None:
     if session.posargs:
         session.run("pytest", *session.posargs)
         return
-    session.run("pytest", "-n", "auto", "-m", f"not ({REAL})")
-    session.run("pytest", "-m", REAL_UNIT)
+    session.run(*PYTEST, "-m", f"not (integration or {WALLCLOCK})")
 
 
 @nox.session(reuse_venv=False)

@@ -23,6 +23,15 @@ REAL_TIME_MARKERS = ("real_time", "integration", "redis")
 VIRTUAL_START = 10_000.0  # the virtual clock's first reading in every virtual-time test
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every real-clock test in one xdist group: with ``--dist loadgroup`` (as nox runs the
+    suite) they run one after another on one worker while the others take the virtual-time
+    tests, which leave their timing alone."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in REAL_TIME_MARKERS):
+            item.add_marker(pytest.mark.xdist_group("real_clock"))
+
+
 @pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     """The event loop of every ``anyio`` test: virtual time, so idle waits take no real time.
