@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import uuid
@@ -154,12 +155,12 @@ class _Tracked(JobRecord):
 
     async def wait_finished(self) -> JobResult:
         while (result := self.result) is None:
-            if self.closed:
-                raise SchedulerClosedError("the video scheduler stopped before the job finished")
             await self.wait_changed()
         return result
 
     async def wait_changed(self) -> None:
+        if self.closed:
+            raise SchedulerClosedError("the video scheduler stopped before the job finished")
         if self.changed is None:
             self.changed = anyio.Event()
         await self.changed.wait()
@@ -406,8 +407,6 @@ class JobRegistry:
         if tracked is None or tracked.handle is not job:
             raise KeyError(job.key)
         while tracked.state is seen:
-            if tracked.closed:
-                raise SchedulerClosedError("the video scheduler stopped before the job finished")
             await tracked.wait_changed()
         return tracked.state
 
@@ -516,16 +515,9 @@ class JobRegistry:
             raise SchedulerClosedError("the video scheduler is not running") from None
 
     def _forget_old(self) -> None:
-        excess = len(self._entries) - self._max_jobs
-        if excess <= 0:
-            return
-        stale = []
-        for key, tracked in self._entries.items():  # least recently used first
-            if tracked.state.is_final:
-                stale.append(key)
-                if len(stale) == excess:
-                    break
-        for key in stale:
+        excess = max(0, len(self._entries) - self._max_jobs)
+        finished = (key for key, tracked in self._entries.items() if tracked.state.is_final)
+        for key in list(itertools.islice(finished, excess)):  # least recently used first
             del self._entries[key]
             if self._forget_finished:
                 self._forgotten.append(key)
