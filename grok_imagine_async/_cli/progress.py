@@ -18,7 +18,7 @@ import anyio
 from .._errors import APIConnectionError
 from .._models import FailureClass
 from .._scheduling.breaker import BreakerSnapshot
-from .._scheduling.jobs import BreakerEvent, JobEvent, JobFinished, JobResumed, JobSubmitted
+from .._scheduling.jobs import BreakerEvent, JobEvent, JobFinished, JobSubmitted
 from .common import printable
 
 if TYPE_CHECKING:
@@ -33,8 +33,7 @@ __all__ = ["BatchProgress", "ProgressSnapshot", "format_duration", "plain_line",
 class ProgressSnapshot:
     """Where a batch stands, for display: ``waiting + submitting + generating + done`` is
     ``total``. Request rates are per minute of the server's time, the span the plan counts;
-    ``submitted`` counts this run's POSTs, ``resumed`` jobs polled from the journal, ``eta``
-    is None until it can be estimated."""
+    ``submitted`` counts this run's POSTs; ``eta`` is None until it can be estimated."""
 
     total: int
     completed: int
@@ -44,7 +43,6 @@ class ProgressSnapshot:
     submitting: int
     generating: int
     submitted: int
-    resumed: int
     credits: int
     requests_per_minute: float
     limit_per_minute: float
@@ -75,7 +73,7 @@ class BatchProgress:
         self.period = period
         self.endpoint = endpoint
         self.completed = self.failed = self.from_journal = 0
-        self.live_finished = self.submitted = self.resumed = 0
+        self.live_finished = self.submitted = 0
         self.unreachable = 0  # jobs that failed because the server could not be reached
         self.stopped: BreakerSnapshot | None = None  # why submissions stopped, if they did
         self.notices: list[str] = []
@@ -86,8 +84,6 @@ class BatchProgress:
     def __call__(self, event: JobEvent) -> None:
         if isinstance(event, JobSubmitted):
             self.submitted += 1
-        elif isinstance(event, JobResumed):
-            self.resumed += 1
         elif isinstance(event, JobFinished) and event.result is not None:
             result = event.result
             if result.ok:
@@ -142,7 +138,7 @@ class BatchProgress:
         return ProgressSnapshot(
             self.total, self.completed, self.failed, self.from_journal,
             max(0, remaining - submitting - generating), submitting, generating,
-            self.submitted, self.resumed, credits, per_minute, limit / self.time_scale,
+            self.submitted, credits, per_minute, limit / self.time_scale,
             limited, elapsed, eta,
         )  # fmt: skip
 

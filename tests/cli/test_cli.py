@@ -534,7 +534,6 @@ def snapshot(**changes: Any) -> ProgressSnapshot:
         "submitting": 1,
         "generating": 4,
         "submitted": 14,
-        "resumed": 2,
         "credits": 680,
         "requests_per_minute": 45.4,
         "limit_per_minute": 100.0,
