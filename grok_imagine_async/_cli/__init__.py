@@ -1,7 +1,7 @@
 """The ``grok-imagine`` command line: ``batch``, ``generate``, ``status`` and ``emulator``.
 
-Each subcommand lives in its own module with a ``register(subparsers)`` function that adds its
-parser and sets ``handler``, a function from the parsed arguments to the exit status.
+Each command module's ``register(subparsers)`` adds its parsers, each with a ``handler`` from
+the parsed arguments to the exit status (a :class:`~.common.UsageError` is status 2).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         130 interrupted.
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
-    args = parser_args = build_parser().parse_args(arguments)
-    parser_args.argv = arguments  # for messages that repeat the command (never the token)
+    args = build_parser().parse_args(arguments)
+    args.argv = arguments  # for messages that repeat the command (never the token)
     with _logging_to_stderr(args) as debug:
         try:
             code: int = args.handler(args)
