@@ -58,26 +58,22 @@ class EmulatorConfig:
         period: Window length in seconds for plan quotas (60 like the real service; scale it
             down so a test sees "100 requests per 3 s").
         window: How the quota is counted: a ``"sliding"`` or ``"fixed"`` window of ``period``
-            seconds, or ``"gcra"``, a leaky bucket (nginx ``limit_req``) that refills at the
-            quota's rate and holds at most ``burst`` requests; its ``X-RateLimit-Remaining`` is
-            what the bucket holds and its ``X-RateLimit-Reset`` the seconds until it is full
-            again.
+            seconds, or ``"gcra"``, a leaky bucket (nginx ``limit_req``) refilled at the
+            quota's rate; its headers say what it holds and when it is full again.
         burst: Requests the ``"gcra"`` bucket holds when full (1: none closer together than
-            the quota's interval). Ignored by the windows.
+            the quota's interval).
         reset_format: ``X-RateLimit-Reset`` as seconds until reset or as a Unix time.
         count_refused: Whether 429'd requests also use up quota (default: they do not).
         rate_limit_enabled: False admits everything (headers are still sent).
         duration_median: Median generation time in seconds (before ``time_scale``).
-        duration_sigma: Spread of the lognormal generation time (0: every task takes the
-            median).
+        duration_sigma: Spread of the lognormal generation time (0: always the median).
         time_scale: Divides generation times (10 makes a 30 s median take 3 s).
         queue_fraction: Part of a task's duration spent ``pending`` before ``processing``.
         vocabulary: Status words: ``"default"``, ``"reseller"``, ``"upper"`` or a
             :class:`Vocabulary`.
-        result_ttl: Seconds a completed task's video URLs stay valid, counted on the
-            emulator's clock from completion (about 24 h, as resellers report for the real
-            service; not divided by ``time_scale``). After that they answer 403, as an
-            expired signed URL does. None: they never expire.
+        result_ttl: Seconds after completion (emulator clock, not divided by ``time_scale``)
+            until a task's video URLs answer 403, as an expired signed URL does (24 h, as
+            resellers report for the real service). None: never.
         faults: Random failure rates (see :class:`FaultConfig`).
         seed: Seed of the one random generator behind durations, ids and faults (None: random).
         clock: Time source (None: the running event loop's clock, so virtual time works).
@@ -121,9 +117,7 @@ class EmulatorConfig:
         if not 0.0 <= self.queue_fraction <= 1.0:
             raise ValueError(f"queue_fraction must be between 0 and 1, got {self.queue_fraction!r}")
         if self.result_ttl is not None and not self.result_ttl > 0:
-            raise ValueError(
-                f"result_ttl must be positive seconds or None, got {self.result_ttl!r}"
-            )
+            raise ValueError(f"result_ttl must be positive or None, got {self.result_ttl!r}")
         if not self.tokens:
             raise ValueError("tokens must name at least one accepted token")
         object.__setattr__(self, "vocabulary", Vocabulary.named(self.vocabulary))
@@ -148,11 +142,8 @@ class EmulatorConfig:
 def client_environment(
     config: EmulatorConfig, url: str, *, token: str | None = None
 ) -> Mapping[str, str]:
-    """The ``GROK_IMAGINE_*`` variables under which a default client matches an emulator.
-
-    The quota goes as text (``"100/6s"``), so the client paces itself to exactly what the
-    emulator enforces, and the time scale makes it expect generations, polls and retries that
-    much sooner.
+    """The ``GROK_IMAGINE_*`` variables under which a default client matches an emulator:
+    its quota as text (``"100/6s"``) and its time scale, besides the URL and token.
 
     Args:
         config: The emulator's settings.

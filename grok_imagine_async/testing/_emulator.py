@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from ._config import EmulatorConfig, client_environment
 from ._faults import Outage
 from ._quota import max_in_window
 from ._routes import Api
-from ._state import EmulatorState, EmulatorStatistics
+from ._state import EmulatorState, EmulatorStatistics, Task
 from ._transport import DroppingStarlette, EmulatorTransport
 
 if TYPE_CHECKING:
@@ -129,7 +130,8 @@ class Emulator:
 
     def task_ids(self) -> list[str]:
         """The id of every task created so far, in the order they were created."""
-        return self._state.task_ids()
+        with self._state.lock:
+            return list(self._state.tasks)
 
     def save_tasks(self, path: str | os.PathLike[str]) -> None:
         """Write every task to ``path`` (JSON, replaced atomically), for :meth:`load_tasks`.
@@ -138,24 +140,36 @@ class Emulator:
         has the tasks in flight: they go on generating in the meantime, on the wall clock.
         Rate-limit windows and counters are not kept.
         """
+        state = self._state
+        with state.lock:
+            tasks = list(state.tasks.values())
+        # Creation times as Unix times: the other process's monotonic clock is another one.
+        saved = [{**dataclasses.asdict(t), "created_at": state.unix(t.created_at)} for t in tasks]
         target = Path(path)
         temporary = target.with_name(f".{target.name}.tmp")
-        temporary.write_text(json.dumps({"tasks": self._state.dump_tasks()}), encoding="utf-8")
+        temporary.write_text(json.dumps({"tasks": saved}), encoding="utf-8")
         os.replace(temporary, target)
 
     def load_tasks(self, path: str | os.PathLike[str]) -> int:
-        """Take up the tasks :meth:`save_tasks` wrote to ``path``; return how many.
+        """Take up the tasks :meth:`save_tasks` wrote to ``path``; return how many were new here
+        (a task id already known keeps its task). Their clocks go on.
 
         Raises:
             OSError: If the file cannot be read.
             ValueError: If it does not hold saved tasks.
         """
+        state = self._state
+        offset = state.clock.unix() - state.now()
         try:
-            return self._state.load_tasks(
-                json.loads(Path(path).read_text(encoding="utf-8"))["tasks"]
-            )
+            saved = json.loads(Path(path).read_text(encoding="utf-8"))["tasks"]
+            tasks = [Task(**{**t, "created_at": float(t["created_at"]) - offset}) for t in saved]
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{path} does not hold an emulator's tasks ({exc!r})") from None
+        with state.lock:
+            before = len(state.tasks)
+            for task in tasks:
+                state.tasks.setdefault(task.task_id, task)
+            return len(state.tasks) - before
 
     def task_times(self, task_id: str) -> tuple[float, float] | None:
         """When task ``task_id`` was created and when it reaches its final state, or None.

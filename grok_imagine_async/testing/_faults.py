@@ -104,14 +104,13 @@ class MarkerError(ValueError):
     """A prompt marker of an unknown kind or with bad seconds (answered 400)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFaults:
+class RequestFaults(NamedTuple):
     """What happens to one request's answer."""
 
-    delay: float = 0.0
-    server_error: bool = False
-    body_error: bool = False
-    drop: bool = False
+    delay: float
+    server_error: bool
+    body_error: bool
+    drop: bool
 
 
 class TaskOutcome(NamedTuple):
@@ -138,13 +137,8 @@ class FaultInjector:
     def _markers(self, prompt: str, wanted: frozenset[str]) -> list[tuple[str, str]]:
         """The markers of ``prompt`` to apply now, as (family, kind), for the ``wanted`` kinds
         (a ``fail`` kind, or ``slow``/``duration``); each use counts against a marker's ``:N``.
-
-        Raises:
-            MarkerError: On any invalid marker in ``prompt``, wanted or not.
-        """
-        if not self._config.markers or "[" not in prompt:
-            return []
-        matches = list(_MARKER.finditer(prompt))
+        Raises MarkerError on any invalid marker in ``prompt``, wanted or not."""
+        matches = list(_MARKER.finditer(prompt)) if self._config.markers else []
         for match in matches:
             family, kind = match.group(1, 2)
             if family == "fail" and kind not in _FAIL_KINDS:
@@ -180,10 +174,9 @@ class FaultInjector:
                 drop |= kind == "drop"
         # One outcome per answer: a 500, else a 200 with an error code, else a hang-up after
         # handling (so a dropped POST always has its task).
-        body_error = body_error and not server_error
-        return RequestFaults(
-            delay, server_error, body_error, drop and not server_error | body_error
-        )
+        body_error &= not server_error
+        drop &= not (server_error or body_error)
+        return RequestFaults(delay, server_error, body_error, drop)
 
     def for_task(self, prompt: str, outage: Outage | None = None) -> TaskOutcome:
         """How the task created for ``prompt`` will end (``outage``: the one under way)."""

@@ -96,13 +96,13 @@ class Api:
         """Every ``/v1/*`` request; each answer but a dropped one is counted by status."""
         answer = await self._answer(request)
         if not isinstance(answer, DropResponse):
-            self._state.count(status=answer.status_code)
+            self._state.count(answer.status_code)
         return answer
 
     async def _answer(self, request: Request) -> Response:
         state, path, method = self._state, request.url.path, request.method
         now = state.now()
-        state.count(endpoint=f"{method} {path}")
+        state.count(f"{method} {path}")
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else ""
         if not state.is_known(token):
@@ -182,7 +182,7 @@ class Api:
 
     async def video(self, request: Request) -> Response:
         state = self._state
-        state.count(endpoint="GET /videos")
+        state.count("GET /videos")
         task_id, index = request.path_params["task_id"], request.path_params["index"]
         task = state.task(task_id)
         if task is None or task.state(state.now()) is not TaskState.COMPLETED:

@@ -151,15 +151,14 @@ class EmulatorState:
             else WindowCounter(limit, config.window, count_refused=refused)
             for token, limit in config.rate_limits().items()
         }
-        self._tasks: dict[str, Task] = {}
+        self.tasks: dict[str, Task] = {}  # by id, in creation order
         # Compact timelines (8 + 1 bytes a request, not a tuple of two objects): a benchmark of
         # 100,000 jobs keeps a quarter of a million of them.
         self._timeline: dict[str, tuple[array[float], bytearray]] = {
             t: (array("d"), bytearray()) for t in self._windows
         }
-        self._counts: Counter[str] = Counter()
-        self._by_endpoint: Counter[str] = Counter()
-        self._by_status: Counter[int] = Counter()
+        # events ("slow"), requests by endpoint ("GET /v1/status") and answers by HTTP status
+        self._counts: Counter[str | int] = Counter()
         self._posts_per_prompt: Counter[str] = Counter()
         self._last_now = float("-inf")
         self._first_request: float | None = None  # outages are timed from it
@@ -179,17 +178,10 @@ class EmulatorState:
         """The Unix time of a clock reading."""
         return monotonic + (self.clock.unix() - self.clock.monotonic())
 
-    def count(
-        self, event: str | None = None, *, endpoint: str | None = None, status: int | None = None
-    ) -> None:
-        """Add one to an event's counter, an endpoint's requests, and/or an HTTP status's."""
+    def count(self, key: str | int) -> None:
+        """Add one to an event's counter, an endpoint's requests or an HTTP status's answers."""
         with self.lock:
-            if event is not None:
-                self._counts[event] += 1
-            if endpoint is not None:
-                self._by_endpoint[endpoint] += 1
-            if status is not None:
-                self._by_status[status] += 1
+            self._counts[key] += 1
 
     def is_known(self, token: str) -> bool:
         """Whether ``token`` is accepted."""
@@ -242,11 +234,11 @@ class EmulatorState:
                 spread = math.exp(cfg.duration_sigma * self._rng.gauss(0.0, 1.0))
                 duration = cfg.duration_median * spread / cfg.time_scale
             task_id = f"task_{self._rng.getrandbits(48):012x}"
-            while task_id in self._tasks:
+            while task_id in self.tasks:
                 task_id = f"task_{self._rng.getrandbits(48):012x}"
             queued = duration * cfg.queue_fraction
             task = Task(task_id, token, request, now, queued, duration, *outcome[:3])
-            self._tasks[task_id] = task
+            self.tasks[task_id] = task
             return task
 
     def _outage_at(self, now: float) -> Outage | None:
@@ -255,36 +247,9 @@ class EmulatorState:
         elapsed = now - (now if self._first_request is None else self._first_request)
         return next((o for o in self.config.faults.outages if o.covers(elapsed)), None)
 
-    def task_ids(self) -> list[str]:
-        """Every task id, in creation order."""
-        with self.lock:
-            return list(self._tasks)
-
-    def dump_tasks(self) -> list[dict[str, Any]]:
-        """Every task as JSON-ready values, its creation as a Unix time (see :meth:`load_tasks`)."""
-        with self.lock:
-            tasks = list(self._tasks.values())
-        return [
-            {**dataclasses.asdict(task), "created_at": self.unix(task.created_at)} for task in tasks
-        ]
-
-    def load_tasks(self, tasks: list[dict[str, Any]]) -> int:
-        """Take up tasks :meth:`dump_tasks` gave (another process's): their clock goes on.
-
-        Returns:
-            How many were new here (a task id already known keeps its task).
-        """
-        offset = self.clock.unix() - self.now()
-        with self.lock:
-            before = len(self._tasks)
-            for fields in tasks:
-                task = Task(**{**fields, "created_at": float(fields["created_at"]) - offset})
-                self._tasks.setdefault(task.task_id, task)
-            return len(self._tasks) - before
-
     def task(self, task_id: str, token: str | None = None) -> Task | None:
         """The task ``task_id`` if it exists (and belongs to ``token`` when given)."""
-        task = self._tasks.get(task_id)
+        task = self.tasks.get(task_id)
         if task is None or (token is not None and task.token != token):
             return None
         return task
@@ -293,19 +258,18 @@ class EmulatorState:
         """A frozen snapshot of every counter."""
         now = self.now()
         with self.lock:
-            states = Counter(task.state(now).value for task in self._tasks.values())
-            per_prompt = Counter(str(task.request["prompt"]) for task in self._tasks.values())
+            states = Counter(task.state(now).value for task in self.tasks.values())
+            per_prompt = Counter(str(task.request["prompt"]) for task in self.tasks.values())
             c = self._counts
+            by_endpoint = {k: n for k, n in c.items() if isinstance(k, str) and " " in k}
             return EmulatorStatistics(
-                requests_total=sum(
-                    n for e, n in self._by_endpoint.items() if e.split(" ", 1)[-1].startswith("/v1")
-                ),
-                requests_by_endpoint=_frozen(self._by_endpoint),
-                responses_by_status=_frozen(self._by_status),
-                rate_limited=self._by_status[429],
-                unauthorized=self._by_status[401],
-                invalid_requests=self._by_status[400],
-                not_found=self._by_status[404],
+                requests_total=sum(n for k, n in by_endpoint.items() if " /v1" in k),
+                requests_by_endpoint=_frozen(by_endpoint),
+                responses_by_status=_frozen({k: n for k, n in c.items() if isinstance(k, int)}),
+                rate_limited=c[429],
+                unauthorized=c[401],
+                invalid_requests=c[400],
+                not_found=c[404],
                 server_errors=c["server_error"],
                 body_errors=c["body_error"],
                 dropped=c["dropped"],
@@ -314,9 +278,9 @@ class EmulatorState:
                 # counted from the tasks when asked: no second table of every prompt to keep
                 tasks_per_prompt=_frozen(per_prompt),
                 duplicate_submissions=_frozen(self._unasked(per_prompt)),
-                tasks_created=len(self._tasks),
+                tasks_created=len(self.tasks),
                 credits_consumed=CREDITS_PER_TASK
-                * sum(not task.free for task in self._tasks.values()),
+                * sum(not task.free for task in self.tasks.values()),
                 tasks_by_state=_frozen({s.value: states[s.value] for s in TaskState}),
                 videos_served=c["video"],
             )
@@ -325,7 +289,7 @@ class EmulatorState:
         """Prompts paid for again while (or after) an earlier task of theirs did not fail, and
         how many times (see ``duplicate_submissions``). Called under the lock."""
         tasks: dict[str, list[Task]] = {}
-        for task in sorted(self._tasks.values(), key=lambda task: task.created_at):
+        for task in sorted(self.tasks.values(), key=lambda task: task.created_at):
             if per_prompt[prompt := str(task.request["prompt"])] > 1:
                 tasks.setdefault(prompt, []).append(task)
         found: dict[str, int] = {}
