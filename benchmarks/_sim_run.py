@@ -24,6 +24,7 @@ from benchmarks import _sim_legacy
 from benchmarks._sim_strategies import SCHEDULES, Detection, UserLimiter, run_baseline
 from grok_imagine_async import AsyncGrokImagine, LocalRateLimiter, RateLimit
 from grok_imagine_async._limiting.plans import resolve_rate_limit
+from grok_imagine_async.batch import SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig, run_virtual
 
 TOKEN = "tok"
@@ -55,7 +56,7 @@ class Scenario:
         strategy: ``"ours"`` or a key of :data:`SCHEDULES`.
         limiter: ``"ours"`` or ``"aiolimiter"`` (see :data:`LIMITERS`).
         seed: Seeds the emulator (durations) and every jitter.
-        options: Extra ``generate_many`` options for ``"ours"`` (experiments), as pairs.
+        options: Extra ``SchedulerConfig`` fields for ``"ours"`` (experiments), as pairs.
         label: A name for the row; default: the strategy.
         median: The emulator's median generation time, seconds.
         server: How the emulator counts the quota: ``"sliding"`` or ``"fixed"`` window, or
@@ -219,9 +220,10 @@ async def _run(scenario: Scenario) -> RunResult:
     if scenario.strategy == OURS:
         options = dict(scenario.options)
         options.setdefault("rng", random.Random(scenario.seed))
+        config = SchedulerConfig(**options)
         # A list, as the baselines get and most callers pass: its length is known up front.
         batch = list(prompts(scenario.plan, scenario.jobs))
-        async with client.generate_many(batch, **options) as out:
+        async with client.generate_many(batch, config) as out:
             async for job in out:
                 detections.append(Detection(job.task_id or "", anyio.current_time(), job.ok))
     elif scenario.strategy == WAIT:

@@ -272,6 +272,7 @@ async def _outage_run(case: OutageCase) -> dict[str, Any]:
     import anyio
 
     from grok_imagine_async import AsyncGrokImagine
+    from grok_imagine_async.batch import SchedulerConfig
     from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
 
     faults = FaultConfig()
@@ -306,7 +307,9 @@ async def _outage_run(case: OutageCase) -> dict[str, Any]:
     start = anyio.current_time()
     async with (
         client,
-        client.generate_many(prompts, rng=random.Random(1), on_event=hook, **options) as results,
+        client.generate_many(
+            prompts, SchedulerConfig(rng=random.Random(1), **options), on_event=hook
+        ) as results,
     ):
         done = [result async for result in results]
     makespan = anyio.current_time() - start

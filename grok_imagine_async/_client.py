@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import httpx
-    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 import anyio
 
@@ -39,9 +38,9 @@ from ._progress import Progress, ProgressHook, report_progress
 from ._protocol import parse_task, parse_task_id
 from ._scheduling import many
 from ._scheduling.durations import DurationModel
-from ._scheduling.jobs import JobSpec
+from ._scheduling.jobs import JobSpec, JobStore, SchedulerHook
 from ._scheduling.many import JobResults
-from ._scheduling.options import SchedulerOptions
+from ._scheduling.options import SchedulerConfig
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 from ._settings import Settings, observer_for, user_agent
 
@@ -458,10 +457,15 @@ class AsyncGrokImagine:
         self,
         requests: Iterable[GenerationRequest | JobSpec | str]
         | AsyncIterable[GenerationRequest | JobSpec | str],
+        config: SchedulerConfig | None = None,
         *,
+        max_credits: int | None = None,
+        journal: JobStore | str | os.PathLike[str] | None = None,
+        download_dir: str | os.PathLike[str] | None = None,
+        file_stem: Callable[[str], str] | None = None,
+        on_event: SchedulerHook | None = None,
         strict: bool = False,
         on_progress: ProgressHook | None = None,
-        **scheduler_options: Unpack[SchedulerOptions],
     ) -> AbstractAsyncContextManager[JobResults]:
         """Generate many videos, streaming each :class:`JobResult` as its job finishes.
 
@@ -478,13 +482,18 @@ class AsyncGrokImagine:
 
         Args:
             requests: What to generate.
+            config: How the scheduler runs the jobs (concurrency, polling, resubmissions,
+                breaker...): a :class:`~grok_imagine_async.batch.SchedulerConfig`.
+            max_credits: Budget: no job is started if it could take spending past this.
+            journal: A job store, or a path for a SQLite journal, to resume after a crash.
+            download_dir: If given, each completed job's videos are downloaded there, named
+                after its key (or ``file_stem(key)``), before it counts as finished.
+            file_stem: The stem of a job's video files, from its key.
+            on_event: A hook receiving every scheduler event (progress displays).
             strict: End the batch at the first invalid item (an :class:`InvalidRequestError`
                 whose ``item`` is its 1-based position), instead of a failed result for it.
             on_progress: Called as ``on_progress(key, progress)`` per job: 0 at its task's
                 creation, then :attr:`Job.progress` about once a second, 1 at its end.
-            **scheduler_options: Passed to :class:`JobScheduler` (``max_in_flight``,
-                ``max_credits``, ``journal``, ``download_dir``, ``on_event``, ...), typed
-                by :class:`SchedulerOptions` so a type checker sees each keyword.
 
         Example:
             >>> async def main(client: AsyncGrokImagine) -> None:
@@ -493,7 +502,16 @@ class AsyncGrokImagine:
             ...             print(result.key, result.ok, result.videos)
         """
         return many.generate_many(
-            self, requests, strict=strict, on_progress=on_progress, **scheduler_options
+            self,
+            requests,
+            config,
+            max_credits=max_credits,
+            journal=journal,
+            download_dir=download_dir,
+            file_stem=file_stem,
+            on_event=on_event,
+            strict=strict,
+            on_progress=on_progress,
         )
 
     async def download(

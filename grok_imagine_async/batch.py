@@ -6,8 +6,8 @@ give beyond the everyday names of :mod:`grok_imagine_async`.
 - :class:`SqliteJobStore` is the journal file that makes a batch resumable (``journal="run.db"``
   opens one for you), :class:`MemoryJobStore` the same store in memory (it lasts as long as
   the process);
-- :class:`SchedulerOptions` types the keyword options of ``generate_many``, so that a wrapper
-  of your own can take ``**options: Unpack[SchedulerOptions]``;
+- :class:`SchedulerConfig` says how a scheduler runs its jobs (``config=`` of
+  ``generate_many`` and ``JobScheduler``): concurrency, polling, resubmissions, the breaker;
 - :class:`DurationModel` is the scheduler's estimate of how long a generation takes
   (``duration_model=``), and :class:`SchedulerStatistics` what ``statistics()`` returns (of
   a scheduler, or of the :class:`JobResults` that ``generate_many`` yields);
@@ -34,7 +34,7 @@ from ._scheduling.breaker import BreakerPolicy, BreakerSnapshot, BreakerState
 from ._scheduling.inputs import InputSummary, JobFile
 from ._scheduling.jobs import BreakerEvent, JobResumed, SchedulerStatistics
 from ._scheduling.many import JobResults
-from ._scheduling.options import SchedulerOptions
+from ._scheduling.options import SchedulerConfig
 from ._scheduling.polling import DurationModel
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
     "JobResults",
     "JobResumed",
     "MemoryJobStore",
-    "SchedulerOptions",
+    "SchedulerConfig",
     "SchedulerStatistics",
     "SqliteJobStore",
 ]

@@ -258,18 +258,20 @@ async def _with_store(
         moved.set()
         moved = anyio.Event()
 
+    from .._scheduling.options import SchedulerConfig
     from .._scheduling.scheduler import JobScheduler
 
+    config = SchedulerConfig(
+        max_in_flight=args.max_in_flight, resubmit=args.resubmit, max_downloads=args.max_downloads
+    )
     scheduler = JobScheduler(
         connection.client,
-        max_in_flight=args.max_in_flight,
+        config,
         # A shared journal reserves every POST's credits in one budget for every process.
         max_credits=None if shared else args.max_credits,
-        resubmit=args.resubmit,
         journal=store,
         download_dir=out,
         file_stem=summary.file_stem,
-        max_downloads=args.max_downloads,
         on_event=on_event,
         stream_results=True,
     )

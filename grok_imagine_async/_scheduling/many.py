@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 import anyio
 
@@ -17,14 +17,13 @@ from .jobs import (
     JobResult,
     JobResumed,
     JobSpec,
+    JobStore,
     JobSubmitted,
+    SchedulerHook,
     SchedulerStatistics,
 )
-from .options import SchedulerOptions
+from .options import SchedulerConfig
 from .scheduler import JobScheduler
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 
 @asynccontextmanager
@@ -32,10 +31,15 @@ async def generate_many(
     client: SchedulerClient,
     items: Iterable[GenerationRequest | JobSpec | str]
     | AsyncIterable[GenerationRequest | JobSpec | str],
+    config: SchedulerConfig | None = None,
     *,
+    max_credits: int | None = None,
+    journal: JobStore | str | os.PathLike[str] | None = None,
+    download_dir: str | os.PathLike[str] | None = None,
+    file_stem: Callable[[str], str] | None = None,
+    on_event: SchedulerHook | None = None,
     strict: bool = False,
     on_progress: ProgressHook | None = None,
-    **options: Unpack[SchedulerOptions],
 ) -> AsyncIterator[JobResults]:
     """Run ``items`` through a :class:`JobScheduler` and stream their results.
 
@@ -45,9 +49,18 @@ async def generate_many(
     """
     reporter = None
     if on_progress is not None:
-        reporter = _Reporter(on_progress, options.get("on_event"))
-        options["on_event"] = reporter.observe
-    scheduler = JobScheduler(client, stream_results=True, **options)
+        reporter = _Reporter(on_progress, on_event)
+        on_event = reporter.observe
+    scheduler = JobScheduler(
+        client,
+        config,
+        max_credits=max_credits,
+        journal=journal,
+        download_dir=download_dir,
+        file_stem=file_stem,
+        on_event=on_event,
+        stream_results=True,
+    )
     async with scheduler, anyio.create_task_group() as group:
         scheduler.feed(items, strict=strict)
         if reporter is not None:

@@ -1,33 +1,25 @@
-"""The scheduler's keyword options as types, so ``**options`` stays checked by mypy and IDEs.
-
-``generate_many(items, **options)`` and ``grok_imagine_lifespan(app, **options)`` pass their
-keywords on to :class:`~grok_imagine_async.JobScheduler`; typing them with these TypedDicts
-(``Unpack[SchedulerOptions]``) lets a type checker reject a misspelt or mistyped option at the
-call site, while the keyword names stay what they always were. A test keeps them in step with
-``JobScheduler.__init__``.
-"""
+"""How a scheduler runs its jobs: one frozen :class:`SchedulerConfig`, validated once."""
 
 from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Iterable
-from typing import Literal, TypedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from .._backoff import PollPolicy
 from .._limiting.protocol import Priority
 from .._models import FailureClass
 from .breaker import BreakerPolicy
-from .jobs import JobStore, SchedulerHook
-from .polling import DurationModel
+from .durations import DurationModel
 
 Favor = Literal["throughput", "latency"]
-"""What gets the quota first when it is the bottleneck (see ``JobScheduler(favor=...)``)."""
+"""What gets the quota first when it is the bottleneck (see ``SchedulerConfig.favor``)."""
 
 # When the quota is the bottleneck, every job needs its POST and about one poll whatever the
-# order. Sending submissions first starts each generation's clock as early as the quota allows,
-# which is what shortens a batch (and polls made later are likelier to find the job done);
-# sending polls first tells each caller sooner that their job is done. Measured on the emulator
+# order. Submissions first start each generation's clock as early as the quota allows (the
+# batch ends sooner); polls first tell each caller sooner that their job is done. Measured
 # (benchmarks/bench_scheduler.py, pro plan, 2,000 jobs): throughput 1.02x the lower bound with
 # 2.0 requests per job and a 92 s median detection latency; latency 1.62x, 2.4 and 17 s.
 PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
@@ -36,28 +28,73 @@ PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
 }
 
 
-class TuningOptions(TypedDict, total=False):
-    """How a scheduler runs its jobs: every ``JobScheduler`` keyword but the budget, the
-    journal, the event hook and ``stream_results`` (which the FastAPI lifespan sets itself)."""
-
-    max_in_flight: int | None
-    poll: PollPolicy | None
-    resubmit: int
-    resubmit_on: Iterable[FailureClass]
-    download_dir: str | os.PathLike[str] | None
-    file_stem: Callable[[str], str] | None
-    max_downloads: int
-    results_buffer: int
-    duration_model: DurationModel | None
-    rng: random.Random | None
-    favor: Favor
-    breaker: BreakerPolicy | None
+class _FromSettings:
+    def __repr__(self) -> str:
+        return "<client.settings.breaker>"
 
 
-class SchedulerOptions(TuningOptions, total=False):
-    """Every keyword option of :class:`~grok_imagine_async.JobScheduler` that
-    ``generate_many`` passes on (all but ``stream_results``, which it sets)."""
+FROM_SETTINGS: Any = _FromSettings()
+"""``breaker``'s default: the client's ``settings.breaker`` (None turns the breaker off)."""
 
-    max_credits: int | None
-    journal: JobStore | str | os.PathLike[str] | None
-    on_event: SchedulerHook | None
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerConfig:
+    """How a :class:`~grok_imagine_async.JobScheduler` runs its jobs (``config=``).
+
+    Args:
+        max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
+            plan sustains by Little's law (quota / requests per job x learned duration), so a
+            saturated quota is never idle for lack of started work.
+        poll: The poll schedule while the quota is idle (default: the client's
+            ``settings.poll``). As the quota fills, looks move toward where the learned
+            duration model says the job is very probably done.
+        resubmit: How many times one job may be resubmitted after a retryable failure.
+        resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
+        download_dir: If given, videos of completed jobs are downloaded there, named after
+            the job key (or ``file_stem(key)``), before the job counts as finished.
+        file_stem: The stem of a job's video files, from its key (default: the key), e.g.
+            ``JobFile(path, name=...).check().file_stem``.
+        max_downloads: Concurrent downloads.
+        results_buffer: When that many results wait unread, submissions pause (polls go on).
+        duration_model: The starting duration model (default: its prior median is the
+            client's ``settings.expected_duration``).
+        rng: Source of poll jitter (seed it for reproducible simulations).
+        favor: What gets the quota first when it is the bottleneck: ``"throughput"`` (for
+            batches) sends submissions first, so the whole batch ends soonest; ``"latency"``
+            (for apps whose users wait on their own job) sends polls first, so each finished
+            job is noticed sooner. Default: ``"throughput"``, and ``"latency"`` in the
+            FastAPI integration.
+        breaker: When the batch pauses on an outage or stops on systematic refusals (see
+            :class:`~grok_imagine_async.batch.BreakerPolicy`). Default: the client's
+            ``settings.breaker``. None: never pause nor stop.
+
+    Raises:
+        ValueError: On a count below its minimum or an unknown ``favor``.
+
+    Example:
+        >>> config = SchedulerConfig(max_in_flight=8, download_dir="videos")
+    """
+
+    max_in_flight: int | None = None
+    poll: PollPolicy | None = None
+    resubmit: int = 1
+    resubmit_on: Collection[FailureClass] = frozenset({FailureClass.TRANSIENT})
+    download_dir: str | os.PathLike[str] | None = None
+    file_stem: Callable[[str], str] | None = None
+    max_downloads: int = 4
+    results_buffer: int = 256
+    duration_model: DurationModel | None = None
+    rng: random.Random | None = None
+    favor: Favor | None = None
+    breaker: BreakerPolicy | None = FROM_SETTINGS
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+        if self.resubmit < 0:
+            raise ValueError(f"resubmit must be >= 0, got {self.resubmit}")
+        if self.max_downloads < 1 or self.results_buffer < 1:
+            raise ValueError("max_downloads and results_buffer must be >= 1")
+        if self.favor is not None and self.favor not in PRIORITIES:
+            raise ValueError(f"favor must be 'throughput' or 'latency', got {self.favor!r}")
+        object.__setattr__(self, "resubmit_on", frozenset(self.resubmit_on))  # kept immutable

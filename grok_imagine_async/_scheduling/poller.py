@@ -1,9 +1,7 @@
 """The scheduler's pollers: running jobs looked at when the duration model says they are done.
 
-One *dispatcher* keeps every running job in a :class:`DueQueue` ordered by its next poll time
-(one timer for 5,000 jobs, not 5,000 sleeping coroutines) and hands due jobs to the *pollers*,
-which read the task's status and either finish the job, resubmit it, or put it back in the
-heap at the time the :class:`PollPlanner` gives.
+One *dispatcher* keeps every running job in a :class:`DueQueue` by its next look (one timer
+for 5,000 jobs) and hands due jobs to the *pollers*, which finish, resubmit or reschedule them.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from .books import Books
 from .breaker import OUTAGE_FAILURES, Outcome, task_outcome
 from .downloading import Downloader
 from .due import DueQueue
-from .jobs import JobRecord, JobResubmitting
+from .jobs import JobRecord, JobResubmitting, JobState
 from .polling import PollPlanner
 from .submitting import Submitter, within_share
 
@@ -29,20 +27,8 @@ _NOT_FOUND_LIMIT = 3  # 404s in a row before a task is taken for gone
 # Error answers in a row (after the client's own retries) before a job ends as a failed result
 # carrying its task id: a broken or hostile server must not keep a job polling forever.
 _UNREADABLE_LIMIT = 10
-# The share of the quota spent on canaries: one job in a while looked at early, so that an
-# outage whose tasks fail at once shows in seconds, not at the planned look a minute later.
-_CANARY_SHARE = 0.005
 _REFUSAL_PEERS = 0.8  # after refusals in a row, jobs this old (x the refused one's age) looked at
 _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outage's 3 failures
-# Canaries in submissions too: on a small quota, the share's gap is minutes (two on free), and
-# an outage in the middle of a batch would cost every submission of it. One in twenty (about
-# 2.5 % more requests on a quota-bound batch), never more often than every five wait_initial.
-_CANARY_EVERY = 20
-_CANARY_MIN_GAP = 5.0
-
-
-def _nothing() -> None:
-    pass
 
 
 class Poller:
@@ -52,10 +38,10 @@ class Poller:
         books: The scheduler's shared books.
         client: Reads the statuses.
         planner: When to look at a job next (and what the duration model learned).
+        submitter: Sends the resubmissions.
         priority: The polls' place in the rate limiter's queue.
         resubmit: How many times one job may be resubmitted.
         resubmit_on: Failure classes worth a resubmission.
-        submitter: Sends the resubmissions.
         downloads: The downloaders, if the scheduler downloads.
         owner: The scheduler, which telemetry names the jobs' scope after.
     """
@@ -65,83 +51,43 @@ class Poller:
         books: Books,
         client: SchedulerClient,
         planner: PollPlanner,
+        submitter: Submitter,
         *,
         priority: Priority,
         resubmit: int,
         resubmit_on: Iterable[FailureClass],
-        submitter: Submitter,
         downloads: Downloader | None,
         owner: object,
     ) -> None:
         self._books = books
-        self._owner = owner  # the scheduler, as telemetry knows it
+        self._owner = owner
         self._client = client
         self._planner = planner
+        self._submitter = submitter
         self._priority = priority
         self._resubmit = resubmit
         self._resubmit_on = frozenset(resubmit_on)
-        self._submitter = submitter
         self._downloads = downloads
         self._due: DueQueue[JobRecord] = DueQueue()
         self._send, self._recv = anyio.create_memory_object_stream[JobRecord](0)
-        self._canary_gap = max(
-            2.0 * planner.policy.wait_initial, 1.0 / (_CANARY_SHARE * planner.limit.per_second)
-        )
-        self._next_canary = float("-inf")
-        self._since_canary = 0  # submissions since the last canary
-        self._last_canary = float("-inf")
-        self._canaries: set[str] = set()  # jobs chosen as canaries before their POST left
         self._warmup: list[str] = []  # warm-up jobs followed
         self._witnesses: set[str] = set()  # looked at now to explain a young failure
         self.polls = 0
         """Status polls sent."""
 
-    def watch(self, job: JobRecord, now: float, resumed: bool) -> None:
-        """Start polling ``job``, whose task exists: at once if ``resumed`` (its age is
-        unknown), else when the planner expects it done."""
-        if resumed:
+    def watch(self, job: JobRecord) -> None:
+        """Start polling ``job``, whose task exists: at once if its age is unknown (resumed),
+        else when the planner expects it done."""
+        now = anyio.current_time()
+        if job.submitted_at is None:
             self._schedule(job, now)
             return
-        self._planner.submitted(job.key)
-        breaker, planner = self._books.breaker, self._planner
-        if breaker.warming_up and len(self._warmup) < _FOLLOWED_WARMUP:
+        follow = self._books.breaker.warming_up and len(self._warmup) < _FOLLOWED_WARMUP
+        if follow:
             self._warmup.append(job.key)  # looked at closely: outages show within seconds
-            planner.follow(job.key)
-        elif job.key in self._canaries:
-            planner.canary(job.key)
-        self._canaries.discard(job.key)
+        self._planner.submitted(job.key, follow=follow)
         self._schedule(job, self._next_look(job, now))
         self._replan(now)
-
-    def before_post(self, job: JobRecord, now: float) -> Callable[[], None]:
-        """``job``'s POST is about to leave: choose it as a canary if one is due, and book
-        its early look now, before the POST takes a permit (a window's submissions may all
-        go at once, and the look must find a permit left). Returns what undoes the booking
-        once the job is watched, or its POST failed.
-
-        A canary is due every ``_CANARY_EVERY`` submissions (at most one each
-        ``_CANARY_MIN_GAP`` wait_initial) or after the quota share's gap, whichever comes
-        first; after a failure among the newest jobs, one a ``wait_initial``: the pause (or
-        not) follows from the next few within seconds."""
-        breaker, planner = self._books.breaker, self._planner
-        self._since_canary += 1
-        if breaker.policy is None or breaker.warming_up or planner.is_followed(job.key):
-            return _nothing
-        spaced = now >= self._last_canary + _CANARY_MIN_GAP * planner.policy.wait_initial
-        if now < self._next_canary and not (self._since_canary >= _CANARY_EVERY and spaced):
-            return _nothing
-        self._since_canary, self._last_canary = 0, now
-        gap = planner.policy.wait_initial if breaker.suspicious else self._canary_gap
-        self._next_canary = now + gap
-        self._canaries.add(job.key)
-        when = now + planner.canary_age()
-        planner.book(when)
-
-        def over() -> None:  # watched (its own look is booked by then), or its POST failed
-            planner.unbook(when)
-            self._canaries.discard(job.key)
-
-        return over
 
     async def dispatch(self) -> None:
         """The dispatcher: hand each job to a poller when its poll is due."""
@@ -255,7 +201,7 @@ class Poller:
             job.sequence, outcome, now=now, failure_class=failure, age=age
         )
         if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
-            self._next_canary = min(self._next_canary, now)  # the next job sent is looked at
+            self._planner.canary_soon(now)  # the next job sent is looked at
             young = 2.0 * self._planner.canary_age()
             if age is not None and age <= young:
                 # Failed as an outage's tasks do: hold the submissions and look now at the
@@ -336,7 +282,12 @@ class Poller:
         job.refunded(CREDITS_PER_GENERATION - reported)
 
     async def _resend(self, job: JobRecord, after_failure: bool) -> None:
-        await self._books.for_job(job, self._submitter.send(job, after_failure=after_failure))
+        await self._books.for_job(job, self._resubmit_and_watch(job, after_failure))
+
+    async def _resubmit_and_watch(self, job: JobRecord, after_failure: bool) -> None:
+        await self._submitter.send(job, after_failure=after_failure)
+        if job.state is JobState.RUNNING:
+            self.watch(job)
 
     def _urgent(self, job: JobRecord) -> bool:
         """Whether a look goes before submissions: a canary, or a followed probe. Their

@@ -1,46 +1,36 @@
 """The job scheduler: fan out many generations, poll them against the quota, stream results.
 
-One :class:`JobScheduler` owns an anyio task group with a fixed set of workers, each role in a
-module of its own:
-
-- *submitters* (``submitting``) take queued jobs, wait for an in-flight slot, and send their
-  ``POST``;
-- one *dispatcher* and the *pollers* (``poller``) look at running jobs when the learned
-  duration model says they are probably done, and finish, resubmit or reschedule them;
-- *downloaders* (``downloading``, optional) stream finished videos to disk;
-- a *feeder* (``feeding``) reads a lazy input into the queue.
-
-They share one ``Books`` (``books``: the jobs, their tally and budget, how a job and a run
-end). This module wires them and holds the public surface: the lifecycle, :meth:`submit`,
-:meth:`feed`, :meth:`results` and :meth:`statistics`. Nothing outlives the ``async with``
-block.
+A :class:`JobScheduler` owns a task group of workers: *submitters* (``submitting``) send
+queued jobs' POSTs, one *dispatcher* and the *pollers* (``poller``) look at running jobs when
+the duration model says they are probably done, *downloaders* (``downloading``) fetch the
+videos. They share one ``Books`` (``books``): the jobs, their budget, and how a job or the run
+ends. Nothing outlives the ``async with`` block.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import ObjectReceiveStream, TaskGroup
 
-from .._backoff import PollPolicy
-from .._errors import GrokImagineError, SchedulerClosedError
+from .._errors import GrokImagineError, InvalidRequestError, SchedulerClosedError
 from .._files import run_blocking
 from .._journal.opening import open_journal
 from .._models import FailureClass, GenerationRequest
 from .._observe import observed_hook
 from .api import SchedulerClient
 from .books import Books
-from .breaker import Breaker, BreakerPolicy
+from .breaker import Breaker
 from .budget import CreditBudget
 from .capacity import in_flight_cap
 from .downloading import Downloader, ensure_writable
-from .feeding import Feeder
 from .jobs import (
     Job,
     JobQueued,
@@ -53,7 +43,7 @@ from .jobs import (
     SchedulerStatistics,
     request_key,
 )
-from .options import PRIORITIES, Favor
+from .options import FROM_SETTINGS, PRIORITIES, SchedulerConfig
 from .poller import Poller
 from .polling import DurationModel, PollPlanner
 from .submitting import Submitter
@@ -63,52 +53,25 @@ _POLLERS = 64
 _QUEUE_SIZE = 64  # jobs accepted ahead of submission: the read-ahead of a lazy input
 
 
-class _FromSettings:
-    def __repr__(self) -> str:
-        return "<client.settings.breaker>"
-
-
-_FROM_SETTINGS: Any = _FromSettings()  # None turns the breaker off: it cannot mean "default"
-
-
 class JobScheduler:
     """Runs many generations through one client, within its quota and an optional budget.
 
     Args:
         client: The client (an :class:`AsyncGrokImagine`: its token, limiter and retry policy).
-        max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
-            plan sustains by Little's law (quota / requests per job x learned duration), so a
-            saturated quota is never idle for lack of started work.
-        poll: The poll schedule while the quota is idle (default: the client's
-            ``settings.poll``): a job is looked at ``wait_initial``
-            after its submission, then every ``max(wait_initial, (wait_factor - 1) x age)``
-            seconds, at most ``wait_max`` apart, jittered by ``wait_jitter``. As the quota
-            fills, looks move toward where the learned duration model says the job is very
-            probably done (see ``_scheduling/polling.py``).
+        config: How it runs its jobs (concurrency, polling, resubmissions, breaker...); see
+            :class:`~grok_imagine_async.batch.SchedulerConfig`.
         max_credits: Budget: no job is started if it could take spending past this.
-        resubmit: How many times one job may be resubmitted after a retryable failure.
-        resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
         journal: A :class:`JobStore`, or a path for a SQLite journal, to resume after a crash.
         download_dir: If given, videos of completed jobs are downloaded there, named after
             the job key (or ``file_stem(key)``), before the job counts as finished.
         file_stem: The stem of a job's video files, from its key (default: the key), e.g.
             ``JobFile(path, name=...).check().file_stem``.
-        max_downloads: Concurrent downloads.
         on_event: A hook receiving every :class:`JobEvent` (progress displays).
         stream_results: Buffer finished jobs for :meth:`results` from the start (otherwise
             only from the first call of :meth:`results`).
-        results_buffer: When that many results wait unread, submissions pause (polls go on).
-        duration_model: The starting duration model (default: its prior median is the
-            client's ``settings.expected_duration``).
-        rng: Source of poll jitter (seed it for reproducible simulations).
-        favor: What gets the quota first when it is the bottleneck. ``"throughput"``
-            (default, for batches): submissions, so the whole batch ends soonest.
-            ``"latency"`` (for apps whose users wait on their own job): polls, so each finished
-            job is noticed sooner, at the cost of a longer batch and a few more polls.
-        breaker: When the batch pauses on an outage (probing until it is over) or stops on
-            systematic refusals, so that it stops paying for a systematic failure; see
-            :class:`BreakerPolicy` for the defaults and their reasoning. Default: the client's
-            ``settings.breaker``. None: never pause nor stop.
+
+    Raises:
+        ValueError: If ``max_credits`` is negative.
 
     Example:
         >>> async def main(client: AsyncGrokImagine) -> None:
@@ -120,59 +83,37 @@ class JobScheduler:
     def __init__(
         self,
         client: SchedulerClient,
+        config: SchedulerConfig | None = None,
         *,
-        max_in_flight: int | None = None,
-        poll: PollPolicy | None = None,
         max_credits: int | None = None,
-        resubmit: int = 1,
-        resubmit_on: Iterable[FailureClass] = (FailureClass.TRANSIENT,),
         journal: JobStore | str | os.PathLike[str] | None = None,
         download_dir: str | os.PathLike[str] | None = None,
         file_stem: Callable[[str], str] | None = None,
-        max_downloads: int = 4,
         on_event: SchedulerHook | None = None,
         stream_results: bool = False,
-        results_buffer: int = 256,
-        duration_model: DurationModel | None = None,
-        rng: random.Random | None = None,
-        favor: Favor = "throughput",
-        breaker: BreakerPolicy | None = _FROM_SETTINGS,
     ) -> None:
-        if max_in_flight is not None and max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if resubmit < 0:
-            raise ValueError(f"resubmit must be >= 0, got {resubmit}")
-        if max_downloads < 1 or results_buffer < 1:
-            raise ValueError("max_downloads and results_buffer must be >= 1")
-        if favor not in PRIORITIES:
-            raise ValueError(f"favor must be 'throughput' or 'latency', got {favor!r}")
-        self._priorities = PRIORITIES[favor]  # (submissions, polls)
+        config = config or SchedulerConfig()
+        self.config = config
         self._client = client
-        self._max_in_flight = max_in_flight
-        self._resubmit = resubmit
-        self._resubmit_on = frozenset(resubmit_on)
         self._journal_arg = journal
-        self._download_dir = Path(download_dir) if download_dir is not None else None
+        self._download_dir = None if download_dir is None else Path(download_dir)
         self._file_stem = file_stem
-        self._max_downloads = max_downloads
-        self._results_buffer = results_buffer
         self._limit = client.limiter.limit
         settings = client.settings  # already in the server's seconds (Settings.from_env)
+        model = config.duration_model or DurationModel(prior_median=settings.expected_duration)
         self._planner = PollPlanner(
             self._limit,
-            poll or settings.poll,
-            duration_model or DurationModel(prior_median=settings.expected_duration),
-            rng or random.Random(),
+            config.poll or settings.poll,
+            model,
+            config.rng or random.Random(),
             statistics=client.limiter.statistics,
             unfinished=lambda: self._books.unfinished(),
         )
-        budget = CreditBudget(max_credits)  # raises ValueError below 0
-        on_event = observed_hook(client.telemetry, self, on_event)
-        policy = settings.breaker if breaker is _FROM_SETTINGS else breaker
+        policy = settings.breaker if config.breaker is FROM_SETTINGS else config.breaker
         self._books = Books(
-            budget=budget,
+            budget=CreditBudget(max_credits),  # raises ValueError below 0
             breaker=Breaker(policy),
-            on_event=on_event,
+            on_event=observed_hook(client.telemetry, self, on_event),
             streaming=stream_results,
         )
         # With a journal, keys must be the same on every run: repeats of a request are numbered
@@ -181,65 +122,17 @@ class JobScheduler:
         self._seen: set[int] = set()
         self._repeats: dict[int, int] = {}
         self._cancelled = False
+        self._running: AbstractAsyncContextManager[JobScheduler] | None = None
         self._tg: TaskGroup | None = None
+        self._submitter: Submitter | None = None
+        self._poller: Poller | None = None
         self._limiter_base = (0, 0)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> JobScheduler:
-        books = self._books
-        downloads = None
-        if self._download_dir is not None:  # checked before anything is paid for
-            await run_blocking(ensure_writable, self._download_dir)
-            downloads = Downloader(books, self._client, self._download_dir, self._file_stem)
-        books.journal = await open_journal(self._journal_arg)
-        self._queue_send, self._queue_recv = anyio.create_memory_object_stream[JobRecord](
-            _QUEUE_SIZE
-        )
-        submit_priority, poll_priority = self._priorities
-        self._submitter = Submitter(
-            books,
-            self._client,
-            priority=submit_priority,
-            has_slot=self._has_slot,
-            share_wait=self._planner.share_wait,
-            note_request=self._planner.note_request,
-            breaker=books.breaker,
-            on_probe=lambda job: self._planner.follow(job.key),
-            downloads=downloads,
-            owner=self,
-        )
-        self._poller = Poller(
-            books,
-            self._client,
-            self._planner,
-            priority=poll_priority,
-            resubmit=self._resubmit,
-            resubmit_on=self._resubmit_on,
-            submitter=self._submitter,
-            downloads=downloads,
-            owner=self,
-        )
-        self._submitter.watch_with(self._poller.watch, self._poller.before_post)
-        self._downloads = downloads
-        stats = self._client.limiter.statistics()
-        self._limiter_base = (stats.permits_granted, stats.rate_limited_responses)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        books.attach(self._tg)
-        for _ in range(_SUBMITTERS):
-            books.start(self._submitter.run, self._queue_recv)
-        for _ in range(_POLLERS):
-            books.start(self._poller.run)
-        books.start(self._poller.dispatch)
-        policy = books.breaker.policy
-        if books.journal is not None and policy is not None:
-            # Processes sharing the journal (a Redis job store) take one course for the batch.
-            books.start(books.follow_course, policy.probe_wait_initial / 2)
-        if downloads is not None:
-            for _ in range(self._max_downloads):
-                books.start(downloads.run)
-        return self
+        self._running = self._run()
+        return await self._running.__aenter__()
 
     async def __aexit__(
         self,
@@ -247,34 +140,79 @@ class JobScheduler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        # Close the input, wait for the jobs, cancel the workers, raise the fatal error.
-        assert self._tg is not None
-        books = self._books
-        raised_here = False
-        if exc is None and not self._cancelled:
-            try:  # a normal exit waits for every job, like a task group
-                self.close_input()
-                await books.wait_for(lambda: books.unfinished() == 0 or books.halted)
-            except BaseException as wait_exc:  # cancelled from outside, or by a fatal error
-                exc_type, exc, tb = type(wait_exc), wait_exc, wait_exc.__traceback__
-                raised_here = True
-        self._tg.cancel_scope.cancel()
+        assert self._running is not None
+        return await self._running.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _run(self) -> AsyncIterator[JobScheduler]:
+        """Start the workers; on a normal exit wait for every job; raise the fatal error."""
+        books, config = self._books, self.config
+        downloads = None
+        if self._download_dir is not None:  # checked before anything is paid for
+            await run_blocking(ensure_writable, self._download_dir)
+            downloads = Downloader(books, self._client, self._download_dir, self._file_stem)
+        books.journal = await open_journal(self._journal_arg)
+        queue_send, queue_recv = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
+        self._queue = queue_send
+        submit_priority, poll_priority = PRIORITIES[config.favor or "throughput"]
+        submitter = self._submitter = Submitter(
+            books,
+            self._client,
+            self._planner,
+            priority=submit_priority,
+            has_slot=self._has_slot,
+            downloads=downloads,
+            owner=self,
+        )
+        poller = self._poller = Poller(
+            books,
+            self._client,
+            self._planner,
+            submitter,
+            priority=poll_priority,
+            resubmit=config.resubmit,
+            resubmit_on=config.resubmit_on,
+            downloads=downloads,
+            owner=self,
+        )
+        stats = self._client.limiter.statistics()
+        self._limiter_base = (stats.permits_granted, stats.rate_limited_responses)
+        caller_error: BaseException | None = None
         try:
-            if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
-                # The task group knows whether a cancellation was its own (cancel(), a fatal
-                # error) and must be swallowed here, or came from outside and must go on.
-                suppressed = await self._tg.__aexit__(exc_type, exc, tb)
-            else:
-                # The caller's own exception: let it out as it is, not in an ExceptionGroup
-                # (the workers never raise; they were just cancelled).
-                await self._tg.__aexit__(None, None, None)
-                suppressed = False
+            async with anyio.create_task_group() as tg:
+                books.attach(tg)
+                self._tg = tg
+                for _ in range(_SUBMITTERS):
+                    books.start(self._submit_from, queue_recv)
+                for _ in range(_POLLERS):
+                    books.start(poller.run)
+                books.start(poller.dispatch)
+                policy = books.breaker.policy
+                if books.journal is not None and policy is not None:
+                    # Processes sharing the journal (a Redis job store) take one course.
+                    books.start(books.follow_course, policy.probe_wait_initial / 2)
+                if downloads is not None:
+                    for _ in range(config.max_downloads):
+                        books.start(downloads.run)
+                try:
+                    yield self
+                except anyio.get_cancelled_exc_class():
+                    raise  # the task group knows whether it was its own (cancel(), a fatal error)
+                except BaseException as exc:
+                    # The caller's own exception: out as it is, not in an ExceptionGroup (the
+                    # workers never raise; they are just cancelled).
+                    caller_error = exc
+                else:
+                    if not self._cancelled:  # a normal exit waits for every job
+                        self.close_input()
+                        await books.wait_for(lambda: books.unfinished() == 0 or books.halted)
+                tg.cancel_scope.cancel()
         finally:
-            self._queue_send.close()
-            self._queue_recv.close()
-            self._poller.close()
-            if self._downloads is not None:
-                self._downloads.close()
+            queue_send.close()
+            queue_recv.close()
+            poller.close()
+            if downloads is not None:
+                downloads.close()
             if books.journal is not None and books.journal is not self._journal_arg:
                 with anyio.CancelScope(shield=True):
                     await books.close_journal()
@@ -285,10 +223,8 @@ class JobScheduler:
             books.log_pending(pending, f"stopped by {type(books.fatal).__name__}: {books.fatal}")
             raise books.fatal
         books.log_pending(pending, "left early")
-        if raised_here and not suppressed:
-            assert exc is not None
-            raise exc
-        return bool(suppressed)
+        if caller_error is not None:
+            raise caller_error
 
     def cancel(self) -> None:
         """Stop everything now: no new submissions, no more polls; the block then exits.
@@ -333,7 +269,7 @@ class JobScheduler:
                 f"got {type(request).__name__}"
             )
         books = self._books
-        if self._tg is None or books.input_closed:
+        if self._poller is None or books.input_closed:
             raise SchedulerClosedError(
                 "the scheduler is not accepting jobs (not started, or closed)"
             )
@@ -344,8 +280,20 @@ class JobScheduler:
         job = JobRecord(key, request, books.tally, durations=self._planner.model)
         books.jobs[key] = job
         books.emit(JobQueued(key=key, at=anyio.current_time()))
-        await self._queue_send.send(job)
+        await self._queue.send(job)
         return job.handle
+
+    async def _submit_from(self, queue: ObjectReceiveStream[JobRecord]) -> None:
+        """One submitter: send each queued job's POST, then hand it to the pollers."""
+        async for job in queue:
+            await self._books.for_job(job, self._start(job))
+
+    async def _start(self, job: JobRecord) -> None:
+        assert self._submitter is not None
+        assert self._poller is not None
+        await self._submitter.start(job)
+        if job.state is JobState.RUNNING:  # its task exists (sent, or resumed from a journal)
+            self._poller.watch(job)
 
     def _key_for(self, request: GenerationRequest) -> str:
         occurrence = 0
@@ -374,8 +322,56 @@ class JobScheduler:
         polled to their end, and the error is raised when the block exits. An error raised by
         ``items`` itself always stops the batch that way.
         """
-        assert self._tg is not None, "feed() needs a running scheduler"
-        self._books.start(Feeder(self._books, self.submit).run, items, strict)
+        assert self._poller is not None, "feed() needs a running scheduler"
+        self._books.start(self._feed, items, strict)
+
+    async def _feed(self, items: Iterable[Any] | AsyncIterable[Any], strict: bool) -> None:
+        books = self._books
+        try:
+            if isinstance(items, AsyncIterable):
+                position = 0
+                async for item in items:
+                    position += 1
+                    if not await self._feed_one(item, position, strict):
+                        return
+            else:
+                for position, item in enumerate(items, 1):
+                    if not await self._feed_one(item, position, strict):
+                        return
+        except Exception as exc:  # the input itself failed: what was paid for is seen through
+            books.stop(exc, drain=True)
+            return
+        self.close_input()
+
+    async def _feed_one(self, item: Any, position: int, strict: bool) -> bool:
+        """Submit one input item; False once the input must not be read further."""
+        try:
+            await self.submit(item)
+        except SchedulerClosedError:
+            return False  # stopped (cancel(), a fatal error): read no further
+        except (InvalidRequestError, ValueError, TypeError) as exc:
+            problems = exc.problems if isinstance(exc, InvalidRequestError) else (str(exc),)
+            error = InvalidRequestError(
+                f"input item {position}: {exc}", problems=problems, item=position
+            )
+            if strict:
+                self._books.stop(error, drain=True)
+                return False
+            # It ends as a failed result of its own; nothing is sent for it.
+            key = f"invalid-{position}"
+            if isinstance(item, JobSpec):
+                request, key = item.request, item.key or key
+            elif isinstance(item, GenerationRequest):
+                request = item
+            else:  # what was asked for, unvalidated, so the result can say it
+                prompt = item if isinstance(item, str) else repr(item)
+                request = GenerationRequest.model_construct(prompt=prompt)
+            books = self._books
+            job = JobRecord(key, request, books.tally)
+            books.emit(JobQueued(key=key, at=anyio.current_time()))
+            failure = FailureClass.INVALID_INPUT
+            books.conclude(job, books.result(job, error=error, failure_class=failure))
+        return True
 
     # -- results ---------------------------------------------------------------------------
 
@@ -410,15 +406,14 @@ class JobScheduler:
         period = self._limit.period
         span = period / 4  # a steady view: short spans make a few quick requests look like a burst
         tally, budget = self._books.tally, self._books.budget
-        started = self._tg is not None
         return SchedulerStatistics(
             queued=tally[JobState.QUEUED],
             submitting=tally[JobState.SUBMITTING],
             in_flight=tally[JobState.RUNNING],
             completed=tally[JobState.COMPLETED],
             failed=tally[JobState.FAILED],
-            submissions=self._submitter.submissions if started else 0,
-            polls=self._poller.polls if started else 0,
+            submissions=self._submitter.submissions if self._submitter else 0,
+            polls=self._poller.polls if self._poller else 0,
             requests_sent=limiter.permits_granted - self._limiter_base[0],
             rate_limited=limiter.rate_limited_responses - self._limiter_base[1],
             credits_consumed=budget.spent,
@@ -437,13 +432,13 @@ class JobScheduler:
         return self._books.budget
 
     def _current_cap(self) -> int:
-        if self._max_in_flight is not None:
-            return self._max_in_flight
+        if self.config.max_in_flight is not None:
+            return self.config.max_in_flight
         time_in_system = self._planner.model.mean + self._planner.policy.wait_initial
         return in_flight_cap(self._limit, time_in_system=time_in_system)
 
     def _has_slot(self) -> bool:
         books = self._books
         busy = books.tally[JobState.SUBMITTING] + books.tally[JobState.RUNNING]
-        backlog_full = books.streaming and len(books.backlog) >= self._results_buffer
+        backlog_full = books.streaming and len(books.backlog) >= self.config.results_buffer
         return busy < self._current_cap() and not backlog_full

@@ -1,9 +1,8 @@
 """The scheduler's submitters: a queued job's journal record read back, then its POST.
 
-For each job taken from the queue a submitter applies the resume policy to what the journal
-knows (replaying a finished job, resuming a submitted one), waits for an in-flight slot, and
-sends the ``POST /v1/generate`` with its cost held in the budget and its intent written to the
-journal right before it leaves. When it is answered, the job is handed to the pollers.
+The resume policy decides what a recorded job needs (a replay, a resumed poll, a new POST);
+a POST holds its cost in the budget and writes its intent to the journal right before it
+leaves. A job whose task exists is left RUNNING for the caller to hand to the pollers.
 """
 
 from __future__ import annotations
@@ -30,28 +29,23 @@ from .._models import CREDITS_PER_GENERATION, FailureClass
 from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books, as_journal_error, logger, unexpected
-from .breaker import Breaker, BreakerState, Outcome, Transition
+from .breaker import BreakerState, Outcome, Transition
 from .budget import Reservation
 from .downloading import Downloader
 from .jobs import JobRecord, JobResumed, JobSubmitted, StoreRecord, StoreState
+from .polling import PollPlanner
 from .resume import FINAL_STATES, journal_error, reopened, replayed_task, same_request
-
-Watch = Callable[[JobRecord, float, bool], None]
-"""Hands a running job to the pollers: ``watch(job, now, resumed)``."""
 
 
 class Submitter:
     """Submits queued jobs; see the module docstring.
 
     Args:
-        books: The scheduler's shared books.
+        books: The scheduler's shared books (its breaker says whether a POST may go).
         client: Sends the POSTs.
+        planner: The poll planner: the quota's share for routine requests, the canaries.
         priority: The submissions' place in the rate limiter's queue.
         has_slot: Whether one more job may be in flight now.
-        share_wait: Seconds until one more routine request fits its share of the quota.
-        note_request: Tells the poll planner a request is sent at a clock time.
-        breaker: Whether a POST may go out now, and what each one's answer says.
-        on_probe: Told of each probe the breaker sends (the pollers follow it closely).
         downloads: The downloaders, if the scheduler downloads.
         owner: The scheduler, which telemetry names the jobs' scope after.
     """
@@ -60,46 +54,27 @@ class Submitter:
         self,
         books: Books,
         client: SchedulerClient,
+        planner: PollPlanner,
         *,
         priority: Priority,
         has_slot: Callable[[], bool],
-        share_wait: Callable[[float], float],
-        note_request: Callable[[float], None],
-        breaker: Breaker,
-        on_probe: Callable[[JobRecord], None],
         downloads: Downloader | None,
         owner: object,
     ) -> None:
         self._books = books
-        self._owner = owner  # the scheduler, as telemetry knows it
+        self._breaker = books.breaker
+        self._owner = owner
         self._client = client
+        self._planner = planner
         self._priority = priority
         self._has_slot = has_slot
-        self._share_wait = share_wait
-        self._note_request = note_request
-        self._breaker = breaker
-        self._on_probe = on_probe
         self._downloads = downloads
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
-        self._watch: Watch | None = None
-        self._before_post: Callable[[JobRecord, float], Callable[[], None]] | None = None
         self.submissions = 0
         """POSTs sent (first submissions and resubmissions)."""
 
-    def watch_with(
-        self, watch: Watch, before_post: Callable[[JobRecord, float], Callable[[], None]]
-    ) -> None:
-        """Hand each job whose task exists to ``watch`` (the pollers), telling them first
-        of each POST about to leave (``before_post`` returns what to call once it is over)."""
-        self._watch = watch
-        self._before_post = before_post
-
-    async def run(self, queue: anyio.abc.ObjectReceiveStream[JobRecord]) -> None:
-        """One submitter: take jobs from ``queue`` until the scheduler stops."""
-        async for job in queue:
-            await self._books.for_job(job, self._start(job))
-
-    async def _start(self, job: JobRecord) -> None:
+    async def start(self, job: JobRecord) -> None:
+        """Take up a queued job: replay, resume or send it (RUNNING once its task exists)."""
         books = self._books
         if books.fatal is not None or self._breaker.state is BreakerState.STOPPED:
             await self.not_sent(job)
@@ -174,7 +149,7 @@ class Submitter:
             if sequence is not None:
                 job.sequence = sequence
                 if transition is Transition.PROBING:
-                    self._on_probe(job)
+                    self._planner.follow(job.key)
                     books.course(job.key, transition, now)
                 return True
             if until is not None and until == float("inf"):
@@ -213,8 +188,6 @@ class Submitter:
         if record.state is StoreState.SUBMITTED and record.task_id:
             job.resumed(record.task_id)  # its age is unknown: poll at once, then learn
             self._books.emit(JobResumed(key=job.key, at=now, task_id=record.task_id))
-            assert self._watch is not None
-            self._watch(job, now, True)
             return True
         # INTENT with no task id: the POST may or may not have created (and charged) a task.
         if self._resubmit_ambiguous:
@@ -254,8 +227,8 @@ class Submitter:
             self._outcome(job, Outcome.OTHER)
             await self._books.finish(job, error=refused, failure_class=failure)
             return False
-        assert self._before_post is not None
-        over = self._before_post(job, anyio.current_time())  # books a canary's look first
+        # A canary's early look is booked before the POST takes a permit.
+        over = self._planner.before_post(job.key, anyio.current_time(), self._breaker)
         try:
             with budget.reserve(cost) as held:  # released unless committed below
                 return await self._send_reserved(job, cost, held)
@@ -289,9 +262,9 @@ class Submitter:
                 except Exception as exc:
                     raise as_journal_error(exc, books.journal) from exc
 
-        await within_share(self._share_wait)
+        await within_share(self._planner.share_wait)
         self.submissions += 1
-        self._note_request(anyio.current_time())
+        self._planner.note_request(anyio.current_time())
         try:
             with job_scope(self._client.telemetry, self._owner, job.key):
                 task_id = await self._client._submit(
@@ -368,8 +341,6 @@ class Submitter:
         now = anyio.current_time()
         job.submitted(task_id, at=now)
         books.emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
-        assert self._watch is not None
-        self._watch(job, now, False)
         return False
 
 

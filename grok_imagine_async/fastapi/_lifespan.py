@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
-
     from .._http import HTTPClient
     from ..redis import RedisJobStore
 
@@ -30,7 +28,7 @@ from .._limiting.protocol import RateLimiter
 from .._observe import Observer
 from .._scheduling.durations import DurationModel
 from .._scheduling.jobs import JobStore, SchedulerHook
-from .._scheduling.options import TuningOptions
+from .._scheduling.options import FROM_SETTINGS, SchedulerConfig
 from .._scheduling.scheduler import JobScheduler
 from .._settings import Settings
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
@@ -76,7 +74,9 @@ async def grok_imagine_lifespan(
     max_queued: int = DEFAULT_MAX_QUEUED,
     on_event: SchedulerHook | None = None,
     telemetry: bool | Observer | None = None,
-    **scheduler_options: Unpack[TuningOptions],
+    scheduler_config: SchedulerConfig | None = None,
+    download_dir: str | os.PathLike[str] | None = None,
+    file_stem: Callable[[str], str] | None = None,
 ) -> AsyncIterator[None]:
     """Open the app's client and scheduler for the app's lifetime; a FastAPI ``lifespan``.
 
@@ -118,23 +118,21 @@ async def grok_imagine_lifespan(
         on_event: Your own hook for every scheduler event.
         telemetry: The client's ``telemetry`` (OpenTelemetry spans and metrics; see
             :class:`~grok_imagine_async.otel.Telemetry`).
-        **scheduler_options: Passed to :class:`~grok_imagine_async.JobScheduler`
-            (``max_in_flight``, ``poll``, ``download_dir``...). ``favor`` defaults to
-            ``"latency"`` here: a finished job is noticed before new ones start.
+        scheduler_config: How the scheduler runs the jobs (a
+            :class:`~grok_imagine_async.batch.SchedulerConfig`). Its ``favor`` defaults to
+            ``"latency"`` here (a finished job is noticed before new ones start), and its
+            ``breaker`` to the client's with ``warmup_until="running"`` and no stop on
+            refusals (users send their own prompts, not one template).
+        download_dir: Where the scheduler downloads each completed job's videos, if anywhere.
+        file_stem: The stem of a job's video files, from its id (default: the id).
 
     Raises:
         ConfigurationError: At startup, if no API key is given or found, or a setting is bad.
-        ValueError: If ``stream_results`` is asked for (no handler reads a result stream, so
-            the scheduler would stall), or ``client_factory`` is combined with client settings.
+        ValueError: If ``client_factory`` is combined with client settings.
     """
-    options: dict[str, Any] = dict(scheduler_options)  # untyped callers may pass anything
-    if options.pop("stream_results", False):
-        raise ValueError(
-            "stream_results cannot be used in an app: handlers wait on jobs, nobody reads "
-            "results(), and the scheduler would stop submitting once its buffer filled"
-        )
-    # Each user waits on their own job: tell them as soon as it is done (see JobScheduler).
-    options.setdefault("favor", "latency")
+    config = scheduler_config or SchedulerConfig()
+    # Each user waits on their own job: tell them as soon as it is done (see SchedulerConfig).
+    config = replace(config, favor=config.favor or "latency")
     if settings is not None and any(s is not None for s in (api_key, base_url, plan)):
         raise ValueError("pass either settings or api_key, base_url, plan, not both")
     client_settings = (settings, api_key, base_url, plan, http_client, limiter, telemetry)
@@ -184,8 +182,8 @@ async def grok_imagine_lifespan(
             store = await open_journal(journal) or MemoryJobStore()
             if store is not journal:
                 stack.push_async_callback(store.aclose)  # after the scheduler stops
-        durations = options.setdefault(
-            "duration_model", DurationModel(prior_median=client.settings.expected_duration)
+        durations = config.duration_model or DurationModel(
+            prior_median=client.settings.expected_duration
         )
         jobs = JobRegistry(
             store,
@@ -196,17 +194,25 @@ async def grok_imagine_lifespan(
             forget_finished=not durable,
             limiter=client.limiter,
         )
-        # A shared store reserves the budget in Redis, for every worker.
-        options = {"journal": store, "max_credits": max_credits if shared is None else None,
-                   "on_event": on_event, **options}  # fmt: skip
-        if "breaker" not in options:
+        breaker = config.breaker
+        if breaker is FROM_SETTINGS and client.settings.breaker is not None:
             # Users send their own prompts, not one template: a warm-up waiting for a completed
             # task would keep the first users' jobs queued behind others' generations, and one
             # user's refused prompts must not stop the service for everyone.
-            breaker = client.settings.breaker
-            options["breaker"] = breaker and replace(
-                breaker, warmup_until="running", stop_after_refusals=None
+            breaker = replace(
+                client.settings.breaker, warmup_until="running", stop_after_refusals=None
             )
+        config = replace(config, duration_model=durations, breaker=breaker)
+        to_run = JobScheduler(
+            client,
+            config,
+            journal=store,
+            # A shared store reserves the budget in Redis, for every worker.
+            max_credits=max_credits if shared is None else None,
+            download_dir=download_dir,
+            file_stem=file_stem,
+            on_event=on_event,
+        )
         stop = anyio.Event()
         body_error: Exception | None = None
         scheduler: JobScheduler | None = None
@@ -214,7 +220,7 @@ async def grok_imagine_lifespan(
             async with anyio.create_task_group() as group:
                 # The scheduler runs in a task of its own: a fatal error there (a revoked
                 # token) then stops the scheduler, not the lifespan and the whole server.
-                scheduler = await group.start(_run_scheduler, client, jobs, options, stop)
+                scheduler = await group.start(_run_scheduler, to_run, jobs, stop)
                 if shared is not None:
                     group.start_soon(_adopting, jobs, shared)
                 resources = GrokImagineResources(client, scheduler, jobs)
@@ -246,9 +252,8 @@ async def _adopting(jobs: JobRegistry, store: RedisJobStore) -> None:
 
 
 async def _run_scheduler(
-    client: AsyncGrokImagine,
+    scheduler: JobScheduler,
     jobs: JobRegistry,
-    options: Mapping[str, Any],
     stop: anyio.Event,
     *,
     task_status: TaskStatus[JobScheduler],
@@ -257,7 +262,7 @@ async def _run_scheduler(
     app keeps serving, 503 for new jobs, rather than dying)."""
     started = False
     try:
-        async with JobScheduler(client, **options) as scheduler:
+        async with scheduler:
             jobs.attach(scheduler)
             started = True
             task_status.started(scheduler)

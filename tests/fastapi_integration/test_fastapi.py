@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from grok_imagine_async import JobScheduler, RateLimit
 from grok_imagine_async._limiting.line import SlotLine
 from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
+from grok_imagine_async.batch import SchedulerConfig
 from grok_imagine_async.fastapi import GrokImagineResources
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.anyio
 
 TOKEN = "sk-live-7f3a9c21-do-not-print"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app.py"
+ONE_IN_FLIGHT = SchedulerConfig(max_in_flight=1)
 
 
 def load_example() -> ModuleType:
@@ -233,7 +235,7 @@ async def test_event_stream_of_a_refused_prompt_ends_with_its_failure() -> None:
 
 async def test_event_stream_sends_heartbeats_while_a_job_waits_in_the_queue() -> None:
     emulator = emulator_for()
-    async with running(emulator, heartbeat=2.0, max_in_flight=1) as served:
+    async with running(emulator, heartbeat=2.0, scheduler_config=ONE_IN_FLIGHT) as served:
         first = (await served.web.post("/videos", json={"prompt": "one [duration:20]"})).json()
         second = (await served.web.post("/videos", json={"prompt": "two [duration:1]"})).json()
         answer = await served.web.get(f"/videos/{second['id']}/events")
@@ -400,7 +402,7 @@ async def test_budget_reached_is_402_at_once() -> None:
 
 async def test_too_many_queued_jobs_is_429_with_retry_after() -> None:
     emulator = emulator_for()
-    async with running(emulator, max_in_flight=1, max_queued=3) as served:
+    async with running(emulator, scheduler_config=ONE_IN_FLIGHT, max_queued=3) as served:
         answers = [
             await served.web.post("/videos", json={"prompt": f"job {n} [duration:30]"})
             for n in range(5)

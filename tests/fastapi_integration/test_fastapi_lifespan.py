@@ -26,6 +26,7 @@ from grok_imagine_async import (
     JobState,
 )
 from grok_imagine_async._journal.memory import MemoryJobStore
+from grok_imagine_async.batch import SchedulerConfig
 from grok_imagine_async.fastapi import (
     GrokClient,
     GrokImagineResources,
@@ -117,7 +118,6 @@ async def test_a_prompt_the_library_refuses_is_422() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"stream_results": True}, "stream_results cannot be used"),
         ({"client_factory": lambda: None, "api_key": "x"}, "either client_factory"),
     ],
 )
@@ -242,7 +242,7 @@ async def test_the_registry_forgets_the_oldest_finished_jobs_beyond_its_size() -
 async def test_progress_is_an_estimate_from_0_to_1() -> None:
     emulator = emulator_for()
     async with emulator.client(token=None) as upstream:
-        app = small_app(upstream, max_in_flight=1)
+        app = small_app(upstream, scheduler_config=SchedulerConfig(max_in_flight=1))
         async with serving(app) as web:
             jobs: JobRegistry = app.state.grok_imagine.jobs
             first = await jobs.get((await web.post("/videos?prompt=a+[duration:60]")).json()["id"])

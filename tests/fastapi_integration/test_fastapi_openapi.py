@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
-from test_fastapi import Served, emulator_for, running, wait_until_status
+from test_fastapi import ONE_IN_FLIGHT, Served, emulator_for, running, wait_until_status
 
 from grok_imagine_async import (
     AmbiguousSubmitError,
@@ -77,7 +77,9 @@ def documented(app: FastAPI) -> dict[tuple[str, str], set[int]]:
 async def test_every_status_the_example_app_answers_is_documented() -> None:
     recorder = Recorder()
     emulator = emulator_for()
-    async with running(emulator, max_credits=200, max_in_flight=1, max_queued=1) as served:
+    async with running(
+        emulator, max_credits=200, scheduler_config=ONE_IN_FLIGHT, max_queued=1
+    ) as served:
         web = (await recorded(served, recorder)).web
         ok = await web.post("/videos", json={"prompt": "a kite [duration:5]"})  # 202
         await web.get(f"/videos/{ok.json()['id']}")  # 200

@@ -23,15 +23,17 @@ from fastapi import FastAPI
 from test_fastapi import TOKEN, load_example, wait_until_status
 
 from grok_imagine_async import PollPolicy
-from grok_imagine_async.batch import DurationModel
+from grok_imagine_async.batch import DurationModel, SchedulerConfig
 from grok_imagine_async.testing import EmulatorConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 FAST: dict[str, Any] = {
     "plan": "enterprise",
-    "duration_model": DurationModel(prior_median=0.3),
-    "poll": PollPolicy(wait_initial=0.05, wait_max=0.2),
+    "scheduler_config": SchedulerConfig(
+        duration_model=DurationModel(prior_median=0.3),
+        poll=PollPolicy(wait_initial=0.05, wait_max=0.2),
+    ),
 }
 
 

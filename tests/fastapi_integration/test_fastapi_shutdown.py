@@ -22,7 +22,7 @@ from test_fastapi import (
 )
 
 from grok_imagine_async import PollPolicy
-from grok_imagine_async.batch import DurationModel
+from grok_imagine_async.batch import DurationModel, SchedulerConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -91,8 +91,10 @@ async def test_shutdown_with_nothing_in_flight_logs_nothing(
 # generations of a fraction of a second and a quota that paces requests 12 ms apart.
 FAST = {
     "plan": "enterprise",
-    "duration_model": DurationModel(prior_median=0.3),
-    "poll": PollPolicy(wait_initial=0.05, wait_max=0.2),
+    "scheduler_config": SchedulerConfig(
+        duration_model=DurationModel(prior_median=0.3),
+        poll=PollPolicy(wait_initial=0.05, wait_max=0.2),
+    ),
 }
 
 

@@ -21,7 +21,7 @@ from _redis_worker import RedisServer
 from test_fastapi import client_of, load_example
 
 from grok_imagine_async import JournalError, PollPolicy, RateLimit
-from grok_imagine_async.batch import DurationModel
+from grok_imagine_async.batch import DurationModel, SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
@@ -49,8 +49,9 @@ async def worker(emulator: Emulator, **options: Any) -> AsyncIterator[httpx.Asyn
             api_key=TOKEN,
             http_client=upstream,
             plan=LIMIT,
-            poll=FAST_POLL,
-            duration_model=DurationModel(prior_median=0.4),
+            scheduler_config=SchedulerConfig(
+                poll=FAST_POLL, duration_model=DurationModel(prior_median=0.4)
+            ),
             **options,
         )
         async with client_of(app) as web, app.router.lifespan_context(app):

@@ -30,7 +30,7 @@ from grok_imagine_async import (
     SchedulerClosedError,
     TaskFailedError,
 )
-from grok_imagine_async.batch import BreakerPolicy
+from grok_imagine_async.batch import BreakerPolicy, SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "sched-token"
@@ -119,12 +119,12 @@ async def test_resubmission_rules_are_configurable() -> None:
     results = await collect(
         client,
         ["b [fail:build:1]", "n [fail:network:1]"],
-        resubmit_on={FailureClass.GENERATION_FAILED},
+        config=SchedulerConfig(resubmit_on={FailureClass.GENERATION_FAILED}),
     )
     by_prompt = {r.request.prompt: r for r in results}
     assert by_prompt["b [fail:build:1]"].ok
     assert by_prompt["n [fail:network:1]"].failure_class is FailureClass.TRANSIENT
-    results = await collect(client, ["m [fail:network:1]"], resubmit=0)
+    results = await collect(client, ["m [fail:network:1]"], config=SchedulerConfig(resubmit=0))
     assert results[0].failure_class is FailureClass.TRANSIENT
     assert emu.statistics().posts_per_prompt["m [fail:network:1]"] == 1
 
@@ -172,7 +172,7 @@ async def test_input_is_consumed_lazily_even_when_infinite() -> None:
 
     _, client = make(plan="free")
     seen = 0
-    async with client.generate_many(prompts(), max_in_flight=4) as results:
+    async with client.generate_many(prompts(), SchedulerConfig(max_in_flight=4)) as results:
         async for _ in results:
             seen += 1
             if seen == 10:
@@ -196,7 +196,7 @@ async def test_async_iterable_of_specs() -> None:
 async def test_unread_results_pause_submissions_but_not_polls() -> None:
     emu, client = make()
     async with JobScheduler(
-        client, stream_results=True, results_buffer=3, max_in_flight=2
+        client, SchedulerConfig(results_buffer=3, max_in_flight=2), stream_results=True
     ) as scheduler:
         for i in range(20):
             await scheduler.submit(f"bp {i} [duration:10]")
@@ -219,7 +219,7 @@ async def test_breaking_out_stops_everything_at_once_and_leaks_no_permit() -> No
     emu, client = make(plan="free")
     start = anyio.current_time()
     prompts = [f"many {i}" for i in range(500)]
-    async with client.generate_many(prompts, favor="latency") as results:
+    async with client.generate_many(prompts, SchedulerConfig(favor="latency")) as results:
         async for _ in results:
             break
     stopped = anyio.current_time()
@@ -333,9 +333,11 @@ async def test_scale_2000_jobs_zero_429_and_requests_per_job_bounded() -> None:
 @pytest.mark.anyio
 async def test_scheduler_rejects_nonsense_options() -> None:
     _, client = make()
-    for kwargs in ({"max_in_flight": 0}, {"max_credits": -1}, {"resubmit": -1}):
+    for kwargs in ({"max_in_flight": 0}, {"resubmit": -1}):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
-            JobScheduler(client, **kwargs)
+            SchedulerConfig(**kwargs)
+    with pytest.raises(ValueError, match="max_credits"):
+        JobScheduler(client, max_credits=-1)
     scheduler = JobScheduler(client)
     with pytest.raises(SchedulerClosedError, match="not accepting"):
         await scheduler.submit("too early")
@@ -361,7 +363,8 @@ async def test_favor_decides_who_gets_a_saturated_quota_first(favor: str) -> Non
     # The breaker's warm-up (ten tasks until one completes) is off: what is measured is who
     # gets the quota once the batch runs.
     warmup_off = BreakerPolicy(warmup=None)
-    results = await collect(client, [f"f {i}" for i in range(150)], favor=favor, breaker=warmup_off)
+    config = SchedulerConfig(favor=favor, breaker=warmup_off)  # type: ignore[arg-type]
+    results = await collect(client, [f"f {i}" for i in range(150)], config=config)
     first_result = min(r.finished_at for r in results)
     last_post = max(r.submitted_at or 0.0 for r in results)
     start = min(r.submitted_at or 0.0 for r in results)
@@ -376,9 +379,8 @@ async def test_favor_decides_who_gets_a_saturated_quota_first(favor: str) -> Non
 
 
 def test_favor_is_checked() -> None:
-    _, client = make()
     with pytest.raises(ValueError, match="favor"):
-        JobScheduler(client, favor="speed")  # type: ignore[arg-type]
+        SchedulerConfig(favor="speed")  # type: ignore[arg-type]
 
 
 @pytest.mark.anyio

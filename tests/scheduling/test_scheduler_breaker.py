@@ -33,7 +33,7 @@ from grok_imagine_async import (
 from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async._limiting.plans import resolve_rate_limit
 from grok_imagine_async._scheduling.breaker import COURSE_META, Breaker, Course, Outcome, Transition
-from grok_imagine_async.batch import BreakerEvent, BreakerPolicy, BreakerState
+from grok_imagine_async.batch import BreakerEvent, BreakerPolicy, BreakerState, SchedulerConfig
 from grok_imagine_async.testing import (
     Emulator,
     EmulatorConfig,
@@ -295,7 +295,7 @@ class Batch:
         async with (
             client,
             client.generate_many(
-                prompts, rng=random.Random(self.seed), on_event=hook, **options
+                prompts, SchedulerConfig(rng=random.Random(self.seed), **options), on_event=hook
             ) as results,
         ):
             self.results = [result async for result in results]
@@ -392,7 +392,7 @@ async def test_free_failures_are_not_counted_as_spent() -> None:
         api_key=TOKEN, http_client=batch.emulator.client(token=None), plan="pro"
     )
     async with client:
-        async with JobScheduler(client, rng=random.Random(1)) as scheduler:
+        async with JobScheduler(client, SchedulerConfig(rng=random.Random(1))) as scheduler:
             scheduler.feed([f"p {n}" for n in range(40)])
             results = [r async for r in scheduler.results()]
         assert all(r.ok for r in results)
@@ -547,7 +547,7 @@ async def shared_batch(
     async with client, anyio.create_task_group() as tg:
         tg.start_soon(other)
         async with client.generate_many(
-            prompts, rng=random.Random(5), on_event=hook, journal=store
+            prompts, SchedulerConfig(rng=random.Random(5)), on_event=hook, journal=store
         ) as results:
             done = [result async for result in results]
     return done, events, emulator

@@ -26,6 +26,7 @@ from grok_imagine_async import (
 )
 from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async.abc import StoreRecord, StoreState
+from grok_imagine_async.batch import SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "errors-token"
@@ -193,7 +194,9 @@ async def test_a_journal_failing_mid_run_raises_plainly_with_every_known_task_id
     seen: list[JobResult] = []
 
     async def run() -> None:
-        async with client.generate_many(prompts, journal=journal, max_in_flight=4) as results:
+        async with client.generate_many(
+            prompts, SchedulerConfig(max_in_flight=4), journal=journal
+        ) as results:
             seen.extend([r async for r in results])
 
     with pytest.raises(JournalError) as caught:

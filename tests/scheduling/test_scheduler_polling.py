@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from grok_imagine_async import AsyncGrokImagine, JobResult, RateLimit
-from grok_imagine_async.batch import BreakerPolicy
+from grok_imagine_async.batch import BreakerPolicy, SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "poll-token"
@@ -44,7 +44,9 @@ async def run_batch(
 ) -> tuple[list[JobResult], float]:
     start = anyio.current_time()
     prompts = [f"clip {i}" for i in range(jobs)]
-    async with client.generate_many(prompts, rng=random.Random(1), **options) as results:
+    async with client.generate_many(
+        prompts, SchedulerConfig(rng=random.Random(1), **options)
+    ) as results:
         done = [result async for result in results]
     return done, anyio.current_time() - start
 

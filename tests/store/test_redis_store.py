@@ -25,6 +25,7 @@ from grok_imagine_async import (
 )
 from grok_imagine_async._errors import APIConnectionError, JournalError
 from grok_imagine_async.abc import StoreState
+from grok_imagine_async.batch import SchedulerConfig
 
 pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 
@@ -438,7 +439,9 @@ async def test_a_scheduler_takes_the_course_another_process_shared_through_redis
         client,
         store(redis_server.url) as a,
         store(redis_server.url) as b,
-        JobScheduler(client, journal=b, breaker=policy, on_event=hook) as scheduler,
+        JobScheduler(
+            client, SchedulerConfig(breaker=policy), journal=b, on_event=hook
+        ) as scheduler,
     ):
         job = await scheduler.submit("a long one [duration:600]")
         course = Course(

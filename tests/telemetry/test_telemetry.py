@@ -15,6 +15,7 @@ from fakes import RecordingLimiter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from grok_imagine_async import AsyncGrokImagine, GenerationRequest, JobResult, JobSpec, RateLimit
+from grok_imagine_async.batch import SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "sk-otel-SECRET-4242"
@@ -227,7 +228,7 @@ async def test_gauges_show_a_running_batch_its_jobs_credits_and_quota() -> None:
         plan="free",
         telemetry=pipeline.telemetry(),
     )
-    async with JobScheduler(client, max_in_flight=3, max_credits=400) as scheduler:
+    async with JobScheduler(client, SchedulerConfig(max_in_flight=3), max_credits=400) as scheduler:
         for n in range(5):
             await scheduler.submit(f"a long take {n} [duration:600]")
         await anyio.sleep(30)  # three submitted and being polled, two waiting for a slot
