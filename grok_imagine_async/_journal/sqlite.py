@@ -220,18 +220,7 @@ class SqliteJobStore(OneProcessStore):
                 async with self._lock:
                     if not op.done:
                         batch, self._pending = self._pending, []
-                        try:
-                            if self._closed:
-                                raise JournalError(
-                                    f"journal {self._path} is closed", path=self._path
-                                )
-                            if self._conn is None:
-                                self._conn = await run_blocking(_connect, self._path)
-                        except BaseException as exc:
-                            for item in batch:
-                                item.done, item.error = True, exc
-                            raise
-                        await run_blocking(self._execute, self._conn, batch)
+                        await run_blocking(self._execute, batch)
             except BaseException:
                 if not op.done and op in self._pending:
                     self._pending.remove(op)  # cancelled while waiting: never run
@@ -240,9 +229,18 @@ class SqliteJobStore(OneProcessStore):
             raise op.error
         return op.result  # type: ignore[return-value]
 
-    def _execute(self, conn: sqlite3.Connection, batch: list[_Op[Any]]) -> None:
-        # A savepoint per write, so one failing write does not take the others down with it.
+    def _execute(self, batch: list[_Op[Any]]) -> None:
+        # In the worker thread, the lock held. A savepoint per write, so one failing write does
+        # not take the others down with it.
         writes = [item for item in batch if item.write]
+        try:
+            if self._closed:
+                raise JournalError(f"journal {self._path} is closed", path=self._path)
+            conn = self._conn = self._conn or _connect(self._path)
+        except Exception as exc:
+            for item in batch:
+                item.done, item.error = True, exc
+            return
         try:
             if writes:
                 conn.execute("BEGIN IMMEDIATE")
@@ -300,14 +298,6 @@ def _connect(path: Path) -> sqlite3.Connection:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-    except sqlite3.OperationalError as exc:
-        conn.close()
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise JournalError(
-                f"journal {path} is in use by another process (another run of this batch?)",
-                path=path,
-            ) from None
-        raise _journal_error(path, exc) from None
     except BaseException as exc:
         conn.close()
         if isinstance(exc, sqlite3.DatabaseError):
@@ -412,6 +402,11 @@ def _close(conn: sqlite3.Connection) -> None:
 
 def _journal_error(path: Path, exc: BaseException) -> JournalError:
     text = str(exc)
+    if "locked" in text or "busy" in text:  # the EXCLUSIVE lock of another process
+        return JournalError(
+            f"journal {path} is in use by another process (another run of this batch?)",
+            path=path,
+        )
     if "not a database" in text or "malformed" in text:
         return JournalError(f"journal {path} is corrupt or not a journal ({text})", path=path)
     return JournalError(f"journal {path}: {text}", path=path)
