@@ -103,12 +103,15 @@ def tests(session: nox.Session) -> None:
         return
     # The integration tests (real servers, OS processes, Redis kills) check how processes and
     # sockets behave, which does not depend on the interpreter, and they are most of the
-    # suite's time. One Python runs them all; the others run every unit and component test.
+    # suite's time. One Python runs them all and every property test's full Hypothesis
+    # examples; the others run every unit and component test, with a quarter of the examples
+    # (the "quick" profile of tests/conftest.py).
     if session.python == FULL_PYTHON:
         session.run(*PYTEST, "-m", f"not {WALLCLOCK}")
         session.run("pytest", "-m", WALLCLOCK)
     else:
-        session.run(*PYTEST, "-m", f"not (integration or {WALLCLOCK})")
+        quick = ["--hypothesis-profile", "quick"]
+        session.run(*PYTEST, *quick, "-m", f"not (integration or {WALLCLOCK})")
 
 
 @nox.session(python=FULL_PYTHON)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import pytest
+from hypothesis import settings
 
 from grok_imagine_async.testing import VirtualTimeEventLoop
 
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
 # Markers of tests that talk to another thread or process, which keeps the real clock.
 REAL_TIME_MARKERS = ("real_time", "integration", "redis")
 VIRTUAL_START = 10_000.0  # the virtual clock's first reading in every virtual-time test
+
+# Hypothesis explores the library's logic, which is the same on every Python: nox runs each
+# property test's full count (``fakes.examples``) on one Python, and a quarter on the others
+# (``--hypothesis-profile quick``), where the point is that the code runs there at all.
+settings.register_profile("quick", max_examples=25)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

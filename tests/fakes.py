@@ -7,12 +7,20 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+from hypothesis import settings
 
 from grok_imagine_async import RateLimit
 from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
 
 TOKEN = "sk-test-SECRET-token-0123456789"
+
+
+def examples(count: int) -> int:
+    """A property test's Hypothesis examples: ``count`` under the default profile (100 a
+    test), scaled to the loaded one (nox's ``quick`` profile on the Pythons that do not run
+    the whole suite: a quarter; the one that does runs them all)."""
+    return max(10, count * settings.default.max_examples // 100)
 
 
 class RecordingLimiter:

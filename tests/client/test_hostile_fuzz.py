@@ -9,7 +9,7 @@ import zlib
 from typing import Any
 
 import anyio
-from fakes import TOKEN
+from fakes import TOKEN, examples
 from hostile import ChunkStream, make_client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -148,13 +148,13 @@ def _run(spec: dict[str, Any], call: str) -> None:
     anyio.run(main, backend="asyncio", backend_options={"loop_factory": VirtualTimeEventLoop})
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answers())
 def test_any_status_answer_ends_in_our_errors_within_the_bound(spec: dict[str, Any]) -> None:
     _run(spec, "get")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answers())
 def test_any_generate_answer_ends_in_our_errors_within_the_bound(spec: dict[str, Any]) -> None:
     _run(spec, "post")
@@ -190,7 +190,7 @@ def video_answers(draw: st.DrawFn) -> list[dict[str, Any]]:
     return spec
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(video_answers())
 def test_any_video_answer_ends_in_our_errors_and_leaves_no_partial_file(
     spec: list[dict[str, Any]],

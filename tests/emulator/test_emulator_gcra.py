@@ -7,6 +7,7 @@ import argparse
 import anyio
 import httpx
 import pytest
+from fakes import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -124,7 +125,7 @@ def brute_force_admits(times: list[float], limit: RateLimit, burst: int) -> list
     return verdicts
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     requests=st.integers(min_value=1, max_value=50),
     period=st.sampled_from([1.0, 6.0, 60.0]),

@@ -7,6 +7,7 @@ import math
 import anyio
 import httpx
 import pytest
+from fakes import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -180,7 +181,7 @@ def arrivals(start: float, intervals: list[float]) -> list[float]:
     return times
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     quota=st.integers(min_value=1, max_value=8),
     period=st.sampled_from([0.5, 1.0, 3.0, 60.0]),
@@ -210,7 +211,7 @@ def test_sliding_window_admits_at_most_quota_in_any_window(
                 assert decision.remaining == 0
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     quota=st.integers(min_value=1, max_value=8),
     period=st.sampled_from([0.5, 1.0, 3.0, 60.0]),
@@ -232,7 +233,7 @@ def test_fixed_window_admits_at_most_quota_per_window(
     assert all(count <= quota for count in per_window.values())
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(times=st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), max_size=60))
 def test_max_in_window_matches_brute_force(times: list[float]) -> None:
     times.sort()

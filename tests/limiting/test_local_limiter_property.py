@@ -14,6 +14,7 @@ import itertools
 from dataclasses import dataclass
 
 import anyio
+from fakes import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -134,7 +135,7 @@ async def play(scenario: Scenario) -> tuple[LocalRateLimiter, dict[int, Permit],
     return limiter, permits, gave_up, reported_429s
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(scenarios())
 def test_no_window_ever_holds_more_than_the_quota(scenario: Scenario) -> None:
     limiter, permits, gave_up, reported_429s = run_virtual(play, scenario)
@@ -164,7 +165,7 @@ def test_no_window_ever_holds_more_than_the_quota(scenario: Scenario) -> None:
     assert stats.rate_limited_responses == reported_429s
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     arrivals=st.lists(
         st.tuples(st.floats(min_value=0.0, max_value=5.0), st.sampled_from(Priority)),
@@ -213,7 +214,7 @@ class Trip:
     arrives_at: float  # fraction of that time (or of a period, unanswered) to reach the server
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     requests=st.integers(min_value=1, max_value=20),
     period=st.floats(min_value=0.5, max_value=10.0),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import anyio
 import pytest
+from fakes import examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -158,7 +159,7 @@ def traffic(draw: st.DrawFn, *, up_jitter: float | None = None) -> Traffic:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     traffic=traffic(),
     mode=st.sampled_from(["sliding", "fixed"]),
@@ -176,7 +177,7 @@ def test_never_more_than_the_quota_in_any_window_of_a_window_server(
     assert outcome.refused == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(traffic=traffic(up_jitter=0.02), burst=st.integers(min_value=1, max_value=10))
 # Found by hypothesis: seven requests granted at one moment reach the server in another order
 # than their serials, and answers of those it counted first came back last; each raised the
@@ -208,7 +209,7 @@ def test_never_a_429_from_a_leaky_bucket_that_tells_what_it_holds(
     assert len(outcome.arrivals) == traffic.callers * traffic.per_caller
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(traffic=traffic(up_jitter=0.0), burst=st.integers(min_value=1, max_value=10))
 def test_never_a_429_from_a_leaky_bucket_without_headers(traffic: Traffic, burst: int) -> None:
     # No Remaining at all: the first permits' even pace (a bucket of one) is all there is, and
