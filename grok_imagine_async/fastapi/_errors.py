@@ -132,60 +132,49 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
     if isinstance(exc, InvalidRequestError):
         return HTTPProblem(422, "invalid_request", _PYTHON_ADVICE.sub("", str(exc)))
     if isinstance(exc, TaskFailedError):
-        return _task_failed(exc)
-    if isinstance(exc, BudgetExceededError):
-        return HTTPProblem(402, "budget_exceeded", "the credit budget for videos is used up")
+        failure = exc.failure_class
+        if failure in _CALLERS_FAULT:
+            return HTTPProblem(422, failure.value, _CALLERS_FAULT[failure])
+        why = (
+            "for now; try again later"
+            if failure is FailureClass.TRANSIENT
+            else "to generate this video"
+        )
+        return HTTPProblem(502, failure.value, f"{_UPSTREAM} {why}")
     if isinstance(exc, BacklogFullError):
         return HTTPProblem(429, "too_many_pending", str(exc), exc.retry_after)
-    if isinstance(exc, SchedulerClosedError):
-        return HTTPProblem(503, "unavailable", "video generation is not available right now")
-    if isinstance(exc, WaitTimeoutError):  # a handler's bounded wait: the job goes on
-        return HTTPProblem(504, "not_ready", "the video was not ready in time; ask again later")
     if isinstance(exc, ProviderDownError):
         detail = _DOWN.get(exc.reason, _DOWN["outage"])
         return HTTPProblem(503, "upstream_down", detail, exc.retry_after or DOWN_RETRY)
     if isinstance(exc, JournalError):  # Redis refusing or gone, a full disk: try again later
-        return HTTPProblem(
-            503, "store_unavailable", "the job store is not available right now", STORE_RETRY
-        )
+        detail = "the job store is not available right now"
+        return HTTPProblem(503, "store_unavailable", detail, STORE_RETRY)
+    if isinstance(exc, RateLimitError):
+        return HTTPProblem(503, "upstream_rate_limited", _BUSY, exc.retry_after or 60.0)
+    for kind, status, code, detail in _FIXED:
+        if isinstance(exc, kind):
+            return HTTPProblem(status, code, detail)
+    if isinstance(exc, APIStatusError):
+        return HTTPProblem(502, "upstream_error", f"{_UPSTREAM} (HTTP {exc.status_code})")
     if isinstance(exc, APIError):
-        return _upstream(exc)
-    if isinstance(exc, ConfigurationError):
-        return HTTPProblem(500, "internal_error", "the server is not configured correctly")
+        return HTTPProblem(502, "upstream_error", _UPSTREAM)
     return HTTPProblem(500, "internal_error", "internal server error")
 
 
-def _task_failed(exc: TaskFailedError) -> HTTPProblem:
-    failure = exc.failure_class
-    if failure in _CALLERS_FAULT:
-        return HTTPProblem(422, failure.value, _CALLERS_FAULT[failure])
-    if failure is FailureClass.TRANSIENT:
-        return HTTPProblem(502, failure.value, f"{_UPSTREAM} for now; try again later")
-    return HTTPProblem(502, failure.value, f"{_UPSTREAM} to generate this video")
-
-
-def _upstream(exc: APIError) -> HTTPProblem:
-    if isinstance(exc, BadRequestError):
-        return HTTPProblem(422, "rejected_by_upstream", "the video service rejected this request")
-    if isinstance(exc, RateLimitError):
-        return HTTPProblem(
-            503, "upstream_rate_limited", "the video service is busy", exc.retry_after or 60.0
-        )
-    if isinstance(exc, APITimeoutError):
-        return HTTPProblem(504, "upstream_timeout", "the video service did not answer in time")
-    if isinstance(exc, AmbiguousSubmitError):
-        return HTTPProblem(
-            502,
-            "ambiguous_submit",
-            "the video service did not confirm the job; it was not sent again, to avoid "
-            "paying twice",
-        )
-    if isinstance(exc, AuthenticationError):
-        # The operator's problem, not the caller's: say nothing about credentials.
-        return HTTPProblem(502, "upstream_error", _UPSTREAM)
-    if isinstance(exc, APIStatusError):
-        return HTTPProblem(502, "upstream_error", f"{_UPSTREAM} (HTTP {exc.status_code})")
-    return HTTPProblem(502, "upstream_error", _UPSTREAM)
+_BUSY = "the video service is busy"
+_FIXED: tuple[tuple[type[BaseException], int, str, str], ...] = (
+    (BudgetExceededError, 402, "budget_exceeded", "the credit budget for videos is used up"),
+    (SchedulerClosedError, 503, "unavailable", "video generation is not available right now"),
+    # A handler's bounded wait: the job goes on.
+    (WaitTimeoutError, 504, "not_ready", "the video was not ready in time; ask again later"),
+    (BadRequestError, 422, "rejected_by_upstream", "the video service rejected this request"),
+    (APITimeoutError, 504, "upstream_timeout", "the video service did not answer in time"),
+    (AmbiguousSubmitError, 502, "ambiguous_submit", "the video service did not confirm the "
+     "job; it was not sent again, to avoid paying twice"),
+    # The operator's problem, not the caller's: say nothing about credentials.
+    (AuthenticationError, 502, "upstream_error", _UPSTREAM),
+    (ConfigurationError, 500, "internal_error", "the server is not configured correctly"),
+)  # fmt: skip
 
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
