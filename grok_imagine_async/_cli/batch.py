@@ -65,6 +65,7 @@ from .common import (
     count,
     describe_failure,
     error,
+    for_cli,
     leaf_error,
     note,
     printable,
@@ -402,11 +403,6 @@ def report_input_problems(exc: InputError) -> None:
         f"{exc.problem_count} problems in {exc.path}{shown}; nothing was submitted. Fix them "
         "and run the same command again.",
     )
-
-
-def for_cli(message: str) -> str:
-    """``message`` with the library's advice on keywords turned into the option to use."""
-    return message.replace("pass allow_unlisted=True", "use --allow-unlisted")
 
 
 # -- the journal ---------------------------------------------------------------------------------

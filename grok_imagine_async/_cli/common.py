@@ -258,6 +258,11 @@ def error(command: str, message: object) -> None:
     note(f"grok-imagine {command}: {printable(message)}")
 
 
+def for_cli(message: str) -> str:
+    """``message`` with the library's advice on keywords turned into the option to use."""
+    return message.replace("pass allow_unlisted=True", "use --allow-unlisted")
+
+
 def note(message: str) -> None:
     """Print a line for people on stderr (stdout is for results)."""
     print(message, file=sys.stderr, flush=True)

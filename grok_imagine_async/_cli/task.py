@@ -37,6 +37,7 @@ from .common import (
     connect,
     describe_failure,
     error,
+    for_cli,
     printable,
     run_until_interrupted,
 )
@@ -100,8 +101,7 @@ def generate(args: argparse.Namespace) -> int:
             raise InvalidRequestError(f"invalid request: {too_long}", problems=(too_long,))
         check_folder(Path(args.out), "output folder")  # before the 40 credits
     except (InvalidRequestError, PreflightError) as exc:
-        message = str(exc).replace("pass allow_unlisted=True", "use --allow-unlisted")
-        raise UsageError(f"{message} (nothing was submitted)") from None
+        raise UsageError(for_cli(f"{exc} (nothing was submitted)")) from None
     return anyio.run(_generate, args, request)
 
 
