@@ -331,6 +331,15 @@ def test_batch_refuses_bad_defaults_naming_the_option(run_cli: RunCli, tmp_path:
     assert not (tmp_path / "o").exists()
 
 
+def test_generate_refuses_an_unlisted_ratio_naming_the_option(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    done = run_cli("generate", "a cat", "--ratio", "16:9", "--out", "o", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "use --allow-unlisted" in done.stderr and "allow_unlisted=True" not in done.stderr
+    assert "nothing was submitted" in done.stderr and not (tmp_path / "o").exists()
+
+
 def test_help_lists_the_subcommands(run_cli: RunCli, tmp_path: Path) -> None:
     done = run_cli("--help", cwd=tmp_path)
     assert done.returncode == 0
