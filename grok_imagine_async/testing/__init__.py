@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from .._clock import ManualClock
 from .._public import set_module as _set_module
+from ._config import EmulatorConfig, Vocabulary, client_environment
+from ._faults import FaultConfig, Outage
+from ._state import EmulatorStatistics
 from ._virtual_time import VirtualTimeEventLoop, run_virtual
 
-if TYPE_CHECKING:
-    from ._config import EmulatorConfig, Vocabulary, client_environment
+if TYPE_CHECKING:  # these need the extra: imported on first use (see __getattr__)
     from ._emulator import Emulator
-    from ._faults import FaultConfig, Outage
     from ._server import serve_in_thread
-    from ._state import EmulatorStatistics
     from ._transport import ConnectionDropped
 
 __all__ = [
@@ -44,16 +44,10 @@ __all__ = [
 _LAZY = {
     "ConnectionDropped": "._transport",
     "Emulator": "._emulator",
-    "EmulatorConfig": "._config",
-    "EmulatorStatistics": "._state",
-    "FaultConfig": "._faults",
-    "Outage": "._faults",
-    "Vocabulary": "._config",
-    "client_environment": "._config",
     "serve_in_thread": "._server",
 }
 
-_set_module(globals(), ["ManualClock", "VirtualTimeEventLoop", "run_virtual"])
+_set_module(globals(), [name for name in __all__ if name not in _LAZY])
 
 INSTALL_HINT = 'the emulator needs its extra: pip install "grok-imagine-async[emulator]"'
 

@@ -36,9 +36,7 @@ def bind(host: str, port: int) -> socket.socket:
 def base_url(sock: socket.socket) -> str:
     """``http://host:port`` of a bound socket."""
     host, port = sock.getsockname()[:2]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _server(emulator: Emulator, log_level: str, *, own_logging: bool) -> uvicorn.Server:
@@ -103,15 +101,8 @@ def serve_forever(
     log_level: str = "info",
     on_ready: Callable[[str], None] = print,
 ) -> None:
-    """Serve ``emulator`` with uvicorn in this thread until interrupted (Ctrl-C).
-
-    Args:
-        emulator: What to serve.
-        host: Interface to listen on.
-        port: Port to listen on (0: a free one).
-        log_level: uvicorn's log level.
-        on_ready: Called with the base URL once the socket is bound, before serving.
-    """
+    """Serve ``emulator`` with uvicorn in this thread until Ctrl-C; ``on_ready`` gets the base
+    URL once the socket is bound."""
     sock = bind(host, port)
     try:
         on_ready(base_url(sock))
