@@ -4,6 +4,7 @@ with an offset taken once per process, so a virtual clock moves both."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -23,16 +24,24 @@ class Clock(Protocol):
         """Seconds since the Unix epoch, consistent with :meth:`monotonic`."""
 
 
+def loop_time() -> float:
+    """``anyio.current_time()``, read straight from an asyncio loop (a third of the cost)."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:  # not on asyncio: anyio knows
+        return anyio.current_time()
+
+
 class LoopClock:
     """The default clock: the running event loop's time (``anyio.current_time()``)."""
 
     __slots__ = ()
 
     def monotonic(self) -> float:
-        return anyio.current_time()
+        return loop_time()
 
     def unix(self) -> float:
-        return _UNIX_OFFSET + anyio.current_time()
+        return _UNIX_OFFSET + loop_time()
 
     def __repr__(self) -> str:
         return "LoopClock()"

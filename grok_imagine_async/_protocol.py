@@ -149,7 +149,7 @@ def parse_task(data: object, *, task_id: str) -> Task:
     Raises:
         APIResponseValidationError: If ``data`` is not an object or has no status at all.
     """
-    if not isinstance(data, Mapping):
+    if not isinstance(data, dict):
         raise APIResponseValidationError(
             f"status answer for {task_id} has no 'data' object", body=repr(data)[:500]
         )
@@ -163,22 +163,27 @@ def parse_task(data: object, *, task_id: str) -> Task:
     raw_id = data.get("task_id")
     if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not str(raw_id):
         raw_id = task_id
-    # Every field is converted above: the model is built without validating it again.
-    return Task.model_construct(
-        task_id=str(raw_id)[:200],
-        status=normalize_status(raw_status),
-        raw_status=str(raw_status)[:200],
-        consumed_credits=_as_int(data.get("consumed_credits")),
-        created_at=_as_datetime(data.get("created_at")),
-        error_message=str(error_message) if error_message not in (None, "") else None,
-        request=dict(request) if isinstance(request, Mapping) else None,
-        videos=_as_urls(data.get("response"), task_id=task_id),
-    )
+    try:
+        return Task(
+            task_id=str(raw_id)[:200],
+            status=normalize_status(raw_status),
+            raw_status=str(raw_status)[:200],
+            consumed_credits=_as_int(data.get("consumed_credits")),
+            created_at=_as_datetime(data.get("created_at")),
+            error_message=str(error_message) if error_message not in (None, "") else None,
+            request=dict(request) if isinstance(request, dict) else None,
+            videos=_as_urls(data.get("response"), task_id=task_id),
+        )
+    except ValueError as exc:  # pydantic's ValidationError is one: a field we cannot hold
+        raise APIResponseValidationError(
+            f"status answer for {task_id} cannot be read ({type(exc).__name__})",
+            body=repr(data)[:500],
+        ) from None
 
 
 def parse_task_id(data: object) -> str | None:
     """The ``task_id`` in a generate answer's ``data``, or None if there is none."""
-    if isinstance(data, Mapping):
+    if isinstance(data, dict):
         task_id = data.get("task_id")
         if isinstance(task_id, (str, int)) and not isinstance(task_id, bool) and str(task_id):
             return str(task_id)
@@ -225,9 +230,9 @@ def find_error(
     Raises:
         APIResponseValidationError: If a 2xx answer's ``code`` is present but unreadable.
     """
-    body_code = _as_int(body.get("code")) if isinstance(body, Mapping) else None
+    body_code = _as_int(body.get("code")) if isinstance(body, dict) else None
     http_ok = 200 <= http_status < 300
-    if http_ok and isinstance(body, Mapping) and body.get("code") is not None and body_code is None:
+    if http_ok and isinstance(body, dict) and body.get("code") is not None and body_code is None:
         # A success status whose body says "code": "inf": neither success nor a readable error.
         raise APIResponseValidationError(
             f"answer carries an unreadable code {str(body.get('code'))[:40]!r}",
@@ -239,7 +244,7 @@ def find_error(
         return None
     code = http_status if not http_ok else (body_code if body_code is not None else http_status)
     message = error_code = None
-    if isinstance(body, Mapping):
+    if isinstance(body, dict):
         raw_message, raw_error = body.get("message"), body.get("error")
         message = str(raw_message) if raw_message not in (None, "") else None
         error_code = str(raw_error) if raw_error not in (None, "") else None
@@ -264,7 +269,7 @@ def has_error_body(body: Any) -> bool:
 
     A POST answered like this provably did not start a task, so it may be retried (rule 5).
     """
-    if not isinstance(body, Mapping):
+    if not isinstance(body, dict):
         return False
     code = _as_int(body.get("code"))
     return bool(body.get("error")) or (code is not None and code != 200)

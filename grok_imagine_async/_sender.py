@@ -18,7 +18,7 @@ import anyio
 
 from . import _http
 from ._backoff import RetryPolicy
-from ._clock import Clock
+from ._clock import Clock, loop_time
 from ._errors import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -49,10 +49,11 @@ _FAILURES: tuple[type[Exception], ...] = (
     *_http.TransportError,
     *_http.InvalidURL,
 )
-# The headers an answer is read for (as raw lower-cased bytes: decoding them all costs more).
-_READ_HEADERS = frozenset(
-    {b"x-ratelimit-remaining", b"x-ratelimit-reset", b"retry-after", b"content-type"}
-)
+# The headers an answer is read for, by their raw lower-cased name: decoding all costs more.
+_READ_HEADERS = {
+    name.encode(): name
+    for name in ("x-ratelimit-remaining", "x-ratelimit-reset", "retry-after", "content-type")
+}
 
 AmbiguousSubmitPolicy = Literal["raise", "resubmit"]
 BeforeSend = Callable[[], Awaitable[None]]
@@ -254,7 +255,7 @@ class Sender:
     ) -> Any:
         """Send, read the answer within its bounds, tell the limiter; return its ``data``."""
         limit = self._limits.max_request_time
-        with anyio.move_on_after(limit):
+        with anyio.CancelScope(deadline=loop_time() + limit):
             if probe is not None:  # after the permit and the journal's intent: the request itself
                 probe.sent_at = self._clock.monotonic()
             failure: Exception | None = None
@@ -330,13 +331,7 @@ class Sender:
         probe: AttemptProbe | None,
     ) -> Any:
         """Feed the answer's rate-limit headers back, then its ``data`` or its error."""
-        headers: dict[str, str] = {}  # joined as ``Headers.get`` joins repeats
-        encoding = response.headers.encoding
-        for key, value in response.headers.raw:
-            key = key.lower()
-            if key in _READ_HEADERS:
-                name, text = key.decode("ascii"), value.decode(encoding)
-                headers[name] = f"{headers[name]}, {text}" if name in headers else text
+        headers = _read_headers(response.headers)
         limits = read_rate_limit_headers(headers, now_unix=self._clock.unix())
         status = response.status_code
         if probe is not None:
@@ -388,6 +383,20 @@ class Sender:
                 path=path,
             )
         return self._redact.text(text)
+
+
+def _read_headers(headers: httpx.Headers) -> dict[str, str]:
+    """The headers of :data:`_READ_HEADERS` in ``headers``, repeats joined as ``get`` joins them."""
+    found: dict[str, str] = {}
+    try:
+        for key, value in headers.raw:
+            name = _READ_HEADERS.get(key.lower())
+            if name is not None:
+                text = value.decode("ascii")
+                found[name] = f"{found[name]}, {text}" if name in found else text
+    except UnicodeDecodeError:  # not ASCII: decoded as the library decodes them all
+        return {name: headers[name] for name in _READ_HEADERS.values() if name in headers}
+    return found
 
 
 def _detach(error: APIError) -> APIError:
