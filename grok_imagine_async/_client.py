@@ -60,13 +60,10 @@ _UNSET: Any = _Unset()
 class AsyncGrokImagine:
     """Async client for the Grok Imagine video API.
 
-    Every request takes a permit from the rate limiter first, and every answer's rate-limit
-    headers are reported back to it. Use it as an async context manager, or call
-    :meth:`aclose` when done.
-
-    The settings (token, server, quota, policies) are resolved once by
-    :meth:`Settings.from_env` from the keywords below and ``GROK_IMAGINE_*``, unless a
-    :class:`Settings` is given whole.
+    Every request takes a permit from the rate limiter, and every answer's rate-limit headers
+    are reported back to it. Use it as an async context manager, or call :meth:`aclose`. The
+    settings are resolved once by :meth:`Settings.from_env` from the keywords below and
+    ``GROK_IMAGINE_*``, unless a :class:`Settings` is given whole.
 
     Args:
         settings: Settings resolved beforehand (excludes ``api_key``, ``base_url``, ``plan``,
@@ -88,28 +85,25 @@ class AsyncGrokImagine:
             30 s, 10 s to connect.
         retry: The retry backoff schedule.
         poll: The default polling schedule of :meth:`wait`.
-        on_ambiguous_submit: What to do when a submission's answer is lost: ``"raise"``
-            (default) raises :class:`AmbiguousSubmitError` and never pays twice; ``"resubmit"``
-            sends it again, accepting that it may be paid twice.
+        on_ambiguous_submit: When a submission's answer is lost, ``"raise"`` (default)
+            :class:`AmbiguousSubmitError`, never paying twice, or ``"resubmit"`` it, maybe
+            paying twice.
         clock: Where time comes from (default: the event loop's clock).
         limits: Bounds on answer and video sizes, prompt length, request time and
             redirects (see :class:`Limits`; the defaults suit the real service).
-        download_hosts: Hosts result videos may be fetched from even though they are local
-            or private addresses (``"127.0.0.1"``, ``"cdn.internal"``). The API's own host is
-            always allowed; other loopback, link-local and private addresses are refused.
-            ``["*"]`` allows every host (e.g. behind a proxy on a private address).
+        download_hosts: Local or private hosts result videos may be fetched from
+            (``"127.0.0.1"``, ``"cdn.internal"``; ``["*"]``: every host). The API's own host
+            is always allowed; other non-public addresses are refused.
         telemetry: ``True`` records OpenTelemetry spans and metrics through the global
-            providers (needs the ``otel`` extra); a :class:`grok_imagine_async.otel.Telemetry`
-            (or any :class:`Observer`) records through it; None or False records nothing and
-            costs nothing.
+            providers (the ``otel`` extra); a :class:`grok_imagine_async.otel.Telemetry` (or
+            any :class:`Observer`) records through it; None or False: nothing, at no cost.
         rng: Source of the retry and ``wait()`` poll jitter (seed it for reproducible
             simulations); default: a fresh unseeded one.
 
     Raises:
-        ConfigurationError: If no API key is given or found in the environment, the key
-            holds characters a bearer token cannot hold (the message never shows it), a
-            setting is invalid, or ``http_client`` mixes httpx2 and httpx (an httpx2 client
-            on an httpx transport, or the reverse).
+        ConfigurationError: If no API key is found, the key holds characters a bearer token
+            cannot hold (the message never shows it), a setting is invalid, or
+            ``http_client`` mixes httpx2 and httpx (a client on a transport of the other).
 
     Example:
         >>> async def main() -> None:
