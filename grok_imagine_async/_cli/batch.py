@@ -227,8 +227,7 @@ async def _with_store(
     connection: Connection,
 ) -> int:
     out = Path(args.out)
-    live = _use_live_display(args)
-    emulated = connection.emulated
+    live, emulated = _use_live_display(args), connection.emulated
     shared = not isinstance(store, SqliteJobStore)
     tasks = TaskLog(out / TASK_LOG_NAME)
     unknown = await prepare(args, store, connection, tasks)
@@ -246,10 +245,7 @@ async def _with_store(
         flush=True,
     )
     progress = BatchProgress(
-        summary.jobs,
-        time_scale=connection.time_scale,
-        period=connection.client.limiter.limit.period,
-        endpoint=connection.label,
+        summary.jobs, time_scale=scale, period=limit.period, endpoint=connection.label
     )
     moved = anyio.Event()  # set by the next job event, then renewed
 
@@ -277,7 +273,7 @@ async def _with_store(
         stream_results=True,
     )
     endpoint = connection.endpoint
-    claims = Claims(store, args, out, progress, endpoint=endpoint)
+    claims = Claims(store, args, out, progress, endpoint)
 
     async def claimed() -> AsyncIterator[JobSpec]:
         async for spec in claims.run(jobs):
@@ -481,7 +477,6 @@ class Claims:
         args: argparse.Namespace,
         out: Path,
         progress: BatchProgress,
-        *,
         endpoint: str,
     ) -> None:
         self._store = store
