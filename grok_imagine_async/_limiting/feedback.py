@@ -46,6 +46,8 @@ the moment the server counts its request: the pace is 98 % of the quota."""
 
 LOWEST_FACTOR = 1 / 16
 """The pace never drops below this share of the plan's after 429s or others' use."""
+STALL_WAIT = 1.0
+"""Seconds a server that stopped answering is waited for before more permits go."""
 RECOVERY = 1 / 32
 """Share of the plan's pace regained with each answer that is not a 429."""
 
@@ -73,6 +75,7 @@ class Estimate:
         latency: Smoothed time from permit to answer, in seconds (RFC 6298's estimator).
         jitter: Smoothed mean deviation of that time: requests whose latencies differ reach
             the server in another order than their permits.
+        answered_at: When the newest answer was read.
     """
 
     limit: RateLimit
@@ -89,6 +92,7 @@ class Estimate:
     in_order: bool = False
     latency: float | None = None
     jitter: float = 0.0
+    answered_at: float = -math.inf
 
     def copy(self) -> Estimate:
         """A snapshot that later updates of this estimate leave alone."""
@@ -107,6 +111,7 @@ class Estimate:
             self.in_order,
             self.latency,
             self.jitter,
+            self.answered_at,
         )
 
     @property
@@ -135,6 +140,18 @@ class Estimate:
         """Seconds within which two permits may reach the server in either order: an interval
         of the plan, or the spread of the answers' latencies (four mean deviations) if more."""
         return max(self.limit.interval, 4.0 * self.jitter)
+
+    @property
+    def slowest(self) -> float:
+        """The longest latency the answers explain: their mean and four deviations (RFC 6298's
+        timeout); ``inf`` before any answer."""
+        return math.inf if self.latency is None else self.latency + 4.0 * self.jitter
+
+    @property
+    def late_after(self) -> float:
+        """Seconds after its grant an unanswered request is overdue: :attr:`slowest` and an
+        interval of the plan."""
+        return self.slowest + self.limit.interval
 
     @property
     def is_window(self) -> bool:
@@ -183,9 +200,10 @@ class Answer:
             far, less those answered a period or more before its grant (None: as many as
             :attr:`own_in_window`).
         later_grants: Grant times of our permits after this one (they are not in its count).
-        close_in_flight: Our permits granted before this one, within :attr:`Estimate.overtaking`
-            of it, and still unanswered: they may reach the server after it, so they count as
-            not yet counted. (Permits further apart arrive in order.)
+        earlier_in_flight: Grant times of our permits granted before this one and still
+            unanswered. Those granted within :attr:`Estimate.overtaking` of it, or within the
+            time its answer came late, may reach the server after it: they count as not yet
+            counted. (Permits further apart arrive in order.)
         overlapped: Other answers were read while this request was on its way: requests reach
             the server in any order, so it may have counted some of theirs after this one, and
             its word can lower the estimate but not raise it.
@@ -199,7 +217,7 @@ class Answer:
     reset_after: float | None = None
     retry_after: float | None = None
     grants_between: Sequence[float] | None = None
-    close_in_flight: int = 0
+    earlier_in_flight: Sequence[float] = ()
     own_in_window: int | None = None
     own_at_most: int | None = None
     later_grants: Sequence[float] = ()
@@ -210,6 +228,23 @@ def ready_at(estimate: Estimate, *, now: float) -> float:
     """The earliest clock time the next permit may be granted (``now`` or later)."""
     emission = 1.0 / estimate.pace
     return max(now, estimate.hold_until, estimate.tat - (estimate.burst - 1.0) * emission)
+
+
+def held_until(estimate: Estimate, *, unanswered: int, oldest: float, now: float) -> float:
+    """When requests still on their way let the next permit go (``now``: at once).
+
+    A stalled server counts what reached it meanwhile together, in one burst. So while no
+    answer has come for longer than the latency explains, and the oldest of our ``unanswered``
+    permits (granted at ``oldest``) is as late, no more than the bucket holds are let out: for
+    :data:`STALL_WAIT` at most (beyond it, the requests are taken as lost or cancelled).
+    """
+    if unanswered < estimate.size or estimate.is_window:
+        return now
+    late = estimate.late_after
+    silent_since = estimate.answered_at + late
+    if now - oldest <= late or now <= silent_since:
+        return now
+    return max(now, silent_since + STALL_WAIT)
 
 
 def grant(estimate: Estimate, *, now: float) -> None:
@@ -287,14 +322,21 @@ def smoothing(limit: RateLimit) -> float:
 
 
 def _refilled_tat(
-    estimate: Estimate, answer: Answer, remaining: int, *, pace: float | None = None
+    estimate: Estimate,
+    answer: Answer,
+    remaining: int,
+    arrived: float,
+    close: int,
+    *,
+    pace: float | None = None,
 ) -> float:
-    """Our bucket as the server's word sets it: it held ``remaining`` after the request
-    arrived (after its grant), and every permit granted since comes out of it."""
+    """Our bucket as the server's word sets it: it held ``remaining`` when the request arrived
+    (``arrived``), and every permit granted since comes out of it."""
     emission = 1.0 / (estimate.pace if pace is None else pace)
     # A window's places already hold every request in flight, whatever order they arrive in.
-    close = 0 if estimate.is_window else answer.close_in_flight
-    tat = answer.granted_at + (estimate.size - remaining + close) * emission
+    if estimate.is_window:
+        close = 0
+    tat = arrived + (estimate.size - remaining + close) * emission
     later = answer.later_grants
     if not later:
         return tat
@@ -349,6 +391,16 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     """
     limit = est.limit
     latency, jitter = _timed(est, answer)
+    est.answered_at = max(est.answered_at, answer.now)
+    # The request arrived after its grant, and as late as its answer is later than the usual
+    # latency (held up on its way: a stalled server counts it late, with those behind it).
+    late = max(0.0, answer.now - answer.granted_at - est.slowest)
+    arrived = answer.granted_at + late
+    # Read before the answer's latency moves the jitter: the permits before it that may reach
+    # the server after it (granted close to it, or held up as long as it, or overdue).
+    since = answer.granted_at - max(est.overtaking, late)
+    overdue = answer.now - est.late_after
+    close = sum(when > since or when < overdue for when in answer.earlier_in_flight)
     if answer.status_code == 429:
         pause = rate_limited_pause(
             limit,
@@ -369,7 +421,6 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         est.tat = max(est.tat, hold + (est.burst - 1.0) / est.pace)
         return
     remaining = answer.remaining
-    # Read before the answer's latency moves the jitter: the order of the permits before it.
     overtaking = est.overtaking
     ceiling = min(float(limit.requests), est.ceiling + 1.0)
     if remaining is not None:
@@ -383,7 +434,7 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     if answer.serial <= est.serial:
         # An older word than the newest read: its request may have reached the server after
         # the newer one (requests overtake each other), so it can lower the estimate only.
-        est.tat = max(est.tat, _refilled_tat(est, answer, remaining))
+        est.tat = max(est.tat, _refilled_tat(est, answer, remaining, arrived, close))
         return
     before_tat = est.tat
     others = est.others
@@ -392,9 +443,7 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     # with none granted close to it says what the others did (the rest say what order ours
     # arrived in).
     later = answer.later_grants
-    settled = answer.close_in_flight == 0 and (
-        not later or later[0] - answer.granted_at >= overtaking
-    )
+    settled = close == 0 and (not later or later[0] - answer.granted_at >= overtaking)
     unexplained = 0
     told = True  # whether the answer says how many others took (none, or so many)
     if answer.own_in_window is not None:
@@ -435,11 +484,11 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     # The server's word replaces our bucket. (A request granted before this one and still on
     # its way may reach the server after it: its own answer will say so, see above.)
     pace = _pace(est, others)
-    tat = _refilled_tat(est, answer, remaining, pace=pace)
+    tat = _refilled_tat(est, answer, remaining, arrived, close, pace=pace)
     if est.is_window and hold > answer.now:
         # A full window: nothing until its reset, then its whole quota, less the requests
         # still on their way (the places in the window bound ours).
-        taken = len(answer.later_grants) + answer.close_in_flight
+        taken = len(answer.later_grants) + close
         tat = hold + taken / pace
     if answer.overlapped:
         tat = max(tat, before_tat)

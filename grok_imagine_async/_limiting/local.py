@@ -11,7 +11,15 @@ from __future__ import annotations
 import math
 
 from .._clock import DEFAULT_CLOCK, Clock
-from .feedback import DEFAULT_HEADROOM, Answer, Estimate, grant, read_answer, ready_at
+from .feedback import (
+    DEFAULT_HEADROOM,
+    Answer,
+    Estimate,
+    grant,
+    held_until,
+    read_answer,
+    ready_at,
+)
 from .feedback import give_back as give_back_to
 from .line import SlotLine
 from .pacing import TimeLog, Wakeup, WindowLog
@@ -170,9 +178,14 @@ class LocalRateLimiter:
         """When the next permit may go (``now`` or later): the pace and the window's places."""
         self._forget_lost(now)
         estimate = self._estimate
-        return max(
+        when = max(
             ready_at(estimate, now=now), self._window.opens_at(now=now, places=estimate.places)
         )
+        pending = self._pending
+        if len(pending) >= estimate.size:
+            oldest = next(iter(pending.values()))[0]
+            when = max(when, held_until(estimate, unanswered=len(pending), oldest=oldest, now=now))
+        return when
 
     def _issue(self, now: float) -> Permit:
         serial = self._history.add(now)
@@ -221,13 +234,12 @@ class LocalRateLimiter:
         if told and 0 < serial_before < serial and estimate.in_order:
             between = self._grants(serial_before, upto=serial)
         later = self._grants(serial) if told else []
-        close = 0
+        earlier = []
         if told:
-            since = permit.granted_at - estimate.overtaking
             for s, (when, _) in pending.items():  # in grant order
                 if s >= serial:
                     break
-                close += when > since
+                earlier.append(when)
         read_answer(
             estimate,
             Answer(
@@ -239,7 +251,7 @@ class LocalRateLimiter:
                 reset_after=feedback.reset_after,
                 retry_after=feedback.retry_after,
                 grants_between=between,
-                close_in_flight=close,
+                earlier_in_flight=earlier,
                 own_in_window=self._history.count_in_window(serial, period=self._limit.period),
                 # Any answered since a period before its grant, or still on its way, may have
                 # reached the server before it, in the same window.

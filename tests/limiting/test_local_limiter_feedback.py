@@ -147,7 +147,7 @@ def test_an_answer_overtaken_on_its_way_cannot_raise_the_estimate() -> None:
 def test_a_copy_of_an_estimate_has_every_field_and_is_left_alone_by_updates() -> None:
     # Every field away from its default, so a field the copy forgets cannot pass unseen.
     estimate = Estimate(
-        RateLimit(7, 3.0), 0.1, 2.0, 9.0, 0.5, 0.25, 3.0, 4.0, 7, 1.5, 6, True, 0.1, 0.01
+        RateLimit(7, 3.0), 0.1, 2.0, 9.0, 0.5, 0.25, 3.0, 4.0, 7, 1.5, 6, True, 0.1, 0.01, 2.5
     )
     assert all(getattr(estimate, f.name) != f.default for f in dataclasses.fields(Estimate))
     copy = estimate.copy()
