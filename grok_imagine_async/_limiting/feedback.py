@@ -1,39 +1,18 @@
 """What the server's answers say about the quota: the one feedback interpreter. Pure, no I/O.
 
-Both limiters keep one :class:`Estimate`, read every answer into it (:func:`read_answer`, or
-:func:`answered` for an updated copy), take every permit from it (:func:`grant`), and ask
-:func:`ready_at` when the next permit may go. The estimate is updated in place, not copied: the
-local limiter does so twice per request, and a copy cost a tenth of a request's time. Nothing
-here sleeps, reads a clock or holds a lock; tests call the functions directly.
-
-The model (issue 27). The plan's rate is the ceiling: permits leave at most at
-``requests / period / (1 + headroom)`` a second. The server is taken to hold a bucket of
-``size`` requests refilled at that rate, and the pacing is a GCRA bucket of the same size:
-
-- **Size**: one more than the largest ``X-RateLimit-Remaining`` seen, at most the quota (1
-  until an answer says more, so permits start evenly spaced and never burst blindly). A window
-  server's ``Remaining`` starts near the quota, so a window is a bucket of the whole quota; a
-  leaky bucket's (GCRA, nginx ``limit_req``) never exceeds its burst.
-- **Level**: an answer's ``Remaining`` is what the bucket held when that request *arrived*,
-  which is after its permit was granted. So the refill is counted from the permit's grant time,
-  and every permit granted since (and every older one still unanswered) is taken from it, at
-  the rate they were granted. Requests in flight at a steady rate therefore cost exactly what
-  the bucket refills meanwhile, whatever the round trip: they are not a burst.
-- **Other users** of the token show as a ``Remaining`` lower than our own requests explain.
-  For a window, the shortfall is their count in the window, ours counted by grant time; but
-  only if even every request of ours the server may have counted leaves a shortfall (a burst
-  it counted late, in any order, is ours however old its grants). For a bucket, the difference
-  between the level our own requests predict and the one reported, smoothed over time. Their
-  rate is taken from ours (the pace), and from a window's places.
-- **A 429 is the hard signal**: everyone pauses for ``Retry-After`` (else the reset, else the
-  default pause), the bucket is empty, and both the rate and the size believed halve, growing
-  back a step with every answer that is not a 429.
-- **A full window** (``Remaining: 0`` from a bucket of half the quota or more) refills at its
-  ``X-RateLimit-Reset``, not before.
+Both limiters keep one :class:`Estimate`, read every answer into it (:func:`read_answer`), take
+every permit from it (:func:`grant`) and ask :func:`ready_at` when the next may go. The model
+(``docs/guides/rate-limits.md``): the plan's rate is the ceiling; the server holds a bucket of
+``size`` (one more than the largest ``Remaining`` seen: a window's is the quota, a leaky
+bucket's its burst), which an answer's ``Remaining`` says it held when the request arrived, so
+requests in flight at a steady rate are not a burst; a ``Remaining`` lower than ours explain is
+someone else's rate (a bucket) or count (a window); a 429 pauses everyone and halves the rate
+and size believed, which grow back with each answer.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,9 +33,10 @@ RECOVERY = 1 / 32
 
 @dataclass(slots=True)
 class Estimate:
-    """What a limiter believes of the server's quota, and its own pacing bucket.
+    """What a limiter believes of the server's quota, and its own pacing bucket (a GCRA).
 
-    Mutable: the functions below update it in place. Take :meth:`copy` for a snapshot.
+    Updated in place (a copy per answer cost a tenth of a request's time); :meth:`copy` for a
+    snapshot.
 
     Attributes:
         limit: The plan's quota: its rate is the ceiling.
@@ -71,10 +51,9 @@ class Estimate:
         reported_at: That permit's grant time.
         reported: That answer's ``Remaining``.
         in_order: Whether that answer's request came with none granted close to it (so it
-            reached the server in grant order, and can be compared with the next).
+            can be compared with the next).
         latency: Smoothed time from permit to answer, in seconds (RFC 6298's estimator).
-        jitter: Smoothed mean deviation of that time: requests whose latencies differ reach
-            the server in another order than their permits.
+        jitter: Smoothed mean deviation of that time.
         answered_at: When the newest answer was read.
     """
 
@@ -96,23 +75,7 @@ class Estimate:
 
     def copy(self) -> Estimate:
         """A snapshot that later updates of this estimate leave alone."""
-        return Estimate(
-            self.limit,
-            self.headroom,
-            self.size,
-            self.ceiling,
-            self.factor,
-            self.others,
-            self.tat,
-            self.hold_until,
-            self.serial,
-            self.reported_at,
-            self.reported,
-            self.in_order,
-            self.latency,
-            self.jitter,
-            self.answered_at,
-        )
+        return copy.copy(self)
 
     @property
     def plan_pace(self) -> float:
@@ -121,17 +84,14 @@ class Estimate:
 
     @property
     def pace(self) -> float:
-        """Permits per second now: the plan's pace, less 429s' halvings and others' share.
-
-        A window's others take its places instead (:attr:`places`): their requests leave the
-        window as a whole, not at a rate.
-        """
+        """Permits per second now: the plan's pace, less 429s' halvings and others' share (a
+        window's others take its :attr:`places` instead)."""
         return _pace(self, self.others)
 
     @property
     def shared_pace(self) -> float:
-        """The pace of a schedule without bursts or places (shared through Redis): others'
-        share comes off it whatever the server's kind."""
+        """The pace of a schedule without bursts or places (Redis's): less others' share
+        whatever the server's kind."""
         plan = self.plan_pace
         return max(plan * LOWEST_FACTOR, plan * self.factor - max(0.0, self.others))
 
@@ -165,9 +125,8 @@ class Estimate:
 
     @property
     def places(self) -> int:
-        """Requests of ours any window may hold: the quota less what others take of it, and no
-        more than the server was seen to hold (a bucket of more than half the quota is no
-        window: it holds its burst at once, not the quota)."""
+        """Requests of ours any window may hold: the quota less others' part, and no more than
+        the server was seen to hold."""
         if not self.is_window:
             return self.limit.requests
         taken = math.ceil(max(0.0, self.others) * self.limit.period)
@@ -196,17 +155,13 @@ class Answer:
         grants_between: Grant times of our permits after the previous report's, up to and
             including this one (None: unknown, e.g. other processes share the schedule).
         own_in_window: Our permits in the period that ended with this one (None: unknown).
-        own_at_most: Our permits the server may have counted with this one: all granted so
-            far, less those answered a period or more before its grant (None: as many as
-            :attr:`own_in_window`).
-        later_grants: Grant times of our permits after this one (they are not in its count).
-        earlier_in_flight: Grant times of our permits granted before this one and still
-            unanswered. Those granted within :attr:`Estimate.overtaking` of it, or within the
-            time its answer came late, may reach the server after it: they count as not yet
-            counted. (Permits further apart arrive in order.)
-        overlapped: Other answers were read while this request was on its way: requests reach
-            the server in any order, so it may have counted some of theirs after this one, and
-            its word can lower the estimate but not raise it.
+        own_at_most: Our permits the server may have counted with this one, a burst it
+            counted late included (None: as many as :attr:`own_in_window`).
+        later_grants: Grant times of our permits after this one (not in its count).
+        earlier_in_flight: Grant times of our unanswered permits before this one: those
+            granted close to it, held up as long as it or overdue may reach the server after.
+        overlapped: Other answers were read while this request was on its way, so it can
+            lower the estimate but not raise it.
     """
 
     serial: int
@@ -252,13 +207,6 @@ def grant(estimate: Estimate, *, now: float) -> None:
     estimate.tat = max(estimate.tat, now) + 1.0 / estimate.pace
 
 
-def granted(estimate: Estimate, *, now: float) -> Estimate:
-    """:func:`grant` on a copy: the estimate after a permit granted at ``now``."""
-    after = estimate.copy()
-    grant(after, now=now)
-    return after
-
-
 def give_back(estimate: Estimate) -> None:
     """A permit's request never reached the server: its room goes back to the bucket."""
     estimate.tat -= 1.0 / estimate.pace
@@ -272,12 +220,9 @@ def rate_limited_pause(
     reset_after: float | None,
     default: float | None = None,
 ) -> float:
-    """How long a 429 stops every sender: ``Retry-After``, else the reset, else ``default``.
-
-    ``default`` is one period when not given: the only wait that clears any window. Clamped to
-    one period (no window stays closed longer, so a longer hint can only come from a skewed
-    clock reading a Unix-time reset) and to at least one permit's interval (so a zero hint
-    cannot turn into one 429 per interval).
+    """How long a 429 stops every sender: ``Retry-After``, else the reset, else ``default`` (one
+    period: the only wait that clears any window). At most a period (a longer hint is a skewed
+    clock) and at least an interval (a zero hint must not make one 429 per interval).
 
     Example:
         >>> rate_limited_pause(RateLimit(100, 60.0), 1.0, retry_after=None, reset_after=None)
@@ -290,13 +235,8 @@ def rate_limited_pause(
 
 
 def window_tolerance(estimate: Estimate) -> int:
-    """Requests a window server may count beyond ours without anyone else on the token.
-
-    Ours are counted by grant time, and permits are not arrivals: over ``headroom * period`` of
-    latency jitter about ``headroom * requests`` of them land on the other side of a window edge,
-    as many more as leave within the spread of the answers' latencies (four mean deviations),
-    and a couple more overtake the observed one.
-    """
+    """Requests a window server may count beyond ours (by grant time) with no one else on the
+    token: those the headroom's and the latencies' jitter put across a window's edge, and two."""
     limit = estimate.limit
     spread = 4.0 * estimate.jitter * limit.per_second
     return math.ceil(estimate.headroom * limit.requests + spread) + 2
@@ -312,12 +252,8 @@ def _timed(estimate: Estimate, answer: Answer) -> tuple[float, float]:
 
 
 def smoothing(limit: RateLimit) -> float:
-    """Seconds over which a bucket's shortfalls are averaged into others' rate.
-
-    Two seconds, and at least 30 intervals of the plan: the rounding of ``Remaining`` (less
-    than one request either way, and it does not add up) then moves the estimate by at most
-    one request per smoothing time.
-    """
+    """Seconds over which a bucket's shortfalls are averaged into others' rate: two, and 30
+    intervals at least, so that ``Remaining``'s rounding moves it by one request at most."""
     return max(2.0, 30.0 * limit.interval)
 
 

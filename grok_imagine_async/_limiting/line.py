@@ -1,14 +1,8 @@
-"""The one waiter line of both limiters: who gets each permit, on anyio.
+"""The one waiter line of both limiters, on anyio: who gets each permit.
 
-Slots come from elsewhere (the local pacing bucket, a Redis script, the fallback); the line
-only decides who gets each one. A single caller at a time, the *leader*, fetches the next slot
-and waits for it; when it is due, it goes to whoever is first in line by then (lowest priority
-value, then arrival), which may be a caller that arrived while the leader was waiting. The
-leader keeps fetching until it is served itself, then hands the lead to the new first in line;
-between two slots it lets the callers it served run, so one back at once for another permit
-keeps its priority within a burst of slots due together.
-So there is never more than one slot in flight per limiter, priorities hold among its callers,
-and no background task exists: the waiters do the work, so nothing outlives them.
+One waiter at a time, the leader, fetches the next slot (from the local bucket, a Redis script
+or the fallback) and hands it to the first in line by then (priority, then arrival); nothing
+runs in the background.
 """
 
 from __future__ import annotations
@@ -35,9 +29,7 @@ class _Waiter(Generic[SlotT]):
 
 
 class SlotLine(Generic[SlotT]):
-    """A priority line where one waiter at a time fetches slots for everyone.
-
-    A slot may carry a value (what the fetch returned), which goes to the waiter it is given to.
+    """A priority line where one waiter at a time fetches slots (and their values) for everyone.
 
     Args:
         now: The limiter's clock, to tell how long the waiters have gone without a slot.
@@ -51,9 +43,7 @@ class SlotLine(Generic[SlotT]):
         self._last_served = -math.inf
 
     def stalled_for(self, now: float) -> float:
-        """Seconds the callers waiting at ``now`` have gone without any slot being served: since
-        the later of the last slot served and the oldest waiter's arrival (0.0 when none waits).
-        """
+        """Seconds since the later of the last slot served and the oldest waiter's arrival."""
         if not self._heap:
             return 0.0
         oldest = min(waiter.arrived for _, _, waiter in self._heap)
@@ -71,10 +61,8 @@ class SlotLine(Generic[SlotT]):
         Args:
             priority: Lower values are served first.
             fetch_slot: Called by the leader with the priority of the first in line; returns
-                when the next slot is due. Its exceptions propagate to the leader only; the next
-                waiter then leads and tries again.
-
-        Cancelling a waiting caller loses no slot: one already given to it passes down the line.
+                when the next slot is due. Its exceptions reach the leader only; the next
+                waiter then leads. A slot given to a cancelled caller passes down the line.
         """
         waiter: _Waiter[SlotT] = _Waiter(self._now())
         heapq.heappush(self._heap, (priority, next(self._arrivals), waiter))
@@ -89,10 +77,8 @@ class SlotLine(Generic[SlotT]):
                     while not waiter.served:
                         self._serve_first(await fetch_slot(self._heap[0][0]))
                         if not waiter.served:
-                            # Let those just served run before the next slot: a caller back
-                            # at once for another permit (a submitter with its next job) must
-                            # find its place by priority, not see a burst of slots due together
-                            # go to the lower priorities waiting meanwhile (issue 12).
+                            # Those just served may be back at once for another permit: they
+                            # take their place by priority before a burst of due slots goes on.
                             await anyio.lowlevel.checkpoint()
                 finally:
                     self._leading = False
@@ -117,8 +103,6 @@ class SlotLine(Generic[SlotT]):
         if not waiter.served:
             self._heap = [entry for entry in self._heap if entry[2] is not waiter]
             heapq.heapify(self._heap)
-        elif self._heap:
-            # Served but cancelled before it could use the slot, which is due now: the next in
-            # line takes it rather than it being lost.
+        elif self._heap:  # served, but cancelled before it could use the slot: pass it on
             self._serve_first(waiter.slot)
         self._wake_first()

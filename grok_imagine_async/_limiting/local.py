@@ -1,14 +1,14 @@
-"""The in-process rate limiter: the one waiter line, the one feedback interpreter, on anyio.
-
-Waiters queue by (:class:`Priority`, arrival) in the :class:`~._limiting.line.SlotLine`; its
-leader waits until the :class:`~._limiting.feedback.Estimate` and the window's places allow
-one more permit, and hands it to whoever is first in line by then. Every answer updates the
-estimate (:func:`~._limiting.feedback.read_answer`); nothing here decides what a header means.
+"""The in-process rate limiter: the one waiter line and the one feedback interpreter, on
+anyio, with its bookkeeping of its own permits (grants, answers, places in the window).
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
+
+import anyio
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .feedback import (
@@ -22,9 +22,144 @@ from .feedback import (
 )
 from .feedback import give_back as give_back_to
 from .line import SlotLine
-from .pacing import TimeLog, Wakeup, WindowLog
 from .plans import Plan, RateLimit, resolve_rate_limit
 from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
+
+
+class TimeLog:
+    """Clock times of the last ``keep`` seconds' events (grants, answers), numbered from 1."""
+
+    __slots__ = ("_first_serial", "_keep", "_start", "_times")
+
+    def __init__(self, *, keep: float) -> None:
+        self._keep = keep
+        self._times: list[float] = []
+        self._start = 0  # index in _times of the oldest remembered time
+        self._first_serial = 1  # serial of _times[_start]
+
+    @property
+    def last_serial(self) -> int:
+        """The serial of the latest event (0 before the first)."""
+        return self._first_serial + len(self._times) - self._start - 1
+
+    def add(self, now: float) -> int:
+        """Record an event at ``now`` (no earlier than the last) and return its serial."""
+        self._times.append(now)
+        self._forget(now - self._keep)
+        return self.last_serial
+
+    def after(self, serial: int, *, upto: int | None = None) -> tuple[int, list[float]]:
+        """The first serial after ``serial`` remembered, and the times from it on (to ``upto``
+        included if given), oldest first."""
+        first = max(serial + 1, self._first_serial)
+        index = self._start + first - self._first_serial
+        end = None if upto is None else self._start + upto - self._first_serial + 1
+        return first, self._times[index:end]
+
+    def count_in_window(self, serial: int, *, period: float) -> int | None:
+        """Events up to and including ``serial`` in the ``period`` seconds that end with it.
+
+        Returns None when that window reaches back beyond what is remembered.
+        """
+        index = self._start + serial - self._first_serial
+        if serial < self._first_serial or index >= len(self._times):
+            return None
+        at = self._times[index]
+        # If older events were forgotten, they might have been inside the window.
+        if self._first_serial > 1 and self._times[self._start] > at - period:
+            return None
+        first = bisect.bisect_right(self._times, at - period, self._start, index + 1)
+        return index + 1 - first
+
+    def count_after(self, when: float) -> int:
+        """Events remembered that happened after ``when``."""
+        times = self._times
+        return len(times) - bisect.bisect_right(times, when, self._start)
+
+    def _forget(self, before: float) -> None:
+        times = self._times
+        start = self._start
+        while start < len(times) - 1 and times[start] < before:
+            start += 1
+        self._first_serial += start - self._start
+        self._start = start
+        if start > 1024 and start * 2 > len(times):  # compact now and then, amortised O(1)
+            del times[:start]
+            self._start = 0
+
+
+class WindowLog:
+    """Which recent permits may still count in the server's window, whatever the feedback says.
+
+    A request reaches the server between its permit and its answer, so a permit holds one of
+    the window's places until ``window`` seconds after its answer (``unanswered`` seconds after
+    its grant until then: the client's timeouts see to it).
+    """
+
+    __slots__ = ("_heap", "_release", "_unanswered", "_window")
+
+    def __init__(self, *, window: float, unanswered: float) -> None:
+        self._window = window
+        self._unanswered = unanswered
+        self._release: dict[int, float] = {}  # serial -> when its place frees up
+        self._heap: list[tuple[float, int]] = []  # (release, serial), stale entries skipped
+
+    def grant(self, serial: int, *, now: float) -> None:
+        """A permit was granted at ``now``: it takes a place until its answer."""
+        self._set(serial, now + self._unanswered + self._window)
+
+    def answered(self, serial: int, *, now: float) -> bool:
+        """The permit's answer came at ``now``; True if that frees its place sooner."""
+        release = self._release.get(serial)
+        if release is None or release <= now:  # its place is free already
+            return False
+        self._set(serial, now + self._window)
+        return now + self._window < release
+
+    def forget(self, serial: int) -> None:
+        """The permit's request never reached the server: its place is free."""
+        self._release.pop(serial, None)
+
+    def opens_at(self, *, now: float, places: int) -> float:
+        """When a new permit may be granted, ``places`` being ours: ``-inf`` if one is free."""
+        heap, release = self._heap, self._release
+        while heap and (release.get(heap[0][1]) != heap[0][0] or heap[0][0] <= now):
+            when, serial = heapq.heappop(heap)
+            if release.get(serial) == when:  # expired, not merely superseded
+                del release[serial]
+        excess = len(release) - places
+        if excess < 0:
+            return -math.inf
+        if excess == 0:
+            return heap[0][0]
+        return sorted(release.values())[excess]  # others took places: rare, and short-lived
+
+    def _set(self, serial: int, when: float) -> None:
+        self._release[serial] = when
+        heapq.heappush(self._heap, (when, serial))
+
+
+class Wakeup:
+    """An event made when someone starts waiting and set when a wait may end sooner."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    async def wait_until(self, clock: Clock, when: float) -> None:
+        """Sleep until the clock time ``when``, or until :meth:`wake` is called."""
+        delay = when - clock.monotonic()
+        if delay <= 0:
+            return
+        event = self._event = anyio.Event()
+        with anyio.move_on_after(delay):
+            await event.wait()
+
+    def wake(self) -> None:
+        """End the current wait, if any."""
+        if self._event is not None:
+            self._event.set()
 
 
 class LocalRateLimiter:
@@ -45,15 +180,12 @@ class LocalRateLimiter:
       answer that is not a 429.
 
     Whatever the headers say, no window of ``period * (1 + headroom)`` seconds holds more than
-    ``requests`` of its permits (a permit holds its place until a window after its answer).
-    Answers without headers leave it pacing evenly at the plan's rate. See
-    :mod:`grok_imagine_async._limiting.feedback` for the model.
+    ``requests`` of its permits. Answers without headers leave it pacing evenly.
 
-    Polls (:attr:`Priority.POLL`) are served before submissions that have waited longer; within a
-    priority the order is first come, first served. A cancelled ``acquire`` takes no permit and
-    does not hold up the others. One limiter may be shared by any number of tasks and clients of
-    the same token within one event loop (asyncio or trio, through anyio). For several
-    processes, use ``grok_imagine_async.redis.RedisRateLimiter``.
+    Polls (:attr:`Priority.POLL`) go before submissions that have waited longer; within a
+    priority, first come, first served. A cancelled ``acquire`` takes no permit. One limiter
+    may be shared by any number of tasks and clients of one token within one event loop
+    (asyncio or trio); for several processes, use ``grok_imagine_async.redis.RedisRateLimiter``.
 
     Args:
         limit: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan` or a :class:`RateLimit`

@@ -11,18 +11,9 @@ from dataclasses import dataclass
 # the ones people write in configuration files; anything else is refused with the syntax.
 _QUOTA = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d*)?|\.\d+)?\s*([a-z]*)\s*$", re.IGNORECASE)
 _UNITS = {
-    "": 1.0,
-    "s": 1.0,
-    "sec": 1.0,
-    "second": 1.0,
-    "seconds": 1.0,
-    "m": 60.0,
-    "min": 60.0,
-    "minute": 60.0,
-    "minutes": 60.0,
-    "h": 3600.0,
-    "hour": 3600.0,
-    "hours": 3600.0,
+    **dict.fromkeys(("", "s", "sec", "second", "seconds"), 1.0),
+    **dict.fromkeys(("m", "min", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hour", "hours"), 3600.0),
 }
 QUOTA_SYNTAX = "REQUESTS/PERIOD, e.g. 100/6s, 2000/min, 5000/1h"
 

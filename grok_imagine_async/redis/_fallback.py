@@ -1,22 +1,12 @@
 """Pacing one process alone while Redis is unreachable, and handing back without a burst.
 
-The risky moments are the two hand-overs, not the outage itself:
-
-- **Into the fallback.** Each process was getting roughly its share of the shared schedule. If
-  every one of them granted a permit the instant Redis failed, the window that still holds the
-  last period of shared traffic would get one extra request per process. So a process's first
-  local permit waits one local interval after its last shared one, and any server-ordered pause
-  already known still holds.
-- **Back to Redis.** Processes notice that Redis is back at different moments (each probes on
-  its own schedule). The first one back would get the whole shared rate while the others still
-  send their local share. So after recovery a process keeps its local pace *as well as* the
-  shared schedule until as many peers have acquired through Redis since its recovery as were
-  active before the outage, or one period has passed (a peer still missing by then was idle or
-  gone); only then does the shared schedule alone decide.
-
-The fallback's pace is a plain leaky bucket of one request (:class:`aiolimiter.AsyncLimiter`):
-evenly spaced, no burst into a window that the other processes keep using. The server's
-answers still go through the shared limiter's feedback interpreter, whose pauses hold here too.
+The risk is in the two hand-overs. Into the fallback, a process's first local permit waits one
+local interval after its last shared one, so the window that still holds the shared traffic
+gets no extra request per process. Back to Redis, a process keeps its local pace as well as the
+shared schedule until as many peers have acquired through Redis since its recovery as were
+active before the outage, or a period has passed, so the first one back does not take the
+whole rate while the others still send their share. The local pace is a leaky bucket of one
+request (:class:`aiolimiter.AsyncLimiter`): evenly spaced, no burst.
 """
 
 from __future__ import annotations
@@ -36,9 +26,7 @@ UNKNOWN_PEERS_SHARE = 0.25
 
 
 def fallback_limit(limit: RateLimit, share: float) -> RateLimit:
-    """The quota one process keeps for itself while Redis is down: ``share`` of ``limit``.
-
-    Rounded down, and never below one request per period (a process must still make progress).
+    """``share`` of ``limit``, rounded down, and never below one request per period.
 
     Example:
         >>> fallback_limit(RateLimit(100, 60.0), 0.25)
@@ -48,7 +36,7 @@ def fallback_limit(limit: RateLimit, share: float) -> RateLimit:
 
 
 class Fallback:
-    """The local limiter standing in for Redis, with the hand-over rules of the module docstring.
+    """The local pace standing in for Redis, with the hand-over rules of the module docstring.
 
     Args:
         limit: This process's share of the quota (see :func:`fallback_limit`).
@@ -67,17 +55,15 @@ class Fallback:
         last_grant: float | None,
         peers_before: int,
     ) -> None:
-        self._limit = limit
-        self._interval = limit.period * (1.0 + headroom) / limit.requests
-        self._bucket = AsyncLimiter(1, self._interval)
+        interval = limit.period * (1.0 + headroom) / limit.requests
+        self._bucket = AsyncLimiter(1, interval)
         self._probe_interval = probe_interval
-        now = anyio.current_time()
-        self._hold_until = -math.inf if last_grant is None else last_grant + self._interval
-        self._next_probe = now + probe_interval
+        self._hold_until = -math.inf if last_grant is None else last_grant + interval
+        self._next_probe = anyio.current_time() + probe_interval
         self.degraded = True
         """True while Redis is believed unreachable; False during the hand-back."""
         self._peers_before = peers_before
-        self._hand_back_cap = max(limit.period, probe_interval + 2 * self._interval)
+        self._hand_back_cap = max(limit.period, probe_interval + 2 * interval)
         self._recovered_at = math.inf
 
     @classmethod
@@ -92,17 +78,8 @@ class Fallback:
         last_grant: float | None,
         reason: str,
     ) -> Fallback:
-        """Start pacing alone at ``share`` of ``plan`` (None: one over ``peers``), and say so.
-
-        Args:
-            plan: The token's whole quota.
-            share: The fraction configured, or None for one over the peers last seen.
-            peers: Limiter instances last seen on the token (None: Redis never answered).
-            headroom: As for :class:`Fallback`.
-            probe_interval: As for :class:`Fallback`.
-            last_grant: As for :class:`Fallback`.
-            reason: Why Redis is considered unreachable (an exception's name), for the log.
-        """
+        """Start pacing alone at ``share`` of ``plan`` (None: one over the ``peers`` last seen,
+        None if Redis never answered), and log why (``reason``)."""
         if share is None:
             share = UNKNOWN_PEERS_SHARE if peers is None else 1.0 / peers
         limit = fallback_limit(plan, share)
@@ -121,11 +98,6 @@ class Fallback:
             last_grant=last_grant,
             peers_before=peers or 1,
         )
-
-    @property
-    def limit(self) -> RateLimit:
-        """The local quota in force."""
-        return self._limit
 
     def should_probe(self) -> bool:
         """Whether it is time to try Redis again (always true during the hand-back)."""

@@ -91,20 +91,17 @@ class RedisLimiterStatistics(LimiterStatistics):
 class RedisRateLimiter:
     """Paces every process that uses one API token to that token's quota, through Redis.
 
-    Each permit costs one Lua script call: it reserves the next free slot on a schedule kept in
-    Redis (GCRA, no burst) using the Redis server's clock, and answers how long to wait for it.
-    Slots are one interval of the pace apart: at most the plan's ``period / requests * (1 +
-    headroom)``, so any sliding window of the period holds at most ``limit.requests`` requests
-    from all processes together, whatever their local clocks say. What the answers mean is
-    decided by the same feedback interpreter as :class:`~grok_imagine_async.LocalRateLimiter`'s:
-    a 429 (or a full window) pauses every process; a ``Remaining`` lower than the slots handed
-    out explain (someone else uses the token) slows the shared pace by their rate.
+    Each permit costs one Lua script call, which reserves the next slot on a schedule kept in
+    Redis (GCRA, no burst, on the Redis server's clock): slots are ``period / requests * (1 +
+    headroom)`` apart, so no sliding window of the period holds more than the quota from all
+    processes together. The answers are read by the same interpreter as
+    :class:`~grok_imagine_async.LocalRateLimiter`'s: a 429 (or a full window) pauses every
+    process, and someone else on the token slows the shared pace by their rate. Within one
+    process, waiters are served by priority.
 
-    Within one process, waiting callers are served by priority (polls before submissions).
-
-    If Redis is unreachable, by default the limiter logs a warning and falls back to a
-    :class:`~grok_imagine_async.LocalRateLimiter` at ``fallback_share`` of the plan, probes Redis
-    every ``fallback_probe_interval`` seconds and takes over again when it answers.
+    If Redis is unreachable, by default the limiter logs a warning, paces this process alone at
+    ``fallback_share`` of the plan, probes Redis every ``fallback_probe_interval`` seconds and
+    hands back to it when it answers.
 
     Args:
         redis: A ``redis://`` URL (the limiter then owns the connection; close it with
@@ -175,16 +172,14 @@ class RedisRateLimiter:
         self._probe_interval = fallback_probe_interval
         self._headroom = headroom
         self._estimate = Estimate(self._limit, headroom)
-        # The least a window's tolerance can be (no jitter): beyond it, an answer may read as
-        # someone else's, so it is worth asking Redis what the server may have counted.
+        # Beyond the least tolerance (no jitter), an answer may read as someone else's.
         self._least_tolerance = window_tolerance(self._estimate)
         self._clock = clock
         self._acquire_script = self._redis.register_script(ACQUIRE_SCRIPT)
         self._observe_script = self._redis.register_script(OBSERVE_SCRIPT)
         self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
         self._count_script = self._redis.register_script(COUNT_SCRIPT)
-        # (answer time, latency) of the last two periods' answers, latencies decreasing: the
-        # longest since any moment is the first entry after it (a sliding maximum).
+        # (answer time, latency) of two periods' answers, latencies decreasing (a sliding max).
         self._latencies: deque[tuple[float, float]] = deque()
 
         self._line: SlotLine[None] = SlotLine(self._clock.monotonic)
@@ -193,9 +188,7 @@ class RedisRateLimiter:
         self._peers: int | None = None  # as last counted by Redis
         self._beating = 0  # processes whose heartbeat Redis saw in the last period
         self._sent_in_window = 0  # every process's slots in the last period, as last counted
-        # Until then, requests paced locally during an outage may still be in the server's
-        # window, and Redis's count of slots cannot explain them.
-        self._unshared_until = -math.inf
+        self._unshared_until = -math.inf  # until then, locally paced requests may still count
         # How late a slot may still be used: half the jitter the headroom absorbs.
         self._late_limit = max(headroom * self._limit.period / 2, self._interval)
         self._last_grant: float | None = None  # loop time
@@ -246,12 +239,9 @@ class RedisRateLimiter:
     async def observe(self, feedback: RateLimitFeedback) -> None:
         """Share what the server said about the quota with every process using the token.
 
-        A 429 pauses all of them for ``Retry-After`` (else until the reset, else one period).
-        ``Remaining`` counts only if the slots handed out in the last period (plus a jitter
-        tolerance) do not explain it, nor every slot the server may have counted with it late
-        (one more script call, only then): then ``Remaining: 0`` pauses everyone until the
-        reset, and a low ``Remaining`` spreads the slots left until the reset. Never raises for
-        an unreachable Redis.
+        A 429 pauses all of them for ``Retry-After`` (else until the reset, else one period); a
+        ``Remaining`` lower than every process's slots explain slows the shared pace (or, at 0,
+        pauses everyone until the reset). Never raises for an unreachable Redis.
         """
         now = self._clock.monotonic()
         permit = feedback.permit
@@ -265,10 +255,7 @@ class RedisRateLimiter:
             own is not None
             and remaining is not None
             and self._limit.requests - own - remaining > self._least_tolerance
-        ):
-            # More gone than the slots of the period before the last reservation explain (the
-            # interpreter's tolerance may have shrunk with this answer's jitter): ask Redis for
-            # every slot the server may have counted with this one.
+        ):  # more gone than the last period's slots explain: ask for all the server may count
             at_most = await self._may_have_counted(now, permit.granted_at)
         self._estimate = after = answered(
             before,
@@ -314,13 +301,8 @@ class RedisRateLimiter:
 
     async def _may_have_counted(self, now: float, granted_at: float) -> int | None:
         """Slots of every process the server may have counted with a request granted at
-        ``granted_at``, answered ``now`` (None: Redis cannot say).
-
-        The server counted it at some moment ``c`` between, and its window holds what it
-        counted after ``c - period``: requests answered since ``granted_at - period``, or not
-        yet. Each was granted at most the longest latency seen since then before its answer
-        (every process talks to the same server), so its slot is within the lookback: a burst
-        the server counted late and out of order is ours, however old its slots.
+        ``granted_at`` and answered ``now`` (None: Redis cannot say): those due since a period
+        before its grant, less the longest latency seen since (a burst counted late is ours).
         """
         period = self._limit.period
         since = granted_at - period
@@ -336,16 +318,14 @@ class RedisRateLimiter:
             return None
 
     def give_back(self, permit: Permit) -> None:
-        """The request never reached the server. The shared schedule has moved on and other
-        processes may hold the slots after it, so nothing is given back: the cost is one slot.
-        """
+        """Nothing is given back: the shared schedule has moved on, and the cost is one slot."""
 
     async def heartbeat(self) -> int:
         """Tell the token's other processes that this one is alive, busy or idle.
 
-        Peers are otherwise counted from their permits, so an idle process would not be
-        counted, and while Redis is down the busy ones would each take too large a share. Call
-        it more often than once per period (a :class:`RedisJobStore` given this limiter does).
+        Idle processes are counted as peers only by this, so that while Redis is down the busy
+        ones do not each take too large a share. Call it more often than once per period (a
+        :class:`RedisJobStore` given this limiter does).
 
         Returns:
             The processes seen on the token within the last period, this one included.
@@ -429,8 +409,7 @@ class RedisRateLimiter:
             if not fallback.should_probe():
                 return
         while True:
-            # The server's delay counts from about when the request left: a reply read late (a
-            # busy loop) then shows up as a late slot too.
+            # The delay counts from when the call left: a reply read late shows as a late slot.
             sent_at = anyio.current_time()
             try:
                 self._redis_calls += 1
@@ -475,8 +454,7 @@ class RedisRateLimiter:
                 elif fallback.finished(reservation.rejoined):
                     self._fallback = fallback = None
                     self._unshared_until = anyio.current_time() + self._limit.period
-            # A second late slot is used anyway: a loop that is always that busy must still
-            # get its permits, and it then sends no faster than it can wake up.
+            # A second late slot is used anyway: a loop always that busy still gets permits.
             outcome = await self._sleep_until(sent_at + reservation.delay)
             if outcome == "erased":
                 continue  # the state was deleted while we waited: reserve again
@@ -486,14 +464,11 @@ class RedisRateLimiter:
             gave_up = True
 
     async def _sleep_until(self, deadline: float) -> str:
-        """Sleep until a reserved slot: ``"on time"``, ``"late"`` (woken too late to use it) or
-        ``"erased"`` (the state in Redis was deleted meanwhile: the reservation is void).
+        """Sleep until a reserved slot: ``"on time"``, ``"late"`` or ``"erased"``.
 
-        A process stalled past its slot (an overloaded host) would send among the slots of the
-        processes that come next, and several stalled at once would overfill a window; the
-        slot is given up instead and a fresh one reserved, which only costs throughput. A long
-        wait looks at Redis every :data:`RECHECK` seconds, so that deleting the key (an
-        operator clearing a bad state) wakes the waiting process.
+        A slot woken too late for (an overloaded host) would land among the next processes'
+        slots, so it is given up for a fresh one. A long wait looks at Redis every
+        :data:`RECHECK` seconds, so that an operator deleting the state wakes it.
         """
         # If cancelled while asleep, the slot stays reserved for the next waiter to lead.
         self._pending_slot = deadline

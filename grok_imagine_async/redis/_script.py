@@ -1,18 +1,11 @@
 """The shared pacing state in Redis: key names, the Lua scripts, and reading their answers.
 
-Pure logic, no I/O: :mod:`grok_imagine_async.redis` runs these scripts. The algorithm is GCRA
-with reservation and zero burst tolerance. Redis holds one number per token, the *theoretical
-arrival time* (TAT): the earliest moment the next request may go out. One script call reserves
-the slot ``max(now, TAT, paused_until)``, moves TAT one emission interval past it and answers
-how long the caller must wait for its slot. So one round trip buys one permit, and the slots
-handed out across every process are at least one interval apart, which keeps any sliding window
-of the period at or under the limit.
-
-Every time the scripts use is the Redis server's own clock (``TIME``): processes only ever
-receive *durations*, so hosts whose clocks disagree still share one schedule.
-
-Times inside Redis are integer microseconds since the Unix epoch; they fit a Lua double exactly
-(2**53 microseconds is about 285 years), and ``%.0f`` keeps them from turning into exponents.
+GCRA with reservation and no burst: Redis holds one number per token, the *theoretical arrival
+time* (TAT). One script call reserves the slot ``max(now, TAT, paused_until)``, moves TAT one
+interval past it and answers how long to wait, so one round trip buys one permit and the slots
+of every process are an interval apart. Every time is the Redis server's own clock (``TIME``),
+in integer microseconds (exact in a Lua double; ``%.0f`` keeps them from turning into
+exponents): processes only receive durations, so hosts whose clocks disagree share one schedule.
 """
 
 from __future__ import annotations
@@ -24,8 +17,7 @@ from dataclasses import dataclass
 MICROS = 1_000_000
 
 TOKEN_HASH_CHARS = 16
-"""Hex characters of the token's keyed hash kept in key names: 64 bits, enough to keep tokens apart
-and useless for recovering the token."""
+"""Hex characters of the token's keyed hash in key names: enough to keep tokens apart."""
 
 # Keys: [1] TAT, [2] paused-until, [3] peers (member -> last acquire), [4] slots (the slots
 #       handed out in the last two periods, scored by time: a request counted late by the
@@ -111,10 +103,9 @@ return redis.call('ZCOUNT', KEYS[1], since, string.format('%.0f', now))
 """
 
 # Keys: [1] beats (member -> last heartbeat). ARGV: [1] period us, [2] member id.
-# Returns: processes that beat within the last period. Kept apart from the peers that acquire,
-# which the hand-back after an outage counts: a beat says a process is alive, not that it is
-# pacing through Redis again. A process counts as a peer while it beats, busy or idle, so that the
-# shares taken while Redis is down add up to at most the plan.
+# Returns: processes that beat within the last period, busy or idle (so that the shares taken
+# while Redis is down add up to the plan). Apart from the peers that acquire, which the
+# hand-back counts: a beat says a process is alive, not that it paces through Redis again.
 HEARTBEAT_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -128,8 +119,7 @@ return redis.call('ZCARD', KEYS[1])
 
 def token_name(api_key: str) -> str:
     """The name one API token's keys (limiter and job store) go by: an HMAC keyed by the token,
-    not the plain ``sha256(token)`` that any table of hashed leaked tokens (or another tool's
-    fingerprint of the token) would match.
+    which no table of hashed leaked tokens matches.
 
     Example:
         >>> len(token_name("secret-token"))
@@ -141,11 +131,8 @@ def token_name(api_key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
-    """The keys one token's pacing state lives under.
-
-    The namespace is wrapped in a Redis Cluster hash tag (``{...}``) so both scripts, which
-    touch several keys at once, always find them on one node.
-    """
+    """The keys of one token's pacing state, in one Redis Cluster hash tag (``{...}``) so that
+    a script finds all of its keys on one node."""
 
     tat: str
     paused_until: str
@@ -205,8 +192,7 @@ class Reservation:
         """Read the script's reply (a list of six integers).
 
         Raises:
-            ValueError: If the reply has another shape (the key space is shared with someone
-                else's data, or the script was changed).
+            ValueError: If the reply has another shape (someone else's data in our keys).
         """
         if not isinstance(raw, (list, tuple)) or len(raw) != 6:
             raise ValueError(f"unexpected reply from the acquire script: {raw!r}")

@@ -11,11 +11,18 @@ from grok_imagine_async._limiting.feedback import (
     Answer,
     Estimate,
     answered,
-    granted,
+    grant,
     ready_at,
 )
 
 LIMIT = RateLimit(100, 10.0)  # 10 a second
+
+
+def granted(estimate: Estimate, *, now: float) -> Estimate:
+    """The estimate after a permit granted at ``now``, ``estimate`` unchanged."""
+    after = estimate.copy()
+    grant(after, now=now)
+    return after
 
 
 def grant_at(estimate: Estimate, times: list[float]) -> Estimate:
