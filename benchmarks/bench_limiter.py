@@ -11,12 +11,12 @@ Needs the ``emulator`` extra. Writes ``benchmarks/results/limiter.md`` and print
    requests per 6 s), each way the server counts (a sliding window with ``X-RateLimit-Reset`` in
    seconds, a fixed window with it as a Unix time, a GCRA leaky bucket with a burst of 5 that
    refills at the quota's rate) and each limiter (ours, ours before the one limiter core, ours
-   when it counted its requests in a window by grant time alone, and
-   ``AsyncLimiter(limit, period)``), one real ``AsyncGrokImagine`` with ``max_retries=0`` is
-   driven by 300 concurrent coroutines calling ``get_task`` (one call in ten is a
-   ``generate``) for four windows. The emulator's arrival log is the judge: requests, 429s,
-   utilization (requests received / (limit x elapsed periods)) and the most requests it saw in
-   any sliding window of the period. The client's CPU time is divided by its requests.
+   at ``--baseline REV`` if given, and ``AsyncLimiter(limit, period)``), one real
+   ``AsyncGrokImagine`` with ``max_retries=0`` is driven by 300 concurrent coroutines calling
+   ``get_task`` (one call in ten is a ``generate``) for four windows. The emulator's arrival
+   log is the judge: requests, 429s, utilization (requests received / (limit x elapsed
+   periods)) and the most requests it saw in any sliding window of the period. The client's
+   CPU time is divided by its requests.
 2. **On virtual time** (``--part virtual``, ``results/limiter-virtual.md``): the same sweep with
    the emulator in process on the virtual-time loop and a simulated network between it and the
    client (see ``benchmarks/_limiter_virtual.py``), figures that the machine's load cannot move.
@@ -58,7 +58,7 @@ from benchmarks._limiter_virtual import (
     run_round_trip_one,
     run_virtual_one,
 )
-from benchmarks._sim_legacy import FEEDBACK_COMMIT, LIMITER_COMMIT
+from benchmarks._sim_legacy import LIMITER_COMMIT
 from grok_imagine_async import APIError, AsyncGrokImagine, LocalRateLimiter, RateLimit
 from grok_imagine_async.abc import (
     LimiterStatistics,
@@ -141,19 +141,17 @@ def before(limit: RateLimit, commit: str = LIMITER_COMMIT) -> RateLimiter:
 
 STRATEGIES: dict[str, Callable[[RateLimit], RateLimiter]] = {
     "before": before,
-    "grant-time": functools.partial(before, commit=FEEDBACK_COMMIT),
     "local": LocalRateLimiter,
     "aiolimiter": AiolimiterAsUsual,
     "none": NoLimiter,
 }
 NAMES = {
     "before": f"LocalRateLimiter at {LIMITER_COMMIT} (adaptive pacing)",
-    "grant-time": f"LocalRateLimiter at {FEEDBACK_COMMIT} (ours in a window by grant time)",
     "local": "LocalRateLimiter",
     "aiolimiter": "AsyncLimiter(limit, period)",
     "none": "no limiter",
 }
-DEFAULT_STRATEGIES = ("before", "grant-time", "local", "aiolimiter")
+DEFAULT_STRATEGIES = ("before", "local", "aiolimiter")
 
 
 # -- the emulator, in its own process -----------------------------------------------------------
@@ -447,6 +445,9 @@ def main(argv: list[str] | None = None) -> None:
         help=f"limiters, comma-separated, from: {', '.join(STRATEGIES)} (default: all but none)",
     )
     parser.add_argument(
+        "--baseline", metavar="REV", help="also run LocalRateLimiter as it was at this commit"
+    )
+    parser.add_argument(
         "--part",
         choices=["all", "sockets", "virtual", "round-trips"],
         default="all",
@@ -457,6 +458,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     servers = [kind for kind in args.servers.split(",") if kind]
     strategies = [name.strip() for name in args.limiters.split(",") if name.strip()]
+    if args.baseline:
+        STRATEGIES["baseline"] = functools.partial(before, commit=args.baseline)
+        NAMES["baseline"] = f"LocalRateLimiter at {args.baseline}"
+        strategies.insert(strategies.index("local") if "local" in strategies else 0, "baseline")
     unknown = sorted(set(servers) - set(SERVERS)) + sorted(set(strategies) - set(STRATEGIES))
     if unknown:
         parser.error(f"unknown server kinds or limiters: {unknown}")
