@@ -58,8 +58,6 @@ class WindowCounter:
         *,
         count_refused: bool = False,
     ) -> None:
-        if mode not in ("sliding", "fixed"):
-            raise ValueError(f"window mode must be 'sliding' or 'fixed', got {mode!r}")
         self.limit, self.mode, self._count_refused = limit, mode, count_refused
         self._times: deque[float] = deque()  # sliding: the requests still counted
         self._window_start, self._count = -math.inf, 0  # fixed: the current window
@@ -104,8 +102,6 @@ class GcraCounter:
     __slots__ = ("_count_refused", "_interval", "_tat", "burst", "limit")
 
     def __init__(self, limit: RateLimit, *, burst: int, count_refused: bool = False) -> None:
-        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-            raise ValueError(f"burst must be an int >= 1, got {burst!r}")
         self.limit, self.burst, self._count_refused = limit, burst, count_refused
         self._interval = limit.period / limit.requests
         self._tat = -math.inf

@@ -105,12 +105,13 @@ class Api:
         state.count(f"{method} {path}")
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else ""
-        if not state.is_known(token):
+        quota = state.quota(token)
+        if quota is None:
             return _error(401, "Unauthorized: invalid API key", "UNAUTHORIZED")
         decision = state.admit(token, now)
         reset = decision.reset_after
         headers = {
-            "X-RateLimit-Limit": str(state.quota(token)),
+            "X-RateLimit-Limit": str(quota),
             "X-RateLimit-Remaining": str(decision.remaining),
             "X-RateLimit-Reset": f"{state.unix(now + reset):.3f}"
             if state.config.reset_format == "unix"

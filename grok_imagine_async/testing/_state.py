@@ -183,13 +183,10 @@ class EmulatorState:
         with self.lock:
             self._counts[key] += 1
 
-    def is_known(self, token: str) -> bool:
-        """Whether ``token`` is accepted."""
-        return token in self._windows
-
-    def quota(self, token: str) -> int:
-        """Requests per window granted to ``token`` (a known one)."""
-        return self._windows[token].limit.requests
+    def quota(self, token: str) -> int | None:
+        """Requests per window granted to ``token``; None: not an accepted token."""
+        window = self._windows.get(token)
+        return None if window is None else window.limit.requests
 
     def admit(self, token: str, now: float) -> WindowDecision:
         """Count a request of ``token`` at ``now`` against its quota and log it."""

@@ -32,10 +32,8 @@ _DROPPED = "grok_imagine_async.emulator.drop"  # scope key: a list, appended to 
 
 
 class ConnectionDropped(Exception):
-    """Raised by the emulator app when it drops a connection it cannot close itself.
-
-    Seen only with a plain ``httpx.ASGITransport``; ``Emulator.transport()`` converts it.
-    """
+    """Raised by the emulator app when it drops a connection it cannot close itself (seen only
+    with a plain ``httpx.ASGITransport``; ``Emulator.transport()`` converts it)."""
 
 
 class DropResponse(Response):
