@@ -33,7 +33,6 @@ import anyio
 
 from .._errors import AuthenticationError, ConfigurationError, GrokImagineError, InvalidRequestError
 from .._files import TaskLog, run_blocking
-from .._journal.codec import request_digest
 from .._journal.sqlite import JournalError, SqliteJobStore
 from .._models import FailureClass, GenerationRequest, Task, TaskStatus
 from .._scheduling.inputs import InputError, InputSummary, JobFile
@@ -47,6 +46,7 @@ from .._scheduling.jobs import (
     StoredJob,
     StoreRecord,
     StoreState,
+    request_digest,
 )
 from .._scheduling.resume import Reopening, must_retake, recorded_result, reopening, same_request
 from .common import (

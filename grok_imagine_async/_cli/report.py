@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .._files import create_temp, run_blocking
-from .._journal.codec import excerpt, request_digest
+from .._journal.codec import excerpt
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._scheduling.breaker import BreakerSnapshot
 from .._scheduling.inputs import JobFile
-from .._scheduling.jobs import JobStore, StoreRecord, StoreState
+from .._scheduling.jobs import JobStore, StoreRecord, StoreState, request_digest
 from .common import command_line, printable
 
 MANIFEST_NAME = "manifest.jsonl"

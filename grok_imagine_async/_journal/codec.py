@@ -6,22 +6,15 @@ of input is not copied into every journal and manifest); the digest names the wh
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 from .._limits import DEFAULT_MAX_PROMPT_CHARS
 from .._models import FailureClass, GenerationRequest
-from .._scheduling.jobs import StoredJob, StoreRecord, StoreState
+from .._scheduling.jobs import StoredJob, StoreRecord, StoreState, request_digest
 
 PROMPT_KEPT = DEFAULT_MAX_PROMPT_CHARS
 """The most characters of a prompt a journal (or manifest) keeps."""
-
-
-def request_digest(request: GenerationRequest) -> str:
-    """A digest of what ``request`` asks the API for (its payload), stored with its record."""
-    canonical = json.dumps(request.payload(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def excerpt(prompt: str) -> str:

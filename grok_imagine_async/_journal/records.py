@@ -13,8 +13,15 @@ from pathlib import Path
 
 from .._errors import TaskFailedError
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
-from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord, StoreState
-from .codec import request_digest
+from .._scheduling.jobs import (
+    Claim,
+    JobResult,
+    Listener,
+    StoredJob,
+    StoreRecord,
+    StoreState,
+    request_digest,
+)
 
 Change = Callable[[StoreRecord | None], StoreRecord]
 """A transition of one job's record, given its current record (None: never written)."""

@@ -1,9 +1,5 @@
-"""What the scheduler needs of a client: the seam that keeps it from importing ``_client``.
-
-:class:`~grok_imagine_async.AsyncGrokImagine` satisfies :class:`SchedulerClient`
-structurally. The client imports the scheduler (for ``generate_many``); the scheduler only
-knows this protocol, so the two modules do not import each other.
-"""
+"""What the scheduler needs of a client: a protocol, so that ``_client`` (which imports the
+scheduler for ``generate_many``) and the scheduler do not import each other."""
 
 from __future__ import annotations
 
@@ -24,20 +20,13 @@ class SchedulerClient(Protocol):
     """The part of :class:`~grok_imagine_async.AsyncGrokImagine` a scheduler uses."""
 
     @property
-    def limiter(self) -> RateLimiter:
-        """The rate limiter every request passes (its ``limit`` sizes the scheduler)."""
-
+    def limiter(self) -> RateLimiter: ...
     @property
-    def telemetry(self) -> Observer | None:
-        """Where the client and its schedulers report requests and jobs, if anywhere."""
-
+    def telemetry(self) -> Observer | None: ...
     @property
-    def settings(self) -> Settings:
-        """The client's settings: the scheduler's default poll, breaker and duration prior."""
-
+    def settings(self) -> Settings: ...
     @property
-    def on_ambiguous_submit(self) -> str:
-        """``"raise"`` or ``"resubmit"``: what to do with a POST whose outcome is unknown."""
+    def on_ambiguous_submit(self) -> str: ...
 
     async def _submit(
         self,
@@ -48,8 +37,7 @@ class SchedulerClient(Protocol):
     ) -> str:
         """Send one POST /v1/generate, running ``before_send`` right before it leaves."""
 
-    async def get_task(self, task_id: str, *, priority: Priority = ...) -> Task:
-        """Read one task's status."""
+    async def get_task(self, task_id: str, *, priority: Priority = ...) -> Task: ...
 
     async def download(
         self,
@@ -57,5 +45,4 @@ class SchedulerClient(Protocol):
         dest: str | os.PathLike[str],
         *,
         stem: str | None = None,
-    ) -> list[Path]:
-        """Write a task's videos into ``dest``."""
+    ) -> list[Path]: ...

@@ -1,9 +1,7 @@
 """The scheduler's shared books: its jobs, their tally and budget, and how a job or a run ends.
 
-Every worker (submitting, polling, downloading) holds the same :class:`Books`. Through it a
-job ends in exactly one way (:meth:`Books.finish`: recorded, then announced), one job's
-trouble stays that job's (:meth:`Books.for_job`), and a fatal error reaches one place
-(:meth:`Books.stop`), which decides whether the paid jobs are seen through or left.
+A job ends one way (:meth:`Books.finish`: recorded, then announced), one job's trouble stays
+that job's (:meth:`Books.for_job`), and a fatal error reaches one place (:meth:`Books.stop`).
 """
 
 from __future__ import annotations
@@ -39,14 +37,7 @@ logger = logging.getLogger("grok_imagine_async.scheduler")
 
 
 class Books:
-    """What the scheduler's workers share; see the module docstring.
-
-    Args:
-        budget: The run's credit budget.
-        breaker: Whether the batch submits (see ``breaker``).
-        on_event: The caller's event hook, if any.
-        streaming: Whether finished results are buffered for ``results()`` from the start.
-    """
+    """What the scheduler's workers share; see the module docstring."""
 
     def __init__(
         self,
@@ -58,25 +49,19 @@ class Books:
     ) -> None:
         self.budget = budget
         self.breaker = breaker
-        self.jobs: dict[str, JobRecord] = {}
-        """Jobs accepted and not finished, by key."""
+        self.jobs: dict[str, JobRecord] = {}  # accepted and not finished
         self.tally = Tally(self.notify)
-        self.backlog: deque[JobResult] = deque()
-        """Finished results not read yet (while streaming)."""
+        self.backlog: deque[JobResult] = deque()  # finished, not read yet (while streaming)
         self.streaming = streaming
         self.journal: JobStore | None = None
         self.input_closed = False
-        self.fatal: BaseException | None = None
-        """The first fatal error: raised when the block exits."""
-        self.halted = False
-        """Stopped at once: nothing more is sent, paid jobs are left to the journal."""
-        self.unrecorded: dict[str, str] = {}
-        """Task ids a failed journal write did not keep, by key."""
-        self.course_id = uuid.uuid4().hex
-        """This scheduler, as the course it shares with other processes names it."""
+        self.fatal: BaseException | None = None  # the first fatal error, raised at exit
+        self.halted = False  # stopped at once: paid jobs are left to the journal
+        self.unrecorded: dict[str, str] = {}  # task ids a failed journal write did not keep
+        self.course_id = uuid.uuid4().hex  # this scheduler, in the course it shares
+        # Wall-clock time of the newest course taken or decided: older ones (a journal's from
+        # an earlier run) are not taken.
         self.course_at = time.time()
-        """Wall-clock time of the newest course taken or decided: older ones (a journal's
-        from an earlier run) are not taken."""
         self._on_event = on_event
         self._changed = anyio.Event()
         self._tg: TaskGroup | None = None
@@ -84,17 +69,16 @@ class Books:
     # -- tasks -----------------------------------------------------------------------------
 
     def attach(self, tg: TaskGroup) -> None:
-        """Run workers in ``tg`` from now on (the scheduler's own task group)."""
+        """Run workers in ``tg`` (the scheduler's task group) from now on."""
         self._tg = tg
 
     def start(self, worker: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Start ``worker(*args)`` through the one fatal-error path (:meth:`_guarded`)."""
+        """Start ``worker(*args)``; whatever escapes it (a rejected token, a bug) becomes the
+        scheduler's fatal error, raised as it is at exit, never in an ExceptionGroup."""
         assert self._tg is not None
         self._tg.start_soon(self._guarded, worker, *args)
 
     async def _guarded(self, worker: Callable[..., Awaitable[None]], *args: Any) -> None:
-        # The one way out of a worker: whatever escapes it (a rejected token, a bug) becomes
-        # the scheduler's fatal error, raised as it is by __aexit__, never in an ExceptionGroup.
         try:
             await worker(*args)
         except Exception as exc:
@@ -103,16 +87,13 @@ class Books:
     # -- change notification ---------------------------------------------------------------
 
     def notify(self) -> None:
-        """Wake whoever waits in :meth:`wait_for`."""
         self._changed.set()
         self._changed = anyio.Event()
 
     async def next_change(self) -> None:
-        """Wait for the next :meth:`notify`."""
         await self._changed.wait()
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        """Wait until ``predicate()`` holds, checking it after each change."""
         while not predicate():
             await self._changed.wait()
 
@@ -128,9 +109,8 @@ class Books:
     def course(
         self, key: str, transition: Transition, now: float, *, adopted: bool = False
     ) -> None:
-        """The breaker changed the batch's course on job ``key``'s outcome (``adopted``: as
-        another process sharing the batch decided; ``key`` is then empty): wake the waiting
-        submitters, log it once, tell the hook, and tell the other processes."""
+        """The breaker changed course on job ``key``'s outcome (``adopted``: as another process
+        sharing the batch decided): wake the submitters, log, tell the hook and the others."""
         snapshot = self.breaker.snapshot()
         self.notify()
         level = logging.INFO if transition is Transition.PROBING else logging.WARNING
@@ -162,8 +142,8 @@ class Books:
             logger.warning("could not share the batch's course (%s): %s", course.state, exc)
 
     async def follow_course(self, every: float) -> None:
-        """Take the course the other processes sharing the journal decide, reading it every
-        ``every`` seconds: one decision for the batch, not one per process (issue 24)."""
+        """Take the course the processes sharing the journal decide, read every ``every``
+        seconds: one decision for the batch, not one per process."""
         assert self.journal is not None
         while True:
             await anyio.sleep(every)
@@ -186,16 +166,13 @@ class Books:
                 self.course("", transition, now, adopted=True)
 
     def unfinished(self) -> int:
-        """Jobs accepted and not finished."""
         return len(self.jobs)
 
     # -- ending a job ----------------------------------------------------------------------
 
     async def for_job(self, job: JobRecord, step: Awaitable[None]) -> None:
-        """Run one step of one job; whatever goes wrong in it ends that job, not the batch.
-
-        Only a rejected token goes on (to the worker's guard), since no other job can pass.
-        """
+        """Run one step of one job; what goes wrong in it ends that job, not the batch (but a
+        rejected token, which no other job can pass)."""
         try:
             await step
         except AuthenticationError:
@@ -218,8 +195,7 @@ class Books:
         from_journal: bool = False,
         record: bool = True,
     ) -> None:
-        """End ``job``: record its result in the journal (unless ``record`` is False), then
-        forget it and announce it (waiters, ``results()``, the hook)."""
+        """End ``job``: record its result (unless ``record`` is False), then announce it."""
         result = self.result(
             job,
             task=task,
@@ -249,7 +225,7 @@ class Books:
         files: tuple[Path, ...] = (),
         from_journal: bool = False,
     ) -> JobResult:
-        """The :class:`JobResult` ``job`` ends with, as of now."""
+
         return JobResult(
             key=job.key,
             request=job.request,
@@ -267,7 +243,7 @@ class Books:
         )
 
     def conclude(self, job: JobRecord, result: JobResult) -> None:
-        """Announce ``result``: after the journal write, so a woken waiter finds it recorded."""
+        """Announce ``result`` (after the journal write: a woken waiter finds it recorded)."""
         job.finished(result)
         if self.streaming:
             self.backlog.append(result)
@@ -279,11 +255,8 @@ class Books:
     # -- stopping --------------------------------------------------------------------------
 
     def stop(self, exc: BaseException, *, drain: bool) -> None:
-        """The one place a fatal error goes: accept no more jobs, submit nothing more.
-
-        With ``drain``, jobs already submitted are polled to their end (they are paid for)
-        and the block then exits; without (a rejected token: no poll can pass either), every
-        worker stops now. Either way the scheduler's ``__aexit__`` raises the first one.
+        """The one place a fatal error goes: accept and submit nothing more. With ``drain``
+        the paid jobs are polled to their end first; without (a rejected token), all stop now.
         """
         if self.fatal is None:
             self.fatal = exc
@@ -293,14 +266,13 @@ class Books:
         self.notify()
 
     def halt(self) -> None:
-        """Stop every worker now."""
         self.halted = True
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         self.notify()
 
     def journal_failed(self, exc: Exception, job: JobRecord) -> None:
-        """A journal call for ``job`` failed: stop the batch, keep polling what was paid for."""
+        """A journal call failed: stop the batch, keep polling what was paid for."""
         assert self.journal is not None
         error = as_journal_error(exc, self.journal)
         level = logging.ERROR if self.fatal is None else logging.DEBUG  # once, not per job
@@ -319,7 +291,7 @@ class Books:
             logger.error("journal failed on closing: %s", error)
 
     def pending_tasks(self) -> dict[str, str]:
-        """Paid tasks whose end this run did not record: unfinished, or lost by the journal."""
+        """Paid tasks whose end this run did not record, by key."""
         pending = dict(self.unrecorded)
         pending.update((j.key, j.task_id) for j in self.jobs.values() if j.task_id is not None)
         return pending
@@ -350,7 +322,7 @@ def unexpected(exc: Exception) -> GrokImagineError:
 
 
 def as_journal_error(exc: Exception, journal: JobStore) -> JournalError:
-    """``exc`` from a journal call, as a :class:`JournalError` (whatever the journal raised)."""
+    """``exc`` from a journal call, as a :class:`JournalError`."""
     if isinstance(exc, JournalError):
         return exc
     path = getattr(journal, "path", None)

@@ -1,33 +1,10 @@
 """The batch's circuit breaker: recent outcomes in, a decision out. Pure: time is passed in.
 
-A batch that meets a systematic failure must stop paying for it (issue 24). The
-:class:`Breaker` hears how each submission ended and answers three questions: may a new POST
-go out now (:meth:`Breaker.admit`), did this outcome change the batch's course
-(:meth:`Breaker.record` returns the transition), and what is its state
-(:meth:`Breaker.snapshot`, shown by ``JobScheduler.statistics()``).
-
-- **Pause on an outage.** Retryable failures (a task failing with the network or build
-  message, a 5xx or an error-in-200 answer to the POST, a timeout, a refused connection) of
-  the ``outage_after`` *most recently submitted* jobs whose outcome is known, with no success
-  submitted after them: stop submitting. Ordering by submission, not by finish, is what lets
-  an outage in the middle of a batch show: jobs submitted before it go on completing, and
-  must not hide that every new one fails. While paused, one *probe* submission goes out at
-  growing intervals (``probe_wait_initial`` x ``probe_wait_factor``^n, at most
-  ``probe_wait_max``); the batch resumes at full speed when a probe is answered and its task
-  is seen healthy: completed, or still running twice as long after its creation as the
-  outage's failures took.
-- **Stop on systematic refusals.** The last ``stop_after_refusals`` jobs to finish were all
-  refused for one reason a resubmission cannot fix (content policy, unsupported input): stop
-  for good; the jobs not submitted end as such, and a rerun resumes there.
-- **Unanswered submissions.** ``pause_after_unanswered`` POSTs in a row whose answer was lost
-  (each may have created, and been charged for, a task): pause as for an outage.
-- **Never connected.** Every attempt failed to connect, ``give_up_unreachable`` seconds after
-  the first submission: stop (a wrong base URL is a configuration error, not an outage to wait out).
-
-Thresholds are chosen so that the usual faults never trip them: with 10 % of prompts refused,
-ten refusals in a row happen once in 10^10 outcomes; with 5 % of server errors, three in a row
-among the newest submissions cost at worst a short pause, never a changed outcome (a paused
-job waits; it is not failed).
+It pauses the batch on an outage (retryable failures of the most recently *submitted* jobs,
+or lost answers) and probes until it is over, stops it on systematic refusals or a server
+never reached, and says whether each POST may go (:meth:`Breaker.admit`). The batches guide
+("When the provider fails systematically") gives the rules and the reasoning behind the
+defaults.
 """
 
 from __future__ import annotations
@@ -45,49 +22,31 @@ from .._models import FailureClass
 class BreakerPolicy:
     """When a batch pauses or stops on a systematic failure; ``None`` turns a rule off.
 
-    Pass ``JobScheduler(breaker=None)`` to turn every rule off.
+    ``SchedulerConfig(breaker=None)`` turns every rule off. The batches guide gives the
+    reasoning behind each default.
 
     Args:
         pause_after_failures: Retryable failures (network or build failures, 5xx, errors in
             a 200 body, timeouts, refused connections) of this many of the most recently
-            submitted jobs, with no success submitted after them, pause the batch. Three: a
-            rare fault (a few percent) seldom makes three in a row, and a false pause only
-            costs one probe's wait.
+            submitted jobs, with no success submitted after them, pause the batch.
         stop_after_refusals: This many jobs in a row refused for one reason that a retry
-            cannot fix (content policy, unsupported input) stop the batch. Ten: a batch with
-            one prompt in ten refused sees that once in 10^10 outcomes; a batch with half its
-            prompts refused may stop, and should be looked at.
+            cannot fix (content policy, unsupported input) stop the batch.
         pause_after_unanswered: This many submissions in a row whose answer was lost pause
             the batch (each may have been charged).
         give_up_unreachable: Seconds from its first submission after which a batch that never
-            reached the server (every attempt failed to connect) stops, as the configuration
-            error it is (a wrong base URL), with the connection error. Forty-five seconds: with
-            the probes' waits, the batch ends within about a minute.
+            reached the server (a wrong base URL) stops with the connection error.
         warmup: Submissions a batch sends before it knows that the provider works (see
-            ``warmup_until``). An outage or a refused batch from the very start then costs
-            these tasks (and the probes), not a window of the quota. Ten: with the probes of a
-            two-minute outage, under twenty tasks.
-        warmup_age: See ``warmup``. Four seconds: a task that fails in an outage does so
-            within a couple of seconds, so one still running twice as long is evidence.
-        warmup_until: What ends the warm-up. ``"completed"`` (the default): a task completed.
-            Only that proves the provider accepts the batch's prompts when it refuses them at
-            the end of their generation: a batch whose every prompt is refused then pays for
-            ``warmup`` tasks, where it paid for everything sent in a job's duration (950 on
-            pro), and a healthy batch waits for the first of its ``warmup`` jobs to complete
-            (measured: 1-12 % longer batches). ``"running"``: a task seen running
-            ``warmup_age`` seconds, which an outage's failures never are; it protects from an
-            outage, not from refusals, and costs a few seconds.
-        warmup_max_wait: With ``warmup_until="completed"``, a task seen running this many
-            seconds ends the warm-up too, unless a warm-up job was refused meanwhile: a batch
-            of long generations (minutes) waits at most this long at its start. Sixty
-            seconds: longer than most generations (10-60 s).
+            ``warmup_until``): an outage or a refused batch from the start costs these.
+        warmup_age: How long a task must be seen running to count as proof (``"running"``).
+        warmup_until: What ends the warm-up: ``"completed"`` (a task completed: the only
+            proof that the provider accepts the prompts when it refuses them at the end of
+            their generation) or ``"running"`` (a task seen running ``warmup_age`` seconds:
+            protects from an outage, not from refusals).
+        warmup_max_wait: With ``"completed"``, a task seen running this many seconds ends the
+            warm-up too, unless a warm-up job was refused meanwhile (long generations).
         probe_wait_initial: Seconds from a pause to its first probe.
-        probe_wait_factor: Each failed probe multiplies the wait by this. 1.25: an outage of
-            ``L`` seconds costs about ``log(L / 4) / log(1.25)`` probes (eight for two
-            minutes, fifteen for ten) and the batch resumes at most a quarter of the outage's
-            length after it ends.
-        probe_wait_max: The longest wait between two probes. Ten minutes: an outage of a
-            night costs about seventy probes, not a thousand.
+        probe_wait_factor: Each failed probe multiplies the wait by this.
+        probe_wait_max: The longest wait between two probes.
 
     Raises:
         ValueError: On a count below 1 or a wait that is not positive.

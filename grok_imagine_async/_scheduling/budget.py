@@ -1,10 +1,7 @@
-"""The credit budget: what was spent, what is held for POSTs under way, and what is left.
+"""The credit budget: spent, held for POSTs under way, and left.
 
-One :class:`CreditBudget` per scheduler. A POST holds its cost from before it is sent until its
-outcome is known (:meth:`CreditBudget.reserve`): then the hold is committed (a task was
-created, or may have been) or released (the server provably started nothing). So concurrent
-submissions can never together overrun the budget, and no code path can forget to give a hold
-back. The FastAPI registry asks the same object whether queued jobs can still be paid.
+A POST holds its cost until its outcome is known (:meth:`CreditBudget.reserve`), then commits
+or releases it, so concurrent submissions never together overrun the budget.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""How much work a quota carries: the cost of a job in requests, and the in-flight cap.
-
-Shared by the scheduler (its default ``max_in_flight``) and the FastAPI registry (how long a
-queued job waits, for ``Retry-After``), so both reckon with the same cost per job.
-"""
+"""How much work a quota carries, for the scheduler's in-flight cap and the FastAPI
+registry's ``Retry-After``: both reckon with the same cost per job."""
 
 from __future__ import annotations
 

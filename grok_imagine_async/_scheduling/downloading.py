@@ -1,8 +1,7 @@
 """The scheduler's downloaders: completed jobs' videos to disk, before the job counts as done.
 
-A download that fails for a local reason (a full disk, a path it may not replace) ends only
-its job, with a one-line :class:`DownloadError`; the task id and its URLs stay in the journal,
-so the next run downloads it again without paying again.
+A download that fails ends only its job (:class:`DownloadError`); the task stays in the
+journal, so the next run downloads it again without paying again.
 """
 
 from __future__ import annotations
@@ -21,14 +20,7 @@ from .jobs import JobRecord
 
 
 class Downloader:
-    """Downloads completed jobs' videos into ``folder``, ``workers`` at a time.
-
-    Args:
-        books: The scheduler's shared books.
-        client: Fetches the files.
-        folder: Where the videos go (checked with :func:`ensure_writable` first).
-        file_stem: A job's file stem from its key (default: the key).
-    """
+    """Downloads completed jobs' videos into ``folder`` (named ``file_stem(key)``)."""
 
     def __init__(
         self,

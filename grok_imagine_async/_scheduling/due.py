@@ -1,8 +1,5 @@
-"""A heap of items due at given times, with one timer for all of them.
-
-The scheduler keeps every running job here, keyed by the time of its next poll: 5,000 jobs in
-flight cost one heap and one sleeping coroutine, not 5,000 sleeping coroutines.
-"""
+"""A heap of items due at given times, with one timer for all of them: 5,000 jobs in flight
+cost one heap and one sleeping coroutine, not 5,000."""
 
 from __future__ import annotations
 
@@ -17,18 +14,8 @@ T = TypeVar("T")
 
 
 class DueQueue(Generic[T]):
-    """Items ordered by due time; :meth:`next_due` returns each once its time has come.
-
-    Items due at the same time come out in the order they were scheduled. Times are on the
-    event loop's clock (``anyio.current_time()``).
-
-    Example:
-        >>> async def main() -> None:
-        ...     due: DueQueue[str] = DueQueue()
-        ...     due.schedule("later", anyio.current_time() + 2)
-        ...     due.schedule("sooner", anyio.current_time() + 1)
-        ...     assert await due.next_due() == "sooner"
-    """
+    """Items ordered by due time (``anyio.current_time()``), ties in scheduling order;
+    :meth:`next_due` returns each once its time has come."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, T]] = []
@@ -45,11 +32,7 @@ class DueQueue(Generic[T]):
             self._changed.set()
 
     def reschedule_all(self, when: Callable[[T, float], float]) -> None:
-        """Move every queued item to ``when(item, its current due time)``, in one pass.
-
-        For a schedule that changed its mind (the duration model moved): O(n) and one
-        re-heapify, rather than n removals. Items due at the same time keep their order.
-        """
+        """Move every queued item to ``when(item, its current due time)``, in one pass."""
         self._heap = [(when(item, due), order, item) for due, order, item in self._heap]
         heapq.heapify(self._heap)
         self._changed.set()
@@ -75,16 +58,10 @@ class DueQueue(Generic[T]):
     async def next_due(
         self, *, early: Callable[[float], T | None] | None = None, every: float = 0.25
     ) -> T:
-        """Wait until the first item is due, remove it and return it.
+        """Wait until the first item is due, remove it and return it (one consumer).
 
-        Meant for one consumer; an item scheduled earlier than the current first one while
-        this waits is returned in its turn, not after the later one's timer.
-
-        Args:
-            early: Asked every ``every`` seconds (with the current time) while the first item
-                is not yet due: the queued item it returns is taken now. The scheduler uses
-                it to spend idle quota on the looks most likely to find a job done.
-            every: Seconds between two questions to ``early``.
+        ``early(now)`` is asked every ``every`` seconds meanwhile: the queued item it returns
+        is taken now (the scheduler spends idle quota on the looks likeliest to succeed).
         """
         while True:
             if self._heap:

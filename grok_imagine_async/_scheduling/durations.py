@@ -95,8 +95,6 @@ class DurationModel:
         self._sigma = prior_sigma
         self._fitted_at = 0  # observations (both kinds) at the last fit
         self._changes = 0  # observations added or moved since the last fit
-        self.version = 0
-        """Bumped each time a refit moved the estimate (callers re-plan on a change)."""
 
     def __repr__(self) -> str:
         return (
@@ -190,8 +188,6 @@ class DurationModel:
             mu, sigma = new_mu, new_sigma
             if moved < 1e-4:
                 break
-        if abs(mu - self._mu) > 1e-3 or abs(sigma - self._sigma) > 1e-3:
-            self.version += 1
         self._mu, self._sigma = mu, sigma
         self._fitted_at = self._count + self._censored
         self._changes = 0

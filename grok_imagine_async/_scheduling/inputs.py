@@ -1,26 +1,8 @@
 """Batch input files: prompts as text, JSONL or CSV, read lazily into keyed :class:`JobSpec`\\ s.
 
-Three formats, told apart by the file's extension (or named explicitly):
-
-* **text** (any other extension): one prompt per line; blank lines and lines starting with
-  ``#`` are skipped.
-* **JSONL** (``.jsonl``, ``.ndjson``): one JSON object per line with ``prompt`` and optionally
-  ``mode``, ``ratio``, ``images`` (a list of URLs, or one URL) and ``id`` (or ``key``).
-* **CSV** (``.csv``): a header row naming some of the same columns (``prompt`` required);
-  ``images`` holds URLs separated by spaces or ``|``, or a JSON list.
-
-Every job gets a key: its ``id``/``key`` if the file gives one (unique in the file), otherwise
-a stable hash of the request (:func:`request_key`), counting repeats, so the same file maps to
-the same jobs on every run: that is what lets a re-run resume instead of paying again.
-
-Its videos are named by a template (``name=``, default ``"{key}"``) of ``{key}``, ``{index}``
-(the job's 1-based position in the file) and ``{slug}`` (the prompt's first words), which must
-hold ``{key}`` or ``{index}`` so that no two jobs can share a name.
-
-Any problem raises :class:`InputError` naming the file and line: a line the client would
-refuse (a prompt longer than :attr:`Limits.max_prompt_chars`), or CSV that does not parse (an
-unterminated quote), is a problem of the file, found before anything is paid. Reading is
-streamed: memory holds the keys seen (to catch duplicates), never the whole file.
+The formats and the naming template are described on :class:`JobFile` and in the CLI guide.
+Every job gets a key: its ``id``/``key`` if the file gives one, else a stable hash of the
+request counting repeats, so a re-run maps to the same jobs and resumes instead of paying again.
 """
 
 from __future__ import annotations
@@ -77,9 +59,12 @@ class InputSummary:
 class JobFile:
     """A batch input file, read lazily into :class:`JobSpec`\\ s; iterable any number of times.
 
-    Iterating yields one spec per job and raises :class:`InputError` at the first bad line,
-    possibly after yielding the good ones before it: call :meth:`check` first to validate the
-    whole file before submitting anything.
+    Formats, by extension (or ``format``): *text*, one prompt per line (blank lines and ``#``
+    comments skipped); *JSONL* (``.jsonl``, ``.ndjson``), one object per line with ``prompt``
+    and optionally ``mode``, ``ratio``, ``images`` (URLs) and ``id`` (or ``key``); *CSV*
+    (``.csv``), a header naming the same columns, ``images`` separated by spaces or ``|`` or
+    a JSON list. Iterating raises :class:`InputError` (naming the file and line) at the first
+    bad line, after yielding the good ones before it: call :meth:`check` first.
 
     Args:
         path: The file.

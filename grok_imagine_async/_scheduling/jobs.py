@@ -1,8 +1,7 @@
 """Jobs: states, the scheduler's records and their read-only handles, results, events, store seam.
 
-A *job* is one generation the caller asked for, identified by a *key*. It may take several
-submissions (a transient failure is resubmitted) and many status polls before it ends as one
-:class:`JobResult`.
+A *job* is one generation asked for, named by a *key*; it may take several submissions and
+many polls before it ends as one :class:`JobResult`.
 """
 
 from __future__ import annotations
@@ -44,6 +43,12 @@ class JobState(str, enum.Enum):
         return self in (JobState.COMPLETED, JobState.FAILED)
 
 
+def request_digest(request: GenerationRequest) -> str:
+    """A digest of what ``request`` asks the API for (its payload)."""
+    canonical = json.dumps(request.payload(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def request_key(request: GenerationRequest, occurrence: int = 0) -> str:
     """A stable key for a request: the same request (and occurrence) always maps to it.
 
@@ -54,8 +59,7 @@ def request_key(request: GenerationRequest, occurrence: int = 0) -> str:
         >>> request_key(GenerationRequest(prompt="a cat"))[:4]
         'req-'
     """
-    canonical = json.dumps(request.payload(), sort_keys=True, separators=(",", ":"))
-    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    digest = request_digest(request)[:16]
     return f"req-{digest}" if occurrence == 0 else f"req-{digest}-{occurrence}"
 
 

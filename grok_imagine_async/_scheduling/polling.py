@@ -1,31 +1,17 @@
 """When to look at each running job: a planner between two regimes. Pure: time is passed in.
 
-Two schedules, and a blend of them by how much quota each job could have:
+- *idle* (few jobs for the quota): look ``wait_initial`` after the submission, then every
+  ``max(wait_initial, (wait_factor - 1) x age)``, at most ``wait_max`` apart;
+- *saturated* (the quota is the bottleneck): about one look per job where the learned
+  :class:`DurationModel` says it is very probably done (its 95th percentile), then small steps
+  through the tail so that the last job of a batch is not noticed late.
 
-- *idle* (few jobs for the quota): look 1 s after the submission, then every
-  ``max(wait_initial, (wait_factor - 1) x age)`` seconds, at most ``wait_max`` apart. With the
-  defaults (1 s, x1.05, 30 s) a job is noticed within about 5 % of its duration, never more
-  than one poll a second per job;
-- *saturated* (the quota is the bottleneck): about one look per job, where the learned
-  :class:`DurationModel` says the job is very probably done (its 95th percentile), then small
-  steps (8 % of the age) through the tail so that the last job of a batch is not noticed late.
-
-The blend is geometric in the gaps, by the *allowance*: the spare quota (80 % of the limit,
-less what other requests use, as the limiter's statistics show) divided among the jobs the
-caller holds or finished lately, in polls per ``wait_initial``. An allowance of 1 or more is
-idle, 0.2 or less saturated.
-
-Whatever the regime, the quota's actual room is spent on latency (issue 25): while the scheduler
-has room (:meth:`PollPlanner.has_room`: the quota less what was sent in the last quarter
-period, the submissions still to send and the looks planned for the next), it looks at the job
-most likely done among those the idle schedule says are due (:meth:`PollPlanner.early_chance`).
-A batch whose submissions waited for the quota takes only looks very likely to succeed, which
-replace its planned ones: its requests per job are what its makespan is made of.
-
-The prior is not trusted: until three jobs have finished, a few *probe* jobs are looked at on
-a doubling schedule (1, 2, 4, 8 ... s) whatever the regime, and every "still running" answer
-is a censored observation that moves the model. When the model moves, the caller re-plans the
-looks already queued (:meth:`PollPlanner.replan_needed`).
+The gaps blend geometrically by the *allowance*: the spare quota (80 % of the limit, less
+other traffic) per job held, in polls per ``wait_initial`` (1 or more: idle; 0.2 or less:
+saturated). Whatever the regime, room left in the quota goes to the job most likely done
+(:meth:`PollPlanner.early_chance`). Until the model is confident, a few *probe* jobs are
+looked at on a doubling schedule; *canaries* and the breaker's *followed* jobs get urgent
+early looks, since their answers decide whether the batch goes on paying.
 """
 
 from __future__ import annotations
@@ -88,15 +74,8 @@ def _nothing() -> None:
 class PollPlanner:
     """Decides when the scheduler looks at each running job, and learns from each look.
 
-    Args:
-        limit: The quota the requests are paced to.
-        policy: The idle schedule's bounds (see the module docstring).
-        model: The duration model (learned in place).
-        rng: Source of jitter.
-        statistics: The limiter's counters, to see traffic that is not this planner's
-            (other clients of the same limiter); default: only the requests noted here.
-        unfinished: How many jobs the caller holds that have not finished (queued or
-            running); default: the jobs seen submitted and not yet finished.
+    ``statistics`` (the limiter's counters) shows traffic that is not the planner's own;
+    ``unfinished`` counts the jobs held, queued or running (default: those seen submitted).
     """
 
     def __init__(
@@ -155,14 +134,9 @@ class PollPlanner:
             del self._booked[index]
 
     def share_wait(self, now: float) -> float:
-        """Seconds until one more request that is not urgent may go (0: now).
-
-        The urgent looks decide whether a batch goes on paying (issue 24), so they must not
-        wait for the next window because the routine requests took all of this one: a routine
-        request goes only if the period's requests and the urgent looks booked within the next
-        period leave it a permit. With none booked, the routine takes the whole quota (the
-        limiter decides).
-        """
+        """Seconds until one more routine (not urgent) request may go: only once the
+        period's requests and the urgent looks booked in the next period leave it a permit
+        (the urgent looks decide whether the batch goes on paying)."""
         recent, horizon = self._recent, now - self.limit.period
         while recent and recent[0] <= horizon:
             recent.popleft()
@@ -293,16 +267,9 @@ class PollPlanner:
         finished: bool,
         completed: bool = True,
     ) -> None:
-        """Learn from one answer about a job.
-
-        Args:
-            key: The job's key.
-            now: When the answer came.
-            submitted_at: When its task was created (None: unknown, nothing to learn).
-            last_look: The previous answer that found it running (or ``submitted_at``).
-            finished: The task reached a final state.
-            completed: It completed (a failure says nothing about generation times).
-        """
+        """Learn from one answer about a job: ``finished`` or still running at ``now``
+        (``last_look``: the previous look that found it running; a failure, not
+        ``completed``, says nothing about generation times)."""
         if submitted_at is None:
             if finished:
                 self._finished.append(now)
@@ -331,12 +298,8 @@ class PollPlanner:
             self.model.forget_running(last_look - submitted_at)
 
     def replan_needed(self, now: float) -> bool:
-        """True once each time the looks already queued deserve a new plan.
-
-        That is when the model moved (its median by 10 %, its spread by 0.1), became
-        confident, or the regime moved by a quarter of the way between idle and saturated
-        (a batch's first jobs are planned before the rest of it is known).
-        """
+        """True once each time the queued looks deserve a new plan: the model moved, became
+        confident, or the regime moved by a quarter of the way."""
         mu, sigma, confident, weight, ending = self._planned
         now_confident = self.model.count >= _CONFIDENT
         now_weight = self.weight(now)  # also decides whether the batch is ending
@@ -376,16 +339,12 @@ class PollPlanner:
         return max(0.0, _SPARE * self.limit.per_second * window - self.requests_since(now - window))
 
     def has_room(self, now: float, *, chance: float, planned: Callable[[float], int]) -> bool:
-        """Whether the quota has room now for a look at a job, before its planned time, that
-        finds it done with probability ``chance`` (if True, the caller takes it).
+        """Whether the quota has room now for an early look that finds a job done with
+        probability ``chance`` (if True, the caller takes it).
 
-        A look very likely to succeed (see :meth:`early_chance`) replaces the planned one: it
-        needs only that nothing waits for the quota and the last window left room. Any other
-        is an extra request, paid from the actual spare rate over the next window: what the
-        quota allows, less the requests sent in the last window, the submissions still to send
-        and the looks ``planned(until)`` counts within the next window; and paced, never in a
-        burst that would leave the next ones no room. Not a share per job: 8 jobs on 100
-        requests a minute left two thirds of it unused under a per-job threshold (issue 25).
+        A very likely look replaces the planned one and needs only room in the last window.
+        Any other is an extra request, paid from the spare rate over the next window (less the
+        submissions still to send and the looks ``planned(until)`` counts), and paced.
         """
         room = self.room(now)
         if chance >= _LIKELY:
@@ -429,16 +388,8 @@ class PollPlanner:
         polls: int,
         earliest: float | None = None,
     ) -> float:
-        """The clock time of the next look at a job.
-
-        Args:
-            key: The job's key.
-            now: The current time.
-            submitted_at: When its task was created (None if unknown: resumed from a journal).
-            last_look: The last answer that found it running, or ``submitted_at``.
-            polls: Looks already spent on it (for a job of unknown age).
-            earliest: Not before this time (default ``now``).
-        """
+        """The clock time of the next look at a job, not before ``earliest`` (default
+        ``now``); ``submitted_at`` None: its age is unknown (resumed from a journal)."""
         policy = self.policy
         earliest = now if earliest is None else earliest
         if submitted_at is None:  # age unknown: look at once, then on the idle floor

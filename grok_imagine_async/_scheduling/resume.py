@@ -1,15 +1,10 @@
-"""Reading a journal record back at the start of a run: pure decisions, no I/O.
+"""The resume policy: how a new run takes up a journal record. Pure decisions, no I/O.
 
-A record says how far a job got in an earlier run. Finished records are replayed without any
-request; never-paid failures (refused by the budget or by the API) are tried again; a task
-that completed but whose download failed is downloaded again (not paid again); a record of a
-submitted task resumes polling it; an intent without a task id is a submission whose outcome
-is unknown (see the client's ``on_ambiguous_submit``, which also decides whether an earlier
-ambiguous failure is resent).
-
-This is the resume policy of every entry point: the scheduler applies :func:`reopened` to each
-record it loads, whatever the journal; ``grok-imagine batch`` counts :func:`reopening` kinds
-to tell what it will try again.
+Finished records are replayed without a request; never-paid failures are tried again; a
+completed task whose download failed is downloaded again; a submitted task is polled again;
+an intent without a task id is a submission of unknown outcome (``on_ambiguous_submit``).
+The scheduler applies :func:`reopened` to each record; ``grok-imagine batch`` counts
+:func:`reopening` kinds to tell what it will try again.
 """
 
 from __future__ import annotations
@@ -19,9 +14,8 @@ import enum
 from pathlib import Path
 
 from .._errors import AmbiguousSubmitError, GrokImagineError, TaskFailedError
-from .._journal.codec import request_digest
 from .._models import FailureClass, GenerationRequest, Task, TaskStatus
-from .jobs import JobResult, StoreRecord, StoreState
+from .jobs import JobResult, StoreRecord, StoreState, request_digest
 
 FINAL_STATES = frozenset({StoreState.COMPLETED, StoreState.FAILED})
 """Records in these states are replayed, not resumed."""
