@@ -310,33 +310,21 @@ def _shortfall(estimate: Estimate, grants: Sequence[float], remaining: int) -> f
     return expected - remaining
 
 
-def answered(estimate: Estimate, answer: Answer, *, default_pause: float | None = None) -> Estimate:
-    """:func:`read_answer` on a copy: the estimate after the answer, ``estimate`` unchanged."""
-    after = estimate.copy()
-    read_answer(after, answer, default_pause=default_pause)
-    return after
-
-
 def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = None) -> None:
-    """Read one answer into the estimate, in place (see the module docstring for the model).
-
-    Args:
-        est: The estimate before the answer; it becomes the estimate after it.
-        answer: The answer and the permits around it.
-        default_pause: The pause after a 429 that names no time (None: one period).
-    """
+    """Read one answer into the estimate, in place; ``default_pause`` after a 429 that names no
+    time (None: one period)."""
     limit = est.limit
-    latency, jitter = _timed(est, answer)
-    est.answered_at = max(est.answered_at, answer.now)
-    # The request arrived after its grant, and as late as its answer is later than the usual
-    # latency (held up on its way: a stalled server counts it late, with those behind it).
+    # The request arrived as late as its answer is later than the latencies explain (held up
+    # on its way: a stalled server counts it late, with those behind it). The permits before it
+    # that may reach the server after it: granted close to it, held up as long, or overdue.
     late = max(0.0, answer.now - answer.granted_at - est.slowest)
     arrived = answer.granted_at + late
-    # Read before the answer's latency moves the jitter: the permits before it that may reach
-    # the server after it (granted close to it, or held up as long as it, or overdue).
-    since = answer.granted_at - max(est.overtaking, late)
+    overtaking = est.overtaking
+    since = answer.granted_at - max(overtaking, late)
     overdue = answer.now - est.late_after
     close = sum(when > since or when < overdue for when in answer.earlier_in_flight)
+    est.latency, est.jitter = _timed(est, answer)
+    est.answered_at = max(est.answered_at, answer.now)
     if answer.status_code == 429:
         pause = rate_limited_pause(
             limit,
@@ -351,33 +339,26 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         est.ceiling = ceiling
         est.size = min(est.size, ceiling)
         est.hold_until = hold
-        est.latency = latency
-        est.jitter = jitter
         # The bucket was empty; the server's hint says when it has room again.
         est.tat = max(est.tat, hold + (est.burst - 1.0) / est.pace)
         return
     remaining = answer.remaining
-    overtaking = est.overtaking
     ceiling = min(float(limit.requests), est.ceiling + 1.0)
     if remaining is not None:
         est.size = max(est.size, min(ceiling, float(remaining) + 1.0, float(limit.requests)))
     est.factor = min(1.0, est.factor + RECOVERY)
     est.ceiling = ceiling
-    est.latency = latency
-    est.jitter = jitter
     if remaining is None:
         return
     if answer.serial <= est.serial:
-        # An older word than the newest read: its request may have reached the server after
-        # the newer one (requests overtake each other), so it can lower the estimate only.
+        # Older than the newest word read, it may have been counted after it: lower only.
         est.tat = max(est.tat, _refilled_tat(est, answer, remaining, arrived, close))
         return
     before_tat = est.tat
     others = est.others
     hold = est.hold_until
-    # Requests granted together reach the server in any order: only an answer to a request
-    # with none granted close to it says what the others did (the rest say what order ours
-    # arrived in).
+    # Only an answer to a request with none granted close to it says what others did (the
+    # rest say what order ours arrived in).
     later = answer.later_grants
     settled = close == 0 and (not later or later[0] - answer.granted_at >= overtaking)
     unexplained = 0
@@ -386,20 +367,16 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         count = limit.requests - answer.own_in_window - remaining
         tolerance = window_tolerance(est)
         if count > tolerance:
-            # Others only if even every request of ours the server may have counted with this
-            # one leaves too many: a burst of ours that reached it late is still in its window,
-            # though its grants are not in the period before this one's. Then the count by
-            # grant time says how many; else the answer tells nothing of them.
+            # Others only if even every request of ours the server may have counted (a burst
+            # counted late included) leaves too many; then the count by grant time says how many.
             at_most = answer.own_at_most
             surely = count if at_most is None else limit.requests - at_most - remaining
             unexplained = count if surely > tolerance else 0
             told = bool(unexplained)
     if est.is_window and settled and told:
         others = unexplained / limit.period
-    # A full window that our own requests do not fill refills at its reset, not as a bucket
-    # does: everyone waits for it. (One that ours explain is held by the window's places, or by
-    # the shared schedule.) Without our own requests to model a bucket by, an unexplained full
-    # one is taken for a window.
+    # A full window that ours do not fill refills at its reset: everyone waits for it. Without
+    # our own requests to model a bucket by, an unexplained full one is taken for a window.
     full = remaining == 0 and answer.reset_after is not None
     if full and (
         (est.is_window and (unexplained or answer.own_in_window is None))
@@ -408,22 +385,19 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         assert answer.reset_after is not None
         hold = max(hold, answer.now + min(answer.reset_after, limit.period))
     grants = answer.grants_between
-    # Others are read off two answers in a row whose requests went out at our pace, one at a
-    # time: in a burst, requests reach the server in any order, and the difference between
-    # two answers then says more of that order than of anyone else.
+    # A bucket's others are read off two answers in a row to requests sent one at a time at
+    # our pace (in a burst, the difference says more of the order they arrived in).
     paced = bool(grants) and settled and est.in_order
     if grants and paced and not est.is_window and _spaced(est, grants):
         elapsed = answer.granted_at - est.reported_at
         if elapsed > 0:
             weight = min(1.0, elapsed / smoothing(limit))
             others += weight * (_shortfall(est, grants, remaining) / elapsed - others)
-    # The server's word replaces our bucket. (A request granted before this one and still on
-    # its way may reach the server after it: its own answer will say so, see above.)
+    # The server's word replaces our bucket.
     pace = _pace(est, others)
     tat = _refilled_tat(est, answer, remaining, arrived, close, pace=pace)
     if est.is_window and hold > answer.now:
-        # A full window: nothing until its reset, then its whole quota, less the requests
-        # still on their way (the places in the window bound ours).
+        # A full window: nothing until its reset, then its quota less what is on its way.
         taken = len(answer.later_grants) + close
         tat = hold + taken / pace
     if answer.overlapped:

@@ -108,13 +108,11 @@ class WindowLog:
         """A permit was granted at ``now``: it takes a place until its answer."""
         self._set(serial, now + self._unanswered + self._window)
 
-    def answered(self, serial: int, *, now: float) -> bool:
-        """The permit's answer came at ``now``; True if that frees its place sooner."""
+    def answered(self, serial: int, *, now: float) -> None:
+        """The permit's answer came at ``now``: its place frees a window later."""
         release = self._release.get(serial)
-        if release is None or release <= now:  # its place is free already
-            return False
-        self._set(serial, now + self._window)
-        return now + self._window < release
+        if release is not None and release > now:  # else its place is free already
+            self._set(serial, now + self._window)
 
     def forget(self, serial: int) -> None:
         """The permit's request never reached the server: its place is free."""
@@ -139,48 +137,17 @@ class WindowLog:
         heapq.heappush(self._heap, (when, serial))
 
 
-class Wakeup:
-    """An event made when someone starts waiting and set when a wait may end sooner."""
-
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event: anyio.Event | None = None
-
-    async def wait_until(self, clock: Clock, when: float) -> None:
-        """Sleep until the clock time ``when``, or until :meth:`wake` is called."""
-        delay = when - clock.monotonic()
-        if delay <= 0:
-            return
-        event = self._event = anyio.Event()
-        with anyio.move_on_after(delay):
-            await event.wait()
-
-    def wake(self) -> None:
-        """End the current wait, if any."""
-        if self._event is not None:
-            self._event.set()
-
-
 class LocalRateLimiter:
     """Paces one process's requests to one token's quota, and follows the server's answers.
 
     The plan's rate is the ceiling: permits leave at most ``requests / (period * (1 +
-    headroom))`` a second on average (98 % of the quota by default), in bursts only as large as
-    the server's own ``X-RateLimit-Remaining`` shows it holds. The headers are evidence:
-
-    - a window server's ``Remaining`` starts near the quota, so up to the quota goes at once;
-      a leaky bucket's (GCRA, nginx ``limit_req``) shows its small burst, and the rest is paced;
-    - requests in flight at a steady rate are not a burst: an answer's ``Remaining`` is counted
-      from its permit's grant, so any round trip costs nothing;
-    - a ``Remaining`` lower than our own requests explain means someone else uses the token:
-      we take their rate off ours (and their count off a window's places);
-    - a 429 pauses every sender until ``Retry-After`` (else ``X-RateLimit-Reset``, else
-      ``default_pause``) and halves the rate and burst believed, which grow back with every
-      answer that is not a 429.
-
-    Whatever the headers say, no window of ``period * (1 + headroom)`` seconds holds more than
-    ``requests`` of its permits. Answers without headers leave it pacing evenly.
+    headroom))`` a second (98 % of the quota by default), in bursts only as large as the
+    server's ``X-RateLimit-Remaining`` shows it holds (a window's quota, a leaky bucket's
+    burst). A ``Remaining`` lower than our own requests explain is someone else on the token,
+    whose share is left to them; a 429 pauses every sender until ``Retry-After`` (else the
+    reset, else ``default_pause``) and halves the rate believed. Whatever the headers say, no
+    window of ``period * (1 + headroom)`` seconds holds more than ``requests`` of its permits.
+    See the rate-limits guide for the model.
 
     Polls (:attr:`Priority.POLL`) go before submissions that have waited longer; within a
     priority, first come, first served. A cancelled ``acquire`` takes no permit. One limiter
@@ -234,7 +201,7 @@ class LocalRateLimiter:
         self._pending: dict[int, tuple[float, int]] = {}
         self._answers = 0
         self._given_back: set[int] = set()  # permits whose request never reached the server
-        self._wakeup = Wakeup()
+        self._woken: anyio.Event | None = None  # set when the leader's wait may end sooner
         self._granted = 0
         self._total_wait = 0.0
         self._server_pauses = 0
@@ -280,10 +247,7 @@ class LocalRateLimiter:
         Returns:
             The permit; report the answer to it with :meth:`observe`.
         """
-        if not self._line:
-            # Nobody waits, so nobody goes first: a permit due now is granted here and now,
-            # without the line's waiter, event and second look at the clock (the whole cost of
-            # a client that does not hit its quota).
+        if not self._line:  # nobody goes first: a permit due now needs no waiter nor event
             now = self._clock.monotonic()
             if self._due(now) <= now:
                 self._granted += 1
@@ -304,7 +268,9 @@ class LocalRateLimiter:
             if when <= now:
                 return self._issue(now)
             # An answer may allow more sooner; a lost request frees its place after a period.
-            await self._wakeup.wait_until(self._clock, min(when, now + self._limit.period))
+            self._woken = anyio.Event()
+            with anyio.move_on_after(min(when - now, self._limit.period)):
+                await self._woken.wait()
 
     def _due(self, now: float) -> float:
         """When the next permit may go (``now`` or later): the pace and the window's places."""
@@ -398,7 +364,11 @@ class LocalRateLimiter:
             given_back.difference_update([s for s in given_back if s <= estimate.serial])
         if feedback.rate_limited and hold_before <= now < estimate.hold_until:
             self._server_pauses += 1
-        self._wakeup.wake()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._woken is not None:
+            self._woken.set()
 
     def _grants(self, serial: int, *, upto: int | None = None) -> list[float]:
         """Grant times of the permits after ``serial`` (to ``upto``), less those given back."""
@@ -423,7 +393,7 @@ class LocalRateLimiter:
         if len(given_back) > 4096:  # no answer with headers came for long: forget the oldest
             given_back.difference_update(sorted(given_back)[:2048])
         give_back_to(self._estimate)
-        self._wakeup.wake()
+        self._wake()
 
     # -- introspection ---------------------------------------------------------------------
 

@@ -1,10 +1,5 @@
-"""The rate-limiter seam: what the client asks of any limiter, local or shared.
-
-The client takes a :class:`Permit` before every request it sends (submissions, polls,
-retries alike) and reports each answer's rate-limit headers back with :meth:`RateLimiter.observe`.
-Implementations: :class:`~grok_imagine_async.LocalRateLimiter` (one process, aiolimiter) and
-``grok_imagine_async.redis.RedisRateLimiter`` (many processes sharing one token).
-"""
+"""The rate-limiter seam: a :class:`Permit` before every request, each answer's headers back
+through :meth:`RateLimiter.observe`; local (one process) or through Redis (many)."""
 
 from __future__ import annotations
 
@@ -18,15 +13,12 @@ from .plans import RateLimit
 class Priority(enum.IntEnum):
     """Who goes first when several requests wait for a permit (lower value first).
 
-    Standalone calls use ``POLL`` for status reads and ``SUBMIT`` for submissions, so an app
-    that both waits on jobs and starts new ones learns of finished work first. The scheduler
-    chooses for itself (``HIGH``/``LOW``): while a batch fills up, starting work early is what
-    shortens it, so its submissions go first.
+    Standalone calls use ``POLL`` for status reads and ``SUBMIT`` for submissions, so finished
+    work is learnt of first; the scheduler chooses ``HIGH``/``LOW`` for itself.
     """
 
     URGENT = -1
-    """Served before all others: a look whose answer decides whether a batch goes on paying
-    for new tasks (the scheduler's canaries and outage probes), whatever waits for the quota."""
+    """Before all others: a look that decides whether a batch goes on paying (a canary)."""
     HIGH = 0
     """Served first among the rest."""
     LOW = 1
@@ -86,10 +78,8 @@ class LimiterStatistics:
         server_pauses: Times a server answer (429 or ``Remaining: 0``) paused every sender.
         rate_limited_responses: HTTP 429 answers reported through ``observe``.
         paused_until: Clock time until which all senders are paused, or None.
-        stalled_for: Seconds the acquirers waiting now have gone without any permit granted
-            (since the later of the last grant and the oldest waiter's arrival); 0.0 when none
-            waits. Far beyond a period of the quota, the limiter is stuck (a pause or a shared
-            schedule far ahead): what a health check reports.
+        stalled_for: Seconds the acquirers waiting now have gone without a permit (0.0 when
+            none waits); far beyond a period, the limiter is stuck: what a health check reports.
     """
 
     limit: RateLimit
@@ -104,10 +94,7 @@ class LimiterStatistics:
 
 @runtime_checkable
 class RateLimiter(Protocol):
-    """Paces requests against one API token's quota.
-
-    Safe to share between coroutines and between clients that use the same token.
-    """
+    """Paces requests against one API token's quota; shared by every client of the token."""
 
     @property
     def limit(self) -> RateLimit:
@@ -123,11 +110,8 @@ class RateLimiter(Protocol):
         """Take the server's word on the quota into account (it overrides local estimates)."""
 
     def give_back(self, permit: Permit) -> None:
-        """The request sent under ``permit`` never reached the server: give its quota back.
-
-        Called when it failed to connect (connection refused, DNS or TLS failure): no byte was
-        sent, so the server counted nothing.
-        """
+        """The request sent under ``permit`` never reached the server (it failed to connect, so
+        nothing was counted): give its quota back."""
 
     def statistics(self) -> LimiterStatistics:
         """A frozen snapshot of the counters."""

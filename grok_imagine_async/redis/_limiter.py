@@ -24,7 +24,7 @@ from .._limiting.feedback import (
     DEFAULT_HEADROOM,
     Answer,
     Estimate,
-    answered,
+    read_answer,
     window_tolerance,
 )
 from .._limiting.line import SlotLine
@@ -246,7 +246,8 @@ class RedisRateLimiter:
         now = self._clock.monotonic()
         permit = feedback.permit
         self._note_latency(now, now - permit.granted_at)
-        before = self._estimate
+        estimate = self._estimate
+        hold_before = estimate.hold_until
         # Every process's slots: others outside Redis are what the count cannot explain.
         own = None if self._unshared() else self._sent_in_window
         at_most = None
@@ -257,8 +258,8 @@ class RedisRateLimiter:
             and self._limit.requests - own - remaining > self._least_tolerance
         ):  # more gone than the last period's slots explain: ask for all the server may count
             at_most = await self._may_have_counted(now, permit.granted_at)
-        self._estimate = after = answered(
-            before,
+        read_answer(
+            estimate,
             Answer(
                 serial=permit.serial,
                 granted_at=permit.granted_at,
@@ -273,9 +274,9 @@ class RedisRateLimiter:
         )
         if feedback.rate_limited:
             self._rate_limited += 1
-        if after.hold_until <= max(before.hold_until, now):
+        if estimate.hold_until <= max(hold_before, now):
             return
-        pause = after.hold_until - now
+        pause = estimate.hold_until - now
         self._server_pauses += 1
         self._note_pause(pause)
         if self._fallback is not None and self._fallback.degraded:

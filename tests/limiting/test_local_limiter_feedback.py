@@ -10,8 +10,8 @@ from grok_imagine_async import RateLimit
 from grok_imagine_async._limiting.feedback import (
     Answer,
     Estimate,
-    answered,
     grant,
+    read_answer,
     ready_at,
 )
 
@@ -22,6 +22,13 @@ def granted(estimate: Estimate, *, now: float) -> Estimate:
     """The estimate after a permit granted at ``now``, ``estimate`` unchanged."""
     after = estimate.copy()
     grant(after, now=now)
+    return after
+
+
+def answered(estimate: Estimate, answer: Answer) -> Estimate:
+    """The estimate after ``answer``, ``estimate`` unchanged."""
+    after = estimate.copy()
+    read_answer(after, answer)
     return after
 
 
