@@ -18,7 +18,7 @@ import anyio
 
 from . import _http
 from ._backoff import RetryPolicy
-from ._clock import Clock, loop_time
+from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -255,7 +255,7 @@ class Sender:
     ) -> Any:
         """Send, read the answer within its bounds, tell the limiter; return its ``data``."""
         limit = self._limits.max_request_time
-        with anyio.CancelScope(deadline=loop_time() + limit):
+        with anyio.CancelScope(deadline=DEFAULT_CLOCK.monotonic() + limit):  # the loop's
             if probe is not None:  # after the permit and the journal's intent: the request itself
                 probe.sent_at = self._clock.monotonic()
             failure: Exception | None = None
