@@ -214,7 +214,8 @@ class Downloader:
     async def download(
         self, task_or_url: Task | str | Sequence[str], dest: Path, *, stem: str | None
     ) -> list[Path]:
-        """Name the files of ``task_or_url`` (:func:`plan_download`) and fetch each.
+        """Name the files of ``task_or_url`` (:func:`plan_download`) and fetch them at once;
+        the first failure is raised once every other download has finished.
 
         Raises:
             ValueError, DownloadError, APIError: As ``AsyncGrokImagine.download``.
@@ -234,22 +235,6 @@ class Downloader:
                     self._claim(root, url, [name], force=True)
                 renamed.append((url, name))
             files = renamed
-        return await self.download_all(files, root)
-
-    def _claim(self, root: Path, owner: str, names: list[str], *, force: bool = False) -> bool:
-        keys = [(root, name.lower()) for name in names]  # case-insensitive disks too
-        if not force and any(self._owners.get(k, owner) != owner for k in keys):
-            return False
-        self._owners.update(dict.fromkeys(keys, owner))
-        return True
-
-    async def download_all(self, files: Sequence[tuple[str, str]], dest: Path) -> list[Path]:
-        """Fetch each ``(url, name)`` into ``dest`` concurrently; return the paths in order.
-
-        Raises:
-            APIError: The first failure, once every other download has finished.
-        """
-        root = await run_blocking(_make_folder, dest)
         targets = [resolve_inside(root, name) for _, name in files]
         errors: list[APIError] = []
 
@@ -265,6 +250,13 @@ class Downloader:
         if errors:
             raise errors[0]
         return targets
+
+    def _claim(self, root: Path, owner: str, names: list[str], *, force: bool = False) -> bool:
+        keys = [(root, name.lower()) for name in names]  # case-insensitive disks too
+        if not force and any(self._owners.get(k, owner) != owner for k in keys):
+            return False
+        self._owners.update(dict.fromkeys(keys, owner))
+        return True
 
     async def _fetch_with_retries(self, url: str, target: Path) -> None:
         attempt = 0

@@ -31,11 +31,8 @@ async def run_blocking(func: Callable[..., T], *args: Any) -> T:
 
 
 def create_exclusive(path: Path, *, mode: int = 0o644) -> BinaryIO:
-    """Create and open ``path`` for writing, failing if anything (even a link) is there.
-
-    ``O_EXCL`` refuses an existing file or symbolic link, so a link planted at the name
-    cannot send our bytes elsewhere; ``O_NOFOLLOW`` (where the system has it) adds the same
-    guarantee on systems whose ``O_EXCL`` would follow it.
+    """Create and open ``path`` for writing, failing if anything (even a link) is there:
+    ``O_EXCL`` (and ``O_NOFOLLOW`` where the system has it) so a planted link sends nothing.
 
     Raises:
         FileExistsError: If the name is taken.
@@ -68,23 +65,16 @@ TASK_LOG_SIZE = 32 * 1024
 class TaskLog:
     """Paid task ids kept beside a journal that could not take them (a full disk, a quota).
 
-    The file is created, readable by its owner only, and filled to :data:`TASK_LOG_SIZE`
-    bytes *before* anything is paid; later writes overwrite those bytes in place, so they need
-    no new space when the disk has none left. Each line is ``key task_id``; NUL bytes end it.
-
-    Args:
-        path: The file (never followed if it is a link).
+    The file (its owner's only, never followed if a link) is filled to :data:`TASK_LOG_SIZE`
+    bytes *before* anything is paid, then overwritten in place, so it needs no new space when
+    the disk has none left. Each line is ``key task_id``; NUL bytes end it.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def reserve(self) -> None:
-        """Create the file if needed and make sure its bytes are allocated.
-
-        Raises:
-            OSError: If it cannot be (then nothing can be kept there).
-        """
+        """Create the file if needed with its bytes allocated (``OSError`` if it cannot be)."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
             size = os.fstat(fd).st_size
@@ -112,10 +102,10 @@ class TaskLog:
         return kept
 
     def write(self, tasks: dict[str, str]) -> int:
-        """Keep ``tasks`` (key: task id), in place of what was kept; return how many fit.
+        """Keep ``tasks`` (key: task id) in place of what was kept; return how many fit.
 
         Raises:
-            OSError: If the file cannot be written (it was never reserved, or is gone).
+            OSError: If the file cannot be written (never reserved, or gone).
         """
         lines = b""
         kept = 0

@@ -98,57 +98,40 @@ class RequestAttempt:
     job: JobScope | None
 
 
+@dataclass(slots=True)
 class AttemptProbe:
     """Internal: one attempt's facts, filled in by the sender as the request travels."""
 
-    __slots__ = (
-        "base_url",
-        "created_at",
-        "method",
-        "params",
-        "path",
-        "remaining",
-        "resend_count",
-        "sent_at",
-        "status_code",
-    )
-
-    def __init__(
-        self,
-        created_at: float,
-        method: str,
-        base_url: str,
-        path: str,
-        resend_count: int,
-        params: dict[str, str] | None,
-    ) -> None:
-        self.created_at = self.sent_at = created_at
-        self.method, self.base_url, self.path = method, base_url, path
-        self.resend_count, self.params = resend_count, params
-        self.status_code: int | None = None
-        self.remaining: int | None = None
+    created_at: float
+    method: str
+    url: str
+    path: str
+    resend_count: int
+    task_id: str | None
+    sent_at: float | None = None
+    status_code: int | None = None
+    remaining: int | None = None
 
     def finish(self, now: float, error: BaseException | None) -> RequestAttempt:
         """The attempt as it ended at ``now``, failed with ``error`` (None: it succeeded)."""
-        if error is None:
-            error_type = None
-        elif isinstance(error, APIStatusError):
-            # As the HTTP conventions say: the status code (the body's, when it carries the error).
-            error_type = str(error.status_code)
-        else:
-            error_type = type(error).__name__
+        sent_at = self.created_at if self.sent_at is None else self.sent_at
         return RequestAttempt(
             method=self.method,
-            url=self.base_url + self.path,
+            url=self.url,
             path=self.path,
             resend_count=self.resend_count,
             status_code=self.status_code,
-            error_type=error_type,
-            started_at=self.sent_at,
-            duration=now - self.sent_at,
-            permit_wait=self.sent_at - self.created_at,
+            # As the HTTP conventions say: the status code (the body's, if it carried the error).
+            error_type=None
+            if error is None
+            else str(error.status_code)
+            if isinstance(error, APIStatusError)
+            else type(error).__name__,
+            started_at=sent_at,
+            duration=now - sent_at,
+            permit_wait=sent_at - self.created_at,
             remaining=self.remaining,
-            task_id=self.params.get("task_id") if self.params else None,
+            task_id=self.task_id,
             job=current_job(),
         )
 

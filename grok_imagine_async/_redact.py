@@ -59,11 +59,9 @@ class Redactor:
         return text if limit is None else text[:limit]
 
     def loads(self, text: str) -> Any:
-        """The JSON in ``text``, decoded, with the secret replaced (:meth:`data`).
-
-        The walk of :meth:`data` is skipped when it cannot change anything (every answer of
-        a well-behaved server): no escape, so every decoded string stands in ``text`` as it is,
-        and no secret there; fewer brackets than :data:`MAX_DEPTH`, so no deeper nesting.
+        """The JSON in ``text``, decoded, with the secret replaced (:meth:`data`), skipping
+        the walk when it cannot change anything: no escape and no secret in ``text``, and
+        fewer brackets than :data:`MAX_DEPTH`.
 
         Raises:
             ValueError: If ``text`` is not JSON or nests deeper than :data:`MAX_DEPTH`.

@@ -222,7 +222,8 @@ class Sender:
         probe = None
         if self._observer is not None:
             now = self._clock.monotonic()
-            probe = AttemptProbe(now, method, self._base_url, path, attempt, params)
+            task_id = params.get("task_id") if params else None
+            probe = AttemptProbe(now, method, self._base_url + path, path, attempt, task_id)
         error: BaseException | None = None
         try:
             permit = await self._limiter.acquire(priority=priority)
