@@ -65,6 +65,31 @@ class VirtualRun:
     max_window: int
 
 
+async def flood(grok: AsyncGrokImagine, task_id: str, workers: int, seconds: float) -> int:
+    """Call ``get_task`` (one call in ten a ``generate``) from ``workers`` coroutines for
+    ``seconds``; return how many calls failed."""
+    failures = 0
+
+    async def worker(n: int) -> None:
+        nonlocal failures
+        calls = 0
+        while True:
+            calls += 1
+            try:
+                if (n + calls) % 10 == 0:
+                    await grok.generate(f"worker {n}")
+                else:
+                    await grok.get_task(task_id)
+            except APIError:
+                failures += 1
+
+    with anyio.move_on_after(seconds):
+        async with anyio.create_task_group() as group:
+            for n in range(workers):
+                group.start_soon(worker, n)
+    return failures
+
+
 def run_virtual_one(
     server: str,
     burst: int,
@@ -99,24 +124,8 @@ def run_virtual_one(
         async with http, grok:
             task_id = await grok.generate("a benchmark")
             start = anyio.current_time()
-
-            async def worker(n: int) -> None:
-                calls = 0
-                while True:
-                    calls += 1
-                    try:
-                        if (n + calls) % 10 == 0:
-                            await grok.generate(f"worker {n}")
-                        else:
-                            await grok.get_task(task_id)
-                    except APIError:
-                        pass
-
             end = start + windows * limit.period
-            with anyio.move_on_after(end - anyio.current_time()):
-                async with anyio.create_task_group() as group:
-                    for n in range(WORKERS):
-                        group.start_soon(worker, n)
+            await flood(grok, task_id, WORKERS, end - anyio.current_time())
         seen = [t for t in emulator.request_times("t") if start <= t <= end]
         admitted = [t for t in emulator.request_times("t", admitted_only=True) if start <= t <= end]
         return VirtualRun(

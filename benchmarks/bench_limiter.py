@@ -52,6 +52,7 @@ from benchmarks._limiter_virtual import (
     PLANS,
     ROUND_TRIPS,
     TripRun,
+    flood,
     head_commit,
     render_round_trips,
     render_virtual,
@@ -59,7 +60,7 @@ from benchmarks._limiter_virtual import (
     run_virtual_one,
 )
 from benchmarks._sim_legacy import LIMITER_COMMIT
-from grok_imagine_async import APIError, AsyncGrokImagine, LocalRateLimiter, RateLimit
+from grok_imagine_async import AsyncGrokImagine, LocalRateLimiter, RateLimit
 from grok_imagine_async.abc import (
     LimiterStatistics,
     Permit,
@@ -223,13 +224,12 @@ class Run:
 
 async def _drive(
     url: str, token: str, limiter: RateLimiter, workers: int, duration: float
-) -> tuple[float, float, float, int, int]:
-    """Flood the emulator for ``duration`` s; (start, end, client CPU s, calls, failed calls).
+) -> tuple[float, float, float, int]:
+    """Flood the emulator for ``duration`` s; (start, end, client CPU s, failed calls).
 
     Requests the server receives after ``end`` (in flight when the workers were cancelled) are
     left out of the figures, so the elapsed time is exactly ``duration``.
     """
-    calls = failures = 0
     http = httpx.AsyncClient(
         timeout=30.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=200)
     )
@@ -241,26 +241,10 @@ async def _drive(
     ):
         cpu_start, start = time.process_time(), time.monotonic()
         task_id = await grok.generate("a benchmark")
-
-        async def worker(n: int) -> None:
-            nonlocal calls, failures
-            while True:
-                calls += 1
-                try:
-                    if (n + calls) % 10 == 0:
-                        await grok.generate(f"worker {n}")
-                    else:
-                        await grok.get_task(task_id)
-                except APIError:
-                    failures += 1
-
         end = start + duration
-        with anyio.move_on_after(end - time.monotonic()):
-            async with anyio.create_task_group() as group:
-                for n in range(workers):
-                    group.start_soon(worker, n)
+        failures = await flood(grok, task_id, workers, end - time.monotonic())
         cpu = time.process_time() - cpu_start  # cancelling the workers included
-    return start, end, cpu, calls, failures
+    return start, end, cpu, failures
 
 
 def run_one(
@@ -268,7 +252,7 @@ def run_one(
 ) -> Run:
     token = token_for(strategy, limit)
     limiter = STRATEGIES[strategy](limit)
-    start, end, cpu, _, failures = anyio.run(
+    start, end, cpu, failures = anyio.run(
         _drive, emulator.url, token, limiter, WORKERS, windows * limit.period
     )
     seen = [t for t in emulator.request_times(token) if start <= t <= end]
