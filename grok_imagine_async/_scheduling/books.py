@@ -265,6 +265,10 @@ class Books:
             self.halt()
         self.notify()
 
+    def close_input(self) -> None:
+        self.input_closed = True
+        self.notify()
+
     def halt(self) -> None:
         self.halted = True
         if self._tg is not None:

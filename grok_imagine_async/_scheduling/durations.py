@@ -23,7 +23,7 @@ _MIN_SIGMA, _MAX_SIGMA = 0.05, 1.5
 _SIGMA_WEIGHT = 3.0  # the prior's spread counts as three observations' worth. Censored lower
 # bounds and the upper bounds of jobs found done at their first look (a saturated batch's usual
 # observation) fit a wide spread as well as a narrow one; at one observation's worth a batch of
-# 2-minute jobs once fitted sigma 1.3 and planned every first look 17 minutes out (issue 12).
+# 2-minute jobs once fitted sigma 1.3 and planned every first look 17 minutes out.
 _REFIT_GROWTH = 0.05  # refit once observations grew by this fraction (or by one, early on)
 _STANDARD = NormalDist()
 

@@ -519,11 +519,6 @@ class BreakerEvent(JobEvent):
     breaker: BreakerSnapshot = field(default_factory=BreakerSnapshot)
 
 
-SchedulerEvent = (
-    JobQueued | JobSubmitted | JobResumed | JobResubmitting | JobFinished | BreakerEvent
-)
-
-
 class SchedulerHook(Protocol):
     """Receives every scheduler event, synchronously; must return quickly and not raise."""
 

@@ -127,17 +127,15 @@ class Poller:
         books = self._books
         assert job.task_id is not None
         planner = self._planner
-        urgent = self._urgent(job)
+        urgent = planner.is_urgent(job.key)
         if not urgent:
             await within_share(planner.share_wait)
         self.polls += 1
         job.polls += 1
         planner.note_request(anyio.current_time(), poll=True)
-        # The early probes (how long do jobs take?) wait behind submissions like any poll when
-        # submissions go first: while submissions fill the quota no poll could use what a probe
-        # learns, and a probe sent ahead of one delays a job's start. In a batch that needs
-        # exactly whole windows, a few such delays cost a whole window (issue 12: 1.35x the
-        # window bound at 3 s jobs). The first polls sent once the quota frees are the probes'.
+        # The early probes wait behind submissions like any poll: while submissions fill the
+        # quota no poll could use what a probe learns, and a probe sent ahead of one delays a
+        # job's start (a batch of whole windows then takes one window more).
         priority = Priority.URGENT if urgent else self._priority
         try:
             with job_scope(self._client.telemetry, self._owner, job.key):
@@ -282,17 +280,12 @@ class Poller:
         job.refunded(CREDITS_PER_GENERATION - reported)
 
     async def _resend(self, job: JobRecord, after_failure: bool) -> None:
-        await self._books.for_job(job, self._resubmit_and_watch(job, after_failure))
+        async def resend() -> None:
+            await self._submitter.send(job, after_failure=after_failure)
+            if job.state is JobState.RUNNING:
+                self.watch(job)
 
-    async def _resubmit_and_watch(self, job: JobRecord, after_failure: bool) -> None:
-        await self._submitter.send(job, after_failure=after_failure)
-        if job.state is JobState.RUNNING:
-            self.watch(job)
-
-    def _urgent(self, job: JobRecord) -> bool:
-        """Whether a look goes before submissions: a canary, or a followed probe. Their
-        answers decide whether the batch should go on paying for new tasks at all."""
-        return self._planner.is_urgent(job.key)
+        await self._books.for_job(job, resend())
 
     def _schedule(self, job: JobRecord, when: float) -> None:
         if self._planner.is_urgent(job.key):

@@ -232,15 +232,13 @@ class JobScheduler:
         Jobs already submitted stay recorded in the journal (if any) and resume next time.
         """
         self._cancelled = True
-        self._books.input_closed = True
+        self._books.close_input()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
-        self._books.notify()
 
     def close_input(self) -> None:
         """Declare that no more jobs will be submitted: :meth:`results` ends after the last."""
-        self._books.input_closed = True
-        self._books.notify()
+        self._books.close_input()
 
     # -- submitting ------------------------------------------------------------------------
 

@@ -76,7 +76,7 @@ class Submitter:
     async def start(self, job: JobRecord) -> None:
         """Take up a queued job: replay, resume or send it (RUNNING once its task exists)."""
         books = self._books
-        if books.fatal is not None or self._breaker.state is BreakerState.STOPPED:
+        if self._stopped():
             await self.not_sent(job)
             return
         record = None
@@ -98,18 +98,17 @@ class Submitter:
         if record is not None and record.state in FINAL_STATES:
             await self._replay(job, record)  # sends nothing: needs no in-flight slot
             return
-        breaker = self._breaker
-        await books.wait_for(
-            lambda: (
-                self._has_slot() or books.fatal is not None or breaker.state is BreakerState.STOPPED
-            )
-        )
-        if books.fatal is not None or breaker.state is BreakerState.STOPPED:
+        await books.wait_for(lambda: self._has_slot() or self._stopped())
+        if self._stopped():
             await self.not_sent(job)
             return
         job.submitting()
         if record is None or not await self._resume(job, record):
             await self.send(job)
+
+    def _stopped(self) -> bool:
+        """Nothing more is submitted: a fatal error, or the breaker stopped the batch."""
+        return self._books.fatal is not None or self._breaker.state is BreakerState.STOPPED
 
     async def not_sent(self, job: JobRecord) -> None:
         """A queued job the stopping scheduler will not submit: it ends unpaid, unrecorded
