@@ -31,9 +31,9 @@ ALL_EXTRAS = f".[{EXTRAS}]"
 TEST_DEPS = ["pytest>=8", "pytest-timeout", "pytest-xdist>=3", "hypothesis>=6", "psutil"]
 # Most tests run on virtual time (the emulator's clock, not the machine's): their outcome does
 # not depend on load, so they run on every core. The ones on the real clock (threads, servers,
-# Redis, OS processes) run one at a time on one worker meanwhile (tests/conftest.py puts them in
-# one xdist group), mostly waiting on sockets and processes while the other workers compute;
-# the few that measure rates on the wall clock run last, alone on the machine.
+# Redis, OS processes) run one at a time in two xdist groups meanwhile (tests/conftest.py),
+# mostly waiting on sockets and processes while the other workers compute; the few that
+# measure rates on the wall clock run last, alone on the machine.
 PYTEST = ["pytest", "-n", "auto", "--dist", "loadgroup"]
 WALLCLOCK = "wallclock_rates"
 # Pinned: a new ruff or mypy release may add rules or change formatting, and CI on a fresh

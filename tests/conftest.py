@@ -30,11 +30,14 @@ settings.register_profile("quick", max_examples=25)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put every real-clock test in one xdist group: with ``--dist loadgroup`` (as nox runs the
-    suite) they run one after another on one worker while the others take the virtual-time
-    tests, which leave their timing alone."""
+    """Put the real-clock tests in two xdist groups: with ``--dist loadgroup`` (as nox runs
+    the suite) the integration tests (servers and OS processes) run one after another on one
+    worker, the other real-clock tests (threads, Redis) on another, while the rest take the
+    virtual-time tests, which leave their timing alone."""
     for item in items:
-        if any(item.get_closest_marker(name) for name in REAL_TIME_MARKERS):
+        if item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.xdist_group("integration"))
+        elif any(item.get_closest_marker(name) for name in REAL_TIME_MARKERS):
             item.add_marker(pytest.mark.xdist_group("real_clock"))
 
 
