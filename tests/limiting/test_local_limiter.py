@@ -449,3 +449,21 @@ def test_runs_on_trio_too() -> None:
         return [permit.serial for permit in permits]
 
     assert anyio.run(main, backend="trio") == [1, 2, 3]
+
+
+async def test_requests_that_never_answer_hold_up_a_bucket_for_a_second_at_most() -> None:
+    # A bucket of 5 at 10 a second. While no answer comes, no more than it holds are on their
+    # way (a stalled server would count them at once); but requests that are lost or whose
+    # callers were cancelled never answer, and must not stop the limiter until they are
+    # forgotten a period later.
+    limit = RateLimit(100, 10.0)
+    limiter = LocalRateLimiter(limit)
+    first = await limiter.acquire()
+    await anyio.sleep(0.01)
+    await limiter.observe(RateLimitFeedback(first, 200, remaining=4))
+    lost = [await limiter.acquire() for _ in range(5)]  # never answered
+    started = anyio.current_time()
+    await limiter.acquire()
+    waited = anyio.current_time() - started
+    assert lost[-1].granted_at - lost[0].granted_at < 1.0  # the bucket's burst, then its pace
+    assert 0.5 < waited < 2.0  # held while silent, then let go (STALL_WAIT), not for 10 s
