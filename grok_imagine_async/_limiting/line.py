@@ -41,6 +41,8 @@ class SlotLine(Generic[SlotT]):
         self._arrivals = itertools.count()
         self._leading = False
         self._last_served = -math.inf
+        self.total_wait = 0.0
+        """Seconds spent waiting in line, summed over all callers (cancelled ones included)."""
 
     def stalled_for(self, now: float) -> float:
         """Seconds since the later of the last slot served and the oldest waiter's arrival."""
@@ -86,6 +88,8 @@ class SlotLine(Generic[SlotT]):
         except BaseException:
             self._leave(waiter)
             raise
+        finally:
+            self.total_wait += max(0.0, self._now() - waiter.arrived)
         return waiter.slot
 
     def _serve_first(self, slot: SlotT | None) -> None:

@@ -203,7 +203,6 @@ class LocalRateLimiter:
         self._given_back: set[int] = set()  # permits whose request never reached the server
         self._woken: anyio.Event | None = None  # set when the leader's wait may end sooner
         self._granted = 0
-        self._total_wait = 0.0
         self._server_pauses = 0
         self._rate_limited = 0
 
@@ -252,11 +251,7 @@ class LocalRateLimiter:
             if self._due(now) <= now:
                 self._granted += 1
                 return self._issue(now)
-        started = self._clock.monotonic()
-        try:
-            permit = await self._line.wait_turn(int(priority), self._next_slot)
-        finally:
-            self._total_wait += max(0.0, self._clock.monotonic() - started)
+        permit = await self._line.wait_turn(int(priority), self._next_slot)
         assert permit is not None  # the local line always hands a permit
         self._granted += 1
         return permit
@@ -401,8 +396,7 @@ class LocalRateLimiter:
         """A frozen snapshot of the counters.
 
         ``server_pauses`` counts 429 pauses that began (a 429 during a pause extends it without
-        counting again); ``total_wait_time`` includes cancelled waits. Callable outside the
-        event loop too (after ``anyio.run`` returned), where no pause is current.
+        counting again). Callable outside the event loop too, where no pause is current.
         """
         try:
             now = self._clock.monotonic()
@@ -413,7 +407,7 @@ class LocalRateLimiter:
             limit=self._limit,
             permits_granted=self._granted,
             waiting=len(self._line),
-            total_wait_time=self._total_wait,
+            total_wait_time=self._line.total_wait,
             server_pauses=self._server_pauses,
             rate_limited_responses=self._rate_limited,
             paused_until=hold if hold > now else None,

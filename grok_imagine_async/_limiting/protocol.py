@@ -74,7 +74,7 @@ class LimiterStatistics:
         limit: The quota this limiter enforces.
         permits_granted: Permits handed out since creation.
         waiting: Acquirers waiting right now.
-        total_wait_time: Seconds spent waiting, summed over all acquirers.
+        total_wait_time: Seconds spent waiting, summed over all acquirers (cancelled included).
         server_pauses: Times a server answer (429 or ``Remaining: 0``) paused every sender.
         rate_limited_responses: HTTP 429 answers reported through ``observe``.
         paused_until: Clock time until which all senders are paused, or None.

@@ -196,7 +196,6 @@ class RedisRateLimiter:
         self._paused_until: float | None = None  # the same on self._clock, for statistics
 
         self._serial = 0
-        self._total_wait = 0.0
         self._server_pauses = 0
         self._rate_limited = 0
         self._redis_calls = 0
@@ -228,13 +227,10 @@ class RedisRateLimiter:
         Raises:
             RedisUnavailableError: With ``on_unavailable="raise"``, if Redis cannot be reached.
         """
-        started = self._clock.monotonic()
         await self._line.wait_turn(int(priority), self._next_slot)
-        now = self._clock.monotonic()
         self._last_grant = anyio.current_time()
         self._serial += 1
-        self._total_wait += max(0.0, now - started)
-        return Permit(granted_at=now, serial=self._serial)
+        return Permit(granted_at=self._clock.monotonic(), serial=self._serial)
 
     async def observe(self, feedback: RateLimitFeedback) -> None:
         """Share what the server said about the quota with every process using the token.
@@ -352,7 +348,7 @@ class RedisRateLimiter:
             limit=self._limit,
             permits_granted=self._serial,
             waiting=len(self._line),
-            total_wait_time=self._total_wait,
+            total_wait_time=self._line.total_wait,
             server_pauses=self._server_pauses,
             rate_limited_responses=self._rate_limited,
             paused_until=paused_until,
