@@ -371,18 +371,16 @@ class RedisJobStore:
         keys = self._keys
         try:
             self._calls += 1
-            names = await self._orphans_script(
+            texts = await self._orphans_script(
                 keys=[keys.owners, keys.owned + self.id],
                 args=[self.id, keys.alive, keys.owned, limit],
             )
-            self._calls += len(names)
-            texts = [await self._redis.hget(name, "record") for name in names]
         except STORE_ERRORS as exc:
             if not outage_like(exc):
                 raise self._error(f"Redis refused to adopt orphaned jobs: {exc}") from exc
             self._went_down(exc)
             return []
-        adopted = [decode_job(text, owner=self.id) for text in texts if text is not None]
+        adopted = [decode_job(text, owner=self.id) for text in texts if text]
         for job in adopted:
             self._jobs[job.key] = job
         if adopted:

@@ -122,7 +122,8 @@ return {status, record, ARGV[1]}
 
 # Keys: [1] the owners set, [2] the claimer's owned set.
 # ARGV: [1] claimer id, [2] alive-key prefix, [3] owned-set prefix, [4] most jobs to take.
-# Returns: the job hash keys now owned by the claimer, taken from owners whose key expired.
+# Returns: the records ('' : none) of the jobs now owned by the claimer, taken from owners
+#          whose key expired.
 ORPHANS_SCRIPT = """
 local taken = {}
 local most = tonumber(ARGV[4])
@@ -133,7 +134,7 @@ for _, owner in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       redis.call('SMOVE', owned, KEYS[2], job)
       redis.call('HSET', job, 'owner', ARGV[1])
       redis.call('HINCRBY', job, 'version', 1)
-      table.insert(taken, job)
+      table.insert(taken, redis.call('HGET', job, 'record') or '')
     end
     if redis.call('SCARD', owned) == 0 then redis.call('SREM', KEYS[1], owner) end
     if #taken >= most then break end
