@@ -9,6 +9,7 @@ defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -501,17 +502,8 @@ class Course:
     by: str
 
     def to_text(self) -> str:
-        """The value stored in the job store's meta."""
-        return json.dumps(
-            {
-                "state": self.state.value,
-                "reason": self.reason,
-                "failure_class": None if self.failure_class is None else self.failure_class.value,
-                "streak": self.streak,
-                "at": self.at,
-                "by": self.by,
-            }
-        )
+        """The value stored in the job store's meta (the enums as their values)."""
+        return json.dumps(dataclasses.asdict(self))
 
     @classmethod
     def from_text(cls, text: str | None) -> Course | None:

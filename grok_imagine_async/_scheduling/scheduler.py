@@ -93,7 +93,7 @@ class JobScheduler:
         stream_results: bool = False,
     ) -> None:
         config = config or SchedulerConfig()
-        self.config = config
+        self._config = config
         self._client = client
         self._journal_arg = journal
         self._download_dir = None if download_dir is None else Path(download_dir)
@@ -146,7 +146,7 @@ class JobScheduler:
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[JobScheduler]:
         """Start the workers; on a normal exit wait for every job; raise the fatal error."""
-        books, config = self._books, self.config
+        books, config = self._books, self._config
         downloads = None
         if self._download_dir is not None:  # checked before anything is paid for
             await run_blocking(ensure_writable, self._download_dir)
@@ -430,13 +430,13 @@ class JobScheduler:
         return self._books.budget
 
     def _current_cap(self) -> int:
-        if self.config.max_in_flight is not None:
-            return self.config.max_in_flight
+        if self._config.max_in_flight is not None:
+            return self._config.max_in_flight
         time_in_system = self._planner.model.mean + self._planner.policy.wait_initial
         return in_flight_cap(self._limit, time_in_system=time_in_system)
 
     def _has_slot(self) -> bool:
         books = self._books
         busy = books.tally[JobState.SUBMITTING] + books.tally[JobState.RUNNING]
-        backlog_full = books.streaming and len(books.backlog) >= self.config.results_buffer
+        backlog_full = books.streaming and len(books.backlog) >= self._config.results_buffer
         return busy < self._current_cap() and not backlog_full
