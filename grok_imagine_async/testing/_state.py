@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import itertools
 import math
 import random
 import sys
@@ -18,6 +17,7 @@ from array import array
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from types import MappingProxyType
 from typing import Any
 
@@ -276,8 +276,7 @@ class EmulatorState:
                 tasks_per_prompt=_frozen(per_prompt),
                 duplicate_submissions=_frozen(self._unasked(per_prompt)),
                 tasks_created=len(self.tasks),
-                credits_consumed=CREDITS_PER_TASK
-                * sum(not task.free for task in self.tasks.values()),
+                credits_consumed=CREDITS_PER_TASK * sum(not t.free for t in self.tasks.values()),
                 tasks_by_state=_frozen({s.value: states[s.value] for s in TaskState}),
                 videos_served=c["video"],
             )
@@ -289,15 +288,11 @@ class EmulatorState:
         for task in sorted(self.tasks.values(), key=lambda task: task.created_at):
             if per_prompt[prompt := str(task.request["prompt"])] > 1:
                 tasks.setdefault(prompt, []).append(task)
-        found: dict[str, int] = {}
-        for prompt, created in tasks.items():
-            paid = 1 + sum(
-                earlier.state(later.created_at) is not TaskState.FAILED
-                for earlier, later in itertools.pairwise(created)
-            )
-            if paid > 1:
-                found[prompt] = paid
-        return found
+        paid = {
+            prompt: 1 + sum(a.state(b.created_at) is not TaskState.FAILED for a, b in pairwise(run))
+            for prompt, run in tasks.items()
+        }
+        return {prompt: times for prompt, times in paid.items() if times > 1}
 
     def request_times(
         self, token: str | None = None, *, admitted_only: bool = False
