@@ -22,3 +22,18 @@ def test_the_event_loop_is_chosen_in_one_place() -> None:
         and node.name == "anyio_backend"
     )
     assert defining == []
+
+
+def test_property_tests_count_their_examples_through_the_profile() -> None:
+    # fakes.examples(n) scales a test's Hypothesis examples to the loaded profile (nox's "quick"
+    # on the Pythons that skip the integration run); a literal count would ignore it.
+    literal = sorted(
+        f"{path.relative_to(TESTS)}:{node.lineno}"
+        for path in TESTS.rglob("*.py")
+        if path != TESTS / "conftest.py"  # where the profiles are registered
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.keyword)
+        and node.arg == "max_examples"
+        and isinstance(node.value, ast.Constant)
+    )
+    assert literal == []
