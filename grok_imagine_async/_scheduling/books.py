@@ -294,16 +294,21 @@ class Books:
                 self.fatal = error
             logger.error("journal failed on closing: %s", error)
 
-    def pending_tasks(self) -> dict[str, str]:
-        """Paid tasks whose end this run did not record, by key."""
+    def wrap_up(self) -> None:
+        """At the run's end: log every paid task whose end was not recorded (so none is lost
+        with the process), and raise the fatal error, if any, with their ids."""
         pending = dict(self.unrecorded)
         pending.update((j.key, j.task_id) for j in self.jobs.values() if j.task_id is not None)
-        return pending
+        fatal = self.fatal
+        if fatal is not None and pending and isinstance(fatal, GrokImagineError):
+            fatal.pending_tasks = pending
+        if pending:
+            why = "left early" if fatal is None else f"stopped by {type(fatal).__name__}: {fatal}"
+            self._log_pending(pending, why)
+        if fatal is not None:
+            raise fatal
 
-    def log_pending(self, pending: dict[str, str], why: str) -> None:
-        """Log every task id of ``pending``, so none is lost with the process."""
-        if not pending:
-            return
+    def _log_pending(self, pending: dict[str, str], why: str) -> None:
         # A store in memory dies with the process: nothing resumes from it.
         durable = self.journal is not None and not isinstance(self.journal, MemoryJobStore)
         kept = durable and not self.unrecorded

@@ -408,12 +408,9 @@ def _slug(prompt: str) -> str:
 
 
 class _FileNames:
-    """Catches keys whose videos would overwrite each other's files.
-
-    Videos are named after their job's key, sanitised (:func:`safe_name`), with ``_<n>`` added
-    when a task has several. Keys that differ only in unsafe characters or in case (on a
-    case-insensitive disk), or ``x`` and ``x_1``, could then write the same file.
-    """
+    """Catches keys whose videos would overwrite each other's files: names are sanitised, and
+    ``_<n>`` added when a task has several, so keys differing in unsafe characters or case, or
+    ``x`` and ``x_1``, could write the same file."""
 
     def __init__(self) -> None:
         self._stems: dict[str, tuple[str, int]] = {}  # stem -> (key, line)
@@ -435,11 +432,8 @@ class _FileNames:
 
 
 class _NumberedLines:
-    """A binary file's lines decoded as UTF-8 and counted.
-
-    A line that is not UTF-8 reads as blank (so every format skips it) and is kept as an
-    :class:`InputError` until :meth:`drain` hands it over.
-    """
+    """A binary file's lines decoded as UTF-8 and counted; a line that is not UTF-8 reads as
+    blank and is kept as an :class:`InputError` until :meth:`drain` hands it over."""
 
     def __init__(self, path: Path, handle: BinaryIO) -> None:
         self._path = path

@@ -1,10 +1,9 @@
 """The job scheduler: fan out many generations, poll them against the quota, stream results.
 
-A :class:`JobScheduler` owns a task group of workers: *submitters* (``submitting``) send
-queued jobs' POSTs, one *dispatcher* and the *pollers* (``poller``) look at running jobs when
-the duration model says they are probably done, *downloaders* (``downloading``) fetch the
-videos. They share one ``Books`` (``books``): the jobs, their budget, and how a job or the run
-ends. Nothing outlives the ``async with`` block.
+A :class:`JobScheduler` owns a task group of workers: *submitters* (``submitting``), one
+*dispatcher* and the *pollers* (``poller``), *downloaders* (``downloading``). They share one
+``Books`` (``books``): the jobs, their budget, how a job or the run ends. Nothing outlives the
+``async with`` block.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Any
 import anyio
 from anyio.abc import ObjectReceiveStream, TaskGroup
 
-from .._errors import GrokImagineError, InvalidRequestError, SchedulerClosedError
+from .._errors import InvalidRequestError, SchedulerClosedError
 from .._files import run_blocking
 from .._journal.opening import open_journal
 from .._models import FailureClass, GenerationRequest
@@ -205,7 +204,7 @@ class JobScheduler:
                 else:
                     if not self._cancelled:  # a normal exit waits for every job
                         self.close_input()
-                        await books.wait_for(lambda: books.unfinished() == 0 or books.halted)
+                        await books.wait_for(self._drained)
                 tg.cancel_scope.cancel()
         finally:
             queue_send.close()
@@ -216,13 +215,7 @@ class JobScheduler:
             if books.journal is not None and books.journal is not self._journal_arg:
                 with anyio.CancelScope(shield=True):
                     await books.close_journal()
-        pending = books.pending_tasks()
-        if books.fatal is not None:
-            if pending and isinstance(books.fatal, GrokImagineError):
-                books.fatal.pending_tasks = pending
-            books.log_pending(pending, f"stopped by {type(books.fatal).__name__}: {books.fatal}")
-            raise books.fatal
-        books.log_pending(pending, "left early")
+        books.wrap_up()
         if caller_error is not None:
             raise caller_error
 
