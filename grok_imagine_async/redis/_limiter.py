@@ -280,7 +280,7 @@ class RedisRateLimiter:
         try:
             self._redis_calls += 1
             raw = await self._observe_script(
-                keys=self._keys.observe_keys(), args=[to_micros(pause)]
+                keys=[self._keys.paused_until], args=[to_micros(pause)]
             )
         except _UNAVAILABLE as exc:
             # The pause still holds here (noted above); the next acquire deals with Redis.
@@ -400,7 +400,7 @@ class RedisRateLimiter:
                 return
             self._late_slots += 1
             gave_up = True
-        fallback = self._fallback
+        fallback, keys = self._fallback, self._keys
         if fallback is not None:
             await fallback.slot(paused_until=self._pause_end)
             if not fallback.should_probe():
@@ -411,7 +411,7 @@ class RedisRateLimiter:
             try:
                 self._redis_calls += 1
                 raw = await self._acquire_script(
-                    keys=self._keys.acquire_keys(),
+                    keys=[keys.tat, keys.paused_until, keys.peers, keys.slots],
                     args=[
                         to_micros(self._interval),
                         to_micros(self._limit.period),

@@ -152,14 +152,6 @@ class RedisKeys:
             beats=f"{base}:beats",
         )
 
-    def acquire_keys(self) -> list[str]:
-        """KEYS for :data:`ACQUIRE_SCRIPT`."""
-        return [self.tat, self.paused_until, self.peers, self.slots]
-
-    def observe_keys(self) -> list[str]:
-        """KEYS for :data:`OBSERVE_SCRIPT`."""
-        return [self.paused_until]
-
 
 def to_micros(seconds: float) -> int:
     """Seconds as whole microseconds, rounded up so a wait is never cut short."""
