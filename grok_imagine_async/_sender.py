@@ -6,6 +6,7 @@ and a second POST would pay for it twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,7 +19,7 @@ import anyio
 
 from . import _http
 from ._backoff import RetryPolicy
-from ._clock import DEFAULT_CLOCK, Clock
+from ._clock import Clock
 from ._errors import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -105,6 +106,7 @@ class Sender:
         self._limits = limits or Limits()
         self._max_wait_hint = max_wait_hint
         self._observer = observer
+        self._deadlines = _Deadlines()
         # A POST's answer carries a task id worth 40 credits: read it for the whole
         # max_request_time, not only the per-read timeout that bounds a poll.
         family = _http.family_of(http) or _http.lib
@@ -256,32 +258,35 @@ class Sender:
     ) -> Any:
         """Send, read the answer within its bounds, tell the limiter; return its ``data``."""
         limit = self._limits.max_request_time
-        with anyio.CancelScope(deadline=DEFAULT_CLOCK.monotonic() + limit):  # the loop's
-            if probe is not None:  # after the permit and the journal's intent: the request itself
-                probe.sent_at = self._clock.monotonic()
-            failure: Exception | None = None
+        with anyio.CancelScope() as scope:
+            self._deadlines.watch(scope, limit)
             response = None
             try:
-                outgoing = self._http.build_request(
-                    method,
-                    self._base_url + path,
-                    params=params,
-                    json=body,
-                    headers=self._headers,
-                    **self._options[method],
-                )
-                response = await self._http.send(outgoing, stream=True)
-                raw = await read_bounded(response, limit=self._limits.max_answer_bytes)
-            except _FAILURES as exc:
-                failure = self._failure(exc, method, path, permit, sent=response is not None)
+                if probe is not None:  # after the permit and the journal's intent
+                    probe.sent_at = self._clock.monotonic()
+                failure: Exception | None = None
+                try:
+                    outgoing = self._http.build_request(
+                        method,
+                        self._base_url + path,
+                        params=params,
+                        json=body,
+                        headers=self._headers,
+                        **self._options[method],
+                    )
+                    response = await self._http.send(outgoing, stream=True)
+                    raw = await read_bounded(response, limit=self._limits.max_answer_bytes)
+                except _FAILURES as exc:
+                    failure = self._failure(exc, method, path, permit, sent=response is not None)
+                if failure is not None:
+                    raise failure
+                assert response is not None
+                return await self._answer(response, raw, permit, method, path, probe)
             finally:
+                self._deadlines.forget(scope)
                 if response is not None and not response.is_closed:  # read to its end, closed
                     with anyio.CancelScope(shield=True):
                         await response.aclose()
-            if failure is not None:
-                raise failure
-            assert response is not None
-            return await self._answer(response, raw, permit, method, path, probe)
         raise _Lost(
             APITimeoutError(
                 f"no complete answer within {limit:g}s (max_request_time)",
@@ -384,6 +389,47 @@ class Sender:
                 path=path,
             )
         return self._redact.text(text)
+
+
+class _Deadlines:
+    """The ``max_request_time`` of a sender's requests, on one loop timer for them all.
+
+    A deadline scope per request would leave a cancelled timer per request in asyncio's heap
+    (it drops them only once they are half of it), slowing every timer operation of the loop.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._due: dict[anyio.CancelScope, float] = {}  # in deadline order: one limit for all
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, scope: anyio.CancelScope, seconds: float) -> None:
+        """Cancel ``scope`` in ``seconds`` unless :meth:`forget` is called first."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on asyncio: the scope's own deadline
+            scope.deadline = anyio.current_time() + seconds
+            return
+        if loop is not self._loop:  # another loop (tests): the last one's timer went with it
+            self._loop, self._due, self._timer = loop, {}, None
+        self._due[scope] = deadline = loop.time() + seconds
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
+
+    def forget(self, scope: anyio.CancelScope) -> None:
+        self._due.pop(scope, None)
+
+    def _expire(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        now = self._loop.time()
+        while self._due:
+            scope, deadline = next(iter(self._due.items()))
+            if deadline > now:
+                self._timer = self._loop.call_at(deadline, self._expire)
+                return
+            del self._due[scope]
+            scope.cancel()
 
 
 def _read_headers(headers: httpx.Headers) -> dict[str, str]:

@@ -344,6 +344,41 @@ async def test_a_trickling_answer_does_not_hold_a_shielded_batch_post_forever() 
     assert anyio.current_time() - start <= 121.0
 
 
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_each_request_is_cut_at_its_own_deadline_after_others_ended() -> None:
+    # One loop timer serves every request's max_request_time: a request that ended must not
+    # cut the next ones early, nor leave them without a deadline.
+    from grok_imagine_async import APITimeoutError, Limits, RetryPolicy
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params["task_id"] == "quick":
+            return answer(TASK)
+        return httpx.Response(200, stream=ChunkStream(b" ", pause=1.5))
+
+    client = make_client(
+        handler, limits=Limits(max_request_time=10.0), retry=RetryPolicy(attempts=0)
+    )
+    ended: dict[str, float] = {}
+
+    async def trickle(name: str, after: float) -> None:
+        await anyio.sleep(after)
+        with pytest.raises(APITimeoutError, match="max_request_time"):
+            await client.get_task(name)
+        ended[name] = anyio.current_time() - start
+
+    start = anyio.current_time()
+    await client.get_task("quick")  # its deadline (t=10) outlives it
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(trickle, "second", 5.0)
+            tg.start_soon(trickle, "third", 7.0)
+    assert ended == {
+        "second": pytest.approx(15.0, abs=0.01),
+        "third": pytest.approx(17.0, abs=0.01),
+    }
+
+
 # -- 6. library downloads never overwrite each other ---------------------------------------
 
 
