@@ -9,12 +9,14 @@ give beyond the everyday names of :mod:`grok_imagine_async`.
 - :class:`SchedulerConfig` says how a scheduler runs its jobs (``config=`` of
   ``generate_many`` and ``JobScheduler``): concurrency, polling, resubmissions, the breaker;
 - :class:`DurationModel` is the scheduler's estimate of how long a generation takes
-  (``duration_model=``), and :class:`SchedulerStatistics` what ``statistics()`` returns (of
-  a scheduler, or of the :class:`JobResults` that ``generate_many`` yields);
+  (``SchedulerConfig(duration_model=...)``), and :class:`SchedulerStatistics` what
+  ``statistics()`` returns (of a scheduler, or of the :class:`JobResults` of
+  ``generate_many``);
 - :data:`CREDITS_PER_GENERATION` is what one generation costs, to size ``max_credits=``;
-- :class:`BreakerPolicy` (``breaker=``) says when a batch pauses on an outage or stops on
-  systematic refusals; :class:`BreakerSnapshot` (``statistics().breaker``, with its
-  :class:`BreakerState`) and :class:`BreakerEvent` (to ``on_event``) show what it decided;
+- :class:`BreakerPolicy` (``SchedulerConfig(breaker=...)``) says when a batch pauses on an
+  outage or stops on systematic refusals; :class:`BreakerSnapshot` (``statistics().breaker``,
+  with its :class:`BreakerState`) and :class:`BreakerEvent` (to ``on_event``) show what it
+  decided;
 - :class:`JobResumed` (to ``on_event``) says a job was taken up from the journal of an
   earlier run.
 

@@ -37,7 +37,12 @@ logger = logging.getLogger("grok_imagine_async.scheduler")
 
 
 class Books:
-    """What the scheduler's workers share; see the module docstring."""
+    """What the scheduler's workers share; see the module docstring.
+
+    The run moves one way, only through these methods: input open, input closed
+    (:meth:`close_input`), stopping (:meth:`stop`: ``fatal`` set, nothing more submitted, the
+    paid jobs polled to their end), halted (:meth:`halt`: every worker cancelled).
+    """
 
     def __init__(
         self,
