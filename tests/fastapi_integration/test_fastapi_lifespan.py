@@ -26,7 +26,7 @@ from grok_imagine_async import (
     JobState,
 )
 from grok_imagine_async._journal.memory import MemoryJobStore
-from grok_imagine_async.batch import SchedulerConfig
+from grok_imagine_async.batch import BreakerPolicy, SchedulerConfig
 from grok_imagine_async.fastapi import (
     GrokClient,
     GrokImagineResources,
@@ -128,6 +128,35 @@ async def test_settings_that_cannot_work_are_refused_at_startup(
     with pytest.raises(ValueError, match=message):
         async with grok_imagine_lifespan(app, **options):
             pass
+
+
+@pytest.mark.parametrize(
+    ("given", "favor", "warmup_until", "stop_after_refusals"),
+    [
+        # The app's defaults: users wait on their own job, and send their own prompts (one
+        # user's refusals never stop the service; a task seen running ends the warm-up).
+        (SchedulerConfig(max_in_flight=1), "latency", "running", None),
+        (
+            SchedulerConfig(favor="throughput", breaker=BreakerPolicy()),
+            "throughput",
+            "completed",
+            10,
+        ),
+    ],
+)
+async def test_an_app_s_scheduler_config_gets_the_app_s_defaults_unless_it_says(
+    given: SchedulerConfig, favor: str, warmup_until: str, stop_after_refusals: int | None
+) -> None:
+    app = FastAPI()
+    async with (
+        emulator_for().client(token=None) as upstream,
+        grok_imagine_lifespan(app, api_key=TOKEN, http_client=upstream, scheduler_config=given),
+    ):
+        config = app.state.grok_imagine.scheduler._config
+    assert config.max_in_flight == given.max_in_flight
+    assert config.favor == favor
+    assert config.breaker.warmup_until == warmup_until
+    assert config.breaker.stop_after_refusals == stop_after_refusals
 
 
 async def test_a_missing_api_key_fails_the_startup(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grok_imagine_async import PollPolicy, RateLimit
+from grok_imagine_async._scheduling.breaker import Breaker
 from grok_imagine_async._scheduling.polling import PollPlanner
 from grok_imagine_async.abc import LimiterStatistics
-from grok_imagine_async.batch import DurationModel
+from grok_imagine_async.batch import BreakerPolicy, DurationModel
 
 SIGMA = 0.5
 BATCH_QUOTA = RateLimit(200, 6.0)
@@ -324,3 +325,38 @@ def test_only_a_batch_ending_takes_small_steps_through_the_tail() -> None:
     ending = planner.next_look("t", now=age, submitted_at=0.0, last_look=age, polls=1) - age
     assert ending == pytest.approx(0.08 * age)
     assert busy > 2 * ending  # the conditional step: p = 0.9 of the rest
+
+
+# -- canaries ------------------------------------------------------------------------------
+
+
+def test_a_job_chosen_as_canary_before_its_post_gets_one_early_urgent_look() -> None:
+    planner = _planner()
+    breaker = Breaker(BreakerPolicy(warmup=None))  # past the warm-up: canaries are chosen
+    over = planner.before_post("first", 100.0, breaker)  # the first POST is always a canary
+    over()  # its POST answered (the submitter undoes the booking before the job is watched)
+    planner.submitted("first")
+    assert planner.is_urgent("first")
+    look = planner.next_look("first", now=100.0, submitted_at=100.0, last_look=100.0, polls=0)
+    assert look == pytest.approx(100.0 + planner.canary_age())
+    # The next POST, a moment later, is not one: its look is planned as any other's.
+    planner.before_post("second", 101.0, breaker)()
+    planner.submitted("second")
+    assert not planner.is_urgent("second")
+
+
+def test_a_canary_whose_post_is_sent_again_unchosen_is_no_canary() -> None:
+    planner = _planner()
+    breaker = Breaker(BreakerPolicy(warmup=None))
+    planner.before_post("k", 100.0, breaker)()  # chosen, but its POST was withheld
+    planner.before_post("k", 101.0, breaker)()  # sent again, too soon for another canary
+    planner.submitted("k")
+    assert not planner.is_urgent("k")
+
+
+def test_no_canary_without_a_breaker_or_during_the_warm_up() -> None:
+    for breaker in (Breaker(None), Breaker(BreakerPolicy())):  # off; warming up
+        planner = _planner()
+        planner.before_post("k", 100.0, breaker)()
+        planner.submitted("k")
+        assert not planner.is_urgent("k")
