@@ -314,14 +314,18 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     """Read one answer into the estimate, in place; ``default_pause`` after a 429 that names no
     time (None: one period)."""
     limit = est.limit
-    # The request arrived as late as its answer is later than the latencies explain (held up
-    # on its way: a stalled server counts it late, with those behind it). The permits before it
-    # that may reach the server after it: granted close to it, held up as long, or overdue.
-    late = max(0.0, answer.now - answer.granted_at - est.slowest)
+    # A bucket's request arrived as late as its answer is later than the latencies explain
+    # (held up on its way: a stalled server counts it late, with those behind it). The permits
+    # before it that may reach the server after it: granted close to it, held up as long, or
+    # overdue. (A window's places hold whatever is on its way.)
+    late = overdue = -math.inf
+    if not est.is_window:
+        late = answer.now - answer.granted_at - est.slowest
+        overdue = answer.now - est.late_after
+    late = max(0.0, late)
     arrived = answer.granted_at + late
     overtaking = est.overtaking
     since = answer.granted_at - max(overtaking, late)
-    overdue = answer.now - est.late_after
     close = sum(when > since or when < overdue for when in answer.earlier_in_flight)
     est.latency, est.jitter = _timed(est, answer)
     est.answered_at = max(est.answered_at, answer.now)
