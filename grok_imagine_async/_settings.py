@@ -7,7 +7,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._backoff import PollPolicy, RetryPolicy
 from ._errors import ConfigurationError
@@ -138,34 +138,34 @@ class Settings:
             raise ConfigurationError(str(exc)) from None
         if not (isinstance(plan, RateLimit) or (isinstance(plan, str) and "/" in plan)):
             quota = RateLimit(quota.requests, quota.period / scale)  # a plan's minute
-        breaker = _BREAKER
-        unreachable, max_wait = breaker.give_up_unreachable, breaker.warmup_max_wait
         return cls(
             api_key=key,
             base_url=base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL,
             rate_limit=quota,
-            retry=retry or _scaled(_RETRY, scale),
-            poll=poll or _scaled(_POLL, scale),
+            retry=retry or _scaled(_RETRY, scale, "wait_initial", "wait_max"),
+            poll=poll or _scaled(_POLL, scale, "wait_initial", "wait_max"),
             limits=_LIMITS if limits is None else limits,
-            breaker=dataclasses.replace(
-                breaker,
-                give_up_unreachable=None if unreachable is None else unreachable / scale,
-                warmup_age=breaker.warmup_age / scale,
-                warmup_max_wait=None if max_wait is None else max_wait / scale,
-                probe_wait_initial=breaker.probe_wait_initial / scale,
-                probe_wait_max=breaker.probe_wait_max / scale,
+            breaker=_scaled(
+                _BREAKER,
+                scale,
+                "give_up_unreachable",
+                "warmup_age",
+                "warmup_max_wait",
+                "probe_wait_initial",
+                "probe_wait_max",
             ),
             expected_duration=DEFAULT_EXPECTED_DURATION / scale,
         )
 
 
-_Policy = TypeVar("_Policy", PollPolicy, RetryPolicy)
+_Policy = TypeVar("_Policy", PollPolicy, RetryPolicy, BreakerPolicy)
 
 
-def _scaled(policy: _Policy, scale: float) -> _Policy:
-    return dataclasses.replace(
-        policy, wait_initial=policy.wait_initial / scale, wait_max=policy.wait_max / scale
-    )
+def _scaled(policy: _Policy, scale: float, *durations: str) -> _Policy:
+    """``policy`` with its ``durations`` divided by ``scale`` (None stays None)."""
+    values: dict[str, Any] = {name: getattr(policy, name) for name in durations}
+    scaled: dict[str, Any] = {k: None if v is None else v / scale for k, v in values.items()}
+    return dataclasses.replace(policy, **scaled)
 
 
 def time_scale_from(value: float | None) -> float:
