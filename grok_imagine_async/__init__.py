@@ -41,7 +41,6 @@ from ._errors import (
 )
 from ._limiting.local import LocalRateLimiter
 from ._limiting.plans import Plan, RateLimit
-from ._limits import Limits
 from ._models import FailureClass, GenerationRequest, Task, TaskStatus
 from ._public import set_module as _set_module
 from ._scheduling.jobs import (
@@ -56,7 +55,7 @@ from ._scheduling.jobs import (
     JobSubmitted,
 )
 from ._scheduling.scheduler import JobScheduler
-from ._settings import Settings
+from ._settings import Limits, Settings
 from ._version import __version__ as __version__
 
 __all__ = [

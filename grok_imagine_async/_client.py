@@ -31,7 +31,6 @@ from ._errors import (
 )
 from ._limiting.plans import Plan, RateLimit
 from ._limiting.protocol import Priority, RateLimiter
-from ._limits import Limits, prompt_problem
 from ._models import GenerationRequest, Task
 from ._observe import Observer
 from ._progress import Progress, ProgressHook, report_progress
@@ -42,7 +41,7 @@ from ._scheduling.jobs import JobSpec, JobStore, SchedulerHook
 from ._scheduling.many import JobResults
 from ._scheduling.options import SchedulerConfig
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
-from ._settings import Settings, observer_for, user_agent
+from ._settings import Limits, Settings, observer_for, prompt_problem, user_agent
 
 logger = logging.getLogger("grok_imagine_async")
 

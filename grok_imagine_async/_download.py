@@ -27,9 +27,9 @@ from ._backoff import RetryPolicy
 from ._errors import APIConnectionError, APIError, DownloadError
 from ._files import create_temp, run_blocking
 from ._http import BadEncoding, BodyTooLarge, iter_bounded
-from ._limits import Limits
 from ._models import Task
 from ._protocol import is_fetchable_url
+from ._settings import Limits
 
 if TYPE_CHECKING:
     import httpx

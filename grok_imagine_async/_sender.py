@@ -32,11 +32,11 @@ from ._errors import (
 )
 from ._http import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_bounded
 from ._limiting.protocol import Permit, Priority, RateLimiter, RateLimitFeedback
-from ._limits import Limits
 from ._models import GenerationRequest
 from ._observe import AttemptProbe, Observer
 from ._protocol import find_error, has_error_body, read_rate_limit_headers
 from ._redact import Redactor
+from ._settings import Limits
 
 logger = logging.getLogger("grok_imagine_async")
 

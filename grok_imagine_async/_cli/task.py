@@ -23,8 +23,8 @@ from .._errors import (
     NotFoundError,
     TaskFailedError,
 )
-from .._limits import Limits, prompt_problem
 from .._models import GenerationRequest, Task, TaskStatus
+from .._settings import Limits, prompt_problem
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,

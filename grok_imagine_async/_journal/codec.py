@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .._limits import DEFAULT_MAX_PROMPT_CHARS
 from .._models import FailureClass, GenerationRequest
 from .._scheduling.jobs import StoredJob, StoreRecord, StoreState, request_digest
+from .._settings import DEFAULT_MAX_PROMPT_CHARS
 
 PROMPT_KEPT = DEFAULT_MAX_PROMPT_CHARS
 """The most characters of a prompt a journal (or manifest) keeps."""

@@ -20,8 +20,8 @@ from typing import Any, BinaryIO, Literal
 
 from .._download import safe_name
 from .._errors import InputError, InvalidRequestError
-from .._limits import Limits, prompt_problem
 from .._models import GenerationRequest
+from .._settings import Limits, prompt_problem
 from .jobs import JobSpec, request_key
 
 __all__ = ["InputError", "InputFormat", "InputSummary", "JobFile"]
