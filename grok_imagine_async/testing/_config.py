@@ -36,15 +36,12 @@ class Vocabulary:
         """
         if isinstance(name, Vocabulary):
             return name
-        named = {
-            "default": cls(),
-            "reseller": cls("waiting", "generating", "success", "fail"),
-            "upper": cls("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED"),
-        }
-        if name not in named:
-            known = ", ".join(map(repr, named))
+        words = {"default": (), "reseller": ("waiting", "generating", "success", "fail")}
+        words["upper"] = ("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED")
+        if name not in words:
+            known = ", ".join(map(repr, words))
             raise ValueError(f"unknown vocabulary {name!r}: expected one of {known}")
-        return named[name]
+        return cls(*words[name])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,10 +69,6 @@ def serve_in_thread(
 
     Raises:
         RuntimeError: If the server did not start within 10 seconds.
-
-    Example:
-        >>> with serve_in_thread(Emulator()) as url:  # doctest: +SKIP
-        ...     httpx.get(f"{url}/v1/status?task_id=x", headers={...})
     """
     sock = bind(host, port)
     server = _server(emulator, log_level, own_logging=False)
