@@ -77,22 +77,12 @@ class Emulator:
         if token is not None:
             headers.setdefault("Authorization", f"Bearer {token}")
         kwargs.setdefault("base_url", IN_PROCESS_BASE_URL)
-        client: httpx.AsyncClient = _http.lib.AsyncClient(
-            transport=self.transport(), headers=headers, **kwargs
-        )
-        return client
+        return _http.lib.AsyncClient(transport=self.transport(), headers=headers, **kwargs)
 
     def environment(self, url: str, *, token: str | None = None) -> Mapping[str, str]:
-        """The ``GROK_IMAGINE_*`` variables that point a default client at this emulator.
-
-        With them set, an unmodified script or app talks to the emulator served at ``url``
-        and keeps its pace: the quota as text (``GROK_IMAGINE_PLAN=100/6s``) and the time
-        scale (``GROK_IMAGINE_TIME_SCALE``), besides the URL and the token.
-
-        Args:
-            url: Where the emulator is served (see :func:`serve_in_thread`).
-            token: Which accepted token to use (default: the first).
-        """
+        """The ``GROK_IMAGINE_*`` variables under which an unmodified client talks to this
+        emulator served at ``url`` (see :func:`serve_in_thread`) and keeps its pace; ``token``:
+        which accepted token (default: the first). See :func:`client_environment`."""
         return client_environment(self._config, url, token=token)
 
     def outage(self, outage: Outage | None = None, *, on: bool = True) -> None:
