@@ -38,8 +38,8 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any] | tuple[str, ...], Any, str, str
     ("--reset-format", ("seconds", "unix"), "seconds", "FORMAT",
      "X-RateLimit-Reset as seconds until the reset or as a Unix time (seconds or unix)"),
     ("--vocabulary", ("default", "reseller", "upper"), "default", "WORDS", "task status "
-     "words: default (pending/processing/completed), reseller (queued/running/success) or "
-     "upper (PENDING...)"),
+     "words: default (pending/processing/completed/failed), reseller (waiting/generating/"
+     "success/fail) or upper (IN_QUEUE/IN_PROGRESS/COMPLETED/FAILED)"),
     ("--median", positive, 30.0, "SECONDS", f"median generation time,{_B}"),
     ("--fail-rate", rate, 0.0, "RATE", "fraction of tasks that fail"),
     ("--error-rate", rate, 0.0, "RATE", "fraction of requests answered HTTP 500"),

@@ -144,3 +144,13 @@ def test_an_unknown_plan_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["emulator", "--plan", "gold"])
     assert "unknown plan 'gold'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["default", "reseller", "upper"])
+def test_vocabulary_help_names_the_words_the_emulator_writes(name: str) -> None:
+    from dataclasses import astuple
+
+    from grok_imagine_async.testing import Vocabulary
+
+    (text,) = [text for option, *_, text in emulator_command._OPTIONS if option == "--vocabulary"]
+    assert f"{name} ({'/'.join(astuple(Vocabulary.named(name)))})" in text
