@@ -28,12 +28,22 @@ from ._models import classify_failure as classify_failure
 
 logger = logging.getLogger("grok_imagine_async")
 
-_SUCCESS = frozenset({"completed", "complete", "success", "succeeded", "done"})
-_FAILURE = frozenset({"failed", "fail", "failure", "error", "expired", "cancelled", "canceled"})
-_PENDING = frozenset(
-    {"pending", "queued", "waiting", "queuing", "submitted", "in_queue", "created"}
-)
-_PROCESSING = frozenset({"processing", "running", "generating", "in_progress", "started"})
+_STATUSES = {  # rule 2's spellings, after lower-casing and "-"/" " to "_"
+    **dict.fromkeys(
+        ("completed", "complete", "success", "succeeded", "done"), TaskStatus.COMPLETED
+    ),
+    **dict.fromkeys(
+        ("failed", "fail", "failure", "error", "expired", "cancelled", "canceled"),
+        TaskStatus.FAILED,
+    ),
+    **dict.fromkeys(
+        ("pending", "queued", "waiting", "queuing", "submitted", "in_queue", "created"),
+        TaskStatus.PENDING,
+    ),
+    **dict.fromkeys(
+        ("processing", "running", "generating", "in_progress", "started"), TaskStatus.PROCESSING
+    ),
+}
 MAX_UNKNOWN_REMEMBERED = 100
 """Unknown statuses remembered (so logged once) per process, the least recent forgotten first:
 a server inventing a new status per answer cannot grow the memo."""
@@ -48,14 +58,9 @@ def normalize_status(raw: object) -> TaskStatus:
     Unknown values mean "not finished" (``UNKNOWN``) and are logged once per process.
     """
     key = str(raw).strip().lower().replace("-", "_").replace(" ", "_") if raw is not None else ""
-    if key in _SUCCESS:
-        return TaskStatus.COMPLETED
-    if key in _FAILURE:
-        return TaskStatus.FAILED
-    if key in _PENDING:
-        return TaskStatus.PENDING
-    if key in _PROCESSING:
-        return TaskStatus.PROCESSING
+    status = _STATUSES.get(key)
+    if status is not None:
+        return status
     key = key[:100]
     if key in _unknown_seen:
         _unknown_seen.move_to_end(key)
