@@ -169,10 +169,7 @@ class Breaker:
     """Decides from recent outcomes whether a batch runs, pauses and probes, or stops.
 
     Each submission gets a sequence number from :meth:`admit` (higher: sent later); the
-    caller reports each outcome with it. See the module docstring for the rules.
-
-    Args:
-        policy: The thresholds; None: never pause nor stop (every method still answers).
+    caller reports each outcome with it. ``policy`` None: never pause nor stop.
     """
 
     def __init__(self, policy: BreakerPolicy | None) -> None:
@@ -207,14 +204,9 @@ class Breaker:
         return self._state
 
     def admit(self, now: float) -> tuple[int | None, float | None, Transition | None]:
-        """May a submission go out at ``now``?
-
-        Returns:
-            ``(sequence, None, transition)`` when it may (``transition`` is ``PROBING`` when
-            it goes out as the pause's probe); ``(None, when, None)`` when it must wait
-            (``when``: the clock time to ask again, None for "after the next outcome";
-            ``inf`` when the batch stopped).
-        """
+        """May a submission go out at ``now``? ``(sequence, None, transition)`` when it may
+        (``PROBING``: as the pause's probe); else ``(None, when, None)``, ``when`` the time to
+        ask again (None: after the next outcome; ``inf``: the batch stopped)."""
         if self._state is BreakerState.STOPPED:
             return None, float("inf"), None
         if self._state is BreakerState.PAUSED:
@@ -311,12 +303,9 @@ class Breaker:
         return sequence is not None and sequence == self._probe
 
     def healthy_age(self) -> float:
-        """How old a probe's task must be seen running to count as healthy (0: answered).
-
-        Twice the youngest age a failed task was seen failed at, but at most three warm-up
-        ages: a failure first seen by a planned look half a minute after its submission says
-        little about when it failed, and waiting a minute for a probe would cost the batch
-        that minute after every outage."""
+        """How old a probe's task must be seen running to count as healthy (0: answered):
+        twice the youngest age a failed task was seen failed at, at most three warm-up ages
+        (a failure first seen late says little about when it failed)."""
         if self._failure_age is None or self.policy is None:
             return 0.0
         return min(2.0 * self._failure_age, 3.0 * self.policy.warmup_age)
@@ -332,15 +321,8 @@ class Breaker:
         failure_class: FailureClass | None = None,
         age: float | None = None,
     ) -> Transition | None:
-        """Count how submission ``sequence`` ended; return the change of course, if any.
-
-        Args:
-            sequence: From :meth:`admit` (None: a job resumed from a journal).
-            outcome: How it ended.
-            now: The clock time.
-            failure_class: The refusal's class (for ``REFUSED``).
-            age: For a failed task, its age when it was seen failed.
-        """
+        """Count how submission ``sequence`` ended (None: resumed from a journal); return the
+        change of course, if any. ``age``: a failed task's age when it was seen failed."""
         if outcome not in (Outcome.UNREACHABLE, Outcome.OTHER):
             self._reached = True
         if outcome is not Outcome.UNANSWERED:

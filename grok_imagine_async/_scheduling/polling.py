@@ -67,10 +67,6 @@ _CANARY_EVERY = 20
 _CANARY_MIN_GAP = 5.0
 
 
-def _nothing() -> None:
-    pass
-
-
 class PollPlanner:
     """Decides when the scheduler looks at each running job, and learns from each look.
 
@@ -214,10 +210,10 @@ class PollPlanner:
         self._chosen.discard(key)
         self._since_canary += 1
         if breaker.policy is None or breaker.warming_up or key in self._followed:
-            return _nothing
+            return lambda: None
         spaced = now >= self._last_canary + _CANARY_MIN_GAP * self.policy.wait_initial
         if now < self._next_canary and not (self._since_canary >= _CANARY_EVERY and spaced):
-            return _nothing
+            return lambda: None
         self._since_canary, self._last_canary = 0, now
         gap = self.policy.wait_initial if breaker.suspicious else self._canary_gap
         self._next_canary = now + gap
