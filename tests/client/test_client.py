@@ -36,7 +36,7 @@ from grok_imagine_async import (
 from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 from grok_imagine_async._settings import DEFAULT_BASE_URL
 from grok_imagine_async.abc import Priority
-from grok_imagine_async.testing import Emulator, EmulatorConfig
+from grok_imagine_async.testing import Emulator
 
 BASE = "http://api.test"
 FAST_RETRY = RetryPolicy(attempts=3, wait_initial=0.5, wait_factor=2.0, wait_max=4.0)
@@ -511,35 +511,37 @@ async def test_wait_timeout_carries_the_task_and_its_last_status() -> None:
     assert len(script.requests) == sent
 
 
-def make_emulated(plan: str = "pro") -> tuple[Emulator, AsyncGrokImagine]:
-    emulator = Emulator(EmulatorConfig(tokens={TOKEN: plan}, seed=3))
-    client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan=plan)
-    return emulator, client
+# The plugin's emulator and client at the real service's times, on the suite's virtual clock.
+AT_REAL_TIMES = pytest.mark.grok_emulator(tokens={TOKEN: "pro"}, seed=3, time_scale=1)
 
 
 @pytest.mark.anyio
-async def test_generate_and_wait_deadline_pays_once_and_a_later_wait_picks_it_up() -> None:
-    emulator, client = make_emulated()
+@AT_REAL_TIMES
+async def test_generate_and_wait_deadline_pays_once_and_a_later_wait_picks_it_up(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
     start = anyio.current_time()
     with pytest.raises(WaitTimeoutError) as info:
-        await client.generate_and_wait("a slow heron [duration:40]", timeout=10)
+        await grok_client.generate_and_wait("a slow heron [duration:40]", timeout=10)
     assert anyio.current_time() - start == pytest.approx(10, abs=0.5)
     task_id = info.value.task_id
     assert task_id is not None
     assert info.value.last_status is TaskStatus.PROCESSING
-    assert emulator.statistics().tasks_created == 1
+    assert grok_emulator.statistics().tasks_created == 1
     await anyio.sleep(5)  # nothing was left running: no poll, no resubmission
-    assert emulator.statistics().tasks_created == 1
-    task = await client.wait(task_id)
+    assert grok_emulator.statistics().tasks_created == 1
+    task = await grok_client.wait(task_id)
     assert task.succeeded and task.task_id == task_id
     assert 40 <= anyio.current_time() - start < 45
-    assert emulator.statistics().tasks_created == 1
+    assert grok_emulator.statistics().tasks_created == 1
 
 
 @pytest.mark.anyio
-async def test_a_job_wait_deadline_leaves_the_job_running_in_the_scheduler() -> None:
-    emulator, client = make_emulated()
-    async with JobScheduler(client) as scheduler:
+@AT_REAL_TIMES
+async def test_a_job_wait_deadline_leaves_the_job_running_in_the_scheduler(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    async with JobScheduler(grok_client) as scheduler:
         job = await scheduler.submit("a slow heron [duration:40]")
         with pytest.raises(WaitTimeoutError) as info:
             await job.wait(timeout=10)
@@ -548,17 +550,19 @@ async def test_a_job_wait_deadline_leaves_the_job_running_in_the_scheduler() -> 
         assert job.status is JobState.RUNNING
         task = await job.wait()
         assert task.succeeded and task.task_id == info.value.task_id
-    assert emulator.statistics().tasks_created == 1
+    assert grok_emulator.statistics().tasks_created == 1
 
 
 @pytest.mark.anyio
-async def test_a_deadline_shorter_than_the_submission_still_names_the_task() -> None:
+@AT_REAL_TIMES
+async def test_a_deadline_shorter_than_the_submission_still_names_the_task(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
     # The POST is never cut (its task id would be lost); the deadline is met right after.
-    emulator, client = make_emulated()
     with pytest.raises(WaitTimeoutError) as info:
-        await client.generate_and_wait("a heron [duration:5]", timeout=0)
+        await grok_client.generate_and_wait("a heron [duration:5]", timeout=0)
     assert info.value.task_id is not None and info.value.last_status is None
-    assert emulator.statistics().tasks_created == 1
+    assert grok_emulator.statistics().tasks_created == 1
 
 
 @pytest.mark.anyio

@@ -11,15 +11,9 @@ from grok_imagine_async import AsyncGrokImagine, GenerationRequest, JobState
 from grok_imagine_async._progress import Progress, estimated_progress
 from grok_imagine_async._scheduling.jobs import JobRecord, Tally
 from grok_imagine_async.batch import DurationModel
-from grok_imagine_async.testing import Emulator, EmulatorConfig
 
-TOKEN = "progress-token"
-
-
-def make() -> tuple[Emulator, AsyncGrokImagine]:
-    emulator = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=5))
-    client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
-    return emulator, client
+# The plugin's client (for the tests that ask for it) at the real service's times.
+pytestmark = pytest.mark.grok_emulator(tokens={"progress-token": "pro"}, seed=5, time_scale=1)
 
 
 def assert_rises_to_one(values: list[float | None]) -> None:
@@ -70,10 +64,11 @@ async def test_a_job_handle_reads_the_scheduler_s_model() -> None:
 
 
 @pytest.mark.anyio
-async def test_generate_and_wait_reports_progress_rising_to_one() -> None:
-    _, client = make()
+async def test_generate_and_wait_reports_progress_rising_to_one(
+    grok_client: AsyncGrokImagine,
+) -> None:
     seen: list[tuple[str, float | None]] = []
-    task = await client.generate_and_wait(
+    task = await grok_client.generate_and_wait(
         "a heron [duration:30]", on_progress=lambda task_id, p: seen.append((task_id, p))
     )
     assert {task_id for task_id, _ in seen} == {task.task_id}
@@ -82,35 +77,34 @@ async def test_generate_and_wait_reports_progress_rising_to_one() -> None:
 
 @pytest.mark.anyio
 async def test_a_failing_progress_hook_does_not_lose_the_wait(
-    caplog: pytest.LogCaptureFixture,
+    grok_client: AsyncGrokImagine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, client = make()
 
     def broken(task_id: str, progress: float | None) -> None:
         raise RuntimeError("a progress bar's bug")
 
-    task = await client.generate_and_wait("a heron [duration:5]", on_progress=broken)
+    task = await grok_client.generate_and_wait("a heron [duration:5]", on_progress=broken)
     assert task.succeeded
     assert "on_progress hook raised" in caplog.text
 
 
 @pytest.mark.anyio
-async def test_generate_and_wait_learns_how_long_jobs_take() -> None:
-    _, client = make()
-    await client.generate_and_wait("a short one [duration:4]")
-    await client.generate_and_wait("a short one again [duration:4]")
+async def test_generate_and_wait_learns_how_long_jobs_take(grok_client: AsyncGrokImagine) -> None:
+    await grok_client.generate_and_wait("a short one [duration:4]")
+    await grok_client.generate_and_wait("a short one again [duration:4]")
     seen: list[float | None] = []
-    await client.generate_and_wait("a third [duration:4]", on_progress=lambda _, p: seen.append(p))
+    await grok_client.generate_and_wait(
+        "a third [duration:4]", on_progress=lambda _, p: seen.append(p)
+    )
     # The prior says 30 s: at 4 s that is 0.09. Learnt from the first two, about half-way.
     assert seen[-2] is not None and seen[-2] > 0.3
 
 
 @pytest.mark.anyio
-async def test_generate_many_reports_each_job_s_progress() -> None:
-    _, client = make()
+async def test_generate_many_reports_each_job_s_progress(grok_client: AsyncGrokImagine) -> None:
     seen: defaultdict[str, list[float | None]] = defaultdict(list)
     prompts = ["a kite [duration:20]", "an owl [duration:45]"]
-    async with client.generate_many(
+    async with grok_client.generate_many(
         prompts, on_progress=lambda key, p: seen[key].append(p)
     ) as results:
         keys = [result.key async for result in results]
