@@ -26,11 +26,14 @@ from grok_imagine_async._limiting.line import SlotLine
 from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
 from grok_imagine_async.batch import SchedulerConfig
 from grok_imagine_async.fastapi import GrokImagineResources
-from grok_imagine_async.testing import Emulator, EmulatorConfig
-
-pytestmark = pytest.mark.anyio
+from grok_imagine_async.testing import Emulator
 
 TOKEN = "sk-live-7f3a9c21-do-not-print"
+# The plugin's grok_emulator for the app's client: our token's plan, the real service's times.
+EMULATOR = pytest.mark.grok_emulator(seed=7, tokens={TOKEN: "free"}, time_scale=1)
+
+pytestmark = [pytest.mark.anyio, EMULATOR]
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app.py"
 ONE_IN_FLIGHT = SchedulerConfig(max_in_flight=1)
 
@@ -77,12 +80,6 @@ def client_of(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://videos.test")
 
 
-def emulator_for(**config: Any) -> Emulator:
-    config.setdefault("seed", 7)
-    config.setdefault("tokens", {TOKEN: "free"})
-    return Emulator(EmulatorConfig(**config))
-
-
 @dataclass
 class SseEvent:
     event: str | None
@@ -127,11 +124,13 @@ def assert_no_secret(*texts: str) -> None:
 # -- many users --------------------------------------------------------------------------------
 
 
-async def test_200_concurrent_users_get_their_videos_with_no_429_upstream() -> None:
-    emulator = emulator_for(tokens={TOKEN: RateLimit(100, 60.0)})
+@pytest.mark.grok_emulator(tokens={TOKEN: RateLimit(100, 60.0)})
+async def test_200_concurrent_users_get_their_videos_with_no_429_upstream(
+    grok_emulator: Emulator,
+) -> None:
     finished: dict[str, dict[str, Any]] = {}
     started = anyio.current_time()
-    async with running(emulator) as served:
+    async with running(grok_emulator) as served:
 
         async def user(n: int) -> None:
             answer = await served.web.post("/videos", json={"prompt": f"user {n}'s kite"})
@@ -155,14 +154,14 @@ async def test_200_concurrent_users_get_their_videos_with_no_429_upstream() -> N
                 users.start_soon(user, n)
         scheduler_stats = served.scheduler.statistics()
     elapsed = anyio.current_time() - started
-    stats = emulator.statistics()
+    stats = grok_emulator.statistics()
     assert len(finished) == 200
     assert all(body["status"] == "completed" for body in finished.values())
     assert all(len(body["videos"]) == 2 for body in finished.values())
     assert stats.rate_limited == 0
     assert stats.tasks_created == 200
     assert stats.duplicate_submissions == {}
-    assert emulator.max_window_count(60.0) <= 100
+    assert grok_emulator.max_window_count(60.0) <= 100
     # Users' thousands of GETs were answered by the app: the API saw only the scheduler.
     assert stats.requests_total == scheduler_stats.submissions + scheduler_stats.polls
     assert 200 * 60 / 100 < elapsed < 15 * 60  # the quota, not the users, sets the pace
@@ -171,9 +170,8 @@ async def test_200_concurrent_users_get_their_videos_with_no_429_upstream() -> N
 # -- Server-Sent Events ------------------------------------------------------------------------
 
 
-async def test_event_stream_follows_a_job_to_completion() -> None:
-    emulator = emulator_for()
-    async with running(emulator, heartbeat=5.0) as served:
+async def test_event_stream_follows_a_job_to_completion(grok_emulator: Emulator) -> None:
+    async with running(grok_emulator, heartbeat=5.0) as served:
         video_id = (await served.web.post("/videos", json={"prompt": "a lighthouse"})).json()["id"]
         answer = await served.web.get(f"/videos/{video_id}/events")
     assert answer.status_code == 200
@@ -194,23 +192,24 @@ async def test_event_stream_follows_a_job_to_completion() -> None:
     assert [e.event for e in named].count("done") == 1
 
 
-async def test_event_stream_reports_a_short_job_done_about_a_second_after_it_ends() -> None:
+@pytest.mark.grok_emulator(duration_median=4.0, duration_sigma=0.01, tokens={TOKEN: "pro"})
+async def test_event_stream_reports_a_short_job_done_about_a_second_after_it_ends(
+    grok_emulator: Emulator,
+) -> None:
     # Issue 12: a 4 s job followed in a browser was reported done after 34 s (the 30 s prior).
-    emulator = emulator_for(duration_median=4.0, duration_sigma=0.01, tokens={TOKEN: "pro"})
-    async with running(emulator, heartbeat=5.0) as served:
+    async with running(grok_emulator, heartbeat=5.0) as served:
         video_id = (await served.web.post("/videos", json={"prompt": "a lighthouse"})).json()["id"]
         answer = await served.web.get(f"/videos/{video_id}/events")
         reported = anyio.current_time()
-        [task_id] = emulator.task_ids()
-    times = emulator.task_times(task_id)
+        [task_id] = grok_emulator.task_ids()
+    times = grok_emulator.task_times(task_id)
     assert times is not None
     assert parse_sse(answer.text)[-1].event == "done"
     assert reported - times[1] <= 1.5  # max(1 s, 5 %) at the median, and a margin for the stream
 
 
-async def test_event_stream_of_a_finished_job_is_one_done_event() -> None:
-    emulator = emulator_for()
-    async with running(emulator) as served:
+async def test_event_stream_of_a_finished_job_is_one_done_event(grok_emulator: Emulator) -> None:
+    async with running(grok_emulator) as served:
         answer = await served.web.post(
             "/videos?wait=true&timeout=60", json={"prompt": "a kite [duration:3]"}
         )
@@ -219,9 +218,10 @@ async def test_event_stream_of_a_finished_job_is_one_done_event() -> None:
     assert [(e.event, e.data["status"]) for e in parse_sse(stream.text)] == [("done", "completed")]
 
 
-async def test_event_stream_of_a_refused_prompt_ends_with_its_failure() -> None:
-    emulator = emulator_for()
-    async with running(emulator, heartbeat=5.0) as served:
+async def test_event_stream_of_a_refused_prompt_ends_with_its_failure(
+    grok_emulator: Emulator,
+) -> None:
+    async with running(grok_emulator, heartbeat=5.0) as served:
         video_id = (
             await served.web.post("/videos", json={"prompt": "a crime [fail:content]"})
         ).json()["id"]
@@ -233,9 +233,10 @@ async def test_event_stream_of_a_refused_prompt_ends_with_its_failure() -> None:
     assert done.data["videos"] == []
 
 
-async def test_event_stream_sends_heartbeats_while_a_job_waits_in_the_queue() -> None:
-    emulator = emulator_for()
-    async with running(emulator, heartbeat=2.0, scheduler_config=ONE_IN_FLIGHT) as served:
+async def test_event_stream_sends_heartbeats_while_a_job_waits_in_the_queue(
+    grok_emulator: Emulator,
+) -> None:
+    async with running(grok_emulator, heartbeat=2.0, scheduler_config=ONE_IN_FLIGHT) as served:
         first = (await served.web.post("/videos", json={"prompt": "one [duration:20]"})).json()
         second = (await served.web.post("/videos", json={"prompt": "two [duration:1]"})).json()
         answer = await served.web.get(f"/videos/{second['id']}/events")
@@ -251,9 +252,10 @@ async def test_event_stream_sends_heartbeats_while_a_job_waits_in_the_queue() ->
 # -- waiting for the result --------------------------------------------------------------------
 
 
-async def test_wait_mode_answers_200_with_the_videos_when_ready_in_time() -> None:
-    emulator = emulator_for()
-    async with running(emulator) as served:
+async def test_wait_mode_answers_200_with_the_videos_when_ready_in_time(
+    grok_emulator: Emulator,
+) -> None:
+    async with running(grok_emulator) as served:
         start = anyio.current_time()
         answer = await served.web.post(
             "/videos?wait=true&timeout=60", json={"prompt": "a fox [duration:8]"}
@@ -266,9 +268,10 @@ async def test_wait_mode_answers_200_with_the_videos_when_ready_in_time() -> Non
     assert 8 <= waited < 60
 
 
-async def test_wait_mode_gives_up_at_its_timeout_with_202_and_the_job_goes_on() -> None:
-    emulator = emulator_for()
-    async with running(emulator) as served:
+async def test_wait_mode_gives_up_at_its_timeout_with_202_and_the_job_goes_on(
+    grok_emulator: Emulator,
+) -> None:
+    async with running(grok_emulator) as served:
         start = anyio.current_time()
         answer = await served.web.post(
             "/videos?wait=true&timeout=5", json={"prompt": "a slow whale [duration:120]"}
@@ -280,18 +283,17 @@ async def test_wait_mode_gives_up_at_its_timeout_with_202_and_the_job_goes_on() 
         assert body["status"] in ("submitting", "running")
         done = await wait_until_status(served.web, body["id"], "completed", "failed")
     assert done["status"] == "completed"
-    assert emulator.statistics().tasks_created == 1
+    assert grok_emulator.statistics().tasks_created == 1
 
 
 @pytest.mark.parametrize("wait_for", ["0", "-1", "61", "3600", "soon"])
-async def test_wait_timeout_is_bounded(wait_for: str) -> None:
-    emulator = emulator_for()
-    async with running(emulator) as served:
+async def test_wait_timeout_is_bounded(grok_emulator: Emulator, wait_for: str) -> None:
+    async with running(grok_emulator) as served:
         answer = await served.web.post(
             f"/videos?wait=true&timeout={wait_for}", json={"prompt": "a cat"}
         )
     assert answer.status_code == 422
-    assert emulator.statistics().requests_total == 0
+    assert grok_emulator.statistics().requests_total == 0
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -312,29 +314,27 @@ async def test_wait_timeout_is_bounded(wait_for: str) -> None:
         ["a cat"],
     ],
 )
-async def test_bad_input_is_422_and_costs_nothing(body: Any) -> None:
-    emulator = emulator_for()
-    async with running(emulator) as served:
+async def test_bad_input_is_422_and_costs_nothing(grok_emulator: Emulator, body: Any) -> None:
+    async with running(grok_emulator) as served:
         answer = await served.web.post("/videos", json=body)
     assert answer.status_code == 422, answer.text
     assert "detail" in answer.json()
     assert_no_secret(answer.text)
-    assert emulator.statistics().tasks_created == 0
+    assert grok_emulator.statistics().tasks_created == 0
 
 
-async def test_a_body_that_is_not_json_is_400_in_our_format() -> None:
-    emulator = emulator_for()
-    async with running(emulator) as served:
+async def test_a_body_that_is_not_json_is_400_in_our_format(grok_emulator: Emulator) -> None:
+    async with running(grok_emulator) as served:
         answer = await served.web.post(
             "/videos", content=b"{prompt", headers={"content-type": "application/json"}
         )
     assert answer.status_code == 400
     assert answer.json()["error"] == "malformed_body"
-    assert emulator.statistics().requests_total == 0
+    assert grok_emulator.statistics().requests_total == 0
 
 
-async def test_unknown_video_is_404() -> None:
-    async with running(emulator_for()) as served:
+async def test_unknown_video_is_404(grok_emulator: Emulator) -> None:
+    async with running(grok_emulator) as served:
         answers = [
             await served.web.get("/videos/0123456789abcdef0123456789abcdef"),
             await served.web.get("/videos/0123456789abcdef0123456789abcdef/events"),
@@ -357,11 +357,10 @@ async def test_unknown_video_is_404() -> None:
     ],
 )
 async def test_failures_in_wait_mode_map_to_http_errors(
-    marker: str, status: int, code: str, caplog: pytest.LogCaptureFixture
+    grok_emulator: Emulator, marker: str, status: int, code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    emulator = emulator_for()
-    async with running(emulator) as served:
+    async with running(grok_emulator) as served:
         answer = await served.web.post(
             "/videos?wait=true&timeout=60", json={"prompt": f"a cat {marker}"}
         )
@@ -373,21 +372,21 @@ async def test_failures_in_wait_mode_map_to_http_errors(
     assert looked_up.json()["status"] == "failed"
     assert looked_up.json()["error"]["code"] == code
     assert_no_secret(answer.text, looked_up.text, caplog.text)
-    assert emulator.statistics().duplicate_submissions == {}
+    assert grok_emulator.statistics().duplicate_submissions == {}
 
 
-async def test_network_failure_is_resubmitted_once_and_then_succeeds() -> None:
-    emulator = emulator_for()
-    async with running(emulator) as served:
+async def test_network_failure_is_resubmitted_once_and_then_succeeds(
+    grok_emulator: Emulator,
+) -> None:
+    async with running(grok_emulator) as served:
         answer = await served.web.post("/videos", json={"prompt": "a cat [fail:network:1]"})
         done = await wait_until_status(served.web, answer.json()["id"], "completed", "failed")
     assert done["status"] == "completed"
-    assert emulator.statistics().tasks_created == 2  # the failed task, then the good one
+    assert grok_emulator.statistics().tasks_created == 2  # the failed task, then the good one
 
 
-async def test_budget_reached_is_402_at_once() -> None:
-    emulator = emulator_for()
-    async with running(emulator, max_credits=80) as served:
+async def test_budget_reached_is_402_at_once(grok_emulator: Emulator) -> None:
+    async with running(grok_emulator, max_credits=80) as served:
         first = await served.web.post("/videos", json={"prompt": "one"})
         second = await served.web.post("/videos", json={"prompt": "two"})
         third = await served.web.post("/videos", json={"prompt": "three"})
@@ -397,12 +396,11 @@ async def test_budget_reached_is_402_at_once() -> None:
     assert [first.status_code, second.status_code] == [202, 202]
     assert third.status_code == fourth.status_code == 402
     assert third.json()["error"] == "budget_exceeded"
-    assert emulator.statistics().credits_consumed == 80
+    assert grok_emulator.statistics().credits_consumed == 80
 
 
-async def test_too_many_queued_jobs_is_429_with_retry_after() -> None:
-    emulator = emulator_for()
-    async with running(emulator, scheduler_config=ONE_IN_FLIGHT, max_queued=3) as served:
+async def test_too_many_queued_jobs_is_429_with_retry_after(grok_emulator: Emulator) -> None:
+    async with running(grok_emulator, scheduler_config=ONE_IN_FLIGHT, max_queued=3) as served:
         answers = [
             await served.web.post("/videos", json={"prompt": f"job {n} [duration:30]"})
             for n in range(5)
@@ -416,7 +414,7 @@ async def test_too_many_queued_jobs_is_429_with_retry_after() -> None:
     assert answers[4].json()["error"] == "too_many_pending"
     assert int(answers[4].headers["retry-after"]) >= 1
     assert after.status_code == 202
-    assert "job 4 [duration:30]" not in emulator.statistics().posts_per_prompt  # refused: free
+    assert "job 4 [duration:30]" not in grok_emulator.statistics().posts_per_prompt  # refused: free
 
 
 # -- a video service that fails systematically ---------------------------------------------------
@@ -429,19 +427,21 @@ async def health_of(served: Served) -> dict[str, Any]:
     return body
 
 
-async def test_while_the_provider_is_down_new_jobs_are_503_and_healthz_says_so() -> None:
-    emulator = emulator_for(tokens={TOKEN: "pro"})
-    async with running(emulator, plan="pro") as served:
+@pytest.mark.grok_emulator(tokens={TOKEN: "pro"})
+async def test_while_the_provider_is_down_new_jobs_are_503_and_healthz_says_so(
+    grok_emulator: Emulator,
+) -> None:
+    async with running(grok_emulator, plan="pro") as served:
         ok = await served.web.post("/videos?wait=true&timeout=60", json={"prompt": "before"})
         assert ok.status_code == 200, ok.text
-        emulator.outage()  # every task created from now on fails with "Network error"
+        grok_emulator.outage()  # every task created from now on fails with "Network error"
         for n in range(4):
             await served.web.post("/videos", json={"prompt": f"in the outage {n}"})
         while (await health_of(served))["provider"] == "up":  # noqa: ASYNC110 - over HTTP
             await anyio.sleep(1)
         down = await health_of(served)
         refused = await served.web.post("/videos", json={"prompt": "not paid for"})
-        emulator.outage(on=False)
+        grok_emulator.outage(on=False)
         while (await health_of(served))["provider"] != "up":  # noqa: ASYNC110 - a probe
             await anyio.sleep(1)
         after = await served.web.post("/videos", json={"prompt": "after"})
@@ -452,7 +452,7 @@ async def test_while_the_provider_is_down_new_jobs_are_503_and_healthz_says_so()
     assert "failing" in refused.json()["detail"]
     assert int(refused.headers["retry-after"]) >= 1
     assert after.status_code == 202
-    assert "not paid for" not in emulator.statistics().posts_per_prompt
+    assert "not paid for" not in grok_emulator.statistics().posts_per_prompt
 
 
 class HeldLimiter:
@@ -484,10 +484,12 @@ class HeldLimiter:
         )
 
 
-async def test_a_limiter_that_grants_nothing_while_work_waits_fails_healthz() -> None:
+async def test_a_limiter_that_grants_nothing_while_work_waits_fails_healthz(
+    grok_emulator: Emulator,
+) -> None:
     limiter = HeldLimiter()
     period = limiter.limit.period
-    async with running(emulator_for(), limiter=limiter) as served:
+    async with running(grok_emulator, limiter=limiter) as served:
         accepted = await served.web.post("/videos", json={"prompt": "waits for the limiter"})
         await anyio.sleep(2 * period - 1.0)
         waiting = await health_of(served)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
-from test_fastapi import TOKEN, client_of, emulator_for
+from test_fastapi import EMULATOR, TOKEN, client_of
 
 from grok_imagine_async import (
     AsyncGrokImagine,
@@ -36,9 +36,9 @@ from grok_imagine_async.fastapi import (
     grok_imagine_lifespan,
     install_error_handlers,
 )
-from grok_imagine_async.testing import EmulatorConfig
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, EMULATOR]
 
 
 def small_app(upstream: httpx.AsyncClient, **options: Any) -> FastAPI:
@@ -78,9 +78,10 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield web
 
 
-async def test_every_request_gets_the_apps_one_client_and_scheduler() -> None:
-    emulator = emulator_for()
-    async with emulator.client(token=None) as upstream:
+async def test_every_request_gets_the_apps_one_client_and_scheduler(
+    grok_emulator: Emulator,
+) -> None:
+    async with grok_emulator.client(token=None) as upstream:
         app = small_app(upstream, plan="pro")
         async with serving(app) as web:
             answers = [(await web.get("/whoami")).json() for _ in range(3)]
@@ -96,9 +97,10 @@ async def test_every_request_gets_the_apps_one_client_and_scheduler() -> None:
     assert not hasattr(app.state, "grok_imagine")  # gone after shutdown
 
 
-async def test_without_the_lifespan_a_handler_fails_with_a_bare_500() -> None:
-    emulator = emulator_for()
-    async with emulator.client(token=None) as upstream:
+async def test_without_the_lifespan_a_handler_fails_with_a_bare_500(
+    grok_emulator: Emulator,
+) -> None:
+    async with grok_emulator.client(token=None) as upstream:
         app = small_app(upstream)
         async with client_of(app) as web:  # the lifespan never ran
             answer = await web.post("/videos?prompt=a+cat")
@@ -106,13 +108,12 @@ async def test_without_the_lifespan_a_handler_fails_with_a_bare_500() -> None:
     assert answer.text == "Internal Server Error"
 
 
-async def test_a_prompt_the_library_refuses_is_422() -> None:
-    emulator = emulator_for()
-    async with emulator.client(token=None) as upstream, serving(small_app(upstream)) as web:
+async def test_a_prompt_the_library_refuses_is_422(grok_emulator: Emulator) -> None:
+    async with grok_emulator.client(token=None) as upstream, serving(small_app(upstream)) as web:
         answer = await web.post("/videos", params={"prompt": "   "})
     assert answer.status_code == 422
     assert answer.json()["error"] == "invalid_request"
-    assert emulator.statistics().requests_total == 0
+    assert grok_emulator.statistics().requests_total == 0
 
 
 @pytest.mark.parametrize(
@@ -145,11 +146,15 @@ async def test_settings_that_cannot_work_are_refused_at_startup(
     ],
 )
 async def test_an_app_s_scheduler_config_gets_the_app_s_defaults_unless_it_says(
-    given: SchedulerConfig, favor: str, warmup_until: str, stop_after_refusals: int | None
+    grok_emulator: Emulator,
+    given: SchedulerConfig,
+    favor: str,
+    warmup_until: str,
+    stop_after_refusals: int | None,
 ) -> None:
     app = FastAPI()
     async with (
-        emulator_for().client(token=None) as upstream,
+        grok_emulator.client(token=None) as upstream,
         grok_imagine_lifespan(app, api_key=TOKEN, http_client=upstream, scheduler_config=given),
     ):
         config = app.state.grok_imagine.scheduler._config
@@ -182,10 +187,9 @@ async def test_the_client_factory_client_is_closed_at_shutdown() -> None:
         await made[0].get_task("task_1")
 
 
-async def test_your_hook_sees_every_event() -> None:
+async def test_your_hook_sees_every_event(grok_emulator: Emulator) -> None:
     seen: list[JobEvent] = []
-    emulator = emulator_for()
-    async with emulator.client(token=None) as upstream:
+    async with grok_emulator.client(token=None) as upstream:
         app = small_app(upstream, on_event=seen.append)
         async with serving(app) as web:
             video_id = (await web.post("/videos", params={"prompt": "a cat"})).json()["id"]
@@ -196,10 +200,11 @@ async def test_your_hook_sees_every_event() -> None:
     assert isinstance(seen[-1], JobFinished) and seen[-1].key == video_id
 
 
-async def test_it_composes_with_your_lifespan_and_lets_your_errors_through() -> None:
-    emulator = emulator_for()
+async def test_it_composes_with_your_lifespan_and_lets_your_errors_through(
+    grok_emulator: Emulator,
+) -> None:
     order: list[str] = []
-    async with emulator.client(token=None) as upstream:
+    async with grok_emulator.client(token=None) as upstream:
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -226,10 +231,10 @@ class FullDiskJournal(MemoryJobStore):
 
 
 async def test_a_scheduler_crash_is_logged_and_the_app_answers_503(
+    grok_emulator: Emulator,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    emulator = emulator_for()
-    async with emulator.client(token=None) as upstream:
+    async with grok_emulator.client(token=None) as upstream:
         app = small_app(upstream, journal=FullDiskJournal())
         async with serving(app) as web:
             first = await web.post("/videos", params={"prompt": "a cat"})
@@ -241,12 +246,13 @@ async def test_a_scheduler_crash_is_logged_and_the_app_answers_503(
     assert later.status_code == 503
     assert "the video scheduler stopped, no more jobs can run" in caplog.text
     assert "No space left on device" in caplog.text
-    assert emulator.statistics().requests_total == 0  # nothing sent without its journal entry
+    assert grok_emulator.statistics().requests_total == 0  # nothing sent without its journal entry
 
 
-async def test_the_registry_forgets_the_oldest_finished_jobs_beyond_its_size() -> None:
-    emulator = emulator_for()
-    async with emulator.client(token=None) as upstream:
+async def test_the_registry_forgets_the_oldest_finished_jobs_beyond_its_size(
+    grok_emulator: Emulator,
+) -> None:
+    async with grok_emulator.client(token=None) as upstream:
         app = small_app(upstream, max_jobs=2)
         async with serving(app) as web:
             jobs: JobRegistry = app.state.grok_imagine.jobs
@@ -268,9 +274,8 @@ async def test_the_registry_forgets_the_oldest_finished_jobs_beyond_its_size() -
     assert size == 2
 
 
-async def test_progress_is_an_estimate_from_0_to_1() -> None:
-    emulator = emulator_for()
-    async with emulator.client(token=None) as upstream:
+async def test_progress_is_an_estimate_from_0_to_1(grok_emulator: Emulator) -> None:
+    async with grok_emulator.client(token=None) as upstream:
         app = small_app(upstream, scheduler_config=SchedulerConfig(max_in_flight=1))
         async with serving(app) as web:
             jobs: JobRegistry = app.state.grok_imagine.jobs

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
-from test_fastapi import ONE_IN_FLIGHT, Served, emulator_for, running, wait_until_status
+from test_fastapi import EMULATOR, ONE_IN_FLIGHT, Served, running, wait_until_status
 
 from grok_imagine_async import (
     AmbiguousSubmitError,
@@ -36,8 +36,9 @@ from grok_imagine_async.fastapi import (
     http_error_for,
     install_error_handlers,
 )
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, EMULATOR]
 
 
 _ROUTES = [  # (template, pattern) of the example app's paths
@@ -74,11 +75,10 @@ def documented(app: FastAPI) -> dict[tuple[str, str], set[int]]:
     }
 
 
-async def test_every_status_the_example_app_answers_is_documented() -> None:
+async def test_every_status_the_example_app_answers_is_documented(grok_emulator: Emulator) -> None:
     recorder = Recorder()
-    emulator = emulator_for()
     async with running(
-        emulator, max_credits=200, scheduler_config=ONE_IN_FLIGHT, max_queued=1
+        grok_emulator, max_credits=200, scheduler_config=ONE_IN_FLIGHT, max_queued=1
     ) as served:
         web = (await recorded(served, recorder)).web
         ok = await web.post("/videos", json={"prompt": "a kite [duration:5]"})  # 202
@@ -100,7 +100,8 @@ async def test_every_status_the_example_app_answers_is_documented() -> None:
         await web.post("/videos", json={"prompt": "one too many"})  # 429
         await wait_until_status(web, second.json()["id"], "completed")
         await web.post("/videos", json={"prompt": "past the budget"})  # 402
-    revoked = emulator_for(tokens={"another-token": "free"})  # ours is unknown: 401 upstream
+    # A second emulator, where our token is unknown: 401 upstream.
+    revoked = Emulator(EmulatorConfig(seed=7, tokens={"another-token": "free"}))
     async with running(revoked) as served:
         web = (await recorded(served, recorder)).web
         await web.post("/videos", json={"prompt": "a kite"})  # 202, then the scheduler stops

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from test_fastapi import EMULATOR, TOKEN
 
 from grok_imagine_async import (
     GenerationRequest,
@@ -17,6 +18,7 @@ from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async.abc import Claim
 from grok_imagine_async.fastapi import JobRegistry, http_error_for
 from grok_imagine_async.fastapi._jobs import UNKNOWN_TTL
+from grok_imagine_async.testing import Emulator
 
 pytestmark = pytest.mark.anyio
 
@@ -116,15 +118,15 @@ async def test_a_store_that_fails_a_lookup_is_a_503_with_retry_after() -> None:
     assert int(problem.headers["Retry-After"]) >= 1
 
 
-async def test_waiting_on_a_job_ends_when_the_app_stops() -> None:
+@EMULATOR
+async def test_waiting_on_a_job_ends_when_the_app_stops(grok_emulator: Emulator) -> None:
     from fastapi import FastAPI
-    from test_fastapi import TOKEN, emulator_for
 
     from grok_imagine_async import SchedulerClosedError
     from grok_imagine_async.fastapi import grok_imagine_lifespan
 
     app = FastAPI()
-    async with emulator_for().client(token=None) as upstream:
+    async with grok_emulator.client(token=None) as upstream:
         async with grok_imagine_lifespan(app, api_key=TOKEN, http_client=upstream):
             jobs: JobRegistry = app.state.grok_imagine.jobs
             job = await jobs.submit("a long one [duration:600]")

@@ -13,9 +13,9 @@ import anyio
 import httpx
 import pytest
 from test_fastapi import (
+    EMULATOR,
     TOKEN,
     Served,
-    emulator_for,
     parse_sse,
     running,
     wait_until_status,
@@ -23,8 +23,9 @@ from test_fastapi import (
 
 from grok_imagine_async import PollPolicy
 from grok_imagine_async.batch import DurationModel, SchedulerConfig
+from grok_imagine_async.testing import Emulator
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, EMULATOR]
 
 
 async def start_running(served: Served, prompt: str) -> str:
@@ -36,13 +37,13 @@ async def start_running(served: Served, prompt: str) -> str:
 
 
 async def test_shutdown_with_jobs_in_flight_is_prompt_and_logs_each_job(
+    grok_emulator: Emulator,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    emulator = emulator_for()
     answers: dict[str, httpx.Response] = {}
     async with anyio.create_task_group() as clients:
-        async with running(emulator, heartbeat=5.0) as served:
+        async with running(grok_emulator, heartbeat=5.0) as served:
             ids = [await start_running(served, f"a long film {n} [duration:600]") for n in range(3)]
 
             async def follow() -> None:
@@ -71,15 +72,16 @@ async def test_shutdown_with_jobs_in_flight_is_prompt_and_logs_each_job(
     assert TOKEN not in caplog.text
     # Every task paid for is in the log (the wait-mode job may or may not have been sent yet).
     reported = re.findall(r"unfinished video job \w+: \w+, task (task_\w+)", caplog.text)
-    stats = emulator.statistics()
+    stats = grok_emulator.statistics()
     assert stats.tasks_created == len(set(reported)) >= 3
     assert stats.duplicate_submissions == {}
 
 
 async def test_shutdown_with_nothing_in_flight_logs_nothing(
+    grok_emulator: Emulator,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with running(emulator_for()) as served:
+    async with running(grok_emulator) as served:
         answer = await served.web.post(
             "/videos?wait=true&timeout=60", json={"prompt": "a cat [duration:2]"}
         )
@@ -99,13 +101,13 @@ FAST = {
 
 
 @pytest.mark.real_time
+@pytest.mark.grok_emulator(tokens={TOKEN: "enterprise"})
 async def test_jobs_in_flight_at_shutdown_resume_from_the_journal_next_run(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    grok_emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     journal = tmp_path / "videos.db"
-    emulator = emulator_for(tokens={TOKEN: "enterprise"})
-    async with running(emulator, journal=journal, **FAST) as served:
+    async with running(grok_emulator, journal=journal, **FAST) as served:
         finished = await served.web.post(
             "/videos?wait=true&timeout=20", json={"prompt": "a short one [duration:0.2]"}
         )
@@ -114,24 +116,25 @@ async def test_jobs_in_flight_at_shutdown_resume_from_the_journal_next_run(
     assert "2 unfinished video jobs; they stay in the journal" in caplog.text
     assert "unfinished video job " not in caplog.text  # no per-job list: nothing is lost
 
-    async with running(emulator, journal=journal, **FAST) as served:
+    async with running(grok_emulator, journal=journal, **FAST) as served:
         again = await wait_until_status(served.web, finished.json()["id"], "completed", every=0.05)
         assert again["videos"] == finished.json()["videos"]  # answered from the journal
         resumed = [await wait_until_status(served.web, i, "completed", every=0.05) for i in ids]
         unknown = await served.web.get("/videos/" + "0" * 32)
     assert all(len(body["videos"]) == 2 for body in resumed)
     assert unknown.status_code == 404
-    stats = emulator.statistics()
+    stats = grok_emulator.statistics()
     assert stats.tasks_created == 3  # resumed by polling their tasks: nothing paid twice
     assert set(stats.posts_per_prompt.values()) == {1}
 
 
+@pytest.mark.grok_emulator(tokens={"someone-else": "free"})  # our token is refused: 401
 async def test_a_revoked_token_stops_the_scheduler_but_the_app_still_answers(
+    grok_emulator: Emulator,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    emulator = emulator_for(tokens={"someone-else": "free"})  # our token is refused: 401
-    async with running(emulator) as served:
+    async with running(grok_emulator) as served:
         first = await served.web.post("/videos", json={"prompt": "a cat"})
         assert first.status_code == 202
         while not served.resources.jobs.closed:  # noqa: ASYNC110 - no event tells of it
@@ -149,4 +152,4 @@ async def test_a_revoked_token_stops_the_scheduler_but_the_app_still_answers(
     assert parse_sse(events.text)[-1].event == "done"
     assert "the video scheduler stopped, no more jobs can run: 401" in caplog.text
     assert TOKEN not in caplog.text
-    assert emulator.statistics().unauthorized == 1
+    assert grok_emulator.statistics().unauthorized == 1

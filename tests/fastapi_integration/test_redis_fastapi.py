@@ -20,26 +20,25 @@ import pytest
 from _redis_worker import RedisServer
 from test_fastapi import client_of, load_example
 
-from grok_imagine_async import JournalError, PollPolicy, RateLimit
+from grok_imagine_async import AsyncGrokImagine, JournalError, PollPolicy, RateLimit
 from grok_imagine_async.batch import DurationModel, SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 
-pytestmark = [pytest.mark.redis, pytest.mark.anyio]
-
 TOKEN = "sk-test-SECRET-two-workers"
 LIMIT = RateLimit(50, 1.0)
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.anyio,
+    # The plugin's grok_emulator: quick jobs, unscaled (the workers are told no time scale).
+    pytest.mark.grok_emulator(
+        tokens={TOKEN: LIMIT}, duration_median=0.4, duration_sigma=0.1, seed=3, time_scale=1
+    ),
+]
 FINAL = ("completed", "failed")
 FAST_POLL = PollPolicy(wait_initial=0.1, wait_factor=1.5, wait_max=0.5, wait_jitter=0.1)
-
-
-def new_emulator(**options: Any) -> Emulator:
-    return Emulator(
-        EmulatorConfig(
-            tokens={TOKEN: LIMIT}, duration_median=0.4, duration_sigma=0.1, seed=3, **options
-        )
-    )
 
 
 @asynccontextmanager
@@ -75,12 +74,12 @@ async def events(web: httpx.AsyncClient, job_id: str) -> list[tuple[str, dict[st
 
 
 async def test_a_job_started_on_one_worker_is_found_and_streamed_from_the_other(
+    grok_emulator: Emulator,
     redis_server: RedisServer,
 ) -> None:
-    emulator = new_emulator()
     async with (
-        worker(emulator, redis_url=redis_server.url) as a,
-        worker(emulator, redis_url=redis_server.url) as b,
+        worker(grok_emulator, redis_url=redis_server.url) as a,
+        worker(grok_emulator, redis_url=redis_server.url) as b,
     ):
         started = await a.post("/videos", json={"prompt": "a heron at dusk"})
         assert started.status_code == 202
@@ -94,13 +93,14 @@ async def test_a_job_started_on_one_worker_is_found_and_streamed_from_the_other(
         again = await b.get(f"/videos/{job_id}")
         assert again.json()["videos"] == last["videos"]
         assert (await b.get("/videos/no-such-job")).status_code == 404
-    assert emulator.statistics().tasks_created == 1
+    assert grok_emulator.statistics().tasks_created == 1
 
 
-async def test_the_credit_budget_is_one_for_every_worker(redis_server: RedisServer) -> None:
-    emulator = new_emulator()
+async def test_the_credit_budget_is_one_for_every_worker(
+    grok_emulator: Emulator, redis_server: RedisServer
+) -> None:
     shared = {"redis_url": redis_server.url, "max_credits": 80}
-    async with worker(emulator, **shared) as a, worker(emulator, **shared) as b:
+    async with worker(grok_emulator, **shared) as a, worker(grok_emulator, **shared) as b:
         ids = []
         for web, prompt in ((a, "one"), (b, "two"), (a, "three")):
             started = await web.post("/videos", json={"prompt": prompt})
@@ -117,36 +117,37 @@ async def test_the_credit_budget_is_one_for_every_worker(redis_server: RedisServ
         assert all(job["error"]["code"] == "budget_exceeded" for job in jobs if job["error"])
         refused = await a.post("/videos", json={"prompt": "four"})
         assert refused.status_code == 402, refused.text
-    assert emulator.statistics().credits_consumed == 80
+    assert grok_emulator.statistics().credits_consumed == 80
 
 
 async def test_two_workers_given_one_sqlite_journal_fail_the_second_startup(
+    grok_emulator: Emulator,
     tmp_path: Path,
 ) -> None:
-    emulator = new_emulator()
     journal = tmp_path / "videos.db"
-    async with worker(emulator, journal=journal) as a:
+    async with worker(grok_emulator, journal=journal) as a:
         assert (await a.get("/healthz")).status_code == 200
         with pytest.raises(JournalError, match="in use"):
-            async with worker(emulator, journal=journal):
+            async with worker(grok_emulator, journal=journal):
                 pass
 
 
 async def test_a_store_that_cannot_be_reached_fails_the_startup(
+    grok_emulator: Emulator,
     redis_server: RedisServer,
 ) -> None:
     url = redis_server.url
     redis_server.kill()
     with pytest.raises(JournalError, match="cannot reach"):
-        async with worker(new_emulator(), redis_url=url):
+        async with worker(grok_emulator, redis_url=url):
             pass
 
 
+@pytest.mark.grok_emulator(EmulatorConfig(tokens={"another-token": LIMIT}))  # 401 for ours
 async def test_a_worker_whose_scheduler_died_fails_its_health_check(
-    redis_server: RedisServer,
+    grok_emulator: Emulator, redis_server: RedisServer
 ) -> None:
-    revoked = Emulator(EmulatorConfig(tokens={"another-token": LIMIT}))  # 401 for ours
-    async with worker(revoked, redis_url=redis_server.url) as a:
+    async with worker(grok_emulator, redis_url=redis_server.url) as a:
         assert (await a.get("/healthz")).status_code == 200
         await a.post("/videos", json={"prompt": "never paid"})
         with anyio.fail_after(10):
@@ -156,17 +157,12 @@ async def test_a_worker_whose_scheduler_died_fails_its_health_check(
 
 
 async def test_a_dead_workers_jobs_are_polled_or_reported_ambiguous_never_resent(
-    redis_server: RedisServer,
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator, redis_server: RedisServer
 ) -> None:
-    from grok_imagine_async import AsyncGrokImagine, GenerationRequest
+    from grok_imagine_async import GenerationRequest
     from grok_imagine_async.redis import RedisJobStore
 
-    emulator = new_emulator()
-    async with (
-        emulator.client(token=None) as upstream,
-        AsyncGrokImagine(api_key=TOKEN, http_client=upstream, plan=LIMIT) as direct,
-    ):
-        paid = await direct.submit(GenerationRequest(prompt="paid before the crash"))
+    paid = await grok_client.submit(GenerationRequest(prompt="paid before the crash"))
     # A worker that recorded one job's task and another's intent, then died (its lease given
     # up, as a stopped scheduler does; a SIGKILL lets it run out: test_redis_workers.py).
     dead = RedisJobStore(redis_server.url, api_key=TOKEN, namespace="app")
@@ -176,7 +172,7 @@ async def test_a_dead_workers_jobs_are_polled_or_reported_ambiguous_never_resent
             await dead.register(key, request)
             await dead.record_intent(key, request, 1)
         await dead.record_submitted("known-task", paid)
-    async with worker(emulator, redis_url=redis_server.url, redis_lease=0.3) as b:
+    async with worker(grok_emulator, redis_url=redis_server.url, redis_lease=0.3) as b:
         with anyio.fail_after(20):
             jobs: dict[str, Any] = {}
             while not jobs or any(j["status"] not in FINAL for j in jobs.values()):
@@ -187,10 +183,11 @@ async def test_a_dead_workers_jobs_are_polled_or_reported_ambiguous_never_resent
     assert jobs["known-task"]["status"] == "completed"
     assert jobs["in-flight"]["status"] == "failed"
     assert jobs["in-flight"]["error"]["code"] == "ambiguous_submit"
-    assert emulator.statistics().tasks_created == 1  # nothing was sent again
+    assert grok_emulator.statistics().tasks_created == 1  # nothing was sent again
 
 
 async def test_redis_refusing_the_worker_is_a_503_with_retry_after_and_never_ends_it(
+    grok_emulator: Emulator,
     redis_server: RedisServer,
 ) -> None:
     import redis.asyncio as aioredis
@@ -198,9 +195,8 @@ async def test_redis_refusing_the_worker_is_a_503_with_retry_after_and_never_end
     admin = aioredis.Redis.from_url(redis_server.url)
     await admin.execute_command("ACL", "SETUSER", "worker", "on", ">pw", "~*", "&*", "+@all")
     url = f"redis://worker:pw@127.0.0.1:{redis_server.port}/0"
-    emulator = new_emulator()
     try:
-        async with worker(emulator, redis_url=url, redis_lease=0.3) as a:
+        async with worker(grok_emulator, redis_url=url, redis_lease=0.3) as a:
             assert (await a.get("/healthz")).json()["status"] == "ok"
             # An operator's ACL change (NOPERM): no outage to wait out, a refusal.
             await admin.execute_command("ACL", "SETUSER", "worker", "-@all", "+ping")
@@ -225,4 +221,4 @@ async def test_redis_refusing_the_worker_is_a_503_with_retry_after_and_never_end
         assert int(answer.headers["retry-after"]) >= 1
         assert "Traceback" not in answer.text and "NOPERM" not in answer.text
     assert started.status_code == 202, started.text
-    assert "not recorded, not sent" not in emulator.statistics().posts_per_prompt
+    assert "not recorded, not sent" not in grok_emulator.statistics().posts_per_prompt
