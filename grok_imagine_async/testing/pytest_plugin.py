@@ -17,9 +17,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import zlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -83,11 +84,14 @@ def grok_emulator(grok_emulator_config: EmulatorConfig) -> Emulator:
 
 
 @pytest.fixture
-async def grok_client(grok_emulator: Emulator) -> AsyncIterator[AsyncGrokImagine]:
-    """An ``AsyncGrokImagine`` talking to ``grok_emulator`` in process, closed after the test.
+async def grok_client_factory(
+    grok_emulator: Emulator,
+) -> AsyncIterator[Callable[..., AsyncGrokImagine]]:
+    """Makes clients like ``grok_client``, each with its own connection and limiter (as a
+    restarted process has): ``grok_client_factory(**options)`` passes ``options``
+    (``http_client``, ``limiter``, ``on_ambiguous_submit``...) to ``AsyncGrokImagine``.
 
-    It uses the emulator's first token, that token's quota and the emulator's ``time_scale``,
-    whatever ``GROK_IMAGINE_*`` variables are set.
+    Every client is closed after the test.
     """
     from .. import AsyncGrokImagine, Settings
     from ._emulator import IN_PROCESS_BASE_URL
@@ -100,11 +104,27 @@ async def grok_client(grok_emulator: Emulator) -> AsyncIterator[AsyncGrokImagine
         plan=config.rate_limits()[token],
         time_scale=config.time_scale,
     )
-    async with (
-        grok_emulator.client(token=None) as http,
-        AsyncGrokImagine(settings=settings, http_client=http) as client,
-    ):
-        yield client
+    async with contextlib.AsyncExitStack() as opened:
+
+        def make(**options: Any) -> AsyncGrokImagine:
+            if "http_client" not in options:
+                options["http_client"] = grok_emulator.client(token=None)
+                opened.push_async_callback(options["http_client"].aclose)
+            client = AsyncGrokImagine(settings=settings, **options)
+            opened.push_async_callback(client.aclose)
+            return client
+
+        yield make
+
+
+@pytest.fixture
+def grok_client(grok_client_factory: Callable[..., AsyncGrokImagine]) -> AsyncGrokImagine:
+    """An ``AsyncGrokImagine`` talking to ``grok_emulator`` in process, closed after the test.
+
+    It uses the emulator's first token, that token's quota and the emulator's ``time_scale``,
+    whatever ``GROK_IMAGINE_*`` variables are set.
+    """
+    return grok_client_factory()
 
 
 @pytest.fixture

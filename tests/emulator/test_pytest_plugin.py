@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -47,6 +47,22 @@ async def test_client_follows_the_emulator(
     task = await grok_client.generate_and_wait("a kite")
     assert task.succeeded
     assert grok_emulator.statistics().rate_limited == 0
+
+
+@pytest.mark.anyio
+async def test_the_factory_makes_more_clients_like_grok_client(
+    grok_client: AsyncGrokImagine,
+    grok_client_factory: Callable[..., AsyncGrokImagine],
+    grok_emulator: Emulator,
+    tmp_path: Path,
+) -> None:
+    rerun = grok_client_factory()
+    assert rerun is not grok_client and rerun.limiter is not grok_client.limiter
+    assert rerun.settings == grok_client.settings
+    for client in (grok_client, rerun):  # the docs' example: two runs of one journal
+        async with client.generate_many(["a kite"], journal=tmp_path / "j.db") as results:
+            assert [r.ok async for r in results] == [True]
+    assert grok_emulator.statistics().tasks_created == 1
 
 
 @pytest.mark.anyio
