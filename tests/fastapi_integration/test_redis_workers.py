@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,13 +31,21 @@ psutil = pytest.importorskip("psutil")
 
 from grok_imagine_async.redis import RedisJobStore  # noqa: E402
 from grok_imagine_async.redis._store import RESERVE_JOBS  # noqa: E402
-from grok_imagine_async.testing import Emulator, EmulatorConfig, serve_in_thread  # noqa: E402
-
-# Real processes on a shared machine: more than the default 120 s may be needed under load.
-pytestmark = [pytest.mark.redis, pytest.mark.integration, pytest.mark.timeout(300)]
+from grok_imagine_async.testing import Emulator, EmulatorConfig  # noqa: E402
 
 TOKEN = "sk-test-SECRET-workers-token"
 LIMIT = RateLimit(40, 2.0)
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.integration,
+    # Real processes on a shared machine: more than the default 120 s may be needed under load.
+    pytest.mark.timeout(300),
+    # The plugin's grok_emulator, served by grok_emulator_env (real clock) for the workers.
+    pytest.mark.grok_emulator(
+        EmulatorConfig(tokens={TOKEN: LIMIT}, duration_median=3.0, duration_sigma=0.2, seed=14)
+    ),
+]
 JOBS = 12
 TIMEOUT = 90.0
 FINAL = (
@@ -125,26 +133,19 @@ class Workers:
 
 
 @pytest.fixture
-def emulator() -> Iterator[tuple[str, Emulator]]:
-    config = EmulatorConfig(tokens={TOKEN: LIMIT}, duration_median=3.0, duration_sigma=0.2, seed=14)
-    emulator = Emulator(config)
-    with serve_in_thread(emulator) as url:
-        yield url, emulator
-
-
-@pytest.fixture
 def workers(
-    emulator: tuple[str, Emulator], redis_server: RedisServer, tmp_path: Path
+    grok_emulator_env: Mapping[str, str], redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[Workers]:
-    with serving(emulator, redis_server, tmp_path) as served:
+    with serving(grok_emulator_env, redis_server, tmp_path) as served:
         yield served
 
 
 @contextmanager
 def serving(
-    emulator: tuple[str, Emulator], redis_server: RedisServer, tmp: Path, **env: str
+    emulator_env: Mapping[str, str], redis_server: RedisServer, tmp: Path, **env: str
 ) -> Iterator[Workers]:
-    served = Workers(base_url=emulator[0], redis_url=redis_server.url, tmp=tmp, env=env)
+    base_url = emulator_env["GROK_IMAGINE_BASE_URL"]
+    served = Workers(base_url=base_url, redis_url=redis_server.url, tmp=tmp, env=env)
     try:
         wait_for("both workers to be healthy", lambda: len(served.healthy_workers()) == 2)
         yield served
@@ -197,7 +198,7 @@ def judge(emulator: Emulator) -> None:
 
 
 def test_every_worker_finds_every_job_and_a_killed_workers_jobs_complete_once(
-    workers: Workers, emulator: tuple[str, Emulator]
+    workers: Workers, grok_emulator: Emulator
 ) -> None:
     owners = submit_all(workers)
     ids = list(owners)
@@ -223,19 +224,19 @@ def test_every_worker_finds_every_job_and_a_killed_workers_jobs_complete_once(
     wait_for("every job to complete", lambda: all_in(workers, ids, {"completed"}))
     jobs = statuses(workers, ids)
     assert all(job["videos"] for job in jobs.values())
-    judge(emulator[1])
+    judge(grok_emulator)
     assert TOKEN not in workers.log_text()
 
 
 def test_redis_stopped_mid_run_loses_no_job_and_keeps_to_the_plan(
-    workers: Workers, emulator: tuple[str, Emulator], redis_server: RedisServer
+    workers: Workers, grok_emulator: Emulator, redis_server: RedisServer
 ) -> None:
     ids = list(submit_all(workers))
     wait_for("the first job to run", lambda: any(
         job["status"] != "queued" for job in statuses(workers, ids).values()
     ))  # fmt: skip
     redis_server.kill()
-    served = emulator[1]
+    served = grok_emulator
     before = served.statistics().requests_total
     # The workers go on alone, each at its share of the plan.
     wait_for(
@@ -252,7 +253,10 @@ BUDGET = 4000  # 100 jobs
 
 
 def test_a_burst_on_two_workers_never_overspends_and_never_answers_500(
-    emulator: tuple[str, Emulator], redis_server: RedisServer, tmp_path: Path
+    grok_emulator_env: Mapping[str, str],
+    grok_emulator: Emulator,
+    redis_server: RedisServer,
+    tmp_path: Path,
 ) -> None:
     async def burst(port: int) -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=0)
@@ -269,7 +273,7 @@ def test_a_burst_on_two_workers_never_overspends_and_never_answers_500(
                     group.start_soon(post, n)
         return answers
 
-    with serving(emulator, redis_server, tmp_path, TEST_MAX_CREDITS=str(BUDGET)) as served:
+    with serving(grok_emulator_env, redis_server, tmp_path, TEST_MAX_CREDITS=str(BUDGET)) as served:
         answers = anyio.run(burst, served.port)
         codes = Counter(answer.status_code for answer in answers)
         accepted = [a.json()["id"] for a in answers if a.status_code == 202]
@@ -284,7 +288,7 @@ def test_a_burst_on_two_workers_never_overspends_and_never_answers_500(
     assert set(codes) <= {202, 402} and codes[402] == BURST - accepted_count, (codes, log[-2000:])
     assert BUDGET // 40 - 2 * RESERVE_JOBS <= accepted_count <= BUDGET // 40, codes
     assert all(job["status"] == "completed" for job in jobs.values())
-    stats = emulator[1].statistics()
+    stats = grok_emulator.statistics()
     assert stats.tasks_created == accepted_count
     assert dict(stats.duplicate_submissions) == {}
     assert "Traceback" not in log
