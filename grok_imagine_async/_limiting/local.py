@@ -299,13 +299,11 @@ class LocalRateLimiter:
     # -- server feedback -------------------------------------------------------------------
 
     async def observe(self, feedback: RateLimitFeedback) -> None:
-        """Read the server's answer into the estimate (see the class docstring).
-
-        Call it as soon as the answer is read: the round trip is taken from the permit to now.
+        """Read the server's answer into the estimate, as soon as it is read (the round trip is
+        taken from the permit to now).
 
         Args:
-            feedback: The answer's status and rate-limit headers, with the permit it was sent
-                under.
+            feedback: The answer's status and rate-limit headers, with its permit.
         """
         now = self._clock.monotonic()
         permit = feedback.permit
@@ -346,8 +344,7 @@ class LocalRateLimiter:
                 grants_between=between,
                 earlier_in_flight=earlier,
                 own_in_window=self._history.count_in_window(serial, period=self._limit.period),
-                # Any answered since a period before its grant, or still on its way, may have
-                # reached the server before it, in the same window.
+                # Answered since a period before its grant, or on its way: maybe in its window.
                 own_at_most=self._answered.count_after(permit.granted_at - self._limit.period)
                 + len(pending),
                 later_grants=later,
@@ -374,11 +371,8 @@ class LocalRateLimiter:
         return [when for s, when in enumerate(times, start=first) if s not in given_back]
 
     def give_back(self, permit: Permit) -> None:
-        """The request sent under ``permit`` never reached the server: give its quota back.
-
-        Its place in the window frees at once, and the pace takes it as never granted, so a
-        batch whose every request fails to connect holds no quota.
-        """
+        """The request sent under ``permit`` never reached the server: its place in the window
+        frees at once, and the pace takes it as never granted."""
         serial = permit.serial
         if self._pending.pop(serial, None) is None:
             return  # answered, lost or given back already

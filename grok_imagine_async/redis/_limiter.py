@@ -216,10 +216,7 @@ class RedisRateLimiter:
         return self._estimate.copy()
 
     async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
-        """Wait for this process's turn on the shared schedule.
-
-        Cancelling a waiting call consumes no permit: a slot already reserved for it goes to the
-        next waiter of this process.
+        """Wait for this process's turn on the shared schedule (cancelled, it takes no slot).
 
         Args:
             priority: Among this process's waiters, :attr:`Priority.POLL` goes first.
@@ -328,8 +325,7 @@ class RedisRateLimiter:
             The processes seen on the token within the last period, this one included.
 
         Raises:
-            redis.exceptions.ConnectionError: Or another error of the Redis client, if Redis
-                cannot be reached (the caller decides; nothing is changed here).
+            redis.exceptions.ConnectionError: Or another Redis error, for the caller to handle.
         """
         self._redis_calls += 1
         peers = await self._heartbeat_script(
