@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -38,8 +37,10 @@ from ._script import (
     HEARTBEAT_SCRIPT,
     MICROS,
     OBSERVE_SCRIPT,
+    REDIS_ERRORS,
     RedisKeys,
     Reservation,
+    outage_like,
     to_micros,
 )
 
@@ -54,16 +55,6 @@ DEFAULT_KEY_PREFIX = "grok-imagine:ratelimit"
 
 RECHECK = 1.0
 """Seconds between looks at Redis while waiting for a far slot (a deleted key wakes us)."""
-
-# Errors that mean "Redis cannot answer right now", as opposed to a bug or foreign data in our keys.
-_UNAVAILABLE = (
-    redis_errors.ConnectionError,  # includes BusyLoadingError (a restarting server)
-    redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,  # a replica after a failover
-    redis_errors.ClusterDownError,
-    redis_errors.TryAgainError,
-    OSError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,9 +270,9 @@ class RedisRateLimiter:
             raw = await self._observe_script(
                 keys=[self._keys.paused_until], args=[to_micros(pause)]
             )
-        except _UNAVAILABLE as exc:
+        except REDIS_ERRORS as exc:
             # The pause still holds here (noted above); the next acquire deals with Redis.
-            logger.debug("Redis unreachable, server feedback not shared: %r", exc)
+            logger.log(_level(exc), "server feedback not shared through Redis: %r", exc)
             return
         self._note_pause(int(raw[0]) / MICROS)
 
@@ -307,8 +298,8 @@ class RedisRateLimiter:
             return int(
                 await self._count_script(keys=[self._keys.slots], args=[to_micros(lookback)])
             )
-        except _UNAVAILABLE as exc:
-            logger.debug("Redis unreachable, the slots the server counted are unknown: %r", exc)
+        except REDIS_ERRORS as exc:
+            logger.log(_level(exc), "the slots the server counted are unknown: %r", exc)
             return None
 
     def give_back(self, permit: Permit) -> None:
@@ -415,7 +406,11 @@ class RedisRateLimiter:
                         0 if fallback is None else to_micros(fallback.rejoin_window()),
                     ],
                 )
-            except _UNAVAILABLE as exc:
+            except REDIS_ERRORS as exc:
+                if not outage_like(exc):  # a password or ACL to fix, not an outage to ride out
+                    raise ConfigurationError(
+                        f"{self._where} refused the rate limiter: {type(exc).__name__}: {exc}"
+                    ) from exc
                 if self._on_unavailable == "raise":
                     raise RedisUnavailableError(
                         f"{self._where} is unreachable ({type(exc).__name__}) and "
@@ -469,7 +464,7 @@ class RedisRateLimiter:
             await anyio.sleep(RECHECK)
             try:
                 exists = await self._redis.exists(self._keys.tat)
-            except _UNAVAILABLE:
+            except REDIS_ERRORS:
                 continue  # the next reservation deals with Redis
             if not exists:
                 self._pending_slot = None
@@ -507,3 +502,8 @@ class RedisRateLimiter:
             until = self._clock.monotonic() + seconds
             if self._paused_until is None or until > self._paused_until:
                 self._paused_until = until
+
+
+def _level(exc: BaseException) -> int:
+    """Log an outage quietly (the next acquire reports it) and a refusal loudly."""
+    return logging.DEBUG if outage_like(exc) else logging.WARNING

@@ -14,7 +14,36 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from redis import exceptions as e
+
 MICROS = 1_000_000
+
+REDIS_ERRORS = (e.RedisError, OSError)
+"""What a call to Redis may raise: see :func:`outage_like`. The store and the limiter both
+sort these into an outage (go on without Redis) or a configuration to fix."""
+_REFUSED = (e.AuthenticationError, e.AuthorizationError, e.NoPermissionError)  # no outage
+_OUTAGES = (
+    e.ConnectionError,  # BusyLoadingError too (a restarting server)
+    e.TimeoutError,
+    e.ReadOnlyError,
+    e.ClusterDownError,
+    e.TryAgainError,
+    e.MasterDownError,
+    e.OutOfMemoryError,
+    OSError,
+)
+
+
+def outage_like(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis cannot take our writes *for now* (unreachable, loading, a
+    replica, ``maxmemory``, ``MISCONF``), so they wait in memory; a refused password or
+    permission is a configuration to fix, never an outage in which the process goes on alone."""
+    if isinstance(exc, _REFUSED):  # ConnectionErrors for redis-py
+        return False
+    return isinstance(exc, _OUTAGES) or (
+        isinstance(exc, e.ResponseError) and str(exc).startswith("MISCONF")
+    )
+
 
 TOKEN_HASH_CHARS = 16
 """Hex characters of the token's keyed hash in key names: enough to keep tokens apart."""

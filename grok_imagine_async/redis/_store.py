@@ -32,16 +32,15 @@ from .._journal.codec import decode_job, encode_job
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._redact import redact_url
 from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
+from ._script import REDIS_ERRORS, outage_like
 from ._store_script import (
     CLAIM_SCRIPT,
     HEARTBEAT_SCRIPT,
     ORPHANS_SCRIPT,
     RESERVE_SCRIPT,
-    STORE_ERRORS,
     WRITE_SCRIPT,
     RedisStoreStatistics,
     StoreKeys,
-    outage_like,
 )
 
 if TYPE_CHECKING:
@@ -160,7 +159,7 @@ class RedisJobStore:
         try:
             await self._heartbeat()
             await self._settle_reserve()  # what may be spent should Redis fail soon
-        except STORE_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             await self._close_client()
             where = f" at {self._url}" if self._url else ""
             if outage_like(exc):
@@ -203,7 +202,7 @@ class RedisJobStore:
                 await self._flush()
                 await self._settle_reserve(keep=False)
                 await self._redis.delete(self._keys.alive + self.id)
-            except STORE_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 logger.warning(
                     "Redis unreachable (%s): %d jobs not written; this process's lease runs "
                     "out by itself",
@@ -375,7 +374,7 @@ class RedisJobStore:
                 keys=[keys.owners, keys.owned + self.id],
                 args=[self.id, keys.alive, keys.owned, limit],
             )
-        except STORE_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             if not outage_like(exc):
                 raise self._error(f"Redis refused to adopt orphaned jobs: {exc}") from exc
             self._went_down(exc)
@@ -452,7 +451,7 @@ class RedisJobStore:
         try:
             self._calls += 1
             found: dict[Any, Any] = await self._redis.config_get("maxmemory-policy")
-        except STORE_ERRORS:
+        except REDIS_ERRORS:
             return ""
         return _text(next(iter(found.values()), b""))
 
@@ -508,7 +507,7 @@ class RedisJobStore:
                 # What this process set aside for an outage is what is left: spend it now.
                 await self._settle_reserve(keep=False)
                 status = await put()
-        except STORE_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise self._error(f"Redis refused to record job {job.key}: {exc}") from exc
         if status == "ok":  # told here too: an outage delays the others' message, not ours
             self._tell(job)
@@ -521,7 +520,7 @@ class RedisJobStore:
             budget = -1 if self._max_credits is None else self._max_credits
             try:
                 status, value = await self._send(job, reserve, budget, refund, create)
-            except STORE_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 if not outage_like(exc):
                     raise
                 self._went_down(exc)
@@ -655,7 +654,7 @@ class RedisJobStore:
                     logger.warning("Redis job store back; writing back %d jobs", len(self._dirty))
                 await self._flush()
                 await self._settle_reserve()
-            except STORE_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 # Never fatal to the process that owns the store: a refusal that is no outage
                 # (an ACL change) is logged, and its writes wait as in an outage.
                 if not outage_like(exc):
@@ -693,10 +692,10 @@ class RedisJobStore:
                     message = await pubsub.get_message(timeout=None)
                     if message is not None:
                         self._on_message(message["data"])
-            except STORE_ERRORS:
+            except REDIS_ERRORS:
                 await anyio.sleep(min(1.0, self._lease / 3))
             finally:
-                with anyio.CancelScope(shield=True), contextlib.suppress(*STORE_ERRORS):
+                with anyio.CancelScope(shield=True), contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     def _on_message(self, data: bytes) -> None:
@@ -717,7 +716,7 @@ class RedisJobStore:
         self._calls += 1
         try:
             yield
-        except STORE_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             if not outage_like(exc):
                 raise self._error(f"Redis refused to {what}: {exc}") from exc
             self._went_down(exc)

@@ -11,35 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis import exceptions as e
-
 from ._script import token_name
-
-STORE_ERRORS = (e.RedisError, OSError)
-"""What a call to Redis may raise: see :func:`outage_like`."""
-_REFUSED = (e.AuthenticationError, e.AuthorizationError, e.NoPermissionError)  # no outage
-_OUTAGES = (
-    e.ConnectionError,  # BusyLoadingError too (a restarting server)
-    e.TimeoutError,
-    e.ReadOnlyError,
-    e.ClusterDownError,
-    e.TryAgainError,
-    e.MasterDownError,
-    e.OutOfMemoryError,
-    OSError,
-)
-
-
-def outage_like(exc: BaseException) -> bool:
-    """Whether ``exc`` means Redis cannot take our writes *for now* (unreachable, loading, a
-    replica, ``maxmemory``, ``MISCONF``), so they wait in memory; a refused password or
-    permission is a configuration to fix, never an outage in which the process goes on alone."""
-    if isinstance(exc, _REFUSED):  # ConnectionErrors for redis-py
-        return False
-    return isinstance(exc, _OUTAGES) or (
-        isinstance(exc, e.ResponseError) and str(exc).startswith("MISCONF")
-    )
-
 
 # Keys: [1] the job's hash, [2] the owner's set of unfinished jobs, [3] credits committed.
 # ARGV: [1] owner id, [2] record JSON, [3] 1 if the record is final, [4] credits to reserve

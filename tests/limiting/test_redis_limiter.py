@@ -567,3 +567,17 @@ async def test_a_burst_the_server_counts_late_is_ours_and_a_second_user_still_sh
         assert believed >= 0.75 * theirs / limit.period
     else:
         assert believed == 0.0
+
+
+async def test_a_wrong_password_is_a_configuration_error_not_a_fallback(
+    redis_server: RedisServer, redis_client: redis_asyncio.Redis
+) -> None:
+    # redis-py's AuthenticationError is a ConnectionError: read as an outage, every process
+    # would pace alone at its fallback share, silently, until someone noticed the 429s.
+    await redis_client.config_set("requirepass", "right-one")
+    wrong = redis_server.url.replace("redis://", "redis://:wrong-pass-value@")
+    async with RedisRateLimiter(wrong, limit=RateLimit(50, 1.0), api_key=TOKEN) as limiter:
+        with pytest.raises(ConfigurationError, match="refused the rate limiter") as caught:
+            await limiter.acquire()
+        assert not limiter.statistics().fallback_active
+    assert "wrong-pass-value" not in str(caught.value)

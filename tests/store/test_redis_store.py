@@ -322,7 +322,7 @@ async def test_redis_out_of_memory_is_an_outage_its_writes_wait_in_memory(
 def test_write_refusals_are_outages_or_configuration_errors() -> None:
     from redis import exceptions as redis_errors
 
-    from grok_imagine_async.redis._store_script import outage_like
+    from grok_imagine_async.redis._script import outage_like
 
     assert outage_like(redis_errors.ResponseError("MISCONF Redis is configured to save RDB"))
     assert outage_like(redis_errors.OutOfMemoryError("command not allowed"))
