@@ -111,6 +111,7 @@ def new_client(family: ModuleType, *, timeout: Any, headers: dict[str, str]) -> 
     """The ``AsyncClient`` of ``family`` a client builds for itself, with httpx's default pool
     (keeping all 50 connections alive costs httpcore 1 twice the CPU: ``benchmarks/README.md``).
     """
+    headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}  # what read_bounded can inflate
     client = family.AsyncClient(timeout=timeout_in(family, timeout), headers=headers)
     return cast("httpx.AsyncClient", client)
 

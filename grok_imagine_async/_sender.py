@@ -97,7 +97,9 @@ class Sender:
         self._http = http
         self._base_url = base_url
         self._redact = Redactor(api_key)
-        self._headers = {"Authorization": f"Bearer {api_key}", "Accept-Encoding": ACCEPT_ENCODING}
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        if http.headers.get("accept-encoding") != ACCEPT_ENCODING:  # replacing it costs per request
+            self._headers["Accept-Encoding"] = ACCEPT_ENCODING
         self._limiter = limiter
         self._clock = clock
         self._retry = retry

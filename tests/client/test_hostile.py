@@ -273,6 +273,23 @@ async def test_a_50_mb_answer_is_refused_without_reading_it_whole() -> None:
 
 
 @pytest.mark.anyio
+async def test_api_requests_ask_only_for_encodings_the_bounded_read_inflates() -> None:
+    from grok_imagine_async import _http
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["accept-encoding"])
+        return answer(TASK)
+
+    await make_client(handler).get_task("t1")  # a caller's client keeps its own default
+    built = _http.new_client(httpx, timeout=1.0, headers={})  # a client's own: set once
+    await built.aclose()
+    assert seen == ["gzip, deflate"]
+    assert built.headers["accept-encoding"] == "gzip, deflate"
+
+
+@pytest.mark.anyio
 async def test_a_gzip_bomb_is_refused_without_inflating_it() -> None:
     bomb = gzip_bomb(100 * 2**20)
 
