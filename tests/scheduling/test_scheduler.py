@@ -34,13 +34,9 @@ from grok_imagine_async.batch import BreakerPolicy, SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "sched-token"
-
-
-def make(plan: str = "pro", **config: Any) -> tuple[Emulator, AsyncGrokImagine]:
-    config.setdefault("seed", 7)
-    emu = Emulator(EmulatorConfig(tokens={TOKEN: plan}, **config))
-    client = AsyncGrokImagine(api_key=TOKEN, http_client=emu.client(token=None), plan=plan)
-    return emu, client
+# The plugin's emulator and client (for the tests that ask for them), at the real service's
+# times on the suite's virtual clock; a test's own marker changes the plan or the durations.
+pytestmark = pytest.mark.grok_emulator(tokens={TOKEN: "pro"}, seed=7, time_scale=1)
 
 
 async def collect(client: AsyncGrokImagine, items: Any, **options: Any) -> list[JobResult]:
@@ -49,10 +45,9 @@ async def collect(client: AsyncGrokImagine, items: Any, **options: Any) -> list[
 
 
 @pytest.mark.anyio
-async def test_results_stream_in_completion_order() -> None:
-    _, client = make()
+async def test_results_stream_in_completion_order(grok_client: AsyncGrokImagine) -> None:
     durations = [300, 5, 100, 600]
-    results = await collect(client, [f"clip {d} [duration:{d}]" for d in durations])
+    results = await collect(grok_client, [f"clip {d} [duration:{d}]" for d in durations])
     finished = [r.request.prompt for r in results]
     assert finished == [f"clip {d} [duration:{d}]" for d in sorted(durations)]
     assert all(r.ok and len(r.videos) == 2 for r in results)
@@ -60,9 +55,8 @@ async def test_results_stream_in_completion_order() -> None:
 
 
 @pytest.mark.anyio
-async def test_job_handles_report_progress_and_wait() -> None:
-    _, client = make()
-    async with JobScheduler(client) as scheduler:
+async def test_job_handles_report_progress_and_wait(grok_client: AsyncGrokImagine) -> None:
+    async with JobScheduler(grok_client) as scheduler:
         job = await scheduler.submit("a heron [duration:20]", key="heron")
         assert job.key == "heron"
         assert job.status in (JobState.QUEUED, JobState.SUBMITTING)
@@ -90,78 +84,87 @@ async def test_job_handles_report_progress_and_wait() -> None:
     ],
 )
 async def test_task_failures_are_results_with_their_class(
-    marker: str, failure_class: FailureClass, posts: int
+    grok_client: AsyncGrokImagine,
+    grok_emulator: Emulator,
+    marker: str,
+    failure_class: FailureClass,
+    posts: int,
 ) -> None:
-    emu, client = make()
     prompt = f"x {marker}"
-    [failed, fine] = await collect(client, [prompt, "fine [duration:500]"])
+    [failed, fine] = await collect(grok_client, [prompt, "fine [duration:500]"])
     assert not failed.ok
     assert failed.failure_class is failure_class
     assert isinstance(failed.error, TaskFailedError)
     assert failed.attempts == posts
     assert fine.ok
-    assert emu.statistics().posts_per_prompt[prompt] == posts
+    assert grok_emulator.statistics().posts_per_prompt[prompt] == posts
 
 
 @pytest.mark.anyio
-async def test_transient_failure_is_resubmitted_and_succeeds() -> None:
-    emu, client = make()
-    [result] = await collect(client, ["y [fail:network:1]"])
+async def test_transient_failure_is_resubmitted_and_succeeds(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    [result] = await collect(grok_client, ["y [fail:network:1]"])
     assert result.ok
     assert result.attempts == 2
     assert result.credits == 80
-    assert emu.statistics().posts_per_prompt["y [fail:network:1]"] == 2
+    assert grok_emulator.statistics().posts_per_prompt["y [fail:network:1]"] == 2
 
 
 @pytest.mark.anyio
-async def test_resubmission_rules_are_configurable() -> None:
-    emu, client = make()
+async def test_resubmission_rules_are_configurable(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
     results = await collect(
-        client,
+        grok_client,
         ["b [fail:build:1]", "n [fail:network:1]"],
         config=SchedulerConfig(resubmit_on={FailureClass.GENERATION_FAILED}),
     )
     by_prompt = {r.request.prompt: r for r in results}
     assert by_prompt["b [fail:build:1]"].ok
     assert by_prompt["n [fail:network:1]"].failure_class is FailureClass.TRANSIENT
-    results = await collect(client, ["m [fail:network:1]"], config=SchedulerConfig(resubmit=0))
+    results = await collect(grok_client, ["m [fail:network:1]"], config=SchedulerConfig(resubmit=0))
     assert results[0].failure_class is FailureClass.TRANSIENT
-    assert emu.statistics().posts_per_prompt["m [fail:network:1]"] == 1
+    assert grok_emulator.statistics().posts_per_prompt["m [fail:network:1]"] == 1
 
 
 @pytest.mark.anyio
-async def test_ambiguous_submit_becomes_a_failed_result_never_a_second_post() -> None:
-    emu, client = make()
-    results = await collect(client, ["lost [fail:drop]", "kept"])
+async def test_ambiguous_submit_becomes_a_failed_result_never_a_second_post(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    results = await collect(grok_client, ["lost [fail:drop]", "kept"])
     lost = next(r for r in results if "lost" in r.request.prompt)
     assert lost.failure_class is FailureClass.AMBIGUOUS_SUBMIT
     assert isinstance(lost.error, AmbiguousSubmitError)
-    assert emu.statistics().posts_per_prompt["lost [fail:drop]"] == 1
+    assert grok_emulator.statistics().posts_per_prompt["lost [fail:drop]"] == 1
     assert next(r for r in results if r is not lost).ok
 
 
 @pytest.mark.anyio
-async def test_budget_is_never_exceeded() -> None:
-    emu, client = make()
-    results = await collect(client, [f"p{i} [duration:30]" for i in range(5)], max_credits=120)
+async def test_budget_is_never_exceeded(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    results = await collect(grok_client, [f"p{i} [duration:30]" for i in range(5)], max_credits=120)
     started = [r for r in results if r.ok]
     refused = [r for r in results if r.failure_class is FailureClass.BUDGET_EXCEEDED]
     assert len(started) == 3
     assert len(refused) == 2
     assert all(isinstance(r.error, BudgetExceededError) for r in refused)
-    assert emu.statistics().credits_consumed == 120
+    assert grok_emulator.statistics().credits_consumed == 120
 
 
 @pytest.mark.anyio
-async def test_budget_counts_resubmissions() -> None:
-    emu, client = make()
-    results = await collect(client, ["r [fail:network:1]", "s"], max_credits=80)
+async def test_budget_counts_resubmissions(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    results = await collect(grok_client, ["r [fail:network:1]", "s"], max_credits=80)
     assert sum(r.credits for r in results) <= 80
-    assert emu.statistics().credits_consumed <= 80
+    assert grok_emulator.statistics().credits_consumed <= 80
 
 
 @pytest.mark.anyio
-async def test_input_is_consumed_lazily_even_when_infinite() -> None:
+@pytest.mark.grok_emulator(tokens={TOKEN: "free"})
+async def test_input_is_consumed_lazily_even_when_infinite(grok_client: AsyncGrokImagine) -> None:
     pulled = 0
 
     def prompts() -> Iterator[str]:
@@ -170,9 +173,8 @@ async def test_input_is_consumed_lazily_even_when_infinite() -> None:
             pulled += 1
             yield f"endless {i}"
 
-    _, client = make(plan="free")
     seen = 0
-    async with client.generate_many(prompts(), SchedulerConfig(max_in_flight=4)) as results:
+    async with grok_client.generate_many(prompts(), SchedulerConfig(max_in_flight=4)) as results:
         async for _ in results:
             seen += 1
             if seen == 10:
@@ -182,21 +184,21 @@ async def test_input_is_consumed_lazily_even_when_infinite() -> None:
 
 
 @pytest.mark.anyio
-async def test_async_iterable_of_specs() -> None:
+async def test_async_iterable_of_specs(grok_client: AsyncGrokImagine) -> None:
     async def specs() -> AsyncIterator[JobSpec]:
         for i in range(3):
             yield JobSpec(GenerationRequest(prompt=f"async {i}"), key=f"k{i}")
 
-    _, client = make()
-    results = await collect(client, specs())
+    results = await collect(grok_client, specs())
     assert sorted(r.key for r in results) == ["k0", "k1", "k2"]
 
 
 @pytest.mark.anyio
-async def test_unread_results_pause_submissions_but_not_polls() -> None:
-    emu, client = make()
+async def test_unread_results_pause_submissions_but_not_polls(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
     async with JobScheduler(
-        client, SchedulerConfig(results_buffer=3, max_in_flight=2), stream_results=True
+        grok_client, SchedulerConfig(results_buffer=3, max_in_flight=2), stream_results=True
     ) as scheduler:
         for i in range(20):
             await scheduler.submit(f"bp {i} [duration:10]")
@@ -205,7 +207,7 @@ async def test_unread_results_pause_submissions_but_not_polls() -> None:
         # paused once 3 results waited unread; at most the 2 jobs then in flight were added
         assert 3 <= stats.submissions <= 3 + 2
         assert stats.in_flight == 0  # everything submitted was polled to completion
-        assert emu.statistics().tasks_by_state["completed"] == stats.submissions
+        assert grok_emulator.statistics().tasks_by_state["completed"] == stats.submissions
         got = []
         async for result in scheduler.results():
             got.append(result)
@@ -215,33 +217,37 @@ async def test_unread_results_pause_submissions_but_not_polls() -> None:
 
 
 @pytest.mark.anyio
-async def test_breaking_out_stops_everything_at_once_and_leaks_no_permit() -> None:
-    emu, client = make(plan="free")
+@pytest.mark.grok_emulator(tokens={TOKEN: "free"})
+async def test_breaking_out_stops_everything_at_once_and_leaks_no_permit(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
     start = anyio.current_time()
     prompts = [f"many {i}" for i in range(500)]
-    async with client.generate_many(prompts, SchedulerConfig(favor="latency")) as results:
+    async with grok_client.generate_many(prompts, SchedulerConfig(favor="latency")) as results:
         async for _ in results:
             break
     stopped = anyio.current_time()
-    assert client.limiter.statistics().waiting == 0
-    sent = emu.statistics().requests_total
+    assert grok_client.limiter.statistics().waiting == 0
+    sent = grok_emulator.statistics().requests_total
     await anyio.sleep(3600)
-    assert emu.statistics().requests_total == sent
+    assert grok_emulator.statistics().requests_total == sent
     assert stopped - start < 120  # the first result: one job's duration, not 500 jobs'
 
 
 @pytest.mark.anyio
-async def test_cancelling_the_block_from_outside() -> None:
-    emu, client = make(plan="free")
+@pytest.mark.grok_emulator(tokens={TOKEN: "free"})
+async def test_cancelling_the_block_from_outside(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
     with anyio.move_on_after(30) as scope:
-        async with client.generate_many([f"c {i}" for i in range(100)]) as results:
+        async with grok_client.generate_many([f"c {i}" for i in range(100)]) as results:
             async for _ in results:
                 pass
     assert scope.cancelled_caught
-    assert client.limiter.statistics().waiting == 0
-    sent = emu.statistics().requests_total
+    assert grok_client.limiter.statistics().waiting == 0
+    sent = grok_emulator.statistics().requests_total
     await anyio.sleep(600)
-    assert emu.statistics().requests_total == sent
+    assert grok_emulator.statistics().requests_total == sent
 
 
 @pytest.mark.anyio
@@ -253,35 +259,35 @@ async def test_bad_token_stops_the_batch_with_a_plain_exception() -> None:
 
 
 @pytest.mark.anyio
-async def test_invalid_prompt_in_input_stops_a_strict_batch_before_sending_it() -> None:
-    emu, client = make()
+async def test_invalid_prompt_in_input_stops_a_strict_batch_before_sending_it(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
     with pytest.raises(InvalidRequestError):
-        await collect(client, ["fine", "   "], strict=True)
-    assert "   " not in emu.statistics().posts_per_prompt
+        await collect(grok_client, ["fine", "   "], strict=True)
+    assert "   " not in grok_emulator.statistics().posts_per_prompt
 
 
 @pytest.mark.anyio
-async def test_identical_prompts_are_distinct_jobs() -> None:
-    emu, client = make()
-    results = await collect(client, ["twin", "twin"])
+async def test_identical_prompts_are_distinct_jobs(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    results = await collect(grok_client, ["twin", "twin"])
     assert len({r.key for r in results}) == 2
-    assert emu.statistics().posts_per_prompt["twin"] == 2
+    assert grok_emulator.statistics().posts_per_prompt["twin"] == 2
 
 
 @pytest.mark.anyio
-async def test_duplicate_explicit_key_is_refused() -> None:
-    _, client = make()
-    async with JobScheduler(client) as scheduler:
+async def test_duplicate_explicit_key_is_refused(grok_client: AsyncGrokImagine) -> None:
+    async with JobScheduler(grok_client) as scheduler:
         await scheduler.submit("one [duration:5]", key="same")
         with pytest.raises(ValueError, match="same"):
             await scheduler.submit("two", key="same")
 
 
 @pytest.mark.anyio
-async def test_events_reach_the_hook() -> None:
+async def test_events_reach_the_hook(grok_client: AsyncGrokImagine) -> None:
     events: list[JobEvent] = []
-    _, client = make()
-    await collect(client, ["e1", "e2 [fail:network:1]"], on_event=events.append)
+    await collect(grok_client, ["e1", "e2 [fail:network:1]"], on_event=events.append)
     kinds = [type(e) for e in events]
     assert kinds.count(JobQueued) == 2
     assert kinds.count(JobSubmitted) == 3
@@ -291,19 +297,19 @@ async def test_events_reach_the_hook() -> None:
 
 
 @pytest.mark.anyio
-async def test_downloads_land_in_the_folder_named_after_keys(tmp_path: Path) -> None:
-    _, client = make()
+async def test_downloads_land_in_the_folder_named_after_keys(
+    grok_client: AsyncGrokImagine, tmp_path: Path
+) -> None:
     items = [JobSpec(GenerationRequest(prompt="dl"), key="../evil/clip")]
-    [result] = await collect(client, items, download_dir=tmp_path)
+    [result] = await collect(grok_client, items, download_dir=tmp_path)
     assert result.ok
     assert [p.name for p in result.files] == ["evil_clip_1.mp4", "evil_clip_2.mp4"]
     assert all(p.parent == tmp_path.resolve() and p.stat().st_size > 0 for p in result.files)
 
 
 @pytest.mark.anyio
-async def test_statistics_add_up() -> None:
-    _, client = make()
-    async with JobScheduler(client, stream_results=True) as scheduler:
+async def test_statistics_add_up(grok_client: AsyncGrokImagine) -> None:
+    async with JobScheduler(grok_client, stream_results=True) as scheduler:
         for i in range(6):
             await scheduler.submit(f"s{i} [fail:content:1]" if i == 0 else f"s{i}")
         scheduler.close_input()
@@ -319,56 +325,60 @@ async def test_statistics_add_up() -> None:
 
 
 @pytest.mark.anyio
-async def test_scale_2000_jobs_zero_429_and_requests_per_job_bounded() -> None:
-    emu, client = make(plan="pro", duration_median=30, duration_sigma=0.5)
-    results = await collect(client, [f"scale {i}" for i in range(2000)])
-    stats = emu.statistics()
+@pytest.mark.grok_emulator(duration_median=30, duration_sigma=0.5)
+async def test_scale_2000_jobs_zero_429_and_requests_per_job_bounded(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    results = await collect(grok_client, [f"scale {i}" for i in range(2000)])
+    stats = grok_emulator.statistics()
     assert sum(r.ok for r in results) == 2000
     assert stats.rate_limited == 0
     assert stats.requests_total / 2000 <= 2.5
-    assert emu.max_window_count(60.0) <= 1000
+    assert grok_emulator.max_window_count(60.0) <= 1000
     assert sum(r.polls for r in results) == stats.requests_by_endpoint["GET /v1/status"]
 
 
 @pytest.mark.anyio
-async def test_scheduler_rejects_nonsense_options() -> None:
-    _, client = make()
+async def test_scheduler_rejects_nonsense_options(grok_client: AsyncGrokImagine) -> None:
     for kwargs in ({"max_in_flight": 0}, {"resubmit": -1}):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             SchedulerConfig(**kwargs)
     with pytest.raises(ValueError, match="max_credits"):
-        JobScheduler(client, max_credits=-1)
-    scheduler = JobScheduler(client)
+        JobScheduler(grok_client, max_credits=-1)
+    scheduler = JobScheduler(grok_client)
     with pytest.raises(SchedulerClosedError, match="not accepting"):
         await scheduler.submit("too early")
 
 
 @pytest.mark.anyio
-async def test_detection_latency_is_measurable_from_the_emulator() -> None:
-    emu, client = make()
-    [result] = await collect(client, ["timed [duration:40]"])
+async def test_detection_latency_is_measurable_from_the_emulator(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    [result] = await collect(grok_client, ["timed [duration:40]"])
     assert result.task_id is not None
-    times = emu.task_times(result.task_id)
+    times = grok_emulator.task_times(result.task_id)
     assert times is not None
     created, done = times
     assert done - created == pytest.approx(40)
     assert result.finished_at >= done  # we cannot know before the server does
-    assert emu.task_times("no-such-task") is None
+    assert grok_emulator.task_times("no-such-task") is None
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("favor", ["throughput", "latency"])
-async def test_favor_decides_who_gets_a_saturated_quota_first(favor: str) -> None:
-    emu, client = make(plan="free", duration_median=30, duration_sigma=0.3)
+@pytest.mark.grok_emulator(tokens={TOKEN: "free"}, duration_median=30, duration_sigma=0.3)
+async def test_favor_decides_who_gets_a_saturated_quota_first(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator, favor: str
+) -> None:
     # The breaker's warm-up (ten tasks until one completes) is off: what is measured is who
     # gets the quota once the batch runs.
     warmup_off = BreakerPolicy(warmup=None)
     config = SchedulerConfig(favor=favor, breaker=warmup_off)  # type: ignore[arg-type]
-    results = await collect(client, [f"f {i}" for i in range(150)], config=config)
+    results = await collect(grok_client, [f"f {i}" for i in range(150)], config=config)
     first_result = min(r.finished_at for r in results)
     last_post = max(r.submitted_at or 0.0 for r in results)
     start = min(r.submitted_at or 0.0 for r in results)
-    assert emu.statistics().rate_limited == 0
+    assert grok_emulator.statistics().rate_limited == 0
     if favor == "throughput":  # every POST goes out at the quota's pace before any poll but
         # the probes' (three jobs at a time looked at on a doubling schedule until four
         # finished: 1, 2, 4 ... 32 s, six looks each, twelve probes at most)
@@ -384,9 +394,10 @@ def test_favor_is_checked() -> None:
 
 
 @pytest.mark.anyio
-async def test_without_a_journal_keys_are_unique_among_running_jobs_only() -> None:
-    _, client = make()
-    async with JobScheduler(client) as scheduler:
+async def test_without_a_journal_keys_are_unique_among_running_jobs_only(
+    grok_client: AsyncGrokImagine,
+) -> None:
+    async with JobScheduler(grok_client) as scheduler:
         first = await scheduler.submit("again [duration:5]")
         second = await scheduler.submit("again [duration:5]")
         assert first.key != second.key  # both running: told apart

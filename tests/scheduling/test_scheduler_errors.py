@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -27,14 +27,12 @@ from grok_imagine_async import (
 from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async.abc import StoreRecord, StoreState
 from grok_imagine_async.batch import SchedulerConfig
-from grok_imagine_async.testing import Emulator, EmulatorConfig
+from grok_imagine_async.testing import Emulator
 
 TOKEN = "errors-token"
-
-
-def make() -> tuple[Emulator, AsyncGrokImagine]:
-    emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=5))
-    return emu, AsyncGrokImagine(api_key=TOKEN, http_client=emu.client(token=None), plan="pro")
+# The plugin's emulator and clients (for the tests that ask for them), at the real service's
+# times on the suite's virtual clock.
+pytestmark = pytest.mark.grok_emulator(tokens={TOKEN: "pro"}, seed=5, time_scale=1)
 
 
 class FailingJournal(MemoryJobStore):
@@ -82,9 +80,10 @@ class FailingJournal(MemoryJobStore):
 
 
 @pytest.mark.anyio
-async def test_an_invalid_item_is_a_failed_result_of_its_own() -> None:
-    emu, client = make()
-    async with client.generate_many(["fine", "   ", 42, "also fine"]) as results:
+async def test_an_invalid_item_is_a_failed_result_of_its_own(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    async with grok_client.generate_many(["fine", "   ", 42, "also fine"]) as results:
         by_prompt = {r.request.prompt: r async for r in results}
     assert by_prompt["fine"].ok and by_prompt["also fine"].ok
     for prompt, position in (("   ", 2), ("42", 3)):
@@ -94,13 +93,14 @@ async def test_an_invalid_item_is_a_failed_result_of_its_own() -> None:
         assert str(bad.error).startswith(f"input item {position}: ")
         assert bad.failure_class is FailureClass.INVALID_INPUT
         assert (bad.attempts, bad.credits, bad.task) == (0, 0, None)
-    assert emu.statistics().tasks_created == 2
-    assert "   " not in emu.statistics().posts_per_prompt
+    assert grok_emulator.statistics().tasks_created == 2
+    assert "   " not in grok_emulator.statistics().posts_per_prompt
 
 
 @pytest.mark.anyio
-async def test_strict_stops_at_a_bad_item_and_still_reports_every_paid_task() -> None:
-    emu, client = make()
+async def test_strict_stops_at_a_bad_item_and_still_reports_every_paid_task(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
 
     async def items() -> AsyncIterator[str]:
         yield "paid [duration:40]"
@@ -111,21 +111,22 @@ async def test_strict_stops_at_a_bad_item_and_still_reports_every_paid_task() ->
     seen: list[JobResult] = []
 
     async def run() -> None:
-        async with client.generate_many(items(), strict=True) as results:
+        async with grok_client.generate_many(items(), strict=True) as results:
             seen.extend([r async for r in results])
 
     with pytest.raises(InvalidRequestError) as caught:
         await run()
     assert caught.value.item == 2
     assert [(r.request.prompt, r.ok) for r in seen] == [("paid [duration:40]", True)]
-    assert [r.task_id for r in seen] == emu.task_ids()  # polled to its end, not abandoned
-    assert emu.statistics().posts_per_prompt.keys() == {"paid [duration:40]"}
+    assert [r.task_id for r in seen] == grok_emulator.task_ids()  # polled to its end, not abandoned
+    assert grok_emulator.statistics().posts_per_prompt.keys() == {"paid [duration:40]"}
     assert dict(caught.value.pending_tasks) == {}
 
 
 @pytest.mark.anyio
-async def test_an_error_of_the_input_itself_stops_the_batch_after_the_paid_jobs() -> None:
-    emu, client = make()
+async def test_an_error_of_the_input_itself_stops_the_batch_after_the_paid_jobs(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
 
     async def items() -> AsyncIterator[str]:
         yield "first [duration:30]"
@@ -133,32 +134,34 @@ async def test_an_error_of_the_input_itself_stops_the_batch_after_the_paid_jobs(
         raise OSError("the input file vanished")
 
     with pytest.raises(OSError, match="vanished"):
-        async with client.generate_many(items()) as results:
+        async with grok_client.generate_many(items()) as results:
             seen = [r async for r in results]
     assert [r.ok for r in seen] == [True]
-    assert emu.statistics().tasks_created == 1
+    assert grok_emulator.statistics().tasks_created == 1
 
 
 @pytest.mark.anyio
-async def test_an_unwritable_download_dir_costs_nothing(tmp_path: Path) -> None:
-    emu, client = make()
+async def test_an_unwritable_download_dir_costs_nothing(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator, tmp_path: Path
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     folder = blocker / "videos"
     with pytest.raises(DownloadError) as caught:
-        async with client.generate_many(["a", "b"], download_dir=folder) as results:
+        async with grok_client.generate_many(["a", "b"], download_dir=folder) as results:
             [r async for r in results]
     assert caught.value.local_path == folder
     assert str(folder) in str(caught.value)
-    assert emu.statistics().credits_consumed == 0
-    assert emu.statistics().requests_total == 0
+    assert grok_emulator.statistics().credits_consumed == 0
+    assert grok_emulator.statistics().requests_total == 0
 
 
 @pytest.mark.anyio
-async def test_the_download_dir_is_created_before_anything_is_sent(tmp_path: Path) -> None:
-    _, client = make()
+async def test_the_download_dir_is_created_before_anything_is_sent(
+    grok_client: AsyncGrokImagine, tmp_path: Path
+) -> None:
     folder = tmp_path / "new" / "videos"
-    async with client.generate_many([JobSpec(GenerationRequest(prompt="a"), "a")],
+    async with grok_client.generate_many([JobSpec(GenerationRequest(prompt="a"), "a")],
                                     download_dir=folder) as results:  # fmt: skip
         [result] = [r async for r in results]
     assert result.ok
@@ -166,11 +169,12 @@ async def test_the_download_dir_is_created_before_anything_is_sent(tmp_path: Pat
 
 
 @pytest.mark.anyio
-async def test_a_local_download_failure_is_a_failed_result_not_a_crash(tmp_path: Path) -> None:
-    emu, client = make()
+async def test_a_local_download_failure_is_a_failed_result_not_a_crash(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator, tmp_path: Path
+) -> None:
     folder = tmp_path / "videos"
     results: list[JobResult] = []
-    async with JobScheduler(client, download_dir=folder) as scheduler:
+    async with JobScheduler(grok_client, download_dir=folder) as scheduler:
         folder.rmdir()
         folder.write_text("the folder became a file")  # every write in it now fails
         for prompt in ("one", "two"):
@@ -183,18 +187,19 @@ async def test_a_local_download_failure_is_a_failed_result_not_a_crash(tmp_path:
         assert str(folder) in str(result.error)  # it names what could not be written
         assert "\n" not in str(result.error)
         assert result.task_id is not None and result.credits == 40  # paid: its task id is kept
-    assert emu.statistics().tasks_created == 2
+    assert grok_emulator.statistics().tasks_created == 2
 
 
 @pytest.mark.anyio
-async def test_a_journal_failing_mid_run_raises_plainly_with_every_known_task_id() -> None:
-    emu, client = make()
+async def test_a_journal_failing_mid_run_raises_plainly_with_every_known_task_id(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
     journal = FailingJournal(fail_after_submitted=3)
     prompts = [f"clip {i} [duration:{20 + i}]" for i in range(8)]
     seen: list[JobResult] = []
 
     async def run() -> None:
-        async with client.generate_many(
+        async with grok_client.generate_many(
             prompts, SchedulerConfig(max_in_flight=4), journal=journal
         ) as results:
             seen.extend([r async for r in results])
@@ -202,12 +207,12 @@ async def test_a_journal_failing_mid_run_raises_plainly_with_every_known_task_id
     with pytest.raises(JournalError) as caught:
         await run()
     error = caught.value
-    created = emu.task_ids()
+    created = grok_emulator.task_ids()
     assert len(created) >= 4  # the failing write came after the 4th task was created
     paid = {r.key: r.task_id for r in seen if r.task_id is not None}
     assert set(paid.values()) == set(created)  # every paid job was polled to its end
     assert all(r.ok for r in seen if r.task_id is not None)
-    assert sum(r.credits for r in seen) == emu.statistics().credits_consumed
+    assert sum(r.credits for r in seen) == grok_emulator.statistics().credits_consumed
     recorded = {k: r.task_id for k, r in journal.saved.items() if r.task_id is not None}
     # Whatever the journal did not keep is in the error: no task id is lost.
     assert {**recorded, **error.pending_tasks} == paid
@@ -219,10 +224,11 @@ async def test_a_journal_failing_mid_run_raises_plainly_with_every_known_task_id
 
 
 @pytest.mark.anyio
-async def test_a_failed_download_resumes_on_the_next_run_without_paying(tmp_path: Path) -> None:
-    emu, client = make()
+async def test_a_failed_download_resumes_on_the_next_run_without_paying(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator, tmp_path: Path
+) -> None:
     folder, journal = tmp_path / "videos", tmp_path / "run.db"
-    async with JobScheduler(client, download_dir=folder, journal=journal) as scheduler:
+    async with JobScheduler(grok_client, download_dir=folder, journal=journal) as scheduler:
         folder.rmdir()
         folder.write_text("the folder became a file")
         await scheduler.submit("kept")
@@ -230,12 +236,12 @@ async def test_a_failed_download_resumes_on_the_next_run_without_paying(tmp_path
         [first] = [r async for r in scheduler.results()]
     assert isinstance(first.error, DownloadError)
     folder.unlink()  # the disk has room again
-    async with client.generate_many(["kept"], download_dir=folder, journal=journal) as results:
+    async with grok_client.generate_many(["kept"], download_dir=folder, journal=journal) as results:
         [second] = [r async for r in results]
     assert second.ok
     assert second.task_id == first.task_id
     assert [f.exists() for f in second.files] == [True, True]
-    assert emu.statistics().tasks_created == 1  # downloaded again, not paid again
+    assert grok_emulator.statistics().tasks_created == 1  # downloaded again, not paid again
 
 
 class RevocableTransport(httpx.AsyncBaseTransport):
@@ -254,12 +260,13 @@ class RevocableTransport(httpx.AsyncBaseTransport):
 
 @pytest.mark.anyio
 async def test_a_token_revoked_mid_run_stops_at_once_naming_every_paid_task(
+    grok_client_factory: Callable[..., AsyncGrokImagine],
+    grok_emulator: Emulator,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=5))
-    transport = RevocableTransport(emu.transport())
+    transport = RevocableTransport(grok_emulator.transport())
     http = httpx.AsyncClient(transport=transport, base_url="http://emulator.local")
-    client = AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
+    client = grok_client_factory(http_client=http)
     submitted: dict[str, str] = {}
 
     def on_event(event: JobEvent) -> None:
@@ -277,7 +284,7 @@ async def test_a_token_revoked_mid_run_stops_at_once_naming_every_paid_task(
     with pytest.raises(AuthenticationError) as caught:
         await run()
     assert dict(caught.value.pending_tasks) == submitted
-    assert set(submitted.values()) == set(emu.task_ids())
+    assert set(submitted.values()) == set(grok_emulator.task_ids())
     assert all(task_id in caplog.text for task_id in submitted.values())
 
 
@@ -294,16 +301,16 @@ class BrokenTransport(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
-def broken_client(path: str) -> tuple[Emulator, AsyncGrokImagine]:
-    emu = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=5))
-    http = httpx.AsyncClient(transport=BrokenTransport(emu.transport(), path),
-                             base_url="http://emulator.local")  # fmt: skip
-    return emu, AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
+def broken_http(emulator: Emulator, path: str) -> httpx.AsyncClient:
+    transport = BrokenTransport(emulator.transport(), path)
+    return httpx.AsyncClient(transport=transport, base_url="http://emulator.local")
 
 
 @pytest.mark.anyio
-async def test_an_unexpected_error_in_a_post_is_a_possibly_paid_result() -> None:
-    _, client = broken_client("/v1/generate")
+async def test_an_unexpected_error_in_a_post_is_a_possibly_paid_result(
+    grok_client_factory: Callable[..., AsyncGrokImagine], grok_emulator: Emulator
+) -> None:
+    client = grok_client_factory(http_client=broken_http(grok_emulator, "/v1/generate"))
     async with client.generate_many(["a", "b"]) as results:
         got = [r async for r in results]
     assert [r.failure_class for r in got] == [FailureClass.AMBIGUOUS_SUBMIT] * 2
@@ -312,25 +319,27 @@ async def test_an_unexpected_error_in_a_post_is_a_possibly_paid_result() -> None
 
 
 @pytest.mark.anyio
-async def test_an_unexpected_error_in_a_poll_ends_only_that_job() -> None:
-    emu, client = broken_client("/v1/status")
+async def test_an_unexpected_error_in_a_poll_ends_only_that_job(
+    grok_client_factory: Callable[..., AsyncGrokImagine], grok_emulator: Emulator
+) -> None:
+    client = grok_client_factory(http_client=broken_http(grok_emulator, "/v1/status"))
     async with client.generate_many(["a"]) as results:
         [result] = [r async for r in results]
     assert result.failure_class is FailureClass.REQUEST_ERROR
     assert "unexpected OverflowError" in str(result.error)
-    assert emu.statistics().tasks_created == 1  # paid once; the batch went on to its end
+    assert grok_emulator.statistics().tasks_created == 1  # paid once; the batch went on to its end
 
 
 @pytest.mark.anyio
 async def test_a_hook_that_raises_is_logged_and_ends_nothing(
+    grok_client: AsyncGrokImagine,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _, client = make()
 
     def on_event(event: JobEvent) -> None:
         raise RuntimeError("a progress display's bug")
 
-    async with client.generate_many(["a", "b"], on_event=on_event) as results:
+    async with grok_client.generate_many(["a", "b"], on_event=on_event) as results:
         got = [r async for r in results]
     assert [r.ok for r in got] == [True, True]
     assert "the on_event hook raised" in caplog.text
