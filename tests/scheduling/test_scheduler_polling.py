@@ -14,29 +14,25 @@ import pytest
 
 from grok_imagine_async import AsyncGrokImagine, JobResult, RateLimit
 from grok_imagine_async.batch import BreakerPolicy, SchedulerConfig
-from grok_imagine_async.testing import Emulator, EmulatorConfig
+from grok_imagine_async.testing import Emulator
 
 TOKEN = "poll-token"
 BATCH_QUOTA = RateLimit(200, 6.0)
 
 
-def make(
-    plan: str | RateLimit,
-    median: float,
-    seed: int = 3,
-    window: Literal["sliding", "fixed"] = "sliding",
-) -> tuple[Emulator, AsyncGrokImagine]:
-    emu = Emulator(
-        EmulatorConfig(
-            tokens={TOKEN: plan},
-            duration_median=median,
-            duration_sigma=0.5,
-            seed=seed,
-            window=window,
-        )
-    )
-    client = AsyncGrokImagine(api_key=TOKEN, http_client=emu.client(token=None), plan=plan)
-    return emu, client
+# The plugin's emulator and client at the real service's times on the suite's virtual clock:
+# the batch's quota unless a test's marker says, and the durations, seed and window it names.
+pytestmark = pytest.mark.grok_emulator(
+    tokens={TOKEN: BATCH_QUOTA}, duration_sigma=0.5, seed=3, time_scale=1
+)
+
+
+def emulating(name: str, values: list[Any]) -> pytest.MarkDecorator:
+    """Parametrize ``name``, and set each value on the test's emulator as well (``median``
+    is its ``duration_median``)."""
+    field = "duration_median" if name == "median" else name
+    marked = [pytest.param(v, marks=pytest.mark.grok_emulator(**{field: v})) for v in values]
+    return pytest.mark.parametrize(name, marked)
 
 
 async def run_batch(
@@ -62,15 +58,19 @@ def latencies(emu: Emulator, results: list[JobResult]) -> list[float]:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("median", [3.0, 300.0])  # the 30 s prior ten times too long, too short
-async def test_a_saturated_batch_forgets_a_wrong_prior(median: float) -> None:
-    emu, client = make(BATCH_QUOTA, median)
-    results, makespan = await run_batch(client, 400)
+@emulating("median", [3.0, 300.0])  # the 30 s prior ten times too long, too short
+async def test_a_saturated_batch_forgets_a_wrong_prior(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator, median: float
+) -> None:
+    results, makespan = await run_batch(grok_client, 400)
     assert all(r.ok for r in results) and len(results) == 400
-    stats = emu.statistics()
+    stats = grok_emulator.statistics()
     assert stats.rate_limited == 0
     assert stats.requests_total / 400 <= 2.3  # a POST and about one poll per job
-    longest = max(finished - created for created, finished in map(emu.task_times, emu.task_ids()))
+    longest = max(
+        finished - created
+        for created, finished in map(grok_emulator.task_times, grok_emulator.task_ids())
+    )
     bound = max(800 / BATCH_QUOTA.per_second, longest)
     # Today's code ended a 3 s batch at 2.4x this bound (first looks at the prior's 65 s).
     assert makespan < 1.3 * bound
@@ -91,10 +91,14 @@ def window_bound(emu: Emulator, limit: RateLimit) -> float:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("window", ["sliding", "fixed"])
-@pytest.mark.parametrize("median", [3.0, 6.0, 120.0])
+@emulating("window", ["sliding", "fixed"])
+@emulating("median", [3.0, 6.0, 120.0])
+@pytest.mark.grok_emulator(seed=1)
 async def test_a_quota_bound_batch_ends_near_the_window_bound(
-    median: float, window: Literal["sliding", "fixed"]
+    grok_client: AsyncGrokImagine,
+    grok_emulator: Emulator,
+    median: float,
+    window: Literal["sliding", "fixed"],
 ) -> None:
     """Issue 12's bound, on a batch that leaves a little room in its last window.
 
@@ -107,18 +111,20 @@ async def test_a_quota_bound_batch_ends_near_the_window_bound(
     the default holds a fresh batch to ``warmup`` tasks until it sees the provider work, which
     costs the first window's burst (see the next test).
     """
-    emu, client = make(BATCH_QUOTA, median, seed=1, window=window)
-    results, makespan = await run_batch(client, 390, breaker=BreakerPolicy(warmup=None))
+    results, makespan = await run_batch(grok_client, 390, breaker=BreakerPolicy(warmup=None))
     assert all(r.ok for r in results) and len(results) == 390
-    stats = emu.statistics()
+    stats = grok_emulator.statistics()
     assert stats.rate_limited == 0
     assert stats.requests_total / 390 <= 2.3
-    assert makespan <= 1.10 * window_bound(emu, BATCH_QUOTA)
+    assert makespan <= 1.10 * window_bound(grok_emulator, BATCH_QUOTA)
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("median", [3.0, 6.0, 120.0])
+@emulating("median", [3.0, 6.0, 120.0])
+@pytest.mark.grok_emulator(seed=1)
 async def test_the_default_warmup_costs_a_bounded_share_of_a_quota_bound_batch(
+    grok_client: AsyncGrokImagine,
+    grok_emulator: Emulator,
     median: float,
 ) -> None:
     """The price of the breaker's default warm-up, stated: at most 1.40x the window bound.
@@ -129,47 +135,48 @@ async def test_the_default_warmup_costs_a_bounded_share_of_a_quota_bound_batch(
     measured 1.28x and 1.36x on these 18 s and 24 s batches, and under 1.25x from two-minute
     jobs on (the wait is about the shortest of the first ten jobs).
     """
-    emu, client = make(BATCH_QUOTA, median, seed=1)
-    results, makespan = await run_batch(client, 390)
+    results, makespan = await run_batch(grok_client, 390)
     assert all(r.ok for r in results) and len(results) == 390
-    assert emu.statistics().rate_limited == 0
-    assert makespan <= 1.40 * window_bound(emu, BATCH_QUOTA)
+    assert grok_emulator.statistics().rate_limited == 0
+    assert makespan <= 1.40 * window_bound(grok_emulator, BATCH_QUOTA)
 
 
 @pytest.mark.anyio
-async def test_probes_wait_behind_queued_submissions() -> None:
+@pytest.mark.grok_emulator(duration_median=3.0, seed=1)
+async def test_probes_wait_behind_queued_submissions(grok_client: AsyncGrokImagine) -> None:
     """While submissions fill the quota, no poll (probes included) goes ahead of one.
 
     The breaker's canary and warm-up looks do go first by design (an outage must show before
     the batch pays for more): they are off here, the planner's own probes are what is tested.
     """
-    _emu, client = make(BATCH_QUOTA, 3.0, seed=1)
     sent: list[str] = []
 
     async def note(request: Any) -> None:
         sent.append(request.method)
 
-    client._http.event_hooks["request"].append(note)
-    results, _ = await run_batch(client, 400, breaker=None)
+    grok_client._http.event_hooks["request"].append(note)
+    results, _ = await run_batch(grok_client, 400, breaker=None)
     assert len(results) == 400
     assert sent.index("GET") > sent.index("POST") and "POST" not in sent[sent.index("GET") :]
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("how", ["generate_many", "generate_and_wait"])
-async def test_few_jobs_for_the_quota_are_noticed_within_a_second(how: str) -> None:
-    emu, client = make("pro", 6.0)
+@pytest.mark.grok_emulator(tokens={TOKEN: "pro"}, duration_median=6.0)
+async def test_few_jobs_for_the_quota_are_noticed_within_a_second(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator, how: str
+) -> None:
     start = anyio.current_time()
     results: list[JobResult] = []
     if how == "generate_many":
-        results, _ = await run_batch(client, 8)
-        found = latencies(emu, results)
+        results, _ = await run_batch(grok_client, 8)
+        found = latencies(grok_emulator, results)
     else:
         found = []
 
         async def one(i: int) -> None:
-            task = await client.generate_and_wait(f"clip {i}")
-            times = emu.task_times(task.task_id)
+            task = await grok_client.generate_and_wait(f"clip {i}")
+            times = grok_emulator.task_times(task.task_id)
             assert times is not None
             found.append(anyio.current_time() - times[1])
 
@@ -180,21 +187,23 @@ async def test_few_jobs_for_the_quota_are_noticed_within_a_second(how: str) -> N
     assert len(found) == 8
     assert found[3] <= 1.0  # the median: 6 s jobs, max(1 s, 5 %)
     assert found[-1] <= 2.5  # every one
-    assert emu.statistics().rate_limited == 0
+    assert grok_emulator.statistics().rate_limited == 0
     assert anyio.current_time() - start < 60
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
-async def test_few_jobs_on_the_free_plan_use_its_spare_quota(seed: int) -> None:
+@emulating("seed", [1, 2, 3, 4, 5])
+@pytest.mark.grok_emulator(tokens={TOKEN: "free"}, duration_median=30.0)
+async def test_few_jobs_on_the_free_plan_use_its_spare_quota(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator, seed: int
+) -> None:
     """Issue 25: 8 jobs of 30 s on 100 requests a minute were noticed 23 s late at the median
     (58 s at worst) while two thirds of the quota went unused: a per-job share of the quota
     (1.33 / 8 polls a second) called the batch saturated. The quota's actual room pays for
     looks at the jobs most likely done. Durations spread (sigma 0.5, 13-70 s): with 80 looks
     a minute no client can look at all eight every 1.5 s while they may end."""
-    emu, client = make("free", 30.0, seed=seed)
-    results, _ = await run_batch(client, 8)
-    found = latencies(emu, results)
+    results, _ = await run_batch(grok_client, 8)
+    found = latencies(grok_emulator, results)
     assert found[3] <= 3.5  # the median
     assert found[-1] <= 9.0  # every one
-    assert emu.statistics().rate_limited == 0
+    assert grok_emulator.statistics().rate_limited == 0
