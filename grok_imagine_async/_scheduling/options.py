@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,10 +49,6 @@ class SchedulerConfig:
             duration model says the job is very probably done.
         resubmit: How many times one job may be resubmitted after a retryable failure.
         resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
-        download_dir: If given, videos of completed jobs are downloaded there, named after
-            the job key (or ``file_stem(key)``), before the job counts as finished.
-        file_stem: The stem of a job's video files, from its key (default: the key), e.g.
-            ``JobFile(path, name=...).check().file_stem``.
         max_downloads: Concurrent downloads.
         results_buffer: When that many results wait unread, submissions pause (polls go on).
         duration_model: The starting duration model (default: its prior median is the
@@ -72,15 +67,13 @@ class SchedulerConfig:
         ValueError: On a count below its minimum or an unknown ``favor``.
 
     Example:
-        >>> config = SchedulerConfig(max_in_flight=8, download_dir="videos")
+        >>> config = SchedulerConfig(max_in_flight=8, favor="latency")
     """
 
     max_in_flight: int | None = None
     poll: PollPolicy | None = None
     resubmit: int = 1
     resubmit_on: Collection[FailureClass] = frozenset({FailureClass.TRANSIENT})
-    download_dir: str | os.PathLike[str] | None = None
-    file_stem: Callable[[str], str] | None = None
     max_downloads: int = 4
     results_buffer: int = 256
     duration_model: DurationModel | None = None

@@ -345,6 +345,11 @@ async def test_scheduler_rejects_nonsense_options(grok_client: AsyncGrokImagine)
             SchedulerConfig(**kwargs)
     with pytest.raises(ValueError, match="max_credits"):
         JobScheduler(grok_client, max_credits=-1)
+    # Where the videos go is the scheduler's keyword, not a tuning option: a config field
+    # of that name was once accepted and silently ignored.
+    for keyword in ("download_dir", "file_stem"):
+        with pytest.raises(TypeError, match=keyword):
+            SchedulerConfig(**{keyword: None})
     scheduler = JobScheduler(grok_client)
     with pytest.raises(SchedulerClosedError, match="not accepting"):
         await scheduler.submit("too early")
