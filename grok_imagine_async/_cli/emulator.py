@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._limiting.plans import RateLimit
+from ..testing._config import Vocabulary
 from .common import LOG_LEVELS, count, plan, positive, rate
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 
 _B = " before --time-scale"
+_WORDS = Vocabulary.names()
 # (option, type or choices, default, metavar, help)
 _OPTIONS: tuple[tuple[str, Callable[[str], Any] | tuple[str, ...], Any, str, str], ...] = (
     ("--host", str, "127.0.0.1", "HOST", "interface to listen on"),
@@ -37,9 +39,8 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any] | tuple[str, ...], Any, str, str
     ("--burst", count, 1, "N", "requests the gcra bucket holds when full"),
     ("--reset-format", ("seconds", "unix"), "seconds", "FORMAT",
      "X-RateLimit-Reset as seconds until the reset or as a Unix time (seconds or unix)"),
-    ("--vocabulary", ("default", "reseller", "upper"), "default", "WORDS", "task status "
-     "words: default (pending/processing/completed/failed), reseller (waiting/generating/"
-     "success/fail) or upper (IN_QUEUE/IN_PROGRESS/COMPLETED/FAILED)"),
+    ("--vocabulary", tuple(_WORDS), "default", "WORDS", "task status words: "
+     + ", ".join(f"{name} ({words})" for name, words in _WORDS.items())),
     ("--median", positive, 30.0, "SECONDS", f"median generation time,{_B}"),
     ("--fail-rate", rate, 0.0, "RATE", "fraction of tasks that fail"),
     ("--error-rate", rate, 0.0, "RATE", "fraction of requests answered HTTP 500"),

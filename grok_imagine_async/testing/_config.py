@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
@@ -36,12 +36,22 @@ class Vocabulary:
         """
         if isinstance(name, Vocabulary):
             return name
-        words = {"default": (), "reseller": ("waiting", "generating", "success", "fail")}
-        words["upper"] = ("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED")
-        if name not in words:
-            known = ", ".join(map(repr, words))
+        if name not in _NAMED:
+            known = ", ".join(map(repr, _NAMED))
             raise ValueError(f"unknown vocabulary {name!r}: expected one of {known}")
-        return cls(*words[name])
+        return cls(*_NAMED[name])
+
+    @staticmethod
+    def names() -> dict[str, str]:
+        """Each named vocabulary's words, as ``{"reseller": "waiting/generating/..."}``."""
+        return {name: "/".join(astuple(Vocabulary.named(name))) for name in _NAMED}
+
+
+_NAMED: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "reseller": ("waiting", "generating", "success", "fail"),
+    "upper": ("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED"),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
