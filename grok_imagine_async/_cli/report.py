@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import create_temp, run_blocking
-from .._journal.codec import excerpt
+from .._journal.records import excerpt
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._scheduling.breaker import BreakerSnapshot
 from .._scheduling.inputs import JobFile

@@ -1,17 +1,79 @@
-"""A journal in memory: the job store of one process that need not survive it."""
+"""The job stores one process owns whole (in memory here, in a locked SQLite file too)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 
-from .._scheduling.jobs import StoreRecord
-from .records import Change, OneProcessStore
+from .._models import GenerationRequest
+from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
+from .records import Change, finished, intent, submitted, with_files
+
+
+class OneProcessStore:
+    """A job store whose every job is this process's: a claim is a lookup, and its own writes
+    are the only news. A backend supplies :meth:`load` and :meth:`_change`."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    async def load(self, key: str) -> StoreRecord | None:
+        """The record for ``key``, or None if the journal never saw it."""
+        raise NotImplementedError
+
+    async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
+        """Apply ``change`` to the record of ``key`` durably; the new record."""
+        raise NotImplementedError
+
+    async def claim(
+        self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
+    ) -> Claim:
+        """``"final"`` for a finished job unless ``reopen``, else ``"mine"``, ``"created"``
+        (written at its intent) or ``"unknown"``."""
+        record = await self.load(key)
+        if record is None:
+            return (
+                Claim("unknown", None)
+                if create is None
+                else Claim("created", StoredJob(key, create, None))
+            )
+        job = StoredJob(key, record.request, record)
+        if job.final:
+            return Claim("reopened" if reopen else "final", job)
+        return Claim("mine", job)
+
+    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
+        """POST number ``attempt`` for ``key`` is about to be sent. Not shielded: a call
+        cancelled before its write wrote nothing, so the job is not taken for ambiguous."""
+        await self._told(key, lambda old: intent(old, key, request, attempt), shield=False)
+
+    async def record_submitted(self, key: str, task_id: str) -> None:
+        """The POST for ``key`` created ``task_id`` (shielded: a paid task id is never lost)."""
+        await self._told(key, lambda old: submitted(old, key, task_id), shield=True)
+
+    async def record_finished(self, result: JobResult) -> None:
+        """The job ended (attempts and credits never go down: earlier runs count)."""
+        await self._told(result.key, lambda old: finished(old, result), shield=True)
+
+    async def record_files(self, key: str, files: Sequence[Path]) -> None:
+        """The job's videos were downloaded to ``files``."""
+        await self._told(key, lambda old: with_files(old, key, files), shield=True)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with each change of a job (this process is the only writer)."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def _told(self, key: str, change: Change, *, shield: bool) -> None:
+        record = await self._change(key, change, shield=shield)
+        job = StoredJob(key, record.request, record)
+        for listener in list(self._listeners):
+            listener(job)
 
 
 class MemoryJobStore(OneProcessStore):
     """A :class:`~grok_imagine_async.abc.JobStore` in a dict, with the SQLite journal's rules:
-    a scheduler given one resumes, replays and refuses to pay twice within the process as it
-    would across runs with a file."""
+    a scheduler resumes, replays and refuses to pay twice within the process as across runs."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,30 +1,30 @@
-"""How each journal call changes a job's record (pure functions, shared by every backend), and
-the stores of one process built on them.
+"""A job's record: how each journal call changes it, and how every backend encodes it (pure).
 
 An intent clears the previous task id (the new POST's outcome is unknown until answered),
 attempts and credits never go down, a completed task whose download failed keeps its URLs.
+A record keeps the prompt cut to :data:`PROMPT_KEPT` characters; its digest names the whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .._errors import TaskFailedError
-from .._models import CREDITS_PER_GENERATION, GenerationRequest
-from .._scheduling.jobs import (
-    Claim,
-    JobResult,
-    Listener,
-    StoredJob,
-    StoreRecord,
-    StoreState,
-    request_digest,
-)
+from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
+from .._scheduling.jobs import JobResult, StoredJob, StoreRecord, StoreState, request_digest
+from .._settings import DEFAULT_MAX_PROMPT_CHARS
 
 Change = Callable[[StoreRecord | None], StoreRecord]
 """A transition of one job's record, given its current record (None: never written)."""
+
+PROMPT_KEPT = DEFAULT_MAX_PROMPT_CHARS
+"""The most characters of a prompt a journal (or manifest) keeps."""
+
+QUEUED = "queued"  # a job a shared store knows before its record: accepted, no POST sent yet
 
 
 def intent(
@@ -45,12 +45,8 @@ def submitted(old: StoreRecord | None, key: str, task_id: str) -> StoreRecord:
     """The record once the POST created ``task_id`` (and cost its credits)."""
     if old is None:
         raise KeyError(f"record_submitted({key!r}) without record_intent")
-    return dataclasses.replace(
-        old,
-        state=StoreState.SUBMITTED,
-        task_id=task_id,
-        credits=old.credits + CREDITS_PER_GENERATION,
-    )
+    credits = old.credits + CREDITS_PER_GENERATION
+    return dataclasses.replace(old, state=StoreState.SUBMITTED, task_id=task_id, credits=credits)
 
 
 def finished(old: StoreRecord | None, result: JobResult) -> StoreRecord:
@@ -86,64 +82,87 @@ def with_files(old: StoreRecord | None, key: str, files: Sequence[Path]) -> Stor
     return dataclasses.replace(old, files=tuple(str(f) for f in files))
 
 
-class OneProcessStore:
-    """The part of a job store that one process owns whole (memory, a locked file): every
-    job is this process's, so a claim is a lookup and its own writes are the only news.
+def excerpt(prompt: str) -> str:
+    """``prompt`` as a journal or manifest keeps it: at most :data:`PROMPT_KEPT` characters."""
+    return prompt if len(prompt) <= PROMPT_KEPT else prompt[: PROMPT_KEPT - 1] + "\u2026"
 
-    A backend supplies :meth:`load` and :meth:`_change` (apply a transition durably).
+
+def _request_data(request: GenerationRequest) -> dict[str, Any]:
+    data = request.payload()
+    data["prompt"] = excerpt(request.prompt)
+    if request.allow_unlisted:
+        data["allow_unlisted"] = True
+    return data
+
+
+def _request_from(data: dict[str, Any]) -> GenerationRequest:
+    try:
+        return GenerationRequest(**data)
+    except ValueError:  # validated when recorded: a later, stricter version still reads it
+        return GenerationRequest.model_construct(**data)
+
+
+def record_data(record: StoreRecord) -> dict[str, Any]:
+    """Every field of ``record`` as JSON values."""
+    failure = record.failure_class
+    return {
+        "key": record.key,
+        "request": _request_data(record.request),
+        "state": record.state.value,
+        "task_id": record.task_id,
+        "attempts": record.attempts,
+        "credits": record.credits,
+        "videos": list(record.videos),
+        "files": list(record.files),
+        "error": record.error,
+        "failure_class": None if failure is None else failure.value,
+        "request_digest": record.request_digest or request_digest(record.request),
+    }
+
+
+def record_from(data: dict[str, Any], request: GenerationRequest | None = None) -> StoreRecord:
+    """Read back what :func:`record_data` wrote (``request`` if already read)."""
+    request = request if request is not None else _request_from(data["request"])
+    return StoreRecord(
+        key=str(data["key"]),
+        request=request,
+        state=StoreState(data["state"]),
+        task_id=data.get("task_id"),
+        attempts=int(data.get("attempts", 0)),
+        credits=int(data.get("credits", 0)),
+        videos=tuple(data.get("videos", ())),
+        files=tuple(data.get("files", ())),
+        error=data.get("error"),
+        failure_class=_failure_class(data.get("failure_class")),
+        request_digest=data.get("request_digest") or request_digest(request),
+    )
+
+
+def _failure_class(value: str | None) -> FailureClass | None:
+    try:  # one this version does not know reads as UNKNOWN
+        return FailureClass(value) if value else None
+    except ValueError:
+        return FailureClass.UNKNOWN
+
+
+def encode_job(job: StoredJob) -> str:
+    """The JSON text a shared store keeps for ``job`` (its record, or its request if queued)."""
+    if job.record is None:
+        data = {"key": job.key, "request": _request_data(job.request), "state": QUEUED}
+    else:
+        data = record_data(job.record)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode_job(text: str | bytes, *, owner: str = "") -> StoredJob:
+    """Read back what :func:`encode_job` wrote.
+
+    Raises:
+        ValueError: If ``text`` is not such a job (foreign data under our keys).
     """
-
-    def __init__(self) -> None:
-        self._listeners: list[Listener] = []
-
-    async def load(self, key: str) -> StoreRecord | None:
-        """The record for ``key``, or None if the journal never saw it."""
-        raise NotImplementedError
-
-    async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
-        """Apply ``change`` to the record of ``key`` and store the result, returned."""
-        raise NotImplementedError
-
-    async def claim(
-        self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
-    ) -> Claim:
-        """``"final"`` for a finished job unless ``reopen``, else ``"mine"``, ``"created"``
-        (written at its intent) or ``"unknown"``."""
-        record = await self.load(key)
-        if record is None:
-            if create is None:
-                return Claim("unknown", None)
-            return Claim("created", StoredJob(key, create, None))
-        job = StoredJob(key, record.request, record)
-        if job.final:
-            return Claim("reopened" if reopen else "final", job)
-        return Claim("mine", job)
-
-    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
-        """POST number ``attempt`` for ``key`` is about to be sent (its previous task id is
-        cleared: the outcome is unknown until answered). Not shielded: a call cancelled before
-        its write started writes nothing, so the job is not taken for an ambiguous one."""
-        await self._told(key, lambda old: intent(old, key, request, attempt), shield=False)
-
-    async def record_submitted(self, key: str, task_id: str) -> None:
-        """The POST for ``key`` created ``task_id`` (shielded: a paid task id is never lost)."""
-        await self._told(key, lambda old: submitted(old, key, task_id), shield=True)
-
-    async def record_finished(self, result: JobResult) -> None:
-        """The job ended (attempts and credits never go down: earlier runs count)."""
-        await self._told(result.key, lambda old: finished(old, result), shield=True)
-
-    async def record_files(self, key: str, files: Sequence[Path]) -> None:
-        """The job's videos were downloaded to ``files``."""
-        await self._told(key, lambda old: with_files(old, key, files), shield=True)
-
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener`` with each change of a job (this process is the only writer)."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    async def _told(self, key: str, change: Change, *, shield: bool) -> None:
-        record = await self._change(key, change, shield=shield)
-        job = StoredJob(key, record.request, record)
-        for listener in list(self._listeners):
-            listener(job)
+    data = json.loads(text)
+    if not isinstance(data, dict) or "key" not in data or "request" not in data:
+        raise ValueError("not a job record of this store")
+    request = _request_from(data["request"])
+    record = None if data.get("state") == QUEUED else record_from(data, request)
+    return StoredJob(str(data["key"]), request, record, owner)

@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,11 +23,11 @@ import anyio
 
 from .._errors import JournalError
 from .._files import run_blocking
-from .._scheduling.jobs import StoreRecord, StoreState
-from .codec import record_data, record_from
-from .records import Change, OneProcessStore
+from .._scheduling.jobs import JobStore, StoreRecord, StoreState
+from .memory import OneProcessStore
+from .records import Change, record_data, record_from
 
-__all__ = ["JournalError", "SqliteJobStore"]
+__all__ = ["JournalError", "SqliteJobStore", "open_journal"]
 
 _T = TypeVar("_T")
 
@@ -86,7 +86,7 @@ class SqliteJobStore(OneProcessStore):
     Example:
         >>> async def main() -> None:
         ...     async with SqliteJobStore("run.db") as journal:
-        ...         print(await journal.counts())
+        ...         print(await journal.load("job-1"))
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -167,14 +167,6 @@ class SqliteJobStore(OneProcessStore):
             if len(rows) < page_size:
                 return
             after = rows[-1][0]
-
-    async def counts(self) -> Mapping[StoreState, int]:
-        """How many jobs are in each state (every state present, zeros included)."""
-        rows = await self._read(
-            lambda c: c.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
-        )
-        found = dict(rows)
-        return {state: int(found.get(state.value, 0)) for state in StoreState}
 
     async def task_ids(self, key: str) -> list[str]:
         """Every task id recorded for ``key``, oldest first (one per paid submission)."""
@@ -267,6 +259,33 @@ class SqliteJobStore(OneProcessStore):
         finally:
             for item in batch:
                 item.done = True
+
+
+async def open_journal(journal: JobStore | str | os.PathLike[str] | None) -> JobStore | None:
+    """The journal a ``journal=`` option names: a :class:`JobStore` as it is (its owner closes
+    it), a path as a :class:`SqliteJobStore` opened and locked now (the caller closes it), so
+    an unusable file fails the start of a scheduler or an app, not its first job.
+
+    Raises:
+        TypeError: If ``journal`` is neither a path nor a whole :class:`JobStore` (the
+            message names the methods it lacks).
+        JournalError: If the file cannot be used.
+    """
+    if journal is None or isinstance(journal, JobStore):
+        return journal
+    if not isinstance(journal, (str, os.PathLike)):
+        missing = [
+            name
+            for name in dir(JobStore)
+            if not name.startswith("_")
+            and callable(getattr(JobStore, name))
+            and not callable(getattr(journal, name, None))
+        ]
+        raise TypeError(
+            f"journal= takes a path or a JobStore; {type(journal).__name__} lacks "
+            f"{', '.join(missing)} (see grok_imagine_async.abc.JobStore)"
+        )
+    return await SqliteJobStore(Path(journal)).open()
 
 
 # -- the file, synchronously (run in a worker thread) ---------------------------------------------

@@ -21,7 +21,7 @@ from anyio.abc import ObjectReceiveStream, TaskGroup
 
 from .._errors import InvalidRequestError, SchedulerClosedError
 from .._files import run_blocking
-from .._journal.opening import open_journal
+from .._journal.sqlite import open_journal
 from .._models import FailureClass, GenerationRequest
 from .._observe import observed_hook
 from .api import SchedulerClient

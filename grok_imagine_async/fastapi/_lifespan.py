@@ -22,7 +22,7 @@ from starlette.requests import HTTPConnection
 from .._client import AsyncGrokImagine
 from .._errors import ConfigurationError, GrokImagineError
 from .._journal.memory import MemoryJobStore
-from .._journal.opening import open_journal
+from .._journal.sqlite import open_journal
 from .._limiting.plans import Plan, RateLimit
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer

@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 
 from .._errors import BudgetExceededError, JournalError
 from .._journal import records
-from .._journal.codec import decode_job, encode_job
+from .._journal.records import decode_job, encode_job
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._redact import redact_url
 from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
@@ -435,16 +435,6 @@ class RedisJobStore:
         """Store a small named value with the jobs of the namespace."""
         with self._asking("store the store's settings"):
             await self._redis.hset(self._keys.meta, name, value)
-
-    async def credits_committed(self) -> int:
-        """Credits reserved for POSTs or spent in this namespace by every process (from
-        Redis); the reserves processes set aside for an outage are not counted."""
-        self._calls += 1
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(self._keys.credits)
-            pipe.hvals(self._keys.reserves)
-            value, reserves = await pipe.execute()
-        return int(value or 0) - sum(int(held) for held in reserves)
 
     async def eviction_policy(self) -> str:
         """Redis's ``maxmemory-policy`` ("" if it will not say, e.g. under an ACL)."""
