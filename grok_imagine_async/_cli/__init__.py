@@ -1,7 +1,6 @@
 """The ``grok-imagine`` command line: ``batch``, ``generate``, ``status`` and ``emulator``.
 
-Each command module's ``register(subparsers)`` adds its parsers, each with a ``handler`` from
-the parsed arguments to the exit status (a :class:`~.common.UsageError` is status 2).
+Each command module's ``register`` adds parsers whose ``handler`` returns the exit status.
 """
 
 from __future__ import annotations
@@ -76,9 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 @contextmanager
 def _logging_to_stderr(args: argparse.Namespace) -> Iterator[bool]:
     """Send the library's log records to stderr at ``--log-level`` while the command runs, then
-    put the logger back (``main`` may run many times in one process); yields True for debug."""
-    level_name = getattr(args, "log_level", None)
-    if args.command == "emulator" or level_name is None:  # the emulator's is uvicorn's level
+    restore the logger (``main`` may run many times in one process); yields True for debug."""
+    if args.command == "emulator":  # its --log-level is uvicorn's
         yield False
         return
     logger = logging.getLogger("grok_imagine_async")
@@ -86,10 +84,10 @@ def _logging_to_stderr(args: argparse.Namespace) -> Iterator[bool]:
     handler.setFormatter(logging.Formatter("%(message)s"))
     level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
-    logger.setLevel(level_name.upper())
+    logger.setLevel(args.log_level.upper())
     logger.propagate = False
     try:
-        yield bool(level_name == "debug")
+        yield bool(args.log_level == "debug")
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

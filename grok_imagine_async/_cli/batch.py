@@ -72,14 +72,15 @@ from .common import (
     redis_url,
     run_until_interrupted,
 )
-from .progress import BatchProgress, start_display
 from .report import (
     MANIFEST_NAME,
+    BatchProgress,
     advice_after,
     count_jobs,
     credits_recorded,
     print_summary,
     refused_line,
+    start_display,
     write_manifest,
 )
 
@@ -346,7 +347,7 @@ async def _with_store(
     if refused := refused_line(progress.stopped, outcome):
         error("batch", refused)
         return EXIT_REFUSED
-    return EXIT_OK if outcome.all_completed else EXIT_FAILED
+    return EXIT_OK if outcome.completed == outcome.total else EXIT_FAILED
 
 
 _CLAIM_AHEAD = 16

@@ -1,8 +1,5 @@
-"""What the subcommands share: connection options and the client they describe, exit codes,
-messages safe for a terminal, checks of where they write, Ctrl-C.
-
-The API token comes from ``--api-key`` or ``$GROK_IMAGINE_API_KEY`` and is never printed: not in
-messages, not in the resume command, not in errors (the client redacts those).
+"""What the subcommands share: connection options and their client, exit codes, messages safe
+for a terminal, checks of where they write, Ctrl-C. The API token is never printed.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ import anyio
 from .._client import AsyncGrokImagine
 from .._errors import APIConnectionError, APITimeoutError, ConfigurationError
 from .._limiting.plans import resolve_rate_limit
-from .._limiting.protocol import RateLimiter
 from .._redact import redact_url
 from .._settings import (
     ENV_API_KEY,
@@ -38,6 +34,7 @@ from .._settings import (
 )
 
 if TYPE_CHECKING:
+    from ..redis._limiter import RedisRateLimiter
     from ..testing import Emulator
 
 EXIT_OK = 0
@@ -47,8 +44,7 @@ EXIT_REFUSED = 3  # the batch stopped submitting: the provider refused its last 
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT) or SIGTERM
 
 EMULATOR_TOKEN = "emulator-token"
-EMULATE_TIME_SCALE = 5.0
-"""``--emulate`` runs generations (median 30 s) and the plan's window this much faster."""
+EMULATE_TIME_SCALE = 5.0  # --emulate's speed: a 30 s generation takes 6 s
 PLANS = ("free", "pro", "enterprise")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _T = TypeVar("_T")
@@ -78,8 +74,7 @@ rate = _checked(float, lambda v: 0 <= v <= 1, "must be between 0 and 1", "a numb
 
 
 def plan(text: str) -> str:
-    """An argparse type: a plan name in any case (``PRO`` is ``pro``, as in Python) or a quota
-    such as ``100/6s`` (kept as text)."""
+    """An argparse type: a plan name in any case, or a quota such as ``100/6s`` (as text)."""
     text = text.strip()
     try:
         resolve_rate_limit(text)
@@ -91,9 +86,8 @@ def plan(text: str) -> str:
 def add_connection_options(
     parser: argparse.ArgumentParser, *, emulate: bool = True, sharing: bool = True
 ) -> None:
-    """Add ``--api-key``, ``--base-url``, ``--plan``, ``--time-scale`` to a subcommand, with
-    ``--redis-url`` if ``sharing`` (commands that send many requests) and
-    ``--emulate`` if ``emulate``."""
+    """Add ``--api-key``, ``--base-url``, ``--plan``, ``--time-scale``, ``--log-level``; with
+    ``--redis-url`` if ``sharing`` and ``--emulate`` if ``emulate``."""
     add = parser.add_argument_group("connection").add_argument
     # fmt: off
     add("--api-key", metavar="TOKEN", help=f"API token (default: ${ENV_API_KEY}); never printed")
@@ -120,17 +114,20 @@ def add_connection_options(
 
 @dataclass(frozen=True)
 class Connection:
-    """A client ready to use (its settings scaled to the server's speed), and how it was set
-    up: ``label`` names where requests go (never with the token), ``emulator_state`` is where
-    the in-process emulator keeps its tasks for the next run (None: they end with it)."""
+    """An open client and how it was set up: ``label`` names where requests go (no token);
+    ``emulator_state`` is where the in-process emulator keeps its tasks (None: they end with it).
+    """
 
     client: AsyncGrokImagine
     label: str
     time_scale: float
-    emulated: bool
     plan: str
     emulator: Emulator | None = None
     emulator_state: Path | None = None
+
+    @property
+    def emulated(self) -> bool:
+        return self.emulator is not None
 
     @property
     def endpoint(self) -> str:
@@ -148,16 +145,15 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     emulated = bool(getattr(args, "emulate", False))
     scale = time_scale_from(args.time_scale or (EMULATE_TIME_SCALE if emulated else None))
     plan_name = args.plan or os.environ.get(ENV_PLAN) or "free"  # for the messages
-    on_ambiguous = getattr(args, "on_ambiguous", "report") == "resubmit"
+    resubmit = getattr(args, "on_ambiguous", None) == "resubmit"
     options: dict[str, Any] = {
-        "on_ambiguous_submit": "resubmit" if on_ambiguous else "raise",
+        "on_ambiguous_submit": "resubmit" if resubmit else "raise",
         "telemetry": getattr(args, "telemetry", None),  # batch --otel
     }
     if emulated:
         state: Path | None = getattr(args, "emulator_state", None)
         async with _emulated_client(args.plan, scale, options, state) as (client, emulator):
-            label = "the built-in emulator"
-            yield Connection(client, label, scale, True, plan_name, emulator, state)
+            yield Connection(client, "the built-in emulator", scale, plan_name, emulator, state)
         return
     key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
     if not (key and key.strip()):  # said in the command line's terms
@@ -168,7 +164,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     settings = Settings.from_env(
         api_key=key, base_url=args.base_url, plan=args.plan, time_scale=scale
     )
-    limiter: RateLimiter | None = None  # the client's default for its plan
+    limiter: RedisRateLimiter | None = None  # None: the client's default for its plan
     if getattr(args, "redis_url", None):
         try:
             from ..redis._limiter import RedisRateLimiter
@@ -181,13 +177,11 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         limiter = RedisRateLimiter(url, limit=limit, api_key=settings.api_key)
     try:
         async with AsyncGrokImagine(settings=settings, limiter=limiter, **options) as client:
-            label = redact_url(client.base_url)
-            yield Connection(client, label, scale, False, plan_name)
+            yield Connection(client, redact_url(client.base_url), scale, plan_name)
     finally:
-        closer: Callable[[], Awaitable[None]] | None = getattr(limiter, "aclose", None)
-        if closer is not None:
+        if limiter is not None:
             with anyio.CancelScope(shield=True):
-                await closer()
+                await limiter.aclose()
 
 
 @asynccontextmanager
@@ -224,7 +218,7 @@ async def _emulated_client(
     finally:
         if state is not None:  # also after Ctrl-C: what the demo's rerun resumes
             try:
-                emulator.save_tasks(state)  # a small file, once
+                emulator.save_tasks(state)
             except OSError as exc:
                 note(f"Warning: cannot keep the emulator's tasks in {state}: {exc}")
 
@@ -243,14 +237,9 @@ def describe_failure(exc: BaseException, label: str) -> str:
 
 def leaf_error(exc: BaseException) -> BaseException:
     """The one exception inside nested single-member exception groups (anyio's task groups)."""
-    while True:
-        inner = getattr(exc, "exceptions", None)
-        if not inner or len(inner) != 1:
-            return exc
+    while (inner := getattr(exc, "exceptions", None)) and len(inner) == 1:
         exc = inner[0]
-
-
-# -- messages and Ctrl-C ---------------------------------------------------------------------
+    return exc
 
 
 def error(command: str, message: object) -> None:
@@ -268,14 +257,12 @@ def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-_URL_OPTIONS = ("--redis-url", "--journal", "--base-url")
-"""Options whose value is a URL that may hold a password: shown with it redacted."""
+_URL_OPTIONS = ("--redis-url", "--journal", "--base-url")  # a password there is redacted
 
 
 def command_line(argv: Sequence[str]) -> str:
-    """``grok-imagine <argv>`` as a shell command, with any ``--api-key`` value left out and
-    the password of every URL option redacted (set it in the environment to run it again:
-    ``$GROK_IMAGINE_REDIS_PASSWORD`` for Redis)."""
+    """``grok-imagine <argv>`` as a shell command, without the ``--api-key`` value and with
+    URL passwords redacted (``$GROK_IMAGINE_REDIS_PASSWORD`` supplies Redis's again)."""
     kept: list[str] = []
     rest = iter(argv)
     for arg in rest:
@@ -291,8 +278,8 @@ def command_line(argv: Sequence[str]) -> str:
 
 
 def redis_url(url: str) -> str:
-    """``url`` with the password of ``$GROK_IMAGINE_REDIS_PASSWORD`` if it names none (so
-    the password need not be on the command line, where other users may read it)."""
+    """``url`` with the password of ``$GROK_IMAGINE_REDIS_PASSWORD`` if it names none (so it
+    need not be on the command line, where other users may read it)."""
     password = os.environ.get(ENV_REDIS_PASSWORD)
     scheme, sep, rest = url.partition("://")
     if not password or not sep or "@" in rest.partition("/")[0]:
@@ -301,17 +288,15 @@ def redis_url(url: str) -> str:
 
 
 async def run_until_interrupted(main: Callable[[], Awaitable[_T]]) -> tuple[_T | None, bool]:
-    """Run ``main`` until it returns or the first Ctrl-C / SIGTERM cancels it cleanly; return
-    its result (None if interrupted) and whether it was. A second signal exits at once (130):
-    the journal is consistent at every instant, only cleanup is skipped."""
+    """Run ``main`` until it returns or the first Ctrl-C / SIGTERM cancels it; return its result
+    (None if interrupted) and whether it was. A second signal exits at once (130)."""
     interrupted = False
     result: _T | None = None
 
     async def watch(scope: anyio.CancelScope) -> None:
         nonlocal interrupted
         try:
-            receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
-            with receiver as signals:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     if interrupted:
                         os._exit(EXIT_INTERRUPTED)
@@ -335,23 +320,14 @@ async def run_until_interrupted(main: Callable[[], Awaitable[_T]]) -> tuple[_T |
     return (None if interrupted else result), interrupted
 
 
-# -- text for a terminal, and where commands write ---------------------------------------------
-
-_ESCAPES = {
-    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-    for code in (
-        *range(0x20),  # C0: ESC starts colour, cursor and title sequences; CR rewrites
-        0x7F,
-        *range(0x80, 0xA0),  # C1: 0x9B alone is a CSI on some terminals
-        *range(0x202A, 0x202F),  # bidirectional overrides: text shown reordered
-        *range(0x2066, 0x206A),
-    )
-}
+# C0 (ESC starts colour, cursor and title sequences; CR rewrites), DEL, C1 (0x9B is a CSI on
+# some terminals) and the bidirectional overrides (text shown reordered).
+_CONTROLS = (*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_ESCAPES = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _CONTROLS}
 
 
 def printable(text: object) -> str:
-    """``str(text)`` with every control character written as an escape (``\\x1b``): server
-    text is shown, never obeyed by the terminal."""
+    """``str(text)`` with every control character escaped: server text is shown, not obeyed."""
     return str(text).translate(_ESCAPES)
 
 
@@ -380,8 +356,6 @@ def check_folder(path: Path, what: str) -> None:
         raise PreflightError(
             f"cannot create the {what} {path}: {exc.strerror or exc}{because}"
         ) from None
-    if not path.is_dir():
-        raise PreflightError(f"the {what} {path} is not a folder")
     try:  # mode bits do not say it all (read-only mounts, ACLs, root): try it
         handle, probe = tempfile.mkstemp(prefix=".grok-imagine-write-test-", dir=path)
         os.close(handle)
@@ -398,4 +372,4 @@ def check_file_target(path: Path, what: str) -> None:
     """
     if path.is_dir():
         raise PreflightError(f"the {what} {path} is a folder; a file is needed there")
-    check_folder(path.parent if str(path.parent) else Path("."), f"{what}'s folder")
+    check_folder(path.parent, f"{what}'s folder")

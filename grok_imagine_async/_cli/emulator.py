@@ -10,13 +10,12 @@ follow it: see :func:`grok_imagine_async.testing.client_environment`.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._limiting.plans import RateLimit
 from ..testing._config import Vocabulary
-from .common import LOG_LEVELS, count, plan, positive, rate
+from .common import EXIT_FAILED, EXIT_OK, LOG_LEVELS, count, error, plan, positive, rate
 
 if TYPE_CHECKING:
     from ..testing import EmulatorConfig
@@ -106,29 +105,29 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
     )
 
 
-def run(args: argparse.Namespace, *, out: Callable[[str], None] | None = None) -> int:
-    """Serve the emulator until interrupted; returns the exit status."""
-    write = out or (lambda line: print(line, flush=True))
+def run(args: argparse.Namespace) -> int:
+    """Serve the emulator until interrupted; return the exit status."""
     try:
         from ..testing import Emulator, client_environment
         from ..testing._server import serve_forever
     except ImportError as exc:
-        print(f"grok-imagine emulator: {exc}", file=sys.stderr)
-        return 1
+        error("emulator", exc)
+        return EXIT_FAILED
     config = build_config(args)
     limit = config.rate_limits()[args.token]
     counting = f"leaky bucket of {args.burst}" if args.window == "gcra" else f"{args.window} window"
 
     def announce(url: str) -> None:
-        write(f"Grok Imagine emulator listening on {url}")
-        write(
+        exports = client_environment(config, url, token=args.token).items()
+        lines = [
+            f"Grok Imagine emulator listening on {url}",
             f"  token: {args.token} (plan {args.plan}: {limit.requests} requests per "
-            f"{limit.period:g} s, {counting})"
-        )
-        write(f"  statistics: {url}/_emulator/stats")
-        write("  to point the client at it, and make it keep the emulator's pace:")
-        for name, value in client_environment(config, url, token=args.token).items():
-            write(f"    export {name}={value}")
+            f"{limit.period:g} s, {counting})",
+            f"  statistics: {url}/_emulator/stats",
+            "  to point the client at it, and make it keep the emulator's pace:",
+            *(f"    export {name}={value}" for name, value in exports),
+        ]
+        print("\n".join(lines), flush=True)
 
     try:
         serve_forever(
@@ -136,9 +135,8 @@ def run(args: argparse.Namespace, *, out: Callable[[str], None] | None = None) -
             on_ready=announce,
         )  # fmt: skip
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown
-        return 0
+        pass
     except OSError as exc:
-        message = f"grok-imagine emulator: cannot listen on {args.host}:{args.port}: {exc}"
-        print(message, file=sys.stderr)
-        return 1
-    return 0
+        error("emulator", f"cannot listen on {args.host}:{args.port}: {exc}")
+        return EXIT_FAILED
+    return EXIT_OK

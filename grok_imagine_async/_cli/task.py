@@ -52,23 +52,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "Prints the saved paths. Exit status: 0 done, 1 failed, 2 bad options, 130 Ctrl-C.",
     )
     add = parser.add_argument
+    # fmt: off
     add("prompt", metavar="PROMPT", help="what to generate")
     add("--out", required=True, metavar="DIR", help="folder for the video(s)")
-    add(
-        "--mode",
-        default="normal",
-        metavar="MODE",
-        help="fun, normal or spicy (default: %(default)s)",
-    )
+    add("--mode", default="normal", metavar="MODE",
+        help="fun, normal or spicy (default: %(default)s)")
     add("--ratio", default="1:1", metavar="RATIO", help="2:3, 3:2 or 1:1 (default: %(default)s)")
-    add(
-        "--image", action="append", metavar="URL",
-        help="source image URL; repeat for several (default: none, text to video)",
-    )  # fmt: skip
-    add(
-        "--allow-unlisted", action="store_true",
-        help="accept modes and ratios the API does not document, such as 16:9 (default: refuse)",
-    )  # fmt: skip
+    add("--image", action="append", metavar="URL",
+        help="source image URL; repeat for several (default: none, text to video)")
+    add("--allow-unlisted", action="store_true",
+        help="accept modes and ratios the API does not document, such as 16:9 (default: refuse)")
+    # fmt: on
     add_connection_options(parser)
     parser.set_defaults(handler=generate)
 
@@ -81,10 +75,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add = parser.add_argument
     add("task_id", metavar="TASK_ID", help="the task id, e.g. task_123456789")
     add("--json", action="store_true", help="print the task as one JSON object")
-    add(
-        "--download", metavar="DIR",
-        help="if the task completed, download its videos into DIR (default: only show it)",
-    )  # fmt: skip
+    add("--download", metavar="DIR", help="if the task completed, download its videos into DIR "
+        "(default: only show it)")  # fmt: skip
     add_connection_options(parser, emulate=False, sharing=False)
     parser.set_defaults(handler=status)
 

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from grok_imagine_async._cli.common import command_line
-from grok_imagine_async._cli.progress import ProgressSnapshot, format_duration, plain_line
+from grok_imagine_async._cli.report import ProgressSnapshot, format_duration, plain_line
 from grok_imagine_async.testing import EmulatorConfig
 from grok_imagine_async.testing._mp4 import mp4_bytes
 
@@ -571,7 +571,7 @@ def test_the_rich_view_renders() -> None:
 
     from rich.console import Console
 
-    from grok_imagine_async._cli.progress import _rich_view
+    from grok_imagine_async._cli.report import _rich_view
 
     console = Console(width=100, record=True, file=io.StringIO())
     console.print(_rich_view(snapshot(), "grok-imagine batch"))

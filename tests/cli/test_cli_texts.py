@@ -10,8 +10,13 @@ import anyio
 import pytest
 
 from grok_imagine_async._cli.common import PreflightError, check_file_target, check_folder
-from grok_imagine_async._cli.progress import BatchProgress, start_display
-from grok_imagine_async._cli.report import BatchOutcome, advice_after, summary_rows
+from grok_imagine_async._cli.report import (
+    BatchOutcome,
+    BatchProgress,
+    advice_after,
+    start_display,
+    summary_rows,
+)
 from grok_imagine_async._scheduling.jobs import JobSubmitted, SchedulerStatistics
 from grok_imagine_async.testing import run_virtual
 
