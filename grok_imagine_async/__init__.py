@@ -1,10 +1,8 @@
 """Asyncio-native client for the Grok Imagine video-generation API.
 
-The names a user writes: the client, its requests, tasks and policies, the batch scheduler
-with its jobs and events, and the exception tree. The extension protocols are in
-:mod:`grok_imagine_async.abc`; a batch's files, options and statistics in
-:mod:`grok_imagine_async.batch`; the optional integrations in their own modules
-(``fastapi``, ``redis``, ``otel``, ``testing``).
+The client, its requests, tasks and policies, the batch scheduler with its jobs and events, and
+the exception tree. Protocols are in :mod:`.abc`, a batch's files and options in :mod:`.batch`,
+the integrations in ``fastapi``, ``redis``, ``otel`` and ``testing``.
 
 Example:
     >>> import anyio
@@ -102,7 +100,6 @@ __all__ = [
     "TaskStatus",
     "WaitTimeoutError",
 ]
-# ``__version__`` is an attribute, not a name to import: ``from grok_imagine_async import *``
-# must not overwrite the importing module's own ``__version__``.
+# __version__ is left out: a star import must not overwrite the importer's own.
 
 _set_module(globals(), __all__)

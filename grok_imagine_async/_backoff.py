@@ -15,8 +15,8 @@ def backoff_delay(
     wait_jitter: float,
     rand: float,
 ) -> float:
-    """``min(wait_max, wait_initial * wait_factor**attempt)``, scaled by a factor uniform in
-    ``[1 - wait_jitter, 1 + wait_jitter]`` drawn from ``rand`` in ``[0, 1)``, capped again.
+    """``min(wait_max, wait_initial * wait_factor**attempt)``, jittered by ``rand`` in ``[0, 1)``
+    within ``1 +- wait_jitter``, capped again.
 
     Example:
         >>> backoff_delay(3, wait_initial=1, wait_factor=2, wait_max=5, wait_jitter=0, rand=0.5)
@@ -85,11 +85,8 @@ class PollPolicy:
     """How :meth:`AsyncGrokImagine.wait` spaces its status polls.
 
     After a poll ``t`` seconds into the wait, the next waits ``max(wait_initial,
-    (wait_factor - 1) x t)``, at most ``wait_max``, jittered (see :meth:`gap`): in proportion
-    to the time waited, so with the defaults (1 s, x1.05, 30 s) a job is noticed within about
-    5 % of its duration, never more than one poll a second. ``generate_and_wait`` waits
-    ``wait_initial`` before its first poll. The scheduler of ``generate_many`` uses this
-    schedule while the quota is idle and spends fewer polls as it fills.
+    (wait_factor - 1) x t)``, at most ``wait_max``, jittered: with the defaults a job is
+    noticed within about 5 % of its duration, at most one poll a second.
 
     Args:
         wait_initial: Delay before the first poll.

@@ -41,68 +41,53 @@ from ._scheduling.jobs import JobSpec, JobStore, SchedulerHook
 from ._scheduling.many import JobResults
 from ._scheduling.options import SchedulerConfig
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
-from ._settings import Limits, Settings, observer_for, prompt_problem, user_agent
+from ._settings import Limits, Settings, prompt_problem, user_agent
 
 logger = logging.getLogger("grok_imagine_async")
 
 DEFAULT_TIMEOUT = _http.lib.Timeout(30.0, connect=10.0)
 
 
-class _Unset:
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-_UNSET: Any = _Unset()
+_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
 
 
 class AsyncGrokImagine:
     """Async client for the Grok Imagine video API.
 
-    Every request takes a permit from the rate limiter, and every answer's rate-limit headers
-    are reported back to it. Use it as an async context manager, or call :meth:`aclose`. The
-    settings are resolved once by :meth:`Settings.from_env` from the keywords below and
-    ``GROK_IMAGINE_*``, unless a :class:`Settings` is given whole.
+    Every request takes a permit from the rate limiter and reports the answer's rate-limit
+    headers back to it. Use it as an async context manager, or call :meth:`aclose`. Settings
+    are resolved once by :meth:`Settings.from_env` from the keywords and ``GROK_IMAGINE_*``.
 
     Args:
-        settings: Settings resolved beforehand (excludes ``api_key``, ``base_url``, ``plan``,
-            ``retry``, ``poll`` and ``limits``).
-        api_key: The bearer token. Falls back to ``$GROK_IMAGINE_API_KEY``.
-        base_url: The API root. Falls back to the ``base_url`` of ``http_client`` if it has
-            one, then ``$GROK_IMAGINE_BASE_URL``, then ``https://grokimagineapi.com``.
-        plan: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan`, a :class:`RateLimit`
-            or a custom quota as text (``"100/6s"``, ``"2000/min"``). Falls back to
-            ``$GROK_IMAGINE_PLAN``, then ``"free"``. Sets the default limiter; a given
-            ``limiter`` keeps its own quota.
-        http_client: An ``httpx2.AsyncClient`` or ``httpx.AsyncClient`` to send through (e.g.
-            with an ``ASGITransport`` to the emulator). Used as is and never closed by us.
-            Default: a client of our own, on httpx2 if it is installed, else on httpx.
-        limiter: A :class:`RateLimiter` to share with other clients of the same token;
-            default: a new :class:`LocalRateLimiter` for ``plan``.
-        max_retries: Retries after a retryable failure (default: ``retry.attempts``, 3).
-        timeout: Per-request timeout (seconds or a ``Timeout`` of httpx2 or httpx). Default
-            30 s, 10 s to connect.
+        settings: Settings resolved beforehand (then no ``api_key``, ``base_url``, ``plan``,
+            ``retry``, ``poll`` or ``limits``).
+        api_key: The bearer token; else ``$GROK_IMAGINE_API_KEY``.
+        base_url: The API root; else ``http_client``'s ``base_url``, ``$GROK_IMAGINE_BASE_URL``,
+            ``https://grokimagineapi.com``.
+        plan: ``"free"`` (default), ``"pro"``, ``"enterprise"``, a :class:`Plan`, a
+            :class:`RateLimit` or a quota as text (``"100/6s"``); else ``$GROK_IMAGINE_PLAN``.
+            The default limiter's quota (a given ``limiter`` keeps its own).
+        http_client: An ``httpx2.AsyncClient`` or ``httpx.AsyncClient`` to send through, never
+            closed by us. Default: our own, on httpx2 if installed, else httpx.
+        limiter: A :class:`RateLimiter` shared with other clients of the token; default: a
+            new :class:`LocalRateLimiter` for ``plan``.
+        max_retries: Retries after a retryable failure (default ``retry.attempts``, 3).
+        timeout: Per-request timeout (seconds or a ``Timeout``); default 30 s, 10 s to connect.
         retry: The retry backoff schedule.
         poll: The default polling schedule of :meth:`wait`.
-        on_ambiguous_submit: When a submission's answer is lost, ``"raise"`` (default)
-            :class:`AmbiguousSubmitError`, never paying twice, or ``"resubmit"`` it, maybe
-            paying twice.
+        on_ambiguous_submit: When a submission's answer is lost: ``"raise"`` (default)
+            :class:`AmbiguousSubmitError`, never paying twice, or ``"resubmit"``.
         clock: Where time comes from (default: the event loop's clock).
-        limits: Bounds on answer and video sizes, prompt length, request time and
-            redirects (see :class:`Limits`; the defaults suit the real service).
-        download_hosts: Local or private hosts result videos may be fetched from
-            (``"127.0.0.1"``, ``"cdn.internal"``; ``["*"]``: every host). The API's own host
-            is always allowed; other non-public addresses are refused.
-        telemetry: ``True`` records OpenTelemetry spans and metrics through the global
-            providers (the ``otel`` extra); a :class:`grok_imagine_async.otel.Telemetry` (or
-            any :class:`Observer`) records through it; None or False: nothing, at no cost.
-        rng: Source of the retry and ``wait()`` poll jitter (seed it for reproducible
-            simulations); default: a fresh unseeded one.
+        limits: Bounds on sizes, prompt length, request time and redirects (:class:`Limits`).
+        download_hosts: Local or private hosts videos may be fetched from (``["*"]``: any);
+            the API's own host is always allowed.
+        telemetry: ``True``: OpenTelemetry through the global providers (the ``otel`` extra);
+            an :class:`Observer` such as ``otel.Telemetry``: through it; None: nothing.
+        rng: Source of the retry and poll jitter (seed it for reproducible simulations).
 
     Raises:
-        ConfigurationError: If no API key is found, the key holds characters a bearer token
-            cannot hold (the message never shows it), a setting is invalid, or
-            ``http_client`` mixes httpx2 and httpx (a client on a transport of the other).
+        ConfigurationError: If no API key is found, the key cannot be a bearer token, a
+            setting is invalid, or ``http_client`` mixes httpx2 and httpx.
 
     Example:
         >>> async def main() -> None:
@@ -161,14 +146,19 @@ class AsyncGrokImagine:
             )
         self._clock = clock or DEFAULT_CLOCK
         self._rng = rng if rng is not None else random.Random()
-        # What this client learnt of generation times: the median its progress estimates read.
         self._durations = DurationModel(prior_median=settings.expected_duration)
         if limiter is None:
             from ._limiting.local import LocalRateLimiter
 
             limiter = LocalRateLimiter(settings.rate_limit, clock=clock)
         self._limiter = limiter
-        self._telemetry = observer_for(telemetry)
+        if telemetry is True:
+            try:
+                from .otel import Telemetry
+            except ImportError as exc:
+                raise ConfigurationError(str(exc)) from None
+            telemetry = Telemetry()
+        self._telemetry = None if telemetry is False else telemetry
         request_options: dict[str, Any] = {}
         if http_client is None:
             self._http = _http.new_client(
@@ -267,8 +257,6 @@ class AsyncGrokImagine:
     ) -> str:
         """Start one generation (``POST /v1/generate``, 40 credits) and return its task id.
 
-        The request is validated first: invalid input raises before anything is sent.
-
         Raises:
             InvalidRequestError: If the prompt, mode, ratio or images are invalid.
             AmbiguousSubmitError: If the answer was lost and the task may exist (not resent).
@@ -303,9 +291,8 @@ class AsyncGrokImagine:
         priority: Priority = Priority.SUBMIT,
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> str:
-        """:meth:`submit`, with ``before_send`` run after the permit, shielded with the send:
-        the scheduler records its journal intent there, and a cancelled batch does not turn a
-        paid task into an unknown one."""
+        """:meth:`submit`, with ``before_send`` (the scheduler's journal intent) run after the
+        permit, shielded with the send."""
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"submit() takes a GenerationRequest, got {type(request).__name__}")
         self._check_prompt(request.prompt)
@@ -324,11 +311,11 @@ class AsyncGrokImagine:
         return task_id
 
     async def get_task(self, task_id: str, *, priority: Priority = Priority.POLL) -> Task:
-        """Read a task's current state (``GET /v1/status``). Safe to retry, and retried.
+        """Read a task's current state (``GET /v1/status``), retried where needed.
 
         Args:
             task_id: The task to read.
-            priority: Its place in the rate limiter's queue (schedulers may lower it).
+            priority: Its place in the rate limiter's queue.
 
         Raises:
             ValueError: If ``task_id`` is empty.
@@ -356,9 +343,8 @@ class AsyncGrokImagine:
         """Poll a task until it finishes; return it if it succeeded.
 
         Args:
-            poll: The schedule of the looks after the first, at once (default: the client's).
-            timeout: Seconds to wait at most (default: no deadline). On expiry the task goes
-                on (the API cannot cancel it): ``wait(task_id)`` again picks it up.
+            poll: The schedule of the polls after the first (default: the client's).
+            timeout: Seconds to wait at most (default: none); the task goes on after it.
 
         Raises:
             TaskFailedError: If the task failed, or completed without a video URL.
@@ -383,11 +369,10 @@ class AsyncGrokImagine:
 
         Args:
             poll: The polling schedule (default: the client's).
-            timeout: Seconds from the call to give up waiting (default: no deadline). A POST
-                under way is never cut (its task id would be lost); the
-                :class:`WaitTimeoutError` carries the id: ``wait(exc.task_id)`` picks it up.
-            on_progress: Called as ``on_progress(task_id, progress)`` after each look, with an
-                estimate from 0 to 1 (the API reports none) that never goes back, 1 at the end.
+            timeout: Seconds from the call to give up waiting (default: none). The POST is
+                never cut; :class:`WaitTimeoutError` carries the task id.
+            on_progress: Called as ``on_progress(task_id, progress)`` after each poll with an
+                estimate from 0 to 1 that never goes back (1 at the end).
 
         Raises:
             TaskFailedError, WaitTimeoutError, InvalidRequestError, APIError: As those do.
@@ -413,16 +398,13 @@ class AsyncGrokImagine:
         since: float | None,
         on_progress: ProgressHook | None = None,
     ) -> Task:
-        """Poll ``task_id`` at once, then spaced by :meth:`PollPolicy.gap`, until it finishes.
-
-        ``since`` (the clock time the caller created the task; None: not just created) starts
-        the deadline's count, makes the first look wait a gap, and lets the task's age teach
-        the duration model and estimate progress (else None until the end).
-        """
+        """Poll ``task_id`` until it finishes. ``since``: when the caller created it (None: not
+        just now); then the deadline counts from it, the first poll waits, and its age teaches
+        the duration model and gives progress estimates."""
         task: Task | None = None
         started = anyio.current_time()
         deadline = math.inf if timeout is None else (started if since is None else since) + timeout
-        progress, running_at = Progress(), 0.0  # the age at the last look finding it running
+        progress, running_at = Progress(), 0.0  # the age at the last poll finding it running
         just_created = since is not None
         with anyio.CancelScope(deadline=deadline):
             if just_created:
@@ -514,15 +496,11 @@ class AsyncGrokImagine:
         *,
         stem: str | None = None,
     ) -> list[Path]:
-        """Stream a task's videos (or the given URLs) into the folder ``dest``.
+        """Stream a task's videos (or the given URLs) into the folder ``dest``, atomically.
 
-        Files go through a temporary file renamed into place, never outside ``dest``. A task's
-        files are ``<stem>.mp4`` (``<stem>_<n>.mp4`` when several), the stem being ``stem`` or
-        the task id, sanitised; a stem that sanitises to a name another one took in ``dest``
-        gets a short digest added, so no download overwrites another's. Downloads carry no
-        token and use no quota; they follow at most ``Limits.max_redirects`` redirects (never
-        https to http), stop at ``Limits.max_video_bytes``, and refuse local addresses not in
-        ``download_hosts``.
+        A task's files are ``<stem>.mp4`` (``<stem>_<n>.mp4`` when several), ``stem`` being the
+        task id by default, sanitised (with a digest if another stem took that name). Downloads
+        carry no token, use no quota, and keep to ``limits`` and ``download_hosts``.
 
         Returns:
             The paths written, in the order of the URLs.

@@ -1,6 +1,5 @@
-"""Where time comes from: the event loop's clock (the one ``anyio.sleep`` uses), so code under
-test runs on a virtual clock; Unix time (for an epoch ``X-RateLimit-Reset``) is derived from it
-with an offset taken once per process, so a virtual clock moves both."""
+"""Where time comes from: the event loop's clock (so tests can run on a virtual one), and Unix
+time derived from it with an offset taken once per process."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ _UNIX_OFFSET = time.time() - time.monotonic()
 
 
 class Clock(Protocol):
-    """A source of time. Inject one where a test needs to control time without a loop."""
+    """A source of time; inject one where a test controls time without a loop."""
 
     def monotonic(self) -> float:
         """Seconds on a monotonic scale (only differences are meaningful)."""
@@ -43,7 +42,7 @@ class LoopClock:
 
 
 class ManualClock:
-    """A clock that only moves when told to; for unit tests of time-dependent pure logic.
+    """A clock that only moves when told to, for tests of time-dependent pure logic.
 
     Example:
         >>> clock = ManualClock(start=100.0)
@@ -64,7 +63,7 @@ class ManualClock:
         return _UNIX_OFFSET + self._now
 
     def advance(self, seconds: float) -> None:
-        """Move the clock forward (or backward, to simulate a jump) by ``seconds``."""
+        """Move the clock by ``seconds`` (negative: a jump back)."""
         self._now += seconds
 
     def __repr__(self) -> str:

@@ -1,9 +1,7 @@
 """Fetching result videos: safe names, the host policy, bounded redirects and size, atomic files.
 
-A result URL comes from the server, so a hostile one could aim downloads at ``127.0.0.1``, a
-router or a cloud metadata service: loopback, link-local and private addresses are refused
-(before sending, and again for the address actually connected to, against DNS rebinding),
-except the API's own host and the hosts a user allows.
+A hostile result URL could aim at ``127.0.0.1`` or a metadata service: non-public addresses are
+refused before sending and again once connected (DNS rebinding), but for the allowed hosts.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ if TYPE_CHECKING:
     import httpx
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_MAX_NAME = 120
 # Names Windows reserves in every folder, whatever the extension ("CON.mp4" is the console).
 _RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(10)}
@@ -45,17 +42,14 @@ _EXPIRED_HINT = " (result URLs are valid for about 24 hours after completion)"
 
 
 def safe_name(text: str, *, default: str = "video") -> str:
-    """A file name made from ``text`` that cannot leave its folder or hide itself.
-
-    Keeps letters, digits, ``.``, ``_`` and ``-`` (anything else becomes ``_``), strips leading
-    dots, trims to 120 characters, and adds ``_`` to names Windows reserves.
+    """A file name from ``text`` that cannot leave its folder, hide itself or be reserved.
 
     Example:
         >>> safe_name("../../etc/passwd"), safe_name("con")
         ('etc_passwd', 'con_')
     """
     cleaned = _UNSAFE.sub("_", text).strip("._-")
-    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:_MAX_NAME]
+    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:120]
     base, dot, rest = cleaned.partition(".")
     if base.upper() in _RESERVED:
         cleaned = f"{base}_{dot}{rest}"
@@ -77,7 +71,7 @@ def name_from_url(url: str, *, default: str = "video.mp4") -> str:
 
 
 def resolve_inside(dest: Path, name: str) -> Path:
-    """``dest / name`` (``dest`` resolved, ``name`` not: a link there is the writer's to refuse).
+    """``dest / name`` (``dest`` resolved; a link at ``name`` is the writer's to refuse).
 
     Raises:
         ValueError: If ``name`` is not a plain file name (a second line of defence).
@@ -91,10 +85,8 @@ def resolve_inside(dest: Path, name: str) -> Path:
 def plan_download(
     task_or_url: Task | str | Sequence[str], *, stem: str | None = None
 ) -> list[tuple[str, str]]:
-    """The ``(url, file name)`` pairs to fetch for a task or a list of URLs.
-
-    A task's files are ``<stem>.mp4`` (``<stem>_<n>.mp4`` when several), the stem being
-    ``stem`` or the task id, sanitised; bare URLs are named after their last segment, uniquely.
+    """The ``(url, file name)`` pairs to fetch for a task (named after ``stem`` or its id) or
+    for URLs (named after their last segment, uniquely).
 
     Raises:
         ValueError: If there is nothing to download or a URL is not http(s).
@@ -125,8 +117,7 @@ def plan_download(
     return list(zip(urls, names, strict=True))
 
 
-ANY_HOST = "*"
-"""In ``download_hosts``: allow every host (e.g. behind a proxy on a private address)."""
+ANY_HOST = "*"  # in download_hosts: allow every host (e.g. behind a proxy on a private address)
 
 
 def _normalize_host(host: str) -> str:
@@ -134,7 +125,7 @@ def _normalize_host(host: str) -> str:
 
 
 def _private(host: str) -> bool:
-    """True if ``host`` is a literal address that is not public (loopback, private...)."""
+    """True if ``host`` is a literal address that is not public."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -167,8 +158,7 @@ class HostPolicy:
         return f"{host} is not a public address" if _private(host) else None
 
     def refusal_after_connect(self, url: httpx.URL, response: httpx.Response) -> str | None:
-        """Why the address ``response`` came from may not be used, or None (in-memory
-        transports report no address and pass)."""
+        """Why the address ``response`` came from may not be used, or None (also in memory)."""
         if _normalize_host(url.host) in self.allowed or ANY_HOST in self.allowed:
             return None
         stream = response.extensions.get("network_stream")
@@ -179,15 +169,7 @@ class HostPolicy:
 
 
 class Downloader:
-    """Streams result videos into folders, for one client (never with the Authorization header).
-
-    Args:
-        http: The client's ``AsyncClient`` (httpx2 or httpx).
-        hosts: Which hosts may be fetched from.
-        limits: ``max_video_bytes`` and ``max_redirects``.
-        retry: Retries after a transport error or a 5xx.
-        rng: Jitter for the retries.
-    """
+    """Streams result videos into folders for one client, never with its Authorization."""
 
     def __init__(
         self,
@@ -204,8 +186,8 @@ class Downloader:
         self._limits = limits
         self._retry = retry
         self._rng = rng
-        # Which owner (stem or URL) took each file name, per folder: a second one whose name
-        # sanitises alike ("a/b", "a?b") gets a digest-suffixed name instead of overwriting.
+        # The owner (stem or URL) of each file name per folder: another whose name sanitises
+        # alike ("a/b", "a?b") gets a digest-suffixed name instead of overwriting.
         self._owners: dict[tuple[Path, str], str] = {}
 
     def __repr__(self) -> str:
@@ -214,12 +196,7 @@ class Downloader:
     async def download(
         self, task_or_url: Task | str | Sequence[str], dest: Path, *, stem: str | None
     ) -> list[Path]:
-        """Name the files of ``task_or_url`` (:func:`plan_download`) and fetch them at once;
-        the first failure is raised once every other download has finished.
-
-        Raises:
-            ValueError, DownloadError, APIError: As ``AsyncGrokImagine.download``.
-        """
+        """Fetch the files of ``task_or_url`` at once; raise the first failure once all end."""
         files = plan_download(task_or_url, stem=stem)
         root = await run_blocking(_make_folder, dest)
         if isinstance(task_or_url, Task):
@@ -387,7 +364,7 @@ def _make_folder(dest: Path) -> Path:
 
 
 def _open_partial(target: Path) -> tuple[Path, BinaryIO]:
-    """Refuse a folder or a link at ``target``; open a fresh temporary file beside it."""
+    """Refuse anything but a file at ``target``; open a fresh temporary file beside it."""
     try:
         mode = os.lstat(target).st_mode
     except FileNotFoundError:

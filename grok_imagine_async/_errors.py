@@ -27,10 +27,8 @@
     ├── SchedulerClosedError (also RuntimeError)  the scheduler is not running or closed
     └── RedisUnavailableError                     Redis unreachable (.redis)
 
-Every class is importable from ``grok_imagine_async``, except those of one module, imported
-from it: ``InputError`` (``.batch``), ``BacklogFullError`` and ``ProviderDownError``
-(``.fastapi``), ``RedisUnavailableError`` (``.redis``). The API token never appears in any
-message or attribute of these exceptions.
+Each is importable from ``grok_imagine_async`` or from the module named beside it. No message
+or attribute ever holds the API token.
 """
 
 from __future__ import annotations
@@ -39,34 +37,9 @@ from pathlib import Path
 from typing import Any
 
 # The root and InvalidRequestError live beside the models (which raise it, below everything).
-from ._models import FailureClass, GenerationRequest, GrokImagineError, InvalidRequestError, Task
-
-__all__ = [
-    "APIConnectionError",
-    "APIError",
-    "APIResponseValidationError",
-    "APIStatusError",
-    "APITimeoutError",
-    "AmbiguousSubmitError",
-    "AuthenticationError",
-    "BacklogFullError",
-    "ProviderDownError",
-    "BadRequestError",
-    "BudgetExceededError",
-    "ConfigurationError",
-    "DownloadError",
-    "GrokImagineError",
-    "InputError",
-    "InvalidRequestError",
-    "JournalError",
-    "NotFoundError",
-    "RateLimitError",
-    "RedisUnavailableError",
-    "SchedulerClosedError",
-    "ServerError",
-    "TaskFailedError",
-    "WaitTimeoutError",
-]
+from ._models import FailureClass, GenerationRequest, Task
+from ._models import GrokImagineError as GrokImagineError
+from ._models import InvalidRequestError as InvalidRequestError
 
 
 class ConfigurationError(GrokImagineError, ValueError):
@@ -82,25 +55,20 @@ class InputError(GrokImagineError, ValueError):
         path: The input file.
         line: The 1-based line of the problem, or None for the file as a whole.
         problem: What is wrong, without the location.
-        problems: The problems a check gathered (``JobFile.check(max_problems=...)``), this
-            one first.
+        problems: Every problem a check gathered (``JobFile.check(max_problems=...)``), this first.
         problem_count: How many problems the check found in all.
     """
 
     def __init__(self, path: Path, line: int | None, problem: str) -> None:
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {problem}")
-        self.path = path
-        self.line = line
-        self.problem = problem
+        super().__init__(f"{path}:{line}: {problem}" if line is not None else f"{path}: {problem}")
+        self.path, self.line, self.problem = path, line, problem
         self.problems: tuple[InputError, ...] = (self,)
         self.problem_count = 1
 
 
 class JournalError(GrokImagineError):
-    """Raised when a journal cannot be opened, read or written (not a journal, written by a
-    newer version, corrupt, open in another process, a full disk). A scheduler stopped by it
-    polls the jobs it paid for first, then raises it with their ids in ``pending_tasks``.
+    """Raised when a journal cannot be opened, read or written (not a journal, too new, corrupt,
+    locked, a full disk); a scheduler stopped by it lists its paid jobs in ``pending_tasks``.
 
     Attributes:
         path: The journal file, if the journal is a file.
@@ -122,20 +90,18 @@ class APIError(GrokImagineError):
 
     def __init__(self, message: str, *, method: str | None = None, path: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
-        self.method = method
-        self.path = path
+        self.message, self.method, self.path = message, method, path
 
 
 class APIStatusError(APIError):
     """Raised when the server answers with an error: a non-2xx status or a body ``code`` != 200.
 
     Attributes:
-        status_code: The error's code: the body's ``code`` if it carries one, else the HTTP status.
-        http_status: The HTTP status line's code (200 when the error was only in the body).
+        status_code: The body's ``code`` if it carries one, else the HTTP status.
+        http_status: The HTTP status (200 when the error was only in the body).
         error_code: The body's ``error`` field, e.g. ``"INVALID_REQUEST"``, if any.
         body: The decoded JSON body, or the raw text if it was not JSON.
-        retry_after: Seconds the server asked us to wait (Retry-After / X-RateLimit-Reset), if any.
+        retry_after: Seconds the server asked us to wait (Retry-After / X-RateLimit-Reset).
     """
 
     def __init__(
@@ -153,9 +119,7 @@ class APIStatusError(APIError):
         super().__init__(message, method=method, path=path)
         self.status_code = status_code
         self.http_status = status_code if http_status is None else http_status
-        self.error_code = error_code
-        self.body = body
-        self.retry_after = retry_after
+        self.error_code, self.body, self.retry_after = error_code, body, retry_after
 
     def __str__(self) -> str:
         code = f" {self.error_code}" if self.error_code else ""
@@ -205,8 +169,8 @@ class APITimeoutError(APIConnectionError):
 
 
 class AmbiguousSubmitError(APIError):
-    """Raised when a ``POST /v1/generate`` may or may not have started a (paid) task: it was
-    sent, but its answer was lost or unreadable. Resending could pay twice, so it is not resent.
+    """Raised when a ``POST /v1/generate`` was sent but its answer was lost or unreadable: a
+    (paid) task may exist, so it is not resent.
 
     Attributes:
         request: The generation request whose outcome is unknown.
@@ -239,19 +203,14 @@ class WaitTimeoutError(GrokImagineError, TimeoutError):
     (the API cannot cancel one): ``client.wait(task_id)`` (or ``job.wait()``) picks it up later.
 
     Attributes:
-        task_id: The task waited on; None only for a scheduler's job not submitted yet
-            (nothing was paid: the scheduler still submits it).
-        last_status: The last :class:`TaskStatus` seen (None if none), or a scheduler's
-            job's :class:`JobState`.
+        task_id: The task waited on; None only for a scheduler's job not submitted yet.
+        last_status: The last :class:`TaskStatus` (or a job's :class:`JobState`) seen, if any.
         timeout: The deadline that passed, in seconds.
     """
 
     def __init__(self, task_id: str | None, *, last_status: str | None, timeout: float) -> None:
-        self.task_id = task_id
-        self.last_status = last_status
-        self.timeout = timeout
-        # Both status enums are str enums: their value, not "TaskStatus.PROCESSING".
-        shown = getattr(last_status, "value", last_status)
+        self.task_id, self.last_status, self.timeout = task_id, last_status, timeout
+        shown = getattr(last_status, "value", last_status)  # a str enum's value, not its repr
         seen = f"last seen {shown}" if last_status is not None else "no status read yet"
         what = f"task {task_id}" if task_id is not None else "the job (not submitted yet)"
         super().__init__(
@@ -269,8 +228,7 @@ class BudgetExceededError(GrokImagineError):
     """
 
     def __init__(self, *, max_credits: int, committed_credits: int) -> None:
-        self.max_credits = max_credits
-        self.committed_credits = committed_credits
+        self.max_credits, self.committed_credits = max_credits, committed_credits
         super().__init__(
             f"credit budget reached: {committed_credits} of {max_credits} credits committed, "
             "and one more generation costs 40"
@@ -278,8 +236,7 @@ class BudgetExceededError(GrokImagineError):
 
 
 class BacklogFullError(GrokImagineError):
-    """Raised when too many jobs already wait for a submission slot: an app asked for more
-    than its quota sustains refuses a new job instead of queueing it without bound.
+    """Raised when an app refuses a new job because too many already wait for a submission slot.
 
     Attributes:
         queued: Jobs waiting when this one was refused.
@@ -287,42 +244,35 @@ class BacklogFullError(GrokImagineError):
     """
 
     def __init__(self, *, queued: int, retry_after: float) -> None:
-        self.queued = queued
-        self.retry_after = retry_after
+        self.queued, self.retry_after = queued, retry_after
         super().__init__(f"{queued} video jobs are already waiting to start; try again later")
 
 
 class ProviderDownError(GrokImagineError):
-    """Raised when an app refuses a new job because its scheduler's breaker says the video
-    service fails systematically: accepting it would only pay for another failure.
+    """Raised when an app refuses a new job because its breaker says the service is failing.
 
     Attributes:
-        reason: The breaker's reason: ``"outage"``, ``"unanswered"``, ``"unreachable"`` or
-            ``"refused"``.
-        retry_after: Seconds after which trying again may succeed (the next probe), if known.
+        reason: ``"outage"``, ``"unanswered"``, ``"unreachable"`` or ``"refused"``.
+        retry_after: Seconds until the next probe, if known.
     """
 
     def __init__(self, *, reason: str, retry_after: float | None) -> None:
-        self.reason = reason
-        self.retry_after = retry_after
+        self.reason, self.retry_after = reason, retry_after
         super().__init__(f"the video service is failing systematically ({reason})")
 
 
 class SchedulerClosedError(GrokImagineError, RuntimeError):
-    """Raised when a scheduler cannot take or see through a job: it is not running, no
-    longer accepts jobs (input closed, cancelled, or stopped by a fatal error), or, in an
-    app, it stopped while a handler waited on a job."""
+    """Raised when a scheduler cannot take or see through a job: it is not running, takes no
+    more jobs, or (in an app) stopped while a handler waited on a job."""
 
 
 class DownloadError(APIError):
-    """Raised when a result video cannot be fetched or saved, and retrying would not help:
-    a local host not in ``download_hosts``, a redirect from https to http or past
-    ``Limits.max_redirects``, more than ``Limits.max_video_bytes``, a folder or link at its
-    file name, or an unwritable folder. The task id stays in the journal: a rerun fetches it
-    again without paying again.
+    """Raised when a result video cannot be fetched or saved and retrying would not help (a
+    host not allowed, a bad redirect, too large, an unwritable file); a rerun with the journal
+    fetches it again without paying again.
 
     Attributes:
-        url: The URL that was being fetched (a result URL, never with the token), if any.
+        url: The URL that was being fetched (never with the token), if any.
         local_path: The folder or file that could not be written, for a local failure.
     """
 
@@ -330,10 +280,9 @@ class DownloadError(APIError):
         self, message: str, *, url: str | None = None, local_path: Path | None = None
     ) -> None:
         super().__init__(message, method="GET")
-        self.url = url
-        self.local_path = local_path
+        self.url, self.local_path = url, local_path
 
 
 class RedisUnavailableError(GrokImagineError):
-    """Raised when Redis cannot be reached and the limiter was told not to fall back
+    """Raised when Redis cannot be reached and the limiter may not fall back
     (``on_unavailable="raise"``); the Redis client's error is the ``__cause__``."""

@@ -1,5 +1,5 @@
-"""Local files: blocking work in a worker thread, temporary files no one can plant or redirect,
-and the task log kept beside a journal."""
+"""Local files: blocking work in a thread, temporary files no one can plant or redirect, and
+the task log kept beside a journal."""
 
 from __future__ import annotations
 
@@ -21,23 +21,15 @@ _FLAGS = (
 
 
 async def run_blocking(func: Callable[..., T], *args: Any) -> T:
-    """Run ``func(*args)`` in a worker thread (its result discarded if the caller is cancelled).
-
-    A virtual-time loop must not skip ahead while the thread works: it offers ``hold_time()``.
-    """
+    """Run ``func(*args)`` in a worker thread, holding a virtual-time loop's clock meanwhile."""
     hold = getattr(asyncio.get_running_loop(), "hold_time", None)
     with hold() if hold is not None else nullcontext():
         return await anyio.to_thread.run_sync(func, *args)
 
 
 def create_exclusive(path: Path, *, mode: int = 0o644) -> BinaryIO:
-    """Create and open ``path`` for writing, failing if anything (even a link) is there:
-    ``O_EXCL`` (and ``O_NOFOLLOW`` where the system has it) so a planted link sends nothing.
-
-    Raises:
-        FileExistsError: If the name is taken.
-        OSError: If the file cannot be created.
-    """
+    """Create and open ``path`` for writing; ``FileExistsError`` if anything (even a link) is
+    there, so a planted link redirects nothing."""
     fd = os.open(path, _FLAGS, mode)
     try:
         return os.fdopen(fd, "wb")
@@ -47,8 +39,7 @@ def create_exclusive(path: Path, *, mode: int = 0o644) -> BinaryIO:
 
 
 def create_temp(target: Path, *, mode: int = 0o644) -> tuple[Path, BinaryIO]:
-    """A new hidden ``.<name>.<8 hex>.part`` next to ``target``, open for writing, with
-    permission bits ``mode``."""
+    """A new hidden ``.<name>.<8 hex>.part`` next to ``target``, open for writing."""
     for _ in range(8):
         path = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
         try:
@@ -58,23 +49,21 @@ def create_temp(target: Path, *, mode: int = 0o644) -> tuple[Path, BinaryIO]:
     raise FileExistsError(f"no free temporary name next to {target}")
 
 
-TASK_LOG_SIZE = 32 * 1024
-"""Bytes set aside for :class:`TaskLog` (about 500 task ids)."""
+TASK_LOG_SIZE = 32 * 1024  # about 500 task ids
 
 
 class TaskLog:
     """Paid task ids kept beside a journal that could not take them (a full disk, a quota).
 
-    The file (its owner's only, never followed if a link) is filled to :data:`TASK_LOG_SIZE`
-    bytes *before* anything is paid, then overwritten in place, so it needs no new space when
-    the disk has none left. Each line is ``key task_id``; NUL bytes end it.
+    The file's blocks are allocated before anything is paid and then overwritten in place, so
+    it needs no new space when the disk has none. Lines are ``key task_id``; NUL bytes end it.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def reserve(self) -> None:
-        """Create the file if needed with its bytes allocated (``OSError`` if it cannot be)."""
+        """Create the file with its bytes allocated (``OSError`` if it cannot be)."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
             size = os.fstat(fd).st_size
@@ -102,11 +91,7 @@ class TaskLog:
         return kept
 
     def write(self, tasks: dict[str, str]) -> int:
-        """Keep ``tasks`` (key: task id) in place of what was kept; return how many fit.
-
-        Raises:
-            OSError: If the file cannot be written (never reserved, or gone).
-        """
+        """Keep ``tasks`` (key: task id) in place of what was kept; return how many fit."""
         lines = b""
         kept = 0
         for key, task_id in tasks.items():

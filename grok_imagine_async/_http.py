@@ -1,11 +1,6 @@
-"""The HTTP library (httpx2 when installed, else httpx; one family per client), and bodies
-read within a bound.
-
-``lib`` is the default family, chosen as Starlette's test client does; a client passed in is
-used as it is, but :func:`check_client` refuses one that mixes families. The two families'
-exceptions are distinct classes, so the tuples below hold both. No ``sys.modules`` alias: a
-process may use both. Type checkers see httpx (the API is the same).
-"""
+"""The HTTP library (httpx2 if installed, else httpx: ``lib``; a given client keeps its own,
+unmixed), exception tuples holding both families' classes, and bodies read within a bound.
+Type checkers see httpx (the API is the same)."""
 
 from __future__ import annotations
 
@@ -43,24 +38,22 @@ def _each(name: str) -> tuple[type[Any], ...]:
 
 
 # Typed as httpx's classes: ``except`` clauses then give ``exc`` its attributes.
-ConnectErrors = cast(
+ConnectErrors = cast(  # the request provably never reached the server
     "tuple[type[httpx.TransportError], ...]",
     _each("ConnectError") + _each("ConnectTimeout") + _each("PoolTimeout"),
 )
-"""The request provably never reached the server."""
-RequestErrors = cast(
+RequestErrors = cast(  # the request could not be written (nothing was sent)
     "tuple[type[httpx.TransportError], ...]",
     _each("UnsupportedProtocol") + _each("LocalProtocolError"),
 )
-"""The request could not be written (nothing was sent)."""
 TransportError = cast("tuple[type[httpx.TransportError], ...]", _each("TransportError"))
 TimeoutException = cast("tuple[type[httpx.TimeoutException], ...]", _each("TimeoutException"))
 DecodingError = cast("tuple[type[httpx.DecodingError], ...]", _each("DecodingError"))
 HTTPStatusError = cast("tuple[type[httpx.HTTPStatusError], ...]", _each("HTTPStatusError"))
 HTTPError = cast("tuple[type[httpx.HTTPError], ...]", _each("HTTPError"))
 InvalidURL = cast("tuple[type[httpx.InvalidURL], ...]", _each("InvalidURL"))
+# What parsing or joining a malformed URL may raise.
 BadURL: tuple[type[Exception], ...] = (*InvalidURL, ValueError, TypeError, AttributeError)
-"""What parsing or joining a malformed URL may raise."""
 
 if TYPE_CHECKING:
     AnyFamilyTransport = httpx.AsyncBaseTransport
@@ -71,8 +64,7 @@ else:
 
 
 def family_of(obj: object, kind: str = "AsyncClient") -> ModuleType | None:
-    """The library whose ``kind`` class ``obj`` is an instance of (None: neither; both: the
-    default)."""
+    """The library whose ``kind`` class ``obj`` is an instance of, or None."""
     for family in FAMILIES:
         if isinstance(obj, getattr(family, kind)):
             return family
@@ -108,9 +100,8 @@ def check_client(client: object) -> ModuleType:
 
 
 def new_client(family: ModuleType, *, timeout: Any, headers: dict[str, str]) -> httpx.AsyncClient:
-    """The ``AsyncClient`` of ``family`` a client builds for itself, with httpx's default pool
-    (keeping all 50 connections alive costs httpcore 1 twice the CPU: ``benchmarks/README.md``).
-    """
+    """The ``AsyncClient`` a client builds for itself, with httpx's default pool (keeping 50
+    connections alive costs httpcore twice the CPU: ``benchmarks/README.md``)."""
     headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}  # what read_bounded can inflate
     client = family.AsyncClient(timeout=timeout_in(family, timeout), headers=headers)
     return cast("httpx.AsyncClient", client)
@@ -131,10 +122,9 @@ def timeout_in(family: ModuleType, timeout: Any) -> Any:
     )
 
 
-# httpx decodes a whole network chunk at once, so a small gzip chunk can grow into hundreds of
-# megabytes before a size check sees it: here each raw chunk is inflated at most to the room left.
+# httpx inflates a whole network chunk at once (a small gzip chunk can grow to hundreds of MB):
+# we inflate each raw chunk at most to the room left, for these encodings only.
 ACCEPT_ENCODING = "gzip, deflate"
-"""What we ask servers for: the encodings :func:`iter_bounded` can inflate with a bound."""
 
 
 class BodyTooLarge(Exception):
@@ -196,25 +186,17 @@ async def iter_bounded(response: httpx.Response, *, limit: int) -> AsyncIterator
         httpx.TransportError: If the connection fails while reading (of either family).
     """
     if response.is_stream_consumed:  # built already read (an in-memory transport)
-        if content := _check_read(response, limit):
-            yield content
+        if len(response.content) > limit:
+            raise BodyTooLarge(limit)
+        if response.content:
+            yield response.content
         return
     decoder = _Decoder(response, limit)
     async for raw in response.aiter_raw():
-        chunk = decoder.feed(raw)
-        if chunk:
+        if chunk := decoder.feed(raw):
             yield chunk
 
 
 async def read_bounded(response: httpx.Response, *, limit: int) -> bytes:
     """The whole decoded body of a streamed ``response``, as :func:`iter_bounded` reads it."""
-    if response.is_stream_consumed:
-        return _check_read(response, limit)
-    decoder = _Decoder(response, limit)
-    return b"".join([decoder.feed(raw) async for raw in response.aiter_raw()])
-
-
-def _check_read(response: httpx.Response, limit: int) -> bytes:
-    if len(response.content) > limit:
-        raise BodyTooLarge(limit)
-    return response.content
+    return b"".join([chunk async for chunk in iter_bounded(response, limit=limit)])

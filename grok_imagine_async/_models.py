@@ -1,7 +1,6 @@
 """Typed values exchanged with the API: requests, tasks, statuses, failure classes (rule 6).
 
-The bottom of the package (it imports nothing of ours), so the root of the exception tree and
-the :class:`InvalidRequestError` that :class:`GenerationRequest` raises are defined here too.
+The bottom of the package, so the exception tree's root and InvalidRequestError live here too.
 """
 
 from __future__ import annotations
@@ -14,23 +13,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CREDITS_PER_GENERATION = 40
-"""What one generation costs: 40 credits (about 0.40 USD), as the provider documents."""
-
-KNOWN_MODES: frozenset[str] = frozenset({"fun", "normal", "spicy"})
-"""Modes the provider documents; others need ``allow_unlisted=True``."""
-
-KNOWN_RATIOS: frozenset[str] = frozenset({"2:3", "3:2", "1:1"})
-"""Aspect ratios the provider documents; ``16:9``/``9:16`` need ``allow_unlisted=True``."""
+CREDITS_PER_GENERATION = 40  # about 0.40 USD, as the provider documents
+KNOWN_MODES = frozenset({"fun", "normal", "spicy"})  # others need allow_unlisted=True
+KNOWN_RATIOS = frozenset({"2:3", "3:2", "1:1"})
 
 _RATIO_SHAPE = re.compile(r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$")
 _MODE_SHAPE = re.compile(r"^[a-z0-9_-]{1,32}$")
@@ -40,8 +27,8 @@ class GrokImagineError(Exception):
     """Raised when anything in this library fails; the root of the tree.
 
     Attributes:
-        pending_tasks: Set when this error stopped a scheduler: the paid jobs whose end it
-            did not record, as ``{key: task_id}`` (also logged; a journal resumes them).
+        pending_tasks: If it stopped a scheduler: the paid jobs whose end was not recorded, as
+            ``{key: task_id}`` (also logged; a journal resumes them).
     """
 
     pending_tasks: Mapping[str, str] = MappingProxyType({})
@@ -81,14 +68,13 @@ class GenerationRequest(BaseModel):
         prompt: What to generate. Must contain non-whitespace text.
         mode: ``"fun"``, ``"normal"`` (default) or ``"spicy"``.
         ratio: ``"1:1"`` (default), ``"2:3"`` or ``"3:2"``.
-        images: Optional http(s) URLs of source images (image-to-video). A single string is
-            taken as a one-element list. Not allowed with ``mode="spicy"``.
-        allow_unlisted: Let modes and ratios the provider does not document through (resellers
-            of the same model accept ``16:9`` and ``9:16``). They must still be well-formed.
+        images: Optional http(s) URLs of source images (image-to-video; a string is one URL).
+            Not allowed with ``mode="spicy"``.
+        allow_unlisted: Send well-formed modes and ratios the provider does not document
+            (resellers of the same model accept ``16:9`` and ``9:16``).
 
     Raises:
-        InvalidRequestError: (a ``ValueError``) naming every invalid field at once, in
-            ``problems``.
+        InvalidRequestError: (a ``ValueError``) naming every invalid field in ``problems``.
 
     Example:
         >>> GenerationRequest(prompt="a red fox in snow", ratio="2:3").payload()
@@ -103,7 +89,7 @@ class GenerationRequest(BaseModel):
     images: tuple[str, ...] | None = None
     allow_unlisted: bool = Field(default=False, exclude=True)
 
-    if not TYPE_CHECKING:  # type checkers keep the pydantic plugin's signature, field by field
+    if not TYPE_CHECKING:  # type checkers keep the pydantic plugin's signature
 
         def __init__(self, /, **fields: Any) -> None:
             try:
@@ -213,8 +199,7 @@ class FailureClass(str, enum.Enum):
     BUDGET_EXCEEDED = "budget_exceeded"
     """Not started: it could have taken spending past the credit budget."""
     NOT_SUBMITTED = "not_submitted"
-    """Not started: the batch stopped on systematic refusals or an unreachable server; a
-    rerun submits it."""
+    """Not started: the batch stopped on systematic refusals or an unreachable server."""
 
 
 class Task(BaseModel):
@@ -276,11 +261,7 @@ def classify_error_message(message: str | None) -> FailureClass:
 
 
 def classify_failure(task: Task) -> FailureClass | None:
-    """Why ``task`` failed, or None if it succeeded or has not finished.
-
-    A task that says "completed" but carries no video URL is a failure of its own kind
-    (``NO_RESULT``, rule 3).
-    """
+    """Why ``task`` failed (``NO_RESULT``: "completed" with no video), or None if it did not."""
     if task.status is TaskStatus.COMPLETED:
         return None if task.videos else FailureClass.NO_RESULT
     if task.status is TaskStatus.FAILED:

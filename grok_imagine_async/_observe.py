@@ -1,6 +1,5 @@
-"""The instrumentation seam (no OpenTelemetry here): the sender hands an :class:`Observer` a
-frozen :class:`RequestAttempt` per request, the scheduler every ``JobEvent``; :func:`job_scope`
-ties a request to its job. With no observer nothing is timed or built."""
+"""The instrumentation seam: an :class:`Observer` gets a :class:`RequestAttempt` per request and
+every ``JobEvent``; :func:`job_scope` ties a request to its job. No observer: no cost."""
 
 from __future__ import annotations
 
@@ -33,9 +32,7 @@ _CURRENT_JOB: contextvars.ContextVar[JobScope | None] = contextvars.ContextVar(
 )
 
 
-class _Scope:
-    """Sets the current job for the block (cheaper than a generator-based manager)."""
-
+class _Scope:  # cheaper than a generator-based context manager
     __slots__ = ("_scope", "_token")
 
     def __init__(self, owner: object, key: str) -> None:
@@ -52,14 +49,8 @@ _OFF: AbstractContextManager[None] = nullcontext()
 
 
 def job_scope(observer: Observer | None, owner: object, key: str) -> AbstractContextManager[None]:
-    """Mark the requests sent inside the block as made for job ``key`` of ``owner`` (with no
-    ``observer``, a shared do-nothing block)."""
+    """Mark the requests sent inside the block as made for job ``key`` of ``owner``."""
     return _OFF if observer is None else _Scope(owner, key)
-
-
-def current_job() -> JobScope | None:
-    """The job the current request is sent for, if a scheduler said so."""
-    return _CURRENT_JOB.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +63,11 @@ class RequestAttempt:
         path: The endpoint path (``/v1/generate``, ``/v1/status``): a low-cardinality name.
         resend_count: 0 for the first send of a call, 1 for its first retry...
         status_code: The HTTP status of the answer, None if none arrived.
-        error_type: Why the attempt failed (the status code as text, or our exception's class
-            name such as ``"APITimeoutError"``), None if it succeeded.
-        started_at: Clock time the request was sent (after its rate-limit permit and, for a
-            scheduler's POST, its journal intent).
-        duration: Seconds from sending to the end of reading the answer (or the failure).
-        permit_wait: Seconds from the start of the attempt to sending: the wait for the
-            rate-limit permit (and the journal's write).
+        error_type: Why it failed (the status code as text, or our exception's class name such
+            as ``"APITimeoutError"``), None if it succeeded.
+        started_at: Clock time the request was sent (after its permit).
+        duration: Seconds from sending to the end of the answer (or the failure).
+        permit_wait: Seconds waited for the rate-limit permit (and a journal's write).
         remaining: ``X-RateLimit-Remaining`` of the answer, if it carried one.
         task_id: The task a status read asked about, if any.
         job: The scheduler job the request was sent for, if any.
@@ -121,7 +110,6 @@ class AttemptProbe:
             path=self.path,
             resend_count=self.resend_count,
             status_code=self.status_code,
-            # As the HTTP conventions say: the status code (the body's, if it carried the error).
             error_type=None
             if error is None
             else str(error.status_code)
@@ -132,15 +120,14 @@ class AttemptProbe:
             permit_wait=sent_at - self.created_at,
             remaining=self.remaining,
             task_id=self.task_id,
-            job=current_job(),
+            job=_CURRENT_JOB.get(),
         )
 
 
 class Observer(Protocol):
     """Receives what the client and its schedulers do; must return quickly and never raise.
 
-    :class:`grok_imagine_async.otel.Telemetry` implements it with OpenTelemetry; any object
-    with these two methods can be passed as ``AsyncGrokImagine(telemetry=...)``.
+    ``otel.Telemetry`` is one; pass any as ``AsyncGrokImagine(telemetry=...)``.
     """
 
     def on_request(self, attempt: RequestAttempt) -> None:

@@ -1,6 +1,5 @@
-"""How far a generation is, estimated (the API reports none): ``1 - 0.5 ** (t / m)`` for a task
-created ``t`` seconds ago and a learnt median ``m``, below 1 until it is known to be finished;
-the one estimate of ``generate_and_wait``, ``generate_many`` and :attr:`Job.progress`."""
+"""How far a generation is, estimated (the API reports none): ``1 - 0.5 ** (t / median)``,
+below 1 until it is known to be finished; the one estimate of the client and the schedulers."""
 
 from __future__ import annotations
 
@@ -10,32 +9,25 @@ from collections.abc import Callable
 
 logger = logging.getLogger("grok_imagine_async")
 
-ProgressHook = Callable[[str, float | None], None]
-"""``on_progress(id, progress)``: a task id (or a batch's job key) and its estimate, 0 to 1."""
+ProgressHook = Callable[[str, float | None], None]  # (task id or job key, estimate 0 to 1)
 
 _BELOW_DONE = 0.99  # only a finished task shows 1
 
 
 def estimated_progress(elapsed: float, median: float) -> float:
-    """The share of a generation done after ``elapsed`` seconds, if half take ``median``.
-
-    Example:
-        >>> estimated_progress(30.0, 30.0)
-        0.5
-    """
+    """The share of a generation done after ``elapsed`` seconds, if half take ``median``."""
     share = 1.0 - math.pow(0.5, max(0.0, elapsed) / max(median, 1e-9))
     return round(min(_BELOW_DONE, share), 3)
 
 
 class Progress:
-    """One generation's progress as shown to someone: it never goes back (not when the learnt
-    median grows, nor when a resubmitted job's new task starts from nothing)."""
+    """One generation's shown progress: it never goes back (when the median grows, or when a
+    resubmitted job's new task starts from nothing)."""
 
     __slots__ = ("value",)
 
     def __init__(self) -> None:
-        self.value = 0.0
-        """The highest estimate given so far."""
+        self.value = 0.0  # the highest estimate given so far
 
     def running(self, elapsed: float | None, median: float) -> float | None:
         """The estimate for a task created ``elapsed`` seconds ago (None: age unknown)."""
@@ -51,8 +43,8 @@ class Progress:
 
 
 def report_progress(hook: ProgressHook | None, key: str, value: float | None) -> None:
-    """Call ``hook(key, value)``; a hook that raises is logged: a progress bar's bug must not
-    end a wait (and lose its task id) or a batch."""
+    """Call ``hook(key, value)``, logging what it raises: a progress bar's bug must not end a
+    wait (and lose its task id) or a batch."""
     if hook is None:
         return
     try:

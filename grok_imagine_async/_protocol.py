@@ -23,8 +23,6 @@ from ._errors import (
 )
 from ._http import BadURL, lib
 from ._models import Task, TaskStatus
-from ._models import classify_error_message as classify_error_message
-from ._models import classify_failure as classify_failure
 
 logger = logging.getLogger("grok_imagine_async")
 
@@ -44,12 +42,9 @@ _STATUSES = {  # rule 2's spellings, after lower-casing and "-"/" " to "_"
         ("processing", "running", "generating", "in_progress", "started"), TaskStatus.PROCESSING
     ),
 }
-MAX_UNKNOWN_REMEMBERED = 100
-"""Unknown statuses remembered (so logged once) per process, the least recent forgotten first:
-a server inventing a new status per answer cannot grow the memo."""
+MAX_UNKNOWN_REMEMBERED = 100  # unknown statuses logged once: a bounded LRU memo per process
 _unknown_seen: OrderedDict[str, None] = OrderedDict()
-MAX_INT = 10**15
-"""Numbers beyond this (credits, codes) are not believable and read as missing."""
+MAX_INT = 10**15  # numbers beyond this (credits, codes) are not believable: read as missing
 
 
 def normalize_status(raw: object) -> TaskStatus:
@@ -122,10 +117,8 @@ def _as_urls(value: object, *, task_id: str) -> tuple[str, ...]:
 
 
 _CONTROL_OR_SPACE = re.compile("[\x00-\x20\x7f]")
-# An http(s) URL whose host is ASCII letters, digits, dots and hyphens with a letter (so no
-# IPv4 to check), an optional port, and printable ASCII after: every such URL parses in httpx
-# and httpx2 (tests/client/test_protocol.py), and telling so costs a fortieth of parsing it. The
-# host's first letter ends ``[0-9.-]*``: no backtracking, whatever a hostile answer holds.
+# A plain http(s) URL (a host with a letter, so no IPv4 to check; printable ASCII) parses in
+# httpx and httpx2 alike, and matching costs a fortieth of parsing; no backtracking possible.
 _PLAIN_HTTP_URL = re.compile(
     r"(?i)https?://[0-9.-]*[a-z][a-z0-9.-]*(?::[0-9]{1,5})?(?:[/?#][!-~]*)?"
 )
@@ -203,15 +196,6 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
 }
 
 
-def status_error_class(code: int) -> type[APIStatusError]:
-    """The exception class for an error ``code`` (HTTP status or body code)."""
-    if code in _STATUS_CLASSES:
-        return _STATUS_CLASSES[code]
-    if code >= 500:
-        return ServerError
-    return APIStatusError
-
-
 def find_error(
     http_status: int,
     body: Any,
@@ -220,17 +204,8 @@ def find_error(
     method: str | None = None,
     path: str | None = None,
 ) -> APIStatusError | None:
-    """The error an answer carries, or None if it is a success (rule 1).
-
-    An answer is an error if its HTTP status is not 2xx *or* its JSON body's ``code`` is
-    present and not 200. ``message`` and ``error`` are read from the body in both cases.
-
-    Args:
-        http_status: The HTTP status code.
-        body: The decoded JSON body, or the raw text when it was not JSON.
-        retry_after: Seconds to wait, as read from the headers, carried on the error.
-        method: The request's method, for the error's context.
-        path: The request's path, for the error's context.
+    """The error an answer carries (a non-2xx status, or a body ``code`` present and not 200),
+    or None if it is a success (rule 1). ``body`` is the decoded JSON, or the raw text.
 
     Raises:
         APIResponseValidationError: If a 2xx answer's ``code`` is present but unreadable.
@@ -257,7 +232,8 @@ def find_error(
         message = body.strip()[:200]
     if message is None:
         message = f"HTTP {http_status}" if not http_ok else f"error code {code} in a 200 answer"
-    return status_error_class(code)(
+    kind = _STATUS_CLASSES.get(code, ServerError if code >= 500 else APIStatusError)
+    return kind(
         message,
         status_code=code,
         http_status=http_status,
@@ -270,10 +246,8 @@ def find_error(
 
 
 def has_error_body(body: Any) -> bool:
-    """True if ``body`` is a JSON error object (it names an ``error`` or a non-200 ``code``).
-
-    A POST answered like this provably did not start a task, so it may be retried (rule 5).
-    """
+    """True if ``body`` names an ``error`` or a non-200 ``code``: a POST answered so provably
+    started no task, so it may be retried (rule 5)."""
     if not isinstance(body, dict):
         return False
     code = _as_int(body.get("code"))

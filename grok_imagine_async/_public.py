@@ -10,11 +10,8 @@ from typing import Any
 
 
 def set_module(namespace: Mapping[str, Any], names: Iterable[str]) -> None:
-    """Give each class and function of ``names`` the ``__module__`` of ``namespace``, so reprs,
-    tracebacks, pickle and the docs name the public module (constants and aliases are left).
-
-    A class's string annotations are evaluated first, where the names they use are defined.
-    """
+    """Give the classes and functions of ``names`` the ``__module__`` of ``namespace`` (reprs,
+    pickle and docs name the public module), their string annotations evaluated first."""
     module = namespace["__name__"]
     for name in names:
         value = namespace[name]

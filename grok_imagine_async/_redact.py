@@ -10,11 +10,8 @@ from typing import Any
 from ._errors import ConfigurationError
 
 REDACTED = "***"
-MIN_REDACTED = 8
-"""Secrets shorter than this are not searched for: "t" would turn every word into "***"
-(and every JSON key); real tokens are dozens of characters long."""
-MAX_DEPTH = 32
-"""Deepest JSON nesting accepted in an answer (real answers nest 3 deep)."""
+MIN_REDACTED = 8  # shorter secrets (a test's "t") are not searched for: real tokens are long
+MAX_DEPTH = 32  # deepest JSON nesting accepted in an answer (real answers nest 3 deep)
 
 # RFC 6750's b64token: what a bearer token may hold. Nothing else can reach a header, and
 # nothing in it is changed by repr() or JSON escaping, so redacting its plain text suffices.
@@ -22,11 +19,11 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 def check_token(token: str) -> str:
-    """``token`` without surrounding whitespace, if it is a valid bearer token.
+    """``token`` stripped, if it is a valid bearer token.
 
     Raises:
-        ConfigurationError: If it holds a character a bearer token cannot hold (a newline, a
-            space, a non-ASCII letter). The message never contains the token.
+        ConfigurationError: If it holds a character a bearer token cannot hold (the message
+            never contains the token).
     """
     token = token.strip()
     if not _TOKEN.fullmatch(token):
@@ -39,12 +36,8 @@ def check_token(token: str) -> str:
 
 
 class Redactor:
-    """Replaces a secret in text and decoded JSON, before anything is truncated or shown.
-
-    Args:
-        secret: The text to hide (the API token); one shorter than :data:`MIN_REDACTED`
-            characters is left alone (a test token such as ``"t"`` is no secret).
-    """
+    """Replaces a secret (the API token) in text and decoded JSON, before anything is cut or
+    shown."""
 
     def __init__(self, secret: str) -> None:
         self._secret = secret if len(secret) >= MIN_REDACTED else ""
@@ -59,9 +52,8 @@ class Redactor:
         return text if limit is None else text[:limit]
 
     def loads(self, text: str) -> Any:
-        """The JSON in ``text``, decoded, with the secret replaced (:meth:`data`), skipping
-        the walk when it cannot change anything: no escape and no secret in ``text``, and
-        fewer brackets than :data:`MAX_DEPTH`.
+        """The JSON in ``text``, decoded, with the secret replaced (the walk skipped when it
+        cannot change anything).
 
         Raises:
             ValueError: If ``text`` is not JSON or nests deeper than :data:`MAX_DEPTH`.
@@ -93,8 +85,7 @@ class Redactor:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with the password of its userinfo (``scheme://user:password@host``) replaced;
-    userinfo without a colon (``scheme://secret@host``) is replaced whole.
+    """``url`` with the password of its userinfo replaced (userinfo with no colon: all of it).
 
     Example:
         >>> redact_url("redis://:hunter2@cache:6379/0")

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 from ._backoff import PollPolicy, RetryPolicy
 from ._errors import ConfigurationError
 from ._limiting.plans import Plan, RateLimit, resolve_rate_limit
-from ._observe import Observer
 from ._redact import check_token
 from ._scheduling.breaker import BreakerPolicy
 
@@ -21,13 +20,9 @@ ENV_API_KEY = "GROK_IMAGINE_API_KEY"
 ENV_BASE_URL = "GROK_IMAGINE_BASE_URL"
 ENV_PLAN = "GROK_IMAGINE_PLAN"
 ENV_TIME_SCALE = "GROK_IMAGINE_TIME_SCALE"
-ENV_REDIS_PASSWORD = "GROK_IMAGINE_REDIS_PASSWORD"
-"""The Redis password, for a ``redis://`` URL (``--redis-url``, ``--journal``) that names none."""
-DEFAULT_EXPECTED_DURATION = 30.0
-"""The real service's typical generation time, in seconds (10 to 60 s, sometimes minutes)."""
-
-DEFAULT_MAX_PROMPT_CHARS = 5_000
-"""Resellers of the same model accept 5,000 characters: a longer prompt is most likely a mistake."""
+ENV_REDIS_PASSWORD = "GROK_IMAGINE_REDIS_PASSWORD"  # for a redis:// URL that names none
+DEFAULT_EXPECTED_DURATION = 30.0  # the real service's typical generation time (10 to 60 s)
+DEFAULT_MAX_PROMPT_CHARS = 5_000  # what resellers of the model accept: longer is a mistake
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,16 +30,14 @@ class Limits:
     """Bounds that keep a misbehaving (or hostile) server from exhausting memory, disk or time.
 
     Args:
-        max_answer_bytes: The most an API answer may hold once decompressed (default 1 MiB;
-            real answers are well under 10 KB). A longer answer is refused unread.
-        max_video_bytes: The most one downloaded video may hold (default 1 GiB). A longer
+        max_answer_bytes: The most an API answer may hold, decompressed (default 1 MiB).
+        max_video_bytes: The most one downloaded video may hold (default 1 GiB); a longer
             download is stopped and its partial file deleted.
-        max_prompt_chars: The longest prompt sent (default 5,000 characters). A longer one
-            raises :class:`InvalidRequestError` before anything is sent or paid.
-        max_request_time: The most one API request may take, from sending it to the last
-            byte of its answer (default 120 s), even from a server trickling its bytes. A
-            submission that reaches it is ambiguous (its task may exist).
-        max_redirects: Redirects a download follows (default 5; 0 refuses every redirect).
+        max_prompt_chars: The longest prompt sent (default 5,000); a longer one raises
+            :class:`InvalidRequestError` before anything is paid.
+        max_request_time: The most one API request may take to its answer's last byte
+            (default 120 s); a submission that reaches it is ambiguous.
+        max_redirects: Redirects a download follows (default 5; 0: none).
 
     Raises:
         ValueError: If a bound is not positive (``max_redirects`` may be 0).
@@ -73,11 +66,12 @@ class Limits:
 
 def prompt_problem(prompt: str, limits: Limits) -> str | None:
     """Why ``limits`` refuse ``prompt``, or None: one rule for the client and the input check."""
-    longest = limits.max_prompt_chars
-    if len(prompt) > longest:
-        many = f"the prompt has {len(prompt)} characters, more than {longest}"
-        return f"{many} (Limits.max_prompt_chars)"
-    return None
+    if len(prompt) <= limits.max_prompt_chars:
+        return None
+    return (
+        f"the prompt has {len(prompt)} characters, more than {limits.max_prompt_chars} "
+        "(Limits.max_prompt_chars)"
+    )
 
 
 # The real service's defaults (frozen values: one instance serves every Settings).
@@ -89,24 +83,20 @@ _LIMITS, _BREAKER = Limits(), BreakerPolicy()
 class Settings:
     """What a client keeps to, resolved once: token, server, quota, policies, expectations.
 
-    Build it with :meth:`from_env` (arguments first, then ``GROK_IMAGINE_*``), or directly.
-    Every duration is in the server's seconds (:meth:`from_env` scales for an emulator).
+    Build it with :meth:`from_env` (arguments, then ``GROK_IMAGINE_*``) or directly.
 
     Args:
         api_key: The bearer token (never shown in the repr).
         base_url: The API root.
-        rate_limit: The quota of the client's default limiter (a given ``limiter`` keeps its
-            own).
+        rate_limit: The quota of the client's default limiter.
         retry: The retry backoff schedule.
         poll: The poll schedule of ``wait()``, and of a scheduler while the quota is idle.
-        limits: Bounds on answer and video sizes, prompt length, request time, redirects.
-        breaker: When a scheduler pauses on an outage or stops on systematic refusals
-            (None: never).
+        limits: Bounds on sizes, prompt length, request time, redirects.
+        breaker: When a scheduler pauses on an outage or stops on refusals (None: never).
         expected_duration: The median generation time assumed before any was seen, seconds.
 
     Raises:
-        ConfigurationError: If the token or the URL is invalid, or a value is of the wrong
-            type or not positive.
+        ConfigurationError: If the token or URL is invalid, or a value has the wrong type.
 
     Example:
         >>> settings = Settings.from_env(api_key="sk-test", plan="pro", time_scale=10)
@@ -163,20 +153,16 @@ class Settings:
         Args:
             api_key: The token; else ``$GROK_IMAGINE_API_KEY``.
             base_url: The API root; else ``$GROK_IMAGINE_BASE_URL``; else the real service.
-            plan: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan`, a
-                :class:`RateLimit` or a quota as text (``"100/6s"``, ``"2000/min"``); else
-                ``$GROK_IMAGINE_PLAN``; else ``"free"``.
+            plan: As ``AsyncGrokImagine(plan=)``; else ``$GROK_IMAGINE_PLAN``; else ``"free"``.
             retry: The retry schedule (default: :class:`RetryPolicy`'s, scaled).
             poll: The poll schedule (default: :class:`PollPolicy`'s, scaled).
             limits: Size and time bounds (default: :class:`Limits`').
-            time_scale: How many times faster than real time the server runs (an emulator's
-                ``--time-scale``); else ``$GROK_IMAGINE_TIME_SCALE``; else 1. It divides the
-                real service's defaults (a plan's window, the retry, poll and breaker waits,
-                the expected duration), not what is given explicitly.
+            time_scale: How many times faster than real time the server runs (an emulator's);
+                else ``$GROK_IMAGINE_TIME_SCALE``; else 1. It divides the defaults' durations
+                (a plan's window, retry, poll and breaker waits), not given values.
 
         Raises:
-            ConfigurationError: If no token is found, or a value is invalid (the message
-                never shows the token).
+            ConfigurationError: If no token is found, or a value is invalid.
         """
         key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
         if key is None or not key.strip():
@@ -241,16 +227,3 @@ def user_agent() -> str:
     from ._version import __version__
 
     return f"grok-imagine-async/{__version__}"
-
-
-def observer_for(telemetry: bool | Observer | None) -> Observer | None:
-    """What ``telemetry=`` asks for: nothing, the OpenTelemetry observer, or the one given."""
-    if telemetry is None or telemetry is False:
-        return None
-    if telemetry is True:
-        try:
-            from .otel import Telemetry
-        except ImportError as exc:
-            raise ConfigurationError(str(exc)) from None
-        return Telemetry()
-    return telemetry

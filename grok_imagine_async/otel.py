@@ -1,24 +1,14 @@
 """OpenTelemetry traces and metrics for the client and its schedulers (the ``otel`` extra).
 
-Turn it on with one argument::
-
-    client = AsyncGrokImagine(telemetry=True)  # the global tracer and meter providers
-
-or pass providers explicitly (tests, several pipelines in one process)::
-
-    from grok_imagine_async.otel import Telemetry
-
-    client = AsyncGrokImagine(telemetry=Telemetry(tracer_provider=tp, meter_provider=mp))
-
-Only ``opentelemetry-api`` is required; the SDK and exporters are yours to choose. The names
-of every span, attribute and instrument are in the README's "Observability" section and in
-:mod:`grok_imagine_async._telemetry.names`.
+``AsyncGrokImagine(telemetry=True)`` uses the global providers; pass
+``telemetry=Telemetry(tracer_provider=tp, meter_provider=mp)`` to choose them. The names of the
+spans, attributes and instruments are in the observability guide.
 """
 
 from __future__ import annotations
 
 try:
-    import opentelemetry.trace  # noqa: F401  (the API is installed, or say which extra)
+    import opentelemetry.trace  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "grok_imagine_async.otel needs the OpenTelemetry API: "

@@ -127,8 +127,11 @@ def test_every_exception_descends_from_the_root_and_says_when_raised() -> None:
         "ProviderDownError": "grok_imagine_async.fastapi",
         "RedisUnavailableError": "grok_imagine_async.redis",
     }
-    for name in _errors.__all__:
-        cls = getattr(_errors, name)
+    errors = {
+        n: c for n, c in vars(_errors).items() if isinstance(c, type) and issubclass(c, Exception)
+    }
+    assert len(errors) == 24
+    for name, cls in errors.items():
         assert issubclass(cls, grok_imagine_async.GrokImagineError)
         assert "Raised when" in (cls.__doc__ or "") or "Raised on" in (cls.__doc__ or ""), name
         home = homes.get(name, "grok_imagine_async")

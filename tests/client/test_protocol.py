@@ -18,9 +18,9 @@ from grok_imagine_async import (
     TaskStatus,
     _http,
 )
+from grok_imagine_async._models import classify_error_message
 from grok_imagine_async._protocol import (
     _PLAIN_HTTP_URL,
-    classify_error_message,
     find_error,
     has_error_body,
     is_fetchable_url,
