@@ -4,7 +4,7 @@ Example:
     $ grok-imagine emulator --port 8000 --plan pro --time-scale 10 --fail-rate 0.1
 
 It prints the ``export`` lines (quota as text, time scale) that make an unmodified client
-follow it: see :func:`grok_imagine_async.testing.client_environment`.
+follow it: see :meth:`grok_imagine_async.testing.Emulator.environment`.
 """
 
 from __future__ import annotations
@@ -108,17 +108,18 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
 def run(args: argparse.Namespace) -> int:
     """Serve the emulator until interrupted; return the exit status."""
     try:
-        from ..testing import Emulator, client_environment
+        from ..testing import Emulator
         from ..testing._server import serve_forever
     except ImportError as exc:
         error("emulator", exc)
         return EXIT_FAILED
     config = build_config(args)
+    emulator = Emulator(config)
     limit = config.rate_limits()[args.token]
     counting = f"leaky bucket of {args.burst}" if args.window == "gcra" else f"{args.window} window"
 
     def announce(url: str) -> None:
-        exports = client_environment(config, url, token=args.token).items()
+        exports = emulator.environment(url, token=args.token).items()
         lines = [
             f"Grok Imagine emulator listening on {url}",
             f"  token: {args.token} (plan {args.plan}: {limit.requests} requests per "
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         serve_forever(
-            Emulator(config), host=args.host, port=args.port, log_level=args.log_level,
+            emulator, host=args.host, port=args.port, log_level=args.log_level,
             on_ready=announce,
         )  # fmt: skip
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown

@@ -9,7 +9,6 @@ from typing import Literal
 
 from .._clock import Clock
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
-from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
 from ._faults import FaultConfig
 
 
@@ -17,9 +16,8 @@ from ._faults import FaultConfig
 class Vocabulary:
     """The words the emulated server writes in ``status`` for each state of a task.
 
-    Named ones (see :meth:`named`): ``"default"`` (pending/processing/completed/failed),
-    ``"reseller"`` (waiting/generating/success/fail), ``"upper"``
-    (IN_QUEUE/IN_PROGRESS/COMPLETED/FAILED).
+    Named ones: ``"default"`` (pending/processing/completed/failed), ``"reseller"``
+    (waiting/generating/success/fail), ``"upper"`` (IN_QUEUE/IN_PROGRESS/COMPLETED/FAILED).
     """
 
     pending: str = "pending"
@@ -37,8 +35,7 @@ class Vocabulary:
         if isinstance(name, Vocabulary):
             return name
         if name not in _NAMED:
-            known = ", ".join(map(repr, _NAMED))
-            raise ValueError(f"unknown vocabulary {name!r}: expected one of {known}")
+            raise ValueError(f"unknown vocabulary {name!r}: expected one of {', '.join(_NAMED)}")
         return cls(*_NAMED[name])
 
     @staticmethod
@@ -59,30 +56,25 @@ class EmulatorConfig:
     """How the emulated Grok Imagine server behaves.
 
     Attributes:
-        tokens: Accepted bearer tokens and the quota of each: a plan name, a :class:`Plan`
-            (its requests per ``period``), or a :class:`RateLimit` or quota text such as
+        tokens: Accepted bearer tokens and the quota of each: a plan name or :class:`Plan`
+            (its requests per ``period``), or a :class:`RateLimit` or text such as
             ``"100/6s"`` (used as is).
-        period: Window length in seconds for plan quotas (60 like the real service; scale it
-            down so a test sees "100 requests per 3 s").
+        period: Window length in seconds for plan quotas (60 like the real service).
         window: How the quota is counted: a ``"sliding"`` or ``"fixed"`` window of ``period``
-            seconds, or ``"gcra"``, a leaky bucket (nginx ``limit_req``) refilled at the
-            quota's rate; its headers say what it holds and when it is full again.
-        burst: Requests the ``"gcra"`` bucket holds when full (1: none closer together than
-            the quota's interval).
+            seconds, or ``"gcra"``, a leaky bucket (nginx ``limit_req``).
+        burst: Requests the ``"gcra"`` bucket holds when full.
         reset_format: ``X-RateLimit-Reset`` as seconds until reset or as a Unix time.
-        count_refused: Whether 429'd requests also use up quota (default: they do not).
+        count_refused: Whether 429'd requests also use up quota.
         rate_limit_enabled: False admits everything (headers are still sent).
         duration_median: Median generation time in seconds (before ``time_scale``).
         duration_sigma: Spread of the lognormal generation time (0: always the median).
         time_scale: Divides generation times (10 makes a 30 s median take 3 s).
         queue_fraction: Part of a task's duration spent ``pending`` before ``processing``.
-        vocabulary: Status words: ``"default"``, ``"reseller"``, ``"upper"`` or a
-            :class:`Vocabulary`.
-        result_ttl: Seconds after completion (emulator clock, not divided by ``time_scale``)
-            until a task's video URLs answer 403, as an expired signed URL does (24 h, as
-            resellers report for the real service). None: never.
+        vocabulary: Status words: a :class:`Vocabulary` or its name.
+        result_ttl: Seconds after completion (not divided by ``time_scale``) until a task's
+            video URLs answer 403, as expired signed URLs do. None: never.
         faults: Random failure rates (see :class:`FaultConfig`).
-        seed: Seed of the one random generator behind durations, ids and faults (None: random).
+        seed: Seed of the one random generator behind durations, ids and faults.
         clock: Time source (None: the running event loop's clock, so virtual time works).
 
     Raises:
@@ -139,36 +131,3 @@ class EmulatorConfig:
             else:
                 limits[token] = RateLimit(resolve_rate_limit(plan).requests, self.period)
         return MappingProxyType(limits)
-
-    @property
-    def status_words(self) -> Vocabulary:
-        """:attr:`vocabulary` resolved to a :class:`Vocabulary`."""
-        return Vocabulary.named(self.vocabulary)
-
-
-def client_environment(
-    config: EmulatorConfig, url: str, *, token: str | None = None
-) -> Mapping[str, str]:
-    """The ``GROK_IMAGINE_*`` variables under which a default client matches an emulator:
-    its quota as text (``"100/6s"``) and its time scale, besides the URL and token.
-
-    Args:
-        config: The emulator's settings.
-        url: Where the emulator listens (``http://127.0.0.1:8000``).
-        token: Which of its tokens to use (default: the first).
-
-    Raises:
-        KeyError: If ``token`` is not one of the emulator's.
-
-    Example:
-        >>> env = client_environment(EmulatorConfig(time_scale=10, period=6), "http://h:1")
-        >>> env["GROK_IMAGINE_PLAN"], env["GROK_IMAGINE_TIME_SCALE"]
-        ('100/6s', '10')
-    """
-    chosen = token if token is not None else next(iter(config.tokens))
-    return {
-        ENV_BASE_URL: url,
-        ENV_API_KEY: chosen,
-        ENV_PLAN: config.rate_limits()[chosen].text,
-        ENV_TIME_SCALE: f"{config.time_scale:g}",
-    }

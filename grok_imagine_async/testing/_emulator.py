@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _http
-from ._config import EmulatorConfig, client_environment
+from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
+from ._config import EmulatorConfig
 from ._faults import Outage
 from ._quota import max_in_window
 from ._routes import Api
@@ -27,7 +28,7 @@ class Emulator:
     """An emulated Grok Imagine service: rate limits, task lifecycle, faults, inspection.
 
     Serve :attr:`app` with any ASGI server, or talk to it in process with :meth:`transport`
-    or :meth:`client`. State lives in the object: one emulator is one fresh server.
+    or :meth:`client`. One emulator is one fresh server.
 
     Args:
         config: How the server behaves (default: token ``"test-token"`` on the free plan,
@@ -45,33 +46,30 @@ class Emulator:
     """
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
-        self._config = config if config is not None else EmulatorConfig()
-        self._state = EmulatorState(self._config)
+        self._state = EmulatorState(config if config is not None else EmulatorConfig())
         self.app: DroppingStarlette = DroppingStarlette(routes=Api(self._state).routes())
         """The ASGI application (a Starlette app)."""
 
     @property
     def config(self) -> EmulatorConfig:
         """The settings this emulator runs with."""
-        return self._config
+        return self._state.config
 
     def transport(self) -> httpx.AsyncBaseTransport:
         """A transport reaching this emulator in process, for httpx2 and httpx clients alike.
 
         Unlike a bare ``ASGITransport``, a dropped connection raises ``RemoteProtocolError``
-        and a slow answer beyond the request's read timeout raises ``ReadTimeout`` (of the
-        client's library), as over a socket.
+        and an answer later than the read timeout raises ``ReadTimeout``, as over a socket.
         """
         return EmulatorTransport(self.app)
 
     def client(self, token: str | None = "test-token", **kwargs: Any) -> httpx.AsyncClient:
-        """An ``AsyncClient`` on :meth:`transport`, base URL ``http://emulator.local``.
-
-        Of httpx2 if it is installed, else of httpx (like a default ``AsyncGrokImagine``'s).
+        """An ``AsyncClient`` (httpx2's if installed, else httpx's) on :meth:`transport`.
 
         Args:
-            token: Sent as ``Authorization: Bearer <token>`` on every request (None: no header).
-            **kwargs: Passed to ``AsyncClient`` (``base_url``, ``timeout``...).
+            token: Sent as ``Authorization: Bearer <token>`` (None: no header).
+            **kwargs: Passed to ``AsyncClient`` (default ``base_url``:
+                ``http://emulator.local``).
         """
         headers = _http.lib.Headers(kwargs.pop("headers", None))
         if token is not None:
@@ -80,15 +78,28 @@ class Emulator:
         return _http.lib.AsyncClient(transport=self.transport(), headers=headers, **kwargs)
 
     def environment(self, url: str, *, token: str | None = None) -> Mapping[str, str]:
-        """The ``GROK_IMAGINE_*`` variables under which an unmodified client talks to this
-        emulator served at ``url`` (see :func:`serve_in_thread`) and keeps its pace; ``token``:
-        which accepted token (default: the first). See :func:`client_environment`."""
-        return client_environment(self._config, url, token=token)
+        """The ``GROK_IMAGINE_*`` variables under which a default client talks to this
+        emulator served at ``url`` and keeps its pace (quota as text, time scale).
+
+        Args:
+            url: Where the emulator listens (see :func:`serve_in_thread`).
+            token: Which of its tokens to use (default: the first).
+
+        Raises:
+            KeyError: If ``token`` is not one of the emulator's.
+        """
+        chosen = token if token is not None else next(iter(self.config.tokens))
+        return {
+            ENV_BASE_URL: url,
+            ENV_API_KEY: chosen,
+            ENV_PLAN: self.config.rate_limits()[chosen].text,
+            ENV_TIME_SCALE: f"{self.config.time_scale:g}",
+        }
 
     def outage(self, outage: Outage | None = None, *, on: bool = True) -> None:
         """Switch an outage on (every task created from now on fails as ``outage`` says,
-        by default with the provider's network error within 2 s) or, with ``on=False``, off.
-        Timed outages are :attr:`FaultConfig.outages`."""
+        by default :class:`Outage`'s) or, with ``on=False``, off. Timed outages are
+        :attr:`FaultConfig.outages`."""
         self._state.outage = (outage or Outage()) if on else None
 
     def statistics(self) -> EmulatorStatistics:
@@ -98,24 +109,19 @@ class Emulator:
     def request_times(
         self, token: str | None = None, *, admitted_only: bool = False
     ) -> list[float]:
-        """Clock times at which ``/v1/*`` requests of known tokens arrived, sorted.
-
-        Every request the rate limiter counted is here, 429'd ones included unless
-        ``admitted_only``; answers refused with 401 are not.
+        """Clock times of the ``/v1/*`` requests the rate limiter counted (not 401s), sorted.
 
         Args:
             token: One token's requests, or everyone's (None).
-            admitted_only: Keep only the requests within the quota.
+            admitted_only: Leave out the 429'd ones.
         """
         return self._state.request_times(token, admitted_only=admitted_only)
 
     def max_window_count(
         self, period: float, token: str | None = None, *, admitted_only: bool = False
     ) -> int:
-        """The most requests in any interval of ``period`` seconds (see :meth:`request_times`).
-
-        A client that respects a quota of N per ``period`` keeps this at N or below.
-        """
+        """The most :meth:`request_times` in any interval of ``period`` seconds: a client
+        that respects a quota of N per ``period`` keeps it at N or below."""
         return max_in_window(self.request_times(token, admitted_only=admitted_only), period)
 
     def task_ids(self) -> list[str]:
@@ -123,17 +129,20 @@ class Emulator:
         with self._state.lock:
             return list(self._state.tasks)
 
-    def save_tasks(self, path: str | os.PathLike[str]) -> None:
-        """Write every task to ``path`` (JSON, replaced atomically), for :meth:`load_tasks`.
+    def task_times(self, task_id: str) -> tuple[float, float] | None:
+        """When task ``task_id`` was created and when it reaches its final state (clock
+        times, like :meth:`request_times`), or None if there is no such task."""
+        task = self._state.task(task_id)
+        return None if task is None else (task.created_at, task.ends_at)
 
-        With it a demo or a test can stop the process and start another whose emulator still
-        has the tasks in flight: they go on generating in the meantime, on the wall clock.
-        Rate-limit windows and counters are not kept.
-        """
+    def save_tasks(self, path: str | os.PathLike[str]) -> None:
+        """Write every task to ``path`` (JSON, replaced atomically) for :meth:`load_tasks` in
+        another process, where they go on generating. Rate-limit windows and counters are
+        not kept."""
         state = self._state
         with state.lock:
             tasks = list(state.tasks.values())
-        # Creation times as Unix times: the other process's monotonic clock is another one.
+        # Unix times: the other process's monotonic clock is another one.
         saved = [{**dataclasses.asdict(t), "created_at": state.unix(t.created_at)} for t in tasks]
         target = Path(path)
         temporary = target.with_name(f".{target.name}.tmp")
@@ -141,8 +150,8 @@ class Emulator:
         os.replace(temporary, target)
 
     def load_tasks(self, path: str | os.PathLike[str]) -> int:
-        """Take up the tasks :meth:`save_tasks` wrote to ``path``; return how many were new here
-        (a task id already known keeps its task). Their clocks go on.
+        """Take up the tasks :meth:`save_tasks` wrote to ``path``; return how many were new
+        (a known task id keeps its task).
 
         Raises:
             OSError: If the file cannot be read.
@@ -161,15 +170,5 @@ class Emulator:
                 state.tasks.setdefault(task.task_id, task)
             return len(state.tasks) - before
 
-    def task_times(self, task_id: str) -> tuple[float, float] | None:
-        """When task ``task_id`` was created and when it reaches its final state, or None.
-
-        Both are clock times, like :meth:`request_times`. A benchmark compares the second with
-        the moment a client learned the outcome (its detection latency).
-        """
-        task = self._state.task(task_id)
-        return None if task is None else (task.created_at, task.created_at + task.duration)
-
     def __repr__(self) -> str:
-        tokens = len(self._config.tokens)
-        return f"Emulator(tokens={tokens}, window={self._config.window!r})"
+        return f"Emulator(tokens={len(self.config.tokens)}, window={self.config.window!r})"

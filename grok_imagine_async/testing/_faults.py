@@ -1,8 +1,7 @@
 """What goes wrong on the emulated server on purpose: random rates, outages, prompt markers.
 
-The markers (``[fail:content]``, ``[fail:500:2]``, ``[slow:S]``, ``[duration:S]``...) are
-listed in the testing guide; an unknown kind, or seconds that are not a non-negative number,
-is a 400 so that a typo shows.
+The markers (``[fail:content]``, ``[slow:S]``...) are listed in the testing guide; an unknown
+kind, or seconds that are not a non-negative number, is a 400 so that a typo shows.
 """
 
 from __future__ import annotations
@@ -13,15 +12,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
 
-ERROR_MESSAGES = {
+ERROR_MESSAGES = {  # by marker kind; the first four are the provider's documented ones
     "content": "Inappropriate content, please try another prompt.",
     "input": "File type not supported",
     "network": "Network error, please try again later.",
     "build": "grok imagine build failed",
     "unknown": "Unexpected error",
 }
-"""Task failure messages by marker kind (the first four are the provider's documented ones)."""
-
 _REQUEST_MARKERS = frozenset({"500", "body", "drop", "slow"})
 _TASK_MARKERS = frozenset({*ERROR_MESSAGES, "empty", "duration"})
 _FAIL_KINDS = (_REQUEST_MARKERS | _TASK_MARKERS) - {"slow", "duration"}
@@ -35,12 +32,12 @@ class Outage:
 
     Attributes:
         start: Seconds after the emulator's first API request when it begins.
-        end: Seconds after that request when it ends (None: until switched off, see
+        end: Seconds after that request when it ends (None: until switched off with
             :meth:`~grok_imagine_async.testing.Emulator.outage`).
         message: The ``error_message`` every task created meanwhile fails with.
-        fails_after: Seconds (emulator clock, not divided by ``time_scale``) from such a task's
-            creation to its failure.
-        free: Whether those failures report ``consumed_credits`` 0 (otherwise 40, like any task).
+        fails_after: Seconds (not divided by ``time_scale``) from such a task's creation to
+            its failure.
+        free: Whether those failures report ``consumed_credits`` 0 (otherwise 40).
     """
 
     start: float = 0.0
@@ -62,21 +59,19 @@ class Outage:
 
 @dataclass(frozen=True, kw_only=True)
 class FaultConfig:
-    """Random faults of the emulated server; each rate is a probability per request.
-
-    Rates apply to every authorised, admitted request to ``/v1/*`` (POSTs and polls alike),
-    drawn from the emulator's seeded random generator.
+    """Random faults of the emulated server, each rate a probability per authorised,
+    admitted ``/v1/*`` request (POSTs and polls alike), drawn from the emulator's seeded
+    generator.
 
     Attributes:
         server_error_rate: Answer HTTP 500 with the error body (no task is created).
         body_error_rate: Answer HTTP 200 whose body carries ``"code": 500`` (no task).
-        slow_rate: Delay the answer by ``slow_seconds`` on the emulator's clock (a POST's task
-            is created before the delay, so a client timing out cannot know).
+        slow_rate: Delay the answer by ``slow_seconds`` (a POST's task is created first, so
+            a client timing out cannot know).
         slow_seconds: The delay of a slow answer.
-        drop_rate: Close the connection without an answer after handling the request (a POST's
-            task IS created: the ambiguous case).
-        task_failure_rate: Fraction of new tasks that end ``failed`` with one of the
-            documented error messages, chosen at random.
+        drop_rate: Close the connection without an answer after handling the request (a
+            POST's task IS created: the ambiguous case).
+        task_failure_rate: Fraction of new tasks that fail with a documented error message.
         markers: Whether prompt markers (``[fail:content]``...) are honoured.
         outages: Times during which every new task fails (see :class:`Outage`).
     """
@@ -105,8 +100,6 @@ class MarkerError(ValueError):
 
 
 class RequestFaults(NamedTuple):
-    """What happens to one request's answer."""
-
     delay: float
     server_error: bool
     body_error: bool
@@ -114,12 +107,10 @@ class RequestFaults(NamedTuple):
 
 
 class TaskOutcome(NamedTuple):
-    """How a new task ends: failure message (None: completes), videos, free, forced duration."""
-
-    error_message: str | None
+    error_message: str | None  # None: completes
     video_count: int
     free: bool
-    duration: float | None
+    duration: float | None  # forced by a marker or an outage
 
 
 class FaultInjector:
@@ -127,7 +118,7 @@ class FaultInjector:
 
     def __init__(self, config: FaultConfig, rng: random.Random) -> None:
         self._config = config
-        self._rng = rng  # the emulator's one generator, seeded for reproducible runs
+        self._rng = rng
         self._fired: Counter[tuple[str, str]] = Counter()  # (prompt, marker) -> times applied
 
     def _roll(self, rate: float) -> bool:
@@ -135,9 +126,8 @@ class FaultInjector:
         return rate > 0.0 and self._rng.random() < rate
 
     def _markers(self, prompt: str, wanted: frozenset[str]) -> list[tuple[str, str]]:
-        """The markers of ``prompt`` to apply now, as (family, kind), for the ``wanted`` kinds
-        (a ``fail`` kind, or ``slow``/``duration``); each use counts against a marker's ``:N``.
-        Raises MarkerError on any invalid marker in ``prompt``, wanted or not."""
+        """The (family, kind) of the ``wanted`` markers of ``prompt`` to apply now, counting
+        each use against a marker's ``:N``; MarkerError on any invalid marker."""
         matches = list(_MARKER.finditer(prompt)) if self._config.markers else []
         for match in matches:
             family, kind = match.group(1, 2)

@@ -1,18 +1,14 @@
-"""A tiny but real MP4 file: one 16x16 H.264 frame, shown for one second.
+"""A tiny but real MP4 (about 1 KB): one 16x16 H.264 frame, shown for one second.
 
-The frame is one I_PCM macroblock (raw samples, no prediction or transform), the simplest
-picture a Baseline-profile decoder accepts, in the usual container: ``ftyp``, ``moov`` (one
-video track; its ``avc1`` sample entry's ``avcC`` holds the SPS and PPS; one sample at offset
-640), ``mdat``. Only the samples differ between shades, so all before them is one constant.
-About 1 KB, so serving 200,000 of them in a benchmark costs nothing.
+The frame is one I_PCM macroblock (raw samples), the simplest picture a Baseline decoder
+accepts; only the samples differ between shades, so all before them is one constant.
 """
 
 from __future__ import annotations
 
 import functools
 
-# ftyp, moov, the mdat box header, the sample's length and the IDR slice's NAL header and
-# slice header (type I, mb_type I_PCM, byte-aligned): everything up to the samples.
+# ftyp, moov, mdat's header, the sample's length, the IDR slice's NAL and slice headers.
 _HEADER = bytes.fromhex(
     "000000206674797069736f6d0000020069736f6d69736f32617663316d703431000002586d6f6f760000006c"
     "6d766864000000000000000000000000000003e8000003e80001000001000000000000000000000000010000"
@@ -34,9 +30,7 @@ _HEADER = bytes.fromhex(
 
 @functools.lru_cache(maxsize=256)
 def mp4_bytes(shade: int = 128) -> bytes:
-    """A valid one-frame MP4 whose picture is a flat colour picked by ``shade`` (0-255).
-
-    Different shades give different bytes, so a test can tell two downloaded videos apart.
-    """
+    """A valid one-frame MP4 of a flat colour picked by ``shade`` (0-255): different shades,
+    different bytes, so a test can tell two downloaded videos apart."""
     luma = 16 + shade % 220  # video range; no sample is 0..3, so no emulation-prevention bytes
     return _HEADER + bytes([luma] * 256 + [128] * 64 + [255 - luma] * 64) + b"\x80"  # stop bit

@@ -1,11 +1,8 @@
 """Counting one token's requests against its quota: sliding or fixed window, or GCRA. Pure.
 
-Sliding: a request counts for ``period`` seconds after it was admitted. Fixed: windows are the
-clock's intervals ``[k * period, (k + 1) * period)``, so two adjacent ones can admit
-``2 * requests`` within one period, as real fixed-window servers do. GCRA: a leaky bucket (nginx
-``limit_req``) that gains one request's room every ``period / requests`` seconds and holds at
-most ``burst``; nginx's ``burst=b nodelay`` is ``burst=b + 1`` here. Refused requests use up
-quota only with ``count_refused`` (a hammering client then stays locked out until it pauses).
+Fixed windows are the clock's intervals ``[k * period, (k + 1) * period)``, so two adjacent
+ones can admit ``2 * requests`` within one period, as real fixed-window servers do. GCRA is
+nginx's ``limit_req``: ``burst=b nodelay`` there is ``burst=b + 1`` here.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from typing import Literal
 from .._limiting.plans import RateLimit
 
 EPSILON = 1e-6
-"""Seconds of tolerance at a boundary: float rounding of ``t + period`` on the client side must
+"""Seconds of tolerance at a boundary, so a client's float rounding of ``t + period`` does
 not turn an on-time request into a 429."""
 
 
@@ -41,7 +38,8 @@ class WindowDecision:
 
 
 class WindowCounter:
-    """Admits at most ``limit.requests`` requests per ``limit.period`` seconds.
+    """Admits at most ``limit.requests`` requests per ``limit.period`` seconds; refused ones
+    count only with ``count_refused`` (a hammering client then stays locked out).
 
     Example:
         >>> counter = WindowCounter(RateLimit(2, 10.0))
@@ -89,9 +87,9 @@ class WindowCounter:
 class GcraCounter:
     """A leaky bucket of ``burst`` requests refilled at ``limit.requests / limit.period`` a second.
 
-    One number, the theoretical arrival time (TAT) at which the bucket is full again, is the
-    state. ``reset_after`` is the time to that (redis-cell's and the IETF RateLimit draft's
-    choice), ``retry_after`` the time to one request's room.
+    Its state is the theoretical arrival time (TAT) at which the bucket is full again;
+    ``reset_after`` is the time to it (as redis-cell says), ``retry_after`` the time to one
+    request's room.
 
     Example:
         >>> counter = GcraCounter(RateLimit(10, 10.0), burst=2)

@@ -1,9 +1,7 @@
 """The emulator's HTTP face: Starlette routes speaking the envelope of the real service.
 
-Order of checks for every ``/v1/*`` request: authentication (401, not counted against any
-quota), the token's quota (429), the body (400), then injected faults, then the answer. The
-body is checked as the service does, and for the values resellers of the model refuse, so a
-client bug shows in tests.
+Every ``/v1/*`` request is checked for authentication (401, counted against no quota), then
+quota (429), then its body (400, as strict as the service and its resellers), then faults.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ class InvalidRequest(ValueError):
 
 
 def parse_generate_body(raw: bytes) -> dict[str, Any]:
-    """A generation body validated and normalised (defaults filled in); raises InvalidRequest."""
+    """A generation body validated, defaults filled in; raises InvalidRequest."""
     try:
         body = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):
@@ -64,16 +62,15 @@ def parse_generate_body(raw: bytes) -> dict[str, Any]:
 
 def _seconds(value: float) -> str:
     """Seconds rounded up to the millisecond, without trailing zeros (``"3"``, ``"0.517"``)."""
-    # Round away float noise first: a reset of exactly one period, computed as
-    # (now + period) - now, may come out 1e-11 s long, and must not be announced 1 ms late.
+    # Round float noise away first: (now + period) - now may exceed period by 1e-11 s.
     return f"{math.ceil(round(value * 1000, 6)) / 1000:.3f}".rstrip("0").rstrip(".")
 
 
 def _error(
-    status: int, message: str, error: str, headers: dict[str, str] | None = None
+    code: int, message: str, error: str, headers: dict[str, str] | None = None, status: int = 0
 ) -> Response:
-    body = {"code": status, "message": message, "error": error}
-    return JSONResponse(body, status_code=status, headers=headers)
+    body = {"code": code, "message": message, "error": error}
+    return JSONResponse(body, status_code=status or code, headers=headers)
 
 
 class Api:
@@ -84,16 +81,15 @@ class Api:
 
     def routes(self) -> list[Route]:
         """Starlette routes: the API, the result videos, and the inspection endpoints."""
-        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
         return [
-            Route("/v1/{rest:path}", self.api, methods=methods),
+            Route("/v1/{rest:path}", self.api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/videos/{task_id}/{index:int}.mp4", self.video, methods=["GET"]),
             Route("/_emulator/stats", self.stats, methods=["GET"]),
             Route("/_emulator/requests", self.requests, methods=["GET"]),
         ]
 
     async def api(self, request: Request) -> Response:
-        """Every ``/v1/*`` request; each answer but a dropped one is counted by status."""
+        """Every ``/v1/*`` request; answers but dropped ones are counted by status."""
         answer = await self._answer(request)
         if not isinstance(answer, DropResponse):
             self._state.count(answer.status_code)
@@ -126,10 +122,8 @@ class Api:
         if ENDPOINTS[path] != ("GET" if method == "HEAD" else method):
             message = f"Method {method} not allowed on {path}"
             return _error(405, message, "INVALID_REQUEST", headers)
-        body: dict[str, Any] | None = None
         try:
-            if method == "POST":
-                body = parse_generate_body(await request.body())
+            body = parse_generate_body(await request.body()) if method == "POST" else None
             faults = state.request_faults(None if body is None else body["prompt"])
         except (InvalidRequest, MarkerError) as exc:
             return _error(400, str(exc), "INVALID_REQUEST", headers)
@@ -138,8 +132,7 @@ class Api:
             answer = _error(500, "Internal server error", "SERVER_ERROR", headers)
         elif faults.body_error:
             state.count("body_error")
-            error = {"code": 500, "message": "Internal server error", "error": "SERVER_ERROR"}
-            answer = JSONResponse(error, headers=headers)
+            answer = _error(500, "Internal server error", "SERVER_ERROR", headers, status=200)
         elif body is not None:
             task = state.create_task(token, body, now)
             answer = _success({"task_id": task.task_id}, headers)
@@ -164,7 +157,7 @@ class Api:
         if task is None:
             return _error(404, f"Task not found: {task_id}", "NOT_FOUND", headers)
         current = task.state(now)
-        urls: list[str] | None = None
+        urls = None
         if current is TaskState.COMPLETED:
             base = str(request.base_url)
             urls = [f"{base}videos/{task.task_id}/{i}.mp4" for i in range(task.video_count)]
@@ -173,7 +166,7 @@ class Api:
         data = {
             "consumed_credits": 0 if task.free and failed else CREDITS_PER_TASK,
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "status": getattr(self._state.config.status_words, current.value),
+            "status": getattr(self._state.config.vocabulary, current.value),
             "task_id": task.task_id,
             "error_message": task.error_message if failed else None,
             "request": dict(task.request),
@@ -194,9 +187,8 @@ class Api:
         if ttl is not None and state.now() - task.ends_at > ttl:
             return _error(403, f"The result URL of task {task_id} has expired", "URL_EXPIRED")
         state.count("video")
-        return Response(
-            mp4_bytes(zlib.crc32(f"{task_id}/{index}".encode()) % 256), media_type="video/mp4"
-        )
+        shade = zlib.crc32(f"{task_id}/{index}".encode()) % 256
+        return Response(mp4_bytes(shade), media_type="video/mp4")
 
     async def stats(self, request: Request) -> Response:
         return JSONResponse(self._state.statistics().as_dict())

@@ -18,9 +18,8 @@ STARTUP_TIMEOUT = 10.0
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: any free port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
-    # and accepted ones inherit it. Without it uvicorn's second write of an answer (the body
-    # after the headers) waits for the client's delayed ACK: about 40 ms per request.
+    # IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it
+    # uvicorn's body write waits for the client's delayed ACK, 40 ms per request.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -56,13 +55,7 @@ def serve_in_thread(
     emulator: Emulator, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
 ) -> Iterator[str]:
     """Serve ``emulator`` with uvicorn in a background thread (on the real clock) while the
-    block runs. Statistics may be read from any thread.
-
-    Args:
-        emulator: What to serve.
-        host: Interface to listen on.
-        port: Port to listen on (0: a free one, the usual choice in tests).
-        log_level: uvicorn's log level.
+    block runs, on ``host:port`` (port 0: a free one) at uvicorn's ``log_level``.
 
     Yields:
         The base URL, such as ``http://127.0.0.1:49731``.
@@ -102,7 +95,6 @@ def serve_forever(
     sock = bind(host, port)
     try:
         on_ready(base_url(sock))
-        server = _server(emulator, log_level, own_logging=True)
-        server.run(sockets=[sock])
+        _server(emulator, log_level, own_logging=True).run(sockets=[sock])
     finally:
         sock.close()

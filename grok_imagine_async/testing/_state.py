@@ -1,12 +1,12 @@
 """The emulated server's memory, without HTTP: quotas, tasks, counters, their statistics.
 
-A task never runs anything: its state is a function of the clock, computed when read, so
-100,000 tasks cost 100,000 small records. Every method runs without awaiting under one lock,
-so a test thread may read statistics while uvicorn serves from another thread.
+A task's state is a function of the clock, computed when read. Methods never await and hold
+one lock, so a test thread may read statistics while uvicorn serves from another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import math
@@ -41,11 +41,9 @@ class TaskState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One generation as the emulated server remembers it (times on its monotonic clock).
-
-    Pending for ``queued_for`` seconds, then processing until ``duration``, then failed with
-    ``error_message`` or completed with ``video_count`` videos; ``free``: a failure not charged.
-    """
+    """One generation: pending for ``queued_for`` seconds, processing until ``duration``, then
+    failed with ``error_message`` or completed with ``video_count`` videos (``free``: a failure
+    not charged). Times are on the emulator's monotonic clock."""
 
     task_id: str
     token: str
@@ -78,28 +76,26 @@ class EmulatorStatistics:
 
     Attributes:
         requests_total: Requests received on ``/v1/*``, whatever their answer.
-        requests_by_endpoint: Requests by ``"METHOD /path"`` (``"POST /v1/generate"``,
-            ``"GET /v1/status"``, ``"GET /videos"``, unknown ``/v1`` paths as sent).
+        requests_by_endpoint: Requests by ``"METHOD /path"`` (``"GET /videos"`` included).
         responses_by_status: Answers sent on ``/v1/*`` by HTTP status (dropped ones excluded).
         rate_limited: HTTP 429 answers sent.
         unauthorized: HTTP 401 answers sent.
         invalid_requests: HTTP 400 answers sent.
-        not_found: HTTP 404 answers sent on ``/v1/*`` (unknown task ids and paths).
+        not_found: HTTP 404 answers sent on ``/v1/*``.
         server_errors: Injected HTTP 500 answers.
         body_errors: Injected HTTP 200 answers carrying an error ``code``.
         dropped: Connections closed without an answer.
         slow: Answers delayed on purpose.
-        posts_per_prompt: ``POST /v1/generate`` requests per prompt that passed authentication
-            and the rate limit, whatever happened next (retries after a 500 count here).
+        posts_per_prompt: ``POST /v1/generate`` requests per prompt past authentication and
+            the rate limit (retries after a 500 count here).
         tasks_per_prompt: Tasks created per prompt, i.e. generations paid for.
-        duplicate_submissions: Prompts paid for twice without being asked: tasks created while
-            an earlier task of the same prompt ran or after it completed, with how many. A
-            resubmission once the earlier task failed (a transient failure retried) is not
-            one; a prompt sent twice on purpose is.
+        duplicate_submissions: Prompts paid for again while an earlier task of theirs ran or
+            after it completed, with how many times in all (a resubmission after a failure is
+            not one; a prompt sent twice on purpose is).
         tasks_created: Tasks created.
         credits_consumed: Credits charged (40 per task, charged at creation).
-        tasks_by_state: Tasks by state at snapshot time, keyed ``pending``, ``processing``,
-            ``completed``, ``failed`` whatever vocabulary the server speaks.
+        tasks_by_state: Tasks by state now, keyed ``pending``, ``processing``, ``completed``,
+            ``failed`` whatever vocabulary the server speaks.
         videos_served: Result videos downloaded.
     """
 
@@ -152,26 +148,21 @@ class EmulatorState:
             for token, limit in config.rate_limits().items()
         }
         self.tasks: dict[str, Task] = {}  # by id, in creation order
-        # Compact timelines (8 + 1 bytes a request, not a tuple of two objects): a benchmark of
-        # 100,000 jobs keeps a quarter of a million of them.
+        # 9 bytes a request (time, admitted): a 100,000-job benchmark keeps 250,000 of them.
         self._timeline: dict[str, tuple[array[float], bytearray]] = {
             t: (array("d"), bytearray()) for t in self._windows
         }
         # events ("slow"), requests by endpoint ("GET /v1/status") and answers by HTTP status
         self._counts: Counter[str | int] = Counter()
         self._posts_per_prompt: Counter[str] = Counter()
-        self._last_now = float("-inf")
+        self._last_now = 0.0
         self._first_request: float | None = None  # outages are timed from it
-        self.outage: Outage | None = None
-        """An outage switched on by hand (``Emulator.outage``), beside the configured ones."""
+        self.outage: Outage | None = None  # switched on by hand, beside the configured ones
 
     def now(self) -> float:
         """The clock's time; outside an event loop, the last time seen (never going back)."""
-        try:
-            now = self.clock.monotonic()
-        except RuntimeError:  # LoopClock read from synchronous code: no loop to ask
-            return self._last_now if self._last_now > float("-inf") else 0.0
-        self._last_now = max(self._last_now, now)
+        with contextlib.suppress(RuntimeError):  # a LoopClock read outside any event loop
+            self._last_now = max(self._last_now, self.clock.monotonic())
         return self._last_now
 
     def unix(self, monotonic: float) -> float:
@@ -217,8 +208,7 @@ class EmulatorState:
         """Start a generation for ``token`` at ``now``: charge it and decide how it ends."""
         cfg = self.config
         prompt = str(request["prompt"])
-        # Every parsed body brings its own copies of "mode", "normal", "1:1"...: interned, they
-        # are shared by all tasks (a 100,000-job simulation keeps every task's body).
+        # Interned, "mode", "normal", "1:1"... are shared by the 100,000 tasks of a simulation.
         request = {
             sys.intern(key): sys.intern(value) if key in _SHARED_VALUES else value
             for key, value in request.items()
@@ -226,8 +216,7 @@ class EmulatorState:
         with self.lock:
             outcome = self._faults.for_task(prompt, self._outage_at(now))
             duration = outcome.duration
-            if duration is None:
-                # lognormal around the median, divided by time_scale
+            if duration is None:  # lognormal around the median
                 spread = math.exp(cfg.duration_sigma * self._rng.gauss(0.0, 1.0))
                 duration = cfg.duration_median * spread / cfg.time_scale
             task_id = f"task_{self._rng.getrandbits(48):012x}"
@@ -272,7 +261,6 @@ class EmulatorState:
                 dropped=c["dropped"],
                 slow=c["slow"],
                 posts_per_prompt=_frozen(self._posts_per_prompt),
-                # counted from the tasks when asked: no second table of every prompt to keep
                 tasks_per_prompt=_frozen(per_prompt),
                 duplicate_submissions=_frozen(self._unasked(per_prompt)),
                 tasks_created=len(self.tasks),
@@ -282,8 +270,7 @@ class EmulatorState:
             )
 
     def _unasked(self, per_prompt: Counter[str]) -> dict[str, int]:
-        """Prompts paid for again while (or after) an earlier task of theirs did not fail, and
-        how many times (see ``duplicate_submissions``). Called under the lock."""
+        """``duplicate_submissions``, computed under the lock."""
         tasks: dict[str, list[Task]] = {}
         for task in sorted(self.tasks.values(), key=lambda task: task.created_at):
             if per_prompt[prompt := str(task.request["prompt"])] > 1:

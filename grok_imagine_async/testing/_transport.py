@@ -1,14 +1,9 @@
-"""How the emulator's connections behave: closed without an answer, or in process.
+"""The emulator's connections: closed without an answer on purpose, or in process.
 
-A handler answers :class:`DropResponse` to hang up after acting on a request. Under uvicorn,
-:class:`DroppingStarlette` then closes the socket (uvicorn's ``send`` is a bound method of its
-request cycle, which holds the asyncio transport): the client reads EOF. In process it raises
-:class:`ConnectionDropped`, which :class:`EmulatorTransport` turns into ``RemoteProtocolError``.
-
-:class:`EmulatorTransport` calls the app directly, as ``ASGITransport`` does, adds a read
-timeout (``ReadTimeout``; the libraries' timeouts otherwise act only on sockets), and answers
-each request in its own library, so httpx2 and httpx clients both take it. It is also about a
-third cheaper per request than ``ASGITransport``, which matters to benchmarks.
+A handler answers :class:`DropResponse` to hang up after acting on a request: under uvicorn
+the socket is closed, in process :class:`ConnectionDropped` is raised, which
+:class:`EmulatorTransport` (a third cheaper than ``ASGITransport``, with a read timeout)
+turns into ``RemoteProtocolError``.
 """
 
 from __future__ import annotations
@@ -32,8 +27,8 @@ _DROPPED = "grok_imagine_async.emulator.drop"  # scope key: a list, appended to 
 
 
 class ConnectionDropped(Exception):
-    """Raised by the emulator app when it drops a connection it cannot close itself (seen only
-    with a plain ``httpx.ASGITransport``; ``Emulator.transport()`` converts it)."""
+    """Raised when the emulator drops a connection it cannot close itself (under a plain
+    ``httpx.ASGITransport``; ``Emulator.transport()`` converts it)."""
 
 
 class DropResponse(Response):
@@ -59,7 +54,7 @@ class DroppingStarlette(Starlette):
         await super().__call__(scope, receive, send)
         if not dropped:
             return None
-        owner: Any = getattr(send, "__self__", None)  # uvicorn's request cycle, with the socket
+        owner: Any = getattr(send, "__self__", None)  # uvicorn's request cycle holds the socket
         transport = getattr(owner, "transport", None)
         if not isinstance(transport, asyncio.BaseTransport):
             raise ConnectionDropped("the emulator dropped the connection")
@@ -70,7 +65,7 @@ class DroppingStarlette(Starlette):
 
 
 class EmulatorTransport(_http.AnyFamilyTransport):
-    """Sends requests to an emulator's ASGI app in process."""
+    """Sends requests to an emulator's ASGI app in process, answering each in its library."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -78,16 +73,6 @@ class EmulatorTransport(_http.AnyFamilyTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         family = _http.family_of(request, "Request") or _http.lib
         timeouts = request.extensions.get("timeout", {})
-        read_timeout = timeouts.get("read") if isinstance(timeouts, dict) else None
-        try:
-            with anyio.fail_after(read_timeout):
-                return await self._exchange(request, family)
-        except ConnectionDropped:
-            raise family.RemoteProtocolError(DISCONNECTED, request=request) from None
-        except TimeoutError:
-            raise family.ReadTimeout("timed out", request=request) from None
-
-    async def _exchange(self, request: httpx.Request, family: Any) -> httpx.Response:
         url = request.url
         scope: dict[str, Any] = {
             "type": "http",
@@ -124,9 +109,15 @@ class EmulatorTransport(_http.AnyFamilyTransport):
                 if not message.get("more_body", False):
                     answered.set()
 
-        await self._app(scope, receive, send)
-        if not answered.is_set():
-            raise family.RemoteProtocolError(DISCONNECTED, request=request)
+        try:
+            with anyio.fail_after(timeouts.get("read") if isinstance(timeouts, dict) else None):
+                await self._app(scope, receive, send)
+            if not answered.is_set():
+                raise ConnectionDropped
+        except ConnectionDropped:
+            raise family.RemoteProtocolError(DISCONNECTED, request=request) from None
+        except TimeoutError:
+            raise family.ReadTimeout("timed out", request=request) from None
         body = b"" if request.method == "HEAD" else b"".join(parts)
         response: httpx.Response = family.Response(
             status, headers=headers, stream=family.ByteStream(body)

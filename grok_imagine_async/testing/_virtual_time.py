@@ -1,9 +1,7 @@
-"""An asyncio event loop whose clock jumps over idle time.
+"""An asyncio event loop whose clock jumps over idle time to its earliest timer.
 
-Where a normal loop blocks in ``select`` until its earliest timer, this one advances its clock
-to that timer at once, so code talking through in-memory transports (the emulator in process)
-runs hours of simulated time in milliseconds, events in the same order. Real I/O still works,
-but its latency is invisible to the virtual clock: keep sockets on the real clock.
+Code talking through in-memory transports runs hours of simulated time in milliseconds. Real
+I/O still works, but its latency is invisible to the virtual clock.
 """
 
 from __future__ import annotations
@@ -16,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
+
+import anyio
 
 _HOLD_POLL = 0.05  # real seconds between looks while a worker thread holds the clock
 
@@ -33,9 +33,8 @@ class _JumpingSelector(selectors.DefaultSelector):
             return ready
         if timeout == 0:
             if not getattr(self.loop, "_ready", True):
-                # Only a timer due now woke us. A real clock would have moved on by the time it
-                # runs; without that, a callback that re-arms itself "when enough time passed"
-                # (aiolimiter's wake-up, off by a rounding error) spins forever at one instant.
+                # Only a timer due now woke us: move on as a real clock would, or a callback
+                # re-arming itself "when enough time passed" (aiolimiter) spins at one instant.
                 self.loop.advance(max(1e-9, math.ulp(self.loop.time())))
             return ready
         if timeout is None:  # nothing scheduled: only real I/O (or another thread) can wake us
@@ -50,9 +49,8 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     """A selector event loop on a virtual clock that skips idle waits.
 
     Args:
-        start: The clock's first reading. Default: the real ``time.monotonic()``, so that
-            Unix-time conversions stay sensible. Give a fixed one for a simulation that must
-            repeat exactly (fixed windows, for one, are aligned on the clock).
+        start: The clock's first reading (default: the real ``time.monotonic()``). Give a
+            fixed one for a simulation that must repeat exactly.
 
     Example:
         >>> import anyio
@@ -86,12 +84,9 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
     @contextmanager
     def hold_time(self) -> Iterator[None]:
-        """Keep the clock from jumping while blocking work runs in another thread.
-
-        A loop waiting for a thread (a file or SQLite write) looks idle, and would skip to its
-        next timer ahead of the disk. The library's own thread work holds the clock so; hold it
-        around your own ``anyio.to_thread.run_sync`` calls in simulations.
-        """
+        """Keep the clock from jumping while blocking work runs in another thread (a loop
+        waiting for a thread looks idle). The library's own thread work holds it; hold it
+        around your own ``anyio.to_thread.run_sync`` calls in simulations."""
         self._holds += 1
         try:
             yield
@@ -102,7 +97,5 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 def run_virtual(func: Callable[..., Awaitable[T]], *args: Any, start: float | None = None) -> T:
     """Run ``func(*args)`` with anyio on a :class:`VirtualTimeEventLoop` starting at ``start``
     and return its result."""
-    import anyio
-
     factory = functools.partial(VirtualTimeEventLoop, start=start)
     return anyio.run(func, *args, backend="asyncio", backend_options={"loop_factory": factory})

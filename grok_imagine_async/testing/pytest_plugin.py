@@ -1,9 +1,7 @@
 """A pytest plugin: an emulator and a client bound to it, as fixtures, with no conftest.py.
 
-Registered through the ``pytest11`` entry point, so pytest loads it by itself; the fixtures
-need the ``emulator`` extra and an async test runner (anyio's ``@pytest.mark.anyio``). They
-run on whatever ``anyio_backend`` the test uses; tests that do not ask for them are not
-affected. See the testing guide.
+Loaded through the ``pytest11`` entry point; the fixtures need the ``emulator`` extra and
+anyio's ``@pytest.mark.anyio``, on whatever ``anyio_backend`` the test uses.
 
 Example:
     >>> import pytest
@@ -31,11 +29,8 @@ if TYPE_CHECKING:
     from ._emulator import Emulator
 
 MARKER = "grok_emulator"
-"""``@pytest.mark.grok_emulator(**settings)``: :class:`EmulatorConfig` settings for a test."""
-
 TEST_TIME_SCALE = 1000.0
-"""How much faster than the real service the fixtures' emulator runs by default (a 30 s
-generation takes 30 ms; the client is told the same scale)."""
+"""How much faster than the real service the fixtures' emulator runs by default."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,10 +45,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def grok_emulator_config(request: pytest.FixtureRequest) -> EmulatorConfig:
     """The :class:`EmulatorConfig` of ``grok_emulator``.
 
-    Defaults: ``time_scale=TEST_TIME_SCALE``, ``period=60 / time_scale`` (the plans' minute,
-    scaled), a ``seed`` from the test's id. ``@pytest.mark.grok_emulator(**settings)`` on the
-    test, its class or module updates them (the closest marker wins); an ``EmulatorConfig``
-    as the marker's argument replaces them. Override the fixture for a config of your own.
+    Defaults: ``time_scale=TEST_TIME_SCALE``, ``period=60 / time_scale``, a ``seed`` from the
+    test's id. ``@pytest.mark.grok_emulator(**settings)`` on the test, its class or module
+    updates them (the closest marker wins); an ``EmulatorConfig`` as its argument replaces them.
     """
     from ._config import EmulatorConfig
 
@@ -88,11 +82,8 @@ async def grok_client_factory(
     grok_emulator: Emulator,
 ) -> AsyncIterator[Callable[..., AsyncGrokImagine]]:
     """Makes clients like ``grok_client``, each with its own connection and limiter (as a
-    restarted process has): ``grok_client_factory(**options)`` passes ``options``
-    (``http_client``, ``limiter``, ``on_ambiguous_submit``...) to ``AsyncGrokImagine``.
-
-    Every client is closed after the test.
-    """
+    restarted process has), all closed after the test: ``grok_client_factory(**options)``
+    passes ``options`` (``http_client``, ``limiter``...) to ``AsyncGrokImagine``."""
     from .. import AsyncGrokImagine, Settings
     from ._emulator import IN_PROCESS_BASE_URL
 
@@ -119,11 +110,8 @@ async def grok_client_factory(
 
 @pytest.fixture
 def grok_client(grok_client_factory: Callable[..., AsyncGrokImagine]) -> AsyncGrokImagine:
-    """An ``AsyncGrokImagine`` talking to ``grok_emulator`` in process, closed after the test.
-
-    It uses the emulator's first token, that token's quota and the emulator's ``time_scale``,
-    whatever ``GROK_IMAGINE_*`` variables are set.
-    """
+    """An ``AsyncGrokImagine`` talking to ``grok_emulator`` in process, closed after the test,
+    with the emulator's first token, its quota and ``time_scale`` (whatever the environment)."""
     return grok_client_factory()
 
 
@@ -131,12 +119,8 @@ def grok_client(grok_client_factory: Callable[..., AsyncGrokImagine]) -> AsyncGr
 def grok_emulator_env(
     grok_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Mapping[str, str]]:
-    """``grok_emulator`` served on 127.0.0.1 (a thread, real clock), and the
-    ``GROK_IMAGINE_*`` variables pointing clients at it set for the test; yields them.
-
-    Code that opens its own client (a FastAPI app on ``grok_imagine_lifespan``, a script)
-    then reaches the emulator unmodified, at its pace.
-    """
+    """``grok_emulator`` served on 127.0.0.1 (a thread, real clock), with the
+    ``GROK_IMAGINE_*`` variables pointing default clients at it set for the test; yields them."""
     from ._server import serve_in_thread
 
     with serve_in_thread(grok_emulator) as url:
