@@ -151,7 +151,7 @@ def create_app(*, heartbeat: float = 15.0, metrics: bool = True, **grok_options:
         heartbeat: Seconds between keep-alive (or progress) events on an idle event stream.
         metrics: Serve ``GET /metrics`` for Prometheus (when the ``otel-prometheus`` extra is
             installed; see :func:`add_metrics`).
-        **grok_options: Passed to :func:`grok_imagine_lifespan` (``plan``, ``journal``,
+        **grok_options: Passed to :func:`grok_imagine_lifespan` (``settings``, ``journal``,
             ``max_credits``, ``redis_url``, ``http_client``...); by default everything comes
             from the ``GROK_IMAGINE_*`` environment variables (``$GROK_IMAGINE_REDIS_URL``
             for ``redis_url``, ``$GROK_IMAGINE_REDIS_NAMESPACE`` for ``redis_namespace``).

@@ -19,11 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
 from fastapi_app import create_app
 
-from grok_imagine_async import PollPolicy, RateLimit
+from grok_imagine_async import PollPolicy, RateLimit, Settings
 from grok_imagine_async.batch import DurationModel, SchedulerConfig
 
 app = create_app(
-    plan=RateLimit(int(os.environ["TEST_REQUESTS"]), float(os.environ["TEST_PERIOD"])),
+    settings=Settings.from_env(
+        plan=RateLimit(int(os.environ["TEST_REQUESTS"]), float(os.environ["TEST_PERIOD"]))
+    ),
     scheduler_config=SchedulerConfig(
         poll=PollPolicy(wait_initial=0.2, wait_factor=1.5, wait_max=1.0, wait_jitter=0.1),
         duration_model=DurationModel(prior_median=float(os.environ["TEST_MEDIAN"])),

@@ -1,12 +1,5 @@
-"""How an app answers errors over HTTP: one JSON body for every error, pure mapping included.
-
-:func:`http_error_for` maps one of our exceptions to an :class:`HTTPProblem` (status, stable
-code, a message safe to show: no token, no stack trace, no upstream body). Every error the
-integration answers has the body ``{"detail": ..., "error": <code>}`` (:class:`ErrorBody`):
-our exceptions, a request that failed validation (422, never echoing the input), a body that
-is not JSON (400), an ``HTTPException`` (its status), a body over the cap (413).
-:func:`error_responses` documents them in the app's OpenAPI schema.
-"""
+"""Every error an app answers as one JSON body, ``{"detail": ..., "error": <code>}``; the
+mapping from our exceptions is the pure function :func:`http_error_for`."""
 
 from __future__ import annotations
 
@@ -75,8 +68,6 @@ class HTTPProblem:
 
 
 _UPSTREAM = "the video service failed"
-STORE_RETRY = 5.0  # seconds to wait after the job store failed (an outage's usual length)
-DOWN_RETRY = 30.0  # seconds to wait while the video service fails, if no probe is due
 _DOWN = {
     "outage": "the video service is failing right now; new videos are not started until it "
     "works again",
@@ -86,44 +77,34 @@ _DOWN = {
 }
 # Advice to the programmer, e.g. "(pass allow_unlisted=True ...)": no HTTP caller can act on it.
 _PYTHON_ADVICE = re.compile(r"\s*\(pass [^()]*\)")
-
-# Failure classes that are the caller's doing (their prompt or image): 422, as bad input.
-_CALLERS_FAULT = {
+_CALLERS_FAULT = {  # failures due to the caller's prompt or image: 422, as bad input
     FailureClass.CONTENT_POLICY: "the prompt or image was refused by the video service",
     FailureClass.INVALID_INPUT: "the video service cannot use this input",
 }
+# (exception, status, code, detail, Retry-After default: None for no header), first match wins.
+_FIXED: tuple[tuple[type[BaseException], int, str, str, float | None], ...] = (
+    (JournalError, 503, "store_unavailable", "the job store is not available right now", 5.0),
+    (RateLimitError, 503, "upstream_rate_limited", "the video service is busy", 60.0),
+    (BudgetExceededError, 402, "budget_exceeded", "the credit budget for videos is used up", None),
+    (SchedulerClosedError, 503, "unavailable", "video generation is not available right now", None),
+    # A handler's bounded wait: the job goes on.
+    (WaitTimeoutError, 504, "not_ready", "the video was not ready in time; ask again later", None),
+    (BadRequestError, 422, "rejected_by_upstream", "the video service rejected this request", None),
+    (APITimeoutError, 504, "upstream_timeout", "the video service did not answer in time", None),
+    (AmbiguousSubmitError, 502, "ambiguous_submit", "the video service did not confirm the "
+     "job; it was not sent again, to avoid paying twice", None),
+    # The operator's problem, not the caller's: say nothing about credentials.
+    (AuthenticationError, 502, "upstream_error", _UPSTREAM, None),
+    (ConfigurationError, 500, "internal_error", "the server is not configured correctly", None),
+)  # fmt: skip
 
 
 def http_error_for(exc: BaseException) -> HTTPProblem:
     """The HTTP answer for ``exc``: bad input 422, budget 402, backlog 429, upstream 502/503/504.
 
-    ====================================  ======  ============================
-    exception                             status  code
-    ====================================  ======  ============================
-    InvalidRequestError                   422     ``invalid_request``
-    BadRequestError (upstream 400)        422     ``rejected_by_upstream``
-    TaskFailedError, refused content      422     ``content_policy``
-    TaskFailedError, unusable input       422     ``invalid_input``
-    TaskFailedError, anything else        502     its failure class
-    BudgetExceededError                   402     ``budget_exceeded``
-    BacklogFullError                      429     ``too_many_pending`` + Retry-After
-    RateLimitError (upstream quota)       503     ``upstream_rate_limited`` + Retry-After
-    SchedulerClosedError                  503     ``unavailable``
-    ProviderDownError (breaker)           503     ``upstream_down`` + Retry-After
-    JournalError (the job store)          503     ``store_unavailable`` + Retry-After
-    APITimeoutError                       504     ``upstream_timeout``
-    WaitTimeoutError (``job.wait``)       504     ``not_ready``
-    AmbiguousSubmitError                  502     ``ambiguous_submit``
-    AuthenticationError, other APIError   502     ``upstream_error``
-    ConfigurationError, anything else     500     ``internal_error``
-    ====================================  ======  ============================
-
-    Args:
-        exc: Any exception; those outside our tree are internal errors.
-
-    Returns:
-        The answer to give. Its ``detail`` is safe to show: no token, no stack trace, no
-        upstream body, no advice meant for the Python programmer (``pass allow_unlisted=True``).
+    The codes are listed in the FastAPI guide; an exception outside our tree is a 500
+    ``internal_error``. The ``detail`` is safe to show: no token, no stack trace, no upstream
+    body, no advice meant for the Python programmer.
 
     Example:
         >>> http_error_for(BudgetExceededError(max_credits=80, committed_credits=80)).status_code
@@ -143,17 +124,14 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
         return HTTPProblem(502, failure.value, f"{_UPSTREAM} {why}")
     if isinstance(exc, BacklogFullError):
         return HTTPProblem(429, "too_many_pending", str(exc), exc.retry_after)
-    if isinstance(exc, ProviderDownError):
+    if isinstance(exc, ProviderDownError):  # Retry-After: the next probe, else 30 s
         detail = _DOWN.get(exc.reason, _DOWN["outage"])
-        return HTTPProblem(503, "upstream_down", detail, exc.retry_after or DOWN_RETRY)
-    if isinstance(exc, JournalError):  # Redis refusing or gone, a full disk: try again later
-        detail = "the job store is not available right now"
-        return HTTPProblem(503, "store_unavailable", detail, STORE_RETRY)
-    if isinstance(exc, RateLimitError):
-        return HTTPProblem(503, "upstream_rate_limited", _BUSY, exc.retry_after or 60.0)
-    for kind, status, code, detail in _FIXED:
+        return HTTPProblem(503, "upstream_down", detail, exc.retry_after or 30.0)
+    for kind, status, code, detail, retry in _FIXED:
         if isinstance(exc, kind):
-            return HTTPProblem(status, code, detail)
+            if retry is not None:
+                retry = getattr(exc, "retry_after", None) or retry
+            return HTTPProblem(status, code, detail, retry)
     if isinstance(exc, APIStatusError):
         return HTTPProblem(502, "upstream_error", f"{_UPSTREAM} (HTTP {exc.status_code})")
     if isinstance(exc, APIError):
@@ -161,25 +139,9 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
     return HTTPProblem(500, "internal_error", "internal server error")
 
 
-_BUSY = "the video service is busy"
-_FIXED: tuple[tuple[type[BaseException], int, str, str], ...] = (
-    (BudgetExceededError, 402, "budget_exceeded", "the credit budget for videos is used up"),
-    (SchedulerClosedError, 503, "unavailable", "video generation is not available right now"),
-    # A handler's bounded wait: the job goes on.
-    (WaitTimeoutError, 504, "not_ready", "the video was not ready in time; ask again later"),
-    (BadRequestError, 422, "rejected_by_upstream", "the video service rejected this request"),
-    (APITimeoutError, 504, "upstream_timeout", "the video service did not answer in time"),
-    (AmbiguousSubmitError, 502, "ambiguous_submit", "the video service did not confirm the "
-     "job; it was not sent again, to avoid paying twice"),
-    # The operator's problem, not the caller's: say nothing about credentials.
-    (AuthenticationError, 502, "upstream_error", _UPSTREAM),
-    (ConfigurationError, 500, "internal_error", "the server is not configured correctly"),
-)  # fmt: skip
-
-
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
-"""The request body :class:`BodyLimitMiddleware` accepts by default: a prompt of 2,000
-characters and a few image URLs take about 3 kB."""
+"""The request body :class:`BodyLimitMiddleware` accepts by default (a 2,000-character prompt
+and a few image URLs take about 3 kB)."""
 
 _MAX_FIELDS = 20  # problems listed in a 422: a body of a million bad keys gets 20 lines
 _MAX_TEXT = 200  # characters of one field name or problem, which may come from the input
@@ -211,7 +173,8 @@ _RETRY_AFTER = {
         "schema": {"type": "integer"},
     }
 }
-_STATUSES: dict[int, tuple[str, bool]] = {  # status: (description, may carry Retry-After)
+# status: (description, may carry Retry-After). No 500: that is a bug, not an answer.
+_STATUSES: dict[int, tuple[str, bool]] = {
     400: ("The request body is not valid JSON (`malformed_body`)", False),
     402: ("The credit budget for videos is used up (`budget_exceeded`)", False),
     404: ("No such resource, e.g. an unknown job id (`not_found`)", False),
@@ -220,12 +183,9 @@ _STATUSES: dict[int, tuple[str, bool]] = {  # status: (description, may carry Re
     429: ("Too many jobs wait to start (`too_many_pending`): retry after Retry-After", True),
     502: ("The video service failed, or did not confirm the job", False),
     503: ("Video generation is unavailable or the service is busy (`unavailable`...)", True),
-    504: (
-        "The video service did not answer in time, or the video was not ready (`not_ready`)",
-        False,
-    ),
-}
-# 500 is not among them: an internal error is a bug or a misconfiguration, not an answer.
+    504: ("The video service did not answer in time, or the video was not ready (`not_ready`)",
+          False),
+}  # fmt: skip
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -296,20 +256,13 @@ async def _invalid(request: Request, exc: Exception) -> Response:
     if any(error.get("type") == "json_invalid" for error in errors):
         return _malformed()
     fields = [
-        FieldProblem(
-            field=_clip(".".join(str(part) for part in error.get("loc", ()))),
-            problem=_clip(str(error.get("msg", "invalid"))),
-        )
+        {"field": _clip(".".join(map(str, error.get("loc", ())))),
+         "problem": _clip(str(error.get("msg", "invalid")))}
         for error in errors[:_MAX_FIELDS]
-    ]
-    named = ", ".join(dict.fromkeys(f.field for f in fields))
+    ]  # fmt: skip
+    named = ", ".join(dict.fromkeys(f["field"] for f in fields))
     more = f" and {len(errors) - _MAX_FIELDS} more" if len(errors) > _MAX_FIELDS else ""
-    return _answer(
-        422,
-        "invalid_request",
-        f"invalid request: {named}{more}",
-        fields=[f.model_dump() for f in fields],
-    )
+    return _answer(422, "invalid_request", f"invalid request: {named}{more}", fields=fields)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

@@ -1,7 +1,5 @@
-"""The jobs of an app, by id, followed through its one job store, whatever the number of
-workers: a job run here and one run by another worker are followed the same way, through the
-store's change messages (:meth:`JobStore.subscribe <grok_imagine_async.abc.JobStore.subscribe>`).
-"""
+"""The jobs of an app by id, followed through the store's change messages alike whether this
+worker or another runs them."""
 
 from __future__ import annotations
 
@@ -67,8 +65,7 @@ _RANK = {JobState.QUEUED: 0, JobState.SUBMITTING: 1, JobState.RUNNING: 2}
 
 @runtime_checkable
 class SharedStore(Protocol):
-    """What a store shared by workers adds (``RedisJobStore``): jobs registered before they
-    are queued, their first POST's credits reserved then for every worker."""
+    """A store shared by workers (``RedisJobStore``): registers a job, reserving its credits."""
 
     async def register(self, key: str, request: GenerationRequest, *, reserve: bool) -> None: ...
     @property
@@ -122,8 +119,8 @@ _UNCOUNTED = Tally(lambda: None)  # the registry counts nothing by state
 
 
 class _Tracked(JobRecord):
-    """One job as the store's messages tell it (a :class:`Job`'s record); the result is the
-    scheduler's own when this worker runs it (its error as raised), else the record's."""
+    """One job as the store's messages tell it; its result is the scheduler's own (its error
+    as raised) when this worker runs it."""
 
     __slots__ = ("_final", "changed", "closed", "local", "record")
 
@@ -171,9 +168,8 @@ class _Tracked(JobRecord):
             self.changed = None
 
     def update(self, stored: StoredJob, *, max_credits: int | None, live: bool = True) -> bool:
-        """Move to what the store says, never back (a late message of an older write is
-        older: fewer attempts, or an earlier state of the same attempt); True if it moved.
-        ``live``: a change as it happens (a task seen starting now), not a stored snapshot."""
+        """Move to what the store says, never back (fewer attempts, or an earlier state of the
+        same attempt, is a late message); True if it moved. ``live``: a change as it happens."""
         record = stored.record
         if self.state.is_final or record is None:
             return False
@@ -187,18 +183,13 @@ class _Tracked(JobRecord):
         if state is JobState.RUNNING:  # its age, unless found running already
             self.submitted_at = anyio.current_time() if live else None
         if state.is_final:
-            self._final = _replayed(record, self.request, max_credits)
+            self._final = recorded_result(record, self.request, at=anyio.current_time())
+            if record.failure_class is FailureClass.BUDGET_EXCEEDED:  # a 402, not a bare failure
+                spent = max_credits if max_credits is not None else record.credits
+                error = BudgetExceededError(max_credits=spent, committed_credits=spent)
+                self._final = dataclasses.replace(self._final, error=error)
         self.mirrored(state)
         return True
-
-
-def _replayed(record: StoreRecord, request: GenerationRequest, budget: int | None) -> JobResult:
-    result = recorded_result(record, request, at=anyio.current_time())
-    if record.failure_class is FailureClass.BUDGET_EXCEEDED:  # a 402, not a bare failure
-        spent = budget if budget is not None else record.credits
-        error = BudgetExceededError(max_credits=spent, committed_credits=spent)
-        result = dataclasses.replace(result, error=error)
-    return result
 
 
 class JobRegistry:
@@ -217,7 +208,6 @@ class JobRegistry:
         durations: The scheduler's duration model, for :attr:`Job.progress`.
         forget_finished: Drop forgotten jobs from the store too (a store in memory, which
             would otherwise grow with every job).
-        new_id: Makes job ids (default: ``uuid4().hex``).
         limiter: The client's rate limiter, whose stalls :meth:`health` reports.
     """
 
@@ -230,7 +220,6 @@ class JobRegistry:
         max_credits: int | None = None,
         durations: DurationModel | None = None,
         forget_finished: bool = False,
-        new_id: Callable[[], str] | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
         if max_jobs < 1 or max_queued < 1:
@@ -244,7 +233,6 @@ class JobRegistry:
         self._durations = durations
         self._forget_finished = forget_finished
         self._forgotten: list[str] = []  # to drop from the store at the next submission
-        self._new_id = new_id or (lambda: uuid.uuid4().hex)
         self._entries: OrderedDict[str, _Tracked] = OrderedDict()
         self._unknown: OrderedDict[str, float] = OrderedDict()  # id -> clock time it expires
         self._lookups: dict[str, anyio.Lock] = {}  # one per id being looked up
@@ -278,8 +266,7 @@ class JobRegistry:
         return len(self._entries)
 
     def health(self) -> Health:
-        """Whether this worker can run jobs, what its breaker says of the video service, and
-        whether its shared store or its rate limiter is in trouble."""
+        """Whether this worker can run jobs, and what ails the service, store or limiter."""
         store_ok = self._shared is None or self._shared.available
         breaker = self._scheduler.statistics().breaker if self._scheduler is not None else None
         provider: Literal["up", "down", "unreachable", "refusing"] = "up"
@@ -299,12 +286,10 @@ class JobRegistry:
             limiter=limiter,
         )
 
-    # -- starting and finding jobs ---------------------------------------------------------
-
     async def submit(self, request: GenerationRequest | str) -> Job:
-        """Start a job for ``request`` and return its handle (``job.key`` is its new id) as soon
-        as it is queued. With a shared store it is recorded there first and its first POST's
-        credits reserved atomically for every worker: the one check of the budget.
+        """Start a job for ``request``; return its handle (``job.key``: its new id) once queued.
+
+        A shared store records it first and reserves its credits for every worker atomically.
 
         Raises:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
@@ -318,13 +303,12 @@ class JobRegistry:
         scheduler = self._running()
         stats = scheduler.statistics()
         if stats.queued >= self._max_queued:
-            # Time for the quota to carry the queue ahead of this job, at the planned cost per job.
             wait = queue_wait(stats.queued, requests_per_second=stats.limit_per_minute / 60.0)
             raise BacklogFullError(queued=stats.queued, retry_after=math.ceil(wait))
         self._check_breaker(stats)
         if isinstance(request, str):
             request = GenerationRequest(prompt=request)
-        key = self._new_id()
+        key = uuid.uuid4().hex
         if self._shared is not None:
             await self._shared.register(key, request, reserve=self._max_credits is not None)
         else:
@@ -340,9 +324,7 @@ class JobRegistry:
     async def get(self, job_id: str) -> Job | None:
         """The job with id ``job_id``, run by this worker or another; None if unknown.
 
-        An id not held here is looked up in the store: a finished job is answered from its
-        record, a job whose worker stopped is adopted and resumed here (polled, never paid
-        twice), a job another worker runs is followed.
+        A job whose worker stopped is adopted and resumed here (polled, never paid twice).
 
         Raises:
             SchedulerClosedError: If the job must be resumed but the scheduler no longer runs.
@@ -392,8 +374,6 @@ class JobRegistry:
             if t.local is not None and not t.local.status.is_final
         ]
 
-    # -- waiting ---------------------------------------------------------------------------
-
     async def wait_changed(self, job: Job, seen: JobState) -> JobState:
         """Wait until ``job`` is no longer in state ``seen``; return its new state.
 
@@ -421,11 +401,9 @@ class JobRegistry:
         assert job.result is not None
         return job.result
 
-    # -- following the store ---------------------------------------------------------------
-
     async def run(self, adopt: Callable[[], Awaitable[list[StoredJob]]], *, period: float) -> None:
         """Until closed, every ``period`` seconds: resume the jobs ``adopt`` takes over from
-        stopped workers, and re-read the others' jobs when the store may have missed changes."""
+        stopped workers; re-read the others' jobs if the store may have missed changes."""
         while not self._closed:
             try:
                 adopted = await adopt()
@@ -467,12 +445,10 @@ class JobRegistry:
             if record is not None:
                 self._on_change(StoredJob(key, tracked.request, record))
 
-    # -- internals -------------------------------------------------------------------------
-
     @staticmethod
     def _check_breaker(stats: SchedulerStatistics) -> None:
         """Refuse a job the breaker would not send; while paused, one may wait to be the probe
-        (refusing them all, the app would never learn that the service came back)."""
+        (else the app would never learn that the service came back)."""
         breaker = stats.breaker
         if breaker.state is BreakerState.RUNNING:
             return

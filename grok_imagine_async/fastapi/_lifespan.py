@@ -23,7 +23,6 @@ from .._client import AsyncGrokImagine
 from .._errors import ConfigurationError, GrokImagineError
 from .._journal.memory import MemoryJobStore
 from .._journal.sqlite import open_journal
-from .._limiting.plans import Plan, RateLimit
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer
 from .._scheduling.durations import DurationModel
@@ -59,9 +58,6 @@ async def grok_imagine_lifespan(
     app: Starlette,
     *,
     settings: Settings | None = None,
-    api_key: str | None = None,
-    base_url: str | None = None,
-    plan: str | Plan | RateLimit | None = None,
     http_client: HTTPClient | None = None,
     limiter: RateLimiter | None = None,
     client_factory: Callable[[], AsyncGrokImagine] | None = None,
@@ -81,71 +77,52 @@ async def grok_imagine_lifespan(
     """Open the app's client and scheduler for the app's lifetime; a FastAPI ``lifespan``.
 
     Pass it as ``FastAPI(lifespan=grok_imagine_lifespan)``, or enter it from your own lifespan
-    to add settings or other resources (``async with grok_imagine_lifespan(app, plan="pro"):
-    yield``). While it runs, ``app.state.grok_imagine`` holds the
-    :class:`GrokImagineResources` that the dependencies (:data:`GrokClient`,
-    :data:`GrokScheduler`, :data:`GrokJobs`) hand to handlers.
-
-    On shutdown, jobs in flight are not waited for: with a journal they resume when next looked
-    up in a later run; without one, each is logged with its task id. A POST already sent is
-    still read to its end, so no paid task goes unrecorded.
+    (``async with grok_imagine_lifespan(app, max_credits=40_000): yield``). While it runs,
+    ``app.state.grok_imagine`` holds the :class:`GrokImagineResources` that :data:`GrokClient`,
+    :data:`GrokScheduler` and :data:`GrokJobs` hand to handlers. On shutdown, jobs in flight
+    are not waited for: with a journal they resume when next looked up; without one, each is
+    logged with its task id.
 
     Args:
         app: The application (its ``state`` receives the resources).
-        settings: The client's settings (e.g. ``Settings.from_env(plan="pro")``); excludes
-            the three below. Default: resolved by :meth:`~grok_imagine_async.Settings.from_env`.
-        api_key: The API token; default ``$GROK_IMAGINE_API_KEY``. Never logged.
-        base_url: The API root; default ``$GROK_IMAGINE_BASE_URL``, then the real service.
-        plan: The plan whose quota to keep to; default ``$GROK_IMAGINE_PLAN``, then ``"free"``.
+        settings: The client's settings. Default: :meth:`~grok_imagine_async.Settings.from_env`
+            (with ``http_client``'s base URL, if it has one).
         http_client: An ``AsyncClient`` of httpx2 or httpx to send through (not closed here).
         limiter: A shared rate limiter, e.g. a ``RedisRateLimiter`` for several workers.
         client_factory: Builds the client instead, at startup (closed at shutdown). Excludes
-            the client settings (the six above and ``telemetry``).
+            ``settings``, ``http_client``, ``limiter`` and ``telemetry``.
         journal: The app's job store: a :class:`~grok_imagine_async.abc.JobStore`, or a
-            SQLite file path, so jobs survive a restart (default: in memory). One per process:
-            a second worker given the same SQLite path fails to start.
-        max_credits: Credit budget of this app's process (of all its workers with
-            ``redis_url``); jobs beyond it are refused (402).
-        redis_url: Run as one of several workers sharing one Redis: a ``RedisRateLimiter``
-            paces them all, a ``RedisJobStore`` is their journal (any worker finds, waits on
-            and streams any job, and adopts those of a worker that stops), ``max_credits`` is
-            one budget for all. Excludes ``journal``; an unreachable Redis fails the startup.
-        redis_namespace: Separates apps sharing one token and one Redis: the workers of one
-            namespace share its jobs and its budget.
+            SQLite file path, so jobs survive a restart (default: in memory). One per process.
+        max_credits: Credit budget of this app (of all its workers with ``redis_url``); jobs
+            beyond it are refused (402).
+        redis_url: Share one Redis with the other workers: its quota, jobs and budget (see the
+            FastAPI guide). Excludes ``journal``; an unreachable Redis fails the startup.
+        redis_namespace: Separates apps sharing one token and one Redis.
         redis_lease: Seconds a worker may go silent before its jobs are adopted.
         max_jobs: Finished jobs to remember by id (see :class:`JobRegistry`).
         max_queued: Jobs allowed to wait for a submission slot before new ones get a 429.
         on_event: Your own hook for every scheduler event.
-        telemetry: The client's ``telemetry`` (OpenTelemetry spans and metrics; see
-            :class:`~grok_imagine_async.otel.Telemetry`).
-        scheduler_config: How the scheduler runs the jobs (a
-            :class:`~grok_imagine_async.batch.SchedulerConfig`). Its ``favor`` defaults to
-            ``"latency"`` here (a finished job is noticed before new ones start), and its
-            ``breaker`` to the client's with ``warmup_until="running"`` and no stop on
-            refusals (users send their own prompts, not one template).
+        telemetry: The client's ``telemetry`` (see :class:`~grok_imagine_async.otel.Telemetry`).
+        scheduler_config: How the scheduler runs the jobs. Its ``favor`` defaults to
+            ``"latency"`` here, and its ``breaker`` to the client's with
+            ``warmup_until="running"`` and no stop on refusals.
         download_dir: Where the scheduler downloads each completed job's videos, if anywhere.
         file_stem: The stem of a job's video files, from its id (default: the id).
 
     Raises:
         ConfigurationError: At startup, if no API key is given or found, or a setting is bad.
-        ValueError: If ``client_factory`` is combined with client settings.
+        ValueError: If ``client_factory`` is combined with client settings, or ``redis_url``
+            with ``journal``.
     """
-    config = scheduler_config or SchedulerConfig()
-    # Each user waits on their own job: tell them as soon as it is done (see SchedulerConfig).
-    config = replace(config, favor=config.favor or "latency")
-    if settings is not None and any(s is not None for s in (api_key, base_url, plan)):
-        raise ValueError("pass either settings or api_key, base_url, plan, not both")
-    client_settings = (settings, api_key, base_url, plan, http_client, limiter, telemetry)
-    if client_factory is not None and any(s is not None for s in client_settings):
+    if client_factory is not None and any(
+        s is not None for s in (settings, http_client, limiter, telemetry)
+    ):
         raise ValueError("pass either client_factory or client settings, not both")
     if redis_url is not None and journal is not None:
         raise ValueError("pass either redis_url (a shared job store) or journal, not both")
-
-    # A client_factory's client resolves its own, unless Redis needs them.
     if settings is None and (client_factory is None or redis_url is not None):
-        if base_url is None and http_client is not None and str(http_client.base_url):
-            base_url = str(http_client.base_url)  # as the client itself would
-        settings = Settings.from_env(api_key=api_key, base_url=base_url, plan=plan)
+        base_url = str(http_client.base_url) if http_client is not None else ""
+        settings = Settings.from_env(base_url=base_url or None)  # as the client itself would
     async with AsyncExitStack() as stack:
         shared: RedisJobStore | None = None
         if redis_url is not None:
@@ -172,9 +149,6 @@ async def grok_imagine_lifespan(
                 settings=settings, http_client=http_client, limiter=limiter, telemetry=telemetry
             )
         stack.push_async_callback(client.aclose)
-        # One job store, whatever the number of workers: the scheduler journals to it and the
-        # registry reads every job from it (Redis shared; SQLite durable; else in memory).
-        durable = shared is not None or journal is not None
         store: JobStore
         if shared is not None:
             store = shared
@@ -182,9 +156,11 @@ async def grok_imagine_lifespan(
             store = await open_journal(journal) or MemoryJobStore()
             if store is not journal:
                 stack.push_async_callback(store.aclose)  # after the scheduler stops
+        config = scheduler_config or SchedulerConfig()
         durations = config.duration_model or DurationModel(
             prior_median=client.settings.expected_duration
         )
+        durable = shared is not None or journal is not None
         jobs = JobRegistry(
             store,
             max_jobs=max_jobs,
@@ -196,13 +172,14 @@ async def grok_imagine_lifespan(
         )
         breaker = config.breaker
         if breaker is FROM_SETTINGS and client.settings.breaker is not None:
-            # Users send their own prompts, not one template: a warm-up waiting for a completed
-            # task would keep the first users' jobs queued behind others' generations, and one
-            # user's refused prompts must not stop the service for everyone.
+            # Users send their own prompts: the first ones must not wait for a completed task,
+            # and one user's refused prompts must not stop the service for everyone.
             breaker = replace(
                 client.settings.breaker, warmup_until="running", stop_after_refusals=None
             )
-        config = replace(config, duration_model=durations, breaker=breaker)
+        # Each user waits on their own job: tell them as soon as it is done.
+        favor = config.favor or "latency"
+        config = replace(config, favor=favor, duration_model=durations, breaker=breaker)
         to_run = JobScheduler(
             client,
             config,
@@ -218,13 +195,12 @@ async def grok_imagine_lifespan(
         scheduler: JobScheduler | None = None
         try:
             async with anyio.create_task_group() as group:
-                # The scheduler runs in a task of its own: a fatal error there (a revoked
-                # token) then stops the scheduler, not the lifespan and the whole server.
+                # In a task of its own: a fatal error there (a revoked token) stops the
+                # scheduler, not the whole server.
                 scheduler = await group.start(_run_scheduler, to_run, jobs, stop)
                 if shared is not None:
                     group.start_soon(_adopting, jobs, shared)
-                resources = GrokImagineResources(client, scheduler, jobs)
-                setattr(app.state, STATE_ATTRIBUTE, resources)
+                setattr(app.state, STATE_ATTRIBUTE, GrokImagineResources(client, scheduler, jobs))
                 try:
                     yield
                 except Exception as exc:  # re-raised below as is, not in an ExceptionGroup
@@ -243,8 +219,8 @@ async def grok_imagine_lifespan(
 
 
 async def _adopting(jobs: JobRegistry, store: RedisJobStore) -> None:
-    """Adopt the jobs of stopped workers until the registry closes; then give this worker's
-    lease up, so the others adopt its unfinished jobs at once (a dead scheduler runs none)."""
+    """Adopt the jobs of stopped workers until the registry closes; then give up this worker's
+    lease, so that the others adopt its unfinished jobs at once."""
     try:
         await jobs.run(store.adopt_orphans, period=max(0.05, store.lease / 3))
     finally:
@@ -258,8 +234,8 @@ async def _run_scheduler(
     *,
     task_status: TaskStatus[JobScheduler],
 ) -> None:
-    """Run the app's scheduler until ``stop``; contain its fatal errors after it started (the
-    app keeps serving, 503 for new jobs, rather than dying)."""
+    """Run the app's scheduler until ``stop``; once started, its fatal errors are logged (the
+    app keeps serving, 503 for new jobs)."""
     started = False
     try:
         async with scheduler:
@@ -284,32 +260,25 @@ def _report_unfinished(jobs: JobRegistry, scheduler: JobScheduler, *, journaled:
     stats = scheduler.statistics()
     direct = max(0, stats.queued + stats.submitting + stats.in_flight - len(pending))
     total = len(pending) + direct
-    if total == 0:
-        return
-    if journaled:
+    if total and journaled:
         logger.info(
             "shutting down with %d unfinished video jobs; they stay in the journal and resume "
             "when next looked up",
             total,
         )
-        return
-    logger.warning(
-        "shutting down with %d unfinished video jobs and no journal: they will not resume "
-        "(read their tasks with AsyncGrokImagine.get_task)",
-        total,
-    )
-    for job in pending:
+    elif total:
         logger.warning(
-            "unfinished video job %s: %s, task %s",
-            job.key,
-            job.status.value,
-            job.task_id or "not created",
+            "shutting down with %d unfinished video jobs and no journal: they will not resume "
+            "(read their tasks with AsyncGrokImagine.get_task)",
+            total,
         )
-    if direct:
-        logger.warning("%d more unfinished jobs were submitted to the scheduler directly", direct)
-
-
-# -- dependencies --------------------------------------------------------------------------
+        for job in pending:
+            task = job.task_id or "not created"
+            logger.warning("unfinished video job %s: %s, task %s", job.key, job.status.value, task)
+        if direct:
+            logger.warning(
+                "%d more unfinished jobs were submitted to the scheduler directly", direct
+            )
 
 
 async def get_resources(connection: HTTPConnection) -> GrokImagineResources:

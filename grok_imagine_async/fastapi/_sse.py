@@ -14,10 +14,7 @@ from .._scheduling.jobs import Job, JobState
 from ._errors import http_error_for
 from ._jobs import JobRegistry
 
-HEARTBEAT = ": keep-alive\n\n"
-"""An SSE comment: ignored by clients, but it keeps proxies from closing an idle stream."""
-DEFAULT_HEARTBEAT = 15.0
-"""Seconds between heartbeats (or progress events) while a job says nothing."""
+HEARTBEAT = ": keep-alive\n\n"  # a comment clients ignore; it keeps proxies from closing
 
 
 def sse_event(data: Any, *, event: str | None = None, event_id: str | None = None) -> str:
@@ -44,7 +41,6 @@ def _one_line(text: str) -> str:
 async def _job_events(
     jobs: JobRegistry, job: Job, render: Callable[[Job], Mapping[str, Any]], heartbeat: float
 ) -> AsyncIterator[str]:
-    """Yield ``job``'s life as SSE text until it finishes (or the app stops)."""
     if heartbeat <= 0:
         raise ValueError(f"heartbeat must be positive seconds, got {heartbeat!r}")
     seen = job.status
@@ -82,7 +78,7 @@ def event_stream_response(
     job: Job,
     *,
     render: Callable[[Job], Mapping[str, Any]],
-    heartbeat: float = DEFAULT_HEARTBEAT,
+    heartbeat: float = 15.0,
 ) -> StreamingResponse:
     """A ``text/event-stream`` answer following ``job`` until it finishes.
 

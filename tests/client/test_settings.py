@@ -146,8 +146,6 @@ def test_client_command_line_and_app_resolve_the_same_settings(
 def test_an_app_takes_settings_whole() -> None:
     given = Settings(api_key=TOKEN, base_url="http://127.0.0.1:9", expected_duration=1.0)
     assert _settings_of_an_app(settings=given) is given
-    with pytest.raises(ValueError, match="either settings or"):
-        _settings_of_an_app(settings=given, plan="pro")
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from grok_imagine_async import JobScheduler, RateLimit
+from grok_imagine_async import JobScheduler, RateLimit, Settings
 from grok_imagine_async._limiting.line import SlotLine
 from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
 from grok_imagine_async.batch import SchedulerConfig
@@ -65,11 +65,19 @@ class Served(NamedTuple):
         return self.resources.scheduler
 
 
+def settings_of(upstream: httpx.AsyncClient, **options: Any) -> Settings:
+    """The app's settings: our token, sent to the emulator behind ``upstream``."""
+    return Settings.from_env(api_key=TOKEN, base_url=str(upstream.base_url), **options)
+
+
 @asynccontextmanager
-async def running(emulator: Emulator, **options: Any) -> AsyncIterator[Served]:
+async def running(
+    emulator: Emulator, *, plan: str | None = None, **options: Any
+) -> AsyncIterator[Served]:
     """The example app, started against ``emulator``; stopped (its lifespan ended) on exit."""
     async with emulator.client(token=None) as upstream:
-        app = load_example().create_app(api_key=TOKEN, http_client=upstream, **options)
+        settings = settings_of(upstream, plan=plan)
+        app = load_example().create_app(settings=settings, http_client=upstream, **options)
         # The lifespan ends first: requests still running then see the app shut down.
         async with client_of(app) as web, app.router.lifespan_context(app):
             yield Served(web, app)
@@ -514,7 +522,9 @@ async def test_an_api_never_reached_is_named_by_healthz() -> None:
 
     upstream = _http.lib.AsyncClient(transport=_http.lib.MockTransport(refuse))
     async with upstream:
-        app = load_example().create_app(api_key=TOKEN, http_client=upstream)
+        app = load_example().create_app(
+            settings=Settings.from_env(api_key=TOKEN), http_client=upstream
+        )
         async with client_of(app) as web, app.router.lifespan_context(app):
             with anyio.fail_after(120):  # about a minute: every attempt failed to connect
                 # Users keep asking (refused with a 503 while paused, but for the probe).

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
-from test_fastapi import EMULATOR, TOKEN, client_of
+from test_fastapi import EMULATOR, TOKEN, client_of, settings_of
 
 from grok_imagine_async import (
     AsyncGrokImagine,
@@ -24,6 +24,7 @@ from grok_imagine_async import (
     JobFinished,
     JobScheduler,
     JobState,
+    Settings,
 )
 from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async.batch import BreakerPolicy, SchedulerConfig
@@ -41,10 +42,11 @@ from grok_imagine_async.testing import Emulator, EmulatorConfig
 pytestmark = [pytest.mark.anyio, EMULATOR]
 
 
-def small_app(upstream: httpx.AsyncClient, **options: Any) -> FastAPI:
+def small_app(upstream: httpx.AsyncClient, *, plan: str | None = None, **options: Any) -> FastAPI:
     """An app using all three dependencies, on the in-process emulator."""
+    settings = settings_of(upstream, plan=plan)
     lifespan = functools.partial(
-        grok_imagine_lifespan, api_key=TOKEN, http_client=upstream, **options
+        grok_imagine_lifespan, settings=settings, http_client=upstream, **options
     )
     app = FastAPI(lifespan=lifespan)
     install_error_handlers(app)
@@ -119,7 +121,8 @@ async def test_a_prompt_the_library_refuses_is_422(grok_emulator: Emulator) -> N
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"client_factory": lambda: None, "api_key": "x"}, "either client_factory"),
+        ({"client_factory": lambda: None, "settings": Settings(api_key="x")}, "either client_f"),
+        ({"redis_url": "redis://127.0.0.1:9", "journal": "jobs.db"}, "either redis_url"),
     ],
 )
 async def test_settings_that_cannot_work_are_refused_at_startup(
@@ -155,7 +158,9 @@ async def test_an_app_s_scheduler_config_gets_the_app_s_defaults_unless_it_says(
     app = FastAPI()
     async with (
         grok_emulator.client(token=None) as upstream,
-        grok_imagine_lifespan(app, api_key=TOKEN, http_client=upstream, scheduler_config=given),
+        grok_imagine_lifespan(
+            app, settings=settings_of(upstream), http_client=upstream, scheduler_config=given
+        ),
     ):
         config = app.state.grok_imagine.scheduler._config
     assert config.max_in_flight == given.max_in_flight
@@ -209,7 +214,8 @@ async def test_it_composes_with_your_lifespan_and_lets_your_errors_through(
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             order.append("before")
-            async with grok_imagine_lifespan(app, api_key=TOKEN, http_client=upstream):
+            settings = settings_of(upstream)
+            async with grok_imagine_lifespan(app, settings=settings, http_client=upstream):
                 order.append("inside")
                 yield
             order.append("after")

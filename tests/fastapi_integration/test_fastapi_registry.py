@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from test_fastapi import EMULATOR, TOKEN
+from test_fastapi import EMULATOR, settings_of
 
 from grok_imagine_async import (
     GenerationRequest,
@@ -127,7 +127,7 @@ async def test_waiting_on_a_job_ends_when_the_app_stops(grok_emulator: Emulator)
 
     app = FastAPI()
     async with grok_emulator.client(token=None) as upstream:
-        async with grok_imagine_lifespan(app, api_key=TOKEN, http_client=upstream):
+        async with grok_imagine_lifespan(app, settings=settings_of(upstream), http_client=upstream):
             jobs: JobRegistry = app.state.grok_imagine.jobs
             job = await jobs.submit("a long one [duration:600]")
         with anyio.fail_after(5), pytest.raises(SchedulerClosedError):

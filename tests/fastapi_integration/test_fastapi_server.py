@@ -22,14 +22,13 @@ import uvicorn
 from fastapi import FastAPI
 from test_fastapi import TOKEN, load_example, wait_until_status
 
-from grok_imagine_async import PollPolicy
+from grok_imagine_async import PollPolicy, Settings
 from grok_imagine_async.batch import DurationModel, SchedulerConfig
 from grok_imagine_async.testing import EmulatorConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 FAST: dict[str, Any] = {
-    "plan": "enterprise",
     "scheduler_config": SchedulerConfig(
         duration_model=DurationModel(prior_median=0.3),
         poll=PollPolicy(wait_initial=0.05, wait_max=0.2),
@@ -83,7 +82,9 @@ async def test_the_example_app_under_uvicorn(
 ) -> None:
     caplog.set_level(logging.INFO)
     app = load_example().create_app(
-        api_key=TOKEN, base_url=served_emulator.url, heartbeat=0.2, **FAST
+        settings=Settings.from_env(api_key=TOKEN, base_url=served_emulator.url, plan="enterprise"),
+        heartbeat=0.2,
+        **FAST,
     )
     with served(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=30) as web:

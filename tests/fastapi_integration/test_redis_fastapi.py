@@ -20,7 +20,7 @@ import pytest
 from _redis_worker import RedisServer
 from test_fastapi import client_of, load_example
 
-from grok_imagine_async import AsyncGrokImagine, JournalError, PollPolicy, RateLimit
+from grok_imagine_async import AsyncGrokImagine, JournalError, PollPolicy, RateLimit, Settings
 from grok_imagine_async.batch import DurationModel, SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
@@ -45,9 +45,8 @@ FAST_POLL = PollPolicy(wait_initial=0.1, wait_factor=1.5, wait_max=0.5, wait_jit
 async def worker(emulator: Emulator, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
     async with emulator.client(token=None) as upstream:
         app = load_example().create_app(
-            api_key=TOKEN,
+            settings=Settings.from_env(api_key=TOKEN, base_url=str(upstream.base_url), plan=LIMIT),
             http_client=upstream,
-            plan=LIMIT,
             scheduler_config=SchedulerConfig(
                 poll=FAST_POLL, duration_model=DurationModel(prior_median=0.4)
             ),

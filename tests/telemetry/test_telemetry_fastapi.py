@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("opentelemetry.exporter.prometheus", reason="needs otel-prometheus")
 pytest.importorskip("fastapi", reason="needs the fastapi extra")
 
+from grok_imagine_async import Settings
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "sk-metrics-SECRET-77"
@@ -41,7 +42,8 @@ def samples(text: str, name: str) -> list[str]:
 async def test_metrics_show_requests_credits_jobs_and_quota() -> None:
     emulator = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=5))
     async with emulator.client(token=None) as upstream:
-        app = example().create_app(api_key=TOKEN, http_client=upstream)
+        settings = Settings.from_env(api_key=TOKEN, base_url=str(upstream.base_url))
+        app = example().create_app(settings=settings, http_client=upstream)
         transport = httpx.ASGITransport(app=app)
         async with (
             httpx.AsyncClient(transport=transport, base_url="http://videos.test") as web,
@@ -79,5 +81,5 @@ async def test_metrics_show_requests_credits_jobs_and_quota() -> None:
 
 
 def test_without_metrics_there_is_no_endpoint() -> None:
-    app = example().create_app(api_key=TOKEN, metrics=False)
+    app = example().create_app(metrics=False)
     assert "/metrics" not in {getattr(route, "path", None) for route in app.routes}
