@@ -123,8 +123,6 @@ class AsyncGrokImagine:
             settings = Settings.from_env(
                 api_key=api_key, base_url=base_url, plan=plan, retry=retry, poll=poll, limits=limits
             )
-        elif not isinstance(settings, Settings):
-            raise ConfigurationError(f"settings must be a Settings, got {type(settings).__name__}")
         elif any(v is not None for v in (api_key, base_url, plan, retry, poll, limits)):
             raise ConfigurationError(
                 "pass either settings or api_key, base_url, plan, retry, poll, limits"
@@ -133,11 +131,10 @@ class AsyncGrokImagine:
             retry = dataclasses.replace(settings.retry, attempts=max_retries)
             settings = dataclasses.replace(settings, retry=retry)
         self._settings = settings
-        self._base_url = settings.base_url
         if isinstance(download_hosts, str):  # a lone host, not its characters
             download_hosts = [download_hosts]
         try:
-            hosts = HostPolicy.build(api_url=self._base_url, extra=download_hosts)
+            hosts = HostPolicy.build(api_url=settings.base_url, extra=download_hosts)
         except _http.BadURL as exc:
             raise ConfigurationError(f"base_url or download_hosts is invalid ({exc})") from None
         if on_ambiguous_submit not in ("raise", "resubmit"):
@@ -175,7 +172,7 @@ class AsyncGrokImagine:
                 request_options["timeout"] = _http.timeout_in(family, timeout)
         self._sender = Sender(
             http=self._http,
-            base_url=self._base_url,
+            base_url=settings.base_url,
             api_key=settings.api_key,
             limiter=limiter,
             clock=self._clock,
@@ -190,7 +187,6 @@ class AsyncGrokImagine:
         self._downloader = Downloader(
             self._http, hosts=hosts, limits=settings.limits, retry=settings.retry, rng=self._rng
         )
-        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -207,22 +203,15 @@ class AsyncGrokImagine:
 
     async def aclose(self) -> None:
         """Close the HTTP connections this client opened (not a caller-supplied client)."""
-        if not self._closed:
-            self._closed = True
-            if self._owns_http:
-                await self._http.aclose()
+        if self._owns_http:  # closing twice is harmless
+            await self._http.aclose()
 
     def __repr__(self) -> str:
         limit = self._limiter.limit
         return (
-            f"AsyncGrokImagine(base_url={self._base_url!r}, "
+            f"AsyncGrokImagine(base_url={self._settings.base_url!r}, "
             f"rate_limit={limit.requests}/{limit.period:g}s)"
         )
-
-    @property
-    def base_url(self) -> str:
-        """The API root requests go to."""
-        return self._base_url
 
     @property
     def settings(self) -> Settings:

@@ -37,9 +37,6 @@ class LoopClock:
     def unix(self) -> float:
         return _UNIX_OFFSET + self.monotonic()
 
-    def __repr__(self) -> str:
-        return "LoopClock()"
-
 
 class ManualClock:
     """A clock that only moves when told to, for tests of time-dependent pure logic.

@@ -190,9 +190,6 @@ class Downloader:
         # alike ("a/b", "a?b") gets a digest-suffixed name instead of overwriting.
         self._owners: dict[tuple[Path, str], str] = {}
 
-    def __repr__(self) -> str:
-        return f"Downloader(hosts={sorted(self._hosts.allowed)!r})"
-
     async def download(
         self, task_or_url: Task | str | Sequence[str], dest: Path, *, stem: str | None
     ) -> list[Path]:
@@ -297,7 +294,7 @@ class Downloader:
         """Stream the body into a fresh temporary file, then rename it onto ``target``."""
         limit = self._limits.max_video_bytes
         partial, out = await run_blocking(_open_partial, target)
-        failure: DownloadError | None = None
+        failure: BaseException
         try:
             try:
                 async for chunk in iter_bounded(response, limit=limit):
@@ -306,6 +303,7 @@ class Downloader:
             finally:
                 await run_blocking(out.close)
             await run_blocking(os.replace, partial, target)
+            return
         except BodyTooLarge:
             failure = DownloadError(
                 f"download of {target.name} stopped: more than {limit} bytes "
@@ -318,14 +316,11 @@ class Downloader:
             failure = DownloadError(
                 f"cannot save {target.name}: {exc.strerror or type(exc).__name__}", url=url
             )
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await run_blocking(partial.unlink, True)
-            raise
-        if failure is not None:
-            with anyio.CancelScope(shield=True):
-                await run_blocking(partial.unlink, True)
-            raise failure
+        except BaseException as exc:  # cancelled, or a connection lost: raised as it is
+            failure = exc
+        with anyio.CancelScope(shield=True):
+            await run_blocking(partial.unlink, True)
+        raise failure  # outside the except blocks: no httpx(2) request in its context
 
 
 def _refused(target: Path, url: str, reason: str) -> DownloadError:

@@ -1,35 +1,5 @@
-"""The one exception tree of grok-imagine-async.
-
-::
-
-    GrokImagineError
-    ├── ConfigurationError (also ValueError)      bad client settings, e.g. no API key
-    ├── InvalidRequestError (also ValueError)     a generation request rejected before sending
-    ├── InputError (also ValueError)              a batch input file has a bad line (.batch)
-    ├── JournalError                              a journal cannot be used (read or written)
-    ├── APIError                                  talking to the API went wrong
-    │   ├── APIStatusError                        the server answered with an error
-    │   │   ├── BadRequestError                   400 INVALID_REQUEST
-    │   │   ├── AuthenticationError               401
-    │   │   ├── NotFoundError                     404 (unknown task id)
-    │   │   ├── RateLimitError                    429
-    │   │   └── ServerError                       5xx
-    │   ├── APIResponseValidationError            a 2xx answer we cannot read
-    │   ├── APIConnectionError                    no answer at all
-    │   │   └── APITimeoutError
-    │   ├── AmbiguousSubmitError                  a POST /v1/generate whose outcome is unknown
-    │   └── DownloadError                         a result video refused, too large or unsaved
-    ├── TaskFailedError                           the task ended in failure
-    ├── WaitTimeoutError (also TimeoutError)      a wait's deadline passed; the task goes on
-    ├── BudgetExceededError                       a credit budget would be exceeded
-    ├── BacklogFullError                          too many jobs wait to start (.fastapi)
-    ├── ProviderDownError                         the API fails systematically (.fastapi)
-    ├── SchedulerClosedError (also RuntimeError)  the scheduler is not running or closed
-    └── RedisUnavailableError                     Redis unreachable (.redis)
-
-Each is importable from ``grok_imagine_async`` or from the module named beside it. No message
-or attribute ever holds the API token.
-"""
+"""The one exception tree of grok-imagine-async, rooted in :class:`GrokImagineError` (drawn in
+``docs/guides/errors.md``). No message or attribute ever holds the API token."""
 
 from __future__ import annotations
 

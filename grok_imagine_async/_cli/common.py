@@ -177,7 +177,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         limiter = RedisRateLimiter(url, limit=limit, api_key=settings.api_key)
     try:
         async with AsyncGrokImagine(settings=settings, limiter=limiter, **options) as client:
-            yield Connection(client, redact_url(client.base_url), scale, plan_name)
+            yield Connection(client, redact_url(client.settings.base_url), scale, plan_name)
     finally:
         if limiter is not None:
             with anyio.CancelScope(shield=True):

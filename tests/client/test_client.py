@@ -66,7 +66,7 @@ def test_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GROK_IMAGINE_BASE_URL", "http://env.test/")
     monkeypatch.setenv("GROK_IMAGINE_PLAN", "pro")
     client = AsyncGrokImagine(limiter=RecordingLimiter())
-    assert client.base_url == "http://env.test"
+    assert client.settings.base_url == "http://env.test"
     assert client.settings.rate_limit.requests == 1000
 
 
@@ -74,7 +74,7 @@ def test_defaults_to_real_host_and_free_plan(monkeypatch: pytest.MonkeyPatch) ->
     for name in ("GROK_IMAGINE_BASE_URL", "GROK_IMAGINE_PLAN"):
         monkeypatch.delenv(name, raising=False)
     client = AsyncGrokImagine(api_key=TOKEN, limiter=RecordingLimiter())  # no request is sent
-    assert client.base_url == DEFAULT_BASE_URL
+    assert client.settings.base_url == DEFAULT_BASE_URL
     assert DEFAULT_BASE_URL.startswith("https://")
     assert client.settings.rate_limit.requests == 100
 
@@ -83,7 +83,7 @@ def test_base_url_taken_from_supplied_http_client(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("GROK_IMAGINE_BASE_URL", raising=False)
     http = httpx.AsyncClient(base_url="http://emulator.local")
     client = AsyncGrokImagine(api_key=TOKEN, http_client=http, limiter=RecordingLimiter())
-    assert client.base_url == "http://emulator.local"
+    assert client.settings.base_url == "http://emulator.local"
 
 
 def test_bad_settings_are_named() -> None:
