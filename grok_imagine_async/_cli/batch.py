@@ -1,13 +1,8 @@
 """``grok-imagine batch INPUT --out DIR``: many videos, resumable after any crash.
 
-Every job is written through a journal: a SQLite file (default ``DIR/journal.db``), or a Redis
-server (``--journal redis://...``) that every process run on the same input shares, each job
-done once, by one of them. The intent is recorded before each POST, the task id right after
-its answer. Running the same command again resumes: completed jobs are not requested again,
-jobs in flight are polled (not paid again), and only jobs never started are submitted. The
-manifest (``DIR/manifest.jsonl``) is rewritten from the journal at the end of every run.
-The resume policy (:mod:`~grok_imagine_async._scheduling.resume`) decides what a finished job
-needs, the journal's ``claim`` who runs it.
+Every job goes through a journal, a SQLite file or a Redis server that every process run on the
+same input shares; the resume policy (``_scheduling.resume``) decides what a finished job needs,
+the journal's ``claim`` who runs it. How a rerun resumes is told in the CLI guide.
 
 Example:
     $ grok-imagine batch examples/prompts.txt --emulate --out videos
@@ -34,7 +29,7 @@ import anyio
 from .._errors import AuthenticationError, ConfigurationError, GrokImagineError, InvalidRequestError
 from .._files import TaskLog, run_blocking
 from .._journal.sqlite import JournalError, SqliteJobStore
-from .._models import FailureClass, GenerationRequest, Task, TaskStatus
+from .._models import GenerationRequest, Task, TaskStatus
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import (
     Claim,
@@ -48,7 +43,9 @@ from .._scheduling.jobs import (
     StoreState,
     request_digest,
 )
+from .._scheduling.options import SchedulerConfig
 from .._scheduling.resume import Reopening, must_retake, recorded_result, reopening, same_request
+from .._scheduling.scheduler import JobScheduler
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -78,6 +75,7 @@ from .report import (
     advice_after,
     count_jobs,
     credits_recorded,
+    outcome_unknown,
     print_summary,
     refused_line,
     start_display,
@@ -151,7 +149,6 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except InvalidRequestError as exc:
         raise UsageError(for_cli(f"--mode/--ratio: {'; '.join(exc.problems) or exc}")) from None
-    # A journal server, not a file of ours.
     shared = (args.journal or "").startswith(("redis://", "rediss://", "unix://"))
     if shared and args.emulate:
         raise UsageError(
@@ -188,21 +185,18 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         if args.otel:
             try:
-                args.telemetry = stack.enter_context(_telemetry_from_environment())
+                from .._telemetry.sdk import telemetry_from_environment
+            except ImportError as exc:  # the OpenTelemetry API itself
+                raise UsageError(
+                    '--otel needs the otel extra, the SDK and an exporter: pip install "grok-'
+                    f'imagine-async[otel]" opentelemetry-sdk opentelemetry-exporter-otlp ({exc})'
+                ) from None
+            try:  # the message says what to install
+                telemetry = telemetry_from_environment("grok-imagine-batch")
+                args.telemetry = stack.enter_context(telemetry)
             except ImportError as exc:
                 raise UsageError(f"--otel {exc}") from None
         return anyio.run(_batch, args, jobs, summary, journal_path)
-
-
-def _telemetry_from_environment() -> contextlib.AbstractContextManager[Any]:
-    try:
-        from .._telemetry.sdk import telemetry_from_environment
-    except ImportError as exc:
-        raise ImportError(
-            'needs the otel extra, the SDK and an exporter: pip install "grok-imagine-async[otel]" '
-            f"opentelemetry-sdk opentelemetry-exporter-otlp ({exc})"
-        ) from None
-    return telemetry_from_environment("grok-imagine-batch")
 
 
 async def _batch(
@@ -210,44 +204,39 @@ async def _batch(
 ) -> int:
     try:
         async with contextlib.AsyncExitStack() as stack:
-            # The configuration first (a token, a URL): no journal is created for a run that
-            # cannot start.
+            # The configuration first (a token, a URL): no journal for a run that cannot start.
             connection = await stack.enter_async_context(connect(args))
             store = await open_store(stack, args, connection, summary, journal_path)
-            return await _with_store(args, jobs, summary, store, connection)
+            return await _run_batch(args, jobs, summary, store, connection)
     except (ConfigurationError, JournalError) as exc:  # nothing was sent
         error("batch", exc)
         return EXIT_USAGE
 
 
-async def _with_store(
+async def _run_batch(
     args: argparse.Namespace,
     jobs: JobFile,
     summary: InputSummary,
     store: JobStore,
     connection: Connection,
 ) -> int:
-    out = Path(args.out)
-    live, emulated = _use_live_display(args), connection.emulated
+    out, label, live = Path(args.out), connection.label, _use_live_display(args)
     shared = not isinstance(store, SqliteJobStore)
     tasks = TaskLog(out / TASK_LOG_NAME)
     unknown = await prepare(args, store, connection, tasks)
     earlier_credits = await credits_recorded(store, summary.keys, out)
     limit, scale = connection.client.limiter.limit, connection.time_scale
     speed = f", {scale:g}x real time" if scale != 1 else ""
-    where = (
-        f"shared through Redis as process {getattr(store, 'id', '?')}"
-        if shared
-        else f"journal {journal_name(store)}"
-    )
+    process = getattr(store, "id", None)  # a shared journal's name for this process
+    where = f"shared through Redis as process {process}"
+    if isinstance(store, SqliteJobStore):
+        where = f"journal {store.path}"
     print(
-        f"{summary.jobs} jobs from {summary.path} -> {args.out} ({where}; {connection.label}, "
+        f"{summary.jobs} jobs from {summary.path} -> {args.out} ({where}; {label}, "
         f"plan {connection.plan}: {limit.requests} requests per {limit.period * scale:g} s{speed})",
         flush=True,
     )
-    progress = BatchProgress(
-        summary.jobs, time_scale=scale, period=limit.period, endpoint=connection.label
-    )
+    progress = BatchProgress(summary.jobs, time_scale=scale, period=limit.period, endpoint=label)
     moved = anyio.Event()  # set by the next job event, then renewed
 
     def on_event(event: JobEvent) -> None:
@@ -255,9 +244,6 @@ async def _with_store(
         progress(event)
         moved.set()
         moved = anyio.Event()
-
-    from .._scheduling.options import SchedulerConfig
-    from .._scheduling.scheduler import JobScheduler
 
     config = SchedulerConfig(
         max_in_flight=args.max_in_flight, resubmit=args.resubmit, max_downloads=args.max_downloads
@@ -273,8 +259,7 @@ async def _with_store(
         on_event=on_event,
         stream_results=True,
     )
-    endpoint = connection.endpoint
-    claims = Claims(store, args, out, progress, endpoint)
+    claims = Claims(store, args, out, progress, connection.endpoint)
 
     async def claimed() -> AsyncIterator[JobSpec]:
         async for spec in claims.run(jobs):
@@ -288,7 +273,6 @@ async def _with_store(
     async def work() -> None:
         async with scheduler, anyio.create_task_group() as tg:
             if not args.no_progress:
-                process = getattr(store, "id", None)
                 title = f"grok-imagine batch ({process})" if process else "grok-imagine batch"
                 start_display(tg, progress, scheduler.statistics, title=title, live=live)
             scheduler.feed(claimed())
@@ -308,20 +292,17 @@ async def _with_store(
         error("batch", exc)
         _keep_pending(exc, tasks)
         return EXIT_FAILED
-    except GrokImagineError as exc:  # a systemic fault (e.g. the network) that stopped the batch
-        error("batch", f"the batch stopped: {describe_failure(exc, connection.label)}")
-        _keep_pending(exc, tasks)
     except Exception as exc:  # a fault that stopped the batch: still report every paid job
-        if getattr(args, "log_level", None) == "debug":
-            traceback.print_exception(exc)
         leaf = leaf_error(exc)
-        error("batch", f"the batch stopped: {describe_failure(leaf, connection.label)}")
+        if args.log_level == "debug" and not isinstance(exc, GrokImagineError):
+            traceback.print_exception(exc)
+        error("batch", f"the batch stopped: {describe_failure(leaf, label)}")
         if isinstance(leaf, GrokImagineError):
             _keep_pending(leaf, tasks)
     else:
         await forget_unsent(store, unknown)
     try:
-        outcome = await write_manifest(store, jobs, summary.keys, out, endpoint=endpoint)
+        outcome = await write_manifest(store, jobs, summary.keys, out, endpoint=connection.endpoint)
     except OSError as exc:
         error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
         return EXIT_FAILED
@@ -334,11 +315,12 @@ async def _with_store(
         f"the journal had lost are listed completed in {out / MANIFEST_NAME} with their "
         "videos: recorded again from it, not paid again.",
     )
+    emulated = connection.emulated
     advice = advice_after(args, outcome, interrupted, emulated, connection.emulator_state)
     if progress.unreachable:
         advice.insert(
             0,
-            f"{count_jobs(progress.unreachable)} could not reach {connection.label}: check the URL "
+            f"{count_jobs(progress.unreachable)} could not reach {label}: check the URL "
             "(--base-url) and the network, then run the same command again.",
         )
     print_summary(outcome, rich=live, advice=advice, emulated=emulated)
@@ -350,13 +332,12 @@ async def _with_store(
     return EXIT_OK if outcome.completed == outcome.total else EXIT_FAILED
 
 
-_CLAIM_AHEAD = 16
-"""Jobs a process claims beyond those it has started."""
+_CLAIM_AHEAD = 16  # jobs a process claims beyond those it has started
 
 
 def _keep_pending(exc: GrokImagineError, tasks: TaskLog) -> None:
-    """Print the paid tasks the journal may not hold, and keep them in the task log (whose
-    space was set aside before the run), so that the next run polls them."""
+    """Print the paid tasks the journal may not hold and keep them in the task log (its space
+    set aside before the run), so that the next run polls them."""
     if not exc.pending_tasks:
         return
     note(
@@ -382,8 +363,7 @@ def _use_live_display(args: argparse.Namespace) -> bool:
     return True
 
 
-MAX_PROBLEMS_SHOWN = 20
-"""Bad input lines listed before the rest are only counted."""
+MAX_PROBLEMS_SHOWN = 20  # bad input lines listed before the rest are only counted
 
 
 def report_input_problems(exc: InputError) -> None:
@@ -406,6 +386,7 @@ def report_input_problems(exc: InputError) -> None:
 
 TASK_LOG_NAME = ".unrecorded-tasks"  # in --out: paid task ids the journal could not take
 ENDPOINT_META = "endpoint"
+_PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.part")
 
 
 def batch_namespace(keys: frozenset[str], endpoint: str) -> str:
@@ -416,12 +397,9 @@ def batch_namespace(keys: frozenset[str], endpoint: str) -> str:
     return f"batch-{digest.hexdigest()[:16]}"
 
 
-_PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.part")
-
-
 def _remove_partial_downloads(out: Path) -> None:
-    """Delete what downloads cut short by a crash left (``.<name>.<hex>.part``); called with
-    the journal file locked, so no other run of this batch is downloading there."""
+    """Delete what downloads cut short by a crash left; the journal file is locked, so no other
+    run of this batch is downloading there."""
     for path in out.glob(".*.part"):
         if _PARTIAL.fullmatch(path.name):
             path.unlink(missing_ok=True)
@@ -444,7 +422,6 @@ async def open_store(
     from ..redis import RedisJobStore, RedisRateLimiter
 
     client = connection.client
-    limiter = client.limiter if isinstance(client.limiter, RedisRateLimiter) else None
     store = RedisJobStore(
         redis_url(args.journal),
         api_key=client.settings.api_key,
@@ -452,7 +429,7 @@ async def open_store(
         max_credits=args.max_credits,
         lease=args.lease,
         finished_ttl=None,  # kept for the life of the batch: a rerun must not pay again
-        limiter=limiter,
+        limiter=client.limiter if isinstance(client.limiter, RedisRateLimiter) else None,
     )
     await stack.enter_async_context(store)
     policy = await store.eviction_policy()
@@ -466,31 +443,22 @@ async def open_store(
 
 
 class Claims:
-    """The jobs of the input this process runs, claimed from the journal one by one: a job
-    nobody runs is claimed; a finished one is counted done (unless the resume policy, a
-    changed request or its missing videos make this run take it up again); one a live process
-    runs waits until it finishes, or its owner's lease runs out (then this process adopts it).
-    """
+    """The jobs of the input this process runs, claimed from the journal one by one. A finished
+    job is counted done (unless the resume policy, a changed request or missing videos reopen
+    it); one a live process runs waits until it finishes or its owner's lease runs out."""
 
     def __init__(
-        self,
-        store: JobStore,
-        args: argparse.Namespace,
-        out: Path,
-        progress: BatchProgress,
+        self, store: JobStore, args: argparse.Namespace, out: Path, progress: BatchProgress,
         endpoint: str,
-    ) -> None:
-        self._store = store
-        self._endpoint = endpoint
+    ) -> None:  # fmt: skip
+        self._store, self._progress, self._endpoint = store, progress, endpoint
         self._wait = max(0.05, args.lease / 3)
         self._resubmit = args.on_ambiguous == "resubmit"
         self._out = Path(os.path.abspath(out))
-        self._progress = progress
         self._done: set[str] = set()  # finished before this run could take them
         self._mine: set[str] = set()  # taken by this run
         self._listed: dict[str, dict[str, Any]] = {}  # completed lines of the last manifest
-        # Jobs the journal lost and the last manifest lists completed (videos in --out), and
-        # what they cost: recorded again from it, not paid again.
+        # Jobs the journal lost and the last manifest lists completed, and what they cost.
         self.recovered = self.recovered_credits = 0
 
     async def run(self, jobs: Iterable[JobSpec]) -> AsyncIterator[JobSpec]:
@@ -534,8 +502,7 @@ class Claims:
         key = str(spec.key)
         claim = await self._claim(key, spec)
         if claim.status == "final":
-            assert claim.job is not None
-            record = claim.job.record
+            record = claim.job.record if claim.job is not None else None
             assert record is not None
             if not self._retake(record, spec):
                 self._done.add(key)
@@ -553,8 +520,7 @@ class Claims:
             return False
         if claim.owned:
             self._mine.add(key)
-            return True
-        return False
+        return claim.owned
 
     async def _recover(self, key: str, spec: JobSpec) -> bool:
         """Record ``key`` from the last manifest if it lists it completed (same request, videos
@@ -591,23 +557,21 @@ class Claims:
         return True
 
     async def _claim(self, key: str, spec: JobSpec, *, reopen: bool = False) -> Claim:
+        """Claim ``key``, waiting out a shared journal's trouble that passes by itself (Redis
+        unreachable, or back from losing its data: every process writes its jobs back within a
+        lease); the jobs already claimed go on meanwhile."""
+        store = self._store
         while True:
             try:
-                return await self._store.claim(key, create=spec.request, reopen=reopen)
+                return await store.claim(key, create=spec.request, reopen=reopen)
             except JournalError:
-                if not self._passing():
+                may_create = getattr(store, "may_create", None)
+                passing = not getattr(store, "available", True) or (
+                    may_create is not None and not may_create()
+                )
+                if not passing:
                     raise  # a refusal (a permission, a full disk), not an outage
-                # The jobs already claimed go on meanwhile.
                 await anyio.sleep(self._wait)
-
-    def _passing(self) -> bool:
-        """Whether a shared journal's trouble passes by itself: Redis unreachable, or back from
-        losing its data (every process writes its jobs back within a lease)."""
-        store = self._store
-        if not getattr(store, "available", True):
-            return True
-        may_create = getattr(store, "may_create", None)
-        return may_create is not None and not may_create()
 
     def _retake(self, record: StoreRecord, spec: JobSpec) -> bool:
         """Whether this run must take a finished job up again."""
@@ -616,8 +580,8 @@ class Claims:
         if record.state is not StoreState.COMPLETED or not record.files:
             return False
         files = [Path(os.path.abspath(f)) for f in record.files]
-        # Videos recorded in this --out and missing there: downloaded again (another host's
-        # videos are its own).
+        # Videos recorded in this --out and missing there are downloaded again (another
+        # host's videos are its own).
         return all(f.is_relative_to(self._out) for f in files) and not all(
             f.is_file() for f in files
         )
@@ -629,18 +593,9 @@ async def take_back(journal: JobStore, kept: dict[str, str]) -> int:
     taken = 0
     for key, task_id in kept.items():
         record = await journal.load(key)
-        unknown = (
-            record is not None
-            and not record.task_id
-            and (
-                record.state is StoreState.INTENT
-                or record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
-            )
-        )
-        if not unknown:
+        if record is None or record.task_id or not outcome_unknown(record):
             continue  # recorded after all, or not a job of this journal
-        claim = await journal.claim(key, reopen=True)
-        if claim.owned:
+        if (await journal.claim(key, reopen=True)).owned:
             await journal.record_submitted(key, task_id)
             taken += 1
     return taken
@@ -702,13 +657,14 @@ async def prepare(
     """
     endpoint = connection.endpoint
     recorded = await journal.get_meta(ENDPOINT_META)
-    if recorded is not None and recorded != endpoint:
-        raise UsageError(
-            f"journal {journal_name(journal)} holds jobs run against {recorded}, not "
-            f"{endpoint}: their task ids mean nothing there. Use another --journal (or --out)."
-        )
     if recorded is None:
         await journal.set_meta(ENDPOINT_META, endpoint)
+    elif recorded != endpoint:
+        name = journal.path if isinstance(journal, SqliteJobStore) else repr(journal)
+        raise UsageError(
+            f"journal {name} holds jobs run against {recorded}, not {endpoint}: their task "
+            "ids mean nothing there. Use another --journal (or --out)."
+        )
     taken = await take_back(journal, await run_blocking(tasks.read))
     if taken:
         note(
@@ -752,7 +708,6 @@ async def prepare(
         "completed but not downloaded will be downloaded again (already paid: not submitted "
         "again).",
     )
-    intents = {r.key for r in records if r.state is StoreState.INTENT}
     if connection.emulated:
         return None  # every unknown outcome was forgotten above
     if resubmit:
@@ -762,6 +717,7 @@ async def prepare(
             "resubmit asks: some may be paid twice.",
         )
         return None
+    intents = {r.key for r in records if r.state is StoreState.INTENT}
     if isinstance(journal, SqliteJobStore):  # shared: maybe a live process's
         note_jobs(
             len(intents),
@@ -775,9 +731,3 @@ def note_jobs(n: int, text: str) -> None:
     """``note`` "<n> jobs <text>", if there are any."""
     if n:
         note(f"{count_jobs(n)} {text}")
-
-
-def journal_name(journal: JobStore) -> str:
-    """The journal, for messages: its file, or the Redis store (never its URL's password)."""
-    path = getattr(journal, "path", None)
-    return str(path) if path is not None else repr(journal)

@@ -335,12 +335,7 @@ def _entry(key: str, request: GenerationRequest, endpoint: str, **fields: Any) -
 
 def _recorded(record: StoreRecord, out_dir: Path, endpoint: str = "") -> dict[str, Any]:
     """The manifest line of a job the journal knows."""
-    status = _STATUS.get(record.state) or (
-        "ambiguous"
-        if record.state is StoreState.INTENT
-        or record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
-        else "failed"
-    )
+    status = _STATUS.get(record.state) or ("ambiguous" if outcome_unknown(record) else "failed")
     error = record.error
     if status == "ambiguous" and error is None:
         error = "a submission was in flight when the run stopped: outcome unknown"
@@ -361,6 +356,13 @@ def _recorded(record: StoreRecord, out_dir: Path, endpoint: str = "") -> dict[st
 
 
 _STATUS = {StoreState.COMPLETED: "completed", StoreState.SUBMITTED: "running"}
+
+
+def outcome_unknown(record: StoreRecord) -> bool:
+    """Whether ``record``'s last submission may or may not have started a (paid) task."""
+    return (
+        record.state is StoreState.INTENT or record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
+    )
 
 
 def _relative(path: Path, folder: Path) -> str:
