@@ -1,27 +1,107 @@
-"""The emulator: a local stand-in for the Grok Imagine API, in process or on a socket."""
+"""The emulator: a local stand-in for the Grok Imagine API, in process or on a socket.
+
+A task's state is a function of the clock, computed when read. State changes never await and
+hold one lock, so a test thread may read statistics while uvicorn serves from another.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
+import random
+import sys
+import threading
+import zlib
+from array import array
+from collections import Counter
 from collections.abc import Mapping
+from datetime import datetime, timezone
+from itertools import pairwise
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from .. import _http
+from .._clock import DEFAULT_CLOCK
 from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
 from ._config import EmulatorConfig
-from ._faults import Outage
-from ._quota import max_in_window
-from ._routes import Api
-from ._state import EmulatorState, EmulatorStatistics, Task
-from ._transport import DroppingStarlette, EmulatorTransport
+from ._faults import FaultInjector, MarkerError, Outage
+from ._mp4 import mp4_bytes
+from ._quota import GcraCounter, WindowCounter, WindowDecision, max_in_window
+from ._state import CREDITS_PER_TASK, EmulatorStatistics, Task, TaskState
+from ._transport import DroppingStarlette, DropResponse, EmulatorTransport
 
 if TYPE_CHECKING:
     import httpx
 
 IN_PROCESS_BASE_URL = "http://emulator.local"
+ENDPOINTS = {"/v1/generate": "POST", "/v1/status": "GET"}
+MODES = frozenset({"fun", "normal", "spicy"})
+RATIOS = frozenset({"2:3", "3:2", "1:1", "16:9", "9:16"})
+_SHARED_VALUES = frozenset({"mode", "ratio"})
+
+
+class InvalidRequest(ValueError):
+    """A request body the service answers 400 ``INVALID_REQUEST``; the text is the message."""
+
+
+def parse_generate_body(raw: bytes) -> dict[str, Any]:
+    """A generation body validated (as strictly as the service and its resellers), defaults
+    filled in; raises InvalidRequest."""
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("Invalid request: the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("Invalid request: the body must be a JSON object")
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidRequest("Invalid request: The prompt parameter is required")
+    mode, ratio = body.get("mode", "normal"), body.get("ratio", "1:1")
+    if mode not in MODES:
+        raise InvalidRequest(f"Invalid request: mode must be one of {', '.join(sorted(MODES))}")
+    if ratio not in RATIOS:
+        raise InvalidRequest(f"Invalid request: ratio must be one of {', '.join(sorted(RATIOS))}")
+    request: dict[str, Any] = {"mode": mode, "prompt": prompt, "ratio": ratio}
+    images = body.get("images")
+    if images is not None:
+        if not isinstance(images, list) or not all(
+            isinstance(url, str) and url.strip() for url in images
+        ):
+            raise InvalidRequest("Invalid request: images must be a list of URL strings")
+        if images and mode == "spicy":
+            raise InvalidRequest("Invalid request: spicy mode is not available with images")
+        request["images"] = list(images)
+    return request
+
+
+def _seconds(value: float) -> str:
+    """Seconds rounded up to the millisecond, without trailing zeros (``"3"``, ``"0.517"``)."""
+    # Round float noise away first: (now + period) - now may exceed period by 1e-11 s.
+    return f"{math.ceil(round(value * 1000, 6)) / 1000:.3f}".rstrip("0").rstrip(".")
+
+
+def _error(
+    code: int, message: str, error: str, headers: dict[str, str] | None = None, status: int = 0
+) -> Response:
+    body = {"code": code, "message": message, "error": error}
+    return JSONResponse(body, status_code=status or code, headers=headers)
+
+
+def _success(data: dict[str, Any], headers: dict[str, str]) -> Response:
+    return JSONResponse({"code": 200, "message": "success", "data": data}, headers=headers)
+
+
+def _frozen(items: Mapping[Any, int]) -> Mapping[Any, int]:
+    return MappingProxyType(dict(items))
 
 
 class Emulator:
@@ -46,14 +126,45 @@ class Emulator:
     """
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
-        self._state = EmulatorState(config if config is not None else EmulatorConfig())
-        self.app: DroppingStarlette = DroppingStarlette(routes=Api(self._state).routes())
+        self._config = config = config if config is not None else EmulatorConfig()
+        self._clock = config.clock if config.clock is not None else DEFAULT_CLOCK
+        self._lock = threading.Lock()
+        self._rng = random.Random(config.seed)
+        self._faults = FaultInjector(config.faults, self._rng)
+        refused = config.count_refused
+        self._windows = {
+            token: GcraCounter(limit, burst=config.burst, count_refused=refused)
+            if config.window == "gcra"
+            else WindowCounter(limit, config.window, count_refused=refused)
+            for token, limit in config.rate_limits().items()
+        }
+        self._tasks: dict[str, Task] = {}  # by id, in creation order
+        # 9 bytes a request (time, admitted): a 100,000-job benchmark keeps 250,000 of them.
+        self._timeline: dict[str, tuple[array[float], bytearray]] = {
+            t: (array("d"), bytearray()) for t in self._windows
+        }
+        # events ("slow"), requests by endpoint ("GET /v1/status") and answers by HTTP status
+        self._counts: Counter[str | int] = Counter()
+        self._posts_per_prompt: Counter[str] = Counter()
+        self._last_now = 0.0
+        self._first_request: float | None = None  # outages are timed from it
+        self._outage: Outage | None = None  # switched on by hand, beside the configured ones
+        self.app: DroppingStarlette = DroppingStarlette(
+            routes=[
+                Route(
+                    "/v1/{rest:path}", self._api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
+                ),
+                Route("/videos/{task_id}/{index:int}.mp4", self._video, methods=["GET"]),
+                Route("/_emulator/stats", self._stats, methods=["GET"]),
+                Route("/_emulator/requests", self._requests, methods=["GET"]),
+            ]
+        )
         """The ASGI application (a Starlette app)."""
 
     @property
     def config(self) -> EmulatorConfig:
         """The settings this emulator runs with."""
-        return self._state.config
+        return self._config
 
     def transport(self) -> httpx.AsyncBaseTransport:
         """A transport reaching this emulator in process, for httpx2 and httpx clients alike.
@@ -88,23 +199,49 @@ class Emulator:
         Raises:
             KeyError: If ``token`` is not one of the emulator's.
         """
-        chosen = token if token is not None else next(iter(self.config.tokens))
+        chosen = token if token is not None else next(iter(self._config.tokens))
         return {
             ENV_BASE_URL: url,
             ENV_API_KEY: chosen,
-            ENV_PLAN: self.config.rate_limits()[chosen].text,
-            ENV_TIME_SCALE: f"{self.config.time_scale:g}",
+            ENV_PLAN: self._config.rate_limits()[chosen].text,
+            ENV_TIME_SCALE: f"{self._config.time_scale:g}",
         }
 
     def outage(self, outage: Outage | None = None, *, on: bool = True) -> None:
         """Switch an outage on (every task created from now on fails as ``outage`` says,
         by default :class:`Outage`'s) or, with ``on=False``, off. Timed outages are
         :attr:`FaultConfig.outages`."""
-        self._state.outage = (outage or Outage()) if on else None
+        self._outage = (outage or Outage()) if on else None
 
     def statistics(self) -> EmulatorStatistics:
         """A frozen snapshot of what the emulator saw and did so far."""
-        return self._state.statistics()
+        now = self._now()
+        with self._lock:
+            tasks = self._tasks.values()
+            states = Counter(task.state(now).value for task in tasks)
+            per_prompt = Counter(str(task.request["prompt"]) for task in tasks)
+            c = self._counts
+            by_endpoint = {k: n for k, n in c.items() if isinstance(k, str) and " " in k}
+            return EmulatorStatistics(
+                requests_total=sum(n for k, n in by_endpoint.items() if " /v1" in k),
+                requests_by_endpoint=_frozen(by_endpoint),
+                responses_by_status=_frozen({k: n for k, n in c.items() if isinstance(k, int)}),
+                rate_limited=c[429],
+                unauthorized=c[401],
+                invalid_requests=c[400],
+                not_found=c[404],
+                server_errors=c["server_error"],
+                body_errors=c["body_error"],
+                dropped=c["dropped"],
+                slow=c["slow"],
+                posts_per_prompt=_frozen(self._posts_per_prompt),
+                tasks_per_prompt=_frozen(per_prompt),
+                duplicate_submissions=_frozen(self._unasked(per_prompt)),
+                tasks_created=len(self._tasks),
+                credits_consumed=CREDITS_PER_TASK * sum(not t.free for t in tasks),
+                tasks_by_state=_frozen({s.value: states[s.value] for s in TaskState}),
+                videos_served=c["video"],
+            )
 
     def request_times(
         self, token: str | None = None, *, admitted_only: bool = False
@@ -115,7 +252,14 @@ class Emulator:
             token: One token's requests, or everyone's (None).
             admitted_only: Leave out the 429'd ones.
         """
-        return self._state.request_times(token, admitted_only=admitted_only)
+        with self._lock:
+            return sorted(
+                t
+                for name, (stamps, admitted) in self._timeline.items()
+                if token in (None, name)
+                for t, ok in zip(stamps, admitted, strict=True)
+                if ok or not admitted_only
+            )
 
     def max_window_count(
         self, period: float, token: str | None = None, *, admitted_only: bool = False
@@ -126,24 +270,23 @@ class Emulator:
 
     def task_ids(self) -> list[str]:
         """The id of every task created so far, in the order they were created."""
-        with self._state.lock:
-            return list(self._state.tasks)
+        with self._lock:
+            return list(self._tasks)
 
     def task_times(self, task_id: str) -> tuple[float, float] | None:
         """When task ``task_id`` was created and when it reaches its final state (clock
         times, like :meth:`request_times`), or None if there is no such task."""
-        task = self._state.task(task_id)
+        task = self._tasks.get(task_id)
         return None if task is None else (task.created_at, task.ends_at)
 
     def save_tasks(self, path: str | os.PathLike[str]) -> None:
         """Write every task to ``path`` (JSON, replaced atomically) for :meth:`load_tasks` in
         another process, where they go on generating. Rate-limit windows and counters are
         not kept."""
-        state = self._state
-        with state.lock:
-            tasks = list(state.tasks.values())
+        with self._lock:
+            tasks = list(self._tasks.values())
         # Unix times: the other process's monotonic clock is another one.
-        saved = [{**dataclasses.asdict(t), "created_at": state.unix(t.created_at)} for t in tasks]
+        saved = [{**dataclasses.asdict(t), "created_at": self._unix(t.created_at)} for t in tasks]
         target = Path(path)
         temporary = target.with_name(f".{target.name}.tmp")
         temporary.write_text(json.dumps({"tasks": saved}), encoding="utf-8")
@@ -157,18 +300,195 @@ class Emulator:
             OSError: If the file cannot be read.
             ValueError: If it does not hold saved tasks.
         """
-        state = self._state
-        offset = state.clock.unix() - state.now()
+        offset = self._clock.unix() - self._now()
         try:
             saved = json.loads(Path(path).read_text(encoding="utf-8"))["tasks"]
             tasks = [Task(**{**t, "created_at": float(t["created_at"]) - offset}) for t in saved]
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{path} does not hold an emulator's tasks ({exc!r})") from None
-        with state.lock:
-            before = len(state.tasks)
+        with self._lock:
+            before = len(self._tasks)
             for task in tasks:
-                state.tasks.setdefault(task.task_id, task)
-            return len(state.tasks) - before
+                self._tasks.setdefault(task.task_id, task)
+            return len(self._tasks) - before
 
     def __repr__(self) -> str:
-        return f"Emulator(tokens={len(self.config.tokens)}, window={self.config.window!r})"
+        return f"Emulator(tokens={len(self._config.tokens)}, window={self._config.window!r})"
+
+    def _now(self) -> float:
+        """The clock's time; outside an event loop, the last time seen (never going back)."""
+        with contextlib.suppress(RuntimeError):  # a LoopClock read outside any event loop
+            self._last_now = max(self._last_now, self._clock.monotonic())
+        return self._last_now
+
+    def _unix(self, monotonic: float) -> float:
+        return monotonic + (self._clock.unix() - self._clock.monotonic())
+
+    def _count(self, key: str | int) -> None:
+        """Add one to an event's counter, an endpoint's requests or an HTTP status's answers."""
+        with self._lock:
+            self._counts[key] += 1
+
+    def _admit(self, token: str, now: float) -> WindowDecision:
+        """Count a request of ``token`` at ``now`` against its quota and log it."""
+        with self._lock:
+            if self._first_request is None:
+                self._first_request = now
+            decision = self._windows[token].hit(now)
+            if not self._config.rate_limit_enabled and not decision.admitted:
+                decision = WindowDecision(True, 0, decision.reset_after, 0.0)
+            times, admitted = self._timeline[token]
+            times.append(now)
+            admitted.append(decision.admitted)
+            return decision
+
+    def _create_task(self, token: str, request: dict[str, Any], now: float) -> Task:
+        """Start a generation for ``token`` at ``now``: charge it and decide how it ends."""
+        cfg = self._config
+        prompt = str(request["prompt"])
+        # Interned, "mode", "normal", "1:1"... are shared by the 100,000 tasks of a simulation.
+        request = {
+            sys.intern(key): sys.intern(value) if key in _SHARED_VALUES else value
+            for key, value in request.items()
+        }
+        with self._lock:
+            outage = self._outage
+            if outage is None:
+                elapsed = now - (now if self._first_request is None else self._first_request)
+                outage = next((o for o in cfg.faults.outages if o.covers(elapsed)), None)
+            outcome = self._faults.for_task(prompt, outage)
+            duration = outcome.duration
+            if duration is None:  # lognormal around the median
+                spread = math.exp(cfg.duration_sigma * self._rng.gauss(0.0, 1.0))
+                duration = cfg.duration_median * spread / cfg.time_scale
+            task_id = f"task_{self._rng.getrandbits(48):012x}"
+            while task_id in self._tasks:
+                task_id = f"task_{self._rng.getrandbits(48):012x}"
+            queued = duration * cfg.queue_fraction
+            task = Task(task_id, token, request, now, queued, duration, *outcome[:3])
+            self._tasks[task_id] = task
+            return task
+
+    def _unasked(self, per_prompt: Counter[str]) -> dict[str, int]:
+        """``duplicate_submissions``, computed under the lock."""
+        tasks: dict[str, list[Task]] = {}
+        for task in sorted(self._tasks.values(), key=lambda task: task.created_at):
+            if per_prompt[prompt := str(task.request["prompt"])] > 1:
+                tasks.setdefault(prompt, []).append(task)
+        paid = {
+            prompt: 1 + sum(a.state(b.created_at) is not TaskState.FAILED for a, b in pairwise(run))
+            for prompt, run in tasks.items()
+        }
+        return {prompt: times for prompt, times in paid.items() if times > 1}
+
+    async def _api(self, request: Request) -> Response:
+        """Every ``/v1/*`` request; answers but dropped ones are counted by status."""
+        answer = await self._answer(request)
+        if not isinstance(answer, DropResponse):
+            self._count(answer.status_code)
+        return answer
+
+    async def _answer(self, request: Request) -> Response:
+        """Authentication (401, counted against no quota), quota (429), body (400), faults."""
+        path, method, now = request.url.path, request.method, self._now()
+        self._count(f"{method} {path}")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        if token not in self._windows:
+            return _error(401, "Unauthorized: invalid API key", "UNAUTHORIZED")
+        decision = self._admit(token, now)
+        reset = decision.reset_after
+        headers = {
+            "X-RateLimit-Limit": str(self._windows[token].limit.requests),
+            "X-RateLimit-Remaining": str(decision.remaining),
+            "X-RateLimit-Reset": f"{self._unix(now + reset):.3f}"
+            if self._config.reset_format == "unix"
+            else _seconds(reset),
+        }
+        if not decision.admitted:
+            headers["Retry-After"] = _seconds(decision.retry_after)
+            message = "Rate limit exceeded, please try again later."
+            return _error(429, message, "RATE_LIMITED", headers)
+        if path not in ENDPOINTS:
+            return _error(404, f"Not found: {path}", "NOT_FOUND", headers)
+        if ENDPOINTS[path] != ("GET" if method == "HEAD" else method):
+            message = f"Method {method} not allowed on {path}"
+            return _error(405, message, "INVALID_REQUEST", headers)
+        try:
+            body = parse_generate_body(await request.body()) if method == "POST" else None
+            with self._lock:  # a prompt with an invalid marker is not counted as a POST
+                faults = self._faults.for_request(None if body is None else body["prompt"])
+                if body is not None:
+                    self._posts_per_prompt[body["prompt"]] += 1
+        except (InvalidRequest, MarkerError) as exc:
+            return _error(400, str(exc), "INVALID_REQUEST", headers)
+        if faults.server_error:
+            self._count("server_error")
+            answer = _error(500, "Internal server error", "SERVER_ERROR", headers)
+        elif faults.body_error:
+            self._count("body_error")
+            answer = _error(500, "Internal server error", "SERVER_ERROR", headers, status=200)
+        elif body is not None:
+            task = self._create_task(token, body, now)
+            answer = _success({"task_id": task.task_id}, headers)
+        else:
+            answer = self._status(request, token, now, headers)
+        if faults.delay > 0:
+            self._count("slow")
+            await anyio.sleep(faults.delay)  # the loop's clock: virtual time skips it
+        if faults.drop:
+            self._count("dropped")
+            return DropResponse()
+        return answer
+
+    def _status(
+        self, request: Request, token: str, now: float, headers: dict[str, str]
+    ) -> Response:
+        task_id = request.query_params.get("task_id", "").strip()
+        if not task_id:
+            message = "Invalid request: The task_id parameter is required"
+            return _error(400, message, "INVALID_REQUEST", headers)
+        task = self._tasks.get(task_id)
+        if task is None or task.token != token:
+            return _error(404, f"Task not found: {task_id}", "NOT_FOUND", headers)
+        current = task.state(now)
+        urls = None
+        if current is TaskState.COMPLETED:
+            base = str(request.base_url)
+            urls = [f"{base}videos/{task.task_id}/{i}.mp4" for i in range(task.video_count)]
+        created = datetime.fromtimestamp(self._unix(task.created_at), tz=timezone.utc)
+        failed = current is TaskState.FAILED
+        data = {
+            "consumed_credits": 0 if task.free and failed else CREDITS_PER_TASK,
+            "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "status": getattr(self._config.vocabulary, current.value),
+            "task_id": task.task_id,
+            "error_message": task.error_message if failed else None,
+            "request": dict(task.request),
+            "response": urls,
+        }
+        return _success(data, headers)
+
+    async def _video(self, request: Request) -> Response:
+        self._count("GET /videos")
+        task_id, index = request.path_params["task_id"], request.path_params["index"]
+        task = self._tasks.get(task_id)
+        if task is None or task.state(self._now()) is not TaskState.COMPLETED:
+            return _error(404, f"No video for task {task_id}", "NOT_FOUND")
+        if not 0 <= index < task.video_count:
+            return _error(404, f"No video {index} for task {task_id}", "NOT_FOUND")
+        ttl = self._config.result_ttl
+        if ttl is not None and self._now() - task.ends_at > ttl:
+            return _error(403, f"The result URL of task {task_id} has expired", "URL_EXPIRED")
+        self._count("video")
+        shade = zlib.crc32(f"{task_id}/{index}".encode()) % 256
+        return Response(mp4_bytes(shade), media_type="video/mp4")
+
+    async def _stats(self, request: Request) -> Response:
+        return JSONResponse(self.statistics().as_dict())
+
+    async def _requests(self, request: Request) -> Response:
+        token = request.query_params.get("token") or None
+        admitted_only = request.query_params.get("admitted_only", "") in {"1", "true", "yes"}
+        times = self.request_times(token, admitted_only=admitted_only)
+        return JSONResponse({"admitted_only": admitted_only, "times": times})

@@ -366,7 +366,7 @@ def test_result_ttl_must_be_positive_or_none() -> None:
 
 
 def test_reset_seconds_ignore_float_noise() -> None:
-    from grok_imagine_async.testing._routes import _seconds
+    from grok_imagine_async.testing._emulator import _seconds
 
     # (now + period) - now is off by up to one ulp of now when the sum crosses a power of two:
     # clocks just below 2**11 or 2**17 seconds (the virtual loop starts at the real one).
