@@ -340,7 +340,7 @@ class AsyncGrokImagine:
             WaitTimeoutError: If ``timeout`` passed first.
             APIError: If a status request failed after its retries.
         """
-        return await self._wait(task_id, poll or self._settings.poll, timeout=timeout, since=None)
+        return await self._wait(task_id, poll, timeout, None)
 
     async def generate_and_wait(
         self,
@@ -370,19 +370,12 @@ class AsyncGrokImagine:
         task_id = await self.generate(
             prompt, mode=mode, ratio=ratio, images=images, allow_unlisted=allow_unlisted
         )
-        return await self._wait(
-            task_id,
-            poll or self._settings.poll,
-            timeout=timeout,
-            since=called,
-            on_progress=on_progress,
-        )
+        return await self._wait(task_id, poll, timeout, called, on_progress)
 
     async def _wait(
         self,
         task_id: str,
-        policy: PollPolicy,
-        *,
+        poll: PollPolicy | None,
         timeout: float | None,  # noqa: ASYNC109 (expiry must name the paid task)
         since: float | None,
         on_progress: ProgressHook | None = None,
@@ -391,6 +384,7 @@ class AsyncGrokImagine:
         just now); then the deadline counts from it, the first poll waits, and its age teaches
         the duration model and gives progress estimates."""
         task: Task | None = None
+        policy = poll or self._settings.poll
         started = anyio.current_time()
         deadline = math.inf if timeout is None else (started if since is None else since) + timeout
         progress, running_at = Progress(), 0.0  # the age at the last poll finding it running
@@ -487,9 +481,8 @@ class AsyncGrokImagine:
     ) -> list[Path]:
         """Stream a task's videos (or the given URLs) into the folder ``dest``, atomically.
 
-        A task's files are ``<stem>.mp4`` (``<stem>_<n>.mp4`` when several), ``stem`` being the
-        task id by default, sanitised (with a digest if another stem took that name). Downloads
-        carry no token, use no quota, and keep to ``limits`` and ``download_hosts``.
+        A task's files are ``<stem>.mp4`` (``<stem>_<n>.mp4`` when several; ``stem``: the task
+        id by default, sanitised). Downloads carry no token and use no quota.
 
         Returns:
             The paths written, in the order of the URLs.

@@ -112,7 +112,7 @@ def plan_download(
     if not urls:
         raise ValueError("nothing to download: no video URL")
     for url in urls:
-        if not url.lower().startswith(("http://", "https://")) or not is_fetchable_url(url):
+        if not is_fetchable_url(url):
             raise ValueError(f"refusing to download a non-http(s) URL: {url[:200]!r}")
     return list(zip(urls, names, strict=True))
 

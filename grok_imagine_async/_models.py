@@ -239,8 +239,12 @@ class Task(BaseModel):
 
     @property
     def failure_class(self) -> FailureClass | None:
-        """Why the task failed (a :class:`FailureClass`), or None if it succeeded or runs."""
-        return classify_failure(self)
+        """Why the task failed (``NO_RESULT``: "completed" with no video), or None if it did not."""
+        if self.status is TaskStatus.COMPLETED:
+            return None if self.videos else FailureClass.NO_RESULT
+        if self.status is TaskStatus.FAILED:
+            return classify_error_message(self.error_message)
+        return None
 
 
 _FAILURE_MARKERS: tuple[tuple[FailureClass, tuple[str, ...]], ...] = (
@@ -258,12 +262,3 @@ def classify_error_message(message: str | None) -> FailureClass:
         if any(marker in text for marker in markers):
             return failure_class
     return FailureClass.UNKNOWN
-
-
-def classify_failure(task: Task) -> FailureClass | None:
-    """Why ``task`` failed (``NO_RESULT``: "completed" with no video), or None if it did not."""
-    if task.status is TaskStatus.COMPLETED:
-        return None if task.videos else FailureClass.NO_RESULT
-    if task.status is TaskStatus.FAILED:
-        return classify_error_message(task.error_message)
-    return None

@@ -27,20 +27,14 @@ from ._models import Task, TaskStatus
 logger = logging.getLogger("grok_imagine_async")
 
 _STATUSES = {  # rule 2's spellings, after lower-casing and "-"/" " to "_"
-    **dict.fromkeys(
-        ("completed", "complete", "success", "succeeded", "done"), TaskStatus.COMPLETED
-    ),
-    **dict.fromkeys(
-        ("failed", "fail", "failure", "error", "expired", "cancelled", "canceled"),
-        TaskStatus.FAILED,
-    ),
-    **dict.fromkeys(
-        ("pending", "queued", "waiting", "queuing", "submitted", "in_queue", "created"),
-        TaskStatus.PENDING,
-    ),
-    **dict.fromkeys(
-        ("processing", "running", "generating", "in_progress", "started"), TaskStatus.PROCESSING
-    ),
+    word: status
+    for status, words in (
+        (TaskStatus.COMPLETED, "completed complete success succeeded done"),
+        (TaskStatus.FAILED, "failed fail failure error expired cancelled canceled"),
+        (TaskStatus.PENDING, "pending queued waiting queuing submitted in_queue created"),
+        (TaskStatus.PROCESSING, "processing running generating in_progress started"),
+    )
+    for word in words.split()
 }
 MAX_UNKNOWN_REMEMBERED = 100  # unknown statuses logged once: a bounded LRU memo per process
 _unknown_seen: OrderedDict[str, None] = OrderedDict()
@@ -48,10 +42,8 @@ MAX_INT = 10**15  # numbers beyond this (credits, codes) are not believable: rea
 
 
 def normalize_status(raw: object) -> TaskStatus:
-    """Map a server status string to a :class:`TaskStatus`, case-insensitively (rule 2).
-
-    Unknown values mean "not finished" (``UNKNOWN``) and are logged once per process.
-    """
+    """Map a server status to a :class:`TaskStatus` (rule 2); an unknown one means not finished
+    (``UNKNOWN``) and is logged once per process."""
     key = str(raw).strip().lower().replace("-", "_").replace(" ", "_") if raw is not None else ""
     status = _STATUSES.get(key)
     if status is not None:
