@@ -7,7 +7,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 import httpx
 
@@ -33,25 +33,23 @@ FAMILIES: tuple[ModuleType, ...] = (lib,) if lib is httpx else (lib, httpx)
 """The installed libraries, the default first."""
 
 
-def _each(name: str) -> tuple[type[Any], ...]:
-    return tuple(getattr(family, name) for family in FAMILIES)
+_T = TypeVar("_T", bound=type)
 
 
-# Typed as httpx's classes: ``except`` clauses then give ``exc`` its attributes.
-ConnectErrors = cast(  # the request provably never reached the server
-    "tuple[type[httpx.TransportError], ...]",
-    _each("ConnectError") + _each("ConnectTimeout") + _each("PoolTimeout"),
-)
-RequestErrors = cast(  # the request could not be written (nothing was sent)
-    "tuple[type[httpx.TransportError], ...]",
-    _each("UnsupportedProtocol") + _each("LocalProtocolError"),
-)
-TransportError = cast("tuple[type[httpx.TransportError], ...]", _each("TransportError"))
-TimeoutException = cast("tuple[type[httpx.TimeoutException], ...]", _each("TimeoutException"))
-DecodingError = cast("tuple[type[httpx.DecodingError], ...]", _each("DecodingError"))
-HTTPStatusError = cast("tuple[type[httpx.HTTPStatusError], ...]", _each("HTTPStatusError"))
-HTTPError = cast("tuple[type[httpx.HTTPError], ...]", _each("HTTPError"))
-InvalidURL = cast("tuple[type[httpx.InvalidURL], ...]", _each("InvalidURL"))
+def _each(cls: _T) -> tuple[_T, ...]:
+    """httpx's class ``cls`` and its twin in every installed family (typed as httpx's)."""
+    return tuple(getattr(family, cls.__name__) for family in FAMILIES)
+
+
+# The request provably never reached the server / could not be written (nothing was sent).
+ConnectErrors = _each(httpx.ConnectError) + _each(httpx.ConnectTimeout) + _each(httpx.PoolTimeout)
+RequestErrors = _each(httpx.UnsupportedProtocol) + _each(httpx.LocalProtocolError)
+TransportError = _each(httpx.TransportError)
+TimeoutException = _each(httpx.TimeoutException)
+DecodingError = _each(httpx.DecodingError)
+HTTPStatusError = _each(httpx.HTTPStatusError)
+HTTPError = _each(httpx.HTTPError)
+InvalidURL = _each(httpx.InvalidURL)
 # What parsing or joining a malformed URL may raise.
 BadURL: tuple[type[Exception], ...] = (*InvalidURL, ValueError, TypeError, AttributeError)
 
@@ -59,7 +57,7 @@ if TYPE_CHECKING:
     AnyFamilyTransport = httpx.AsyncBaseTransport
 else:
 
-    class AnyFamilyTransport(*_each("AsyncBaseTransport")):
+    class AnyFamilyTransport(*_each(httpx.AsyncBaseTransport)):
         """A transport base of every installed family: a client of either accepts it."""
 
 

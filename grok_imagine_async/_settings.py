@@ -119,18 +119,12 @@ class Settings:
         if not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"base_url must be an http(s) URL, got {url!r}")
         object.__setattr__(self, "base_url", url)
-        kinds: dict[str, tuple[type, ...]] = {
-            "rate_limit": (RateLimit,),
-            "retry": (RetryPolicy,),
-            "poll": (PollPolicy,),
-            "limits": (Limits,),
-            "breaker": (BreakerPolicy, type(None)),
-        }
-        for name, kind in kinds.items():
+        kinds = {"rate_limit": RateLimit, "retry": RetryPolicy, "poll": PollPolicy}
+        for name, kind in {**kinds, "limits": Limits, "breaker": BreakerPolicy}.items():
             value = getattr(self, name)
-            if not isinstance(value, kind):
+            if not isinstance(value, kind) and not (name == "breaker" and value is None):
                 got = type(value).__name__
-                raise ConfigurationError(f"{name} must be a {kind[0].__name__}, got {got}")
+                raise ConfigurationError(f"{name} must be a {kind.__name__}, got {got}")
         if not self.expected_duration > 0:
             raise ConfigurationError(
                 f"expected_duration must be positive, got {self.expected_duration!r}"
