@@ -1,26 +1,16 @@
 """A batch's files, options and figures: what ``generate_many`` and ``JobScheduler`` take and
-give beyond the everyday names of :mod:`grok_imagine_async`.
+give beyond the everyday names (and what ``grok-imagine batch`` uses).
 
 - :class:`JobFile` reads jobs from a text, JSONL or CSV file (``check()`` returns an
   :class:`InputSummary`, a bad line raises :class:`InputError`);
 - :class:`SqliteJobStore` is the journal file that makes a batch resumable (``journal="run.db"``
-  opens one for you), :class:`MemoryJobStore` the same store in memory (it lasts as long as
-  the process);
-- :class:`SchedulerConfig` says how a scheduler runs its jobs (``config=`` of
-  ``generate_many`` and ``JobScheduler``): concurrency, polling, resubmissions, the breaker;
-- :class:`DurationModel` is the scheduler's estimate of how long a generation takes
-  (``SchedulerConfig(duration_model=...)``), and :class:`SchedulerStatistics` what
-  ``statistics()`` returns (of a scheduler, or of the :class:`JobResults` of
-  ``generate_many``);
-- :data:`CREDITS_PER_GENERATION` is what one generation costs, to size ``max_credits=``;
-- :class:`BreakerPolicy` (``SchedulerConfig(breaker=...)``) says when a batch pauses on an
-  outage or stops on systematic refusals; :class:`BreakerSnapshot` (``statistics().breaker``,
-  with its :class:`BreakerState`) and :class:`BreakerEvent` (to ``on_event``) show what it
-  decided;
-- :class:`JobResumed` (to ``on_event``) says a job was taken up from the journal of an
-  earlier run.
-
-These are what the ``grok-imagine batch`` command uses, for the same from Python.
+  opens one), :class:`MemoryJobStore` the same in memory;
+- :class:`SchedulerConfig` (``config=``) says how a scheduler runs its jobs, with a
+  :class:`DurationModel` and a :class:`BreakerPolicy`; :class:`SchedulerStatistics` is what
+  ``statistics()`` returns (of a scheduler, or of ``generate_many``'s :class:`JobResults`),
+  with a :class:`BreakerSnapshot` and its :class:`BreakerState`;
+- :class:`BreakerEvent` and :class:`JobResumed` are events ``on_event`` receives;
+- :data:`CREDITS_PER_GENERATION` is what one generation costs, to size ``max_credits=``.
 
 Example:
     >>> from grok_imagine_async.batch import CREDITS_PER_GENERATION, JobFile

@@ -1,5 +1,4 @@
-"""What the scheduler needs of a client: a protocol, so that ``_client`` (which imports the
-scheduler for ``generate_many``) and the scheduler do not import each other."""
+"""What the scheduler needs of a client: a protocol, so ``_client`` and it import no cycle."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""The scheduler's shared books: its jobs, their tally and budget, and how a job or a run ends.
-
-A job ends one way (:meth:`Books.finish`: recorded, then announced), one job's trouble stays
-that job's (:meth:`Books.for_job`), and a fatal error reaches one place (:meth:`Books.stop`).
-"""
+"""The scheduler's shared books: its jobs, their tally and budget, and how a job or the run ends."""
 
 from __future__ import annotations
 
@@ -37,12 +33,9 @@ logger = logging.getLogger("grok_imagine_async.scheduler")
 
 
 class Books:
-    """What the scheduler's workers share; see the module docstring.
-
-    The run moves one way, only through these methods: input open, input closed
-    (:meth:`close_input`), stopping (:meth:`stop`: ``fatal`` set, nothing more submitted, the
-    paid jobs polled to their end), halted (:meth:`halt`: every worker cancelled).
-    """
+    """What the scheduler's workers share. A job ends one way (:meth:`finish`); one job's
+    trouble stays its own (:meth:`for_job`); a fatal error goes to :meth:`stop`. The run only
+    moves forward: input open, closed, stopping (paid jobs polled to their end), halted."""
 
     def __init__(
         self,
@@ -64,22 +57,17 @@ class Books:
         self.halted = False  # stopped at once: paid jobs are left to the journal
         self.unrecorded: dict[str, str] = {}  # task ids a failed journal write did not keep
         self.course_id = uuid.uuid4().hex  # this scheduler, in the course it shares
-        # Wall-clock time of the newest course taken or decided: older ones (a journal's from
-        # an earlier run) are not taken.
-        self.course_at = time.time()
+        self.course_at = time.time()  # of the newest course taken: older ones are ignored
         self._on_event = on_event
         self._changed = anyio.Event()
         self._tg: TaskGroup | None = None
-
-    # -- tasks -----------------------------------------------------------------------------
 
     def attach(self, tg: TaskGroup) -> None:
         """Run workers in ``tg`` (the scheduler's task group) from now on."""
         self._tg = tg
 
     def start(self, worker: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Start ``worker(*args)``; whatever escapes it (a rejected token, a bug) becomes the
-        scheduler's fatal error, raised as it is at exit, never in an ExceptionGroup."""
+        """Start ``worker(*args)``; what escapes it becomes the fatal error (raised as it is)."""
         assert self._tg is not None
         self._tg.start_soon(self._guarded, worker, *args)
 
@@ -88,8 +76,6 @@ class Books:
             await worker(*args)
         except Exception as exc:
             self.stop(exc, drain=False)
-
-    # -- change notification ---------------------------------------------------------------
 
     def notify(self) -> None:
         self._changed.set()
@@ -114,8 +100,8 @@ class Books:
     def course(
         self, key: str, transition: Transition, now: float, *, adopted: bool = False
     ) -> None:
-        """The breaker changed course on job ``key``'s outcome (``adopted``: as another process
-        sharing the batch decided): wake the submitters, log, tell the hook and the others."""
+        """The breaker changed course on job ``key``'s outcome (``adopted``: another process
+        decided): wake the submitters, log, tell the hook and the processes sharing the batch."""
         snapshot = self.breaker.snapshot()
         self.notify()
         level = logging.INFO if transition is Transition.PROBING else logging.WARNING
@@ -147,8 +133,7 @@ class Books:
             logger.warning("could not share the batch's course (%s): %s", course.state, exc)
 
     async def follow_course(self, every: float) -> None:
-        """Take the course the processes sharing the journal decide, read every ``every``
-        seconds: one decision for the batch, not one per process."""
+        """Take the course the processes sharing the journal decide (polled every ``every`` s)."""
         assert self.journal is not None
         while True:
             await anyio.sleep(every)
@@ -173,11 +158,8 @@ class Books:
     def unfinished(self) -> int:
         return len(self.jobs)
 
-    # -- ending a job ----------------------------------------------------------------------
-
     async def for_job(self, job: JobRecord, step: Awaitable[None]) -> None:
-        """Run one step of one job; what goes wrong in it ends that job, not the batch (but a
-        rejected token, which no other job can pass)."""
+        """Run one step of one job; an error ends that job, not the batch (but a rejected token)."""
         try:
             await step
         except AuthenticationError:
@@ -200,38 +182,9 @@ class Books:
         from_journal: bool = False,
         record: bool = True,
     ) -> None:
-        """End ``job``: record its result (unless ``record`` is False), then announce it."""
-        result = self.result(
-            job,
-            task=task,
-            error=error,
-            failure_class=failure_class,
-            files=files,
-            from_journal=from_journal,
-        )
-        if record and self.journal is not None:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self.journal.record_finished(result)
-                except Exception as exc:
-                    if result.task_id is not None:
-                        self.unrecorded[job.key] = result.task_id
-                    self.journal_failed(exc, job)
-        del self.jobs[job.key]
-        self.conclude(job, result)
-
-    def result(
-        self,
-        job: JobRecord,
-        *,
-        task: Task | None = None,
-        error: GrokImagineError | None = None,
-        failure_class: FailureClass | None = None,
-        files: tuple[Path, ...] = (),
-        from_journal: bool = False,
-    ) -> JobResult:
-
-        return JobResult(
+        """End ``job``: record its result (unless ``record`` is False), then announce it (a
+        woken waiter finds it recorded)."""
+        result = JobResult(
             key=job.key,
             request=job.request,
             task=task,
@@ -246,9 +199,16 @@ class Books:
             from_journal=from_journal,
             last_task_id=job.task_id,
         )
-
-    def conclude(self, job: JobRecord, result: JobResult) -> None:
-        """Announce ``result`` (after the journal write: a woken waiter finds it recorded)."""
+        if record and self.journal is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.journal.record_finished(result)
+                except Exception as exc:
+                    if result.task_id is not None:
+                        self.unrecorded[job.key] = result.task_id
+                    self.journal_failed(exc, job)
+        if self.jobs.get(job.key) is job:  # an invalid input item never entered
+            del self.jobs[job.key]
         job.finished(result)
         if self.streaming:
             self.backlog.append(result)
@@ -257,12 +217,9 @@ class Books:
         if self.fatal is not None and self.unfinished() == 0 and not self.streaming:
             self.halt()  # drained: end the block (a results() reader ends on its own)
 
-    # -- stopping --------------------------------------------------------------------------
-
     def stop(self, exc: BaseException, *, drain: bool) -> None:
-        """The one place a fatal error goes: accept and submit nothing more. With ``drain``
-        the paid jobs are polled to their end first; without (a rejected token), all stop now.
-        """
+        """A fatal error: submit nothing more; with ``drain`` poll the paid jobs to their end
+        first, else (a rejected token) halt now."""
         if self.fatal is None:
             self.fatal = exc
         self.input_closed = True
@@ -300,8 +257,7 @@ class Books:
             logger.error("journal failed on closing: %s", error)
 
     def wrap_up(self) -> None:
-        """At the run's end: log every paid task whose end was not recorded (so none is lost
-        with the process), and raise the fatal error, if any, with their ids."""
+        """Log every paid task whose end was not recorded; raise the fatal error, with their ids."""
         pending = dict(self.unrecorded)
         pending.update((j.key, j.task_id) for j in self.jobs.values() if j.task_id is not None)
         fatal = self.fatal

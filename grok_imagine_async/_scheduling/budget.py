@@ -1,8 +1,5 @@
-"""The credit budget: spent, held for POSTs under way, and left.
-
-A POST holds its cost until its outcome is known (:meth:`CreditBudget.reserve`), then commits
-or releases it, so concurrent submissions never together overrun the budget.
-"""
+"""The credit budget: each POST holds its cost until its outcome commits or releases it, so
+concurrent submissions never together overrun the cap."""
 
 from __future__ import annotations
 
@@ -70,8 +67,7 @@ class CreditBudget:
         return self.committed + jobs * cost <= self.max_credits
 
     def refund(self, credits: int) -> None:
-        """The provider reported a task cost ``credits`` less than counted (its status's
-        ``consumed_credits``: a failure it did not charge). Negative: it cost more."""
+        """The provider's ``consumed_credits`` say a task cost ``credits`` less than counted."""
         self._spent -= credits
 
     def adopt(self, credits: int) -> None:
@@ -80,10 +76,8 @@ class CreditBudget:
 
     @contextmanager
     def reserve(self, cost: int = CREDITS_PER_GENERATION) -> Iterator[Reservation]:
-        """Hold ``cost`` for one POST; released on leaving unless committed inside.
-
-        The caller checks :meth:`can_afford` first: a reservation never refuses.
-        """
+        """Hold ``cost`` for one POST (released on leaving unless committed); never refuses:
+        check :meth:`can_afford` first."""
         self._held += cost
         reservation = Reservation(self, cost)
         try:

@@ -1,5 +1,4 @@
-"""How much work a quota carries, for the scheduler's in-flight cap and the FastAPI
-registry's ``Retry-After``: both reckon with the same cost per job."""
+"""How much work a quota carries: the scheduler's in-flight cap, the registry's Retry-After."""
 
 from __future__ import annotations
 
@@ -15,11 +14,8 @@ CAP_FACTOR = 8.0
 
 
 def in_flight_cap(limit: RateLimit, *, time_in_system: float) -> int:
-    """The default cap on jobs submitted and not finished.
-
-    Eight times Little's law (jobs per second the quota sustains x seconds a job stays in
-    flight), so a saturated quota is never idle for lack of started work.
-    """
+    """The default cap on jobs in flight: eight times Little's law, so a saturated quota
+    never idles for lack of started work."""
     jobs_per_second = limit.per_second / REQUESTS_PER_JOB
     return max(2, math.ceil(CAP_FACTOR * jobs_per_second * time_in_system))
 

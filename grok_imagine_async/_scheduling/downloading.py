@@ -1,7 +1,6 @@
 """The scheduler's downloaders: completed jobs' videos to disk, before the job counts as done.
 
-A download that fails ends only its job (:class:`DownloadError`); the task stays in the
-journal, so the next run downloads it again without paying again.
+A failed download ends only its job; the task stays in the journal for the next run.
 """
 
 from __future__ import annotations
@@ -65,7 +64,6 @@ class Downloader:
                 error = exc
             else:
                 raise
-            # The task id and its URLs stay in the journal: the next run downloads it again.
             await books.finish(
                 job, task=task, error=error, failure_class=FailureClass.REQUEST_ERROR
             )
@@ -80,11 +78,7 @@ class Downloader:
 
 
 def ensure_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and check a file can be written in it (blocking).
-
-    Raises:
-        DownloadError: Naming the folder, if it cannot be created or written.
-    """
+    """Create ``folder`` if needed and check it can be written (blocking); else DownloadError."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-check-{os.getpid()}.part"

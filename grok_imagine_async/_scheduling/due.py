@@ -1,5 +1,4 @@
-"""A heap of items due at given times, with one timer for all of them: 5,000 jobs in flight
-cost one heap and one sleeping coroutine, not 5,000."""
+"""Items due at given times on one heap and one timer (5,000 jobs in flight: one sleeper)."""
 
 from __future__ import annotations
 
@@ -58,11 +57,8 @@ class DueQueue(Generic[T]):
     async def next_due(
         self, *, early: Callable[[float], T | None] | None = None, every: float = 0.25
     ) -> T:
-        """Wait until the first item is due, remove it and return it (one consumer).
-
-        ``early(now)`` is asked every ``every`` seconds meanwhile: the queued item it returns
-        is taken now (the scheduler spends idle quota on the looks likeliest to succeed).
-        """
+        """Wait until the first item is due, remove and return it (one consumer); meanwhile
+        the queued item ``early(now)`` returns (asked every ``every`` s) is taken at once."""
         while True:
             if self._heap:
                 when = self._heap[0][0]

@@ -1,12 +1,8 @@
-"""How long generations take: a lognormal model learned from what polls see. Pure.
+"""How long generations take: a lognormal fitted (EM, weak prior) to what polls see. Pure.
 
-A poll only brackets a job's duration: found done, the job finished between the previous look
-and this one (an *interval* observation); found running, it takes longer than its age (a
-*censored* one). The model keeps both, binned on a log scale so that memory does not grow with
-the number of jobs, and fits a lognormal to them by expectation-maximisation, with a weak prior
-so that a few observations outweigh it. Censored observations are what let the model learn that
-jobs are long before any of them finished; a running job's censored point moves with each look
-and is dropped when the job finishes.
+A look finding a job done brackets its duration; one finding it running is a lower bound
+(censored), which lets the model learn jobs are long before any finished. Both are binned on
+a log scale, so memory does not grow with the number of jobs.
 """
 
 from __future__ import annotations
@@ -20,10 +16,9 @@ _FROM_ZERO = -(10**6)  # bin key of a lower bound at 0 (found done at the first 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _MIN_SIGMA, _MAX_SIGMA = 0.05, 1.5
-_SIGMA_WEIGHT = 3.0  # the prior's spread counts as three observations' worth. Censored lower
-# bounds and the upper bounds of jobs found done at their first look (a saturated batch's usual
-# observation) fit a wide spread as well as a narrow one; at one observation's worth a batch of
-# 2-minute jobs once fitted sigma 1.3 and planned every first look 17 minutes out.
+# The prior's spread counts as three observations: lower bounds and first-look brackets fit a
+# wide spread as well as a narrow one (at one, 2-minute jobs once fitted sigma 1.3).
+_SIGMA_WEIGHT = 3.0
 _REFIT_GROWTH = 0.05  # refit once observations grew by this fraction (or by one, early on)
 _STANDARD = NormalDist()
 
@@ -66,10 +61,8 @@ class DurationModel:
 
     Args:
         prior_median: Median duration assumed before anything was seen.
-        prior_sigma: Spread (log-space standard deviation) assumed before anything was seen;
-            wide by default, because the prior is a guess.
-        prior_weight: How many observations the prior is worth (a fraction: one job's
-            completion already outweighs it).
+        prior_sigma: Log-space standard deviation assumed before anything was seen.
+        prior_weight: How many observations the prior is worth (one completion outweighs it).
 
     Example:
         >>> model = DurationModel(prior_median=30)
@@ -102,8 +95,6 @@ class DurationModel:
             f"completed={self._count}, running={self._censored})"
         )
 
-    # -- observations ----------------------------------------------------------------------
-
     @property
     def count(self) -> int:
         """Completions observed."""
@@ -125,13 +116,8 @@ class DurationModel:
         self._changed()
 
     def observe_running(self, age: float, *, previous: float | None = None) -> None:
-        """Learn that a job was still running ``age`` seconds after it started.
-
-        Args:
-            age: The job's age at the look.
-            previous: The age at this job's previous "running" look, which this one replaces
-                (it says less), or None if this is the first.
-        """
+        """Learn that a job was still running ``age`` seconds after it started; it replaces
+        the bound its ``previous`` look (an age) left, if any."""
         if previous is not None:
             self._drop(previous)
         self._running[_key(age)] += 1
@@ -157,8 +143,6 @@ class DurationModel:
         if self._changes >= max(1.0, _REFIT_GROWTH * self._fitted_at) or total < 8:
             self._fit()
 
-    # -- the fit ---------------------------------------------------------------------------
-
     def _fit(self, iterations: int = 30) -> None:
         mu, sigma = self._mu, self._sigma
         w0 = self.prior_weight
@@ -177,9 +161,8 @@ class DurationModel:
                 first += n * m1
                 second += n * m2
             new_mu = first / (w0 + seen)
-            # The spread is the data's around the new mean, plus the prior's spread as
-            # _SIGMA_WEIGHT observations; the prior's *median* takes no part in it, or a prior
-            # far from the truth would widen the spread as much as it shifts the median.
+            # The data's spread around the new mean plus the prior's spread; not the prior's
+            # median, or a prior far from the truth would widen the spread.
             data_mean = (first - w0 * m0) / seen if seen else new_mu
             spread = max(second - seen * data_mean * data_mean, 0.0) + _SIGMA_WEIGHT * s0 * s0
             new_sigma = math.sqrt(spread / (seen + _SIGMA_WEIGHT))
@@ -191,8 +174,6 @@ class DurationModel:
         self._mu, self._sigma = mu, sigma
         self._fitted_at = self._count + self._censored
         self._changes = 0
-
-    # -- the estimate ----------------------------------------------------------------------
 
     @property
     def mu(self) -> float:

@@ -1,9 +1,4 @@
-"""Batch input files: prompts as text, JSONL or CSV, read lazily into keyed :class:`JobSpec`\\ s.
-
-The formats and the naming template are described on :class:`JobFile` and in the CLI guide.
-Every job gets a key: its ``id``/``key`` if the file gives one, else a stable hash of the
-request counting repeats, so a re-run maps to the same jobs and resumes instead of paying again.
-"""
+"""Batch input files: prompts as text, JSONL or CSV, read lazily into keyed job specs."""
 
 from __future__ import annotations
 
@@ -59,12 +54,11 @@ class InputSummary:
 class JobFile:
     """A batch input file, read lazily into :class:`JobSpec`\\ s; iterable any number of times.
 
-    Formats, by extension (or ``format``): *text*, one prompt per line (blank lines and ``#``
-    comments skipped); *JSONL* (``.jsonl``, ``.ndjson``), one object per line with ``prompt``
-    and optionally ``mode``, ``ratio``, ``images`` (URLs) and ``id`` (or ``key``); *CSV*
-    (``.csv``), a header naming the same columns, ``images`` separated by spaces or ``|`` or
-    a JSON list. Iterating raises :class:`InputError` (naming the file and line) at the first
-    bad line, after yielding the good ones before it: call :meth:`check` first.
+    Formats (see the CLI guide): *text*, one prompt per line (blank lines and ``#`` comments
+    skipped); *JSONL* (``.jsonl``, ``.ndjson``), objects with ``prompt`` and optionally
+    ``mode``, ``ratio``, ``images``, ``id`` (or ``key``); *CSV*, a header naming those columns.
+    A job without an id is keyed by its request, repeats numbered, the same on every run.
+    Iterating raises :class:`InputError` at the first bad line: call :meth:`check` first.
 
     Args:
         path: The file.
@@ -75,8 +69,7 @@ class JobFile:
         name: How videos are named: a template of ``{key}``, ``{index}`` and ``{slug}`` that
             holds ``{key}`` or ``{index}`` (default ``"{key}"``); see
             :meth:`InputSummary.file_stem`.
-        limits: The client's bounds (default: ``Limits()``, the client's default): a prompt
-            they refuse is a bad line. Pass ``client.settings.limits`` if yours differ.
+        limits: The client's bounds (default ``Limits()``): a prompt they refuse is a bad line.
 
     Example:
         >>> jobs = JobFile("prompts.txt", ratio="3:2")  # doctest: +SKIP
@@ -114,23 +107,18 @@ class JobFile:
         for item in self._scan():
             if isinstance(item, InputError):
                 raise item
-            yield item.spec
+            yield item[0]
 
     def check(self, *, max_problems: int = 1) -> InputSummary:
         """Read the whole file once, validating every line; submit nothing.
 
         Args:
-            max_problems: How many bad lines to gather before raising. With the default 1
-                the check stops at the first; with more it reads the whole file, so that
-                one fix can cover every line.
-
-        Returns:
-            How many jobs there are, and their keys.
+            max_problems: How many bad lines to gather before raising (more than 1 reads the
+                whole file).
 
         Raises:
-            InputError: The first problem, naming the file and line (also raised if the file
-                holds no job at all). Its ``problems`` holds the first ``max_problems``
-                problems, itself first, and ``problem_count`` how many were found in all.
+            InputError: The first problem, naming the file and line (or a file with no job);
+                its ``problems`` holds the first ``max_problems``, ``problem_count`` them all.
         """
         if max_problems < 1:
             raise ValueError(f"max_problems must be >= 1, got {max_problems}")
@@ -146,9 +134,10 @@ class JobFile:
                 if max_problems == 1:
                     break
             else:
-                keys.add(item.key)
-                if item.stem != item.key:
-                    stems[item.key] = item.stem
+                key, stem = item[0].key or "", item[1]
+                keys.add(key)
+                if stem != key:
+                    stems[key] = stem
         if problems:
             first = problems[0]
             first.problems, first.problem_count = tuple(problems), count
@@ -158,8 +147,8 @@ class JobFile:
             raise InputError(self.path, None, f"no jobs in the file{skipped}")
         return InputSummary(self.path, self.format, len(keys), frozenset(keys), stems)
 
-    def _scan(self) -> Iterator[_Named | InputError]:
-        """Every job, and every bad line as an :class:`InputError` in its place (not raised)."""
+    def _scan(self) -> Iterator[tuple[JobSpec, str] | InputError]:
+        """Every job with its file stem, and every bad line as an :class:`InputError`."""
         seen: dict[str, int] = {}  # key -> line, to name both lines of a duplicate
         names = _FileNames()
         index = 0  # jobs so far: {index} of the name template
@@ -193,9 +182,7 @@ class JobFile:
                     f"{self._name}_1.mp4, {self._name}_2.mp4... when a task has several)",
                 )
                 continue
-            yield _Named(spec, spec.key, stem)
-
-    # -- one job -----------------------------------------------------------------------------
+            yield spec, stem
 
     def _spec(self, line: int, fields: dict[str, Any], repeats: Counter[str]) -> JobSpec:
         prompt = fields.get("prompt")
@@ -250,8 +237,6 @@ class JobFile:
             )
         return key
 
-    # -- the three formats -------------------------------------------------------------------
-
     def _entries(self) -> Iterator[tuple[int | None, dict[str, Any] | InputError]]:
         try:
             # Binary, decoded line by line: a decoding error then names its line.
@@ -287,23 +272,16 @@ class JobFile:
             except ValueError as exc:
                 yield lines.number, InputError(self.path, lines.number, f"bad JSON: {exc}")
                 continue
+            unknown = sorted(set(value) - set(FIELDS)) if isinstance(value, dict) else []
             if not isinstance(value, dict):
-                yield (
-                    lines.number,
-                    InputError(
-                        self.path,
-                        lines.number,
-                        f"expected a JSON object, got {type(value).__name__}",
-                    ),
-                )
-                continue
-            unknown = sorted(set(value) - set(FIELDS))
-            if unknown:
+                problem = f"expected a JSON object, got {type(value).__name__}"
+            elif unknown:
                 names = ", ".join(map(repr, unknown))
                 problem = f"unknown field {names} (expected {', '.join(FIELDS)})"
-                yield lines.number, InputError(self.path, lines.number, problem)
+            else:
+                yield lines.number, value
                 continue
-            yield lines.number, value
+            yield lines.number, InputError(self.path, lines.number, problem)
 
     def _csv(
         self, lines: _NumberedLines
@@ -332,14 +310,8 @@ class JobFile:
                     return
                 continue
             if len(row) > len(header):
-                yield (
-                    line,
-                    InputError(
-                        self.path,
-                        line,
-                        f"{len(row)} values but the header names {len(header)} columns",
-                    ),
-                )
+                problem = f"{len(row)} values but the header names {len(header)} columns"
+                yield line, InputError(self.path, line, problem)
                 continue
             fields: dict[str, Any] = {}
             try:
@@ -363,15 +335,6 @@ class JobFile:
         if "prompt" not in header:
             return "the header has no 'prompt' column"
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Named:
-    """A job read from the file, with its key and the stem of its video files."""
-
-    spec: JobSpec
-    key: str
-    stem: str
 
 
 _NAME_FIELDS = frozenset({"key", "index", "slug"})
@@ -408,9 +371,8 @@ def _slug(prompt: str) -> str:
 
 
 class _FileNames:
-    """Catches keys whose videos would overwrite each other's files: names are sanitised, and
-    ``_<n>`` added when a task has several, so keys differing in unsafe characters or case, or
-    ``x`` and ``x_1``, could write the same file."""
+    """Catches keys whose videos would write the same file (names are sanitised and get
+    ``_<n>`` when a task has several: ``X`` and ``x``, or ``x`` and ``x_1``, would clash)."""
 
     def __init__(self) -> None:
         self._stems: dict[str, tuple[str, int]] = {}  # stem -> (key, line)
@@ -432,8 +394,8 @@ class _FileNames:
 
 
 class _NumberedLines:
-    """A binary file's lines decoded as UTF-8 and counted; a line that is not UTF-8 reads as
-    blank and is kept as an :class:`InputError` until :meth:`drain` hands it over."""
+    """A binary file's lines decoded and counted; one not UTF-8 reads as blank, its error kept
+    for :meth:`drain`."""
 
     def __init__(self, path: Path, handle: BinaryIO) -> None:
         self._path = path

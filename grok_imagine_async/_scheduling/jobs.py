@@ -1,8 +1,4 @@
-"""Jobs: states, the scheduler's records and their read-only handles, results, events, store seam.
-
-A *job* is one generation asked for, named by a *key*; it may take several submissions and
-many polls before it ends as one :class:`JobResult`.
-"""
+"""Jobs (one generation each, named by a key): states, records, handles, results, events, store."""
 
 from __future__ import annotations
 
@@ -50,15 +46,7 @@ def request_digest(request: GenerationRequest) -> str:
 
 
 def request_key(request: GenerationRequest, occurrence: int = 0) -> str:
-    """A stable key for a request: the same request (and occurrence) always maps to it.
-
-    ``occurrence`` tells apart identical requests in one input (the 2nd copy is occurrence 1),
-    so a file that asks for the same prompt twice gets two videos, on every run.
-
-    Example:
-        >>> request_key(GenerationRequest(prompt="a cat"))[:4]
-        'req-'
-    """
+    """A stable key for a request; ``occurrence`` numbers its repeats in one input (from 0)."""
     digest = request_digest(request)[:16]
     return f"req-{digest}" if occurrence == 0 else f"req-{digest}-{occurrence}"
 
@@ -69,9 +57,8 @@ class JobSpec:
 
     Args:
         request: What to generate.
-        key: The job's key. None derives one from the request (:func:`request_key`): the
-            same on every run when the scheduler has a journal (repeats numbered in input
-            order), else unique among the jobs running at the time.
+        key: The job's key. None derives one from the request: the same on every run when
+            the scheduler has a journal, else unique among the jobs running.
     """
 
     request: GenerationRequest
@@ -95,8 +82,8 @@ class JobResult:
         finished_at: Clock time at which the result was known.
         files: Paths of downloaded videos, when the scheduler downloads.
         from_journal: True when the result was read from a journal, with no request sent.
-        last_task_id: The id of the last task created for this job, even when no readable
-            status of it came back (``task`` is then None); read it as :attr:`task_id`.
+        last_task_id: The last task created for it, even with no readable status (read
+            :attr:`task_id`).
     """
 
     key: str
@@ -120,8 +107,7 @@ class JobResult:
 
     @property
     def task_id(self) -> str | None:
-        """The id of the last task created for this job, if any (paid for, so worth keeping:
-        a job that ended because its status could not be read still names its task)."""
+        """The id of the last (paid) task created for this job, if any."""
         return self.task.task_id if self.task is not None else self.last_task_id
 
     @property
@@ -162,17 +148,19 @@ class Tally:
 
 
 class JobRecord:
-    """One job's mutable state, as the scheduler's workers see it; ``handle`` is its view."""
+    """One job's mutable state, changed by the scheduler's workers; ``handle`` is its view.
 
-    # A batch holds thousands of these: no instance dict, and no event until someone waits.
+    Slotted, with no event until someone waits: a batch holds thousands.
+    """
+
     __slots__ = (
         "_attempts",
-        "_credits",
         "_done",
         "_result",
         "_state",
         "_tally",
         "_task_id",
+        "credits",
         "durations",
         "finished_task",
         "handle",
@@ -202,7 +190,7 @@ class JobRecord:
         tally._move(None, JobState.QUEUED)
         self._task_id: str | None = None
         self._attempts = 0
-        self._credits = 0
+        self.credits = 0  # consumed (an ambiguous POST counts)
         self._result: JobResult | None = None
         self._done: anyio.Event | None = None
         self.resubmits = 0
@@ -216,6 +204,7 @@ class JobRecord:
         self.durations = durations  # what the handle's progress estimate reads
         self.handle = Job(self)
 
+    # Read-only properties: the FastAPI registry's mirror of a shared store overrides them.
     @property
     def state(self) -> JobState:
         return self._state
@@ -228,11 +217,6 @@ class JobRecord:
     def attempts(self) -> int:
         """Submissions made, in this run and recorded earlier ones."""
         return self._attempts
-
-    @property
-    def credits(self) -> int:
-        """Credits consumed (an ambiguous POST counts)."""
-        return self._credits
 
     @property
     def result(self) -> JobResult | None:
@@ -251,7 +235,7 @@ class JobRecord:
 
     def adopted(self, *, attempts: int, credits: int) -> None:
         """Take over what an earlier run recorded of this job."""
-        self._attempts, self._credits = attempts, credits
+        self._attempts, self.credits = attempts, credits
 
     def submitting(self) -> None:
         self._to(JobState.SUBMITTING)
@@ -263,12 +247,12 @@ class JobRecord:
         self.submitting()
 
     def refunded(self, credits: int) -> None:
-        self._credits -= credits
+        self.credits -= credits
 
     def charged(self, attempt: int, cost: int) -> None:
         """The ``attempt``-th POST was (or may have been) paid ``cost`` credits."""
         self._attempts = attempt
-        self._credits += cost
+        self.credits += cost
 
     def submitted(self, task_id: str, *, at: float) -> None:
         self._task_id, self.submitted_at, self.last_look = task_id, at, at
@@ -296,7 +280,7 @@ class JobRecord:
             self._done.set()
 
     def mirrored(self, state: JobState) -> None:
-        """Follow a state another process recorded of this job (a mirror of a shared store)."""
+        """Follow a state another process recorded of this job."""
         self._to(state)
 
     def _to(self, state: JobState) -> None:
@@ -305,10 +289,7 @@ class JobRecord:
 
 
 class Job:
-    """A handle to one job of a :class:`JobScheduler`, returned by :meth:`JobScheduler.submit`.
-
-    Read-only: the scheduler changes the job through its own record, and the handle shows it.
-    """
+    """A read-only handle to one job of a :class:`JobScheduler`, from its ``submit()``."""
 
     __slots__ = ("_progress", "_record")
 
@@ -348,14 +329,9 @@ class Job:
 
     @property
     def progress(self) -> float | None:
-        """An estimate of how far the job is, from 0 to 1; None when it cannot be told.
-
-        The API reports no progress. 0 until its task exists, then ``1 - 0.5 ** (t / m)``,
-        with ``t`` the task's age and ``m`` the median generation time the scheduler has
-        learned: 0.5 at the median, 1 once finished. It never goes back. None while it runs
-        with an age unknown (resumed from a journal, or followed from another process).
-        Read it in the event loop (it reads the clock).
-        """
+        """An estimate from 0 to 1 (the API reports none): ``1 - 0.5 ** (age / median)``
+        while its task runs, 1 once finished, never going back; None when its task's age is
+        unknown (resumed, or run by another process). Read it in the event loop."""
         record = self._record
         if record.state.is_final:
             return self._progress.finished()
@@ -374,13 +350,12 @@ class Job:
         """Wait for the job to finish and return its completed task.
 
         Args:
-            timeout: Seconds to wait at most; None (default): as long as the job runs. On
-                expiry the job goes on in the scheduler: ``wait()`` again picks it up.
+            timeout: Seconds to wait at most (None: as long as the job runs). The job goes on
+                after expiry: ``wait()`` again picks it up.
 
         Raises:
             WaitTimeoutError: If ``timeout`` passed first (with the job's task id, if any).
-            GrokImagineError: Why it failed (e.g. :class:`TaskFailedError`,
-                :class:`AmbiguousSubmitError`, :class:`BudgetExceededError`).
+            GrokImagineError: Why it failed (e.g. :class:`TaskFailedError`).
         """
         with anyio.move_on_after(timeout):
             return (await self._record.wait_finished()).unwrap()
@@ -411,10 +386,8 @@ class SchedulerStatistics:
         limit_per_minute: The plan's limit per minute.
         max_in_flight: The current cap on jobs in flight.
         predicted_duration: The learned median generation time, in seconds.
-        credits_uncertain: Of ``credits_consumed``, those of submissions whose answer was
-            lost: maybe charged, maybe not (check the account).
-        breaker: Whether the batch submits, pauses on an outage or stopped on systematic
-            refusals (see :class:`BreakerPolicy`).
+        credits_uncertain: Of ``credits_consumed``, those of lost answers: maybe not charged.
+        breaker: Whether the batch submits, paused or stopped (see :class:`BreakerPolicy`).
     """
 
     queued: int
@@ -507,12 +480,10 @@ class BreakerEvent(JobEvent):
     """The batch changed course on a systematic failure (see :class:`BreakerPolicy`).
 
     Attributes:
-        transition: ``"paused"`` (an outage or lost answers: nothing more is submitted),
-            ``"probing"`` (one submission sent to see whether it is over; ``key`` is its job),
-            ``"resumed"`` (a probe succeeded: full speed again) or ``"stopped"`` (systematic
-            refusals, or a server never reached: the jobs not submitted end as such).
-        breaker: The breaker's state after the change. ``key`` names the job whose outcome
-            made the decision.
+        transition: ``"paused"`` (an outage or lost answers), ``"probing"`` (``key`` is the
+            probe's job), ``"resumed"`` or ``"stopped"`` (systematic refusals, or a server
+            never reached: the jobs not submitted end as such).
+        breaker: The breaker's state after the change (``key``'s outcome decided it).
     """
 
     transition: str = "paused"
@@ -545,8 +516,7 @@ class StoreRecord:
 
     Attributes:
         key: The job's key.
-        request: What was asked for (a prompt longer than the journal keeps is cut short:
-            ``request_digest`` names the whole request).
+        request: What was asked for (a long prompt may be cut short; the digest is whole).
         state: The last recorded state.
         task_id: The last task id recorded, if any.
         attempts: Submissions recorded (intents count: an unknown outcome may have cost).
@@ -604,11 +574,9 @@ class Claim:
     """The answer to :meth:`JobStore.claim`.
 
     Attributes:
-        status: ``"unknown"`` (no such job), ``"created"`` (it was unknown and is now this
-            process's), ``"mine"`` (this process owns it), ``"adopted"`` (its owner was gone;
-            this process owns it now), ``"foreign"`` (a live process owns it), ``"final"``
-            (it finished; nobody needs to own it) or ``"reopened"`` (it had finished, and is
-            this process's again, as ``reopen`` asked).
+        status: ``"unknown"`` (no such job), ``"created"`` (now this process's), ``"mine"``,
+            ``"adopted"`` (its owner was gone), ``"foreign"`` (a live process owns it),
+            ``"final"`` (finished) or ``"reopened"`` (finished, and this process's again).
         job: The job as stored (None when unknown).
     """
 
@@ -622,11 +590,8 @@ class Claim:
 
 
 class Listener(Protocol):
-    """Told of every change of a job in a store (:meth:`JobStore.subscribe`).
-
-    Called with the job as written, or with None when changes may have been missed (the
-    store lost its connection for a while): the listener then reloads what it follows.
-    """
+    """Told of every change of a job in a store (:meth:`JobStore.subscribe`); None means
+    changes may have been missed (a lost connection): reload what you follow."""
 
     def __call__(self, job: StoredJob | None, /) -> None: ...
 
@@ -635,11 +600,9 @@ class Listener(Protocol):
 class JobStore(Protocol):
     """Durable record of a batch, written through by the scheduler so a crash loses nothing.
 
-    The scheduler calls :meth:`record_intent` *before* each POST and :meth:`record_submitted`
-    right after its answer; each call must be durable when it returns. A journal several
-    processes share (Redis) also says which of them runs each job (:meth:`claim`) and tells
-    every one of them of each change (:meth:`subscribe`); a journal of one process owns every
-    job and has nothing to tell.
+    :meth:`record_intent` comes *before* each POST and :meth:`record_submitted` right after its
+    answer, each durable when it returns. A store several processes share (Redis) also says
+    which runs each job (:meth:`claim`) and tells all of each change (:meth:`subscribe`).
     """
 
     async def load(self, key: str) -> StoreRecord | None:

@@ -41,12 +41,8 @@ async def generate_many(
     strict: bool = False,
     on_progress: ProgressHook | None = None,
 ) -> AsyncIterator[JobResults]:
-    """Run ``items`` through a :class:`JobScheduler` and stream their results.
-
-    See :meth:`AsyncGrokImagine.generate_many`. Leaving the block early (``break``, an
-    exception, cancellation) stops every job's task at once; with a journal they resume on
-    the next run. ``strict`` is :meth:`JobScheduler.feed`'s.
-    """
+    """Run ``items`` through a :class:`JobScheduler` and stream their results (see
+    :meth:`AsyncGrokImagine.generate_many`)."""
     reporter = None
     if on_progress is not None:
         reporter = _Reporter(on_progress, on_event)
@@ -65,7 +61,7 @@ async def generate_many(
         scheduler.feed(items, strict=strict)
         if reporter is not None:
             median = lambda: scheduler.statistics().predicted_duration  # noqa: E731
-            # Once a second for the real service's 30 s generations; faster on a faster server.
+            # Once a second for 30 s generations; faster on a faster server.
             group.start_soon(reporter.run, median, client.settings.expected_duration / 30)
         results = JobResults(scheduler)
         try:
@@ -77,8 +73,8 @@ async def generate_many(
 
 
 class JobResults(AsyncIterator[JobResult]):
-    """What ``generate_many`` yields: each :class:`JobResult` as its job finishes, in completion
-    order, and the batch's :meth:`statistics` meanwhile.
+    """What ``generate_many`` yields: each :class:`JobResult` as its job finishes, and the
+    batch's :meth:`statistics` meanwhile.
 
     Example:
         >>> async with client.generate_many(jobs) as results:  # doctest: +SKIP
@@ -101,16 +97,13 @@ class JobResults(AsyncIterator[JobResult]):
         await self._stream.aclose()
 
     def statistics(self) -> SchedulerStatistics:
-        """A frozen snapshot of the batch's counters: the scheduler's
-        (:class:`~grok_imagine_async.batch.SchedulerStatistics`), for progress without
-        ``on_event``: jobs by state, credits committed, the quota in use."""
+        """A frozen snapshot of the batch's counters (:class:`SchedulerStatistics`)."""
         return self._scheduler.statistics()
 
 
 class _Reporter:
-    """``on_progress`` for every job: at its submission (0), about once a second while its
-    task runs (when the estimate moved), and at its end (1). An estimate of a job resumed
-    from a journal is None: its age is unknown."""
+    """Calls ``on_progress`` per job: 0 at its submission (None if resumed: age unknown), on
+    each move while it runs, 1 at its end."""
 
     def __init__(self, hook: ProgressHook, on_event: Callable[[JobEvent], None] | None) -> None:
         self._hook = hook

@@ -16,11 +16,6 @@ from .durations import DurationModel
 Favor = Literal["throughput", "latency"]
 """What gets the quota first when it is the bottleneck (see ``SchedulerConfig.favor``)."""
 
-# When the quota is the bottleneck, every job needs its POST and about one poll whatever the
-# order. Submissions first start each generation's clock as early as the quota allows (the
-# batch ends sooner); polls first tell each caller sooner that their job is done. Measured
-# (benchmarks/bench_scheduler.py, pro plan, 2,000 jobs): throughput 1.02x the lower bound with
-# 2.0 requests per job and a 92 s median detection latency; latency 1.62x, 2.4 and 17 s.
 PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
     "throughput": (Priority.HIGH, Priority.LOW),
     "latency": (Priority.LOW, Priority.HIGH),
@@ -42,11 +37,9 @@ class SchedulerConfig:
 
     Args:
         max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
-            plan sustains by Little's law (quota / requests per job x learned duration), so a
-            saturated quota is never idle for lack of started work.
+            plan sustains by Little's law.
         poll: The poll schedule while the quota is idle (default: the client's
-            ``settings.poll``). As the quota fills, looks move toward where the learned
-            duration model says the job is very probably done.
+            ``settings.poll``).
         resubmit: How many times one job may be resubmitted after a retryable failure.
         resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
         max_downloads: Concurrent downloads.
@@ -54,14 +47,12 @@ class SchedulerConfig:
         duration_model: The starting duration model (default: its prior median is the
             client's ``settings.expected_duration``).
         rng: Source of poll jitter (seed it for reproducible simulations).
-        favor: What gets the quota first when it is the bottleneck: ``"throughput"`` (for
-            batches) sends submissions first, so the whole batch ends soonest; ``"latency"``
-            (for apps whose users wait on their own job) sends polls first, so each finished
-            job is noticed sooner. Default: ``"throughput"``, and ``"latency"`` in the
-            FastAPI integration.
-        breaker: When the batch pauses on an outage or stops on systematic refusals (see
-            :class:`~grok_imagine_async.batch.BreakerPolicy`). Default: the client's
-            ``settings.breaker``. None: never pause nor stop.
+        favor: What gets the quota first when it is the bottleneck: ``"throughput"``
+            (submissions: the batch ends soonest; the default) or ``"latency"`` (polls: each
+            job is noticed sooner; the FastAPI integration's default).
+        breaker: When the batch pauses on an outage or stops on systematic refusals
+            (:class:`~grok_imagine_async.batch.BreakerPolicy`). Default: the client's
+            ``settings.breaker``; None: never.
 
     Raises:
         ValueError: On a count below its minimum or an unknown ``favor``.

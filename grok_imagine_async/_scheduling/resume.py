@@ -1,8 +1,5 @@
-"""The resume policy: how a new run takes up a journal record. Pure decisions, no I/O.
+"""The resume policy: how a new run takes up a journal record (pure; see the batches guide).
 
-Finished records are replayed without a request; never-paid failures are tried again; a
-completed task whose download failed is downloaded again; a submitted task is polled again;
-an intent without a task id is a submission of unknown outcome (``on_ambiguous_submit``).
 The scheduler applies :func:`reopened` to each record; ``grok-imagine batch`` counts
 :func:`reopening` kinds to tell what it will try again.
 """
@@ -27,12 +24,11 @@ class Reopening(enum.Enum):
     NONE = "none"
     """Taken as it is."""
     UNPAID = "unpaid"
-    """Its last submission was refused before it could be charged (by the credit budget, or
-    by the API): submitted afresh."""
+    """Refused before it could be charged (budget, or the API): submitted afresh."""
     UNDOWNLOADED = "undownloaded"
-    """Completed, but its download failed: downloaded again (result URLs live ~24 h)."""
+    """Completed, but its download failed: downloaded again."""
     AMBIGUOUS = "ambiguous"
-    """Its submission's outcome was unknown, and the client resubmits those: sent again."""
+    """Outcome unknown, and the client resubmits those: sent again."""
 
 
 def reopening(record: StoreRecord, *, resubmit_ambiguous: bool) -> Reopening:
@@ -52,14 +48,8 @@ def reopening(record: StoreRecord, *, resubmit_ambiguous: bool) -> Reopening:
 
 
 def reopened(record: StoreRecord, *, resubmit_ambiguous: bool) -> StoreRecord | None:
-    """``record`` as a new run must take it up; None when the job is to be submitted afresh.
-
-    Args:
-        record: What an earlier run left.
-        resubmit_ambiguous: The client resends submissions whose outcome is unknown
-            (``on_ambiguous_submit="resubmit"``): an earlier ambiguous failure becomes an
-            unknown outcome again, which is then resent.
-    """
+    """``record`` as a new run takes it up; None: submit afresh. ``resubmit_ambiguous``
+    (``on_ambiguous_submit="resubmit"``) turns an ambiguous failure back into an intent."""
     kind = reopening(record, resubmit_ambiguous=resubmit_ambiguous)
     if kind is Reopening.UNPAID:
         return None
@@ -73,9 +63,8 @@ def reopened(record: StoreRecord, *, resubmit_ambiguous: bool) -> StoreRecord | 
 
 
 def never_paid(record: StoreRecord) -> bool:
-    """A failed record whose last submission was refused before it could be charged, for a
-    reason a new run may not meet: the credit budget (also when it refused a resubmission,
-    after a task that failed), or the API refusing a first submission."""
+    """A failure refused before any charge, which a new run may not meet: by the budget (a
+    resubmission too), or by the API on a first submission."""
     if record.state is not StoreState.FAILED:
         return False
     if record.failure_class is FailureClass.BUDGET_EXCEEDED:
@@ -86,8 +75,7 @@ def never_paid(record: StoreRecord) -> bool:
 def must_retake(
     record: StoreRecord, request: GenerationRequest, *, resubmit_ambiguous: bool
 ) -> bool:
-    """Whether a job the journal records as finished must be run again by a new run: its
-    request changed since, or the resume policy reopens it (see :func:`reopening`)."""
+    """Whether a finished record must run again: its request changed, or it is reopened."""
     if not same_request(record, request):
         return True
     return reopening(record, resubmit_ambiguous=resubmit_ambiguous) is not Reopening.NONE
@@ -120,11 +108,7 @@ def replayed_task(record: StoreRecord) -> Task:
 
 
 def same_request(record: StoreRecord, request: GenerationRequest) -> bool:
-    """True if ``record`` was made for ``request``: only then may its outcome be reused.
-
-    A key names a job, not its content: an input whose line ``id=job1`` changed its prompt
-    must not get the old prompt's video back.
-    """
+    """True if ``record`` was made for ``request`` (a key whose prompt changed is a new job)."""
     recorded = record.request_digest or request_digest(record.request)
     return recorded == request_digest(request)
 

@@ -1,9 +1,6 @@
 """The job scheduler: fan out many generations, poll them against the quota, stream results.
 
-A :class:`JobScheduler` owns a task group of workers: *submitters* (``submitting``), one
-*dispatcher* and the *pollers* (``poller``), *downloaders* (``downloading``). They share one
-``Books`` (``books``): the jobs, their budget, how a job or the run ends. Nothing outlives the
-``async with`` block.
+Its task group runs submitters, a dispatcher and pollers, and downloaders, sharing one ``Books``.
 """
 
 from __future__ import annotations
@@ -115,9 +112,8 @@ class JobScheduler:
             on_event=observed_hook(client.telemetry, self, on_event),
             streaming=stream_results,
         )
-        # With a journal, keys must be the same on every run: repeats of a request are numbered
-        # in input order, from a set of 64-bit digests of the requests seen. Without one, a key
-        # only has to be unique among running jobs, and nothing grows with the input.
+        # With a journal a key must be the same on every run (repeats numbered in input order);
+        # without, unique among running jobs, and nothing grows with the input.
         self._seen: set[int] = set()
         self._repeats: dict[int, int] = {}
         self._cancelled = False
@@ -126,8 +122,6 @@ class JobScheduler:
         self._submitter: Submitter | None = None
         self._poller: Poller | None = None
         self._limiter_base = (0, 0)
-
-    # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> JobScheduler:
         self._running = self._run()
@@ -197,9 +191,7 @@ class JobScheduler:
                     yield self
                 except anyio.get_cancelled_exc_class():
                     raise  # the task group knows whether it was its own (cancel(), a fatal error)
-                except BaseException as exc:
-                    # The caller's own exception: out as it is, not in an ExceptionGroup (the
-                    # workers never raise; they are just cancelled).
+                except BaseException as exc:  # the caller's: raised as is, not in a group
                     caller_error = exc
                 else:
                     if not self._cancelled:  # a normal exit waits for every job
@@ -220,10 +212,8 @@ class JobScheduler:
             raise caller_error
 
     def cancel(self) -> None:
-        """Stop everything now: no new submissions, no more polls; the block then exits.
-
-        Jobs already submitted stay recorded in the journal (if any) and resume next time.
-        """
+        """Stop everything now (no submissions, no polls); the block then exits. Jobs already
+        submitted stay in the journal, if any, and resume next time."""
         self._cancelled = True
         self._books.close_input()
         if self._tg is not None:
@@ -233,15 +223,11 @@ class JobScheduler:
         """Declare that no more jobs will be submitted: :meth:`results` ends after the last."""
         self._books.close_input()
 
-    # -- submitting ------------------------------------------------------------------------
-
     async def submit(
         self, request: GenerationRequest | JobSpec | str, *, key: str | None = None
     ) -> Job:
-        """Queue one generation and return its :class:`Job` handle.
-
-        Returns at once unless the submission queue is full (backpressure); the POST itself
-        happens in the background, through the rate limiter.
+        """Queue one generation and return its :class:`Job` handle (waits only while the queue
+        is full; the POST is sent in the background, through the rate limiter).
 
         Raises:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
@@ -301,17 +287,13 @@ class JobScheduler:
         return request_key(request, occurrence)
 
     def feed(self, items: Iterable[Any] | AsyncIterable[Any], *, strict: bool = False) -> None:
-        """Submit every item of ``items`` in the background, lazily, then close the input.
+        """Submit every item of ``items`` (:class:`GenerationRequest`, :class:`JobSpec` or
+        prompt strings) in the background, read lazily a queue ahead, then close the input.
 
-        Items are :class:`GenerationRequest`, :class:`JobSpec` or prompt strings. Only as many
-        are read ahead as the queue holds, so a 100,000-line input is never all in memory.
-
-        An invalid item (a blank or invalid prompt, a key already running, an object of
-        another type) becomes a failed result of its own, with an :class:`InvalidRequestError`
-        whose ``item`` is its 1-based position; nothing is sent for it. With ``strict=True``
-        it stops the batch instead: nothing more is submitted, the jobs already submitted are
-        polled to their end, and the error is raised when the block exits. An error raised by
-        ``items`` itself always stops the batch that way.
+        An invalid item becomes a failed result with an :class:`InvalidRequestError` whose
+        ``item`` is its 1-based position; with ``strict=True`` (and on an error raised by
+        ``items``) the batch stops instead: the jobs submitted are polled to their end, then
+        the error is raised when the block exits.
         """
         assert self._poller is not None, "feed() needs a running scheduler"
         self._books.start(self._feed, items, strict)
@@ -348,7 +330,6 @@ class JobScheduler:
             if strict:
                 self._books.stop(error, drain=True)
                 return False
-            # It ends as a failed result of its own; nothing is sent for it.
             key = f"invalid-{position}"
             if isinstance(item, JobSpec):
                 request, key = item.request, item.key or key
@@ -361,18 +342,12 @@ class JobScheduler:
             job = JobRecord(key, request, books.tally)
             books.emit(JobQueued(key=key, at=anyio.current_time()))
             failure = FailureClass.INVALID_INPUT
-            books.conclude(job, books.result(job, error=error, failure_class=failure))
+            await books.finish(job, error=error, failure_class=failure, record=False)
         return True
 
-    # -- results ---------------------------------------------------------------------------
-
     async def results(self) -> AsyncGenerator[JobResult, None]:
-        """Yield each job's :class:`JobResult` as it finishes, in completion order.
-
-        Ends when the input is closed (see :meth:`close_input`, :meth:`feed`) and every job
-        has finished. If results are not read, submissions pause once ``results_buffer``
-        wait unread; polls of running jobs go on.
-        """
+        """Yield each :class:`JobResult` as its job finishes, until the input is closed and
+        every job finished. Submissions pause while ``results_buffer`` results wait unread."""
         books = self._books
         books.streaming = True
         while True:
@@ -387,8 +362,6 @@ class JobScheduler:
     def _drained(self) -> bool:
         books = self._books
         return (books.input_closed and books.unfinished() == 0) or books.halted
-
-    # -- bookkeeping -----------------------------------------------------------------------
 
     def statistics(self) -> SchedulerStatistics:
         """A frozen snapshot of the scheduler's counters."""
@@ -418,8 +391,7 @@ class JobScheduler:
 
     @property
     def budget(self) -> CreditBudget:
-        """The credit budget: ``spent``, ``committed``, ``can_afford(n)`` (read it; the
-        scheduler alone changes it)."""
+        """The credit budget (read-only): ``spent``, ``committed``, ``can_afford(n)``."""
         return self._books.budget
 
     def _current_cap(self) -> int:
