@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import httpx
+    from typing_extensions import Unpack
 
 import anyio
 
@@ -35,11 +36,11 @@ from ._models import GenerationRequest, Task
 from ._observe import Observer
 from ._progress import Progress, ProgressHook, report_progress
 from ._protocol import parse_task, parse_task_id
-from ._scheduling import many
+from ._scheduling import scheduler
 from ._scheduling.durations import DurationModel
-from ._scheduling.jobs import JobSpec, JobStore, SchedulerHook
-from ._scheduling.many import JobResults
-from ._scheduling.options import SchedulerConfig
+from ._scheduling.jobs import JobSpec
+from ._scheduling.options import SchedulerConfig, SchedulerOptions
+from ._scheduling.scheduler import JobResults
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 from ._settings import Limits, Settings, prompt_problem, user_agent
 
@@ -417,41 +418,32 @@ class AsyncGrokImagine:
         | AsyncIterable[GenerationRequest | JobSpec | str],
         config: SchedulerConfig | None = None,
         *,
-        max_credits: int | None = None,
-        journal: JobStore | str | os.PathLike[str] | None = None,
-        download_dir: str | os.PathLike[str] | None = None,
-        file_stem: Callable[[str], str] | None = None,
-        on_event: SchedulerHook | None = None,
         strict: bool = False,
         on_progress: ProgressHook | None = None,
+        **options: Unpack[SchedulerOptions],
     ) -> AbstractAsyncContextManager[JobResults]:
         """Generate many videos, streaming each :class:`JobResult` as its job finishes.
 
         The block yields a :class:`~grok_imagine_async.batch.JobResults`: iterate it for the
         results, and call its ``statistics()`` for the batch's counters meanwhile.
 
-        ``requests``: any iterable or async iterable of :class:`GenerationRequest`,
-        :class:`JobSpec` or prompt strings, read lazily. A job's failure, or an invalid item's
-        (unless ``strict``), is a result (``result.ok`` is False), not an exception. What stops
-        the whole batch (a rejected token, an unwritable journal, an error of ``requests``)
-        raises when the block exits, once the jobs submitted were polled to their end (a
-        rejected token cannot poll: they are left); its ``pending_tasks`` lists the paid tasks
-        whose end was not recorded. Leaving the block early stops every job at once.
+        A job's failure, or an invalid item's (unless ``strict``), is a result (``result.ok``
+        is False), not an exception. What stops the whole batch (a rejected token, an
+        unwritable journal, an error of ``requests``) raises when the block exits, once the
+        paid jobs were polled to their end; its ``pending_tasks`` lists the paid tasks whose
+        end was not recorded. Leaving the block early stops every job at once.
 
         Args:
-            requests: What to generate.
+            requests: Any iterable or async iterable of :class:`GenerationRequest`,
+                :class:`JobSpec` or prompt strings, read lazily.
             config: How the scheduler runs the jobs (concurrency, polling, resubmissions,
                 breaker...): a :class:`~grok_imagine_async.batch.SchedulerConfig`.
-            max_credits: Budget: no job is started if it could take spending past this.
-            journal: A job store, or a path for a SQLite journal, to resume after a crash.
-            download_dir: If given, each completed job's videos are downloaded there, named
-                after its key (or ``file_stem(key)``), before it counts as finished.
-            file_stem: The stem of a job's video files, from its key.
-            on_event: A hook receiving every scheduler event (progress displays).
             strict: End the batch at the first invalid item (an :class:`InvalidRequestError`
                 whose ``item`` is its 1-based position), instead of a failed result for it.
             on_progress: Called as ``on_progress(key, progress)`` per job: 0 at its task's
                 creation, then :attr:`Job.progress` about once a second, 1 at its end.
+            **options: :class:`JobScheduler`'s ``max_credits``, ``journal``,
+                ``download_dir``, ``file_stem`` and ``on_event``.
 
         Example:
             >>> async def main(client: AsyncGrokImagine) -> None:
@@ -459,17 +451,8 @@ class AsyncGrokImagine:
             ...         async for result in out:
             ...             print(result.key, result.ok, result.videos)
         """
-        return many.generate_many(
-            self,
-            requests,
-            config,
-            max_credits=max_credits,
-            journal=journal,
-            download_dir=download_dir,
-            file_stem=file_stem,
-            on_event=on_event,
-            strict=strict,
-            on_progress=on_progress,
+        return scheduler.generate_many(
+            self, requests, config, strict=strict, on_progress=on_progress, **options
         )
 
     async def download(

@@ -86,7 +86,7 @@ def test_the_checker_sees_a_cycle() -> None:
 def test_the_graph_sees_deferred_and_type_checking_imports() -> None:
     graph = _graph()
     # _client imports the scheduler inside generate_many(), and nowhere else.
-    assert f"{ROOT}._scheduling.many" in graph[f"{ROOT}._client"]
+    assert f"{ROOT}._scheduling.scheduler" in graph[f"{ROOT}._client"]
     assert f"{ROOT}._models" in graph[f"{ROOT}._errors"]
 
 

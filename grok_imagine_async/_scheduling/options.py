@@ -1,17 +1,25 @@
-"""How a scheduler runs its jobs: one frozen :class:`SchedulerConfig`, validated once."""
+"""How a scheduler runs its jobs: one frozen :class:`SchedulerConfig`, validated once, the
+keywords beside it (:class:`SchedulerOptions`), and the work a quota carries."""
 
 from __future__ import annotations
 
+import math
+import os
 import random
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from .._backoff import PollPolicy
+from .._limiting.plans import RateLimit
 from .._limiting.protocol import Priority
 from .._models import FailureClass
 from .breaker import BreakerPolicy
 from .durations import DurationModel
+from .jobs import JobStore, SchedulerHook
+
+REQUESTS_PER_JOB = 2.2
+"""Requests one job costs: one POST plus about 1.2 polls, what the poll schedule aims for."""
 
 Favor = Literal["throughput", "latency"]
 """What gets the quota first when it is the bottleneck (see ``SchedulerConfig.favor``)."""
@@ -82,3 +90,26 @@ class SchedulerConfig:
         if self.favor is not None and self.favor not in PRIORITIES:
             raise ValueError(f"favor must be 'throughput' or 'latency', got {self.favor!r}")
         object.__setattr__(self, "resubmit_on", frozenset(self.resubmit_on))  # kept immutable
+
+
+class SchedulerOptions(TypedDict, total=False):
+    """The keywords of :class:`~grok_imagine_async.JobScheduler` beside ``config=`` (also
+    ``generate_many``'s), documented there."""
+
+    max_credits: int | None
+    journal: JobStore | str | os.PathLike[str] | None
+    download_dir: str | os.PathLike[str] | None
+    file_stem: Callable[[str], str] | None
+    on_event: SchedulerHook | None
+
+
+def in_flight_cap(limit: RateLimit, *, time_in_system: float) -> int:
+    """The default cap on jobs in flight: eight times Little's law, so a saturated quota
+    never idles for lack of started work."""
+    jobs_per_second = limit.per_second / REQUESTS_PER_JOB
+    return max(2, math.ceil(8.0 * jobs_per_second * time_in_system))
+
+
+def queue_wait(queued: int, *, requests_per_second: float) -> float:
+    """Seconds for the quota to carry ``queued`` jobs, at :data:`REQUESTS_PER_JOB` each."""
+    return queued * REQUESTS_PER_JOB / max(requests_per_second, 1e-9)

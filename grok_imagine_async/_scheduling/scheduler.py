@@ -1,17 +1,16 @@
-"""The job scheduler: fan out many generations, poll them against the quota, stream results.
-
-Its task group runs submitters, a dispatcher and pollers, and downloaders, sharing one ``Books``.
+"""The job scheduler: fan out many generations, poll them against the quota, stream results
+(``generate_many``). Its task group runs submitters, a dispatcher and pollers, and
+downloaders, sharing one ``Books``.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream, TaskGroup
@@ -21,28 +20,33 @@ from .._files import run_blocking
 from .._journal.sqlite import open_journal
 from .._models import FailureClass, GenerationRequest
 from .._observe import observed_hook
+from .._progress import Progress, ProgressHook, report_progress
 from .api import SchedulerClient
 from .books import Books
 from .breaker import Breaker
 from .budget import CreditBudget
-from .capacity import in_flight_cap
 from .downloading import Downloader, ensure_writable
 from .jobs import (
     Job,
+    JobEvent,
+    JobFinished,
     JobQueued,
     JobRecord,
     JobResult,
+    JobResumed,
     JobSpec,
     JobState,
-    JobStore,
-    SchedulerHook,
+    JobSubmitted,
     SchedulerStatistics,
     request_key,
 )
-from .options import FROM_SETTINGS, PRIORITIES, SchedulerConfig
+from .options import FROM_SETTINGS, PRIORITIES, SchedulerConfig, SchedulerOptions, in_flight_cap
 from .poller import Poller
 from .polling import DurationModel, PollPlanner
 from .submitting import Submitter
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 _SUBMITTERS = 32
 _POLLERS = 64
@@ -56,18 +60,19 @@ class JobScheduler:
         client: The client (an :class:`AsyncGrokImagine`: its token, limiter and retry policy).
         config: How it runs its jobs (concurrency, polling, resubmissions, breaker...); see
             :class:`~grok_imagine_async.batch.SchedulerConfig`.
-        max_credits: Budget: no job is started if it could take spending past this.
-        journal: A :class:`JobStore`, or a path for a SQLite journal, to resume after a crash.
-        download_dir: If given, videos of completed jobs are downloaded there, named after
-            the job key (or ``file_stem(key)``), before the job counts as finished.
-        file_stem: The stem of a job's video files, from its key (default: the key), e.g.
-            ``JobFile(path, name=...).check().file_stem``.
-        on_event: A hook receiving every :class:`JobEvent` (progress displays).
         stream_results: Buffer finished jobs for :meth:`results` from the start (otherwise
             only from the first call of :meth:`results`).
+        **options: ``max_credits``: budget, no job is started if it could take spending past
+            it. ``journal``: a :class:`~grok_imagine_async.abc.JobStore`, or a path for a
+            SQLite journal, to resume after a crash. ``download_dir``: if given, completed
+            jobs' videos are downloaded there, before the job counts as finished.
+            ``file_stem``: the stem of a job's video files, from its key (default: the key),
+            e.g. ``JobFile(path, name=...).check().file_stem``. ``on_event``: a hook
+            receiving every :class:`JobEvent` (progress displays).
 
     Raises:
         ValueError: If ``max_credits`` is negative.
+        TypeError: On an unknown keyword.
 
     Example:
         >>> async def main(client: AsyncGrokImagine) -> None:
@@ -81,19 +86,19 @@ class JobScheduler:
         client: SchedulerClient,
         config: SchedulerConfig | None = None,
         *,
-        max_credits: int | None = None,
-        journal: JobStore | str | os.PathLike[str] | None = None,
-        download_dir: str | os.PathLike[str] | None = None,
-        file_stem: Callable[[str], str] | None = None,
-        on_event: SchedulerHook | None = None,
         stream_results: bool = False,
+        **options: Unpack[SchedulerOptions],
     ) -> None:
+        unknown = options.keys() - SchedulerOptions.__optional_keys__
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {', '.join(sorted(unknown))}")
         config = config or SchedulerConfig()
         self._config = config
         self._client = client
-        self._journal_arg = journal
+        self._journal_arg = options.get("journal")
+        download_dir = options.get("download_dir")
         self._download_dir = None if download_dir is None else Path(download_dir)
-        self._file_stem = file_stem
+        self._file_stem = options.get("file_stem")
         self._limit = client.limiter.limit
         settings = client.settings  # already in the server's seconds (Settings.from_env)
         model = config.duration_model or DurationModel(prior_median=settings.expected_duration)
@@ -107,9 +112,9 @@ class JobScheduler:
         )
         policy = settings.breaker if config.breaker is FROM_SETTINGS else config.breaker
         self._books = Books(
-            budget=CreditBudget(max_credits),  # raises ValueError below 0
+            budget=CreditBudget(options.get("max_credits")),  # raises ValueError below 0
             breaker=Breaker(policy),
-            on_event=observed_hook(client.telemetry, self, on_event),
+            on_event=observed_hook(client.telemetry, self, options.get("on_event")),
             streaming=stream_results,
         )
         # With a journal a key must be the same on every run (repeats numbered in input order);
@@ -405,3 +410,97 @@ class JobScheduler:
         busy = books.tally[JobState.SUBMITTING] + books.tally[JobState.RUNNING]
         backlog_full = books.streaming and len(books.backlog) >= self._config.results_buffer
         return busy < self._current_cap() and not backlog_full
+
+
+@asynccontextmanager
+async def generate_many(
+    client: SchedulerClient,
+    items: Iterable[GenerationRequest | JobSpec | str]
+    | AsyncIterable[GenerationRequest | JobSpec | str],
+    config: SchedulerConfig | None = None,
+    *,
+    strict: bool = False,
+    on_progress: ProgressHook | None = None,
+    **options: Unpack[SchedulerOptions],
+) -> AsyncIterator[JobResults]:
+    """Run ``items`` through a :class:`JobScheduler` and stream their results (see
+    :meth:`AsyncGrokImagine.generate_many`)."""
+    reporter = None
+    if on_progress is not None:
+        reporter = _Reporter(on_progress, options.get("on_event"))
+        options["on_event"] = reporter.observe
+    scheduler = JobScheduler(client, config, stream_results=True, **options)
+    async with scheduler, anyio.create_task_group() as group:
+        scheduler.feed(items, strict=strict)
+        if reporter is not None:
+            median = lambda: scheduler.statistics().predicted_duration  # noqa: E731
+            # Once a second for 30 s generations; faster on a faster server.
+            group.start_soon(reporter.run, median, client.settings.expected_duration / 30)
+        results = JobResults(scheduler)
+        try:
+            yield results
+        finally:
+            await results.aclose()
+            scheduler.cancel()
+            group.cancel_scope.cancel()
+
+
+class JobResults(AsyncIterator[JobResult]):
+    """What ``generate_many`` yields: each :class:`JobResult` as its job finishes, and the
+    batch's :meth:`statistics` meanwhile.
+
+    Example:
+        >>> async with client.generate_many(jobs) as results:  # doctest: +SKIP
+        ...     async for result in results:
+        ...         done = results.statistics().completed
+    """
+
+    def __init__(self, scheduler: JobScheduler) -> None:
+        self._scheduler = scheduler
+        self._stream = scheduler.results()
+
+    def __aiter__(self) -> JobResults:
+        return self
+
+    async def __anext__(self) -> JobResult:
+        return await self._stream.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the stream (leaving the ``generate_many`` block does it too)."""
+        await self._stream.aclose()
+
+    def statistics(self) -> SchedulerStatistics:
+        """A frozen snapshot of the batch's counters (:class:`SchedulerStatistics`)."""
+        return self._scheduler.statistics()
+
+
+class _Reporter:
+    """Calls ``on_progress`` per job: 0 at its submission (None if resumed: age unknown), on
+    each move while it runs, 1 at its end."""
+
+    def __init__(self, hook: ProgressHook, on_event: Callable[[JobEvent], None] | None) -> None:
+        self._hook = hook
+        self._on_event = on_event
+        self._running: dict[str, tuple[Progress, float | None]] = {}  # key: (shown, created)
+
+    def observe(self, event: JobEvent) -> None:
+        key = event.key
+        if isinstance(event, (JobSubmitted, JobResumed)):
+            shown = self._running.get(key, (Progress(), None))[0]  # kept over a resubmission
+            created = event.at if isinstance(event, JobSubmitted) else None
+            self._running[key] = (shown, created)
+            report_progress(self._hook, key, shown.value if created is not None else None)
+        elif isinstance(event, JobFinished):
+            self._running.pop(key, None)
+            report_progress(self._hook, key, 1.0)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    async def run(self, median: Callable[[], float], interval: float) -> None:
+        while True:
+            await anyio.sleep(interval)
+            now, typical = anyio.current_time(), median()
+            for key, (shown, created) in list(self._running.items()):
+                before = shown.value
+                if created is not None and shown.running(now - created, typical) != before:
+                    report_progress(self._hook, key, shown.value)

@@ -26,7 +26,6 @@ from .._errors import (
 from .._limiting.protocol import RateLimiter
 from .._models import FailureClass, GenerationRequest
 from .._scheduling.breaker import BreakerState
-from .._scheduling.capacity import queue_wait
 from .._scheduling.durations import DurationModel
 from .._scheduling.jobs import (
     Job,
@@ -41,6 +40,7 @@ from .._scheduling.jobs import (
     StoreState,
     Tally,
 )
+from .._scheduling.options import queue_wait
 from .._scheduling.resume import recorded_result
 from .._scheduling.scheduler import JobScheduler
 
