@@ -151,17 +151,12 @@ class FaultInjector:
         """The faults of one request; ``prompt`` is the POST's prompt (None for a poll)."""
         cfg = self._config
         markers = self._markers(prompt or "", _REQUEST_MARKERS)
-        server_error = self._roll(cfg.server_error_rate)
-        body_error = self._roll(cfg.body_error_rate)
-        drop = self._roll(cfg.drop_rate)
+        kinds = {kind for family, kind in markers if family == "fail"}
+        server_error = self._roll(cfg.server_error_rate) | ("500" in kinds)
+        body_error = self._roll(cfg.body_error_rate) | ("body" in kinds)
+        drop = self._roll(cfg.drop_rate) | ("drop" in kinds)
         delay = cfg.slow_seconds if self._roll(cfg.slow_rate) else 0.0
-        for family, kind in markers:
-            if family == "slow":
-                delay += float(kind)
-            else:
-                server_error |= kind == "500"
-                body_error |= kind == "body"
-                drop |= kind == "drop"
+        delay += sum(float(kind) for family, kind in markers if family == "slow")
         # One outcome per answer: a 500, else a 200 with an error code, else a hang-up after
         # handling (so a dropped POST always has its task).
         body_error &= not server_error

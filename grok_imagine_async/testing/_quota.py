@@ -21,31 +21,17 @@ not turn an on-time request into a 429."""
 
 @dataclass(frozen=True, slots=True)
 class WindowDecision:
-    """The verdict on one request.
-
-    Attributes:
-        admitted: Whether the request is within the quota.
-        remaining: Requests still admitted after this one (GCRA: what the bucket holds).
-        reset_after: Seconds until quota frees up: the oldest counted request leaves (sliding),
-            the window restarts (fixed), the bucket is full again (GCRA). 0 when nothing counts.
-        retry_after: Seconds until a refused request would be admitted (0 when admitted).
-    """
+    """The verdict on one request (the headers' numbers)."""
 
     admitted: bool
-    remaining: int
-    reset_after: float
-    retry_after: float
+    remaining: int  # requests still admitted after this one
+    reset_after: float  # seconds until quota frees up (the GCRA bucket is full), 0: none used
+    retry_after: float  # seconds until a refused request would be admitted (0 when admitted)
 
 
 class WindowCounter:
     """Admits at most ``limit.requests`` requests per ``limit.period`` seconds; refused ones
-    count only with ``count_refused`` (a hammering client then stays locked out).
-
-    Example:
-        >>> counter = WindowCounter(RateLimit(2, 10.0))
-        >>> [counter.hit(t).admitted for t in (0.0, 1.0, 2.0, 10.5)]
-        [True, True, False, True]
-    """
+    count only with ``count_refused`` (a hammering client then stays locked out)."""
 
     __slots__ = ("_count", "_count_refused", "_times", "_window_start", "limit", "mode")
 
@@ -85,17 +71,8 @@ class WindowCounter:
 
 
 class GcraCounter:
-    """A leaky bucket of ``burst`` requests refilled at ``limit.requests / limit.period`` a second.
-
-    Its state is the theoretical arrival time (TAT) at which the bucket is full again;
-    ``reset_after`` is the time to it (as redis-cell says), ``retry_after`` the time to one
-    request's room.
-
-    Example:
-        >>> counter = GcraCounter(RateLimit(10, 10.0), burst=2)
-        >>> [counter.hit(t).admitted for t in (0.0, 0.0, 0.0, 1.0, 1.5, 5.0, 5.0, 5.0)]
-        [True, True, False, True, False, True, True, False]
-    """
+    """A leaky bucket of ``burst`` requests refilled at ``limit.requests / limit.period`` a
+    second; its state is the time (TAT) at which it is full again, ``reset_after`` away."""
 
     __slots__ = ("_count_refused", "_interval", "_tat", "burst", "limit")
 
@@ -105,7 +82,6 @@ class GcraCounter:
         self._tat = -math.inf
 
     def hit(self, now: float) -> WindowDecision:
-        """Count one request at clock time ``now`` (never decreasing) and decide on it."""
         interval, capacity = self._interval, self.burst * self._interval
         after = max(self._tat, now) + interval  # the TAT if this request is admitted
         admitted = after - now <= capacity + EPSILON

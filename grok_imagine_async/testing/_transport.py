@@ -32,7 +32,7 @@ class ConnectionDropped(Exception):
 
 
 class DropResponse(Response):
-    """A response that is never sent: the connection will be closed instead."""
+    """A response never sent: the connection is closed instead."""
 
     def __init__(self) -> None:
         super().__init__(status_code=500)

@@ -1,16 +1,8 @@
 """A pytest plugin: an emulator and a client bound to it, as fixtures, with no conftest.py.
 
 Loaded through the ``pytest11`` entry point; the fixtures need the ``emulator`` extra and
-anyio's ``@pytest.mark.anyio``, on whatever ``anyio_backend`` the test uses.
-
-Example:
-    >>> import pytest
-    >>> @pytest.mark.anyio
-    ... @pytest.mark.grok_emulator(seed=1)
-    ... async def test_one_video(grok_client, grok_emulator):
-    ...     task = await grok_client.generate_and_wait("a paper boat")
-    ...     assert task.succeeded
-    ...     assert grok_emulator.statistics().credits_consumed == 40
+anyio's ``@pytest.mark.anyio``, on whatever ``anyio_backend`` the test uses. Examples are in
+the testing guide.
 """
 
 from __future__ import annotations
