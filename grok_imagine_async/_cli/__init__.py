@@ -41,14 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the chosen subcommand.
+    """Run the subcommand ``argv`` (default: ``sys.argv[1:]``) names; return the exit status.
 
-    An error nobody foresaw is one line on stderr; its traceback is shown only with
-    ``--log-level debug``.
-
-    Returns:
-        The exit status: 0 success, 1 a job or task failed, 2 usage or input error,
-        130 interrupted.
+    An error nobody foresaw is one line on stderr (its traceback with ``--log-level debug``).
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(arguments)

@@ -1,12 +1,6 @@
-"""``grok-imagine batch INPUT --out DIR``: many videos, resumable after any crash.
-
-Every job goes through a journal, a SQLite file or a Redis server that every process run on the
-same input shares; the resume policy (``_scheduling.resume``) decides what a finished job needs,
-the journal's ``claim`` who runs it. How a rerun resumes is told in the CLI guide.
-
-Example:
-    $ grok-imagine batch examples/prompts.txt --emulate --out videos
-"""
+"""``grok-imagine batch INPUT --out DIR``: many videos through a journal (a SQLite file, or a
+Redis server every process on the same input shares), resumable after any crash: the resume
+policy (``_scheduling.resume``) decides what a finished job needs, ``claim`` who runs it."""
 
 from __future__ import annotations
 
@@ -53,7 +47,6 @@ from .common import (
     EXIT_REFUSED,
     EXIT_USAGE,
     Connection,
-    PreflightError,
     UsageError,
     add_connection_options,
     check_file_target,
@@ -176,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         check_file_target(out / MANIFEST_NAME, "manifest")
         if journal_path is not None:
             check_file_target(journal_path, "journal")
-    except PreflightError as exc:
+    except UsageError as exc:
         raise UsageError(f"{exc} (nothing was submitted)") from None
     if args.emulate and journal_path is not None:  # its tasks beside the journal: Ctrl-C resumes
         args.emulator_state = journal_path.with_name(f"{journal_path.stem}-tasks.json")
@@ -646,15 +639,9 @@ async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
 async def prepare(
     args: argparse.Namespace, journal: JobStore, connection: Connection, tasks: TaskLog
 ) -> set[str] | None:
-    """Check the journal fits this run, take back the task ids ``tasks`` kept for it, set
-    aside room for the next ones, and say what it will resume.
-
-    Returns:
-        The jobs whose outcome was unknown before this run (None: no such jobs are kept).
-
-    Raises:
-        UsageError: The journal holds jobs run against another endpoint.
-    """
+    """Check the journal was made against this endpoint, take back the task ids ``tasks`` kept
+    for it, set aside room for the next ones, and say what it will resume. Returns the jobs
+    whose outcome was unknown before this run (None: no such jobs are kept)."""
     endpoint = connection.endpoint
     recorded = await journal.get_meta(ENDPOINT_META)
     if recorded is None:

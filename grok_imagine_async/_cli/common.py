@@ -137,11 +137,8 @@ class Connection:
 
 @asynccontextmanager
 async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
-    """Open the client the parsed options describe; close it (and what it owns) at the end.
-
-    Raises:
-        ConfigurationError: No token, an invalid URL, or a missing optional dependency.
-    """
+    """Open the client the parsed options describe (ConfigurationError: no token, an invalid
+    URL, a missing extra); close it and what it owns at the end."""
     emulated = bool(getattr(args, "emulate", False))
     scale = time_scale_from(args.time_scale or (EMULATE_TIME_SCALE if emulated else None))
     plan_name = args.plan or os.environ.get(ENV_PLAN) or "free"  # for the messages
@@ -335,25 +332,17 @@ class UsageError(Exception):
     """Bad options or input, said before anything is submitted: ``main`` prints it, exit 2."""
 
 
-class PreflightError(UsageError):
-    """A place the command must write to cannot be used; the message names it."""
-
-
 def check_folder(path: Path, what: str) -> None:
     """Create ``path`` if needed and check a file can be written in it, before the first
-    credit is spent: a paid video must have somewhere to go.
-
-    Raises:
-        PreflightError: It cannot be created, is not a folder, or cannot be written.
-    """
+    credit is spent (a paid video must have somewhere to go); UsageError names what is wrong."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise PreflightError(f"the {what} {path} is a file, not a folder") from None
+        raise UsageError(f"the {what} {path} is a file, not a folder") from None
     except OSError as exc:
         blocker = next((p for p in [path, *path.parents] if p.exists()), None)
         because = f" ({blocker} is a file)" if blocker and not blocker.is_dir() else ""
-        raise PreflightError(
+        raise UsageError(
             f"cannot create the {what} {path}: {exc.strerror or exc}{because}"
         ) from None
     try:  # mode bits do not say it all (read-only mounts, ACLs, root): try it
@@ -361,15 +350,11 @@ def check_folder(path: Path, what: str) -> None:
         os.close(handle)
         os.unlink(probe)
     except OSError as exc:
-        raise PreflightError(f"cannot write in the {what} {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write in the {what} {path}: {exc.strerror or exc}") from None
 
 
 def check_file_target(path: Path, what: str) -> None:
-    """Check that ``path`` can be written as a file: its folder is usable, no folder is there.
-
-    Raises:
-        PreflightError: Naming ``path`` or its folder.
-    """
+    """Check that ``path`` can be written as a file: its folder is usable, no folder is there."""
     if path.is_dir():
-        raise PreflightError(f"the {what} {path} is a folder; a file is needed there")
+        raise UsageError(f"the {what} {path} is a folder; a file is needed there")
     check_folder(path.parent, f"{what}'s folder")

@@ -1,11 +1,5 @@
-"""``grok-imagine emulator``: serve the local emulator of the API with uvicorn.
-
-Example:
-    $ grok-imagine emulator --port 8000 --plan pro --time-scale 10 --fail-rate 0.1
-
-It prints the ``export`` lines (quota as text, time scale) that make an unmodified client
-follow it: see :meth:`grok_imagine_async.testing.Emulator.environment`.
-"""
+"""``grok-imagine emulator``: serve the local emulator of the API with uvicorn, and print the
+``export`` lines under which an unmodified client follows it (``Emulator.environment``)."""
 
 from __future__ import annotations
 

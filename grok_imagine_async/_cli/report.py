@@ -1,8 +1,6 @@
-"""What a batch shows: its progress while it runs (live on a terminal, else a plain line every
-few seconds), then ``manifest.jsonl``, the summary and the advice, built from the journal so
-that they cover every job whichever run or process did it. The manifest's schema is in the CLI
-guide.
-"""
+"""What a batch shows: its progress while it runs, then ``manifest.jsonl`` (schema in the CLI
+guide), the summary and the advice, built from the journal so that they cover every job
+whichever run or process did it."""
 
 from __future__ import annotations
 
@@ -280,12 +278,9 @@ def breaker_notice(event: BreakerEvent) -> str:
 
 @dataclass
 class BatchOutcome:
-    """The manifest's jobs tallied for the summary and the exit status.
-
-    ``credits`` is what the journal records over every run, the last POST of ambiguous jobs
-    left out (``uncertain_credits`` holds those, maybe charged); ``earlier_credits`` is what
-    earlier runs had spent; ``samples`` the first failed or ambiguous (key, status, message).
-    """
+    """The manifest's jobs tallied for the summary and the exit status. ``credits`` leaves out
+    the last POST of ambiguous jobs (``uncertain_credits``: maybe charged); ``samples`` are the
+    first failed or ambiguous (key, status, message)."""
 
     total: int = 0
     completed: int = 0
@@ -511,10 +506,8 @@ def advice_after(
     emulated: bool,
     emulator_state: Path | None = None,
 ) -> list[str]:
-    """The lines after the summary: what happened to unfinished jobs, and what to run next.
-
-    ``emulator_state`` is where the in-process emulator kept its tasks, if it did.
-    """
+    """The lines after the summary: what happened to unfinished jobs, and what to run next
+    (``emulator_state``: where the in-process emulator kept its tasks, if it did)."""
     resume = command_line(args.argv)
     lines: list[str] = []
     if outcome.ambiguous and not emulated and args.on_ambiguous != "resubmit":

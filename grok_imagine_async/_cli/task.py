@@ -1,9 +1,4 @@
-"""One task: ``grok-imagine generate PROMPT --out DIR`` and ``grok-imagine status TASK_ID``.
-
-Example:
-    $ grok-imagine generate "a paper boat on a river at dawn" --ratio 3:2 --out videos
-    $ grok-imagine status task_0a1b2c3d4e5f --download videos
-"""
+"""One task: ``grok-imagine generate PROMPT --out DIR`` and ``grok-imagine status TASK_ID``."""
 
 from __future__ import annotations
 
@@ -29,7 +24,6 @@ from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    PreflightError,
     UsageError,
     add_connection_options,
     check_folder,
@@ -92,7 +86,7 @@ def generate(args: argparse.Namespace) -> int:
         if too_long is not None:
             raise InvalidRequestError(f"invalid request: {too_long}", problems=(too_long,))
         check_folder(Path(args.out), "output folder")  # before the 40 credits
-    except (InvalidRequestError, PreflightError) as exc:
+    except (InvalidRequestError, UsageError) as exc:
         raise UsageError(for_cli(f"{exc} (nothing was submitted)")) from None
     return anyio.run(_generate, args, request)
 

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from grok_imagine_async._cli.common import PreflightError, check_file_target, check_folder
+from grok_imagine_async._cli.common import UsageError, check_file_target, check_folder
 from grok_imagine_async._cli.report import (
     BatchOutcome,
     BatchProgress,
@@ -31,15 +31,15 @@ def test_a_folder_is_created_and_left_clean(tmp_path: Path) -> None:
 
 def test_a_file_in_the_way_is_named(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("x")
-    with pytest.raises(PreflightError, match=r"\(.*a is a file\)$"):
+    with pytest.raises(UsageError, match=r"\(.*a is a file\)$"):
         check_folder(tmp_path / "a" / "b" / "c", "output folder")
-    with pytest.raises(PreflightError, match=r"the output folder .*a is a file, not a folder"):
+    with pytest.raises(UsageError, match=r"the output folder .*a is a file, not a folder"):
         check_folder(tmp_path / "a", "output folder")
 
 
 def test_a_file_target_taken_by_a_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "manifest.jsonl").mkdir()
-    with pytest.raises(PreflightError, match=r"manifest .* is a folder"):
+    with pytest.raises(UsageError, match=r"manifest .* is a folder"):
         check_file_target(tmp_path / "manifest.jsonl", "manifest")
     check_file_target(tmp_path / "journal.db", "journal")  # an absent file is fine
     assert not (tmp_path / "journal.db").exists()
