@@ -316,7 +316,7 @@ async def _run_batch(
             f"{count_jobs(progress.unreachable)} could not reach {label}: check the URL "
             "(--base-url) and the network, then run the same command again.",
         )
-    print_summary(outcome, rich=live, advice=advice, emulated=emulated)
+    print_summary(outcome, advice=advice, emulated=emulated)
     if interrupted:
         return EXIT_INTERRUPTED
     if refused := refused_line(progress.stopped, outcome):

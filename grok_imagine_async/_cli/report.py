@@ -454,41 +454,18 @@ def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple
 
 
 def print_summary(
-    outcome: BatchOutcome, *, rich: bool, advice: Iterable[str] = (), emulated: bool = False
+    outcome: BatchOutcome, *, advice: Iterable[str] = (), emulated: bool = False
 ) -> None:
     """Print the summary table, the first problem jobs, and ``advice`` lines."""
     rows = summary_rows(outcome, emulated=emulated)
-    samples = [(printable(k), s, printable(m)[:160]) for k, s, m in outcome.samples]
-    if rich:
-        from rich.console import Console
-        from rich.table import Table
-        from rich.text import Text
-
-        console = Console()
-        table = Table(title="Batch summary", show_header=False, title_justify="left")
-        table.add_column(style="bold")
-        table.add_column(justify="right")
-        for label, value in rows:
-            table.add_row(label, value)
-        console.print(table)
-        if samples:
-            problems = Table(title="Problems (first ones)", title_justify="left")
-            for name in ("key", "status", "error"):
-                problems.add_column(name, overflow="fold")
-            for sample in samples:  # Text: "[...]" in server text is not markup
-                problems.add_row(*(Text(cell) for cell in sample))
-            console.print(problems)
-        for line in advice:
-            console.print(line, markup=False, highlight=False)
-        return
     width = max(len(label) for label, _ in rows)
     print("Batch summary")
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
-    if samples:
+    if outcome.samples:
         print("Problems (first ones):")
-        for key, status, message in samples:
-            print(f"  {key}  {status}  {message}")
+        for key, status, message in outcome.samples:
+            print(f"  {printable(key)}  {status}  {printable(message)[:160]}")
     for line in advice:
         print(line)
     sys.stdout.flush()

@@ -93,17 +93,16 @@ def generate(args: argparse.Namespace) -> int:
 
 async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int:
     task_id: str | None = None
-    emulated = False
-    status_hint = label = ""
+    emulated, label, status_hint = False, "", ""
 
     async def work() -> list[Path]:
-        nonlocal task_id, emulated, status_hint, label
+        nonlocal task_id, emulated, label, status_hint
         async with connect(args) as connection:
             emulated, label = connection.emulated, connection.label
             client = connection.client
             task_id = await client.submit(request)
-            status_hint = command_line(_status_argv(args, task_id))
-            print(f"submitted {task_id} ({connection.label}); waiting...", file=sys.stderr)
+            status_hint = _status_command(args, task_id)
+            print(f"submitted {task_id} ({label}); waiting...", file=sys.stderr)
             task = await client.wait(task_id)
             return await client.download(task, args.out)
 
@@ -152,13 +151,13 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
     return EXIT_OK
 
 
-def _status_argv(args: argparse.Namespace, task_id: str) -> list[str]:
+def _status_command(args: argparse.Namespace, task_id: str) -> str:
+    """The ``status`` command that checks ``task_id`` and downloads its videos, as ``args``."""
     argv = ["status", task_id, "--download", args.out]
     for option in ("base_url", "plan", "time_scale"):
-        value = getattr(args, option)
-        if value is not None:
+        if (value := getattr(args, option)) is not None:
             argv += [f"--{option.replace('_', '-')}", str(value)]
-    return argv
+    return command_line(argv)
 
 
 def status(args: argparse.Namespace) -> int:

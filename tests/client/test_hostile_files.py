@@ -161,22 +161,10 @@ def test_server_text_in_the_summary_is_escaped(capsys: pytest.CaptureFixture[str
 
     outcome = BatchOutcome()
     outcome.samples.append(("job\x1b[1m", "failed", "boom\x1b[2J\x1b]0;pwned\x07\r"))
-    print_summary(outcome, rich=False)
+    print_summary(outcome)
     printed = capsys.readouterr().out
     assert "\x1b" not in printed and "\x07" not in printed and "\r" not in printed
     assert "boom" in printed
-
-
-def test_server_text_in_the_rich_summary_is_neither_markup_nor_escapes(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from grok_imagine_async._cli.report import BatchOutcome, print_summary
-
-    outcome = BatchOutcome()
-    outcome.samples.append(("job", "failed", "[red]x[/red] \x1b[2J"))
-    print_summary(outcome, rich=True)
-    printed = capsys.readouterr().out
-    assert "[red]x[/red]" in printed and "\x1b" not in printed
 
 
 def test_server_text_in_a_task_description_is_escaped() -> None:
