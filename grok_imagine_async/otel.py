@@ -16,8 +16,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._public import set_module as _set_module
-from ._telemetry.names import OPERATION_NAME, PROVIDER_NAME
-from ._telemetry.telemetry import Telemetry
+from ._telemetry import OPERATION_NAME, PROVIDER_NAME, Telemetry
 
 __all__ = ["OPERATION_NAME", "PROVIDER_NAME", "Telemetry"]
 

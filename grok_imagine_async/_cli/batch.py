@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         if args.otel:
             try:
-                from .._telemetry.sdk import telemetry_from_environment
+                from .._telemetry import telemetry_from_environment
             except ImportError as exc:  # the OpenTelemetry API itself
                 raise UsageError(
                     '--otel needs the otel extra, the SDK and an exporter: pip install "grok-'

@@ -1,20 +1,20 @@
-"""The OpenTelemetry observer: request spans, job spans and metrics, from one object.
+"""The OpenTelemetry observer behind :mod:`grok_imagine_async.otel` (request spans, job spans
+and metrics, from one object), and an SDK set up from ``OTEL_*`` for ``grok-imagine batch``.
 
-A request becomes an HTTP CLIENT span made after the fact from the sender's
-:class:`RequestAttempt`, parented to its job's ``generate_video`` span (GenAI conventions),
-whose events mark each submission, poll, resubmission, resumption and download. Two histograms
-come from a job's polls: *generation time* (submission to the look that found the task
-finished) and *detection latency* (the last look finding it unfinished to that look: how late,
-at most, a result was noticed).
+Every span, attribute and instrument name is listed in the observability guide: standard names
+follow the OpenTelemetry conventions (HTTP client, GenAI), ours start with ``grok_imagine.``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -25,9 +25,9 @@ from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observa
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from .._models import CREDITS_PER_GENERATION
-from .._observe import RequestAttempt
-from .._scheduling.jobs import (
+from ._models import CREDITS_PER_GENERATION
+from ._observe import RequestAttempt
+from ._scheduling.jobs import (
     BreakerEvent,
     JobEvent,
     JobFinished,
@@ -38,10 +38,24 @@ from .._scheduling.jobs import (
     JobSubmitted,
     SchedulerStatistics,
 )
-from .._version import __version__
-from . import names
+from ._version import __version__
 
 logger = logging.getLogger("grok_imagine_async.otel")
+
+OPERATION_NAME = "generate_video"
+"""``gen_ai.operation.name`` (and the name) of the job spans, as xai-sdk names it."""
+PROVIDER_NAME = "grok_imagine"
+"""``gen_ai.provider.name`` of the job spans."""
+
+_SCOPE = "grok_imagine_async"  # the instrumentation scope of the tracer and the meter
+_STATUS = "http.response.status_code"
+_ERROR = "error.type"
+_TEMPLATE = "url.template"
+_RESPONSE_ID = "gen_ai.response.id"  # the task id
+_TASK_ID = "grok_imagine.task.id"
+_OUTCOME = "grok_imagine.job.outcome"
+_FAILURE = "grok_imagine.job.failure_class"
+_ATTEMPTS = "grok_imagine.job.attempts"
 
 Attributes = dict[str, AttributeValue]
 
@@ -57,8 +71,8 @@ class _JobTrace:
 
 @dataclass(slots=True)
 class _SchedulerTrace:
-    """What is kept of one scheduler: its live jobs, and its latest snapshot for the gauges
-    (OpenTelemetry may read them from its own thread, where ``statistics()`` cannot run)."""
+    """One scheduler's live jobs and latest snapshot, for the gauges (OpenTelemetry may read
+    them from its own thread, where ``statistics()`` cannot run)."""
 
     jobs: dict[str, _JobTrace] = field(default_factory=dict)
     statistics: SchedulerStatistics | None = None
@@ -70,11 +84,9 @@ class Telemetry:
 
     Pass it as ``AsyncGrokImagine(telemetry=Telemetry(...))`` (``telemetry=True`` builds one
     with the global providers). Every request becomes a CLIENT span under its job's
-    ``generate_video`` span; see the README's "Observability" section for every name.
-    Only ``opentelemetry-api`` is needed here: bring the SDK and exporters yourself.
-
-    Never recorded: the API token (it is in no URL, attribute or event), and the prompt
-    unless ``record_prompts=True``.
+    ``generate_video`` span; see the observability guide for every name. Only
+    ``opentelemetry-api`` is needed here: bring the SDK and exporters yourself. Never
+    recorded: the API token, and the prompt unless ``record_prompts=True``.
 
     Args:
         tracer_provider: Where spans go (default: the global one, set by your SDK setup).
@@ -97,16 +109,11 @@ class Telemetry:
         meter_provider: MeterProvider | None = None,
         record_prompts: bool = False,
     ) -> None:
-        self._tracer = trace.get_tracer(
-            names.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
-        )
-        meter = metrics.get_meter(
-            names.INSTRUMENTATION_NAME, __version__, meter_provider=meter_provider
-        )
+        self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(_SCOPE, __version__, meter_provider=meter_provider)
         self._record_prompts = record_prompts
         self._failed = False
-        # The anchor of loop times to epoch nanoseconds.
-        self._wall0, self._loop0 = 0, cast("float | None", None)
+        self._wall0, self._loop0 = 0, cast("float | None", None)  # loop time -> epoch ns
         self._servers: dict[str, tuple[str, int]] = {}
         self._last_remaining: int | None = None
         # Weak: a scheduler that is gone takes its unfinished jobs (never-ended spans) with it.
@@ -115,50 +122,37 @@ class Telemetry:
         )
         self._duration, self._generation, self._detection = (
             meter.create_histogram(
-                name, unit="s", description=text, explicit_bucket_boundaries_advisory=list(buckets)
+                name, unit="s", description=text, explicit_bucket_boundaries_advisory=buckets
             )
             for name, text, buckets in (
-                (
-                    names.HTTP_CLIENT_DURATION,
-                    "Duration of HTTP client requests to the Grok Imagine API.",
-                    names.HTTP_DURATION_BUCKETS,
-                ),
-                (
-                    names.GENERATION_DURATION,
-                    "From a task's submission to the poll that found it finished.",
-                    names.GENERATION_BUCKETS,
-                ),
-                (
-                    names.DETECTION_LATENCY,
-                    "From the last poll that found a task unfinished (or its submission) to the "
-                    "poll that found it finished: how late, at most, a result was noticed.",
-                    names.DETECTION_BUCKETS,
-                ),
+                ("http.client.request.duration",
+                 "Duration of HTTP client requests to the Grok Imagine API.",
+                 [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]),
+                ("grok_imagine.generation.duration",
+                 "From a task's submission to the poll that found it finished.",
+                 [5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200]),
+                ("grok_imagine.generation.detection_latency",
+                 "From the last poll that found a task unfinished (or its submission) to the "
+                 "poll that found it finished: how late, at most, a result was noticed.",
+                 [0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300]),
             )
-        )
+        )  # fmt: skip
         self._requests, self._rate_limited, self._credits, self._finished, self._breaker = (
             meter.create_counter(name, unit=unit, description=text)
             for name, unit, text in (
-                (
-                    names.REQUESTS,
-                    "{request}",
-                    "API requests sent, by endpoint and outcome (retries included).",
-                ),
-                (
-                    names.RATE_LIMITED,
-                    "{response}",
-                    "HTTP 429 answers: the server refused a request for rate.",
-                ),
-                (names.CREDITS, "{credit}", "Credits spent: 40 per task the server created."),
-                (names.JOBS_FINISHED, "{job}", "Jobs finished, by outcome and failure class."),
-                (
-                    names.BREAKER_EVENTS,
-                    "{event}",
-                    "A batch's pauses (an outage), probes, resumes and stops (systematic "
-                    "refusals, a server never reached), by transition and reason.",
-                ),
+                ("grok_imagine.client.requests", "{request}",
+                 "API requests sent, by endpoint and outcome (retries included)."),
+                ("grok_imagine.client.rate_limited", "{response}",
+                 "HTTP 429 answers: the server refused a request for rate."),
+                ("grok_imagine.credits.consumed", "{credit}",
+                 "Credits spent: 40 per task the server created."),
+                ("grok_imagine.jobs.finished", "{job}",
+                 "Jobs finished, by outcome and failure class."),
+                ("grok_imagine.scheduler.breaker.events", "{event}",
+                 "A batch's pauses (an outage), probes, resumes and stops (systematic "
+                 "refusals, a server never reached), by transition and reason."),
             )
-        )
+        )  # fmt: skip
         self._register_gauges(meter)
 
     def __repr__(self) -> str:
@@ -192,9 +186,9 @@ class Telemetry:
     def end_unfinished(self) -> int:
         """End the spans of jobs that have not finished, so an exporter still gets them.
 
-        An interrupted batch leaves its running jobs' spans open, and an open span is never
-        exported: call this before shutting the tracer provider down (``grok-imagine batch
-        --otel`` does). Each span ends now with ``grok_imagine.job.outcome = "unfinished"``.
+        An open span is never exported: call this before shutting the tracer provider down
+        (``grok-imagine batch --otel`` does). Each span ends now with
+        ``grok_imagine.job.outcome = "unfinished"``.
 
         Returns:
             How many spans were ended.
@@ -203,12 +197,10 @@ class Telemetry:
         for scheduler in list(self._schedulers.values()):
             jobs, scheduler.jobs = scheduler.jobs, {}
             for job in jobs.values():
-                job.span.set_attribute(names.JOB_OUTCOME, "unfinished")
+                job.span.set_attribute(_OUTCOME, "unfinished")
                 job.span.end()
                 ended += 1
         return ended
-
-    # -- requests ------------------------------------------------------------------------------
 
     def _record_request(self, attempt: RequestAttempt, end_ns: int, parent: Context | None) -> None:
         server = self._servers.get(attempt.url)
@@ -217,24 +209,24 @@ class Telemetry:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             server = self._servers[attempt.url] = (parts.hostname or "", port)
         common: Attributes = {
-            names.HTTP_METHOD: attempt.method,
-            names.SERVER_ADDRESS: server[0],
-            names.SERVER_PORT: server[1],
-            names.URL_TEMPLATE: attempt.path,
+            "http.request.method": attempt.method,
+            "server.address": server[0],
+            "server.port": server[1],
+            _TEMPLATE: attempt.path,
         }
         if attempt.status_code is not None:
-            common[names.HTTP_STATUS] = attempt.status_code
+            common[_STATUS] = attempt.status_code
         if attempt.error_type is not None:
-            common[names.ERROR_TYPE] = attempt.error_type
-        span_attributes = {**common, names.URL_FULL: attempt.url}
+            common[_ERROR] = attempt.error_type
+        span_attributes = {**common, "url.full": attempt.url}
         if attempt.resend_count:
-            span_attributes[names.HTTP_RESEND_COUNT] = attempt.resend_count
+            span_attributes["http.request.resend_count"] = attempt.resend_count
         if attempt.task_id is not None:
-            span_attributes[names.TASK_ID] = attempt.task_id
+            span_attributes[_TASK_ID] = attempt.task_id
         if attempt.remaining is not None:
-            span_attributes[names.RATE_LIMIT_REMAINING] = attempt.remaining
+            span_attributes["grok_imagine.rate_limit.remaining"] = attempt.remaining
             self._last_remaining = attempt.remaining
-        span_attributes[names.PERMIT_WAIT] = attempt.permit_wait
+        span_attributes["grok_imagine.rate_limit.permit_wait"] = attempt.permit_wait
         span = self._tracer.start_span(
             f"{attempt.method} {attempt.path}",
             context=parent,
@@ -248,7 +240,7 @@ class Telemetry:
         self._duration.record(attempt.duration, common)
         self._requests.add(1, common)
         if attempt.status_code == 429:
-            self._rate_limited.add(1, {names.URL_TEMPLATE: attempt.path})
+            self._rate_limited.add(1, {_TEMPLATE: attempt.path})
         if attempt.method == "POST" and attempt.error_type is None:
             self._credits.add(CREDITS_PER_GENERATION)  # a task was created: it is paid for
 
@@ -263,58 +255,50 @@ class Telemetry:
             now = anyio.current_time()
             attributes: Attributes = {}
             if attempt.status_code is not None:
-                attributes[names.HTTP_STATUS] = attempt.status_code
+                attributes[_STATUS] = attempt.status_code
             if attempt.error_type is not None:
-                attributes[names.ERROR_TYPE] = attempt.error_type
+                attributes[_ERROR] = attempt.error_type
             else:
                 job.previous_look, job.last_look = job.last_look, now
-            job.span.add_event(names.EVENT_POLL, attributes, timestamp=self._to_ns(now))
+            job.span.add_event("poll", attributes, timestamp=self._to_ns(now))
         return job.context
-
-    # -- jobs ----------------------------------------------------------------------------------
 
     def _job_event(self, scheduler: _SchedulerTrace, event: JobEvent) -> None:
         when = self._to_ns(event.at)
         if isinstance(event, BreakerEvent):  # the batch's course, not one job's life
-            attributes: Attributes = {names.BREAKER_TRANSITION: event.transition}
+            attributes: Attributes = {"grok_imagine.breaker.transition": event.transition}
             if event.breaker.reason is not None:
-                attributes[names.BREAKER_REASON] = event.breaker.reason
+                attributes["grok_imagine.breaker.reason"] = event.breaker.reason
             if event.breaker.failure_class is not None:
-                attributes[names.JOB_FAILURE_CLASS] = event.breaker.failure_class.value
+                attributes[_FAILURE] = event.breaker.failure_class.value
             self._breaker.add(1, attributes)
             return
         job = None if isinstance(event, JobQueued) else scheduler.jobs.get(event.key)
         if job is None:  # queued, or queued before the telemetry saw this scheduler
             span = self._tracer.start_span(
-                names.OPERATION_NAME,
+                OPERATION_NAME,
                 kind=SpanKind.INTERNAL,
                 attributes={
-                    names.GEN_AI_OPERATION: names.OPERATION_NAME,
-                    names.GEN_AI_PROVIDER: names.PROVIDER_NAME,
-                    names.JOB_KEY: event.key,
+                    "gen_ai.operation.name": OPERATION_NAME,
+                    "gen_ai.provider.name": PROVIDER_NAME,
+                    "grok_imagine.job.key": event.key,
                 },
                 start_time=when,
             )
             job = scheduler.jobs[event.key] = _JobTrace(span, trace.set_span_in_context(span))
         if isinstance(event, JobSubmitted):
-            job.span.set_attribute(names.GEN_AI_RESPONSE_ID, event.task_id)
+            job.span.set_attribute(_RESPONSE_ID, event.task_id)
             job.span.add_event(
-                names.EVENT_SUBMIT,
-                {names.TASK_ID: event.task_id, names.JOB_ATTEMPTS: event.attempt},
-                timestamp=when,
+                "submit", {_TASK_ID: event.task_id, _ATTEMPTS: event.attempt}, timestamp=when
             )
             job.submitted_at = job.last_look = event.at
             job.previous_look = None
         elif isinstance(event, JobResumed):
-            job.span.set_attribute(names.GEN_AI_RESPONSE_ID, event.task_id)
-            job.span.add_event(names.EVENT_RESUME, {names.TASK_ID: event.task_id}, timestamp=when)
+            job.span.set_attribute(_RESPONSE_ID, event.task_id)
+            job.span.add_event("resume", {_TASK_ID: event.task_id}, timestamp=when)
             job.submitted_at = job.last_look = job.previous_look = None
         elif isinstance(event, JobResubmitting):
-            job.span.add_event(
-                names.EVENT_RESUBMIT,
-                {names.JOB_FAILURE_CLASS: event.failure_class.value},
-                timestamp=when,
-            )
+            job.span.add_event("resubmit", {_FAILURE: event.failure_class.value}, timestamp=when)
         elif isinstance(event, JobFinished) and event.result is not None:
             del scheduler.jobs[event.key]
             self._finish(job, event.result, when)
@@ -323,40 +307,37 @@ class Telemetry:
         request = result.request
         outcome = "completed" if result.ok else "failed"
         attributes: Attributes = {
-            names.REQUEST_MODE: request.mode,
-            names.REQUEST_RATIO: request.ratio,
-            names.REQUEST_IMAGES: len(request.images or ()),
-            names.JOB_OUTCOME: outcome,
-            names.JOB_ATTEMPTS: result.attempts,
-            names.JOB_POLLS: result.polls,
-            names.JOB_CREDITS: result.credits,
-            names.JOB_FROM_JOURNAL: result.from_journal,
+            "grok_imagine.request.mode": request.mode,
+            "grok_imagine.request.ratio": request.ratio,
+            "grok_imagine.request.image_count": len(request.images or ()),
+            _OUTCOME: outcome,
+            _ATTEMPTS: result.attempts,
+            "grok_imagine.job.polls": result.polls,
+            "grok_imagine.job.credits": result.credits,
+            "grok_imagine.job.from_journal": result.from_journal,
         }
         if self._record_prompts:
-            attributes[names.REQUEST_PROMPT] = request.prompt
+            attributes["grok_imagine.request.prompt"] = request.prompt
         if result.task_id is not None:
-            attributes[names.GEN_AI_RESPONSE_ID] = result.task_id
-        metric: Attributes = {names.JOB_OUTCOME: outcome}
+            attributes[_RESPONSE_ID] = result.task_id
+        metric: Attributes = {_OUTCOME: outcome}
         if result.failure_class is not None:
-            failure = result.failure_class.value
-            metric[names.JOB_FAILURE_CLASS] = metric[names.ERROR_TYPE] = failure
+            metric[_FAILURE] = metric[_ERROR] = result.failure_class.value
             attributes.update(metric)
             job.span.set_status(Status(StatusCode.ERROR))
         job.span.set_attributes(attributes)
         if result.files:
-            job.span.add_event(
-                names.EVENT_DOWNLOAD, {names.DOWNLOAD_FILES: len(result.files)}, timestamp=when
-            )
+            files = {"grok_imagine.download.files": len(result.files)}
+            job.span.add_event("download", files, timestamp=when)
         job.span.end(end_time=when)
         self._finished.add(1, metric)
-        # Only a task seen finishing by a poll of this run says when it finished.
+        # Only a task seen finishing by a poll of this run says when it finished: from the
+        # last look that found it unfinished (detection latency), or from its submission.
         seen = result.task is not None and not result.from_journal
         if seen and job.last_look is not None and job.previous_look is not None:
             self._detection.record(job.last_look - job.previous_look, metric)
             if job.submitted_at is not None:
                 self._generation.record(job.last_look - job.submitted_at, metric)
-
-    # -- gauges and time -----------------------------------------------------------------------
 
     def _register_gauges(self, meter: Meter) -> None:
         """The observable instruments: they only read the snapshots taken in the loop."""
@@ -398,49 +379,30 @@ class Telemetry:
                 ("submitting", sum(s.submitting for s in every)),
                 ("running", sum(s.in_flight for s in every)),
             ):
-                yield Observation(count, {names.JOB_STATE: state})
+                yield Observation(count, {"grok_imagine.job.state": state})
 
         meter.create_observable_up_down_counter(
-            names.JOBS, [jobs], unit="{job}", description="Scheduler jobs in each unfinished state."
+            "grok_imagine.jobs",
+            [jobs],
+            unit="{job}",
+            description="Scheduler jobs in each unfinished state.",
         )
         for name, read, unit, description in (
-            (
-                names.SCHEDULER_CREDITS,
-                total(lambda s: s.credits_consumed),
-                "{credit}",
-                "Credits the running schedulers have committed (spent or possibly spent).",
-            ),
-            (
-                names.SCHEDULER_CREDIT_BUDGET,
-                budget,
-                "{credit}",
-                "The credit budget (max_credits) of the running schedulers that have one.",
-            ),
-            (
-                names.QUOTA_REMAINING,
-                lambda: self._last_remaining,
-                "{request}",
-                "X-RateLimit-Remaining of the latest answer: the server's count.",
-            ),
-            (
-                names.QUOTA_RATE,
-                total(lambda s: s.requests_per_minute),
-                "{request}/min",
-                "Requests per minute the schedulers sent lately (last quarter period).",
-            ),
-            (
-                names.QUOTA_LIMIT,
-                lambda: max((s.limit_per_minute for s in stats()), default=None),
-                "{request}/min",
-                "The plan's request limit per minute.",
-            ),
-            (
-                names.QUOTA_USAGE,
-                usage,
-                "1",
-                "Share of the plan's request rate in use (request_rate / limit).",
-            ),
-        ):
+            ("grok_imagine.scheduler.credits", total(lambda s: s.credits_consumed), "{credit}",
+             "Credits the running schedulers have committed (spent or possibly spent)."),
+            ("grok_imagine.scheduler.credit_budget", budget, "{credit}",
+             "The credit budget (max_credits) of the running schedulers that have one."),
+            ("grok_imagine.rate_limit.remaining", lambda: self._last_remaining, "{request}",
+             "X-RateLimit-Remaining of the latest answer: the server's count."),
+            ("grok_imagine.rate_limit.request_rate", total(lambda s: s.requests_per_minute),
+             "{request}/min",
+             "Requests per minute the schedulers sent lately (last quarter period)."),
+            ("grok_imagine.rate_limit.limit",
+             lambda: max((s.limit_per_minute for s in stats()), default=None), "{request}/min",
+             "The plan's request limit per minute."),
+            ("grok_imagine.rate_limit.usage", usage, "1",
+             "Share of the plan's request rate in use (request_rate / limit)."),
+        ):  # fmt: skip
             meter.create_observable_gauge(name, [observe(read)], unit=unit, description=description)
 
     def _snapshot(self, owner: Any, scheduler: _SchedulerTrace) -> None:
@@ -459,3 +421,75 @@ class Telemetry:
         if not self._failed:  # once: a broken exporter must not flood the log
             self._failed = True
             logger.exception("telemetry failed; the client goes on without it")
+
+
+_EXPORTER_GROUPS = {
+    "OTEL_TRACES_EXPORTER": "opentelemetry_traces_exporter",
+    "OTEL_METRICS_EXPORTER": "opentelemetry_metrics_exporter",
+}
+
+
+def _exporters(variable: str) -> list[Any]:
+    """The exporter classes named by ``variable`` (default ``otlp``; ``none`` for none)."""
+    names = [n.strip() for n in os.environ.get(variable, "otlp").split(",") if n.strip()]
+    found = []
+    for name in names:
+        if name == "none":
+            continue
+        matches = list(entry_points(group=_EXPORTER_GROUPS[variable], name=name))
+        if not matches:
+            package = "opentelemetry-exporter-otlp" if name.startswith("otlp") else "its package"
+            raise ImportError(
+                f"needs the OpenTelemetry exporter named {name!r} by ${variable}: pip install "
+                f"{package}, or set {variable}=console (or none)"
+            )
+        found.append(matches[0].load())
+    return found
+
+
+@contextmanager
+def telemetry_from_environment(service_name: str) -> Iterator[Telemetry]:
+    """A :class:`Telemetry` exporting as the ``OTEL_*`` variables say (as the SDK's
+    auto-configuration does, for its own providers only); flushed at the end.
+
+    Args:
+        service_name: ``service.name`` unless ``OTEL_SERVICE_NAME`` (or the resource
+            attributes) name one.
+
+    Raises:
+        ImportError: The SDK, or an exporter the variables name, is not installed (the
+            message says what to install).
+    """
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        raise ImportError(
+            'needs the OpenTelemetry SDK and an exporter: pip install "grok-imagine-async[otel]" '
+            f"opentelemetry-sdk opentelemetry-exporter-otlp ({exc})"
+        ) from None
+    span_exporters = _exporters("OTEL_TRACES_EXPORTER")
+    metric_exporters = _exporters("OTEL_METRICS_EXPORTER")
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: service_name}))
+    tracer_provider = TracerProvider(resource=resource)
+    for span_exporter in span_exporters:
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter()))
+    readers = []
+    for metric_exporter in metric_exporters:
+        made = metric_exporter()
+        # Some entry points (prometheus) give a reader, which is pulled rather than pushed.
+        readers.append(made if isinstance(made, MetricReader) else
+                       PeriodicExportingMetricReader(made))  # fmt: skip
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    try:
+        yield telemetry
+    finally:
+        telemetry.end_unfinished()  # an interrupted batch still shows its jobs in flight
+        tracer_provider.shutdown()  # flushes: the last spans of the batch are not lost
+        meter_provider.shutdown()
