@@ -1,7 +1,5 @@
-"""The Redis-backed rate limiter: one token's quota shared by every process.
-
-See :mod:`grok_imagine_async.redis` for the overview and an example.
-"""
+"""The Redis rate limiter: one token's quota shared by every process (the Redis guide tells how),
+and the local pace standing in for it while Redis is unreachable."""
 
 from __future__ import annotations
 
@@ -14,8 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from aiolimiter import AsyncLimiter
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .._errors import ConfigurationError, RedisUnavailableError
@@ -29,19 +26,17 @@ from .._limiting.feedback import (
 from .._limiting.line import SlotLine
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from .._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
-from .._redact import redact_url
-from ._fallback import Fallback
 from ._script import (
     ACQUIRE_SCRIPT,
     COUNT_SCRIPT,
-    HEARTBEAT_SCRIPT,
+    LIMITER_HEARTBEAT_SCRIPT,
     MICROS,
     OBSERVE_SCRIPT,
     REDIS_ERRORS,
-    RedisKeys,
-    Reservation,
+    connect,
     outage_like,
     to_micros,
+    token_name,
 )
 
 if TYPE_CHECKING:
@@ -51,10 +46,7 @@ __all__ = ["RedisLimiterStatistics", "RedisRateLimiter", "RedisUnavailableError"
 
 logger = logging.getLogger("grok_imagine_async.redis")
 
-DEFAULT_KEY_PREFIX = "grok-imagine:ratelimit"
-
-RECHECK = 1.0
-"""Seconds between looks at Redis while waiting for a far slot (a deleted key wakes us)."""
+RECHECK = 1.0  # seconds between looks at Redis while waiting for a far slot (a deleted key wakes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,33 +74,26 @@ class RedisLimiterStatistics(LimiterStatistics):
 class RedisRateLimiter:
     """Paces every process that uses one API token to that token's quota, through Redis.
 
-    Each permit costs one Lua script call, which reserves the next slot on a schedule kept in
-    Redis (GCRA, no burst, on the Redis server's clock): slots are ``period / requests * (1 +
-    headroom)`` apart, so no sliding window of the period holds more than the quota from all
-    processes together. The answers are read by the same interpreter as
-    :class:`~grok_imagine_async.LocalRateLimiter`'s: a 429 (or a full window) pauses every
-    process, and someone else on the token slows the shared pace by their rate. Within one
-    process, waiters are served by priority.
-
-    If Redis is unreachable, by default the limiter logs a warning, paces this process alone at
-    ``fallback_share`` of the plan, probes Redis every ``fallback_probe_interval`` seconds and
-    hands back to it when it answers.
+    Each permit reserves the next slot of a schedule kept in Redis (GCRA, no burst, on the Redis
+    server's clock), ``period / requests * (1 + headroom)`` apart. Answers are read as by
+    :class:`~grok_imagine_async.LocalRateLimiter`: a 429 (or a full window) pauses every
+    process. Within one process, waiters are served by priority. While Redis is unreachable,
+    by default each process paces itself alone at ``fallback_share`` of the plan, probing Redis
+    every ``fallback_probe_interval`` seconds.
 
     Args:
         redis: A ``redis://`` URL (the limiter then owns the connection; close it with
             :meth:`aclose` or ``async with``) or a ``redis.asyncio.Redis`` client you own.
         limit: The token's quota: a :class:`~grok_imagine_async.RateLimit`, a
             :class:`~grok_imagine_async.Plan` or a plan name.
-        api_key: The token whose quota is shared. Only a SHA-256 prefix of it is kept, to name
-            the Redis keys; it is never stored, logged or shown.
+        api_key: The token whose quota is shared (only a keyed hash of it names the keys).
         on_unavailable: ``"fallback"`` (default) or ``"raise"``
             :class:`RedisUnavailableError` from :meth:`acquire`.
-        fallback_share: Fraction of the plan each process may use on its own while Redis is
-            down. Default: one over the number of processes seen on this token in the last
-            period (a quarter if Redis was never reached).
+        fallback_share: Fraction of the plan each process may use alone while Redis is down.
+            Default: one over the processes seen on the token in the last period (a quarter if
+            Redis was never reached).
         fallback_probe_interval: Seconds between attempts to reach Redis while falling back.
-        headroom: Extra spacing between slots, as a fraction of the plan's interval; absorbs the
-            network jitter between a slot and the server seeing the request.
+        headroom: Extra spacing between slots, as a fraction of the plan's interval.
         key_prefix: Prefix of the Redis keys (the token hash follows it).
         clock: Time source for permits and statistics (the pacing itself uses Redis's clock).
 
@@ -126,7 +111,7 @@ class RedisRateLimiter:
         fallback_share: float | None = None,
         fallback_probe_interval: float = 2.0,
         headroom: float = DEFAULT_HEADROOM,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
+        key_prefix: str = "grok-imagine:ratelimit",
         clock: Clock = DEFAULT_CLOCK,
     ) -> None:
         if not api_key:
@@ -142,21 +127,12 @@ class RedisRateLimiter:
         if not fallback_probe_interval > 0:
             raise ConfigurationError("fallback_probe_interval must be positive seconds")
         self._limit = resolve_rate_limit(limit)
-        self._owns_client = isinstance(redis, str)
-        # Named in errors and logs (a startup failure must say where), never its password.
-        self._where = f"Redis at {redact_url(redis)}" if isinstance(redis, str) else "Redis"
-        if isinstance(redis, str):
-            # One quick retry survives a pooled connection that a Redis restart left stale;
-            # more would only delay the fallback while Redis is really gone.
-            self._redis: aioredis.Redis = aioredis.Redis.from_url(
-                redis,
-                socket_timeout=1.0,
-                socket_connect_timeout=1.0,
-                retry=Retry(NoBackoff(), 1),
-            )
-        else:
-            self._redis = redis
-        self._keys = RedisKeys.for_token(api_key, prefix=key_prefix)
+        self._redis, self._owns_client, where = connect(redis)
+        self._where = f"Redis at {where}" if where else "Redis"
+        base = f"{key_prefix}:{{{token_name(api_key)}}}"  # one Redis Cluster slot per token
+        self._tat, self._paused, self._peers_key, self._slots, self._beats = (
+            f"{base}:{name}" for name in ("tat", "paused", "peers", "slots", "beats")
+        )
         self._member = uuid.uuid4().hex[:16]  # names this instance among the token's peers
         self._on_unavailable = on_unavailable
         self._fallback_share = fallback_share
@@ -166,16 +142,15 @@ class RedisRateLimiter:
         # Beyond the least tolerance (no jitter), an answer may read as someone else's.
         self._least_tolerance = window_tolerance(self._estimate)
         self._clock = clock
-        self._acquire_script = self._redis.register_script(ACQUIRE_SCRIPT)
-        self._observe_script = self._redis.register_script(OBSERVE_SCRIPT)
-        self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
-        self._count_script = self._redis.register_script(COUNT_SCRIPT)
+        script = self._redis.register_script
+        self._acquire_script, self._observe_script = script(ACQUIRE_SCRIPT), script(OBSERVE_SCRIPT)
+        self._heartbeat_script = script(LIMITER_HEARTBEAT_SCRIPT)
+        self._count_script = script(COUNT_SCRIPT)
         # (answer time, latency) of two periods' answers, latencies decreasing (a sliding max).
         self._latencies: deque[tuple[float, float]] = deque()
-
         self._line: SlotLine[None] = SlotLine(self._clock.monotonic)
         self._pending_slot: float | None = None  # loop time of a reserved slot nobody took yet
-        self._fallback: Fallback | None = None
+        self._fallback: _Fallback | None = None
         self._peers: int | None = None  # as last counted by Redis
         self._beating = 0  # processes whose heartbeat Redis saw in the last period
         self._sent_in_window = 0  # every process's slots in the last period, as last counted
@@ -185,14 +160,8 @@ class RedisRateLimiter:
         self._last_grant: float | None = None  # loop time
         self._pause_end = -math.inf  # loop time until which a server-ordered pause holds
         self._paused_until: float | None = None  # the same on self._clock, for statistics
-
-        self._serial = 0
-        self._server_pauses = 0
-        self._rate_limited = 0
-        self._redis_calls = 0
-        self._fallbacks = 0
-        self._recoveries = 0
-        self._late_slots = 0
+        self._serial = self._server_pauses = self._rate_limited = self._redis_calls = 0
+        self._fallbacks = self._recoveries = self._late_slots = 0
 
     # -- the RateLimiter protocol -------------------------------------------------------------
 
@@ -267,9 +236,7 @@ class RedisRateLimiter:
             return
         try:
             self._redis_calls += 1
-            raw = await self._observe_script(
-                keys=[self._keys.paused_until], args=[to_micros(pause)]
-            )
+            raw = await self._observe_script(keys=[self._paused], args=[to_micros(pause)])
         except REDIS_ERRORS as exc:
             # The pause still holds here (noted above); the next acquire deals with Redis.
             logger.log(_level(exc), "server feedback not shared through Redis: %r", exc)
@@ -287,17 +254,14 @@ class RedisRateLimiter:
     async def _may_have_counted(self, now: float, granted_at: float) -> int | None:
         """Slots of every process the server may have counted with a request granted at
         ``granted_at`` and answered ``now`` (None: Redis cannot say): those due since a period
-        before its grant, less the longest latency seen since (a burst counted late is ours).
-        """
+        before its grant, less the longest latency seen since (a burst counted late is ours)."""
         period = self._limit.period
         since = granted_at - period
         slowest = next((lat for when, lat in self._latencies if when > since), 0.0)
         lookback = min(2 * period, now - since + slowest)
         try:
             self._redis_calls += 1
-            return int(
-                await self._count_script(keys=[self._keys.slots], args=[to_micros(lookback)])
-            )
+            return int(await self._count_script(keys=[self._slots], args=[to_micros(lookback)]))
         except REDIS_ERRORS as exc:
             logger.log(_level(exc), "the slots the server counted are unknown: %r", exc)
             return None
@@ -320,7 +284,7 @@ class RedisRateLimiter:
         """
         self._redis_calls += 1
         peers = await self._heartbeat_script(
-            keys=[self._keys.beats], args=[to_micros(self._limit.period), self._member]
+            keys=[self._beats], args=[to_micros(self._limit.period), self._member]
         )
         self._beating = max(1, int(peers))
         return self._beating
@@ -369,7 +333,7 @@ class RedisRateLimiter:
     def __repr__(self) -> str:
         # Neither the token nor the URL (it may hold a password) appears here.
         mode = "fallback" if self.statistics().fallback_active else "redis"
-        return f"RedisRateLimiter(limit={self._limit!r}, key={self._keys.tat!r}, mode={mode!r})"
+        return f"RedisRateLimiter(limit={self._limit!r}, key={self._tat!r}, mode={mode!r})"
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -387,7 +351,7 @@ class RedisRateLimiter:
                 return
             self._late_slots += 1
             gave_up = True
-        fallback, keys = self._fallback, self._keys
+        fallback = self._fallback
         if fallback is not None:
             await fallback.slot(paused_until=self._pause_end)
             if not fallback.should_probe():
@@ -398,7 +362,7 @@ class RedisRateLimiter:
             try:
                 self._redis_calls += 1
                 raw = await self._acquire_script(
-                    keys=[keys.tat, keys.paused_until, keys.peers, keys.slots],
+                    keys=[self._tat, self._paused, self._peers_key, self._slots],
                     args=[
                         to_micros(self._interval),
                         to_micros(self._limit.period),
@@ -422,28 +386,28 @@ class RedisRateLimiter:
                     return
                 fallback.failed_again()
                 return
-            reservation = Reservation.parse(raw)
-            if reservation.reset:
+            delay, pause_left, peers, sent, rejoined, reset = (int(value) for value in raw)
+            if reset:
                 logger.warning(
                     "the shared rate-limit state in Redis (%s) was further ahead than %d "
                     "peers can explain (a failover to a replica whose clock is behind, or "
                     "another writer); it was reset to now",
-                    self._keys.tat,
-                    reservation.peers,
+                    self._tat,
+                    max(1, peers),
                 )
-            self._peers = reservation.peers
-            self._sent_in_window = reservation.sent_in_window
-            self._note_pause(reservation.pause_left)
+            self._peers = max(1, peers)
+            self._sent_in_window = sent
+            self._note_pause(pause_left / MICROS)
             if fallback is not None:
                 if fallback.degraded:
                     fallback.recovered()
                     self._recoveries += 1
                     logger.warning("Redis reachable again; the shared limit is back in force")
-                elif fallback.finished(reservation.rejoined):
+                elif fallback.finished(rejoined):
                     self._fallback = fallback = None
                     self._unshared_until = anyio.current_time() + self._limit.period
             # A second late slot is used anyway: a loop always that busy still gets permits.
-            outcome = await self._sleep_until(sent_at + reservation.delay)
+            outcome = await self._sleep_until(sent_at + delay / MICROS)
             if outcome == "erased":
                 continue  # the state was deleted while we waited: reserve again
             if outcome == "on time" or gave_up:
@@ -452,18 +416,14 @@ class RedisRateLimiter:
             gave_up = True
 
     async def _sleep_until(self, deadline: float) -> str:
-        """Sleep until a reserved slot: ``"on time"``, ``"late"`` or ``"erased"``.
-
-        A slot woken too late for (an overloaded host) would land among the next processes'
-        slots, so it is given up for a fresh one. A long wait looks at Redis every
-        :data:`RECHECK` seconds, so that an operator deleting the state wakes it.
-        """
+        """Sleep until a reserved slot: ``"on time"``, ``"late"`` (too late: it would land
+        among the next processes' slots) or ``"erased"`` (an operator deleted the state)."""
         # If cancelled while asleep, the slot stays reserved for the next waiter to lead.
         self._pending_slot = deadline
         while (left := deadline - anyio.current_time()) > RECHECK:
             await anyio.sleep(RECHECK)
             try:
-                exists = await self._redis.exists(self._keys.tat)
+                exists = await self._redis.exists(self._tat)
             except REDIS_ERRORS:
                 continue  # the next reservation deals with Redis
             if not exists:
@@ -473,17 +433,29 @@ class RedisRateLimiter:
         self._pending_slot = None
         return "on time" if anyio.current_time() - deadline <= self._late_limit else "late"
 
-    def _engage_fallback(self, exc: BaseException) -> Fallback:
-        self._fallback = Fallback.engage(
-            self._limit,
-            share=self._fallback_share,
-            peers=self._known_peers(),
+    def _engage_fallback(self, exc: BaseException) -> _Fallback:
+        peers = self._known_peers()
+        share = self._fallback_share
+        if share is None:  # a quarter if the number of peers was never known
+            share = 0.25 if peers is None else 1.0 / peers
+        limit = fallback_limit(self._limit, share)
+        logger.warning(
+            "Redis unreachable (%s: %s); pacing this process alone at %d requests per %gs "
+            "(%.0f%% of the plan) until it answers again",
+            self._where,
+            type(exc).__name__,
+            limit.requests,
+            limit.period,
+            share * 100,
+        )
+        self._fallbacks += 1
+        self._fallback = _Fallback(
+            limit,
             headroom=self._headroom,
             probe_interval=self._probe_interval,
             last_grant=self._last_grant,
-            reason=f"{self._where}: {type(exc).__name__}",
+            peers_before=peers or 1,
         )
-        self._fallbacks += 1
         return self._fallback
 
     def _unshared(self) -> bool:
@@ -507,3 +479,68 @@ class RedisRateLimiter:
 def _level(exc: BaseException) -> int:
     """Log an outage quietly (the next acquire reports it) and a refusal loudly."""
     return logging.DEBUG if outage_like(exc) else logging.WARNING
+
+
+def fallback_limit(limit: RateLimit, share: float) -> RateLimit:
+    """``share`` of ``limit``, rounded down, and never below one request per period."""
+    return RateLimit(max(1, math.floor(limit.requests * share + 1e-9)), limit.period)
+
+
+class _Fallback:
+    """The local pace while Redis is away: a leaky bucket of one request, evenly spaced.
+
+    Into it, the first local permit waits one local interval after the last shared one (the
+    window still holds the shared traffic); back to Redis, the local pace holds too until as
+    many peers have acquired through Redis as were active before, or a period passed.
+    """
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        *,
+        headroom: float,
+        probe_interval: float,
+        last_grant: float | None,
+        peers_before: int,
+    ) -> None:
+        interval = limit.period * (1.0 + headroom) / limit.requests
+        self._bucket = AsyncLimiter(1, interval)
+        self._probe_interval = probe_interval
+        self._hold_until = -math.inf if last_grant is None else last_grant + interval
+        self._next_probe = anyio.current_time() + probe_interval
+        self.degraded = True  # Redis believed unreachable; False during the hand-back
+        self._peers_before = peers_before
+        self._hand_back_cap = max(limit.period, probe_interval + 2 * interval)
+        self._recovered_at = math.inf
+
+    def should_probe(self) -> bool:
+        """Whether it is time to try Redis again (always true during the hand-back)."""
+        return not self.degraded or anyio.current_time() >= self._next_probe
+
+    def failed_again(self) -> None:
+        self.degraded = True
+        self._recovered_at = math.inf
+        self._next_probe = anyio.current_time() + self._probe_interval
+
+    def recovered(self) -> None:
+        if self.degraded:
+            self.degraded = False
+            self._recovered_at = anyio.current_time()
+
+    def rejoin_window(self) -> float:
+        """Seconds since recovery, over which Redis should count the peers back (0: none)."""
+        if self.degraded:
+            return 0.0
+        return max(anyio.current_time() - self._recovered_at, 1e-6)
+
+    def finished(self, rejoined: int) -> bool:
+        """Whether the hand-back is over, ``rejoined`` peers having acquired since recovery."""
+        if self.degraded:
+            return False
+        waited = anyio.current_time() - self._recovered_at
+        return rejoined >= self._peers_before or waited >= self._hand_back_cap
+
+    async def slot(self, *, paused_until: float) -> None:
+        """Wait for the next local slot, not before ``paused_until`` (loop time)."""
+        await anyio.sleep(max(0.0, max(self._hold_until, paused_until) - anyio.current_time()))
+        await self._bucket.acquire()

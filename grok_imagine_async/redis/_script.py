@@ -1,26 +1,32 @@
-"""The shared pacing state in Redis: key names, the Lua scripts, and reading their answers.
+"""What Redis holds for the limiter and the job store: key names, Lua scripts, the client.
 
-GCRA with reservation and no burst: Redis holds one number per token, the *theoretical arrival
-time* (TAT). One script call reserves the slot ``max(now, TAT, paused_until)``, moves TAT one
-interval past it and answers how long to wait, so one round trip buys one permit and the slots
-of every process are an interval apart. Every time is the Redis server's own clock (``TIME``),
-in integer microseconds (exact in a Lua double; ``%.0f`` keeps them from turning into
-exponents): processes only receive durations, so hosts whose clocks disagree share one schedule.
+The limiter's schedule is GCRA with reservation and no burst: Redis holds the *theoretical
+arrival time* (TAT) of one token; one script call reserves the slot ``max(now, TAT,
+paused_until)`` and moves TAT one interval on. Times are the Redis server's (``TIME``), in
+integer microseconds (``%.0f`` keeps them from turning into exponents), so hosts whose clocks
+disagree share one schedule. Each change to a job is one script, so the owner check (the owner
+field is the fencing token), the record, the owner's set, the credit count and the ``PUBLISH``
+happen at once or not at all; a job whose owner's ``alive`` key expired is adopted by whoever
+claims it first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 
+import redis.asyncio as aioredis
 from redis import exceptions as e
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from .._redact import redact_url
 
 MICROS = 1_000_000
 
-REDIS_ERRORS = (e.RedisError, OSError)
-"""What a call to Redis may raise: see :func:`outage_like`. The store and the limiter both
-sort these into an outage (go on without Redis) or a configuration to fix."""
+POOL_SIZE = 64  # connections of a client opened from a URL (a store's listener holds one)
+POOL_WAIT = 5.0  # seconds a call waits for a free one before Redis counts as unreachable
+REDIS_ERRORS = (e.RedisError, OSError)  # what a call may raise: see outage_like
 _REFUSED = (e.AuthenticationError, e.AuthorizationError, e.NoPermissionError)  # no outage
 _OUTAGES = (
     e.ConnectionError,  # BusyLoadingError too (a restarting server)
@@ -36,17 +42,13 @@ _OUTAGES = (
 
 def outage_like(exc: BaseException) -> bool:
     """Whether ``exc`` means Redis cannot take our writes *for now* (unreachable, loading, a
-    replica, ``maxmemory``, ``MISCONF``), so they wait in memory; a refused password or
-    permission is a configuration to fix, never an outage in which the process goes on alone."""
+    replica, ``maxmemory``, ``MISCONF``); a refused password or permission is no outage."""
     if isinstance(exc, _REFUSED):  # ConnectionErrors for redis-py
         return False
     return isinstance(exc, _OUTAGES) or (
         isinstance(exc, e.ResponseError) and str(exc).startswith("MISCONF")
     )
 
-
-TOKEN_HASH_CHARS = 16
-"""Hex characters of the token's keyed hash in key names: enough to keep tokens apart."""
 
 # Keys: [1] TAT, [2] paused-until, [3] peers (member -> last acquire), [4] slots (the slots
 #       handed out in the last two periods, scored by time: a request counted late by the
@@ -133,9 +135,8 @@ return redis.call('ZCOUNT', KEYS[1], since, string.format('%.0f', now))
 
 # Keys: [1] beats (member -> last heartbeat). ARGV: [1] period us, [2] member id.
 # Returns: processes that beat within the last period, busy or idle (so that the shares taken
-# while Redis is down add up to the plan). Apart from the peers that acquire, which the
-# hand-back counts: a beat says a process is alive, not that it paces through Redis again.
-HEARTBEAT_SCRIPT = """
+# while Redis is down add up to the plan).
+LIMITER_HEARTBEAT_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local period = tonumber(ARGV[1])
@@ -146,83 +147,215 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+# Keys: [1] the job's hash, [2] the owner's set of unfinished jobs, [3] credits committed.
+# ARGV: [1] owner id, [2] record JSON, [3] 1 if the record is final, [4] credits to reserve
+#       (0: none), [5] the budget (-1: none), [6] credits to refund (0: none), [7] channel,
+#       [8] attempt this reservation is for, [9] 1 to create only (refuse an existing job),
+#       [10] ms a finished job is kept (0: forever).
+# Returns: {status, version} with status 'ok', 'owner' (someone else owns the job),
+#          'budget' (the reservation would pass the budget) or 'exists'.
+WRITE_SCRIPT = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and ARGV[9] == '1' then return {'exists', 0} end
+if owner and owner ~= ARGV[1] then return {'owner', 0} end
+local reserve = tonumber(ARGV[4])
+if reserve > 0 then
+  local reserved_for = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+  if reserved_for < tonumber(ARGV[8]) then
+    local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
+    local budget = tonumber(ARGV[5])
+    if budget >= 0 and spent + reserve > budget then return {'budget', spent} end
+    redis.call('INCRBY', KEYS[3], reserve)
+    redis.call('HSET', KEYS[1], 'reserved', ARGV[8])
+  end
+end
+local refund = tonumber(ARGV[6])
+if refund > 0 and redis.call('HGET', KEYS[1], 'reserved') then
+  redis.call('DECRBY', KEYS[3], refund)
+  redis.call('HDEL', KEYS[1], 'reserved')
+end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'record', ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('SREM', KEYS[2], KEYS[1])
+  if tonumber(ARGV[10]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[10])) end
+else
+  redis.call('SADD', KEYS[2], KEYS[1])
+end
+redis.call('PUBLISH', ARGV[7], cjson.encode({ARGV[1], version, ARGV[2]}))
+return {'ok', version}
+"""
+
+# Keys: [1] the job's hash, [2] the claimer's owned set, [3] the owners set, [4] the epoch.
+# ARGV: [1] claimer id, [2] alive-key prefix, [3] owned-set prefix, [4] channel,
+#       [5] a queued record to create the job with if unknown ('' : do not create),
+#       [6] the epoch the claimer knows, [7] '1' to take a finished job back ('reopened': its
+#       next POST's credits are reserved afresh).
+# An epoch that changed means Redis lost its data: a job unknown now may have existed (and
+# been paid), so nothing is claimed ('epoch') until every process has had time to write back.
+# Returns: {status, record JSON or '', owner or ''} with status 'unknown', 'created'
+#          (unknown, now the claimer's), 'mine', 'foreign' (its owner is alive), 'adopted' (its
+#          owner was gone: now the claimer's), 'final' (finished: nobody needs to own it) or
+#          'reopened' (finished, and the claimer's again).
+CLAIM_SCRIPT = """
+local epoch = redis.call('GET', KEYS[4])
+if epoch ~= ARGV[6] then return {'epoch', '', ''} end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+local record = redis.call('HGET', KEYS[1], 'record') or ARGV[5]
+local status = 'adopted'
+if not owner then
+  if ARGV[5] == '' then return {'unknown', '', ''} end
+  status = 'created'
+elseif owner == ARGV[1] then
+  return {'mine', record, owner}
+elseif redis.call('SISMEMBER', ARGV[3] .. owner, KEYS[1]) == 0 then
+  if ARGV[7] ~= '1' then return {'final', record, owner} end
+  redis.call('PERSIST', KEYS[1])
+  redis.call('HDEL', KEYS[1], 'reserved')
+  status = 'reopened'
+elseif redis.call('EXISTS', ARGV[2] .. owner) == 1 then
+  return {'foreign', record, owner}
+else
+  redis.call('SREM', ARGV[3] .. owner, KEYS[1])
+end
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'record', record)
+redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], version, record}))
+return {status, record, ARGV[1]}
+"""
+
+# Keys: [1] the owners set, [2] the claimer's owned set.
+# ARGV: [1] claimer id, [2] alive-key prefix, [3] owned-set prefix, [4] most jobs to take.
+# Returns: the records ('' : none) of the jobs now owned by the claimer, taken from owners
+#          whose key expired.
+ORPHANS_SCRIPT = """
+local taken = {}
+local most = tonumber(ARGV[4])
+for _, owner in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if owner ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. owner) == 0 then
+    local owned = ARGV[3] .. owner
+    for _, job in ipairs(redis.call('SRANDMEMBER', owned, most - #taken)) do
+      redis.call('SMOVE', owned, KEYS[2], job)
+      redis.call('HSET', job, 'owner', ARGV[1])
+      redis.call('HINCRBY', job, 'version', 1)
+      table.insert(taken, redis.call('HGET', job, 'record') or '')
+    end
+    if redis.call('SCARD', owned) == 0 then redis.call('SREM', KEYS[1], owner) end
+    if #taken >= most then break end
+  end
+end
+return taken
+"""
+
+# Keys: [1] this process's alive key, [2] the owners set, [3] the epoch, [4] the reserves
+#       hash, [5] credits committed.
+# ARGV: [1] owner id, [2] lease ms, [3] a new epoch, should the key space be empty,
+#       [4] alive-key prefix, [5] '1' to give back the reserves of processes gone.
+# Returns: the epoch (a server that lost its data answers a new one).
+HEARTBEAT_SCRIPT = """
+redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[2]))
+redis.call('SADD', KEYS[2], ARGV[1])
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  redis.call('SET', KEYS[3], ARGV[3])
+  epoch = ARGV[3]
+end
+if ARGV[5] == '1' then
+  local held = redis.call('HGETALL', KEYS[4])
+  for i = 1, #held, 2 do
+    if redis.call('EXISTS', ARGV[4] .. held[i]) == 0 then
+      redis.call('DECRBY', KEYS[5], tonumber(held[i + 1]))
+      redis.call('HDEL', KEYS[4], held[i])
+    end
+  end
+end
+return epoch
+"""
+
+# The reserve: credits one process sets aside in the shared count while Redis answers, to
+# spend should it stop answering. Keys: [1] credits committed, [2] reserves (owner -> held).
+# ARGV: [1] owner id, [2] credits spent from the reserve while Redis was away (their POSTs
+#       have been written back since, each counted again: that much is given back),
+#       [3] the most to hold, [4] the budget, [5] processes sharing what is left.
+# Returns: the credits held now (a multiple of the cost of a POST).
+RESERVE_SCRIPT = """
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local back = math.min(held, tonumber(ARGV[2]))
+if back > 0 then
+  redis.call('DECRBY', KEYS[1], back)
+  held = held - back
+end
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local share = math.floor((tonumber(ARGV[4]) - spent + held) / math.max(1, tonumber(ARGV[5])))
+local target = math.min(tonumber(ARGV[3]), math.max(0, share))
+target = target - target % 40
+if target > held then
+  local grant = math.min(target - held, tonumber(ARGV[4]) - spent)
+  grant = grant - grant % 40
+  if grant > 0 then
+    redis.call('INCRBY', KEYS[1], grant)
+    held = held + grant
+  end
+elseif target < held then
+  redis.call('DECRBY', KEYS[1], held - target)
+  held = target
+end
+if held > 0 then
+  redis.call('HSET', KEYS[2], ARGV[1], held)
+else
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return held
+"""
+
+
+class StoreKeys:
+    """The keys and channel of one token's (and namespace's) job store, under one Redis Cluster
+    hash tag so that each script finds its keys on one node."""
+
+    def __init__(self, api_key: str, *, prefix: str, namespace: str) -> None:
+        self.base = base = f"{prefix}:{{{token_name(api_key)}:{namespace}}}"
+        self.alive = f"{base}:alive:"  # + owner id: expires unless its process renews it
+        self.owned = f"{base}:owned:"  # + owner id: the set of its unfinished jobs
+        self.owners = f"{base}:owners"  # the processes that may own unfinished jobs
+        self.credits = f"{base}:credits"  # credits committed by every process (the budget)
+        self.reserves = f"{base}:reserves"  # owner id -> credits set aside for an outage
+        self.epoch = f"{base}:epoch"  # set once: another value means Redis lost its data
+        self.meta = f"{base}:meta"  # small named values (set_meta)
+        self.channel = f"{base}:events"  # every change of a job
+
+    def job(self, key: str) -> str:
+        """The hash holding one job."""
+        return f"{self.base}:job:{key}"
+
+
+def connect(redis: str | aioredis.Redis) -> tuple[aioredis.Redis, bool, str]:
+    """A client for ``redis``, whether the caller owns (and closes) it, and the URL without its
+    password ("" for a client given): a bounded pool that waits for a free connection
+    (redis-py's default raises under a burst, which would pass for an outage), and one quick
+    retry for a connection that a Redis restart left stale."""
+    if not isinstance(redis, str):
+        return redis, False, ""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        redis,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        retry=Retry(NoBackoff(), 1),
+    )
+    return aioredis.Redis.from_pool(pool), True, redact_url(redis)  # it closes the pool too
+
+
 def token_name(api_key: str) -> str:
-    """The name one API token's keys (limiter and job store) go by: an HMAC keyed by the token,
-    which no table of hashed leaked tokens matches.
-
-    Example:
-        >>> len(token_name("secret-token"))
-        16
-    """
+    """The name one API token's keys go by: an HMAC keyed by the token, which no table of
+    hashed leaked tokens matches."""
     digest = hmac.new(api_key.encode("utf-8"), b"grok-imagine-async key names", hashlib.sha256)
-    return digest.hexdigest()[:TOKEN_HASH_CHARS]
-
-
-@dataclass(frozen=True, slots=True)
-class RedisKeys:
-    """The keys of one token's pacing state, in one Redis Cluster hash tag (``{...}``) so that
-    a script finds all of its keys on one node."""
-
-    tat: str
-    paused_until: str
-    peers: str
-    slots: str
-    beats: str
-
-    @classmethod
-    def for_token(cls, api_key: str, *, prefix: str) -> RedisKeys:
-        """Build the keys for ``api_key`` under ``prefix``."""
-        base = f"{prefix}:{{{token_name(api_key)}}}"
-        return cls(
-            tat=f"{base}:tat",
-            paused_until=f"{base}:paused",
-            peers=f"{base}:peers",
-            slots=f"{base}:slots",
-            beats=f"{base}:beats",
-        )
+    return digest.hexdigest()[:16]
 
 
 def to_micros(seconds: float) -> int:
     """Seconds as whole microseconds, rounded up so a wait is never cut short."""
     return max(0, -int(-seconds * MICROS // 1))
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """What :data:`ACQUIRE_SCRIPT` answered.
-
-    Attributes:
-        delay: Seconds from the call until the reserved slot.
-        pause_left: Seconds a server-ordered pause still runs (0 if none).
-        peers: Limiter instances that acquired a permit for this token within the last period.
-        sent_in_window: Slots of every process due within the last period, this one included.
-        rejoined: Peers that acquired through Redis within the rejoin window asked for.
-        reset: Whether the script found the state further ahead than the peers can explain
-            and reset it.
-    """
-
-    delay: float
-    pause_left: float
-    peers: int
-    sent_in_window: int
-    rejoined: int = 0
-    reset: bool = False
-
-    @classmethod
-    def parse(cls, raw: object) -> Reservation:
-        """Read the script's reply (a list of six integers).
-
-        Raises:
-            ValueError: If the reply has another shape (someone else's data in our keys).
-        """
-        if not isinstance(raw, (list, tuple)) or len(raw) != 6:
-            raise ValueError(f"unexpected reply from the acquire script: {raw!r}")
-        delay, pause_left, peers, sent, rejoined, reset = (int(value) for value in raw)
-        return cls(
-            delay=delay / MICROS,
-            pause_left=pause_left / MICROS,
-            peers=max(1, peers),
-            sent_in_window=sent,
-            rejoined=rejoined,
-            reset=bool(reset),
-        )

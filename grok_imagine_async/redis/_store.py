@@ -1,9 +1,7 @@
-"""A job store in Redis shared by every process using one token: a journal they all see.
+"""A job store in Redis that every process using one token shares.
 
 Each process writes its own copy of a job first, then Redis; a write Redis cannot take leaves
-the job *dirty*, and the newest state of every dirty job is written back once Redis answers
-again (a record is a whole job: writing it twice is harmless). The scripts are in
-``_store_script``.
+the job *dirty*, written back (its newest state, harmless twice) once Redis answers again.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import math
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -23,24 +22,22 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from .._errors import BudgetExceededError, JournalError
 from .._journal import records
 from .._journal.records import decode_job, encode_job
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
-from .._redact import redact_url
 from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
-from ._script import REDIS_ERRORS, outage_like
-from ._store_script import (
+from ._script import (
     CLAIM_SCRIPT,
     HEARTBEAT_SCRIPT,
     ORPHANS_SCRIPT,
+    REDIS_ERRORS,
     RESERVE_SCRIPT,
     WRITE_SCRIPT,
-    RedisStoreStatistics,
     StoreKeys,
+    connect,
+    outage_like,
 )
 
 if TYPE_CHECKING:
@@ -50,13 +47,29 @@ __all__ = ["RedisJobStore", "RedisStoreStatistics"]
 
 logger = logging.getLogger("grok_imagine_async.redis")
 
-DEFAULT_STORE_PREFIX = "grok-imagine:jobs"
-DEFAULT_LEASE = 10.0
-DEFAULT_FINISHED_TTL = 7 * 86_400.0
 RESERVE_JOBS = 4  # POSTs a process may pay for while Redis is away, set aside beforehand
-POOL_SIZE = 64  # connections of a store opened from a URL (its pub/sub listener holds one)
-POOL_WAIT = 5.0  # seconds a call waits for a free one before Redis counts as unreachable
 FINISHED_KEPT = 10_000  # finished jobs written back should Redis lose its data (or paid again)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStoreStatistics:
+    """A snapshot of a :class:`RedisJobStore`'s counters.
+
+    Attributes:
+        redis_calls: Commands and scripts sent to Redis.
+        available: False while Redis cannot be reached (writes wait in memory).
+        pending_writes: Jobs whose latest state waits to be written back.
+        outages: Times Redis became unreachable.
+        adopted: Jobs this process took over from processes that stopped.
+        refused_writes: Writes refused because another process owns the job now.
+    """
+
+    redis_calls: int
+    available: bool
+    pending_writes: int
+    outages: int
+    adopted: int
+    refused_writes: int
 
 
 class RedisJobStore:
@@ -65,10 +78,9 @@ class RedisJobStore:
     Processes that open one store (same Redis, token and ``namespace``) act as one client:
     each job is owned (and written) by one process at a time, every process reads it and is
     told of its changes, and the unfinished jobs of a process that stops renewing its lease are
-    adopted by another (polled if their task id is known, else ambiguous, as after a restart
-    with a SQLite journal). ``max_credits`` is one budget: each POST's credits are reserved
-    atomically before it is sent. Through an outage writes wait in memory and the budget
-    spends only a reserve set aside beforehand (the Redis guide tells the rules).
+    adopted by another (polled if their task id is known, else ambiguous). ``max_credits`` is
+    one budget, each POST's credits reserved atomically before it is sent. Through an outage
+    writes wait in memory and the budget spends only a reserve set aside beforehand.
 
     Args:
         redis: A ``redis://`` URL (the store then owns the connections) or a client you own.
@@ -94,10 +106,10 @@ class RedisJobStore:
         api_key: str,
         namespace: str = "default",
         max_credits: int | None = None,
-        lease: float = DEFAULT_LEASE,
-        finished_ttl: float | None = DEFAULT_FINISHED_TTL,
+        lease: float = 10.0,
+        finished_ttl: float | None = 7 * 86_400.0,
         limiter: RedisRateLimiter | None = None,
-        key_prefix: str = DEFAULT_STORE_PREFIX,
+        key_prefix: str = "grok-imagine:jobs",
     ) -> None:
         if not api_key:
             raise ValueError("RedisJobStore needs the api_key whose jobs it stores")
@@ -105,23 +117,7 @@ class RedisJobStore:
             raise ValueError(f"max_credits must be >= 0, got {max_credits}")
         if not lease > 0:
             raise ValueError("lease must be positive seconds")
-        self._owns_client = isinstance(redis, str)
-        self._url = redact_url(redis) if isinstance(redis, str) else ""
-        if isinstance(redis, str):
-            # A bounded pool that waits for a free connection: redis-py's default pool raises
-            # MaxConnectionsError (a ConnectionError) under a burst, which would pass for an
-            # outage and spend the offline allowance while Redis is up.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                redis,
-                max_connections=POOL_SIZE,
-                timeout=POOL_WAIT,
-                socket_timeout=1.0,
-                socket_connect_timeout=1.0,
-                retry=Retry(NoBackoff(), 1),
-            )
-            self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes it too
-        else:
-            self._redis = redis
+        self._redis, self._owns_client, self._url = connect(redis)
         self._keys = StoreKeys(api_key, prefix=key_prefix, namespace=namespace)
         self.id = uuid.uuid4().hex[:16]
         """This process's owner id (random, never reused)."""

@@ -29,12 +29,8 @@ from grok_imagine_async.redis import (  # noqa: E402
     RedisRateLimiter,
     RedisUnavailableError,
 )
-from grok_imagine_async.redis._fallback import fallback_limit  # noqa: E402
-from grok_imagine_async.redis._script import (  # noqa: E402
-    Reservation,
-    to_micros,
-    token_name,
-)
+from grok_imagine_async.redis._limiter import fallback_limit  # noqa: E402
+from grok_imagine_async.redis._script import to_micros, token_name  # noqa: E402
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -95,14 +91,6 @@ def test_token_name_is_a_keyed_hash_prefix() -> None:
     assert "SECRET" not in name
     assert token_name(TOKEN) == name
     assert token_name(TOKEN + "x") != name
-
-
-def test_reservation_parse_rejects_foreign_replies() -> None:
-    assert Reservation.parse([1500, 0, 3, 7, 2, 1]) == Reservation(
-        delay=0.0015, pause_left=0.0, peers=3, sent_in_window=7, rejoined=2, reset=True
-    )
-    with pytest.raises(ValueError, match="unexpected reply"):
-        Reservation.parse(b"OK")
 
 
 def test_rate_limited_pause_prefers_retry_after_and_is_clamped() -> None:
@@ -447,8 +435,8 @@ async def test_a_far_future_state_is_reset_and_logged(
     async with RedisRateLimiter(redis_server.url, limit=limit, api_key=TOKEN) as limiter:
         await limiter.acquire()
         hour_ahead = await redis_now_micros(redis_client) + 3600 * 1_000_000
-        await redis_client.set(limiter._keys.tat, str(hour_ahead))
-        await redis_client.set(limiter._keys.paused_until, str(hour_ahead))
+        await redis_client.set(limiter._tat, str(hour_ahead))
+        await redis_client.set(limiter._paused, str(hour_ahead))
         with caplog.at_level(logging.WARNING, logger="grok_imagine_async.redis"):
             with anyio.fail_after(2 * limit.period):
                 await limiter.acquire()
@@ -469,7 +457,7 @@ async def test_deleting_the_key_wakes_the_waiting_worker(
         async with anyio.create_task_group() as group:
             group.start_soon(limiter.acquire)
             await anyio.sleep(0.3)
-            await redis_client.delete(limiter._keys.tat)
+            await redis_client.delete(limiter._tat)
         assert time.monotonic() - started < 2.5  # not the 5 s the deleted reservation said
 
 

@@ -380,7 +380,7 @@ async def test_a_wrong_password_fails_the_start_naming_the_url_not_the_password(
 async def test_a_burst_waits_for_a_connection_and_is_never_an_outage(
     redis_server: RedisServer,
 ) -> None:
-    from grok_imagine_async.redis._store import POOL_SIZE
+    from grok_imagine_async.redis._script import POOL_SIZE
 
     async with store(redis_server.url) as a:
         async with anyio.create_task_group() as tg:
