@@ -72,9 +72,8 @@ class _Op(Generic[_T]):
 class SqliteJobStore(OneProcessStore):
     """The :class:`~grok_imagine_async.abc.JobStore` of one batch, in one SQLite file.
 
-    Creating it does no I/O; the file is created or opened (and locked) by the first call that
-    needs it, by :meth:`open`, or on entering ``async with``. Re-running a batch with the same
-    file resumes it.
+    The file is created or opened (and locked) by :meth:`open`, ``async with`` or the first
+    call that needs it. Re-running a batch with the same file resumes it.
 
     Args:
         path: The journal file (created if missing; its folder must exist).
@@ -106,11 +105,7 @@ class SqliteJobStore(OneProcessStore):
         return self._path
 
     async def open(self) -> SqliteJobStore:
-        """Open (creating if needed) and lock the file now rather than at first use.
-
-        Raises:
-            JournalError: If the file cannot be used.
-        """
+        """Open (creating if needed) and lock the file now; :class:`JournalError` if unusable."""
         await self._read(lambda conn: None)
         return self
 

@@ -1,11 +1,8 @@
 """Every process that uses one API token acting as one client, through Redis.
 
-The quota belongs to the token, not to a process: four ``uvicorn`` workers or a batch split over
-several machines, each pacing itself alone, would send four times the plan's rate. A
-:class:`RedisRateLimiter` in each of them paces all of them as one client. A
-:class:`RedisJobStore` is the journal they share: each job owned by one process at a time and
-adopted by another when it stops, every job visible (and its changes announced) everywhere,
-and one credit budget for all.
+The quota belongs to the token, not to a process: a :class:`RedisRateLimiter` in each process
+paces all of them as one client, and a :class:`RedisJobStore` is the journal they share (each
+job owned by one process at a time, adopted by another when it stops, one credit budget).
 
 Needs the ``redis`` extra: ``pip install "grok-imagine-async[redis]"``.
 

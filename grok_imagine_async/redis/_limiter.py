@@ -190,12 +190,9 @@ class RedisRateLimiter:
         return Permit(granted_at=self._clock.monotonic(), serial=self._serial)
 
     async def observe(self, feedback: RateLimitFeedback) -> None:
-        """Share what the server said about the quota with every process using the token.
-
-        A 429 pauses all of them for ``Retry-After`` (else until the reset, else one period); a
-        ``Remaining`` lower than every process's slots explain slows the shared pace (or, at 0,
-        pauses everyone until the reset). Never raises for an unreachable Redis.
-        """
+        """Share what the server said about the quota with every process using the token: a
+        429 (or a full window) pauses them all, a ``Remaining`` lower than every process's slots
+        explain slows the shared pace. Never raises for an unreachable Redis."""
         now = self._clock.monotonic()
         permit = feedback.permit
         self._note_latency(now, now - permit.granted_at)
@@ -270,18 +267,10 @@ class RedisRateLimiter:
         """Nothing is given back: the shared schedule has moved on, and the cost is one slot."""
 
     async def heartbeat(self) -> int:
-        """Tell the token's other processes that this one is alive, busy or idle.
-
-        Idle processes are counted as peers only by this, so that while Redis is down the busy
-        ones do not each take too large a share. Call it more often than once per period (a
-        :class:`RedisJobStore` given this limiter does).
-
-        Returns:
-            The processes seen on the token within the last period, this one included.
-
-        Raises:
-            redis.exceptions.ConnectionError: Or another Redis error, for the caller to handle.
-        """
+        """Tell the token's other processes that this one is alive, busy or idle (so that
+        while Redis is down the busy ones do not each take too large a share); the processes
+        seen within the last period, this one included. Call it more often than once a period
+        (a :class:`RedisJobStore` given this limiter does); Redis errors are the caller's."""
         self._redis_calls += 1
         peers = await self._heartbeat_script(
             keys=[self._beats], args=[to_micros(self._limit.period), self._member]

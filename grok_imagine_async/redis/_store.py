@@ -179,8 +179,7 @@ class RedisJobStore:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Write back what waits, give up this process's lease (its unfinished jobs are then
-        adopted by the others at once) and close the connections it opened. Idempotent."""
+        """Write back what waits, :meth:`give_up_lease` and close what it opened. Idempotent."""
         tg, self._tg = self._tg, None
         if tg is not None:
             tg.cancel_scope.cancel()
@@ -189,9 +188,8 @@ class RedisJobStore:
         await self._close_client()
 
     async def give_up_lease(self) -> None:
-        """Stop renewing this process's lease and give it up now, from any task: its
-        unfinished jobs are adopted by the other processes at once. For a process whose
-        scheduler stopped; the store stays open (closing is still the owner's job)."""
+        """Give up this process's lease now, from any task (the store stays open): the other
+        processes adopt its unfinished jobs at once."""
         self._released = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
             try:
@@ -213,7 +211,7 @@ class RedisJobStore:
     # -- the JobStore protocol -----------------------------------------------------------------
 
     async def load(self, key: str) -> StoreRecord | None:
-        """The record of ``key`` (None if it was never sent), as :meth:`peek`."""
+        """The record of ``key`` (None if it was never sent), as :meth:`peek` finds it."""
         job = await self.peek(key)
         return None if job is None else job.record
 
@@ -232,7 +230,7 @@ class RedisJobStore:
     async def record_submitted(self, key: str, task_id: str) -> None:
         """Record that the POST for ``key`` created ``task_id``."""
         record = records.submitted(self._record(key), key, task_id)
-        await self._write(StoredJob(key, record.request, record, self.id), task_id=task_id)
+        await self._write(StoredJob(key, record.request, record, self.id))
 
     async def record_finished(self, result: JobResult) -> None:
         """Record how the job ended; a POST refused outright gives its credits back."""
@@ -255,14 +253,13 @@ class RedisJobStore:
     async def register(
         self, key: str, request: GenerationRequest, *, reserve: bool = False
     ) -> None:
-        """Record a new job, owned by this process, before it is queued: every process can
-        find it from now on. Kept in memory (and written back) while Redis is down.
+        """Record a new job, owned by this process, before it is queued (kept in memory while
+        Redis is down).
 
         Args:
             key: The new job's key.
             request: What it generates.
-            reserve: Reserve its first POST's credits now, in the same atomic step (an app
-                refuses a job it could not pay for before accepting it).
+            reserve: Reserve its first POST's credits in the same atomic step.
 
         Raises:
             ValueError: If a job with this key exists already.
@@ -277,8 +274,7 @@ class RedisJobStore:
         """The job as stored (this process's own newer state first), without claiming it.
 
         Raises:
-            JournalError: If Redis cannot be reached (for a job not in this process's memory),
-                or refuses; the same for every method that reads Redis.
+            JournalError: If Redis cannot be reached or refuses (as for every read of Redis).
         """
         mine = self._jobs.get(key)
         if mine is not None:
@@ -294,8 +290,7 @@ class RedisJobStore:
 
         Args:
             key: The job.
-            create: Create the job with this request, owned here, if nobody knows it (one
-                round trip for :meth:`claim` and :meth:`register` together).
+            create: Create the job with this request, owned here, if nobody knows it.
             reopen: Take the job back even if it finished (a new run must do it again).
 
         Raises:
@@ -345,22 +340,20 @@ class RedisJobStore:
         return claim
 
     def may_create(self) -> bool:
-        """Whether a job unknown to Redis may be taken as new: not within a lease of Redis
-        losing its data (the job may be one another process has yet to write back)."""
+        """Whether a job unknown to Redis may be new: not within a lease of Redis losing its
+        data (another process may have yet to write it back)."""
         return anyio.current_time() - self._lost_at >= self._lease
 
     def may_adopt(self) -> bool:
-        """Whether this process may adopt orphans now: Redis has answered for a whole lease
-        (after an outage every process gets a lease to renew its own before anyone adopts)."""
+        """Whether this process may adopt orphans: Redis has answered for a whole lease (so
+        every process has renewed its own after an outage)."""
         if self._released or not self._available:
             return False
         return anyio.current_time() - self._up_since >= self._lease
 
     async def adopt_orphans(self, limit: int = 100) -> list[StoredJob]:
-        """Take over up to ``limit`` unfinished jobs of processes whose lease lapsed.
-
-        Returns nothing unless :meth:`may_adopt`; never raises for an unreachable Redis.
-        """
+        """Take over up to ``limit`` unfinished jobs of processes whose lease lapsed (none unless
+        :meth:`may_adopt`; an unreachable Redis is no error)."""
         if not self.may_adopt():
             return []
         keys = self._keys
@@ -415,8 +408,11 @@ class RedisJobStore:
                             pipe.hget(name, "record")
                         texts = await pipe.execute()
                     for text in texts:
-                        found = _decoded(text)
-                        if found is not None and found.record and found.key not in seen:
+                        try:
+                            found = decode_job(text)  # None (gone since the scan): TypeError
+                        except (ValueError, TypeError, KeyError):
+                            continue  # not ours
+                        if found.record and found.key not in seen:
                             yield found.record
                 if cursor == 0:
                     return
@@ -465,25 +461,12 @@ class RedisJobStore:
     # -- writing, and writing back ------------------------------------------------------------
 
     async def _write(
-        self,
-        job: StoredJob,
-        *,
-        reserve: int = 0,
-        refund: bool = False,
-        create: bool = False,
-        task_id: str | None = None,
+        self, job: StoredJob, *, reserve: int = 0, refund: bool = False, create: bool = False
     ) -> str:
-        """Write ``job`` (first reserving attempt ``reserve``'s credits, or giving back the
-        last attempt's on ``refund``; ``create``: only if new); ``"ok"``, ``"exists"`` or
-        ``"owner"`` (another process owns it). An outage keeps the write in memory.
-
-        Raises:
-            BudgetExceededError: If ``reserve`` would pass the budget (nothing was written).
-            JournalError: If Redis refused the write for another reason than an outage.
-        """
-        put = functools.partial(
-            self._put, job, reserve=reserve, refund=refund, create=create, task_id=task_id
-        )
+        """Write ``job``, first reserving attempt ``reserve``'s credits (or giving back the last
+        attempt's on ``refund``; ``create``: only if new): ``"ok"``, ``"exists"`` or ``"owner"``.
+        An outage keeps the write in memory; a refusal is a :class:`JournalError`."""
+        put = functools.partial(self._put, job, reserve=reserve, refund=refund, create=create)
         try:
             try:
                 status = await put()
@@ -499,9 +482,7 @@ class RedisJobStore:
             self._tell(job)
         return status
 
-    async def _put(
-        self, job: StoredJob, *, reserve: int, refund: bool, create: bool, task_id: str | None
-    ) -> str:
+    async def _put(self, job: StoredJob, *, reserve: int, refund: bool, create: bool) -> str:
         if self._available:
             budget = -1 if self._max_credits is None else self._max_credits
             try:
@@ -511,7 +492,7 @@ class RedisJobStore:
                     raise
                 self._went_down(exc)
             else:
-                return self._written(job, status, value, task_id)
+                return self._written(job, status, value)
         if reserve and self._max_credits is not None:
             self._spend_offline(job.key, reserve)
         self._jobs[job.key] = job
@@ -519,15 +500,15 @@ class RedisJobStore:
         return "ok"
 
     async def _flush(self) -> None:
-        """Send the newest state of every dirty job (credits spent offline are counted, never
-        refused: they were spent within this process's reserve)."""
+        """Send every dirty job's newest state (credits spent offline, within this process's
+        reserve, are counted and never refused)."""
         for key in sorted(self._dirty):
             job = self._jobs.get(key) or self._finished.get(key)
             if job is not None:
                 attempt = self._spent_offline.get(key, 0)
                 status, value = await self._send(job, attempt, -1, False, False)
                 self._spent_offline.pop(key, None)
-                self._written(job, status, value, None)
+                self._written(job, status, value)
             self._dirty.discard(key)
 
     async def _send(
@@ -552,7 +533,7 @@ class RedisJobStore:
         )
         return bytes(status), int(value)
 
-    def _written(self, job: StoredJob, status: bytes, value: int, task_id: str | None) -> str:
+    def _written(self, job: StoredJob, status: bytes, value: int) -> str:
         name, key = status.decode(), job.key
         if name == "budget":
             assert self._max_credits is not None
@@ -561,10 +542,11 @@ class RedisJobStore:
             self._refused += 1
             self._jobs.pop(key, None)
             self._dirty.discard(key)
+            task_id = job.record.task_id if job.record else None
             logger.warning(
                 "job %s was adopted by another process; this one stops writing it%s",
                 key,
-                f" (its new task {task_id} is not recorded)" if task_id else "",
+                f" (its task {task_id} is not recorded)" if task_id else "",
             )
         elif name == "ok":
             self._dirty.discard(key)
@@ -648,8 +630,8 @@ class RedisJobStore:
                 self._went_down(exc)
 
     async def _settle_reserve(self, *, keep: bool = True) -> None:
-        """Set aside (``keep``) or give back the credits this process may spend while Redis is
-        away; what it spent offline has been written back since (counted again): given back."""
+        """Set aside (``keep``) or give back the credits to spend while Redis is away (what was
+        spent offline has been written back and counted since)."""
         if self._max_credits is None:
             return
         spent = self._reserve - self._allowance
@@ -676,21 +658,19 @@ class RedisJobStore:
                 self._tell(None)  # anything may have changed while unsubscribed
                 while True:
                     message = await pubsub.get_message(timeout=None)
-                    if message is not None:
-                        self._on_message(message["data"])
+                    if message is None:
+                        continue
+                    try:
+                        owner, _version, text = json.loads(message["data"])
+                        job = decode_job(text, owner=owner)
+                    except (ValueError, TypeError):
+                        continue  # not ours
+                    self._tell(job)
             except REDIS_ERRORS:
                 await anyio.sleep(min(1.0, self._lease / 3))
             finally:
                 with anyio.CancelScope(shield=True), contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
-
-    def _on_message(self, data: bytes) -> None:
-        try:
-            owner, _version, text = json.loads(data)
-            job = decode_job(text, owner=owner)
-        except (ValueError, TypeError):
-            return  # not ours
-        self._tell(job)
 
     def _tell(self, job: StoredJob | None) -> None:
         for listener in list(self._listeners):
@@ -716,12 +696,3 @@ class RedisJobStore:
 
 def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value or ""
-
-
-def _decoded(text: bytes | None) -> StoredJob | None:
-    if text is None:
-        return None
-    try:
-        return decode_job(text)
-    except (ValueError, TypeError, KeyError):
-        return None  # not ours
