@@ -62,11 +62,9 @@ def _distinct_stem(stem: str) -> str:
     return f"{safe_name(stem, default='task')}-{digest}"
 
 
-def name_from_url(url: str, *, default: str = "video.mp4") -> str:
-    """A safe file name from the last path segment of ``url`` (``.mp4`` if it has none)."""
-    name = safe_name(PurePosixPath(unquote(urlsplit(url).path)).name, default="")
-    if not name:
-        return default
+def name_from_url(url: str) -> str:
+    """A safe file name from the last path segment of ``url`` (``video.mp4`` if it has none)."""
+    name = safe_name(PurePosixPath(unquote(urlsplit(url).path)).name)
     return name if "." in name else f"{name}.mp4"
 
 

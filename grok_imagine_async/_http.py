@@ -176,13 +176,8 @@ class _Decoder:
 
 
 async def iter_bounded(response: httpx.Response, *, limit: int) -> AsyncIterator[bytes]:
-    """The decoded body of a streamed ``response``, chunk by chunk, at most ``limit`` bytes.
-
-    Raises:
-        BodyTooLarge: Once the decoded body passes ``limit`` bytes (nothing more is read).
-        BadEncoding: If the Content-Encoding is unknown or the data does not decode.
-        httpx.TransportError: If the connection fails while reading (of either family).
-    """
+    """The decoded body of a streamed ``response``, chunk by chunk: :class:`BodyTooLarge` past
+    ``limit`` bytes, :class:`BadEncoding` if it does not decode, transport errors as they come."""
     if response.is_stream_consumed:  # built already read (an in-memory transport)
         if len(response.content) > limit:
             raise BodyTooLarge(limit)

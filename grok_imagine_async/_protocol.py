@@ -131,10 +131,8 @@ def is_fetchable_url(url: str) -> bool:
 
 
 def parse_task(data: object, *, task_id: str) -> Task:
-    """Build a :class:`Task` from the ``data`` of a status answer, tolerating gaps (rule 3).
-
-    Missing, null or mistyped optional fields become None or empty; a missing ``task_id``
-    falls back to the id that was asked for.
+    """Build a :class:`Task` from the ``data`` of a status answer (rule 3): optional fields that
+    are missing or mistyped become None or empty, a missing ``task_id`` the one asked for.
 
     Raises:
         APIResponseValidationError: If ``data`` is not an object or has no status at all.

@@ -53,12 +53,8 @@ class Redactor:
 
     def loads(self, text: str) -> Any:
         """The JSON in ``text``, decoded, with the secret replaced (the walk skipped when it
-        cannot change anything).
-
-        Raises:
-            ValueError: If ``text`` is not JSON or nests deeper than :data:`MAX_DEPTH`.
-            RecursionError: If it nests deeper than the JSON decoder can follow.
-        """
+        cannot change anything). Raises ``ValueError`` if not JSON or nested too deep, and
+        ``RecursionError`` past what the decoder can follow."""
         if (
             "\\" not in text
             and not (self._secret and self._secret in text)
@@ -68,11 +64,7 @@ class Redactor:
         return self.data(json.loads(text))
 
     def data(self, value: Any, *, depth: int = 0) -> Any:
-        """A copy of decoded JSON with the secret replaced in every key and string.
-
-        Raises:
-            ValueError: If ``value`` nests deeper than :data:`MAX_DEPTH`.
-        """
+        """A copy of decoded JSON with the secret replaced (``ValueError`` if nested too deep)."""
         if isinstance(value, str):
             return self.text(value)
         if depth >= MAX_DEPTH and isinstance(value, (Mapping, list)):
