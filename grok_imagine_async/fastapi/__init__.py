@@ -1,15 +1,9 @@
 """FastAPI integration: one rate-limited client and scheduler per app, handed to handlers.
 
-A web app whose handlers each built their own client would have no shared rate limit, no
-connection reuse, and would meet 429s under load. Instead, :func:`grok_imagine_lifespan` opens
-one :class:`~grok_imagine_async.AsyncGrokImagine` and one :class:`~grok_imagine_async.JobScheduler`
-when the app starts and closes them when it stops; handlers get them, and a :class:`JobRegistry`
-to find jobs by id, through ``Annotated`` dependencies. Handlers never poll: the scheduler
-does, for every job at once, within the plan's quota. The registry reads every job from the
-app's one job store (in memory, a SQLite ``journal=``, or Redis): with ``redis_url=``, any
-number of workers share the quota, the budget and the jobs.
-
-Needs the ``fastapi`` extra: ``pip install "grok-imagine-async[fastapi]"``.
+:func:`grok_imagine_lifespan` opens one :class:`~grok_imagine_async.AsyncGrokImagine` and one
+:class:`~grok_imagine_async.JobScheduler` for the app's lifetime; handlers take them, and the
+:class:`JobRegistry` of its jobs, as ``Annotated`` dependencies, and never poll. See the FastAPI
+guide. Needs the ``fastapi`` extra: ``pip install "grok-imagine-async[fastapi]"``.
 
 Example:
     >>> from fastapi import FastAPI
@@ -48,10 +42,6 @@ from ._lifespan import (
     GrokImagineResources,
     GrokJobs,
     GrokScheduler,
-    get_client,
-    get_jobs,
-    get_resources,
-    get_scheduler,
     grok_imagine_lifespan,
 )
 from ._sse import event_stream_response, sse_event
@@ -75,10 +65,6 @@ __all__ = [
     "error_response",
     "error_responses",
     "event_stream_response",
-    "get_client",
-    "get_jobs",
-    "get_resources",
-    "get_scheduler",
     "grok_imagine_lifespan",
     "http_error_for",
     "install_error_handlers",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 if TYPE_CHECKING:
     from .._http import HTTPClient
@@ -281,39 +281,24 @@ def _report_unfinished(jobs: JobRegistry, scheduler: JobScheduler, *, journaled:
             )
 
 
-async def get_resources(connection: HTTPConnection) -> GrokImagineResources:
-    """Dependency: the app's :class:`GrokImagineResources`.
+def _dependency(name: str) -> Callable[[HTTPConnection], Awaitable[Any]]:
+    """A dependency handing out the attribute ``name`` of the app's resources."""
 
-    Raises:
-        RuntimeError: If :func:`grok_imagine_lifespan` is not running for this app.
-    """
-    resources = getattr(connection.app.state, STATE_ATTRIBUTE, None)
-    if not isinstance(resources, GrokImagineResources):
-        raise RuntimeError(
-            "grok_imagine_lifespan is not running for this app: create it with "
-            "FastAPI(lifespan=grok_imagine_lifespan) or enter it from your own lifespan"
-        )
-    return resources
+    async def dependency(connection: HTTPConnection) -> Any:
+        resources = getattr(connection.app.state, STATE_ATTRIBUTE, None)
+        if resources is None:
+            raise RuntimeError(
+                "grok_imagine_lifespan is not running for this app: create it with "
+                "FastAPI(lifespan=grok_imagine_lifespan) or enter it from your own lifespan"
+            )
+        return getattr(resources, name)
 
-
-async def get_client(connection: HTTPConnection) -> AsyncGrokImagine:
-    """Dependency: the app's one :class:`~grok_imagine_async.AsyncGrokImagine`."""
-    return (await get_resources(connection)).client
+    return dependency
 
 
-async def get_scheduler(connection: HTTPConnection) -> JobScheduler:
-    """Dependency: the app's one :class:`~grok_imagine_async.JobScheduler`."""
-    return (await get_resources(connection)).scheduler
-
-
-async def get_jobs(connection: HTTPConnection) -> JobRegistry:
-    """Dependency: the app's :class:`JobRegistry`."""
-    return (await get_resources(connection)).jobs
-
-
-GrokClient = Annotated[AsyncGrokImagine, Depends(get_client)]
+GrokClient = Annotated[AsyncGrokImagine, Depends(_dependency("client"))]
 """A handler parameter receiving the app's client: ``async def h(client: GrokClient)``."""
-GrokScheduler = Annotated[JobScheduler, Depends(get_scheduler)]
+GrokScheduler = Annotated[JobScheduler, Depends(_dependency("scheduler"))]
 """A handler parameter receiving the app's scheduler."""
-GrokJobs = Annotated[JobRegistry, Depends(get_jobs)]
+GrokJobs = Annotated[JobRegistry, Depends(_dependency("jobs"))]
 """A handler parameter receiving the app's job registry."""
