@@ -51,6 +51,7 @@ _FIELDS = (  # the codec's fields (record_data), in its order
     "key, request, state, task_id, attempts, credits, videos, files, error, failure_class, "
     "request_digest"
 )
+_PAGE = f"SELECT rowid, {_FIELDS} FROM jobs WHERE rowid > ? ORDER BY rowid LIMIT ?"
 _UPSERT = (
     f"INSERT INTO jobs ({_FIELDS}, updated_at) VALUES ({', '.join('?' * 12)}) "
     "ON CONFLICT (key) DO UPDATE SET "
@@ -156,7 +157,8 @@ class SqliteJobStore(OneProcessStore):
         """Every record, in the order the jobs were first recorded, a page at a time."""
         after = 0
         while True:
-            rows = await self._read(functools.partial(_page, after=after, size=page_size))
+            page = (after, page_size)  # read before the loop moves on: the call awaits it
+            rows = await self._read(lambda c: c.execute(_PAGE, page).fetchall())  # noqa: B023
             for row in rows:
                 yield _to_record(row[1:])
             if len(rows) < page_size:
@@ -305,15 +307,10 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise JournalError(f"journal {path}: cannot use WAL mode (got {mode})", path=path)
         conn.execute("PRAGMA synchronous = FULL")  # a commit is on disk when it returns
         conn.execute("BEGIN IMMEDIATE")
-        try:
-            _check_or_create_schema(conn, path)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        _check_or_create_schema(conn, path)
+        conn.execute("COMMIT")
     except BaseException as exc:
-        conn.close()
+        conn.close()  # rolls back what was not committed
         if isinstance(exc, sqlite3.DatabaseError):
             raise _journal_error(path, exc) from None
         raise
@@ -367,16 +364,12 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
         raise JournalError(
             f"{path} is an SQLite database but not a grok-imagine journal", path=path
         )
-    elif version > SCHEMA_VERSION:
+    elif version != SCHEMA_VERSION:
+        newer = version > SCHEMA_VERSION
         raise JournalError(
-            f"journal {path} has schema version {version}, newer than this version of "
-            f"grok-imagine-async understands ({SCHEMA_VERSION}): upgrade the package",
-            path=path,
-        )
-    elif version < SCHEMA_VERSION:
-        raise JournalError(
-            f"journal {path} has schema version {version}, which this version cannot read "
-            f"(it reads {SCHEMA_VERSION}): finish it with the version that wrote it",
+            f"journal {path} has schema version {version}, which this version of "
+            f"grok-imagine-async cannot read (it reads {SCHEMA_VERSION}): "
+            + ("upgrade the package" if newer else "finish it with the version that wrote it"),
             path=path,
         )
 
@@ -384,12 +377,6 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
 def _read_one(conn: sqlite3.Connection, *, key: str) -> StoreRecord | None:
     row = conn.execute(f"SELECT {_FIELDS} FROM jobs WHERE key = ?", (key,)).fetchone()
     return None if row is None else _to_record(row)
-
-
-def _page(conn: sqlite3.Connection, *, after: int, size: int) -> list[Any]:
-    return conn.execute(
-        f"SELECT rowid, {_FIELDS} FROM jobs WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, size)
-    ).fetchall()
 
 
 _JSON = ("request", "videos", "files")  # the columns holding JSON text

@@ -55,9 +55,8 @@ def outage_like(exc: BaseException) -> bool:
 #       server may be in its window a period after its slot, see COUNT_SCRIPT).
 # ARGV: [1] emission interval us, [2] period us, [3] member id,
 #       [4] rejoin window us (0: not asked).
-# A state further ahead than the peers' slots and one pause can explain (a failover to a replica
-# whose clock is behind, anyone writing to a shared Redis) is reset to now: every process has at
-# most one slot reserved, and no pause is longer than a period.
+# A state further ahead than the peers' slots and one pause explain (a failover to a replica
+# whose clock is behind, another writer) is reset to now.
 # Returns: {delay us until the reserved slot, pause remaining us, active peers,
 #           slots due within the last period, peers that acquired within the rejoin window,
 #           1 if a far-future state was reset else 0}.
@@ -193,10 +192,7 @@ return {'ok', version}
 #       next POST's credits are reserved afresh).
 # An epoch that changed means Redis lost its data: a job unknown now may have existed (and
 # been paid), so nothing is claimed ('epoch') until every process has had time to write back.
-# Returns: {status, record JSON or '', owner or ''} with status 'unknown', 'created'
-#          (unknown, now the claimer's), 'mine', 'foreign' (its owner is alive), 'adopted' (its
-#          owner was gone: now the claimer's), 'final' (finished: nobody needs to own it) or
-#          'reopened' (finished, and the claimer's again).
+# Returns: {status (a ClaimStatus, or 'epoch'), record JSON or '', owner or ''}.
 CLAIM_SCRIPT = """
 local epoch = redis.call('GET', KEYS[4])
 if epoch ~= ARGV[6] then return {'epoch', '', ''} end
@@ -276,9 +272,8 @@ return epoch
 
 # The reserve: credits one process sets aside in the shared count while Redis answers, to
 # spend should it stop answering. Keys: [1] credits committed, [2] reserves (owner -> held).
-# ARGV: [1] owner id, [2] credits spent from the reserve while Redis was away (their POSTs
-#       have been written back since, each counted again: that much is given back),
-#       [3] the most to hold, [4] the budget, [5] processes sharing what is left.
+# ARGV: [1] owner id, [2] credits spent from it while Redis was away (written back and counted
+#       since: given back), [3] the most to hold, [4] the budget, [5] processes sharing the rest.
 # Returns: the credits held now (a multiple of the cost of a POST).
 RESERVE_SCRIPT = """
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
