@@ -78,7 +78,7 @@ class GenerationRequest(BaseModel):
 
     Example:
         >>> GenerationRequest(prompt="a red fox in snow", ratio="2:3").payload()
-        {'mode': 'normal', 'prompt': 'a red fox in snow', 'ratio': '2:3'}
+        {'prompt': 'a red fox in snow', 'mode': 'normal', 'ratio': '2:3'}
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
@@ -150,11 +150,8 @@ class GenerationRequest(BaseModel):
         return self
 
     def payload(self) -> dict[str, Any]:
-        """The JSON body for ``POST /v1/generate`` (``images`` always a list when present)."""
-        body: dict[str, Any] = {"mode": self.mode, "prompt": self.prompt, "ratio": self.ratio}
-        if self.images:
-            body["images"] = list(self.images)
-        return body
+        """The JSON body for ``POST /v1/generate`` (``images`` a list, only when given)."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class TaskStatus(str, enum.Enum):
