@@ -161,10 +161,8 @@ class Telemetry:
     def on_request(self, attempt: RequestAttempt) -> None:
         """Record one request attempt (called by the client's sender)."""
         try:
-            parent = None
-            scope = attempt.job
-            scheduler = None if scope is None else self._schedulers.get(scope.owner)
-            if scope is not None and scheduler is not None:
+            parent, scope = None, attempt.job
+            if scope is not None and (scheduler := self._schedulers.get(scope.owner)) is not None:
                 parent = self._job_request(scheduler, scope.key, attempt)
                 self._snapshot(scope.owner, scheduler)
             self._record_request(attempt, self._to_ns(anyio.current_time()), parent)

@@ -319,7 +319,16 @@ class JobRegistry:
                 raise BudgetExceededError(
                     max_credits=budget.max_credits, committed_credits=budget.committed
                 )
-        return await self._run_here(key, request)
+        # Tracked before submitting, so no message of the new job can arrive unseen.
+        tracked = self._track(key, request)
+        while self._forgotten:
+            await self._store.forget(self._forgotten.pop())
+        try:
+            await self._resume(tracked)
+        except BaseException:
+            del self._entries[key]
+            raise
+        return tracked.handle
 
     async def get(self, job_id: str) -> Job | None:
         """The job with id ``job_id``, run by this worker or another; None if unknown.
@@ -469,18 +478,6 @@ class JobRegistry:
         self._unknown.pop(key, None)
         self._forget_old()
         return tracked
-
-    async def _run_here(self, key: str, request: GenerationRequest) -> Job:
-        # Tracked before submitting, so no message of the new job can arrive unseen.
-        tracked = self._track(key, request)
-        while self._forgotten:
-            await self._store.forget(self._forgotten.pop())
-        try:
-            await self._resume(tracked)
-        except BaseException:
-            del self._entries[key]
-            raise
-        return tracked.handle
 
     async def _resume(self, tracked: _Tracked) -> None:
         """Run ``tracked`` in this worker's scheduler (a new job, or one taken over)."""
