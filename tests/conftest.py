@@ -16,8 +16,6 @@ from grok_imagine_async.testing import VirtualTimeEventLoop
 if TYPE_CHECKING:
     from _redis_worker import RedisServer
 
-    from grok_imagine_async.testing import Emulator
-
 
 # Markers of tests that talk to another thread or process, which keeps the real clock.
 REAL_TIME_MARKERS = ("real_time", "integration", "redis")
@@ -59,29 +57,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
         "asyncio",
         {"loop_factory": functools.partial(VirtualTimeEventLoop, start=VIRTUAL_START)},
     )
-
-
-class ServedEmulator(NamedTuple):
-    """An emulator listening on 127.0.0.1, and its base URL."""
-
-    url: str
-    emulator: Emulator
-
-
-@pytest.fixture
-def served_emulator(request: pytest.FixtureRequest) -> Iterator[ServedEmulator]:
-    """An :class:`Emulator` served by uvicorn on 127.0.0.1 (free port) in a background thread.
-
-    The server runs on the real clock: mark the test ``real_time`` (or ``integration``).
-    Parametrize it indirectly with an ``EmulatorConfig`` to change its behaviour::
-
-        @pytest.mark.parametrize("served_emulator", [EmulatorConfig(seed=1)], indirect=True)
-    """
-    from grok_imagine_async.testing import Emulator, serve_in_thread
-
-    emulator = Emulator(getattr(request, "param", None))
-    with serve_in_thread(emulator) as url:
-        yield ServedEmulator(url, emulator)
 
 
 @pytest.fixture

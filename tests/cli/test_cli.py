@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,14 +28,16 @@ from grok_imagine_async.testing import EmulatorConfig
 from grok_imagine_async.testing._mp4 import mp4_bytes
 
 if TYPE_CHECKING:
-    from conftest import RunCli, ServedEmulator
+    from conftest import RunCli
+
+    from grok_imagine_async.testing import Emulator
 
 SCALE = 30
 TOKEN = "cli-test-token-SECRET"
 FAST = EmulatorConfig(
     tokens={TOKEN: "pro"}, period=60 / SCALE, time_scale=SCALE, duration_sigma=0.2, seed=7
 )
-fast_emulator = pytest.mark.parametrize("served_emulator", [FAST], indirect=True)
+fast_emulator = pytest.mark.grok_emulator(FAST)
 pytestmark = pytest.mark.integration
 
 
@@ -44,10 +46,10 @@ def cli_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("GROK_IMAGINE_")}
 
 
-def against(served: ServedEmulator) -> list[str]:
+def against(env: Mapping[str, str]) -> list[str]:
     return [
         "--base-url",
-        served.url,
+        env["GROK_IMAGINE_BASE_URL"],
         "--api-key",
         TOKEN,
         "--plan",
@@ -68,28 +70,28 @@ def expected_video(task_id: str, file_name: str) -> bytes:
     return mp4_bytes(zlib.crc32(f"{task_id}/{index}".encode()) % 256)
 
 
-def posts(served: ServedEmulator) -> int:
-    return served.emulator.statistics().requests_by_endpoint.get("POST /v1/generate", 0)
+def posts(emulator: Emulator) -> int:
+    return emulator.statistics().requests_by_endpoint.get("POST /v1/generate", 0)
 
 
-def requests(served: ServedEmulator) -> int:
-    return served.emulator.statistics().requests_total
+def requests(emulator: Emulator) -> int:
+    return emulator.statistics().requests_total
 
 
 @fast_emulator
 def test_batch_runs_to_completion_and_a_rerun_sends_nothing(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# three videos\na red kite\n\na blue whale\na red kite\n")
     out = tmp_path / "videos"
     done = run_cli(
-        "batch", str(prompts), "--out", str(out), *against(served_emulator), cwd=tmp_path
+        "batch", str(prompts), "--out", str(out), *against(grok_emulator_env), cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert TOKEN not in done.stdout + done.stderr
 
-    stats = served_emulator.emulator.statistics()
+    stats = grok_emulator.statistics()
     assert dict(stats.tasks_per_prompt) == {"a red kite": 2, "a blue whale": 1}
     assert dict(stats.posts_per_prompt) == {"a red kite": 2, "a blue whale": 1}
     entries = manifest(out)
@@ -101,18 +103,18 @@ def test_batch_runs_to_completion_and_a_rerun_sends_nothing(
             assert (out / name).read_bytes() == expected_video(entry["task_id"], name)
     assert "completed" in done.stdout and "manifest" in done.stdout
 
-    before = requests(served_emulator)
+    before = requests(grok_emulator)
     again = run_cli(
-        "batch", str(prompts), "--out", str(out), *against(served_emulator), cwd=tmp_path
+        "batch", str(prompts), "--out", str(out), *against(grok_emulator_env), cwd=tmp_path
     )
     assert again.returncode == 0, again.stderr
-    assert requests(served_emulator) == before  # everything came from the journal
+    assert requests(grok_emulator) == before  # everything came from the journal
     assert manifest(out) == entries
 
 
 @fast_emulator
 def test_jsonl_ids_name_the_files_and_defaults_apply(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], tmp_path: Path
 ) -> None:
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(
@@ -121,7 +123,7 @@ def test_jsonl_ids_name_the_files_and_defaults_apply(
     )
     out = tmp_path / "out"
     done = run_cli(
-        "batch", str(jobs), "--out", str(out), "--ratio", "3:2", *against(served_emulator),
+        "batch", str(jobs), "--out", str(out), "--ratio", "3:2", *against(grok_emulator_env),
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -133,7 +135,7 @@ def test_jsonl_ids_name_the_files_and_defaults_apply(
     ratios = {}
     for key, entry in entries.items():
         answer = httpx.get(
-            f"{served_emulator.url}/v1/status",
+            f"{grok_emulator_env['GROK_IMAGINE_BASE_URL']}/v1/status",
             params={"task_id": entry["task_id"]},
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
@@ -143,13 +145,13 @@ def test_jsonl_ids_name_the_files_and_defaults_apply(
 
 @fast_emulator
 def test_failed_jobs_give_exit_status_1_and_manifest_errors(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a good one\na refused one [fail:content]\n")
     out = tmp_path / "out"
     done = run_cli(
-        "batch", str(prompts), "--out", str(out), *against(served_emulator), cwd=tmp_path
+        "batch", str(prompts), "--out", str(out), *against(grok_emulator_env), cwd=tmp_path
     )
     assert done.returncode == 1, done.stderr
     by_prompt = {e["prompt"]: e for e in manifest(out)}
@@ -164,40 +166,40 @@ def test_failed_jobs_give_exit_status_1_and_manifest_errors(
     assert "content_policy" in done.stdout
     # Content refusals are never resubmitted, not even by a re-run.
     again = run_cli(
-        "batch", str(prompts), "--out", str(out), *against(served_emulator), cwd=tmp_path
+        "batch", str(prompts), "--out", str(out), *against(grok_emulator_env), cwd=tmp_path
     )
     assert again.returncode == 1
-    assert served_emulator.emulator.statistics().tasks_per_prompt[refused["prompt"]] == 1
+    assert grok_emulator.statistics().tasks_per_prompt[refused["prompt"]] == 1
 
 
 @fast_emulator
 def test_a_rerun_with_a_larger_budget_runs_what_the_budget_refused(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("first\nsecond\nthird\n")
-    argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(served_emulator)]
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(grok_emulator_env)]
     short = run_cli(*argv, "--max-credits", "80", "--max-in-flight", "1", cwd=tmp_path)
     assert short.returncode == 1, short.stderr
     statuses = sorted((e["status"], e["failure_class"]) for e in manifest(tmp_path / "o"))
     assert statuses == [("completed", None), ("completed", None), ("failed", "budget_exceeded")]
-    assert served_emulator.emulator.statistics().tasks_created == 2
+    assert grok_emulator.statistics().tasks_created == 2
 
     enough = run_cli(*argv, "--max-credits", "120", cwd=tmp_path)
     assert enough.returncode == 0, enough.stderr
     assert "1 job that failed without being paid" in enough.stderr
-    stats = served_emulator.emulator.statistics()
+    stats = grok_emulator.statistics()
     assert dict(stats.tasks_per_prompt) == {"first": 1, "second": 1, "third": 1}
     assert {e["status"] for e in manifest(tmp_path / "o")} == {"completed"}
 
 
 @fast_emulator
 def test_a_job_whose_retry_the_budget_refused_runs_on_a_rerun_with_more(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("steady\nshaky [fail:network:1]\n")
-    argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(served_emulator)]
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(grok_emulator_env)]
     short = run_cli(*argv, "--max-credits", "80", "--max-in-flight", "1", cwd=tmp_path)
     assert short.returncode == 1, short.stderr
     [shaky] = [e for e in manifest(tmp_path / "o") if "shaky" in e["prompt"]]
@@ -205,7 +207,7 @@ def test_a_job_whose_retry_the_budget_refused_runs_on_a_rerun_with_more(
     enough = run_cli(*argv, "--max-credits", "200", cwd=tmp_path)
     assert enough.returncode == 0, enough.stdout + enough.stderr
     assert {e["status"] for e in manifest(tmp_path / "o")} == {"completed"}
-    assert served_emulator.emulator.statistics().tasks_created == 3  # steady was not paid again
+    assert grok_emulator.statistics().tasks_created == 3  # steady was not paid again
 
 
 @pytest.mark.parametrize(
@@ -220,7 +222,8 @@ def test_a_job_whose_retry_the_budget_refused_runs_on_a_rerun_with_more(
 @fast_emulator
 def test_input_errors_name_file_and_line_and_submit_nothing(
     run_cli: RunCli,
-    served_emulator: ServedEmulator,
+    grok_emulator_env: Mapping[str, str],
+    grok_emulator: Emulator,
     tmp_path: Path,
     name: str,
     text: str,
@@ -229,66 +232,64 @@ def test_input_errors_name_file_and_line_and_submit_nothing(
     path = tmp_path / name
     path.write_text(text)
     out = tmp_path / "out"
-    done = run_cli("batch", name, "--out", str(out), *against(served_emulator), cwd=tmp_path)
+    done = run_cli("batch", name, "--out", str(out), *against(grok_emulator_env), cwd=tmp_path)
     assert done.returncode == 2
     assert where in done.stderr
     assert "nothing was submitted" in done.stderr
-    assert requests(served_emulator) == 0
+    assert requests(grok_emulator) == 0
     assert not out.exists()
 
 
 @fast_emulator
 def test_a_rejected_token_is_a_usage_error_and_never_printed(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n")
     secret = "sk-WRONG-secret-value-123"
-    argv = against(served_emulator)
+    argv = against(grok_emulator_env)
     argv[argv.index(TOKEN)] = secret
     done = run_cli("batch", str(prompts), "--out", str(tmp_path / "o"), *argv, cwd=tmp_path)
     assert done.returncode == 2
     assert "401" in done.stderr or "nauthori" in done.stderr
     assert secret not in done.stdout + done.stderr
-    assert posts(served_emulator) == 1  # refused with 401: not a task, not a charge
-    assert served_emulator.emulator.statistics().tasks_created == 0
+    assert posts(grok_emulator) == 1  # refused with 401: not a task, not a charge
+    assert grok_emulator.statistics().tasks_created == 0
     # With the right token, the refused job is submitted: no "outcome unknown" for it.
     again = run_cli(
-        "batch", str(prompts), "--out", str(tmp_path / "o"), *against(served_emulator),
+        "batch", str(prompts), "--out", str(tmp_path / "o"), *against(grok_emulator_env),
         cwd=tmp_path,
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
-    assert served_emulator.emulator.statistics().tasks_created == 1
+    assert grok_emulator.statistics().tasks_created == 1
 
 
 @fast_emulator
 def test_a_journal_is_tied_to_its_endpoint(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n")
     out = tmp_path / "out"
     journal = out / "shared.db"
     argv = ["batch", str(prompts), "--out", str(out), "--journal", str(journal)]
-    assert run_cli(*argv, *against(served_emulator), cwd=tmp_path).returncode == 0
+    assert run_cli(*argv, *against(grok_emulator_env), cwd=tmp_path).returncode == 0
     done = run_cli(*argv, "--emulate", "--time-scale", "60", cwd=tmp_path)
     assert done.returncode == 2
     assert "holds jobs run against" in done.stderr
 
 
-@pytest.mark.parametrize(
-    "served_emulator",
-    [EmulatorConfig(tokens={TOKEN: "pro"}, period=60 / SCALE, time_scale=SCALE, seed=3)],
-    indirect=True,
+@pytest.mark.grok_emulator(
+    EmulatorConfig(tokens={TOKEN: "pro"}, period=60 / SCALE, time_scale=SCALE, seed=3)
 )
 def test_ctrl_c_stops_cleanly_names_the_resume_command_and_resume_pays_nothing_twice(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     lines = [f"clip {i} [duration:3]" for i in range(6)]
     prompts.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    argv = ["batch", str(prompts), "--out", str(out), *against(served_emulator)]
+    argv = ["batch", str(prompts), "--out", str(out), *against(grok_emulator_env)]
     with (tmp_path / "stdout").open("w") as stdout, (tmp_path / "stderr").open("w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "grok_imagine_async._cli", *argv],
@@ -297,7 +298,7 @@ def test_ctrl_c_stops_cleanly_names_the_resume_command_and_resume_pays_nothing_t
             stdout=stdout,
             stderr=stderr,
         )
-        wait_for(lambda: served_emulator.emulator.statistics().tasks_created == 6, process)
+        wait_for(lambda: grok_emulator.statistics().tasks_created == 6, process)
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=30)
     text = (tmp_path / "stdout").read_text() + (tmp_path / "stderr").read_text()
@@ -311,7 +312,7 @@ def test_ctrl_c_stops_cleanly_names_the_resume_command_and_resume_pays_nothing_t
 
     again = run_cli(*argv, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    stats = served_emulator.emulator.statistics()
+    stats = grok_emulator.statistics()
     assert set(stats.posts_per_prompt.values()) == {1}
     assert stats.tasks_created == 6
     assert {e["status"] for e in manifest(out)} == {"completed"}
@@ -319,12 +320,12 @@ def test_ctrl_c_stops_cleanly_names_the_resume_command_and_resume_pays_nothing_t
 
 @fast_emulator
 def test_a_full_disk_under_the_journal_loses_no_paid_task(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     resource = pytest.importorskip("resource")  # POSIX: a file-size limit stands for the disk
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("".join(f"clip {i}\n" for i in range(12)))
-    argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(served_emulator)]
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(grok_emulator_env)]
 
     def full_disk() -> None:  # the journal's WAL cannot grow past 60 kB
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -341,7 +342,7 @@ def test_a_full_disk_under_the_journal_loses_no_paid_task(
     assert again.returncode == 0, again.stdout + again.stderr
     assert "they are polled, not sent again" in again.stderr
     assert "--on-ambiguous resubmit" not in again.stdout + again.stderr
-    stats = served_emulator.emulator.statistics()
+    stats = grok_emulator.statistics()
     assert stats.tasks_created == 12
     assert dict(stats.duplicate_submissions) == {}
 
@@ -424,11 +425,11 @@ def test_the_example_file_is_a_valid_batch_of_twenty(tmp_path: Path) -> None:
 
 @fast_emulator
 def test_generate_then_status(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], tmp_path: Path
 ) -> None:
     out = tmp_path / "one"
     done = run_cli(
-        "generate", "a glass of water on a table", "--out", str(out), *against(served_emulator),
+        "generate", "a glass of water on a table", "--out", str(out), *against(grok_emulator_env),
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -438,25 +439,25 @@ def test_generate_then_status(
     assert paths[0].read_bytes() == expected_video(task_id, paths[0].name)
     assert f"grok-imagine status {task_id}" not in done.stderr  # only shown when needed
 
-    status = run_cli("status", task_id, *against(served_emulator), cwd=tmp_path)
+    status = run_cli("status", task_id, *against(grok_emulator_env), cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith(f"{task_id}  completed")
     assert "a glass of water" in status.stdout
 
-    as_json = run_cli("status", task_id, "--json", *against(served_emulator), cwd=tmp_path)
+    as_json = run_cli("status", task_id, "--json", *against(grok_emulator_env), cwd=tmp_path)
     data = json.loads(as_json.stdout)
     assert (data["task_id"], data["status"], len(data["videos"])) == (task_id, "completed", 2)
 
 
 @fast_emulator
 def test_status_of_an_unknown_task_and_a_failed_one(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], tmp_path: Path
 ) -> None:
-    unknown = run_cli("status", "task_nope", *against(served_emulator), cwd=tmp_path)
+    unknown = run_cli("status", "task_nope", *against(grok_emulator_env), cwd=tmp_path)
     assert unknown.returncode == 1
     assert "no task 'task_nope'" in unknown.stderr
     failed = run_cli(
-        "generate", "refused [fail:content]", "--out", str(tmp_path), *against(served_emulator),
+        "generate", "refused [fail:content]", "--out", str(tmp_path), *against(grok_emulator_env),
         cwd=tmp_path,
     )  # fmt: skip
     assert failed.returncode == 1
@@ -494,7 +495,7 @@ def test_the_redis_password_may_come_from_the_environment(
 @pytest.mark.redis
 @fast_emulator
 def test_batch_shares_its_quota_through_redis(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
     from _redis_worker import REDIS_MISSING, RedisServer, redis_server_binary
@@ -508,7 +509,7 @@ def test_batch_shares_its_quota_through_redis(
         prompts = tmp_path / "prompts.txt"
         prompts.write_text("one\ntwo\n")
         argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), "--redis-url", server.url]
-        done = run_cli(*argv, *against(served_emulator), cwd=tmp_path)
+        done = run_cli(*argv, *against(grok_emulator_env), cwd=tmp_path)
         import redis
 
         with redis.Redis.from_url(server.url) as client:
@@ -518,7 +519,7 @@ def test_batch_shares_its_quota_through_redis(
     assert done.returncode == 0, done.stderr
     assert keys, "the shared schedule lives in Redis"
     assert all(TOKEN.encode() not in key for key in keys)  # only a hash names the token
-    assert served_emulator.emulator.statistics().tasks_created == 2
+    assert grok_emulator.statistics().tasks_created == 2
 
 
 # -- the progress display, as pure functions ---------------------------------------------------

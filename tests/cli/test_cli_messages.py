@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,9 @@ import pytest
 from grok_imagine_async.testing import EmulatorConfig
 
 if TYPE_CHECKING:
-    from conftest import RunCli, ServedEmulator
+    from conftest import RunCli
+
+    from grok_imagine_async.testing import Emulator
 
 SCALE = 30
 TOKEN = "cli-messages-token-SECRET"
@@ -31,12 +33,13 @@ SCALED = ["--time-scale", str(SCALE)]
 
 def fast_emulator(test: Callable[..., None]) -> Callable[..., None]:
     """Run ``test`` against the emulator served on 127.0.0.1, 30 times faster than real."""
-    served = pytest.mark.parametrize("served_emulator", [FAST], indirect=True)
+    served = pytest.mark.grok_emulator(FAST)
     return pytest.mark.integration(served(test))
 
 
-def against(served: ServedEmulator) -> list[str]:
-    return ["--base-url", served.url, "--api-key", TOKEN, "--plan", "pro", *SCALED]
+def against(env: Mapping[str, str]) -> list[str]:
+    url = env["GROK_IMAGINE_BASE_URL"]
+    return ["--base-url", url, "--api-key", TOKEN, "--plan", "pro", *SCALED]
 
 
 def manifest(out: Path) -> list[dict[str, Any]]:
@@ -50,8 +53,8 @@ def prompts_file(tmp_path: Path, *lines: str) -> Path:
     return path
 
 
-def nothing_paid(served: ServedEmulator) -> bool:
-    stats = served.emulator.statistics()
+def nothing_paid(emulator: Emulator) -> bool:
+    stats = emulator.statistics()
     return stats.credits_consumed == 0 and stats.requests_total == 0
 
 
@@ -61,55 +64,59 @@ def nothing_paid(served: ServedEmulator) -> bool:
 @fast_emulator
 @pytest.mark.parametrize("journal", ["elsewhere", "default"])
 def test_an_output_folder_that_cannot_be_created_costs_nothing_and_is_named(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path, journal: str
+    run_cli: RunCli,
+    grok_emulator_env: Mapping[str, str],
+    grok_emulator: Emulator,
+    tmp_path: Path,
+    journal: str,
 ) -> None:
     prompts = prompts_file(tmp_path, "a red kite", "a blue whale")
     (tmp_path / "blocker").write_text("a file, where a folder should be\n")
     out = tmp_path / "blocker" / "videos"
     extra = ["--journal", str(tmp_path / "run.db")] if journal == "elsewhere" else []
     done = run_cli(
-        "batch", str(prompts), "--out", str(out), *extra, *against(served_emulator), cwd=tmp_path
+        "batch", str(prompts), "--out", str(out), *extra, *against(grok_emulator_env), cwd=tmp_path
     )
     assert done.returncode == 2
     assert f"cannot create the output folder {out}" in done.stderr
     assert f"({tmp_path / 'blocker'} is a file)" in done.stderr
     assert "nothing was submitted" in done.stderr
     assert "journal" not in done.stderr  # the folder is the problem, and it is what is named
-    assert nothing_paid(served_emulator)
-    assert served_emulator.emulator.statistics().credits_consumed == 0
+    assert nothing_paid(grok_emulator)
+    assert grok_emulator.statistics().credits_consumed == 0
 
 
 @fast_emulator
 def test_an_output_folder_taken_by_a_file_costs_nothing(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     prompts = prompts_file(tmp_path, "a red kite")
     (tmp_path / "videos").write_text("not a folder\n")
     done = run_cli(
-        "batch", str(prompts), "--out", "videos", *against(served_emulator), cwd=tmp_path
+        "batch", str(prompts), "--out", "videos", *against(grok_emulator_env), cwd=tmp_path
     )
     assert done.returncode == 2
     assert "the output folder videos is a file, not a folder" in done.stderr
-    assert nothing_paid(served_emulator)
+    assert nothing_paid(grok_emulator)
 
 
 @fast_emulator
 def test_a_manifest_path_taken_by_a_folder_costs_nothing(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     prompts = prompts_file(tmp_path, "a red kite")
     (tmp_path / "videos" / "manifest.jsonl").mkdir(parents=True)
     done = run_cli(
-        "batch", str(prompts), "--out", "videos", *against(served_emulator), cwd=tmp_path
+        "batch", str(prompts), "--out", "videos", *against(grok_emulator_env), cwd=tmp_path
     )
     assert done.returncode == 2
     assert "the manifest videos/manifest.jsonl is a folder" in done.stderr
-    assert nothing_paid(served_emulator)
+    assert nothing_paid(grok_emulator)
 
 
 @fast_emulator
 def test_a_journal_whose_folder_cannot_be_made_costs_nothing(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     prompts = prompts_file(tmp_path, "a red kite")
     (tmp_path / "state").write_text("a file\n")
@@ -120,43 +127,43 @@ def test_a_journal_whose_folder_cannot_be_made_costs_nothing(
         "videos",
         "--journal",
         "state/run.db",
-        *against(served_emulator),
+        *against(grok_emulator_env),
         cwd=tmp_path,
     )
     assert done.returncode == 2
     assert "the journal's folder state is a file, not a folder" in done.stderr
-    assert nothing_paid(served_emulator)
+    assert nothing_paid(grok_emulator)
 
 
 @fast_emulator
 def test_generate_checks_its_folder_before_paying(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     (tmp_path / "blocker").write_text("a file\n")
     done = run_cli(
-        "generate", "a red kite", "--out", "blocker/v", *against(served_emulator), cwd=tmp_path
+        "generate", "a red kite", "--out", "blocker/v", *against(grok_emulator_env), cwd=tmp_path
     )
     assert done.returncode == 2
     assert "cannot create the output folder blocker/v: Not a directory" in done.stderr
     assert "(blocker is a file) (nothing was submitted)" in done.stderr
-    assert nothing_paid(served_emulator)
+    assert nothing_paid(grok_emulator)
 
 
 @fast_emulator
 def test_status_checks_its_download_folder_before_asking(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     (tmp_path / "blocker").write_text("a file\n")
-    argv = ["status", "task_0", "--download", "blocker/v", *against(served_emulator)]
+    argv = ["status", "task_0", "--download", "blocker/v", *against(grok_emulator_env)]
     done = run_cli(*argv, cwd=tmp_path)
     assert done.returncode == 2
     assert "cannot create the download folder blocker/v" in done.stderr
-    assert nothing_paid(served_emulator)
+    assert nothing_paid(grok_emulator)
 
 
 @fast_emulator
 def test_a_video_that_cannot_be_saved_is_reported_and_fetched_next_run_without_paying(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(
@@ -164,13 +171,13 @@ def test_a_video_that_cannot_be_saved_is_reported_and_fetched_next_run_without_p
     )
     out = tmp_path / "videos"
     (out / "b_1.mp4").mkdir(parents=True)  # where job b's first video must go: a folder
-    argv = ["batch", str(jobs), "--out", str(out), "--no-progress", *against(served_emulator)]
+    argv = ["batch", str(jobs), "--out", str(out), "--no-progress", *against(grok_emulator_env)]
     first = run_cli(*argv, cwd=tmp_path)
     assert first.returncode == 1
     text = first.stdout + first.stderr
     [problem] = [line for line in text.splitlines() if "b_1.mp4" in line]  # in one line
     assert "cannot" in problem
-    paid = served_emulator.emulator.statistics().tasks_created
+    paid = grok_emulator.statistics().tasks_created
     assert paid >= 1
     # Every paid task is in the manifest with its task id: none is lost.
     assert sum(e["task_id"] is not None for e in manifest(out)) == paid
@@ -179,7 +186,7 @@ def test_a_video_that_cannot_be_saved_is_reported_and_fetched_next_run_without_p
     (out / "b_1.mp4").rmdir()
     again = run_cli(*argv, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
-    stats = served_emulator.emulator.statistics()
+    stats = grok_emulator.statistics()
     assert stats.tasks_created == 3 and set(stats.posts_per_prompt.values()) == {1}
     assert {e["status"] for e in manifest(out)} == {"completed"}
     assert (out / "b_1.mp4").is_file()
@@ -263,9 +270,16 @@ def test_a_few_bad_lines_are_all_listed(run_cli: RunCli, tmp_path: Path) -> None
 
 @fast_emulator
 def test_plan_names_are_accepted_in_any_case(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], tmp_path: Path
 ) -> None:
-    argv = ["--base-url", served_emulator.url, "--api-key", TOKEN, "--plan", "PRO"]
+    argv = [
+        "--base-url",
+        grok_emulator_env["GROK_IMAGINE_BASE_URL"],
+        "--api-key",
+        TOKEN,
+        "--plan",
+        "PRO",
+    ]
     done = run_cli("status", "task_none", *argv, cwd=tmp_path)
     assert done.returncode == 1  # parsed, asked, not found (a refused option exits with 2)
     assert "no task 'task_none'" in done.stderr
@@ -273,10 +287,10 @@ def test_plan_names_are_accepted_in_any_case(
 
 @fast_emulator
 def test_a_rerun_says_it_spent_nothing_and_what_earlier_runs_spent(
-    run_cli: RunCli, served_emulator: ServedEmulator, tmp_path: Path
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     prompts = prompts_file(tmp_path, "a red kite", "a blue whale")
-    argv = ["batch", str(prompts), "--out", "v", "--no-progress", *against(served_emulator)]
+    argv = ["batch", str(prompts), "--out", "v", "--no-progress", *against(grok_emulator_env)]
     first = run_cli(*argv, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "credits this run  80 (about 0.80 USD)" in first.stdout
@@ -286,7 +300,7 @@ def test_a_rerun_says_it_spent_nothing_and_what_earlier_runs_spent(
     assert again.returncode == 0
     assert "credits this run  0 (about 0.00 USD)" in again.stdout
     assert "credits earlier   80 (about 0.80 USD, earlier runs)" in again.stdout
-    assert served_emulator.emulator.statistics().credits_consumed == 80
+    assert grok_emulator.statistics().credits_consumed == 80
 
 
 def test_the_log_level_chooses_what_the_library_says(run_cli: RunCli, tmp_path: Path) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from conftest import ServedEmulator
 
 from grok_imagine_async._download import HostPolicy
 from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
@@ -42,7 +42,7 @@ def test_allowed_hosts_and_the_api_host_pass() -> None:
 
 @pytest.mark.anyio
 async def test_a_real_connection_to_a_local_address_is_refused_after_connecting(
-    served_emulator: ServedEmulator,
+    grok_emulator_env: Mapping[str, str],
 ) -> None:
     # The address a real socket reached, as httpx reports it: here 127.0.0.1, standing in for a
     # public name that resolved to it (no name is resolved by this test).
@@ -51,7 +51,7 @@ async def test_a_real_connection_to_a_local_address_is_refused_after_connecting(
     video = httpx.URL("https://videos.example/v")
     async with (
         httpx.AsyncClient() as http,
-        http.stream("GET", f"{served_emulator.url}/v1/status") as response,
+        http.stream("GET", f"{grok_emulator_env['GROK_IMAGINE_BASE_URL']}/v1/status") as response,
     ):
         reason = policy.refusal_after_connect(video, response)
         allowed = allowing.refusal_after_connect(video, response)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -11,52 +11,51 @@ import pytest
 from grok_imagine_async import AsyncGrokImagine, PollPolicy, RateLimit
 from grok_imagine_async.testing import Emulator, EmulatorConfig, serve_in_thread
 
-if TYPE_CHECKING:
-    from conftest import ServedEmulator
-
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 QUICK = EmulatorConfig(duration_median=0.3, duration_sigma=0.0, seed=1)
 
 
-def client(served: ServedEmulator, token: str = "test-token") -> httpx.AsyncClient:
+def client(env: Mapping[str, str], token: str = "test-token") -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {token}"}
-    return httpx.AsyncClient(base_url=served.url, headers=headers, timeout=10.0)
+    return httpx.AsyncClient(base_url=env["GROK_IMAGINE_BASE_URL"], headers=headers, timeout=10.0)
 
 
-@pytest.mark.parametrize("served_emulator", [QUICK], indirect=True)
-async def test_generate_poll_and_download_over_a_socket(served_emulator: ServedEmulator) -> None:
-    async with client(served_emulator) as http:
+@pytest.mark.grok_emulator(QUICK)
+async def test_generate_poll_and_download_over_a_socket(
+    grok_emulator_env: Mapping[str, str],
+) -> None:
+    async with client(grok_emulator_env) as http:
         created = await http.post("/v1/generate", json={"prompt": "a cat [duration:0]"})
         task_id = created.json()["data"]["task_id"]
         data = (await http.get("/v1/status", params={"task_id": task_id})).json()["data"]
         video = await http.get(data["response"][0])
     assert created.headers["X-RateLimit-Remaining"] == "99"
     assert data["status"] == "completed"
-    assert data["response"][0].startswith(f"{served_emulator.url}/videos/{task_id}/")
+    videos = f"{grok_emulator_env['GROK_IMAGINE_BASE_URL']}/videos/{task_id}/"
+    assert data["response"][0].startswith(videos)
     assert video.status_code == 200
     assert video.headers["content-type"] == "video/mp4"
     assert int(video.headers["content-length"]) == len(video.content)
 
 
+@pytest.mark.grok_emulator(EmulatorConfig())
 async def test_dropped_connection_reaches_the_client_as_remote_protocol_error(
-    served_emulator: ServedEmulator,
+    grok_emulator_env: Mapping[str, str], grok_emulator: Emulator
 ) -> None:
-    async with client(served_emulator) as http:
+    async with client(grok_emulator_env) as http:
         with pytest.raises(httpx.RemoteProtocolError):
             await http.post("/v1/generate", json={"prompt": "x [fail:drop]"})
         after = await http.post("/v1/generate", json={"prompt": "y"})  # a new connection works
     assert after.status_code == 200
-    stats = served_emulator.emulator.statistics()
+    stats = grok_emulator.statistics()
     assert stats.dropped == 1
     assert stats.tasks_per_prompt == {"x [fail:drop]": 1, "y": 1}
 
 
-@pytest.mark.parametrize(
-    "served_emulator", [EmulatorConfig(tokens={"t": RateLimit(2, 60.0)})], indirect=True
-)
-async def test_429_and_admin_route_over_a_socket(served_emulator: ServedEmulator) -> None:
-    async with client(served_emulator, "t") as http:
+@pytest.mark.grok_emulator(EmulatorConfig(tokens={"t": RateLimit(2, 60.0)}))
+async def test_429_and_admin_route_over_a_socket(grok_emulator_env: Mapping[str, str]) -> None:
+    async with client(grok_emulator_env, "t") as http:
         codes = [(await http.post("/v1/generate", json={"prompt": "p"})).status_code for _ in "abc"]
         stats = (await http.get("/_emulator/stats")).json()
     assert codes == [200, 200, 429]
@@ -65,18 +64,19 @@ async def test_429_and_admin_route_over_a_socket(served_emulator: ServedEmulator
     assert stats["credits_consumed"] == 80
 
 
-@pytest.mark.parametrize("served_emulator", [QUICK], indirect=True)
+@pytest.mark.grok_emulator(QUICK)
 async def test_the_client_generates_waits_and_downloads_against_uvicorn(
-    served_emulator: ServedEmulator, tmp_path: Path
+    grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     poll = PollPolicy(wait_initial=0.05, wait_max=0.1)
-    async with AsyncGrokImagine(api_key="test-token", base_url=served_emulator.url) as grok:
+    url = grok_emulator_env["GROK_IMAGINE_BASE_URL"]
+    async with AsyncGrokImagine(api_key="test-token", base_url=url) as grok:
         task = await grok.generate_and_wait("a paper boat", poll=poll)
         paths = await grok.download(task, tmp_path)
     assert task.succeeded
     assert len(paths) == 2
     assert all(path.read_bytes()[4:8] == b"ftyp" for path in paths)
-    assert served_emulator.emulator.statistics().videos_served == 2
+    assert grok_emulator.statistics().videos_served == 2
 
 
 def test_serve_in_thread_stops_the_server_on_exit() -> None:

@@ -331,13 +331,11 @@ def readme_app() -> FastAPI:
 
 
 @pytest.mark.real_time
-@pytest.mark.parametrize("served_emulator", [EmulatorConfig(tokens={TOKEN: "pro"})], indirect=True)
+@pytest.mark.grok_emulator(EmulatorConfig(tokens={TOKEN: "pro"}))
 async def test_the_readme_pattern_serves_rate_limited_videos(
-    served_emulator: Any, monkeypatch: pytest.MonkeyPatch
+    grok_emulator_env: Any, grok_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("GROK_IMAGINE_API_KEY", TOKEN)
-    monkeypatch.setenv("GROK_IMAGINE_BASE_URL", served_emulator.url)
-    monkeypatch.setenv("GROK_IMAGINE_PLAN", "pro")
+    monkeypatch.setenv("GROK_IMAGINE_PLAN", "pro")  # the plan's name, as the README has it
     app = readme_app()
     async with serving(app) as web:
         started = [await web.post("/videos", json={"prompt": f"a kite {n}"}) for n in range(20)]
@@ -351,7 +349,7 @@ async def test_the_readme_pattern_serves_rate_limited_videos(
     assert "4:3" in refused.json()["detail"]
     assert "allow_unlisted" not in refused.json()["detail"]  # advice for Python, not callers
     assert all(body["status"] == "running" for body in looked)
-    stats = served_emulator.emulator.statistics()
+    stats = grok_emulator.statistics()
     assert stats.tasks_created == 20
     assert stats.rate_limited == 0
 

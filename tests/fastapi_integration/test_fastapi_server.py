@@ -24,7 +24,7 @@ from test_fastapi import TOKEN, load_example, wait_until_status
 
 from grok_imagine_async import PollPolicy, Settings
 from grok_imagine_async.batch import DurationModel, SchedulerConfig
-from grok_imagine_async.testing import EmulatorConfig
+from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -74,15 +74,14 @@ async def read_events(lines: AsyncIterator[str]) -> list[tuple[str, dict[str, An
     return events
 
 
-@pytest.mark.parametrize(
-    "served_emulator", [EmulatorConfig(seed=3, tokens={TOKEN: "enterprise"})], indirect=True
-)
+@pytest.mark.grok_emulator(EmulatorConfig(seed=3, tokens={TOKEN: "enterprise"}))
 async def test_the_example_app_under_uvicorn(
-    served_emulator: Any, caplog: pytest.LogCaptureFixture
+    grok_emulator_env: Any, grok_emulator: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
+    emulator_url = grok_emulator_env["GROK_IMAGINE_BASE_URL"]
     app = load_example().create_app(
-        settings=Settings.from_env(api_key=TOKEN, base_url=served_emulator.url, plan="enterprise"),
+        settings=Settings.from_env(api_key=TOKEN, base_url=emulator_url, plan="enterprise"),
         heartbeat=0.2,
         **FAST,
     )
@@ -132,7 +131,7 @@ async def test_the_example_app_under_uvicorn(
     for video_id in slow_ids:
         assert re.search(rf"unfinished video job {video_id}: running, task task_\w+", caplog.text)
     assert TOKEN not in caplog.text
-    stats = served_emulator.emulator.statistics()
+    stats = grok_emulator.statistics()
     assert stats.rate_limited == 0
     assert stats.tasks_created == 10 + 1 + 1 + 2
     assert stats.duplicate_submissions == {}

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,7 @@ from grok_imagine_async.testing import EmulatorConfig, EmulatorStatistics, Fault
 from grok_imagine_async.testing._mp4 import mp4_bytes
 
 if TYPE_CHECKING:
-    from conftest import ServedEmulator
+    from grok_imagine_async.testing import Emulator
 
 pytestmark = pytest.mark.integration
 
@@ -85,11 +85,11 @@ class CrashReport:
     ambiguous: set[str] = field(default_factory=set)
 
 
-def command(out: Path, prompts: Path, served: ServedEmulator, *extra: str) -> list[str]:
+def command(out: Path, prompts: Path, url: str, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "grok_imagine_async._cli", "batch", str(prompts),
         "--out", str(out), "--no-progress", "--max-in-flight", "4",
-        "--base-url", served.url, "--api-key", TOKEN, "--plan", "pro",
+        "--base-url", url, "--api-key", TOKEN, "--plan", "pro",
         "--time-scale", str(SCALE), *extra,
     ]  # fmt: skip
 
@@ -100,7 +100,7 @@ def env() -> dict[str, str]:
 
 def run_until(
     argv: list[str],
-    served: ServedEmulator,
+    emulator: Emulator,
     condition: Callable[[EmulatorStatistics], bool],
     logs: Path,
 ) -> bool:
@@ -110,7 +110,7 @@ def run_until(
         try:
             deadline = time.monotonic() + 40
             while process.poll() is None:
-                if condition(served.emulator.statistics()):
+                if condition(emulator.statistics()):
                     process.send_signal(signal.SIGKILL)
                     process.wait(timeout=10)
                     return True
@@ -128,9 +128,9 @@ def run_to_end(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, env=env(), capture_output=True, text=True, timeout=60)
 
 
-def after(counter: str, more: int, served: ServedEmulator) -> Callable[[EmulatorStatistics], bool]:
+def after(counter: str, more: int, emulator: Emulator) -> Callable[[EmulatorStatistics], bool]:
     read = COUNTERS[counter]
-    target = read(served.emulator.statistics()) + more
+    target = read(emulator.statistics()) + more
     return lambda stats: read(stats) >= target
 
 
@@ -140,18 +140,18 @@ def manifest(out: Path) -> list[dict[str, Any]]:
 
 
 def crash_and_resume(
-    served: ServedEmulator, tmp_path: Path, seed: int, lines: list[str]
+    emulator: Emulator, url: str, tmp_path: Path, seed: int, lines: list[str]
 ) -> CrashReport:
     rng = random.Random(seed)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(lines) + "\n")
     out = tmp_path / "videos"
-    argv = command(out, prompts, served)
+    argv = command(out, prompts, url)
     report = CrashReport()
 
     # 1. Right after a POST whose answer is held back: the task exists, its id is unknowable.
     slow_task = lambda stats: stats.tasks_per_prompt.get(SLOW, 0) >= 1  # noqa: E731
-    assert run_until(argv, served, slow_task, tmp_path), "the first run must be killed"
+    assert run_until(argv, emulator, slow_task, tmp_path), "the first run must be killed"
     report.kills.append("after the held-back POST")
     report.runs += 1
 
@@ -160,7 +160,7 @@ def crash_and_resume(
     points += [("video", rng.randint(1, 4)), ("task", rng.randint(1, 3))]
     for counter, more in points:
         report.runs += 1
-        if run_until(argv, served, after(counter, more, served), tmp_path):
+        if run_until(argv, emulator, after(counter, more, emulator), tmp_path):
             report.kills.append(f"after {more} new {counter}(s)")
 
     # 3. To the end with the default policy: what cannot be known is reported, not resent.
@@ -173,14 +173,14 @@ def crash_and_resume(
     assert f"{len(report.ambiguous)} jobs may or may not have been submitted" in final.stdout
     assert "--on-ambiguous resubmit" in final.stdout
     assert {e["status"] for e in entries} <= {"completed", "ambiguous"}
-    before = served.emulator.statistics()
+    before = emulator.statistics()
 
     # 4. The user accepts to maybe pay twice for those: they complete.
     last = run_to_end([*argv, "--on-ambiguous", "resubmit"])
     report.runs += 1
     assert last.returncode == 0, last.stdout + last.stderr
 
-    stats = served.emulator.statistics()
+    stats = emulator.statistics()
     entries = manifest(out)
     assert len(entries) == JOBS
     assert {e["status"] for e in entries} == {"completed"}
@@ -213,23 +213,25 @@ def crash_and_resume(
     return report
 
 
-@pytest.mark.parametrize("served_emulator", [CLEAN], indirect=True)
+@pytest.mark.grok_emulator(CLEAN)
 def test_killed_again_and_again_no_job_lost_none_paid_twice(
-    served_emulator: ServedEmulator, tmp_path: Path
+    grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
-    crash_and_resume(served_emulator, tmp_path, seed=1, lines=PROMPTS)
-    stats = served_emulator.emulator.statistics()
+    url = grok_emulator_env["GROK_IMAGINE_BASE_URL"]
+    crash_and_resume(grok_emulator, url, tmp_path, seed=1, lines=PROMPTS)
+    stats = grok_emulator.statistics()
     # No fault injected: every POST but the ambiguous ones' second created exactly one task.
     assert stats.server_errors == stats.dropped == 0
     assert sum(stats.posts_per_prompt.values()) == stats.tasks_created
 
 
-@pytest.mark.parametrize("served_emulator", [FAULTY], indirect=True)
+@pytest.mark.grok_emulator(FAULTY)
 def test_killed_again_and_again_with_500s_and_dropped_connections(
-    served_emulator: ServedEmulator, tmp_path: Path
+    grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
-    report = crash_and_resume(served_emulator, tmp_path, seed=2, lines=FAULTY_PROMPTS)
-    stats = served_emulator.emulator.statistics()
+    url = grok_emulator_env["GROK_IMAGINE_BASE_URL"]
+    report = crash_and_resume(grok_emulator, url, tmp_path, seed=2, lines=FAULTY_PROMPTS)
+    stats = grok_emulator.statistics()
     assert stats.server_errors >= 1 and stats.dropped >= 1  # the faults really happened
     # A dropped answer after the task was created is the live twin of a crash after a POST.
     assert DROPPED_ONCE in report.ambiguous
