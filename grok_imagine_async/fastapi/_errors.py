@@ -321,32 +321,23 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
+        too_large = declared.isdigit() and int(declared) > self.max_bytes
+        body, more = bytearray(), not too_large
+        while more:
             message = await receive()
             if message["type"] != "http.request":  # the client went away: let the app see it
                 await self.app(scope, _replay(message, receive), send)
                 return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay(body, receive), send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        detail = f"the request body is larger than {self.max_bytes} bytes"
-        # The connection is closed after: the rest of the body is not read.
-        answer = _answer(413, "body_too_large", detail, headers={"Connection": "close"})
-        await answer(scope, receive, send)
+            body += message.get("body", b"")
+            too_large = len(body) > self.max_bytes
+            more = message.get("more_body", False) and not too_large
+        if too_large:  # the connection is closed after: the rest of the body is not read
+            detail = f"the request body is larger than {self.max_bytes} bytes"
+            answer = _answer(413, "body_too_large", detail, headers={"Connection": "close"})
+            await answer(scope, receive, send)
+            return
+        whole: Message = {"type": "http.request", "body": bytes(body), "more_body": False}
+        await self.app(scope, _replay(whole, receive), send)
 
 
 def _replay(first: Message, receive: Receive) -> Receive:
