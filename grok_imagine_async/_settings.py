@@ -8,6 +8,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from ._backoff import PollPolicy, RetryPolicy
 from ._errors import ConfigurationError
@@ -214,6 +215,16 @@ def time_scale_from(value: float | None) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ConfigurationError(f"time_scale must be a positive number, got {value!r}")
     return value
+
+
+def with_redis_password(url: str) -> str:
+    """``url`` with the password of ``$GROK_IMAGINE_REDIS_PASSWORD`` if it names none (so that it
+    need not be on a command line, where other users may read it)."""
+    password = os.environ.get(ENV_REDIS_PASSWORD)
+    scheme, sep, rest = url.partition("://")
+    if not password or not sep or "@" in rest.partition("/")[0]:
+        return url
+    return f"{scheme}://:{quote(password, safe='')}@{rest}"
 
 
 def user_agent() -> str:

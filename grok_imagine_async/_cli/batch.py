@@ -40,6 +40,7 @@ from .._scheduling.jobs import (
 from .._scheduling.options import SchedulerConfig
 from .._scheduling.resume import Reopening, must_retake, recorded_result, reopening, same_request
 from .._scheduling.scheduler import JobScheduler
+from .._settings import with_redis_password
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -59,7 +60,6 @@ from .common import (
     leaf_error,
     note,
     printable,
-    redis_url,
     run_until_interrupted,
 )
 from .report import (
@@ -219,14 +219,13 @@ async def _run_batch(
     unknown = await prepare(args, store, connection, tasks)
     earlier_credits = await credits_recorded(store, summary.keys, out)
     limit, scale = connection.client.limiter.limit, connection.time_scale
-    speed = f", {scale:g}x real time" if scale != 1 else ""
     process = getattr(store, "id", None)  # a shared journal's name for this process
     where = f"shared through Redis as process {process}"
     if isinstance(store, SqliteJobStore):
         where = f"journal {store.path}"
     print(
         f"{summary.jobs} jobs from {summary.path} -> {args.out} ({where}; {label}, "
-        f"plan {connection.plan}: {limit.requests} requests per {limit.period * scale:g} s{speed})",
+        f"{connection.quota})",
         flush=True,
     )
     progress = BatchProgress(summary.jobs, time_scale=scale, period=limit.period, endpoint=label)
@@ -416,7 +415,7 @@ async def open_store(
 
     client = connection.client
     store = RedisJobStore(
-        redis_url(args.journal),
+        with_redis_password(args.journal),
         api_key=client.settings.api_key,
         namespace=batch_namespace(summary.keys, connection.label),
         max_credits=args.max_credits,

@@ -5,6 +5,7 @@ for a terminal, checks of where they write, Ctrl-C. The API token is never print
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import signal
@@ -15,22 +16,21 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
 
 import anyio
 
 from .._client import AsyncGrokImagine
 from .._errors import APIConnectionError, APITimeoutError, ConfigurationError
-from .._limiting.plans import resolve_rate_limit
+from .._limiting.plans import Plan, resolve_rate_limit
 from .._redact import redact_url
 from .._settings import (
     ENV_API_KEY,
     ENV_BASE_URL,
     ENV_PLAN,
-    ENV_REDIS_PASSWORD,
     ENV_TIME_SCALE,
     Settings,
     time_scale_from,
+    with_redis_password,
 )
 
 if TYPE_CHECKING:
@@ -121,7 +121,6 @@ class Connection:
     client: AsyncGrokImagine
     label: str
     time_scale: float
-    plan: str
     emulator: Emulator | None = None
     emulator_state: Path | None = None
 
@@ -134,47 +133,70 @@ class Connection:
         """Where its tasks live, as a batch's journal and manifest name it (no password)."""
         return "built-in emulator" if self.emulated else self.label
 
+    @property
+    def quota(self) -> str:
+        """The quota in the server's time, named by its plan if it is one, and the server's speed:
+        ``plan free: 100 requests per 60 s, 5x real time``."""
+        limit, scale = self.client.limiter.limit, self.time_scale
+        period = limit.period * scale
+        plans = (f"plan {p.value}" for p in Plan if p.requests_per_minute == limit.requests)
+        name = next(plans, "quota") if math.isclose(period, 60.0) else "quota"
+        speed = f", {scale:g}x real time" if scale != 1 else ""
+        return f"{name}: {limit.requests} requests per {period:g} s{speed}"
+
 
 @asynccontextmanager
 async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
-    """Open the client the parsed options describe (ConfigurationError: no token, an invalid
-    URL, a missing extra); close it and what it owns at the end."""
+    """Open the client the parsed options and ``GROK_IMAGINE_*`` describe (resolved once, by
+    :class:`Settings`); close it and what it owns at the end. UsageError: no token, an invalid
+    URL or plan, a missing extra."""
     emulated = bool(getattr(args, "emulate", False))
-    scale = time_scale_from(args.time_scale or (EMULATE_TIME_SCALE if emulated else None))
-    plan_name = args.plan or os.environ.get(ENV_PLAN) or "free"  # for the messages
+    base_url: str | None = args.base_url
+    if emulated:
+        try:
+            from ..testing._emulator import IN_PROCESS_BASE_URL
+        except ImportError as exc:
+            hint = 'the command line needs its extra: pip install "grok-imagine-async[cli]"'
+            raise UsageError(f"--emulate: {hint} ({exc})") from None
+        base_url = IN_PROCESS_BASE_URL
+    try:
+        scale = time_scale_from(args.time_scale or (EMULATE_TIME_SCALE if emulated else None))
+        settings = Settings.from_env(
+            api_key=EMULATOR_TOKEN if emulated else args.api_key,
+            base_url=base_url,
+            plan=args.plan,
+            time_scale=scale,
+        )
+    except ConfigurationError as exc:  # said in the command line's terms
+        message = for_cli(str(exc))
+        if "--api-key" in message and hasattr(args, "emulate"):
+            message += " (or add --emulate to try the command without an account, at no cost)"
+        raise UsageError(message) from None
     resubmit = getattr(args, "on_ambiguous", None) == "resubmit"
     options: dict[str, Any] = {
+        "settings": settings,
         "on_ambiguous_submit": "resubmit" if resubmit else "raise",
         "telemetry": getattr(args, "telemetry", None),  # batch --otel
     }
     if emulated:
         state: Path | None = getattr(args, "emulator_state", None)
-        async with _emulated_client(args.plan, scale, options, state) as (client, emulator):
-            yield Connection(client, "the built-in emulator", scale, plan_name, emulator, state)
+        async with _emulated_client(options, scale, state) as (client, emulator):
+            yield Connection(client, "the built-in emulator", scale, emulator, state)
         return
-    key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY)
-    if not (key and key.strip()):  # said in the command line's terms
-        message = f"no API key: pass --api-key TOKEN or set ${ENV_API_KEY}"
-        if hasattr(args, "emulate"):
-            message += " (or add --emulate to try the command without an account, at no cost)"
-        raise ConfigurationError(message)
-    settings = Settings.from_env(
-        api_key=key, base_url=args.base_url, plan=args.plan, time_scale=scale
-    )
     limiter: RedisRateLimiter | None = None  # None: the client's default for its plan
     if getattr(args, "redis_url", None):
         try:
             from ..redis._limiter import RedisRateLimiter
         except ImportError as exc:
-            raise ConfigurationError(
+            raise UsageError(
                 f'--redis-url needs the redis extra: pip install "grok-imagine-async[redis]" '
                 f"({exc})"
             ) from None
-        url, limit = redis_url(args.redis_url), settings.rate_limit
-        limiter = RedisRateLimiter(url, limit=limit, api_key=settings.api_key)
+        url = with_redis_password(args.redis_url)
+        limiter = RedisRateLimiter(url, limit=settings.rate_limit, api_key=settings.api_key)
     try:
-        async with AsyncGrokImagine(settings=settings, limiter=limiter, **options) as client:
-            yield Connection(client, redact_url(client.settings.base_url), scale, plan_name)
+        async with AsyncGrokImagine(limiter=limiter, **options) as client:
+            yield Connection(client, redact_url(settings.base_url), scale)
     finally:
         if limiter is not None:
             with anyio.CancelScope(shield=True):
@@ -183,19 +205,12 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
 
 @asynccontextmanager
 async def _emulated_client(
-    plan_text: str | None, scale: float, options: dict[str, Any], state: Path | None
+    options: dict[str, Any], scale: float, state: Path | None
 ) -> AsyncIterator[tuple[AsyncGrokImagine, Emulator]]:
     """A client of a new in-process emulator, which takes up and keeps its tasks in ``state``."""
-    try:
-        from ..testing import Emulator, EmulatorConfig
-        from ..testing._emulator import IN_PROCESS_BASE_URL
-    except ImportError as exc:
-        hint = 'the command line needs its extra: pip install "grok-imagine-async[cli]"'
-        raise ConfigurationError(f"--emulate: {hint} ({exc})") from None
-    settings = Settings.from_env(
-        api_key=EMULATOR_TOKEN, base_url=IN_PROCESS_BASE_URL, plan=plan_text, time_scale=scale
-    )
-    limit = settings.rate_limit
+    from ..testing import Emulator, EmulatorConfig
+
+    limit = options["settings"].rate_limit
     emulator = Emulator(
         EmulatorConfig(tokens={EMULATOR_TOKEN: limit}, period=limit.period, time_scale=scale)
     )
@@ -209,7 +224,7 @@ async def _emulated_client(
     try:
         async with (
             emulator.client(token=None) as http,
-            AsyncGrokImagine(settings=settings, http_client=http, **options) as client,
+            AsyncGrokImagine(http_client=http, **options) as client,
         ):
             yield client, emulator
     finally:
@@ -244,9 +259,18 @@ def error(command: str, message: object) -> None:
     note(f"grok-imagine {command}: {printable(message)}")
 
 
+_OPTION_WORDS = {
+    "pass allow_unlisted=True": "use --allow-unlisted",
+    "api_key=...": "--api-key TOKEN",
+    f"the {ENV_API_KEY} environment variable": f"${ENV_API_KEY}",
+}
+
+
 def for_cli(message: str) -> str:
-    """``message`` with the library's advice on keywords turned into the option to use."""
-    return message.replace("pass allow_unlisted=True", "use --allow-unlisted")
+    """``message`` with the library's advice on keywords turned into the options to use."""
+    for keyword, option in _OPTION_WORDS.items():
+        message = message.replace(keyword, option)
+    return message
 
 
 def note(message: str) -> None:
@@ -272,16 +296,6 @@ def command_line(argv: Sequence[str]) -> str:
         else:
             kept.append(f"{name}={redact_url(value)}" if equals and name in _URL_OPTIONS else arg)
     return shlex.join(["grok-imagine", *kept])
-
-
-def redis_url(url: str) -> str:
-    """``url`` with the password of ``$GROK_IMAGINE_REDIS_PASSWORD`` if it names none (so it
-    need not be on the command line, where other users may read it)."""
-    password = os.environ.get(ENV_REDIS_PASSWORD)
-    scheme, sep, rest = url.partition("://")
-    if not password or not sep or "@" in rest.partition("/")[0]:
-        return url
-    return f"{scheme}://:{quote(password, safe='')}@{rest}"
 
 
 async def run_until_interrupted(main: Callable[[], Awaitable[_T]]) -> tuple[_T | None, bool]:

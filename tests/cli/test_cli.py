@@ -483,7 +483,7 @@ def test_the_resume_command_never_repeats_a_url_password() -> None:
 def test_the_redis_password_may_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from grok_imagine_async._cli.common import redis_url
+    from grok_imagine_async._settings import with_redis_password as redis_url
 
     monkeypatch.setenv("GROK_IMAGINE_REDIS_PASSWORD", "p@ss word")
     assert redis_url("redis://cache:6379/0") == "redis://:p%40ss%20word@cache:6379/0"
