@@ -33,7 +33,7 @@ from .. import _http
 from .._clock import DEFAULT_CLOCK
 from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
 from ._config import EmulatorConfig
-from ._faults import FaultInjector, MarkerError, Outage
+from ._faults import FaultInjector, InvalidRequest, Outage
 from ._mp4 import mp4_bytes
 from ._quota import GcraCounter, WindowCounter, WindowDecision, max_in_window
 from ._state import CREDITS_PER_TASK, EmulatorStatistics, Task, TaskState
@@ -47,10 +47,6 @@ ENDPOINTS = {"/v1/generate": "POST", "/v1/status": "GET"}
 MODES = frozenset({"fun", "normal", "spicy"})
 RATIOS = frozenset({"2:3", "3:2", "1:1", "16:9", "9:16"})
 _SHARED_VALUES = frozenset({"mode", "ratio"})
-
-
-class InvalidRequest(ValueError):
-    """A request body the service answers 400 ``INVALID_REQUEST``; the text is the message."""
 
 
 def parse_generate_body(raw: bytes) -> dict[str, Any]:
@@ -420,7 +416,7 @@ class Emulator:
                 faults = self._faults.for_request(None if body is None else body["prompt"])
                 if body is not None:
                     self._posts_per_prompt[body["prompt"]] += 1
-        except (InvalidRequest, MarkerError) as exc:
+        except InvalidRequest as exc:
             return _error(400, str(exc), "INVALID_REQUEST", headers)
         if faults.server_error:
             self._count("server_error")

@@ -95,8 +95,9 @@ class FaultConfig:
             raise ValueError(f"FaultConfig.slow_seconds must be >= 0, got {self.slow_seconds!r}")
 
 
-class MarkerError(ValueError):
-    """A prompt marker of an unknown kind or with bad seconds (answered 400)."""
+class InvalidRequest(ValueError):
+    """A request the service answers 400 ``INVALID_REQUEST`` (a bad body or prompt marker);
+    the text is the message."""
 
 
 class RequestFaults(NamedTuple):
@@ -127,14 +128,14 @@ class FaultInjector:
 
     def _markers(self, prompt: str, wanted: frozenset[str]) -> list[tuple[str, str]]:
         """The (family, kind) of the ``wanted`` markers of ``prompt`` to apply now, counting
-        each use against a marker's ``:N``; MarkerError on any invalid marker."""
+        each use against a marker's ``:N``; InvalidRequest on any invalid marker."""
         matches = list(_MARKER.finditer(prompt)) if self._config.markers else []
         for match in matches:
             family, kind = match.group(1, 2)
             if family == "fail" and kind not in _FAIL_KINDS:
-                raise MarkerError(f"unknown emulator marker {match.group(0)}")
+                raise InvalidRequest(f"unknown emulator marker {match.group(0)}")
             if family != "fail" and not _is_seconds(kind):
-                raise MarkerError(f"emulator marker {match.group(0)} needs a number of seconds")
+                raise InvalidRequest(f"emulator marker {match.group(0)} needs a number of seconds")
         applied = []
         for match in matches:
             marker, family, kind, limit = match.group(0, 1, 2, 3)
