@@ -21,17 +21,13 @@ if TYPE_CHECKING:
 REAL_TIME_MARKERS = ("real_time", "integration", "redis")
 VIRTUAL_START = 10_000.0  # the virtual clock's first reading in every virtual-time test
 
-# Hypothesis explores the library's logic, which is the same on every Python: nox runs each
-# property test's full count (``fakes.examples``) on one Python, and a quarter on the others
-# (``--hypothesis-profile quick``), where the point is that the code runs there at all.
+# nox runs the property tests' full count on one Python, a quarter of it on the others.
 settings.register_profile("quick", max_examples=25)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the real-clock tests in two xdist groups: with ``--dist loadgroup`` (as nox runs
-    the suite) the integration tests (servers and OS processes) run one after another on one
-    worker, the other real-clock tests (threads, Redis) on another, while the rest take the
-    virtual-time tests, which leave their timing alone."""
+    """Under ``--dist loadgroup`` (nox), integration tests run one after another on one
+    worker and the other real-clock tests on another, away from the virtual-time tests."""
     for item in items:
         if item.get_closest_marker("integration"):
             item.add_marker(pytest.mark.xdist_group("integration"))
@@ -41,18 +37,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    """The event loop of every ``anyio`` test: virtual time, so idle waits take no real time.
-
-    A test that talks to another thread or process (a served emulator, uvicorn, Redis,
-    SQLite's worker threads) needs the real clock: mark it ``real_time``. Tests marked
-    ``integration`` or ``redis`` get it already.
-    """
+    """Virtual time for every ``anyio`` test, but those marked ``real_time``, ``integration``
+    or ``redis`` (another thread or process is involved: a served emulator, Redis, SQLite)."""
     if any(request.node.get_closest_marker(name) for name in REAL_TIME_MARKERS):
         return "asyncio"
-    # One start for every run: by default the virtual clock starts at the machine's monotonic
-    # time (its uptime), so where a batch falls against fixed windows, and how float rounding
-    # lands near a boundary, changed with the time of day, and a test could pass in one run
-    # and fail in the next on the same code.
+    # A fixed start: at the machine's uptime, fixed windows and float rounding near a boundary
+    # would change with the time of day, and a test pass in one run and fail in the next.
     return (
         "asyncio",
         {"loop_factory": functools.partial(VirtualTimeEventLoop, start=VIRTUAL_START)},
@@ -91,14 +81,9 @@ class RunCli(Protocol):
 
 @pytest.fixture
 def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> RunCli:
-    """Run the ``grok-imagine`` command in this process: ``main(argv)`` in ``cwd``, without
-    the ``GROK_IMAGINE_*`` settings of the developer's shell, its output captured.
-
-    No interpreter is started: a test of what the command parses and says takes milliseconds.
-    A test of what only a process has (signals, the ``python -m`` entry point) starts one.
-    Every run is checked for what no run may print: a traceback (unless ``--log-level
-    debug``) or the ``--api-key`` it was given.
-    """
+    """Run ``grok-imagine`` in this process (``main(argv)`` in ``cwd``, output captured),
+    without the developer's ``GROK_IMAGINE_*`` settings. No run may print a traceback (unless
+    ``--log-level debug``) or the ``--api-key`` it was given."""
     from grok_imagine_async._cli import main
 
     for name in [name for name in os.environ if name.startswith("GROK_IMAGINE_")]:
