@@ -22,8 +22,6 @@ def backoff_delay(
         >>> backoff_delay(3, wait_initial=1, wait_factor=2, wait_max=5, wait_jitter=0, rand=0.5)
         5.0
     """
-    if attempt < 0:
-        raise ValueError(f"attempt must be >= 0, got {attempt}")
     try:
         base = min(wait_max, wait_initial * wait_factor**attempt)
     except OverflowError:
