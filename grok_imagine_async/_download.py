@@ -299,8 +299,9 @@ class Downloader:
         except BadEncoding as exc:
             failure = DownloadError(f"download of {target.name} failed: {exc}", url=url)
         except OSError as exc:
+            what = exc.strerror or type(exc).__name__
             failure = DownloadError(
-                f"cannot save {target.name}: {exc.strerror or type(exc).__name__}", url=url
+                f"cannot save {target.name}: {what}", url=url, local_path=target
             )
         except BaseException as exc:  # cancelled, or a connection lost: raised as it is
             failure = exc
@@ -341,7 +342,9 @@ def _make_folder(dest: Path) -> Path:
         dest.mkdir(parents=True, exist_ok=True)
         return dest.resolve()
     except OSError as exc:
-        raise DownloadError(f"cannot create {dest}: {exc.strerror or exc}") from None
+        raise DownloadError(
+            f"cannot create {dest}: {exc.strerror or exc}", local_path=dest
+        ) from None
 
 
 def _open_partial(target: Path) -> tuple[Path, BinaryIO]:
@@ -352,11 +355,12 @@ def _open_partial(target: Path) -> tuple[Path, BinaryIO]:
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
         kind = "folder" if stat.S_ISDIR(mode) else "link" if stat.S_ISLNK(mode) else "non-file"
-        raise DownloadError(f"cannot save {target.name}: a {kind} is in the way")
+        raise DownloadError(f"cannot save {target.name}: a {kind} is in the way", local_path=target)
     try:
         return create_temp(target)
     except OSError as exc:
-        raise DownloadError(f"cannot save {target.name}: {exc.strerror or exc}") from None
+        why = f"cannot save {target.name}: {exc.strerror or exc}"
+        raise DownloadError(why, local_path=target) from None
 
 
 def _flush_and_sync(out: BinaryIO) -> None:

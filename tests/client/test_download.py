@@ -9,7 +9,14 @@ from fakes import TOKEN, RecordingLimiter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grok_imagine_async import APIError, AsyncGrokImagine, RetryPolicy, Task, TaskStatus
+from grok_imagine_async import (
+    APIError,
+    AsyncGrokImagine,
+    DownloadError,
+    RetryPolicy,
+    Task,
+    TaskStatus,
+)
 from grok_imagine_async._download import name_from_url, plan_download, safe_name
 from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 
@@ -86,6 +93,18 @@ async def test_failure_leaves_no_partial_file(tmp_path: Path) -> None:
     with pytest.raises(APIError):
         await client_for(CDN(fail_first=10)).download("https://cdn.test/v.mp4", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_a_local_failure_names_the_path_it_could_not_write(tmp_path: Path) -> None:
+    (tmp_path / "t1.mp4").mkdir()  # a folder where the video would go
+    with pytest.raises(DownloadError, match="a folder is in the way") as caught:
+        await client_for(CDN()).download(task("t1", "https://cdn.test/a.mp4"), tmp_path)
+    assert caught.value.local_path == tmp_path.resolve() / "t1.mp4"
+    (tmp_path / "file").write_bytes(b"")  # a file where the folder would go
+    with pytest.raises(DownloadError, match="cannot create") as caught:
+        await client_for(CDN()).download(task("t2", "https://cdn.test/a.mp4"), tmp_path / "file")
+    assert caught.value.local_path == tmp_path / "file"
 
 
 @pytest.mark.anyio
