@@ -23,13 +23,12 @@ import anyio
 from .._errors import AuthenticationError, ConfigurationError, GrokImagineError, InvalidRequestError
 from .._files import TaskLog, run_blocking
 from .._journal.sqlite import JournalError, SqliteJobStore
-from .._models import GenerationRequest, Task, TaskStatus
+from .._models import GenerationRequest
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import (
     Claim,
     JobEvent,
     JobFinished,
-    JobResult,
     JobSpec,
     JobStore,
     StoredJob,
@@ -520,27 +519,18 @@ class Claims:
         entry = self._listed.get(key)
         if entry is None or entry.get("request_digest") != request_digest(spec.request):
             return False
-        now = anyio.current_time()
-        task = Task(
+        record = StoreRecord(
+            key,
+            spec.request,
+            StoreState.COMPLETED,
             task_id=entry["task_id"],
-            status=TaskStatus.COMPLETED,
-            raw_status="completed",
-            videos=tuple(entry["videos"]),
-        )
-        result = JobResult(
-            key=key,
-            request=spec.request,
-            task=task,
-            error=None,
-            failure_class=None,
             attempts=int(entry.get("attempts") or 1),
             credits=int(entry.get("credits") or 0),
-            polls=0,
-            submitted_at=None,
-            finished_at=now,
-            files=tuple(self._out / f for f in entry["files"]),
-            from_journal=True,
+            videos=tuple(entry["videos"]),
+            files=tuple(str(self._out / f) for f in entry["files"]),
         )
+        now = anyio.current_time()
+        result = recorded_result(record, spec.request, at=now)
         await self._store.record_finished(result)
         self._done.add(key)
         self.recovered += 1
