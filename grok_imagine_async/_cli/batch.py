@@ -49,6 +49,7 @@ from .common import (
     Connection,
     UsageError,
     add_connection_options,
+    at_least_0,
     check_file_target,
     check_folder,
     connect,
@@ -108,13 +109,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="ratio of jobs that do not set one: 2:3, 3:2 or 1:1 (default: 1:1)")
     add("--allow-unlisted", action="store_true", help="accept modes and ratios the API does "
         "not document, such as 16:9 (default: refuse)")
-    add("--max-credits", type=int, metavar="N", help="never start a job that could take "
+    add("--max-credits", type=at_least_0, metavar="N", help="never start a job that could take "
         "spending past N credits (default: no limit)")
     add("--max-in-flight", type=count, metavar="N", help="cap on jobs generating at once "
         "(default: eight times what the plan sustains)")
     add("--max-downloads", type=count, default=4, metavar="N",
         help="concurrent downloads (default: %(default)s)")
-    add("--resubmit", type=int, default=1, metavar="N",
+    add("--resubmit", type=at_least_0, default=1, metavar="N",
         help="resubmissions after a transient failure, per job (default: %(default)s)")
     add("--on-ambiguous", choices=["report", "resubmit"], default="report", metavar="POLICY",
         help="a submission whose answer was lost may have been paid: report it and do not "
@@ -130,10 +131,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``grok-imagine batch``; return the exit status."""
-    if args.max_credits is not None and args.max_credits < 0:
-        raise UsageError("--max-credits must be >= 0")
-    if args.resubmit < 0:
-        raise UsageError("--resubmit must be >= 0")
     try:  # the defaults on their own, so that an error names the option, not a line
         GenerationRequest(
             prompt="defaults", mode=args.mode or "normal", ratio=args.ratio or "1:1",

@@ -70,6 +70,7 @@ def _checked(
 
 positive = _checked(float, lambda v: v > 0, "must be positive", "a number")
 count = _checked(int, lambda v: v >= 1, "must be at least 1", "a whole number")
+at_least_0 = _checked(int, lambda v: v >= 0, "must be at least 0", "a whole number")
 rate = _checked(float, lambda v: 0 <= v <= 1, "must be between 0 and 1", "a number")
 
 

@@ -63,3 +63,20 @@ def test_plan_takes_a_quota_text(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parser.parse_args(["status", "task_1", "--plan", "gold"])
     assert "unknown plan 'gold'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--max-credits", "--resubmit"])
+def test_a_negative_count_is_refused_by_the_parser(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_parser()
+    assert (
+        getattr(
+            parser.parse_args(["batch", "p.txt", "--out", "v", option, "0"]),
+            option[2:].replace("-", "_"),
+        )
+        == 0
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["batch", "p.txt", "--out", "v", option, "-1"])
+    assert f"argument {option}: must be at least 0, got -1" in capsys.readouterr().err
