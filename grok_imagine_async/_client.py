@@ -39,8 +39,7 @@ from ._protocol import parse_task, parse_task_id
 from ._scheduling import scheduler
 from ._scheduling.durations import DurationModel
 from ._scheduling.jobs import JobSpec
-from ._scheduling.options import SchedulerConfig, SchedulerOptions
-from ._scheduling.scheduler import JobResults
+from ._scheduling.scheduler import JobResults, SchedulerConfig, SchedulerOptions
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 from ._settings import Limits, Settings, prompt_problem, user_agent
 

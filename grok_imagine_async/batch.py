@@ -25,9 +25,8 @@ from ._public import set_module as _set_module
 from ._scheduling.breaker import BreakerPolicy, BreakerSnapshot, BreakerState
 from ._scheduling.inputs import InputSummary, JobFile
 from ._scheduling.jobs import BreakerEvent, JobResumed, SchedulerStatistics
-from ._scheduling.options import SchedulerConfig
 from ._scheduling.polling import DurationModel
-from ._scheduling.scheduler import JobResults
+from ._scheduling.scheduler import JobResults, SchedulerConfig
 
 __all__ = [
     "BreakerEvent",

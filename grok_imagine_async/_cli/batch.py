@@ -36,9 +36,8 @@ from .._scheduling.jobs import (
     StoreState,
     request_digest,
 )
-from .._scheduling.options import SchedulerConfig
 from .._scheduling.resume import Reopening, must_retake, recorded_result, reopening, same_request
-from .._scheduling.scheduler import JobScheduler
+from .._scheduling.scheduler import JobScheduler, SchedulerConfig
 from .._settings import with_redis_password
 from .common import (
     EXIT_FAILED,

@@ -1,30 +1,43 @@
 """The job scheduler: fan out many generations, poll them against the quota, stream results
 (``generate_many``). Its task group runs submitters, a dispatcher and pollers, and
-downloaders, sharing one ``Books``.
+downloaders, sharing one ``Books``; how it runs is one frozen :class:`SchedulerConfig`.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import random
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
+from collections import Counter
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import anyio
 from anyio.abc import ObjectReceiveStream, TaskGroup
 
+from .._backoff import PollPolicy
 from .._errors import InvalidRequestError, SchedulerClosedError
 from .._files import run_blocking
 from .._journal.sqlite import open_journal
+from .._limiting.plans import RateLimit
+from .._limiting.protocol import Priority
 from .._models import FailureClass, GenerationRequest
 from .._observe import observed_hook
 from .._progress import Progress, ProgressHook, report_progress
 from .api import SchedulerClient
-from .books import Books
-from .breaker import Breaker
-from .budget import CreditBudget
+from .books import Books, CreditBudget
+from .breaker import Breaker, BreakerPolicy
 from .downloading import Downloader, ensure_writable
 from .jobs import (
     Job,
@@ -36,17 +49,115 @@ from .jobs import (
     JobResumed,
     JobSpec,
     JobState,
+    JobStore,
     JobSubmitted,
+    SchedulerHook,
     SchedulerStatistics,
     request_key,
 )
-from .options import FROM_SETTINGS, PRIORITIES, SchedulerConfig, SchedulerOptions, in_flight_cap
 from .poller import Poller
 from .polling import DurationModel, PollPlanner
 from .submitting import Submitter
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+REQUESTS_PER_JOB = 2.2
+"""Requests one job costs: one POST plus about 1.2 polls, what the poll schedule aims for."""
+
+Favor = Literal["throughput", "latency"]
+"""What gets the quota first when it is the bottleneck (see ``SchedulerConfig.favor``)."""
+
+PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
+    "throughput": (Priority.HIGH, Priority.LOW),
+    "latency": (Priority.LOW, Priority.HIGH),
+}
+
+
+class _FromSettings:
+    def __repr__(self) -> str:
+        return "<client.settings.breaker>"
+
+
+FROM_SETTINGS: Any = _FromSettings()
+"""``breaker``'s default: the client's ``settings.breaker`` (None turns the breaker off)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerConfig:
+    """How a :class:`~grok_imagine_async.JobScheduler` runs its jobs (``config=``).
+
+    Args:
+        max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
+            plan sustains by Little's law.
+        poll: The poll schedule while the quota is idle (default: the client's
+            ``settings.poll``).
+        resubmit: How many times one job may be resubmitted after a retryable failure.
+        resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
+        max_downloads: Concurrent downloads.
+        results_buffer: When that many results wait unread, submissions pause (polls go on).
+        duration_model: The starting duration model (default: its prior median is the
+            client's ``settings.expected_duration``).
+        rng: Source of poll jitter (seed it for reproducible simulations).
+        favor: What gets the quota first when it is the bottleneck: ``"throughput"``
+            (submissions: the batch ends soonest; the default) or ``"latency"`` (polls: each
+            job is noticed sooner; the FastAPI integration's default).
+        breaker: When the batch pauses on an outage or stops on systematic refusals
+            (:class:`~grok_imagine_async.batch.BreakerPolicy`). Default: the client's
+            ``settings.breaker``; None: never.
+
+    Raises:
+        ValueError: On a count below its minimum or an unknown ``favor``.
+
+    Example:
+        >>> config = SchedulerConfig(max_in_flight=8, favor="latency")
+    """
+
+    max_in_flight: int | None = None
+    poll: PollPolicy | None = None
+    resubmit: int = 1
+    resubmit_on: Collection[FailureClass] = frozenset({FailureClass.TRANSIENT})
+    max_downloads: int = 4
+    results_buffer: int = 256
+    duration_model: DurationModel | None = None
+    rng: random.Random | None = None
+    favor: Favor | None = None
+    breaker: BreakerPolicy | None = FROM_SETTINGS
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+        if self.resubmit < 0:
+            raise ValueError(f"resubmit must be >= 0, got {self.resubmit}")
+        if self.max_downloads < 1 or self.results_buffer < 1:
+            raise ValueError("max_downloads and results_buffer must be >= 1")
+        if self.favor is not None and self.favor not in PRIORITIES:
+            raise ValueError(f"favor must be 'throughput' or 'latency', got {self.favor!r}")
+        object.__setattr__(self, "resubmit_on", frozenset(self.resubmit_on))  # kept immutable
+
+
+class SchedulerOptions(TypedDict, total=False):
+    """The keywords of :class:`~grok_imagine_async.JobScheduler` beside ``config=`` (also
+    ``generate_many``'s), documented there."""
+
+    max_credits: int | None
+    journal: JobStore | str | os.PathLike[str] | None
+    download_dir: str | os.PathLike[str] | None
+    file_stem: Callable[[str], str] | None
+    on_event: SchedulerHook | None
+
+
+def in_flight_cap(limit: RateLimit, *, time_in_system: float) -> int:
+    """The default cap on jobs in flight: eight times Little's law, so a saturated quota
+    never idles for lack of started work."""
+    jobs_per_second = limit.per_second / REQUESTS_PER_JOB
+    return max(2, math.ceil(8.0 * jobs_per_second * time_in_system))
+
+
+def queue_wait(queued: int, *, requests_per_second: float) -> float:
+    """Seconds for the quota to carry ``queued`` jobs, at :data:`REQUESTS_PER_JOB` each."""
+    return queued * REQUESTS_PER_JOB / max(requests_per_second, 1e-9)
+
 
 _SUBMITTERS = 32
 _POLLERS = 64
@@ -117,10 +228,7 @@ class JobScheduler:
             on_event=observed_hook(client.telemetry, self, options.get("on_event")),
             streaming=stream_results,
         )
-        # With a journal a key must be the same on every run (repeats numbered in input order);
-        # without, unique among running jobs, and nothing grows with the input.
-        self._seen: set[int] = set()
-        self._repeats: dict[int, int] = {}
+        self._repeats: Counter[int] = Counter()  # request digest: copies seen (with a journal)
         self._cancelled = False
         self._running: AbstractAsyncContextManager[JobScheduler] | None = None
         self._tg: TaskGroup | None = None
@@ -278,14 +386,13 @@ class JobScheduler:
             self._poller.watch(job)
 
     def _key_for(self, request: GenerationRequest) -> str:
+        """With a journal, the same key on every run (repeats numbered in input order); else
+        unique among running jobs, so nothing grows with the input."""
         occurrence = 0
         if self._books.journal is not None:
             digest = int(request_key(request).removeprefix("req-"), 16)
-            if digest in self._seen:
-                occurrence = self._repeats.get(digest, 1)
-                self._repeats[digest] = occurrence + 1
-            else:
-                self._seen.add(digest)
+            occurrence = self._repeats[digest]
+            self._repeats[digest] += 1
         else:
             while request_key(request, occurrence) in self._books.jobs:
                 occurrence += 1

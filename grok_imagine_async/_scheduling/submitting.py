@@ -28,9 +28,8 @@ from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass
 from .._observe import job_scope
 from .api import SchedulerClient
-from .books import Books, as_journal_error, logger, unexpected
+from .books import Books, Reservation, as_journal_error, logger, unexpected
 from .breaker import BreakerState, Outcome, Transition
-from .budget import Reservation
 from .downloading import Downloader
 from .jobs import JobRecord, JobResumed, JobSubmitted, StoreRecord, StoreState
 from .polling import PollPlanner

@@ -40,9 +40,8 @@ from .._scheduling.jobs import (
     StoreState,
     Tally,
 )
-from .._scheduling.options import queue_wait
 from .._scheduling.resume import recorded_result
-from .._scheduling.scheduler import JobScheduler
+from .._scheduling.scheduler import JobScheduler, queue_wait
 
 logger = logging.getLogger("grok_imagine_async.fastapi")
 

@@ -27,8 +27,7 @@ from .._limiting.protocol import RateLimiter
 from .._observe import Observer
 from .._scheduling.durations import DurationModel
 from .._scheduling.jobs import JobStore, SchedulerHook
-from .._scheduling.options import FROM_SETTINGS, SchedulerConfig
-from .._scheduling.scheduler import JobScheduler
+from .._scheduling.scheduler import FROM_SETTINGS, JobScheduler, SchedulerConfig
 from .._settings import Settings
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grok_imagine_async._scheduling.budget import CreditBudget
+from grok_imagine_async._scheduling.books import CreditBudget
 
 
 def test_a_hold_counts_until_committed_or_released() -> None:
