@@ -59,7 +59,9 @@ class Downloader:
         except Exception as exc:
             local = _os_error_in(exc)  # disk full, no permission (maybe in a task group's group)
             if local is not None:
-                error: GrokImagineError = _download_error(local, self.folder)
+                where = Path(local.filename) if isinstance(local.filename, str) else self.folder
+                problem = f"cannot write {where}: {local.strerror or local}"
+                error: GrokImagineError = DownloadError(problem, local_path=where)
             elif isinstance(exc, (APIError, DownloadError)):
                 error = exc
             else:
@@ -99,8 +101,3 @@ def _os_error_in(exc: BaseException) -> OSError | None:
         if found is not None:
             return found
     return None
-
-
-def _download_error(exc: OSError, folder: Path) -> DownloadError:
-    where = Path(exc.filename) if isinstance(exc.filename, str) else folder
-    return DownloadError(f"cannot write {where}: {exc.strerror or exc}", local_path=where)

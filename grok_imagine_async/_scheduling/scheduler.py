@@ -30,7 +30,6 @@ from .._backoff import PollPolicy
 from .._errors import InvalidRequestError, SchedulerClosedError
 from .._files import run_blocking
 from .._journal.sqlite import open_journal
-from .._limiting.plans import RateLimit
 from .._limiting.protocol import Priority
 from .._models import FailureClass, GenerationRequest
 from .._observe import observed_hook
@@ -145,13 +144,6 @@ class SchedulerOptions(TypedDict, total=False):
     download_dir: str | os.PathLike[str] | None
     file_stem: Callable[[str], str] | None
     on_event: SchedulerHook | None
-
-
-def in_flight_cap(limit: RateLimit, *, time_in_system: float) -> int:
-    """The default cap on jobs in flight: eight times Little's law, so a saturated quota
-    never idles for lack of started work."""
-    jobs_per_second = limit.per_second / REQUESTS_PER_JOB
-    return max(2, math.ceil(8.0 * jobs_per_second * time_in_system))
 
 
 def queue_wait(queued: int, *, requests_per_second: float) -> float:
@@ -507,10 +499,12 @@ class JobScheduler:
         return self._books.budget
 
     def _current_cap(self) -> int:
+        """``max_in_flight``, by default eight times Little's law (jobs per second the quota
+        carries x seconds in flight), so a saturated quota never idles for lack of work."""
         if self._config.max_in_flight is not None:
             return self._config.max_in_flight
-        time_in_system = self._planner.model.mean + self._planner.policy.wait_initial
-        return in_flight_cap(self._limit, time_in_system=time_in_system)
+        in_flight = self._planner.model.mean + self._planner.policy.wait_initial
+        return max(2, math.ceil(8.0 * (self._limit.per_second / REQUESTS_PER_JOB) * in_flight))
 
     def _has_slot(self) -> bool:
         books = self._books
