@@ -146,16 +146,12 @@ class Books:
         self.course_at = time.time()  # of the newest course taken: older ones are ignored
         self._on_event = on_event
         self._changed = anyio.Event()
-        self._tg: TaskGroup | None = None
-
-    def attach(self, tg: TaskGroup) -> None:
-        """Run workers in ``tg`` (the scheduler's task group) from now on."""
-        self._tg = tg
+        self.tg: TaskGroup | None = None  # the scheduler's, where workers run
 
     def start(self, worker: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Start ``worker(*args)``; what escapes it becomes the fatal error (raised as it is)."""
-        assert self._tg is not None
-        self._tg.start_soon(self._guarded, worker, *args)
+        assert self.tg is not None
+        self.tg.start_soon(self._guarded, worker, *args)
 
     async def _guarded(self, worker: Callable[..., Awaitable[None]], *args: Any) -> None:
         try:
@@ -319,8 +315,8 @@ class Books:
 
     def halt(self) -> None:
         self.halted = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        if self.tg is not None:
+            self.tg.cancel_scope.cancel()
         self.notify()
 
     def journal_failed(self, exc: Exception, job: JobRecord) -> None:

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import anyio
-from anyio.abc import ObjectReceiveStream, TaskGroup
+from anyio.abc import ObjectReceiveStream
 
 from .._backoff import PollPolicy
 from .._errors import InvalidRequestError, SchedulerClosedError
@@ -223,7 +223,6 @@ class JobScheduler:
         self._repeats: Counter[int] = Counter()  # request digest: copies seen (with a journal)
         self._cancelled = False
         self._running: AbstractAsyncContextManager[JobScheduler] | None = None
-        self._tg: TaskGroup | None = None
         self._submitter: Submitter | None = None
         self._poller: Poller | None = None
         self._limiter_base = (0, 0)
@@ -278,8 +277,7 @@ class JobScheduler:
         caller_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
-                books.attach(tg)
-                self._tg = tg
+                books.tg = tg
                 for _ in range(_SUBMITTERS):
                     books.start(self._submit_from, queue_recv)
                 for _ in range(_POLLERS):
@@ -321,8 +319,8 @@ class JobScheduler:
         submitted stay in the journal, if any, and resume next time."""
         self._cancelled = True
         self._books.close_input()
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        if self._books.tg is not None:
+            self._books.tg.cancel_scope.cancel()
 
     def close_input(self) -> None:
         """Declare that no more jobs will be submitted: :meth:`results` ends after the last."""
