@@ -8,7 +8,7 @@ import math
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import anyio
 import redis.asyncio as aioredis
@@ -38,9 +38,6 @@ from ._script import (
     to_micros,
     token_name,
 )
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = ["RedisLimiterStatistics", "RedisRateLimiter", "RedisUnavailableError"]
 
@@ -311,12 +308,7 @@ class RedisRateLimiter:
     async def __aenter__(self) -> RedisRateLimiter:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def __repr__(self) -> str:
