@@ -29,6 +29,7 @@ from .._scheduling.jobs import (
     Claim,
     JobEvent,
     JobFinished,
+    JobResult,
     JobSpec,
     JobStore,
     StoredJob,
@@ -174,15 +175,15 @@ def run(args: argparse.Namespace) -> int:
         if args.otel:
             try:
                 from .._telemetry import telemetry_from_environment
-            except ImportError as exc:  # the OpenTelemetry API itself
+
+                telemetry = telemetry_from_environment("grok-imagine-batch")
+                args.telemetry = stack.enter_context(telemetry)
+            except ModuleNotFoundError as exc:  # the OpenTelemetry API itself
                 raise UsageError(
                     '--otel needs the otel extra, the SDK and an exporter: pip install "grok-'
                     f'imagine-async[otel]" opentelemetry-sdk opentelemetry-exporter-otlp ({exc})'
                 ) from None
-            try:  # the message says what to install
-                telemetry = telemetry_from_environment("grok-imagine-batch")
-                args.telemetry = stack.enter_context(telemetry)
-            except ImportError as exc:
+            except ImportError as exc:  # the SDK or an exporter: the message says what to install
                 raise UsageError(f"--otel {exc}") from None
         return anyio.run(_batch, args, jobs, summary, journal_path)
 
@@ -401,15 +402,13 @@ async def open_store(
 ) -> JobStore:
     """Open the batch's journal: the SQLite file ``journal_path``, or the Redis ``--journal``."""
     if journal_path is not None:
-        journal = SqliteJobStore(journal_path)
-        await journal.open()
-        stack.push_async_callback(journal.aclose)
+        journal = await stack.enter_async_context(SqliteJobStore(journal_path))
         await run_blocking(_remove_partial_downloads, Path(args.out))
         return journal
     from ..redis import RedisJobStore, RedisRateLimiter
 
     client = connection.client
-    store = RedisJobStore(
+    redis = RedisJobStore(
         with_redis_password(args.journal),
         api_key=client.settings.api_key,
         namespace=batch_namespace(summary.keys, connection.label),
@@ -418,7 +417,7 @@ async def open_store(
         finished_ttl=None,  # kept for the life of the batch: a rerun must not pay again
         limiter=client.limiter if isinstance(client.limiter, RedisRateLimiter) else None,
     )
-    await stack.enter_async_context(store)
+    store = await stack.enter_async_context(redis)
     policy = await store.eviction_policy()
     if policy.startswith("allkeys-"):
         note(
@@ -492,10 +491,7 @@ class Claims:
             record = claim.job.record if claim.job is not None else None
             assert record is not None
             if not self._retake(record, spec):
-                self._done.add(key)
-                now = anyio.current_time()
-                result = recorded_result(record, spec.request, at=now)
-                self._progress(JobFinished(key=key, at=now, result=result))
+                self._count_done(record, spec)
                 return False
             if not same_request(record, spec.request):
                 note(
@@ -525,14 +521,19 @@ class Claims:
             videos=tuple(entry["videos"]),
             files=tuple(str(self._out / f) for f in entry["files"]),
         )
-        now = anyio.current_time()
-        result = recorded_result(record, spec.request, at=now)
+        result = self._count_done(record, spec)
         await self._store.record_finished(result)
-        self._done.add(key)
         self.recovered += 1
         self.recovered_credits += result.credits
-        self._progress(JobFinished(key=key, at=now, result=result))
         return True
+
+    def _count_done(self, record: StoreRecord, spec: JobSpec) -> JobResult:
+        """Count ``record``'s job as done before this run could take it; return its result."""
+        now = anyio.current_time()
+        result = recorded_result(record, spec.request, at=now)
+        self._done.add(record.key)
+        self._progress(JobFinished(key=record.key, at=now, result=result))
+        return result
 
     async def _claim(self, key: str, spec: JobSpec, *, reopen: bool = False) -> Claim:
         """Claim ``key``, waiting out a shared journal's trouble that passes by itself (Redis
@@ -543,11 +544,8 @@ class Claims:
             try:
                 return await store.claim(key, create=spec.request, reopen=reopen)
             except JournalError:
-                may_create = getattr(store, "may_create", None)
-                passing = not getattr(store, "available", True) or (
-                    may_create is not None and not may_create()
-                )
-                if not passing:
+                may_create = getattr(store, "may_create", lambda: True)
+                if getattr(store, "available", True) and may_create():
                     raise  # a refusal (a permission, a full disk), not an outage
                 await anyio.sleep(self._wait)
 
@@ -607,18 +605,14 @@ async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
     before sending (Ctrl-C) or refused outright (a rejected token), not an unknown outcome."""
     if known is None:
         return
-    unsent = [
-        r.key
-        async for r in journal.records()
-        if r.state is StoreState.INTENT and r.key not in known
-    ]
+    unsent = {r.key async for r in journal.records() if r.state is StoreState.INTENT} - known
     for key in unsent:
         await journal.forget(key)
-    if unsent:
-        note(
-            f"{len(unsent)} jobs were stopped before their submission was sent (or it was "
-            "refused): they start afresh next time."
-        )
+    note_jobs(
+        len(unsent),
+        "were stopped before their submission was sent (or it was refused): they start afresh "
+        "next time.",
+    )
 
 
 async def prepare(

@@ -85,12 +85,8 @@ class BatchProgress:
     def __init__(
         self, total: int, *, time_scale: float = 1.0, period: float = 60.0, endpoint: str = ""
     ) -> None:
-        self.total, self.time_scale, self.period, self.endpoint = (
-            total,
-            time_scale,
-            period,
-            endpoint,
-        )
+        self.total, self.endpoint = total, endpoint
+        self.time_scale, self.period = time_scale, period
         self.completed = self.failed = self.from_journal = 0
         self.live_finished = self.submitted = 0
         self.unreachable = 0  # jobs that failed because the server could not be reached
@@ -108,10 +104,8 @@ class BatchProgress:
             if event.transition == "stopped":
                 self.stopped = event.breaker
         elif isinstance(event, JobFinished) and (result := event.result) is not None:
-            if result.ok:
-                self.completed += 1
-            else:
-                self.failed += 1
+            self.completed += result.ok
+            self.failed += not result.ok
             if result.from_journal:
                 self.from_journal += 1
                 return
@@ -428,13 +422,9 @@ def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple
         ("failed", str(outcome.failed)),
     ]
     rows += [(f"  {name}", str(n)) for name, n in sorted(outcome.failures.items())]
-    for label, n in (
-        ("outcome unknown", outcome.ambiguous),
-        ("still running", outcome.running),
-        ("not started", outcome.not_started),
-    ):
-        if n:
-            rows.append((label, str(n)))
+    unfinished = (outcome.ambiguous, outcome.running, outcome.not_started)
+    labels = ("outcome unknown", "still running", "not started")
+    rows += [(label, str(n)) for label, n in zip(labels, unfinished, strict=True) if n]
     rows.append(("video files", str(outcome.files)))
 
     def price(credits: int) -> str:
