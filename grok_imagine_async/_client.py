@@ -456,22 +456,22 @@ class AsyncGrokImagine:
 
     async def download(
         self,
-        task_or_url: Task | str | Sequence[str],
+        task: Task,
         dest: str | os.PathLike[str],
         *,
         stem: str | None = None,
     ) -> list[Path]:
-        """Stream a task's videos (or the given URLs) into the folder ``dest``, atomically.
+        """Stream a task's videos into the folder ``dest``, atomically.
 
         A task's files are ``<stem>.mp4`` (``<stem>_<n>.mp4`` when several; ``stem``: the task
         id by default, sanitised). Downloads carry no token and use no quota.
 
         Returns:
-            The paths written, in the order of the URLs.
+            The paths written, in the order of ``task.videos``.
 
         Raises:
             ValueError: If there is nothing to download or a URL is not http(s).
             DownloadError: If a download was refused, too large, or could not be saved.
             APIError: If a download failed after retries.
         """
-        return await self._downloader.download(task_or_url, Path(dest), stem=stem)
+        return await self._downloader.download(task, Path(dest), stem=stem)

@@ -12,11 +12,10 @@ import os
 import random
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
-from urllib.parse import unquote, urlsplit
 
 import anyio
 
@@ -62,45 +61,23 @@ def _distinct_stem(stem: str) -> str:
     return f"{safe_name(stem, default='task')}-{digest}"
 
 
-def name_from_url(url: str) -> str:
-    """A safe file name from the last path segment of ``url`` (``video.mp4`` if it has none)."""
-    name = safe_name(PurePosixPath(unquote(urlsplit(url).path)).name)
-    return name if "." in name else f"{name}.mp4"
-
-
-def plan_download(
-    task_or_url: Task | str | Sequence[str], *, stem: str | None = None
-) -> list[tuple[str, str]]:
-    """The ``(url, file name)`` pairs to fetch for a task (named after ``stem`` or its id) or
-    for URLs (named after their last segment, uniquely).
+def plan_download(task: Task, *, stem: str | None = None) -> list[tuple[str, str]]:
+    """The ``(url, file name)`` pairs to fetch for ``task``: ``<stem>.mp4``, or ``<stem>_<n>.mp4``
+    when several (``stem``: the task id by default, sanitised).
 
     Raises:
         ValueError: If there is nothing to download or a URL is not http(s).
     """
-    if isinstance(task_or_url, Task):
-        urls = list(task_or_url.videos)
-        base = safe_name(stem or task_or_url.task_id, default="task")
-        names = (
-            [f"{base}.mp4"]
-            if len(urls) == 1
-            else [f"{base}_{i}.mp4" for i in range(1, len(urls) + 1)]
-        )
-    else:
-        urls = [task_or_url] if isinstance(task_or_url, str) else list(task_or_url)
-        seen: dict[str, int] = {}
-        names = []
-        for name in map(name_from_url, urls):
-            count = seen[name] = seen.get(name, 0) + 1
-            if count > 1:
-                stem_, dot, ext = name.rpartition(".")
-                name = f"{stem_}_{count}.{ext}" if dot else f"{name}_{count}"
-            names.append(name)
+    urls = task.videos
     if not urls:
         raise ValueError("nothing to download: no video URL")
     for url in urls:
         if not is_fetchable_url(url):
             raise ValueError(f"refusing to download a non-http(s) URL: {url[:200]!r}")
-    return list(zip(urls, names, strict=True))
+    base = safe_name(stem or task.task_id, default="task")
+    if len(urls) == 1:
+        return [(urls[0], f"{base}.mp4")]
+    return [(url, f"{base}_{i}.mp4") for i, url in enumerate(urls, 1)]
 
 
 ANY_HOST = "*"  # in download_hosts: allow every host (e.g. behind a proxy on a private address)
@@ -172,29 +149,18 @@ class Downloader:
         self._limits = limits
         self._retry = retry
         self._rng = rng
-        # The owner (stem or URL) of each file name per folder: another whose name sanitises
-        # alike ("a/b", "a?b") gets a digest-suffixed name instead of overwriting.
+        # The owner (stem) of each file name per folder: another whose name sanitises alike
+        # ("a/b", "a?b") gets a digest-suffixed name instead of overwriting.
         self._owners: dict[tuple[Path, str], str] = {}
 
-    async def download(
-        self, task_or_url: Task | str | Sequence[str], dest: Path, *, stem: str | None
-    ) -> list[Path]:
-        """Fetch the files of ``task_or_url`` at once; raise the first failure once all end."""
-        files = plan_download(task_or_url, stem=stem)
+    async def download(self, task: Task, dest: Path, *, stem: str | None) -> list[Path]:
+        """Fetch the files of ``task`` at once; raise the first failure once all end."""
+        files = plan_download(task, stem=stem)
         root = await run_blocking(_make_folder, dest)
-        if isinstance(task_or_url, Task):
-            owner = stem or task_or_url.task_id
-            if not self._claim(root, owner, [name for _, name in files]):
-                files = plan_download(task_or_url, stem=_distinct_stem(owner))
-                self._claim(root, owner, [name for _, name in files], force=True)
-        else:
-            renamed = []
-            for url, name in files:
-                if not self._claim(root, url, [name]):
-                    name = f"{_distinct_stem(url)}.mp4"
-                    self._claim(root, url, [name], force=True)
-                renamed.append((url, name))
-            files = renamed
+        owner = stem or task.task_id
+        if any(self._owners.get((root, name.lower()), owner) != owner for _, name in files):
+            files = plan_download(task, stem=_distinct_stem(owner))
+        self._owners.update({(root, name.lower()): owner for _, name in files})  # any case
         targets = [root / name for _, name in files]  # safe names: no separator, no ".."
         errors: list[APIError] = []
 
@@ -210,13 +176,6 @@ class Downloader:
         if errors:
             raise errors[0]
         return targets
-
-    def _claim(self, root: Path, owner: str, names: list[str], *, force: bool = False) -> bool:
-        keys = [(root, name.lower()) for name in names]  # case-insensitive disks too
-        if not force and any(self._owners.get(k, owner) != owner for k in keys):
-            return False
-        self._owners.update(dict.fromkeys(keys, owner))
-        return True
 
     async def _fetch_with_retries(self, url: str, target: Path) -> None:
         attempt = 0

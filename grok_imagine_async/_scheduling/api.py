@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -40,7 +40,7 @@ class SchedulerClient(Protocol):
 
     async def download(
         self,
-        task_or_url: Task | str | Sequence[str],
+        task: Task,
         dest: str | os.PathLike[str],
         *,
         stem: str | None = None,
