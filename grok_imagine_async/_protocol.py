@@ -148,12 +148,9 @@ def parse_task(data: object, *, task_id: str) -> Task:
         )
     error_message = data.get("error_message")
     request = data.get("request")
-    raw_id = data.get("task_id")
-    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not str(raw_id):
-        raw_id = task_id
     try:
         return Task(
-            task_id=str(raw_id)[:200],
+            task_id=(parse_task_id(data) or task_id)[:200],
             status=normalize_status(raw_status),
             raw_status=str(raw_status)[:200],
             consumed_credits=_as_int(data.get("consumed_credits")),
@@ -170,12 +167,11 @@ def parse_task(data: object, *, task_id: str) -> Task:
 
 
 def parse_task_id(data: object) -> str | None:
-    """The ``task_id`` in a generate answer's ``data``, or None if there is none."""
-    if isinstance(data, dict):
-        task_id = data.get("task_id")
-        if isinstance(task_id, (str, int)) and not isinstance(task_id, bool) and str(task_id):
-            return str(task_id)
-    return None
+    """The ``task_id`` (a string or a number) in an answer's ``data``, or None."""
+    task_id = data.get("task_id") if isinstance(data, dict) else None
+    if isinstance(task_id, bool) or not isinstance(task_id, (str, int)):
+        return None
+    return str(task_id) or None
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
