@@ -159,15 +159,6 @@ class SqliteJobStore(OneProcessStore):
                 return
             after = rows[-1][0]
 
-    async def task_ids(self, key: str) -> list[str]:
-        """Every task id recorded for ``key``, oldest first (one per paid submission)."""
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT task_id FROM tasks WHERE key = ? ORDER BY rowid", (key,)
-            ).fetchall()
-        )
-        return [str(row[0]) for row in rows]
-
     async def get_meta(self, name: str) -> str | None:
         """A value stored with :meth:`set_meta`, or None."""
         row = await self._read(
