@@ -198,8 +198,7 @@ _Policy = TypeVar("_Policy", PollPolicy, RetryPolicy, BreakerPolicy)
 def _scaled(policy: _Policy, scale: float, *durations: str) -> _Policy:
     """``policy`` with its ``durations`` divided by ``scale`` (None stays None)."""
     values: dict[str, Any] = {name: getattr(policy, name) for name in durations}
-    scaled: dict[str, Any] = {k: None if v is None else v / scale for k, v in values.items()}
-    return dataclasses.replace(policy, **scaled)
+    return dataclasses.replace(policy, **{k: v and v / scale for k, v in values.items()})
 
 
 def time_scale_from(value: float | None) -> float:
