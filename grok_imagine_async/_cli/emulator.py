@@ -7,7 +7,6 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._limiting.plans import RateLimit
 from ..testing._config import Vocabulary
 from .common import EXIT_FAILED, EXIT_OK, LOG_LEVELS, count, error, plan, positive, rate
 
@@ -82,10 +81,8 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
         slow_seconds=args.slow_seconds / scale,
         task_failure_rate=args.fail_rate,
     )
-    # A plan tier counts requests per (scaled) --period; a quota text is what it says.
-    quota: str | RateLimit = RateLimit.parse(args.plan) if "/" in args.plan else args.plan
     return EmulatorConfig(
-        tokens={args.token: quota},
+        tokens={args.token: args.plan},  # a plan per (scaled) --period; a quota text as it says
         period=args.period / scale,
         window=args.window,
         burst=args.burst,

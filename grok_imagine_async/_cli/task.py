@@ -82,9 +82,8 @@ def generate(args: argparse.Namespace) -> int:
             prompt=args.prompt, mode=args.mode, ratio=args.ratio, images=args.image,
             allow_unlisted=args.allow_unlisted,
         )  # fmt: skip
-        too_long = prompt_problem(request.prompt, Limits())  # the CLI's client's limits
-        if too_long is not None:
-            raise InvalidRequestError(f"invalid request: {too_long}", problems=(too_long,))
+        if too_long := prompt_problem(request.prompt, Limits()):  # the CLI's client's limits
+            raise UsageError(f"invalid request: {too_long}")
         check_folder(Path(args.out), "output folder")  # before the 40 credits
     except (InvalidRequestError, UsageError) as exc:
         raise UsageError(for_cli(f"{exc} (nothing was submitted)")) from None
