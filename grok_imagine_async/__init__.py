@@ -2,15 +2,8 @@
 
 The client, its requests, tasks and policies, the batch scheduler with its jobs and events, and
 the exception tree. Protocols are in :mod:`.abc`, a batch's files and options in :mod:`.batch`,
-the integrations in ``fastapi``, ``redis``, ``otel`` and ``testing``.
-
-Example:
-    >>> import anyio
-    >>> from grok_imagine_async import AsyncGrokImagine
-    >>> async def main() -> None:
-    ...     async with AsyncGrokImagine() as client:  # reads $GROK_IMAGINE_API_KEY
-    ...         task = await client.generate_and_wait("a paper boat on a river")
-    ...         print(task.videos)
+the integrations in ``fastapi``, ``redis``, ``otel`` and ``testing``. Start with
+:class:`AsyncGrokImagine` (its docstring has an example).
 """
 
 from ._backoff import PollPolicy, RetryPolicy
