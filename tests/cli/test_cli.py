@@ -483,13 +483,14 @@ def test_the_resume_command_never_repeats_a_url_password() -> None:
 def test_the_redis_password_may_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from grok_imagine_async._settings import with_redis_password as redis_url
+    from grok_imagine_async._settings import with_redis_password
 
     monkeypatch.setenv("GROK_IMAGINE_REDIS_PASSWORD", "p@ss word")
-    assert redis_url("redis://cache:6379/0") == "redis://:p%40ss%20word@cache:6379/0"
-    assert redis_url("redis://:given@cache/0") == "redis://:given@cache/0"  # the URL's wins
+    assert with_redis_password("redis://cache:6379/0") == "redis://:p%40ss%20word@cache:6379/0"
+    given = "redis://:given@cache/0"
+    assert with_redis_password(given) == given  # the URL's wins
     monkeypatch.delenv("GROK_IMAGINE_REDIS_PASSWORD")
-    assert redis_url("redis://cache/0") == "redis://cache/0"
+    assert with_redis_password("redis://cache/0") == "redis://cache/0"
 
 
 @pytest.mark.redis
