@@ -486,23 +486,21 @@ def advice_after(
             f"{again}"
         )
     if interrupted:
+        kept = "No job was left in flight."
         if emulated and emulator_state is None:
             kept = (
                 "The emulator's tasks ended with this process, so the jobs that were in flight "
                 "will start again, at no cost."
             )
-        elif emulated and outcome.running:
-            kept = (
-                f"Jobs still in flight: {outcome.running}. The emulator kept its tasks in "
-                f"{emulator_state}: the next run polls them, as it would the API's."
-            )
         elif outcome.running:
-            kept = (
-                f"Jobs still in flight: {outcome.running}. They go on generating; the next run "
-                "polls them and does not pay for them again."
+            then = (
+                f"The emulator kept its tasks in {emulator_state}: the next run polls them, as "
+                "it would the API's."
+                if emulated
+                else "They go on generating; the next run polls them and does not pay for them "
+                "again."
             )
-        else:
-            kept = "No job was left in flight."
+            kept = f"Jobs still in flight: {outcome.running}. {then}"
         lines.append(f"Interrupted. Every job is recorded in the journal. {kept}")
         lines.append("To carry on where this run stopped, run the same command again:")
         lines.append(f"  {resume}")
