@@ -116,11 +116,7 @@ class JobResult:
         return self.task.videos if self.task is not None and self.ok else ()
 
     def unwrap(self) -> Task:
-        """The completed task, or raise the job's error.
-
-        Raises:
-            GrokImagineError: The error that ended the job.
-        """
+        """The completed task; raises the error that ended the job otherwise."""
         if self.ok:
             assert self.task is not None
             return self.task
@@ -413,12 +409,7 @@ class SchedulerStatistics:
 
 @dataclass(frozen=True, slots=True)
 class JobEvent:
-    """Base of the scheduler's progress events (handed to a :class:`SchedulerHook`).
-
-    Attributes:
-        key: The job the event is about.
-        at: Clock time of the event.
-    """
+    """Base of the scheduler's events (to ``on_event``): about job ``key``, at clock time ``at``."""
 
     key: str
     at: float
@@ -431,12 +422,7 @@ class JobQueued(JobEvent):
 
 @dataclass(frozen=True, slots=True)
 class JobSubmitted(JobEvent):
-    """A submission succeeded; the server created ``task_id``.
-
-    Attributes:
-        task_id: The new task's id.
-        attempt: 1 for the first submission, 2 for a resubmission...
-    """
+    """A submission created task ``task_id``; ``attempt`` is 1, then 2 for a resubmission..."""
 
     task_id: str = ""
     attempt: int = 1
@@ -444,33 +430,21 @@ class JobSubmitted(JobEvent):
 
 @dataclass(frozen=True, slots=True)
 class JobResumed(JobEvent):
-    """A job was picked up from the journal, polling its existing task (no new POST).
-
-    Attributes:
-        task_id: The task being resumed.
-    """
+    """A job was taken up from the journal: its task ``task_id`` is polled (no new POST)."""
 
     task_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class JobResubmitting(JobEvent):
-    """A task failed in a way worth retrying and will be submitted again.
-
-    Attributes:
-        failure_class: Why the previous task failed.
-    """
+    """A task failed (why: ``failure_class``) in a way worth retrying: submitted again."""
 
     failure_class: FailureClass = FailureClass.TRANSIENT
 
 
 @dataclass(frozen=True, slots=True)
 class JobFinished(JobEvent):
-    """A job ended (completed or failed).
-
-    Attributes:
-        result: Its result.
-    """
+    """A job ended (completed or failed) with ``result``."""
 
     result: JobResult | None = None
 
