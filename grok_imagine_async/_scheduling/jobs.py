@@ -227,8 +227,6 @@ class JobRecord:
         assert self._result is not None
         return self._result
 
-    # -- transitions -------------------------------------------------------------------------
-
     def adopted(self, *, attempts: int, credits: int) -> None:
         """Take over what an earlier run recorded of this job."""
         self._attempts, self.credits = attempts, credits
@@ -404,9 +402,6 @@ class SchedulerStatistics:
     breaker: BreakerSnapshot = field(default_factory=BreakerSnapshot)
 
 
-# -- events --------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True)
 class JobEvent:
     """Base of the scheduler's events (to ``on_event``): about job ``key``, at clock time ``at``."""
@@ -468,9 +463,6 @@ class SchedulerHook(Protocol):
     """Receives every scheduler event, synchronously; must return quickly and not raise."""
 
     def __call__(self, event: JobEvent) -> None: ...
-
-
-# -- job store seam ------------------------------------------------------------------------------
 
 
 class StoreState(str, enum.Enum):
