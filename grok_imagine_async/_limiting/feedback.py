@@ -1,13 +1,8 @@
-"""What the server's answers say about the quota: the one feedback interpreter. Pure, no I/O.
+"""The one feedback interpreter of both limiters: what answers say of the quota. Pure, no I/O.
 
-Both limiters keep one :class:`Estimate`, read every answer into it (:func:`read_answer`), take
-every permit from it (:func:`grant`) and ask :func:`ready_at` when the next may go. The model
-(``docs/guides/rate-limits.md``): the plan's rate is the ceiling; the server holds a bucket of
-``size`` (one more than the largest ``Remaining`` seen: a window's is the quota, a leaky
-bucket's its burst), which an answer's ``Remaining`` says it held when the request arrived, so
-requests in flight at a steady rate are not a burst; a ``Remaining`` lower than ours explain is
-someone else's rate (a bucket) or count (a window); a 429 pauses everyone and halves the rate
-and size believed, which grow back with each answer.
+A limiter keeps one :class:`Estimate`, reads every answer into it (:func:`read_answer`), takes
+every permit from it (:func:`grant`) and asks :func:`ready_at` when the next may go. The model
+is described in ``docs/guides/rate-limits.md``.
 """
 
 from __future__ import annotations
@@ -15,14 +10,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .plans import RateLimit
 
 DEFAULT_HEADROOM = 0.02
-"""Fraction of the plan's interval added between permits, for the jitter between a permit and
-the moment the server counts its request: the pace is 98 % of the quota."""
-
+"""Fraction of the plan's interval added between permits: the pace is 98 % of the quota."""
 LOWEST_FACTOR = 1 / 16
 """The pace never drops below this share of the plan's after 429s or others' use."""
 STALL_WAIT = 1.0
@@ -35,26 +28,14 @@ RECOVERY = 1 / 32
 class Estimate:
     """What a limiter believes of the server's quota, and its own pacing bucket (a GCRA).
 
-    Updated in place (a copy per answer cost a tenth of a request's time); :meth:`copy` for a
-    snapshot.
-
-    Attributes:
-        limit: The plan's quota: its rate is the ceiling.
-        headroom: Fraction of the interval added between permits.
-        size: Requests the server's bucket is believed to hold when full.
-        ceiling: The largest size believed (halved by a 429, regained a step per answer).
-        factor: Share of the plan's pace believed (halved by a 429, regained per answer).
-        others: Requests per second other users of the token are seen to take.
-        tat: When our pacing bucket is full again (GCRA's theoretical arrival time).
-        hold_until: No permit before this clock time (a 429's pause, a full window's reset).
-        serial: The permit of the newest answer that said ``Remaining`` (0: none yet).
-        reported_at: That permit's grant time.
-        reported: That answer's ``Remaining``.
-        in_order: Whether that answer's request came with none granted close to it (so it
-            can be compared with the next).
-        latency: Smoothed time from permit to answer, in seconds (RFC 6298's estimator).
-        jitter: Smoothed mean deviation of that time.
-        answered_at: When the newest answer was read.
+    Updated in place; :meth:`copy` for a snapshot. ``size`` is one more than the largest
+    ``Remaining`` seen (at most ``ceiling``, halved by a 429); ``factor`` the share of the
+    plan's pace believed; ``others`` other users' requests a second; ``tat`` when the pacing
+    bucket is full again; ``hold_until`` no permit before it; ``serial``, ``reported_at`` and
+    ``reported`` the newest answer that said ``Remaining`` (its permit, grant time and word),
+    ``in_order`` whether none was granted close to it; ``latency`` and ``jitter`` the smoothed
+    round trip and its deviation (RFC 6298); ``answered_at`` when the newest answer was read.
+    ``plan_pace``, ``is_window``, ``burst`` and ``pace`` follow from them (see :func:`_settle`).
     """
 
     limit: RateLimit
@@ -72,21 +53,22 @@ class Estimate:
     latency: float | None = None
     jitter: float = 0.0
     answered_at: float = -math.inf
+    plan_pace: float = field(init=False)
+    """The ceiling: the plan's rate less the headroom, in permits per second."""
+    is_window: bool = field(init=False)
+    """Whether the bucket holds half the quota or more: a window's count, not a burst."""
+    burst: float = field(init=False)
+    """Permits the pacing bucket may grant at once: the size, less one kept for jitter."""
+    pace: float = field(init=False)
+    """Permits per second now: the plan's pace less 429s' halvings and (a bucket's) others."""
+
+    def __post_init__(self) -> None:
+        self.plan_pace = self.limit.per_second / (1.0 + self.headroom)
+        _settle(self)
 
     def copy(self) -> Estimate:
         """A snapshot that later updates of this estimate leave alone."""
         return copy.copy(self)
-
-    @property
-    def plan_pace(self) -> float:
-        """The ceiling: the plan's rate less the headroom, in permits per second."""
-        return self.limit.per_second / (1.0 + self.headroom)
-
-    @property
-    def pace(self) -> float:
-        """Permits per second now: the plan's pace, less 429s' halvings and others' share (a
-        window's others take its :attr:`places` instead)."""
-        return _pace(self, self.others)
 
     @property
     def shared_pace(self) -> float:
@@ -94,34 +76,6 @@ class Estimate:
         whatever the server's kind."""
         plan = self.plan_pace
         return max(plan * LOWEST_FACTOR, plan * self.factor - max(0.0, self.others))
-
-    @property
-    def overtaking(self) -> float:
-        """Seconds within which two permits may reach the server in either order: an interval
-        of the plan, or the spread of the answers' latencies (four mean deviations) if more."""
-        return max(self.limit.interval, 4.0 * self.jitter)
-
-    @property
-    def slowest(self) -> float:
-        """The longest latency the answers explain: their mean and four deviations (RFC 6298's
-        timeout); ``inf`` before any answer."""
-        return math.inf if self.latency is None else self.latency + 4.0 * self.jitter
-
-    @property
-    def late_after(self) -> float:
-        """Seconds after its grant an unanswered request is overdue: :attr:`slowest` and an
-        interval of the plan."""
-        return self.slowest + self.limit.interval
-
-    @property
-    def is_window(self) -> bool:
-        """Whether the bucket holds half the quota or more: a window's count, not a burst."""
-        return 2 * self.size > self.limit.requests
-
-    @property
-    def burst(self) -> float:
-        """Permits the pacing bucket may grant at once: the size, less one kept for jitter."""
-        return self.size - (1.0 if self.size >= 3 else 0.0)
 
     @property
     def places(self) -> int:
@@ -133,35 +87,36 @@ class Estimate:
         return max(1, min(self.limit.requests - taken, math.floor(self.size)))
 
 
-def _pace(estimate: Estimate, others: float) -> float:
-    """:attr:`Estimate.pace` were others to take ``others`` requests a second."""
-    plan = estimate.plan_pace
-    taken = 0.0 if estimate.is_window else max(0.0, others)
-    return max(plan * LOWEST_FACTOR, plan * estimate.factor - taken)
+def _settle(est: Estimate) -> None:
+    """Derive the cached fields after ``size``, ``factor`` or ``others`` changed."""
+    size = est.size
+    est.is_window = 2 * size > est.limit.requests
+    est.burst = size - (1.0 if size >= 3 else 0.0)
+    est.pace = _pace(est, est.others)
+
+
+def _pace(est: Estimate, others: float) -> float:
+    """The pace were others to take ``others`` requests a second (a window's take places)."""
+    plan = est.plan_pace
+    taken = 0.0 if est.is_window else max(0.0, others)
+    return max(plan * LOWEST_FACTOR, plan * est.factor - taken)
+
+
+def _slowest(est: Estimate) -> float:
+    """The longest latency the answers explain (RFC 6298's timeout); ``inf`` before any."""
+    return math.inf if est.latency is None else est.latency + 4.0 * est.jitter
 
 
 @dataclass(slots=True)
 class Answer:
     """One answer, with what the limiter knows of the permits around it.
 
-    Attributes:
-        serial: The permit's serial.
-        granted_at: The permit's grant time.
-        now: When the answer was read.
-        status_code: The HTTP status.
-        remaining: ``X-RateLimit-Remaining`` (None: not given).
-        reset_after: Seconds until the window frees quota (None: not given).
-        retry_after: ``Retry-After`` in seconds (None: not given).
-        grants_between: Grant times of our permits after the previous report's, up to and
-            including this one (None: unknown, e.g. other processes share the schedule).
-        own_in_window: Our permits in the period that ended with this one (None: unknown).
-        own_at_most: Our permits the server may have counted with this one, a burst it
-            counted late included (None: as many as :attr:`own_in_window`).
-        later_grants: Grant times of our permits after this one (not in its count).
-        earlier_in_flight: Grant times of our unanswered permits before this one: those
-            granted close to it, held up as long as it or overdue may reach the server after.
-        overlapped: Other answers were read while this request was on its way, so it can
-            lower the estimate but not raise it.
+    ``grants_between``: grant times of our permits after the previous report's, up to this one
+    (None: unknown, e.g. other processes share the schedule). ``own_in_window``: our permits in
+    the period that ended with this one; ``own_at_most``: those the server may have counted with
+    it, a burst counted late included (None: unknown, or as many). ``later_grants``: our permits
+    granted after it. ``earlier_in_flight``: our unanswered permits granted before it.
+    ``overlapped``: other answers came while it was on its way (it may lower, not raise).
     """
 
     serial: int
@@ -188,14 +143,13 @@ def ready_at(estimate: Estimate, *, now: float) -> float:
 def held_until(estimate: Estimate, *, unanswered: int, oldest: float, now: float) -> float:
     """When requests still on their way let the next permit go (``now``: at once).
 
-    A stalled server counts what reached it meanwhile together, in one burst. So while no
-    answer has come for longer than the latency explains, and the oldest of our ``unanswered``
-    permits (granted at ``oldest``) is as late, no more than the bucket holds are let out: for
-    :data:`STALL_WAIT` at most (beyond it, the requests are taken as lost or cancelled).
+    A stalled server counts what reached it meanwhile in one burst: while no answer has come
+    for longer than the latency explains, no more than the bucket holds go, for
+    :data:`STALL_WAIT` at most.
     """
     if unanswered < estimate.size or estimate.is_window:
         return now
-    late = estimate.late_after
+    late = _slowest(estimate) + estimate.limit.interval
     silent_since = estimate.answered_at + late
     if now - oldest <= late or now <= silent_since:
         return now
@@ -235,49 +189,31 @@ def rate_limited_pause(
 
 
 def window_tolerance(estimate: Estimate) -> int:
-    """Requests a window server may count beyond ours (by grant time) with no one else on the
-    token: those the headroom's and the latencies' jitter put across a window's edge, and two."""
+    """Requests a window server may count beyond ours with no one else on the token: those the
+    headroom's and the latencies' jitter put across a window's edge, and two."""
     limit = estimate.limit
     spread = 4.0 * estimate.jitter * limit.per_second
     return math.ceil(estimate.headroom * limit.requests + spread) + 2
 
 
-def _timed(estimate: Estimate, answer: Answer) -> tuple[float, float]:
-    """The smoothed latency and jitter with this answer's (gains 1/8 and 1/4, as RFC 6298)."""
-    latency = max(0.0, answer.now - answer.granted_at)
-    if estimate.latency is None:
-        return latency, estimate.jitter
-    jitter = estimate.jitter + 0.25 * (abs(estimate.latency - latency) - estimate.jitter)
-    return estimate.latency + 0.125 * (latency - estimate.latency), jitter
-
-
-def smoothing(limit: RateLimit) -> float:
-    """Seconds over which a bucket's shortfalls are averaged into others' rate: two, and 30
-    intervals at least, so that ``Remaining``'s rounding moves it by one request at most."""
-    return max(2.0, 30.0 * limit.interval)
-
-
 def _refilled_tat(
     estimate: Estimate,
-    answer: Answer,
+    later: Sequence[float],
     remaining: int,
     arrived: float,
     close: int,
-    *,
-    pace: float | None = None,
+    pace: float,
 ) -> float:
     """Our bucket as the server's word sets it: it held ``remaining`` when the request arrived
     (``arrived``), and every permit granted since comes out of it."""
-    emission = 1.0 / (estimate.pace if pace is None else pace)
+    emission = 1.0 / pace
     # A window's places already hold every request in flight, whatever order they arrive in.
     if estimate.is_window:
         close = 0
     tat = arrived + (estimate.size - remaining + close) * emission
-    later = answer.later_grants
     if not later:
         return tat
     last = later[-1]
-    # One step per request in flight, on every answer: kept to plain comparisons.
     for index, when in enumerate(later):
         if tat >= last:  # grants in time order: the rest each add one emission
             return tat + (len(later) - index) * emission
@@ -287,22 +223,18 @@ def _refilled_tat(
     return tat
 
 
-def _spaced(estimate: Estimate, grants: Sequence[float]) -> bool:
-    """Whether the grants since the last report went out at least an interval apart."""
-    interval = estimate.limit.interval
+def _shortfall(estimate: Estimate, grants: Sequence[float], remaining: int) -> float | None:
+    """Requests the server counted beyond ours since the previous report (None: the grants did
+    not go out an interval apart): what our grants, replayed through a bucket of the believed
+    size at the plan's rate, leave, less what it says it holds."""
+    limit = estimate.limit
+    interval = limit.interval
     previous = estimate.reported_at
     for when in grants:
         if when - previous < interval:
-            return False
+            return None
         previous = when
-    return True
-
-
-def _shortfall(estimate: Estimate, grants: Sequence[float], remaining: int) -> float:
-    """Requests the server counted beyond ours since the previous report: what our own grants
-    (replayed through a bucket of the believed size at the plan's rate) leave, less what it
-    says it holds."""
-    rate = estimate.limit.per_second
+    rate = limit.per_second
     tat = estimate.reported_at + (estimate.size - estimate.reported) / rate
     for when in grants:
         tat = max(tat, when) + 1.0 / rate
@@ -314,21 +246,37 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     """Read one answer into the estimate, in place; ``default_pause`` after a 429 that names no
     time (None: one period)."""
     limit = est.limit
+    interval = limit.interval
+    now = answer.now
+    granted_at = answer.granted_at
+    latency = est.latency
+    jitter = est.jitter
     # A bucket's request arrived as late as its answer is later than the latencies explain
     # (held up on its way: a stalled server counts it late, with those behind it). The permits
     # before it that may reach the server after it: granted close to it, held up as long, or
     # overdue. (A window's places hold whatever is on its way.)
-    late = overdue = -math.inf
+    late = 0.0
+    overdue = -math.inf
     if not est.is_window:
-        late = answer.now - answer.granted_at - est.slowest
-        overdue = answer.now - est.late_after
-    late = max(0.0, late)
-    arrived = answer.granted_at + late
-    overtaking = est.overtaking
-    since = answer.granted_at - max(overtaking, late)
-    close = sum(when > since or when < overdue for when in answer.earlier_in_flight)
-    est.latency, est.jitter = _timed(est, answer)
-    est.answered_at = max(est.answered_at, answer.now)
+        slowest = math.inf if latency is None else latency + 4.0 * jitter
+        late = max(0.0, now - granted_at - slowest)
+        overdue = now - (slowest + interval)
+    arrived = granted_at + late
+    overtaking = max(interval, 4.0 * jitter)
+    since = granted_at - max(overtaking, late)
+    close = 0
+    for when in answer.earlier_in_flight:
+        if when > since or when < overdue:
+            close += 1
+    # The smoothed latency and jitter with this answer's (gains 1/8 and 1/4, as RFC 6298).
+    taken = max(0.0, now - granted_at)
+    if latency is None:
+        est.latency = taken
+    else:
+        est.jitter = jitter + 0.25 * (abs(latency - taken) - jitter)
+        est.latency = latency + 0.125 * (taken - latency)
+    if now > est.answered_at:
+        est.answered_at = now
     if answer.status_code == 429:
         pause = rate_limited_pause(
             limit,
@@ -337,34 +285,41 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
             reset_after=answer.reset_after,
             default=default_pause,
         )
-        hold = max(est.hold_until, answer.now + pause)
+        hold = max(est.hold_until, now + pause)
         ceiling = max(1.0, math.floor(est.size / 2))
         est.factor = max(LOWEST_FACTOR, est.factor / 2)
         est.ceiling = ceiling
         est.size = min(est.size, ceiling)
         est.hold_until = hold
+        _settle(est)
         # The bucket was empty; the server's hint says when it has room again.
         est.tat = max(est.tat, hold + (est.burst - 1.0) / est.pace)
         return
     remaining = answer.remaining
-    ceiling = min(float(limit.requests), est.ceiling + 1.0)
+    requests = float(limit.requests)
+    ceiling = min(requests, est.ceiling + 1.0)
+    size, factor = est.size, est.factor
     if remaining is not None:
-        est.size = max(est.size, min(ceiling, float(remaining) + 1.0, float(limit.requests)))
-    est.factor = min(1.0, est.factor + RECOVERY)
+        est.size = max(size, min(ceiling, float(remaining) + 1.0, requests))
+    est.factor = min(1.0, factor + RECOVERY)
     est.ceiling = ceiling
+    if est.size != size or est.factor != factor:
+        _settle(est)
     if remaining is None:
         return
+    later = answer.later_grants
     if answer.serial <= est.serial:
         # Older than the newest word read, it may have been counted after it: lower only.
-        est.tat = max(est.tat, _refilled_tat(est, answer, remaining, arrived, close))
+        refilled = _refilled_tat(est, later, remaining, arrived, close, est.pace)
+        if refilled > est.tat:
+            est.tat = refilled
         return
-    before_tat = est.tat
+    window = est.is_window
     others = est.others
     hold = est.hold_until
     # Only an answer to a request with none granted close to it says what others did (the
     # rest say what order ours arrived in).
-    later = answer.later_grants
-    settled = close == 0 and (not later or later[0] - answer.granted_at >= overtaking)
+    settled = close == 0 and (not later or later[0] - granted_at >= overtaking)
     unexplained = 0
     told = True  # whether the answer says how many others took (none, or so many)
     if answer.own_in_window is not None:
@@ -377,39 +332,44 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
             surely = count if at_most is None else limit.requests - at_most - remaining
             unexplained = count if surely > tolerance else 0
             told = bool(unexplained)
-    if est.is_window and settled and told:
+    if window and settled and told:
         others = unexplained / limit.period
     # A full window that ours do not fill refills at its reset: everyone waits for it. Without
     # our own requests to model a bucket by, an unexplained full one is taken for a window.
-    full = remaining == 0 and answer.reset_after is not None
-    if full and (
-        (est.is_window and (unexplained or answer.own_in_window is None))
-        or (answer.grants_between is None and unexplained)
-    ):
-        assert answer.reset_after is not None
-        hold = max(hold, answer.now + min(answer.reset_after, limit.period))
     grants = answer.grants_between
+    reset_after = answer.reset_after
+    if (
+        remaining == 0
+        and reset_after is not None
+        and (
+            (window and (unexplained or answer.own_in_window is None))
+            or (grants is None and unexplained)
+        )
+    ):
+        hold = max(hold, now + min(reset_after, limit.period))
     # A bucket's others are read off two answers in a row to requests sent one at a time at
     # our pace (in a burst, the difference says more of the order they arrived in).
-    paced = bool(grants) and settled and est.in_order
-    if grants and paced and not est.is_window and _spaced(est, grants):
-        elapsed = answer.granted_at - est.reported_at
-        if elapsed > 0:
-            weight = min(1.0, elapsed / smoothing(limit))
-            others += weight * (_shortfall(est, grants, remaining) / elapsed - others)
+    if grants and settled and est.in_order and not window:
+        shortfall = _shortfall(est, grants, remaining)
+        elapsed = granted_at - est.reported_at
+        if shortfall is not None and elapsed > 0:
+            # Averaged over two seconds, 30 intervals at least, so that Remaining's rounding
+            # moves it by one request at most.
+            weight = min(1.0, elapsed / max(2.0, 30.0 * interval))
+            others += weight * (shortfall / elapsed - others)
     # The server's word replaces our bucket.
-    pace = _pace(est, others)
-    tat = _refilled_tat(est, answer, remaining, arrived, close, pace=pace)
-    if est.is_window and hold > answer.now:
+    pace = est.pace if others == est.others else _pace(est, others)
+    tat = _refilled_tat(est, later, remaining, arrived, close, pace)
+    if window and hold > now:
         # A full window: nothing until its reset, then its quota less what is on its way.
-        taken = len(answer.later_grants) + close
-        tat = hold + taken / pace
-    if answer.overlapped:
-        tat = max(tat, before_tat)
+        tat = hold + (len(later) + close) / pace
+    if answer.overlapped and est.tat > tat:
+        tat = est.tat
     est.others = others
+    est.pace = pace
     est.hold_until = hold
     est.serial = answer.serial
-    est.reported_at = answer.granted_at
+    est.reported_at = granted_at
     est.reported = remaining
     est.in_order = settled
     est.tat = tat

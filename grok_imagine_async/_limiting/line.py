@@ -37,7 +37,7 @@ class SlotLine(Generic[SlotT]):
 
     def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
-        self._heap: list[tuple[int, int, _Waiter[SlotT]]] = []
+        self.waiters: list[tuple[int, int, _Waiter[SlotT]]] = []
         self._arrivals = itertools.count()
         self._leading = False
         self._last_served = -math.inf
@@ -46,14 +46,14 @@ class SlotLine(Generic[SlotT]):
 
     def stalled_for(self, now: float) -> float:
         """Seconds since the later of the last slot served and the oldest waiter's arrival."""
-        if not self._heap:
+        if not self.waiters:
             return 0.0
-        oldest = min(waiter.arrived for _, _, waiter in self._heap)
+        oldest = min(waiter.arrived for _, _, waiter in self.waiters)
         return max(0.0, now - max(oldest, self._last_served))
 
     def __len__(self) -> int:
         """Callers waiting right now."""
-        return len(self._heap)
+        return len(self.waiters)
 
     async def wait_turn(
         self, priority: int, fetch_slot: Callable[[int], Awaitable[SlotT]]
@@ -67,7 +67,7 @@ class SlotLine(Generic[SlotT]):
                 waiter then leads. A slot given to a cancelled caller passes down the line.
         """
         waiter: _Waiter[SlotT] = _Waiter(self._now())
-        heapq.heappush(self._heap, (priority, next(self._arrivals), waiter))
+        heapq.heappush(self.waiters, (priority, next(self._arrivals), waiter))
         try:
             while not waiter.served:
                 if self._leading:
@@ -77,7 +77,7 @@ class SlotLine(Generic[SlotT]):
                 self._leading = True
                 try:
                     while not waiter.served:
-                        self._serve_first(await fetch_slot(self._heap[0][0]))
+                        self._serve_first(await fetch_slot(self.waiters[0][0]))
                         if not waiter.served:
                             # Those just served may be back at once for another permit: they
                             # take their place by priority before a burst of due slots goes on.
@@ -93,20 +93,20 @@ class SlotLine(Generic[SlotT]):
         return waiter.slot
 
     def _serve_first(self, slot: SlotT | None) -> None:
-        _, _, first = heapq.heappop(self._heap)
+        _, _, first = heapq.heappop(self.waiters)
         first.served = True
         self._last_served = self._now()
         first.slot = slot
         first.event.set()
 
     def _wake_first(self) -> None:
-        if self._heap:
-            self._heap[0][2].event.set()
+        if self.waiters:
+            self.waiters[0][2].event.set()
 
     def _leave(self, waiter: _Waiter[SlotT]) -> None:
         if not waiter.served:
-            self._heap = [entry for entry in self._heap if entry[2] is not waiter]
-            heapq.heapify(self._heap)
-        elif self._heap:  # served, but cancelled before it could use the slot: pass it on
+            self.waiters = [entry for entry in self.waiters if entry[2] is not waiter]
+            heapq.heapify(self.waiters)
+        elif self.waiters:  # served, but cancelled before it could use the slot: pass it on
             self._serve_first(waiter.slot)
         self._wake_first()

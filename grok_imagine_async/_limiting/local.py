@@ -37,16 +37,13 @@ class TimeLog:
         self._start = 0  # index in _times of the oldest remembered time
         self._first_serial = 1  # serial of _times[_start]
 
-    @property
-    def last_serial(self) -> int:
-        """The serial of the latest event (0 before the first)."""
-        return self._first_serial + len(self._times) - self._start - 1
-
     def add(self, now: float) -> int:
         """Record an event at ``now`` (no earlier than the last) and return its serial."""
-        self._times.append(now)
-        self._forget(now - self._keep)
-        return self.last_serial
+        times = self._times
+        times.append(now)
+        if times[self._start] < now - self._keep:
+            self._forget(now - self._keep)
+        return self._first_serial + len(times) - self._start - 1
 
     def after(self, serial: int, *, upto: int | None = None) -> tuple[int, list[float]]:
         """The first serial after ``serial`` remembered, and the times from it on (to ``upto``
@@ -246,7 +243,7 @@ class LocalRateLimiter:
         Returns:
             The permit; report the answer to it with :meth:`observe`.
         """
-        if not self._line:  # nobody goes first: a permit due now needs no waiter nor event
+        if not self._line.waiters:  # nobody goes first: a permit due now needs no waiter
             now = self._clock.monotonic()
             if self._due(now) <= now:
                 self._granted += 1
@@ -269,12 +266,19 @@ class LocalRateLimiter:
 
     def _due(self, now: float) -> float:
         """When the next permit may go (``now`` or later): the pace and the window's places."""
-        self._forget_lost(now)
-        estimate = self._estimate
-        when = max(
-            ready_at(estimate, now=now), self._window.opens_at(now=now, places=estimate.places)
-        )
         pending = self._pending
+        # Permits a period old and unanswered reached the server, if at all: forgotten.
+        lost = now - self._limit.period
+        while pending:
+            serial = next(iter(pending))
+            if pending[serial][0] > lost:
+                break
+            del pending[serial]
+        estimate = self._estimate
+        when = ready_at(estimate, now=now)
+        opens = self._window.opens_at(now=now, places=estimate.places)
+        if opens > when:
+            when = opens
         if len(pending) >= estimate.size:
             oldest = next(iter(pending.values()))[0]
             when = max(when, held_until(estimate, unanswered=len(pending), oldest=oldest, now=now))
@@ -286,15 +290,6 @@ class LocalRateLimiter:
         self._pending[serial] = (now, self._answers)
         grant(self._estimate, now=now)
         return Permit(granted_at=now, serial=serial)
-
-    def _forget_lost(self, now: float) -> None:
-        """Forget permits a period old and unanswered: they reached the server, if at all."""
-        pending = self._pending
-        while pending:
-            serial = next(iter(pending))
-            if pending[serial][0] > now - self._limit.period:
-                return
-            del pending[serial]
 
     # -- server feedback -------------------------------------------------------------------
 
@@ -308,25 +303,27 @@ class LocalRateLimiter:
         now = self._clock.monotonic()
         permit = feedback.permit
         serial = permit.serial
+        granted_at = permit.granted_at
+        period = self._limit.period
         pending = self._pending
         _, answers_then = pending.pop(serial, (0.0, -1))
         overlapped = answers_then != self._answers
         self._answers += 1
         self._answered.add(now)
         self._window.answered(serial, now=now)
-        if feedback.rate_limited:
+        rate_limited = feedback.status_code == 429
+        if rate_limited:
             self._rate_limited += 1
         estimate = self._estimate
         serial_before = estimate.serial
         hold_before = estimate.hold_until
-        given_back = self._given_back
-        told = feedback.remaining is not None
         between = None
-        if told and 0 < serial_before < serial and estimate.in_order:
-            between = self._grants(serial_before, upto=serial)
-        later = self._grants(serial) if told else []
-        earlier = []
-        if told:
+        later: list[float] = []
+        earlier: list[float] = []
+        if feedback.remaining is not None:
+            if 0 < serial_before < serial and estimate.in_order:
+                between = self._grants(serial_before, upto=serial)
+            later = self._grants(serial)
             for s, (when, _) in pending.items():  # in grant order
                 if s >= serial:
                     break
@@ -334,29 +331,30 @@ class LocalRateLimiter:
         read_answer(
             estimate,
             Answer(
-                serial=serial,
-                granted_at=permit.granted_at,
-                now=now,
-                status_code=feedback.status_code,
-                remaining=feedback.remaining,
-                reset_after=feedback.reset_after,
-                retry_after=feedback.retry_after,
-                grants_between=between,
-                earlier_in_flight=earlier,
-                own_in_window=self._history.count_in_window(serial, period=self._limit.period),
+                serial,
+                granted_at,
+                now,
+                feedback.status_code,
+                feedback.remaining,
+                feedback.reset_after,
+                feedback.retry_after,
+                between,
+                earlier,
+                self._history.count_in_window(serial, period=period),
                 # Answered since a period before its grant, or on its way: maybe in its window.
-                own_at_most=self._answered.count_after(permit.granted_at - self._limit.period)
-                + len(pending),
-                later_grants=later,
-                overlapped=overlapped,
+                self._answered.count_after(granted_at - period) + len(pending),
+                later,
+                overlapped,
             ),
             default_pause=self._default_pause,
         )
+        given_back = self._given_back
         if given_back and estimate.serial > serial_before:
             given_back.difference_update([s for s in given_back if s <= estimate.serial])
-        if feedback.rate_limited and hold_before <= now < estimate.hold_until:
+        if rate_limited and hold_before <= now < estimate.hold_until:
             self._server_pauses += 1
-        self._wake()
+        if self._woken is not None:
+            self._woken.set()
 
     def _wake(self) -> None:
         if self._woken is not None:

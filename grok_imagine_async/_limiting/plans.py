@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # "100/6s", "2000/min", "100 / 1.5 min", "5000/h", "100/60" (bare seconds). The unit words are
 # the ones people write in configuration files; anything else is refused with the syntax.
@@ -36,6 +36,10 @@ class RateLimit:
 
     requests: int
     period: float = 60.0
+    per_second: float = field(init=False, repr=False, compare=False)
+    """The sustained rate in requests per second."""
+    interval: float = field(init=False, repr=False, compare=False)
+    """Seconds between two requests at the sustained rate."""
 
     def __post_init__(self) -> None:
         if isinstance(self.requests, bool) or not isinstance(self.requests, int):
@@ -44,6 +48,9 @@ class RateLimit:
             raise ValueError(f"RateLimit.requests must be positive, got {self.requests}")
         if not self.period > 0:
             raise ValueError(f"RateLimit.period must be positive seconds, got {self.period!r}")
+        # Stored, not computed per read: the limiters read them on every request.
+        object.__setattr__(self, "per_second", self.requests / self.period)
+        object.__setattr__(self, "interval", self.period / self.requests)
 
     @classmethod
     def parse(cls, text: str) -> RateLimit:
@@ -76,16 +83,6 @@ class RateLimit:
     def text(self) -> str:
         """The quota as :meth:`parse` reads it, in seconds: ``"100/6s"``."""
         return f"{self.requests}/{self.period:g}s"
-
-    @property
-    def per_second(self) -> float:
-        """The sustained rate in requests per second."""
-        return self.requests / self.period
-
-    @property
-    def interval(self) -> float:
-        """Seconds between two requests at the sustained rate."""
-        return self.period / self.requests
 
 
 class Plan(enum.Enum):
