@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -260,10 +261,10 @@ class Sender:
     ) -> Any:
         """Send, read the answer within its bounds, tell the limiter; return its ``data``."""
         limit = self._limits.max_request_time
-        with anyio.CancelScope() as scope:
-            self._deadlines.watch(scope, limit)
-            response = None
-            try:
+        bound = self._deadlines.bound(limit)
+        response = None
+        try:
+            async with bound:
                 if probe is not None:  # after the permit and the journal's intent
                     probe.sent_at = self._clock.monotonic()
                 failure: Exception | None = None
@@ -284,11 +285,13 @@ class Sender:
                     raise failure
                 assert response is not None
                 return await self._answer(response, raw, permit, method, path, probe)
-            finally:
-                self._deadlines.forget(scope)
-                if response is not None and not response.is_closed:  # read to its end, closed
-                    with anyio.CancelScope(shield=True):
-                        await response.aclose()
+        except TimeoutError:
+            if not bound.expired:
+                raise
+        finally:
+            if response is not None and not response.is_closed:  # read to its end, closed
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
         raise _Lost(
             APITimeoutError(
                 f"no complete answer within {limit:g}s (max_request_time)",
@@ -394,44 +397,87 @@ class Sender:
 
 
 class _Deadlines:
-    """The ``max_request_time`` of a sender's requests, on one loop timer for them all.
-
-    A deadline scope per request would leave a cancelled timer per request in asyncio's heap
-    (it drops them only once they are half of it), slowing every timer operation of the loop.
-    """
+    """The ``max_request_time`` of a sender's requests, on one asyncio timer for them all: a
+    timer per request would leave a cancelled one per request in the loop's heap, and an anyio
+    cancel scope or ``asyncio.timeout`` costs more than the rest of the sender."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._due: dict[anyio.CancelScope, float] = {}  # in deadline order: one limit for all
+        self._due: dict[_Bound, float] = {}  # in deadline order: one limit for all
         self._timer: asyncio.TimerHandle | None = None
 
-    def watch(self, scope: anyio.CancelScope, seconds: float) -> None:
-        """Cancel ``scope`` in ``seconds`` unless :meth:`forget` is called first."""
+    def bound(self, seconds: float) -> _Bound | _Scope:
+        """A context that raises :exc:`TimeoutError` once ``seconds`` have passed in it."""
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on asyncio: the scope's own deadline
-            scope.deadline = anyio.current_time() + seconds
-            return
+        except RuntimeError:  # trio: anyio's cancel scope
+            return _Scope(seconds)
+        if sys.version_info < (3, 11):  # no Task.uncancel() to tell our cancellation apart
+            return _Scope(seconds)
         if loop is not self._loop:  # another loop (tests): the last one's timer went with it
             self._loop, self._due, self._timer = loop, {}, None
-        self._due[scope] = deadline = loop.time() + seconds
+        bound = _Bound(self._due)
+        self._due[bound] = deadline = loop.time() + seconds
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._expire)
-
-    def forget(self, scope: anyio.CancelScope) -> None:
-        self._due.pop(scope, None)
+        return bound
 
     def _expire(self) -> None:
         assert self._loop is not None
         self._timer = None
         now = self._loop.time()
         while self._due:
-            scope, deadline = next(iter(self._due.items()))
+            bound, deadline = next(iter(self._due.items()))
             if deadline > now:
                 self._timer = self._loop.call_at(deadline, self._expire)
                 return
-            del self._due[scope]
-            scope.cancel()
+            del self._due[bound]
+            bound.expire()
+
+
+class _Bound:
+    """One request's deadline on asyncio: its task cancelled, then told apart from any other
+    cancellation as ``asyncio.timeout`` does (by ``Task.uncancel``)."""
+
+    __slots__ = ("_cancelling", "_due", "_task", "expired")
+    _task: Any  # an asyncio.Task, whose cancelling() and uncancel() Python 3.10 lacks
+
+    def __init__(self, due: dict[_Bound, float]) -> None:
+        self._due = due
+        self.expired = False
+
+    async def __aenter__(self) -> None:
+        self._task = asyncio.current_task()
+        self._cancelling = self._task.cancelling()
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._due.pop(self, None)  # left: no longer the timer's to cancel
+        uncancelled = self.expired and self._task.uncancel() <= self._cancelling
+        if uncancelled and kind is asyncio.CancelledError:
+            raise TimeoutError
+
+    def expire(self) -> None:
+        """Past the deadline, the task is waiting inside: cancel it there."""
+        self.expired = True
+        self._task.cancel()
+
+
+class _Scope:
+    """An anyio cancel scope with a deadline, as :meth:`_Deadlines.bound` (not on asyncio)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._scope = anyio.CancelScope(deadline=anyio.current_time() + seconds)
+
+    async def __aenter__(self) -> None:
+        self._scope.__enter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._scope.__exit__(*exc) and self._scope.cancelled_caught:
+            raise TimeoutError
+
+    @property
+    def expired(self) -> bool:
+        return self._scope.cancelled_caught
 
 
 def _read_headers(headers: httpx.Headers) -> dict[str, str]:
