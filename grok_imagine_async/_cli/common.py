@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,7 +34,6 @@ from .._settings import (
 )
 
 if TYPE_CHECKING:
-    from ..redis._limiter import RedisRateLimiter
     from ..testing import Emulator
 
 EXIT_OK = 0
@@ -155,6 +154,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
     base_url: str | None = args.base_url
     if emulated:
         try:
+            from ..testing import Emulator, EmulatorConfig
             from ..testing._emulator import IN_PROCESS_BASE_URL
         except ImportError as exc:
             hint = 'the command line needs its extra: pip install "grok-imagine-async[cli]"'
@@ -175,65 +175,54 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
         raise UsageError(message) from None
     resubmit = getattr(args, "on_ambiguous", None) == "resubmit"
     options: dict[str, Any] = {
-        "settings": settings,
         "on_ambiguous_submit": "resubmit" if resubmit else "raise",
         "telemetry": getattr(args, "telemetry", None),  # batch --otel
     }
-    if emulated:
-        state: Path | None = getattr(args, "emulator_state", None)
-        async with _emulated_client(options, scale, state) as (client, emulator):
-            yield Connection(client, "the built-in emulator", scale, emulator, state)
-        return
-    limiter: RedisRateLimiter | None = None  # None: the client's default for its plan
-    if getattr(args, "redis_url", None):
-        try:
-            from ..redis._limiter import RedisRateLimiter
-        except ImportError as exc:
-            raise UsageError(
-                f'--redis-url needs the redis extra: pip install "grok-imagine-async[redis]" '
-                f"({exc})"
-            ) from None
-        url = with_redis_password(args.redis_url)
-        limiter = RedisRateLimiter(url, limit=settings.rate_limit, api_key=settings.api_key)
-    try:
-        async with AsyncGrokImagine(limiter=limiter, **options) as client:
-            yield Connection(client, redact_url(settings.base_url), scale)
-    finally:
-        if limiter is not None:
-            with anyio.CancelScope(shield=True):
-                await limiter.aclose()
-
-
-@asynccontextmanager
-async def _emulated_client(
-    options: dict[str, Any], scale: float, state: Path | None
-) -> AsyncIterator[tuple[AsyncGrokImagine, Emulator]]:
-    """A client of a new in-process emulator, which takes up and keeps its tasks in ``state``."""
-    from ..testing import Emulator, EmulatorConfig
-
-    limit = options["settings"].rate_limit
-    emulator = Emulator(
-        EmulatorConfig(tokens={EMULATOR_TOKEN: limit}, period=limit.period, time_scale=scale)
-    )
-    if state is not None:
-        try:
-            emulator.load_tasks(state)  # on the loop: the emulator's clock is read there
-        except FileNotFoundError:
-            pass  # a first run
-        except (OSError, ValueError) as exc:  # the jobs in flight start again, at no cost
-            note(f"Warning: the emulator's tasks were not taken up: {exc}")
-    try:
-        async with (
-            emulator.client(token=None) as http,
-            AsyncGrokImagine(http_client=http, **options) as client,
-        ):
-            yield client, emulator
-    finally:
-        if state is not None:  # also after Ctrl-C: what the demo's rerun resumes
+    state: Path | None = getattr(args, "emulator_state", None)  # set with --emulate only
+    emulator: Emulator | None = None
+    async with AsyncExitStack() as stack:
+        if emulated:
+            limit = settings.rate_limit
+            config = EmulatorConfig(
+                tokens={EMULATOR_TOKEN: limit}, period=limit.period, time_scale=scale
+            )
+            emulator = Emulator(config)
+            if state is not None:  # kept also after Ctrl-C: what the demo's rerun resumes
+                try:
+                    emulator.load_tasks(state)  # on the loop: the emulator's clock is read there
+                except FileNotFoundError:
+                    pass  # a first run
+                except (OSError, ValueError) as exc:  # the jobs in flight start again, at no cost
+                    note(f"Warning: the emulator's tasks were not taken up: {exc}")
+                stack.callback(_keep_tasks, emulator, state)
+            options["http_client"] = await stack.enter_async_context(emulator.client(token=None))
+        elif getattr(args, "redis_url", None):
             try:
-                emulator.save_tasks(state)
-            except OSError as exc:
-                note(f"Warning: cannot keep the emulator's tasks in {state}: {exc}")
+                from ..redis._limiter import RedisRateLimiter
+            except ImportError as exc:
+                raise UsageError(
+                    f'--redis-url needs the redis extra: pip install "grok-imagine-async[redis]" '
+                    f"({exc})"
+                ) from None
+            url = with_redis_password(args.redis_url)
+            limiter = RedisRateLimiter(url, limit=settings.rate_limit, api_key=settings.api_key)
+            options["limiter"] = limiter
+
+            async def close_limiter() -> None:  # to its end, also after Ctrl-C
+                with anyio.CancelScope(shield=True):
+                    await limiter.aclose()
+
+            stack.push_async_callback(close_limiter)
+        client = await stack.enter_async_context(AsyncGrokImagine(settings=settings, **options))
+        label = "the built-in emulator" if emulated else redact_url(settings.base_url)
+        yield Connection(client, label, scale, emulator, state)
+
+
+def _keep_tasks(emulator: Emulator, state: Path) -> None:
+    try:
+        emulator.save_tasks(state)
+    except OSError as exc:
+        note(f"Warning: cannot keep the emulator's tasks in {state}: {exc}")
 
 
 def describe_failure(exc: BaseException, label: str) -> str:
