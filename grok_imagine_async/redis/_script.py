@@ -306,26 +306,6 @@ return held
 """
 
 
-class StoreKeys:
-    """The keys and channel of one token's (and namespace's) job store, under one Redis Cluster
-    hash tag so that each script finds its keys on one node."""
-
-    def __init__(self, api_key: str, *, prefix: str, namespace: str) -> None:
-        self.base = base = f"{prefix}:{{{token_name(api_key)}:{namespace}}}"
-        self.alive = f"{base}:alive:"  # + owner id: expires unless its process renews it
-        self.owned = f"{base}:owned:"  # + owner id: the set of its unfinished jobs
-        self.owners = f"{base}:owners"  # the processes that may own unfinished jobs
-        self.credits = f"{base}:credits"  # credits committed by every process (the budget)
-        self.reserves = f"{base}:reserves"  # owner id -> credits set aside for an outage
-        self.epoch = f"{base}:epoch"  # set once: another value means Redis lost its data
-        self.meta = f"{base}:meta"  # small named values (set_meta)
-        self.channel = f"{base}:events"  # every change of a job
-
-    def job(self, key: str) -> str:
-        """The hash holding one job."""
-        return f"{self.base}:job:{key}"
-
-
 def connect(redis: str | aioredis.Redis) -> tuple[aioredis.Redis, bool, str]:
     """A client for ``redis``, whether the caller owns (and closes) it, and the URL without its
     password ("" for a client given): a bounded pool that waits for a free connection

@@ -34,9 +34,9 @@ from ._script import (
     REDIS_ERRORS,
     RESERVE_SCRIPT,
     WRITE_SCRIPT,
-    StoreKeys,
     connect,
     outage_like,
+    token_name,
 )
 
 if TYPE_CHECKING:
@@ -117,7 +117,16 @@ class RedisJobStore:
         if not lease > 0:
             raise ValueError("lease must be positive seconds")
         self._redis, self._owns_client, self._url = connect(redis)
-        self._keys = StoreKeys(api_key, prefix=key_prefix, namespace=namespace)
+        # One Redis Cluster hash tag, so that each script finds its keys on one node.
+        base = self._base = f"{key_prefix}:{{{token_name(api_key)}:{namespace}}}"
+        self._alive = f"{base}:alive:"  # + owner id: expires unless its process renews it
+        self._owned = f"{base}:owned:"  # + owner id: the set of its unfinished jobs
+        self._owners = f"{base}:owners"  # the processes that may own unfinished jobs
+        self._credits = f"{base}:credits"  # credits committed by every process (the budget)
+        self._reserves = f"{base}:reserves"  # owner id -> credits set aside for an outage
+        self._epoch_key = f"{base}:epoch"  # set once: another value means Redis lost its data
+        self._meta = f"{base}:meta"  # small named values (set_meta)
+        self._channel = f"{base}:events"  # every change of a job
         self.id = uuid.uuid4().hex[:16]
         """This process's owner id (random, never reused)."""
         self._max_credits = max_credits
@@ -146,7 +155,7 @@ class RedisJobStore:
     def __repr__(self) -> str:
         # Neither the token nor the URL's password.
         where = f"{self._url!r}, " if self._url else ""
-        return f"RedisJobStore({where}id={self.id!r}, keys={self._keys.base!r})"
+        return f"RedisJobStore({where}id={self.id!r}, keys={self._base!r})"
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -189,7 +198,7 @@ class RedisJobStore:
             try:
                 await self._flush()
                 await self._settle_reserve(keep=False)
-                await self._redis.delete(self._keys.alive + self.id)
+                await self._redis.delete(self._alive + self.id)
             except REDIS_ERRORS as exc:
                 logger.warning(
                     "Redis unreachable (%s): %d jobs not written; this process's lease runs "
@@ -274,7 +283,7 @@ class RedisJobStore:
         if mine is not None:
             return mine
         with self._asking(f"look up job {key}"):
-            owner, text = await self._redis.hmget(self._keys.job(key), ["owner", "record"])
+            owner, text = await self._redis.hmget(self._job(key), ["owner", "record"])
         return None if text is None else decode_job(text, owner=_text(owner))
 
     async def claim(
@@ -293,7 +302,6 @@ class RedisJobStore:
         mine = self._jobs.get(key)
         if mine is not None:
             return Claim("mine", mine)
-        keys = self._keys
         with self._asking(f"claim job {key}"):
             for _ in range(2):  # a second time once a changed epoch is known
                 creating = create is not None and self.may_create()
@@ -301,12 +309,12 @@ class RedisJobStore:
                     encode_job(StoredJob(key, create, None, self.id)) if create and creating else ""
                 )
                 status, text, owner = await self._claim_script(
-                    keys=[keys.job(key), keys.owned + self.id, keys.owners, keys.epoch],
+                    keys=[self._job(key), self._owned + self.id, self._owners, self._epoch_key],
                     args=[
                         self.id,
-                        keys.alive,
-                        keys.owned,
-                        keys.channel,
+                        self._alive,
+                        self._owned,
+                        self._channel,
                         queued,
                         self._epoch or b"",
                         "1" if reopen else "0",
@@ -350,12 +358,11 @@ class RedisJobStore:
         :meth:`may_adopt`; an unreachable Redis is no error)."""
         if not self.may_adopt():
             return []
-        keys = self._keys
         try:
             self._calls += 1
             texts = await self._orphans_script(
-                keys=[keys.owners, keys.owned + self.id],
-                args=[self.id, keys.alive, keys.owned, limit],
+                keys=[self._owners, self._owned + self.id],
+                args=[self.id, self._alive, self._owned, limit],
             )
         except REDIS_ERRORS as exc:
             if not outage_like(exc):
@@ -393,7 +400,7 @@ class RedisJobStore:
             while True:
                 self._calls += 1
                 cursor, names = await self._redis.scan(
-                    cursor, match=self._keys.job("*"), count=page_size
+                    cursor, match=self._job("*"), count=page_size
                 )
                 if names:
                     self._calls += 1
@@ -414,13 +421,13 @@ class RedisJobStore:
     async def get_meta(self, name: str) -> str | None:
         """A value stored with :meth:`set_meta`, or None."""
         with self._asking("read the store's settings"):
-            value = await self._redis.hget(self._keys.meta, name)
+            value = await self._redis.hget(self._meta, name)
         return None if value is None else _text(value)
 
     async def set_meta(self, name: str, value: str) -> None:
         """Store a small named value with the jobs of the namespace."""
         with self._asking("store the store's settings"):
-            await self._redis.hset(self._keys.meta, name, value)
+            await self._redis.hset(self._meta, name, value)
 
     async def eviction_policy(self) -> str:
         """Redis's ``maxmemory-policy`` ("" if it will not say, e.g. under an ACL)."""
@@ -509,9 +516,8 @@ class RedisJobStore:
         self, job: StoredJob, reserve: int, budget: int, refund: bool, create: bool
     ) -> tuple[bytes, int]:
         self._calls += 1
-        keys = self._keys
         status, value = await self._write_script(
-            keys=[keys.job(job.key), keys.owned + self.id, keys.credits],
+            keys=[self._job(job.key), self._owned + self.id, self._credits],
             args=[
                 self.id,
                 encode_job(job),
@@ -519,7 +525,7 @@ class RedisJobStore:
                 CREDITS_PER_GENERATION if reserve else 0,
                 budget,
                 CREDITS_PER_GENERATION if refund else 0,
-                keys.channel,
+                self._channel,
                 reserve,
                 1 if create else 0,
                 self._finished_ms,
@@ -579,14 +585,19 @@ class RedisJobStore:
 
     async def _heartbeat(self) -> None:
         self._calls += 1
-        keys = self._keys
         epoch = await self._heartbeat_script(
-            keys=[keys.alive + self.id, keys.owners, keys.epoch, keys.reserves, keys.credits],
+            keys=[
+                self._alive + self.id,
+                self._owners,
+                self._epoch_key,
+                self._reserves,
+                self._credits,
+            ],
             args=[
                 self.id,
                 math.ceil(self._lease * 1000),
                 uuid.uuid4().hex,
-                keys.alive,
+                self._alive,
                 # The reserves of processes gone go back to the budget, once every live one
                 # has had a lease to renew its key after an outage.
                 "1" if self.may_adopt() else "0",
@@ -631,9 +642,9 @@ class RedisJobStore:
         spent = self._reserve - self._allowance
         peers = self._limiter.statistics().peers if self._limiter is not None else 1
         self._calls += 2
-        alive = await self._redis.scard(self._keys.owners)
+        alive = await self._redis.scard(self._owners)
         held = await self._reserve_script(
-            keys=[self._keys.credits, self._keys.reserves],
+            keys=[self._credits, self._reserves],
             args=[
                 self.id,
                 max(0, spent),
@@ -648,7 +659,7 @@ class RedisJobStore:
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._keys.channel)
+                await pubsub.subscribe(self._channel)
                 self._tell(None)  # anything may have changed while unsubscribed
                 while True:
                     message = await pubsub.get_message(timeout=None)
@@ -683,9 +694,12 @@ class RedisJobStore:
             error = f"Redis unreachable, cannot {what} ({type(exc).__name__})"
             raise self._error(error) from exc
 
+    def _job(self, key: str) -> str:
+        return f"{self._base}:job:{key}"  # the hash holding one job
+
     def _error(self, message: str) -> JournalError:
         # The key space stands where a journal's path would: it names no secret (a hash).
-        return JournalError(message, path=Path(self._keys.base))
+        return JournalError(message, path=Path(self._base))
 
 
 def _text(value: bytes | str | None) -> str:
