@@ -359,15 +359,14 @@ class RedisJobStore:
         if not self.may_adopt():
             return []
         try:
-            self._calls += 1
-            texts = await self._orphans_script(
-                keys=[self._owners, self._owned + self.id],
-                args=[self.id, self._alive, self._owned, limit],
-            )
-        except REDIS_ERRORS as exc:
-            if not outage_like(exc):
-                raise self._error(f"Redis refused to adopt orphaned jobs: {exc}") from exc
-            self._went_down(exc)
+            with self._asking("adopt orphaned jobs"):
+                texts = await self._orphans_script(
+                    keys=[self._owners, self._owned + self.id],
+                    args=[self.id, self._alive, self._owned, limit],
+                )
+        except JournalError:
+            if self._available:  # refused, not an outage
+                raise
             return []
         adopted = [decode_job(text, owner=self.id) for text in texts if text]
         for job in adopted:
