@@ -1,4 +1,4 @@
-"""What Redis holds for the limiter and the job store: key names, Lua scripts, the client.
+"""What the limiter and the job store share: their Lua scripts, key names, errors, client.
 
 The limiter's schedule is GCRA with reservation and no burst: Redis holds the *theoretical
 arrival time* (TAT) of one token; one script call reserves the slot ``max(now, TAT,
