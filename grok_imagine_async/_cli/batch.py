@@ -300,7 +300,7 @@ async def _run_batch(
     outcome.earlier_credits = earlier_credits + claims.recovered_credits
     note_jobs(
         claims.recovered,
-        f"the journal had lost are listed completed in {out / MANIFEST_NAME} with their "
+        f"the journal had lost {{are}} listed completed in {out / MANIFEST_NAME} with their "
         "videos: recorded again from it, not paid again.",
     )
     emulated = connection.emulated
@@ -610,7 +610,7 @@ async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
         await journal.forget(key)
     note_jobs(
         len(unsent),
-        "were stopped before their submission was sent (or it was refused): they start afresh "
+        "{were} stopped before the submission was sent (or it was refused): they start afresh "
         "next time.",
     )
 
@@ -694,6 +694,9 @@ async def prepare(
 
 
 def note_jobs(n: int, text: str) -> None:
-    """``note`` "<n> jobs <text>", if there are any."""
+    """``note`` "<n> jobs <text>", if there are any; ``{are}``/``{were}`` agree with ``n``."""
     if n:
-        note(f"{count_jobs(n)} {text}")
+        note(
+            f"{count_jobs(n)} "
+            + text.format(are="is" if n == 1 else "are", were="was" if n == 1 else "were")
+        )

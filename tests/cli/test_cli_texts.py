@@ -14,6 +14,7 @@ from grok_imagine_async._cli.report import (
     BatchOutcome,
     BatchProgress,
     advice_after,
+    count_jobs,
     start_display,
     summary_rows,
 )
@@ -188,3 +189,20 @@ def test_failures_a_rerun_fixes_say_to_run_it_again() -> None:
     refused = BatchOutcome(total=3, completed=2, failed=1)
     refused.failures["content_policy"] += 1  # a new run would not change the answer
     assert advice_after(cli_args(), refused, False, False) == []
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (0, ""),
+        (1, "1 job was stopped, 1 job is listed\n"),
+        (3, "3 jobs were stopped, 3 jobs are listed\n"),
+    ],
+)
+def test_a_note_about_jobs_agrees_with_their_number(
+    n: int, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from grok_imagine_async._cli.batch import note_jobs
+
+    note_jobs(n, "{were} stopped, " + count_jobs(n) + " {are} listed" if n else "{were}")
+    assert capsys.readouterr().err == expected
