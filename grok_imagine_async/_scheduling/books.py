@@ -347,23 +347,19 @@ class Books:
             fatal.pending_tasks = pending
         if pending:
             why = "left early" if fatal is None else f"stopped by {type(fatal).__name__}: {fatal}"
-            self._log_pending(pending, why)
+            # A store in memory dies with the process: nothing resumes from it.
+            durable = self.journal is not None and not isinstance(self.journal, MemoryJobStore)
+            kept = durable and not self.unrecorded
+            logger.log(
+                logging.INFO if kept else logging.WARNING,
+                "scheduler %s with %d paid jobs whose end is not recorded%s; their task ids: %s",
+                why,
+                len(pending),
+                " (kept in the journal: they resume on the next run)" if kept else "",
+                ", ".join(f"{key}={task_id}" for key, task_id in pending.items()),
+            )
         if fatal is not None:
             raise fatal
-
-    def _log_pending(self, pending: dict[str, str], why: str) -> None:
-        # A store in memory dies with the process: nothing resumes from it.
-        durable = self.journal is not None and not isinstance(self.journal, MemoryJobStore)
-        kept = durable and not self.unrecorded
-        listed = ", ".join(f"{key}={task_id}" for key, task_id in pending.items())
-        logger.log(
-            logging.INFO if kept else logging.WARNING,
-            "scheduler %s with %d paid jobs whose end is not recorded%s; their task ids: %s",
-            why,
-            len(pending),
-            " (kept in the journal: they resume on the next run)" if kept else "",
-            listed,
-        )
 
 
 def unexpected(exc: Exception) -> GrokImagineError:

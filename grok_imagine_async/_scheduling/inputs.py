@@ -153,11 +153,11 @@ class JobFile:
         names = _FileNames()
         index = 0  # jobs so far: {index} of the name template
         repeats: Counter[str] = Counter()
-        for line, fields in self._entries():
-            if isinstance(fields, InputError):
-                yield fields
+        for entry in self._entries():
+            if isinstance(entry, InputError):
+                yield entry
                 continue
-            assert line is not None  # only a problem can lack a line
+            line, fields = entry
             try:
                 spec = self._spec(line, fields, repeats)
             except InputError as exc:
@@ -237,12 +237,12 @@ class JobFile:
             )
         return key
 
-    def _entries(self) -> Iterator[tuple[int | None, dict[str, Any] | InputError]]:
+    def _entries(self) -> Iterator[tuple[int, dict[str, Any]] | InputError]:
         try:
             # Binary, decoded line by line: a decoding error then names its line.
             handle = self.path.open("rb")
         except OSError as exc:
-            yield None, InputError(self.path, None, f"cannot read the file: {exc.strerror}")
+            yield InputError(self.path, None, f"cannot read the file: {exc.strerror}")
             return
         with handle:
             lines = _NumberedLines(self.path, handle)
@@ -263,14 +263,14 @@ class JobFile:
             if prompt and not prompt.startswith("#"):
                 yield lines.number, {"prompt": prompt}
 
-    def _jsonl(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any] | InputError]]:
+    def _jsonl(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any]] | InputError]:
         for text in lines:
             if not text.strip():
                 continue
             try:
                 value = json.loads(text)
             except ValueError as exc:
-                yield lines.number, InputError(self.path, lines.number, f"bad JSON: {exc}")
+                yield InputError(self.path, lines.number, f"bad JSON: {exc}")
                 continue
             unknown = sorted(set(value) - set(FIELDS)) if isinstance(value, dict) else []
             if not isinstance(value, dict):
@@ -281,11 +281,9 @@ class JobFile:
             else:
                 yield lines.number, value
                 continue
-            yield lines.number, InputError(self.path, lines.number, problem)
+            yield InputError(self.path, lines.number, problem)
 
-    def _csv(
-        self, lines: _NumberedLines
-    ) -> Iterator[tuple[int | None, dict[str, Any] | InputError]]:
+    def _csv(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any]] | InputError]:
         # strict: a stray or unterminated quote is an error, not a cell swallowing what follows
         reader = csv.reader(lines, strict=True)
         header: list[str] | None = None
@@ -297,7 +295,7 @@ class JobFile:
                 break
             except csv.Error as exc:
                 line, start = start, lines.number + 1
-                yield line, InputError(self.path, line, _csv_problem(exc))
+                yield InputError(self.path, line, _csv_problem(exc))
                 continue
             line, start = start, lines.number + 1  # a quoted cell may span several lines
             if not any(cell.strip() for cell in row):
@@ -306,12 +304,12 @@ class JobFile:
                 header = [cell.strip().lower() for cell in row]
                 problem = self._check_header(header)
                 if problem is not None:  # no line can be read without its header
-                    yield line, InputError(self.path, line, problem)
+                    yield InputError(self.path, line, problem)
                     return
                 continue
             if len(row) > len(header):
                 problem = f"{len(row)} values but the header names {len(header)} columns"
-                yield line, InputError(self.path, line, problem)
+                yield InputError(self.path, line, problem)
                 continue
             fields: dict[str, Any] = {}
             try:
@@ -319,11 +317,11 @@ class JobFile:
                     if cell.strip():
                         fields[name] = _images(self.path, line, cell) if name == "images" else cell
             except InputError as exc:
-                yield line, exc
+                yield exc
                 continue
             yield line, fields
         if header is None:
-            yield None, InputError(self.path, None, "empty CSV file: expected a header row")
+            yield InputError(self.path, None, "empty CSV file: expected a header row")
 
     def _check_header(self, header: list[str]) -> str | None:
         unknown = [name for name in header if name not in FIELDS]
@@ -417,11 +415,10 @@ class _NumberedLines:
             )
             return "\n"
 
-    def drain(self) -> Iterator[tuple[int | None, InputError]]:
+    def drain(self) -> list[InputError]:
         """The bad lines met since the last call, oldest first."""
         problems, self._problems = self._problems, []
-        for problem in problems:
-            yield problem.line, problem
+        return problems
 
 
 def _csv_problem(exc: csv.Error) -> str:

@@ -64,9 +64,6 @@ if TYPE_CHECKING:
 REQUESTS_PER_JOB = 2.2
 """Requests one job costs: one POST plus about 1.2 polls, what the poll schedule aims for."""
 
-Favor = Literal["throughput", "latency"]
-"""What gets the quota first when it is the bottleneck (see ``SchedulerConfig.favor``)."""
-
 PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
     "throughput": (Priority.HIGH, Priority.LOW),
     "latency": (Priority.LOW, Priority.HIGH),
@@ -120,7 +117,7 @@ class SchedulerConfig:
     results_buffer: int = 256
     duration_model: DurationModel | None = None
     rng: random.Random | None = None
-    favor: Favor | None = None
+    favor: Literal["throughput", "latency"] | None = None
     breaker: BreakerPolicy | None = FROM_SETTINGS
 
     def __post_init__(self) -> None:
