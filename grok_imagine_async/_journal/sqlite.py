@@ -275,7 +275,6 @@ async def open_journal(journal: JobStore | str | os.PathLike[str] | None) -> Job
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed), check and lock the journal file ``path``."""
-    _check_header(path)
     _create_private(path)
     try:
         conn = sqlite3.connect(
@@ -302,33 +301,30 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _check_header(path: Path) -> None:
+def _create_private(path: Path) -> None:
+    """Create the journal file readable by its owner only (it holds prompts, task ids and
+    bearer video URLs; SQLite gives its WAL the same mode), never through a planted link, and
+    refuse an existing file that is not SQLite before SQLite touches it."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        os.close(os.open(path, flags, 0o600))
+        return
+    except FileExistsError:
+        if path.is_symlink() and not path.exists():  # a dangling link would create it elsewhere
+            raise JournalError(f"journal {path} is a link to nothing: refused", path=path) from None
+    except FileNotFoundError:
+        raise JournalError(
+            f"cannot create journal {path}: folder {path.parent} does not exist", path=path
+        ) from None
+    except OSError as exc:
+        raise JournalError(f"cannot create journal {path}: {exc.strerror}", path=path) from None
     try:
         with path.open("rb") as f:
             head = f.read(16)
-    except FileNotFoundError:
-        if not path.parent.is_dir():
-            raise JournalError(
-                f"cannot create journal {path}: folder {path.parent} does not exist", path=path
-            ) from None
-        return
     except OSError as exc:
         raise JournalError(f"cannot read journal {path}: {exc.strerror}", path=path) from None
     if head and head != b"SQLite format 3\x00":
         raise JournalError(f"{path} is not a journal (not an SQLite file)", path=path)
-
-
-def _create_private(path: Path) -> None:
-    """Create the journal file readable by its owner only (it holds prompts, task ids and
-    bearer video URLs; SQLite gives its WAL the same mode), never through a planted link."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        os.close(os.open(path, flags, 0o600))
-    except FileExistsError:
-        if path.is_symlink() and not path.exists():  # a dangling link would create it elsewhere
-            raise JournalError(f"journal {path} is a link to nothing: refused", path=path) from None
-    except OSError as exc:
-        raise JournalError(f"cannot create journal {path}: {exc.strerror}", path=path) from None
 
 
 def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
