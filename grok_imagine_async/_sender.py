@@ -264,7 +264,7 @@ class Sender:
         bound = self._deadlines.bound(limit)
         response = None
         try:
-            async with bound:
+            with bound:
                 if probe is not None:  # after the permit and the journal's intent
                     probe.sent_at = self._clock.monotonic()
                 failure: Exception | None = None
@@ -446,11 +446,11 @@ class _Bound:
         self._due = due
         self.expired = False
 
-    async def __aenter__(self) -> None:
+    def __enter__(self) -> None:
         self._task = asyncio.current_task()
         self._cancelling = self._task.cancelling()
 
-    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         self._due.pop(self, None)  # left: no longer the timer's to cancel
         uncancelled = self.expired and self._task.uncancel() <= self._cancelling
         if uncancelled and kind is asyncio.CancelledError:
@@ -468,10 +468,10 @@ class _Scope:
     def __init__(self, seconds: float) -> None:
         self._scope = anyio.CancelScope(deadline=anyio.current_time() + seconds)
 
-    async def __aenter__(self) -> None:
+    def __enter__(self) -> None:
         self._scope.__enter__()
 
-    async def __aexit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self._scope.__exit__(*exc) and self._scope.cancelled_caught:
             raise TimeoutError
 

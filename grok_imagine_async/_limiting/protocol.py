@@ -29,9 +29,10 @@ class Priority(enum.IntEnum):
     """A submission made outside a scheduler (same as ``LOW``)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Permit:
-    """The right to send one request, as granted by a limiter.
+    """The right to send one request, as granted by a limiter (a plain record: one is built
+    per request, and a frozen one costs three times as much).
 
     Attributes:
         granted_at: When it was granted, on the limiter's clock.
@@ -42,9 +43,10 @@ class Permit:
     serial: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RateLimitFeedback:
-    """What one answer told us about the quota; handed to :meth:`RateLimiter.observe`.
+    """What one answer told us about the quota; handed to :meth:`RateLimiter.observe` (a plain
+    record, like :class:`Permit`).
 
     Attributes:
         permit: The permit under which the request was sent.
