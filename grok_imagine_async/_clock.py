@@ -10,7 +10,7 @@ from typing import Protocol
 import anyio
 
 # loop.time() is time.monotonic() on every stock asyncio loop; the virtual loop starts there too.
-_UNIX_OFFSET = time.time() - time.monotonic()
+UNIX_OFFSET = time.time() - time.monotonic()
 
 
 class Clock(Protocol):
@@ -35,36 +35,7 @@ class LoopClock:
             return anyio.current_time()
 
     def unix(self) -> float:
-        return _UNIX_OFFSET + self.monotonic()
-
-
-class ManualClock:
-    """A clock that only moves when told to, for tests of time-dependent pure logic.
-
-    Example:
-        >>> clock = ManualClock(start=100.0)
-        >>> clock.advance(2.5)
-        >>> clock.monotonic()
-        102.5
-    """
-
-    __slots__ = ("_now",)
-
-    def __init__(self, start: float = 0.0) -> None:
-        self._now = start
-
-    def monotonic(self) -> float:
-        return self._now
-
-    def unix(self) -> float:
-        return _UNIX_OFFSET + self._now
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock by ``seconds`` (negative: a jump back)."""
-        self._now += seconds
-
-    def __repr__(self) -> str:
-        return f"ManualClock(now={self._now!r})"
+        return UNIX_OFFSET + self.monotonic()
 
 
 DEFAULT_CLOCK: Clock = LoopClock()

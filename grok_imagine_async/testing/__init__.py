@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._clock import ManualClock
 from .._public import set_module as _set_module
 from ._config import EmulatorConfig, Vocabulary
 from ._faults import FaultConfig, Outage
 from ._state import EmulatorStatistics
-from ._virtual_time import VirtualTimeEventLoop, run_virtual
+from ._virtual_time import ManualClock, VirtualTimeEventLoop, run_virtual
 
 if TYPE_CHECKING:  # these need the extra: imported on first use (see __getattr__)
     from ._emulator import Emulator

@@ -1,4 +1,5 @@
-"""An asyncio event loop whose clock jumps over idle time to its earliest timer.
+"""Time under a test's control: an asyncio event loop whose clock jumps over idle time to its
+earliest timer, and a clock that moves only when told to.
 
 Code talking through in-memory transports runs hours of simulated time in milliseconds. Real
 I/O still works, but its latency is invisible to the virtual clock.
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
+
+from .._clock import UNIX_OFFSET
 
 _HOLD_POLL = 0.05  # real seconds between looks while a worker thread holds the clock
 
@@ -99,3 +102,32 @@ def run_virtual(func: Callable[..., Awaitable[T]], *args: Any, start: float | No
     and return its result."""
     factory = functools.partial(VirtualTimeEventLoop, start=start)
     return anyio.run(func, *args, backend="asyncio", backend_options={"loop_factory": factory})
+
+
+class ManualClock:
+    """A clock that only moves when told to, for tests of time-dependent pure logic.
+
+    Example:
+        >>> clock = ManualClock(start=100.0)
+        >>> clock.advance(2.5)
+        >>> clock.monotonic()
+        102.5
+    """
+
+    __slots__ = ("_now",)
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def unix(self) -> float:
+        return UNIX_OFFSET + self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock by ``seconds`` (negative: a jump back)."""
+        self._now += seconds
+
+    def __repr__(self) -> str:
+        return f"ManualClock(now={self._now!r})"

@@ -10,11 +10,11 @@ import anyio
 import httpx
 import pytest
 
-from grok_imagine_async._clock import ManualClock
 from grok_imagine_async.testing import (
     ConnectionDropped,
     Emulator,
     EmulatorConfig,
+    ManualClock,
     Vocabulary,
 )
 

@@ -12,9 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grok_imagine_async._cli import emulator as emulator_command
-from grok_imagine_async._clock import ManualClock
 from grok_imagine_async._limiting.plans import RateLimit
-from grok_imagine_async.testing import Emulator, EmulatorConfig
+from grok_imagine_async.testing import Emulator, EmulatorConfig, ManualClock
 from grok_imagine_async.testing._quota import EPSILON, GcraCounter
 
 pytestmark = pytest.mark.anyio

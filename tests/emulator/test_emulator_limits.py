@@ -11,10 +11,9 @@ from fakes import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grok_imagine_async._clock import ManualClock
 from grok_imagine_async._limiting.plans import RateLimit
 from grok_imagine_async._protocol import parse_reset
-from grok_imagine_async.testing import Emulator, EmulatorConfig
+from grok_imagine_async.testing import Emulator, EmulatorConfig, ManualClock
 from grok_imagine_async.testing._quota import EPSILON, WindowCounter, max_in_window
 
 pytestmark = pytest.mark.anyio
