@@ -16,7 +16,7 @@ from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
 from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books
-from .breaker import OUTAGE_FAILURES, Outcome, task_outcome
+from .breaker import OUTAGE_FAILURES, Outcome, Transition, task_outcome
 from .downloading import Downloader
 from .due import DueQueue
 from .jobs import JobRecord, JobResubmitting, JobState
@@ -160,6 +160,8 @@ class Poller:
             completed=task.status is TaskStatus.COMPLETED,
         )
         self._replan(now)
+        if urgent:
+            books.notify()  # a canary's look: a burst it held back may go
         if not task.is_terminal:
             self._healthy(job, now)
             self._reschedule(job, looked_at=now)
@@ -207,6 +209,8 @@ class Poller:
                 # within seconds; running, it was this job's own bad luck.
                 books.breaker.hold(now + young)
                 self._call_witnesses(job, now, age)
+        if transition is Transition.RESUMED and job.submitted_at is not None:
+            self._planner.vouch(job.submitted_at)  # the burst that follows needs no canary
         if transition is not None:
             books.course(job.key, transition, now)
         elif (

@@ -27,7 +27,7 @@ from statistics import NormalDist
 from .._backoff import PollPolicy
 from .._limiting.plans import RateLimit
 from .._limiting.protocol import LimiterStatistics
-from .breaker import Breaker
+from .breaker import Breaker, BreakerState
 from .durations import DurationModel
 
 __all__ = ["DurationModel", "PollPlanner"]
@@ -65,6 +65,10 @@ _CANARY_SHARE = 0.005
 # 2.5 % more requests on a quota-bound batch), never more often than every five wait_initial.
 _CANARY_EVERY = 20
 _CANARY_MIN_GAP = 5.0
+_BURST = 0.5  # POSTs leaving closer than this share of the plan's interval: a burst
+_VOUCHED = 2.0  # a canary seen healthy vouches for bursts this long after it left (canary ages)
+_CANARY_TIMEOUT = 3.0  # a burst waits at most this long for its canary's look (canary ages)
+_HOLD_SHARE = 0.1  # bursts wait for a canary only if its age is at most this share of the period
 
 
 class PollPlanner:
@@ -99,7 +103,10 @@ class PollPlanner:
         self._probes: set[str] = set()
         self._followed: set[str] = set()  # the breaker's probes: looked at closely to the end
         self._canaries: set[str] = set()  # one early look each, to see an outage soon
-        self._chosen: set[str] = set()  # chosen as canaries before their POST left
+        self._canary_out: tuple[str, float] | None = None  # the canary's key, when it left
+        self._holding = False  # a burst waits for the canary's look
+        self._vouched = -math.inf  # when the newest canary seen healthy left
+        self._last_left = -math.inf  # when the newest POST left
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
         self._next_canary = -math.inf
         self._since_canary = 0  # submissions since the last canary
@@ -188,39 +195,88 @@ class PollPlanner:
 
     def submitted(self, key: str, *, follow: bool = False) -> None:
         """A job's task was created: it may become a probe, is followed (``follow``, see
-        :meth:`follow`) or, if chosen before its POST, gets a canary's early look."""
+        :meth:`follow`) or, if its POST left as the canary, gets a canary's early look."""
         self._running += 1
         if self.model.count < _CONFIDENT and len(self._probes) < _PROBES:
             self._probes.add(key)
+        out = self._canary_out
         if follow:
             self._followed.add(key)
-        elif key in self._chosen:
+        elif out is not None and out[0] == key:
             self._canaries.add(key)
-        self._chosen.discard(key)
 
-    def before_post(self, key: str, now: float, breaker: Breaker) -> Callable[[], None]:
-        """A job's POST is about to leave: choose it as a canary if one is due, and book its
-        early look now, before the POST takes a permit (a window's submissions may all go at
-        once, and the look must find a permit left). Returns what undoes the booking.
+    def leaving(self, key: str, now: float, breaker: Breaker) -> bool:
+        """A job's POST has its permit: True to hold it back (its permit given back) while a
+        burst waits for the canary's look; else it leaves, as the canary if one is due.
 
-        A canary is due every ``_CANARY_EVERY`` submissions (at most one each
-        ``_CANARY_MIN_GAP`` wait_initial) or after the quota share's gap, whichever comes
-        first; after a failure among the newest jobs, one a ``wait_initial``.
+        A canary is due every ``_CANARY_EVERY`` POSTs (at most one each ``_CANARY_MIN_GAP``
+        wait_initial), after the quota share's gap, one a ``wait_initial`` after a failure
+        among the newest jobs, and in a burst (permits at once, as a window's reset grants
+        them) that no canary seen healthy lately vouches for: then the rest of the burst
+        waits for its look, which comes before any of them could be paid in an outage.
         """
-        self._chosen.discard(key)
+        out = self._canary_out
+        if out is not None and out[0] == key:
+            return False  # the canary's own retry
+        burst = now - self._last_left < _BURST * self.limit.interval
+        if (
+            breaker.policy is None
+            or breaker.warming_up
+            or breaker.state is not BreakerState.RUNNING
+            or key in self._followed
+        ):
+            self._last_left = now
+            return False
+        if out is not None and now >= out[1] + _CANARY_TIMEOUT * self.canary_age():
+            self._canary_out = out = None  # its look never came: hold nothing back on it
+            self._holding = False
+        vouched = now - self._vouched < _VOUCHED * self.canary_age()
+        # A hold delays the window's burst by a canary's age: worth it only on a period long
+        # enough for that to be a small share of it.
+        holds = burst and not vouched and self.canary_age() <= _HOLD_SHARE * self.limit.period
+        if out is not None and (self._holding or holds):
+            self._holding = True
+            return True
+        self._last_left = now
         self._since_canary += 1
-        if breaker.policy is None or breaker.warming_up or key in self._followed:
-            return lambda: None
         spaced = now >= self._last_canary + _CANARY_MIN_GAP * self.policy.wait_initial
-        if now < self._next_canary and not (self._since_canary >= _CANARY_EVERY and spaced):
-            return lambda: None
+        if not (
+            now >= self._next_canary
+            or (self._since_canary >= _CANARY_EVERY and spaced)
+            or self._holding
+            or (burst and not vouched and out is None)
+        ):
+            return False
         self._since_canary, self._last_canary = 0, now
         gap = self.policy.wait_initial if breaker.suspicious else self._canary_gap
         self._next_canary = now + gap
-        self._chosen.add(key)
-        when = now + self.canary_age()
-        self.book(when)
-        return lambda: self.unbook(when)
+        self._canary_out = (key, now)
+        return False
+
+    def holding(self, now: float) -> float | None:
+        """While a burst waits for the canary's look: until when at most (else None)."""
+        out = self._canary_out
+        if not self._holding or out is None:
+            return None
+        until = out[1] + _CANARY_TIMEOUT * self.canary_age()
+        return until if now < until else None
+
+    def _canary_answered(self, key: str, *, healthy: bool) -> None:
+        """The canary's look came back: seen running (``healthy``), the burst goes; failed
+        or gone, the next POST to leave is the next canary, the rest still held."""
+        out = self._canary_out
+        if out is None or out[0] != key:
+            return
+        self._canary_out = None
+        if healthy:
+            self.vouch(out[1])
+        self._holding = not healthy
+
+    def vouch(self, at: float) -> None:
+        """A task created at ``at`` was seen healthy (a canary, the pause's probe): a burst
+        soon after needs no canary of its own."""
+        self._vouched = max(self._vouched, at)
+        self._holding = False
 
     def canary_soon(self, now: float) -> None:
         """A failure among the newest jobs: the next job sent is a canary."""
@@ -271,6 +327,7 @@ class PollPlanner:
                 self._finished.append(now)
             return
         self._canaries.discard(key)
+        self._canary_answered(key, healthy=not finished or completed)
         previous = last_look - submitted_at if last_look > submitted_at else None
         if not finished:
             self.model.observe_running(now - submitted_at, previous=previous)
@@ -287,6 +344,7 @@ class PollPlanner:
     def gone(self, key: str, *, submitted_at: float | None, last_look: float) -> None:
         """Forget a job that left without a completion to learn from (or before one)."""
         self._running = max(0, self._running - 1)
+        self._canary_answered(key, healthy=False)
         self._probes.discard(key)
         self._followed.discard(key)
         self._canaries.discard(key)

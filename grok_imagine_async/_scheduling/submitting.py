@@ -143,6 +143,11 @@ class Submitter:
                 with anyio.move_on_after(patience - now):
                     await books.next_change()
                 continue
+            held = self._planner.holding(now)
+            if held is not None:  # a burst waits for its canary's look
+                with anyio.move_on_after(held - now):
+                    await books.next_change()
+                continue
             sequence, until, transition = breaker.admit(now)
             if sequence is not None:
                 job.sequence = sequence
@@ -225,18 +230,15 @@ class Submitter:
             self._outcome(job, Outcome.OTHER)
             await self._books.finish(job, error=refused, failure_class=failure)
             return False
-        # A canary's early look is booked before the POST takes a permit.
-        over = self._planner.before_post(job.key, anyio.current_time(), self._breaker)
-        try:
-            with budget.reserve(cost) as held:  # released unless committed below
-                return await self._send_reserved(job, cost, held)
-        finally:
-            over()
+        with budget.reserve(cost) as held:  # released unless committed below
+            return await self._send_reserved(job, cost, held)
 
     def _outcome(self, job: JobRecord, outcome: Outcome) -> None:
         """Tell the breaker how ``job``'s POST ended."""
         now = anyio.current_time()
         transition = self._breaker.record(job.sequence, outcome, now=now)
+        if transition is Transition.RESUMED:
+            self._planner.vouch(now)  # the probe was answered: the burst that follows may go
         if transition is not None:
             self._books.course(job.key, transition, now)
 
@@ -247,10 +249,15 @@ class Submitter:
 
         async def record_intent() -> None:
             nonlocal may_have_left
-            if self._breaker.withholds(job.sequence):
-                # Admitted before the batch paused or stopped, and granted a permit only now:
-                # an outage's or a refused batch's POST not paid for.
+            if self._breaker.withholds(job.sequence) or self._planner.leaving(
+                job.key, anyio.current_time(), self._breaker
+            ):
+                # Admitted before the batch paused or stopped, or in a burst that waits for
+                # its canary's look: an outage's or a refused batch's POST not paid for.
                 raise _Withheld
+            if not may_have_left:  # counted once it leaves, not while it waits (or is held)
+                self.submissions += 1
+                self._planner.note_request(anyio.current_time())
             may_have_left = True
             if books.journal is not None:
                 try:
@@ -261,8 +268,6 @@ class Submitter:
                     raise as_journal_error(exc, books.journal) from exc
 
         await within_share(self._planner.share_wait)
-        self.submissions += 1
-        self._planner.note_request(anyio.current_time())
         try:
             with job_scope(self._client.telemetry, self._owner, job.key):
                 task_id = await self._client._submit(

@@ -330,33 +330,77 @@ def test_only_a_batch_ending_takes_small_steps_through_the_tail() -> None:
 # -- canaries ------------------------------------------------------------------------------
 
 
-def test_a_job_chosen_as_canary_before_its_post_gets_one_early_urgent_look() -> None:
+def test_a_post_leaving_as_canary_gets_one_early_urgent_look() -> None:
     planner = _planner()
     breaker = Breaker(BreakerPolicy(warmup=None))  # past the warm-up: canaries are chosen
-    over = planner.before_post("first", 100.0, breaker)  # the first POST is always a canary
-    over()  # its POST answered (the submitter undoes the booking before the job is watched)
+    assert not planner.leaving("first", 100.0, breaker)  # the first POST out is a canary
     planner.submitted("first")
     assert planner.is_urgent("first")
     look = planner.next_look("first", now=100.0, submitted_at=100.0, last_look=100.0, polls=0)
     assert look == pytest.approx(100.0 + planner.canary_age())
     # The next POST, a moment later, is not one: its look is planned as any other's.
-    planner.before_post("second", 101.0, breaker)()
+    assert not planner.leaving("second", 101.0, breaker)
     planner.submitted("second")
     assert not planner.is_urgent("second")
 
 
-def test_a_canary_whose_post_is_sent_again_unchosen_is_no_canary() -> None:
-    planner = _planner()
+def test_a_canary_is_chosen_as_its_post_leaves_not_as_it_starts_waiting() -> None:
+    # Chosen when its POST started waiting, a canary waited behind every POST queued before
+    # it: on free, a minute, while they were paid in an outage that no look could show.
+    planner = _planner(RateLimit(100, 60.0))
     breaker = Breaker(BreakerPolicy(warmup=None))
-    planner.before_post("k", 100.0, breaker)()  # chosen, but its POST was withheld
-    planner.before_post("k", 101.0, breaker)()  # sent again, too soon for another canary
-    planner.submitted("k")
-    assert not planner.is_urgent("k")
+    for key in ("a", "b", "c"):  # three POSTs leave a second apart: the first is the canary
+        assert not planner.leaving(key, 100.0 + ord(key) - ord("a"), breaker)
+        planner.submitted(key)
+    assert [k for k in "abc" if planner.is_urgent(k)] == ["a"]
+    assert not planner.leaving("a", 103.0, breaker)  # the canary's own retry: still it
 
 
-def test_no_canary_without_a_breaker_or_during_the_warm_up() -> None:
+def test_a_burst_waits_for_its_canary_look_and_goes_once_it_is_seen_running() -> None:
+    planner = _planner(RateLimit(10, 60.0))  # a canary share's gap of 20 minutes
+    breaker = Breaker(BreakerPolicy(warmup=None))
+    assert not planner.leaving("first", 100.0, breaker)  # the first canary
+    planner.submitted("first")
+    planner.looked("first", now=103.0, submitted_at=100.0, last_look=100.0, finished=False)
+    # A window opens 20 s later: its permits come at once. The first POST goes unexamined,
+    # the second is the canary, the rest are held (their permits given back).
+    assert not planner.leaving("p1", 120.0, breaker)
+    assert not planner.leaving("p2", 120.0, breaker)
+    planner.submitted("p1")
+    planner.submitted("p2")
+    assert not planner.is_urgent("p1")
+    assert planner.is_urgent("p2")
+    assert planner.leaving("p3", 120.0, breaker)
+    assert planner.holding(120.0) == pytest.approx(120.0 + 3 * planner.canary_age())
+    assert planner.leaving("p4", 121.0, breaker)  # held, even at a trickle
+    # Its look sees it running: the burst goes, vouched for.
+    planner.looked("p2", now=123.0, submitted_at=120.0, last_look=120.0, finished=False)
+    assert planner.holding(123.0) is None
+    assert not planner.leaving("p3", 123.0, breaker)
+    assert not planner.leaving("p4", 123.0, breaker)
+
+
+def test_a_failed_canary_lets_out_one_more_canary_at_a_time() -> None:
+    planner = _planner(RateLimit(10, 60.0))
+    breaker = Breaker(BreakerPolicy(warmup=None))
+    assert not planner.leaving("c1", 100.0, breaker)
+    planner.submitted("c1")
+    planner.looked(
+        "c1", now=103.0, submitted_at=100.0, last_look=100.0, finished=True, completed=False
+    )  # failed as an outage's tasks do
+    assert not planner.leaving("c2", 104.0, breaker)  # the next POST out: the next canary
+    planner.submitted("c2")
+    assert planner.is_urgent("c2")
+    assert planner.leaving("x", 104.5, breaker)  # the others wait for its look
+    # A canary whose look never comes holds nothing back for long.
+    assert planner.holding(104.5 + 3 * planner.canary_age()) is None
+    assert not planner.leaving("x", 104.0 + 3 * planner.canary_age(), breaker)
+
+
+def test_no_canary_nor_hold_without_a_breaker_or_during_the_warm_up() -> None:
     for breaker in (Breaker(None), Breaker(BreakerPolicy())):  # off; warming up
         planner = _planner()
-        planner.before_post("k", 100.0, breaker)()
-        planner.submitted("k")
-        assert not planner.is_urgent("k")
+        for key in ("k", "l", "m"):  # a burst
+            assert not planner.leaving(key, 100.0, breaker)
+            planner.submitted(key)
+            assert not planner.is_urgent(key)

@@ -278,6 +278,7 @@ class Batch:
         self.events: list[BreakerEvent] = []
         self.results: list[JobResult] = []
         self.makespan = 0.0
+        self.submissions = 0
 
     async def run(self, prompts: list[str], **options: Any) -> Batch:
         client = AsyncGrokImagine(
@@ -299,6 +300,7 @@ class Batch:
             ) as results,
         ):
             self.results = [result async for result in results]
+            self.submissions = results.statistics().submissions
         self.makespan = anyio.current_time() - start
         return self
 
@@ -335,6 +337,22 @@ async def test_an_outage_pauses_the_batch_then_every_prompt_completes(plan: str,
         assert paid <= (25 if plan == "free" else 75)
     else:
         assert paid <= (120 if plan == "free" else 1000)
+
+
+@pytest.mark.anyio
+async def test_an_outage_while_the_window_is_spent_costs_a_canary_not_the_next_window() -> None:
+    # Pro, 1,500 jobs: at 60 s the window's quota is spent; at its reset, hundreds of POSTs
+    # get their permits at once. They used to leave before any look could show the outage
+    # (543 tasks paid); now the burst's first POSTs include a canary and the rest wait for
+    # its look.
+    outage = Outage(start=60.0, end=90.0)
+    prompts = [f"scene {n}" for n in range(1500)]
+    batch = await Batch("pro", FaultConfig(outages=(outage,))).run(prompts)
+    assert all(result.ok for result in batch.results)
+    assert batch.transitions()[0] == "paused"
+    assert batch.tasks_created_between(60.0, 90.0) <= 20
+    # The POSTs held back (their permits given back) are not counted as sent.
+    assert batch.submissions == len(batch.emulator.task_ids())
 
 
 @pytest.mark.anyio
