@@ -15,14 +15,14 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import anyio
 
 from . import _http
 from ._backoff import RetryPolicy
 from ._errors import APIConnectionError, APIError, DownloadError
-from ._files import create_temp, run_blocking
+from ._files import replacing, run_blocking
 from ._http import BadEncoding, BodyTooLarge, iter_bounded
 from ._models import Task
 from ._protocol import is_fetchable_url
@@ -238,16 +238,12 @@ class Downloader:
     async def _save(self, response: httpx.Response, url: str, target: Path) -> None:
         """Stream the body into a fresh temporary file, then rename it onto ``target``."""
         limit = self._limits.max_video_bytes
-        partial, out = await run_blocking(_open_partial, target)
-        failure: BaseException
+        await run_blocking(_refuse_non_file, target)
+        failure: DownloadError
         try:
-            try:
+            async with replacing(target) as out:
                 async for chunk in iter_bounded(response, limit=limit):
                     await run_blocking(out.write, chunk)
-                await run_blocking(_flush_and_sync, out)
-            finally:
-                await run_blocking(out.close)
-            await run_blocking(os.replace, partial, target)
             return
         except BodyTooLarge:
             failure = DownloadError(
@@ -258,14 +254,10 @@ class Downloader:
         except BadEncoding as exc:
             failure = DownloadError(f"download of {target.name} failed: {exc}", url=url)
         except OSError as exc:
-            what = exc.strerror or type(exc).__name__
+            what = exc.strerror or str(exc) or type(exc).__name__
             failure = DownloadError(
                 f"cannot save {target.name}: {what}", url=url, local_path=target
             )
-        except BaseException as exc:  # cancelled, or a connection lost: raised as it is
-            failure = exc
-        with anyio.CancelScope(shield=True):
-            await run_blocking(partial.unlink, True)
         raise failure  # outside the except blocks: no httpx(2) request in its context
 
 
@@ -306,22 +298,12 @@ def _make_folder(dest: Path) -> Path:
         ) from None
 
 
-def _open_partial(target: Path) -> tuple[Path, BinaryIO]:
-    """Refuse anything but a file at ``target``; open a fresh temporary file beside it."""
+def _refuse_non_file(target: Path) -> None:
+    """Anything but a file at ``target`` (a folder, a link) stays: the download is refused."""
     try:
         mode = os.lstat(target).st_mode
     except FileNotFoundError:
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode):
+        return
+    if not stat.S_ISREG(mode):
         kind = "folder" if stat.S_ISDIR(mode) else "link" if stat.S_ISLNK(mode) else "non-file"
         raise DownloadError(f"cannot save {target.name}: a {kind} is in the way", local_path=target)
-    try:
-        return create_temp(target)
-    except OSError as exc:
-        why = f"cannot save {target.name}: {exc.strerror or exc}"
-        raise DownloadError(why, local_path=target) from None
-
-
-def _flush_and_sync(out: BinaryIO) -> None:
-    out.flush()
-    os.fsync(out.fileno())

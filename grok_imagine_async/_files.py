@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+import anyio
 import anyio.to_thread
 
 T = TypeVar("T")
@@ -46,3 +48,27 @@ def create_temp(target: Path, *, mode: int = 0o644) -> tuple[Path, BinaryIO]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name next to {target}")
+
+
+@asynccontextmanager
+async def replacing(target: Path, *, mode: int = 0o644) -> AsyncIterator[BinaryIO]:
+    """A :func:`create_temp` file that replaces ``target`` once the block ends and its bytes are
+    on disk, or is removed if the block fails: ``target`` is never seen half written."""
+    partial, out = await run_blocking(functools.partial(create_temp, target, mode=mode))
+    try:
+        try:
+            yield out
+            await run_blocking(_flush_and_sync, out)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await run_blocking(out.close)
+        await run_blocking(os.replace, partial, target)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_blocking(partial.unlink, True)
+        raise
+
+
+def _flush_and_sync(out: BinaryIO) -> None:
+    out.flush()
+    os.fsync(out.fileno())

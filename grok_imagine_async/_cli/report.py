@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import io
 import json
-import os
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -20,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._errors import APIConnectionError
-from .._files import create_temp, run_blocking
+from .._files import replacing, run_blocking
 from .._journal.records import excerpt
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._scheduling.breaker import BreakerSnapshot
@@ -379,24 +376,18 @@ async def write_manifest(
     outcome = BatchOutcome()
     target = out_dir / MANIFEST_NAME
     seen: set[str] = set()
-    # A random name, created exclusively: a file or link planted at a fixed name cannot
-    # receive the manifest (or redirect it elsewhere).
-    partial, raw = await run_blocking(functools.partial(create_temp, target, mode=0o600))
-    handle = io.TextIOWrapper(raw, encoding="utf-8")
+    async with replacing(target, mode=0o600) as out:
 
-    def write(entries: list[dict[str, Any]]) -> None:
-        for entry in entries:
-            outcome.note(entry)
-        handle.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+        def write(entries: list[dict[str, Any]]) -> None:
+            for entry in entries:
+                outcome.note(entry)
+            out.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode())
 
-    def write_unstarted() -> None:  # a second streamed pass over the input
-        for spec in jobs if len(seen) < len(keys) else ():
-            if spec.key not in seen:
-                write([_entry(str(spec.key), spec.request, endpoint)])
-        handle.flush()
-        os.fsync(handle.fileno())
+        def write_unstarted() -> None:  # a second streamed pass over the input
+            for spec in jobs if len(seen) < len(keys) else ():
+                if spec.key not in seen:
+                    write([_entry(str(spec.key), spec.request, endpoint)])
 
-    try:
         entries: list[dict[str, Any]] = []
         async for record in journal.records():
             if record.key in keys:
@@ -407,9 +398,6 @@ async def write_manifest(
                     entries = []
         await run_blocking(write, entries)
         await run_blocking(write_unstarted)
-    finally:
-        await run_blocking(handle.close)
-    await run_blocking(os.replace, partial, target)
     outcome.manifest = target
     return outcome
 

@@ -141,6 +141,33 @@ async def test_the_manifest_temp_file_is_not_opened_through_a_planted_link(tmp_p
     assert outcome.manifest is not None and "a cat" in outcome.manifest.read_text()
 
 
+@pytest.mark.anyio
+async def test_a_failed_manifest_write_keeps_the_old_manifest_and_no_partial(
+    tmp_path: Path,
+) -> None:
+    from grok_imagine_async._cli.report import write_manifest
+    from grok_imagine_async._journal.sqlite import SqliteJobStore
+    from grok_imagine_async._scheduling.inputs import JobFile
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    jobs = JobFile(prompts)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.jsonl").write_text("old\n")
+
+    async def broken() -> Any:
+        raise OSError("disk gone")
+        yield
+
+    async with SqliteJobStore(tmp_path / "run.db") as journal:
+        journal.records = broken  # type: ignore[method-assign]
+        with pytest.raises(OSError, match="disk gone"):
+            await write_manifest(journal, jobs, frozenset(spec.key for spec in jobs), out)
+    assert [p.name for p in out.iterdir()] == ["manifest.jsonl"]
+    assert (out / "manifest.jsonl").read_text() == "old\n"
+
+
 def test_temporary_files_are_created_exclusively(tmp_path: Path) -> None:
     from grok_imagine_async._files import create_exclusive
 
