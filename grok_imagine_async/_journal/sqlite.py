@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from .._errors import JournalError
-from .._files import run_blocking
+from .._files import create_exclusive, run_blocking
 from .._scheduling.jobs import JobStore, StoreRecord, StoreState
 from .memory import OneProcessStore
 from .records import Change, record_data, record_from
@@ -305,9 +305,8 @@ def _create_private(path: Path) -> None:
     """Create the journal file readable by its owner only (it holds prompts, task ids and
     bearer video URLs; SQLite gives its WAL the same mode), never through a planted link, and
     refuse an existing file that is not SQLite before SQLite touches it."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
-        os.close(os.open(path, flags, 0o600))
+        create_exclusive(path, mode=0o600).close()
         return
     except FileExistsError:
         if path.is_symlink() and not path.exists():  # a dangling link would create it elsewhere
