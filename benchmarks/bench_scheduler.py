@@ -210,7 +210,7 @@ def render(store: dict[str, Any], command: str) -> str:
         header("outage"),
         "",
         "The default client and scheduler (`BreakerPolicy()`: ten tasks until one completes, "
-        "probes x1.25 up to ten minutes apart, ten refusals stop) against the emulator's plans, "
+        "probes x1.2 up to ten minutes apart, ten refusals stop) against the emulator's plans, "
         "30 s median jobs. *Outage*: every task created in the window fails within 2 s with "
         "the network error (`testing.Outage`), charged; it starts with the batch or at half "
         "its no-outage makespan. *Tasks paid during it* counts the tasks created inside the "

@@ -62,7 +62,7 @@ class BreakerPolicy:
     warmup_until: Literal["running", "completed"] = "completed"
     warmup_max_wait: float | None = 60.0
     probe_wait_initial: float = 5.0
-    probe_wait_factor: float = 1.25
+    probe_wait_factor: float = 1.2
     probe_wait_max: float = 600.0
 
     def __post_init__(self) -> None:
