@@ -260,6 +260,7 @@ class Poller:
         if job.submitted_at is None:
             return
         if breaker.warming_up and breaker.vouch(now - job.submitted_at):
+            self._planner.vouch(job.submitted_at)  # and the burst that follows needs no canary
             self._books.notify()  # the warm-up is over: the submitters go on
         if not breaker.warming_up and job.key in self._warmup and not self._planner.queued():
             # Once everything is sent, a warm-up job is planned (and looked at on spare

@@ -380,6 +380,21 @@ def test_a_burst_waits_for_its_canary_look_and_goes_once_it_is_seen_running() ->
     assert not planner.leaving("p4", 123.0, breaker)
 
 
+def test_a_task_seen_healthy_elsewhere_vouches_for_the_burst_after_it() -> None:
+    # The pause's probe, or the task that ended the warm-up: the burst that follows goes at
+    # once, with a canary in it; six seconds on, a burst waits for its own canary again.
+    planner = _planner(RateLimit(10, 60.0))
+    breaker = Breaker(BreakerPolicy(warmup=None))
+    planner.vouch(100.0)
+    assert not planner.leaving("a", 104.0, breaker)
+    assert not planner.leaving("b", 104.0, breaker)
+    assert not planner.leaving("c", 104.0, breaker)
+    planner.looked("a", now=107.0, submitted_at=104.0, last_look=104.0, finished=False)
+    assert not planner.leaving("d", 120.0, breaker)
+    assert not planner.leaving("e", 120.0, breaker)  # the canary
+    assert planner.leaving("f", 120.0, breaker)
+
+
 def test_a_failed_canary_lets_out_one_more_canary_at_a_time() -> None:
     planner = _planner(RateLimit(10, 60.0))
     breaker = Breaker(BreakerPolicy(warmup=None))

@@ -354,6 +354,20 @@ async def test_a_two_minute_outage_at_the_start_ends_within_the_issues_bound() -
 
 
 @pytest.mark.anyio
+async def test_the_task_that_ends_a_running_warmup_vouches_for_the_burst_after_it() -> None:
+    # With warmup_until="running", the task seen running ends the warm-up a few seconds in:
+    # the rest of the first window goes at once, and its echo in every window after. Held for
+    # a canary of its own, it cost 7.6 % over no breaker here (18 % on pro 3,000).
+    prompts = [f"scene {n}" for n in range(1500)]
+    off = await Batch("pro", FaultConfig()).run(prompts, breaker=None)
+    running = await Batch("pro", FaultConfig()).run(
+        prompts, breaker=BreakerPolicy(warmup_until="running")
+    )
+    assert all(result.ok for result in running.results)
+    assert running.makespan <= 1.05 * off.makespan
+
+
+@pytest.mark.anyio
 async def test_an_outage_while_the_window_is_spent_costs_a_canary_not_the_next_window() -> None:
     # Pro, 1,500 jobs: at 60 s the window's quota is spent; at its reset, hundreds of POSTs
     # get their permits at once. They used to leave before any look could show the outage
