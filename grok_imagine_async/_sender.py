@@ -1,8 +1,5 @@
-"""Sending one API call: a permit first, the answer fed back, retries as API.md rule 5 allows.
-
-A POST whose answer was lost is the one thing never resent on its own: the task may exist,
-and a second POST would pay for it twice.
-"""
+"""Sending one API call: a permit first, the answer fed back, retries as API.md rule 5 allows
+(never a POST whose answer was lost: the task may exist, and a second would pay twice)."""
 
 from __future__ import annotations
 
@@ -62,22 +59,9 @@ BeforeSend = Callable[[], Awaitable[None]]
 
 
 class Sender:
-    """Sends API calls for one token through one limiter.
-
-    Args:
-        http: Where requests go (an ``AsyncClient`` of httpx2 or httpx).
-        base_url: The API root, without a trailing slash.
-        api_key: The bearer token, redacted from every error and answer.
-        limiter: Gives a permit before every send and hears every answer's headers.
-        clock: For ``X-RateLimit-Reset`` given as a Unix time.
-        retry: The retry schedule; ``rng`` its jitter.
-        on_ambiguous_submit: ``"raise"`` or ``"resubmit"`` a POST whose answer was lost.
-        request_options: Extra keyword arguments for each ``build_request`` (a timeout).
-        limits: Bounds on an answer's size and a request's total time.
-        max_wait_hint: The longest server wait hint obeyed: a longer one ends the call with
-            its error, ``retry_after`` set, instead of sleeping.
-        observer: Told of every attempt; None costs nothing.
-    """
+    """Sends API calls for one token (redacted from every error and answer) through one limiter;
+    ``request_options`` go to each ``build_request``; a server wait hint beyond
+    ``max_wait_hint`` ends the call with its error instead of sleeping."""
 
     def __init__(
         self,
@@ -135,20 +119,11 @@ class Sender:
         request: GenerationRequest | None = None,
         before_send: BeforeSend | None = None,
     ) -> Any:
-        """Send one API call with retries per API.md rule 5; return the answer's ``data``
-        (the token redacted from every string, as from every error).
+        """Send one API call with retries; return the answer's ``data``, the token redacted.
 
-        Args:
-            request: The generation a POST carries, for :class:`AmbiguousSubmitError`.
-            before_send: Awaited after the permit, right before each send, and shielded with
-                the send: a journal's intent is never recorded for a request never sent, nor
-                a sent request left without its intent.
-
-        Raises:
-            AmbiguousSubmitError: A POST's answer was lost (with ``on_ambiguous_submit="raise"``).
-            RateLimitError, ServerError: Also when the server asks to wait longer than
-                ``max_wait_hint`` (``retry_after`` says how long).
-            APIError: The last failure, once retries are spent or not allowed.
+        ``request`` is the generation a POST carries (for :class:`AmbiguousSubmitError`);
+        ``before_send`` is awaited right before each send, shielded with it (a journal's intent
+        recorded exactly for the requests sent). Raises the last :class:`APIError`.
         """
         guard = method == "POST" and self.on_ambiguous_submit != "resubmit"
         attempt = 0
@@ -186,17 +161,11 @@ class Sender:
                 _detach(error)
                 raise _detach(final)
             delay = self._retry.delay(attempt, hint=hint, rng=self._rng)
-            logger.warning(
-                "%s %s failed (%s); retry %d of %d in %.2fs",
-                method,
-                path,
-                f"HTTP {error.status_code}"
-                if isinstance(error, APIStatusError)
-                else type(error).__name__,
-                attempt + 1,
-                self._retry.attempts,
-                delay,
-            )
+            failed = type(error).__name__
+            if isinstance(error, APIStatusError):
+                failed = f"HTTP {error.status_code}"
+            retry = f"retry {attempt + 1} of {self._retry.attempts} in {delay:.2f}s"
+            logger.warning("%s %s failed (%s); %s", method, path, failed, retry)
             await anyio.sleep(delay)
             attempt += 1
 
@@ -244,7 +213,7 @@ class Sender:
                     raise
                 return await self._exchange(method, path, permit, params, body, probe)
         except BaseException as exc:
-            error = exc.error if isinstance(exc, (_Unsent, _Lost)) else exc
+            error = exc.error if isinstance(exc, _Failed) else exc
             raise
         finally:
             if probe is not None and self._observer is not None:
@@ -261,10 +230,9 @@ class Sender:
     ) -> Any:
         """Send, read the answer within its bounds, tell the limiter; return its ``data``."""
         limit = self._limits.max_request_time
-        bound = self._deadlines.bound(limit)
         response = None
         try:
-            with bound:
+            with self._deadlines.bound(limit):  # ends the block early at the deadline
                 if probe is not None:  # after the permit and the journal's intent
                     probe.sent_at = self._clock.monotonic()
                 failure: Exception | None = None
@@ -285,52 +253,37 @@ class Sender:
                     raise failure
                 assert response is not None
                 return await self._answer(response, raw, permit, method, path, probe)
-        except TimeoutError:
-            if not bound.expired:
-                raise
         finally:
             if response is not None and not response.is_closed:  # read to its end, closed
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
-        raise _Lost(
-            APITimeoutError(
-                f"no complete answer within {limit:g}s (max_request_time)",
-                method=method,
-                path=path,
-            )
-        )
+        message = f"no complete answer within {limit:g}s (max_request_time)"
+        raise _Lost(APITimeoutError(message, method=method, path=path))
 
     def _failure(
         self, exc: Exception, method: str, path: str, permit: Permit, *, sent: bool
     ) -> Exception:
         """What a failure to send or to read the answer is, in our tree."""
         if isinstance(exc, BodyTooLarge):
+            too_large = f"answered with more than {exc.limit} bytes (max_answer_bytes)"
             return APIResponseValidationError(
-                f"{method} {path} answered with more than {exc.limit} bytes (max_answer_bytes)",
-                method=method,
-                path=path,
+                f"{method} {path} {too_large}", method=method, path=path
             )
         # httpx messages name the host and the error; h11's can quote a header value, so the
         # token is redacted before the text is cut.
         name = type(exc).__name__
         text = self._redact.text(f"{name}: {str(exc) or name}", limit=300)
         if isinstance(exc, _UNDECODABLE):  # an in-memory transport decodes as it answers
-            return APIResponseValidationError(
-                f"{method} {path} answered with a body that does not decode ({text})",
-                method=method,
-                path=path,
-            )
-        timeout = isinstance(exc, _http.TimeoutException)
+            undecodable = f"{method} {path} answered with a body that does not decode ({text})"
+            return APIResponseValidationError(undecodable, method=method, path=path)
+        kind = APITimeoutError if isinstance(exc, _http.TimeoutException) else APIConnectionError
         if not sent and isinstance(exc, _http.ConnectErrors):
             self._limiter.give_back(permit)  # never reached the server: it counted nothing
-            kind = APITimeoutError if timeout else APIConnectionError
             return _Unsent(kind(text, method=method, path=path))
         if not sent and isinstance(exc, _http.RequestErrors + _http.InvalidURL):
             return APIConnectionError(text, method=method, path=path)  # could not be written
         # Timeouts included: the request may have arrived, and its answer is lost.
-        return _Lost(
-            (APITimeoutError if timeout else APIConnectionError)(text, method=method, path=path)
-        )
+        return _Lost(kind(text, method=method, path=path))
 
     async def _answer(
         self,
@@ -368,11 +321,9 @@ class Sender:
         if error is not None:
             raise error
         if not isinstance(body, dict):
+            not_object = f"{method} {path} answered {status} with a body that is not a JSON object"
             raise APIResponseValidationError(
-                f"{method} {path} answered {status} with a body that is not a JSON object",
-                body=self._redact.text(text, limit=500),
-                method=method,
-                path=path,
+                not_object, body=self._redact.text(text, limit=500), method=method, path=path
             )
         return body.get("data")
 
@@ -380,40 +331,36 @@ class Sender:
         """The JSON in ``text`` with the token redacted, or the redacted text if not JSON."""
         if not text:
             return None
-        deep = False
         try:
             return self._redact.loads(text)
         except RecursionError:
             deep = True
         except ValueError:  # not JSON (or nested deeper than MAX_DEPTH)
-            pass
-        if deep:
-            raise APIResponseValidationError(
-                f"{method} {path} answered with JSON nested too deep to read",
-                method=method,
-                path=path,
-            )
+            deep = False
+        if deep:  # raised here, not in the handler: no RecursionError (and its frames) attached
+            too_deep = f"{method} {path} answered with JSON nested too deep to read"
+            raise APIResponseValidationError(too_deep, method=method, path=path)
         return self._redact.text(text)
 
 
 class _Deadlines:
-    """The ``max_request_time`` of a sender's requests, on one asyncio timer for them all: a
-    timer per request would leave a cancelled one per request in the loop's heap, and an anyio
-    cancel scope or ``asyncio.timeout`` costs more than the rest of the sender."""
+    """The ``max_request_time`` of a sender's requests on one asyncio timer: a timer per request
+    would leave a cancelled one each in the loop's heap, and an anyio scope costs 45k
+    instructions a request, ``asyncio.timeout`` 22k (as much as the rest of the sender)."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._due: dict[_Bound, float] = {}  # in deadline order: one limit for all
         self._timer: asyncio.TimerHandle | None = None
 
-    def bound(self, seconds: float) -> _Bound | _Scope:
-        """A context that raises :exc:`TimeoutError` once ``seconds`` have passed in it."""
+    def bound(self, seconds: float) -> _Bound | anyio.CancelScope:
+        """A context cancelled, and left quietly, once ``seconds`` have passed in it."""
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # trio: anyio's cancel scope
-            return _Scope(seconds)
-        if sys.version_info < (3, 11):  # no Task.uncancel() to tell our cancellation apart
-            return _Scope(seconds)
+        except RuntimeError:
+            loop = None
+        if loop is None or sys.version_info < (3, 11):  # trio, or no Task.uncancel(): anyio's
+            return anyio.CancelScope(deadline=anyio.current_time() + seconds)
         if loop is not self._loop:  # another loop (tests): the last one's timer went with it
             self._loop, self._due, self._timer = loop, {}, None
         bound = _Bound(self._due)
@@ -432,52 +379,29 @@ class _Deadlines:
                 self._timer = self._loop.call_at(deadline, self._expire)
                 return
             del self._due[bound]
-            bound.expire()
+            bound.expired = True  # still inside (it leaves _due on exit): cancel it there
+            bound.task.cancel()
 
 
 class _Bound:
-    """One request's deadline on asyncio: its task cancelled, then told apart from any other
-    cancellation as ``asyncio.timeout`` does (by ``Task.uncancel``)."""
+    """One request's deadline on asyncio: its task cancelled, that cancellation told apart from
+    any other by ``Task.uncancel`` (as ``asyncio.timeout`` does) and ended at the exit."""
 
-    __slots__ = ("_cancelling", "_due", "_task", "expired")
-    _task: Any  # an asyncio.Task, whose cancelling() and uncancel() Python 3.10 lacks
+    __slots__ = ("_cancelling", "_due", "expired", "task")
+    task: Any  # an asyncio.Task, whose cancelling() and uncancel() Python 3.10 lacks
 
     def __init__(self, due: dict[_Bound, float]) -> None:
         self._due = due
         self.expired = False
 
     def __enter__(self) -> None:
-        self._task = asyncio.current_task()
-        self._cancelling = self._task.cancelling()
+        self.task = asyncio.current_task()
+        self._cancelling = self.task.cancelling()
 
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self._due.pop(self, None)  # left: no longer the timer's to cancel
-        uncancelled = self.expired and self._task.uncancel() <= self._cancelling
-        if uncancelled and kind is asyncio.CancelledError:
-            raise TimeoutError
-
-    def expire(self) -> None:
-        """Past the deadline, the task is waiting inside: cancel it there."""
-        self.expired = True
-        self._task.cancel()
-
-
-class _Scope:
-    """An anyio cancel scope with a deadline, as :meth:`_Deadlines.bound` (not on asyncio)."""
-
-    def __init__(self, seconds: float) -> None:
-        self._scope = anyio.CancelScope(deadline=anyio.current_time() + seconds)
-
-    def __enter__(self) -> None:
-        self._scope.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._scope.__exit__(*exc) and self._scope.cancelled_caught:
-            raise TimeoutError
-
-    @property
-    def expired(self) -> bool:
-        return self._scope.cancelled_caught
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        self._due.pop(self, None)
+        ours = self.expired and self.task.uncancel() <= self._cancelling
+        return ours and kind is asyncio.CancelledError
 
 
 def _read_headers(headers: httpx.Headers) -> dict[str, str]:
@@ -501,15 +425,16 @@ def _detach(error: APIError) -> APIError:
     return error
 
 
-class _Unsent(Exception):
-    """Internal: the request provably never reached the server."""
+class _Failed(Exception):
+    """Internal: an attempt's failure to send or to read, with its error in our tree."""
 
     def __init__(self, error: APIConnectionError) -> None:
         self.error = error
 
 
-class _Lost(Exception):
-    """Internal: the request was (maybe) sent but no answer arrived."""
+class _Unsent(_Failed):
+    """The request provably never reached the server."""
 
-    def __init__(self, error: APIConnectionError) -> None:
-        self.error = error
+
+class _Lost(_Failed):
+    """The request was (maybe) sent but no answer arrived."""
