@@ -1,9 +1,6 @@
-"""The one feedback interpreter of both limiters: what answers say of the quota. Pure, no I/O.
-
-A limiter keeps one :class:`Estimate`, reads every answer into it (:func:`read_answer`), takes
-every permit from it (:func:`grant`) and asks :func:`ready_at` when the next may go. The model
-is described in ``docs/guides/rate-limits.md``.
-"""
+"""The feedback interpreter of both limiters, pure: an :class:`Estimate` that reads every answer
+(:func:`read_answer`), gives every permit (:func:`grant`) and says when the next may go
+(:func:`ready_at`). The model is in ``docs/guides/rate-limits.md``."""
 
 from __future__ import annotations
 
@@ -26,16 +23,11 @@ RECOVERY = 1 / 32
 
 @dataclass(slots=True)
 class Estimate:
-    """What a limiter believes of the server's quota, and its own pacing bucket (a GCRA).
-
-    Updated in place; :meth:`copy` for a snapshot. ``size`` is one more than the largest
-    ``Remaining`` seen (at most ``ceiling``, halved by a 429); ``factor`` the share of the
-    plan's pace believed; ``others`` other users' requests a second; ``tat`` when the pacing
-    bucket is full again; ``hold_until`` no permit before it; ``serial``, ``reported_at`` and
-    ``reported`` the newest answer that said ``Remaining`` (its permit, grant time and word),
-    ``in_order`` whether none was granted close to it; ``latency`` and ``jitter`` the smoothed
-    round trip and its deviation (RFC 6298); ``answered_at`` when the newest answer was read.
-    ``plan_pace``, ``is_window``, ``burst`` and ``pace`` follow from them (see :func:`_settle`).
+    """What a limiter believes of the server's quota, and its own pacing bucket (a GCRA), updated
+    in place. ``size``: one more than the largest ``Remaining`` seen (at most ``ceiling``);
+    ``factor``: the share of the plan's pace believed; ``others``: others' requests a second;
+    ``tat``: when the bucket is full again; ``serial``, ``reported_at``, ``reported``,
+    ``in_order``: the newest answer that said ``Remaining``; ``latency``, ``jitter``: RFC 6298's.
     """
 
     limit: RateLimit
@@ -53,14 +45,12 @@ class Estimate:
     latency: float | None = None
     jitter: float = 0.0
     answered_at: float = -math.inf
+    # Derived (_settle): the plan's rate less the headroom; whether the server counts a window
+    # (it holds half the quota or more); permits at once (one kept for jitter); the pace now.
     plan_pace: float = field(init=False)
-    """The ceiling: the plan's rate less the headroom, in permits per second."""
     is_window: bool = field(init=False)
-    """Whether the bucket holds half the quota or more: a window's count, not a burst."""
     burst: float = field(init=False)
-    """Permits the pacing bucket may grant at once: the size, less one kept for jitter."""
     pace: float = field(init=False)
-    """Permits per second now: the plan's pace less 429s' halvings and (a bucket's) others."""
 
     def __post_init__(self) -> None:
         self.plan_pace = self.limit.per_second / (1.0 + self.headroom)
@@ -72,15 +62,13 @@ class Estimate:
 
     @property
     def shared_pace(self) -> float:
-        """The pace of a schedule without bursts or places (Redis's): less others' share
-        whatever the server's kind."""
+        """The pace of a schedule without bursts or places (Redis's)."""
         plan = self.plan_pace
         return max(plan * LOWEST_FACTOR, plan * self.factor - max(0.0, self.others))
 
     @property
     def places(self) -> int:
-        """Requests of ours any window may hold: the quota less others' part, and no more than
-        the server was seen to hold."""
+        """Requests of ours a window may hold: the quota less others', at most the size seen."""
         if not self.is_window:
             return self.limit.requests
         taken = math.ceil(max(0.0, self.others) * self.limit.period)
@@ -109,15 +97,10 @@ def _slowest(est: Estimate) -> float:
 
 @dataclass(slots=True)
 class Answer:
-    """One answer, with what the limiter knows of the permits around it.
-
-    ``grants_between``: grant times of our permits after the previous report's, up to this one
-    (None: unknown, e.g. other processes share the schedule). ``own_in_window``: our permits in
-    the period that ended with this one; ``own_at_most``: those the server may have counted with
-    it, a burst counted late included (None: unknown, or as many). ``later_grants``: our permits
-    granted after it. ``earlier_in_flight``: our unanswered permits granted before it.
-    ``overlapped``: other answers came while it was on its way (it may lower, not raise).
-    """
+    """One answer, with the grant times of our permits around it: ``grants_between`` the
+    previous report's and this one (None: unknown), ``earlier_in_flight`` unanswered before it,
+    ``later_grants`` after it; ``own_in_window`` ours in the period up to it, ``own_at_most``
+    ours the server may have counted with it; ``overlapped``: others answered meanwhile."""
 
     serial: int
     granted_at: float
@@ -141,12 +124,8 @@ def ready_at(estimate: Estimate, *, now: float) -> float:
 
 
 def held_until(estimate: Estimate, *, unanswered: int, oldest: float, now: float) -> float:
-    """When requests still on their way let the next permit go (``now``: at once).
-
-    A stalled server counts what reached it meanwhile in one burst: while no answer has come
-    for longer than the latency explains, no more than the bucket holds go, for
-    :data:`STALL_WAIT` at most.
-    """
+    """When requests on their way let the next permit go: while no answer comes for longer than
+    the latency explains, no more than the bucket holds (a stalled server counts them at once)."""
     if unanswered < estimate.size or estimate.is_window:
         return now
     late = _slowest(estimate) + estimate.limit.interval
@@ -175,13 +154,7 @@ def rate_limited_pause(
     default: float | None = None,
 ) -> float:
     """How long a 429 stops every sender: ``Retry-After``, else the reset, else ``default`` (one
-    period: the only wait that clears any window). At most a period (a longer hint is a skewed
-    clock) and at least an interval (a zero hint must not make one 429 per interval).
-
-    Example:
-        >>> rate_limited_pause(RateLimit(100, 60.0), 1.0, retry_after=None, reset_after=None)
-        60.0
-    """
+    period: the only wait that clears any window); within an interval and a period."""
     hint = retry_after if retry_after is not None else reset_after
     if hint is None:
         hint = limit.period if default is None else default
@@ -189,8 +162,7 @@ def rate_limited_pause(
 
 
 def window_tolerance(estimate: Estimate) -> int:
-    """Requests a window server may count beyond ours with no one else on the token: those the
-    headroom's and the latencies' jitter put across a window's edge, and two."""
+    """Requests a window may count beyond ours with no one else on the token (jitter, and two)."""
     limit = estimate.limit
     spread = 4.0 * estimate.jitter * limit.per_second
     return math.ceil(estimate.headroom * limit.requests + spread) + 2
@@ -224,9 +196,8 @@ def _refilled_tat(
 
 
 def _shortfall(estimate: Estimate, grants: Sequence[float], remaining: int) -> float | None:
-    """Requests the server counted beyond ours since the previous report (None: the grants did
-    not go out an interval apart): what our grants, replayed through a bucket of the believed
-    size at the plan's rate, leave, less what it says it holds."""
+    """Requests the server counted beyond ours since the previous report: what our grants leave
+    in a bucket of the believed size, less what it holds (None: they were not an interval apart)."""
     limit = estimate.limit
     interval = limit.interval
     previous = estimate.reported_at

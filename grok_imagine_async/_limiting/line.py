@@ -1,9 +1,5 @@
-"""The one waiter line of both limiters, on anyio: who gets each permit.
-
-One waiter at a time, the leader, fetches the next slot (from the local bucket, a Redis script
-or the fallback) and hands it to the first in line by then (priority, then arrival); nothing
-runs in the background.
-"""
+"""The waiter line of both limiters, on anyio: one waiter at a time, the leader, fetches the
+next slot and hands it to the first in line by then (priority, then arrival)."""
 
 from __future__ import annotations
 
@@ -29,11 +25,8 @@ class _Waiter(Generic[SlotT]):
 
 
 class SlotLine(Generic[SlotT]):
-    """A priority line where one waiter at a time fetches slots (and their values) for everyone.
-
-    Args:
-        now: The limiter's clock, to tell how long the waiters have gone without a slot.
-    """
+    """A priority line where one waiter at a time fetches slots for everyone; ``now`` is the
+    limiter's clock (how long the waiters have gone without a slot)."""
 
     def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
@@ -41,8 +34,7 @@ class SlotLine(Generic[SlotT]):
         self._arrivals = itertools.count()
         self._leading = False
         self._last_served = -math.inf
-        self.total_wait = 0.0
-        """Seconds spent waiting in line, summed over all callers (cancelled ones included)."""
+        self.total_wait = 0.0  # seconds waited in line, summed over all callers
 
     def stalled_for(self, now: float) -> float:
         """Seconds since the later of the last slot served and the oldest waiter's arrival."""
@@ -58,14 +50,9 @@ class SlotLine(Generic[SlotT]):
     async def wait_turn(
         self, priority: int, fetch_slot: Callable[[int], Awaitable[SlotT]]
     ) -> SlotT | None:
-        """Return the value of the slot given to this caller, once it is due.
-
-        Args:
-            priority: Lower values are served first.
-            fetch_slot: Called by the leader with the priority of the first in line; returns
-                when the next slot is due. Its exceptions reach the leader only; the next
-                waiter then leads. A slot given to a cancelled caller passes down the line.
-        """
+        """The slot given to this caller (lower ``priority`` first), once due. The leader awaits
+        ``fetch_slot`` with the first in line's priority (its errors are the leader's alone); a
+        slot given to a cancelled caller passes down the line."""
         waiter: _Waiter[SlotT] = _Waiter(self._now())
         heapq.heappush(self.waiters, (priority, next(self._arrivals), waiter))
         try:

@@ -1,6 +1,5 @@
-"""The in-process rate limiter: the one waiter line and the one feedback interpreter, on
-anyio, with its bookkeeping of its own permits (grants, answers, places in the window).
-"""
+"""The in-process rate limiter: the waiter line and the feedback interpreter, with the
+bookkeeping of its own permits (grants, answers, places in the window)."""
 
 from __future__ import annotations
 
@@ -11,15 +10,7 @@ import math
 import anyio
 
 from .._clock import DEFAULT_CLOCK, Clock
-from .feedback import (
-    DEFAULT_HEADROOM,
-    Answer,
-    Estimate,
-    grant,
-    held_until,
-    read_answer,
-    ready_at,
-)
+from .feedback import DEFAULT_HEADROOM, Answer, Estimate, grant, held_until, read_answer, ready_at
 from .feedback import give_back as give_back_to
 from .line import SlotLine
 from .plans import Plan, RateLimit, resolve_rate_limit
@@ -86,12 +77,8 @@ class TimeLog:
 
 
 class WindowLog:
-    """Which recent permits may still count in the server's window, whatever the feedback says.
-
-    A request reaches the server between its permit and its answer, so a permit holds one of
-    the window's places until ``window`` seconds after its answer (``unanswered`` seconds after
-    its grant until then: the client's timeouts see to it).
-    """
+    """Which recent permits may still count in the server's window: each holds a place until
+    ``window`` seconds after its answer (until then, ``unanswered`` after its grant)."""
 
     __slots__ = ("_heap", "_release", "_unanswered", "_window")
 
@@ -137,19 +124,12 @@ class WindowLog:
 class LocalRateLimiter:
     """Paces one process's requests to one token's quota, and follows the server's answers.
 
-    The plan's rate is the ceiling: permits leave at most ``requests / (period * (1 +
-    headroom))`` a second (98 % of the quota by default), in bursts only as large as the
-    server's ``X-RateLimit-Remaining`` shows it holds (a window's quota, a leaky bucket's
-    burst). A ``Remaining`` lower than our own requests explain is someone else on the token,
-    whose share is left to them; a 429 pauses every sender until ``Retry-After`` (else the
-    reset, else ``default_pause``) and halves the rate believed. Whatever the headers say, no
-    window of ``period * (1 + headroom)`` seconds holds more than ``requests`` of its permits.
-    See the rate-limits guide for the model.
-
-    Polls (:attr:`Priority.POLL`) go before submissions that have waited longer; within a
-    priority, first come, first served. A cancelled ``acquire`` takes no permit. One limiter
-    may be shared by any number of tasks and clients of one token within one event loop
-    (asyncio or trio); for several processes, use ``grok_imagine_async.redis.RedisRateLimiter``.
+    At most the plan's rate less ``headroom``, in bursts as large as ``X-RateLimit-Remaining``
+    shows the server holds; others' use of the token is left to them; a 429 pauses every
+    sender and halves the rate believed; no window ever holds more than the quota (see the
+    rate-limits guide). Polls go before submissions; a cancelled ``acquire`` takes no permit.
+    Shared by the tasks and clients of one token in one event loop (asyncio or trio); for
+    several processes, ``grok_imagine_async.redis.RedisRateLimiter``.
 
     Args:
         limit: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan` or a :class:`RateLimit`
@@ -157,8 +137,7 @@ class LocalRateLimiter:
         headroom: Fraction of the interval added between permits, ``0 < headroom <= 0.5``.
         default_pause: Seconds to pause after a 429 that says neither ``Retry-After`` nor
             ``X-RateLimit-Reset``; default one period, the only wait that clears any window.
-        clock: Source of timestamps. It must move with the event loop's clock (the default
-            reads it), because waits are computed on it and slept on the loop.
+        clock: Source of timestamps; it must move with the event loop's (waits are slept there).
 
     Raises:
         ValueError: On an unknown plan name or a headroom out of range.
@@ -230,19 +209,9 @@ class LocalRateLimiter:
             f"granted={self._granted}, waiting={len(self._line)})"
         )
 
-    # -- acquiring -------------------------------------------------------------------------
-
     async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
-        """Wait until one more request may be sent without exceeding the quota.
-
-        Cancelling a waiting call consumes no permit.
-
-        Args:
-            priority: :attr:`Priority.POLL` waiters go before :attr:`Priority.SUBMIT` ones.
-
-        Returns:
-            The permit; report the answer to it with :meth:`observe`.
-        """
+        """Wait until one more request may be sent without exceeding the quota (cancelled, it
+        takes no permit); report the answer to the permit with :meth:`observe`."""
         if not self._line.waiters:  # nobody goes first: a permit due now needs no waiter
             now = self._clock.monotonic()
             if self._due(now) <= now:
@@ -291,15 +260,9 @@ class LocalRateLimiter:
         grant(self._estimate, now=now)
         return Permit(granted_at=now, serial=serial)
 
-    # -- server feedback -------------------------------------------------------------------
-
     async def observe(self, feedback: RateLimitFeedback) -> None:
-        """Read the server's answer into the estimate, as soon as it is read (the round trip is
-        taken from the permit to now).
-
-        Args:
-            feedback: The answer's status and rate-limit headers, with its permit.
-        """
+        """Read an answer's status and rate-limit headers into the estimate, as soon as it is
+        read (the round trip is taken from the permit to now)."""
         now = self._clock.monotonic()
         permit = feedback.permit
         serial = permit.serial
@@ -356,10 +319,6 @@ class LocalRateLimiter:
         if self._woken is not None:
             self._woken.set()
 
-    def _wake(self) -> None:
-        if self._woken is not None:
-            self._woken.set()
-
     def _grants(self, serial: int, *, upto: int | None = None) -> list[float]:
         """Grant times of the permits after ``serial`` (to ``upto``), less those given back."""
         first, times = self._history.after(serial, upto=upto)
@@ -380,16 +339,12 @@ class LocalRateLimiter:
         if len(given_back) > 4096:  # no answer with headers came for long: forget the oldest
             given_back.difference_update(sorted(given_back)[:2048])
         give_back_to(self._estimate)
-        self._wake()
-
-    # -- introspection ---------------------------------------------------------------------
+        if self._woken is not None:
+            self._woken.set()
 
     def statistics(self) -> LimiterStatistics:
-        """A frozen snapshot of the counters.
-
-        ``server_pauses`` counts 429 pauses that began (a 429 during a pause extends it without
-        counting again). Callable outside the event loop too, where no pause is current.
-        """
+        """A frozen snapshot of the counters (``server_pauses``: the 429 pauses that began);
+        outside the event loop too, where no pause is current."""
         try:
             now = self._clock.monotonic()
         except RuntimeError:  # no running event loop: whatever pause there was is over
