@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -186,6 +187,16 @@ def _refilled_tat(
     if not later:
         return tat
     last = later[-1]
+    count = len(later)
+    # Grants more than an emission apart, the first after the bucket refilled: each finds it
+    # empty again, and the replay below ends at the last one's (the margin: its rounding).
+    margin = 1e-9 * (1.0 + abs(last))
+    if (
+        count > 1
+        and tat + (count - 1) * emission + margin < last
+        and min(map(operator.sub, later[1:], later)) > emission + margin
+    ):
+        return last + emission
     for index, when in enumerate(later):
         if tat >= last:  # grants in time order: the rest each add one emission
             return tat + (len(later) - index) * emission
