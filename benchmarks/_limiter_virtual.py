@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
-from grok_imagine_async import APIError, AsyncGrokImagine, RateLimit
+from grok_imagine_async import APIError, AsyncGrokImagine, RateLimit, RetryPolicy
 from grok_imagine_async.abc import RateLimiter
 
 TRAVEL = (0.005, 0.030)  # one-way travel time, seconds: uniform between these
@@ -119,7 +119,7 @@ def run_virtual_one(
             base_url="http://emulator.local",
             limiter=make(limit),
             http_client=http,
-            max_retries=0,
+            retry=RetryPolicy(attempts=0),
         )
         async with http, grok:
             task_id = await grok.generate("a benchmark")
@@ -153,7 +153,7 @@ def render_virtual(
         "in-process emulator on the virtual-time loop: the same figures on any machine, "
         "whatever its load",
         "",
-        f"One `AsyncGrokImagine` (`max_retries=0`) driven by {WORKERS} concurrent "
+        f"One `AsyncGrokImagine` (`retry=RetryPolicy(attempts=0)`) driven by {WORKERS} concurrent "
         f"coroutines (`get_task`, one call in ten a `generate`) for {windows:g} windows of 6 s. "
         f"Each request travels {low}-{high} ms to the server and as long back (uniform, "
         "seeded), so requests overtake each other as on a real network. Server kinds as over "

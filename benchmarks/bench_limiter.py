@@ -12,11 +12,11 @@ Needs the ``emulator`` extra. Writes ``benchmarks/results/limiter.md`` and print
    seconds, a fixed window with it as a Unix time, a GCRA leaky bucket with a burst of 5 that
    refills at the quota's rate) and each limiter (ours, ours before the one limiter core, ours
    at ``--baseline REV`` if given, and ``AsyncLimiter(limit, period)``), one real
-   ``AsyncGrokImagine`` with ``max_retries=0`` is driven by 300 concurrent coroutines calling
-   ``get_task`` (one call in ten is a ``generate``) for four windows. The emulator's arrival
-   log is the judge: requests, 429s, utilization (requests received / (limit x elapsed
-   periods)) and the most requests it saw in any sliding window of the period. The client's
-   CPU time is divided by its requests.
+   ``AsyncGrokImagine`` with ``retry=RetryPolicy(attempts=0)`` is driven by 300 concurrent
+   coroutines calling ``get_task`` (one call in ten is a ``generate``) for four windows. The
+   emulator's arrival log is the judge: requests, 429s, utilization (requests received /
+   (limit x elapsed periods)) and the most requests it saw in any sliding window of the
+   period. The client's CPU time is divided by its requests.
 2. **On virtual time** (``--part virtual``, ``results/limiter-virtual.md``): the same sweep with
    the emulator in process on the virtual-time loop and a simulated network between it and the
    client (see ``benchmarks/_limiter_virtual.py``), figures that the machine's load cannot move.
@@ -60,7 +60,7 @@ from benchmarks._limiter_virtual import (
     run_virtual_one,
 )
 from benchmarks._sim_legacy import LIMITER_COMMIT
-from grok_imagine_async import AsyncGrokImagine, LocalRateLimiter, RateLimit
+from grok_imagine_async import AsyncGrokImagine, LocalRateLimiter, RateLimit, RetryPolicy
 from grok_imagine_async.abc import (
     LimiterStatistics,
     Permit,
@@ -236,7 +236,11 @@ async def _drive(
     async with (
         http,
         AsyncGrokImagine(
-            api_key=token, base_url=url, limiter=limiter, http_client=http, max_retries=0
+            api_key=token,
+            base_url=url,
+            limiter=limiter,
+            http_client=http,
+            retry=RetryPolicy(attempts=0),
         ) as grok,
     ):
         cpu_start, start = time.process_time(), time.monotonic()
@@ -321,7 +325,8 @@ def render(
         "",
         "## Against the emulator over real sockets",
         "",
-        f"One `AsyncGrokImagine` (`max_retries=0`) driven by {WORKERS} concurrent coroutines "
+        f"One `AsyncGrokImagine` (`retry=RetryPolicy(attempts=0)`) driven by {WORKERS} "
+        "concurrent coroutines "
         f"(`get_task`, one call in ten a `generate`) for {windows:g} windows of 6 s. Server "
         "kinds: `sliding` (a sliding window, `X-RateLimit-Reset` in seconds), `fixed` (a fixed "
         "window, the reset as a Unix time), `gcra` (a leaky bucket refilled at the quota's rate "

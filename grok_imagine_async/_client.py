@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -71,9 +70,8 @@ class AsyncGrokImagine:
             closed by us. Default: our own, on httpx2 if installed, else httpx.
         limiter: A :class:`RateLimiter` shared with other clients of the token; default: a
             new :class:`LocalRateLimiter` for ``plan``.
-        max_retries: Retries after a retryable failure (default ``retry.attempts``, 3).
         timeout: Per-request timeout (seconds or a ``Timeout``); default 30 s, 10 s to connect.
-        retry: The retry backoff schedule.
+        retry: How often and how long apart to retry (``RetryPolicy(attempts=0)``: never).
         poll: The default polling schedule of :meth:`wait`.
         on_ambiguous_submit: When a submission's answer is lost: ``"raise"`` (default)
             :class:`AmbiguousSubmitError`, never paying twice, or ``"resubmit"``.
@@ -105,7 +103,6 @@ class AsyncGrokImagine:
         plan: str | Plan | RateLimit | None = None,
         http_client: _http.HTTPClient | None = None,
         limiter: RateLimiter | None = None,
-        max_retries: int | None = None,
         timeout: _http.Timeout = _UNSET,
         retry: RetryPolicy | None = None,
         poll: PollPolicy | None = None,
@@ -127,9 +124,6 @@ class AsyncGrokImagine:
             raise ConfigurationError(
                 "pass either settings or api_key, base_url, plan, retry, poll, limits"
             )
-        if max_retries is not None:
-            retry = dataclasses.replace(settings.retry, attempts=max_retries)
-            settings = dataclasses.replace(settings, retry=retry)
         self._settings = settings
         if isinstance(download_hosts, str):  # a lone host, not its characters
             download_hosts = [download_hosts]

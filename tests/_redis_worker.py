@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grok_imagine_async import RateLimit
+from grok_imagine_async import RateLimit, RetryPolicy
 
 REDIS_MISSING = (
     "redis-server is not installed (Debian/Ubuntu: apt-get install redis-server; "
@@ -232,7 +232,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
             base_url=args.base_url,
             http_client=http,
             limiter=baseline or limiter,
-            max_retries=0,
+            retry=RetryPolicy(attempts=0),
             clock=clock,  # also reads X-RateLimit-Reset epochs with the skewed clock
         ) as client,
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from typing import Any
@@ -383,9 +384,9 @@ async def test_a_seeded_rng_makes_the_retry_waits_reproducible() -> None:
 
 
 @pytest.mark.anyio
-async def test_max_retries_zero_disables_retrying() -> None:
+async def test_zero_retry_attempts_disables_retrying() -> None:
     script = Script(httpx.ReadTimeout("slow"))
-    client, _ = make_client(script, max_retries=0)
+    client, _ = make_client(script, retry=RetryPolicy(attempts=0))
     with pytest.raises(APITimeoutError):
         await client.get_task("task_1")
     assert len(script.requests) == 1
@@ -411,7 +412,9 @@ async def test_429_retry_waits_for_retry_after() -> None:
 @pytest.mark.anyio
 async def test_429_after_retries_carries_retry_after() -> None:
     answer = error(429, "RATE_LIMITED", "slow", **{"X-RateLimit-Reset": "12"})
-    client, _ = make_client(Script(answer, answer), max_retries=1)
+    client, _ = make_client(
+        Script(answer, answer), retry=dataclasses.replace(FAST_RETRY, attempts=1)
+    )
     with pytest.raises(RateLimitError) as info:
         await client.get_task("task_1")
     assert info.value.retry_after == pytest.approx(12.0)

@@ -22,6 +22,7 @@ from grok_imagine_async import (
     GrokImagineError,
     InvalidRequestError,
     RateLimitError,
+    RetryPolicy,
     ServerError,
     Task,
     TaskStatus,
@@ -220,7 +221,7 @@ async def test_redaction_comes_before_truncation() -> None:
         return httpx.Response(500, text="x" * 190 + _echo(request).removeprefix("Bearer "))
 
     with pytest.raises(ServerError) as caught:
-        await make_client(handler, max_retries=0).get_task("t1")
+        await make_client(handler, retry=RetryPolicy(attempts=0)).get_task("t1")
     assert TOKEN[:8] not in f"{caught.value} {caught.value.body!r}"
 
 

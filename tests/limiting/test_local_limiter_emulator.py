@@ -11,7 +11,13 @@ import anyio
 import httpx
 import pytest
 
-from grok_imagine_async import APIConnectionError, AsyncGrokImagine, LocalRateLimiter, RateLimit
+from grok_imagine_async import (
+    APIConnectionError,
+    AsyncGrokImagine,
+    LocalRateLimiter,
+    RateLimit,
+    RetryPolicy,
+)
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 pytestmark = pytest.mark.anyio
@@ -84,7 +90,7 @@ async def test_two_processes_on_one_token_settle_on_sharing_it(window: str) -> N
             api_key="t",
             limiter=LocalRateLimiter(limit),
             http_client=emulator.client("t"),
-            max_retries=20,
+            retry=RetryPolicy(attempts=20),
         )
         for _ in range(2)
     ]
@@ -137,7 +143,9 @@ async def test_requests_that_never_connect_hold_no_quota() -> None:
     limit = RateLimit(10, 60.0)
     limiter = LocalRateLimiter(limit)
     http = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
-    grok = AsyncGrokImagine(api_key="t", limiter=limiter, http_client=http, max_retries=0)
+    grok = AsyncGrokImagine(
+        api_key="t", limiter=limiter, http_client=http, retry=RetryPolicy(attempts=0)
+    )
     started = anyio.current_time()
     async with grok:
         for _ in range(30):
