@@ -345,6 +345,18 @@ async def test_a_file_that_is_not_sqlite_is_refused_by_name(tmp_path: Path) -> N
 
 
 @pytest.mark.anyio
+async def test_a_link_to_nothing_is_refused_and_nothing_is_created_where_it_points(
+    tmp_path: Path,
+) -> None:
+    path, elsewhere = tmp_path / "run.db", tmp_path / "elsewhere.db"
+    path.symlink_to(elsewhere)
+    with pytest.raises(JournalError, match=r"run\.db is a link to nothing") as caught:
+        await SqliteJobStore(path).open()
+    assert caught.value.path == path
+    assert not elsewhere.exists() and path.is_symlink()
+
+
+@pytest.mark.anyio
 async def test_another_sqlite_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as conn:
