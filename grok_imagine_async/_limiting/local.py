@@ -45,10 +45,8 @@ class TimeLog:
         return first, self._times[index:end]
 
     def count_in_window(self, serial: int, *, period: float) -> int | None:
-        """Events up to and including ``serial`` in the ``period`` seconds that end with it.
-
-        Returns None when that window reaches back beyond what is remembered.
-        """
+        """Events up to and including ``serial`` in the ``period`` seconds that end with it (None:
+        that window reaches back beyond what is remembered)."""
         index = self._start + serial - self._first_serial
         if serial < self._first_serial or index >= len(self._times):
             return None
@@ -66,9 +64,7 @@ class TimeLog:
 
     def _forget(self, before: float) -> None:
         times = self._times
-        start = self._start
-        while start < len(times) - 1 and times[start] < before:
-            start += 1
+        start = min(bisect.bisect_left(times, before, self._start), len(times) - 1)  # times sorted
         self._first_serial += start - self._start
         self._start = start
         if start > 1024 and start * 2 > len(times):  # compact now and then, amortised O(1)
