@@ -8,7 +8,6 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +21,7 @@ from ._errors import (
     ServerError,
 )
 from ._http import BadURL, lib
+from ._limiting.protocol import Permit, RateLimitFeedback
 from ._models import Task, TaskStatus
 
 logger = logging.getLogger("grok_imagine_async")
@@ -276,24 +276,15 @@ def parse_retry_after(value: str | None, *, now_unix: float) -> float | None:
     return None if when.tzinfo is None else max(0.0, when.timestamp() - now_unix)
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimitHeaders:
-    """What one answer's headers said about the quota, in seconds from now (rule 4)."""
-
-    remaining: int | None
-    reset_after: float | None
-    retry_after: float | None
-
-    @property
-    def wait_hint(self) -> float | None:
-        """How long the server asked us to hold off: Retry-After, else the window reset."""
-        return self.retry_after if self.retry_after is not None else self.reset_after
-
-
-def read_rate_limit_headers(headers: Mapping[str, str], *, now_unix: float) -> RateLimitHeaders:
-    """Read ``X-RateLimit-Remaining``, ``X-RateLimit-Reset`` and ``Retry-After`` from
-    lower-cased (or case-insensitive) ``headers``; unreadable values become None."""
-    return RateLimitHeaders(
+def read_rate_limit_headers(
+    headers: Mapping[str, str], *, permit: Permit, status_code: int, now_unix: float
+) -> RateLimitFeedback:
+    """The limiter's feedback from one answer: ``X-RateLimit-Remaining``, ``X-RateLimit-Reset``
+    and ``Retry-After`` of lower-cased (or case-insensitive) ``headers``, in seconds from now
+    (rule 4); unreadable values become None."""
+    return RateLimitFeedback(
+        permit=permit,
+        status_code=status_code,
         remaining=parse_remaining(headers.get("x-ratelimit-remaining")),
         reset_after=parse_reset(headers.get("x-ratelimit-reset"), now_unix=now_unix),
         retry_after=parse_retry_after(headers.get("retry-after"), now_unix=now_unix),

@@ -29,7 +29,7 @@ from ._errors import (
     ServerError,
 )
 from ._http import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_bounded
-from ._limiting.protocol import Permit, Priority, RateLimiter, RateLimitFeedback
+from ._limiting.protocol import Permit, Priority, RateLimiter
 from ._models import GenerationRequest
 from ._observe import AttemptProbe, Observer
 from ._protocol import find_error, has_error_body, read_rate_limit_headers
@@ -296,19 +296,13 @@ class Sender:
     ) -> Any:
         """Feed the answer's rate-limit headers back, then its ``data`` or its error."""
         headers = _read_headers(response.headers)
-        limits = read_rate_limit_headers(headers, now_unix=self._clock.unix())
         status = response.status_code
-        if probe is not None:
-            probe.status_code, probe.remaining = status, limits.remaining
-        await self._limiter.observe(
-            RateLimitFeedback(
-                permit=permit,
-                status_code=status,
-                remaining=limits.remaining,
-                reset_after=limits.reset_after,
-                retry_after=limits.retry_after,
-            )
+        feedback = read_rate_limit_headers(
+            headers, permit=permit, status_code=status, now_unix=self._clock.unix()
         )
+        if probe is not None:
+            probe.status_code, probe.remaining = status, feedback.remaining
+        await self._limiter.observe(feedback)
         # Content-Type parsing (email.message) costs more than the rest: only for a charset.
         charset = "charset" in headers.get("content-type", "").lower() and response.charset_encoding
         try:
@@ -316,8 +310,10 @@ class Sender:
         except LookupError:  # a charset Python does not know: read it as the API's UTF-8
             text = raw.decode("utf-8", errors="replace")
         body = self._decode(text, method=method, path=path)
-        wait_hint = limits.wait_hint if status == 429 else limits.retry_after
-        error = find_error(status, body, retry_after=wait_hint, method=method, path=path)
+        hint = feedback.retry_after  # a refusal for rate without one: the window's reset
+        if hint is None and status == 429:
+            hint = feedback.reset_after
+        error = find_error(status, body, retry_after=hint, method=method, path=path)
         if error is not None:
             raise error
         if not isinstance(body, dict):

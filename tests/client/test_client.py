@@ -410,6 +410,15 @@ async def test_429_retry_waits_for_retry_after() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_429s_retry_after_is_its_retry_after_header_before_the_reset() -> None:
+    answer = error(429, "RATE_LIMITED", "slow", **{"Retry-After": "4", "X-RateLimit-Reset": "9"})
+    client, _ = make_client(Script(answer), retry=RetryPolicy(attempts=0))
+    with pytest.raises(RateLimitError) as info:
+        await client.get_task("task_1")
+    assert info.value.retry_after == pytest.approx(4.0)
+
+
+@pytest.mark.anyio
 async def test_429_after_retries_carries_retry_after() -> None:
     answer = error(429, "RATE_LIMITED", "slow", **{"X-RateLimit-Reset": "12"})
     client, _ = make_client(

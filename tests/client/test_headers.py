@@ -13,6 +13,7 @@ from grok_imagine_async._protocol import (
     parse_retry_after,
     read_rate_limit_headers,
 )
+from grok_imagine_async.abc import Permit
 
 NOW = 1_700_000_000.0
 
@@ -60,15 +61,14 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert parse_retry_after(None, now_unix=NOW) is None
 
 
-def test_read_headers_is_case_insensitive_and_prefers_retry_after() -> None:
+def test_read_headers_is_case_insensitive() -> None:
     headers = httpx.Headers(
         {"x-ratelimit-remaining": "3", "X-RATELIMIT-RESET": "9", "retry-after": "4"}
     )
-    limits = read_rate_limit_headers(headers, now_unix=NOW)
+    permit = Permit(granted_at=0.0, serial=1)
+    limits = read_rate_limit_headers(headers, permit=permit, status_code=429, now_unix=NOW)
     assert (limits.remaining, limits.reset_after, limits.retry_after) == (3, 9.0, 4.0)
-    assert limits.wait_hint == 4.0
-    only_reset = read_rate_limit_headers(httpx.Headers({"X-RateLimit-Reset": "9"}), now_unix=NOW)
-    assert only_reset.wait_hint == 9.0
+    assert (limits.permit, limits.status_code) == (permit, 429)
 
 
 @given(st.floats(min_value=0, max_value=86_400, allow_nan=False))

@@ -51,13 +51,8 @@ def answer(
     permit: Permit, status: int = 200, headers: dict[str, str] | None = None
 ) -> RateLimitFeedback:
     """The feedback the client builds from an answer's headers."""
-    limits = read_rate_limit_headers(httpx.Headers(headers), now_unix=DEFAULT_CLOCK.unix())
-    return RateLimitFeedback(
-        permit=permit,
-        status_code=status,
-        remaining=limits.remaining,
-        reset_after=limits.reset_after,
-        retry_after=limits.retry_after,
+    return read_rate_limit_headers(
+        httpx.Headers(headers), permit=permit, status_code=status, now_unix=DEFAULT_CLOCK.unix()
     )
 
 
@@ -278,6 +273,8 @@ async def test_a_reset_far_away_because_of_a_clock_jump_pauses_one_period_at_mos
     # Our wall clock jumped an hour back: the server's Unix reset now looks an hour away.
     jumped = read_rate_limit_headers(
         httpx.Headers({"X-RateLimit-Reset": f"{DEFAULT_CLOCK.unix() + 3:.0f}"}),
+        permit=first,
+        status_code=429,
         now_unix=DEFAULT_CLOCK.unix() - 3600,
     )
     assert jumped.reset_after is not None and jumped.reset_after > 3600
