@@ -53,9 +53,10 @@ def job_scope(observer: Observer | None, owner: object, key: str) -> AbstractCon
     return _OFF if observer is None else _Scope(owner, key)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestAttempt:
-    """One request as sent and answered (or not); handed to :meth:`Observer.on_request`.
+    """One request as sent and answered (or not); handed to :meth:`Observer.on_request` once it
+    ended (a plain record, like :class:`RateLimitFeedback`: filled in as the request travels).
 
     Attributes:
         method: ``"GET"`` or ``"POST"``.
@@ -87,41 +88,30 @@ class RequestAttempt:
     job: JobScope | None
 
 
-@dataclass(slots=True)
-class AttemptProbe:
-    """Internal: one attempt's facts, filled in by the sender as the request travels."""
+def start_attempt(
+    now: float, method: str, url: str, path: str, resend_count: int, task_id: str | None
+) -> RequestAttempt:
+    """A request that begins at ``now`` (waiting for its permit); the sender fills in the rest
+    as it travels, then :func:`end_attempt`."""
+    job = _CURRENT_JOB.get()
+    return RequestAttempt(
+        method, url, path, resend_count, None, None, now, 0.0, 0.0, None, task_id, job
+    )
 
-    created_at: float
-    method: str
-    url: str
-    path: str
-    resend_count: int
-    task_id: str | None
-    sent_at: float | None = None
-    status_code: int | None = None
-    remaining: int | None = None
 
-    def finish(self, now: float, error: BaseException | None) -> RequestAttempt:
-        """The attempt as it ended at ``now``, failed with ``error`` (None: it succeeded)."""
-        sent_at = self.created_at if self.sent_at is None else self.sent_at
-        return RequestAttempt(
-            method=self.method,
-            url=self.url,
-            path=self.path,
-            resend_count=self.resend_count,
-            status_code=self.status_code,
-            error_type=None
-            if error is None
-            else str(error.status_code)
-            if isinstance(error, APIStatusError)
-            else type(error).__name__,
-            started_at=sent_at,
-            duration=now - sent_at,
-            permit_wait=sent_at - self.created_at,
-            remaining=self.remaining,
-            task_id=self.task_id,
-            job=_CURRENT_JOB.get(),
-        )
+def mark_sent(attempt: RequestAttempt, now: float) -> None:
+    """The request leaves at ``now``: what came before was the wait for its permit."""
+    attempt.permit_wait, attempt.started_at = now - attempt.started_at, now
+
+
+def end_attempt(attempt: RequestAttempt, now: float, error: BaseException | None) -> RequestAttempt:
+    """The attempt as it ended at ``now``, failed with ``error`` (None: it succeeded)."""
+    attempt.duration = now - attempt.started_at
+    if isinstance(error, APIStatusError):
+        attempt.error_type = str(error.status_code)
+    elif error is not None:
+        attempt.error_type = type(error).__name__
+    return attempt
 
 
 class Observer(Protocol):

@@ -31,7 +31,7 @@ from ._errors import (
 from ._http import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_bounded
 from ._limiting.protocol import Permit, Priority, RateLimiter
 from ._models import GenerationRequest
-from ._observe import AttemptProbe, Observer
+from ._observe import Observer, RequestAttempt, end_attempt, mark_sent, start_attempt
 from ._protocol import find_error, has_error_body, read_rate_limit_headers
 from ._redact import Redactor
 from ._settings import Limits
@@ -197,7 +197,7 @@ class Sender:
         if self._observer is not None:
             now = self._clock.monotonic()
             task_id = params.get("task_id") if params else None
-            probe = AttemptProbe(now, method, self._base_url + path, path, attempt, task_id)
+            probe = start_attempt(now, method, self._base_url + path, path, attempt, task_id)
         error: BaseException | None = None
         try:
             permit = await self._limiter.acquire(priority=priority)
@@ -217,7 +217,7 @@ class Sender:
             raise
         finally:
             if probe is not None and self._observer is not None:
-                self._observer.on_request(probe.finish(self._clock.monotonic(), error))
+                self._observer.on_request(end_attempt(probe, self._clock.monotonic(), error))
 
     async def _exchange(
         self,
@@ -226,7 +226,7 @@ class Sender:
         permit: Permit,
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
-        probe: AttemptProbe | None,
+        probe: RequestAttempt | None,
     ) -> Any:
         """Send, read the answer within its bounds, tell the limiter; return its ``data``."""
         limit = self._limits.max_request_time
@@ -234,7 +234,7 @@ class Sender:
         try:
             with self._deadlines.bound(limit):  # ends the block early at the deadline
                 if probe is not None:  # after the permit and the journal's intent
-                    probe.sent_at = self._clock.monotonic()
+                    mark_sent(probe, self._clock.monotonic())
                 failure: Exception | None = None
                 try:
                     outgoing = self._http.build_request(
@@ -292,7 +292,7 @@ class Sender:
         permit: Permit,
         method: str,
         path: str,
-        probe: AttemptProbe | None,
+        probe: RequestAttempt | None,
     ) -> Any:
         """Feed the answer's rate-limit headers back, then its ``data`` or its error."""
         headers = _read_headers(response.headers)
