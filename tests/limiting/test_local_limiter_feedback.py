@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
+from fakes import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grok_imagine_async import RateLimit
 from grok_imagine_async._limiting.feedback import (
     Answer,
     Estimate,
+    _refilled_tat,
     grant,
     read_answer,
     ready_at,
@@ -169,3 +174,34 @@ def test_a_copy_of_an_estimate_has_every_field_and_is_left_alone_by_updates() ->
     after = answered(copy, Answer(serial=8, granted_at=5.0, now=5.5, status_code=429))
     assert copy == estimate  # answered() updates a copy of its own
     assert after != estimate
+
+
+def replayed(tat: float, later: list[float], emission: float) -> float:
+    """The grants after an answer replayed one by one through the pacing bucket."""
+    last = later[-1] if later else tat
+    for index, when in enumerate(later):
+        if tat >= last:
+            return tat + (len(later) - index) * emission
+        tat = max(tat, when) + emission
+    return tat
+
+
+@settings(max_examples=examples(500), deadline=None)
+@given(
+    start=st.sampled_from([0.0, 1e5, 1.7e9]),
+    gaps=st.lists(st.floats(0.0, 3.0), max_size=60),
+    lead=st.floats(-60.0, 5.0),
+    remaining=st.integers(0, 5),
+)
+def test_grants_in_flight_replayed_at_once_give_the_replays_result(
+    start: float, gaps: list[float], lead: float, remaining: int
+) -> None:
+    # The short path (each grant finds the bucket empty) must be the loop's result bit for bit.
+    estimate = Estimate(LIMIT, size=5.0)
+    emission = 1 / estimate.pace
+    later = list(itertools.accumulate((start, *(gap * emission for gap in gaps))))
+    arrived = start + lead * emission
+    tat = arrived + (estimate.size - remaining) * emission
+    assert _refilled_tat(estimate, later, remaining, arrived, 0, estimate.pace) == replayed(
+        tat, later, emission
+    )
