@@ -397,6 +397,29 @@ async def test_each_request_is_cut_at_its_own_deadline_after_others_ended() -> N
     }
 
 
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_cancellation_from_outside_is_not_taken_for_the_deadline() -> None:
+    # On asyncio the deadline cancels the request's own task: a caller's cancellation (here a
+    # shorter timeout) still ends the call as a cancellation, and the next call keeps its bound.
+    from grok_imagine_async import APITimeoutError, Limits, RetryPolicy
+
+    def trickle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=ChunkStream(b" ", pause=1.5))
+
+    client = make_client(
+        trickle, limits=Limits(max_request_time=10.0), retry=RetryPolicy(attempts=0)
+    )
+    start = anyio.current_time()
+    with anyio.move_on_after(3.0) as scope:
+        await client.get_task("slow")
+    assert scope.cancelled_caught
+    assert anyio.current_time() - start == pytest.approx(3.0, abs=0.01)
+    with pytest.raises(APITimeoutError, match="max_request_time"):
+        await client.get_task("slow")
+    assert anyio.current_time() - start == pytest.approx(13.0, abs=0.01)
+
+
 # -- 6. library downloads never overwrite each other ---------------------------------------
 
 
