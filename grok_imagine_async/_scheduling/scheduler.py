@@ -493,6 +493,12 @@ class JobScheduler:
         """The credit budget (read-only): ``spent``, ``committed``, ``can_afford(n)``."""
         return self._books.budget
 
+    @property
+    def duration_model(self) -> DurationModel:
+        """How long videos take, learnt as jobs complete (``config.duration_model``, else one
+        expecting the client's ``settings.expected_duration``): what ``Job.progress`` uses."""
+        return self._planner.model
+
     def _current_cap(self) -> int:
         """``max_in_flight``, by default eight times Little's law (jobs per second the quota
         carries x seconds in flight), so a saturated quota never idles for lack of work."""

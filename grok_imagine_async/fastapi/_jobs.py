@@ -204,7 +204,6 @@ class JobRegistry:
             (:meth:`get` then finds them only in a durable store).
         max_queued: Jobs allowed to wait for a submission slot; :meth:`submit` refuses more.
         max_credits: The budget a shared store enforces (for the 402 of a job it refused).
-        durations: The scheduler's duration model, for :attr:`Job.progress`.
         forget_finished: Drop forgotten jobs from the store too (a store in memory, which
             would otherwise grow with every job).
         limiter: The client's rate limiter, whose stalls :meth:`health` reports.
@@ -217,7 +216,6 @@ class JobRegistry:
         max_jobs: int = DEFAULT_MAX_JOBS,
         max_queued: int = DEFAULT_MAX_QUEUED,
         max_credits: int | None = None,
-        durations: DurationModel | None = None,
         forget_finished: bool = False,
         limiter: RateLimiter | None = None,
     ) -> None:
@@ -229,7 +227,7 @@ class JobRegistry:
         self._max_jobs = max_jobs
         self._max_queued = max_queued
         self._max_credits = max_credits
-        self._durations = durations
+        self._durations: DurationModel | None = None  # the scheduler's, for Job.progress
         self._forget_finished = forget_finished
         self._forgotten: list[str] = []  # to drop from the store at the next submission
         self._entries: OrderedDict[str, _Tracked] = OrderedDict()
@@ -244,6 +242,7 @@ class JobRegistry:
     def attach(self, scheduler: JobScheduler) -> None:
         """Start serving jobs of ``scheduler`` (whose journal is this registry's store)."""
         self._scheduler = scheduler
+        self._durations = scheduler.duration_model
 
     def close(self) -> None:
         """Stop: refuse new jobs, and wake every waiter with :class:`SchedulerClosedError`."""

@@ -25,7 +25,6 @@ from .._journal.memory import MemoryJobStore
 from .._journal.sqlite import open_journal
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer
-from .._scheduling.durations import DurationModel
 from .._scheduling.jobs import JobStore, SchedulerHook
 from .._scheduling.scheduler import FROM_SETTINGS, JobScheduler, SchedulerConfig
 from .._settings import Settings
@@ -156,16 +155,12 @@ async def grok_imagine_lifespan(
             if store is not journal:
                 stack.push_async_callback(store.aclose)  # after the scheduler stops
         config = scheduler_config or SchedulerConfig()
-        durations = config.duration_model or DurationModel(
-            prior_median=client.settings.expected_duration
-        )
         durable = shared is not None or journal is not None
         jobs = JobRegistry(
             store,
             max_jobs=max_jobs,
             max_queued=max_queued,
             max_credits=max_credits,
-            durations=durations,
             forget_finished=not durable,
             limiter=client.limiter,
         )
@@ -178,7 +173,7 @@ async def grok_imagine_lifespan(
             )
         # Each user waits on their own job: tell them as soon as it is done.
         favor = config.favor or "latency"
-        config = replace(config, favor=favor, duration_model=durations, breaker=breaker)
+        config = replace(config, favor=favor, breaker=breaker)
         to_run = JobScheduler(
             client,
             config,

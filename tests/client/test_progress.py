@@ -7,10 +7,10 @@ from collections import defaultdict
 import anyio
 import pytest
 
-from grok_imagine_async import AsyncGrokImagine, GenerationRequest, JobState
+from grok_imagine_async import AsyncGrokImagine, GenerationRequest, JobScheduler, JobState
 from grok_imagine_async._progress import Progress, estimated_progress
 from grok_imagine_async._scheduling.jobs import JobRecord, Tally
-from grok_imagine_async.batch import DurationModel
+from grok_imagine_async.batch import DurationModel, SchedulerConfig
 
 # The plugin's client (for the tests that ask for it) at the real service's times.
 pytestmark = pytest.mark.grok_emulator(tokens={"progress-token": "pro"}, seed=5, time_scale=1)
@@ -61,6 +61,17 @@ async def test_a_job_handle_reads_the_scheduler_s_model() -> None:
     mirror = JobRecord("m", GenerationRequest(prompt="b"), Tally(lambda: None))  # no model
     mirror.submitted("t3", at=anyio.current_time())
     assert mirror.handle.progress is None
+
+
+@pytest.mark.anyio
+async def test_a_scheduler_s_model_is_its_config_s_else_one_expecting_the_settings_duration(
+    grok_client: AsyncGrokImagine,
+) -> None:
+    model = DurationModel(prior_median=7.0)
+    given = JobScheduler(grok_client, SchedulerConfig(duration_model=model))
+    assert given.duration_model is model
+    default = JobScheduler(grok_client).duration_model
+    assert default.median == pytest.approx(grok_client.settings.expected_duration)
 
 
 @pytest.mark.anyio
