@@ -364,14 +364,7 @@ class JobRegistry:
             while len(self._unknown) > _UNKNOWN_KEPT:
                 self._unknown.popitem(last=False)
             return None
-        tracked = self._entries.get(job_id)  # a message may have brought it meanwhile
-        if tracked is None:
-            tracked = self._track(job_id, claim.job.request)
-            tracked.update(claim.job, max_credits=self._max_credits, live=False)
-        if claim.owned:
-            with contextlib.suppress(ValueError):  # already run here
-                await self._resume(tracked)
-        return tracked.handle
+        return await self._take(claim.job, owned=claim.owned)
 
     def unfinished(self) -> list[Job]:
         """The jobs this worker runs that have not finished, oldest first."""
@@ -418,12 +411,8 @@ class JobRegistry:
                 logger.error("cannot adopt the jobs of stopped workers: %s", exc)
                 adopted = []
             for stored in adopted:
-                tracked = self._entries.get(stored.key) or self._track(stored.key, stored.request)
-                tracked.update(stored, max_credits=self._max_credits, live=False)
                 try:
-                    await self._resume(tracked)
-                except ValueError:  # already run here
-                    pass
+                    await self._take(stored, owned=True)
                 except SchedulerClosedError:
                     return  # its lease is given up: another worker adopts it
             if self._stale:
@@ -476,6 +465,15 @@ class JobRegistry:
         self._unknown.pop(key, None)
         self._forget_old()
         return tracked
+
+    async def _take(self, stored: StoredJob, *, owned: bool) -> Job:
+        """Follow ``stored`` (looked up or adopted); run it here if ``owned``, unless it is."""
+        tracked = self._entries.get(stored.key) or self._track(stored.key, stored.request)
+        tracked.update(stored, max_credits=self._max_credits, live=False)
+        if owned:
+            with contextlib.suppress(ValueError):  # already run here
+                await self._resume(tracked)
+        return tracked.handle
 
     async def _resume(self, tracked: _Tracked) -> None:
         """Run ``tracked`` in this worker's scheduler (a new job, or one taken over)."""
