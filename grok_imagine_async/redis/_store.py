@@ -256,8 +256,9 @@ class RedisJobStore:
     async def register(
         self, key: str, request: GenerationRequest, *, reserve: bool = False
     ) -> None:
-        """Record a new job, owned by this process, before it is queued (kept in memory while
-        Redis is down).
+        """Record a job whose key is new (a fresh id), owned here, before it is queued: unlike
+        ``claim(create=)`` (a key that may exist), it needs no answer from Redis (kept in
+        memory while Redis is down) and can reserve the first POST's credits atomically.
 
         Args:
             key: The new job's key.
