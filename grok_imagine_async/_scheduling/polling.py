@@ -68,6 +68,7 @@ _CANARY_MIN_GAP = 5.0
 _BURST = 0.5  # POSTs leaving closer than this share of the plan's interval: a burst
 _VOUCHED = 2.0  # a canary seen healthy vouches for bursts this long after it left (canary ages)
 _CANARY_TIMEOUT = 3.0  # a burst waits at most this long for its canary's look (canary ages)
+_BIG_BURST = 20  # requests waiting for permits that make a burst big (see leaving)
 _HOLD_SHARE = 0.1  # bursts wait for a canary only if its age is at most this share of the period
 
 
@@ -106,6 +107,7 @@ class PollPlanner:
         self._canary_out: tuple[str, float] | None = None  # the canary's key, when it left
         self._holding = False  # a burst waits for the canary's look
         self._vouched = -math.inf  # when the newest canary seen healthy left
+        self._seen_healthy = -math.inf  # and when it was seen so
         self._last_left = -math.inf  # when the newest POST left
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
         self._next_canary = -math.inf
@@ -231,6 +233,11 @@ class PollPlanner:
             self._canary_out = out = None  # its look never came: hold nothing back on it
             self._holding = False
         vouched = now - self._vouched < _VOUCHED * self.canary_age()
+        # A big burst would cost more than twenty tasks if an outage began since that canary
+        # left: only one seen healthy this very moment (its held burst) vouches for it.
+        stats = self._statistics
+        if vouched and burst and stats is not None and stats().waiting >= _BIG_BURST:
+            vouched = now - self._seen_healthy <= self.policy.wait_initial
         # A hold delays the window's burst by a canary's age: worth it only on a period long
         # enough for that to be a small share of it.
         holds = burst and not vouched and self.canary_age() <= _HOLD_SHARE * self.limit.period
@@ -261,7 +268,7 @@ class PollPlanner:
         until = out[1] + _CANARY_TIMEOUT * self.canary_age()
         return until if now < until else None
 
-    def _canary_answered(self, key: str, *, healthy: bool) -> None:
+    def _canary_answered(self, key: str, *, healthy: bool, now: float = -math.inf) -> None:
         """The canary's look came back: seen running (``healthy``), the burst goes; failed
         or gone, the next POST to leave is the next canary, the rest still held."""
         out = self._canary_out
@@ -270,6 +277,7 @@ class PollPlanner:
         self._canary_out = None
         if healthy:
             self.vouch(out[1])
+            self._seen_healthy = now
         self._holding = not healthy
 
     def vouch(self, at: float) -> None:
@@ -327,7 +335,7 @@ class PollPlanner:
                 self._finished.append(now)
             return
         self._canaries.discard(key)
-        self._canary_answered(key, healthy=not finished or completed)
+        self._canary_answered(key, healthy=not finished or completed, now=now)
         previous = last_look - submitted_at if last_look > submitted_at else None
         if not finished:
             self.model.observe_running(now - submitted_at, previous=previous)

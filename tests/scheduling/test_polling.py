@@ -395,6 +395,25 @@ def test_a_task_seen_healthy_elsewhere_vouches_for_the_burst_after_it() -> None:
     assert planner.leaving("f", 120.0, breaker)
 
 
+def test_a_big_burst_is_vouched_for_only_by_a_canary_seen_healthy_just_now() -> None:
+    # A canary that left 5 s ago and was seen running 2 s ago vouches for a small burst; a
+    # burst of hundreds would all be paid if an outage began in those 5 s: it waits.
+    for waiting, held in ((5, False), (400, True)):
+        stats = LimiterStatistics(RateLimit(10, 60.0), 0, waiting, 0.0, 0, 0, None, 0.0)
+
+        def statistics(stats: LimiterStatistics = stats) -> LimiterStatistics:
+            return stats
+
+        planner = _planner(RateLimit(10, 60.0), statistics=statistics)
+        breaker = Breaker(BreakerPolicy(warmup=None))
+        assert not planner.leaving("c", 100.0, breaker)
+        planner.submitted("c")
+        planner.looked("c", now=103.0, submitted_at=100.0, last_look=100.0, finished=False)
+        assert not planner.leaving("a", 105.0, breaker)
+        assert not planner.leaving("b", 105.0, breaker)
+        assert planner.leaving("x", 105.0, breaker) is held
+
+
 def test_a_failed_canary_lets_out_one_more_canary_at_a_time() -> None:
     planner = _planner(RateLimit(10, 60.0))
     breaker = Breaker(BreakerPolicy(warmup=None))
