@@ -1,10 +1,6 @@
-"""The batch's circuit breaker: recent outcomes in, a decision out. Pure: time is passed in.
+"""The batch's circuit breaker: recent outcomes in, run/pause/stop out. Pure: time is passed in.
 
-It pauses the batch on an outage (retryable failures of the most recently *submitted* jobs,
-or lost answers) and probes until it is over, stops it on systematic refusals or a server
-never reached, and says whether each POST may go (:meth:`Breaker.admit`). The batches guide
-("When the provider fails systematically") gives the rules and the reasoning behind the
-defaults.
+The rules and their reasons: the batches guide, "When the provider fails systematically".
 """
 
 from __future__ import annotations
@@ -23,28 +19,26 @@ from .._models import FailureClass
 class BreakerPolicy:
     """When a batch pauses or stops on a systematic failure; ``None`` turns a rule off.
 
-    ``SchedulerConfig(breaker=None)`` turns every rule off. The batches guide gives the
-    reasoning behind each default.
+    ``SchedulerConfig(breaker=None)`` turns every rule off; the batches guide explains the
+    defaults.
 
     Args:
-        pause_after_failures: Retryable failures (network or build failures, 5xx, errors in
-            a 200 body, timeouts, refused connections) of this many of the most recently
-            submitted jobs, with no success submitted after them, pause the batch.
-        stop_after_refusals: This many jobs in a row refused for one reason that a retry
-            cannot fix (content policy, unsupported input) stop the batch.
-        pause_after_unanswered: This many submissions in a row whose answer was lost pause
-            the batch (each may have been charged).
-        give_up_unreachable: Seconds from its first submission after which a batch that never
-            reached the server (a wrong base URL) stops with the connection error.
-        warmup: Submissions a batch sends before it knows that the provider works (see
-            ``warmup_until``): an outage or a refused batch from the start costs these.
+        pause_after_failures: Retryable failures (network, build, 5xx, error body, timeout,
+            refused connection) of this many of the newest submitted jobs, with no success
+            submitted after them, pause the batch.
+        stop_after_refusals: This many jobs in a row refused for one reason a retry cannot
+            fix (content policy, unsupported input) stop the batch.
+        pause_after_unanswered: This many submissions in a row whose answer was lost (each
+            may have been charged) pause the batch.
+        give_up_unreachable: Seconds from the first submission after which a batch that never
+            reached the server stops with the connection error.
+        warmup: Submissions sent before the provider is seen to work (see ``warmup_until``).
         warmup_age: How long a task must be seen running to count as proof (``"running"``).
-        warmup_until: What ends the warm-up: ``"completed"`` (a task completed: the only
-            proof that the provider accepts the prompts when it refuses them at the end of
-            their generation) or ``"running"`` (a task seen running ``warmup_age`` seconds:
-            protects from an outage, not from refusals).
-        warmup_max_wait: With ``"completed"``, a task seen running this many seconds ends the
-            warm-up too, unless a warm-up job was refused meanwhile (long generations).
+        warmup_until: What ends the warm-up: ``"completed"`` (a task completed; the only
+            proof against refusals at the end of a generation) or ``"running"`` (a task seen
+            running ``warmup_age`` seconds; protects from an outage only).
+        warmup_max_wait: With ``"completed"``, a task seen running this long ends the warm-up
+            too, unless a warm-up job was refused meanwhile.
         probe_wait_initial: Seconds from a pause to its first probe.
         probe_wait_factor: Each failed probe multiplies the wait by this.
         probe_wait_max: The longest wait between two probes.
@@ -90,24 +84,16 @@ class BreakerPolicy:
 class Outcome(enum.Enum):
     """How one submission ended, as the breaker counts it."""
 
-    SUCCEEDED = "succeeded"
-    """Its task completed, or was seen healthy (running past the outage's failure time)."""
-    RETRYABLE = "retryable"
-    """A failure an outage explains: transient, build failure, 5xx, error body, timeout."""
-    REFUSED = "refused"
-    """Refused for a reason a retry cannot fix (see ``failure_class``)."""
-    UNANSWERED = "unanswered"
-    """The POST's answer was lost: a task may exist, and be charged."""
-    UNREACHABLE = "unreachable"
-    """The POST never reached the server (connection refused, DNS, TLS)."""
-    OTHER = "other"
-    """Anything else (a failure of unknown kind, a budget refusal): neither sign."""
+    SUCCEEDED = "succeeded"  # completed, or seen running past the outage's failure age
+    RETRYABLE = "retryable"  # a failure an outage explains
+    REFUSED = "refused"  # a reason a retry cannot fix
+    UNANSWERED = "unanswered"  # the POST's answer was lost: maybe charged
+    UNREACHABLE = "unreachable"  # the POST never reached the server
+    OTHER = "other"  # neither sign (unknown failure, budget refusal)
 
 
 REFUSALS = frozenset({FailureClass.CONTENT_POLICY, FailureClass.INVALID_INPUT})
-"""Failure classes that are refusals: the prompt, not the provider, is at fault."""
 OUTAGE_FAILURES = frozenset({FailureClass.TRANSIENT, FailureClass.GENERATION_FAILED})
-"""Task failure classes an outage explains."""
 
 
 def task_outcome(failure_class: FailureClass | None) -> Outcome:
@@ -168,8 +154,7 @@ class BreakerSnapshot:
 class Breaker:
     """Decides from recent outcomes whether a batch runs, pauses and probes, or stops.
 
-    Each submission gets a sequence number from :meth:`admit` (higher: sent later); the
-    caller reports each outcome with it. ``policy`` None: never pause nor stop.
+    :meth:`admit` numbers each submission (higher: sent later); outcomes are reported with it.
     """
 
     def __init__(self, policy: BreakerPolicy | None) -> None:
@@ -196,17 +181,14 @@ class Breaker:
         self._paused_at = 0  # the last sequence sent before the pause
         self._hold_until = -math.inf  # no submission before this while a failure is unexplained
 
-    # -- what the submitters ask -------------------------------------------------------------
-
     @property
     def state(self) -> BreakerState:
         """Running, paused or stopped."""
         return self._state
 
     def admit(self, now: float) -> tuple[int | None, float | None, Transition | None]:
-        """May a submission go out at ``now``? ``(sequence, None, transition)`` when it may
-        (``PROBING``: as the pause's probe); else ``(None, when, None)``, ``when`` the time to
-        ask again (None: after the next outcome; ``inf``: the batch stopped)."""
+        """``(sequence, None, PROBING or None)`` if a POST may go now, else ``(None, when,
+        None)``: ask again at ``when`` (None: after the next outcome; ``inf``: stopped)."""
         if self._state is BreakerState.STOPPED:
             return None, float("inf"), None
         if self._state is BreakerState.PAUSED:
@@ -233,15 +215,14 @@ class Breaker:
         return not self._proven
 
     def vouch(self, age: float) -> bool:
-        """A warm-up task was seen running at ``age`` seconds: True if that proves the
-        provider works (the warm-up then ends)."""
+        """A warm-up task was seen running at ``age``: True if that ends the warm-up."""
         policy = self.policy
         if self._proven or policy is None:
             return False
         if policy.warmup_until == "running":
             enough: float | None = policy.warmup_age
         elif self._refused[1]:
-            return False  # refusals and no completion: the prompts, not the time, are in doubt
+            return False  # refusals and no completion: the prompts are in doubt
         else:
             enough = policy.warmup_max_wait
         if enough is None or age < enough:
@@ -251,8 +232,7 @@ class Breaker:
 
     @property
     def newest_good(self) -> int:
-        """The sequence of the newest submission that succeeded (-1: none yet); a failure
-        of a later one counts toward a pause."""
+        """The newest submission that succeeded (-1: none); later failures count to a pause."""
         return self._newest_good
 
     @property
@@ -267,33 +247,28 @@ class Breaker:
 
     @property
     def suspicious(self) -> bool:
-        """Running, with a retryable failure among the newest submissions: worth a close look
-        at the next ones (an outage shows sooner)."""
+        """Running, with a retryable failure among the newest submissions."""
         return self._state is BreakerState.RUNNING and bool(self._bad)
 
     def answered(self) -> None:
-        """A POST was answered (a task id or an error): the server is reached and answers."""
+        """A POST was answered (a task id or an error)."""
         self._reached = True
         self._unanswered_run = 0
 
     def hold(self, until: float) -> None:
-        """A task failed young (as an outage's do) among the newest: send nothing new until
-        ``until``, unless a success submitted after it explains it away sooner (the callers
-        look at the jobs sent after it meanwhile) or the batch pauses."""
+        """A young failure among the newest: admit nothing until ``until`` unless a later
+        success explains it away (the caller looks at its witnesses meanwhile)."""
         if self._state is BreakerState.RUNNING and self._bad:
             self._hold_until = max(self._hold_until, until)
 
     def outage_explains(self, sequence: int | None) -> bool:
-        """Whether a retryable failure of submission ``sequence`` falls to an outage: the
-        batch is paused, or paused after that submission went out (its failure may be seen
-        only after the resume)."""
+        """Whether the batch is paused, or paused after ``sequence`` went out."""
         if self._state is BreakerState.PAUSED:
             return True
         return sequence is not None and sequence <= self._paused_at
 
     def withholds(self, sequence: int | None) -> bool:
-        """Whether submission ``sequence``, admitted earlier, must not go out now after all:
-        the batch stopped, or paused and it is not the probe."""
+        """Whether an admitted ``sequence`` must not go now: stopped, or paused and no probe."""
         if self._state is BreakerState.STOPPED:
             return True
         return self._state is BreakerState.PAUSED and not self.is_probe(sequence)
@@ -303,14 +278,11 @@ class Breaker:
         return sequence is not None and sequence == self._probe
 
     def healthy_age(self) -> float:
-        """How old a probe's task must be seen running to count as healthy (0: answered):
-        twice the youngest age a failed task was seen failed at, at most three warm-up ages
-        (a failure first seen late says little about when it failed)."""
+        """How old a probe's task must be seen running to be healthy (0: once answered): twice
+        the youngest failure age, at most three warm-up ages."""
         if self._failure_age is None or self.policy is None:
             return 0.0
         return min(2.0 * self._failure_age, 3.0 * self.policy.warmup_age)
-
-    # -- what the outcomes say -------------------------------------------------------------------
 
     def record(
         self,
@@ -321,8 +293,8 @@ class Breaker:
         failure_class: FailureClass | None = None,
         age: float | None = None,
     ) -> Transition | None:
-        """Count how submission ``sequence`` ended (None: resumed from a journal); return the
-        change of course, if any. ``age``: a failed task's age when it was seen failed."""
+        """Count how ``sequence`` ended (None: resumed); return the change of course, if any.
+        ``age``: a failed task's age when seen failed."""
         if outcome not in (Outcome.UNREACHABLE, Outcome.OTHER):
             self._reached = True
         if outcome is not Outcome.UNANSWERED:
@@ -361,7 +333,6 @@ class Breaker:
         return None
 
     def _resume(self) -> Transition:
-        """Back to full speed: the provider works again."""
         self._state, self._reason, self._streak = BreakerState.RUNNING, None, 0
         self._probe = None
         self._bad.clear()
@@ -370,7 +341,7 @@ class Breaker:
         return Transition.RESUMED
 
     def _failed(self, sequence: int | None, now: float, age: float | None) -> Transition | None:
-        if age is not None:  # an upper bound of when it failed: the youngest is the tightest
+        if age is not None:  # the youngest age is the tightest bound of when it failed
             old = self._failure_age
             self._failure_age = age if old is None else min(old, age)
         if sequence is None or sequence <= self._newest_good:
@@ -392,12 +363,10 @@ class Breaker:
         return None
 
     def _unreachable(self, now: float) -> Transition | None:
-        if self._reached or self._first_sent is None:
-            return None
         limit = self.policy.give_up_unreachable if self.policy else None
-        if limit is None or now - self._first_sent < limit:
+        if self._reached or self._first_sent is None or self._state is BreakerState.STOPPED:
             return None
-        if self._state is BreakerState.STOPPED:
+        if limit is None or now - self._first_sent < limit:
             return None
         self._stop("unreachable", len(self._bad), None)
         return Transition.STOPPED
@@ -432,8 +401,7 @@ class Breaker:
         streak: int,
         now: float,
     ) -> Transition | None:
-        """Take the course another process sharing the batch decided (see :class:`Course`);
-        return the change, if any. A stop is final; a pause probes here too."""
+        """Take the course another process of the batch decided; return the change, if any."""
         if self.policy is None or self._state is BreakerState.STOPPED:
             return None
         if state is BreakerState.STOPPED:
@@ -446,7 +414,6 @@ class Breaker:
         return None
 
     def snapshot(self) -> BreakerSnapshot:
-        """The state as :class:`BreakerSnapshot` shows it."""
         paused = self._state is BreakerState.PAUSED
         return BreakerSnapshot(
             state=self._state,
@@ -459,21 +426,14 @@ class Breaker:
         )
 
 
-COURSE_META = "breaker"
-"""The job store's meta entry that carries the batch's course between processes."""
+COURSE_META = "breaker"  # the job store's meta entry that carries the course
 
 
 @dataclass(frozen=True, slots=True)
 class Course:
-    """A breaker's decision as the processes sharing a batch (a job store) exchange it.
+    """A breaker's decision as the processes sharing a job store exchange it.
 
-    Attributes:
-        state: Running (resumed), paused or stopped.
-        reason: Why it paused or stopped.
-        failure_class: The refusals' class, for a stop on refusals.
-        streak: How many outcomes in a row made the decision.
-        at: Wall-clock time of the decision (the newest decision wins).
-        by: The deciding scheduler's id (a process ignores its own).
+    ``at`` is its wall-clock time (the newest wins); ``by`` the deciding scheduler's id.
     """
 
     state: BreakerState
@@ -484,13 +444,11 @@ class Course:
     by: str
 
     def to_text(self) -> str:
-        """The value stored in the job store's meta (the enums as their values)."""
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
     def from_text(cls, text: str | None) -> Course | None:
-        """The decision stored in ``text``; None when absent or unreadable (never raises:
-        another version, or a damaged entry, is no decision)."""
+        """The decision in ``text``; None when absent or unreadable (never raises)."""
         if not text:
             return None
         try:

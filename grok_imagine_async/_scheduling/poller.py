@@ -1,7 +1,5 @@
-"""The scheduler's pollers: running jobs looked at when the duration model says they are done.
-
-One *dispatcher* keeps every running job in a :class:`DueQueue` by its next look (one timer
-for 5,000 jobs) and hands due jobs to the *pollers*, which finish, resubmit or reschedule them.
+"""The scheduler's pollers: a dispatcher hands each running job, due in a :class:`DueQueue`
+(one timer for all), to a poller, which finishes, resubmits or reschedules it.
 """
 
 from __future__ import annotations
@@ -24,9 +22,7 @@ from .polling import PollPlanner
 from .submitting import Submitter, within_share
 
 _NOT_FOUND_LIMIT = 3  # 404s in a row before a task is taken for gone
-# Error answers in a row (after the client's own retries) before a job ends as a failed result
-# carrying its task id: a broken or hostile server must not keep a job polling forever.
-_UNREADABLE_LIMIT = 10
+_UNREADABLE_LIMIT = 10  # error answers in a row before a job ends failed: no endless polling
 _REFUSAL_PEERS = 0.8  # after refusals in a row, jobs this old (x the refused one's age) looked at
 _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outage's 3 failures
 
@@ -76,8 +72,7 @@ class Poller:
         """Status polls sent."""
 
     def watch(self, job: JobRecord) -> None:
-        """Start polling ``job``, whose task exists: at once if its age is unknown (resumed),
-        else when the planner expects it done."""
+        """Start polling ``job``, whose task exists (at once if resumed)."""
         now = anyio.current_time()
         if job.submitted_at is None:
             self._schedule(job, now)
@@ -95,14 +90,12 @@ class Poller:
             await self._send.send(await self._due.next_due(early=self._early))
 
     def _early(self, now: float) -> JobRecord | None:
-        """The job most likely done among those the idle schedule says are due, while the
-        quota has room for a look not planned yet."""
+        """The job most worth an early look, while the quota has room for one."""
         planner = self._planner
         if planner.room(now) < 1.0:  # before weighing every job
             return None
         best, chance = None, 0.0
-        # A quota-bound batch takes only likely looks, the first planned one's soonest: its
-        # thousands of jobs are not weighed four times a second.
+        # Quota-bound: only the first planned job is weighed (not thousands, four times a second).
         for job in self._due.items(first_only=planner.quota_bound):
             p = planner.early_chance(
                 job.key, now=now, submitted_at=job.submitted_at, last_look=job.last_look
@@ -133,9 +126,7 @@ class Poller:
         self.polls += 1
         job.polls += 1
         planner.note_request(anyio.current_time(), poll=True)
-        # The early probes wait behind submissions like any poll: while submissions fill the
-        # quota no poll could use what a probe learns, and a probe sent ahead of one delays a
-        # job's start (a batch of whole windows then takes one window more).
+        # The early probes wait behind submissions like any poll: ahead, they delay a start.
         priority = Priority.URGENT if urgent else self._priority
         try:
             with job_scope(self._client.telemetry, self._owner, job.key):
@@ -164,7 +155,8 @@ class Poller:
             books.notify()  # a canary's look: a burst it held back may go
         if not task.is_terminal:
             self._healthy(job, now)
-            self._reschedule(job, looked_at=now)
+            job.looked(at=now)
+            self._schedule(job, self._next_look(job, anyio.current_time()))
             return
         self._charged(job, task)
         failure = task.failure_class
@@ -177,8 +169,7 @@ class Poller:
                 await books.finish(job, task=task)
             return
         failure = failure or FailureClass.UNKNOWN
-        # A failure of an outage (the batch is paused) does not use the job's resubmission:
-        # it is sent again once the outage is over, and may still be resubmitted after.
+        # An outage's failure does not use up the job's resubmission.
         outage = failure in OUTAGE_FAILURES and books.breaker.outage_explains(job.sequence)
         if failure in self._resubmit_on and (outage or job.resubmits < self._resubmit):
             job.resubmitting(counted=not outage)
@@ -195,7 +186,7 @@ class Poller:
         failure: FailureClass | None = None,
         age: float | None = None,
     ) -> None:
-        """Tell the breaker how ``job``'s task ended."""
+        """Tell the breaker how ``job``'s task ended, and act on what it says."""
         books = self._books
         transition = books.breaker.record(
             job.sequence, outcome, now=now, failure_class=failure, age=age
@@ -204,9 +195,8 @@ class Poller:
             self._planner.canary_soon(now)  # the next job sent is looked at
             young = 2.0 * self._planner.canary_age()
             if age is not None and age <= young:
-                # Failed as an outage's tasks do: hold the submissions and look now at the
-                # newest jobs sent after it that are as old: failed too, the batch pauses
-                # within seconds; running, it was this job's own bad luck.
+                # Failed young, as in an outage: hold the submissions, and look now at the
+                # newest jobs as old (failed too, the batch pauses within seconds).
                 books.breaker.hold(now + young)
                 self._call_witnesses(job, now, age)
         if transition is Transition.RESUMED and job.submitted_at is not None:
@@ -219,17 +209,14 @@ class Poller:
             and not books.breaker.seen_success
             and age
         ):
-            # Refusals in a row and nothing else yet: the jobs about as old as this one are
-            # probably over too, and whether they were refused decides whether the batch goes
-            # on. Look now, first.
+            # Refusals and no success yet: look now at the jobs as old, probably over too.
             cutoff = now - _REFUSAL_PEERS * age
             self._look_now(
                 lambda other: other.submitted_at is not None and other.submitted_at <= cutoff, now
             )
 
     def _call_witnesses(self, failed: JobRecord, now: float, age: float) -> None:
-        """Look now at the two newest jobs other than ``failed`` sent after the newest
-        success and at least ``age`` old: their failures would count toward a pause."""
+        """Look now at the two newest other jobs sent after the newest success, ``age`` old."""
         after = self._books.breaker.newest_good
         candidates = [
             job
@@ -247,15 +234,13 @@ class Poller:
         self._look_now(lambda job: job.key in chosen, now)
 
     def _look_now(self, chosen: Callable[[JobRecord], bool], now: float) -> None:
-        """Take the queued jobs ``chosen`` picks out of the due queue and look at each now,
-        urgently: on its own, not behind pollers that may wait for permits."""
+        """Look at the queued jobs ``chosen`` picks now, urgently (on their own)."""
         for job in self._due.take(chosen):
             self._planner.canary(job.key)
             self._schedule(job, now)
 
     def _healthy(self, job: JobRecord, now: float) -> None:
-        """The pause's probe seen running longer than the outage's tasks took to fail: the
-        provider works again."""
+        """A job seen running: it may end the warm-up, or (a probe, a witness) the pause."""
         breaker = self._books.breaker
         if job.submitted_at is None:
             return
@@ -263,9 +248,7 @@ class Poller:
             self._planner.vouch(job.submitted_at)  # and the burst that follows needs no canary
             self._books.notify()  # the warm-up is over: the submitters go on
         if not breaker.warming_up and job.key in self._warmup and not self._planner.queued():
-            # Once everything is sent, a warm-up job is planned (and looked at on spare
-            # quota) as any other: on its doubling schedule a 70 s job was noticed a minute
-            # late. Before, its urgent looks see refusals that should stop the submissions.
+            # Everything sent: a warm-up job's urgent looks are no longer worth their cost.
             self._planner.unfollow(job.key)
         witness = job.key in self._witnesses
         self._witnesses.discard(job.key)
@@ -275,7 +258,7 @@ class Poller:
             self._outcome(job, Outcome.SUCCEEDED, now)
 
     def _charged(self, job: JobRecord, task: Task) -> None:
-        """Count what the provider says the task cost, when it says (a free failure)."""
+        """Refund what the provider says the task did not cost."""
         if task.consumed_credits is None or job.sequence is None:
             return
         reported = min(max(task.consumed_credits, 0), CREDITS_PER_GENERATION)  # never beyond
@@ -294,8 +277,7 @@ class Poller:
 
     def _schedule(self, job: JobRecord, when: float) -> None:
         if self._planner.is_urgent(job.key):
-            # Not behind the pollers, who may all wait for permits behind submissions: this
-            # look decides whether the submissions should go on at all.
+            # Not behind pollers waiting for permits: it decides whether submissions go on.
             self._planner.book(when)  # the routine requests leave it a permit
             self._books.start(self._look_alone, job, when)
         else:
@@ -308,20 +290,13 @@ class Poller:
             self._planner.unbook(when)
         await self._books.for_job(job, self._poll_once(job))
 
-    def _reschedule(self, job: JobRecord, *, looked_at: float | None = None) -> None:
-        now = anyio.current_time()
-        if looked_at is not None:
-            job.looked(at=looked_at)
-            self._schedule(job, self._next_look(job, now))
-        else:  # the look failed: try again no sooner than the shortest gap
-            self._schedule(job, self._next_look(job, now, now + self._planner.policy.wait_initial))
-
     async def _failed_look(
         self, job: JobRecord, error: APIError, *, in_a_row: int, limit: int
     ) -> None:
-        """A look that learned nothing: end the job after ``limit`` in a row, else look later."""
-        if in_a_row < limit:
-            self._reschedule(job)
+        """A look that learned nothing: end the job after ``limit`` in a row."""
+        if in_a_row < limit:  # try again no sooner than the shortest gap
+            now = anyio.current_time()
+            self._schedule(job, self._next_look(job, now, now + self._planner.policy.wait_initial))
             return
         self._planner.gone(job.key, submitted_at=job.submitted_at, last_look=job.last_look)
         await self._books.finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
@@ -337,7 +312,6 @@ class Poller:
         )
 
     def _replan(self, now: float) -> None:
-        """Move the looks already queued when the duration model changed its mind."""
         if self._planner.replan_needed(now):
             self._due.reschedule_all(
                 lambda job, due: due if job.submitted_at is None else self._next_look(job, now)

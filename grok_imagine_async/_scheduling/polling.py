@@ -1,17 +1,6 @@
-"""When to look at each running job: a planner between two regimes. Pure: time is passed in.
-
-- *idle* (few jobs for the quota): look ``wait_initial`` after the submission, then every
-  ``max(wait_initial, (wait_factor - 1) x age)``, at most ``wait_max`` apart;
-- *saturated* (the quota is the bottleneck): about one look per job where the learned
-  :class:`DurationModel` says it is very probably done (its 95th percentile), then small steps
-  through the tail so that the last job of a batch is not noticed late.
-
-The gaps blend geometrically by the *allowance*: the spare quota (80 % of the limit, less
-other traffic) per job held, in polls per ``wait_initial`` (1 or more: idle; 0.2 or less:
-saturated). Whatever the regime, room left in the quota goes to the job most likely done
-(:meth:`PollPlanner.early_chance`). Until the model is confident, a few *probe* jobs are
-looked at on a doubling schedule; *canaries* and the breaker's *followed* jobs get urgent
-early looks, since their answers decide whether the batch goes on paying.
+"""When to look at each running job, blending an *idle* schedule (``wait()``'s) and a
+*saturated* one (about one look per job, at the learned 95th percentile) by the spare quota
+per job. Pure: time is passed in. The batches guide describes the regimes and the canaries.
 """
 
 from __future__ import annotations
@@ -41,10 +30,7 @@ _BULK = 0.6  # saturated: past this quantile a job is in the tail
 _ENDING_JOBS = 5  # saturated: a batch is ending once this few jobs are left
 _ENDING_SHARE = 0.05  # or this share of the jobs held and finished lately
 _PROBE_GROWTH = 2.0  # probes: each look at twice the previous age
-# The breaker's followed jobs: half again the previous age. Their end decides whether the batch
-# goes on paying (a refusal, the warm-up's first completion), so it is seen within half its
-# duration, for about eight looks over a 30 s job.
-_FOLLOW_GROWTH = 1.5
+_FOLLOW_GROWTH = 1.5  # the breaker's followed jobs: each look at 1.5 x the previous age
 _PROBES = 3  # probe jobs at a time while the model is not confident
 _CONFIDENT = 4  # completions after which the model is trusted
 _SPARE = 0.8  # the part of the quota the planner counts on
@@ -57,14 +43,9 @@ _WORTH = 0.01  # spare quota: a look due on the idle schedule is taken if it suc
 _SAMPLE_EVERY = 0.25  # seconds between two samples of the limiter's counters
 _SHARE_TICK = 0.1  # share_wait: how often to ask again, in wait_initial, for an overdue look
 _CANARY_AGE = 3.0  # a canary's one early look, in wait_initial: an outage's failure shows by then
-# The share of the quota spent on canaries: one job in a while looked at early, so that an
-# outage whose tasks fail at once shows in seconds, not at the planned look a minute later.
-_CANARY_SHARE = 0.005
-# Canaries in submissions too: on a small quota, the share's gap is minutes (two on free), and
-# an outage in the middle of a batch would cost every submission of it. One in twenty (about
-# 2.5 % more requests on a quota-bound batch), never more often than every five wait_initial.
-_CANARY_EVERY = 20
-_CANARY_MIN_GAP = 5.0
+_CANARY_SHARE = 0.005  # the share of the quota spent on canaries' early looks
+_CANARY_EVERY = 20  # and at least one POST in this many (a small quota's share is minutes)
+_CANARY_MIN_GAP = 5.0  # but no closer than this many wait_initial
 _BURST = 0.5  # POSTs leaving closer than this share of the plan's interval: a burst
 _VOUCHED = 2.0  # a canary seen healthy vouches for bursts this long after it left (canary ages)
 _CANARY_TIMEOUT = 3.0  # a burst waits at most this long for its canary's look (canary ages)
@@ -75,8 +56,8 @@ _HOLD_SHARE = 0.1  # bursts wait for a canary only if its age is at most this sh
 class PollPlanner:
     """Decides when the scheduler looks at each running job, and learns from each look.
 
-    ``statistics`` (the limiter's counters) shows traffic that is not the planner's own;
-    ``unfinished`` counts the jobs held, queued or running (default: those seen submitted).
+    ``statistics``: the limiter's counters (traffic not the planner's own); ``unfinished``:
+    the jobs held, queued or running (default: those seen submitted).
     """
 
     def __init__(
@@ -118,8 +99,6 @@ class PollPlanner:
         self._next_spare = -math.inf  # no look on spare quota before this time (pacing)
         self._bound = False  # submissions waited for the quota: looks only when likely
 
-    # -- traffic ---------------------------------------------------------------------------
-
     def note_request(self, now: float, *, poll: bool = False) -> None:
         """Count one request sent at ``now`` (``poll``: one of this planner's looks)."""
         horizon = now - self.limit.period
@@ -139,9 +118,8 @@ class PollPlanner:
             del self._booked[index]
 
     def share_wait(self, now: float) -> float:
-        """Seconds until one more routine (not urgent) request may go: only once the
-        period's requests and the urgent looks booked in the next period leave it a permit
-        (the urgent looks decide whether the batch goes on paying)."""
+        """Seconds until one more routine request may go: the period's requests and the
+        urgent looks booked for the next period must leave it a permit."""
         recent, horizon = self._recent, now - self.limit.period
         while recent and recent[0] <= horizon:
             recent.popleft()
@@ -158,7 +136,7 @@ class PollPlanner:
         return len(self._recent) - bisect.bisect_right(self._recent, since)
 
     def allowance(self, now: float) -> float:
-        """Polls per ``wait_initial`` each job could have from the spare quota (see module)."""
+        """Polls per ``wait_initial`` each job could have from the spare quota."""
         window = self.limit.period / 4
         own = len(self._polls) - bisect.bisect_right(self._polls, now - window)
         total = self._total_since(now, window)
@@ -193,11 +171,8 @@ class PollPlanner:
             return 1.0
         return math.log(1.0 / allowance) / math.log(1.0 / _SATURATED_ALLOWANCE)
 
-    # -- what looks teach ------------------------------------------------------------------
-
     def submitted(self, key: str, *, follow: bool = False) -> None:
-        """A job's task was created: it may become a probe, is followed (``follow``, see
-        :meth:`follow`) or, if its POST left as the canary, gets a canary's early look."""
+        """A job's task was created: maybe a probe, followed (``follow``) or the canary."""
         self._running += 1
         if self.model.count < _CONFIDENT and len(self._probes) < _PROBES:
             self._probes.add(key)
@@ -208,14 +183,8 @@ class PollPlanner:
             self._canaries.add(key)
 
     def leaving(self, key: str, now: float, breaker: Breaker) -> bool:
-        """A job's POST has its permit: True to hold it back (its permit given back) while a
-        burst waits for the canary's look; else it leaves, as the canary if one is due.
-
-        A canary is due every ``_CANARY_EVERY`` POSTs (at most one each ``_CANARY_MIN_GAP``
-        wait_initial), after the quota share's gap, one a ``wait_initial`` after a failure
-        among the newest jobs, and in a burst (permits at once, as a window's reset grants
-        them) that no canary seen healthy lately vouches for: then the rest of the burst
-        waits for its look, which comes before any of them could be paid in an outage.
+        """A job's POST has its permit: True to hold it back while a burst waits for its
+        canary's look; else it leaves, as the canary if one is due (see the batches guide).
         """
         out = self._canary_out
         if out is not None and out[0] == key:
@@ -233,13 +202,11 @@ class PollPlanner:
             self._canary_out = out = None  # its look never came: hold nothing back on it
             self._holding = False
         vouched = now - self._vouched < _VOUCHED * self.canary_age()
-        # A big burst would cost more than twenty tasks if an outage began since that canary
-        # left: only one seen healthy this very moment (its held burst) vouches for it.
+        # A big burst: only a canary seen healthy this very moment vouches for it.
         stats = self._statistics
         if vouched and burst and stats is not None and stats().waiting >= _BIG_BURST:
             vouched = now - self._seen_healthy <= self.policy.wait_initial
-        # A hold delays the window's burst by a canary's age: worth it only on a period long
-        # enough for that to be a small share of it.
+        # A hold delays the burst by a canary's age: only if that is a small share of the period.
         holds = burst and not vouched and self.canary_age() <= _HOLD_SHARE * self.limit.period
         if out is not None and (self._holding or holds):
             self._holding = True
@@ -261,7 +228,7 @@ class PollPlanner:
         return False
 
     def holding(self, now: float) -> float | None:
-        """While a burst waits for the canary's look: until when at most (else None)."""
+        """Until when at most a burst waits for the canary's look (None: it does not)."""
         out = self._canary_out
         if not self._holding or out is None:
             return None
@@ -269,8 +236,7 @@ class PollPlanner:
         return until if now < until else None
 
     def _canary_answered(self, key: str, *, healthy: bool, now: float = -math.inf) -> None:
-        """The canary's look came back: seen running (``healthy``), the burst goes; failed
-        or gone, the next POST to leave is the next canary, the rest still held."""
+        """The canary's look came back: healthy, the burst goes; else the next POST is one."""
         out = self._canary_out
         if out is None or out[0] != key:
             return
@@ -281,8 +247,7 @@ class PollPlanner:
         self._holding = not healthy
 
     def vouch(self, at: float) -> None:
-        """A task created at ``at`` was seen healthy (a canary, the pause's probe): a burst
-        soon after needs no canary of its own."""
+        """A task created at ``at`` was seen healthy: a burst soon after needs no canary."""
         self._vouched = max(self._vouched, at)
         self._holding = False
 
@@ -299,8 +264,7 @@ class PollPlanner:
         self._followed.discard(key)
 
     def canary(self, key: str) -> None:
-        """Look at a job once early (three ``wait_initial`` after its submission): a task
-        that fails at once in an outage is seen soon, whatever the quota pressure."""
+        """Look at a job once early (a canary's age after its submission)."""
         self._canaries.add(key)
 
     def canary_age(self) -> float:
@@ -308,9 +272,7 @@ class PollPlanner:
         return _CANARY_AGE * self.policy.wait_initial
 
     def is_urgent(self, key: str) -> bool:
-        """Whether a job's looks are planned on their own (not behind the due queue's
-        pollers): a canary or a followed probe, whose answer may stop the batch from paying
-        for an outage."""
+        """Whether a job is a canary or followed (looked at on its own, not queued)."""
         return key in self._canaries or key in self._followed
 
     def is_probe(self, key: str) -> bool:
@@ -327,9 +289,8 @@ class PollPlanner:
         finished: bool,
         completed: bool = True,
     ) -> None:
-        """Learn from one answer about a job: ``finished`` or still running at ``now``
-        (``last_look``: the previous look that found it running; a failure, not
-        ``completed``, says nothing about generation times)."""
+        """Learn from one answer: ``finished`` or still running at ``now`` (``last_look``: the
+        previous look that found it running); only a completion teaches durations."""
         if submitted_at is None:
             if finished:
                 self._finished.append(now)
@@ -360,8 +321,7 @@ class PollPlanner:
             self.model.forget_running(last_look - submitted_at)
 
     def replan_needed(self, now: float) -> bool:
-        """True once each time the queued looks deserve a new plan: the model moved, became
-        confident, or the regime moved by a quarter of the way."""
+        """True once each time the model or the regime moved enough to re-plan queued looks."""
         mu, sigma, confident, weight, ending = self._planned
         now_confident = self.model.count >= _CONFIDENT
         now_weight = self.weight(now)  # also decides whether the batch is ending
@@ -387,27 +347,20 @@ class PollPlanner:
         return self._bound
 
     def room(self, now: float) -> float:
-        """Requests the quota has room for in this quarter period, before planned looks (0
-        while anything waits for it); cheap, asked before the jobs are weighed."""
+        """Requests the quota has room for in this quarter period (0 while any wait for it)."""
         submissions = self.queued()
         if submissions == 0 and self._running == 0:
             self._bound = False
         if self._statistics is not None and self._statistics().waiting > 0:
-            # Submissions waited for the quota: the batch is quota-bound, and stays so to its
-            # end (its requests per job are what its makespan is made of).
+            # Submissions waited for the quota: quota-bound to the end.
             self._bound = self._bound or submissions > 0
             return 0.0
         window = self.limit.period / 4
         return max(0.0, _SPARE * self.limit.per_second * window - self.requests_since(now - window))
 
     def has_room(self, now: float, *, chance: float, planned: Callable[[float], int]) -> bool:
-        """Whether the quota has room now for an early look that finds a job done with
-        probability ``chance`` (if True, the caller takes it).
-
-        A very likely look replaces the planned one and needs only room in the last window.
-        Any other is an extra request, paid from the spare rate over the next window (less the
-        submissions still to send and the looks ``planned(until)`` counts), and paced.
-        """
+        """Whether to take now an early look that finds a job done with ``chance``: a likely
+        one needs room in the last window; any other, paced spare room in the next one."""
         room = self.room(now)
         if chance >= _LIKELY:
             return room >= 1.0
@@ -422,8 +375,7 @@ class PollPlanner:
     def early_chance(
         self, key: str, *, now: float, submitted_at: float | None, last_look: float
     ) -> float:
-        """The chance that a look now finds a job done, if the idle schedule says it is due
-        (0 otherwise): the scheduler looks at the likeliest such job while there is room."""
+        """The chance a look now finds a job done if worth an early look, else 0."""
         if submitted_at is None or self.is_urgent(key):
             return 0.0
         age = max(0.0, last_look - submitted_at)
@@ -438,8 +390,6 @@ class PollPlanner:
         # Not due yet, but a confident model says the look very probably succeeds.
         return chance if self.model.count >= _CONFIDENT and chance >= _LIKELY else 0.0
 
-    # -- when to look ----------------------------------------------------------------------
-
     def next_look(
         self,
         key: str,
@@ -450,8 +400,8 @@ class PollPlanner:
         polls: int,
         earliest: float | None = None,
     ) -> float:
-        """The clock time of the next look at a job, not before ``earliest`` (default
-        ``now``); ``submitted_at`` None: its age is unknown (resumed from a journal)."""
+        """When to look at a job next, not before ``earliest`` (default ``now``);
+        ``submitted_at`` None: its age is unknown (resumed)."""
         policy = self.policy
         earliest = now if earliest is None else earliest
         if submitted_at is None:  # age unknown: look at once, then on the idle floor
@@ -484,8 +434,7 @@ class PollPlanner:
             return max(floor, (_PROBE_GROWTH - 1.0) * age)
         model = self.model
         if age <= 0.0:
-            # A few jobs are looked at near the median: looks at the 95th percentile alone
-            # would tell the model little about where the bulk of the durations lies.
+            # A few looks near the median teach the model where the bulk lies.
             explore = zlib.crc32(key.encode()) % _EXPLORE_ONE_IN == 0
             return max(floor, model.quantile(0.5 if explore else _FIRST_LOOK))
         # F(t_next) = F(age) + p (1 - F(age)): in survival terms S(t_next) = (1 - p) S(age).
@@ -498,16 +447,13 @@ class PollPlanner:
             step = math.inf
         if not self._ending:
             return max(floor, step)
-        # The batch's last few jobs decide when it ends: never leave one of them longer than
-        # 8 % of its age, whatever the model says (early on it can be wide). A job found
-        # running before most jobs end (an explorer looked at near the median) may go on to
-        # the 95th percentile.
+        # The last few jobs decide when the batch ends: at most 8 % of the age between looks,
+        # except for a job still in the bulk (looked at near the median).
         tail = _TAIL_STEP * age
         if age < model.quantile(_BULK):
             tail = max(tail, model.quantile(_FIRST_LOOK) - age)
         return max(floor, min(step, tail))
 
     def _jitter(self, gap: float) -> float:
-        # Only later, never sooner: a saturated look planned at the 95th percentile would
-        # miss half again as often if jitter could bring it to the 93rd.
+        # Only later: a look planned at the 95th percentile must not slip to the 93rd.
         return gap * (1.0 + self.policy.wait_jitter * self._rng.random())

@@ -1,8 +1,5 @@
-"""The scheduler's submitters: a queued job's journal record read back, then its POST.
-
-The resume policy decides what a recorded job needs (a replay, a resumed poll, a new POST);
-a POST holds its cost in the budget and writes its intent to the journal right before it
-leaves. A job whose task exists is left RUNNING for the caller to hand to the pollers.
+"""The scheduler's submitters: a queued job's journal record replayed or resumed, else its
+POST, its cost held in the budget and its intent journaled right before it leaves.
 """
 
 from __future__ import annotations
@@ -106,15 +103,17 @@ class Submitter:
             await self.send(job)
 
     def _stopped(self) -> bool:
-        """Nothing more is submitted: a fatal error, or the breaker stopped the batch."""
         return self._books.fatal is not None or self._breaker.state is BreakerState.STOPPED
 
     async def not_sent(self, job: JobRecord) -> None:
-        """A queued job the stopping scheduler will not submit: it ends unpaid, unrecorded
-        (so a rerun submits it)."""
+        """End a job the stopping scheduler will not submit, unrecorded (a rerun submits it)."""
         breaker = self._breaker.snapshot()
         if self._books.fatal is None and breaker.state is BreakerState.STOPPED:
-            why = stop_reason(breaker.reason, breaker.failure_class, breaker.streak)
+            if breaker.reason == "refused" and breaker.failure_class is not None:
+                kind = breaker.failure_class.value.replace("_", " ")
+                why = f"the last {breaker.streak} jobs were all refused for {kind}"
+            else:
+                why = "the API was never reached: check the base URL and the network"
             error = SchedulerClosedError(f"not submitted: the batch stopped ({why})")
             failure = FailureClass.NOT_SUBMITTED
         else:
@@ -127,9 +126,7 @@ class Submitter:
     async def _admit(self, job: JobRecord, *, after_failure: bool = False) -> bool:
         """Wait until the breaker lets ``job``'s POST go; False if the batch stopped.
 
-        ``after_failure``: a resubmission after a failure an outage explains. While the
-        newest jobs failed too (an outage may be starting), it waits a probe's interval for
-        the breaker to make up its mind, so that it is not spent inside the outage.
+        ``after_failure``: while the newest jobs fail too, wait a probe's interval first.
         """
         books, breaker = self._books, self._breaker
         patience = anyio.current_time() + (
@@ -155,7 +152,7 @@ class Submitter:
                     self._planner.follow(job.key)
                     books.course(job.key, transition, now)
                 return True
-            if until is not None and until == float("inf"):
+            if until == float("inf"):
                 return False
             with anyio.move_on_after(float("inf") if until is None else until - now):
                 await books.next_change()
@@ -207,9 +204,8 @@ class Submitter:
         return True
 
     async def send(self, job: JobRecord, *, after_failure: bool = False) -> None:
-        """Send ``job``'s POST once the breaker and the budget allow, holding its cost until it
-        is answered; while an outage pauses the batch, a POST refused by it waits and is sent
-        again after (it was not paid). ``after_failure``: see :meth:`_admit`."""
+        """Send ``job``'s POST once the breaker and the budget allow; one an outage refused
+        goes again after it. ``after_failure``: see :meth:`_admit`."""
         while True:
             if not await self._admit(job, after_failure=after_failure):
                 await self.not_sent(job)
@@ -252,8 +248,7 @@ class Submitter:
             if self._breaker.withholds(job.sequence) or self._planner.leaving(
                 job.key, anyio.current_time(), self._breaker
             ):
-                # Admitted before the batch paused or stopped, or in a burst that waits for
-                # its canary's look: an outage's or a refused batch's POST not paid for.
+                # Admitted before a pause or stop, or in a burst held for its canary's look.
                 raise _Withheld
             if not may_have_left:  # counted once it leaves, not while it waits (or is held)
                 self.submissions += 1
@@ -295,16 +290,14 @@ class Submitter:
             await self.not_sent(job)
             return False
         except (APIConnectionError, ServerError, APIResponseValidationError) as exc:
-            # Nothing was started (the sender retried already). Alone, this job's failure; a
-            # systematic one (an outage, a wrong URL), the breaker's business.
+            # Nothing was started (the sender retried already); systematic: the breaker's.
             reached = not isinstance(exc, APIConnectionError)
             self._outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
             state = self._breaker.state
             if state is BreakerState.PAUSED:
                 return True  # sent again once the outage is over
             if state is BreakerState.STOPPED and not reached:
-                # A server never reached is a configuration error, and nothing was paid: stop
-                # every worker now, the POSTs still retrying too.
+                # A server never reached: a configuration error; stop every worker now.
                 await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
                 books.stop(exc, drain=False)
                 return False
@@ -348,8 +341,7 @@ class Submitter:
 
 
 async def within_share(share_wait: Callable[[float], float]) -> None:
-    """Sleep until one more routine request (not an urgent look) leaves the urgent looks
-    their share of the quota (see ``PollPlanner.share_wait``)."""
+    """Sleep until a routine request leaves the urgent looks their share of the quota."""
     wait = share_wait(anyio.current_time())
     while wait > 0.0:
         await anyio.sleep(wait)
@@ -357,13 +349,4 @@ async def within_share(share_wait: Callable[[float], float]) -> None:
 
 
 class _Withheld(Exception):
-    """A POST the breaker withheld after its permit came: the batch paused or stopped while
-    it waited for the quota."""
-
-
-def stop_reason(reason: str | None, failure_class: FailureClass | None, streak: int) -> str:
-    """Why the breaker stopped a batch, in words."""
-    if reason == "refused" and failure_class is not None:
-        why = failure_class.value.replace("_", " ")
-        return f"the last {streak} jobs were all refused for {why}"
-    return "the API was never reached: check the base URL and the network"
+    """A POST withheld after its permit came (the batch paused or stopped meanwhile)."""
