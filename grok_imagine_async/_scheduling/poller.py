@@ -28,19 +28,7 @@ _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outa
 
 
 class Poller:
-    """Polls running jobs; see the module docstring.
-
-    Args:
-        books: The scheduler's shared books.
-        client: Reads the statuses.
-        planner: When to look at a job next (and what the duration model learned).
-        submitter: Sends the resubmissions.
-        priority: The polls' place in the rate limiter's queue.
-        resubmit: How many times one job may be resubmitted.
-        resubmit_on: Failure classes worth a resubmission.
-        downloads: The downloaders, if the scheduler downloads.
-        owner: The scheduler, which telemetry names the jobs' scope after.
-    """
+    """Polls running jobs (``resubmit``: resubmissions a job may use, on ``resubmit_on``)."""
 
     def __init__(
         self,

@@ -34,17 +34,7 @@ from .resume import FINAL_STATES, journal_error, reopened, replayed_task, same_r
 
 
 class Submitter:
-    """Submits queued jobs; see the module docstring.
-
-    Args:
-        books: The scheduler's shared books (its breaker says whether a POST may go).
-        client: Sends the POSTs.
-        planner: The poll planner: the quota's share for routine requests, the canaries.
-        priority: The submissions' place in the rate limiter's queue.
-        has_slot: Whether one more job may be in flight now.
-        downloads: The downloaders, if the scheduler downloads.
-        owner: The scheduler, which telemetry names the jobs' scope after.
-    """
+    """Submits queued jobs (``has_slot``: whether one more may be in flight now)."""
 
     def __init__(
         self,
@@ -210,24 +200,20 @@ class Submitter:
             if not await self._admit(job, after_failure=after_failure):
                 await self.not_sent(job)
                 return
-            if not await self._send_once(job):
+            budget = self._books.budget
+            if not budget.can_afford(cost=CREDITS_PER_GENERATION):
+                assert budget.max_credits is not None
+                refused = BudgetExceededError(
+                    max_credits=budget.max_credits, committed_credits=budget.committed
+                )
+                self._outcome(job, Outcome.OTHER)
+                await self._books.finish(
+                    job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED
+                )
                 return
-
-    async def _send_once(self, job: JobRecord) -> bool:
-        """One POST for ``job``; True if it must wait for the outage's end and go again."""
-        budget = self._books.budget
-        cost = CREDITS_PER_GENERATION
-        if not budget.can_afford(cost=cost):
-            assert budget.max_credits is not None
-            refused = BudgetExceededError(
-                max_credits=budget.max_credits, committed_credits=budget.committed
-            )
-            failure = FailureClass.BUDGET_EXCEEDED
-            self._outcome(job, Outcome.OTHER)
-            await self._books.finish(job, error=refused, failure_class=failure)
-            return False
-        with budget.reserve(cost) as held:  # released unless committed below
-            return await self._send_reserved(job, cost, held)
+            with budget.reserve(CREDITS_PER_GENERATION) as held:  # released unless committed
+                if not await self._send_reserved(job, held):
+                    return
 
     def _outcome(self, job: JobRecord, outcome: Outcome) -> None:
         """Tell the breaker how ``job``'s POST ended."""
@@ -238,8 +224,9 @@ class Submitter:
         if transition is not None:
             self._books.course(job.key, transition, now)
 
-    async def _send_reserved(self, job: JobRecord, cost: int, held: Reservation) -> bool:
-        books = self._books
+    async def _send_reserved(self, job: JobRecord, held: Reservation) -> bool:
+        """One POST for ``job``; True if it must wait for the outage's end and go again."""
+        books, cost = self._books, CREDITS_PER_GENERATION
         attempt = job.attempts + 1
         may_have_left = False  # from the first intent on, a POST may leave
 
