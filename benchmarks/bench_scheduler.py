@@ -232,7 +232,8 @@ def render(store: dict[str, Any], command: str) -> str:
         "",
         header("outage-sweep"),
         "",
-        "The same runs as above (`--sections outage-sweep`), the outage starting at every step "
+        "`python -m benchmarks.bench_scheduler --sections outage-sweep --workers 2`: the same "
+        "runs as above, the outage starting at every step "
         "of a window around the middle of the batch (aligned to the step, from half the "
         "no-outage makespan less half the window), with the breaker (default `BreakerPolicy()`) "
         "and without it (`breaker=None`) side by side. A canary look releases a burst: an "
