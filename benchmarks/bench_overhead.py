@@ -287,11 +287,11 @@ def render(
             cells = [
                 f"{row[f'bare_{unit}'] * 1e6:.0f}",
                 f"{row[f'ours_{unit}'] * 1e6:.0f}",
-                f"**{row[f'ours_{unit}_ratio']:.2f}x**",
-                f"{row[f'open_{unit}_ratio']:.2f}x",
+                f"**{row[f'ours_{unit}_ratio']:.3f}x**",
+                f"{row[f'open_{unit}_ratio']:.3f}x",
             ]
             if before:
-                cells.append(f"{row[f'before_{unit}_ratio']:.2f}x")
+                cells.append(f"{row[f'before_{unit}_ratio']:.3f}x")
             lines.append(
                 f"| {row['library']} {row['version']} | {row['concurrency']} | "
                 + " | ".join(cells)
