@@ -250,6 +250,11 @@ class Breaker:
         """Running, with a retryable failure among the newest submissions."""
         return self._state is BreakerState.RUNNING and bool(self._bad)
 
+    def unexplained(self, sequence: int | None) -> bool:
+        """Running, and ``sequence``'s retryable failure neither explained by a pause nor
+        explained away by a success submitted after it."""
+        return self._state is BreakerState.RUNNING and sequence in self._bad
+
     def answered(self) -> None:
         """A POST was answered (a task id or an error)."""
         self._reached = True

@@ -56,6 +56,7 @@ class Submitter:
         self._has_slot = has_slot
         self._downloads = downloads
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
+        self._doubted = 0  # resubmissions waiting in _explained
         self.submissions = 0
         """POSTs sent (first submissions and resubmissions)."""
 
@@ -116,20 +117,15 @@ class Submitter:
     async def _admit(self, job: JobRecord, *, after_failure: bool = False) -> bool:
         """Wait until the breaker lets ``job``'s POST go; False if the batch stopped.
 
-        ``after_failure``: while the newest jobs fail too, wait a probe's interval first.
+        ``after_failure``: a resubmission after a retryable failure (see :meth:`_explained`).
         """
         books, breaker = self._books, self._breaker
-        patience = anyio.current_time() + (
-            breaker.policy.probe_wait_initial if after_failure and breaker.policy else 0.0
-        )
+        if after_failure and breaker.policy is not None:
+            await self._explained(job, breaker.policy.probe_wait_initial)
         while True:
             if books.fatal is not None:
                 return False
             now = anyio.current_time()
-            if breaker.suspicious and now < patience:
-                with anyio.move_on_after(patience - now):
-                    await books.next_change()
-                continue
             held = self._planner.holding(now)
             if held is not None:  # a burst waits for its canary's look
                 with anyio.move_on_after(held - now):
@@ -146,6 +142,27 @@ class Submitter:
                 return False
             with anyio.move_on_after(float("inf") if until is None else until - now):
                 await books.next_change()
+
+    async def _explained(self, job: JobRecord, wait: float) -> None:
+        """Before ``job``'s resubmission: wait ``wait`` while the newest jobs fail too, and
+        while its own failure is unexplained, let the jobs queued behind it go first: their
+        outcomes pause the batch (the resubmission is not spent in the outage) or clear it."""
+        books, breaker = self._books, self._breaker
+        patience = anyio.current_time() + wait
+        self._doubted += 1  # queued too: the jobs that wait here do not wait for each other
+        try:
+            while books.fatal is None:
+                now = anyio.current_time()
+                if breaker.suspicious and now < patience:
+                    timeout = patience - now
+                elif breaker.unexplained(job.sequence) and self._planner.queued() > self._doubted:
+                    timeout = wait
+                else:
+                    return
+                with anyio.move_on_after(timeout):
+                    await books.next_change()
+        finally:
+            self._doubted -= 1
 
     async def _replay(self, job: JobRecord, record: StoreRecord) -> None:
         """Finish a job the journal says has finished, without any request to the API."""

@@ -384,6 +384,20 @@ async def test_an_outage_while_the_window_is_spent_costs_a_canary_not_the_next_w
 
 
 @pytest.mark.anyio
+async def test_a_job_failed_before_the_pause_is_resubmitted_after_the_outage() -> None:
+    # The in-flight slots full: the one job sent after the outage began fails alone, and the
+    # breaker runs on (1 failure of 3). Its resubmission needs no slot: it used to leave 5 s
+    # later, fail in the outage before any queued job could show it, and end the prompt
+    # transient (its one resubmission spent). The queued jobs go first now: they pause it.
+    outage = Outage(start=71.0, end=191.0)
+    prompts = [f"scene {n}" for n in range(30)]
+    batch = await Batch("pro", FaultConfig(outages=(outage,))).run(prompts, max_in_flight=3)
+    assert [r.request.prompt for r in batch.results if not r.ok] == []
+    assert batch.transitions()[0] == "paused"
+    assert batch.transitions()[-1] == "resumed"
+
+
+@pytest.mark.anyio
 async def test_systematic_refusals_stop_the_batch_and_report_each_prompt_not_submitted() -> None:
     prompts = [f"bad template {n} [fail:content]" for n in range(200)]
     batch = await Batch("free", FaultConfig()).run(prompts)
