@@ -251,6 +251,10 @@ class PollPlanner:
         self._vouched = max(self._vouched, at)
         self._holding = False
 
+    def vouched_since(self, at: float) -> bool:
+        """Whether a task created at ``at`` or later was seen healthy (a canary's look)."""
+        return self._vouched >= at
+
     def canary_soon(self, now: float) -> None:
         """A failure among the newest jobs: the next job sent is a canary."""
         self._next_canary = min(self._next_canary, now)

@@ -145,17 +145,23 @@ class Submitter:
 
     async def _explained(self, job: JobRecord, wait: float) -> None:
         """Before ``job``'s resubmission: wait ``wait`` while the newest jobs fail too, and
-        while its own failure is unexplained, let the jobs queued behind it go first: their
-        outcomes pause the batch (the resubmission is not spent in the outage) or clear it."""
-        books, breaker = self._books, self._breaker
-        patience = anyio.current_time() + wait
+        while its own failure is unexplained, let the jobs queued behind it go first: they
+        pause the batch (the resubmission is not spent in the outage), or a canary among
+        them seen healthy (or a success) says the provider works."""
+        books, breaker, planner = self._books, self._breaker, self._planner
+        failed_at = anyio.current_time()
+        patience = failed_at + wait
         self._doubted += 1  # queued too: the jobs that wait here do not wait for each other
         try:
             while books.fatal is None:
                 now = anyio.current_time()
                 if breaker.suspicious and now < patience:
                     timeout = patience - now
-                elif breaker.unexplained(job.sequence) and self._planner.queued() > self._doubted:
+                elif (
+                    breaker.unexplained(job.sequence)
+                    and not planner.vouched_since(failed_at)
+                    and planner.queued() > self._doubted
+                ):
                     timeout = wait
                 else:
                     return
