@@ -752,9 +752,11 @@ async def prepare(
 
 
 def note_jobs(n: int, text: str) -> None:
-    """``note`` "<n> jobs <text>", if there are any; ``{are}``/``{were}`` agree with ``n``."""
+    """``note`` "<n> jobs <text>", if there are any; ``{are}``/``{were}`` agree with ``n``
+    (replaced, not formatted: the text holds paths, which may hold braces)."""
     if n:
-        note(
-            f"{count_jobs(n)} "
-            + text.format(are="is" if n == 1 else "are", were="was" if n == 1 else "were")
+        one = n == 1
+        text = text.replace("{are}", "is" if one else "are").replace(
+            "{were}", "was" if one else "were"
         )
+        note(f"{count_jobs(n)} {text}")

@@ -206,3 +206,10 @@ def test_a_note_about_jobs_agrees_with_their_number(
 
     note_jobs(n, "{were} stopped, " + count_jobs(n) + " {are} listed" if n else "{were}")
     assert capsys.readouterr().err == expected
+
+
+def test_a_note_about_jobs_keeps_the_braces_of_a_path(capsys: pytest.CaptureFixture[str]) -> None:
+    from grok_imagine_async._cli.batch import note_jobs
+
+    note_jobs(2, "{are} listed in out{1}/{name}.jsonl")
+    assert capsys.readouterr().err == "2 jobs are listed in out{1}/{name}.jsonl\n"
