@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -45,10 +45,9 @@ logger = logging.getLogger("grok_imagine_async.fastapi")
 
 @dataclass(frozen=True, slots=True)
 class HTTPProblem:
-    """How to answer an HTTP caller for one exception.
+    """How to answer an HTTP caller for one exception (see :func:`http_error_for`).
 
     Attributes:
-        status_code: The HTTP status to answer with.
         code: A stable, machine-readable error code (e.g. ``"budget_exceeded"``).
         detail: A message safe to show the caller.
         retry_after: Seconds for a ``Retry-After`` header, if waiting can help.
@@ -77,12 +76,17 @@ _DOWN = {
 }
 # Advice to the programmer, e.g. "(pass allow_unlisted=True ...)": no HTTP caller can act on it.
 _PYTHON_ADVICE = re.compile(r"\s*\(pass [^()]*\)")
-_CALLERS_FAULT = {  # failures due to the caller's prompt or image: 422, as bad input
-    FailureClass.CONTENT_POLICY: "the prompt or image was refused by the video service",
-    FailureClass.INVALID_INPUT: "the video service cannot use this input",
+_TASK_FAILED = {  # failure class: (status, detail); the caller's prompt or image is a 422
+    FailureClass.CONTENT_POLICY: (422, "the prompt or image was refused by the video service"),
+    FailureClass.INVALID_INPUT: (422, "the video service cannot use this input"),
+    FailureClass.TRANSIENT: (502, f"{_UPSTREAM} for now; try again later"),
 }
-# (exception, status, code, detail, Retry-After default: None for no header), first match wins.
-_FIXED: tuple[tuple[type[BaseException], int, str, str, float | None], ...] = (
+# (exception, status, code, detail, Retry-After unless the exception has one), first match wins.
+_Answer = tuple[type[BaseException], int, str, str | Callable[[Any], str], float | None]
+_ANSWERS: tuple[_Answer, ...] = (
+    (InvalidRequestError, 422, "invalid_request", lambda e: _PYTHON_ADVICE.sub("", str(e)), None),
+    (BacklogFullError, 429, "too_many_pending", str, 1.0),
+    (ProviderDownError, 503, "upstream_down", lambda e: _DOWN.get(e.reason, _DOWN["outage"]), 30.0),
     (JournalError, 503, "store_unavailable", "the job store is not available right now", 5.0),
     (RateLimitError, 503, "upstream_rate_limited", "the video service is busy", 60.0),
     (BudgetExceededError, 402, "budget_exceeded", "the credit budget for videos is used up", None),
@@ -96,52 +100,35 @@ _FIXED: tuple[tuple[type[BaseException], int, str, str, float | None], ...] = (
     # The operator's problem, not the caller's: say nothing about credentials.
     (AuthenticationError, 502, "upstream_error", _UPSTREAM, None),
     (ConfigurationError, 500, "internal_error", "the server is not configured correctly", None),
+    (APIStatusError, 502, "upstream_error", lambda e: f"{_UPSTREAM} (HTTP {e.status_code})", None),
+    (APIError, 502, "upstream_error", _UPSTREAM, None),
 )  # fmt: skip
 
 
 def http_error_for(exc: BaseException) -> HTTPProblem:
-    """The HTTP answer for ``exc``: bad input 422, budget 402, backlog 429, upstream 502/503/504.
-
-    The codes are listed in the FastAPI guide; an exception outside our tree is a 500
-    ``internal_error``. The ``detail`` is safe to show: no token, no stack trace, no upstream
-    body, no advice meant for the Python programmer.
+    """The HTTP answer for ``exc``, as listed in the FastAPI guide; anything else is a 500
+    ``internal_error``. The ``detail`` never carries the token, a stack trace, upstream text or
+    advice meant for the Python programmer.
 
     Example:
         >>> http_error_for(BudgetExceededError(max_credits=80, committed_credits=80)).status_code
         402
     """
-    if isinstance(exc, InvalidRequestError):
-        return HTTPProblem(422, "invalid_request", _PYTHON_ADVICE.sub("", str(exc)))
     if isinstance(exc, TaskFailedError):
-        failure = exc.failure_class
-        if failure in _CALLERS_FAULT:
-            return HTTPProblem(422, failure.value, _CALLERS_FAULT[failure])
-        why = (
-            "for now; try again later"
-            if failure is FailureClass.TRANSIENT
-            else "to generate this video"
-        )
-        return HTTPProblem(502, failure.value, f"{_UPSTREAM} {why}")
-    if isinstance(exc, BacklogFullError):
-        return HTTPProblem(429, "too_many_pending", str(exc), exc.retry_after)
-    if isinstance(exc, ProviderDownError):  # Retry-After: the next probe, else 30 s
-        detail = _DOWN.get(exc.reason, _DOWN["outage"])
-        return HTTPProblem(503, "upstream_down", detail, exc.retry_after or 30.0)
-    for kind, status, code, detail, retry in _FIXED:
+        failed = _TASK_FAILED.get(exc.failure_class, (502, f"{_UPSTREAM} to generate this video"))
+        return HTTPProblem(failed[0], exc.failure_class.value, failed[1])
+    for kind, status, code, detail, retry in _ANSWERS:
         if isinstance(exc, kind):
             if retry is not None:
                 retry = getattr(exc, "retry_after", None) or retry
-            return HTTPProblem(status, code, detail, retry)
-    if isinstance(exc, APIStatusError):
-        return HTTPProblem(502, "upstream_error", f"{_UPSTREAM} (HTTP {exc.status_code})")
-    if isinstance(exc, APIError):
-        return HTTPProblem(502, "upstream_error", _UPSTREAM)
+            return HTTPProblem(
+                status, code, detail if isinstance(detail, str) else detail(exc), retry
+            )
     return HTTPProblem(500, "internal_error", "internal server error")
 
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
-"""The request body :class:`BodyLimitMiddleware` accepts by default (a 2,000-character prompt
-and a few image URLs take about 3 kB)."""
+"""The request body :class:`BodyLimitMiddleware` accepts by default."""
 
 _MAX_FIELDS = 20  # problems listed in a 422: a body of a million bad keys gets 20 lines
 _MAX_TEXT = 200  # characters of one field name or problem, which may come from the input
@@ -189,19 +176,11 @@ _STATUSES: dict[int, tuple[str, bool]] = {
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for error statuses, each with the :class:`ErrorBody` model, for
-    a route: ``@app.post("/videos", responses=error_responses())``.
-
-    Args:
-        *statuses: The statuses to document (default: every one the integration answers:
-            400, 402, 404, 413, 422, 429, 502, 503 and 504).
+    """OpenAPI ``responses`` for a route: each status (default: every one the integration
+    answers) with the :class:`ErrorBody` model, e.g. ``responses=error_responses(404, 422)``.
 
     Raises:
         ValueError: If a status is not one the integration answers.
-
-    Example:
-        >>> sorted(error_responses(404, 422))
-        [404, 422]
     """
     unknown = set(statuses) - set(_STATUSES)
     if unknown:
@@ -216,17 +195,17 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def error_response(exc: BaseException, **extra: Any) -> JSONResponse:
-    """The JSON answer ``{"detail": ..., "error": <code>, **extra}`` for ``exc`` (see
-    :func:`http_error_for`), with ``Retry-After`` when waiting helps; 5xx answers are logged,
-    without a traceback or the token."""
+    """The :class:`ErrorBody` answer for ``exc`` (see :func:`http_error_for`) with ``extra``
+    fields; 5xx answers are logged, without a traceback or the token."""
     problem = http_error_for(exc)
     if problem.status_code >= 500:
+        shown = exc if isinstance(exc, GrokImagineError) else "(not shown)"
         logger.warning(
             "answering %d %s for %s: %s",
             problem.status_code,
             problem.code,
             type(exc).__name__,
-            exc if isinstance(exc, GrokImagineError) else "(not shown)",
+            shown,
         )
     return _answer(
         problem.status_code, problem.code, problem.detail, headers=problem.headers, **extra
@@ -234,12 +213,11 @@ def error_response(exc: BaseException, **extra: Any) -> JSONResponse:
 
 
 def install_error_handlers(app: Starlette) -> None:
-    """Answer every error in the :class:`ErrorBody` format, never a 500 with a stack trace.
+    """Answer every error of ``app`` as an :class:`ErrorBody`, never a stack trace.
 
-    Our exceptions as :func:`error_response` says; a failed validation 422 ``invalid_request``
-    naming each field in ``fields`` without its value (FastAPI's default echoes the input); a
-    body that is not JSON 400 ``malformed_body``; an ``HTTPException`` its status and detail,
-    with a code from the status (``not_found``...). Call it when building the app.
+    Our exceptions as :func:`error_response`; a failed validation 422 naming each field in
+    ``fields`` without its value; a body that is not JSON 400 ``malformed_body``; an
+    ``HTTPException`` its status, with a code from it (``not_found``...).
     """
     app.add_exception_handler(GrokImagineError, _ours)
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -296,18 +274,13 @@ def _clip(text: str) -> str:
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with 413 ``body_too_large`` before the app
-    reads them (the declared ``Content-Length``, and a chunked body as it arrives). The body
-    is read whole before the app runs: a route streaming large uploads needs its own app.
-
-    Args:
-        app: The ASGI app to protect.
-        max_bytes: The largest body accepted (default :data:`DEFAULT_MAX_BODY_BYTES`).
+    """Refuse request bodies over ``max_bytes`` (default :data:`DEFAULT_MAX_BODY_BYTES`) with
+    413 ``body_too_large`` before the app reads them, declared or chunked. The body is read
+    whole before the app runs: a route streaming large uploads needs its own app.
 
     Example:
         >>> from fastapi import FastAPI
-        >>> app = FastAPI()
-        >>> app.add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024)
+        >>> FastAPI().add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024)
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
