@@ -1,4 +1,4 @@
-"""Backoff schedules for retries and polls: value objects plus a pure delay function."""
+"""Backoff schedules for retries and polls, as frozen value objects."""
 
 from __future__ import annotations
 
@@ -6,27 +6,9 @@ import random
 from dataclasses import dataclass
 
 
-def backoff_delay(
-    attempt: int,
-    *,
-    wait_initial: float,
-    wait_factor: float,
-    wait_max: float,
-    wait_jitter: float,
-    rand: float,
-) -> float:
-    """``min(wait_max, wait_initial * wait_factor**attempt)``, jittered by ``rand`` in ``[0, 1)``
-    within ``1 +- wait_jitter``, capped again.
-
-    Example:
-        >>> backoff_delay(3, wait_initial=1, wait_factor=2, wait_max=5, wait_jitter=0, rand=0.5)
-        5.0
-    """
-    try:
-        base = min(wait_max, wait_initial * wait_factor**attempt)
-    except OverflowError:
-        base = wait_max
-    return float(max(0.0, min(wait_max, base * (1.0 + wait_jitter * (2.0 * rand - 1.0)))))
+def _jittered(base: float, jitter: float, rng: random.Random | None) -> float:
+    """``base`` times a random factor within ``1 +- jitter``."""
+    return base * (1.0 + jitter * (2.0 * (rng or random).random() - 1.0))
 
 
 def _check_waits(policy: RetryPolicy | PollPolicy) -> None:
@@ -66,16 +48,19 @@ class RetryPolicy:
     def delay(
         self, attempt: int, *, hint: float | None = None, rng: random.Random | None = None
     ) -> float:
-        """Seconds to wait before retry ``attempt`` (0-based); a server hint wins if longer."""
-        computed = backoff_delay(
-            attempt,
-            wait_initial=self.wait_initial,
-            wait_factor=self.wait_factor,
-            wait_max=self.wait_max,
-            wait_jitter=self.wait_jitter,
-            rand=(rng or random).random(),
-        )
-        return max(computed, hint) if hint is not None else computed
+        """Seconds to wait before retry ``attempt`` (0-based): ``wait_initial *
+        wait_factor**attempt``, jittered, within ``[0, wait_max]``; a server hint wins if longer.
+
+        Example:
+            >>> RetryPolicy(wait_initial=1.0, wait_max=5.0, wait_jitter=0).delay(3)
+            5.0
+        """
+        try:
+            base = min(self.wait_max, self.wait_initial * self.wait_factor**attempt)
+        except OverflowError:
+            base = self.wait_max
+        computed = max(0.0, min(self.wait_max, _jittered(base, self.wait_jitter, rng)))
+        return computed if hint is None else max(computed, hint)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,5 +94,4 @@ class PollPolicy:
             5.0
         """
         base = min(max(self.wait_initial, (self.wait_factor - 1.0) * elapsed), self.wait_max)
-        rand = (rng or random).random()
-        return max(0.0, base * (1.0 + self.wait_jitter * (2.0 * rand - 1.0)))
+        return max(0.0, _jittered(base, self.wait_jitter, rng))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import os
 import random
 import re
@@ -37,7 +38,7 @@ _RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(10)}
 )
 _EXPIRED_STATUSES = frozenset({403, 404, 410})  # how CDNs answer a stale signed URL
-_EXPIRED_HINT = " (result URLs are valid for about 24 hours after completion)"
+ANY_HOST = "*"  # in download_hosts: allow every host (e.g. behind a proxy on a private address)
 
 
 def safe_name(text: str, *, default: str = "video") -> str:
@@ -53,12 +54,6 @@ def safe_name(text: str, *, default: str = "video") -> str:
     if base.upper() in _RESERVED:
         cleaned = f"{base}_{dot}{rest}"
     return cleaned or default
-
-
-def _distinct_stem(stem: str) -> str:
-    """:func:`safe_name` of ``stem`` with a digest of ``stem`` (``a/b`` -> ``a_b-<8 hex>``)."""
-    digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"{safe_name(stem, default='task')}-{digest}"
 
 
 def plan_download(task: Task, *, stem: str | None = None) -> list[tuple[str, str]]:
@@ -78,9 +73,6 @@ def plan_download(task: Task, *, stem: str | None = None) -> list[tuple[str, str
     if len(urls) == 1:
         return [(urls[0], f"{base}.mp4")]
     return [(url, f"{base}_{i}.mp4") for i, url in enumerate(urls, 1)]
-
-
-ANY_HOST = "*"  # in download_hosts: allow every host (e.g. behind a proxy on a private address)
 
 
 def _normalize_host(host: str) -> str:
@@ -111,24 +103,21 @@ class HostPolicy:
         hosts.update(_normalize_host(h) for h in extra if h.strip())
         return cls(frozenset(hosts))
 
-    def refusal(self, url: httpx.URL) -> str | None:
-        """Why ``url`` may not be fetched, or None if its host is fine before connecting."""
+    def refusal(self, url: httpx.URL, response: httpx.Response | None = None) -> str | None:
+        """Why ``url`` may not be fetched, judged by its host before connecting, or by the
+        address ``response`` came from once connected (none in memory); None if it may."""
         host = _normalize_host(url.host)
         if host in self.allowed or ANY_HOST in self.allowed:
+            return None
+        if response is not None:
+            stream = response.extensions.get("network_stream")
+            peer = None if stream is None else stream.get_extra_info("server_addr")
+            if isinstance(peer, tuple) and peer and isinstance(peer[0], str) and _private(peer[0]):
+                return f"{url.host} resolved to {peer[0]}, not a public address"
             return None
         if host == "localhost" or host.endswith(".localhost"):
             return f"{host} is this machine"
         return f"{host} is not a public address" if _private(host) else None
-
-    def refusal_after_connect(self, url: httpx.URL, response: httpx.Response) -> str | None:
-        """Why the address ``response`` came from may not be used, or None (also in memory)."""
-        if _normalize_host(url.host) in self.allowed or ANY_HOST in self.allowed:
-            return None
-        stream = response.extensions.get("network_stream")
-        peer = None if stream is None else stream.get_extra_info("server_addr")
-        if isinstance(peer, tuple) and peer and isinstance(peer[0], str) and _private(peer[0]):
-            return f"{url.host} resolved to {peer[0]}, not a public address"
-        return None
 
 
 class Downloader:
@@ -159,58 +148,47 @@ class Downloader:
         root = await run_blocking(_make_folder, dest)
         owner = stem or task.task_id
         if any(self._owners.get((root, name.lower()), owner) != owner for _, name in files):
-            files = plan_download(task, stem=_distinct_stem(owner))
+            digest = hashlib.sha256(owner.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+            files = plan_download(task, stem=f"{safe_name(owner, default='task')}-{digest}")
         self._owners.update({(root, name.lower()): owner for _, name in files})  # any case
-        targets = [root / name for _, name in files]  # safe names: no separator, no ".."
-        errors: list[APIError] = []
-
-        async def fetch(url: str, target: Path) -> None:
-            try:
-                await self._fetch_with_retries(url, target)
-            except APIError as exc:  # reported after the others finish, not as a group
-                errors.append(exc)
-
+        errors: list[APIError] = []  # reported after the others finish, not as a group
         async with anyio.create_task_group() as tg:
-            for (url, _), target in zip(files, targets, strict=True):
-                tg.start_soon(fetch, url, target)
+            for url, name in files:  # safe names: no separator, no ".."
+                tg.start_soon(self._fetch_with_retries, url, root / name, errors)
         if errors:
             raise errors[0]
-        return targets
+        return [root / name for _, name in files]
 
-    async def _fetch_with_retries(self, url: str, target: Path) -> None:
-        attempt = 0
-        while True:
-            failure: APIError | None = None
+    async def _fetch_with_retries(self, url: str, target: Path, errors: list[APIError]) -> None:
+        for attempt in itertools.count():
+            failure: APIError | None = None  # kept, not raised here: no httpx(2) request in context
             try:
                 await self._fetch(url, target)
                 return
+            except APIError as exc:  # refused or not savable: trying again would not help
+                failure = exc
             except _http.HTTPStatusError as exc:
                 status = exc.response.status_code
                 if status < 500 or attempt >= self._retry.attempts:
-                    hint = _EXPIRED_HINT if status in _EXPIRED_STATUSES else ""
-                    failure = DownloadError(
-                        f"download of {target.name} failed: HTTP {status}{hint}", url=url
-                    )
+                    hint = " (result URLs are valid for about 24 hours after completion)"
+                    detail = f"HTTP {status}{hint if status in _EXPIRED_STATUSES else ''}"
+                    failure = _failed(target, url, f"failed: {detail}")
             except _http.TransportError as exc:
                 if attempt >= self._retry.attempts:
-                    failure = APIConnectionError(
-                        f"download of {target.name} failed: {type(exc).__name__}", method="GET"
-                    )
+                    what = f"download of {target.name} failed: {type(exc).__name__}"
+                    failure = APIConnectionError(what, method="GET")
             except _http.HTTPError + _http.InvalidURL as exc:  # e.g. a body that does not decode
-                failure = DownloadError(
-                    f"download of {target.name} failed: {type(exc).__name__}", url=url
-                )
+                failure = _failed(target, url, f"failed: {type(exc).__name__}")
             if failure is not None:
-                raise failure  # outside the except block: no httpx(2) request in its context
+                errors.append(failure)
+                break
             await anyio.sleep(self._retry.delay(attempt, rng=self._rng))
-            attempt += 1
 
     async def _fetch(self, url: str, target: Path) -> None:
         """One try: follow redirects within the policy, then stream the body to ``target``."""
         current: httpx.URL = self._url(url)
         for _ in range(self._limits.max_redirects + 1):
-            refusal = self._hosts.refusal(current)
-            if refusal is not None:
+            if refusal := self._hosts.refusal(current):
                 raise _refused(target, url, refusal)
             request = self._http.build_request(
                 "GET", current, headers={"Accept-Encoding": "identity"}
@@ -218,41 +196,33 @@ class Downloader:
             request.headers.pop("Authorization", None)  # even if the http client sets one
             response = await self._http.send(request, stream=True, follow_redirects=False)
             try:
-                refusal = self._hosts.refusal_after_connect(current, response)
-                if refusal is not None:
+                if refusal := self._hosts.refusal(current, response):
                     raise _refused(target, url, refusal)
                 if not response.has_redirect_location:
                     response.raise_for_status()
-                    await self._save(response, url, target)
-                    return
-                current = _redirect_target(current, response, target, url)
+                    return await self._save(response, url, target)
+                current = _redirect_target(current, response.headers["location"], target, url)
             finally:
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
-        raise DownloadError(
-            f"download of {target.name} refused: more than {self._limits.max_redirects} "
-            "redirects (Limits.max_redirects)",
-            url=url,
-        )
+        limit = self._limits.max_redirects
+        raise _failed(target, url, f"refused: more than {limit} redirects (Limits.max_redirects)")
 
     async def _save(self, response: httpx.Response, url: str, target: Path) -> None:
         """Stream the body into a fresh temporary file, then rename it onto ``target``."""
         limit = self._limits.max_video_bytes
         await run_blocking(_refuse_non_file, target)
-        failure: DownloadError
         try:
             async with replacing(target) as out:
                 async for chunk in iter_bounded(response, limit=limit):
                     await run_blocking(out.write, chunk)
             return
         except BodyTooLarge:
-            failure = DownloadError(
-                f"download of {target.name} stopped: more than {limit} bytes "
-                "(Limits.max_video_bytes)",
-                url=url,
+            failure = _failed(
+                target, url, f"stopped: more than {limit} bytes (Limits.max_video_bytes)"
             )
         except BadEncoding as exc:
-            failure = DownloadError(f"download of {target.name} failed: {exc}", url=url)
+            failure = _failed(target, url, f"failed: {exc}")
         except OSError as exc:
             what = exc.strerror or str(exc) or type(exc).__name__
             failure = DownloadError(
@@ -261,30 +231,24 @@ class Downloader:
         raise failure  # outside the except blocks: no httpx(2) request in its context
 
 
+def _failed(target: Path, url: str, what: str) -> DownloadError:
+    return DownloadError(f"download of {target.name} {what}", url=url)
+
+
 def _refused(target: Path, url: str, reason: str) -> DownloadError:
-    return DownloadError(
-        f"download of {target.name} refused: {reason} (allow it with download_hosts=[...])",
-        url=url,
-    )
+    return _failed(target, url, f"refused: {reason} (allow it with download_hosts=[...])")
 
 
-def _redirect_target(
-    current: httpx.URL, response: httpx.Response, target: Path, url: str
-) -> httpx.URL:
+def _redirect_target(current: httpx.URL, location: str, target: Path, url: str) -> httpx.URL:
     """Where a redirect points, if the policy lets it go there."""
-    location = response.headers["location"]
     try:
         following = current.join(location)
     except _http.BadURL:
         following = None
     if following is None or following.scheme not in ("http", "https") or not following.host:
-        raise DownloadError(
-            f"download of {target.name} refused: a redirect to {location[:100]!r}", url=url
-        )
+        raise _failed(target, url, f"refused: a redirect to {location[:100]!r}")
     if current.scheme == "https" and following.scheme != "https":
-        raise DownloadError(
-            f"download of {target.name} refused: a redirect from https to http", url=url
-        )
+        raise _failed(target, url, "refused: a redirect from https to http")
     return following
 
 

@@ -137,44 +137,6 @@ class BadEncoding(Exception):
     """Internal: the body's Content-Encoding is unknown or its data does not decode."""
 
 
-class _Decoder:
-    """Decodes one streamed body chunk by chunk, refusing more than ``limit`` bytes."""
-
-    def __init__(self, response: httpx.Response, limit: int) -> None:
-        parts = response.headers.get("content-encoding", "").split(",")
-        encodings = [part.strip().lower() for part in parts if part.strip()]
-        if len(encodings) > 1:
-            raise BadEncoding("more than one Content-Encoding")
-        self._encoding = encodings[0] if encodings else "identity"
-        self._zlib: zlib._Decompress | None = None
-        if self._encoding in ("gzip", "x-gzip"):
-            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif self._encoding not in ("deflate", "identity"):  # deflate: see the first bytes
-            raise BadEncoding(f"unsupported Content-Encoding {self._encoding[:40]!r}")
-        self._limit = self._room = limit
-
-    def feed(self, data: bytes) -> bytes:
-        """The bytes ``data`` decodes to (at most one past the bound, to see it passed)."""
-        if self._encoding == "identity":
-            chunk = data[: self._room + 1]
-        else:
-            if self._zlib is None:  # deflate: RFC 1950's header (method 8, a multiple of 31)?
-                wrapped = (
-                    len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
-                )
-                self._zlib = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-            try:
-                # Output short of room + 1 bytes means zlib consumed all of ``data``: nothing
-                # is left behind in the decompressor for a later chunk to release.
-                chunk = self._zlib.decompress(data, self._room + 1)
-            except zlib.error as exc:
-                raise BadEncoding(f"{self._encoding} data does not decode ({exc})") from None
-        self._room -= len(chunk)
-        if self._room < 0:
-            raise BodyTooLarge(self._limit)
-        return chunk
-
-
 async def iter_bounded(response: httpx.Response, *, limit: int) -> AsyncIterator[bytes]:
     """The decoded body of a streamed ``response``, chunk by chunk: :class:`BodyTooLarge` past
     ``limit`` bytes, :class:`BadEncoding` if it does not decode, transport errors as they come."""
@@ -184,9 +146,34 @@ async def iter_bounded(response: httpx.Response, *, limit: int) -> AsyncIterator
         if response.content:
             yield response.content
         return
-    decoder = _Decoder(response, limit)
-    async for raw in response.aiter_raw():
-        if chunk := decoder.feed(raw):
+    parts = response.headers.get("content-encoding", "").split(",")
+    encodings = [part.strip().lower() for part in parts if part.strip()]
+    if len(encodings) > 1:
+        raise BadEncoding("more than one Content-Encoding")
+    encoding = encodings[0] if encodings else "identity"
+    if encoding not in ("gzip", "x-gzip", "deflate", "identity"):
+        raise BadEncoding(f"unsupported Content-Encoding {encoding[:40]!r}")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if "gzip" in encoding else None
+    room = limit
+    async for data in response.aiter_raw():
+        if encoding == "identity":
+            chunk = data[: room + 1]  # one byte past the bound, to see it passed
+        else:
+            if inflater is None:  # deflate: RFC 1950's header (method 8, a multiple of 31)?
+                wrapped = (
+                    len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+                )
+                inflater = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+            try:
+                # Output short of room + 1 bytes means zlib consumed all of ``data``: nothing
+                # is left behind in the decompressor for a later chunk to release.
+                chunk = inflater.decompress(data, room + 1)
+            except zlib.error as exc:
+                raise BadEncoding(f"{encoding} data does not decode ({exc})") from None
+        room -= len(chunk)
+        if room < 0:
+            raise BodyTooLarge(limit)
+        if chunk:
             yield chunk
 
 

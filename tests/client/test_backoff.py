@@ -9,7 +9,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grok_imagine_async import PollPolicy, RetryPolicy
-from grok_imagine_async._backoff import backoff_delay
+
+
+class _Fixed(random.Random):
+    """A source whose every draw is ``value``."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def backoff_delay(attempt: int, *, rand: float, **waits: float) -> float:
+    return RetryPolicy(**waits).delay(attempt, rng=_Fixed(rand))
 
 
 def test_exponential_then_capped() -> None:

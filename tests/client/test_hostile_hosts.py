@@ -53,10 +53,10 @@ async def test_a_real_connection_to_a_local_address_is_refused_after_connecting(
         httpx.AsyncClient() as http,
         http.stream("GET", f"{grok_emulator_env['GROK_IMAGINE_BASE_URL']}/v1/status") as response,
     ):
-        reason = policy.refusal_after_connect(video, response)
-        allowed = allowing.refusal_after_connect(video, response)
+        reason = policy.refusal(video, response)
+        allowed = allowing.refusal(video, response)
         everything = HostPolicy.build(api_url="https://api.example", extra=["*"])
-        off = everything.refusal_after_connect(video, response)
+        off = everything.refusal(video, response)
     assert reason is not None and "127.0.0.1" in reason
     assert allowed is None and off is None
 
@@ -69,4 +69,4 @@ def test_a_star_turns_the_policy_off() -> None:
 def test_in_memory_answers_have_no_address_and_pass() -> None:
     response: Any = httpx.Response(200)
     policy = HostPolicy.build(api_url="https://api.example")
-    assert policy.refusal_after_connect(httpx.URL("https://videos.example/v"), response) is None
+    assert policy.refusal(httpx.URL("https://videos.example/v"), response) is None
