@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import math
 import re
-from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -37,7 +37,6 @@ _STATUSES = {  # rule 2's spellings, after lower-casing and "-"/" " to "_"
     for word in words.split()
 }
 MAX_UNKNOWN_REMEMBERED = 100  # unknown statuses logged once: a bounded LRU memo per process
-_unknown_seen: OrderedDict[str, None] = OrderedDict()
 MAX_INT = 10**15  # numbers beyond this (credits, codes) are not believable: read as missing
 
 
@@ -46,17 +45,15 @@ def normalize_status(raw: object) -> TaskStatus:
     (``UNKNOWN``) and is logged once per process."""
     key = str(raw).strip().lower().replace("-", "_").replace(" ", "_") if raw is not None else ""
     status = _STATUSES.get(key)
-    if status is not None:
-        return status
-    key = key[:100]
-    if key in _unknown_seen:
-        _unknown_seen.move_to_end(key)
-    else:
-        _unknown_seen[key] = None
-        if len(_unknown_seen) > MAX_UNKNOWN_REMEMBERED:
-            _unknown_seen.popitem(last=False)
-        logger.warning("unknown task status %r: treating it as not finished", str(raw)[:100])
-    return TaskStatus.UNKNOWN
+    if status is None:
+        _warn_unknown(str(raw)[:100])
+        return TaskStatus.UNKNOWN
+    return status
+
+
+@functools.lru_cache(maxsize=MAX_UNKNOWN_REMEMBERED)
+def _warn_unknown(shown: str) -> None:
+    logger.warning("unknown task status %r: treating it as not finished", shown)
 
 
 def _as_int(value: object) -> int | None:

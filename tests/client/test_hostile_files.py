@@ -261,7 +261,7 @@ def test_unknown_statuses_are_remembered_within_a_bound(caplog: pytest.LogCaptur
         for i in range(5000):
             _protocol.normalize_status(f"hostile-status-{i}")
         _protocol.normalize_status("hostile-status-4999")  # recent: still remembered
-    assert len(_protocol._unknown_seen) <= _protocol.MAX_UNKNOWN_REMEMBERED
+    assert _protocol._warn_unknown.cache_info().currsize <= _protocol.MAX_UNKNOWN_REMEMBERED
     assert len(caplog.records) == 5000  # each new one logged, the repeat not
 
 
