@@ -10,9 +10,8 @@ import logging
 import math
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import anyio
 
@@ -43,6 +42,9 @@ from .._scheduling.jobs import (
 from .._scheduling.resume import recorded_result
 from .._scheduling.scheduler import JobScheduler, queue_wait
 
+if TYPE_CHECKING:
+    from ..redis import RedisJobStore
+
 logger = logging.getLogger("grok_imagine_async.fastapi")
 
 DEFAULT_MAX_JOBS = 10_000
@@ -71,20 +73,26 @@ class SharedStore(Protocol):
     def available(self) -> bool: ...
 
 
+_PROBLEMS = {
+    "stopped": "the video scheduler stopped",
+    "down": "the video service fails systematically: new jobs are refused until it recovers",
+    "unreachable": "the video service cannot be reached: every recent attempt failed to connect",
+    "refusing": "the video service refused every recent job: new jobs are not started",
+    "unavailable": "the shared job store is unavailable",
+    "stalled": "the rate limiter grants no permit while requests wait",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Health:
-    """What a worker's ``/healthz`` tells (:meth:`JobRegistry.health`).
+    """What a worker's ``/healthz`` tells (:meth:`JobRegistry.health`); see the FastAPI guide.
 
     Attributes:
-        serving: False once its scheduler stopped (a revoked token, a crash, a breaker that
-            gave up): only a restart helps, so answer 503.
-        store: ``"unavailable"`` while the shared job store cannot be used (jobs go on from
-            memory, written back later; other workers may not see them meanwhile).
-        provider: What the breaker says of the video service: ``"up"``, ``"down"`` (paused:
-            new jobs get a 503 until a probe succeeds), ``"unreachable"`` or ``"refusing"``
-            (the scheduler stopped).
-        limiter: ``"stalled"`` while requests have waited for the rate limiter over two
-            periods of the quota with no permit granted: nothing is sent, so answer 503.
+        serving: False once its scheduler stopped: only a restart helps.
+        store: ``"unavailable"`` while the shared job store cannot be used.
+        provider: What the breaker says of the video service.
+        limiter: ``"stalled"`` while requests have waited over two quota periods with no
+            permit granted.
     """
 
     serving: bool
@@ -95,23 +103,8 @@ class Health:
     @property
     def detail(self) -> str:
         """One line saying what is wrong ("ok" when nothing is)."""
-        problems = []
-        if not self.serving:
-            problems.append("the video scheduler stopped")
-        if self.provider != "up":
-            problems.append(_PROVIDER[self.provider])
-        if self.store != "ok":
-            problems.append("the shared job store is unavailable")
-        if self.limiter != "ok":
-            problems.append("the rate limiter grants no permit while requests wait")
-        return "; ".join(problems) or "ok"
-
-
-_PROVIDER = {
-    "down": "the video service fails systematically: new jobs are refused until it recovers",
-    "unreachable": "the video service cannot be reached: every recent attempt failed to connect",
-    "refusing": "the video service refused every recent job: new jobs are not started",
-}
+        found = ("ok" if self.serving else "stopped", self.provider, self.store, self.limiter)
+        return "; ".join(_PROBLEMS[p] for p in found if p in _PROBLEMS) or "ok"
 
 
 _UNCOUNTED = Tally(lambda: None)  # the registry counts nothing by state
@@ -195,8 +188,7 @@ class JobRegistry:
     """Jobs of an app, by id, with change notification, from every worker sharing its store.
 
     Made by :func:`~grok_imagine_async.fastapi.grok_imagine_lifespan`, handed to handlers by
-    ``GrokJobs``: :meth:`submit` starts a job, :meth:`get` finds it, :meth:`wait_finished` and
-    :meth:`wait_changed` wait on it. Ids are random: a caller cannot guess another's job.
+    ``GrokJobs``. Ids are random: a caller cannot guess another's job.
 
     Args:
         store: The app's job store (the scheduler's journal): in memory, SQLite or Redis.
@@ -204,8 +196,7 @@ class JobRegistry:
             (:meth:`get` then finds them only in a durable store).
         max_queued: Jobs allowed to wait for a submission slot; :meth:`submit` refuses more.
         max_credits: The budget a shared store enforces (for the 402 of a job it refused).
-        forget_finished: Drop forgotten jobs from the store too (a store in memory, which
-            would otherwise grow with every job).
+        forget_finished: Drop forgotten jobs from the store too (a store in memory).
         limiter: The client's rate limiter, whose stalls :meth:`health` reports.
     """
 
@@ -265,23 +256,19 @@ class JobRegistry:
 
     def health(self) -> Health:
         """Whether this worker can run jobs, and what ails the service, store or limiter."""
-        store_ok = self._shared is None or self._shared.available
         breaker = self._scheduler.statistics().breaker if self._scheduler is not None else None
         provider: Literal["up", "down", "unreachable", "refusing"] = "up"
         if breaker is not None and breaker.state is BreakerState.PAUSED:
             provider = "down"
         elif breaker is not None and breaker.state is BreakerState.STOPPED:
             provider = "unreachable" if breaker.reason == "unreachable" else "refusing"
-        limiter: Literal["ok", "stalled"] = "ok"
-        if self._limiter is not None:
-            stats = self._limiter.statistics()
-            if stats.stalled_for > STALL_PERIODS * stats.limit.period:
-                limiter = "stalled"
+        stats = self._limiter.statistics() if self._limiter is not None else None
+        stalled = stats is not None and stats.stalled_for > STALL_PERIODS * stats.limit.period
         return Health(
             serving=not self._closed and provider in ("up", "down"),
-            store="ok" if store_ok else "unavailable",
+            store="ok" if self._shared is None or self._shared.available else "unavailable",
             provider=provider,
-            limiter=limiter,
+            limiter="stalled" if stalled else "ok",
         )
 
     async def submit(self, request: GenerationRequest | str) -> Job:
@@ -293,8 +280,7 @@ class JobRegistry:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
             BudgetExceededError: If the credit budget cannot pay for one more job.
             BacklogFullError: If ``max_queued`` jobs already wait to be submitted.
-            ProviderDownError: If the scheduler's breaker says the video service fails
-                systematically (a 503 with ``Retry-After``: the next probe).
+            ProviderDownError: If the breaker holds new jobs back (the video service fails).
             SchedulerClosedError: If the scheduler no longer runs.
             JournalError: If a shared store refuses (not an outage: writes then wait).
         """
@@ -303,20 +289,18 @@ class JobRegistry:
         if stats.queued >= self._max_queued:
             wait = queue_wait(stats.queued, requests_per_second=stats.limit_per_minute / 60.0)
             raise BacklogFullError(queued=stats.queued, retry_after=math.ceil(wait))
-        self._check_breaker(stats)
+        _check_breaker(stats)
         if isinstance(request, str):
             request = GenerationRequest(prompt=request)
         key = uuid.uuid4().hex
         if self._shared is not None:
             await self._shared.register(key, request, reserve=self._max_credits is not None)
-        else:
-            budget = scheduler.budget
-            # Queued jobs will each cost a generation (those being sent are held already).
-            if not budget.can_afford(stats.queued + 1):
-                assert budget.max_credits is not None
-                raise BudgetExceededError(
-                    max_credits=budget.max_credits, committed_credits=budget.committed
-                )
+        # Queued jobs will each cost a generation (those being sent are held already).
+        elif not (budget := scheduler.budget).can_afford(stats.queued + 1):
+            assert budget.max_credits is not None
+            raise BudgetExceededError(
+                max_credits=budget.max_credits, committed_credits=budget.committed
+            )
         # Tracked before submitting, so no message of the new job can arrive unseen.
         tracked = self._track(key, request)
         while self._forgotten:
@@ -337,8 +321,7 @@ class JobRegistry:
             SchedulerClosedError: If the job must be resumed but the scheduler no longer runs.
             JournalError: If the store cannot be read (Redis down) and no worker here knows it.
         """
-        tracked = self._entries.get(job_id)
-        if tracked is not None:
+        if (tracked := self._entries.get(job_id)) is not None:
             self._entries.move_to_end(job_id)
             return tracked.handle
         if self._closed or self._known_unknown(job_id):
@@ -346,7 +329,17 @@ class JobRegistry:
         lock = self._lookups.setdefault(job_id, anyio.Lock())
         try:
             async with lock:  # two lookups of one id must not both resume it
-                return await self._look_up(job_id)
+                if (tracked := self._entries.get(job_id)) is not None:  # found meanwhile
+                    return tracked.handle
+                if self._known_unknown(job_id):
+                    return None
+                claim = await self._store.claim(job_id)
+                if claim.job is not None:
+                    return await self._take(claim.job, owned=claim.owned)
+                self._unknown[job_id] = anyio.current_time() + UNKNOWN_TTL
+                while len(self._unknown) > _UNKNOWN_KEPT:
+                    self._unknown.popitem(last=False)
+                return None
         finally:
             if not lock.statistics().tasks_waiting:
                 self._lookups.pop(job_id, None)
@@ -354,30 +347,14 @@ class JobRegistry:
     def _known_unknown(self, job_id: str) -> bool:
         return self._unknown.get(job_id, -math.inf) > anyio.current_time()
 
-    async def _look_up(self, job_id: str) -> Job | None:
-        tracked = self._entries.get(job_id)
-        if tracked is not None or self._known_unknown(job_id):  # found while this one waited
-            return None if tracked is None else tracked.handle
-        claim = await self._store.claim(job_id)
-        if claim.job is None:
-            self._unknown[job_id] = anyio.current_time() + UNKNOWN_TTL
-            while len(self._unknown) > _UNKNOWN_KEPT:
-                self._unknown.popitem(last=False)
-            return None
-        return await self._take(claim.job, owned=claim.owned)
-
     def unfinished(self) -> list[Job]:
         """The jobs this worker runs that have not finished, oldest first."""
-        return [
-            t.local
-            for t in self._entries.values()
-            if t.local is not None and not t.local.status.is_final
-        ]
+        local = (t.local for t in self._entries.values())
+        return [job for job in local if job is not None and not job.status.is_final]
 
     async def wait_changed(self, job: Job, seen: JobState) -> JobState:
-        """Wait until ``job`` is no longer in state ``seen``; return its new state.
-
-        Returns at once if it already moved on. Takes no timeout: use ``anyio.move_on_after``.
+        """Wait until ``job`` is no longer in state ``seen``; return its new state (at once if
+        it moved on already). Takes no timeout: use ``anyio.move_on_after``.
 
         Raises:
             SchedulerClosedError: If the scheduler stops first.
@@ -401,25 +378,29 @@ class JobRegistry:
         assert job.result is not None
         return job.result
 
-    async def run(self, adopt: Callable[[], Awaitable[list[StoredJob]]], *, period: float) -> None:
-        """Until closed, every ``period`` seconds: resume the jobs ``adopt`` takes over from
-        stopped workers; re-read the others' jobs if the store may have missed changes."""
-        while not self._closed:
-            try:
-                adopted = await adopt()
-            except JournalError as exc:  # refused (an ACL change): never fatal to the app
-                logger.error("cannot adopt the jobs of stopped workers: %s", exc)
-                adopted = []
-            for stored in adopted:
+    async def run(self, store: RedisJobStore) -> None:
+        """Until closed, adopt the jobs of stopped workers of ``store``, and re-read the others'
+        jobs if it may have missed changes; then give up this worker's lease, so that the
+        others adopt its unfinished jobs at once."""
+        try:
+            while not self._closed:
                 try:
-                    await self._take(stored, owned=True)
-                except SchedulerClosedError:
-                    return  # its lease is given up: another worker adopts it
-            if self._stale:
-                self._stale = False
-                await self._reread()
-            with anyio.move_on_after(period):
-                await self._closing.wait()
+                    adopted = await store.adopt_orphans()
+                except JournalError as exc:  # refused (an ACL change): never fatal to the app
+                    logger.error("cannot adopt the jobs of stopped workers: %s", exc)
+                    adopted = []
+                for stored in adopted:
+                    try:
+                        await self._take(stored, owned=True)
+                    except SchedulerClosedError:
+                        return  # its lease is given up: another worker adopts it
+                if self._stale:
+                    self._stale = False
+                    await self._reread()
+                with anyio.move_on_after(max(0.05, store.lease / 3)):
+                    await self._closing.wait()
+        finally:
+            await store.give_up_lease()
 
     def _on_change(self, stored: StoredJob | None) -> None:
         if stored is None:
@@ -441,20 +422,6 @@ class JobRegistry:
             if record is not None:
                 self._on_change(StoredJob(key, tracked.request, record))
 
-    @staticmethod
-    def _check_breaker(stats: SchedulerStatistics) -> None:
-        """Refuse a job the breaker would not send; while paused, one may wait to be the probe
-        (else the app would never learn that the service came back)."""
-        breaker = stats.breaker
-        if breaker.state is BreakerState.RUNNING:
-            return
-        if breaker.state is BreakerState.PAUSED and stats.queued + stats.submitting == 0:
-            return
-        wait = None
-        if breaker.next_probe_at is not None:
-            wait = max(1.0, breaker.next_probe_at - anyio.current_time())
-        raise ProviderDownError(reason=breaker.reason or "outage", retry_after=wait)
-
     def _running(self) -> JobScheduler:
         if self._closed or self._scheduler is None:
             raise SchedulerClosedError("the video scheduler is not running")
@@ -463,7 +430,12 @@ class JobRegistry:
     def _track(self, key: str, request: GenerationRequest) -> _Tracked:
         tracked = self._entries[key] = _Tracked(key, request, self._durations)
         self._unknown.pop(key, None)
-        self._forget_old()
+        excess = max(0, len(self._entries) - self._max_jobs)
+        finished = (k for k, t in self._entries.items() if t.state.is_final)
+        for old in list(itertools.islice(finished, excess)):  # least recently used first
+            del self._entries[old]
+            if self._forget_finished:
+                self._forgotten.append(old)
         return tracked
 
     async def _take(self, stored: StoredJob, *, owned: bool) -> Job:
@@ -477,16 +449,21 @@ class JobRegistry:
 
     async def _resume(self, tracked: _Tracked) -> None:
         """Run ``tracked`` in this worker's scheduler (a new job, or one taken over)."""
-        scheduler = self._running()
         try:
-            tracked.local = await scheduler.submit(JobSpec(tracked.request, tracked.key))
+            tracked.local = await self._running().submit(JobSpec(tracked.request, tracked.key))
         except SchedulerClosedError:  # its input closed: it is stopping
             raise SchedulerClosedError("the video scheduler is not running") from None
 
-    def _forget_old(self) -> None:
-        excess = max(0, len(self._entries) - self._max_jobs)
-        finished = (key for key, tracked in self._entries.items() if tracked.state.is_final)
-        for key in list(itertools.islice(finished, excess)):  # least recently used first
-            del self._entries[key]
-            if self._forget_finished:
-                self._forgotten.append(key)
+
+def _check_breaker(stats: SchedulerStatistics) -> None:
+    """Refuse a job the breaker would not send; while paused, one may wait to be the probe
+    (else the app would never learn that the service came back)."""
+    breaker = stats.breaker
+    if breaker.state is BreakerState.RUNNING or (
+        breaker.state is BreakerState.PAUSED and stats.queued + stats.submitting == 0
+    ):
+        return
+    wait = None
+    if breaker.next_probe_at is not None:
+        wait = max(1.0, breaker.next_probe_at - anyio.current_time())
+    raise ProviderDownError(reason=breaker.reason or "outage", retry_after=wait)

@@ -74,36 +74,33 @@ async def grok_imagine_lifespan(
 ) -> AsyncIterator[None]:
     """Open the app's client and scheduler for the app's lifetime; a FastAPI ``lifespan``.
 
-    Pass it as ``FastAPI(lifespan=grok_imagine_lifespan)``, or enter it from your own lifespan
-    (``async with grok_imagine_lifespan(app, max_credits=40_000): yield``). While it runs,
-    ``app.state.grok_imagine`` holds the :class:`GrokImagineResources` that :data:`GrokClient`,
-    :data:`GrokScheduler` and :data:`GrokJobs` hand to handlers. On shutdown, jobs in flight
-    are not waited for: with a journal they resume when next looked up; without one, each is
-    logged with its task id.
+    ``FastAPI(lifespan=grok_imagine_lifespan)``, or ``async with grok_imagine_lifespan(app,
+    ...): yield`` from your own. Meanwhile ``app.state.grok_imagine`` holds the
+    :class:`GrokImagineResources` that :data:`GrokClient`, :data:`GrokScheduler` and
+    :data:`GrokJobs` hand to handlers. Jobs in flight at shutdown are not waited for: with a
+    journal they resume when next looked up; without one, each is logged with its task id.
 
     Args:
         app: The application (its ``state`` receives the resources).
-        settings: The client's settings. Default: :meth:`~grok_imagine_async.Settings.from_env`
-            (with ``http_client``'s base URL, if it has one).
+        settings: The client's settings (default: :meth:`~grok_imagine_async.Settings.from_env`).
         http_client: An ``AsyncClient`` of httpx2 or httpx to send through (not closed here).
-        limiter: A shared rate limiter, e.g. a ``RedisRateLimiter`` for several workers.
+        limiter: A shared rate limiter, e.g. a ``RedisRateLimiter``.
         client_factory: Builds the client instead, at startup (closed at shutdown). Excludes
             ``settings``, ``http_client``, ``limiter`` and ``telemetry``.
-        journal: The app's job store: a :class:`~grok_imagine_async.abc.JobStore`, or a
-            SQLite file path, so jobs survive a restart (default: in memory). One per process.
-        max_credits: Credit budget of this app (of all its workers with ``redis_url``); jobs
-            beyond it are refused (402).
-        redis_url: Share one Redis with the other workers: its quota, jobs and budget (see the
-            FastAPI guide). Excludes ``journal``; an unreachable Redis fails the startup.
+        journal: A :class:`~grok_imagine_async.abc.JobStore` or a SQLite file path, so jobs
+            survive a restart (default: in memory). One per process.
+        max_credits: Credit budget of the app (of all its workers with ``redis_url``); jobs
+            beyond it get a 402.
+        redis_url: Share one Redis with the other workers: quota, jobs and budget. Excludes
+            ``journal``; an unreachable Redis fails the startup.
         redis_namespace: Separates apps sharing one token and one Redis.
         redis_lease: Seconds a worker may go silent before its jobs are adopted.
         max_jobs: Finished jobs to remember by id (see :class:`JobRegistry`).
         max_queued: Jobs allowed to wait for a submission slot before new ones get a 429.
         on_event: Your own hook for every scheduler event.
         telemetry: The client's ``telemetry`` (see :class:`~grok_imagine_async.otel.Telemetry`).
-        scheduler_config: How the scheduler runs the jobs. Its ``favor`` defaults to
-            ``"latency"`` here, and its ``breaker`` to the client's with
-            ``warmup_until="running"`` and no stop on refusals.
+        scheduler_config: How the scheduler runs; ``favor`` defaults to ``"latency"`` here and
+            ``breaker`` to the client's with ``warmup_until="running"`` and no stop on refusals.
         download_dir: Where the scheduler downloads each completed job's videos, if anywhere.
         file_stem: The stem of a job's video files, from its id (default: the id).
 
@@ -118,9 +115,6 @@ async def grok_imagine_lifespan(
         raise ValueError("pass either client_factory or client settings, not both")
     if redis_url is not None and journal is not None:
         raise ValueError("pass either redis_url (a shared job store) or journal, not both")
-    if settings is None and (client_factory is None or redis_url is not None):
-        base_url = str(http_client.base_url) if http_client is not None else ""
-        settings = Settings.from_env(base_url=base_url or None)  # as the client itself would
     async with AsyncExitStack() as stack:
         shared: RedisJobStore | None = None
         if redis_url is not None:
@@ -128,11 +122,12 @@ async def grok_imagine_lifespan(
                 from ..redis import RedisJobStore, RedisRateLimiter
             except ImportError as exc:
                 raise ConfigurationError(str(exc)) from None
-            assert settings is not None
-            key = settings.api_key
+            # The token and the quota only: the client resolves the rest (its base URL) itself.
+            env = settings or Settings.from_env()
+            key = env.api_key
             # A client_factory's client brings its own limiter (a RedisRateLimiter shares it).
             if limiter is None and client_factory is None:
-                limiter = RedisRateLimiter(redis_url, limit=settings.rate_limit, api_key=key)
+                limiter = RedisRateLimiter(redis_url, limit=env.rate_limit, api_key=key)
                 stack.push_async_callback(limiter.aclose)
             shared = RedisJobStore(
                 redis_url, api_key=key, namespace=redis_namespace, max_credits=max_credits,
@@ -172,8 +167,7 @@ async def grok_imagine_lifespan(
                 client.settings.breaker, warmup_until="running", stop_after_refusals=None
             )
         # Each user waits on their own job: tell them as soon as it is done.
-        favor = config.favor or "latency"
-        config = replace(config, favor=favor, breaker=breaker)
+        config = replace(config, favor=config.favor or "latency", breaker=breaker)
         to_run = JobScheduler(
             client,
             config,
@@ -193,7 +187,7 @@ async def grok_imagine_lifespan(
                 # scheduler, not the whole server.
                 scheduler = await group.start(_run_scheduler, to_run, jobs, stop)
                 if shared is not None:
-                    group.start_soon(_adopting, jobs, shared)
+                    group.start_soon(jobs.run, shared)
                 setattr(app.state, STATE_ATTRIBUTE, GrokImagineResources(client, scheduler, jobs))
                 try:
                     yield
@@ -210,15 +204,6 @@ async def grok_imagine_lifespan(
                 _report_unfinished(jobs, scheduler, journaled=durable)
         if body_error is not None:
             raise body_error
-
-
-async def _adopting(jobs: JobRegistry, store: RedisJobStore) -> None:
-    """Adopt the jobs of stopped workers until the registry closes; then give up this worker's
-    lease, so that the others adopt its unfinished jobs at once."""
-    try:
-        await jobs.run(store.adopt_orphans, period=max(0.05, store.lease / 3))
-    finally:
-        await store.give_up_lease()
 
 
 async def _run_scheduler(
@@ -252,8 +237,8 @@ async def _run_scheduler(
 def _report_unfinished(jobs: JobRegistry, scheduler: JobScheduler, *, journaled: bool) -> None:
     pending = jobs.unfinished()
     stats = scheduler.statistics()
-    direct = max(0, stats.queued + stats.submitting + stats.in_flight - len(pending))
-    total = len(pending) + direct
+    # Jobs submitted to the scheduler directly (GrokScheduler) are not in the registry.
+    total = max(len(pending), stats.queued + stats.submitting + stats.in_flight)
     if total and journaled:
         logger.info(
             "shutting down with %d unfinished video jobs; they stay in the journal and resume "
@@ -269,10 +254,6 @@ def _report_unfinished(jobs: JobRegistry, scheduler: JobScheduler, *, journaled:
         for job in pending:
             task = job.task_id or "not created"
             logger.warning("unfinished video job %s: %s, task %s", job.key, job.status.value, task)
-        if direct:
-            logger.warning(
-                "%d more unfinished jobs were submitted to the scheduler directly", direct
-            )
 
 
 def _dependency(name: str) -> Callable[[HTTPConnection], Awaitable[Any]]:
