@@ -60,6 +60,11 @@ _ATTEMPTS = "grok_imagine.job.attempts"
 Attributes = dict[str, AttributeValue]
 
 
+def _present(attributes: dict[str, AttributeValue | None]) -> Attributes:
+    """``attributes`` without the unknown (None) ones."""
+    return {name: value for name, value in attributes.items() if value is not None}
+
+
 @dataclass(slots=True)
 class _JobTrace:
     span: Span
@@ -71,8 +76,8 @@ class _JobTrace:
 
 @dataclass(slots=True)
 class _SchedulerTrace:
-    """One scheduler's live jobs and latest snapshot, for the gauges (OpenTelemetry may read
-    them from its own thread, where ``statistics()`` cannot run)."""
+    """One scheduler's live jobs, and its latest snapshot for the gauges (read in an exporter's
+    thread, where ``statistics()`` cannot run)."""
 
     jobs: dict[str, _JobTrace] = field(default_factory=dict)
     statistics: SchedulerStatistics | None = None
@@ -82,14 +87,12 @@ class _SchedulerTrace:
 class Telemetry:
     """Records the client's requests and its schedulers' jobs as OpenTelemetry spans and metrics.
 
-    Pass it as ``AsyncGrokImagine(telemetry=Telemetry(...))`` (``telemetry=True`` builds one
-    with the global providers). Every request becomes a CLIENT span under its job's
-    ``generate_video`` span; see the observability guide for every name. Only
-    ``opentelemetry-api`` is needed here: bring the SDK and exporters yourself. Never
-    recorded: the API token, and the prompt unless ``record_prompts=True``.
+    Pass it as ``AsyncGrokImagine(telemetry=Telemetry(...))``; the observability guide names
+    every span, attribute and instrument. Never recorded: the API token, and the prompt unless
+    ``record_prompts=True``.
 
     Args:
-        tracer_provider: Where spans go (default: the global one, set by your SDK setup).
+        tracer_provider: Where spans go (default: the global one).
         meter_provider: Where metrics go (default: the global one).
         record_prompts: Put each job's prompt on its span (``grok_imagine.request.prompt``).
 
@@ -182,15 +185,9 @@ class Telemetry:
             self._log_failure()
 
     def end_unfinished(self) -> int:
-        """End the spans of jobs that have not finished, so an exporter still gets them.
-
-        An open span is never exported: call this before shutting the tracer provider down
-        (``grok-imagine batch --otel`` does). Each span ends now with
-        ``grok_imagine.job.outcome = "unfinished"``.
-
-        Returns:
-            How many spans were ended.
-        """
+        """End the spans of unfinished jobs now (``grok_imagine.job.outcome = "unfinished"``)
+        and return how many: an open span is never exported. Call it before shutting the
+        tracer provider down."""
         ended = 0
         for scheduler in list(self._schedulers.values()):
             jobs, scheduler.jobs = scheduler.jobs, {}
@@ -206,25 +203,27 @@ class Telemetry:
             parts = urlsplit(attempt.url)
             port = parts.port or (443 if parts.scheme == "https" else 80)
             server = self._servers[attempt.url] = (parts.hostname or "", port)
-        common: Attributes = {
-            "http.request.method": attempt.method,
-            "server.address": server[0],
-            "server.port": server[1],
-            _TEMPLATE: attempt.path,
-        }
-        if attempt.status_code is not None:
-            common[_STATUS] = attempt.status_code
-        if attempt.error_type is not None:
-            common[_ERROR] = attempt.error_type
-        span_attributes = {**common, "url.full": attempt.url}
-        if attempt.resend_count:
-            span_attributes["http.request.resend_count"] = attempt.resend_count
-        if attempt.task_id is not None:
-            span_attributes[_TASK_ID] = attempt.task_id
+        common = _present(
+            {
+                "http.request.method": attempt.method,
+                "server.address": server[0],
+                "server.port": server[1],
+                _TEMPLATE: attempt.path,
+                _STATUS: attempt.status_code,
+                _ERROR: attempt.error_type,
+            }
+        )
+        span_attributes = common | _present(
+            {
+                "url.full": attempt.url,
+                "http.request.resend_count": attempt.resend_count or None,
+                _TASK_ID: attempt.task_id,
+                "grok_imagine.rate_limit.remaining": attempt.remaining,
+                "grok_imagine.rate_limit.permit_wait": attempt.permit_wait,
+            }
+        )
         if attempt.remaining is not None:
-            span_attributes["grok_imagine.rate_limit.remaining"] = attempt.remaining
             self._last_remaining = attempt.remaining
-        span_attributes["grok_imagine.rate_limit.permit_wait"] = attempt.permit_wait
         span = self._tracer.start_span(
             f"{attempt.method} {attempt.path}",
             context=parent,
@@ -251,25 +250,22 @@ class Telemetry:
             return None
         if attempt.method == "GET":
             now = anyio.current_time()
-            attributes: Attributes = {}
-            if attempt.status_code is not None:
-                attributes[_STATUS] = attempt.status_code
-            if attempt.error_type is not None:
-                attributes[_ERROR] = attempt.error_type
-            else:
+            if attempt.error_type is None:
                 job.previous_look, job.last_look = job.last_look, now
+            attributes = _present({_STATUS: attempt.status_code, _ERROR: attempt.error_type})
             job.span.add_event("poll", attributes, timestamp=self._to_ns(now))
         return job.context
 
     def _job_event(self, scheduler: _SchedulerTrace, event: JobEvent) -> None:
         when = self._to_ns(event.at)
         if isinstance(event, BreakerEvent):  # the batch's course, not one job's life
-            attributes: Attributes = {"grok_imagine.breaker.transition": event.transition}
-            if event.breaker.reason is not None:
-                attributes["grok_imagine.breaker.reason"] = event.breaker.reason
-            if event.breaker.failure_class is not None:
-                attributes[_FAILURE] = event.breaker.failure_class.value
-            self._breaker.add(1, attributes)
+            failure = event.breaker.failure_class
+            attributes = {
+                "grok_imagine.breaker.transition": event.transition,
+                "grok_imagine.breaker.reason": event.breaker.reason,
+                _FAILURE: failure.value if failure is not None else None,
+            }
+            self._breaker.add(1, _present(attributes))
             return
         job = None if isinstance(event, JobQueued) else scheduler.jobs.get(event.key)
         if job is None:  # queued, or queued before the telemetry saw this scheduler
@@ -304,20 +300,20 @@ class Telemetry:
     def _finish(self, job: _JobTrace, result: JobResult, when: int) -> None:
         request = result.request
         outcome = "completed" if result.ok else "failed"
-        attributes: Attributes = {
-            "grok_imagine.request.mode": request.mode,
-            "grok_imagine.request.ratio": request.ratio,
-            "grok_imagine.request.image_count": len(request.images or ()),
-            _OUTCOME: outcome,
-            _ATTEMPTS: result.attempts,
-            "grok_imagine.job.polls": result.polls,
-            "grok_imagine.job.credits": result.credits,
-            "grok_imagine.job.from_journal": result.from_journal,
-        }
-        if self._record_prompts:
-            attributes["grok_imagine.request.prompt"] = request.prompt
-        if result.task_id is not None:
-            attributes[_RESPONSE_ID] = result.task_id
+        attributes = _present(
+            {
+                "grok_imagine.request.mode": request.mode,
+                "grok_imagine.request.ratio": request.ratio,
+                "grok_imagine.request.image_count": len(request.images or ()),
+                "grok_imagine.request.prompt": request.prompt if self._record_prompts else None,
+                _OUTCOME: outcome,
+                _ATTEMPTS: result.attempts,
+                "grok_imagine.job.polls": result.polls,
+                "grok_imagine.job.credits": result.credits,
+                "grok_imagine.job.from_journal": result.from_journal,
+                _RESPONSE_ID: result.task_id,
+            }
+        )
         metric: Attributes = {_OUTCOME: outcome}
         if result.failure_class is not None:
             metric[_FAILURE] = metric[_ERROR] = result.failure_class.value
