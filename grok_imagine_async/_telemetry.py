@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -60,7 +60,7 @@ _ATTEMPTS = "grok_imagine.job.attempts"
 Attributes = dict[str, AttributeValue]
 
 
-def _present(attributes: dict[str, AttributeValue | None]) -> Attributes:
+def _present(attributes: Mapping[str, AttributeValue | None]) -> Attributes:
     """``attributes`` without the unknown (None) ones."""
     return {name: value for name, value in attributes.items() if value is not None}
 

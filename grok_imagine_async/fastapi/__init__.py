@@ -1,9 +1,5 @@
-"""FastAPI integration: one rate-limited client and scheduler per app, handed to handlers.
-
-:func:`grok_imagine_lifespan` opens one :class:`~grok_imagine_async.AsyncGrokImagine` and one
-:class:`~grok_imagine_async.JobScheduler` for the app's lifetime; handlers take them, and the
-:class:`JobRegistry` of its jobs, as ``Annotated`` dependencies, and never poll. See the FastAPI
-guide. Needs the ``fastapi`` extra: ``pip install "grok-imagine-async[fastapi]"``.
+"""FastAPI integration: one rate-limited client and scheduler per app, handed to handlers as
+``Annotated`` dependencies (see the FastAPI guide). Needs the ``fastapi`` extra.
 
 Example:
     >>> from fastapi import FastAPI

@@ -33,18 +33,11 @@ from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
 logger = logging.getLogger("grok_imagine_async.fastapi")
 
 STATE_ATTRIBUTE = "grok_imagine"
-"""Name of the ``app.state`` attribute holding the :class:`GrokImagineResources`."""
 
 
 @dataclass(frozen=True, slots=True)
 class GrokImagineResources:
-    """What :func:`grok_imagine_lifespan` opened for an app (``app.state.grok_imagine``).
-
-    Attributes:
-        client: The app's one client (one token, one rate limiter, one connection pool).
-        scheduler: The app's one scheduler, polling every job within the quota.
-        jobs: Jobs started by handlers, by id.
-    """
+    """What :func:`grok_imagine_lifespan` opened for an app (``app.state.grok_imagine``)."""
 
     client: AsyncGrokImagine
     scheduler: JobScheduler
@@ -214,7 +207,7 @@ async def _run_scheduler(
     task_status: TaskStatus[JobScheduler],
 ) -> None:
     """Run the app's scheduler until ``stop``; once started, its fatal errors are logged (the
-    app keeps serving, 503 for new jobs)."""
+    app goes on, answering 503 to new jobs)."""
     started = False
     try:
         async with scheduler:

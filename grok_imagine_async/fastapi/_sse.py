@@ -80,18 +80,11 @@ def event_stream_response(
     render: Callable[[Job], Mapping[str, Any]],
     heartbeat: float = 15.0,
 ) -> StreamingResponse:
-    """A ``text/event-stream`` answer following ``job`` until it finishes.
+    """A ``text/event-stream`` answer following ``job`` (from ``jobs``) until it finishes.
 
     Events: ``status`` on each change of state, ``progress`` every ``heartbeat`` seconds while
-    it runs, then one ``done`` with the finished job (or one ``error`` if the app stops first);
-    each carries ``render(job)`` as JSON; comment lines keep an idle stream open through
-    proxies. Browsers' ``EventSource`` and any SSE client read it.
-
-    Args:
-        jobs: The registry ``job`` came from.
-        job: The job to follow.
-        render: Turns the job into the JSON object events carry.
-        heartbeat: Seconds of silence before a progress event or a keep-alive comment.
+    it runs, then one ``done`` (or one ``error`` if the app stops first), each carrying
+    ``render(job)`` as JSON; comment lines keep an idle stream open through proxies.
     """
     return StreamingResponse(
         _job_events(jobs, job, render, heartbeat),
