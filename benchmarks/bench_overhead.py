@@ -142,9 +142,7 @@ async def _drive(call: Call, concurrency: int, calls: int) -> tuple[float, float
 
 async def bare(lib: ModuleType, url: str, concurrency: int, calls: int) -> tuple[float, float]:
     """The library alone, as one writes it: ``AsyncClient`` with the client's timeout."""
-    from grok_imagine_async._client import DEFAULT_TIMEOUT
-
-    async with lib.AsyncClient(timeout=_http.timeout_in(lib, DEFAULT_TIMEOUT)) as http:
+    async with lib.AsyncClient(timeout=_http.timeout_in(lib, _http.DEFAULT_TIMEOUT)) as http:
         headers = {"Authorization": f"Bearer {TOKEN}"}
 
         async def call() -> None:
@@ -162,11 +160,8 @@ async def ours(
 ) -> tuple[float, float]:
     """The client on ``lib``, with the ``AsyncClient`` a default client builds for itself."""
     from grok_imagine_async import AsyncGrokImagine
-    from grok_imagine_async._client import DEFAULT_TIMEOUT
-    from grok_imagine_async._settings import user_agent
 
-    # What AsyncGrokImagine() builds on the default library, here on either library.
-    http = _http.new_client(lib, timeout=DEFAULT_TIMEOUT, headers={"User-Agent": user_agent()})
+    http = _http.new_client(lib)  # what AsyncGrokImagine() builds, here on either library
     limiter = OpenLimiter() if open_limiter else None
     client = AsyncGrokImagine(
         api_key=TOKEN, base_url=url, plan=QUOTA, http_client=http, limiter=limiter

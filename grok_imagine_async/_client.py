@@ -40,12 +40,9 @@ from ._scheduling.durations import DurationModel
 from ._scheduling.jobs import JobSpec
 from ._scheduling.scheduler import JobResults, SchedulerConfig, SchedulerOptions
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
-from ._settings import Limits, Settings, prompt_problem, user_agent
+from ._settings import Limits, Settings, prompt_problem
 
 logger = logging.getLogger("grok_imagine_async")
-
-DEFAULT_TIMEOUT = _http.lib.Timeout(30.0, connect=10.0)
-
 
 _UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
 
@@ -54,38 +51,32 @@ class AsyncGrokImagine:
     """Async client for the Grok Imagine video API.
 
     Every request takes a permit from the rate limiter and reports the answer's rate-limit
-    headers back to it. Use it as an async context manager, or call :meth:`aclose`. Settings
-    are resolved once by :meth:`Settings.from_env` from the keywords and ``GROK_IMAGINE_*``.
+    headers back to it. Use it as an async context manager, or call :meth:`aclose`.
 
     Args:
-        settings: Settings resolved beforehand (then no ``api_key``, ``base_url``, ``plan``,
-            ``retry``, ``poll`` or ``limits``).
-        api_key: The bearer token; else ``$GROK_IMAGINE_API_KEY``.
-        base_url: The API root; else ``http_client``'s ``base_url``, ``$GROK_IMAGINE_BASE_URL``,
-            ``https://grokimagineapi.com``.
+        settings: Settings resolved beforehand, instead of ``api_key``, ``base_url``, ``plan``,
+            ``retry``, ``poll`` and ``limits`` (which :meth:`Settings.from_env` resolves, with
+            ``GROK_IMAGINE_*`` filling in).
         plan: ``"free"`` (default), ``"pro"``, ``"enterprise"``, a :class:`Plan`, a
-            :class:`RateLimit` or a quota as text (``"100/6s"``); else ``$GROK_IMAGINE_PLAN``.
-            The default limiter's quota (a given ``limiter`` keeps its own).
-        http_client: An ``httpx2.AsyncClient`` or ``httpx.AsyncClient`` to send through, never
-            closed by us. Default: our own, on httpx2 if installed, else httpx.
+            :class:`RateLimit` or a quota as text (``"100/6s"``): the default limiter's quota.
+        http_client: An ``httpx2.AsyncClient`` or ``httpx.AsyncClient`` to send through (its
+            ``base_url`` the default one), never closed by us. Default: our own, on httpx2 if
+            installed, else httpx.
         limiter: A :class:`RateLimiter` shared with other clients of the token; default: a
             new :class:`LocalRateLimiter` for ``plan``.
         timeout: Per-request timeout (seconds or a ``Timeout``); default 30 s, 10 s to connect.
-        retry: How often and how long apart to retry (``RetryPolicy(attempts=0)``: never).
-        poll: The default polling schedule of :meth:`wait`.
         on_ambiguous_submit: When a submission's answer is lost: ``"raise"`` (default)
             :class:`AmbiguousSubmitError`, never paying twice, or ``"resubmit"``.
         clock: Where time comes from (default: the event loop's clock).
-        limits: Bounds on sizes, prompt length, request time and redirects (:class:`Limits`).
         download_hosts: Local or private hosts videos may be fetched from (``["*"]``: any);
             the API's own host is always allowed.
         telemetry: ``True``: OpenTelemetry through the global providers (the ``otel`` extra);
-            an :class:`Observer` such as ``otel.Telemetry``: through it; None: nothing.
+            an :class:`Observer` such as ``otel.Telemetry``: through it.
         rng: Source of the retry and poll jitter (seed it for reproducible simulations).
 
     Raises:
-        ConfigurationError: If no API key is found, the key cannot be a bearer token, a
-            setting is invalid, or ``http_client`` mixes httpx2 and httpx.
+        ConfigurationError: If no API key is found, a setting is invalid, or ``http_client``
+            mixes httpx2 and httpx.
 
     Example:
         >>> async def main() -> None:
@@ -135,7 +126,6 @@ class AsyncGrokImagine:
             raise ConfigurationError(
                 f"on_ambiguous_submit must be 'raise' or 'resubmit', got {on_ambiguous_submit!r}"
             )
-        self._clock = clock or DEFAULT_CLOCK
         self._rng = rng if rng is not None else random.Random()
         self._durations = DurationModel(prior_median=settings.expected_duration)
         if limiter is None:
@@ -151,17 +141,12 @@ class AsyncGrokImagine:
             telemetry = Telemetry()
         self._telemetry = None if telemetry is False else telemetry
         request_options: dict[str, Any] = {}
-        if http_client is None:
-            self._http = _http.new_client(
-                _http.lib,
-                timeout=DEFAULT_TIMEOUT if timeout is _UNSET else timeout,
-                headers={"User-Agent": user_agent()},
-            )
-            self._owns_http = True
+        self._owns_http = family is None
+        if family is None:
+            default = _http.DEFAULT_TIMEOUT if timeout is _UNSET else timeout
+            self._http = _http.new_client(_http.lib, timeout=default)
         else:
-            assert family is not None
             self._http = cast("httpx.AsyncClient", http_client)  # either family: one API
-            self._owns_http = False
             if timeout is not _UNSET:  # else the caller's client keeps its own timeout
                 request_options["timeout"] = _http.timeout_in(family, timeout)
         self._sender = Sender(
@@ -169,7 +154,7 @@ class AsyncGrokImagine:
             base_url=settings.base_url,
             api_key=settings.api_key,
             limiter=limiter,
-            clock=self._clock,
+            clock=clock or DEFAULT_CLOCK,
             retry=settings.retry,
             rng=self._rng,
             on_ambiguous_submit=on_ambiguous_submit,
@@ -181,8 +166,6 @@ class AsyncGrokImagine:
         self._downloader = Downloader(
             self._http, hosts=hosts, limits=settings.limits, retry=settings.retry, rng=self._rng
         )
-
-    # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncGrokImagine:
         return self
@@ -227,8 +210,6 @@ class AsyncGrokImagine:
         """What happens when a submission's answer is lost (``"raise"`` or ``"resubmit"``)."""
         return self._sender.on_ambiguous_submit
 
-    # -- the API ---------------------------------------------------------------------------
-
     async def generate(
         self,
         prompt: str,
@@ -239,6 +220,8 @@ class AsyncGrokImagine:
         allow_unlisted: bool = False,
     ) -> str:
         """Start one generation (``POST /v1/generate``, 40 credits) and return its task id.
+
+        The arguments are :class:`GenerationRequest`'s.
 
         Raises:
             InvalidRequestError: If the prompt, mode, ratio or images are invalid.
@@ -262,8 +245,7 @@ class AsyncGrokImagine:
         """Start the generation described by ``request`` and return its task id.
 
         Raises:
-            AmbiguousSubmitError: If the answer was lost and the task may exist (not resent).
-            APIError: Any other failure, after retries where they are safe (see the errors guide).
+            AmbiguousSubmitError, APIError: As :meth:`generate`.
         """
         return await self._submit(request)
 
@@ -274,7 +256,7 @@ class AsyncGrokImagine:
         priority: Priority = Priority.SUBMIT,
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> str:
-        """:meth:`submit`, with ``before_send`` (the scheduler's journal intent) run after the
+        """:meth:`submit`, with ``before_send`` (a scheduler's journal intent) run after the
         permit, shielded with the send."""
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"submit() takes a GenerationRequest, got {type(request).__name__}")
@@ -297,7 +279,6 @@ class AsyncGrokImagine:
         """Read a task's current state (``GET /v1/status``), retried where needed.
 
         Args:
-            task_id: The task to read.
             priority: Its place in the rate limiter's queue.
 
         Raises:
@@ -351,7 +332,6 @@ class AsyncGrokImagine:
         """:meth:`generate`, then :meth:`wait` for the result.
 
         Args:
-            poll: The polling schedule (default: the client's).
             timeout: Seconds from the call to give up waiting (default: none). The POST is
                 never cut; :class:`WaitTimeoutError` carries the task id.
             on_progress: Called as ``on_progress(task_id, progress)`` after each poll with an
@@ -449,16 +429,11 @@ class AsyncGrokImagine:
         )
 
     async def download(
-        self,
-        task: Task,
-        dest: str | os.PathLike[str],
-        *,
-        stem: str | None = None,
+        self, task: Task, dest: str | os.PathLike[str], *, stem: str | None = None
     ) -> list[Path]:
-        """Stream a task's videos into the folder ``dest``, atomically.
-
-        A task's files are ``<stem>.mp4`` (``<stem>_<n>.mp4`` when several; ``stem``: the task
-        id by default, sanitised). Downloads carry no token and use no quota.
+        """Stream a task's videos into the folder ``dest``, atomically, as ``<stem>.mp4`` (or
+        ``<stem>_<n>.mp4`` when several; ``stem``: the sanitised task id by default). Downloads
+        carry no token and use no quota.
 
         Returns:
             The paths written, in the order of ``task.videos``.

@@ -29,6 +29,8 @@ else:
         lib = httpx
     HTTPClient = Timeout = Any
 
+DEFAULT_TIMEOUT = lib.Timeout(30.0, connect=10.0)
+
 FAMILIES: tuple[ModuleType, ...] = (lib,) if lib is httpx else (lib, httpx)
 """The installed libraries, the default first."""
 
@@ -97,10 +99,15 @@ def check_client(client: object) -> ModuleType:
     return family
 
 
-def new_client(family: ModuleType, *, timeout: Any, headers: dict[str, str]) -> httpx.AsyncClient:
+def new_client(family: ModuleType, *, timeout: Any = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
     """The ``AsyncClient`` a client builds for itself, with httpx's default pool (keeping 50
     connections alive costs httpcore twice the CPU: ``benchmarks/README.md``)."""
-    headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}  # what read_bounded can inflate
+    from ._version import __version__
+
+    headers = {
+        "User-Agent": f"grok-imagine-async/{__version__}",
+        "Accept-Encoding": ACCEPT_ENCODING,  # what read_bounded can inflate
+    }
     client = family.AsyncClient(timeout=timeout_in(family, timeout), headers=headers)
     return cast("httpx.AsyncClient", client)
 

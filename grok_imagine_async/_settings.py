@@ -224,10 +224,3 @@ def with_redis_password(url: str) -> str:
     if not password or not sep or "@" in rest.partition("/")[0]:
         return url
     return f"{scheme}://:{quote(password, safe='')}@{rest}"
-
-
-def user_agent() -> str:
-    """The ``User-Agent`` the client's own HTTP client sends."""
-    from ._version import __version__
-
-    return f"grok-imagine-async/{__version__}"

@@ -284,10 +284,11 @@ async def test_api_requests_ask_only_for_encodings_the_bounded_read_inflates() -
         return answer(TASK)
 
     await make_client(handler).get_task("t1")  # a caller's client keeps its own default
-    built = _http.new_client(httpx, timeout=1.0, headers={})  # a client's own: set once
+    built = _http.new_client(httpx, timeout=1.0)  # a client's own: set once
     await built.aclose()
     assert seen == ["gzip, deflate"]
     assert built.headers["accept-encoding"] == "gzip, deflate"
+    assert built.headers["user-agent"].startswith("grok-imagine-async/")
 
 
 @pytest.mark.anyio
