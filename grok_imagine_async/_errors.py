@@ -17,12 +17,10 @@ class ConfigurationError(GrokImagineError, ValueError):
 
 
 class InputError(GrokImagineError, ValueError):
-    """Raised when a batch input file cannot be read; nothing was submitted.
-
-    The message starts with ``file:line:``, so editors and terminals can jump to it.
+    """Raised when a batch input file cannot be read; nothing was submitted. The message starts
+    with ``file:line:``, so editors and terminals can jump to it.
 
     Attributes:
-        path: The input file.
         line: The 1-based line of the problem, or None for the file as a whole.
         problem: What is wrong, without the location.
         problems: Every problem a check gathered (``JobFile.check(max_problems=...)``), this first.
@@ -39,10 +37,7 @@ class InputError(GrokImagineError, ValueError):
 class JournalError(GrokImagineError):
     """Raised when a journal cannot be opened, read or written (not a journal, too new, corrupt,
     locked, a full disk); a scheduler stopped by it lists its paid jobs in ``pending_tasks``.
-
-    Attributes:
-        path: The journal file, if the journal is a file.
-    """
+    ``path``: the journal file, if it is one."""
 
     def __init__(self, message: str, *, path: Path | None = None) -> None:
         super().__init__(message)
@@ -53,8 +48,6 @@ class APIError(GrokImagineError):
     """Raised when a request to the API fails.
 
     Attributes:
-        message: What went wrong, in words.
-        method: The HTTP method of the failed request.
         path: The API path of the failed request (never with credentials).
     """
 
@@ -117,11 +110,8 @@ class ServerError(APIStatusError):
 
 
 class APIResponseValidationError(APIError):
-    """Raised when a successful answer cannot be read: not JSON, or missing required fields.
-
-    Attributes:
-        body: The raw body text (truncated), for diagnosis.
-    """
+    """Raised when a successful answer cannot be read: not JSON, or missing required fields;
+    ``body`` holds its text (truncated)."""
 
     def __init__(
         self, message: str, *, body: str = "", method: str | None = None, path: str | None = None
@@ -140,11 +130,7 @@ class APITimeoutError(APIConnectionError):
 
 class AmbiguousSubmitError(APIError):
     """Raised when a ``POST /v1/generate`` was sent but its answer was lost or unreadable: a
-    (paid) task may exist, so it is not resent.
-
-    Attributes:
-        request: The generation request whose outcome is unknown.
-    """
+    (paid) task may exist, so it is not resent. ``request`` is the request sent."""
 
     def __init__(
         self, message: str, *, request: GenerationRequest | None = None, path: str | None = None
@@ -154,12 +140,8 @@ class AmbiguousSubmitError(APIError):
 
 
 class TaskFailedError(GrokImagineError):
-    """Raised when a task ends in failure (or "completed" with no video).
-
-    Attributes:
-        task: The final task as the server reported it.
-        failure_class: Why it failed (decides whether resubmitting helps).
-    """
+    """Raised when a task ends in failure (or "completed" with no video): ``task`` as the server
+    last reported it, and its ``failure_class``."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -190,12 +172,8 @@ class WaitTimeoutError(GrokImagineError, TimeoutError):
 
 
 class BudgetExceededError(GrokImagineError):
-    """Raised when starting another generation could take spending past the credit budget.
-
-    Attributes:
-        max_credits: The configured budget.
-        committed_credits: Credits already spent or committed when the job was refused.
-    """
+    """Raised when starting another generation could take spending past the credit budget
+    (``max_credits``), with ``committed_credits`` already spent or committed."""
 
     def __init__(self, *, max_credits: int, committed_credits: int) -> None:
         self.max_credits, self.committed_credits = max_credits, committed_credits
@@ -206,12 +184,8 @@ class BudgetExceededError(GrokImagineError):
 
 
 class BacklogFullError(GrokImagineError):
-    """Raised when an app refuses a new job because too many already wait for a submission slot.
-
-    Attributes:
-        queued: Jobs waiting when this one was refused.
-        retry_after: Seconds after which trying again is likely to succeed (an estimate).
-    """
+    """Raised when an app refuses a new job because ``queued`` jobs already wait for a
+    submission slot; trying again after ``retry_after`` seconds is likely to succeed."""
 
     def __init__(self, *, queued: int, retry_after: float) -> None:
         self.queued, self.retry_after = queued, retry_after
@@ -242,7 +216,7 @@ class DownloadError(APIError):
     fetches it again without paying again.
 
     Attributes:
-        url: The URL that was being fetched (never with the token), if any.
+        url: The URL that was being fetched, if any.
         local_path: The folder or file that could not be written, for a local failure.
     """
 

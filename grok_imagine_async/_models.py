@@ -1,7 +1,5 @@
-"""Typed values exchanged with the API: requests, tasks, statuses, failure classes (rule 6).
-
-The bottom of the package, so the exception tree's root and InvalidRequestError live here too.
-"""
+"""Typed values exchanged with the API: requests, tasks, statuses, failure classes (rule 6);
+the bottom of the package, so the exception tree's root and InvalidRequestError live here."""
 
 from __future__ import annotations
 
@@ -116,13 +114,11 @@ class GenerationRequest(BaseModel):
     @field_validator("images")
     @classmethod
     def _images_are_http_urls(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if not value:
-            return None
-        for url in value:
-            parts = urlsplit(url.strip())
+        for url in value or ():  # stripped already (str_strip_whitespace)
+            parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"image URL must be an absolute http(s) URL, got {url!r}")
-        return tuple(url.strip() for url in value)
+        return value or None
 
     @model_validator(mode="after")
     def _mode_and_ratio(self) -> GenerationRequest:
@@ -200,15 +196,10 @@ class FailureClass(str, enum.Enum):
 
 
 class Task(BaseModel):
-    """A generation task as reported by ``GET /v1/status``.
+    """A generation task as reported by ``GET /v1/status`` (fields it lacks are None).
 
     Attributes:
-        task_id: The server's id for the task.
-        status: The normalised status.
         raw_status: The status string exactly as the server sent it.
-        consumed_credits: Credits the task consumed, if reported.
-        created_at: When the server created it, if reported and readable.
-        error_message: The server's failure message, if any.
         request: The generation parameters the server echoed back, if any.
         videos: The result video URLs (the ``response`` field); may hold several.
     """

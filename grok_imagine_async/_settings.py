@@ -42,10 +42,6 @@ class Limits:
 
     Raises:
         ValueError: If a bound is not positive (``max_redirects`` may be 0).
-
-    Example:
-        >>> Limits(max_video_bytes=200 * 2**20).max_video_bytes
-        209715200
     """
 
     max_answer_bytes: int = 1 << 20
@@ -88,11 +84,8 @@ class Settings:
 
     Args:
         api_key: The bearer token (never shown in the repr).
-        base_url: The API root.
         rate_limit: The quota of the client's default limiter.
-        retry: The retry backoff schedule.
         poll: The poll schedule of ``wait()``, and of a scheduler while the quota is idle.
-        limits: Bounds on sizes, prompt length, request time, redirects.
         breaker: When a scheduler pauses on an outage or stops on refusals (None: never).
         expected_duration: The median generation time assumed before any was seen, seconds.
 
@@ -149,9 +142,6 @@ class Settings:
             api_key: The token; else ``$GROK_IMAGINE_API_KEY``.
             base_url: The API root; else ``$GROK_IMAGINE_BASE_URL``; else the real service.
             plan: As ``AsyncGrokImagine(plan=)``; else ``$GROK_IMAGINE_PLAN``; else ``"free"``.
-            retry: The retry schedule (default: :class:`RetryPolicy`'s, scaled).
-            poll: The poll schedule (default: :class:`PollPolicy`'s, scaled).
-            limits: Size and time bounds (default: :class:`Limits`').
             time_scale: How many times faster than real time the server runs (an emulator's);
                 else ``$GROK_IMAGINE_TIME_SCALE``; else 1. It divides the defaults' durations
                 (a plan's window, retry, poll and breaker waits), not given values.
