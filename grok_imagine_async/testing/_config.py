@@ -36,18 +36,18 @@ class Vocabulary:
             return name
         if name not in _NAMED:
             raise ValueError(f"unknown vocabulary {name!r}: expected one of {', '.join(_NAMED)}")
-        return cls(*_NAMED[name])
+        return _NAMED[name]
 
     @staticmethod
     def names() -> dict[str, str]:
         """Each named vocabulary's words, as ``{"reseller": "waiting/generating/..."}``."""
-        return {name: "/".join(astuple(Vocabulary.named(name))) for name in _NAMED}
+        return {name: "/".join(astuple(words)) for name, words in _NAMED.items()}
 
 
-_NAMED: dict[str, tuple[str, ...]] = {
-    "default": (),
-    "reseller": ("waiting", "generating", "success", "fail"),
-    "upper": ("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED"),
+_NAMED = {
+    "default": Vocabulary(),
+    "reseller": Vocabulary("waiting", "generating", "success", "fail"),
+    "upper": Vocabulary("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED"),
 }
 
 
@@ -60,19 +60,18 @@ class EmulatorConfig:
             (its requests per ``period``), or a :class:`RateLimit` or text such as
             ``"100/6s"`` (used as is).
         period: Window length in seconds for plan quotas (60 like the real service).
-        window: How the quota is counted: a ``"sliding"`` or ``"fixed"`` window of ``period``
-            seconds, or ``"gcra"``, a leaky bucket (nginx ``limit_req``).
+        window: A ``"sliding"`` or ``"fixed"`` window of ``period`` seconds, or ``"gcra"``,
+            a leaky bucket (nginx ``limit_req``).
         burst: Requests the ``"gcra"`` bucket holds when full.
         reset_format: ``X-RateLimit-Reset`` as seconds until reset or as a Unix time.
         count_refused: Whether 429'd requests also use up quota.
-        rate_limit_enabled: False admits everything (headers are still sent).
         duration_median: Median generation time in seconds (before ``time_scale``).
         duration_sigma: Spread of the lognormal generation time (0: always the median).
         time_scale: Divides generation times (10 makes a 30 s median take 3 s).
         queue_fraction: Part of a task's duration spent ``pending`` before ``processing``.
         vocabulary: Status words: a :class:`Vocabulary` or its name.
-        result_ttl: Seconds after completion (not divided by ``time_scale``) until a task's
-            video URLs answer 403, as expired signed URLs do. None: never.
+        result_ttl: Seconds after completion (not scaled) until a task's video URLs answer
+            403, as expired signed URLs do. None: never.
         faults: Random failure rates (see :class:`FaultConfig`).
         seed: Seed of the one random generator behind durations, ids and faults.
         clock: Time source (None: the running event loop's clock, so virtual time works).
@@ -89,7 +88,6 @@ class EmulatorConfig:
     burst: int = 1
     reset_format: Literal["seconds", "unix"] = "seconds"
     count_refused: bool = False
-    rate_limit_enabled: bool = True
     duration_median: float = 30.0
     duration_sigma: float = 0.5
     time_scale: float = 1.0

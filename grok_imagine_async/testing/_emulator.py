@@ -50,8 +50,7 @@ _SHARED_VALUES = frozenset({"mode", "ratio"})
 
 
 def parse_generate_body(raw: bytes) -> dict[str, Any]:
-    """A generation body validated (as strictly as the service and its resellers), defaults
-    filled in; raises InvalidRequest."""
+    """A generation body validated as strictly as the service does, defaults filled in."""
     try:
         body = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):
@@ -106,10 +105,6 @@ class Emulator:
     Serve :attr:`app` with any ASGI server, or talk to it in process with :meth:`transport`
     or :meth:`client`. One emulator is one fresh server.
 
-    Args:
-        config: How the server behaves (default: token ``"test-token"`` on the free plan,
-            100 requests per 60 s sliding window, generations of about 30 s).
-
     Example:
         >>> import anyio
         >>> async def main() -> str:
@@ -152,7 +147,6 @@ class Emulator:
                 ),
                 Route("/videos/{task_id}/{index:int}.mp4", self._video, methods=["GET"]),
                 Route("/_emulator/stats", self._stats, methods=["GET"]),
-                Route("/_emulator/requests", self._requests, methods=["GET"]),
             ]
         )
         """The ASGI application (a Starlette app)."""
@@ -165,19 +159,14 @@ class Emulator:
     def transport(self) -> httpx.AsyncBaseTransport:
         """A transport reaching this emulator in process, for httpx2 and httpx clients alike.
 
-        Unlike a bare ``ASGITransport``, a dropped connection raises ``RemoteProtocolError``
-        and an answer later than the read timeout raises ``ReadTimeout``, as over a socket.
+        A dropped connection raises ``RemoteProtocolError`` and an answer later than the read
+        timeout ``ReadTimeout``, as over a socket.
         """
         return EmulatorTransport(self.app)
 
     def client(self, token: str | None = "test-token", **kwargs: Any) -> httpx.AsyncClient:
-        """An ``AsyncClient`` (httpx2's if installed, else httpx's) on :meth:`transport`.
-
-        Args:
-            token: Sent as ``Authorization: Bearer <token>`` (None: no header).
-            **kwargs: Passed to ``AsyncClient`` (default ``base_url``:
-                ``http://emulator.local``).
-        """
+        """An ``AsyncClient`` (httpx2's if installed) on :meth:`transport`, sending ``token``
+        as a bearer token (None: none); ``kwargs`` go to ``AsyncClient``."""
         headers = _http.lib.Headers(kwargs.pop("headers", None))
         if token is not None:
             headers.setdefault("Authorization", f"Bearer {token}")
@@ -186,11 +175,7 @@ class Emulator:
 
     def environment(self, url: str, *, token: str | None = None) -> Mapping[str, str]:
         """The ``GROK_IMAGINE_*`` variables under which a default client talks to this
-        emulator served at ``url`` and keeps its pace (quota as text, time scale).
-
-        Args:
-            url: Where the emulator listens (see :func:`serve_in_thread`).
-            token: Which of its tokens to use (default: the first).
+        emulator served at ``url`` with ``token`` (default: the first) and keeps its pace.
 
         Raises:
             KeyError: If ``token`` is not one of the emulator's.
@@ -242,12 +227,8 @@ class Emulator:
     def request_times(
         self, token: str | None = None, *, admitted_only: bool = False
     ) -> list[float]:
-        """Clock times of the ``/v1/*`` requests the rate limiter counted (not 401s), sorted.
-
-        Args:
-            token: One token's requests, or everyone's (None).
-            admitted_only: Leave out the 429'd ones.
-        """
+        """Clock times of the ``/v1/*`` requests the rate limiter counted (not 401s), sorted:
+        of one ``token`` or everyone's (None), with or without the 429'd ones."""
         with self._lock:
             return sorted(
                 t
@@ -270,15 +251,13 @@ class Emulator:
             return list(self._tasks)
 
     def task_times(self, task_id: str) -> tuple[float, float] | None:
-        """When task ``task_id`` was created and when it reaches its final state (clock
-        times, like :meth:`request_times`), or None if there is no such task."""
+        """When task ``task_id`` was created and when it ends (clock times), or None."""
         task = self._tasks.get(task_id)
         return None if task is None else (task.created_at, task.ends_at)
 
     def save_tasks(self, path: str | os.PathLike[str]) -> None:
         """Write every task to ``path`` (JSON, replaced atomically) for :meth:`load_tasks` in
-        another process, where they go on generating. Rate-limit windows and counters are
-        not kept."""
+        another process, where they go on generating (quota windows and counters are not)."""
         with self._lock:
             tasks = list(self._tasks.values())
         # Unix times: the other process's monotonic clock is another one.
@@ -289,8 +268,7 @@ class Emulator:
         os.replace(temporary, target)
 
     def load_tasks(self, path: str | os.PathLike[str]) -> int:
-        """Take up the tasks :meth:`save_tasks` wrote to ``path``; return how many were new
-        (a known task id keeps its task).
+        """Take up the tasks :meth:`save_tasks` wrote to ``path``; return how many were new.
 
         Raises:
             OSError: If the file cannot be read.
@@ -312,7 +290,7 @@ class Emulator:
         return f"Emulator(tokens={len(self._config.tokens)}, window={self._config.window!r})"
 
     def _now(self) -> float:
-        """The clock's time; outside an event loop, the last time seen (never going back)."""
+        """The clock's time; outside an event loop, the last time seen."""
         with contextlib.suppress(RuntimeError):  # a LoopClock read outside any event loop
             self._last_now = max(self._last_now, self._clock.monotonic())
         return self._last_now
@@ -321,25 +299,20 @@ class Emulator:
         return monotonic + (self._clock.unix() - self._clock.monotonic())
 
     def _count(self, key: str | int) -> None:
-        """Add one to an event's counter, an endpoint's requests or an HTTP status's answers."""
         with self._lock:
             self._counts[key] += 1
 
     def _admit(self, token: str, now: float) -> WindowDecision:
-        """Count a request of ``token`` at ``now`` against its quota and log it."""
         with self._lock:
             if self._first_request is None:
                 self._first_request = now
             decision = self._windows[token].hit(now)
-            if not self._config.rate_limit_enabled and not decision.admitted:
-                decision = WindowDecision(True, 0, decision.reset_after, 0.0)
             times, admitted = self._timeline[token]
             times.append(now)
             admitted.append(decision.admitted)
             return decision
 
     def _create_task(self, token: str, request: dict[str, Any], now: float) -> Task:
-        """Start a generation for ``token`` at ``now``: charge it and decide how it ends."""
         cfg = self._config
         prompt = str(request["prompt"])
         # Interned, "mode", "normal", "1:1"... are shared by the 100,000 tasks of a simulation.
@@ -352,8 +325,7 @@ class Emulator:
             if outage is None:
                 elapsed = now - (now if self._first_request is None else self._first_request)
                 outage = next((o for o in cfg.faults.outages if o.covers(elapsed)), None)
-            outcome = self._faults.for_task(prompt, outage)
-            duration = outcome.duration
+            error_message, videos, free, duration = self._faults.for_task(prompt, outage)
             if duration is None:  # lognormal around the median
                 spread = math.exp(cfg.duration_sigma * self._rng.gauss(0.0, 1.0))
                 duration = cfg.duration_median * spread / cfg.time_scale
@@ -361,7 +333,7 @@ class Emulator:
             while task_id in self._tasks:
                 task_id = f"task_{self._rng.getrandbits(48):012x}"
             queued = duration * cfg.queue_fraction
-            task = Task(task_id, token, request, now, queued, duration, *outcome[:3])
+            task = Task(task_id, token, request, now, queued, duration, error_message, videos, free)
             self._tasks[task_id] = task
             return task
 
@@ -378,7 +350,6 @@ class Emulator:
         return {prompt: times for prompt, times in paid.items() if times > 1}
 
     async def _api(self, request: Request) -> Response:
-        """Every ``/v1/*`` request; answers but dropped ones are counted by status."""
         answer = await self._answer(request)
         if not isinstance(answer, DropResponse):
             self._count(answer.status_code)
@@ -413,15 +384,15 @@ class Emulator:
         try:
             body = parse_generate_body(await request.body()) if method == "POST" else None
             with self._lock:  # a prompt with an invalid marker is not counted as a POST
-                faults = self._faults.for_request(None if body is None else body["prompt"])
+                delay, fault = self._faults.for_request(None if body is None else body["prompt"])
                 if body is not None:
                     self._posts_per_prompt[body["prompt"]] += 1
         except InvalidRequest as exc:
             return _error(400, str(exc), "INVALID_REQUEST", headers)
-        if faults.server_error:
+        if fault == "500":
             self._count("server_error")
             answer = _error(500, "Internal server error", "SERVER_ERROR", headers)
-        elif faults.body_error:
+        elif fault == "body":
             self._count("body_error")
             answer = _error(500, "Internal server error", "SERVER_ERROR", headers, status=200)
         elif body is not None:
@@ -429,10 +400,10 @@ class Emulator:
             answer = _success({"task_id": task.task_id}, headers)
         else:
             answer = self._status(request, token, now, headers)
-        if faults.delay > 0:
+        if delay > 0:
             self._count("slow")
-            await anyio.sleep(faults.delay)  # the loop's clock: virtual time skips it
-        if faults.drop:
+            await anyio.sleep(delay)  # the loop's clock: virtual time skips it
+        if fault == "drop":
             self._count("dropped")
             return DropResponse()
         return answer
@@ -482,9 +453,3 @@ class Emulator:
 
     async def _stats(self, request: Request) -> Response:
         return JSONResponse(self.statistics().as_dict())
-
-    async def _requests(self, request: Request) -> Response:
-        token = request.query_params.get("token") or None
-        admitted_only = request.query_params.get("admitted_only", "") in {"1", "true", "yes"}
-        times = self.request_times(token, admitted_only=admitted_only)
-        return JSONResponse({"admitted_only": admitted_only, "times": times})

@@ -10,7 +10,7 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal
 
 ERROR_MESSAGES = {  # by marker kind; the first four are the provider's documented ones
     "content": "Inappropriate content, please try another prompt.",
@@ -23,6 +23,7 @@ _REQUEST_MARKERS = frozenset({"500", "body", "drop", "slow"})
 _TASK_MARKERS = frozenset({*ERROR_MESSAGES, "empty", "duration"})
 _FAIL_KINDS = (_REQUEST_MARKERS | _TASK_MARKERS) - {"slow", "duration"}
 _MARKER = re.compile(r"\[(fail|slow|duration):([^\]\s:]+)(?::(\d+))?\]")
+_SECONDS = r"\d+(\.\d*)?|\.\d+"  # what [slow:S] and [duration:S] take
 _RATES = ("server_error_rate", "body_error_rate", "slow_rate", "drop_rate", "task_failure_rate")
 
 
@@ -100,20 +101,6 @@ class InvalidRequest(ValueError):
     the text is the message."""
 
 
-class RequestFaults(NamedTuple):
-    delay: float
-    server_error: bool
-    body_error: bool
-    drop: bool
-
-
-class TaskOutcome(NamedTuple):
-    error_message: str | None  # None: completes
-    video_count: int
-    free: bool
-    duration: float | None  # forced by a marker or an outage
-
-
 class FaultInjector:
     """Decides the faults of each request and task. Not thread-safe: callers hold a lock."""
 
@@ -134,7 +121,7 @@ class FaultInjector:
             family, kind = match.group(1, 2)
             if family == "fail" and kind not in _FAIL_KINDS:
                 raise InvalidRequest(f"unknown emulator marker {match.group(0)}")
-            if family != "fail" and not _is_seconds(kind):
+            if family != "fail" and not re.fullmatch(_SECONDS, kind):
                 raise InvalidRequest(f"emulator marker {match.group(0)} needs a number of seconds")
         applied = []
         for match in matches:
@@ -148,8 +135,10 @@ class FaultInjector:
             applied.append((family, kind))
         return applied
 
-    def for_request(self, prompt: str | None = None) -> RequestFaults:
-        """The faults of one request; ``prompt`` is the POST's prompt (None for a poll)."""
+    def for_request(
+        self, prompt: str | None = None
+    ) -> tuple[float, Literal["500", "body", "drop"] | None]:
+        """The delay and the fault of one request; ``prompt`` is the POST's (None: a poll)."""
         cfg = self._config
         markers = self._markers(prompt or "", _REQUEST_MARKERS)
         kinds = {kind for family, kind in markers if family == "fail"}
@@ -160,14 +149,15 @@ class FaultInjector:
         delay += sum(float(kind) for family, kind in markers if family == "slow")
         # One outcome per answer: a 500, else a 200 with an error code, else a hang-up after
         # handling (so a dropped POST always has its task).
-        body_error &= not server_error
-        drop &= not (server_error or body_error)
-        return RequestFaults(delay, server_error, body_error, drop)
+        return delay, "500" if server_error else "body" if body_error else "drop" if drop else None
 
-    def for_task(self, prompt: str, outage: Outage | None = None) -> TaskOutcome:
-        """How the task created for ``prompt`` will end (``outage``: the one under way)."""
+    def for_task(
+        self, prompt: str, outage: Outage | None = None
+    ) -> tuple[str | None, int, bool, float | None]:
+        """How the task created for ``prompt`` ends (``outage``: the one under way): its error
+        message (None: completes), videos, whether it is free, and its forced duration."""
         if outage is not None:  # every new task fails, markers or not
-            return TaskOutcome(outage.message, 0, outage.free, outage.fails_after)
+            return outage.message, 0, outage.free, outage.fails_after
         error_message, video_count, duration = None, 2, None
         if self._roll(self._config.task_failure_rate):
             error_message = self._rng.choice(list(ERROR_MESSAGES.values())[:4])
@@ -178,11 +168,4 @@ class FaultInjector:
                 video_count = 0
             else:
                 error_message = ERROR_MESSAGES[kind]
-        return TaskOutcome(error_message, video_count, False, duration)
-
-
-def _is_seconds(text: str) -> bool:
-    try:
-        return float(text) >= 0
-    except ValueError:
-        return False
+        return error_message, video_count, False, duration

@@ -1,8 +1,7 @@
 """Counting one token's requests against its quota: sliding or fixed window, or GCRA. Pure.
 
-Fixed windows are the clock's intervals ``[k * period, (k + 1) * period)``, so two adjacent
-ones can admit ``2 * requests`` within one period, as real fixed-window servers do. GCRA is
-nginx's ``limit_req``: ``burst=b nodelay`` there is ``burst=b + 1`` here.
+Fixed windows are the clock's intervals ``[k * period, (k + 1) * period)``, as real
+fixed-window servers count; GCRA is nginx's ``limit_req`` (``burst=b nodelay`` is ``b + 1``).
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ from typing import Literal
 
 from .._limiting.plans import RateLimit
 
-EPSILON = 1e-6
-"""Seconds of tolerance at a boundary, so a client's float rounding of ``t + period`` does
-not turn an on-time request into a 429."""
+EPSILON = 1e-6  # a client's float rounding of ``t + period`` must not turn into a 429
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,4 @@
-"""What the emulated server remembers and reports: its tasks and its statistics (no extra
-needed to import them)."""
+"""What the emulated server remembers and reports: its tasks and statistics (no extra needed)."""
 
 from __future__ import annotations
 
@@ -69,15 +68,13 @@ class EmulatorStatistics:
         dropped: Connections closed without an answer.
         slow: Answers delayed on purpose.
         posts_per_prompt: ``POST /v1/generate`` requests per prompt past authentication and
-            the rate limit (retries after a 500 count here).
+            the rate limit.
         tasks_per_prompt: Tasks created per prompt, i.e. generations paid for.
-        duplicate_submissions: Prompts paid for again while an earlier task of theirs ran or
-            after it completed, with how many times in all (a resubmission after a failure is
-            not one; a prompt sent twice on purpose is).
+        duplicate_submissions: Prompts paid for again while an earlier task of theirs had
+            not failed, with how many times in all.
         tasks_created: Tasks created.
         credits_consumed: Credits charged (40 per task, charged at creation).
-        tasks_by_state: Tasks by state now, keyed ``pending``, ``processing``, ``completed``,
-            ``failed`` whatever vocabulary the server speaks.
+        tasks_by_state: Tasks by state now, keyed by :class:`TaskState` value.
         videos_served: Result videos downloaded.
     """
 

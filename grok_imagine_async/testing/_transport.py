@@ -1,9 +1,8 @@
 """The emulator's connections: closed without an answer on purpose, or in process.
 
-A handler answers :class:`DropResponse` to hang up after acting on a request: under uvicorn
-the socket is closed, in process :class:`ConnectionDropped` is raised, which
-:class:`EmulatorTransport` (a third cheaper than ``ASGITransport``, with a read timeout)
-turns into ``RemoteProtocolError``.
+A handler answers :class:`DropResponse` to hang up: under uvicorn the socket is closed, in
+process :class:`EmulatorTransport` (a third cheaper than ``ASGITransport``) raises
+``RemoteProtocolError``.
 """
 
 from __future__ import annotations
@@ -65,7 +64,7 @@ class DroppingStarlette(Starlette):
 
 
 class EmulatorTransport(_http.AnyFamilyTransport):
-    """Sends requests to an emulator's ASGI app in process, answering each in its library."""
+    """Sends requests to an emulator's app in process, answering each in its library."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app

@@ -1,9 +1,5 @@
-"""Time under a test's control: an asyncio event loop whose clock jumps over idle time to its
-earliest timer, and a clock that moves only when told to.
-
-Code talking through in-memory transports runs hours of simulated time in milliseconds. Real
-I/O still works, but its latency is invisible to the virtual clock.
-"""
+"""Time under a test's control: an event loop whose clock jumps over idle time to its earliest
+timer (real I/O still works, its latency invisible), and a clock moved by hand."""
 
 from __future__ import annotations
 
@@ -88,8 +84,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     @contextmanager
     def hold_time(self) -> Iterator[None]:
         """Keep the clock from jumping while blocking work runs in another thread (a loop
-        waiting for a thread looks idle). The library's own thread work holds it; hold it
-        around your own ``anyio.to_thread.run_sync`` calls in simulations."""
+        waiting for a thread looks idle): hold it around your own ``to_thread`` calls."""
         self._holds += 1
         try:
             yield

@@ -1,8 +1,6 @@
-"""A pytest plugin: an emulator and a client bound to it, as fixtures, with no conftest.py.
+"""A pytest plugin (entry point ``pytest11``): an emulator and clients bound to it, as fixtures.
 
-Loaded through the ``pytest11`` entry point; the fixtures need the ``emulator`` extra and
-anyio's ``@pytest.mark.anyio``, on whatever ``anyio_backend`` the test uses. Examples are in
-the testing guide.
+They need the ``emulator`` extra and ``@pytest.mark.anyio``; the testing guide shows them.
 """
 
 from __future__ import annotations
@@ -73,9 +71,8 @@ def grok_emulator(grok_emulator_config: EmulatorConfig) -> Emulator:
 async def grok_client_factory(
     grok_emulator: Emulator,
 ) -> AsyncIterator[Callable[..., AsyncGrokImagine]]:
-    """Makes clients like ``grok_client``, each with its own connection and limiter (as a
-    restarted process has), all closed after the test: ``grok_client_factory(**options)``
-    passes ``options`` (``http_client``, ``limiter``...) to ``AsyncGrokImagine``."""
+    """Makes clients like ``grok_client``, each with its own connection and limiter, closed
+    after the test: ``grok_client_factory(**options)`` passes ``options`` to the client."""
     from .. import AsyncGrokImagine, Settings
     from ._emulator import IN_PROCESS_BASE_URL
 

@@ -129,14 +129,6 @@ async def test_plan_quota_applies_over_the_configured_period() -> None:
     assert later.status_code == 200
 
 
-async def test_disabled_rate_limit_admits_everything_but_still_reports() -> None:
-    emulator = Emulator(EmulatorConfig(tokens={"t": RateLimit(2, 10.0)}, rate_limit_enabled=False))
-    async with emulator.client(token="t") as http:
-        answers = [await post(http) for _ in range(5)]
-    assert [a.status_code for a in answers] == [200] * 5
-    assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["1", "0", "0", "0", "0"]
-
-
 async def test_counting_refused_requests_keeps_a_hammering_client_locked_out() -> None:
     limit = RateLimit(2, 10.0)
     lenient = Emulator(EmulatorConfig(tokens={"t": limit}))
