@@ -417,20 +417,13 @@ class Telemetry:
             logger.exception("telemetry failed; the client goes on without it")
 
 
-_EXPORTER_GROUPS = {
-    "OTEL_TRACES_EXPORTER": "opentelemetry_traces_exporter",
-    "OTEL_METRICS_EXPORTER": "opentelemetry_metrics_exporter",
-}
-
-
-def _exporters(variable: str) -> list[Any]:
+def _exporters(variable: str, group: str) -> list[Any]:
     """The exporter classes named by ``variable`` (default ``otlp``; ``none`` for none)."""
-    names = [n.strip() for n in os.environ.get(variable, "otlp").split(",") if n.strip()]
     found = []
-    for name in names:
-        if name == "none":
+    for name in os.environ.get(variable, "otlp").split(","):
+        if (name := name.strip()) in ("", "none"):
             continue
-        matches = list(entry_points(group=_EXPORTER_GROUPS[variable], name=name))
+        matches = list(entry_points(group=group, name=name))
         if not matches:
             package = "opentelemetry-exporter-otlp" if name.startswith("otlp") else "its package"
             raise ImportError(
@@ -451,22 +444,18 @@ def telemetry_from_environment(service_name: str) -> Iterator[Telemetry]:
             attributes) name one.
 
     Raises:
-        ImportError: The SDK, or an exporter the variables name, is not installed (the
-            message says what to install).
+        ModuleNotFoundError: The SDK is not installed.
+        ImportError: An exporter the variables name is not installed (the message says what
+            to install).
     """
-    try:
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    except ImportError as exc:
-        raise ImportError(
-            'needs the OpenTelemetry SDK and an exporter: pip install "grok-imagine-async[otel]" '
-            f"opentelemetry-sdk opentelemetry-exporter-otlp ({exc})"
-        ) from None
-    span_exporters = _exporters("OTEL_TRACES_EXPORTER")
-    metric_exporters = _exporters("OTEL_METRICS_EXPORTER")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    span_exporters = _exporters("OTEL_TRACES_EXPORTER", "opentelemetry_traces_exporter")
+    metric_exporters = _exporters("OTEL_METRICS_EXPORTER", "opentelemetry_metrics_exporter")
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service_name}))

@@ -41,35 +41,27 @@ def _one_line(text: str) -> str:
 async def _job_events(
     jobs: JobRegistry, job: Job, render: Callable[[Job], Mapping[str, Any]], heartbeat: float
 ) -> AsyncIterator[str]:
-    if heartbeat <= 0:
-        raise ValueError(f"heartbeat must be positive seconds, got {heartbeat!r}")
-    seen = job.status
-    count = 0
+    seen, count = job.status, 0
     if not seen.is_final:
-        yield sse_event(render(job), event="status", event_id=str(count))
-    while not seen.is_final:
-        stopped: SchedulerClosedError | None = None
-        moved = False
-        # No yield inside the cancel scope: the consumer may stop iterating at any yield.
-        with anyio.move_on_after(heartbeat):
-            try:
-                seen = await jobs.wait_changed(job, seen)
-                moved = True
-            except SchedulerClosedError as exc:
-                stopped = exc
-        if stopped is not None:
-            problem = http_error_for(stopped)
-            yield sse_event({"error": problem.code, "detail": problem.detail}, event="error")
-            return
-        if not moved and job.status is not seen:  # a move no event announces (to submitting)
-            seen, moved = job.status, True
-        count += 1
-        if moved and not seen.is_final:
-            yield sse_event(render(job), event="status", event_id=str(count))
-        elif not moved and seen is JobState.RUNNING:
-            yield sse_event(render(job), event="progress", event_id=str(count))
-        elif not moved:
-            yield HEARTBEAT
+        yield sse_event(render(job), event="status", event_id="0")
+    try:
+        while not seen.is_final:
+            # No yield inside the cancel scope: the consumer may stop iterating at any yield.
+            with anyio.move_on_after(heartbeat):
+                await jobs.wait_changed(job, seen)
+            count += 1
+            if job.status is not seen:
+                seen = job.status
+                if not seen.is_final:
+                    yield sse_event(render(job), event="status", event_id=str(count))
+            elif seen is JobState.RUNNING:
+                yield sse_event(render(job), event="progress", event_id=str(count))
+            else:
+                yield HEARTBEAT
+    except SchedulerClosedError as exc:
+        problem = http_error_for(exc)
+        yield sse_event({"error": problem.code, "detail": problem.detail}, event="error")
+        return
     yield sse_event(render(job), event="done", event_id=str(count + 1))
 
 
@@ -86,6 +78,8 @@ def event_stream_response(
     it runs, then one ``done`` (or one ``error`` if the app stops first), each carrying
     ``render(job)`` as JSON; comment lines keep an idle stream open through proxies.
     """
+    if heartbeat <= 0:
+        raise ValueError(f"heartbeat must be positive seconds, got {heartbeat!r}")
     return StreamingResponse(
         _job_events(jobs, job, render, heartbeat),
         media_type="text/event-stream",
