@@ -74,27 +74,21 @@ async def grok_imagine_lifespan(
     journal they resume when next looked up; without one, each is logged with its task id.
 
     Args:
-        app: The application (its ``state`` receives the resources).
         settings: The client's settings (default: :meth:`~grok_imagine_async.Settings.from_env`).
         http_client: An ``AsyncClient`` of httpx2 or httpx to send through (not closed here).
-        limiter: A shared rate limiter, e.g. a ``RedisRateLimiter``.
         client_factory: Builds the client instead, at startup (closed at shutdown). Excludes
             ``settings``, ``http_client``, ``limiter`` and ``telemetry``.
         journal: A :class:`~grok_imagine_async.abc.JobStore` or a SQLite file path, so jobs
             survive a restart (default: in memory). One per process.
-        max_credits: Credit budget of the app (of all its workers with ``redis_url``); jobs
-            beyond it get a 402.
+        max_credits: Credit budget of the app (of all its workers with ``redis_url``).
         redis_url: Share one Redis with the other workers: quota, jobs and budget. Excludes
             ``journal``; an unreachable Redis fails the startup.
         redis_namespace: Separates apps sharing one token and one Redis.
         redis_lease: Seconds a worker may go silent before its jobs are adopted.
-        max_jobs: Finished jobs to remember by id (see :class:`JobRegistry`).
+        max_jobs: Finished jobs to remember by id.
         max_queued: Jobs allowed to wait for a submission slot before new ones get a 429.
-        on_event: Your own hook for every scheduler event.
-        telemetry: The client's ``telemetry`` (see :class:`~grok_imagine_async.otel.Telemetry`).
         scheduler_config: How the scheduler runs; ``favor`` defaults to ``"latency"`` here and
             ``breaker`` to the client's with ``warmup_until="running"`` and no stop on refusals.
-        download_dir: Where the scheduler downloads each completed job's videos, if anywhere.
         file_stem: The stem of a job's video files, from its id (default: the id).
 
     Raises:
