@@ -16,11 +16,11 @@ import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 
-from .._errors import AuthenticationError, ConfigurationError, GrokImagineError, InvalidRequestError
+from .._errors import AuthenticationError, GrokImagineError, InvalidRequestError
 from .._files import run_blocking
 from .._journal.sqlite import JournalError, SqliteJobStore
 from .._models import GenerationRequest
@@ -154,8 +154,16 @@ def run(args: argparse.Namespace) -> int:
     try:  # the whole file first: a bad line must not leave half a batch submitted
         summary = jobs.check(max_problems=MAX_PROBLEMS_SHOWN)
     except InputError as exc:
-        report_input_problems(exc)
-        return EXIT_USAGE
+        if exc.problem_count == 1:
+            raise UsageError(for_cli(f"{exc} (nothing was submitted)")) from None
+        for problem in exc.problems:
+            error("batch", for_cli(str(problem)))
+        hidden = exc.problem_count - len(exc.problems)
+        shown = f" (the first {len(exc.problems)} are shown above)" if hidden else ""
+        raise UsageError(
+            f"{exc.problem_count} problems in {exc.path}{shown}; nothing was submitted. Fix them "
+            "and run the same command again."
+        ) from None
     out = Path(args.out)
     # Emulated jobs must never pass for real ones in a later run against the API.
     default_journal = "journal-emulated.db" if args.emulate else "journal.db"
@@ -185,142 +193,135 @@ def run(args: argparse.Namespace) -> int:
                 ) from None
             except ImportError as exc:  # the SDK or an exporter: the message says what to install
                 raise UsageError(f"--otel {exc}") from None
-        return anyio.run(_batch, args, jobs, summary, journal_path)
+        try:
+            return anyio.run(_batch, args, jobs, summary, journal_path)
+        except JournalError as exc:  # it cannot be used: nothing was sent
+            raise UsageError(exc) from None
 
 
 async def _batch(
     args: argparse.Namespace, jobs: JobFile, summary: InputSummary, journal_path: Path | None
 ) -> int:
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            # The configuration first (a token, a URL): no journal for a run that cannot start.
-            connection = await stack.enter_async_context(connect(args))
-            store = await open_store(stack, args, connection, summary, journal_path)
-            return await _run_batch(args, jobs, summary, store, connection)
-    except (ConfigurationError, JournalError) as exc:  # nothing was sent
-        error("batch", exc)
-        return EXIT_USAGE
-
-
-async def _run_batch(
-    args: argparse.Namespace,
-    jobs: JobFile,
-    summary: InputSummary,
-    store: JobStore,
-    connection: Connection,
-) -> int:
-    out, label, live = Path(args.out), connection.label, _use_live_display(args)
-    shared = not isinstance(store, SqliteJobStore)
-    tasks = TaskLog(out / TASK_LOG_NAME)
-    unknown = await prepare(args, store, connection, tasks)
-    earlier_credits = await credits_recorded(store, summary.keys, out)
-    limit, scale = connection.client.limiter.limit, connection.time_scale
-    process = getattr(store, "id", None)  # a shared journal's name for this process
-    where = f"shared through Redis as process {process}"
-    if isinstance(store, SqliteJobStore):
-        where = f"journal {store.path}"
-    print(
-        f"{summary.jobs} jobs from {summary.path} -> {args.out} ({where}; {label}, "
-        f"{connection.quota})",
-        flush=True,
-    )
-    progress = BatchProgress(summary.jobs, time_scale=scale, period=limit.period, endpoint=label)
-    moved = anyio.Event()  # set by the next job event, then renewed
-
-    def on_event(event: JobEvent) -> None:
-        nonlocal moved
-        progress(event)
-        moved.set()
-        moved = anyio.Event()
-
-    config = SchedulerConfig(
-        max_in_flight=args.max_in_flight, resubmit=args.resubmit, max_downloads=args.max_downloads
-    )
-    scheduler = JobScheduler(
-        connection.client,
-        config,
-        # A shared journal reserves every POST's credits in one budget for every process.
-        max_credits=None if shared else args.max_credits,
-        journal=store,
-        download_dir=out,
-        file_stem=summary.file_stem,
-        on_event=on_event,
-        stream_results=True,
-    )
-    claims = Claims(store, args, out, progress, connection.endpoint)
-
-    async def claimed() -> AsyncIterator[JobSpec]:
-        async for spec in claims.run(jobs):
-            yield spec
-            # Claim no further ahead than this process can start soon: with a shared journal
-            # the rest is left to the other processes. Every job leaving the queue is an event.
-            while scheduler.statistics().queued >= _CLAIM_AHEAD:
-                with anyio.move_on_after(1.0):  # and a look a second, whatever comes
-                    await moved.wait()
-
-    async def work() -> None:
-        async with scheduler, anyio.create_task_group() as tg:
-            if not args.no_progress:
-                title = f"grok-imagine batch ({process})" if process else "grok-imagine batch"
-                start_display(tg, progress, scheduler.statistics, title=title, live=live)
-            scheduler.feed(claimed())
-            async with contextlib.aclosing(scheduler.results()) as results:
-                async for _ in results:
-                    pass  # the journal records each result; the hook counts it
-            tg.cancel_scope.cancel()
-
-    interrupted = False
-    try:
-        _, interrupted = await run_until_interrupted(work)
-    except AuthenticationError as exc:
-        error("batch", exc)
-        await forget_unsent(store, unknown)
-        return EXIT_USAGE
-    except JournalError as exc:
-        error("batch", exc)
-        _keep_pending(exc, tasks)
-        return EXIT_FAILED
-    except Exception as exc:  # a fault that stopped the batch: still report every paid job
-        leaf = leaf_error(exc)
-        if args.log_level == "debug" and not isinstance(exc, GrokImagineError):
-            traceback.print_exception(exc)
-        error("batch", f"the batch stopped: {describe_failure(leaf, label)}")
-        if isinstance(leaf, GrokImagineError):
-            _keep_pending(leaf, tasks)
-    else:
-        await forget_unsent(store, unknown)
-    try:
-        outcome = await write_manifest(store, jobs, summary.keys, out, endpoint=connection.endpoint)
-    except OSError as exc:
-        error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
-        return EXIT_FAILED
-    except InputError as exc:  # the file changed under the run: the journal has every job
-        error("batch", f"cannot list the jobs not started: {exc}")
-        return EXIT_FAILED
-    outcome.earlier_credits = earlier_credits + claims.recovered_credits
-    note_jobs(
-        claims.recovered,
-        f"the journal had lost {{are}} listed completed in {out / MANIFEST_NAME} with their "
-        "videos: recorded again from it, not paid again.",
-    )
-    emulated = connection.emulated
-    advice = advice_after(args, outcome, interrupted, emulated, connection.emulator_state)
-    if progress.unreachable:
-        advice.insert(
-            0,
-            f"{count_jobs(progress.unreachable)} could not reach {label}: check the URL "
-            "(--base-url) and the network, then run the same command again.",
+    async with contextlib.AsyncExitStack() as stack:
+        # The configuration first (a token, a URL): no journal for a run that cannot start.
+        connection = await stack.enter_async_context(connect(args))
+        store = await open_store(stack, args, connection, summary, journal_path)
+        out, endpoint = Path(args.out), connection.endpoint
+        tasks = TaskLog(out / TASK_LOG_NAME)
+        unknown, earlier_credits = await prepare(args, store, connection, tasks, summary.keys)
+        process = getattr(store, "id", None)  # a shared journal's name for this process
+        where = f"shared through Redis as process {process}"
+        if isinstance(store, SqliteJobStore):
+            where = f"journal {store.path}"
+        print(
+            f"{summary.jobs} jobs from {summary.path} -> {args.out} ({where}; {endpoint}, "
+            f"{connection.quota})",
+            flush=True,
         )
-    print_summary(outcome, advice=advice, emulated=emulated)
-    if interrupted:
-        return EXIT_INTERRUPTED
-    if refused := refused_line(progress.stopped, outcome):
-        error("batch", refused)
-        return EXIT_REFUSED
-    return EXIT_OK if outcome.completed == outcome.total else EXIT_FAILED
+        progress = BatchProgress(summary.jobs, time_scale=connection.time_scale, endpoint=endpoint)
+        moved = anyio.Event()  # set by the next job event, then renewed
+
+        def on_event(event: JobEvent) -> None:
+            nonlocal moved
+            progress(event)
+            moved.set()
+            moved = anyio.Event()
+
+        config = SchedulerConfig(
+            max_in_flight=args.max_in_flight,
+            resubmit=args.resubmit,
+            max_downloads=args.max_downloads,
+        )
+        scheduler = JobScheduler(
+            connection.client,
+            config,
+            # A shared journal reserves every POST's credits in one budget for every process.
+            max_credits=args.max_credits if isinstance(store, SqliteJobStore) else None,
+            journal=store,
+            download_dir=out,
+            file_stem=summary.file_stem,
+            on_event=on_event,
+            stream_results=True,
+        )
+        claims = Claims(store, args, out, progress, endpoint)
+
+        async def claimed() -> AsyncIterator[JobSpec]:
+            async for spec in claims.run(jobs):
+                yield spec
+                # Claim no further ahead than this process can start soon: with a shared journal
+                # the rest is left to the other processes. Every job leaving the queue is an event.
+                while scheduler.statistics().queued >= _CLAIM_AHEAD:
+                    with anyio.move_on_after(1.0):  # and a look a second, whatever comes
+                        await moved.wait()
+
+        async def work() -> None:
+            live = not args.no_progress and sys.stdout.isatty()
+            if live and importlib.util.find_spec("rich") is None:
+                note('For a live progress display: pip install "grok-imagine-async[cli]"')
+                live = False
+            async with scheduler, anyio.create_task_group() as tg:
+                if not args.no_progress:
+                    title = f"grok-imagine batch ({process})" if process else "grok-imagine batch"
+                    start_display(tg, progress, scheduler.statistics, title=title, live=live)
+                scheduler.feed(claimed())
+                async with contextlib.aclosing(scheduler.results()) as results:
+                    async for _ in results:
+                        pass  # the journal records each result; the hook counts it
+                tg.cancel_scope.cancel()
+
+        interrupted = False
+        try:
+            _, interrupted = await run_until_interrupted(work)
+        except AuthenticationError as exc:
+            error("batch", exc)
+            await forget_unsent(store, unknown)
+            return EXIT_USAGE
+        except JournalError as exc:
+            error("batch", exc)
+            _keep_pending(exc, tasks)
+            return EXIT_FAILED
+        except Exception as exc:  # a fault that stopped the batch: still report every paid job
+            leaf = leaf_error(exc)
+            if args.log_level == "debug" and not isinstance(exc, GrokImagineError):
+                traceback.print_exception(exc)
+            error("batch", f"the batch stopped: {describe_failure(leaf, endpoint)}")
+            if isinstance(leaf, GrokImagineError):
+                _keep_pending(leaf, tasks)
+        else:
+            await forget_unsent(store, unknown)
+        try:
+            outcome = await write_manifest(store, jobs, summary.keys, out, endpoint=endpoint)
+        except OSError as exc:
+            error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
+            return EXIT_FAILED
+        except InputError as exc:  # the file changed under the run: the journal has every job
+            error("batch", f"cannot list the jobs not started: {exc}")
+            return EXIT_FAILED
+        outcome.earlier_credits = earlier_credits + claims.recovered_credits
+        note_jobs(
+            claims.recovered,
+            f"the journal had lost {{are}} listed completed in {out / MANIFEST_NAME} with their "
+            "videos: recorded again from it, not paid again.",
+        )
+        emulated = connection.emulated
+        advice = advice_after(args, outcome, interrupted, emulated, connection.emulator_state)
+        if progress.unreachable:
+            advice.insert(
+                0,
+                f"{count_jobs(progress.unreachable)} could not reach {endpoint}: check the URL "
+                "(--base-url) and the network, then run the same command again.",
+            )
+        print_summary(outcome, advice=advice, emulated=emulated)
+        if interrupted:
+            return EXIT_INTERRUPTED
+        if refused := refused_line(progress.stopped, outcome):
+            error("batch", refused)
+            return EXIT_REFUSED
+        return EXIT_OK if outcome.completed == outcome.total else EXIT_FAILED
 
 
 _CLAIM_AHEAD = 16  # jobs a process claims beyond those it has started
+MAX_PROBLEMS_SHOWN = 20  # bad input lines listed before the rest are only counted
 
 
 def _keep_pending(exc: GrokImagineError, tasks: TaskLog) -> None:
@@ -342,34 +343,6 @@ def _keep_pending(exc: GrokImagineError, tasks: TaskLog) -> None:
     note(f"Kept {kept} of them in {tasks.path}: the next run polls them, without paying again.")
 
 
-def _use_live_display(args: argparse.Namespace) -> bool:
-    if args.no_progress or not sys.stdout.isatty():
-        return False
-    if importlib.util.find_spec("rich") is None:
-        note('For a live progress display: pip install "grok-imagine-async[cli]"')
-        return False
-    return True
-
-
-MAX_PROBLEMS_SHOWN = 20  # bad input lines listed before the rest are only counted
-
-
-def report_input_problems(exc: InputError) -> None:
-    """Print every bad line gathered (the first ``MAX_PROBLEMS_SHOWN``), then how many in all."""
-    if exc.problem_count == 1:
-        error("batch", for_cli(f"{exc} (nothing was submitted)"))
-        return
-    for problem in exc.problems:
-        error("batch", for_cli(str(problem)))
-    hidden = exc.problem_count - len(exc.problems)
-    shown = f" (the first {len(exc.problems)} are shown above)" if hidden else ""
-    error(
-        "batch",
-        f"{exc.problem_count} problems in {exc.path}{shown}; nothing was submitted. Fix them "
-        "and run the same command again.",
-    )
-
-
 # -- the journal ---------------------------------------------------------------------------------
 
 TASK_LOG_NAME = ".unrecorded-tasks"  # in --out: paid task ids the journal could not take
@@ -388,50 +361,41 @@ class TaskLog:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def _open(self, flags: int, mode: str) -> IO[bytes]:
+        fd = os.open(self.path, flags | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        return os.fdopen(fd, mode)
+
     def reserve(self) -> None:
         """Create the file with its bytes allocated (``OSError`` if it cannot be)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        try:
-            size = os.fstat(fd).st_size
+        with self._open(os.O_RDWR | os.O_CREAT, "r+b") as file:
+            size = file.seek(0, os.SEEK_END)
             if size < TASK_LOG_SIZE:
-                os.pwrite(fd, bytes(TASK_LOG_SIZE - size), size)  # real blocks, not a hole
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+                file.write(bytes(TASK_LOG_SIZE - size))  # real blocks, not a hole
+                file.flush()
+                os.fsync(file.fileno())
 
     def read(self) -> dict[str, str]:
         """The task ids kept, by job key (empty if there is no file)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            with self._open(os.O_RDONLY, "rb") as file:
+                data = file.read(TASK_LOG_SIZE)
         except OSError:
             return {}
-        try:
-            data = os.read(fd, TASK_LOG_SIZE)
-        finally:
-            os.close(fd)
-        kept: dict[str, str] = {}
-        for line in data.split(b"\0", 1)[0].decode("utf-8", "replace").splitlines():
-            key, _, task_id = line.rpartition(" ")
-            if key and task_id:
-                kept[key] = task_id
-        return kept
+        lines = data.split(b"\0", 1)[0].decode("utf-8", "replace").splitlines()
+        return {k: t for k, t in (line.rpartition(" ")[::2] for line in lines) if k and t}
 
     def write(self, tasks: dict[str, str]) -> int:
         """Keep ``tasks`` (key: task id) in place of what was kept; return how many fit."""
-        lines = b""
-        kept = 0
+        data, kept = b"", 0
         for key, task_id in tasks.items():
             line = f"{key} {task_id}\n".encode("utf-8", "replace")
-            if len(lines) + len(line) > TASK_LOG_SIZE:
+            if len(data) + len(line) > TASK_LOG_SIZE:
                 break
-            lines += line
-            kept += 1
-        fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
-        try:
-            os.pwrite(fd, lines + bytes(TASK_LOG_SIZE - len(lines)), 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            data, kept = data + line, kept + 1
+        with self._open(os.O_WRONLY, "wb") as file:
+            file.write(data + bytes(TASK_LOG_SIZE - len(data)))
+            file.flush()
+            os.fsync(file.fileno())
         return kept
 
 
@@ -469,7 +433,7 @@ async def open_store(
     redis = RedisJobStore(
         with_redis_password(args.journal),
         api_key=client.settings.api_key,
-        namespace=batch_namespace(summary.keys, connection.label),
+        namespace=batch_namespace(summary.keys, connection.endpoint),
         max_credits=args.max_credits,
         lease=args.lease,
         finished_ttl=None,  # kept for the life of the batch: a rerun must not pay again
@@ -621,20 +585,6 @@ class Claims:
         )
 
 
-async def take_back(journal: JobStore, kept: dict[str, str]) -> int:
-    """Record the task ids a run kept in its task log (its journal could not take them) for
-    the jobs whose outcome the journal does not know; return how many."""
-    taken = 0
-    for key, task_id in kept.items():
-        record = await journal.load(key)
-        if record is None or record.task_id or not outcome_unknown(record):
-            continue  # recorded after all, or not a job of this journal
-        if (await journal.claim(key, reopen=True)).owned:
-            await journal.record_submitted(key, task_id)
-            taken += 1
-    return taken
-
-
 def completed_in_manifest(out: Path, endpoint: str) -> dict[str, dict[str, Any]]:
     """The lines of ``out``'s manifest for jobs completed against ``endpoint`` whose videos
     are all still there."""
@@ -674,11 +624,16 @@ async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
 
 
 async def prepare(
-    args: argparse.Namespace, journal: JobStore, connection: Connection, tasks: TaskLog
-) -> set[str] | None:
+    args: argparse.Namespace,
+    journal: JobStore,
+    connection: Connection,
+    tasks: TaskLog,
+    keys: frozenset[str],
+) -> tuple[set[str] | None, int]:
     """Check the journal was made against this endpoint, take back the task ids ``tasks`` kept
     for it, set aside room for the next ones, and say what it will resume. Returns the jobs
-    whose outcome was unknown before this run (None: no such jobs are kept)."""
+    whose outcome was unknown before this run (None: no such jobs are kept) and the credits
+    the journal records for ``keys``."""
     endpoint = connection.endpoint
     recorded = await journal.get_meta(ENDPOINT_META)
     if recorded is None:
@@ -689,7 +644,14 @@ async def prepare(
             f"journal {name} holds jobs run against {recorded}, not {endpoint}: their task "
             "ids mean nothing there. Use another --journal (or --out)."
         )
-    taken = await take_back(journal, await run_blocking(tasks.read))
+    taken = 0
+    for key, task_id in (await run_blocking(tasks.read)).items():
+        record = await journal.load(key)
+        if record is None or record.task_id or not outcome_unknown(record):
+            continue  # recorded after all, or not a job of this journal
+        if (await journal.claim(key, reopen=True)).owned:
+            await journal.record_submitted(key, task_id)
+            taken += 1
     if taken:
         note(
             f"The task ids of {count_jobs(taken)} the journal could not record were kept in "
@@ -718,7 +680,9 @@ async def prepare(
             "in flight when the last emulated run stopped will start again: the emulator did "
             "not keep their tasks.",
         )
-        records = [r for r in records if r not in in_flight]
+        forgotten = {r.key for r in in_flight}
+        records = [r for r in records if r.key not in forgotten]
+    earlier = credits_recorded(records, keys)
     # The scheduler applies the library's resume policy to each job; count what it will do.
     resubmit = args.on_ambiguous == "resubmit"
     kinds = Counter(reopening(r, resubmit_ambiguous=resubmit) for r in records)
@@ -733,14 +697,14 @@ async def prepare(
         "again).",
     )
     if connection.emulated:
-        return None  # every unknown outcome was forgotten above
+        return None, earlier  # every unknown outcome was forgotten above
     if resubmit:
         note_jobs(
             kinds[Reopening.AMBIGUOUS],
             "whose submission outcome was unknown will be submitted again, as --on-ambiguous "
             "resubmit asks: some may be paid twice.",
         )
-        return None
+        return None, earlier
     intents = {r.key for r in records if r.state is StoreState.INTENT}
     if isinstance(journal, SqliteJobStore):  # shared: maybe a live process's
         note_jobs(
@@ -748,7 +712,7 @@ async def prepare(
             "had a submission in flight when the last run stopped. Whether it started a task "
             "is unknown, so they are not sent again: that could pay twice.",
         )
-    return intents
+    return intents, earlier
 
 
 def note_jobs(n: int, text: str) -> None:

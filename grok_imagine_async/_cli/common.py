@@ -114,12 +114,12 @@ def add_connection_options(
 
 @dataclass(frozen=True)
 class Connection:
-    """An open client and how it was set up: ``label`` names where requests go (no token);
-    ``emulator_state`` is where the in-process emulator keeps its tasks (None: they end with it).
-    """
+    """An open client and how it was set up: ``endpoint`` names where requests go (no
+    password), as messages, the journal and the manifest say it; ``emulator_state`` is where
+    the in-process emulator keeps its tasks (None: they end with it)."""
 
     client: AsyncGrokImagine
-    label: str
+    endpoint: str
     time_scale: float
     emulator: Emulator | None = None
     emulator_state: Path | None = None
@@ -127,11 +127,6 @@ class Connection:
     @property
     def emulated(self) -> bool:
         return self.emulator is not None
-
-    @property
-    def endpoint(self) -> str:
-        """Where its tasks live, as a batch's journal and manifest name it (no password)."""
-        return "built-in emulator" if self.emulated else self.label
 
     @property
     def quota(self) -> str:
@@ -214,8 +209,8 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
 
             stack.push_async_callback(close_limiter)
         client = await stack.enter_async_context(AsyncGrokImagine(settings=settings, **options))
-        label = "the built-in emulator" if emulated else redact_url(settings.base_url)
-        yield Connection(client, label, scale, emulator, state)
+        endpoint = "built-in emulator" if emulated else redact_url(settings.base_url)
+        yield Connection(client, endpoint, scale, emulator, state)
 
 
 def _keep_tasks(emulator: Emulator, state: Path) -> None:
@@ -225,12 +220,12 @@ def _keep_tasks(emulator: Emulator, state: Path) -> None:
         note(f"Warning: cannot keep the emulator's tasks in {state}: {exc}")
 
 
-def describe_failure(exc: BaseException, label: str) -> str:
-    """``exc`` for a person: a connection failure says where (a connection's ``label``)."""
+def describe_failure(exc: BaseException, endpoint: str) -> str:
+    """``exc`` for a person: a connection failure says where (a connection's ``endpoint``)."""
     if isinstance(exc, APITimeoutError):
-        return f"no answer in time from {label}: {exc}"
+        return f"no answer in time from {endpoint}: {exc}"
     if isinstance(exc, APIConnectionError):
-        return f"cannot reach {label}: {exc}"
+        return f"cannot reach {endpoint}: {exc}"
     if isinstance(exc, OSError) and exc.strerror:  # a local file: name it, once
         path = exc.filename2 if exc.filename2 is not None else exc.filename
         return f"cannot write {path}: {exc.strerror}" if path is not None else exc.strerror

@@ -8,7 +8,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,27 +71,21 @@ class ProgressSnapshot:
 
     @property
     def done(self) -> int:
-        """Jobs finished either way (here, in an earlier run, or by another process)."""
         return self.completed + self.failed
 
 
 class BatchProgress:
     """A scheduler hook counting a batch's events; rates are shown in the server's time
-    (``time_scale``) over the quota's ``period``; a job that cannot reach ``endpoint`` names it."""
+    (``time_scale``); a job that cannot reach ``endpoint`` names it."""
 
-    def __init__(
-        self, total: int, *, time_scale: float = 1.0, period: float = 60.0, endpoint: str = ""
-    ) -> None:
-        self.total, self.endpoint = total, endpoint
-        self.time_scale, self.period = time_scale, period
+    def __init__(self, total: int, *, time_scale: float = 1.0, endpoint: str = "") -> None:
+        self.total, self.endpoint, self.time_scale = total, endpoint, time_scale
         self.completed = self.failed = self.from_journal = 0
         self.live_finished = self.submitted = 0
         self.unreachable = 0  # jobs that failed because the server could not be reached
         self.stopped: BreakerSnapshot | None = None  # why submissions stopped, if they did
         self.notices: list[str] = []
         self._started = anyio.current_time()
-        # (time, requests sent so far): the count one period ago is the oldest sample kept.
-        self._sent: deque[tuple[float, int]] = deque([(self._started, 0)])
 
     def __call__(self, event: JobEvent) -> None:
         if isinstance(event, JobSubmitted):
@@ -123,28 +117,19 @@ class BatchProgress:
 
     def snapshot(self, stats: SchedulerStatistics | None) -> ProgressSnapshot:
         """The counts now, completed by the scheduler's statistics if it is running."""
-        now = anyio.current_time()
-        elapsed = now - self._started
-        submitting, generating, sent, credits, limit, limited = (
-            (stats.submitting, stats.in_flight, stats.requests_sent, stats.credits_consumed,
+        elapsed = anyio.current_time() - self._started
+        remaining = self.total - self.completed - self.failed
+        eta = 0.0 if remaining <= 0 else None
+        if remaining > 0 and self.live_finished and elapsed > 0:
+            eta = remaining * elapsed / self.live_finished
+        submitting, generating, credits, rate, limit, limited = (
+            (stats.submitting, stats.in_flight, stats.credits_consumed, stats.requests_per_minute,
              stats.limit_per_minute, stats.rate_limited) if stats is not None else (0,) * 6
         )  # fmt: skip
-        remaining = self.total - self.completed - self.failed
-        eta: float | None = None
-        if remaining <= 0:
-            eta = 0.0
-        elif self.live_finished and elapsed > 0:
-            eta = remaining * elapsed / self.live_finished
-        self._sent.append((now, sent))
-        while len(self._sent) > 1 and self._sent[1][0] <= now - self.period:
-            self._sent.popleft()
-        # The quota's period is the server's minute: a count over it is a rate per minute.
-        per_minute = (sent - self._sent[0][1]) * 60.0 / (self.period * self.time_scale)
         return ProgressSnapshot(
             self.total, self.completed, self.failed, self.from_journal,
-            max(0, remaining - submitting - generating), submitting, generating,
-            self.submitted, credits, per_minute, limit / self.time_scale,
-            limited, elapsed, eta,
+            max(0, remaining - submitting - generating), submitting, generating, self.submitted,
+            credits, rate / self.time_scale, limit / self.time_scale, limited, elapsed, eta,
         )  # fmt: skip
 
 
@@ -158,51 +143,17 @@ def format_duration(seconds: float | None) -> str:
 
 
 def plain_line(snap: ProgressSnapshot) -> str:
-    """One line of progress, for logs and pipes."""
+    """One line of progress: what a pipe gets, and the live display under its bar."""
     earlier = f", {snap.from_journal} from earlier runs" if snap.from_journal else ""
+    limited = f" ({snap.rate_limited} 429s)" if snap.rate_limited else ""
     return (
         f"[{format_duration(snap.elapsed)}] {snap.done}/{snap.total} done "
         f"({snap.completed} completed, {snap.failed} failed{earlier}) | "
         f"{snap.waiting} waiting, {snap.submitting} submitting, {snap.generating} generating | "
         f"{snap.submitted} submitted | {snap.credits} credits | "
-        f"{snap.requests_per_minute:.0f}/{snap.limit_per_minute:.0f} req/min | "
+        f"{snap.requests_per_minute:.0f}/{snap.limit_per_minute:.0f} req/min{limited} | "
         f"ETA {format_duration(snap.eta)}"
     )
-
-
-def _rich_view(snap: ProgressSnapshot, title: str) -> Any:
-    from rich.console import Group
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
-    from rich.text import Text
-
-    percent = 100 * snap.done // snap.total if snap.total else 100
-    head = Table.grid(padding=(0, 1))
-    head.add_row(
-        Text(title, style="bold"),
-        ProgressBar(total=max(snap.total, 1), completed=snap.done, width=32),
-        Text(f"{snap.done}/{snap.total} ({percent}%)"),
-        Text(f"ETA {format_duration(snap.eta)}", style="cyan"),
-    )
-    grid = Table.grid(padding=(0, 3))
-    earlier = f" ({snap.from_journal} earlier)" if snap.from_journal else ""
-    grid.add_row(
-        f"waiting [bold]{snap.waiting}[/]",
-        f"submitting [bold]{snap.submitting}[/]",
-        f"generating [bold]{snap.generating}[/]",
-        f"completed [bold green]{snap.completed}[/]{earlier}",
-        f"failed [bold {'red' if snap.failed else 'green'}]{snap.failed}[/]",
-    )
-    usage = snap.requests_per_minute / snap.limit_per_minute if snap.limit_per_minute else 0
-    grid.add_row(
-        f"submitted [bold]{snap.submitted}[/]",
-        f"credits [bold]{snap.credits}[/]",
-        f"req/min [bold]{snap.requests_per_minute:.0f}[/]/{snap.limit_per_minute:.0f} "
-        f"({usage:.0%})",
-        f"429s {snap.rate_limited}",
-        f"elapsed {format_duration(snap.elapsed)}",
-    )
-    return Group(head, grid)
 
 
 def start_display(
@@ -218,10 +169,12 @@ def start_display(
     the reader's time, whatever the server's speed (a log is read, not watched)."""
     display: Any = contextlib.nullcontext()
     if live:
+        from rich.console import Group
         from rich.live import Live
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
 
-        view = _rich_view(progress.snapshot(statistics()), title)
-        display = Live(view, auto_refresh=False, transient=False)
+        display = Live(auto_refresh=False, transient=False)
 
     def show(line: bool = True) -> None:
         for notice in progress.take_notices():
@@ -229,10 +182,13 @@ def start_display(
                 display.console.print(notice, style="red", markup=False, highlight=False)
             else:
                 print(notice, flush=True)
+        snap = progress.snapshot(statistics())
         if line and live:
-            display.update(_rich_view(progress.snapshot(statistics()), title), refresh=True)
+            bar = ProgressBar(total=max(snap.total, 1), completed=snap.done, width=40)
+            view = Group(Text(title, style="bold"), bar, Text(plain_line(snap)))
+            display.update(view, refresh=True)
         elif line:
-            print(plain_line(progress.snapshot(statistics())), flush=True)
+            print(plain_line(snap), flush=True)
 
     async def run() -> None:
         delay = 0.0 if live else PLAIN_INTERVAL
@@ -319,9 +275,9 @@ def _entry(key: str, request: GenerationRequest, endpoint: str, **fields: Any) -
     }  # fmt: skip
 
 
-def _recorded(record: StoreRecord, out_dir: Path, endpoint: str = "") -> dict[str, Any]:
+def _recorded(record: StoreRecord, out_dir: Path, endpoint: str) -> dict[str, Any]:
     """The manifest line of a job the journal knows."""
-    status = _STATUS.get(record.state) or ("ambiguous" if outcome_unknown(record) else "failed")
+    status = _status(record)
     error = record.error
     if status == "ambiguous" and error is None:
         error = "a submission was in flight when the run stopped: outcome unknown"
@@ -344,6 +300,10 @@ def _recorded(record: StoreRecord, out_dir: Path, endpoint: str = "") -> dict[st
 _STATUS = {StoreState.COMPLETED: "completed", StoreState.SUBMITTED: "running"}
 
 
+def _status(record: StoreRecord) -> str:
+    return _STATUS.get(record.state) or ("ambiguous" if outcome_unknown(record) else "failed")
+
+
 def outcome_unknown(record: StoreRecord) -> bool:
     """Whether ``record``'s last submission may or may not have started a (paid) task."""
     return (
@@ -358,14 +318,14 @@ def _relative(path: Path, folder: Path) -> str:
     return str(path)
 
 
-async def credits_recorded(journal: JobStore, keys: frozenset[str], out_dir: Path) -> int:
-    """The credits the journal records for ``keys``, tallied as the summary tallies them (so
-    that its "this run" is a difference of like with like)."""
-    tally = BatchOutcome()
-    async for record in journal.records():
-        if record.key in keys:
-            tally.note(_recorded(record, out_dir))
-    return tally.credits
+def credits_recorded(records: Iterable[StoreRecord], keys: frozenset[str]) -> int:
+    """The credits ``records`` hold for ``keys``, less the maybe-charged ones, as the summary
+    counts them (so that its "this run" is a difference of like with like)."""
+    return sum(
+        max(0, r.credits - CREDITS_PER_GENERATION * (_status(r) == "ambiguous"))
+        for r in records
+        if r.key in keys
+    )
 
 
 async def write_manifest(

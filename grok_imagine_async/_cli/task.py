@@ -92,18 +92,15 @@ def generate(args: argparse.Namespace) -> int:
 
 async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int:
     task_id: str | None = None
-    emulated, label, status_hint = False, "", ""
+    endpoint = ""
 
     async def work() -> list[Path]:
-        nonlocal task_id, emulated, label, status_hint
+        nonlocal task_id, endpoint
         async with connect(args) as connection:
-            emulated, label = connection.emulated, connection.label
-            client = connection.client
+            endpoint, client = connection.endpoint, connection.client
             task_id = await client.submit(request)
-            status_hint = _status_command(args, task_id)
-            print(f"submitted {task_id} ({label}); waiting...", file=sys.stderr)
-            task = await client.wait(task_id)
-            return await client.download(task, args.out)
+            print(f"submitted {task_id} ({endpoint}); waiting...", file=sys.stderr)
+            return await client.download(await client.wait(task_id), args.out)
 
     try:
         paths, interrupted = await run_until_interrupted(work)
@@ -116,15 +113,15 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
         error("generate", exc)
         return EXIT_FAILED
     except APIError as exc:
-        where = f" (task {task_id}: check it with `{status_hint}`)" if task_id else ""
-        error("generate", f"{describe_failure(exc, label)}{where}")
+        where = f" (task {task_id}: check it with `{_status_command(args, task_id)}`)"
+        error("generate", f"{describe_failure(exc, endpoint)}{where if task_id else ''}")
         return EXIT_FAILED
     except OSError as exc:  # the task is paid: say how to fetch its video once space is made
         again = (
             "The emulator's task ended with this process."
-            if emulated
-            else f"Its result stays available for about 24 hours: `{status_hint}` downloads it "
-            "without paying again."
+            if args.emulate
+            else "Its result stays available for about 24 hours: "
+            f"`{_status_command(args, task_id)}` downloads it without paying again."
         )
         error(
             "generate",
@@ -135,13 +132,13 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
     if interrupted:
         if task_id is None:
             error("generate", "Interrupted before anything was submitted: nothing was paid.")
-        elif emulated:
+        elif args.emulate:
             error("generate", f"Interrupted. Task {task_id} ended with the built-in emulator.")
         else:
             error(
                 "generate",
                 f"Interrupted. Task {task_id} goes on generating. To check it and download its "
-                f"video without paying again, run: {status_hint}",
+                f"video without paying again, run: {_status_command(args, task_id)}",
             )
         return EXIT_INTERRUPTED
     assert paths is not None
@@ -150,9 +147,9 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
     return EXIT_OK
 
 
-def _status_command(args: argparse.Namespace, task_id: str) -> str:
+def _status_command(args: argparse.Namespace, task_id: str | None) -> str:
     """The ``status`` command that checks ``task_id`` and downloads its videos, as ``args``."""
-    argv = ["status", task_id, "--download", args.out]
+    argv = ["status", str(task_id), "--download", args.out]
     for option in ("base_url", "plan", "time_scale"):
         if (value := getattr(args, option)) is not None:
             argv += [f"--{option.replace('_', '-')}", str(value)]
@@ -167,10 +164,10 @@ def status(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    label = ""
+    endpoint = ""
     try:
         async with connect(args) as connection:
-            label = connection.label
+            endpoint = connection.endpoint
             task = await connection.client.get_task(args.task_id)
             files = []
             if args.download and task.succeeded:
@@ -181,7 +178,7 @@ async def _status(args: argparse.Namespace) -> int:
         error("status", f"no task {args.task_id!r} for this token")
         return EXIT_FAILED
     except APIError as exc:
-        error("status", describe_failure(exc, label))
+        error("status", describe_failure(exc, endpoint))
         return EXIT_FAILED
     except OSError as exc:
         error("status", f"cannot save the videos in {args.download}: {exc.strerror or exc}")

@@ -8,6 +8,8 @@ of about a second) and the commands are told so with ``--time-scale 30``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -19,12 +21,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import httpx
 import pytest
 
 from grok_imagine_async._cli.common import command_line
-from grok_imagine_async._cli.report import ProgressSnapshot, format_duration, plain_line
-from grok_imagine_async.testing import EmulatorConfig
+from grok_imagine_async._cli.report import (
+    BatchProgress,
+    ProgressSnapshot,
+    format_duration,
+    plain_line,
+    start_display,
+)
+from grok_imagine_async.testing import EmulatorConfig, run_virtual
 from grok_imagine_async.testing._mp4 import mp4_bytes
 
 if TYPE_CHECKING:
@@ -556,6 +565,7 @@ def test_a_plain_progress_line_says_everything_at_a_glance() -> None:
     )
     assert "earlier runs" not in plain_line(snapshot(from_journal=0))
     assert plain_line(snapshot(eta=None)).endswith("ETA ?")
+    assert plain_line(snapshot(rate_limited=3)).endswith("45/100 req/min (3 429s) | ETA 0:08")
 
 
 def test_durations_are_formatted_for_people() -> None:
@@ -569,15 +579,17 @@ def test_durations_are_formatted_for_people() -> None:
     assert format_duration(None) == "?"
 
 
-def test_the_rich_view_renders() -> None:
-    import io
+def test_the_live_display_shows_the_plain_line_under_a_bar() -> None:
+    pytest.importorskip("rich")
 
-    from rich.console import Console
+    async def main() -> None:
+        progress = BatchProgress(20)
+        async with anyio.create_task_group() as tg:
+            start_display(tg, progress, lambda: None, title="grok-imagine batch", live=True)
+            await anyio.sleep(0.1)
+            tg.cancel_scope.cancel()
 
-    from grok_imagine_async._cli.report import _rich_view
-
-    console = Console(width=100, record=True, file=io.StringIO())
-    console.print(_rich_view(snapshot(), "grok-imagine batch"))
-    text = console.export_text()
-    assert "13/20 (65%)" in text and "ETA 0:08" in text
-    assert "completed 12 (3 earlier)" in text and "req/min 45/100 (45%)" in text
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        run_virtual(main)
+    text = out.getvalue()
+    assert "grok-imagine batch" in text and "0/20 done" in text and "0/0 req/min" in text
