@@ -39,22 +39,13 @@ def create_exclusive(path: Path, *, mode: int = 0o644) -> BinaryIO:
         raise
 
 
-def create_temp(target: Path, *, mode: int = 0o644) -> tuple[Path, BinaryIO]:
-    """A new hidden ``.<name>.<8 hex>.part`` next to ``target``, open for writing."""
-    for _ in range(8):
-        path = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-        try:
-            return path, create_exclusive(path, mode=mode)
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name next to {target}")
-
-
 @asynccontextmanager
 async def replacing(target: Path, *, mode: int = 0o644) -> AsyncIterator[BinaryIO]:
-    """A :func:`create_temp` file that replaces ``target`` once the block ends and its bytes are
-    on disk, or is removed if the block fails: ``target`` is never seen half written."""
-    partial, out = await run_blocking(functools.partial(create_temp, target, mode=mode))
+    """A new hidden ``.<name>.<8 hex>.part`` file next to ``target`` that replaces it once the
+    block ends and its bytes are on disk, or is removed if the block fails: ``target`` is never
+    seen half written."""
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    out = await run_blocking(functools.partial(create_exclusive, partial, mode=mode))
     try:
         try:
             yield out

@@ -16,12 +16,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class JobScope:
-    """The job a request is sent for.
-
-    Attributes:
-        owner: The scheduler running the job (keys are unique within one scheduler only).
-        key: The job's key.
-    """
+    """The job a request is sent for: its ``key`` in the scheduler ``owner`` (keys are unique
+    within one scheduler only)."""
 
     owner: object
     key: str
@@ -91,8 +87,7 @@ class RequestAttempt:
 def start_attempt(
     now: float, method: str, url: str, path: str, resend_count: int, task_id: str | None
 ) -> RequestAttempt:
-    """A request that begins at ``now`` (waiting for its permit); the sender fills in the rest
-    as it travels, then :func:`end_attempt`."""
+    """A request that begins at ``now``, waiting for its permit; filled in as it travels."""
     job = _CURRENT_JOB.get()
     return RequestAttempt(
         method, url, path, resend_count, None, None, now, 0.0, 0.0, None, task_id, job
@@ -105,7 +100,7 @@ def mark_sent(attempt: RequestAttempt, now: float) -> None:
 
 
 def end_attempt(attempt: RequestAttempt, now: float, error: BaseException | None) -> RequestAttempt:
-    """The attempt as it ended at ``now``, failed with ``error`` (None: it succeeded)."""
+    """The attempt as it ended at ``now``, with ``error`` if it failed."""
     attempt.duration = now - attempt.started_at
     if isinstance(error, APIStatusError):
         attempt.error_type = str(error.status_code)
