@@ -218,14 +218,12 @@ class JobRegistry:
         self._max_jobs = max_jobs
         self._max_queued = max_queued
         self._max_credits = max_credits
-        self._durations: DurationModel | None = None  # the scheduler's, for Job.progress
         self._forget_finished = forget_finished
         self._forgotten: list[str] = []  # to drop from the store at the next submission
         self._entries: OrderedDict[str, _Tracked] = OrderedDict()
         self._unknown: OrderedDict[str, float] = OrderedDict()  # id -> clock time it expires
         self._lookups: dict[str, anyio.Lock] = {}  # one per id being looked up
         self._scheduler: JobScheduler | None = None
-        self._closed = False
         self._closing = anyio.Event()
         self._stale = False  # the store may have missed changes: re-read the others' jobs
         self._remove_listener = store.subscribe(self._on_change)
@@ -233,13 +231,11 @@ class JobRegistry:
     def attach(self, scheduler: JobScheduler) -> None:
         """Start serving jobs of ``scheduler`` (whose journal is this registry's store)."""
         self._scheduler = scheduler
-        self._durations = scheduler.duration_model
 
     def close(self) -> None:
         """Stop: refuse new jobs, and wake every waiter with :class:`SchedulerClosedError`."""
-        if self._closed:
+        if self._closing.is_set():
             return
-        self._closed = True
         self._closing.set()
         self._remove_listener()
         for tracked in self._entries.values():
@@ -249,7 +245,7 @@ class JobRegistry:
     @property
     def closed(self) -> bool:
         """True once the scheduler stopped (shutdown, or a fatal error)."""
-        return self._closed
+        return self._closing.is_set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -265,7 +261,7 @@ class JobRegistry:
         stats = self._limiter.statistics() if self._limiter is not None else None
         stalled = stats is not None and stats.stalled_for > STALL_PERIODS * stats.limit.period
         return Health(
-            serving=not self._closed and provider in ("up", "down"),
+            serving=not self.closed and provider in ("up", "down"),
             store="ok" if self._shared is None or self._shared.available else "unavailable",
             provider=provider,
             limiter="stalled" if stalled else "ok",
@@ -324,7 +320,7 @@ class JobRegistry:
         if (tracked := self._entries.get(job_id)) is not None:
             self._entries.move_to_end(job_id)
             return tracked.handle
-        if self._closed or self._known_unknown(job_id):
+        if self.closed or self._known_unknown(job_id):
             return None
         lock = self._lookups.setdefault(job_id, anyio.Lock())
         try:
@@ -383,7 +379,7 @@ class JobRegistry:
         jobs if it may have missed changes; then give up this worker's lease, so that the
         others adopt its unfinished jobs at once."""
         try:
-            while not self._closed:
+            while not self.closed:
                 try:
                     adopted = await store.adopt_orphans()
                 except JournalError as exc:  # refused (an ACL change): never fatal to the app
@@ -423,12 +419,13 @@ class JobRegistry:
                 self._on_change(StoredJob(key, tracked.request, record))
 
     def _running(self) -> JobScheduler:
-        if self._closed or self._scheduler is None:
+        if self.closed or self._scheduler is None:
             raise SchedulerClosedError("the video scheduler is not running")
         return self._scheduler
 
     def _track(self, key: str, request: GenerationRequest) -> _Tracked:
-        tracked = self._entries[key] = _Tracked(key, request, self._durations)
+        durations = self._scheduler.duration_model if self._scheduler is not None else None
+        tracked = self._entries[key] = _Tracked(key, request, durations)
         self._unknown.pop(key, None)
         excess = max(0, len(self._entries) - self._max_jobs)
         finished = (k for k, t in self._entries.items() if t.state.is_final)
