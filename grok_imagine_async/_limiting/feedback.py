@@ -227,10 +227,12 @@ def _shortfall(estimate: Estimate, grants: Sequence[float], remaining: int) -> f
 def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = None) -> None:
     """Read one answer into the estimate, in place; ``default_pause`` after a 429 that names no
     time (None: one period)."""
+    # Run per answer: conditional expressions stand for max()/min() (bit for bit the same).
     limit = est.limit
     interval = limit.interval
     now = answer.now
     granted_at = answer.granted_at
+    round_trip = now - granted_at
     latency = est.latency
     jitter = est.jitter
     # A bucket's request arrived as late as its answer is later than the latencies explain
@@ -241,17 +243,18 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     overdue = -math.inf
     if not est.is_window:
         slowest = math.inf if latency is None else latency + 4.0 * jitter
-        late = max(0.0, now - granted_at - slowest)
+        if round_trip - slowest > 0.0:
+            late = round_trip - slowest
         overdue = now - (slowest + interval)
     arrived = granted_at + late
-    overtaking = max(interval, 4.0 * jitter)
-    since = granted_at - max(overtaking, late)
+    overtaking = 4.0 * jitter if 4.0 * jitter > interval else interval
+    since = granted_at - (late if late > overtaking else overtaking)
     close = 0
     for when in answer.earlier_in_flight:
         if when > since or when < overdue:
             close += 1
     # The smoothed latency and jitter with this answer's (gains 1/8 and 1/4, as RFC 6298).
-    taken = max(0.0, now - granted_at)
+    taken = round_trip if round_trip > 0.0 else 0.0
     if latency is None:
         est.latency = taken
     else:
@@ -279,13 +282,24 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         return
     remaining = answer.remaining
     requests = float(limit.requests)
-    ceiling = min(requests, est.ceiling + 1.0)
-    size, factor = est.size, est.factor
-    if remaining is not None:
-        est.size = max(size, min(ceiling, float(remaining) + 1.0, requests))
-    est.factor = min(1.0, factor + RECOVERY)
+    ceiling = est.ceiling + 1.0
+    if not ceiling < requests:
+        ceiling = requests
     est.ceiling = ceiling
-    if est.size != size or est.factor != factor:
+    changed = False
+    if remaining is not None:
+        seen = remaining + 1.0
+        if ceiling < seen:
+            seen = ceiling
+        if seen > est.size:
+            est.size = seen
+            changed = True
+    factor = est.factor
+    if factor != 1.0:
+        factor += RECOVERY
+        est.factor = factor if factor < 1.0 else 1.0
+        changed = True
+    if changed:
         _settle(est)
     if remaining is None:
         return
@@ -337,7 +351,8 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         if shortfall is not None and elapsed > 0:
             # Averaged over two seconds, 30 intervals at least, so that Remaining's rounding
             # moves it by one request at most.
-            weight = min(1.0, elapsed / max(2.0, 30.0 * interval))
+            span = 30.0 * interval if 30.0 * interval > 2.0 else 2.0
+            weight = elapsed / span if elapsed / span < 1.0 else 1.0
             others += weight * (shortfall / elapsed - others)
     # The server's word replaces our bucket.
     pace = est.pace if others == est.others else _pace(est, others)

@@ -84,15 +84,17 @@ class WindowLog:
         self._release: dict[int, float] = {}  # serial -> when its place frees up
         self._heap: list[tuple[float, int]] = []  # (release, serial), stale entries skipped
 
-    def grant(self, serial: int, *, now: float) -> None:
+    def grant(self, serial: int, now: float) -> None:
         """A permit was granted at ``now``: it takes a place until its answer."""
-        self._set(serial, now + self._unanswered + self._window)
+        self._release[serial] = when = now + self._unanswered + self._window
+        heapq.heappush(self._heap, (when, serial))
 
-    def answered(self, serial: int, *, now: float) -> None:
+    def answered(self, serial: int, now: float) -> None:
         """The permit's answer came at ``now``: its place frees a window later."""
         release = self._release.get(serial)
         if release is not None and release > now:  # else its place is free already
-            self._set(serial, now + self._window)
+            self._release[serial] = when = now + self._window
+            heapq.heappush(self._heap, (when, serial))
 
     def forget(self, serial: int) -> None:
         """The permit's request never reached the server: its place is free."""
@@ -111,10 +113,6 @@ class WindowLog:
         if excess == 0:
             return heap[0][0]
         return sorted(release.values())[excess]  # others took places: rare, and short-lived
-
-    def _set(self, serial: int, when: float) -> None:
-        self._release[serial] = when
-        heapq.heappush(self._heap, (when, serial))
 
 
 class LocalRateLimiter:
@@ -251,7 +249,7 @@ class LocalRateLimiter:
 
     def _issue(self, now: float) -> Permit:
         serial = self._history.add(now)
-        self._window.grant(serial, now=now)
+        self._window.grant(serial, now)
         self._pending[serial] = (now, self._answers)
         grant(self._estimate, now=now)
         return Permit(granted_at=now, serial=serial)
@@ -269,7 +267,7 @@ class LocalRateLimiter:
         overlapped = answers_then != self._answers
         self._answers += 1
         self._answered.add(now)
-        self._window.answered(serial, now=now)
+        self._window.answered(serial, now)
         rate_limited = feedback.status_code == 429
         if rate_limited:
             self._rate_limited += 1
