@@ -48,6 +48,7 @@ _FAILURES: tuple[type[Exception], ...] = (
     *_http.TransportError,
     *_http.InvalidURL,
 )
+_TOO_DEEP = object()
 # The headers an answer is read for, by their raw lower-cased name: decoding all costs more.
 _READ_HEADERS = {
     name.encode(): name
@@ -60,8 +61,7 @@ BeforeSend = Callable[[], Awaitable[None]]
 
 class Sender:
     """Sends API calls for one token (redacted from every error and answer) through one limiter;
-    ``request_options`` go to each ``build_request``; a server wait hint beyond
-    ``max_wait_hint`` ends the call with its error instead of sleeping."""
+    a server wait hint beyond ``max_wait_hint`` ends the call instead of sleeping."""
 
     def __init__(
         self,
@@ -100,10 +100,8 @@ class Sender:
         options = dict(request_options)
         base = family.Timeout(_http.timeout_in(family, options.get("timeout", http.timeout)))
         read = self._limits.max_request_time
-        post_timeout = family.Timeout(
-            connect=base.connect, read=read, write=base.write, pool=base.pool
-        )
-        self._options = {"GET": options, "POST": {**options, "timeout": post_timeout}}
+        post = family.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
+        self._options = {"GET": options, "POST": {**options, "timeout": post}}
 
     def __repr__(self) -> str:
         return f"Sender(base_url={self._base_url!r})"
@@ -119,12 +117,8 @@ class Sender:
         request: GenerationRequest | None = None,
         before_send: BeforeSend | None = None,
     ) -> Any:
-        """Send one API call with retries; return the answer's ``data``, the token redacted.
-
-        ``request`` is the generation a POST carries (for :class:`AmbiguousSubmitError`);
-        ``before_send`` is awaited right before each send, shielded with it (a journal's intent
-        recorded exactly for the requests sent). Raises the last :class:`APIError`.
-        """
+        """The answer's ``data`` (token redacted), retried; raises the last :class:`APIError`.
+        ``before_send`` is awaited before each send, shielded with it (a journal's intent)."""
         guard = method == "POST" and self.on_ambiguous_submit != "resubmit"
         attempt = 0
         while True:
@@ -137,11 +131,9 @@ class Sender:
                 return await self._attempt(
                     attempt, method, path, priority, params, body, before_send
                 )
-            except _Unsent as exc:  # the request never left: safe to resend, even a POST
+            except _Failed as exc:  # unsent: safe to resend, even a POST; else maybe a task
                 error = exc.error
-            except _Lost as exc:  # sent, answer lost: a POST may have started a task
-                error = exc.error
-                if guard:
+                if guard and exc.sent:
                     final = self.ambiguous(request, error.message, error)
             except RateLimitError as exc:
                 error, hint = exc, exc.retry_after
@@ -158,8 +150,10 @@ class Sender:
             ):
                 final = error
             if final is not None:
-                _detach(error)
-                raise _detach(final)
+                for cut in (error, final):  # from the exception being handled when made
+                    cut.__context__ = None
+                    cut.__suppress_context__ = True
+                raise final
             delay = self._retry.delay(attempt, hint=hint, rng=self._rng)
             failed = type(error).__name__
             if isinstance(error, APIStatusError):
@@ -192,7 +186,6 @@ class Sender:
         body: dict[str, Any] | None,
         before_send: BeforeSend | None,
     ) -> Any:
-        """One send after its permit; with an observer, timed and reported whatever its end."""
         probe = None
         if self._observer is not None:
             now = self._clock.monotonic()
@@ -228,7 +221,6 @@ class Sender:
         body: dict[str, Any] | None,
         probe: RequestAttempt | None,
     ) -> Any:
-        """Send, read the answer within its bounds, tell the limiter; return its ``data``."""
         limit = self._limits.max_request_time
         response = None
         try:
@@ -258,12 +250,11 @@ class Sender:
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
         message = f"no complete answer within {limit:g}s (max_request_time)"
-        raise _Lost(APITimeoutError(message, method=method, path=path))
+        raise _Failed(APITimeoutError(message, method=method, path=path), sent=True)
 
     def _failure(
         self, exc: Exception, method: str, path: str, permit: Permit, *, sent: bool
     ) -> Exception:
-        """What a failure to send or to read the answer is, in our tree."""
         if isinstance(exc, BodyTooLarge):
             too_large = f"answered with more than {exc.limit} bytes (max_answer_bytes)"
             return APIResponseValidationError(
@@ -279,11 +270,11 @@ class Sender:
         kind = APITimeoutError if isinstance(exc, _http.TimeoutException) else APIConnectionError
         if not sent and isinstance(exc, _http.ConnectErrors):
             self._limiter.give_back(permit)  # never reached the server: it counted nothing
-            return _Unsent(kind(text, method=method, path=path))
+            return _Failed(kind(text, method=method, path=path), sent=False)
         if not sent and isinstance(exc, _http.RequestErrors + _http.InvalidURL):
             return APIConnectionError(text, method=method, path=path)  # could not be written
         # Timeouts included: the request may have arrived, and its answer is lost.
-        return _Lost(kind(text, method=method, path=path))
+        return _Failed(kind(text, method=method, path=path), sent=True)
 
     async def _answer(
         self,
@@ -294,7 +285,6 @@ class Sender:
         path: str,
         probe: RequestAttempt | None,
     ) -> Any:
-        """Feed the answer's rate-limit headers back, then its ``data`` or its error."""
         headers = _read_headers(response.headers)
         status = response.status_code
         feedback = read_rate_limit_headers(
@@ -309,7 +299,17 @@ class Sender:
             text = raw.decode(charset or "utf-8", errors="replace")
         except LookupError:  # a charset Python does not know: read it as the API's UTF-8
             text = raw.decode("utf-8", errors="replace")
-        body = self._decode(text, method=method, path=path)
+        body: Any = None
+        if text:
+            try:
+                body = self._redact.loads(text)
+            except RecursionError:  # raised below, not here: no RecursionError frames attached
+                body = _TOO_DEEP
+            except ValueError:  # not JSON (or nested deeper than MAX_DEPTH)
+                body = self._redact.text(text)
+        if body is _TOO_DEEP:
+            too_deep = f"{method} {path} answered with JSON nested too deep to read"
+            raise APIResponseValidationError(too_deep, method=method, path=path)
         hint = feedback.retry_after  # a refusal for rate without one: the window's reset
         if hint is None and status == 429:
             hint = feedback.reset_after
@@ -323,26 +323,10 @@ class Sender:
             )
         return body.get("data")
 
-    def _decode(self, text: str, *, method: str, path: str) -> Any:
-        """The JSON in ``text`` with the token redacted, or the redacted text if not JSON."""
-        if not text:
-            return None
-        try:
-            return self._redact.loads(text)
-        except RecursionError:
-            deep = True
-        except ValueError:  # not JSON (or nested deeper than MAX_DEPTH)
-            deep = False
-        if deep:  # raised here, not in the handler: no RecursionError (and its frames) attached
-            too_deep = f"{method} {path} answered with JSON nested too deep to read"
-            raise APIResponseValidationError(too_deep, method=method, path=path)
-        return self._redact.text(text)
-
 
 class _Deadlines:
-    """The ``max_request_time`` of a sender's requests on one asyncio timer: a timer per request
-    would leave a cancelled one each in the loop's heap, and an anyio scope costs 45k
-    instructions a request, ``asyncio.timeout`` 22k (as much as the rest of the sender)."""
+    """A sender's ``max_request_time`` bounds on one asyncio timer (benchmarks/README.md: a
+    timer or an anyio scope per request costs as much as the rest of the sender)."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -380,8 +364,8 @@ class _Deadlines:
 
 
 class _Bound:
-    """One request's deadline on asyncio: its task cancelled, that cancellation told apart from
-    any other by ``Task.uncancel`` (as ``asyncio.timeout`` does) and ended at the exit."""
+    """One request's deadline: its task cancelled, told apart by ``uncancel`` as in
+    ``asyncio.timeout``."""
 
     __slots__ = ("_cancelling", "_due", "expired", "task")
     task: Any  # an asyncio.Task, whose cancelling() and uncancel() Python 3.10 lacks
@@ -414,23 +398,9 @@ def _read_headers(headers: httpx.Headers) -> dict[str, str]:
     return found
 
 
-def _detach(error: APIError) -> APIError:
-    """``error`` cut from the exception that was being handled when it was made."""
-    error.__context__ = None
-    error.__suppress_context__ = True
-    return error
-
-
 class _Failed(Exception):
-    """Internal: an attempt's failure to send or to read, with its error in our tree."""
+    """An attempt's failure to send or to read (``sent``: the server may have its request)."""
 
-    def __init__(self, error: APIConnectionError) -> None:
+    def __init__(self, error: APIConnectionError, *, sent: bool) -> None:
         self.error = error
-
-
-class _Unsent(_Failed):
-    """The request provably never reached the server."""
-
-
-class _Lost(_Failed):
-    """The request was (maybe) sent but no answer arrived."""
+        self.sent = sent
