@@ -88,13 +88,10 @@ def check_client(client: object) -> ModuleType:
             continue
         other = family_of(transport, "AsyncBaseTransport")
         if other is not None:
-            kind = f"{type(transport).__module__.partition('.')[0]}.{type(transport).__name__}"
             raise ConfigurationError(
                 f"http_client is a {family.__name__}.AsyncClient but sends through an "
-                f"{other.__name__} transport ({kind}): one client cannot mix {family.__name__} "
-                f"and {other.__name__}; build the transport from {family.__name__} too (e.g. "
-                f"{family.__name__}.{type(transport).__name__}), or the client from "
-                f"{other.__name__}"
+                f"{other.__name__} transport ({type(transport).__name__}): build the client "
+                "and its transports from one library"
             )
     return family
 
