@@ -218,12 +218,15 @@ async def _run(scenario: Scenario) -> RunResult:
     start = anyio.current_time()
     detections: list[Detection] = []
     if scenario.strategy == OURS:
-        options = dict(scenario.options)
-        options.setdefault("rng", random.Random(scenario.seed))
-        config = SchedulerConfig(**options)
         # A list, as the baselines get and most callers pass: its length is known up front.
         batch = list(prompts(scenario.plan, scenario.jobs))
-        async with client.generate_many(batch, config) as out:
+        if scenario.code == "current":
+            options = dict(scenario.options)
+            options.setdefault("rng", random.Random(scenario.seed))
+            many = client.generate_many(batch, SchedulerConfig(**options))
+        else:  # the legacy code has no SchedulerConfig (and no seedable scheduler)
+            many = client.generate_many(batch, **dict(scenario.options))
+        async with many as out:
             async for job in out:
                 detections.append(Detection(job.task_id or "", anyio.current_time(), job.ok))
     elif scenario.strategy == WAIT:
