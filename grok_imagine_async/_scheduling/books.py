@@ -1,6 +1,5 @@
 """The scheduler's shared books: its jobs, their tally and credit budget, how a job or the run
-ends. Each POST holds its cost until its outcome commits or releases it, so concurrent
-submissions never together overrun the budget."""
+ends."""
 
 from __future__ import annotations
 
@@ -35,7 +34,8 @@ logger = logging.getLogger("grok_imagine_async.scheduler")
 
 
 class Reservation:
-    """Credits held for one POST; see :meth:`CreditBudget.reserve`."""
+    """Credits held for one POST until its outcome commits or releases them, so concurrent
+    submissions never together overrun the budget."""
 
     __slots__ = ("_budget", "_cost", "_open")
 
@@ -43,24 +43,19 @@ class Reservation:
         self._budget, self._cost, self._open = budget, cost, True
 
     def commit(self, *, certain: bool = True) -> None:
-        """The POST created a task (``certain``) or may have (its answer was lost): spend it."""
+        """The POST created a task (``certain``) or may have (its answer was lost)."""
         if self._open:
             self._open = False
             self._budget._settle(self._cost, spent=True, certain=certain)
 
     def release(self) -> None:
-        """The POST started nothing: give the credits back."""
         if self._open:
             self._open = False
             self._budget._settle(self._cost, spent=False, certain=True)
 
 
 class CreditBudget:
-    """Credits spent and held against an optional cap.
-
-    Args:
-        max_credits: The cap; None for no cap (the counts are still kept).
-    """
+    """Credits spent and held against an optional cap (``max_credits``)."""
 
     def __init__(self, max_credits: int | None = None) -> None:
         if max_credits is not None and max_credits < 0:
@@ -86,7 +81,7 @@ class CreditBudget:
         return self.spent + self._held
 
     def can_afford(self, jobs: int = 1, *, cost: int = CREDITS_PER_GENERATION) -> bool:
-        """Whether ``jobs`` more generations fit in the budget beside what is committed."""
+        """Whether ``jobs`` more generations fit beside what is committed."""
         if self.max_credits is None:
             return True
         return self.committed + jobs * cost <= self.max_credits
@@ -96,13 +91,13 @@ class CreditBudget:
         self._spent -= credits
 
     def adopt(self, credits: int) -> None:
-        """Count credits an earlier run spent on a job this run takes over (from a journal)."""
+        """Count credits an earlier run spent on a job this run takes over."""
         self._spent += credits
 
     @contextmanager
     def reserve(self, cost: int = CREDITS_PER_GENERATION) -> Iterator[Reservation]:
-        """Hold ``cost`` for one POST (released on leaving unless committed); never refuses:
-        check :meth:`can_afford` first."""
+        """Hold ``cost`` for one POST, released on leaving unless committed (never refuses:
+        check :meth:`can_afford` first)."""
         self._held += cost
         reservation = Reservation(self, cost)
         try:
@@ -149,7 +144,7 @@ class Books:
         self.tg: TaskGroup | None = None  # the scheduler's, where workers run
 
     def start(self, worker: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Start ``worker(*args)``; what escapes it becomes the fatal error (raised as it is)."""
+        """Start ``worker(*args)``; what escapes it becomes the fatal error."""
         assert self.tg is not None
         self.tg.start_soon(self._guarded, worker, *args)
 
@@ -183,7 +178,7 @@ class Books:
         self, key: str, transition: Transition, now: float, *, adopted: bool = False
     ) -> None:
         """The breaker changed course on job ``key``'s outcome (``adopted``: another process
-        decided): wake the submitters, log, tell the hook and the processes sharing the batch."""
+        decided): tell the submitters, the log, the hook and the processes sharing the batch."""
         snapshot = self.breaker.snapshot()
         self.notify()
         level = logging.INFO if transition is Transition.PROBING else logging.WARNING
@@ -240,8 +235,12 @@ class Books:
     def unfinished(self) -> int:
         return len(self.jobs)
 
+    def drained(self) -> bool:
+        """Every job finished and no more will come, or the run halted."""
+        return (self.input_closed and not self.jobs) or self.halted
+
     async def for_job(self, job: JobRecord, step: Awaitable[None]) -> None:
-        """Run one step of one job; an error ends that job, not the batch (but a rejected token)."""
+        """Run one step of one job; an error ends that job (a rejected token, the batch)."""
         try:
             await step
         except AuthenticationError:
@@ -264,8 +263,7 @@ class Books:
         from_journal: bool = False,
         record: bool = True,
     ) -> None:
-        """End ``job``: record its result (unless ``record`` is False), then announce it (a
-        woken waiter finds it recorded)."""
+        """End ``job``: record its result (unless ``record`` is False), then announce it."""
         result = JobResult(
             key=job.key,
             request=job.request,
@@ -320,7 +318,7 @@ class Books:
         self.notify()
 
     def journal_failed(self, exc: Exception, job: JobRecord) -> None:
-        """A journal call failed: stop the batch, keep polling what was paid for."""
+        """Stop the batch, polling what was paid for to its end."""
         assert self.journal is not None
         error = as_journal_error(exc, self.journal)
         level = logging.ERROR if self.fatal is None else logging.DEBUG  # once, not per job
@@ -328,7 +326,7 @@ class Books:
         self.stop(error, drain=True)
 
     async def close_journal(self) -> None:
-        """Close the journal; a failure becomes the fatal error if there was none."""
+        """A failure to close becomes the fatal error if there was none."""
         assert self.journal is not None
         try:
             await self.journal.aclose()
@@ -339,7 +337,7 @@ class Books:
             logger.error("journal failed on closing: %s", error)
 
     def wrap_up(self) -> None:
-        """Log every paid task whose end was not recorded; raise the fatal error, with their ids."""
+        """Log every paid task whose end was not recorded; raise the fatal error with them."""
         pending = dict(self.unrecorded)
         pending.update((j.key, j.task_id) for j in self.jobs.values() if j.task_id is not None)
         fatal = self.fatal
@@ -363,14 +361,13 @@ class Books:
 
 
 def unexpected(exc: Exception) -> GrokImagineError:
-    """A typed error for an exception of no known kind (a bug, an unreadable answer)."""
+    """A typed error for an exception of no known kind (a bug)."""
     error = GrokImagineError(f"unexpected {type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return error
 
 
 def as_journal_error(exc: Exception, journal: JobStore) -> JournalError:
-    """``exc`` from a journal call, as a :class:`JournalError`."""
     if isinstance(exc, JournalError):
         return exc
     path = getattr(journal, "path", None)

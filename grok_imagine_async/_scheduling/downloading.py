@@ -1,7 +1,5 @@
-"""The scheduler's downloaders: completed jobs' videos to disk, before the job counts as done.
-
-A failed download ends only its job; the task stays in the journal for the next run.
-"""
+"""The scheduler's downloaders: completed jobs' videos to disk before the job counts as done
+(a failed download ends only its job; the task stays in the journal for the next run)."""
 
 from __future__ import annotations
 
@@ -40,14 +38,12 @@ class Downloader:
         await self._send.send(job)
 
     async def run(self) -> None:
-        """One downloader: take jobs until the scheduler stops."""
         async for job in self._recv:
             task = job.finished_task
             assert task is not None
             await self._books.for_job(job, self._download(job, task))
 
     def close(self) -> None:
-        """Close the hand-over stream."""
         self._send.close()
         self._recv.close()
 
@@ -80,7 +76,7 @@ class Downloader:
 
 
 def ensure_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and check it can be written (blocking); else DownloadError."""
+    """Create ``folder`` if needed and check it can be written (blocking)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-check-{os.getpid()}.part"

@@ -1,8 +1,8 @@
 """How long generations take: a lognormal fitted (EM, weak prior) to what polls see. Pure.
 
 A look finding a job done brackets its duration; one finding it running is a lower bound
-(censored), which lets the model learn jobs are long before any finished. Both are binned on
-a log scale, so memory does not grow with the number of jobs.
+(censored), so the model learns jobs are long before any finished. Both are binned on a log
+scale: memory does not grow with the number of jobs.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ class DurationModel:
     """Online lognormal estimate of how long generations take, from brackets and lower bounds.
 
     Args:
-        prior_median: Median duration assumed before anything was seen.
+        prior_median: Median duration, in seconds, assumed before anything was seen.
         prior_sigma: Log-space standard deviation assumed before anything was seen.
-        prior_weight: How many observations the prior is worth (one completion outweighs it).
+        prior_weight: How many observations the prior is worth.
 
     Example:
         >>> model = DurationModel(prior_median=30)
@@ -116,8 +116,7 @@ class DurationModel:
         self._changed()
 
     def observe_running(self, age: float, *, previous: float | None = None) -> None:
-        """Learn that a job was still running ``age`` seconds after it started; it replaces
-        the bound its ``previous`` look (an age) left, if any."""
+        """Learn that a job still ran at ``age`` s, replacing its ``previous`` look's bound."""
         if previous is not None:
             self._drop(previous)
         self._running[_key(age)] += 1
@@ -125,7 +124,7 @@ class DurationModel:
         self._changed()
 
     def forget_running(self, age: float) -> None:
-        """Drop the lower bound a job left at ``age`` (it finished, failed or went away)."""
+        """Drop the lower bound a job left at ``age`` (it ended or went away)."""
         self._drop(age)
         self._changed()
 
@@ -187,12 +186,10 @@ class DurationModel:
 
     @property
     def median(self) -> float:
-        """The estimated median duration in seconds."""
         return math.exp(self._mu)
 
     @property
     def mean(self) -> float:
-        """The estimated mean duration in seconds."""
         return math.exp(self._mu + self._sigma**2 / 2)
 
     def cdf(self, seconds: float) -> float:
@@ -202,6 +199,7 @@ class DurationModel:
         return 1.0 - _upper((math.log(seconds) - self._mu) / self._sigma)
 
     def quantile(self, probability: float) -> float:
-        """The duration that a fraction ``probability`` of jobs do not exceed."""
+        """The duration a fraction ``probability`` of jobs do not exceed."""
+
         p = min(max(probability, 1e-9), 1 - 1e-9)
         return math.exp(self._mu + self._sigma * _STANDARD.inv_cdf(p))

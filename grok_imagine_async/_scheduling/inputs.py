@@ -33,10 +33,6 @@ class InputSummary:
     """What a full pass over an input file found (see :meth:`JobFile.check`).
 
     Attributes:
-        path: The input file.
-        format: How it was read.
-        jobs: How many jobs it holds.
-        keys: Every job's key.
         stems: The file stem of each job whose stem is not its key (see ``JobFile(name=)``).
     """
 
@@ -47,7 +43,7 @@ class InputSummary:
     stems: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def file_stem(self, key: str) -> str:
-        """The stem of job ``key``'s video files (``file_stem=`` of a scheduler)."""
+        """The stem of job ``key``'s video files (a scheduler's ``file_stem=``)."""
         return self.stems.get(key, key)
 
 
@@ -61,14 +57,12 @@ class JobFile:
     Iterating raises :class:`InputError` at the first bad line: call :meth:`check` first.
 
     Args:
-        path: The file.
         format: ``"text"``, ``"jsonl"`` or ``"csv"``; default: from the extension.
-        mode: Mode for jobs that do not set one (default: the request's, ``"normal"``).
-        ratio: Ratio for jobs that do not set one (default: the request's, ``"1:1"``).
+        mode: Mode for jobs that do not set one (default ``"normal"``).
+        ratio: Ratio for jobs that do not set one (default ``"1:1"``).
         allow_unlisted: Accept modes and ratios the provider does not document.
         name: How videos are named: a template of ``{key}``, ``{index}`` and ``{slug}`` that
-            holds ``{key}`` or ``{index}`` (default ``"{key}"``); see
-            :meth:`InputSummary.file_stem`.
+            holds ``{key}`` or ``{index}`` (default ``"{key}"``).
         limits: The client's bounds (default ``Limits()``): a prompt they refuse is a bad line.
 
     Example:
@@ -113,8 +107,7 @@ class JobFile:
         """Read the whole file once, validating every line; submit nothing.
 
         Args:
-            max_problems: How many bad lines to gather before raising (more than 1 reads the
-                whole file).
+            max_problems: How many bad lines to gather before raising.
 
         Raises:
             InputError: The first problem, naming the file and line (or a file with no job);
@@ -148,7 +141,7 @@ class JobFile:
         return InputSummary(self.path, self.format, len(keys), frozenset(keys), stems)
 
     def _scan(self) -> Iterator[tuple[JobSpec, str] | InputError]:
-        """Every job with its file stem, and every bad line as an :class:`InputError`."""
+        """Every job with its file stem, and every bad line."""
         seen: dict[str, int] = {}  # key -> line, to name both lines of a duplicate
         names = _FileNames()
         index = 0  # jobs so far: {index} of the name template
@@ -188,32 +181,19 @@ class JobFile:
         prompt = fields.get("prompt")
         if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
             raise InputError(self.path, line, "missing prompt")
-        if not isinstance(prompt, str):
-            raise InputError(self.path, line, f"prompt must be a string, got {prompt!r}")
-        too_long = prompt_problem(prompt, self._limits)
-        if too_long is not None:
-            raise InputError(self.path, line, too_long)
-        for name in ("mode", "ratio"):
-            if fields.get(name) is not None and not isinstance(fields[name], str):
-                raise InputError(self.path, line, f"{name} must be a string, got {fields[name]!r}")
-        images = fields.get("images")
-        if images is not None and not (
-            isinstance(images, str)
-            or (isinstance(images, list) and all(isinstance(i, str) for i in images))
-        ):
-            raise InputError(
-                self.path, line, f"images must be a URL or a list of URLs, got {images!r}"
-            )
-        try:
+        try:  # the model checks every field's type and value
             request = GenerationRequest(
                 prompt=prompt,
                 mode=fields.get("mode") or self._mode or "normal",
                 ratio=fields.get("ratio") or self._ratio or "1:1",
-                images=images or None,
+                images=fields.get("images") or None,
                 allow_unlisted=self._allow_unlisted,
             )
         except InvalidRequestError as exc:
             raise InputError(self.path, line, "; ".join(exc.problems) or str(exc)) from None
+        too_long = prompt_problem(request.prompt, self._limits)
+        if too_long is not None:
+            raise InputError(self.path, line, too_long)
         key = self._key(line, fields)
         if key is None:
             base = request_key(request)
@@ -295,18 +275,30 @@ class JobFile:
                 break
             except csv.Error as exc:
                 line, start = start, lines.number + 1
-                yield InputError(self.path, line, _csv_problem(exc))
+                problem = f"bad CSV: {exc}"
+                if "end of data" in str(exc):  # only met at the end of the file
+                    problem = "a quoted value opened on this line is never closed (an "
+                    problem += "unterminated quote)"
+                yield InputError(self.path, line, problem)
                 continue
             line, start = start, lines.number + 1  # a quoted cell may span several lines
             if not any(cell.strip() for cell in row):
                 continue
             if header is None:
                 header = [cell.strip().lower() for cell in row]
-                problem = self._check_header(header)
-                if problem is not None:  # no line can be read without its header
-                    yield InputError(self.path, line, problem)
-                    return
-                continue
+                unknown = [name for name in header if name not in FIELDS]
+                repeated = sorted(name for name, n in Counter(header).items() if n > 1)
+                if unknown:
+                    problem = f"unknown column {', '.join(map(repr, unknown))} (expected "
+                    problem += f"{', '.join(FIELDS)})"
+                elif repeated:
+                    problem = f"column {repeated[0]!r} appears twice"
+                elif "prompt" not in header:
+                    problem = "the header has no 'prompt' column"
+                else:
+                    continue
+                yield InputError(self.path, line, problem)  # no line can be read without it
+                return
             if len(row) > len(header):
                 problem = f"{len(row)} values but the header names {len(header)} columns"
                 yield InputError(self.path, line, problem)
@@ -323,24 +315,13 @@ class JobFile:
         if header is None:
             yield InputError(self.path, None, "empty CSV file: expected a header row")
 
-    def _check_header(self, header: list[str]) -> str | None:
-        unknown = [name for name in header if name not in FIELDS]
-        if unknown:
-            return f"unknown column {', '.join(map(repr, unknown))} (expected {', '.join(FIELDS)})"
-        repeated = sorted(name for name, n in Counter(header).items() if n > 1)
-        if repeated:
-            return f"column {repeated[0]!r} appears twice"
-        if "prompt" not in header:
-            return "the header has no 'prompt' column"
-        return None
-
 
 _NAME_FIELDS = frozenset({"key", "index", "slug"})
 _SLUG_CHARS = 40
 
 
 def _name_template(template: str) -> str:
-    """``template`` checked: only known fields, and one that tells every job apart."""
+    """``template`` checked: known fields, and one that tells every job apart."""
     try:
         fields = {
             field for _, field, _, _ in string.Formatter().parse(template) if field is not None
@@ -392,8 +373,8 @@ class _FileNames:
 
 
 class _NumberedLines:
-    """A binary file's lines decoded and counted; one not UTF-8 reads as blank, its error kept
-    for :meth:`drain`."""
+    """A binary file's lines decoded and counted; one not UTF-8 reads as blank, its error
+    kept for :meth:`drain`."""
 
     def __init__(self, path: Path, handle: BinaryIO) -> None:
         self._path = path
@@ -416,15 +397,10 @@ class _NumberedLines:
             return "\n"
 
     def drain(self) -> list[InputError]:
-        """The bad lines met since the last call, oldest first."""
+        """The bad lines met since the last call."""
+
         problems, self._problems = self._problems, []
         return problems
-
-
-def _csv_problem(exc: csv.Error) -> str:
-    if "end of data" in str(exc):  # only met at the end of the file
-        return "a quoted value opened on this line is never closed (an unterminated quote)"
-    return f"bad CSV: {exc}"
 
 
 def _images(path: Path, line: int, cell: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Jobs (one generation each, named by a key): states, records, handles, results, events, store."""
+"""Jobs (one generation each, named by a key): records, handles, results, events, the store."""
 
 from __future__ import annotations
 
@@ -20,18 +20,14 @@ from .durations import DurationModel
 
 
 class JobState(str, enum.Enum):
-    """Where a job is in its life."""
+    """Where a job is: queued, its POST being sent (submitting), its task polled (running),
+    completed (with a video) or failed (see the result's ``failure_class``)."""
 
     QUEUED = "queued"
-    """Accepted by the scheduler, waiting for a submission slot."""
     SUBMITTING = "submitting"
-    """Its ``POST /v1/generate`` is being sent."""
     RUNNING = "running"
-    """Submitted; the server is generating it and we poll its status."""
     COMPLETED = "completed"
-    """Finished with at least one video."""
     FAILED = "failed"
-    """Finished without a video; see the result's ``failure_class``."""
 
     @property
     def is_final(self) -> bool:
@@ -40,7 +36,6 @@ class JobState(str, enum.Enum):
 
 
 def request_digest(request: GenerationRequest) -> str:
-    """A digest of what ``request`` asks the API for (its payload)."""
     canonical = json.dumps(request.payload(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -57,8 +52,7 @@ class JobSpec:
 
     Args:
         request: What to generate.
-        key: The job's key. None derives one from the request: the same on every run when
-            the scheduler has a journal, else unique among the jobs running.
+        key: None derives one from the request: the same on every run with a journal.
     """
 
     request: GenerationRequest
@@ -70,20 +64,16 @@ class JobResult:
     """How one job ended.
 
     Attributes:
-        key: The job's key.
-        request: What was asked for.
         task: The final task (completed, or failed as the server reported it), if any.
         error: The error that ended the job, None if it completed.
-        failure_class: Why it failed, None if it completed.
-        attempts: Submissions (POSTs) made for this job, in this run and earlier ones.
-        credits: Credits this job consumed (40 per task the server created).
+        attempts: POSTs made for this job, in this run and earlier ones.
+        credits: Credits it consumed (40 per task the server created).
         polls: Status polls spent on it in this run.
         submitted_at: Clock time of the last submission in this run, if any.
         finished_at: Clock time at which the result was known.
         files: Paths of downloaded videos, when the scheduler downloads.
-        from_journal: True when the result was read from a journal, with no request sent.
-        last_task_id: The last task created for it, even with no readable status (read
-            :attr:`task_id`).
+        from_journal: Read from a journal, with no request sent.
+        last_task_id: The last task created for it (read :attr:`task_id`).
     """
 
     key: str
@@ -102,7 +92,7 @@ class JobResult:
 
     @property
     def ok(self) -> bool:
-        """True when the job completed with a video."""
+        """Whether the job completed with a video."""
         return self.error is None and self.task is not None and self.task.succeeded
 
     @property
@@ -112,7 +102,7 @@ class JobResult:
 
     @property
     def videos(self) -> tuple[str, ...]:
-        """The result video URLs (empty unless completed)."""
+        """The video URLs (empty unless completed)."""
         return self.task.videos if self.task is not None and self.ok else ()
 
     def unwrap(self) -> Task:
@@ -144,10 +134,8 @@ class Tally:
 
 
 class JobRecord:
-    """One job's mutable state, changed by the scheduler's workers; ``handle`` is its view.
-
-    Slotted, with no event until someone waits: a batch holds thousands.
-    """
+    """One job's mutable state, changed by the scheduler's workers; ``handle`` is its view
+    (slotted, with no event until someone waits: a batch holds thousands)."""
 
     __slots__ = (
         "_attempts",
@@ -211,7 +199,6 @@ class JobRecord:
 
     @property
     def attempts(self) -> int:
-        """Submissions made, in this run and recorded earlier ones."""
         return self._attempts
 
     @property
@@ -219,7 +206,6 @@ class JobRecord:
         return self._result
 
     async def wait_finished(self) -> JobResult:
-        """Wait for :meth:`finished` and return the result."""
         if self._result is None:
             if self._done is None:
                 self._done = anyio.Event()
@@ -235,8 +221,7 @@ class JobRecord:
         self._to(JobState.SUBMITTING)
 
     def resubmitting(self, *, counted: bool = True) -> None:
-        """Its task failed in a way worth a new POST (``counted`` against its resubmissions
-        unless an outage explains the failure)."""
+        """``counted``: against its resubmissions (not when an outage explains the failure)."""
         self.resubmits += counted
         self.submitting()
 
@@ -244,7 +229,6 @@ class JobRecord:
         self.credits -= credits
 
     def charged(self, attempt: int, cost: int) -> None:
-        """The ``attempt``-th POST was (or may have been) paid ``cost`` credits."""
         self._attempts = attempt
         self.credits += cost
 
@@ -267,14 +251,13 @@ class JobRecord:
         self._task_id, self.finished_task = task.task_id, task
 
     def finished(self, result: JobResult) -> None:
-        """The job ended with ``result``: wake whoever waits on it."""
         self._result = result
         self._to(JobState.COMPLETED if result.ok else JobState.FAILED)
         if self._done is not None:
             self._done.set()
 
     def mirrored(self, state: JobState) -> None:
-        """Follow a state another process recorded of this job."""
+        """Follow a state another process recorded."""
         self._to(state)
 
     def _to(self, state: JobState) -> None:
@@ -293,17 +276,14 @@ class Job:
 
     @property
     def key(self) -> str:
-        """The job's key."""
         return self._record.key
 
     @property
     def request(self) -> GenerationRequest:
-        """What it generates."""
         return self._record.request
 
     @property
     def status(self) -> JobState:
-        """Where the job is now."""
         return self._record.state
 
     @property
@@ -323,9 +303,9 @@ class Job:
 
     @property
     def progress(self) -> float | None:
-        """An estimate from 0 to 1 (the API reports none): ``1 - 0.5 ** (age / median)``
-        while its task runs, 1 once finished, never going back; None when its task's age is
-        unknown (resumed, or run by another process). Read it in the event loop."""
+        """An estimate from 0 to 1 (the API reports none) that never goes back; None when
+        its task's age is unknown (resumed, or run by another process)."""
+
         record = self._record
         if record.state.is_final:
             return self._progress.finished()
@@ -344,8 +324,7 @@ class Job:
         """Wait for the job to finish and return its completed task.
 
         Args:
-            timeout: Seconds to wait at most (None: as long as the job runs). The job goes on
-                after expiry: ``wait()`` again picks it up.
+            timeout: Seconds to wait at most (None: as long as it runs); the job goes on.
 
         Raises:
             WaitTimeoutError: If ``timeout`` passed first (with the job's task id, if any).
@@ -362,23 +341,15 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerStatistics:
-    """A snapshot of a scheduler's progress.
+    """A snapshot of a scheduler's progress (counts since it started).
 
     Attributes:
-        queued: Jobs accepted but not yet submitted.
-        submitting: Jobs whose POST is under way.
         in_flight: Jobs submitted and not finished (being polled).
-        completed: Jobs finished with a video.
-        failed: Jobs finished without one.
         submissions: POSTs made (first submissions and resubmissions).
-        polls: Status polls made.
-        requests_sent: Requests the limiter let through since the scheduler started (retries too).
-        rate_limited: HTTP 429 answers seen by the limiter since the scheduler started.
-        credits_consumed: Credits spent on tasks the server created, and on submissions whose
-            answer was lost (they may have created one).
-        requests_per_minute: Requests sent over the last quarter of the quota period, per minute.
-        limit_per_minute: The plan's limit per minute.
-        max_in_flight: The current cap on jobs in flight.
+        requests_sent: Requests the limiter let through (retries too).
+        rate_limited: HTTP 429 answers the limiter saw.
+        credits_consumed: Credits of tasks created, and of POSTs whose answer was lost.
+        requests_per_minute: Requests sent over the last quarter of the quota period.
         predicted_duration: The learned median generation time, in seconds.
         credits_uncertain: Of ``credits_consumed``, those of lost answers: maybe not charged.
         breaker: Whether the batch submits, paused or stopped (see :class:`BreakerPolicy`).
@@ -451,7 +422,7 @@ class BreakerEvent(JobEvent):
     Attributes:
         transition: ``"paused"`` (an outage or lost answers), ``"probing"`` (``key`` is the
             probe's job), ``"resumed"`` or ``"stopped"`` (systematic refusals, or a server
-            never reached: the jobs not submitted end as such).
+            never reached).
         breaker: The breaker's state after the change (``key``'s outcome decided it).
     """
 
@@ -466,12 +437,11 @@ class SchedulerHook(Protocol):
 
 
 class StoreState(str, enum.Enum):
-    """What the journal knows of a job."""
+    """What the journal knows of a job: ``INTENT``, a POST about to leave (found at start-up,
+    its outcome is unknown); ``SUBMITTED``, a task created; or finished."""
 
     INTENT = "intent"
-    """About to be submitted: if found at start-up, the POST's outcome is unknown."""
     SUBMITTED = "submitted"
-    """The server created a task; its id is recorded."""
     COMPLETED = "completed"
     FAILED = "failed"
 
@@ -481,16 +451,9 @@ class StoreRecord:
     """One job as recorded in a journal.
 
     Attributes:
-        key: The job's key.
         request: What was asked for (a long prompt may be cut short; the digest is whole).
-        state: The last recorded state.
-        task_id: The last task id recorded, if any.
         attempts: Submissions recorded (intents count: an unknown outcome may have cost).
-        credits: Credits recorded as consumed.
-        videos: Result URLs, once completed.
-        files: Downloaded files, once downloaded.
         error: The failure message, once failed.
-        failure_class: The failure class, once failed.
         request_digest: A digest of the request's payload (None: compute it from ``request``).
     """
 
@@ -509,14 +472,8 @@ class StoreRecord:
 
 @dataclass(frozen=True, slots=True)
 class StoredJob:
-    """A job as a journal holds it: its record, or only a queued request.
-
-    Attributes:
-        key: The job's key.
-        request: What it generates.
-        record: Its journal record; None while it is queued (nothing was sent for it).
-        owner: The id of the process that owns it ("" for a journal of one process).
-    """
+    """A job as a journal holds it: its ``record`` (None while queued: nothing was sent), and
+    the id of the process that owns it (``owner``, "" for a journal of one process)."""
 
     key: str
     request: GenerationRequest
@@ -525,7 +482,6 @@ class StoredJob:
 
     @property
     def final(self) -> bool:
-        """True once it completed or failed."""
         return self.record is not None and self.record.state in (
             StoreState.COMPLETED,
             StoreState.FAILED,
@@ -537,21 +493,17 @@ ClaimStatus = Literal["unknown", "created", "mine", "foreign", "adopted", "final
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """The answer to :meth:`JobStore.claim`.
-
-    Attributes:
-        status: ``"unknown"`` (no such job), ``"created"`` (now this process's), ``"mine"``,
-            ``"adopted"`` (its owner was gone), ``"foreign"`` (a live process owns it),
-            ``"final"`` (finished) or ``"reopened"`` (finished, and this process's again).
-        job: The job as stored (None when unknown).
-    """
+    """The answer to :meth:`JobStore.claim`: the ``job`` as stored (None when unknown) and its
+    ``status``: ``"unknown"``, ``"created"`` (now this process's), ``"mine"``, ``"adopted"``
+    (its owner was gone), ``"foreign"`` (a live process owns it), ``"final"`` (finished) or
+    ``"reopened"`` (finished, and this process's again)."""
 
     status: ClaimStatus
     job: StoredJob | None
 
     @property
     def owned(self) -> bool:
-        """True when this process now owns the job and must run it."""
+        """Whether this process now owns the job and must run it."""
         return self.status in ("created", "mine", "adopted", "reopened")
 
 
@@ -572,18 +524,13 @@ class JobStore(Protocol):
     """
 
     async def load(self, key: str) -> StoreRecord | None:
-        """The record for ``key``, or None if the journal never saw it."""
+        """The record for ``key``, or None."""
 
     async def claim(
         self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
     ) -> Claim:
-        """Make this process the one that runs ``key``, unless a live process does.
-
-        Args:
-            key: The job.
-            create: Create the job, owned here, if nobody knows it.
-            reopen: Take the job even if it finished (a new run must do it again).
-        """
+        """Make this process the one that runs ``key``, unless a live process does;
+        ``create`` it if nobody knows it; ``reopen``: take it even if it finished."""
 
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
         """A POST for ``key`` (its ``attempt``-th) is about to be sent."""
@@ -592,7 +539,7 @@ class JobStore(Protocol):
         """The POST for ``key`` created ``task_id``."""
 
     async def record_finished(self, result: JobResult) -> None:
-        """The job ended; store its outcome (state, task, videos, error, failure class)."""
+        """The job ended with ``result``."""
 
     async def record_files(self, key: str, files: Sequence[Path]) -> None:
         """The job's videos were downloaded to ``files``."""

@@ -1,8 +1,5 @@
-"""The resume policy: how a new run takes up a journal record (pure; see the batches guide).
-
-The scheduler applies :func:`reopened` to each record; ``grok-imagine batch`` counts
-:func:`reopening` kinds to tell what it will try again.
-"""
+"""The resume policy: how a new run takes up a journal record (pure; see the batches guide):
+the scheduler applies :func:`reopened`, ``grok-imagine batch`` counts :func:`reopening`s."""
 
 from __future__ import annotations
 
@@ -14,35 +11,32 @@ from .._errors import AmbiguousSubmitError, GrokImagineError, TaskFailedError
 from .._models import FailureClass, GenerationRequest, Task, TaskStatus
 from .jobs import JobResult, StoreRecord, StoreState, request_digest
 
-FINAL_STATES = frozenset({StoreState.COMPLETED, StoreState.FAILED})
-"""Records in these states are replayed, not resumed."""
+FINAL_STATES = frozenset({StoreState.COMPLETED, StoreState.FAILED})  # replayed, not resumed
 
 
 class Reopening(enum.Enum):
-    """Why a new run takes an earlier record up differently from how it was left."""
+    """Why a new run takes a record up differently from how it was left: ``UNPAID``, refused
+    before any charge (by the budget, or the API on a first submission): submitted afresh;
+    ``UNDOWNLOADED``, completed but its download failed: downloaded again; ``AMBIGUOUS``,
+    outcome unknown and the client resubmits those: sent again."""
 
     NONE = "none"
-    """Taken as it is."""
     UNPAID = "unpaid"
-    """Refused before it could be charged (budget, or the API): submitted afresh."""
     UNDOWNLOADED = "undownloaded"
-    """Completed, but its download failed: downloaded again."""
     AMBIGUOUS = "ambiguous"
-    """Outcome unknown, and the client resubmits those: sent again."""
 
 
 def reopening(record: StoreRecord, *, resubmit_ambiguous: bool) -> Reopening:
-    """How a new run reopens ``record`` (see :func:`reopened`)."""
-    if never_paid(record):
-        return Reopening.UNPAID
-    if record.state is StoreState.FAILED and record.videos:
-        return Reopening.UNDOWNLOADED
-    if (
-        resubmit_ambiguous
-        and record.state is StoreState.FAILED
-        and record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
-        and not record.task_id
+    if record.state is not StoreState.FAILED:
+        return Reopening.NONE
+    failure = record.failure_class
+    if failure is FailureClass.BUDGET_EXCEEDED or (
+        failure is FailureClass.REQUEST_ERROR and record.task_id is None
     ):
+        return Reopening.UNPAID
+    if record.videos:
+        return Reopening.UNDOWNLOADED
+    if resubmit_ambiguous and failure is FailureClass.AMBIGUOUS_SUBMIT and not record.task_id:
         return Reopening.AMBIGUOUS
     return Reopening.NONE
 
@@ -62,16 +56,6 @@ def reopened(record: StoreRecord, *, resubmit_ambiguous: bool) -> StoreRecord | 
     return record
 
 
-def never_paid(record: StoreRecord) -> bool:
-    """A failure refused before any charge, which a new run may not meet: by the budget (a
-    resubmission too), or by the API on a first submission."""
-    if record.state is not StoreState.FAILED:
-        return False
-    if record.failure_class is FailureClass.BUDGET_EXCEEDED:
-        return True
-    return record.failure_class is FailureClass.REQUEST_ERROR and record.task_id is None
-
-
 def must_retake(
     record: StoreRecord, request: GenerationRequest, *, resubmit_ambiguous: bool
 ) -> bool:
@@ -82,7 +66,7 @@ def must_retake(
 
 
 def journal_error(record: StoreRecord) -> GrokImagineError:
-    """The exception a FAILED record's replayed result carries."""
+    """The exception a FAILED record's replay carries."""
     if record.failure_class is FailureClass.AMBIGUOUS_SUBMIT:
         return AmbiguousSubmitError(record.error or "submission outcome unknown")
     if record.task_id:
@@ -108,13 +92,13 @@ def replayed_task(record: StoreRecord) -> Task:
 
 
 def same_request(record: StoreRecord, request: GenerationRequest) -> bool:
-    """True if ``record`` was made for ``request`` (a key whose prompt changed is a new job)."""
+    """Whether ``record`` was made for ``request`` (a key whose prompt changed is a new job)."""
     recorded = record.request_digest or request_digest(record.request)
     return recorded == request_digest(request)
 
 
 def recorded_result(record: StoreRecord, request: GenerationRequest, *, at: float) -> JobResult:
-    """The result a finished ``record`` stands for, as a replay of it yields (no request)."""
+    """The result a finished ``record`` stands for (a replay, no request)."""
     failed = record.state is StoreState.FAILED
     return JobResult(
         key=record.key,

@@ -1,7 +1,5 @@
-"""The job scheduler: fan out many generations, poll them against the quota, stream results
-(``generate_many``). Its task group runs submitters, a dispatcher and pollers, and
-downloaders, sharing one ``Books``; how it runs is one frozen :class:`SchedulerConfig`.
-"""
+"""The job scheduler: its task group runs submitters, pollers and downloaders sharing one
+``Books``; ``generate_many`` streams its results."""
 
 from __future__ import annotations
 
@@ -10,7 +8,6 @@ import os
 import random
 from collections import Counter
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Callable,
@@ -33,7 +30,7 @@ from .._journal.sqlite import open_journal
 from .._limiting.protocol import Priority
 from .._models import FailureClass, GenerationRequest
 from .._observe import observed_hook
-from .._progress import Progress, ProgressHook, report_progress
+from .._progress import ProgressHook, report_progress
 from .api import SchedulerClient
 from .books import Books, CreditBudget
 from .breaker import Breaker, BreakerPolicy
@@ -61,8 +58,7 @@ from .submitting import Submitter
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-REQUESTS_PER_JOB = 2.2
-"""Requests one job costs: one POST plus about 1.2 polls, what the poll schedule aims for."""
+REQUESTS_PER_JOB = 2.2  # one POST plus about 1.2 polls, what the poll schedule aims for
 
 PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
     "throughput": (Priority.HIGH, Priority.LOW),
@@ -75,8 +71,7 @@ class _FromSettings:
         return "<client.settings.breaker>"
 
 
-FROM_SETTINGS: Any = _FromSettings()
-"""``breaker``'s default: the client's ``settings.breaker`` (None turns the breaker off)."""
+FROM_SETTINGS: Any = _FromSettings()  # breaker=: the client's settings.breaker
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,27 +81,21 @@ class SchedulerConfig:
     Args:
         max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
             plan sustains by Little's law.
-        poll: The poll schedule while the quota is idle (default: the client's
-            ``settings.poll``).
+        poll: The poll schedule while the quota is idle (default: ``settings.poll``).
         resubmit: How many times one job may be resubmitted after a retryable failure.
         resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
-        max_downloads: Concurrent downloads.
         results_buffer: When that many results wait unread, submissions pause (polls go on).
-        duration_model: The starting duration model (default: its prior median is the
-            client's ``settings.expected_duration``).
+        duration_model: The starting duration model (default: its prior median is
+            ``settings.expected_duration``).
         rng: Source of poll jitter (seed it for reproducible simulations).
         favor: What gets the quota first when it is the bottleneck: ``"throughput"``
-            (submissions: the batch ends soonest; the default) or ``"latency"`` (polls: each
-            job is noticed sooner; the FastAPI integration's default).
+            (submissions; the default) or ``"latency"`` (polls; FastAPI's default).
         breaker: When the batch pauses on an outage or stops on systematic refusals
-            (:class:`~grok_imagine_async.batch.BreakerPolicy`). Default: the client's
+            (:class:`~grok_imagine_async.batch.BreakerPolicy`). Default:
             ``settings.breaker``; None: never.
 
     Raises:
         ValueError: On a count below its minimum or an unknown ``favor``.
-
-    Example:
-        >>> config = SchedulerConfig(max_in_flight=8, favor="latency")
     """
 
     max_in_flight: int | None = None
@@ -133,8 +122,7 @@ class SchedulerConfig:
 
 
 class SchedulerOptions(TypedDict, total=False):
-    """The keywords of :class:`~grok_imagine_async.JobScheduler` beside ``config=`` (also
-    ``generate_many``'s), documented there."""
+    """:class:`~grok_imagine_async.JobScheduler`'s keywords beside ``config=``."""
 
     max_credits: int | None
     journal: JobStore | str | os.PathLike[str] | None
@@ -144,7 +132,7 @@ class SchedulerOptions(TypedDict, total=False):
 
 
 def queue_wait(queued: int, *, requests_per_second: float) -> float:
-    """Seconds for the quota to carry ``queued`` jobs, at :data:`REQUESTS_PER_JOB` each."""
+    """Seconds for the quota to carry ``queued`` jobs."""
     return queued * REQUESTS_PER_JOB / max(requests_per_second, 1e-9)
 
 
@@ -157,18 +145,16 @@ class JobScheduler:
     """Runs many generations through one client, within its quota and an optional budget.
 
     Args:
-        client: The client (an :class:`AsyncGrokImagine`: its token, limiter and retry policy).
-        config: How it runs its jobs (concurrency, polling, resubmissions, breaker...); see
-            :class:`~grok_imagine_async.batch.SchedulerConfig`.
+        client: The client (its token, limiter and retry policy).
+        config: How it runs its jobs (a :class:`~grok_imagine_async.batch.SchedulerConfig`).
         stream_results: Buffer finished jobs for :meth:`results` from the start (otherwise
-            only from the first call of :meth:`results`).
-        **options: ``max_credits``: budget, no job is started if it could take spending past
-            it. ``journal``: a :class:`~grok_imagine_async.abc.JobStore`, or a path for a
-            SQLite journal, to resume after a crash. ``download_dir``: if given, completed
-            jobs' videos are downloaded there, before the job counts as finished.
-            ``file_stem``: the stem of a job's video files, from its key (default: the key),
-            e.g. ``JobFile(path, name=...).check().file_stem``. ``on_event``: a hook
-            receiving every :class:`JobEvent` (progress displays).
+            from its first call).
+        **options: ``max_credits``: no job is started if it could take spending past it.
+            ``journal``: a :class:`~grok_imagine_async.abc.JobStore`, or a path for a
+            SQLite journal, to resume after a crash. ``download_dir``: completed jobs'
+            videos are downloaded there before they count as finished. ``file_stem``: the
+            stem of a job's video files, from its key (default: the key). ``on_event``: a
+            hook receiving every :class:`JobEvent`.
 
     Raises:
         ValueError: If ``max_credits`` is negative.
@@ -218,7 +204,6 @@ class JobScheduler:
             streaming=stream_results,
         )
         self._repeats: Counter[int] = Counter()  # request digest: copies seen (with a journal)
-        self._cancelled = False
         self._running: AbstractAsyncContextManager[JobScheduler] | None = None
         self._submitter: Submitter | None = None
         self._poller: Poller | None = None
@@ -239,7 +224,7 @@ class JobScheduler:
 
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[JobScheduler]:
-        """Start the workers; on a normal exit wait for every job; raise the fatal error."""
+        """Start the workers; a normal exit waits for every job; raise the fatal error."""
         books, config = self._books, self._config
         downloads = None
         if self._download_dir is not None:  # checked before anything is paid for
@@ -276,7 +261,8 @@ class JobScheduler:
             async with anyio.create_task_group() as tg:
                 books.tg = tg
                 for _ in range(_SUBMITTERS):
-                    books.start(self._submit_from, queue_recv)
+                    books.start(self._submit_from, queue_recv, submitter, poller)
+
                 for _ in range(_POLLERS):
                     books.start(poller.run)
                 books.start(poller.dispatch)
@@ -294,9 +280,9 @@ class JobScheduler:
                 except BaseException as exc:  # the caller's: raised as is, not in a group
                     caller_error = exc
                 else:
-                    if not self._cancelled:  # a normal exit waits for every job
+                    if not books.halted:  # a normal exit waits for every job
                         self.close_input()
-                        await books.wait_for(self._drained)
+                        await books.wait_for(books.drained)
                 tg.cancel_scope.cancel()
         finally:
             queue_send.close()
@@ -312,12 +298,9 @@ class JobScheduler:
             raise caller_error
 
     def cancel(self) -> None:
-        """Stop everything now (no submissions, no polls); the block then exits. Jobs already
-        submitted stay in the journal, if any, and resume next time."""
-        self._cancelled = True
+        """Stop everything now; the block then exits (a journal resumes the jobs paid for)."""
         self._books.close_input()
-        if self._books.tg is not None:
-            self._books.tg.cancel_scope.cancel()
+        self._books.halt()
 
     def close_input(self) -> None:
         """Declare that no more jobs will be submitted: :meth:`results` ends after the last."""
@@ -327,11 +310,10 @@ class JobScheduler:
         self, request: GenerationRequest | JobSpec | str, *, key: str | None = None
     ) -> Job:
         """Queue one generation and return its :class:`Job` handle (waits only while the queue
-        is full; the POST is sent in the background, through the rate limiter).
+        is full; the POST is sent in the background).
 
         Raises:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
-            TypeError: If ``request`` is of none of those types.
             ValueError: If ``key`` is already used by a job that has not finished.
             SchedulerClosedError: If the scheduler is not running or its input was closed.
         """
@@ -360,17 +342,18 @@ class JobScheduler:
         await self._queue.send(job)
         return job.handle
 
-    async def _submit_from(self, queue: ObjectReceiveStream[JobRecord]) -> None:
+    async def _submit_from(
+        self, queue: ObjectReceiveStream[JobRecord], submitter: Submitter, poller: Poller
+    ) -> None:
         """One submitter: send each queued job's POST, then hand it to the pollers."""
-        async for job in queue:
-            await self._books.for_job(job, self._start(job))
 
-    async def _start(self, job: JobRecord) -> None:
-        assert self._submitter is not None
-        assert self._poller is not None
-        await self._submitter.start(job)
-        if job.state is JobState.RUNNING:  # its task exists (sent, or resumed from a journal)
-            self._poller.watch(job)
+        async def start(job: JobRecord) -> None:
+            await submitter.start(job)
+            if job.state is JobState.RUNNING:  # its task exists (sent, or resumed)
+                poller.watch(job)
+
+        async for job in queue:
+            await self._books.for_job(job, start(job))
 
     def _key_for(self, request: GenerationRequest) -> str:
         """With a journal, the same key on every run (repeats numbered in input order); else
@@ -386,32 +369,25 @@ class JobScheduler:
         return request_key(request, occurrence)
 
     def feed(self, items: Iterable[Any] | AsyncIterable[Any], *, strict: bool = False) -> None:
-        """Submit every item of ``items`` (:class:`GenerationRequest`, :class:`JobSpec` or
-        prompt strings) in the background, read lazily a queue ahead, then close the input.
+        """Submit every item of ``items`` in the background, read lazily, then close the input.
 
         An invalid item becomes a failed result with an :class:`InvalidRequestError` whose
         ``item`` is its 1-based position; with ``strict=True`` (and on an error raised by
-        ``items``) the batch stops instead: the jobs submitted are polled to their end, then
-        the error is raised when the block exits.
+        ``items``) the batch stops instead, raising the error when the block exits once the
+        jobs submitted were polled to their end.
         """
         assert self._poller is not None, "feed() needs a running scheduler"
         self._books.start(self._feed, items, strict)
 
     async def _feed(self, items: Iterable[Any] | AsyncIterable[Any], strict: bool) -> None:
-        books = self._books
+        position = 0
         try:
-            if isinstance(items, AsyncIterable):
-                position = 0
-                async for item in items:
-                    position += 1
-                    if not await self._feed_one(item, position, strict):
-                        return
-            else:
-                for position, item in enumerate(items, 1):
-                    if not await self._feed_one(item, position, strict):
-                        return
+            async for item in _as_async(items):
+                position += 1
+                if not await self._feed_one(item, position, strict):
+                    return
         except Exception as exc:  # the input itself failed: what was paid for is seen through
-            books.stop(exc, drain=True)
+            self._books.stop(exc, drain=True)
             return
         self.close_input()
 
@@ -444,23 +420,10 @@ class JobScheduler:
             await books.finish(job, error=error, failure_class=failure, record=False)
         return True
 
-    async def results(self) -> AsyncGenerator[JobResult, None]:
-        """Yield each :class:`JobResult` as its job finishes, until the input is closed and
-        every job finished. Submissions pause while ``results_buffer`` results wait unread."""
-        books = self._books
-        books.streaming = True
-        while True:
-            while books.backlog:
-                result = books.backlog.popleft()
-                books.notify()
-                yield result
-            if self._drained():
-                return
-            await books.wait_for(lambda: bool(books.backlog) or self._drained())
-
-    def _drained(self) -> bool:
-        books = self._books
-        return (books.input_closed and books.unfinished() == 0) or books.halted
+    def results(self) -> JobResults:
+        """Each :class:`JobResult` as its job finishes, until the input is closed and every
+        job finished (submissions pause while ``results_buffer`` wait unread)."""
+        return JobResults(self)
 
     def statistics(self) -> SchedulerStatistics:
         """A frozen snapshot of the scheduler's counters."""
@@ -495,13 +458,13 @@ class JobScheduler:
 
     @property
     def duration_model(self) -> DurationModel:
-        """How long videos take, learnt as jobs complete (``config.duration_model``, else one
-        expecting the client's ``settings.expected_duration``): what ``Job.progress`` uses."""
+        """How long videos take, learnt as jobs complete: what ``Job.progress`` uses."""
         return self._planner.model
 
     def _current_cap(self) -> int:
-        """``max_in_flight``, by default eight times Little's law (jobs per second the quota
-        carries x seconds in flight), so a saturated quota never idles for lack of work."""
+        """By default eight times Little's law, so a saturated quota never idles for lack of
+        work."""
+
         if self._config.max_in_flight is not None:
             return self._config.max_in_flight
         in_flight = self._planner.model.mean + self._planner.policy.wait_initial
@@ -535,10 +498,10 @@ async def generate_many(
     async with scheduler, anyio.create_task_group() as group:
         scheduler.feed(items, strict=strict)
         if reporter is not None:
-            median = lambda: scheduler.statistics().predicted_duration  # noqa: E731
+            reporter.jobs = scheduler._books.jobs
             # Once a second for 30 s generations; faster on a faster server.
-            group.start_soon(reporter.run, median, client.settings.expected_duration / 30)
-        results = JobResults(scheduler)
+            group.start_soon(reporter.run, client.settings.expected_duration / 30)
+        results = scheduler.results()
         try:
             yield results
         finally:
@@ -548,8 +511,8 @@ async def generate_many(
 
 
 class JobResults(AsyncIterator[JobResult]):
-    """What ``generate_many`` yields: each :class:`JobResult` as its job finishes, and the
-    batch's :meth:`statistics` meanwhile.
+    """Each :class:`JobResult` as its job finishes (what ``generate_many`` yields and
+    ``JobScheduler.results()`` returns), and the batch's :meth:`statistics` meanwhile.
 
     Example:
         >>> async with client.generate_many(jobs) as results:  # doctest: +SKIP
@@ -559,17 +522,25 @@ class JobResults(AsyncIterator[JobResult]):
 
     def __init__(self, scheduler: JobScheduler) -> None:
         self._scheduler = scheduler
-        self._stream = scheduler.results()
+        self._closed = False
+        scheduler._books.streaming = True
 
     def __aiter__(self) -> JobResults:
         return self
 
     async def __anext__(self) -> JobResult:
-        return await self._stream.__anext__()
+        books = self._scheduler._books
+        if not self._closed:
+            await books.wait_for(lambda: bool(books.backlog) or books.drained())
+        if self._closed or not books.backlog:
+            raise StopAsyncIteration
+        result = books.backlog.popleft()
+        books.notify()
+        return result
 
     async def aclose(self) -> None:
         """Stop the stream (leaving the ``generate_many`` block does it too)."""
-        await self._stream.aclose()
+        self._closed = True
 
     def statistics(self) -> SchedulerStatistics:
         """A frozen snapshot of the batch's counters (:class:`SchedulerStatistics`)."""
@@ -577,32 +548,42 @@ class JobResults(AsyncIterator[JobResult]):
 
 
 class _Reporter:
-    """Calls ``on_progress`` per job: 0 at its submission (None if resumed: age unknown), on
-    each move while it runs, 1 at its end."""
+    """Calls ``on_progress`` with each running job's ``Job.progress`` when it moves (None if
+    resumed: age unknown), and 1 at its end."""
 
     def __init__(self, hook: ProgressHook, on_event: Callable[[JobEvent], None] | None) -> None:
         self._hook = hook
         self._on_event = on_event
-        self._running: dict[str, tuple[Progress, float | None]] = {}  # key: (shown, created)
+        self._shown: dict[str, float | None] = {}  # running jobs: the value last reported
+        self.jobs: dict[str, JobRecord] = {}  # the scheduler's unfinished jobs
 
     def observe(self, event: JobEvent) -> None:
-        key = event.key
-        if isinstance(event, (JobSubmitted, JobResumed)):
-            shown = self._running.get(key, (Progress(), None))[0]  # kept over a resubmission
-            created = event.at if isinstance(event, JobSubmitted) else None
-            self._running[key] = (shown, created)
-            report_progress(self._hook, key, shown.value if created is not None else None)
+        if isinstance(event, (JobSubmitted, JobResumed)) and event.key in self.jobs:
+            self._report(event.key, self.jobs[event.key].handle.progress)
         elif isinstance(event, JobFinished):
-            self._running.pop(key, None)
-            report_progress(self._hook, key, 1.0)
+            self._shown.pop(event.key, None)
+            report_progress(self._hook, event.key, 1.0)
         if self._on_event is not None:
             self._on_event(event)
 
-    async def run(self, median: Callable[[], float], interval: float) -> None:
+    def _report(self, key: str, value: float | None) -> None:
+        self._shown[key] = value
+        report_progress(self._hook, key, value)
+
+    async def run(self, interval: float) -> None:
         while True:
             await anyio.sleep(interval)
-            now, typical = anyio.current_time(), median()
-            for key, (shown, created) in list(self._running.items()):
-                before = shown.value
-                if created is not None and shown.running(now - created, typical) != before:
-                    report_progress(self._hook, key, shown.value)
+            for key, shown in list(self._shown.items()):
+                job = self.jobs.get(key)
+                value = None if job is None else job.handle.progress
+                if value is not None and value != shown:
+                    self._report(key, value)
+
+
+async def _as_async(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

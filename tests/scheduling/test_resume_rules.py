@@ -15,7 +15,6 @@ from grok_imagine_async._scheduling.resume import (
     FINAL_STATES,
     Reopening,
     journal_error,
-    never_paid,
     reopened,
     reopening,
     replayed_task,
@@ -43,8 +42,9 @@ def record(state: StoreState, **fields: object) -> StoreRecord:
     ],
 )
 def test_only_never_paid_failures_are_retried(fields: dict[str, object], expected: bool) -> None:
-    assert never_paid(record(StoreState.FAILED, **fields)) is expected
-    assert not never_paid(record(StoreState.INTENT))
+    unpaid = reopening(record(StoreState.FAILED, **fields), resubmit_ambiguous=False)
+    assert (unpaid is Reopening.UNPAID) is expected
+    assert reopening(record(StoreState.INTENT), resubmit_ambiguous=False) is Reopening.NONE
 
 
 def test_final_states() -> None:
