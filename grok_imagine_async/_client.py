@@ -398,25 +398,25 @@ class AsyncGrokImagine:
         """Generate many videos, streaming each :class:`JobResult` as its job finishes.
 
         The block yields a :class:`~grok_imagine_async.batch.JobResults`: iterate it for the
-        results, and call its ``statistics()`` for the batch's counters meanwhile.
-
-        A job's failure, or an invalid item's (unless ``strict``), is a result (``result.ok``
-        is False), not an exception. What stops the whole batch (a rejected token, an
-        unwritable journal, an error of ``requests``) raises when the block exits, once the
-        paid jobs were polled to their end; its ``pending_tasks`` lists the paid tasks whose
-        end was not recorded. Leaving the block early stops every job at once.
+        results; its ``statistics()`` gives the batch's counters meanwhile. A job's failure, or
+        an invalid item's (unless ``strict``), is a result (``result.ok`` is False). What stops
+        the whole batch (a rejected token, an unwritable journal, an error of ``requests``)
+        raises when the block exits, once the paid jobs were polled to their end, with the
+        paid tasks whose end was not recorded in its ``pending_tasks``. Leaving the block
+        early stops every job at once.
 
         Args:
             requests: Any iterable or async iterable of :class:`GenerationRequest`,
                 :class:`JobSpec` or prompt strings, read lazily.
-            config: How the scheduler runs the jobs (concurrency, polling, resubmissions,
-                breaker...): a :class:`~grok_imagine_async.batch.SchedulerConfig`.
+            config: How the scheduler runs the jobs: a
+                :class:`~grok_imagine_async.batch.SchedulerConfig`.
             strict: End the batch at the first invalid item (an :class:`InvalidRequestError`
                 whose ``item`` is its 1-based position), instead of a failed result for it.
             on_progress: Called as ``on_progress(key, progress)`` per job: 0 at its task's
                 creation, then :attr:`Job.progress` about once a second, 1 at its end.
             **options: :class:`JobScheduler`'s ``max_credits``, ``journal``,
                 ``download_dir``, ``file_stem`` and ``on_event``.
+
 
         Example:
             >>> async def main(client: AsyncGrokImagine) -> None:

@@ -144,7 +144,6 @@ class JobFile:
         """Every job with its file stem, and every bad line."""
         seen: dict[str, int] = {}  # key -> line, to name both lines of a duplicate
         names = _FileNames()
-        index = 0  # jobs so far: {index} of the name template
         repeats: Counter[str] = Counter()
         for entry in self._entries():
             if isinstance(entry, InputError):
@@ -152,35 +151,30 @@ class JobFile:
                 continue
             line, fields = entry
             try:
-                spec = self._spec(line, fields, repeats)
-            except InputError as exc:
-                yield exc
-                continue
-            assert spec.key is not None
-            first = seen.setdefault(spec.key, line)
-            if first != line:
-                yield InputError(
-                    self.path, line, f"duplicate id {spec.key!r} (already used on line {first})"
-                )
-                continue
-            index += 1
-            stem = self._name.format(key=spec.key, index=index, slug=_slug(spec.request.prompt))
-            clash = names.add(stem, spec.key, line)
-            if clash is not None:
-                yield InputError(
-                    self.path,
-                    line,
-                    f"id {spec.key!r} and id {clash[0]!r} (line {clash[1]}) could give their "
-                    f"videos the same file name (videos are named {self._name}.mp4, or "
-                    f"{self._name}_1.mp4, {self._name}_2.mp4... when a task has several)",
-                )
+                spec = self._spec(fields, repeats)
+                assert spec.key is not None
+                first = seen.setdefault(spec.key, line)
+                if first != line:
+                    raise ValueError(f"duplicate id {spec.key!r} (already used on line {first})")
+                slug = _slug(spec.request.prompt)
+                stem = self._name.format(key=spec.key, index=len(seen), slug=slug)
+                clash = names.add(stem, spec.key, line)
+                if clash is not None:
+                    raise ValueError(
+                        f"id {spec.key!r} and id {clash[0]!r} (line {clash[1]}) could give their "
+                        f"videos the same file name (videos are named {self._name}.mp4, or "
+                        f"{self._name}_1.mp4, {self._name}_2.mp4... when a task has several)"
+                    )
+            except ValueError as exc:
+                yield InputError(self.path, line, str(exc))
                 continue
             yield spec, stem
 
-    def _spec(self, line: int, fields: dict[str, Any], repeats: Counter[str]) -> JobSpec:
+    def _spec(self, fields: dict[str, Any], repeats: Counter[str]) -> JobSpec:
+        """The line's job, or ValueError saying what is wrong with it."""
         prompt = fields.get("prompt")
         if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
-            raise InputError(self.path, line, "missing prompt")
+            raise ValueError("missing prompt")
         try:  # the model checks every field's type and value
             request = GenerationRequest(
                 prompt=prompt,
@@ -190,32 +184,23 @@ class JobFile:
                 allow_unlisted=self._allow_unlisted,
             )
         except InvalidRequestError as exc:
-            raise InputError(self.path, line, "; ".join(exc.problems) or str(exc)) from None
+            raise ValueError("; ".join(exc.problems) or str(exc)) from None
         too_long = prompt_problem(request.prompt, self._limits)
         if too_long is not None:
-            raise InputError(self.path, line, too_long)
-        key = self._key(line, fields)
-        if key is None:
-            base = request_key(request)
-            key = request_key(request, repeats[base])
-            repeats[base] += 1
-        return JobSpec(request, key)
-
-    def _key(self, line: int, fields: dict[str, Any]) -> str | None:
+            raise ValueError(too_long)
         given = [fields[name] for name in ("id", "key") if fields.get(name) not in (None, "")]
         if not given:
-            return None
+            base = request_key(request)
+            repeats[base] += 1
+            return JobSpec(request, request_key(request, repeats[base] - 1))
         if len(given) == 2 and str(given[0]) != str(given[1]):
-            raise InputError(self.path, line, f"id {given[0]!r} and key {given[1]!r} disagree")
-        value = given[0]
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise InputError(self.path, line, f"id must be a string or an integer, got {value!r}")
-        key = str(value).strip()
+            raise ValueError(f"id {given[0]!r} and key {given[1]!r} disagree")
+        if isinstance(given[0], bool) or not isinstance(given[0], (str, int)):
+            raise ValueError(f"id must be a string or an integer, got {given[0]!r}")
+        key = str(given[0]).strip()
         if not safe_name(key, default=""):
-            raise InputError(
-                self.path, line, f"id {value!r} has no letter or digit to name its videos by"
-            )
-        return key
+            raise ValueError(f"id {given[0]!r} has no letter or digit to name its videos by")
+        return JobSpec(request, key)
 
     def _entries(self) -> Iterator[tuple[int, dict[str, Any]] | InputError]:
         try:

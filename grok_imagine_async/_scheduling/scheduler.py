@@ -380,45 +380,38 @@ class JobScheduler:
         self._books.start(self._feed, items, strict)
 
     async def _feed(self, items: Iterable[Any] | AsyncIterable[Any], strict: bool) -> None:
-        position = 0
+        books, position = self._books, 0
         try:
             async for item in _as_async(items):
                 position += 1
-                if not await self._feed_one(item, position, strict):
-                    return
+                try:
+                    await self.submit(item)
+                except SchedulerClosedError:
+                    return  # stopped (cancel(), a fatal error): read no further
+                except (InvalidRequestError, ValueError, TypeError) as exc:
+                    problems = exc.problems if isinstance(exc, InvalidRequestError) else (str(exc),)
+                    error = InvalidRequestError(
+                        f"input item {position}: {exc}", problems=problems, item=position
+                    )
+                    if strict:
+                        books.stop(error, drain=True)
+                        return
+                    key = f"invalid-{position}"
+                    if isinstance(item, JobSpec):
+                        request, key = item.request, item.key or key
+                    elif isinstance(item, GenerationRequest):
+                        request = item
+                    else:  # what was asked for, unvalidated, so the result can say it
+                        prompt = item if isinstance(item, str) else repr(item)
+                        request = GenerationRequest.model_construct(prompt=prompt)
+                    job = JobRecord(key, request, books.tally)
+                    books.emit(JobQueued(key=key, at=anyio.current_time()))
+                    failure = FailureClass.INVALID_INPUT
+                    await books.finish(job, error=error, failure_class=failure, record=False)
         except Exception as exc:  # the input itself failed: what was paid for is seen through
-            self._books.stop(exc, drain=True)
+            books.stop(exc, drain=True)
             return
         self.close_input()
-
-    async def _feed_one(self, item: Any, position: int, strict: bool) -> bool:
-        """Submit one input item; False once the input must not be read further."""
-        try:
-            await self.submit(item)
-        except SchedulerClosedError:
-            return False  # stopped (cancel(), a fatal error): read no further
-        except (InvalidRequestError, ValueError, TypeError) as exc:
-            problems = exc.problems if isinstance(exc, InvalidRequestError) else (str(exc),)
-            error = InvalidRequestError(
-                f"input item {position}: {exc}", problems=problems, item=position
-            )
-            if strict:
-                self._books.stop(error, drain=True)
-                return False
-            key = f"invalid-{position}"
-            if isinstance(item, JobSpec):
-                request, key = item.request, item.key or key
-            elif isinstance(item, GenerationRequest):
-                request = item
-            else:  # what was asked for, unvalidated, so the result can say it
-                prompt = item if isinstance(item, str) else repr(item)
-                request = GenerationRequest.model_construct(prompt=prompt)
-            books = self._books
-            job = JobRecord(key, request, books.tally)
-            books.emit(JobQueued(key=key, at=anyio.current_time()))
-            failure = FailureClass.INVALID_INPUT
-            await books.finish(job, error=error, failure_class=failure, record=False)
-        return True
 
     def results(self) -> JobResults:
         """Each :class:`JobResult` as its job finishes, until the input is closed and every
