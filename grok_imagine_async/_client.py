@@ -417,7 +417,6 @@ class AsyncGrokImagine:
             **options: :class:`JobScheduler`'s ``max_credits``, ``journal``,
                 ``download_dir``, ``file_stem`` and ``on_event``.
 
-
         Example:
             >>> async def main(client: AsyncGrokImagine) -> None:
             ...     async with client.generate_many(["a kite", "an owl"], max_credits=80) as out:
