@@ -1,5 +1,5 @@
-"""The in-process rate limiter: the waiter line and the feedback interpreter, with the
-bookkeeping of its own permits (grants, answers, places in the window)."""
+"""The in-process rate limiter: the waiter line, the feedback interpreter and the bookkeeping
+of its own permits."""
 
 from __future__ import annotations
 
@@ -116,32 +116,17 @@ class WindowLog:
 
 
 class LocalRateLimiter:
-    """Paces one process's requests to one token's quota, and follows the server's answers.
-
-    At most the plan's rate less ``headroom``, in bursts as large as ``X-RateLimit-Remaining``
-    shows the server holds; others' use of the token is left to them; a 429 pauses every
-    sender and halves the rate believed; no window ever holds more than the quota (see the
-    rate-limits guide). Polls go before submissions; a cancelled ``acquire`` takes no permit.
-    Shared by the tasks and clients of one token in one event loop (asyncio or trio); for
-    several processes, ``grok_imagine_async.redis.RedisRateLimiter``.
+    """Paces one process's requests to one token's quota and follows the server's answers
+    (the model: the rate-limits guide), for the tasks of one event loop (asyncio or trio).
 
     Args:
-        limit: ``"free"``, ``"pro"``, ``"enterprise"``, a :class:`Plan` or a :class:`RateLimit`
-            (whose ``period`` tests may scale down).
+        limit: A plan, its name, a :class:`RateLimit` or a quota text (``"100/6s"``).
         headroom: Fraction of the interval added between permits, ``0 < headroom <= 0.5``.
-        default_pause: Seconds to pause after a 429 that says neither ``Retry-After`` nor
-            ``X-RateLimit-Reset``; default one period, the only wait that clears any window.
-        clock: Source of timestamps; it must move with the event loop's (waits are slept there).
+        default_pause: Seconds to pause after a 429 that names no time (default one period).
+        clock: Source of timestamps; it must move with the event loop's.
 
     Raises:
-        ValueError: On an unknown plan name or a headroom out of range.
-
-    Example:
-        >>> limiter = LocalRateLimiter("pro")
-        >>> async def send() -> None:
-        ...     permit = await limiter.acquire()
-        ...     ...  # send the request, then report the answer's headers:
-        ...     await limiter.observe(RateLimitFeedback(permit, 200, remaining=998))
+        ValueError: On an unknown plan name, a headroom out of range or a negative pause.
     """
 
     def __init__(
@@ -183,7 +168,7 @@ class LocalRateLimiter:
 
     @property
     def headroom(self) -> float:
-        """The fraction of the interval added between permits."""
+        """Fraction of the interval added between permits."""
         return self._headroom
 
     @property
@@ -193,7 +178,7 @@ class LocalRateLimiter:
 
     @property
     def rate(self) -> float:
-        """The pace in permits per second: the plan's, less 429s' halvings and others' share."""
+        """The pace in permits per second (the plan's, less 429s' halvings and others' use)."""
         return self._estimate.pace
 
     def __repr__(self) -> str:

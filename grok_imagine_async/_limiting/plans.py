@@ -7,8 +7,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-# "100/6s", "2000/min", "100 / 1.5 min", "5000/h", "100/60" (bare seconds). The unit words are
-# the ones people write in configuration files; anything else is refused with the syntax.
+# "100/6s", "2000/min", "100 / 1.5 min", "5000/h", "100/60" (bare seconds).
 _QUOTA = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d*)?|\.\d+)?\s*([a-z]*)\s*$", re.IGNORECASE)
 _UNITS = {
     **dict.fromkeys(("", "s", "sec", "second", "seconds"), 1.0),
@@ -22,16 +21,8 @@ QUOTA_SYNTAX = "REQUESTS/PERIOD, e.g. 100/6s, 2000/min, 5000/1h"
 class RateLimit:
     """A quota of ``requests`` per ``period`` seconds, counting every request.
 
-    Args:
-        requests: How many requests the server admits per period. Must be positive.
-        period: The window length in seconds (60 on the real service; tests scale it down).
-
     Raises:
         ValueError: If either value is not positive.
-
-    Example:
-        >>> RateLimit(100, 3.0).interval
-        0.03
     """
 
     requests: int
@@ -54,19 +45,10 @@ class RateLimit:
 
     @classmethod
     def parse(cls, text: str) -> RateLimit:
-        """Read a quota written as ``REQUESTS/PERIOD``.
-
-        The period is a number with a unit (``s``, ``min``, ``h``, or their long forms), a unit
-        alone (one of it), or a bare number of seconds.
+        """Read a quota written as ``REQUESTS/PERIOD`` (``100/6s``, ``2000/min``, ``5000/h``).
 
         Raises:
             ValueError: If the text is not a quota, or either part is not positive.
-
-        Example:
-            >>> RateLimit.parse("100/6s")
-            RateLimit(requests=100, period=6.0)
-            >>> RateLimit.parse("2000/min").per_second
-            33.333333333333336
         """
         match = _QUOTA.match(text)
         if match is None or match.group(3).lower() not in _UNITS:
@@ -86,7 +68,7 @@ class RateLimit:
 
 
 class Plan(enum.Enum):
-    """The provider's plan tiers, by requests per minute per token."""
+    """The provider's plan tiers."""
 
     FREE = "free"
     PRO = "pro"
@@ -99,12 +81,12 @@ class Plan(enum.Enum):
 
     @property
     def rate_limit(self) -> RateLimit:
-        """The plan's quota as a :class:`RateLimit` over 60 seconds."""
+        """The plan's quota over 60 seconds."""
         return RateLimit(self.requests_per_minute, 60.0)
 
     @classmethod
     def parse(cls, value: str | Plan) -> Plan:
-        """Read a plan from its name (case-insensitive) or return it unchanged.
+        """A plan from its name (case-insensitive), or ``value`` if a plan already.
 
         Raises:
             ValueError: If the name is not one of ``free``, ``pro``, ``enterprise``.
@@ -122,27 +104,14 @@ _PLAN_RPM = {Plan.FREE: 100, Plan.PRO: 1000, Plan.ENTERPRISE: 5000}
 
 
 def resolve_rate_limit(plan: str | Plan | RateLimit) -> RateLimit:
-    """Turn a plan, a plan name or a quota text into the :class:`RateLimit` to keep to.
-
-    Args:
-        plan: A :class:`Plan` or its name (``"pro"``), a :class:`RateLimit`, or a custom quota
-            as text (``"100/6s"``, ``"2000/min"``; see :meth:`RateLimit.parse`).
-
-    Raises:
-        ValueError: If the text is neither a plan name nor a quota.
-
-    Example:
-        >>> resolve_rate_limit("free")
-        RateLimit(requests=100, period=60.0)
-    """
+    """The :class:`RateLimit` of a plan, a plan name or a quota text (``"100/6s"``)."""
     if isinstance(plan, RateLimit):
         return plan
     if isinstance(plan, str) and "/" in plan:
         return RateLimit.parse(plan)
     try:
-        tier = Plan.parse(plan)
+        return Plan.parse(plan).rate_limit
     except ValueError:
         raise ValueError(
             f"unknown plan {plan!r}: expected free, pro, enterprise or a quota ({QUOTA_SYNTAX})"
         ) from None
-    return RateLimit(tier.requests_per_minute, 60.0)

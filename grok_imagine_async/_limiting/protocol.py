@@ -11,33 +11,22 @@ from .plans import RateLimit
 
 
 class Priority(enum.IntEnum):
-    """Who goes first when several requests wait for a permit (lower value first).
-
-    Standalone calls use ``POLL`` for status reads and ``SUBMIT`` for submissions, so finished
-    work is learnt of first; the scheduler chooses ``HIGH``/``LOW`` for itself.
-    """
+    """Who goes first when several requests wait for a permit (lower value first): ``URGENT``
+    (a canary deciding whether a batch goes on paying), then ``HIGH``, then ``LOW``. Calls made
+    outside a scheduler poll at ``POLL`` (``HIGH``) and submit at ``SUBMIT`` (``LOW``)."""
 
     URGENT = -1
-    """Before all others: a look that decides whether a batch goes on paying (a canary)."""
     HIGH = 0
-    """Served first among the rest."""
     LOW = 1
-    """Served when no ``HIGH`` request waits."""
     POLL = 0
-    """A status poll made outside a scheduler (same as ``HIGH``)."""
     SUBMIT = 1
-    """A submission made outside a scheduler (same as ``LOW``)."""
 
 
 @dataclass(slots=True)
 class Permit:
-    """The right to send one request, as granted by a limiter (a plain record: one is built
-    per request, and a frozen one costs three times as much).
-
-    Attributes:
-        granted_at: When it was granted, on the limiter's clock.
-        serial: Increasing number of the grant within this limiter (ties feedback to order).
-    """
+    """The right to send one request: when it was granted (on the limiter's clock) and its
+    increasing number within the limiter (not frozen: one is built per request, three times
+    cheaper)."""
 
     granted_at: float
     serial: int
@@ -45,16 +34,9 @@ class Permit:
 
 @dataclass(slots=True)
 class RateLimitFeedback:
-    """What one answer told us about the quota; handed to :meth:`RateLimiter.observe` (a plain
-    record, like :class:`Permit`).
-
-    Attributes:
-        permit: The permit under which the request was sent.
-        status_code: The HTTP status (429 means the server refused for rate).
-        remaining: ``X-RateLimit-Remaining`` if readable.
-        reset_after: Seconds from the answer until the window resets (either header format).
-        retry_after: ``Retry-After`` in seconds, if given.
-    """
+    """What one answer under ``permit`` told of the quota, for :meth:`RateLimiter.observe`:
+    ``X-RateLimit-Remaining``, and ``X-RateLimit-Reset`` and ``Retry-After`` in seconds from the
+    answer (None when absent or unreadable)."""
 
     permit: Permit
     status_code: int
@@ -64,7 +46,7 @@ class RateLimitFeedback:
 
     @property
     def rate_limited(self) -> bool:
-        """True when the server refused this request for rate (HTTP 429)."""
+        """HTTP 429."""
         return self.status_code == 429
 
 
@@ -73,15 +55,11 @@ class LimiterStatistics:
     """A snapshot of a limiter's counters.
 
     Attributes:
-        limit: The quota this limiter enforces.
-        permits_granted: Permits handed out since creation.
-        waiting: Acquirers waiting right now.
-        total_wait_time: Seconds spent waiting, summed over all acquirers (cancelled included).
+        total_wait_time: Seconds waited, summed over all acquirers (cancelled included).
         server_pauses: Times a server answer (429 or ``Remaining: 0``) paused every sender.
-        rate_limited_responses: HTTP 429 answers reported through ``observe``.
         paused_until: Clock time until which all senders are paused, or None.
-        stalled_for: Seconds the acquirers waiting now have gone without a permit (0.0 when
-            none waits); far beyond a period, the limiter is stuck: what a health check reports.
+        stalled_for: Seconds the acquirers waiting now have gone without a permit; far beyond
+            a period, the limiter is stuck (what a health check reports).
     """
 
     limit: RateLimit
@@ -103,17 +81,13 @@ class RateLimiter(Protocol):
         """The quota being enforced."""
 
     async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
-        """Wait until one more request may be sent without exceeding the quota.
-
-        Cancelling a waiting call consumes no permit.
-        """
+        """Wait until one more request may be sent within the quota (cancelled: no permit)."""
 
     async def observe(self, feedback: RateLimitFeedback) -> None:
-        """Take the server's word on the quota into account (it overrides local estimates)."""
+        """Take the server's word on the quota (it overrides local estimates)."""
 
     def give_back(self, permit: Permit) -> None:
-        """The request sent under ``permit`` never reached the server (it failed to connect, so
-        nothing was counted): give its quota back."""
+        """The request sent under ``permit`` never reached the server: give its quota back."""
 
     def statistics(self) -> LimiterStatistics:
         """A frozen snapshot of the counters."""
