@@ -273,10 +273,11 @@ def read_rate_limit_headers(
     """The limiter's feedback from one answer: ``X-RateLimit-Remaining``, ``X-RateLimit-Reset``
     and ``Retry-After`` of lower-cased (or case-insensitive) ``headers``, in seconds from now
     (rule 4); unreadable values become None."""
-    return RateLimitFeedback(
-        permit=permit,
-        status_code=status_code,
-        remaining=parse_remaining(headers.get("x-ratelimit-remaining")),
-        reset_after=parse_reset(headers.get("x-ratelimit-reset"), now_unix=now_unix),
-        retry_after=parse_retry_after(headers.get("retry-after"), now_unix=now_unix),
+    retry_after = headers.get("retry-after")  # absent from most answers
+    return RateLimitFeedback(  # positional: keywords cost twice as much, on every answer
+        permit,
+        status_code,
+        parse_remaining(headers.get("x-ratelimit-remaining")),
+        parse_reset(headers.get("x-ratelimit-reset"), now_unix=now_unix),
+        None if retry_after is None else parse_retry_after(retry_after, now_unix=now_unix),
     )

@@ -29,7 +29,7 @@ from ._errors import (
     ServerError,
 )
 from ._http import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_bounded
-from ._limiting.protocol import Permit, Priority, RateLimiter
+from ._limiting.protocol import Permit, Priority, RateLimiter, RateLimitFeedback
 from ._models import GenerationRequest
 from ._observe import Observer, RequestAttempt, end_attempt, mark_sent, start_attempt
 from ._protocol import find_error, has_error_body, read_rate_limit_headers
@@ -244,7 +244,15 @@ class Sender:
                 if failure is not None:
                     raise failure
                 assert response is not None
-                return await self._answer(response, raw, permit, method, path, probe)
+                headers = _read_headers(response.headers)
+                status = response.status_code
+                feedback = read_rate_limit_headers(
+                    headers, permit=permit, status_code=status, now_unix=self._clock.unix()
+                )
+                if probe is not None:
+                    probe.status_code, probe.remaining = status, feedback.remaining
+                await self._limiter.observe(feedback)
+                return self._read(response, raw, headers, feedback, method, path)
         finally:
             if response is not None and not response.is_closed:  # read to its end, closed
                 with anyio.CancelScope(shield=True):
@@ -276,23 +284,16 @@ class Sender:
         # Timeouts included: the request may have arrived, and its answer is lost.
         return _Failed(kind(text, method=method, path=path), sent=True)
 
-    async def _answer(
+    def _read(
         self,
         response: httpx.Response,
         raw: bytes,
-        permit: Permit,
+        headers: dict[str, str],
+        feedback: RateLimitFeedback,
         method: str,
         path: str,
-        probe: RequestAttempt | None,
     ) -> Any:
-        headers = _read_headers(response.headers)
-        status = response.status_code
-        feedback = read_rate_limit_headers(
-            headers, permit=permit, status_code=status, now_unix=self._clock.unix()
-        )
-        if probe is not None:
-            probe.status_code, probe.remaining = status, feedback.remaining
-        await self._limiter.observe(feedback)
+        """The answer's ``data``, or the error it carries."""
         # Content-Type parsing (email.message) costs more than the rest: only for a charset.
         charset = "charset" in headers.get("content-type", "").lower() and response.charset_encoding
         try:
@@ -310,6 +311,7 @@ class Sender:
         if body is _TOO_DEEP:
             too_deep = f"{method} {path} answered with JSON nested too deep to read"
             raise APIResponseValidationError(too_deep, method=method, path=path)
+        status = response.status_code
         hint = feedback.retry_after  # a refusal for rate without one: the window's reset
         if hint is None and status == 429:
             hint = feedback.reset_after
