@@ -175,12 +175,15 @@ class JobFile:
         prompt = fields.get("prompt")
         if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
             raise ValueError("missing prompt")
+        images = fields.get("images")
+        if self.format == "csv" and images:  # a cell: a JSON list, or URLs apart
+            images = _images(images)
         try:  # the model checks every field's type and value
             request = GenerationRequest(
                 prompt=prompt,
                 mode=fields.get("mode") or self._mode or "normal",
                 ratio=fields.get("ratio") or self._ratio or "1:1",
-                images=fields.get("images") or None,
+                images=images or None,
                 allow_unlisted=self._allow_unlisted,
             )
         except InvalidRequestError as exc:
@@ -288,15 +291,9 @@ class JobFile:
                 problem = f"{len(row)} values but the header names {len(header)} columns"
                 yield InputError(self.path, line, problem)
                 continue
-            fields: dict[str, Any] = {}
-            try:
-                for name, cell in zip(header, row, strict=False):  # short rows: cells left unset
-                    if cell.strip():
-                        fields[name] = _images(self.path, line, cell) if name == "images" else cell
-            except InputError as exc:
-                yield exc
-                continue
-            yield line, fields
+            cells = zip(header, row, strict=False)  # a short row leaves its last cells unset
+            yield line, {name: cell for name, cell in cells if cell.strip()}
+
         if header is None:
             yield InputError(self.path, None, "empty CSV file: expected a header row")
 
@@ -388,14 +385,15 @@ class _NumberedLines:
         return problems
 
 
-def _images(path: Path, line: int, cell: str) -> list[str]:
+def _images(cell: str) -> list[str]:
     text = cell.strip()
     if text.startswith("["):
         try:
             value = json.loads(text)
         except ValueError as exc:
-            raise InputError(path, line, f"images: bad JSON list: {exc}") from None
+            raise ValueError(f"images: bad JSON list: {exc}") from None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise InputError(path, line, "images: expected a JSON list of URL strings")
+            raise ValueError("images: expected a JSON list of URL strings")
         return value
+
     return [url for url in _IMAGE_SEPARATORS.split(text) if url]
