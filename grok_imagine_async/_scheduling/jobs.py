@@ -446,6 +446,9 @@ class StoreState(str, enum.Enum):
     FAILED = "failed"
 
 
+FINAL_STATES = frozenset({StoreState.COMPLETED, StoreState.FAILED})  # replayed, not resumed
+
+
 @dataclass(frozen=True, slots=True)
 class StoreRecord:
     """One job as recorded in a journal.
@@ -482,10 +485,7 @@ class StoredJob:
 
     @property
     def final(self) -> bool:
-        return self.record is not None and self.record.state in (
-            StoreState.COMPLETED,
-            StoreState.FAILED,
-        )
+        return self.record is not None and self.record.state in FINAL_STATES
 
 
 ClaimStatus = Literal["unknown", "created", "mine", "foreign", "adopted", "final", "reopened"]

@@ -11,8 +11,6 @@ from .._errors import AmbiguousSubmitError, GrokImagineError, TaskFailedError
 from .._models import FailureClass, GenerationRequest, Task, TaskStatus
 from .jobs import JobResult, StoreRecord, StoreState, request_digest
 
-FINAL_STATES = frozenset({StoreState.COMPLETED, StoreState.FAILED})  # replayed, not resumed
-
 
 class Reopening(enum.Enum):
     """Why a new run takes a record up differently from how it was left: ``UNPAID``, refused

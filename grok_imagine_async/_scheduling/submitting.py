@@ -28,9 +28,9 @@ from .api import SchedulerClient
 from .books import Books, Reservation, as_journal_error, logger, unexpected
 from .breaker import BreakerState, Outcome, Transition
 from .downloading import Downloader
-from .jobs import JobRecord, JobResumed, JobSubmitted, StoreRecord, StoreState
+from .jobs import FINAL_STATES, JobRecord, JobResumed, JobSubmitted, StoreRecord, StoreState
 from .polling import PollPlanner
-from .resume import FINAL_STATES, journal_error, reopened, replayed_task, same_request
+from .resume import journal_error, reopened, replayed_task, same_request
 
 
 class Submitter:

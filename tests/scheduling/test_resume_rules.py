@@ -11,8 +11,8 @@ from grok_imagine_async import (
     GrokImagineError,
     TaskFailedError,
 )
+from grok_imagine_async._scheduling.jobs import FINAL_STATES
 from grok_imagine_async._scheduling.resume import (
-    FINAL_STATES,
     Reopening,
     journal_error,
     reopened,
