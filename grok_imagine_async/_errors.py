@@ -183,28 +183,6 @@ class BudgetExceededError(GrokImagineError):
         )
 
 
-class BacklogFullError(GrokImagineError):
-    """Raised when an app refuses a new job because ``queued`` jobs already wait for a
-    submission slot; trying again after ``retry_after`` seconds is likely to succeed."""
-
-    def __init__(self, *, queued: int, retry_after: float) -> None:
-        self.queued, self.retry_after = queued, retry_after
-        super().__init__(f"{queued} video jobs are already waiting to start; try again later")
-
-
-class ProviderDownError(GrokImagineError):
-    """Raised when an app refuses a new job because its breaker says the service is failing.
-
-    Attributes:
-        reason: ``"outage"``, ``"unanswered"``, ``"unreachable"`` or ``"refused"``.
-        retry_after: Seconds until the next probe, if known.
-    """
-
-    def __init__(self, *, reason: str, retry_after: float | None) -> None:
-        self.reason, self.retry_after = reason, retry_after
-        super().__init__(f"the video service is failing systematically ({reason})")
-
-
 class SchedulerClosedError(GrokImagineError, RuntimeError):
     """Raised when a scheduler cannot take or see through a job: it is not running, takes no
     more jobs, or (in an app) stopped while a handler waited on a job."""

@@ -130,6 +130,8 @@ def test_every_exception_descends_from_the_root_and_says_when_raised() -> None:
     errors = {
         n: c for n, c in vars(_errors).items() if isinstance(c, type) and issubclass(c, Exception)
     }
+    extras = vars(_public("grok_imagine_async.fastapi"))  # the extras' errors live with them
+    errors |= {n: c for n, c in extras.items() if n.endswith("Error") and n not in errors}
     assert len(errors) == 24
     for name, cls in errors.items():
         assert issubclass(cls, grok_imagine_async.GrokImagineError)

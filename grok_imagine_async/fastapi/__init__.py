@@ -19,14 +19,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"({exc})"
     ) from exc
 
-from .._errors import BacklogFullError, ProviderDownError
 from .._public import set_module as _set_module
 from ._errors import (
     DEFAULT_MAX_BODY_BYTES,
+    BacklogFullError,
     BodyLimitMiddleware,
     ErrorBody,
     FieldProblem,
     HTTPProblem,
+    ProviderDownError,
     error_response,
     error_responses,
     http_error_for,

@@ -25,14 +25,12 @@ from .._errors import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
-    BacklogFullError,
     BadRequestError,
     BudgetExceededError,
     ConfigurationError,
     GrokImagineError,
     InvalidRequestError,
     JournalError,
-    ProviderDownError,
     RateLimitError,
     SchedulerClosedError,
     TaskFailedError,
@@ -41,6 +39,28 @@ from .._errors import (
 from .._models import FailureClass
 
 logger = logging.getLogger("grok_imagine_async.fastapi")
+
+
+class BacklogFullError(GrokImagineError):
+    """Raised when an app refuses a new job because ``queued`` jobs already wait for a
+    submission slot; trying again after ``retry_after`` seconds is likely to succeed."""
+
+    def __init__(self, *, queued: int, retry_after: float) -> None:
+        self.queued, self.retry_after = queued, retry_after
+        super().__init__(f"{queued} video jobs are already waiting to start; try again later")
+
+
+class ProviderDownError(GrokImagineError):
+    """Raised when an app refuses a new job because its breaker says the service is failing.
+
+    Attributes:
+        reason: ``"outage"``, ``"unanswered"``, ``"unreachable"`` or ``"refused"``.
+        retry_after: Seconds until the next probe, if known.
+    """
+
+    def __init__(self, *, reason: str, retry_after: float | None) -> None:
+        self.reason, self.retry_after = reason, retry_after
+        super().__init__(f"the video service is failing systematically ({reason})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 import anyio
 
 from .._errors import (
-    BacklogFullError,
     BudgetExceededError,
     JournalError,
-    ProviderDownError,
     SchedulerClosedError,
 )
 from .._limiting.protocol import RateLimiter
@@ -41,6 +39,7 @@ from .._scheduling.jobs import (
 )
 from .._scheduling.resume import recorded_result
 from .._scheduling.scheduler import JobScheduler, queue_wait
+from ._errors import BacklogFullError, ProviderDownError
 
 if TYPE_CHECKING:
     from ..redis import RedisJobStore
