@@ -1,7 +1,5 @@
-"""The ``grok-imagine`` command line: ``batch``, ``generate``, ``status`` and ``emulator``.
-
-Each command module's ``register`` adds parsers whose ``handler`` returns the exit status.
-"""
+"""The ``grok-imagine`` command line; each command module's ``register`` adds parsers whose
+``handler`` returns the exit status."""
 
 from __future__ import annotations
 
@@ -15,7 +13,7 @@ from contextlib import contextmanager
 from .._errors import ConfigurationError
 from .._version import __version__
 from . import batch, emulator, task
-from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, error, leaf_error, note
+from .common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, error, leaf_error, note
 
 __all__ = ["build_parser", "main"]
 
@@ -42,9 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the subcommand ``argv`` (default: ``sys.argv[1:]``) names; return the exit status.
-
-    An error nobody foresaw is one line on stderr (its traceback with ``--log-level debug``).
-    """
+    An unforeseen error is one line on stderr (its traceback with ``--log-level debug``)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(arguments)
     args.argv = arguments  # for messages that repeat the command (never the token)
@@ -52,8 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             code: int = args.handler(args)
         except (UsageError, ConfigurationError) as exc:  # nothing was submitted
-            error(args.command, exc)
-            return EXIT_USAGE
+            return error(args.command, exc, EXIT_USAGE)
         except KeyboardInterrupt:  # where signals cannot be received (Windows), or before
             note("grok-imagine: interrupted")
             return EXIT_INTERRUPTED
@@ -62,15 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc()
             leaf = leaf_error(exc)
             hint = "" if debug else " (run again with --log-level debug for the details)"
-            error(args.command, f"unexpected error: {type(leaf).__name__}: {leaf}{hint}")
-            return EXIT_FAILED
+            return error(args.command, f"unexpected error: {type(leaf).__name__}: {leaf}{hint}")
     return code
 
 
 @contextmanager
 def _logging_to_stderr(args: argparse.Namespace) -> Iterator[bool]:
-    """Send the library's log records to stderr at ``--log-level`` while the command runs, then
-    restore the logger (``main`` may run many times in one process); yields True for debug."""
+    """Log to stderr at ``--log-level`` while the command runs (yield: debug?), then restore."""
     if args.command == "emulator":  # its --log-level is uvicorn's
         yield False
         return

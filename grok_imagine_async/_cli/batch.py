@@ -1,6 +1,5 @@
 """``grok-imagine batch INPUT --out DIR``: many videos through a journal (a SQLite file, or a
-Redis server every process on the same input shares), resumable after any crash: the resume
-policy (``_scheduling.resume``) decides what a finished job needs, ``claim`` who runs it."""
+Redis server the processes on one input share), resumable after any crash."""
 
 from __future__ import annotations
 
@@ -243,7 +242,7 @@ async def _batch(
             on_event=on_event,
             stream_results=True,
         )
-        claims = Claims(store, args, out, progress, endpoint)
+        claims = Claims(store, args, progress, endpoint)
 
         async def claimed() -> AsyncIterator[JobSpec]:
             async for spec in claims.run(jobs):
@@ -292,11 +291,9 @@ async def _batch(
         try:
             outcome = await write_manifest(store, jobs, summary.keys, out, endpoint=endpoint)
         except OSError as exc:
-            error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
-            return EXIT_FAILED
+            return error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
         except InputError as exc:  # the file changed under the run: the journal has every job
-            error("batch", f"cannot list the jobs not started: {exc}")
-            return EXIT_FAILED
+            return error("batch", f"cannot list the jobs not started: {exc}")
         outcome.earlier_credits = earlier_credits + claims.recovered_credits
         note_jobs(
             claims.recovered,
@@ -315,8 +312,7 @@ async def _batch(
         if interrupted:
             return EXIT_INTERRUPTED
         if refused := refused_line(progress.stopped, outcome):
-            error("batch", refused)
-            return EXIT_REFUSED
+            return error("batch", refused, EXIT_REFUSED)
         return EXIT_OK if outcome.completed == outcome.total else EXIT_FAILED
 
 
@@ -325,8 +321,7 @@ MAX_PROBLEMS_SHOWN = 20  # bad input lines listed before the rest are only count
 
 
 def _keep_pending(exc: GrokImagineError, tasks: TaskLog) -> None:
-    """Print the paid tasks the journal may not hold and keep them in the task log (its space
-    set aside before the run), so that the next run polls them."""
+    """Print the paid tasks the journal may not hold and keep them for the next run to poll."""
     if not exc.pending_tasks:
         return
     note(
@@ -352,11 +347,8 @@ _PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.part")
 
 
 class TaskLog:
-    """Paid task ids kept beside a journal that could not take them (a full disk, a quota).
-
-    The file's blocks are allocated before anything is paid and then overwritten in place, so
-    it needs no new space when the disk has none. Lines are ``key task_id``; NUL bytes end it.
-    """
+    """Paid task ids a journal could not take (a full disk): lines ``key task_id``, ended by
+    NULs, in blocks allocated before anything is paid, so writing them needs no new space."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -407,14 +399,6 @@ def batch_namespace(keys: frozenset[str], endpoint: str) -> str:
     return f"batch-{digest.hexdigest()[:16]}"
 
 
-def _remove_partial_downloads(out: Path) -> None:
-    """Delete what downloads cut short by a crash left; the journal file is locked, so no other
-    run of this batch is downloading there."""
-    for path in out.glob(".*.part"):
-        if _PARTIAL.fullmatch(path.name):
-            path.unlink(missing_ok=True)
-
-
 async def open_store(
     stack: contextlib.AsyncExitStack,
     args: argparse.Namespace,
@@ -425,7 +409,11 @@ async def open_store(
     """Open the batch's journal: the SQLite file ``journal_path``, or the Redis ``--journal``."""
     if journal_path is not None:
         journal = await stack.enter_async_context(SqliteJobStore(journal_path))
-        await run_blocking(_remove_partial_downloads, Path(args.out))
+        # What downloads cut short by a crash left: the journal file is locked, so no other
+        # run of this batch is downloading there.
+        for path in await run_blocking(lambda: list(Path(args.out).glob(".*.part"))):
+            if _PARTIAL.fullmatch(path.name):
+                path.unlink(missing_ok=True)
         return journal
     from ..redis import RedisJobStore, RedisRateLimiter
 
@@ -451,18 +439,16 @@ async def open_store(
 
 
 class Claims:
-    """The jobs of the input this process runs, claimed from the journal one by one. A finished
-    job is counted done (unless the resume policy, a changed request or missing videos reopen
-    it); one a live process runs waits until it finishes or its owner's lease runs out."""
+    """The jobs this process runs, claimed one by one: a finished one is counted done unless it
+    must run again; one a live process runs waits until it finishes or its owner is gone."""
 
     def __init__(
-        self, store: JobStore, args: argparse.Namespace, out: Path, progress: BatchProgress,
-        endpoint: str,
-    ) -> None:  # fmt: skip
+        self, store: JobStore, args: argparse.Namespace, progress: BatchProgress, endpoint: str
+    ) -> None:
         self._store, self._progress, self._endpoint = store, progress, endpoint
         self._wait = max(0.05, args.lease / 3)
         self._resubmit = args.on_ambiguous == "resubmit"
-        self._out = Path(os.path.abspath(out))
+        self._out = Path(os.path.abspath(args.out))
         self._done: set[str] = set()  # finished before this run could take them
         self._mine: set[str] = set()  # taken by this run
         self._listed: dict[str, dict[str, Any]] = {}  # completed lines of the last manifest
@@ -528,8 +514,8 @@ class Claims:
         return claim.owned
 
     async def _recover(self, key: str, spec: JobSpec) -> bool:
-        """Record ``key`` from the last manifest if it lists it completed (same request, videos
-        still there): a journal that lost it (Redis wiped, the file deleted) must not pay again."""
+        """Record ``key`` from the last manifest if it lists it completed with this request: a
+        journal that lost it (Redis wiped, the file deleted) must not pay again."""
         entry = self._listed.get(key)
         if entry is None or entry.get("request_digest") != request_digest(spec.request):
             return False
@@ -558,16 +544,14 @@ class Claims:
         return result
 
     async def _claim(self, key: str, spec: JobSpec, *, reopen: bool = False) -> Claim:
-        """Claim ``key``, waiting out a shared journal's trouble that passes by itself (Redis
-        unreachable, or back from losing its data: every process writes its jobs back within a
-        lease); the jobs already claimed go on meanwhile."""
-        store = self._store
+        """Claim ``key``, waiting out a shared journal's passing trouble (Redis unreachable, or
+        back from losing its data: every process writes its jobs back within a lease)."""
         while True:
             try:
-                return await store.claim(key, create=spec.request, reopen=reopen)
+                return await self._store.claim(key, create=spec.request, reopen=reopen)
             except JournalError:
-                may_create = getattr(store, "may_create", lambda: True)
-                if getattr(store, "available", True) and may_create():
+                may_create = getattr(self._store, "may_create", lambda: True)
+                if getattr(self._store, "available", True) and may_create():
                     raise  # a refusal (a permission, a full disk), not an outage
                 await anyio.sleep(self._wait)
 
@@ -586,8 +570,7 @@ class Claims:
 
 
 def completed_in_manifest(out: Path, endpoint: str) -> dict[str, dict[str, Any]]:
-    """The lines of ``out``'s manifest for jobs completed against ``endpoint`` whose videos
-    are all still there."""
+    """``out``'s manifest lines of jobs completed against ``endpoint``, videos still there."""
     found: dict[str, dict[str, Any]] = {}
     try:
         handle = (out / MANIFEST_NAME).open(encoding="utf-8")
@@ -608,9 +591,8 @@ def completed_in_manifest(out: Path, endpoint: str) -> dict[str, dict[str, Any]]
 
 
 async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
-    """After the scheduler stopped in good order, forget the intents it left: every POST sent
-    ended recorded (its answer is read under a shield), so such an intent is a job stopped
-    before sending (Ctrl-C) or refused outright (a rejected token), not an unknown outcome."""
+    """Forget the intents a scheduler stopped in good order left: every POST sent was recorded
+    (its answer is read under a shield), so they were never sent (Ctrl-C, a rejected token)."""
     if known is None:
         return
     unsent = {r.key async for r in journal.records() if r.state is StoreState.INTENT} - known
@@ -630,10 +612,8 @@ async def prepare(
     tasks: TaskLog,
     keys: frozenset[str],
 ) -> tuple[set[str] | None, int]:
-    """Check the journal was made against this endpoint, take back the task ids ``tasks`` kept
-    for it, set aside room for the next ones, and say what it will resume. Returns the jobs
-    whose outcome was unknown before this run (None: no such jobs are kept) and the credits
-    the journal records for ``keys``."""
+    """Check the journal's endpoint, take back the task ids ``tasks`` kept, say what will
+    resume; return the jobs of unknown outcome (None: none kept) and ``keys``' credits."""
     endpoint = connection.endpoint
     recorded = await journal.get_meta(ENDPOINT_META)
     if recorded is None:
@@ -716,8 +696,7 @@ async def prepare(
 
 
 def note_jobs(n: int, text: str) -> None:
-    """``note`` "<n> jobs <text>", if there are any; ``{are}``/``{were}`` agree with ``n``
-    (replaced, not formatted: the text holds paths, which may hold braces)."""
+    """``note`` "<n> jobs <text>" if n; ``{are}``/``{were}`` replaced (paths may hold braces)."""
     if n:
         one = n == 1
         text = text.replace("{are}", "is" if one else "are").replace(

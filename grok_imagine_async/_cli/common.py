@@ -1,6 +1,5 @@
 """What the subcommands share: connection options and their client, exit codes, messages safe
-for a terminal, checks of where they write, Ctrl-C. The API token is never printed.
-"""
+for a terminal (never the token), checks of where they write, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -86,8 +85,7 @@ def plan(text: str) -> str:
 def add_connection_options(
     parser: argparse.ArgumentParser, *, emulate: bool = True, sharing: bool = True
 ) -> None:
-    """Add ``--api-key``, ``--base-url``, ``--plan``, ``--time-scale``, ``--log-level``; with
-    ``--redis-url`` if ``sharing`` and ``--emulate`` if ``emulate``."""
+    """Add the options every command connects with (``--redis-url``, ``--emulate`` if asked)."""
     add = parser.add_argument_group("connection").add_argument
     # fmt: off
     add("--api-key", metavar="TOKEN", help=f"API token (default: ${ENV_API_KEY}); never printed")
@@ -114,9 +112,8 @@ def add_connection_options(
 
 @dataclass(frozen=True)
 class Connection:
-    """An open client and how it was set up: ``endpoint`` names where requests go (no
-    password), as messages, the journal and the manifest say it; ``emulator_state`` is where
-    the in-process emulator keeps its tasks (None: they end with it)."""
+    """An open client; ``endpoint`` names where requests go (no password), ``emulator_state``
+    where the in-process emulator keeps its tasks (None: they end with it)."""
 
     client: AsyncGrokImagine
     endpoint: str
@@ -130,8 +127,7 @@ class Connection:
 
     @property
     def quota(self) -> str:
-        """The quota in the server's time, named by its plan if it is one, and the server's speed:
-        ``plan free: 100 requests per 60 s, 5x real time``."""
+        """E.g. ``plan free: 100 requests per 60 s, 5x real time`` (in the server's time)."""
         limit, scale = self.client.limiter.limit, self.time_scale
         period = limit.period * scale
         plans = (f"plan {p.value}" for p in Plan if p.requests_per_minute == limit.requests)
@@ -142,9 +138,8 @@ class Connection:
 
 @asynccontextmanager
 async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
-    """Open the client the parsed options and ``GROK_IMAGINE_*`` describe (resolved once, by
-    :class:`Settings`); close it and what it owns at the end. UsageError: no token, an invalid
-    URL or plan, a missing extra."""
+    """Open the client the options and ``GROK_IMAGINE_*`` describe (``Settings.from_env``);
+    UsageError if they are wrong or an extra is missing."""
     emulated = bool(getattr(args, "emulate", False))
     base_url: str | None = args.base_url
     if emulated:
@@ -239,9 +234,10 @@ def leaf_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def error(command: str, message: object) -> None:
-    """Print ``grok-imagine <command>: <message>`` on stderr."""
+def error(command: str, message: object, code: int = EXIT_FAILED) -> int:
+    """Print ``grok-imagine <command>: <message>`` on stderr; return the exit status ``code``."""
     note(f"grok-imagine {command}: {printable(message)}")
+    return code
 
 
 _OPTION_WORDS = {
@@ -267,8 +263,7 @@ _URL_OPTIONS = ("--redis-url", "--journal", "--base-url")  # a password there is
 
 
 def command_line(argv: Sequence[str]) -> str:
-    """``grok-imagine <argv>`` as a shell command, without the ``--api-key`` value and with
-    URL passwords redacted (``$GROK_IMAGINE_REDIS_PASSWORD`` supplies Redis's again)."""
+    """``grok-imagine <argv>`` as a shell command, with no ``--api-key`` nor URL password."""
     kept: list[str] = []
     rest = iter(argv)
     for arg in rest:
@@ -284,8 +279,8 @@ def command_line(argv: Sequence[str]) -> str:
 
 
 async def run_until_interrupted(main: Callable[[], Awaitable[_T]]) -> tuple[_T | None, bool]:
-    """Run ``main`` until it returns or the first Ctrl-C / SIGTERM cancels it; return its result
-    (None if interrupted) and whether it was. A second signal exits at once (130)."""
+    """Run ``main`` until it returns or Ctrl-C / SIGTERM cancels it (a second exits at once);
+    return its result (None if interrupted) and whether it was."""
     interrupted = False
     result: _T | None = None
 
@@ -332,8 +327,7 @@ class UsageError(Exception):
 
 
 def check_folder(path: Path, what: str) -> None:
-    """Create ``path`` if needed and check a file can be written in it, before the first
-    credit is spent (a paid video must have somewhere to go); UsageError names what is wrong."""
+    """Create ``path`` if needed and check a file can be written there; else UsageError."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:

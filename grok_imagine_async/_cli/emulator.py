@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..testing._config import Vocabulary
-from .common import EXIT_FAILED, EXIT_OK, LOG_LEVELS, count, error, plan, positive, rate
+from .common import EXIT_OK, LOG_LEVELS, count, error, plan, positive, rate
 
 if TYPE_CHECKING:
     from ..testing import EmulatorConfig
@@ -102,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
         from ..testing import Emulator
         from ..testing._server import serve_forever
     except ImportError as exc:
-        error("emulator", exc)
-        return EXIT_FAILED
+        return error("emulator", exc)
     config = build_config(args)
     emulator = Emulator(config)
     limit = config.rate_limits()[args.token]
@@ -129,6 +128,5 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown
         pass
     except OSError as exc:
-        error("emulator", f"cannot listen on {args.host}:{args.port}: {exc}")
-        return EXIT_FAILED
+        return error("emulator", f"cannot listen on {args.host}:{args.port}: {exc}")
     return EXIT_OK

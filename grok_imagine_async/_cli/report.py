@@ -1,6 +1,5 @@
-"""What a batch shows: its progress while it runs, then ``manifest.jsonl`` (schema in the CLI
-guide), the summary and the advice, built from the journal so that they cover every job
-whichever run or process did it."""
+"""What a batch shows: its progress, then ``manifest.jsonl``, the summary and the advice, from
+the journal, so that they cover every job whichever run or process did it."""
 
 from __future__ import annotations
 
@@ -51,8 +50,8 @@ _RETRIED_FAILURES = ("budget_exceeded", "request_error")  # what a re-run reopen
 
 @dataclass(frozen=True, slots=True)
 class ProgressSnapshot:
-    """Where a batch stands: ``waiting + submitting + generating + done`` is ``total``. Rates
-    are per minute of the server's time; ``submitted`` counts this run's POSTs."""
+    """Where a batch stands (``waiting + submitting + generating + done == total``); rates are
+    per minute of the server's time."""
 
     total: int
     completed: int
@@ -75,8 +74,7 @@ class ProgressSnapshot:
 
 
 class BatchProgress:
-    """A scheduler hook counting a batch's events; rates are shown in the server's time
-    (``time_scale``); a job that cannot reach ``endpoint`` names it."""
+    """A scheduler hook counting a batch's events (rates in the server's time)."""
 
     def __init__(self, total: int, *, time_scale: float = 1.0, endpoint: str = "") -> None:
         self.total, self.endpoint, self.time_scale = total, endpoint, time_scale
@@ -164,9 +162,8 @@ def start_display(
     title: str,
     live: bool,
 ) -> None:
-    """Show ``progress`` in ``group`` until cancelled: a live `rich` display (the caller
-    checked the terminal and rich), else a plain line every :data:`PLAIN_INTERVAL` seconds of
-    the reader's time, whatever the server's speed (a log is read, not watched)."""
+    """Show ``progress`` until cancelled: live with rich, else a line every
+    :data:`PLAIN_INTERVAL` seconds whatever the server's speed (a log is read, not watched)."""
     display: Any = contextlib.nullcontext()
     if live:
         from rich.console import Group
@@ -225,9 +222,8 @@ def breaker_notice(event: BreakerEvent) -> str:
 
 @dataclass
 class BatchOutcome:
-    """The manifest's jobs tallied for the summary and the exit status. ``credits`` leaves out
-    the last POST of ambiguous jobs (``uncertain_credits``: maybe charged); ``samples`` are the
-    first failed or ambiguous (key, status, message)."""
+    """The manifest's jobs tallied; ``credits`` leaves out the last POST of ambiguous jobs
+    (``uncertain_credits``: maybe charged)."""
 
     total: int = 0
     completed: int = 0
@@ -319,8 +315,7 @@ def _relative(path: Path, folder: Path) -> str:
 
 
 def credits_recorded(records: Iterable[StoreRecord], keys: frozenset[str]) -> int:
-    """The credits ``records`` hold for ``keys``, less the maybe-charged ones, as the summary
-    counts them (so that its "this run" is a difference of like with like)."""
+    """``keys``' credits in ``records`` as the summary counts them (maybe-charged ones apart)."""
     return sum(
         max(0, r.credits - CREDITS_PER_GENERATION * (_status(r) == "ambiguous"))
         for r in records
@@ -331,8 +326,8 @@ def credits_recorded(records: Iterable[StoreRecord], keys: frozenset[str]) -> in
 async def write_manifest(
     journal: JobStore, jobs: JobFile, keys: frozenset[str], out_dir: Path, *, endpoint: str = ""
 ) -> BatchOutcome:
-    """Write ``out_dir/manifest.jsonl`` atomically, readable by its owner only (prompts, task
-    ids): the jobs the journal knows first, then those never started, in input order."""
+    """Write ``out_dir/manifest.jsonl`` atomically, owner-only: the jobs the journal knows,
+    then those never started, in input order."""
     outcome = BatchOutcome()
     target = out_dir / MANIFEST_NAME
     seen: set[str] = set()
@@ -421,8 +416,7 @@ def advice_after(
     emulated: bool,
     emulator_state: Path | None = None,
 ) -> list[str]:
-    """The lines after the summary: what happened to unfinished jobs, and what to run next
-    (``emulator_state``: where the in-process emulator kept its tasks, if it did)."""
+    """The lines after the summary: what became of unfinished jobs, and what to run next."""
     resume = command_line(args.argv)
     lines: list[str] = []
     if outcome.ambiguous and not emulated and args.on_ambiguous != "resubmit":

@@ -107,15 +107,12 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
     except AuthenticationError as exc:
         raise UsageError(exc) from None
     except AmbiguousSubmitError as exc:
-        error("generate", f"{exc}. Check your account before trying again.")
-        return EXIT_FAILED
+        return error("generate", f"{exc}. Check your account before trying again.")
     except TaskFailedError as exc:
-        error("generate", exc)
-        return EXIT_FAILED
+        return error("generate", exc)
     except APIError as exc:
         where = f" (task {task_id}: check it with `{_status_command(args, task_id)}`)"
-        error("generate", f"{describe_failure(exc, endpoint)}{where if task_id else ''}")
-        return EXIT_FAILED
+        return error("generate", f"{describe_failure(exc, endpoint)}{where if task_id else ''}")
     except OSError as exc:  # the task is paid: say how to fetch its video once space is made
         again = (
             "The emulator's task ended with this process."
@@ -123,24 +120,21 @@ async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int
             else "Its result stays available for about 24 hours: "
             f"`{_status_command(args, task_id)}` downloads it without paying again."
         )
-        error(
+        return error(
             "generate",
             f"task {task_id} completed but its video could not be saved in {args.out}: "
             f"{exc.strerror or exc}. {again}",
         )
-        return EXIT_FAILED
     if interrupted:
+        message = (
+            f"Interrupted. Task {task_id} goes on generating. To check it and download its "
+            f"video without paying again, run: {_status_command(args, task_id)}"
+        )
         if task_id is None:
-            error("generate", "Interrupted before anything was submitted: nothing was paid.")
+            message = "Interrupted before anything was submitted: nothing was paid."
         elif args.emulate:
-            error("generate", f"Interrupted. Task {task_id} ended with the built-in emulator.")
-        else:
-            error(
-                "generate",
-                f"Interrupted. Task {task_id} goes on generating. To check it and download its "
-                f"video without paying again, run: {_status_command(args, task_id)}",
-            )
-        return EXIT_INTERRUPTED
+            message = f"Interrupted. Task {task_id} ended with the built-in emulator."
+        return error("generate", message, EXIT_INTERRUPTED)
     assert paths is not None
     for path in paths:
         print(path)
@@ -175,14 +169,11 @@ async def _status(args: argparse.Namespace) -> int:
     except ValueError as exc:  # an empty task id
         raise UsageError(exc) from None
     except NotFoundError:
-        error("status", f"no task {args.task_id!r} for this token")
-        return EXIT_FAILED
+        return error("status", f"no task {args.task_id!r} for this token")
     except APIError as exc:
-        error("status", describe_failure(exc, endpoint))
-        return EXIT_FAILED
+        return error("status", describe_failure(exc, endpoint))
     except OSError as exc:
-        error("status", f"cannot save the videos in {args.download}: {exc.strerror or exc}")
-        return EXIT_FAILED
+        return error("status", f"cannot save the videos in {args.download}: {exc.strerror or exc}")
     if args.json:
         data = task.model_dump(mode="json")
         data["files"] = [str(f) for f in files]
