@@ -9,6 +9,9 @@ import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from inspect import iscoroutinefunction
+
+import anyio
 
 from .._errors import ConfigurationError
 from .._version import __version__
@@ -46,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = arguments  # for messages that repeat the command (never the token)
     with _logging_to_stderr(args) as debug:
         try:
-            code: int = args.handler(args)
+            handler = args.handler  # the emulator's is not async: uvicorn runs its own loop
+            code: int = anyio.run(handler, args) if iscoroutinefunction(handler) else handler(args)
         except (UsageError, ConfigurationError) as exc:  # nothing was submitted
             return error(args.command, exc, EXIT_USAGE)
         except KeyboardInterrupt:  # where signals cannot be received (Windows), or before

@@ -128,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace) -> int:
     """Run ``grok-imagine batch``; return the exit status."""
     try:  # the defaults on their own, so that an error names the option, not a line
         GenerationRequest(
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
             except ImportError as exc:  # the SDK or an exporter: the message says what to install
                 raise UsageError(f"--otel {exc}") from None
         try:
-            return anyio.run(_batch, args, jobs, summary, journal_path)
+            return await _batch(args, jobs, summary, journal_path)
         except JournalError as exc:  # it cannot be used: nothing was sent
             raise UsageError(exc) from None
 

@@ -43,7 +43,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT) or SIGTERM
 
 EMULATOR_TOKEN = "emulator-token"
 EMULATE_TIME_SCALE = 5.0  # --emulate's speed: a 30 s generation takes 6 s
-PLANS = ("free", "pro", "enterprise")
+PLANS = tuple(p.value for p in Plan)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _T = TypeVar("_T")
 _N = TypeVar("_N", int, float)

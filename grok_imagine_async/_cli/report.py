@@ -48,31 +48,6 @@ _RETRIED_FAILURES = ("budget_exceeded", "request_error")  # what a re-run reopen
 # -- progress ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ProgressSnapshot:
-    """Where a batch stands (``waiting + submitting + generating + done == total``); rates are
-    per minute of the server's time."""
-
-    total: int
-    completed: int
-    failed: int
-    from_journal: int
-    waiting: int
-    submitting: int
-    generating: int
-    submitted: int
-    credits: int
-    requests_per_minute: float
-    limit_per_minute: float
-    rate_limited: int
-    elapsed: float
-    eta: float | None
-
-    @property
-    def done(self) -> int:
-        return self.completed + self.failed
-
-
 class BatchProgress:
     """A scheduler hook counting a batch's events (rates in the server's time)."""
 
@@ -113,22 +88,28 @@ class BatchProgress:
         notices, self.notices = self.notices, []
         return [printable(notice) for notice in notices]
 
-    def snapshot(self, stats: SchedulerStatistics | None) -> ProgressSnapshot:
-        """The counts now, completed by the scheduler's statistics if it is running."""
+    def line(self, stats: SchedulerStatistics | None) -> str:
+        """One line of progress (what a pipe gets, and the live display under its bar), with
+        the scheduler's statistics if it is running; rates per minute of the server's time."""
         elapsed = anyio.current_time() - self._started
-        remaining = self.total - self.completed - self.failed
-        eta = 0.0 if remaining <= 0 else None
-        if remaining > 0 and self.live_finished and elapsed > 0:
-            eta = remaining * elapsed / self.live_finished
+        done = self.completed + self.failed
+        eta = None if done < self.total else 0.0
+        if done < self.total and self.live_finished and elapsed > 0:
+            eta = (self.total - done) * elapsed / self.live_finished
         submitting, generating, credits, rate, limit, limited = (
             (stats.submitting, stats.in_flight, stats.credits_consumed, stats.requests_per_minute,
              stats.limit_per_minute, stats.rate_limited) if stats is not None else (0,) * 6
         )  # fmt: skip
-        return ProgressSnapshot(
-            self.total, self.completed, self.failed, self.from_journal,
-            max(0, remaining - submitting - generating), submitting, generating, self.submitted,
-            credits, rate / self.time_scale, limit / self.time_scale, limited, elapsed, eta,
-        )  # fmt: skip
+        waiting = max(0, self.total - done - submitting - generating)
+        earlier = f", {self.from_journal} from earlier runs" if self.from_journal else ""
+        return (
+            f"[{format_duration(elapsed)}] {done}/{self.total} done "
+            f"({self.completed} completed, {self.failed} failed{earlier}) | "
+            f"{waiting} waiting, {submitting} submitting, {generating} generating | "
+            f"{self.submitted} submitted | {credits} credits | "
+            f"{rate / self.time_scale:.0f}/{limit / self.time_scale:.0f} req/min"
+            f"{f' ({limited} 429s)' if limited else ''} | ETA {format_duration(eta)}"
+        )
 
 
 def format_duration(seconds: float | None) -> str:
@@ -138,20 +119,6 @@ def format_duration(seconds: float | None) -> str:
     hours, rest = divmod(round(seconds), 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def plain_line(snap: ProgressSnapshot) -> str:
-    """One line of progress: what a pipe gets, and the live display under its bar."""
-    earlier = f", {snap.from_journal} from earlier runs" if snap.from_journal else ""
-    limited = f" ({snap.rate_limited} 429s)" if snap.rate_limited else ""
-    return (
-        f"[{format_duration(snap.elapsed)}] {snap.done}/{snap.total} done "
-        f"({snap.completed} completed, {snap.failed} failed{earlier}) | "
-        f"{snap.waiting} waiting, {snap.submitting} submitting, {snap.generating} generating | "
-        f"{snap.submitted} submitted | {snap.credits} credits | "
-        f"{snap.requests_per_minute:.0f}/{snap.limit_per_minute:.0f} req/min{limited} | "
-        f"ETA {format_duration(snap.eta)}"
-    )
 
 
 def start_display(
@@ -179,13 +146,14 @@ def start_display(
                 display.console.print(notice, style="red", markup=False, highlight=False)
             else:
                 print(notice, flush=True)
-        snap = progress.snapshot(statistics())
+        text = progress.line(statistics())
         if line and live:
-            bar = ProgressBar(total=max(snap.total, 1), completed=snap.done, width=40)
-            view = Group(Text(title, style="bold"), bar, Text(plain_line(snap)))
+            done = progress.completed + progress.failed
+            bar = ProgressBar(total=max(progress.total, 1), completed=done, width=40)
+            view = Group(Text(title, style="bold"), bar, Text(text))
             display.update(view, refresh=True)
         elif line:
-            print(plain_line(snap), flush=True)
+            print(text, flush=True)
 
     async def run() -> None:
         delay = 0.0 if live else PLAIN_INTERVAL

@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from .._errors import (
     AmbiguousSubmitError,
     APIError,
@@ -75,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=status)
 
 
-def generate(args: argparse.Namespace) -> int:
+async def generate(args: argparse.Namespace) -> int:
     """Run ``grok-imagine generate``; return the exit status."""
     try:
         request = GenerationRequest(
@@ -87,10 +85,6 @@ def generate(args: argparse.Namespace) -> int:
         check_folder(Path(args.out), "output folder")  # before the 40 credits
     except (InvalidRequestError, UsageError) as exc:
         raise UsageError(for_cli(f"{exc} (nothing was submitted)")) from None
-    return anyio.run(_generate, args, request)
-
-
-async def _generate(args: argparse.Namespace, request: GenerationRequest) -> int:
     task_id: str | None = None
     endpoint = ""
 
@@ -150,14 +144,10 @@ def _status_command(args: argparse.Namespace, task_id: str | None) -> str:
     return command_line(argv)
 
 
-def status(args: argparse.Namespace) -> int:
+async def status(args: argparse.Namespace) -> int:
     """Run ``grok-imagine status``; return the exit status."""
     if args.download:
         check_folder(Path(args.download), "download folder")
-    return anyio.run(_status, args)
-
-
-async def _status(args: argparse.Namespace) -> int:
     endpoint = ""
     try:
         async with connect(args) as connection:

@@ -9,6 +9,7 @@ of about a second) and the commands are told so with ``--time-scale 30``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -26,13 +27,16 @@ import httpx
 import pytest
 
 from grok_imagine_async._cli.common import command_line
-from grok_imagine_async._cli.report import (
-    BatchProgress,
-    ProgressSnapshot,
-    format_duration,
-    plain_line,
-    start_display,
+from grok_imagine_async._cli.report import BatchProgress, format_duration, start_display
+from grok_imagine_async._models import GenerationRequest
+from grok_imagine_async._scheduling.jobs import (
+    JobFinished,
+    JobSubmitted,
+    SchedulerStatistics,
+    StoreRecord,
+    StoreState,
 )
+from grok_imagine_async._scheduling.resume import recorded_result
 from grok_imagine_async.testing import EmulatorConfig, run_virtual
 from grok_imagine_async.testing._mp4 import mp4_bytes
 
@@ -536,36 +540,50 @@ def test_batch_shares_its_quota_through_redis(
 # -- the progress display, as pure functions ---------------------------------------------------
 
 
-def snapshot(**changes: Any) -> ProgressSnapshot:
-    values: dict[str, Any] = {
-        "total": 20,
-        "completed": 12,
-        "failed": 1,
-        "from_journal": 3,
-        "waiting": 2,
-        "submitting": 1,
-        "generating": 4,
-        "submitted": 14,
-        "credits": 680,
-        "requests_per_minute": 45.4,
-        "limit_per_minute": 100.0,
-        "rate_limited": 0,
-        "elapsed": 75.0,
-        "eta": 8.2,
-    }
-    values.update(changes)
-    return ProgressSnapshot(**values)
+def progress_line(stats: dict[str, Any], *, from_journal: int = 3) -> str:
+    """The line of a batch of 20, 80 s in: 12 completed (the first ``from_journal`` in earlier
+    runs), 1 failed, 14 submitted; the scheduler's ``stats`` on top of zeros."""
+
+    async def main() -> str:
+        progress = BatchProgress(20)
+        request = GenerationRequest(prompt="a kite")
+        for n in range(14):
+            progress(JobSubmitted(key=f"k{n}", at=0.0, task_id=f"t{n}"))
+        for n in range(13):
+            record = StoreRecord(
+                f"k{n}", request, StoreState.COMPLETED, task_id=f"t{n}", videos=("https://v",)
+            )
+            if n == 12:
+                record = StoreRecord(f"k{n}", request, StoreState.FAILED, error="no")
+            result = recorded_result(record, request, at=0.0)
+            result = dataclasses.replace(result, from_journal=n < from_journal)
+            progress(JobFinished(key=f"k{n}", at=0.0, result=result))
+        await anyio.sleep(80)
+        return progress.line(SchedulerStatistics(**{**ZERO_STATISTICS, **stats}))
+
+    return run_virtual(main)
+
+
+ZERO_STATISTICS: dict[str, Any] = dict.fromkeys(
+    ("queued", "submitting", "in_flight", "completed", "failed", "submissions", "polls",
+     "requests_sent", "rate_limited", "credits_consumed", "requests_per_minute",
+     "limit_per_minute", "max_in_flight", "predicted_duration"), 0
+)  # fmt: skip
 
 
 def test_a_plain_progress_line_says_everything_at_a_glance() -> None:
-    line = plain_line(snapshot())
+    stats = {"submitting": 1, "in_flight": 4, "credits_consumed": 680}
+    stats |= {"requests_per_minute": 45.4, "limit_per_minute": 100.0}
+    line = progress_line(stats)
     assert line == (
-        "[1:15] 13/20 done (12 completed, 1 failed, 3 from earlier runs) | 2 waiting, "
-        "1 submitting, 4 generating | 14 submitted | 680 credits | 45/100 req/min | ETA 0:08"
+        "[1:20] 13/20 done (12 completed, 1 failed, 3 from earlier runs) | 2 waiting, "
+        "1 submitting, 4 generating | 14 submitted | 680 credits | 45/100 req/min | ETA 0:56"
     )
-    assert "earlier runs" not in plain_line(snapshot(from_journal=0))
-    assert plain_line(snapshot(eta=None)).endswith("ETA ?")
-    assert plain_line(snapshot(rate_limited=3)).endswith("45/100 req/min (3 429s) | ETA 0:08")
+    assert "earlier runs" not in progress_line(stats, from_journal=0)
+    assert progress_line(stats, from_journal=13).endswith("ETA ?")  # none finished here yet
+    assert progress_line({**stats, "rate_limited": 3}).endswith(
+        "45/100 req/min (3 429s) | ETA 0:56"
+    )
 
 
 def test_durations_are_formatted_for_people() -> None:
