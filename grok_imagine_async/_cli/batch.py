@@ -210,8 +210,7 @@ async def _batch(
         unknown, earlier_credits = await prepare(args, store, connection, tasks, summary.keys)
         process = getattr(store, "id", None)  # a shared journal's name for this process
         where = f"shared through Redis as process {process}"
-        if isinstance(store, SqliteJobStore):
-            where = f"journal {store.path}"
+        where = f"journal {store.path}" if isinstance(store, SqliteJobStore) else where
         print(
             f"{summary.jobs} jobs from {summary.path} -> {args.out} ({where}; {endpoint}, "
             f"{connection.quota})",
@@ -450,7 +449,6 @@ class Claims:
         self._resubmit = args.on_ambiguous == "resubmit"
         self._out = Path(os.path.abspath(args.out))
         self._done: set[str] = set()  # finished before this run could take them
-        self._mine: set[str] = set()  # taken by this run
         self._listed: dict[str, dict[str, Any]] = {}  # completed lines of the last manifest
         # Jobs the journal lost and the last manifest lists completed, and what they cost.
         self.recovered = self.recovered_credits = 0
@@ -479,9 +477,11 @@ class Claims:
             recheck = True  # what finished before the listener saw it
             while waiting:
                 for key in list(waiting) if recheck else [k for k in settled if k in waiting]:
-                    if await self._take(waiting[key]):
-                        yield waiting[key]
-                    if key in self._done or key in self._mine:
+                    spec = waiting[key]
+                    if await self._take(spec):
+                        del waiting[key]
+                        yield spec
+                    elif key in self._done:
                         del waiting[key]
                 settled.clear()
                 if waiting:
@@ -509,8 +509,6 @@ class Claims:
             claim = await self._claim(key, spec, reopen=True)
         if claim.status == "created" and await self._recover(key, spec):
             return False
-        if claim.owned:
-            self._mine.add(key)
         return claim.owned
 
     async def _recover(self, key: str, spec: JobSpec) -> bool:
