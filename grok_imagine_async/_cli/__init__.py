@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the subcommand ``argv`` (default: ``sys.argv[1:]``) names; return the exit status.
-    An unforeseen error is one line on stderr (its traceback with ``--log-level debug``)."""
+    """Run the subcommand ``argv`` (default: ``sys.argv[1:]``) names; return the exit status
+    (an unforeseen error: one line on stderr, its traceback with ``--log-level debug``)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(arguments)
     args.argv = arguments  # for messages that repeat the command (never the token)
