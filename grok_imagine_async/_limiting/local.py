@@ -237,7 +237,7 @@ class LocalRateLimiter:
         self._window.grant(serial, now)
         self._pending[serial] = (now, self._answers)
         grant(self._estimate, now=now)
-        return Permit(granted_at=now, serial=serial)
+        return Permit(now, serial)
 
     async def observe(self, feedback: RateLimitFeedback) -> None:
         """Read an answer's status and rate-limit headers into the estimate, as soon as it is
