@@ -36,6 +36,10 @@ TEST_DEPS = ["pytest>=8", "pytest-timeout", "pytest-xdist>=3", "hypothesis>=6", 
 # measure rates on the wall clock run last, alone on the machine.
 PYTEST = ["pytest", "-n", "auto", "--dist", "loadgroup"]
 WALLCLOCK = "wallclock_rates"
+# What only the full Python runs: processes and sockets, and the batches of thousands of jobs
+# (a third of the unit tests' CPU; each scenario also runs smaller on every Python).
+ONE_PYTHON = f"integration or large_batch or {WALLCLOCK}"
+QUICK = ["--hypothesis-profile", "quick"]  # a quarter of the examples (tests/conftest.py)
 # Pinned: a new ruff or mypy release may add rules or change formatting, and CI on a fresh
 # clone must not turn red for code nobody touched. Bump them deliberately.
 RUFF = "ruff==0.17.6"
@@ -107,16 +111,15 @@ def tests(session: nox.Session) -> None:
         session.run("pytest", *session.posargs)
         return
     # The integration tests (real servers, OS processes, Redis kills) check how processes and
-    # sockets behave, which does not depend on the interpreter, and they are most of the
-    # suite's time. One Python runs them all and every property test's full Hypothesis
-    # examples; the others run every unit and component test, with a quarter of the examples
-    # (the "quick" profile of tests/conftest.py).
+    # sockets behave, and the large batches how the scheduler's decisions add up over
+    # thousands of jobs: neither depends on the interpreter, and they are most of the suite's
+    # time. One Python runs them all and every property test's full Hypothesis examples; the
+    # others run every other unit and component test, with a quarter of the examples.
     if session.python == FULL_PYTHON:
         session.run(*PYTEST, "-m", f"not {WALLCLOCK}")
         session.run("pytest", "-m", WALLCLOCK)
     else:
-        quick = ["--hypothesis-profile", "quick"]
-        session.run(*PYTEST, *quick, "-m", f"not (integration or {WALLCLOCK})")
+        session.run(*PYTEST, *QUICK, "-m", f"not ({ONE_PYTHON})")
 
 
 @nox.session(python=FULL_PYTHON)
@@ -126,13 +129,14 @@ def tests_httpx2(session: nox.Session) -> None:
     A default client, the emulator's client and the test doubles (through
     ``grok_imagine_async._http``) are then on httpx2, and the tests of both families together
     (mixing refused, either family's errors mapped) run. The integration tests exercise
-    sockets and processes, not the library's API: the ``tests`` session runs them.
+    sockets and processes, not the library's API: the ``tests`` session runs them, the large
+    batches and the full Hypothesis examples on this Python.
     """
     session.install(f".[{EXTRAS},httpx2]", *TEST_DEPS)
     if session.posargs:
         session.run("pytest", *session.posargs)
         return
-    session.run(*PYTEST, "-m", f"not (integration or {WALLCLOCK})")
+    session.run(*PYTEST, *QUICK, "-m", f"not ({ONE_PYTHON})")
 
 
 @nox.session(reuse_venv=False)

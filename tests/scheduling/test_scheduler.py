@@ -325,6 +325,7 @@ async def test_statistics_add_up(grok_client: AsyncGrokImagine) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.large_batch
 @pytest.mark.grok_emulator(duration_median=30, duration_sigma=0.5)
 async def test_scale_2000_jobs_zero_429_and_requests_per_job_bounded(
     grok_client: AsyncGrokImagine, grok_emulator: Emulator

@@ -314,7 +314,7 @@ class Batch:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("plan", ["free", "pro"])
+@pytest.mark.parametrize("plan", ["free", pytest.param("pro", marks=pytest.mark.large_batch)])
 @pytest.mark.parametrize("at", [0.0, 60.0])
 async def test_an_outage_pauses_the_batch_then_every_prompt_completes(plan: str, at: float) -> None:
     outage = Outage(start=at, end=at + 30.0)
@@ -340,6 +340,7 @@ async def test_an_outage_pauses_the_batch_then_every_prompt_completes(plan: str,
 
 
 @pytest.mark.anyio
+@pytest.mark.large_batch
 async def test_a_two_minute_outage_at_the_start_ends_within_the_issues_bound() -> None:
     # Issue 24's makespan target: the outage's length plus 1.10x the batch without it. The
     # resume waits for the first probe after the outage's end: probes x1.25 apart were 32 s
@@ -354,6 +355,7 @@ async def test_a_two_minute_outage_at_the_start_ends_within_the_issues_bound() -
 
 
 @pytest.mark.anyio
+@pytest.mark.large_batch
 async def test_the_task_that_ends_a_running_warmup_vouches_for_the_burst_after_it() -> None:
     # With warmup_until="running", the task seen running ends the warm-up a few seconds in:
     # the rest of the first window goes at once, and its echo in every window after. Held for
@@ -368,6 +370,7 @@ async def test_the_task_that_ends_a_running_warmup_vouches_for_the_burst_after_i
 
 
 @pytest.mark.anyio
+@pytest.mark.large_batch
 async def test_an_outage_while_the_window_is_spent_costs_a_canary_not_the_next_window() -> None:
     # Pro, 1,500 jobs: at 60 s the window's quota is spent; at its reset, hundreds of POSTs
     # get their permits at once. They used to leave before any look could show the outage
@@ -429,7 +432,7 @@ def marked(n: int) -> str:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("plan", ["free", "pro"])
+@pytest.mark.parametrize("plan", ["free", pytest.param("pro", marks=pytest.mark.large_batch)])
 async def test_usual_refusals_and_faults_change_no_outcome(plan: str) -> None:
     prompts = [marked(n) for n in range(300)]
     faults = FaultConfig(server_error_rate=0.02)
@@ -614,6 +617,7 @@ async def shared_batch(
 
 
 @pytest.mark.anyio
+@pytest.mark.large_batch
 async def test_a_pause_decided_by_another_process_is_taken_within_seconds() -> None:
     """One decision for a shared batch: the other process paused on an outage it saw; this
     one, whose jobs look healthy, pauses too, probes, and tells the others it resumed."""
@@ -638,6 +642,7 @@ async def test_a_pause_decided_by_another_process_is_taken_within_seconds() -> N
 
 
 @pytest.mark.anyio
+@pytest.mark.large_batch
 async def test_a_stop_decided_by_another_process_ends_the_jobs_not_sent_here() -> None:
     store = MemoryJobStore()
 
