@@ -455,9 +455,7 @@ class JobScheduler:
         return self._planner.model
 
     def _current_cap(self) -> int:
-        """By default eight times Little's law, so a saturated quota never idles for lack of
-        work."""
-
+        """By default eight times Little's law: a saturated quota never idles for lack of work."""
         if self._config.max_in_flight is not None:
             return self._config.max_in_flight
         in_flight = self._planner.model.mean + self._planner.policy.wait_initial
