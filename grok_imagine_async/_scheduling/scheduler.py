@@ -240,6 +240,7 @@ class JobScheduler:
             self._planner,
             priority=submit_priority,
             has_slot=self._has_slot,
+            resubmit=config.resubmit,
             downloads=downloads,
             owner=self,
         )

@@ -44,10 +44,12 @@ class Submitter:
         *,
         priority: Priority,
         has_slot: Callable[[], bool],
+        resubmit: int,
         downloads: Downloader | None,
         owner: object,
     ) -> None:
         self._books = books
+        self._resubmit = resubmit
         self._breaker = books.breaker
         self._owner = owner
         self._client = client
@@ -57,6 +59,8 @@ class Submitter:
         self._downloads = downloads
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
         self._doubted = 0  # resubmissions waiting in _explained
+        self._probes: dict[str, int] = {}  # probes sent per job: the next probe is another's
+        self._unprobed = 0  # jobs waiting in _admit that have not probed
         self.submissions = 0
         """POSTs sent (first submissions and resubmissions)."""
 
@@ -85,13 +89,22 @@ class Submitter:
         if record is not None and record.state in FINAL_STATES:
             await self._replay(job, record)  # sends nothing: needs no in-flight slot
             return
-        await books.wait_for(lambda: self._has_slot() or self._stopped())
+        await books.wait_for(lambda: self._has_slot() or self._stopped() or self._probe_wanted())
         if self._stopped():
             await self.not_sent(job)
             return
         job.submitting()
         if record is None or not await self._resume(job, record):
             await self.send(job)
+
+    def _probe_wanted(self) -> bool:
+        # Paused, and every job waiting has probed: a queued job probes next, past the cap.
+        return self._breaker.state is BreakerState.PAUSED and not self._unprobed
+
+    def probed_again(self, key: str) -> bool:
+        """Whether ``key`` probed more than once: no other job could, so its failure is its own
+        and uses its retry (a prompt that always fails cannot probe forever)."""
+        return self._probes.get(key, 0) > 1
 
     def _stopped(self) -> bool:
         return self._books.fatal is not None or self._breaker.state is BreakerState.STOPPED
@@ -122,26 +135,37 @@ class Submitter:
         books, breaker = self._books, self._breaker
         if after_failure and breaker.policy is not None:
             await self._explained(job, breaker.policy.probe_wait_initial)
-        while True:
-            if books.fatal is not None:
-                return False
-            now = anyio.current_time()
-            held = self._planner.holding(now)
-            if held is not None:  # a burst waits for its canary's look
-                with anyio.move_on_after(held - now):
+        probed = job.key in self._probes
+        self._unprobed += not probed
+        if probed:  # its probe failed: wake the others waiting for it (or a queued job)
+            books.notify()
+        try:
+            while True:
+                if books.fatal is not None:
+                    return False
+                now = anyio.current_time()
+                held = self._planner.holding(now)
+                if probed and self._unprobed and breaker.state is BreakerState.PAUSED:
+                    # A job that probed in vain leaves the next probe to another.
+                    held = max(held or 0.0, breaker.snapshot().next_probe_at or now, now + 1.0)
+                if held is not None:  # a burst waits for its canary's look
+                    with anyio.move_on_after(held - now):
+                        await books.next_change()
+                    continue
+                sequence, until, transition = breaker.admit(now)
+                if sequence is not None:
+                    job.sequence = sequence
+                    if transition is Transition.PROBING:
+                        self._probes[job.key] = self._probes.get(job.key, 0) + 1
+                        self._planner.follow(job.key)
+                        books.course(job.key, transition, now)
+                    return True
+                if until == float("inf"):
+                    return False
+                with anyio.move_on_after(float("inf") if until is None else until - now):
                     await books.next_change()
-                continue
-            sequence, until, transition = breaker.admit(now)
-            if sequence is not None:
-                job.sequence = sequence
-                if transition is Transition.PROBING:
-                    self._planner.follow(job.key)
-                    books.course(job.key, transition, now)
-                return True
-            if until == float("inf"):
-                return False
-            with anyio.move_on_after(float("inf") if until is None else until - now):
-                await books.next_change()
+        finally:
+            self._unprobed -= not probed
 
     async def _explained(self, job: JobRecord, wait: float) -> None:
         """Before ``job``'s resubmission: wait ``wait`` while the newest jobs fail too, and
@@ -302,9 +326,12 @@ class Submitter:
         except (APIConnectionError, ServerError, APIResponseValidationError) as exc:
             # Nothing was started (the sender retried already); systematic: the breaker's.
             reached = not isinstance(exc, APIConnectionError)
+            probe = self._breaker.is_probe(job.sequence)
             self._outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
             state = self._breaker.state
-            if state is BreakerState.PAUSED:
+            own = probe and self.probed_again(job.key)
+            if state is BreakerState.PAUSED and not (own and job.resubmits >= self._resubmit):
+                job.resubmits += own
                 return True  # sent again once the outage is over
             if state is BreakerState.STOPPED and not reached:
                 # A server never reached: a configuration error; stop every worker now.

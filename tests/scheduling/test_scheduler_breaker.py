@@ -674,3 +674,20 @@ async def test_a_course_from_an_earlier_run_is_not_taken() -> None:
 
     results, events, _ = await shared_batch(store, [f"scene {n}" for n in range(30)], other)
     assert events == [] and all(result.ok for result in results)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", ["[fail:network] [duration:1]", "[fail:500]"])
+async def test_a_prompt_that_always_fails_cannot_probe_forever(fault: str) -> None:
+    # Three jobs whose prompt always fails pause the batch, and one of them probes. A probe's
+    # failure used to be the outage's (its job resubmitted without using its retry), so the
+    # batch probed with it forever. Now the next probe is another job's, and a job probing
+    # again (no other can) uses its retry. (A task failed at 1 s, younger than a healthy
+    # probe; a POST answered 500 after its retries.)
+    prompts = [f"scene {n} {fault}" for n in range(3)]
+    with anyio.fail_after(3600.0):
+        batch = await Batch("pro", FaultConfig()).run(prompts)
+    assert len(batch.results) == 3
+    assert not any(result.ok for result in batch.results)
+    assert batch.transitions()[0] == "paused"
+    assert batch.transitions().count("probing") <= 3 * len(prompts)  # free, counted, last
