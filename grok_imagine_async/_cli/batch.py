@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import sys
@@ -65,6 +64,7 @@ from .report import (
     MANIFEST_NAME,
     BatchProgress,
     advice_after,
+    completed_in_manifest,
     count_jobs,
     credits_recorded,
     outcome_unknown,
@@ -299,7 +299,7 @@ async def _batch(
             f"the journal had lost {{are}} listed completed in {out / MANIFEST_NAME} with their "
             "videos: recorded again from it, not paid again.",
         )
-        emulated = connection.emulated
+        emulated = connection.emulator is not None
         advice = advice_after(args, outcome, interrupted, emulated, connection.emulator_state)
         if progress.unreachable:
             advice.insert(
@@ -567,27 +567,6 @@ class Claims:
         )
 
 
-def completed_in_manifest(out: Path, endpoint: str) -> dict[str, dict[str, Any]]:
-    """``out``'s manifest lines of jobs completed against ``endpoint``, videos still there."""
-    found: dict[str, dict[str, Any]] = {}
-    try:
-        handle = (out / MANIFEST_NAME).open(encoding="utf-8")
-    except OSError:
-        return found
-    with handle:
-        for line in handle:
-            try:
-                entry = json.loads(line)
-                if entry["status"] != "completed" or entry["endpoint"] != endpoint:
-                    continue
-                files, videos = list(entry["files"]), list(entry["videos"])
-            except (ValueError, TypeError, KeyError):
-                continue  # not a line of ours (or of an older version): nothing to trust
-            if files and videos and all((out / f).is_file() for f in files):
-                found[str(entry["key"])] = entry
-    return found
-
-
 async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
     """Forget the intents a scheduler stopped in good order left: every POST sent was recorded
     (its answer is read under a shield), so they were never sent (Ctrl-C, a rejected token)."""
@@ -674,7 +653,7 @@ async def prepare(
         "completed but not downloaded will be downloaded again (already paid: not submitted "
         "again).",
     )
-    if connection.emulated:
+    if connection.emulator is not None:
         return None, earlier  # every unknown outcome was forgotten above
     if resubmit:
         note_jobs(

@@ -122,10 +122,6 @@ class Connection:
     emulator_state: Path | None = None
 
     @property
-    def emulated(self) -> bool:
-        return self.emulator is not None
-
-    @property
     def quota(self) -> str:
         """E.g. ``plan free: 100 requests per 60 s, 5x real time`` (in the server's time)."""
         limit, scale = self.client.limiter.limit, self.time_scale

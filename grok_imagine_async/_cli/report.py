@@ -325,6 +325,27 @@ async def write_manifest(
     return outcome
 
 
+def completed_in_manifest(out: Path, endpoint: str) -> dict[str, dict[str, Any]]:
+    """``out``'s manifest lines of jobs completed against ``endpoint``, videos still there."""
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        handle = (out / MANIFEST_NAME).open(encoding="utf-8")
+    except OSError:
+        return found
+    with handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+                if entry["status"] != "completed" or entry["endpoint"] != endpoint:
+                    continue
+                files, videos = list(entry["files"]), list(entry["videos"])
+            except (ValueError, TypeError, KeyError):
+                continue  # not a line of ours (or of an older version): nothing to trust
+            if files and videos and all((out / f).is_file() for f in files):
+                found[str(entry["key"])] = entry
+    return found
+
+
 def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple[str, str]]:
     """The summary as (label, value) rows; an emulated run's credits are priced at nothing."""
     rows = [
