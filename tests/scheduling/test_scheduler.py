@@ -325,6 +325,21 @@ async def test_statistics_add_up(grok_client: AsyncGrokImagine) -> None:
 
 
 @pytest.mark.anyio
+async def test_results_end_after_cancel_with_what_had_finished(
+    grok_client: AsyncGrokImagine,
+) -> None:
+    async with JobScheduler(grok_client) as scheduler:
+        results = scheduler.results()
+        quick = await scheduler.submit("quick [duration:5]")
+        await scheduler.submit("slow [duration:600]")
+        await quick.wait()
+        scheduler.cancel()
+    with anyio.fail_after(60):  # an unfinished job left by cancel() must not hold the stream
+        keys = [result.key async for result in results]
+    assert keys == [quick.key]
+
+
+@pytest.mark.anyio
 @pytest.mark.large_batch
 @pytest.mark.grok_emulator(duration_median=30, duration_sigma=0.5)
 async def test_scale_2000_jobs_zero_429_and_requests_per_job_bounded(
