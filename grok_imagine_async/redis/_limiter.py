@@ -154,7 +154,6 @@ class RedisRateLimiter:
         self._unshared_until = -math.inf  # until then, locally paced requests may still count
         # How late a slot may still be used: half the jitter the headroom absorbs.
         self._late_limit = max(headroom * self._limit.period / 2, self._interval)
-        self._last_grant: float | None = None  # loop time
         self._pause_end = -math.inf  # loop time until which a server-ordered pause holds
         self._paused_until: float | None = None  # the same on self._clock, for statistics
         self._serial = self._server_pauses = self._rate_limited = self._redis_calls = 0
@@ -182,7 +181,6 @@ class RedisRateLimiter:
             RedisUnavailableError: With ``on_unavailable="raise"``, if Redis cannot be reached.
         """
         await self._line.wait_turn(int(priority), self._next_slot)
-        self._last_grant = anyio.current_time()
         self._serial += 1
         return Permit(granted_at=self._clock.monotonic(), serial=self._serial)
 
@@ -434,7 +432,8 @@ class RedisRateLimiter:
             limit,
             headroom=self._headroom,
             probe_interval=self._probe_interval,
-            last_grant=self._last_grant,
+            # Up to one slot per peer may still be reserved ahead in the shared schedule.
+            shared_ahead=((peers or math.ceil(1 / share)) - 1) * self._interval,
             peers_before=peers or 1,
         )
         return self._fallback
@@ -470,9 +469,10 @@ def fallback_limit(limit: RateLimit, share: float) -> RateLimit:
 class _Fallback:
     """The local pace while Redis is away: a leaky bucket of one request, evenly spaced.
 
-    Into it, the first local permit waits one local interval after the last shared one (the
-    window still holds the shared traffic); back to Redis, the local pace holds too until as
-    many peers have acquired through Redis as were active before, or a period passed.
+    Into it, the first local permit waits one local interval after the last slot the shared
+    schedule may have given out (the window still holds the shared traffic); back to Redis,
+    the local pace holds too until as many peers have acquired through Redis as were active
+    before, or a period passed.
     """
 
     def __init__(
@@ -481,13 +481,13 @@ class _Fallback:
         *,
         headroom: float,
         probe_interval: float,
-        last_grant: float | None,
+        shared_ahead: float,
         peers_before: int,
     ) -> None:
         interval = limit.period * (1.0 + headroom) / limit.requests
         self._bucket = AsyncLimiter(1, interval)
         self._probe_interval = probe_interval
-        self._hold_until = -math.inf if last_grant is None else last_grant + interval
+        self._hold_until = anyio.current_time() + shared_ahead + interval
         self._next_probe = anyio.current_time() + probe_interval
         self.degraded = True  # Redis believed unreachable; False during the hand-back
         self._peers_before = peers_before

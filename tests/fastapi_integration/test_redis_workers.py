@@ -189,12 +189,18 @@ def in_redis(redis_url: str, ids: list[str]) -> bool:
         return False
 
 
-def judge(emulator: Emulator) -> None:
+def judge(emulator: Emulator, **moments: float) -> None:
     stats = emulator.statistics()
+    times = emulator.request_times(TOKEN)
+    refused = sorted(set(times) - set(emulator.request_times(TOKEN, admitted_only=True)))
+    # Where a refusal fell, relative to the test's moments (Redis killed, restarted...).
+    context = f"refused at {[round(t - times[0], 3) for t in refused]} s, " + ", ".join(
+        f"{name} at {when - times[0]:.3f} s" for name, when in moments.items()
+    )
     assert dict(stats.duplicate_submissions) == {}, "a job was paid twice"
     assert stats.tasks_created == JOBS
-    assert stats.rate_limited == 0
-    assert emulator.max_window_count(LIMIT.period, TOKEN) <= LIMIT.requests
+    assert stats.rate_limited == 0, context
+    assert emulator.max_window_count(LIMIT.period, TOKEN) <= LIMIT.requests, context
 
 
 def test_every_worker_finds_every_job_and_a_killed_workers_jobs_complete_once(
@@ -236,6 +242,7 @@ def test_redis_stopped_mid_run_loses_no_job_and_keeps_to_the_plan(
         job["status"] != "queued" for job in statuses(workers, ids).values()
     ))  # fmt: skip
     redis_server.kill()
+    killed = time.monotonic()  # the emulator's clock
     served = grok_emulator
     before = served.statistics().requests_total
     # The workers go on alone, each at its share of the plan.
@@ -243,9 +250,10 @@ def test_redis_stopped_mid_run_loses_no_job_and_keeps_to_the_plan(
         "requests while Redis is down", lambda: served.statistics().requests_total > before + 8
     )
     redis_server.start()  # empty: each worker writes its jobs back at its next heartbeat
+    restarted = time.monotonic()
     wait_for("every job to be written back", lambda: in_redis(redis_server.url, ids))
     wait_for("every job to complete", lambda: all_in(workers, ids, {"completed"}))
-    judge(served)
+    judge(served, killed=killed, restarted=restarted)
 
 
 BURST = 600
@@ -287,7 +295,9 @@ def test_a_burst_on_two_workers_never_overspends_and_never_answers_500(
     accepted_count = codes[202]
     assert set(codes) <= {202, 402} and codes[402] == BURST - accepted_count, (codes, log[-2000:])
     assert BUDGET // 40 - 2 * RESERVE_JOBS <= accepted_count <= BUDGET // 40, codes
-    assert all(job["status"] == "completed" for job in jobs.values())
+    assert all(job["status"] == "completed" for job in jobs.values()), [
+        j for j in jobs.values() if j["status"] != "completed"
+    ][:3]
     stats = grok_emulator.statistics()
     assert stats.tasks_created == accepted_count
     assert dict(stats.duplicate_submissions) == {}
