@@ -1,4 +1,4 @@
-"""A job's record: how each journal call changes it, and how every backend encodes it (pure).
+"""A job's record: how each journal call changes it, and the one JSON text every store keeps.
 
 An intent clears the previous task id (the new POST's outcome is unknown until answered),
 attempts and credits never go down, a completed task whose download failed keeps its URLs.
@@ -102,55 +102,25 @@ def _request_from(data: dict[str, Any]) -> GenerationRequest:
         return GenerationRequest.model_construct(**data)
 
 
-def record_data(record: StoreRecord) -> dict[str, Any]:
-    """Every field of ``record`` as JSON values."""
-    failure = record.failure_class
-    return {
-        "key": record.key,
-        "request": _request_data(record.request),
-        "state": record.state.value,
-        "task_id": record.task_id,
-        "attempts": record.attempts,
-        "credits": record.credits,
-        "videos": list(record.videos),
-        "files": list(record.files),
-        "error": record.error,
-        "failure_class": None if failure is None else failure.value,
-        "request_digest": record.request_digest or request_digest(record.request),
-    }
-
-
-def record_from(data: dict[str, Any], request: GenerationRequest | None = None) -> StoreRecord:
-    """Read back what :func:`record_data` wrote (``request`` if already read)."""
-    request = request if request is not None else _request_from(data["request"])
-    return StoreRecord(
-        key=str(data["key"]),
-        request=request,
-        state=StoreState(data["state"]),
-        task_id=data.get("task_id"),
-        attempts=int(data.get("attempts", 0)),
-        credits=int(data.get("credits", 0)),
-        videos=tuple(data.get("videos", ())),
-        files=tuple(data.get("files", ())),
-        error=data.get("error"),
-        failure_class=_failure_class(data.get("failure_class")),
-        request_digest=data.get("request_digest") or request_digest(request),
-    )
-
-
-def _failure_class(value: str | None) -> FailureClass | None:
-    try:  # one this version does not know reads as UNKNOWN
-        return FailureClass(value) if value else None
-    except ValueError:
-        return FailureClass.UNKNOWN
-
-
 def encode_job(job: StoredJob) -> str:
-    """The JSON text a shared store keeps for ``job`` (its record, or its request if queued)."""
-    if job.record is None:
-        data = {"key": job.key, "request": _request_data(job.request), "state": QUEUED}
+    """The JSON text a store keeps for ``job``: its record, or its request if queued."""
+    data: dict[str, Any] = {"key": job.key, "request": _request_data(job.request)}
+    record = job.record
+    if record is None:
+        data["state"] = QUEUED
     else:
-        data = record_data(job.record)
+        failure = record.failure_class
+        data |= {
+            "state": record.state.value,
+            "task_id": record.task_id,
+            "attempts": record.attempts,
+            "credits": record.credits,
+            "videos": list(record.videos),
+            "files": list(record.files),
+            "error": record.error,
+            "failure_class": None if failure is None else failure.value,
+            "request_digest": record.request_digest or request_digest(record.request),
+        }
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -163,6 +133,24 @@ def decode_job(text: str | bytes, *, owner: str = "") -> StoredJob:
     data = json.loads(text)
     if not isinstance(data, dict) or "key" not in data or "request" not in data:
         raise ValueError("not a job record of this store")
-    request = _request_from(data["request"])
-    record = None if data.get("state") == QUEUED else record_from(data, request)
-    return StoredJob(str(data["key"]), request, record, owner)
+    key, request = str(data["key"]), _request_from(data["request"])
+    if data.get("state") == QUEUED:
+        return StoredJob(key, request, None, owner)
+    try:  # a failure class this version does not know reads as UNKNOWN
+        failure = FailureClass(data["failure_class"]) if data.get("failure_class") else None
+    except ValueError:
+        failure = FailureClass.UNKNOWN
+    record = StoreRecord(
+        key=key,
+        request=request,
+        state=StoreState(data["state"]),
+        task_id=data.get("task_id"),
+        attempts=int(data.get("attempts", 0)),
+        credits=int(data.get("credits", 0)),
+        videos=tuple(data.get("videos", ())),
+        files=tuple(data.get("files", ())),
+        error=data.get("error"),
+        failure_class=failure,
+        request_digest=data.get("request_digest") or request_digest(request),
+    )
+    return StoredJob(key, request, record, owner)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -22,40 +21,24 @@ import anyio
 
 from .._errors import JournalError
 from .._files import create_exclusive, run_blocking
-from .._scheduling.jobs import JobStore, StoreRecord, StoreState
+from .._scheduling.jobs import JobStore, StoredJob, StoreRecord, StoreState
 from .memory import OneProcessStore
-from .records import Change, record_data, record_from
+from .records import Change, decode_job, encode_job
 
 __all__ = ["JournalError", "SqliteJobStore", "open_journal"]
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x47494A31  # "GIJ1": marks the file as ours, so a stray database is refused
 _SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE jobs (
-    key TEXT PRIMARY KEY, request TEXT NOT NULL, state TEXT NOT NULL, task_id TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0, credits INTEGER NOT NULL DEFAULT 0,
-    videos TEXT NOT NULL DEFAULT '[]', files TEXT NOT NULL DEFAULT '[]', error TEXT,
-    failure_class TEXT, updated_at REAL NOT NULL, request_digest TEXT
-);
-CREATE INDEX jobs_state ON jobs (state);
+CREATE TABLE jobs (key TEXT PRIMARY KEY, record TEXT NOT NULL, updated_at REAL NOT NULL);
 CREATE TABLE tasks (
     key TEXT NOT NULL, attempt INTEGER NOT NULL, task_id TEXT NOT NULL, created_at REAL NOT NULL
 );
 CREATE INDEX tasks_key ON tasks (key)
 """
-_FIELDS = (  # the codec's fields (record_data), in its order
-    "key, request, state, task_id, attempts, credits, videos, files, error, failure_class, "
-    "request_digest"
-)
-_PAGE = f"SELECT rowid, {_FIELDS} FROM jobs WHERE rowid > ? ORDER BY rowid LIMIT ?"
-_UPSERT = (
-    f"INSERT INTO jobs ({_FIELDS}, updated_at) VALUES ({', '.join('?' * 12)}) "
-    "ON CONFLICT (key) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in [*_FIELDS.split(", ")[1:], "updated_at"])
-)
 
 
 @dataclass
@@ -133,7 +116,11 @@ class SqliteJobStore(OneProcessStore):
             old = _read_one(conn, key=key)
             new = change(old)
             now = time.time()
-            conn.execute(_UPSERT, (*_row(new), now))
+            conn.execute(
+                "INSERT INTO jobs (key, record, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) "
+                "DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
+                (key, encode_job(StoredJob(key, new.request, new)), now),
+            )
             if new.state is StoreState.SUBMITTED and new.task_id != (old.task_id if old else None):
                 conn.execute(  # a paid task: kept in the history whatever happens to the job
                     "INSERT INTO tasks (key, attempt, task_id, created_at) VALUES (?, ?, ?, ?)",
@@ -152,9 +139,14 @@ class SqliteJobStore(OneProcessStore):
         after = 0
         while True:
             page = (after, page_size)  # read before the loop moves on: the call awaits it
-            rows = await self._read(lambda c: c.execute(_PAGE, page).fetchall())  # noqa: B023
-            for row in rows:
-                yield _to_record(row[1:])
+            rows = await self._read(
+                lambda c: c.execute(
+                    "SELECT rowid, record FROM jobs WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    page,  # noqa: B023
+                ).fetchall()
+            )
+            for _, text in rows:
+                yield _record(text)
             if len(rows) < page_size:
                 return
             after = rows[-1][0]
@@ -355,22 +347,14 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def _read_one(conn: sqlite3.Connection, *, key: str) -> StoreRecord | None:
-    row = conn.execute(f"SELECT {_FIELDS} FROM jobs WHERE key = ?", (key,)).fetchone()
-    return None if row is None else _to_record(row)
+    row = conn.execute("SELECT record FROM jobs WHERE key = ?", (key,)).fetchone()
+    return None if row is None else _record(row[0])
 
 
-_JSON = ("request", "videos", "files")  # the columns holding JSON text
-
-
-def _row(record: StoreRecord) -> list[Any]:
-    """``record`` as the values of :data:`_FIELDS` (the codec's fields, in its order)."""
-    data = record_data(record)
-    return [json.dumps(v, separators=(",", ":")) if k in _JSON else v for k, v in data.items()]
-
-
-def _to_record(row: Sequence[Any]) -> StoreRecord:
-    fields = zip(_FIELDS.split(", "), row, strict=True)
-    return record_from({k: json.loads(v) if k in _JSON else v for k, v in fields})
+def _record(text: str) -> StoreRecord:
+    record = decode_job(text).record
+    assert record is not None  # written by _change, never queued
+    return record
 
 
 def _close(conn: sqlite3.Connection) -> None:

@@ -261,7 +261,7 @@ async def test_meta_values_persist(tmp_path: Path) -> None:
         await journal.set_meta("base_url", "http://127.0.0.1:2")
     async with SqliteJobStore(tmp_path / "run.db") as journal:
         assert await journal.get_meta("base_url") == "http://127.0.0.1:2"
-        assert await journal.get_meta("schema_version") == "2"
+        assert await journal.get_meta("schema_version") == "3"
 
 
 @pytest.mark.anyio
