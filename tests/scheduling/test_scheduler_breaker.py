@@ -8,14 +8,11 @@ refusals, mixed batches that must run as before, and a server never reached.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -40,6 +37,9 @@ from grok_imagine_async.testing import (
     FaultConfig,
     Outage,
 )
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 TOKEN = "breaker-token"
 
@@ -525,20 +525,14 @@ async def test_a_submission_answered_late_is_read_for_the_whole_max_request_time
     assert batch.emulator.statistics().tasks_created == 2
 
 
-def test_the_cli_says_in_one_line_why_it_stopped_and_exits_3(tmp_path: Path) -> None:
+def test_the_cli_says_in_one_line_why_it_stopped_and_exits_3(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("".join(f"a bad template {n} [fail:content]\n" for n in range(400)))
     out = tmp_path / "videos"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GROK_IMAGINE_")}
     argv = ["batch", str(prompts), "--emulate", "--time-scale", "60", "--out", str(out)]
-    done = subprocess.run(
-        [sys.executable, "-m", "grok_imagine_async._cli", *argv, "--no-progress"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli(*argv, "--no-progress", cwd=tmp_path)
     assert done.returncode == 3, done.stderr
     line = re.search(
         r"grok-imagine batch: the last 10 jobs were all refused for content policy; "
