@@ -91,11 +91,6 @@ def _pace(est: Estimate, others: float) -> float:
     return max(plan * LOWEST_FACTOR, plan * est.factor - taken)
 
 
-def _slowest(est: Estimate) -> float:
-    """The longest latency the answers explain (RFC 6298's timeout); ``inf`` before any."""
-    return math.inf if est.latency is None else est.latency + 4.0 * est.jitter
-
-
 @dataclass(slots=True)
 class Answer:
     """One answer, with the grant times of our permits around it: ``grants_between`` the
@@ -129,7 +124,9 @@ def held_until(estimate: Estimate, *, unanswered: int, oldest: float, now: float
     the latency explains, no more than the bucket holds (a stalled server counts them at once)."""
     if unanswered < estimate.size or estimate.is_window:
         return now
-    late = _slowest(estimate) + estimate.limit.interval
+    latency = estimate.latency  # RFC 6298's timeout: the longest latency the answers explain
+    slowest = math.inf if latency is None else latency + 4.0 * estimate.jitter
+    late = slowest + estimate.limit.interval
     silent_since = estimate.answered_at + late
     if now - oldest <= late or now <= silent_since:
         return now
@@ -139,11 +136,6 @@ def held_until(estimate: Estimate, *, unanswered: int, oldest: float, now: float
 def grant(estimate: Estimate, *, now: float) -> None:
     """A permit was granted at ``now``: it takes one request from the pacing bucket."""
     estimate.tat = max(estimate.tat, now) + 1.0 / estimate.pace
-
-
-def give_back(estimate: Estimate) -> None:
-    """A permit's request never reached the server: its room goes back to the bucket."""
-    estimate.tat -= 1.0 / estimate.pace
 
 
 def rate_limited_pause(

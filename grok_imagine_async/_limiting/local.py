@@ -11,7 +11,6 @@ import anyio
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .feedback import DEFAULT_HEADROOM, Answer, Estimate, grant, held_until, read_answer, ready_at
-from .feedback import give_back as give_back_to
 from .line import SlotLine
 from .plans import Plan, RateLimit, resolve_rate_limit
 from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
@@ -36,13 +35,15 @@ class TimeLog:
             self._forget(now - self._keep)
         return self._first_serial + len(times) - self._start - 1
 
-    def after(self, serial: int, *, upto: int | None = None) -> tuple[int, list[float]]:
-        """The first serial after ``serial`` remembered, and the times from it on (to ``upto``
-        included if given), oldest first."""
-        first = max(serial + 1, self._first_serial)
+    def after(self, serial: int, upto: int | None, skip: set[int]) -> list[float]:
+        """The times remembered after ``serial`` (to ``upto`` included), less ``skip``'s."""
+        first = serial + 1 if serial >= self._first_serial else self._first_serial
         index = self._start + first - self._first_serial
         end = None if upto is None else self._start + upto - self._first_serial + 1
-        return first, self._times[index:end]
+        times = self._times[index:end]
+        if not skip:
+            return times
+        return [when for s, when in enumerate(times, start=first) if s not in skip]
 
     def count_in_window(self, serial: int, *, period: float) -> int | None:
         """Events up to and including ``serial`` in the ``period`` seconds that end with it (None:
@@ -264,8 +265,8 @@ class LocalRateLimiter:
         earlier: list[float] = []
         if feedback.remaining is not None:
             if 0 < serial_before < serial and estimate.in_order:
-                between = self._grants(serial_before, upto=serial)
-            later = self._grants(serial)
+                between = self._history.after(serial_before, serial, self._given_back)
+            later = self._history.after(serial, None, self._given_back)
             for s, (when, _) in pending.items():  # in grant order
                 if s >= serial:
                     break
@@ -298,14 +299,6 @@ class LocalRateLimiter:
         if self._woken is not None:
             self._woken.set()
 
-    def _grants(self, serial: int, *, upto: int | None = None) -> list[float]:
-        """Grant times of the permits after ``serial`` (to ``upto``), less those given back."""
-        first, times = self._history.after(serial, upto=upto)
-        given_back = self._given_back
-        if not given_back:
-            return times
-        return [when for s, when in enumerate(times, start=first) if s not in given_back]
-
     def give_back(self, permit: Permit) -> None:
         """The request sent under ``permit`` never reached the server: its place in the window
         frees at once, and the pace takes it as never granted."""
@@ -317,7 +310,7 @@ class LocalRateLimiter:
         given_back.add(serial)
         if len(given_back) > 4096:  # no answer with headers came for long: forget the oldest
             given_back.difference_update(sorted(given_back)[:2048])
-        give_back_to(self._estimate)
+        self._estimate.tat -= 1.0 / self._estimate.pace  # its room back in the bucket
         if self._woken is not None:
             self._woken.set()
 
