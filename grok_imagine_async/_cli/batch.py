@@ -239,7 +239,6 @@ async def _batch(
             download_dir=out,
             file_stem=summary.file_stem,
             on_event=on_event,
-            stream_results=True,
         )
         claims = Claims(store, args, progress, endpoint)
 

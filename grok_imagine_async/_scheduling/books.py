@@ -124,14 +124,14 @@ class Books:
         budget: CreditBudget,
         breaker: Breaker,
         on_event: SchedulerHook | None,
-        streaming: bool,
     ) -> None:
         self.budget = budget
         self.breaker = breaker
         self.jobs: dict[str, JobRecord] = {}  # accepted and not finished
         self.tally = Tally(self.notify)
         self.backlog: deque[JobResult] = deque()  # finished, not read yet (while streaming)
-        self.streaming = streaming
+        self.streaming = False  # a results() reader buffers what finishes
+
         self.journal: JobStore | None = None
         self.input_closed = False
         self.fatal: BaseException | None = None  # the first fatal error, raised at exit

@@ -147,8 +147,6 @@ class JobScheduler:
     Args:
         client: The client (its token, limiter and retry policy).
         config: How it runs its jobs (a :class:`~grok_imagine_async.batch.SchedulerConfig`).
-        stream_results: Buffer finished jobs for :meth:`results` from the start (otherwise
-            from its first call).
         **options: ``max_credits``: no job is started if it could take spending past it.
             ``journal``: a :class:`~grok_imagine_async.abc.JobStore`, or a path for a
             SQLite journal, to resume after a crash. ``download_dir``: completed jobs'
@@ -171,8 +169,6 @@ class JobScheduler:
         self,
         client: SchedulerClient,
         config: SchedulerConfig | None = None,
-        *,
-        stream_results: bool = False,
         **options: Unpack[SchedulerOptions],
     ) -> None:
         unknown = options.keys() - SchedulerOptions.__optional_keys__
@@ -201,7 +197,6 @@ class JobScheduler:
             budget=CreditBudget(options.get("max_credits")),  # raises ValueError below 0
             breaker=Breaker(policy),
             on_event=observed_hook(client.telemetry, self, options.get("on_event")),
-            streaming=stream_results,
         )
         self._repeats: Counter[int] = Counter()  # request digest: copies seen (with a journal)
         self._running: AbstractAsyncContextManager[JobScheduler] | None = None
@@ -415,8 +410,10 @@ class JobScheduler:
         self.close_input()
 
     def results(self) -> JobResults:
-        """Each :class:`JobResult` as its job finishes, until the input is closed and every
-        job finished (submissions pause while ``results_buffer`` wait unread)."""
+        """Each :class:`JobResult` as its job finishes from this call on, until the input is
+        closed and every job finished (submissions pause while ``results_buffer`` wait
+        unread): call it before submitting to miss none."""
+
         return JobResults(self)
 
     def statistics(self) -> SchedulerStatistics:
@@ -486,14 +483,14 @@ async def generate_many(
     if on_progress is not None:
         reporter = _Reporter(on_progress, options.get("on_event"))
         options["on_event"] = reporter.observe
-    scheduler = JobScheduler(client, config, stream_results=True, **options)
+    scheduler = JobScheduler(client, config, **options)
+    results = scheduler.results()
     async with scheduler, anyio.create_task_group() as group:
         scheduler.feed(items, strict=strict)
         if reporter is not None:
             reporter.jobs = scheduler._books.jobs
             # Once a second for 30 s generations; faster on a faster server.
             group.start_soon(reporter.run, client.settings.expected_duration / 30)
-        results = scheduler.results()
         try:
             yield results
         finally:

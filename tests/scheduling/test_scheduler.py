@@ -198,8 +198,9 @@ async def test_unread_results_pause_submissions_but_not_polls(
     grok_client: AsyncGrokImagine, grok_emulator: Emulator
 ) -> None:
     async with JobScheduler(
-        grok_client, SchedulerConfig(results_buffer=3, max_in_flight=2), stream_results=True
+        grok_client, SchedulerConfig(results_buffer=3, max_in_flight=2)
     ) as scheduler:
+        results = scheduler.results()  # buffers from now on
         for i in range(20):
             await scheduler.submit(f"bp {i} [duration:10]")
         await anyio.sleep(600)  # nobody reads results
@@ -209,7 +210,7 @@ async def test_unread_results_pause_submissions_but_not_polls(
         assert stats.in_flight == 0  # everything submitted was polled to completion
         assert grok_emulator.statistics().tasks_by_state["completed"] == stats.submissions
         got = []
-        async for result in scheduler.results():
+        async for result in results:
             got.append(result)
             if len(got) == 20:
                 scheduler.close_input()
@@ -309,11 +310,12 @@ async def test_downloads_land_in_the_folder_named_after_keys(
 
 @pytest.mark.anyio
 async def test_statistics_add_up(grok_client: AsyncGrokImagine) -> None:
-    async with JobScheduler(grok_client, stream_results=True) as scheduler:
+    async with JobScheduler(grok_client) as scheduler:
+        results = scheduler.results()
         for i in range(6):
             await scheduler.submit(f"s{i} [fail:content:1]" if i == 0 else f"s{i}")
         scheduler.close_input()
-        async for _ in scheduler.results():
+        async for _ in results:
             pass
         stats = scheduler.statistics()
     assert (stats.completed, stats.failed, stats.queued, stats.in_flight) == (5, 1, 0, 0)
