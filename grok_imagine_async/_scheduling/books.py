@@ -131,7 +131,6 @@ class Books:
         self.tally = Tally(self.notify)
         self.backlog: deque[JobResult] = deque()  # finished, not read yet (while streaming)
         self.streaming = False  # a results() reader buffers what finishes
-
         self.journal: JobStore | None = None
         self.input_closed = False
         self.fatal: BaseException | None = None  # the first fatal error, raised at exit
