@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import platform
 import random
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
 import httpx
 
+from benchmarks._git import code_state
 from grok_imagine_async import APIError, AsyncGrokImagine, RateLimit, RetryPolicy
 from grok_imagine_async.abc import RateLimiter
 
@@ -41,17 +41,6 @@ class Travel(httpx.AsyncBaseTransport):
         await response.aread()
         await anyio.sleep(self._rng.uniform(*TRAVEL))
         return response
-
-
-def head_commit() -> str:
-    """The commit of the code measured (short hash; "unknown" outside a git checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
 
 
 @dataclass(frozen=True)
@@ -149,7 +138,7 @@ def render_virtual(
     lines = [
         "# Local rate limiter on virtual time",
         "",
-        f"Command: `{command}` at {head_commit()} · Python {platform.python_version()} · "
+        f"Command: `{command}` at {code_state()} · Python {platform.python_version()} · "
         "in-process emulator on the virtual-time loop: the same figures on any machine, "
         "whatever its load",
         "",
@@ -319,7 +308,7 @@ def render_round_trips(runs: list[TripRun], *, command: str) -> str:
     lines = [
         "# Local rate limiter at a real round trip (issue 27)",
         "",
-        f"Command: `{command}` at {head_commit()} · Python {platform.python_version()} · "
+        f"Command: `{command}` at {code_state()} · Python {platform.python_version()} · "
         "on virtual time (the same figures on any machine)",
         "",
         f"A quota-bound batch: {BATCH_PERIODS} periods' worth of requests (200 on free, 2,000 "

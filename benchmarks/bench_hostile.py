@@ -18,6 +18,7 @@ import anyio
 import httpx
 import psutil
 
+from benchmarks._git import code_state
 from grok_imagine_async import AsyncGrokImagine, Limits, RetryPolicy, Task, TaskStatus
 from grok_imagine_async.testing import VirtualTimeEventLoop
 
@@ -123,6 +124,9 @@ async def main() -> None:
     prompt = "p" * 20_000_000
     rows.append(await _measure("20 MB prompt", lambda: _client(big).generate(prompt)))
     lines = [
+        f"Command: `python -m benchmarks.bench_hostile` at {code_state()} · virtual time, "
+        "in process (the same figures on any machine)",
+        "",
         "| attack | outcome | traced peak MiB | RSS growth MiB | virtual s |",
         "|---|---|---:|---:|---:|",
     ]

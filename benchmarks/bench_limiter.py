@@ -47,13 +47,13 @@ import anyio
 import httpx
 from aiolimiter import AsyncLimiter
 
+from benchmarks._git import code_state
 from benchmarks._limiter_virtual import (
     KINDS,
     PLANS,
     ROUND_TRIPS,
     TripRun,
     flood,
-    head_commit,
     render_round_trips,
     render_virtual,
     run_round_trip_one,
@@ -319,7 +319,7 @@ def render(
     lines = [
         "# Local rate limiter",
         "",
-        f"Command: `{command}` at {head_commit()} · Python {platform.python_version()} · "
+        f"Command: `{command}` at {code_state()} · Python {platform.python_version()} · "
         f"{os.cpu_count()} CPUs (load average {load:.1f} at the start, the machine was shared) · "
         "emulator under uvicorn on 127.0.0.1 in its own process",
         "",

@@ -54,6 +54,7 @@ from typing import Any
 
 import anyio
 
+from benchmarks._git import code_state
 from benchmarks._open_limiter import OpenLimiter
 from grok_imagine_async import _http
 
@@ -338,7 +339,7 @@ def main(argv: list[str]) -> int:
         server.wait(10)
         shutil.rmtree(work, ignore_errors=True)
     conditions = (
-        f"Measured at {_head()}. Client and server at nice {nice}; load average {load:.2f} at "
+        f"Measured at {code_state()}. Client and server at nice {nice}; load average {load:.2f} at "
         f"the start, {os.getloadavg()[0]:.2f} at the end (the machine's 2 cores are shared with "
         "other work)."
     )
@@ -368,19 +369,6 @@ def _checkout(ref: str, work: Path) -> Path:
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     return target
-
-
-def _head() -> str:
-    """The commit measured (with ``+`` if the tree differs from it)."""
-    head = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "grok_imagine_async"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return f"{head or 'an unknown commit'}{'+' if dirty else ''}"
 
 
 if __name__ == "__main__":

@@ -49,13 +49,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks._git import code_state
 from benchmarks._sim_legacy import COMMIT
 from benchmarks._sim_memory import MemoryFigure, measure
 from benchmarks._sim_run import LIMITERS, run_all
@@ -83,21 +83,6 @@ SECTIONS = ("batch", "idle", "lag", "seeds", "enterprise", "rss", "outage", "out
 RSS_SIZES = (10_000, 100_000)
 QUICK_RSS_SIZES = (1_000, 10_000)
 TARGET_RSS_MB = 150.0
-
-
-def code_state() -> str:
-    """The commit measured, and the package files changed since it (if any)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return done.stdout.rstrip("\n") if done.returncode == 0 else ""
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    status = git("status", "--porcelain", "--", "grok_imagine_async")
-    changed = [line[3:] for line in status.splitlines()]
-    if not changed:
-        return f"commit {head}"
-    return f"commit {head} with uncommitted changes to {', '.join(changed)}"
 
 
 def memory_section(memory: Sequence[dict[str, Any]]) -> str:
