@@ -1,8 +1,10 @@
-"""The commit a benchmark measures, named in its table's header."""
+"""Git for the benchmarks: the commit measured (for a table's header), a commit's package."""
 
 from __future__ import annotations
 
+import io
 import subprocess
+import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,3 +24,17 @@ def code_state() -> str:
     if not changed:
         return f"commit {head}"
     return f"commit {head} with uncommitted changes to {', '.join(changed)}"
+
+
+def extract(ref: str, into: Path) -> Path:
+    """Extract ``grok_imagine_async`` as it was at ``ref`` under ``into`` (for PYTHONPATH)."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "grok_imagine_async"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into)  # our own repository's archive
+    return into

@@ -11,15 +11,13 @@ and the virtual clock stay the current ones.
 from __future__ import annotations
 
 import importlib
-import io
-import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks._git import extract
+
 COMMIT = "98bcd43"
 """The last commit of main before the issue 12 poll schedule."""
 LIMITER_COMMIT = "8b0e17b"
@@ -31,17 +29,8 @@ def _package(commit: str) -> str:
 
 
 def _extract(commit: str, into: Path) -> None:
-    package = _package(commit)
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", commit, "grok_imagine_async"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout
-    staging = Path(tempfile.mkdtemp(dir=into.parent))
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(staging)  # our own repository's archive
-    (staging / "grok_imagine_async").rename(staging / package)
+    staging = extract(commit, Path(tempfile.mkdtemp(dir=into.parent)))
+    (staging / "grok_imagine_async").rename(staging / _package(commit))
     staging.rename(into)
 
 

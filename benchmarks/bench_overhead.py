@@ -54,7 +54,7 @@ from typing import Any
 
 import anyio
 
-from benchmarks._git import code_state
+from benchmarks._git import code_state, extract
 from benchmarks._open_limiter import OpenLimiter
 from grok_imagine_async import _http
 
@@ -318,7 +318,7 @@ def main(argv: list[str]) -> int:
         return 0
     families = _families()
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    baseline = _checkout(args.baseline, work) if args.baseline else None
+    baseline = extract(args.baseline, work / f"baseline-{args.baseline}") if args.baseline else None
     port_file = work / "url"
     server = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_overhead", "--serve", str(port_file)]
@@ -356,19 +356,6 @@ def main(argv: list[str]) -> int:
         RESULTS.write_text(table)
     print(table)
     return 0
-
-
-def _checkout(ref: str, work: Path) -> Path:
-    """The package as it was at ``ref``, extracted under ``work`` (for PYTHONPATH)."""
-    target = work / f"baseline-{ref}"
-    target.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", ref, "grok_imagine_async"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the redis-server helper lives with th
 
 from _redis_worker import RedisServer, redis_server_binary  # noqa: E402
 
+from benchmarks._git import extract  # noqa: E402
 from grok_imagine_async import RateLimit  # noqa: E402
 from grok_imagine_async.testing import Emulator, EmulatorConfig, serve_in_thread  # noqa: E402
 
@@ -181,19 +182,6 @@ def render(
     return "\n".join(lines)
 
 
-def _checkout(ref: str, work: Path) -> Path:
-    """The package as it was at ``ref``, extracted under ``work`` (for PYTHONPATH)."""
-    target = work / f"baseline-{ref}"
-    target.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", ref, "grok_imagine_async"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
@@ -214,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             versions = [(ROOT, "this tree")]
             if args.baseline:
-                versions.insert(0, (_checkout(args.baseline, work), f"baseline {args.baseline}"))
+                versions.insert(
+                    0, (extract(args.baseline, work / "baseline"), f"baseline {args.baseline}")
+                )
             rows = [
                 run(
                     int(k),
