@@ -50,6 +50,7 @@ _BURST = 0.5  # POSTs leaving closer than this share of the plan's interval: a b
 _VOUCHED = 2.0  # a canary seen healthy vouches for bursts this long after it left (canary ages)
 _CANARY_TIMEOUT = 3.0  # a burst waits at most this long for its canary's look (canary ages)
 _BIG_BURST = 20  # requests waiting for permits that make a burst big (see leaving)
+_VOUCHES = 10  # POSTs of a burst one healthy canary lets out: an outage since it left costs these
 _HOLD_SHARE = 0.1  # bursts wait for a canary only if its age is at most this share of the period
 
 
@@ -88,6 +89,7 @@ class PollPlanner:
         self._canary_out: tuple[str, float] | None = None  # the canary's key, when it left
         self._holding = False  # a burst waits for the canary's look
         self._vouched = -math.inf  # when the newest canary seen healthy left
+        self._vouches = 0  # burst POSTs let out on its word
         self._seen_healthy = -math.inf  # and when it was seen so
         self._last_left = -math.inf  # when the newest POST left
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
@@ -206,6 +208,13 @@ class PollPlanner:
         stats = self._statistics
         if vouched and burst and stats is not None and stats().waiting >= _BIG_BURST:
             vouched = now - self._seen_healthy <= self.policy.wait_initial
+        # The look saw the canary as it was when it left: an outage since then would be paid
+        # by the whole burst, so one canary lets out a few POSTs, and the next is a canary.
+        # A canary's look shows the provider as it was when the canary left: an outage since
+        # then is paid by the burst the look releases. So one look lets out a few POSTs, where
+        # that keeps up with the quota (free; pro's 1,000 a minute would be slowed).
+        chunked = burst and self.limit.per_second * self.canary_age() <= _VOUCHES
+        vouched = vouched and not (chunked and self._vouches >= _VOUCHES)
         # A hold delays the burst by a canary's age: only if that is a small share of the period.
         holds = burst and not vouched and self.canary_age() <= _HOLD_SHARE * self.limit.period
         if out is not None and (self._holding or holds):
@@ -213,12 +222,14 @@ class PollPlanner:
             return True
         self._last_left = now
         self._since_canary += 1
+        self._vouches += chunked and vouched
         spaced = now >= self._last_canary + _CANARY_MIN_GAP * self.policy.wait_initial
         if not (
             now >= self._next_canary
             or (self._since_canary >= _CANARY_EVERY and spaced)
             or self._holding
             or (burst and not vouched and out is None)
+            or (chunked and out is None and self._vouches >= _VOUCHES // 2)  # the next chunk's
         ):
             return False
         self._since_canary, self._last_canary = 0, now
@@ -248,7 +259,8 @@ class PollPlanner:
 
     def vouch(self, at: float) -> None:
         """A task created at ``at`` was seen healthy: a burst soon after needs no canary."""
-        self._vouched = max(self._vouched, at)
+        if at >= self._vouched:
+            self._vouched, self._vouches = at, 0
         self._holding = False
 
     def vouched_since(self, at: float) -> bool:

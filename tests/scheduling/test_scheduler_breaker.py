@@ -685,3 +685,18 @@ async def test_a_prompt_that_always_fails_cannot_probe_forever(fault: str) -> No
     assert not any(result.ok for result in batch.results)
     assert batch.transitions()[0] == "paused"
     assert batch.transitions().count("probing") <= 3 * len(prompts)  # free, counted, last
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("at", [150.0, 210.0])
+async def test_an_outage_after_a_canary_left_costs_a_few_posts_not_the_burst_its_look_releases(
+    at: float,
+) -> None:
+    # Free, quota-bound: a window's reset gives out its permits at once, and the burst waits
+    # for a canary's look. An outage that began after the canary left was paid by the whole
+    # burst that look released (68 and 31 tasks at these starts); one look lets out ten now.
+    outage = Outage(start=at, end=at + 120.0)
+    prompts = [f"scene {n}" for n in range(300)]
+    batch = await Batch("free", FaultConfig(outages=(outage,)), seed=1).run(prompts)
+    assert all(result.ok for result in batch.results)
+    assert batch.tasks_created_between(at, at + 120.0) <= 20
