@@ -31,7 +31,8 @@ duration model's prior stays at its 30 s default. Sections:
 - ``outage-sweep``: the outage's start swept across a window around the middle of the batch
   (pro 3,000 and 300 with 30 s outages every 4 s over 60 s, free 300 and 3,000 with 2 min
   outages every 10 s over 120 s), breaker on and off: where a claim of ``outage`` holds only at
-  one start.
+  one start; and the assumptions swept too: free 300 with 10 s and 120 s jobs and against a
+  fixed window, pro 300 with 10 s jobs.
 
 Figures: makespan over the *window bound* (``max(floor((2N - 1) / limit) x period,
 max_k(floor((k - 1) / limit) x period + d_k))``, the bound of any client that never sends more
@@ -222,9 +223,11 @@ def render(store: dict[str, Any], command: str) -> str:
         "of a window around the middle of the batch (aligned to the step, from half the "
         "no-outage makespan less half the window), with the breaker (default `BreakerPolicy()`) "
         "and without it (`breaker=None`) side by side. A canary look releases a burst: an "
-        "outage that begins between a canary's submission and its look is paid for by the "
-        "burst, so one start in the middle is not enough. Pro 300 has sent every submission "
-        "before its middle, so nothing is paid there either way. Bold: a target of issue 24 "
+        "outage that begins between a canary's submission and its look is paid for by what "
+        "the look releases, so one start in the middle is not enough. Pro 300 has sent every "
+        "submission before its middle, so nothing is paid there either way. The assumptions "
+        "are swept too: jobs of 10 s and 120 s (median) beside 30 s, and a server counting "
+        "in fixed windows beside sliding ones. Bold: a target of issue 24 "
         "missed; *(over)*, *(short)*: the same limits without the breaker.",
         "",
         outage_sweep_table(store.get("outage-sweep", {}).get("rows", [])),
@@ -253,6 +256,8 @@ class OutageCase:
             (every prompt refused for content policy), ``"usual"`` (one prompt in ten refused, a
             few failing once, 2 % of server errors) or ``"usual-off"`` (the same without the
             breaker, to compare outcomes).
+        median: The emulator's median job duration in seconds.
+        window: How the emulator counts the quota (``"sliding"``, ``"fixed"``).
     """
 
     plan: str
@@ -260,6 +265,8 @@ class OutageCase:
     kind: str = "none"
     start: float = 0.0
     length: float = 0.0
+    median: float = 30.0
+    window: str = "sliding"
 
 
 def _usual(n: int) -> str:
@@ -286,7 +293,15 @@ async def _outage_run(case: OutageCase) -> dict[str, Any]:
         faults = FaultConfig(outages=(Outage(start=case.start, end=case.start + case.length),))
     elif case.kind.startswith("usual"):
         faults = FaultConfig(server_error_rate=0.02)
-    emulator = Emulator(EmulatorConfig(tokens={"tok": case.plan}, seed=1, faults=faults))
+    emulator = Emulator(
+        EmulatorConfig(
+            tokens={"tok": case.plan},
+            seed=1,
+            faults=faults,
+            duration_median=case.median,
+            window=case.window,  # type: ignore[arg-type]
+        )
+    )
     client = AsyncGrokImagine(
         api_key="tok",
         http_client=emulator.client(token=None),
@@ -349,7 +364,8 @@ def _outage_one(case: OutageCase) -> dict[str, Any]:
     row = run_virtual(_outage_run, case, start=10_000.0)  # one start: the run repeats exactly
     row["wall"] = time.perf_counter() - began
     print(
-        f"outage {case.plan} {case.jobs} {case.kind} {case.start:g}+{case.length:g}: "
+        f"outage {case.plan} {case.jobs} {case.kind} {case.start:g}+{case.length:g} "
+        f"({case.median:g} s jobs, {case.window}): "
         f"makespan {row['makespan']:.0f} s, paid during {row['paid_during']}, "
         f"{row['completed']}/{case.jobs} completed ({row['wall']:.0f} s wall)",
         flush=True,
@@ -388,14 +404,19 @@ def outage_rows(quick: bool, workers: int) -> list[dict[str, Any]]:
         return summarized(baselines + list(pool.map(_outage_one, cases)))
 
 
-# (plan, jobs, outage length, step, window): the starts swept around the batch's middle
+# (plan, jobs, outage length, step, span swept, job median, server window): the starts swept
+# around the batch's middle, and the assumptions swept too (job durations, server counting)
 OUTAGE_SWEEPS = (
-    ("pro", 3000, 30.0, 4.0, 60.0),
-    ("pro", 300, 30.0, 4.0, 60.0),
-    ("free", 300, 120.0, 10.0, 120.0),
-    ("free", 3000, 120.0, 10.0, 120.0),
+    ("pro", 3000, 30.0, 4.0, 60.0, 30.0, "sliding"),
+    ("pro", 300, 30.0, 4.0, 60.0, 30.0, "sliding"),
+    ("free", 300, 120.0, 10.0, 120.0, 30.0, "sliding"),
+    ("free", 3000, 120.0, 10.0, 120.0, 30.0, "sliding"),
+    ("free", 300, 120.0, 10.0, 120.0, 10.0, "sliding"),
+    ("free", 300, 120.0, 10.0, 120.0, 120.0, "sliding"),
+    ("free", 300, 120.0, 10.0, 120.0, 30.0, "fixed"),
+    ("pro", 300, 30.0, 4.0, 60.0, 10.0, "sliding"),
 )
-QUICK_OUTAGE_SWEEPS = (("pro", 300, 30.0, 15.0, 60.0),)
+QUICK_OUTAGE_SWEEPS = (("pro", 300, 30.0, 15.0, 60.0, 30.0, "sliding"),)
 
 
 def sweep_starts(span: float, step: float, window: float) -> list[float]:
@@ -409,40 +430,41 @@ def outage_sweep_rows(quick: bool, workers: int) -> list[dict[str, Any]]:
     from concurrent.futures import ProcessPoolExecutor
 
     sweeps = QUICK_OUTAGE_SWEEPS if quick else OUTAGE_SWEEPS
-    base = list(dict.fromkeys(OutageCase(plan, jobs) for plan, jobs, *_ in sweeps))
+    base = [OutageCase(p, j, median=m, window=w) for p, j, _, _, _, m, w in sweeps]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         baselines = list(pool.map(_outage_one, base))
-        spans = {(r["case"]["plan"], r["case"]["jobs"]): r["makespan"] for r in baselines}
+        spans = {_variant(r["case"]): r["makespan"] for r in baselines}
         cases = [
-            OutageCase(plan, jobs, kind, start, length)
-            for plan, jobs, length, step, window in sweeps
-            for start in sweep_starts(spans[(plan, jobs)], step, window)
+            OutageCase(plan, jobs, kind, start, length, median, server)
+            for plan, jobs, length, step, window, median, server in sweeps
+            for start in sweep_starts(spans[(plan, jobs, median, server)], step, window)
             for kind in ("outage", "outage-off")
         ]
         return summarized(baselines + list(pool.map(_outage_one, cases)))
 
 
+def _variant(case: dict[str, Any]) -> tuple[Any, ...]:
+    """A swept batch's plan, size, job median and server window (30 s and sliding if absent)."""
+    return (case["plan"], case["jobs"], case.get("median", 30.0), case.get("window", "sliding"))
+
+
 def outage_sweep_table(rows: Sequence[dict[str, Any]]) -> str:
     """One table per swept case (start, then breaker on and off), each with its summary."""
-    spans = {
-        (r["case"]["plan"], r["case"]["jobs"]): r["makespan"]
-        for r in rows
-        if r["case"]["kind"] == "none"
-    }
+    spans = {_variant(r["case"]): r["makespan"] for r in rows if r["case"]["kind"] == "none"}
     runs: dict[tuple[Any, ...], dict[float, dict[str, dict[str, Any]]]] = {}
     for r in rows:
         case = r["case"]
         if case["kind"] in ("outage", "outage-off"):
-            key = (case["plan"], case["jobs"], case["length"])
+            key = (*_variant(case), case["length"])
             runs.setdefault(key, {}).setdefault(case["start"], {})[case["kind"]] = r
     parts: list[str] = []
-    for (plan, jobs, length), by_start in runs.items():
-        span = spans[(plan, jobs)]
+    for (plan, jobs, median, server, length), by_start in runs.items():
+        span = spans[(plan, jobs, median, server)]
         bound = length + 1.10 * span
         starts = sorted(by_start)
         parts += [
-            f"**{plan} {jobs:,} jobs, {length:.0f} s outage** (no-outage makespan {span:.0f} s, "
-            f"bound {bound:.0f} s)",
+            f"**{plan} {jobs:,} jobs of {median:.0f} s ({server} window), {length:.0f} s "
+            f"outage** (no-outage makespan {span:.0f} s, bound {bound:.0f} s)",
             "",
             "| starts at | paid during it (<= 20) | completed | makespan "
             "| breaker off: paid during it | completed | makespan |",
