@@ -5,17 +5,60 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
-from .._models import GenerationRequest
+from .._models import FailureClass, GenerationRequest
 from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
 from .records import Change, finished, intent, submitted, with_files
 
 
-class OneProcessStore:
-    """A job store whose every job is this process's: a claim is a lookup, and its own writes
-    are the only news. A backend supplies :meth:`load` and :meth:`_change`."""
+class StoreBase:
+    """What every job store shares: the journal calls as the record transitions of
+    ``records.py``, and the listeners told of each change. A store supplies :meth:`_apply`."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+
+    async def _apply(
+        self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: bool = False
+    ) -> None:
+        """Apply ``change`` to the record of ``key`` and tell the listeners; a shared budget
+        reserves attempt ``reserve``'s credits first, or gives the last attempt's back."""
+        raise NotImplementedError
+
+    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
+        """POST number ``attempt`` for ``key`` is about to be sent (its credits reserved). Not
+        shielded: a call cancelled before its write wrote nothing, so the job is not taken for
+        ambiguous."""
+        change: Change = lambda old: intent(old, key, request, attempt)  # noqa: E731
+        await self._apply(key, change, shield=False, reserve=attempt)
+
+    async def record_submitted(self, key: str, task_id: str) -> None:
+        """The POST for ``key`` created ``task_id`` (shielded: a paid task id is never lost)."""
+        await self._apply(key, lambda old: submitted(old, key, task_id), shield=True)
+
+    async def record_finished(self, result: JobResult) -> None:
+        """The job ended (attempts and credits never go down: earlier runs count); a POST
+        refused outright gives its credits back."""
+        refund = result.task is None and result.failure_class is FailureClass.REQUEST_ERROR
+        change: Change = lambda old: finished(old, result)  # noqa: E731
+        await self._apply(result.key, change, shield=True, refund=refund)
+
+    async def record_files(self, key: str, files: Sequence[Path]) -> None:
+        """The job's videos were downloaded to ``files``."""
+        await self._apply(key, lambda old: with_files(old, key, files), shield=True)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with each change of a job; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _tell(self, job: StoredJob | None) -> None:
+        for listener in list(self._listeners):
+            listener(job)
+
+
+class OneProcessStore(StoreBase):
+    """A job store whose every job is this process's: a claim is a lookup, and its own writes
+    are the only news. A backend supplies :meth:`load` and :meth:`_change`."""
 
     async def load(self, key: str) -> StoreRecord | None:
         """The record for ``key``, or None if the journal never saw it."""
@@ -24,6 +67,12 @@ class OneProcessStore:
     async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
         """Apply ``change`` to the record of ``key`` durably; the new record."""
         raise NotImplementedError
+
+    async def _apply(
+        self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: bool = False
+    ) -> None:
+        record = await self._change(key, change, shield=shield)
+        self._tell(StoredJob(key, record.request, record))
 
     async def claim(
         self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
@@ -41,34 +90,6 @@ class OneProcessStore:
         if job.final:
             return Claim("reopened" if reopen else "final", job)
         return Claim("mine", job)
-
-    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
-        """POST number ``attempt`` for ``key`` is about to be sent. Not shielded: a call
-        cancelled before its write wrote nothing, so the job is not taken for ambiguous."""
-        await self._told(key, lambda old: intent(old, key, request, attempt), shield=False)
-
-    async def record_submitted(self, key: str, task_id: str) -> None:
-        """The POST for ``key`` created ``task_id`` (shielded: a paid task id is never lost)."""
-        await self._told(key, lambda old: submitted(old, key, task_id), shield=True)
-
-    async def record_finished(self, result: JobResult) -> None:
-        """The job ended (attempts and credits never go down: earlier runs count)."""
-        await self._told(result.key, lambda old: finished(old, result), shield=True)
-
-    async def record_files(self, key: str, files: Sequence[Path]) -> None:
-        """The job's videos were downloaded to ``files``."""
-        await self._told(key, lambda old: with_files(old, key, files), shield=True)
-
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener`` with each change of a job (this process is the only writer)."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    async def _told(self, key: str, change: Change, *, shield: bool) -> None:
-        record = await self._change(key, change, shield=shield)
-        job = StoredJob(key, record.request, record)
-        for listener in list(self._listeners):
-            listener(job)
 
 
 class MemoryJobStore(OneProcessStore):

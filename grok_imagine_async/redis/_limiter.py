@@ -379,7 +379,7 @@ class RedisRateLimiter:
             self._note_pause(pause_left / MICROS)
             if fallback is not None:
                 if fallback.degraded:
-                    fallback.recovered()
+                    fallback.recovered_at = anyio.current_time()
                     self._recoveries += 1
                     logger.warning("Redis reachable again; the shared limit is back in force")
                 elif fallback.finished(rejoined):
@@ -467,13 +467,10 @@ def fallback_limit(limit: RateLimit, share: float) -> RateLimit:
 
 
 class _Fallback:
-    """The local pace while Redis is away: a leaky bucket of one request, evenly spaced.
-
-    Into it, the first local permit waits one local interval after the last slot the shared
-    schedule may have given out (the window still holds the shared traffic); back to Redis,
-    the local pace holds too until as many peers have acquired through Redis as were active
-    before, or a period passed.
-    """
+    """The local pace while Redis is away: a leaky bucket of one request, evenly spaced, whose
+    first slot waits for those the peers may still hold in the shared schedule (the window
+    still counts them). Back to Redis, it holds too until as many peers have acquired through
+    Redis as were active before, or a period passed."""
 
     def __init__(
         self,
@@ -485,40 +482,34 @@ class _Fallback:
         peers_before: int,
     ) -> None:
         interval = limit.period * (1.0 + headroom) / limit.requests
+        now = anyio.current_time()
         self._bucket = AsyncLimiter(1, interval)
+        self._hold_until = now + shared_ahead + interval
         self._probe_interval = probe_interval
-        self._hold_until = anyio.current_time() + shared_ahead + interval
-        self._next_probe = anyio.current_time() + probe_interval
-        self.degraded = True  # Redis believed unreachable; False during the hand-back
+        self._next_probe = now + probe_interval
         self._peers_before = peers_before
         self._hand_back_cap = max(limit.period, probe_interval + 2 * interval)
-        self._recovered_at = math.inf
+        self.recovered_at = math.inf  # loop time Redis answered again (inf: it does not)
+
+    @property
+    def degraded(self) -> bool:
+        """Whether Redis is believed unreachable (else the hand-back is under way)."""
+        return self.recovered_at == math.inf
 
     def should_probe(self) -> bool:
-        """Whether it is time to try Redis again (always true during the hand-back)."""
         return not self.degraded or anyio.current_time() >= self._next_probe
 
     def failed_again(self) -> None:
-        self.degraded = True
-        self._recovered_at = math.inf
+        self.recovered_at = math.inf
         self._next_probe = anyio.current_time() + self._probe_interval
 
-    def recovered(self) -> None:
-        if self.degraded:
-            self.degraded = False
-            self._recovered_at = anyio.current_time()
-
     def rejoin_window(self) -> float:
-        """Seconds since recovery, over which Redis should count the peers back (0: none)."""
-        if self.degraded:
-            return 0.0
-        return max(anyio.current_time() - self._recovered_at, 1e-6)
+        """Seconds since recovery, over which Redis counts the peers back (0: not asked)."""
+        return 0.0 if self.degraded else max(anyio.current_time() - self.recovered_at, 1e-6)
 
     def finished(self, rejoined: int) -> bool:
         """Whether the hand-back is over, ``rejoined`` peers having acquired since recovery."""
-        if self.degraded:
-            return False
-        waited = anyio.current_time() - self._recovered_at
+        waited = anyio.current_time() - self.recovered_at
         return rejoined >= self._peers_before or waited >= self._hand_back_cap
 
     async def slot(self, *, paused_until: float) -> None:

@@ -13,7 +13,7 @@ import logging
 import math
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,9 +24,10 @@ from anyio.abc import TaskGroup
 
 from .._errors import BudgetExceededError, JournalError
 from .._journal import records
-from .._journal.records import decode_job, encode_job
-from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
-from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
+from .._journal.memory import StoreBase
+from .._journal.records import Change, decode_job, encode_job
+from .._models import CREDITS_PER_GENERATION, GenerationRequest
+from .._scheduling.jobs import Claim, StoredJob, StoreRecord
 from ._script import (
     CLAIM_SCRIPT,
     HEARTBEAT_SCRIPT,
@@ -71,15 +72,17 @@ class RedisStoreStatistics:
     refused_writes: int
 
 
-class RedisJobStore:
+class RedisJobStore(StoreBase):
     """A :class:`~grok_imagine_async.abc.JobStore` in Redis that every process of a token shares.
 
     Processes that open one store (same Redis, token and ``namespace``) act as one client:
     each job is owned (and written) by one process at a time, every process reads it and is
     told of its changes, and the unfinished jobs of a process that stops renewing its lease are
     adopted by another (polled if their task id is known, else ambiguous). ``max_credits`` is
-    one budget, each POST's credits reserved atomically before it is sent. Through an outage
-    writes wait in memory and the budget spends only a reserve set aside beforehand.
+    one budget, each POST's credits reserved atomically before it is sent (``record_intent``
+    raises :class:`BudgetExceededError` past it, and :class:`JournalError` for a job another
+    process owns now). Through an outage writes wait in memory and the budget spends only a
+    reserve set aside beforehand.
 
     Args:
         redis: A ``redis://`` URL (the store then owns the connections) or a client you own.
@@ -110,6 +113,7 @@ class RedisJobStore:
         limiter: RedisRateLimiter | None = None,
         key_prefix: str = "grok-imagine:jobs",
     ) -> None:
+        super().__init__()
         if not api_key:
             raise ValueError("RedisJobStore needs the api_key whose jobs it stores")
         if max_credits is not None and max_credits < 0:
@@ -146,7 +150,6 @@ class RedisJobStore:
         self._available = True
         self._up_since = anyio.current_time()  # loop time Redis last became reachable
         self._lost_at = -math.inf  # loop time this process learnt that Redis lost its data
-        self._listeners: list[Listener] = []
         self._epoch: bytes | None = None
         self._tg: TaskGroup | None = None
         self._calls = self._adopted = self._outages = self._refused = 0
@@ -218,38 +221,21 @@ class RedisJobStore:
         job = await self.peek(key)
         return None if job is None else job.record
 
-    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
-        """Record that POST number ``attempt`` is about to be sent, reserving its credits.
-
-        Raises:
-            BudgetExceededError: If the shared budget cannot pay for it (nothing was written).
-            JournalError: If another process owns the job now (this one must not send).
-        """
-        record = records.intent(self._record(key), key, request, attempt)
-        status = await self._write(StoredJob(key, request, record, self.id), reserve=attempt)
-        if status == "owner":
+    async def _apply(
+        self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: bool = False
+    ) -> None:
+        # Never shielded: a write Redis does not take waits in memory anyway.
+        mine = self._jobs.get(key) or self._finished.get(key)
+        record = change(None if mine is None else mine.record)
+        job = StoredJob(key, record.request, record, self.id)
+        if await self._write(job, reserve=reserve, refund=refund) == "owner" and reserve:
             raise self._error(f"job {key} is owned by another process now; not sending it")
-
-    async def record_submitted(self, key: str, task_id: str) -> None:
-        """Record that the POST for ``key`` created ``task_id``."""
-        record = records.submitted(self._record(key), key, task_id)
-        await self._write(StoredJob(key, record.request, record, self.id))
-
-    async def record_finished(self, result: JobResult) -> None:
-        """Record how the job ended; a POST refused outright gives its credits back."""
-        record = records.finished(self._record(result.key), result)
-        refund = result.task is None and result.failure_class is FailureClass.REQUEST_ERROR
-        await self._write(StoredJob(result.key, result.request, record, self.id), refund=refund)
 
     async def record_files(self, key: str, files: Sequence[Path]) -> None:
         """Record that the job's videos were downloaded to ``files``."""
         job = await self.peek(key)
         record = records.with_files(job.record if job else None, key, files)
         await self._write(StoredJob(key, record.request, record, self.id))
-
-    def _record(self, key: str) -> StoreRecord | None:
-        job = self._jobs.get(key)
-        return None if job is None else job.record
 
     # -- sharing ------------------------------------------------------------------------------
 
@@ -376,11 +362,6 @@ class RedisJobStore:
             self._adopted += len(adopted)
             logger.info("adopted %d jobs from processes that stopped", len(adopted))
         return adopted
-
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener`` with every job change any process makes; returns a remover."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
 
     async def forget(self, key: str) -> None:
         """Take ``key`` (owned here) back to queued: its POST is known not to have left."""
@@ -676,10 +657,6 @@ class RedisJobStore:
             finally:
                 with anyio.CancelScope(shield=True), contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
-
-    def _tell(self, job: StoredJob | None) -> None:
-        for listener in list(self._listeners):
-            listener(job)
 
     @contextlib.contextmanager
     def _asking(self, what: str) -> Iterator[None]:
