@@ -164,16 +164,12 @@ class RedisJobStore(StoreBase):
 
     async def __aenter__(self) -> RedisJobStore:
         try:
-            await self._heartbeat()
-            await self._settle_reserve()  # what may be spent should Redis fail soon
-        except REDIS_ERRORS as exc:
+            with self._asking("open the job store"):
+                await self._heartbeat()
+                await self._settle_reserve()  # what may be spent should Redis fail soon
+        except JournalError:
             await self._close_client()
-            where = f" at {self._url}" if self._url else ""
-            if outage_like(exc):
-                raise self._error(
-                    f"cannot reach the Redis job store{where} ({type(exc).__name__})"
-                ) from exc
-            raise self._error(f"the Redis job store{where} refused us: {exc}") from exc
+            raise
         self._up_since = anyio.current_time()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -244,12 +240,8 @@ class RedisJobStore(StoreBase):
     ) -> None:
         """Record a job whose key is new (a fresh id), owned here, before it is queued: unlike
         ``claim(create=)`` (a key that may exist), it needs no answer from Redis (kept in
-        memory while Redis is down) and can reserve the first POST's credits atomically.
-
-        Args:
-            key: The new job's key.
-            request: What it generates.
-            reserve: Reserve its first POST's credits in the same atomic step.
+        memory while Redis is down), and ``reserve`` reserves its first POST's credits in the
+        same atomic step.
 
         Raises:
             ValueError: If a job with this key exists already.
@@ -276,12 +268,8 @@ class RedisJobStore(StoreBase):
     async def claim(
         self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
     ) -> Claim:
-        """Make this process the owner of ``key`` if nobody alive owns it.
-
-        Args:
-            key: The job.
-            create: Create the job with this request, owned here, if nobody knows it.
-            reopen: Take the job back even if it finished (a new run must do it again).
+        """Make this process the owner of ``key`` if nobody alive owns it (``create`` and
+        ``reopen`` as :meth:`JobStore.claim <grok_imagine_async.abc.JobStore.claim>` says).
 
         Raises:
             JournalError: If Redis is unreachable (and the job is not this process's).
@@ -448,38 +436,34 @@ class RedisJobStore(StoreBase):
         """Write ``job``, first reserving attempt ``reserve``'s credits (or giving back the last
         attempt's on ``refund``; ``create``: only if new): ``"ok"``, ``"exists"`` or ``"owner"``.
         An outage keeps the write in memory; a refusal is a :class:`JournalError`."""
-        put = functools.partial(self._put, job, reserve=reserve, refund=refund, create=create)
+        budget = -1 if self._max_credits is None else self._max_credits
+        send = functools.partial(
+            self._send, job, reserve=reserve, budget=budget, refund=refund, create=create
+        )
+        status = None
         try:
-            try:
-                status = await put()
-            except BudgetExceededError:
-                if self._reserve < CREDITS_PER_GENERATION or not self._available:
-                    raise
-                # What this process set aside for an outage is what is left: spend it now.
-                await self._settle_reserve(keep=False)
-                status = await put()
+            if self._available:
+                try:
+                    status = await send()
+                except BudgetExceededError:
+                    if self._reserve < CREDITS_PER_GENERATION:
+                        raise
+                    # What this process set aside for an outage is what is left: spend it now.
+                    await self._settle_reserve(keep=False)
+                    status = await send()
         except REDIS_ERRORS as exc:
-            raise self._error(f"Redis refused to record job {job.key}: {exc}") from exc
+            if not outage_like(exc):
+                raise self._failed(f"record job {job.key}", exc) from exc
+            self._went_down(exc)
+        if status is None:  # Redis away: kept here, written back when it answers
+            if reserve and self._max_credits is not None:
+                self._spend_offline(job.key, reserve)
+            self._jobs[job.key] = job
+            self._dirty.add(job.key)
+            status = "ok"
         if status == "ok":  # told here too: an outage delays the others' message, not ours
             self._tell(job)
         return status
-
-    async def _put(self, job: StoredJob, *, reserve: int, refund: bool, create: bool) -> str:
-        if self._available:
-            budget = -1 if self._max_credits is None else self._max_credits
-            try:
-                status, value = await self._send(job, reserve, budget, refund, create)
-            except REDIS_ERRORS as exc:
-                if not outage_like(exc):
-                    raise
-                self._went_down(exc)
-            else:
-                return self._written(job, status, value)
-        if reserve and self._max_credits is not None:
-            self._spend_offline(job.key, reserve)
-        self._jobs[job.key] = job
-        self._dirty.add(job.key)
-        return "ok"
 
     async def _flush(self) -> None:
         """Send every dirty job's newest state (credits spent offline, within this process's
@@ -487,15 +471,20 @@ class RedisJobStore(StoreBase):
         for key in sorted(self._dirty):
             job = self._jobs.get(key) or self._finished.get(key)
             if job is not None:
-                attempt = self._spent_offline.get(key, 0)
-                status, value = await self._send(job, attempt, -1, False, False)
+                await self._send(job, reserve=self._spent_offline.get(key, 0))
                 self._spent_offline.pop(key, None)
-                self._written(job, status, value)
             self._dirty.discard(key)
 
     async def _send(
-        self, job: StoredJob, reserve: int, budget: int, refund: bool, create: bool
-    ) -> tuple[bytes, int]:
+        self,
+        job: StoredJob,
+        *,
+        reserve: int = 0,
+        budget: int = -1,
+        refund: bool = False,
+        create: bool = False,
+    ) -> str:
+        """Run the write script for ``job``; its status (a ``"budget"`` one raised)."""
         self._calls += 1
         status, value = await self._write_script(
             keys=[self._job(job.key), self._owned + self.id, self._credits],
@@ -512,13 +501,11 @@ class RedisJobStore(StoreBase):
                 self._finished_ms,
             ],
         )
-        return bytes(status), int(value)
-
-    def _written(self, job: StoredJob, status: bytes, value: int) -> str:
-        name, key = status.decode(), job.key
+        name: str = status.decode()
+        key = job.key
         if name == "budget":
             assert self._max_credits is not None
-            raise BudgetExceededError(max_credits=self._max_credits, committed_credits=value)
+            raise BudgetExceededError(max_credits=self._max_credits, committed_credits=int(value))
         if name == "owner":
             self._refused += 1
             self._jobs.pop(key, None)
@@ -660,16 +647,20 @@ class RedisJobStore(StoreBase):
 
     @contextlib.contextmanager
     def _asking(self, what: str) -> Iterator[None]:
-        """One call to Redis (counted); its errors as the :class:`JournalError` of ``what``."""
+        """One call to Redis (counted); its errors as :meth:`_failed`'s."""
         self._calls += 1
         try:
             yield
         except REDIS_ERRORS as exc:
-            if not outage_like(exc):
-                raise self._error(f"Redis refused to {what}: {exc}") from exc
+            raise self._failed(what, exc) from exc
+
+    def _failed(self, what: str, exc: BaseException) -> JournalError:
+        """The error of ``what`` failing on ``exc``: an outage (Redis is then down) or not."""
+        where = f" at {self._url}" if self._url else ""
+        if outage_like(exc):
             self._went_down(exc)
-            error = f"Redis unreachable, cannot {what} ({type(exc).__name__})"
-            raise self._error(error) from exc
+            return self._error(f"cannot reach Redis{where} to {what} ({type(exc).__name__})")
+        return self._error(f"Redis{where} refused to {what}: {exc}")
 
     def _job(self, key: str) -> str:
         return f"{self._base}:job:{key}"  # the hash holding one job
