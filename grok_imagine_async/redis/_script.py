@@ -1,13 +1,9 @@
-"""What the limiter and the job store share: their Lua scripts, key names, errors, client.
+"""What the limiter and the job store share: their Lua scripts, errors, client, key names.
 
-The limiter's schedule is GCRA with reservation and no burst: Redis holds the *theoretical
-arrival time* (TAT) of one token; one script call reserves the slot ``max(now, TAT,
-paused_until)`` and moves TAT one interval on. Times are the Redis server's (``TIME``), in
-integer microseconds (``%.0f`` keeps them from turning into exponents), so hosts whose clocks
-disagree share one schedule. Each change to a job is one script, so the owner check (the owner
-field is the fencing token), the record, the owner's set, the credit count and the ``PUBLISH``
-happen at once or not at all; a job whose owner's ``alive`` key expired is adopted by whoever
-claims it first.
+Times are the Redis server's (``TIME``), in integer microseconds (``%.0f`` keeps them from
+turning into exponents), so hosts whose clocks disagree share one schedule. Each change to a
+job is one script: the owner check (the owner field is the fencing token), the record, the
+owner's set, the credits and the ``PUBLISH`` happen at once or not at all.
 """
 
 from __future__ import annotations
@@ -50,16 +46,13 @@ def outage_like(exc: BaseException) -> bool:
     )
 
 
-# Keys: [1] TAT, [2] paused-until, [3] peers (member -> last acquire), [4] slots (the slots
-#       handed out in the last two periods, scored by time: a request counted late by the
-#       server may be in its window a period after its slot, see COUNT_SCRIPT).
-# ARGV: [1] emission interval us, [2] period us, [3] member id,
-#       [4] rejoin window us (0: not asked).
-# A state further ahead than the peers' slots and one pause explain (a failover to a replica
-# whose clock is behind, another writer) is reset to now.
-# Returns: {delay us until the reserved slot, pause remaining us, active peers,
-#           slots due within the last period, peers that acquired within the rejoin window,
-#           1 if a far-future state was reset else 0}.
+# GCRA with reservation and no burst: reserves the slot max(now, TAT, paused-until) and moves
+# the theoretical arrival time (TAT) one interval on; a state further ahead than the peers'
+# slots and one pause explain (a replica whose clock is behind, another writer) is reset.
+# KEYS: TAT, paused-until, peers (member -> last acquire), slots of the last two periods.
+# ARGV: interval us, period us, member id, rejoin window us (0: not asked).
+# Returns: {delay us until the slot, pause left us, peers, slots due in the last period,
+#           peers that acquired within the rejoin window, 1 if the state was reset}.
 ACQUIRE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -103,9 +96,8 @@ end
 return {slot - now, pause_left, redis.call('ZCARD', KEYS[3]), sent, rejoined, reset}
 """
 
-# Keys: [1] paused-until. ARGV: [1] pause us.
-# Every process pauses until then (a 429, a full window): the feedback interpreter decided it.
-# Returns: {pause remaining us, 1 if this call started or extended the pause else 0}.
+# Every process pauses (a 429, a full window). KEYS: paused-until. ARGV: pause us.
+# Returns: {pause left us, 1 if this call started or extended it}.
 OBSERVE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -122,9 +114,8 @@ return {math.max(0, paused - now), extended}
 """
 
 
-# Keys: [1] slots. ARGV: [1] lookback us.
-# Returns: the slots of every process due within the lookback (at most two periods are kept):
-# those a server counting late may have counted with an answer.
+# The slots of every process due within the lookback (those a server counting late may have
+# counted with an answer). KEYS: slots. ARGV: lookback us (two periods at most).
 COUNT_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -132,9 +123,8 @@ local since = string.format('(%.0f', now - tonumber(ARGV[1]))
 return redis.call('ZCOUNT', KEYS[1], since, string.format('%.0f', now))
 """
 
-# Keys: [1] beats (member -> last heartbeat). ARGV: [1] period us, [2] member id.
-# Returns: processes that beat within the last period, busy or idle (so that the shares taken
-# while Redis is down add up to the plan).
+# The processes that beat within the last period, busy or idle (their fallback shares must
+# add up to the plan). KEYS: beats (member -> last beat). ARGV: period us, member id.
 LIMITER_HEARTBEAT_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -146,13 +136,10 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
-# Keys: [1] the job's hash, [2] the owner's set of unfinished jobs, [3] credits committed.
-# ARGV: [1] owner id, [2] record JSON, [3] 1 if the record is final, [4] credits to reserve
-#       (0: none), [5] the budget (-1: none), [6] credits to refund (0: none), [7] channel,
-#       [8] attempt this reservation is for, [9] 1 to create only (refuse an existing job),
-#       [10] ms a finished job is kept (0: forever).
-# Returns: {status, version} with status 'ok', 'owner' (someone else owns the job),
-#          'budget' (the reservation would pass the budget) or 'exists'.
+# KEYS: the job's hash, the owner's set of unfinished jobs, credits committed.
+# ARGV: owner id, record JSON, 1 if final, credits to reserve, budget (-1: none), credits to
+#       refund, channel, the attempt reserved for, 1 to create only, ms a finished job is kept.
+# Returns: {'ok' | 'owner' (another owns it) | 'budget' | 'exists', version or credits spent}.
 WRITE_SCRIPT = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and ARGV[9] == '1' then return {'exists', 0} end
@@ -185,14 +172,12 @@ redis.call('PUBLISH', ARGV[7], cjson.encode({ARGV[1], version, ARGV[2]}))
 return {'ok', version}
 """
 
-# Keys: [1] the job's hash, [2] the claimer's owned set, [3] the owners set, [4] the epoch.
-# ARGV: [1] claimer id, [2] alive-key prefix, [3] owned-set prefix, [4] channel,
-#       [5] a queued record to create the job with if unknown ('' : do not create),
-#       [6] the epoch the claimer knows, [7] '1' to take a finished job back ('reopened': its
-#       next POST's credits are reserved afresh).
-# An epoch that changed means Redis lost its data: a job unknown now may have existed (and
-# been paid), so nothing is claimed ('epoch') until every process has had time to write back.
-# Returns: {status (a ClaimStatus, or 'epoch'), record JSON or '', owner or ''}.
+# A job whose owner's alive key expired goes to whoever claims it first. A changed epoch means
+# Redis lost its data: a job unknown now may have been paid, so nothing is claimed ('epoch').
+# KEYS: the job's hash, the claimer's owned set, the owners set, the epoch.
+# ARGV: claimer id, alive-key prefix, owned-set prefix, channel, a queued record to create it
+#       with ('': do not), the epoch known, '1' to take a finished job back.
+# Returns: {a ClaimStatus or 'epoch', record JSON or '', owner or ''}.
 CLAIM_SCRIPT = """
 local epoch = redis.call('GET', KEYS[4])
 if epoch ~= ARGV[6] then return {'epoch', '', ''} end
@@ -222,10 +207,8 @@ redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], version, record}))
 return {status, record, ARGV[1]}
 """
 
-# Keys: [1] the owners set, [2] the claimer's owned set.
-# ARGV: [1] claimer id, [2] alive-key prefix, [3] owned-set prefix, [4] most jobs to take.
-# Returns: the records ('' : none) of the jobs now owned by the claimer, taken from owners
-#          whose key expired.
+# Takes the jobs of owners whose alive key expired. KEYS: the owners set, the claimer's owned
+# set. ARGV: claimer id, alive-key prefix, owned-set prefix, most jobs. Returns their records.
 ORPHANS_SCRIPT = """
 local taken = {}
 local most = tonumber(ARGV[4])
@@ -245,11 +228,9 @@ end
 return taken
 """
 
-# Keys: [1] this process's alive key, [2] the owners set, [3] the epoch, [4] the reserves
-#       hash, [5] credits committed.
-# ARGV: [1] owner id, [2] lease ms, [3] a new epoch, should the key space be empty,
-#       [4] alive-key prefix, [5] '1' to give back the reserves of processes gone.
-# Returns: the epoch (a server that lost its data answers a new one).
+# KEYS: this process's alive key, the owners set, the epoch, the reserves, credits committed.
+# ARGV: owner id, lease ms, a new epoch should there be none, alive-key prefix, '1' to give
+#       back the reserves of processes gone. Returns the epoch (new if Redis lost its data).
 HEARTBEAT_SCRIPT = """
 redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[2]))
 redis.call('SADD', KEYS[2], ARGV[1])
@@ -270,11 +251,10 @@ end
 return epoch
 """
 
-# The reserve: credits one process sets aside in the shared count while Redis answers, to
-# spend should it stop answering. Keys: [1] credits committed, [2] reserves (owner -> held).
-# ARGV: [1] owner id, [2] credits spent from it while Redis was away (written back and counted
-#       since: given back), [3] the most to hold, [4] the budget, [5] processes sharing the rest.
-# Returns: the credits held now (a multiple of the cost of a POST).
+# The credits one process sets aside in the shared count, to spend should Redis stop
+# answering. KEYS: credits committed, reserves (owner -> held). ARGV: owner id, credits spent
+# from it offline (counted since: given back), the most to hold, the budget, processes sharing.
+# Returns the credits held now (a multiple of a POST's).
 RESERVE_SCRIPT = """
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local back = math.min(held, tonumber(ARGV[2]))
@@ -308,9 +288,8 @@ return held
 
 def connect(redis: str | aioredis.Redis) -> tuple[aioredis.Redis, bool, str]:
     """A client for ``redis``, whether the caller owns (and closes) it, and the URL without its
-    password ("" for a client given): a bounded pool that waits for a free connection
-    (redis-py's default raises under a burst, which would pass for an outage), and one quick
-    retry for a connection that a Redis restart left stale."""
+    password ("" for a client given). A bounded pool waits for a free connection (redis-py's
+    default raises under a burst: no outage), with one retry of a connection left stale."""
     if not isinstance(redis, str):
         return redis, False, ""
     pool = aioredis.BlockingConnectionPool.from_url(
