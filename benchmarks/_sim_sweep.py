@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks._sim_legacy import COMMIT
 from benchmarks._sim_report import paced_bound, percentile, window_bound
@@ -18,14 +19,12 @@ from benchmarks._sim_run import (
     WAIT,
     RunResult,
     Scenario,
-    pacing_available,
     server_available,
 )
 from benchmarks._sim_strategies import SCHEDULES
 
 MEDIANS = (3.0, 6.0, 15.0, 30.0, 120.0, 600.0)
 SERVERS = ("sliding", "fixed", "gcra")
-PACINGS = ("ours", "even", "window")  # "ours": the default limiter (adaptive since 4e6183f)
 BATCH_JOBS = 400
 BATCH_QUOTA = (200, 6.0)
 ENTERPRISE_JOBS = 10_000
@@ -46,10 +45,15 @@ def window_target_applies(server: str) -> bool:
     return server != "gcra"
 
 
-def _pacings(code: str) -> list[str]:
+NO_BREAKER = (("breaker", None),)
+"""The current client without the outage breaker (issue 24): what its warm-up costs a batch."""
+
+
+def _variants(code: str) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
+    """(pacing, SchedulerConfig options) of the rows of ``code``."""
     if code != "current":
-        return ["ours", "window"]  # what 98bcd43 had
-    return [p for p in PACINGS if p == "ours" or pacing_available(p)]
+        return [("ours", ()), ("window", ())]  # what 98bcd43 had
+    return [("ours", ()), ("ours", NO_BREAKER)]
 
 
 def batch_scenarios(
@@ -63,14 +67,15 @@ def batch_scenarios(
     for server in (s for s in SERVERS if server_available(s)):
         for median in medians:
             for code in ("current", COMMIT):
-                for pacing in _pacings(code):
-                    if enterprise and not _enterprise_run(server, median, code, pacing):
+                for pacing, options in _variants(code):
+                    if enterprise and not _enterprise_run(server, median, code, options):
                         continue
                     runs.append(
                         Scenario(
                             plan,
                             jobs,
                             limiter=pacing,
+                            options=options,
                             seed=seed,
                             median=median,
                             server=server,
@@ -90,12 +95,12 @@ def batch_scenarios(
 ENTERPRISE_MEDIANS = (6.0, 30.0, 600.0)
 
 
-def _enterprise_run(server: str, median: float, code: str, pacing: str) -> bool:
+def _enterprise_run(server: str, median: float, code: str, options: tuple[Any, ...]) -> bool:
     """A 10,000-job run takes a minute of wall time: the default client at every median on
-    both window kinds and at three against a bucket; the other pacings at three medians."""
+    both window kinds and at three against a bucket; the other variants at three medians."""
     if code != "current":
         return False
-    if pacing == "ours":
+    if not options:
         return server != "gcra" or median in ENTERPRISE_MEDIANS
     return server == "sliding" and median in ENTERPRISE_MEDIANS
 
@@ -256,7 +261,7 @@ def sweep_row(result: RunResult) -> SweepRow:
     )
     return SweepRow(
         name=scenario.name,
-        pacing=scenario.limiter,
+        pacing=scenario.limiter + "".join(f", {key}={value}" for key, value in scenario.options),
         server=scenario.server,
         median=scenario.median,
         jobs=scenario.jobs,
