@@ -22,7 +22,7 @@ fields named, their values never echoed) or a refused prompt, 402 when the credi
 spent, 404 for an unknown job, 429 when too many jobs are waiting, 502/503/504 when the video
 service fails. Never a stack trace, never the API token.
 
-Run it (``pip install "grok-imagine-async[fastapi]" uvicorn``)::
+Run it from a clone (``pip install ".[fastapi]" uvicorn``; the package is not on PyPI yet)::
 
     export GROK_IMAGINE_API_KEY=...        # and GROK_IMAGINE_PLAN=pro if you have it
     uvicorn fastapi_app:app --app-dir examples --timeout-graceful-shutdown 5
