@@ -190,19 +190,37 @@ class RedisRateLimiter:
         explain slows the shared pace. Never raises for an unreachable Redis."""
         now = self._clock.monotonic()
         permit = feedback.permit
-        self._note_latency(now, now - permit.granted_at)
+        period = self._limit.period
+        latencies = self._latencies  # a sliding max: the longest since each answer
+        while latencies and latencies[-1][1] <= now - permit.granted_at:
+            latencies.pop()
+        latencies.append((now, now - permit.granted_at))
+        while latencies[0][0] < now - 2 * period:
+            latencies.popleft()
         estimate = self._estimate
         hold_before = estimate.hold_until
-        # Every process's slots: others outside Redis are what the count cannot explain.
-        own = None if self._unshared() else self._sent_in_window
+        # Every process's slots, unless requests paced outside Redis may still count.
+        unshared = self._fallback is not None or anyio.current_time() < self._unshared_until
+        own = None if unshared else self._sent_in_window
         at_most = None
         remaining = feedback.remaining
         if (
             own is not None
             and remaining is not None
             and self._limit.requests - own - remaining > self._least_tolerance
-        ):  # more gone than the last period's slots explain: ask for all the server may count
-            at_most = await self._may_have_counted(now, permit.granted_at)
+        ):
+            # More gone than the last period's slots explain: count every process's slots the
+            # server may have counted with it, those due since a period before its grant less
+            # the longest latency seen since (a burst counted late is ours).
+            since = permit.granted_at - period
+            slowest = next((lat for when, lat in latencies if when > since), 0.0)
+            lookback = min(2 * period, now - since + slowest)
+            try:
+                self._redis_calls += 1
+                raw = await self._count_script(keys=[self._slots], args=[to_micros(lookback)])
+                at_most = int(raw)
+            except REDIS_ERRORS as exc:
+                logger.log(_level(exc), "the slots the server counted are unknown: %r", exc)
         read_answer(
             estimate,
             Answer(
@@ -234,29 +252,6 @@ class RedisRateLimiter:
             logger.log(_level(exc), "server feedback not shared through Redis: %r", exc)
             return
         self._note_pause(int(raw[0]) / MICROS)
-
-    def _note_latency(self, now: float, latency: float) -> None:
-        latencies = self._latencies
-        while latencies and latencies[-1][1] <= latency:
-            latencies.pop()
-        latencies.append((now, latency))
-        while latencies[0][0] < now - 2 * self._limit.period:
-            latencies.popleft()
-
-    async def _may_have_counted(self, now: float, granted_at: float) -> int | None:
-        """Slots of every process the server may have counted with a request granted at
-        ``granted_at`` and answered ``now`` (None: Redis cannot say): those due since a period
-        before its grant, less the longest latency seen since (a burst counted late is ours)."""
-        period = self._limit.period
-        since = granted_at - period
-        slowest = next((lat for when, lat in self._latencies if when > since), 0.0)
-        lookback = min(2 * period, now - since + slowest)
-        try:
-            self._redis_calls += 1
-            return int(await self._count_script(keys=[self._slots], args=[to_micros(lookback)]))
-        except REDIS_ERRORS as exc:
-            logger.log(_level(exc), "the slots the server counted are unknown: %r", exc)
-            return None
 
     def give_back(self, permit: Permit) -> None:
         """Nothing is given back: the shared schedule has moved on, and the cost is one slot."""
@@ -437,10 +432,6 @@ class RedisRateLimiter:
             peers_before=peers or 1,
         )
         return self._fallback
-
-    def _unshared(self) -> bool:
-        """Whether requests paced outside Redis may still count in the server's window."""
-        return self._fallback is not None or anyio.current_time() < self._unshared_until
 
     def _known_peers(self) -> int | None:
         # Busy peers show in the permits, idle ones only in the heartbeats: count both.
