@@ -60,25 +60,33 @@ class BreakerPolicy:
     probe_wait_max: float = 600.0
 
     def __post_init__(self) -> None:
-        names = ("pause_after_failures", "stop_after_refusals", "pause_after_unanswered", "warmup")
-        for name in names:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {value!r}")
-        if self.give_up_unreachable is not None and not self.give_up_unreachable > 0:
-            raise ValueError(f"give_up_unreachable must be > 0, got {self.give_up_unreachable!r}")
-        if not (self.probe_wait_initial > 0 and self.probe_wait_max >= self.probe_wait_initial):
-            raise ValueError("probe waits must be > 0, probe_wait_max >= probe_wait_initial")
-        if self.warmup_until not in ("running", "completed"):
-            raise ValueError(
-                f"warmup_until must be 'running' or 'completed', got {self.warmup_until!r}"
-            )
-        if self.warmup_max_wait is not None and not self.warmup_max_wait > 0:
-            raise ValueError(f"warmup_max_wait must be > 0 or None, got {self.warmup_max_wait!r}")
-        if not self.warmup_age >= 0:
-            raise ValueError(f"warmup_age must be >= 0, got {self.warmup_age!r}")
-        if not self.probe_wait_factor >= 1:
-            raise ValueError(f"probe_wait_factor must be >= 1, got {self.probe_wait_factor!r}")
+        counts = ("pause_after_failures", "stop_after_refusals", "pause_after_unanswered", "warmup")
+        checks = [
+            (name, getattr(self, name) is None or getattr(self, name) >= 1) for name in counts
+        ]
+        checks += [
+            (
+                "give_up_unreachable",
+                self.give_up_unreachable is None or self.give_up_unreachable > 0,
+            ),
+            ("warmup_max_wait", self.warmup_max_wait is None or self.warmup_max_wait > 0),
+            ("warmup_age", self.warmup_age >= 0),
+            ("warmup_until", self.warmup_until in ("running", "completed")),
+            ("probe_wait_initial", self.probe_wait_initial > 0),
+            ("probe_wait_factor", self.probe_wait_factor >= 1),
+            ("probe_wait_max", self.probe_wait_max >= self.probe_wait_initial),
+        ]
+        for name, ok in checks:
+            if not ok:  # the bounds: counts >= 1, waits > 0, factor >= 1 (see Args)
+                raise ValueError(f"BreakerPolicy.{name} out of range: {getattr(self, name)!r}")
+
+
+_OFF = BreakerPolicy(
+    pause_after_failures=None,
+    stop_after_refusals=None,
+    pause_after_unanswered=None,
+    give_up_unreachable=None,
+)
 
 
 class Outcome(enum.Enum):
@@ -165,7 +173,7 @@ class Breaker:
         self._reason: str | None = None
         self._class: FailureClass | None = None
         self._streak = 0
-        self._newest_good = -1  # sequence of the newest submission that succeeded
+        self.newest_good = -1  # the newest submission that succeeded; later failures count
         self._bad: set[int] = set()  # retryable failures submitted after it
         self._refused: tuple[FailureClass | None, int] = (None, 0)  # class, run length
         self._unanswered_run = 0
@@ -183,7 +191,6 @@ class Breaker:
 
     @property
     def state(self) -> BreakerState:
-        """Running, paused or stopped."""
         return self._state
 
     def admit(self, now: float) -> tuple[int | None, float | None, Transition | None]:
@@ -211,7 +218,6 @@ class Breaker:
 
     @property
     def warming_up(self) -> bool:
-        """Whether the batch still waits to see the provider work (see ``warmup``)."""
         return not self._proven
 
     def vouch(self, age: float) -> bool:
@@ -231,18 +237,7 @@ class Breaker:
         return True
 
     @property
-    def newest_good(self) -> int:
-        """The newest submission that succeeded (-1: none); later failures count to a pause."""
-        return self._newest_good
-
-    @property
-    def seen_success(self) -> bool:
-        """Whether any submission of this batch succeeded."""
-        return self._newest_good >= 0
-
-    @property
     def refusals_in_a_row(self) -> int:
-        """How many of the last jobs to finish were refused for one reason."""
         return self._refused[1]
 
     @property
@@ -251,8 +246,8 @@ class Breaker:
         return self._state is BreakerState.RUNNING and bool(self._bad)
 
     def unexplained(self, sequence: int | None) -> bool:
-        """Running, and ``sequence``'s retryable failure neither explained by a pause nor
-        explained away by a success submitted after it."""
+        """Running, and ``sequence``'s failure neither explained by a pause nor by a success
+        submitted after it."""
         return self._state is BreakerState.RUNNING and sequence in self._bad
 
     def answered(self) -> None:
@@ -262,7 +257,7 @@ class Breaker:
 
     def hold(self, until: float) -> None:
         """A young failure among the newest: admit nothing until ``until`` unless a later
-        success explains it away (the caller looks at its witnesses meanwhile)."""
+        success explains it away (its witnesses are looked at meanwhile)."""
         if self._state is BreakerState.RUNNING and self._bad:
             self._hold_until = max(self._hold_until, until)
 
@@ -279,7 +274,6 @@ class Breaker:
         return self._state is BreakerState.PAUSED and not self.is_probe(sequence)
 
     def is_probe(self, sequence: int | None) -> bool:
-        """Whether the submission ``sequence`` is the pause's probe in flight."""
         return sequence is not None and sequence == self._probe
 
     def healthy_age(self) -> float:
@@ -300,42 +294,62 @@ class Breaker:
     ) -> Transition | None:
         """Count how ``sequence`` ended (None: resumed); return the change of course, if any.
         ``age``: a failed task's age when seen failed."""
+        policy = self.policy or _OFF
         if outcome not in (Outcome.UNREACHABLE, Outcome.OTHER):
             self._reached = True
         if outcome is not Outcome.UNANSWERED:
             self._unanswered_run = 0
         if outcome is Outcome.SUCCEEDED:
-            return self._succeeded(sequence)
+            self._proven = True
+            self._refused = (None, 0)
+            if sequence is not None and sequence > self.newest_good:
+                self.newest_good = sequence
+                self._bad = {s for s in self._bad if s > sequence}
+            if self._state is BreakerState.PAUSED and (
+                self.is_probe(sequence) or (sequence is not None and sequence > self._paused_at)
+            ):
+                return self._resume()
+            return None
         transition = None
         if outcome in (Outcome.RETRYABLE, Outcome.UNREACHABLE):
-            transition = self._failed(sequence, now, age)
+            if age is not None:  # the youngest age is the tightest bound of when it failed
+                old = self._failure_age
+                self._failure_age = age if old is None else min(old, age)
+            if sequence is not None and sequence > self.newest_good:  # else a later success
+                self._bad.add(sequence)  # says the provider works
+                limit = policy.pause_after_failures
+                if limit is not None and len(self._bad) >= limit:
+                    transition = self._pause("outage", len(self._bad), now)
         elif outcome is Outcome.UNANSWERED:
             self.unanswered += 1
             self._unanswered_run += 1
-            limit = self.policy.pause_after_unanswered if self.policy else None
+            limit = policy.pause_after_unanswered
             if limit is not None and self._unanswered_run >= limit:
                 transition = self._pause("unanswered", self._unanswered_run, now)
         if outcome is Outcome.REFUSED:
-            transition = self._refused_one(failure_class)
+            kind, run = self._refused
+            run = run + 1 if kind is failure_class else 1
+            self._refused = (failure_class, run)
+            limit = policy.stop_after_refusals
+            if limit is not None and run >= limit and self._state is not BreakerState.STOPPED:
+                transition = self._stop("refused", run, failure_class)
         else:
             self._refused = (None, 0)
-        if outcome is Outcome.UNREACHABLE:
-            transition = self._unreachable(now) or transition
-        if self.is_probe(sequence) and self._state is BreakerState.PAUSED:
-            self._probe_failed(now)
-        return transition
-
-    def _succeeded(self, sequence: int | None) -> Transition | None:
-        self._proven = True
-        self._refused = (None, 0)
-        if sequence is not None and sequence > self._newest_good:
-            self._newest_good = sequence
-            self._bad = {s for s in self._bad if s > sequence}
-        if self._state is BreakerState.PAUSED and (
-            self.is_probe(sequence) or (sequence is not None and sequence > self._paused_at)
+        give_up = policy.give_up_unreachable
+        if (
+            outcome is Outcome.UNREACHABLE
+            and not self._reached
+            and self._first_sent is not None
+            and self._state is not BreakerState.STOPPED
+            and give_up is not None
+            and now - self._first_sent >= give_up
         ):
-            return self._resume()
-        return None
+            transition = self._stop("unreachable", len(self._bad), None)
+        if self.is_probe(sequence) and self._state is BreakerState.PAUSED:
+            self._probe = None  # it failed: the next one waits longer
+            self._wait = min(self._wait * policy.probe_wait_factor, policy.probe_wait_max)
+            self._next_probe = now + self._wait
+        return transition
 
     def _resume(self) -> Transition:
         self._state, self._reason, self._streak = BreakerState.RUNNING, None, 0
@@ -345,57 +359,20 @@ class Breaker:
         self._proven = True
         return Transition.RESUMED
 
-    def _failed(self, sequence: int | None, now: float, age: float | None) -> Transition | None:
-        if age is not None:  # the youngest age is the tightest bound of when it failed
-            old = self._failure_age
-            self._failure_age = age if old is None else min(old, age)
-        if sequence is None or sequence <= self._newest_good:
-            return None  # a success submitted later already says the provider works
-        self._bad.add(sequence)
-        limit = self.policy.pause_after_failures if self.policy else None
-        if limit is not None and len(self._bad) >= limit:
-            return self._pause("outage", len(self._bad), now)
-        return None
-
-    def _refused_one(self, failure_class: FailureClass | None) -> Transition | None:
-        kind, run = self._refused
-        run = run + 1 if kind is failure_class else 1
-        self._refused = (failure_class, run)
-        limit = self.policy.stop_after_refusals if self.policy else None
-        if limit is not None and run >= limit and self._state is not BreakerState.STOPPED:
-            self._stop("refused", run, failure_class)
-            return Transition.STOPPED
-        return None
-
-    def _unreachable(self, now: float) -> Transition | None:
-        limit = self.policy.give_up_unreachable if self.policy else None
-        if self._reached or self._first_sent is None or self._state is BreakerState.STOPPED:
-            return None
-        if limit is None or now - self._first_sent < limit:
-            return None
-        self._stop("unreachable", len(self._bad), None)
-        return Transition.STOPPED
-
     def _pause(self, reason: str, streak: int, now: float) -> Transition | None:
-        if self._state is not BreakerState.RUNNING:
+        if self._state is not BreakerState.RUNNING or self.policy is None:
             return None
-        assert self.policy is not None
         self._state, self._reason, self._streak = BreakerState.PAUSED, reason, streak
         self._paused_at = self._sequence  # a success of a later submission ends the pause
         self._wait = self.policy.probe_wait_initial
         self._next_probe = now + self._wait
         return Transition.PAUSED
 
-    def _probe_failed(self, now: float) -> None:
-        assert self.policy is not None
-        self._probe = None
-        self._wait = min(self._wait * self.policy.probe_wait_factor, self.policy.probe_wait_max)
-        self._next_probe = now + self._wait
-
-    def _stop(self, reason: str, streak: int, failure_class: FailureClass | None) -> None:
+    def _stop(self, reason: str, streak: int, failure_class: FailureClass | None) -> Transition:
         self._state, self._reason, self._streak = BreakerState.STOPPED, reason, streak
         self._class = failure_class
         self._probe = None
+        return Transition.STOPPED
 
     def adopt(
         self,
@@ -410,8 +387,7 @@ class Breaker:
         if self.policy is None or self._state is BreakerState.STOPPED:
             return None
         if state is BreakerState.STOPPED:
-            self._stop(reason or "refused", streak, failure_class)
-            return Transition.STOPPED
+            return self._stop(reason or "refused", streak, failure_class)
         if state is BreakerState.PAUSED:
             return self._pause(reason or "outage", streak, now)
         if self._state is BreakerState.PAUSED:  # resumed elsewhere: its probe succeeded

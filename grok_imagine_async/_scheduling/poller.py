@@ -178,13 +178,13 @@ class Poller:
         age: float | None = None,
     ) -> None:
         """Tell the breaker how ``job``'s task ended, and act on what it says."""
-        books = self._books
+        books, planner = self._books, self._planner
         transition = books.breaker.record(
             job.sequence, outcome, now=now, failure_class=failure, age=age
         )
         if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
-            self._planner.canary_soon(now)  # the next job sent is looked at
-            young = 2.0 * self._planner.canary_age()
+            planner.next_canary = min(planner.next_canary, now)  # the next job sent is looked at
+            young = 2.0 * planner.canary_age()
             if age is not None and age <= young:
                 # Failed young, as in an outage: hold the submissions, and look now at the
                 # newest jobs as old (failed too, the batch pauses within seconds).
@@ -197,7 +197,7 @@ class Poller:
         elif (
             outcome is Outcome.REFUSED
             and books.breaker.refusals_in_a_row >= 2
-            and not books.breaker.seen_success
+            and books.breaker.newest_good < 0
             and age
         ):
             # Refusals and no success yet: look now at the jobs as old, probably over too.
@@ -227,7 +227,7 @@ class Poller:
     def _look_now(self, chosen: Callable[[JobRecord], bool], now: float) -> None:
         """Look at the queued jobs ``chosen`` picks now, urgently (on their own)."""
         for job in self._due.take(chosen):
-            self._planner.canary(job.key)
+            self._planner.canaries.add(job.key)
             self._schedule(job, now)
 
     def _healthy(self, job: JobRecord, now: float) -> None:
@@ -240,7 +240,7 @@ class Poller:
             self._books.notify()  # the warm-up is over: the submitters go on
         if not breaker.warming_up and job.key in self._warmup and not self._planner.queued():
             # Everything sent: a warm-up job's urgent looks are no longer worth their cost.
-            self._planner.unfollow(job.key)
+            self._planner.followed.discard(job.key)
         witness = job.key in self._witnesses
         self._witnesses.discard(job.key)
         if not (breaker.is_probe(job.sequence) or witness):
@@ -278,7 +278,7 @@ class Poller:
         try:
             await anyio.sleep_until(when)
         finally:
-            self._planner.unbook(when)
+            self._planner.book(when, cancel=True)
         await self._books.for_job(job, self._poll_once(job))
 
     async def _failed_look(

@@ -83,23 +83,23 @@ class PollPlanner:
         self._samples: deque[tuple[float, int]] = deque()  # (time, permits granted)
         self._finished: deque[float] = deque()  # when jobs finished, lately
         self._running = 0
-        self._probes: set[str] = set()
-        self._followed: set[str] = set()  # the breaker's probes: looked at closely to the end
-        self._canaries: set[str] = set()  # one early look each, to see an outage soon
+        self.probes: set[str] = set()  # looked at on a doubling schedule until confident
+        self.followed: set[str] = set()  # the breaker's probes: looked at closely to the end
+        self.canaries: set[str] = set()  # one early look each, to see an outage soon
         self._canary_out: tuple[str, float] | None = None  # the canary's key, when it left
         self._holding = False  # a burst waits for the canary's look
-        self._vouched = -math.inf  # when the newest canary seen healthy left
+        self.vouched = -math.inf  # when the newest task seen healthy (a canary's) left
         self._vouches = 0  # burst POSTs let out on its word
         self._seen_healthy = -math.inf  # and when it was seen so
         self._last_left = -math.inf  # when the newest POST left
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
-        self._next_canary = -math.inf
+        self.next_canary = -math.inf  # a failure among the newest jobs: now
         self._since_canary = 0  # submissions since the last canary
         self._last_canary = -math.inf
         self._ending = True  # few jobs left (or none yet): their last looks decide the end
         self._planned = (model.mu, model.sigma, False, 0.0, True)
         self._next_spare = -math.inf  # no look on spare quota before this time (pacing)
-        self._bound = False  # submissions waited for the quota: looks only when likely
+        self.quota_bound = False  # submissions waited for the quota: looks only when likely
 
     def note_request(self, now: float, *, poll: bool = False) -> None:
         """Count one request sent at ``now`` (``poll``: one of this planner's looks)."""
@@ -109,12 +109,12 @@ class PollPlanner:
             while times and times[0] <= horizon:
                 times.popleft()
 
-    def book(self, when: float) -> None:
-        """An urgent look (a canary's, a followed job's) will be sent at ``when``."""
-        bisect.insort(self._booked, when)
-
-    def unbook(self, when: float) -> None:
-        """The urgent look booked for ``when`` is being sent (or will not be)."""
+    def book(self, when: float, *, cancel: bool = False) -> None:
+        """An urgent look (a canary's, a followed job's) will be sent at ``when`` (``cancel``:
+        it is being sent, or will not be)."""
+        if not cancel:
+            bisect.insort(self._booked, when)
+            return
         index = bisect.bisect_left(self._booked, when)
         if index < len(self._booked) and self._booked[index] == when:
             del self._booked[index]
@@ -176,13 +176,13 @@ class PollPlanner:
     def submitted(self, key: str, *, follow: bool = False) -> None:
         """A job's task was created: maybe a probe, followed (``follow``) or the canary."""
         self._running += 1
-        if self.model.count < _CONFIDENT and len(self._probes) < _PROBES:
-            self._probes.add(key)
+        if self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
+            self.probes.add(key)
         out = self._canary_out
         if follow:
-            self._followed.add(key)
+            self.followed.add(key)
         elif out is not None and out[0] == key:
-            self._canaries.add(key)
+            self.canaries.add(key)
 
     def leaving(self, key: str, now: float, breaker: Breaker) -> bool:
         """A job's POST has its permit: True to hold it back while a burst waits for its
@@ -196,14 +196,14 @@ class PollPlanner:
             breaker.policy is None
             or breaker.warming_up
             or breaker.state is not BreakerState.RUNNING
-            or key in self._followed
+            or key in self.followed
         ):
             self._last_left = now
             return False
         if out is not None and now >= out[1] + _CANARY_TIMEOUT * self.canary_age():
             self._canary_out = out = None  # its look never came: hold nothing back on it
             self._holding = False
-        vouched = now - self._vouched < _VOUCHED * self.canary_age()
+        vouched = now - self.vouched < _VOUCHED * self.canary_age()
         # A big burst: only a canary seen healthy this very moment vouches for it.
         stats = self._statistics
         if vouched and burst and stats is not None and stats().waiting >= _BIG_BURST:
@@ -225,7 +225,7 @@ class PollPlanner:
         self._vouches += chunked and vouched
         spaced = now >= self._last_canary + _CANARY_MIN_GAP * self.policy.wait_initial
         if not (
-            now >= self._next_canary
+            now >= self.next_canary
             or (self._since_canary >= _CANARY_EVERY and spaced)
             or self._holding
             or (burst and not vouched and out is None)
@@ -234,7 +234,7 @@ class PollPlanner:
             return False
         self._since_canary, self._last_canary = 0, now
         gap = self.policy.wait_initial if breaker.suspicious else self._canary_gap
-        self._next_canary = now + gap
+        self.next_canary = now + gap
         self._canary_out = (key, now)
         return False
 
@@ -259,29 +259,9 @@ class PollPlanner:
 
     def vouch(self, at: float) -> None:
         """A task created at ``at`` was seen healthy: a burst soon after needs no canary."""
-        if at >= self._vouched:
-            self._vouched, self._vouches = at, 0
+        if at >= self.vouched:
+            self.vouched, self._vouches = at, 0
         self._holding = False
-
-    def vouched_since(self, at: float) -> bool:
-        """Whether a task created at ``at`` or later was seen healthy (a canary's look)."""
-        return self._vouched >= at
-
-    def canary_soon(self, now: float) -> None:
-        """A failure among the newest jobs: the next job sent is a canary."""
-        self._next_canary = min(self._next_canary, now)
-
-    def follow(self, key: str) -> None:
-        """Look at a job on the doubling schedule until it ends (the breaker's probe)."""
-        self._followed.add(key)
-
-    def unfollow(self, key: str) -> None:
-        """Plan a followed job's looks as any other's again."""
-        self._followed.discard(key)
-
-    def canary(self, key: str) -> None:
-        """Look at a job once early (a canary's age after its submission)."""
-        self._canaries.add(key)
 
     def canary_age(self) -> float:
         """How long after its submission a canary is looked at."""
@@ -289,11 +269,7 @@ class PollPlanner:
 
     def is_urgent(self, key: str) -> bool:
         """Whether a job is a canary or followed (looked at on its own, not queued)."""
-        return key in self._canaries or key in self._followed
-
-    def is_probe(self, key: str) -> bool:
-        """Whether the job is one of the early probes (looked at on a doubling schedule)."""
-        return key in self._probes
+        return key in self.canaries or key in self.followed
 
     def looked(
         self,
@@ -311,28 +287,28 @@ class PollPlanner:
             if finished:
                 self._finished.append(now)
             return
-        self._canaries.discard(key)
+        self.canaries.discard(key)
         self._canary_answered(key, healthy=not finished or completed, now=now)
         previous = last_look - submitted_at if last_look > submitted_at else None
         if not finished:
             self.model.observe_running(now - submitted_at, previous=previous)
-            if self.model.count < _CONFIDENT and len(self._probes) < _PROBES:
-                self._probes.add(key)
+            if self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
+                self.probes.add(key)
             return
         self.gone(key, submitted_at=submitted_at, last_look=last_look)
         self._finished.append(now)
         if completed:
             self.model.observe(previous or 0.0, now - submitted_at)
         if self.model.count >= _CONFIDENT:
-            self._probes.clear()
+            self.probes.clear()
 
     def gone(self, key: str, *, submitted_at: float | None, last_look: float) -> None:
         """Forget a job that left without a completion to learn from (or before one)."""
         self._running = max(0, self._running - 1)
         self._canary_answered(key, healthy=False)
-        self._probes.discard(key)
-        self._followed.discard(key)
-        self._canaries.discard(key)
+        self.probes.discard(key)
+        self.followed.discard(key)
+        self.canaries.discard(key)
         if submitted_at is not None and last_look > submitted_at:
             self.model.forget_running(last_look - submitted_at)
 
@@ -357,19 +333,14 @@ class PollPlanner:
         held = self._unfinished() if self._unfinished is not None else self._running
         return max(0, held - self._running)
 
-    @property
-    def quota_bound(self) -> bool:
-        """Whether submissions waited for the quota (then only likely looks go early)."""
-        return self._bound
-
     def room(self, now: float) -> float:
         """Requests the quota has room for in this quarter period (0 while any wait for it)."""
         submissions = self.queued()
         if submissions == 0 and self._running == 0:
-            self._bound = False
+            self.quota_bound = False
         if self._statistics is not None and self._statistics().waiting > 0:
             # Submissions waited for the quota: quota-bound to the end.
-            self._bound = self._bound or submissions > 0
+            self.quota_bound = self.quota_bound or submissions > 0
             return 0.0
         window = self.limit.period / 4
         return max(0.0, _SPARE * self.limit.per_second * window - self.requests_since(now - window))
@@ -400,7 +371,7 @@ class PollPlanner:
             return 1.0
         chance = max(1e-9, (self.model.cdf(now - submitted_at) - seen) / (1.0 - seen))
         due = now >= last_look + self._idle_gap(age)
-        if not self._bound and self._planned[3] > 0.0 and due:
+        if not self.quota_bound and self._planned[3] > 0.0 and due:
             # Planned as saturated (in part), but due on the idle schedule.
             return chance if chance >= _WORTH else 0.0
         # Not due yet, but a confident model says the look very probably succeeds.
@@ -423,9 +394,9 @@ class PollPlanner:
         if submitted_at is None:  # age unknown: look at once, then on the idle floor
             return earliest if polls == 0 else earliest + self._jitter(policy.wait_initial)
         age = max(0.0, last_look - submitted_at)
-        if age <= 0.0 and self.model.count < _CONFIDENT and len(self._probes) < _PROBES:
-            self._probes.add(key)  # a probe finished early: this one, not yet looked at, follows
-        if key in self._canaries and age <= 0.0:  # one look, when an outage's failure shows
+        if age <= 0.0 and self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
+            self.probes.add(key)  # a probe finished early: this one, not yet looked at, follows
+        if key in self.canaries and age <= 0.0:  # one look, when an outage's failure shows
             return max(earliest, last_look + self._jitter(_CANARY_AGE * policy.wait_initial))
         weight = self.weight(now)
         idle = self._idle_gap(age)
@@ -444,9 +415,9 @@ class PollPlanner:
 
     def _saturated_gap(self, key: str, age: float) -> float:
         floor = max(self.policy.wait_initial, 1e-3)
-        if key in self._followed:
+        if key in self.followed:
             return max(floor, (_FOLLOW_GROWTH - 1.0) * age)
-        if key in self._probes:
+        if key in self.probes:
             return max(floor, (_PROBE_GROWTH - 1.0) * age)
         model = self.model
         if age <= 0.0:

@@ -157,7 +157,7 @@ class Submitter:
                     job.sequence = sequence
                     if transition is Transition.PROBING:
                         self._probes[job.key] = self._probes.get(job.key, 0) + 1
-                        self._planner.follow(job.key)
+                        self._planner.followed.add(job.key)
                         books.course(job.key, transition, now)
                     return True
                 if until == float("inf"):
@@ -183,7 +183,7 @@ class Submitter:
                     timeout = patience - now
                 elif (
                     breaker.unexplained(job.sequence)
-                    and not planner.vouched_since(failed_at)
+                    and not planner.vouched >= failed_at
                     and planner.queued() > self._doubted
                 ):
                     timeout = wait

@@ -127,7 +127,7 @@ def test_many_jobs_for_the_quota_are_saturated_and_look_at_the_95th_percentile()
         planner.submitted(key)  # the probes
     assert planner.weight(0.0) == 1.0
     planner.submitted("x")
-    assert not planner.is_probe("x")
+    assert "x" not in planner.probes
     first = planner.next_look("x", now=0.0, submitted_at=0.0, last_look=0.0, polls=0)
     assert first == pytest.approx(model.quantile(0.95))
     probe = planner.next_look("p1", now=8.0, submitted_at=0.0, last_look=8.0, polls=4)
@@ -193,7 +193,7 @@ def _simulate(prior: float, median: float, jobs: int = 400) -> tuple[PollPlanner
         else:
             clock, i = heapq.heappop(heap)
             done = clock - submitted[i] >= durations[i]
-            if not looked[i] and not planner.is_probe(str(i)):
+            if not looked[i] and str(i) not in planner.probes:
                 first_ages.append(clock - submitted[i])
             looked[i] = True
             planner.looked(
