@@ -115,7 +115,7 @@ def test_a_client_on_a_transport_of_the_other_family_is_a_configuration_error(
         AsyncGrokImagine(api_key=TOKEN, http_client=http)
     message = str(raised.value)
     assert f"{client_family}.AsyncClient" in message
-    assert f"{other.__name__}.MockTransport" in message
+    assert f"{other.__name__} transport (MockTransport)" in message
 
 
 @both
