@@ -1,4 +1,4 @@
-"""The job stores one process owns whole (in memory here, in a locked SQLite file too)."""
+"""What every job store shares, and the store in memory."""
 
 from __future__ import annotations
 
@@ -12,17 +12,28 @@ from .records import Change, finished, intent, submitted, with_files
 
 class StoreBase:
     """What every job store shares: the journal calls as the record transitions of
-    ``records.py``, and the listeners told of each change. A store supplies :meth:`_apply`."""
+    ``records.py``, and the listeners told of each change. Its defaults are those of a store
+    one process owns whole (a claim is a lookup, its own writes are the only news), whose
+    backend supplies :meth:`load` and :meth:`_change`; a shared store overrides
+    :meth:`_apply` (reserving attempt ``reserve``'s credits, or giving the last one's back on
+    ``refund``) and :meth:`claim`."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
 
+    async def load(self, key: str) -> StoreRecord | None:
+        """The record for ``key``, or None if the journal never saw it."""
+        raise NotImplementedError
+
+    async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
+        """Apply ``change`` to the record of ``key`` durably; the new record."""
+        raise NotImplementedError
+
     async def _apply(
         self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: bool = False
     ) -> None:
-        """Apply ``change`` to the record of ``key`` and tell the listeners; a shared budget
-        reserves attempt ``reserve``'s credits first, or gives the last attempt's back."""
-        raise NotImplementedError
+        record = await self._change(key, change, shield=shield)
+        self._tell(StoredJob(key, record.request, record))
 
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
         """POST number ``attempt`` for ``key`` is about to be sent (its credits reserved). Not
@@ -55,25 +66,6 @@ class StoreBase:
         for listener in list(self._listeners):
             listener(job)
 
-
-class OneProcessStore(StoreBase):
-    """A job store whose every job is this process's: a claim is a lookup, and its own writes
-    are the only news. A backend supplies :meth:`load` and :meth:`_change`."""
-
-    async def load(self, key: str) -> StoreRecord | None:
-        """The record for ``key``, or None if the journal never saw it."""
-        raise NotImplementedError
-
-    async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
-        """Apply ``change`` to the record of ``key`` durably; the new record."""
-        raise NotImplementedError
-
-    async def _apply(
-        self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: bool = False
-    ) -> None:
-        record = await self._change(key, change, shield=shield)
-        self._tell(StoredJob(key, record.request, record))
-
     async def claim(
         self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
     ) -> Claim:
@@ -92,7 +84,7 @@ class OneProcessStore(StoreBase):
         return Claim("mine", job)
 
 
-class MemoryJobStore(OneProcessStore):
+class MemoryJobStore(StoreBase):
     """A :class:`~grok_imagine_async.abc.JobStore` in a dict, with the SQLite journal's rules:
     a scheduler resumes, replays and refuses to pay twice within the process as across runs."""
 

@@ -22,7 +22,7 @@ import anyio
 from .._errors import JournalError
 from .._files import create_exclusive, run_blocking
 from .._scheduling.jobs import JobStore, StoredJob, StoreRecord, StoreState
-from .memory import OneProcessStore
+from .memory import StoreBase
 from .records import Change, decode_job, encode_job
 
 __all__ = ["JournalError", "SqliteJobStore", "open_journal"]
@@ -52,7 +52,7 @@ class _Op(Generic[_T]):
     error: BaseException | None = None
 
 
-class SqliteJobStore(OneProcessStore):
+class SqliteJobStore(StoreBase):
     """The :class:`~grok_imagine_async.abc.JobStore` of one batch, in one SQLite file.
 
     The file is created or opened (and locked) by :meth:`open`, ``async with`` or the first
