@@ -22,7 +22,7 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 
-from .._errors import BudgetExceededError, JournalError
+from .._errors import BudgetExceededError, ConfigurationError, JournalError
 from .._journal import records
 from .._journal.memory import StoreBase
 from .._journal.records import Change, decode_job, encode_job
@@ -95,6 +95,9 @@ class RedisJobStore(StoreBase):
         limiter: A :class:`RedisRateLimiter` whose peer heartbeat rides on this store's.
         key_prefix: Prefix of every key.
 
+    Raises:
+        ConfigurationError: If an argument is out of range.
+
     Example:
         >>> async def main(token: str) -> None:
         ...     async with RedisJobStore("redis://localhost", api_key=token) as store:
@@ -115,11 +118,11 @@ class RedisJobStore(StoreBase):
     ) -> None:
         super().__init__()
         if not api_key:
-            raise ValueError("RedisJobStore needs the api_key whose jobs it stores")
+            raise ConfigurationError("RedisJobStore needs the api_key whose jobs it stores")
         if max_credits is not None and max_credits < 0:
-            raise ValueError(f"max_credits must be >= 0, got {max_credits}")
+            raise ConfigurationError(f"max_credits must be >= 0, got {max_credits}")
         if not lease > 0:
-            raise ValueError("lease must be positive seconds")
+            raise ConfigurationError("lease must be positive seconds")
         self._redis, self._owns_client, self._url = connect(redis)
         # One Redis Cluster hash tag, so that each script finds its keys on one node.
         base = self._base = f"{key_prefix}:{{{token_name(api_key)}:{namespace}}}"
