@@ -112,19 +112,14 @@ class Submitter:
     async def not_sent(self, job: JobRecord) -> None:
         """End a job the stopping scheduler will not submit, unrecorded (a rerun submits it)."""
         breaker = self._breaker.snapshot()
+        why, failure = f"the scheduler stopped ({self._books.fatal})", FailureClass.REQUEST_ERROR
         if self._books.fatal is None and breaker.state is BreakerState.STOPPED:
+            why = "the API was never reached: check the base URL and the network"
             if breaker.reason == "refused" and breaker.failure_class is not None:
                 kind = breaker.failure_class.value.replace("_", " ")
                 why = f"the last {breaker.streak} jobs were all refused for {kind}"
-            else:
-                why = "the API was never reached: check the base URL and the network"
-            error = SchedulerClosedError(f"not submitted: the batch stopped ({why})")
-            failure = FailureClass.NOT_SUBMITTED
-        else:
-            error = SchedulerClosedError(
-                f"not submitted: the scheduler stopped ({self._books.fatal})"
-            )
-            failure = FailureClass.REQUEST_ERROR
+            why, failure = f"the batch stopped ({why})", FailureClass.NOT_SUBMITTED
+        error = SchedulerClosedError(f"not submitted: {why}")
         await self._books.finish(job, error=error, failure_class=failure, record=False)
 
     async def _admit(self, job: JobRecord, *, after_failure: bool = False) -> bool:
