@@ -331,7 +331,6 @@ class RedisRateLimiter:
             if not fallback.should_probe():
                 return
         while True:
-            # The delay counts from when the call left: a reply read late shows as a late slot.
             sent_at = anyio.current_time()
             try:
                 self._redis_calls += 1
@@ -380,8 +379,11 @@ class RedisRateLimiter:
                 elif fallback.finished(rejoined):
                     self._fallback = fallback = None
                     self._unshared_until = anyio.current_time() + self._limit.period
-            # A second late slot is used anyway: a loop always that busy still gets permits.
-            outcome = await self._sleep_until(sent_at + delay / MICROS)
+            # Redis ran the script between the call and its reply: the slot is due no sooner
+            # than the reply plus the delay (never early), and may be late by as long as the
+            # reply took. A second late slot is used anyway: a loop that busy gets permits.
+            now = anyio.current_time()
+            outcome = await self._sleep_until(now + delay / MICROS, late_by=now - sent_at)
             if outcome == "erased":
                 continue  # the state was deleted while we waited: reserve again
             if outcome == "on time" or gave_up:
@@ -389,9 +391,10 @@ class RedisRateLimiter:
             self._late_slots += 1
             gave_up = True
 
-    async def _sleep_until(self, deadline: float) -> str:
-        """Sleep until a reserved slot: ``"on time"``, ``"late"`` (too late: it would land
-        among the next processes' slots) or ``"erased"`` (an operator deleted the state)."""
+    async def _sleep_until(self, deadline: float, *, late_by: float = 0.0) -> str:
+        """Sleep until a reserved slot (``late_by`` at least): ``"on time"``, ``"late"`` (too
+        late: it would land among the next processes' slots) or ``"erased"`` (an operator
+        deleted the state)."""
         # If cancelled while asleep, the slot stays reserved for the next waiter to lead.
         self._pending_slot = deadline
         while (left := deadline - anyio.current_time()) > RECHECK:
@@ -405,7 +408,8 @@ class RedisRateLimiter:
                 return "erased"
         await anyio.sleep(max(0.0, left))
         self._pending_slot = None
-        return "on time" if anyio.current_time() - deadline <= self._late_limit else "late"
+        late = anyio.current_time() - deadline + late_by
+        return "on time" if late <= self._late_limit else "late"
 
     def _engage_fallback(self, exc: BaseException) -> _Fallback:
         peers = self._known_peers()

@@ -9,6 +9,7 @@ window of the plan's period: there is no network, so no jitter to blame.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import random
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,8 @@ class FakeRedis:
 
     def __init__(self) -> None:
         self.up = True
+        # Seconds each call takes to reach Redis (its process starved between call and write).
+        self.lag: Callable[[], float] = lambda: 0.0
         self.values: dict[str, tuple[int, float]] = {}  # key -> (value, expiry in us)
         self.sets: dict[str, dict[str, int]] = {}  # sorted sets: key -> member -> score
 
@@ -65,7 +68,7 @@ class FakeRedis:
         }[source]
 
         async def call(*, keys: list[str], args: list[Any]) -> Any:
-            await anyio.lowlevel.checkpoint()
+            await anyio.sleep(self.lag())
             if not self.up:
                 raise RedisConnectionError("Connection refused")
             return run(_micros(), keys, [str(arg) for arg in args])
@@ -161,6 +164,27 @@ async def test_a_process_falling_back_waits_for_the_slots_its_peers_reserved() -
         redis.up = False
         tg.start_soon(take, idle)
     assert idle.statistics().fallback_active
+    assert max_in_window(sorted(grants), limit.period) <= limit.requests
+
+
+async def test_a_slot_reserved_late_is_never_taken_early() -> None:
+    """A call that reaches Redis late reserves a slot counted from Redis's time: taken as
+    counted from when the call left, it went that much early, one more than the quota in a
+    full window."""
+    redis = FakeRedis()
+    lags = itertools.cycle([0.0] * 6 + [0.045])  # under 0.051 s, the least a slot is late by
+    redis.lag = lambda: next(lags)
+    limit = RateLimit(40, 2.0)
+    grants = []
+
+    async def send(limiter: RedisRateLimiter) -> None:
+        for _ in range(30):
+            await limiter.acquire()
+            grants.append(anyio.current_time())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(send, RedisRateLimiter(redis, limit=limit, api_key=TOKEN))  # type: ignore[arg-type]
     assert max_in_window(sorted(grants), limit.period) <= limit.requests
 
 
