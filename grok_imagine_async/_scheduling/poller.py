@@ -191,7 +191,7 @@ class Poller:
                 books.breaker.hold(now + young)
                 self._call_witnesses(job, now, age)
         if transition is Transition.RESUMED and job.submitted_at is not None:
-            self._planner.vouch(job.submitted_at)  # the burst that follows needs no canary
+            self._planner.vouch(job.submitted_at, whole=True)  # the burst after needs no canary
         if transition is not None:
             books.course(job.key, transition, now)
         elif (

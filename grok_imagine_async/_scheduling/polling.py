@@ -89,7 +89,7 @@ class PollPlanner:
         self._canary_out: tuple[str, float] | None = None  # the canary's key, when it left
         self._holding = False  # a burst waits for the canary's look
         self.vouched = -math.inf  # when the newest task seen healthy (a canary's) left
-        self._vouches = 0  # burst POSTs let out on its word
+        self._vouches = 0.0  # burst POSTs let out on its word
         self._seen_healthy = -math.inf  # and when it was seen so
         self._last_left = -math.inf  # when the newest POST left
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
@@ -229,7 +229,7 @@ class PollPlanner:
             or (self._since_canary >= _CANARY_EVERY and spaced)
             or self._holding
             or (burst and not vouched and out is None)
-            or (chunked and out is None and self._vouches >= _VOUCHES // 2)  # the next chunk's
+            or (chunked and out is None and self._vouches >= _VOUCHES // 3)  # the next chunk's
         ):
             return False
         self._since_canary, self._last_canary = 0, now
@@ -257,10 +257,11 @@ class PollPlanner:
             self._seen_healthy = now
         self._holding = not healthy
 
-    def vouch(self, at: float) -> None:
-        """A task created at ``at`` was seen healthy: a burst soon after needs no canary."""
+    def vouch(self, at: float, *, whole: bool = False) -> None:
+        """A task created at ``at`` was seen healthy: a burst soon after needs no canary
+        (``whole``: the burst goes whole, a probe having just ended a pause)."""
         if at >= self.vouched:
-            self.vouched, self._vouches = at, 0
+            self.vouched, self._vouches = at, -math.inf if whole else 0.0
         self._holding = False
 
     def canary_age(self) -> float:

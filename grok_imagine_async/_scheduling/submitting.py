@@ -262,7 +262,7 @@ class Submitter:
         now = anyio.current_time()
         transition = self._breaker.record(job.sequence, outcome, now=now)
         if transition is Transition.RESUMED:
-            self._planner.vouch(now)  # the probe was answered: the burst that follows may go
+            self._planner.vouch(now, whole=True)  # the probe was answered: the burst may go
         if transition is not None:
             self._books.course(job.key, transition, now)
 
