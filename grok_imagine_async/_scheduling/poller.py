@@ -249,14 +249,13 @@ class Poller:
             self._outcome(job, Outcome.SUCCEEDED, now)
 
     def _charged(self, job: JobRecord, task: Task) -> None:
-        """Refund what the provider says the task did not cost."""
-        if task.consumed_credits is None or job.sequence is None:
-            return
-        reported = min(max(task.consumed_credits, 0), CREDITS_PER_GENERATION)  # never beyond
-        if reported == CREDITS_PER_GENERATION:
-            return
-        self._books.budget.refund(CREDITS_PER_GENERATION - reported)
-        job.refunded(CREDITS_PER_GENERATION - reported)
+        """Refund what the provider says the task did not cost (never more than it cost)."""
+        cost = CREDITS_PER_GENERATION
+        if task.consumed_credits is not None and job.sequence is not None:
+            refund = cost - min(max(task.consumed_credits, 0), cost)
+            if refund:
+                self._books.budget.refund(refund)
+                job.refunded(refund)
 
     async def _resend(self, job: JobRecord, after_failure: bool) -> None:
         async def resend() -> None:
