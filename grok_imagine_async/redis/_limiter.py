@@ -379,11 +379,11 @@ class RedisRateLimiter:
                 elif fallback.finished(rejoined):
                     self._fallback = fallback = None
                     self._unshared_until = anyio.current_time() + self._limit.period
-            # Redis ran the script between the call and its reply: the slot is due no sooner
-            # than the reply plus the delay (never early), and may be late by as long as the
-            # reply took. A second late slot is used anyway: a loop that busy gets permits.
-            now = anyio.current_time()
-            outcome = await self._sleep_until(now + delay / MICROS, late_by=now - sent_at)
+            # Redis ran the script between the call and its reply: the slot counts from halfway,
+            # half the reply's time either side (a slot that uncertain is a late one). A second
+            # late slot is used anyway: a loop always that busy still gets permits.
+            half = (anyio.current_time() - sent_at) / 2
+            outcome = await self._sleep_until(sent_at + half + delay / MICROS, late_by=half)
             if outcome == "erased":
                 continue  # the state was deleted while we waited: reserve again
             if outcome == "on time" or gave_up:
@@ -392,8 +392,8 @@ class RedisRateLimiter:
             gave_up = True
 
     async def _sleep_until(self, deadline: float, *, late_by: float = 0.0) -> str:
-        """Sleep until a reserved slot (``late_by`` at least): ``"on time"``, ``"late"`` (too
-        late: it would land among the next processes' slots) or ``"erased"`` (an operator
+        """Sleep until a reserved slot (``late_by`` more, it may be): ``"on time"``, ``"late"``
+        (too late: it would land among the next processes' slots) or ``"erased"`` (an operator
         deleted the state)."""
         # If cancelled while asleep, the slot stays reserved for the next waiter to lead.
         self._pending_slot = deadline
