@@ -21,8 +21,8 @@ from typing import Any
 import anyio
 
 from benchmarks import _sim_legacy
-from benchmarks._sim_strategies import SCHEDULES, Detection, UserLimiter, run_baseline
-from grok_imagine_async import AsyncGrokImagine, LocalRateLimiter, RateLimit
+from benchmarks._sim_strategies import SCHEDULES, Detection, run_baseline
+from grok_imagine_async import AsyncGrokImagine, RateLimit
 from grok_imagine_async._limiting.plans import resolve_rate_limit
 from grok_imagine_async.batch import SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig, run_virtual
@@ -38,10 +38,8 @@ DURATION_SIGMA = 0.5
 LIMITERS = {
     "ours": "LocalRateLimiter as the client makes it by default (even pacing until 4e6183f, "
     "adaptive since: see each section's commit)",
-    "even": 'LocalRateLimiter(pacing="even"): one permit every 1 / rate seconds',
-    "aiolimiter": "aiolimiter.AsyncLimiter(limit, 60), no header feedback",
-    "window": 'LocalRateLimiter(pacing="window"): up to the quota in any window, bursts allowed',
-    "adaptive": 'LocalRateLimiter(pacing="adaptive"): paced by what the server says is left',
+    "window": f'LocalRateLimiter(pacing="window") at {_sim_legacy.COMMIT}: up to the quota in any '
+    "window, bursts allowed",
     "ours, breaker=None": "the default client with `SchedulerConfig(breaker=None)`: no outage "
     "breaker (issue 24), so no warm-up of ten tasks before the batch's burst",
 }
@@ -56,7 +54,7 @@ class Scenario:
         plan: ``"free"``, ``"pro"`` or ``"enterprise"``.
         jobs: How many generations.
         strategy: ``"ours"`` or a key of :data:`SCHEDULES`.
-        limiter: ``"ours"`` or ``"aiolimiter"`` (see :data:`LIMITERS`).
+        limiter: ``"ours"``, or ``"window"`` for the legacy code (see :data:`LIMITERS`).
         seed: Seeds the emulator (durations) and every jitter.
         options: Extra ``SchedulerConfig`` fields for ``"ours"`` (experiments), as pairs.
         label: A name for the row; default: the strategy.
@@ -183,11 +181,8 @@ def make_client(
     limit = plan if isinstance(plan, RateLimit) else resolve_rate_limit(plan)
     own_limit = limit if package is None else package.RateLimit(limit.requests, limit.period)
     chosen: Any = None
-    if limiter == "aiolimiter":
-        chosen = UserLimiter(limit)
-    elif limiter != "ours":  # a pacing of LocalRateLimiter: "window", or one added later
-        limiter_class = package.LocalRateLimiter if package else LocalRateLimiter
-        chosen = limiter_class(own_limit, pacing=limiter)  # the legacy code's modes
+    if limiter != "ours":  # "window": a pacing mode of the legacy code's LocalRateLimiter
+        chosen = package.LocalRateLimiter(own_limit, pacing=limiter)
     seeded = {"rng": random.Random(seed)} if package is None and seed is not None else {}
     return client_class(
         api_key=TOKEN,

@@ -14,10 +14,6 @@ loop until the task is terminal. The schedules:
 User code does not know about 429s beyond what the client does: the client retries a 429 three
 times (honouring ``Retry-After``) and then raises ``RateLimitError``, which the user's loop
 catches to try again after its next delay, so every job finishes and the 429s stay countable.
-
-:class:`UserLimiter` is the rate limiter such code commonly puts in front of its calls:
-``aiolimiter.AsyncLimiter(requests, period)``, which starts with a full bucket (a burst of a
-whole period's quota) and never reads the server's rate-limit headers.
 """
 
 from __future__ import annotations
@@ -29,10 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import anyio
-from aiolimiter import AsyncLimiter
 
-from grok_imagine_async import AsyncGrokImagine, RateLimit, RateLimitError
-from grok_imagine_async.abc import LimiterStatistics, Permit, Priority, RateLimitFeedback
+from grok_imagine_async import AsyncGrokImagine, RateLimitError
 
 Schedule = Callable[[random.Random], Iterator[float]]
 """A poll schedule: given a random source, the successive sleeps before each poll."""
@@ -84,60 +78,6 @@ SCHEDULES: dict[str, Schedule] = {
     "smithy (2 s, x2, 120 s)": smithy_schedule(),
 }
 """The baselines by the name the results table shows."""
-
-
-class UserLimiter:
-    """``aiolimiter.AsyncLimiter(requests, period)`` behind the client's limiter seam.
-
-    It paces like the code users write today: a full bucket at start (one period's quota at
-    once), then a steady leak, and no reaction to 429s or rate-limit headers.
-
-    Args:
-        limit: The plan's quota.
-    """
-
-    def __init__(self, limit: RateLimit) -> None:
-        self._limit = limit
-        self._bucket = AsyncLimiter(limit.requests, limit.period)
-        self._granted = 0
-        self._waiting = 0
-        self._rate_limited = 0
-
-    @property
-    def limit(self) -> RateLimit:
-        """The quota it was built for."""
-        return self._limit
-
-    async def acquire(self, *, priority: Priority = Priority.SUBMIT) -> Permit:
-        """Wait for the bucket (priorities are ignored, as aiolimiter has none)."""
-        self._waiting += 1
-        try:
-            await self._bucket.acquire()
-        finally:
-            self._waiting -= 1
-        self._granted += 1
-        return Permit(granted_at=anyio.current_time(), serial=self._granted)
-
-    async def observe(self, feedback: RateLimitFeedback) -> None:
-        """Count 429s; the headers change nothing, as in user code."""
-        if feedback.rate_limited:
-            self._rate_limited += 1
-
-    def give_back(self, permit: Permit) -> None:
-        """Nothing to give back: user code does not know the request never left."""
-
-    def statistics(self) -> LimiterStatistics:
-        """Counters in the shape of the library's limiters."""
-        return LimiterStatistics(
-            limit=self._limit,
-            permits_granted=self._granted,
-            waiting=self._waiting,
-            total_wait_time=0.0,
-            server_pauses=0,
-            rate_limited_responses=self._rate_limited,
-            paused_until=None,
-            stalled_for=0.0,
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,7 +154,8 @@ def render(store: dict[str, Any], command: str) -> str:
         "The current default client only. Each seed draws other durations. 400 jobs need 800 "
         "requests, four windows of 200 exactly: one poll that finds its job still running "
         "pushes the end into a fifth window, up to 1.33x the bound. The 390-job rows leave "
-        "room for twenty such polls in the last window. Bold: over a target.",
+        "room for twenty such polls in the last window. The outage breaker's warm-up adds to "
+        "both (see the batch section's `breaker=None` rows). Bold: over a target.",
         "",
         seed_table(rows("seeds")),
         "",
