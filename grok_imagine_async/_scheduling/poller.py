@@ -149,7 +149,6 @@ class Poller:
         self._charged(job, task)
         failure = task.failure_class
         age = None if job.submitted_at is None else now - job.submitted_at
-        own = books.breaker.is_probe(job.sequence) and self._submitter.probed_again(job.key)
         self._outcome(job, task_outcome(failure), now, failure, age)
         if task.succeeded:
             if self._downloads is not None:
@@ -158,10 +157,8 @@ class Poller:
                 await books.finish(job, task=task)
             return
         failure = failure or FailureClass.UNKNOWN
-        # An outage's failure does not use up the job's resubmission (see probed_again).
-        outage = (
-            failure in OUTAGE_FAILURES and books.breaker.outage_explains(job.sequence) and not own
-        )
+        # An outage's failure does not use up the job's resubmission.
+        outage = failure in OUTAGE_FAILURES and books.breaker.outage_explains(job.sequence)
         if failure in self._resubmit_on and (outage or job.resubmits < self._resubmit):
             job.resubmitting(counted=not outage)
             books.emit(JobResubmitting(key=job.key, at=now, failure_class=failure))

@@ -235,7 +235,6 @@ class JobScheduler:
             self._planner,
             priority=submit_priority,
             has_slot=self._has_slot,
-            resubmit=config.resubmit,
             downloads=downloads,
             owner=self,
         )

@@ -44,12 +44,10 @@ class Submitter:
         *,
         priority: Priority,
         has_slot: Callable[[], bool],
-        resubmit: int,
         downloads: Downloader | None,
         owner: object,
     ) -> None:
         self._books = books
-        self._resubmit = resubmit
         self._breaker = books.breaker
         self._owner = owner
         self._client = client
@@ -59,7 +57,7 @@ class Submitter:
         self._downloads = downloads
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
         self._doubted = 0  # resubmissions waiting in _explained
-        self._probes: dict[str, int] = {}  # probes sent per job: the next probe is another's
+        self._probed: set[str] = set()  # jobs that have probed: the next probe is another's
         self._unprobed = 0  # jobs waiting in _admit that have not probed
         self.submissions = 0
         """POSTs sent (first submissions and resubmissions)."""
@@ -101,11 +99,6 @@ class Submitter:
         # Paused, and every job waiting has probed: a queued job probes next, past the cap.
         return self._breaker.state is BreakerState.PAUSED and not self._unprobed
 
-    def probed_again(self, key: str) -> bool:
-        """Whether ``key`` probed more than once: no other job could, so its failure is its own
-        and uses its retry (a prompt that always fails cannot probe forever)."""
-        return self._probes.get(key, 0) > 1
-
     def _stopped(self) -> bool:
         return self._books.fatal is not None or self._breaker.state is BreakerState.STOPPED
 
@@ -130,7 +123,7 @@ class Submitter:
         books, breaker = self._books, self._breaker
         if after_failure and breaker.policy is not None:
             await self._explained(job, breaker.policy.probe_wait_initial)
-        probed = job.key in self._probes
+        probed = job.key in self._probed
         self._unprobed += not probed
         if probed:  # its probe failed: wake the others waiting for it (or a queued job)
             books.notify()
@@ -151,7 +144,7 @@ class Submitter:
                 if sequence is not None:
                     job.sequence = sequence
                     if transition is Transition.PROBING:
-                        self._probes[job.key] = self._probes.get(job.key, 0) + 1
+                        self._probed.add(job.key)
                         self._planner.followed.add(job.key)
                         books.course(job.key, transition, now)
                     return True
@@ -321,12 +314,9 @@ class Submitter:
         except (APIConnectionError, ServerError, APIResponseValidationError) as exc:
             # Nothing was started (the sender retried already); systematic: the breaker's.
             reached = not isinstance(exc, APIConnectionError)
-            probe = self._breaker.is_probe(job.sequence)
             self._outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
             state = self._breaker.state
-            own = probe and self.probed_again(job.key)
-            if state is BreakerState.PAUSED and not (own and job.resubmits >= self._resubmit):
-                job.resubmits += own
+            if state is BreakerState.PAUSED:
                 return True  # sent again once the outage is over
             if state is BreakerState.STOPPED and not reached:
                 # A server never reached: a configuration error; stop every worker now.

@@ -672,19 +672,21 @@ async def test_a_course_from_an_earlier_run_is_not_taken() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("fault", ["[fail:network] [duration:1]", "[fail:500]"])
-async def test_a_prompt_that_always_fails_cannot_probe_forever(fault: str) -> None:
-    # Three jobs whose prompt always fails pause the batch, and one of them probes. A probe's
-    # failure used to be the outage's (its job resubmitted without using its retry), so the
-    # batch probed with it forever. Now the next probe is another job's, and a job probing
-    # again (no other can) uses its retry. (A task failed at 1 s, younger than a healthy
-    # probe; a POST answered 500 after its retries.)
-    prompts = [f"scene {n} {fault}" for n in range(3)]
+async def test_prompts_that_always_fail_cannot_keep_a_batch_probing(fault: str) -> None:
+    # Three prompts that always fail fill the in-flight slots and pause the batch. A probe was
+    # always one of them (the queued prompts had no slot), each failure the outage's: the
+    # batch probed forever. Now a job that probed leaves the next probe to another, a queued
+    # one past the cap when every job waiting has probed: it succeeds and the batch resumes.
+    # (A task failed at 1 s, younger than a healthy probe; a POST answered 500 after its
+    # retries.)
+    bad = [f"bad {n} {fault}" for n in range(3)]
+    good = [f"scene {n}" for n in range(5)]
     with anyio.fail_after(3600.0):
-        batch = await Batch("pro", FaultConfig()).run(prompts)
-    assert len(batch.results) == 3
-    assert not any(result.ok for result in batch.results)
+        batch = await Batch("pro", FaultConfig()).run(bad + good, max_in_flight=3)
+    ok = sorted(result.request.prompt for result in batch.results if result.ok)
+    assert ok == good
     assert batch.transitions()[0] == "paused"
-    assert batch.transitions().count("probing") <= 3 * len(prompts)  # free, counted, last
+    assert batch.transitions()[-1] == "resumed"
 
 
 @pytest.mark.anyio
