@@ -156,13 +156,24 @@ async def bare(lib: ModuleType, url: str, concurrency: int, calls: int) -> tuple
         return await _drive(call, concurrency, calls)
 
 
+def _own_client(lib: ModuleType) -> Any:
+    """What ``AsyncGrokImagine()`` builds for itself, here on either library."""
+    try:
+        return _http.new_client(lib)
+    except TypeError:  # a --baseline before c6ca3f5, where the caller passed both
+        from grok_imagine_async._client import DEFAULT_TIMEOUT  # type: ignore[attr-defined]
+        from grok_imagine_async._settings import user_agent  # type: ignore[attr-defined]
+
+        return _http.new_client(lib, timeout=DEFAULT_TIMEOUT, headers={"User-Agent": user_agent()})
+
+
 async def ours(
     lib: ModuleType, url: str, concurrency: int, calls: int, *, open_limiter: bool = False
 ) -> tuple[float, float]:
     """The client on ``lib``, with the ``AsyncClient`` a default client builds for itself."""
     from grok_imagine_async import AsyncGrokImagine
 
-    http = _http.new_client(lib)  # what AsyncGrokImagine() builds, here on either library
+    http = _own_client(lib)
     limiter = OpenLimiter() if open_limiter else None
     client = AsyncGrokImagine(
         api_key=TOKEN, base_url=url, plan=QUOTA, http_client=http, limiter=limiter
