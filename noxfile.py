@@ -80,11 +80,6 @@ def _pyenv_bin_dirs(minors: list[str]) -> list[str]:
 
 
 os.environ["PATH"] = os.pathsep.join([*_pyenv_bin_dirs(PYTHONS), os.environ.get("PATH", "")])
-# uv installs without bytecode; with PYTHONDONTWRITEBYTECODE set (as on many CI images) every
-# Python the tests start (xdist workers, CLI runs, killed and restarted batch processes)
-# compiled the packages it imports again: 1.3 s of CPU each. The sessions' venvs and the
-# clone's __pycache__ folders are throwaway, so each module is compiled once per venv.
-os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 @nox.session
