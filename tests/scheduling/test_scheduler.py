@@ -30,7 +30,7 @@ from grok_imagine_async import (
     SchedulerClosedError,
     TaskFailedError,
 )
-from grok_imagine_async.batch import BreakerPolicy, SchedulerConfig
+from grok_imagine_async.batch import SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "sched-token"
@@ -393,10 +393,10 @@ async def test_detection_latency_is_measurable_from_the_emulator(
 async def test_favor_decides_who_gets_a_saturated_quota_first(
     grok_client: AsyncGrokImagine, grok_emulator: Emulator, favor: str
 ) -> None:
-    # The breaker's warm-up (ten tasks until one completes) is off: what is measured is who
-    # gets the quota once the batch runs.
-    warmup_off = BreakerPolicy(warmup=None)
-    config = SchedulerConfig(favor=favor, breaker=warmup_off)  # type: ignore[arg-type]
+    # The outage breaker is off: its warm-up and, on free, the canary looks a burst waits for
+    # move when POSTs leave by as much as the draw of the durations does; what is measured
+    # here is who gets the quota once the batch runs (the breaker has its own tests).
+    config = SchedulerConfig(favor=favor, breaker=None)  # type: ignore[arg-type]
     results = await collect(grok_client, [f"f {i}" for i in range(150)], config=config)
     first_result = min(r.finished_at for r in results)
     last_post = max(r.submitted_at or 0.0 for r in results)
@@ -404,9 +404,8 @@ async def test_favor_decides_who_gets_a_saturated_quota_first(
     assert grok_emulator.statistics().rate_limited == 0
     if favor == "throughput":  # every POST goes out at the quota's pace before any poll but
         # the probes' (three jobs at a time looked at on a doubling schedule until four
-        # finished: 1, 2, 4 ... 32 s, six looks each, twelve probes at most) and the canaries'
-        # (on free a burst goes ten POSTs per canary look, the next canary the fourth of them)
-        assert last_post - start < (150 + 12 * 6 + 150 // 4) * 0.6 * 1.05 + 1
+        # finished: 1, 2, 4 ... 32 s, six looks each, twelve probes at most)
+        assert last_post - start < (150 + 12 * 6) * 0.6 * 1.05 + 1
         assert last_post - start > 55  # 150 POSTs take more than one 60 s window of 100
     else:  # the first finished job is noticed within about one generation
         assert first_result - start < 90
