@@ -274,7 +274,7 @@ class Poller:
         try:
             await anyio.sleep_until(when)
         finally:
-            self._planner.book(when, cancel=True)
+            self._planner.unbook(when)
         await self._books.for_job(job, self._poll_once(job))
 
     async def _failed_look(

@@ -109,12 +109,12 @@ class PollPlanner:
             while times and times[0] <= horizon:
                 times.popleft()
 
-    def book(self, when: float, *, cancel: bool = False) -> None:
-        """An urgent look (a canary's, a followed job's) will be sent at ``when`` (``cancel``:
-        it is being sent, or will not be)."""
-        if not cancel:
-            bisect.insort(self._booked, when)
-            return
+    def book(self, when: float) -> None:
+        """An urgent look (a canary's, a followed job's) will be sent at ``when``."""
+        bisect.insort(self._booked, when)
+
+    def unbook(self, when: float) -> None:
+        """The urgent look booked for ``when`` is being sent, or will not be."""
         index = bisect.bisect_left(self._booked, when)
         if index < len(self._booked) and self._booked[index] == when:
             del self._booked[index]
@@ -208,8 +208,6 @@ class PollPlanner:
         stats = self._statistics
         if vouched and burst and stats is not None and stats().waiting >= _BIG_BURST:
             vouched = now - self._seen_healthy <= self.policy.wait_initial
-        # The look saw the canary as it was when it left: an outage since then would be paid
-        # by the whole burst, so one canary lets out a few POSTs, and the next is a canary.
         # A canary's look shows the provider as it was when the canary left: an outage since
         # then is paid by the burst the look releases. So one look lets out a few POSTs, where
         # that keeps up with the quota (free; pro's 1,000 a minute would be slowed).
