@@ -124,9 +124,7 @@ def held_until(estimate: Estimate, *, unanswered: int, oldest: float, now: float
     the latency explains, no more than the bucket holds (a stalled server counts them at once)."""
     if unanswered < estimate.size or estimate.is_window:
         return now
-    latency = estimate.latency  # RFC 6298's timeout: the longest latency the answers explain
-    slowest = math.inf if latency is None else latency + 4.0 * estimate.jitter
-    late = slowest + estimate.limit.interval
+    late = _slowest(estimate.latency, estimate.jitter) + estimate.limit.interval
     silent_since = estimate.answered_at + late
     if now - oldest <= late or now <= silent_since:
         return now
@@ -136,6 +134,16 @@ def held_until(estimate: Estimate, *, unanswered: int, oldest: float, now: float
 def grant(estimate: Estimate, *, now: float) -> None:
     """A permit was granted at ``now``: it takes one request from the pacing bucket."""
     estimate.tat = max(estimate.tat, now) + 1.0 / estimate.pace
+
+
+def give_back(estimate: Estimate) -> None:
+    """A permit was given back unused: its request's room goes back to the pacing bucket."""
+    estimate.tat -= 1.0 / estimate.pace
+
+
+def _slowest(latency: float | None, jitter: float) -> float:
+    """RFC 6298's timeout: the longest latency the answers explain (none seen: no bound)."""
+    return math.inf if latency is None else latency + 4.0 * jitter
 
 
 def rate_limited_pause(
@@ -234,7 +242,7 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     late = 0.0
     overdue = -math.inf
     if not est.is_window:
-        slowest = math.inf if latency is None else latency + 4.0 * jitter
+        slowest = _slowest(latency, jitter)
         if round_trip - slowest > 0.0:
             late = round_trip - slowest
         overdue = now - (slowest + interval)

@@ -10,7 +10,16 @@ import math
 import anyio
 
 from .._clock import DEFAULT_CLOCK, Clock
-from .feedback import DEFAULT_HEADROOM, Answer, Estimate, grant, held_until, read_answer, ready_at
+from .feedback import (
+    DEFAULT_HEADROOM,
+    Answer,
+    Estimate,
+    give_back,
+    grant,
+    held_until,
+    read_answer,
+    ready_at,
+)
 from .line import SlotLine
 from .plans import Plan, RateLimit, resolve_rate_limit
 from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
@@ -310,7 +319,7 @@ class LocalRateLimiter:
         given_back.add(serial)
         if len(given_back) > 4096:  # no answer with headers came for long: forget the oldest
             given_back.difference_update(sorted(given_back)[:2048])
-        self._estimate.tat -= 1.0 / self._estimate.pace  # its room back in the bucket
+        give_back(self._estimate)  # its room back in the bucket
         if self._woken is not None:
             self._woken.set()
 
