@@ -180,7 +180,7 @@ class Poller:
             job.sequence, outcome, now=now, failure_class=failure, age=age
         )
         if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
-            planner.next_canary = min(planner.next_canary, now)  # the next job sent is looked at
+            planner.canary_soon(now)  # the next job sent is looked at
             young = 2.0 * planner.canary_age()
             if age is not None and age <= young:
                 # Failed young, as in an outage: hold the submissions, and look now at the
@@ -224,7 +224,7 @@ class Poller:
     def _look_now(self, chosen: Callable[[JobRecord], bool], now: float) -> None:
         """Look at the queued jobs ``chosen`` picks now, urgently (on their own)."""
         for job in self._due.take(chosen):
-            self._planner.canaries.add(job.key)
+            self._planner.canary(job.key)
             self._schedule(job, now)
 
     def _healthy(self, job: JobRecord, now: float) -> None:
@@ -237,7 +237,7 @@ class Poller:
             self._books.notify()  # the warm-up is over: the submitters go on
         if not breaker.warming_up and job.key in self._warmup and not self._planner.queued():
             # Everything sent: a warm-up job's urgent looks are no longer worth their cost.
-            self._planner.followed.discard(job.key)
+            self._planner.unfollow(job.key)
         witness = job.key in self._witnesses
         self._witnesses.discard(job.key)
         if not (breaker.is_probe(job.sequence) or witness):

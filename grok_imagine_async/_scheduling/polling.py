@@ -262,6 +262,22 @@ class PollPlanner:
             self.vouched, self._vouches = at, -math.inf if whole else 0.0
         self._holding = False
 
+    def follow(self, key: str) -> None:
+        """Look at a job closely until it ends (the breaker's probe)."""
+        self.followed.add(key)
+
+    def unfollow(self, key: str) -> None:
+        """Plan a followed job's looks as any other's again."""
+        self.followed.discard(key)
+
+    def canary(self, key: str) -> None:
+        """Look at a job once early: a task that fails at once in an outage is seen soon."""
+        self.canaries.add(key)
+
+    def canary_soon(self, now: float) -> None:
+        """A failure among the newest jobs: the next job sent is a canary."""
+        self.next_canary = min(self.next_canary, now)
+
     def canary_age(self) -> float:
         """How long after its submission a canary is looked at."""
         return _CANARY_AGE * self.policy.wait_initial
