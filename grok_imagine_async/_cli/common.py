@@ -294,11 +294,13 @@ async def run_until_interrupted(main: Callable[[], Awaitable[_T]]) -> tuple[_T |
 
     failure: BaseException | None = None
     async with anyio.create_task_group() as tg:
-        tg.start_soon(watch, tg.cancel_scope)
-        try:
-            result = await main()
-        except Exception as exc:  # re-raised below as itself, not in an ExceptionGroup
-            failure = exc
+        work = anyio.CancelScope()
+        tg.start_soon(watch, work)
+        with work:
+            try:
+                result = await main()
+            except Exception as exc:  # re-raised below as itself, not in an ExceptionGroup
+                failure = exc
         tg.cancel_scope.cancel()
     if failure is not None:
         raise failure
