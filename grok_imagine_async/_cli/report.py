@@ -216,11 +216,9 @@ class BatchOutcome:
         """Count one manifest entry."""
         self.total += 1
         status = entry["status"]
-        credits = entry.get("credits", 0)
-        if status == "ambiguous":  # its last POST may or may not have been charged
+        if status == "ambiguous":
             self.uncertain_credits += CREDITS_PER_GENERATION
-            credits = max(0, credits - CREDITS_PER_GENERATION)
-        self.credits += credits
+        self.credits += _counted(status, entry.get("credits", 0))
         self.files += len(entry.get("files", ()))
         if status == "failed":
             self.failures[entry.get("failure_class") or "unknown"] += 1
@@ -282,13 +280,15 @@ def _relative(path: Path, folder: Path) -> str:
     return str(path)
 
 
+def _counted(status: str, credits: int) -> int:
+    """A job's credits as spent: an ambiguous job's last POST may not have been charged, so it
+    is counted apart (``uncertain_credits``)."""
+    return max(0, credits - CREDITS_PER_GENERATION) if status == "ambiguous" else credits
+
+
 def credits_recorded(records: Iterable[StoreRecord], keys: frozenset[str]) -> int:
     """``keys``' credits in ``records`` as the summary counts them (maybe-charged ones apart)."""
-    return sum(
-        max(0, r.credits - CREDITS_PER_GENERATION * (_status(r) == "ambiguous"))
-        for r in records
-        if r.key in keys
-    )
+    return sum(_counted(_status(r), r.credits) for r in records if r.key in keys)
 
 
 async def write_manifest(
