@@ -259,10 +259,9 @@ class Books:
         error: GrokImagineError | None = None,
         failure_class: FailureClass | None = None,
         files: tuple[Path, ...] = (),
-        from_journal: bool = False,
         record: bool = True,
     ) -> None:
-        """End ``job``: record its result (unless ``record`` is False), then announce it."""
+        """End ``job`` with what this run learnt of it: see :meth:`conclude`."""
         result = JobResult(
             key=job.key,
             request=job.request,
@@ -275,9 +274,13 @@ class Books:
             submitted_at=job.submitted_at,
             finished_at=anyio.current_time(),
             files=files,
-            from_journal=from_journal,
             last_task_id=job.task_id,
         )
+        await self.conclude(job, result, record=record)
+
+    async def conclude(self, job: JobRecord, result: JobResult, *, record: bool = True) -> None:
+        """End ``job`` with ``result``: record it (unless ``record`` is False: a replay of
+        the journal), then announce it."""
         if record and self.journal is not None:
             with anyio.CancelScope(shield=True):
                 try:

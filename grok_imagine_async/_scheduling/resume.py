@@ -96,7 +96,8 @@ def same_request(record: StoreRecord, request: GenerationRequest) -> bool:
 
 
 def recorded_result(record: StoreRecord, request: GenerationRequest, *, at: float) -> JobResult:
-    """The result a finished ``record`` stands for (a replay, no request)."""
+    """The result a finished ``record`` stands for, replayed with no request (the one builder:
+    the scheduler, ``grok-imagine batch`` and the FastAPI registry replay through it)."""
     failed = record.state is StoreState.FAILED
     return JobResult(
         key=record.key,

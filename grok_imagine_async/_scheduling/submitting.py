@@ -5,7 +5,6 @@ POST, its cost held in the budget and its intent journaled right before it leave
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import anyio
 
@@ -30,7 +29,7 @@ from .breaker import BreakerState, Outcome, Transition
 from .downloading import Downloader
 from .jobs import FINAL_STATES, JobRecord, JobResumed, JobSubmitted, StoreRecord, StoreState
 from .polling import PollPlanner
-from .resume import journal_error, reopened, replayed_task, same_request
+from .resume import recorded_result, reopened, same_request
 
 
 class Submitter:
@@ -185,21 +184,12 @@ class Submitter:
     async def _replay(self, job: JobRecord, record: StoreRecord) -> None:
         """Finish a job the journal says has finished, without any request to the API."""
         self._adopt(job, record)
-        if record.state is StoreState.FAILED:
-            await self._books.finish(
-                job,
-                error=journal_error(record),
-                failure_class=record.failure_class or FailureClass.UNKNOWN,
-                from_journal=True,
-                record=False,
-            )
+        result = recorded_result(record, job.request, at=anyio.current_time())
+        missing = not (result.files and all(f.exists() for f in result.files))
+        if result.task is not None and self._downloads is not None and missing:
+            await self._downloads.queue(job, result.task)  # URLs live ~24 h: fetch again
             return
-        task = replayed_task(record)
-        files = tuple(Path(f) for f in record.files)
-        if self._downloads is not None and not (files and all(f.exists() for f in files)):
-            await self._downloads.queue(job, task)  # URLs live ~24 h: fetch what is missing
-            return
-        await self._books.finish(job, task=task, files=files, from_journal=True, record=False)
+        await self._books.conclude(job, result, record=False)
 
     def _adopt(self, job: JobRecord, record: StoreRecord) -> None:
         """Take over what an earlier run spent on ``job`` (submissions, credits)."""

@@ -166,3 +166,20 @@ async def test_a_limiter_that_fails_before_the_post_is_not_a_possible_charge(
     ) as results:
         [again] = [r async for r in results]
     assert again.ok  # never paid: tried again
+
+
+@pytest.mark.anyio
+async def test_a_replayed_failure_keeps_its_task_id(
+    grok_client_factory: ClientFactory, grok_emulator: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "run.db"
+    prompts = ["refused [fail:content]"]
+    async with grok_client_factory().generate_many(prompts, journal=journal) as results:
+        [first] = [r async for r in results]
+    assert first.failure_class is FailureClass.CONTENT_POLICY and first.task_id
+    async with grok_client_factory().generate_many(prompts, journal=journal) as results:
+        [again] = [r async for r in results]
+    assert again.from_journal
+    assert again.task_id == first.task_id  # what a user quotes to support, paid for once
+    assert again.failure_class is FailureClass.CONTENT_POLICY
+    assert grok_emulator.statistics().tasks_created == 1
