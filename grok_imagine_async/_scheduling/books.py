@@ -190,14 +190,7 @@ class Books:
         )
         self.emit(BreakerEvent(key=key, at=now, transition=transition.value, breaker=snapshot))
         if not adopted and transition is not Transition.PROBING and self.journal is not None:
-            course = Course(
-                state=snapshot.state,
-                reason=snapshot.reason,
-                failure_class=snapshot.failure_class,
-                streak=snapshot.streak,
-                at=time.time(),
-                by=self.course_id,
-            )
+            course = self.breaker.course(at=time.time(), by=self.course_id)
             self.course_at = course.at
             self.start(self._publish, course)
 
@@ -221,13 +214,7 @@ class Books:
                 continue
             self.course_at = course.at
             now = anyio.current_time()
-            transition = self.breaker.adopt(
-                course.state,
-                reason=course.reason,
-                failure_class=course.failure_class,
-                streak=course.streak,
-                now=now,
-            )
+            transition = self.breaker.adopt(course, now)
             if transition is not None:
                 self.course("", transition, now, adopted=True)
 

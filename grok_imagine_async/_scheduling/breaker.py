@@ -374,22 +374,18 @@ class Breaker:
         self._probe = None
         return Transition.STOPPED
 
-    def adopt(
-        self,
-        state: BreakerState,
-        *,
-        reason: str | None,
-        failure_class: FailureClass | None,
-        streak: int,
-        now: float,
-    ) -> Transition | None:
+    def course(self, *, at: float, by: str) -> Course:
+        """This breaker's decision, to share with the processes of the batch."""
+        return Course(self._state, self._reason, self._class, self._streak, at, by)
+
+    def adopt(self, course: Course, now: float) -> Transition | None:
         """Take the course another process of the batch decided; return the change, if any."""
         if self.policy is None or self._state is BreakerState.STOPPED:
             return None
-        if state is BreakerState.STOPPED:
-            return self._stop(reason or "refused", streak, failure_class)
-        if state is BreakerState.PAUSED:
-            return self._pause(reason or "outage", streak, now)
+        if course.state is BreakerState.STOPPED:
+            return self._stop(course.reason or "refused", course.streak, course.failure_class)
+        if course.state is BreakerState.PAUSED:
+            return self._pause(course.reason or "outage", course.streak, now)
         if self._state is BreakerState.PAUSED:  # resumed elsewhere: its probe succeeded
             return self._resume()
         return None

@@ -566,24 +566,26 @@ def test_a_course_survives_the_store_and_junk_is_no_course() -> None:
 
 def test_adopting_a_course_pauses_resumes_and_stops_but_never_restarts() -> None:
     breaker = proven()
-    pause = breaker.adopt(
-        BreakerState.PAUSED, reason="outage", failure_class=None, streak=3, now=10.0
-    )
-    assert pause is Transition.PAUSED and breaker.admit(10.0) == (None, 15.0, None)
-    resume = breaker.adopt(
-        BreakerState.RUNNING, reason=None, failure_class=None, streak=0, now=11.0
-    )
-    assert resume is Transition.RESUMED and breaker.admit(11.0)[0] is not None
-    stop = breaker.adopt(
+
+    def adopt(state: BreakerState, reason: str | None, now: float) -> Transition | None:
+        failure = FailureClass.CONTENT_POLICY if state is BreakerState.STOPPED else None
+        return breaker.adopt(Course(state, reason, failure, 3, now, "worker-b"), now)
+
+    assert adopt(BreakerState.PAUSED, "outage", 10.0) is Transition.PAUSED
+    assert breaker.admit(10.0) == (None, 15.0, None)
+    assert adopt(BreakerState.RUNNING, None, 11.0) is Transition.RESUMED
+    assert breaker.admit(11.0)[0] is not None
+    assert adopt(BreakerState.STOPPED, "refused", 12.0) is Transition.STOPPED
+    assert breaker.snapshot().failure_class is FailureClass.CONTENT_POLICY
+    assert adopt(BreakerState.RUNNING, None, 13.0) is None
+    assert breaker.state is BreakerState.STOPPED
+    # What it shares is what it took: the course round-trips through the breaker.
+    shared = breaker.course(at=14.0, by="worker-a")
+    assert (shared.state, shared.reason, shared.failure_class) == (
         BreakerState.STOPPED,
-        reason="refused",
-        failure_class=FailureClass.CONTENT_POLICY,
-        streak=10,
-        now=12.0,
+        "refused",
+        FailureClass.CONTENT_POLICY,
     )
-    assert stop is Transition.STOPPED
-    again = breaker.adopt(BreakerState.RUNNING, reason=None, failure_class=None, streak=0, now=13.0)
-    assert again is None and breaker.state is BreakerState.STOPPED
 
 
 async def shared_batch(
