@@ -13,7 +13,7 @@ import logging
 import math
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,6 @@ import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 
 from .._errors import BudgetExceededError, ConfigurationError, JournalError
-from .._journal import records
 from .._journal.memory import StoreBase
 from .._journal.records import Change, decode_job, encode_job
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
@@ -223,18 +222,13 @@ class RedisJobStore(StoreBase):
     async def _apply(
         self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: bool = False
     ) -> None:
-        # Never shielded: a write Redis does not take waits in memory anyway.
-        mine = self._jobs.get(key) or self._finished.get(key)
-        record = change(None if mine is None else mine.record)
+        # Never shielded: a write Redis does not take waits in memory anyway. A job not in
+        # memory (finished here, or reopened elsewhere since) changes as Redis has it.
+        old = await self.peek(key)
+        record = change(None if old is None else old.record)
         job = StoredJob(key, record.request, record, self.id)
         if await self._write(job, reserve=reserve, refund=refund) == "owner" and reserve:
             raise self._error(f"job {key} is owned by another process now; not sending it")
-
-    async def record_files(self, key: str, files: Sequence[Path]) -> None:
-        """Record that the job's videos were downloaded to ``files``."""
-        job = await self.peek(key)
-        record = records.with_files(job.record if job else None, key, files)
-        await self._write(StoredJob(key, record.request, record, self.id))
 
     # -- sharing ------------------------------------------------------------------------------
 

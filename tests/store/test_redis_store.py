@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -104,6 +105,25 @@ async def test_jobs_written_by_one_process_are_found_and_followed_by_another(
         assert (await b.claim("job-1")).status == "final"
         with pytest.raises(ValueError, match="exists already"):
             await b.register("job-1", REQUEST)  # a key is one job, whoever asks
+
+
+async def test_downloaded_files_change_the_job_as_redis_has_it(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    async with store(redis_server.url) as a, store(redis_server.url) as b:
+        await a.register("f", REQUEST)
+        await a.record_intent("f", REQUEST, 1)
+        await a.record_submitted("f", "task-f")
+        await a.record_finished(result("f", ok=True, task_id="task-f", credits=40))
+        await a.record_files("f", [tmp_path / "f.mp4"])  # a finished job: no longer a's own
+        found = await b.load("f")
+        assert found is not None and found.files == (str(tmp_path / "f.mp4"),)
+        assert (found.state, found.task_id, found.credits) == (StoreState.COMPLETED, "task-f", 40)
+        assert (await b.claim("f", reopen=True)).status == "reopened"  # downloaded again
+        await b.record_files("f", [tmp_path / "g.mp4"])
+        await a.record_files("f", [tmp_path / "stale.mp4"])  # b's now: a's write is refused
+        found = await a.load("f")
+        assert found is not None and found.files == (str(tmp_path / "g.mp4"),)
 
 
 async def test_a_stopped_owners_jobs_are_adopted_once_and_its_late_writes_refused(
