@@ -11,7 +11,7 @@ import math
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import anyio
 
@@ -41,9 +41,6 @@ from .._scheduling.resume import recorded_result
 from .._scheduling.scheduler import JobScheduler, queue_wait
 from ._errors import BacklogFullError, ProviderDownError
 
-if TYPE_CHECKING:
-    from ..redis import RedisJobStore
-
 logger = logging.getLogger("grok_imagine_async.fastapi")
 
 DEFAULT_MAX_JOBS = 10_000
@@ -65,11 +62,16 @@ _RANK = {JobState.QUEUED: 0, JobState.SUBMITTING: 1, JobState.RUNNING: 2}
 
 @runtime_checkable
 class SharedStore(Protocol):
-    """A store shared by workers (``RedisJobStore``): registers a job, reserving its credits."""
+    """A store shared by workers (``RedisJobStore``): registers a job, reserving its credits,
+    and hands over the jobs of workers whose lease lapsed."""
 
     async def register(self, key: str, request: GenerationRequest, *, reserve: bool) -> None: ...
+    async def adopt_orphans(self) -> list[StoredJob]: ...
+    async def give_up_lease(self) -> None: ...
     @property
     def available(self) -> bool: ...
+    @property
+    def lease(self) -> float: ...
 
 
 _PROBLEMS = {
@@ -373,10 +375,13 @@ class JobRegistry:
         assert job.result is not None
         return job.result
 
-    async def run(self, store: RedisJobStore) -> None:
-        """Until closed, adopt the jobs of stopped workers of ``store``, and re-read the others'
-        jobs if it may have missed changes; then give up this worker's lease, so that the
-        others adopt its unfinished jobs at once."""
+    async def run(self) -> None:
+        """Until closed, adopt the jobs of stopped workers of a shared store, and re-read the
+        others' jobs if it may have missed changes; then give up this worker's lease, so that
+        the others adopt its unfinished jobs at once. Returns at once for a store of its own."""
+        store = self._shared
+        if store is None:
+            return
         try:
             while not self.closed:
                 try:

@@ -174,7 +174,7 @@ async def grok_imagine_lifespan(
                 # scheduler, not the whole server.
                 scheduler = await group.start(_run_scheduler, to_run, jobs, stop)
                 if shared is not None:
-                    group.start_soon(jobs.run, shared)
+                    group.start_soon(jobs.run)
                 setattr(app.state, STATE_ATTRIBUTE, GrokImagineResources(client, scheduler, jobs))
                 try:
                     yield
