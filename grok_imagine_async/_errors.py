@@ -13,7 +13,8 @@ from ._models import InvalidRequestError as InvalidRequestError
 
 
 class ConfigurationError(GrokImagineError, ValueError):
-    """Raised when the client is configured wrongly, e.g. no API key can be found."""
+    """Raised when the client or a batch is configured wrongly, e.g. no API key can be found
+    or a ``JobFile`` name template names no job."""
 
 
 class InputError(GrokImagineError, ValueError):

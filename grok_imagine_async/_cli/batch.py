@@ -18,7 +18,12 @@ from typing import IO, Any
 
 import anyio
 
-from .._errors import AuthenticationError, GrokImagineError, InvalidRequestError
+from .._errors import (
+    AuthenticationError,
+    ConfigurationError,
+    GrokImagineError,
+    InvalidRequestError,
+)
 from .._files import run_blocking
 from .._journal.sqlite import JournalError, SqliteJobStore
 from .._models import GenerationRequest
@@ -148,7 +153,7 @@ async def run(args: argparse.Namespace) -> int:
             args.input, format=args.format, mode=args.mode, ratio=args.ratio,
             allow_unlisted=args.allow_unlisted, name=args.name,
         )  # fmt: skip
-    except ValueError as exc:
+    except ConfigurationError as exc:  # --format is one of its choices: the template
         raise UsageError(f"--name: {exc}") from None
     try:  # the whole file first: a bad line must not leave half a batch submitted
         summary = jobs.check(max_problems=MAX_PROBLEMS_SHOWN)

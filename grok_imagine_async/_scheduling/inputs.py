@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from .._download import safe_name
-from .._errors import InputError, InvalidRequestError
+from .._errors import ConfigurationError, InputError, InvalidRequestError
 from .._models import GenerationRequest
 from .._settings import Limits, prompt_problem
 from .jobs import JobSpec, request_key
@@ -65,6 +65,9 @@ class JobFile:
             holds ``{key}`` or ``{index}`` (default ``"{key}"``).
         limits: The client's bounds (default ``Limits()``): a prompt they refuse is a bad line.
 
+    Raises:
+        ConfigurationError: If ``format`` or ``name`` is not one of those.
+
     Example:
         >>> jobs = JobFile("prompts.txt", ratio="3:2")  # doctest: +SKIP
         >>> jobs.check().jobs  # doctest: +SKIP
@@ -87,7 +90,7 @@ class JobFile:
         self.path = Path(path)
         self._name = _name_template(name)
         if format is not None and format not in ("text", "jsonl", "csv"):
-            raise ValueError(f"format must be 'text', 'jsonl' or 'csv', got {format!r}")
+            raise ConfigurationError(f"format must be 'text', 'jsonl' or 'csv', got {format!r}")
         self.format: InputFormat = format or _SUFFIXES.get(self.path.suffix.lower(), "text")
         self._mode = mode
         self._ratio = ratio
@@ -309,10 +312,10 @@ def _name_template(template: str) -> str:
             field for _, field, _, _ in string.Formatter().parse(template) if field is not None
         }
     except ValueError as exc:
-        raise ValueError(f"name template {template!r}: {exc}") from None
+        raise ConfigurationError(f"name template {template!r}: {exc}") from None
     unknown = sorted(fields - _NAME_FIELDS)
     if unknown or not fields & {"key", "index"}:
-        raise ValueError(
+        raise ConfigurationError(
             f"name template {template!r} must use {{key}} or {{index}}, and may use {{slug}}"
             + (f" (unknown: {', '.join(unknown)})" if unknown else "")
         )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grok_imagine_async import GenerationRequest, GrokImagineError
+from grok_imagine_async import ConfigurationError, GenerationRequest, GrokImagineError
 from grok_imagine_async._scheduling.inputs import InputError, JobFile
 from grok_imagine_async._scheduling.jobs import request_key
 
@@ -99,7 +99,7 @@ def test_check_counts_jobs_and_collects_keys(tmp_path: Path) -> None:
 def test_format_can_be_forced(tmp_path: Path) -> None:
     path = write(tmp_path, "jobs.data", '{"prompt": "x", "id": "j"}\n')
     assert [s.key for s in JobFile(path, format="jsonl")] == ["j"]
-    with pytest.raises(ValueError, match="format must be"):
+    with pytest.raises(ConfigurationError, match="format must be"):
         JobFile(path, format="yaml")  # type: ignore[arg-type]
 
 

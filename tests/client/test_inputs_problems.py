@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grok_imagine_async import Limits
+from grok_imagine_async import ConfigurationError, Limits
 from grok_imagine_async.batch import InputError, JobFile
 
 
@@ -128,5 +128,5 @@ def test_a_name_template_names_each_job_and_must_tell_them_apart(tmp_path: Path)
     assert summary.file_stem(owl) == f"02-an-owl-{owl}"
     assert JobFile(path).check().file_stem("kite") == "kite"  # the default: the key
     for bad in ("{slug}", "{key}-{colour}", "{key"):
-        with pytest.raises(ValueError, match="name template"):
+        with pytest.raises(ConfigurationError, match="name template"):
             JobFile(path, name=bad)
