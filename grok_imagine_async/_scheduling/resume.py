@@ -63,32 +63,6 @@ def must_retake(
     return reopening(record, resubmit_ambiguous=resubmit_ambiguous) is not Reopening.NONE
 
 
-def journal_error(record: StoreRecord) -> GrokImagineError:
-    """The exception a FAILED record's replay carries."""
-    if record.failure_class is FailureClass.AMBIGUOUS_SUBMIT:
-        return AmbiguousSubmitError(record.error or "submission outcome unknown")
-    if record.task_id:
-        return TaskFailedError(
-            Task(
-                task_id=record.task_id,
-                status=TaskStatus.FAILED,
-                raw_status="failed",
-                error_message=record.error,
-            )
-        )
-    return GrokImagineError(record.error or "failed in an earlier run")
-
-
-def replayed_task(record: StoreRecord) -> Task:
-    """The completed task a COMPLETED record stands for."""
-    return Task(
-        task_id=record.task_id or "",
-        status=TaskStatus.COMPLETED,
-        raw_status="completed",
-        videos=record.videos,
-    )
-
-
 def same_request(record: StoreRecord, request: GenerationRequest) -> bool:
     """Whether ``record`` was made for ``request`` (a key whose prompt changed is a new job)."""
     recorded = record.request_digest or request_digest(record.request)
@@ -98,13 +72,33 @@ def same_request(record: StoreRecord, request: GenerationRequest) -> bool:
 def recorded_result(record: StoreRecord, request: GenerationRequest, *, at: float) -> JobResult:
     """The result a finished ``record`` stands for, replayed with no request (the one builder:
     the scheduler, ``grok-imagine batch`` and the FastAPI registry replay through it)."""
-    failed = record.state is StoreState.FAILED
+    task: Task | None = None
+    error: GrokImagineError | None = None
+    if record.state is not StoreState.FAILED:
+        task = Task(
+            task_id=record.task_id or "",
+            status=TaskStatus.COMPLETED,
+            raw_status="completed",
+            videos=record.videos,
+        )
+    elif record.failure_class is FailureClass.AMBIGUOUS_SUBMIT:
+        error = AmbiguousSubmitError(record.error or "submission outcome unknown")
+    elif record.task_id:  # the task's failure, as the server reported it
+        failed = Task(
+            task_id=record.task_id,
+            status=TaskStatus.FAILED,
+            raw_status="failed",
+            error_message=record.error,
+        )
+        error = TaskFailedError(failed)
+    else:
+        error = GrokImagineError(record.error or "failed in an earlier run")
     return JobResult(
         key=record.key,
         request=request,
-        task=None if failed else replayed_task(record),
-        error=journal_error(record) if failed else None,
-        failure_class=(record.failure_class or FailureClass.UNKNOWN) if failed else None,
+        task=task,
+        error=error,
+        failure_class=(record.failure_class or FailureClass.UNKNOWN) if error is not None else None,
         attempts=record.attempts,
         credits=record.credits,
         polls=0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from grok_imagine_async import (
@@ -9,15 +11,15 @@ from grok_imagine_async import (
     FailureClass,
     GenerationRequest,
     GrokImagineError,
+    JobResult,
     TaskFailedError,
 )
 from grok_imagine_async._scheduling.jobs import FINAL_STATES
 from grok_imagine_async._scheduling.resume import (
     Reopening,
-    journal_error,
+    recorded_result,
     reopened,
     reopening,
-    replayed_task,
 )
 from grok_imagine_async.abc import StoreRecord, StoreState
 
@@ -51,27 +53,41 @@ def test_final_states() -> None:
     assert {StoreState.COMPLETED, StoreState.FAILED} == FINAL_STATES
 
 
-def test_replayed_errors_keep_their_kind() -> None:
-    ambiguous = record(StoreState.FAILED, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
-    assert isinstance(journal_error(ambiguous), AmbiguousSubmitError)
-    failed = record(
-        StoreState.FAILED,
-        task_id="t1",
-        error="Inappropriate content, please try another prompt.",
-        failure_class=FailureClass.CONTENT_POLICY,
+def replayed(record: StoreRecord) -> JobResult:
+    result = recorded_result(record, REQUEST, at=1.0)
+    assert result.from_journal and result.finished_at == 1.0 and result.polls == 0
+    return result
+
+
+def test_replayed_errors_keep_their_kind_and_task_id() -> None:
+    ambiguous = replayed(record(StoreState.FAILED, failure_class=FailureClass.AMBIGUOUS_SUBMIT))
+    assert isinstance(ambiguous.error, AmbiguousSubmitError)
+    assert ambiguous.failure_class is FailureClass.AMBIGUOUS_SUBMIT and ambiguous.task_id is None
+    failed = replayed(
+        record(
+            StoreState.FAILED,
+            task_id="t1",
+            error="Inappropriate content, please try another prompt.",
+            failure_class=FailureClass.CONTENT_POLICY,
+            attempts=2,
+            credits=80,
+        )
     )
-    error = journal_error(failed)
-    assert isinstance(error, TaskFailedError)
-    assert error.failure_class is FailureClass.CONTENT_POLICY
-    other = journal_error(record(StoreState.FAILED, error="disk full"))
-    assert type(other) is GrokImagineError
-    assert "disk full" in str(other)
+    assert isinstance(failed.error, TaskFailedError)
+    assert failed.error.failure_class is FailureClass.CONTENT_POLICY
+    assert (failed.task_id, failed.attempts, failed.credits) == ("t1", 2, 80)
+    other = replayed(record(StoreState.FAILED, error="disk full"))
+    assert type(other.error) is GrokImagineError
+    assert "disk full" in str(other.error) and other.failure_class is FailureClass.UNKNOWN
 
 
-def test_replayed_task_is_completed_with_its_videos() -> None:
-    task = replayed_task(record(StoreState.COMPLETED, task_id="t", videos=("https://v/1.mp4",)))
-    assert task.succeeded
-    assert task.videos == ("https://v/1.mp4",)
+def test_a_replayed_completion_has_its_task_and_files() -> None:
+    done = replayed(
+        record(StoreState.COMPLETED, task_id="t", videos=("https://v/1.mp4",), files=("a.mp4",))
+    )
+    assert done.ok and done.task_id == "t" and done.failure_class is None
+    assert done.videos == ("https://v/1.mp4",)
+    assert done.files == (Path("a.mp4"),)
 
 
 def test_the_resume_policy_reopens_what_a_new_run_can_fix() -> None:
