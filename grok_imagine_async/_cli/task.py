@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "completed or is still running, 1 if it failed or is unknown, 2 on bad options.",
     )
     add = parser.add_argument
-    add("task_id", metavar="TASK_ID", help="the task id, e.g. task_123456789")
+    add("task_id", type=_task_id, metavar="TASK_ID", help="the task id, e.g. task_123456789")
     add("--json", action="store_true", help="print the task as one JSON object")
     add("--download", metavar="DIR", help="if the task completed, download its videos into DIR "
         "(default: only show it)")  # fmt: skip
@@ -144,6 +144,13 @@ def _status_command(args: argparse.Namespace, task_id: str | None) -> str:
     return command_line(argv)
 
 
+def _task_id(text: str) -> str:
+    """An argparse type: a task id, refused blank before a connection is made."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a task id cannot be blank")
+    return text
+
+
 async def status(args: argparse.Namespace) -> int:
     """Run ``grok-imagine status``; return the exit status."""
     if args.download:
@@ -156,8 +163,6 @@ async def status(args: argparse.Namespace) -> int:
             files = []
             if args.download and task.succeeded:
                 files = await connection.client.download(task, args.download)
-    except ValueError as exc:  # an empty task id
-        raise UsageError(exc) from None
     except NotFoundError:
         return error("status", f"no task {args.task_id!r} for this token")
     except APIError as exc:

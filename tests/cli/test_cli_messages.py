@@ -221,6 +221,12 @@ def test_status_has_no_emulate_to_suggest(run_cli: RunCli, tmp_path: Path) -> No
     assert "--emulate" not in done.stderr
 
 
+def test_a_blank_task_id_is_bad_input_before_anything_else(run_cli: RunCli, tmp_path: Path) -> None:
+    done = run_cli("status", " ", cwd=tmp_path)  # no token either: the id is wrong first
+    assert done.returncode == 2
+    assert "TASK_ID: a task id cannot be blank" in done.stderr
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
