@@ -141,6 +141,15 @@ def give_back(estimate: Estimate) -> None:
     estimate.tat -= 1.0 / estimate.pace
 
 
+def reads_own_counts(estimate: Estimate, remaining: int | None) -> bool:
+    """Whether :func:`read_answer` may read an answer's ``own_in_window`` and ``own_at_most``
+    (only a window's or an empty answer's others matter): if not, they need not be counted."""
+    if remaining is None:
+        return False
+    # The answer makes a bucket a window only if Remaining + 1, its new size, is half the quota.
+    return estimate.is_window or remaining == 0 or 2 * remaining + 2 > estimate.limit.requests
+
+
 def _slowest(latency: float | None, jitter: float) -> float:
     """RFC 6298's timeout: the longest latency the answers explain (none seen: no bound)."""
     return math.inf if latency is None else latency + 4.0 * jitter
@@ -318,7 +327,8 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     settled = close == 0 and (not later or later[0] - granted_at >= overtaking)
     unexplained = 0
     told = True  # whether the answer says how many others took (none, or so many)
-    if answer.own_in_window is not None:
+    # Read by a window and by an empty answer alone (reads_own_counts says when).
+    if answer.own_in_window is not None and (window or remaining == 0):
         count = limit.requests - answer.own_in_window - remaining
         tolerance = window_tolerance(est)
         if count > tolerance:

@@ -18,6 +18,7 @@ from .feedback import (
     grant,
     held_until,
     read_answer,
+    reads_own_counts,
     ready_at,
 )
 from .line import SlotLine
@@ -272,7 +273,9 @@ class LocalRateLimiter:
         between = None
         later: list[float] = []
         earlier: list[float] = []
-        if feedback.remaining is not None:
+        own_in_window = own_at_most = None
+        remaining = feedback.remaining
+        if remaining is not None:
             if 0 < serial_before < serial and estimate.in_order:
                 between = self._history.after(serial_before, serial, self._given_back)
             later = self._history.after(serial, None, self._given_back)
@@ -280,6 +283,10 @@ class LocalRateLimiter:
                 if s >= serial:
                     break
                 earlier.append(when)
+            if reads_own_counts(estimate, remaining):
+                own_in_window = self._history.count_in_window(serial, period=period)
+                # Answered since a period before its grant, or on its way: maybe in its window.
+                own_at_most = self._answered.count_after(granted_at - period) + len(pending)
         read_answer(
             estimate,
             Answer(
@@ -287,14 +294,13 @@ class LocalRateLimiter:
                 granted_at,
                 now,
                 feedback.status_code,
-                feedback.remaining,
+                remaining,
                 feedback.reset_after,
                 feedback.retry_after,
                 between,
                 earlier,
-                self._history.count_in_window(serial, period=period),
-                # Answered since a period before its grant, or on its way: maybe in its window.
-                self._answered.count_after(granted_at - period) + len(pending),
+                own_in_window,
+                own_at_most,
                 later,
                 overlapped,
             ),
