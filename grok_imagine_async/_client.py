@@ -282,12 +282,12 @@ class AsyncGrokImagine:
             priority: Its place in the rate limiter's queue.
 
         Raises:
-            ValueError: If ``task_id`` is empty.
+            ConfigurationError: If ``task_id`` is not a non-empty string.
             NotFoundError: If the server does not know the task.
             APIError: Any other failure, after retries.
         """
         if not isinstance(task_id, str) or not task_id.strip():
-            raise ValueError(f"task_id must be a non-empty string, got {task_id!r}")
+            raise ConfigurationError(f"task_id must be a non-empty string, got {task_id!r}")
         data = await self._sender.request(
             "GET", STATUS_PATH, priority=priority, params={"task_id": task_id}
         )

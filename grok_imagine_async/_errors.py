@@ -13,8 +13,9 @@ from ._models import InvalidRequestError as InvalidRequestError
 
 
 class ConfigurationError(GrokImagineError, ValueError):
-    """Raised when the client or a batch is configured wrongly, e.g. no API key can be found
-    or a ``JobFile`` name template names no job."""
+    """Raised when an argument or setting is bad, before anything is sent: e.g. no API key can
+    be found, a ``JobFile`` name template names no job, or ``get_task("")``. (An argument of
+    the wrong type, such as ``submit("a prompt")``, raises ``TypeError``, as Python does.)"""
 
 
 class InputError(GrokImagineError, ValueError):

@@ -41,7 +41,7 @@ class Limits:
         max_redirects: Redirects a download follows (default 5; 0: none).
 
     Raises:
-        ValueError: If a bound is not positive (``max_redirects`` may be 0).
+        ConfigurationError: If a bound is not positive (``max_redirects`` may be 0).
     """
 
     max_answer_bytes: int = 1 << 20
@@ -54,11 +54,11 @@ class Limits:
         for name in ("max_answer_bytes", "max_video_bytes", "max_prompt_chars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+                raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}")
         if not self.max_request_time > 0:  # also refuses NaN
-            raise ValueError(f"max_request_time must be > 0, got {self.max_request_time!r}")
+            raise ConfigurationError(f"max_request_time must be > 0, got {self.max_request_time!r}")
         if isinstance(self.max_redirects, bool) or self.max_redirects < 0:
-            raise ValueError(f"max_redirects must be >= 0, got {self.max_redirects!r}")
+            raise ConfigurationError(f"max_redirects must be >= 0, got {self.max_redirects!r}")
 
 
 def prompt_problem(prompt: str, limits: Limits) -> str | None:

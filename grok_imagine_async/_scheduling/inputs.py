@@ -115,9 +115,10 @@ class JobFile:
         Raises:
             InputError: The first problem, naming the file and line (or a file with no job);
                 its ``problems`` holds the first ``max_problems``, ``problem_count`` them all.
+            ConfigurationError: If ``max_problems`` is below 1.
         """
         if max_problems < 1:
-            raise ValueError(f"max_problems must be >= 1, got {max_problems}")
+            raise ConfigurationError(f"max_problems must be >= 1, got {max_problems}")
         keys: set[str] = set()
         stems: dict[str, str] = {}
         problems: list[InputError] = []

@@ -200,11 +200,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     answers) with the :class:`ErrorBody` model, e.g. ``responses=error_responses(404, 422)``.
 
     Raises:
-        ValueError: If a status is not one the integration answers.
+        ConfigurationError: If a status is not one the integration answers.
     """
     unknown = set(statuses) - set(_STATUSES)
     if unknown:
-        raise ValueError(f"not an error status of the integration: {sorted(unknown)}")
+        raise ConfigurationError(f"not an error status of the integration: {sorted(unknown)}")
     answers: dict[int | str, dict[str, Any]] = {}
     for status in statuses or tuple(_STATUSES):
         description, retry = _STATUSES[status]
@@ -305,7 +305,7 @@ class BodyLimitMiddleware:
 
     def __init__(self, app: ASGIApp, *, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         if max_bytes < 0:
-            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+            raise ConfigurationError(f"max_bytes must be >= 0, got {max_bytes}")
         self.app = app
         self.max_bytes = max_bytes
 

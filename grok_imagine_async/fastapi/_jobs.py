@@ -17,6 +17,7 @@ import anyio
 
 from .._errors import (
     BudgetExceededError,
+    ConfigurationError,
     JournalError,
     SchedulerClosedError,
 )
@@ -212,7 +213,7 @@ class JobRegistry:
         limiter: RateLimiter | None = None,
     ) -> None:
         if max_jobs < 1 or max_queued < 1:
-            raise ValueError("max_jobs and max_queued must be >= 1")
+            raise ConfigurationError("max_jobs and max_queued must be >= 1")
         self._store = store
         self._limiter = limiter
         self._shared = store if isinstance(store, SharedStore) else None

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 from starlette.responses import StreamingResponse
 
-from .._errors import SchedulerClosedError
+from .._errors import ConfigurationError, SchedulerClosedError
 from .._scheduling.jobs import Job, JobState
 from ._errors import http_error_for
 from ._jobs import JobRegistry
@@ -79,7 +79,7 @@ def event_stream_response(
     ``render(job)`` as JSON; comment lines keep an idle stream open through proxies.
     """
     if heartbeat <= 0:
-        raise ValueError(f"heartbeat must be positive seconds, got {heartbeat!r}")
+        raise ConfigurationError(f"heartbeat must be positive seconds, got {heartbeat!r}")
     return StreamingResponse(
         _job_events(jobs, job, render, heartbeat),
         media_type="text/event-stream",

@@ -241,13 +241,13 @@ class RedisJobStore(StoreBase):
         same atomic step.
 
         Raises:
-            ValueError: If a job with this key exists already.
+            ConfigurationError: If a job with this key exists already.
             BudgetExceededError: If ``reserve`` and the shared budget cannot pay for it.
         """
         job = StoredJob(key, request, None, self.id)
         status = await self._write(job, create=True, reserve=1 if reserve else 0)
         if status == "exists":
-            raise ValueError(f"a job with key {key!r} exists already")
+            raise ConfigurationError(f"a job with key {key!r} exists already")
 
     async def peek(self, key: str) -> StoredJob | None:
         """The job as stored (this process's own newer state first), without claiming it.

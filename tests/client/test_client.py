@@ -587,12 +587,16 @@ async def test_generate_and_wait() -> None:
 
 
 @pytest.mark.anyio
-async def test_submit_takes_a_request_object() -> None:
+async def test_submit_and_get_task_refuse_a_bad_argument_before_sending() -> None:
     script = Script(ok({"task_id": "t"}))
     client, _ = make_client(script)
     assert await client.submit(GenerationRequest(prompt="hello")) == "t"
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError):  # the wrong kind of object: Python's convention
         await client.submit("hello")  # type: ignore[arg-type]
+    for blank in ("", "  "):  # a bad value: in the tree, and still a ValueError
+        with pytest.raises(ConfigurationError, match="task_id"):
+            await client.get_task(blank)
+    assert len(script.requests) == 1
 
 
 # -- secrecy -------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_a_clean_file_checks_as_before(tmp_path: Path) -> None:
     path.write_text("one\n\n# two\nthree\n")
     summary = JobFile(path).check(max_problems=20)
     assert summary.jobs == 2
-    with pytest.raises(ValueError, match="max_problems"):
+    with pytest.raises(ConfigurationError, match="max_problems"):
         JobFile(path).check(max_problems=0)
 
 

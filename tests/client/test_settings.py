@@ -17,6 +17,7 @@ from grok_imagine_async import (
     AsyncGrokImagine,
     ConfigurationError,
     JobScheduler,
+    Limits,
     PollPolicy,
     RateLimit,
     RetryPolicy,
@@ -100,6 +101,8 @@ def test_a_bad_setting_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch)
         Settings.from_env()
     with pytest.raises(ConfigurationError, match="limits must be a Limits"):
         Settings(api_key=TOKEN, limits=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="max_redirects"):
+        Limits(max_redirects=-1)
     with pytest.raises(ConfigurationError, match="either settings or"):
         AsyncGrokImagine(settings=Settings(api_key=TOKEN), plan="pro")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fastapi import FastAPI
 
 from grok_imagine_async import (
     AmbiguousSubmitError,
@@ -28,9 +29,14 @@ from grok_imagine_async import (
     TaskStatus,
     WaitTimeoutError,
 )
+from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async.fastapi import (
     BacklogFullError,
+    BodyLimitMiddleware,
     HTTPProblem,
+    JobRegistry,
+    error_responses,
+    event_stream_response,
     http_error_for,
     sse_event,
 )
@@ -151,6 +157,18 @@ def test_unicode_is_sent_as_is() -> None:
     assert sse_event({"prompt": "un chat sur un toit à Paris"}) == (
         'data: {"prompt":"un chat sur un toit à Paris"}\n\n'
     )
+
+
+def test_a_bad_argument_of_the_integration_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="418"):
+        error_responses(418)
+    with pytest.raises(ConfigurationError, match="max_bytes"):
+        BodyLimitMiddleware(FastAPI(), max_bytes=-1)
+    with pytest.raises(ConfigurationError, match="max_jobs"):
+        JobRegistry(MemoryJobStore(), max_jobs=0)
+    jobs = JobRegistry(MemoryJobStore())
+    with pytest.raises(ConfigurationError, match="heartbeat"):  # refused before job is read
+        event_stream_response(jobs, None, render=dict, heartbeat=0)  # type: ignore[arg-type]
 
 
 def test_the_module_exports_are_sorted_importable_and_documented() -> None:

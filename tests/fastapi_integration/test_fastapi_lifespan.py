@@ -129,7 +129,7 @@ async def test_settings_that_cannot_work_are_refused_at_startup(
     options: dict[str, Any], message: str
 ) -> None:
     app = FastAPI()
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigurationError, match=message):
         async with grok_imagine_lifespan(app, **options):
             pass
 

@@ -17,6 +17,7 @@ from _redis_worker import RedisServer
 
 from grok_imagine_async import (
     BudgetExceededError,
+    ConfigurationError,
     FailureClass,
     GenerationRequest,
     JobResult,
@@ -103,7 +104,7 @@ async def test_jobs_written_by_one_process_are_found_and_followed_by_another(
         assert final.record.state is StoreState.COMPLETED
         assert final.record.videos == ("http://127.0.0.1/v.mp4",)
         assert (await b.claim("job-1")).status == "final"
-        with pytest.raises(ValueError, match="exists already"):
+        with pytest.raises(ConfigurationError, match="exists already"):
             await b.register("job-1", REQUEST)  # a key is one job, whoever asks
 
 
