@@ -87,8 +87,10 @@ def _settle(est: Estimate) -> None:
 def _pace(est: Estimate, others: float) -> float:
     """The pace were others to take ``others`` requests a second (a window's take places)."""
     plan = est.plan_pace
-    taken = 0.0 if est.is_window else max(0.0, others)
-    return max(plan * LOWEST_FACTOR, plan * est.factor - taken)
+    # Per answer: conditional expressions stand for max() (bit for bit the same), as below.
+    taken = others if not est.is_window and others > 0.0 else 0.0
+    pace, lowest = plan * est.factor - taken, plan * LOWEST_FACTOR
+    return pace if pace > lowest else lowest
 
 
 @dataclass(slots=True)
@@ -96,7 +98,8 @@ class Answer:
     """One answer, with the grant times of our permits around it: ``grants_between`` the
     previous report's and this one (None: unknown), ``earlier_in_flight`` unanswered before it,
     ``later_grants`` after it; ``own_in_window`` ours in the period up to it, ``own_at_most``
-    ours the server may have counted with it; ``overlapped``: others answered meanwhile."""
+    ours the server may have counted with it; ``overlapped``: others answered meanwhile;
+    ``later_gap``: the smallest gap between two ``later_grants`` in a row, if known."""
 
     serial: int
     granted_at: float
@@ -111,12 +114,16 @@ class Answer:
     own_at_most: int | None = None
     later_grants: Sequence[float] = ()
     overlapped: bool = False
+    later_gap: float | None = None
 
 
 def ready_at(estimate: Estimate, *, now: float) -> float:
     """The earliest clock time the next permit may be granted (``now`` or later)."""
-    emission = 1.0 / estimate.pace
-    return max(now, estimate.hold_until, estimate.tat - (estimate.burst - 1.0) * emission)
+    when = estimate.tat - (estimate.burst - 1.0) * (1.0 / estimate.pace)
+    hold = estimate.hold_until
+    if hold > now:
+        now = hold
+    return when if when > now else now
 
 
 def held_until(estimate: Estimate, *, unanswered: int, oldest: float, now: float) -> float:
@@ -133,7 +140,8 @@ def held_until(estimate: Estimate, *, unanswered: int, oldest: float, now: float
 
 def grant(estimate: Estimate, *, now: float) -> None:
     """A permit was granted at ``now``: it takes one request from the pacing bucket."""
-    estimate.tat = max(estimate.tat, now) + 1.0 / estimate.pace
+    tat = estimate.tat
+    estimate.tat = (now if now > tat else tat) + 1.0 / estimate.pace
 
 
 def give_back(estimate: Estimate) -> None:
@@ -185,9 +193,11 @@ def _refilled_tat(
     arrived: float,
     close: int,
     pace: float,
+    gap: float | None = None,
 ) -> float:
     """Our bucket as the server's word sets it: it held ``remaining`` when the request arrived
-    (``arrived``), and every permit granted since comes out of it."""
+    (``arrived``), and every permit granted since comes out of it (``gap``: the smallest
+    between two ``later`` in a row, if known)."""
     emission = 1.0 / pace
     # A window's places already hold every request in flight, whatever order they arrive in.
     if estimate.is_window:
@@ -203,7 +213,7 @@ def _refilled_tat(
     if (
         count > 1
         and tat + (count - 1) * emission + margin < last
-        and min(map(operator.sub, later[1:], later)) > emission + margin
+        and (min(map(operator.sub, later[1:], later)) if gap is None else gap) > emission + margin
     ):
         return last + emission
     for index, when in enumerate(later):
@@ -226,9 +236,10 @@ def _shortfall(estimate: Estimate, grants: Sequence[float], remaining: int) -> f
             return None
         previous = when
     rate = limit.per_second
+    emission = 1.0 / rate
     tat = estimate.reported_at + (estimate.size - estimate.reported) / rate
     for when in grants:
-        tat = max(tat, when) + 1.0 / rate
+        tat = (when if when > tat else tat) + emission
     expected = estimate.size - (tat - grants[-1]) * rate
     return expected - remaining
 
@@ -315,7 +326,7 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     later = answer.later_grants
     if answer.serial <= est.serial:
         # Older than the newest word read, it may have been counted after it: lower only.
-        refilled = _refilled_tat(est, later, remaining, arrived, close, est.pace)
+        refilled = _refilled_tat(est, later, remaining, arrived, close, est.pace, answer.later_gap)
         if refilled > est.tat:
             est.tat = refilled
         return
@@ -366,7 +377,7 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
             others += weight * (shortfall / elapsed - others)
     # The server's word replaces our bucket.
     pace = est.pace if others == est.others else _pace(est, others)
-    tat = _refilled_tat(est, later, remaining, arrived, close, pace)
+    tat = _refilled_tat(est, later, remaining, arrived, close, pace, answer.later_gap)
     if window and hold > now:
         # A full window: nothing until its reset, then its quota less what is on its way.
         tat = hold + (len(later) + close) / pace

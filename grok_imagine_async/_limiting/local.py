@@ -27,33 +27,56 @@ from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
 
 
 class TimeLog:
-    """Clock times of the last ``keep`` seconds' events (grants, answers), numbered from 1."""
+    """Clock times of the last ``keep`` seconds' events (grants, answers), numbered from 1; with
+    ``gaps``, also the smallest gap between two events in a row after any of them."""
 
-    __slots__ = ("_first_serial", "_keep", "_start", "_times")
+    __slots__ = ("_first_serial", "_gaps", "_keep", "_serial", "_start", "_times")
 
-    def __init__(self, *, keep: float) -> None:
+    def __init__(self, *, keep: float, gaps: bool = False) -> None:
         self._keep = keep
         self._times: list[float] = []
         self._start = 0  # index in _times of the oldest remembered time
         self._first_serial = 1  # serial of _times[_start]
+        self._serial = 0  # serial of _times[-1]
+        # (serial, its time less the one before), gaps increasing: a sliding minimum, whose
+        # first entry past a serial holds the smallest gap after it (no scan of every gap).
+        self._gaps: list[tuple[int, float]] | None = [] if gaps else None
 
     def add(self, now: float) -> int:
         """Record an event at ``now`` (no earlier than the last) and return its serial."""
         times = self._times
+        self._serial = serial = self._serial + 1
+        gaps = self._gaps
+        if gaps is not None and times:
+            gap = now - times[-1]
+            while gaps and gaps[-1][1] >= gap:
+                gaps.pop()
+            gaps.append((serial, gap))
         times.append(now)
         if times[self._start] < now - self._keep:
             self._forget(now - self._keep)
-        return self._first_serial + len(times) - self._start - 1
+        return serial
 
     def after(self, serial: int, upto: int | None, skip: set[int]) -> list[float]:
         """The times remembered after ``serial`` (to ``upto`` included), less ``skip``'s."""
         first = serial + 1 if serial >= self._first_serial else self._first_serial
         index = self._start + first - self._first_serial
-        end = None if upto is None else self._start + upto - self._first_serial + 1
-        times = self._times[index:end]
+        if upto is None:
+            times = self._times[index:]
+        else:
+            times = self._times[index : self._start + upto - self._first_serial + 1]
         if not skip:
             return times
         return [when for s, when in enumerate(times, start=first) if s not in skip]
+
+    def smallest_gap_after(self, serial: int) -> float:
+        """The smallest difference between two times in a row of :meth:`after` ``serial`` with
+        nothing skipped, bit for bit (inf: fewer than two); only with ``gaps``."""
+        gaps = self._gaps
+        assert gaps is not None
+        first = serial + 1 if serial >= self._first_serial else self._first_serial
+        index = bisect.bisect_left(gaps, (first + 1,))  # (n,) sorts before every (n, gap)
+        return gaps[index][1] if index < len(gaps) else math.inf
 
     def count_in_window(self, serial: int, *, period: float) -> int | None:
         """Events up to and including ``serial`` in the ``period`` seconds that end with it (None:
@@ -81,6 +104,8 @@ class TimeLog:
         if start > 1024 and start * 2 > len(times):  # compact now and then, amortised O(1)
             del times[:start]
             self._start = 0
+            if self._gaps is not None:
+                del self._gaps[: bisect.bisect_left(self._gaps, (self._first_serial,))]
 
 
 class WindowLog:
@@ -114,8 +139,11 @@ class WindowLog:
     def opens_at(self, *, now: float, places: int) -> float:
         """When a new permit may be granted, ``places`` being ours: ``-inf`` if one is free."""
         heap, release = self._heap, self._release
-        while heap and (release.get(heap[0][1]) != heap[0][0] or heap[0][0] <= now):
-            when, serial = heapq.heappop(heap)
+        while heap:
+            when, serial = heap[0]
+            if when > now and release.get(serial) == when:  # the next place to free up
+                break
+            heapq.heappop(heap)
             if release.get(serial) == when:  # expired, not merely superseded
                 del release[serial]
         excess = len(release) - places
@@ -159,7 +187,7 @@ class LocalRateLimiter:
         period = self._limit.period
         self._estimate = Estimate(self._limit, headroom)
         self._line: SlotLine[Permit] = SlotLine(self._clock.monotonic)
-        self._history = TimeLog(keep=3 * period)  # grant times, by serial
+        self._history = TimeLog(keep=3 * period, gaps=True)  # grant times, by serial
         self._answered = TimeLog(keep=3 * period)  # when answers came
         # A request reaches the server within a period of its permit (the client's timeouts).
         self._window = WindowLog(window=period * (1 + headroom), unanswered=period)
@@ -274,11 +302,14 @@ class LocalRateLimiter:
         later: list[float] = []
         earlier: list[float] = []
         own_in_window = own_at_most = None
+        later_gap = None
         remaining = feedback.remaining
         if remaining is not None:
             if 0 < serial_before < serial and estimate.in_order:
                 between = self._history.after(serial_before, serial, self._given_back)
             later = self._history.after(serial, None, self._given_back)
+            if len(later) > 1 and not self._given_back:
+                later_gap = self._history.smallest_gap_after(serial)
             for s, (when, _) in pending.items():  # in grant order
                 if s >= serial:
                     break
@@ -303,6 +334,7 @@ class LocalRateLimiter:
                 own_at_most,
                 later,
                 overlapped,
+                later_gap,
             ),
             default_pause=self._default_pause,
         )

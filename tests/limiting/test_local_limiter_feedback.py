@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import operator
+import random
 
 import pytest
 from fakes import examples
@@ -19,6 +22,7 @@ from grok_imagine_async._limiting.feedback import (
     read_answer,
     ready_at,
 )
+from grok_imagine_async._limiting.local import TimeLog
 
 LIMIT = RateLimit(100, 10.0)  # 10 a second
 
@@ -202,6 +206,34 @@ def test_grants_in_flight_replayed_at_once_give_the_replays_result(
     later = list(itertools.accumulate((start, *(gap * emission for gap in gaps))))
     arrived = start + lead * emission
     tat = arrived + (estimate.size - remaining) * emission
-    assert _refilled_tat(estimate, later, remaining, arrived, 0, estimate.pace) == replayed(
-        tat, later, emission
-    )
+    expected = replayed(tat, later, emission)
+    assert _refilled_tat(estimate, later, remaining, arrived, 0, estimate.pace) == expected
+    # The same with the smallest gap the limiter's grant log keeps instead of a scan.
+    log = TimeLog(keep=math.inf, gaps=True)
+    for when in later:
+        log.add(when)
+    gap = log.smallest_gap_after(0)
+    assert _refilled_tat(estimate, later, remaining, arrived, 0, estimate.pace, gap) == expected
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    count=st.sampled_from([60, 2100]),
+    keep=st.floats(0.5, 30.0),
+    back=st.lists(st.integers(0, 120), min_size=1, max_size=4),
+)
+def test_the_grant_logs_smallest_gap_is_a_scan_of_its_times(
+    seed: int, count: int, keep: float, back: list[int]
+) -> None:
+    # Bit for bit what a scan of the times after a serial gives, after every time added: also
+    # once times were forgotten, and once the log compacted (past 2,048 times).
+    rng = random.Random(seed)
+    gaps = [rng.choice((0.0, 0.001, rng.random(), rng.expovariate(1.0))) for _ in range(count)]
+    log = TimeLog(keep=keep, gaps=True)
+    for newest, when in enumerate(itertools.accumulate(gaps, initial=1.7e9), start=1):
+        log.add(when)
+        for serial in (newest - step for step in back):
+            later = log.after(serial, None, set())
+            scan = min(map(operator.sub, later[1:], later)) if len(later) > 1 else math.inf
+            assert log.smallest_gap_after(serial) == scan
