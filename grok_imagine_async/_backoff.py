@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ._errors import ConfigurationError
+
 
 def _jittered(base: float, jitter: float, rng: random.Random | None) -> float:
     """``base`` times a random factor within ``1 +- jitter``."""
@@ -15,11 +17,11 @@ def _check_waits(policy: RetryPolicy | PollPolicy) -> None:
     for name in ("wait_initial", "wait_factor", "wait_max"):
         value = getattr(policy, name)
         if value < 0 or (name == "wait_factor" and value == 0):
-            raise ValueError(
+            raise ConfigurationError(
                 f"{name} must be {'> 0' if name == 'wait_factor' else '>= 0'}, got {value!r}"
             )
     if not 0 <= policy.wait_jitter <= 1:
-        raise ValueError(f"wait_jitter must be within [0, 1], got {policy.wait_jitter!r}")
+        raise ConfigurationError(f"wait_jitter must be within [0, 1], got {policy.wait_jitter!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +34,9 @@ class RetryPolicy:
         wait_factor: Growth of the delay per retry.
         wait_max: Cap on any single delay.
         wait_jitter: Proportional jitter (0.25 means +-25%).
+
+    Raises:
+        ConfigurationError: On a negative value, a ``wait_factor`` of 0 or a jitter above 1.
     """
 
     attempts: int = 3
@@ -42,7 +47,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.attempts < 0:
-            raise ValueError(f"attempts must be >= 0, got {self.attempts}")
+            raise ConfigurationError(f"attempts must be >= 0, got {self.attempts}")
         _check_waits(self)
 
     def delay(
@@ -76,6 +81,9 @@ class PollPolicy:
         wait_factor: Growth of the delay per poll.
         wait_max: Cap on the delay between two polls.
         wait_jitter: Proportional jitter (0.1 means +-10%).
+
+    Raises:
+        ConfigurationError: On a negative value, a ``wait_factor`` of 0 or a jitter above 1.
     """
 
     wait_initial: float = 1.0

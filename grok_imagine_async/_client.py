@@ -438,7 +438,7 @@ class AsyncGrokImagine:
             The paths written, in the order of ``task.videos``.
 
         Raises:
-            ValueError: If there is nothing to download or a URL is not http(s).
+            ConfigurationError: If ``task`` has no video, or a URL that is not http(s).
             DownloadError: If a download was refused, too large, or could not be saved.
             APIError: If a download failed after retries.
         """

@@ -22,7 +22,7 @@ import anyio
 
 from . import _http
 from ._backoff import RetryPolicy
-from ._errors import APIConnectionError, APIError, DownloadError
+from ._errors import APIConnectionError, APIError, ConfigurationError, DownloadError
 from ._files import replacing, run_blocking
 from ._http import BadEncoding, BodyTooLarge, iter_bounded
 from ._models import Task
@@ -61,14 +61,14 @@ def plan_download(task: Task, *, stem: str | None = None) -> list[tuple[str, str
     when several (``stem``: the task id by default, sanitised).
 
     Raises:
-        ValueError: If there is nothing to download or a URL is not http(s).
+        ConfigurationError: If there is nothing to download or a URL is not http(s).
     """
     urls = task.videos
     if not urls:
-        raise ValueError("nothing to download: no video URL")
+        raise ConfigurationError("nothing to download: no video URL")
     for url in urls:
         if not is_fetchable_url(url):
-            raise ValueError(f"refusing to download a non-http(s) URL: {url[:200]!r}")
+            raise ConfigurationError(f"refusing to download a non-http(s) URL: {url[:200]!r}")
     base = safe_name(stem or task.task_id, default="task")
     if len(urls) == 1:
         return [(urls[0], f"{base}.mp4")]

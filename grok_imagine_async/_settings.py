@@ -156,10 +156,7 @@ class Settings:
             )
         scale = time_scale_from(time_scale)
         plan = plan or os.environ.get(ENV_PLAN) or "free"
-        try:
-            quota = resolve_rate_limit(plan)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+        quota = resolve_rate_limit(plan)
         if not (isinstance(plan, RateLimit) or (isinstance(plan, str) and "/" in plan)):
             quota = RateLimit(quota.requests, quota.period / scale)  # a plan's minute
         return cls(

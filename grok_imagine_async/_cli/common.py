@@ -77,7 +77,7 @@ def plan(text: str) -> str:
     text = text.strip()
     try:
         resolve_rate_limit(text)
-    except ValueError as exc:
+    except ConfigurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text.lower() if text.lower() in PLANS else text
 

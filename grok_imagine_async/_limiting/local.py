@@ -10,6 +10,7 @@ import math
 import anyio
 
 from .._clock import DEFAULT_CLOCK, Clock
+from .._errors import ConfigurationError
 from .feedback import (
     DEFAULT_HEADROOM,
     Answer,
@@ -165,7 +166,7 @@ class LocalRateLimiter:
         clock: Source of timestamps; it must move with the event loop's.
 
     Raises:
-        ValueError: On an unknown plan name, a headroom out of range or a negative pause.
+        ConfigurationError: On an unknown plan name, a headroom out of range or a negative pause.
     """
 
     def __init__(
@@ -178,9 +179,9 @@ class LocalRateLimiter:
     ) -> None:
         self._limit = resolve_rate_limit(limit)
         if not 0.0 < headroom <= 0.5:
-            raise ValueError(f"headroom must be in (0, 0.5], got {headroom!r}")
+            raise ConfigurationError(f"headroom must be in (0, 0.5], got {headroom!r}")
         if default_pause is not None and not default_pause >= 0:
-            raise ValueError(f"default_pause must be >= 0 seconds, got {default_pause!r}")
+            raise ConfigurationError(f"default_pause must be >= 0 seconds, got {default_pause!r}")
         self._headroom = headroom
         self._default_pause = default_pause
         self._clock = clock or DEFAULT_CLOCK

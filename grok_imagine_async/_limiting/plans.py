@@ -7,6 +7,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from .._errors import ConfigurationError
+
 # "100/6s", "2000/min", "100 / 1.5 min", "5000/h", "100/60" (bare seconds).
 _QUOTA = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d*)?|\.\d+)?\s*([a-z]*)\s*$", re.IGNORECASE)
 _UNITS = {
@@ -22,7 +24,8 @@ class RateLimit:
     """A quota of ``requests`` per ``period`` seconds, counting every request.
 
     Raises:
-        ValueError: If either value is not positive.
+        ConfigurationError: If either value is not positive.
+        TypeError: If ``requests`` is not an int.
     """
 
     requests: int
@@ -36,9 +39,11 @@ class RateLimit:
         if isinstance(self.requests, bool) or not isinstance(self.requests, int):
             raise TypeError(f"RateLimit.requests must be an int, got {self.requests!r}")
         if self.requests <= 0:
-            raise ValueError(f"RateLimit.requests must be positive, got {self.requests}")
+            raise ConfigurationError(f"RateLimit.requests must be positive, got {self.requests}")
         if not self.period > 0:
-            raise ValueError(f"RateLimit.period must be positive seconds, got {self.period!r}")
+            raise ConfigurationError(
+                f"RateLimit.period must be positive seconds, got {self.period!r}"
+            )
         # Stored, not computed per read: the limiters read them on every request.
         object.__setattr__(self, "per_second", self.requests / self.period)
         object.__setattr__(self, "interval", self.period / self.requests)
@@ -48,17 +53,19 @@ class RateLimit:
         """Read a quota written as ``REQUESTS/PERIOD`` (``100/6s``, ``2000/min``, ``5000/h``).
 
         Raises:
-            ValueError: If the text is not a quota, or either part is not positive.
+            ConfigurationError: If the text is not a quota, or either part is not positive.
         """
         match = _QUOTA.match(text)
         if match is None or match.group(3).lower() not in _UNITS:
-            raise ValueError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
+            raise ConfigurationError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
         count, number, unit = match.groups()
         if number is None and not unit:
-            raise ValueError(f"not a quota: {text!r} (the period is missing; {QUOTA_SYNTAX})")
+            raise ConfigurationError(
+                f"not a quota: {text!r} (the period is missing; {QUOTA_SYNTAX})"
+            )
         period = (float(number) if number is not None else 1.0) * _UNITS[unit.lower()]
         if not math.isfinite(period):
-            raise ValueError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
+            raise ConfigurationError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
         return cls(int(count), period)
 
     @property
@@ -89,7 +96,7 @@ class Plan(enum.Enum):
         """A plan from its name (case-insensitive), or ``value`` if a plan already.
 
         Raises:
-            ValueError: If the name is not one of ``free``, ``pro``, ``enterprise``.
+            ConfigurationError: If the name is not one of ``free``, ``pro``, ``enterprise``.
         """
         if isinstance(value, Plan):
             return value
@@ -97,7 +104,7 @@ class Plan(enum.Enum):
             return cls(str(value).strip().lower())
         except ValueError:
             names = ", ".join(repr(p.value) for p in cls)
-            raise ValueError(f"unknown plan {value!r}: expected one of {names}") from None
+            raise ConfigurationError(f"unknown plan {value!r}: expected one of {names}") from None
 
 
 _PLAN_RPM = {Plan.FREE: 100, Plan.PRO: 1000, Plan.ENTERPRISE: 5000}
@@ -112,6 +119,6 @@ def resolve_rate_limit(plan: str | Plan | RateLimit) -> RateLimit:
     try:
         return Plan.parse(plan).rate_limit
     except ValueError:
-        raise ValueError(
+        raise ConfigurationError(
             f"unknown plan {plan!r}: expected free, pro, enterprise or a quota ({QUOTA_SYNTAX})"
         ) from None

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grok_imagine_async import PollPolicy, RetryPolicy
+from grok_imagine_async import ConfigurationError, PollPolicy, RetryPolicy
 
 
 class _Fixed(random.Random):
@@ -84,7 +84,7 @@ def test_retry_policy_honours_a_longer_server_hint() -> None:
     [{"attempts": -1}, {"wait_initial": -1}, {"wait_factor": 0}, {"wait_jitter": 1.5}],
 )
 def test_retry_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
+    with pytest.raises(ConfigurationError, match=next(iter(kwargs))):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
 
 
@@ -94,7 +94,7 @@ def test_poll_policy_defaults_and_validation() -> None:
     assert [policy.gap(t) for t in (0.0, 10.0, 20.0, 100.0, 1000.0)] == pytest.approx(
         [1.0, 1.0, 1.0, 5.0, 30.0]
     )
-    with pytest.raises(ValueError, match="wait_max"):
+    with pytest.raises(ConfigurationError, match="wait_max"):
         PollPolicy(wait_max=-1)
     with pytest.raises(TypeError):
         PollPolicy(5.0)  # type: ignore[misc]  # keyword-only

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from grok_imagine_async import (
     APIError,
     AsyncGrokImagine,
+    ConfigurationError,
     DownloadError,
     RetryPolicy,
     Task,
@@ -107,9 +108,9 @@ async def test_a_local_failure_names_the_path_it_could_not_write(tmp_path: Path)
 @pytest.mark.anyio
 async def test_refuses_non_http_and_empty(tmp_path: Path) -> None:
     client = client_for(CDN())
-    with pytest.raises(ValueError, match="non-http"):
+    with pytest.raises(ConfigurationError, match="non-http"):
         await client.download(task("t", "file:///etc/passwd"), tmp_path)
-    with pytest.raises(ValueError, match="nothing to download"):
+    with pytest.raises(ConfigurationError, match="nothing to download"):
         await client.download(task("t"), tmp_path)
 
 
@@ -144,7 +145,7 @@ def test_plan_download_names_a_tasks_files_after_its_stem() -> None:
 
 
 def test_plan_download_rejects_bad_urls() -> None:
-    with pytest.raises(ValueError, match="non-http"):
+    with pytest.raises(ConfigurationError, match="non-http"):
         plan_download(task("t", "ftp://a.example/v.mp4"))
-    with pytest.raises(ValueError, match="nothing to download"):
+    with pytest.raises(ConfigurationError, match="nothing to download"):
         plan_download(task("t"))

@@ -6,6 +6,7 @@ import pydantic
 import pytest
 
 from grok_imagine_async import (
+    ConfigurationError,
     FailureClass,
     GenerationRequest,
     GrokImagineError,
@@ -82,13 +83,13 @@ def test_plans() -> None:
     assert Plan.parse(" PRO ") is Plan.PRO
     assert resolve_rate_limit("enterprise") == RateLimit(5000, 60.0)
     assert resolve_rate_limit(RateLimit(10, 1.0)) == RateLimit(10, 1.0)
-    with pytest.raises(ValueError, match="unknown plan 'gold'"):
+    with pytest.raises(ConfigurationError, match="unknown plan 'gold'"):
         Plan.parse("gold")
 
 
 @pytest.mark.parametrize(("requests", "period"), [(0, 60.0), (-1, 60.0), (10, 0.0), (10, -1.0)])
 def test_rate_limit_must_be_positive(requests: int, period: float) -> None:
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ConfigurationError, match="positive"):
         RateLimit(requests, period)
 
 

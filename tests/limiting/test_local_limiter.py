@@ -16,7 +16,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from grok_imagine_async import LocalRateLimiter, Plan, RateLimit
+from grok_imagine_async import ConfigurationError, LocalRateLimiter, Plan, RateLimit
 from grok_imagine_async._clock import DEFAULT_CLOCK
 from grok_imagine_async._protocol import read_rate_limit_headers
 from grok_imagine_async.abc import Permit, Priority, RateLimiter, RateLimitFeedback
@@ -77,7 +77,7 @@ def test_takes_a_plan_name_a_plan_or_a_rate_limit() -> None:
     ],
 )
 def test_refuses_bad_settings(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
+    with pytest.raises(ConfigurationError):
         LocalRateLimiter(**kwargs)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grok_imagine_async import RateLimit
+from grok_imagine_async import ConfigurationError, RateLimit
 from grok_imagine_async._limiting.plans import resolve_rate_limit
 
 
@@ -28,13 +28,13 @@ def test_quota_text_is_read(text: str, requests: int, period: float) -> None:
 
 @pytest.mark.parametrize("text", ["100", "100/", "/6s", "100/6x", "-1/6s", "1.5/6s", "100/6s/2"])
 def test_what_is_not_a_quota_is_refused_with_the_syntax(text: str) -> None:
-    with pytest.raises(ValueError, match=r"not a quota.*REQUESTS/PERIOD"):
+    with pytest.raises(ConfigurationError, match=r"not a quota.*REQUESTS/PERIOD"):
         RateLimit.parse(text)
 
 
 @pytest.mark.parametrize("text", ["0/6s", "100/0s"])
 def test_a_quota_must_be_positive(text: str) -> None:
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ConfigurationError, match="positive"):
         RateLimit.parse(text)
 
 
@@ -45,5 +45,5 @@ def test_text_round_trips() -> None:
 
 
 def test_unknown_names_mention_both_forms() -> None:
-    with pytest.raises(ValueError, match=r"unknown plan 'gold'.*quota"):
+    with pytest.raises(ConfigurationError, match=r"unknown plan 'gold'.*quota"):
         resolve_rate_limit("gold")
