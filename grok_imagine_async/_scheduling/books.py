@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .._errors import AuthenticationError, GrokImagineError, JournalError
+from .._errors import AuthenticationError, ConfigurationError, GrokImagineError, JournalError
 from .._journal.memory import MemoryJobStore
 from .._models import CREDITS_PER_GENERATION, FailureClass, Task
 from .breaker import COURSE_META, Breaker, Course, Transition
@@ -59,7 +59,7 @@ class CreditBudget:
 
     def __init__(self, max_credits: int | None = None) -> None:
         if max_credits is not None and max_credits < 0:
-            raise ValueError(f"max_credits must be >= 0, got {max_credits}")
+            raise ConfigurationError(f"max_credits must be >= 0, got {max_credits}")
         self.max_credits = max_credits
         self._spent = 0
         self._uncertain = 0

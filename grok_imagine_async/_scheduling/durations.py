@@ -11,6 +11,8 @@ import math
 from collections import defaultdict
 from statistics import NormalDist
 
+from .._errors import ConfigurationError
+
 _BIN = 0.05  # log-space resolution: durations are told apart at about 5 %
 _FROM_ZERO = -(10**6)  # bin key of a lower bound at 0 (found done at the first look)
 _SQRT2 = math.sqrt(2.0)
@@ -64,6 +66,9 @@ class DurationModel:
         prior_sigma: Log-space standard deviation assumed before anything was seen.
         prior_weight: How many observations the prior is worth.
 
+    Raises:
+        ConfigurationError: If a prior is not positive.
+
     Example:
         >>> model = DurationModel(prior_median=30)
         >>> for _ in range(20):
@@ -76,7 +81,7 @@ class DurationModel:
         self, prior_median: float = 30.0, prior_sigma: float = 0.6, prior_weight: float = 0.25
     ) -> None:
         if not prior_median > 0 or not prior_sigma > 0 or prior_weight <= 0:
-            raise ValueError("prior_median, prior_sigma and prior_weight must be positive")
+            raise ConfigurationError("prior_median, prior_sigma and prior_weight must be positive")
         self.prior_median = prior_median
         self.prior_sigma = prior_sigma
         self.prior_weight = prior_weight

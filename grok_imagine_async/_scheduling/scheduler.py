@@ -24,7 +24,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from .._backoff import PollPolicy
-from .._errors import InvalidRequestError, SchedulerClosedError
+from .._errors import ConfigurationError, InvalidRequestError, SchedulerClosedError
 from .._files import run_blocking
 from .._journal.sqlite import open_journal
 from .._limiting.protocol import Priority
@@ -95,7 +95,7 @@ class SchedulerConfig:
             ``settings.breaker``; None: never.
 
     Raises:
-        ValueError: On a count below its minimum or an unknown ``favor``.
+        ConfigurationError: On a count below its minimum or an unknown ``favor``.
     """
 
     max_in_flight: int | None = None
@@ -111,13 +111,13 @@ class SchedulerConfig:
 
     def __post_init__(self) -> None:
         if self.max_in_flight is not None and self.max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+            raise ConfigurationError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
         if self.resubmit < 0:
-            raise ValueError(f"resubmit must be >= 0, got {self.resubmit}")
+            raise ConfigurationError(f"resubmit must be >= 0, got {self.resubmit}")
         if self.max_downloads < 1 or self.results_buffer < 1:
-            raise ValueError("max_downloads and results_buffer must be >= 1")
+            raise ConfigurationError("max_downloads and results_buffer must be >= 1")
         if self.favor is not None and self.favor not in PRIORITIES:
-            raise ValueError(f"favor must be 'throughput' or 'latency', got {self.favor!r}")
+            raise ConfigurationError(f"favor must be 'throughput' or 'latency', got {self.favor!r}")
         object.__setattr__(self, "resubmit_on", frozenset(self.resubmit_on))  # kept immutable
 
 
@@ -155,8 +155,8 @@ class JobScheduler:
             hook receiving every :class:`JobEvent`.
 
     Raises:
-        ValueError: If ``max_credits`` is negative.
-        TypeError: On an unknown keyword.
+        ConfigurationError: If ``max_credits`` is negative.
+        TypeError: On an unknown keyword (as Python's own calls).
 
     Example:
         >>> async def main(client: AsyncGrokImagine) -> None:
@@ -194,7 +194,7 @@ class JobScheduler:
         )
         policy = settings.breaker if config.breaker is FROM_SETTINGS else config.breaker
         self._books = Books(
-            budget=CreditBudget(options.get("max_credits")),  # raises ValueError below 0
+            budget=CreditBudget(options.get("max_credits")),  # raises ConfigurationError below 0
             breaker=Breaker(policy),
             on_event=observed_hook(client.telemetry, self, options.get("on_event")),
         )
@@ -309,7 +309,7 @@ class JobScheduler:
 
         Raises:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
-            ValueError: If ``key`` is already used by a job that has not finished.
+            ConfigurationError: If ``key`` is already used by a job that has not finished.
             SchedulerClosedError: If the scheduler is not running or its input was closed.
         """
         if isinstance(request, JobSpec):
@@ -330,7 +330,7 @@ class JobScheduler:
         if key is None:
             key = self._key_for(request)
         if key in books.jobs:
-            raise ValueError(f"a job with key {key!r} is already running")
+            raise ConfigurationError(f"a job with key {key!r} is already running")
         job = JobRecord(key, request, books.tally, durations=self._planner.model)
         books.jobs[key] = job
         books.emit(JobQueued(key=key, at=anyio.current_time()))
@@ -383,7 +383,7 @@ class JobScheduler:
                     await self.submit(item)
                 except SchedulerClosedError:
                     return  # stopped (cancel(), a fatal error): read no further
-                except (InvalidRequestError, ValueError, TypeError) as exc:
+                except (InvalidRequestError, ConfigurationError, TypeError) as exc:
                     problems = exc.problems if isinstance(exc, InvalidRequestError) else (str(exc),)
                     error = InvalidRequestError(
                         f"input item {position}: {exc}", problems=problems, item=position

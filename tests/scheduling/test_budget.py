@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from grok_imagine_async import ConfigurationError
 from grok_imagine_async._scheduling.books import CreditBudget
 
 
@@ -37,5 +38,5 @@ def test_a_lost_answer_is_spent_but_uncertain() -> None:
 
 
 def test_a_negative_cap_is_refused() -> None:
-    with pytest.raises(ValueError, match="max_credits"):
+    with pytest.raises(ConfigurationError, match="max_credits"):
         CreditBudget(-1)

@@ -15,6 +15,7 @@ from grok_imagine_async import (
     AsyncGrokImagine,
     AuthenticationError,
     BudgetExceededError,
+    ConfigurationError,
     FailureClass,
     GenerationRequest,
     InvalidRequestError,
@@ -30,7 +31,7 @@ from grok_imagine_async import (
     SchedulerClosedError,
     TaskFailedError,
 )
-from grok_imagine_async.batch import SchedulerConfig
+from grok_imagine_async.batch import DurationModel, SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
 TOKEN = "sched-token"
@@ -281,7 +282,7 @@ async def test_identical_prompts_are_distinct_jobs(
 async def test_duplicate_explicit_key_is_refused(grok_client: AsyncGrokImagine) -> None:
     async with JobScheduler(grok_client) as scheduler:
         await scheduler.submit("one [duration:5]", key="same")
-        with pytest.raises(ValueError, match="same"):
+        with pytest.raises(ConfigurationError, match="same"):
             await scheduler.submit("two", key="same")
 
 
@@ -359,10 +360,12 @@ async def test_scale_2000_jobs_zero_429_and_requests_per_job_bounded(
 @pytest.mark.anyio
 async def test_scheduler_rejects_nonsense_options(grok_client: AsyncGrokImagine) -> None:
     for kwargs in ({"max_in_flight": 0}, {"resubmit": -1}):
-        with pytest.raises(ValueError, match=next(iter(kwargs))):
+        with pytest.raises(ConfigurationError, match=next(iter(kwargs))):
             SchedulerConfig(**kwargs)
-    with pytest.raises(ValueError, match="max_credits"):
+    with pytest.raises(ConfigurationError, match="max_credits"):
         JobScheduler(grok_client, max_credits=-1)
+    with pytest.raises(ConfigurationError, match="prior_median"):
+        DurationModel(prior_median=0)
     # Where the videos go is the scheduler's keyword, not a tuning option: a config field
     # of that name was once accepted and silently ignored.
     for keyword in ("download_dir", "file_stem"):
@@ -412,7 +415,7 @@ async def test_favor_decides_who_gets_a_saturated_quota_first(
 
 
 def test_favor_is_checked() -> None:
-    with pytest.raises(ValueError, match="favor"):
+    with pytest.raises(ConfigurationError, match="favor"):
         SchedulerConfig(favor="speed")  # type: ignore[arg-type]
 
 
