@@ -178,7 +178,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
                     emulator.load_tasks(state)  # on the loop: the emulator's clock is read there
                 except FileNotFoundError:
                     pass  # a first run
-                except (OSError, ValueError) as exc:  # the jobs in flight start again, at no cost
+                except (OSError, ConfigurationError) as exc:  # the jobs in flight start again, free
                     note(f"Warning: the emulator's tasks were not taken up: {exc}")
                 stack.callback(_keep_tasks, emulator, state)
             options["http_client"] = await stack.enter_async_context(emulator.client(token=None))

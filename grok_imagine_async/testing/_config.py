@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from .._clock import Clock
+from .._errors import ConfigurationError
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from ._faults import FaultConfig
 
@@ -30,12 +31,14 @@ class Vocabulary:
         """The vocabulary called ``name``, or ``name`` itself if it already is one.
 
         Raises:
-            ValueError: If the name is unknown.
+            ConfigurationError: If the name is unknown.
         """
         if isinstance(name, Vocabulary):
             return name
         if name not in _NAMED:
-            raise ValueError(f"unknown vocabulary {name!r}: expected one of {', '.join(_NAMED)}")
+            raise ConfigurationError(
+                f"unknown vocabulary {name!r}: expected one of {', '.join(_NAMED)}"
+            )
         return _NAMED[name]
 
     @staticmethod
@@ -77,7 +80,7 @@ class EmulatorConfig:
         clock: Time source (None: the running event loop's clock, so virtual time works).
 
     Raises:
-        ValueError: On a setting out of range or an unknown plan, window or vocabulary.
+        ConfigurationError: On a setting out of range or an unknown plan, window or vocabulary.
     """
 
     tokens: Mapping[str, str | Plan | RateLimit] = field(
@@ -99,24 +102,25 @@ class EmulatorConfig:
     clock: Clock | None = None
 
     def __post_init__(self) -> None:
-        if not self.period > 0:
-            raise ValueError(f"period must be positive seconds, got {self.period!r}")
-        if self.window not in ("sliding", "fixed", "gcra"):
-            raise ValueError(f"window must be 'sliding', 'fixed' or 'gcra', got {self.window!r}")
-        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
-            raise ValueError(f"burst must be an int >= 1, got {self.burst!r}")
-        if self.reset_format not in ("seconds", "unix"):
-            raise ValueError(f"reset_format must be 'seconds' or 'unix', got {self.reset_format!r}")
-        if not self.duration_median > 0 or self.duration_sigma < 0:
-            raise ValueError("duration_median must be positive and duration_sigma >= 0")
-        if not self.time_scale > 0:
-            raise ValueError(f"time_scale must be positive, got {self.time_scale!r}")
-        if not 0.0 <= self.queue_fraction <= 1.0:
-            raise ValueError(f"queue_fraction must be between 0 and 1, got {self.queue_fraction!r}")
-        if self.result_ttl is not None and not self.result_ttl > 0:
-            raise ValueError(f"result_ttl must be positive or None, got {self.result_ttl!r}")
-        if not self.tokens:
-            raise ValueError("tokens must name at least one accepted token")
+        burst_ok = isinstance(self.burst, int) and not isinstance(self.burst, bool)
+        rules = {  # setting: (whether it is valid, what it must be)
+            "period": (self.period > 0, "be positive seconds"),
+            "window": (
+                self.window in ("sliding", "fixed", "gcra"),
+                "be 'sliding', 'fixed' or 'gcra'",
+            ),
+            "burst": (burst_ok and self.burst >= 1, "be an int >= 1"),
+            "reset_format": (self.reset_format in ("seconds", "unix"), "be 'seconds' or 'unix'"),
+            "duration_median": (self.duration_median > 0, "be positive"),
+            "duration_sigma": (self.duration_sigma >= 0, "be >= 0"),
+            "time_scale": (self.time_scale > 0, "be positive"),
+            "queue_fraction": (0.0 <= self.queue_fraction <= 1.0, "be between 0 and 1"),
+            "result_ttl": (self.result_ttl is None or self.result_ttl > 0, "be positive or None"),
+            "tokens": (bool(self.tokens), "name at least one accepted token"),
+        }
+        for name, (valid, rule) in rules.items():
+            if not valid:
+                raise ConfigurationError(f"{name} must {rule}, got {getattr(self, name)!r}")
         object.__setattr__(self, "vocabulary", Vocabulary.named(self.vocabulary))
         self.rate_limits()  # fail now on an unknown plan, not at the first request
 

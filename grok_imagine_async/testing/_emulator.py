@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from .. import _http
 from .._clock import DEFAULT_CLOCK
+from .._errors import ConfigurationError
 from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
 from ._config import EmulatorConfig
 from ._faults import FaultInjector, InvalidRequest, Outage
@@ -272,14 +273,16 @@ class Emulator:
 
         Raises:
             OSError: If the file cannot be read.
-            ValueError: If it does not hold saved tasks.
+            ConfigurationError: If it does not hold saved tasks.
         """
         offset = self._clock.unix() - self._now()
         try:
             saved = json.loads(Path(path).read_text(encoding="utf-8"))["tasks"]
             tasks = [Task(**{**t, "created_at": float(t["created_at"]) - offset}) for t in saved]
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"{path} does not hold an emulator's tasks ({exc!r})") from None
+        except (KeyError, TypeError, ValueError) as exc:  # ValueError: not JSON, not UTF-8
+            raise ConfigurationError(
+                f"{path} does not hold an emulator's tasks ({exc!r})"
+            ) from None
         with self._lock:
             before = len(self._tasks)
             for task in tasks:

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
+from .._errors import ConfigurationError
+
 ERROR_MESSAGES = {  # by marker kind; the first four are the provider's documented ones
     "content": "Inappropriate content, please try another prompt.",
     "input": "File type not supported",
@@ -39,6 +41,9 @@ class Outage:
         fails_after: Seconds (not divided by ``time_scale``) from such a task's creation to
             its failure.
         free: Whether those failures report ``consumed_credits`` 0 (otherwise 40).
+
+    Raises:
+        ConfigurationError: If ``end`` is before ``start``, or a time is negative.
     """
 
     start: float = 0.0
@@ -49,9 +54,11 @@ class Outage:
 
     def __post_init__(self) -> None:
         if self.start < 0 or (self.end is not None and self.end < self.start):
-            raise ValueError(f"Outage needs 0 <= start <= end, got {self.start!r}, {self.end!r}")
+            raise ConfigurationError(
+                f"Outage needs 0 <= start <= end, got {self.start!r}, {self.end!r}"
+            )
         if self.fails_after < 0:
-            raise ValueError(f"Outage.fails_after must be >= 0, got {self.fails_after!r}")
+            raise ConfigurationError(f"Outage.fails_after must be >= 0, got {self.fails_after!r}")
 
     def covers(self, elapsed: float) -> bool:
         """Whether a task created ``elapsed`` seconds after the first request falls in it."""
@@ -75,6 +82,9 @@ class FaultConfig:
         task_failure_rate: Fraction of new tasks that fail with a documented error message.
         markers: Whether prompt markers (``[fail:content]``...) are honoured.
         outages: Times during which every new task fails (see :class:`Outage`).
+
+    Raises:
+        ConfigurationError: On a rate outside [0, 1] or a negative ``slow_seconds``.
     """
 
     server_error_rate: float = 0.0
@@ -89,11 +99,13 @@ class FaultConfig:
     def __post_init__(self) -> None:
         for name in _RATES:
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(
+                raise ConfigurationError(
                     f"FaultConfig.{name} must be between 0 and 1, got {getattr(self, name)!r}"
                 )
         if self.slow_seconds < 0:
-            raise ValueError(f"FaultConfig.slow_seconds must be >= 0, got {self.slow_seconds!r}")
+            raise ConfigurationError(
+                f"FaultConfig.slow_seconds must be >= 0, got {self.slow_seconds!r}"
+            )
 
 
 class InvalidRequest(ValueError):

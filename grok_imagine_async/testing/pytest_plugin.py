@@ -46,9 +46,9 @@ def grok_emulator_config(request: pytest.FixtureRequest) -> EmulatorConfig:
     # iter_markers yields the closest first: apply the farthest first, so the closest wins.
     for marker in reversed(list(request.node.iter_markers(MARKER))):
         if marker.args:
-            (base,) = marker.args
-            if not isinstance(base, EmulatorConfig):
-                raise TypeError(f"{MARKER} marker takes an EmulatorConfig, got {base!r}")
+            base = marker.args[0]
+            if len(marker.args) > 1 or not isinstance(base, EmulatorConfig):
+                raise TypeError(f"{MARKER} marker takes one EmulatorConfig, got {marker.args!r}")
             settings = {}
         settings.update(marker.kwargs)
     if base is not None:

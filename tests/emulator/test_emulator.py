@@ -10,6 +10,7 @@ import anyio
 import httpx
 import pytest
 
+from grok_imagine_async import ConfigurationError
 from grok_imagine_async.testing import (
     ConnectionDropped,
     Emulator,
@@ -252,7 +253,7 @@ async def test_failed_word_follows_the_vocabulary() -> None:
 
 
 def test_unknown_vocabulary_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown vocabulary"):
+    with pytest.raises(ConfigurationError, match="unknown vocabulary"):
         EmulatorConfig(vocabulary="klingon")
 
 
@@ -357,8 +358,10 @@ def test_testing_imports_without_starlette_and_hints_at_the_extra() -> None:
 
 
 def test_result_ttl_must_be_positive_or_none() -> None:
-    with pytest.raises(ValueError, match="result_ttl"):
+    with pytest.raises(ConfigurationError, match="result_ttl"):
         EmulatorConfig(result_ttl=0)
+    with pytest.raises(ConfigurationError, match="duration_sigma"):
+        EmulatorConfig(duration_sigma=float("nan"))  # refused, where `sigma < 0` let it in
     assert EmulatorConfig(result_ttl=None).result_ttl is None
 
 
@@ -388,9 +391,10 @@ async def test_saved_tasks_go_on_in_another_emulator(tmp_path: Any) -> None:
         after.advance(5.5)
         assert (await status(http, task_id))["status"] == "completed"
     assert second.task_ids() == [task_id]
-    (tmp_path / "bad.json").write_text("[]")
-    with pytest.raises(ValueError, match="does not hold an emulator's tasks"):
-        second.load_tasks(tmp_path / "bad.json")
+    for text in ("[]", "{", '{"tasks": [{"created_at": "noon"}]}'):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(ConfigurationError, match="does not hold an emulator's tasks"):
+            second.load_tasks(tmp_path / "bad.json")
 
 
 async def test_a_resubmission_after_a_failure_is_not_a_duplicate() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
+from grok_imagine_async import ConfigurationError
 from grok_imagine_async._http import lib as httpx  # httpx2 if installed, else httpx
 from grok_imagine_async.testing import (
     Emulator,
@@ -228,7 +229,7 @@ async def test_same_seed_same_faults_different_seed_different_faults() -> None:
 
 
 def test_rates_out_of_range_are_rejected() -> None:
-    with pytest.raises(ValueError, match="drop_rate"):
+    with pytest.raises(ConfigurationError, match="drop_rate"):
         FaultConfig(drop_rate=1.5)
 
 
@@ -273,5 +274,5 @@ async def test_an_outage_switched_on_and_off_fails_tasks_fast_and_free() -> None
 
 
 def test_an_outage_must_end_after_it_starts() -> None:
-    with pytest.raises(ValueError, match="start <= end"):
+    with pytest.raises(ConfigurationError, match="start <= end"):
         Outage(start=10.0, end=5.0)

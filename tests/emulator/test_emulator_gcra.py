@@ -11,6 +11,7 @@ from fakes import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grok_imagine_async import ConfigurationError
 from grok_imagine_async._cli import emulator as emulator_command
 from grok_imagine_async._limiting.plans import RateLimit
 from grok_imagine_async.testing import Emulator, EmulatorConfig, ManualClock
@@ -93,10 +94,10 @@ async def test_counting_refused_requests_keeps_a_hammering_client_out() -> None:
 
 
 def test_config_refuses_an_unknown_mode_or_a_bad_burst() -> None:
-    with pytest.raises(ValueError, match="gcra"):
+    with pytest.raises(ConfigurationError, match="gcra"):
         EmulatorConfig(window="leaky")  # type: ignore[arg-type]
     for burst in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="burst"):
+        with pytest.raises(ConfigurationError, match="burst"):
             EmulatorConfig(window="gcra", burst=burst)  # type: ignore[arg-type]
 
 

@@ -103,3 +103,29 @@ def test_overriding_the_config_fixture_replaces_it(pytester: pytest.Pytester) ->
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:randomly")
     result.assert_outcomes(passed=1)
+
+
+def test_a_marker_given_anything_but_one_config_is_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from grok_imagine_async.testing import EmulatorConfig
+
+        @pytest.mark.grok_emulator(EmulatorConfig(), EmulatorConfig())
+        def test_two(grok_emulator_config):
+            pass
+
+        @pytest.mark.grok_emulator({"seed": 1})
+        def test_a_dict(grok_emulator_config):
+            pass
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E * TypeError: grok_emulator marker takes one EmulatorConfig, got (EmulatorConfig(*",
+            "E * TypeError: grok_emulator marker takes one EmulatorConfig, got ({'seed': 1},)",
+        ],
+        consecutive=False,
+    )
