@@ -211,7 +211,7 @@ def _keep_tasks(emulator: Emulator, state: Path) -> None:
         note(f"Warning: cannot keep the emulator's tasks in {state}: {exc}")
 
 
-def describe_failure(exc: BaseException, endpoint: str) -> str:
+def describe_failure(exc: BaseException | None, endpoint: str) -> str:
     """``exc`` for a person: a connection failure says where (a connection's ``endpoint``)."""
     if isinstance(exc, APITimeoutError):
         return f"no answer in time from {endpoint}: {exc}"

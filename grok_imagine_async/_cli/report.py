@@ -31,7 +31,7 @@ from .._scheduling.jobs import (
     StoreState,
     request_digest,
 )
-from .common import command_line, printable
+from .common import command_line, describe_failure, printable
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -76,11 +76,8 @@ class BatchProgress:
             self.live_finished += 1
             if not result.ok and result.failure_class is not FailureClass.NOT_SUBMITTED:
                 failure = (result.failure_class or FailureClass.UNKNOWN).value
-                message = str(result.error)
-                if isinstance(result.error, APIConnectionError):
-                    self.unreachable += 1
-                    if self.endpoint:
-                        message = f"cannot reach {self.endpoint}: {result.error}"
+                self.unreachable += isinstance(result.error, APIConnectionError)
+                message = describe_failure(result.error, self.endpoint)
                 self.notices.append(f"failed {result.key} ({failure}): {message}")
 
     def take_notices(self) -> list[str]:

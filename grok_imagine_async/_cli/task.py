@@ -165,14 +165,10 @@ async def status(args: argparse.Namespace) -> int:
                 files = await connection.client.download(task, args.download)
     except NotFoundError:
         return error("status", f"no task {args.task_id!r} for this token")
-    except APIError as exc:
+    except (APIError, OSError) as exc:  # an OSError names the file it could not write
         return error("status", describe_failure(exc, endpoint))
-    except OSError as exc:
-        return error("status", f"cannot save the videos in {args.download}: {exc.strerror or exc}")
     if args.json:
-        data = task.model_dump(mode="json")
-        data["files"] = [str(f) for f in files]
-        print(json.dumps(data))
+        print(json.dumps({**task.model_dump(mode="json"), "files": [str(f) for f in files]}))
     else:
         print(describe(task))
         for path in files:
