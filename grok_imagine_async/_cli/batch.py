@@ -304,7 +304,7 @@ async def _batch(
             "videos: recorded again from it, not paid again.",
         )
         emulated = connection.emulator is not None
-        advice = advice_after(args, outcome, interrupted, emulated, connection.emulator_state)
+        advice = advice_after(args, outcome, interrupted, emulated)
         if progress.unreachable:
             advice.insert(
                 0,

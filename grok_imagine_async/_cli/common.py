@@ -112,14 +112,12 @@ def add_connection_options(
 
 @dataclass(frozen=True)
 class Connection:
-    """An open client; ``endpoint`` names where requests go (no password), ``emulator_state``
-    where the in-process emulator keeps its tasks (None: they end with it)."""
+    """An open client; ``endpoint`` names where requests go (no password)."""
 
     client: AsyncGrokImagine
     endpoint: str
     time_scale: float
     emulator: Emulator | None = None
-    emulator_state: Path | None = None
 
     @property
     def quota(self) -> str:
@@ -201,7 +199,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
             stack.push_async_callback(close_limiter)
         client = await stack.enter_async_context(AsyncGrokImagine(settings=settings, **options))
         endpoint = "built-in emulator" if emulated else redact_url(settings.base_url)
-        yield Connection(client, endpoint, scale, emulator, state)
+        yield Connection(client, endpoint, scale, emulator)
 
 
 def _keep_tasks(emulator: Emulator, state: Path) -> None:

@@ -400,9 +400,9 @@ def advice_after(
     outcome: BatchOutcome,
     interrupted: bool,
     emulated: bool,
-    emulator_state: Path | None = None,
 ) -> list[str]:
     """The lines after the summary: what became of unfinished jobs, and what to run next."""
+    emulator_state = getattr(args, "emulator_state", None)  # where --emulate kept its tasks
     resume = command_line(args.argv)
     lines: list[str] = []
     if outcome.ambiguous and not emulated and args.on_ambiguous != "resubmit":

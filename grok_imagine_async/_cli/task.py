@@ -105,43 +105,35 @@ async def generate(args: argparse.Namespace) -> int:
     except TaskFailedError as exc:
         return error("generate", exc)
     except APIError as exc:
-        where = f" (task {task_id}: check it with `{_status_command(args, task_id)}`)"
-        return error("generate", f"{describe_failure(exc, endpoint)}{where if task_id else ''}")
+        paid = f". {_paid_task(args, task_id)}" if task_id else ""
+        return error("generate", f"{describe_failure(exc, endpoint)}{paid}")
     except OSError as exc:  # the task is paid: say how to fetch its video once space is made
-        again = (
-            "The emulator's task ended with this process."
-            if args.emulate
-            else "Its result stays available for about 24 hours: "
-            f"`{_status_command(args, task_id)}` downloads it without paying again."
-        )
         return error(
             "generate",
-            f"task {task_id} completed but its video could not be saved in {args.out}: "
-            f"{exc.strerror or exc}. {again}",
+            f"the video could not be saved in {args.out}: {exc.strerror or exc}. "
+            f"{_paid_task(args, task_id)}",
         )
     if interrupted:
-        message = (
-            f"Interrupted. Task {task_id} goes on generating. To check it and download its "
-            f"video without paying again, run: {_status_command(args, task_id)}"
-        )
-        if task_id is None:
-            message = "Interrupted before anything was submitted: nothing was paid."
-        elif args.emulate:
-            message = f"Interrupted. Task {task_id} ended with the built-in emulator."
-        return error("generate", message, EXIT_INTERRUPTED)
+        paid = _paid_task(args, task_id) if task_id else "Nothing was submitted: nothing paid."
+        return error("generate", f"Interrupted. {paid}", EXIT_INTERRUPTED)
     assert paths is not None
     for path in paths:
         print(path)
     return EXIT_OK
 
 
-def _status_command(args: argparse.Namespace, task_id: str | None) -> str:
-    """The ``status`` command that checks ``task_id`` and downloads its videos, as ``args``."""
+def _paid_task(args: argparse.Namespace, task_id: str | None) -> str:
+    """What becomes of ``task_id``, paid for and not brought home: how to fetch its video."""
+    if args.emulate:
+        return f"Task {task_id} ended with the built-in emulator."
     argv = ["status", str(task_id), "--download", args.out]
     for option in ("base_url", "plan", "time_scale"):
         if (value := getattr(args, option)) is not None:
             argv += [f"--{option.replace('_', '-')}", str(value)]
-    return command_line(argv)
+    return (
+        f"Task {task_id} is paid: `{command_line(argv)}` checks it and downloads its video "
+        "without paying again (for about 24 hours after it completes)."
+    )
 
 
 def _task_id(text: str) -> str:
