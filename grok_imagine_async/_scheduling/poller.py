@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import anyio
@@ -14,7 +15,7 @@ from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
 from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books
-from .breaker import OUTAGE_FAILURES, Outcome, Transition, task_outcome
+from .breaker import OUTAGE_FAILURES, BreakerState, Outcome, Transition, task_outcome
 from .downloading import Downloader
 from .due import DueQueue
 from .jobs import JobRecord, JobResubmitting, JobState
@@ -56,6 +57,7 @@ class Poller:
         self._send, self._recv = anyio.create_memory_object_stream[JobRecord](0)
         self._warmup: list[str] = []  # warm-up jobs followed
         self._witnesses: set[str] = set()  # looked at now to explain a young failure
+        self._failing_since = math.inf  # when the oldest unexplained failure was sent
         self.polls = 0
         """Status polls sent."""
 
@@ -69,6 +71,9 @@ class Poller:
         if follow:
             self._warmup.append(job.key)  # looked at closely: outages show within seconds
         self._planner.submitted(job.key, follow=follow)
+        breaker = self._books.breaker
+        if breaker.state is BreakerState.PAUSED and not breaker.is_probe(job.sequence):
+            self._planner.canary(job.key)  # sent as the batch paused: probably failed too
         self._schedule(job, self._next_look(job, now))
         self._replan(now)
 
@@ -176,9 +181,13 @@ class Poller:
     ) -> None:
         """Tell the breaker how ``job``'s task ended, and act on what it says."""
         books, planner = self._books, self._planner
+        if outcome is Outcome.RETRYABLE and (job.sequence or 0) > books.breaker.newest_good:
+            self._failing_since = min(self._failing_since, job.submitted_at or math.inf)
         transition = books.breaker.record(
             job.sequence, outcome, now=now, failure_class=failure, age=age
         )
+        if books.breaker.state is BreakerState.RUNNING and not books.breaker.suspicious:
+            self._failing_since = math.inf  # explained by a later success, or the outage ended
         if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
             planner.canary_soon(now)  # the next job sent is looked at
             young = 2.0 * planner.canary_age()
@@ -189,6 +198,8 @@ class Poller:
                 self._call_witnesses(job, now, age)
         if transition is Transition.RESUMED and job.submitted_at is not None:
             self._planner.vouch(job.submitted_at, whole=True)  # the burst after needs no canary
+        if transition is Transition.PAUSED:
+            self._recheck_suspects(now)
         if transition is not None:
             books.course(job.key, transition, now)
         elif (
@@ -221,11 +232,22 @@ class Poller:
         self._witnesses |= chosen
         self._look_now(lambda job: job.key in chosen, now)
 
-    def _look_now(self, chosen: Callable[[JobRecord], bool], now: float) -> None:
-        """Look at the queued jobs ``chosen`` picks now, urgently (on their own)."""
+    def _recheck_suspects(self, now: float) -> None:
+        """Paused: the jobs sent since the oldest failure (and a little before) probably failed
+        too. Look at each once it is old enough to show it (its look may be minutes away,
+        planned on its duration), so its resubmission is ready when the outage ends."""
+        shows = max(self._books.breaker.healthy_age(), self._planner.policy.wait_initial)
+        since = self._failing_since - shows
+        self._look_now(lambda job: (job.submitted_at or -math.inf) >= since, now, age=shows)
+
+    def _look_now(
+        self, chosen: Callable[[JobRecord], bool], now: float, *, age: float = 0.0
+    ) -> None:
+        """Look at the queued jobs ``chosen`` picks now (or once ``age`` old), urgently: on
+        their own, and where a re-plan does not move them back."""
         for job in self._due.take(chosen):
             self._planner.canary(job.key)
-            self._schedule(job, now)
+            self._schedule(job, max(now, (job.submitted_at or now) + age))
 
     def _healthy(self, job: JobRecord, now: float) -> None:
         """A job seen running: it may end the warm-up, or (a probe, a witness) the pause."""
