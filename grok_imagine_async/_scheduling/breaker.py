@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from .._errors import ConfigurationError
 from .._models import FailureClass
 
 
@@ -44,7 +45,7 @@ class BreakerPolicy:
         probe_wait_max: The longest wait between two probes.
 
     Raises:
-        ValueError: On a count below 1 or a wait that is not positive.
+        ConfigurationError: On a count below 1 or a wait that is not positive.
     """
 
     pause_after_failures: int | None = 3
@@ -78,7 +79,9 @@ class BreakerPolicy:
         ]
         for name, ok in checks:
             if not ok:  # the bounds: counts >= 1, waits > 0, factor >= 1 (see Args)
-                raise ValueError(f"BreakerPolicy.{name} out of range: {getattr(self, name)!r}")
+                raise ConfigurationError(
+                    f"BreakerPolicy.{name} out of range: {getattr(self, name)!r}"
+                )
 
 
 _OFF = BreakerPolicy(

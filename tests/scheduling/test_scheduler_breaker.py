@@ -22,6 +22,7 @@ from fakes import RecordingLimiter
 from grok_imagine_async import (
     APIConnectionError,
     AsyncGrokImagine,
+    ConfigurationError,
     FailureClass,
     JobEvent,
     JobResult,
@@ -264,7 +265,7 @@ def test_none_turns_every_rule_off() -> None:
     [{"pause_after_failures": 0}, {"warmup_age": -1.0}, {"probe_wait_initial": 0.0}],
 )
 def test_policy_refuses_nonsense(bad: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match=next(iter(bad))):
+    with pytest.raises(ConfigurationError, match=next(iter(bad))):
         BreakerPolicy(**bad)
 
 
