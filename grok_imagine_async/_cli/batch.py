@@ -628,21 +628,20 @@ async def prepare(
     if connection.emulator is not None:
         # Those the emulator did not take up (not kept, or not sent) start again, at no cost.
         known = set(connection.emulator.task_ids())
-        in_flight = [
-            r
+        lost = {
+            r.key
             for r in records
             if r.state is StoreState.INTENT
             or (r.state is StoreState.SUBMITTED and r.task_id not in known)
-        ]
-        for record in in_flight:
-            await journal.forget(record.key)
+        }
+        for key in lost:
+            await journal.forget(key)
         note_jobs(
-            len(in_flight),
+            len(lost),
             "in flight when the last emulated run stopped will start again: the emulator did "
             "not keep their tasks.",
         )
-        forgotten = {r.key for r in in_flight}
-        records = [r for r in records if r.key not in forgotten]
+        records = [r for r in records if r.key not in lost]
     earlier = credits_recorded(records, keys)
     # The scheduler applies the library's resume policy to each job; count what it will do.
     resubmit = args.on_ambiguous == "resubmit"
