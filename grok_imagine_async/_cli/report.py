@@ -98,11 +98,15 @@ class BatchProgress:
              stats.limit_per_minute, stats.rate_limited) if stats is not None else (0,) * 6
         )  # fmt: skip
         waiting = max(0, self.total - done - submitting - generating)
+        if waiting and stats is not None and stats.breaker.warming_up:
+            waiting_for = " (warm-up: until a first job shows the API works)"
+        else:
+            waiting_for = ""
         earlier = f", {self.from_journal} from earlier runs" if self.from_journal else ""
         return (
             f"[{format_duration(elapsed)}] {done}/{self.total} done "
             f"({self.completed} completed, {self.failed} failed{earlier}) | "
-            f"{waiting} waiting, {submitting} submitting, {generating} generating | "
+            f"{waiting} waiting{waiting_for}, {submitting} submitting, {generating} generating | "
             f"{self.submitted} submitted | {credits} credits | "
             f"{rate / self.time_scale:.0f}/{limit / self.time_scale:.0f} req/min"
             f"{f' ({limited} 429s)' if limited else ''} | ETA {format_duration(eta)}"

@@ -39,7 +39,10 @@ class BreakerPolicy:
             proof against refusals at the end of a generation) or ``"running"`` (a task seen
             running ``warmup_age`` seconds; protects from an outage only).
         warmup_max_wait: With ``"completed"``, a task seen running this long ends the warm-up
-            too, unless a warm-up job was refused meanwhile.
+            too, unless a warm-up job was refused meanwhile. ``None`` (the default): only an
+            outcome ends it, so a batch of long generations that the provider refuses pays
+            for the warm-up's tasks alone; a number bounds the wait of such a batch and gives
+            that guarantee up for generations longer than it.
         probe_wait_initial: Seconds from a pause to its first probe.
         probe_wait_factor: Each failed probe multiplies the wait by this.
         probe_wait_max: The longest wait between two probes.
@@ -55,7 +58,7 @@ class BreakerPolicy:
     warmup: int | None = 10
     warmup_age: float = 4.0
     warmup_until: Literal["running", "completed"] = "completed"
-    warmup_max_wait: float | None = 60.0
+    warmup_max_wait: float | None = None
     probe_wait_initial: float = 5.0
     probe_wait_factor: float = 1.2
     probe_wait_max: float = 600.0
@@ -151,6 +154,8 @@ class BreakerSnapshot:
         probes: Probe submissions sent since the batch started.
         next_probe_at: Clock time of the next probe while paused (None otherwise).
         unanswered: Submissions whose answer was lost (each may have been charged).
+        warming_up: The warm-up holds every submission but its first ``warmup`` until the
+            provider is seen working (a task completes, by default).
     """
 
     state: BreakerState = BreakerState.RUNNING
@@ -160,6 +165,7 @@ class BreakerSnapshot:
     probes: int = 0
     next_probe_at: float | None = None
     unanswered: int = 0
+    warming_up: bool = False
 
 
 class Breaker:
@@ -403,6 +409,7 @@ class Breaker:
             probes=self._probes,
             next_probe_at=self._next_probe if paused and self._probe is None else None,
             unanswered=self.unanswered,
+            warming_up=not self._proven,
         )
 
 

@@ -58,6 +58,7 @@ class Submitter:
         self._doubted = 0  # resubmissions waiting in _explained
         self._probed: set[str] = set()  # jobs that have probed: the next probe is another's
         self._unprobed = 0  # jobs waiting in _admit that have not probed
+        self._told_warmup = False  # the log says once that the warm-up holds the batch
         self.submissions = 0
         """POSTs sent (first submissions and resubmissions)."""
 
@@ -149,6 +150,14 @@ class Submitter:
                     return True
                 if until == float("inf"):
                     return False
+                if until is None and breaker.warming_up and not self._told_warmup:
+                    self._told_warmup = True
+                    logger.info(
+                        "warm-up: the first %s jobs go out; the others wait until one shows "
+                        "the provider works, so a batch it refuses pays for those alone "
+                        "(BreakerPolicy.warmup)",
+                        breaker.policy and breaker.policy.warmup,
+                    )
                 with anyio.move_on_after(float("inf") if until is None else until - now):
                     await books.next_change()
         finally:

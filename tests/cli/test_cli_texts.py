@@ -18,6 +18,7 @@ from grok_imagine_async._cli.report import (
     start_display,
     summary_rows,
 )
+from grok_imagine_async._scheduling.breaker import BreakerSnapshot
 from grok_imagine_async._scheduling.jobs import JobSubmitted, SchedulerStatistics
 from grok_imagine_async.testing import run_virtual
 
@@ -90,6 +91,18 @@ def test_the_job_counters_add_up_to_the_total() -> None:
     # the ones generating.
     assert "0/20 done" in line and "| 0 waiting, 7 submitting, 13 generating |" in line
     assert "| 13 submitted |" in line
+
+
+def test_jobs_the_warm_up_holds_say_why_they_wait() -> None:
+    async def main(warming_up: bool) -> str:
+        progress = BatchProgress(200)
+        held = BreakerSnapshot(warming_up=warming_up)
+        return progress.line(statistics(in_flight=10, breaker=held))
+
+    assert "| 190 waiting (warm-up: until a first job shows the API works), 0 submitting" in (
+        run_virtual(main, True)
+    )
+    assert "| 190 waiting, 0 submitting, 10 generating |" in run_virtual(main, False)
 
 
 def test_progress_to_a_pipe_is_a_line_every_ten_seconds_at_any_server_speed(

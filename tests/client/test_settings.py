@@ -54,7 +54,6 @@ def test_the_environment_fills_in_what_the_arguments_leave_out(
     assert settings.breaker == BreakerPolicy(
         give_up_unreachable=4.5,
         warmup_age=0.4,
-        warmup_max_wait=6.0,
         probe_wait_initial=0.5,
         probe_wait_max=60.0,
     )

@@ -185,18 +185,27 @@ def test_by_default_only_a_completed_task_ends_the_warmup() -> None:
     assert breaker.admit(59.0)[0] == 4
 
 
-def test_a_task_running_a_minute_ends_the_warmup_of_a_batch_of_long_generations() -> None:
+def test_a_task_running_warmup_max_wait_ends_the_warmup_of_a_batch_of_long_generations() -> None:
+    breaker = Breaker(BreakerPolicy(warmup=3, warmup_max_wait=60.0))
+    for _ in range(3):
+        sent(breaker)
+    assert not breaker.vouch(59.0)
+    assert breaker.vouch(60.0)
+    assert breaker.admit(60.0)[0] == 4
+
+
+def test_by_default_a_task_running_however_long_does_not_end_the_warmup() -> None:
     breaker = Breaker(BreakerPolicy(warmup=3))
     for _ in range(3):
         sent(breaker)
-    assert breaker.vouch(60.0)
-    assert breaker.admit(60.0)[0] == 4
+    assert not breaker.vouch(3600.0)
+    assert breaker.admit(3600.0) == (None, None, None)
 
 
 def test_a_long_running_task_does_not_end_a_warmup_that_saw_a_refusal() -> None:
     """The provider may refuse at the end of a generation: once one of the warm-up's jobs was
     refused, only a completion (or enough refusals to stop) decides."""
-    breaker = Breaker(BreakerPolicy(warmup=3))
+    breaker = Breaker(BreakerPolicy(warmup=3, warmup_max_wait=60.0))
     first = [sent(breaker) for _ in range(3)]
     breaker.record(first[0], Outcome.REFUSED, now=30.0, failure_class=FailureClass.CONTENT_POLICY)
     assert not breaker.vouch(90.0)
@@ -424,6 +433,18 @@ async def test_the_jobs_paid_in_an_outage_are_resubmitted_as_it_ends_not_minutes
     assert resumed.transition == "resumed"
     assert len(batch.resubmitted) >= 5
     assert max(batch.resubmitted) <= resumed.at + 5.0
+
+
+@pytest.mark.anyio
+async def test_a_refused_batch_of_long_generations_pays_for_its_warmup_alone() -> None:
+    # With 2-minute generations the provider's refusals come a minute or more in. A warm-up
+    # that a task running a minute ended (the old default, warmup_max_wait=60) let the whole
+    # batch out before the first refusal: 300 of 300 paid.
+    prompts = [f"a bad template {n} [fail:content]" for n in range(300)]
+    batch = await Batch("pro", FaultConfig(), seed=1, median=120.0).run(prompts)
+    assert batch.transitions() == ["stopped"]
+    assert len(batch.emulator.task_ids()) == 10
+    assert sum(r.failure_class is FailureClass.NOT_SUBMITTED for r in batch.results) == 290
 
 
 @pytest.mark.anyio
