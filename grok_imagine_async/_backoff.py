@@ -16,7 +16,7 @@ def _jittered(base: float, jitter: float, rng: random.Random | None) -> float:
 def _check_waits(policy: RetryPolicy | PollPolicy) -> None:
     for name in ("wait_initial", "wait_factor", "wait_max"):
         value = getattr(policy, name)
-        if value < 0 or (name == "wait_factor" and value == 0):
+        if not (value > 0 if name == "wait_factor" else value >= 0):  # NaN refused too
             raise ConfigurationError(
                 f"{name} must be {'> 0' if name == 'wait_factor' else '>= 0'}, got {value!r}"
             )

@@ -80,7 +80,7 @@ class DurationModel:
     def __init__(
         self, prior_median: float = 30.0, prior_sigma: float = 0.6, prior_weight: float = 0.25
     ) -> None:
-        if not prior_median > 0 or not prior_sigma > 0 or prior_weight <= 0:
+        if not (prior_median > 0 and prior_sigma > 0 and prior_weight > 0):  # NaN refused too
             raise ConfigurationError("prior_median, prior_sigma and prior_weight must be positive")
         self.prior_median = prior_median
         self.prior_sigma = prior_sigma

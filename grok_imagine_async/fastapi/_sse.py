@@ -78,7 +78,7 @@ def event_stream_response(
     it runs, then one ``done`` (or one ``error`` if the app stops first), each carrying
     ``render(job)`` as JSON; comment lines keep an idle stream open through proxies.
     """
-    if heartbeat <= 0:
+    if not heartbeat > 0:  # NaN refused too
         raise ConfigurationError(f"heartbeat must be positive seconds, got {heartbeat!r}")
     return StreamingResponse(
         _job_events(jobs, job, render, heartbeat),

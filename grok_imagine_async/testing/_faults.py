@@ -53,11 +53,11 @@ class Outage:
     free: bool = False
 
     def __post_init__(self) -> None:
-        if self.start < 0 or (self.end is not None and self.end < self.start):
+        if not self.start >= 0 or (self.end is not None and not self.end >= self.start):
             raise ConfigurationError(
                 f"Outage needs 0 <= start <= end, got {self.start!r}, {self.end!r}"
             )
-        if self.fails_after < 0:
+        if not self.fails_after >= 0:  # NaN refused too
             raise ConfigurationError(f"Outage.fails_after must be >= 0, got {self.fails_after!r}")
 
     def covers(self, elapsed: float) -> bool:
@@ -102,7 +102,7 @@ class FaultConfig:
                 raise ConfigurationError(
                     f"FaultConfig.{name} must be between 0 and 1, got {getattr(self, name)!r}"
                 )
-        if self.slow_seconds < 0:
+        if not self.slow_seconds >= 0:  # NaN refused too
             raise ConfigurationError(
                 f"FaultConfig.slow_seconds must be >= 0, got {self.slow_seconds!r}"
             )

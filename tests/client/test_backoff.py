@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -81,7 +82,15 @@ def test_retry_policy_honours_a_longer_server_hint() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"attempts": -1}, {"wait_initial": -1}, {"wait_factor": 0}, {"wait_jitter": 1.5}],
+    [
+        {"attempts": -1},
+        {"wait_initial": -1},
+        {"wait_factor": 0},
+        {"wait_jitter": 1.5},
+        {"wait_initial": math.nan},  # a NaN passed `< 0`
+        {"wait_max": math.nan},
+        {"wait_factor": math.nan},
+    ],
 )
 def test_retry_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError, match=next(iter(kwargs))):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import anyio
@@ -231,6 +232,8 @@ async def test_same_seed_same_faults_different_seed_different_faults() -> None:
 def test_rates_out_of_range_are_rejected() -> None:
     with pytest.raises(ConfigurationError, match="drop_rate"):
         FaultConfig(drop_rate=1.5)
+    with pytest.raises(ConfigurationError, match="slow_seconds"):
+        FaultConfig(slow_seconds=math.nan)  # a NaN passed `< 0`
 
 
 async def test_an_outage_window_fails_every_task_created_in_it_then_ends() -> None:
@@ -276,3 +279,8 @@ async def test_an_outage_switched_on_and_off_fails_tasks_fast_and_free() -> None
 def test_an_outage_must_end_after_it_starts() -> None:
     with pytest.raises(ConfigurationError, match="start <= end"):
         Outage(start=10.0, end=5.0)
+    for times in ({"start": math.nan}, {"start": 1.0, "end": math.nan}):  # NaN passed `<`
+        with pytest.raises(ConfigurationError, match="start <= end"):
+            Outage(**times)
+    with pytest.raises(ConfigurationError, match="fails_after"):
+        Outage(fails_after=math.nan)

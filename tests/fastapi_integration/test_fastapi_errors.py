@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from fastapi import FastAPI
@@ -169,6 +170,8 @@ def test_a_bad_argument_of_the_integration_is_a_configuration_error() -> None:
     jobs = JobRegistry(MemoryJobStore())
     with pytest.raises(ConfigurationError, match="heartbeat"):  # refused before job is read
         event_stream_response(jobs, None, render=dict, heartbeat=0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="heartbeat"):  # a NaN passed `<= 0`
+        event_stream_response(jobs, None, render=dict, heartbeat=math.nan)  # type: ignore[arg-type]
 
 
 def test_the_module_exports_are_sorted_importable_and_documented() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -366,6 +367,8 @@ async def test_scheduler_rejects_nonsense_options(grok_client: AsyncGrokImagine)
         JobScheduler(grok_client, max_credits=-1)
     with pytest.raises(ConfigurationError, match="prior_median"):
         DurationModel(prior_median=0)
+    with pytest.raises(ConfigurationError, match="prior_weight"):
+        DurationModel(prior_weight=math.nan)  # a NaN passed `<= 0`
     # Where the videos go is the scheduler's keyword, not a tuning option: a config field
     # of that name was once accepted and silently ignored.
     for keyword in ("download_dir", "file_stem"):
