@@ -181,8 +181,12 @@ def test_by_default_only_a_completed_task_ends_the_warmup() -> None:
     first = [sent(breaker) for _ in range(3)]
     assert not breaker.vouch(59.0)
     assert breaker.admit(59.0) == (None, None, None)
+    assert breaker.snapshot().warming_up  # what the progress line says of the jobs held
     breaker.record(first[1], Outcome.SUCCEEDED, now=59.0)
     assert breaker.admit(59.0)[0] == 4
+    assert not breaker.snapshot().warming_up
+    for off in (Breaker(None), Breaker(BreakerPolicy(warmup=None))):
+        assert not off.snapshot().warming_up
 
 
 def test_a_task_running_warmup_max_wait_ends_the_warmup_of_a_batch_of_long_generations() -> None:
