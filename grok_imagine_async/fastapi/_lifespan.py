@@ -173,8 +173,7 @@ async def grok_imagine_lifespan(
                 # In a task of its own: a fatal error there (a revoked token) stops the
                 # scheduler, not the whole server.
                 scheduler = await group.start(_run_scheduler, to_run, jobs, stop)
-                if shared is not None:
-                    group.start_soon(jobs.run)
+                group.start_soon(jobs.run)  # adopts orphans of a shared store; else returns
                 setattr(app.state, STATE_ATTRIBUTE, GrokImagineResources(client, scheduler, jobs))
                 try:
                     yield
