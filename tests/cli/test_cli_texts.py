@@ -18,6 +18,7 @@ from grok_imagine_async._cli.report import (
     start_display,
     summary_rows,
 )
+from grok_imagine_async._cli.task import _paid_task
 from grok_imagine_async._scheduling.breaker import BreakerSnapshot
 from grok_imagine_async._scheduling.jobs import JobSubmitted, SchedulerStatistics
 from grok_imagine_async.testing import run_virtual
@@ -209,3 +210,17 @@ def test_a_note_about_jobs_keeps_the_braces_of_a_path(capsys: pytest.CaptureFixt
 
     note_jobs(2, "{are} listed in out{1}/{name}.jsonl")
     assert capsys.readouterr().err == "2 jobs are listed in out{1}/{name}.jsonl\n"
+
+
+def test_a_paid_task_not_brought_home_says_how_to_fetch_it_or_that_it_is_gone() -> None:
+    # One sentence for generate's failed wait, failed save and interrupt; the failed wait
+    # once offered a status command with --emulate, whose task ends with the process.
+    args = argparse.Namespace(
+        emulate=False, out="videos", base_url="https://me:secret@x.test/", plan="pro",
+        time_scale=None,
+    )  # fmt: skip
+    real = _paid_task(args, "task_1")
+    command = "grok-imagine status task_1 --download videos --base-url 'https://me:***@x.test/'"
+    assert f"`{command} --plan pro` checks it" in real and "secret" not in real
+    emulated = _paid_task(argparse.Namespace(**{**vars(args), "emulate": True}), "task_1")
+    assert emulated == "Task task_1 ended with the built-in emulator."
