@@ -189,6 +189,7 @@ class Breaker:
         self.unanswered = 0
         self._reached = False
         self._proven = policy is None or policy.warmup is None  # the provider seen working
+        self._ended: set[int] = set()  # submissions whose outcome came before it was
         self._first_sent: float | None = None  # while the server was never reached
         self._probe: int | None = None  # sequence of the probe in flight
         self._probes = 0
@@ -358,6 +359,13 @@ class Breaker:
             self._probe = None  # it failed: the next one waits longer
             self._wait = min(self._wait * policy.probe_wait_factor, policy.probe_wait_max)
             self._next_probe = now + self._wait
+        if not self._proven and sequence is not None:
+            self._ended.add(sequence)
+            if self._state is BreakerState.RUNNING and len(self._ended) >= self._sequence:
+                # Every warm-up submission ended, none proving the provider works nor stopping
+                # the batch (unknown failures, refusals of mixed reasons): another round of
+                # them, rather than hold the batch forever.
+                self._warmup = self._sequence + (policy.warmup or 1)
         return transition
 
     def _resume(self) -> Transition:
@@ -409,7 +417,7 @@ class Breaker:
             probes=self._probes,
             next_probe_at=self._next_probe if paused and self._probe is None else None,
             unanswered=self.unanswered,
-            warming_up=not self._proven,
+            warming_up=not self._proven and self._state is not BreakerState.STOPPED,
         )
 
 

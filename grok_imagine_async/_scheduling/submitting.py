@@ -152,11 +152,14 @@ class Submitter:
                     return False
                 if until is None and breaker.warming_up and not self._told_warmup:
                     self._told_warmup = True
+                    policy = breaker.policy
+                    assert policy is not None  # no policy, no warm-up
+                    refusals = policy.warmup_until == "completed" and policy.warmup_max_wait is None
                     logger.info(
                         "warm-up: the first %s jobs go out; the others wait until one shows "
-                        "the provider works, so a batch it refuses pays for those alone "
-                        "(BreakerPolicy.warmup)",
-                        breaker.policy and breaker.policy.warmup,
+                        "the provider works%s (BreakerPolicy.warmup)",
+                        policy.warmup,
+                        ", so a batch it refuses pays for those alone" if refusals else "",
                     )
                 with anyio.move_on_after(float("inf") if until is None else until - now):
                     await books.next_change()

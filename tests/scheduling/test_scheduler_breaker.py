@@ -223,6 +223,21 @@ def test_refusals_of_the_warmup_stop_a_batch_before_it_pays_for_more() -> None:
     for job in warmup:
         breaker.record(job, Outcome.REFUSED, now=1.0, failure_class=FailureClass.CONTENT_POLICY)
     assert breaker.state is BreakerState.STOPPED
+    assert not breaker.snapshot().warming_up  # stopped: nothing is held for a warm-up
+
+
+def test_a_warmup_whose_every_job_ended_unproven_lets_another_round_out() -> None:
+    """Unknown failures, or refusals of mixed reasons, neither prove the provider works nor
+    stop the batch: once all of the warm-up's jobs have ended so, the next round goes (it
+    used to hold the batch forever)."""
+    breaker = Breaker(BreakerPolicy(warmup=3))
+    first = [sent(breaker) for _ in range(3)]
+    breaker.record(first[0], Outcome.OTHER, now=1.0)
+    breaker.record(first[1], Outcome.REFUSED, now=1.0, failure_class=FailureClass.CONTENT_POLICY)
+    assert breaker.admit(1.0) == (None, None, None)  # one still running: it may prove it
+    breaker.record(first[2], Outcome.REFUSED, now=2.0, failure_class=FailureClass.INVALID_INPUT)
+    assert [breaker.admit(2.0)[0] for _ in range(4)] == [4, 5, 6, None]
+    assert breaker.warming_up
 
 
 def test_probes_of_a_long_outage_grow_to_ten_minutes_apart() -> None:
@@ -437,6 +452,21 @@ async def test_the_jobs_paid_in_an_outage_are_resubmitted_as_it_ends_not_minutes
     assert resumed.transition == "resumed"
     assert len(batch.resubmitted) >= 5
     assert max(batch.resubmitted) <= resumed.at + 5.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("median", [30.0, 120.0])
+async def test_a_warmup_that_ends_in_unknown_failures_does_not_hold_the_batch(
+    median: float,
+) -> None:
+    # Ten prompts that fail for an unknown reason first: no completion, no stop. The batch
+    # waited for a completion that never came (with 2-minute jobs too, since the warm-up no
+    # longer ends after a minute of running).
+    prompts = [f"bad {n} [fail:unknown]" for n in range(10)] + [f"good {n}" for n in range(20)]
+    with anyio.fail_after(3600):
+        batch = await Batch("free", FaultConfig(), median=median).run(prompts)
+    assert sum(result.ok for result in batch.results) == 20
+    assert batch.transitions() == []
 
 
 @pytest.mark.anyio
