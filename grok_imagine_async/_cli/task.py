@@ -158,7 +158,10 @@ async def status(args: argparse.Namespace) -> int:
     except NotFoundError:
         return error("status", f"no task {args.task_id!r} for this token")
     except (APIError, OSError) as exc:  # an OSError names the file it could not write
-        return error("status", describe_failure(exc, endpoint))
+        message = describe_failure(exc, endpoint)
+        if isinstance(exc, OSError) and exc.filename is None and exc.filename2 is None:
+            message = f"cannot save the videos in {args.download}: {message}"  # a full disk
+        return error("status", message)
     if args.json:
         print(json.dumps({**task.model_dump(mode="json"), "files": [str(f) for f in files]}))
     else:

@@ -8,6 +8,7 @@ putting a regular file where the folder, or one of its parents, should be.
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from grok_imagine_async import AsyncGrokImagine
 from grok_imagine_async.testing import EmulatorConfig
 
 if TYPE_CHECKING:
@@ -159,6 +161,27 @@ def test_status_checks_its_download_folder_before_asking(
     assert done.returncode == 2
     assert "cannot create the download folder blocker/v" in done.stderr
     assert nothing_paid(grok_emulator)
+
+
+@fast_emulator
+def test_status_names_the_download_folder_when_the_disk_is_full(
+    run_cli: RunCli,
+    grok_emulator_env: Mapping[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    done = run_cli("generate", "a kite", "--out", "one", *against(grok_emulator_env), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    task_id = Path(done.stdout.splitlines()[0]).name.rsplit("_", 1)[0]
+
+    async def full(self: AsyncGrokImagine, task: object, dest: object, **_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a write fails: no file name
+
+    monkeypatch.setattr(AsyncGrokImagine, "download", full)
+    argv = ["status", task_id, "--download", "videos", *against(grok_emulator_env)]
+    status = run_cli(*argv, cwd=tmp_path)
+    assert status.returncode == 1
+    assert "cannot save the videos in videos: No space left on device" in status.stderr
 
 
 @fast_emulator
