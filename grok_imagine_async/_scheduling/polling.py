@@ -128,9 +128,6 @@ class PollPlanner:
         ahead = bisect.bisect_left(self._booked, now + self.limit.period)
         if ahead == 0 or len(recent) + ahead < self.limit.requests:
             return 0.0
-        # The period is spent: submissions held here wait for the quota as surely as in the
-        # limiter (whose waiters room() counts), so the batch is quota-bound.
-        self.quota_bound = self.quota_bound or self.queued() > 0
         waits = [recent[0] - horizon] if recent else []
         if self._booked and self._booked[0] > now:
             waits.append(self._booked[0] - now)

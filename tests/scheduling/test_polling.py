@@ -280,27 +280,6 @@ def test_spare_quota_is_the_quota_less_what_is_sent_queued_and_planned() -> None
     assert not queued.has_room(0.0, chance=0.1, planned=nothing)
 
 
-def test_submissions_held_for_the_quota_by_the_share_gate_make_the_batch_quota_bound() -> None:
-    """A batch of 10-minute jobs whose burst waited in the share gate (the period spent on
-    its POSTs and an urgent look booked), never in the limiter, was not taken for
-    quota-bound, and spent its spare quota on idle-schedule looks: 10.65 requests a job."""
-    planner = _planner(RateLimit(10, 6.0), unfinished=30)
-    for k in range(10):
-        planner.submitted(f"j{k}")
-        planner.note_request(0.0)
-    planner.book(3.0)  # a canary's look
-    assert not planner.quota_bound
-    assert planner.share_wait(0.5) > 0.0  # 20 submissions wait, here
-    assert planner.quota_bound
-    idle = _planner(RateLimit(10, 6.0), unfinished=10)  # nothing left to submit
-    for k in range(10):
-        idle.submitted(f"j{k}")
-        idle.note_request(0.0)
-    idle.book(3.0)
-    assert idle.share_wait(0.5) > 0.0
-    assert not idle.quota_bound
-
-
 def test_spare_quota_goes_to_due_jobs_likely_done() -> None:
     model = DurationModel(prior_median=30.0, prior_sigma=SIGMA)
     planner = _planner(RateLimit(100, 60.0), unfinished=8, model=model)
