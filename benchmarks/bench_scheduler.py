@@ -229,9 +229,10 @@ def render(store: dict[str, Any], command: str) -> str:
         "the look releases, so one start in the middle is not enough. Pro 300 has sent every "
         "submission before its middle, so nothing is paid there either way. The assumptions "
         "are swept too: jobs of 10 s and 120 s (median) beside 30 s, and a server counting "
-        "in fixed windows beside sliding ones. Pro 3,000 with a 30 s outage at 196 s ends "
-        "over the bound (485 s, bound 465 s) with 3 tasks paid: not explained yet (one run "
-        "traced paused only at 335 s, after the outage, resumed at 356 s). Bold: a target "
+        "in fixed windows beside sliding ones, and a leaky bucket (10 s jobs on pro). Pro "
+        "3,000 with a 30 s outage at 196 s ends over the bound (481 s, bound 465 s) with 3 "
+        "tasks paid: not explained yet (one run traced paused only at 335 s, after the "
+        "outage, resumed at 356 s). Bold: a target "
         "of issue 24 missed; *(over)*, *(short)*: the same limits without the breaker.",
         "",
         outage_sweep_table(store.get("outage-sweep", {}).get("rows", [])),
