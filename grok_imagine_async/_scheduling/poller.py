@@ -14,7 +14,7 @@ from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
 from .._observe import job_scope
 from .api import SchedulerClient
-from .books import Books, logger
+from .books import Books
 from .breaker import OUTAGE_FAILURES, BreakerState, Outcome, Transition, task_outcome
 from .downloading import Downloader
 from .due import DueQueue
@@ -183,12 +183,9 @@ class Poller:
         books, planner = self._books, self._planner
         if outcome is Outcome.RETRYABLE and (job.sequence or 0) > books.breaker.newest_good:
             self._failing_since = min(self._failing_since, job.submitted_at or math.inf)
-        warming_up = books.breaker.warming_up
         transition = books.breaker.record(
             job.sequence, outcome, now=now, failure_class=failure, age=age
         )
-        if warming_up and not books.breaker.warming_up:
-            logger.info("warm-up over: job %s completed; the other jobs are submitted", job.key)
         if books.breaker.state is BreakerState.RUNNING and not books.breaker.suspicious:
             self._failing_since = math.inf  # explained by a later success, or the outage ended
         if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
@@ -258,7 +255,6 @@ class Poller:
         if job.submitted_at is None:
             return
         if breaker.warming_up and breaker.vouch(now - job.submitted_at):
-            logger.info("warm-up over: job %s is running; the other jobs are submitted", job.key)
             self._planner.vouch(job.submitted_at)  # and the burst that follows needs no canary
             self._books.notify()  # the warm-up is over: the submitters go on
         if not breaker.warming_up and job.key in self._warmup and not self._planner.queued():

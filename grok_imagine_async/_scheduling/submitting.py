@@ -58,7 +58,7 @@ class Submitter:
         self._doubted = 0  # resubmissions waiting in _explained
         self._probed: set[str] = set()  # jobs that have probed: the next probe is another's
         self._unprobed = 0  # jobs waiting in _admit that have not probed
-        self._told_warmup = False  # the log says once that the warm-up holds the batch
+        self._told_warmup = self._told_over = False  # the log says when the warm-up holds
         self.submissions = 0
         """POSTs sent (first submissions and resubmissions)."""
 
@@ -142,6 +142,10 @@ class Submitter:
                     continue
                 sequence, until, transition = breaker.admit(now)
                 if sequence is not None:
+                    # The first admission past the hold says it ended, whatever ended it.
+                    if self._told_warmup and not self._told_over and not breaker.warming_up:
+                        self._told_over = True
+                        logger.info("warm-up over: the provider works; the other jobs go out")
                     job.sequence = sequence
                     if transition is Transition.PROBING:
                         self._probed.add(job.key)

@@ -8,6 +8,7 @@ refusals, mixed batches that must run as before, and a server never reached.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import time
@@ -467,6 +468,19 @@ async def test_a_warmup_that_ends_in_unknown_failures_does_not_hold_the_batch(
         batch = await Batch("free", FaultConfig(), median=median).run(prompts)
     assert sum(result.ok for result in batch.results) == 20
     assert batch.transitions() == []
+
+
+@pytest.mark.anyio
+async def test_the_log_says_when_the_warmup_holds_the_batch_and_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="grok_imagine_async.scheduler")
+    await Batch("pro", FaultConfig()).run([f"scene {n}" for n in range(30)])
+    said = [r.getMessage() for r in caplog.records if "warm-up" in r.getMessage()]
+    assert len(said) == 2
+    assert said[0].startswith("warm-up: the first 10 jobs go out")
+    assert "a batch it refuses pays for those alone" in said[0]
+    assert said[1] == "warm-up over: the provider works; the other jobs go out"
 
 
 @pytest.mark.anyio
