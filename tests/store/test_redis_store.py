@@ -53,6 +53,14 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
             await anyio.sleep(0.01)
 
 
+async def completed(job_store: RedisJobStore, key: str, task_id: str) -> None:
+    """Run ``key`` through ``job_store`` to a completion (40 credits)."""
+    await job_store.register(key, REQUEST)
+    await job_store.record_intent(key, REQUEST, 1)
+    await job_store.record_submitted(key, task_id)
+    await job_store.record_finished(result(key, ok=True, task_id=task_id, credits=40))
+
+
 def result(key: str, *, ok: bool, task_id: str | None, credits: int) -> JobResult:
     task = None
     if task_id is not None:
@@ -112,10 +120,7 @@ async def test_downloaded_files_change_the_job_as_redis_has_it(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     async with store(redis_server.url) as a, store(redis_server.url) as b:
-        await a.register("f", REQUEST)
-        await a.record_intent("f", REQUEST, 1)
-        await a.record_submitted("f", "task-f")
-        await a.record_finished(result("f", ok=True, task_id="task-f", credits=40))
+        await completed(a, "f", "task-f")
         await a.record_files("f", [tmp_path / "f.mp4"])  # a finished job: no longer a's own
         found = await b.load("f")
         assert found is not None and found.files == (str(tmp_path / "f.mp4"),)
@@ -296,10 +301,7 @@ async def test_after_redis_lost_its_data_no_finished_job_passes_for_new(
     redis_server: RedisServer,
 ) -> None:
     async with store(redis_server.url) as a, store(redis_server.url) as b:
-        await a.register("done", REQUEST)
-        await a.record_intent("done", REQUEST, 1)
-        await a.record_submitted("done", "task-d")
-        await a.record_finished(result("done", ok=True, task_id="task-d", credits=40))
+        await completed(a, "done", "task-d")
         redis_server.kill()
         redis_server.start()  # empty: "done" would look new, and be paid again
         try:  # refused, or found once a has written it back: never taken as new
