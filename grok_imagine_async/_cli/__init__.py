@@ -8,7 +8,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from inspect import iscoroutinefunction
 
 import anyio
@@ -47,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(arguments)
     args.argv = arguments  # for messages that repeat the command (never the token)
-    with _logging_to_stderr(args) as debug:
+    debug = args.command != "emulator" and args.log_level == "debug"
+    # The emulator's --log-level is uvicorn's.
+    with nullcontext() if args.command == "emulator" else _logging_to_stderr(args.log_level):
         try:
             handler = args.handler  # the emulator's is not async: uvicorn runs its own loop
             code: int = anyio.run(handler, args) if iscoroutinefunction(handler) else handler(args)
@@ -66,21 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @contextmanager
-def _logging_to_stderr(args: argparse.Namespace) -> Iterator[bool]:
-    """Log to stderr at ``--log-level`` while the command runs (yield: debug?), then restore."""
-    if args.command == "emulator":  # its --log-level is uvicorn's
-        yield False
-        return
+def _logging_to_stderr(level: str) -> Iterator[None]:
+    """Log to stderr at ``level`` while the command runs, then restore."""
     logger = logging.getLogger("grok_imagine_async")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    level, propagate = logger.level, logger.propagate
+    saved = logger.level, logger.propagate
     logger.addHandler(handler)
-    logger.setLevel(args.log_level.upper())
+    logger.setLevel(level.upper())
     logger.propagate = False
     try:
-        yield bool(args.log_level == "debug")
+        yield
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]

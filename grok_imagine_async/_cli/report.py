@@ -80,36 +80,29 @@ class BatchProgress:
                 message = describe_failure(result.error, self.endpoint)
                 self.notices.append(f"failed {result.key} ({failure}): {message}")
 
-    def take_notices(self) -> list[str]:
-        """The messages gathered since the last call (failures), oldest first."""
-        notices, self.notices = self.notices, []
-        return [printable(notice) for notice in notices]
-
-    def line(self, stats: SchedulerStatistics | None) -> str:
-        """One line of progress (what a pipe gets, and the live display under its bar), with
-        the scheduler's statistics if it is running; rates per minute of the server's time."""
+    def line(self, stats: SchedulerStatistics) -> str:
+        """One line of progress (what a pipe gets, and the live display under its bar); rates
+        per minute of the server's time."""
         elapsed = anyio.current_time() - self._started
         done = self.completed + self.failed
         eta = None if done < self.total else 0.0
         if done < self.total and self.live_finished and elapsed > 0:
             eta = (self.total - done) * elapsed / self.live_finished
-        submitting, generating, credits, rate, limit, limited = (
-            (stats.submitting, stats.in_flight, stats.credits_consumed, stats.requests_per_minute,
-             stats.limit_per_minute, stats.rate_limited) if stats is not None else (0,) * 6
-        )  # fmt: skip
-        waiting = max(0, self.total - done - submitting - generating)
-        if waiting and stats is not None and stats.breaker.warming_up:
-            waiting_for = " (warm-up: until a first job shows the API works)"
-        else:
-            waiting_for = ""
+        waiting = max(0, self.total - done - stats.submitting - stats.in_flight)
+        held = waiting and stats.breaker.warming_up
         earlier = f", {self.from_journal} from earlier runs" if self.from_journal else ""
+        rate, limit = (
+            n / self.time_scale for n in (stats.requests_per_minute, stats.limit_per_minute)
+        )
         return (
             f"[{format_duration(elapsed)}] {done}/{self.total} done "
-            f"({self.completed} completed, {self.failed} failed{earlier}) | "
-            f"{waiting} waiting{waiting_for}, {submitting} submitting, {generating} generating | "
-            f"{self.submitted} submitted | {credits} credits | "
-            f"{rate / self.time_scale:.0f}/{limit / self.time_scale:.0f} req/min"
-            f"{f' ({limited} 429s)' if limited else ''} | ETA {format_duration(eta)}"
+            f"({self.completed} completed, {self.failed} failed{earlier}) | {waiting} waiting"
+            f"{' (warm-up: until a first job shows the API works)' if held else ''}, "
+            f"{stats.submitting} submitting, {stats.in_flight} generating | "
+            f"{self.submitted} submitted | {stats.credits_consumed} credits | "
+            f"{rate:.0f}/{limit:.0f} req/min"
+            f"{f' ({stats.rate_limited} 429s)' if stats.rate_limited else ''} | "
+            f"ETA {format_duration(eta)}"
         )
 
 
@@ -125,7 +118,7 @@ def format_duration(seconds: float | None) -> str:
 def start_display(
     group: TaskGroup,
     progress: BatchProgress,
-    statistics: Callable[[], SchedulerStatistics | None],
+    statistics: Callable[[], SchedulerStatistics],
     *,
     title: str,
     live: bool,
@@ -142,7 +135,8 @@ def start_display(
         display = Live(auto_refresh=False, transient=False)
 
     def show(line: bool = True) -> None:
-        for notice in progress.take_notices():
+        notices, progress.notices = progress.notices, []
+        for notice in map(printable, notices):
             if live:
                 display.console.print(notice, style="red", markup=False, highlight=False)
             else:
@@ -151,19 +145,17 @@ def start_display(
         if line and live:
             done = progress.completed + progress.failed
             bar = ProgressBar(total=max(progress.total, 1), completed=done, width=40)
-            view = Group(Text(title, style="bold"), bar, Text(text))
-            display.update(view, refresh=True)
+            display.update(Group(Text(title, style="bold"), bar, Text(text)), refresh=True)
         elif line:
             print(text, flush=True)
 
     async def run() -> None:
-        delay = 0.0 if live else PLAIN_INTERVAL
         with display:
             try:
+                await anyio.sleep(0.0 if live else PLAIN_INTERVAL)
                 while True:
-                    await anyio.sleep(delay)
                     show()
-                    delay = 0.25 if live else PLAIN_INTERVAL
+                    await anyio.sleep(0.25 if live else PLAIN_INTERVAL)
             finally:
                 show(line=live)
 

@@ -603,7 +603,13 @@ def test_the_live_display_shows_the_plain_line_under_a_bar() -> None:
     async def main() -> None:
         progress = BatchProgress(20)
         async with anyio.create_task_group() as tg:
-            start_display(tg, progress, lambda: None, title="grok-imagine batch", live=True)
+            start_display(
+                tg,
+                progress,
+                lambda: SchedulerStatistics(**ZERO_STATISTICS),
+                title="grok-imagine batch",
+                live=True,
+            )
             await anyio.sleep(0.1)
             tg.cancel_scope.cancel()
 

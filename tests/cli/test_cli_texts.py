@@ -112,7 +112,7 @@ def test_progress_to_a_pipe_is_a_line_every_ten_seconds_at_any_server_speed(
     async def main() -> None:
         progress = BatchProgress(20, time_scale=5.0)  # --emulate's speed
         async with anyio.create_task_group() as tg:
-            start_display(tg, progress, lambda: None, title="t", live=False)
+            start_display(tg, progress, statistics, title="t", live=False)
             await anyio.sleep(25.0)
             tg.cancel_scope.cancel()
 
