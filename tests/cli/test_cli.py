@@ -26,8 +26,8 @@ import anyio
 import httpx
 import pytest
 
+from grok_imagine_async._cli.batch import BatchProgress, format_duration, start_display
 from grok_imagine_async._cli.common import command_line
-from grok_imagine_async._cli.report import BatchProgress, format_duration, start_display
 from grok_imagine_async._models import GenerationRequest
 from grok_imagine_async._scheduling.jobs import (
     JobFinished,

@@ -9,8 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from grok_imagine_async._cli.common import UsageError, check_file_target, check_folder
-from grok_imagine_async._cli.report import (
+from grok_imagine_async._cli.batch import (
     BatchOutcome,
     BatchProgress,
     advice_after,
@@ -18,6 +17,7 @@ from grok_imagine_async._cli.report import (
     start_display,
     summary_rows,
 )
+from grok_imagine_async._cli.common import UsageError, check_file_target, check_folder
 from grok_imagine_async._cli.task import _paid_task
 from grok_imagine_async._scheduling.breaker import BreakerSnapshot
 from grok_imagine_async._scheduling.jobs import JobSubmitted, SchedulerStatistics

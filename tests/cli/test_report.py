@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grok_imagine_async._cli.report import BatchOutcome, summary_rows
+from grok_imagine_async._cli.batch import BatchOutcome, summary_rows
 
 
 def test_ambiguous_jobs_are_possibly_charged_and_counted_apart() -> None:

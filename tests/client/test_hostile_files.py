@@ -122,7 +122,7 @@ async def test_redirects_are_bounded(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_the_manifest_temp_file_is_not_opened_through_a_planted_link(tmp_path: Path) -> None:
-    from grok_imagine_async._cli.report import write_manifest
+    from grok_imagine_async._cli.batch import write_manifest
     from grok_imagine_async._journal.sqlite import SqliteJobStore
     from grok_imagine_async._scheduling.inputs import JobFile
 
@@ -145,7 +145,7 @@ async def test_the_manifest_temp_file_is_not_opened_through_a_planted_link(tmp_p
 async def test_a_failed_manifest_write_keeps_the_old_manifest_and_no_partial(
     tmp_path: Path,
 ) -> None:
-    from grok_imagine_async._cli.report import write_manifest
+    from grok_imagine_async._cli.batch import write_manifest
     from grok_imagine_async._journal.sqlite import SqliteJobStore
     from grok_imagine_async._scheduling.inputs import JobFile
 
@@ -184,7 +184,7 @@ def test_temporary_files_are_created_exclusively(tmp_path: Path) -> None:
 
 
 def test_server_text_in_the_summary_is_escaped(capsys: pytest.CaptureFixture[str]) -> None:
-    from grok_imagine_async._cli.report import BatchOutcome, print_summary
+    from grok_imagine_async._cli.batch import BatchOutcome, print_summary
 
     outcome = BatchOutcome()
     outcome.samples.append(("job\x1b[1m", "failed", "boom\x1b[2J\x1b]0;pwned\x07\r"))
