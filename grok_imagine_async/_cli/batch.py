@@ -77,8 +77,6 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
-
     from .._scheduling.jobs import SchedulerStatistics
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -278,7 +276,7 @@ async def _batch(
             async with scheduler, anyio.create_task_group() as tg:
                 if not args.no_progress:
                     title = f"grok-imagine batch ({process})" if process else "grok-imagine batch"
-                    start_display(tg, progress, scheduler.statistics, title=title, live=live)
+                    tg.start_soon(show_progress, progress, scheduler.statistics, title, live)
                 scheduler.feed(claimed())
                 async with contextlib.aclosing(scheduler.results()) as results:
                     async for _ in results:
@@ -647,7 +645,7 @@ async def prepare(
             "not keep their tasks.",
         )
         records = [r for r in records if r.key not in lost]
-    earlier = credits_recorded(records, keys)
+    earlier = sum(_counted(_status(r), r.credits) for r in records if r.key in keys)
     # The scheduler applies the library's resume policy to each job; count what it will do.
     resubmit = args.on_ambiguous == "resubmit"
     kinds = Counter(reopening(r, resubmit_ambiguous=resubmit) for r in records)
@@ -760,13 +758,8 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def start_display(
-    group: TaskGroup,
-    progress: BatchProgress,
-    statistics: Callable[[], SchedulerStatistics],
-    *,
-    title: str,
-    live: bool,
+async def show_progress(
+    progress: BatchProgress, statistics: Callable[[], SchedulerStatistics], title: str, live: bool
 ) -> None:
     """Show ``progress`` until cancelled: live with rich, else a line every
     :data:`PLAIN_INTERVAL` seconds whatever the server's speed (a log is read, not watched)."""
@@ -794,17 +787,14 @@ def start_display(
         elif line:
             print(text, flush=True)
 
-    async def run() -> None:
-        with display:
-            try:
-                await anyio.sleep(0.0 if live else PLAIN_INTERVAL)
-                while True:
-                    show()
-                    await anyio.sleep(0.25 if live else PLAIN_INTERVAL)
-            finally:
-                show(line=live)
-
-    group.start_soon(run)
+    with display:
+        try:
+            await anyio.sleep(0.0 if live else PLAIN_INTERVAL)
+            while True:
+                show()
+                await anyio.sleep(0.25 if live else PLAIN_INTERVAL)
+        finally:
+            show(line=live)
 
 
 def breaker_notice(event: BreakerEvent) -> str:
@@ -922,11 +912,6 @@ def _counted(status: str, credits: int) -> int:
     """A job's credits as spent: an ambiguous job's last POST may not have been charged, so it
     is counted apart (``uncertain_credits``)."""
     return max(0, credits - CREDITS_PER_GENERATION) if status == "ambiguous" else credits
-
-
-def credits_recorded(records: Iterable[StoreRecord], keys: frozenset[str]) -> int:
-    """``keys``' credits in ``records`` as the summary counts them (maybe-charged ones apart)."""
-    return sum(_counted(_status(r), r.credits) for r in records if r.key in keys)
 
 
 async def write_manifest(

@@ -292,7 +292,7 @@ async def run_until_interrupted(main: Callable[[], Awaitable[_T]]) -> tuple[_T |
 
     failure: BaseException | None = None
     async with anyio.create_task_group() as tg:
-        work = anyio.CancelScope()
+        work = anyio.CancelScope()  # not the group's: the watcher hears a second signal
         tg.start_soon(watch, work)
         with work:
             try:

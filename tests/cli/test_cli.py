@@ -26,7 +26,7 @@ import anyio
 import httpx
 import pytest
 
-from grok_imagine_async._cli.batch import BatchProgress, format_duration, start_display
+from grok_imagine_async._cli.batch import BatchProgress, format_duration, show_progress
 from grok_imagine_async._cli.common import command_line
 from grok_imagine_async._models import GenerationRequest
 from grok_imagine_async._scheduling.jobs import (
@@ -603,13 +603,8 @@ def test_the_live_display_shows_the_plain_line_under_a_bar() -> None:
     async def main() -> None:
         progress = BatchProgress(20)
         async with anyio.create_task_group() as tg:
-            start_display(
-                tg,
-                progress,
-                lambda: SchedulerStatistics(**ZERO_STATISTICS),
-                title="grok-imagine batch",
-                live=True,
-            )
+            zero = SchedulerStatistics(**ZERO_STATISTICS)
+            tg.start_soon(show_progress, progress, lambda: zero, "grok-imagine batch", True)
             await anyio.sleep(0.1)
             tg.cancel_scope.cancel()
 

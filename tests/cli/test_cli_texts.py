@@ -14,7 +14,7 @@ from grok_imagine_async._cli.batch import (
     BatchProgress,
     advice_after,
     count_jobs,
-    start_display,
+    show_progress,
     summary_rows,
 )
 from grok_imagine_async._cli.common import UsageError, check_file_target, check_folder
@@ -112,7 +112,7 @@ def test_progress_to_a_pipe_is_a_line_every_ten_seconds_at_any_server_speed(
     async def main() -> None:
         progress = BatchProgress(20, time_scale=5.0)  # --emulate's speed
         async with anyio.create_task_group() as tg:
-            start_display(tg, progress, statistics, title="t", live=False)
+            tg.start_soon(show_progress, progress, statistics, "t", False)
             await anyio.sleep(25.0)
             tg.cancel_scope.cancel()
 
