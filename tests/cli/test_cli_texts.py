@@ -136,6 +136,24 @@ def test_the_summary_separates_this_run_from_earlier_runs() -> None:
     assert emulated["credits earlier"] == "800 (emulated, nothing paid, earlier runs)"
 
 
+def test_ambiguous_jobs_are_possibly_charged_and_counted_apart() -> None:
+    outcome = BatchOutcome()
+    outcome.note({"key": "a", "status": "completed", "credits": 40})
+    outcome.note({"key": "b", "status": "ambiguous", "credits": 40})  # lost answer this run
+    outcome.note({"key": "c", "status": "ambiguous", "credits": 0})  # an intent left by a crash
+    outcome.note({"key": "d", "status": "ambiguous", "credits": 80})  # a task, then a lost one
+    assert (outcome.credits, outcome.uncertain_credits, outcome.ambiguous) == (80, 120, 3)
+    rows = dict(summary_rows(outcome))
+    assert rows["credits this run"].startswith("80 ")
+    assert rows["possibly charged"].startswith("120 more")
+
+
+def test_no_possibly_charged_row_without_ambiguous_jobs() -> None:
+    outcome = BatchOutcome()
+    outcome.note({"key": "a", "status": "completed", "credits": 40})
+    assert "possibly charged" not in dict(summary_rows(outcome))
+
+
 def cli_args(*argv: str) -> argparse.Namespace:
     return argparse.Namespace(argv=["batch", "p.txt", "--out", "v", *argv], on_ambiguous="report")
 
