@@ -66,6 +66,12 @@ class DurationModel:
         prior_sigma: Log-space standard deviation assumed before anything was seen.
         prior_weight: How many observations the prior is worth.
 
+    Attributes:
+        mu: Log-space mean of the fitted lognormal.
+        sigma: Log-space standard deviation of the fitted lognormal.
+        count: Completions observed.
+        censored: Running jobs whose latest look is held as a lower bound.
+
     Raises:
         ConfigurationError: If a prior is not positive.
 
@@ -87,28 +93,18 @@ class DurationModel:
         self.prior_weight = prior_weight
         self._done: defaultdict[tuple[int, int], int] = defaultdict(int)
         self._running: defaultdict[int, int] = defaultdict(int)
-        self._count = 0
-        self._censored = 0
-        self._mu = math.log(prior_median)
-        self._sigma = prior_sigma
+        self.count = 0
+        self.censored = 0
+        self.mu = math.log(prior_median)
+        self.sigma = prior_sigma
         self._fitted_at = 0  # observations (both kinds) at the last fit
         self._changes = 0  # observations added or moved since the last fit
 
     def __repr__(self) -> str:
         return (
             f"DurationModel(median={self.median:.3g}, sigma={self.sigma:.3g}, "
-            f"completed={self._count}, running={self._censored})"
+            f"completed={self.count}, running={self.censored})"
         )
-
-    @property
-    def count(self) -> int:
-        """Completions observed."""
-        return self._count
-
-    @property
-    def censored(self) -> int:
-        """Running jobs whose latest look is held as a lower bound."""
-        return self._censored
 
     def observe(self, lower: float, upper: float) -> None:
         """Learn from a job known to have finished within ``(lower, upper]`` seconds."""
@@ -117,7 +113,7 @@ class DurationModel:
         low = _FROM_ZERO if lower <= 0 else _key(lower)
         high = max(_key(upper), low + 1) if low != _FROM_ZERO else _key(upper)
         self._done[(low, high)] += 1
-        self._count += 1
+        self.count += 1
         self._changed()
 
     def observe_running(self, age: float, *, previous: float | None = None) -> None:
@@ -125,7 +121,7 @@ class DurationModel:
         if previous is not None:
             self._drop(previous)
         self._running[_key(age)] += 1
-        self._censored += 1
+        self.censored += 1
         self._changed()
 
     def forget_running(self, age: float) -> None:
@@ -137,23 +133,21 @@ class DurationModel:
         key = _key(age)
         if self._running.get(key, 0) > 0:
             self._running[key] -= 1
-            self._censored -= 1
+            self.censored -= 1
             if not self._running[key]:
                 del self._running[key]
 
     def _changed(self) -> None:
         self._changes += 1
-        total = self._count + self._censored
+        total = self.count + self.censored
         if self._changes >= max(1.0, _REFIT_GROWTH * self._fitted_at) or total < 8:
             self._fit()
 
-    def _fit(self, iterations: int = 30) -> None:
-        mu, sigma = self._mu, self._sigma
-        w0 = self.prior_weight
-        m0 = math.log(self.prior_median)
-        s0 = self.prior_sigma
-        seen = self._count + self._censored
-        for _ in range(iterations):
+    def _fit(self) -> None:
+        mu, sigma = self.mu, self.sigma
+        w0, m0, s0 = self.prior_weight, math.log(self.prior_median), self.prior_sigma
+        seen = self.count + self.censored
+        for _ in range(30):
             first = w0 * m0
             second = 0.0
             for (low, high), n in self._done.items():
@@ -175,36 +169,26 @@ class DurationModel:
             mu, sigma = new_mu, new_sigma
             if moved < 1e-4:
                 break
-        self._mu, self._sigma = mu, sigma
-        self._fitted_at = self._count + self._censored
+        self.mu, self.sigma = mu, sigma
+        self._fitted_at = seen
         self._changes = 0
 
     @property
-    def mu(self) -> float:
-        """Log-space mean of the fitted lognormal."""
-        return self._mu
-
-    @property
-    def sigma(self) -> float:
-        """Log-space standard deviation of the fitted lognormal."""
-        return self._sigma
-
-    @property
     def median(self) -> float:
-        return math.exp(self._mu)
+        return math.exp(self.mu)
 
     @property
     def mean(self) -> float:
-        return math.exp(self._mu + self._sigma**2 / 2)
+        return math.exp(self.mu + self.sigma**2 / 2)
 
     def cdf(self, seconds: float) -> float:
         """Probability that a job takes at most ``seconds``."""
         if seconds <= 0:
             return 0.0
-        return 1.0 - _upper((math.log(seconds) - self._mu) / self._sigma)
+        return 1.0 - _upper((math.log(seconds) - self.mu) / self.sigma)
 
     def quantile(self, probability: float) -> float:
         """The duration a fraction ``probability`` of jobs do not exceed."""
 
         p = min(max(probability, 1e-9), 1 - 1e-9)
-        return math.exp(self._mu + self._sigma * _STANDARD.inv_cdf(p))
+        return math.exp(self.mu + self.sigma * _STANDARD.inv_cdf(p))
