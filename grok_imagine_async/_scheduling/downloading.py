@@ -30,17 +30,15 @@ class Downloader:
         self._client = client
         self.folder = folder
         self._file_stem = file_stem
-        self._send, self._recv = anyio.create_memory_object_stream[JobRecord](0)
+        self._send, self._recv = anyio.create_memory_object_stream[tuple[JobRecord, Task]](0)
 
     async def queue(self, job: JobRecord, task: Task) -> None:
         """Hand ``job``, whose ``task`` completed, to a downloader."""
         job.succeeded(task)
-        await self._send.send(job)
+        await self._send.send((job, task))
 
     async def run(self) -> None:
-        async for job in self._recv:
-            task = job.finished_task
-            assert task is not None
+        async for job, task in self._recv:
             await self._books.for_job(job, self._download(job, task))
 
     def close(self) -> None:

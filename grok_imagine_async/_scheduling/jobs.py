@@ -6,7 +6,7 @@ import enum
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -133,59 +133,33 @@ class Tally:
         self._on_change()
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class JobRecord:
     """One job's mutable state, changed by the scheduler's workers; ``handle`` is its view
     (slotted, with no event until someone waits: a batch holds thousands)."""
 
-    __slots__ = (
-        "_attempts",
-        "_done",
-        "_result",
-        "_state",
-        "_tally",
-        "_task_id",
-        "credits",
-        "durations",
-        "finished_task",
-        "handle",
-        "key",
-        "last_look",
-        "not_found",
-        "polls",
-        "request",
-        "resubmits",
-        "sequence",
-        "submitted_at",
-        "unreadable",
-    )
+    key: str
+    request: GenerationRequest
+    _tally: Tally
+    _: KW_ONLY
+    durations: DurationModel | None = None  # what the handle's progress estimate reads
+    _state: JobState = field(default=JobState.QUEUED, init=False)
+    _task_id: str | None = field(default=None, init=False)
+    _attempts: int = field(default=0, init=False)
+    credits: int = field(default=0, init=False)  # consumed (an ambiguous POST counts)
+    _result: JobResult | None = field(default=None, init=False)
+    _done: anyio.Event | None = field(default=None, init=False)
+    resubmits: int = field(default=0, init=False)
+    sequence: int | None = field(default=None, init=False)  # the breaker's number of its last POST
+    polls: int = field(default=0, init=False)
+    not_found: int = field(default=0, init=False)
+    unreadable: int = field(default=0, init=False)  # answers in a row that could not be read
+    submitted_at: float | None = field(default=None, init=False)  # None: unknown (resumed), unsent
+    last_look: float = field(default=0.0, init=False)
+    handle: Job = field(init=False)
 
-    def __init__(
-        self,
-        key: str,
-        request: GenerationRequest,
-        tally: Tally,
-        *,
-        durations: DurationModel | None = None,
-    ) -> None:
-        self.key = key
-        self.request = request
-        self._tally = tally
-        self._state = JobState.QUEUED
-        tally._move(None, JobState.QUEUED)
-        self._task_id: str | None = None
-        self._attempts = 0
-        self.credits = 0  # consumed (an ambiguous POST counts)
-        self._result: JobResult | None = None
-        self._done: anyio.Event | None = None
-        self.resubmits = 0
-        self.sequence: int | None = None  # the breaker's number of its last POST
-        self.polls = 0
-        self.not_found = 0
-        self.unreadable = 0  # status answers in a row that could not be read
-        self.submitted_at: float | None = None  # None: unknown (resumed) or not sent
-        self.last_look = 0.0
-        self.finished_task: Task | None = None  # completed, while its download is pending
-        self.durations = durations  # what the handle's progress estimate reads
+    def __post_init__(self) -> None:
+        self._tally._move(None, JobState.QUEUED)
         self.handle = Job(self)
 
     # Read-only properties: the FastAPI registry's mirror of a shared store overrides them.
@@ -248,7 +222,7 @@ class JobRecord:
 
     def succeeded(self, task: Task) -> None:
         """The task completed; its files are still to be downloaded."""
-        self._task_id, self.finished_task = task.task_id, task
+        self._task_id = task.task_id
 
     def finished(self, result: JobResult) -> None:
         self._result = result
