@@ -8,7 +8,7 @@ import json
 import re
 import string
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -89,7 +89,7 @@ class JobFile:
     ) -> None:
         self.path = Path(path)
         self._name = _name_template(name)
-        if format is not None and format not in ("text", "jsonl", "csv"):
+        if format is not None and format not in _READERS:
             raise ConfigurationError(f"format must be 'text', 'jsonl' or 'csv', got {format!r}")
         self.format: InputFormat = format or _SUFFIXES.get(self.path.suffix.lower(), "text")
         self._mode = mode
@@ -149,12 +149,10 @@ class JobFile:
         seen: dict[str, int] = {}  # key -> line, to name both lines of a duplicate
         names = _FileNames()
         repeats: Counter[str] = Counter()
-        for entry in self._entries():
-            if isinstance(entry, InputError):
-                yield entry
-                continue
-            line, fields = entry
+        for line, fields in self._entries():
             try:
+                if isinstance(fields, str):
+                    raise ValueError(fields)  # what the reader found wrong
                 spec = self._spec(fields, repeats)
                 assert spec.key is not None
                 first = seen.setdefault(spec.key, line)
@@ -170,7 +168,7 @@ class JobFile:
                         f"{self._name}_1.mp4, {self._name}_2.mp4... when a task has several)"
                     )
             except ValueError as exc:
-                yield InputError(self.path, line, str(exc))
+                yield InputError(self.path, line or None, str(exc))
                 continue
             yield spec, stem
 
@@ -209,97 +207,93 @@ class JobFile:
             raise ValueError(f"id {given[0]!r} has no letter or digit to name its videos by")
         return JobSpec(request, key)
 
-    def _entries(self) -> Iterator[tuple[int, dict[str, Any]] | InputError]:
+    def _entries(self) -> Iterator[_Entry]:
         try:
             # Binary, decoded line by line: a decoding error then names its line.
             handle = self.path.open("rb")
         except OSError as exc:
-            yield InputError(self.path, None, f"cannot read the file: {exc.strerror}")
+            yield 0, f"cannot read the file: {exc.strerror}"
             return
         with handle:
-            lines = _NumberedLines(self.path, handle)
-            if self.format == "csv":
-                entries = self._csv(lines)
-            elif self.format == "jsonl":
-                entries = self._jsonl(lines)
-            else:
-                entries = self._text(lines)
-            for entry in entries:
+            lines = _NumberedLines(handle)
+            for entry in _READERS[self.format](lines):
                 yield from lines.drain()  # bad bytes come before the line read after them
                 yield entry
             yield from lines.drain()
 
-    def _text(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any]]]:
-        for text in lines:
-            prompt = text.strip()
-            if prompt and not prompt.startswith("#"):
-                yield lines.number, {"prompt": prompt}
 
-    def _jsonl(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any]] | InputError]:
-        for text in lines:
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-            except ValueError as exc:
-                yield InputError(self.path, lines.number, f"bad JSON: {exc}")
-                continue
-            unknown = sorted(set(value) - set(FIELDS)) if isinstance(value, dict) else []
-            if not isinstance(value, dict):
-                problem = f"expected a JSON object, got {type(value).__name__}"
-            elif unknown:
-                names = ", ".join(map(repr, unknown))
-                problem = f"unknown field {names} (expected {', '.join(FIELDS)})"
-            else:
-                yield lines.number, value
-                continue
-            yield InputError(self.path, lines.number, problem)
+_Entry = tuple[int, dict[str, Any] | str]  # a line's fields or what is wrong (line 0: the file)
 
-    def _csv(self, lines: _NumberedLines) -> Iterator[tuple[int, dict[str, Any]] | InputError]:
-        # strict: a stray or unterminated quote is an error, not a cell swallowing what follows
-        reader = csv.reader(lines, strict=True)
-        header: list[str] | None = None
-        start = 1
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                line, start = start, lines.number + 1
-                problem = f"bad CSV: {exc}"
-                if "end of data" in str(exc):  # only met at the end of the file
-                    problem = "a quoted value opened on this line is never closed (an "
-                    problem += "unterminated quote)"
-                yield InputError(self.path, line, problem)
-                continue
-            line, start = start, lines.number + 1  # a quoted cell may span several lines
-            if not any(cell.strip() for cell in row):
-                continue
-            if header is None:
-                header = [cell.strip().lower() for cell in row]
-                unknown = [name for name in header if name not in FIELDS]
-                repeated = sorted(name for name, n in Counter(header).items() if n > 1)
-                if unknown:
-                    problem = f"unknown column {', '.join(map(repr, unknown))} (expected "
-                    problem += f"{', '.join(FIELDS)})"
-                elif repeated:
-                    problem = f"column {repeated[0]!r} appears twice"
-                elif "prompt" not in header:
-                    problem = "the header has no 'prompt' column"
-                else:
-                    continue
-                yield InputError(self.path, line, problem)  # no line can be read without it
+
+def _unknown(what: str, names: Iterable[str]) -> str | None:
+    unknown = ", ".join(repr(name) for name in names if name not in FIELDS)
+    return f"unknown {what} {unknown} (expected {', '.join(FIELDS)})" if unknown else None
+
+
+def _text(lines: _NumberedLines) -> Iterator[_Entry]:
+    for text in lines:
+        prompt = text.strip()
+        if prompt and not prompt.startswith("#"):
+            yield lines.number, {"prompt": prompt}
+
+
+def _jsonl(lines: _NumberedLines) -> Iterator[_Entry]:
+    for text in lines:
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            yield lines.number, f"bad JSON: {exc}"
+            continue
+        if not isinstance(value, dict):
+            yield lines.number, f"expected a JSON object, got {type(value).__name__}"
+        else:
+            yield lines.number, _unknown("field", sorted(value)) or value
+
+
+_UNCLOSED = "a quoted value opened on this line is never closed (an unterminated quote)"
+
+
+def _csv(lines: _NumberedLines) -> Iterator[_Entry]:
+    # strict: a stray or unterminated quote is an error, not a cell swallowing what follows
+    reader = csv.reader(lines, strict=True)
+    header: list[str] | None = None
+    start = 1
+    while True:
+        try:
+            row: list[str] | csv.Error | None = next(reader, None)
+        except csv.Error as exc:
+            row = exc
+        line, start = start, lines.number + 1  # a quoted cell may span several lines
+        if row is None:
+            break
+        if isinstance(row, csv.Error):
+            unclosed = "end of data" in str(row)  # only met at the end of the file
+            yield line, _UNCLOSED if unclosed else f"bad CSV: {row}"
+        elif not any(cell.strip() for cell in row):
+            continue
+        elif header is None:
+            header = [cell.strip().lower() for cell in row]
+            repeated = sorted(name for name, n in Counter(header).items() if n > 1)
+            problem = _unknown("column", header)
+            if problem is None and repeated:
+                problem = f"column {repeated[0]!r} appears twice"
+            elif problem is None and "prompt" not in header:
+                problem = "the header has no 'prompt' column"
+            if problem is not None:
+                yield line, problem  # no line can be read without it
                 return
-            if len(row) > len(header):
-                problem = f"{len(row)} values but the header names {len(header)} columns"
-                yield InputError(self.path, line, problem)
-                continue
+        elif len(row) > len(header):
+            yield line, f"{len(row)} values but the header names {len(header)} columns"
+        else:
             cells = zip(header, row, strict=False)  # a short row leaves its last cells unset
             yield line, {name: cell for name, cell in cells if cell.strip()}
+    if header is None:
+        yield 0, "empty CSV file: expected a header row"
 
-        if header is None:
-            yield InputError(self.path, None, "empty CSV file: expected a header row")
+
+_READERS = {"text": _text, "jsonl": _jsonl, "csv": _csv}
 
 
 _NAME_FIELDS = frozenset({"key", "index", "slug"})
@@ -359,13 +353,12 @@ class _FileNames:
 
 
 class _NumberedLines:
-    """A binary file's lines decoded and counted; one not UTF-8 reads as blank, its error
+    """A binary file's lines decoded and counted; one not UTF-8 reads as blank, its problem
     kept for :meth:`drain`."""
 
-    def __init__(self, path: Path, handle: BinaryIO) -> None:
-        self._path = path
+    def __init__(self, handle: BinaryIO) -> None:
         self._handle = handle
-        self._problems: list[InputError] = []
+        self._problems: list[_Entry] = []
         self.number = 0
 
     def __iter__(self) -> Iterator[str]:
@@ -377,14 +370,11 @@ class _NumberedLines:
         try:
             return raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            self._problems.append(
-                InputError(self._path, self.number, f"not UTF-8 text ({exc.reason})")
-            )
+            self._problems.append((self.number, f"not UTF-8 text ({exc.reason})"))
             return "\n"
 
-    def drain(self) -> list[InputError]:
+    def drain(self) -> list[_Entry]:
         """The bad lines met since the last call."""
-
         problems, self._problems = self._problems, []
         return problems
 
