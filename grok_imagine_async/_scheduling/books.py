@@ -218,9 +218,6 @@ class Books:
             if transition is not None:
                 self.course("", transition, now, adopted=True)
 
-    def unfinished(self) -> int:
-        return len(self.jobs)
-
     def drained(self) -> bool:
         """Every job finished and no more will come, or the run halted."""
         return (self.input_closed and not self.jobs) or self.halted
@@ -283,7 +280,7 @@ class Books:
             self.backlog.append(result)
         self.notify()
         self.emit(JobFinished(key=job.key, at=result.finished_at, result=result))
-        if self.fatal is not None and self.unfinished() == 0 and not self.streaming:
+        if self.fatal is not None and not self.jobs and not self.streaming:
             self.halt()  # drained: end the block (a results() reader ends on its own)
 
     def stop(self, exc: BaseException, *, drain: bool) -> None:
@@ -292,7 +289,7 @@ class Books:
         if self.fatal is None:
             self.fatal = exc
         self.input_closed = True
-        if not drain or (self.unfinished() == 0 and not self.streaming):
+        if not drain or (not self.jobs and not self.streaming):
             self.halt()
         self.notify()
 

@@ -190,7 +190,7 @@ class JobScheduler:
             model,
             config.rng or random.Random(),
             statistics=client.limiter.statistics,
-            unfinished=lambda: self._books.unfinished(),
+            unfinished=lambda: len(self._books.jobs),
         )
         policy = settings.breaker if config.breaker is FROM_SETTINGS else config.breaker
         self._books = Books(
@@ -513,9 +513,6 @@ class JobResults(AsyncIterator[JobResult]):
         self._closed = False
         scheduler._books.streaming = True
 
-    def __aiter__(self) -> JobResults:
-        return self
-
     async def __anext__(self) -> JobResult:
         books = self._scheduler._books
         if not self._closed:
@@ -547,16 +544,13 @@ class _Reporter:
 
     def observe(self, event: JobEvent) -> None:
         if isinstance(event, (JobSubmitted, JobResumed)) and event.key in self.jobs:
-            self._report(event.key, self.jobs[event.key].handle.progress)
+            self._shown[event.key] = value = self.jobs[event.key].handle.progress
+            report_progress(self._hook, event.key, value)
         elif isinstance(event, JobFinished):
             self._shown.pop(event.key, None)
             report_progress(self._hook, event.key, 1.0)
         if self._on_event is not None:
             self._on_event(event)
-
-    def _report(self, key: str, value: float | None) -> None:
-        self._shown[key] = value
-        report_progress(self._hook, key, value)
 
     async def run(self, interval: float) -> None:
         while True:
@@ -565,7 +559,8 @@ class _Reporter:
                 job = self.jobs.get(key)
                 value = None if job is None else job.handle.progress
                 if value is not None and value != shown:
-                    self._report(key, value)
+                    self._shown[key] = value
+                    report_progress(self._hook, key, value)
 
 
 async def _as_async(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
