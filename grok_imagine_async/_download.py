@@ -99,9 +99,8 @@ class HostPolicy:
     @classmethod
     def build(cls, *, api_url: str, extra: Iterable[str] = ()) -> HostPolicy:
         """The policy that allows the host of ``api_url`` and the hosts in ``extra``."""
-        hosts = {_normalize_host(_http.lib.URL(api_url).host)}
-        hosts.update(_normalize_host(h) for h in extra if h.strip())
-        return cls(frozenset(hosts))
+        hosts = (_http.lib.URL(api_url).host, *extra)
+        return cls(frozenset(_normalize_host(host) for host in hosts if host.strip()))
 
     def refusal(self, url: httpx.URL, response: httpx.Response | None = None) -> str | None:
         """Why ``url`` may not be fetched, judged by its host before connecting, or by the
@@ -161,7 +160,7 @@ class Downloader:
 
     async def _fetch_with_retries(self, url: str, target: Path, errors: list[APIError]) -> None:
         for attempt in itertools.count():
-            failure: APIError | None = None  # kept, not raised here: no httpx(2) request in context
+            transient = False  # failures are kept, not raised here: no httpx(2) request in context
             try:
                 await self._fetch(url, target)
                 return
@@ -169,17 +168,16 @@ class Downloader:
                 failure = exc
             except _http.HTTPStatusError as exc:
                 status = exc.response.status_code
-                if status < 500 or attempt >= self._retry.attempts:
-                    hint = " (result URLs are valid for about 24 hours after completion)"
-                    detail = f"HTTP {status}{hint if status in _EXPIRED_STATUSES else ''}"
-                    failure = _failed(target, url, f"failed: {detail}")
+                transient = status >= 500
+                hint = " (result URLs are valid for about 24 hours after completion)"
+                detail = f"HTTP {status}{hint if status in _EXPIRED_STATUSES else ''}"
+                failure = _failed(target, url, f"failed: {detail}")
             except _http.TransportError as exc:
-                if attempt >= self._retry.attempts:
-                    what = f"download of {target.name} failed: {type(exc).__name__}"
-                    failure = APIConnectionError(what, method="GET")
+                what = f"download of {target.name} failed: {type(exc).__name__}"
+                failure, transient = APIConnectionError(what, method="GET"), True
             except _http.HTTPError + _http.InvalidURL as exc:  # e.g. a body that does not decode
                 failure = _failed(target, url, f"failed: {type(exc).__name__}")
-            if failure is not None:
+            if not transient or attempt >= self._retry.attempts:
                 errors.append(failure)
                 break
             await anyio.sleep(self._retry.delay(attempt, rng=self._rng))

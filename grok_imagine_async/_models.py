@@ -48,17 +48,6 @@ class InvalidRequestError(GrokImagineError, ValueError):
         self.item = item
 
 
-def _invalid(exc: ValidationError) -> InvalidRequestError:
-    problems = tuple(
-        f"{'.'.join(str(p) for p in err['loc']) or 'request'}: "
-        f"{err['msg'].removeprefix('Value error, ')}"
-        for err in exc.errors()
-    )
-    return InvalidRequestError(
-        "invalid generation request: " + "; ".join(problems), problems=problems
-    )
-
-
 class GenerationRequest(BaseModel):
     """One video generation, validated before anything is sent (so no credit is spent on it).
 
@@ -93,7 +82,13 @@ class GenerationRequest(BaseModel):
             try:
                 super().__init__(**fields)
             except ValidationError as exc:
-                raise _invalid(exc) from None
+                problems = tuple(
+                    f"{'.'.join(str(p) for p in err['loc']) or 'request'}: "
+                    f"{err['msg'].removeprefix('Value error, ')}"
+                    for err in exc.errors()
+                )
+                message = "invalid generation request: " + "; ".join(problems)
+                raise InvalidRequestError(message, problems=problems) from None
 
     @field_validator("prompt")
     @classmethod

@@ -58,20 +58,11 @@ def _warn_unknown(shown: str) -> None:
 
 def _as_int(value: object) -> int | None:
     """``value`` as a believable whole number, or None (never raises, whatever the server sent)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        if len(value) > 32:  # int("9" * 400) works, and means nothing
-            return None
-        try:
-            value = float(value)
-        except ValueError:
-            return None
+    if isinstance(value, str):  # a longer one means nothing, even if int("9" * 400) works
+        value = _parse_number(value) if len(value) <= 32 else None
     if isinstance(value, float):
-        if not math.isfinite(value) or not value.is_integer():
-            return None
-        value = int(value)
-    if isinstance(value, int) and -MAX_INT <= value <= MAX_INT:
+        value = int(value) if value.is_integer() else None  # False for inf and nan
+    if isinstance(value, int) and not isinstance(value, bool) and -MAX_INT <= value <= MAX_INT:
         return value
     return None
 
@@ -128,24 +119,20 @@ def is_fetchable_url(url: str) -> bool:
     return parsed.scheme in ("http", "https") and bool(parsed.host)
 
 
-def parse_task(data: object, *, task_id: str) -> Task:
+def parse_task(data: Any, *, task_id: str) -> Task:
     """Build a :class:`Task` from the ``data`` of a status answer (rule 3): optional fields that
     are missing or mistyped become None or empty, a missing ``task_id`` the one asked for.
 
     Raises:
         APIResponseValidationError: If ``data`` is not an object or has no status at all.
     """
-    if not isinstance(data, dict):
-        raise APIResponseValidationError(
-            f"status answer for {task_id} has no 'data' object", body=repr(data)[:500]
-        )
-    raw_status = data.get("status")
+    raw_status = data.get("status") if isinstance(data, dict) else None
     if raw_status is None or not str(raw_status).strip():
+        what = "carries no 'status'" if isinstance(data, dict) else "has no 'data' object"
         raise APIResponseValidationError(
-            f"status answer for {task_id} carries no 'status'", body=repr(data)[:500]
+            f"status answer for {task_id} {what}", body=repr(data)[:500]
         )
-    error_message = data.get("error_message")
-    request = data.get("request")
+    error_message, request = data.get("error_message"), data.get("request")
     return Task(  # pydantic-core checks the fields in half what model_construct takes in Python
         task_id=(parse_task_id(data) or task_id)[:200],
         status=normalize_status(raw_status),
@@ -188,19 +175,20 @@ def find_error(
     Raises:
         APIResponseValidationError: If a 2xx answer's ``code`` is present but unreadable.
     """
-    body_code = _as_int(body.get("code")) if isinstance(body, dict) else None
+    raw_code = body.get("code") if isinstance(body, dict) else None
+    body_code = None if raw_code is None else _as_int(raw_code)
     http_ok = 200 <= http_status < 300
-    if http_ok and isinstance(body, dict) and body.get("code") is not None and body_code is None:
+    if http_ok and raw_code is not None and body_code is None:
         # A success status whose body says "code": "inf": neither success nor a readable error.
         raise APIResponseValidationError(
-            f"answer carries an unreadable code {str(body.get('code'))[:40]!r}",
+            f"answer carries an unreadable code {str(raw_code)[:40]!r}",
             body=repr(body)[:500],
             method=method,
             path=path,
         )
     if http_ok and (body_code is None or body_code == 200):
         return None
-    code = http_status if not http_ok else (body_code if body_code is not None else http_status)
+    code = body_code if http_ok and body_code is not None else http_status
     message = error_code = None
     if isinstance(body, dict):
         raw_message, raw_error = body.get("message"), body.get("error")
@@ -236,7 +224,7 @@ def _parse_number(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        number = float(value.strip())
+        number = float(value)  # spaces around it allowed
     except ValueError:
         return None
     return number if math.isfinite(number) else None
