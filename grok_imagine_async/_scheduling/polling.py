@@ -50,7 +50,8 @@ _BURST = 0.5  # POSTs leaving closer than this share of the plan's interval: a b
 _VOUCHED = 2.0  # a canary seen healthy vouches for bursts this long after it left (canary ages)
 _CANARY_TIMEOUT = 3.0  # a burst waits at most this long for its canary's look (canary ages)
 _BIG_BURST = 20  # requests waiting for permits that make a burst big (see leaving)
-_VOUCHES = 10  # POSTs of a burst one healthy canary lets out: an outage since it left costs these
+_VOUCHES = 10  # POSTs of a burst one healthy canary lets out at the least
+_CHUNK_RATE = 2.0  # and at the most: twice what the plan's rate sends in a canary's age
 _HOLD_SHARE = 0.1  # bursts wait for a canary only if its age is at most this share of the period
 
 
@@ -209,10 +210,11 @@ class PollPlanner:
         if vouched and burst and stats is not None and stats().waiting >= _BIG_BURST:
             vouched = now - self._seen_healthy <= self.policy.wait_initial
         # A canary's look shows the provider as it was when the canary left: an outage since
-        # then is paid by the burst the look releases. So one look lets out a few POSTs, where
-        # that keeps up with the quota (free; pro's 1,000 a minute would be slowed).
-        chunked = burst and self.limit.per_second * self.canary_age() <= _VOUCHES
-        vouched = vouched and not (chunked and self._vouches >= _VOUCHES)
+        # then is paid by the burst the look releases. So one look lets out a chunk, the next
+        # chunk's canary among it: twice what the plan's rate sends in a canary's age keeps a
+        # burst at the quota's pace (a probe's burst aside: it goes whole).
+        chunk = max(_VOUCHES, _CHUNK_RATE * self.limit.per_second * self.canary_age())
+        vouched = vouched and not (burst and self._vouches >= chunk)
         # A hold delays the burst by a canary's age: only if that is a small share of the period.
         holds = burst and not vouched and self.canary_age() <= _HOLD_SHARE * self.limit.period
         if out is not None and (self._holding or holds):
@@ -220,14 +222,14 @@ class PollPlanner:
             return True
         self._last_left = now
         self._since_canary += 1
-        self._vouches += chunked and vouched
+        self._vouches += burst and vouched
         spaced = now >= self._last_canary + _CANARY_MIN_GAP * self.policy.wait_initial
         if not (
             now >= self.next_canary
             or (self._since_canary >= _CANARY_EVERY and spaced)
             or self._holding
             or (burst and not vouched and out is None)
-            or (chunked and out is None and self._vouches >= _VOUCHES // 3)  # the next chunk's
+            or (burst and out is None and self._vouches >= chunk // 3)  # the next chunk's
         ):
             return False
         self._since_canary, self._last_canary = 0, now

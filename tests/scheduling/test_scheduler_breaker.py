@@ -799,3 +799,16 @@ async def test_an_outage_after_a_canary_left_costs_a_few_posts_not_the_burst_its
     batch = await Batch("free", FaultConfig(outages=(outage,)), seed=1).run(prompts)
     assert all(result.ok for result in batch.results)
     assert batch.tasks_created_between(at, at + 120.0) <= 20
+
+
+@pytest.mark.anyio
+async def test_an_outage_as_the_warm_up_ends_costs_a_chunk_not_the_pro_plans_whole_burst() -> None:
+    # Pro, 10 s jobs: the warm-up ends at 7 s, the canary sent then is seen healthy at 10 s,
+    # and its look released the 289 POSTs waiting, all at once (the quota had room for them),
+    # into an outage that began at 8 s: 290 tasks paid. A look now lets out twice what pro's
+    # rate sends in a canary's age (100), the next chunk's canary among them.
+    outage = Outage(start=8.0, end=38.0)
+    prompts = [f"scene {n}" for n in range(300)]
+    batch = await Batch("pro", FaultConfig(outages=(outage,)), seed=1, median=10.0).run(prompts)
+    assert all(result.ok for result in batch.results)
+    assert 0 < batch.tasks_created_between(8.0, 38.0) <= 110
