@@ -42,9 +42,6 @@ class Redactor:
     def __init__(self, secret: str) -> None:
         self._secret = secret if len(secret) >= MIN_REDACTED else ""
 
-    def __repr__(self) -> str:
-        return "Redactor(***)"
-
     def text(self, text: str, *, limit: int | None = None) -> str:
         """``text`` with the secret replaced, then cut to ``limit`` characters."""
         if self._secret and self._secret in text:

@@ -462,12 +462,9 @@ def telemetry_from_environment(service_name: str) -> Iterator[Telemetry]:
     tracer_provider = TracerProvider(resource=resource)
     for span_exporter in span_exporters:
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter()))
-    readers = []
-    for metric_exporter in metric_exporters:
-        made = metric_exporter()
-        # Some entry points (prometheus) give a reader, which is pulled rather than pushed.
-        readers.append(made if isinstance(made, MetricReader) else
-                       PeriodicExportingMetricReader(made))  # fmt: skip
+    made = [metric_exporter() for metric_exporter in metric_exporters]
+    # Some entry points (prometheus) give a reader, which is pulled rather than pushed.
+    readers = [m if isinstance(m, MetricReader) else PeriodicExportingMetricReader(m) for m in made]
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
     try:
