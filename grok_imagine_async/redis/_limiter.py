@@ -33,7 +33,7 @@ from ._script import (
     MICROS,
     OBSERVE_SCRIPT,
     REDIS_ERRORS,
-    connect,
+    Connected,
     outage_like,
     to_micros,
     token_name,
@@ -68,7 +68,7 @@ class RedisLimiterStatistics(LimiterStatistics):
     peers: int
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(Connected):
     """Paces every process that uses one API token to that token's quota, through Redis.
 
     Each permit reserves the next slot of a schedule kept in Redis (GCRA, no burst, on the Redis
@@ -124,8 +124,7 @@ class RedisRateLimiter:
         if not fallback_probe_interval > 0:
             raise ConfigurationError("fallback_probe_interval must be positive seconds")
         self._limit = resolve_rate_limit(limit)
-        self._redis, self._owns_client, where = connect(redis)
-        self._where = f"Redis at {where}" if where else "Redis"
+        self._connect(redis)
         base = f"{key_prefix}:{{{token_name(api_key)}}}"  # one Redis Cluster slot per token
         self._tat, self._paused, self._peers_key, self._slots, self._beats = (
             f"{base}:{name}" for name in ("tat", "paused", "peers", "slots", "beats")
@@ -139,10 +138,6 @@ class RedisRateLimiter:
         # Beyond the least tolerance (no jitter), an answer may read as someone else's.
         self._least_tolerance = window_tolerance(self._estimate)
         self._clock = clock
-        script = self._redis.register_script
-        self._acquire_script, self._observe_script = script(ACQUIRE_SCRIPT), script(OBSERVE_SCRIPT)
-        self._heartbeat_script = script(LIMITER_HEARTBEAT_SCRIPT)
-        self._count_script = script(COUNT_SCRIPT)
         # (answer time, latency) of two periods' answers, latencies decreasing (a sliding max).
         self._latencies: deque[tuple[float, float]] = deque()
         self._line: SlotLine[None] = SlotLine(self._clock.monotonic)
@@ -156,7 +151,7 @@ class RedisRateLimiter:
         self._late_limit = max(headroom * self._limit.period / 2, self._interval)
         self._pause_end = -math.inf  # loop time until which a server-ordered pause holds
         self._paused_until: float | None = None  # the same on self._clock, for statistics
-        self._serial = self._server_pauses = self._rate_limited = self._redis_calls = 0
+        self._serial = self._server_pauses = self._rate_limited = 0
         self._fallbacks = self._recoveries = self._late_slots = 0
 
     # -- the RateLimiter protocol -------------------------------------------------------------
@@ -216,9 +211,7 @@ class RedisRateLimiter:
             slowest = next((lat for when, lat in latencies if when > since), 0.0)
             lookback = min(2 * period, now - since + slowest)
             try:
-                self._redis_calls += 1
-                raw = await self._count_script(keys=[self._slots], args=[to_micros(lookback)])
-                at_most = int(raw)
+                at_most = int(await self._run(COUNT_SCRIPT, [self._slots], [to_micros(lookback)]))
             except REDIS_ERRORS as exc:
                 logger.log(_level(exc), "the slots the server counted are unknown: %r", exc)
         read_answer(
@@ -245,8 +238,7 @@ class RedisRateLimiter:
         if self._fallback is not None and self._fallback.degraded:
             return
         try:
-            self._redis_calls += 1
-            raw = await self._observe_script(keys=[self._paused], args=[to_micros(pause)])
+            raw = await self._run(OBSERVE_SCRIPT, [self._paused], [to_micros(pause)])
         except REDIS_ERRORS as exc:
             # The pause still holds here (noted above); the next acquire deals with Redis.
             logger.log(_level(exc), "server feedback not shared through Redis: %r", exc)
@@ -261,10 +253,8 @@ class RedisRateLimiter:
         while Redis is down the busy ones do not each take too large a share); the processes
         seen within the last period, this one included. Call it more often than once a period
         (a :class:`RedisJobStore` given this limiter does); Redis errors are the caller's."""
-        self._redis_calls += 1
-        peers = await self._heartbeat_script(
-            keys=[self._beats], args=[to_micros(self._limit.period), self._member]
-        )
+        period = to_micros(self._limit.period)
+        peers = await self._run(LIMITER_HEARTBEAT_SCRIPT, [self._beats], [period, self._member])
         self._beating = max(1, int(peers))
         return self._beating
 
@@ -283,7 +273,7 @@ class RedisRateLimiter:
             rate_limited_responses=self._rate_limited,
             paused_until=paused_until,
             stalled_for=self._line.stalled_for(now),
-            redis_calls=self._redis_calls,
+            redis_calls=self._calls,
             fallback_active=self._fallback is not None and self._fallback.degraded,
             fallbacks=self._fallbacks,
             recoveries=self._recoveries,
@@ -295,8 +285,7 @@ class RedisRateLimiter:
 
     async def aclose(self) -> None:
         """Close the Redis connection if this limiter opened it from a URL."""
-        if self._owns_client:
-            await self._redis.aclose()
+        await self._disconnect()
 
     async def __aenter__(self) -> RedisRateLimiter:
         return self
@@ -333,10 +322,10 @@ class RedisRateLimiter:
         while True:
             sent_at = anyio.current_time()
             try:
-                self._redis_calls += 1
-                raw = await self._acquire_script(
-                    keys=[self._tat, self._paused, self._peers_key, self._slots],
-                    args=[
+                raw = await self._run(
+                    ACQUIRE_SCRIPT,
+                    [self._tat, self._paused, self._peers_key, self._slots],
+                    [
                         to_micros(self._interval),
                         to_micros(self._limit.period),
                         self._member,
@@ -344,15 +333,11 @@ class RedisRateLimiter:
                     ],
                 )
             except REDIS_ERRORS as exc:
+                said = self._failure("run the rate limiter", exc)
                 if not outage_like(exc):  # a password or ACL to fix, not an outage to ride out
-                    raise ConfigurationError(
-                        f"{self._where} refused the rate limiter: {type(exc).__name__}: {exc}"
-                    ) from exc
+                    raise ConfigurationError(said) from exc
                 if self._on_unavailable == "raise":
-                    raise RedisUnavailableError(
-                        f"{self._where} is unreachable ({type(exc).__name__}) and "
-                        "on_unavailable='raise'"
-                    ) from exc
+                    raise RedisUnavailableError(f"{said}; on_unavailable='raise'") from exc
                 if fallback is None:
                     fallback = self._engage_fallback(exc)
                     await fallback.slot(paused_until=self._pause_end)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as e
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 from .._redact import redact_url
 
@@ -46,6 +48,13 @@ def outage_like(exc: BaseException) -> bool:
     )
 
 
+def _timed(body: str) -> str:
+    """The script ``body`` with the server's time read first, as ``now``."""
+    return (
+        "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000000 + tonumber(t[2])" + body
+    )
+
+
 # GCRA with reservation and no burst: reserves the slot max(now, TAT, paused-until) and moves
 # the theoretical arrival time (TAT) one interval on; a state further ahead than the peers'
 # slots and one pause explain (a replica whose clock is behind, another writer) is reset.
@@ -53,9 +62,7 @@ def outage_like(exc: BaseException) -> bool:
 # ARGV: interval us, period us, member id, rejoin window us (0: not asked).
 # Returns: {delay us until the slot, pause left us, peers, slots due in the last period,
 #           peers that acquired within the rejoin window, 1 if the state was reset}.
-ACQUIRE_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+ACQUIRE_SCRIPT = _timed("""
 local interval = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local peers = redis.call('ZCOUNT', KEYS[3], string.format('%.0f', now - period), '+inf')
@@ -94,13 +101,11 @@ if rejoin > 0 then
   rejoined = redis.call('ZCOUNT', KEYS[3], string.format('%.0f', now - rejoin), '+inf')
 end
 return {slot - now, pause_left, redis.call('ZCARD', KEYS[3]), sent, rejoined, reset}
-"""
+""")
 
 # Every process pauses (a 429, a full window). KEYS: paused-until. ARGV: pause us.
 # Returns: {pause left us, 1 if this call started or extended it}.
-OBSERVE_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+OBSERVE_SCRIPT = _timed("""
 local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
 local extended = 0
 local until_us = now + tonumber(ARGV[1])
@@ -111,29 +116,25 @@ if until_us > paused then
              math.ceil((paused - now) / 1000) + 1)
 end
 return {math.max(0, paused - now), extended}
-"""
+""")
 
 
 # The slots of every process due within the lookback (those a server counting late may have
 # counted with an answer). KEYS: slots. ARGV: lookback us (two periods at most).
-COUNT_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+COUNT_SCRIPT = _timed("""
 local since = string.format('(%.0f', now - tonumber(ARGV[1]))
 return redis.call('ZCOUNT', KEYS[1], since, string.format('%.0f', now))
-"""
+""")
 
 # The processes that beat within the last period, busy or idle (their fallback shares must
 # add up to the plan). KEYS: beats (member -> last beat). ARGV: period us, member id.
-LIMITER_HEARTBEAT_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+LIMITER_HEARTBEAT_SCRIPT = _timed("""
 local period = tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], now, ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', now - period))
 redis.call('PEXPIRE', KEYS[1], math.ceil(period / 1000))
 return redis.call('ZCARD', KEYS[1])
-"""
+""")
 
 
 # KEYS: the job's hash, the owner's set of unfinished jobs, credits committed.
@@ -286,21 +287,48 @@ return held
 """
 
 
-def connect(redis: str | aioredis.Redis) -> tuple[aioredis.Redis, bool, str]:
-    """A client for ``redis``, whether the caller owns (and closes) it, and the URL without its
-    password ("" for a client given). A bounded pool waits for a free connection (redis-py's
-    default raises under a burst: no outage), with one retry of a connection left stale."""
-    if not isinstance(redis, str):
-        return redis, False, ""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        redis,
-        max_connections=POOL_SIZE,
-        timeout=POOL_WAIT,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        retry=Retry(NoBackoff(), 1),
-    )
-    return aioredis.Redis.from_pool(pool), True, redact_url(redis)  # it closes the pool too
+class Connected:
+    """What the limiter and the job store share: a Redis client, from a URL (then theirs, closed
+    by :meth:`_disconnect`) or the caller's; ``_where`` names it without a password; the calls
+    sent, and the scripts run (:meth:`_run`).
+
+    From a URL, a bounded pool waits for a free connection (redis-py's default raises under a
+    burst: no outage), with one retry of a connection left stale."""
+
+    def _connect(self, redis: str | aioredis.Redis) -> None:
+        self._owns_client = isinstance(redis, str)
+        self._where = "Redis"
+        if isinstance(redis, str):
+            self._where = f"Redis at {redact_url(redis)}"
+            pool = aioredis.BlockingConnectionPool.from_url(
+                redis,
+                max_connections=POOL_SIZE,
+                timeout=POOL_WAIT,
+                socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+                retry=Retry(NoBackoff(), 1),
+            )
+            redis = aioredis.Redis.from_pool(pool)  # it closes the pool too
+        self._redis = redis
+        self._calls = 0
+        self._scripts: dict[str, AsyncScript] = {}
+
+    async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run ``script`` (sent once, then called by its digest)."""
+        self._calls += 1
+        if (found := self._scripts.get(script)) is None:
+            found = self._scripts[script] = self._redis.register_script(script)
+        return await found(keys=keys, args=args)
+
+    def _failure(self, what: str, exc: BaseException) -> str:
+        """What ``exc`` means for ``what``: Redis unreachable for now, or refusing it."""
+        if outage_like(exc):
+            return f"cannot reach {self._where} to {what} ({type(exc).__name__})"
+        return f"{self._where} refused to {what}: {type(exc).__name__}: {exc}"
+
+    async def _disconnect(self) -> None:
+        if self._owns_client:
+            await self._redis.aclose()
 
 
 def token_name(api_key: str) -> str:

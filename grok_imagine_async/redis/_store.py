@@ -34,7 +34,7 @@ from ._script import (
     REDIS_ERRORS,
     RESERVE_SCRIPT,
     WRITE_SCRIPT,
-    connect,
+    Connected,
     outage_like,
     token_name,
 )
@@ -71,7 +71,7 @@ class RedisStoreStatistics:
     refused_writes: int
 
 
-class RedisJobStore(StoreBase):
+class RedisJobStore(StoreBase, Connected):
     """A :class:`~grok_imagine_async.abc.JobStore` in Redis that every process of a token shares.
 
     Processes that open one store (same Redis, token and ``namespace``) act as one client:
@@ -122,7 +122,7 @@ class RedisJobStore(StoreBase):
             raise ConfigurationError(f"max_credits must be >= 0, got {max_credits}")
         if not lease > 0:
             raise ConfigurationError("lease must be positive seconds")
-        self._redis, self._owns_client, self._url = connect(redis)
+        self._connect(redis)
         # One Redis Cluster hash tag, so that each script finds its keys on one node.
         base = self._base = f"{key_prefix}:{{{token_name(api_key)}:{namespace}}}"
         self._alive = f"{base}:alive:"  # + owner id: expires unless its process renews it
@@ -139,10 +139,6 @@ class RedisJobStore(StoreBase):
         self._lease = lease
         self._finished_ms = 0 if finished_ttl is None else math.ceil(finished_ttl * 1000)
         self._limiter = limiter
-        script = self._redis.register_script
-        self._write_script, self._claim_script = script(WRITE_SCRIPT), script(CLAIM_SCRIPT)
-        self._orphans_script, self._reserve_script = script(ORPHANS_SCRIPT), script(RESERVE_SCRIPT)
-        self._heartbeat_script = script(HEARTBEAT_SCRIPT)
         self._jobs: dict[str, StoredJob] = {}  # owned here and unfinished, or not yet written
         self._dirty: set[str] = set()  # jobs whose newest state is not in Redis yet
         self._finished: OrderedDict[str, StoredJob] = OrderedDict()  # the last FINISHED_KEPT
@@ -154,23 +150,22 @@ class RedisJobStore(StoreBase):
         self._lost_at = -math.inf  # loop time this process learnt that Redis lost its data
         self._epoch: bytes | None = None
         self._tg: TaskGroup | None = None
-        self._calls = self._adopted = self._outages = self._refused = 0
+        self._adopted = self._outages = self._refused = 0
         self._released = False
 
     def __repr__(self) -> str:
         # Neither the token nor the URL's password.
-        where = f"{self._url!r}, " if self._url else ""
-        return f"RedisJobStore({where}id={self.id!r}, keys={self._base!r})"
+        return f"RedisJobStore({self._where}, id={self.id!r}, keys={self._base!r})"
 
     # -- lifetime -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> RedisJobStore:
         try:
-            with self._asking("open the job store"):
+            with self._asking("open the job store", calls=0):
                 await self._heartbeat()
                 await self._settle_reserve()  # what may be spent should Redis fail soon
         except JournalError:
-            await self._close_client()
+            await self._disconnect()
             raise
         self._up_since = anyio.current_time()
         self._tg = anyio.create_task_group()
@@ -189,7 +184,7 @@ class RedisJobStore(StoreBase):
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
             await self.give_up_lease()
-        await self._close_client()
+        await self._disconnect()
 
     async def give_up_lease(self) -> None:
         """Give up this process's lease now, from any task (the store stays open): the other
@@ -208,16 +203,11 @@ class RedisJobStore(StoreBase):
                     len(self._dirty),
                 )
 
-    async def _close_client(self) -> None:
-        if self._owns_client:
-            await self._redis.aclose()  # and its pool
-
     # -- the JobStore protocol -----------------------------------------------------------------
 
     async def load(self, key: str) -> StoreRecord | None:
         """The record of ``key`` (None if it was never sent), as :meth:`peek` finds it."""
-        job = await self.peek(key)
-        return None if job is None else job.record
+        return None if (job := await self.peek(key)) is None else job.record
 
     async def _apply(
         self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: bool = False
@@ -245,8 +235,7 @@ class RedisJobStore(StoreBase):
             BudgetExceededError: If ``reserve`` and the shared budget cannot pay for it.
         """
         job = StoredJob(key, request, None, self.id)
-        status = await self._write(job, create=True, reserve=1 if reserve else 0)
-        if status == "exists":
+        if await self._write(job, create=True, reserve=int(reserve)) == "exists":
             raise ConfigurationError(f"a job with key {key!r} exists already")
 
     async def peek(self, key: str) -> StoredJob | None:
@@ -255,8 +244,7 @@ class RedisJobStore(StoreBase):
         Raises:
             JournalError: If Redis cannot be reached or refuses (as for every read of Redis).
         """
-        mine = self._jobs.get(key)
-        if mine is not None:
+        if (mine := self._jobs.get(key)) is not None:
             return mine
         with self._asking(f"look up job {key}"):
             owner, text = await self._redis.hmget(self._job(key), ["owner", "record"])
@@ -271,34 +259,32 @@ class RedisJobStore(StoreBase):
         Raises:
             JournalError: If Redis is unreachable (and the job is not this process's).
         """
-        mine = self._jobs.get(key)
-        if mine is not None:
+        if (mine := self._jobs.get(key)) is not None:
             return Claim("mine", mine)
-        with self._asking(f"claim job {key}"):
+        with self._asking(f"claim job {key}", calls=0):
             for _ in range(2):  # a second time once a changed epoch is known
-                creating = create is not None and self.may_create()
-                queued = (
-                    encode_job(StoredJob(key, create, None, self.id)) if create and creating else ""
-                )
-                status, text, owner = await self._claim_script(
-                    keys=[self._job(key), self._owned + self.id, self._owners, self._epoch_key],
-                    args=[
+                queued = ""  # the record to create it with, if it may be new
+                if create is not None and self.may_create():
+                    queued = encode_job(StoredJob(key, create, None, self.id))
+                status, text, owner = await self._run(
+                    CLAIM_SCRIPT,
+                    [self._job(key), self._owned + self.id, self._owners, self._epoch_key],
+                    [
                         self.id,
                         self._alive,
                         self._owned,
                         self._channel,
                         queued,
                         self._epoch or b"",
-                        "1" if reopen else "0",
+                        int(reopen),
                     ],
                 )
                 if status != b"epoch":
                     break
                 # Redis lost its data: learn the new epoch (and write back) before any answer.
                 await self._heartbeat()
-                self._calls += 1  # the claim again
         name = status.decode()
-        if name == "epoch" or (name == "unknown" and create is not None and not creating):
+        if name == "epoch" or (name == "unknown" and create is not None and not queued):
             raise self._error(
                 "Redis lost its data; waiting for every process to write its jobs back"
             )
@@ -321,9 +307,8 @@ class RedisJobStore(StoreBase):
     def may_adopt(self) -> bool:
         """Whether this process may adopt orphans: Redis has answered for a whole lease (so
         every process has renewed its own after an outage)."""
-        if self._released or not self._available:
-            return False
-        return anyio.current_time() - self._up_since >= self._lease
+        up_for = anyio.current_time() - self._up_since
+        return not self._released and self._available and up_for >= self._lease
 
     async def adopt_orphans(self, limit: int = 100) -> list[StoredJob]:
         """Take over up to ``limit`` unfinished jobs of processes whose lease lapsed (none unless
@@ -331,18 +316,18 @@ class RedisJobStore(StoreBase):
         if not self.may_adopt():
             return []
         try:
-            with self._asking("adopt orphaned jobs"):
-                texts = await self._orphans_script(
-                    keys=[self._owners, self._owned + self.id],
-                    args=[self.id, self._alive, self._owned, limit],
+            with self._asking("adopt orphaned jobs", calls=0):
+                texts = await self._run(
+                    ORPHANS_SCRIPT,
+                    [self._owners, self._owned + self.id],
+                    [self.id, self._alive, self._owned, limit],
                 )
         except JournalError:
             if self._available:  # refused, not an outage
                 raise
             return []
         adopted = [decode_job(text, owner=self.id) for text in texts if text]
-        for job in adopted:
-            self._jobs[job.key] = job
+        self._jobs.update((job.key, job) for job in adopted)
         if adopted:
             self._adopted += len(adopted)
             logger.info("adopted %d jobs from processes that stopped", len(adopted))
@@ -350,8 +335,7 @@ class RedisJobStore(StoreBase):
 
     async def forget(self, key: str) -> None:
         """Take ``key`` (owned here) back to queued: its POST is known not to have left."""
-        job = self._jobs.get(key)
-        if job is not None:
+        if (job := self._jobs.get(key)) is not None:
             await self._write(StoredJob(key, job.request, None, self.id))
 
     async def records(self, *, page_size: int = 500) -> AsyncIterator[StoreRecord]:
@@ -453,8 +437,12 @@ class RedisJobStore(StoreBase):
                 raise self._failed(f"record job {job.key}", exc) from exc
             self._went_down(exc)
         if status is None:  # Redis away: kept here, written back when it answers
-            if reserve and self._max_credits is not None:
-                self._spend_offline(job.key, reserve)
+            spent = self._max_credits  # within the reserve set aside, counted once per attempt
+            if spent is not None and reserve > self._spent_offline.get(job.key, 0):
+                if self._allowance < CREDITS_PER_GENERATION:
+                    raise BudgetExceededError(max_credits=spent, committed_credits=spent)
+                self._allowance -= CREDITS_PER_GENERATION
+                self._spent_offline[job.key] = reserve
             self._jobs[job.key] = job
             self._dirty.add(job.key)
             status = "ok"
@@ -482,19 +470,19 @@ class RedisJobStore(StoreBase):
         create: bool = False,
     ) -> str:
         """Run the write script for ``job``; its status (a ``"budget"`` one raised)."""
-        self._calls += 1
-        status, value = await self._write_script(
-            keys=[self._job(job.key), self._owned + self.id, self._credits],
-            args=[
+        status, value = await self._run(
+            WRITE_SCRIPT,
+            [self._job(job.key), self._owned + self.id, self._credits],
+            [
                 self.id,
                 encode_job(job),
-                1 if job.final else 0,
+                int(job.final),
                 CREDITS_PER_GENERATION if reserve else 0,
                 budget,
                 CREDITS_PER_GENERATION if refund else 0,
                 self._channel,
                 reserve,
-                1 if create else 0,
+                int(create),
                 self._finished_ms,
             ],
         )
@@ -525,17 +513,6 @@ class RedisJobStore(StoreBase):
                 self._jobs[key] = job
         return name
 
-    def _spend_offline(self, key: str, attempt: int) -> None:
-        if self._spent_offline.get(key, 0) >= attempt:
-            return
-        if self._allowance < CREDITS_PER_GENERATION:
-            assert self._max_credits is not None
-            raise BudgetExceededError(
-                max_credits=self._max_credits, committed_credits=self._max_credits
-            )
-        self._allowance -= CREDITS_PER_GENERATION
-        self._spent_offline[key] = attempt
-
     def _went_down(self, exc: BaseException) -> None:
         if self._available:
             self._available = False
@@ -549,23 +526,17 @@ class RedisJobStore(StoreBase):
     # -- background: heartbeat, reserve, messages ---------------------------------------------
 
     async def _heartbeat(self) -> None:
-        self._calls += 1
-        epoch = await self._heartbeat_script(
-            keys=[
-                self._alive + self.id,
-                self._owners,
-                self._epoch_key,
-                self._reserves,
-                self._credits,
-            ],
-            args=[
+        # The reserves of processes gone go back to the budget once every live one has had a
+        # lease to renew its key after an outage (as for adopting).
+        epoch = await self._run(
+            HEARTBEAT_SCRIPT,
+            [self._alive + self.id, self._owners, self._epoch_key, self._reserves, self._credits],
+            [
                 self.id,
                 math.ceil(self._lease * 1000),
                 uuid.uuid4().hex,
                 self._alive,
-                # The reserves of processes gone go back to the budget, once every live one
-                # has had a lease to renew its key after an outage.
-                "1" if self.may_adopt() else "0",
+                int(self.may_adopt()),
             ],
         )
         lost_data = self._epoch is not None and epoch != self._epoch
@@ -606,11 +577,12 @@ class RedisJobStore(StoreBase):
             return
         spent = self._reserve - self._allowance
         peers = self._limiter.statistics().peers if self._limiter is not None else 1
-        self._calls += 2
+        self._calls += 1
         alive = await self._redis.scard(self._owners)
-        held = await self._reserve_script(
-            keys=[self._credits, self._reserves],
-            args=[
+        held = await self._run(
+            RESERVE_SCRIPT,
+            [self._credits, self._reserves],
+            [
                 self.id,
                 max(0, spent),
                 RESERVE_JOBS * CREDITS_PER_GENERATION if keep else 0,
@@ -628,13 +600,11 @@ class RedisJobStore(StoreBase):
                 self._tell(None)  # anything may have changed while unsubscribed
                 while True:
                     message = await pubsub.get_message(timeout=None)
-                    if message is None:
-                        continue
                     try:
                         owner, _version, text = json.loads(message["data"])
                         job = decode_job(text, owner=owner)
                     except (ValueError, TypeError):
-                        continue  # not ours
+                        continue  # not ours, or None (subscribed)
                     self._tell(job)
             except REDIS_ERRORS:
                 await anyio.sleep(min(1.0, self._lease / 3))
@@ -643,9 +613,9 @@ class RedisJobStore(StoreBase):
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     @contextlib.contextmanager
-    def _asking(self, what: str) -> Iterator[None]:
-        """One call to Redis (counted); its errors as :meth:`_failed`'s."""
-        self._calls += 1
+    def _asking(self, what: str, calls: int = 1) -> Iterator[None]:
+        """``calls`` commands (counted; scripts count themselves); errors as :meth:`_failed`'s."""
+        self._calls += calls
         try:
             yield
         except REDIS_ERRORS as exc:
@@ -653,11 +623,9 @@ class RedisJobStore(StoreBase):
 
     def _failed(self, what: str, exc: BaseException) -> JournalError:
         """The error of ``what`` failing on ``exc``: an outage (Redis is then down) or not."""
-        where = f" at {self._url}" if self._url else ""
         if outage_like(exc):
             self._went_down(exc)
-            return self._error(f"cannot reach Redis{where} to {what} ({type(exc).__name__})")
-        return self._error(f"Redis{where} refused to {what}: {exc}")
+        return self._error(self._failure(what, exc))
 
     def _job(self, key: str) -> str:
         return f"{self._base}:job:{key}"  # the hash holding one job

@@ -565,7 +565,7 @@ async def test_a_wrong_password_is_a_configuration_error_not_a_fallback(
     await redis_client.config_set("requirepass", "right-one")
     wrong = redis_server.url.replace("redis://", "redis://:wrong-pass-value@")
     async with RedisRateLimiter(wrong, limit=RateLimit(50, 1.0), api_key=TOKEN) as limiter:
-        with pytest.raises(ConfigurationError, match="refused the rate limiter") as caught:
+        with pytest.raises(ConfigurationError, match="refused to run the rate limiter") as caught:
             await limiter.acquire()
         assert not limiter.statistics().fallback_active
     assert "wrong-pass-value" not in str(caught.value)
