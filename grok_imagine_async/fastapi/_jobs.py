@@ -138,11 +138,8 @@ class _Tracked(JobRecord):
 
     @property
     def result(self) -> JobResult | None:
-        if not self.state.is_final:
-            return None
-        if self.local is not None and self.local.result is not None:
-            return self.local.result
-        return self._final
+        ran_here = self.local.result if self.local is not None else None
+        return (ran_here or self._final) if self.state.is_final else None
 
     async def wait_finished(self) -> JobResult:
         while (result := self.result) is None:
@@ -167,11 +164,8 @@ class _Tracked(JobRecord):
         record = stored.record
         if self.state.is_final or record is None:
             return False
-        state = _STATES[record.state]
-        if not state.is_final and (record.attempts, _RANK[state]) <= (
-            self.attempts,
-            _RANK[self.state],
-        ):
+        state, now = _STATES[record.state], (self.attempts, _RANK[self.state])
+        if not state.is_final and (record.attempts, _RANK[state]) <= now:
             return False
         self.record = record
         if state is JobState.RUNNING:  # its age, unless found running already

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 if TYPE_CHECKING:
     from .._http import HTTPClient
-    from ..redis import RedisJobStore
 
 import anyio
 from anyio.abc import TaskStatus
@@ -102,42 +101,39 @@ async def grok_imagine_lifespan(
         raise ConfigurationError("pass either client_factory or client settings, not both")
     if redis_url is not None and journal is not None:
         raise ConfigurationError("pass either redis_url (a shared job store) or journal, not both")
+    if redis_url is not None:
+        try:
+            from ..redis import RedisJobStore, RedisRateLimiter
+        except ImportError as exc:
+            raise ConfigurationError(str(exc)) from None
     async with AsyncExitStack() as stack:
-        shared: RedisJobStore | None = None
-        if redis_url is not None:
-            try:
-                from ..redis import RedisJobStore, RedisRateLimiter
-            except ImportError as exc:
-                raise ConfigurationError(str(exc)) from None
-            # The token and the quota only: the client resolves the rest (its base URL) itself.
-            env = settings or Settings.from_env()
-            key = env.api_key
-            # A client_factory's client brings its own limiter (a RedisRateLimiter shares it).
-            if limiter is None and client_factory is None:
-                limiter = RedisRateLimiter(redis_url, limit=env.rate_limit, api_key=key)
-                stack.push_async_callback(limiter.aclose)
-            shared = RedisJobStore(
-                redis_url, api_key=key, namespace=redis_namespace, max_credits=max_credits,
-                lease=redis_lease,
-                limiter=limiter if isinstance(limiter, RedisRateLimiter) else None,
-            )  # fmt: skip
-            await stack.enter_async_context(shared)
         if client_factory is not None:
-            client = client_factory()
+            client = client_factory()  # with its own limiter (a RedisRateLimiter is shared)
         else:
+            settings = settings or Settings.from_env()
+            if redis_url is not None and limiter is None:
+                limiter = RedisRateLimiter(
+                    redis_url, limit=settings.rate_limit, api_key=settings.api_key
+                )
+                stack.push_async_callback(limiter.aclose)
             client = AsyncGrokImagine(
                 settings=settings, http_client=http_client, limiter=limiter, telemetry=telemetry
             )
         stack.push_async_callback(client.aclose)
         store: JobStore
-        if shared is not None:
-            store = shared
+        if redis_url is not None:
+            store = RedisJobStore(
+                redis_url, api_key=client.settings.api_key, namespace=redis_namespace,
+                max_credits=max_credits, lease=redis_lease,
+                limiter=client.limiter if isinstance(client.limiter, RedisRateLimiter) else None,
+            )  # fmt: skip
+            await stack.enter_async_context(store)
         else:
             store = await open_journal(journal) or MemoryJobStore()
             if store is not journal:
                 stack.push_async_callback(store.aclose)  # after the scheduler stops
         config = scheduler_config or SchedulerConfig()
-        durable = shared is not None or journal is not None
+        durable = redis_url is not None or journal is not None
         jobs = JobRegistry(
             store,
             max_jobs=max_jobs,
@@ -160,19 +156,18 @@ async def grok_imagine_lifespan(
             config,
             journal=store,
             # A shared store reserves the budget in Redis, for every worker.
-            max_credits=max_credits if shared is None else None,
+            max_credits=None if redis_url is not None else max_credits,
             download_dir=download_dir,
             file_stem=file_stem,
             on_event=on_event,
         )
-        stop = anyio.Event()
         body_error: Exception | None = None
         scheduler: JobScheduler | None = None
         try:
             async with anyio.create_task_group() as group:
                 # In a task of its own: a fatal error there (a revoked token) stops the
                 # scheduler, not the whole server.
-                scheduler = await group.start(_run_scheduler, to_run, jobs, stop)
+                scheduler = await group.start(_run_scheduler, to_run, jobs)
                 group.start_soon(jobs.run)  # adopts orphans of a shared store; else returns
                 setattr(app.state, STATE_ATTRIBUTE, GrokImagineResources(client, scheduler, jobs))
                 try:
@@ -183,7 +178,6 @@ async def grok_imagine_lifespan(
                     # At once, not when the runner next runs: no POST may start after this.
                     scheduler.cancel()
                     jobs.close()
-                    stop.set()
                     delattr(app.state, STATE_ATTRIBUTE)
         finally:
             if scheduler is not None:  # stopped: a POST that was under way has its task id
@@ -193,22 +187,17 @@ async def grok_imagine_lifespan(
 
 
 async def _run_scheduler(
-    scheduler: JobScheduler,
-    jobs: JobRegistry,
-    stop: anyio.Event,
-    *,
-    task_status: TaskStatus[JobScheduler],
+    scheduler: JobScheduler, jobs: JobRegistry, *, task_status: TaskStatus[JobScheduler]
 ) -> None:
-    """Run the app's scheduler until ``stop``; once started, its fatal errors are logged (the
-    app goes on, answering 503 to new jobs)."""
+    """Run the app's scheduler until it is cancelled; once started, its fatal errors are logged
+    (the app goes on, answering 503 to new jobs)."""
     started = False
     try:
         async with scheduler:
             jobs.attach(scheduler)
             started = True
             task_status.started(scheduler)
-            await stop.wait()
-            scheduler.cancel()
+            await anyio.sleep_forever()  # its cancel() ends it, as a fatal error does
     except Exception as exc:
         if not started:
             raise  # the app fails to start, as it should
