@@ -285,13 +285,10 @@ class RedisRateLimiter(Connected):
 
     async def aclose(self) -> None:
         """Close the Redis connection if this limiter opened it from a URL."""
-        await self._disconnect()
+        await super().aclose()
 
     async def __aenter__(self) -> RedisRateLimiter:
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         # Neither the token nor the URL (it may hold a password) appears here.

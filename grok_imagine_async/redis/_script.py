@@ -289,8 +289,8 @@ return held
 
 class Connected:
     """What the limiter and the job store share: a Redis client, from a URL (then theirs, closed
-    by :meth:`_disconnect`) or the caller's; ``_where`` names it without a password; the calls
-    sent, and the scripts run (:meth:`_run`).
+    by :meth:`aclose`) or the caller's; ``_where`` names it without a password; the calls sent,
+    and the scripts run (:meth:`_run`).
 
     From a URL, a bounded pool waits for a free connection (redis-py's default raises under a
     burst: no outage), with one retry of a connection left stale."""
@@ -326,9 +326,13 @@ class Connected:
             return f"cannot reach {self._where} to {what} ({type(exc).__name__})"
         return f"{self._where} refused to {what}: {type(exc).__name__}: {exc}"
 
-    async def _disconnect(self) -> None:
+    async def aclose(self) -> None:
+        """Close the Redis connection if it was opened from a URL."""
         if self._owns_client:
             await self._redis.aclose()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def token_name(api_key: str) -> str:

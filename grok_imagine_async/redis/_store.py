@@ -165,7 +165,7 @@ class RedisJobStore(StoreBase, Connected):
                 await self._heartbeat()
                 await self._settle_reserve()  # what may be spent should Redis fail soon
         except JournalError:
-            await self._disconnect()
+            await self.aclose()
             raise
         self._up_since = anyio.current_time()
         self._tg = anyio.create_task_group()
@@ -174,9 +174,6 @@ class RedisJobStore(StoreBase, Connected):
         self._tg.start_soon(self._listen)
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
         """Write back what waits, :meth:`give_up_lease` and close what it opened. Idempotent."""
         tg, self._tg = self._tg, None
@@ -184,7 +181,7 @@ class RedisJobStore(StoreBase, Connected):
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
             await self.give_up_lease()
-        await self._disconnect()
+        await super().aclose()
 
     async def give_up_lease(self) -> None:
         """Give up this process's lease now, from any task (the store stays open): the other
