@@ -153,6 +153,7 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _MAX_FIELDS = 20  # problems listed in a 422: a body of a million bad keys gets 20 lines
 _MAX_TEXT = 200  # characters of one field name or problem, which may come from the input
 _BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's own 400 (not UTF-8...)
+_MALFORMED = (400, "malformed_body", "the request body is not valid JSON")
 
 
 class FieldProblem(BaseModel):
@@ -252,7 +253,7 @@ async def _invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(error.get("type") == "json_invalid" for error in errors):
-        return _malformed()
+        return _answer(*_MALFORMED)
     fields = [
         {"field": _clip(".".join(map(str, error.get("loc", ())))),
          "problem": _clip(str(error.get("msg", "invalid")))}
@@ -266,7 +267,7 @@ async def _invalid(request: Request, exc: Exception) -> Response:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 400 and exc.detail == _BODY_PARSE_ERROR:
-        return _malformed()
+        return _answer(*_MALFORMED)
     if exc.status_code in (204, 304):  # no body allowed
         return Response(status_code=exc.status_code, headers=exc.headers)
     try:
@@ -276,10 +277,6 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     code = phrase.lower().replace(" ", "_").replace("-", "_")
     detail = exc.detail if isinstance(exc.detail, str) else phrase
     return _answer(exc.status_code, code, detail, headers=exc.headers)
-
-
-def _malformed() -> JSONResponse:
-    return _answer(400, "malformed_body", "the request body is not valid JSON")
 
 
 def _answer(

@@ -32,7 +32,6 @@ from .._scheduling.jobs import (
     JobSpec,
     JobState,
     JobStore,
-    SchedulerStatistics,
     StoredJob,
     StoreRecord,
     StoreState,
@@ -281,7 +280,14 @@ class JobRegistry:
         if stats.queued >= self._max_queued:
             wait = queue_wait(stats.queued, requests_per_second=stats.limit_per_minute / 60.0)
             raise BacklogFullError(queued=stats.queued, retry_after=math.ceil(wait))
-        _check_breaker(stats)
+        # Refused unless the breaker would send it; paused, one job may wait to be the probe
+        # (else the app would never learn that the service came back).
+        breaker = stats.breaker
+        probe = breaker.state is BreakerState.PAUSED and stats.queued + stats.submitting == 0
+        if breaker.state is not BreakerState.RUNNING and not probe:
+            due = breaker.next_probe_at
+            retry = None if due is None else max(1.0, due - anyio.current_time())
+            raise ProviderDownError(reason=breaker.reason or "outage", retry_after=retry)
         if isinstance(request, str):
             request = GenerationRequest(prompt=request)
         key = uuid.uuid4().hex
@@ -445,21 +451,4 @@ class JobRegistry:
 
     async def _resume(self, tracked: _Tracked) -> None:
         """Run ``tracked`` in this worker's scheduler (a new job, or one taken over)."""
-        try:
-            tracked.local = await self._running().submit(JobSpec(tracked.request, tracked.key))
-        except SchedulerClosedError:  # its input closed: it is stopping
-            raise SchedulerClosedError("the video scheduler is not running") from None
-
-
-def _check_breaker(stats: SchedulerStatistics) -> None:
-    """Refuse a job the breaker would not send; while paused, one may wait to be the probe
-    (else the app would never learn that the service came back)."""
-    breaker = stats.breaker
-    if breaker.state is BreakerState.RUNNING or (
-        breaker.state is BreakerState.PAUSED and stats.queued + stats.submitting == 0
-    ):
-        return
-    wait = None
-    if breaker.next_probe_at is not None:
-        wait = max(1.0, breaker.next_probe_at - anyio.current_time())
-    raise ProviderDownError(reason=breaker.reason or "outage", retry_after=wait)
+        tracked.local = await self._running().submit(JobSpec(tracked.request, tracked.key))
