@@ -1,16 +1,34 @@
-"""The emulator's settings: one frozen, keyword-only value object."""
+"""The emulator's settings: frozen, keyword-only value objects, each checked when made
+(every comparison written so that NaN fails it)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from types import MappingProxyType
 from typing import Literal
 
 from .._clock import Clock
 from .._errors import ConfigurationError
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
-from ._faults import FaultConfig
+
+
+def _check(owner: object, **rules: tuple[bool, str]) -> None:
+    """Raise ConfigurationError naming the first setting of ``owner`` whose rule is broken;
+    ``rules`` maps a setting to (whether it is valid, what it must be)."""
+    for name, (valid, rule) in rules.items():
+        if not valid:
+            value = getattr(owner, name)
+            raise ConfigurationError(f"{type(owner).__name__}.{name} must {rule}, got {value!r}")
+
+
+ERROR_MESSAGES = {  # by marker kind; the first four are the provider's documented ones
+    "content": "Inappropriate content, please try another prompt.",
+    "input": "File type not supported",
+    "network": "Network error, please try again later.",
+    "build": "grok imagine build failed",
+    "unknown": "Unexpected error",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +70,82 @@ _NAMED = {
     "reseller": Vocabulary("waiting", "generating", "success", "fail"),
     "upper": Vocabulary("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED"),
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outage:
+    """A time during which every new task fails, as in a provider's outage.
+
+    Attributes:
+        start: Seconds after the emulator's first API request when it begins.
+        end: Seconds after that request when it ends (None: until switched off with
+            :meth:`~grok_imagine_async.testing.Emulator.outage`).
+        message: The ``error_message`` every task created meanwhile fails with.
+        fails_after: Seconds (not divided by ``time_scale``) from such a task's creation to
+            its failure.
+        free: Whether those failures report ``consumed_credits`` 0 (otherwise 40).
+
+    Raises:
+        ConfigurationError: If ``end`` is before ``start``, or a time is negative.
+    """
+
+    start: float = 0.0
+    end: float | None = None
+    message: str = ERROR_MESSAGES["network"]
+    fails_after: float = 2.0
+    free: bool = False
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            start=(self.start >= 0, "be >= 0"),
+            end=(self.end is None or self.end >= self.start, "be None or >= start"),
+            fails_after=(self.fails_after >= 0, "be >= 0"),
+        )
+
+    def covers(self, elapsed: float) -> bool:
+        """Whether a task created ``elapsed`` seconds after the first request falls in it."""
+        return self.start <= elapsed and (self.end is None or elapsed < self.end)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultConfig:
+    """Random faults of the emulated server, each rate a probability per authorised,
+    admitted ``/v1/*`` request (POSTs and polls alike), drawn from the emulator's seeded
+    generator.
+
+    Attributes:
+        server_error_rate: Answer HTTP 500 with the error body (no task is created).
+        body_error_rate: Answer HTTP 200 whose body carries ``"code": 500`` (no task).
+        slow_rate: Delay the answer by ``slow_seconds`` (a POST's task is created first, so
+            a client timing out cannot know).
+        slow_seconds: The delay of a slow answer.
+        drop_rate: Close the connection without an answer after handling the request (a
+            POST's task IS created: the ambiguous case).
+        task_failure_rate: Fraction of new tasks that fail with a documented error message.
+        markers: Whether prompt markers (``[fail:content]``...) are honoured.
+        outages: Times during which every new task fails (see :class:`Outage`).
+
+    Raises:
+        ConfigurationError: On a rate outside [0, 1] or a negative ``slow_seconds``.
+    """
+
+    server_error_rate: float = 0.0
+    body_error_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_seconds: float = 30.0
+    drop_rate: float = 0.0
+    task_failure_rate: float = 0.0
+    markers: bool = True
+    outages: tuple[Outage, ...] = ()
+
+    def __post_init__(self) -> None:
+        rates = {f.name: getattr(self, f.name) for f in fields(self) if f.name.endswith("_rate")}
+        _check(
+            self,
+            **{name: (0 <= rate <= 1, "be between 0 and 1") for name, rate in rates.items()},
+            slow_seconds=(self.slow_seconds >= 0, "be >= 0"),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,24 +197,19 @@ class EmulatorConfig:
 
     def __post_init__(self) -> None:
         burst_ok = isinstance(self.burst, int) and not isinstance(self.burst, bool)
-        rules = {  # setting: (whether it is valid, what it must be)
-            "period": (self.period > 0, "be positive seconds"),
-            "window": (
-                self.window in ("sliding", "fixed", "gcra"),
-                "be 'sliding', 'fixed' or 'gcra'",
-            ),
-            "burst": (burst_ok and self.burst >= 1, "be an int >= 1"),
-            "reset_format": (self.reset_format in ("seconds", "unix"), "be 'seconds' or 'unix'"),
-            "duration_median": (self.duration_median > 0, "be positive"),
-            "duration_sigma": (self.duration_sigma >= 0, "be >= 0"),
-            "time_scale": (self.time_scale > 0, "be positive"),
-            "queue_fraction": (0.0 <= self.queue_fraction <= 1.0, "be between 0 and 1"),
-            "result_ttl": (self.result_ttl is None or self.result_ttl > 0, "be positive or None"),
-            "tokens": (bool(self.tokens), "name at least one accepted token"),
-        }
-        for name, (valid, rule) in rules.items():
-            if not valid:
-                raise ConfigurationError(f"{name} must {rule}, got {getattr(self, name)!r}")
+        _check(
+            self,
+            period=(self.period > 0, "be positive seconds"),
+            window=(self.window in ("sliding", "fixed", "gcra"), "be 'sliding', 'fixed' or 'gcra'"),
+            burst=(burst_ok and self.burst >= 1, "be an int >= 1"),
+            reset_format=(self.reset_format in ("seconds", "unix"), "be 'seconds' or 'unix'"),
+            duration_median=(self.duration_median > 0, "be positive"),
+            duration_sigma=(self.duration_sigma >= 0, "be >= 0"),
+            time_scale=(self.time_scale > 0, "be positive"),
+            queue_fraction=(0.0 <= self.queue_fraction <= 1.0, "be between 0 and 1"),
+            result_ttl=(self.result_ttl is None or self.result_ttl > 0, "be positive or None"),
+            tokens=(bool(self.tokens), "name at least one accepted token"),
+        )
         object.__setattr__(self, "vocabulary", Vocabulary.named(self.vocabulary))
         self.rate_limits()  # fail now on an unknown plan, not at the first request
 

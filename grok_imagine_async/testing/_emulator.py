@@ -32,12 +32,13 @@ from starlette.routing import Route
 from .. import _http
 from .._clock import DEFAULT_CLOCK
 from .._errors import ConfigurationError
+from .._models import CREDITS_PER_GENERATION, TaskStatus
 from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
-from ._config import EmulatorConfig
-from ._faults import FaultInjector, InvalidRequest, Outage
+from ._config import EmulatorConfig, Outage
+from ._faults import FaultInjector, InvalidRequest
 from ._mp4 import mp4_bytes
 from ._quota import GcraCounter, WindowCounter, WindowDecision, max_in_window
-from ._state import CREDITS_PER_TASK, EmulatorStatistics, Task, TaskState
+from ._state import STATES, EmulatorStatistics, Task
 from ._transport import DroppingStarlette, DropResponse, EmulatorTransport
 
 if TYPE_CHECKING:
@@ -118,7 +119,8 @@ class Emulator:
     """
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
-        self._config = config = config if config is not None else EmulatorConfig()
+        self.config = config = config if config is not None else EmulatorConfig()
+        """The settings this emulator runs with."""
         self._clock = config.clock if config.clock is not None else DEFAULT_CLOCK
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed)
@@ -152,11 +154,6 @@ class Emulator:
         )
         """The ASGI application (a Starlette app)."""
 
-    @property
-    def config(self) -> EmulatorConfig:
-        """The settings this emulator runs with."""
-        return self._config
-
     def transport(self) -> httpx.AsyncBaseTransport:
         """A transport reaching this emulator in process, for httpx2 and httpx clients alike.
 
@@ -181,12 +178,12 @@ class Emulator:
         Raises:
             KeyError: If ``token`` is not one of the emulator's.
         """
-        chosen = token if token is not None else next(iter(self._config.tokens))
+        chosen = token if token is not None else next(iter(self.config.tokens))
         return {
             ENV_BASE_URL: url,
             ENV_API_KEY: chosen,
-            ENV_PLAN: self._config.rate_limits()[chosen].text,
-            ENV_TIME_SCALE: f"{self._config.time_scale:g}",
+            ENV_PLAN: self.config.rate_limits()[chosen].text,
+            ENV_TIME_SCALE: f"{self.config.time_scale:g}",
         }
 
     def outage(self, outage: Outage | None = None, *, on: bool = True) -> None:
@@ -212,17 +209,17 @@ class Emulator:
                 unauthorized=c[401],
                 invalid_requests=c[400],
                 not_found=c[404],
-                server_errors=c["server_error"],
-                body_errors=c["body_error"],
+                server_errors=c["server_errors"],
+                body_errors=c["body_errors"],
                 dropped=c["dropped"],
                 slow=c["slow"],
                 posts_per_prompt=_frozen(self._posts_per_prompt),
                 tasks_per_prompt=_frozen(per_prompt),
                 duplicate_submissions=_frozen(self._unasked(per_prompt)),
                 tasks_created=len(self._tasks),
-                credits_consumed=CREDITS_PER_TASK * sum(not t.free for t in tasks),
-                tasks_by_state=_frozen({s.value: states[s.value] for s in TaskState}),
-                videos_served=c["video"],
+                credits_consumed=CREDITS_PER_GENERATION * sum(not t.free for t in tasks),
+                tasks_by_state=_frozen({s.value: states[s.value] for s in STATES}),
+                videos_served=c["videos_served"],
             )
 
     def request_times(
@@ -290,7 +287,7 @@ class Emulator:
             return len(self._tasks) - before
 
     def __repr__(self) -> str:
-        return f"Emulator(tokens={len(self._config.tokens)}, window={self._config.window!r})"
+        return f"Emulator(tokens={len(self.config.tokens)}, window={self.config.window!r})"
 
     def _now(self) -> float:
         """The clock's time; outside an event loop, the last time seen."""
@@ -316,7 +313,7 @@ class Emulator:
             return decision
 
     def _create_task(self, token: str, request: dict[str, Any], now: float) -> Task:
-        cfg = self._config
+        cfg = self.config
         prompt = str(request["prompt"])
         # Interned, "mode", "normal", "1:1"... are shared by the 100,000 tasks of a simulation.
         request = {
@@ -347,7 +344,8 @@ class Emulator:
             if per_prompt[prompt := str(task.request["prompt"])] > 1:
                 tasks.setdefault(prompt, []).append(task)
         paid = {
-            prompt: 1 + sum(a.state(b.created_at) is not TaskState.FAILED for a, b in pairwise(run))
+            prompt: 1
+            + sum(a.state(b.created_at) is not TaskStatus.FAILED for a, b in pairwise(run))
             for prompt, run in tasks.items()
         }
         return {prompt: times for prompt, times in paid.items() if times > 1}
@@ -372,7 +370,7 @@ class Emulator:
             "X-RateLimit-Limit": str(self._windows[token].limit.requests),
             "X-RateLimit-Remaining": str(decision.remaining),
             "X-RateLimit-Reset": f"{self._unix(now + reset):.3f}"
-            if self._config.reset_format == "unix"
+            if self.config.reset_format == "unix"
             else _seconds(reset),
         }
         if not decision.admitted:
@@ -392,12 +390,10 @@ class Emulator:
                     self._posts_per_prompt[body["prompt"]] += 1
         except InvalidRequest as exc:
             return _error(400, str(exc), "INVALID_REQUEST", headers)
-        if fault == "500":
-            self._count("server_error")
-            answer = _error(500, "Internal server error", "SERVER_ERROR", headers)
-        elif fault == "body":
-            self._count("body_error")
-            answer = _error(500, "Internal server error", "SERVER_ERROR", headers, status=200)
+        if fault in ("500", "body"):  # the error body, under HTTP 500 or 200
+            self._count("server_errors" if fault == "500" else "body_errors")
+            status = 500 if fault == "500" else 200
+            answer = _error(500, "Internal server error", "SERVER_ERROR", headers, status=status)
         elif body is not None:
             task = self._create_task(token, body, now)
             answer = _success({"task_id": task.task_id}, headers)
@@ -423,15 +419,15 @@ class Emulator:
             return _error(404, f"Task not found: {task_id}", "NOT_FOUND", headers)
         current = task.state(now)
         urls = None
-        if current is TaskState.COMPLETED:
+        if current is TaskStatus.COMPLETED:
             base = str(request.base_url)
             urls = [f"{base}videos/{task.task_id}/{i}.mp4" for i in range(task.video_count)]
         created = datetime.fromtimestamp(self._unix(task.created_at), tz=timezone.utc)
-        failed = current is TaskState.FAILED
+        failed = current is TaskStatus.FAILED
         data = {
-            "consumed_credits": 0 if task.free and failed else CREDITS_PER_TASK,
+            "consumed_credits": 0 if task.free and failed else CREDITS_PER_GENERATION,
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "status": getattr(self._config.vocabulary, current.value),
+            "status": getattr(self.config.vocabulary, current.value),
             "task_id": task.task_id,
             "error_message": task.error_message if failed else None,
             "request": dict(task.request),
@@ -443,14 +439,14 @@ class Emulator:
         self._count("GET /videos")
         task_id, index = request.path_params["task_id"], request.path_params["index"]
         task = self._tasks.get(task_id)
-        if task is None or task.state(self._now()) is not TaskState.COMPLETED:
+        if task is None or task.state(self._now()) is not TaskStatus.COMPLETED:
             return _error(404, f"No video for task {task_id}", "NOT_FOUND")
         if not 0 <= index < task.video_count:
             return _error(404, f"No video {index} for task {task_id}", "NOT_FOUND")
-        ttl = self._config.result_ttl
+        ttl = self.config.result_ttl
         if ttl is not None and self._now() - task.ends_at > ttl:
             return _error(403, f"The result URL of task {task_id} has expired", "URL_EXPIRED")
-        self._count("video")
+        self._count("videos_served")
         shade = zlib.crc32(f"{task_id}/{index}".encode()) % 256
         return Response(mp4_bytes(shade), media_type="video/mp4")
 

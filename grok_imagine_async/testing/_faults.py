@@ -9,103 +9,18 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
-from typing import Literal
 
-from .._errors import ConfigurationError
+from ._config import ERROR_MESSAGES, FaultConfig, Outage
 
-ERROR_MESSAGES = {  # by marker kind; the first four are the provider's documented ones
-    "content": "Inappropriate content, please try another prompt.",
-    "input": "File type not supported",
-    "network": "Network error, please try again later.",
-    "build": "grok imagine build failed",
-    "unknown": "Unexpected error",
-}
-_REQUEST_MARKERS = frozenset({"500", "body", "drop", "slow"})
+# A request's faults by marker kind, with their rates: rolled in this order, the first one
+# rolled or marked is the answer (a 500, else a 200 with an error code, else a hang-up after
+# handling, so a dropped POST always has its task).
+_REQUEST_FAULTS = {"500": "server_error_rate", "body": "body_error_rate", "drop": "drop_rate"}
+_REQUEST_MARKERS = frozenset({*_REQUEST_FAULTS, "slow"})
 _TASK_MARKERS = frozenset({*ERROR_MESSAGES, "empty", "duration"})
 _FAIL_KINDS = (_REQUEST_MARKERS | _TASK_MARKERS) - {"slow", "duration"}
 _MARKER = re.compile(r"\[(fail|slow|duration):([^\]\s:]+)(?::(\d+))?\]")
 _SECONDS = r"\d+(\.\d*)?|\.\d+"  # what [slow:S] and [duration:S] take
-_RATES = ("server_error_rate", "body_error_rate", "slow_rate", "drop_rate", "task_failure_rate")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outage:
-    """A time during which every new task fails, as in a provider's outage.
-
-    Attributes:
-        start: Seconds after the emulator's first API request when it begins.
-        end: Seconds after that request when it ends (None: until switched off with
-            :meth:`~grok_imagine_async.testing.Emulator.outage`).
-        message: The ``error_message`` every task created meanwhile fails with.
-        fails_after: Seconds (not divided by ``time_scale``) from such a task's creation to
-            its failure.
-        free: Whether those failures report ``consumed_credits`` 0 (otherwise 40).
-
-    Raises:
-        ConfigurationError: If ``end`` is before ``start``, or a time is negative.
-    """
-
-    start: float = 0.0
-    end: float | None = None
-    message: str = ERROR_MESSAGES["network"]
-    fails_after: float = 2.0
-    free: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.start >= 0 or (self.end is not None and not self.end >= self.start):
-            raise ConfigurationError(
-                f"Outage needs 0 <= start <= end, got {self.start!r}, {self.end!r}"
-            )
-        if not self.fails_after >= 0:  # NaN refused too
-            raise ConfigurationError(f"Outage.fails_after must be >= 0, got {self.fails_after!r}")
-
-    def covers(self, elapsed: float) -> bool:
-        """Whether a task created ``elapsed`` seconds after the first request falls in it."""
-        return self.start <= elapsed and (self.end is None or elapsed < self.end)
-
-
-@dataclass(frozen=True, kw_only=True)
-class FaultConfig:
-    """Random faults of the emulated server, each rate a probability per authorised,
-    admitted ``/v1/*`` request (POSTs and polls alike), drawn from the emulator's seeded
-    generator.
-
-    Attributes:
-        server_error_rate: Answer HTTP 500 with the error body (no task is created).
-        body_error_rate: Answer HTTP 200 whose body carries ``"code": 500`` (no task).
-        slow_rate: Delay the answer by ``slow_seconds`` (a POST's task is created first, so
-            a client timing out cannot know).
-        slow_seconds: The delay of a slow answer.
-        drop_rate: Close the connection without an answer after handling the request (a
-            POST's task IS created: the ambiguous case).
-        task_failure_rate: Fraction of new tasks that fail with a documented error message.
-        markers: Whether prompt markers (``[fail:content]``...) are honoured.
-        outages: Times during which every new task fails (see :class:`Outage`).
-
-    Raises:
-        ConfigurationError: On a rate outside [0, 1] or a negative ``slow_seconds``.
-    """
-
-    server_error_rate: float = 0.0
-    body_error_rate: float = 0.0
-    slow_rate: float = 0.0
-    slow_seconds: float = 30.0
-    drop_rate: float = 0.0
-    task_failure_rate: float = 0.0
-    markers: bool = True
-    outages: tuple[Outage, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in _RATES:
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigurationError(
-                    f"FaultConfig.{name} must be between 0 and 1, got {getattr(self, name)!r}"
-                )
-        if not self.slow_seconds >= 0:  # NaN refused too
-            raise ConfigurationError(
-                f"FaultConfig.slow_seconds must be >= 0, got {self.slow_seconds!r}"
-            )
 
 
 class InvalidRequest(ValueError):
@@ -147,21 +62,20 @@ class FaultInjector:
             applied.append((family, kind))
         return applied
 
-    def for_request(
-        self, prompt: str | None = None
-    ) -> tuple[float, Literal["500", "body", "drop"] | None]:
-        """The delay and the fault of one request; ``prompt`` is the POST's (None: a poll)."""
+    def for_request(self, prompt: str | None = None) -> tuple[float, str | None]:
+        """The delay and the fault (a key of ``_REQUEST_FAULTS``) of one request; ``prompt``
+        is the POST's (None: a poll)."""
         cfg = self._config
         markers = self._markers(prompt or "", _REQUEST_MARKERS)
         kinds = {kind for family, kind in markers if family == "fail"}
-        server_error = self._roll(cfg.server_error_rate) | ("500" in kinds)
-        body_error = self._roll(cfg.body_error_rate) | ("body" in kinds)
-        drop = self._roll(cfg.drop_rate) | ("drop" in kinds)
+        faults = [
+            k
+            for k, rate in _REQUEST_FAULTS.items()
+            if self._roll(getattr(cfg, rate)) | (k in kinds)
+        ]
         delay = cfg.slow_seconds if self._roll(cfg.slow_rate) else 0.0
         delay += sum(float(kind) for family, kind in markers if family == "slow")
-        # One outcome per answer: a 500, else a 200 with an error code, else a hang-up after
-        # handling (so a dropped POST always has its task).
-        return delay, "500" if server_error else "body" if body_error else "drop" if drop else None
+        return delay, faults[0] if faults else None
 
     def for_task(
         self, prompt: str, outage: Outage | None = None

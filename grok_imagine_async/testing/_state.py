@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-CREDITS_PER_TASK = 40
+from .._models import TaskStatus
 
-
-class TaskState(enum.Enum):
-    """Where a task is in its life, whatever words the server uses for it."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
+STATES = (TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +33,14 @@ class Task:
         """Clock time of the final state."""
         return self.created_at + self.duration
 
-    def state(self, now: float) -> TaskState:
-        """The state at clock time ``now``."""
+    def state(self, now: float) -> TaskStatus:
+        """The state at clock time ``now``, one of :data:`STATES`."""
         elapsed = now - self.created_at
         if elapsed < self.queued_for:
-            return TaskState.PENDING
+            return TaskStatus.PENDING
         if elapsed < self.duration:
-            return TaskState.PROCESSING
-        return TaskState.COMPLETED if self.error_message is None else TaskState.FAILED
+            return TaskStatus.PROCESSING
+        return TaskStatus.COMPLETED if self.error_message is None else TaskStatus.FAILED
 
 
 @dataclass(frozen=True)
@@ -74,7 +66,8 @@ class EmulatorStatistics:
             not failed, with how many times in all.
         tasks_created: Tasks created.
         credits_consumed: Credits charged (40 per task, charged at creation).
-        tasks_by_state: Tasks by state now, keyed by :class:`TaskState` value.
+        tasks_by_state: Tasks by state now (``pending``, ``processing``, ``completed``,
+            ``failed``).
         videos_served: Result videos downloaded.
     """
 

@@ -33,9 +33,6 @@ class ConnectionDropped(Exception):
 class DropResponse(Response):
     """A response never sent: the connection is closed instead."""
 
-    def __init__(self) -> None:
-        super().__init__(status_code=500)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if _DROPPED not in scope:
             raise ConnectionDropped("the emulator dropped the connection")

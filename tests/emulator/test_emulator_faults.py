@@ -277,10 +277,10 @@ async def test_an_outage_switched_on_and_off_fails_tasks_fast_and_free() -> None
 
 
 def test_an_outage_must_end_after_it_starts() -> None:
-    with pytest.raises(ConfigurationError, match="start <= end"):
+    with pytest.raises(ConfigurationError, match=r"Outage\.(start|end) must"):
         Outage(start=10.0, end=5.0)
     for times in ({"start": math.nan}, {"start": 1.0, "end": math.nan}):  # NaN passed `<`
-        with pytest.raises(ConfigurationError, match="start <= end"):
+        with pytest.raises(ConfigurationError, match=r"Outage\.(start|end) must"):
             Outage(**times)
     with pytest.raises(ConfigurationError, match="fails_after"):
         Outage(fails_after=math.nan)
