@@ -25,6 +25,9 @@ PROMPT_KEPT = DEFAULT_MAX_PROMPT_CHARS
 """The most characters of a prompt a journal (or manifest) keeps."""
 
 QUEUED = "queued"  # a job a shared store knows before its record: accepted, no POST sent yet
+_RECORD_FIELDS = [
+    f.name for f in dataclasses.fields(StoreRecord) if f.name not in ("key", "request")
+]
 
 
 def intent(
@@ -104,23 +107,10 @@ def _request_from(data: dict[str, Any]) -> GenerationRequest:
 
 def encode_job(job: StoredJob) -> str:
     """The JSON text a store keeps for ``job``: its record, or its request if queued."""
-    data: dict[str, Any] = {"key": job.key, "request": _request_data(job.request)}
-    record = job.record
-    if record is None:
-        data["state"] = QUEUED
-    else:
-        failure = record.failure_class
-        data |= {
-            "state": record.state.value,
-            "task_id": record.task_id,
-            "attempts": record.attempts,
-            "credits": record.credits,
-            "videos": list(record.videos),
-            "files": list(record.files),
-            "error": record.error,
-            "failure_class": None if failure is None else failure.value,
-            "request_digest": record.request_digest or request_digest(record.request),
-        }
+    data: dict[str, Any] = {"key": job.key, "request": _request_data(job.request), "state": QUEUED}
+    if (record := job.record) is not None:  # its fields in order, enums as their (str) values
+        data |= {name: getattr(record, name) for name in _RECORD_FIELDS}
+        data["request_digest"] = record.request_digest or request_digest(record.request)
     return json.dumps(data, separators=(",", ":"))
 
 

@@ -28,6 +28,7 @@ from .records import Change, decode_job, encode_job
 __all__ = ["JournalError", "SqliteJobStore", "open_journal"]
 
 _T = TypeVar("_T")
+_Apply = Callable[[sqlite3.Connection], _T]  # a read or write, run in the worker thread
 
 SCHEMA_VERSION = 3
 APPLICATION_ID = 0x47494A31  # "GIJ1": marks the file as ours, so a stray database is refused
@@ -45,7 +46,7 @@ CREATE INDEX tasks_key ON tasks (key)
 class _Op(Generic[_T]):
     """One read or write waiting for its turn, and how it went."""
 
-    apply: Callable[[sqlite3.Connection], _T]
+    apply: _Apply[_T]
     write: bool
     done: bool = False
     result: _T | None = None
@@ -89,7 +90,7 @@ class SqliteJobStore(StoreBase):
 
     async def open(self) -> SqliteJobStore:
         """Open (creating if needed) and lock the file now; :class:`JournalError` if unusable."""
-        await self._read(lambda conn: None)
+        await self._run(lambda conn: None)
         return self
 
     async def __aenter__(self) -> SqliteJobStore:
@@ -109,7 +110,7 @@ class SqliteJobStore(StoreBase):
 
     async def load(self, key: str) -> StoreRecord | None:
         """The record for ``key``, or None if the journal never saw it."""
-        return await self._read(functools.partial(_read_one, key=key))
+        return await self._run(functools.partial(_read_one, key=key))
 
     async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
         def apply(conn: sqlite3.Connection) -> StoreRecord:
@@ -132,14 +133,15 @@ class SqliteJobStore(StoreBase):
 
     async def forget(self, key: str) -> None:
         """Take ``key`` back to never started (its task history is kept)."""
-        await self._write(lambda c: c.execute("DELETE FROM jobs WHERE key = ?", (key,)))
+        delete = "DELETE FROM jobs WHERE key = ?"
+        await self._run(lambda c: c.execute(delete, (key,)), write=True, shield=True)
 
     async def records(self, *, page_size: int = 1000) -> AsyncIterator[StoreRecord]:
         """Every record, in the order the jobs were first recorded, a page at a time."""
         after = 0
         while True:
             page = (after, page_size)  # read before the loop moves on: the call awaits it
-            rows = await self._read(
+            rows = await self._run(
                 lambda c: c.execute(
                     "SELECT rowid, record FROM jobs WHERE rowid > ? ORDER BY rowid LIMIT ?",
                     page,  # noqa: B023
@@ -153,30 +155,20 @@ class SqliteJobStore(StoreBase):
 
     async def get_meta(self, name: str) -> str | None:
         """A value stored with :meth:`set_meta`, or None."""
-        row = await self._read(
+        row = await self._run(
             lambda c: c.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         )
         return None if row is None else str(row[0])
 
     async def set_meta(self, name: str, value: str) -> None:
         """Store a small named value with the batch (e.g. the API base URL it ran against)."""
-        await self._write(
-            lambda c: c.execute(
-                "INSERT INTO meta (name, value) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (name, value),
-            )
+        upsert = (
+            "INSERT INTO meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
         )
+        await self._run(lambda c: c.execute(upsert, (name, value)), write=True, shield=True)
 
-    async def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._run(query, write=False, shield=False)
-
-    async def _write(self, apply: Callable[[sqlite3.Connection], object]) -> None:
-        await self._run(apply, write=True, shield=True)
-
-    async def _run(
-        self, apply: Callable[[sqlite3.Connection], _T], *, write: bool, shield: bool
-    ) -> _T:
+    async def _run(self, apply: _Apply[_T], *, write: bool = False, shield: bool = False) -> _T:
         # Whoever takes the lock runs every operation queued so far in one worker-thread trip
         # and one transaction (group commit); the others find theirs done when they get it.
         op: _Op[_T] = _Op(apply, write)
@@ -203,11 +195,6 @@ class SqliteJobStore(StoreBase):
             if self._closed:
                 raise JournalError(f"journal {self._path} is closed", path=self._path)
             conn = self._conn = self._conn or _connect(self._path)
-        except Exception as exc:
-            for item in batch:
-                item.done, item.error = True, exc
-            return
-        try:
             if writes:
                 conn.execute("BEGIN IMMEDIATE")
             for item in batch:
@@ -224,12 +211,15 @@ class SqliteJobStore(StoreBase):
                     conn.execute("RELEASE op")
             if writes:
                 conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.DatabaseError as exc:  # the transaction failed: no write holds
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = _journal_error(self._path, exc)
             for item in writes:
                 item.error = error
+        except Exception as exc:  # closed, or the file unusable (_connect): nothing ran
+            for item in batch:
+                item.error = exc
         finally:
             for item in batch:
                 item.done = True
