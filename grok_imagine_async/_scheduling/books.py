@@ -37,21 +37,23 @@ class Reservation:
     """Credits held for one POST until its outcome commits or releases them, so concurrent
     submissions never together overrun the budget."""
 
-    __slots__ = ("_budget", "_cost", "_open")
+    __slots__ = ("_budget", "_cost")
 
     def __init__(self, budget: CreditBudget, cost: int) -> None:
-        self._budget, self._cost, self._open = budget, cost, True
+        self._budget, self._cost = budget, cost
+        budget._held += cost
 
     def commit(self, *, certain: bool = True) -> None:
         """The POST created a task (``certain``) or may have (its answer was lost)."""
-        if self._open:
-            self._open = False
-            self._budget._settle(self._cost, spent=True, certain=certain)
+        if certain:
+            self._budget._spent += self._cost
+        else:
+            self._budget._uncertain += self._cost
+        self.release()
 
     def release(self) -> None:
-        if self._open:
-            self._open = False
-            self._budget._settle(self._cost, spent=False, certain=True)
+        self._budget._held -= self._cost
+        self._cost = 0  # settled: a second commit or release changes nothing
 
 
 class CreditBudget:
@@ -98,19 +100,11 @@ class CreditBudget:
     def reserve(self, cost: int = CREDITS_PER_GENERATION) -> Iterator[Reservation]:
         """Hold ``cost`` for one POST, released on leaving unless committed (never refuses:
         check :meth:`can_afford` first)."""
-        self._held += cost
         reservation = Reservation(self, cost)
         try:
             yield reservation
         finally:
             reservation.release()
-
-    def _settle(self, cost: int, *, spent: bool, certain: bool) -> None:
-        self._held -= cost
-        if spent and certain:
-            self._spent += cost
-        elif spent:
-            self._uncertain += cost
 
 
 class Books:
