@@ -107,13 +107,12 @@ class JobResult:
 
     def unwrap(self) -> Task:
         """The completed task; raises the error that ended the job otherwise."""
-        if self.ok:
-            assert self.task is not None
-            return self.task
         if self.error is not None:
             raise self.error
         assert self.task is not None
-        raise TaskFailedError(self.task)
+        if not self.task.succeeded:
+            raise TaskFailedError(self.task)
+        return self.task
 
 
 class Tally:
@@ -143,7 +142,7 @@ class JobRecord:
     _tally: Tally
     _: KW_ONLY
     durations: DurationModel | None = None  # what the handle's progress estimate reads
-    _state: JobState = field(default=JobState.QUEUED, init=False)
+    state: JobState = field(default=JobState.QUEUED, init=False)  # moved by _to(), with the tally
     _task_id: str | None = field(default=None, init=False)
     _attempts: int = field(default=0, init=False)
     credits: int = field(default=0, init=False)  # consumed (an ambiguous POST counts)
@@ -163,10 +162,6 @@ class JobRecord:
         self.handle = Job(self)
 
     # Read-only properties: the FastAPI registry's mirror of a shared store overrides them.
-    @property
-    def state(self) -> JobState:
-        return self._state
-
     @property
     def task_id(self) -> str | None:
         return self._task_id
@@ -235,8 +230,8 @@ class JobRecord:
         self._to(state)
 
     def _to(self, state: JobState) -> None:
-        self._tally._move(self._state, state)
-        self._state = state
+        self._tally._move(self.state, state)
+        self.state = state
 
 
 class Job:
