@@ -177,10 +177,7 @@ class JobScheduler:
         config = config or SchedulerConfig()
         self._config = config
         self._client = client
-        self._journal_arg = options.get("journal")
-        download_dir = options.get("download_dir")
-        self._download_dir = None if download_dir is None else Path(download_dir)
-        self._file_stem = options.get("file_stem")
+        self._options = options
         self._limit = client.limiter.limit
         settings = client.settings  # already in the server's seconds (Settings.from_env)
         model = config.duration_model or DurationModel(prior_median=settings.expected_duration)
@@ -220,12 +217,12 @@ class JobScheduler:
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[JobScheduler]:
         """Start the workers; a normal exit waits for every job; raise the fatal error."""
-        books, config = self._books, self._config
+        books, config, options = self._books, self._config, self._options
         downloads = None
-        if self._download_dir is not None:  # checked before anything is paid for
-            await run_blocking(ensure_writable, self._download_dir)
-            downloads = Downloader(books, self._client, self._download_dir, self._file_stem)
-        books.journal = await open_journal(self._journal_arg)
+        if (folder := options.get("download_dir")) is not None:  # checked before anything is paid
+            await run_blocking(ensure_writable, Path(folder))
+            downloads = Downloader(books, self._client, Path(folder), options.get("file_stem"))
+        books.journal = await open_journal(options.get("journal"))
         queue_send, queue_recv = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
         self._queue = queue_send
         submit_priority, poll_priority = PRIORITIES[config.favor or "throughput"]
@@ -285,7 +282,7 @@ class JobScheduler:
             poller.close()
             if downloads is not None:
                 downloads.close()
-            if books.journal is not None and books.journal is not self._journal_arg:
+            if books.journal is not None and books.journal is not options.get("journal"):
                 with anyio.CancelScope(shield=True):
                     await books.close_journal()
         books.wrap_up()
