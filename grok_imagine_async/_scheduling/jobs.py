@@ -161,7 +161,7 @@ class JobRecord:
         self._tally._move(None, JobState.QUEUED)
         self.handle = Job(self)
 
-    # Read-only properties: the FastAPI registry's mirror of a shared store overrides them.
+    # Read-only properties (the FastAPI registry's mirror of a shared store overrides result).
     @property
     def task_id(self) -> str | None:
         return self._task_id

@@ -33,7 +33,6 @@ from .._scheduling.jobs import (
     JobState,
     JobStore,
     StoredJob,
-    StoreRecord,
     StoreState,
     Tally,
 )
@@ -115,30 +114,20 @@ class _Tracked(JobRecord):
     """One job as the store's messages tell it; its result is the scheduler's own (its error
     as raised) when this worker runs it."""
 
-    __slots__ = ("_final", "changed", "closed", "local", "record")
+    __slots__ = ("changed", "closed", "local")
 
     def __init__(
         self, key: str, request: GenerationRequest, durations: DurationModel | None
     ) -> None:
         super().__init__(key, request, _UNCOUNTED, durations=durations)
-        self.record: StoreRecord | None = None
         self.local: Job | None = None  # the scheduler's handle, when this worker runs it
-        self._final: JobResult | None = None
         self.changed: anyio.Event | None = None  # made by the first waiter
         self.closed = False  # the registry stopped: no change will come
 
     @property
-    def task_id(self) -> str | None:
-        return self.record.task_id if self.record is not None else None
-
-    @property
-    def attempts(self) -> int:
-        return self.record.attempts if self.record is not None else 0
-
-    @property
     def result(self) -> JobResult | None:
         ran_here = self.local.result if self.local is not None else None
-        return (ran_here or self._final) if self.state.is_final else None
+        return (ran_here or self._result) if self.state.is_final else None
 
     async def wait_finished(self) -> JobResult:
         while (result := self.result) is None:
@@ -166,15 +155,15 @@ class _Tracked(JobRecord):
         state, now = _STATES[record.state], (self.attempts, _RANK[self.state])
         if not state.is_final and (record.attempts, _RANK[state]) <= now:
             return False
-        self.record = record
+        self._task_id, self._attempts = record.task_id, record.attempts
         if state is JobState.RUNNING:  # its age, unless found running already
             self.submitted_at = anyio.current_time() if live else None
         if state.is_final:
-            self._final = recorded_result(record, self.request, at=anyio.current_time())
+            self._result = recorded_result(record, self.request, at=anyio.current_time())
             if record.failure_class is FailureClass.BUDGET_EXCEEDED:  # a 402, not a bare failure
                 spent = max_credits if max_credits is not None else record.credits
                 error = BudgetExceededError(max_credits=spent, committed_credits=spent)
-                self._final = dataclasses.replace(self._final, error=error)
+                self._result = dataclasses.replace(self._result, error=error)
         self.mirrored(state)
         return True
 
