@@ -150,7 +150,7 @@ class RedisRateLimiter(Connected):
         # How late a slot may still be used: half the jitter the headroom absorbs.
         self._late_limit = max(headroom * self._limit.period / 2, self._interval)
         self._pause_end = -math.inf  # loop time until which a server-ordered pause holds
-        self._paused_until: float | None = None  # the same on self._clock, for statistics
+        self._paused_until = -math.inf  # the same on self._clock, for statistics
         self._serial = self._server_pauses = self._rate_limited = 0
         self._fallbacks = self._recoveries = self._late_slots = 0
 
@@ -261,9 +261,6 @@ class RedisRateLimiter(Connected):
     def statistics(self) -> RedisLimiterStatistics:
         """A frozen snapshot of this process's counters."""
         now = self._clock.monotonic()
-        paused_until = self._paused_until
-        if paused_until is not None and paused_until <= now:
-            paused_until = None
         return RedisLimiterStatistics(
             limit=self._limit,
             permits_granted=self._serial,
@@ -271,7 +268,7 @@ class RedisRateLimiter(Connected):
             total_wait_time=self._line.total_wait,
             server_pauses=self._server_pauses,
             rate_limited_responses=self._rate_limited,
-            paused_until=paused_until,
+            paused_until=self._paused_until if self._paused_until > now else None,
             stalled_for=self._line.stalled_for(now),
             redis_calls=self._calls,
             fallback_active=self._fallback is not None and self._fallback.degraded,
@@ -335,11 +332,10 @@ class RedisRateLimiter(Connected):
                     raise ConfigurationError(said) from exc
                 if self._on_unavailable == "raise":
                     raise RedisUnavailableError(f"{said}; on_unavailable='raise'") from exc
-                if fallback is None:
-                    fallback = self._engage_fallback(exc)
-                    await fallback.slot(paused_until=self._pause_end)
+                if fallback is not None:
+                    fallback.failed_again()
                     return
-                fallback.failed_again()
+                await self._engage_fallback(said).slot(paused_until=self._pause_end)
                 return
             delay, pause_left, peers, sent, rejoined, reset = (int(value) for value in raw)
             if reset:
@@ -393,17 +389,16 @@ class RedisRateLimiter(Connected):
         late = anyio.current_time() - deadline + late_by
         return "on time" if late <= self._late_limit else "late"
 
-    def _engage_fallback(self, exc: BaseException) -> _Fallback:
+    def _engage_fallback(self, said: str) -> _Fallback:
         peers = self._known_peers()
         share = self._fallback_share
         if share is None:  # a quarter if the number of peers was never known
             share = 0.25 if peers is None else 1.0 / peers
         limit = fallback_limit(self._limit, share)
         logger.warning(
-            "Redis unreachable (%s: %s); pacing this process alone at %d requests per %gs "
-            "(%.0f%% of the plan) until it answers again",
-            self._where,
-            type(exc).__name__,
+            "%s; pacing this process alone at %d requests per %gs (%.0f%% of the plan) until "
+            "it answers again",
+            said,
             limit.requests,
             limit.period,
             share * 100,
@@ -428,9 +423,7 @@ class RedisRateLimiter(Connected):
     def _note_pause(self, seconds: float) -> None:
         if seconds > 0:
             self._pause_end = max(self._pause_end, anyio.current_time() + seconds)
-            until = self._clock.monotonic() + seconds
-            if self._paused_until is None or until > self._paused_until:
-                self._paused_until = until
+            self._paused_until = max(self._paused_until, self._clock.monotonic() + seconds)
 
 
 def _level(exc: BaseException) -> int:
