@@ -164,10 +164,17 @@ class Telemetry:
     def on_request(self, attempt: RequestAttempt) -> None:
         """Record one request attempt (called by the client's sender)."""
         try:
-            parent, scope = None, attempt.job
+            scope, job = attempt.job, None
             if scope is not None and (scheduler := self._schedulers.get(scope.owner)) is not None:
-                parent = self._job_request(scheduler, scope.key, attempt)
+                job = scheduler.jobs.get(scope.key)
                 self._snapshot(scope.owner, scheduler)
+            if job is not None and attempt.method == "GET":  # a poll of the job
+                now = anyio.current_time()
+                if attempt.error_type is None:
+                    job.previous_look, job.last_look = job.last_look, now
+                attributes = _present({_STATUS: attempt.status_code, _ERROR: attempt.error_type})
+                job.span.add_event("poll", attributes, timestamp=self._to_ns(now))
+            parent = None if job is None else job.context
             self._record_request(attempt, self._to_ns(anyio.current_time()), parent)
         except Exception:  # telemetry must never break a request
             self._log_failure()
@@ -240,21 +247,6 @@ class Telemetry:
             self._rate_limited.add(1, {_TEMPLATE: attempt.path})
         if attempt.method == "POST" and attempt.error_type is None:
             self._credits.add(CREDITS_PER_GENERATION)  # a task was created: it is paid for
-
-    def _job_request(
-        self, scheduler: _SchedulerTrace, key: str, attempt: RequestAttempt
-    ) -> Context | None:
-        """Note a request sent for job ``key`` (a poll, if a GET); its span's parent."""
-        job = scheduler.jobs.get(key)
-        if job is None:
-            return None
-        if attempt.method == "GET":
-            now = anyio.current_time()
-            if attempt.error_type is None:
-                job.previous_look, job.last_look = job.last_look, now
-            attributes = _present({_STATUS: attempt.status_code, _ERROR: attempt.error_type})
-            job.span.add_event("poll", attributes, timestamp=self._to_ns(now))
-        return job.context
 
     def _job_event(self, scheduler: _SchedulerTrace, event: JobEvent) -> None:
         when = self._to_ns(event.at)
