@@ -29,10 +29,6 @@ def _key(seconds: float) -> int:
     return round(math.log(max(seconds, 1e-3)) / _BIN)
 
 
-def _edge(key: int) -> float:
-    return -math.inf if key == _FROM_ZERO else key * _BIN
-
-
 def _pdf(z: float) -> float:
     return 0.0 if math.isinf(z) else _INV_SQRT_2PI * math.exp(-0.5 * z * z)
 
@@ -147,15 +143,14 @@ class DurationModel:
         mu, sigma = self.mu, self.sigma
         w0, m0, s0 = self.prior_weight, math.log(self.prior_median), self.prior_sigma
         seen = self.count + self.censored
+        bounds = [  # (low, high] in log seconds, and how many jobs each holds
+            (-math.inf if low == _FROM_ZERO else low * _BIN, high * _BIN, n)
+            for (low, high), n in self._done.items()
+        ] + [(key * _BIN, math.inf, n) for key, n in self._running.items()]
         for _ in range(30):
-            first = w0 * m0
-            second = 0.0
-            for (low, high), n in self._done.items():
-                m1, m2 = _moments(mu, sigma, _edge(low), high * _BIN)
-                first += n * m1
-                second += n * m2
-            for key, n in self._running.items():
-                m1, m2 = _moments(mu, sigma, key * _BIN, math.inf)
+            first, second = w0 * m0, 0.0
+            for low, high, n in bounds:
+                m1, m2 = _moments(mu, sigma, low, high)
                 first += n * m1
                 second += n * m2
             new_mu = first / (w0 + seen)
