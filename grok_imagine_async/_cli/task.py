@@ -157,6 +157,8 @@ async def status(args: argparse.Namespace) -> int:
                 files = await connection.client.download(task, args.download)
     except NotFoundError:
         return error("status", f"no task {args.task_id!r} for this token")
+    except AuthenticationError as exc:  # exit 2, as generate and batch
+        raise UsageError(exc) from None
     except (APIError, OSError) as exc:  # an OSError names the file it could not write
         message = describe_failure(exc, endpoint)
         if isinstance(exc, OSError) and exc.filename is None and exc.filename2 is None:

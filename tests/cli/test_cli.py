@@ -612,3 +612,17 @@ def test_the_live_display_shows_the_plain_line_under_a_bar() -> None:
         run_virtual(main)
     text = out.getvalue()
     assert "grok-imagine batch" in text and "0/20 done" in text and "0/0 req/min" in text
+
+
+@fast_emulator
+@pytest.mark.parametrize("command", [["status", "task-1"], ["generate", "a cat", "--out", "o"]])
+def test_a_rejected_token_exits_2_from_every_command(
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], command: list[str], tmp_path: Path
+) -> None:
+    # status exited 1 (the guide's "a task failed or is unknown"); the guide says 2 for it.
+    secret = "sk-WRONG-secret-value-456"
+    argv = against(grok_emulator_env)
+    argv[argv.index(TOKEN)] = secret
+    done = run_cli(*command, *argv, cwd=tmp_path)
+    assert done.returncode == 2
+    assert secret not in done.stdout + done.stderr
