@@ -336,8 +336,9 @@ def _keep_pending(exc: GrokImagineError, tasks: TaskLog) -> None:
     if not exc.pending_tasks:
         return
     note(
-        f"{len(exc.pending_tasks)} paid job{'s' if len(exc.pending_tasks) != 1 else ''} "
-        "ended or were in flight without the journal "
+        f"{len(exc.pending_tasks)} paid "
+        f"{'job ended or was' if len(exc.pending_tasks) == 1 else 'jobs ended or were'} "
+        "in flight without the journal "
         "recording it; their task ids (key task_id):"
     )
     for key, task_id in exc.pending_tasks.items():
