@@ -339,12 +339,8 @@ class Telemetry:
         def stats() -> list[SchedulerStatistics]:
             return [s.statistics for s in traces() if s.statistics is not None]
 
-        def total(read: Callable[[SchedulerStatistics], float]) -> Callable[[], float | None]:
-            return lambda: sum(map(read, every)) if (every := stats()) else None
-
-        def budget() -> int | None:
-            budgets = [s.budget for s in traces() if s.budget is not None]
-            return sum(budgets) if budgets else None
+        def total(values: Callable[[], list[float]]) -> Callable[[], float | None]:
+            return lambda: sum(every) if (every := values()) else None
 
         def usage() -> float | None:
             every = stats()
@@ -374,14 +370,16 @@ class Telemetry:
             description="Scheduler jobs in each unfinished state.",
         )
         for name, read, unit, description in (
-            ("grok_imagine.scheduler.credits", total(lambda s: s.credits_consumed), "{credit}",
+            ("grok_imagine.scheduler.credits",
+             total(lambda: [s.credits_consumed for s in stats()]), "{credit}",
              "Credits the running schedulers have committed (spent or possibly spent)."),
-            ("grok_imagine.scheduler.credit_budget", budget, "{credit}",
+            ("grok_imagine.scheduler.credit_budget",
+             total(lambda: [s.budget for s in traces() if s.budget is not None]), "{credit}",
              "The credit budget (max_credits) of the running schedulers that have one."),
             ("grok_imagine.rate_limit.remaining", lambda: self._last_remaining, "{request}",
              "X-RateLimit-Remaining of the latest answer: the server's count."),
-            ("grok_imagine.rate_limit.request_rate", total(lambda s: s.requests_per_minute),
-             "{request}/min",
+            ("grok_imagine.rate_limit.request_rate",
+             total(lambda: [s.requests_per_minute for s in stats()]), "{request}/min",
              "Requests per minute the schedulers sent lately (last quarter period)."),
             ("grok_imagine.rate_limit.limit",
              lambda: max((s.limit_per_minute for s in stats()), default=None), "{request}/min",
