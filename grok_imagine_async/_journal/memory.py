@@ -73,15 +73,10 @@ class StoreBase:
         (written at its intent) or ``"unknown"``."""
         record = await self.load(key)
         if record is None:
-            return (
-                Claim("unknown", None)
-                if create is None
-                else Claim("created", StoredJob(key, create, None))
-            )
+            created = None if create is None else StoredJob(key, create, None)
+            return Claim("unknown" if created is None else "created", created)
         job = StoredJob(key, record.request, record)
-        if job.final:
-            return Claim("reopened" if reopen else "final", job)
-        return Claim("mine", job)
+        return Claim(("reopened" if reopen else "final") if job.final else "mine", job)
 
 
 class MemoryJobStore(StoreBase):

@@ -90,24 +90,12 @@ def excerpt(prompt: str) -> str:
     return prompt if len(prompt) <= PROMPT_KEPT else prompt[: PROMPT_KEPT - 1] + "\u2026"
 
 
-def _request_data(request: GenerationRequest) -> dict[str, Any]:
-    data = request.payload()
-    data["prompt"] = excerpt(request.prompt)
-    if request.allow_unlisted:
-        data["allow_unlisted"] = True
-    return data
-
-
-def _request_from(data: dict[str, Any]) -> GenerationRequest:
-    try:
-        return GenerationRequest(**data)
-    except ValueError:  # validated when recorded: a later, stricter version still reads it
-        return GenerationRequest.model_construct(**data)
-
-
 def encode_job(job: StoredJob) -> str:
     """The JSON text a store keeps for ``job``: its record, or its request if queued."""
-    data: dict[str, Any] = {"key": job.key, "request": _request_data(job.request), "state": QUEUED}
+    request = {**job.request.payload(), "prompt": excerpt(job.request.prompt)}
+    if job.request.allow_unlisted:
+        request["allow_unlisted"] = True
+    data: dict[str, Any] = {"key": job.key, "request": request, "state": QUEUED}
     if (record := job.record) is not None:  # its fields in order, enums as their (str) values
         data |= {name: getattr(record, name) for name in _RECORD_FIELDS}
         data["request_digest"] = record.request_digest or request_digest(record.request)
@@ -123,7 +111,11 @@ def decode_job(text: str | bytes, *, owner: str = "") -> StoredJob:
     data = json.loads(text)
     if not isinstance(data, dict) or "key" not in data or "request" not in data:
         raise ValueError("not a job record of this store")
-    key, request = str(data["key"]), _request_from(data["request"])
+    key = str(data["key"])
+    try:
+        request = GenerationRequest(**data["request"])
+    except ValueError:  # validated when recorded: a later, stricter version still reads it
+        request = GenerationRequest.model_construct(**data["request"])
     if data.get("state") == QUEUED:
         return StoredJob(key, request, None, owner)
     try:  # a failure class this version does not know reads as UNKNOWN

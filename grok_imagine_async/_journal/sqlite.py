@@ -74,19 +74,15 @@ class SqliteJobStore(StoreBase):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
-        self._path = Path(path)
+        self.path = Path(path)
+        """The journal file."""
         self._conn: sqlite3.Connection | None = None
         self._lock = anyio.Lock()
         self._pending: list[_Op[Any]] = []
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"SqliteJobStore({str(self._path)!r})"
-
-    @property
-    def path(self) -> Path:
-        """The journal file."""
-        return self._path
+        return f"SqliteJobStore({str(self.path)!r})"
 
     async def open(self) -> SqliteJobStore:
         """Open (creating if needed) and lock the file now; :class:`JournalError` if unusable."""
@@ -193,8 +189,8 @@ class SqliteJobStore(StoreBase):
         writes = [item for item in batch if item.write]
         try:
             if self._closed:
-                raise JournalError(f"journal {self._path} is closed", path=self._path)
-            conn = self._conn = self._conn or _connect(self._path)
+                raise JournalError(f"journal {self.path} is closed", path=self.path)
+            conn = self._conn = self._conn or _connect(self.path)
             if writes:
                 conn.execute("BEGIN IMMEDIATE")
             for item in batch:
@@ -206,7 +202,7 @@ class SqliteJobStore(StoreBase):
                     if item.write:
                         conn.execute("ROLLBACK TO op")
                     is_db = isinstance(exc, sqlite3.DatabaseError)
-                    item.error = _journal_error(self._path, exc) if is_db else exc
+                    item.error = _journal_error(self.path, exc) if is_db else exc
                 if item.write:
                     conn.execute("RELEASE op")
             if writes:
@@ -214,7 +210,7 @@ class SqliteJobStore(StoreBase):
         except sqlite3.DatabaseError as exc:  # the transaction failed: no write holds
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            error = _journal_error(self._path, exc)
+            error = _journal_error(self.path, exc)
             for item in writes:
                 item.error = error
         except Exception as exc:  # closed, or the file unusable (_connect): nothing ran
