@@ -277,9 +277,8 @@ class Emulator:
             saved = json.loads(Path(path).read_text(encoding="utf-8"))["tasks"]
             tasks = [Task(**{**t, "created_at": float(t["created_at"]) - offset}) for t in saved]
         except (KeyError, TypeError, ValueError) as exc:  # ValueError: not JSON, not UTF-8
-            raise ConfigurationError(
-                f"{path} does not hold an emulator's tasks ({exc!r})"
-            ) from None
+            message = f"{path} does not hold an emulator's tasks ({exc!r})"
+            raise ConfigurationError(message) from None
         with self._lock:
             before = len(self._tasks)
             for task in tasks:

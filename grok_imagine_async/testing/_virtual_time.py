@@ -38,7 +38,7 @@ class _JumpingSelector(selectors.DefaultSelector):
             return ready
         if timeout is None:  # nothing scheduled: only real I/O (or another thread) can wake us
             return super().select(None)
-        if self.loop.holding:  # a worker thread is busy for us: wait for it in real time
+        if self.loop._holds:  # a worker thread is busy for us (hold_time): wait in real time
             return super().select(min(timeout, _HOLD_POLL))
         self.loop.advance(timeout)
         return []
@@ -66,7 +66,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         selector.loop = self
         self._virtual_now = time.monotonic() if start is None else float(start)
-        self._holds = 0
+        self._holds = 0  # hold_time() blocks running
 
     def time(self) -> float:
         return self._virtual_now
@@ -75,11 +75,6 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         """Move the virtual clock forward by ``seconds`` (never backward)."""
         if seconds > 0:
             self._virtual_now += seconds
-
-    @property
-    def holding(self) -> bool:
-        """True while some code asked the clock not to jump (see :meth:`hold_time`)."""
-        return self._holds > 0
 
     @contextmanager
     def hold_time(self) -> Iterator[None]:
