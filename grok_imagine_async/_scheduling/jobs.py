@@ -143,8 +143,8 @@ class JobRecord:
     _: KW_ONLY
     durations: DurationModel | None = None  # what the handle's progress estimate reads
     state: JobState = field(default=JobState.QUEUED, init=False)  # moved by _to(), with the tally
-    _task_id: str | None = field(default=None, init=False)
-    _attempts: int = field(default=0, init=False)
+    task_id: str | None = field(default=None, init=False)
+    attempts: int = field(default=0, init=False)
     credits: int = field(default=0, init=False)  # consumed (an ambiguous POST counts)
     _result: JobResult | None = field(default=None, init=False)
     _done: anyio.Event | None = field(default=None, init=False)
@@ -161,17 +161,9 @@ class JobRecord:
         self._tally._move(None, JobState.QUEUED)
         self.handle = Job(self)
 
-    # Read-only properties (the FastAPI registry's mirror of a shared store overrides result).
-    @property
-    def task_id(self) -> str | None:
-        return self._task_id
-
-    @property
-    def attempts(self) -> int:
-        return self._attempts
-
     @property
     def result(self) -> JobResult | None:
+        """Read-only: the FastAPI registry's mirror of a shared store overrides it."""
         return self._result
 
     async def wait_finished(self) -> JobResult:
@@ -184,7 +176,7 @@ class JobRecord:
 
     def adopted(self, *, attempts: int, credits: int) -> None:
         """Take over what an earlier run recorded of this job."""
-        self._attempts, self.credits = attempts, credits
+        self.attempts, self.credits = attempts, credits
 
     def submitting(self) -> None:
         self._to(JobState.SUBMITTING)
@@ -198,16 +190,16 @@ class JobRecord:
         self.credits -= credits
 
     def charged(self, attempt: int, cost: int) -> None:
-        self._attempts = attempt
+        self.attempts = attempt
         self.credits += cost
 
     def submitted(self, task_id: str, *, at: float) -> None:
-        self._task_id, self.submitted_at, self.last_look = task_id, at, at
+        self.task_id, self.submitted_at, self.last_look = task_id, at, at
         self._to(JobState.RUNNING)
 
     def resumed(self, task_id: str) -> None:
         """An earlier run submitted ``task_id``; its age is unknown."""
-        self._task_id, self.submitted_at = task_id, None
+        self.task_id, self.submitted_at = task_id, None
         self._to(JobState.RUNNING)
 
     def looked(self, *, at: float) -> None:
@@ -217,7 +209,7 @@ class JobRecord:
 
     def succeeded(self, task: Task) -> None:
         """The task completed; its files are still to be downloaded."""
-        self._task_id = task.task_id
+        self.task_id = task.task_id
 
     def finished(self, result: JobResult) -> None:
         self._result = result

@@ -155,7 +155,7 @@ class _Tracked(JobRecord):
         state, now = _STATES[record.state], (self.attempts, _RANK[self.state])
         if not state.is_final and (record.attempts, _RANK[state]) <= now:
             return False
-        self._task_id, self._attempts = record.task_id, record.attempts
+        self.task_id, self.attempts = record.task_id, record.attempts
         if state is JobState.RUNNING:  # its age, unless found running already
             self.submitted_at = anyio.current_time() if live else None
         if state.is_final:
