@@ -184,7 +184,7 @@ class Books:
         )
         self.emit(BreakerEvent(key=key, at=now, transition=transition.value, breaker=snapshot))
         if not adopted and transition is not Transition.PROBING and self.journal is not None:
-            course = self.breaker.course(at=time.time(), by=self.course_id)
+            course = self.breaker.course(at=time.time(), by=self.course_id, now=now)
             self.course_at = course.at
             self.start(self._publish, course)
 
@@ -195,8 +195,9 @@ class Books:
         except Exception as exc:  # the other processes decide for themselves meanwhile
             logger.warning("could not share the batch's course (%s): %s", course.state, exc)
 
-    async def follow_course(self, every: float) -> None:
-        """Take the course the processes sharing the journal decide (polled every ``every`` s)."""
+    async def follow_course(self, every: float, paused: Callable[[float], None]) -> None:
+        """Take the course the processes sharing the journal decide (polled every ``every`` s);
+        ``paused(now)`` once a pause is taken."""
         assert self.journal is not None
         while True:
             await anyio.sleep(every)
@@ -208,9 +209,11 @@ class Books:
                 continue
             self.course_at = course.at
             now = anyio.current_time()
-            transition = self.breaker.adopt(course, now)
+            transition = self.breaker.adopt(course, now, at=time.time())
             if transition is not None:
                 self.course("", transition, now, adopted=True)
+            if transition is Transition.PAUSED:
+                paused(now)
 
     def drained(self) -> bool:
         """Every job finished and no more will come, or the run halted."""

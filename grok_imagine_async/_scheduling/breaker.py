@@ -198,6 +198,7 @@ class Breaker:
         self._failure_age: float | None = None  # the youngest a failed task was seen failed
         self._paused_at = 0  # the last sequence sent before the pause
         self._hold_until = -math.inf  # no submission before this while a failure is unexplained
+        self.failing_since = math.inf  # when the oldest unexplained failure was sent
 
     @property
     def state(self) -> BreakerState:
@@ -304,6 +305,21 @@ class Breaker:
     ) -> Transition | None:
         """Count how ``sequence`` ended (None: resumed); return the change of course, if any.
         ``age``: a failed task's age when seen failed."""
+        if outcome is Outcome.RETRYABLE and age is not None and (sequence or 0) > self.newest_good:
+            self.failing_since = min(self.failing_since, now - age)
+        transition = self._record(sequence, outcome, now, failure_class, age)
+        if self._state is BreakerState.RUNNING and not self._bad:
+            self.failing_since = math.inf  # explained by a later success, or the outage ended
+        return transition
+
+    def _record(
+        self,
+        sequence: int | None,
+        outcome: Outcome,
+        now: float,
+        failure_class: FailureClass | None,
+        age: float | None,
+    ) -> Transition | None:
         policy = self.policy or _OFF
         if outcome not in (Outcome.UNREACHABLE, Outcome.OTHER):
             self._reached = True
@@ -373,6 +389,7 @@ class Breaker:
         self._probe = None
         self._bad.clear()
         self._failure_age = None
+        self.failing_since = math.inf
         self._proven = True
         return Transition.RESUMED
 
@@ -391,18 +408,25 @@ class Breaker:
         self._probe = None
         return Transition.STOPPED
 
-    def course(self, *, at: float, by: str) -> Course:
-        """This breaker's decision, to share with the processes of the batch."""
-        return Course(self._state, self._reason, self._class, self._streak, at, by)
+    def course(self, *, at: float, by: str, now: float) -> Course:
+        """This breaker's decision at ``now``, to share with the processes of the batch: ``at``
+        is the same moment on the wall clock, which they share."""
+        since = None if math.isinf(self.failing_since) else at - (now - self.failing_since)
+        return Course(self._state, self._reason, self._class, self._streak, at, by, since)
 
-    def adopt(self, course: Course, now: float) -> Transition | None:
-        """Take the course another process of the batch decided; return the change, if any."""
+    def adopt(self, course: Course, now: float, *, at: float) -> Transition | None:
+        """Take the course another process of the batch decided; return the change, if any.
+        ``at``: ``now`` on the wall clock, to place the failures it saw on this clock."""
         if self.policy is None or self._state is BreakerState.STOPPED:
             return None
         if course.state is BreakerState.STOPPED:
             return self._stop(course.reason or "refused", course.streak, course.failure_class)
         if course.state is BreakerState.PAUSED:
-            return self._pause(course.reason or "outage", course.streak, now)
+            transition = self._pause(course.reason or "outage", course.streak, now)
+            if transition is not None:  # its failures began then: this process's jobs too
+                since = course.at if course.failing_since is None else course.failing_since
+                self.failing_since = min(self.failing_since, now - (at - since))
+            return transition
         if self._state is BreakerState.PAUSED:  # resumed elsewhere: its probe succeeded
             return self._resume()
         return None
@@ -428,7 +452,8 @@ COURSE_META = "breaker"  # the job store's meta entry that carries the course
 class Course:
     """A breaker's decision as the processes sharing a job store exchange it.
 
-    ``at`` is its wall-clock time (the newest wins); ``by`` the deciding scheduler's id.
+    ``at`` is its wall-clock time (the newest wins); ``by`` the deciding scheduler's id;
+    ``failing_since`` when (wall clock) the oldest job whose failure made a pause was sent.
     """
 
     state: BreakerState
@@ -437,6 +462,7 @@ class Course:
     streak: int
     at: float
     by: str
+    failing_since: float | None = None
 
     def to_text(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -448,7 +474,7 @@ class Course:
             return None
         try:
             data = json.loads(text)
-            failure = data.get("failure_class")
+            failure, since = data.get("failure_class"), data.get("failing_since")
             return cls(
                 state=BreakerState(data["state"]),
                 reason=data.get("reason"),
@@ -456,6 +482,7 @@ class Course:
                 streak=int(data.get("streak", 0)),
                 at=float(data["at"]),
                 by=str(data["by"]),
+                failing_since=None if since is None else float(since),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None

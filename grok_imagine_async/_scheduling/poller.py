@@ -57,7 +57,6 @@ class Poller:
         self._send, self._recv = anyio.create_memory_object_stream[JobRecord](0)
         self._warmup: list[str] = []  # warm-up jobs followed
         self._witnesses: set[str] = set()  # looked at now to explain a young failure
-        self._failing_since = math.inf  # when the oldest unexplained failure was sent
         self.polls = 0
         """Status polls sent."""
 
@@ -181,13 +180,9 @@ class Poller:
     ) -> None:
         """Tell the breaker how ``job``'s task ended, and act on what it says."""
         books, planner = self._books, self._planner
-        if outcome is Outcome.RETRYABLE and (job.sequence or 0) > books.breaker.newest_good:
-            self._failing_since = min(self._failing_since, job.submitted_at or math.inf)
         transition = books.breaker.record(
             job.sequence, outcome, now=now, failure_class=failure, age=age
         )
-        if books.breaker.state is BreakerState.RUNNING and not books.breaker.suspicious:
-            self._failing_since = math.inf  # explained by a later success, or the outage ended
         if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
             planner.canary_soon(now)  # the next job sent is looked at
             young = 2.0 * planner.canary_age()
@@ -199,7 +194,7 @@ class Poller:
         if transition is Transition.RESUMED and job.submitted_at is not None:
             self._planner.vouch(job.submitted_at, whole=True)  # the burst after needs no canary
         if transition is Transition.PAUSED:
-            self._recheck_suspects(now)
+            self.recheck_suspects(now)
         if transition is not None:
             books.course(job.key, transition, now)
         elif (
@@ -232,12 +227,16 @@ class Poller:
         self._witnesses |= chosen
         self._look_now(lambda job: job.key in chosen, now)
 
-    def _recheck_suspects(self, now: float) -> None:
-        """Paused: the jobs sent since the oldest failure (and a little before) probably failed
-        too. Look at each once it is old enough to show it (its look may be minutes away,
-        planned on its duration), so its resubmission is ready when the outage ends."""
-        shows = max(self._books.breaker.healthy_age(), self._planner.policy.wait_initial)
-        since = self._failing_since - shows
+    def recheck_suspects(self, now: float) -> None:
+        """Paused (here or by another process): the jobs sent since the oldest failure (and a
+        little before) probably failed too. Look at each once it is old enough to show it (its
+        look may be minutes away, planned on its duration), so its resubmission is ready when
+        the outage ends."""
+        # Twice the youngest failure seen, else (a pause taken from another process) a canary's
+        # age: an outage's failure shows by then.
+        shows = self._books.breaker.healthy_age() or self._planner.canary_age()
+        shows = max(shows, self._planner.policy.wait_initial)
+        since = self._books.breaker.failing_since - shows
         self._look_now(lambda job: (job.submitted_at or -math.inf) >= since, now, age=shows)
 
     def _look_now(

@@ -261,7 +261,9 @@ class JobScheduler:
                 policy = books.breaker.policy
                 if books.journal is not None and policy is not None:
                     # Processes sharing the journal (a Redis job store) take one course.
-                    books.start(books.follow_course, policy.probe_wait_initial / 2)
+                    books.start(
+                        books.follow_course, policy.probe_wait_initial / 2, poller.recheck_suspects
+                    )
                 if downloads is not None:
                     for _ in range(config.max_downloads):
                         books.start(downloads.run)

@@ -42,6 +42,8 @@ from grok_imagine_async.testing import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from conftest import RunCli
 
 TOKEN = "breaker-token"
@@ -395,16 +397,18 @@ async def test_a_two_minute_outage_at_the_start_ends_within_the_issues_bound() -
 @pytest.mark.anyio
 @pytest.mark.large_batch
 async def test_the_task_that_ends_a_running_warmup_vouches_for_the_burst_after_it() -> None:
-    # With warmup_until="running", the task seen running ends the warm-up a few seconds in:
-    # the rest of the first window goes at once, and its echo in every window after. Held for
-    # a canary of its own, it cost 7.6 % over no breaker here (18 % on pro 3,000).
+    # With warmup_until="running", the task seen running ends the warm-up a few seconds in,
+    # and vouches for the burst after it: the rest of the first window goes, 100 POSTs per
+    # canary seen healthy (an outage that began since the vouching task left costs a chunk,
+    # not the window), and its echo in every window after. Held for a canary of its own, the
+    # burst cost 18 % over no breaker on pro 3,000; in chunks it costs 7.5 % here.
     prompts = [f"scene {n}" for n in range(1500)]
     off = await Batch("pro", FaultConfig()).run(prompts, breaker=None)
     running = await Batch("pro", FaultConfig()).run(
         prompts, breaker=BreakerPolicy(warmup_until="running")
     )
     assert all(result.ok for result in running.results)
-    assert running.makespan <= 1.05 * off.makespan
+    assert running.makespan <= 1.1 * off.makespan
 
 
 @pytest.mark.anyio
@@ -664,7 +668,7 @@ def test_adopting_a_course_pauses_resumes_and_stops_but_never_restarts() -> None
 
     def adopt(state: BreakerState, reason: str | None, now: float) -> Transition | None:
         failure = FailureClass.CONTENT_POLICY if state is BreakerState.STOPPED else None
-        return breaker.adopt(Course(state, reason, failure, 3, now, "worker-b"), now)
+        return breaker.adopt(Course(state, reason, failure, 3, now, "worker-b"), now, at=now)
 
     assert adopt(BreakerState.PAUSED, "outage", 10.0) is Transition.PAUSED
     assert breaker.admit(10.0) == (None, 15.0, None)
@@ -675,7 +679,7 @@ def test_adopting_a_course_pauses_resumes_and_stops_but_never_restarts() -> None
     assert adopt(BreakerState.RUNNING, None, 13.0) is None
     assert breaker.state is BreakerState.STOPPED
     # What it shares is what it took: the course round-trips through the breaker.
-    shared = breaker.course(at=14.0, by="worker-a")
+    shared = breaker.course(at=14.0, by="worker-a", now=14.0)
     assert (shared.state, shared.reason, shared.failure_class) == (
         BreakerState.STOPPED,
         "refused",
@@ -730,6 +734,59 @@ async def test_a_pause_decided_by_another_process_is_taken_within_seconds() -> N
     assert [e.transition for e in events][-1] == "resumed"
     mine = Course.from_text(await store.get_meta(COURSE_META))
     assert mine is not None and mine.by != "worker-b" and mine.state is BreakerState.RUNNING
+
+
+@pytest.mark.anyio
+async def test_a_pause_taken_from_another_process_looks_again_at_the_jobs_sent_since() -> None:
+    # Another process paused on an outage that began at 40 s; this one (which does not pause
+    # by itself here) takes its pause. Its own jobs sent since 40 s failed too, but their looks
+    # were planned on 2-minute durations: they were found failed, and went again, a minute or
+    # more after the batch resumed (three of them, 76 s after). The course now says when the
+    # failures began, and they are looked at as the pause is taken, once a canary's age old
+    # (no failure seen here to say sooner), so they go again as the batch resumes.
+    store = MemoryJobStore()
+    emulator = Emulator(
+        EmulatorConfig(
+            tokens={TOKEN: "pro"},
+            seed=5,
+            faults=FaultConfig(outages=(Outage(start=40.0, end=70.0),)),
+        )
+    )
+    client = AsyncGrokImagine(
+        api_key=TOKEN, http_client=emulator.client(token=None), plan="pro", rng=random.Random(5)
+    )
+    resubmitted: list[float] = []
+    resumed: list[float] = []
+
+    def hook(event: JobEvent) -> None:
+        if isinstance(event, JobSubmitted) and event.attempt > 1:
+            resubmitted.append(event.at)
+        elif isinstance(event, BreakerEvent) and event.transition == "resumed":
+            resumed.append(event.at)
+
+    async def other() -> None:
+        await anyio.sleep(41.0)
+        # The failures began at 40 s. (On virtual time the wall clock stands still, and the
+        # course is taken up to 2.5 s later: the wall clock says 4 s before.)
+        course = Course(BreakerState.PAUSED, "outage", None, 3, time.time(), "b", time.time() - 4)
+        await store.set_meta(COURSE_META, course.to_text())
+
+    config = SchedulerConfig(
+        rng=random.Random(5), breaker=BreakerPolicy(pause_after_failures=None, warmup=None)
+    )
+
+    async def prompts() -> AsyncIterator[str]:
+        for n in range(120):  # one every half second, through the outage
+            yield f"scene {n} [duration:120]"
+            await anyio.sleep(0.5)
+
+    async with client, anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        async with client.generate_many(prompts(), config, on_event=hook, journal=store) as out:
+            results = [result async for result in out]
+    assert all(result.ok for result in results)
+    assert resumed and resubmitted
+    assert max(resubmitted) - resumed[0] <= 10.0
 
 
 @pytest.mark.anyio
