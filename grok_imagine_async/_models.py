@@ -113,6 +113,8 @@ class GenerationRequest(BaseModel):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"image URL must be an absolute http(s) URL, got {url!r}")
+            if any(char.isspace() or not char.isprintable() for char in url):
+                raise ValueError(f"image URL must not hold spaces or control characters: {url!r}")
         return value or None
 
     @model_validator(mode="after")
