@@ -24,11 +24,8 @@ def sse_event(data: Any, *, event: str | None = None, event_id: str | None = Non
         >>> sse_event({"status": "running"}, event="status")
         'event: status\\ndata: {"status":"running"}\\n\\n'
     """
-    lines = []
-    if event is not None:
-        lines.append(f"event: {_one_line(event)}")
-    if event_id is not None:
-        lines.append(f"id: {_one_line(event_id)}")
+    named = {"event": event, "id": event_id}
+    lines = [f"{name}: {_one_line(value)}" for name, value in named.items() if value is not None]
     # Compact JSON has no raw newline (they are escaped), so it is always one data line.
     lines.append("data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False))
     return "\n".join(lines) + "\n\n"
