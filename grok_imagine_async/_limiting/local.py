@@ -4,8 +4,10 @@ of its own permits."""
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
+from array import array
+from collections import deque
+from collections.abc import Sequence
 
 import anyio
 
@@ -31,34 +33,41 @@ class TimeLog:
     """Clock times of the last ``keep`` seconds' events (grants, answers), numbered from 1; with
     ``gaps``, also the smallest gap between two events in a row after any of them."""
 
-    __slots__ = ("_first_serial", "_gaps", "_keep", "_serial", "_start", "_times")
+    __slots__ = ("_first_serial", "_gap_serials", "_gaps", "_keep", "_serial", "_start", "_times")
 
     def __init__(self, *, keep: float, gaps: bool = False) -> None:
         self._keep = keep
-        self._times: list[float] = []
+        # Arrays of doubles, not lists of floats: a slice (what an answer reads) copies a block,
+        # not a pointer and a reference count per time.
+        self._times = array("d")
         self._start = 0  # index in _times of the oldest remembered time
         self._first_serial = 1  # serial of _times[_start]
         self._serial = 0  # serial of _times[-1]
-        # (serial, its time less the one before), gaps increasing: a sliding minimum, whose
-        # first entry past a serial holds the smallest gap after it (no scan of every gap).
-        self._gaps: list[tuple[int, float]] | None = [] if gaps else None
+        # A serial and its time less the one before, gaps increasing: a sliding minimum, whose
+        # first entry past a serial holds the smallest gap after it (no scan of every gap). Two
+        # arrays, not a list of pairs: no object per event for the garbage collector to visit.
+        self._gap_serials = array("q") if gaps else None
+        self._gaps = array("d")
 
     def add(self, now: float) -> int:
         """Record an event at ``now`` (no earlier than the last) and return its serial."""
         times = self._times
         self._serial = serial = self._serial + 1
-        gaps = self._gaps
-        if gaps is not None and times:
+        serials = self._gap_serials
+        if serials is not None and times:
             gap = now - times[-1]
-            while gaps and gaps[-1][1] >= gap:
+            gaps = self._gaps
+            while gaps and gaps[-1] >= gap:
                 gaps.pop()
-            gaps.append((serial, gap))
+                serials.pop()
+            gaps.append(gap)
+            serials.append(serial)
         times.append(now)
         if times[self._start] < now - self._keep:
             self._forget(now - self._keep)
         return serial
 
-    def after(self, serial: int, upto: int | None, skip: set[int]) -> list[float]:
+    def after(self, serial: int, upto: int | None, skip: set[int]) -> Sequence[float]:
         """The times remembered after ``serial`` (to ``upto`` included), less ``skip``'s."""
         first = serial + 1 if serial >= self._first_serial else self._first_serial
         index = self._start + first - self._first_serial
@@ -73,11 +82,11 @@ class TimeLog:
     def smallest_gap_after(self, serial: int) -> float:
         """The smallest difference between two times in a row of :meth:`after` ``serial`` with
         nothing skipped, bit for bit (inf: fewer than two); only with ``gaps``."""
-        gaps = self._gaps
-        assert gaps is not None
+        serials = self._gap_serials
+        assert serials is not None
         first = serial + 1 if serial >= self._first_serial else self._first_serial
-        index = bisect.bisect_left(gaps, (first + 1,))  # (n,) sorts before every (n, gap)
-        return gaps[index][1] if index < len(gaps) else math.inf
+        index = bisect.bisect_left(serials, first + 1)
+        return self._gaps[index] if index < len(serials) else math.inf
 
     def count_in_window(self, serial: int, *, period: float) -> int | None:
         """Events up to and including ``serial`` in the ``period`` seconds that end with it (None:
@@ -105,33 +114,39 @@ class TimeLog:
         if start > 1024 and start * 2 > len(times):  # compact now and then, amortised O(1)
             del times[:start]
             self._start = 0
-            if self._gaps is not None:
-                del self._gaps[: bisect.bisect_left(self._gaps, (self._first_serial,))]
+            if self._gap_serials is not None:
+                forgotten = bisect.bisect_left(self._gap_serials, self._first_serial)
+                del self._gap_serials[:forgotten], self._gaps[:forgotten]
 
 
 class WindowLog:
     """Which recent permits may still count in the server's window: each holds a place until
     ``window`` seconds after its answer (until then, ``unanswered`` after its grant)."""
 
-    __slots__ = ("_heap", "_release", "_unanswered", "_window")
+    __slots__ = ("_answers", "_grants", "_queues", "_release", "_unanswered", "_window")
 
     def __init__(self, *, window: float, unanswered: float) -> None:
         self._window = window
         self._unanswered = unanswered
         self._release: dict[int, float] = {}  # serial -> when its place frees up
-        self._heap: list[tuple[float, int]] = []  # (release, serial), stale entries skipped
+        # The release times set at grants and at answers, each in time order as the clock
+        # gives them (two queues, not a heap of pairs: no object per permit for the garbage
+        # collector to visit), with their serials; stale entries skipped.
+        self._grants: tuple[deque[float], deque[int]] = (deque(), deque())
+        self._answers: tuple[deque[float], deque[int]] = (deque(), deque())
+        self._queues = (self._grants, self._answers)
 
     def grant(self, serial: int, now: float) -> None:
         """A permit was granted at ``now``: it takes a place until its answer."""
         self._release[serial] = when = now + self._unanswered + self._window
-        heapq.heappush(self._heap, (when, serial))
+        _enqueue(self._grants, when, serial)
 
     def answered(self, serial: int, now: float) -> None:
         """The permit's answer came at ``now``: its place frees a window later."""
         release = self._release.get(serial)
         if release is not None and release > now:  # else its place is free already
             self._release[serial] = when = now + self._window
-            heapq.heappush(self._heap, (when, serial))
+            _enqueue(self._answers, when, serial)
 
     def forget(self, serial: int) -> None:
         """The permit's request never reached the server: its place is free."""
@@ -139,20 +154,39 @@ class WindowLog:
 
     def opens_at(self, *, now: float, places: int) -> float:
         """When a new permit may be granted, ``places`` being ours: ``-inf`` if one is free."""
-        heap, release = self._heap, self._release
-        while heap:
-            when, serial = heap[0]
-            if when > now and release.get(serial) == when:  # the next place to free up
-                break
-            heapq.heappop(heap)
-            if release.get(serial) == when:  # expired, not merely superseded
-                del release[serial]
+        release = self._release
+        for times, serials in self._queues:
+            while times and times[0] <= now:  # a place freed, unless its time moved since
+                when = times.popleft()
+                serial = serials.popleft()
+                if release.get(serial) == when:
+                    del release[serial]
         excess = len(release) - places
         if excess < 0:
             return -math.inf
-        if excess == 0:
-            return heap[0][0]
-        return sorted(release.values())[excess]  # others took places: rare, and short-lived
+        if excess > 0:
+            return sorted(release.values())[excess]  # others took places: rare, and short-lived
+        first = math.inf  # the next place to free up: times whose place moved skipped for good
+        for times, serials in self._queues:
+            while times and release.get(serials[0]) != times[0]:
+                times.popleft()
+                serials.popleft()
+            if times and times[0] < first:
+                first = times[0]
+        return first
+
+
+def _enqueue(queue: tuple[deque[float], deque[int]], when: float, serial: int) -> None:
+    """Add ``serial``'s release ``when`` to ``queue``, kept in time order (a clock that went
+    back puts it in its place)."""
+    times, serials = queue
+    if not times or times[-1] <= when:
+        times.append(when)
+        serials.append(serial)
+    else:
+        index = bisect.bisect_right(times, when)
+        times.insert(index, when)
+        serials.insert(index, serial)
 
 
 class LocalRateLimiter:
@@ -286,7 +320,6 @@ class LocalRateLimiter:
         permit = feedback.permit
         serial = permit.serial
         granted_at = permit.granted_at
-        period = self._limit.period
         pending = self._pending
         _, answers_then = pending.pop(serial, (0.0, -1))
         overlapped = answers_then != self._answers
@@ -299,24 +332,24 @@ class LocalRateLimiter:
         estimate = self._estimate
         serial_before = estimate.serial
         hold_before = estimate.hold_until
-        between = None
-        later: list[float] = []
+        between = own_in_window = own_at_most = later_gap = None
+        later: Sequence[float] = ()
         earlier: list[float] = []
-        own_in_window = own_at_most = None
-        later_gap = None
         remaining = feedback.remaining
         if remaining is not None:
+            history, given_back = self._history, self._given_back
             if 0 < serial_before < serial and estimate.in_order:
-                between = self._history.after(serial_before, serial, self._given_back)
-            later = self._history.after(serial, None, self._given_back)
-            if len(later) > 1 and not self._given_back:
-                later_gap = self._history.smallest_gap_after(serial)
+                between = history.after(serial_before, serial, given_back)
+            later = history.after(serial, None, given_back)
+            if len(later) > 1 and not given_back:
+                later_gap = history.smallest_gap_after(serial)
             for s, (when, _) in pending.items():  # in grant order
                 if s >= serial:
                     break
                 earlier.append(when)
             if reads_own_counts(estimate, remaining):
-                own_in_window = self._history.count_in_window(serial, period=period)
+                period = self._limit.period
+                own_in_window = history.count_in_window(serial, period=period)
                 # Answered since a period before its grant, or on its way: maybe in its window.
                 own_at_most = self._answered.count_after(granted_at - period) + len(pending)
         read_answer(
