@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import sys
@@ -31,7 +32,7 @@ from ._errors import (
 from ._http import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_bounded
 from ._limiting.protocol import Permit, Priority, RateLimiter, RateLimitFeedback
 from ._models import GenerationRequest
-from ._observe import Observer, RequestAttempt, end_attempt, mark_sent, start_attempt
+from ._observe import Observer, end_attempt, mark_sent, start_attempt
 from ._protocol import find_error, has_error_body, read_rate_limit_headers
 from ._redact import Redactor
 from ._settings import Limits
@@ -49,6 +50,7 @@ _FAILURES: tuple[type[Exception], ...] = (
     *_http.InvalidURL,
 )
 _TOO_DEEP = object()
+_UNSHIELDED = contextlib.nullcontext()  # reusable: no scope per request without an intent
 # The headers an answer is read for, by their raw lower-cased name: decoding all costs more.
 _READ_HEADERS = {
     name.encode(): name
@@ -192,73 +194,60 @@ class Sender:
             task_id = params.get("task_id") if params else None
             probe = start_attempt(now, method, self._base_url + path, path, attempt, task_id)
         error: BaseException | None = None
+        limit = self._limits.max_request_time
+        response = None
         try:
             permit = await self._limiter.acquire(priority=priority)
-            if before_send is None:
-                return await self._exchange(method, path, permit, params, body, probe)
             # From the recorded intent to the read answer, one shielded step (bounded by
             # max_request_time): a cancellation in between would leave an intent never sent.
-            with anyio.CancelScope(shield=True):
-                try:
-                    await before_send()
-                except BaseException:  # nothing sent: the quota it would have used is free
-                    self._limiter.give_back(permit)
-                    raise
-                return await self._exchange(method, path, permit, params, body, probe)
+            with _UNSHIELDED if before_send is None else anyio.CancelScope(shield=True):
+                if before_send is not None:
+                    try:
+                        await before_send()
+                    except BaseException:  # nothing sent: the quota it would have used is free
+                        self._limiter.give_back(permit)
+                        raise
+                with self._deadlines.bound(limit):  # ends the block early at the deadline
+                    if probe is not None:  # after the permit and the journal's intent
+                        mark_sent(probe, self._clock.monotonic())
+                    failure: Exception | None = None
+                    try:
+                        outgoing = self._http.build_request(
+                            method,
+                            self._base_url + path,
+                            params=params,
+                            json=body,
+                            headers=self._headers,
+                            **self._options[method],
+                        )
+                        response = await self._http.send(outgoing, stream=True)
+                        raw = await read_bounded(response, limit=self._limits.max_answer_bytes)
+                    except _FAILURES as exc:
+                        sent = response is not None
+                        failure = self._failure(exc, method, path, permit, sent=sent)
+                    if failure is not None:
+                        raise failure
+                    assert response is not None
+                    headers = _read_headers(response.headers)
+                    status = response.status_code
+                    feedback = read_rate_limit_headers(
+                        headers, permit=permit, status_code=status, now_unix=self._clock.unix()
+                    )
+                    if probe is not None:
+                        probe.status_code, probe.remaining = status, feedback.remaining
+                    await self._limiter.observe(feedback)
+                    return self._read(response, raw, headers, feedback, method, path)
+                message = f"no complete answer within {limit:g}s (max_request_time)"
+                raise _Failed(APITimeoutError(message, method=method, path=path), sent=True)
         except BaseException as exc:
             error = exc.error if isinstance(exc, _Failed) else exc
             raise
         finally:
-            if probe is not None and self._observer is not None:
-                self._observer.on_request(end_attempt(probe, self._clock.monotonic(), error))
-
-    async def _exchange(
-        self,
-        method: str,
-        path: str,
-        permit: Permit,
-        params: dict[str, str] | None,
-        body: dict[str, Any] | None,
-        probe: RequestAttempt | None,
-    ) -> Any:
-        limit = self._limits.max_request_time
-        response = None
-        try:
-            with self._deadlines.bound(limit):  # ends the block early at the deadline
-                if probe is not None:  # after the permit and the journal's intent
-                    mark_sent(probe, self._clock.monotonic())
-                failure: Exception | None = None
-                try:
-                    outgoing = self._http.build_request(
-                        method,
-                        self._base_url + path,
-                        params=params,
-                        json=body,
-                        headers=self._headers,
-                        **self._options[method],
-                    )
-                    response = await self._http.send(outgoing, stream=True)
-                    raw = await read_bounded(response, limit=self._limits.max_answer_bytes)
-                except _FAILURES as exc:
-                    failure = self._failure(exc, method, path, permit, sent=response is not None)
-                if failure is not None:
-                    raise failure
-                assert response is not None
-                headers = _read_headers(response.headers)
-                status = response.status_code
-                feedback = read_rate_limit_headers(
-                    headers, permit=permit, status_code=status, now_unix=self._clock.unix()
-                )
-                if probe is not None:
-                    probe.status_code, probe.remaining = status, feedback.remaining
-                await self._limiter.observe(feedback)
-                return self._read(response, raw, headers, feedback, method, path)
-        finally:
             if response is not None and not response.is_closed:  # read to its end, closed
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
-        message = f"no complete answer within {limit:g}s (max_request_time)"
-        raise _Failed(APITimeoutError(message, method=method, path=path), sent=True)
+            if probe is not None and self._observer is not None:
+                self._observer.on_request(end_attempt(probe, self._clock.monotonic(), error))
 
     def _failure(
         self, exc: Exception, method: str, path: str, permit: Permit, *, sent: bool
