@@ -149,11 +149,9 @@ def give_back(estimate: Estimate) -> None:
     estimate.tat -= 1.0 / estimate.pace
 
 
-def reads_own_counts(estimate: Estimate, remaining: int | None) -> bool:
+def reads_own_counts(estimate: Estimate, remaining: int) -> bool:
     """Whether :func:`read_answer` may read an answer's ``own_in_window`` and ``own_at_most``
     (only a window's or an empty answer's others matter): if not, they need not be counted."""
-    if remaining is None:
-        return False
     # The answer makes a bucket a window only if Remaining + 1, its new size, is half the quota.
     return estimate.is_window or remaining == 0 or 2 * remaining + 2 > estimate.limit.requests
 

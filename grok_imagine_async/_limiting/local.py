@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from array import array
 from collections import deque
 from collections.abc import Sequence
 
@@ -37,17 +36,15 @@ class TimeLog:
 
     def __init__(self, *, keep: float, gaps: bool = False) -> None:
         self._keep = keep
-        # Arrays of doubles, not lists of floats: a slice (what an answer reads) copies a block,
-        # not a pointer and a reference count per time.
-        self._times = array("d")
+        self._times: list[float] = []
         self._start = 0  # index in _times of the oldest remembered time
         self._first_serial = 1  # serial of _times[_start]
         self._serial = 0  # serial of _times[-1]
         # A serial and its time less the one before, gaps increasing: a sliding minimum, whose
         # first entry past a serial holds the smallest gap after it (no scan of every gap). Two
-        # arrays, not a list of pairs: no object per event for the garbage collector to visit.
-        self._gap_serials = array("q") if gaps else None
-        self._gaps = array("d")
+        # lists, not one of pairs: no object per event for the garbage collector to visit.
+        self._gap_serials: list[int] | None = [] if gaps else None
+        self._gaps: list[float] = []
 
     def add(self, now: float) -> int:
         """Record an event at ``now`` (no earlier than the last) and return its serial."""
