@@ -64,27 +64,21 @@ class BreakerPolicy:
     probe_wait_max: float = 600.0
 
     def __post_init__(self) -> None:
+        # The bounds (see Args): counts >= 1, waits > 0, factor >= 1; None turns a rule off.
         counts = ("pause_after_failures", "stop_after_refusals", "pause_after_unanswered", "warmup")
-        checks = [
-            (name, getattr(self, name) is None or getattr(self, name) >= 1) for name in counts
-        ]
+        waits = ("give_up_unreachable", "warmup_max_wait")
+        checks = [(n, getattr(self, n) is None or getattr(self, n) >= 1) for n in counts]
+        checks += [(n, getattr(self, n) is None or getattr(self, n) > 0) for n in waits]
         checks += [
-            (
-                "give_up_unreachable",
-                self.give_up_unreachable is None or self.give_up_unreachable > 0,
-            ),
-            ("warmup_max_wait", self.warmup_max_wait is None or self.warmup_max_wait > 0),
             ("warmup_age", self.warmup_age >= 0),
             ("warmup_until", self.warmup_until in ("running", "completed")),
             ("probe_wait_initial", self.probe_wait_initial > 0),
             ("probe_wait_factor", self.probe_wait_factor >= 1),
             ("probe_wait_max", self.probe_wait_max >= self.probe_wait_initial),
         ]
-        for name, ok in checks:
-            if not ok:  # the bounds: counts >= 1, waits > 0, factor >= 1 (see Args)
-                raise ConfigurationError(
-                    f"BreakerPolicy.{name} out of range: {getattr(self, name)!r}"
-                )
+        for n, ok in checks:
+            if not ok:
+                raise ConfigurationError(f"BreakerPolicy.{n} out of range: {getattr(self, n)!r}")
 
 
 _OFF = BreakerPolicy(
@@ -177,19 +171,20 @@ class Breaker:
     def __init__(self, policy: BreakerPolicy | None) -> None:
         self.policy = policy
         self._warmup = 0 if policy is None or policy.warmup is None else policy.warmup
+        self.warming_up = self._warmup > 0  # until the provider is seen working
         self._sequence = 0
-        self._state = BreakerState.RUNNING
+        self.state = BreakerState.RUNNING
         self._reason: str | None = None
         self._class: FailureClass | None = None
         self._streak = 0
         self.newest_good = -1  # the newest submission that succeeded; later failures count
         self._bad: set[int] = set()  # retryable failures submitted after it
-        self._refused: tuple[FailureClass | None, int] = (None, 0)  # class, run length
+        self._refused: FailureClass | None = None  # the class of the refusals in a row
+        self.refusals = 0  # and how many
         self._unanswered_run = 0
         self.unanswered = 0
         self._reached = False
-        self._proven = policy is None or policy.warmup is None  # the provider seen working
-        self._ended: set[int] = set()  # submissions whose outcome came before it was
+        self._ended: set[int] = set()  # submissions whose outcome came before it was proven
         self._first_sent: float | None = None  # while the server was never reached
         self._probe: int | None = None  # sequence of the probe in flight
         self._probes = 0
@@ -200,16 +195,12 @@ class Breaker:
         self._hold_until = -math.inf  # no submission before this while a failure is unexplained
         self.failing_since = math.inf  # when the oldest unexplained failure was sent
 
-    @property
-    def state(self) -> BreakerState:
-        return self._state
-
     def admit(self, now: float) -> tuple[int | None, float | None, Transition | None]:
         """``(sequence, None, PROBING or None)`` if a POST may go now, else ``(None, when,
         None)``: ask again at ``when`` (None: after the next outcome; ``inf``: stopped)."""
-        if self._state is BreakerState.STOPPED:
+        if self.state is BreakerState.STOPPED:
             return None, float("inf"), None
-        if self._state is BreakerState.PAUSED:
+        if self.state is BreakerState.PAUSED:
             if self._probe is not None:
                 return None, None, None
             if now < self._next_probe:
@@ -218,7 +209,7 @@ class Breaker:
             self._probe = self._sequence
             self._probes += 1
             return self._sequence, None, Transition.PROBING
-        if not self._proven and self._sequence >= self._warmup:
+        if self.warming_up and self._sequence >= self._warmup:
             return None, None, None  # the warm-up's outcomes first
         if self._bad and now < self._hold_until:
             return None, self._hold_until, None  # a young failure: its witnesses first
@@ -227,39 +218,31 @@ class Breaker:
         self._sequence += 1
         return self._sequence, None, None
 
-    @property
-    def warming_up(self) -> bool:
-        return not self._proven
-
     def vouch(self, age: float) -> bool:
         """A warm-up task was seen running at ``age``: True if that ends the warm-up."""
         policy = self.policy
-        if self._proven or policy is None:
+        if not self.warming_up or policy is None:
             return False
         if policy.warmup_until == "running":
             enough: float | None = policy.warmup_age
-        elif self._refused[1]:
+        elif self.refusals:
             return False  # refusals and no completion: the prompts are in doubt
         else:
             enough = policy.warmup_max_wait
         if enough is None or age < enough:
             return False
-        self._proven = True
+        self.warming_up = False
         return True
-
-    @property
-    def refusals_in_a_row(self) -> int:
-        return self._refused[1]
 
     @property
     def suspicious(self) -> bool:
         """Running, with a retryable failure among the newest submissions."""
-        return self._state is BreakerState.RUNNING and bool(self._bad)
+        return self.state is BreakerState.RUNNING and bool(self._bad)
 
     def unexplained(self, sequence: int | None) -> bool:
         """Running, and ``sequence``'s failure neither explained by a pause nor by a success
         submitted after it."""
-        return self._state is BreakerState.RUNNING and sequence in self._bad
+        return self.state is BreakerState.RUNNING and sequence in self._bad
 
     def answered(self) -> None:
         """A POST was answered (a task id or an error)."""
@@ -269,20 +252,20 @@ class Breaker:
     def hold(self, until: float) -> None:
         """A young failure among the newest: admit nothing until ``until`` unless a later
         success explains it away (its witnesses are looked at meanwhile)."""
-        if self._state is BreakerState.RUNNING and self._bad:
+        if self.suspicious:
             self._hold_until = max(self._hold_until, until)
 
     def outage_explains(self, sequence: int | None) -> bool:
         """Whether the batch is paused, or paused after ``sequence`` went out."""
-        if self._state is BreakerState.PAUSED:
+        if self.state is BreakerState.PAUSED:
             return True
         return sequence is not None and sequence <= self._paused_at
 
     def withholds(self, sequence: int | None) -> bool:
         """Whether an admitted ``sequence`` must not go now: stopped, or paused and no probe."""
-        if self._state is BreakerState.STOPPED:
+        if self.state is BreakerState.STOPPED:
             return True
-        return self._state is BreakerState.PAUSED and not self.is_probe(sequence)
+        return self.state is BreakerState.PAUSED and not self.is_probe(sequence)
 
     def is_probe(self, sequence: int | None) -> bool:
         return sequence is not None and sequence == self._probe
@@ -305,42 +288,26 @@ class Breaker:
     ) -> Transition | None:
         """Count how ``sequence`` ended (None: resumed); return the change of course, if any.
         ``age``: a failed task's age when seen failed."""
-        if outcome is Outcome.RETRYABLE and age is not None and (sequence or 0) > self.newest_good:
-            self.failing_since = min(self.failing_since, now - age)
-        transition = self._record(sequence, outcome, now, failure_class, age)
-        if self._state is BreakerState.RUNNING and not self._bad:
-            self.failing_since = math.inf  # explained by a later success, or the outage ended
-        return transition
-
-    def _record(
-        self,
-        sequence: int | None,
-        outcome: Outcome,
-        now: float,
-        failure_class: FailureClass | None,
-        age: float | None,
-    ) -> Transition | None:
-        policy = self.policy or _OFF
+        policy, transition = self.policy or _OFF, None
         if outcome not in (Outcome.UNREACHABLE, Outcome.OTHER):
             self._reached = True
         if outcome is not Outcome.UNANSWERED:
             self._unanswered_run = 0
         if outcome is Outcome.SUCCEEDED:
-            self._proven = True
-            self._refused = (None, 0)
+            self.warming_up = False
             if sequence is not None and sequence > self.newest_good:
                 self.newest_good = sequence
                 self._bad = {s for s in self._bad if s > sequence}
-            if self._state is BreakerState.PAUSED and (
+            if self.state is BreakerState.PAUSED and (
                 self.is_probe(sequence) or (sequence is not None and sequence > self._paused_at)
             ):
-                return self._resume()
-            return None
-        transition = None
-        if outcome in (Outcome.RETRYABLE, Outcome.UNREACHABLE):
+                transition = self._resume()
+        elif outcome in (Outcome.RETRYABLE, Outcome.UNREACHABLE):
             if age is not None:  # the youngest age is the tightest bound of when it failed
                 old = self._failure_age
                 self._failure_age = age if old is None else min(old, age)
+                if outcome is Outcome.RETRYABLE and (sequence or 0) > self.newest_good:
+                    self.failing_since = min(self.failing_since, now - age)
             if sequence is not None and sequence > self.newest_good:  # else a later success
                 self._bad.add(sequence)  # says the provider works
                 limit = policy.pause_after_failures
@@ -353,57 +320,62 @@ class Breaker:
             if limit is not None and self._unanswered_run >= limit:
                 transition = self._pause("unanswered", self._unanswered_run, now)
         if outcome is Outcome.REFUSED:
-            kind, run = self._refused
-            run = run + 1 if kind is failure_class else 1
-            self._refused = (failure_class, run)
+            self.refusals = self.refusals + 1 if self._refused is failure_class else 1
+            self._refused = failure_class
             limit = policy.stop_after_refusals
-            if limit is not None and run >= limit and self._state is not BreakerState.STOPPED:
-                transition = self._stop("refused", run, failure_class)
+            if (
+                limit is not None
+                and self.refusals >= limit
+                and self.state is not BreakerState.STOPPED
+            ):
+                transition = self._stop("refused", self.refusals, failure_class)
         else:
-            self._refused = (None, 0)
+            self._refused, self.refusals = None, 0
         give_up = policy.give_up_unreachable
         if (
             outcome is Outcome.UNREACHABLE
             and not self._reached
             and self._first_sent is not None
-            and self._state is not BreakerState.STOPPED
+            and self.state is not BreakerState.STOPPED
             and give_up is not None
             and now - self._first_sent >= give_up
         ):
             transition = self._stop("unreachable", len(self._bad), None)
-        if self.is_probe(sequence) and self._state is BreakerState.PAUSED:
+        if self.is_probe(sequence) and self.state is BreakerState.PAUSED:
             self._probe = None  # it failed: the next one waits longer
             self._wait = min(self._wait * policy.probe_wait_factor, policy.probe_wait_max)
             self._next_probe = now + self._wait
-        if not self._proven and sequence is not None:
+        if self.warming_up and sequence is not None:
             self._ended.add(sequence)
-            if self._state is BreakerState.RUNNING and len(self._ended) >= self._sequence:
+            if self.state is BreakerState.RUNNING and len(self._ended) >= self._sequence:
                 # Every warm-up submission ended, none proving the provider works nor stopping
                 # the batch (unknown failures, refusals of mixed reasons): another round of
                 # them, rather than hold the batch forever.
                 self._warmup = self._sequence + (policy.warmup or 1)
+        if self.state is BreakerState.RUNNING and not self._bad:
+            self.failing_since = math.inf  # explained by a later success, or the outage ended
         return transition
 
     def _resume(self) -> Transition:
-        self._state, self._reason, self._streak = BreakerState.RUNNING, None, 0
+        self.state, self._reason, self._streak = BreakerState.RUNNING, None, 0
         self._probe = None
         self._bad.clear()
         self._failure_age = None
         self.failing_since = math.inf
-        self._proven = True
+        self.warming_up = False
         return Transition.RESUMED
 
     def _pause(self, reason: str, streak: int, now: float) -> Transition | None:
-        if self._state is not BreakerState.RUNNING or self.policy is None:
+        if self.state is not BreakerState.RUNNING or self.policy is None:
             return None
-        self._state, self._reason, self._streak = BreakerState.PAUSED, reason, streak
+        self.state, self._reason, self._streak = BreakerState.PAUSED, reason, streak
         self._paused_at = self._sequence  # a success of a later submission ends the pause
         self._wait = self.policy.probe_wait_initial
         self._next_probe = now + self._wait
         return Transition.PAUSED
 
     def _stop(self, reason: str, streak: int, failure_class: FailureClass | None) -> Transition:
-        self._state, self._reason, self._streak = BreakerState.STOPPED, reason, streak
+        self.state, self._reason, self._streak = BreakerState.STOPPED, reason, streak
         self._class = failure_class
         self._probe = None
         return Transition.STOPPED
@@ -412,12 +384,12 @@ class Breaker:
         """This breaker's decision at ``now``, to share with the processes of the batch: ``at``
         is the same moment on the wall clock, which they share."""
         since = None if math.isinf(self.failing_since) else at - (now - self.failing_since)
-        return Course(self._state, self._reason, self._class, self._streak, at, by, since)
+        return Course(self.state, self._reason, self._class, self._streak, at, by, since)
 
     def adopt(self, course: Course, now: float, *, at: float) -> Transition | None:
         """Take the course another process of the batch decided; return the change, if any.
         ``at``: ``now`` on the wall clock, to place the failures it saw on this clock."""
-        if self.policy is None or self._state is BreakerState.STOPPED:
+        if self.policy is None or self.state is BreakerState.STOPPED:
             return None
         if course.state is BreakerState.STOPPED:
             return self._stop(course.reason or "refused", course.streak, course.failure_class)
@@ -427,21 +399,21 @@ class Breaker:
                 since = course.at if course.failing_since is None else course.failing_since
                 self.failing_since = min(self.failing_since, now - (at - since))
             return transition
-        if self._state is BreakerState.PAUSED:  # resumed elsewhere: its probe succeeded
+        if self.state is BreakerState.PAUSED:  # resumed elsewhere: its probe succeeded
             return self._resume()
         return None
 
     def snapshot(self) -> BreakerSnapshot:
-        paused = self._state is BreakerState.PAUSED
+        paused = self.state is BreakerState.PAUSED
         return BreakerSnapshot(
-            state=self._state,
+            state=self.state,
             reason=self._reason,
             failure_class=self._class,
             streak=self._streak,
             probes=self._probes,
             next_probe_at=self._next_probe if paused and self._probe is None else None,
             unanswered=self.unanswered,
-            warming_up=not self._proven and self._state is not BreakerState.STOPPED,
+            warming_up=self.warming_up and self.state is not BreakerState.STOPPED,
         )
 
 

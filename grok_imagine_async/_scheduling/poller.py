@@ -199,7 +199,7 @@ class Poller:
             books.course(job.key, transition, now)
         elif (
             outcome is Outcome.REFUSED
-            and books.breaker.refusals_in_a_row >= 2
+            and books.breaker.refusals >= 2
             and books.breaker.newest_good < 0
             and age
         ):
