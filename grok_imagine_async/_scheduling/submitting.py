@@ -15,6 +15,7 @@ from .._errors import (
     APIResponseValidationError,
     AuthenticationError,
     BudgetExceededError,
+    GrokImagineError,
     InvalidRequestError,
     JournalError,
     SchedulerClosedError,
@@ -269,7 +270,8 @@ class Submitter:
         """One POST for ``job``; True if it must wait for the outage's end and go again."""
         books, cost = self._books, CREDITS_PER_GENERATION
         attempt = job.attempts + 1
-        may_have_left = False  # from the first intent on, a POST may leave
+        may_have_left = halt = False  # from the first intent on, a POST may leave
+        error: GrokImagineError
 
         async def record_intent() -> None:
             nonlocal may_have_left
@@ -301,14 +303,12 @@ class Submitter:
         except BudgetExceededError as exc:
             # A shared budget (a Redis job store) refused the intent: nothing was sent.
             self._outcome(job, Outcome.OTHER)
-            await books.finish(job, error=exc, failure_class=FailureClass.BUDGET_EXCEEDED)
-            return False
+            error, failure = exc, FailureClass.BUDGET_EXCEEDED
         except AmbiguousSubmitError as exc:
             held.commit(certain=False)  # it may have been charged: count it against the budget
             job.charged(attempt, cost)
             self._outcome(job, Outcome.UNANSWERED)
-            await books.finish(job, error=exc, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
-            return False
+            error, failure = exc, FailureClass.AMBIGUOUS_SUBMIT
         except AuthenticationError as exc:
             # Provably not started: close the job (and its journal intent) before stopping all.
             await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
@@ -321,50 +321,47 @@ class Submitter:
             # Nothing was started (the sender retried already); systematic: the breaker's.
             reached = not isinstance(exc, APIConnectionError)
             self._outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
-            state = self._breaker.state
-            if state is BreakerState.PAUSED:
+            if self._breaker.state is BreakerState.PAUSED:
                 return True  # sent again once the outage is over
-            if state is BreakerState.STOPPED and not reached:
-                # A server never reached: a configuration error; stop every worker now.
-                await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-                books.stop(exc, drain=False)
-                return False
-            await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-            return False
+            # A server never reached: a configuration error; stop every worker once it ended.
+            halt = self._breaker.state is BreakerState.STOPPED and not reached
+            error, failure = exc, FailureClass.REQUEST_ERROR
         except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
             self._outcome(job, Outcome.OTHER)
-            await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
-            return False
+            error, failure = exc, FailureClass.REQUEST_ERROR
         except Exception as exc:
-            if not may_have_left:  # the limiter failed (e.g. Redis refused its script)
-                error = unexpected(exc)
-                await books.finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
-                return False
-            # After the intent: the POST may have left, and been paid.
-            held.commit(certain=False)
-            job.charged(attempt, cost)
-            ambiguous = AmbiguousSubmitError(
-                f"the submission failed unexpectedly ({unexpected(exc)}); it may have "
-                "started a task, so it was not resent",
-                request=job.request,
-            )
-            await books.finish(job, error=ambiguous, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
+            # Before the intent the limiter failed (e.g. Redis refused its script); after it,
+            # the POST may have left, and been paid.
+            error, failure = unexpected(exc), FailureClass.REQUEST_ERROR
+            if may_have_left:
+                held.commit(certain=False)
+                job.charged(attempt, cost)
+                error = AmbiguousSubmitError(
+                    f"the submission failed unexpectedly ({error}); it may have started a task, "
+                    "so it was not resent",
+                    request=job.request,
+                )
+                failure = FailureClass.AMBIGUOUS_SUBMIT
+        else:
+            self._breaker.answered()
+            if self._breaker.is_probe(job.sequence) and self._breaker.healthy_age() <= 0.0:
+                self._outcome(job, Outcome.SUCCEEDED)  # the POSTs failed, and this one did not
+            with anyio.CancelScope(shield=True):
+                held.commit()
+                job.charged(attempt, cost)
+                if books.journal is not None:
+                    try:
+                        await books.journal.record_submitted(job.key, task_id)
+                    except Exception as exc:
+                        books.unrecorded[job.key] = task_id
+                        books.journal_failed(exc, job)
+            now = anyio.current_time()
+            job.submitted(task_id, at=now)
+            books.emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
             return False
-        self._breaker.answered()
-        if self._breaker.is_probe(job.sequence) and self._breaker.healthy_age() <= 0.0:
-            self._outcome(job, Outcome.SUCCEEDED)  # the POSTs failed, and this one did not
-        with anyio.CancelScope(shield=True):
-            held.commit()
-            job.charged(attempt, cost)
-            if books.journal is not None:
-                try:
-                    await books.journal.record_submitted(job.key, task_id)
-                except Exception as exc:
-                    books.unrecorded[job.key] = task_id
-                    books.journal_failed(exc, job)
-        now = anyio.current_time()
-        job.submitted(task_id, at=now)
-        books.emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
+        await books.finish(job, error=error, failure_class=failure)
+        if halt:
+            books.stop(error, drain=False)
         return False
 
 
