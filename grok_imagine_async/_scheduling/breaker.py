@@ -108,11 +108,9 @@ def task_outcome(failure_class: FailureClass | None) -> Outcome:
     """The breaker's reading of a finished task (``None``: it completed)."""
     if failure_class is None:
         return Outcome.SUCCEEDED
-    if failure_class in REFUSALS:
-        return Outcome.REFUSED
     if failure_class in OUTAGE_FAILURES:
         return Outcome.RETRYABLE
-    return Outcome.OTHER
+    return Outcome.REFUSED if failure_class in REFUSALS else Outcome.OTHER
 
 
 class BreakerState(str, enum.Enum):
@@ -183,9 +181,8 @@ class Breaker:
         self.refusals = 0  # and how many
         self._unanswered_run = 0
         self.unanswered = 0
-        self._reached = False
         self._ended: set[int] = set()  # submissions whose outcome came before it was proven
-        self._first_sent: float | None = None  # while the server was never reached
+        self._first_sent: float | None = None  # the first POST's time (inf: the server answered)
         self._probe: int | None = None  # sequence of the probe in flight
         self._probes = 0
         self._wait = 0.0
@@ -246,7 +243,7 @@ class Breaker:
 
     def answered(self) -> None:
         """A POST was answered (a task id or an error)."""
-        self._reached = True
+        self._first_sent = math.inf
         self._unanswered_run = 0
 
     def hold(self, until: float) -> None:
@@ -290,7 +287,7 @@ class Breaker:
         ``age``: a failed task's age when seen failed."""
         policy, transition = self.policy or _OFF, None
         if outcome not in (Outcome.UNREACHABLE, Outcome.OTHER):
-            self._reached = True
+            self._first_sent = math.inf
         if outcome is not Outcome.UNANSWERED:
             self._unanswered_run = 0
         if outcome is Outcome.SUCCEEDED:
@@ -334,7 +331,6 @@ class Breaker:
         give_up = policy.give_up_unreachable
         if (
             outcome is Outcome.UNREACHABLE
-            and not self._reached
             and self._first_sent is not None
             and self.state is not BreakerState.STOPPED
             and give_up is not None
