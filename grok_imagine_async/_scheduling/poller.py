@@ -66,13 +66,13 @@ class Poller:
         if job.submitted_at is None:
             self._schedule(job, now)
             return
-        follow = self._books.breaker.warming_up and len(self._warmup) < _FOLLOWED_WARMUP
+        breaker = self._books.breaker
+        follow = breaker.warming_up and len(self._warmup) < _FOLLOWED_WARMUP
         if follow:
             self._warmup.append(job.key)  # looked at closely: outages show within seconds
         self._planner.submitted(job.key, follow=follow)
-        breaker = self._books.breaker
         if breaker.state is BreakerState.PAUSED and not breaker.is_probe(job.sequence):
-            self._planner.canary(job.key)  # sent as the batch paused: probably failed too
+            self._planner.canaries.add(job.key)  # sent as the batch paused: probably failed too
         self._schedule(job, self._next_look(job, now))
         self._replan(now)
 
@@ -229,11 +229,9 @@ class Poller:
 
     def recheck_suspects(self, now: float) -> None:
         """Paused (here or by another process): the jobs sent since the oldest failure (and a
-        little before) probably failed too. Look at each once it is old enough to show it (its
-        look may be minutes away, planned on its duration), so its resubmission is ready when
-        the outage ends."""
-        # Twice the youngest failure seen, else (a pause taken from another process) a canary's
-        # age: an outage's failure shows by then.
+        little before) probably failed too. Look at each once old enough to show it (twice the
+        youngest failure seen, else a canary's age), not minutes later as planned on its
+        duration, so its resubmission is ready when the outage ends."""
         shows = self._books.breaker.healthy_age() or self._planner.canary_age()
         shows = max(shows, self._planner.policy.wait_initial)
         since = self._books.breaker.failing_since - shows
@@ -245,7 +243,7 @@ class Poller:
         """Look at the queued jobs ``chosen`` picks now (or once ``age`` old), urgently: on
         their own, and where a re-plan does not move them back."""
         for job in self._due.take(chosen):
-            self._planner.canary(job.key)
+            self._planner.canaries.add(job.key)
             self._schedule(job, max(now, (job.submitted_at or now) + age))
 
     def _healthy(self, job: JobRecord, now: float) -> None:
@@ -258,7 +256,7 @@ class Poller:
             self._books.notify()  # the warm-up is over: the submitters go on
         if not breaker.warming_up and job.key in self._warmup and not self._planner.queued():
             # Everything sent: a warm-up job's urgent looks are no longer worth their cost.
-            self._planner.unfollow(job.key)
+            self._planner.followed.discard(job.key)
         witness = job.key in self._witnesses
         self._witnesses.discard(job.key)
         if not (breaker.is_probe(job.sequence) or witness):

@@ -73,19 +73,21 @@ class PollPlanner:
         unfinished: Callable[[], int] | None = None,
     ) -> None:
         self.limit = limit
+        self._window = limit.period / 4  # the spare quota is counted per quarter period
+        self._budget = _SPARE * limit.per_second * self._window  # requests counted on in one
         self.policy = policy
         self.model = model
         self._rng = rng
         self._statistics = statistics
-        self._unfinished = unfinished
         self._recent: deque[float] = deque()  # every request noted, for the last period
         self._booked: list[float] = []  # when the urgent looks planned will go, sorted
         self._polls: deque[float] = deque()  # the polls among them
         self._samples: deque[tuple[float, int]] = deque()  # (time, permits granted)
         self._finished: deque[float] = deque()  # when jobs finished, lately
         self._running = 0
+        self._unfinished = unfinished or (lambda: self._running)
         self.probes: set[str] = set()  # looked at on a doubling schedule until confident
-        self.followed: set[str] = set()  # the breaker's probes: looked at closely to the end
+        self.followed: set[str] = set()  # probes, warm-up jobs: looked at closely to the end
         self.canaries: set[str] = set()  # one early look each, to see an outage soon
         self._canary_out: tuple[str, float] | None = None  # the canary's key, when it left
         self._holding = False  # a burst waits for the canary's look
@@ -140,20 +142,20 @@ class PollPlanner:
 
     def allowance(self, now: float) -> float:
         """Polls per ``wait_initial`` each job could have from the spare quota."""
-        window = self.limit.period / 4
+        window = self._window
         own = len(self._polls) - bisect.bisect_right(self._polls, now - window)
-        total = self._total_since(now, window)
-        others = max(0.0, total - own) / window
+        others = max(0.0, self._total_since(now) - own) / window
         spare = max(0.0, _SPARE * self.limit.per_second - others)
         horizon = max(self.model.median, self.policy.wait_initial)
         while self._finished and self._finished[0] < now - horizon:
             self._finished.popleft()
-        held = self._unfinished() if self._unfinished is not None else self._running
+        held = self._unfinished()
         jobs = max(1, held + len(self._finished))
         self._ending = held <= max(_ENDING_JOBS, _ENDING_SHARE * jobs)
         return spare * max(self.policy.wait_initial, 1e-3) / jobs
 
-    def _total_since(self, now: float, window: float) -> float:
+    def _total_since(self, now: float) -> float:
+        window = self._window
         if self._statistics is None:
             return float(self.requests_since(now - window))
         samples = self._samples
@@ -264,18 +266,6 @@ class PollPlanner:
             self.vouched, self._vouches = at, -math.inf if whole else 0.0
         self._holding = False
 
-    def follow(self, key: str) -> None:
-        """Look at a job closely until it ends (the breaker's probe)."""
-        self.followed.add(key)
-
-    def unfollow(self, key: str) -> None:
-        """Plan a followed job's looks as any other's again."""
-        self.followed.discard(key)
-
-    def canary(self, key: str) -> None:
-        """Look at a job once early: a task that fails at once in an outage is seen soon."""
-        self.canaries.add(key)
-
     def canary_soon(self, now: float) -> None:
         """A failure among the newest jobs: the next job sent is a canary."""
         self.next_canary = min(self.next_canary, now)
@@ -347,8 +337,7 @@ class PollPlanner:
 
     def queued(self) -> int:
         """Jobs the caller holds that have no task yet (submissions still to send)."""
-        held = self._unfinished() if self._unfinished is not None else self._running
-        return max(0, held - self._running)
+        return max(0, self._unfinished() - self._running)
 
     def room(self, now: float) -> float:
         """Requests the quota has room for in this quarter period (0 while any wait for it)."""
@@ -359,8 +348,7 @@ class PollPlanner:
             # Submissions waited for the quota: quota-bound to the end.
             self.quota_bound = self.quota_bound or submissions > 0
             return 0.0
-        window = self.limit.period / 4
-        return max(0.0, _SPARE * self.limit.per_second * window - self.requests_since(now - window))
+        return max(0.0, self._budget - self.requests_since(now - self._window))
 
     def has_room(self, now: float, *, chance: float, planned: Callable[[float], int]) -> bool:
         """Whether to take now an early look that finds a job done with ``chance``: a likely
@@ -368,12 +356,9 @@ class PollPlanner:
         room = self.room(now)
         if chance >= _LIKELY:
             return room >= 1.0
-        submissions = self.queued()
-        window = self.limit.period / 4
-        budget = _SPARE * self.limit.per_second * window
-        if now < self._next_spare or room - submissions - planned(now + window) < 1.0:
+        if now < self._next_spare or room - self.queued() - planned(now + self._window) < 1.0:
             return False
-        self._next_spare = now + window / budget
+        self._next_spare = now + self._window / self._budget
         return True
 
     def early_chance(

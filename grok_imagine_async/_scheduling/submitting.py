@@ -150,7 +150,7 @@ class Submitter:
                     job.sequence = sequence
                     if transition is Transition.PROBING:
                         self._probed.add(job.key)
-                        self._planner.follow(job.key)
+                        self._planner.followed.add(job.key)
                         books.course(job.key, transition, now)
                     return True
                 if until == float("inf"):
