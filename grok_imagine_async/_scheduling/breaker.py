@@ -247,10 +247,9 @@ class Breaker:
         self._unanswered_run = 0
 
     def hold(self, until: float) -> None:
-        """A young failure among the newest: admit nothing until ``until`` unless a later
-        success explains it away (its witnesses are looked at meanwhile)."""
-        if self.suspicious:
-            self._hold_until = max(self._hold_until, until)
+        """A young failure among the newest (see :attr:`suspicious`): admit nothing until
+        ``until`` unless a later success explains it away (its witnesses are looked at)."""
+        self._hold_until = max(self._hold_until, until)
 
     def outage_explains(self, sequence: int | None) -> bool:
         """Whether the batch is paused, or paused after ``sequence`` went out."""

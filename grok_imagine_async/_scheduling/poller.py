@@ -11,7 +11,7 @@ import anyio
 
 from .._errors import APIError, AuthenticationError, NotFoundError, TaskFailedError
 from .._limiting.protocol import Priority
-from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
+from .._models import CREDITS_PER_GENERATION, FailureClass, TaskStatus
 from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books
@@ -109,9 +109,8 @@ class Poller:
         self._recv.close()
 
     async def _poll_once(self, job: JobRecord) -> None:
-        books = self._books
+        books, planner = self._books, self._planner
         assert job.task_id is not None
-        planner = self._planner
         urgent = planner.is_urgent(job.key)
         if not urgent:
             await within_share(planner.share_wait)
@@ -150,7 +149,12 @@ class Poller:
             job.looked(at=now)
             self._schedule(job, self._next_look(job, anyio.current_time()))
             return
-        self._charged(job, task)
+        cost = CREDITS_PER_GENERATION  # refund what the provider says the task did not cost
+        if task.consumed_credits is not None and job.sequence is not None:
+            refund = cost - min(max(task.consumed_credits, 0), cost)  # never more than it cost
+            if refund:
+                books.budget.refund(refund)
+                job.refunded(refund)
         failure = task.failure_class
         age = None if job.submitted_at is None else now - job.submitted_at
         self._outcome(job, task_outcome(failure), now, failure, age)
@@ -184,8 +188,8 @@ class Poller:
             job.sequence, outcome, now=now, failure_class=failure, age=age
         )
         if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
-            planner.canary_soon(now)  # the next job sent is looked at
-            young = 2.0 * planner.canary_age()
+            planner.next_canary = min(planner.next_canary, now)  # the next job sent is looked at
+            young = 2.0 * planner.canary_age
             if age is not None and age <= young:
                 # Failed young, as in an outage: hold the submissions, and look now at the
                 # newest jobs as old (failed too, the batch pauses within seconds).
@@ -232,7 +236,7 @@ class Poller:
         little before) probably failed too. Look at each once old enough to show it (twice the
         youngest failure seen, else a canary's age), not minutes later as planned on its
         duration, so its resubmission is ready when the outage ends."""
-        shows = self._books.breaker.healthy_age() or self._planner.canary_age()
+        shows = self._books.breaker.healthy_age() or self._planner.canary_age
         shows = max(shows, self._planner.policy.wait_initial)
         since = self._books.breaker.failing_since - shows
         self._look_now(lambda job: (job.submitted_at or -math.inf) >= since, now, age=shows)
@@ -263,15 +267,6 @@ class Poller:
             return
         if now - job.submitted_at >= breaker.healthy_age():
             self._outcome(job, Outcome.SUCCEEDED, now)
-
-    def _charged(self, job: JobRecord, task: Task) -> None:
-        """Refund what the provider says the task did not cost (never more than it cost)."""
-        cost = CREDITS_PER_GENERATION
-        if task.consumed_credits is not None and job.sequence is not None:
-            refund = cost - min(max(task.consumed_credits, 0), cost)
-            if refund:
-                self._books.budget.refund(refund)
-                job.refunded(refund)
 
     async def _resend(self, job: JobRecord, after_failure: bool) -> None:
         async def resend() -> None:

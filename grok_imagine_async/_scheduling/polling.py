@@ -95,8 +95,9 @@ class PollPlanner:
         self._vouches = 0.0  # burst POSTs let out on its word
         self._seen_healthy = -math.inf  # and when it was seen so
         self._last_left = -math.inf  # when the newest POST left
+        self.canary_age = _CANARY_AGE * policy.wait_initial  # a canary's look, after its POST
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
-        self.next_canary = -math.inf  # a failure among the newest jobs: now
+        self.next_canary = -math.inf  # when the next POST out is a canary (a failure: now)
         self._since_canary = 0  # submissions since the last canary
         self._last_canary = -math.inf
         self._ending = True  # few jobs left (or none yet): their last looks decide the end
@@ -203,10 +204,10 @@ class PollPlanner:
         ):
             self._last_left = now
             return False
-        if out is not None and now >= out[1] + _CANARY_TIMEOUT * self.canary_age():
+        if out is not None and now >= out[1] + _CANARY_TIMEOUT * self.canary_age:
             self._canary_out = out = None  # its look never came: hold nothing back on it
             self._holding = False
-        vouched = now - self.vouched < _VOUCHED * self.canary_age()
+        vouched = now - self.vouched < _VOUCHED * self.canary_age
         # A big burst: only a canary seen healthy this very moment vouches for it.
         stats = self._statistics
         if vouched and burst and stats is not None and stats().waiting >= _BIG_BURST:
@@ -215,10 +216,10 @@ class PollPlanner:
         # then is paid by the burst the look releases. So one look lets out a chunk, the next
         # chunk's canary among it: twice what the plan's rate sends in a canary's age keeps a
         # burst at the quota's pace (a probe's burst aside: it goes whole).
-        chunk = max(_VOUCHES, _CHUNK_RATE * self.limit.per_second * self.canary_age())
+        chunk = max(_VOUCHES, _CHUNK_RATE * self.limit.per_second * self.canary_age)
         vouched = vouched and not (burst and self._vouches >= chunk)
         # A hold delays the burst by a canary's age: only if that is a small share of the period.
-        holds = burst and not vouched and self.canary_age() <= _HOLD_SHARE * self.limit.period
+        holds = burst and not vouched and self.canary_age <= _HOLD_SHARE * self.limit.period
         if out is not None and (self._holding or holds):
             self._holding = True
             return True
@@ -245,7 +246,7 @@ class PollPlanner:
         out = self._canary_out
         if not self._holding or out is None:
             return None
-        until = out[1] + _CANARY_TIMEOUT * self.canary_age()
+        until = out[1] + _CANARY_TIMEOUT * self.canary_age
         return until if now < until else None
 
     def _canary_answered(self, key: str, *, healthy: bool, now: float = -math.inf) -> None:
@@ -265,14 +266,6 @@ class PollPlanner:
         if at >= self.vouched:
             self.vouched, self._vouches = at, -math.inf if whole else 0.0
         self._holding = False
-
-    def canary_soon(self, now: float) -> None:
-        """A failure among the newest jobs: the next job sent is a canary."""
-        self.next_canary = min(self.next_canary, now)
-
-    def canary_age(self) -> float:
-        """How long after its submission a canary is looked at."""
-        return _CANARY_AGE * self.policy.wait_initial
 
     def is_urgent(self, key: str) -> bool:
         """Whether a job is a canary or followed (looked at on its own, not queued)."""
@@ -399,7 +392,7 @@ class PollPlanner:
         if age <= 0.0 and self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
             self.probes.add(key)  # a probe finished early: this one, not yet looked at, follows
         if key in self.canaries and age <= 0.0:  # one look, when an outage's failure shows
-            return max(earliest, last_look + self._jitter(_CANARY_AGE * policy.wait_initial))
+            return max(earliest, last_look + self._jitter(self.canary_age))
         weight = self.weight(now)
         idle = self._idle_gap(age)
         gap = (

@@ -337,7 +337,7 @@ def test_a_post_leaving_as_canary_gets_one_early_urgent_look() -> None:
     planner.submitted("first")
     assert planner.is_urgent("first")
     look = planner.next_look("first", now=100.0, submitted_at=100.0, last_look=100.0, polls=0)
-    assert look == pytest.approx(100.0 + planner.canary_age())
+    assert look == pytest.approx(100.0 + planner.canary_age)
     # The next POST, a moment later, is not one: its look is planned as any other's.
     assert not planner.leaving("second", 101.0, breaker)
     planner.submitted("second")
@@ -371,7 +371,7 @@ def test_a_burst_waits_for_its_canary_look_and_goes_once_it_is_seen_running() ->
     assert not planner.is_urgent("p1")
     assert planner.is_urgent("p2")
     assert planner.leaving("p3", 120.0, breaker)
-    assert planner.holding(120.0) == pytest.approx(120.0 + 3 * planner.canary_age())
+    assert planner.holding(120.0) == pytest.approx(120.0 + 3 * planner.canary_age)
     assert planner.leaving("p4", 121.0, breaker)  # held, even at a trickle
     # Its look sees it running: the burst goes, vouched for.
     planner.looked("p2", now=123.0, submitted_at=120.0, last_look=120.0, finished=False)
@@ -427,8 +427,8 @@ def test_a_failed_canary_lets_out_one_more_canary_at_a_time() -> None:
     assert planner.is_urgent("c2")
     assert planner.leaving("x", 104.5, breaker)  # the others wait for its look
     # A canary whose look never comes holds nothing back for long.
-    assert planner.holding(104.5 + 3 * planner.canary_age()) is None
-    assert not planner.leaving("x", 104.0 + 3 * planner.canary_age(), breaker)
+    assert planner.holding(104.5 + 3 * planner.canary_age) is None
+    assert not planner.leaving("x", 104.0 + 3 * planner.canary_age, breaker)
 
 
 def test_no_canary_nor_hold_without_a_breaker_or_during_the_warm_up() -> None:
