@@ -73,7 +73,7 @@ class Poller:
         self._planner.submitted(job.key, follow=follow)
         if breaker.state is BreakerState.PAUSED and not breaker.is_probe(job.sequence):
             self._planner.canaries.add(job.key)  # sent as the batch paused: probably failed too
-        self._schedule(job, self._next_look(job, now))
+        self._schedule(job, self._planner.next_look(job, now))
         self._replan(now)
 
     async def dispatch(self) -> None:
@@ -89,9 +89,7 @@ class Poller:
         best, chance = None, 0.0
         # Quota-bound: only the first planned job is weighed (not thousands, four times a second).
         for job in self._due.items(first_only=planner.quota_bound):
-            p = planner.early_chance(
-                job.key, now=now, submitted_at=job.submitted_at, last_look=job.last_look
-            )
+            p = planner.early_chance(job, now)
             if p > chance:
                 best, chance = job, p
         if best is None or not planner.has_room(now, chance=chance, planned=self._due.due_before):
@@ -133,21 +131,15 @@ class Poller:
             await self._failed_look(job, exc, in_a_row=job.unreadable, limit=_UNREADABLE_LIMIT)
             return
         now = anyio.current_time()
-        planner.looked(
-            job.key,
-            now=now,
-            submitted_at=job.submitted_at,
-            last_look=job.last_look,
-            finished=task.is_terminal,
-            completed=task.status is TaskStatus.COMPLETED,
-        )
+        completed = task.status is TaskStatus.COMPLETED
+        planner.looked(job, now=now, finished=task.is_terminal, completed=completed)
         self._replan(now)
         if urgent:
             books.notify()  # a canary's look: a burst it held back may go
         if not task.is_terminal:
             self._healthy(job, now)
             job.looked(at=now)
-            self._schedule(job, self._next_look(job, anyio.current_time()))
+            self._schedule(job, planner.next_look(job, anyio.current_time()))
             return
         cost = CREDITS_PER_GENERATION  # refund what the provider says the task did not cost
         if task.consumed_credits is not None and job.sequence is not None:
@@ -297,23 +289,16 @@ class Poller:
         """A look that learned nothing: end the job after ``limit`` in a row."""
         if in_a_row < limit:  # try again no sooner than the shortest gap
             now = anyio.current_time()
-            self._schedule(job, self._next_look(job, now, now + self._planner.policy.wait_initial))
+            earliest = now + self._planner.policy.wait_initial
+            self._schedule(job, self._planner.next_look(job, now, earliest))
             return
-        self._planner.gone(job.key, submitted_at=job.submitted_at, last_look=job.last_look)
+        self._planner.gone(job)
         await self._books.finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
-
-    def _next_look(self, job: JobRecord, now: float, earliest: float | None = None) -> float:
-        return self._planner.next_look(
-            job.key,
-            now=now,
-            submitted_at=job.submitted_at,
-            last_look=job.last_look,
-            polls=job.polls,
-            earliest=earliest,
-        )
 
     def _replan(self, now: float) -> None:
         if self._planner.replan_needed(now):
             self._due.reschedule_all(
-                lambda job, due: due if job.submitted_at is None else self._next_look(job, now)
+                lambda job, due: (
+                    due if job.submitted_at is None else self._planner.next_look(job, now)
+                )
             )

@@ -12,6 +12,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from statistics import NormalDist
+from typing import Protocol
 
 from .._backoff import PollPolicy
 from .._limiting.plans import RateLimit
@@ -53,6 +54,15 @@ _BIG_BURST = 20  # requests waiting for permits that make a burst big (see leavi
 _VOUCHES = 10  # POSTs of a burst one healthy canary lets out at the least
 _CHUNK_RATE = 2.0  # and at the most: twice what the plan's rate sends in a canary's age
 _HOLD_SHARE = 0.1  # bursts wait for a canary only if its age is at most this share of the period
+
+
+class Watched(Protocol):
+    """What the planner reads of a job (the scheduler's ``JobRecord``)."""
+
+    key: str
+    submitted_at: float | None  # None: its age is unknown (resumed)
+    last_look: float  # when a look last found it running (at first, its submission)
+    polls: int
 
 
 class PollPlanner:
@@ -271,18 +281,10 @@ class PollPlanner:
         """Whether a job is a canary or followed (looked at on its own, not queued)."""
         return key in self.canaries or key in self.followed
 
-    def looked(
-        self,
-        key: str,
-        *,
-        now: float,
-        submitted_at: float | None,
-        last_look: float,
-        finished: bool,
-        completed: bool = True,
-    ) -> None:
-        """Learn from one answer: ``finished`` or still running at ``now`` (``last_look``: the
-        previous look that found it running); only a completion teaches durations."""
+    def looked(self, job: Watched, *, now: float, finished: bool, completed: bool = True) -> None:
+        """Learn from one answer: ``finished`` or still running at ``now`` (``job.last_look``:
+        the previous look that found it running); only a completion teaches durations."""
+        key, submitted_at, last_look = job.key, job.submitted_at, job.last_look
         if submitted_at is None:
             if finished:
                 self._finished.append(now)
@@ -295,22 +297,22 @@ class PollPlanner:
             if self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
                 self.probes.add(key)
             return
-        self.gone(key, submitted_at=submitted_at, last_look=last_look)
+        self.gone(job)
         self._finished.append(now)
         if completed:
             self.model.observe(previous or 0.0, now - submitted_at)
         if self.model.count >= _CONFIDENT:
             self.probes.clear()
 
-    def gone(self, key: str, *, submitted_at: float | None, last_look: float) -> None:
+    def gone(self, job: Watched) -> None:
         """Forget a job that left without a completion to learn from (or before one)."""
         self._running = max(0, self._running - 1)
-        self._canary_answered(key, healthy=False)
-        self.probes.discard(key)
-        self.followed.discard(key)
-        self.canaries.discard(key)
-        if submitted_at is not None and last_look > submitted_at:
-            self.model.forget_running(last_look - submitted_at)
+        self._canary_answered(job.key, healthy=False)
+        self.probes.discard(job.key)
+        self.followed.discard(job.key)
+        self.canaries.discard(job.key)
+        if job.submitted_at is not None and job.last_look > job.submitted_at:
+            self.model.forget_running(job.last_look - job.submitted_at)
 
     def replan_needed(self, now: float) -> bool:
         """True once each time the model or the regime moved enough to re-plan queued looks."""
@@ -354,11 +356,10 @@ class PollPlanner:
         self._next_spare = now + self._window / self._budget
         return True
 
-    def early_chance(
-        self, key: str, *, now: float, submitted_at: float | None, last_look: float
-    ) -> float:
+    def early_chance(self, job: Watched, now: float) -> float:
         """The chance a look now finds a job done if worth an early look, else 0."""
-        if submitted_at is None or self.is_urgent(key):
+        submitted_at, last_look = job.submitted_at, job.last_look
+        if submitted_at is None or self.is_urgent(job.key):
             return 0.0
         age = max(0.0, last_look - submitted_at)
         seen = self.model.cdf(age)
@@ -372,22 +373,12 @@ class PollPlanner:
         # Not due yet, but a confident model says the look very probably succeeds.
         return chance if self.model.count >= _CONFIDENT and chance >= _LIKELY else 0.0
 
-    def next_look(
-        self,
-        key: str,
-        *,
-        now: float,
-        submitted_at: float | None,
-        last_look: float,
-        polls: int,
-        earliest: float | None = None,
-    ) -> float:
-        """When to look at a job next, not before ``earliest`` (default ``now``);
-        ``submitted_at`` None: its age is unknown (resumed)."""
-        policy = self.policy
+    def next_look(self, job: Watched, now: float, earliest: float | None = None) -> float:
+        """When to look at a job next, not before ``earliest`` (default ``now``)."""
+        policy, key, submitted_at, last_look = self.policy, job.key, job.submitted_at, job.last_look
         earliest = now if earliest is None else earliest
         if submitted_at is None:  # age unknown: look at once, then on the idle floor
-            return earliest if polls == 0 else earliest + self._jitter(policy.wait_initial)
+            return earliest if job.polls == 0 else earliest + self._jitter(policy.wait_initial)
         age = max(0.0, last_look - submitted_at)
         if age <= 0.0 and self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
             self.probes.add(key)  # a probe finished early: this one, not yet looked at, follows

@@ -6,6 +6,7 @@ import heapq
 import math
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
@@ -19,6 +20,16 @@ from grok_imagine_async.batch import BreakerPolicy, DurationModel
 
 SIGMA = 0.5
 BATCH_QUOTA = RateLimit(200, 6.0)
+
+
+@dataclass
+class Job:
+    """What the planner reads of a job (the scheduler's JobRecord)."""
+
+    key: str
+    submitted_at: float | None
+    last_look: float
+    polls: int = 0
 
 
 def _planner(
@@ -112,11 +123,11 @@ def test_quantile_inverts_cdf(median: float, p: float) -> None:
 def test_idle_quota_polls_one_second_then_five_percent_of_the_age() -> None:
     planner = _planner(RateLimit(1000, 60.0), unfinished=1)
     assert planner.weight(0.0) == 0.0
-    first = planner.next_look("a", now=0.0, submitted_at=0.0, last_look=0.0, polls=0)
+    first = planner.next_look(Job("a", 0.0, 0.0, 0), 0.0)
     assert first == pytest.approx(1.0)
-    at_100 = planner.next_look("a", now=100.0, submitted_at=0.0, last_look=100.0, polls=9)
+    at_100 = planner.next_look(Job("a", 0.0, 100.0, 9), 100.0)
     assert at_100 - 100.0 == pytest.approx(5.0)
-    late = planner.next_look("a", now=5000.0, submitted_at=0.0, last_look=5000.0, polls=99)
+    late = planner.next_look(Job("a", 0.0, 5000.0, 99), 5000.0)
     assert late - 5000.0 == pytest.approx(30.0)  # wait_max
 
 
@@ -128,9 +139,9 @@ def test_many_jobs_for_the_quota_are_saturated_and_look_at_the_95th_percentile()
     assert planner.weight(0.0) == 1.0
     planner.submitted("x")
     assert "x" not in planner.probes
-    first = planner.next_look("x", now=0.0, submitted_at=0.0, last_look=0.0, polls=0)
+    first = planner.next_look(Job("x", 0.0, 0.0, 0), 0.0)
     assert first == pytest.approx(model.quantile(0.95))
-    probe = planner.next_look("p1", now=8.0, submitted_at=0.0, last_look=8.0, polls=4)
+    probe = planner.next_look(Job("p1", 0.0, 8.0, 4), 8.0)
     assert probe == pytest.approx(16.0)  # doubling
 
 
@@ -186,9 +197,7 @@ def _simulate(prior: float, median: float, jobs: int = 400) -> tuple[PollPlanner
             i = pending.pop(0)
             clock = submitted[i]
             planner.submitted(str(i))
-            when = planner.next_look(
-                str(i), now=clock, submitted_at=clock, last_look=clock, polls=0
-            )
+            when = planner.next_look(Job(str(i), clock, clock, 0), clock)
             heapq.heappush(heap, (when, i))
         else:
             clock, i = heapq.heappop(heap)
@@ -196,23 +205,17 @@ def _simulate(prior: float, median: float, jobs: int = 400) -> tuple[PollPlanner
             if not looked[i] and str(i) not in planner.probes:
                 first_ages.append(clock - submitted[i])
             looked[i] = True
-            planner.looked(
-                str(i), now=clock, submitted_at=submitted[i], last_look=last[i], finished=done
-            )
+            planner.looked(Job(str(i), submitted[i], last[i]), now=clock, finished=done)
             if done:
                 unfinished -= 1
             else:
                 last[i] = clock
-                when = planner.next_look(
-                    str(i), now=clock, submitted_at=submitted[i], last_look=clock, polls=1
-                )
+                when = planner.next_look(Job(str(i), submitted[i], clock, 1), clock)
                 heapq.heappush(heap, (when, i))
             if planner.replan_needed(clock):
                 heap = [
                     (
-                        planner.next_look(
-                            str(j), now=clock, submitted_at=submitted[j], last_look=last[j], polls=1
-                        ),
+                        planner.next_look(Job(str(j), submitted[j], last[j], 1), clock),
                         j,
                     )
                     for _, j in heap
@@ -240,13 +243,13 @@ def test_queued_looks_move_when_the_model_changes() -> None:
         planner.submitted(key)
     planner.replan_needed(0.0)  # the regime: saturated from the start
     assert not planner.replan_needed(0.0)
-    before = planner.next_look("q", now=0.0, submitted_at=0.0, last_look=0.0, polls=0)
+    before = planner.next_look(Job("q", 0.0, 0.0, 0), 0.0)
     for probe in ("p1", "p2", "p3", "p4"):  # four probes done within (2, 4] s
-        planner.looked(probe, now=2.0, submitted_at=0.0, last_look=0.0, finished=False)
-        planner.looked(probe, now=4.0, submitted_at=0.0, last_look=2.0, finished=True)
+        planner.looked(Job(probe, 0.0, 0.0), now=2.0, finished=False)
+        planner.looked(Job(probe, 0.0, 2.0), now=4.0, finished=True)
     assert planner.replan_needed(4.0)
     assert not planner.replan_needed(4.0)  # once per change
-    after = planner.next_look("q", now=4.0, submitted_at=0.0, last_look=0.0, polls=0)
+    after = planner.next_look(Job("q", 0.0, 0.0, 0), 4.0)
     assert after < before / 5
 
 
@@ -288,13 +291,13 @@ def test_spare_quota_goes_to_due_jobs_likely_done() -> None:
     planner.replan_needed(0.0)  # planned as saturated
 
     def chance(now: float, last_look: float) -> float:
-        return planner.early_chance("j0", now=now, submitted_at=0.0, last_look=last_look)
+        return planner.early_chance(Job("j0", 0.0, last_look), now)
 
     assert chance(30.0, 28.0) > chance(30.0, 28.5) > 0.0  # due on the idle schedule (1.4 s)
     assert chance(30.0, 29.5) == 0.0  # not due yet
     assert chance(3.0, 2.0) == 0.0  # due, but a 3 s old job of 30 s is not worth a look
     for k in range(4):  # confident: a look very likely to succeed is taken before it is due
-        planner.looked(f"d{k}", now=31.0, submitted_at=0.0, last_look=29.0, finished=True)
+        planner.looked(Job(f"d{k}", 0.0, 29.0), now=31.0, finished=True)
     late = model.quantile(0.999)
     assert chance(late, late - 0.1) == 0.0 < chance(late, 0.0)
 
@@ -314,15 +317,15 @@ def test_only_a_batch_ending_takes_small_steps_through_the_tail() -> None:
     model = DurationModel(prior_median=10.0, prior_sigma=SIGMA)
     planner = planner_with(model)
     for key in ("p1", "p2", "p3", "p4"):  # four done: no probes any more
-        planner.looked(key, now=10.0, submitted_at=0.0, last_look=9.0, finished=True)
+        planner.looked(Job(key, 0.0, 9.0), now=10.0, finished=True)
     age = model.quantile(0.97)  # found running in the tail
     planner.weight(age)
-    busy = planner.next_look("t", now=age, submitted_at=0.0, last_look=age, polls=1) - age
+    busy = planner.next_look(Job("t", 0.0, age, 1), age) - age
     for k in range(397):  # most of the batch just finished: the quota is still saturated
-        planner.looked(f"j{k}", now=age, submitted_at=0.0, last_look=0.0, finished=True)
+        planner.looked(Job(f"j{k}", 0.0, 0.0), now=age, finished=True)
     left = 3
     assert planner.weight(age) == 1.0
-    ending = planner.next_look("t", now=age, submitted_at=0.0, last_look=age, polls=1) - age
+    ending = planner.next_look(Job("t", 0.0, age, 1), age) - age
     assert ending == pytest.approx(0.08 * age)
     assert busy > 2 * ending  # the conditional step: p = 0.9 of the rest
 
@@ -336,7 +339,7 @@ def test_a_post_leaving_as_canary_gets_one_early_urgent_look() -> None:
     assert not planner.leaving("first", 100.0, breaker)  # the first POST out is a canary
     planner.submitted("first")
     assert planner.is_urgent("first")
-    look = planner.next_look("first", now=100.0, submitted_at=100.0, last_look=100.0, polls=0)
+    look = planner.next_look(Job("first", 100.0, 100.0, 0), 100.0)
     assert look == pytest.approx(100.0 + planner.canary_age)
     # The next POST, a moment later, is not one: its look is planned as any other's.
     assert not planner.leaving("second", 101.0, breaker)
@@ -361,7 +364,7 @@ def test_a_burst_waits_for_its_canary_look_and_goes_once_it_is_seen_running() ->
     breaker = Breaker(BreakerPolicy(warmup=None))
     assert not planner.leaving("first", 100.0, breaker)  # the first canary
     planner.submitted("first")
-    planner.looked("first", now=103.0, submitted_at=100.0, last_look=100.0, finished=False)
+    planner.looked(Job("first", 100.0, 100.0), now=103.0, finished=False)
     # A window opens 20 s later: its permits come at once. The first POST goes unexamined,
     # the second is the canary, the rest are held (their permits given back).
     assert not planner.leaving("p1", 120.0, breaker)
@@ -374,7 +377,7 @@ def test_a_burst_waits_for_its_canary_look_and_goes_once_it_is_seen_running() ->
     assert planner.holding(120.0) == pytest.approx(120.0 + 3 * planner.canary_age)
     assert planner.leaving("p4", 121.0, breaker)  # held, even at a trickle
     # Its look sees it running: the burst goes, vouched for.
-    planner.looked("p2", now=123.0, submitted_at=120.0, last_look=120.0, finished=False)
+    planner.looked(Job("p2", 120.0, 120.0), now=123.0, finished=False)
     assert planner.holding(123.0) is None
     assert not planner.leaving("p3", 123.0, breaker)
     assert not planner.leaving("p4", 123.0, breaker)
@@ -389,7 +392,7 @@ def test_a_task_seen_healthy_elsewhere_vouches_for_the_burst_after_it() -> None:
     assert not planner.leaving("a", 104.0, breaker)
     assert not planner.leaving("b", 104.0, breaker)
     assert not planner.leaving("c", 104.0, breaker)
-    planner.looked("a", now=107.0, submitted_at=104.0, last_look=104.0, finished=False)
+    planner.looked(Job("a", 104.0, 104.0), now=107.0, finished=False)
     assert not planner.leaving("d", 120.0, breaker)
     assert not planner.leaving("e", 120.0, breaker)  # the canary
     assert planner.leaving("f", 120.0, breaker)
@@ -408,7 +411,7 @@ def test_a_big_burst_is_vouched_for_only_by_a_canary_seen_healthy_just_now() -> 
         breaker = Breaker(BreakerPolicy(warmup=None))
         assert not planner.leaving("c", 100.0, breaker)
         planner.submitted("c")
-        planner.looked("c", now=103.0, submitted_at=100.0, last_look=100.0, finished=False)
+        planner.looked(Job("c", 100.0, 100.0), now=103.0, finished=False)
         assert not planner.leaving("a", 105.0, breaker)
         assert not planner.leaving("b", 105.0, breaker)
         assert planner.leaving("x", 105.0, breaker) is held
@@ -420,7 +423,7 @@ def test_a_failed_canary_lets_out_one_more_canary_at_a_time() -> None:
     assert not planner.leaving("c1", 100.0, breaker)
     planner.submitted("c1")
     planner.looked(
-        "c1", now=103.0, submitted_at=100.0, last_look=100.0, finished=True, completed=False
+        Job("c1", 100.0, 100.0), now=103.0, finished=True, completed=False
     )  # failed as an outage's tasks do
     assert not planner.leaving("c2", 104.0, breaker)  # the next POST out: the next canary
     planner.submitted("c2")
