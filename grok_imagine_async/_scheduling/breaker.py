@@ -187,7 +187,7 @@ class Breaker:
         self._probes = 0
         self._wait = 0.0
         self._next_probe = 0.0
-        self._failure_age: float | None = None  # the youngest a failed task was seen failed
+        self._failure_age = math.inf  # the youngest a failed task was seen failed
         self._paused_at = 0  # the last sequence sent before the pause
         self._hold_until = -math.inf  # no submission before this while a failure is unexplained
         self.failing_since = math.inf  # when the oldest unexplained failure was sent
@@ -269,7 +269,7 @@ class Breaker:
     def healthy_age(self) -> float:
         """How old a probe's task must be seen running to be healthy (0: once answered): twice
         the youngest failure age, at most three warm-up ages."""
-        if self._failure_age is None or self.policy is None:
+        if math.isinf(self._failure_age) or self.policy is None:
             return 0.0
         return min(2.0 * self._failure_age, 3.0 * self.policy.warmup_age)
 
@@ -300,8 +300,7 @@ class Breaker:
                 transition = self._resume()
         elif outcome in (Outcome.RETRYABLE, Outcome.UNREACHABLE):
             if age is not None:  # the youngest age is the tightest bound of when it failed
-                old = self._failure_age
-                self._failure_age = age if old is None else min(old, age)
+                self._failure_age = min(self._failure_age, age)
                 if outcome is Outcome.RETRYABLE and (sequence or 0) > self.newest_good:
                     self.failing_since = min(self.failing_since, now - age)
             if sequence is not None and sequence > self.newest_good:  # else a later success
@@ -355,7 +354,7 @@ class Breaker:
         self.state, self._reason, self._streak = BreakerState.RUNNING, None, 0
         self._probe = None
         self._bad.clear()
-        self._failure_age = None
+        self._failure_age = math.inf
         self.failing_since = math.inf
         self.warming_up = False
         return Transition.RESUMED

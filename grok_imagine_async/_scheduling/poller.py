@@ -218,8 +218,6 @@ class Poller:
             and job.key not in self._witnesses
         ]
         chosen = {job.key for job in sorted(candidates, key=lambda j: j.sequence or 0)[-2:]}
-        if not chosen:
-            return
         self._witnesses |= chosen
         self._look_now(lambda job: job.key in chosen, now)
 
