@@ -120,30 +120,35 @@ class WindowLog:
     """Which recent permits may still count in the server's window: each holds a place until
     ``window`` seconds after its answer (until then, ``unanswered`` after its grant)."""
 
-    __slots__ = ("_answers", "_grants", "_queues", "_release", "_unanswered", "_window")
+    __slots__ = ("_queues", "_release", "_unanswered", "_window")
 
     def __init__(self, *, window: float, unanswered: float) -> None:
         self._window = window
         self._unanswered = unanswered
         self._release: dict[int, float] = {}  # serial -> when its place frees up
-        # The release times set at grants and at answers, each in time order as the clock
-        # gives them (two queues, not a heap of pairs: no object per permit for the garbage
-        # collector to visit), with their serials; stale entries skipped.
-        self._grants: tuple[deque[float], deque[int]] = (deque(), deque())
-        self._answers: tuple[deque[float], deque[int]] = (deque(), deque())
-        self._queues = (self._grants, self._answers)
+        # The release times set at grants, then those set at answers, with their serials: each
+        # in time order as the (monotonic) clock gives them, so a queue each, not a heap of
+        # pairs (no object per permit for the garbage collector); stale entries skipped.
+        self._queues: tuple[tuple[deque[float], deque[int]], ...] = (
+            (deque(), deque()),
+            (deque(), deque()),
+        )
 
     def grant(self, serial: int, now: float) -> None:
         """A permit was granted at ``now``: it takes a place until its answer."""
         self._release[serial] = when = now + self._unanswered + self._window
-        _enqueue(self._grants, when, serial)
+        times, serials = self._queues[0]
+        times.append(when)
+        serials.append(serial)
 
     def answered(self, serial: int, now: float) -> None:
         """The permit's answer came at ``now``: its place frees a window later."""
         release = self._release.get(serial)
         if release is not None and release > now:  # else its place is free already
             self._release[serial] = when = now + self._window
-            _enqueue(self._answers, when, serial)
+            times, serials = self._queues[1]
+            times.append(when)
+            serials.append(serial)
 
     def forget(self, serial: int) -> None:
         """The permit's request never reached the server: its place is free."""
@@ -171,19 +176,6 @@ class WindowLog:
             if times and times[0] < first:
                 first = times[0]
         return first
-
-
-def _enqueue(queue: tuple[deque[float], deque[int]], when: float, serial: int) -> None:
-    """Add ``serial``'s release ``when`` to ``queue``, kept in time order (a clock that went
-    back puts it in its place)."""
-    times, serials = queue
-    if not times or times[-1] <= when:
-        times.append(when)
-        serials.append(serial)
-    else:
-        index = bisect.bisect_right(times, when)
-        times.insert(index, when)
-        serials.insert(index, serial)
 
 
 class LocalRateLimiter:
