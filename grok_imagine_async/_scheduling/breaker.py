@@ -257,6 +257,16 @@ class Breaker:
             return True
         return sequence is not None and sequence <= self._paused_at
 
+    def pauses(self, sequence: int | None) -> bool:
+        """Running with the pause rule on, and ``sequence``'s failure unexplained: a pause may be
+        on its way."""
+        policy = self.policy
+        return (
+            policy is not None
+            and policy.pause_after_failures is not None
+            and self.unexplained(sequence)
+        )
+
     def withholds(self, sequence: int | None) -> bool:
         """Whether an admitted ``sequence`` must not go now: stopped, or paused and no probe."""
         if self.state is BreakerState.STOPPED:

@@ -11,7 +11,7 @@ import anyio
 
 from .._errors import APIError, AuthenticationError, NotFoundError, TaskFailedError
 from .._limiting.protocol import Priority
-from .._models import CREDITS_PER_GENERATION, FailureClass, TaskStatus
+from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
 from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books
@@ -25,6 +25,7 @@ from .submitting import Submitter, within_share
 _NOT_FOUND_LIMIT = 3  # 404s in a row before a task is taken for gone
 _UNREADABLE_LIMIT = 10  # error answers in a row before a job ends failed: no endless polling
 _REFUSAL_PEERS = 0.8  # after refusals in a row, jobs this old (x the refused one's age) looked at
+_VERDICT = 3.0  # a last try's unexplained failure waits this many first probe waits for a pause
 _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outage's 3 failures
 
 
@@ -57,6 +58,7 @@ class Poller:
         self._send, self._recv = anyio.create_memory_object_stream[JobRecord](0)
         self._warmup: list[str] = []  # warm-up jobs followed
         self._witnesses: set[str] = set()  # looked at now to explain a young failure
+        self._verdicts: set[str] = set()  # jobs whose last failure waited for a pause
         self.polls = 0
         """Status polls sent."""
 
@@ -157,11 +159,39 @@ class Poller:
                 await books.finish(job, task=task)
             return
         failure = failure or FailureClass.UNKNOWN
-        # An outage's failure does not use up the job's resubmission.
+        if (
+            failure in self._resubmit_on
+            and failure in OUTAGE_FAILURES
+            and job.resubmits >= self._resubmit
+            and job.key not in self._verdicts  # once: its own failures may make the pause
+            and books.breaker.pauses(job.sequence)
+        ):
+            self._verdicts.add(job.key)
+            books.start(self._verdict, job, task, failure)  # not in this poller
+            return
+        await self._failed(job, task, failure)
+
+    async def _verdict(self, job: JobRecord, task: Task, failure: FailureClass) -> None:
+        """The last try of ``job`` failed as an outage's tasks fail, the batch running: the
+        outage's failure if the batch pauses soon (the resubmission is then unspent; with few
+        submissions going out, the pause can take 11 s), else its own. Wait that long for the
+        verdict, or until a success submitted after it says the provider works."""
+        books = self._books
+        policy = books.breaker.policy
+        assert policy is not None  # breaker.pauses() said the pause rule is on
+        until = anyio.current_time() + _VERDICT * policy.probe_wait_initial
+        while books.breaker.unexplained(job.sequence) and (now := anyio.current_time()) < until:
+            with anyio.move_on_after(min(self._planner.policy.wait_initial, until - now)):
+                await books.next_change()
+        await books.for_job(job, self._failed(job, task, failure))
+
+    async def _failed(self, job: JobRecord, task: Task, failure: FailureClass) -> None:
+        """Resubmit ``job`` (unspent when an outage explains its failure) or end it failed."""
+        books = self._books
         outage = failure in OUTAGE_FAILURES and books.breaker.outage_explains(job.sequence)
         if failure in self._resubmit_on and (outage or job.resubmits < self._resubmit):
             job.resubmitting(counted=not outage)
-            books.emit(JobResubmitting(key=job.key, at=now, failure_class=failure))
+            books.emit(JobResubmitting(key=job.key, at=anyio.current_time(), failure_class=failure))
             books.start(self._resend, job, failure in OUTAGE_FAILURES)  # not in this poller
             return
         await books.finish(job, task=task, error=TaskFailedError(task), failure_class=failure)
