@@ -149,6 +149,8 @@ class JobRecord:
     _result: JobResult | None = field(default=None, init=False)
     _done: anyio.Event | None = field(default=None, init=False)
     resubmits: int = field(default=0, init=False)
+    excused: int = field(default=0, init=False)  # resubmissions an outage explained (uncounted)
+    waited: bool = field(default=False, init=False)  # its last failure waited for a pause
     sequence: int | None = field(default=None, init=False)  # the breaker's number of its last POST
     polls: int = field(default=0, init=False)
     not_found: int = field(default=0, init=False)
@@ -184,6 +186,7 @@ class JobRecord:
     def resubmitting(self, *, counted: bool = True) -> None:
         """``counted``: against its resubmissions (not when an outage explains the failure)."""
         self.resubmits += counted
+        self.excused += not counted
         self.submitting()
 
     def refunded(self, credits: int) -> None:

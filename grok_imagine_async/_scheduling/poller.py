@@ -25,6 +25,7 @@ from .submitting import Submitter, within_share
 _NOT_FOUND_LIMIT = 3  # 404s in a row before a task is taken for gone
 _UNREADABLE_LIMIT = 10  # error answers in a row before a job ends failed: no endless polling
 _REFUSAL_PEERS = 0.8  # after refusals in a row, jobs this old (x the refused one's age) looked at
+_EXCUSED = 3  # failures an outage explains per job (its probes among them); then its own
 _VERDICT = 3.0  # a last try's unexplained failure waits this many first probe waits for a pause
 _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outage's 3 failures
 
@@ -58,7 +59,6 @@ class Poller:
         self._send, self._recv = anyio.create_memory_object_stream[JobRecord](0)
         self._warmup: list[str] = []  # warm-up jobs followed
         self._witnesses: set[str] = set()  # looked at now to explain a young failure
-        self._verdicts: set[str] = set()  # jobs whose last failure waited for a pause
         self.polls = 0
         """Status polls sent."""
 
@@ -163,10 +163,11 @@ class Poller:
             failure in self._resubmit_on
             and failure in OUTAGE_FAILURES
             and job.resubmits >= self._resubmit
-            and job.key not in self._verdicts  # once: its own failures may make the pause
+            and not job.waited  # once: its own failures may make the pause
+            and len(books.jobs) > 1  # another job's outcome can pause the batch
             and books.breaker.pauses(job.sequence)
         ):
-            self._verdicts.add(job.key)
+            job.waited = True
             books.start(self._verdict, job, task, failure)  # not in this poller
             return
         await self._failed(job, task, failure)
@@ -180,7 +181,11 @@ class Poller:
         policy = books.breaker.policy
         assert policy is not None  # breaker.pauses() said the pause rule is on
         until = anyio.current_time() + _VERDICT * policy.probe_wait_initial
-        while books.breaker.unexplained(job.sequence) and (now := anyio.current_time()) < until:
+        while (
+            books.breaker.unexplained(job.sequence)
+            and books.fatal is None
+            and (now := anyio.current_time()) < until
+        ):
             with anyio.move_on_after(min(self._planner.policy.wait_initial, until - now)):
                 await books.next_change()
         await books.for_job(job, self._failed(job, task, failure))
@@ -188,7 +193,13 @@ class Poller:
     async def _failed(self, job: JobRecord, task: Task, failure: FailureClass) -> None:
         """Resubmit ``job`` (unspent when an outage explains its failure) or end it failed."""
         books = self._books
-        outage = failure in OUTAGE_FAILURES and books.breaker.outage_explains(job.sequence)
+        # An outage explains a failure, unspent, a few times: prompts that always fail look like
+        # one (they pause the batch, and are its only probes), and would probe forever.
+        outage = (
+            failure in OUTAGE_FAILURES
+            and books.breaker.outage_explains(job.sequence)
+            and job.excused < _EXCUSED
+        )
         if failure in self._resubmit_on and (outage or job.resubmits < self._resubmit):
             job.resubmitting(counted=not outage)
             books.emit(JobResubmitting(key=job.key, at=anyio.current_time(), failure_class=failure))

@@ -895,3 +895,20 @@ async def test_a_failure_the_outage_pauses_on_soon_after_does_not_use_up_a_resub
     await batch.run(prompts)
     assert [r.request.prompt for r in batch.results if not r.ok] == []
     assert batch.transitions() == ["paused", "probing", "probing", "resumed"]
+
+
+@pytest.mark.anyio
+async def test_prompts_that_always_fail_at_a_batchs_end_pay_a_few_tries_each_not_forever() -> None:
+    # Four prompts that fail at once with the network error, the good ones done: they look like
+    # an outage, pause the batch and are its only probes, and each failure was the outage's,
+    # unspent: they probed, and paid, forever (one probe at most every ten minutes). An outage
+    # now explains three failures of a job; then the failure is its own.
+    bad = [f"bad {n} [fail:network] [duration:2]" for n in range(4)]
+    prompts = [f"scene {n}" for n in range(30)] + bad
+    batch = Batch("free", FaultConfig(), seed=3)
+    with anyio.fail_after(4 * 3600.0):
+        await batch.run(prompts)
+    failed = {r.request.prompt: r.failure_class for r in batch.results if not r.ok}
+    assert failed == dict.fromkeys(bad, FailureClass.TRANSIENT)
+    posts = batch.emulator.statistics().posts_per_prompt
+    assert max(posts[prompt] for prompt in bad) <= 5  # a try, its resubmission, three excused
