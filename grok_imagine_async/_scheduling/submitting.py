@@ -189,6 +189,7 @@ class Submitter:
                     breaker.unexplained(job.sequence)
                     and not planner.vouched >= failed_at
                     and planner.queued() > self._doubted
+                    and self._has_slot()  # else they cannot go: it holds a slot they wait for
                 ):
                     timeout = wait
                 else:

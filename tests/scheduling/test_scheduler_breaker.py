@@ -912,3 +912,16 @@ async def test_prompts_that_always_fail_at_a_batchs_end_pay_a_few_tries_each_not
     assert failed == dict.fromkeys(bad, FailureClass.TRANSIENT)
     posts = batch.emulator.statistics().posts_per_prompt
     assert max(posts[prompt] for prompt in bad) <= 5  # a try, its resubmission, three excused
+
+
+@pytest.mark.anyio
+async def test_an_outage_cannot_deadlock_a_batch_with_fewer_slots_than_its_pause_needs() -> None:
+    # max_in_flight=1: the job whose task failed waited for the jobs queued behind it to go
+    # first (their outcomes decide whether it was the outage), while holding the one slot
+    # they waited for: the batch never paused nor moved (3 of 40 done after an hour).
+    outage = Outage(start=40.0, end=100.0)
+    batch = Batch("free", FaultConfig(outages=(outage,)), seed=3, median=10.0)
+    with anyio.fail_after(3600.0):
+        await batch.run([f"s {n}" for n in range(40)], max_in_flight=1)
+    assert len(batch.results) == 40
+    assert sum(result.ok for result in batch.results) >= 39  # its one resubmission may be spent
