@@ -106,6 +106,8 @@ class PollPlanner:
         self._seen_healthy = -math.inf  # and when it was seen so
         self._last_left = -math.inf  # when the newest POST left
         self.canary_age = _CANARY_AGE * policy.wait_initial  # a canary's look, after its POST
+        # The POSTs of a burst one healthy canary lets out (see leaving).
+        self._chunk = max(_VOUCHES, _CHUNK_RATE * limit.per_second * self.canary_age)
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
         self.next_canary = -math.inf  # when the next POST out is a canary (a failure: now)
         self._since_canary = 0  # submissions since the last canary
@@ -226,8 +228,7 @@ class PollPlanner:
         # then is paid by the burst the look releases. So one look lets out a chunk, the next
         # chunk's canary among it: twice what the plan's rate sends in a canary's age keeps a
         # burst at the quota's pace (a probe's burst aside: it goes whole).
-        chunk = max(_VOUCHES, _CHUNK_RATE * self.limit.per_second * self.canary_age)
-        vouched = vouched and not (burst and self._vouches >= chunk)
+        vouched = vouched and not (burst and self._vouches >= self._chunk)
         # A hold delays the burst by a canary's age: only if that is a small share of the period.
         holds = burst and not vouched and self.canary_age <= _HOLD_SHARE * self.limit.period
         if out is not None and (self._holding or holds):
@@ -242,7 +243,7 @@ class PollPlanner:
             or (self._since_canary >= _CANARY_EVERY and spaced)
             or self._holding
             or (burst and not vouched and out is None)
-            or (burst and out is None and self._vouches >= chunk // 3)  # the next chunk's
+            or (burst and out is None and self._vouches >= self._chunk // 3)  # the next chunk's
         ):
             return False
         self._since_canary, self._last_canary = 0, now
