@@ -177,17 +177,12 @@ class Poller:
         outage's failure if the batch pauses soon (the resubmission is then unspent; with few
         submissions going out, the pause can take 11 s), else its own. Wait that long for the
         verdict, or until a success submitted after it says the provider works."""
-        books = self._books
-        policy = books.breaker.policy
-        assert policy is not None  # breaker.pauses() said the pause rule is on
-        until = anyio.current_time() + _VERDICT * policy.probe_wait_initial
-        while (
-            books.breaker.unexplained(job.sequence)
-            and books.fatal is None
-            and (now := anyio.current_time()) < until
-        ):
-            with anyio.move_on_after(min(self._planner.policy.wait_initial, until - now)):
-                await books.next_change()
+        books, breaker = self._books, self._books.breaker
+        assert breaker.policy is not None  # breaker.pauses() said the pause rule is on
+        with anyio.move_on_after(_VERDICT * breaker.policy.probe_wait_initial):
+            await books.wait_for(
+                lambda: not breaker.unexplained(job.sequence) or books.fatal is not None
+            )
         await books.for_job(job, self._failed(job, task, failure))
 
     async def _failed(self, job: JobRecord, task: Task, failure: FailureClass) -> None:
