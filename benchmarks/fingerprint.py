@@ -45,24 +45,22 @@ SCENARIOS = (
 )
 
 
-def outage_line(case: OutageCase) -> str:
-    """One outage-section batch, as a line."""
+def line(batch: OutageCase | Scenario) -> str:
+    """One batch, as a line: an outage-section case or a simulated batch."""
     with contextlib.redirect_stdout(io.StringIO()):
-        row = _outage_one(case)
-    return (
-        f"{case}: makespan {row['makespan']:.3f} tasks {row['tasks']} "
-        f"paid {row['paid_during']} ok {row['completed']} {row['transitions']}"
-    )
-
-
-def scenario_line(scenario: Scenario) -> str:
-    """One simulated batch, as a line."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        result = run_scenario(scenario)
-    return (
-        f"{scenario}: makespan {result.makespan:.3f} requests {result.requests} "
-        f"ok {result.completed} 429 {result.rate_limited}"
-    )
+        if isinstance(batch, OutageCase):
+            row = _outage_one(batch)
+            figures = (
+                f"makespan {row['makespan']:.3f} tasks {row['tasks']} "
+                f"paid {row['paid_during']} ok {row['completed']} {row['transitions']}"
+            )
+        else:
+            result = run_scenario(batch)
+            figures = (
+                f"makespan {result.makespan:.3f} requests {result.requests} "
+                f"ok {result.completed} 429 {result.rate_limited}"
+            )
+    return f"{batch}: {figures}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     workers = int(args[0]) if args else 2
     # A fresh process per batch: nothing a run leaves in a module carries into the next.
     with ProcessPoolExecutor(max_workers=workers, max_tasks_per_child=1) as pool:
-        lines = [*pool.map(outage_line, CASES), *pool.map(scenario_line, SCENARIOS)]
+        lines = list(pool.map(line, [*CASES, *SCENARIOS]))
     print("\n".join(lines))
 
 
