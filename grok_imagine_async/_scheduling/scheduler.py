@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import anyio
-from anyio.abc import ObjectReceiveStream
 
 from .._backoff import PollPolicy
 from .._errors import ConfigurationError, InvalidRequestError, SchedulerClosedError
@@ -51,9 +50,8 @@ from .jobs import (
     SchedulerStatistics,
     request_key,
 )
-from .poller import Poller
 from .polling import DurationModel, PollPlanner
-from .submitting import Submitter
+from .workers import Workers
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -197,8 +195,7 @@ class JobScheduler:
         )
         self._repeats: Counter[int] = Counter()  # request digest: copies seen (with a journal)
         self._running: AbstractAsyncContextManager[JobScheduler] | None = None
-        self._submitter: Submitter | None = None
-        self._poller: Poller | None = None
+        self._workers: Workers | None = None
         self._limiter_base = (0, 0)
 
     async def __aenter__(self) -> JobScheduler:
@@ -225,24 +222,14 @@ class JobScheduler:
         books.journal = await open_journal(options.get("journal"))
         queue_send, queue_recv = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
         self._queue = queue_send
-        submit_priority, poll_priority = PRIORITIES[config.favor or "throughput"]
-        submitter = self._submitter = Submitter(
+        workers = self._workers = Workers(
             books,
             self._client,
             self._planner,
-            priority=submit_priority,
-            has_slot=self._has_slot,
-            downloads=downloads,
-            owner=self,
-        )
-        poller = self._poller = Poller(
-            books,
-            self._client,
-            self._planner,
-            submitter,
-            priority=poll_priority,
+            priorities=PRIORITIES[config.favor or "throughput"],
             resubmit=config.resubmit,
             resubmit_on=config.resubmit_on,
+            has_slot=self._has_slot,
             downloads=downloads,
             owner=self,
         )
@@ -253,16 +240,15 @@ class JobScheduler:
             async with anyio.create_task_group() as tg:
                 books.tg = tg
                 for _ in range(_SUBMITTERS):
-                    books.start(self._submit_from, queue_recv, submitter, poller)
-
+                    books.start(workers.submit_from, queue_recv)
                 for _ in range(_POLLERS):
-                    books.start(poller.run)
-                books.start(poller.dispatch)
+                    books.start(workers.poll)
+                books.start(workers.dispatch)
                 policy = books.breaker.policy
                 if books.journal is not None and policy is not None:
                     # Processes sharing the journal (a Redis job store) take one course.
                     books.start(
-                        books.follow_course, policy.probe_wait_initial / 2, poller.recheck_suspects
+                        books.follow_course, policy.probe_wait_initial / 2, workers.recheck_suspects
                     )
                 if downloads is not None:
                     for _ in range(config.max_downloads):
@@ -281,7 +267,7 @@ class JobScheduler:
         finally:
             queue_send.close()
             queue_recv.close()
-            poller.close()
+            workers.close()
             if downloads is not None:
                 downloads.close()
             if books.journal is not None and books.journal is not options.get("journal"):
@@ -322,7 +308,7 @@ class JobScheduler:
                 f"got {type(request).__name__}"
             )
         books = self._books
-        if self._poller is None or books.input_closed:
+        if self._workers is None or books.input_closed:
             raise SchedulerClosedError(
                 "the scheduler is not accepting jobs (not started, or closed)"
             )
@@ -335,19 +321,6 @@ class JobScheduler:
         books.emit(JobQueued(key=key, at=anyio.current_time()))
         await self._queue.send(job)
         return job.handle
-
-    async def _submit_from(
-        self, queue: ObjectReceiveStream[JobRecord], submitter: Submitter, poller: Poller
-    ) -> None:
-        """One submitter: send each queued job's POST, then hand it to the pollers."""
-
-        async def start(job: JobRecord) -> None:
-            await submitter.start(job)
-            if job.state is JobState.RUNNING:  # its task exists (sent, or resumed)
-                poller.watch(job)
-
-        async for job in queue:
-            await self._books.for_job(job, start(job))
 
     def _key_for(self, request: GenerationRequest) -> str:
         """With a journal, the same key on every run (repeats numbered in input order); else
@@ -370,7 +343,7 @@ class JobScheduler:
         ``items``) the batch stops instead, raising the error when the block exits once the
         jobs submitted were polled to their end.
         """
-        assert self._poller is not None, "feed() needs a running scheduler"
+        assert self._workers is not None, "feed() needs a running scheduler"
         self._books.start(self._feed, items, strict)
 
     async def _feed(self, items: Iterable[Any] | AsyncIterable[Any], strict: bool) -> None:
@@ -427,8 +400,8 @@ class JobScheduler:
             in_flight=tally[JobState.RUNNING],
             completed=tally[JobState.COMPLETED],
             failed=tally[JobState.FAILED],
-            submissions=self._submitter.submissions if self._submitter else 0,
-            polls=self._poller.polls if self._poller else 0,
+            submissions=self._workers.submissions if self._workers else 0,
+            polls=self._workers.polls if self._workers else 0,
             requests_sent=limiter.permits_granted - self._limiter_base[0],
             rate_limited=limiter.rate_limited_responses - self._limiter_base[1],
             credits_consumed=budget.spent,

@@ -1,0 +1,692 @@
+"""The scheduler's workers, sharing its ``Books``: submitters (a queued job's journal record
+replayed or resumed, else its POST, its cost held in the budget and its intent journaled right
+before it leaves) and pollers (a dispatcher hands each running job, due in a :class:`DueQueue`,
+one timer for all, to a poller, which finishes, resubmits or reschedules it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable
+
+import anyio
+from anyio.abc import ObjectReceiveStream
+
+from .._errors import (
+    AmbiguousSubmitError,
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    AuthenticationError,
+    BudgetExceededError,
+    GrokImagineError,
+    InvalidRequestError,
+    JournalError,
+    NotFoundError,
+    SchedulerClosedError,
+    ServerError,
+    TaskFailedError,
+)
+from .._limiting.protocol import Priority
+from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
+from .._observe import job_scope
+from .api import SchedulerClient
+from .books import Books, Reservation, as_journal_error, logger, unexpected
+from .breaker import OUTAGE_FAILURES, BreakerState, Outcome, Transition, task_outcome
+from .downloading import Downloader
+from .due import DueQueue
+from .jobs import (
+    FINAL_STATES,
+    JobRecord,
+    JobResubmitting,
+    JobResumed,
+    JobState,
+    JobSubmitted,
+    StoreRecord,
+    StoreState,
+)
+from .polling import PollPlanner
+from .resume import recorded_result, reopened, same_request
+
+_NOT_FOUND_LIMIT = 3  # 404s in a row before a task is taken for gone
+_UNREADABLE_LIMIT = 10  # error answers in a row before a job ends failed: no endless polling
+_REFUSAL_PEERS = 0.8  # after refusals in a row, jobs this old (x the refused one's age) looked at
+_EXCUSED = 3  # failures an outage explains per job (its probes among them); then its own
+_VERDICT = 3.0  # a last try's unexplained failure waits this many first probe waits for a pause
+_FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outage's 3 failures
+
+
+class Workers:
+    """Submits queued jobs and polls running ones (``has_slot``: whether one more may be in
+    flight now; ``resubmit``: resubmissions a job may use, on ``resubmit_on``)."""
+
+    def __init__(
+        self,
+        books: Books,
+        client: SchedulerClient,
+        planner: PollPlanner,
+        *,
+        priorities: tuple[Priority, Priority],
+        resubmit: int,
+        resubmit_on: Iterable[FailureClass],
+        has_slot: Callable[[], bool],
+        downloads: Downloader | None,
+        owner: object,
+    ) -> None:
+        self._books = books
+        self._breaker = books.breaker
+        self._owner = owner
+        self._client = client
+        self._planner = planner
+        self._submit_priority, self._poll_priority = priorities
+        self._resubmit = resubmit
+        self._resubmit_on = frozenset(resubmit_on)
+        self._has_slot = has_slot
+        self._downloads = downloads
+        self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
+        self._doubted = 0  # resubmissions waiting in _explained
+        self._probed: set[str] = set()  # jobs that have probed: the next probe is another's
+        self._unprobed = 0  # jobs waiting in _admit that have not probed
+        self._told_warmup = self._told_over = False  # the log says when the warm-up holds
+        self._due: DueQueue[JobRecord] = DueQueue()
+        self._due_send, self._due_recv = anyio.create_memory_object_stream[JobRecord](0)
+        self._warmup: list[str] = []  # warm-up jobs followed
+        self._witnesses: set[str] = set()  # looked at now to explain a young failure
+        self.submissions = 0
+        """POSTs sent (first submissions and resubmissions)."""
+        self.polls = 0
+        """Status polls sent."""
+
+    async def submit_from(self, queue: ObjectReceiveStream[JobRecord]) -> None:
+        """One submitter: send each queued job's POST, then hand it to the pollers."""
+        async for job in queue:
+            await self._books.for_job(job, self._submitted(job, self._start(job)))
+
+    async def _submitted(self, job: JobRecord, step: Awaitable[None]) -> None:
+        await step
+        if job.state is JobState.RUNNING:  # its task exists (sent, or resumed)
+            self._watch(job)
+
+    async def _start(self, job: JobRecord) -> None:
+        """Take up a queued job: replay, resume or send it (RUNNING once its task exists)."""
+        books = self._books
+        if self._stopped():
+            await self._not_sent(job)
+            return
+        record = None
+        if books.journal is not None:
+            try:
+                record = await books.journal.load(job.key)
+            except Exception as exc:
+                books.journal_failed(exc, job)
+                await self._not_sent(job)
+                return
+        if record is not None:  # the resume policy: never-paid, undownloaded, ambiguous
+            record = reopened(record, resubmit_ambiguous=self._resubmit_ambiguous)
+        if record is not None and not same_request(record, job.request):
+            logger.warning(
+                "job %s: its request changed since the journal recorded it; running it anew",
+                job.key,
+            )
+            record = None
+        if record is not None and record.state in FINAL_STATES:
+            await self._replay(job, record)  # sends nothing: needs no in-flight slot
+            return
+        await books.wait_for(lambda: self._has_slot() or self._stopped() or self._probe_wanted())
+        if self._stopped():
+            await self._not_sent(job)
+            return
+        job.submitting()
+        if record is None or not await self._resume(job, record):
+            await self._send(job)
+
+    def _probe_wanted(self) -> bool:
+        # Paused, and every job waiting has probed: a queued job probes next, past the cap.
+        return self._breaker.state is BreakerState.PAUSED and not self._unprobed
+
+    def _stopped(self) -> bool:
+        return self._books.fatal is not None or self._breaker.state is BreakerState.STOPPED
+
+    async def _not_sent(self, job: JobRecord) -> None:
+        """End a job the stopping scheduler will not submit, unrecorded (a rerun submits it)."""
+        breaker = self._breaker.snapshot()
+        why, failure = f"the scheduler stopped ({self._books.fatal})", FailureClass.REQUEST_ERROR
+        if self._books.fatal is None and breaker.state is BreakerState.STOPPED:
+            why = "the API was never reached: check the base URL and the network"
+            if breaker.reason == "refused" and breaker.failure_class is not None:
+                kind = breaker.failure_class.value.replace("_", " ")
+                why = f"the last {breaker.streak} jobs were all refused for {kind}"
+            why, failure = f"the batch stopped ({why})", FailureClass.NOT_SUBMITTED
+        error = SchedulerClosedError(f"not submitted: {why}")
+        await self._books.finish(job, error=error, failure_class=failure, record=False)
+
+    async def _admit(self, job: JobRecord, *, after_failure: bool = False) -> bool:
+        """Wait until the breaker lets ``job``'s POST go; False if the batch stopped.
+
+        ``after_failure``: a resubmission after a retryable failure (see :meth:`_explained`).
+        """
+        books, breaker = self._books, self._breaker
+        if after_failure and breaker.policy is not None:
+            await self._explained(job, breaker.policy.probe_wait_initial)
+        probed = job.key in self._probed
+        self._unprobed += not probed
+        if probed:  # its probe failed: wake the others waiting for it (or a queued job)
+            books.notify()
+        try:
+            while True:
+                if books.fatal is not None:
+                    return False
+                now = anyio.current_time()
+                held = self._planner.holding(now)
+                if probed and self._unprobed and breaker.state is BreakerState.PAUSED:
+                    # A job that probed in vain leaves the next probe to another.
+                    held = max(held or 0.0, breaker.snapshot().next_probe_at or now, now + 1.0)
+                if held is not None:  # a burst waits for its canary's look
+                    with anyio.move_on_after(held - now):
+                        await books.next_change()
+                    continue
+                sequence, until, transition = breaker.admit(now)
+                if sequence is not None:
+                    # The first admission past the hold says it ended, whatever ended it.
+                    if self._told_warmup and not self._told_over and not breaker.warming_up:
+                        self._told_over = True
+                        logger.info("warm-up over: the provider works; the other jobs go out")
+                    job.sequence = sequence
+                    if transition is Transition.PROBING:
+                        self._probed.add(job.key)
+                        self._planner.followed.add(job.key)
+                        books.course(job.key, transition, now)
+                    return True
+                if until == float("inf"):
+                    return False
+                if until is None and breaker.warming_up and not self._told_warmup:
+                    self._told_warmup = True
+                    policy = breaker.policy
+                    assert policy is not None  # no policy, no warm-up
+                    refusals = policy.warmup_until == "completed" and policy.warmup_max_wait is None
+                    logger.info(
+                        "warm-up: the first %s jobs go out; the others wait until one shows "
+                        "the provider works%s (BreakerPolicy.warmup)",
+                        policy.warmup,
+                        ", so a batch it refuses pays for those alone" if refusals else "",
+                    )
+                with anyio.move_on_after(float("inf") if until is None else until - now):
+                    await books.next_change()
+        finally:
+            self._unprobed -= not probed
+
+    async def _explained(self, job: JobRecord, wait: float) -> None:
+        """Before ``job``'s resubmission: wait ``wait`` while the newest jobs fail too, and
+        while its own failure is unexplained, let the jobs queued behind it go first: they
+        pause the batch (the resubmission is not spent in the outage), or a canary among
+        them seen healthy (or a success) says the provider works."""
+        books, breaker, planner = self._books, self._breaker, self._planner
+        failed_at = anyio.current_time()
+        patience = failed_at + wait
+        self._doubted += 1  # queued too: the jobs that wait here do not wait for each other
+        try:
+            while books.fatal is None:
+                now = anyio.current_time()
+                if breaker.suspicious and now < patience:
+                    timeout = patience - now
+                elif (
+                    breaker.unexplained(job.sequence)
+                    and not planner.vouched >= failed_at
+                    and planner.queued() > self._doubted
+                    and self._has_slot()  # else they cannot go: it holds a slot they wait for
+                ):
+                    timeout = wait
+                else:
+                    return
+                with anyio.move_on_after(timeout):
+                    await books.next_change()
+        finally:
+            self._doubted -= 1
+
+    async def _replay(self, job: JobRecord, record: StoreRecord) -> None:
+        """Finish a job the journal says has finished, without any request to the API."""
+        self._adopt(job, record)
+        result = recorded_result(record, job.request, at=anyio.current_time())
+        missing = not (result.files and all(f.exists() for f in result.files))
+        if result.task is not None and self._downloads is not None and missing:
+            await self._downloads.queue(job, result.task)  # URLs live ~24 h: fetch again
+            return
+        await self._books.conclude(job, result, record=False)
+
+    def _adopt(self, job: JobRecord, record: StoreRecord) -> None:
+        """Take over what an earlier run spent on ``job`` (submissions, credits)."""
+        job.adopted(attempts=record.attempts, credits=record.credits)
+        self._books.budget.adopt(record.credits)
+
+    async def _resume(self, job: JobRecord, record: StoreRecord) -> bool:
+        """Continue a job the journal saw start; False if it still needs a submission."""
+        self._adopt(job, record)
+        now = anyio.current_time()
+        if record.state is StoreState.SUBMITTED and record.task_id:
+            job.resumed(record.task_id)  # its age is unknown: poll at once, then learn
+            self._books.emit(JobResumed(key=job.key, at=now, task_id=record.task_id))
+            return True
+        # INTENT with no task id: the POST may or may not have created (and charged) a task.
+        if self._resubmit_ambiguous:
+            return False
+        await self._books.finish(
+            job,
+            error=AmbiguousSubmitError(
+                "a submission was in flight when the previous run stopped; its outcome is "
+                "unknown, so it was not resent (to avoid paying twice)",
+                request=job.request,
+            ),
+            failure_class=FailureClass.AMBIGUOUS_SUBMIT,
+        )
+        return True
+
+    async def _send(self, job: JobRecord, *, after_failure: bool = False) -> None:
+        """Send ``job``'s POST once the breaker and the budget allow; one an outage refused
+        goes again after it. ``after_failure``: see :meth:`_admit`."""
+        while True:
+            if not await self._admit(job, after_failure=after_failure):
+                await self._not_sent(job)
+                return
+            budget = self._books.budget
+            if not budget.can_afford(cost=CREDITS_PER_GENERATION):
+                assert budget.max_credits is not None
+                refused = BudgetExceededError(
+                    max_credits=budget.max_credits, committed_credits=budget.committed
+                )
+                self._post_outcome(job, Outcome.OTHER)
+                await self._books.finish(
+                    job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED
+                )
+                return
+            with budget.reserve(CREDITS_PER_GENERATION) as held:  # released unless committed
+                if not await self._send_reserved(job, held):
+                    return
+
+    def _post_outcome(self, job: JobRecord, outcome: Outcome) -> None:
+        """Tell the breaker how ``job``'s POST ended."""
+        now = anyio.current_time()
+        transition = self._breaker.record(job.sequence, outcome, now=now)
+        if transition is Transition.RESUMED:
+            self._planner.vouch(now, whole=True)  # the probe was answered: the burst may go
+        if transition is not None:
+            self._books.course(job.key, transition, now)
+
+    async def _send_reserved(self, job: JobRecord, held: Reservation) -> bool:
+        """One POST for ``job``; True if it must wait for the outage's end and go again."""
+        books, cost = self._books, CREDITS_PER_GENERATION
+        attempt = job.attempts + 1
+        may_have_left = halt = False  # from the first intent on, a POST may leave
+        error: GrokImagineError
+
+        async def record_intent() -> None:
+            nonlocal may_have_left
+            if self._breaker.withholds(job.sequence) or self._planner.leaving(
+                job.key, anyio.current_time(), self._breaker
+            ):
+                # Admitted before a pause or stop, or in a burst held for its canary's look.
+                raise _Withheld
+            if not may_have_left:  # counted once it leaves, not while it waits (or is held)
+                self.submissions += 1
+                self._planner.note_request(anyio.current_time())
+            may_have_left = True
+            if books.journal is not None:
+                try:
+                    await books.journal.record_intent(job.key, job.request, attempt)
+                except BudgetExceededError:
+                    raise  # a shared budget (a Redis job store) refused it: not a fault
+                except Exception as exc:
+                    raise as_journal_error(exc, books.journal) from exc
+
+        await self._share()
+        try:
+            with job_scope(self._client.telemetry, self._owner, job.key):
+                task_id = await self._client._submit(
+                    job.request, before_send=record_intent, priority=self._submit_priority
+                )
+        except _Withheld:
+            return True  # the breaker decides again: after the outage, or not at all
+        except BudgetExceededError as exc:
+            # A shared budget (a Redis job store) refused the intent: nothing was sent.
+            self._post_outcome(job, Outcome.OTHER)
+            error, failure = exc, FailureClass.BUDGET_EXCEEDED
+        except AmbiguousSubmitError as exc:
+            held.commit(certain=False)  # it may have been charged: count it against the budget
+            job.charged(attempt, cost)
+            self._post_outcome(job, Outcome.UNANSWERED)
+            error, failure = exc, FailureClass.AMBIGUOUS_SUBMIT
+        except AuthenticationError as exc:
+            # Provably not started: close the job (and its journal intent) before stopping all.
+            await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
+            raise
+        except JournalError as exc:  # the intent could not be recorded, so nothing was sent
+            books.journal_failed(exc, job)
+            await self._not_sent(job)
+            return False
+        except (APIConnectionError, ServerError, APIResponseValidationError) as exc:
+            # Nothing was started (the sender retried already); systematic: the breaker's.
+            reached = not isinstance(exc, APIConnectionError)
+            self._post_outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
+            if self._breaker.state is BreakerState.PAUSED:
+                return True  # sent again once the outage is over
+            # A server never reached: a configuration error; stop every worker once it ended.
+            halt = self._breaker.state is BreakerState.STOPPED and not reached
+            error, failure = exc, FailureClass.REQUEST_ERROR
+        except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
+            self._post_outcome(job, Outcome.OTHER)
+            error, failure = exc, FailureClass.REQUEST_ERROR
+        except Exception as exc:
+            # Before the intent the limiter failed (e.g. Redis refused its script); after it,
+            # the POST may have left, and been paid.
+            error, failure = unexpected(exc), FailureClass.REQUEST_ERROR
+            if may_have_left:
+                held.commit(certain=False)
+                job.charged(attempt, cost)
+                error = AmbiguousSubmitError(
+                    f"the submission failed unexpectedly ({error}); it may have started a task, "
+                    "so it was not resent",
+                    request=job.request,
+                )
+                failure = FailureClass.AMBIGUOUS_SUBMIT
+        else:
+            self._breaker.answered()
+            if self._breaker.is_probe(job.sequence) and self._breaker.healthy_age() <= 0.0:
+                self._post_outcome(job, Outcome.SUCCEEDED)  # the POSTs failed, and this one did not
+            with anyio.CancelScope(shield=True):
+                held.commit()
+                job.charged(attempt, cost)
+                if books.journal is not None:
+                    try:
+                        await books.journal.record_submitted(job.key, task_id)
+                    except Exception as exc:
+                        books.unrecorded[job.key] = task_id
+                        books.journal_failed(exc, job)
+            now = anyio.current_time()
+            job.submitted(task_id, at=now)
+            books.emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
+            return False
+        await books.finish(job, error=error, failure_class=failure)
+        if halt:
+            books.stop(error, drain=False)
+        return False
+
+    def _watch(self, job: JobRecord) -> None:
+        """Start polling ``job``, whose task exists (at once if resumed)."""
+        now = anyio.current_time()
+        if job.submitted_at is None:
+            self._schedule(job, now)
+            return
+        breaker = self._books.breaker
+        follow = breaker.warming_up and len(self._warmup) < _FOLLOWED_WARMUP
+        if follow:
+            self._warmup.append(job.key)  # looked at closely: outages show within seconds
+        self._planner.submitted(job.key, follow=follow)
+        if breaker.state is BreakerState.PAUSED and not breaker.is_probe(job.sequence):
+            self._planner.canaries.add(job.key)  # sent as the batch paused: probably failed too
+        self._schedule(job, self._planner.next_look(job, now))
+        self._replan(now)
+
+    async def dispatch(self) -> None:
+        """The dispatcher: hand each job to a poller when its poll is due."""
+        while True:
+            await self._due_send.send(await self._due.next_due(early=self._early))
+
+    def _early(self, now: float) -> JobRecord | None:
+        """The job most worth an early look, while the quota has room for one."""
+        planner = self._planner
+        if planner.room(now) < 1.0:  # before weighing every job
+            return None
+        best, chance = None, 0.0
+        # Quota-bound: only the first planned job is weighed (not thousands, four times a second).
+        for job in self._due.items(first_only=planner.quota_bound):
+            p = planner.early_chance(job, now)
+            if p > chance:
+                best, chance = job, p
+        if best is None or not planner.has_room(now, chance=chance, planned=self._due.due_before):
+            return None
+        return best
+
+    async def poll(self) -> None:
+        """One poller: poll due jobs until the scheduler stops."""
+        async for job in self._due_recv:
+            await self._books.for_job(job, self._poll_once(job))
+
+    def close(self) -> None:
+        """Close the hand-over stream."""
+        self._due_send.close()
+        self._due_recv.close()
+
+    async def _poll_once(self, job: JobRecord) -> None:
+        books, planner = self._books, self._planner
+        assert job.task_id is not None
+        urgent = planner.is_urgent(job.key)
+        if not urgent:
+            await self._share()
+        self.polls += 1
+        job.polls += 1
+        planner.note_request(anyio.current_time(), poll=True)
+        # The early probes wait behind submissions like any poll: ahead, they delay a start.
+        priority = Priority.URGENT if urgent else self._poll_priority
+        try:
+            with job_scope(self._client.telemetry, self._owner, job.key):
+                task = await self._client.get_task(job.task_id, priority=priority)
+        except NotFoundError as exc:
+            job.not_found += 1
+            await self._failed_look(job, exc, in_a_row=job.not_found, limit=_NOT_FOUND_LIMIT)
+            return
+        except AuthenticationError:
+            raise
+        except APIError as exc:  # the task exists and is paid for: keep looking, a little later
+            job.unreadable += 1
+            await self._failed_look(job, exc, in_a_row=job.unreadable, limit=_UNREADABLE_LIMIT)
+            return
+        now = anyio.current_time()
+        completed = task.status is TaskStatus.COMPLETED
+        planner.looked(job, now=now, finished=task.is_terminal, completed=completed)
+        self._replan(now)
+        if urgent:
+            books.notify()  # a canary's look: a burst it held back may go
+        if not task.is_terminal:
+            self._healthy(job, now)
+            job.looked(at=now)
+            self._schedule(job, planner.next_look(job, anyio.current_time()))
+            return
+        cost = CREDITS_PER_GENERATION  # refund what the provider says the task did not cost
+        if task.consumed_credits is not None and job.sequence is not None:
+            refund = cost - min(max(task.consumed_credits, 0), cost)  # never more than it cost
+            if refund:
+                books.budget.refund(refund)
+                job.refunded(refund)
+        failure = task.failure_class
+        age = None if job.submitted_at is None else now - job.submitted_at
+        self._outcome(job, task_outcome(failure), now, failure, age)
+        if task.succeeded:
+            if self._downloads is not None:
+                await self._downloads.queue(job, task)
+            else:
+                await books.finish(job, task=task)
+            return
+        failure = failure or FailureClass.UNKNOWN
+        if (
+            failure in self._resubmit_on
+            and failure in OUTAGE_FAILURES
+            and job.resubmits >= self._resubmit
+            and not job.waited  # once: its own failures may make the pause
+            and len(books.jobs) > 1  # another job's outcome can pause the batch
+            and books.breaker.pauses(job.sequence)
+        ):
+            job.waited = True
+            books.start(self._verdict, job, task, failure)  # not in this poller
+            return
+        await self._failed(job, task, failure)
+
+    async def _verdict(self, job: JobRecord, task: Task, failure: FailureClass) -> None:
+        """The last try of ``job`` failed as an outage's tasks fail, the batch running: the
+        outage's failure if the batch pauses soon (the resubmission is then unspent; with few
+        submissions going out, the pause can take 11 s), else its own. Wait that long for the
+        verdict, or until a success submitted after it says the provider works."""
+        books, breaker = self._books, self._books.breaker
+        assert breaker.policy is not None  # breaker.pauses() said the pause rule is on
+        with anyio.move_on_after(_VERDICT * breaker.policy.probe_wait_initial):
+            await books.wait_for(
+                lambda: not breaker.unexplained(job.sequence) or books.fatal is not None
+            )
+        await books.for_job(job, self._failed(job, task, failure))
+
+    async def _failed(self, job: JobRecord, task: Task, failure: FailureClass) -> None:
+        """Resubmit ``job`` (unspent when an outage explains its failure) or end it failed."""
+        books = self._books
+        # An outage explains a failure, unspent, a few times: prompts that always fail look like
+        # one (they pause the batch, and are its only probes), and would probe forever.
+        outage = (
+            failure in OUTAGE_FAILURES
+            and books.breaker.outage_explains(job.sequence)
+            and job.excused < _EXCUSED
+        )
+        if failure in self._resubmit_on and (outage or job.resubmits < self._resubmit):
+            job.resubmitting(counted=not outage)
+            books.emit(JobResubmitting(key=job.key, at=anyio.current_time(), failure_class=failure))
+            books.start(self._resend, job, failure in OUTAGE_FAILURES)  # not in this poller
+            return
+        await books.finish(job, task=task, error=TaskFailedError(task), failure_class=failure)
+
+    def _outcome(
+        self,
+        job: JobRecord,
+        outcome: Outcome,
+        now: float,
+        failure: FailureClass | None = None,
+        age: float | None = None,
+    ) -> None:
+        """Tell the breaker how ``job``'s task ended, and act on what it says."""
+        books, planner = self._books, self._planner
+        transition = books.breaker.record(
+            job.sequence, outcome, now=now, failure_class=failure, age=age
+        )
+        if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
+            planner.next_canary = min(planner.next_canary, now)  # the next job sent is looked at
+            young = 2.0 * planner.canary_age
+            if age is not None and age <= young:
+                # Failed young, as in an outage: hold the submissions, and look now at the
+                # newest jobs as old (failed too, the batch pauses within seconds).
+                books.breaker.hold(now + young)
+                self._call_witnesses(job, now, age)
+        if transition is Transition.RESUMED and job.submitted_at is not None:
+            self._planner.vouch(job.submitted_at, whole=True)  # the burst after needs no canary
+        if transition is Transition.PAUSED:
+            self.recheck_suspects(now)
+        if transition is not None:
+            books.course(job.key, transition, now)
+        elif (
+            outcome is Outcome.REFUSED
+            and books.breaker.refusals >= 2
+            and books.breaker.newest_good < 0
+            and age
+        ):
+            # Refusals and no success yet: look now at the jobs as old, probably over too.
+            cutoff = now - _REFUSAL_PEERS * age
+            self._look_now(
+                lambda other: other.submitted_at is not None and other.submitted_at <= cutoff, now
+            )
+
+    def _call_witnesses(self, failed: JobRecord, now: float, age: float) -> None:
+        """Look now at the two newest other jobs sent after the newest success, ``age`` old."""
+        after = self._books.breaker.newest_good
+        candidates = [
+            job
+            for job in self._due.items()
+            if (job.sequence or 0) > after
+            and job is not failed
+            and job.submitted_at is not None
+            and now - job.submitted_at >= age
+            and job.key not in self._witnesses
+        ]
+        chosen = {job.key for job in sorted(candidates, key=lambda j: j.sequence or 0)[-2:]}
+        self._witnesses |= chosen
+        self._look_now(lambda job: job.key in chosen, now)
+
+    def recheck_suspects(self, now: float) -> None:
+        """Paused (here or by another process): the jobs sent since the oldest failure (and a
+        little before) probably failed too. Look at each once old enough to show it (twice the
+        youngest failure seen, else a canary's age), not minutes later as planned on its
+        duration, so its resubmission is ready when the outage ends."""
+        shows = self._books.breaker.healthy_age() or self._planner.canary_age
+        shows = max(shows, self._planner.policy.wait_initial)
+        since = self._books.breaker.failing_since - shows
+        self._look_now(lambda job: (job.submitted_at or -math.inf) >= since, now, age=shows)
+
+    def _look_now(
+        self, chosen: Callable[[JobRecord], bool], now: float, *, age: float = 0.0
+    ) -> None:
+        """Look at the queued jobs ``chosen`` picks now (or once ``age`` old), urgently: on
+        their own, and where a re-plan does not move them back."""
+        for job in self._due.take(chosen):
+            self._planner.canaries.add(job.key)
+            self._schedule(job, max(now, (job.submitted_at or now) + age))
+
+    def _healthy(self, job: JobRecord, now: float) -> None:
+        """A job seen running: it may end the warm-up, or (a probe, a witness) the pause."""
+        breaker = self._books.breaker
+        if job.submitted_at is None:
+            return
+        if breaker.warming_up and breaker.vouch(now - job.submitted_at):
+            self._planner.vouch(job.submitted_at)  # and the burst that follows needs no canary
+            self._books.notify()  # the warm-up is over: the submitters go on
+        if not breaker.warming_up and job.key in self._warmup and not self._planner.queued():
+            # Everything sent: a warm-up job's urgent looks are no longer worth their cost.
+            self._planner.followed.discard(job.key)
+        witness = job.key in self._witnesses
+        self._witnesses.discard(job.key)
+        if not (breaker.is_probe(job.sequence) or witness):
+            return
+        if now - job.submitted_at >= breaker.healthy_age():
+            self._outcome(job, Outcome.SUCCEEDED, now)
+
+    async def _resend(self, job: JobRecord, after_failure: bool) -> None:
+        step = self._send(job, after_failure=after_failure)
+        await self._books.for_job(job, self._submitted(job, step))
+
+    async def _share(self) -> None:
+        """Sleep until a routine request leaves the urgent looks their share of the quota."""
+        wait = self._planner.share_wait(anyio.current_time())
+        while wait > 0.0:
+            await anyio.sleep(wait)
+            wait = self._planner.share_wait(anyio.current_time())
+
+    def _schedule(self, job: JobRecord, when: float) -> None:
+        if self._planner.is_urgent(job.key):
+            # Not behind pollers waiting for permits: it decides whether submissions go on.
+            self._planner.book(when)  # the routine requests leave it a permit
+            self._books.start(self._look_alone, job, when)
+        else:
+            self._due.schedule(job, when)
+
+    async def _look_alone(self, job: JobRecord, when: float) -> None:
+        try:
+            await anyio.sleep_until(when)
+        finally:
+            self._planner.unbook(when)
+        await self._books.for_job(job, self._poll_once(job))
+
+    async def _failed_look(
+        self, job: JobRecord, error: APIError, *, in_a_row: int, limit: int
+    ) -> None:
+        """A look that learned nothing: end the job after ``limit`` in a row."""
+        if in_a_row < limit:  # try again no sooner than the shortest gap
+            now = anyio.current_time()
+            earliest = now + self._planner.policy.wait_initial
+            self._schedule(job, self._planner.next_look(job, now, earliest))
+            return
+        self._planner.gone(job)
+        await self._books.finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
+
+    def _replan(self, now: float) -> None:
+        if self._planner.replan_needed(now):
+            self._due.reschedule_all(
+                lambda job, due: (
+                    due if job.submitted_at is None else self._planner.next_look(job, now)
+                )
+            )
+
+
+class _Withheld(Exception):
+    """A POST withheld after its permit came (the batch paused or stopped meanwhile)."""
