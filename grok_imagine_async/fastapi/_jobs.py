@@ -334,11 +334,6 @@ class JobRegistry:
     def _known_unknown(self, job_id: str) -> bool:
         return self._unknown.get(job_id, -math.inf) > anyio.current_time()
 
-    def unfinished(self) -> list[Job]:
-        """The jobs this worker runs that have not finished, oldest first."""
-        local = (t.local for t in self._entries.values())
-        return [job for job in local if job is not None and not job.status.is_final]
-
     async def wait_changed(self, job: Job, seen: JobState) -> JobState:
         """Wait until ``job`` is no longer in state ``seen``; return its new state (at once if
         it moved on already). Takes no timeout: use ``anyio.move_on_after``.

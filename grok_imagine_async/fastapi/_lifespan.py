@@ -162,26 +162,21 @@ async def grok_imagine_lifespan(
             on_event=on_event,
         )
         body_error: Exception | None = None
-        scheduler: JobScheduler | None = None
-        try:
-            async with anyio.create_task_group() as group:
-                # In a task of its own: a fatal error there (a revoked token) stops the
-                # scheduler, not the whole server.
-                scheduler = await group.start(_run_scheduler, to_run, jobs)
-                group.start_soon(jobs.run)  # adopts orphans of a shared store; else returns
-                setattr(app.state, STATE_ATTRIBUTE, GrokImagineResources(client, scheduler, jobs))
-                try:
-                    yield
-                except Exception as exc:  # re-raised below as is, not in an ExceptionGroup
-                    body_error = exc
-                finally:
-                    # At once, not when the runner next runs: no POST may start after this.
-                    scheduler.cancel()
-                    jobs.close()
-                    delattr(app.state, STATE_ATTRIBUTE)
-        finally:
-            if scheduler is not None:  # stopped: a POST that was under way has its task id
-                _report_unfinished(jobs, scheduler, journaled=durable)
+        async with anyio.create_task_group() as group:
+            # In a task of its own: a fatal error there (a revoked token) stops the scheduler,
+            # not the whole server. Stopped, it logs the task id of each paid job in flight.
+            scheduler = await group.start(_run_scheduler, to_run, jobs)
+            group.start_soon(jobs.run)  # adopts orphans of a shared store; else returns
+            setattr(app.state, STATE_ATTRIBUTE, GrokImagineResources(client, scheduler, jobs))
+            try:
+                yield
+            except Exception as exc:  # re-raised below as is, not in an ExceptionGroup
+                body_error = exc
+            finally:
+                # At once, not when the runner next runs: no POST may start after this.
+                scheduler.cancel()
+                jobs.close()
+                delattr(app.state, STATE_ATTRIBUTE)
         if body_error is not None:
             raise body_error
 
@@ -207,28 +202,6 @@ async def _run_scheduler(
             logger.exception("the video scheduler failed, no more jobs can run")
     finally:
         jobs.close()
-
-
-def _report_unfinished(jobs: JobRegistry, scheduler: JobScheduler, *, journaled: bool) -> None:
-    pending = jobs.unfinished()
-    stats = scheduler.statistics()
-    # Jobs submitted to the scheduler directly (GrokScheduler) are not in the registry.
-    total = max(len(pending), stats.queued + stats.submitting + stats.in_flight)
-    if total and journaled:
-        logger.info(
-            "shutting down with %d unfinished video jobs; they stay in the journal and resume "
-            "when next looked up",
-            total,
-        )
-    elif total:
-        logger.warning(
-            "shutting down with %d unfinished video jobs and no journal: they will not resume "
-            "(read their tasks with AsyncGrokImagine.get_task)",
-            total,
-        )
-        for job in pending:
-            task = job.task_id or "not created"
-            logger.warning("unfinished video job %s: %s, task %s", job.key, job.status.value, task)
 
 
 def _dependency(name: str) -> Callable[[HTTPConnection], Awaitable[Any]]:
