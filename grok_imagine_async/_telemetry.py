@@ -33,7 +33,6 @@ from ._scheduling.jobs import (
     JobFinished,
     JobQueued,
     JobResubmitting,
-    JobResult,
     JobResumed,
     JobSubmitted,
     SchedulerStatistics,
@@ -164,18 +163,58 @@ class Telemetry:
     def on_request(self, attempt: RequestAttempt) -> None:
         """Record one request attempt (called by the client's sender)."""
         try:
-            scope, job = attempt.job, None
+            scope, job, now = attempt.job, None, anyio.current_time()
             if scope is not None and (scheduler := self._schedulers.get(scope.owner)) is not None:
                 job = scheduler.jobs.get(scope.key)
                 self._snapshot(scope.owner, scheduler)
+            end_ns = self._to_ns(now)
             if job is not None and attempt.method == "GET":  # a poll of the job
-                now = anyio.current_time()
                 if attempt.error_type is None:
                     job.previous_look, job.last_look = job.last_look, now
                 attributes = _present({_STATUS: attempt.status_code, _ERROR: attempt.error_type})
-                job.span.add_event("poll", attributes, timestamp=self._to_ns(now))
-            parent = None if job is None else job.context
-            self._record_request(attempt, self._to_ns(anyio.current_time()), parent)
+                job.span.add_event("poll", attributes, timestamp=end_ns)
+            server = self._servers.get(attempt.url)
+            if server is None:
+                parts = urlsplit(attempt.url)
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                server = self._servers[attempt.url] = (parts.hostname or "", port)
+            common = _present(
+                {
+                    "http.request.method": attempt.method,
+                    "server.address": server[0],
+                    "server.port": server[1],
+                    _TEMPLATE: attempt.path,
+                    _STATUS: attempt.status_code,
+                    _ERROR: attempt.error_type,
+                }
+            )
+            span_attributes = common | _present(
+                {
+                    "url.full": attempt.url,
+                    "http.request.resend_count": attempt.resend_count or None,
+                    _TASK_ID: attempt.task_id,
+                    "grok_imagine.rate_limit.remaining": attempt.remaining,
+                    "grok_imagine.rate_limit.permit_wait": attempt.permit_wait,
+                }
+            )
+            if attempt.remaining is not None:
+                self._last_remaining = attempt.remaining
+            span = self._tracer.start_span(
+                f"{attempt.method} {attempt.path}",
+                context=None if job is None else job.context,
+                kind=SpanKind.CLIENT,
+                attributes=span_attributes,
+                start_time=end_ns - int(attempt.duration * 1e9),
+            )
+            if attempt.error_type is not None:
+                span.set_status(Status(StatusCode.ERROR))
+            span.end(end_time=end_ns)
+            self._duration.record(attempt.duration, common)
+            self._requests.add(1, common)
+            if attempt.status_code == 429:
+                self._rate_limited.add(1, {_TEMPLATE: attempt.path})
+            if attempt.method == "POST" and attempt.error_type is None:
+                self._credits.add(CREDITS_PER_GENERATION)  # a task was created: it is paid for
         except Exception:  # telemetry must never break a request
             self._log_failure()
 
@@ -204,60 +243,16 @@ class Telemetry:
                 ended += 1
         return ended
 
-    def _record_request(self, attempt: RequestAttempt, end_ns: int, parent: Context | None) -> None:
-        server = self._servers.get(attempt.url)
-        if server is None:
-            parts = urlsplit(attempt.url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            server = self._servers[attempt.url] = (parts.hostname or "", port)
-        common = _present(
-            {
-                "http.request.method": attempt.method,
-                "server.address": server[0],
-                "server.port": server[1],
-                _TEMPLATE: attempt.path,
-                _STATUS: attempt.status_code,
-                _ERROR: attempt.error_type,
-            }
-        )
-        span_attributes = common | _present(
-            {
-                "url.full": attempt.url,
-                "http.request.resend_count": attempt.resend_count or None,
-                _TASK_ID: attempt.task_id,
-                "grok_imagine.rate_limit.remaining": attempt.remaining,
-                "grok_imagine.rate_limit.permit_wait": attempt.permit_wait,
-            }
-        )
-        if attempt.remaining is not None:
-            self._last_remaining = attempt.remaining
-        span = self._tracer.start_span(
-            f"{attempt.method} {attempt.path}",
-            context=parent,
-            kind=SpanKind.CLIENT,
-            attributes=span_attributes,
-            start_time=end_ns - int(attempt.duration * 1e9),
-        )
-        if attempt.error_type is not None:
-            span.set_status(Status(StatusCode.ERROR))
-        span.end(end_time=end_ns)
-        self._duration.record(attempt.duration, common)
-        self._requests.add(1, common)
-        if attempt.status_code == 429:
-            self._rate_limited.add(1, {_TEMPLATE: attempt.path})
-        if attempt.method == "POST" and attempt.error_type is None:
-            self._credits.add(CREDITS_PER_GENERATION)  # a task was created: it is paid for
-
     def _job_event(self, scheduler: _SchedulerTrace, event: JobEvent) -> None:
         when = self._to_ns(event.at)
         if isinstance(event, BreakerEvent):  # the batch's course, not one job's life
             failure = event.breaker.failure_class
-            attributes = {
+            breaker = {
                 "grok_imagine.breaker.transition": event.transition,
                 "grok_imagine.breaker.reason": event.breaker.reason,
                 _FAILURE: failure.value if failure is not None else None,
             }
-            self._breaker.add(1, _present(attributes))
+            self._breaker.add(1, _present(breaker))
             return
         job = None if isinstance(event, JobQueued) else scheduler.jobs.get(event.key)
         if job is None:  # queued, or queued before the telemetry saw this scheduler
@@ -285,11 +280,9 @@ class Telemetry:
             job.submitted_at = job.last_look = job.previous_look = None
         elif isinstance(event, JobResubmitting):
             job.span.add_event("resubmit", {_FAILURE: event.failure_class.value}, timestamp=when)
-        elif isinstance(event, JobFinished) and event.result is not None:
-            del scheduler.jobs[event.key]
-            self._finish(job, event.result, when)
-
-    def _finish(self, job: _JobTrace, result: JobResult, when: int) -> None:
+        if not isinstance(event, JobFinished) or (result := event.result) is None:
+            return
+        del scheduler.jobs[event.key]
         request = result.request
         outcome = "completed" if result.ok else "failed"
         attributes = _present(
