@@ -209,8 +209,8 @@ class Downloader:
     async def _save(self, response: httpx.Response, url: str, target: Path) -> None:
         """Stream the body into a fresh temporary file, then rename it onto ``target``."""
         limit = self._limits.max_video_bytes
-        await run_blocking(_refuse_non_file, target)
         try:
+            await run_blocking(_refuse_non_file, target)
             async with replacing(target) as out:
                 async for chunk in iter_bounded(response, limit=limit):
                     await run_blocking(out.write, chunk)

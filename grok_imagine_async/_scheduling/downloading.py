@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 
-from .._errors import APIError, DownloadError, GrokImagineError
+from .._errors import APIError, DownloadError
 from .._models import FailureClass, Task
 from .api import SchedulerClient
 from .books import Books
@@ -50,19 +50,8 @@ class Downloader:
         try:
             stem = job.key if self._file_stem is None else self._file_stem(job.key)
             files = await self._client.download(task, self.folder, stem=stem)
-        except Exception as exc:
-            local = _os_error_in(exc)  # disk full, no permission (maybe in a task group's group)
-            if local is not None:
-                where = Path(local.filename) if isinstance(local.filename, str) else self.folder
-                problem = f"cannot write {where}: {local.strerror or local}"
-                error: GrokImagineError = DownloadError(problem, local_path=where)
-            elif isinstance(exc, (APIError, DownloadError)):
-                error = exc
-            else:
-                raise
-            await books.finish(
-                job, task=task, error=error, failure_class=FailureClass.REQUEST_ERROR
-            )
+        except APIError as exc:  # a DownloadError too: the client maps every local failure
+            await books.finish(job, task=task, error=exc, failure_class=FailureClass.REQUEST_ERROR)
             return
         if books.journal is not None:
             with anyio.CancelScope(shield=True):
@@ -84,14 +73,3 @@ def ensure_writable(folder: Path) -> None:
         raise DownloadError(
             f"download_dir {folder} cannot be written: {exc.strerror or exc}", local_path=folder
         ) from None
-
-
-def _os_error_in(exc: BaseException) -> OSError | None:
-    """``exc`` if it is an OSError, or the first OSError of an exception group."""
-    if isinstance(exc, OSError):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = _os_error_in(inner)
-        if found is not None:
-            return found
-    return None

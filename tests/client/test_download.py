@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import TOKEN, RecordingLimiter
@@ -103,6 +106,24 @@ async def test_a_local_failure_names_the_path_it_could_not_write(tmp_path: Path)
     with pytest.raises(DownloadError, match="cannot create") as caught:
         await client_for(CDN()).download(task("t2", "https://cdn.test/a.mp4"), tmp_path / "file")
     assert caught.value.local_path == tmp_path / "file"
+
+
+@pytest.mark.anyio
+async def test_a_target_that_cannot_be_inspected_is_a_download_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a folder the user may not search gives (the suite runs as root, so it is staged).
+    real_lstat = os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).endswith("t.mp4"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    with pytest.raises(DownloadError, match=r"cannot save t\.mp4: Permission denied") as caught:
+        await client_for(CDN()).download(task("t", URL), tmp_path)
+    assert caught.value.local_path == tmp_path.resolve() / "t.mp4"
 
 
 @pytest.mark.anyio
