@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import anyio
+from anyio.abc import TaskStatus
 
 from .._errors import (
     BudgetExceededError,
     ConfigurationError,
+    GrokImagineError,
     JournalError,
     SchedulerClosedError,
 )
@@ -212,10 +214,6 @@ class JobRegistry:
         self._stale = False  # the store may have missed changes: re-read the others' jobs
         self._remove_listener = store.subscribe(self._on_change)
 
-    def attach(self, scheduler: JobScheduler) -> None:
-        """Start serving jobs of ``scheduler`` (whose journal is this registry's store)."""
-        self._scheduler = scheduler
-
     def close(self) -> None:
         """Stop: refuse new jobs, and wake every waiter with :class:`SchedulerClosedError`."""
         if self._closing.is_set():
@@ -360,32 +358,54 @@ class JobRegistry:
         assert job.result is not None
         return job.result
 
-    async def run(self) -> None:
-        """Until closed, adopt the jobs of stopped workers of a shared store, and re-read the
-        others' jobs if it may have missed changes; then give up this worker's lease, so that
-        the others adopt its unfinished jobs at once. Returns at once for a store of its own."""
-        store = self._shared
-        if store is None:
-            return
+    async def run(
+        self,
+        scheduler: JobScheduler,
+        *,
+        task_status: TaskStatus[JobScheduler] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run ``scheduler`` (whose journal is this registry's store) and serve its jobs until
+        its ``cancel()``; once started, a fatal error of it is logged and closes the registry
+        (the app goes on, answering 503 to new jobs). Meanwhile, with a shared store, adopt the
+        jobs of stopped workers and re-read the others' jobs if it may have missed changes; at
+        the end, give up this worker's lease, so that the others adopt its jobs at once."""
+        started = False
         try:
-            while not self.closed:
-                try:
-                    adopted = await store.adopt_orphans()
-                except JournalError as exc:  # refused (an ACL change): never fatal to the app
-                    logger.error("cannot adopt the jobs of stopped workers: %s", exc)
-                    adopted = []
-                for stored in adopted:
-                    try:
-                        await self._take(stored, owned=True)
-                    except SchedulerClosedError:
-                        return  # its lease is given up: another worker adopts it
-                if self._stale:
-                    self._stale = False
-                    await self._reread()
-                with anyio.move_on_after(max(0.05, store.lease / 3)):
-                    await self._closing.wait()
+            async with scheduler:
+                self._scheduler, started = scheduler, True
+                task_status.started(scheduler)
+                await self._adopt_orphans()
+                await anyio.sleep_forever()  # its cancel() ends it, as a fatal error does
+        except Exception as exc:
+            if not started:
+                raise  # the app fails to start, as it should
+            if isinstance(exc, GrokImagineError):  # never carries the token: safe to log
+                logger.error("the video scheduler stopped, no more jobs can run: %s", exc)
+            else:
+                logger.exception("the video scheduler failed, no more jobs can run")
         finally:
-            await store.give_up_lease()
+            self.close()
+            if self._shared is not None:
+                await self._shared.give_up_lease()
+
+    async def _adopt_orphans(self) -> None:
+        store = self._shared
+        while store is not None and not self.closed:
+            try:
+                adopted = await store.adopt_orphans()
+            except JournalError as exc:  # refused (an ACL change): never fatal to the app
+                logger.error("cannot adopt the jobs of stopped workers: %s", exc)
+                adopted = []
+            for stored in adopted:
+                try:
+                    await self._take(stored, owned=True)
+                except SchedulerClosedError:
+                    return  # stopping: another worker adopts it once the lease is given up
+            if self._stale:
+                self._stale = False
+                await self._reread()
+            with anyio.move_on_after(max(0.05, store.lease / 3)):
+                await self._closing.wait()
 
     def _on_change(self, stored: StoredJob | None) -> None:
         if stored is None:

@@ -13,13 +13,12 @@ if TYPE_CHECKING:
     from .._http import HTTPClient
 
 import anyio
-from anyio.abc import TaskStatus
 from fastapi import Depends
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from .._client import AsyncGrokImagine
-from .._errors import ConfigurationError, GrokImagineError
+from .._errors import ConfigurationError
 from .._journal.memory import MemoryJobStore
 from .._journal.sqlite import open_journal
 from .._limiting.protocol import RateLimiter
@@ -151,7 +150,7 @@ async def grok_imagine_lifespan(
             )
         # Each user waits on their own job: tell them as soon as it is done.
         config = replace(config, favor=config.favor or "latency", breaker=breaker)
-        to_run = JobScheduler(
+        scheduler = JobScheduler(
             client,
             config,
             journal=store,
@@ -165,8 +164,7 @@ async def grok_imagine_lifespan(
         async with anyio.create_task_group() as group:
             # In a task of its own: a fatal error there (a revoked token) stops the scheduler,
             # not the whole server. Stopped, it logs the task id of each paid job in flight.
-            scheduler = await group.start(_run_scheduler, to_run, jobs)
-            group.start_soon(jobs.run)  # adopts orphans of a shared store; else returns
+            await group.start(jobs.run, scheduler)
             setattr(app.state, STATE_ATTRIBUTE, GrokImagineResources(client, scheduler, jobs))
             try:
                 yield
@@ -179,29 +177,6 @@ async def grok_imagine_lifespan(
                 delattr(app.state, STATE_ATTRIBUTE)
         if body_error is not None:
             raise body_error
-
-
-async def _run_scheduler(
-    scheduler: JobScheduler, jobs: JobRegistry, *, task_status: TaskStatus[JobScheduler]
-) -> None:
-    """Run the app's scheduler until it is cancelled; once started, its fatal errors are logged
-    (the app goes on, answering 503 to new jobs)."""
-    started = False
-    try:
-        async with scheduler:
-            jobs.attach(scheduler)
-            started = True
-            task_status.started(scheduler)
-            await anyio.sleep_forever()  # its cancel() ends it, as a fatal error does
-    except Exception as exc:
-        if not started:
-            raise  # the app fails to start, as it should
-        if isinstance(exc, GrokImagineError):  # never carries the token: safe to log
-            logger.error("the video scheduler stopped, no more jobs can run: %s", exc)
-        else:
-            logger.exception("the video scheduler failed, no more jobs can run")
-    finally:
-        jobs.close()
 
 
 def _dependency(name: str) -> Callable[[HTTPConnection], Awaitable[Any]]:

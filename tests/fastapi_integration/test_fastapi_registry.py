@@ -132,8 +132,3 @@ async def test_waiting_on_a_job_ends_when_the_app_stops(grok_emulator: Emulator)
             job = await jobs.submit("a long one [duration:600]")
         with anyio.fail_after(5), pytest.raises(SchedulerClosedError):
             await job.wait()
-
-
-async def test_a_store_of_one_process_has_no_orphans_to_adopt() -> None:
-    with anyio.fail_after(5):  # a hang would be the failure: run() loops until closed
-        await JobRegistry(MemoryJobStore()).run()
