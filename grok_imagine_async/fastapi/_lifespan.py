@@ -132,13 +132,12 @@ async def grok_imagine_lifespan(
             if store is not journal:
                 stack.push_async_callback(store.aclose)  # after the scheduler stops
         config = scheduler_config or SchedulerConfig()
-        durable = redis_url is not None or journal is not None
         jobs = JobRegistry(
             store,
             max_jobs=max_jobs,
             max_queued=max_queued,
             max_credits=max_credits,
-            forget_finished=not durable,
+            forget_finished=redis_url is None and journal is None,  # a store in memory
             limiter=client.limiter,
         )
         breaker = config.breaker
