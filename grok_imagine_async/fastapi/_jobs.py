@@ -362,7 +362,7 @@ class JobRegistry:
         self,
         scheduler: JobScheduler,
         *,
-        task_status: TaskStatus[JobScheduler] = anyio.TASK_STATUS_IGNORED,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run ``scheduler`` (whose journal is this registry's store) and serve its jobs until
         its ``cancel()``; once started, a fatal error of it is logged and closes the registry
@@ -373,7 +373,7 @@ class JobRegistry:
         try:
             async with scheduler:
                 self._scheduler, started = scheduler, True
-                task_status.started(scheduler)
+                task_status.started()
                 await self._adopt_orphans()
                 await anyio.sleep_forever()  # its cancel() ends it, as a fatal error does
         except Exception as exc:
