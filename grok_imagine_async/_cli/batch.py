@@ -223,6 +223,7 @@ async def _batch(
         connection = await stack.enter_async_context(connect(args))
         store = await open_store(stack, args, connection, summary, journal_path)
         out, endpoint = Path(args.out), connection.endpoint
+        emulated = connection.emulator is not None
         tasks = TaskLog(out / TASK_LOG_NAME)
         unknown, earlier_credits = await prepare(args, store, connection, tasks, summary.keys)
         process = getattr(store, "id", None)  # a shared journal's name for this process
@@ -234,28 +235,19 @@ async def _batch(
             flush=True,
         )
         progress = BatchProgress(summary.jobs, time_scale=connection.time_scale, endpoint=endpoint)
-        moved = anyio.Event()  # set by the next job event, then renewed
-
-        def on_event(event: JobEvent) -> None:
-            nonlocal moved
-            progress(event)
-            moved.set()
-            moved = anyio.Event()
-
-        config = SchedulerConfig(
-            max_in_flight=args.max_in_flight,
-            resubmit=args.resubmit,
-            max_downloads=args.max_downloads,
-        )
         scheduler = JobScheduler(
             connection.client,
-            config,
+            SchedulerConfig(
+                max_in_flight=args.max_in_flight,
+                resubmit=args.resubmit,
+                max_downloads=args.max_downloads,
+            ),
             # A shared journal reserves every POST's credits in one budget for every process.
             max_credits=args.max_credits if isinstance(store, SqliteJobStore) else None,
             journal=store,
             download_dir=out,
             file_stem=summary.file_stem,
-            on_event=on_event,
+            on_event=progress,
         )
         claims = Claims(store, args, progress, endpoint)
 
@@ -266,16 +258,13 @@ async def _batch(
                 # the rest is left to the other processes. Every job leaving the queue is an event.
                 while scheduler.statistics().queued >= _CLAIM_AHEAD:
                     with anyio.move_on_after(1.0):  # and a look a second, whatever comes
-                        await moved.wait()
+                        await progress.moved.wait()
 
         async def work() -> None:
-            live = not args.no_progress and sys.stdout.isatty()
-            if live and importlib.util.find_spec("rich") is None:
-                note('For a live progress display: pip install "grok-imagine-async[cli]"')
-                live = False
             async with scheduler, anyio.create_task_group() as tg:
                 if not args.no_progress:
                     title = f"grok-imagine batch ({process})" if process else "grok-imagine batch"
+                    live = sys.stdout.isatty()
                     tg.start_soon(show_progress, progress, scheduler.statistics, title, live)
                 scheduler.feed(claimed())
                 async with contextlib.aclosing(scheduler.results()) as results:
@@ -285,14 +274,14 @@ async def _batch(
 
         interrupted = False
         try:
-            _, interrupted = await run_until_interrupted(work)
+            interrupted = await run_until_interrupted(work)
         except AuthenticationError as exc:
             error("batch", exc)
             await forget_unsent(store, unknown)
             return EXIT_USAGE
         except JournalError as exc:
             error("batch", exc)
-            _keep_pending(exc, tasks)
+            tasks.keep(exc)
             return EXIT_FAILED
         except Exception as exc:  # a fault that stopped the batch: still report every paid job
             leaf = leaf_error(exc)
@@ -300,7 +289,7 @@ async def _batch(
                 traceback.print_exception(exc)
             error("batch", f"the batch stopped: {describe_failure(leaf, endpoint)}")
             if isinstance(leaf, GrokImagineError):
-                _keep_pending(leaf, tasks)
+                tasks.keep(leaf)
         else:
             await forget_unsent(store, unknown)
         try:
@@ -315,7 +304,6 @@ async def _batch(
             f"the journal had lost {{are}} listed completed in {out / MANIFEST_NAME} with their "
             "videos: recorded again from it, not paid again.",
         )
-        emulated = connection.emulator is not None
         advice = advice_after(args, outcome, interrupted, emulated)
         if progress.unreachable:
             advice.insert(
@@ -331,48 +319,15 @@ async def _batch(
         return EXIT_OK if outcome.completed == outcome.total else EXIT_FAILED
 
 
-def _keep_pending(exc: GrokImagineError, tasks: TaskLog) -> None:
-    """Print the paid tasks the journal may not hold and keep them for the next run to poll."""
-    if not exc.pending_tasks:
-        return
-    note(
-        f"{len(exc.pending_tasks)} paid "
-        f"{'job ended or was' if len(exc.pending_tasks) == 1 else 'jobs ended or were'} "
-        "in flight without the journal "
-        "recording it; their task ids (key task_id):"
-    )
-    for key, task_id in exc.pending_tasks.items():
-        note(f"  {key} {task_id}")
-    try:
-        kept = tasks.write(dict(exc.pending_tasks))
-    except OSError as failure:
-        note(f"(could not keep them in {tasks.path}: {failure.strerror})")
-        return
-    note(f"Kept {kept} of them in {tasks.path}: the next run polls them, without paying again.")
-
-
 # -- the journal ---------------------------------------------------------------------------------
 
 
 class TaskLog:
-    """Paid task ids a journal could not take (a full disk): lines ``key task_id``, ended by
-    NULs, in blocks allocated before anything is paid, so writing them needs no new space."""
+    """Paid task ids a journal could not take (a full disk): lines ``key task_id`` padded with
+    NULs to a size allocated before anything is paid, so writing them needs no new space."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-
-    def _open(self, flags: int, mode: str) -> IO[bytes]:
-        fd = os.open(self.path, flags | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        return os.fdopen(fd, mode)
-
-    def reserve(self) -> None:
-        """Create the file with its bytes allocated (``OSError`` if it cannot be)."""
-        with self._open(os.O_RDWR | os.O_CREAT, "r+b") as file:
-            size = file.seek(0, os.SEEK_END)
-            if size < TASK_LOG_SIZE:
-                file.write(bytes(TASK_LOG_SIZE - size))  # real blocks, not a hole
-                file.flush()
-                os.fsync(file.fileno())
 
     def read(self) -> dict[str, str]:
         """The task ids kept, by job key (empty if there is no file)."""
@@ -385,18 +340,40 @@ class TaskLog:
         return {k: t for k, t in (line.rpartition(" ")[::2] for line in lines) if k and t}
 
     def write(self, tasks: dict[str, str]) -> int:
-        """Keep ``tasks`` (key: task id) in place of what was kept; return how many fit."""
+        """Keep ``tasks`` (key: task id) in place of what was kept, the file's whole size
+        written (``OSError`` if it cannot be); return how many fit."""
         data, kept = b"", 0
         for key, task_id in tasks.items():
             line = f"{key} {task_id}\n".encode("utf-8", "replace")
             if len(data) + len(line) > TASK_LOG_SIZE:
                 break
             data, kept = data + line, kept + 1
-        with self._open(os.O_WRONLY, "wb") as file:
-            file.write(data + bytes(TASK_LOG_SIZE - len(data)))
+        with self._open(os.O_WRONLY | os.O_CREAT, "wb") as file:
+            file.write(data + bytes(TASK_LOG_SIZE - len(data)))  # real blocks, not a hole
             file.flush()
             os.fsync(file.fileno())
         return kept
+
+    def _open(self, flags: int, mode: str) -> IO[bytes]:
+        return os.fdopen(os.open(self.path, flags | getattr(os, "O_NOFOLLOW", 0), 0o600), mode)
+
+    def keep(self, exc: GrokImagineError) -> None:
+        """Print the paid tasks the journal may not hold and keep them for the next run."""
+        if not (pending := exc.pending_tasks):
+            return
+        were = "job ended or was" if len(pending) == 1 else "jobs ended or were"
+        note(
+            f"{len(pending)} paid {were} in flight without the journal recording it; their task "
+            "ids (key task_id):"
+        )
+        for key, task_id in pending.items():
+            note(f"  {key} {task_id}")
+        try:
+            kept = self.write(dict(pending))
+        except OSError as failure:
+            note(f"(could not keep them in {self.path}: {failure.strerror})")
+            return
+        note(f"Kept {kept} of them in {self.path}: the next run polls them, without paying again.")
 
 
 def batch_namespace(keys: frozenset[str], endpoint: str) -> str:
@@ -600,7 +577,7 @@ async def prepare(
 ) -> tuple[set[str] | None, int]:
     """Check the journal's endpoint, take back the task ids ``tasks`` kept, say what will
     resume; return the jobs of unknown outcome (None: none kept) and ``keys``' credits."""
-    endpoint = connection.endpoint
+    endpoint, emulator = connection.endpoint, connection.emulator
     recorded = await journal.get_meta(ENDPOINT_META)
     if recorded is None:
         await journal.set_meta(ENDPOINT_META, endpoint)
@@ -610,10 +587,10 @@ async def prepare(
             f"journal {name} holds jobs run against {recorded}, not {endpoint}: their task "
             "ids mean nothing there. Use another --journal (or --out)."
         )
-    taken = 0
-    for key, task_id in (await run_blocking(tasks.read)).items():
+    kept, taken = await run_blocking(tasks.read), 0
+    for key, task_id in kept.items():
         record = await journal.load(key)
-        if record is None or record.task_id or not outcome_unknown(record):
+        if record is None or record.task_id or _status(record) != "ambiguous":
             continue  # recorded after all, or not a job of this journal
         if (await journal.claim(key, reopen=True)).owned:
             await journal.record_submitted(key, task_id)
@@ -624,15 +601,13 @@ async def prepare(
             f"{tasks.path}: they are polled, not sent again."
         )
     try:  # before anything is paid: the log needs no new space when the disk is full
-        await run_blocking(tasks.reserve)
-        if taken:
-            await run_blocking(tasks.write, {})  # recorded now: not taken back twice
+        await run_blocking(tasks.write, {} if taken else kept)  # taken: recorded now
     except OSError as exc:
         note(f"Warning: cannot set aside {tasks.path} ({exc.strerror})")
     records = [r async for r in journal.records()]
-    if connection.emulator is not None:
+    if emulator is not None:
         # Those the emulator did not take up (not kept, or not sent) start again, at no cost.
-        known = set(connection.emulator.task_ids())
+        known = set(emulator.task_ids())
         lost = {
             r.key
             for r in records
@@ -647,29 +622,15 @@ async def prepare(
             "not keep their tasks.",
         )
         records = [r for r in records if r.key not in lost]
-    earlier = sum(_counted(_status(r), r.credits) for r in records if r.key in keys)
+    earlier = sum(_spent(_status(r), r.credits) for r in records if r.key in keys)
     # The scheduler applies the library's resume policy to each job; count what it will do.
     resubmit = args.on_ambiguous == "resubmit"
     kinds = Counter(reopening(r, resubmit_ambiguous=resubmit) for r in records)
-    note_jobs(
-        kinds[Reopening.UNPAID],
-        "that failed without being paid (the credit budget, or a request the API refused) "
-        "will be submitted again.",
-    )
-    note_jobs(
-        kinds[Reopening.UNDOWNLOADED],
-        "completed but not downloaded will be downloaded again (already paid: not submitted "
-        "again).",
-    )
-    if connection.emulator is not None:
-        return None, earlier  # every unknown outcome was forgotten above
-    if resubmit:
-        note_jobs(
-            kinds[Reopening.AMBIGUOUS],
-            "whose submission outcome was unknown will be submitted again, as --on-ambiguous "
-            "resubmit asks: some may be paid twice.",
-        )
-        return None, earlier
+    for kind, text in _REOPENINGS.items():
+        if kind is not Reopening.AMBIGUOUS or emulator is None:  # emulated: sent again, free
+            note_jobs(kinds[kind], text)
+    if emulator is not None or resubmit:
+        return None, earlier  # every unknown outcome was forgotten above, or is sent again
     intents = {r.key for r in records if r.state is StoreState.INTENT}
     if isinstance(journal, SqliteJobStore):  # shared: maybe a live process's
         note_jobs(
@@ -678,6 +639,16 @@ async def prepare(
             "is unknown, so they are not sent again: that could pay twice.",
         )
     return intents, earlier
+
+
+_REOPENINGS = {
+    Reopening.UNPAID: "that failed without being paid (the credit budget, or a request the API "
+    "refused) will be submitted again.",
+    Reopening.UNDOWNLOADED: "completed but not downloaded will be downloaded again (already "
+    "paid: not submitted again).",
+    Reopening.AMBIGUOUS: "whose submission outcome was unknown will be submitted again, as "
+    "--on-ambiguous resubmit asks: some may be paid twice.",
+}
 
 
 def note_jobs(n: int, text: str) -> None:
@@ -703,9 +674,12 @@ class BatchProgress:
         self.unreachable = 0  # jobs that failed because the server could not be reached
         self.stopped: BreakerSnapshot | None = None  # why submissions stopped, if they did
         self.notices: list[str] = []
+        self.moved = anyio.Event()  # set by the next event, then renewed
         self._started = anyio.current_time()
 
     def __call__(self, event: JobEvent) -> None:
+        self.moved.set()
+        self.moved = anyio.Event()
         if isinstance(event, JobSubmitted):
             self.submitted += 1
         elif isinstance(event, BreakerEvent):
@@ -766,6 +740,9 @@ async def show_progress(
     """Show ``progress`` until cancelled: live with rich, else a line every
     :data:`PLAIN_INTERVAL` seconds whatever the server's speed (a log is read, not watched)."""
     display: Any = contextlib.nullcontext()
+    if live and importlib.util.find_spec("rich") is None:
+        note('For a live progress display: pip install "grok-imagine-async[cli]"')
+        live = False
     if live:
         from rich.console import Group
         from rich.live import Live
@@ -844,76 +821,66 @@ class BatchOutcome:
 
     def note(self, entry: dict[str, Any]) -> None:
         """Count one manifest entry."""
-        self.total += 1
         status = entry["status"]
-        if status == "ambiguous":
-            self.uncertain_credits += CREDITS_PER_GENERATION
-        self.credits += _counted(status, entry.get("credits", 0))
+        setattr(self, status, getattr(self, status) + 1)
+        self.total += 1
+        self.credits += _spent(status, entry.get("credits", 0))
+        self.uncertain_credits += CREDITS_PER_GENERATION if status == "ambiguous" else 0
         self.files += len(entry.get("files", ()))
         if status == "failed":
             self.failures[entry.get("failure_class") or "unknown"] += 1
-        setattr(self, status, getattr(self, status) + 1)
         if len(self.samples) < _SAMPLES and status in ("failed", "ambiguous"):
             self.samples.append((entry["key"], status, entry.get("error") or ""))
 
 
-def _entry(key: str, request: GenerationRequest, endpoint: str, **fields: Any) -> dict[str, Any]:
-    """One manifest line: a job never started, unless ``fields`` say more."""
-    return {
-        "key": key, "status": "not_started", "task_id": None, "files": [], "videos": [],
-        "error": None, "failure_class": None, "attempts": 0, "credits": 0,
-        "prompt": excerpt(request.prompt), "request_digest": request_digest(request),
-        "endpoint": endpoint, **fields,
-    }  # fmt: skip
-
-
-def _recorded(record: StoreRecord, out_dir: Path, endpoint: str) -> dict[str, Any]:
-    """The manifest line of a job the journal knows."""
-    status = _status(record)
-    error = record.error
-    if status == "ambiguous" and error is None:
-        error = "a submission was in flight when the run stopped: outcome unknown"
-    return _entry(
-        record.key,
-        record.request,
-        endpoint,
-        status=status,
-        task_id=record.task_id,
-        files=[_relative(Path(f), out_dir) for f in record.files],
-        videos=list(record.videos),
-        error=error,
-        failure_class=None if record.failure_class is None else record.failure_class.value,
-        attempts=record.attempts,
-        credits=record.credits,
-        request_digest=record.request_digest or request_digest(record.request),
-    )
-
-
-_STATUS = {StoreState.COMPLETED: "completed", StoreState.SUBMITTED: "running"}
-
-
 def _status(record: StoreRecord) -> str:
-    return _STATUS.get(record.state) or ("ambiguous" if outcome_unknown(record) else "failed")
-
-
-def outcome_unknown(record: StoreRecord) -> bool:
-    """Whether ``record``'s last submission may or may not have started a (paid) task."""
+    """The manifest's status of a job the journal knows (the CLI guide's schema)."""
+    if record.state in (StoreState.COMPLETED, StoreState.SUBMITTED):
+        return "completed" if record.state is StoreState.COMPLETED else "running"
+    unknown = record.state is StoreState.INTENT
     return (
-        record.state is StoreState.INTENT or record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
+        "ambiguous"
+        if unknown or record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
+        else "failed"
     )
 
 
-def _relative(path: Path, folder: Path) -> str:
-    for base in (folder.resolve(), folder):
-        if path.is_relative_to(base):
-            return str(path.relative_to(base))
-    return str(path)
-
-
-def _counted(status: str, credits: int) -> int:
+def _spent(status: str, credits: int) -> int:
     """A job's credits as spent: an ambiguous job's last POST may not have been charged, so it
     is counted apart (``uncertain_credits``)."""
     return max(0, credits - CREDITS_PER_GENERATION) if status == "ambiguous" else credits
+
+
+def manifest_line(
+    key: str, request: GenerationRequest, endpoint: str, record: StoreRecord | None, out: Path
+) -> dict[str, Any]:
+    """The manifest's line of a job, from its journal ``record`` (None: never started)."""
+    line: dict[str, Any] = {
+        "key": key, "status": "not_started", "task_id": None, "files": [], "videos": [],
+        "error": None, "failure_class": None, "attempts": 0, "credits": 0,
+        "prompt": excerpt(request.prompt), "request_digest": request_digest(request),
+        "endpoint": endpoint,
+    }  # fmt: skip
+    if record is None:
+        return line
+    status, error = _status(record), record.error
+    if status == "ambiguous" and error is None:
+        error = "a submission was in flight when the run stopped: outcome unknown"
+    folders = (out.resolve(), out)  # a file is named from the folder it is in
+    files = [Path(f) for f in record.files]
+    return line | {
+        "status": status,
+        "task_id": record.task_id,
+        "files": [
+            str(next((f.relative_to(d) for d in folders if f.is_relative_to(d)), f)) for f in files
+        ],
+        "videos": list(record.videos),
+        "error": error,
+        "failure_class": record.failure_class and record.failure_class.value,
+        "attempts": record.attempts,
+        "credits": record.credits,
+        "request_digest": record.request_digest or line["request_digest"],
+    }
 
 
 async def write_manifest(
@@ -934,13 +901,13 @@ async def write_manifest(
         def write_unstarted() -> None:  # a second streamed pass over the input
             for spec in jobs if len(seen) < len(keys) else ():
                 if spec.key not in seen:
-                    write([_entry(str(spec.key), spec.request, endpoint)])
+                    write([manifest_line(str(spec.key), spec.request, endpoint, None, out_dir)])
 
         entries: list[dict[str, Any]] = []
         async for record in journal.records():
             if record.key in keys:
                 seen.add(record.key)
-                entries.append(_recorded(record, out_dir, endpoint))
+                entries.append(manifest_line(record.key, record.request, endpoint, record, out_dir))
                 if len(entries) >= _CHUNK:
                     await run_blocking(write, entries)
                     entries = []

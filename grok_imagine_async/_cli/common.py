@@ -45,7 +45,6 @@ EMULATOR_TOKEN = "emulator-token"
 EMULATE_TIME_SCALE = 5.0  # --emulate's speed: a 30 s generation takes 6 s
 PLANS = tuple(p.value for p in Plan)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-_T = TypeVar("_T")
 _N = TypeVar("_N", int, float)
 
 
@@ -272,11 +271,10 @@ def command_line(argv: Sequence[str]) -> str:
     return shlex.join(["grok-imagine", *kept])
 
 
-async def run_until_interrupted(main: Callable[[], Awaitable[_T]]) -> tuple[_T | None, bool]:
+async def run_until_interrupted(main: Callable[[], Awaitable[object]]) -> bool:
     """Run ``main`` until it returns or Ctrl-C / SIGTERM cancels it (a second exits at once);
-    return its result (None if interrupted) and whether it was."""
+    return whether it was interrupted."""
     interrupted = False
-    result: _T | None = None
 
     async def watch(scope: anyio.CancelScope) -> None:
         nonlocal interrupted
@@ -296,13 +294,13 @@ async def run_until_interrupted(main: Callable[[], Awaitable[_T]]) -> tuple[_T |
         tg.start_soon(watch, work)
         with work:
             try:
-                result = await main()
+                await main()
             except Exception as exc:  # re-raised below as itself, not in an ExceptionGroup
                 failure = exc
         tg.cancel_scope.cancel()
     if failure is not None:
         raise failure
-    return (None if interrupted else result), interrupted
+    return interrupted
 
 
 # C0 (ESC starts colour, cursor and title sequences; CR rewrites), DEL, C1 (0x9B is a CSI on

@@ -86,18 +86,18 @@ async def generate(args: argparse.Namespace) -> int:
     except (InvalidRequestError, UsageError) as exc:
         raise UsageError(for_cli(f"{exc} (nothing was submitted)")) from None
     task_id: str | None = None
-    endpoint = ""
+    endpoint, paths = "", list[Path]()
 
-    async def work() -> list[Path]:
-        nonlocal task_id, endpoint
+    async def work() -> None:
+        nonlocal task_id, endpoint, paths
         async with connect(args) as connection:
             endpoint, client = connection.endpoint, connection.client
             task_id = await client.submit(request)
             print(f"submitted {task_id} ({endpoint}); waiting...", file=sys.stderr)
-            return await client.download(await client.wait(task_id), args.out)
+            paths = await client.download(await client.wait(task_id), args.out)
 
     try:
-        paths, interrupted = await run_until_interrupted(work)
+        interrupted = await run_until_interrupted(work)
     except AuthenticationError as exc:
         raise UsageError(exc) from None
     except AmbiguousSubmitError as exc:
@@ -116,7 +116,6 @@ async def generate(args: argparse.Namespace) -> int:
     if interrupted:
         paid = _paid_task(args, task_id) if task_id else "Nothing was submitted: nothing paid."
         return error("generate", f"Interrupted. {paid}", EXIT_INTERRUPTED)
-    assert paths is not None
     for path in paths:
         print(path)
     return EXIT_OK
