@@ -71,8 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _logging_to_stderr(level: str) -> Iterator[None]:
     """Log to stderr at ``level`` while the command runs, then restore."""
     logger = logging.getLogger("grok_imagine_async")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = logging.StreamHandler(sys.stderr)  # the default format: the message alone
     saved = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(level.upper())

@@ -195,48 +195,62 @@ async def run(args: argparse.Namespace) -> int:
         args.emulator_state = journal_path.with_name(f"{journal_path.stem}-tasks.json")
     if shared and not args.redis_url:
         args.redis_url = args.journal  # the same Redis shares the rate limit
-    with contextlib.ExitStack() as stack:
-        if args.otel:
-            try:
-                from .._telemetry import telemetry_from_environment
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if args.otel:
+                try:
+                    from .._telemetry import telemetry_from_environment
 
-                telemetry = telemetry_from_environment("grok-imagine-batch")
-                args.telemetry = stack.enter_context(telemetry)
-            except ModuleNotFoundError as exc:  # the OpenTelemetry API itself
-                raise UsageError(
-                    '--otel needs the otel extra, the SDK and an exporter: pip install "grok-'
-                    f'imagine-async[otel]" opentelemetry-sdk opentelemetry-exporter-otlp ({exc})'
-                ) from None
-            except ImportError as exc:  # the SDK or an exporter: the message says what to install
-                raise UsageError(f"--otel {exc}") from None
-        try:
-            return await _batch(args, jobs, summary, journal_path)
-        except JournalError as exc:  # it cannot be used: nothing was sent
-            raise UsageError(exc) from None
+                    telemetry = telemetry_from_environment("grok-imagine-batch")
+                    args.telemetry = stack.enter_context(telemetry)
+                except ModuleNotFoundError as exc:  # the OpenTelemetry API itself
+                    raise UsageError(
+                        '--otel needs the otel extra, the SDK and an exporter: pip install "grok-'
+                        f'imagine-async[otel]" opentelemetry-sdk opentelemetry-exporter-otlp '
+                        f"({exc})"
+                    ) from None
+                except ImportError as exc:  # the SDK or an exporter: the message says what
+                    raise UsageError(f"--otel {exc}") from None
+            # The configuration first (a token, a URL): no journal for a run that cannot start.
+            connection = await stack.enter_async_context(connect(args))
+            store = await open_store(stack, args, connection, summary, journal_path)
+            return await Batch(args, connection, store).run(jobs, summary)
+    except JournalError as exc:  # it cannot be used: nothing was sent
+        raise UsageError(exc) from None
 
 
-async def _batch(
-    args: argparse.Namespace, jobs: JobFile, summary: InputSummary, journal_path: Path | None
-) -> int:
-    async with contextlib.AsyncExitStack() as stack:
-        # The configuration first (a token, a URL): no journal for a run that cannot start.
-        connection = await stack.enter_async_context(connect(args))
-        store = await open_store(stack, args, connection, summary, journal_path)
-        out, endpoint = Path(args.out), connection.endpoint
-        emulated = connection.emulator is not None
-        tasks = TaskLog(out / TASK_LOG_NAME)
-        unknown, earlier_credits = await prepare(args, store, connection, tasks, summary.keys)
+class Batch:
+    """One run of a batch through its journal: what it takes up from earlier runs, the jobs it
+    claims (one a live process runs waits until it finishes or its owner is gone), its report."""
+
+    def __init__(self, args: argparse.Namespace, connection: Connection, store: JobStore) -> None:
+        self.args, self.store, self.connection = args, store, connection
+        self.out, self.endpoint = Path(args.out), connection.endpoint
+        self.emulator = connection.emulator
+        self.tasks = TaskLog(self.out / TASK_LOG_NAME)
+        self._resubmit = args.on_ambiguous == "resubmit"
+        self._wait = max(0.05, args.lease / 3)
+        self._folder = Path(os.path.abspath(args.out))
+        self._done: set[str] = set()  # finished before this run could take them
+        # Jobs the journal lost and the last manifest lists completed, and what they cost.
+        self._recovered = self._recovered_credits = 0
+
+    async def run(self, jobs: JobFile, summary: InputSummary) -> int:
+        """Take up the journal, run the jobs, write the manifest; return the exit status."""
+        args, store, out, endpoint = self.args, self.store, self.out, self.endpoint
+        unknown, earlier_credits = await self._prepare(summary.keys)
         process = getattr(store, "id", None)  # a shared journal's name for this process
         where = f"shared through Redis as process {process}"
         where = f"journal {store.path}" if isinstance(store, SqliteJobStore) else where
         print(
             f"{summary.jobs} jobs from {summary.path} -> {args.out} ({where}; {endpoint}, "
-            f"{connection.quota})",
+            f"{self.connection.quota})",
             flush=True,
         )
-        progress = BatchProgress(summary.jobs, time_scale=connection.time_scale, endpoint=endpoint)
+        scale = self.connection.time_scale
+        self.progress = progress = BatchProgress(summary.jobs, time_scale=scale, endpoint=endpoint)
         scheduler = JobScheduler(
-            connection.client,
+            self.connection.client,
             SchedulerConfig(
                 max_in_flight=args.max_in_flight,
                 resubmit=args.resubmit,
@@ -249,10 +263,9 @@ async def _batch(
             file_stem=summary.file_stem,
             on_event=progress,
         )
-        claims = Claims(store, args, progress, endpoint)
 
         async def claimed() -> AsyncIterator[JobSpec]:
-            async for spec in claims.run(jobs):
+            async for spec in self._claimed(jobs):
                 yield spec
                 # Claim no further ahead than this process can start soon: with a shared journal
                 # the rest is left to the other processes. Every job leaving the queue is an event.
@@ -277,11 +290,11 @@ async def _batch(
             interrupted = await run_until_interrupted(work)
         except AuthenticationError as exc:
             error("batch", exc)
-            await forget_unsent(store, unknown)
+            await self._forget_unsent(unknown)
             return EXIT_USAGE
         except JournalError as exc:
             error("batch", exc)
-            tasks.keep(exc)
+            self.tasks.keep(exc)
             return EXIT_FAILED
         except Exception as exc:  # a fault that stopped the batch: still report every paid job
             leaf = leaf_error(exc)
@@ -289,21 +302,22 @@ async def _batch(
                 traceback.print_exception(exc)
             error("batch", f"the batch stopped: {describe_failure(leaf, endpoint)}")
             if isinstance(leaf, GrokImagineError):
-                tasks.keep(leaf)
+                self.tasks.keep(leaf)
         else:
-            await forget_unsent(store, unknown)
+            await self._forget_unsent(unknown)
         try:
             outcome = await write_manifest(store, jobs, summary.keys, out, endpoint=endpoint)
         except OSError as exc:
             return error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
         except InputError as exc:  # the file changed under the run: the journal has every job
             return error("batch", f"cannot list the jobs not started: {exc}")
-        outcome.earlier_credits = earlier_credits + claims.recovered_credits
+        outcome.earlier_credits = earlier_credits + self._recovered_credits
         note_jobs(
-            claims.recovered,
+            self._recovered,
             f"the journal had lost {{are}} listed completed in {out / MANIFEST_NAME} with their "
             "videos: recorded again from it, not paid again.",
         )
+        emulated = self.emulator is not None
         advice = advice_after(args, outcome, interrupted, emulated)
         if progress.unreachable:
             advice.insert(
@@ -314,9 +328,218 @@ async def _batch(
         print_summary(outcome, advice=advice, emulated=emulated)
         if interrupted:
             return EXIT_INTERRUPTED
-        if refused := refused_line(progress.stopped, outcome):
-            return error("batch", refused, EXIT_REFUSED)
+        stopped = progress.stopped  # by systematic refusals: one line says so
+        if stopped is not None and stopped.reason == "refused" and stopped.failure_class:
+            why, unsent = stopped.failure_class.value.replace("_", " "), outcome.not_started
+            prompts = "1 prompt was" if unsent == 1 else f"{unsent} prompts were"
+            return error(
+                "batch",
+                f"the last {stopped.streak} jobs were all refused for {why}; {prompts} not "
+                "submitted; fix the prompts and rerun",
+                EXIT_REFUSED,
+            )
         return EXIT_OK if outcome.completed == outcome.total else EXIT_FAILED
+
+    async def _prepare(self, keys: frozenset[str]) -> tuple[set[str] | None, int]:
+        """Check the journal's endpoint, take back the task ids the task log kept, say what
+        will resume; return the jobs of unknown outcome (None: none kept) and ``keys``'
+        credits."""
+        journal, tasks, endpoint, emulator = self.store, self.tasks, self.endpoint, self.emulator
+        recorded = await journal.get_meta(ENDPOINT_META)
+        if recorded is None:
+            await journal.set_meta(ENDPOINT_META, endpoint)
+        elif recorded != endpoint:
+            name = journal.path if isinstance(journal, SqliteJobStore) else repr(journal)
+            raise UsageError(
+                f"journal {name} holds jobs run against {recorded}, not {endpoint}: their task "
+                "ids mean nothing there. Use another --journal (or --out)."
+            )
+        kept, taken = await run_blocking(tasks.read), 0
+        for key, task_id in kept.items():
+            record = await journal.load(key)
+            if record is None or record.task_id or _status(record) != "ambiguous":
+                continue  # recorded after all, or not a job of this journal
+            if (await journal.claim(key, reopen=True)).owned:
+                await journal.record_submitted(key, task_id)
+                taken += 1
+        if taken:
+            note(
+                f"The task ids of {count_jobs(taken)} the journal could not record were kept in "
+                f"{tasks.path}: they are polled, not sent again."
+            )
+        try:  # before anything is paid: the log needs no new space when the disk is full
+            await run_blocking(tasks.write, {} if taken else kept)  # taken: recorded now
+        except OSError as exc:
+            note(f"Warning: cannot set aside {tasks.path} ({exc.strerror})")
+        records = [r async for r in journal.records()]
+        if emulator is not None:
+            # Those the emulator did not take up (not kept, or not sent) start again, at no cost.
+            known = set(emulator.task_ids())
+            lost = {
+                r.key
+                for r in records
+                if r.state is StoreState.INTENT
+                or (r.state is StoreState.SUBMITTED and r.task_id not in known)
+            }
+            for key in lost:
+                await journal.forget(key)
+            note_jobs(
+                len(lost),
+                "in flight when the last emulated run stopped will start again: the emulator "
+                "did not keep their tasks.",
+            )
+            records = [r for r in records if r.key not in lost]
+        earlier = sum(_spent(_status(r), r.credits) for r in records if r.key in keys)
+        # The scheduler applies the library's resume policy to each job; count what it will do.
+        kinds = Counter(reopening(r, resubmit_ambiguous=self._resubmit) for r in records)
+        for kind, text in _REOPENINGS.items():
+            if kind is not Reopening.AMBIGUOUS or emulator is None:  # emulated: sent again, free
+                note_jobs(kinds[kind], text)
+        if emulator is not None or self._resubmit:
+            return None, earlier  # every unknown outcome was forgotten above, or is sent again
+        intents = {r.key for r in records if r.state is StoreState.INTENT}
+        if isinstance(journal, SqliteJobStore):  # shared: maybe a live process's
+            note_jobs(
+                len(intents),
+                "had a submission in flight when the last run stopped. Whether it started a task "
+                "is unknown, so they are not sent again: that could pay twice.",
+            )
+        return intents, earlier
+
+    async def _forget_unsent(self, known: set[str] | None) -> None:
+        """Forget the intents a scheduler stopped in good order left: every POST sent was
+        recorded (its answer is read under a shield), so they were never sent (Ctrl-C, a
+        rejected token)."""
+        if known is None:
+            return
+        records = self.store.records()
+        unsent = {r.key async for r in records if r.state is StoreState.INTENT} - known
+        for key in unsent:
+            await self.store.forget(key)
+        note_jobs(
+            len(unsent),
+            "{were} stopped before the submission was sent (or it was refused): they start "
+            "afresh next time.",
+        )
+
+    async def _claimed(self, jobs: Iterable[JobSpec]) -> AsyncIterator[JobSpec]:
+        """The jobs this process runs, claimed one by one: a finished one is counted done
+        unless it must run again; one a live process runs waits for its end or its owner's."""
+        listed = await run_blocking(completed_in_manifest, self._folder, self.endpoint)
+        waiting: dict[str, JobSpec] = {}
+        settled: set[str] = set()
+        changed = anyio.Event()
+
+        def on_change(job: StoredJob | None) -> None:
+            nonlocal changed
+            if job is None or (job.key in waiting and job.final):
+                if job is not None:
+                    settled.add(job.key)
+                changed.set()
+                changed = anyio.Event()
+
+        remove = self.store.subscribe(on_change)
+        try:
+            for spec in jobs:
+                if await self._take(spec, listed):
+                    yield spec
+                elif spec.key not in self._done:
+                    waiting[str(spec.key)] = spec
+            recheck = True  # what finished before the listener saw it
+            while waiting:
+                for key in list(waiting) if recheck else [k for k in settled if k in waiting]:
+                    spec = waiting[key]
+                    if await self._take(spec, listed):
+                        del waiting[key]
+                        yield spec
+                    elif key in self._done:
+                        del waiting[key]
+                settled.clear()
+                if waiting:
+                    with anyio.move_on_after(self._wait) as timer:
+                        await changed.wait()
+                    recheck = timer.cancelled_caught  # quiet: look at every one once more
+        finally:
+            remove()
+
+    async def _take(self, spec: JobSpec, listed: dict[str, dict[str, Any]]) -> bool:
+        """True if this process runs ``spec`` now; else it is done, or a live process runs it.
+        ``listed``: the completed lines of the last manifest, from which a job the journal lost
+        (Redis wiped, the file deleted) is recorded again rather than paid again."""
+        key = str(spec.key)
+        claim = await self._claim(key, spec)
+        if claim.status == "final":
+            record = claim.job.record if claim.job is not None else None
+            assert record is not None
+            if not self._retake(record, spec):
+                self._count_done(record, spec)
+                return False
+            if not same_request(record, spec.request):
+                note(
+                    f"job {printable(key)} was done with another request (another input with the "
+                    "same ids?): it is generated again for this one."
+                )
+            claim = await self._claim(key, spec, reopen=True)
+        entry = listed.get(key) if claim.status == "created" else None
+        if entry is None or entry.get("request_digest") != request_digest(spec.request):
+            return claim.owned
+        record = StoreRecord(
+            key,
+            spec.request,
+            StoreState.COMPLETED,
+            task_id=entry["task_id"],
+            attempts=int(entry.get("attempts") or 1),
+            credits=int(entry.get("credits") or 0),
+            videos=tuple(entry["videos"]),
+            files=tuple(str(self._folder / f) for f in entry["files"]),
+        )
+        result = self._count_done(record, spec)
+        await self.store.record_finished(result)
+        self._recovered += 1
+        self._recovered_credits += result.credits
+        return False
+
+    def _count_done(self, record: StoreRecord, spec: JobSpec) -> JobResult:
+        """Count ``record``'s job as done before this run could take it; return its result."""
+        now = anyio.current_time()
+        result = recorded_result(record, spec.request, at=now)
+        self._done.add(record.key)
+        self.progress(JobFinished(key=record.key, at=now, result=result))
+        return result
+
+    async def _claim(self, key: str, spec: JobSpec, *, reopen: bool = False) -> Claim:
+        """Claim ``key``, waiting out a shared journal's passing trouble (Redis unreachable, or
+        back from losing its data: every process writes its jobs back within a lease)."""
+        while True:
+            try:
+                return await self.store.claim(key, create=spec.request, reopen=reopen)
+            except JournalError:
+                may_create = getattr(self.store, "may_create", lambda: True)
+                if getattr(self.store, "available", True) and may_create():
+                    raise  # a refusal (a permission, a full disk), not an outage
+                await anyio.sleep(self._wait)
+
+    def _retake(self, record: StoreRecord, spec: JobSpec) -> bool:
+        """Whether this run must take a finished job up again."""
+        if must_retake(record, spec.request, resubmit_ambiguous=self._resubmit):
+            return True
+        if record.state is not StoreState.COMPLETED or not record.files:
+            return False
+        # Videos recorded in this --out and missing there are downloaded again (another
+        # host's videos are its own).
+        files = [Path(os.path.abspath(f)) for f in record.files]
+        inside = all(f.is_relative_to(self._folder) for f in files)
+        return inside and not all(f.is_file() for f in files)
+
+
+_REOPENINGS = {
+    Reopening.UNPAID: "that failed without being paid (the credit budget, or a request the API "
+    "refused) will be submitted again.",
+    Reopening.UNDOWNLOADED: "completed but not downloaded will be downloaded again (already "
+    "paid: not submitted again).",
+    Reopening.AMBIGUOUS: "whose submission outcome was unknown will be submitted again, as "
+    "--on-ambiguous resubmit asks: some may be paid twice.",
+}
 
 
 # -- the journal ---------------------------------------------------------------------------------
@@ -421,234 +644,6 @@ async def open_store(
             "volatile-* policy for a shared batch."
         )
     return store
-
-
-class Claims:
-    """The jobs this process runs, claimed one by one: a finished one is counted done unless it
-    must run again; one a live process runs waits until it finishes or its owner is gone."""
-
-    def __init__(
-        self, store: JobStore, args: argparse.Namespace, progress: BatchProgress, endpoint: str
-    ) -> None:
-        self._store, self._progress, self._endpoint = store, progress, endpoint
-        self._wait = max(0.05, args.lease / 3)
-        self._resubmit = args.on_ambiguous == "resubmit"
-        self._out = Path(os.path.abspath(args.out))
-        self._done: set[str] = set()  # finished before this run could take them
-        self._listed: dict[str, dict[str, Any]] = {}  # completed lines of the last manifest
-        # Jobs the journal lost and the last manifest lists completed, and what they cost.
-        self.recovered = self.recovered_credits = 0
-
-    async def run(self, jobs: Iterable[JobSpec]) -> AsyncIterator[JobSpec]:
-        self._listed = await run_blocking(completed_in_manifest, self._out, self._endpoint)
-        waiting: dict[str, JobSpec] = {}
-        settled: set[str] = set()
-        changed = anyio.Event()
-
-        def on_change(job: StoredJob | None) -> None:
-            nonlocal changed
-            if job is None or (job.key in waiting and job.final):
-                if job is not None:
-                    settled.add(job.key)
-                changed.set()
-                changed = anyio.Event()
-
-        remove = self._store.subscribe(on_change)
-        try:
-            for spec in jobs:
-                if await self._take(spec):
-                    yield spec
-                elif spec.key not in self._done:
-                    waiting[str(spec.key)] = spec
-            recheck = True  # what finished before the listener saw it
-            while waiting:
-                for key in list(waiting) if recheck else [k for k in settled if k in waiting]:
-                    spec = waiting[key]
-                    if await self._take(spec):
-                        del waiting[key]
-                        yield spec
-                    elif key in self._done:
-                        del waiting[key]
-                settled.clear()
-                if waiting:
-                    with anyio.move_on_after(self._wait) as timer:
-                        await changed.wait()
-                    recheck = timer.cancelled_caught  # quiet: look at every one once more
-        finally:
-            remove()
-
-    async def _take(self, spec: JobSpec) -> bool:
-        """True if this process runs ``spec`` now; else it is done, or a live process runs it."""
-        key = str(spec.key)
-        claim = await self._claim(key, spec)
-        if claim.status == "final":
-            record = claim.job.record if claim.job is not None else None
-            assert record is not None
-            if not self._retake(record, spec):
-                self._count_done(record, spec)
-                return False
-            if not same_request(record, spec.request):
-                note(
-                    f"job {printable(key)} was done with another request (another input with the "
-                    "same ids?): it is generated again for this one."
-                )
-            claim = await self._claim(key, spec, reopen=True)
-        if claim.status == "created" and await self._recover(key, spec):
-            return False
-        return claim.owned
-
-    async def _recover(self, key: str, spec: JobSpec) -> bool:
-        """Record ``key`` from the last manifest if it lists it completed with this request: a
-        journal that lost it (Redis wiped, the file deleted) must not pay again."""
-        entry = self._listed.get(key)
-        if entry is None or entry.get("request_digest") != request_digest(spec.request):
-            return False
-        record = StoreRecord(
-            key,
-            spec.request,
-            StoreState.COMPLETED,
-            task_id=entry["task_id"],
-            attempts=int(entry.get("attempts") or 1),
-            credits=int(entry.get("credits") or 0),
-            videos=tuple(entry["videos"]),
-            files=tuple(str(self._out / f) for f in entry["files"]),
-        )
-        result = self._count_done(record, spec)
-        await self._store.record_finished(result)
-        self.recovered += 1
-        self.recovered_credits += result.credits
-        return True
-
-    def _count_done(self, record: StoreRecord, spec: JobSpec) -> JobResult:
-        """Count ``record``'s job as done before this run could take it; return its result."""
-        now = anyio.current_time()
-        result = recorded_result(record, spec.request, at=now)
-        self._done.add(record.key)
-        self._progress(JobFinished(key=record.key, at=now, result=result))
-        return result
-
-    async def _claim(self, key: str, spec: JobSpec, *, reopen: bool = False) -> Claim:
-        """Claim ``key``, waiting out a shared journal's passing trouble (Redis unreachable, or
-        back from losing its data: every process writes its jobs back within a lease)."""
-        while True:
-            try:
-                return await self._store.claim(key, create=spec.request, reopen=reopen)
-            except JournalError:
-                may_create = getattr(self._store, "may_create", lambda: True)
-                if getattr(self._store, "available", True) and may_create():
-                    raise  # a refusal (a permission, a full disk), not an outage
-                await anyio.sleep(self._wait)
-
-    def _retake(self, record: StoreRecord, spec: JobSpec) -> bool:
-        """Whether this run must take a finished job up again."""
-        if must_retake(record, spec.request, resubmit_ambiguous=self._resubmit):
-            return True
-        if record.state is not StoreState.COMPLETED or not record.files:
-            return False
-        files = [Path(os.path.abspath(f)) for f in record.files]
-        # Videos recorded in this --out and missing there are downloaded again (another
-        # host's videos are its own).
-        return all(f.is_relative_to(self._out) for f in files) and not all(
-            f.is_file() for f in files
-        )
-
-
-async def forget_unsent(journal: JobStore, known: set[str] | None) -> None:
-    """Forget the intents a scheduler stopped in good order left: every POST sent was recorded
-    (its answer is read under a shield), so they were never sent (Ctrl-C, a rejected token)."""
-    if known is None:
-        return
-    unsent = {r.key async for r in journal.records() if r.state is StoreState.INTENT} - known
-    for key in unsent:
-        await journal.forget(key)
-    note_jobs(
-        len(unsent),
-        "{were} stopped before the submission was sent (or it was refused): they start afresh "
-        "next time.",
-    )
-
-
-async def prepare(
-    args: argparse.Namespace,
-    journal: JobStore,
-    connection: Connection,
-    tasks: TaskLog,
-    keys: frozenset[str],
-) -> tuple[set[str] | None, int]:
-    """Check the journal's endpoint, take back the task ids ``tasks`` kept, say what will
-    resume; return the jobs of unknown outcome (None: none kept) and ``keys``' credits."""
-    endpoint, emulator = connection.endpoint, connection.emulator
-    recorded = await journal.get_meta(ENDPOINT_META)
-    if recorded is None:
-        await journal.set_meta(ENDPOINT_META, endpoint)
-    elif recorded != endpoint:
-        name = journal.path if isinstance(journal, SqliteJobStore) else repr(journal)
-        raise UsageError(
-            f"journal {name} holds jobs run against {recorded}, not {endpoint}: their task "
-            "ids mean nothing there. Use another --journal (or --out)."
-        )
-    kept, taken = await run_blocking(tasks.read), 0
-    for key, task_id in kept.items():
-        record = await journal.load(key)
-        if record is None or record.task_id or _status(record) != "ambiguous":
-            continue  # recorded after all, or not a job of this journal
-        if (await journal.claim(key, reopen=True)).owned:
-            await journal.record_submitted(key, task_id)
-            taken += 1
-    if taken:
-        note(
-            f"The task ids of {count_jobs(taken)} the journal could not record were kept in "
-            f"{tasks.path}: they are polled, not sent again."
-        )
-    try:  # before anything is paid: the log needs no new space when the disk is full
-        await run_blocking(tasks.write, {} if taken else kept)  # taken: recorded now
-    except OSError as exc:
-        note(f"Warning: cannot set aside {tasks.path} ({exc.strerror})")
-    records = [r async for r in journal.records()]
-    if emulator is not None:
-        # Those the emulator did not take up (not kept, or not sent) start again, at no cost.
-        known = set(emulator.task_ids())
-        lost = {
-            r.key
-            for r in records
-            if r.state is StoreState.INTENT
-            or (r.state is StoreState.SUBMITTED and r.task_id not in known)
-        }
-        for key in lost:
-            await journal.forget(key)
-        note_jobs(
-            len(lost),
-            "in flight when the last emulated run stopped will start again: the emulator did "
-            "not keep their tasks.",
-        )
-        records = [r for r in records if r.key not in lost]
-    earlier = sum(_spent(_status(r), r.credits) for r in records if r.key in keys)
-    # The scheduler applies the library's resume policy to each job; count what it will do.
-    resubmit = args.on_ambiguous == "resubmit"
-    kinds = Counter(reopening(r, resubmit_ambiguous=resubmit) for r in records)
-    for kind, text in _REOPENINGS.items():
-        if kind is not Reopening.AMBIGUOUS or emulator is None:  # emulated: sent again, free
-            note_jobs(kinds[kind], text)
-    if emulator is not None or resubmit:
-        return None, earlier  # every unknown outcome was forgotten above, or is sent again
-    intents = {r.key for r in records if r.state is StoreState.INTENT}
-    if isinstance(journal, SqliteJobStore):  # shared: maybe a live process's
-        note_jobs(
-            len(intents),
-            "had a submission in flight when the last run stopped. Whether it started a task "
-            "is unknown, so they are not sent again: that could pay twice.",
-        )
-    return intents, earlier
-
-
-_REOPENINGS = {
-    Reopening.UNPAID: "that failed without being paid (the credit budget, or a request the API "
-    "refused) will be submitted again.",
-    Reopening.UNDOWNLOADED: "completed but not downloaded will be downloaded again (already "
-    "paid: not submitted again).",
-    Reopening.AMBIGUOUS: "whose submission outcome was unknown will be submitted again, as "
-    "--on-ambiguous resubmit asks: some may be paid twice.",
-}
 
 
 def note_jobs(n: int, text: str) -> None:
@@ -1036,16 +1031,3 @@ def advice_after(
             f"not paid again): {resume}"
         )
     return lines
-
-
-def refused_line(stopped: BreakerSnapshot | None, outcome: BatchOutcome) -> str | None:
-    """The one line for a batch stopped on systematic refusals, None if it was not."""
-    if stopped is None or stopped.reason != "refused" or stopped.failure_class is None:
-        return None
-    why = stopped.failure_class.value.replace("_", " ")
-    unsent = outcome.not_started
-    prompts = "1 prompt was" if unsent == 1 else f"{unsent} prompts were"
-    return (
-        f"the last {stopped.streak} jobs were all refused for {why}; {prompts} not "
-        "submitted; fix the prompts and rerun"
-    )
