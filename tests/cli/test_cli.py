@@ -1,16 +1,12 @@
 """The ``grok-imagine`` command line, end to end: ``main(argv)`` in process (the ``run_cli``
 fixture), and in a subprocess where the process is the point (Ctrl-C, a file-size limit).
 
-Against the emulator served by uvicorn on 127.0.0.1 (its statistics tell what was really sent),
-and with ``--emulate``. The emulator runs 30 times faster than the real service (generations
-of about a second) and the commands are told so with ``--time-scale 30``.
+Against the emulator served by uvicorn on 127.0.0.1 (its statistics tell what was really sent;
+see ``cli_support``), and with ``--emulate``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import io
 import json
 import os
 import signal
@@ -22,22 +18,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import httpx
 import pytest
+from cli_support import SCALE, TOKEN, against, fast_emulator, manifest
 
-from grok_imagine_async._cli.batch import BatchProgress, format_duration, show_progress
 from grok_imagine_async._cli.common import command_line
-from grok_imagine_async._models import GenerationRequest
-from grok_imagine_async._scheduling.jobs import (
-    JobFinished,
-    JobSubmitted,
-    SchedulerStatistics,
-    StoreRecord,
-    StoreState,
-)
-from grok_imagine_async._scheduling.resume import recorded_result
-from grok_imagine_async.testing import EmulatorConfig, run_virtual
+from grok_imagine_async.testing import EmulatorConfig
 from grok_imagine_async.testing._mp4 import mp4_bytes
 
 if TYPE_CHECKING:
@@ -45,36 +31,12 @@ if TYPE_CHECKING:
 
     from grok_imagine_async.testing import Emulator
 
-SCALE = 30
-TOKEN = "cli-test-token-SECRET"
-FAST = EmulatorConfig(
-    tokens={TOKEN: "pro"}, period=60 / SCALE, time_scale=SCALE, duration_sigma=0.2, seed=7
-)
-fast_emulator = pytest.mark.grok_emulator(FAST)
 pytestmark = pytest.mark.integration
 
 
 def cli_env() -> dict[str, str]:
     """The environment without any GROK_IMAGINE_* setting of the developer's shell."""
     return {k: v for k, v in os.environ.items() if not k.startswith("GROK_IMAGINE_")}
-
-
-def against(env: Mapping[str, str]) -> list[str]:
-    return [
-        "--base-url",
-        env["GROK_IMAGINE_BASE_URL"],
-        "--api-key",
-        TOKEN,
-        "--plan",
-        "pro",
-        "--time-scale",
-        str(SCALE),
-    ]
-
-
-def manifest(out: Path) -> list[dict[str, Any]]:
-    lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines]
 
 
 def expected_video(task_id: str, file_name: str) -> bytes:
@@ -478,35 +440,6 @@ def test_status_of_an_unknown_task_and_a_failed_one(
     assert "content_policy" in failed.stderr
 
 
-def test_the_resume_command_never_repeats_the_token() -> None:
-    line = command_line(["batch", "in.txt", "--api-key", "sk-1", "--out", "o", "--api-key=sk-2"])
-    assert line == "grok-imagine batch in.txt --out o"
-    assert command_line(["batch", "my prompts.txt"]) == "grok-imagine batch 'my prompts.txt'"
-
-
-def test_the_resume_command_never_repeats_a_url_password() -> None:
-    line = command_line([
-        "batch", "in.txt", "--redis-url", "redis://:pw-SECRET@cache:6379/0",
-        "--journal=redis://user:pw-SECRET@cache/1", "--base-url", "https://u:pw-SECRET@api.x",
-    ])  # fmt: skip
-    assert "pw-SECRET" not in line
-    assert "redis://:***@cache:6379/0" in line and "--journal=redis://user:***@cache/1" in line
-    assert "https://u:***@api.x" in line
-
-
-def test_the_redis_password_may_come_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from grok_imagine_async._settings import with_redis_password
-
-    monkeypatch.setenv("GROK_IMAGINE_REDIS_PASSWORD", "p@ss word")
-    assert with_redis_password("redis://cache:6379/0") == "redis://:p%40ss%20word@cache:6379/0"
-    given = "redis://:given@cache/0"
-    assert with_redis_password(given) == given  # the URL's wins
-    monkeypatch.delenv("GROK_IMAGINE_REDIS_PASSWORD")
-    assert with_redis_password("redis://cache/0") == "redis://cache/0"
-
-
 @pytest.mark.redis
 @fast_emulator
 def test_batch_shares_its_quota_through_redis(
@@ -535,83 +468,6 @@ def test_batch_shares_its_quota_through_redis(
     assert keys, "the shared schedule lives in Redis"
     assert all(TOKEN.encode() not in key for key in keys)  # only a hash names the token
     assert grok_emulator.statistics().tasks_created == 2
-
-
-# -- the progress display, as pure functions ---------------------------------------------------
-
-
-def progress_line(stats: dict[str, Any], *, from_journal: int = 3) -> str:
-    """The line of a batch of 20, 80 s in: 12 completed (the first ``from_journal`` in earlier
-    runs), 1 failed, 14 submitted; the scheduler's ``stats`` on top of zeros."""
-
-    async def main() -> str:
-        progress = BatchProgress(20)
-        request = GenerationRequest(prompt="a kite")
-        for n in range(14):
-            progress(JobSubmitted(key=f"k{n}", at=0.0, task_id=f"t{n}"))
-        for n in range(13):
-            record = StoreRecord(
-                f"k{n}", request, StoreState.COMPLETED, task_id=f"t{n}", videos=("https://v",)
-            )
-            if n == 12:
-                record = StoreRecord(f"k{n}", request, StoreState.FAILED, error="no")
-            result = recorded_result(record, request, at=0.0)
-            result = dataclasses.replace(result, from_journal=n < from_journal)
-            progress(JobFinished(key=f"k{n}", at=0.0, result=result))
-        await anyio.sleep(80)
-        return progress.line(SchedulerStatistics(**{**ZERO_STATISTICS, **stats}))
-
-    return run_virtual(main)
-
-
-ZERO_STATISTICS: dict[str, Any] = dict.fromkeys(
-    ("queued", "submitting", "in_flight", "completed", "failed", "submissions", "polls",
-     "requests_sent", "rate_limited", "credits_consumed", "requests_per_minute",
-     "limit_per_minute", "max_in_flight", "predicted_duration"), 0
-)  # fmt: skip
-
-
-def test_a_plain_progress_line_says_everything_at_a_glance() -> None:
-    stats = {"submitting": 1, "in_flight": 4, "credits_consumed": 680}
-    stats |= {"requests_per_minute": 45.4, "limit_per_minute": 100.0}
-    line = progress_line(stats)
-    assert line == (
-        "[1:20] 13/20 done (12 completed, 1 failed, 3 from earlier runs) | 2 waiting, "
-        "1 submitting, 4 generating | 14 submitted | 680 credits | 45/100 req/min | ETA 0:56"
-    )
-    assert "earlier runs" not in progress_line(stats, from_journal=0)
-    assert progress_line(stats, from_journal=13).endswith("ETA ?")  # none finished here yet
-    assert progress_line({**stats, "rate_limited": 3}).endswith(
-        "45/100 req/min (3 429s) | ETA 0:56"
-    )
-
-
-def test_durations_are_formatted_for_people() -> None:
-    assert [format_duration(s) for s in (0, 59.6, 61, 3600, 3725)] == [
-        "0:00",
-        "1:00",
-        "1:01",
-        "1:00:00",
-        "1:02:05",
-    ]
-    assert format_duration(None) == "?"
-
-
-def test_the_live_display_shows_the_plain_line_under_a_bar() -> None:
-    pytest.importorskip("rich")
-
-    async def main() -> None:
-        progress = BatchProgress(20)
-        async with anyio.create_task_group() as tg:
-            zero = SchedulerStatistics(**ZERO_STATISTICS)
-            tg.start_soon(show_progress, progress, lambda: zero, "grok-imagine batch", True)
-            await anyio.sleep(0.1)
-            tg.cancel_scope.cancel()
-
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        run_virtual(main)
-    text = out.getvalue()
-    assert "grok-imagine batch" in text and "0/20 done" in text and "0/0 req/min" in text
 
 
 @fast_emulator

@@ -56,12 +56,17 @@ def test_status_offers_no_option_it_ignores() -> None:
     assert not names & {"--pacing", "--redis-url", "--emulate"}
 
 
-def test_plan_takes_a_quota_text(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", COMMANDS)
+def test_plan_takes_a_name_in_any_case_or_a_quota_text(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = {"batch": ["p.txt", "--out", "v"], "generate": ["x", "--out", "v"], "status": ["t_1"]}
+    argv = [command, *first.get(command, [])]
     parser = build_parser()
-    args = parser.parse_args(["status", "task_1", "--plan", "100/6s"])
-    assert args.plan == "100/6s"
+    assert parser.parse_args([*argv, "--plan", "Pro"]).plan == "pro"
+    assert parser.parse_args([*argv, "--plan", "100/6s"]).plan == "100/6s"
     with pytest.raises(SystemExit):
-        parser.parse_args(["status", "task_1", "--plan", "gold"])
+        parser.parse_args([*argv, "--plan", "gold"])
     assert "unknown plan 'gold'" in capsys.readouterr().err
 
 

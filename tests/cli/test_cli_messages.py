@@ -11,48 +11,19 @@ from __future__ import annotations
 import errno
 import json
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
+from cli_support import TOKEN, against, fast_emulator, manifest, prompts_file
 
 from grok_imagine_async import AsyncGrokImagine
-from grok_imagine_async.testing import EmulatorConfig
 
 if TYPE_CHECKING:
     from conftest import RunCli
 
     from grok_imagine_async.testing import Emulator
-
-SCALE = 30
-TOKEN = "cli-messages-token-SECRET"
-FAST = EmulatorConfig(
-    tokens={TOKEN: "pro"}, period=60 / SCALE, time_scale=SCALE, duration_sigma=0.2, seed=11
-)
-SCALED = ["--time-scale", str(SCALE)]
-
-
-def fast_emulator(test: Callable[..., None]) -> Callable[..., None]:
-    """Run ``test`` against the emulator served on 127.0.0.1, 30 times faster than real."""
-    served = pytest.mark.grok_emulator(FAST)
-    return pytest.mark.integration(served(test))
-
-
-def against(env: Mapping[str, str]) -> list[str]:
-    url = env["GROK_IMAGINE_BASE_URL"]
-    return ["--base-url", url, "--api-key", TOKEN, "--plan", "pro", *SCALED]
-
-
-def manifest(out: Path) -> list[dict[str, Any]]:
-    lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines]
-
-
-def prompts_file(tmp_path: Path, *lines: str) -> Path:
-    path = tmp_path / "prompts.txt"
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    return path
 
 
 def nothing_paid(emulator: Emulator) -> bool:
@@ -64,76 +35,47 @@ def nothing_paid(emulator: Emulator) -> bool:
 
 
 @fast_emulator
-@pytest.mark.parametrize("journal", ["elsewhere", "default"])
-def test_an_output_folder_that_cannot_be_created_costs_nothing_and_is_named(
+@pytest.mark.parametrize(
+    ("in_the_way", "argv", "said"),
+    [
+        ("blocker", ["--out", "blocker/videos"], "cannot create the output folder blocker/videos"),
+        (
+            "blocker",
+            ["--out", "blocker/videos", "--journal", "run.db"],
+            "cannot create the output folder blocker/videos",
+        ),
+        ("videos", ["--out", "videos"], "the output folder videos is a file, not a folder"),
+        (
+            "videos/manifest.jsonl/",
+            ["--out", "videos"],
+            "manifest videos/manifest.jsonl is a folder",
+        ),
+        (
+            "state",
+            ["--out", "videos", "--journal", "state/run.db"],
+            "the journal's folder state is a file, not a folder",
+        ),
+    ],
+)
+def test_a_place_the_batch_cannot_write_costs_nothing_and_is_named(
     run_cli: RunCli,
     grok_emulator_env: Mapping[str, str],
     grok_emulator: Emulator,
     tmp_path: Path,
-    journal: str,
+    in_the_way: str,
+    argv: list[str],
+    said: str,
 ) -> None:
-    prompts = prompts_file(tmp_path, "a red kite", "a blue whale")
-    (tmp_path / "blocker").write_text("a file, where a folder should be\n")
-    out = tmp_path / "blocker" / "videos"
-    extra = ["--journal", str(tmp_path / "run.db")] if journal == "elsewhere" else []
-    done = run_cli(
-        "batch", str(prompts), "--out", str(out), *extra, *against(grok_emulator_env), cwd=tmp_path
-    )
+    prompts_file(tmp_path, "a red kite", "a blue whale")
+    if in_the_way.endswith("/"):
+        (tmp_path / in_the_way).mkdir(parents=True)
+    else:
+        (tmp_path / in_the_way).write_text("in the way\n")
+    done = run_cli("batch", "prompts.txt", *argv, *against(grok_emulator_env), cwd=tmp_path)
     assert done.returncode == 2
-    assert f"cannot create the output folder {out}" in done.stderr
-    assert f"({tmp_path / 'blocker'} is a file)" in done.stderr
-    assert "nothing was submitted" in done.stderr
-    assert "journal" not in done.stderr  # the folder is the problem, and it is what is named
-    assert nothing_paid(grok_emulator)
-    assert grok_emulator.statistics().credits_consumed == 0
-
-
-@fast_emulator
-def test_an_output_folder_taken_by_a_file_costs_nothing(
-    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
-) -> None:
-    prompts = prompts_file(tmp_path, "a red kite")
-    (tmp_path / "videos").write_text("not a folder\n")
-    done = run_cli(
-        "batch", str(prompts), "--out", "videos", *against(grok_emulator_env), cwd=tmp_path
-    )
-    assert done.returncode == 2
-    assert "the output folder videos is a file, not a folder" in done.stderr
-    assert nothing_paid(grok_emulator)
-
-
-@fast_emulator
-def test_a_manifest_path_taken_by_a_folder_costs_nothing(
-    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
-) -> None:
-    prompts = prompts_file(tmp_path, "a red kite")
-    (tmp_path / "videos" / "manifest.jsonl").mkdir(parents=True)
-    done = run_cli(
-        "batch", str(prompts), "--out", "videos", *against(grok_emulator_env), cwd=tmp_path
-    )
-    assert done.returncode == 2
-    assert "the manifest videos/manifest.jsonl is a folder" in done.stderr
-    assert nothing_paid(grok_emulator)
-
-
-@fast_emulator
-def test_a_journal_whose_folder_cannot_be_made_costs_nothing(
-    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
-) -> None:
-    prompts = prompts_file(tmp_path, "a red kite")
-    (tmp_path / "state").write_text("a file\n")
-    done = run_cli(
-        "batch",
-        str(prompts),
-        "--out",
-        "videos",
-        "--journal",
-        "state/run.db",
-        *against(grok_emulator_env),
-        cwd=tmp_path,
-    )
-    assert done.returncode == 2
-    assert "the journal's folder state is a file, not a folder" in done.stderr
+    assert said in done.stderr and "nothing was submitted" in done.stderr
+    if in_the_way == "blocker":  # the folder is the problem, and it is what is named
+        assert "(blocker is a file)" in done.stderr and "journal" not in done.stderr
     assert nothing_paid(grok_emulator)
 
 
@@ -295,23 +237,6 @@ def test_a_few_bad_lines_are_all_listed(run_cli: RunCli, tmp_path: Path) -> None
     assert "p.csv:2: " in done.stderr and "p.csv:3: missing prompt" in done.stderr
     assert "p.csv:5: " in done.stderr and "use --allow-unlisted" in done.stderr
     assert "3 problems in p.csv;" in done.stderr
-
-
-@fast_emulator
-def test_plan_names_are_accepted_in_any_case(
-    run_cli: RunCli, grok_emulator_env: Mapping[str, str], tmp_path: Path
-) -> None:
-    argv = [
-        "--base-url",
-        grok_emulator_env["GROK_IMAGINE_BASE_URL"],
-        "--api-key",
-        TOKEN,
-        "--plan",
-        "PRO",
-    ]
-    done = run_cli("status", "task_none", *argv, cwd=tmp_path)
-    assert done.returncode == 1  # parsed, asked, not found (a refused option exits with 2)
-    assert "no task 'task_none'" in done.stderr
 
 
 @fast_emulator

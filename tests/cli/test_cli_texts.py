@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +17,29 @@ from grok_imagine_async._cli.batch import (
     BatchProgress,
     advice_after,
     count_jobs,
+    format_duration,
+    note_jobs,
     show_progress,
     summary_rows,
 )
-from grok_imagine_async._cli.common import UsageError, check_file_target, check_folder
+from grok_imagine_async._cli.common import (
+    UsageError,
+    check_file_target,
+    check_folder,
+    command_line,
+)
 from grok_imagine_async._cli.task import _paid_task
+from grok_imagine_async._models import GenerationRequest
 from grok_imagine_async._scheduling.breaker import BreakerSnapshot
-from grok_imagine_async._scheduling.jobs import JobSubmitted, SchedulerStatistics
+from grok_imagine_async._scheduling.jobs import (
+    JobFinished,
+    JobSubmitted,
+    SchedulerStatistics,
+    StoreRecord,
+    StoreState,
+)
+from grok_imagine_async._scheduling.resume import recorded_result
+from grok_imagine_async._settings import with_redis_password
 from grok_imagine_async.testing import run_virtual
 
 # -- pre-flight ----------------------------------------------------------------------------------
@@ -52,24 +71,9 @@ def test_a_file_target_taken_by_a_folder_is_refused(tmp_path: Path) -> None:
 
 
 def statistics(**changes: Any) -> SchedulerStatistics:
-    values: dict[str, Any] = {
-        "queued": 0,
-        "submitting": 0,
-        "in_flight": 0,
-        "completed": 0,
-        "failed": 0,
-        "submissions": 0,
-        "polls": 0,
-        "requests_sent": 0,
-        "rate_limited": 0,
-        "credits_consumed": 0,
-        "requests_per_minute": 0.0,
-        "limit_per_minute": 100.0,
-        "max_in_flight": 20,
-        "predicted_duration": 30.0,
-    }
-    values.update(changes)
-    return SchedulerStatistics(**values)
+    """The scheduler's statistics: zeros, but for ``changes``."""
+    fields = [f.name for f in dataclasses.fields(SchedulerStatistics) if f.name != "breaker"]
+    return SchedulerStatistics(**{**dict.fromkeys(fields, 0), **changes})
 
 
 def test_a_faster_server_counts_requests_over_its_own_minute() -> None:
@@ -119,6 +123,72 @@ def test_progress_to_a_pipe_is_a_line_every_ten_seconds_at_any_server_speed(
     run_virtual(main)
     lines = capsys.readouterr().out.splitlines()
     assert [line[:6] for line in lines] == ["[0:10]", "[0:20]"]
+
+
+def progress_line(stats: dict[str, Any], *, from_journal: int = 3) -> str:
+    """The line of a batch of 20, 80 s in: 12 completed (the first ``from_journal`` in earlier
+    runs), 1 failed, 14 submitted; the scheduler's ``stats`` on top of zeros."""
+
+    async def main() -> str:
+        progress = BatchProgress(20)
+        request = GenerationRequest(prompt="a kite")
+        for n in range(14):
+            progress(JobSubmitted(key=f"k{n}", at=0.0, task_id=f"t{n}"))
+        for n in range(13):
+            record = StoreRecord(
+                f"k{n}", request, StoreState.COMPLETED, task_id=f"t{n}", videos=("https://v",)
+            )
+            if n == 12:
+                record = StoreRecord(f"k{n}", request, StoreState.FAILED, error="no")
+            result = recorded_result(record, request, at=0.0)
+            result = dataclasses.replace(result, from_journal=n < from_journal)
+            progress(JobFinished(key=f"k{n}", at=0.0, result=result))
+        await anyio.sleep(80)
+        return progress.line(statistics(**stats))
+
+    return run_virtual(main)
+
+
+def test_a_plain_progress_line_says_everything_at_a_glance() -> None:
+    stats = {"submitting": 1, "in_flight": 4, "credits_consumed": 680}
+    stats |= {"requests_per_minute": 45.4, "limit_per_minute": 100.0}
+    line = progress_line(stats)
+    assert line == (
+        "[1:20] 13/20 done (12 completed, 1 failed, 3 from earlier runs) | 2 waiting, "
+        "1 submitting, 4 generating | 14 submitted | 680 credits | 45/100 req/min | ETA 0:56"
+    )
+    assert "earlier runs" not in progress_line(stats, from_journal=0)
+    assert progress_line(stats, from_journal=13).endswith("ETA ?")  # none finished here yet
+    assert progress_line({**stats, "rate_limited": 3}).endswith(
+        "45/100 req/min (3 429s) | ETA 0:56"
+    )
+
+
+def test_durations_are_formatted_for_people() -> None:
+    assert [format_duration(s) for s in (0, 59.6, 61, 3600, 3725)] == [
+        "0:00",
+        "1:00",
+        "1:01",
+        "1:00:00",
+        "1:02:05",
+    ]
+    assert format_duration(None) == "?"
+
+
+def test_the_live_display_shows_the_plain_line_under_a_bar() -> None:
+    pytest.importorskip("rich")
+
+    async def main() -> None:
+        progress = BatchProgress(20)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(show_progress, progress, statistics, "grok-imagine batch", True)
+            await anyio.sleep(0.1)
+            tg.cancel_scope.cancel()
+
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        run_virtual(main)
+    text = out.getvalue()
+    assert "grok-imagine batch" in text and "0/20 done" in text and "0/0 req/min" in text
 
 
 # -- the summary and the advice ------------------------------------------------------------------
@@ -184,17 +254,6 @@ def test_an_unfinished_run_names_the_command_to_carry_on() -> None:
     assert advice_after(cli_args(), BatchOutcome(total=3, completed=3), False, False) == []
 
 
-@pytest.mark.parametrize("command", ["batch", "generate", "status", "emulator"])
-def test_plan_names_parse_in_any_case(command: str) -> None:
-    from grok_imagine_async._cli import build_parser
-
-    first = {"batch": ["p.txt", "--out", "v"], "generate": ["x", "--out", "v"]}
-    argv = [command, *first.get(command, ["task_1"] if command == "status" else [])]
-    assert build_parser().parse_args([*argv, "--plan", "Pro"]).plan == "pro"
-    with pytest.raises(SystemExit):
-        build_parser().parse_args([*argv, "--plan", "gold"])
-
-
 def test_failures_a_rerun_fixes_say_to_run_it_again() -> None:
     outcome = BatchOutcome(total=3, completed=2, failed=1)
     outcome.failures["request_error"] += 1
@@ -217,15 +276,11 @@ def test_failures_a_rerun_fixes_say_to_run_it_again() -> None:
 def test_a_note_about_jobs_agrees_with_their_number(
     n: int, expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from grok_imagine_async._cli.batch import note_jobs
-
     note_jobs(n, "{were} stopped, " + count_jobs(n) + " {are} listed" if n else "{were}")
     assert capsys.readouterr().err == expected
 
 
 def test_a_note_about_jobs_keeps_the_braces_of_a_path(capsys: pytest.CaptureFixture[str]) -> None:
-    from grok_imagine_async._cli.batch import note_jobs
-
     note_jobs(2, "{are} listed in out{1}/{name}.jsonl")
     assert capsys.readouterr().err == "2 jobs are listed in out{1}/{name}.jsonl\n"
 
@@ -242,3 +297,33 @@ def test_a_paid_task_not_brought_home_says_how_to_fetch_it_or_that_it_is_gone() 
     assert f"`{command} --plan pro` checks it" in real and "secret" not in real
     emulated = _paid_task(argparse.Namespace(**{**vars(args), "emulate": True}), "task_1")
     assert emulated == "Task task_1 ended with the built-in emulator."
+
+
+# -- the resume command -------------------------------------------------------------------------
+
+
+def test_the_resume_command_never_repeats_the_token() -> None:
+    line = command_line(["batch", "in.txt", "--api-key", "sk-1", "--out", "o", "--api-key=sk-2"])
+    assert line == "grok-imagine batch in.txt --out o"
+    assert command_line(["batch", "my prompts.txt"]) == "grok-imagine batch 'my prompts.txt'"
+
+
+def test_the_resume_command_never_repeats_a_url_password() -> None:
+    line = command_line([
+        "batch", "in.txt", "--redis-url", "redis://:pw-SECRET@cache:6379/0",
+        "--journal=redis://user:pw-SECRET@cache/1", "--base-url", "https://u:pw-SECRET@api.x",
+    ])  # fmt: skip
+    assert "pw-SECRET" not in line
+    assert "redis://:***@cache:6379/0" in line and "--journal=redis://user:***@cache/1" in line
+    assert "https://u:***@api.x" in line
+
+
+def test_the_redis_password_may_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GROK_IMAGINE_REDIS_PASSWORD", "p@ss word")
+    assert with_redis_password("redis://cache:6379/0") == "redis://:p%40ss%20word@cache:6379/0"
+    given = "redis://:given@cache/0"
+    assert with_redis_password(given) == given  # the URL's wins
+    monkeypatch.delenv("GROK_IMAGINE_REDIS_PASSWORD")
+    assert with_redis_password("redis://cache/0") == "redis://cache/0"
