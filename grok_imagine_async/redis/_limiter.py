@@ -36,7 +36,6 @@ from ._script import (
     Connected,
     outage_like,
     to_micros,
-    token_name,
 )
 
 __all__ = ["RedisLimiterStatistics", "RedisRateLimiter", "RedisUnavailableError"]
@@ -111,8 +110,6 @@ class RedisRateLimiter(Connected):
         key_prefix: str = "grok-imagine:ratelimit",
         clock: Clock = DEFAULT_CLOCK,
     ) -> None:
-        if not api_key:
-            raise ConfigurationError("RedisRateLimiter needs the api_key whose quota it shares")
         if on_unavailable not in ("fallback", "raise"):
             raise ConfigurationError(
                 f"on_unavailable must be 'fallback' or 'raise', got {on_unavailable!r}"
@@ -124,8 +121,7 @@ class RedisRateLimiter(Connected):
         if not fallback_probe_interval > 0:
             raise ConfigurationError("fallback_probe_interval must be positive seconds")
         self._limit = resolve_rate_limit(limit)
-        self._connect(redis)
-        base = f"{key_prefix}:{{{token_name(api_key)}}}"  # one Redis Cluster slot per token
+        base = self._connect(redis, api_key, key_prefix)
         self._tat, self._paused, self._peers_key, self._slots, self._beats = (
             f"{base}:{name}" for name in ("tat", "paused", "peers", "slots", "beats")
         )
@@ -279,10 +275,6 @@ class RedisRateLimiter(Connected):
         )
 
     # -- lifetime -----------------------------------------------------------------------------
-
-    async def aclose(self) -> None:
-        """Close the Redis connection if this limiter opened it from a URL."""
-        await super().aclose()
 
     async def __aenter__(self) -> RedisRateLimiter:
         return self

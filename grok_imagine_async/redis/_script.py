@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
+from .._errors import ConfigurationError
 from .._redact import redact_url
 
 MICROS = 1_000_000
@@ -140,7 +141,7 @@ return redis.call('ZCARD', KEYS[1])
 # KEYS: the job's hash, the owner's set of unfinished jobs, credits committed.
 # ARGV: owner id, record JSON, 1 if final, credits to reserve, budget (-1: none), credits to
 #       refund, channel, the attempt reserved for, 1 to create only, ms a finished job is kept.
-# Returns: {'ok' | 'owner' (another owns it) | 'budget' | 'exists', version or credits spent}.
+# Returns: {'ok' | 'owner' (another owns it) | 'budget' | 'exists', credits spent if 'budget'}.
 WRITE_SCRIPT = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and ARGV[9] == '1' then return {'exists', 0} end
@@ -161,7 +162,6 @@ if refund > 0 and redis.call('HGET', KEYS[1], 'reserved') then
   redis.call('DECRBY', KEYS[3], refund)
   redis.call('HDEL', KEYS[1], 'reserved')
 end
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'record', ARGV[2])
 if ARGV[3] == '1' then
   redis.call('SREM', KEYS[2], KEYS[1])
@@ -169,8 +169,8 @@ if ARGV[3] == '1' then
 else
   redis.call('SADD', KEYS[2], KEYS[1])
 end
-redis.call('PUBLISH', ARGV[7], cjson.encode({ARGV[1], version, ARGV[2]}))
-return {'ok', version}
+redis.call('PUBLISH', ARGV[7], cjson.encode({ARGV[1], ARGV[2]}))
+return {'ok', 0}
 """
 
 # A job whose owner's alive key expired goes to whoever claims it first. A changed epoch means
@@ -202,9 +202,8 @@ else
 end
 redis.call('SADD', KEYS[2], KEYS[1])
 redis.call('SADD', KEYS[3], ARGV[1])
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'record', record)
-redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], version, record}))
+redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], record}))
 return {status, record, ARGV[1]}
 """
 
@@ -219,7 +218,6 @@ for _, owner in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     for _, job in ipairs(redis.call('SRANDMEMBER', owned, most - #taken)) do
       redis.call('SMOVE', owned, KEYS[2], job)
       redis.call('HSET', job, 'owner', ARGV[1])
-      redis.call('HINCRBY', job, 'version', 1)
       table.insert(taken, redis.call('HGET', job, 'record') or '')
     end
     if redis.call('SCARD', owned) == 0 then redis.call('SREM', KEYS[1], owner) end
@@ -295,7 +293,13 @@ class Connected:
     From a URL, a bounded pool waits for a free connection (redis-py's default raises under a
     burst: no outage), with one retry of a connection left stale."""
 
-    def _connect(self, redis: str | aioredis.Redis) -> None:
+    def _connect(
+        self, redis: str | aioredis.Redis, api_key: str, key_prefix: str, tag: str = ""
+    ) -> str:
+        """Take ``redis``; the keys' base name: ``key_prefix`` and a Redis Cluster hash tag (so
+        each script finds its keys on one node) naming the token, never showing it."""
+        if not api_key:
+            raise ConfigurationError(f"{type(self).__name__} needs the api_key whose keys it uses")
         self._owns_client = isinstance(redis, str)
         self._where = "Redis"
         if isinstance(redis, str):
@@ -312,6 +316,7 @@ class Connected:
         self._redis = redis
         self._calls = 0
         self._scripts: dict[str, AsyncScript] = {}
+        return f"{key_prefix}:{{{token_name(api_key)}{tag}}}"
 
     async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Run ``script`` (sent once, then called by its digest)."""

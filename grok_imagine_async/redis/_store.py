@@ -36,7 +36,6 @@ from ._script import (
     WRITE_SCRIPT,
     Connected,
     outage_like,
-    token_name,
 )
 
 if TYPE_CHECKING:
@@ -116,15 +115,11 @@ class RedisJobStore(StoreBase, Connected):
         key_prefix: str = "grok-imagine:jobs",
     ) -> None:
         super().__init__()
-        if not api_key:
-            raise ConfigurationError("RedisJobStore needs the api_key whose jobs it stores")
         if max_credits is not None and max_credits < 0:
             raise ConfigurationError(f"max_credits must be >= 0, got {max_credits}")
         if not lease > 0:
             raise ConfigurationError("lease must be positive seconds")
-        self._connect(redis)
-        # One Redis Cluster hash tag, so that each script finds its keys on one node.
-        base = self._base = f"{key_prefix}:{{{token_name(api_key)}:{namespace}}}"
+        base = self._base = self._connect(redis, api_key, key_prefix, f":{namespace}")
         self._alive = f"{base}:alive:"  # + owner id: expires unless its process renews it
         self._owned = f"{base}:owned:"  # + owner id: the set of its unfinished jobs
         self._owners = f"{base}:owners"  # the processes that may own unfinished jobs
@@ -431,7 +426,7 @@ class RedisJobStore(StoreBase, Connected):
                     status = await send()
         except REDIS_ERRORS as exc:
             if not outage_like(exc):
-                raise self._failed(f"record job {job.key}", exc) from exc
+                raise self._error(self._failure(f"record job {job.key}", exc)) from exc
             self._went_down(exc)
         if status is None:  # Redis away: kept here, written back when it answers
             spent = self._max_credits  # within the reserve set aside, counted once per attempt
@@ -598,7 +593,7 @@ class RedisJobStore(StoreBase, Connected):
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     try:
-                        owner, _version, text = json.loads(message["data"])
+                        owner, text = json.loads(message["data"])
                         job = decode_job(text, owner=owner)
                     except (ValueError, TypeError):
                         continue  # not ours, or None (subscribed)
@@ -611,18 +606,15 @@ class RedisJobStore(StoreBase, Connected):
 
     @contextlib.contextmanager
     def _asking(self, what: str, calls: int = 1) -> Iterator[None]:
-        """``calls`` commands (counted; scripts count themselves); errors as :meth:`_failed`'s."""
+        """``calls`` commands (counted; scripts count themselves); a :class:`JournalError` for
+        what Redis raises (an outage takes it for down)."""
         self._calls += calls
         try:
             yield
         except REDIS_ERRORS as exc:
-            raise self._failed(what, exc) from exc
-
-    def _failed(self, what: str, exc: BaseException) -> JournalError:
-        """The error of ``what`` failing on ``exc``: an outage (Redis is then down) or not."""
-        if outage_like(exc):
-            self._went_down(exc)
-        return self._error(self._failure(what, exc))
+            if outage_like(exc):
+                self._went_down(exc)
+            raise self._error(self._failure(what, exc)) from exc
 
     def _job(self, key: str) -> str:
         return f"{self._base}:job:{key}"  # the hash holding one job
