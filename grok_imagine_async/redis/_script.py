@@ -138,47 +138,53 @@ return redis.call('ZCARD', KEYS[1])
 """)
 
 
-# KEYS: the job's hash, the owner's set of unfinished jobs, credits committed.
-# ARGV: owner id, record JSON, 1 if final, credits to reserve, budget (-1: none), credits to
-#       refund, channel, the attempt reserved for, 1 to create only, ms a finished job is kept.
+# The job store's scripts all take the same keys and first arguments (RedisJobStore._script):
+# KEYS: 1 the job's hash (owner, record, the attempt whose credits are reserved), 2 the set of
+#       this process's unfinished jobs, 3 the processes that may own unfinished jobs, 4 the
+#       epoch (set once: another value means Redis lost its data), 5 the credits committed by
+#       every process (the budget), 6 owner id -> credits set aside for an outage, 7 this
+#       process's alive key (expires unless renewed).
+# ARGV: 1 this process's owner id, 2 the alive-key prefix, 3 the owned-set prefix (+ owner
+#       id), 4 the channel of every change of a job; then each script's own.
+
+# ARGV: 5 record JSON, 6 1 if final, 7 credits to reserve, 8 budget (-1: none), 9 credits to
+#       refund, 10 the attempt reserved for, 11 1 to create only, 12 ms a finished job is kept.
 # Returns: {'ok' | 'owner' (another owns it) | 'budget' | 'exists', credits spent if 'budget'}.
 WRITE_SCRIPT = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and ARGV[9] == '1' then return {'exists', 0} end
+if owner and ARGV[11] == '1' then return {'exists', 0} end
 if owner and owner ~= ARGV[1] then return {'owner', 0} end
-local reserve = tonumber(ARGV[4])
+local reserve = tonumber(ARGV[7])
 if reserve > 0 then
   local reserved_for = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-  if reserved_for < tonumber(ARGV[8]) then
-    local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
-    local budget = tonumber(ARGV[5])
+  if reserved_for < tonumber(ARGV[10]) then
+    local spent = tonumber(redis.call('GET', KEYS[5]) or '0')
+    local budget = tonumber(ARGV[8])
     if budget >= 0 and spent + reserve > budget then return {'budget', spent} end
-    redis.call('INCRBY', KEYS[3], reserve)
-    redis.call('HSET', KEYS[1], 'reserved', ARGV[8])
+    redis.call('INCRBY', KEYS[5], reserve)
+    redis.call('HSET', KEYS[1], 'reserved', ARGV[10])
   end
 end
-local refund = tonumber(ARGV[6])
+local refund = tonumber(ARGV[9])
 if refund > 0 and redis.call('HGET', KEYS[1], 'reserved') then
-  redis.call('DECRBY', KEYS[3], refund)
+  redis.call('DECRBY', KEYS[5], refund)
   redis.call('HDEL', KEYS[1], 'reserved')
 end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'record', ARGV[2])
-if ARGV[3] == '1' then
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'record', ARGV[5])
+if ARGV[6] == '1' then
   redis.call('SREM', KEYS[2], KEYS[1])
-  if tonumber(ARGV[10]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[10])) end
+  if tonumber(ARGV[12]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[12])) end
 else
   redis.call('SADD', KEYS[2], KEYS[1])
 end
-redis.call('PUBLISH', ARGV[7], cjson.encode({ARGV[1], ARGV[2]}))
+redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], ARGV[5]}))
 return {'ok', 0}
 """
 
 # A job whose owner's alive key expired goes to whoever claims it first. A changed epoch means
 # Redis lost its data: a job unknown now may have been paid, so nothing is claimed ('epoch').
-# KEYS: the job's hash, the claimer's owned set, the owners set, the epoch.
-# ARGV: claimer id, alive-key prefix, owned-set prefix, channel, a queued record to create it
-#       with ('': do not), the epoch known, '1' to take a finished job back.
-# Returns: {a ClaimStatus or 'epoch', record JSON or '', owner or ''}.
+# ARGV: 5 a queued record to create it with ('': do not), 6 the epoch known, 7 '1' to take a
+#       finished job back. Returns: {a ClaimStatus or 'epoch', record JSON or '', owner or ''}.
 CLAIM_SCRIPT = """
 local epoch = redis.call('GET', KEYS[4])
 if epoch ~= ARGV[6] then return {'epoch', '', ''} end
@@ -207,12 +213,11 @@ redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], record}))
 return {status, record, ARGV[1]}
 """
 
-# Takes the jobs of owners whose alive key expired. KEYS: the owners set, the claimer's owned
-# set. ARGV: claimer id, alive-key prefix, owned-set prefix, most jobs. Returns their records.
+# Takes the jobs of owners whose alive key expired. ARGV: 5 most jobs. Returns their records.
 ORPHANS_SCRIPT = """
 local taken = {}
-local most = tonumber(ARGV[4])
-for _, owner in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local most = tonumber(ARGV[5])
+for _, owner in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   if owner ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. owner) == 0 then
     local owned = ARGV[3] .. owner
     for _, job in ipairs(redis.call('SRANDMEMBER', owned, most - #taken)) do
@@ -220,30 +225,29 @@ for _, owner in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       redis.call('HSET', job, 'owner', ARGV[1])
       table.insert(taken, redis.call('HGET', job, 'record') or '')
     end
-    if redis.call('SCARD', owned) == 0 then redis.call('SREM', KEYS[1], owner) end
+    if redis.call('SCARD', owned) == 0 then redis.call('SREM', KEYS[3], owner) end
     if #taken >= most then break end
   end
 end
 return taken
 """
 
-# KEYS: this process's alive key, the owners set, the epoch, the reserves, credits committed.
-# ARGV: owner id, lease ms, a new epoch should there be none, alive-key prefix, '1' to give
-#       back the reserves of processes gone. Returns the epoch (new if Redis lost its data).
+# ARGV: 5 lease ms, 6 a new epoch should there be none, 7 '1' to give back the reserves of
+# processes gone. Returns the epoch (new if Redis lost its data).
 HEARTBEAT_SCRIPT = """
-redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[2]))
-redis.call('SADD', KEYS[2], ARGV[1])
-local epoch = redis.call('GET', KEYS[3])
+redis.call('SET', KEYS[7], '1', 'PX', tonumber(ARGV[5]))
+redis.call('SADD', KEYS[3], ARGV[1])
+local epoch = redis.call('GET', KEYS[4])
 if not epoch then
-  redis.call('SET', KEYS[3], ARGV[3])
-  epoch = ARGV[3]
+  redis.call('SET', KEYS[4], ARGV[6])
+  epoch = ARGV[6]
 end
-if ARGV[5] == '1' then
-  local held = redis.call('HGETALL', KEYS[4])
+if ARGV[7] == '1' then
+  local held = redis.call('HGETALL', KEYS[6])
   for i = 1, #held, 2 do
-    if redis.call('EXISTS', ARGV[4] .. held[i]) == 0 then
+    if redis.call('EXISTS', ARGV[2] .. held[i]) == 0 then
       redis.call('DECRBY', KEYS[5], tonumber(held[i + 1]))
-      redis.call('HDEL', KEYS[4], held[i])
+      redis.call('HDEL', KEYS[6], held[i])
     end
   end
 end
@@ -251,35 +255,34 @@ return epoch
 """
 
 # The credits one process sets aside in the shared count, to spend should Redis stop
-# answering. KEYS: credits committed, reserves (owner -> held). ARGV: owner id, credits spent
-# from it offline (counted since: given back), the most to hold, the budget, processes sharing.
-# Returns the credits held now (a multiple of a POST's).
+# answering. ARGV: 5 credits spent from it offline (counted since: given back), 6 the most to
+# hold, 7 the budget, 8 processes sharing. Returns the credits held now (a multiple of a POST's).
 RESERVE_SCRIPT = """
-local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local back = math.min(held, tonumber(ARGV[2]))
+local held = tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or '0')
+local back = math.min(held, tonumber(ARGV[5]))
 if back > 0 then
-  redis.call('DECRBY', KEYS[1], back)
+  redis.call('DECRBY', KEYS[5], back)
   held = held - back
 end
-local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
-local share = math.floor((tonumber(ARGV[4]) - spent + held) / math.max(1, tonumber(ARGV[5])))
-local target = math.min(tonumber(ARGV[3]), math.max(0, share))
+local spent = tonumber(redis.call('GET', KEYS[5]) or '0')
+local share = math.floor((tonumber(ARGV[7]) - spent + held) / math.max(1, tonumber(ARGV[8])))
+local target = math.min(tonumber(ARGV[6]), math.max(0, share))
 target = target - target % 40
 if target > held then
-  local grant = math.min(target - held, tonumber(ARGV[4]) - spent)
+  local grant = math.min(target - held, tonumber(ARGV[7]) - spent)
   grant = grant - grant % 40
   if grant > 0 then
-    redis.call('INCRBY', KEYS[1], grant)
+    redis.call('INCRBY', KEYS[5], grant)
     held = held + grant
   end
 elseif target < held then
-  redis.call('DECRBY', KEYS[1], held - target)
+  redis.call('DECRBY', KEYS[5], held - target)
   held = target
 end
 if held > 0 then
-  redis.call('HSET', KEYS[2], ARGV[1], held)
+  redis.call('HSET', KEYS[6], ARGV[1], held)
 else
-  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[6], ARGV[1])
 end
 return held
 """

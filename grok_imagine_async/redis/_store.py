@@ -120,16 +120,13 @@ class RedisJobStore(StoreBase, Connected):
         if not lease > 0:
             raise ConfigurationError("lease must be positive seconds")
         base = self._base = self._connect(redis, api_key, key_prefix, f":{namespace}")
-        self._alive = f"{base}:alive:"  # + owner id: expires unless its process renews it
-        self._owned = f"{base}:owned:"  # + owner id: the set of its unfinished jobs
-        self._owners = f"{base}:owners"  # the processes that may own unfinished jobs
-        self._credits = f"{base}:credits"  # credits committed by every process (the budget)
-        self._reserves = f"{base}:reserves"  # owner id -> credits set aside for an outage
-        self._epoch_key = f"{base}:epoch"  # set once: another value means Redis lost its data
-        self._meta = f"{base}:meta"  # small named values (set_meta)
-        self._channel = f"{base}:events"  # every change of a job
         self.id = uuid.uuid4().hex[:16]
         """This process's owner id (random, never reused)."""
+        # What every script takes after the job's key, and first (see _script.py).
+        names = (f"owned:{self.id}", "owners", "epoch", "credits", "reserves", f"alive:{self.id}")
+        self._keys = [f"{base}:{name}" for name in names]
+        self._channel = f"{base}:events"
+        self._argv = [self.id, f"{base}:alive:", f"{base}:owned:", self._channel]
         self._max_credits = max_credits
         self._lease = lease
         self._finished_ms = 0 if finished_ttl is None else math.ceil(finished_ttl * 1000)
@@ -186,7 +183,7 @@ class RedisJobStore(StoreBase, Connected):
             try:
                 await self._flush()
                 await self._settle_reserve(keep=False)
-                await self._redis.delete(self._alive + self.id)
+                await self._redis.delete(self._keys[-1])  # this process's alive key
             except REDIS_ERRORS as exc:
                 logger.warning(
                     "Redis unreachable (%s): %d jobs not written; this process's lease runs "
@@ -258,18 +255,8 @@ class RedisJobStore(StoreBase, Connected):
                 queued = ""  # the record to create it with, if it may be new
                 if create is not None and self.may_create():
                     queued = encode_job(StoredJob(key, create, None, self.id))
-                status, text, owner = await self._run(
-                    CLAIM_SCRIPT,
-                    [self._job(key), self._owned + self.id, self._owners, self._epoch_key],
-                    [
-                        self.id,
-                        self._alive,
-                        self._owned,
-                        self._channel,
-                        queued,
-                        self._epoch or b"",
-                        int(reopen),
-                    ],
+                status, text, owner = await self._script(
+                    CLAIM_SCRIPT, key, queued, self._epoch or b"", int(reopen)
                 )
                 if status != b"epoch":
                     break
@@ -309,11 +296,7 @@ class RedisJobStore(StoreBase, Connected):
             return []
         try:
             with self._asking("adopt orphaned jobs", calls=0):
-                texts = await self._run(
-                    ORPHANS_SCRIPT,
-                    [self._owners, self._owned + self.id],
-                    [self.id, self._alive, self._owned, limit],
-                )
+                texts = await self._script(ORPHANS_SCRIPT, None, limit)
         except JournalError:
             if self._available:  # refused, not an outage
                 raise
@@ -363,13 +346,13 @@ class RedisJobStore(StoreBase, Connected):
     async def get_meta(self, name: str) -> str | None:
         """A value stored with :meth:`set_meta`, or None."""
         with self._asking("read the store's settings"):
-            value = await self._redis.hget(self._meta, name)
+            value = await self._redis.hget(f"{self._base}:meta", name)
         return None if value is None else _text(value)
 
     async def set_meta(self, name: str, value: str) -> None:
         """Store a small named value with the jobs of the namespace."""
         with self._asking("store the store's settings"):
-            await self._redis.hset(self._meta, name, value)
+            await self._redis.hset(f"{self._base}:meta", name, value)
 
     async def eviction_policy(self) -> str:
         """Redis's ``maxmemory-policy`` ("" if it will not say, e.g. under an ACL)."""
@@ -462,21 +445,17 @@ class RedisJobStore(StoreBase, Connected):
         create: bool = False,
     ) -> str:
         """Run the write script for ``job``; its status (a ``"budget"`` one raised)."""
-        status, value = await self._run(
+        status, value = await self._script(
             WRITE_SCRIPT,
-            [self._job(job.key), self._owned + self.id, self._credits],
-            [
-                self.id,
-                encode_job(job),
-                int(job.final),
-                CREDITS_PER_GENERATION if reserve else 0,
-                budget,
-                CREDITS_PER_GENERATION if refund else 0,
-                self._channel,
-                reserve,
-                int(create),
-                self._finished_ms,
-            ],
+            job.key,
+            encode_job(job),
+            int(job.final),
+            CREDITS_PER_GENERATION if reserve else 0,
+            budget,
+            CREDITS_PER_GENERATION if refund else 0,
+            reserve,
+            int(create),
+            self._finished_ms,
         )
         name: str = status.decode()
         key = job.key
@@ -520,16 +499,9 @@ class RedisJobStore(StoreBase, Connected):
     async def _heartbeat(self) -> None:
         # The reserves of processes gone go back to the budget once every live one has had a
         # lease to renew its key after an outage (as for adopting).
-        epoch = await self._run(
-            HEARTBEAT_SCRIPT,
-            [self._alive + self.id, self._owners, self._epoch_key, self._reserves, self._credits],
-            [
-                self.id,
-                math.ceil(self._lease * 1000),
-                uuid.uuid4().hex,
-                self._alive,
-                int(self.may_adopt()),
-            ],
+        lease_ms = math.ceil(self._lease * 1000)
+        epoch = await self._script(
+            HEARTBEAT_SCRIPT, None, lease_ms, uuid.uuid4().hex, int(self.may_adopt())
         )
         lost_data = self._epoch is not None and epoch != self._epoch
         self._epoch = epoch
@@ -570,17 +542,11 @@ class RedisJobStore(StoreBase, Connected):
         spent = self._reserve - self._allowance
         peers = self._limiter.statistics().peers if self._limiter is not None else 1
         self._calls += 1
-        alive = await self._redis.scard(self._owners)
-        held = await self._run(
-            RESERVE_SCRIPT,
-            [self._credits, self._reserves],
-            [
-                self.id,
-                max(0, spent),
-                RESERVE_JOBS * CREDITS_PER_GENERATION if keep else 0,
-                self._max_credits,
-                max(1, peers or 1, int(alive)),
-            ],
+        alive = await self._redis.scard(self._keys[1])  # the processes that may own jobs
+        most = RESERVE_JOBS * CREDITS_PER_GENERATION if keep else 0
+        sharing = max(1, peers or 1, int(alive))
+        held = await self._script(
+            RESERVE_SCRIPT, None, max(0, spent), most, self._max_credits, sharing
         )
         self._reserve = self._allowance = int(held)
 
@@ -615,6 +581,12 @@ class RedisJobStore(StoreBase, Connected):
             if outage_like(exc):
                 self._went_down(exc)
             raise self._error(self._failure(what, exc)) from exc
+
+    async def _script(self, script: str, key: str | None, *args: Any) -> Any:
+        """Run one of the store's scripts on the job ``key`` (if any), with the keys and first
+        arguments they all take."""
+        job = self._base if key is None else self._job(key)
+        return await self._run(script, [job, *self._keys], [*self._argv, *args])
 
     def _job(self, key: str) -> str:
         return f"{self._base}:job:{key}"  # the hash holding one job
