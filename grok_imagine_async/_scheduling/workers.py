@@ -163,11 +163,11 @@ class Workers:
     async def _admit(self, job: JobRecord, *, after_failure: bool = False) -> bool:
         """Wait until the breaker lets ``job``'s POST go; False if the batch stopped.
 
-        ``after_failure``: a resubmission after a retryable failure (see :meth:`_explained`).
+        ``after_failure``: a resubmission after a retryable failure (see :meth:`_verdict`).
         """
         books, breaker = self._books, self._breaker
         if after_failure and breaker.policy is not None:
-            await self._explained(job, breaker.policy.probe_wait_initial)
+            await self._verdict(job)
         probed = job.key in self._probed
         self._unprobed += not probed
         if probed:  # its probe failed: wake the others waiting for it (or a queued job)
@@ -215,22 +215,31 @@ class Workers:
         finally:
             self._unprobed -= not probed
 
-    async def _explained(self, job: JobRecord, wait: float) -> None:
-        """Before ``job``'s resubmission: wait ``wait`` while the newest jobs fail too, and
-        while its own failure is unexplained, let the jobs queued behind it go first: they
-        pause the batch (the resubmission is not spent in the outage), or a canary among
-        them seen healthy (or a success) says the provider works."""
+    async def _verdict(self, job: JobRecord, *, last_try: bool = False) -> None:
+        """Wait for the verdict on ``job``'s failure of an outage's kind, the batch running:
+        the outage's if the batch pauses (the try is then unspent, and its resubmission not
+        sent into the outage), its own once a success submitted after it says the provider
+        works. ``last_try`` (before it is counted): wait at most ``_VERDICT`` first probe waits
+        while it is unexplained (with few submissions going out, a pause can take 11 s). Else
+        (before its resubmission): a first probe wait while the newest jobs fail too, and
+        while it is unexplained let the jobs queued behind it go first: they pause the batch,
+        or a canary among them seen healthy says the provider works."""
         books, breaker, planner = self._books, self._breaker, self._planner
+        assert breaker.policy is not None  # no policy, no pause to wait for
+        wait = breaker.policy.probe_wait_initial
         failed_at = anyio.current_time()
-        patience = failed_at + wait
-        self._doubted += 1  # queued too: the jobs that wait here do not wait for each other
+        patience = failed_at + (_VERDICT * wait if last_try else wait)
+        doubted = not last_try  # queued too: the jobs that wait here do not wait for each other
+        self._doubted += doubted
         try:
             while books.fatal is None:
                 now = anyio.current_time()
-                if breaker.suspicious and now < patience:
+                newest_fail = breaker.unexplained(job.sequence) if last_try else breaker.suspicious
+                if newest_fail and now < patience:
                     timeout = patience - now
                 elif (
-                    breaker.unexplained(job.sequence)
+                    doubted
+                    and breaker.unexplained(job.sequence)
                     and not planner.vouched >= failed_at
                     and planner.queued() > self._doubted
                     and self._has_slot()  # else they cannot go: it holds a slot they wait for
@@ -241,7 +250,7 @@ class Workers:
                 with anyio.move_on_after(timeout):
                     await books.next_change()
         finally:
-            self._doubted -= 1
+            self._doubted -= doubted
 
     async def _replay(self, job: JobRecord, record: StoreRecord) -> None:
         """Finish a job the journal says has finished, without any request to the API."""
@@ -515,25 +524,19 @@ class Workers:
             and books.breaker.pauses(job.sequence)
         ):
             job.waited = True
-            books.start(self._verdict, job, task, failure)  # not in this poller
+            books.start(self._failed, job, task, failure, True)  # not in this poller
             return
         await self._failed(job, task, failure)
 
-    async def _verdict(self, job: JobRecord, task: Task, failure: FailureClass) -> None:
-        """The last try of ``job`` failed as an outage's tasks fail, the batch running: the
-        outage's failure if the batch pauses soon (the resubmission is then unspent; with few
-        submissions going out, the pause can take 11 s), else its own. Wait that long for the
-        verdict, or until a success submitted after it says the provider works."""
-        books, breaker = self._books, self._books.breaker
-        assert breaker.policy is not None  # breaker.pauses() said the pause rule is on
-        with anyio.move_on_after(_VERDICT * breaker.policy.probe_wait_initial):
-            await books.wait_for(
-                lambda: not breaker.unexplained(job.sequence) or books.fatal is not None
-            )
-        await books.for_job(job, self._failed(job, task, failure))
-
-    async def _failed(self, job: JobRecord, task: Task, failure: FailureClass) -> None:
-        """Resubmit ``job`` (unspent when an outage explains its failure) or end it failed."""
+    async def _failed(
+        self, job: JobRecord, task: Task, failure: FailureClass, last_try: bool = False
+    ) -> None:
+        """Resubmit ``job`` (unspent when an outage explains its failure) or end it failed;
+        ``last_try``: once the verdict is in (see :meth:`_verdict`)."""
+        if last_try:
+            await self._verdict(job, last_try=True)
+            await self._books.for_job(job, self._failed(job, task, failure))
+            return
         books = self._books
         # An outage explains a failure, unspent, a few times: prompts that always fail look like
         # one (they pause the batch, and are its only probes), and would probe forever.
