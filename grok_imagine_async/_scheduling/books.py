@@ -262,14 +262,8 @@ class Books:
     async def conclude(self, job: JobRecord, result: JobResult, *, record: bool = True) -> None:
         """End ``job`` with ``result``: record it (unless ``record`` is False: a replay of
         the journal), then announce it."""
-        if record and self.journal is not None:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self.journal.record_finished(result)
-                except Exception as exc:
-                    if result.task_id is not None:
-                        self.unrecorded[job.key] = result.task_id
-                    self.journal_failed(exc, job)
+        if record:
+            await self.write(job, lambda store: store.record_finished(result), result.task_id)
         if self.jobs.get(job.key) is job:  # an invalid input item never entered
             del self.jobs[job.key]
         job.finished(result)
@@ -279,6 +273,24 @@ class Books:
         self.emit(JobFinished(key=job.key, at=result.finished_at, result=result))
         if self.fatal is not None and not self.jobs and not self.streaming:
             self.halt()  # drained: end the block (a results() reader ends on its own)
+
+    async def write(
+        self,
+        job: JobRecord,
+        write: Callable[[JobStore], Awaitable[None]],
+        task_id: str | None = None,
+    ) -> None:
+        """Write what ``job`` reached to the journal, if any, shielded; a failure stops the
+        batch (``task_id``: a paid task the journal then does not know of)."""
+        if self.journal is None:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await write(self.journal)
+            except Exception as exc:
+                if task_id is not None:
+                    self.unrecorded[job.key] = task_id
+                self.journal_failed(exc, job)
 
     def stop(self, exc: BaseException, *, drain: bool) -> None:
         """A fatal error: submit nothing more; with ``drain`` poll the paid jobs to their end

@@ -33,7 +33,6 @@ from .._progress import ProgressHook, report_progress
 from .api import SchedulerClient
 from .books import Books, CreditBudget
 from .breaker import Breaker, BreakerPolicy
-from .downloading import Downloader, ensure_writable
 from .jobs import (
     Job,
     JobEvent,
@@ -51,7 +50,7 @@ from .jobs import (
     request_key,
 )
 from .polling import DurationModel, PollPlanner
-from .workers import Workers
+from .workers import Workers, ensure_writable
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -134,11 +133,6 @@ def queue_wait(queued: int, *, requests_per_second: float) -> float:
     return queued * REQUESTS_PER_JOB / max(requests_per_second, 1e-9)
 
 
-_SUBMITTERS = 32
-_POLLERS = 64
-_QUEUE_SIZE = 64  # jobs accepted ahead of submission: the read-ahead of a lazy input
-
-
 class JobScheduler:
     """Runs many generations through one client, within its quota and an optional budget.
 
@@ -215,13 +209,10 @@ class JobScheduler:
     async def _run(self) -> AsyncIterator[JobScheduler]:
         """Start the workers; a normal exit waits for every job; raise the fatal error."""
         books, config, options = self._books, self._config, self._options
-        downloads = None
-        if (folder := options.get("download_dir")) is not None:  # checked before anything is paid
+        folder = options.get("download_dir")
+        if folder is not None:  # checked before anything is paid
             await run_blocking(ensure_writable, Path(folder))
-            downloads = Downloader(books, self._client, Path(folder), options.get("file_stem"))
         books.journal = await open_journal(options.get("journal"))
-        queue_send, queue_recv = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
-        self._queue = queue_send
         workers = self._workers = Workers(
             books,
             self._client,
@@ -230,7 +221,8 @@ class JobScheduler:
             resubmit=config.resubmit,
             resubmit_on=config.resubmit_on,
             has_slot=self._has_slot,
-            downloads=downloads,
+            folder=None if folder is None else Path(folder),
+            file_stem=options.get("file_stem"),
             owner=self,
         )
         stats = self._client.limiter.statistics()
@@ -239,20 +231,7 @@ class JobScheduler:
         try:
             async with anyio.create_task_group() as tg:
                 books.tg = tg
-                for _ in range(_SUBMITTERS):
-                    books.start(workers.submit_from, queue_recv)
-                for _ in range(_POLLERS):
-                    books.start(workers.poll)
-                books.start(workers.dispatch)
-                policy = books.breaker.policy
-                if books.journal is not None and policy is not None:
-                    # Processes sharing the journal (a Redis job store) take one course.
-                    books.start(
-                        books.follow_course, policy.probe_wait_initial / 2, workers.recheck_suspects
-                    )
-                if downloads is not None:
-                    for _ in range(config.max_downloads):
-                        books.start(downloads.run)
+                workers.start(config.max_downloads)
                 try:
                     yield self
                 except anyio.get_cancelled_exc_class():
@@ -265,11 +244,7 @@ class JobScheduler:
                         await books.wait_for(books.drained)
                 tg.cancel_scope.cancel()
         finally:
-            queue_send.close()
-            queue_recv.close()
             workers.close()
-            if downloads is not None:
-                downloads.close()
             if books.journal is not None and books.journal is not options.get("journal"):
                 with anyio.CancelScope(shield=True):
                     await books.close_journal()
@@ -319,7 +294,7 @@ class JobScheduler:
         job = JobRecord(key, request, books.tally, durations=self._planner.model)
         books.jobs[key] = job
         books.emit(JobQueued(key=key, at=anyio.current_time()))
-        await self._queue.send(job)
+        await self._workers.queue(job)
         return job.handle
 
     def _key_for(self, request: GenerationRequest) -> str:

@@ -7,10 +7,11 @@ one timer for all, to a poller, which finishes, resubmits or reschedules it).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 
 import anyio
-from anyio.abc import ObjectReceiveStream
 
 from .._errors import (
     AmbiguousSubmitError,
@@ -19,6 +20,7 @@ from .._errors import (
     APIResponseValidationError,
     AuthenticationError,
     BudgetExceededError,
+    DownloadError,
     GrokImagineError,
     InvalidRequestError,
     JournalError,
@@ -33,7 +35,6 @@ from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books, Reservation, as_journal_error, logger, unexpected
 from .breaker import OUTAGE_FAILURES, BreakerState, Outcome, Transition, task_outcome
-from .downloading import Downloader
 from .due import DueQueue
 from .jobs import (
     FINAL_STATES,
@@ -51,14 +52,18 @@ from .resume import recorded_result, reopened, same_request
 _NOT_FOUND_LIMIT = 3  # 404s in a row before a task is taken for gone
 _UNREADABLE_LIMIT = 10  # error answers in a row before a job ends failed: no endless polling
 _REFUSAL_PEERS = 0.8  # after refusals in a row, jobs this old (x the refused one's age) looked at
+_SUBMITTERS = 32
+_POLLERS = 64
+_QUEUE_SIZE = 64  # jobs accepted ahead of submission: the read-ahead of a lazy input
 _EXCUSED = 3  # failures an outage explains per job (its probes among them); then its own
 _VERDICT = 3.0  # a last try's unexplained failure waits this many first probe waits for a pause
 _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outage's 3 failures
 
 
 class Workers:
-    """Submits queued jobs and polls running ones (``has_slot``: whether one more may be in
-    flight now; ``resubmit``: resubmissions a job may use, on ``resubmit_on``)."""
+    """Submits queued jobs, polls running ones and downloads completed ones into ``folder``
+    (``has_slot``: whether one more may be in flight now; ``resubmit``: resubmissions a job may
+    use, on ``resubmit_on``)."""
 
     def __init__(
         self,
@@ -70,7 +75,8 @@ class Workers:
         resubmit: int,
         resubmit_on: Iterable[FailureClass],
         has_slot: Callable[[], bool],
-        downloads: Downloader | None,
+        folder: Path | None,
+        file_stem: Callable[[str], str] | None,
         owner: object,
     ) -> None:
         self._books = books
@@ -82,14 +88,17 @@ class Workers:
         self._resubmit = resubmit
         self._resubmit_on = frozenset(resubmit_on)
         self._has_slot = has_slot
-        self._downloads = downloads
+        self._folder = folder  # completed jobs' videos are downloaded there (None: not)
+        self._file_stem = file_stem or (lambda key: key)
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
-        self._doubted = 0  # resubmissions waiting in _explained
+        self._doubted = 0  # resubmissions waiting in _verdict
         self._probed: set[str] = set()  # jobs that have probed: the next probe is another's
         self._unprobed = 0  # jobs waiting in _admit that have not probed
         self._told_warmup = self._told_over = False  # the log says when the warm-up holds
         self._due: DueQueue[JobRecord] = DueQueue()
+        self._queue, self._queued = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
         self._due_send, self._due_recv = anyio.create_memory_object_stream[JobRecord](0)
+        self._done, self._completed = anyio.create_memory_object_stream[tuple[JobRecord, Task]](0)
         self._warmup: list[str] = []  # warm-up jobs followed
         self._witnesses: set[str] = set()  # looked at now to explain a young failure
         self.submissions = 0
@@ -97,9 +106,34 @@ class Workers:
         self.polls = 0
         """Status polls sent."""
 
-    async def submit_from(self, queue: ObjectReceiveStream[JobRecord]) -> None:
+    def start(self, downloaders: int) -> None:
+        """Start the submitters, the pollers and their dispatcher, and the ``downloaders``."""
+        books = self._books
+        for _ in range(_SUBMITTERS):
+            books.start(self._submit_from)
+        for _ in range(_POLLERS):
+            books.start(self._poll)
+        books.start(self._dispatch)
+        policy = books.breaker.policy
+        if books.journal is not None and policy is not None:
+            # Processes sharing the journal (a Redis job store) take one course.
+            books.start(books.follow_course, policy.probe_wait_initial / 2, self.recheck_suspects)
+        for _ in range(downloaders if self._folder is not None else 0):
+            books.start(self._download_from)
+
+    async def queue(self, job: JobRecord) -> None:
+        """Queue ``job`` for a submitter (waits while the queue is full)."""
+        await self._queue.send(job)
+
+    def close(self) -> None:
+        """Close the hand-over streams."""
+        streams = (self._queue, self._queued, self._due_send, self._due_recv, self._done)
+        for stream in (*streams, self._completed):
+            stream.close()
+
+    async def _submit_from(self) -> None:
         """One submitter: send each queued job's POST, then hand it to the pollers."""
-        async for job in queue:
+        async for job in self._queued:
             await self._books.for_job(job, self._submitted(job, self._start(job)))
 
     async def _submitted(self, job: JobRecord, step: Awaitable[None]) -> None:
@@ -257,8 +291,8 @@ class Workers:
         self._adopt(job, record)
         result = recorded_result(record, job.request, at=anyio.current_time())
         missing = not (result.files and all(f.exists() for f in result.files))
-        if result.task is not None and self._downloads is not None and missing:
-            await self._downloads.queue(job, result.task)  # URLs live ~24 h: fetch again
+        if result.task is not None and self._folder is not None and missing:
+            await self._to_download(job, result.task)  # URLs live ~24 h: fetch again
             return
         await self._books.conclude(job, result, record=False)
 
@@ -400,15 +434,9 @@ class Workers:
             self._breaker.answered()
             if self._breaker.is_probe(job.sequence) and self._breaker.healthy_age() <= 0.0:
                 self._post_outcome(job, Outcome.SUCCEEDED)  # the POSTs failed, and this one did not
-            with anyio.CancelScope(shield=True):
-                held.commit()
-                job.charged(attempt, cost)
-                if books.journal is not None:
-                    try:
-                        await books.journal.record_submitted(job.key, task_id)
-                    except Exception as exc:
-                        books.unrecorded[job.key] = task_id
-                        books.journal_failed(exc, job)
+            held.commit()
+            job.charged(attempt, cost)
+            await books.write(job, lambda store: store.record_submitted(job.key, task_id), task_id)
             now = anyio.current_time()
             job.submitted(task_id, at=now)
             books.emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
@@ -434,7 +462,7 @@ class Workers:
         self._schedule(job, self._planner.next_look(job, now))
         self._replan(now)
 
-    async def dispatch(self) -> None:
+    async def _dispatch(self) -> None:
         """The dispatcher: hand each job to a poller when its poll is due."""
         while True:
             await self._due_send.send(await self._due.next_due(early=self._early))
@@ -454,15 +482,10 @@ class Workers:
             return None
         return best
 
-    async def poll(self) -> None:
+    async def _poll(self) -> None:
         """One poller: poll due jobs until the scheduler stops."""
         async for job in self._due_recv:
             await self._books.for_job(job, self._poll_once(job))
-
-    def close(self) -> None:
-        """Close the hand-over stream."""
-        self._due_send.close()
-        self._due_recv.close()
 
     async def _poll_once(self, job: JobRecord) -> None:
         books, planner = self._books, self._planner
@@ -509,8 +532,8 @@ class Workers:
         age = None if job.submitted_at is None else now - job.submitted_at
         self._outcome(job, task_outcome(failure), now, failure, age)
         if task.succeeded:
-            if self._downloads is not None:
-                await self._downloads.queue(job, task)
+            if self._folder is not None:
+                await self._to_download(job, task)
             else:
                 await books.finish(job, task=task)
             return
@@ -689,6 +712,41 @@ class Workers:
                     due if job.submitted_at is None else self._planner.next_look(job, now)
                 )
             )
+
+    async def _to_download(self, job: JobRecord, task: Task) -> None:
+        """Hand ``job``, whose ``task`` completed, to a downloader."""
+        job.succeeded(task)
+        await self._done.send((job, task))
+
+    async def _download_from(self) -> None:
+        """One downloader: a completed job's videos to disk before the job counts as done (a
+        failed download ends only its job; the task stays in the journal for the next run)."""
+        async for job, task in self._completed:
+            await self._books.for_job(job, self._download(job, task))
+
+    async def _download(self, job: JobRecord, task: Task) -> None:
+        books = self._books
+        assert self._folder is not None
+        try:
+            files = await self._client.download(task, self._folder, stem=self._file_stem(job.key))
+        except APIError as exc:  # a DownloadError too: the client maps every local failure
+            await books.finish(job, task=task, error=exc, failure_class=FailureClass.REQUEST_ERROR)
+            return
+        await books.write(job, lambda store: store.record_files(job.key, files))
+        await books.finish(job, task=task, files=tuple(files))
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and check it can be written (blocking)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check-{os.getpid()}.part"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DownloadError(
+            f"download_dir {folder} cannot be written: {exc.strerror or exc}", local_path=folder
+        ) from None
 
 
 class _Withheld(Exception):
