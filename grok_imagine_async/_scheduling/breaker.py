@@ -5,12 +5,12 @@ The rules and their reasons: the batches guide, "When the provider fails systema
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import json
 import math
 from dataclasses import dataclass
 from typing import Literal
+
+from pydantic import TypeAdapter
 
 from .._errors import ConfigurationError
 from .._models import FailureClass
@@ -441,24 +441,15 @@ class Course:
     failing_since: float | None = None
 
     def to_text(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        return _COURSE.dump_json(self).decode()
 
     @classmethod
     def from_text(cls, text: str | None) -> Course | None:
         """The decision in ``text``; None when absent or unreadable (never raises)."""
-        if not text:
-            return None
         try:
-            data = json.loads(text)
-            failure, since = data.get("failure_class"), data.get("failing_since")
-            return cls(
-                state=BreakerState(data["state"]),
-                reason=data.get("reason"),
-                failure_class=None if failure is None else FailureClass(failure),
-                streak=int(data.get("streak", 0)),
-                at=float(data["at"]),
-                by=str(data["by"]),
-                failing_since=None if since is None else float(since),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
+            return _COURSE.validate_json(text) if text else None
+        except ValueError:  # pydantic's ValidationError, on bad JSON as on a bad field
             return None
+
+
+_COURSE = TypeAdapter(Course)

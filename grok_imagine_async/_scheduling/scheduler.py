@@ -17,7 +17,6 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import anyio
@@ -196,14 +195,9 @@ class JobScheduler:
         self._running = self._run()
         return await self._running.__aenter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
         assert self._running is not None
-        return await self._running.__aexit__(exc_type, exc, tb)
+        return await self._running.__aexit__(*exc_info)
 
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[JobScheduler]:
