@@ -992,7 +992,6 @@ def advice_after(
     emulated: bool,
 ) -> list[str]:
     """The lines after the summary: what became of unfinished jobs, and what to run next."""
-    emulator_state = getattr(args, "emulator_state", None)  # where --emulate kept its tasks
     resume = command_line(args.argv)
     lines: list[str] = []
     if outcome.ambiguous and not emulated and args.on_ambiguous != "resubmit":
@@ -1004,24 +1003,21 @@ def advice_after(
             f"{again}"
         )
     if interrupted:
+        state = getattr(args, "emulator_state", None)  # where --emulate kept its tasks
         kept = "No job was left in flight."
-        if emulated and emulator_state is None:
+        if emulated and state is None:
             kept = (
                 "The emulator's tasks ended with this process, so the jobs that were in flight "
                 "will start again, at no cost."
             )
         elif outcome.running:
-            then = (
-                f"The emulator kept its tasks in {emulator_state}: the next run polls them, as "
-                "it would the API's."
-                if emulated
-                else "They go on generating; the next run polls them and does not pay for them "
-                "again."
-            )
+            then = "They go on generating; the next run polls them and does not pay for them again."
+            if emulated:
+                then = f"The emulator kept its tasks in {state}: the next run polls them, as "
+                then += "it would the API's."
             kept = f"Jobs still in flight: {outcome.running}. {then}"
         lines.append(f"Interrupted. Every job is recorded in the journal. {kept}")
-        lines.append("To carry on where this run stopped, run the same command again:")
-        lines.append(f"  {resume}")
+        lines += ["To carry on where this run stopped, run the same command again:", f"  {resume}"]
     elif outcome.not_started or outcome.running:
         lines.append(f"Some jobs did not finish. Run the same command to carry on: {resume}")
     elif any(outcome.failures.get(name) for name in _RETRIED_FAILURES):
