@@ -140,12 +140,6 @@ def test_a_quota_text_plan_is_used_as_is() -> None:
     assert config.rate_limits()["test-token"] == RateLimit(250, 3.0)
 
 
-def test_an_unknown_plan_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["emulator", "--plan", "gold"])
-    assert "unknown plan 'gold'" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("name", ["default", "reseller", "upper"])
 def test_vocabulary_help_names_the_words_the_emulator_writes(name: str) -> None:
     from dataclasses import astuple
