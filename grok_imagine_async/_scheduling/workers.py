@@ -1,7 +1,8 @@
 """The scheduler's workers, sharing its ``Books``: submitters (a queued job's journal record
 replayed or resumed, else its POST, its cost held in the budget and its intent journaled right
-before it leaves) and pollers (a dispatcher hands each running job, due in a :class:`DueQueue`,
-one timer for all, to a poller, which finishes, resubmits or reschedules it).
+before it leaves), pollers (a dispatcher hands each running job, due in a :class:`DueQueue`,
+one timer for all, to a poller, which finishes, resubmits or reschedules it) and downloaders
+(a completed job's videos to disk before it counts as finished).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class Workers:
         for _ in range(_POLLERS):
             books.start(self._poll)
         books.start(self._dispatch)
-        policy = books.breaker.policy
+        policy = self._breaker.policy
         if books.journal is not None and policy is not None:
             # Processes sharing the journal (a Redis job store) take one course.
             books.start(books.follow_course, policy.probe_wait_initial / 2, self.recheck_suspects)
@@ -452,7 +453,7 @@ class Workers:
         if job.submitted_at is None:
             self._schedule(job, now)
             return
-        breaker = self._books.breaker
+        breaker = self._breaker
         follow = breaker.warming_up and len(self._warmup) < _FOLLOWED_WARMUP
         if follow:
             self._warmup.append(job.key)  # looked at closely: outages show within seconds
@@ -544,7 +545,7 @@ class Workers:
             and job.resubmits >= self._resubmit
             and not job.waited  # once: its own failures may make the pause
             and len(books.jobs) > 1  # another job's outcome can pause the batch
-            and books.breaker.pauses(job.sequence)
+            and self._breaker.pauses(job.sequence)
         ):
             job.waited = True
             books.start(self._failed, job, task, failure, True)  # not in this poller
@@ -565,7 +566,7 @@ class Workers:
         # one (they pause the batch, and are its only probes), and would probe forever.
         outage = (
             failure in OUTAGE_FAILURES
-            and books.breaker.outage_explains(job.sequence)
+            and self._breaker.outage_explains(job.sequence)
             and job.excused < _EXCUSED
         )
         if failure in self._resubmit_on and (outage or job.resubmits < self._resubmit):
@@ -584,29 +585,24 @@ class Workers:
         age: float | None = None,
     ) -> None:
         """Tell the breaker how ``job``'s task ended, and act on what it says."""
-        books, planner = self._books, self._planner
-        transition = books.breaker.record(
-            job.sequence, outcome, now=now, failure_class=failure, age=age
-        )
-        if outcome is Outcome.RETRYABLE and books.breaker.suspicious:
+        books, breaker, planner = self._books, self._breaker, self._planner
+        transition = breaker.record(job.sequence, outcome, now=now, failure_class=failure, age=age)
+        if outcome is Outcome.RETRYABLE and breaker.suspicious:
             planner.next_canary = min(planner.next_canary, now)  # the next job sent is looked at
             young = 2.0 * planner.canary_age
             if age is not None and age <= young:
                 # Failed young, as in an outage: hold the submissions, and look now at the
                 # newest jobs as old (failed too, the batch pauses within seconds).
-                books.breaker.hold(now + young)
+                breaker.hold(now + young)
                 self._call_witnesses(job, now, age)
         if transition is Transition.RESUMED and job.submitted_at is not None:
-            self._planner.vouch(job.submitted_at, whole=True)  # the burst after needs no canary
+            planner.vouch(job.submitted_at, whole=True)  # the burst after needs no canary
         if transition is Transition.PAUSED:
             self.recheck_suspects(now)
         if transition is not None:
             books.course(job.key, transition, now)
         elif (
-            outcome is Outcome.REFUSED
-            and books.breaker.refusals >= 2
-            and books.breaker.newest_good < 0
-            and age
+            outcome is Outcome.REFUSED and breaker.refusals >= 2 and breaker.newest_good < 0 and age
         ):
             # Refusals and no success yet: look now at the jobs as old, probably over too.
             cutoff = now - _REFUSAL_PEERS * age
@@ -616,7 +612,7 @@ class Workers:
 
     def _call_witnesses(self, failed: JobRecord, now: float, age: float) -> None:
         """Look now at the two newest other jobs sent after the newest success, ``age`` old."""
-        after = self._books.breaker.newest_good
+        after = self._breaker.newest_good
         candidates = [
             job
             for job in self._due.items()
@@ -635,9 +631,9 @@ class Workers:
         little before) probably failed too. Look at each once old enough to show it (twice the
         youngest failure seen, else a canary's age), not minutes later as planned on its
         duration, so its resubmission is ready when the outage ends."""
-        shows = self._books.breaker.healthy_age() or self._planner.canary_age
+        shows = self._breaker.healthy_age() or self._planner.canary_age
         shows = max(shows, self._planner.policy.wait_initial)
-        since = self._books.breaker.failing_since - shows
+        since = self._breaker.failing_since - shows
         self._look_now(lambda job: (job.submitted_at or -math.inf) >= since, now, age=shows)
 
     def _look_now(
@@ -651,7 +647,7 @@ class Workers:
 
     def _healthy(self, job: JobRecord, now: float) -> None:
         """A job seen running: it may end the warm-up, or (a probe, a witness) the pause."""
-        breaker = self._books.breaker
+        breaker = self._breaker
         if job.submitted_at is None:
             return
         if breaker.warming_up and breaker.vouch(now - job.submitted_at):
@@ -719,8 +715,7 @@ class Workers:
         await self._done.send((job, task))
 
     async def _download_from(self) -> None:
-        """One downloader: a completed job's videos to disk before the job counts as done (a
-        failed download ends only its job; the task stays in the journal for the next run)."""
+        """One downloader (a failed download ends only its job; the journal keeps its task)."""
         async for job, task in self._completed:
             await self._books.for_job(job, self._download(job, task))
 
