@@ -27,6 +27,7 @@ from grok_imagine_async.testing import EmulatorConfig
 from grok_imagine_async.testing._mp4 import mp4_bytes
 
 if TYPE_CHECKING:
+    from _redis_worker import RedisServer
     from conftest import RunCli
 
     from grok_imagine_async.testing import Emulator
@@ -443,28 +444,20 @@ def test_status_of_an_unknown_task_and_a_failed_one(
 @pytest.mark.redis
 @fast_emulator
 def test_batch_shares_its_quota_through_redis(
-    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
+    run_cli: RunCli,
+    grok_emulator_env: Mapping[str, str],
+    grok_emulator: Emulator,
+    redis_server: RedisServer,
+    tmp_path: Path,
 ) -> None:
-    pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
-    from _redis_worker import REDIS_MISSING, RedisServer, redis_server_binary
-
-    binary = redis_server_binary()
-    if binary is None:
-        pytest.skip(REDIS_MISSING)
-    server = RedisServer(binary, tmp_path)
-    server.start()
-    try:
-        prompts = tmp_path / "prompts.txt"
-        prompts.write_text("one\ntwo\n")
-        argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), "--redis-url", server.url]
-        done = run_cli(*argv, *against(grok_emulator_env), cwd=tmp_path)
-        import redis
-
-        with redis.Redis.from_url(server.url) as client:
-            keys = client.keys("*")
-    finally:
-        server.kill()
+    redis = pytest.importorskip("redis", reason='needs the "redis" extra')
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("one\ntwo\n")
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), "--redis-url", redis_server.url]
+    done = run_cli(*argv, *against(grok_emulator_env), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    with redis.Redis.from_url(redis_server.url) as client:
+        keys = client.keys("*")
     assert keys, "the shared schedule lives in Redis"
     assert all(TOKEN.encode() not in key for key in keys)  # only a hash names the token
     assert grok_emulator.statistics().tasks_created == 2
