@@ -80,6 +80,7 @@ class SchedulerConfig:
         poll: The poll schedule while the quota is idle (default: ``settings.poll``).
         resubmit: How many times one job may be resubmitted after a retryable failure.
         resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
+        max_downloads: Downloads at a time, when the scheduler has a ``download_dir``.
         results_buffer: When that many results wait unread, submissions pause (polls go on).
         duration_model: The starting duration model (default: its prior median is
             ``settings.expected_duration``).
