@@ -157,6 +157,10 @@ class WindowLog:
     def opens_at(self, *, now: float, places: int) -> float:
         """When a new permit may be granted, ``places`` being ours: ``-inf`` if one is free."""
         release = self._release
+        # Fewer places taken than ours, even counting those due to free: one is free (their
+        # release waits for a grant that fills a multiple of 256, so memory stays bounded).
+        if len(release) < places and len(release) & 255:
+            return -math.inf
         for times, serials in self._queues:
             while times and times[0] <= now:  # a place freed, unless its time moved since
                 when = times.popleft()
