@@ -258,18 +258,17 @@ class RedisJobStore(StoreBase, Connected):
                 status, text, owner = await self._script(
                     CLAIM_SCRIPT, key, queued, self._epoch or b"", int(reopen)
                 )
-                if status != b"epoch":
+                if (name := _text(status)) != "epoch":
                     break
                 # Redis lost its data: learn the new epoch (and write back) before any answer.
                 await self._heartbeat()
-        name = status.decode()
         if name == "epoch" or (name == "unknown" and create is not None and not queued):
             raise self._error(
                 "Redis lost its data; waiting for every process to write its jobs back"
             )
         if name == "unknown":
             return Claim("unknown", None)
-        claim = Claim(name, decode_job(text, owner=owner.decode()))
+        claim = Claim(name, decode_job(text, owner=_text(owner)))  # type: ignore[arg-type]
         if claim.owned:
             assert claim.job is not None
             self._jobs[key] = claim.job
@@ -457,7 +456,7 @@ class RedisJobStore(StoreBase, Connected):
             int(create),
             self._finished_ms,
         )
-        name: str = status.decode()
+        name = _text(status)
         key = job.key
         if name == "budget":
             assert self._max_credits is not None
@@ -597,4 +596,5 @@ class RedisJobStore(StoreBase, Connected):
 
 
 def _text(value: bytes | str | None) -> str:
+    # What a caller's client decoding responses gives as str, one of ours gives as bytes.
     return value.decode() if isinstance(value, bytes) else value or ""

@@ -116,6 +116,28 @@ async def test_jobs_written_by_one_process_are_found_and_followed_by_another(
             await b.register("job-1", REQUEST)  # a key is one job, whoever asks
 
 
+async def test_a_client_of_yours_that_decodes_responses_is_served_alike(
+    redis_server: RedisServer,
+) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        async with store(client) as a, store(redis_server.url) as b:  # type: ignore[arg-type]
+            await completed(a, "d", "task-d")
+            claim = await a.claim("new", create=REQUEST)
+            assert claim.status == "created" and claim.job is not None
+            assert claim.job.owner == a.id
+            assert (await b.claim("new")).status == "foreign"
+            await a.set_meta("base_url", "http://x")
+            assert await b.get_meta("base_url") == "http://x"
+            found = await a.load("d")
+            assert found is not None and found.state is StoreState.COMPLETED
+            assert (await b.claim("d")).status == "final"
+    finally:
+        await client.aclose()
+
+
 async def test_downloaded_files_change_the_job_as_redis_has_it(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
