@@ -142,14 +142,14 @@ class BadEncoding(Exception):
 
 
 class _Bounded:
-    """Decodes a body's raw chunks one by one, as ``Content-Encoding`` says, each inflated at
+    """Decodes a body's raw chunks one by one, as ``content_encoding`` says, each inflated at
     most to the room left: :class:`BodyTooLarge` past ``limit`` bytes, :class:`BadEncoding` if
     it does not decode."""
 
     __slots__ = ("_encoding", "_inflater", "_room", "limit")
 
-    def __init__(self, headers: httpx.Headers, limit: int) -> None:
-        parts = headers.get("content-encoding", "").split(",")
+    def __init__(self, content_encoding: str, limit: int) -> None:
+        parts = content_encoding.split(",")
         encodings = [part.strip().lower() for part in parts if part.strip()]
         if len(encodings) > 1:
             raise BadEncoding("more than one Content-Encoding")
@@ -200,19 +200,20 @@ async def iter_bounded(response: httpx.Response, *, limit: int) -> AsyncIterator
         if content:
             yield content
         return
-    bounded = _Bounded(response.headers, limit)
+    bounded = _Bounded(response.headers.get("content-encoding", ""), limit)
     async for data in response.aiter_raw():
         chunk = bounded.feed(data)
         if chunk:
             yield chunk
 
 
-async def read_bounded(response: httpx.Response, *, limit: int) -> bytes:
+async def read_bounded(response: httpx.Response, *, limit: int, content_encoding: str) -> bytes:
     """The whole decoded body of a streamed ``response``, as :func:`iter_bounded` reads it (a
-    plain loop: an async generator per answer costs a frame at every resume, and a hook)."""
+    plain loop: an async generator per answer costs a frame at every resume, and a hook), its
+    ``Content-Encoding`` read by the caller."""
     if response.is_stream_consumed:
         return _read_already(response, limit)
-    bounded = _Bounded(response.headers, limit)
+    bounded = _Bounded(content_encoding, limit)
     chunks = []  # a loop, not a comprehension: on Python < 3.12 that is one more frame
     async for data in response.aiter_raw():
         chunks.append(bounded.feed(data))

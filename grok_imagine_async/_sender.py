@@ -54,7 +54,13 @@ _UNSHIELDED = contextlib.nullcontext()  # reusable: no scope per request without
 # The headers an answer is read for, by their raw lower-cased name: decoding all costs more.
 _READ_HEADERS = {
     name.encode(): name
-    for name in ("x-ratelimit-remaining", "x-ratelimit-reset", "retry-after", "content-type")
+    for name in (
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "retry-after",
+        "content-type",
+        "content-encoding",
+    )
 }
 
 AmbiguousSubmitPolicy = Literal["raise", "resubmit"]
@@ -221,14 +227,18 @@ class Sender:
                             **self._options[method],
                         )
                         response = await self._http.send(outgoing, stream=True)
-                        raw = await read_bounded(response, limit=self._limits.max_answer_bytes)
+                        headers = _read_headers(response.headers)
+                        raw = await read_bounded(
+                            response,
+                            limit=self._limits.max_answer_bytes,
+                            content_encoding=headers.get("content-encoding", ""),
+                        )
                     except _FAILURES as exc:
                         sent = response is not None
                         failure = self._failure(exc, method, path, permit, sent=sent)
                     if failure is not None:
                         raise failure
                     assert response is not None
-                    headers = _read_headers(response.headers)
                     status = response.status_code
                     feedback = read_rate_limit_headers(
                         headers, permit=permit, status_code=status, now_unix=self._clock.unix()
