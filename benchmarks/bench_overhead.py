@@ -24,11 +24,12 @@ with the rate-limit headers the real service sends). Against it, in this process
 
 Each configuration sends ``CALLS`` requests, ``1`` or ``50`` at a time (as many coroutines,
 each calling in a loop), after a warm-up that opens the pool's connections, in a process of
-its own (so each starts alike, and "before" can import another version of the package). Each
-round runs, per library, the configurations back to back in random order, so the sides of a
-ratio see the same load on the machine; the table shows medians over the rounds: wall time per
-request, the client process's CPU time per request (the server runs in its own process), and
-the median of the per-round ratios to bare.
+its own (so each starts alike, and "before" can import another version of the package),
+pinned to the second CPU while the server keeps the first. Each round runs, per library, the
+configurations back to back in random order, so the sides of a ratio see the same load on the
+machine; the table shows medians over the rounds: wall time per request, the client process's
+CPU time per request (the server runs in its own process), and the median of the per-round
+ratios to bare.
 
     python -m benchmarks.bench_overhead --baseline 1224e31  # and "ours" at that commit
 """
@@ -97,9 +98,19 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": ANSWER})
 
 
+def pin(cpu: int) -> None:
+    """Keep this process on one CPU of two or more: the server on the first, the client on the
+    second. Left to the scheduler, the two sometimes share a core and sometimes not, which
+    moved a configuration's median by several percent from one run to the next."""
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[cpu]})
+
+
 def serve(port_file: Path) -> None:
     """Serve :func:`_app` on a free port of 127.0.0.1; write ``http://...`` to ``port_file``."""
     import uvicorn
+
+    pin(0)
 
     from grok_imagine_async.testing._server import base_url, bind
 
@@ -325,6 +336,7 @@ def main(argv: list[str]) -> int:
     if args.one is not None:  # a child: one configuration, its figures as JSON
         side, name, url, concurrency, calls = args.one
         lib = importlib.import_module(name)
+        pin(1)
         print(json.dumps(anyio.run(SIDES[side], lib, url, int(concurrency), int(calls))))
         return 0
     families = _families()
@@ -350,7 +362,8 @@ def main(argv: list[str]) -> int:
         server.wait(10)
         shutil.rmtree(work, ignore_errors=True)
     conditions = (
-        f"Measured at {code_state()}. Client and server at nice {nice}; load average {load:.2f} at "
+        f"Measured at {code_state()}. Client and server at nice {nice}, each on a CPU of its own "
+        f"(``pin``); load average {load:.2f} at "
         f"the start, {os.getloadavg()[0]:.2f} at the end (the machine's 2 cores are shared with "
         "other work)."
     )
