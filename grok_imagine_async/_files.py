@@ -6,6 +6,7 @@ import asyncio
 import functools
 import os
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
@@ -63,3 +64,23 @@ async def replacing(target: Path, *, mode: int = 0o644) -> AsyncIterator[BinaryI
 def _flush_and_sync(out: BinaryIO) -> None:
     out.flush()
     os.fsync(out.fileno())
+
+
+def folder_problem(path: Path, what: str) -> str | None:
+    """Create the folder ``path`` if needed and try writing a file in it (blocking): None if it
+    can take files, else what stops it, naming it as ``what`` ("output folder")."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"the {what} {path} is a file, not a folder"
+    except OSError as exc:
+        blocker = next((p for p in [path, *path.parents] if p.exists()), None)
+        because = f" ({blocker} is a file)" if blocker and not blocker.is_dir() else ""
+        return f"cannot create the {what} {path}: {exc.strerror or exc}{because}"
+    try:  # mode bits do not say it all (read-only mounts, ACLs, root): try it
+        handle, probe = tempfile.mkstemp(prefix=".grok-imagine-write-test-", dir=path)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write in the {what} {path}: {exc.strerror or exc}"
+    return None

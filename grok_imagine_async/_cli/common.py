@@ -9,7 +9,6 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import anyio
 
 from .._client import AsyncGrokImagine
 from .._errors import APIConnectionError, APITimeoutError, ConfigurationError
+from .._files import folder_problem
 from .._limiting.plans import Plan, resolve_rate_limit
 from .._redact import redact_url
 from .._settings import (
@@ -320,22 +320,9 @@ class UsageError(Exception):
 
 def check_folder(path: Path, what: str) -> None:
     """Create ``path`` if needed and check a file can be written there; else UsageError."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UsageError(f"the {what} {path} is a file, not a folder") from None
-    except OSError as exc:
-        blocker = next((p for p in [path, *path.parents] if p.exists()), None)
-        because = f" ({blocker} is a file)" if blocker and not blocker.is_dir() else ""
-        raise UsageError(
-            f"cannot create the {what} {path}: {exc.strerror or exc}{because}"
-        ) from None
-    try:  # mode bits do not say it all (read-only mounts, ACLs, root): try it
-        handle, probe = tempfile.mkstemp(prefix=".grok-imagine-write-test-", dir=path)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UsageError(f"cannot write in the {what} {path}: {exc.strerror or exc}") from None
+    problem = folder_problem(path, what)
+    if problem is not None:
+        raise UsageError(problem)
 
 
 def check_file_target(path: Path, what: str) -> None:

@@ -8,7 +8,6 @@ one timer for all, to a poller, which finishes, resubmits or reschedules it) and
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from .._errors import (
     ServerError,
     TaskFailedError,
 )
+from .._files import folder_problem
 from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
 from .._observe import job_scope
@@ -733,15 +733,9 @@ class Workers:
 
 def ensure_writable(folder: Path) -> None:
     """Create ``folder`` if needed and check it can be written (blocking)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-check-{os.getpid()}.part"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise DownloadError(
-            f"download_dir {folder} cannot be written: {exc.strerror or exc}", local_path=folder
-        ) from None
+    problem = folder_problem(folder, "download_dir")
+    if problem is not None:
+        raise DownloadError(problem, local_path=folder)
 
 
 class _Withheld(Exception):
