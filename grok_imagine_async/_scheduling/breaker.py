@@ -362,6 +362,7 @@ class Breaker:
 
     def _resume(self) -> Transition:
         self.state, self._reason, self._streak = BreakerState.RUNNING, None, 0
+        self._unanswered_run = 0  # also when another process's probe was answered
         self._probe = None
         self._bad.clear()
         self._failure_age = math.inf

@@ -675,6 +675,20 @@ def test_a_course_survives_the_store_and_junk_is_no_course() -> None:
         assert Course.from_text(junk) is None
 
 
+def test_a_resume_decided_elsewhere_starts_the_count_of_unanswered_submissions_again() -> None:
+    # This process paused on three lost answers in a row; another one's probe was answered.
+    breaker = proven()
+    for _ in range(3):
+        transition = breaker.record(sent(breaker), Outcome.UNANSWERED, now=1.0)
+    assert transition is Transition.PAUSED
+    resumed = Course(BreakerState.RUNNING, None, None, 0, 2.0, "worker-b")
+    assert breaker.adopt(resumed, 2.0, at=2.0) is Transition.RESUMED
+    # One lost answer after the resume is one, not the fourth of a run: no pause yet.
+    assert breaker.record(sent(breaker), Outcome.UNANSWERED, now=3.0) is None
+    assert breaker.record(sent(breaker), Outcome.UNANSWERED, now=3.0) is None
+    assert breaker.record(sent(breaker), Outcome.UNANSWERED, now=3.0) is Transition.PAUSED
+
+
 def test_adopting_a_course_pauses_resumes_and_stops_but_never_restarts() -> None:
     breaker = proven()
 
