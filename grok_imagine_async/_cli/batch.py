@@ -248,7 +248,9 @@ class Batch:
             flush=True,
         )
         scale = self.connection.time_scale
-        self.progress = progress = BatchProgress(summary.jobs, time_scale=scale, endpoint=endpoint)
+        self.progress = progress = BatchProgress(
+            summary.jobs, time_scale=scale, endpoint=endpoint, notices=not args.no_progress
+        )
         scheduler = JobScheduler(
             self.connection.client,
             SchedulerConfig(
@@ -662,8 +664,11 @@ def note_jobs(n: int, text: str) -> None:
 class BatchProgress:
     """A scheduler hook counting a batch's events (rates in the server's time)."""
 
-    def __init__(self, total: int, *, time_scale: float = 1.0, endpoint: str = "") -> None:
+    def __init__(
+        self, total: int, *, time_scale: float = 1.0, endpoint: str = "", notices: bool = True
+    ) -> None:
         self.total, self.endpoint, self.time_scale = total, endpoint, time_scale
+        self._keep_notices = notices  # off (--no-progress): nothing would ever show them
         self.completed = self.failed = self.from_journal = 0
         self.live_finished = self.submitted = 0
         self.unreachable = 0  # jobs that failed because the server could not be reached
@@ -678,7 +683,8 @@ class BatchProgress:
         if isinstance(event, JobSubmitted):
             self.submitted += 1
         elif isinstance(event, BreakerEvent):
-            self.notices.append(breaker_notice(event))
+            if self._keep_notices:
+                self.notices.append(breaker_notice(event))
             if event.transition == "stopped":
                 self.stopped = event.breaker
         elif isinstance(event, JobFinished) and (result := event.result) is not None:
@@ -691,8 +697,9 @@ class BatchProgress:
             if not result.ok and result.failure_class is not FailureClass.NOT_SUBMITTED:
                 failure = (result.failure_class or FailureClass.UNKNOWN).value
                 self.unreachable += isinstance(result.error, APIConnectionError)
-                message = describe_failure(result.error, self.endpoint)
-                self.notices.append(f"failed {result.key} ({failure}): {message}")
+                if self._keep_notices:
+                    message = describe_failure(result.error, self.endpoint)
+                    self.notices.append(f"failed {result.key} ({failure}): {message}")
 
     def line(self, stats: SchedulerStatistics) -> str:
         """One line of progress (what a pipe gets, and the live display under its bar); rates

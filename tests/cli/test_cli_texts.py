@@ -175,6 +175,24 @@ def test_durations_are_formatted_for_people() -> None:
     assert format_duration(None) == "?"
 
 
+def test_failure_notices_are_kept_only_where_a_display_shows_them() -> None:
+    request = GenerationRequest(prompt="a kite")
+    record = StoreRecord("k", request, StoreState.FAILED, error="Network error")
+    result = dataclasses.replace(recorded_result(record, request, at=0.0), from_journal=False)
+    failed = JobFinished(key="k", at=0.0, result=result)  # in this run
+
+    async def main() -> tuple[BatchProgress, BatchProgress]:
+        shown, quiet = BatchProgress(20), BatchProgress(20, notices=False)  # --no-progress
+        for progress in (shown, quiet):
+            for _ in range(3):
+                progress(failed)
+        return shown, quiet
+
+    shown, quiet = run_virtual(main)
+    assert [notice[:9] for notice in shown.notices] == ["failed k "] * 3
+    assert quiet.notices == [] and quiet.failed == shown.failed == 3
+
+
 def test_the_live_display_shows_the_plain_line_under_a_bar() -> None:
     pytest.importorskip("rich")
 
