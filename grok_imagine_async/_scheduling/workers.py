@@ -623,6 +623,8 @@ class Workers:
             and job.key not in self._witnesses
         ]
         chosen = {job.key for job in sorted(candidates, key=lambda j: j.sequence or 0)[-2:]}
+        if not chosen:  # else _look_now scans every queued job for nothing
+            return
         self._witnesses |= chosen
         self._look_now(lambda job: job.key in chosen, now)
 
