@@ -854,21 +854,25 @@ def _spent(status: str, credits: int) -> int:
 
 
 def manifest_line(
-    key: str, request: GenerationRequest, endpoint: str, record: StoreRecord | None, out: Path
+    key: str,
+    request: GenerationRequest,
+    endpoint: str,
+    record: StoreRecord | None,
+    folders: tuple[Path, ...],
 ) -> dict[str, Any]:
-    """The manifest's line of a job, from its journal ``record`` (None: never started)."""
+    """The manifest's line of a job, from its journal ``record`` (None: never started); a file
+    is named from the first of ``folders`` it is in (the output folder, resolved and as given)."""
+    digest = (record and record.request_digest) or request_digest(request)
     line: dict[str, Any] = {
         "key": key, "status": "not_started", "task_id": None, "files": [], "videos": [],
         "error": None, "failure_class": None, "attempts": 0, "credits": 0,
-        "prompt": excerpt(request.prompt), "request_digest": request_digest(request),
-        "endpoint": endpoint,
+        "prompt": excerpt(request.prompt), "request_digest": digest, "endpoint": endpoint,
     }  # fmt: skip
     if record is None:
         return line
     status, error = _status(record), record.error
     if status == "ambiguous" and error is None:
         error = "a submission was in flight when the run stopped: outcome unknown"
-    folders = (out.resolve(), out)  # a file is named from the folder it is in
     files = [Path(f) for f in record.files]
     return line | {
         "status": status,
@@ -881,7 +885,6 @@ def manifest_line(
         "failure_class": record.failure_class and record.failure_class.value,
         "attempts": record.attempts,
         "credits": record.credits,
-        "request_digest": record.request_digest or line["request_digest"],
     }
 
 
@@ -892,6 +895,7 @@ async def write_manifest(
     then those never started, in input order."""
     outcome = BatchOutcome()
     target = out_dir / MANIFEST_NAME
+    folders = (await run_blocking(out_dir.resolve), out_dir)  # once, not per file
     seen: set[str] = set()
     async with replacing(target, mode=0o600) as out:
 
@@ -903,13 +907,13 @@ async def write_manifest(
         def write_unstarted() -> None:  # a second streamed pass over the input
             for spec in jobs if len(seen) < len(keys) else ():
                 if spec.key not in seen:
-                    write([manifest_line(str(spec.key), spec.request, endpoint, None, out_dir)])
+                    write([manifest_line(str(spec.key), spec.request, endpoint, None, folders)])
 
         entries: list[dict[str, Any]] = []
         async for record in journal.records():
             if record.key in keys:
                 seen.add(record.key)
-                entries.append(manifest_line(record.key, record.request, endpoint, record, out_dir))
+                entries.append(manifest_line(record.key, record.request, endpoint, record, folders))
                 if len(entries) >= _CHUNK:
                     await run_blocking(write, entries)
                     entries = []
