@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,8 +26,6 @@ from .._scheduling.jobs import JobStore, SchedulerHook
 from .._scheduling.scheduler import FROM_SETTINGS, JobScheduler, SchedulerConfig
 from .._settings import Settings
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
-
-logger = logging.getLogger("grok_imagine_async.fastapi")
 
 STATE_ATTRIBUTE = "grok_imagine"
 
