@@ -47,35 +47,29 @@ _UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
 
 
 class AsyncGrokImagine:
-    """Async client for the Grok Imagine video API.
-
-    Every request takes a permit from the rate limiter and reports the answer's rate-limit
-    headers back to it. Use it as an async context manager, or call :meth:`aclose`.
+    """Async client for the Grok Imagine video API: every request goes through the rate limiter.
+    Use it as an async context manager, or call :meth:`aclose`.
 
     Args:
-        settings: Settings resolved beforehand, instead of ``api_key``, ``base_url``, ``plan``,
-            ``retry``, ``poll`` and ``limits`` (which :meth:`Settings.from_env` resolves, with
-            ``GROK_IMAGINE_*`` filling in).
+        settings: Instead of ``api_key``, ``base_url``, ``plan``, ``retry``, ``poll`` and
+            ``limits`` (resolved by :meth:`Settings.from_env`, ``GROK_IMAGINE_*`` filling in).
         plan: ``"free"`` (default), ``"pro"``, ``"enterprise"``, a :class:`Plan`, a
             :class:`RateLimit` or a quota as text (``"100/6s"``): the default limiter's quota.
-        http_client: An ``httpx2.AsyncClient`` or ``httpx.AsyncClient`` to send through (its
-            ``base_url`` the default one), never closed by us. Default: our own, on httpx2 if
-            installed, else httpx.
-        limiter: A :class:`RateLimiter` shared with other clients of the token; default: a
-            new :class:`LocalRateLimiter` for ``plan``.
+        http_client: An ``httpx2`` or ``httpx`` ``AsyncClient`` to send through (its
+            ``base_url`` the default), never closed by us. Default: our own (httpx2 if installed).
+        limiter: A :class:`RateLimiter` shared with other clients of the token (default: a new
+            :class:`LocalRateLimiter` for ``plan``).
         timeout: Per-request timeout (seconds or a ``Timeout``); default 30 s, 10 s to connect.
         on_ambiguous_submit: When a submission's answer is lost: ``"raise"`` (default)
             :class:`AmbiguousSubmitError`, never paying twice, or ``"resubmit"``.
         clock: Where time comes from (default: the event loop's clock).
-        download_hosts: Local or private hosts videos may be fetched from (``["*"]``: any);
-            the API's own host is always allowed.
-        telemetry: ``True``: OpenTelemetry through the global providers (the ``otel`` extra);
-            an :class:`Observer` such as ``otel.Telemetry``: through it.
+        download_hosts: Private hosts videos may come from (``["*"]``: any; the API's always).
+        telemetry: ``True``: OpenTelemetry on the global providers (the ``otel`` extra), or an
+            :class:`Observer` such as ``otel.Telemetry``.
         rng: Source of the retry and poll jitter (seed it for reproducible simulations).
 
     Raises:
-        ConfigurationError: If no API key is found, a setting is invalid, or ``http_client``
-            mixes httpx2 and httpx.
+        ConfigurationError: If no API key is found, or a setting or ``http_client`` is invalid.
 
     Example:
         >>> async def main() -> None:
@@ -213,9 +207,8 @@ class AsyncGrokImagine:
         images: Sequence[str] | str | None = None,
         allow_unlisted: bool = False,
     ) -> str:
-        """Start one generation (``POST /v1/generate``, 40 credits) and return its task id.
-
-        The arguments are :class:`GenerationRequest`'s.
+        """Start one generation (``POST /v1/generate``, 40 credits) and return its task id; the
+        arguments are :class:`GenerationRequest`'s.
 
         Raises:
             InvalidRequestError: If the prompt, mode, ratio or images are invalid.
@@ -250,8 +243,7 @@ class AsyncGrokImagine:
         priority: Priority = Priority.SUBMIT,
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> str:
-        """:meth:`submit`, with ``before_send`` (a scheduler's journal intent) run after the
-        permit, shielded with the send."""
+        """:meth:`submit`, with a scheduler's ``before_send`` (its journal intent)."""
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"submit() takes a GenerationRequest, got {type(request).__name__}")
         self._check_prompt(request.prompt)
@@ -348,9 +340,8 @@ class AsyncGrokImagine:
         since: float | None,
         on_progress: ProgressHook | None = None,
     ) -> Task:
-        """Poll ``task_id`` until it finishes. ``since``: when the caller created it (None: not
-        just now); then the deadline counts from it, the first poll waits, and its age teaches
-        the duration model and gives progress estimates."""
+        """Poll ``task_id`` until it finishes; ``since``: when the caller created it (None: not
+        just now), from which the deadline, progress and the duration model count."""
         task: Task | None = None
         policy = poll or self._settings.poll
         started = anyio.current_time()
@@ -389,21 +380,18 @@ class AsyncGrokImagine:
         on_progress: ProgressHook | None = None,
         **options: Unpack[SchedulerOptions],
     ) -> AbstractAsyncContextManager[JobResults]:
-        """Generate many videos, streaming each :class:`JobResult` as its job finishes.
+        """Generate many videos, yielding a :class:`~grok_imagine_async.batch.JobResults` that
+        streams each :class:`JobResult` as its job finishes (``statistics()``: its counters).
 
-        The block yields a :class:`~grok_imagine_async.batch.JobResults`: iterate it for the
-        results; its ``statistics()`` gives the batch's counters meanwhile. A job's failure, or
-        an invalid item's (unless ``strict``), is a result (``result.ok`` is False). What stops
-        the whole batch (a rejected token, an unwritable journal, an error of ``requests``)
-        raises when the block exits, once the paid jobs were polled to their end, with the
-        paid tasks whose end was not recorded in its ``pending_tasks``. Leaving the block
-        early stops every job at once.
+        A failed job, or an invalid item (unless ``strict``), is a result with ``ok`` False.
+        What stops the batch (a rejected token, an unwritable journal, an error of
+        ``requests``) raises when the block exits, after the paid jobs ended, unrecorded ones
+        in ``pending_tasks``. Leaving the block early stops every job.
 
         Args:
             requests: Any iterable or async iterable of :class:`GenerationRequest`,
                 :class:`JobSpec` or prompt strings, read lazily.
-            config: How the scheduler runs the jobs: a
-                :class:`~grok_imagine_async.batch.SchedulerConfig`.
+            config: A :class:`~grok_imagine_async.batch.SchedulerConfig`.
             strict: End the batch at the first invalid item (an :class:`InvalidRequestError`
                 whose ``item`` is its 1-based position), instead of a failed result for it.
             on_progress: Called as ``on_progress(key, progress)`` per job: 0 at its task's
@@ -424,9 +412,8 @@ class AsyncGrokImagine:
     async def download(
         self, task: Task, dest: str | os.PathLike[str], *, stem: str | None = None
     ) -> list[Path]:
-        """Stream a task's videos into the folder ``dest``, atomically, as ``<stem>.mp4`` (or
-        ``<stem>_<n>.mp4`` when several; ``stem``: the sanitised task id by default). Downloads
-        carry no token and use no quota.
+        """Stream a task's videos atomically into the folder ``dest`` as ``<stem>.mp4`` (or
+        ``<stem>_<n>.mp4``; ``stem``: the sanitised task id by default), without token or quota.
 
         Returns:
             The paths written, in the order of ``task.videos``.

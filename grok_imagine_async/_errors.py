@@ -1,26 +1,23 @@
-"""The one exception tree of grok-imagine-async, rooted in :class:`GrokImagineError` (drawn in
-``docs/guides/errors.md``). No message or attribute ever holds the API token."""
+"""The exception tree, rooted in :class:`GrokImagineError`; no message holds the API token."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-# The root and InvalidRequestError live beside the models (which raise it, below everything).
 from ._models import FailureClass, GenerationRequest, Task
 from ._models import GrokImagineError as GrokImagineError
 from ._models import InvalidRequestError as InvalidRequestError
 
 
 class ConfigurationError(GrokImagineError, ValueError):
-    """Raised when an argument or setting is bad, before anything is sent: e.g. no API key can
-    be found, a ``JobFile`` name template names no job, or ``get_task("")``. (An argument of
-    the wrong type, such as ``submit("a prompt")``, raises ``TypeError``, as Python does.)"""
+    """Raised when an argument or setting is bad, before anything is sent (e.g. no API key, or
+    ``get_task("")``); an argument of the wrong type raises ``TypeError``."""
 
 
 class InputError(GrokImagineError, ValueError):
-    """Raised when a batch input file cannot be read; nothing was submitted. The message starts
-    with ``file:line:``, so editors and terminals can jump to it.
+    """Raised when a batch input file cannot be read (nothing submitted); the message starts
+    with ``file:line:``.
 
     Attributes:
         line: The 1-based line of the problem, or None for the file as a whole.
@@ -37,9 +34,7 @@ class InputError(GrokImagineError, ValueError):
 
 
 class JournalError(GrokImagineError):
-    """Raised when a journal cannot be opened, read or written (not a journal, too new, corrupt,
-    locked, a full disk); a scheduler stopped by it lists its paid jobs in ``pending_tasks``.
-    ``path``: the journal file, if it is one."""
+    """Raised when a journal cannot be opened, read or written; ``path``: its file, if any."""
 
     def __init__(self, message: str, *, path: Path | None = None) -> None:
         super().__init__(message)
@@ -47,11 +42,7 @@ class JournalError(GrokImagineError):
 
 
 class APIError(GrokImagineError):
-    """Raised when a request to the API fails.
-
-    Attributes:
-        path: The API path of the failed request (never with credentials).
-    """
+    """Raised when a request to the API fails; ``path``: its API path (no credentials)."""
 
     def __init__(self, message: str, *, method: str | None = None, path: str | None = None) -> None:
         super().__init__(message)
@@ -112,8 +103,7 @@ class ServerError(APIStatusError):
 
 
 class APIResponseValidationError(APIError):
-    """Raised when a successful answer cannot be read: not JSON, or missing required fields;
-    ``body`` holds its text (truncated)."""
+    """Raised when a successful answer cannot be read; ``body`` holds its text (truncated)."""
 
     def __init__(
         self, message: str, *, body: str = "", method: str | None = None, path: str | None = None
@@ -131,8 +121,8 @@ class APITimeoutError(APIConnectionError):
 
 
 class AmbiguousSubmitError(APIError):
-    """Raised when a ``POST /v1/generate`` was sent but its answer was lost or unreadable: a
-    (paid) task may exist, so it is not resent. ``request`` is the request sent."""
+    """Raised when a submission's answer was lost or unreadable: a (paid) task may exist, so
+    ``request`` was not resent."""
 
     def __init__(
         self, message: str, *, request: GenerationRequest | None = None, path: str | None = None
@@ -142,8 +132,8 @@ class AmbiguousSubmitError(APIError):
 
 
 class TaskFailedError(GrokImagineError):
-    """Raised when a task ends in failure (or "completed" with no video): ``task`` as the server
-    last reported it, and its ``failure_class``."""
+    """Raised when a task failed (or completed with no video); holds ``task`` and its
+    ``failure_class``."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -153,8 +143,8 @@ class TaskFailedError(GrokImagineError):
 
 
 class WaitTimeoutError(GrokImagineError, TimeoutError):
-    """Raised when a wait's ``timeout=`` passed before the task finished; the task goes on
-    (the API cannot cancel one): ``client.wait(task_id)`` (or ``job.wait()``) picks it up later.
+    """Raised when a wait's ``timeout=`` passed first; the task goes on, and
+    ``client.wait(task_id)`` (or ``job.wait()``) picks it up later.
 
     Attributes:
         task_id: The task waited on; None only for a scheduler's job not submitted yet.
@@ -174,8 +164,8 @@ class WaitTimeoutError(GrokImagineError, TimeoutError):
 
 
 class BudgetExceededError(GrokImagineError):
-    """Raised when starting another generation could take spending past the credit budget
-    (``max_credits``), with ``committed_credits`` already spent or committed."""
+    """Raised when another generation could take spending past ``max_credits``, with
+    ``committed_credits`` spent or committed."""
 
     def __init__(self, *, max_credits: int, committed_credits: int) -> None:
         self.max_credits, self.committed_credits = max_credits, committed_credits
@@ -186,14 +176,12 @@ class BudgetExceededError(GrokImagineError):
 
 
 class SchedulerClosedError(GrokImagineError, RuntimeError):
-    """Raised when a scheduler cannot take or see through a job: it is not running, takes no
-    more jobs, or (in an app) stopped while a handler waited on a job."""
+    """Raised when a scheduler is not running, takes no more jobs, or stopped while a job was
+    awaited."""
 
 
 class DownloadError(APIError):
-    """Raised when a result video cannot be fetched or saved and retrying would not help (a
-    host not allowed, a bad redirect, too large, an unwritable file); a rerun with the journal
-    fetches it again without paying again.
+    """Raised when a result video cannot be fetched or saved and retrying would not help.
 
     Attributes:
         url: The URL that was being fetched, if any.
@@ -208,5 +196,4 @@ class DownloadError(APIError):
 
 
 class RedisUnavailableError(GrokImagineError):
-    """Raised when Redis cannot be reached and the limiter may not fall back
-    (``on_unavailable="raise"``); the Redis client's error is the ``__cause__``."""
+    """Raised when Redis is unreachable and ``on_unavailable="raise"`` (cause: its error)."""

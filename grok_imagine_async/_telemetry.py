@@ -1,9 +1,6 @@
-"""The OpenTelemetry observer behind :mod:`grok_imagine_async.otel` (request spans, job spans
-and metrics, from one object), and an SDK set up from ``OTEL_*`` for ``grok-imagine batch``.
-
-Every span, attribute and instrument name is listed in the observability guide: standard names
-follow the OpenTelemetry conventions (HTTP client, GenAI), ours start with ``grok_imagine.``.
-"""
+"""The OpenTelemetry observer of :mod:`grok_imagine_async.otel` (request and job spans, metrics),
+and an SDK set up from ``OTEL_*`` for ``grok-imagine batch``. The observability guide lists every
+name: standard ones follow the OpenTelemetry conventions, ours start with ``grok_imagine.``."""
 
 from __future__ import annotations
 
@@ -55,6 +52,7 @@ _TASK_ID = "grok_imagine.task.id"
 _OUTCOME = "grok_imagine.job.outcome"
 _FAILURE = "grok_imagine.job.failure_class"
 _ATTEMPTS = "grok_imagine.job.attempts"
+_JOB_STATES = {"queued": "queued", "submitting": "submitting", "running": "in_flight"}
 
 Attributes = dict[str, AttributeValue]
 
@@ -231,9 +229,8 @@ class Telemetry:
             self._log_failure()
 
     def end_unfinished(self) -> int:
-        """End the spans of unfinished jobs now (``grok_imagine.job.outcome = "unfinished"``)
-        and return how many: an open span is never exported. Call it before shutting the
-        tracer provider down."""
+        """End the spans of unfinished jobs now (outcome ``"unfinished"``: an open span is never
+        exported) and return how many. Call it before shutting the tracer provider down."""
         ended = 0
         for scheduler in list(self._schedulers.values()):
             jobs, scheduler.jobs = scheduler.jobs, {}
@@ -341,19 +338,12 @@ class Telemetry:
             return sum(s.requests_per_minute for s in every) / ceiling if ceiling > 0 else None
 
         def observe(read: Callable[[], float | None]) -> Callable[[CallbackOptions], Any]:
-            def callback(options: CallbackOptions) -> Iterable[Observation]:
-                value = read()
-                return [] if value is None else [Observation(value)]
-
-            return callback
+            return lambda options: [] if (value := read()) is None else [Observation(value)]
 
         def jobs(options: CallbackOptions) -> Iterable[Observation]:
             every = stats()
-            for state, count in (
-                ("queued", sum(s.queued for s in every)),
-                ("submitting", sum(s.submitting for s in every)),
-                ("running", sum(s.in_flight for s in every)),
-            ):
+            for state, name in _JOB_STATES.items():
+                count = sum(getattr(s, name) for s in every)
                 yield Observation(count, {"grok_imagine.job.state": state})
 
         meter.create_observable_up_down_counter(
