@@ -143,22 +143,16 @@ class AsyncGrokImagine:
             if timeout is not _UNSET:  # else the caller's client keeps its own timeout
                 request_options["timeout"] = _http.timeout_in(family, timeout)
         self._sender = Sender(
-            http=self._http,
-            base_url=settings.base_url,
-            api_key=settings.api_key,
-            limiter=limiter,
+            self._http,
+            settings,
+            limiter,
             clock=clock or DEFAULT_CLOCK,
-            retry=settings.retry,
             rng=self._rng,
             on_ambiguous_submit=on_ambiguous_submit,
             request_options=request_options,
-            limits=settings.limits,
-            max_wait_hint=limiter.limit.period,
             observer=self._telemetry,
         )
-        self._downloader = Downloader(
-            self._http, hosts=hosts, limits=settings.limits, retry=settings.retry, rng=self._rng
-        )
+        self._downloader = Downloader(self._http, hosts, settings, self._rng)
 
     async def __aenter__(self) -> AsyncGrokImagine:
         return self

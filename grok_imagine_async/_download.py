@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING
 import anyio
 
 from . import _http
-from ._backoff import RetryPolicy
 from ._errors import APIConnectionError, APIError, ConfigurationError, DownloadError
 from ._files import replacing, run_blocking
 from ._http import BadEncoding, BodyTooLarge, iter_bounded
 from ._models import Task
 from ._protocol import is_fetchable_url
-from ._settings import Limits
+from ._settings import Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -123,19 +122,13 @@ class Downloader:
     """Streams result videos into folders for one client, never with its Authorization."""
 
     def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        hosts: HostPolicy,
-        limits: Limits,
-        retry: RetryPolicy,
-        rng: random.Random,
+        self, http: httpx.AsyncClient, hosts: HostPolicy, settings: Settings, rng: random.Random
     ) -> None:
         self._http = http
         self._url = _http.check_client(http).URL  # URLs of the client's own library
         self._hosts = hosts
-        self._limits = limits
-        self._retry = retry
+        self._limits = settings.limits
+        self._retry = settings.retry
         self._rng = rng
         # The owner (stem) of each file name per folder: another whose name sanitises alike
         # ("a/b", "a?b") gets a digest-suffixed name instead of overwriting.

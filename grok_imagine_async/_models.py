@@ -120,8 +120,6 @@ class GenerationRequest(BaseModel):
     @model_validator(mode="after")
     def _mode_and_ratio(self) -> GenerationRequest:
         mode, ratio = self.mode.lower(), self.ratio
-        if mode != self.mode:
-            object.__setattr__(self, "mode", mode)
         if mode not in KNOWN_MODES:
             if not self.allow_unlisted:
                 raise ValueError(
@@ -140,6 +138,7 @@ class GenerationRequest(BaseModel):
                 raise ValueError(f"ratio {ratio!r} must look like 'W:H', e.g. '16:9'")
         if mode == "spicy" and self.images:
             raise ValueError("mode 'spicy' cannot be used with images")
+        object.__setattr__(self, "mode", mode)
         return self
 
     def payload(self) -> dict[str, Any]:

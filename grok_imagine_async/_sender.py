@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 import anyio
 
 from . import _http
-from ._backoff import RetryPolicy
 from ._clock import Clock
 from ._errors import (
     AmbiguousSubmitError,
@@ -35,7 +34,7 @@ from ._models import GenerationRequest
 from ._observe import Observer, end_attempt, mark_sent, start_attempt
 from ._protocol import find_error, has_error_body, read_rate_limit_headers
 from ._redact import Redactor
-from ._settings import Limits
+from ._settings import Settings
 
 logger = logging.getLogger("grok_imagine_async")
 
@@ -69,37 +68,33 @@ BeforeSend = Callable[[], Awaitable[None]]
 
 class Sender:
     """Sends API calls for one token (redacted from every error and answer) through one limiter;
-    a server wait hint beyond ``max_wait_hint`` ends the call instead of sleeping."""
+    a server wait hint beyond the limiter's period ends the call instead of sleeping."""
 
     def __init__(
         self,
-        *,
         http: httpx.AsyncClient,
-        base_url: str,
-        api_key: str,
+        settings: Settings,
         limiter: RateLimiter,
+        *,
         clock: Clock,
-        retry: RetryPolicy,
         rng: random.Random,
         on_ambiguous_submit: AmbiguousSubmitPolicy,
         request_options: Mapping[str, Any],
-        limits: Limits | None = None,
-        max_wait_hint: float = float("inf"),
-        observer: Observer | None = None,
+        observer: Observer | None,
     ) -> None:
         self._http = http
-        self._base_url = base_url
-        self._redact = Redactor(api_key)
-        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._base_url = settings.base_url
+        self._redact = Redactor(settings.api_key)
+        self._headers = {"Authorization": f"Bearer {settings.api_key}"}
         if http.headers.get("accept-encoding") != ACCEPT_ENCODING:  # replacing it costs per request
             self._headers["Accept-Encoding"] = ACCEPT_ENCODING
         self._limiter = limiter
         self._clock = clock
-        self._retry = retry
+        self._retry = settings.retry
         self._rng = rng
         self.on_ambiguous_submit = on_ambiguous_submit
-        self._limits = limits or Limits()
-        self._max_wait_hint = max_wait_hint
+        self._limits = settings.limits
+        self._max_wait_hint = limiter.limit.period
         self._observer = observer
         self._deadlines = _Deadlines()
         # A POST's answer carries a task id worth 40 credits: read it for the whole

@@ -1,5 +1,5 @@
-"""The client's settings: arguments first, then ``GROK_IMAGINE_*``, read and scaled for a faster
-server in one place (:meth:`Settings.from_env`), for the client, the CLI and the FastAPI app."""
+"""The client's settings: arguments first, then ``GROK_IMAGINE_*``, scaled for a faster server
+(:meth:`Settings.from_env`), for the client, the CLI and the FastAPI app."""
 
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ def prompt_problem(prompt: str, limits: Limits) -> str | None:
 # The real service's defaults (frozen values: one instance serves every Settings).
 _FREE, _RETRY, _POLL = RateLimit(100, 60.0), RetryPolicy(), PollPolicy()
 _LIMITS, _BREAKER = Limits(), BreakerPolicy()
+_BREAKER_WAITS = "give_up_unreachable warmup_age warmup_max_wait probe_wait_initial probe_wait_max"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,15 +167,7 @@ class Settings:
             retry=retry or _scaled(_RETRY, scale, "wait_initial", "wait_max"),
             poll=poll or _scaled(_POLL, scale, "wait_initial", "wait_max"),
             limits=_LIMITS if limits is None else limits,
-            breaker=_scaled(
-                _BREAKER,
-                scale,
-                "give_up_unreachable",
-                "warmup_age",
-                "warmup_max_wait",
-                "probe_wait_initial",
-                "probe_wait_max",
-            ),
+            breaker=_scaled(_BREAKER, scale, *_BREAKER_WAITS.split()),
             expected_duration=DEFAULT_EXPECTED_DURATION / scale,
         )
 
@@ -204,8 +197,8 @@ def time_scale_from(value: float | None) -> float:
 
 
 def with_redis_password(url: str) -> str:
-    """``url`` with the password of ``$GROK_IMAGINE_REDIS_PASSWORD`` if it names none (so that it
-    need not be on a command line, where other users may read it)."""
+    """``url`` with the password of ``$GROK_IMAGINE_REDIS_PASSWORD`` if it names none (kept off
+    the command line)."""
     password = os.environ.get(ENV_REDIS_PASSWORD)
     scheme, sep, rest = url.partition("://")
     if not password or not sep or "@" in rest.partition("/")[0]:
