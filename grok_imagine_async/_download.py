@@ -1,8 +1,6 @@
-"""Fetching result videos: safe names, the host policy, bounded redirects and size, atomic files.
-
-A hostile result URL could aim at ``127.0.0.1`` or a metadata service: non-public addresses are
-refused before sending and again once connected (DNS rebinding), but for the allowed hosts.
-"""
+"""Fetching result videos: safe names, bounded redirects and size, atomic files, and a host
+policy: non-public addresses (a hostile URL's ``127.0.0.1``) are refused before sending and
+once connected (DNS rebinding), but for the allowed hosts."""
 
 from __future__ import annotations
 
@@ -209,9 +207,8 @@ class Downloader:
                     await run_blocking(out.write, chunk)
             return
         except BodyTooLarge:
-            failure = _failed(
-                target, url, f"stopped: more than {limit} bytes (Limits.max_video_bytes)"
-            )
+            too_large = f"stopped: more than {limit} bytes (Limits.max_video_bytes)"
+            failure = _failed(target, url, too_large)
         except BadEncoding as exc:
             failure = _failed(target, url, f"failed: {exc}")
         except OSError as exc:
@@ -248,9 +245,8 @@ def _make_folder(dest: Path) -> Path:
         dest.mkdir(parents=True, exist_ok=True)
         return dest.resolve()
     except OSError as exc:
-        raise DownloadError(
-            f"cannot create {dest}: {exc.strerror or exc}", local_path=dest
-        ) from None
+        failure = DownloadError(f"cannot create {dest}: {exc.strerror or exc}", local_path=dest)
+    raise failure
 
 
 def _refuse_non_file(target: Path) -> None:

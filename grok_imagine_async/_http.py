@@ -111,9 +111,7 @@ def new_client(family: ModuleType, *, timeout: Any = DEFAULT_TIMEOUT) -> httpx.A
 
 def timeout_in(family: ModuleType, timeout: Any) -> Any:
     """``timeout`` for a client of ``family``: a ``Timeout`` of the other family converted."""
-    if isinstance(timeout, (int, float)) or timeout is None:
-        return timeout
-    if isinstance(timeout, family.Timeout):
+    if timeout is None or isinstance(timeout, (int, float, family.Timeout)):
         return timeout
     if family_of(timeout, "Timeout") is not None:
         return family.Timeout(

@@ -242,7 +242,5 @@ _FAILURE_MARKERS: tuple[tuple[FailureClass, tuple[str, ...]], ...] = (
 def classify_error_message(message: str | None) -> FailureClass:
     """The failure class a task's ``error_message`` indicates (rule 6)."""
     text = (message or "").lower()
-    for failure_class, markers in _FAILURE_MARKERS:
-        if any(marker in text for marker in markers):
-            return failure_class
-    return FailureClass.UNKNOWN
+    found = (kind for kind, markers in _FAILURE_MARKERS if any(m in text for m in markers))
+    return next(found, FailureClass.UNKNOWN)

@@ -51,8 +51,8 @@ def job_scope(observer: Observer | None, owner: object, key: str) -> AbstractCon
 
 @dataclass(slots=True)
 class RequestAttempt:
-    """One request as sent and answered (or not); handed to :meth:`Observer.on_request` once it
-    ended (a plain record, like :class:`RateLimitFeedback`: filled in as the request travels).
+    """One request as sent and answered (or not), handed to :meth:`Observer.on_request` once it
+    ended.
 
     Attributes:
         method: ``"GET"`` or ``"POST"``.
@@ -110,10 +110,8 @@ def end_attempt(attempt: RequestAttempt, now: float, error: BaseException | None
 
 
 class Observer(Protocol):
-    """Receives what the client and its schedulers do; must return quickly and never raise.
-
-    ``otel.Telemetry`` is one; pass any as ``AsyncGrokImagine(telemetry=...)``.
-    """
+    """Receives what the client and its schedulers do (``otel.Telemetry`` is one; pass any as
+    ``AsyncGrokImagine(telemetry=...)``); must return quickly and never raise."""
 
     def on_request(self, attempt: RequestAttempt) -> None:
         """One request was sent and its answer read (or it failed)."""

@@ -68,16 +68,13 @@ def _as_int(value: object) -> int | None:
 
 
 def _as_datetime(value: object) -> datetime | None:
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, str):
             return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return datetime.fromtimestamp(float(value), tz=timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            return None
+    except (OverflowError, OSError, ValueError):
+        pass
     return None
 
 

@@ -42,25 +42,13 @@ GENERATE_PATH = "/v1/generate"
 STATUS_PATH = "/v1/status"
 
 _UNDECODABLE: tuple[type[Exception], ...] = (BadEncoding, *_http.DecodingError)
-_FAILURES: tuple[type[Exception], ...] = (
-    BodyTooLarge,
-    *_UNDECODABLE,
-    *_http.TransportError,
-    *_http.InvalidURL,
-)
+_FAILURES: tuple[type[Exception], ...]
+_FAILURES = (BodyTooLarge, *_UNDECODABLE, *_http.TransportError, *_http.InvalidURL)
 _TOO_DEEP = object()
 _UNSHIELDED = contextlib.nullcontext()  # reusable: no scope per request without an intent
 # The headers an answer is read for, by their raw lower-cased name: decoding all costs more.
-_READ_HEADERS = {
-    name.encode(): name
-    for name in (
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-        "retry-after",
-        "content-type",
-        "content-encoding",
-    )
-}
+_HEADERS = "x-ratelimit-remaining x-ratelimit-reset retry-after content-type content-encoding"
+_READ_HEADERS = {name.encode(): name for name in _HEADERS.split()}
 
 AmbiguousSubmitPolicy = Literal["raise", "resubmit"]
 BeforeSend = Callable[[], Awaitable[None]]
@@ -138,11 +126,9 @@ class Sender:
                 error = exc.error
                 if guard and exc.sent:
                     final = self.ambiguous(request, error.message, error)
-            except RateLimitError as exc:
+            except (RateLimitError, ServerError) as exc:
                 error, hint = exc, exc.retry_after
-            except ServerError as exc:
-                error, hint = exc, exc.retry_after
-                if guard and not has_error_body(exc.body):
+                if guard and isinstance(exc, ServerError) and not has_error_body(exc.body):
                     final = self.ambiguous(request, str(exc), exc)
             except APIResponseValidationError as exc:
                 error = exc
@@ -158,9 +144,8 @@ class Sender:
                     cut.__suppress_context__ = True
                 raise final
             delay = self._retry.delay(attempt, hint=hint, rng=self._rng)
-            failed = type(error).__name__
-            if isinstance(error, APIStatusError):
-                failed = f"HTTP {error.status_code}"
+            status = isinstance(error, APIStatusError) and f"HTTP {error.status_code}"
+            failed = status or type(error).__name__
             retry = f"retry {attempt + 1} of {self._retry.attempts} in {delay:.2f}s"
             logger.warning("%s %s failed (%s); %s", method, path, failed, retry)
             await anyio.sleep(delay)
