@@ -28,6 +28,7 @@ from ._errors import (
     TaskFailedError,
     WaitTimeoutError,
 )
+from ._limiting.local import LocalRateLimiter
 from ._limiting.plans import Plan, RateLimit
 from ._limiting.protocol import Priority, RateLimiter
 from ._models import GenerationRequest, Task
@@ -122,8 +123,6 @@ class AsyncGrokImagine:
         self._rng = rng if rng is not None else random.Random()
         self._durations = DurationModel(prior_median=settings.expected_duration)
         if limiter is None:
-            from ._limiting.local import LocalRateLimiter
-
             limiter = LocalRateLimiter(settings.rate_limit, clock=clock)
         self._limiter = limiter
         if telemetry is True:

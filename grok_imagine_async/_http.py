@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 import httpx
 
 from ._errors import ConfigurationError
+from ._version import __version__
 
 if TYPE_CHECKING:
     import httpx2
@@ -99,8 +100,6 @@ def check_client(client: object) -> ModuleType:
 def new_client(family: ModuleType, *, timeout: Any = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
     """The ``AsyncClient`` a client builds for itself, with httpx's default pool (keeping 50
     connections alive costs httpcore twice the CPU: ``benchmarks/README.md``)."""
-    from ._version import __version__
-
     headers = {
         "User-Agent": f"grok-imagine-async/{__version__}",
         "Accept-Encoding": ACCEPT_ENCODING,  # what read_bounded can inflate
