@@ -94,9 +94,6 @@ class Sender:
         post = family.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
         self._options = {"GET": options, "POST": {**options, "timeout": post}}
 
-    def __repr__(self) -> str:
-        return f"Sender(base_url={self._base_url!r})"
-
     async def request(
         self,
         method: str,

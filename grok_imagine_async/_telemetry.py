@@ -117,9 +117,7 @@ class Telemetry:
         self._servers: dict[str, tuple[str, int]] = {}
         self._last_remaining: int | None = None
         # Weak: a scheduler that is gone takes its unfinished jobs (never-ended spans) with it.
-        self._schedulers: weakref.WeakKeyDictionary[Any, _SchedulerTrace] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._schedulers = weakref.WeakKeyDictionary[Any, _SchedulerTrace]()
         self._duration, self._generation, self._detection = (
             meter.create_histogram(
                 name, unit="s", description=text, explicit_bucket_boundaries_advisory=buckets
