@@ -236,7 +236,8 @@ class AsyncGrokImagine:
         priority: Priority = Priority.SUBMIT,
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> str:
-        """:meth:`submit`, with a scheduler's ``before_send`` (its journal intent)."""
+        """:meth:`submit`, with a scheduler's ``before_send`` (its journal intent, run after the
+        permit and shielded with the send)."""
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"submit() takes a GenerationRequest, got {type(request).__name__}")
         self._check_prompt(request.prompt)

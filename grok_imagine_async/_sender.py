@@ -141,8 +141,9 @@ class Sender:
                     cut.__suppress_context__ = True
                 raise final
             delay = self._retry.delay(attempt, hint=hint, rng=self._rng)
-            status = isinstance(error, APIStatusError) and f"HTTP {error.status_code}"
-            failed = status or type(error).__name__
+            failed = type(error).__name__
+            if isinstance(error, APIStatusError):
+                failed = f"HTTP {error.status_code}"
             retry = f"retry {attempt + 1} of {self._retry.attempts} in {delay:.2f}s"
             logger.warning("%s %s failed (%s); %s", method, path, failed, retry)
             await anyio.sleep(delay)
