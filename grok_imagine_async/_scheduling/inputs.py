@@ -117,30 +117,27 @@ class JobFile:
         """
         if max_problems < 1:
             raise ConfigurationError(f"max_problems must be >= 1, got {max_problems}")
-        keys: set[str] = set()
-        stems: dict[str, str] = {}
+        stems: dict[str, str] = {}  # key -> the file stem of its videos
         problems: list[InputError] = []
         count = 0
         for item in self._scan():
-            if isinstance(item, InputError):
-                count += 1
-                if len(problems) < max_problems:
-                    problems.append(item)
-                if max_problems == 1:
-                    break
-            else:
-                key, stem = item[0].key or "", item[1]
-                keys.add(key)
-                if stem != key:
-                    stems[key] = stem
+            if not isinstance(item, InputError):
+                stems[item[0].key or ""] = item[1]
+                continue
+            count += 1
+            if len(problems) < max_problems:
+                problems.append(item)
+            if max_problems == 1:
+                break
         if problems:
             first = problems[0]
             first.problems, first.problem_count = tuple(problems), count
             raise first
-        if not keys:
+        if not stems:
             skipped = " (blank lines and # comments are skipped)" if self.format == "text" else ""
             raise InputError(self.path, None, f"no jobs in the file{skipped}")
-        return InputSummary(self.path, self.format, len(keys), frozenset(keys), stems)
+        named = {key: stem for key, stem in stems.items() if stem != key}
+        return InputSummary(self.path, self.format, len(stems), frozenset(stems), named)
 
     def _scan(self) -> Iterator[tuple[JobSpec, str] | InputError]:
         """Every job with its file stem, and every bad line."""
