@@ -1,7 +1,6 @@
 """The batch's circuit breaker: recent outcomes in, run/pause/stop out. Pure: time is passed in.
 
-The rules and their reasons: the batches guide, "When the provider fails systematically".
-"""
+The rules and their reasons: the batches guide, "When the provider fails systematically"."""
 
 from __future__ import annotations
 
@@ -18,10 +17,8 @@ from .._models import FailureClass
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerPolicy:
-    """When a batch pauses or stops on a systematic failure; ``None`` turns a rule off.
-
-    ``SchedulerConfig(breaker=None)`` turns every rule off; the batches guide explains the
-    defaults.
+    """When a batch pauses or stops on a systematic failure; ``None`` turns a rule off, and
+    ``SchedulerConfig(breaker=None)`` every rule (the batches guide explains the defaults).
 
     Args:
         pause_after_failures: Retryable failures (network, build, 5xx, error body, timeout,
@@ -39,10 +36,9 @@ class BreakerPolicy:
             proof against refusals at the end of a generation) or ``"running"`` (a task seen
             running ``warmup_age`` seconds; protects from an outage only).
         warmup_max_wait: With ``"completed"``, a task seen running this long ends the warm-up
-            too, unless a warm-up job was refused meanwhile. ``None`` (the default): only an
-            outcome ends it, so a batch of long generations that the provider refuses pays
-            for the warm-up's tasks alone; a number bounds the wait of such a batch and gives
-            that guarantee up for generations longer than it.
+            too, unless a warm-up job was refused meanwhile. ``None`` (default): only an
+            outcome ends it, so refused long generations cost the warm-up's tasks alone; a
+            number bounds that wait but gives the guarantee up for generations longer than it.
         probe_wait_initial: Seconds from a pause to its first probe.
         probe_wait_factor: Each failed probe multiplies the wait by this.
         probe_wait_max: The longest wait between two probes.
@@ -339,9 +335,8 @@ class Breaker:
         if self.warming_up and sequence is not None:
             self._ended.add(sequence)
             if self.state is BreakerState.RUNNING and len(self._ended) >= self._sequence:
-                # Every warm-up submission ended, none proving the provider works nor stopping
-                # the batch (unknown failures, refusals of mixed reasons): another round of
-                # them, rather than hold the batch forever.
+                # Every warm-up submission ended with neither proof nor stop (unknown failures,
+                # refusals of mixed reasons): another round, rather than hold the batch forever.
                 self._warmup = self._sequence + (policy.warmup or 1)
         if self.state is BreakerState.RUNNING and not self._bad:
             self.failing_since = math.inf  # explained by a later success, or the outage ended
