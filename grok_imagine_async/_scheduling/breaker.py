@@ -1,7 +1,6 @@
 """The batch's circuit breaker: recent outcomes in, run/pause/stop out. Pure: time is passed in.
 
-The rules and their reasons: the batches guide, "When the provider fails systematically".
-"""
+The rules and their reasons: the batches guide, "When the provider fails systematically"."""
 
 from __future__ import annotations
 
@@ -18,10 +17,8 @@ from .._models import FailureClass
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerPolicy:
-    """When a batch pauses or stops on a systematic failure; ``None`` turns a rule off.
-
-    ``SchedulerConfig(breaker=None)`` turns every rule off; the batches guide explains the
-    defaults.
+    """When a batch pauses or stops on a systematic failure; ``None`` turns a rule off, and
+    ``SchedulerConfig(breaker=None)`` every rule (the batches guide explains the defaults).
 
     Args:
         pause_after_failures: Retryable failures (network, build, 5xx, error body, timeout,
@@ -39,10 +36,9 @@ class BreakerPolicy:
             proof against refusals at the end of a generation) or ``"running"`` (a task seen
             running ``warmup_age`` seconds; protects from an outage only).
         warmup_max_wait: With ``"completed"``, a task seen running this long ends the warm-up
-            too, unless a warm-up job was refused meanwhile. ``None`` (the default): only an
-            outcome ends it, so a batch of long generations that the provider refuses pays
-            for the warm-up's tasks alone; a number bounds the wait of such a batch and gives
-            that guarantee up for generations longer than it.
+            too, unless a warm-up job was refused meanwhile. ``None`` (default): only an
+            outcome ends it, so refused long generations cost the warm-up's tasks alone; a
+            number bounds that wait but gives the guarantee up for generations longer than it.
         probe_wait_initial: Seconds from a pause to its first probe.
         probe_wait_factor: Each failed probe multiplies the wait by this.
         probe_wait_max: The longest wait between two probes.
@@ -160,6 +156,9 @@ class BreakerSnapshot:
     warming_up: bool = False
 
 
+_Why = tuple[str | None, FailureClass | None, int]  # reason, failure class, streak
+
+
 class Breaker:
     """Decides from recent outcomes whether a batch runs, pauses and probes, or stops.
 
@@ -172,21 +171,17 @@ class Breaker:
         self.warming_up = self._warmup > 0  # until the provider is seen working
         self._sequence = 0
         self.state = BreakerState.RUNNING
-        self._reason: str | None = None
-        self._class: FailureClass | None = None
-        self._streak = 0
+        self._why: _Why = (None, None, 0)  # why it paused or stopped (see BreakerSnapshot)
         self.newest_good = -1  # the newest submission that succeeded; later failures count
         self._bad: set[int] = set()  # retryable failures submitted after it
         self._refused: FailureClass | None = None  # the class of the refusals in a row
         self.refusals = 0  # and how many
-        self._unanswered_run = 0
-        self.unanswered = 0
+        self._unanswered_run = self.unanswered = 0
         self._ended: set[int] = set()  # submissions whose outcome came before it was proven
         self._first_sent: float | None = None  # the first POST's time (inf: the server answered)
         self._probe: int | None = None  # sequence of the probe in flight
         self._probes = 0
-        self._wait = 0.0
-        self._next_probe = 0.0
+        self._wait = self._next_probe = 0.0
         self._failure_age = math.inf  # the youngest a failed task was seen failed
         self._paused_at = 0  # the last sequence sent before the pause
         self._hold_until = -math.inf  # no submission before this while a failure is unexplained
@@ -221,15 +216,13 @@ class Breaker:
         if not self.warming_up or policy is None:
             return False
         if policy.warmup_until == "running":
-            enough: float | None = policy.warmup_age
-        elif self.refusals:
+            enough = policy.warmup_age
+        elif self.refusals or policy.warmup_max_wait is None:
             return False  # refusals and no completion: the prompts are in doubt
         else:
             enough = policy.warmup_max_wait
-        if enough is None or age < enough:
-            return False
-        self.warming_up = False
-        return True
+        self.warming_up = age < enough
+        return not self.warming_up
 
     @property
     def suspicious(self) -> bool:
@@ -258,14 +251,9 @@ class Breaker:
         return sequence is not None and sequence <= self._paused_at
 
     def pauses(self, sequence: int | None) -> bool:
-        """Running with the pause rule on, and ``sequence``'s failure unexplained: a pause may be
-        on its way."""
-        policy = self.policy
-        return (
-            policy is not None
-            and policy.pause_after_failures is not None
-            and self.unexplained(sequence)
-        )
+        """Running with the pause rule on, and ``sequence``'s failure unexplained: a pause may
+        be on its way."""
+        return (self.policy or _OFF).pause_after_failures is not None and self.unexplained(sequence)
 
     def withholds(self, sequence: int | None) -> bool:
         """Whether an admitted ``sequence`` must not go now: stopped, or paused and no probe."""
@@ -328,21 +316,16 @@ class Breaker:
             self.refusals = self.refusals + 1 if self._refused is failure_class else 1
             self._refused = failure_class
             limit = policy.stop_after_refusals
-            if (
-                limit is not None
-                and self.refusals >= limit
-                and self.state is not BreakerState.STOPPED
-            ):
+            if limit is not None and self.refusals >= limit:
                 transition = self._stop("refused", self.refusals, failure_class)
         else:
             self._refused, self.refusals = None, 0
-        give_up = policy.give_up_unreachable
+        first, give_up = self._first_sent, policy.give_up_unreachable
         if (
             outcome is Outcome.UNREACHABLE
-            and self._first_sent is not None
-            and self.state is not BreakerState.STOPPED
+            and first is not None
             and give_up is not None
-            and now - self._first_sent >= give_up
+            and now - first >= give_up
         ):
             transition = self._stop("unreachable", len(self._bad), None)
         if self.is_probe(sequence) and self.state is BreakerState.PAUSED:
@@ -352,44 +335,41 @@ class Breaker:
         if self.warming_up and sequence is not None:
             self._ended.add(sequence)
             if self.state is BreakerState.RUNNING and len(self._ended) >= self._sequence:
-                # Every warm-up submission ended, none proving the provider works nor stopping
-                # the batch (unknown failures, refusals of mixed reasons): another round of
-                # them, rather than hold the batch forever.
+                # Every warm-up submission ended with neither proof nor stop (unknown failures,
+                # refusals of mixed reasons): another round, rather than hold the batch forever.
                 self._warmup = self._sequence + (policy.warmup or 1)
         if self.state is BreakerState.RUNNING and not self._bad:
             self.failing_since = math.inf  # explained by a later success, or the outage ended
         return transition
 
     def _resume(self) -> Transition:
-        self.state, self._reason, self._streak = BreakerState.RUNNING, None, 0
+        self.state, self._why, self._probe = BreakerState.RUNNING, (None, None, 0), None
         self._unanswered_run = 0  # also when another process's probe was answered
-        self._probe = None
         self._bad.clear()
-        self._failure_age = math.inf
-        self.failing_since = math.inf
+        self._failure_age = self.failing_since = math.inf
         self.warming_up = False
         return Transition.RESUMED
 
     def _pause(self, reason: str, streak: int, now: float) -> Transition | None:
         if self.state is not BreakerState.RUNNING or self.policy is None:
             return None
-        self.state, self._reason, self._streak = BreakerState.PAUSED, reason, streak
+        self.state, self._why = BreakerState.PAUSED, (reason, None, streak)
         self._paused_at = self._sequence  # a success of a later submission ends the pause
         self._wait = self.policy.probe_wait_initial
         self._next_probe = now + self._wait
         return Transition.PAUSED
 
-    def _stop(self, reason: str, streak: int, failure_class: FailureClass | None) -> Transition:
-        self.state, self._reason, self._streak = BreakerState.STOPPED, reason, streak
-        self._class = failure_class
-        self._probe = None
+    def _stop(self, reason: str, streak: int, failure: FailureClass | None) -> Transition | None:
+        if self.state is BreakerState.STOPPED:
+            return None
+        self.state, self._why, self._probe = BreakerState.STOPPED, (reason, failure, streak), None
         return Transition.STOPPED
 
     def course(self, *, at: float, by: str, now: float) -> Course:
         """This breaker's decision at ``now``, to share with the processes of the batch: ``at``
         is the same moment on the wall clock, which they share."""
         since = None if math.isinf(self.failing_since) else at - (now - self.failing_since)
-        return Course(self.state, self._reason, self._class, self._streak, at, by, since)
+        return Course(self.state, *self._why, at, by, since)
 
     def adopt(self, course: Course, now: float, *, at: float) -> Transition | None:
         """Take the course another process of the batch decided; return the change, if any.
@@ -409,16 +389,11 @@ class Breaker:
         return None
 
     def snapshot(self) -> BreakerSnapshot:
-        paused = self.state is BreakerState.PAUSED
+        waiting = self.state is BreakerState.PAUSED and self._probe is None
+        next_probe = self._next_probe if waiting else None
+        warming = self.warming_up and self.state is not BreakerState.STOPPED
         return BreakerSnapshot(
-            state=self.state,
-            reason=self._reason,
-            failure_class=self._class,
-            streak=self._streak,
-            probes=self._probes,
-            next_probe_at=self._next_probe if paused and self._probe is None else None,
-            unanswered=self.unanswered,
-            warming_up=self.warming_up and self.state is not BreakerState.STOPPED,
+            self.state, *self._why, self._probes, next_probe, self.unanswered, warming
         )
 
 

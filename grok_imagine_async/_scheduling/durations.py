@@ -1,8 +1,7 @@
 """How long generations take: a lognormal fitted (EM, weak prior) to what polls see. Pure.
 
 A look finding a job done brackets its duration; one finding it running is a lower bound
-(censored), so the model learns jobs are long before any finished. Both are binned on a log
-scale: memory does not grow with the number of jobs.
+(censored), so long jobs are learnt before any finished. Both are binned on a log scale.
 """
 
 from __future__ import annotations
@@ -40,8 +39,7 @@ def _upper(z: float) -> float:
 
 def _moments(mu: float, sigma: float, low: float, high: float) -> tuple[float, float]:
     """E[x] and E[x^2] of N(mu, sigma^2) restricted to (low, high]."""
-    a = (low - mu) / sigma
-    b = (high - mu) / sigma
+    a, b = (low - mu) / sigma, (high - mu) / sigma
     mass = _upper(a) - _upper(b) if a > 0 else _upper(-b) - _upper(-a)
     if mass < 1e-300:  # far outside the model: the nearest edge is the best guess
         edge = low if a > 0 else high
@@ -89,8 +87,7 @@ class DurationModel:
         self.prior_weight = prior_weight
         self._done: defaultdict[tuple[int, int], int] = defaultdict(int)
         self._running: defaultdict[int, int] = defaultdict(int)
-        self.count = 0
-        self.censored = 0
+        self.count = self.censored = 0
         self.mu = math.log(prior_median)
         self.sigma = prior_sigma
         self._fitted_at = 0  # observations (both kinds) at the last fit
@@ -105,8 +102,7 @@ class DurationModel:
     def observe(self, lower: float, upper: float) -> None:
         """Learn from a job known to have finished within ``(lower, upper]`` seconds."""
         upper = max(upper, 1e-3)
-        lower = min(max(lower, 0.0), upper)
-        low = _FROM_ZERO if lower <= 0 else _key(lower)
+        low = _FROM_ZERO if lower <= 0 else _key(min(lower, upper))
         high = max(_key(upper), low + 1) if low != _FROM_ZERO else _key(upper)
         self._done[(low, high)] += 1
         self.count += 1
@@ -184,6 +180,5 @@ class DurationModel:
 
     def quantile(self, probability: float) -> float:
         """The duration a fraction ``probability`` of jobs do not exceed."""
-
         p = min(max(probability, 1e-9), 1 - 1e-9)
         return math.exp(self.mu + self.sigma * _STANDARD.inv_cdf(p))

@@ -92,9 +92,7 @@ class JobFile:
         if format is not None and format not in _READERS:
             raise ConfigurationError(f"format must be 'text', 'jsonl' or 'csv', got {format!r}")
         self.format: InputFormat = format or _SUFFIXES.get(self.path.suffix.lower(), "text")
-        self._mode = mode
-        self._ratio = ratio
-        self._allow_unlisted = allow_unlisted
+        self._mode, self._ratio, self._allow_unlisted = mode, ratio, allow_unlisted
         self._limits = limits or Limits()
 
     def __repr__(self) -> str:
@@ -119,35 +117,33 @@ class JobFile:
         """
         if max_problems < 1:
             raise ConfigurationError(f"max_problems must be >= 1, got {max_problems}")
-        keys: set[str] = set()
-        stems: dict[str, str] = {}
+        stems: dict[str, str] = {}  # key -> the file stem of its videos
         problems: list[InputError] = []
         count = 0
         for item in self._scan():
-            if isinstance(item, InputError):
-                count += 1
-                if len(problems) < max_problems:
-                    problems.append(item)
-                if max_problems == 1:
-                    break
-            else:
-                key, stem = item[0].key or "", item[1]
-                keys.add(key)
-                if stem != key:
-                    stems[key] = stem
+            if not isinstance(item, InputError):
+                stems[item[0].key or ""] = item[1]
+                continue
+            count += 1
+            if len(problems) < max_problems:
+                problems.append(item)
+            if max_problems == 1:
+                break
         if problems:
             first = problems[0]
             first.problems, first.problem_count = tuple(problems), count
             raise first
-        if not keys:
+        if not stems:
             skipped = " (blank lines and # comments are skipped)" if self.format == "text" else ""
             raise InputError(self.path, None, f"no jobs in the file{skipped}")
-        return InputSummary(self.path, self.format, len(keys), frozenset(keys), stems)
+        named = {key: stem for key, stem in stems.items() if stem != key}
+        return InputSummary(self.path, self.format, len(stems), frozenset(stems), named)
 
     def _scan(self) -> Iterator[tuple[JobSpec, str] | InputError]:
         """Every job with its file stem, and every bad line."""
         seen: dict[str, int] = {}  # key -> line, to name both lines of a duplicate
-        names = _FileNames()
+        stems: dict[str, _Place] = {}  # file stem -> (key, line)
+        numbered: dict[str, _Place] = {}  # "x" -> the first key whose stem is "x_<n>"
         repeats: Counter[str] = Counter()
         for line, fields in self._entries():
             try:
@@ -160,7 +156,7 @@ class JobFile:
                     raise ValueError(f"duplicate id {spec.key!r} (already used on line {first})")
                 slug = _slug(spec.request.prompt)
                 stem = self._name.format(key=spec.key, index=len(seen), slug=slug)
-                clash = names.add(stem, spec.key, line)
+                clash = _clash(stems, numbered, stem, spec.key, line)
                 if clash is not None:
                     raise ValueError(
                         f"id {spec.key!r} and id {clash[0]!r} (line {clash[1]}) could give their "
@@ -329,27 +325,25 @@ def _slug(prompt: str) -> str:
     return slug or "video"
 
 
-class _FileNames:
-    """Catches keys whose videos would write the same file (names are sanitised and get
-    ``_<n>`` when a task has several: ``X`` and ``x``, or ``x`` and ``x_1``, would clash)."""
+def _clash(
+    stems: dict[str, _Place], numbered: dict[str, _Place], name: str, key: str, line: int
+) -> _Place | None:
+    """Note job ``key``'s file ``name``; return the (key, line) whose videos could write the
+    same file, if any (names are sanitised and get ``_<n>`` when a task has several: ``X`` and
+    ``x``, or ``x`` and ``x_1``, would clash)."""
+    stem = safe_name(name).lower()
+    number = _NUMBERED.fullmatch(stem)
+    clash = stems.get(stem) or numbered.get(stem)
+    if clash is None and number is not None:
+        clash = stems.get(number.group(1))
+    if clash is None:
+        stems[stem] = (key, line)
+        if number is not None:
+            numbered.setdefault(number.group(1), (key, line))
+    return clash
 
-    def __init__(self) -> None:
-        self._stems: dict[str, tuple[str, int]] = {}  # stem -> (key, line)
-        self._numbered: dict[str, tuple[str, int]] = {}  # "x" -> the first key "x_<n>"
 
-    def add(self, name: str, key: str, line: int) -> tuple[str, int] | None:
-        """Note job ``key``'s file ``name``; return the (key, line) it clashes with, if any."""
-        stem = safe_name(name).lower()
-        numbered = _NUMBERED.fullmatch(stem)
-        clash = self._stems.get(stem) or self._numbered.get(stem)
-        if clash is None and numbered is not None:
-            clash = self._stems.get(numbered.group(1))
-        if clash is not None:
-            return clash
-        self._stems[stem] = (key, line)
-        if numbered is not None:
-            self._numbered.setdefault(numbered.group(1), (key, line))
-        return None
+_Place = tuple[str, int]  # a key and its line
 
 
 class _NumberedLines:

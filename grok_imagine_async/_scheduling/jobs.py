@@ -20,8 +20,8 @@ from .durations import DurationModel
 
 
 class JobState(str, enum.Enum):
-    """Where a job is: queued, its POST being sent (submitting), its task polled (running),
-    completed (with a video) or failed (see the result's ``failure_class``)."""
+    """Where a job is: queued, its POST being sent, its task polled (running), completed (with
+    a video) or failed (see the result's ``failure_class``)."""
 
     QUEUED = "queued"
     SUBMITTING = "submitting"
@@ -165,8 +165,7 @@ class JobRecord:
 
     @property
     def result(self) -> JobResult | None:
-        """Read-only: the FastAPI registry's mirror of a shared store overrides it."""
-        return self._result
+        return self._result  # read-only: the FastAPI registry's mirror overrides it
 
     async def wait_finished(self) -> JobResult:
         if self._result is None:
@@ -177,8 +176,7 @@ class JobRecord:
         return self._result
 
     def adopted(self, *, attempts: int, credits: int) -> None:
-        """Take over what an earlier run recorded of this job."""
-        self.attempts, self.credits = attempts, credits
+        self.attempts, self.credits = attempts, credits  # what an earlier run recorded
 
     def submitting(self) -> None:
         self._to(JobState.SUBMITTING)
@@ -201,18 +199,15 @@ class JobRecord:
         self._to(JobState.RUNNING)
 
     def resumed(self, task_id: str) -> None:
-        """An earlier run submitted ``task_id``; its age is unknown."""
-        self.task_id, self.submitted_at = task_id, None
+        self.task_id, self.submitted_at = task_id, None  # an earlier run's task: age unknown
         self._to(JobState.RUNNING)
 
     def looked(self, *, at: float) -> None:
         """A poll found the task unfinished."""
-        self.last_look = at
-        self.unreadable = 0
+        self.last_look, self.unreadable = at, 0
 
     def succeeded(self, task: Task) -> None:
-        """The task completed; its files are still to be downloaded."""
-        self.task_id = task.task_id
+        self.task_id = task.task_id  # completed; its files are still to be downloaded
 
     def finished(self, result: JobResult) -> None:
         self._result = result
@@ -220,13 +215,11 @@ class JobRecord:
         if self._done is not None:
             self._done.set()
 
-    def mirrored(self, state: JobState) -> None:
-        """Follow a state another process recorded."""
-        self._to(state)
-
     def _to(self, state: JobState) -> None:
         self._tally._move(self.state, state)
         self.state = state
+
+    mirrored = _to  # follow a state another process recorded
 
 
 class Job:
@@ -269,7 +262,6 @@ class Job:
     def progress(self) -> float | None:
         """An estimate from 0 to 1 (the API reports none) that never goes back; None when
         its task's age is unknown (resumed, or run by another process)."""
-
         record = self._record
         if record.state.is_final:
             return self._progress.finished()
