@@ -1,8 +1,7 @@
 """The emulator: a local stand-in for the Grok Imagine API, in process or on a socket.
 
 A task's state is a function of the clock, computed when read. State changes never await and
-hold one lock, so a test thread may read statistics while uvicorn serves from another.
-"""
+hold one lock, so a test thread may read statistics while uvicorn serves from another."""
 
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ from starlette.routing import Route
 from .. import _http
 from .._clock import DEFAULT_CLOCK
 from .._errors import ConfigurationError
-from .._models import CREDITS_PER_GENERATION, TaskStatus
+from .._models import CREDITS_PER_GENERATION, KNOWN_MODES, TaskStatus
 from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
 from ._config import EmulatorConfig, Outage
 from ._faults import FaultInjector, InvalidRequest
@@ -46,9 +45,7 @@ if TYPE_CHECKING:
 
 IN_PROCESS_BASE_URL = "http://emulator.local"
 ENDPOINTS = {"/v1/generate": "POST", "/v1/status": "GET"}
-MODES = frozenset({"fun", "normal", "spicy"})
 RATIOS = frozenset({"2:3", "3:2", "1:1", "16:9", "9:16"})
-_SHARED_VALUES = frozenset({"mode", "ratio"})
 
 
 def parse_generate_body(raw: bytes) -> dict[str, Any]:
@@ -63,10 +60,10 @@ def parse_generate_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequest("Invalid request: The prompt parameter is required")
     mode, ratio = body.get("mode", "normal"), body.get("ratio", "1:1")
-    if mode not in MODES:
-        raise InvalidRequest(f"Invalid request: mode must be one of {', '.join(sorted(MODES))}")
-    if ratio not in RATIOS:
-        raise InvalidRequest(f"Invalid request: ratio must be one of {', '.join(sorted(RATIOS))}")
+    for name, value, known in (("mode", mode, KNOWN_MODES), ("ratio", ratio, RATIOS)):
+        if value not in known:
+            allowed = ", ".join(sorted(known))
+            raise InvalidRequest(f"Invalid request: {name} must be one of {allowed}")
     request: dict[str, Any] = {"mode": mode, "prompt": prompt, "ratio": ratio}
     images = body.get("images")
     if images is not None:
@@ -141,7 +138,6 @@ class Emulator:
         self._counts: Counter[str | int] = Counter()
         self._posts_per_prompt: Counter[str] = Counter()
         self._last_now = 0.0
-        self._first_request: float | None = None  # outages are timed from it
         self._outage: Outage | None = None  # switched on by hand, beside the configured ones
         self.app: DroppingStarlette = DroppingStarlette(
             routes=[
@@ -215,7 +211,7 @@ class Emulator:
                 slow=c["slow"],
                 posts_per_prompt=_frozen(self._posts_per_prompt),
                 tasks_per_prompt=_frozen(per_prompt),
-                duplicate_submissions=_frozen(self._unasked(per_prompt)),
+                duplicate_submissions=_frozen(self._unasked()),
                 tasks_created=len(self._tasks),
                 credits_consumed=CREDITS_PER_GENERATION * sum(not t.free for t in tasks),
                 tasks_by_state=_frozen({s.value: states[s.value] for s in STATES}),
@@ -303,8 +299,6 @@ class Emulator:
 
     def _admit(self, token: str, now: float) -> WindowDecision:
         with self._lock:
-            if self._first_request is None:
-                self._first_request = now
             decision = self._windows[token].hit(now)
             times, admitted = self._timeline[token]
             times.append(now)
@@ -316,13 +310,16 @@ class Emulator:
         prompt = str(request["prompt"])
         # Interned, "mode", "normal", "1:1"... are shared by the 100,000 tasks of a simulation.
         request = {
-            sys.intern(key): sys.intern(value) if key in _SHARED_VALUES else value
+            sys.intern(key): sys.intern(value) if key in ("mode", "ratio") else value
             for key, value in request.items()
         }
         with self._lock:
             outage = self._outage
-            if outage is None:
-                elapsed = now - (now if self._first_request is None else self._first_request)
+            if outage is None:  # timed from the first request counted
+                first = min(
+                    (times[0] for times, _ in self._timeline.values() if times), default=now
+                )
+                elapsed = now - first
                 outage = next((o for o in cfg.faults.outages if o.covers(elapsed)), None)
             error_message, videos, free, duration = self._faults.for_task(prompt, outage)
             if duration is None:  # lognormal around the median
@@ -336,18 +333,16 @@ class Emulator:
             self._tasks[task_id] = task
             return task
 
-    def _unasked(self, per_prompt: Counter[str]) -> dict[str, int]:
+    def _unasked(self) -> dict[str, int]:
         """``duplicate_submissions``, computed under the lock."""
-        tasks: dict[str, list[Task]] = {}
+        runs: dict[str, list[Task]] = {}
         for task in sorted(self._tasks.values(), key=lambda task: task.created_at):
-            if per_prompt[prompt := str(task.request["prompt"])] > 1:
-                tasks.setdefault(prompt, []).append(task)
+            runs.setdefault(str(task.request["prompt"]), []).append(task)
         paid = {
-            prompt: 1
-            + sum(a.state(b.created_at) is not TaskStatus.FAILED for a, b in pairwise(run))
-            for prompt, run in tasks.items()
+            p: sum(a.state(b.created_at) is not TaskStatus.FAILED for a, b in pairwise(run))
+            for p, run in runs.items()
         }
-        return {prompt: times for prompt, times in paid.items() if times > 1}
+        return {prompt: 1 + times for prompt, times in paid.items() if times}
 
     async def _api(self, request: Request) -> Response:
         answer = await self._answer(request)

@@ -59,15 +59,13 @@ class EmulatorStatistics:
         body_errors: Injected HTTP 200 answers carrying an error ``code``.
         dropped: Connections closed without an answer.
         slow: Answers delayed on purpose.
-        posts_per_prompt: ``POST /v1/generate`` requests per prompt past authentication and
-            the rate limit.
+        posts_per_prompt: ``POST /v1/generate`` requests per prompt, past auth and quota.
         tasks_per_prompt: Tasks created per prompt, i.e. generations paid for.
         duplicate_submissions: Prompts paid for again while an earlier task of theirs had
-            not failed, with how many times in all.
+            not failed, with the times paid in all.
         tasks_created: Tasks created.
-        credits_consumed: Credits charged (40 per task, charged at creation).
-        tasks_by_state: Tasks by state now (``pending``, ``processing``, ``completed``,
-            ``failed``).
+        credits_consumed: Credits charged (40 per task, at creation).
+        tasks_by_state: Tasks by state now (pending, processing, completed, failed).
         videos_served: Result videos downloaded.
     """
 
