@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 IN_PROCESS_BASE_URL = "http://emulator.local"
 ENDPOINTS = {"/v1/generate": "POST", "/v1/status": "GET"}
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]  # answered (and counted) by _answer
 RATIOS = frozenset({"2:3", "3:2", "1:1", "16:9", "9:16"})
 
 
@@ -141,9 +142,7 @@ class Emulator:
         self._outage: Outage | None = None  # switched on by hand, beside the configured ones
         self.app: DroppingStarlette = DroppingStarlette(
             routes=[
-                Route(
-                    "/v1/{rest:path}", self._api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
-                ),
+                Route("/v1/{rest:path}", self._api, methods=_METHODS),
                 Route("/videos/{task_id}/{index:int}.mp4", self._video, methods=["GET"]),
                 Route("/_emulator/stats", self._stats, methods=["GET"]),
             ]
@@ -151,11 +150,9 @@ class Emulator:
         """The ASGI application (a Starlette app)."""
 
     def transport(self) -> httpx.AsyncBaseTransport:
-        """A transport reaching this emulator in process, for httpx2 and httpx clients alike.
-
-        A dropped connection raises ``RemoteProtocolError`` and an answer later than the read
-        timeout ``ReadTimeout``, as over a socket.
-        """
+        """A transport reaching this emulator in process, for httpx2 and httpx clients alike: a
+        dropped connection raises ``RemoteProtocolError``, an answer later than the read
+        timeout ``ReadTimeout``, as over a socket."""
         return EmulatorTransport(self.app)
 
     def client(self, token: str | None = "test-token", **kwargs: Any) -> httpx.AsyncClient:

@@ -1,9 +1,8 @@
-"""The emulator's connections: closed without an answer on purpose, or in process.
+"""The emulator's connections: in process, or closed without an answer on purpose.
 
 A handler answers :class:`DropResponse` to hang up: under uvicorn the socket is closed, in
 process :class:`EmulatorTransport` (a third cheaper than ``ASGITransport``) raises
-``RemoteProtocolError``.
-"""
+``RemoteProtocolError``."""
 
 from __future__ import annotations
 
@@ -86,8 +85,7 @@ class EmulatorTransport(_http.AnyFamilyTransport):
         }
         pending_body: list[bytes] = [await request.aread()]
         answered = anyio.Event()
-        status = 0
-        headers: list[tuple[bytes, bytes]] = []
+        start: Message = {}
         parts: list[bytes] = []
 
         async def receive() -> Message:
@@ -97,9 +95,8 @@ class EmulatorTransport(_http.AnyFamilyTransport):
             return {"type": "http.disconnect"}
 
         async def send(message: Message) -> None:
-            nonlocal status, headers
             if message["type"] == "http.response.start":
-                status, headers = message["status"], list(message.get("headers", []))
+                start.update(message)
             elif message["type"] == "http.response.body":
                 parts.append(message.get("body", b""))
                 if not message.get("more_body", False):
@@ -116,6 +113,6 @@ class EmulatorTransport(_http.AnyFamilyTransport):
             raise family.ReadTimeout("timed out", request=request) from None
         body = b"" if request.method == "HEAD" else b"".join(parts)
         response: httpx.Response = family.Response(
-            status, headers=headers, stream=family.ByteStream(body)
+            start["status"], headers=start.get("headers", []), stream=family.ByteStream(body)
         )
         return response
