@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._public import set_module as _set_module
-from ._config import EmulatorConfig, FaultConfig, Outage, Vocabulary
-from ._state import EmulatorStatistics
+from ._config import EmulatorConfig, EmulatorStatistics, FaultConfig, Outage, Vocabulary
 from ._virtual_time import ManualClock, VirtualTimeEventLoop, run_virtual
 
 if TYPE_CHECKING:  # these need the extra: imported on first use (see __getattr__)

@@ -17,6 +17,7 @@ import zlib
 from array import array
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import pairwise
 from pathlib import Path
@@ -33,11 +34,10 @@ from .._clock import DEFAULT_CLOCK
 from .._errors import ConfigurationError
 from .._models import CREDITS_PER_GENERATION, KNOWN_MODES, TaskStatus
 from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
-from ._config import EmulatorConfig, Outage
+from ._config import EmulatorConfig, EmulatorStatistics, Outage
 from ._faults import FaultInjector, InvalidRequest
 from ._mp4 import mp4_bytes
 from ._quota import GcraCounter, WindowCounter, WindowDecision, max_in_window
-from ._state import STATES, EmulatorStatistics, Task
 from ._transport import DroppingStarlette, DropResponse, EmulatorTransport
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ IN_PROCESS_BASE_URL = "http://emulator.local"
 ENDPOINTS = {"/v1/generate": "POST", "/v1/status": "GET"}
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]  # answered (and counted) by _answer
 RATIOS = frozenset({"2:3", "3:2", "1:1", "16:9", "9:16"})
+STATES = (TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED)
 
 
 def parse_generate_body(raw: bytes) -> dict[str, Any]:
@@ -93,6 +94,37 @@ def _error(
 
 def _success(data: dict[str, Any], headers: dict[str, str]) -> Response:
     return JSONResponse({"code": 200, "message": "success", "data": data}, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One generation: pending for ``queued_for`` seconds, processing until ``duration``, then
+    failed with ``error_message`` or completed with ``video_count`` videos (``free``: a failure
+    not charged). Times are on the emulator's monotonic clock."""
+
+    task_id: str
+    token: str
+    request: Mapping[str, Any]
+    created_at: float
+    queued_for: float
+    duration: float
+    error_message: str | None
+    video_count: int = 2
+    free: bool = False
+
+    @property
+    def ends_at(self) -> float:
+        """Clock time of the final state."""
+        return self.created_at + self.duration
+
+    def state(self, now: float) -> TaskStatus:
+        """The state at clock time ``now``, one of :data:`STATES`."""
+        elapsed = now - self.created_at
+        if elapsed < self.queued_for:
+            return TaskStatus.PENDING
+        if elapsed < self.duration:
+            return TaskStatus.PROCESSING
+        return TaskStatus.COMPLETED if self.error_message is None else TaskStatus.FAILED
 
 
 def _frozen(items: Mapping[Any, int]) -> Mapping[Any, int]:
