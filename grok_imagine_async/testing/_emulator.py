@@ -344,12 +344,9 @@ class Emulator:
         }
         with self._lock:
             outage = self._outage
-            if outage is None:  # timed from the first request counted
-                first = min(
-                    (times[0] for times, _ in self._timeline.values() if times), default=now
-                )
-                elapsed = now - first
-                outage = next((o for o in cfg.faults.outages if o.covers(elapsed)), None)
+            if outage is None:  # timed outages count from the first request the quota saw
+                first = min((t[0] for t, _ in self._timeline.values() if t), default=now)
+                outage = next((o for o in cfg.faults.outages if o.covers(now - first)), None)
             error_message, videos, free, duration = self._faults.for_task(prompt, outage)
             if duration is None:  # lognormal around the median
                 spread = math.exp(cfg.duration_sigma * self._rng.gauss(0.0, 1.0))
