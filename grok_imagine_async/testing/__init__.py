@@ -1,10 +1,8 @@
 """Test helpers: a virtual-time event loop and an emulator of the Grok Imagine API.
 
-The emulator needs the ``emulator`` extra (Starlette, uvicorn):
-``pip install "grok-imagine-async[emulator]"``; its names are imported on first use, so the
-virtual-time loop works without it. The pytest plugin
-(:mod:`grok_imagine_async.testing.pytest_plugin`) turns these into fixtures.
-"""
+The emulator needs the ``emulator`` extra (``pip install "grok-imagine-async[emulator]"``);
+its names are imported on first use, so the virtual-time loop works without it. The pytest
+plugin (:mod:`grok_imagine_async.testing.pytest_plugin`) turns these into fixtures."""
 
 from __future__ import annotations
 
