@@ -1,18 +1,15 @@
 """Test helpers: a virtual-time event loop and an emulator of the Grok Imagine API.
 
-The emulator needs the ``emulator`` extra (Starlette, uvicorn):
-``pip install "grok-imagine-async[emulator]"``; its names are imported on first use, so the
-virtual-time loop works without it. The pytest plugin
-(:mod:`grok_imagine_async.testing.pytest_plugin`) turns these into fixtures.
-"""
+The emulator needs the ``emulator`` extra (``pip install "grok-imagine-async[emulator]"``);
+its names are imported on first use, so the virtual-time loop works without it. The pytest
+plugin (:mod:`grok_imagine_async.testing.pytest_plugin`) turns these into fixtures."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from .._public import set_module as _set_module
-from ._config import EmulatorConfig, FaultConfig, Outage, Vocabulary
-from ._state import EmulatorStatistics
+from ._config import EmulatorConfig, EmulatorStatistics, FaultConfig, Outage, Vocabulary
 from ._virtual_time import ManualClock, VirtualTimeEventLoop, run_virtual
 
 if TYPE_CHECKING:  # these need the extra: imported on first use (see __getattr__)

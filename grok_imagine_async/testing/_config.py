@@ -1,12 +1,12 @@
-"""The emulator's settings: frozen, keyword-only value objects, each checked when made
-(every comparison written so that NaN fails it)."""
+"""The emulator's settings, frozen and checked when made (NaN fails every rule), and the
+statistics it reports."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import astuple, dataclass, field, fields
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from .._clock import Clock
 from .._errors import ConfigurationError
@@ -14,8 +14,7 @@ from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 
 
 def _check(owner: object, **rules: tuple[bool, str]) -> None:
-    """Raise ConfigurationError naming the first setting of ``owner`` whose rule is broken;
-    ``rules`` maps a setting to (whether it is valid, what it must be)."""
+    """Raise ConfigurationError on the first setting whose rule, (valid, what it must be), fails."""
     for name, (valid, rule) in rules.items():
         if not valid:
             value = getattr(owner, name)
@@ -33,11 +32,9 @@ ERROR_MESSAGES = {  # by marker kind; the first four are the provider's document
 
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
-    """The words the emulated server writes in ``status`` for each state of a task.
-
-    Named ones: ``"default"`` (pending/processing/completed/failed), ``"reseller"``
-    (waiting/generating/success/fail), ``"upper"`` (IN_QUEUE/IN_PROGRESS/COMPLETED/FAILED).
-    """
+    """The words the emulated server writes in ``status`` for each state of a task: named
+    ``"default"`` (pending/...), ``"reseller"`` (waiting/generating/success/fail) or ``"upper"``
+    (IN_QUEUE/IN_PROGRESS/COMPLETED/FAILED)."""
 
     pending: str = "pending"
     processing: str = "processing"
@@ -46,7 +43,7 @@ class Vocabulary:
 
     @classmethod
     def named(cls, name: str | Vocabulary) -> Vocabulary:
-        """The vocabulary called ``name``, or ``name`` itself if it already is one.
+        """The vocabulary called ``name`` (or ``name`` itself, a vocabulary).
 
         Raises:
             ConfigurationError: If the name is unknown.
@@ -78,11 +75,10 @@ class Outage:
 
     Attributes:
         start: Seconds after the emulator's first API request when it begins.
-        end: Seconds after that request when it ends (None: until switched off with
-            :meth:`~grok_imagine_async.testing.Emulator.outage`).
-        message: The ``error_message`` every task created meanwhile fails with.
-        fails_after: Seconds (not divided by ``time_scale``) from such a task's creation to
-            its failure.
+        end: Seconds after that request when it ends (None: until
+            :meth:`~grok_imagine_async.testing.Emulator.outage` ends it).
+        message: The ``error_message`` of every task created meanwhile.
+        fails_after: Seconds (not scaled) from such a task's creation to its failure.
         free: Whether those failures report ``consumed_credits`` 0 (otherwise 40).
 
     Raises:
@@ -110,18 +106,16 @@ class Outage:
 
 @dataclass(frozen=True, kw_only=True)
 class FaultConfig:
-    """Random faults of the emulated server, each rate a probability per authorised,
-    admitted ``/v1/*`` request (POSTs and polls alike), drawn from the emulator's seeded
-    generator.
+    """Random faults of the emulated server, each rate a probability per authorised, admitted
+    ``/v1/*`` request (POSTs and polls alike), drawn from the emulator's seeded generator.
 
     Attributes:
         server_error_rate: Answer HTTP 500 with the error body (no task is created).
         body_error_rate: Answer HTTP 200 whose body carries ``"code": 500`` (no task).
-        slow_rate: Delay the answer by ``slow_seconds`` (a POST's task is created first, so
-            a client timing out cannot know).
+        slow_rate: Delay the answer by ``slow_seconds`` (a POST's task is created first).
         slow_seconds: The delay of a slow answer.
-        drop_rate: Close the connection without an answer after handling the request (a
-            POST's task IS created: the ambiguous case).
+        drop_rate: Hang up without an answer after handling the request (a POST's task IS
+            created: the ambiguous case).
         task_failure_rate: Fraction of new tasks that fail with a documented error message.
         markers: Whether prompt markers (``[fail:content]``...) are honoured.
         outages: Times during which every new task fails (see :class:`Outage`).
@@ -154,11 +148,9 @@ class EmulatorConfig:
 
     Attributes:
         tokens: Accepted bearer tokens and the quota of each: a plan name or :class:`Plan`
-            (its requests per ``period``), or a :class:`RateLimit` or text such as
-            ``"100/6s"`` (used as is).
+            (its requests per ``period``), or a :class:`RateLimit` or text (``"100/6s"``).
         period: Window length in seconds for plan quotas (60 like the real service).
-        window: A ``"sliding"`` or ``"fixed"`` window of ``period`` seconds, or ``"gcra"``,
-            a leaky bucket (nginx ``limit_req``).
+        window: A ``"sliding"`` or ``"fixed"`` window, or ``"gcra"`` (nginx ``limit_req``).
         burst: Requests the ``"gcra"`` bucket holds when full.
         reset_format: ``X-RateLimit-Reset`` as seconds until reset or as a Unix time.
         count_refused: Whether 429'd requests also use up quota.
@@ -168,10 +160,10 @@ class EmulatorConfig:
         queue_fraction: Part of a task's duration spent ``pending`` before ``processing``.
         vocabulary: Status words: a :class:`Vocabulary` or its name.
         result_ttl: Seconds after completion (not scaled) until a task's video URLs answer
-            403, as expired signed URLs do. None: never.
+            403, as expired signed URLs do (None: never).
         faults: Random failure rates (see :class:`FaultConfig`).
-        seed: Seed of the one random generator behind durations, ids and faults.
-        clock: Time source (None: the running event loop's clock, so virtual time works).
+        seed: Seed of the random generator behind durations, ids and faults.
+        clock: Time source (None: the running event loop's, so virtual time works).
 
     Raises:
         ConfigurationError: On a setting out of range or an unknown plan, window or vocabulary.
@@ -222,3 +214,57 @@ class EmulatorConfig:
             else:
                 limits[token] = RateLimit(resolve_rate_limit(plan).requests, self.period)
         return MappingProxyType(limits)
+
+
+@dataclass(frozen=True)
+class EmulatorStatistics:
+    """A snapshot of the emulator's counters (from :meth:`Emulator.statistics`).
+
+    Attributes:
+        requests_total: Requests received on ``/v1/*``, whatever their answer.
+        requests_by_endpoint: Requests by ``"METHOD /path"`` (``"GET /videos"`` included).
+        responses_by_status: Answers sent on ``/v1/*`` by HTTP status (dropped ones excluded).
+        rate_limited: HTTP 429 answers sent.
+        unauthorized: HTTP 401 answers sent.
+        invalid_requests: HTTP 400 answers sent.
+        not_found: HTTP 404 answers sent on ``/v1/*``.
+        server_errors: Injected HTTP 500 answers.
+        body_errors: Injected HTTP 200 answers carrying an error ``code``.
+        dropped: Connections closed without an answer.
+        slow: Answers delayed on purpose.
+        posts_per_prompt: ``POST /v1/generate`` requests per prompt, past auth and quota.
+        tasks_per_prompt: Tasks created per prompt, i.e. generations paid for.
+        duplicate_submissions: Prompts paid for again while an earlier task of theirs had
+            not failed, with the times paid in all.
+        tasks_created: Tasks created.
+        credits_consumed: Credits charged (40 per task, at creation).
+        tasks_by_state: Tasks by state now (pending, processing, completed, failed).
+        videos_served: Result videos downloaded.
+    """
+
+    requests_total: int
+    requests_by_endpoint: Mapping[str, int]
+    responses_by_status: Mapping[int, int]
+    rate_limited: int
+    unauthorized: int
+    invalid_requests: int
+    not_found: int
+    server_errors: int
+    body_errors: int
+    dropped: int
+    slow: int
+    posts_per_prompt: Mapping[str, int]
+    tasks_per_prompt: Mapping[str, int]
+    duplicate_submissions: Mapping[str, int]
+    tasks_created: int
+    credits_consumed: int
+    tasks_by_state: Mapping[str, int]
+    videos_served: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as plain JSON-ready data (what ``GET /_emulator/stats`` returns)."""
+        data = {field.name: getattr(self, field.name) for field in fields(self)}
+        return {
+            name: {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else value
+            for name, value in data.items()
+        }

@@ -1,8 +1,7 @@
 """The emulator: a local stand-in for the Grok Imagine API, in process or on a socket.
 
 A task's state is a function of the clock, computed when read. State changes never await and
-hold one lock, so a test thread may read statistics while uvicorn serves from another.
-"""
+hold one lock, so a test thread may read statistics while uvicorn serves from another."""
 
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ import zlib
 from array import array
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import pairwise
 from pathlib import Path
@@ -32,13 +32,12 @@ from starlette.routing import Route
 from .. import _http
 from .._clock import DEFAULT_CLOCK
 from .._errors import ConfigurationError
-from .._models import CREDITS_PER_GENERATION, TaskStatus
+from .._models import CREDITS_PER_GENERATION, KNOWN_MODES, TaskStatus
 from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
-from ._config import EmulatorConfig, Outage
+from ._config import EmulatorConfig, EmulatorStatistics, Outage
 from ._faults import FaultInjector, InvalidRequest
 from ._mp4 import mp4_bytes
 from ._quota import GcraCounter, WindowCounter, WindowDecision, max_in_window
-from ._state import STATES, EmulatorStatistics, Task
 from ._transport import DroppingStarlette, DropResponse, EmulatorTransport
 
 if TYPE_CHECKING:
@@ -46,9 +45,9 @@ if TYPE_CHECKING:
 
 IN_PROCESS_BASE_URL = "http://emulator.local"
 ENDPOINTS = {"/v1/generate": "POST", "/v1/status": "GET"}
-MODES = frozenset({"fun", "normal", "spicy"})
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]  # answered (and counted) by _answer
 RATIOS = frozenset({"2:3", "3:2", "1:1", "16:9", "9:16"})
-_SHARED_VALUES = frozenset({"mode", "ratio"})
+STATES = (TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED)
 
 
 def parse_generate_body(raw: bytes) -> dict[str, Any]:
@@ -63,10 +62,10 @@ def parse_generate_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequest("Invalid request: The prompt parameter is required")
     mode, ratio = body.get("mode", "normal"), body.get("ratio", "1:1")
-    if mode not in MODES:
-        raise InvalidRequest(f"Invalid request: mode must be one of {', '.join(sorted(MODES))}")
-    if ratio not in RATIOS:
-        raise InvalidRequest(f"Invalid request: ratio must be one of {', '.join(sorted(RATIOS))}")
+    for name, value, known in (("mode", mode, KNOWN_MODES), ("ratio", ratio, RATIOS)):
+        if value not in known:
+            allowed = ", ".join(sorted(known))
+            raise InvalidRequest(f"Invalid request: {name} must be one of {allowed}")
     request: dict[str, Any] = {"mode": mode, "prompt": prompt, "ratio": ratio}
     images = body.get("images")
     if images is not None:
@@ -95,6 +94,37 @@ def _error(
 
 def _success(data: dict[str, Any], headers: dict[str, str]) -> Response:
     return JSONResponse({"code": 200, "message": "success", "data": data}, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One generation: pending for ``queued_for`` seconds, processing until ``duration``, then
+    failed with ``error_message`` or completed with ``video_count`` videos (``free``: a failure
+    not charged). Times are on the emulator's monotonic clock."""
+
+    task_id: str
+    token: str
+    request: Mapping[str, Any]
+    created_at: float
+    queued_for: float
+    duration: float
+    error_message: str | None
+    video_count: int = 2
+    free: bool = False
+
+    @property
+    def ends_at(self) -> float:
+        """Clock time of the final state."""
+        return self.created_at + self.duration
+
+    def state(self, now: float) -> TaskStatus:
+        """The state at clock time ``now``, one of :data:`STATES`."""
+        elapsed = now - self.created_at
+        if elapsed < self.queued_for:
+            return TaskStatus.PENDING
+        if elapsed < self.duration:
+            return TaskStatus.PROCESSING
+        return TaskStatus.COMPLETED if self.error_message is None else TaskStatus.FAILED
 
 
 def _frozen(items: Mapping[Any, int]) -> Mapping[Any, int]:
@@ -141,13 +171,10 @@ class Emulator:
         self._counts: Counter[str | int] = Counter()
         self._posts_per_prompt: Counter[str] = Counter()
         self._last_now = 0.0
-        self._first_request: float | None = None  # outages are timed from it
         self._outage: Outage | None = None  # switched on by hand, beside the configured ones
         self.app: DroppingStarlette = DroppingStarlette(
             routes=[
-                Route(
-                    "/v1/{rest:path}", self._api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
-                ),
+                Route("/v1/{rest:path}", self._api, methods=_METHODS),
                 Route("/videos/{task_id}/{index:int}.mp4", self._video, methods=["GET"]),
                 Route("/_emulator/stats", self._stats, methods=["GET"]),
             ]
@@ -155,11 +182,9 @@ class Emulator:
         """The ASGI application (a Starlette app)."""
 
     def transport(self) -> httpx.AsyncBaseTransport:
-        """A transport reaching this emulator in process, for httpx2 and httpx clients alike.
-
-        A dropped connection raises ``RemoteProtocolError`` and an answer later than the read
-        timeout ``ReadTimeout``, as over a socket.
-        """
+        """A transport reaching this emulator in process, for httpx2 and httpx clients alike: a
+        dropped connection raises ``RemoteProtocolError``, an answer later than the read
+        timeout ``ReadTimeout``, as over a socket."""
         return EmulatorTransport(self.app)
 
     def client(self, token: str | None = "test-token", **kwargs: Any) -> httpx.AsyncClient:
@@ -215,7 +240,7 @@ class Emulator:
                 slow=c["slow"],
                 posts_per_prompt=_frozen(self._posts_per_prompt),
                 tasks_per_prompt=_frozen(per_prompt),
-                duplicate_submissions=_frozen(self._unasked(per_prompt)),
+                duplicate_submissions=_frozen(self._unasked()),
                 tasks_created=len(self._tasks),
                 credits_consumed=CREDITS_PER_GENERATION * sum(not t.free for t in tasks),
                 tasks_by_state=_frozen({s.value: states[s.value] for s in STATES}),
@@ -303,8 +328,6 @@ class Emulator:
 
     def _admit(self, token: str, now: float) -> WindowDecision:
         with self._lock:
-            if self._first_request is None:
-                self._first_request = now
             decision = self._windows[token].hit(now)
             times, admitted = self._timeline[token]
             times.append(now)
@@ -316,14 +339,14 @@ class Emulator:
         prompt = str(request["prompt"])
         # Interned, "mode", "normal", "1:1"... are shared by the 100,000 tasks of a simulation.
         request = {
-            sys.intern(key): sys.intern(value) if key in _SHARED_VALUES else value
+            sys.intern(key): sys.intern(value) if key in ("mode", "ratio") else value
             for key, value in request.items()
         }
         with self._lock:
             outage = self._outage
-            if outage is None:
-                elapsed = now - (now if self._first_request is None else self._first_request)
-                outage = next((o for o in cfg.faults.outages if o.covers(elapsed)), None)
+            if outage is None:  # timed outages count from the first request the quota saw
+                first = min((t[0] for t, _ in self._timeline.values() if t), default=now)
+                outage = next((o for o in cfg.faults.outages if o.covers(now - first)), None)
             error_message, videos, free, duration = self._faults.for_task(prompt, outage)
             if duration is None:  # lognormal around the median
                 spread = math.exp(cfg.duration_sigma * self._rng.gauss(0.0, 1.0))
@@ -336,18 +359,16 @@ class Emulator:
             self._tasks[task_id] = task
             return task
 
-    def _unasked(self, per_prompt: Counter[str]) -> dict[str, int]:
+    def _unasked(self) -> dict[str, int]:
         """``duplicate_submissions``, computed under the lock."""
-        tasks: dict[str, list[Task]] = {}
+        runs: dict[str, list[Task]] = {}
         for task in sorted(self._tasks.values(), key=lambda task: task.created_at):
-            if per_prompt[prompt := str(task.request["prompt"])] > 1:
-                tasks.setdefault(prompt, []).append(task)
+            runs.setdefault(str(task.request["prompt"]), []).append(task)
         paid = {
-            prompt: 1
-            + sum(a.state(b.created_at) is not TaskStatus.FAILED for a, b in pairwise(run))
-            for prompt, run in tasks.items()
+            p: sum(a.state(b.created_at) is not TaskStatus.FAILED for a, b in pairwise(run))
+            for p, run in runs.items()
         }
-        return {prompt: times for prompt, times in paid.items() if times > 1}
+        return {prompt: 1 + times for prompt, times in paid.items() if times}
 
     async def _api(self, request: Request) -> Response:
         answer = await self._answer(request)

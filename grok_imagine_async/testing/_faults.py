@@ -1,8 +1,5 @@
-"""What goes wrong on the emulated server on purpose: random rates, outages, prompt markers.
-
-The markers (``[fail:content]``, ``[slow:S]``...) are listed in the testing guide; an unknown
-kind, or seconds that are not a non-negative number, is a 400 so that a typo shows.
-"""
+"""What goes wrong on the emulated server on purpose: random rates, outages, prompt markers
+(listed in the testing guide; an invalid one is a 400 so that a typo shows)."""
 
 from __future__ import annotations
 
@@ -24,8 +21,7 @@ _SECONDS = r"\d+(\.\d*)?|\.\d+"  # what [slow:S] and [duration:S] take
 
 
 class InvalidRequest(ValueError):
-    """A request the service answers 400 ``INVALID_REQUEST`` (a bad body or prompt marker);
-    the text is the message."""
+    """A bad body or prompt marker: answered 400 ``INVALID_REQUEST`` with this message."""
 
 
 class FaultInjector:

@@ -1,14 +1,12 @@
-"""A tiny but real MP4 (about 1 KB): one 16x16 H.264 frame, shown for one second.
-
-The frame is one I_PCM macroblock (raw samples), the simplest picture a Baseline decoder
-accepts; only the samples differ between shades, so all before them is one constant.
-"""
+"""A tiny but real MP4 (about 1 KB): one 16x16 H.264 frame, one I_PCM macroblock (raw
+samples, the simplest picture a Baseline decoder accepts), shown for one second."""
 
 from __future__ import annotations
 
 import functools
 
-# ftyp, moov, mdat's header, the sample's length, the IDR slice's NAL and slice headers.
+# All before the samples (the same for every shade): ftyp, moov, mdat's header, the sample's
+# length, the IDR slice's NAL and slice headers.
 _HEADER = bytes.fromhex(
     "000000206674797069736f6d0000020069736f6d69736f32617663316d703431000002586d6f6f760000006c"
     "6d766864000000000000000000000000000003e8000003e80001000001000000000000000000000000010000"

@@ -1,8 +1,6 @@
-"""Counting one token's requests against its quota: sliding or fixed window, or GCRA. Pure.
-
-Fixed windows are the clock's intervals ``[k * period, (k + 1) * period)``, as real
-fixed-window servers count; GCRA is nginx's ``limit_req`` (``burst=b nodelay`` is ``b + 1``).
-"""
+"""Counting one token's requests against its quota: sliding or fixed window (the clock's
+intervals ``[k * period, (k + 1) * period)``), or GCRA (nginx ``limit_req``, whose
+``burst=b nodelay`` is ``b + 1`` here). Pure."""
 
 from __future__ import annotations
 

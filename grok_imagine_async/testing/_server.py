@@ -63,23 +63,22 @@ def serve_in_thread(
     Raises:
         RuntimeError: If the server did not start within 10 seconds.
     """
-    sock = bind(host, port)
     server = _server(emulator, log_level, own_logging=False)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="grok-imagine-emulator", daemon=True
-    )
-    thread.start()
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not server.started:  # uvicorn offers no startup event to wait on
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the emulator's uvicorn server did not start")
-            time.sleep(0.005)
-        yield base_url(sock)
-    finally:
-        server.should_exit = True
-        thread.join(STARTUP_TIMEOUT)
-        sock.close()
+    with bind(host, port) as sock:
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="grok-imagine-emulator", daemon=True
+        )
+        thread.start()
+        try:
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while not server.started:  # uvicorn offers no startup event to wait on
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError("the emulator's uvicorn server did not start")
+                time.sleep(0.005)
+            yield base_url(sock)
+        finally:
+            server.should_exit = True
+            thread.join(STARTUP_TIMEOUT)
 
 
 def serve_forever(
@@ -92,9 +91,6 @@ def serve_forever(
 ) -> None:
     """Serve ``emulator`` with uvicorn in this thread until Ctrl-C; ``on_ready`` gets the base
     URL once the socket is bound."""
-    sock = bind(host, port)
-    try:
+    with bind(host, port) as sock:
         on_ready(base_url(sock))
         _server(emulator, log_level, own_logging=True).run(sockets=[sock])
-    finally:
-        sock.close()

@@ -1,9 +1,8 @@
-"""The emulator's connections: closed without an answer on purpose, or in process.
+"""The emulator's connections: in process, or closed without an answer on purpose.
 
 A handler answers :class:`DropResponse` to hang up: under uvicorn the socket is closed, in
 process :class:`EmulatorTransport` (a third cheaper than ``ASGITransport``) raises
-``RemoteProtocolError``.
-"""
+``RemoteProtocolError``."""
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 
 # httpcore's wording, which httpx re-raises, for a connection closed before any answer.
 DISCONNECTED = "Server disconnected without sending a response."
-_DROPPED = "grok_imagine_async.emulator.drop"  # scope key: a list, appended to on a drop
+_SEND = "grok_imagine_async.emulator.send"  # scope key: the server's send, which Starlette wraps
 
 
 class ConnectionDropped(Exception):
@@ -34,30 +33,21 @@ class DropResponse(Response):
     """A response never sent: the connection is closed instead."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _DROPPED not in scope:
-            raise ConnectionDropped("the emulator dropped the connection")
-        scope[_DROPPED].append(True)
-
-
-class DroppingStarlette(Starlette):
-    """A Starlette application whose handlers may answer by closing the connection."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await super().__call__(scope, receive, send)
-        dropped: list[bool] = []
-        scope[_DROPPED] = dropped
-        await super().__call__(scope, receive, send)
-        if not dropped:
-            return None
-        owner: Any = getattr(send, "__self__", None)  # uvicorn's request cycle holds the socket
+        owner: Any = getattr(scope.get(_SEND), "__self__", None)  # uvicorn's request cycle
         transport = getattr(owner, "transport", None)
         if not isinstance(transport, asyncio.BaseTransport):
             raise ConnectionDropped("the emulator dropped the connection")
         if hasattr(owner, "disconnected"):
             owner.disconnected = True  # so uvicorn neither logs nor writes a 500
         transport.close()
-        return None
+
+
+class DroppingStarlette(Starlette):
+    """A Starlette application whose handlers may answer by closing the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 class EmulatorTransport(_http.AnyFamilyTransport):
@@ -86,8 +76,7 @@ class EmulatorTransport(_http.AnyFamilyTransport):
         }
         pending_body: list[bytes] = [await request.aread()]
         answered = anyio.Event()
-        status = 0
-        headers: list[tuple[bytes, bytes]] = []
+        start: Message = {}
         parts: list[bytes] = []
 
         async def receive() -> Message:
@@ -97,9 +86,8 @@ class EmulatorTransport(_http.AnyFamilyTransport):
             return {"type": "http.disconnect"}
 
         async def send(message: Message) -> None:
-            nonlocal status, headers
             if message["type"] == "http.response.start":
-                status, headers = message["status"], list(message.get("headers", []))
+                start.update(message)
             elif message["type"] == "http.response.body":
                 parts.append(message.get("body", b""))
                 if not message.get("more_body", False):
@@ -116,6 +104,6 @@ class EmulatorTransport(_http.AnyFamilyTransport):
             raise family.ReadTimeout("timed out", request=request) from None
         body = b"" if request.method == "HEAD" else b"".join(parts)
         response: httpx.Response = family.Response(
-            status, headers=headers, stream=family.ByteStream(body)
+            start["status"], headers=start.get("headers", []), stream=family.ByteStream(body)
         )
         return response

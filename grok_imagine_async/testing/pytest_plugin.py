@@ -1,7 +1,5 @@
-"""A pytest plugin (entry point ``pytest11``): an emulator and clients bound to it, as fixtures.
-
-They need the ``emulator`` extra and ``@pytest.mark.anyio``; the testing guide shows them.
-"""
+"""A pytest plugin (entry point ``pytest11``): an emulator and clients bound to it, as fixtures
+(they need the ``emulator`` extra and ``@pytest.mark.anyio``; the testing guide shows them)."""
 
 from __future__ import annotations
 
