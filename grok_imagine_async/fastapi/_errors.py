@@ -206,13 +206,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     unknown = set(statuses) - set(_STATUSES)
     if unknown:
         raise ConfigurationError(f"not an error status of the integration: {sorted(unknown)}")
-    answers: dict[int | str, dict[str, Any]] = {}
-    for status in statuses or tuple(_STATUSES):
-        description, retry = _STATUSES[status]
-        answers[status] = {"model": ErrorBody, "description": description}
-        if retry:
-            answers[status]["headers"] = _RETRY_AFTER
-    return answers
+    return {
+        status: {"model": ErrorBody, "description": _STATUSES[status][0]}
+        | ({"headers": _RETRY_AFTER} if _STATUSES[status][1] else {})
+        for status in statuses or _STATUSES
+    }
 
 
 def error_response(exc: BaseException, **extra: Any) -> JSONResponse:
@@ -221,13 +219,8 @@ def error_response(exc: BaseException, **extra: Any) -> JSONResponse:
     problem = http_error_for(exc)
     if problem.status_code >= 500:
         shown = exc if isinstance(exc, GrokImagineError) else "(not shown)"
-        logger.warning(
-            "answering %d %s for %s: %s",
-            problem.status_code,
-            problem.code,
-            type(exc).__name__,
-            shown,
-        )
+        kind = type(exc).__name__
+        logger.warning("answering %d %s for %s: %s", problem.status_code, problem.code, kind, shown)
     return _answer(
         problem.status_code, problem.code, problem.detail, headers=problem.headers, **extra
     )
@@ -303,8 +296,7 @@ class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, *, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         if max_bytes < 0:
             raise ConfigurationError(f"max_bytes must be >= 0, got {max_bytes}")
-        self.app = app
-        self.max_bytes = max_bytes
+        self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
