@@ -181,19 +181,19 @@ _RETRY_AFTER = {
         "schema": {"type": "integer"},
     }
 }
-# status: (description, may carry Retry-After). No 500: that is a bug, not an answer.
-_STATUSES: dict[int, tuple[str, bool]] = {
-    400: ("The request body is not valid JSON (`malformed_body`)", False),
-    402: ("The credit budget for videos is used up (`budget_exceeded`)", False),
-    404: ("No such resource, e.g. an unknown job id (`not_found`)", False),
-    413: ("The request body is larger than the app accepts (`body_too_large`)", False),
-    422: ("Invalid input, or a prompt or image the video service refused", False),
-    429: ("Too many jobs wait to start (`too_many_pending`): retry after Retry-After", True),
-    502: ("The video service failed, or did not confirm the job", False),
-    503: ("Video generation is unavailable or the service is busy (`unavailable`...)", True),
-    504: ("The video service did not answer in time, or the video was not ready (`not_ready`)",
-          False),
-}  # fmt: skip
+# No 500: that is a bug, not an answer.
+_STATUSES = {
+    400: "The request body is not valid JSON (`malformed_body`)",
+    402: "The credit budget for videos is used up (`budget_exceeded`)",
+    404: "No such resource, e.g. an unknown job id (`not_found`)",
+    413: "The request body is larger than the app accepts (`body_too_large`)",
+    422: "Invalid input, or a prompt or image the video service refused",
+    429: "Too many jobs wait to start (`too_many_pending`): retry after Retry-After",
+    502: "The video service failed, or did not confirm the job",
+    503: "Video generation is unavailable or the service is busy (`unavailable`...)",
+    504: "The video service did not answer in time, or the video was not ready (`not_ready`)",
+}
+_MAY_RETRY = {status for _, status, _, _, retry in _ANSWERS if retry is not None}
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -203,12 +203,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     Raises:
         ConfigurationError: If a status is not one the integration answers.
     """
-    unknown = set(statuses) - set(_STATUSES)
-    if unknown:
+    if unknown := set(statuses) - set(_STATUSES):
         raise ConfigurationError(f"not an error status of the integration: {sorted(unknown)}")
     return {
-        status: {"model": ErrorBody, "description": _STATUSES[status][0]}
-        | ({"headers": _RETRY_AFTER} if _STATUSES[status][1] else {})
+        status: {"model": ErrorBody, "description": _STATUSES[status]}
+        | ({"headers": _RETRY_AFTER} if status in _MAY_RETRY else {})
         for status in statuses or _STATUSES
     }
 
