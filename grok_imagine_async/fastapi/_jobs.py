@@ -474,23 +474,21 @@ def _one_line(text: str) -> str:
 async def _job_events(
     jobs: JobRegistry, job: Job, render: Callable[[Job], Mapping[str, Any]], heartbeat: float
 ) -> AsyncIterator[str]:
-    seen, count = job.status, 0
-    if not seen.is_final:
-        yield sse_event(render(job), event="status", event_id="0")
+    seen: JobState | None = None
+    count = 0
     try:
-        while not seen.is_final:
-            # No yield inside the cancel scope: the consumer may stop iterating at any yield.
-            with anyio.move_on_after(heartbeat):
-                await jobs.wait_changed(job, seen)
-            count += 1
-            if job.status is not seen:
-                seen = job.status
-                if not seen.is_final:
-                    yield sse_event(render(job), event="status", event_id=str(count))
-            elif seen is JobState.RUNNING:
+        while not (status := job.status).is_final:
+            if status is not seen:
+                seen = status
+                yield sse_event(render(job), event="status", event_id=str(count))
+            elif status is JobState.RUNNING:
                 yield sse_event(render(job), event="progress", event_id=str(count))
             else:
                 yield HEARTBEAT
+            # No yield inside the cancel scope: the consumer may stop iterating at any yield.
+            with anyio.move_on_after(heartbeat):
+                await jobs.wait_changed(job, status)
+            count += 1
     except SchedulerClosedError as exc:
         problem = http_error_for(exc)
         yield sse_event({"error": problem.code, "detail": problem.detail}, event="error")
