@@ -81,9 +81,8 @@ class HTTPProblem:
     @property
     def headers(self) -> dict[str, str]:
         """``Retry-After`` (whole seconds, rounded up) when set, else nothing."""
-        if self.retry_after is None:
-            return {}
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+        wait = self.retry_after
+        return {} if wait is None else {"Retry-After": str(max(1, math.ceil(wait)))}
 
 
 _UPSTREAM = "the video service failed"
@@ -141,9 +140,8 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
         if isinstance(exc, kind):
             if retry is not None:
                 retry = getattr(exc, "retry_after", None) or retry
-            return HTTPProblem(
-                status, code, detail if isinstance(detail, str) else detail(exc), retry
-            )
+            text = detail if isinstance(detail, str) else detail(exc)
+            return HTTPProblem(status, code, text, retry)
     return HTTPProblem(500, "internal_error", "internal server error")
 
 

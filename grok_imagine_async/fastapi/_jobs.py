@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import logging
 import math
 import uuid
 from collections import OrderedDict
@@ -41,9 +40,7 @@ from .._scheduling.jobs import (
 )
 from .._scheduling.resume import recorded_result
 from .._scheduling.scheduler import JobScheduler, queue_wait
-from ._errors import BacklogFullError, ProviderDownError, http_error_for
-
-logger = logging.getLogger("grok_imagine_async.fastapi")
+from ._errors import BacklogFullError, ProviderDownError, http_error_for, logger
 
 DEFAULT_MAX_JOBS = 10_000
 """Finished jobs a :class:`JobRegistry` remembers (a few kB each)."""
