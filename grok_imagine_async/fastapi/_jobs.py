@@ -362,15 +362,14 @@ class JobRegistry:
         (the app goes on, answering 503 to new jobs). Meanwhile, with a shared store, adopt the
         jobs of stopped workers and re-read the others' jobs if it may have missed changes; at
         the end, give up this worker's lease, so that the others adopt its jobs at once."""
-        started = False
         try:
             async with scheduler:
-                self._scheduler, started = scheduler, True
+                self._scheduler = scheduler
                 task_status.started()
                 await self._adopt_orphans()
                 await anyio.sleep_forever()  # its cancel() ends it, as a fatal error does
         except Exception as exc:
-            if not started:
+            if self._scheduler is None:
                 raise  # the app fails to start, as it should
             if isinstance(exc, GrokImagineError):  # never carries the token: safe to log
                 logger.error("the video scheduler stopped, no more jobs can run: %s", exc)
