@@ -358,10 +358,9 @@ class JobRegistry:
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run ``scheduler`` (whose journal is this registry's store) and serve its jobs until
-        its ``cancel()``; once started, a fatal error of it is logged and closes the registry
-        (the app goes on, answering 503 to new jobs). Meanwhile, with a shared store, adopt the
-        jobs of stopped workers and re-read the others' jobs if it may have missed changes; at
-        the end, give up this worker's lease, so that the others adopt its jobs at once."""
+        its ``cancel()``. A fatal error once started is logged and closes the registry (new jobs
+        get a 503); with a shared store, it adopts stopped workers' jobs and, at the end, gives
+        up this worker's lease so that the others adopt its jobs at once."""
         try:
             async with scheduler:
                 self._scheduler = scheduler
