@@ -33,7 +33,14 @@ from ._errors import (
     http_error_for,
     install_error_handlers,
 )
-from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, Health, JobRegistry
+from ._jobs import (
+    DEFAULT_MAX_JOBS,
+    DEFAULT_MAX_QUEUED,
+    Health,
+    JobRegistry,
+    event_stream_response,
+    sse_event,
+)
 from ._lifespan import (
     GrokClient,
     GrokImagineResources,
@@ -41,7 +48,6 @@ from ._lifespan import (
     GrokScheduler,
     grok_imagine_lifespan,
 )
-from ._sse import event_stream_response, sse_event
 
 __all__ = [
     "BacklogFullError",

@@ -81,9 +81,8 @@ class HTTPProblem:
     @property
     def headers(self) -> dict[str, str]:
         """``Retry-After`` (whole seconds, rounded up) when set, else nothing."""
-        if self.retry_after is None:
-            return {}
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+        wait = self.retry_after
+        return {} if wait is None else {"Retry-After": str(max(1, math.ceil(wait)))}
 
 
 _UPSTREAM = "the video service failed"
@@ -141,9 +140,8 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
         if isinstance(exc, kind):
             if retry is not None:
                 retry = getattr(exc, "retry_after", None) or retry
-            return HTTPProblem(
-                status, code, detail if isinstance(detail, str) else detail(exc), retry
-            )
+            text = detail if isinstance(detail, str) else detail(exc)
+            return HTTPProblem(status, code, text, retry)
     return HTTPProblem(500, "internal_error", "internal server error")
 
 
@@ -181,19 +179,19 @@ _RETRY_AFTER = {
         "schema": {"type": "integer"},
     }
 }
-# status: (description, may carry Retry-After). No 500: that is a bug, not an answer.
-_STATUSES: dict[int, tuple[str, bool]] = {
-    400: ("The request body is not valid JSON (`malformed_body`)", False),
-    402: ("The credit budget for videos is used up (`budget_exceeded`)", False),
-    404: ("No such resource, e.g. an unknown job id (`not_found`)", False),
-    413: ("The request body is larger than the app accepts (`body_too_large`)", False),
-    422: ("Invalid input, or a prompt or image the video service refused", False),
-    429: ("Too many jobs wait to start (`too_many_pending`): retry after Retry-After", True),
-    502: ("The video service failed, or did not confirm the job", False),
-    503: ("Video generation is unavailable or the service is busy (`unavailable`...)", True),
-    504: ("The video service did not answer in time, or the video was not ready (`not_ready`)",
-          False),
-}  # fmt: skip
+# No 500: that is a bug, not an answer.
+_STATUSES = {
+    400: "The request body is not valid JSON (`malformed_body`)",
+    402: "The credit budget for videos is used up (`budget_exceeded`)",
+    404: "No such resource, e.g. an unknown job id (`not_found`)",
+    413: "The request body is larger than the app accepts (`body_too_large`)",
+    422: "Invalid input, or a prompt or image the video service refused",
+    429: "Too many jobs wait to start (`too_many_pending`): retry after Retry-After",
+    502: "The video service failed, or did not confirm the job",
+    503: "Video generation is unavailable or the service is busy (`unavailable`...)",
+    504: "The video service did not answer in time, or the video was not ready (`not_ready`)",
+}
+_MAY_RETRY = {status for _, status, _, _, retry in _ANSWERS if retry is not None}
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -203,16 +201,13 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     Raises:
         ConfigurationError: If a status is not one the integration answers.
     """
-    unknown = set(statuses) - set(_STATUSES)
-    if unknown:
+    if unknown := set(statuses) - set(_STATUSES):
         raise ConfigurationError(f"not an error status of the integration: {sorted(unknown)}")
-    answers: dict[int | str, dict[str, Any]] = {}
-    for status in statuses or tuple(_STATUSES):
-        description, retry = _STATUSES[status]
-        answers[status] = {"model": ErrorBody, "description": description}
-        if retry:
-            answers[status]["headers"] = _RETRY_AFTER
-    return answers
+    return {
+        status: {"model": ErrorBody, "description": _STATUSES[status]}
+        | ({"headers": _RETRY_AFTER} if status in _MAY_RETRY else {})
+        for status in statuses or _STATUSES
+    }
 
 
 def error_response(exc: BaseException, **extra: Any) -> JSONResponse:
@@ -221,13 +216,8 @@ def error_response(exc: BaseException, **extra: Any) -> JSONResponse:
     problem = http_error_for(exc)
     if problem.status_code >= 500:
         shown = exc if isinstance(exc, GrokImagineError) else "(not shown)"
-        logger.warning(
-            "answering %d %s for %s: %s",
-            problem.status_code,
-            problem.code,
-            type(exc).__name__,
-            shown,
-        )
+        kind = type(exc).__name__
+        logger.warning("answering %d %s for %s: %s", problem.status_code, problem.code, kind, shown)
     return _answer(
         problem.status_code, problem.code, problem.detail, headers=problem.headers, **extra
     )
@@ -303,8 +293,7 @@ class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, *, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         if max_bytes < 0:
             raise ConfigurationError(f"max_bytes must be >= 0, got {max_bytes}")
-        self.app = app
-        self.max_bytes = max_bytes
+        self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -1,20 +1,21 @@
 """The jobs of an app by id, followed through the store's change messages alike whether this
-worker or another runs them."""
+worker or another runs them, and a job's life as Server-Sent Events."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
-import logging
+import json
 import math
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import anyio
 from anyio.abc import TaskStatus
+from starlette.responses import StreamingResponse
 
 from .._errors import (
     BudgetExceededError,
@@ -26,7 +27,6 @@ from .._errors import (
 from .._limiting.protocol import RateLimiter
 from .._models import FailureClass, GenerationRequest
 from .._scheduling.breaker import BreakerState
-from .._scheduling.durations import DurationModel
 from .._scheduling.jobs import (
     Job,
     JobRecord,
@@ -40,9 +40,7 @@ from .._scheduling.jobs import (
 )
 from .._scheduling.resume import recorded_result
 from .._scheduling.scheduler import JobScheduler, queue_wait
-from ._errors import BacklogFullError, ProviderDownError
-
-logger = logging.getLogger("grok_imagine_async.fastapi")
+from ._errors import BacklogFullError, ProviderDownError, http_error_for, logger
 
 DEFAULT_MAX_JOBS = 10_000
 """Finished jobs a :class:`JobRegistry` remembers (a few kB each)."""
@@ -112,19 +110,14 @@ class Health:
 _UNCOUNTED = Tally(lambda: None)  # the registry counts nothing by state
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class _Tracked(JobRecord):
     """One job as the store's messages tell it; its result is the scheduler's own (its error
     as raised) when this worker runs it."""
 
-    __slots__ = ("changed", "closed", "local")
-
-    def __init__(
-        self, key: str, request: GenerationRequest, durations: DurationModel | None
-    ) -> None:
-        super().__init__(key, request, _UNCOUNTED, durations=durations)
-        self.local: Job | None = None  # the scheduler's handle, when this worker runs it
-        self.changed: anyio.Event | None = None  # made by the first waiter
-        self.closed = False  # the registry stopped: no change will come
+    local: Job | None = field(default=None, init=False)  # the scheduler's, if run here
+    changed: anyio.Event | None = field(default=None, init=False)  # made by the first waiter
+    closed: bool = field(default=False, init=False)  # the registry stopped: no change will come
 
     @property
     def result(self) -> JobResult | None:
@@ -165,7 +158,7 @@ class _Tracked(JobRecord):
             if record.failure_class is FailureClass.BUDGET_EXCEEDED:  # a 402, not a bare failure
                 spent = max_credits if max_credits is not None else record.credits
                 error = BudgetExceededError(max_credits=spent, committed_credits=spent)
-                self._result = dataclasses.replace(self._result, error=error)
+                self._result = replace(self._result, error=error)
         self.mirrored(state)
         return True
 
@@ -291,7 +284,7 @@ class JobRegistry:
         while self._forgotten:
             await self._store.forget(self._forgotten.pop())
         try:
-            await self._resume(tracked)
+            tracked.local = await self._running().submit(JobSpec(request, key))
         except BaseException:
             del self._entries[key]
             raise
@@ -365,19 +358,17 @@ class JobRegistry:
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run ``scheduler`` (whose journal is this registry's store) and serve its jobs until
-        its ``cancel()``; once started, a fatal error of it is logged and closes the registry
-        (the app goes on, answering 503 to new jobs). Meanwhile, with a shared store, adopt the
-        jobs of stopped workers and re-read the others' jobs if it may have missed changes; at
-        the end, give up this worker's lease, so that the others adopt its jobs at once."""
-        started = False
+        its ``cancel()``. A fatal error once started is logged and closes the registry (new jobs
+        get a 503); with a shared store, it adopts stopped workers' jobs and, at the end, gives
+        up this worker's lease so that the others adopt its jobs at once."""
         try:
             async with scheduler:
-                self._scheduler, started = scheduler, True
+                self._scheduler = scheduler
                 task_status.started()
                 await self._adopt_orphans()
                 await anyio.sleep_forever()  # its cancel() ends it, as a fatal error does
         except Exception as exc:
-            if not started:
+            if self._scheduler is None:
                 raise  # the app fails to start, as it should
             if isinstance(exc, GrokImagineError):  # never carries the token: safe to log
                 logger.error("the video scheduler stopped, no more jobs can run: %s", exc)
@@ -434,7 +425,7 @@ class JobRegistry:
 
     def _track(self, key: str, request: GenerationRequest) -> _Tracked:
         durations = self._scheduler.duration_model if self._scheduler is not None else None
-        tracked = self._entries[key] = _Tracked(key, request, durations)
+        tracked = self._entries[key] = _Tracked(key, request, _UNCOUNTED, durations=durations)
         self._unknown.pop(key, None)
         excess = max(0, len(self._entries) - self._max_jobs)
         finished = (k for k, t in self._entries.items() if t.state.is_final)
@@ -450,9 +441,74 @@ class JobRegistry:
         tracked.update(stored, max_credits=self._max_credits, live=False)
         if owned:
             with contextlib.suppress(ValueError):  # already run here
-                await self._resume(tracked)
+                tracked.local = await self._running().submit(JobSpec(tracked.request, tracked.key))
         return tracked.handle
 
-    async def _resume(self, tracked: _Tracked) -> None:
-        """Run ``tracked`` in this worker's scheduler (a new job, or one taken over)."""
-        tracked.local = await self._running().submit(JobSpec(tracked.request, tracked.key))
+
+HEARTBEAT = ": keep-alive\n\n"  # a comment clients ignore; it keeps proxies from closing
+
+
+def sse_event(data: Any, *, event: str | None = None, event_id: str | None = None) -> str:
+    """One Server-Sent Event whose ``data`` is ``data`` as compact JSON.
+
+    Example:
+        >>> sse_event({"status": "running"}, event="status")
+        'event: status\\ndata: {"status":"running"}\\n\\n'
+    """
+    named = {"event": event, "id": event_id}
+    lines = [f"{name}: {_one_line(value)}" for name, value in named.items() if value is not None]
+    # Compact JSON has no raw newline (they are escaped), so it is always one data line.
+    lines.append("data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+    return "\n".join(lines) + "\n\n"
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+async def _job_events(
+    jobs: JobRegistry, job: Job, render: Callable[[Job], Mapping[str, Any]], heartbeat: float
+) -> AsyncIterator[str]:
+    seen: JobState | None = None
+    count = 0
+    try:
+        while not (status := job.status).is_final:
+            if status is not seen:
+                seen = status
+                yield sse_event(render(job), event="status", event_id=str(count))
+            elif status is JobState.RUNNING:
+                yield sse_event(render(job), event="progress", event_id=str(count))
+            else:
+                yield HEARTBEAT
+            # No yield inside the cancel scope: the consumer may stop iterating at any yield.
+            with anyio.move_on_after(heartbeat):
+                await jobs.wait_changed(job, status)
+            count += 1
+    except SchedulerClosedError as exc:
+        problem = http_error_for(exc)
+        yield sse_event({"error": problem.code, "detail": problem.detail}, event="error")
+        return
+    yield sse_event(render(job), event="done", event_id=str(count + 1))
+
+
+def event_stream_response(
+    jobs: JobRegistry,
+    job: Job,
+    *,
+    render: Callable[[Job], Mapping[str, Any]],
+    heartbeat: float = 15.0,
+) -> StreamingResponse:
+    """A ``text/event-stream`` answer following ``job`` (from ``jobs``) until it finishes.
+
+    Events: ``status`` on each change of state, ``progress`` every ``heartbeat`` seconds while
+    it runs, then one ``done`` (or one ``error`` if the app stops first), each carrying
+    ``render(job)`` as JSON; comment lines keep an idle stream open through proxies.
+    """
+    if not heartbeat > 0:  # NaN refused too
+        raise ConfigurationError(f"heartbeat must be positive seconds, got {heartbeat!r}")
+    return StreamingResponse(
+        _job_events(jobs, job, render, heartbeat),
+        media_type="text/event-stream",
+        # No caching, and no buffering by nginx-like proxies: events must arrive as sent.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -6,10 +6,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated, Any
-
-if TYPE_CHECKING:
-    from .._http import HTTPClient
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends
@@ -18,6 +15,7 @@ from starlette.requests import HTTPConnection
 
 from .._client import AsyncGrokImagine
 from .._errors import ConfigurationError
+from .._http import HTTPClient
 from .._journal.memory import MemoryJobStore
 from .._journal.sqlite import open_journal
 from .._limiting.protocol import RateLimiter
