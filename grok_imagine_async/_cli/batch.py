@@ -1,7 +1,6 @@
 """``grok-imagine batch INPUT --out DIR``: many videos through a journal (a SQLite file, or a
-Redis server the processes on one input share), resumable after any crash; its progress, then
-``manifest.jsonl``, the summary and the advice, from the journal, so that they cover every job
-whichever run or process did it."""
+Redis server the processes on one input share), resumable after any crash; the manifest, summary
+and advice come from the journal, so they cover every job whichever run or process did it."""
 
 from __future__ import annotations
 
@@ -78,6 +77,9 @@ from .common import (
 
 if TYPE_CHECKING:
     from .._scheduling.jobs import SchedulerStatistics
+    from ..redis import RedisJobStore
+
+    Journal = SqliteJobStore | RedisJobStore  # the batch's journal: a file, or shared
 
 MANIFEST_NAME = "manifest.jsonl"
 PLAIN_INTERVAL = 10.0  # seconds between two progress lines to a pipe or a file (the CLI guide)
@@ -185,10 +187,10 @@ async def run(args: argparse.Namespace) -> int:
     default_journal = "journal-emulated.db" if args.emulate else "journal.db"
     journal_path = None if shared else Path(args.journal or out / default_journal)
     try:  # every place written to, before the first credit: paid videos must have a home
-        check_folder(out, "output folder")
-        check_file_target(out / MANIFEST_NAME, "manifest")
+        check_folder(out, "output folder")  # the one probe of --out: not again for its files
+        check_file_target(out / MANIFEST_NAME, "manifest", checked=out)
         if journal_path is not None:
-            check_file_target(journal_path, "journal")
+            check_file_target(journal_path, "journal", checked=out)
     except UsageError as exc:
         raise UsageError(f"{exc} (nothing was submitted)") from None
     if args.emulate and journal_path is not None:  # its tasks beside the journal: Ctrl-C resumes
@@ -223,10 +225,12 @@ class Batch:
     """One run of a batch through its journal: what it takes up from earlier runs, the jobs it
     claims (one a live process runs waits until it finishes or its owner is gone), its report."""
 
-    def __init__(self, args: argparse.Namespace, connection: Connection, store: JobStore) -> None:
+    def __init__(self, args: argparse.Namespace, connection: Connection, store: Journal) -> None:
         self.args, self.store, self.connection = args, store, connection
         self.out, self.endpoint = Path(args.out), connection.endpoint
         self.emulator = connection.emulator
+        self.sqlite = store if isinstance(store, SqliteJobStore) else None
+        self.shared = None if isinstance(store, SqliteJobStore) else store  # through Redis
         self.tasks = TaskLog(self.out / TASK_LOG_NAME)
         self._resubmit = args.on_ambiguous == "resubmit"
         self._wait = max(0.05, args.lease / 3)
@@ -239,9 +243,9 @@ class Batch:
         """Take up the journal, run the jobs, write the manifest; return the exit status."""
         args, store, out, endpoint = self.args, self.store, self.out, self.endpoint
         unknown, earlier_credits = await self._prepare(summary.keys)
-        process = getattr(store, "id", None)  # a shared journal's name for this process
+        process = self.shared.id if self.shared else None  # a shared journal's name for us
         where = f"shared through Redis as process {process}"
-        where = f"journal {store.path}" if isinstance(store, SqliteJobStore) else where
+        where = f"journal {self.sqlite.path}" if self.sqlite else where
         print(
             f"{summary.jobs} jobs from {summary.path} -> {args.out} ({where}; {endpoint}, "
             f"{self.connection.quota})",
@@ -259,7 +263,7 @@ class Batch:
                 max_downloads=args.max_downloads,
             ),
             # A shared journal reserves every POST's credits in one budget for every process.
-            max_credits=args.max_credits if isinstance(store, SqliteJobStore) else None,
+            max_credits=args.max_credits if self.sqlite else None,
             journal=store,
             download_dir=out,
             file_stem=summary.file_stem,
@@ -343,15 +347,14 @@ class Batch:
         return EXIT_OK if outcome.completed == outcome.total else EXIT_FAILED
 
     async def _prepare(self, keys: frozenset[str]) -> tuple[set[str] | None, int]:
-        """Check the journal's endpoint, take back the task ids the task log kept, say what
-        will resume; return the jobs of unknown outcome (None: none kept) and ``keys``'
-        credits."""
+        """Check the journal's endpoint, take back the task ids the task log kept, say what will
+        resume; return the jobs of unknown outcome (None: none kept) and ``keys``' credits."""
         journal, tasks, endpoint, emulator = self.store, self.tasks, self.endpoint, self.emulator
         recorded = await journal.get_meta(ENDPOINT_META)
         if recorded is None:
             await journal.set_meta(ENDPOINT_META, endpoint)
         elif recorded != endpoint:
-            name = journal.path if isinstance(journal, SqliteJobStore) else repr(journal)
+            name = self.sqlite.path if self.sqlite else repr(journal)
             raise UsageError(
                 f"journal {name} holds jobs run against {recorded}, not {endpoint}: their task "
                 "ids mean nothing there. Use another --journal (or --out)."
@@ -400,7 +403,7 @@ class Batch:
         if emulator is not None or self._resubmit:
             return None, earlier  # every unknown outcome was forgotten above, or is sent again
         intents = {r.key for r in records if r.state is StoreState.INTENT}
-        if isinstance(journal, SqliteJobStore):  # shared: maybe a live process's
+        if self.sqlite:  # shared: maybe a live process's
             note_jobs(
                 len(intents),
                 "had a submission in flight when the last run stopped. Whether it started a task "
@@ -516,8 +519,8 @@ class Batch:
             try:
                 return await self.store.claim(key, create=spec.request, reopen=reopen)
             except JournalError:
-                may_create = getattr(self.store, "may_create", lambda: True)
-                if getattr(self.store, "available", True) and may_create():
+                shared = self.shared
+                if shared is None or (shared.available and shared.may_create()):
                     raise  # a refusal (a permission, a full disk), not an outage
                 await anyio.sleep(self._wait)
 
@@ -547,12 +550,12 @@ _REOPENINGS = {
 # -- the journal ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class TaskLog:
     """Paid task ids a journal could not take (a full disk): lines ``key task_id`` padded with
     NULs to a size allocated before anything is paid, so writing them needs no new space."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    path: Path
 
     def read(self) -> dict[str, str]:
         """The task ids kept, by job key (empty if there is no file)."""
@@ -615,7 +618,7 @@ async def open_store(
     connection: Connection,
     summary: InputSummary,
     journal_path: Path | None,
-) -> JobStore:
+) -> Journal:
     """Open the batch's journal: the SQLite file ``journal_path``, or the Redis ``--journal``."""
     if journal_path is not None:
         journal = await stack.enter_async_context(SqliteJobStore(journal_path))
@@ -651,11 +654,8 @@ async def open_store(
 def note_jobs(n: int, text: str) -> None:
     """``note`` "<n> jobs <text>" if n; ``{are}``/``{were}`` replaced (paths may hold braces)."""
     if n:
-        one = n == 1
-        text = text.replace("{are}", "is" if one else "are").replace(
-            "{were}", "was" if one else "were"
-        )
-        note(f"{count_jobs(n)} {text}")
+        are, were = ("is", "was") if n == 1 else ("are", "were")
+        note(f"{count_jobs(n)} {text.replace('{are}', are).replace('{were}', were)}")
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -816,11 +816,6 @@ class BatchOutcome:
     samples: list[tuple[str, str, str]] = field(default_factory=list)
     manifest: Path | None = None
 
-    @property
-    def credits_this_run(self) -> int:
-        """Credits this run spent (the rest was spent by earlier runs)."""
-        return max(0, self.credits - self.earlier_credits)
-
     def note(self, entry: dict[str, Any]) -> None:
         """Count one manifest entry."""
         status = entry["status"]
@@ -839,12 +834,9 @@ def _status(record: StoreRecord) -> str:
     """The manifest's status of a job the journal knows (the CLI guide's schema)."""
     if record.state in (StoreState.COMPLETED, StoreState.SUBMITTED):
         return "completed" if record.state is StoreState.COMPLETED else "running"
-    unknown = record.state is StoreState.INTENT
-    return (
-        "ambiguous"
-        if unknown or record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
-        else "failed"
-    )
+    if record.state is StoreState.INTENT or record.failure_class is FailureClass.AMBIGUOUS_SUBMIT:
+        return "ambiguous"
+    return "failed"
 
 
 def _spent(status: str, credits: int) -> int:
@@ -946,21 +938,16 @@ def completed_in_manifest(out: Path, endpoint: str) -> dict[str, dict[str, Any]]
 
 def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple[str, str]]:
     """The summary as (label, value) rows; an emulated run's credits are priced at nothing."""
-    rows = [
-        ("jobs", str(outcome.total)),
-        ("completed", str(outcome.completed)),
-        ("failed", str(outcome.failed)),
-    ]
-    rows += [(f"  {name}", str(n)) for name, n in sorted(outcome.failures.items())]
-    unfinished = (outcome.ambiguous, outcome.running, outcome.not_started)
-    labels = ("outcome unknown", "still running", "not started")
-    rows += [(label, str(n)) for label, n in zip(labels, unfinished, strict=True) if n]
-    rows.append(("video files", str(outcome.files)))
+    counts = [("jobs", outcome.total), ("completed", outcome.completed), ("failed", outcome.failed)]
+    counts += [(f"  {name}", n) for name, n in sorted(outcome.failures.items())]
+    unfinished = ("outcome unknown", outcome.ambiguous), ("still running", outcome.running)
+    counts += [(label, n) for label, n in (*unfinished, ("not started", outcome.not_started)) if n]
+    rows = [(label, str(n)) for label, n in [*counts, ("video files", outcome.files)]]
 
     def price(credits: int) -> str:
         return "emulated, nothing paid" if emulated else f"about {credits / 100:.2f} USD"
 
-    spent = outcome.credits_this_run
+    spent = max(0, outcome.credits - outcome.earlier_credits)  # the rest: by earlier runs
     rows.append(("credits this run", f"{spent} ({price(spent)})"))
     if earlier := outcome.earlier_credits:
         rows.append(("credits earlier", f"{earlier} ({price(earlier)}, earlier runs)"))
