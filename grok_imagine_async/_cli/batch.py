@@ -412,9 +412,8 @@ class Batch:
         return intents, earlier
 
     async def _forget_unsent(self, known: set[str] | None) -> None:
-        """Forget the intents a scheduler stopped in good order left: every POST sent was
-        recorded (its answer is read under a shield), so they were never sent (Ctrl-C, a
-        rejected token)."""
+        """Forget the new intents a scheduler stopped in good order left: every POST sent was
+        recorded (its answer is read under a shield), so these were never sent."""
         if known is None:
             return
         records = self.store.records()
@@ -468,9 +467,8 @@ class Batch:
             remove()
 
     async def _take(self, spec: JobSpec, listed: dict[str, dict[str, Any]]) -> bool:
-        """True if this process runs ``spec`` now; else it is done, or a live process runs it.
-        ``listed``: the completed lines of the last manifest, from which a job the journal lost
-        (Redis wiped, the file deleted) is recorded again rather than paid again."""
+        """True if this process runs ``spec`` now, else it is done or a live process runs it; a
+        job the journal lost and ``listed`` (the last manifest) has is recorded, not paid again."""
         key = str(spec.key)
         claim = await self._claim(key, spec)
         if claim.status == "final":
@@ -568,8 +566,7 @@ class TaskLog:
         return {k: t for k, t in (line.rpartition(" ")[::2] for line in lines) if k and t}
 
     def write(self, tasks: dict[str, str]) -> int:
-        """Keep ``tasks`` (key: task id) in place of what was kept, the file's whole size
-        written (``OSError`` if it cannot be); return how many fit."""
+        """Write ``tasks`` (key: task id) over the file's whole size; return how many fit."""
         data, kept = b"", 0
         for key, task_id in tasks.items():
             line = f"{key} {task_id}\n".encode("utf-8", "replace")
@@ -702,8 +699,7 @@ class BatchProgress:
                     self.notices.append(f"failed {result.key} ({failure}): {message}")
 
     def line(self, stats: SchedulerStatistics) -> str:
-        """One line of progress (what a pipe gets, and the live display under its bar); rates
-        per minute of the server's time."""
+        """One line of progress (a pipe's, and the live display's under its bar)."""
         elapsed = anyio.current_time() - self._started
         done = self.completed + self.failed
         eta = None if done < self.total else 0.0
@@ -712,16 +708,14 @@ class BatchProgress:
         waiting = max(0, self.total - done - stats.submitting - stats.in_flight)
         held = waiting and stats.breaker.warming_up
         earlier = f", {self.from_journal} from earlier runs" if self.from_journal else ""
-        rate, limit = (
-            n / self.time_scale for n in (stats.requests_per_minute, stats.limit_per_minute)
-        )
+        rate, limit, scale = stats.requests_per_minute, stats.limit_per_minute, self.time_scale
         return (
             f"[{format_duration(elapsed)}] {done}/{self.total} done "
             f"({self.completed} completed, {self.failed} failed{earlier}) | {waiting} waiting"
             f"{' (warm-up: until a first job shows the API works)' if held else ''}, "
             f"{stats.submitting} submitting, {stats.in_flight} generating | "
             f"{self.submitted} submitted | {stats.credits_consumed} credits | "
-            f"{rate:.0f}/{limit:.0f} req/min"
+            f"{rate / scale:.0f}/{limit / scale:.0f} req/min"
             f"{f' ({stats.rate_limited} 429s)' if stats.rate_limited else ''} | "
             f"ETA {format_duration(eta)}"
         )
@@ -739,8 +733,7 @@ def format_duration(seconds: float | None) -> str:
 async def show_progress(
     progress: BatchProgress, statistics: Callable[[], SchedulerStatistics], title: str, live: bool
 ) -> None:
-    """Show ``progress`` until cancelled: live with rich, else a line every
-    :data:`PLAIN_INTERVAL` seconds whatever the server's speed (a log is read, not watched)."""
+    """Show ``progress`` until cancelled: live with rich, else a line every PLAIN_INTERVAL s."""
     display: Any = contextlib.nullcontext()
     if live and importlib.util.find_spec("rich") is None:
         note('For a live progress display: pip install "grok-imagine-async[cli]"')
@@ -799,8 +792,7 @@ def breaker_notice(event: BreakerEvent) -> str:
 
 @dataclass
 class BatchOutcome:
-    """The manifest's jobs tallied; ``credits`` leaves out the last POST of ambiguous jobs
-    (``uncertain_credits``: maybe charged)."""
+    """The manifest's jobs tallied; ambiguous jobs' last POST is in ``uncertain_credits``."""
 
     total: int = 0
     completed: int = 0
@@ -840,8 +832,7 @@ def _status(record: StoreRecord) -> str:
 
 
 def _spent(status: str, credits: int) -> int:
-    """A job's credits as spent: an ambiguous job's last POST may not have been charged, so it
-    is counted apart (``uncertain_credits``)."""
+    """A job's credits but an ambiguous one's last POST (maybe not charged: counted apart)."""
     return max(0, credits - CREDITS_PER_GENERATION) if status == "ambiguous" else credits
 
 
@@ -852,8 +843,8 @@ def manifest_line(
     record: StoreRecord | None,
     folders: tuple[Path, ...],
 ) -> dict[str, Any]:
-    """The manifest's line of a job, from its journal ``record`` (None: never started); a file
-    is named from the first of ``folders`` it is in (the output folder, resolved and as given)."""
+    """The manifest's line of a job from its journal ``record`` (None: never started), files
+    relative to the first of ``folders`` (the output folder, resolved and as given) holding them."""
     digest = (record and record.request_digest) or request_digest(request)
     line: dict[str, Any] = {
         "key": key, "status": "not_started", "task_id": None, "files": [], "videos": [],
@@ -883,8 +874,8 @@ def manifest_line(
 async def write_manifest(
     journal: JobStore, jobs: JobFile, keys: frozenset[str], out_dir: Path, *, endpoint: str = ""
 ) -> BatchOutcome:
-    """Write ``out_dir/manifest.jsonl`` atomically, owner-only: the jobs the journal knows,
-    then those never started, in input order."""
+    """Write ``out_dir/manifest.jsonl`` atomically, owner-only: the journal's jobs, then those
+    never started."""
     outcome = BatchOutcome()
     target = out_dir / MANIFEST_NAME
     folders = (await run_blocking(out_dir.resolve), out_dir)  # once, not per file
