@@ -452,10 +452,8 @@ class Batch:
             recheck = True  # what finished before the listener saw it
             while waiting:
                 for key in list(waiting) if recheck else [k for k in settled if k in waiting]:
-                    spec = waiting[key]
-                    if await self._take(spec, listed):
-                        del waiting[key]
-                        yield spec
+                    if await self._take(waiting[key], listed):
+                        yield waiting.pop(key)
                     elif key in self._done:
                         del waiting[key]
                 settled.clear()
@@ -619,8 +617,7 @@ async def open_store(
     """Open the batch's journal: the SQLite file ``journal_path``, or the Redis ``--journal``."""
     if journal_path is not None:
         journal = await stack.enter_async_context(SqliteJobStore(journal_path))
-        # What downloads cut short by a crash left: the journal file is locked, so no other
-        # run of this batch is downloading there.
+        # Downloads a crash cut short: the journal is locked, so no other run is downloading.
         for path in await run_blocking(lambda: list(Path(args.out).glob(".*.part"))):
             if _PARTIAL.fullmatch(path.name):
                 path.unlink(missing_ok=True)
@@ -666,8 +663,7 @@ class BatchProgress:
     ) -> None:
         self.total, self.endpoint, self.time_scale = total, endpoint, time_scale
         self._keep_notices = notices  # off (--no-progress): nothing would ever show them
-        self.completed = self.failed = self.from_journal = 0
-        self.live_finished = self.submitted = 0
+        self.completed = self.failed = self.from_journal = self.live_finished = self.submitted = 0
         self.unreachable = 0  # jobs that failed because the server could not be reached
         self.stopped: BreakerSnapshot | None = None  # why submissions stopped, if they did
         self.notices: list[str] = []
