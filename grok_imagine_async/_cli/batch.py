@@ -663,7 +663,7 @@ class BatchProgress:
     ) -> None:
         self.total, self.endpoint, self.time_scale = total, endpoint, time_scale
         self._keep_notices = notices  # off (--no-progress): nothing would ever show them
-        self.completed = self.failed = self.from_journal = self.live_finished = self.submitted = 0
+        self.completed = self.failed = self.from_journal = self.submitted = 0
         self.unreachable = 0  # jobs that failed because the server could not be reached
         self.stopped: BreakerSnapshot | None = None  # why submissions stopped, if they did
         self.notices: list[str] = []
@@ -683,24 +683,23 @@ class BatchProgress:
         elif isinstance(event, JobFinished) and (result := event.result) is not None:
             self.completed += result.ok
             self.failed += not result.ok
-            if result.from_journal:
-                self.from_journal += 1
-                return
-            self.live_finished += 1
-            if not result.ok and result.failure_class is not FailureClass.NOT_SUBMITTED:
-                failure = (result.failure_class or FailureClass.UNKNOWN).value
+            self.from_journal += result.from_journal
+            failure = result.failure_class
+            if not (result.ok or result.from_journal or failure is FailureClass.NOT_SUBMITTED):
                 self.unreachable += isinstance(result.error, APIConnectionError)
                 if self._keep_notices:
                     message = describe_failure(result.error, self.endpoint)
-                    self.notices.append(f"failed {result.key} ({failure}): {message}")
+                    why = (failure or FailureClass.UNKNOWN).value
+                    self.notices.append(f"failed {result.key} ({why}): {message}")
 
     def line(self, stats: SchedulerStatistics) -> str:
         """One line of progress (a pipe's, and the live display's under its bar)."""
         elapsed = anyio.current_time() - self._started
         done = self.completed + self.failed
+        live = done - self.from_journal  # finished in this run
         eta = None if done < self.total else 0.0
-        if done < self.total and self.live_finished and elapsed > 0:
-            eta = (self.total - done) * elapsed / self.live_finished
+        if done < self.total and live and elapsed > 0:
+            eta = (self.total - done) * elapsed / live
         waiting = max(0, self.total - done - stats.submitting - stats.in_flight)
         held = waiting and stats.breaker.warming_up
         earlier = f", {self.from_journal} from earlier runs" if self.from_journal else ""
