@@ -870,7 +870,7 @@ async def write_manifest(
     journal: JobStore, jobs: JobFile, keys: frozenset[str], out_dir: Path, *, endpoint: str = ""
 ) -> BatchOutcome:
     """Write ``out_dir/manifest.jsonl`` atomically, owner-only: the journal's jobs, then those
-    never started."""
+    never started, in input order."""
     outcome = BatchOutcome()
     target = out_dir / MANIFEST_NAME
     folders = (await run_blocking(out_dir.resolve), out_dir)  # once, not per file
@@ -970,10 +970,7 @@ def count_jobs(n: int) -> str:
 
 
 def advice_after(
-    args: argparse.Namespace,
-    outcome: BatchOutcome,
-    interrupted: bool,
-    emulated: bool,
+    args: argparse.Namespace, outcome: BatchOutcome, interrupted: bool, emulated: bool
 ) -> list[str]:
     """The lines after the summary: what became of unfinished jobs, and what to run next."""
     resume = command_line(args.argv)
