@@ -1,7 +1,6 @@
 """``grok-imagine batch INPUT --out DIR``: many videos through a journal (a SQLite file, or a
-Redis server the processes on one input share), resumable after any crash; its progress, then
-``manifest.jsonl``, the summary and the advice, from the journal, so that they cover every job
-whichever run or process did it."""
+Redis server the processes on one input share), resumable after any crash; the manifest, summary
+and advice come from the journal, so they cover every job whichever run or process did it."""
 
 from __future__ import annotations
 
@@ -78,6 +77,9 @@ from .common import (
 
 if TYPE_CHECKING:
     from .._scheduling.jobs import SchedulerStatistics
+    from ..redis import RedisJobStore
+
+    Journal = SqliteJobStore | RedisJobStore  # the batch's journal: a file, or shared
 
 MANIFEST_NAME = "manifest.jsonl"
 PLAIN_INTERVAL = 10.0  # seconds between two progress lines to a pipe or a file (the CLI guide)
@@ -185,10 +187,10 @@ async def run(args: argparse.Namespace) -> int:
     default_journal = "journal-emulated.db" if args.emulate else "journal.db"
     journal_path = None if shared else Path(args.journal or out / default_journal)
     try:  # every place written to, before the first credit: paid videos must have a home
-        check_folder(out, "output folder")
-        check_file_target(out / MANIFEST_NAME, "manifest")
+        check_folder(out, "output folder")  # the one probe of --out: not again for its files
+        check_file_target(out / MANIFEST_NAME, "manifest", checked=out)
         if journal_path is not None:
-            check_file_target(journal_path, "journal")
+            check_file_target(journal_path, "journal", checked=out)
     except UsageError as exc:
         raise UsageError(f"{exc} (nothing was submitted)") from None
     if args.emulate and journal_path is not None:  # its tasks beside the journal: Ctrl-C resumes
@@ -223,10 +225,12 @@ class Batch:
     """One run of a batch through its journal: what it takes up from earlier runs, the jobs it
     claims (one a live process runs waits until it finishes or its owner is gone), its report."""
 
-    def __init__(self, args: argparse.Namespace, connection: Connection, store: JobStore) -> None:
+    def __init__(self, args: argparse.Namespace, connection: Connection, store: Journal) -> None:
         self.args, self.store, self.connection = args, store, connection
         self.out, self.endpoint = Path(args.out), connection.endpoint
         self.emulator = connection.emulator
+        self.sqlite = store if isinstance(store, SqliteJobStore) else None
+        self.shared = None if isinstance(store, SqliteJobStore) else store  # through Redis
         self.tasks = TaskLog(self.out / TASK_LOG_NAME)
         self._resubmit = args.on_ambiguous == "resubmit"
         self._wait = max(0.05, args.lease / 3)
@@ -239,9 +243,9 @@ class Batch:
         """Take up the journal, run the jobs, write the manifest; return the exit status."""
         args, store, out, endpoint = self.args, self.store, self.out, self.endpoint
         unknown, earlier_credits = await self._prepare(summary.keys)
-        process = getattr(store, "id", None)  # a shared journal's name for this process
+        process = self.shared.id if self.shared else None  # a shared journal's name for us
         where = f"shared through Redis as process {process}"
-        where = f"journal {store.path}" if isinstance(store, SqliteJobStore) else where
+        where = f"journal {self.sqlite.path}" if self.sqlite else where
         print(
             f"{summary.jobs} jobs from {summary.path} -> {args.out} ({where}; {endpoint}, "
             f"{self.connection.quota})",
@@ -259,7 +263,7 @@ class Batch:
                 max_downloads=args.max_downloads,
             ),
             # A shared journal reserves every POST's credits in one budget for every process.
-            max_credits=args.max_credits if isinstance(store, SqliteJobStore) else None,
+            max_credits=args.max_credits if self.sqlite else None,
             journal=store,
             download_dir=out,
             file_stem=summary.file_stem,
@@ -343,15 +347,14 @@ class Batch:
         return EXIT_OK if outcome.completed == outcome.total else EXIT_FAILED
 
     async def _prepare(self, keys: frozenset[str]) -> tuple[set[str] | None, int]:
-        """Check the journal's endpoint, take back the task ids the task log kept, say what
-        will resume; return the jobs of unknown outcome (None: none kept) and ``keys``'
-        credits."""
+        """Check the journal's endpoint, take back the task ids the task log kept, say what will
+        resume; return the jobs of unknown outcome (None: none kept) and ``keys``' credits."""
         journal, tasks, endpoint, emulator = self.store, self.tasks, self.endpoint, self.emulator
         recorded = await journal.get_meta(ENDPOINT_META)
         if recorded is None:
             await journal.set_meta(ENDPOINT_META, endpoint)
         elif recorded != endpoint:
-            name = journal.path if isinstance(journal, SqliteJobStore) else repr(journal)
+            name = self.sqlite.path if self.sqlite else repr(journal)
             raise UsageError(
                 f"journal {name} holds jobs run against {recorded}, not {endpoint}: their task "
                 "ids mean nothing there. Use another --journal (or --out)."
@@ -400,7 +403,7 @@ class Batch:
         if emulator is not None or self._resubmit:
             return None, earlier  # every unknown outcome was forgotten above, or is sent again
         intents = {r.key for r in records if r.state is StoreState.INTENT}
-        if isinstance(journal, SqliteJobStore):  # shared: maybe a live process's
+        if self.sqlite:  # shared: maybe a live process's
             note_jobs(
                 len(intents),
                 "had a submission in flight when the last run stopped. Whether it started a task "
@@ -409,9 +412,8 @@ class Batch:
         return intents, earlier
 
     async def _forget_unsent(self, known: set[str] | None) -> None:
-        """Forget the intents a scheduler stopped in good order left: every POST sent was
-        recorded (its answer is read under a shield), so they were never sent (Ctrl-C, a
-        rejected token)."""
+        """Forget the new intents a scheduler stopped in good order left: every POST sent was
+        recorded (its answer is read under a shield), so these were never sent."""
         if known is None:
             return
         records = self.store.records()
@@ -450,10 +452,8 @@ class Batch:
             recheck = True  # what finished before the listener saw it
             while waiting:
                 for key in list(waiting) if recheck else [k for k in settled if k in waiting]:
-                    spec = waiting[key]
-                    if await self._take(spec, listed):
-                        del waiting[key]
-                        yield spec
+                    if await self._take(waiting[key], listed):
+                        yield waiting.pop(key)
                     elif key in self._done:
                         del waiting[key]
                 settled.clear()
@@ -465,9 +465,8 @@ class Batch:
             remove()
 
     async def _take(self, spec: JobSpec, listed: dict[str, dict[str, Any]]) -> bool:
-        """True if this process runs ``spec`` now; else it is done, or a live process runs it.
-        ``listed``: the completed lines of the last manifest, from which a job the journal lost
-        (Redis wiped, the file deleted) is recorded again rather than paid again."""
+        """True if this process runs ``spec`` now, else it is done or a live process runs it; a
+        job the journal lost and ``listed`` (the last manifest) has is recorded, not paid again."""
         key = str(spec.key)
         claim = await self._claim(key, spec)
         if claim.status == "final":
@@ -516,8 +515,8 @@ class Batch:
             try:
                 return await self.store.claim(key, create=spec.request, reopen=reopen)
             except JournalError:
-                may_create = getattr(self.store, "may_create", lambda: True)
-                if getattr(self.store, "available", True) and may_create():
+                shared = self.shared
+                if shared is None or (shared.available and shared.may_create()):
                     raise  # a refusal (a permission, a full disk), not an outage
                 await anyio.sleep(self._wait)
 
@@ -547,12 +546,12 @@ _REOPENINGS = {
 # -- the journal ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class TaskLog:
     """Paid task ids a journal could not take (a full disk): lines ``key task_id`` padded with
     NULs to a size allocated before anything is paid, so writing them needs no new space."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    path: Path
 
     def read(self) -> dict[str, str]:
         """The task ids kept, by job key (empty if there is no file)."""
@@ -565,8 +564,7 @@ class TaskLog:
         return {k: t for k, t in (line.rpartition(" ")[::2] for line in lines) if k and t}
 
     def write(self, tasks: dict[str, str]) -> int:
-        """Keep ``tasks`` (key: task id) in place of what was kept, the file's whole size
-        written (``OSError`` if it cannot be); return how many fit."""
+        """Write ``tasks`` (key: task id) over the file's whole size; return how many fit."""
         data, kept = b"", 0
         for key, task_id in tasks.items():
             line = f"{key} {task_id}\n".encode("utf-8", "replace")
@@ -615,12 +613,11 @@ async def open_store(
     connection: Connection,
     summary: InputSummary,
     journal_path: Path | None,
-) -> JobStore:
+) -> Journal:
     """Open the batch's journal: the SQLite file ``journal_path``, or the Redis ``--journal``."""
     if journal_path is not None:
         journal = await stack.enter_async_context(SqliteJobStore(journal_path))
-        # What downloads cut short by a crash left: the journal file is locked, so no other
-        # run of this batch is downloading there.
+        # Downloads a crash cut short: the journal is locked, so no other run is downloading.
         for path in await run_blocking(lambda: list(Path(args.out).glob(".*.part"))):
             if _PARTIAL.fullmatch(path.name):
                 path.unlink(missing_ok=True)
@@ -651,11 +648,8 @@ async def open_store(
 def note_jobs(n: int, text: str) -> None:
     """``note`` "<n> jobs <text>" if n; ``{are}``/``{were}`` replaced (paths may hold braces)."""
     if n:
-        one = n == 1
-        text = text.replace("{are}", "is" if one else "are").replace(
-            "{were}", "was" if one else "were"
-        )
-        note(f"{count_jobs(n)} {text}")
+        are, were = ("is", "was") if n == 1 else ("are", "were")
+        note(f"{count_jobs(n)} {text.replace('{are}', are).replace('{were}', were)}")
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -669,8 +663,7 @@ class BatchProgress:
     ) -> None:
         self.total, self.endpoint, self.time_scale = total, endpoint, time_scale
         self._keep_notices = notices  # off (--no-progress): nothing would ever show them
-        self.completed = self.failed = self.from_journal = 0
-        self.live_finished = self.submitted = 0
+        self.completed = self.failed = self.from_journal = self.submitted = 0
         self.unreachable = 0  # jobs that failed because the server could not be reached
         self.stopped: BreakerSnapshot | None = None  # why submissions stopped, if they did
         self.notices: list[str] = []
@@ -690,38 +683,34 @@ class BatchProgress:
         elif isinstance(event, JobFinished) and (result := event.result) is not None:
             self.completed += result.ok
             self.failed += not result.ok
-            if result.from_journal:
-                self.from_journal += 1
-                return
-            self.live_finished += 1
-            if not result.ok and result.failure_class is not FailureClass.NOT_SUBMITTED:
-                failure = (result.failure_class or FailureClass.UNKNOWN).value
+            self.from_journal += result.from_journal
+            failure = result.failure_class
+            if not (result.ok or result.from_journal or failure is FailureClass.NOT_SUBMITTED):
                 self.unreachable += isinstance(result.error, APIConnectionError)
                 if self._keep_notices:
                     message = describe_failure(result.error, self.endpoint)
-                    self.notices.append(f"failed {result.key} ({failure}): {message}")
+                    why = (failure or FailureClass.UNKNOWN).value
+                    self.notices.append(f"failed {result.key} ({why}): {message}")
 
     def line(self, stats: SchedulerStatistics) -> str:
-        """One line of progress (what a pipe gets, and the live display under its bar); rates
-        per minute of the server's time."""
+        """One line of progress (a pipe's, and the live display's under its bar)."""
         elapsed = anyio.current_time() - self._started
         done = self.completed + self.failed
+        live = done - self.from_journal  # finished in this run
         eta = None if done < self.total else 0.0
-        if done < self.total and self.live_finished and elapsed > 0:
-            eta = (self.total - done) * elapsed / self.live_finished
+        if done < self.total and live and elapsed > 0:
+            eta = (self.total - done) * elapsed / live
         waiting = max(0, self.total - done - stats.submitting - stats.in_flight)
         held = waiting and stats.breaker.warming_up
         earlier = f", {self.from_journal} from earlier runs" if self.from_journal else ""
-        rate, limit = (
-            n / self.time_scale for n in (stats.requests_per_minute, stats.limit_per_minute)
-        )
+        rate, limit, scale = stats.requests_per_minute, stats.limit_per_minute, self.time_scale
         return (
             f"[{format_duration(elapsed)}] {done}/{self.total} done "
             f"({self.completed} completed, {self.failed} failed{earlier}) | {waiting} waiting"
             f"{' (warm-up: until a first job shows the API works)' if held else ''}, "
             f"{stats.submitting} submitting, {stats.in_flight} generating | "
             f"{self.submitted} submitted | {stats.credits_consumed} credits | "
-            f"{rate:.0f}/{limit:.0f} req/min"
+            f"{rate / scale:.0f}/{limit / scale:.0f} req/min"
             f"{f' ({stats.rate_limited} 429s)' if stats.rate_limited else ''} | "
             f"ETA {format_duration(eta)}"
         )
@@ -739,8 +728,7 @@ def format_duration(seconds: float | None) -> str:
 async def show_progress(
     progress: BatchProgress, statistics: Callable[[], SchedulerStatistics], title: str, live: bool
 ) -> None:
-    """Show ``progress`` until cancelled: live with rich, else a line every
-    :data:`PLAIN_INTERVAL` seconds whatever the server's speed (a log is read, not watched)."""
+    """Show ``progress`` until cancelled: live with rich, else a line every PLAIN_INTERVAL s."""
     display: Any = contextlib.nullcontext()
     if live and importlib.util.find_spec("rich") is None:
         note('For a live progress display: pip install "grok-imagine-async[cli]"')
@@ -799,8 +787,7 @@ def breaker_notice(event: BreakerEvent) -> str:
 
 @dataclass
 class BatchOutcome:
-    """The manifest's jobs tallied; ``credits`` leaves out the last POST of ambiguous jobs
-    (``uncertain_credits``: maybe charged)."""
+    """The manifest's jobs tallied; ambiguous jobs' last POST is in ``uncertain_credits``."""
 
     total: int = 0
     completed: int = 0
@@ -815,11 +802,6 @@ class BatchOutcome:
     failures: Counter[str] = field(default_factory=Counter)
     samples: list[tuple[str, str, str]] = field(default_factory=list)
     manifest: Path | None = None
-
-    @property
-    def credits_this_run(self) -> int:
-        """Credits this run spent (the rest was spent by earlier runs)."""
-        return max(0, self.credits - self.earlier_credits)
 
     def note(self, entry: dict[str, Any]) -> None:
         """Count one manifest entry."""
@@ -839,17 +821,13 @@ def _status(record: StoreRecord) -> str:
     """The manifest's status of a job the journal knows (the CLI guide's schema)."""
     if record.state in (StoreState.COMPLETED, StoreState.SUBMITTED):
         return "completed" if record.state is StoreState.COMPLETED else "running"
-    unknown = record.state is StoreState.INTENT
-    return (
-        "ambiguous"
-        if unknown or record.failure_class is FailureClass.AMBIGUOUS_SUBMIT
-        else "failed"
-    )
+    if record.state is StoreState.INTENT or record.failure_class is FailureClass.AMBIGUOUS_SUBMIT:
+        return "ambiguous"
+    return "failed"
 
 
 def _spent(status: str, credits: int) -> int:
-    """A job's credits as spent: an ambiguous job's last POST may not have been charged, so it
-    is counted apart (``uncertain_credits``)."""
+    """A job's credits but an ambiguous one's last POST (maybe not charged: counted apart)."""
     return max(0, credits - CREDITS_PER_GENERATION) if status == "ambiguous" else credits
 
 
@@ -860,8 +838,8 @@ def manifest_line(
     record: StoreRecord | None,
     folders: tuple[Path, ...],
 ) -> dict[str, Any]:
-    """The manifest's line of a job, from its journal ``record`` (None: never started); a file
-    is named from the first of ``folders`` it is in (the output folder, resolved and as given)."""
+    """The manifest's line of a job from its journal ``record`` (None: never started), files
+    relative to the first of ``folders`` (the output folder, resolved and as given) holding them."""
     digest = (record and record.request_digest) or request_digest(request)
     line: dict[str, Any] = {
         "key": key, "status": "not_started", "task_id": None, "files": [], "videos": [],
@@ -891,8 +869,8 @@ def manifest_line(
 async def write_manifest(
     journal: JobStore, jobs: JobFile, keys: frozenset[str], out_dir: Path, *, endpoint: str = ""
 ) -> BatchOutcome:
-    """Write ``out_dir/manifest.jsonl`` atomically, owner-only: the jobs the journal knows,
-    then those never started, in input order."""
+    """Write ``out_dir/manifest.jsonl`` atomically, owner-only: the journal's jobs, then those
+    never started, in input order."""
     outcome = BatchOutcome()
     target = out_dir / MANIFEST_NAME
     folders = (await run_blocking(out_dir.resolve), out_dir)  # once, not per file
@@ -946,21 +924,16 @@ def completed_in_manifest(out: Path, endpoint: str) -> dict[str, dict[str, Any]]
 
 def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple[str, str]]:
     """The summary as (label, value) rows; an emulated run's credits are priced at nothing."""
-    rows = [
-        ("jobs", str(outcome.total)),
-        ("completed", str(outcome.completed)),
-        ("failed", str(outcome.failed)),
-    ]
-    rows += [(f"  {name}", str(n)) for name, n in sorted(outcome.failures.items())]
-    unfinished = (outcome.ambiguous, outcome.running, outcome.not_started)
-    labels = ("outcome unknown", "still running", "not started")
-    rows += [(label, str(n)) for label, n in zip(labels, unfinished, strict=True) if n]
-    rows.append(("video files", str(outcome.files)))
+    counts = [("jobs", outcome.total), ("completed", outcome.completed), ("failed", outcome.failed)]
+    counts += [(f"  {name}", n) for name, n in sorted(outcome.failures.items())]
+    unfinished = ("outcome unknown", outcome.ambiguous), ("still running", outcome.running)
+    counts += [(label, n) for label, n in (*unfinished, ("not started", outcome.not_started)) if n]
+    rows = [(label, str(n)) for label, n in [*counts, ("video files", outcome.files)]]
 
     def price(credits: int) -> str:
         return "emulated, nothing paid" if emulated else f"about {credits / 100:.2f} USD"
 
-    spent = outcome.credits_this_run
+    spent = max(0, outcome.credits - outcome.earlier_credits)  # the rest: by earlier runs
     rows.append(("credits this run", f"{spent} ({price(spent)})"))
     if earlier := outcome.earlier_credits:
         rows.append(("credits earlier", f"{earlier} ({price(earlier)}, earlier runs)"))
@@ -997,10 +970,7 @@ def count_jobs(n: int) -> str:
 
 
 def advice_after(
-    args: argparse.Namespace,
-    outcome: BatchOutcome,
-    interrupted: bool,
-    emulated: bool,
+    args: argparse.Namespace, outcome: BatchOutcome, interrupted: bool, emulated: bool
 ) -> list[str]:
     """The lines after the summary: what became of unfinished jobs, and what to run next."""
     resume = command_line(args.argv)

@@ -325,8 +325,10 @@ def check_folder(path: Path, what: str) -> None:
         raise UsageError(problem)
 
 
-def check_file_target(path: Path, what: str) -> None:
-    """Check that ``path`` can be written as a file: its folder is usable, no folder is there."""
+def check_file_target(path: Path, what: str, *, checked: Path | None = None) -> None:
+    """Check that ``path`` can be written as a file: no folder is there, and its folder is usable
+    (probed unless it is ``checked``, the folder the caller has just probed)."""
     if path.is_dir():
         raise UsageError(f"the {what} {path} is a folder; a file is needed there")
-    check_folder(path.parent, f"{what}'s folder")
+    if path.parent != checked:
+        check_folder(path.parent, f"{what}'s folder")

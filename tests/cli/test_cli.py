@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from cli_support import SCALE, TOKEN, against, fast_emulator, manifest
+from cli_support import SCALE, TOKEN, against, fast_emulator, manifest, prompts_file
 
 from grok_imagine_async._cli.common import command_line
 from grok_imagine_async.testing import EmulatorConfig
@@ -58,8 +58,9 @@ def requests(emulator: Emulator) -> int:
 def test_batch_runs_to_completion_and_a_rerun_sends_nothing(
     run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("# three videos\na red kite\n\na blue whale\na red kite\n")
+    prompts = prompts_file(
+        tmp_path, "# three videos", "a red kite", "", "a blue whale", "a red kite"
+    )
     out = tmp_path / "videos"
     done = run_cli(
         "batch", str(prompts), "--out", str(out), *against(grok_emulator_env), cwd=tmp_path
@@ -123,8 +124,7 @@ def test_jsonl_ids_name_the_files_and_defaults_apply(
 def test_failed_jobs_give_exit_status_1_and_manifest_errors(
     run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a good one\na refused one [fail:content]\n")
+    prompts = prompts_file(tmp_path, "a good one", "a refused one [fail:content]")
     out = tmp_path / "out"
     done = run_cli(
         "batch", str(prompts), "--out", str(out), *against(grok_emulator_env), cwd=tmp_path
@@ -152,8 +152,7 @@ def test_failed_jobs_give_exit_status_1_and_manifest_errors(
 def test_a_rerun_with_a_larger_budget_runs_what_the_budget_refused(
     run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("first\nsecond\nthird\n")
+    prompts = prompts_file(tmp_path, "first", "second", "third")
     argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(grok_emulator_env)]
     short = run_cli(*argv, "--max-credits", "80", "--max-in-flight", "1", cwd=tmp_path)
     assert short.returncode == 1, short.stderr
@@ -173,8 +172,7 @@ def test_a_rerun_with_a_larger_budget_runs_what_the_budget_refused(
 def test_a_job_whose_retry_the_budget_refused_runs_on_a_rerun_with_more(
     run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("steady\nshaky [fail:network:1]\n")
+    prompts = prompts_file(tmp_path, "steady", "shaky [fail:network:1]")
     argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(grok_emulator_env)]
     short = run_cli(*argv, "--max-credits", "80", "--max-in-flight", "1", cwd=tmp_path)
     assert short.returncode == 1, short.stderr
@@ -220,8 +218,7 @@ def test_input_errors_name_file_and_line_and_submit_nothing(
 def test_a_rejected_token_is_a_usage_error_and_never_printed(
     run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a cat\n")
+    prompts = prompts_file(tmp_path, "a cat")
     secret = "sk-WRONG-secret-value-123"
     argv = against(grok_emulator_env)
     argv[argv.index(TOKEN)] = secret
@@ -244,8 +241,7 @@ def test_a_rejected_token_is_a_usage_error_and_never_printed(
 def test_a_journal_is_tied_to_its_endpoint(
     run_cli: RunCli, grok_emulator_env: Mapping[str, str], tmp_path: Path
 ) -> None:
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a cat\n")
+    prompts = prompts_file(tmp_path, "a cat")
     out = tmp_path / "out"
     journal = out / "shared.db"
     argv = ["batch", str(prompts), "--out", str(out), "--journal", str(journal)]
@@ -261,9 +257,7 @@ def test_a_journal_is_tied_to_its_endpoint(
 def test_ctrl_c_stops_cleanly_names_the_resume_command_and_resume_pays_nothing_twice(
     run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
-    prompts = tmp_path / "prompts.txt"
-    lines = [f"clip {i} [duration:3]" for i in range(6)]
-    prompts.write_text("\n".join(lines) + "\n")
+    prompts = prompts_file(tmp_path, *(f"clip {i} [duration:3]" for i in range(6)))
     out = tmp_path / "out"
     argv = ["batch", str(prompts), "--out", str(out), *against(grok_emulator_env)]
     with (tmp_path / "stdout").open("w") as stdout, (tmp_path / "stderr").open("w") as stderr:
@@ -299,8 +293,7 @@ def test_a_full_disk_under_the_journal_loses_no_paid_task(
     run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
 ) -> None:
     resource = pytest.importorskip("resource")  # POSIX: a file-size limit stands for the disk
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("".join(f"clip {i}\n" for i in range(12)))
+    prompts = prompts_file(tmp_path, *(f"clip {i}" for i in range(12)))
     argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), *against(grok_emulator_env)]
 
     def full_disk() -> None:  # the journal's WAL cannot grow past 60 kB
@@ -332,8 +325,7 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen[Any]) -> N
 
 
 def test_emulate_runs_a_batch_with_no_account(run_cli: RunCli, tmp_path: Path) -> None:
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("one\ntwo\nthree\n")
+    prompts = prompts_file(tmp_path, "one", "two", "three")
     out = tmp_path / "videos"
     done = run_cli(
         "batch", str(prompts), "--emulate", "--time-scale", "60", "--out", str(out), cwd=tmp_path
@@ -348,8 +340,9 @@ def test_emulate_runs_a_batch_with_no_account(run_cli: RunCli, tmp_path: Path) -
 def test_emulate_keeps_its_tasks_so_a_rerun_after_ctrl_c_polls_them(
     run_cli: RunCli, tmp_path: Path
 ) -> None:
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("".join(f"clip {i} [duration:3]\n" for i in range(3)))  # seconds, unscaled
+    prompts = prompts_file(
+        tmp_path, *(f"clip {i} [duration:3]" for i in range(3))
+    )  # seconds, unscaled
     out = tmp_path / "videos"
     argv = ["batch", str(prompts), "--emulate", "--time-scale", "60", "--out", str(out)]
     stdout = tmp_path / "stdout"
@@ -382,7 +375,7 @@ def test_emulate_keeps_its_tasks_so_a_rerun_after_ctrl_c_polls_them(
 
 
 def test_name_names_the_videos_by_position_and_prompt(run_cli: RunCli, tmp_path: Path) -> None:
-    (tmp_path / "prompts.txt").write_text("A red kite, at dawn\nan owl\n")
+    prompts_file(tmp_path, "A red kite, at dawn", "an owl")
     argv = ["batch", "prompts.txt", "--emulate", "--time-scale", "60", "--out", "v"]
     done = run_cli(*argv, "--name", "{index:02d}-{slug}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -451,8 +444,7 @@ def test_batch_shares_its_quota_through_redis(
     tmp_path: Path,
 ) -> None:
     redis = pytest.importorskip("redis", reason='needs the "redis" extra')
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("one\ntwo\n")
+    prompts = prompts_file(tmp_path, "one", "two")
     argv = ["batch", str(prompts), "--out", str(tmp_path / "o"), "--redis-url", redis_server.url]
     done = run_cli(*argv, *against(grok_emulator_env), cwd=tmp_path)
     assert done.returncode == 0, done.stderr

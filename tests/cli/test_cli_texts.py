@@ -65,6 +65,9 @@ def test_a_file_target_taken_by_a_folder_is_refused(tmp_path: Path) -> None:
         check_file_target(tmp_path / "manifest.jsonl", "manifest")
     check_file_target(tmp_path / "journal.db", "journal")  # an absent file is fine
     assert not (tmp_path / "journal.db").exists()
+    # A folder the caller has just probed is not probed (nor created) again.
+    check_file_target(tmp_path / "new" / "journal.db", "journal", checked=tmp_path / "new")
+    assert not (tmp_path / "new").exists()
 
 
 # -- the progress counters -----------------------------------------------------------------------
