@@ -4,6 +4,7 @@ ends."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -37,8 +38,6 @@ class Reservation:
     """Credits held for one POST until its outcome commits or releases them, so concurrent
     submissions never together overrun the budget."""
 
-    __slots__ = ("_budget", "_cost")
-
     def __init__(self, budget: CreditBudget, cost: int) -> None:
         self._budget, self._cost = budget, cost
         budget._held += cost
@@ -63,9 +62,7 @@ class CreditBudget:
         if max_credits is not None and max_credits < 0:
             raise ConfigurationError(f"max_credits must be >= 0, got {max_credits}")
         self.max_credits = max_credits
-        self._spent = 0
-        self._uncertain = 0
-        self._held = 0
+        self._spent = self._uncertain = self._held = 0
 
     @property
     def spent(self) -> int:
@@ -113,11 +110,7 @@ class Books:
     moves forward: input open, closed, stopping (paid jobs polled to their end), halted."""
 
     def __init__(
-        self,
-        *,
-        budget: CreditBudget,
-        breaker: Breaker,
-        on_event: SchedulerHook | None,
+        self, *, budget: CreditBudget, breaker: Breaker, on_event: SchedulerHook | None
     ) -> None:
         self.budget = budget
         self.breaker = breaker
@@ -151,8 +144,9 @@ class Books:
         self._changed.set()
         self._changed = anyio.Event()
 
-    async def next_change(self) -> None:
-        await self._changed.wait()
+    async def next_change(self, at_most: float = math.inf) -> None:
+        with anyio.move_on_after(at_most):
+            await self._changed.wait()
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         while not predicate():

@@ -1,7 +1,6 @@
 """When to look at each running job, blending an *idle* schedule (``wait()``'s) and a
 *saturated* one (about one look per job, at the learned 95th percentile) by the spare quota
-per job. Pure: time is passed in. The batches guide describes the regimes and the canaries.
-"""
+per job. Pure: time is passed in. The batches guide describes the regimes and the canaries."""
 
 from __future__ import annotations
 
@@ -19,8 +18,6 @@ from .._limiting.plans import RateLimit
 from .._limiting.protocol import LimiterStatistics
 from .breaker import Breaker, BreakerState
 from .durations import DurationModel
-
-__all__ = ["DurationModel", "PollPlanner"]
 
 _STANDARD = NormalDist()
 _FIRST_LOOK = 0.95  # saturated: a job's first look finds it done this often
@@ -106,8 +103,7 @@ class PollPlanner:
         self._seen_healthy = -math.inf  # and when it was seen so
         self._last_left = -math.inf  # when the newest POST left
         self.canary_age = _CANARY_AGE * policy.wait_initial  # a canary's look, after its POST
-        # The POSTs of a burst one healthy canary lets out (see leaving).
-        self._chunk = max(_VOUCHES, _CHUNK_RATE * limit.per_second * self.canary_age)
+        self._chunk = max(_VOUCHES, _CHUNK_RATE * limit.per_second * self.canary_age)  # leaving
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
         self.next_canary = -math.inf  # when the next POST out is a canary (a failure: now)
         self._since_canary = 0  # submissions since the last canary
@@ -224,10 +220,8 @@ class PollPlanner:
         stats = self._statistics
         if vouched and burst and stats is not None and stats().waiting >= _BIG_BURST:
             vouched = now - self._seen_healthy <= self.policy.wait_initial
-        # A canary's look shows the provider as it was when the canary left: an outage since
-        # then is paid by the burst the look releases. So one look lets out a chunk, the next
-        # chunk's canary among it: twice what the plan's rate sends in a canary's age keeps a
-        # burst at the quota's pace (a probe's burst aside: it goes whole).
+        # A look shows the provider as it was when the canary left: one look lets out a chunk
+        # of the burst, the next chunk's canary among it (a probe's burst goes whole).
         vouched = vouched and not (burst and self._vouches >= self._chunk)
         # A hold delays the burst by a canary's age: only if that is a small share of the period.
         holds = burst and not vouched and self.canary_age <= _HOLD_SHARE * self.limit.period

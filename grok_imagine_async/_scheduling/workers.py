@@ -1,14 +1,11 @@
-"""The scheduler's workers, sharing its ``Books``: submitters (a queued job's journal record
-replayed or resumed, else its POST, its cost held in the budget and its intent journaled right
-before it leaves), pollers (a dispatcher hands each running job, due in a :class:`DueQueue`,
-one timer for all, to a poller, which finishes, resubmits or reschedules it) and downloaders
-(a completed job's videos to disk before it counts as finished).
-"""
+"""The scheduler's workers, sharing its ``Books``: submitters (a job replayed, resumed or
+POSTed), pollers (fed by one :class:`DueQueue` timer: they finish, resubmit or reschedule a job)
+and downloaders (a completed job's videos to disk before it counts as finished)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import anyio
@@ -20,7 +17,6 @@ from .._errors import (
     APIResponseValidationError,
     AuthenticationError,
     BudgetExceededError,
-    DownloadError,
     GrokImagineError,
     InvalidRequestError,
     JournalError,
@@ -29,7 +25,6 @@ from .._errors import (
     ServerError,
     TaskFailedError,
 )
-from .._files import folder_problem
 from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
 from .._observe import job_scope
@@ -42,7 +37,6 @@ from .jobs import (
     JobRecord,
     JobResubmitting,
     JobResumed,
-    JobState,
     JobSubmitted,
     StoreRecord,
     StoreState,
@@ -102,18 +96,16 @@ class Workers:
         self._done, self._completed = anyio.create_memory_object_stream[tuple[JobRecord, Task]](0)
         self._warmup: list[str] = []  # warm-up jobs followed
         self._witnesses: set[str] = set()  # looked at now to explain a young failure
-        self.submissions = 0
-        """POSTs sent (first submissions and resubmissions)."""
-        self.polls = 0
-        """Status polls sent."""
+        self.submissions = 0  # POSTs sent (first submissions and resubmissions)
+        self.polls = 0  # status polls sent
 
     def start(self, downloaders: int) -> None:
         """Start the submitters, the pollers and their dispatcher, and the ``downloaders``."""
         books = self._books
         for _ in range(_SUBMITTERS):
-            books.start(self._submit_from)
+            books.start(self._serve, self._queued, self._start)
         for _ in range(_POLLERS):
-            books.start(self._poll)
+            books.start(self._serve, self._due_recv, self._poll_once)
         books.start(self._dispatch)
         policy = self._breaker.policy
         if books.journal is not None and policy is not None:
@@ -132,30 +124,21 @@ class Workers:
         for stream in (*streams, self._completed):
             stream.close()
 
-    async def _submit_from(self) -> None:
-        """One submitter: send each queued job's POST, then hand it to the pollers."""
-        async for job in self._queued:
-            await self._books.for_job(job, self._submitted(job, self._start(job)))
-
-    async def _submitted(self, job: JobRecord, step: Awaitable[None]) -> None:
-        await step
-        if job.state is JobState.RUNNING:  # its task exists (sent, or resumed)
-            self._watch(job)
+    async def _serve(
+        self, jobs: AsyncIterable[JobRecord], step: Callable[[JobRecord], Awaitable[None]]
+    ) -> None:
+        """One submitter or poller: ``step`` each job from ``jobs`` (an error ends that job)."""
+        async for job in jobs:
+            await self._books.for_job(job, step(job))
 
     async def _start(self, job: JobRecord) -> None:
         """Take up a queued job: replay, resume or send it (RUNNING once its task exists)."""
-        books = self._books
-        if self._stopped():
-            await self._not_sent(job)
-            return
-        record = None
-        if books.journal is not None:
+        books, record = self._books, None
+        if books.journal is not None and not self._stopped():
             try:
                 record = await books.journal.load(job.key)
             except Exception as exc:
-                books.journal_failed(exc, job)
-                await self._not_sent(job)
-                return
+                books.journal_failed(exc, job)  # the batch stops: the job is not sent
         if record is not None:  # the resume policy: never-paid, undownloaded, ambiguous
             record = reopened(record, resubmit_ambiguous=self._resubmit_ambiguous)
         if record is not None and not same_request(record, job.request):
@@ -217,8 +200,7 @@ class Workers:
                     # A job that probed in vain leaves the next probe to another.
                     held = max(held or 0.0, breaker.snapshot().next_probe_at or now, now + 1.0)
                 if held is not None:  # a burst waits for its canary's look
-                    with anyio.move_on_after(held - now):
-                        await books.next_change()
+                    await books.next_change(held - now)
                     continue
                 sequence, until, transition = breaker.admit(now)
                 if sequence is not None:
@@ -245,20 +227,16 @@ class Workers:
                         policy.warmup,
                         ", so a batch it refuses pays for those alone" if refusals else "",
                     )
-                with anyio.move_on_after(float("inf") if until is None else until - now):
-                    await books.next_change()
+                await books.next_change(math.inf if until is None else until - now)
         finally:
             self._unprobed -= not probed
 
     async def _verdict(self, job: JobRecord, *, last_try: bool = False) -> None:
-        """Wait for the verdict on ``job``'s failure of an outage's kind, the batch running:
-        the outage's if the batch pauses (the try is then unspent, and its resubmission not
-        sent into the outage), its own once a success submitted after it says the provider
-        works. ``last_try`` (before it is counted): wait at most ``_VERDICT`` first probe waits
-        while it is unexplained (with few submissions going out, a pause can take 11 s). Else
-        (before its resubmission): a first probe wait while the newest jobs fail too, and
-        while it is unexplained let the jobs queued behind it go first: they pause the batch,
-        or a canary among them seen healthy says the provider works."""
+        """Wait for the verdict on ``job``'s outage-like failure: the outage's if the batch
+        pauses (the try is unspent), its own once a later success says the provider works.
+        ``last_try``: wait up to ``_VERDICT`` first probe waits while unexplained. Else (before
+        its resubmission) one while the newest jobs fail too, and while unexplained let the
+        jobs queued behind it go first: they pause the batch, or a canary of theirs vouches."""
         books, breaker, planner = self._books, self._breaker, self._planner
         assert breaker.policy is not None  # no policy, no pause to wait for
         wait = breaker.policy.probe_wait_initial
@@ -282,8 +260,7 @@ class Workers:
                     timeout = wait
                 else:
                     return
-                with anyio.move_on_after(timeout):
-                    await books.next_change()
+                await books.next_change(timeout)
         finally:
             self._doubted -= doubted
 
@@ -309,6 +286,7 @@ class Workers:
         if record.state is StoreState.SUBMITTED and record.task_id:
             job.resumed(record.task_id)  # its age is unknown: poll at once, then learn
             self._books.emit(JobResumed(key=job.key, at=now, task_id=record.task_id))
+            self._watch(job)
             return True
         # INTENT with no task id: the POST may or may not have created (and charged) a task.
         if self._resubmit_ambiguous:
@@ -331,18 +309,16 @@ class Workers:
             if not await self._admit(job, after_failure=after_failure):
                 await self._not_sent(job)
                 return
-            budget = self._books.budget
-            if not budget.can_afford(cost=CREDITS_PER_GENERATION):
+            books, budget = self._books, self._books.budget
+            if not budget.can_afford():
                 assert budget.max_credits is not None
                 refused = BudgetExceededError(
                     max_credits=budget.max_credits, committed_credits=budget.committed
                 )
                 self._post_outcome(job, Outcome.OTHER)
-                await self._books.finish(
-                    job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED
-                )
+                await books.finish(job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED)
                 return
-            with budget.reserve(CREDITS_PER_GENERATION) as held:  # released unless committed
+            with budget.reserve() as held:  # released unless committed
                 if not await self._send_reserved(job, held):
                     return
 
@@ -441,6 +417,7 @@ class Workers:
             now = anyio.current_time()
             job.submitted(task_id, at=now)
             books.emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
+            self._watch(job)
             return False
         await books.finish(job, error=error, failure_class=failure)
         if halt:
@@ -482,11 +459,6 @@ class Workers:
         if best is None or not planner.has_room(now, chance=chance, planned=self._due.due_before):
             return None
         return best
-
-    async def _poll(self) -> None:
-        """One poller: poll due jobs until the scheduler stops."""
-        async for job in self._due_recv:
-            await self._books.for_job(job, self._poll_once(job))
 
     async def _poll_once(self, job: JobRecord) -> None:
         books, planner = self._books, self._planner
@@ -629,10 +601,8 @@ class Workers:
         self._look_now(lambda job: job.key in chosen, now)
 
     def recheck_suspects(self, now: float) -> None:
-        """Paused (here or by another process): the jobs sent since the oldest failure (and a
-        little before) probably failed too. Look at each once old enough to show it (twice the
-        youngest failure seen, else a canary's age), not minutes later as planned on its
-        duration, so its resubmission is ready when the outage ends."""
+        """Paused (here or elsewhere): look at the jobs sent since the oldest failure (and a
+        little before), probably failed too, once old enough to show it, not minutes later."""
         shows = self._breaker.healthy_age() or self._planner.canary_age
         shows = max(shows, self._planner.policy.wait_initial)
         since = self._breaker.failing_since - shows
@@ -641,8 +611,7 @@ class Workers:
     def _look_now(
         self, chosen: Callable[[JobRecord], bool], now: float, *, age: float = 0.0
     ) -> None:
-        """Look at the queued jobs ``chosen`` picks now (or once ``age`` old), urgently: on
-        their own, and where a re-plan does not move them back."""
+        """Look at the queued jobs ``chosen`` picks now (or once ``age`` old), urgently."""
         for job in self._due.take(chosen):
             self._planner.canaries.add(job.key)
             self._schedule(job, max(now, (job.submitted_at or now) + age))
@@ -666,8 +635,7 @@ class Workers:
             self._outcome(job, Outcome.SUCCEEDED, now)
 
     async def _resend(self, job: JobRecord, after_failure: bool) -> None:
-        step = self._send(job, after_failure=after_failure)
-        await self._books.for_job(job, self._submitted(job, step))
+        await self._books.for_job(job, self._send(job, after_failure=after_failure))
 
     async def _share(self) -> None:
         """Sleep until a routine request leaves the urgent looks their share of the quota."""
@@ -731,13 +699,6 @@ class Workers:
             return
         await books.write(job, lambda store: store.record_files(job.key, files))
         await books.finish(job, task=task, files=tuple(files))
-
-
-def ensure_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and check it can be written (blocking)."""
-    problem = folder_problem(folder, "download_dir")
-    if problem is not None:
-        raise DownloadError(problem, local_path=folder)
 
 
 class _Withheld(Exception):
