@@ -112,8 +112,7 @@ class Books:
     def __init__(
         self, *, budget: CreditBudget, breaker: Breaker, on_event: SchedulerHook | None
     ) -> None:
-        self.budget = budget
-        self.breaker = breaker
+        self.budget, self.breaker, self._on_event = budget, breaker, on_event
         self.jobs: dict[str, JobRecord] = {}  # accepted and not finished
         self.tally = Tally(self.notify)
         self.backlog: deque[JobResult] = deque()  # finished, not read yet (while streaming)
@@ -125,7 +124,6 @@ class Books:
         self.unrecorded: dict[str, str] = {}  # task ids a failed journal write did not keep
         self.course_id = uuid.uuid4().hex  # this scheduler, in the course it shares
         self.course_at = time.time()  # of the newest course taken: older ones are ignored
-        self._on_event = on_event
         self._changed = anyio.Event()
         self.tg: TaskGroup | None = None  # the scheduler's, where workers run
 
@@ -169,13 +167,9 @@ class Books:
         snapshot = self.breaker.snapshot()
         self.notify()
         level = logging.INFO if transition is Transition.PROBING else logging.WARNING
-        logger.log(
-            level,
-            "batch %s (%s; %s)",
-            transition.value,
-            snapshot.reason or "the provider answers again",
-            f"job {key}" if key else "decided by another process sharing the batch",
-        )
+        why = snapshot.reason or "the provider answers again"
+        who = f"job {key}" if key else "decided by another process sharing the batch"
+        logger.log(level, "batch %s (%s; %s)", transition.value, why, who)
         self.emit(BreakerEvent(key=key, at=now, transition=transition.value, breaker=snapshot))
         if not adopted and transition is not Transition.PROBING and self.journal is not None:
             course = self.breaker.course(at=time.time(), by=self.course_id, now=now)
@@ -289,8 +283,7 @@ class Books:
     def stop(self, exc: BaseException, *, drain: bool) -> None:
         """A fatal error: submit nothing more; with ``drain`` poll the paid jobs to their end
         first, else (a rejected token) halt now."""
-        if self.fatal is None:
-            self.fatal = exc
+        self.fatal = exc if self.fatal is None else self.fatal
         self.input_closed = True
         if not drain or (not self.jobs and not self.streaming):
             self.halt()
@@ -321,8 +314,7 @@ class Books:
             await self.journal.aclose()
         except Exception as exc:
             error = as_journal_error(exc, self.journal)
-            if self.fatal is None:
-                self.fatal = error
+            self.fatal = error if self.fatal is None else self.fatal
             logger.error("journal failed on closing: %s", error)
 
     def wrap_up(self) -> None:
@@ -360,9 +352,7 @@ def as_journal_error(exc: Exception, journal: JobStore) -> JournalError:
     if isinstance(exc, JournalError):
         return exc
     path = getattr(journal, "path", None)
-    error = JournalError(
-        f"the journal failed: {type(exc).__name__}: {exc}",
-        path=path if isinstance(path, Path) else None,
-    )
+    path = path if isinstance(path, Path) else None
+    error = JournalError(f"the journal failed: {type(exc).__name__}: {exc}", path=path)
     error.__cause__ = exc
     return error

@@ -64,10 +64,8 @@ class Watched(Protocol):
 
 class PollPlanner:
     """Decides when the scheduler looks at each running job, and learns from each look.
-
     ``statistics``: the limiter's counters (traffic not the planner's own); ``unfinished``:
-    the jobs held, queued or running (default: those seen submitted).
-    """
+    the jobs held, queued or running (default: those seen submitted)."""
 
     def __init__(
         self,
@@ -82,10 +80,7 @@ class PollPlanner:
         self.limit = limit
         self._window = limit.period / 4  # the spare quota is counted per quarter period
         self._budget = _SPARE * limit.per_second * self._window  # requests counted on in one
-        self.policy = policy
-        self.model = model
-        self._rng = rng
-        self._statistics = statistics
+        self.policy, self.model, self._rng, self._statistics = policy, model, rng, statistics
         self._recent: deque[float] = deque()  # every request noted, for the last period
         self._booked: list[float] = []  # when the urgent looks planned will go, sorted
         self._polls: deque[float] = deque()  # the polls among them
@@ -106,8 +101,7 @@ class PollPlanner:
         self._chunk = max(_VOUCHES, _CHUNK_RATE * limit.per_second * self.canary_age)  # leaving
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
         self.next_canary = -math.inf  # when the next POST out is a canary (a failure: now)
-        self._since_canary = 0  # submissions since the last canary
-        self._last_canary = -math.inf
+        self._since_canary, self._last_canary = 0, -math.inf  # submissions since it, and when
         self._ending = True  # few jobs left (or none yet): their last looks decide the end
         self._planned = (model.mu, model.sigma, False, 0.0, True)
         self._next_spare = -math.inf  # no look on spare quota before this time (pacing)
@@ -185,11 +179,15 @@ class PollPlanner:
             return 1.0
         return math.log(1.0 / allowance) / math.log(1.0 / _SATURATED_ALLOWANCE)
 
+    def _enlist(self, key: str) -> None:
+        """Make a job a probe while the model is not confident and probes are few."""
+        if self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
+            self.probes.add(key)
+
     def submitted(self, key: str, *, follow: bool = False) -> None:
         """A job's task was created: maybe a probe, followed (``follow``) or the canary."""
         self._running += 1
-        if self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
-            self.probes.add(key)
+        self._enlist(key)
         out = self._canary_out
         if follow:
             self.followed.add(key)
@@ -198,8 +196,7 @@ class PollPlanner:
 
     def leaving(self, key: str, now: float, breaker: Breaker) -> bool:
         """A job's POST has its permit: True to hold it back while a burst waits for its
-        canary's look; else it leaves, as the canary if one is due (see the batches guide).
-        """
+        canary's look; else it leaves, as the canary if one is due (see the batches guide)."""
         out = self._canary_out
         if out is not None and out[0] == key:
             return False  # the canary's own retry
@@ -289,8 +286,7 @@ class PollPlanner:
         previous = last_look - submitted_at if last_look > submitted_at else None
         if not finished:
             self.model.observe_running(now - submitted_at, previous=previous)
-            if self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
-                self.probes.add(key)
+            self._enlist(key)
             return
         self.gone(job)
         self._finished.append(now)
@@ -303,9 +299,8 @@ class PollPlanner:
         """Forget a job that left without a completion to learn from (or before one)."""
         self._running = max(0, self._running - 1)
         self._canary_answered(job.key, healthy=False)
-        self.probes.discard(job.key)
-        self.followed.discard(job.key)
-        self.canaries.discard(job.key)
+        for keys in (self.probes, self.followed, self.canaries):
+            keys.discard(job.key)
         if job.submitted_at is not None and job.last_look > job.submitted_at:
             self.model.forget_running(job.last_look - job.submitted_at)
 
@@ -375,8 +370,8 @@ class PollPlanner:
         if submitted_at is None:  # age unknown: look at once, then on the idle floor
             return earliest if job.polls == 0 else earliest + self._jitter(policy.wait_initial)
         age = max(0.0, last_look - submitted_at)
-        if age <= 0.0 and self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
-            self.probes.add(key)  # a probe finished early: this one, not yet looked at, follows
+        if age <= 0.0:
+            self._enlist(key)  # a probe finished early: this one, not yet looked at, follows
         if key in self.canaries and age <= 0.0:  # one look, when an outage's failure shows
             return max(earliest, last_look + self._jitter(self.canary_age))
         weight = self.weight(now)

@@ -161,10 +161,8 @@ class JobScheduler:
         unknown = options.keys() - SchedulerOptions.__optional_keys__
         if unknown:
             raise TypeError(f"unexpected keyword argument {', '.join(sorted(unknown))}")
-        config = config or SchedulerConfig()
-        self._config = config
-        self._client = client
-        self._options = options
+        self._config = config = config or SchedulerConfig()
+        self._client, self._options = client, options
         self._limit = client.limiter.limit
         settings = client.settings  # already in the server's seconds (Settings.from_env)
         model = config.duration_model or DurationModel(prior_median=settings.expected_duration)
@@ -476,8 +474,7 @@ class _Reporter:
     resumed: age unknown), and 1 at its end."""
 
     def __init__(self, hook: ProgressHook, on_event: Callable[[JobEvent], None] | None) -> None:
-        self._hook = hook
-        self._on_event = on_event
+        self._hook, self._on_event = hook, on_event
         self._shown: dict[str, float | None] = {}  # running jobs: the value last reported
         self.jobs: dict[str, JobRecord] = {}  # the scheduler's unfinished jobs
 

@@ -672,11 +672,10 @@ class Workers:
         await self._books.finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
 
     def _replan(self, now: float) -> None:
-        if self._planner.replan_needed(now):
+        planner = self._planner
+        if planner.replan_needed(now):
             self._due.reschedule_all(
-                lambda job, due: (
-                    due if job.submitted_at is None else self._planner.next_look(job, now)
-                )
+                lambda job, due: due if job.submitted_at is None else planner.next_look(job, now)
             )
 
     async def _to_download(self, job: JobRecord, task: Task) -> None:
