@@ -291,15 +291,12 @@ class Workers:
         # INTENT with no task id: the POST may or may not have created (and charged) a task.
         if self._resubmit_ambiguous:
             return False
-        await self._books.finish(
-            job,
-            error=AmbiguousSubmitError(
-                "a submission was in flight when the previous run stopped; its outcome is "
-                "unknown, so it was not resent (to avoid paying twice)",
-                request=job.request,
-            ),
-            failure_class=FailureClass.AMBIGUOUS_SUBMIT,
+        error = AmbiguousSubmitError(
+            "a submission was in flight when the previous run stopped; its outcome is "
+            "unknown, so it was not resent (to avoid paying twice)",
+            request=job.request,
         )
+        await self._books.finish(job, error=error, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
         return True
 
     async def _send(self, job: JobRecord, *, after_failure: bool = False) -> None:
@@ -333,21 +330,20 @@ class Workers:
 
     async def _send_reserved(self, job: JobRecord, held: Reservation) -> bool:
         """One POST for ``job``; True if it must wait for the outage's end and go again."""
-        books, cost = self._books, CREDITS_PER_GENERATION
+        books, breaker, cost = self._books, self._breaker, CREDITS_PER_GENERATION
         attempt = job.attempts + 1
         may_have_left = halt = False  # from the first intent on, a POST may leave
         error: GrokImagineError
 
         async def record_intent() -> None:
             nonlocal may_have_left
-            if self._breaker.withholds(job.sequence) or self._planner.leaving(
-                job.key, anyio.current_time(), self._breaker
-            ):
+            now = anyio.current_time()
+            if breaker.withholds(job.sequence) or self._planner.leaving(job.key, now, breaker):
                 # Admitted before a pause or stop, or in a burst held for its canary's look.
                 raise _Withheld
             if not may_have_left:  # counted once it leaves, not while it waits (or is held)
                 self.submissions += 1
-                self._planner.note_request(anyio.current_time())
+                self._planner.note_request(now)
             may_have_left = True
             if books.journal is not None:
                 try:
@@ -386,10 +382,10 @@ class Workers:
             # Nothing was started (the sender retried already); systematic: the breaker's.
             reached = not isinstance(exc, APIConnectionError)
             self._post_outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
-            if self._breaker.state is BreakerState.PAUSED:
+            if breaker.state is BreakerState.PAUSED:
                 return True  # sent again once the outage is over
             # A server never reached: a configuration error; stop every worker once it ended.
-            halt = self._breaker.state is BreakerState.STOPPED and not reached
+            halt = breaker.state is BreakerState.STOPPED and not reached
             error, failure = exc, FailureClass.REQUEST_ERROR
         except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
             self._post_outcome(job, Outcome.OTHER)
@@ -408,8 +404,8 @@ class Workers:
                 )
                 failure = FailureClass.AMBIGUOUS_SUBMIT
         else:
-            self._breaker.answered()
-            if self._breaker.is_probe(job.sequence) and self._breaker.healthy_age() <= 0.0:
+            breaker.answered()
+            if breaker.is_probe(job.sequence) and breaker.healthy_age() <= 0.0:
                 self._post_outcome(job, Outcome.SUCCEEDED)  # the POSTs failed, and this one did not
             held.commit()
             job.charged(attempt, cost)
@@ -578,9 +574,7 @@ class Workers:
         ):
             # Refusals and no success yet: look now at the jobs as old, probably over too.
             cutoff = now - _REFUSAL_PEERS * age
-            self._look_now(
-                lambda other: other.submitted_at is not None and other.submitted_at <= cutoff, now
-            )
+            self._look_now(lambda j: j.submitted_at is not None and j.submitted_at <= cutoff, now)
 
     def _call_witnesses(self, failed: JobRecord, now: float, age: float) -> None:
         """Look now at the two newest other jobs sent after the newest success, ``age`` old."""
