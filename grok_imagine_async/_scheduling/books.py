@@ -95,8 +95,7 @@ class CreditBudget:
 
     @contextmanager
     def reserve(self, cost: int = CREDITS_PER_GENERATION) -> Iterator[Reservation]:
-        """Hold ``cost`` for one POST, released on leaving unless committed (never refuses:
-        check :meth:`can_afford` first)."""
+        """Hold ``cost`` for one POST, released unless committed (check :meth:`can_afford`)."""
         reservation = Reservation(self, cost)
         try:
             yield reservation
@@ -248,8 +247,7 @@ class Books:
         await self.conclude(job, result, record=record)
 
     async def conclude(self, job: JobRecord, result: JobResult, *, record: bool = True) -> None:
-        """End ``job`` with ``result``: record it (unless ``record`` is False: a replay of
-        the journal), then announce it."""
+        """End ``job`` with ``result``: record it (unless replayed: ``record``), announce it."""
         if record:
             await self.write(job, lambda store: store.record_finished(result), result.task_id)
         if self.jobs.get(job.key) is job:  # an invalid input item never entered

@@ -126,8 +126,7 @@ class PollPlanner:
             del self._booked[index]
 
     def share_wait(self, now: float) -> float:
-        """Seconds until one more routine request may go: the period's requests and the
-        urgent looks booked for the next period must leave it a permit."""
+        """Seconds until the period's requests and next period's urgent looks leave a permit."""
         recent, horizon = self._recent, now - self.limit.period
         while recent and recent[0] <= horizon:
             recent.popleft()
@@ -264,7 +263,7 @@ class PollPlanner:
 
     def vouch(self, at: float, *, whole: bool = False) -> None:
         """A task created at ``at`` was seen healthy: a burst soon after needs no canary
-        (``whole``: the burst goes whole, a probe having just ended a pause)."""
+        (``whole``: it goes whole, a probe having just ended a pause)."""
         if at >= self.vouched:
             self.vouched, self._vouches = at, -math.inf if whole else 0.0
         self._holding = False

@@ -278,8 +278,7 @@ class JobScheduler:
             raise SchedulerClosedError(
                 "the scheduler is not accepting jobs (not started, or closed)"
             )
-        if key is None:
-            key = self._key_for(request)
+        key = self._key_for(request) if key is None else key
         if key in books.jobs:
             raise ConfigurationError(f"a job with key {key!r} is already running")
         job = JobRecord(key, request, books.tally, durations=self._planner.model)

@@ -179,10 +179,8 @@ class Workers:
         await self._books.finish(job, error=error, failure_class=failure, record=False)
 
     async def _admit(self, job: JobRecord, *, after_failure: bool = False) -> bool:
-        """Wait until the breaker lets ``job``'s POST go; False if the batch stopped.
-
-        ``after_failure``: a resubmission after a retryable failure (see :meth:`_verdict`).
-        """
+        """Wait until the breaker lets ``job``'s POST go; False if the batch stopped
+        (``after_failure``: a resubmission after a retryable failure, see :meth:`_verdict`)."""
         books, breaker = self._books, self._breaker
         if after_failure and breaker.policy is not None:
             await self._verdict(job)
@@ -191,9 +189,7 @@ class Workers:
         if probed:  # its probe failed: wake the others waiting for it (or a queued job)
             books.notify()
         try:
-            while True:
-                if books.fatal is not None:
-                    return False
+            while books.fatal is None:
                 now = anyio.current_time()
                 held = self._planner.holding(now)
                 if probed and self._unprobed and breaker.state is BreakerState.PAUSED:
@@ -228,6 +224,7 @@ class Workers:
                         ", so a batch it refuses pays for those alone" if refusals else "",
                     )
                 await books.next_change(math.inf if until is None else until - now)
+            return False
         finally:
             self._unprobed -= not probed
 
