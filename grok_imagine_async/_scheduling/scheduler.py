@@ -445,8 +445,7 @@ class JobResults(AsyncIterator[JobResult]):
     """
 
     def __init__(self, scheduler: JobScheduler) -> None:
-        self._scheduler = scheduler
-        self._closed = False
+        self._scheduler, self._closed = scheduler, False
         scheduler._books.streaming = True
 
     async def __anext__(self) -> JobResult:

@@ -74,15 +74,10 @@ class Workers:
         file_stem: Callable[[str], str] | None,
         owner: object,
     ) -> None:
-        self._books = books
-        self._breaker = books.breaker
-        self._owner = owner
-        self._client = client
-        self._planner = planner
+        self._books, self._breaker, self._planner = books, books.breaker, planner
+        self._client, self._owner, self._has_slot = client, owner, has_slot
         self._submit_priority, self._poll_priority = priorities
-        self._resubmit = resubmit
-        self._resubmit_on = frozenset(resubmit_on)
-        self._has_slot = has_slot
+        self._resubmit, self._resubmit_on = resubmit, frozenset(resubmit_on)
         self._folder = folder  # completed jobs' videos are downloaded there (None: not)
         self._file_stem = file_stem or (lambda key: key)
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
