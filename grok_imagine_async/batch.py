@@ -23,9 +23,9 @@ from ._journal.sqlite import SqliteJobStore
 from ._models import CREDITS_PER_GENERATION
 from ._public import set_module as _set_module
 from ._scheduling.breaker import BreakerPolicy, BreakerSnapshot, BreakerState
+from ._scheduling.durations import DurationModel
 from ._scheduling.inputs import InputSummary, JobFile
 from ._scheduling.jobs import BreakerEvent, JobResumed, SchedulerStatistics
-from ._scheduling.polling import DurationModel
 from ._scheduling.scheduler import JobResults, SchedulerConfig
 
 __all__ = [

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from .._limiting.protocol import Priority, RateLimiter
 from .._models import GenerationRequest, Task
 from .._observe import Observer
-
-if TYPE_CHECKING:
-    from .._settings import Settings
+from .._settings import Settings
 
 
 class SchedulerClient(Protocol):
@@ -39,9 +37,5 @@ class SchedulerClient(Protocol):
     async def get_task(self, task_id: str, *, priority: Priority = ...) -> Task: ...
 
     async def download(
-        self,
-        task: Task,
-        dest: str | os.PathLike[str],
-        *,
-        stem: str | None = None,
+        self, task: Task, dest: str | os.PathLike[str], *, stem: str | None = None
     ) -> list[Path]: ...

@@ -4,6 +4,7 @@ ends."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -37,8 +38,6 @@ class Reservation:
     """Credits held for one POST until its outcome commits or releases them, so concurrent
     submissions never together overrun the budget."""
 
-    __slots__ = ("_budget", "_cost")
-
     def __init__(self, budget: CreditBudget, cost: int) -> None:
         self._budget, self._cost = budget, cost
         budget._held += cost
@@ -63,9 +62,7 @@ class CreditBudget:
         if max_credits is not None and max_credits < 0:
             raise ConfigurationError(f"max_credits must be >= 0, got {max_credits}")
         self.max_credits = max_credits
-        self._spent = 0
-        self._uncertain = 0
-        self._held = 0
+        self._spent = self._uncertain = self._held = 0
 
     @property
     def spent(self) -> int:
@@ -98,8 +95,7 @@ class CreditBudget:
 
     @contextmanager
     def reserve(self, cost: int = CREDITS_PER_GENERATION) -> Iterator[Reservation]:
-        """Hold ``cost`` for one POST, released on leaving unless committed (never refuses:
-        check :meth:`can_afford` first)."""
+        """Hold ``cost`` for one POST, released unless committed (check :meth:`can_afford`)."""
         reservation = Reservation(self, cost)
         try:
             yield reservation
@@ -113,14 +109,9 @@ class Books:
     moves forward: input open, closed, stopping (paid jobs polled to their end), halted."""
 
     def __init__(
-        self,
-        *,
-        budget: CreditBudget,
-        breaker: Breaker,
-        on_event: SchedulerHook | None,
+        self, *, budget: CreditBudget, breaker: Breaker, on_event: SchedulerHook | None
     ) -> None:
-        self.budget = budget
-        self.breaker = breaker
+        self.budget, self.breaker, self._on_event = budget, breaker, on_event
         self.jobs: dict[str, JobRecord] = {}  # accepted and not finished
         self.tally = Tally(self.notify)
         self.backlog: deque[JobResult] = deque()  # finished, not read yet (while streaming)
@@ -132,7 +123,6 @@ class Books:
         self.unrecorded: dict[str, str] = {}  # task ids a failed journal write did not keep
         self.course_id = uuid.uuid4().hex  # this scheduler, in the course it shares
         self.course_at = time.time()  # of the newest course taken: older ones are ignored
-        self._on_event = on_event
         self._changed = anyio.Event()
         self.tg: TaskGroup | None = None  # the scheduler's, where workers run
 
@@ -151,8 +141,9 @@ class Books:
         self._changed.set()
         self._changed = anyio.Event()
 
-    async def next_change(self) -> None:
-        await self._changed.wait()
+    async def next_change(self, at_most: float = math.inf) -> None:
+        with anyio.move_on_after(at_most):
+            await self._changed.wait()
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
@@ -175,13 +166,9 @@ class Books:
         snapshot = self.breaker.snapshot()
         self.notify()
         level = logging.INFO if transition is Transition.PROBING else logging.WARNING
-        logger.log(
-            level,
-            "batch %s (%s; %s)",
-            transition.value,
-            snapshot.reason or "the provider answers again",
-            f"job {key}" if key else "decided by another process sharing the batch",
-        )
+        why = snapshot.reason or "the provider answers again"
+        who = f"job {key}" if key else "decided by another process sharing the batch"
+        logger.log(level, "batch %s (%s; %s)", transition.value, why, who)
         self.emit(BreakerEvent(key=key, at=now, transition=transition.value, breaker=snapshot))
         if not adopted and transition is not Transition.PROBING and self.journal is not None:
             course = self.breaker.course(at=time.time(), by=self.course_id, now=now)
@@ -260,8 +247,7 @@ class Books:
         await self.conclude(job, result, record=record)
 
     async def conclude(self, job: JobRecord, result: JobResult, *, record: bool = True) -> None:
-        """End ``job`` with ``result``: record it (unless ``record`` is False: a replay of
-        the journal), then announce it."""
+        """End ``job`` with ``result``: record it (unless replayed: ``record``), announce it."""
         if record:
             await self.write(job, lambda store: store.record_finished(result), result.task_id)
         if self.jobs.get(job.key) is job:  # an invalid input item never entered
@@ -295,8 +281,7 @@ class Books:
     def stop(self, exc: BaseException, *, drain: bool) -> None:
         """A fatal error: submit nothing more; with ``drain`` poll the paid jobs to their end
         first, else (a rejected token) halt now."""
-        if self.fatal is None:
-            self.fatal = exc
+        self.fatal = exc if self.fatal is None else self.fatal
         self.input_closed = True
         if not drain or (not self.jobs and not self.streaming):
             self.halt()
@@ -327,8 +312,7 @@ class Books:
             await self.journal.aclose()
         except Exception as exc:
             error = as_journal_error(exc, self.journal)
-            if self.fatal is None:
-                self.fatal = error
+            self.fatal = error if self.fatal is None else self.fatal
             logger.error("journal failed on closing: %s", error)
 
     def wrap_up(self) -> None:
@@ -366,9 +350,7 @@ def as_journal_error(exc: Exception, journal: JobStore) -> JournalError:
     if isinstance(exc, JournalError):
         return exc
     path = getattr(journal, "path", None)
-    error = JournalError(
-        f"the journal failed: {type(exc).__name__}: {exc}",
-        path=path if isinstance(path, Path) else None,
-    )
+    path = path if isinstance(path, Path) else None
+    error = JournalError(f"the journal failed: {type(exc).__name__}: {exc}", path=path)
     error.__cause__ = exc
     return error

@@ -1,7 +1,6 @@
 """When to look at each running job, blending an *idle* schedule (``wait()``'s) and a
 *saturated* one (about one look per job, at the learned 95th percentile) by the spare quota
-per job. Pure: time is passed in. The batches guide describes the regimes and the canaries.
-"""
+per job. Pure: time is passed in. The batches guide describes the regimes and the canaries."""
 
 from __future__ import annotations
 
@@ -19,8 +18,6 @@ from .._limiting.plans import RateLimit
 from .._limiting.protocol import LimiterStatistics
 from .breaker import Breaker, BreakerState
 from .durations import DurationModel
-
-__all__ = ["DurationModel", "PollPlanner"]
 
 _STANDARD = NormalDist()
 _FIRST_LOOK = 0.95  # saturated: a job's first look finds it done this often
@@ -67,10 +64,8 @@ class Watched(Protocol):
 
 class PollPlanner:
     """Decides when the scheduler looks at each running job, and learns from each look.
-
     ``statistics``: the limiter's counters (traffic not the planner's own); ``unfinished``:
-    the jobs held, queued or running (default: those seen submitted).
-    """
+    the jobs held, queued or running (default: those seen submitted)."""
 
     def __init__(
         self,
@@ -85,10 +80,7 @@ class PollPlanner:
         self.limit = limit
         self._window = limit.period / 4  # the spare quota is counted per quarter period
         self._budget = _SPARE * limit.per_second * self._window  # requests counted on in one
-        self.policy = policy
-        self.model = model
-        self._rng = rng
-        self._statistics = statistics
+        self.policy, self.model, self._rng, self._statistics = policy, model, rng, statistics
         self._recent: deque[float] = deque()  # every request noted, for the last period
         self._booked: list[float] = []  # when the urgent looks planned will go, sorted
         self._polls: deque[float] = deque()  # the polls among them
@@ -106,12 +98,10 @@ class PollPlanner:
         self._seen_healthy = -math.inf  # and when it was seen so
         self._last_left = -math.inf  # when the newest POST left
         self.canary_age = _CANARY_AGE * policy.wait_initial  # a canary's look, after its POST
-        # The POSTs of a burst one healthy canary lets out (see leaving).
-        self._chunk = max(_VOUCHES, _CHUNK_RATE * limit.per_second * self.canary_age)
+        self._chunk = max(_VOUCHES, _CHUNK_RATE * limit.per_second * self.canary_age)  # leaving
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
         self.next_canary = -math.inf  # when the next POST out is a canary (a failure: now)
-        self._since_canary = 0  # submissions since the last canary
-        self._last_canary = -math.inf
+        self._since_canary, self._last_canary = 0, -math.inf  # submissions since it, and when
         self._ending = True  # few jobs left (or none yet): their last looks decide the end
         self._planned = (model.mu, model.sigma, False, 0.0, True)
         self._next_spare = -math.inf  # no look on spare quota before this time (pacing)
@@ -136,8 +126,7 @@ class PollPlanner:
             del self._booked[index]
 
     def share_wait(self, now: float) -> float:
-        """Seconds until one more routine request may go: the period's requests and the
-        urgent looks booked for the next period must leave it a permit."""
+        """Seconds until the period's requests and next period's urgent looks leave a permit."""
         recent, horizon = self._recent, now - self.limit.period
         while recent and recent[0] <= horizon:
             recent.popleft()
@@ -189,11 +178,15 @@ class PollPlanner:
             return 1.0
         return math.log(1.0 / allowance) / math.log(1.0 / _SATURATED_ALLOWANCE)
 
+    def _enlist(self, key: str) -> None:
+        """Make a job a probe while the model is not confident and probes are few."""
+        if self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
+            self.probes.add(key)
+
     def submitted(self, key: str, *, follow: bool = False) -> None:
         """A job's task was created: maybe a probe, followed (``follow``) or the canary."""
         self._running += 1
-        if self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
-            self.probes.add(key)
+        self._enlist(key)
         out = self._canary_out
         if follow:
             self.followed.add(key)
@@ -202,8 +195,7 @@ class PollPlanner:
 
     def leaving(self, key: str, now: float, breaker: Breaker) -> bool:
         """A job's POST has its permit: True to hold it back while a burst waits for its
-        canary's look; else it leaves, as the canary if one is due (see the batches guide).
-        """
+        canary's look; else it leaves, as the canary if one is due (see the batches guide)."""
         out = self._canary_out
         if out is not None and out[0] == key:
             return False  # the canary's own retry
@@ -224,10 +216,8 @@ class PollPlanner:
         stats = self._statistics
         if vouched and burst and stats is not None and stats().waiting >= _BIG_BURST:
             vouched = now - self._seen_healthy <= self.policy.wait_initial
-        # A canary's look shows the provider as it was when the canary left: an outage since
-        # then is paid by the burst the look releases. So one look lets out a chunk, the next
-        # chunk's canary among it: twice what the plan's rate sends in a canary's age keeps a
-        # burst at the quota's pace (a probe's burst aside: it goes whole).
+        # A look shows the provider as it was when the canary left: one look lets out a chunk
+        # of the burst, the next chunk's canary among it (a probe's burst goes whole).
         vouched = vouched and not (burst and self._vouches >= self._chunk)
         # A hold delays the burst by a canary's age: only if that is a small share of the period.
         holds = burst and not vouched and self.canary_age <= _HOLD_SHARE * self.limit.period
@@ -273,7 +263,7 @@ class PollPlanner:
 
     def vouch(self, at: float, *, whole: bool = False) -> None:
         """A task created at ``at`` was seen healthy: a burst soon after needs no canary
-        (``whole``: the burst goes whole, a probe having just ended a pause)."""
+        (``whole``: it goes whole, a probe having just ended a pause)."""
         if at >= self.vouched:
             self.vouched, self._vouches = at, -math.inf if whole else 0.0
         self._holding = False
@@ -295,8 +285,7 @@ class PollPlanner:
         previous = last_look - submitted_at if last_look > submitted_at else None
         if not finished:
             self.model.observe_running(now - submitted_at, previous=previous)
-            if self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
-                self.probes.add(key)
+            self._enlist(key)
             return
         self.gone(job)
         self._finished.append(now)
@@ -309,9 +298,8 @@ class PollPlanner:
         """Forget a job that left without a completion to learn from (or before one)."""
         self._running = max(0, self._running - 1)
         self._canary_answered(job.key, healthy=False)
-        self.probes.discard(job.key)
-        self.followed.discard(job.key)
-        self.canaries.discard(job.key)
+        for keys in (self.probes, self.followed, self.canaries):
+            keys.discard(job.key)
         if job.submitted_at is not None and job.last_look > job.submitted_at:
             self.model.forget_running(job.last_look - job.submitted_at)
 
@@ -381,8 +369,8 @@ class PollPlanner:
         if submitted_at is None:  # age unknown: look at once, then on the idle floor
             return earliest if job.polls == 0 else earliest + self._jitter(policy.wait_initial)
         age = max(0.0, last_look - submitted_at)
-        if age <= 0.0 and self.model.count < _CONFIDENT and len(self.probes) < _PROBES:
-            self.probes.add(key)  # a probe finished early: this one, not yet looked at, follows
+        if age <= 0.0:
+            self._enlist(key)  # a probe finished early: this one, not yet looked at, follows
         if key in self.canaries and age <= 0.0:  # one look, when an outage's failure shows
             return max(earliest, last_look + self._jitter(self.canary_age))
         weight = self.weight(now)

@@ -7,13 +7,7 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Callable,
-    Collection,
-    Iterable,
-)
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 import anyio
 
 from .._backoff import PollPolicy
-from .._errors import ConfigurationError, InvalidRequestError, SchedulerClosedError
-from .._files import run_blocking
+from .._errors import ConfigurationError, DownloadError, InvalidRequestError, SchedulerClosedError
+from .._files import folder_problem, run_blocking
 from .._journal.sqlite import open_journal
 from .._limiting.protocol import Priority
 from .._models import FailureClass, GenerationRequest
@@ -32,6 +26,7 @@ from .._progress import ProgressHook, report_progress
 from .api import SchedulerClient
 from .books import Books, CreditBudget
 from .breaker import Breaker, BreakerPolicy
+from .durations import DurationModel
 from .jobs import (
     Job,
     JobEvent,
@@ -48,8 +43,8 @@ from .jobs import (
     SchedulerStatistics,
     request_key,
 )
-from .polling import DurationModel, PollPlanner
-from .workers import Workers, ensure_writable
+from .polling import PollPlanner
+from .workers import Workers
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -166,10 +161,8 @@ class JobScheduler:
         unknown = options.keys() - SchedulerOptions.__optional_keys__
         if unknown:
             raise TypeError(f"unexpected keyword argument {', '.join(sorted(unknown))}")
-        config = config or SchedulerConfig()
-        self._config = config
-        self._client = client
-        self._options = options
+        self._config = config = config or SchedulerConfig()
+        self._client, self._options = client, options
         self._limit = client.limiter.limit
         settings = client.settings  # already in the server's seconds (Settings.from_env)
         model = config.duration_model or DurationModel(prior_median=settings.expected_duration)
@@ -204,9 +197,12 @@ class JobScheduler:
     async def _run(self) -> AsyncIterator[JobScheduler]:
         """Start the workers; a normal exit waits for every job; raise the fatal error."""
         books, config, options = self._books, self._config, self._options
-        folder = options.get("download_dir")
+        given = options.get("download_dir")
+        folder = None if given is None else Path(given)
         if folder is not None:  # checked before anything is paid
-            await run_blocking(ensure_writable, Path(folder))
+            problem = await run_blocking(folder_problem, folder, "download_dir")
+            if problem is not None:
+                raise DownloadError(problem, local_path=folder)
         books.journal = await open_journal(options.get("journal"))
         workers = self._workers = Workers(
             books,
@@ -216,7 +212,7 @@ class JobScheduler:
             resubmit=config.resubmit,
             resubmit_on=config.resubmit_on,
             has_slot=self._has_slot,
-            folder=None if folder is None else Path(folder),
+            folder=folder,
             file_stem=options.get("file_stem"),
             owner=self,
         )
@@ -282,8 +278,7 @@ class JobScheduler:
             raise SchedulerClosedError(
                 "the scheduler is not accepting jobs (not started, or closed)"
             )
-        if key is None:
-            key = self._key_for(request)
+        key = self._key_for(request) if key is None else key
         if key in books.jobs:
             raise ConfigurationError(f"a job with key {key!r} is already running")
         job = JobRecord(key, request, books.tally, durations=self._planner.model)
@@ -354,7 +349,6 @@ class JobScheduler:
         """Each :class:`JobResult` as its job finishes from this call on, until the input is
         closed and every job finished (submissions pause while ``results_buffer`` wait
         unread): call it before submitting to miss none."""
-
         return JobResults(self)
 
     def statistics(self) -> SchedulerStatistics:
@@ -451,8 +445,7 @@ class JobResults(AsyncIterator[JobResult]):
     """
 
     def __init__(self, scheduler: JobScheduler) -> None:
-        self._scheduler = scheduler
-        self._closed = False
+        self._scheduler, self._closed = scheduler, False
         scheduler._books.streaming = True
 
     async def __anext__(self) -> JobResult:
@@ -479,8 +472,7 @@ class _Reporter:
     resumed: age unknown), and 1 at its end."""
 
     def __init__(self, hook: ProgressHook, on_event: Callable[[JobEvent], None] | None) -> None:
-        self._hook = hook
-        self._on_event = on_event
+        self._hook, self._on_event = hook, on_event
         self._shown: dict[str, float | None] = {}  # running jobs: the value last reported
         self.jobs: dict[str, JobRecord] = {}  # the scheduler's unfinished jobs
 

@@ -1,14 +1,11 @@
-"""The scheduler's workers, sharing its ``Books``: submitters (a queued job's journal record
-replayed or resumed, else its POST, its cost held in the budget and its intent journaled right
-before it leaves), pollers (a dispatcher hands each running job, due in a :class:`DueQueue`,
-one timer for all, to a poller, which finishes, resubmits or reschedules it) and downloaders
-(a completed job's videos to disk before it counts as finished).
-"""
+"""The scheduler's workers, sharing its ``Books``: submitters (a job replayed, resumed or
+POSTed), pollers (fed by one :class:`DueQueue` timer: they finish, resubmit or reschedule a job)
+and downloaders (a completed job's videos to disk before it counts as finished)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import anyio
@@ -20,7 +17,6 @@ from .._errors import (
     APIResponseValidationError,
     AuthenticationError,
     BudgetExceededError,
-    DownloadError,
     GrokImagineError,
     InvalidRequestError,
     JournalError,
@@ -29,7 +25,6 @@ from .._errors import (
     ServerError,
     TaskFailedError,
 )
-from .._files import folder_problem
 from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
 from .._observe import job_scope
@@ -42,7 +37,6 @@ from .jobs import (
     JobRecord,
     JobResubmitting,
     JobResumed,
-    JobState,
     JobSubmitted,
     StoreRecord,
     StoreState,
@@ -80,15 +74,10 @@ class Workers:
         file_stem: Callable[[str], str] | None,
         owner: object,
     ) -> None:
-        self._books = books
-        self._breaker = books.breaker
-        self._owner = owner
-        self._client = client
-        self._planner = planner
+        self._books, self._breaker, self._planner = books, books.breaker, planner
+        self._client, self._owner, self._has_slot = client, owner, has_slot
         self._submit_priority, self._poll_priority = priorities
-        self._resubmit = resubmit
-        self._resubmit_on = frozenset(resubmit_on)
-        self._has_slot = has_slot
+        self._resubmit, self._resubmit_on = resubmit, frozenset(resubmit_on)
         self._folder = folder  # completed jobs' videos are downloaded there (None: not)
         self._file_stem = file_stem or (lambda key: key)
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
@@ -102,18 +91,16 @@ class Workers:
         self._done, self._completed = anyio.create_memory_object_stream[tuple[JobRecord, Task]](0)
         self._warmup: list[str] = []  # warm-up jobs followed
         self._witnesses: set[str] = set()  # looked at now to explain a young failure
-        self.submissions = 0
-        """POSTs sent (first submissions and resubmissions)."""
-        self.polls = 0
-        """Status polls sent."""
+        self.submissions = 0  # POSTs sent (first submissions and resubmissions)
+        self.polls = 0  # status polls sent
 
     def start(self, downloaders: int) -> None:
         """Start the submitters, the pollers and their dispatcher, and the ``downloaders``."""
         books = self._books
         for _ in range(_SUBMITTERS):
-            books.start(self._submit_from)
+            books.start(self._serve, self._queued, self._start)
         for _ in range(_POLLERS):
-            books.start(self._poll)
+            books.start(self._serve, self._due_recv, self._poll_once)
         books.start(self._dispatch)
         policy = self._breaker.policy
         if books.journal is not None and policy is not None:
@@ -132,30 +119,21 @@ class Workers:
         for stream in (*streams, self._completed):
             stream.close()
 
-    async def _submit_from(self) -> None:
-        """One submitter: send each queued job's POST, then hand it to the pollers."""
-        async for job in self._queued:
-            await self._books.for_job(job, self._submitted(job, self._start(job)))
-
-    async def _submitted(self, job: JobRecord, step: Awaitable[None]) -> None:
-        await step
-        if job.state is JobState.RUNNING:  # its task exists (sent, or resumed)
-            self._watch(job)
+    async def _serve(
+        self, jobs: AsyncIterable[JobRecord], step: Callable[[JobRecord], Awaitable[None]]
+    ) -> None:
+        """One submitter or poller: ``step`` each job from ``jobs`` (an error ends that job)."""
+        async for job in jobs:
+            await self._books.for_job(job, step(job))
 
     async def _start(self, job: JobRecord) -> None:
         """Take up a queued job: replay, resume or send it (RUNNING once its task exists)."""
-        books = self._books
-        if self._stopped():
-            await self._not_sent(job)
-            return
-        record = None
-        if books.journal is not None:
+        books, record = self._books, None
+        if books.journal is not None and not self._stopped():
             try:
                 record = await books.journal.load(job.key)
             except Exception as exc:
-                books.journal_failed(exc, job)
-                await self._not_sent(job)
-                return
+                books.journal_failed(exc, job)  # the batch stops: the job is not sent
         if record is not None:  # the resume policy: never-paid, undownloaded, ambiguous
             record = reopened(record, resubmit_ambiguous=self._resubmit_ambiguous)
         if record is not None and not same_request(record, job.request):
@@ -196,10 +174,8 @@ class Workers:
         await self._books.finish(job, error=error, failure_class=failure, record=False)
 
     async def _admit(self, job: JobRecord, *, after_failure: bool = False) -> bool:
-        """Wait until the breaker lets ``job``'s POST go; False if the batch stopped.
-
-        ``after_failure``: a resubmission after a retryable failure (see :meth:`_verdict`).
-        """
+        """Wait until the breaker lets ``job``'s POST go; False if the batch stopped
+        (``after_failure``: a resubmission after a retryable failure, see :meth:`_verdict`)."""
         books, breaker = self._books, self._breaker
         if after_failure and breaker.policy is not None:
             await self._verdict(job)
@@ -208,17 +184,14 @@ class Workers:
         if probed:  # its probe failed: wake the others waiting for it (or a queued job)
             books.notify()
         try:
-            while True:
-                if books.fatal is not None:
-                    return False
+            while books.fatal is None:
                 now = anyio.current_time()
                 held = self._planner.holding(now)
                 if probed and self._unprobed and breaker.state is BreakerState.PAUSED:
                     # A job that probed in vain leaves the next probe to another.
                     held = max(held or 0.0, breaker.snapshot().next_probe_at or now, now + 1.0)
                 if held is not None:  # a burst waits for its canary's look
-                    with anyio.move_on_after(held - now):
-                        await books.next_change()
+                    await books.next_change(held - now)
                     continue
                 sequence, until, transition = breaker.admit(now)
                 if sequence is not None:
@@ -245,20 +218,17 @@ class Workers:
                         policy.warmup,
                         ", so a batch it refuses pays for those alone" if refusals else "",
                     )
-                with anyio.move_on_after(float("inf") if until is None else until - now):
-                    await books.next_change()
+                await books.next_change(math.inf if until is None else until - now)
+            return False
         finally:
             self._unprobed -= not probed
 
     async def _verdict(self, job: JobRecord, *, last_try: bool = False) -> None:
-        """Wait for the verdict on ``job``'s failure of an outage's kind, the batch running:
-        the outage's if the batch pauses (the try is then unspent, and its resubmission not
-        sent into the outage), its own once a success submitted after it says the provider
-        works. ``last_try`` (before it is counted): wait at most ``_VERDICT`` first probe waits
-        while it is unexplained (with few submissions going out, a pause can take 11 s). Else
-        (before its resubmission): a first probe wait while the newest jobs fail too, and
-        while it is unexplained let the jobs queued behind it go first: they pause the batch,
-        or a canary among them seen healthy says the provider works."""
+        """Wait for the verdict on ``job``'s outage-like failure: the outage's if the batch
+        pauses (the try is unspent), its own once a later success says the provider works.
+        ``last_try``: wait up to ``_VERDICT`` first probe waits while unexplained. Else (before
+        its resubmission) one while the newest jobs fail too, and while unexplained let the
+        jobs queued behind it go first: they pause the batch, or a canary of theirs vouches."""
         books, breaker, planner = self._books, self._breaker, self._planner
         assert breaker.policy is not None  # no policy, no pause to wait for
         wait = breaker.policy.probe_wait_initial
@@ -282,8 +252,7 @@ class Workers:
                     timeout = wait
                 else:
                     return
-                with anyio.move_on_after(timeout):
-                    await books.next_change()
+                await books.next_change(timeout)
         finally:
             self._doubted -= doubted
 
@@ -309,19 +278,17 @@ class Workers:
         if record.state is StoreState.SUBMITTED and record.task_id:
             job.resumed(record.task_id)  # its age is unknown: poll at once, then learn
             self._books.emit(JobResumed(key=job.key, at=now, task_id=record.task_id))
+            self._watch(job)
             return True
         # INTENT with no task id: the POST may or may not have created (and charged) a task.
         if self._resubmit_ambiguous:
             return False
-        await self._books.finish(
-            job,
-            error=AmbiguousSubmitError(
-                "a submission was in flight when the previous run stopped; its outcome is "
-                "unknown, so it was not resent (to avoid paying twice)",
-                request=job.request,
-            ),
-            failure_class=FailureClass.AMBIGUOUS_SUBMIT,
+        error = AmbiguousSubmitError(
+            "a submission was in flight when the previous run stopped; its outcome is "
+            "unknown, so it was not resent (to avoid paying twice)",
+            request=job.request,
         )
+        await self._books.finish(job, error=error, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
         return True
 
     async def _send(self, job: JobRecord, *, after_failure: bool = False) -> None:
@@ -331,18 +298,16 @@ class Workers:
             if not await self._admit(job, after_failure=after_failure):
                 await self._not_sent(job)
                 return
-            budget = self._books.budget
-            if not budget.can_afford(cost=CREDITS_PER_GENERATION):
+            books, budget = self._books, self._books.budget
+            if not budget.can_afford():
                 assert budget.max_credits is not None
                 refused = BudgetExceededError(
                     max_credits=budget.max_credits, committed_credits=budget.committed
                 )
                 self._post_outcome(job, Outcome.OTHER)
-                await self._books.finish(
-                    job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED
-                )
+                await books.finish(job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED)
                 return
-            with budget.reserve(CREDITS_PER_GENERATION) as held:  # released unless committed
+            with budget.reserve() as held:  # released unless committed
                 if not await self._send_reserved(job, held):
                     return
 
@@ -357,21 +322,20 @@ class Workers:
 
     async def _send_reserved(self, job: JobRecord, held: Reservation) -> bool:
         """One POST for ``job``; True if it must wait for the outage's end and go again."""
-        books, cost = self._books, CREDITS_PER_GENERATION
+        books, breaker, cost = self._books, self._breaker, CREDITS_PER_GENERATION
         attempt = job.attempts + 1
         may_have_left = halt = False  # from the first intent on, a POST may leave
         error: GrokImagineError
 
         async def record_intent() -> None:
             nonlocal may_have_left
-            if self._breaker.withholds(job.sequence) or self._planner.leaving(
-                job.key, anyio.current_time(), self._breaker
-            ):
+            now = anyio.current_time()
+            if breaker.withholds(job.sequence) or self._planner.leaving(job.key, now, breaker):
                 # Admitted before a pause or stop, or in a burst held for its canary's look.
                 raise _Withheld
             if not may_have_left:  # counted once it leaves, not while it waits (or is held)
                 self.submissions += 1
-                self._planner.note_request(anyio.current_time())
+                self._planner.note_request(now)
             may_have_left = True
             if books.journal is not None:
                 try:
@@ -410,10 +374,10 @@ class Workers:
             # Nothing was started (the sender retried already); systematic: the breaker's.
             reached = not isinstance(exc, APIConnectionError)
             self._post_outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
-            if self._breaker.state is BreakerState.PAUSED:
+            if breaker.state is BreakerState.PAUSED:
                 return True  # sent again once the outage is over
             # A server never reached: a configuration error; stop every worker once it ended.
-            halt = self._breaker.state is BreakerState.STOPPED and not reached
+            halt = breaker.state is BreakerState.STOPPED and not reached
             error, failure = exc, FailureClass.REQUEST_ERROR
         except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
             self._post_outcome(job, Outcome.OTHER)
@@ -432,8 +396,8 @@ class Workers:
                 )
                 failure = FailureClass.AMBIGUOUS_SUBMIT
         else:
-            self._breaker.answered()
-            if self._breaker.is_probe(job.sequence) and self._breaker.healthy_age() <= 0.0:
+            breaker.answered()
+            if breaker.is_probe(job.sequence) and breaker.healthy_age() <= 0.0:
                 self._post_outcome(job, Outcome.SUCCEEDED)  # the POSTs failed, and this one did not
             held.commit()
             job.charged(attempt, cost)
@@ -441,6 +405,7 @@ class Workers:
             now = anyio.current_time()
             job.submitted(task_id, at=now)
             books.emit(JobSubmitted(key=job.key, at=now, task_id=task_id, attempt=attempt))
+            self._watch(job)
             return False
         await books.finish(job, error=error, failure_class=failure)
         if halt:
@@ -482,11 +447,6 @@ class Workers:
         if best is None or not planner.has_room(now, chance=chance, planned=self._due.due_before):
             return None
         return best
-
-    async def _poll(self) -> None:
-        """One poller: poll due jobs until the scheduler stops."""
-        async for job in self._due_recv:
-            await self._books.for_job(job, self._poll_once(job))
 
     async def _poll_once(self, job: JobRecord) -> None:
         books, planner = self._books, self._planner
@@ -606,9 +566,7 @@ class Workers:
         ):
             # Refusals and no success yet: look now at the jobs as old, probably over too.
             cutoff = now - _REFUSAL_PEERS * age
-            self._look_now(
-                lambda other: other.submitted_at is not None and other.submitted_at <= cutoff, now
-            )
+            self._look_now(lambda j: j.submitted_at is not None and j.submitted_at <= cutoff, now)
 
     def _call_witnesses(self, failed: JobRecord, now: float, age: float) -> None:
         """Look now at the two newest other jobs sent after the newest success, ``age`` old."""
@@ -629,10 +587,8 @@ class Workers:
         self._look_now(lambda job: job.key in chosen, now)
 
     def recheck_suspects(self, now: float) -> None:
-        """Paused (here or by another process): the jobs sent since the oldest failure (and a
-        little before) probably failed too. Look at each once old enough to show it (twice the
-        youngest failure seen, else a canary's age), not minutes later as planned on its
-        duration, so its resubmission is ready when the outage ends."""
+        """Paused (here or elsewhere): look at the jobs sent since the oldest failure (and a
+        little before), probably failed too, once old enough to show it, not minutes later."""
         shows = self._breaker.healthy_age() or self._planner.canary_age
         shows = max(shows, self._planner.policy.wait_initial)
         since = self._breaker.failing_since - shows
@@ -641,8 +597,7 @@ class Workers:
     def _look_now(
         self, chosen: Callable[[JobRecord], bool], now: float, *, age: float = 0.0
     ) -> None:
-        """Look at the queued jobs ``chosen`` picks now (or once ``age`` old), urgently: on
-        their own, and where a re-plan does not move them back."""
+        """Look at the queued jobs ``chosen`` picks now (or once ``age`` old), urgently."""
         for job in self._due.take(chosen):
             self._planner.canaries.add(job.key)
             self._schedule(job, max(now, (job.submitted_at or now) + age))
@@ -666,8 +621,7 @@ class Workers:
             self._outcome(job, Outcome.SUCCEEDED, now)
 
     async def _resend(self, job: JobRecord, after_failure: bool) -> None:
-        step = self._send(job, after_failure=after_failure)
-        await self._books.for_job(job, self._submitted(job, step))
+        await self._books.for_job(job, self._send(job, after_failure=after_failure))
 
     async def _share(self) -> None:
         """Sleep until a routine request leaves the urgent looks their share of the quota."""
@@ -704,11 +658,10 @@ class Workers:
         await self._books.finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
 
     def _replan(self, now: float) -> None:
-        if self._planner.replan_needed(now):
+        planner = self._planner
+        if planner.replan_needed(now):
             self._due.reschedule_all(
-                lambda job, due: (
-                    due if job.submitted_at is None else self._planner.next_look(job, now)
-                )
+                lambda job, due: due if job.submitted_at is None else planner.next_look(job, now)
             )
 
     async def _to_download(self, job: JobRecord, task: Task) -> None:
@@ -731,13 +684,6 @@ class Workers:
             return
         await books.write(job, lambda store: store.record_files(job.key, files))
         await books.finish(job, task=task, files=tuple(files))
-
-
-def ensure_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and check it can be written (blocking)."""
-    problem = folder_problem(folder, "download_dir")
-    if problem is not None:
-        raise DownloadError(problem, local_path=folder)
 
 
 class _Withheld(Exception):
