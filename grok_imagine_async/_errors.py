@@ -41,6 +41,11 @@ class JournalError(GrokImagineError):
         self.path = path
 
 
+class JobTakenOver(JournalError):
+    """Raised by a shared store when another process owns the job now (this one's lease ran out
+    and it was adopted): that process sends it, this one must not. Not fatal to a batch."""
+
+
 class APIError(GrokImagineError):
     """Raised when a request to the API fails; ``path``: its API path (no credentials)."""
 

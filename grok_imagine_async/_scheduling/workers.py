@@ -19,6 +19,7 @@ from .._errors import (
     BudgetExceededError,
     GrokImagineError,
     InvalidRequestError,
+    JobTakenOver,
     JournalError,
     NotFoundError,
     SchedulerClosedError,
@@ -366,6 +367,14 @@ class Workers:
             # Provably not started: close the job (and its journal intent) before stopping all.
             await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
             raise
+        except JobTakenOver as exc:
+            # Our lease ran out and another process adopted the job: it is theirs to send, and
+            # the batch goes on (nothing was sent; the store holds the job's real end).
+            logger.warning("%s", exc)
+            await books.finish(
+                job, error=exc, failure_class=FailureClass.NOT_SUBMITTED, record=False
+            )
+            return False
         except JournalError as exc:  # the intent could not be recorded, so nothing was sent
             books.journal_failed(exc, job)
             await self._not_sent(job)

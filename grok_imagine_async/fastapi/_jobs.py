@@ -21,6 +21,7 @@ from .._errors import (
     BudgetExceededError,
     ConfigurationError,
     GrokImagineError,
+    JobTakenOver,
     JournalError,
     SchedulerClosedError,
 )
@@ -122,6 +123,8 @@ class _Tracked(JobRecord):
     @property
     def result(self) -> JobResult | None:
         ran_here = self.local.result if self.local is not None else None
+        if ran_here is not None and isinstance(ran_here.error, JobTakenOver):
+            ran_here = None  # another worker adopted it and ran it: the store has its end
         return (ran_here or self._result) if self.state.is_final else None
 
     async def wait_finished(self) -> JobResult:

@@ -22,7 +22,7 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 
-from .._errors import BudgetExceededError, ConfigurationError, JournalError
+from .._errors import BudgetExceededError, ConfigurationError, JobTakenOver, JournalError
 from .._journal.memory import StoreBase
 from .._journal.records import Change, decode_job, encode_job
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
@@ -78,9 +78,9 @@ class RedisJobStore(StoreBase, Connected):
     told of its changes, and the unfinished jobs of a process that stops renewing its lease are
     adopted by another (polled if their task id is known, else ambiguous). ``max_credits`` is
     one budget, each POST's credits reserved atomically before it is sent (``record_intent``
-    raises :class:`BudgetExceededError` past it, and :class:`JournalError` for a job another
-    process owns now). Through an outage writes wait in memory and the budget spends only a
-    reserve set aside beforehand.
+    raises :class:`BudgetExceededError` past it, and ``JobTakenOver``, a :class:`JournalError`,
+    for a job another process owns now). Through an outage writes wait in memory and the budget
+    spends only a reserve set aside beforehand.
 
     Args:
         redis: A ``redis://`` URL (the store then owns the connections) or a client you own.
@@ -207,7 +207,8 @@ class RedisJobStore(StoreBase, Connected):
         record = change(None if old is None else old.record)
         job = StoredJob(key, record.request, record, self.id)
         if await self._write(job, reserve=reserve, refund=refund) == "owner" and reserve:
-            raise self._error(f"job {key} is owned by another process now; not sending it")
+            message = f"job {key} is owned by another process now; not sending it"
+            raise JobTakenOver(message, path=Path(self._base))
 
     # -- sharing ------------------------------------------------------------------------------
 

@@ -14,10 +14,11 @@ from grok_imagine_async import (
     Task,
     TaskStatus,
 )
+from grok_imagine_async._errors import JobTakenOver
 from grok_imagine_async._journal.memory import MemoryJobStore
-from grok_imagine_async.abc import Claim
+from grok_imagine_async.abc import Claim, StoredJob, StoreRecord, StoreState
 from grok_imagine_async.fastapi import JobRegistry, http_error_for
-from grok_imagine_async.fastapi._jobs import UNKNOWN_TTL
+from grok_imagine_async.fastapi._jobs import _UNCOUNTED, UNKNOWN_TTL, _Tracked
 from grok_imagine_async.testing import Emulator
 
 pytestmark = pytest.mark.anyio
@@ -132,3 +133,31 @@ async def test_waiting_on_a_job_ends_when_the_app_stops(grok_emulator: Emulator)
             job = await jobs.submit("a long one [duration:600]")
         with anyio.fail_after(5), pytest.raises(SchedulerClosedError):
             await job.wait()
+
+
+@pytest.mark.anyio
+async def test_a_job_another_worker_took_over_reports_that_workers_end() -> None:
+    request = GenerationRequest(prompt="adopted")
+    tracked = _Tracked("k", request, _UNCOUNTED)
+    taken = JobTakenOver("job k is owned by another process now; not sending it")
+    ran_here = JobResult(
+        key="k",
+        request=request,
+        task=None,
+        error=taken,
+        failure_class=None,
+        attempts=0,
+        credits=0,
+        polls=0,
+        submitted_at=None,
+        finished_at=0.0,
+    )
+
+    class Local:  # this worker's scheduler job: it ended when the other worker took it over
+        result = ran_here
+
+    tracked.local = Local()  # type: ignore[assignment]
+    record = StoreRecord("k", request, StoreState.COMPLETED, task_id="t-1", attempts=1)
+    assert tracked.update(StoredJob("k", request, record), max_credits=None)
+    result = tracked.result
+    assert result is not None and result.error is None and result.task_id == "t-1"

@@ -24,6 +24,7 @@ from grok_imagine_async import (
     JobSubmitted,
     JournalError,
 )
+from grok_imagine_async._errors import JobTakenOver
 from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async.abc import StoreRecord, StoreState
 from grok_imagine_async.batch import SchedulerConfig
@@ -372,3 +373,33 @@ async def test_a_status_that_never_reads_ends_its_job_instead_of_polling_forever
     assert isinstance(result.error, APIResponseValidationError)
     assert posts == 1
     assert result.task is None and result.task_id == "task_x"  # paid for: its id is kept
+
+
+class TakenOverJournal(FailingJournal):
+    """A shared store whose lease on ``taken`` ran out: another process adopted that job."""
+
+    def __init__(self, taken: str) -> None:
+        super().__init__(fail_after_submitted=10**6)
+        self.taken = taken
+
+    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
+        if key == self.taken:
+            raise JobTakenOver(f"job {key} is owned by another process now; not sending it")
+        await super().record_intent(key, request, attempt)
+
+
+@pytest.mark.anyio
+async def test_a_job_another_process_took_over_is_not_sent_and_the_batch_goes_on(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    journal = TakenOverJournal("b")
+    async with grok_client.generate_many(
+        [JobSpec(GenerationRequest(prompt=f"clip {key}"), key) for key in "abc"], journal=journal
+    ) as results:
+        seen = {r.key: r async for r in results}
+    assert {key for key, r in seen.items() if r.ok} == {"a", "c"}, seen  # the batch went on
+    taken = seen["b"]
+    assert isinstance(taken.error, JobTakenOver)
+    assert taken.failure_class is FailureClass.NOT_SUBMITTED and taken.credits == 0
+    assert "b" not in journal.saved  # the other process records its end, not this one
+    assert grok_emulator.statistics().tasks_created == 2  # never paid here
