@@ -11,12 +11,10 @@ from .records import Change, finished, intent, submitted, with_files
 
 
 class StoreBase:
-    """What every job store shares: the journal calls as the record transitions of
-    ``records.py``, and the listeners told of each change. Its defaults are those of a store
-    one process owns whole (a claim is a lookup, its own writes are the only news), whose
-    backend supplies :meth:`load` and :meth:`_change`; a shared store overrides
-    :meth:`_apply` (reserving attempt ``reserve``'s credits, or giving the last one's back on
-    ``refund``) and :meth:`claim`."""
+    """What every job store shares: the journal calls as the transitions of ``records.py``, and
+    the listeners told of each change. Its defaults suit a store one process owns whole, whose
+    backend supplies :meth:`load` and :meth:`_change`; a shared store overrides :meth:`claim`
+    and :meth:`_apply` (reserving attempt ``reserve``'s credits, giving them back on ``refund``)."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
@@ -36,9 +34,8 @@ class StoreBase:
         self._tell(StoredJob(key, record.request, record))
 
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
-        """POST number ``attempt`` for ``key`` is about to be sent (its credits reserved). Not
-        shielded: a call cancelled before its write wrote nothing, so the job is not taken for
-        ambiguous."""
+        """POST number ``attempt`` for ``key`` is about to be sent (its credits reserved); not
+        shielded: cancelled, it wrote nothing, so the job is not taken for ambiguous."""
         change: Change = lambda old: intent(old, key, request, attempt)  # noqa: E731
         await self._apply(key, change, shield=False, reserve=attempt)
 

@@ -134,15 +134,10 @@ class SqliteJobStore(StoreBase):
 
     async def records(self, *, page_size: int = 1000) -> AsyncIterator[StoreRecord]:
         """Every record, in the order the jobs were first recorded, a page at a time."""
-        after = 0
+        after, page = 0, "SELECT rowid, record FROM jobs WHERE rowid > ? ORDER BY rowid LIMIT ?"
         while True:
-            page = (after, page_size)  # read before the loop moves on: the call awaits it
-            rows = await self._run(
-                lambda c: c.execute(
-                    "SELECT rowid, record FROM jobs WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                    page,  # noqa: B023
-                ).fetchall()
-            )
+            args = (after, page_size)  # the call is awaited before the loop moves on
+            rows = await self._run(lambda c: c.execute(page, args).fetchall())  # noqa: B023
             for _, text in rows:
                 yield _record(text)
             if len(rows) < page_size:

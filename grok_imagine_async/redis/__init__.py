@@ -26,11 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .._public import set_module as _set_module
-from ._limiter import (
-    RedisLimiterStatistics,
-    RedisRateLimiter,
-    RedisUnavailableError,
-)
+from ._limiter import RedisLimiterStatistics, RedisRateLimiter, RedisUnavailableError
 from ._store import RedisJobStore, RedisStoreStatistics
 
 __all__ = [

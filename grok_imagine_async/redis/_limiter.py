@@ -16,13 +16,7 @@ from aiolimiter import AsyncLimiter
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .._errors import ConfigurationError, RedisUnavailableError
-from .._limiting.feedback import (
-    DEFAULT_HEADROOM,
-    Answer,
-    Estimate,
-    read_answer,
-    window_tolerance,
-)
+from .._limiting.feedback import DEFAULT_HEADROOM, Answer, Estimate, read_answer, window_tolerance
 from .._limiting.line import SlotLine
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from .._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
@@ -150,8 +144,6 @@ class RedisRateLimiter(Connected):
         self._serial = self._server_pauses = self._rate_limited = 0
         self._fallbacks = self._recoveries = self._late_slots = 0
 
-    # -- the RateLimiter protocol -------------------------------------------------------------
-
     @property
     def limit(self) -> RateLimit:
         """The quota shared by every process using this token."""
@@ -274,8 +266,6 @@ class RedisRateLimiter(Connected):
             peers=self._known_peers() or 1,
         )
 
-    # -- lifetime -----------------------------------------------------------------------------
-
     async def __aenter__(self) -> RedisRateLimiter:
         return self
 
@@ -283,8 +273,6 @@ class RedisRateLimiter(Connected):
         # Neither the token nor the URL (it may hold a password) appears here.
         mode = "fallback" if self.statistics().fallback_active else "redis"
         return f"RedisRateLimiter(limit={self._limit!r}, key={self._tat!r}, mode={mode!r})"
-
-    # -- internals ----------------------------------------------------------------------------
 
     @property
     def _interval(self) -> float:
@@ -396,14 +384,9 @@ class RedisRateLimiter(Connected):
             share * 100,
         )
         self._fallbacks += 1
-        self._fallback = _Fallback(
-            limit,
-            headroom=self._headroom,
-            probe_interval=self._probe_interval,
-            # Up to one slot per peer may still be reserved ahead in the shared schedule.
-            shared_ahead=((peers or math.ceil(1 / share)) - 1) * self._interval,
-            peers_before=peers or 1,
-        )
+        # Up to one slot per peer may still be reserved ahead in the shared schedule.
+        ahead = ((peers or math.ceil(1 / share)) - 1) * self._interval
+        self._fallback = _Fallback(limit, self._headroom, self._probe_interval, ahead, peers or 1)
         return self._fallback
 
     def _known_peers(self) -> int | None:
@@ -432,25 +415,19 @@ class _Fallback:
     """The local pace while Redis is away: a leaky bucket of one request, evenly spaced, whose
     first slot waits for those the peers may still hold in the shared schedule (the window
     still counts them). Back to Redis, it holds too until as many peers have acquired through
-    Redis as were active before, or a period passed."""
+    Redis as were active before (``peers``), or a period passed."""
 
     def __init__(
-        self,
-        limit: RateLimit,
-        *,
-        headroom: float,
-        probe_interval: float,
-        shared_ahead: float,
-        peers_before: int,
+        self, limit: RateLimit, headroom: float, probe: float, ahead: float, peers: int
     ) -> None:
         interval = limit.period * (1.0 + headroom) / limit.requests
         now = anyio.current_time()
         self._bucket = AsyncLimiter(1, interval)
-        self._hold_until = now + shared_ahead + interval
-        self._probe_interval = probe_interval
-        self._next_probe = now + probe_interval
-        self._peers_before = peers_before
-        self._hand_back_cap = max(limit.period, probe_interval + 2 * interval)
+        self._hold_until = now + ahead + interval  # after the peers' slots ``ahead`` (seconds)
+        self._probe_interval = probe
+        self._next_probe = now + probe
+        self._peers_before = peers
+        self._hand_back_cap = max(limit.period, probe + 2 * interval)
         self.recovered_at = math.inf  # loop time Redis answered again (inf: it does not)
 
     @property

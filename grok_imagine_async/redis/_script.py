@@ -51,9 +51,7 @@ def outage_like(exc: BaseException) -> bool:
 
 def _timed(body: str) -> str:
     """The script ``body`` with the server's time read first, as ``now``."""
-    return (
-        "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000000 + tonumber(t[2])" + body
-    )
+    return "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1e6 + tonumber(t[2])" + body
 
 
 # GCRA with reservation and no burst: reserves the slot max(now, TAT, paused-until) and moves
@@ -80,11 +78,8 @@ if paused > now + period then
   paused = 0
   reset = 1
 end
-local pause_left = 0
-if paused > now then
-  pause_left = paused - now
-  if paused > slot then slot = paused end
-end
+local pause_left = math.max(0, paused - now)
+slot = math.max(slot, paused)
 local tat = slot + interval
 local ttl = math.ceil((tat - now + period) / 1000)
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)
@@ -105,18 +100,15 @@ return {slot - now, pause_left, redis.call('ZCARD', KEYS[3]), sent, rejoined, re
 """)
 
 # Every process pauses (a 429, a full window). KEYS: paused-until. ARGV: pause us.
-# Returns: {pause left us, 1 if this call started or extended it}.
+# Returns: {pause left us}.
 OBSERVE_SCRIPT = _timed("""
 local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
-local extended = 0
-local until_us = now + tonumber(ARGV[1])
-if until_us > paused then
-  paused = until_us
-  extended = 1
-  redis.call('SET', KEYS[1], string.format('%.0f', paused), 'PX',
-             math.ceil((paused - now) / 1000) + 1)
+local pause = tonumber(ARGV[1])
+if now + pause > paused then
+  paused = now + pause
+  redis.call('SET', KEYS[1], string.format('%.0f', paused), 'PX', math.ceil(pause / 1000) + 1)
 end
-return {math.max(0, paused - now), extended}
+return {paused - now}
 """)
 
 
@@ -237,11 +229,8 @@ return taken
 HEARTBEAT_SCRIPT = """
 redis.call('SET', KEYS[7], '1', 'PX', tonumber(ARGV[5]))
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[4], ARGV[6], 'NX')
 local epoch = redis.call('GET', KEYS[4])
-if not epoch then
-  redis.call('SET', KEYS[4], ARGV[6])
-  epoch = ARGV[6]
-end
 if ARGV[7] == '1' then
   local held = redis.call('HGETALL', KEYS[6])
   for i = 1, #held, 2 do
@@ -255,8 +244,9 @@ return epoch
 """
 
 # The credits one process sets aside in the shared count, to spend should Redis stop
-# answering. ARGV: 5 credits spent from it offline (counted since: given back), 6 the most to
-# hold, 7 the budget, 8 processes sharing. Returns the credits held now (a multiple of a POST's).
+# answering, shared with the processes that may own jobs (and the limiter's peers). ARGV: 5
+# credits spent from it offline (counted since: given back), 6 the most to hold, 7 the budget, 8
+# the limiter's peers. Returns the credits held now (a multiple of a POST's).
 RESERVE_SCRIPT = """
 local held = tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or '0')
 local back = math.min(held, tonumber(ARGV[5]))
@@ -265,18 +255,16 @@ if back > 0 then
   held = held - back
 end
 local spent = tonumber(redis.call('GET', KEYS[5]) or '0')
-local share = math.floor((tonumber(ARGV[7]) - spent + held) / math.max(1, tonumber(ARGV[8])))
+local sharing = math.max(1, tonumber(ARGV[8]), redis.call('SCARD', KEYS[3]))
+local share = math.floor((tonumber(ARGV[7]) - spent + held) / sharing)
 local target = math.min(tonumber(ARGV[6]), math.max(0, share))
 target = target - target % 40
 if target > held then
   local grant = math.min(target - held, tonumber(ARGV[7]) - spent)
-  grant = grant - grant % 40
-  if grant > 0 then
-    redis.call('INCRBY', KEYS[5], grant)
-    held = held + grant
-  end
-elseif target < held then
-  redis.call('DECRBY', KEYS[5], held - target)
+  target = held + math.max(0, grant - grant % 40)
+end
+if target ~= held then
+  redis.call('INCRBY', KEYS[5], target - held)
   held = target
 end
 if held > 0 then
@@ -290,11 +278,8 @@ return held
 
 class Connected:
     """What the limiter and the job store share: a Redis client, from a URL (then theirs, closed
-    by :meth:`aclose`) or the caller's; ``_where`` names it without a password; the calls sent,
-    and the scripts run (:meth:`_run`).
-
-    From a URL, a bounded pool waits for a free connection (redis-py's default raises under a
-    burst: no outage), with one retry of a connection left stale."""
+    by :meth:`aclose`) or the caller's, named by ``_where`` without a password; the calls sent,
+    and the scripts run (:meth:`_run`)."""
 
     def _connect(
         self, redis: str | aioredis.Redis, api_key: str, key_prefix: str, tag: str = ""
@@ -307,6 +292,8 @@ class Connected:
         self._where = "Redis"
         if isinstance(redis, str):
             self._where = f"Redis at {redact_url(redis)}"
+            # A bounded pool that waits for a free connection (redis-py's default raises under a
+            # burst: no outage), with one retry of a connection left stale.
             pool = aioredis.BlockingConnectionPool.from_url(
                 redis,
                 max_connections=POOL_SIZE,

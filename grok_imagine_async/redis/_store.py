@@ -128,7 +128,8 @@ class RedisJobStore(StoreBase, Connected):
         self._channel = f"{base}:events"
         self._argv = [self.id, f"{base}:alive:", f"{base}:owned:", self._channel]
         self._max_credits = max_credits
-        self._lease = lease
+        self.lease = lease
+        """Seconds a process may go silent before its jobs are adopted."""
         self._finished_ms = 0 if finished_ttl is None else math.ceil(finished_ttl * 1000)
         self._limiter = limiter
         self._jobs: dict[str, StoredJob] = {}  # owned here and unfinished, or not yet written
@@ -148,8 +149,6 @@ class RedisJobStore(StoreBase, Connected):
     def __repr__(self) -> str:
         # Neither the token nor the URL's password.
         return f"RedisJobStore({self._where}, id={self.id!r}, keys={self._base!r})"
-
-    # -- lifetime -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> RedisJobStore:
         try:
@@ -176,8 +175,8 @@ class RedisJobStore(StoreBase, Connected):
         await super().aclose()
 
     async def give_up_lease(self) -> None:
-        """Give up this process's lease now, from any task (the store stays open): the other
-        processes adopt its unfinished jobs at once."""
+        """Give up this process's lease now, from any task (the store stays open): the others
+        adopt its unfinished jobs at once."""
         self._released = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
             try:
@@ -191,8 +190,6 @@ class RedisJobStore(StoreBase, Connected):
                     exc,
                     len(self._dirty),
                 )
-
-    # -- the JobStore protocol -----------------------------------------------------------------
 
     async def load(self, key: str) -> StoreRecord | None:
         """The record of ``key`` (None if it was never sent), as :meth:`peek` finds it."""
@@ -210,15 +207,12 @@ class RedisJobStore(StoreBase, Connected):
             message = f"job {key} is owned by another process now; not sending it"
             raise JobTakenOver(message, path=Path(self._base))
 
-    # -- sharing ------------------------------------------------------------------------------
-
     async def register(
         self, key: str, request: GenerationRequest, *, reserve: bool = False
     ) -> None:
-        """Record a job whose key is new (a fresh id), owned here, before it is queued: unlike
-        ``claim(create=)`` (a key that may exist), it needs no answer from Redis (kept in
-        memory while Redis is down), and ``reserve`` reserves its first POST's credits in the
-        same atomic step.
+        """Record the job of a new key (a fresh id), owned here, before it is queued: unlike
+        ``claim(create=)`` it needs no answer from Redis (kept in memory while it is down), and
+        ``reserve`` reserves its first POST's credits in the same atomic step.
 
         Raises:
             ConfigurationError: If a job with this key exists already.
@@ -269,25 +263,25 @@ class RedisJobStore(StoreBase, Connected):
             )
         if name == "unknown":
             return Claim("unknown", None)
-        claim = Claim(name, decode_job(text, owner=_text(owner)))  # type: ignore[arg-type]
+        job = decode_job(text, owner=_text(owner))
+        claim = Claim(name, job)  # type: ignore[arg-type]
         if claim.owned:
-            assert claim.job is not None
-            self._jobs[key] = claim.job
+            self._jobs[key] = job
             if name == "adopted":
                 self._adopted += 1
                 logger.info("adopted job %s from a process that stopped", key)
         return claim
 
     def may_create(self) -> bool:
-        """Whether a job unknown to Redis may be new: not within a lease of Redis losing its
-        data (another process may have yet to write it back)."""
-        return anyio.current_time() - self._lost_at >= self._lease
+        """Whether a job unknown to Redis may be new: not within a lease of Redis losing its data
+        (another process may have yet to write it back)."""
+        return anyio.current_time() - self._lost_at >= self.lease
 
     def may_adopt(self) -> bool:
         """Whether this process may adopt orphans: Redis has answered for a whole lease (so
         every process has renewed its own after an outage)."""
         up_for = anyio.current_time() - self._up_since
-        return not self._released and self._available and up_for >= self._lease
+        return not self._released and self._available and up_for >= self.lease
 
     async def adopt_orphans(self, limit: int = 100) -> list[StoredJob]:
         """Take over up to ``limit`` unfinished jobs of processes whose lease lapsed (none unless
@@ -364,11 +358,6 @@ class RedisJobStore(StoreBase, Connected):
         return _text(next(iter(found.values()), b""))
 
     @property
-    def lease(self) -> float:
-        """Seconds a process may go silent before its jobs are adopted."""
-        return self._lease
-
-    @property
     def available(self) -> bool:
         """False while Redis cannot be reached."""
         return self._available
@@ -384,14 +373,12 @@ class RedisJobStore(StoreBase, Connected):
             refused_writes=self._refused,
         )
 
-    # -- writing, and writing back ------------------------------------------------------------
-
     async def _write(
         self, job: StoredJob, *, reserve: int = 0, refund: bool = False, create: bool = False
     ) -> str:
         """Write ``job``, first reserving attempt ``reserve``'s credits (or giving back the last
         attempt's on ``refund``; ``create``: only if new): ``"ok"``, ``"exists"`` or ``"owner"``.
-        An outage keeps the write in memory; a refusal is a :class:`JournalError`."""
+        An outage keeps it in memory; a refusal is a :class:`JournalError`."""
         budget = -1 if self._max_credits is None else self._max_credits
         send = functools.partial(
             self._send, job, reserve=reserve, budget=budget, refund=refund, create=create
@@ -426,8 +413,7 @@ class RedisJobStore(StoreBase, Connected):
         return status
 
     async def _flush(self) -> None:
-        """Send every dirty job's newest state (credits spent offline, within this process's
-        reserve, are counted and never refused)."""
+        """Send every dirty job's newest state (credits spent offline counted, never refused)."""
         for key in sorted(self._dirty):
             job = self._jobs.get(key) or self._finished.get(key)
             if job is not None:
@@ -457,8 +443,7 @@ class RedisJobStore(StoreBase, Connected):
             int(create),
             self._finished_ms,
         )
-        name = _text(status)
-        key = job.key
+        name, key = _text(status), job.key
         if name == "budget":
             assert self._max_credits is not None
             raise BudgetExceededError(max_credits=self._max_credits, committed_credits=int(value))
@@ -494,12 +479,10 @@ class RedisJobStore(StoreBase, Connected):
                 type(exc).__name__,
             )
 
-    # -- background: heartbeat, reserve, messages ---------------------------------------------
-
     async def _heartbeat(self) -> None:
         # The reserves of processes gone go back to the budget once every live one has had a
         # lease to renew its key after an outage (as for adopting).
-        lease_ms = math.ceil(self._lease * 1000)
+        lease_ms = math.ceil(self.lease * 1000)
         epoch = await self._script(
             HEARTBEAT_SCRIPT, None, lease_ms, uuid.uuid4().hex, int(self.may_adopt())
         )
@@ -516,7 +499,7 @@ class RedisJobStore(StoreBase, Connected):
 
     async def _keep_alive(self) -> None:
         while True:
-            await anyio.sleep(self._lease / 3)
+            await anyio.sleep(self.lease / 3)
             if self._released:
                 return
             try:
@@ -541,12 +524,9 @@ class RedisJobStore(StoreBase, Connected):
             return
         spent = self._reserve - self._allowance
         peers = self._limiter.statistics().peers if self._limiter is not None else 1
-        self._calls += 1
-        alive = await self._redis.scard(self._keys[1])  # the processes that may own jobs
         most = RESERVE_JOBS * CREDITS_PER_GENERATION if keep else 0
-        sharing = max(1, peers or 1, int(alive))
         held = await self._script(
-            RESERVE_SCRIPT, None, max(0, spent), most, self._max_credits, sharing
+            RESERVE_SCRIPT, None, max(0, spent), most, self._max_credits, peers
         )
         self._reserve = self._allowance = int(held)
 
@@ -565,7 +545,7 @@ class RedisJobStore(StoreBase, Connected):
                         continue  # not ours, or None (subscribed)
                     self._tell(job)
             except REDIS_ERRORS:
-                await anyio.sleep(min(1.0, self._lease / 3))
+                await anyio.sleep(min(1.0, self.lease / 3))
             finally:
                 with anyio.CancelScope(shield=True), contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
