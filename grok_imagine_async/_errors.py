@@ -42,8 +42,9 @@ class JournalError(GrokImagineError):
 
 
 class JobTakenOver(JournalError):
-    """Raised by a shared store when another process owns the job now (this one's lease ran out
-    and it was adopted): that process sends it, this one must not. Not fatal to a batch."""
+    """Raised when a shared job store's ``record_intent`` finds that another process owns the
+    job now (this one's lease ran out and the job was adopted): that process sends it, this
+    one must not. A scheduler ends the job here unsent and goes on; the batch does not stop."""
 
 
 class APIError(GrokImagineError):

@@ -2,6 +2,7 @@
 rate limiter, job store, observer, scheduler hook or clock, and the values they exchange."""
 
 from ._clock import Clock
+from ._errors import JobTakenOver
 from ._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimiter, RateLimitFeedback
 from ._observe import JobScope, Observer, RequestAttempt
 from ._public import set_module as _set_module
@@ -20,6 +21,7 @@ __all__ = [
     "Clock",
     "JobScope",
     "JobStore",
+    "JobTakenOver",
     "LimiterStatistics",
     "Listener",
     "Observer",

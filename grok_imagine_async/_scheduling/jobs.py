@@ -489,7 +489,8 @@ class JobStore(Protocol):
         ``create`` it if nobody knows it; ``reopen``: take it even if it finished."""
 
     async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
-        """A POST for ``key`` (its ``attempt``-th) is about to be sent."""
+        """A POST for ``key`` (its ``attempt``-th) is about to be sent; a shared store raises
+        :class:`~grok_imagine_async.abc.JobTakenOver` if another process owns the job now."""
 
     async def record_submitted(self, key: str, task_id: str) -> None:
         """The POST for ``key`` created ``task_id``."""
