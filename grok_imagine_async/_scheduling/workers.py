@@ -305,21 +305,12 @@ class Workers:
                 refused = BudgetExceededError(
                     max_credits=budget.max_credits, committed_credits=budget.committed
                 )
-                self._post_outcome(job, Outcome.OTHER)
+                self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
                 await books.finish(job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED)
                 return
             with budget.reserve() as held:  # released unless committed
                 if not await self._send_reserved(job, held):
                     return
-
-    def _post_outcome(self, job: JobRecord, outcome: Outcome) -> None:
-        """Tell the breaker how ``job``'s POST ended."""
-        now = anyio.current_time()
-        transition = self._breaker.record(job.sequence, outcome, now=now)
-        if transition is Transition.RESUMED:
-            self._planner.vouch(now, whole=True)  # the probe was answered: the burst may go
-        if transition is not None:
-            self._books.course(job.key, transition, now)
 
     async def _send_reserved(self, job: JobRecord, held: Reservation) -> bool:
         """One POST for ``job``; True if it must wait for the outage's end and go again."""
@@ -356,12 +347,12 @@ class Workers:
             return True  # the breaker decides again: after the outage, or not at all
         except BudgetExceededError as exc:
             # A shared budget (a Redis job store) refused the intent: nothing was sent.
-            self._post_outcome(job, Outcome.OTHER)
+            self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
             error, failure = exc, FailureClass.BUDGET_EXCEEDED
         except AmbiguousSubmitError as exc:
             held.commit(certain=False)  # it may have been charged: count it against the budget
             job.charged(attempt, cost)
-            self._post_outcome(job, Outcome.UNANSWERED)
+            self._outcome(job, Outcome.UNANSWERED, anyio.current_time(), post=True)
             error, failure = exc, FailureClass.AMBIGUOUS_SUBMIT
         except AuthenticationError as exc:
             # Provably not started: close the job (and its journal intent) before stopping all.
@@ -382,14 +373,15 @@ class Workers:
         except (APIConnectionError, ServerError, APIResponseValidationError) as exc:
             # Nothing was started (the sender retried already); systematic: the breaker's.
             reached = not isinstance(exc, APIConnectionError)
-            self._post_outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
+            outcome = Outcome.RETRYABLE if reached else Outcome.UNREACHABLE
+            self._outcome(job, outcome, anyio.current_time(), post=True)
             if breaker.state is BreakerState.PAUSED:
                 return True  # sent again once the outage is over
             # A server never reached: a configuration error; stop every worker once it ended.
             halt = breaker.state is BreakerState.STOPPED and not reached
             error, failure = exc, FailureClass.REQUEST_ERROR
         except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
-            self._post_outcome(job, Outcome.OTHER)
+            self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
             error, failure = exc, FailureClass.REQUEST_ERROR
         except Exception as exc:
             # Before the intent the limiter failed (e.g. Redis refused its script); after it,
@@ -407,7 +399,8 @@ class Workers:
         else:
             breaker.answered()
             if breaker.is_probe(job.sequence) and breaker.healthy_age() <= 0.0:
-                self._post_outcome(job, Outcome.SUCCEEDED)  # the POSTs failed, and this one did not
+                # The POSTs failed, and this one did not.
+                self._outcome(job, Outcome.SUCCEEDED, anyio.current_time(), post=True)
             held.commit()
             job.charged(attempt, cost)
             await books.write(job, lambda store: store.record_submitted(job.key, task_id), task_id)
@@ -552,11 +545,15 @@ class Workers:
         now: float,
         failure: FailureClass | None = None,
         age: float | None = None,
+        *,
+        post: bool = False,
     ) -> None:
-        """Tell the breaker how ``job``'s task ended, and act on what it says."""
+        """Tell the breaker how ``job``'s task ended (``post``: its POST), and act on what it
+        says: a resume vouches for the jobs sent since the task's creation (a POST's: since
+        now, the probe answered); only a task's end looks at the jobs it casts doubt on."""
         books, breaker, planner = self._books, self._breaker, self._planner
         transition = breaker.record(job.sequence, outcome, now=now, failure_class=failure, age=age)
-        if outcome is Outcome.RETRYABLE and breaker.suspicious:
+        if not post and outcome is Outcome.RETRYABLE and breaker.suspicious:
             planner.next_canary = min(planner.next_canary, now)  # the next job sent is looked at
             young = 2.0 * planner.canary_age
             if age is not None and age <= young:
@@ -564,14 +561,19 @@ class Workers:
                 # newest jobs as old (failed too, the batch pauses within seconds).
                 breaker.hold(now + young)
                 self._call_witnesses(job, now, age)
-        if transition is Transition.RESUMED and job.submitted_at is not None:
-            planner.vouch(job.submitted_at, whole=True)  # the burst after needs no canary
-        if transition is Transition.PAUSED:
+        vouched = now if post else job.submitted_at
+        if transition is Transition.RESUMED and vouched is not None:
+            planner.vouch(vouched, whole=True)  # the burst after needs no canary
+        if transition is Transition.PAUSED and not post:
             self.recheck_suspects(now)
         if transition is not None:
             books.course(job.key, transition, now)
         elif (
-            outcome is Outcome.REFUSED and breaker.refusals >= 2 and breaker.newest_good < 0 and age
+            not post
+            and outcome is Outcome.REFUSED
+            and breaker.refusals >= 2
+            and breaker.newest_good < 0
+            and age
         ):
             # Refusals and no success yet: look now at the jobs as old, probably over too.
             cutoff = now - _REFUSAL_PEERS * age
