@@ -5,7 +5,7 @@ and downloaders (a completed job's videos to disk before it counts as finished).
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -32,6 +32,7 @@ from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books, Reservation, as_journal_error, logger, unexpected
 from .breaker import OUTAGE_FAILURES, BreakerState, Outcome, Transition, task_outcome
+from .config import PRIORITIES, SchedulerConfig
 from .due import DueQueue
 from .jobs import (
     FINAL_STATES,
@@ -57,19 +58,16 @@ _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outa
 
 
 class Workers:
-    """Submits queued jobs, polls running ones and downloads completed ones into ``folder``
-    (``has_slot``: whether one more may be in flight now; ``resubmit``: resubmissions a job may
-    use, on ``resubmit_on``)."""
+    """Submits queued jobs, polls running ones and downloads completed ones into ``folder``,
+    as ``config`` says (``has_slot``: whether one more may be in flight now)."""
 
     def __init__(
         self,
         books: Books,
         client: SchedulerClient,
         planner: PollPlanner,
+        config: SchedulerConfig,
         *,
-        priorities: tuple[Priority, Priority],
-        resubmit: int,
-        resubmit_on: Iterable[FailureClass],
         has_slot: Callable[[], bool],
         folder: Path | None,
         file_stem: Callable[[str], str] | None,
@@ -77,8 +75,9 @@ class Workers:
     ) -> None:
         self._books, self._breaker, self._planner = books, books.breaker, planner
         self._client, self._owner, self._has_slot = client, owner, has_slot
-        self._submit_priority, self._poll_priority = priorities
-        self._resubmit, self._resubmit_on = resubmit, frozenset(resubmit_on)
+        self._submit_priority, self._poll_priority = PRIORITIES[config.favor or "throughput"]
+        self._resubmit, self._resubmit_on = config.resubmit, config.resubmit_on
+        self._downloaders = config.max_downloads if folder is not None else 0
         self._folder = folder  # completed jobs' videos are downloaded there (None: not)
         self._file_stem = file_stem or (lambda key: key)
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
@@ -95,8 +94,8 @@ class Workers:
         self.submissions = 0  # POSTs sent (first submissions and resubmissions)
         self.polls = 0  # status polls sent
 
-    def start(self, downloaders: int) -> None:
-        """Start the submitters, the pollers and their dispatcher, and the ``downloaders``."""
+    def start(self) -> None:
+        """Start the submitters, the pollers and their dispatcher, and the downloaders."""
         books = self._books
         for _ in range(_SUBMITTERS):
             books.start(self._serve, self._queued, self._start)
@@ -107,7 +106,7 @@ class Workers:
         if books.journal is not None and policy is not None:
             # Processes sharing the journal (a Redis job store) take one course.
             books.start(books.follow_course, policy.probe_wait_initial / 2, self.recheck_suspects)
-        for _ in range(downloaders if self._folder is not None else 0):
+        for _ in range(self._downloaders):
             books.start(self._download_from)
 
     async def queue(self, job: JobRecord) -> None:
