@@ -602,7 +602,9 @@ class Workers:
         shows = self._breaker.healthy_age() or self._planner.canary_age
         shows = max(shows, self._planner.policy.wait_initial)
         since = self._breaker.failing_since - shows
-        self._look_now(lambda job: (job.submitted_at or -math.inf) >= since, now, age=shows)
+        self._look_now(
+            lambda job: job.submitted_at is not None and job.submitted_at >= since, now, age=shows
+        )
 
     def _look_now(
         self, chosen: Callable[[JobRecord], bool], now: float, *, age: float = 0.0
@@ -610,7 +612,8 @@ class Workers:
         """Look at the queued jobs ``chosen`` picks now (or once ``age`` old), urgently."""
         for job in self._due.take(chosen):
             self._planner.canaries.add(job.key)
-            self._schedule(job, max(now, (job.submitted_at or now) + age))
+            sent = now if job.submitted_at is None else job.submitted_at
+            self._schedule(job, max(now, sent + age))
 
     def _healthy(self, job: JobRecord, now: float) -> None:
         """A job seen running: it may end the warm-up, or (a probe, a witness) the pause."""
