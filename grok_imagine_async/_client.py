@@ -36,9 +36,10 @@ from ._observe import Observer
 from ._progress import Progress, ProgressHook, report_progress
 from ._protocol import parse_task, parse_task_id
 from ._scheduling import scheduler
+from ._scheduling.config import SchedulerConfig
 from ._scheduling.durations import DurationModel
 from ._scheduling.jobs import JobSpec
-from ._scheduling.scheduler import JobResults, SchedulerConfig, SchedulerOptions
+from ._scheduling.scheduler import JobResults, SchedulerOptions
 from ._sender import GENERATE_PATH, STATUS_PATH, AmbiguousSubmitPolicy, Sender
 from ._settings import Limits, Settings, prompt_problem
 

@@ -23,10 +23,11 @@ from ._journal.sqlite import SqliteJobStore
 from ._models import CREDITS_PER_GENERATION
 from ._public import set_module as _set_module
 from ._scheduling.breaker import BreakerPolicy, BreakerSnapshot, BreakerState
+from ._scheduling.config import SchedulerConfig
 from ._scheduling.durations import DurationModel
 from ._scheduling.inputs import InputSummary, JobFile
 from ._scheduling.jobs import BreakerEvent, JobResumed, SchedulerStatistics
-from ._scheduling.scheduler import JobResults, SchedulerConfig
+from ._scheduling.scheduler import JobResults
 
 __all__ = [
     "BreakerEvent",

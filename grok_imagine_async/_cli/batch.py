@@ -33,6 +33,7 @@ from .._journal.records import excerpt
 from .._journal.sqlite import JournalError, SqliteJobStore
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
 from .._scheduling.breaker import BreakerSnapshot
+from .._scheduling.config import SchedulerConfig
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import (
     BreakerEvent,
@@ -49,7 +50,7 @@ from .._scheduling.jobs import (
     request_digest,
 )
 from .._scheduling.resume import Reopening, must_retake, recorded_result, reopening, same_request
-from .._scheduling.scheduler import JobScheduler, SchedulerConfig
+from .._scheduling.scheduler import JobScheduler
 from .._settings import with_redis_password
 from .common import (
     EXIT_FAILED,

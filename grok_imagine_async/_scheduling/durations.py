@@ -174,9 +174,13 @@ class DurationModel:
 
     def cdf(self, seconds: float) -> float:
         """Probability that a job takes at most ``seconds``."""
+        return 1.0 - self.survival(seconds)
+
+    def survival(self, seconds: float) -> float:
+        """Probability that a job takes longer than ``seconds`` (exact far into the tail)."""
         if seconds <= 0:
-            return 0.0
-        return 1.0 - _upper((math.log(seconds) - self.mu) / self.sigma)
+            return 1.0
+        return _upper((math.log(seconds) - self.mu) / self.sigma)
 
     def quantile(self, probability: float) -> float:
         """The duration a fraction ``probability`` of jobs do not exceed."""

@@ -400,8 +400,7 @@ class PollPlanner:
             explore = zlib.crc32(key.encode()) % _EXPLORE_ONE_IN == 0
             return max(floor, model.quantile(0.5 if explore else _FIRST_LOOK))
         # F(t_next) = F(age) + p (1 - F(age)): in survival terms S(t_next) = (1 - p) S(age).
-        z = (math.log(age) - model.mu) / model.sigma
-        survival = (1.0 - _LATER_LOOK) * 0.5 * math.erfc(z / math.sqrt(2.0))
+        survival = (1.0 - _LATER_LOOK) * model.survival(age)
         if survival > 1e-300:
             target = model.mu - model.sigma * _STANDARD.inv_cdf(min(survival, 1 - 1e-12))
             step = math.exp(target) - age

@@ -7,25 +7,23 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import anyio
 
-from .._backoff import PollPolicy
 from .._errors import ConfigurationError, DownloadError, InvalidRequestError, SchedulerClosedError
 from .._files import folder_problem, run_blocking
 from .._journal.sqlite import open_journal
-from .._limiting.protocol import Priority
 from .._models import FailureClass, GenerationRequest
 from .._observe import observed_hook
 from .._progress import ProgressHook, report_progress
 from .api import SchedulerClient
 from .books import Books, CreditBudget
-from .breaker import Breaker, BreakerPolicy
+from .breaker import Breaker
+from .config import FROM_SETTINGS, SchedulerConfig
 from .durations import DurationModel
 from .jobs import (
     Job,
@@ -50,67 +48,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 REQUESTS_PER_JOB = 2.2  # one POST plus about 1.2 polls, what the poll schedule aims for
-
-PRIORITIES: dict[str, tuple[Priority, Priority]] = {  # (submissions, polls)
-    "throughput": (Priority.HIGH, Priority.LOW),
-    "latency": (Priority.LOW, Priority.HIGH),
-}
-
-
-class _FromSettings:
-    def __repr__(self) -> str:
-        return "<client.settings.breaker>"
-
-
-FROM_SETTINGS: Any = _FromSettings()  # breaker=: the client's settings.breaker
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SchedulerConfig:
-    """How a :class:`~grok_imagine_async.JobScheduler` runs its jobs (``config=``).
-
-    Args:
-        max_in_flight: Cap on jobs submitted and not finished. Default: eight times what the
-            plan sustains by Little's law.
-        poll: The poll schedule while the quota is idle (default: ``settings.poll``).
-        resubmit: How many times one job may be resubmitted after a retryable failure.
-        resubmit_on: Failure classes worth a resubmission (default: only ``TRANSIENT``).
-        max_downloads: Downloads at a time, when the scheduler has a ``download_dir``.
-        results_buffer: When that many results wait unread, submissions pause (polls go on).
-        duration_model: The starting duration model (default: its prior median is
-            ``settings.expected_duration``).
-        rng: Source of poll jitter (seed it for reproducible simulations).
-        favor: What gets the quota first when it is the bottleneck: ``"throughput"``
-            (submissions; the default) or ``"latency"`` (polls; FastAPI's default).
-        breaker: When the batch pauses on an outage or stops on systematic refusals
-            (:class:`~grok_imagine_async.batch.BreakerPolicy`). Default:
-            ``settings.breaker``; None: never.
-
-    Raises:
-        ConfigurationError: On a count below its minimum or an unknown ``favor``.
-    """
-
-    max_in_flight: int | None = None
-    poll: PollPolicy | None = None
-    resubmit: int = 1
-    resubmit_on: Collection[FailureClass] = frozenset({FailureClass.TRANSIENT})
-    max_downloads: int = 4
-    results_buffer: int = 256
-    duration_model: DurationModel | None = None
-    rng: random.Random | None = None
-    favor: Literal["throughput", "latency"] | None = None
-    breaker: BreakerPolicy | None = FROM_SETTINGS
-
-    def __post_init__(self) -> None:
-        if self.max_in_flight is not None and self.max_in_flight < 1:
-            raise ConfigurationError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
-        if self.resubmit < 0:
-            raise ConfigurationError(f"resubmit must be >= 0, got {self.resubmit}")
-        if self.max_downloads < 1 or self.results_buffer < 1:
-            raise ConfigurationError("max_downloads and results_buffer must be >= 1")
-        if self.favor is not None and self.favor not in PRIORITIES:
-            raise ConfigurationError(f"favor must be 'throughput' or 'latency', got {self.favor!r}")
-        object.__setattr__(self, "resubmit_on", frozenset(self.resubmit_on))  # kept immutable
 
 
 class SchedulerOptions(TypedDict, total=False):
@@ -208,9 +145,7 @@ class JobScheduler:
             books,
             self._client,
             self._planner,
-            priorities=PRIORITIES[config.favor or "throughput"],
-            resubmit=config.resubmit,
-            resubmit_on=config.resubmit_on,
+            config,
             has_slot=self._has_slot,
             folder=folder,
             file_stem=options.get("file_stem"),
@@ -222,7 +157,7 @@ class JobScheduler:
         try:
             async with anyio.create_task_group() as tg:
                 books.tg = tg
-                workers.start(config.max_downloads)
+                workers.start()
                 try:
                     yield self
                 except anyio.get_cancelled_exc_class():

@@ -5,7 +5,7 @@ and downloaders (a completed job's videos to disk before it counts as finished).
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -32,6 +32,7 @@ from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books, Reservation, as_journal_error, logger, unexpected
 from .breaker import OUTAGE_FAILURES, BreakerState, Outcome, Transition, task_outcome
+from .config import PRIORITIES, SchedulerConfig
 from .due import DueQueue
 from .jobs import (
     FINAL_STATES,
@@ -57,19 +58,16 @@ _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outa
 
 
 class Workers:
-    """Submits queued jobs, polls running ones and downloads completed ones into ``folder``
-    (``has_slot``: whether one more may be in flight now; ``resubmit``: resubmissions a job may
-    use, on ``resubmit_on``)."""
+    """Submits queued jobs, polls running ones and downloads completed ones into ``folder``,
+    as ``config`` says (``has_slot``: whether one more may be in flight now)."""
 
     def __init__(
         self,
         books: Books,
         client: SchedulerClient,
         planner: PollPlanner,
+        config: SchedulerConfig,
         *,
-        priorities: tuple[Priority, Priority],
-        resubmit: int,
-        resubmit_on: Iterable[FailureClass],
         has_slot: Callable[[], bool],
         folder: Path | None,
         file_stem: Callable[[str], str] | None,
@@ -77,8 +75,9 @@ class Workers:
     ) -> None:
         self._books, self._breaker, self._planner = books, books.breaker, planner
         self._client, self._owner, self._has_slot = client, owner, has_slot
-        self._submit_priority, self._poll_priority = priorities
-        self._resubmit, self._resubmit_on = resubmit, frozenset(resubmit_on)
+        self._submit_priority, self._poll_priority = PRIORITIES[config.favor or "throughput"]
+        self._resubmit, self._resubmit_on = config.resubmit, config.resubmit_on
+        self._downloaders = config.max_downloads if folder is not None else 0
         self._folder = folder  # completed jobs' videos are downloaded there (None: not)
         self._file_stem = file_stem or (lambda key: key)
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
@@ -95,8 +94,8 @@ class Workers:
         self.submissions = 0  # POSTs sent (first submissions and resubmissions)
         self.polls = 0  # status polls sent
 
-    def start(self, downloaders: int) -> None:
-        """Start the submitters, the pollers and their dispatcher, and the ``downloaders``."""
+    def start(self) -> None:
+        """Start the submitters, the pollers and their dispatcher, and the downloaders."""
         books = self._books
         for _ in range(_SUBMITTERS):
             books.start(self._serve, self._queued, self._start)
@@ -107,7 +106,7 @@ class Workers:
         if books.journal is not None and policy is not None:
             # Processes sharing the journal (a Redis job store) take one course.
             books.start(books.follow_course, policy.probe_wait_initial / 2, self.recheck_suspects)
-        for _ in range(downloaders if self._folder is not None else 0):
+        for _ in range(self._downloaders):
             books.start(self._download_from)
 
     async def queue(self, job: JobRecord) -> None:
@@ -305,21 +304,12 @@ class Workers:
                 refused = BudgetExceededError(
                     max_credits=budget.max_credits, committed_credits=budget.committed
                 )
-                self._post_outcome(job, Outcome.OTHER)
+                self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
                 await books.finish(job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED)
                 return
             with budget.reserve() as held:  # released unless committed
                 if not await self._send_reserved(job, held):
                     return
-
-    def _post_outcome(self, job: JobRecord, outcome: Outcome) -> None:
-        """Tell the breaker how ``job``'s POST ended."""
-        now = anyio.current_time()
-        transition = self._breaker.record(job.sequence, outcome, now=now)
-        if transition is Transition.RESUMED:
-            self._planner.vouch(now, whole=True)  # the probe was answered: the burst may go
-        if transition is not None:
-            self._books.course(job.key, transition, now)
 
     async def _send_reserved(self, job: JobRecord, held: Reservation) -> bool:
         """One POST for ``job``; True if it must wait for the outage's end and go again."""
@@ -356,12 +346,12 @@ class Workers:
             return True  # the breaker decides again: after the outage, or not at all
         except BudgetExceededError as exc:
             # A shared budget (a Redis job store) refused the intent: nothing was sent.
-            self._post_outcome(job, Outcome.OTHER)
+            self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
             error, failure = exc, FailureClass.BUDGET_EXCEEDED
         except AmbiguousSubmitError as exc:
             held.commit(certain=False)  # it may have been charged: count it against the budget
             job.charged(attempt, cost)
-            self._post_outcome(job, Outcome.UNANSWERED)
+            self._outcome(job, Outcome.UNANSWERED, anyio.current_time(), post=True)
             error, failure = exc, FailureClass.AMBIGUOUS_SUBMIT
         except AuthenticationError as exc:
             # Provably not started: close the job (and its journal intent) before stopping all.
@@ -382,14 +372,15 @@ class Workers:
         except (APIConnectionError, ServerError, APIResponseValidationError) as exc:
             # Nothing was started (the sender retried already); systematic: the breaker's.
             reached = not isinstance(exc, APIConnectionError)
-            self._post_outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
+            outcome = Outcome.RETRYABLE if reached else Outcome.UNREACHABLE
+            self._outcome(job, outcome, anyio.current_time(), post=True)
             if breaker.state is BreakerState.PAUSED:
                 return True  # sent again once the outage is over
             # A server never reached: a configuration error; stop every worker once it ended.
             halt = breaker.state is BreakerState.STOPPED and not reached
             error, failure = exc, FailureClass.REQUEST_ERROR
         except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
-            self._post_outcome(job, Outcome.OTHER)
+            self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
             error, failure = exc, FailureClass.REQUEST_ERROR
         except Exception as exc:
             # Before the intent the limiter failed (e.g. Redis refused its script); after it,
@@ -407,7 +398,8 @@ class Workers:
         else:
             breaker.answered()
             if breaker.is_probe(job.sequence) and breaker.healthy_age() <= 0.0:
-                self._post_outcome(job, Outcome.SUCCEEDED)  # the POSTs failed, and this one did not
+                # The POSTs failed, and this one did not.
+                self._outcome(job, Outcome.SUCCEEDED, anyio.current_time(), post=True)
             held.commit()
             job.charged(attempt, cost)
             await books.write(job, lambda store: store.record_submitted(job.key, task_id), task_id)
@@ -552,11 +544,15 @@ class Workers:
         now: float,
         failure: FailureClass | None = None,
         age: float | None = None,
+        *,
+        post: bool = False,
     ) -> None:
-        """Tell the breaker how ``job``'s task ended, and act on what it says."""
+        """Tell the breaker how ``job``'s task ended (``post``: its POST), and act on what it
+        says: a resume vouches for the jobs sent since the task's creation (a POST's: since
+        now, the probe answered); only a task's end looks at the jobs it casts doubt on."""
         books, breaker, planner = self._books, self._breaker, self._planner
         transition = breaker.record(job.sequence, outcome, now=now, failure_class=failure, age=age)
-        if outcome is Outcome.RETRYABLE and breaker.suspicious:
+        if not post and outcome is Outcome.RETRYABLE and breaker.suspicious:
             planner.next_canary = min(planner.next_canary, now)  # the next job sent is looked at
             young = 2.0 * planner.canary_age
             if age is not None and age <= young:
@@ -564,14 +560,19 @@ class Workers:
                 # newest jobs as old (failed too, the batch pauses within seconds).
                 breaker.hold(now + young)
                 self._call_witnesses(job, now, age)
-        if transition is Transition.RESUMED and job.submitted_at is not None:
-            planner.vouch(job.submitted_at, whole=True)  # the burst after needs no canary
-        if transition is Transition.PAUSED:
+        vouched = now if post else job.submitted_at
+        if transition is Transition.RESUMED and vouched is not None:
+            planner.vouch(vouched, whole=True)  # the burst after needs no canary
+        if transition is Transition.PAUSED and not post:
             self.recheck_suspects(now)
         if transition is not None:
             books.course(job.key, transition, now)
         elif (
-            outcome is Outcome.REFUSED and breaker.refusals >= 2 and breaker.newest_good < 0 and age
+            not post
+            and outcome is Outcome.REFUSED
+            and breaker.refusals >= 2
+            and breaker.newest_good < 0
+            and age
         ):
             # Refusals and no success yet: look now at the jobs as old, probably over too.
             cutoff = now - _REFUSAL_PEERS * age
@@ -601,7 +602,9 @@ class Workers:
         shows = self._breaker.healthy_age() or self._planner.canary_age
         shows = max(shows, self._planner.policy.wait_initial)
         since = self._breaker.failing_since - shows
-        self._look_now(lambda job: (job.submitted_at or -math.inf) >= since, now, age=shows)
+        self._look_now(
+            lambda job: job.submitted_at is not None and job.submitted_at >= since, now, age=shows
+        )
 
     def _look_now(
         self, chosen: Callable[[JobRecord], bool], now: float, *, age: float = 0.0
@@ -609,7 +612,8 @@ class Workers:
         """Look at the queued jobs ``chosen`` picks now (or once ``age`` old), urgently."""
         for job in self._due.take(chosen):
             self._planner.canaries.add(job.key)
-            self._schedule(job, max(now, (job.submitted_at or now) + age))
+            sent = now if job.submitted_at is None else job.submitted_at
+            self._schedule(job, max(now, sent + age))
 
     def _healthy(self, job: JobRecord, now: float) -> None:
         """A job seen running: it may end the warm-up, or (a probe, a witness) the pause."""

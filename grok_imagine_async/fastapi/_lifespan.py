@@ -20,8 +20,9 @@ from .._journal.memory import MemoryJobStore
 from .._journal.sqlite import open_journal
 from .._limiting.protocol import RateLimiter
 from .._observe import Observer
+from .._scheduling.config import FROM_SETTINGS, SchedulerConfig
 from .._scheduling.jobs import JobStore, SchedulerHook
-from .._scheduling.scheduler import FROM_SETTINGS, JobScheduler, SchedulerConfig
+from .._scheduling.scheduler import JobScheduler
 from .._settings import Settings
 from ._jobs import DEFAULT_MAX_JOBS, DEFAULT_MAX_QUEUED, JobRegistry
 
