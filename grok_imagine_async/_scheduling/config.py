@@ -24,6 +24,9 @@ class _FromSettings:
     def __repr__(self) -> str:
         return "<client.settings.breaker>"
 
+    def __reduce__(self) -> str:
+        return "FROM_SETTINGS"  # pickled and copied as the one sentinel, compared by identity
+
 
 FROM_SETTINGS: Any = _FromSettings()  # breaker=: the client's settings.breaker
 

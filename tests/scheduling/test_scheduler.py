@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
+import pickle
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from grok_imagine_async import (
     SchedulerClosedError,
     TaskFailedError,
 )
+from grok_imagine_async._scheduling.config import FROM_SETTINGS
 from grok_imagine_async.batch import DurationModel, SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
@@ -435,3 +438,10 @@ async def test_without_a_journal_keys_are_unique_among_running_jobs_only(
         third = await scheduler.submit("again [duration:5]")
         assert third.key == first.key  # nothing running under that key any more
         await third.wait()
+
+
+def test_a_config_pickled_or_copied_still_takes_the_breaker_from_the_settings() -> None:
+    # The default breaker= is a sentinel compared by identity: a copy must be that sentinel.
+    default = SchedulerConfig(max_in_flight=3)
+    for twin in (pickle.loads(pickle.dumps(default)), copy.deepcopy(default)):
+        assert twin == default and twin.breaker is FROM_SETTINGS
