@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import types
 import typing
@@ -24,3 +25,13 @@ def set_module(namespace: Mapping[str, Any], names: Iterable[str]) -> None:
             value.__module__ = module
         elif inspect.isfunction(value):
             value.__module__ = module  # functions resolve names in __globals__, not here
+
+
+def require_extra(package: str, module: str, what: str, extra: str) -> None:
+    """Import ``module``, which the public ``package`` needs, or raise an :class:`ImportError`
+    naming ``what`` it is and the extra that installs it."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        install = f'pip install "grok-imagine-async[{extra}]"'
+        raise ImportError(f"{package} needs {what}: {install} ({exc})") from exc

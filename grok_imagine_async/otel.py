@@ -7,15 +7,11 @@ spans, attributes and instruments are in the observability guide.
 
 from __future__ import annotations
 
-try:
-    import opentelemetry.trace  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "grok_imagine_async.otel needs the OpenTelemetry API: "
-        f'pip install "grok-imagine-async[otel]" ({exc})'
-    ) from exc
-
+from ._public import require_extra as _require_extra
 from ._public import set_module as _set_module
+
+_require_extra(__name__, "opentelemetry.trace", "the OpenTelemetry API", "otel")
+
 from ._telemetry import OPERATION_NAME, PROVIDER_NAME, Telemetry
 
 __all__ = ["OPERATION_NAME", "PROVIDER_NAME", "Telemetry"]

@@ -11,15 +11,11 @@ Example:
     ...     return {"id": job.key}
 """
 
-try:
-    import fastapi as _fastapi  # noqa: F401  (the extra this integration needs)
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        'grok_imagine_async.fastapi needs FastAPI: pip install "grok-imagine-async[fastapi]" '
-        f"({exc})"
-    ) from exc
-
+from .._public import require_extra as _require_extra
 from .._public import set_module as _set_module
+
+_require_extra(__name__, "fastapi", "FastAPI", "fastapi")
+
 from ._errors import (
     DEFAULT_MAX_BODY_BYTES,
     BacklogFullError,

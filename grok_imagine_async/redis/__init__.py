@@ -18,14 +18,11 @@ Example::
         task_id = await client.generate("a lighthouse at dawn")
 """
 
-try:
-    import redis as _redis  # noqa: F401  (the extra this integration needs)
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f'grok_imagine_async.redis needs redis-py: pip install "grok-imagine-async[redis]" ({exc})'
-    ) from exc
-
+from .._public import require_extra as _require_extra
 from .._public import set_module as _set_module
+
+_require_extra(__name__, "redis", "redis-py", "redis")
+
 from ._limiter import RedisLimiterStatistics, RedisRateLimiter, RedisUnavailableError
 from ._store import RedisJobStore, RedisStoreStatistics
 
