@@ -34,7 +34,9 @@ class InputError(GrokImagineError, ValueError):
 
 
 class JournalError(GrokImagineError):
-    """Raised when a journal cannot be opened, read or written; ``path``: its file, if any."""
+    """Raised when a journal cannot be opened, read or written (not a journal, too new,
+    corrupt, locked, a full disk); a scheduler stopped by it lists its paid jobs in
+    ``pending_tasks``. ``path``: its file, if any."""
 
     def __init__(self, message: str, *, path: Path | None = None) -> None:
         super().__init__(message)
@@ -109,7 +111,8 @@ class ServerError(APIStatusError):
 
 
 class APIResponseValidationError(APIError):
-    """Raised when a successful answer cannot be read; ``body`` holds its text (truncated)."""
+    """Raised when a successful answer cannot be read (not JSON, or without a required field);
+    ``body`` holds its text (truncated)."""
 
     def __init__(
         self, message: str, *, body: str = "", method: str | None = None, path: str | None = None
@@ -127,8 +130,8 @@ class APITimeoutError(APIConnectionError):
 
 
 class AmbiguousSubmitError(APIError):
-    """Raised when a submission's answer was lost or unreadable: a (paid) task may exist, so
-    ``request`` was not resent."""
+    """Raised when a ``POST /v1/generate`` was sent but its answer was lost or unreadable: a
+    (paid) task may exist, so it is not resent. ``request``: the request sent."""
 
     def __init__(
         self, message: str, *, request: GenerationRequest | None = None, path: str | None = None
@@ -149,8 +152,8 @@ class TaskFailedError(GrokImagineError):
 
 
 class WaitTimeoutError(GrokImagineError, TimeoutError):
-    """Raised when a wait's ``timeout=`` passed first; the task goes on, and
-    ``client.wait(task_id)`` (or ``job.wait()``) picks it up later.
+    """Raised when a wait's ``timeout=`` passed first; the task goes on (the API cannot cancel
+    one), and ``client.wait(task_id)`` (or ``job.wait()``) picks it up later.
 
     Attributes:
         task_id: The task waited on; None only for a scheduler's job not submitted yet.
