@@ -121,10 +121,17 @@ class _Tracked(JobRecord):
     closed: bool = field(default=False, init=False)  # the registry stopped: no change will come
 
     @property
+    def here(self) -> Job | None:
+        """The scheduler's job while this worker runs it; None once another worker adopted it
+        (its lease ran out before the POST): the store alone tells that job's life then."""
+        local = self.local
+        ended = local.result if local is not None else None
+        return None if ended is not None and isinstance(ended.error, JobTakenOver) else local
+
+    @property
     def result(self) -> JobResult | None:
-        ran_here = self.local.result if self.local is not None else None
-        if ran_here is not None and isinstance(ran_here.error, JobTakenOver):
-            ran_here = None  # another worker adopted it and ran it: the store has its end
+        here = self.here
+        ran_here = here.result if here is not None else None
         return (ran_here or self._result) if self.state.is_final else None
 
     async def wait_finished(self) -> JobResult:
@@ -411,7 +418,7 @@ class JobRegistry:
 
     async def _reread(self) -> None:
         for key, tracked in list(self._entries.items()):
-            if tracked.local is not None or tracked.state.is_final:
+            if tracked.here is not None or tracked.state.is_final:
                 continue
             try:
                 record = await self._store.load(key)

@@ -154,9 +154,12 @@ async def test_a_job_another_worker_took_over_reports_that_workers_end() -> None
     )
 
     class Local:  # this worker's scheduler job: it ended when the other worker took it over
-        result = ran_here
+        result: JobResult | None = None
 
-    tracked.local = Local()  # type: ignore[assignment]
+    local = tracked.local = Local()  # type: ignore[assignment]
+    assert tracked.here is tracked.local  # running here: this worker's scheduler tells its life
+    local.result = ran_here
+    assert tracked.here is None  # taken over: the store tells it (a re-read included)
     record = StoreRecord("k", request, StoreState.COMPLETED, task_id="t-1", attempts=1)
     assert tracked.update(StoredJob("k", request, record), max_credits=None)
     result = tracked.result
