@@ -324,17 +324,17 @@ class Workers:
             if breaker.withholds(job.sequence) or self._planner.leaving(job.key, now, breaker):
                 # Admitted before a pause or stop, or in a burst held for its canary's look.
                 raise _Withheld
-            if not may_have_left:  # counted once it leaves, not while it waits (or is held)
-                self.submissions += 1
-                self._planner.note_request(now)
-            may_have_left = True
             if books.journal is not None:
                 try:
                     await books.journal.record_intent(job.key, job.request, attempt)
                 except BudgetExceededError:
                     raise  # a shared budget (a Redis job store) refused it: not a fault
-                except Exception as exc:
+                except Exception as exc:  # refused (taken over, a full disk): nothing leaves
                     raise as_journal_error(exc, books.journal) from exc
+            if not may_have_left:  # counted once it leaves, not while it waits (or is held)
+                self.submissions += 1
+                self._planner.note_request(anyio.current_time())
+            may_have_left = True
 
         await self._share()
         try:

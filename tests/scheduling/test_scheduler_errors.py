@@ -397,7 +397,9 @@ async def test_a_job_another_process_took_over_is_not_sent_and_the_batch_goes_on
         [JobSpec(GenerationRequest(prompt=f"clip {key}"), key) for key in "abc"], journal=journal
     ) as results:
         seen = {r.key: r async for r in results}
+        submissions = results.statistics().submissions
     assert {key for key, r in seen.items() if r.ok} == {"a", "c"}, seen  # the batch went on
+    assert submissions == 2  # the POST refused before it left is not counted as sent
     taken = seen["b"]
     assert isinstance(taken.error, JobTakenOver)
     assert taken.failure_class is FailureClass.NOT_SUBMITTED and taken.credits == 0
