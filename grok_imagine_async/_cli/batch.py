@@ -927,9 +927,14 @@ def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple
     """The summary as (label, value) rows; an emulated run's credits are priced at nothing."""
     counts = [("jobs", outcome.total), ("completed", outcome.completed), ("failed", outcome.failed)]
     counts += [(f"  {name}", n) for name, n in sorted(outcome.failures.items())]
-    unfinished = ("outcome unknown", outcome.ambiguous), ("still running", outcome.running)
-    counts += [(label, n) for label, n in (*unfinished, ("not started", outcome.not_started)) if n]
-    rows = [(label, str(n)) for label, n in [*counts, ("video files", outcome.files)]]
+    unfinished = {
+        "outcome unknown": outcome.ambiguous,
+        "still running": outcome.running,
+        "not started": outcome.not_started,
+    }
+    counts += [(label, n) for label, n in unfinished.items() if n]
+    counts.append(("video files", outcome.files))
+    rows = [(label, str(n)) for label, n in counts]
 
     def price(credits: int) -> str:
         return "emulated, nothing paid" if emulated else f"about {credits / 100:.2f} USD"

@@ -281,7 +281,8 @@ class Books:
     def stop(self, exc: BaseException, *, drain: bool) -> None:
         """A fatal error: submit nothing more; with ``drain`` poll the paid jobs to their end
         first, else (a rejected token) halt now."""
-        self.fatal = exc if self.fatal is None else self.fatal
+        if self.fatal is None:  # the first one is the batch's
+            self.fatal = exc
         self.input_closed = True
         if not drain or (not self.jobs and not self.streaming):
             self.halt()
@@ -312,7 +313,8 @@ class Books:
             await self.journal.aclose()
         except Exception as exc:
             error = as_journal_error(exc, self.journal)
-            self.fatal = error if self.fatal is None else self.fatal
+            if self.fatal is None:
+                self.fatal = error
             logger.error("journal failed on closing: %s", error)
 
     def wrap_up(self) -> None:
