@@ -16,8 +16,7 @@ class ConfigurationError(GrokImagineError, ValueError):
 
 
 class InputError(GrokImagineError, ValueError):
-    """Raised when a batch input file cannot be read (nothing submitted); the message starts
-    with ``file:line:``.
+    """Raised when a batch input file cannot be read (nothing submitted), as ``file:line: ...``.
 
     Attributes:
         line: The 1-based line of the problem, or None for the file as a whole.
@@ -141,8 +140,7 @@ class AmbiguousSubmitError(APIError):
 
 
 class TaskFailedError(GrokImagineError):
-    """Raised when a task failed (or completed with no video); holds ``task`` and its
-    ``failure_class``."""
+    """Raised when a task failed (or completed with no video); holds ``task``, ``failure_class``."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -185,8 +183,7 @@ class BudgetExceededError(GrokImagineError):
 
 
 class SchedulerClosedError(GrokImagineError, RuntimeError):
-    """Raised when a scheduler is not running, takes no more jobs, or stopped while a job was
-    awaited."""
+    """Raised when a scheduler is not running, takes no jobs, or stopped while a job was awaited."""
 
 
 class DownloadError(APIError):

@@ -42,9 +42,8 @@ def create_exclusive(path: Path, *, mode: int = 0o644) -> BinaryIO:
 
 @asynccontextmanager
 async def replacing(target: Path, *, mode: int = 0o644) -> AsyncIterator[BinaryIO]:
-    """A new hidden ``.<name>.<8 hex>.part`` file next to ``target`` that replaces it once the
-    block ends and its bytes are on disk, or is removed if the block fails: ``target`` is never
-    seen half written."""
+    """A hidden ``.<name>.<8 hex>.part`` file beside ``target``, renamed onto it once the block
+    ends and its bytes are synced, deleted if the block fails: ``target`` is never half written."""
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
     out = await run_blocking(functools.partial(create_exclusive, partial, mode=mode))
     try:

@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class JobScope:
-    """The job a request is sent for: its ``key`` in the scheduler ``owner`` (keys are unique
-    within one scheduler only)."""
+    """The job a request is sent for: its ``key`` (unique per scheduler) in scheduler ``owner``."""
 
     owner: object
     key: str
@@ -51,8 +50,7 @@ def job_scope(observer: Observer | None, owner: object, key: str) -> AbstractCon
 
 @dataclass(slots=True)
 class RequestAttempt:
-    """One request as sent and answered (or not), handed to :meth:`Observer.on_request` once it
-    ended.
+    """One request as sent and answered (or not), handed to :meth:`Observer.on_request` at its end.
 
     Attributes:
         method: ``"GET"`` or ``"POST"``.

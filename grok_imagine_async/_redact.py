@@ -36,8 +36,7 @@ def check_token(token: str) -> str:
 
 
 class Redactor:
-    """Replaces a secret (the API token) in text and decoded JSON, before anything is cut or
-    shown."""
+    """Replaces a secret (the API token) in text and decoded JSON, before it is cut or shown."""
 
     def __init__(self, secret: str) -> None:
         self._secret = secret if len(secret) >= MIN_REDACTED else ""
@@ -81,11 +80,9 @@ def redact_url(url: str) -> str:
         'redis://:***@cache:6379/0'
     """
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
     authority, slash, path = rest.partition("/")
     userinfo, at, host = authority.rpartition("@")
-    if not at:
+    if not (sep and at):
         return url
     user, colon, _password = userinfo.partition(":")
     hidden = f"{user}:{REDACTED}" if colon else REDACTED

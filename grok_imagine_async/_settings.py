@@ -51,14 +51,12 @@ class Limits:
     max_redirects: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("max_answer_bytes", "max_video_bytes", "max_prompt_chars"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}")
+        for name in ("max_answer_bytes", "max_video_bytes", "max_prompt_chars", "max_redirects"):
+            value, low = getattr(self, name), 0 if name == "max_redirects" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigurationError(f"{name} must be a whole number >= {low}, got {value!r}")
         if not self.max_request_time > 0:  # also refuses NaN
             raise ConfigurationError(f"max_request_time must be > 0, got {self.max_request_time!r}")
-        if isinstance(self.max_redirects, bool) or self.max_redirects < 0:
-            raise ConfigurationError(f"max_redirects must be >= 0, got {self.max_redirects!r}")
 
 
 def prompt_problem(prompt: str, limits: Limits) -> str | None:
@@ -197,8 +195,7 @@ def time_scale_from(value: float | None) -> float:
 
 
 def with_redis_password(url: str) -> str:
-    """``url`` with the password of ``$GROK_IMAGINE_REDIS_PASSWORD`` if it names none (kept off
-    the command line)."""
+    """``url`` with ``$GROK_IMAGINE_REDIS_PASSWORD`` as its password if it names none (not argv)."""
     password = os.environ.get(ENV_REDIS_PASSWORD)
     scheme, sep, rest = url.partition("://")
     if not password or not sep or "@" in rest.partition("/")[0]:

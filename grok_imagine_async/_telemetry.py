@@ -84,22 +84,13 @@ class _SchedulerTrace:
 class Telemetry:
     """Records the client's requests and its schedulers' jobs as OpenTelemetry spans and metrics.
 
-    Pass it as ``AsyncGrokImagine(telemetry=Telemetry(...))``; the observability guide names
-    every span, attribute and instrument. Never recorded: the API token, and the prompt unless
-    ``record_prompts=True``.
+    Pass it as ``AsyncGrokImagine(telemetry=...)``; the observability guide names every span,
+    attribute and instrument. Never recorded: the API token, and the prompt unless asked.
 
     Args:
         tracer_provider: Where spans go (default: the global one).
         meter_provider: Where metrics go (default: the global one).
         record_prompts: Put each job's prompt on its span (``grok_imagine.request.prompt``).
-
-    Example:
-        >>> from opentelemetry.sdk.metrics import MeterProvider
-        >>> from opentelemetry.sdk.trace import TracerProvider
-        >>> telemetry = Telemetry(
-        ...     tracer_provider=TracerProvider(), meter_provider=MeterProvider()
-        ... )
-        >>> client = AsyncGrokImagine(api_key="...", telemetry=telemetry)  # doctest: +SKIP
     """
 
     def __init__(
@@ -267,8 +258,7 @@ class Telemetry:
             job.span.add_event(
                 "submit", {_TASK_ID: event.task_id, _ATTEMPTS: event.attempt}, timestamp=when
             )
-            job.submitted_at = job.last_look = event.at
-            job.previous_look = None
+            job.submitted_at, job.last_look, job.previous_look = event.at, event.at, None
         elif isinstance(event, JobResumed):
             job.span.set_attribute(_RESPONSE_ID, event.task_id)
             job.span.add_event("resume", {_TASK_ID: event.task_id}, timestamp=when)
@@ -411,8 +401,7 @@ def telemetry_from_environment(service_name: str) -> Iterator[Telemetry]:
     auto-configuration does, for its own providers only); flushed at the end.
 
     Args:
-        service_name: ``service.name`` unless ``OTEL_SERVICE_NAME`` (or the resource
-            attributes) name one.
+        service_name: ``service.name`` unless ``OTEL_SERVICE_NAME`` (or the resource) has one.
 
     Raises:
         ModuleNotFoundError: The SDK is not installed.
