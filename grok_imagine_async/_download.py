@@ -39,12 +39,8 @@ ANY_HOST = "*"  # in download_hosts: allow every host (e.g. behind a proxy on a 
 
 
 def safe_name(text: str, *, default: str = "video") -> str:
-    """A file name from ``text`` that cannot leave its folder, hide itself or be reserved.
-
-    Example:
-        >>> safe_name("../../etc/passwd"), safe_name("con")
-        ('etc_passwd', 'con_')
-    """
+    """A file name from ``text`` that cannot leave its folder, hide itself or be reserved (by
+    Windows: ``con`` becomes ``con_``)."""
     cleaned = _UNSAFE.sub("_", text).strip("._-")
     cleaned = re.sub(r"\.{2,}", ".", cleaned)[:120]
     base, dot, rest = cleaned.partition(".")

@@ -73,12 +73,7 @@ class Redactor:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with the password of its userinfo replaced (userinfo with no colon: all of it).
-
-    Example:
-        >>> redact_url("redis://:hunter2@cache:6379/0")
-        'redis://:***@cache:6379/0'
-    """
+    """``url`` with the password of its userinfo replaced (userinfo with no colon: all of it)."""
     scheme, sep, rest = url.partition("://")
     authority, slash, path = rest.partition("/")
     userinfo, at, host = authority.rpartition("@")

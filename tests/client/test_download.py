@@ -142,6 +142,8 @@ async def test_refuses_non_http_and_empty(tmp_path: Path) -> None:
         ("..", "video"),
         (".hidden", "hidden"),
         ("a b/c", "a_b_c"),
+        ("con", "con_"),
+        ("LPT1.mp4", "LPT1_.mp4"),
     ],
 )
 def test_safe_name(text: str, expected: str) -> None:
