@@ -102,6 +102,9 @@ def test_a_bad_setting_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch)
         Settings(api_key=TOKEN, limits=5)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="max_redirects"):
         Limits(max_redirects=-1)
+    with pytest.raises(ConfigurationError, match="max_redirects must be a whole number"):
+        Limits(max_redirects=2.5)  # type: ignore[arg-type]
+    assert Limits(max_redirects=0).max_redirects == 0
     with pytest.raises(ConfigurationError, match="either settings or"):
         AsyncGrokImagine(settings=Settings(api_key=TOKEN), plan="pro")
 
