@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from .._scheduling.breaker import BreakerSnapshot
 from .._scheduling.config import SchedulerConfig
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import (
+    FINAL_STATES,
     BreakerEvent,
     Claim,
     JobEvent,
@@ -229,7 +231,6 @@ class Batch:
     def __init__(self, args: argparse.Namespace, connection: Connection, store: Journal) -> None:
         self.args, self.store, self.connection = args, store, connection
         self.out, self.endpoint = Path(args.out), connection.endpoint
-        self.emulator = connection.emulator
         self.sqlite = store if isinstance(store, SqliteJobStore) else None
         self.shared = None if isinstance(store, SqliteJobStore) else store  # through Redis
         self.tasks = TaskLog(self.out / TASK_LOG_NAME)
@@ -324,7 +325,7 @@ class Batch:
             f"the journal had lost {{are}} listed completed in {out / MANIFEST_NAME} with their "
             "videos: recorded again from it, not paid again.",
         )
-        emulated = self.emulator is not None
+        emulated = self.connection.emulator is not None
         advice = advice_after(args, outcome, interrupted, emulated)
         if progress.unreachable:
             advice.insert(
@@ -350,7 +351,8 @@ class Batch:
     async def _prepare(self, keys: frozenset[str]) -> tuple[set[str] | None, int]:
         """Check the journal's endpoint, take back the task ids the task log kept, say what will
         resume; return the jobs of unknown outcome (None: none kept) and ``keys``' credits."""
-        journal, tasks, endpoint, emulator = self.store, self.tasks, self.endpoint, self.emulator
+        journal, tasks, endpoint = self.store, self.tasks, self.endpoint
+        emulator = self.connection.emulator
         recorded = await journal.get_meta(ENDPOINT_META)
         if recorded is None:
             await journal.set_meta(ENDPOINT_META, endpoint)
@@ -380,12 +382,9 @@ class Batch:
         records = [r async for r in journal.records()]
         if emulator is not None:
             # Those the emulator did not take up (not kept, or not sent) start again, at no cost.
-            known = set(emulator.task_ids())
+            known = set(emulator.task_ids())  # an intent has no task id: never known
             lost = {
-                r.key
-                for r in records
-                if r.state is StoreState.INTENT
-                or (r.state is StoreState.SUBMITTED and r.task_id not in known)
+                r.key for r in records if r.state not in FINAL_STATES and r.task_id not in known
             }
             for key in lost:
                 await journal.forget(key)
@@ -417,8 +416,8 @@ class Batch:
         recorded (its answer is read under a shield), so these were never sent."""
         if known is None:
             return
-        records = self.store.records()
-        unsent = {r.key async for r in records if r.state is StoreState.INTENT} - known
+        unsent = {r.key async for r in self.store.records() if r.state is StoreState.INTENT}
+        unsent -= known
         for key in unsent:
             await self.store.forget(key)
         note_jobs(
@@ -486,15 +485,11 @@ class Batch:
         if entry is None or entry.get("request_digest") != request_digest(spec.request):
             return claim.owned
         record = StoreRecord(
-            key,
-            spec.request,
-            StoreState.COMPLETED,
-            task_id=entry["task_id"],
-            attempts=int(entry.get("attempts") or 1),
-            credits=int(entry.get("credits") or 0),
+            key, spec.request, StoreState.COMPLETED, task_id=entry["task_id"],
+            attempts=int(entry.get("attempts") or 1), credits=int(entry.get("credits") or 0),
             videos=tuple(entry["videos"]),
             files=tuple(str(self._folder / f) for f in entry["files"]),
-        )
+        )  # fmt: skip
         result = self._count_done(record, spec)
         await self.store.record_finished(result)
         self._recovered += 1
@@ -516,8 +511,7 @@ class Batch:
             try:
                 return await self.store.claim(key, create=spec.request, reopen=reopen)
             except JournalError:
-                shared = self.shared
-                if shared is None or (shared.available and shared.may_create()):
+                if self.shared is None or (self.shared.available and self.shared.may_create()):
                     raise  # a refusal (a permission, a full disk), not an outage
                 await anyio.sleep(self._wait)
 
@@ -527,8 +521,7 @@ class Batch:
             return True
         if record.state is not StoreState.COMPLETED or not record.files:
             return False
-        # Videos recorded in this --out and missing there are downloaded again (another
-        # host's videos are its own).
+        # Missing videos recorded in this --out are fetched again (another host's are its own).
         files = [Path(os.path.abspath(f)) for f in record.files]
         inside = all(f.is_relative_to(self._folder) for f in files)
         return inside and not all(f.is_file() for f in files)
@@ -566,12 +559,9 @@ class TaskLog:
 
     def write(self, tasks: dict[str, str]) -> int:
         """Write ``tasks`` (key: task id) over the file's whole size; return how many fit."""
-        data, kept = b"", 0
-        for key, task_id in tasks.items():
-            line = f"{key} {task_id}\n".encode("utf-8", "replace")
-            if len(data) + len(line) > TASK_LOG_SIZE:
-                break
-            data, kept = data + line, kept + 1
+        lines = [f"{key} {task_id}\n".encode("utf-8", "replace") for key, task_id in tasks.items()]
+        kept = sum(size <= TASK_LOG_SIZE for size in itertools.accumulate(map(len, lines)))
+        data = b"".join(lines[:kept])
         with self._open(os.O_WRONLY | os.O_CREAT, "wb") as file:
             file.write(data + bytes(TASK_LOG_SIZE - len(data)))  # real blocks, not a hole
             file.flush()
@@ -664,8 +654,8 @@ class BatchProgress:
     ) -> None:
         self.total, self.endpoint, self.time_scale = total, endpoint, time_scale
         self._keep_notices = notices  # off (--no-progress): nothing would ever show them
-        self.completed = self.failed = self.from_journal = self.submitted = 0
-        self.unreachable = 0  # jobs that failed because the server could not be reached
+        # unreachable: jobs that failed because the server could not be reached
+        self.completed = self.failed = self.from_journal = self.submitted = self.unreachable = 0
         self.stopped: BreakerSnapshot | None = None  # why submissions stopped, if they did
         self.notices: list[str] = []
         self.moved = anyio.Event()  # set by the next event, then renewed
@@ -770,17 +760,13 @@ async def show_progress(
 def breaker_notice(event: BreakerEvent) -> str:
     """One line for a change of the batch's course (see ``BreakerPolicy``)."""
     state = event.breaker
-    if event.transition == "paused":
-        why = "submissions went unanswered" if state.reason == "unanswered" else "failing"
-        return (
-            f"the API is {why} ({state.streak} of the newest jobs): new submissions paused, "
-            "jobs in flight still polled; probing until it answers again"
-        )
-    if event.transition == "probing":
-        return f"probing the API with one submission (probe {state.probes})"
-    if event.transition == "resumed":
-        return "the API works again: submitting at full speed"
-    return "submissions stopped"
+    why = "submissions went unanswered" if state.reason == "unanswered" else "failing"
+    return {
+        "paused": f"the API is {why} ({state.streak} of the newest jobs): new submissions "
+        "paused, jobs in flight still polled; probing until it answers again",
+        "probing": f"probing the API with one submission (probe {state.probes})",
+        "resumed": "the API works again: submitting at full speed",
+    }.get(event.transition, "submissions stopped")
 
 
 # -- the manifest, the summary and the advice ----------------------------------------------------
@@ -878,15 +864,10 @@ async def write_manifest(
     seen: set[str] = set()
     async with replacing(target, mode=0o600) as out:
 
-        def write(entries: list[dict[str, Any]]) -> None:
+        def write(entries: Iterable[dict[str, Any]]) -> None:
             for entry in entries:
                 outcome.note(entry)
-            out.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode())
-
-        def write_unstarted() -> None:  # a second streamed pass over the input
-            for spec in jobs if len(seen) < len(keys) else ():
-                if spec.key not in seen:
-                    write([manifest_line(str(spec.key), spec.request, endpoint, None, folders)])
+                out.write(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
 
         entries: list[dict[str, Any]] = []
         async for record in journal.records():
@@ -897,7 +878,9 @@ async def write_manifest(
                     await run_blocking(write, entries)
                     entries = []
         await run_blocking(write, entries)
-        await run_blocking(write_unstarted)
+        unstarted = (s for s in jobs if s.key not in seen) if len(seen) < len(keys) else ()
+        lines = (manifest_line(str(s.key), s.request, endpoint, None, folders) for s in unstarted)
+        await run_blocking(write, lines)  # a second pass over the input, streamed
     outcome.manifest = target
     return outcome
 
@@ -990,18 +973,12 @@ def advice_after(
             f"{again}"
         )
     if interrupted:
-        state = getattr(args, "emulator_state", None)  # where --emulate kept its tasks
         kept = "No job was left in flight."
-        if emulated and state is None:
-            kept = (
-                "The emulator's tasks ended with this process, so the jobs that were in flight "
-                "will start again, at no cost."
-            )
-        elif outcome.running:
+        if outcome.running:
             then = "They go on generating; the next run polls them and does not pay for them again."
-            if emulated:
-                then = f"The emulator kept its tasks in {state}: the next run polls them, as "
-                then += "it would the API's."
+            if emulated:  # run() keeps the emulator's tasks beside the journal
+                then = f"The emulator kept its tasks in {args.emulator_state}: the next run "
+                then += "polls them, as it would the API's."
             kept = f"Jobs still in flight: {outcome.running}. {then}"
         lines.append(f"Interrupted. Every job is recorded in the journal. {kept}")
         lines += ["To carry on where this run stopped, run the same command again:", f"  {resume}"]
