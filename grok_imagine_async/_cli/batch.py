@@ -112,10 +112,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     # fmt: off
     add("input", metavar="INPUT", help="the jobs: .txt, .jsonl or .csv")
     add("--out", required=True, metavar="DIR", help="folder for the videos and the manifest")
-    add("--journal", metavar="FILE", help="the journal (default: DIR/journal.db; "
-        "DIR/journal-emulated.db with --emulate); redis://HOST:PORT/DB shares the batch with "
-        "every process run on the same INPUT with the same Redis: each job is done once, by one "
-        "of them")
+    add("--journal", metavar="FILE", help="the journal (default: DIR/journal.db; DIR/journal-"
+        "emulated.db with --emulate); redis://HOST:PORT/DB shares the batch with every process "
+        "run on the same INPUT with the same Redis: each job is done once, by one of them")
     add("--lease", type=float, default=10.0, metavar="SECONDS", help="with a redis:// journal: "
         "seconds before a stopped process's jobs are taken over (default: %(default)g)")
     add("--name", default="{key}", metavar="TEMPLATE", help="video file names: {key} (the "
@@ -238,8 +237,7 @@ class Batch:
         self._wait = max(0.05, args.lease / 3)
         self._folder = Path(os.path.abspath(args.out))
         self._done: set[str] = set()  # finished before this run could take them
-        # Jobs the journal lost and the last manifest lists completed, and what they cost.
-        self._recovered = self._recovered_credits = 0
+        self._recovered: list[JobResult] = []  # lost by the journal, completed in the manifest
 
     async def run(self, jobs: JobFile, summary: InputSummary) -> int:
         """Take up the journal, run the jobs, write the manifest; return the exit status."""
@@ -319,9 +317,9 @@ class Batch:
             return error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
         except InputError as exc:  # the file changed under the run: the journal has every job
             return error("batch", f"cannot list the jobs not started: {exc}")
-        outcome.earlier_credits = earlier_credits + self._recovered_credits
+        outcome.earlier_credits = earlier_credits + sum(r.credits for r in self._recovered)
         note_jobs(
-            self._recovered,
+            len(self._recovered),
             f"the journal had lost {{are}} listed completed in {out / MANIFEST_NAME} with their "
             "videos: recorded again from it, not paid again.",
         )
@@ -492,8 +490,7 @@ class Batch:
         )  # fmt: skip
         result = self._count_done(record, spec)
         await self.store.record_finished(result)
-        self._recovered += 1
-        self._recovered_credits += result.credits
+        self._recovered.append(result)
         return False
 
     def _count_done(self, record: StoreRecord, spec: JobSpec) -> JobResult:
@@ -941,16 +938,11 @@ def print_summary(
     """Print the summary table, the first problem jobs, and ``advice`` lines."""
     rows = summary_rows(outcome, emulated=emulated)
     width = max(len(label) for label, _ in rows)
-    print("Batch summary")
-    for label, value in rows:
-        print(f"  {label:<{width}}  {value}")
+    lines = ["Batch summary", *(f"  {label:<{width}}  {value}" for label, value in rows)]
     if outcome.samples:
-        print("Problems (first ones):")
-        for key, status, message in outcome.samples:
-            print(f"  {printable(key)}  {status}  {printable(message)[:160]}")
-    for line in advice:
-        print(line)
-    sys.stdout.flush()
+        lines.append("Problems (first ones):")
+        lines += (f"  {printable(k)}  {s}  {printable(m)[:160]}" for k, s, m in outcome.samples)
+    print("\n".join([*lines, *advice]), flush=True)
 
 
 def count_jobs(n: int) -> str:
