@@ -651,8 +651,8 @@ class BatchProgress:
     ) -> None:
         self.total, self.endpoint, self.time_scale = total, endpoint, time_scale
         self._keep_notices = notices  # off (--no-progress): nothing would ever show them
-        # unreachable: jobs that failed because the server could not be reached
-        self.completed = self.failed = self.from_journal = self.submitted = self.unreachable = 0
+        self.completed = self.failed = self.from_journal = self.submitted = 0
+        self.unreachable = 0  # jobs that failed because the server could not be reached
         self.stopped: BreakerSnapshot | None = None  # why submissions stopped, if they did
         self.notices: list[str] = []
         self.moved = anyio.Event()  # set by the next event, then renewed
