@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from .._scheduling.breaker import BreakerSnapshot
 from .._scheduling.config import SchedulerConfig
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import (
+    FINAL_STATES,
     BreakerEvent,
     Claim,
     JobEvent,
@@ -110,10 +112,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     # fmt: off
     add("input", metavar="INPUT", help="the jobs: .txt, .jsonl or .csv")
     add("--out", required=True, metavar="DIR", help="folder for the videos and the manifest")
-    add("--journal", metavar="FILE", help="the journal (default: DIR/journal.db; "
-        "DIR/journal-emulated.db with --emulate); redis://HOST:PORT/DB shares the batch with "
-        "every process run on the same INPUT with the same Redis: each job is done once, by one "
-        "of them")
+    add("--journal", metavar="FILE", help="the journal (default: DIR/journal.db; DIR/journal-"
+        "emulated.db with --emulate); redis://HOST:PORT/DB shares the batch with every process "
+        "run on the same INPUT with the same Redis: each job is done once, by one of them")
     add("--lease", type=float, default=10.0, metavar="SECONDS", help="with a redis:// journal: "
         "seconds before a stopped process's jobs are taken over (default: %(default)g)")
     add("--name", default="{key}", metavar="TEMPLATE", help="video file names: {key} (the "
@@ -229,7 +230,6 @@ class Batch:
     def __init__(self, args: argparse.Namespace, connection: Connection, store: Journal) -> None:
         self.args, self.store, self.connection = args, store, connection
         self.out, self.endpoint = Path(args.out), connection.endpoint
-        self.emulator = connection.emulator
         self.sqlite = store if isinstance(store, SqliteJobStore) else None
         self.shared = None if isinstance(store, SqliteJobStore) else store  # through Redis
         self.tasks = TaskLog(self.out / TASK_LOG_NAME)
@@ -237,8 +237,7 @@ class Batch:
         self._wait = max(0.05, args.lease / 3)
         self._folder = Path(os.path.abspath(args.out))
         self._done: set[str] = set()  # finished before this run could take them
-        # Jobs the journal lost and the last manifest lists completed, and what they cost.
-        self._recovered = self._recovered_credits = 0
+        self._recovered: list[JobResult] = []  # lost by the journal, completed in the manifest
 
     async def run(self, jobs: JobFile, summary: InputSummary) -> int:
         """Take up the journal, run the jobs, write the manifest; return the exit status."""
@@ -318,13 +317,13 @@ class Batch:
             return error("batch", f"cannot write the manifest in {out}: {exc.strerror or exc}")
         except InputError as exc:  # the file changed under the run: the journal has every job
             return error("batch", f"cannot list the jobs not started: {exc}")
-        outcome.earlier_credits = earlier_credits + self._recovered_credits
+        outcome.earlier_credits = earlier_credits + sum(r.credits for r in self._recovered)
         note_jobs(
-            self._recovered,
+            len(self._recovered),
             f"the journal had lost {{are}} listed completed in {out / MANIFEST_NAME} with their "
             "videos: recorded again from it, not paid again.",
         )
-        emulated = self.emulator is not None
+        emulated = self.connection.emulator is not None
         advice = advice_after(args, outcome, interrupted, emulated)
         if progress.unreachable:
             advice.insert(
@@ -350,7 +349,8 @@ class Batch:
     async def _prepare(self, keys: frozenset[str]) -> tuple[set[str] | None, int]:
         """Check the journal's endpoint, take back the task ids the task log kept, say what will
         resume; return the jobs of unknown outcome (None: none kept) and ``keys``' credits."""
-        journal, tasks, endpoint, emulator = self.store, self.tasks, self.endpoint, self.emulator
+        journal, tasks, endpoint = self.store, self.tasks, self.endpoint
+        emulator = self.connection.emulator
         recorded = await journal.get_meta(ENDPOINT_META)
         if recorded is None:
             await journal.set_meta(ENDPOINT_META, endpoint)
@@ -380,12 +380,9 @@ class Batch:
         records = [r async for r in journal.records()]
         if emulator is not None:
             # Those the emulator did not take up (not kept, or not sent) start again, at no cost.
-            known = set(emulator.task_ids())
+            known = set(emulator.task_ids())  # an intent has no task id: never known
             lost = {
-                r.key
-                for r in records
-                if r.state is StoreState.INTENT
-                or (r.state is StoreState.SUBMITTED and r.task_id not in known)
+                r.key for r in records if r.state not in FINAL_STATES and r.task_id not in known
             }
             for key in lost:
                 await journal.forget(key)
@@ -417,8 +414,8 @@ class Batch:
         recorded (its answer is read under a shield), so these were never sent."""
         if known is None:
             return
-        records = self.store.records()
-        unsent = {r.key async for r in records if r.state is StoreState.INTENT} - known
+        unsent = {r.key async for r in self.store.records() if r.state is StoreState.INTENT}
+        unsent -= known
         for key in unsent:
             await self.store.forget(key)
         note_jobs(
@@ -486,19 +483,14 @@ class Batch:
         if entry is None or entry.get("request_digest") != request_digest(spec.request):
             return claim.owned
         record = StoreRecord(
-            key,
-            spec.request,
-            StoreState.COMPLETED,
-            task_id=entry["task_id"],
-            attempts=int(entry.get("attempts") or 1),
-            credits=int(entry.get("credits") or 0),
+            key, spec.request, StoreState.COMPLETED, task_id=entry["task_id"],
+            attempts=int(entry.get("attempts") or 1), credits=int(entry.get("credits") or 0),
             videos=tuple(entry["videos"]),
             files=tuple(str(self._folder / f) for f in entry["files"]),
-        )
+        )  # fmt: skip
         result = self._count_done(record, spec)
         await self.store.record_finished(result)
-        self._recovered += 1
-        self._recovered_credits += result.credits
+        self._recovered.append(result)
         return False
 
     def _count_done(self, record: StoreRecord, spec: JobSpec) -> JobResult:
@@ -516,8 +508,7 @@ class Batch:
             try:
                 return await self.store.claim(key, create=spec.request, reopen=reopen)
             except JournalError:
-                shared = self.shared
-                if shared is None or (shared.available and shared.may_create()):
+                if self.shared is None or (self.shared.available and self.shared.may_create()):
                     raise  # a refusal (a permission, a full disk), not an outage
                 await anyio.sleep(self._wait)
 
@@ -527,8 +518,7 @@ class Batch:
             return True
         if record.state is not StoreState.COMPLETED or not record.files:
             return False
-        # Videos recorded in this --out and missing there are downloaded again (another
-        # host's videos are its own).
+        # Missing videos recorded in this --out are fetched again (another host's are its own).
         files = [Path(os.path.abspath(f)) for f in record.files]
         inside = all(f.is_relative_to(self._folder) for f in files)
         return inside and not all(f.is_file() for f in files)
@@ -566,12 +556,9 @@ class TaskLog:
 
     def write(self, tasks: dict[str, str]) -> int:
         """Write ``tasks`` (key: task id) over the file's whole size; return how many fit."""
-        data, kept = b"", 0
-        for key, task_id in tasks.items():
-            line = f"{key} {task_id}\n".encode("utf-8", "replace")
-            if len(data) + len(line) > TASK_LOG_SIZE:
-                break
-            data, kept = data + line, kept + 1
+        lines = [f"{key} {task_id}\n".encode("utf-8", "replace") for key, task_id in tasks.items()]
+        kept = sum(size <= TASK_LOG_SIZE for size in itertools.accumulate(map(len, lines)))
+        data = b"".join(lines[:kept])
         with self._open(os.O_WRONLY | os.O_CREAT, "wb") as file:
             file.write(data + bytes(TASK_LOG_SIZE - len(data)))  # real blocks, not a hole
             file.flush()
@@ -770,17 +757,13 @@ async def show_progress(
 def breaker_notice(event: BreakerEvent) -> str:
     """One line for a change of the batch's course (see ``BreakerPolicy``)."""
     state = event.breaker
-    if event.transition == "paused":
-        why = "submissions went unanswered" if state.reason == "unanswered" else "failing"
-        return (
-            f"the API is {why} ({state.streak} of the newest jobs): new submissions paused, "
-            "jobs in flight still polled; probing until it answers again"
-        )
-    if event.transition == "probing":
-        return f"probing the API with one submission (probe {state.probes})"
-    if event.transition == "resumed":
-        return "the API works again: submitting at full speed"
-    return "submissions stopped"
+    why = "submissions went unanswered" if state.reason == "unanswered" else "failing"
+    return {
+        "paused": f"the API is {why} ({state.streak} of the newest jobs): new submissions "
+        "paused, jobs in flight still polled; probing until it answers again",
+        "probing": f"probing the API with one submission (probe {state.probes})",
+        "resumed": "the API works again: submitting at full speed",
+    }.get(event.transition, "submissions stopped")
 
 
 # -- the manifest, the summary and the advice ----------------------------------------------------
@@ -878,15 +861,10 @@ async def write_manifest(
     seen: set[str] = set()
     async with replacing(target, mode=0o600) as out:
 
-        def write(entries: list[dict[str, Any]]) -> None:
+        def write(entries: Iterable[dict[str, Any]]) -> None:
             for entry in entries:
                 outcome.note(entry)
-            out.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode())
-
-        def write_unstarted() -> None:  # a second streamed pass over the input
-            for spec in jobs if len(seen) < len(keys) else ():
-                if spec.key not in seen:
-                    write([manifest_line(str(spec.key), spec.request, endpoint, None, folders)])
+                out.write(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
 
         entries: list[dict[str, Any]] = []
         async for record in journal.records():
@@ -897,7 +875,9 @@ async def write_manifest(
                     await run_blocking(write, entries)
                     entries = []
         await run_blocking(write, entries)
-        await run_blocking(write_unstarted)
+        unstarted = (s for s in jobs if s.key not in seen) if len(seen) < len(keys) else ()
+        lines = (manifest_line(str(s.key), s.request, endpoint, None, folders) for s in unstarted)
+        await run_blocking(write, lines)  # a second pass over the input, streamed
     outcome.manifest = target
     return outcome
 
@@ -958,16 +938,11 @@ def print_summary(
     """Print the summary table, the first problem jobs, and ``advice`` lines."""
     rows = summary_rows(outcome, emulated=emulated)
     width = max(len(label) for label, _ in rows)
-    print("Batch summary")
-    for label, value in rows:
-        print(f"  {label:<{width}}  {value}")
+    lines = ["Batch summary", *(f"  {label:<{width}}  {value}" for label, value in rows)]
     if outcome.samples:
-        print("Problems (first ones):")
-        for key, status, message in outcome.samples:
-            print(f"  {printable(key)}  {status}  {printable(message)[:160]}")
-    for line in advice:
-        print(line)
-    sys.stdout.flush()
+        lines.append("Problems (first ones):")
+        lines += (f"  {printable(k)}  {s}  {printable(m)[:160]}" for k, s, m in outcome.samples)
+    print("\n".join([*lines, *advice]), flush=True)
 
 
 def count_jobs(n: int) -> str:
@@ -990,18 +965,12 @@ def advice_after(
             f"{again}"
         )
     if interrupted:
-        state = getattr(args, "emulator_state", None)  # where --emulate kept its tasks
         kept = "No job was left in flight."
-        if emulated and state is None:
-            kept = (
-                "The emulator's tasks ended with this process, so the jobs that were in flight "
-                "will start again, at no cost."
-            )
-        elif outcome.running:
+        if outcome.running:
             then = "They go on generating; the next run polls them and does not pay for them again."
-            if emulated:
-                then = f"The emulator kept its tasks in {state}: the next run polls them, as "
-                then += "it would the API's."
+            if emulated:  # run() keeps the emulator's tasks beside the journal
+                then = f"The emulator kept its tasks in {args.emulator_state}: the next run "
+                then += "polls them, as it would the API's."
             kept = f"Jobs still in flight: {outcome.running}. {then}"
         lines.append(f"Interrupted. Every job is recorded in the journal. {kept}")
         lines += ["To carry on where this run stopped, run the same command again:", f"  {resume}"]

@@ -320,8 +320,7 @@ class UsageError(Exception):
 
 def check_folder(path: Path, what: str) -> None:
     """Create ``path`` if needed and check a file can be written there; else UsageError."""
-    problem = folder_problem(path, what)
-    if problem is not None:
+    if (problem := folder_problem(path, what)) is not None:
         raise UsageError(problem)
 
 

@@ -258,10 +258,13 @@ def test_the_interrupt_message_is_plain_sentences() -> None:
         "To carry on where this run stopped, run the same command again:",
         "  grok-imagine batch p.txt --out v",
     ]
-    emulated = advice_after(cli_args("--emulate"), outcome, True, True)
+    args = cli_args("--emulate")
+    args.emulator_state = "v/journal-emulated-tasks.json"  # where run() has --emulate keep them
+    emulated = advice_after(args, outcome, True, True)
     assert emulated[0] == (
-        "Interrupted. Every job is recorded in the journal. The emulator's tasks ended with "
-        "this process, so the jobs that were in flight will start again, at no cost."
+        "Interrupted. Every job is recorded in the journal. Jobs still in flight: 4. The "
+        "emulator kept its tasks in v/journal-emulated-tasks.json: the next run polls them, as "
+        "it would the API's."
     )
     assert all("(" not in line for line in real + emulated)  # no nested asides
 
