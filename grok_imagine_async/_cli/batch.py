@@ -483,11 +483,15 @@ class Batch:
         if entry is None or entry.get("request_digest") != request_digest(spec.request):
             return claim.owned
         record = StoreRecord(
-            key, spec.request, StoreState.COMPLETED, task_id=entry["task_id"],
-            attempts=int(entry.get("attempts") or 1), credits=int(entry.get("credits") or 0),
+            key,
+            spec.request,
+            StoreState.COMPLETED,
+            task_id=entry["task_id"],
+            attempts=int(entry.get("attempts") or 1),
+            credits=int(entry.get("credits") or 0),
             videos=tuple(entry["videos"]),
             files=tuple(str(self._folder / f) for f in entry["files"]),
-        )  # fmt: skip
+        )
         result = self._count_done(record, spec)
         await self.store.record_finished(result)
         self._recovered.append(result)
