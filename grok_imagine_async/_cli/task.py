@@ -77,9 +77,12 @@ async def generate(args: argparse.Namespace) -> int:
     """Run ``grok-imagine generate``; return the exit status."""
     try:
         request = GenerationRequest(
-            prompt=args.prompt, mode=args.mode, ratio=args.ratio, images=args.image,
+            prompt=args.prompt,
+            mode=args.mode,
+            ratio=args.ratio,
+            images=args.image,
             allow_unlisted=args.allow_unlisted,
-        )  # fmt: skip
+        )
         if too_long := prompt_problem(request.prompt, Limits()):  # the CLI's client's limits
             raise UsageError(f"invalid request: {too_long}")
         check_folder(Path(args.out), "output folder")  # before the 40 credits
