@@ -51,9 +51,8 @@ class Vocabulary:
         if isinstance(name, Vocabulary):
             return name
         if name not in _NAMED:
-            raise ConfigurationError(
-                f"unknown vocabulary {name!r}: expected one of {', '.join(_NAMED)}"
-            )
+            known = ", ".join(_NAMED)
+            raise ConfigurationError(f"unknown vocabulary {name!r}: expected one of {known}")
         return _NAMED[name]
 
     @staticmethod
@@ -134,12 +133,9 @@ class FaultConfig:
     outages: tuple[Outage, ...] = ()
 
     def __post_init__(self) -> None:
-        rates = {f.name: getattr(self, f.name) for f in fields(self) if f.name.endswith("_rate")}
-        _check(
-            self,
-            **{name: (0 <= rate <= 1, "be between 0 and 1") for name, rate in rates.items()},
-            slow_seconds=(self.slow_seconds >= 0, "be >= 0"),
-        )
+        rates = (f.name for f in fields(self) if f.name.endswith("_rate"))
+        rules = {name: (0 <= getattr(self, name) <= 1, "be between 0 and 1") for name in rates}
+        _check(self, **rules, slow_seconds=(self.slow_seconds >= 0, "be >= 0"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,9 +69,8 @@ def parse_generate_body(raw: bytes) -> dict[str, Any]:
     request: dict[str, Any] = {"mode": mode, "prompt": prompt, "ratio": ratio}
     images = body.get("images")
     if images is not None:
-        if not isinstance(images, list) or not all(
-            isinstance(url, str) and url.strip() for url in images
-        ):
+        valid = isinstance(images, list) and all(isinstance(u, str) and u.strip() for u in images)
+        if not valid:
             raise InvalidRequest("Invalid request: images must be a list of URL strings")
         if images and mode == "spicy":
             raise InvalidRequest("Invalid request: spicy mode is not available with images")
@@ -437,11 +436,8 @@ class Emulator:
         task = self._tasks.get(task_id)
         if task is None or task.token != token:
             return _error(404, f"Task not found: {task_id}", "NOT_FOUND", headers)
-        current = task.state(now)
-        urls = None
-        if current is TaskStatus.COMPLETED:
-            base = str(request.base_url)
-            urls = [f"{base}videos/{task.task_id}/{i}.mp4" for i in range(task.video_count)]
+        current, base = task.state(now), str(request.base_url)
+        urls = [f"{base}videos/{task_id}/{i}.mp4" for i in range(task.video_count)]
         created = datetime.fromtimestamp(self._unix(task.created_at), tz=timezone.utc)
         failed = current is TaskStatus.FAILED
         data = {
@@ -451,7 +447,7 @@ class Emulator:
             "task_id": task.task_id,
             "error_message": task.error_message if failed else None,
             "request": dict(task.request),
-            "response": urls,
+            "response": urls if current is TaskStatus.COMPLETED else None,
         }
         return _success(data, headers)
 
