@@ -92,8 +92,7 @@ class Health:
         serving: False once its scheduler stopped: only a restart helps.
         store: ``"unavailable"`` while the shared job store cannot be used.
         provider: What the breaker says of the video service.
-        limiter: ``"stalled"`` while requests have waited over two quota periods with no
-            permit granted.
+        limiter: ``"stalled"`` while requests waited over two quota periods with no permit.
     """
 
     serving: bool

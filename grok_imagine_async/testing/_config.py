@@ -1,5 +1,4 @@
-"""The emulator's settings, frozen and checked when made (NaN fails every rule), and the
-statistics it reports."""
+"""The emulator's settings, frozen and checked when made (NaN fails every rule); its statistics."""
 
 from __future__ import annotations
 

@@ -211,9 +211,8 @@ class Emulator:
         }
 
     def outage(self, outage: Outage | None = None, *, on: bool = True) -> None:
-        """Switch an outage on (every task created from now on fails as ``outage`` says,
-        by default :class:`Outage`'s) or, with ``on=False``, off. Timed outages are
-        :attr:`FaultConfig.outages`."""
+        """Switch an outage on (every task created from now on fails as ``outage``, by default
+        :class:`Outage`, says) or off (``on=False``); timed ones are :attr:`FaultConfig.outages`."""
         self._outage = (outage or Outage()) if on else None
 
     def statistics(self) -> EmulatorStatistics:
