@@ -383,13 +383,11 @@ class Emulator:
         if token not in self._windows:
             return _error(401, "Unauthorized: invalid API key", "UNAUTHORIZED")
         decision = self._admit(token, now)
-        reset = decision.reset_after
+        reset, unix = decision.reset_after, self.config.reset_format == "unix"
         headers = {
             "X-RateLimit-Limit": str(self._windows[token].limit.requests),
             "X-RateLimit-Remaining": str(decision.remaining),
-            "X-RateLimit-Reset": f"{self._unix(now + reset):.3f}"
-            if self.config.reset_format == "unix"
-            else _seconds(reset),
+            "X-RateLimit-Reset": f"{self._unix(now + reset):.3f}" if unix else _seconds(reset),
         }
         if not decision.admitted:
             headers["Retry-After"] = _seconds(decision.retry_after)
