@@ -125,9 +125,8 @@ _ANSWERS: tuple[_Answer, ...] = (
 
 
 def http_error_for(exc: BaseException) -> HTTPProblem:
-    """The HTTP answer for ``exc``, as listed in the FastAPI guide; anything else is a 500
-    ``internal_error``. The ``detail`` never carries the token, a stack trace, upstream text or
-    advice meant for the Python programmer.
+    """The HTTP answer for ``exc``, as the FastAPI guide lists them (else a 500 ``internal_error``);
+    its ``detail`` never carries the token, a stack trace, upstream text or advice for programmers.
 
     Example:
         >>> http_error_for(BudgetExceededError(max_credits=80, committed_credits=80)).status_code

@@ -112,8 +112,7 @@ class FaultConfig:
         body_error_rate: Answer HTTP 200 whose body carries ``"code": 500`` (no task).
         slow_rate: Delay the answer by ``slow_seconds`` (a POST's task is created first).
         slow_seconds: The delay of a slow answer.
-        drop_rate: Hang up without an answer after handling the request (a POST's task IS
-            created: the ambiguous case).
+        drop_rate: Hang up unanswered after handling it (a POST's task exists: the ambiguous case).
         task_failure_rate: Fraction of new tasks that fail with a documented error message.
         markers: Whether prompt markers (``[fail:content]``...) are honoured.
         outages: Times during which every new task fails (see :class:`Outage`).
