@@ -433,8 +433,11 @@ class Emulator:
         task = self._tasks.get(task_id)
         if task is None or task.token != token:
             return _error(404, f"Task not found: {task_id}", "NOT_FOUND", headers)
-        current, base = task.state(now), str(request.base_url)
-        urls = [f"{base}videos/{task_id}/{i}.mp4" for i in range(task.video_count)]
+        current = task.state(now)
+        urls = None
+        if current is TaskStatus.COMPLETED:
+            base = str(request.base_url)
+            urls = [f"{base}videos/{task.task_id}/{i}.mp4" for i in range(task.video_count)]
         created = datetime.fromtimestamp(self._unix(task.created_at), tz=timezone.utc)
         failed = current is TaskStatus.FAILED
         data = {
@@ -444,7 +447,7 @@ class Emulator:
             "task_id": task.task_id,
             "error_message": task.error_message if failed else None,
             "request": dict(task.request),
-            "response": urls if current is TaskStatus.COMPLETED else None,
+            "response": urls,
         }
         return _success(data, headers)
 
