@@ -125,9 +125,8 @@ _ANSWERS: tuple[_Answer, ...] = (
 
 
 def http_error_for(exc: BaseException) -> HTTPProblem:
-    """The HTTP answer for ``exc``, as listed in the FastAPI guide; anything else is a 500
-    ``internal_error``. The ``detail`` never carries the token, a stack trace, upstream text or
-    advice meant for the Python programmer.
+    """The HTTP answer for ``exc``, as the FastAPI guide lists them (else a 500 ``internal_error``);
+    its ``detail`` never carries the token, a stack trace, upstream text or advice for programmers.
 
     Example:
         >>> http_error_for(BudgetExceededError(max_credits=80, committed_credits=80)).status_code
@@ -152,6 +151,7 @@ _MAX_FIELDS = 20  # problems listed in a 422: a body of a million bad keys gets 
 _MAX_TEXT = 200  # characters of one field name or problem, which may come from the input
 _BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's own 400 (not UTF-8...)
 _MALFORMED = (400, "malformed_body", "the request body is not valid JSON")
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}  # 404: "Not Found" (not_found)
 
 
 class FieldProblem(BaseModel):
@@ -218,9 +218,7 @@ def error_response(exc: BaseException, **extra: Any) -> JSONResponse:
         shown = exc if isinstance(exc, GrokImagineError) else "(not shown)"
         kind = type(exc).__name__
         logger.warning("answering %d %s for %s: %s", problem.status_code, problem.code, kind, shown)
-    return _answer(
-        problem.status_code, problem.code, problem.detail, headers=problem.headers, **extra
-    )
+    return _answer(problem.status_code, problem.code, problem.detail, problem.headers, **extra)
 
 
 def install_error_handlers(app: Starlette) -> None:
@@ -260,20 +258,16 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         return _answer(*_MALFORMED)
     if exc.status_code in (204, 304):  # no body allowed
         return Response(status_code=exc.status_code, headers=exc.headers)
-    try:
-        phrase = HTTPStatus(exc.status_code).phrase  # "Not Found" -> "not_found"
-    except ValueError:  # a status of the app's own invention
-        phrase = "HTTP error"
+    phrase = _PHRASES.get(exc.status_code, "HTTP error")  # else a status of the app's invention
     code = phrase.lower().replace(" ", "_").replace("-", "_")
     detail = exc.detail if isinstance(exc.detail, str) else phrase
     return _answer(exc.status_code, code, detail, headers=exc.headers)
 
 
 def _answer(
-    status: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
-    body = {"detail": detail, "error": code, **extra}
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+    return JSONResponse({"detail": detail, "error": code, **extra}, status, headers)
 
 
 def _clip(text: str) -> str:

@@ -92,8 +92,7 @@ class Health:
         serving: False once its scheduler stopped: only a restart helps.
         store: ``"unavailable"`` while the shared job store cannot be used.
         provider: What the breaker says of the video service.
-        limiter: ``"stalled"`` while requests have waited over two quota periods with no
-            permit granted.
+        limiter: ``"stalled"`` while requests waited over two quota periods with no permit.
     """
 
     serving: bool
@@ -124,15 +123,13 @@ class _Tracked(JobRecord):
     def here(self) -> Job | None:
         """The scheduler's job while this worker runs it; None once another worker adopted it
         (its lease ran out before the POST): the store alone tells that job's life then."""
-        local = self.local
-        ended = local.result if local is not None else None
-        return None if ended is not None and isinstance(ended.error, JobTakenOver) else local
+        ended = self.local and self.local.result
+        return None if ended and isinstance(ended.error, JobTakenOver) else self.local
 
     @property
     def result(self) -> JobResult | None:
         here = self.here
-        ran_here = here.result if here is not None else None
-        return (ran_here or self._result) if self.state.is_final else None
+        return ((here and here.result) or self._result) if self.state.is_final else None
 
     async def wait_finished(self) -> JobResult:
         while (result := self.result) is None:
@@ -201,13 +198,9 @@ class JobRegistry:
     ) -> None:
         if max_jobs < 1 or max_queued < 1:
             raise ConfigurationError("max_jobs and max_queued must be >= 1")
-        self._store = store
-        self._limiter = limiter
+        self._store, self._limiter, self._forget_finished = store, limiter, forget_finished
         self._shared = store if isinstance(store, SharedStore) else None
-        self._max_jobs = max_jobs
-        self._max_queued = max_queued
-        self._max_credits = max_credits
-        self._forget_finished = forget_finished
+        self._max_jobs, self._max_queued, self._max_credits = max_jobs, max_queued, max_credits
         self._forgotten: list[str] = []  # to drop from the store at the next submission
         self._entries: OrderedDict[str, _Tracked] = OrderedDict()
         self._unknown: OrderedDict[str, float] = OrderedDict()  # id -> clock time it expires
@@ -456,6 +449,7 @@ class JobRegistry:
 
 
 HEARTBEAT = ": keep-alive\n\n"  # a comment clients ignore; it keeps proxies from closing
+_NO_BREAK = str.maketrans("\r\n", "  ")  # a field's line break would end it
 
 
 def sse_event(data: Any, *, event: str | None = None, event_id: str | None = None) -> str:
@@ -466,14 +460,10 @@ def sse_event(data: Any, *, event: str | None = None, event_id: str | None = Non
         'event: status\\ndata: {"status":"running"}\\n\\n'
     """
     named = {"event": event, "id": event_id}
-    lines = [f"{name}: {_one_line(value)}" for name, value in named.items() if value is not None]
+    lines = [f"{k}: {v.translate(_NO_BREAK)}" for k, v in named.items() if v is not None]
     # Compact JSON has no raw newline (they are escaped), so it is always one data line.
     lines.append("data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False))
     return "\n".join(lines) + "\n\n"
-
-
-def _one_line(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
 
 
 async def _job_events(

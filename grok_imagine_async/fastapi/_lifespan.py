@@ -86,13 +86,11 @@ async def grok_imagine_lifespan(
         file_stem: The stem of a job's video files, from its id (default: the id).
 
     Raises:
-        ConfigurationError: At startup, if no API key is given or found, or a setting is bad;
-            also if ``client_factory`` is combined with client settings, or ``redis_url`` with
-            ``journal``.
+        ConfigurationError: At startup, if no API key is given or found, or a setting is bad; also
+            if ``client_factory`` comes with client settings, or ``redis_url`` with ``journal``.
     """
-    if client_factory is not None and any(
-        s is not None for s in (settings, http_client, limiter, telemetry)
-    ):
+    client_settings = (settings, http_client, limiter, telemetry)
+    if client_factory is not None and any(s is not None for s in client_settings):
         raise ConfigurationError("pass either client_factory or client settings, not both")
     if redis_url is not None and journal is not None:
         raise ConfigurationError("pass either redis_url (a shared job store) or journal, not both")

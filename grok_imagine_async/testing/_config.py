@@ -1,5 +1,4 @@
-"""The emulator's settings, frozen and checked when made (NaN fails every rule), and the
-statistics it reports."""
+"""The emulator's settings, frozen and checked when made (NaN fails every rule); its statistics."""
 
 from __future__ import annotations
 
@@ -51,9 +50,8 @@ class Vocabulary:
         if isinstance(name, Vocabulary):
             return name
         if name not in _NAMED:
-            raise ConfigurationError(
-                f"unknown vocabulary {name!r}: expected one of {', '.join(_NAMED)}"
-            )
+            known = ", ".join(_NAMED)
+            raise ConfigurationError(f"unknown vocabulary {name!r}: expected one of {known}")
         return _NAMED[name]
 
     @staticmethod
@@ -114,8 +112,7 @@ class FaultConfig:
         body_error_rate: Answer HTTP 200 whose body carries ``"code": 500`` (no task).
         slow_rate: Delay the answer by ``slow_seconds`` (a POST's task is created first).
         slow_seconds: The delay of a slow answer.
-        drop_rate: Hang up without an answer after handling the request (a POST's task IS
-            created: the ambiguous case).
+        drop_rate: Hang up unanswered after handling it (a POST's task exists: the ambiguous case).
         task_failure_rate: Fraction of new tasks that fail with a documented error message.
         markers: Whether prompt markers (``[fail:content]``...) are honoured.
         outages: Times during which every new task fails (see :class:`Outage`).
@@ -134,12 +131,9 @@ class FaultConfig:
     outages: tuple[Outage, ...] = ()
 
     def __post_init__(self) -> None:
-        rates = {f.name: getattr(self, f.name) for f in fields(self) if f.name.endswith("_rate")}
-        _check(
-            self,
-            **{name: (0 <= rate <= 1, "be between 0 and 1") for name, rate in rates.items()},
-            slow_seconds=(self.slow_seconds >= 0, "be >= 0"),
-        )
+        rates = (f.name for f in fields(self) if f.name.endswith("_rate"))
+        rules = {name: (0 <= getattr(self, name) <= 1, "be between 0 and 1") for name in rates}
+        _check(self, **rules, slow_seconds=(self.slow_seconds >= 0, "be >= 0"))
 
 
 @dataclass(frozen=True, kw_only=True)

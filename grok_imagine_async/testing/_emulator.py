@@ -69,9 +69,8 @@ def parse_generate_body(raw: bytes) -> dict[str, Any]:
     request: dict[str, Any] = {"mode": mode, "prompt": prompt, "ratio": ratio}
     images = body.get("images")
     if images is not None:
-        if not isinstance(images, list) or not all(
-            isinstance(url, str) and url.strip() for url in images
-        ):
+        valid = isinstance(images, list) and all(isinstance(u, str) and u.strip() for u in images)
+        if not valid:
             raise InvalidRequest("Invalid request: images must be a list of URL strings")
         if images and mode == "spicy":
             raise InvalidRequest("Invalid request: spicy mode is not available with images")
@@ -212,9 +211,8 @@ class Emulator:
         }
 
     def outage(self, outage: Outage | None = None, *, on: bool = True) -> None:
-        """Switch an outage on (every task created from now on fails as ``outage`` says,
-        by default :class:`Outage`'s) or, with ``on=False``, off. Timed outages are
-        :attr:`FaultConfig.outages`."""
+        """Switch an outage on (every task created from now on fails as ``outage``, by default
+        :class:`Outage`, says) or off (``on=False``); timed ones are :attr:`FaultConfig.outages`."""
         self._outage = (outage or Outage()) if on else None
 
     def statistics(self) -> EmulatorStatistics:
@@ -385,13 +383,11 @@ class Emulator:
         if token not in self._windows:
             return _error(401, "Unauthorized: invalid API key", "UNAUTHORIZED")
         decision = self._admit(token, now)
-        reset = decision.reset_after
+        reset, unix = decision.reset_after, self.config.reset_format == "unix"
         headers = {
             "X-RateLimit-Limit": str(self._windows[token].limit.requests),
             "X-RateLimit-Remaining": str(decision.remaining),
-            "X-RateLimit-Reset": f"{self._unix(now + reset):.3f}"
-            if self.config.reset_format == "unix"
-            else _seconds(reset),
+            "X-RateLimit-Reset": f"{self._unix(now + reset):.3f}" if unix else _seconds(reset),
         }
         if not decision.admitted:
             headers["Retry-After"] = _seconds(decision.retry_after)

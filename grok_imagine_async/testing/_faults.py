@@ -63,15 +63,11 @@ class FaultInjector:
         is the POST's (None: a poll)."""
         cfg = self._config
         markers = self._markers(prompt or "", _REQUEST_MARKERS)
-        kinds = {kind for family, kind in markers if family == "fail"}
-        faults = [
-            k
-            for k, rate in _REQUEST_FAULTS.items()
-            if self._roll(getattr(cfg, rate)) | (k in kinds)
-        ]
+        rolled = {k for k, rate in _REQUEST_FAULTS.items() if self._roll(getattr(cfg, rate))}
+        chosen = rolled | {kind for family, kind in markers if family == "fail"}
         delay = cfg.slow_seconds if self._roll(cfg.slow_rate) else 0.0
         delay += sum(float(kind) for family, kind in markers if family == "slow")
-        return delay, faults[0] if faults else None
+        return delay, next((k for k in _REQUEST_FAULTS if k in chosen), None)
 
     def for_task(
         self, prompt: str, outage: Outage | None = None

@@ -89,8 +89,7 @@ def serve_forever(
     log_level: str = "info",
     on_ready: Callable[[str], None] = print,
 ) -> None:
-    """Serve ``emulator`` with uvicorn in this thread until Ctrl-C; ``on_ready`` gets the base
-    URL once the socket is bound."""
+    """Serve ``emulator`` in this thread until Ctrl-C; ``on_ready`` gets its URL once bound."""
     with bind(host, port) as sock:
         on_ready(base_url(sock))
         _server(emulator, log_level, own_logging=True).run(sockets=[sock])

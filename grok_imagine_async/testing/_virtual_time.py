@@ -88,8 +88,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
 
 def run_virtual(func: Callable[..., Awaitable[T]], *args: Any, start: float | None = None) -> T:
-    """Run ``func(*args)`` with anyio on a :class:`VirtualTimeEventLoop` starting at ``start``
-    and return its result."""
+    """Return ``func(*args)``, run with anyio on a :class:`VirtualTimeEventLoop` from ``start``."""
     factory = functools.partial(VirtualTimeEventLoop, start=start)
     return anyio.run(func, *args, backend="asyncio", backend_options={"loop_factory": factory})
 
