@@ -7,7 +7,6 @@ the job *dirty*, written back (its newest state, harmless twice) once Redis answ
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import math
@@ -376,24 +375,12 @@ class RedisJobStore(StoreBase, Connected):
     async def _write(
         self, job: StoredJob, *, reserve: int = 0, refund: bool = False, create: bool = False
     ) -> str:
-        """Write ``job``, first reserving attempt ``reserve``'s credits (or giving back the last
-        attempt's on ``refund``; ``create``: only if new): ``"ok"``, ``"exists"`` or ``"owner"``.
-        An outage keeps it in memory; a refusal is a :class:`JournalError`."""
-        budget = -1 if self._max_credits is None else self._max_credits
-        send = functools.partial(
-            self._send, job, reserve=reserve, budget=budget, refund=refund, create=create
-        )
+        """:meth:`_send` ``job`` within the budget: ``"ok"``, ``"exists"`` or ``"owner"``. An
+        outage keeps it in memory; a refusal is a :class:`JournalError`."""
         status = None
         try:
             if self._available:
-                try:
-                    status = await send()
-                except BudgetExceededError:
-                    if self._reserve < CREDITS_PER_GENERATION:
-                        raise
-                    # What this process set aside for an outage is what is left: spend it now.
-                    await self._settle_reserve(keep=False)
-                    status = await send()
+                status = await self._send(job, reserve, refund=refund, create=create, budget=True)
         except REDIS_ERRORS as exc:
             if not outage_like(exc):
                 raise self._error(self._failure(f"record job {job.key}", exc)) from exc
@@ -417,36 +404,33 @@ class RedisJobStore(StoreBase, Connected):
         for key in sorted(self._dirty):
             job = self._jobs.get(key) or self._finished.get(key)
             if job is not None:
-                await self._send(job, reserve=self._spent_offline.get(key, 0))
+                await self._send(job, self._spent_offline.get(key, 0))
                 self._spent_offline.pop(key, None)
             self._dirty.discard(key)
 
     async def _send(
         self,
         job: StoredJob,
-        *,
         reserve: int = 0,
-        budget: int = -1,
+        *,
         refund: bool = False,
         create: bool = False,
+        budget: bool = False,
     ) -> str:
-        """Run the write script for ``job``; its status (a ``"budget"`` one raised)."""
-        status, value = await self._script(
-            WRITE_SCRIPT,
-            job.key,
-            encode_job(job),
-            int(job.final),
-            CREDITS_PER_GENERATION if reserve else 0,
-            budget,
-            CREDITS_PER_GENERATION if refund else 0,
-            reserve,
-            int(create),
-            self._finished_ms,
-        )
+        """Run the write script for ``job``, first reserving attempt ``reserve``'s credits within
+        the ``budget`` (or giving back the last attempt's on ``refund``; ``create``: only if
+        new); its status. Past the budget, this process's reserve for an outage is what is left:
+        it is spent, then :class:`BudgetExceededError`."""
+        most = self._max_credits if budget and self._max_credits is not None else -1
+        cost = (CREDITS_PER_GENERATION if reserve else 0, most, CREDITS_PER_GENERATION * refund)
+        args = (encode_job(job), int(job.final), *cost, reserve, int(create), self._finished_ms)
+        status, value = await self._script(WRITE_SCRIPT, job.key, *args)
+        if _text(status) == "budget" and self._reserve >= CREDITS_PER_GENERATION:
+            await self._settle_reserve(keep=False)
+            status, value = await self._script(WRITE_SCRIPT, job.key, *args)
         name, key = _text(status), job.key
         if name == "budget":
-            assert self._max_credits is not None
-            raise BudgetExceededError(max_credits=self._max_credits, committed_credits=int(value))
+            raise BudgetExceededError(max_credits=most, committed_credits=int(value))
         if name == "owner":
             self._refused += 1
             self._jobs.pop(key, None)
@@ -536,13 +520,12 @@ class RedisJobStore(StoreBase, Connected):
             try:
                 await pubsub.subscribe(self._channel)
                 self._tell(None)  # anything may have changed while unsubscribed
-                while True:
-                    message = await pubsub.get_message(timeout=None)
+                async for message in pubsub.listen():
                     try:
                         owner, text = json.loads(message["data"])
                         job = decode_job(text, owner=owner)
                     except (ValueError, TypeError):
-                        continue  # not ours, or None (subscribed)
+                        continue  # not ours
                     self._tell(job)
             except REDIS_ERRORS:
                 await anyio.sleep(min(1.0, self.lease / 3))
