@@ -116,9 +116,9 @@ class RedisRateLimiter(Connected):
             raise ConfigurationError("fallback_probe_interval must be positive seconds")
         self._limit = resolve_rate_limit(limit)
         base = self._connect(redis, api_key, key_prefix)
-        self._tat, self._paused, self._peers_key, self._slots, self._beats = (
-            f"{base}:{name}" for name in ("tat", "paused", "peers", "slots", "beats")
-        )
+        self._keys = [f"{base}:{name}" for name in ("tat", "paused", "peers", "slots")]
+        self._tat, self._paused, _, self._slots = self._keys  # what ACQUIRE_SCRIPT takes
+        self._beats = f"{base}:beats"
         self._member = uuid.uuid4().hex[:16]  # names this instance among the token's peers
         self._on_unavailable = on_unavailable
         self._fallback_share = fallback_share
@@ -128,7 +128,7 @@ class RedisRateLimiter(Connected):
         # Beyond the least tolerance (no jitter), an answer may read as someone else's.
         self._least_tolerance = window_tolerance(self._estimate)
         self._clock = clock
-        # (answer time, latency) of two periods' answers, latencies decreasing (a sliding max).
+        # (answer time, latency) of the last two periods' answers.
         self._latencies: deque[tuple[float, float]] = deque()
         self._line: SlotLine[None] = SlotLine(self._clock.monotonic)
         self._pending_slot: float | None = None  # loop time of a reserved slot nobody took yet
@@ -174,9 +174,7 @@ class RedisRateLimiter(Connected):
         now = self._clock.monotonic()
         permit = feedback.permit
         period = self._limit.period
-        latencies = self._latencies  # a sliding max: the longest since each answer
-        while latencies and latencies[-1][1] <= now - permit.granted_at:
-            latencies.pop()
+        latencies = self._latencies
         latencies.append((now, now - permit.granted_at))
         while latencies[0][0] < now - 2 * period:
             latencies.popleft()
@@ -196,7 +194,7 @@ class RedisRateLimiter(Connected):
             # server may have counted with it, those due since a period before its grant less
             # the longest latency seen since (a burst counted late is ours).
             since = permit.granted_at - period
-            slowest = next((lat for when, lat in latencies if when > since), 0.0)
+            slowest = max((lat for when, lat in latencies if when > since), default=0.0)
             lookback = min(2 * period, now - since + slowest)
             try:
                 at_most = int(await self._run(COUNT_SCRIPT, [self._slots], [to_micros(lookback)]))
@@ -296,16 +294,9 @@ class RedisRateLimiter(Connected):
         while True:
             sent_at = anyio.current_time()
             try:
-                raw = await self._run(
-                    ACQUIRE_SCRIPT,
-                    [self._tat, self._paused, self._peers_key, self._slots],
-                    [
-                        to_micros(self._interval),
-                        to_micros(self._limit.period),
-                        self._member,
-                        0 if fallback is None else to_micros(fallback.rejoin_window()),
-                    ],
-                )
+                rejoin = 0 if fallback is None else to_micros(fallback.rejoin_window())
+                times = [to_micros(self._interval), to_micros(self._limit.period)]
+                raw = await self._run(ACQUIRE_SCRIPT, self._keys, [*times, self._member, rejoin])
             except REDIS_ERRORS as exc:
                 said = self._failure("run the rate limiter", exc)
                 if not outage_like(exc):  # a password or ACL to fix, not an outage to ride out
