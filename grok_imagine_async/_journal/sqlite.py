@@ -146,17 +146,13 @@ class SqliteJobStore(StoreBase):
 
     async def get_meta(self, name: str) -> str | None:
         """A value stored with :meth:`set_meta`, or None."""
-        row = await self._run(
-            lambda c: c.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        )
+        read = "SELECT value FROM meta WHERE name = ?"
+        row = await self._run(lambda c: c.execute(read, (name,)).fetchone())
         return None if row is None else str(row[0])
 
     async def set_meta(self, name: str, value: str) -> None:
         """Store a small named value with the batch (e.g. the API base URL it ran against)."""
-        upsert = (
-            "INSERT INTO meta (name, value) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
-        )
+        upsert = "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)"
         await self._run(lambda c: c.execute(upsert, (name, value)), write=True, shield=True)
 
     async def _run(self, apply: _Apply[_T], *, write: bool = False, shield: bool = False) -> _T:
@@ -229,16 +225,11 @@ async def open_journal(journal: JobStore | str | os.PathLike[str] | None) -> Job
     if journal is None or isinstance(journal, JobStore):
         return journal
     if not isinstance(journal, (str, os.PathLike)):
-        missing = [
-            name
-            for name in dir(JobStore)
-            if not name.startswith("_")
-            and callable(getattr(JobStore, name))
-            and not callable(getattr(journal, name, None))
-        ]
+        names = [name for name in dir(JobStore) if not name.startswith("_")]  # its methods
+        missing = ", ".join(name for name in names if not callable(getattr(journal, name, None)))
         raise TypeError(
-            f"journal= takes a path or a JobStore; {type(journal).__name__} lacks "
-            f"{', '.join(missing)} (see grok_imagine_async.abc.JobStore)"
+            f"journal= takes a path or a JobStore; {type(journal).__name__} lacks {missing} "
+            "(see grok_imagine_async.abc.JobStore)"
         )
     return await SqliteJobStore(Path(journal)).open()
 
