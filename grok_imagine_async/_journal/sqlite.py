@@ -8,7 +8,6 @@ locked while open, so two processes never run one batch. Blocking calls run in a
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sqlite3
 import time
@@ -106,11 +105,11 @@ class SqliteJobStore(StoreBase):
 
     async def load(self, key: str) -> StoreRecord | None:
         """The record for ``key``, or None if the journal never saw it."""
-        return await self._run(functools.partial(_read_one, key=key))
+        return await self._run(lambda conn: _read_one(conn, key))
 
     async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
         def apply(conn: sqlite3.Connection) -> StoreRecord:
-            old = _read_one(conn, key=key)
+            old = _read_one(conn, key)
             new = change(old)
             now = time.time()
             conn.execute(
@@ -318,7 +317,7 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
-def _read_one(conn: sqlite3.Connection, *, key: str) -> StoreRecord | None:
+def _read_one(conn: sqlite3.Connection, key: str) -> StoreRecord | None:
     row = conn.execute("SELECT record FROM jobs WHERE key = ?", (key,)).fetchone()
     return None if row is None else _record(row[0])
 

@@ -68,8 +68,7 @@ class RedisRateLimiter(Connected):
     server's clock), ``period / requests * (1 + headroom)`` apart. Answers are read as by
     :class:`~grok_imagine_async.LocalRateLimiter`: a 429 (or a full window) pauses every
     process. Within one process, waiters are served by priority. While Redis is unreachable,
-    by default each process paces itself alone at ``fallback_share`` of the plan, probing Redis
-    every ``fallback_probe_interval`` seconds.
+    each process paces itself alone (see ``on_unavailable``).
 
     Args:
         redis: A ``redis://`` URL (the limiter then owns the connection; close it with
@@ -287,10 +286,8 @@ class RedisRateLimiter(Connected):
             self._late_slots += 1
             gave_up = True
         fallback = self._fallback
-        if fallback is not None:
-            await fallback.slot(paused_until=self._pause_end)
-            if not fallback.should_probe():
-                return
+        if fallback is not None and not await fallback.slot(paused_until=self._pause_end):
+            return
         while True:
             sent_at = anyio.current_time()
             try:
@@ -426,9 +423,6 @@ class _Fallback:
         """Whether Redis is believed unreachable (else the hand-back is under way)."""
         return self.recovered_at == math.inf
 
-    def should_probe(self) -> bool:
-        return not self.degraded or anyio.current_time() >= self._next_probe
-
     def failed_again(self) -> None:
         self.recovered_at = math.inf
         self._next_probe = anyio.current_time() + self._probe_interval
@@ -442,7 +436,9 @@ class _Fallback:
         waited = anyio.current_time() - self.recovered_at
         return rejoined >= self._peers_before or waited >= self._hand_back_cap
 
-    async def slot(self, *, paused_until: float) -> None:
-        """Wait for the next local slot, not before ``paused_until`` (loop time)."""
+    async def slot(self, *, paused_until: float) -> bool:
+        """Wait for the next local slot, not before ``paused_until`` (loop time); whether to
+        try Redis too (it is back, or a probe is due)."""
         await anyio.sleep(max(0.0, max(self._hold_until, paused_until) - anyio.current_time()))
         await self._bucket.acquire()
+        return not self.degraded or anyio.current_time() >= self._next_probe

@@ -313,13 +313,11 @@ class RedisJobStore(StoreBase, Connected):
             if job.record is not None:
                 seen.add(job.key)
                 yield job.record
-        cursor: int = 0
+        cursor, match = 0, self._job("*")
         with self._asking("list the jobs"):
             while True:
                 self._calls += 1
-                cursor, names = await self._redis.scan(
-                    cursor, match=self._job("*"), count=page_size
-                )
+                cursor, names = await self._redis.scan(cursor, match=match, count=page_size)
                 if names:
                     self._calls += 1
                     async with self._redis.pipeline(transaction=False) as pipe:
@@ -377,10 +375,11 @@ class RedisJobStore(StoreBase, Connected):
     ) -> str:
         """:meth:`_send` ``job`` within the budget: ``"ok"``, ``"exists"`` or ``"owner"``. An
         outage keeps it in memory; a refusal is a :class:`JournalError`."""
+        budget = -1 if self._max_credits is None else self._max_credits
         status = None
         try:
             if self._available:
-                status = await self._send(job, reserve, refund=refund, create=create, budget=True)
+                status = await self._send(job, reserve, budget, refund=refund, create=create)
         except REDIS_ERRORS as exc:
             if not outage_like(exc):
                 raise self._error(self._failure(f"record job {job.key}", exc)) from exc
@@ -404,25 +403,18 @@ class RedisJobStore(StoreBase, Connected):
         for key in sorted(self._dirty):
             job = self._jobs.get(key) or self._finished.get(key)
             if job is not None:
-                await self._send(job, self._spent_offline.get(key, 0))
+                await self._send(job, self._spent_offline.get(key, 0), -1)
                 self._spent_offline.pop(key, None)
             self._dirty.discard(key)
 
     async def _send(
-        self,
-        job: StoredJob,
-        reserve: int = 0,
-        *,
-        refund: bool = False,
-        create: bool = False,
-        budget: bool = False,
+        self, job: StoredJob, reserve: int, budget: int, refund: bool = False, create: bool = False
     ) -> str:
         """Run the write script for ``job``, first reserving attempt ``reserve``'s credits within
-        the ``budget`` (or giving back the last attempt's on ``refund``; ``create``: only if
-        new); its status. Past the budget, this process's reserve for an outage is what is left:
-        it is spent, then :class:`BudgetExceededError`."""
-        most = self._max_credits if budget and self._max_credits is not None else -1
-        cost = (CREDITS_PER_GENERATION if reserve else 0, most, CREDITS_PER_GENERATION * refund)
+        ``budget`` (-1: none; or giving back the last attempt's on ``refund``; ``create``: only
+        if new); its status. Past the budget, this process's reserve for an outage is what is
+        left: it is spent, then :class:`BudgetExceededError`."""
+        cost = (CREDITS_PER_GENERATION if reserve else 0, budget, CREDITS_PER_GENERATION * refund)
         args = (encode_job(job), int(job.final), *cost, reserve, int(create), self._finished_ms)
         status, value = await self._script(WRITE_SCRIPT, job.key, *args)
         if _text(status) == "budget" and self._reserve >= CREDITS_PER_GENERATION:
@@ -430,7 +422,7 @@ class RedisJobStore(StoreBase, Connected):
             status, value = await self._script(WRITE_SCRIPT, job.key, *args)
         name, key = _text(status), job.key
         if name == "budget":
-            raise BudgetExceededError(max_credits=most, committed_credits=int(value))
+            raise BudgetExceededError(max_credits=budget, committed_credits=int(value))
         if name == "owner":
             self._refused += 1
             self._jobs.pop(key, None)
@@ -470,9 +462,8 @@ class RedisJobStore(StoreBase, Connected):
         epoch = await self._script(
             HEARTBEAT_SCRIPT, None, lease_ms, uuid.uuid4().hex, int(self.may_adopt())
         )
-        lost_data = self._epoch is not None and epoch != self._epoch
-        self._epoch = epoch
-        if lost_data:
+        known, self._epoch = self._epoch, epoch
+        if known is not None and epoch != known:
             logger.warning("Redis lost its data; writing back this process's jobs")
             self._lost_at = self._up_since = anyio.current_time()  # nobody adopts for a lease
             self._dirty.update(self._jobs)
@@ -506,12 +497,10 @@ class RedisJobStore(StoreBase, Connected):
         spent offline has been written back and counted since)."""
         if self._max_credits is None:
             return
-        spent = self._reserve - self._allowance
+        spent = max(0, self._reserve - self._allowance)
         peers = self._limiter.statistics().peers if self._limiter is not None else 1
         most = RESERVE_JOBS * CREDITS_PER_GENERATION if keep else 0
-        held = await self._script(
-            RESERVE_SCRIPT, None, max(0, spent), most, self._max_credits, peers
-        )
+        held = await self._script(RESERVE_SCRIPT, None, spent, most, self._max_credits, peers)
         self._reserve = self._allowance = int(held)
 
     async def _listen(self) -> None:
