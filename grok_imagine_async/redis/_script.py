@@ -65,8 +65,7 @@ ACQUIRE_SCRIPT = _timed("""
 local interval, period = tonumber(ARGV[1]), tonumber(ARGV[2])
 local peers = redis.call('ZCOUNT', KEYS[3], string.format('%.0f', now - period), '+inf')
 local bound = now + period + (peers + 1) * interval
-local reset = 0
-local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+local slot, reset = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0')), 0
 if slot > bound then
   slot = now
   reset = 1
@@ -143,15 +142,11 @@ local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and ARGV[11] == '1' then return {'exists', 0} end
 if owner and owner ~= ARGV[1] then return {'owner', 0} end
 local reserve = tonumber(ARGV[7])
-if reserve > 0 then
-  local reserved_for = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-  if reserved_for < tonumber(ARGV[10]) then
-    local spent = tonumber(redis.call('GET', KEYS[5]) or '0')
-    local budget = tonumber(ARGV[8])
-    if budget >= 0 and spent + reserve > budget then return {'budget', spent} end
-    redis.call('INCRBY', KEYS[5], reserve)
-    redis.call('HSET', KEYS[1], 'reserved', ARGV[10])
-  end
+if reserve > 0 and tonumber(redis.call('HGET', KEYS[1], 'reserved') or 0) < tonumber(ARGV[10]) then
+  local spent, budget = tonumber(redis.call('GET', KEYS[5]) or '0'), tonumber(ARGV[8])
+  if budget >= 0 and spent + reserve > budget then return {'budget', spent} end
+  redis.call('INCRBY', KEYS[5], reserve)
+  redis.call('HSET', KEYS[1], 'reserved', ARGV[10])
 end
 local refund = tonumber(ARGV[9])
 if refund > 0 and redis.call('HGET', KEYS[1], 'reserved') then
@@ -244,13 +239,9 @@ return epoch
 # credits spent from it offline (counted since: given back), 6 the most to hold, 7 the budget, 8
 # the limiter's peers. Returns the credits held now (a multiple of a POST's).
 RESERVE_SCRIPT = """
-local held = tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or '0')
-local back = math.min(held, tonumber(ARGV[5]))
-if back > 0 then
-  redis.call('DECRBY', KEYS[5], back)
-  held = held - back
-end
-local spent = tonumber(redis.call('GET', KEYS[5]) or '0')
+local before = tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or '0')
+local held = before - math.min(before, tonumber(ARGV[5]))
+local spent = tonumber(redis.call('GET', KEYS[5]) or '0') - before + held
 local sharing = math.max(1, tonumber(ARGV[8]), redis.call('SCARD', KEYS[3]))
 local share = math.floor((tonumber(ARGV[7]) - spent + held) / sharing)
 local target = math.min(tonumber(ARGV[6]), math.max(0, share))
@@ -259,16 +250,13 @@ if target > held then
   local grant = math.min(target - held, tonumber(ARGV[7]) - spent)
   target = held + math.max(0, grant - grant % 40)
 end
-if target ~= held then
-  redis.call('INCRBY', KEYS[5], target - held)
-  held = target
-end
-if held > 0 then
-  redis.call('HSET', KEYS[6], ARGV[1], held)
+if target ~= before then redis.call('INCRBY', KEYS[5], target - before) end
+if target > 0 then
+  redis.call('HSET', KEYS[6], ARGV[1], target)
 else
   redis.call('HDEL', KEYS[6], ARGV[1])
 end
-return held
+return target
 """
 
 
