@@ -239,11 +239,13 @@ async def open_journal(journal: JobStore | str | os.PathLike[str] | None) -> Job
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed), check and lock the journal file ``path``."""
     _create_private(path)
-    conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=0.5
         )
+    except sqlite3.Error as exc:
+        raise _journal_error(path, exc) from None
+    try:
         # EXCLUSIVE: the lock taken by the first write below is held until close, so a second
         # process on the same journal fails at once instead of submitting the same jobs.
         conn.execute("PRAGMA locking_mode = EXCLUSIVE")
@@ -255,9 +257,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         _check_or_create_schema(conn, path)
         conn.execute("COMMIT")
     except BaseException as exc:
-        if conn is not None:
-            conn.close()  # rolls back what was not committed
-        if isinstance(exc, sqlite3.Error):
+        conn.close()  # rolls back what was not committed
+        if isinstance(exc, sqlite3.DatabaseError):
             raise _journal_error(path, exc) from None
         raise
     return conn
