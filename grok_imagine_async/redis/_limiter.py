@@ -379,9 +379,8 @@ class RedisRateLimiter(Connected):
 
     def _known_peers(self) -> int | None:
         # Busy peers show in the permits, idle ones only in the heartbeats: count both.
-        if self._peers is None and not self._beating:
-            return None
-        return max(self._peers or 1, self._beating)
+        known = self._peers is not None or self._beating
+        return max(self._peers or 1, self._beating) if known else None
 
     def _note_pause(self, seconds: float) -> None:
         if seconds > 0:

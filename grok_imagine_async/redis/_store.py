@@ -385,10 +385,9 @@ class RedisJobStore(StoreBase, Connected):
                 raise self._error(self._failure(f"record job {job.key}", exc)) from exc
             self._went_down(exc)
         if status is None:  # Redis away: kept here, written back when it answers
-            spent = self._max_credits  # within the reserve set aside, counted once per attempt
-            if spent is not None and reserve > self._spent_offline.get(job.key, 0):
+            if budget >= 0 and reserve > self._spent_offline.get(job.key, 0):  # once an attempt
                 if self._allowance < CREDITS_PER_GENERATION:
-                    raise BudgetExceededError(max_credits=spent, committed_credits=spent)
+                    raise BudgetExceededError(max_credits=budget, committed_credits=budget)
                 self._allowance -= CREDITS_PER_GENERATION
                 self._spent_offline[job.key] = reserve
             self._jobs[job.key] = job
