@@ -54,14 +54,13 @@ def submitted(old: StoreRecord | None, key: str, task_id: str) -> StoreRecord:
 
 def finished(old: StoreRecord | None, result: JobResult) -> StoreRecord:
     """The record of how the job ended."""
-    error: str | None = None
-    if not result.ok:
-        # A task's failure is stored as its reason: the replay's TaskFailedError adds the rest.
-        failed = result.error.task if isinstance(result.error, TaskFailedError) else result.task
-        if result.error is not None and not isinstance(result.error, TaskFailedError):
-            error = str(result.error)
-        elif failed is not None:
-            error = failed.error_message or f"status {failed.raw_status!r}"
+    failed = result.error.task if isinstance(result.error, TaskFailedError) else result.task
+    if result.ok:
+        error = None
+    elif result.error is not None and not isinstance(result.error, TaskFailedError):
+        error = str(result.error)
+    else:  # a task's failure is stored as its reason: the replay's TaskFailedError adds the rest
+        error = None if failed is None else failed.error_message or f"status {failed.raw_status!r}"
     task = result.task
     return StoreRecord(
         key=result.key,

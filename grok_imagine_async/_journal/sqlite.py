@@ -8,7 +8,6 @@ locked while open, so two processes never run one batch. Blocking calls run in a
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sqlite3
 import time
@@ -106,11 +105,11 @@ class SqliteJobStore(StoreBase):
 
     async def load(self, key: str) -> StoreRecord | None:
         """The record for ``key``, or None if the journal never saw it."""
-        return await self._run(functools.partial(_read_one, key=key))
+        return await self._run(lambda conn: _read_one(conn, key))
 
     async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
         def apply(conn: sqlite3.Connection) -> StoreRecord:
-            old = _read_one(conn, key=key)
+            old = _read_one(conn, key)
             new = change(old)
             now = time.time()
             conn.execute(
@@ -146,17 +145,13 @@ class SqliteJobStore(StoreBase):
 
     async def get_meta(self, name: str) -> str | None:
         """A value stored with :meth:`set_meta`, or None."""
-        row = await self._run(
-            lambda c: c.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        )
+        read = "SELECT value FROM meta WHERE name = ?"
+        row = await self._run(lambda c: c.execute(read, (name,)).fetchone())
         return None if row is None else str(row[0])
 
     async def set_meta(self, name: str, value: str) -> None:
         """Store a small named value with the batch (e.g. the API base URL it ran against)."""
-        upsert = (
-            "INSERT INTO meta (name, value) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
-        )
+        upsert = "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)"
         await self._run(lambda c: c.execute(upsert, (name, value)), write=True, shield=True)
 
     async def _run(self, apply: _Apply[_T], *, write: bool = False, shield: bool = False) -> _T:
@@ -229,16 +224,11 @@ async def open_journal(journal: JobStore | str | os.PathLike[str] | None) -> Job
     if journal is None or isinstance(journal, JobStore):
         return journal
     if not isinstance(journal, (str, os.PathLike)):
-        missing = [
-            name
-            for name in dir(JobStore)
-            if not name.startswith("_")
-            and callable(getattr(JobStore, name))
-            and not callable(getattr(journal, name, None))
-        ]
+        names = [name for name in dir(JobStore) if not name.startswith("_")]  # its methods
+        missing = ", ".join(name for name in names if not callable(getattr(journal, name, None)))
         raise TypeError(
-            f"journal= takes a path or a JobStore; {type(journal).__name__} lacks "
-            f"{', '.join(missing)} (see grok_imagine_async.abc.JobStore)"
+            f"journal= takes a path or a JobStore; {type(journal).__name__} lacks {missing} "
+            "(see grok_imagine_async.abc.JobStore)"
         )
     return await SqliteJobStore(Path(journal)).open()
 
@@ -327,7 +317,7 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
-def _read_one(conn: sqlite3.Connection, *, key: str) -> StoreRecord | None:
+def _read_one(conn: sqlite3.Connection, key: str) -> StoreRecord | None:
     row = conn.execute("SELECT record FROM jobs WHERE key = ?", (key,)).fetchone()
     return None if row is None else _record(row[0])
 

@@ -68,8 +68,7 @@ class RedisRateLimiter(Connected):
     server's clock), ``period / requests * (1 + headroom)`` apart. Answers are read as by
     :class:`~grok_imagine_async.LocalRateLimiter`: a 429 (or a full window) pauses every
     process. Within one process, waiters are served by priority. While Redis is unreachable,
-    by default each process paces itself alone at ``fallback_share`` of the plan, probing Redis
-    every ``fallback_probe_interval`` seconds.
+    each process paces itself alone (see ``on_unavailable``).
 
     Args:
         redis: A ``redis://`` URL (the limiter then owns the connection; close it with
@@ -116,9 +115,9 @@ class RedisRateLimiter(Connected):
             raise ConfigurationError("fallback_probe_interval must be positive seconds")
         self._limit = resolve_rate_limit(limit)
         base = self._connect(redis, api_key, key_prefix)
-        self._tat, self._paused, self._peers_key, self._slots, self._beats = (
-            f"{base}:{name}" for name in ("tat", "paused", "peers", "slots", "beats")
-        )
+        self._keys = [f"{base}:{name}" for name in ("tat", "paused", "peers", "slots")]
+        self._tat, self._paused, _, self._slots = self._keys  # what ACQUIRE_SCRIPT takes
+        self._beats = f"{base}:beats"
         self._member = uuid.uuid4().hex[:16]  # names this instance among the token's peers
         self._on_unavailable = on_unavailable
         self._fallback_share = fallback_share
@@ -128,7 +127,7 @@ class RedisRateLimiter(Connected):
         # Beyond the least tolerance (no jitter), an answer may read as someone else's.
         self._least_tolerance = window_tolerance(self._estimate)
         self._clock = clock
-        # (answer time, latency) of two periods' answers, latencies decreasing (a sliding max).
+        # (answer time, latency) of the last two periods' answers.
         self._latencies: deque[tuple[float, float]] = deque()
         self._line: SlotLine[None] = SlotLine(self._clock.monotonic)
         self._pending_slot: float | None = None  # loop time of a reserved slot nobody took yet
@@ -174,9 +173,7 @@ class RedisRateLimiter(Connected):
         now = self._clock.monotonic()
         permit = feedback.permit
         period = self._limit.period
-        latencies = self._latencies  # a sliding max: the longest since each answer
-        while latencies and latencies[-1][1] <= now - permit.granted_at:
-            latencies.pop()
+        latencies = self._latencies
         latencies.append((now, now - permit.granted_at))
         while latencies[0][0] < now - 2 * period:
             latencies.popleft()
@@ -196,7 +193,7 @@ class RedisRateLimiter(Connected):
             # server may have counted with it, those due since a period before its grant less
             # the longest latency seen since (a burst counted late is ours).
             since = permit.granted_at - period
-            slowest = next((lat for when, lat in latencies if when > since), 0.0)
+            slowest = max((lat for when, lat in latencies if when > since), default=0.0)
             lookback = min(2 * period, now - since + slowest)
             try:
                 at_most = int(await self._run(COUNT_SCRIPT, [self._slots], [to_micros(lookback)]))
@@ -289,23 +286,14 @@ class RedisRateLimiter(Connected):
             self._late_slots += 1
             gave_up = True
         fallback = self._fallback
-        if fallback is not None:
-            await fallback.slot(paused_until=self._pause_end)
-            if not fallback.should_probe():
-                return
+        if fallback is not None and not await fallback.slot(paused_until=self._pause_end):
+            return
         while True:
             sent_at = anyio.current_time()
             try:
-                raw = await self._run(
-                    ACQUIRE_SCRIPT,
-                    [self._tat, self._paused, self._peers_key, self._slots],
-                    [
-                        to_micros(self._interval),
-                        to_micros(self._limit.period),
-                        self._member,
-                        0 if fallback is None else to_micros(fallback.rejoin_window()),
-                    ],
-                )
+                rejoin = 0 if fallback is None else to_micros(fallback.rejoin_window())
+                times = [to_micros(self._interval), to_micros(self._limit.period)]
+                raw = await self._run(ACQUIRE_SCRIPT, self._keys, [*times, self._member, rejoin])
             except REDIS_ERRORS as exc:
                 said = self._failure("run the rate limiter", exc)
                 if not outage_like(exc):  # a password or ACL to fix, not an outage to ride out
@@ -391,9 +379,8 @@ class RedisRateLimiter(Connected):
 
     def _known_peers(self) -> int | None:
         # Busy peers show in the permits, idle ones only in the heartbeats: count both.
-        if self._peers is None and not self._beating:
-            return None
-        return max(self._peers or 1, self._beating)
+        known = self._peers is not None or self._beating
+        return max(self._peers or 1, self._beating) if known else None
 
     def _note_pause(self, seconds: float) -> None:
         if seconds > 0:
@@ -435,9 +422,6 @@ class _Fallback:
         """Whether Redis is believed unreachable (else the hand-back is under way)."""
         return self.recovered_at == math.inf
 
-    def should_probe(self) -> bool:
-        return not self.degraded or anyio.current_time() >= self._next_probe
-
     def failed_again(self) -> None:
         self.recovered_at = math.inf
         self._next_probe = anyio.current_time() + self._probe_interval
@@ -451,7 +435,9 @@ class _Fallback:
         waited = anyio.current_time() - self.recovered_at
         return rejoined >= self._peers_before or waited >= self._hand_back_cap
 
-    async def slot(self, *, paused_until: float) -> None:
-        """Wait for the next local slot, not before ``paused_until`` (loop time)."""
+    async def slot(self, *, paused_until: float) -> bool:
+        """Wait for the next local slot, not before ``paused_until`` (loop time); whether to
+        try Redis too (it is back, or a probe is due)."""
         await anyio.sleep(max(0.0, max(self._hold_until, paused_until) - anyio.current_time()))
         await self._bucket.acquire()
+        return not self.degraded or anyio.current_time() >= self._next_probe

@@ -62,12 +62,10 @@ def _timed(body: str) -> str:
 # Returns: {delay us until the slot, pause left us, peers, slots due in the last period,
 #           peers that acquired within the rejoin window, 1 if the state was reset}.
 ACQUIRE_SCRIPT = _timed("""
-local interval = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
+local interval, period = tonumber(ARGV[1]), tonumber(ARGV[2])
 local peers = redis.call('ZCOUNT', KEYS[3], string.format('%.0f', now - period), '+inf')
 local bound = now + period + (peers + 1) * interval
-local reset = 0
-local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+local slot, reset = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0')), 0
 if slot > bound then
   slot = now
   reset = 1
@@ -91,8 +89,7 @@ redis.call('ZADD', KEYS[4], slot, string.format('%.0f', slot))
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('(%.0f', now - 2 * period))
 redis.call('PEXPIRE', KEYS[4], ttl + math.ceil(period / 1000))
 local sent = redis.call('ZCOUNT', KEYS[4], old, now)
-local rejoin = tonumber(ARGV[4])
-local rejoined = 0
+local rejoin, rejoined = tonumber(ARGV[4]), 0
 if rejoin > 0 then
   rejoined = redis.call('ZCOUNT', KEYS[3], string.format('%.0f', now - rejoin), '+inf')
 end
@@ -102,8 +99,7 @@ return {slot - now, pause_left, redis.call('ZCARD', KEYS[3]), sent, rejoined, re
 # Every process pauses (a 429, a full window). KEYS: paused-until. ARGV: pause us.
 # Returns: {pause left us}.
 OBSERVE_SCRIPT = _timed("""
-local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
-local pause = tonumber(ARGV[1])
+local paused, pause = tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1])
 if now + pause > paused then
   paused = now + pause
   redis.call('SET', KEYS[1], string.format('%.0f', paused), 'PX', math.ceil(pause / 1000) + 1)
@@ -131,13 +127,12 @@ return redis.call('ZCARD', KEYS[1])
 
 
 # The job store's scripts all take the same keys and first arguments (RedisJobStore._script):
-# KEYS: 1 the job's hash (owner, record, the attempt whose credits are reserved), 2 the set of
-#       this process's unfinished jobs, 3 the processes that may own unfinished jobs, 4 the
-#       epoch (set once: another value means Redis lost its data), 5 the credits committed by
-#       every process (the budget), 6 owner id -> credits set aside for an outage, 7 this
-#       process's alive key (expires unless renewed).
-# ARGV: 1 this process's owner id, 2 the alive-key prefix, 3 the owned-set prefix (+ owner
-#       id), 4 the channel of every change of a job; then each script's own.
+# KEYS: 1 the job's hash (owner, record, the attempt whose credits are reserved), 2 this
+#   process's unfinished jobs, 3 the processes that may own some, 4 the epoch (set once: another
+#   value means Redis lost its data), 5 the credits every process committed (the budget), 6
+#   owner id -> credits set aside for an outage, 7 this process's alive key (expires unless
+#   renewed). ARGV: 1 this process's owner id, 2 the alive-key prefix, 3 the owned-set prefix
+#   (+ owner id), 4 the channel of every change of a job; then each script's own.
 
 # ARGV: 5 record JSON, 6 1 if final, 7 credits to reserve, 8 budget (-1: none), 9 credits to
 #       refund, 10 the attempt reserved for, 11 1 to create only, 12 ms a finished job is kept.
@@ -147,15 +142,11 @@ local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and ARGV[11] == '1' then return {'exists', 0} end
 if owner and owner ~= ARGV[1] then return {'owner', 0} end
 local reserve = tonumber(ARGV[7])
-if reserve > 0 then
-  local reserved_for = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-  if reserved_for < tonumber(ARGV[10]) then
-    local spent = tonumber(redis.call('GET', KEYS[5]) or '0')
-    local budget = tonumber(ARGV[8])
-    if budget >= 0 and spent + reserve > budget then return {'budget', spent} end
-    redis.call('INCRBY', KEYS[5], reserve)
-    redis.call('HSET', KEYS[1], 'reserved', ARGV[10])
-  end
+if reserve > 0 and tonumber(redis.call('HGET', KEYS[1], 'reserved') or 0) < tonumber(ARGV[10]) then
+  local spent, budget = tonumber(redis.call('GET', KEYS[5]) or '0'), tonumber(ARGV[8])
+  if budget >= 0 and spent + reserve > budget then return {'budget', spent} end
+  redis.call('INCRBY', KEYS[5], reserve)
+  redis.call('HSET', KEYS[1], 'reserved', ARGV[10])
 end
 local refund = tonumber(ARGV[9])
 if refund > 0 and redis.call('HGET', KEYS[1], 'reserved') then
@@ -248,13 +239,9 @@ return epoch
 # credits spent from it offline (counted since: given back), 6 the most to hold, 7 the budget, 8
 # the limiter's peers. Returns the credits held now (a multiple of a POST's).
 RESERVE_SCRIPT = """
-local held = tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or '0')
-local back = math.min(held, tonumber(ARGV[5]))
-if back > 0 then
-  redis.call('DECRBY', KEYS[5], back)
-  held = held - back
-end
-local spent = tonumber(redis.call('GET', KEYS[5]) or '0')
+local before = tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or '0')
+local held = before - math.min(before, tonumber(ARGV[5]))
+local spent = tonumber(redis.call('GET', KEYS[5]) or '0') - before + held
 local sharing = math.max(1, tonumber(ARGV[8]), redis.call('SCARD', KEYS[3]))
 local share = math.floor((tonumber(ARGV[7]) - spent + held) / sharing)
 local target = math.min(tonumber(ARGV[6]), math.max(0, share))
@@ -263,16 +250,13 @@ if target > held then
   local grant = math.min(target - held, tonumber(ARGV[7]) - spent)
   target = held + math.max(0, grant - grant % 40)
 end
-if target ~= held then
-  redis.call('INCRBY', KEYS[5], target - held)
-  held = target
-end
-if held > 0 then
-  redis.call('HSET', KEYS[6], ARGV[1], held)
+if target ~= before then redis.call('INCRBY', KEYS[5], target - before) end
+if target > 0 then
+  redis.call('HSET', KEYS[6], ARGV[1], target)
 else
   redis.call('HDEL', KEYS[6], ARGV[1])
 end
-return held
+return target
 """
 
 
@@ -289,9 +273,8 @@ class Connected:
         if not api_key:
             raise ConfigurationError(f"{type(self).__name__} needs the api_key whose keys it uses")
         self._owns_client = isinstance(redis, str)
-        self._where = "Redis"
+        self._where = f"Redis at {redact_url(redis)}" if isinstance(redis, str) else "Redis"
         if isinstance(redis, str):
-            self._where = f"Redis at {redact_url(redis)}"
             # A bounded pool that waits for a free connection (redis-py's default raises under a
             # burst: no outage), with one retry of a connection left stale.
             pool = aioredis.BlockingConnectionPool.from_url(

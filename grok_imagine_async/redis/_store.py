@@ -7,7 +7,6 @@ the job *dirty*, written back (its newest state, harmless twice) once Redis answ
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import math
@@ -314,13 +313,11 @@ class RedisJobStore(StoreBase, Connected):
             if job.record is not None:
                 seen.add(job.key)
                 yield job.record
-        cursor: int = 0
+        cursor, match = 0, self._job("*")
         with self._asking("list the jobs"):
             while True:
                 self._calls += 1
-                cursor, names = await self._redis.scan(
-                    cursor, match=self._job("*"), count=page_size
-                )
+                cursor, names = await self._redis.scan(cursor, match=match, count=page_size)
                 if names:
                     self._calls += 1
                     async with self._redis.pipeline(transaction=False) as pipe:
@@ -376,33 +373,21 @@ class RedisJobStore(StoreBase, Connected):
     async def _write(
         self, job: StoredJob, *, reserve: int = 0, refund: bool = False, create: bool = False
     ) -> str:
-        """Write ``job``, first reserving attempt ``reserve``'s credits (or giving back the last
-        attempt's on ``refund``; ``create``: only if new): ``"ok"``, ``"exists"`` or ``"owner"``.
-        An outage keeps it in memory; a refusal is a :class:`JournalError`."""
+        """:meth:`_send` ``job`` within the budget: ``"ok"``, ``"exists"`` or ``"owner"``. An
+        outage keeps it in memory; a refusal is a :class:`JournalError`."""
         budget = -1 if self._max_credits is None else self._max_credits
-        send = functools.partial(
-            self._send, job, reserve=reserve, budget=budget, refund=refund, create=create
-        )
         status = None
         try:
             if self._available:
-                try:
-                    status = await send()
-                except BudgetExceededError:
-                    if self._reserve < CREDITS_PER_GENERATION:
-                        raise
-                    # What this process set aside for an outage is what is left: spend it now.
-                    await self._settle_reserve(keep=False)
-                    status = await send()
+                status = await self._send(job, reserve, budget, refund=refund, create=create)
         except REDIS_ERRORS as exc:
             if not outage_like(exc):
                 raise self._error(self._failure(f"record job {job.key}", exc)) from exc
             self._went_down(exc)
         if status is None:  # Redis away: kept here, written back when it answers
-            spent = self._max_credits  # within the reserve set aside, counted once per attempt
-            if spent is not None and reserve > self._spent_offline.get(job.key, 0):
+            if budget >= 0 and reserve > self._spent_offline.get(job.key, 0):  # once an attempt
                 if self._allowance < CREDITS_PER_GENERATION:
-                    raise BudgetExceededError(max_credits=spent, committed_credits=spent)
+                    raise BudgetExceededError(max_credits=budget, committed_credits=budget)
                 self._allowance -= CREDITS_PER_GENERATION
                 self._spent_offline[job.key] = reserve
             self._jobs[job.key] = job
@@ -417,36 +402,26 @@ class RedisJobStore(StoreBase, Connected):
         for key in sorted(self._dirty):
             job = self._jobs.get(key) or self._finished.get(key)
             if job is not None:
-                await self._send(job, reserve=self._spent_offline.get(key, 0))
+                await self._send(job, self._spent_offline.get(key, 0), -1)
                 self._spent_offline.pop(key, None)
             self._dirty.discard(key)
 
     async def _send(
-        self,
-        job: StoredJob,
-        *,
-        reserve: int = 0,
-        budget: int = -1,
-        refund: bool = False,
-        create: bool = False,
+        self, job: StoredJob, reserve: int, budget: int, refund: bool = False, create: bool = False
     ) -> str:
-        """Run the write script for ``job``; its status (a ``"budget"`` one raised)."""
-        status, value = await self._script(
-            WRITE_SCRIPT,
-            job.key,
-            encode_job(job),
-            int(job.final),
-            CREDITS_PER_GENERATION if reserve else 0,
-            budget,
-            CREDITS_PER_GENERATION if refund else 0,
-            reserve,
-            int(create),
-            self._finished_ms,
-        )
+        """Run the write script for ``job``, first reserving attempt ``reserve``'s credits within
+        ``budget`` (-1: none; or giving back the last attempt's on ``refund``; ``create``: only
+        if new); its status. Past the budget, this process's reserve for an outage is what is
+        left: it is spent, then :class:`BudgetExceededError`."""
+        cost = (CREDITS_PER_GENERATION if reserve else 0, budget, CREDITS_PER_GENERATION * refund)
+        args = (encode_job(job), int(job.final), *cost, reserve, int(create), self._finished_ms)
+        status, value = await self._script(WRITE_SCRIPT, job.key, *args)
+        if _text(status) == "budget" and self._reserve >= CREDITS_PER_GENERATION:
+            await self._settle_reserve(keep=False)
+            status, value = await self._script(WRITE_SCRIPT, job.key, *args)
         name, key = _text(status), job.key
         if name == "budget":
-            assert self._max_credits is not None
-            raise BudgetExceededError(max_credits=self._max_credits, committed_credits=int(value))
+            raise BudgetExceededError(max_credits=budget, committed_credits=int(value))
         if name == "owner":
             self._refused += 1
             self._jobs.pop(key, None)
@@ -486,9 +461,8 @@ class RedisJobStore(StoreBase, Connected):
         epoch = await self._script(
             HEARTBEAT_SCRIPT, None, lease_ms, uuid.uuid4().hex, int(self.may_adopt())
         )
-        lost_data = self._epoch is not None and epoch != self._epoch
-        self._epoch = epoch
-        if lost_data:
+        known, self._epoch = self._epoch, epoch
+        if known is not None and epoch != known:
             logger.warning("Redis lost its data; writing back this process's jobs")
             self._lost_at = self._up_since = anyio.current_time()  # nobody adopts for a lease
             self._dirty.update(self._jobs)
@@ -522,12 +496,10 @@ class RedisJobStore(StoreBase, Connected):
         spent offline has been written back and counted since)."""
         if self._max_credits is None:
             return
-        spent = self._reserve - self._allowance
+        spent = max(0, self._reserve - self._allowance)
         peers = self._limiter.statistics().peers if self._limiter is not None else 1
         most = RESERVE_JOBS * CREDITS_PER_GENERATION if keep else 0
-        held = await self._script(
-            RESERVE_SCRIPT, None, max(0, spent), most, self._max_credits, peers
-        )
+        held = await self._script(RESERVE_SCRIPT, None, spent, most, self._max_credits, peers)
         self._reserve = self._allowance = int(held)
 
     async def _listen(self) -> None:
@@ -536,13 +508,12 @@ class RedisJobStore(StoreBase, Connected):
             try:
                 await pubsub.subscribe(self._channel)
                 self._tell(None)  # anything may have changed while unsubscribed
-                while True:
-                    message = await pubsub.get_message(timeout=None)
+                async for message in pubsub.listen():
                     try:
                         owner, text = json.loads(message["data"])
                         job = decode_job(text, owner=owner)
                     except (ValueError, TypeError):
-                        continue  # not ours, or None (subscribed)
+                        continue  # not ours
                     self._tell(job)
             except REDIS_ERRORS:
                 await anyio.sleep(min(1.0, self.lease / 3))
