@@ -139,7 +139,11 @@ return redis.call('ZCARD', KEYS[1])
 # Returns: {'ok' | 'owner' (another owns it) | 'budget' | 'exists', credits spent if 'budget'}.
 WRITE_SCRIPT = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and ARGV[11] == '1' then return {'exists', 0} end
+if owner and ARGV[11] == '1' then
+  -- This very write run again (redis-py resends a script whose answer timed out): done.
+  if owner == ARGV[1] and redis.call('HGET', KEYS[1], 'record') == ARGV[5] then return {'ok', 0} end
+  return {'exists', 0}
+end
 if owner and owner ~= ARGV[1] then return {'owner', 0} end
 local reserve = tonumber(ARGV[7])
 if reserve > 0 and tonumber(redis.call('HGET', KEYS[1], 'reserved') or 0) < tonumber(ARGV[10]) then

@@ -214,7 +214,8 @@ class RedisJobStore(StoreBase, Connected):
         ``reserve`` reserves its first POST's credits in the same atomic step.
 
         Raises:
-            ConfigurationError: If a job with this key exists already.
+            ConfigurationError: If a job with this key exists already (this very write run
+                twice, as redis-py resends a command whose answer timed out, is no error).
             BudgetExceededError: If ``reserve`` and the shared budget cannot pay for it.
         """
         job = StoredJob(key, request, None, self.id)

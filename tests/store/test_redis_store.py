@@ -520,3 +520,40 @@ async def test_a_scheduler_takes_the_course_another_process_shared_through_redis
             await late.wait()
         assert job.task_id is not None  # what was paid for goes on being polled
         scheduler.cancel()
+
+
+async def test_a_registration_resent_after_its_answer_was_lost_is_not_a_duplicate(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # redis-py resends a command whose answer timed out (socket_timeout): the write script
+    # then runs twice, and its second run must not take the job it just wrote for another's.
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    client = Redis.from_url(redis_server.url, retry=Retry(NoBackoff(), 1))
+    send = client._send_command_parse_response
+    armed, lost = False, []
+
+    async def answer_lost_once(conn: object, name: str, *args: object, **options: object) -> object:
+        answer = await send(conn, name, *args, **options)
+        if armed and name == "EVALSHA" and not lost:
+            lost.append(name)  # it ran on the server; only its answer is lost
+            raise RedisTimeoutError("Timeout reading from socket")
+        return answer
+
+    monkeypatch.setattr(client, "_send_command_parse_response", answer_lost_once)
+    try:
+        async with RedisJobStore(client, api_key=TOKEN) as a, store(redis_server.url) as b:
+            armed = True
+            await a.register("job-resent", REQUEST, reserve=True)
+            assert lost == ["EVALSHA"]
+            found = await b.peek("job-resent")
+            assert found is not None and found.owner == a.id
+            with pytest.raises(ConfigurationError, match="exists already"):
+                await a.register("job-resent", GenerationRequest(prompt="another job"))
+            with pytest.raises(ConfigurationError, match="exists already"):
+                await b.register("job-resent", REQUEST)
+    finally:
+        await client.aclose()
