@@ -200,8 +200,15 @@ redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], record}))
 return {status, record, ARGV[1]}
 """
 
-# Takes the jobs of owners whose alive key expired. ARGV: 5 most jobs. Returns their records.
+# Takes the jobs of owners whose alive key expired. ARGV: 5 most jobs, 6 this call's id (the
+# same call run again, as redis-py resends a script whose answer timed out, answers the jobs it
+# took the first time: they are this process's now, and it must know them). Returns their
+# records.
 ORPHANS_SCRIPT = """
+local memo = KEYS[2] .. ':adopted'
+if redis.call('HGET', memo, 'call') == ARGV[6] then
+  return cjson.decode(redis.call('HGET', memo, 'taken'))
+end
 local taken = {}
 local most = tonumber(ARGV[5])
 for _, owner in ipairs(redis.call('SMEMBERS', KEYS[3])) do
@@ -215,6 +222,10 @@ for _, owner in ipairs(redis.call('SMEMBERS', KEYS[3])) do
     if redis.call('SCARD', owned) == 0 then redis.call('SREM', KEYS[3], owner) end
     if #taken >= most then break end
   end
+end
+if #taken > 0 then
+  redis.call('HSET', memo, 'call', ARGV[6], 'taken', cjson.encode(taken))
+  redis.call('PEXPIRE', memo, 60000)
 end
 return taken
 """

@@ -290,7 +290,7 @@ class RedisJobStore(StoreBase, Connected):
             return []
         try:
             with self._asking("adopt orphaned jobs", calls=0):
-                texts = await self._script(ORPHANS_SCRIPT, None, limit)
+                texts = await self._script(ORPHANS_SCRIPT, None, limit, uuid.uuid4().hex)
         except JournalError:
             if self._available:  # refused, not an outage
                 raise

@@ -522,33 +522,40 @@ async def test_a_scheduler_takes_the_course_another_process_shared_through_redis
         scheduler.cancel()
 
 
+class AnswerLost:
+    """A Redis client that, once ``armed``, loses the answer of the first script it runs: the
+    script ran on the server, and redis-py resends it (as after its socket timeout)."""
+
+    def __init__(self, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self.client = Redis.from_url(url, retry=Retry(NoBackoff(), 1))
+        self.armed, self.lost = False, 0
+        send = self.client._send_command_parse_response
+
+        async def lose_once(conn: object, name: str, *args: object, **options: object) -> object:
+            from redis.exceptions import TimeoutError as RedisTimeoutError
+
+            answer = await send(conn, name, *args, **options)
+            if self.armed and name == "EVALSHA" and not self.lost:
+                self.lost += 1
+                raise RedisTimeoutError("Timeout reading from socket")
+            return answer
+
+        monkeypatch.setattr(self.client, "_send_command_parse_response", lose_once)
+
+
 async def test_a_registration_resent_after_its_answer_was_lost_is_not_a_duplicate(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # redis-py resends a command whose answer timed out (socket_timeout): the write script
-    # then runs twice, and its second run must not take the job it just wrote for another's.
-    from redis.asyncio import Redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    client = Redis.from_url(redis_server.url, retry=Retry(NoBackoff(), 1))
-    send = client._send_command_parse_response
-    armed, lost = False, []
-
-    async def answer_lost_once(conn: object, name: str, *args: object, **options: object) -> object:
-        answer = await send(conn, name, *args, **options)
-        if armed and name == "EVALSHA" and not lost:
-            lost.append(name)  # it ran on the server; only its answer is lost
-            raise RedisTimeoutError("Timeout reading from socket")
-        return answer
-
-    monkeypatch.setattr(client, "_send_command_parse_response", answer_lost_once)
+    lossy = AnswerLost(redis_server.url, monkeypatch)
     try:
-        async with RedisJobStore(client, api_key=TOKEN) as a, store(redis_server.url) as b:
-            armed = True
-            await a.register("job-resent", REQUEST, reserve=True)
-            assert lost == ["EVALSHA"]
+        async with RedisJobStore(lossy.client, api_key=TOKEN) as a, store(redis_server.url) as b:
+            lossy.armed = True
+            await a.register("job-resent", REQUEST, reserve=True)  # the script ran twice
+            assert lossy.lost == 1
             found = await b.peek("job-resent")
             assert found is not None and found.owner == a.id
             with pytest.raises(ConfigurationError, match="exists already"):
@@ -556,4 +563,25 @@ async def test_a_registration_resent_after_its_answer_was_lost_is_not_a_duplicat
             with pytest.raises(ConfigurationError, match="exists already"):
                 await b.register("job-resent", REQUEST)
     finally:
-        await client.aclose()
+        await lossy.client.aclose()
+
+
+async def test_orphans_adopted_by_a_script_resent_after_its_answer_was_lost_are_known(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lossy = AnswerLost(redis_server.url, monkeypatch)
+    try:
+        async with RedisJobStore(lossy.client, api_key=TOKEN, lease=0.6) as c:
+            async with store(redis_server.url) as a:
+                await a.register("job-4", REQUEST)
+                await a.record_intent("job-4", REQUEST, 1)
+                await a.record_submitted("job-4", "task-4")
+            await wait_until(c.may_adopt)  # a gave its lease up
+            lossy.armed = True
+            orphans = await c.adopt_orphans()  # the second run finds none left: it must tell
+            assert lossy.lost == 1
+            assert [job.key for job in orphans] == ["job-4"]  # the first run's, not lost
+            assert orphans[0].record is not None and orphans[0].record.task_id == "task-4"
+            assert await c.adopt_orphans() == []
+    finally:
+        await lossy.client.aclose()
