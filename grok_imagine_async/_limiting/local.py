@@ -12,17 +12,7 @@ import anyio
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .._errors import ConfigurationError
-from .feedback import (
-    DEFAULT_HEADROOM,
-    Answer,
-    Estimate,
-    give_back,
-    grant,
-    held_until,
-    read_answer,
-    reads_own_counts,
-    ready_at,
-)
+from .feedback import DEFAULT_HEADROOM, STALL_WAIT, Answer, Estimate, grant, read_answer, ready_at
 from .line import SlotLine
 from .plans import Plan, RateLimit, resolve_rate_limit
 from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
@@ -294,9 +284,14 @@ class LocalRateLimiter:
         opens = self._window.opens_at(now=now, places=estimate.places)
         if opens > when:
             when = opens
-        if len(pending) >= estimate.size:
-            oldest = next(iter(pending.values()))[0]
-            when = max(when, held_until(estimate, unanswered=len(pending), oldest=oldest, now=now))
+        # No more on their way than the bucket holds while no answer comes for longer than the
+        # latency explains (RFC 6298's timeout): a stalled server counts them all at once.
+        if len(pending) >= estimate.size and not estimate.is_window:
+            latency, interval = estimate.latency, self._limit.interval
+            late = (math.inf if latency is None else latency + 4.0 * estimate.jitter) + interval
+            silent_since = estimate.answered_at + late
+            if now - next(iter(pending.values()))[0] > late and now > silent_since:
+                when = max(when, silent_since + STALL_WAIT)
         return when
 
     def _issue(self, now: float) -> Permit:
@@ -340,7 +335,9 @@ class LocalRateLimiter:
                 if s >= serial:
                     break
                 earlier.append(when)
-            if reads_own_counts(estimate, remaining):
+            # Only a window's or an empty answer's others matter (the answer makes a bucket a
+            # window only if Remaining + 1, its new size, is half the quota).
+            if estimate.is_window or remaining == 0 or 2 * remaining + 2 > self._limit.requests:
                 period = self._limit.period
                 own_in_window = history.count_in_window(serial, period=period)
                 # Answered since a period before its grant, or on its way: maybe in its window.
@@ -384,7 +381,7 @@ class LocalRateLimiter:
         given_back.add(serial)
         if len(given_back) > 4096:  # no answer with headers came for long: forget the oldest
             given_back.difference_update(sorted(given_back)[:2048])
-        give_back(self._estimate)  # its room back in the bucket
+        self._estimate.tat -= 1.0 / self._estimate.pace  # its room back in the bucket
         if self._woken is not None:
             self._woken.set()
 
