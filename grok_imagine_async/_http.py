@@ -146,8 +146,7 @@ class _Bounded:
     __slots__ = ("_encoding", "_inflater", "_room", "limit")
 
     def __init__(self, content_encoding: str, limit: int) -> None:
-        parts = content_encoding.split(",")
-        encodings = [part.strip().lower() for part in parts if part.strip()]
+        encodings = [part.strip().lower() for part in content_encoding.split(",") if part.strip()]
         if len(encodings) > 1:
             raise BadEncoding("more than one Content-Encoding")
         encoding = encodings[0] if encodings else "identity"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 logger = logging.getLogger("grok_imagine_async")
 
@@ -20,14 +21,12 @@ def estimated_progress(elapsed: float, median: float) -> float:
     return round(min(_BELOW_DONE, share), 3)
 
 
+@dataclass(slots=True)
 class Progress:
     """One generation's shown progress: it never goes back (when the median grows, or when a
     resubmitted job's new task starts from nothing)."""
 
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0.0  # the highest estimate given so far
+    value: float = 0.0  # the highest estimate given so far
 
     def running(self, elapsed: float | None, median: float) -> float | None:
         """The estimate for a task created ``elapsed`` seconds ago (None: age unknown)."""

@@ -241,10 +241,8 @@ class Sender:
         self, exc: Exception, method: str, path: str, permit: Permit, *, sent: bool
     ) -> Exception:
         if isinstance(exc, BodyTooLarge):
-            too_large = f"answered with more than {exc.limit} bytes (max_answer_bytes)"
-            return APIResponseValidationError(
-                f"{method} {path} {too_large}", method=method, path=path
-            )
+            big = f"{method} {path} answered with more than {exc.limit} bytes (max_answer_bytes)"
+            return APIResponseValidationError(big, method=method, path=path)
         # httpx messages name the host and the error; h11's can quote a header value, so the
         # token is redacted before the text is cut.
         name = type(exc).__name__
