@@ -242,15 +242,13 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         hint = answer.retry_after if answer.retry_after is not None else answer.reset_after
         if hint is None:
             hint = limit.period if default_pause is None else default_pause
-        hold = max(est.hold_until, now + max(min(hint, limit.period), 1.0 / est.pace))
-        ceiling = max(1.0, math.floor(est.size / 2))
-        est.factor = max(LOWEST_FACTOR, est.factor / 2)
-        est.ceiling = ceiling
+        est.hold_until = max(est.hold_until, now + max(min(hint, limit.period), 1.0 / est.pace))
+        est.ceiling = ceiling = max(1.0, math.floor(est.size / 2))
         est.size = min(est.size, ceiling)
-        est.hold_until = hold
+        est.factor = max(LOWEST_FACTOR, est.factor / 2)
         _settle(est)
         # The bucket was empty; the server's hint says when it has room again.
-        est.tat = max(est.tat, hold + (est.burst - 1.0) / est.pace)
+        est.tat = max(est.tat, est.hold_until + (est.burst - 1.0) / est.pace)
         return
     remaining = answer.remaining
     requests = float(limit.requests)

@@ -239,9 +239,8 @@ class LocalRateLimiter:
         return self._estimate.pace
 
     def __repr__(self) -> str:
-        limit = self._limit
         return (
-            f"LocalRateLimiter({limit.requests}/{limit.period:g}s, headroom={self._headroom:g}, "
+            f"LocalRateLimiter({self._limit.text}, headroom={self._headroom:g}, "
             f"granted={self._granted}, waiting={len(self._line)})"
         )
 
