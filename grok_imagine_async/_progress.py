@@ -12,14 +12,6 @@ logger = logging.getLogger("grok_imagine_async")
 
 ProgressHook = Callable[[str, float | None], None]  # (task id or job key, estimate 0 to 1)
 
-_BELOW_DONE = 0.99  # only a finished task shows 1
-
-
-def estimated_progress(elapsed: float, median: float) -> float:
-    """The share of a generation done after ``elapsed`` seconds, if half take ``median``."""
-    share = 1.0 - math.pow(0.5, max(0.0, elapsed) / max(median, 1e-9))
-    return round(min(_BELOW_DONE, share), 3)
-
 
 @dataclass(slots=True)
 class Progress:
@@ -29,10 +21,12 @@ class Progress:
     value: float = 0.0  # the highest estimate given so far
 
     def running(self, elapsed: float | None, median: float) -> float | None:
-        """The estimate for a task created ``elapsed`` seconds ago (None: age unknown)."""
+        """The estimate for a task created ``elapsed`` seconds ago (None: age unknown), if half
+        take ``median``: at most 0.99 (only a finished task shows 1)."""
         if elapsed is None:
             return None
-        self.value = max(self.value, estimated_progress(elapsed, median))
+        share = 1.0 - math.pow(0.5, max(0.0, elapsed) / max(median, 1e-9))
+        self.value = max(self.value, round(min(0.99, share), 3))
         return self.value
 
     def finished(self) -> float:
