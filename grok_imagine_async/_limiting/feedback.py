@@ -28,8 +28,7 @@ class Estimate:
     in place. ``size``: one more than the largest ``Remaining`` seen (at most ``ceiling``);
     ``factor``: the share of the plan's pace believed; ``others``: others' requests a second;
     ``tat``: when the bucket is full again; ``serial``, ``reported_at``, ``reported``,
-    ``in_order``: the newest answer that said ``Remaining``; ``latency``, ``jitter``: RFC 6298's.
-    """
+    ``in_order``: the newest answer saying ``Remaining``; ``latency``, ``jitter``: RFC 6298's."""
 
     limit: RateLimit
     headroom: float = DEFAULT_HEADROOM
@@ -193,8 +192,7 @@ def _shortfall(estimate: Estimate, grants: Sequence[float], remaining: int) -> f
     tat = estimate.reported_at + (estimate.size - estimate.reported) / rate
     for when in grants:
         tat = (when if when > tat else tat) + emission
-    expected = estimate.size - (tat - grants[-1]) * rate
-    return expected - remaining
+    return estimate.size - (tat - grants[-1]) * rate - remaining
 
 
 def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = None) -> None:

@@ -199,7 +199,6 @@ class LocalRateLimiter:
             raise ConfigurationError(f"headroom must be in (0, 0.5], got {headroom!r}")
         if default_pause is not None and not default_pause >= 0:
             raise ConfigurationError(f"default_pause must be >= 0 seconds, got {default_pause!r}")
-        self._headroom = headroom
         self._default_pause = default_pause
         self._clock = clock or DEFAULT_CLOCK
         period = self._limit.period
@@ -211,12 +210,9 @@ class LocalRateLimiter:
         self._window = WindowLog(window=period * (1 + headroom), unanswered=period)
         # Unanswered permits, oldest first: (grant time, answers read before the grant).
         self._pending: dict[int, tuple[float, int]] = {}
-        self._answers = 0
+        self._answers = self._granted = self._server_pauses = self._rate_limited = 0  # counters
         self._given_back: set[int] = set()  # permits whose request never reached the server
         self._woken: anyio.Event | None = None  # set when the leader's wait may end sooner
-        self._granted = 0
-        self._server_pauses = 0
-        self._rate_limited = 0
 
     @property
     def limit(self) -> RateLimit:
@@ -226,7 +222,7 @@ class LocalRateLimiter:
     @property
     def headroom(self) -> float:
         """Fraction of the interval added between permits."""
-        return self._headroom
+        return self._estimate.headroom
 
     @property
     def estimate(self) -> Estimate:
@@ -240,7 +236,7 @@ class LocalRateLimiter:
 
     def __repr__(self) -> str:
         return (
-            f"LocalRateLimiter({self._limit.text}, headroom={self._headroom:g}, "
+            f"LocalRateLimiter({self._limit.text}, headroom={self._estimate.headroom:g}, "
             f"granted={self._granted}, waiting={len(self._line)})"
         )
 
