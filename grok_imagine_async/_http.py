@@ -85,10 +85,8 @@ def check_client(client: object) -> ModuleType:
         raise ConfigurationError(f"http_client must be an {names}, got {type(client).__name__}")
     transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
     for transport in transports:
-        if transport is None or isinstance(transport, family.AsyncBaseTransport):
-            continue
         other = family_of(transport, "AsyncBaseTransport")
-        if other is not None:
+        if other is not None and not isinstance(transport, family.AsyncBaseTransport):
             raise ConfigurationError(
                 f"http_client is a {family.__name__}.AsyncClient but sends through an "
                 f"{other.__name__} transport ({type(transport).__name__}): build the client "
