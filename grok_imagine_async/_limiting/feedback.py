@@ -177,24 +177,6 @@ def _refilled_tat(
     return tat
 
 
-def _shortfall(estimate: Estimate, grants: Sequence[float], remaining: int) -> float | None:
-    """Requests the server counted beyond ours since the previous report: what our grants leave
-    in a bucket of the believed size, less what it holds (None: they were not an interval apart)."""
-    limit = estimate.limit
-    interval = limit.interval
-    previous = estimate.reported_at
-    for when in grants:
-        if when - previous < interval:
-            return None
-        previous = when
-    rate = limit.per_second
-    emission = 1.0 / rate
-    tat = estimate.reported_at + (estimate.size - estimate.reported) / rate
-    for when in grants:
-        tat = (when if when > tat else tat) + emission
-    return estimate.size - (tat - grants[-1]) * rate - remaining
-
-
 def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = None) -> None:
     """Read one answer into the estimate, in place; ``default_pause`` after a 429 that names no
     time (None: one period)."""
@@ -313,16 +295,27 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     ):
         hold = max(hold, now + min(reset_after, limit.period))
     # A bucket's others are read off two answers in a row to requests sent one at a time at
-    # our pace (in a burst, the difference says more of the order they arrived in).
+    # our pace (in a burst, the difference says more of the order they arrived in): what our
+    # grants since the previous report leave in a bucket of the believed size, less what it holds.
     if grants and settled and est.in_order and not window:
-        shortfall = _shortfall(est, grants, remaining)
-        elapsed = granted_at - est.reported_at
-        if shortfall is not None and elapsed > 0:
-            # Averaged over two seconds, 30 intervals at least, so that Remaining's rounding
-            # moves it by one request at most.
-            span = 30.0 * interval if 30.0 * interval > 2.0 else 2.0
-            weight = elapsed / span if elapsed / span < 1.0 else 1.0
-            others += weight * (shortfall / elapsed - others)
+        rate = limit.per_second
+        emission = 1.0 / rate
+        previous = est.reported_at
+        tat = previous + (est.size - est.reported) / rate
+        for when in grants:
+            if when - previous < interval:
+                break  # not an interval apart: nothing to read
+            previous = when
+            tat = (when if when > tat else tat) + emission
+        else:
+            elapsed = granted_at - est.reported_at
+            if elapsed > 0:
+                shortfall = est.size - (tat - grants[-1]) * rate - remaining
+                # Averaged over two seconds, 30 intervals at least, so that Remaining's rounding
+                # moves it by one request at most.
+                span = 30.0 * interval if 30.0 * interval > 2.0 else 2.0
+                weight = elapsed / span if elapsed / span < 1.0 else 1.0
+                others += weight * (shortfall / elapsed - others)
     # The server's word replaces our bucket.
     pace = est.pace if others == est.others else _pace(est, others)
     tat = _refilled_tat(est, later, remaining, arrived, close, pace, answer.later_gap)
