@@ -50,8 +50,16 @@ class TimeLog:
             gaps.append(gap)
             serials.append(serial)
         times.append(now)
-        if times[self._start] < now - self._keep:
-            self._forget(now - self._keep)
+        if times[self._start] < now - self._keep:  # forget the oldest (times sorted)
+            start = min(bisect.bisect_left(times, now - self._keep, self._start), len(times) - 1)
+            self._first_serial += start - self._start
+            self._start = start
+            if start > 1024 and start * 2 > len(times):  # compact now and then, amortised O(1)
+                del times[:start]
+                self._start = 0
+                if serials is not None:
+                    forgotten = bisect.bisect_left(serials, self._first_serial)
+                    del serials[:forgotten], self._gaps[:forgotten]
         return serial
 
     def after(self, serial: int, upto: int | None, skip: set[int]) -> Sequence[float]:
@@ -92,18 +100,6 @@ class TimeLog:
         """Events remembered that happened after ``when``."""
         times = self._times
         return len(times) - bisect.bisect_right(times, when, self._start)
-
-    def _forget(self, before: float) -> None:
-        times = self._times
-        start = min(bisect.bisect_left(times, before, self._start), len(times) - 1)  # times sorted
-        self._first_serial += start - self._start
-        self._start = start
-        if start > 1024 and start * 2 > len(times):  # compact now and then, amortised O(1)
-            del times[:start]
-            self._start = 0
-            if self._gap_serials is not None:
-                forgotten = bisect.bisect_left(self._gap_serials, self._first_serial)
-                del self._gap_serials[:forgotten], self._gaps[:forgotten]
 
 
 class WindowLog:
