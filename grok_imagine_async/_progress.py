@@ -38,9 +38,8 @@ class Progress:
 def report_progress(hook: ProgressHook | None, key: str, value: float | None) -> None:
     """Call ``hook(key, value)``, logging what it raises: a progress bar's bug must not end a
     wait (and lose its task id) or a batch."""
-    if hook is None:
-        return
-    try:
-        hook(key, value)
-    except Exception:
-        logger.exception("the on_progress hook raised")
+    if hook is not None:
+        try:
+            hook(key, value)
+        except Exception:
+            logger.exception("the on_progress hook raised")

@@ -56,17 +56,16 @@ class RateLimit:
             ConfigurationError: If the text is not a quota, or either part is not positive.
         """
         match = _QUOTA.match(text)
-        if match is None or match.group(3).lower() not in _UNITS:
-            raise ConfigurationError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
-        count, number, unit = match.groups()
-        if number is None and not unit:
-            raise ConfigurationError(
-                f"not a quota: {text!r} (the period is missing; {QUOTA_SYNTAX})"
-            )
-        period = (float(number) if number is not None else 1.0) * _UNITS[unit.lower()]
-        if not math.isfinite(period):
-            raise ConfigurationError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
-        return cls(int(count), period)
+        if match is not None and match.group(3).lower() in _UNITS:
+            count, number, unit = match.groups()
+            if number is None and not unit:
+                raise ConfigurationError(
+                    f"not a quota: {text!r} (the period is missing; {QUOTA_SYNTAX})"
+                )
+            period = (float(number) if number is not None else 1.0) * _UNITS[unit.lower()]
+            if math.isfinite(period):
+                return cls(int(count), period)
+        raise ConfigurationError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
 
     @property
     def text(self) -> str:
