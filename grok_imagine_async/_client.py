@@ -166,10 +166,9 @@ class AsyncGrokImagine:
             await self._http.aclose()
 
     def __repr__(self) -> str:
-        limit = self._limiter.limit
         return (
             f"AsyncGrokImagine(base_url={self._settings.base_url!r}, "
-            f"rate_limit={limit.requests}/{limit.period:g}s)"
+            f"rate_limit={self._limiter.limit.text})"
         )
 
     @property

@@ -85,10 +85,8 @@ def check_client(client: object) -> ModuleType:
         raise ConfigurationError(f"http_client must be an {names}, got {type(client).__name__}")
     transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
     for transport in transports:
-        if transport is None or isinstance(transport, family.AsyncBaseTransport):
-            continue
         other = family_of(transport, "AsyncBaseTransport")
-        if other is not None:
+        if other is not None and not isinstance(transport, family.AsyncBaseTransport):
             raise ConfigurationError(
                 f"http_client is a {family.__name__}.AsyncClient but sends through an "
                 f"{other.__name__} transport ({type(transport).__name__}): build the client "
@@ -146,8 +144,7 @@ class _Bounded:
     __slots__ = ("_encoding", "_inflater", "_room", "limit")
 
     def __init__(self, content_encoding: str, limit: int) -> None:
-        parts = content_encoding.split(",")
-        encodings = [part.strip().lower() for part in parts if part.strip()]
+        encodings = [part.strip().lower() for part in content_encoding.split(",") if part.strip()]
         if len(encodings) > 1:
             raise BadEncoding("more than one Content-Encoding")
         encoding = encodings[0] if encodings else "identity"

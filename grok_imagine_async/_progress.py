@@ -6,34 +6,27 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 logger = logging.getLogger("grok_imagine_async")
 
 ProgressHook = Callable[[str, float | None], None]  # (task id or job key, estimate 0 to 1)
 
-_BELOW_DONE = 0.99  # only a finished task shows 1
 
-
-def estimated_progress(elapsed: float, median: float) -> float:
-    """The share of a generation done after ``elapsed`` seconds, if half take ``median``."""
-    share = 1.0 - math.pow(0.5, max(0.0, elapsed) / max(median, 1e-9))
-    return round(min(_BELOW_DONE, share), 3)
-
-
+@dataclass(slots=True)
 class Progress:
     """One generation's shown progress: it never goes back (when the median grows, or when a
     resubmitted job's new task starts from nothing)."""
 
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0.0  # the highest estimate given so far
+    value: float = 0.0  # the highest estimate given so far
 
     def running(self, elapsed: float | None, median: float) -> float | None:
-        """The estimate for a task created ``elapsed`` seconds ago (None: age unknown)."""
+        """The estimate for a task created ``elapsed`` seconds ago (None: age unknown), if half
+        take ``median``: at most 0.99 (only a finished task shows 1)."""
         if elapsed is None:
             return None
-        self.value = max(self.value, estimated_progress(elapsed, median))
+        share = 1.0 - math.pow(0.5, max(0.0, elapsed) / max(median, 1e-9))
+        self.value = max(self.value, round(min(0.99, share), 3))
         return self.value
 
     def finished(self) -> float:
@@ -45,9 +38,8 @@ class Progress:
 def report_progress(hook: ProgressHook | None, key: str, value: float | None) -> None:
     """Call ``hook(key, value)``, logging what it raises: a progress bar's bug must not end a
     wait (and lose its task id) or a batch."""
-    if hook is None:
-        return
-    try:
-        hook(key, value)
-    except Exception:
-        logger.exception("the on_progress hook raised")
+    if hook is not None:
+        try:
+            hook(key, value)
+        except Exception:
+            logger.exception("the on_progress hook raised")

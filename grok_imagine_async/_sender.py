@@ -111,7 +111,6 @@ class Sender:
         attempt = 0
         while True:
             error: APIError
-            final: APIError | None = None
             hint: float | None = None
             # Errors are raised after their except block, so that no httpx(2) exception (which
             # holds the request and its Authorization header) rides along as __context__.
@@ -120,19 +119,18 @@ class Sender:
                     attempt, method, path, priority, params, body, before_send
                 )
             except _Failed as exc:  # unsent: safe to resend, even a POST; else maybe a task
-                error = exc.error
-                if guard and exc.sent:
-                    final = self.ambiguous(request, error.message, error)
+                error, maybe_task = exc.error, exc.sent
             except (RateLimitError, ServerError) as exc:
                 error, hint = exc, exc.retry_after
-                if guard and isinstance(exc, ServerError) and not has_error_body(exc.body):
-                    final = self.ambiguous(request, str(exc), exc)
+                maybe_task = isinstance(exc, ServerError) and not has_error_body(exc.body)
             except APIResponseValidationError as exc:
-                error = exc
-                if guard:
-                    final = self.ambiguous(request, exc.message, exc)
-            if final is None and (
-                attempt >= self._retry.attempts or (hint is not None and hint > self._max_wait_hint)
+                error, maybe_task = exc, True
+            final: APIError | None = None
+            if guard and maybe_task:
+                reason = str(error) if isinstance(error, ServerError) else error.message
+                final = self.ambiguous(request, reason, error)
+            elif attempt >= self._retry.attempts or (
+                hint is not None and hint > self._max_wait_hint
             ):
                 final = error
             if final is not None:
@@ -241,10 +239,8 @@ class Sender:
         self, exc: Exception, method: str, path: str, permit: Permit, *, sent: bool
     ) -> Exception:
         if isinstance(exc, BodyTooLarge):
-            too_large = f"answered with more than {exc.limit} bytes (max_answer_bytes)"
-            return APIResponseValidationError(
-                f"{method} {path} {too_large}", method=method, path=path
-            )
+            big = f"{method} {path} answered with more than {exc.limit} bytes (max_answer_bytes)"
+            return APIResponseValidationError(big, method=method, path=path)
         # httpx messages name the host and the error; h11's can quote a header value, so the
         # token is redacted before the text is cut.
         name = type(exc).__name__

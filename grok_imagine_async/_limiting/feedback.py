@@ -28,8 +28,7 @@ class Estimate:
     in place. ``size``: one more than the largest ``Remaining`` seen (at most ``ceiling``);
     ``factor``: the share of the plan's pace believed; ``others``: others' requests a second;
     ``tat``: when the bucket is full again; ``serial``, ``reported_at``, ``reported``,
-    ``in_order``: the newest answer that said ``Remaining``; ``latency``, ``jitter``: RFC 6298's.
-    """
+    ``in_order``: the newest answer saying ``Remaining``; ``latency``, ``jitter``: RFC 6298's."""
 
     limit: RateLimit
     headroom: float = DEFAULT_HEADROOM
@@ -126,55 +125,10 @@ def ready_at(estimate: Estimate, *, now: float) -> float:
     return when if when > now else now
 
 
-def held_until(estimate: Estimate, *, unanswered: int, oldest: float, now: float) -> float:
-    """When requests on their way let the next permit go: while no answer comes for longer than
-    the latency explains, no more than the bucket holds (a stalled server counts them at once)."""
-    if unanswered < estimate.size or estimate.is_window:
-        return now
-    late = _slowest(estimate.latency, estimate.jitter) + estimate.limit.interval
-    silent_since = estimate.answered_at + late
-    if now - oldest <= late or now <= silent_since:
-        return now
-    return max(now, silent_since + STALL_WAIT)
-
-
 def grant(estimate: Estimate, *, now: float) -> None:
     """A permit was granted at ``now``: it takes one request from the pacing bucket."""
     tat = estimate.tat
     estimate.tat = (now if now > tat else tat) + 1.0 / estimate.pace
-
-
-def give_back(estimate: Estimate) -> None:
-    """A permit was given back unused: its request's room goes back to the pacing bucket."""
-    estimate.tat -= 1.0 / estimate.pace
-
-
-def reads_own_counts(estimate: Estimate, remaining: int) -> bool:
-    """Whether :func:`read_answer` may read an answer's ``own_in_window`` and ``own_at_most``
-    (only a window's or an empty answer's others matter): if not, they need not be counted."""
-    # The answer makes a bucket a window only if Remaining + 1, its new size, is half the quota.
-    return estimate.is_window or remaining == 0 or 2 * remaining + 2 > estimate.limit.requests
-
-
-def _slowest(latency: float | None, jitter: float) -> float:
-    """RFC 6298's timeout: the longest latency the answers explain (none seen: no bound)."""
-    return math.inf if latency is None else latency + 4.0 * jitter
-
-
-def rate_limited_pause(
-    limit: RateLimit,
-    pace: float,
-    *,
-    retry_after: float | None,
-    reset_after: float | None,
-    default: float | None = None,
-) -> float:
-    """How long a 429 stops every sender: ``Retry-After``, else the reset, else ``default`` (one
-    period: the only wait that clears any window); within an interval and a period."""
-    hint = retry_after if retry_after is not None else reset_after
-    if hint is None:
-        hint = limit.period if default is None else default
-    return max(min(hint, limit.period), 1.0 / pace)
 
 
 def window_tolerance(estimate: Estimate) -> int:
@@ -223,25 +177,6 @@ def _refilled_tat(
     return tat
 
 
-def _shortfall(estimate: Estimate, grants: Sequence[float], remaining: int) -> float | None:
-    """Requests the server counted beyond ours since the previous report: what our grants leave
-    in a bucket of the believed size, less what it holds (None: they were not an interval apart)."""
-    limit = estimate.limit
-    interval = limit.interval
-    previous = estimate.reported_at
-    for when in grants:
-        if when - previous < interval:
-            return None
-        previous = when
-    rate = limit.per_second
-    emission = 1.0 / rate
-    tat = estimate.reported_at + (estimate.size - estimate.reported) / rate
-    for when in grants:
-        tat = (when if when > tat else tat) + emission
-    expected = estimate.size - (tat - grants[-1]) * rate
-    return expected - remaining
-
-
 def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = None) -> None:
     """Read one answer into the estimate, in place; ``default_pause`` after a 429 that names no
     time (None: one period)."""
@@ -260,7 +195,8 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     late = 0.0
     overdue = -math.inf
     if not est.is_window:
-        slowest = _slowest(latency, jitter)
+        # RFC 6298's timeout: the longest latency the answers explain (none seen: no bound).
+        slowest = math.inf if latency is None else latency + 4.0 * jitter
         if round_trip - slowest > 0.0:
             late = round_trip - slowest
         overdue = now - (slowest + interval)
@@ -281,22 +217,18 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     if now > est.answered_at:
         est.answered_at = now
     if answer.status_code == 429:
-        pause = rate_limited_pause(
-            limit,
-            est.pace,
-            retry_after=answer.retry_after,
-            reset_after=answer.reset_after,
-            default=default_pause,
-        )
-        hold = max(est.hold_until, now + pause)
-        ceiling = max(1.0, math.floor(est.size / 2))
-        est.factor = max(LOWEST_FACTOR, est.factor / 2)
-        est.ceiling = ceiling
+        # Every sender stops for Retry-After, else the reset, else default_pause (one period:
+        # the only wait that clears any window), within an interval and a period.
+        hint = answer.retry_after if answer.retry_after is not None else answer.reset_after
+        if hint is None:
+            hint = limit.period if default_pause is None else default_pause
+        est.hold_until = max(est.hold_until, now + max(min(hint, limit.period), 1.0 / est.pace))
+        est.ceiling = ceiling = max(1.0, math.floor(est.size / 2))
         est.size = min(est.size, ceiling)
-        est.hold_until = hold
+        est.factor = max(LOWEST_FACTOR, est.factor / 2)
         _settle(est)
         # The bucket was empty; the server's hint says when it has room again.
-        est.tat = max(est.tat, hold + (est.burst - 1.0) / est.pace)
+        est.tat = max(est.tat, est.hold_until + (est.burst - 1.0) / est.pace)
         return
     remaining = answer.remaining
     requests = float(limit.requests)
@@ -336,7 +268,7 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     settled = close == 0 and (not later or later[0] - granted_at >= overtaking)
     unexplained = 0
     told = True  # whether the answer says how many others took (none, or so many)
-    # Read by a window and by an empty answer alone (reads_own_counts says when).
+    # Read by a window and by an empty answer alone (the limiter counts them only then).
     if answer.own_in_window is not None and (window or remaining == 0):
         count = limit.requests - answer.own_in_window - remaining
         tolerance = window_tolerance(est)
@@ -363,16 +295,27 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     ):
         hold = max(hold, now + min(reset_after, limit.period))
     # A bucket's others are read off two answers in a row to requests sent one at a time at
-    # our pace (in a burst, the difference says more of the order they arrived in).
+    # our pace (in a burst, the difference says more of the order they arrived in): what our
+    # grants since the previous report leave in a bucket of the believed size, less what it holds.
     if grants and settled and est.in_order and not window:
-        shortfall = _shortfall(est, grants, remaining)
-        elapsed = granted_at - est.reported_at
-        if shortfall is not None and elapsed > 0:
-            # Averaged over two seconds, 30 intervals at least, so that Remaining's rounding
-            # moves it by one request at most.
-            span = 30.0 * interval if 30.0 * interval > 2.0 else 2.0
-            weight = elapsed / span if elapsed / span < 1.0 else 1.0
-            others += weight * (shortfall / elapsed - others)
+        rate = limit.per_second
+        emission = 1.0 / rate
+        previous = est.reported_at
+        tat = previous + (est.size - est.reported) / rate
+        for when in grants:
+            if when - previous < interval:
+                break  # not an interval apart: nothing to read
+            previous = when
+            tat = (when if when > tat else tat) + emission
+        else:
+            elapsed = granted_at - est.reported_at
+            if elapsed > 0:
+                shortfall = est.size - (tat - grants[-1]) * rate - remaining
+                # Averaged over two seconds, 30 intervals at least, so that Remaining's rounding
+                # moves it by one request at most.
+                span = 30.0 * interval if 30.0 * interval > 2.0 else 2.0
+                weight = elapsed / span if elapsed / span < 1.0 else 1.0
+                others += weight * (shortfall / elapsed - others)
     # The server's word replaces our bucket.
     pace = est.pace if others == est.others else _pace(est, others)
     tat = _refilled_tat(est, later, remaining, arrived, close, pace, answer.later_gap)

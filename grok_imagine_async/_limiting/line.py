@@ -72,8 +72,13 @@ class SlotLine(Generic[SlotT]):
                 finally:
                     self._leading = False
                     self._wake_first()
-        except BaseException:
-            self._leave(waiter)
+        except BaseException:  # out of the line; a slot it was given passes on
+            if not waiter.served:
+                self.waiters = [entry for entry in self.waiters if entry[2] is not waiter]
+                heapq.heapify(self.waiters)
+            elif self.waiters:
+                self._serve_first(waiter.slot)
+            self._wake_first()
             raise
         finally:
             self.total_wait += max(0.0, self._now() - waiter.arrived)
@@ -89,11 +94,3 @@ class SlotLine(Generic[SlotT]):
     def _wake_first(self) -> None:
         if self.waiters:
             self.waiters[0][2].event.set()
-
-    def _leave(self, waiter: _Waiter[SlotT]) -> None:
-        if not waiter.served:
-            self.waiters = [entry for entry in self.waiters if entry[2] is not waiter]
-            heapq.heapify(self.waiters)
-        elif self.waiters:  # served, but cancelled before it could use the slot: pass it on
-            self._serve_first(waiter.slot)
-        self._wake_first()

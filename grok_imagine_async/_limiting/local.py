@@ -12,17 +12,7 @@ import anyio
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .._errors import ConfigurationError
-from .feedback import (
-    DEFAULT_HEADROOM,
-    Answer,
-    Estimate,
-    give_back,
-    grant,
-    held_until,
-    read_answer,
-    reads_own_counts,
-    ready_at,
-)
+from .feedback import DEFAULT_HEADROOM, STALL_WAIT, Answer, Estimate, grant, read_answer, ready_at
 from .line import SlotLine
 from .plans import Plan, RateLimit, resolve_rate_limit
 from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
@@ -60,8 +50,16 @@ class TimeLog:
             gaps.append(gap)
             serials.append(serial)
         times.append(now)
-        if times[self._start] < now - self._keep:
-            self._forget(now - self._keep)
+        if times[self._start] < now - self._keep:  # forget the oldest (times sorted)
+            start = min(bisect.bisect_left(times, now - self._keep, self._start), len(times) - 1)
+            self._first_serial += start - self._start
+            self._start = start
+            if start > 1024 and start * 2 > len(times):  # compact now and then, amortised O(1)
+                del times[:start]
+                self._start = 0
+                if serials is not None:
+                    forgotten = bisect.bisect_left(serials, self._first_serial)
+                    del serials[:forgotten], self._gaps[:forgotten]
         return serial
 
     def after(self, serial: int, upto: int | None, skip: set[int]) -> Sequence[float]:
@@ -102,18 +100,6 @@ class TimeLog:
         """Events remembered that happened after ``when``."""
         times = self._times
         return len(times) - bisect.bisect_right(times, when, self._start)
-
-    def _forget(self, before: float) -> None:
-        times = self._times
-        start = min(bisect.bisect_left(times, before, self._start), len(times) - 1)  # times sorted
-        self._first_serial += start - self._start
-        self._start = start
-        if start > 1024 and start * 2 > len(times):  # compact now and then, amortised O(1)
-            del times[:start]
-            self._start = 0
-            if self._gap_serials is not None:
-                forgotten = bisect.bisect_left(self._gap_serials, self._first_serial)
-                del self._gap_serials[:forgotten], self._gaps[:forgotten]
 
 
 class WindowLog:
@@ -209,7 +195,6 @@ class LocalRateLimiter:
             raise ConfigurationError(f"headroom must be in (0, 0.5], got {headroom!r}")
         if default_pause is not None and not default_pause >= 0:
             raise ConfigurationError(f"default_pause must be >= 0 seconds, got {default_pause!r}")
-        self._headroom = headroom
         self._default_pause = default_pause
         self._clock = clock or DEFAULT_CLOCK
         period = self._limit.period
@@ -221,12 +206,9 @@ class LocalRateLimiter:
         self._window = WindowLog(window=period * (1 + headroom), unanswered=period)
         # Unanswered permits, oldest first: (grant time, answers read before the grant).
         self._pending: dict[int, tuple[float, int]] = {}
-        self._answers = 0
+        self._answers = self._granted = self._server_pauses = self._rate_limited = 0  # counters
         self._given_back: set[int] = set()  # permits whose request never reached the server
         self._woken: anyio.Event | None = None  # set when the leader's wait may end sooner
-        self._granted = 0
-        self._server_pauses = 0
-        self._rate_limited = 0
 
     @property
     def limit(self) -> RateLimit:
@@ -236,7 +218,7 @@ class LocalRateLimiter:
     @property
     def headroom(self) -> float:
         """Fraction of the interval added between permits."""
-        return self._headroom
+        return self._estimate.headroom
 
     @property
     def estimate(self) -> Estimate:
@@ -249,9 +231,8 @@ class LocalRateLimiter:
         return self._estimate.pace
 
     def __repr__(self) -> str:
-        limit = self._limit
         return (
-            f"LocalRateLimiter({limit.requests}/{limit.period:g}s, headroom={self._headroom:g}, "
+            f"LocalRateLimiter({self._limit.text}, headroom={self._estimate.headroom:g}, "
             f"granted={self._granted}, waiting={len(self._line)})"
         )
 
@@ -294,9 +275,14 @@ class LocalRateLimiter:
         opens = self._window.opens_at(now=now, places=estimate.places)
         if opens > when:
             when = opens
-        if len(pending) >= estimate.size:
-            oldest = next(iter(pending.values()))[0]
-            when = max(when, held_until(estimate, unanswered=len(pending), oldest=oldest, now=now))
+        # No more on their way than the bucket holds while no answer comes for longer than the
+        # latency explains (RFC 6298's timeout): a stalled server counts them all at once.
+        if len(pending) >= estimate.size and not estimate.is_window:
+            latency, interval = estimate.latency, self._limit.interval
+            late = (math.inf if latency is None else latency + 4.0 * estimate.jitter) + interval
+            silent_since = estimate.answered_at + late
+            if now - next(iter(pending.values()))[0] > late and now > silent_since:
+                when = max(when, silent_since + STALL_WAIT)
         return when
 
     def _issue(self, now: float) -> Permit:
@@ -340,7 +326,9 @@ class LocalRateLimiter:
                 if s >= serial:
                     break
                 earlier.append(when)
-            if reads_own_counts(estimate, remaining):
+            # Only a window's or an empty answer's others matter (the answer makes a bucket a
+            # window only if Remaining + 1, its new size, is half the quota).
+            if estimate.is_window or remaining == 0 or 2 * remaining + 2 > self._limit.requests:
                 period = self._limit.period
                 own_in_window = history.count_in_window(serial, period=period)
                 # Answered since a period before its grant, or on its way: maybe in its window.
@@ -384,7 +372,7 @@ class LocalRateLimiter:
         given_back.add(serial)
         if len(given_back) > 4096:  # no answer with headers came for long: forget the oldest
             given_back.difference_update(sorted(given_back)[:2048])
-        give_back(self._estimate)  # its room back in the bucket
+        self._estimate.tat -= 1.0 / self._estimate.pace  # its room back in the bucket
         if self._woken is not None:
             self._woken.set()
 

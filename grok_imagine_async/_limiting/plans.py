@@ -56,17 +56,16 @@ class RateLimit:
             ConfigurationError: If the text is not a quota, or either part is not positive.
         """
         match = _QUOTA.match(text)
-        if match is None or match.group(3).lower() not in _UNITS:
-            raise ConfigurationError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
-        count, number, unit = match.groups()
-        if number is None and not unit:
-            raise ConfigurationError(
-                f"not a quota: {text!r} (the period is missing; {QUOTA_SYNTAX})"
-            )
-        period = (float(number) if number is not None else 1.0) * _UNITS[unit.lower()]
-        if not math.isfinite(period):
-            raise ConfigurationError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
-        return cls(int(count), period)
+        if match is not None and match.group(3).lower() in _UNITS:
+            count, number, unit = match.groups()
+            if number is None and not unit:
+                raise ConfigurationError(
+                    f"not a quota: {text!r} (the period is missing; {QUOTA_SYNTAX})"
+                )
+            period = (float(number) if number is not None else 1.0) * _UNITS[unit.lower()]
+            if math.isfinite(period):
+                return cls(int(count), period)
+        raise ConfigurationError(f"not a quota: {text!r} (expected {QUOTA_SYNTAX})")
 
     @property
     def text(self) -> str:
@@ -84,7 +83,7 @@ class Plan(enum.Enum):
     @property
     def requests_per_minute(self) -> int:
         """Requests per minute this plan admits (status polls included)."""
-        return _PLAN_RPM[self]
+        return {"free": 100, "pro": 1000, "enterprise": 5000}[self.value]
 
     @property
     def rate_limit(self) -> RateLimit:
@@ -105,9 +104,6 @@ class Plan(enum.Enum):
         except ValueError:
             names = ", ".join(repr(p.value) for p in cls)
             raise ConfigurationError(f"unknown plan {value!r}: expected one of {names}") from None
-
-
-_PLAN_RPM = {Plan.FREE: 100, Plan.PRO: 1000, Plan.ENTERPRISE: 5000}
 
 
 def resolve_rate_limit(plan: str | Plan | RateLimit) -> RateLimit:

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from grok_imagine_async import AsyncGrokImagine, GenerationRequest, JobScheduler, JobState
-from grok_imagine_async._progress import Progress, estimated_progress
+from grok_imagine_async._progress import Progress
 from grok_imagine_async._scheduling.jobs import JobRecord, Tally
 from grok_imagine_async.batch import DurationModel, SchedulerConfig
 
@@ -26,6 +26,9 @@ def assert_rises_to_one(values: list[float | None]) -> None:
 
 
 def test_the_estimate_is_half_at_the_median_and_below_one_until_the_end() -> None:
+    def estimated_progress(elapsed: float, median: float) -> float | None:
+        return Progress().running(elapsed, median)
+
     assert estimated_progress(0.0, 30.0) == 0.0
     assert estimated_progress(30.0, 30.0) == 0.5
     assert estimated_progress(60.0, 30.0) == 0.75

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from grok_imagine_async import RateLimit
 from grok_imagine_async._limiting.feedback import (
+    DEFAULT_HEADROOM,
     Answer,
     Estimate,
     _refilled_tat,
@@ -237,3 +238,18 @@ def test_the_grant_logs_smallest_gap_is_a_scan_of_its_times(
             later = log.after(serial, None, set())
             scan = min(map(operator.sub, later[1:], later)) if len(later) > 1 else math.inf
             assert log.smallest_gap_after(serial) == scan
+
+
+def test_a_429_pauses_for_retry_after_else_the_reset_within_an_interval_and_a_period() -> None:
+    def pause(retry_after: float | None, reset_after: float | None) -> float:
+        estimate = Estimate(RateLimit(100, 3.0))
+        read_answer(estimate, Answer(1, 0.0, 0.0, 429, None, reset_after, retry_after))
+        return estimate.hold_until
+
+    assert pause(0.5, 2.0) == 0.5
+    assert pause(None, 2.0) == 2.0
+    assert pause(None, None) == 3.0
+    # A skewed clock reading a Unix-time reset: never more than one period.
+    assert pause(None, 3600.0) == 3.0
+    # A zero hint still waits one interval (at the pace less the headroom).
+    assert pause(0.0, None) == pytest.approx(0.03 * (1 + DEFAULT_HEADROOM))

@@ -24,7 +24,6 @@ from grok_imagine_async.abc import Permit, Priority, RateLimitFeedback
 
 redis_asyncio = pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 
-from grok_imagine_async._limiting.feedback import rate_limited_pause  # noqa: E402
 from grok_imagine_async.redis import (  # noqa: E402
     RedisRateLimiter,
     RedisUnavailableError,
@@ -91,17 +90,6 @@ def test_token_name_is_a_keyed_hash_prefix() -> None:
     assert "SECRET" not in name
     assert token_name(TOKEN) == name
     assert token_name(TOKEN + "x") != name
-
-
-def test_rate_limited_pause_prefers_retry_after_and_is_clamped() -> None:
-    limit = RateLimit(100, 3.0)
-    assert rate_limited_pause(limit, 1 / 0.03, retry_after=0.5, reset_after=2.0) == 0.5
-    assert rate_limited_pause(limit, 1 / 0.03, retry_after=None, reset_after=2.0) == 2.0
-    assert rate_limited_pause(limit, 1 / 0.03, retry_after=None, reset_after=None) == 3.0
-    # A skewed clock reading a Unix-time reset: never more than one period.
-    assert rate_limited_pause(limit, 1 / 0.03, retry_after=None, reset_after=3600.0) == 3.0
-    # A zero hint still waits one interval.
-    assert rate_limited_pause(limit, 1 / 0.03, retry_after=0.0, reset_after=None) == 0.03
 
 
 def test_fallback_limit_is_a_share_never_zero() -> None:
