@@ -939,3 +939,31 @@ async def test_an_outage_cannot_deadlock_a_batch_with_fewer_slots_than_its_pause
         await batch.run([f"s {n}" for n in range(40)], max_in_flight=1)
     assert len(batch.results) == 40
     assert sum(result.ok for result in batch.results) >= 39  # its one resubmission may be spent
+
+
+def created_times(batch: Batch) -> list[float]:
+    """When each task was created, on the clock of the batch's events."""
+    created = [batch.emulator.task_times(t) for t in batch.emulator.task_ids()]
+    return sorted(times[0] for times in created if times is not None)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("at", [6.0, 14.0])
+async def test_a_batch_is_back_at_full_rate_within_seconds_of_an_outages_end(at: float) -> None:
+    # Pro, 300 jobs, a 30 s outage that catches the warm-up's end (at 22 s): the batch pauses,
+    # probes and resumes, and the 289 jobs held go out with the resume. They used to wait for
+    # a canary's look (the probe, seen healthy at twice the failure age, was too old to vouch
+    # for them), and the pause came late: after each young failure, the canaries waited 6 s
+    # for witnesses there were none of (the warm-up's tasks are older). Back 14 s (at 6 s,
+    # then 3 s more for the canary) and 12 s (at 14 s) after the outage's end; 7 and 9 s now.
+    outage = Outage(start=at, end=at + 30.0)
+    batch = await Batch("pro", FaultConfig(outages=(outage,))).run(
+        [f"scene {n}" for n in range(300)]
+    )
+    assert all(result.ok for result in batch.results)
+    assert batch.tasks_created_between(at, at + 30.0) <= 20
+    resumed = batch.events[-1]
+    assert resumed.transition == "resumed"
+    first = batch.emulator.request_times()[0]
+    assert resumed.at - first <= at + 30.0 + 10.0
+    assert sum(resumed.at <= t <= resumed.at + 1.0 for t in created_times(batch)) >= 250
