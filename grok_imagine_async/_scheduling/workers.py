@@ -39,7 +39,6 @@ from .jobs import (
     JobRecord,
     JobResubmitting,
     JobResumed,
-    JobState,
     JobSubmitted,
     StoreRecord,
     StoreState,
@@ -561,12 +560,9 @@ class Workers:
             planner.next_canary = min(planner.next_canary, now)  # the next job sent is looked at
             young = 2.0 * planner.canary_age
             if age is not None and age <= young:
-                # Failed young, as in an outage: look now at the newest jobs as old (failed
-                # too, the batch pauses within seconds), and hold the submissions while jobs
-                # sent lately may show it; none (after a warm-up): the next POST, a canary,
-                # is the witness.
-                if self._in_doubt(job, now - age - young):
-                    breaker.hold(now + young)
+                # Failed young, as in an outage: hold the submissions, and look now at the
+                # newest jobs as old (failed too, the batch pauses within seconds).
+                breaker.hold(now + young)
                 self._call_witnesses(job, now, age)
         if transition is Transition.RESUMED:
             # The burst after needs no canary: vouched from now, not from the probe's creation,
@@ -586,17 +582,6 @@ class Workers:
             # Refusals and no success yet: look now at the jobs as old, probably over too.
             cutoff = now - _REFUSAL_PEERS * age
             self._look_now(lambda j: j.submitted_at is not None and j.submitted_at <= cutoff, now)
-
-    def _in_doubt(self, failed: JobRecord, since: float) -> bool:
-        """Whether another task in flight was sent after the newest success, and ``since``."""
-        after = self._breaker.newest_good
-        return any(
-            job.state is JobState.RUNNING
-            and job is not failed
-            and (job.sequence or 0) > after
-            and (job.submitted_at or -math.inf) >= since
-            for job in self._books.jobs.values()
-        )
 
     def _call_witnesses(self, failed: JobRecord, now: float, age: float) -> None:
         """Look now at the two newest other jobs sent after the newest success, ``age`` old."""
