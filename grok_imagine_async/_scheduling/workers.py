@@ -482,7 +482,11 @@ class Workers:
         if not task.is_terminal:
             self._healthy(job, now)
             job.looked(at=now)
-            self._schedule(job, planner.next_look(job, anyio.current_time()))
+            when = planner.next_look(job, anyio.current_time())
+            if self._breaker.is_probe(job.sequence) and job.submitted_at is not None:
+                # A probe still running ends the pause at the healthy age: look then.
+                when = min(when, max(now, job.submitted_at + self._breaker.healthy_age()))
+            self._schedule(job, when)
             return
         cost = CREDITS_PER_GENERATION  # refund what the provider says the task did not cost
         if task.consumed_credits is not None and job.sequence is not None:
@@ -548,8 +552,8 @@ class Workers:
         post: bool = False,
     ) -> None:
         """Tell the breaker how ``job``'s task ended (``post``: its POST), and act on what it
-        says: a resume vouches for the jobs sent since the task's creation (a POST's: since
-        now, the probe answered); only a task's end looks at the jobs it casts doubt on."""
+        says: a resume lets the held jobs go at once, whole; only a task's end looks at the jobs
+        it casts doubt on."""
         books, breaker, planner = self._books, self._breaker, self._planner
         transition = breaker.record(job.sequence, outcome, now=now, failure_class=failure, age=age)
         if not post and outcome is Outcome.RETRYABLE and breaker.suspicious:
@@ -560,9 +564,10 @@ class Workers:
                 # newest jobs as old (failed too, the batch pauses within seconds).
                 breaker.hold(now + young)
                 self._call_witnesses(job, now, age)
-        vouched = now if post else job.submitted_at
-        if transition is Transition.RESUMED and vouched is not None:
-            planner.vouch(vouched, whole=True)  # the burst after needs no canary
+        if transition is Transition.RESUMED:
+            # The burst after needs no canary: vouched from now, not from the probe's creation,
+            # which a probe seen healthy at twice the failure age leaves too old to vouch.
+            planner.vouch(now, whole=True)
         if transition is Transition.PAUSED and not post:
             self.recheck_suspects(now)
         if transition is not None:

@@ -939,3 +939,32 @@ async def test_an_outage_cannot_deadlock_a_batch_with_fewer_slots_than_its_pause
         await batch.run([f"s {n}" for n in range(40)], max_in_flight=1)
     assert len(batch.results) == 40
     assert sum(result.ok for result in batch.results) >= 39  # its one resubmission may be spent
+
+
+def created_times(batch: Batch) -> list[float]:
+    """When each task was created, on the clock of the batch's events."""
+    created = [batch.emulator.task_times(t) for t in batch.emulator.task_ids()]
+    return sorted(times[0] for times in created if times is not None)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("at", [6.0, 10.0])
+async def test_a_batch_is_back_at_full_rate_within_seconds_of_an_outages_end(at: float) -> None:
+    # Pro, 300 jobs, a 30 s outage that catches the warm-up's end: the batch pauses, probes and
+    # resumes. The 289 jobs held used to wait for a canary's look (the probe, seen healthy at
+    # twice the failure age, had left too long before to vouch for them), and then went a
+    # chunk per look: 250 of them had left 24 s and 20 s after the outage's end. Now they go
+    # with the resume, and the probe is looked at when its age proves the outage over (its
+    # 1.5x looks found that a step late): 13 s and 9 s.
+    outage = Outage(start=at, end=at + 30.0)
+    batch = await Batch("pro", FaultConfig(outages=(outage,))).run(
+        [f"scene {n}" for n in range(300)]
+    )
+    assert all(result.ok for result in batch.results)
+    assert batch.tasks_created_between(at, at + 30.0) <= 20
+    resumed = batch.events[-1]
+    assert resumed.transition == "resumed"
+    end = batch.emulator.request_times()[0] + at + 30.0
+    after = [t for t in created_times(batch) if t >= end]
+    assert after[249] - end <= 14.0
+    assert sum(resumed.at <= t <= resumed.at + 1.0 for t in after) >= 250
