@@ -204,7 +204,11 @@ def render(store: dict[str, Any], command: str) -> str:
         "",
         "The default client and scheduler (`BreakerPolicy()`: ten tasks until one completes, "
         "probes x1.2 up to ten minutes apart, ten refusals stop) against the emulator's plans, "
-        "30 s median jobs. *Outage*: every task created in the window fails within 2 s with "
+        "30 s median jobs, each prompt's duration drawn once (lognormal, spread 0.5) and fixed "
+        "with `[duration:S]`, so a batch runs the same jobs with an outage and without (the "
+        "emulator's own draws follow task creation: each task an outage fails would give every "
+        "later job another duration, and move the makespan by more than the bound's tenth). "
+        "*Outage*: every task created in the window fails within 2 s with "
         "the network error (`testing.Outage`), charged; it starts with the batch or at half "
         "its no-outage makespan. *Tasks paid during it* counts the tasks created inside the "
         "window (the warm-up's, the ones sent before an answer could come back, the probes). "
@@ -230,13 +234,7 @@ def render(store: dict[str, Any], command: str) -> str:
         "so one start is not enough. The assumptions are swept too: jobs of 10 s and 120 s "
         "(median) beside 30 s, and a server counting in fixed windows beside sliding ones, "
         "and a leaky bucket (10 s jobs on pro). Bold: a target of issue 24 missed; *(over)*, "
-        "*(short)*: the same limits without the breaker. A makespan is one sample of the "
-        "emulator's durations, drawn in the order tasks are created: a task an outage fails "
-        "draws none, so each later task draws another duration than in the run without the "
-        "outage, and the makespan moves by more than the bound's tenth with how many the "
-        "outage failed. The no-outage batches, the emulator's generator advanced by one to "
-        "seven draws, end at 127-160 s (pro 300) and 405-477 s (pro 3,000): seed 1, the bound's "
-        "baseline, is the shortest of the eight.",
+        "*(short)*: the same limits without the breaker.",
         "",
         outage_sweep_table(store.get("outage-sweep", {}).get("rows", [])),
         "",
@@ -275,6 +273,18 @@ class OutageCase:
     length: float = 0.0
     median: float = 30.0
     window: str = "sliding"
+
+
+def _scene(n: int, median: float) -> str:
+    """Prompt ``n`` of a healthy batch, its duration fixed (``[duration:S]``): drawn once for the
+    prompt from the emulator's lognormal (``median``, spread 0.5), so an outage that fails some
+    tasks leaves the others' durations as in the run without it (the emulator draws in the order
+    tasks are created: each failed task would shift every later one to another duration)."""
+    import math
+    import random
+
+    spread = math.exp(0.5 * random.Random(f"scene {n}").gauss(0.0, 1.0))
+    return f"scene {n} [duration:{median * spread:.3f}]"
 
 
 def _usual(n: int) -> str:
@@ -321,7 +331,7 @@ async def _outage_run(case: OutageCase) -> dict[str, Any]:
     elif case.kind.startswith("usual"):
         prompts = [_usual(n) for n in range(case.jobs)]
     else:
-        prompts = [f"scene {n}" for n in range(case.jobs)]
+        prompts = [_scene(n, case.median) for n in range(case.jobs)]
     options: dict[str, Any] = {}
     if case.kind.endswith("-off"):
         options["breaker"] = None
