@@ -243,10 +243,12 @@ async def _invalid(request: Request, exc: Exception) -> Response:
     if any(error.get("type") == "json_invalid" for error in errors):
         return _answer(*_MALFORMED)
     fields = [
-        {"field": _clip(".".join(map(str, error.get("loc", ())))),
-         "problem": _clip(str(error.get("msg", "invalid")))}
+        {
+            "field": _clip(".".join(map(str, error.get("loc", ())))),
+            "problem": _clip(str(error.get("msg", "invalid"))),
+        }
         for error in errors[:_MAX_FIELDS]
-    ]  # fmt: skip
+    ]
     named = ", ".join(dict.fromkeys(f["field"] for f in fields))
     more = f" and {len(errors) - _MAX_FIELDS} more" if len(errors) > _MAX_FIELDS else ""
     return _answer(422, "invalid_request", f"invalid request: {named}{more}", fields=fields)

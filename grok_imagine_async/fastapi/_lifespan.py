@@ -115,11 +115,15 @@ async def grok_imagine_lifespan(
         stack.push_async_callback(client.aclose)
         store: JobStore
         if redis_url is not None:
+            shared = client.limiter if isinstance(client.limiter, RedisRateLimiter) else None
             store = RedisJobStore(
-                redis_url, api_key=client.settings.api_key, namespace=redis_namespace,
-                max_credits=max_credits, lease=redis_lease,
-                limiter=client.limiter if isinstance(client.limiter, RedisRateLimiter) else None,
-            )  # fmt: skip
+                redis_url,
+                api_key=client.settings.api_key,
+                namespace=redis_namespace,
+                max_credits=max_credits,
+                lease=redis_lease,
+                limiter=shared,
+            )
             await stack.enter_async_context(store)
         else:
             store = await open_journal(journal) or MemoryJobStore()
