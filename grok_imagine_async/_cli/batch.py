@@ -153,9 +153,11 @@ async def run(args: argparse.Namespace) -> int:
     """Run ``grok-imagine batch``; return the exit status."""
     try:  # the defaults on their own, so that an error names the option, not a line
         GenerationRequest(
-            prompt="defaults", mode=args.mode or "normal", ratio=args.ratio or "1:1",
+            prompt="defaults",
+            mode=args.mode or "normal",
+            ratio=args.ratio or "1:1",
             allow_unlisted=args.allow_unlisted,
-        )  # fmt: skip
+        )
     except InvalidRequestError as exc:
         raise UsageError(for_cli(f"--mode/--ratio: {'; '.join(exc.problems) or exc}")) from None
     shared = (args.journal or "").startswith(("redis://", "rediss://", "unix://"))
@@ -166,9 +168,13 @@ async def run(args: argparse.Namespace) -> int:
         )
     try:
         jobs = JobFile(
-            args.input, format=args.format, mode=args.mode, ratio=args.ratio,
-            allow_unlisted=args.allow_unlisted, name=args.name,
-        )  # fmt: skip
+            args.input,
+            format=args.format,
+            mode=args.mode,
+            ratio=args.ratio,
+            allow_unlisted=args.allow_unlisted,
+            name=args.name,
+        )
     except ConfigurationError as exc:  # --format is one of its choices: the template
         raise UsageError(f"--name: {exc}") from None
     try:  # the whole file first: a bad line must not leave half a batch submitted
@@ -830,10 +836,19 @@ def manifest_line(
     relative to the first of ``folders`` (the output folder, resolved and as given) holding them."""
     digest = (record and record.request_digest) or request_digest(request)
     line: dict[str, Any] = {
-        "key": key, "status": "not_started", "task_id": None, "files": [], "videos": [],
-        "error": None, "failure_class": None, "attempts": 0, "credits": 0,
-        "prompt": excerpt(request.prompt), "request_digest": digest, "endpoint": endpoint,
-    }  # fmt: skip
+        "key": key,
+        "status": "not_started",
+        "task_id": None,
+        "files": [],
+        "videos": [],
+        "error": None,
+        "failure_class": None,
+        "attempts": 0,
+        "credits": 0,
+        "prompt": excerpt(request.prompt),
+        "request_digest": digest,
+        "endpoint": endpoint,
+    }
     if record is None:
         return line
     status, error = _status(record), record.error

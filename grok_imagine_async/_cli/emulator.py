@@ -122,9 +122,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         serve_forever(
-            emulator, host=args.host, port=args.port, log_level=args.log_level,
+            emulator,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
             on_ready=announce,
-        )  # fmt: skip
+        )
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown
         pass
     except OSError as exc:
