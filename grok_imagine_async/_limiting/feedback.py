@@ -125,6 +125,23 @@ def ready_at(estimate: Estimate, *, now: float) -> float:
     return when if when > now else now
 
 
+def held_until(estimate: Estimate, *, unanswered: int, oldest: float, now: float) -> float:
+    """When requests on their way let the next permit go: while no answer comes for longer than
+    the latency explains, no more than the bucket holds (a stalled server counts them at once)."""
+    if unanswered < estimate.size or estimate.is_window:
+        return now
+    late = _slowest(estimate.latency, estimate.jitter) + estimate.limit.interval
+    silent_since = estimate.answered_at + late
+    if now - oldest <= late or now <= silent_since:
+        return now
+    return max(now, silent_since + STALL_WAIT)
+
+
+def _slowest(latency: float | None, jitter: float) -> float:
+    """RFC 6298's timeout: the longest latency the answers explain (none seen: no bound)."""
+    return math.inf if latency is None else latency + 4.0 * jitter
+
+
 def grant(estimate: Estimate, *, now: float) -> None:
     """A permit was granted at ``now``: it takes one request from the pacing bucket."""
     tat = estimate.tat
@@ -195,8 +212,7 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     late = 0.0
     overdue = -math.inf
     if not est.is_window:
-        # RFC 6298's timeout: the longest latency the answers explain (none seen: no bound).
-        slowest = math.inf if latency is None else latency + 4.0 * jitter
+        slowest = _slowest(latency, jitter)
         if round_trip - slowest > 0.0:
             late = round_trip - slowest
         overdue = now - (slowest + interval)

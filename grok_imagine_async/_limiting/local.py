@@ -12,7 +12,7 @@ import anyio
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .._errors import ConfigurationError
-from .feedback import DEFAULT_HEADROOM, STALL_WAIT, Answer, Estimate, grant, read_answer, ready_at
+from .feedback import DEFAULT_HEADROOM, Answer, Estimate, grant, held_until, read_answer, ready_at
 from .line import SlotLine
 from .plans import Plan, RateLimit, resolve_rate_limit
 from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
@@ -275,14 +275,9 @@ class LocalRateLimiter:
         opens = self._window.opens_at(now=now, places=estimate.places)
         if opens > when:
             when = opens
-        # No more on their way than the bucket holds while no answer comes for longer than the
-        # latency explains (RFC 6298's timeout): a stalled server counts them all at once.
-        if len(pending) >= estimate.size and not estimate.is_window:
-            latency, interval = estimate.latency, self._limit.interval
-            late = (math.inf if latency is None else latency + 4.0 * estimate.jitter) + interval
-            silent_since = estimate.answered_at + late
-            if now - next(iter(pending.values()))[0] > late and now > silent_since:
-                when = max(when, silent_since + STALL_WAIT)
+        if len(pending) >= estimate.size:
+            oldest = next(iter(pending.values()))[0]
+            when = max(when, held_until(estimate, unanswered=len(pending), oldest=oldest, now=now))
         return when
 
     def _issue(self, now: float) -> Permit:
