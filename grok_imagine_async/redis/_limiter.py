@@ -127,7 +127,8 @@ class RedisRateLimiter(Connected):
         # Beyond the least tolerance (no jitter), an answer may read as someone else's.
         self._least_tolerance = window_tolerance(self._estimate)
         self._clock = clock
-        # (answer time, latency) of the last two periods' answers.
+        # (answer time, latency) of two periods' answers, latencies decreasing (a sliding max:
+        # the longest since each answer, read in O(1) however many answers a period holds).
         self._latencies: deque[tuple[float, float]] = deque()
         self._line: SlotLine[None] = SlotLine(self._clock.monotonic)
         self._pending_slot: float | None = None  # loop time of a reserved slot nobody took yet
@@ -174,6 +175,8 @@ class RedisRateLimiter(Connected):
         permit = feedback.permit
         period = self._limit.period
         latencies = self._latencies
+        while latencies and latencies[-1][1] <= now - permit.granted_at:
+            latencies.pop()
         latencies.append((now, now - permit.granted_at))
         while latencies[0][0] < now - 2 * period:
             latencies.popleft()
@@ -193,7 +196,7 @@ class RedisRateLimiter(Connected):
             # server may have counted with it, those due since a period before its grant less
             # the longest latency seen since (a burst counted late is ours).
             since = permit.granted_at - period
-            slowest = max((lat for when, lat in latencies if when > since), default=0.0)
+            slowest = next((lat for when, lat in latencies if when > since), 0.0)
             lookback = min(2 * period, now - since + slowest)
             try:
                 at_most = int(await self._run(COUNT_SCRIPT, [self._slots], [to_micros(lookback)]))
