@@ -83,7 +83,7 @@ class Plan(enum.Enum):
     @property
     def requests_per_minute(self) -> int:
         """Requests per minute this plan admits (status polls included)."""
-        return {"free": 100, "pro": 1000, "enterprise": 5000}[self.value]
+        return _PLAN_RPM[self]
 
     @property
     def rate_limit(self) -> RateLimit:
@@ -104,6 +104,9 @@ class Plan(enum.Enum):
         except ValueError:
             names = ", ".join(repr(p.value) for p in cls)
             raise ConfigurationError(f"unknown plan {value!r}: expected one of {names}") from None
+
+
+_PLAN_RPM = {Plan.FREE: 100, Plan.PRO: 1000, Plan.ENTERPRISE: 5000}
 
 
 def resolve_rate_limit(plan: str | Plan | RateLimit) -> RateLimit:
