@@ -42,6 +42,12 @@ class BreakerPolicy:
         probe_wait_initial: Seconds from a pause to its first probe.
         probe_wait_factor: Each failed probe multiplies the wait by this.
         probe_wait_max: The longest wait between two probes.
+        max_at_risk: At most this many submissions leave after the newest one seen healthy
+            (a canary's early look, about 3 ``PollPolicy.wait_initial`` after it left), so an
+            outage that begins at any moment costs about this many paid tasks. The price: a
+            batch submits at most about this many tasks per such look, whatever the quota
+            (the batches guide has the figures). ``None`` (default): bursts leave a chunk
+            per look, sized to the plan's rate.
 
     Raises:
         ConfigurationError: On a count below 1 or a wait that is not positive.
@@ -58,12 +64,14 @@ class BreakerPolicy:
     probe_wait_initial: float = 5.0
     probe_wait_factor: float = 1.2
     probe_wait_max: float = 600.0
+    max_at_risk: int | None = None
 
     def __post_init__(self) -> None:
         # The bounds (see Args): counts >= 1, waits > 0, factor >= 1; None turns a rule off.
-        counts = ("pause_after_failures", "stop_after_refusals", "pause_after_unanswered", "warmup")
+        counts = "pause_after_failures stop_after_refusals pause_after_unanswered warmup"
+        counts += " max_at_risk"
         waits = ("give_up_unreachable", "warmup_max_wait")
-        checks = [(n, getattr(self, n) is None or getattr(self, n) >= 1) for n in counts]
+        checks = [(n, getattr(self, n) is None or getattr(self, n) >= 1) for n in counts.split()]
         checks += [(n, getattr(self, n) is None or getattr(self, n) > 0) for n in waits]
         checks += [
             ("warmup_age", self.warmup_age >= 0),

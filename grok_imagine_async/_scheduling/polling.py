@@ -97,6 +97,8 @@ class PollPlanner:
         self._vouches = 0.0  # burst POSTs let out on its word
         self._seen_healthy = -math.inf  # and when it was seen so
         self._last_left = -math.inf  # when the newest POST left
+        self._at_risk: deque[float] = deque()  # when the POSTs since the vouched one left
+        self._uncapped = False  # a resume vouched for every POST until the next canary's look
         self.canary_age = _CANARY_AGE * policy.wait_initial  # a canary's look, after its POST
         self._chunk = max(_VOUCHES, _CHUNK_RATE * limit.per_second * self.canary_age)  # leaving
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
@@ -211,6 +213,17 @@ class PollPlanner:
         if out is not None and now >= out[1] + _CANARY_TIMEOUT * self.canary_age:
             self._canary_out = out = None  # its look never came: hold nothing back on it
             self._holding = False
+        # BreakerPolicy.max_at_risk: no more POSTs out than that after the newest vouched for
+        # (a resume vouches for all until a canary's look); a canary leaves every third.
+        at_risk, cap = self._at_risk, breaker.policy.max_at_risk
+        if cap is not None:
+            while at_risk and at_risk[0] <= self.vouched:
+                at_risk.popleft()
+            if self._uncapped:
+                cap = None
+            elif out is not None and len(at_risk) >= cap:
+                self._holding = True
+                return True
         vouched = now - self.vouched < _VOUCHED * self.canary_age
         # A big burst: only a canary seen healthy this very moment vouches for it.
         stats = self._statistics
@@ -225,6 +238,8 @@ class PollPlanner:
             self._holding = True
             return True
         self._last_left = now
+        if breaker.policy.max_at_risk is not None:
+            at_risk.append(now)
         self._since_canary += 1
         self._vouches += burst and vouched
         spaced = now >= self._last_canary + _CANARY_MIN_GAP * self.policy.wait_initial
@@ -234,6 +249,7 @@ class PollPlanner:
             or self._holding
             or (burst and not vouched and out is None)
             or (burst and out is None and self._vouches >= self._chunk // 3)  # the next chunk's
+            or (cap is not None and out is None and len(at_risk) >= max(1, cap // 3))
         ):
             return False
         self._since_canary, self._last_canary = 0, now
@@ -266,6 +282,7 @@ class PollPlanner:
         (``whole``: it goes whole, a probe having just ended a pause)."""
         if at >= self.vouched:
             self.vouched, self._vouches = at, -math.inf if whole else 0.0
+            self._uncapped = whole
         self._holding = False
 
     def is_urgent(self, key: str) -> bool:

@@ -434,6 +434,31 @@ def test_a_failed_canary_lets_out_one_more_canary_at_a_time() -> None:
     assert not planner.leaving("x", 104.0 + 3 * planner.canary_age, breaker)
 
 
+def test_max_at_risk_holds_posts_past_the_newest_seen_healthy_until_a_canary_vouches() -> None:
+    # POSTs at a trickle (no burst): by default they all leave; capped at 6, the seventh past
+    # the newest task seen healthy waits for the look of the canary among them.
+    planner = _planner()
+    breaker = Breaker(BreakerPolicy(warmup=None, max_at_risk=6))
+    for n in range(6):
+        assert not planner.leaving(f"p{n}", 100.0 + n, breaker)
+        planner.submitted(f"p{n}")
+    assert [n for n in range(6) if planner.is_urgent(f"p{n}")] == [0]
+    assert planner.leaving("p6", 106.0, breaker)  # six at risk, the canary out: held
+    assert planner.holding(106.0) is not None
+    # p0's look sees it running: the five after it are at risk, one more may go, and goes as
+    # the next canary (a third of the cap at risk with none out); the one after waits again.
+    planner.looked(Job("p0", 100.0, 100.0), now=106.5, finished=False)
+    assert planner.holding(106.5) is None
+    assert not planner.leaving("p6", 106.5, breaker)
+    planner.submitted("p6")
+    assert planner.is_urgent("p6")
+    assert planner.leaving("p7", 107.0, breaker)
+    # Without the cap, the same trickle all leaves.
+    planner = _planner()
+    breaker = Breaker(BreakerPolicy(warmup=None))
+    assert not any(planner.leaving(f"p{n}", 100.0 + n, breaker) for n in range(8))
+
+
 def test_no_canary_nor_hold_without_a_breaker_or_during_the_warm_up() -> None:
     for breaker in (Breaker(None), Breaker(BreakerPolicy())):  # off; warming up
         planner = _planner()

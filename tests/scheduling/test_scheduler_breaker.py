@@ -293,7 +293,12 @@ def test_none_turns_every_rule_off() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"pause_after_failures": 0}, {"warmup_age": -1.0}, {"probe_wait_initial": 0.0}],
+    [
+        {"pause_after_failures": 0},
+        {"warmup_age": -1.0},
+        {"probe_wait_initial": 0.0},
+        {"max_at_risk": 0},
+    ],
 )
 def test_policy_refuses_nonsense(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError, match=next(iter(bad))):
@@ -895,6 +900,22 @@ async def test_an_outage_as_the_warm_up_ends_costs_a_chunk_not_the_pro_plans_who
     batch = await Batch("pro", FaultConfig(outages=(outage,)), seed=1, median=10.0).run(prompts)
     assert all(result.ok for result in batch.results)
     assert 0 < batch.tasks_created_between(8.0, 38.0) <= 110
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("at", [26.0, 34.0])
+async def test_max_at_risk_bounds_what_an_outage_beginning_after_a_canarys_look_costs(
+    at: float,
+) -> None:
+    # Pro, 30 s jobs: at these starts a canary's look lets out a chunk of the plan's rate (100
+    # POSTs) into the outage: 104 and 90 tasks paid by default. With max_at_risk, no more than
+    # that leave past the newest task seen healthy (and the canaries that find the outage).
+    outage = Outage(start=at, end=at + 30.0)
+    prompts = [f"scene {n}" for n in range(300)]
+    capped = BreakerPolicy(max_at_risk=12)
+    batch = await Batch("pro", FaultConfig(outages=(outage,)), seed=1).run(prompts, breaker=capped)
+    assert all(result.ok for result in batch.results)
+    assert 0 < batch.tasks_created_between(at, at + 30.0) <= 12 + 3
 
 
 @pytest.mark.anyio
