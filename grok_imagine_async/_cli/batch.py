@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -137,6 +137,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="concurrent downloads (default: %(default)s)")
     add("--resubmit", type=at_least_0, default=1, metavar="N",
         help="resubmissions after a transient failure, per job (default: %(default)s)")
+    add("--max-at-risk", type=count, metavar="N", help="at most N submissions leave after the "
+        "newest one seen working, so an outage that begins at any moment costs about N paid "
+        "tasks, at the price of speed (BreakerPolicy.max_at_risk; default: a chunk sized to the "
+        "plan's rate)")
     add("--on-ambiguous", choices=["report", "resubmit"], default="report", metavar="POLICY",
         help="a submission whose answer was lost may have been paid: report it and do not "
         "resend it, or resubmit it, accepting to maybe pay twice (default: %(default)s)")
@@ -261,12 +265,16 @@ class Batch:
         self.progress = progress = BatchProgress(
             summary.jobs, time_scale=scale, endpoint=endpoint, notices=not args.no_progress
         )
+        breaker = self.connection.client.settings.breaker
+        if args.max_at_risk is not None and breaker is not None:
+            breaker = replace(breaker, max_at_risk=args.max_at_risk)
         scheduler = JobScheduler(
             self.connection.client,
             SchedulerConfig(
                 max_in_flight=args.max_in_flight,
                 resubmit=args.resubmit,
                 max_downloads=args.max_downloads,
+                breaker=breaker,
             ),
             # A shared journal reserves every POST's credits in one budget for every process.
             max_credits=args.max_credits if self.sqlite else None,

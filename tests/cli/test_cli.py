@@ -467,3 +467,27 @@ def test_a_rejected_token_exits_2_from_every_command(
     done = run_cli(*command, *argv, cwd=tmp_path)
     assert done.returncode == 2
     assert secret not in done.stdout + done.stderr
+
+
+def test_max_at_risk_reaches_the_batchs_breaker(
+    run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grok_imagine_async._cli import batch as cli_batch
+
+    seen: list[Any] = []
+    real = cli_batch.JobScheduler
+
+    def spy(client: Any, config: Any, **options: Any) -> Any:
+        seen.append(config.breaker)
+        return real(client, config, **options)
+
+    monkeypatch.setattr(cli_batch, "JobScheduler", spy)
+    prompts = prompts_file(tmp_path, "one", "two")
+    argv = ("batch", str(prompts), "--emulate", "--time-scale", "60")
+    for extra, expected in (((), None), (("--max-at-risk", "12"), 12)):
+        out = tmp_path / f"videos-{expected}"
+        done = run_cli(*argv, "--out", str(out), *extra, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert seen.pop().max_at_risk == expected
+    refused = run_cli(*argv, "--out", str(tmp_path / "x"), "--max-at-risk", "0", cwd=tmp_path)
+    assert refused.returncode == 2 and "--max-at-risk" in refused.stderr
