@@ -250,6 +250,7 @@ def render(store: dict[str, Any], command: str) -> str:
 OUTAGE_PLANS = ("free", "pro")
 OUTAGE_SIZES = (300, 3000)
 OUTAGE_LENGTHS = (30.0, 120.0)
+AT_RISK = 16  # BreakerPolicy(max_at_risk=...) of the "-capped" runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,7 +262,7 @@ class OutageCase:
             ``[start, start + length)`` fails within 2 s with the network error), ``"refused"``
             (every prompt refused for content policy), ``"usual"`` (one prompt in ten refused, a
             few failing once, 2 % of server errors) or ``"usual-off"`` (the same without the
-            breaker, to compare outcomes).
+            breaker, to compare outcomes); ``-capped``: with ``max_at_risk=AT_RISK``.
         median: The emulator's median job duration in seconds.
         window: How the emulator counts the quota (``"sliding"``, ``"fixed"``).
     """
@@ -337,6 +338,8 @@ async def _outage_run(case: OutageCase) -> dict[str, Any]:
         options["breaker"] = None
     elif case.kind.endswith("-running"):
         options["breaker"] = dataclasses.replace(client.settings.breaker, warmup_until="running")
+    elif case.kind.endswith("-capped"):
+        options["breaker"] = dataclasses.replace(client.settings.breaker, max_at_risk=AT_RISK)
     transitions: list[str] = []
 
     def hook(event: Any) -> None:
@@ -391,6 +394,18 @@ def _outage_one(case: OutageCase) -> dict[str, Any]:
     return row
 
 
+# Besides the outages: refusals, usual faults, and healthy batches (the breaker's prices).
+OTHER_KINDS = (
+    "refused",
+    "refused-running",
+    "usual",
+    "usual-off",
+    "none-running",
+    "none-off",
+    "none-capped",
+)
+
+
 def outage_cases(quick: bool) -> tuple[list[OutageCase], list[OutageCase]]:
     """The baselines (no outage), then every other case (their middles need the baselines)."""
     sizes = (300,) if quick else OUTAGE_SIZES
@@ -399,7 +414,7 @@ def outage_cases(quick: bool) -> tuple[list[OutageCase], list[OutageCase]]:
         OutageCase(plan, jobs, kind)
         for plan in OUTAGE_PLANS
         for jobs in sizes
-        for kind in ("refused", "refused-running", "usual", "usual-off", "none-running", "none-off")
+        for kind in OTHER_KINDS
     ]
     return base, others
 
@@ -470,17 +485,26 @@ def outage_sweep_rows(quick: bool, workers: int) -> list[dict[str, Any]]:
     from concurrent.futures import ProcessPoolExecutor
 
     sweeps = QUICK_OUTAGE_SWEEPS if quick else OUTAGE_SWEEPS
-    base = [OutageCase(p, j, median=m, window=w) for p, j, _, _, _, m, w in sweeps]
+    base = [
+        OutageCase(p, j, kind, median=m, window=w)
+        for p, j, _, _, _, m, w in sweeps
+        for kind in ("none", "none-capped")
+    ]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         baselines = list(pool.map(_outage_one, base))
-        spans = {_variant(r["case"]): r["makespan"] for r in baselines}
+        spans = {
+            _variant(r["case"]): r["makespan"] for r in baselines if r["case"]["kind"] == "none"
+        }
         cases = [
             OutageCase(plan, jobs, kind, start, length, median, server)
             for plan, jobs, length, step, window, median, server in sweeps
             for start in sweep_starts(spans[(plan, jobs, median, server)], step, window)
-            for kind in ("outage", "outage-off")
+            for kind in SWEPT_KINDS
         ]
         return summarized(baselines + list(pool.map(_outage_one, cases)))
+
+
+SWEPT_KINDS = ("outage", "outage-off", "outage-capped")
 
 
 def _variant(case: dict[str, Any]) -> tuple[Any, ...]:
@@ -489,35 +513,50 @@ def _variant(case: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def outage_sweep_table(rows: Sequence[dict[str, Any]]) -> str:
-    """One table per swept case (start, then breaker on and off), each with its summary."""
+    """One table per swept case (start, then breaker on, off and capped), with summaries; the
+    capped runs' bound is the outage's length plus 1.10 x their own no-outage makespan."""
     spans = {_variant(r["case"]): r["makespan"] for r in rows if r["case"]["kind"] == "none"}
+    capped_spans = {
+        _variant(r["case"]): r["makespan"] for r in rows if r["case"]["kind"] == "none-capped"
+    }
     runs: dict[tuple[Any, ...], dict[float, dict[str, dict[str, Any]]]] = {}
     for r in rows:
         case = r["case"]
-        if case["kind"] in ("outage", "outage-off"):
+        if case["kind"] in SWEPT_KINDS:
             key = (*_variant(case), case["length"])
             runs.setdefault(key, {}).setdefault(case["start"], {})[case["kind"]] = r
     parts: list[str] = []
     for (plan, jobs, median, server, length), by_start in runs.items():
         span = spans[(plan, jobs, median, server)]
         bound = length + 1.10 * span
+        capped_span = capped_spans.get((plan, jobs, median, server), float("nan"))
+        capped_bound = length + 1.10 * capped_span
         starts = sorted(by_start)
         parts += [
             f"**{plan} {jobs:,} jobs of {median:.0f} s ({server} window), {length:.0f} s "
-            f"outage** (no-outage makespan {span:.0f} s, bound {bound:.0f} s)",
+            f"outage** (no-outage makespan {span:.0f} s, bound {bound:.0f} s; with "
+            f"`max_at_risk={AT_RISK}` {capped_span:.0f} s, bound {capped_bound:.0f} s)",
             "",
             "| starts at | paid during it (<= 20) | completed | makespan "
+            f"| max_at_risk={AT_RISK}: paid during it | completed | makespan "
             "| breaker off: paid during it | completed | makespan |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for start in starts:
             on, off = by_start[start].get("outage"), by_start[start].get("outage-off")
+            capped = by_start[start].get("outage-capped")
             parts.append(
                 f"| {start:.0f} s | {_sweep_cells(on, jobs, bound, True)} | "
+                f"{_sweep_cells(capped, jobs, capped_bound, True)} | "
                 f"{_sweep_cells(off, jobs, bound, False)} |"
             )
         parts += [""]
-        for kind, label in (("outage", "breaker on"), ("outage-off", "breaker off")):
+        labels = (
+            ("outage", "breaker on", bound),
+            ("outage-capped", f"max_at_risk={AT_RISK}", capped_bound),
+            ("outage-off", "breaker off", bound),
+        )
+        for kind, label, bound in labels:
             found = [by_start[s][kind] for s in starts if kind in by_start[s]]
             if not found:
                 continue
@@ -621,21 +660,26 @@ def outage_table(rows: Sequence[dict[str, Any]]) -> str:
         "",
         "The warm-up's price on a healthy batch (no fault): makespan with the default "
         '(ten tasks until one completes), with `warmup_until="running"` (until one is seen '
-        "running 4 s), and without the breaker.",
+        f"running 4 s), with at most {AT_RISK} tasks at risk (`max_at_risk={AT_RISK}`: an outage "
+        "that begins at any moment costs at most about that many), and without the breaker.",
         "",
-        "| plan | jobs | default | running | breaker off | default / off |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| plan | jobs | default | running | max_at_risk={AT_RISK} | breaker off | default / off "
+        "| capped / off |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (plan, jobs, kind), r in kinds.items():
         if kind != "none":
             continue
         running = kinds.get((plan, jobs, "none-running"))
         off = kinds.get((plan, jobs, "none-off"))
-        if running is None or off is None:
+        capped = kinds.get((plan, jobs, "none-capped"))
+        if running is None or off is None or capped is None:
             continue
         lines.append(
             f"| {plan} | {jobs:,} | {r['makespan']:.0f} s | {running['makespan']:.0f} s | "
-            f"{off['makespan']:.0f} s | {r['makespan'] / off['makespan']:.2f}x |"
+            f"{capped['makespan']:.0f} s | {off['makespan']:.0f} s | "
+            f"{r['makespan'] / off['makespan']:.2f}x | "
+            f"{capped['makespan'] / off['makespan']:.2f}x |"
         )
     lines += [
         "",
