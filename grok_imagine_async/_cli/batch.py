@@ -641,6 +641,7 @@ async def open_store(
         limiter=client.limiter if isinstance(client.limiter, RedisRateLimiter) else None,
     )
     store = await stack.enter_async_context(redis)
+
     policy = await store.eviction_policy()
     if policy.startswith("allkeys-"):
         note(
@@ -842,38 +843,26 @@ def manifest_line(
 ) -> dict[str, Any]:
     """The manifest's line of a job from its journal ``record`` (None: never started), files
     relative to the first of ``folders`` (the output folder, resolved and as given) holding them."""
-    digest = (record and record.request_digest) or request_digest(request)
-    line: dict[str, Any] = {
-        "key": key,
-        "status": "not_started",
-        "task_id": None,
-        "files": [],
-        "videos": [],
-        "error": None,
-        "failure_class": None,
-        "attempts": 0,
-        "credits": 0,
-        "prompt": excerpt(request.prompt),
-        "request_digest": digest,
-        "endpoint": endpoint,
-    }
-    if record is None:
-        return line
-    status, error = _status(record), record.error
+    status = "not_started" if record is None else _status(record)
+    error = record and record.error
     if status == "ambiguous" and error is None:
         error = "a submission was in flight when the run stopped: outcome unknown"
-    files = [Path(f) for f in record.files]
-    return line | {
+    files = [Path(f) for f in record.files] if record else []
+    return {
+        "key": key,
         "status": status,
-        "task_id": record.task_id,
+        "task_id": record and record.task_id,
         "files": [
             str(next((f.relative_to(d) for d in folders if f.is_relative_to(d)), f)) for f in files
         ],
-        "videos": list(record.videos),
+        "videos": list(record.videos) if record else [],
         "error": error,
-        "failure_class": record.failure_class and record.failure_class.value,
-        "attempts": record.attempts,
-        "credits": record.credits,
+        "failure_class": record and record.failure_class and record.failure_class.value,
+        "attempts": record.attempts if record else 0,
+        "credits": record.credits if record else 0,
+        "prompt": excerpt(request.prompt),
+        "request_digest": (record and record.request_digest) or request_digest(request),
+        "endpoint": endpoint,
     }
 
 
@@ -943,13 +932,12 @@ def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple
     counts.append(("video files", outcome.files))
     rows = [(label, str(n)) for label, n in counts]
 
-    def price(credits: int) -> str:
-        return "emulated, nothing paid" if emulated else f"about {credits / 100:.2f} USD"
-
+    price = "emulated, nothing paid" if emulated else "about {:.2f} USD"  # of credits / 100
     spent = max(0, outcome.credits - outcome.earlier_credits)  # the rest: by earlier runs
-    rows.append(("credits this run", f"{spent} ({price(spent)})"))
+    rows.append(("credits this run", f"{spent} ({price.format(spent / 100)})"))
     if earlier := outcome.earlier_credits:
-        rows.append(("credits earlier", f"{earlier} ({price(earlier)}, earlier runs)"))
+        rows.append(("credits earlier", f"{earlier} ({price.format(earlier / 100)}, earlier runs)"))
+
     if outcome.uncertain_credits:
         rows.append(
             ("possibly charged", f"{outcome.uncertain_credits} more (outcome unknown, see above)")
