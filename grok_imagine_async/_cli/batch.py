@@ -682,11 +682,19 @@ class BatchProgress:
         self.moved = anyio.Event()
         if isinstance(event, JobSubmitted):
             self.submitted += 1
-        elif isinstance(event, BreakerEvent):
-            if self._keep_notices:
-                self.notices.append(breaker_notice(event))
+        elif isinstance(event, BreakerEvent):  # a change of the batch's course (BreakerPolicy)
+            state = event.breaker
             if event.transition == "stopped":
-                self.stopped = event.breaker
+                self.stopped = state
+            why = "leaving submissions unanswered" if state.reason == "unanswered" else "failing"
+            notices = {
+                "paused": f"the API is {why} ({state.streak} of the newest jobs): new submissions "
+                "paused, jobs in flight still polled; probing until it answers again",
+                "probing": f"probing the API with one submission (probe {state.probes})",
+                "resumed": "the API works again: submitting at full speed",
+            }
+            if self._keep_notices:
+                self.notices.append(notices.get(event.transition, "submissions stopped"))
         elif isinstance(event, JobFinished) and (result := event.result) is not None:
             self.completed += result.ok
             self.failed += not result.ok
@@ -773,18 +781,6 @@ async def show_progress(
             show(line=live)
 
 
-def breaker_notice(event: BreakerEvent) -> str:
-    """One line for a change of the batch's course (see ``BreakerPolicy``)."""
-    state = event.breaker
-    why = "submissions went unanswered" if state.reason == "unanswered" else "failing"
-    return {
-        "paused": f"the API is {why} ({state.streak} of the newest jobs): new submissions "
-        "paused, jobs in flight still polled; probing until it answers again",
-        "probing": f"probing the API with one submission (probe {state.probes})",
-        "resumed": "the API works again: submitting at full speed",
-    }.get(event.transition, "submissions stopped")
-
-
 # -- the manifest, the summary and the advice ----------------------------------------------------
 
 
@@ -835,21 +831,18 @@ def _spent(status: str, credits: int) -> int:
 
 
 def manifest_line(
-    key: str,
-    request: GenerationRequest,
-    endpoint: str,
-    record: StoreRecord | None,
-    folders: tuple[Path, ...],
+    job: StoreRecord | JobSpec, endpoint: str, folders: tuple[Path, ...]
 ) -> dict[str, Any]:
-    """The manifest's line of a job from its journal ``record`` (None: never started), files
+    """The manifest's line of a job from its journal record (a spec: never started), files
     relative to the first of ``folders`` (the output folder, resolved and as given) holding them."""
+    record = job if isinstance(job, StoreRecord) else None
     status = "not_started" if record is None else _status(record)
     error = record and record.error
     if status == "ambiguous" and error is None:
         error = "a submission was in flight when the run stopped: outcome unknown"
     files = [Path(f) for f in record.files] if record else []
     return {
-        "key": key,
+        "key": str(job.key),
         "status": status,
         "task_id": record and record.task_id,
         "files": [
@@ -860,8 +853,8 @@ def manifest_line(
         "failure_class": record and record.failure_class and record.failure_class.value,
         "attempts": record.attempts if record else 0,
         "credits": record.credits if record else 0,
-        "prompt": excerpt(request.prompt),
-        "request_digest": (record and record.request_digest) or request_digest(request),
+        "prompt": excerpt(job.request.prompt),
+        "request_digest": (record and record.request_digest) or request_digest(job.request),
         "endpoint": endpoint,
     }
 
@@ -886,13 +879,14 @@ async def write_manifest(
         async for record in journal.records():
             if record.key in keys:
                 seen.add(record.key)
-                entries.append(manifest_line(record.key, record.request, endpoint, record, folders))
+                entries.append(manifest_line(record, endpoint, folders))
                 if len(entries) >= _CHUNK:
                     await run_blocking(write, entries)
                     entries = []
         await run_blocking(write, entries)
         unstarted = (s for s in jobs if s.key not in seen) if len(seen) < len(keys) else ()
-        lines = (manifest_line(str(s.key), s.request, endpoint, None, folders) for s in unstarted)
+        lines = (manifest_line(spec, endpoint, folders) for spec in unstarted)
+
         await run_blocking(write, lines)  # a second pass over the input, streamed
     outcome.manifest = target
     return outcome
