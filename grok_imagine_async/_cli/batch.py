@@ -641,7 +641,6 @@ async def open_store(
         limiter=client.limiter if isinstance(client.limiter, RedisRateLimiter) else None,
     )
     store = await stack.enter_async_context(redis)
-
     policy = await store.eviction_policy()
     if policy.startswith("allkeys-"):
         note(
@@ -864,8 +863,8 @@ async def write_manifest(
 ) -> BatchOutcome:
     """Write ``out_dir/manifest.jsonl`` atomically, owner-only: the journal's jobs, then those
     never started, in input order."""
-    outcome = BatchOutcome()
     target = out_dir / MANIFEST_NAME
+    outcome = BatchOutcome(manifest=target)
     folders = (await run_blocking(out_dir.resolve), out_dir)  # once, not per file
     seen: set[str] = set()
     async with replacing(target, mode=0o600) as out:
@@ -886,9 +885,7 @@ async def write_manifest(
         await run_blocking(write, entries)
         unstarted = (s for s in jobs if s.key not in seen) if len(seen) < len(keys) else ()
         lines = (manifest_line(spec, endpoint, folders) for spec in unstarted)
-
         await run_blocking(write, lines)  # a second pass over the input, streamed
-    outcome.manifest = target
     return outcome
 
 
@@ -931,7 +928,6 @@ def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple
     rows.append(("credits this run", f"{spent} ({price.format(spent / 100)})"))
     if earlier := outcome.earlier_credits:
         rows.append(("credits earlier", f"{earlier} ({price.format(earlier / 100)}, earlier runs)"))
-
     if outcome.uncertain_credits:
         rows.append(
             ("possibly charged", f"{outcome.uncertain_credits} more (outcome unknown, see above)")
