@@ -681,11 +681,19 @@ class BatchProgress:
         self.moved = anyio.Event()
         if isinstance(event, JobSubmitted):
             self.submitted += 1
-        elif isinstance(event, BreakerEvent):
-            if self._keep_notices:
-                self.notices.append(breaker_notice(event))
+        elif isinstance(event, BreakerEvent):  # a change of the batch's course (BreakerPolicy)
+            state = event.breaker
             if event.transition == "stopped":
-                self.stopped = event.breaker
+                self.stopped = state
+            why = "leaving submissions unanswered" if state.reason == "unanswered" else "failing"
+            notices = {
+                "paused": f"the API is {why} ({state.streak} of the newest jobs): new submissions "
+                "paused, jobs in flight still polled; probing until it answers again",
+                "probing": f"probing the API with one submission (probe {state.probes})",
+                "resumed": "the API works again: submitting at full speed",
+            }
+            if self._keep_notices:
+                self.notices.append(notices.get(event.transition, "submissions stopped"))
         elif isinstance(event, JobFinished) and (result := event.result) is not None:
             self.completed += result.ok
             self.failed += not result.ok
@@ -772,18 +780,6 @@ async def show_progress(
             show(line=live)
 
 
-def breaker_notice(event: BreakerEvent) -> str:
-    """One line for a change of the batch's course (see ``BreakerPolicy``)."""
-    state = event.breaker
-    why = "submissions went unanswered" if state.reason == "unanswered" else "failing"
-    return {
-        "paused": f"the API is {why} ({state.streak} of the newest jobs): new submissions "
-        "paused, jobs in flight still polled; probing until it answers again",
-        "probing": f"probing the API with one submission (probe {state.probes})",
-        "resumed": "the API works again: submitting at full speed",
-    }.get(event.transition, "submissions stopped")
-
-
 # -- the manifest, the summary and the advice ----------------------------------------------------
 
 
@@ -834,46 +830,31 @@ def _spent(status: str, credits: int) -> int:
 
 
 def manifest_line(
-    key: str,
-    request: GenerationRequest,
-    endpoint: str,
-    record: StoreRecord | None,
-    folders: tuple[Path, ...],
+    job: StoreRecord | JobSpec, endpoint: str, folders: tuple[Path, ...]
 ) -> dict[str, Any]:
-    """The manifest's line of a job from its journal ``record`` (None: never started), files
+    """The manifest's line of a job from its journal record (a spec: never started), files
     relative to the first of ``folders`` (the output folder, resolved and as given) holding them."""
-    digest = (record and record.request_digest) or request_digest(request)
-    line: dict[str, Any] = {
-        "key": key,
-        "status": "not_started",
-        "task_id": None,
-        "files": [],
-        "videos": [],
-        "error": None,
-        "failure_class": None,
-        "attempts": 0,
-        "credits": 0,
-        "prompt": excerpt(request.prompt),
-        "request_digest": digest,
-        "endpoint": endpoint,
-    }
-    if record is None:
-        return line
-    status, error = _status(record), record.error
+    record = job if isinstance(job, StoreRecord) else None
+    status = "not_started" if record is None else _status(record)
+    error = record and record.error
     if status == "ambiguous" and error is None:
         error = "a submission was in flight when the run stopped: outcome unknown"
-    files = [Path(f) for f in record.files]
-    return line | {
+    files = [Path(f) for f in record.files] if record else []
+    return {
+        "key": str(job.key),
         "status": status,
-        "task_id": record.task_id,
+        "task_id": record and record.task_id,
         "files": [
             str(next((f.relative_to(d) for d in folders if f.is_relative_to(d)), f)) for f in files
         ],
-        "videos": list(record.videos),
+        "videos": list(record.videos) if record else [],
         "error": error,
-        "failure_class": record.failure_class and record.failure_class.value,
-        "attempts": record.attempts,
-        "credits": record.credits,
+        "failure_class": record and record.failure_class and record.failure_class.value,
+        "attempts": record.attempts if record else 0,
+        "credits": record.credits if record else 0,
+        "prompt": excerpt(job.request.prompt),
+        "request_digest": (record and record.request_digest) or request_digest(job.request),
+        "endpoint": endpoint,
     }
 
 
@@ -882,8 +863,8 @@ async def write_manifest(
 ) -> BatchOutcome:
     """Write ``out_dir/manifest.jsonl`` atomically, owner-only: the journal's jobs, then those
     never started, in input order."""
-    outcome = BatchOutcome()
     target = out_dir / MANIFEST_NAME
+    outcome = BatchOutcome(manifest=target)
     folders = (await run_blocking(out_dir.resolve), out_dir)  # once, not per file
     seen: set[str] = set()
     async with replacing(target, mode=0o600) as out:
@@ -897,15 +878,14 @@ async def write_manifest(
         async for record in journal.records():
             if record.key in keys:
                 seen.add(record.key)
-                entries.append(manifest_line(record.key, record.request, endpoint, record, folders))
+                entries.append(manifest_line(record, endpoint, folders))
                 if len(entries) >= _CHUNK:
                     await run_blocking(write, entries)
                     entries = []
         await run_blocking(write, entries)
         unstarted = (s for s in jobs if s.key not in seen) if len(seen) < len(keys) else ()
-        lines = (manifest_line(str(s.key), s.request, endpoint, None, folders) for s in unstarted)
+        lines = (manifest_line(spec, endpoint, folders) for spec in unstarted)
         await run_blocking(write, lines)  # a second pass over the input, streamed
-    outcome.manifest = target
     return outcome
 
 
@@ -943,13 +923,11 @@ def summary_rows(outcome: BatchOutcome, *, emulated: bool = False) -> list[tuple
     counts.append(("video files", outcome.files))
     rows = [(label, str(n)) for label, n in counts]
 
-    def price(credits: int) -> str:
-        return "emulated, nothing paid" if emulated else f"about {credits / 100:.2f} USD"
-
+    price = "emulated, nothing paid" if emulated else "about {:.2f} USD"  # of credits / 100
     spent = max(0, outcome.credits - outcome.earlier_credits)  # the rest: by earlier runs
-    rows.append(("credits this run", f"{spent} ({price(spent)})"))
+    rows.append(("credits this run", f"{spent} ({price.format(spent / 100)})"))
     if earlier := outcome.earlier_credits:
-        rows.append(("credits earlier", f"{earlier} ({price(earlier)}, earlier runs)"))
+        rows.append(("credits earlier", f"{earlier} ({price.format(earlier / 100)}, earlier runs)"))
     if outcome.uncertain_credits:
         rows.append(
             ("possibly charged", f"{outcome.uncertain_credits} more (outcome unknown, see above)")

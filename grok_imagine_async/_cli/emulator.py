@@ -122,11 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         serve_forever(
-            emulator,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            on_ready=announce,
+            emulator, host=args.host, port=args.port, log_level=args.log_level, on_ready=announce
         )
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown
         pass
