@@ -30,10 +30,10 @@ duration model's prior stays at its 30 s default. Sections:
   entirely, and batches with the usual faults run with and without the breaker;
 - ``outage-sweep``: the outage's start swept across a window around the middle of the batch
   (pro 3,000 and 300 with 30 s outages every 4 s over 60 s, free 300 and 3,000 with 2 min
-  outages every 10 s over 120 s), breaker on and off: where a claim of ``outage`` holds only at
-  one start; and the assumptions swept too: free 300 with 10 s and 120 s jobs and against a
-  fixed window, pro 300 with 10 s jobs against a sliding window and a leaky bucket (GCRA,
-  burst 5).
+  outages every 10 s over 120 s), breaker on, off and with ``max_at_risk``: where a claim of
+  ``outage`` holds only at one start; and the assumptions swept too: free 300 with 10 s, 120 s
+  and 10-minute jobs and against a fixed window, pro 300 with 3 s and 10 s jobs against a
+  sliding window and with 10 s jobs against a leaky bucket (GCRA, burst 5).
 
 Figures: makespan over the *window bound* (``max(floor((2N - 1) / limit) x period,
 max_k(floor((k - 1) / limit) x period + d_k))``, the bound of any client that never sends more
@@ -449,6 +449,8 @@ OUTAGE_SWEEPS = (
     ("free", 300, 120.0, 10.0, 120.0, 30.0, "fixed"),
     ("pro", 300, 30.0, 4.0, 60.0, 10.0, "sliding"),
     ("pro", 300, 30.0, 4.0, 60.0, 10.0, "gcra"),
+    ("pro", 300, 30.0, 4.0, 60.0, 3.0, "sliding"),
+    ("free", 300, 120.0, 10.0, 120.0, 600.0, "sliding"),
 )
 QUICK_OUTAGE_SWEEPS = (("pro", 300, 30.0, 15.0, 60.0, 30.0, "sliding"),)
 
