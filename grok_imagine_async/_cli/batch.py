@@ -74,6 +74,7 @@ from .common import (
     for_cli,
     leaf_error,
     note,
+    positive,
     printable,
     run_until_interrupted,
 )
@@ -115,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add("--journal", metavar="FILE", help="the journal (default: DIR/journal.db; DIR/journal-"
         "emulated.db with --emulate); redis://HOST:PORT/DB shares the batch with every process "
         "run on the same INPUT with the same Redis: each job is done once, by one of them")
-    add("--lease", type=float, default=10.0, metavar="SECONDS", help="with a redis:// journal: "
+    add("--lease", type=positive, default=10.0, metavar="SECONDS", help="with a redis:// journal: "
         "seconds before a stopped process's jobs are taken over (default: %(default)g)")
     add("--name", default="{key}", metavar="TEMPLATE", help="video file names: {key} (the "
         "line's id, or a hash of its request), {index} (its position in INPUT), {slug} (the "

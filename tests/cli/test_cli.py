@@ -491,3 +491,14 @@ def test_max_at_risk_reaches_the_batchs_breaker(
         assert seen.pop().max_at_risk == expected
     refused = run_cli(*argv, "--out", str(tmp_path / "x"), "--max-at-risk", "0", cwd=tmp_path)
     assert refused.returncode == 2 and "--max-at-risk" in refused.stderr
+
+
+def test_a_lease_that_is_not_positive_is_refused_naming_the_option(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    prompts = prompts_file(tmp_path, "one")
+    done = run_cli(
+        "batch", str(prompts), "--out", str(tmp_path / "v"), "--lease", "0", cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert "--lease: must be positive, got 0" in done.stderr
