@@ -33,7 +33,7 @@ from .._files import replacing, run_blocking
 from .._journal.records import excerpt
 from .._journal.sqlite import JournalError, SqliteJobStore
 from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
-from .._scheduling.breaker import BreakerSnapshot
+from .._scheduling.breaker import BreakerSnapshot, refusals_text
 from .._scheduling.config import SchedulerConfig
 from .._scheduling.inputs import InputError, InputSummary, JobFile
 from .._scheduling.jobs import (
@@ -349,14 +349,13 @@ class Batch:
         print_summary(outcome, advice=advice, emulated=emulated)
         if interrupted:
             return EXIT_INTERRUPTED
-        stopped = progress.stopped  # by systematic refusals: one line says so
-        if stopped is not None and stopped.reason == "refused" and stopped.failure_class:
-            why, unsent = stopped.failure_class.value.replace("_", " "), outcome.not_started
+        # Stopped by systematic refusals: one line says so.
+        if progress.stopped and (refused := refusals_text(progress.stopped)):
+            unsent = outcome.not_started
             prompts = "1 prompt was" if unsent == 1 else f"{unsent} prompts were"
             return error(
                 "batch",
-                f"the last {stopped.streak} jobs were all refused for {why}; {prompts} not "
-                "submitted; fix the prompts and rerun",
+                f"{refused}; {prompts} not submitted; fix the prompts and rerun",
                 EXIT_REFUSED,
             )
         return EXIT_OK if outcome.completed == outcome.total else EXIT_FAILED

@@ -164,6 +164,14 @@ class BreakerSnapshot:
     warming_up: bool = False
 
 
+def refusals_text(snapshot: BreakerSnapshot) -> str | None:
+    """ "the last 10 jobs were all refused for content policy" if refusals stopped the batch."""
+    if snapshot.reason != "refused" or snapshot.failure_class is None:
+        return None
+    kind = snapshot.failure_class.value.replace("_", " ")
+    return f"the last {snapshot.streak} jobs were all refused for {kind}"
+
+
 _Why = tuple[str | None, FailureClass | None, int]  # reason, failure class, streak
 
 

@@ -31,7 +31,14 @@ from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
 from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books, Reservation, as_journal_error, logger, unexpected
-from .breaker import OUTAGE_FAILURES, BreakerState, Outcome, Transition, task_outcome
+from .breaker import (
+    OUTAGE_FAILURES,
+    BreakerState,
+    Outcome,
+    Transition,
+    refusals_text,
+    task_outcome,
+)
 from .config import PRIORITIES, SchedulerConfig
 from .due import DueQueue
 from .jobs import (
@@ -165,10 +172,8 @@ class Workers:
         breaker = self._breaker.snapshot()
         why, failure = f"the scheduler stopped ({self._books.fatal})", FailureClass.REQUEST_ERROR
         if self._books.fatal is None and breaker.state is BreakerState.STOPPED:
-            why = "the API was never reached: check the base URL and the network"
-            if breaker.reason == "refused" and breaker.failure_class is not None:
-                kind = breaker.failure_class.value.replace("_", " ")
-                why = f"the last {breaker.streak} jobs were all refused for {kind}"
+            never = "the API was never reached: check the base URL and the network"
+            why = refusals_text(breaker) or never
             why, failure = f"the batch stopped ({why})", FailureClass.NOT_SUBMITTED
         error = SchedulerClosedError(f"not submitted: {why}")
         await self._books.finish(job, error=error, failure_class=failure, record=False)
