@@ -7,6 +7,7 @@ import importlib
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -167,6 +168,18 @@ async def test_an_app_s_scheduler_config_gets_the_app_s_defaults_unless_it_says(
     assert config.favor == favor
     assert config.breaker.warmup_until == warmup_until
     assert config.breaker.stop_after_refusals == stop_after_refusals
+
+
+async def test_the_apps_breaker_keeps_the_settings_max_at_risk(grok_emulator: Emulator) -> None:
+    # The app's defaults replace the warm-up and the refusal stop, not the cap on what an
+    # outage may cost.
+    app = FastAPI()
+    async with grok_emulator.client(token=None) as upstream:
+        settings = replace(settings_of(upstream), breaker=BreakerPolicy(max_at_risk=8))
+        async with grok_imagine_lifespan(app, settings=settings, http_client=upstream):
+            config = app.state.grok_imagine.scheduler._config
+    assert config.breaker.max_at_risk == 8
+    assert config.breaker.warmup_until == "running"
 
 
 async def test_a_missing_api_key_fails_the_startup(monkeypatch: pytest.MonkeyPatch) -> None:
