@@ -243,11 +243,13 @@ def read_answer(
         # The bucket was empty; the server's hint says when it has room again.
         est.tat = max(est.tat, est.hold_until + (est.burst - 1.0) / est.pace)
         return
-    requests = float(limit.requests)
-    ceiling = est.ceiling + 1.0
-    if not ceiling < requests:
-        ceiling = requests
-    est.ceiling = ceiling
+    ceiling = est.ceiling
+    if ceiling != limit.requests:  # once the quota, it stays (as the lines below would set it)
+        ceiling += 1.0
+        requests = float(limit.requests)
+        if not ceiling < requests:
+            ceiling = requests
+        est.ceiling = ceiling
     changed = False
     if remaining is not None:
         seen = remaining + 1.0
