@@ -207,19 +207,19 @@ def read_answer(
     # before it that may reach the server after it: granted close to it, held up as long, or
     # overdue. (A window's places hold whatever is on its way.)
     late = 0.0
-    overdue = -math.inf
     if not est.is_window:
         slowest = _slowest(latency, jitter)
         if round_trip - slowest > 0.0:
             late = round_trip - slowest
-        overdue = now - (slowest + interval)
     arrived = granted_at + late
     overtaking = 4.0 * jitter if 4.0 * jitter > interval else interval
-    since = granted_at - (late if late > overtaking else overtaking)
     close = 0
-    for when in earlier_in_flight:
-        if when > since or when < overdue:
-            close += 1
+    if earlier_in_flight:  # most answers have none: nothing to compare them with
+        since = granted_at - (late if late > overtaking else overtaking)
+        overdue = -math.inf if est.is_window else now - (slowest + interval)
+        for when in earlier_in_flight:
+            if when > since or when < overdue:
+                close += 1
     # The smoothed latency and jitter with this answer's (gains 1/8 and 1/4, as RFC 6298).
     taken = round_trip if round_trip > 0.0 else 0.0
     if latency is None:
