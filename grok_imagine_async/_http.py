@@ -144,12 +144,16 @@ class _Bounded:
     __slots__ = ("_encoding", "_inflater", "_room", "limit")
 
     def __init__(self, content_encoding: str, limit: int) -> None:
-        encodings = [part.strip().lower() for part in content_encoding.split(",") if part.strip()]
-        if len(encodings) > 1:
-            raise BadEncoding("more than one Content-Encoding")
-        encoding = encodings[0] if encodings else "identity"
-        if encoding not in ("gzip", "x-gzip", "deflate", "identity"):
-            raise BadEncoding(f"unsupported Content-Encoding {encoding[:40]!r}")
+        encoding = "identity"
+        if content_encoding:  # most answers name none: nothing to split
+            encodings = [
+                part.strip().lower() for part in content_encoding.split(",") if part.strip()
+            ]
+            if len(encodings) > 1:
+                raise BadEncoding("more than one Content-Encoding")
+            encoding = encodings[0] if encodings else "identity"
+            if encoding not in ("gzip", "x-gzip", "deflate", "identity"):
+                raise BadEncoding(f"unsupported Content-Encoding {encoding[:40]!r}")
         self._encoding = encoding
         self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if "gzip" in encoding else None
         self._room = self.limit = limit

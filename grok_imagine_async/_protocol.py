@@ -43,8 +43,9 @@ MAX_INT = 10**15  # numbers beyond this (credits, codes) are not believable: rea
 def normalize_status(raw: object) -> TaskStatus:
     """Map a server status to a :class:`TaskStatus` (rule 2); an unknown one means not finished
     (``UNKNOWN``) and is logged once per process."""
-    key = str(raw).strip().lower().replace("-", "_").replace(" ", "_") if raw is not None else ""
-    status = _STATUSES.get(key)
+    status = _STATUSES.get(raw) if isinstance(raw, str) else None  # most: a spelling as is
+    if status is None and raw is not None:
+        status = _STATUSES.get(str(raw).strip().lower().replace("-", "_").replace(" ", "_"))
     if status is None:
         _warn_unknown(str(raw)[:100])
         return TaskStatus.UNKNOWN
@@ -58,6 +59,8 @@ def _warn_unknown(shown: str) -> None:
 
 def _as_int(value: object) -> int | None:
     """``value`` as a believable whole number, or None (never raises, whatever the server sent)."""
+    if type(value) is int and -MAX_INT <= value <= MAX_INT:  # most: no conversion, no bool
+        return value
     if isinstance(value, str):  # a longer one means nothing, even if int("9" * 400) works
         value = _parse_number(value) if len(value) <= 32 else None
     if isinstance(value, float):
@@ -70,12 +73,17 @@ def _as_int(value: object) -> int | None:
 def _as_datetime(value: object) -> datetime | None:
     try:
         if isinstance(value, str):
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return _iso_datetime(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return datetime.fromtimestamp(float(value), tz=timezone.utc)
     except (OverflowError, OSError, ValueError):
         pass
     return None
+
+
+@functools.lru_cache(maxsize=256)  # a task's every poll carries the same created_at
+def _iso_datetime(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _as_urls(value: object, *, task_id: str) -> tuple[str, ...]:
@@ -145,6 +153,8 @@ def parse_task(data: Any, *, task_id: str) -> Task:
 def parse_task_id(data: object) -> str | None:
     """The ``task_id`` (a string or a number) in an answer's ``data``, or None."""
     task_id = data.get("task_id") if isinstance(data, dict) else None
+    if type(task_id) is str:  # most: no conversion
+        return task_id or None
     if isinstance(task_id, bool) or not isinstance(task_id, (str, int)):
         return None
     return str(task_id) or None
@@ -229,8 +239,8 @@ def _parse_number(value: str | None) -> float | None:
 
 def parse_remaining(value: str | None) -> int | None:
     """``X-RateLimit-Remaining`` as a non-negative int, or None if absent or unreadable."""
-    number = _parse_number(value)
-    return None if number is None else max(0, int(number))
+    number = _parse_number(value)  # below 1: 0, as max(0, int()) without its call
+    return None if number is None else int(number) if number >= 1.0 else 0
 
 
 def parse_reset(value: str | None, *, now_unix: float) -> float | None:
@@ -238,7 +248,8 @@ def parse_reset(value: str | None, *, now_unix: float) -> float | None:
     number = _parse_number(value)
     if number is None:
         return None
-    return max(0.0, number - now_unix if number > 1e9 else number)
+    seconds = number - now_unix if number > 1e9 else number
+    return seconds if seconds > 0.0 else 0.0  # max() without its call: read on every answer
 
 
 def parse_retry_after(value: str | None, *, now_unix: float) -> float | None:

@@ -46,6 +46,7 @@ _FAILURES: tuple[type[Exception], ...]
 _FAILURES = (BodyTooLarge, *_UNDECODABLE, *_http.TransportError, *_http.InvalidURL)
 _TOO_DEEP = object()
 _UNSHIELDED = contextlib.nullcontext()  # reusable: no scope per request without an intent
+_UNCANCEL = sys.version_info >= (3, 11)  # Task.uncancel(), for one timer of many deadlines
 # The headers an answer is read for, by their raw lower-cased name: decoding all costs more.
 _HEADERS = "x-ratelimit-remaining x-ratelimit-reset retry-after content-type content-encoding"
 _READ_HEADERS = {name.encode(): name for name in _HEADERS.split()}
@@ -314,7 +315,7 @@ class _Deadlines:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None or sys.version_info < (3, 11):  # trio, or no Task.uncancel(): anyio's
+        if loop is None or not _UNCANCEL:  # trio, or no Task.uncancel(): anyio's
             return anyio.CancelScope(deadline=anyio.current_time() + seconds)
         if loop is not self._loop:  # another loop (tests): the last one's timer went with it
             self._loop, self._due, self._timer = loop, {}, None

@@ -92,30 +92,6 @@ def _pace(est: Estimate, others: float) -> float:
     return pace if pace > lowest else lowest
 
 
-@dataclass(slots=True)
-class Answer:
-    """One answer, with the grant times of our permits around it: ``grants_between`` the
-    previous report's and this one (None: unknown), ``earlier_in_flight`` unanswered before it,
-    ``later_grants`` after it; ``own_in_window`` ours in the period up to it, ``own_at_most``
-    ours the server may have counted with it; ``overlapped``: others answered meanwhile;
-    ``later_gap``: the smallest gap between two ``later_grants`` in a row, if known."""
-
-    serial: int
-    granted_at: float
-    now: float
-    status_code: int
-    remaining: int | None = None
-    reset_after: float | None = None
-    retry_after: float | None = None
-    grants_between: Sequence[float] | None = None
-    earlier_in_flight: Sequence[float] = ()
-    own_in_window: int | None = None
-    own_at_most: int | None = None
-    later_grants: Sequence[float] = ()
-    overlapped: bool = False
-    later_gap: float | None = None
-
-
 def ready_at(estimate: Estimate, *, now: float) -> float:
     """The earliest clock time the next permit may be granted (``now`` or later)."""
     when = estimate.tat - (estimate.burst - 1.0) * (1.0 / estimate.pace)
@@ -194,14 +170,35 @@ def _refilled_tat(
     return tat
 
 
-def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = None) -> None:
-    """Read one answer into the estimate, in place; ``default_pause`` after a 429 that names no
-    time (None: one period)."""
+def read_answer(
+    est: Estimate,
+    serial: int,
+    granted_at: float,
+    now: float,
+    status_code: int,
+    remaining: int | None = None,
+    reset_after: float | None = None,
+    retry_after: float | None = None,
+    grants_between: Sequence[float] | None = None,
+    earlier_in_flight: Sequence[float] = (),
+    own_in_window: int | None = None,
+    own_at_most: int | None = None,
+    later_grants: Sequence[float] = (),
+    overlapped: bool = False,
+    later_gap: float | None = None,
+    *,
+    default_pause: float | None = None,
+) -> None:
+    """Read into the estimate, in place, the answer at ``now`` to permit ``serial`` granted at
+    ``granted_at``, with the grant times of our permits around it: ``grants_between`` the
+    previous report's and this one (None: unknown), ``earlier_in_flight`` unanswered before it,
+    ``later_grants`` after it (``later_gap``: the smallest gap between two in a row, if known);
+    ``own_in_window`` ours in the period up to it, ``own_at_most`` ours the server may have
+    counted with it; ``overlapped``: others answered meanwhile; ``default_pause`` after a 429
+    that names no time (None: one period). Arguments, not an object: it runs on every answer."""
     # Run per answer: conditional expressions stand for max()/min() (bit for bit the same).
     limit = est.limit
     interval = limit.interval
-    now = answer.now
-    granted_at = answer.granted_at
     round_trip = now - granted_at
     latency = est.latency
     jitter = est.jitter
@@ -210,19 +207,19 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     # before it that may reach the server after it: granted close to it, held up as long, or
     # overdue. (A window's places hold whatever is on its way.)
     late = 0.0
-    overdue = -math.inf
     if not est.is_window:
         slowest = _slowest(latency, jitter)
         if round_trip - slowest > 0.0:
             late = round_trip - slowest
-        overdue = now - (slowest + interval)
     arrived = granted_at + late
     overtaking = 4.0 * jitter if 4.0 * jitter > interval else interval
-    since = granted_at - (late if late > overtaking else overtaking)
     close = 0
-    for when in answer.earlier_in_flight:
-        if when > since or when < overdue:
-            close += 1
+    if earlier_in_flight:  # most answers have none: nothing to compare them with
+        since = granted_at - (late if late > overtaking else overtaking)
+        overdue = -math.inf if est.is_window else now - (slowest + interval)
+        for when in earlier_in_flight:
+            if when > since or when < overdue:
+                close += 1
     # The smoothed latency and jitter with this answer's (gains 1/8 and 1/4, as RFC 6298).
     taken = round_trip if round_trip > 0.0 else 0.0
     if latency is None:
@@ -232,10 +229,10 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         est.latency = latency + 0.125 * (taken - latency)
     if now > est.answered_at:
         est.answered_at = now
-    if answer.status_code == 429:
+    if status_code == 429:
         # Every sender stops for Retry-After, else the reset, else default_pause (one period:
         # the only wait that clears any window), within an interval and a period.
-        hint = answer.retry_after if answer.retry_after is not None else answer.reset_after
+        hint = retry_after if retry_after is not None else reset_after
         if hint is None:
             hint = limit.period if default_pause is None else default_pause
         est.hold_until = max(est.hold_until, now + max(min(hint, limit.period), 1.0 / est.pace))
@@ -246,12 +243,13 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         # The bucket was empty; the server's hint says when it has room again.
         est.tat = max(est.tat, est.hold_until + (est.burst - 1.0) / est.pace)
         return
-    remaining = answer.remaining
-    requests = float(limit.requests)
-    ceiling = est.ceiling + 1.0
-    if not ceiling < requests:
-        ceiling = requests
-    est.ceiling = ceiling
+    ceiling = est.ceiling
+    if ceiling != limit.requests:  # once the quota, it stays (as the lines below would set it)
+        ceiling += 1.0
+        requests = float(limit.requests)
+        if not ceiling < requests:
+            ceiling = requests
+        est.ceiling = ceiling
     changed = False
     if remaining is not None:
         seen = remaining + 1.0
@@ -269,10 +267,9 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         _settle(est)
     if remaining is None:
         return
-    later = answer.later_grants
-    if answer.serial <= est.serial:
+    if serial <= est.serial:
         # Older than the newest word read, it may have been counted after it: lower only.
-        refilled = _refilled_tat(est, later, remaining, arrived, close, est.pace, answer.later_gap)
+        refilled = _refilled_tat(est, later_grants, remaining, arrived, close, est.pace, later_gap)
         if refilled > est.tat:
             est.tat = refilled
         return
@@ -281,17 +278,17 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
     hold = est.hold_until
     # Only an answer to a request with none granted close to it says what others did (the
     # rest say what order ours arrived in).
-    settled = close == 0 and (not later or later[0] - granted_at >= overtaking)
+    settled = close == 0 and (not later_grants or later_grants[0] - granted_at >= overtaking)
     unexplained = 0
     told = True  # whether the answer says how many others took (none, or so many)
     # Read by a window and by an empty answer alone (the limiter counts them only then).
-    if answer.own_in_window is not None and (window or remaining == 0):
-        count = limit.requests - answer.own_in_window - remaining
+    if own_in_window is not None and (window or remaining == 0):
+        count = limit.requests - own_in_window - remaining
         tolerance = window_tolerance(est)
         if count > tolerance:
             # Others only if even every request of ours the server may have counted (a burst
             # counted late included) leaves too many; then the count by grant time says how many.
-            at_most = answer.own_at_most
+            at_most = own_at_most
             surely = count if at_most is None else limit.requests - at_most - remaining
             unexplained = count if surely > tolerance else 0
             told = bool(unexplained)
@@ -299,26 +296,24 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         others = unexplained / limit.period
     # A full window that ours do not fill refills at its reset: everyone waits for it. Without
     # our own requests to model a bucket by, an unexplained full one is taken for a window.
-    grants = answer.grants_between
-    reset_after = answer.reset_after
     if (
         remaining == 0
         and reset_after is not None
         and (
-            (window and (unexplained or answer.own_in_window is None))
-            or (grants is None and unexplained)
+            (window and (unexplained or own_in_window is None))
+            or (grants_between is None and unexplained)
         )
     ):
         hold = max(hold, now + min(reset_after, limit.period))
     # A bucket's others are read off two answers in a row to requests sent one at a time at
     # our pace (in a burst, the difference says more of the order they arrived in): what our
     # grants since the previous report leave in a bucket of the believed size, less what it holds.
-    if grants and settled and est.in_order and not window:
+    if grants_between and settled and est.in_order and not window:
         rate = limit.per_second
         emission = 1.0 / rate
         previous = est.reported_at
         tat = previous + (est.size - est.reported) / rate
-        for when in grants:
+        for when in grants_between:
             if when - previous < interval:
                 break  # not an interval apart: nothing to read
             previous = when
@@ -326,7 +321,7 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
         else:
             elapsed = granted_at - est.reported_at
             if elapsed > 0:
-                shortfall = est.size - (tat - grants[-1]) * rate - remaining
+                shortfall = est.size - (tat - grants_between[-1]) * rate - remaining
                 # Averaged over two seconds, 30 intervals at least, so that Remaining's rounding
                 # moves it by one request at most.
                 span = 30.0 * interval if 30.0 * interval > 2.0 else 2.0
@@ -334,16 +329,16 @@ def read_answer(est: Estimate, answer: Answer, *, default_pause: float | None = 
                 others += weight * (shortfall / elapsed - others)
     # The server's word replaces our bucket.
     pace = est.pace if others == est.others else _pace(est, others)
-    tat = _refilled_tat(est, later, remaining, arrived, close, pace, answer.later_gap)
+    tat = _refilled_tat(est, later_grants, remaining, arrived, close, pace, later_gap)
     if window and hold > now:
         # A full window: nothing until its reset, then its quota less what is on its way.
-        tat = hold + (len(later) + close) / pace
-    if answer.overlapped and est.tat > tat:
+        tat = hold + (len(later_grants) + close) / pace
+    if overlapped and est.tat > tat:
         tat = est.tat
     est.others = others
     est.pace = pace
     est.hold_until = hold
-    est.serial = answer.serial
+    est.serial = serial
     est.reported_at = granted_at
     est.reported = remaining
     est.in_order = settled

@@ -16,7 +16,7 @@ from aiolimiter import AsyncLimiter
 
 from .._clock import DEFAULT_CLOCK, Clock
 from .._errors import ConfigurationError, RedisUnavailableError
-from .._limiting.feedback import DEFAULT_HEADROOM, Answer, Estimate, read_answer, window_tolerance
+from .._limiting.feedback import DEFAULT_HEADROOM, Estimate, read_answer, window_tolerance
 from .._limiting.line import SlotLine
 from .._limiting.plans import Plan, RateLimit, resolve_rate_limit
 from .._limiting.protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
@@ -204,17 +204,15 @@ class RedisRateLimiter(Connected):
                 logger.log(_level(exc), "the slots the server counted are unknown: %r", exc)
         read_answer(
             estimate,
-            Answer(
-                serial=permit.serial,
-                granted_at=permit.granted_at,
-                now=now,
-                status_code=feedback.status_code,
-                remaining=remaining,
-                reset_after=feedback.reset_after,
-                retry_after=feedback.retry_after,
-                own_in_window=own,
-                own_at_most=at_most,
-            ),
+            serial=permit.serial,
+            granted_at=permit.granted_at,
+            now=now,
+            status_code=feedback.status_code,
+            remaining=remaining,
+            reset_after=feedback.reset_after,
+            retry_after=feedback.retry_after,
+            own_in_window=own,
+            own_at_most=at_most,
         )
         if feedback.rate_limited:
             self._rate_limited += 1

@@ -7,6 +7,7 @@ import itertools
 import math
 import operator
 import random
+from typing import Any
 
 import pytest
 from fakes import examples
@@ -16,7 +17,6 @@ from hypothesis import strategies as st
 from grok_imagine_async import RateLimit
 from grok_imagine_async._limiting.feedback import (
     DEFAULT_HEADROOM,
-    Answer,
     Estimate,
     _refilled_tat,
     grant,
@@ -35,10 +35,10 @@ def granted(estimate: Estimate, *, now: float) -> Estimate:
     return after
 
 
-def answered(estimate: Estimate, answer: Answer) -> Estimate:
-    """The estimate after ``answer``, ``estimate`` unchanged."""
+def answered(estimate: Estimate, **answer: Any) -> Estimate:
+    """The estimate after ``answer`` (read_answer's arguments), ``estimate`` unchanged."""
     after = estimate.copy()
-    read_answer(after, answer)
+    read_answer(after, **answer)
     return after
 
 
@@ -65,14 +65,12 @@ def test_requests_in_flight_at_a_steady_rate_are_not_a_burst() -> None:
     estimate = grant_at(estimate, times)
     estimate = answered(
         estimate,
-        Answer(
-            serial=1,
-            granted_at=0.0,
-            now=0.25,
-            status_code=200,
-            remaining=4,
-            later_grants=times[1:],
-        ),
+        serial=1,
+        granted_at=0.0,
+        now=0.25,
+        status_code=200,
+        remaining=4,
+        later_grants=times[1:],
     )
     assert estimate.size == 5 and not estimate.is_window
     # Steady pace goes on: the next permit is due one interval after the last.
@@ -83,7 +81,12 @@ def test_a_windows_remaining_lends_its_quota_at_once() -> None:
     estimate = granted(Estimate(LIMIT), now=0.0)
     estimate = answered(
         estimate,
-        Answer(serial=1, granted_at=0.0, now=0.05, status_code=200, remaining=99, own_in_window=1),
+        serial=1,
+        granted_at=0.0,
+        now=0.05,
+        status_code=200,
+        remaining=99,
+        own_in_window=1,
     )
     assert estimate.is_window and estimate.places == 100
     now = 0.05
@@ -95,7 +98,12 @@ def test_a_windows_remaining_lends_its_quota_at_once() -> None:
 def test_others_on_a_window_take_its_places() -> None:
     estimate = answered(
         granted(Estimate(LIMIT), now=0.0),
-        Answer(serial=1, granted_at=0.0, now=0.05, status_code=200, remaining=59, own_in_window=1),
+        serial=1,
+        granted_at=0.0,
+        now=0.05,
+        status_code=200,
+        remaining=59,
+        own_in_window=1,
     )
     assert estimate.is_window
     assert estimate.places == 100 - 40  # their 40 (more than the jitter tolerance)
@@ -110,7 +118,8 @@ def test_others_draining_a_bucket_slow_the_pace_by_their_rate() -> None:
     for serial in range(1, 101):
         estimate = granted(estimate, now=now)
         level = min(41.0, level + 1.1) - 1.0 - 0.33
-        answer = Answer(
+        estimate = answered(
+            estimate,
             serial=serial,
             granted_at=now,
             now=now,
@@ -118,7 +127,6 @@ def test_others_draining_a_bucket_slow_the_pace_by_their_rate() -> None:
             remaining=int(level),
             grants_between=[now] if serial > 1 else None,
         )
-        estimate = answered(estimate, answer)
         now += 0.11
     assert not estimate.is_window
     assert estimate.others == pytest.approx(3.0, abs=0.5)
@@ -128,7 +136,7 @@ def test_others_draining_a_bucket_slow_the_pace_by_their_rate() -> None:
 def test_a_429_pauses_and_halves_what_is_believed() -> None:
     estimate = granted(Estimate(LIMIT), now=0.0)
     estimate = answered(
-        estimate, Answer(serial=1, granted_at=0.0, now=0.1, status_code=429, retry_after=2.0)
+        estimate, serial=1, granted_at=0.0, now=0.1, status_code=429, retry_after=2.0
     )
     assert estimate.hold_until == pytest.approx(2.1)
     assert estimate.factor == 0.5
@@ -138,19 +146,22 @@ def test_a_429_pauses_and_halves_what_is_believed() -> None:
 def test_a_full_window_refills_at_its_reset() -> None:
     estimate = answered(
         granted(Estimate(LIMIT), now=0.0),
-        Answer(serial=1, granted_at=0.0, now=0.05, status_code=200, remaining=99, own_in_window=1),
+        serial=1,
+        granted_at=0.0,
+        now=0.05,
+        status_code=200,
+        remaining=99,
+        own_in_window=1,
     )
     estimate = answered(
         estimate,
-        Answer(
-            serial=2,
-            granted_at=0.1,
-            now=0.15,
-            status_code=200,
-            remaining=0,
-            reset_after=5.0,
-            own_in_window=2,
-        ),
+        serial=2,
+        granted_at=0.1,
+        now=0.15,
+        status_code=200,
+        remaining=0,
+        reset_after=5.0,
+        own_in_window=2,
     )
     assert ready_at(estimate, now=0.2) >= 5.15
 
@@ -159,11 +170,20 @@ def test_an_answer_overtaken_on_its_way_cannot_raise_the_estimate() -> None:
     estimate = grant_at(Estimate(LIMIT), [0.0])
     before = answered(
         estimate,
-        Answer(serial=1, granted_at=0.0, now=0.1, status_code=200, remaining=0),
+        serial=1,
+        granted_at=0.0,
+        now=0.1,
+        status_code=200,
+        remaining=0,
     )
     later = answered(
         before,
-        Answer(serial=2, granted_at=0.0, now=0.2, status_code=200, remaining=4, overlapped=True),
+        serial=2,
+        granted_at=0.0,
+        now=0.2,
+        status_code=200,
+        remaining=4,
+        overlapped=True,
     )
     assert later.tat >= before.tat
 
@@ -176,7 +196,7 @@ def test_a_copy_of_an_estimate_has_every_field_and_is_left_alone_by_updates() ->
     assert all(getattr(estimate, f.name) != f.default for f in dataclasses.fields(Estimate))
     copy = estimate.copy()
     assert copy == estimate
-    after = answered(copy, Answer(serial=8, granted_at=5.0, now=5.5, status_code=429))
+    after = answered(copy, serial=8, granted_at=5.0, now=5.5, status_code=429)
     assert copy == estimate  # answered() updates a copy of its own
     assert after != estimate
 
@@ -210,10 +230,10 @@ def test_grants_in_flight_replayed_at_once_give_the_replays_result(
     expected = replayed(tat, later, emission)
     assert _refilled_tat(estimate, later, remaining, arrived, 0, estimate.pace) == expected
     # The same with the smallest gap the limiter's grant log keeps instead of a scan.
-    log = TimeLog(keep=math.inf, gaps=True)
+    log = TimeLog(keep=math.inf)
     for when in later:
         log.add(when)
-    gap = log.smallest_gap_after(0)
+    _, gap = log.later(0, set())
     assert _refilled_tat(estimate, later, remaining, arrived, 0, estimate.pace, gap) == expected
 
 
@@ -231,19 +251,19 @@ def test_the_grant_logs_smallest_gap_is_a_scan_of_its_times(
     # once times were forgotten, and once the log compacted (past 2,048 times).
     rng = random.Random(seed)
     gaps = [rng.choice((0.0, 0.001, rng.random(), rng.expovariate(1.0))) for _ in range(count)]
-    log = TimeLog(keep=keep, gaps=True)
+    log = TimeLog(keep=keep)
     for newest, when in enumerate(itertools.accumulate(gaps, initial=1.7e9), start=1):
         log.add(when)
         for serial in (newest - step for step in back):
-            later = log.after(serial, None, set())
+            later, gap = log.later(serial, set())
             scan = min(map(operator.sub, later[1:], later)) if len(later) > 1 else math.inf
-            assert log.smallest_gap_after(serial) == scan
+            assert gap == scan
 
 
 def test_a_429_pauses_for_retry_after_else_the_reset_within_an_interval_and_a_period() -> None:
     def pause(retry_after: float | None, reset_after: float | None) -> float:
         estimate = Estimate(RateLimit(100, 3.0))
-        read_answer(estimate, Answer(1, 0.0, 0.0, 429, None, reset_after, retry_after))
+        read_answer(estimate, 1, 0.0, 0.0, 429, None, reset_after, retry_after)
         return estimate.hold_until
 
     assert pause(0.5, 2.0) == 0.5
