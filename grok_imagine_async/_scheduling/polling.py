@@ -99,6 +99,7 @@ class PollPlanner:
         self._last_left = -math.inf  # when the newest POST left
         self._at_risk: deque[float] = deque()  # when the POSTs since the vouched one left
         self._uncapped = False  # a resume vouched for every POST until the next canary's look
+        self.capped = False  # max_at_risk has held a POST back
         self.canary_age = _CANARY_AGE * policy.wait_initial  # a canary's look, after its POST
         self._chunk = max(_VOUCHES, _CHUNK_RATE * limit.per_second * self.canary_age)  # leaving
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
@@ -222,7 +223,7 @@ class PollPlanner:
             if self._uncapped:
                 cap = None
             elif out is not None and len(at_risk) >= cap:
-                self._holding = True
+                self._holding = self.capped = True
                 return True
         vouched = now - self.vouched < _VOUCHED * self.canary_age
         # A big burst: only a canary seen healthy this very moment vouches for it.

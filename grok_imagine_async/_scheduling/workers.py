@@ -92,6 +92,7 @@ class Workers:
         self._probed: set[str] = set()  # jobs that have probed: the next probe is another's
         self._unprobed = 0  # jobs waiting in _admit that have not probed
         self._told_warmup = self._told_over = False  # the log says when the warm-up holds
+        self._told_capped = False  # and when max_at_risk first holds a submission back
         self._due: DueQueue[JobRecord] = DueQueue()
         self._queue, self._queued = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
         self._due_send, self._due_recv = anyio.create_memory_object_stream[JobRecord](0)
@@ -328,6 +329,13 @@ class Workers:
             now = anyio.current_time()
             if breaker.withholds(job.sequence) or self._planner.leaving(job.key, now, breaker):
                 # Admitted before a pause or stop, or in a burst held for its canary's look.
+                if self._planner.capped and not self._told_capped:
+                    self._told_capped = True
+                    logger.info(
+                        "%s submissions left since the newest task seen working: the next "
+                        "wait for a canary's look (BreakerPolicy.max_at_risk)",
+                        breaker.policy and breaker.policy.max_at_risk,
+                    )
                 raise _Withheld
             if books.journal is not None:
                 try:

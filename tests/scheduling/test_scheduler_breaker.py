@@ -905,17 +905,23 @@ async def test_an_outage_as_the_warm_up_ends_costs_a_chunk_not_the_pro_plans_who
 @pytest.mark.anyio
 @pytest.mark.parametrize("at", [26.0, 34.0])
 async def test_max_at_risk_bounds_what_an_outage_beginning_after_a_canarys_look_costs(
-    at: float,
+    at: float, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Pro, 30 s jobs: at these starts a canary's look lets out a chunk of the plan's rate (100
     # POSTs) into the outage: 104 and 90 tasks paid by default. With max_at_risk, no more than
     # that leave past the newest task seen healthy (and the canaries that find the outage).
+    caplog.set_level(logging.INFO, logger="grok_imagine_async")
     outage = Outage(start=at, end=at + 30.0)
     prompts = [f"scene {n}" for n in range(300)]
     capped = BreakerPolicy(max_at_risk=12)
     batch = await Batch("pro", FaultConfig(outages=(outage,)), seed=1).run(prompts, breaker=capped)
     assert all(result.ok for result in batch.results)
     assert 0 < batch.tasks_created_between(at, at + 30.0) <= 12 + 3
+    told = [r.getMessage() for r in caplog.records if "max_at_risk" in r.getMessage()]
+    assert told == [  # once, when it first held a submission back
+        "12 submissions left since the newest task seen working: the next wait for a canary's "
+        "look (BreakerPolicy.max_at_risk)"
+    ]
 
 
 @pytest.mark.anyio
