@@ -19,12 +19,12 @@ from .protocol import LimiterStatistics, Permit, Priority, RateLimitFeedback
 
 
 class TimeLog:
-    """Clock times of the last ``keep`` seconds' events, numbered from 1, and the smallest gap
-    between two events in a row after any of them."""
+    """Clock times of the last ``keep`` seconds' events (grants, answers), numbered from 1; with
+    ``gaps``, also the smallest gap between two events in a row after any of them."""
 
     __slots__ = ("_first_serial", "_gap_serials", "_gaps", "_keep", "_serial", "_start", "_times")
 
-    def __init__(self, *, keep: float) -> None:
+    def __init__(self, *, keep: float, gaps: bool = False) -> None:
         self._keep = keep
         self._times: list[float] = []
         self._start = 0  # index in _times of the oldest remembered time
@@ -33,7 +33,7 @@ class TimeLog:
         # A serial and its time less the one before, gaps increasing: a sliding minimum, whose
         # first entry past a serial holds the smallest gap after it (no scan of every gap). Two
         # lists, not one of pairs: no object per event for the garbage collector to visit.
-        self._gap_serials: list[int] = []
+        self._gap_serials: list[int] | None = [] if gaps else None
         self._gaps: list[float] = []
 
     def add(self, now: float) -> int:
@@ -41,7 +41,7 @@ class TimeLog:
         times = self._times
         self._serial = serial = self._serial + 1
         serials = self._gap_serials
-        if times:
+        if serials is not None and times:
             gap = now - times[-1]
             gaps = self._gaps
             while gaps and gaps[-1] >= gap:
@@ -57,8 +57,9 @@ class TimeLog:
             if start > 1024 and start * 2 > len(times):  # compact now and then, amortised O(1)
                 del times[:start]
                 self._start = 0
-                forgotten = bisect.bisect_left(serials, self._first_serial)
-                del serials[:forgotten], self._gaps[:forgotten]
+                if serials is not None:
+                    forgotten = bisect.bisect_left(serials, self._first_serial)
+                    del serials[:forgotten], self._gaps[:forgotten]
         return serial
 
     def after(self, serial: int, upto: int, skip: set[int]) -> Sequence[float]:
@@ -72,16 +73,18 @@ class TimeLog:
 
     def later(self, serial: int, skip: set[int]) -> tuple[Sequence[float], float | None]:
         """The times remembered after ``serial``, less ``skip``'s, and with nothing skipped the
-        smallest difference between two in a row, bit for bit (inf: fewer than two). One call
-        for both: it runs on every answer."""
+        smallest difference between two in a row, bit for bit (inf: fewer than two; only with
+        ``gaps``). One call for both: it runs on every answer."""
         first = serial + 1 if serial >= self._first_serial else self._first_serial
         times = self._times[self._start + first - self._first_serial :]
         if skip:
             return [when for s, when in enumerate(times, start=first) if s not in skip], None
         if len(times) < 2:
             return times, math.inf
+        serials = self._gap_serials
+        assert serials is not None
         # The newest time's serial is the last one kept: the index is in range.
-        return times, self._gaps[bisect.bisect_left(self._gap_serials, first + 1)]
+        return times, self._gaps[bisect.bisect_left(serials, first + 1)]
 
     def count_in_window(self, serial: int, *, period: float) -> int | None:
         """Events up to and including ``serial`` in the ``period`` seconds that end with it (None:
@@ -95,6 +98,11 @@ class TimeLog:
             return None
         first = bisect.bisect_right(self._times, at - period, self._start, index + 1)
         return index + 1 - first
+
+    def count_after(self, when: float) -> int:
+        """Events remembered that happened after ``when``."""
+        times = self._times
+        return len(times) - bisect.bisect_right(times, when, self._start)
 
 
 class WindowLog:
@@ -195,12 +203,8 @@ class LocalRateLimiter:
         period = self._limit.period
         self._estimate = Estimate(self._limit, headroom)
         self._line: SlotLine[Permit] = SlotLine(self._clock.monotonic)
-        self._keep = 3 * period  # how long grant and answer times are remembered
-        self._history = TimeLog(keep=self._keep)  # grant times, by serial
-        # When answers came: a plain list, forgotten in bulk now and then (an answer costs one
-        # append); a count reads only those of the last _keep seconds.
-        self._answer_times: list[float] = []
-        self._answers_cap = 1024
+        self._history = TimeLog(keep=3 * period, gaps=True)  # grant times, by serial
+        self._answered = TimeLog(keep=3 * period)  # when answers came
         # A request reaches the server within a period of its permit (the client's timeouts).
         self._half = self._limit.requests // 2  # a Remaining from which on a bucket is a window
         self._window = WindowLog(window=period * (1 + headroom), unanswered=period)
@@ -298,11 +302,7 @@ class LocalRateLimiter:
         _, answers_then = pending.pop(serial, (0.0, -1))
         overlapped = answers_then != self._answers
         self._answers += 1
-        answer_times = self._answer_times
-        answer_times.append(now)
-        if len(answer_times) > self._answers_cap:  # amortised O(1): at least half forgotten
-            del answer_times[: bisect.bisect_left(answer_times, now - self._keep)]
-            self._answers_cap = 2 * len(answer_times) + 1024
+        self._answered.add(now)
         self._window.answered(serial, now)
         rate_limited = feedback.status_code == 429
         if rate_limited:
@@ -329,11 +329,7 @@ class LocalRateLimiter:
                 period = self._limit.period
                 own_in_window = history.count_in_window(serial, period=period)
                 # Answered since a period before its grant, or on its way: maybe in its window.
-                since = max(
-                    bisect.bisect_left(answer_times, now - self._keep),
-                    bisect.bisect_right(answer_times, granted_at - period),
-                )
-                own_at_most = len(answer_times) - since + len(pending)
+                own_at_most = self._answered.count_after(granted_at - period) + len(pending)
         read_answer(
             estimate,
             serial,

@@ -230,7 +230,7 @@ def test_grants_in_flight_replayed_at_once_give_the_replays_result(
     expected = replayed(tat, later, emission)
     assert _refilled_tat(estimate, later, remaining, arrived, 0, estimate.pace) == expected
     # The same with the smallest gap the limiter's grant log keeps instead of a scan.
-    log = TimeLog(keep=math.inf)
+    log = TimeLog(keep=math.inf, gaps=True)
     for when in later:
         log.add(when)
     _, gap = log.later(0, set())
@@ -251,7 +251,7 @@ def test_the_grant_logs_smallest_gap_is_a_scan_of_its_times(
     # once times were forgotten, and once the log compacted (past 2,048 times).
     rng = random.Random(seed)
     gaps = [rng.choice((0.0, 0.001, rng.random(), rng.expovariate(1.0))) for _ in range(count)]
-    log = TimeLog(keep=keep)
+    log = TimeLog(keep=keep, gaps=True)
     for newest, when in enumerate(itertools.accumulate(gaps, initial=1.7e9), start=1):
         log.add(when)
         for serial in (newest - step for step in back):
