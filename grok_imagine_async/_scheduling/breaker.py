@@ -68,8 +68,9 @@ class BreakerPolicy:
 
     def __post_init__(self) -> None:
         # The bounds (see Args): counts >= 1, waits > 0, factor >= 1; None turns a rule off.
-        counts = "pause_after_failures stop_after_refusals pause_after_unanswered warmup"
-        counts += " max_at_risk"
+        counts = (
+            "pause_after_failures stop_after_refusals pause_after_unanswered warmup max_at_risk"
+        )
         waits = ("give_up_unreachable", "warmup_max_wait")
         checks = [(n, getattr(self, n) is None or getattr(self, n) >= 1) for n in counts.split()]
         checks += [(n, getattr(self, n) is None or getattr(self, n) > 0) for n in waits]
