@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 import anyio
 
 from . import _http
-from ._clock import Clock
+from ._clock import Clock, running_loop
 from ._errors import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -311,15 +311,12 @@ class _Deadlines:
 
     def bound(self, seconds: float) -> _Bound | anyio.CancelScope:
         """A context cancelled, and left quietly, once ``seconds`` have passed in it."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = running_loop()
         if loop is None or not _UNCANCEL:  # trio, or no Task.uncancel(): anyio's
             return anyio.CancelScope(deadline=anyio.current_time() + seconds)
         if loop is not self._loop:  # another loop (tests): the last one's timer went with it
             self._loop, self._due, self._timer = loop, {}, None
-        bound = _Bound(self._due)
+        bound = _Bound(self._due, asyncio.current_task(loop))
         self._due[bound] = deadline = loop.time() + seconds
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._expire)
@@ -346,12 +343,12 @@ class _Bound:
     __slots__ = ("_cancelling", "_due", "expired", "task")
     task: Any  # an asyncio.Task, whose cancelling() and uncancel() Python 3.10 lacks
 
-    def __init__(self, due: dict[_Bound, float]) -> None:
+    def __init__(self, due: dict[_Bound, float], task: Any) -> None:
         self._due = due
         self.expired = False
+        self.task = task  # the caller's: bound() is called where the block is entered
 
     def __enter__(self) -> None:
-        self.task = asyncio.current_task()
         self._cancelling = self.task.cancelling()
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:

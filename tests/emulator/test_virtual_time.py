@@ -7,6 +7,7 @@ import time
 import anyio
 import pytest
 
+from grok_imagine_async._clock import DEFAULT_CLOCK
 from grok_imagine_async._files import run_blocking
 from grok_imagine_async.testing import run_virtual
 
@@ -63,3 +64,22 @@ async def test_without_holding_the_loop_skips_to_the_next_timer() -> None:
         # The clock raced ahead to the timer (to within float rounding of
         # start + 1000): this is why run_blocking exists.
         assert anyio.current_time() - start > 999
+
+
+def test_the_default_clock_follows_each_loop_the_thread_runs_in_turn() -> None:
+    """The clock remembers the running loop (asking costs a system call before Python 3.12): a
+    loop run after it, virtual or not, is the one it reads, and outside any loop it says so."""
+
+    async def read() -> tuple[float, float]:
+        return DEFAULT_CLOCK.monotonic(), anyio.current_time()
+
+    first, loop_time = run_virtual(read, start=1000.0)
+    assert first == loop_time == 1000.0
+    real, loop_time = anyio.run(read)
+    assert real <= loop_time < real + 60  # the real loop's clock, read a moment apart
+    second, loop_time = run_virtual(read, start=5000.0)
+    assert second == loop_time == 5000.0
+    with pytest.raises(RuntimeError):
+        DEFAULT_CLOCK.monotonic()  # no loop: as anyio.current_time() says outside one
+    on_trio, loop_time = anyio.run(read, backend="trio")
+    assert on_trio <= loop_time < on_trio + 60
