@@ -1,5 +1,4 @@
 """The batch's circuit breaker: recent outcomes in, run/pause/stop out. Pure: time is passed in.
-
 The rules and their reasons: the batches guide, "When the provider fails systematically"."""
 
 from __future__ import annotations
@@ -195,7 +194,7 @@ class Breaker:
         self.refusals = 0  # and how many
         self._unanswered_run = self.unanswered = 0
         self._ended: set[int] = set()  # submissions whose outcome came before it was proven
-        self._first_sent: float | None = None  # the first POST's time (inf: the server answered)
+        self._first_sent = math.nan  # the first POST's time (nan: none yet; inf: answered)
         self._probe: int | None = None  # sequence of the probe in flight
         self._probes = 0
         self._wait = self._next_probe = 0.0
@@ -222,7 +221,7 @@ class Breaker:
             return None, None, None  # the warm-up's outcomes first
         if self._bad and now < self._hold_until:
             return None, self._hold_until, None  # a young failure: its witnesses first
-        if self._first_sent is None:
+        if math.isnan(self._first_sent):
             self._first_sent = now
         self._sequence += 1
         return self._sequence, None, None
@@ -247,8 +246,7 @@ class Breaker:
         return self.state is BreakerState.RUNNING and bool(self._bad)
 
     def unexplained(self, sequence: int | None) -> bool:
-        """Running, and ``sequence``'s failure neither explained by a pause nor by a success
-        submitted after it."""
+        """Running, and ``sequence``'s failure explained by neither a pause nor a later success."""
         return self.state is BreakerState.RUNNING and sequence in self._bad
 
     def answered(self) -> None:
@@ -268,8 +266,7 @@ class Breaker:
         return sequence is not None and sequence <= self._paused_at
 
     def pauses(self, sequence: int | None) -> bool:
-        """Running with the pause rule on, and ``sequence``'s failure unexplained: a pause may
-        be on its way."""
+        """Running with the pause rule on, and ``sequence``'s failure unexplained (may pause)."""
         return (self.policy or _OFF).pause_after_failures is not None and self.unexplained(sequence)
 
     def withholds(self, sequence: int | None) -> bool:
@@ -297,8 +294,8 @@ class Breaker:
         failure_class: FailureClass | None = None,
         age: float | None = None,
     ) -> Transition | None:
-        """Count how ``sequence`` ended (None: resumed); return the change of course, if any.
-        ``age``: a failed task's age when seen failed."""
+        """Count how ``sequence`` ended (None: resumed; ``age``: a failed task's when seen
+        failed); return the change of course, if any."""
         policy, transition = self.policy or _OFF, None
         if outcome not in (Outcome.UNREACHABLE, Outcome.OTHER):
             self._first_sent = math.inf
@@ -320,30 +317,22 @@ class Breaker:
                     self.failing_since = min(self.failing_since, now - age)
             if sequence is not None and sequence > self.newest_good:  # else a later success
                 self._bad.add(sequence)  # says the provider works
-                limit = policy.pause_after_failures
-                if limit is not None and len(self._bad) >= limit:
+                if len(self._bad) >= (policy.pause_after_failures or math.inf):
                     transition = self._pause("outage", len(self._bad), now)
         elif outcome is Outcome.UNANSWERED:
             self.unanswered += 1
             self._unanswered_run += 1
-            limit = policy.pause_after_unanswered
-            if limit is not None and self._unanswered_run >= limit:
+            if self._unanswered_run >= (policy.pause_after_unanswered or math.inf):
                 transition = self._pause("unanswered", self._unanswered_run, now)
         if outcome is Outcome.REFUSED:
             self.refusals = self.refusals + 1 if self._refused is failure_class else 1
             self._refused = failure_class
-            limit = policy.stop_after_refusals
-            if limit is not None and self.refusals >= limit:
+            if self.refusals >= (policy.stop_after_refusals or math.inf):
                 transition = self._stop("refused", self.refusals, failure_class)
         else:
             self._refused, self.refusals = None, 0
-        first, give_up = self._first_sent, policy.give_up_unreachable
-        if (
-            outcome is Outcome.UNREACHABLE
-            and first is not None
-            and give_up is not None
-            and now - first >= give_up
-        ):
+        give_up = policy.give_up_unreachable or math.inf  # a rule off (None): never
+        if outcome is Outcome.UNREACHABLE and now - self._first_sent >= give_up:
             transition = self._stop("unreachable", len(self._bad), None)
         if self.is_probe(sequence) and self.state is BreakerState.PAUSED:
             self._probe = None  # it failed: the next one waits longer
