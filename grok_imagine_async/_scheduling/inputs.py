@@ -351,21 +351,16 @@ class _NumberedLines:
     kept for :meth:`drain`."""
 
     def __init__(self, handle: BinaryIO) -> None:
-        self._handle = handle
-        self._problems: list[_Entry] = []
-        self.number = 0
+        self._handle, self._problems, self.number = handle, list[_Entry](), 0
 
     def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        raw = next(self._handle)
-        self.number += 1
-        try:
-            return raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            self._problems.append((self.number, f"not UTF-8 text ({exc.reason})"))
-            return "\n"
+        for raw in self._handle:
+            self.number += 1
+            try:
+                yield raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                self._problems.append((self.number, f"not UTF-8 text ({exc.reason})"))
+                yield "\n"
 
     def drain(self) -> list[_Entry]:
         """The bad lines met since the last call."""
