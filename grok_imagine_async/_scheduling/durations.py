@@ -17,8 +17,7 @@ _FROM_ZERO = -(10**6)  # bin key of a lower bound at 0 (found done at the first 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _MIN_SIGMA, _MAX_SIGMA = 0.05, 1.5
-# The prior's spread counts as three observations: lower bounds and first-look brackets fit a
-# wide spread as well as a narrow one (at one, 2-minute jobs once fitted sigma 1.3).
+# The prior's spread weighs three observations: bounds fit a wide spread as well as a narrow one.
 _SIGMA_WEIGHT = 3.0
 _REFIT_GROWTH = 0.05  # refit once observations grew by this fraction (or by one, early on)
 _STANDARD = NormalDist()
