@@ -102,11 +102,8 @@ def encode_job(job: StoredJob) -> str:
 
 
 def decode_job(text: str | bytes, *, owner: str = "") -> StoredJob:
-    """Read back what :func:`encode_job` wrote.
-
-    Raises:
-        ValueError: If ``text`` is not such a job (foreign data under our keys).
-    """
+    """Read back what :func:`encode_job` wrote; ValueError if ``text`` is not such a job
+    (foreign data under our keys)."""
     data = json.loads(text)
     if not isinstance(data, dict) or "key" not in data or "request" not in data:
         raise ValueError("not a job record of this store")

@@ -210,13 +210,8 @@ class SqliteJobStore(StoreBase):
 async def open_journal(journal: JobStore | str | os.PathLike[str] | None) -> JobStore | None:
     """The journal a ``journal=`` option names: a :class:`JobStore` as it is (its owner closes
     it), a path as a :class:`SqliteJobStore` opened and locked now (the caller closes it), so
-    an unusable file fails the start of a scheduler or an app, not its first job.
-
-    Raises:
-        TypeError: If ``journal`` is neither a path nor a whole :class:`JobStore` (the
-            message names the methods it lacks).
-        JournalError: If the file cannot be used.
-    """
+    an unusable file fails the start of a scheduler or an app, not its first job. Raises
+    JournalError for such a file, TypeError (naming the methods it lacks) for a bad store."""
     if journal is None or isinstance(journal, JobStore):
         return journal
     if not isinstance(journal, (str, os.PathLike)):

@@ -176,16 +176,14 @@ _Why = tuple[str | None, FailureClass | None, int]  # reason, failure class, str
 
 
 class Breaker:
-    """Decides from recent outcomes whether a batch runs, pauses and probes, or stops.
-
-    :meth:`admit` numbers each submission (higher: sent later); outcomes are reported with it.
-    """
+    """Decides from recent outcomes whether a batch runs, pauses and probes, or stops;
+    :meth:`admit` numbers each submission (higher: sent later), outcomes report that number."""
 
     def __init__(self, policy: BreakerPolicy | None) -> None:
         self.policy = policy
         self._warmup = 0 if policy is None or policy.warmup is None else policy.warmup
         self.warming_up = self._warmup > 0  # until the provider is seen working
-        self._sequence = 0
+        self._sequence = self._probes = 0  # submissions admitted, and probes among them
         self.state = BreakerState.RUNNING
         self._why: _Why = (None, None, 0)  # why it paused or stopped (see BreakerSnapshot)
         self.newest_good = -1  # the newest submission that succeeded; later failures count
@@ -196,7 +194,6 @@ class Breaker:
         self._ended: set[int] = set()  # submissions whose outcome came before it was proven
         self._first_sent = math.nan  # the first POST's time (nan: none yet; inf: answered)
         self._probe: int | None = None  # sequence of the probe in flight
-        self._probes = 0
         self._wait = self._next_probe = 0.0
         self._failure_age = math.inf  # the youngest a failed task was seen failed
         self._paused_at = 0  # the last sequence sent before the pause
@@ -408,11 +405,9 @@ COURSE_META = "breaker"  # the job store's meta entry that carries the course
 
 @dataclass(frozen=True, slots=True)
 class Course:
-    """A breaker's decision as the processes sharing a job store exchange it.
-
-    ``at`` is its wall-clock time (the newest wins); ``by`` the deciding scheduler's id;
-    ``failing_since`` when (wall clock) the oldest job whose failure made a pause was sent.
-    """
+    """A breaker's decision as the processes sharing a job store exchange it: ``at`` its
+    wall-clock time (the newest wins), ``by`` the deciding scheduler's id, ``failing_since``
+    when (wall clock) the oldest job whose failure made a pause was sent."""
 
     state: BreakerState
     reason: str | None
