@@ -211,8 +211,7 @@ class Breaker:
             if now < self._next_probe:
                 return None, self._next_probe, None
             self._sequence += 1
-            self._probe = self._sequence
-            self._probes += 1
+            self._probe, self._probes = self._sequence, self._probes + 1
             return self._sequence, None, Transition.PROBING
         if self.warming_up and self._sequence >= self._warmup:
             return None, None, None  # the warm-up's outcomes first
@@ -258,9 +257,7 @@ class Breaker:
 
     def outage_explains(self, sequence: int | None) -> bool:
         """Whether the batch is paused, or paused after ``sequence`` went out."""
-        if self.state is BreakerState.PAUSED:
-            return True
-        return sequence is not None and sequence <= self._paused_at
+        return self.state is BreakerState.PAUSED or 0 < (sequence or 0) <= self._paused_at
 
     def pauses(self, sequence: int | None) -> bool:
         """Running with the pause rule on, and ``sequence``'s failure unexplained (may pause)."""
@@ -268,9 +265,7 @@ class Breaker:
 
     def withholds(self, sequence: int | None) -> bool:
         """Whether an admitted ``sequence`` must not go now: stopped, or paused and no probe."""
-        if self.state is BreakerState.STOPPED:
-            return True
-        return self.state is BreakerState.PAUSED and not self.is_probe(sequence)
+        return self.state is not BreakerState.RUNNING and not self.is_probe(sequence)
 
     def is_probe(self, sequence: int | None) -> bool:
         return sequence is not None and sequence == self._probe
@@ -303,10 +298,8 @@ class Breaker:
             if sequence is not None and sequence > self.newest_good:
                 self.newest_good = sequence
                 self._bad = {s for s in self._bad if s > sequence}
-            if self.state is BreakerState.PAUSED and (
-                self.is_probe(sequence) or (sequence is not None and sequence > self._paused_at)
-            ):
-                transition = self._resume()
+            if self.state is BreakerState.PAUSED and (sequence or 0) > self._paused_at:
+                transition = self._resume()  # a probe, or another submission after the pause
         elif outcome in (Outcome.RETRYABLE, Outcome.UNREACHABLE):
             if age is not None:  # the youngest age is the tightest bound of when it failed
                 self._failure_age = min(self._failure_age, age)
