@@ -81,8 +81,7 @@ class DurationModel:
     ) -> None:
         if not (prior_median > 0 and prior_sigma > 0 and prior_weight > 0):  # NaN refused too
             raise ConfigurationError("prior_median, prior_sigma and prior_weight must be positive")
-        self.prior_median = prior_median
-        self.prior_sigma = prior_sigma
+        self.prior_median, self.prior_sigma = prior_median, prior_sigma
         self.prior_weight = prior_weight
         self._done: defaultdict[tuple[int, int], int] = defaultdict(int)
         self._running: defaultdict[int, int] = defaultdict(int)
@@ -160,8 +159,7 @@ class DurationModel:
             if moved < 1e-4:
                 break
         self.mu, self.sigma = mu, sigma
-        self._fitted_at = seen
-        self._changes = 0
+        self._fitted_at, self._changes = seen, 0
 
     @property
     def median(self) -> float:
