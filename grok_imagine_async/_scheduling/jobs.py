@@ -167,8 +167,7 @@ class JobRecord:
 
     async def wait_finished(self) -> JobResult:
         if self._result is None:
-            if self._done is None:
-                self._done = anyio.Event()
+            self._done = self._done or anyio.Event()  # made by the first waiter only
             await self._done.wait()
         assert self._result is not None
         return self._result
