@@ -11,16 +11,14 @@ from .records import Change, finished, intent, submitted, with_files
 
 
 class StoreBase:
-    """What every job store shares: the journal calls as the transitions of ``records.py``, and
-    the listeners told of each change. Its defaults suit a store one process owns whole, whose
-    backend supplies :meth:`load` and :meth:`_change`; a shared store overrides :meth:`claim`
-    and :meth:`_apply` (reserving attempt ``reserve``'s credits, giving them back on ``refund``)."""
+    """The journal calls as the transitions of ``records.py``, and the listeners. A backend
+    supplies :meth:`load` and :meth:`_change`; a shared store overrides :meth:`claim` and
+    :meth:`_apply` (reserving attempt ``reserve``'s credits, giving them back on ``refund``)."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
 
     async def load(self, key: str) -> StoreRecord | None:
-        """The record for ``key``, or None if the journal never saw it."""
         raise NotImplementedError
 
     async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
@@ -93,8 +91,8 @@ class MemoryJobStore(StoreBase):
         return self._records.get(key)
 
     async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
-        record = self._records[key] = change(self._records.get(key))
-        return record
+        self._records[key] = change(self._records.get(key))
+        return self._records[key]
 
     async def forget(self, key: str) -> None:
         """Take ``key`` back to never started."""

@@ -25,9 +25,7 @@ PROMPT_KEPT = DEFAULT_MAX_PROMPT_CHARS
 """The most characters of a prompt a journal (or manifest) keeps."""
 
 QUEUED = "queued"  # a job a shared store knows before its record: accepted, no POST sent yet
-_RECORD_FIELDS = [
-    f.name for f in dataclasses.fields(StoreRecord) if f.name not in ("key", "request")
-]
+_RECORD_FIELDS = [f.name for f in dataclasses.fields(StoreRecord)][2:]  # after key, request
 
 
 def intent(
@@ -61,7 +59,6 @@ def finished(old: StoreRecord | None, result: JobResult) -> StoreRecord:
         error = str(result.error)
     else:  # a task's failure is stored as its reason: the replay's TaskFailedError adds the rest
         error = None if failed is None else failed.error_message or f"status {failed.raw_status!r}"
-    task = result.task
     return StoreRecord(
         key=result.key,
         request=result.request,
@@ -69,7 +66,7 @@ def finished(old: StoreRecord | None, result: JobResult) -> StoreRecord:
         task_id=result.task_id or (old.task_id if old else None),
         attempts=max(result.attempts, old.attempts if old else 0),
         credits=max(result.credits, old.credits if old else 0),
-        videos=task.videos if task is not None and task.succeeded else (),
+        videos=result.task.videos if result.task is not None and result.task.succeeded else (),
         files=tuple(str(f) for f in result.files) or (old.files if old else ()),
         error=error,
         failure_class=result.failure_class,
@@ -102,11 +99,8 @@ def encode_job(job: StoredJob) -> str:
 
 
 def decode_job(text: str | bytes, *, owner: str = "") -> StoredJob:
-    """Read back what :func:`encode_job` wrote.
-
-    Raises:
-        ValueError: If ``text`` is not such a job (foreign data under our keys).
-    """
+    """Read back what :func:`encode_job` wrote; ValueError if ``text`` is not such a job
+    (foreign data under our keys)."""
     data = json.loads(text)
     if not isinstance(data, dict) or "key" not in data or "request" not in data:
         raise ValueError("not a job record of this store")

@@ -1,8 +1,7 @@
 """A durable journal of a batch in one SQLite file, so a crash loses no job and pays nothing twice.
 
-Each write is committed (WAL, ``synchronous=FULL``) before its call returns, so a ``SIGKILL`` a
-microsecond later cannot undo it; writes that arrive together share one commit. The file is
-locked while open, so two processes never run one batch. Blocking calls run in a worker thread.
+Each write is committed (WAL, ``synchronous=FULL``) before its call returns; writes that arrive
+together share one commit. The file is locked while open, so two processes never run one batch.
 """
 
 from __future__ import annotations
@@ -88,8 +87,7 @@ class SqliteJobStore(StoreBase):
         await self._run(lambda conn: None)
         return self
 
-    async def __aenter__(self) -> SqliteJobStore:
-        return await self.open()
+    __aenter__ = open
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
@@ -109,9 +107,8 @@ class SqliteJobStore(StoreBase):
 
     async def _change(self, key: str, change: Change, *, shield: bool) -> StoreRecord:
         def apply(conn: sqlite3.Connection) -> StoreRecord:
-            old = _read_one(conn, key)
+            old, now = _read_one(conn, key), time.time()
             new = change(old)
-            now = time.time()
             conn.execute(
                 "INSERT INTO jobs (key, record, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) "
                 "DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
@@ -174,8 +171,7 @@ class SqliteJobStore(StoreBase):
         return op.result  # type: ignore[return-value]
 
     def _execute(self, batch: list[_Op[Any]]) -> None:
-        # In the worker thread, the lock held. A savepoint per write, so one failing write does
-        # not take the others down with it.
+        # In the worker thread, the lock held; a savepoint per write keeps a failing one apart.
         writes = [item for item in batch if item.write]
         try:
             if self._closed:
@@ -214,13 +210,8 @@ class SqliteJobStore(StoreBase):
 async def open_journal(journal: JobStore | str | os.PathLike[str] | None) -> JobStore | None:
     """The journal a ``journal=`` option names: a :class:`JobStore` as it is (its owner closes
     it), a path as a :class:`SqliteJobStore` opened and locked now (the caller closes it), so
-    an unusable file fails the start of a scheduler or an app, not its first job.
-
-    Raises:
-        TypeError: If ``journal`` is neither a path nor a whole :class:`JobStore` (the
-            message names the methods it lacks).
-        JournalError: If the file cannot be used.
-    """
+    an unusable file fails the start of a scheduler or an app, not its first job. Raises
+    JournalError for such a file, TypeError (naming the methods it lacks) for a bad store."""
     if journal is None or isinstance(journal, JobStore):
         return journal
     if not isinstance(journal, (str, os.PathLike)):
@@ -233,11 +224,8 @@ async def open_journal(journal: JobStore | str | os.PathLike[str] | None) -> Job
     return await SqliteJobStore(Path(journal)).open()
 
 
-# -- the file, synchronously (run in a worker thread) ---------------------------------------------
-
-
 def _connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed), check and lock the journal file ``path``."""
+    """Open (creating if needed), check and lock the journal file ``path`` (in a worker thread)."""
     _create_private(path)
     try:
         conn = sqlite3.connect(
@@ -329,8 +317,7 @@ def _record(text: str) -> StoreRecord:
 
 
 def _close(conn: sqlite3.Connection) -> None:
-    # Fold the WAL back into the main file, so the journal is one self-contained file; if that
-    # fails the WAL is still valid and is recovered at the next open.
+    """Fold the WAL back into the journal, one file again (failing, the next open recovers it)."""
     with contextlib.suppress(sqlite3.Error):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

@@ -1,5 +1,4 @@
 """The batch's circuit breaker: recent outcomes in, run/pause/stop out. Pure: time is passed in.
-
 The rules and their reasons: the batches guide, "When the provider fails systematically"."""
 
 from __future__ import annotations
@@ -177,16 +176,14 @@ _Why = tuple[str | None, FailureClass | None, int]  # reason, failure class, str
 
 
 class Breaker:
-    """Decides from recent outcomes whether a batch runs, pauses and probes, or stops.
-
-    :meth:`admit` numbers each submission (higher: sent later); outcomes are reported with it.
-    """
+    """Decides from recent outcomes whether a batch runs, pauses and probes, or stops;
+    :meth:`admit` numbers each submission (higher: sent later), outcomes report that number."""
 
     def __init__(self, policy: BreakerPolicy | None) -> None:
         self.policy = policy
         self._warmup = 0 if policy is None or policy.warmup is None else policy.warmup
         self.warming_up = self._warmup > 0  # until the provider is seen working
-        self._sequence = 0
+        self._sequence = self._probes = 0  # submissions admitted, and probes among them
         self.state = BreakerState.RUNNING
         self._why: _Why = (None, None, 0)  # why it paused or stopped (see BreakerSnapshot)
         self.newest_good = -1  # the newest submission that succeeded; later failures count
@@ -195,9 +192,8 @@ class Breaker:
         self.refusals = 0  # and how many
         self._unanswered_run = self.unanswered = 0
         self._ended: set[int] = set()  # submissions whose outcome came before it was proven
-        self._first_sent: float | None = None  # the first POST's time (inf: the server answered)
+        self._first_sent = math.nan  # the first POST's time (nan: none yet; inf: answered)
         self._probe: int | None = None  # sequence of the probe in flight
-        self._probes = 0
         self._wait = self._next_probe = 0.0
         self._failure_age = math.inf  # the youngest a failed task was seen failed
         self._paused_at = 0  # the last sequence sent before the pause
@@ -215,14 +211,13 @@ class Breaker:
             if now < self._next_probe:
                 return None, self._next_probe, None
             self._sequence += 1
-            self._probe = self._sequence
-            self._probes += 1
+            self._probe, self._probes = self._sequence, self._probes + 1
             return self._sequence, None, Transition.PROBING
         if self.warming_up and self._sequence >= self._warmup:
             return None, None, None  # the warm-up's outcomes first
         if self._bad and now < self._hold_until:
             return None, self._hold_until, None  # a young failure: its witnesses first
-        if self._first_sent is None:
+        if math.isnan(self._first_sent):
             self._first_sent = now
         self._sequence += 1
         return self._sequence, None, None
@@ -247,8 +242,7 @@ class Breaker:
         return self.state is BreakerState.RUNNING and bool(self._bad)
 
     def unexplained(self, sequence: int | None) -> bool:
-        """Running, and ``sequence``'s failure neither explained by a pause nor by a success
-        submitted after it."""
+        """Running, and ``sequence``'s failure explained by neither a pause nor a later success."""
         return self.state is BreakerState.RUNNING and sequence in self._bad
 
     def answered(self) -> None:
@@ -263,20 +257,15 @@ class Breaker:
 
     def outage_explains(self, sequence: int | None) -> bool:
         """Whether the batch is paused, or paused after ``sequence`` went out."""
-        if self.state is BreakerState.PAUSED:
-            return True
-        return sequence is not None and sequence <= self._paused_at
+        return self.state is BreakerState.PAUSED or 0 < (sequence or 0) <= self._paused_at
 
     def pauses(self, sequence: int | None) -> bool:
-        """Running with the pause rule on, and ``sequence``'s failure unexplained: a pause may
-        be on its way."""
+        """Running with the pause rule on, and ``sequence``'s failure unexplained (may pause)."""
         return (self.policy or _OFF).pause_after_failures is not None and self.unexplained(sequence)
 
     def withholds(self, sequence: int | None) -> bool:
         """Whether an admitted ``sequence`` must not go now: stopped, or paused and no probe."""
-        if self.state is BreakerState.STOPPED:
-            return True
-        return self.state is BreakerState.PAUSED and not self.is_probe(sequence)
+        return self.state is not BreakerState.RUNNING and not self.is_probe(sequence)
 
     def is_probe(self, sequence: int | None) -> bool:
         return sequence is not None and sequence == self._probe
@@ -297,8 +286,8 @@ class Breaker:
         failure_class: FailureClass | None = None,
         age: float | None = None,
     ) -> Transition | None:
-        """Count how ``sequence`` ended (None: resumed); return the change of course, if any.
-        ``age``: a failed task's age when seen failed."""
+        """Count how ``sequence`` ended (None: resumed; ``age``: a failed task's when seen
+        failed); return the change of course, if any."""
         policy, transition = self.policy or _OFF, None
         if outcome not in (Outcome.UNREACHABLE, Outcome.OTHER):
             self._first_sent = math.inf
@@ -309,10 +298,8 @@ class Breaker:
             if sequence is not None and sequence > self.newest_good:
                 self.newest_good = sequence
                 self._bad = {s for s in self._bad if s > sequence}
-            if self.state is BreakerState.PAUSED and (
-                self.is_probe(sequence) or (sequence is not None and sequence > self._paused_at)
-            ):
-                transition = self._resume()
+            if self.state is BreakerState.PAUSED and (sequence or 0) > self._paused_at:
+                transition = self._resume()  # a probe, or another submission after the pause
         elif outcome in (Outcome.RETRYABLE, Outcome.UNREACHABLE):
             if age is not None:  # the youngest age is the tightest bound of when it failed
                 self._failure_age = min(self._failure_age, age)
@@ -320,30 +307,22 @@ class Breaker:
                     self.failing_since = min(self.failing_since, now - age)
             if sequence is not None and sequence > self.newest_good:  # else a later success
                 self._bad.add(sequence)  # says the provider works
-                limit = policy.pause_after_failures
-                if limit is not None and len(self._bad) >= limit:
+                if len(self._bad) >= (policy.pause_after_failures or math.inf):
                     transition = self._pause("outage", len(self._bad), now)
         elif outcome is Outcome.UNANSWERED:
             self.unanswered += 1
             self._unanswered_run += 1
-            limit = policy.pause_after_unanswered
-            if limit is not None and self._unanswered_run >= limit:
+            if self._unanswered_run >= (policy.pause_after_unanswered or math.inf):
                 transition = self._pause("unanswered", self._unanswered_run, now)
         if outcome is Outcome.REFUSED:
             self.refusals = self.refusals + 1 if self._refused is failure_class else 1
             self._refused = failure_class
-            limit = policy.stop_after_refusals
-            if limit is not None and self.refusals >= limit:
+            if self.refusals >= (policy.stop_after_refusals or math.inf):
                 transition = self._stop("refused", self.refusals, failure_class)
         else:
             self._refused, self.refusals = None, 0
-        first, give_up = self._first_sent, policy.give_up_unreachable
-        if (
-            outcome is Outcome.UNREACHABLE
-            and first is not None
-            and give_up is not None
-            and now - first >= give_up
-        ):
+        give_up = policy.give_up_unreachable or math.inf  # a rule off (None): never
+        if outcome is Outcome.UNREACHABLE and now - self._first_sent >= give_up:
             transition = self._stop("unreachable", len(self._bad), None)
         if self.is_probe(sequence) and self.state is BreakerState.PAUSED:
             self._probe = None  # it failed: the next one waits longer
@@ -419,11 +398,9 @@ COURSE_META = "breaker"  # the job store's meta entry that carries the course
 
 @dataclass(frozen=True, slots=True)
 class Course:
-    """A breaker's decision as the processes sharing a job store exchange it.
-
-    ``at`` is its wall-clock time (the newest wins); ``by`` the deciding scheduler's id;
-    ``failing_since`` when (wall clock) the oldest job whose failure made a pause was sent.
-    """
+    """A breaker's decision as the processes sharing a job store exchange it: ``at`` its
+    wall-clock time (the newest wins), ``by`` the deciding scheduler's id, ``failing_since``
+    when (wall clock) the oldest job whose failure made a pause was sent."""
 
     state: BreakerState
     reason: str | None

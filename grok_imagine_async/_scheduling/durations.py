@@ -17,8 +17,7 @@ _FROM_ZERO = -(10**6)  # bin key of a lower bound at 0 (found done at the first 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _MIN_SIGMA, _MAX_SIGMA = 0.05, 1.5
-# The prior's spread counts as three observations: lower bounds and first-look brackets fit a
-# wide spread as well as a narrow one (at one, 2-minute jobs once fitted sigma 1.3).
+# The prior's spread weighs three observations: bounds fit a wide spread as well as a narrow one.
 _SIGMA_WEIGHT = 3.0
 _REFIT_GROWTH = 0.05  # refit once observations grew by this fraction (or by one, early on)
 _STANDARD = NormalDist()
@@ -82,8 +81,7 @@ class DurationModel:
     ) -> None:
         if not (prior_median > 0 and prior_sigma > 0 and prior_weight > 0):  # NaN refused too
             raise ConfigurationError("prior_median, prior_sigma and prior_weight must be positive")
-        self.prior_median = prior_median
-        self.prior_sigma = prior_sigma
+        self.prior_median, self.prior_sigma = prior_median, prior_sigma
         self.prior_weight = prior_weight
         self._done: defaultdict[tuple[int, int], int] = defaultdict(int)
         self._running: defaultdict[int, int] = defaultdict(int)
@@ -161,8 +159,7 @@ class DurationModel:
             if moved < 1e-4:
                 break
         self.mu, self.sigma = mu, sigma
-        self._fitted_at = seen
-        self._changes = 0
+        self._fitted_at, self._changes = seen, 0
 
     @property
     def median(self) -> float:

@@ -205,8 +205,7 @@ class JobFile:
 
     def _entries(self) -> Iterator[_Entry]:
         try:
-            # Binary, decoded line by line: a decoding error then names its line.
-            handle = self.path.open("rb")
+            handle = self.path.open("rb")  # decoded line by line: a bad byte names its line
         except OSError as exc:
             yield 0, f"cannot read the file: {exc.strerror}"
             return
@@ -299,9 +298,7 @@ _SLUG_CHARS = 40
 def _name_template(template: str) -> str:
     """``template`` checked: known fields, and one that tells every job apart."""
     try:
-        fields = {
-            field for _, field, _, _ in string.Formatter().parse(template) if field is not None
-        }
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as exc:
         raise ConfigurationError(f"name template {template!r}: {exc}") from None
     unknown = sorted(fields - _NAME_FIELDS)
@@ -315,9 +312,8 @@ def _name_template(template: str) -> str:
 
 def _slug(prompt: str) -> str:
     """The prompt's first words in lowercase, joined by ``-`` (at most 40 characters)."""
-    words = re.findall(r"[^\W_]+", prompt.lower())
     slug = ""
-    for word in words:
+    for word in re.findall(r"[^\W_]+", prompt.lower()):
         longer = f"{slug}-{word}" if slug else word
         if len(longer) > _SLUG_CHARS:
             return slug or word[:_SLUG_CHARS]
@@ -351,21 +347,16 @@ class _NumberedLines:
     kept for :meth:`drain`."""
 
     def __init__(self, handle: BinaryIO) -> None:
-        self._handle = handle
-        self._problems: list[_Entry] = []
-        self.number = 0
+        self._handle, self._problems, self.number = handle, list[_Entry](), 0
 
     def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        raw = next(self._handle)
-        self.number += 1
-        try:
-            return raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            self._problems.append((self.number, f"not UTF-8 text ({exc.reason})"))
-            return "\n"
+        for raw in self._handle:
+            self.number += 1
+            try:
+                yield raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                self._problems.append((self.number, f"not UTF-8 text ({exc.reason})"))
+                yield "\n"
 
     def drain(self) -> list[_Entry]:
         """The bad lines met since the last call."""
@@ -383,5 +374,4 @@ def _images(cell: str) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError("images: expected a JSON list of URL strings")
         return value
-
     return [url for url in _IMAGE_SEPARATORS.split(text) if url]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
@@ -115,20 +116,17 @@ class JobResult:
         return self.task
 
 
-class Tally:
+class Tally(Counter[JobState]):
     """How many jobs are in each :class:`JobState`; changed only by :class:`JobRecord`."""
 
     def __init__(self, on_change: Callable[[], None]) -> None:
-        self._counts = dict.fromkeys(JobState, 0)
+        super().__init__()
         self._on_change = on_change
-
-    def __getitem__(self, state: JobState) -> int:
-        return self._counts[state]
 
     def _move(self, old: JobState | None, new: JobState) -> None:
         if old is not None:
-            self._counts[old] -= 1
-        self._counts[new] += 1
+            self[old] -= 1
+        self[new] += 1
         self._on_change()
 
 
@@ -169,8 +167,7 @@ class JobRecord:
 
     async def wait_finished(self) -> JobResult:
         if self._result is None:
-            if self._done is None:
-                self._done = anyio.Event()
+            self._done = self._done or anyio.Event()  # made by the first waiter only
             await self._done.wait()
         assert self._result is not None
         return self._result

@@ -65,8 +65,7 @@ def must_retake(
 
 def same_request(record: StoreRecord, request: GenerationRequest) -> bool:
     """Whether ``record`` was made for ``request`` (a key whose prompt changed is a new job)."""
-    recorded = record.request_digest or request_digest(record.request)
-    return recorded == request_digest(request)
+    return (record.request_digest or request_digest(record.request)) == request_digest(request)
 
 
 def recorded_result(record: StoreRecord, request: GenerationRequest, *, at: float) -> JobResult:
