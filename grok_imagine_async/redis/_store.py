@@ -126,11 +126,10 @@ class RedisJobStore(StoreBase, Connected):
         self._keys = [f"{base}:{name}" for name in names]
         self._channel = f"{base}:events"
         self._argv = [self.id, f"{base}:alive:", f"{base}:owned:", self._channel]
-        self._max_credits = max_credits
+        self._max_credits, self._limiter = max_credits, limiter
         self.lease = lease
         """Seconds a process may go silent before its jobs are adopted."""
         self._finished_ms = 0 if finished_ttl is None else math.ceil(finished_ttl * 1000)
-        self._limiter = limiter
         self._jobs: dict[str, StoredJob] = {}  # owned here and unfinished, or not yet written
         self._dirty: set[str] = set()  # jobs whose newest state is not in Redis yet
         self._finished: OrderedDict[str, StoredJob] = OrderedDict()  # the last FINISHED_KEPT
