@@ -194,17 +194,15 @@ redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], record}))
 return {status, record, ARGV[1]}
 """
 
-# Takes the jobs of owners whose alive key expired. ARGV: 5 most jobs, 6 this call's id (the
-# same call run again, as redis-py resends a script whose answer timed out, answers the jobs it
-# took the first time: they are this process's now, and it must know them). Returns their
-# records.
+# Takes the jobs of owners whose alive key expired; returns their records. ARGV: 5 most jobs, 6
+# this call's id (run again, as redis-py resends a script whose answer timed out, it answers the
+# jobs it took the first time: they are this process's now, and it must know them).
 ORPHANS_SCRIPT = """
 local memo = KEYS[2] .. ':adopted'
 if redis.call('HGET', memo, 'call') == ARGV[6] then
   return cjson.decode(redis.call('HGET', memo, 'taken'))
 end
-local taken = {}
-local most = tonumber(ARGV[5])
+local taken, most = {}, tonumber(ARGV[5])
 for _, owner in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   if owner ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. owner) == 0 then
     local owned = ARGV[3] .. owner
