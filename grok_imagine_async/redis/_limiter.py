@@ -125,8 +125,7 @@ class RedisRateLimiter(Connected):
         # Beyond the least tolerance (no jitter), an answer may read as someone else's.
         self._least_tolerance = window_tolerance(self._estimate)
         self._clock = clock
-        # (answer time, latency) of two periods' answers, latencies decreasing (a sliding max:
-        # the longest since each answer, read in O(1) however many answers a period holds).
+        # (answer time, latency) over two periods, latencies decreasing: a sliding max in O(1).
         self._latencies: deque[tuple[float, float]] = deque()
         self._line: SlotLine[None] = SlotLine(self._clock.monotonic)
         self._pending_slot: float | None = None  # loop time of a reserved slot nobody took yet
@@ -351,9 +350,7 @@ class RedisRateLimiter(Connected):
 
     def _engage_fallback(self, said: str) -> _Fallback:
         peers = self._known_peers()
-        share = self._fallback_share
-        if share is None:  # a quarter if the number of peers was never known
-            share = 0.25 if peers is None else 1.0 / peers
+        share = self._fallback_share or (0.25 if peers is None else 1.0 / peers)
         limit = fallback_limit(self._limit, share)
         logger.warning(
             "%s; pacing this process alone at %d requests per %gs (%.0f%% of the plan) until "

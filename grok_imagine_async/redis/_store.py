@@ -465,8 +465,7 @@ class RedisJobStore(StoreBase, Connected):
         if known is not None and epoch != known:
             logger.warning("Redis lost its data; writing back this process's jobs")
             self._lost_at = self._up_since = anyio.current_time()  # nobody adopts for a lease
-            self._dirty.update(self._jobs)
-            self._dirty.update(self._finished)
+            self._dirty.update(self._jobs, self._finished)
         if self._limiter is not None:
             self._calls += 1
             await self._limiter.heartbeat()
