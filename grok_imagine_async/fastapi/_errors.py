@@ -293,26 +293,23 @@ class BodyLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
         too_large = declared.isdigit() and int(declared) > self.max_bytes
         body, more = bytearray(), not too_large
         while more:
             message = await receive()
             if message["type"] != "http.request":  # the client went away: let the app see it
-                await self.app(scope, _replay(message, receive), send)
-                return
+                return await self.app(scope, _replay(message, receive), send)
             body += message.get("body", b"")
             too_large = len(body) > self.max_bytes
             more = message.get("more_body", False) and not too_large
         if too_large:  # the connection is closed after: the rest of the body is not read
             detail = f"the request body is larger than {self.max_bytes} bytes"
             answer = _answer(413, "body_too_large", detail, headers={"Connection": "close"})
-            await answer(scope, receive, send)
-            return
+            return await answer(scope, receive, send)
         whole: Message = {"type": "http.request", "body": bytes(body), "more_body": False}
-        await self.app(scope, _replay(whole, receive), send)
+        return await self.app(scope, _replay(whole, receive), send)
 
 
 def _replay(first: Message, receive: Receive) -> Receive:

@@ -355,10 +355,7 @@ class JobRegistry:
         return job.result
 
     async def run(
-        self,
-        scheduler: JobScheduler,
-        *,
-        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+        self, scheduler: JobScheduler, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Run ``scheduler`` (whose journal is this registry's store) and serve its jobs until
         its ``cancel()``. A fatal error once started is logged and closes the registry (new jobs

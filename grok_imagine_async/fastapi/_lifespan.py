@@ -105,24 +105,22 @@ async def grok_imagine_lifespan(
         else:
             settings = settings or Settings.from_env()
             if redis_url is not None and limiter is None:
-                limiter = RedisRateLimiter(
-                    redis_url, limit=settings.rate_limit, api_key=settings.api_key
+                limiter = await stack.enter_async_context(
+                    RedisRateLimiter(redis_url, limit=settings.rate_limit, api_key=settings.api_key)
                 )
-                stack.push_async_callback(limiter.aclose)
             client = AsyncGrokImagine(
                 settings=settings, http_client=http_client, limiter=limiter, telemetry=telemetry
             )
         stack.push_async_callback(client.aclose)
         store: JobStore
         if redis_url is not None:
-            shared = client.limiter if isinstance(client.limiter, RedisRateLimiter) else None
             store = RedisJobStore(
                 redis_url,
                 api_key=client.settings.api_key,
                 namespace=redis_namespace,
                 max_credits=max_credits,
                 lease=redis_lease,
-                limiter=shared,
+                limiter=client.limiter if isinstance(client.limiter, RedisRateLimiter) else None,
             )
             await stack.enter_async_context(store)
         else:

@@ -119,16 +119,13 @@ class RedisRateLimiter(Connected):
         self._tat, self._paused, _, self._slots = self._keys  # what ACQUIRE_SCRIPT takes
         self._beats = f"{base}:beats"
         self._member = uuid.uuid4().hex[:16]  # names this instance among the token's peers
-        self._on_unavailable = on_unavailable
-        self._fallback_share = fallback_share
-        self._probe_interval = fallback_probe_interval
-        self._headroom = headroom
+        self._on_unavailable, self._fallback_share = on_unavailable, fallback_share
+        self._probe_interval, self._headroom = fallback_probe_interval, headroom
         self._estimate = Estimate(self._limit, headroom)
         # Beyond the least tolerance (no jitter), an answer may read as someone else's.
         self._least_tolerance = window_tolerance(self._estimate)
         self._clock = clock
-        # (answer time, latency) of two periods' answers, latencies decreasing (a sliding max:
-        # the longest since each answer, read in O(1) however many answers a period holds).
+        # (answer time, latency) over two periods, latencies decreasing: a sliding max in O(1).
         self._latencies: deque[tuple[float, float]] = deque()
         self._line: SlotLine[None] = SlotLine(self._clock.monotonic)
         self._pending_slot: float | None = None  # loop time of a reserved slot nobody took yet
@@ -171,9 +168,7 @@ class RedisRateLimiter(Connected):
         """Share what the server said about the quota with every process using the token: a
         429 (or a full window) pauses them all, a ``Remaining`` lower than every process's slots
         explain slows the shared pace. Never raises for an unreachable Redis."""
-        now = self._clock.monotonic()
-        permit = feedback.permit
-        period = self._limit.period
+        now, permit, period = self._clock.monotonic(), feedback.permit, self._limit.period
         latencies = self._latencies
         while latencies and latencies[-1][1] <= now - permit.granted_at:
             latencies.pop()
@@ -185,13 +180,9 @@ class RedisRateLimiter(Connected):
         # Every process's slots, unless requests paced outside Redis may still count.
         unshared = self._fallback is not None or anyio.current_time() < self._unshared_until
         own = None if unshared else self._sent_in_window
-        at_most = None
-        remaining = feedback.remaining
-        if (
-            own is not None
-            and remaining is not None
-            and self._limit.requests - own - remaining > self._least_tolerance
-        ):
+        at_most, remaining = None, feedback.remaining
+        gone = None if own is None or remaining is None else self._limit.requests - own - remaining
+        if gone is not None and gone > self._least_tolerance:
             # More gone than the last period's slots explain: count every process's slots the
             # server may have counted with it, those due since a period before its grant less
             # the longest latency seen since (a burst counted late is ours).
@@ -315,8 +306,7 @@ class RedisRateLimiter(Connected):
                     self._tat,
                     max(1, peers),
                 )
-            self._peers = max(1, peers)
-            self._sent_in_window = sent
+            self._peers, self._sent_in_window = max(1, peers), sent
             self._note_pause(pause_left / MICROS)
             if fallback is not None:
                 if fallback.degraded:
@@ -360,9 +350,7 @@ class RedisRateLimiter(Connected):
 
     def _engage_fallback(self, said: str) -> _Fallback:
         peers = self._known_peers()
-        share = self._fallback_share
-        if share is None:  # a quarter if the number of peers was never known
-            share = 0.25 if peers is None else 1.0 / peers
+        share = self._fallback_share or (0.25 if peers is None else 1.0 / peers)
         limit = fallback_limit(self._limit, share)
         logger.warning(
             "%s; pacing this process alone at %d requests per %gs (%.0f%% of the plan) until "

@@ -26,7 +26,8 @@ MICROS = 1_000_000
 POOL_SIZE = 64  # connections of a client opened from a URL (a store's listener holds one)
 POOL_WAIT = 5.0  # seconds a call waits for a free one before Redis counts as unreachable
 REDIS_ERRORS = (e.RedisError, OSError)  # what a call may raise: see outage_like
-_REFUSED = (e.AuthenticationError, e.AuthorizationError, e.NoPermissionError)  # no outage
+# No outage, though redis-py raises some as ConnectionErrors.
+_REFUSED = (e.AuthenticationError, e.AuthorizationError, e.NoPermissionError)
 _OUTAGES = (
     e.ConnectionError,  # BusyLoadingError too (a restarting server)
     e.TimeoutError,
@@ -42,11 +43,8 @@ _OUTAGES = (
 def outage_like(exc: BaseException) -> bool:
     """Whether ``exc`` means Redis cannot take our writes *for now* (unreachable, loading, a
     replica, ``maxmemory``, ``MISCONF``); a refused password or permission is no outage."""
-    if isinstance(exc, _REFUSED):  # ConnectionErrors for redis-py
-        return False
-    return isinstance(exc, _OUTAGES) or (
-        isinstance(exc, e.ResponseError) and str(exc).startswith("MISCONF")
-    )
+    misconf = isinstance(exc, e.ResponseError) and str(exc).startswith("MISCONF")
+    return not isinstance(exc, _REFUSED) and (misconf or isinstance(exc, _OUTAGES))
 
 
 def _timed(body: str) -> str:
@@ -66,15 +64,11 @@ local interval, period = tonumber(ARGV[1]), tonumber(ARGV[2])
 local peers = redis.call('ZCOUNT', KEYS[3], string.format('%.0f', now - period), '+inf')
 local bound = now + period + (peers + 1) * interval
 local slot, reset = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0')), 0
-if slot > bound then
-  slot = now
-  reset = 1
-end
+if slot > bound then slot, reset = now, 1 end
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > now + period then
   redis.call('DEL', KEYS[2])
-  paused = 0
-  reset = 1
+  paused, reset = 0, 1
 end
 local pause_left = math.max(0, paused - now)
 slot = math.max(slot, paused)
@@ -200,17 +194,15 @@ redis.call('PUBLISH', ARGV[4], cjson.encode({ARGV[1], record}))
 return {status, record, ARGV[1]}
 """
 
-# Takes the jobs of owners whose alive key expired. ARGV: 5 most jobs, 6 this call's id (the
-# same call run again, as redis-py resends a script whose answer timed out, answers the jobs it
-# took the first time: they are this process's now, and it must know them). Returns their
-# records.
+# Takes the jobs of owners whose alive key expired; returns their records. ARGV: 5 most jobs, 6
+# this call's id (run again, as redis-py resends a script whose answer timed out, it answers the
+# jobs it took the first time: they are this process's now, and it must know them).
 ORPHANS_SCRIPT = """
 local memo = KEYS[2] .. ':adopted'
 if redis.call('HGET', memo, 'call') == ARGV[6] then
   return cjson.decode(redis.call('HGET', memo, 'taken'))
 end
-local taken = {}
-local most = tonumber(ARGV[5])
+local taken, most = {}, tonumber(ARGV[5])
 for _, owner in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   if owner ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. owner) == 0 then
     local owned = ARGV[3] .. owner

@@ -126,11 +126,10 @@ class RedisJobStore(StoreBase, Connected):
         self._keys = [f"{base}:{name}" for name in names]
         self._channel = f"{base}:events"
         self._argv = [self.id, f"{base}:alive:", f"{base}:owned:", self._channel]
-        self._max_credits = max_credits
+        self._max_credits, self._limiter = max_credits, limiter
         self.lease = lease
         """Seconds a process may go silent before its jobs are adopted."""
         self._finished_ms = 0 if finished_ttl is None else math.ceil(finished_ttl * 1000)
-        self._limiter = limiter
         self._jobs: dict[str, StoredJob] = {}  # owned here and unfinished, or not yet written
         self._dirty: set[str] = set()  # jobs whose newest state is not in Redis yet
         self._finished: OrderedDict[str, StoredJob] = OrderedDict()  # the last FINISHED_KEPT
@@ -466,8 +465,7 @@ class RedisJobStore(StoreBase, Connected):
         if known is not None and epoch != known:
             logger.warning("Redis lost its data; writing back this process's jobs")
             self._lost_at = self._up_since = anyio.current_time()  # nobody adopts for a lease
-            self._dirty.update(self._jobs)
-            self._dirty.update(self._finished)
+            self._dirty.update(self._jobs, self._finished)
         if self._limiter is not None:
             self._calls += 1
             await self._limiter.heartbeat()
