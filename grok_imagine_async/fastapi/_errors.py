@@ -137,8 +137,8 @@ def http_error_for(exc: BaseException) -> HTTPProblem:
         return HTTPProblem(failed[0], exc.failure_class.value, failed[1])
     for kind, status, code, detail, retry in _ANSWERS:
         if isinstance(exc, kind):
-            if retry is not None:
-                retry = getattr(exc, "retry_after", None) or retry
+            if retry is not None and (told := getattr(exc, "retry_after", None)) is not None:
+                retry = told  # 0 included: the service said now, not "unknown"
             text = detail if isinstance(detail, str) else detail(exc)
             return HTTPProblem(status, code, text, retry)
     return HTTPProblem(500, "internal_error", "internal server error")

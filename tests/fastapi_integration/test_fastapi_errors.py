@@ -110,8 +110,10 @@ def test_retry_after_is_given_in_whole_seconds_when_waiting_helps() -> None:
     backlog = http_error_for(BacklogFullError(queued=300, retry_after=7.2))
     upstream = http_error_for(RateLimitError("slow", status_code=429, retry_after=0.2))
     unknown = http_error_for(RateLimitError("slow", status_code=429))
+    now = http_error_for(RateLimitError("slow", status_code=429, retry_after=0.0))
     assert backlog.headers == {"Retry-After": "8"}
     assert upstream.headers == {"Retry-After": "1"}
+    assert now.headers == {"Retry-After": "1"}  # "Retry-After: 0" upstream is not "unknown"
     assert unknown.headers == {"Retry-After": "60"}
     assert http_error_for(ServerError("x", status_code=500)).headers == {}
 
