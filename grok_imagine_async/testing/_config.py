@@ -31,9 +31,8 @@ ERROR_MESSAGES = {  # by marker kind; the first four are the provider's document
 
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
-    """The words the emulated server writes in ``status`` for each state of a task: named
-    ``"default"`` (pending/...), ``"reseller"`` (waiting/generating/success/fail) or ``"upper"``
-    (IN_QUEUE/IN_PROGRESS/COMPLETED/FAILED)."""
+    """The ``status`` words of the emulated server per task state: ``"default"`` (pending/...),
+    ``"reseller"`` (waiting/generating/success/fail) or ``"upper"`` (IN_QUEUE/IN_PROGRESS/...)."""
 
     pending: str = "pending"
     processing: str = "processing"
@@ -47,12 +46,11 @@ class Vocabulary:
         Raises:
             ConfigurationError: If the name is unknown.
         """
-        if isinstance(name, Vocabulary):
-            return name
-        if name not in _NAMED:
+        vocabulary = name if isinstance(name, Vocabulary) else _NAMED.get(name)
+        if vocabulary is None:
             known = ", ".join(_NAMED)
             raise ConfigurationError(f"unknown vocabulary {name!r}: expected one of {known}")
-        return _NAMED[name]
+        return vocabulary
 
     @staticmethod
     def names() -> dict[str, str]:
@@ -73,8 +71,7 @@ class Outage:
 
     Attributes:
         start: Seconds after the emulator's first API request when it begins.
-        end: Seconds after that request when it ends (None: until
-            :meth:`~grok_imagine_async.testing.Emulator.outage` ends it).
+        end: Seconds after that request when it ends (None: when ``Emulator.outage`` says).
         message: The ``error_message`` of every task created meanwhile.
         fails_after: Seconds (not scaled) from such a task's creation to its failure.
         free: Whether those failures report ``consumed_credits`` 0 (otherwise 40).
@@ -104,8 +101,8 @@ class Outage:
 
 @dataclass(frozen=True, kw_only=True)
 class FaultConfig:
-    """Random faults of the emulated server, each rate a probability per authorised, admitted
-    ``/v1/*`` request (POSTs and polls alike), drawn from the emulator's seeded generator.
+    """Random faults of the emulated server, each rate a probability per admitted ``/v1/*``
+    request (POSTs and polls alike), drawn from the emulator's seeded generator.
 
     Attributes:
         server_error_rate: Answer HTTP 500 with the error body (no task is created).
@@ -141,8 +138,8 @@ class EmulatorConfig:
     """How the emulated Grok Imagine server behaves.
 
     Attributes:
-        tokens: Accepted bearer tokens and the quota of each: a plan name or :class:`Plan`
-            (its requests per ``period``), or a :class:`RateLimit` or text (``"100/6s"``).
+        tokens: Accepted bearer tokens and the quota of each: a plan name or :class:`Plan` (its
+            requests per ``period``), or a :class:`RateLimit` or text (``"100/6s"``).
         period: Window length in seconds for plan quotas (60 like the real service).
         window: A ``"sliding"`` or ``"fixed"`` window, or ``"gcra"`` (nginx ``limit_req``).
         burst: Requests the ``"gcra"`` bucket holds when full.
@@ -153,8 +150,8 @@ class EmulatorConfig:
         time_scale: Divides generation times (10 makes a 30 s median take 3 s).
         queue_fraction: Part of a task's duration spent ``pending`` before ``processing``.
         vocabulary: Status words: a :class:`Vocabulary` or its name.
-        result_ttl: Seconds after completion (not scaled) until a task's video URLs answer
-            403, as expired signed URLs do (None: never).
+        result_ttl: Seconds (not scaled) from completion until its video URLs answer 403
+            (None: never).
         faults: Random failure rates (see :class:`FaultConfig`).
         seed: Seed of the random generator behind durations, ids and faults.
         clock: Time source (None: the running event loop's, so virtual time works).
@@ -228,8 +225,7 @@ class EmulatorStatistics:
         slow: Answers delayed on purpose.
         posts_per_prompt: ``POST /v1/generate`` requests per prompt, past auth and quota.
         tasks_per_prompt: Tasks created per prompt, i.e. generations paid for.
-        duplicate_submissions: Prompts paid for again while an earlier task of theirs had
-            not failed, with the times paid in all.
+        duplicate_submissions: Times paid for prompts paid again before an earlier task failed.
         tasks_created: Tasks created.
         credits_consumed: Credits charged (40 per task, at creation).
         tasks_by_state: Tasks by state now (pending, processing, completed, failed).

@@ -48,6 +48,9 @@ ENDPOINTS = {"/v1/generate": "POST", "/v1/status": "GET"}
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]  # answered (and counted) by _answer
 RATIOS = frozenset({"2:3", "3:2", "1:1", "16:9", "9:16"})
 STATES = (TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED)
+# EmulatorStatistics fields that are counts of an HTTP status, or of an event of the same name
+_STATUSES = {"rate_limited": 429, "unauthorized": 401, "invalid_requests": 400, "not_found": 404}
+_EVENTS = ("server_errors", "body_errors", "dropped", "slow", "videos_served")
 
 
 def parse_generate_body(raw: bytes) -> dict[str, Any]:
@@ -228,21 +231,14 @@ class Emulator:
                 requests_total=sum(n for k, n in by_endpoint.items() if " /v1" in k),
                 requests_by_endpoint=_frozen(by_endpoint),
                 responses_by_status=_frozen({k: n for k, n in c.items() if isinstance(k, int)}),
-                rate_limited=c[429],
-                unauthorized=c[401],
-                invalid_requests=c[400],
-                not_found=c[404],
-                server_errors=c["server_errors"],
-                body_errors=c["body_errors"],
-                dropped=c["dropped"],
-                slow=c["slow"],
                 posts_per_prompt=_frozen(self._posts_per_prompt),
                 tasks_per_prompt=_frozen(per_prompt),
                 duplicate_submissions=_frozen(self._unasked()),
                 tasks_created=len(self._tasks),
                 credits_consumed=CREDITS_PER_GENERATION * sum(not t.free for t in tasks),
                 tasks_by_state=_frozen({s.value: states[s.value] for s in STATES}),
-                videos_served=c["videos_served"],
+                **{name: c[status] for name, status in _STATUSES.items()},
+                **{event: c[event] for event in _EVENTS},
             )
 
     def request_times(

@@ -28,13 +28,11 @@ class _JumpingSelector(selectors.DefaultSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)
-        if ready:
-            return ready
-        if timeout == 0:
-            if not getattr(self.loop, "_ready", True):
-                # Only a timer due now woke us: move on as a real clock would, or a callback
-                # re-arming itself "when enough time passed" (aiolimiter) spins at one instant.
-                self.loop.advance(max(1e-9, math.ulp(self.loop.time())))
+        if not ready and timeout == 0 and not getattr(self.loop, "_ready", True):
+            # Only a timer due now woke us: move on as a real clock would, or a callback
+            # re-arming itself "when enough time passed" (aiolimiter) spins at one instant.
+            self.loop.advance(max(1e-9, math.ulp(self.loop.time())))
+        if ready or timeout == 0:
             return ready
         if timeout is None:  # nothing scheduled: only real I/O (or another thread) can wake us
             return super().select(None)
