@@ -13,9 +13,8 @@ from ._config import EmulatorConfig, EmulatorStatistics, FaultConfig, Outage, Vo
 from ._virtual_time import ManualClock, VirtualTimeEventLoop, run_virtual
 
 if TYPE_CHECKING:  # these need the extra: imported on first use (see __getattr__)
-    from ._emulator import Emulator
+    from ._emulator import ConnectionDropped, Emulator
     from ._server import serve_in_thread
-    from ._transport import ConnectionDropped
 
 __all__ = [
     "ConnectionDropped",
@@ -38,14 +37,14 @@ def __getattr__(name: str) -> Any:
     if name not in _NEEDS_EXTRA:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        from . import _emulator, _server, _transport
+        from . import _emulator, _server
     except ImportError as exc:
         if (exc.name or "").split(".")[0] not in {"starlette", "uvicorn"}:
             raise
         hint = 'the emulator needs its extra: pip install "grok-imagine-async[emulator]"'
         raise ImportError(f"{hint} ({exc})", name=exc.name) from exc
     globals().update(
-        ConnectionDropped=_transport.ConnectionDropped,
+        ConnectionDropped=_emulator.ConnectionDropped,
         Emulator=_emulator.Emulator,
         serve_in_thread=_server.serve_in_thread,
     )

@@ -1,16 +1,24 @@
 """The emulator: a local stand-in for the Grok Imagine API, in process or on a socket.
 
 A task's state is a function of the clock, computed when read. State changes never await and
-hold one lock, so a test thread may read statistics while uvicorn serves from another."""
+hold one lock, so a test thread may read statistics while uvicorn serves from another.
+
+Faults on purpose: random rates, outages, prompt markers (listed in the testing guide; an invalid
+one is a 400 so that a typo shows). A handler answers :class:`DropResponse` to hang up: under
+uvicorn the socket is closed, in process :class:`EmulatorTransport` (a third cheaper than
+``ASGITransport``) raises ``RemoteProtocolError``. Videos are tiny but real MP4s."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
 import random
+import re
 import sys
 import threading
 import zlib
@@ -25,20 +33,19 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import _http
 from .._clock import DEFAULT_CLOCK
 from .._errors import ConfigurationError
 from .._models import CREDITS_PER_GENERATION, KNOWN_MODES, TaskStatus
 from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
-from ._config import EmulatorConfig, EmulatorStatistics, Outage
-from ._faults import FaultInjector, InvalidRequest
-from ._mp4 import mp4_bytes
+from ._config import ERROR_MESSAGES, EmulatorConfig, EmulatorStatistics, FaultConfig, Outage
 from ._quota import GcraCounter, WindowCounter, WindowDecision, max_in_window
-from ._transport import DroppingStarlette, DropResponse, EmulatorTransport
 
 if TYPE_CHECKING:
     import httpx
@@ -51,6 +58,204 @@ STATES = (TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskS
 # EmulatorStatistics fields that are counts of an HTTP status, or of an event of the same name
 _STATUSES = {"rate_limited": 429, "unauthorized": 401, "invalid_requests": 400, "not_found": 404}
 _EVENTS = ("server_errors", "body_errors", "dropped", "slow", "videos_served")
+
+
+# A request's faults by marker kind, with their rates: rolled in this order, the first one
+# rolled or marked is the answer (a 500, else a 200 with an error code, else a hang-up after
+# handling, so a dropped POST always has its task).
+_REQUEST_FAULTS = {"500": "server_error_rate", "body": "body_error_rate", "drop": "drop_rate"}
+_REQUEST_MARKERS = frozenset({*_REQUEST_FAULTS, "slow"})
+_TASK_MARKERS = frozenset({*ERROR_MESSAGES, "empty", "duration"})
+_FAIL_KINDS = (_REQUEST_MARKERS | _TASK_MARKERS) - {"slow", "duration"}
+_MARKER = re.compile(r"\[(fail|slow|duration):([^\]\s:]+)(?::(\d+))?\]")
+_SECONDS = r"\d+(\.\d*)?|\.\d+"  # what [slow:S] and [duration:S] take
+
+
+class InvalidRequest(ValueError):
+    """A bad body or prompt marker: answered 400 ``INVALID_REQUEST`` with this message."""
+
+
+class FaultInjector:
+    """Decides the faults of each request and task. Not thread-safe: callers hold a lock."""
+
+    def __init__(self, config: FaultConfig, rng: random.Random) -> None:
+        self._config, self._rng = config, rng
+        self._fired: Counter[tuple[str, str]] = Counter()  # (prompt, marker) -> times applied
+
+    def _roll(self, rate: float) -> bool:
+        # Draw only for active rates, so enabling one fault does not reshuffle another's sequence.
+        return rate > 0.0 and self._rng.random() < rate
+
+    def _markers(self, prompt: str, wanted: frozenset[str]) -> list[tuple[str, str]]:
+        """The (family, kind) of the ``wanted`` markers of ``prompt`` to apply now, counting
+        each use against a marker's ``:N``; InvalidRequest on any invalid marker."""
+        matches = list(_MARKER.finditer(prompt)) if self._config.markers else []
+        for match in matches:
+            family, kind = match.group(1, 2)
+            if family == "fail" and kind not in _FAIL_KINDS:
+                raise InvalidRequest(f"unknown emulator marker {match.group(0)}")
+            if family != "fail" and not re.fullmatch(_SECONDS, kind):
+                raise InvalidRequest(f"emulator marker {match.group(0)} needs a number of seconds")
+        applied = []
+        for match in matches:
+            marker, family, kind, limit = match.group(0, 1, 2, 3)
+            if (kind if family == "fail" else family) not in wanted:
+                continue
+            if family != "duration":  # a duration applies to every task of the prompt
+                if limit is not None and self._fired[prompt, marker] >= int(limit):
+                    continue
+                self._fired[prompt, marker] += 1
+            applied.append((family, kind))
+        return applied
+
+    def for_request(self, prompt: str | None = None) -> tuple[float, str | None]:
+        """The delay and the fault (a key of ``_REQUEST_FAULTS``) of one request; ``prompt``
+        is the POST's (None: a poll)."""
+        cfg = self._config
+        markers = self._markers(prompt or "", _REQUEST_MARKERS)
+        rolled = {k for k, rate in _REQUEST_FAULTS.items() if self._roll(getattr(cfg, rate))}
+        chosen = rolled | {kind for family, kind in markers if family == "fail"}
+        delay = cfg.slow_seconds if self._roll(cfg.slow_rate) else 0.0
+        delay += sum(float(kind) for family, kind in markers if family == "slow")
+        return delay, next((k for k in _REQUEST_FAULTS if k in chosen), None)
+
+    def for_task(
+        self, prompt: str, outage: Outage | None = None
+    ) -> tuple[str | None, int, bool, float | None]:
+        """How the task created for ``prompt`` ends (``outage``: the one under way): its error
+        message (None: completes), videos, whether it is free, and its forced duration."""
+        if outage is not None:  # every new task fails, markers or not
+            return outage.message, 0, outage.free, outage.fails_after
+        error_message, video_count, duration = None, 2, None
+        if self._roll(self._config.task_failure_rate):
+            error_message = self._rng.choice(list(ERROR_MESSAGES.values())[:4])
+        for family, kind in self._markers(prompt, _TASK_MARKERS):
+            if family == "duration":
+                duration = float(kind)
+            elif kind == "empty":
+                video_count = 0
+            else:
+                error_message = ERROR_MESSAGES[kind]
+        return error_message, video_count, False, duration
+
+
+# httpcore's wording, which httpx re-raises, for a connection closed before any answer.
+DISCONNECTED = "Server disconnected without sending a response."
+_SEND = "grok_imagine_async.emulator.send"  # scope key: the server's send, which Starlette wraps
+
+
+class ConnectionDropped(Exception):
+    """Raised when the emulator drops a connection it cannot close itself (under a plain
+    ``httpx.ASGITransport``; ``Emulator.transport()`` converts it)."""
+
+
+class DropResponse(Response):
+    """A response never sent: the connection is closed instead."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        owner: Any = getattr(scope.get(_SEND), "__self__", None)  # uvicorn's request cycle
+        transport = getattr(owner, "transport", None)
+        if not isinstance(transport, asyncio.BaseTransport):
+            raise ConnectionDropped("the emulator dropped the connection")
+        if hasattr(owner, "disconnected"):
+            owner.disconnected = True  # so uvicorn neither logs nor writes a 500
+        transport.close()
+
+
+class DroppingStarlette(Starlette):
+    """A Starlette application whose handlers may answer by closing the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
+class EmulatorTransport(_http.AnyFamilyTransport):
+    """Sends requests to an emulator's app in process, answering each in its library."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        family = _http.family_of(request, "Request") or _http.lib
+        timeouts = request.extensions.get("timeout", {})
+        url = request.url
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method,
+            "headers": [(name.lower(), value) for name, value in request.headers.raw],
+            "scheme": url.scheme,
+            "path": url.path,
+            "raw_path": url.raw_path.split(b"?")[0],
+            "query_string": url.query,
+            "server": (url.host, url.port),
+            "client": ("127.0.0.1", 123),
+            "root_path": "",
+        }
+        pending_body: list[bytes] = [await request.aread()]
+        answered = anyio.Event()
+        start: Message = {}
+        parts: list[bytes] = []
+
+        async def receive() -> Message:
+            if pending_body:
+                return {"type": "http.request", "body": pending_body.pop(), "more_body": False}
+            await answered.wait()  # like a client that stays until the answer is complete
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    answered.set()
+
+        try:
+            with anyio.fail_after(timeouts.get("read") if isinstance(timeouts, dict) else None):
+                await self._app(scope, receive, send)
+            if not answered.is_set():
+                raise ConnectionDropped
+        except ConnectionDropped:
+            raise family.RemoteProtocolError(DISCONNECTED, request=request) from None
+        except TimeoutError:
+            raise family.ReadTimeout("timed out", request=request) from None
+        body = b"" if request.method == "HEAD" else b"".join(parts)
+        response: httpx.Response = family.Response(
+            start["status"], headers=start.get("headers", []), stream=family.ByteStream(body)
+        )
+        return response
+
+
+# All before the samples (the same for every shade): ftyp, moov, mdat's header, the sample's
+# length, the IDR slice's NAL and slice headers.
+_HEADER = bytes.fromhex(
+    "000000206674797069736f6d0000020069736f6d69736f32617663316d703431000002586d6f6f760000006c"
+    "6d766864000000000000000000000000000003e8000003e80001000001000000000000000000000000010000"
+    "0000000000000000000000000001000000000000000000000000000040000000000000000000000000000000"
+    "00000000000000000000000000000002000001e47472616b0000005c746b6864000000030000000000000000"
+    "0000000100000000000003e80000000000000000000000000000000000010000000000000000000000000000"
+    "00010000000000000000000000000000400000000010000000100000000001806d646961000000206d646864"
+    "000000000000000000000000000003e8000003e855c400000000002d68646c72000000000000000076696465"
+    "000000000000000000000000566964656f48616e646c6572000000012b6d696e6600000014766d6864000000"
+    "0100000000000000000000002464696e660000001c6472656600000000000000010000000c75726c20000000"
+    "01000000eb7374626c0000008373747364000000000000000100000073617663310000000000000001000000"
+    "0000000000000000000000000000100010004800000048000000000000000100000000000000000000000000"
+    "000000000000000000000000000000000000000018ffff0000001d617663430142c00affe100066742c00ada"
+    "7901000468ce3c800000001873747473000000000000000100000001000003e80000001c7374736300000000"
+    "00000001000000010000000100000001000000187374737a0000000000000000000000010000018a00000014"
+    "7374636f000000000000000100000280000001926d64617400000186658884a0d0"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def mp4_bytes(shade: int = 128) -> bytes:
+    """A valid one-frame MP4 of a flat colour picked by ``shade`` (0-255): different shades,
+    different bytes, so a test can tell two downloaded videos apart."""
+    luma = 16 + shade % 220  # video range; no sample is 0..3, so no emulation-prevention bytes
+    return _HEADER + bytes([luma] * 256 + [128] * 64 + [255 - luma] * 64) + b"\x80"  # stop bit
 
 
 def parse_generate_body(raw: bytes) -> dict[str, Any]:
