@@ -250,14 +250,13 @@ class Telemetry:
                 start_time=when,
             )
             job = scheduler.jobs[event.key] = _JobTrace(span, trace.set_span_in_context(span))
-        if isinstance(event, JobSubmitted):
+        if isinstance(event, JobSubmitted | JobResumed):
             job.span.set_attribute(_RESPONSE_ID, event.task_id)
-            job.span.add_event(
-                "submit", {_TASK_ID: event.task_id, _ATTEMPTS: event.attempt}, timestamp=when
-            )
+        if isinstance(event, JobSubmitted):
+            submit: Attributes = {_TASK_ID: event.task_id, _ATTEMPTS: event.attempt}
+            job.span.add_event("submit", submit, timestamp=when)
             job.submitted_at, job.last_look, job.previous_look = event.at, event.at, None
         elif isinstance(event, JobResumed):
-            job.span.set_attribute(_RESPONSE_ID, event.task_id)
             job.span.add_event("resume", {_TASK_ID: event.task_id}, timestamp=when)
             job.submitted_at = job.last_look = job.previous_look = None
         elif isinstance(event, JobResubmitting):

@@ -44,7 +44,7 @@ from .._clock import DEFAULT_CLOCK
 from .._errors import ConfigurationError
 from .._models import CREDITS_PER_GENERATION, KNOWN_MODES, TaskStatus
 from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
-from ._config import ERROR_MESSAGES, EmulatorConfig, EmulatorStatistics, FaultConfig, Outage
+from ._config import ERROR_MESSAGES, EmulatorConfig, EmulatorStatistics, Outage
 from ._quota import GcraCounter, WindowCounter, WindowDecision, max_in_window
 
 if TYPE_CHECKING:
@@ -73,70 +73,6 @@ _SECONDS = r"\d+(\.\d*)?|\.\d+"  # what [slow:S] and [duration:S] take
 
 class InvalidRequest(ValueError):
     """A bad body or prompt marker: answered 400 ``INVALID_REQUEST`` with this message."""
-
-
-class FaultInjector:
-    """Decides the faults of each request and task. Not thread-safe: callers hold a lock."""
-
-    def __init__(self, config: FaultConfig, rng: random.Random) -> None:
-        self._config, self._rng = config, rng
-        self._fired: Counter[tuple[str, str]] = Counter()  # (prompt, marker) -> times applied
-
-    def _roll(self, rate: float) -> bool:
-        # Draw only for active rates, so enabling one fault does not reshuffle another's sequence.
-        return rate > 0.0 and self._rng.random() < rate
-
-    def _markers(self, prompt: str, wanted: frozenset[str]) -> list[tuple[str, str]]:
-        """The (family, kind) of the ``wanted`` markers of ``prompt`` to apply now, counting
-        each use against a marker's ``:N``; InvalidRequest on any invalid marker."""
-        matches = list(_MARKER.finditer(prompt)) if self._config.markers else []
-        for match in matches:
-            family, kind = match.group(1, 2)
-            if family == "fail" and kind not in _FAIL_KINDS:
-                raise InvalidRequest(f"unknown emulator marker {match.group(0)}")
-            if family != "fail" and not re.fullmatch(_SECONDS, kind):
-                raise InvalidRequest(f"emulator marker {match.group(0)} needs a number of seconds")
-        applied = []
-        for match in matches:
-            marker, family, kind, limit = match.group(0, 1, 2, 3)
-            if (kind if family == "fail" else family) not in wanted:
-                continue
-            if family != "duration":  # a duration applies to every task of the prompt
-                if limit is not None and self._fired[prompt, marker] >= int(limit):
-                    continue
-                self._fired[prompt, marker] += 1
-            applied.append((family, kind))
-        return applied
-
-    def for_request(self, prompt: str | None = None) -> tuple[float, str | None]:
-        """The delay and the fault (a key of ``_REQUEST_FAULTS``) of one request; ``prompt``
-        is the POST's (None: a poll)."""
-        cfg = self._config
-        markers = self._markers(prompt or "", _REQUEST_MARKERS)
-        rolled = {k for k, rate in _REQUEST_FAULTS.items() if self._roll(getattr(cfg, rate))}
-        chosen = rolled | {kind for family, kind in markers if family == "fail"}
-        delay = cfg.slow_seconds if self._roll(cfg.slow_rate) else 0.0
-        delay += sum(float(kind) for family, kind in markers if family == "slow")
-        return delay, next((k for k in _REQUEST_FAULTS if k in chosen), None)
-
-    def for_task(
-        self, prompt: str, outage: Outage | None = None
-    ) -> tuple[str | None, int, bool, float | None]:
-        """How the task created for ``prompt`` ends (``outage``: the one under way): its error
-        message (None: completes), videos, whether it is free, and its forced duration."""
-        if outage is not None:  # every new task fails, markers or not
-            return outage.message, 0, outage.free, outage.fails_after
-        error_message, video_count, duration = None, 2, None
-        if self._roll(self._config.task_failure_rate):
-            error_message = self._rng.choice(list(ERROR_MESSAGES.values())[:4])
-        for family, kind in self._markers(prompt, _TASK_MARKERS):
-            if family == "duration":
-                duration = float(kind)
-            elif kind == "empty":
-                video_count = 0
-            else:
-                error_message = ERROR_MESSAGES[kind]
-        return error_message, video_count, False, duration
 
 
 # httpcore's wording, which httpx re-raises, for a connection closed before any answer.
@@ -361,7 +297,7 @@ class Emulator:
         self._clock = config.clock if config.clock is not None else DEFAULT_CLOCK
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed)
-        self._faults = FaultInjector(config.faults, self._rng)
+        self._fired: Counter[tuple[str, str]] = Counter()  # (prompt, marker) -> times applied
         refused = config.count_refused
         self._windows = {
             token: GcraCounter(limit, burst=config.burst, count_refused=refused)
@@ -546,7 +482,7 @@ class Emulator:
             if outage is None:  # timed outages count from the first request the quota saw
                 first = min((t[0] for t, _ in self._timeline.values() if t), default=now)
                 outage = next((o for o in cfg.faults.outages if o.covers(now - first)), None)
-            error_message, videos, free, duration = self._faults.for_task(prompt, outage)
+            error_message, videos, free, duration = self._task_faults(prompt, outage)
             if duration is None:  # lognormal around the median
                 spread = math.exp(cfg.duration_sigma * self._rng.gauss(0.0, 1.0))
                 duration = cfg.duration_median * spread / cfg.time_scale
@@ -568,6 +504,62 @@ class Emulator:
             for p, run in runs.items()
         }
         return {prompt: 1 + times for prompt, times in paid.items() if times}
+
+    def _roll(self, rate: float) -> bool:
+        # Draw only for active rates, so enabling one fault does not reshuffle another's sequence.
+        return rate > 0.0 and self._rng.random() < rate
+
+    def _markers(self, prompt: str, wanted: frozenset[str]) -> list[tuple[str, str]]:
+        """The (family, kind) of the ``wanted`` markers of ``prompt`` to apply now, counting
+        each use against a marker's ``:N``; InvalidRequest on any invalid marker."""
+        matches = list(_MARKER.finditer(prompt)) if self.config.faults.markers else []
+        for match in matches:
+            family, kind = match.group(1, 2)
+            if family == "fail" and kind not in _FAIL_KINDS:
+                raise InvalidRequest(f"unknown emulator marker {match.group(0)}")
+            if family != "fail" and not re.fullmatch(_SECONDS, kind):
+                raise InvalidRequest(f"emulator marker {match.group(0)} needs a number of seconds")
+        applied = []
+        for match in matches:
+            marker, family, kind, limit = match.group(0, 1, 2, 3)
+            if (kind if family == "fail" else family) not in wanted:
+                continue
+            if family != "duration":  # a duration applies to every task of the prompt
+                if limit is not None and self._fired[prompt, marker] >= int(limit):
+                    continue
+                self._fired[prompt, marker] += 1
+            applied.append((family, kind))
+        return applied
+
+    def _request_faults(self, prompt: str | None = None) -> tuple[float, str | None]:
+        """The delay and the fault (a key of ``_REQUEST_FAULTS``) of one request; ``prompt``
+        is the POST's (None: a poll)."""
+        cfg = self.config.faults
+        markers = self._markers(prompt or "", _REQUEST_MARKERS)
+        rolled = {k for k, rate in _REQUEST_FAULTS.items() if self._roll(getattr(cfg, rate))}
+        chosen = rolled | {kind for family, kind in markers if family == "fail"}
+        delay = cfg.slow_seconds if self._roll(cfg.slow_rate) else 0.0
+        delay += sum(float(kind) for family, kind in markers if family == "slow")
+        return delay, next((k for k in _REQUEST_FAULTS if k in chosen), None)
+
+    def _task_faults(
+        self, prompt: str, outage: Outage | None = None
+    ) -> tuple[str | None, int, bool, float | None]:
+        """How the task created for ``prompt`` ends (``outage``: the one under way): its error
+        message (None: completes), videos, whether it is free, and its forced duration."""
+        if outage is not None:  # every new task fails, markers or not
+            return outage.message, 0, outage.free, outage.fails_after
+        error_message, video_count, duration = None, 2, None
+        if self._roll(self.config.faults.task_failure_rate):
+            error_message = self._rng.choice(list(ERROR_MESSAGES.values())[:4])
+        for family, kind in self._markers(prompt, _TASK_MARKERS):
+            if family == "duration":
+                duration = float(kind)
+            elif kind == "empty":
+                video_count = 0
+            else:
+                error_message = ERROR_MESSAGES[kind]
+        return error_message, video_count, False, duration
 
     async def _api(self, request: Request) -> Response:
         answer = await self._answer(request)
@@ -602,7 +594,7 @@ class Emulator:
         try:
             body = parse_generate_body(await request.body()) if method == "POST" else None
             with self._lock:  # a prompt with an invalid marker is not counted as a POST
-                delay, fault = self._faults.for_request(None if body is None else body["prompt"])
+                delay, fault = self._request_faults(None if body is None else body["prompt"])
                 if body is not None:
                     self._posts_per_prompt[body["prompt"]] += 1
         except InvalidRequest as exc:
