@@ -13,8 +13,7 @@ from ._config import EmulatorConfig, EmulatorStatistics, FaultConfig, Outage, Vo
 from ._virtual_time import ManualClock, VirtualTimeEventLoop, run_virtual
 
 if TYPE_CHECKING:  # these need the extra: imported on first use (see __getattr__)
-    from ._emulator import ConnectionDropped, Emulator
-    from ._server import serve_in_thread
+    from ._emulator import ConnectionDropped, Emulator, serve_in_thread
 
 __all__ = [
     "ConnectionDropped",
@@ -37,7 +36,7 @@ def __getattr__(name: str) -> Any:
     if name not in _NEEDS_EXTRA:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        from . import _emulator, _server
+        from . import _emulator
     except ImportError as exc:
         if (exc.name or "").split(".")[0] not in {"starlette", "uvicorn"}:
             raise
@@ -46,7 +45,7 @@ def __getattr__(name: str) -> Any:
     globals().update(
         ConnectionDropped=_emulator.ConnectionDropped,
         Emulator=_emulator.Emulator,
-        serve_in_thread=_server.serve_in_thread,
+        serve_in_thread=_emulator.serve_in_thread,
     )
     _set_module(globals(), _NEEDS_EXTRA)
     return globals()[name]
