@@ -73,8 +73,8 @@ class _JobTrace:
 
 @dataclass(slots=True)
 class _SchedulerTrace:
-    """One scheduler's live jobs, and its latest snapshot for the gauges (read in an exporter's
-    thread, where ``statistics()`` cannot run)."""
+    """One scheduler's live jobs, and its latest snapshot for the gauges (exporters' threads
+    cannot run ``statistics()``)."""
 
     jobs: dict[str, _JobTrace] = field(default_factory=dict)
     statistics: SchedulerStatistics | None = None
@@ -397,8 +397,7 @@ def telemetry_from_environment(service_name: str) -> Iterator[Telemetry]:
 
     Raises:
         ModuleNotFoundError: The SDK is not installed.
-        ImportError: An exporter the variables name is not installed (the message says what
-            to install).
+        ImportError: An exporter the variables name is not installed (the message says which).
     """
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader

@@ -42,11 +42,7 @@ def __getattr__(name: str) -> Any:
             raise
         hint = 'the emulator needs its extra: pip install "grok-imagine-async[emulator]"'
         raise ImportError(f"{hint} ({exc})", name=exc.name) from exc
-    globals().update(
-        ConnectionDropped=_emulator.ConnectionDropped,
-        Emulator=_emulator.Emulator,
-        serve_in_thread=_emulator.serve_in_thread,
-    )
+    globals().update({extra: getattr(_emulator, extra) for extra in _NEEDS_EXTRA})
     _set_module(globals(), _NEEDS_EXTRA)
     return globals()[name]
 

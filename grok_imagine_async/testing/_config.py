@@ -200,10 +200,8 @@ class EmulatorConfig:
         """Each token's quota, plan tiers applied over :attr:`period`."""
         limits = {}
         for token, plan in self.tokens.items():
-            if isinstance(plan, RateLimit) or (isinstance(plan, str) and "/" in plan):
-                limits[token] = resolve_rate_limit(plan)  # a quota of its own, used as is
-            else:
-                limits[token] = RateLimit(resolve_rate_limit(plan).requests, self.period)
+            limit, own = resolve_rate_limit(plan), isinstance(plan, RateLimit) or "/" in str(plan)
+            limits[token] = limit if own else RateLimit(limit.requests, self.period)
         return MappingProxyType(limits)
 
 

@@ -1,13 +1,9 @@
-"""The emulator: a local stand-in for the Grok Imagine API, in process or on a socket (served
-by uvicorn in a background thread, or in front).
+"""The emulator: a local stand-in for the Grok Imagine API, in process or served by uvicorn.
 
 A task's state is a function of the clock, computed when read. State changes never await and
-hold one lock, so a test thread may read statistics while uvicorn serves from another.
-
-Faults on purpose: random rates, outages, prompt markers (listed in the testing guide; an invalid
-one is a 400 so that a typo shows). A handler answers :class:`DropResponse` to hang up: under
-uvicorn the socket is closed, in process :class:`EmulatorTransport` (a third cheaper than
-``ASGITransport``) raises ``RemoteProtocolError``. Videos are tiny but real MP4s."""
+hold one lock, so a test thread may read statistics while uvicorn serves from another. Faults
+on purpose: random rates, outages, prompt markers (listed in the testing guide; an invalid one
+is a 400 so that a typo shows), hang-ups (:class:`DropResponse`)."""
 
 from __future__ import annotations
 
@@ -111,7 +107,8 @@ class DroppingStarlette(Starlette):
 
 
 class EmulatorTransport(_http.AnyFamilyTransport):
-    """Sends requests to an emulator's app in process, answering each in its library."""
+    """Sends requests to an emulator's app in process (a third cheaper than ``ASGITransport``),
+    answering each in its library: a dropped connection raises ``RemoteProtocolError``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -329,9 +326,8 @@ class Emulator:
         """The ASGI application (a Starlette app)."""
 
     def transport(self) -> httpx.AsyncBaseTransport:
-        """A transport reaching this emulator in process, for httpx2 and httpx clients alike: a
-        dropped connection raises ``RemoteProtocolError``, an answer later than the read
-        timeout ``ReadTimeout``, as over a socket."""
+        """A transport to this emulator in process, for httpx2 and httpx alike, raising as over a
+        socket: ``RemoteProtocolError`` on a dropped connection, ``ReadTimeout`` on a late one."""
         return EmulatorTransport(self.app)
 
     def client(self, token: str | None = "test-token", **kwargs: Any) -> httpx.AsyncClient:
@@ -514,8 +510,8 @@ class Emulator:
         return rate > 0.0 and self._rng.random() < rate
 
     def _markers(self, prompt: str, wanted: frozenset[str]) -> list[tuple[str, str]]:
-        """The (family, kind) of the ``wanted`` markers of ``prompt`` to apply now, counting
-        each use against a marker's ``:N``; InvalidRequest on any invalid marker."""
+        """The (family, kind) of the ``wanted`` markers of ``prompt`` to apply now (each use
+        counts against a marker's ``:N``). Raises InvalidRequest on an invalid marker."""
         matches = list(_MARKER.finditer(prompt)) if self.config.faults.markers else []
         for match in matches:
             family, kind = match.group(1, 2)
@@ -536,8 +532,7 @@ class Emulator:
         return applied
 
     def _request_faults(self, prompt: str | None = None) -> tuple[float, str | None]:
-        """The delay and the fault (a key of ``_REQUEST_FAULTS``) of one request; ``prompt``
-        is the POST's (None: a poll)."""
+        """The delay and fault (of ``_REQUEST_FAULTS``) of a POST of ``prompt`` or a poll."""
         cfg = self.config.faults
         markers = self._markers(prompt or "", _REQUEST_MARKERS)
         rolled = {k for k, rate in _REQUEST_FAULTS.items() if self._roll(getattr(cfg, rate))}
