@@ -482,7 +482,18 @@ class Emulator:
             if outage is None:  # timed outages count from the first request the quota saw
                 first = min((t[0] for t, _ in self._timeline.values() if t), default=now)
                 outage = next((o for o in cfg.faults.outages if o.covers(now - first)), None)
-            error_message, videos, free, duration = self._task_faults(prompt, outage)
+            error, videos, free, duration = None, 2, False, None
+            if outage is not None:  # every new task fails, markers or not
+                error, videos, free, duration = outage.message, 0, outage.free, outage.fails_after
+            elif self._roll(cfg.faults.task_failure_rate):
+                error = self._rng.choice(list(ERROR_MESSAGES.values())[:4])
+            for family, kind in self._markers(prompt, _TASK_MARKERS) if outage is None else []:
+                if family == "duration":
+                    duration = float(kind)
+                elif kind == "empty":
+                    videos = 0
+                else:
+                    error = ERROR_MESSAGES[kind]
             if duration is None:  # lognormal around the median
                 spread = math.exp(cfg.duration_sigma * self._rng.gauss(0.0, 1.0))
                 duration = cfg.duration_median * spread / cfg.time_scale
@@ -490,7 +501,7 @@ class Emulator:
             while task_id in self._tasks:
                 task_id = f"task_{self._rng.getrandbits(48):012x}"
             queued = duration * cfg.queue_fraction
-            task = Task(task_id, token, request, now, queued, duration, error_message, videos, free)
+            task = Task(task_id, token, request, now, queued, duration, error, videos, free)
             self._tasks[task_id] = task
             return task
 
@@ -540,25 +551,6 @@ class Emulator:
         delay = cfg.slow_seconds if self._roll(cfg.slow_rate) else 0.0
         delay += sum(float(kind) for family, kind in markers if family == "slow")
         return delay, next((k for k in _REQUEST_FAULTS if k in chosen), None)
-
-    def _task_faults(
-        self, prompt: str, outage: Outage | None = None
-    ) -> tuple[str | None, int, bool, float | None]:
-        """How the task created for ``prompt`` ends (``outage``: the one under way): its error
-        message (None: completes), videos, whether it is free, and its forced duration."""
-        if outage is not None:  # every new task fails, markers or not
-            return outage.message, 0, outage.free, outage.fails_after
-        error_message, video_count, duration = None, 2, None
-        if self._roll(self.config.faults.task_failure_rate):
-            error_message = self._rng.choice(list(ERROR_MESSAGES.values())[:4])
-        for family, kind in self._markers(prompt, _TASK_MARKERS):
-            if family == "duration":
-                duration = float(kind)
-            elif kind == "empty":
-                video_count = 0
-            else:
-                error_message = ERROR_MESSAGES[kind]
-        return error_message, video_count, False, duration
 
     async def _api(self, request: Request) -> Response:
         answer = await self._answer(request)
