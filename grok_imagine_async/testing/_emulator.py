@@ -78,6 +78,7 @@ class InvalidRequest(ValueError):
 # httpcore's wording, which httpx re-raises, for a connection closed before any answer.
 DISCONNECTED = "Server disconnected without sending a response."
 _SEND = "grok_imagine_async.emulator.send"  # scope key: the server's send, which Starlette wraps
+_SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "root_path": ""}
 
 
 class ConnectionDropped(Exception):
@@ -118,18 +119,15 @@ class EmulatorTransport(_http.AnyFamilyTransport):
         timeouts = request.extensions.get("timeout", {})
         url = request.url
         scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
+            **_SCOPE,
             "method": request.method,
             "headers": [(name.lower(), value) for name, value in request.headers.raw],
             "scheme": url.scheme,
             "path": url.path,
             "raw_path": url.raw_path.split(b"?")[0],
+            "client": ("127.0.0.1", 123),
             "query_string": url.query,
             "server": (url.host, url.port),
-            "client": ("127.0.0.1", 123),
-            "root_path": "",
         }
         pending_body: list[bytes] = [await request.aread()]
         answered = anyio.Event()

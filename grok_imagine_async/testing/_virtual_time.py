@@ -16,8 +16,6 @@ import anyio
 
 from .._clock import UNIX_OFFSET
 
-_HOLD_POLL = 0.05  # real seconds between looks while a worker thread holds the clock
-
 T = TypeVar("T")
 
 
@@ -36,8 +34,8 @@ class _JumpingSelector(selectors.DefaultSelector):
             return ready
         if timeout is None:  # nothing scheduled: only real I/O (or another thread) can wake us
             return super().select(None)
-        if self.loop._holds:  # a worker thread is busy for us (hold_time): wait in real time
-            return super().select(min(timeout, _HOLD_POLL))
+        if self.loop._holds:  # a worker thread is busy for us (hold_time): look every 50 ms
+            return super().select(min(timeout, 0.05))
         self.loop.advance(timeout)
         return []
 
