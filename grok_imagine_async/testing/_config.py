@@ -71,7 +71,8 @@ class Outage:
 
     Attributes:
         start: Seconds after the emulator's first API request when it begins.
-        end: Seconds after that request when it ends (None: when ``Emulator.outage`` says).
+        end: Seconds after that request when it ends (None: until
+            :meth:`~grok_imagine_async.testing.Emulator.outage` ends it).
         message: The ``error_message`` of every task created meanwhile.
         fails_after: Seconds (not scaled) from such a task's creation to its failure.
         free: Whether those failures report ``consumed_credits`` 0 (otherwise 40).
@@ -138,8 +139,8 @@ class EmulatorConfig:
     """How the emulated Grok Imagine server behaves.
 
     Attributes:
-        tokens: Accepted bearer tokens and the quota of each: a plan name or :class:`Plan` (its
-            requests per ``period``), or a :class:`RateLimit` or text (``"100/6s"``).
+        tokens: Accepted bearer tokens and the quota of each: a plan name or :class:`Plan`
+            (its requests per ``period``), or a :class:`RateLimit` or text (``"100/6s"``).
         period: Window length in seconds for plan quotas (60 like the real service).
         window: A ``"sliding"`` or ``"fixed"`` window, or ``"gcra"`` (nginx ``limit_req``).
         burst: Requests the ``"gcra"`` bucket holds when full.
@@ -150,8 +151,7 @@ class EmulatorConfig:
         time_scale: Divides generation times (10 makes a 30 s median take 3 s).
         queue_fraction: Part of a task's duration spent ``pending`` before ``processing``.
         vocabulary: Status words: a :class:`Vocabulary` or its name.
-        result_ttl: Seconds (not scaled) from completion until its video URLs answer 403
-            (None: never).
+        result_ttl: Seconds (not scaled) after completion until video URLs answer 403 (None: never).
         faults: Random failure rates (see :class:`FaultConfig`).
         seed: Seed of the random generator behind durations, ids and faults.
         clock: Time source (None: the running event loop's, so virtual time works).
@@ -223,7 +223,8 @@ class EmulatorStatistics:
         slow: Answers delayed on purpose.
         posts_per_prompt: ``POST /v1/generate`` requests per prompt, past auth and quota.
         tasks_per_prompt: Tasks created per prompt, i.e. generations paid for.
-        duplicate_submissions: Times paid for prompts paid again before an earlier task failed.
+        duplicate_submissions: Prompts paid for again while an earlier task of theirs had
+            not failed, with the times paid in all.
         tasks_created: Tasks created.
         credits_consumed: Credits charged (40 per task, at creation).
         tasks_by_state: Tasks by state now (pending, processing, completed, failed).

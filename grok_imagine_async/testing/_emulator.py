@@ -240,9 +240,8 @@ def _success(data: dict[str, Any], headers: dict[str, str]) -> Response:
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One generation: pending for ``queued_for`` seconds, processing until ``duration``, then
-    failed with ``error_message`` or completed with ``video_count`` videos (``free``: a failure
-    not charged). Times are on the emulator's monotonic clock."""
+    """One generation on the emulator's clock: pending for ``queued_for`` seconds, processing until
+    ``duration``, then failed with ``error_message`` (``free``: not charged) or completed."""
 
     task_id: str
     token: str
