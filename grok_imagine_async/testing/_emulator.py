@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import json
 import math
@@ -24,7 +23,7 @@ import zlib
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from itertools import pairwise
 from pathlib import Path
@@ -416,7 +415,7 @@ class Emulator:
         with self._lock:
             tasks = list(self._tasks.values())
         # Unix times: the other process's monotonic clock is another one.
-        saved = [{**dataclasses.asdict(t), "created_at": self._unix(t.created_at)} for t in tasks]
+        saved = [{**asdict(t), "created_at": self._unix(t.created_at)} for t in tasks]
         target = Path(path)
         temporary = target.with_name(f".{target.name}.tmp")
         temporary.write_text(json.dumps({"tasks": saved}), encoding="utf-8")
