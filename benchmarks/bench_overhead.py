@@ -112,7 +112,7 @@ def serve(port_file: Path) -> None:
 
     pin(0)
 
-    from grok_imagine_async.testing._server import base_url, bind
+    from grok_imagine_async.testing._emulator import base_url, bind
 
     sock = bind("127.0.0.1", 0)
     port_file.write_text(base_url(sock))

@@ -35,6 +35,7 @@ _RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(10)}
 )
 _EXPIRED_STATUSES = frozenset({403, 404, 410})  # how CDNs answer a stale signed URL
+_IDENTITY = {"Accept-Encoding": "identity"}
 ANY_HOST = "*"  # in download_hosts: allow every host (e.g. behind a proxy on a private address)
 
 
@@ -118,12 +119,9 @@ class Downloader:
     def __init__(
         self, http: httpx.AsyncClient, hosts: HostPolicy, settings: Settings, rng: random.Random
     ) -> None:
-        self._http = http
+        self._http, self._hosts, self._rng = http, hosts, rng
         self._url = _http.check_client(http).URL  # URLs of the client's own library
-        self._hosts = hosts
-        self._limits = settings.limits
-        self._retry = settings.retry
-        self._rng = rng
+        self._limits, self._retry = settings.limits, settings.retry
         # The owner (stem) of each file name per folder: another whose name sanitises alike
         # ("a/b", "a?b") gets a digest-suffixed name instead of overwriting.
         self._owners: dict[tuple[Path, str], str] = {}
@@ -175,9 +173,7 @@ class Downloader:
         for _ in range(self._limits.max_redirects + 1):
             if refusal := self._hosts.refusal(current):
                 raise _refused(target, url, refusal)
-            request = self._http.build_request(
-                "GET", current, headers={"Accept-Encoding": "identity"}
-            )
+            request = self._http.build_request("GET", current, headers=_IDENTITY)
             request.headers.pop("Authorization", None)  # even if the http client sets one
             response = await self._http.send(request, stream=True, follow_redirects=False)
             try:
@@ -208,10 +204,8 @@ class Downloader:
         except BadEncoding as exc:
             failure = _failed(target, url, f"failed: {exc}")
         except OSError as exc:
-            what = exc.strerror or str(exc) or type(exc).__name__
-            failure = DownloadError(
-                f"cannot save {target.name}: {what}", url=url, local_path=target
-            )
+            what = f"cannot save {target.name}: {exc.strerror or str(exc) or type(exc).__name__}"
+            failure = DownloadError(what, url=url, local_path=target)
         raise failure  # outside the except blocks: no httpx(2) request in its context
 
 

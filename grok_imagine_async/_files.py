@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import secrets
 import tempfile
@@ -29,15 +28,10 @@ async def run_blocking(func: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(func, *args)
 
 
-def create_exclusive(path: Path, *, mode: int = 0o644) -> BinaryIO:
+def create_exclusive(path: Path, mode: int = 0o644) -> BinaryIO:
     """Create and open ``path`` for writing; ``FileExistsError`` if anything (even a link) is
     there, so a planted link redirects nothing."""
-    fd = os.open(path, _FLAGS, mode)
-    try:
-        return os.fdopen(fd, "wb")
-    except BaseException:
-        os.close(fd)
-        raise
+    return open(path, "wb", opener=lambda name, _: os.open(name, _FLAGS, mode))
 
 
 @asynccontextmanager
@@ -45,7 +39,7 @@ async def replacing(target: Path, *, mode: int = 0o644) -> AsyncIterator[BinaryI
     """A hidden ``.<name>.<8 hex>.part`` file beside ``target``, renamed onto it once the block
     ends and its bytes are synced, deleted if the block fails: ``target`` is never half written."""
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-    out = await run_blocking(functools.partial(create_exclusive, partial, mode=mode))
+    out = await run_blocking(create_exclusive, partial, mode)
     try:
         try:
             yield out

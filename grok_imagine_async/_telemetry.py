@@ -9,7 +9,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, cast
@@ -73,8 +73,8 @@ class _JobTrace:
 
 @dataclass(slots=True)
 class _SchedulerTrace:
-    """One scheduler's live jobs, and its latest snapshot for the gauges (read in an exporter's
-    thread, where ``statistics()`` cannot run)."""
+    """One scheduler's live jobs, and its latest snapshot for the gauges (exporters' threads
+    cannot run ``statistics()``)."""
 
     jobs: dict[str, _JobTrace] = field(default_factory=dict)
     statistics: SchedulerStatistics | None = None
@@ -102,8 +102,7 @@ class Telemetry:
     ) -> None:
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter(_SCOPE, __version__, meter_provider=meter_provider)
-        self._record_prompts = record_prompts
-        self._failed = False
+        self._record_prompts, self._failed = record_prompts, False
         self._wall0, self._loop0 = 0, cast("float | None", None)  # loop time -> epoch ns
         self._servers: dict[str, tuple[str, int]] = {}
         self._last_remaining: int | None = None
@@ -165,32 +164,30 @@ class Telemetry:
                 parts = urlsplit(attempt.url)
                 port = parts.port or (443 if parts.scheme == "https" else 80)
                 server = self._servers[attempt.url] = (parts.hostname or "", port)
-            common = _present(
-                {
-                    "http.request.method": attempt.method,
-                    "server.address": server[0],
-                    "server.port": server[1],
-                    _TEMPLATE: attempt.path,
-                    _STATUS: attempt.status_code,
-                    _ERROR: attempt.error_type,
-                }
-            )
-            span_attributes = common | _present(
-                {
-                    "url.full": attempt.url,
-                    "http.request.resend_count": attempt.resend_count or None,
-                    _TASK_ID: attempt.task_id,
-                    "grok_imagine.rate_limit.remaining": attempt.remaining,
-                    "grok_imagine.rate_limit.permit_wait": attempt.permit_wait,
-                }
-            )
+            measured: dict[str, AttributeValue | None] = {
+                "http.request.method": attempt.method,
+                "server.address": server[0],
+                "server.port": server[1],
+                _TEMPLATE: attempt.path,
+                _STATUS: attempt.status_code,
+                _ERROR: attempt.error_type,
+            }
+            spanned = {
+                **measured,
+                "url.full": attempt.url,
+                "http.request.resend_count": attempt.resend_count or None,
+                _TASK_ID: attempt.task_id,
+                "grok_imagine.rate_limit.remaining": attempt.remaining,
+                "grok_imagine.rate_limit.permit_wait": attempt.permit_wait,
+            }
+            common = _present(measured)
             if attempt.remaining is not None:
                 self._last_remaining = attempt.remaining
             span = self._tracer.start_span(
                 f"{attempt.method} {attempt.path}",
                 context=None if job is None else job.context,
                 kind=SpanKind.CLIENT,
-                attributes=span_attributes,
+                attributes=_present(spanned),
                 start_time=end_ns - int(attempt.duration * 1e9),
             )
             if attempt.error_type is not None:
@@ -253,14 +250,13 @@ class Telemetry:
                 start_time=when,
             )
             job = scheduler.jobs[event.key] = _JobTrace(span, trace.set_span_in_context(span))
-        if isinstance(event, JobSubmitted):
+        if isinstance(event, JobSubmitted | JobResumed):
             job.span.set_attribute(_RESPONSE_ID, event.task_id)
-            job.span.add_event(
-                "submit", {_TASK_ID: event.task_id, _ATTEMPTS: event.attempt}, timestamp=when
-            )
+        if isinstance(event, JobSubmitted):
+            submit: Attributes = {_TASK_ID: event.task_id, _ATTEMPTS: event.attempt}
+            job.span.add_event("submit", submit, timestamp=when)
             job.submitted_at, job.last_look, job.previous_look = event.at, event.at, None
         elif isinstance(event, JobResumed):
-            job.span.set_attribute(_RESPONSE_ID, event.task_id)
             job.span.add_event("resume", {_TASK_ID: event.task_id}, timestamp=when)
             job.submitted_at = job.last_look = job.previous_look = None
         elif isinstance(event, JobResubmitting):
@@ -270,26 +266,24 @@ class Telemetry:
         del scheduler.jobs[event.key]
         request = result.request
         outcome = "completed" if result.ok else "failed"
-        attributes = _present(
-            {
-                "grok_imagine.request.mode": request.mode,
-                "grok_imagine.request.ratio": request.ratio,
-                "grok_imagine.request.image_count": len(request.images or ()),
-                "grok_imagine.request.prompt": request.prompt if self._record_prompts else None,
-                _OUTCOME: outcome,
-                _ATTEMPTS: result.attempts,
-                "grok_imagine.job.polls": result.polls,
-                "grok_imagine.job.credits": result.credits,
-                "grok_imagine.job.from_journal": result.from_journal,
-                _RESPONSE_ID: result.task_id,
-            }
-        )
+        attributes: dict[str, AttributeValue | None] = {
+            "grok_imagine.request.mode": request.mode,
+            "grok_imagine.request.ratio": request.ratio,
+            "grok_imagine.request.image_count": len(request.images or ()),
+            "grok_imagine.request.prompt": request.prompt if self._record_prompts else None,
+            _OUTCOME: outcome,
+            _ATTEMPTS: result.attempts,
+            "grok_imagine.job.polls": result.polls,
+            "grok_imagine.job.credits": result.credits,
+            "grok_imagine.job.from_journal": result.from_journal,
+            _RESPONSE_ID: result.task_id,
+        }
         metric: Attributes = {_OUTCOME: outcome}
         if result.failure_class is not None:
             metric[_FAILURE] = metric[_ERROR] = result.failure_class.value
             attributes.update(metric)
             job.span.set_status(Status(StatusCode.ERROR))
-        job.span.set_attributes(attributes)
+        job.span.set_attributes(_present(attributes))
         if result.files:
             files = {"grok_imagine.download.files": len(result.files)}
             job.span.add_event("download", files, timestamp=when)
@@ -308,10 +302,8 @@ class Telemetry:
 
         def traces() -> list[_SchedulerTrace]:
             for _ in range(3):  # the loop thread may be adding a scheduler while we copy
-                try:
+                with suppress(RuntimeError):
                     return list(self._schedulers.values())
-                except RuntimeError:
-                    continue
             return []
 
         def stats() -> list[SchedulerStatistics]:
@@ -405,8 +397,7 @@ def telemetry_from_environment(service_name: str) -> Iterator[Telemetry]:
 
     Raises:
         ModuleNotFoundError: The SDK is not installed.
-        ImportError: An exporter the variables name is not installed (the message says what
-            to install).
+        ImportError: An exporter the variables name is not installed (the message says which).
     """
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve the emulator until interrupted; return the exit status."""
     try:
         from ..testing import Emulator
-        from ..testing._server import serve_forever
+        from ..testing._emulator import serve_forever
     except ImportError as exc:
         return error("emulator", exc)
     config = build_config(args)

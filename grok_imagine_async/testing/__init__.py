@@ -13,9 +13,7 @@ from ._config import EmulatorConfig, EmulatorStatistics, FaultConfig, Outage, Vo
 from ._virtual_time import ManualClock, VirtualTimeEventLoop, run_virtual
 
 if TYPE_CHECKING:  # these need the extra: imported on first use (see __getattr__)
-    from ._emulator import Emulator
-    from ._server import serve_in_thread
-    from ._transport import ConnectionDropped
+    from ._emulator import ConnectionDropped, Emulator, serve_in_thread
 
 __all__ = [
     "ConnectionDropped",
@@ -38,17 +36,13 @@ def __getattr__(name: str) -> Any:
     if name not in _NEEDS_EXTRA:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        from . import _emulator, _server, _transport
+        from . import _emulator
     except ImportError as exc:
         if (exc.name or "").split(".")[0] not in {"starlette", "uvicorn"}:
             raise
         hint = 'the emulator needs its extra: pip install "grok-imagine-async[emulator]"'
         raise ImportError(f"{hint} ({exc})", name=exc.name) from exc
-    globals().update(
-        ConnectionDropped=_transport.ConnectionDropped,
-        Emulator=_emulator.Emulator,
-        serve_in_thread=_server.serve_in_thread,
-    )
+    globals().update({extra: getattr(_emulator, extra) for extra in _NEEDS_EXTRA})
     _set_module(globals(), _NEEDS_EXTRA)
     return globals()[name]
 

@@ -31,9 +31,8 @@ ERROR_MESSAGES = {  # by marker kind; the first four are the provider's document
 
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
-    """The words the emulated server writes in ``status`` for each state of a task: named
-    ``"default"`` (pending/...), ``"reseller"`` (waiting/generating/success/fail) or ``"upper"``
-    (IN_QUEUE/IN_PROGRESS/COMPLETED/FAILED)."""
+    """The ``status`` words of the emulated server per task state: ``"default"`` (pending/...),
+    ``"reseller"`` (waiting/generating/success/fail) or ``"upper"`` (IN_QUEUE/IN_PROGRESS/...)."""
 
     pending: str = "pending"
     processing: str = "processing"
@@ -47,12 +46,11 @@ class Vocabulary:
         Raises:
             ConfigurationError: If the name is unknown.
         """
-        if isinstance(name, Vocabulary):
-            return name
-        if name not in _NAMED:
+        vocabulary = name if isinstance(name, Vocabulary) else _NAMED.get(name)
+        if vocabulary is None:
             known = ", ".join(_NAMED)
             raise ConfigurationError(f"unknown vocabulary {name!r}: expected one of {known}")
-        return _NAMED[name]
+        return vocabulary
 
     @staticmethod
     def names() -> dict[str, str]:
@@ -104,8 +102,8 @@ class Outage:
 
 @dataclass(frozen=True, kw_only=True)
 class FaultConfig:
-    """Random faults of the emulated server, each rate a probability per authorised, admitted
-    ``/v1/*`` request (POSTs and polls alike), drawn from the emulator's seeded generator.
+    """Random faults of the emulated server, each rate a probability per admitted ``/v1/*``
+    request (POSTs and polls alike), drawn from the emulator's seeded generator.
 
     Attributes:
         server_error_rate: Answer HTTP 500 with the error body (no task is created).
@@ -153,8 +151,7 @@ class EmulatorConfig:
         time_scale: Divides generation times (10 makes a 30 s median take 3 s).
         queue_fraction: Part of a task's duration spent ``pending`` before ``processing``.
         vocabulary: Status words: a :class:`Vocabulary` or its name.
-        result_ttl: Seconds after completion (not scaled) until a task's video URLs answer
-            403, as expired signed URLs do (None: never).
+        result_ttl: Seconds (not scaled) after completion until video URLs answer 403 (None: never).
         faults: Random failure rates (see :class:`FaultConfig`).
         seed: Seed of the random generator behind durations, ids and faults.
         clock: Time source (None: the running event loop's, so virtual time works).
@@ -203,10 +200,8 @@ class EmulatorConfig:
         """Each token's quota, plan tiers applied over :attr:`period`."""
         limits = {}
         for token, plan in self.tokens.items():
-            if isinstance(plan, RateLimit) or (isinstance(plan, str) and "/" in plan):
-                limits[token] = resolve_rate_limit(plan)  # a quota of its own, used as is
-            else:
-                limits[token] = RateLimit(resolve_rate_limit(plan).requests, self.period)
+            limit, own = resolve_rate_limit(plan), isinstance(plan, RateLimit) or "/" in str(plan)
+            limits[token] = limit if own else RateLimit(limit.requests, self.period)
         return MappingProxyType(limits)
 
 

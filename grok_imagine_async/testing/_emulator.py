@@ -1,23 +1,29 @@
-"""The emulator: a local stand-in for the Grok Imagine API, in process or on a socket.
+"""The emulator: a local stand-in for the Grok Imagine API, in process or served by uvicorn.
 
 A task's state is a function of the clock, computed when read. State changes never await and
-hold one lock, so a test thread may read statistics while uvicorn serves from another."""
+hold one lock, so a test thread may read statistics while uvicorn serves from another. Faults
+on purpose: random rates, outages, prompt markers (listed in the testing guide; an invalid one
+is a 400 so that a typo shows), hang-ups (:class:`DropResponse`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import dataclasses
+import functools
 import json
 import math
 import os
 import random
+import re
+import socket
 import sys
 import threading
+import time
 import zlib
 from array import array
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from itertools import pairwise
 from pathlib import Path
@@ -25,20 +31,20 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import uvicorn
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import _http
 from .._clock import DEFAULT_CLOCK
 from .._errors import ConfigurationError
 from .._models import CREDITS_PER_GENERATION, KNOWN_MODES, TaskStatus
 from .._settings import ENV_API_KEY, ENV_BASE_URL, ENV_PLAN, ENV_TIME_SCALE
-from ._config import EmulatorConfig, EmulatorStatistics, Outage
-from ._faults import FaultInjector, InvalidRequest
-from ._mp4 import mp4_bytes
+from ._config import ERROR_MESSAGES, EmulatorConfig, EmulatorStatistics, Outage
 from ._quota import GcraCounter, WindowCounter, WindowDecision, max_in_window
-from ._transport import DroppingStarlette, DropResponse, EmulatorTransport
 
 if TYPE_CHECKING:
     import httpx
@@ -48,6 +54,142 @@ ENDPOINTS = {"/v1/generate": "POST", "/v1/status": "GET"}
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]  # answered (and counted) by _answer
 RATIOS = frozenset({"2:3", "3:2", "1:1", "16:9", "9:16"})
 STATES = (TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED)
+# EmulatorStatistics fields that are counts of an HTTP status, or of an event of the same name
+_STATUSES = {"rate_limited": 429, "unauthorized": 401, "invalid_requests": 400, "not_found": 404}
+_EVENTS = ("server_errors", "body_errors", "dropped", "slow", "videos_served")
+
+
+# A request's faults by marker kind, with their rates: rolled in this order, the first one
+# rolled or marked is the answer (a 500, else a 200 with an error code, else a hang-up after
+# handling, so a dropped POST always has its task).
+_REQUEST_FAULTS = {"500": "server_error_rate", "body": "body_error_rate", "drop": "drop_rate"}
+_REQUEST_MARKERS = frozenset({*_REQUEST_FAULTS, "slow"})
+_TASK_MARKERS = frozenset({*ERROR_MESSAGES, "empty", "duration"})
+_FAIL_KINDS = (_REQUEST_MARKERS | _TASK_MARKERS) - {"slow", "duration"}
+_MARKER = re.compile(r"\[(fail|slow|duration):([^\]\s:]+)(?::(\d+))?\]")
+_SECONDS = r"\d+(\.\d*)?|\.\d+"  # what [slow:S] and [duration:S] take
+
+
+class InvalidRequest(ValueError):
+    """A bad body or prompt marker: answered 400 ``INVALID_REQUEST`` with this message."""
+
+
+# httpcore's wording, which httpx re-raises, for a connection closed before any answer.
+DISCONNECTED = "Server disconnected without sending a response."
+_SEND = "grok_imagine_async.emulator.send"  # scope key: the server's send, which Starlette wraps
+_SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "root_path": ""}
+
+
+class ConnectionDropped(Exception):
+    """Raised when the emulator drops a connection it cannot close itself (under a plain
+    ``httpx.ASGITransport``; ``Emulator.transport()`` converts it)."""
+
+
+class DropResponse(Response):
+    """A response never sent: the connection is closed instead."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        owner: Any = getattr(scope.get(_SEND), "__self__", None)  # uvicorn's request cycle
+        transport = getattr(owner, "transport", None)
+        if not isinstance(transport, asyncio.BaseTransport):
+            raise ConnectionDropped("the emulator dropped the connection")
+        if hasattr(owner, "disconnected"):
+            owner.disconnected = True  # so uvicorn neither logs nor writes a 500
+        transport.close()
+
+
+class DroppingStarlette(Starlette):
+    """A Starlette application whose handlers may answer by closing the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
+class EmulatorTransport(_http.AnyFamilyTransport):
+    """Sends requests to an emulator's app in process (a third cheaper than ``ASGITransport``),
+    answering each in its library: a dropped connection raises ``RemoteProtocolError``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        family = _http.family_of(request, "Request") or _http.lib
+        timeouts = request.extensions.get("timeout", {})
+        url = request.url
+        scope: dict[str, Any] = {
+            **_SCOPE,
+            "method": request.method,
+            "headers": [(name.lower(), value) for name, value in request.headers.raw],
+            "scheme": url.scheme,
+            "path": url.path,
+            "raw_path": url.raw_path.split(b"?")[0],
+            "client": ("127.0.0.1", 123),
+            "query_string": url.query,
+            "server": (url.host, url.port),
+        }
+        pending_body: list[bytes] = [await request.aread()]
+        answered = anyio.Event()
+        start: Message = {}
+        parts: list[bytes] = []
+
+        async def receive() -> Message:
+            if pending_body:
+                return {"type": "http.request", "body": pending_body.pop(), "more_body": False}
+            await answered.wait()  # like a client that stays until the answer is complete
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    answered.set()
+
+        try:
+            with anyio.fail_after(timeouts.get("read") if isinstance(timeouts, dict) else None):
+                await self._app(scope, receive, send)
+            if not answered.is_set():
+                raise ConnectionDropped
+        except ConnectionDropped:
+            raise family.RemoteProtocolError(DISCONNECTED, request=request) from None
+        except TimeoutError:
+            raise family.ReadTimeout("timed out", request=request) from None
+        body = b"" if request.method == "HEAD" else b"".join(parts)
+        response: httpx.Response = family.Response(
+            start["status"], headers=start.get("headers", []), stream=family.ByteStream(body)
+        )
+        return response
+
+
+# All before the samples (the same for every shade): ftyp, moov, mdat's header, the sample's
+# length, the IDR slice's NAL and slice headers.
+_HEADER = bytes.fromhex(
+    "000000206674797069736f6d0000020069736f6d69736f32617663316d703431000002586d6f6f760000006c"
+    "6d766864000000000000000000000000000003e8000003e80001000001000000000000000000000000010000"
+    "0000000000000000000000000001000000000000000000000000000040000000000000000000000000000000"
+    "00000000000000000000000000000002000001e47472616b0000005c746b6864000000030000000000000000"
+    "0000000100000000000003e80000000000000000000000000000000000010000000000000000000000000000"
+    "00010000000000000000000000000000400000000010000000100000000001806d646961000000206d646864"
+    "000000000000000000000000000003e8000003e855c400000000002d68646c72000000000000000076696465"
+    "000000000000000000000000566964656f48616e646c6572000000012b6d696e6600000014766d6864000000"
+    "0100000000000000000000002464696e660000001c6472656600000000000000010000000c75726c20000000"
+    "01000000eb7374626c0000008373747364000000000000000100000073617663310000000000000001000000"
+    "0000000000000000000000000000100010004800000048000000000000000100000000000000000000000000"
+    "000000000000000000000000000000000000000018ffff0000001d617663430142c00affe100066742c00ada"
+    "7901000468ce3c800000001873747473000000000000000100000001000003e80000001c7374736300000000"
+    "00000001000000010000000100000001000000187374737a0000000000000000000000010000018a00000014"
+    "7374636f000000000000000100000280000001926d64617400000186658884a0d0"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def mp4_bytes(shade: int = 128) -> bytes:
+    """A valid one-frame MP4 of a flat colour picked by ``shade`` (0-255): different shades,
+    different bytes, so a test can tell two downloaded videos apart."""
+    luma = 16 + shade % 220  # video range; no sample is 0..3, so no emulation-prevention bytes
+    return _HEADER + bytes([luma] * 256 + [128] * 64 + [255 - luma] * 64) + b"\x80"  # stop bit
 
 
 def parse_generate_body(raw: bytes) -> dict[str, Any]:
@@ -97,9 +239,8 @@ def _success(data: dict[str, Any], headers: dict[str, str]) -> Response:
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One generation: pending for ``queued_for`` seconds, processing until ``duration``, then
-    failed with ``error_message`` or completed with ``video_count`` videos (``free``: a failure
-    not charged). Times are on the emulator's monotonic clock."""
+    """One generation on the emulator's clock: pending for ``queued_for`` seconds, processing until
+    ``duration``, then failed with ``error_message`` (``free``: not charged) or completed."""
 
     task_id: str
     token: str
@@ -153,7 +294,7 @@ class Emulator:
         self._clock = config.clock if config.clock is not None else DEFAULT_CLOCK
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed)
-        self._faults = FaultInjector(config.faults, self._rng)
+        self._fired: Counter[tuple[str, str]] = Counter()  # (prompt, marker) -> times applied
         refused = config.count_refused
         self._windows = {
             token: GcraCounter(limit, burst=config.burst, count_refused=refused)
@@ -181,9 +322,8 @@ class Emulator:
         """The ASGI application (a Starlette app)."""
 
     def transport(self) -> httpx.AsyncBaseTransport:
-        """A transport reaching this emulator in process, for httpx2 and httpx clients alike: a
-        dropped connection raises ``RemoteProtocolError``, an answer later than the read
-        timeout ``ReadTimeout``, as over a socket."""
+        """A transport to this emulator in process, for httpx2 and httpx alike, raising as over a
+        socket: ``RemoteProtocolError`` on a dropped connection, ``ReadTimeout`` on a late one."""
         return EmulatorTransport(self.app)
 
     def client(self, token: str | None = "test-token", **kwargs: Any) -> httpx.AsyncClient:
@@ -228,21 +368,14 @@ class Emulator:
                 requests_total=sum(n for k, n in by_endpoint.items() if " /v1" in k),
                 requests_by_endpoint=_frozen(by_endpoint),
                 responses_by_status=_frozen({k: n for k, n in c.items() if isinstance(k, int)}),
-                rate_limited=c[429],
-                unauthorized=c[401],
-                invalid_requests=c[400],
-                not_found=c[404],
-                server_errors=c["server_errors"],
-                body_errors=c["body_errors"],
-                dropped=c["dropped"],
-                slow=c["slow"],
                 posts_per_prompt=_frozen(self._posts_per_prompt),
                 tasks_per_prompt=_frozen(per_prompt),
                 duplicate_submissions=_frozen(self._unasked()),
                 tasks_created=len(self._tasks),
                 credits_consumed=CREDITS_PER_GENERATION * sum(not t.free for t in tasks),
                 tasks_by_state=_frozen({s.value: states[s.value] for s in STATES}),
-                videos_served=c["videos_served"],
+                **{name: c[status] for name, status in _STATUSES.items()},
+                **{event: c[event] for event in _EVENTS},
             )
 
     def request_times(
@@ -282,7 +415,7 @@ class Emulator:
         with self._lock:
             tasks = list(self._tasks.values())
         # Unix times: the other process's monotonic clock is another one.
-        saved = [{**dataclasses.asdict(t), "created_at": self._unix(t.created_at)} for t in tasks]
+        saved = [{**asdict(t), "created_at": self._unix(t.created_at)} for t in tasks]
         target = Path(path)
         temporary = target.with_name(f".{target.name}.tmp")
         temporary.write_text(json.dumps({"tasks": saved}), encoding="utf-8")
@@ -345,7 +478,18 @@ class Emulator:
             if outage is None:  # timed outages count from the first request the quota saw
                 first = min((t[0] for t, _ in self._timeline.values() if t), default=now)
                 outage = next((o for o in cfg.faults.outages if o.covers(now - first)), None)
-            error_message, videos, free, duration = self._faults.for_task(prompt, outage)
+            error, videos, free, duration = None, 2, False, None
+            if outage is not None:  # every new task fails, markers or not
+                error, videos, free, duration = outage.message, 0, outage.free, outage.fails_after
+            elif self._roll(cfg.faults.task_failure_rate):
+                error = self._rng.choice(list(ERROR_MESSAGES.values())[:4])
+            for family, kind in self._markers(prompt, _TASK_MARKERS) if outage is None else []:
+                if family == "duration":
+                    duration = float(kind)
+                elif kind == "empty":
+                    videos = 0
+                else:
+                    error = ERROR_MESSAGES[kind]
             if duration is None:  # lognormal around the median
                 spread = math.exp(cfg.duration_sigma * self._rng.gauss(0.0, 1.0))
                 duration = cfg.duration_median * spread / cfg.time_scale
@@ -353,7 +497,7 @@ class Emulator:
             while task_id in self._tasks:
                 task_id = f"task_{self._rng.getrandbits(48):012x}"
             queued = duration * cfg.queue_fraction
-            task = Task(task_id, token, request, now, queued, duration, error_message, videos, free)
+            task = Task(task_id, token, request, now, queued, duration, error, videos, free)
             self._tasks[task_id] = task
             return task
 
@@ -367,6 +511,42 @@ class Emulator:
             for p, run in runs.items()
         }
         return {prompt: 1 + times for prompt, times in paid.items() if times}
+
+    def _roll(self, rate: float) -> bool:
+        # Draw only for active rates, so enabling one fault does not reshuffle another's sequence.
+        return rate > 0.0 and self._rng.random() < rate
+
+    def _markers(self, prompt: str, wanted: frozenset[str]) -> list[tuple[str, str]]:
+        """The (family, kind) of the ``wanted`` markers of ``prompt`` to apply now (each use
+        counts against a marker's ``:N``). Raises InvalidRequest on an invalid marker."""
+        matches = list(_MARKER.finditer(prompt)) if self.config.faults.markers else []
+        for match in matches:
+            family, kind = match.group(1, 2)
+            if family == "fail" and kind not in _FAIL_KINDS:
+                raise InvalidRequest(f"unknown emulator marker {match.group(0)}")
+            if family != "fail" and not re.fullmatch(_SECONDS, kind):
+                raise InvalidRequest(f"emulator marker {match.group(0)} needs a number of seconds")
+        applied = []
+        for match in matches:
+            marker, family, kind, limit = match.group(0, 1, 2, 3)
+            if (kind if family == "fail" else family) not in wanted:
+                continue
+            if family != "duration":  # a duration applies to every task of the prompt
+                if limit is not None and self._fired[prompt, marker] >= int(limit):
+                    continue
+                self._fired[prompt, marker] += 1
+            applied.append((family, kind))
+        return applied
+
+    def _request_faults(self, prompt: str | None = None) -> tuple[float, str | None]:
+        """The delay and fault (of ``_REQUEST_FAULTS``) of a POST of ``prompt`` or a poll."""
+        cfg = self.config.faults
+        markers = self._markers(prompt or "", _REQUEST_MARKERS)
+        rolled = {k for k, rate in _REQUEST_FAULTS.items() if self._roll(getattr(cfg, rate))}
+        chosen = rolled | {kind for family, kind in markers if family == "fail"}
+        delay = cfg.slow_seconds if self._roll(cfg.slow_rate) else 0.0
+        delay += sum(float(kind) for family, kind in markers if family == "slow")
+        return delay, next((k for k in _REQUEST_FAULTS if k in chosen), None)
 
     async def _api(self, request: Request) -> Response:
         answer = await self._answer(request)
@@ -401,7 +581,7 @@ class Emulator:
         try:
             body = parse_generate_body(await request.body()) if method == "POST" else None
             with self._lock:  # a prompt with an invalid marker is not counted as a POST
-                delay, fault = self._faults.for_request(None if body is None else body["prompt"])
+                delay, fault = self._request_faults(None if body is None else body["prompt"])
                 if body is not None:
                     self._posts_per_prompt[body["prompt"]] += 1
         except InvalidRequest as exc:
@@ -468,3 +648,86 @@ class Emulator:
 
     async def _stats(self, request: Request) -> Response:
         return JSONResponse(self.statistics().as_dict())
+
+
+STARTUP_TIMEOUT = 10.0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it
+    # uvicorn's body write waits for the client's delayed ACK, 40 ms per request.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def base_url(sock: socket.socket) -> str:
+    """``http://host:port`` of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _server(emulator: Emulator, log_level: str, *, own_logging: bool) -> uvicorn.Server:
+    config = uvicorn.Config(
+        emulator.app,
+        # In a host process (tests), leave its logging configuration alone.
+        log_config=uvicorn.config.LOGGING_CONFIG if own_logging else None,
+        log_level=log_level,
+        access_log=own_logging and log_level == "debug",
+        lifespan="off",
+    )
+    return uvicorn.Server(config)
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    emulator: Emulator, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+) -> Iterator[str]:
+    """Serve ``emulator`` with uvicorn in a background thread (on the real clock) while the
+    block runs, on ``host:port`` (port 0: a free one) at uvicorn's ``log_level``.
+
+    Yields:
+        The base URL, such as ``http://127.0.0.1:49731``.
+
+    Raises:
+        RuntimeError: If the server did not start within 10 seconds.
+    """
+    server = _server(emulator, log_level, own_logging=False)
+    with bind(host, port) as sock:
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="grok-imagine-emulator", daemon=True
+        )
+        thread.start()
+        try:
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while not server.started:  # uvicorn offers no startup event to wait on
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError("the emulator's uvicorn server did not start")
+                time.sleep(0.005)
+            yield base_url(sock)
+        finally:
+            server.should_exit = True
+            thread.join(STARTUP_TIMEOUT)
+
+
+def serve_forever(
+    emulator: Emulator,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    on_ready: Callable[[str], None] = print,
+) -> None:
+    """Serve ``emulator`` in this thread until Ctrl-C; ``on_ready`` gets its URL once bound."""
+    with bind(host, port) as sock:
+        on_ready(base_url(sock))
+        _server(emulator, log_level, own_logging=True).run(sockets=[sock])

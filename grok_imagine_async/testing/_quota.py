@@ -11,6 +11,7 @@ from typing import Literal
 
 from .._limiting.plans import RateLimit
 
+_Mode = Literal["sliding", "fixed"]
 EPSILON = 1e-6  # a client's float rounding of ``t + period`` must not turn into a 429
 
 
@@ -30,13 +31,7 @@ class WindowCounter:
 
     __slots__ = ("_count", "_count_refused", "_times", "_window_start", "limit", "mode")
 
-    def __init__(
-        self,
-        limit: RateLimit,
-        mode: Literal["sliding", "fixed"] = "sliding",
-        *,
-        count_refused: bool = False,
-    ) -> None:
+    def __init__(self, limit: RateLimit, mode: _Mode = "sliding", *, count_refused: bool = False):
         self.limit, self.mode, self._count_refused = limit, mode, count_refused
         self._times: deque[float] = deque()  # sliding: the requests still counted
         self._window_start, self._count = -math.inf, 0  # fixed: the current window

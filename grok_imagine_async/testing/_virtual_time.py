@@ -16,8 +16,6 @@ import anyio
 
 from .._clock import UNIX_OFFSET
 
-_HOLD_POLL = 0.05  # real seconds between looks while a worker thread holds the clock
-
 T = TypeVar("T")
 
 
@@ -28,18 +26,16 @@ class _JumpingSelector(selectors.DefaultSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)
-        if ready:
-            return ready
-        if timeout == 0:
-            if not getattr(self.loop, "_ready", True):
-                # Only a timer due now woke us: move on as a real clock would, or a callback
-                # re-arming itself "when enough time passed" (aiolimiter) spins at one instant.
-                self.loop.advance(max(1e-9, math.ulp(self.loop.time())))
+        if not ready and timeout == 0 and not getattr(self.loop, "_ready", True):
+            # Only a timer due now woke us: move on as a real clock would, or a callback
+            # re-arming itself "when enough time passed" (aiolimiter) spins at one instant.
+            self.loop.advance(max(1e-9, math.ulp(self.loop.time())))
+        if ready or timeout == 0:
             return ready
         if timeout is None:  # nothing scheduled: only real I/O (or another thread) can wake us
             return super().select(None)
-        if self.loop._holds:  # a worker thread is busy for us (hold_time): wait in real time
-            return super().select(min(timeout, _HOLD_POLL))
+        if self.loop._holds:  # a worker thread is busy for us (hold_time): look every 50 ms
+            return super().select(min(timeout, 0.05))
         self.loop.advance(timeout)
         return []
 

@@ -108,7 +108,7 @@ def grok_emulator_env(
 ) -> Iterator[Mapping[str, str]]:
     """``grok_emulator`` served on 127.0.0.1 (a thread, real clock), with the
     ``GROK_IMAGINE_*`` variables pointing default clients at it set for the test; yields them."""
-    from ._server import serve_in_thread
+    from ._emulator import serve_in_thread
 
     with serve_in_thread(grok_emulator) as url:
         environment = grok_emulator.environment(url)

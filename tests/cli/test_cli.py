@@ -24,7 +24,7 @@ from cli_support import SCALE, TOKEN, against, fast_emulator, manifest, prompts_
 
 from grok_imagine_async._cli.common import command_line
 from grok_imagine_async.testing import EmulatorConfig
-from grok_imagine_async.testing._mp4 import mp4_bytes
+from grok_imagine_async.testing._emulator import mp4_bytes
 
 if TYPE_CHECKING:
     from _redis_worker import RedisServer

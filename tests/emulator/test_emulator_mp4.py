@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from grok_imagine_async.testing._mp4 import mp4_bytes
+from grok_imagine_async.testing._emulator import mp4_bytes
 
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"dinf"}
 

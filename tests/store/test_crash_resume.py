@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from grok_imagine_async.testing import EmulatorConfig, EmulatorStatistics, FaultConfig
-from grok_imagine_async.testing._mp4 import mp4_bytes
+from grok_imagine_async.testing._emulator import mp4_bytes
 
 if TYPE_CHECKING:
     from grok_imagine_async.testing import Emulator
