@@ -310,7 +310,7 @@ class Workers:
                 refused = BudgetExceededError(
                     max_credits=budget.max_credits, committed_credits=budget.committed
                 )
-                self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
+                self._outcome(job, Outcome.OTHER)
                 await books.finish(job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED)
                 return
             with budget.reserve() as held:  # released unless committed
@@ -359,12 +359,12 @@ class Workers:
             return True  # the breaker decides again: after the outage, or not at all
         except BudgetExceededError as exc:
             # A shared budget (a Redis job store) refused the intent: nothing was sent.
-            self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
+            self._outcome(job, Outcome.OTHER)
             error, failure = exc, FailureClass.BUDGET_EXCEEDED
         except AmbiguousSubmitError as exc:
             held.commit(certain=False)  # it may have been charged: count it against the budget
             job.charged(attempt, cost)
-            self._outcome(job, Outcome.UNANSWERED, anyio.current_time(), post=True)
+            self._outcome(job, Outcome.UNANSWERED)
             error, failure = exc, FailureClass.AMBIGUOUS_SUBMIT
         except AuthenticationError as exc:
             # Provably not started: close the job (and its journal intent) before stopping all.
@@ -386,14 +386,14 @@ class Workers:
             # Nothing was started (the sender retried already); systematic: the breaker's.
             reached = not isinstance(exc, APIConnectionError)
             outcome = Outcome.RETRYABLE if reached else Outcome.UNREACHABLE
-            self._outcome(job, outcome, anyio.current_time(), post=True)
+            self._outcome(job, outcome)
             if breaker.state is BreakerState.PAUSED:
                 return True  # sent again once the outage is over
             # A server never reached: a configuration error; stop every worker once it ended.
             halt = breaker.state is BreakerState.STOPPED and not reached
             error, failure = exc, FailureClass.REQUEST_ERROR
         except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
-            self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
+            self._outcome(job, Outcome.OTHER)
             error, failure = exc, FailureClass.REQUEST_ERROR
         except Exception as exc:
             # Before the intent the limiter failed (e.g. Redis refused its script); after it,
@@ -412,7 +412,7 @@ class Workers:
             breaker.answered()
             if breaker.is_probe(job.sequence) and breaker.healthy_age() <= 0.0:
                 # The POSTs failed, and this one did not.
-                self._outcome(job, Outcome.SUCCEEDED, anyio.current_time(), post=True)
+                self._outcome(job, Outcome.SUCCEEDED)
             held.commit()
             job.charged(attempt, cost)
             await books.write(job, lambda store: store.record_submitted(job.key, task_id), task_id)
@@ -507,16 +507,14 @@ class Workers:
             if refund:
                 books.budget.refund(refund)
                 job.refunded(refund)
-        failure = task.failure_class
-        age = None if job.submitted_at is None else now - job.submitted_at
-        self._outcome(job, task_outcome(failure), now, failure, age)
+        self._outcome(job, task_outcome(task.failure_class), task)
         if task.succeeded:
             if self._folder is not None:
                 await self._to_download(job, task)
             else:
                 await books.finish(job, task=task)
             return
-        failure = failure or FailureClass.UNKNOWN
+        failure = task.failure_class or FailureClass.UNKNOWN
         if (
             failure in self._resubmit_on
             and failure in OUTAGE_FAILURES
@@ -554,20 +552,14 @@ class Workers:
             return
         await books.finish(job, task=task, error=TaskFailedError(task), failure_class=failure)
 
-    def _outcome(
-        self,
-        job: JobRecord,
-        outcome: Outcome,
-        now: float,
-        failure: FailureClass | None = None,
-        age: float | None = None,
-        *,
-        post: bool = False,
-    ) -> None:
-        """Tell the breaker how ``job``'s task ended (``post``: its POST), and act on what it
-        says: a resume lets the held jobs go at once, whole; only a task's end looks at the jobs
-        it casts doubt on."""
+    def _outcome(self, job: JobRecord, outcome: Outcome, task: Task | None = None) -> None:
+        """Tell the breaker how ``job``'s ``task`` ended (None: its POST, or a probe seen
+        healthy), and act on what it says: a resume lets the held jobs go at once, whole; only
+        a task's end looks at the jobs it casts doubt on."""
         books, breaker, planner = self._books, self._breaker, self._planner
+        now, post = anyio.current_time(), task is None
+        failure = None if task is None else task.failure_class
+        age = None if post or job.submitted_at is None else now - job.submitted_at
         transition = breaker.record(job.sequence, outcome, now=now, failure_class=failure, age=age)
         if not post and outcome is Outcome.RETRYABLE and breaker.suspicious:
             planner.next_canary = min(planner.next_canary, now)  # the next job sent is looked at
@@ -644,12 +636,10 @@ class Workers:
         if not breaker.warming_up and job.key in self._warmup and not self._planner.queued():
             # Everything sent: a warm-up job's urgent looks are no longer worth their cost.
             self._planner.followed.discard(job.key)
-        witness = job.key in self._witnesses
+        probe = breaker.is_probe(job.sequence) or job.key in self._witnesses
         self._witnesses.discard(job.key)
-        if not (breaker.is_probe(job.sequence) or witness):
-            return
-        if now - job.submitted_at >= breaker.healthy_age():
-            self._outcome(job, Outcome.SUCCEEDED, now)
+        if probe and now - job.submitted_at >= breaker.healthy_age():
+            self._outcome(job, Outcome.SUCCEEDED)
 
     async def _resend(self, job: JobRecord, after_failure: bool) -> None:
         await self._books.for_job(job, self._send(job, after_failure=after_failure))
