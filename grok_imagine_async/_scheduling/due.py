@@ -21,9 +21,6 @@ class DueQueue(Generic[T]):
         self._order = itertools.count()
         self._changed = anyio.Event()
 
-    def __len__(self) -> int:
-        return len(self._heap)
-
     def schedule(self, item: T, when: float) -> None:
         """Make ``item`` due at ``when``; wakes :meth:`next_due` if it is now the first."""
         heapq.heappush(self._heap, (when, next(self._order), item))

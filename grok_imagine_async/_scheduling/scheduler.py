@@ -100,11 +100,10 @@ class JobScheduler:
             raise TypeError(f"unexpected keyword argument {', '.join(sorted(unknown))}")
         self._config = config = config or SchedulerConfig()
         self._client, self._options = client, options
-        self._limit = client.limiter.limit
         settings = client.settings  # already in the server's seconds (Settings.from_env)
         model = config.duration_model or DurationModel(prior_median=settings.expected_duration)
         self._planner = PollPlanner(
-            self._limit,
+            client.limiter.limit,
             config.poll or settings.poll,
             model,
             config.rng or random.Random(),
@@ -290,7 +289,8 @@ class JobScheduler:
         """A frozen snapshot of the scheduler's counters."""
         now = anyio.current_time()
         limiter = self._client.limiter.statistics()
-        period = self._limit.period
+        limit = self._planner.limit
+        period = limit.period
         span = period / 4  # a steady view: short spans make a few quick requests look like a burst
         tally, budget = self._books.tally, self._books.budget
         return SchedulerStatistics(
@@ -306,7 +306,7 @@ class JobScheduler:
             credits_consumed=budget.spent,
             credits_uncertain=budget.uncertain,
             requests_per_minute=self._planner.requests_since(now - span) * 60.0 / span,
-            limit_per_minute=self._limit.requests * 60.0 / period,
+            limit_per_minute=limit.requests * 60.0 / period,
             max_in_flight=self._current_cap(),
             predicted_duration=self._planner.model.median,
             breaker=self._books.breaker.snapshot(),
@@ -327,7 +327,9 @@ class JobScheduler:
         if self._config.max_in_flight is not None:
             return self._config.max_in_flight
         in_flight = self._planner.model.mean + self._planner.policy.wait_initial
-        return max(2, math.ceil(8.0 * (self._limit.per_second / REQUESTS_PER_JOB) * in_flight))
+        return max(
+            2, math.ceil(8.0 * (self._planner.limit.per_second / REQUESTS_PER_JOB) * in_flight)
+        )
 
     def _has_slot(self) -> bool:
         books = self._books

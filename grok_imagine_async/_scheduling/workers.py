@@ -1,6 +1,5 @@
-"""The scheduler's workers, sharing its ``Books``: submitters (a job replayed, resumed or
-POSTed), pollers (fed by one :class:`DueQueue` timer: they finish, resubmit or reschedule a job)
-and downloaders (a completed job's videos to disk before it counts as finished)."""
+"""The scheduler's workers, sharing its ``Books``: submitters, pollers (fed by one
+:class:`DueQueue` timer) and downloaders (a job's videos, before it counts as finished)."""
 
 from __future__ import annotations
 
@@ -230,11 +229,9 @@ class Workers:
             self._unprobed -= not probed
 
     async def _verdict(self, job: JobRecord, *, last_try: bool = False) -> None:
-        """Wait for the verdict on ``job``'s outage-like failure: the outage's if the batch
-        pauses (the try is unspent), its own once a later success says the provider works.
-        ``last_try``: wait up to ``_VERDICT`` first probe waits while unexplained. Else (before
-        its resubmission) one while the newest jobs fail too, and while unexplained let the
-        jobs queued behind it go first: they pause the batch, or a canary of theirs vouches."""
+        """Wait to learn whether an outage explains ``job``'s failure (the batch pauses) or not
+        (a later success): ``last_try`` up to ``_VERDICT`` probe waits; else one while the newest
+        jobs fail too, and while unexplained let the jobs queued behind it go first."""
         books, breaker, planner = self._books, self._breaker, self._planner
         assert breaker.policy is not None  # no policy, no pause to wait for
         wait = breaker.policy.probe_wait_initial
