@@ -85,12 +85,9 @@ class CreditBudget:
             return True
         return self.committed + jobs * cost <= self.max_credits
 
-    def refund(self, credits: int) -> None:
-        """The provider's ``consumed_credits`` say a task cost ``credits`` less than counted."""
-        self._spent -= credits
-
-    def adopt(self, credits: int) -> None:
-        """Count credits an earlier run spent on a job this run takes over."""
+    def count(self, credits: int) -> None:
+        """Count ``credits`` an earlier run spent on a job this run takes over, or (negative)
+        what the provider's ``consumed_credits`` say a task did not cost."""
         self._spent += credits
 
     @contextmanager

@@ -326,10 +326,9 @@ class JobScheduler:
         """By default eight times Little's law: a saturated quota never idles for lack of work."""
         if self._config.max_in_flight is not None:
             return self._config.max_in_flight
-        in_flight = self._planner.model.mean + self._planner.policy.wait_initial
-        return max(
-            2, math.ceil(8.0 * (self._planner.limit.per_second / REQUESTS_PER_JOB) * in_flight)
-        )
+        planner = self._planner
+        in_flight = planner.model.mean + planner.policy.wait_initial
+        return max(2, math.ceil(8.0 * (planner.limit.per_second / REQUESTS_PER_JOB) * in_flight))
 
     def _has_slot(self) -> bool:
         books = self._books

@@ -272,7 +272,7 @@ class Workers:
     def _adopt(self, job: JobRecord, record: StoreRecord) -> None:
         """Take over what an earlier run spent on ``job`` (submissions, credits)."""
         job.adopted(attempts=record.attempts, credits=record.credits)
-        self._books.budget.adopt(record.credits)
+        self._books.budget.count(record.credits)
 
     async def _resume(self, job: JobRecord, record: StoreRecord) -> bool:
         """Continue a job the journal saw start; False if it still needs a submission."""
@@ -354,8 +354,7 @@ class Workers:
                 )
         except _Withheld:
             return True  # the breaker decides again: after the outage, or not at all
-        except BudgetExceededError as exc:
-            # A shared budget (a Redis job store) refused the intent: nothing was sent.
+        except BudgetExceededError as exc:  # a shared budget (a Redis job store) refused the intent
             self._outcome(job, Outcome.OTHER)
             error, failure = exc, FailureClass.BUDGET_EXCEEDED
         except AmbiguousSubmitError as exc:
@@ -363,13 +362,10 @@ class Workers:
             job.charged(attempt, cost)
             self._outcome(job, Outcome.UNANSWERED)
             error, failure = exc, FailureClass.AMBIGUOUS_SUBMIT
-        except AuthenticationError as exc:
-            # Provably not started: close the job (and its journal intent) before stopping all.
+        except AuthenticationError as exc:  # not started: end the job (its intent), then stop all
             await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
             raise
-        except JobTakenOver as exc:
-            # Our lease ran out and another process adopted the job: it is theirs to send, and
-            # the batch goes on (nothing was sent; the store holds the job's real end).
+        except JobTakenOver as exc:  # our lease ran out: the process that took the job sends it
             logger.warning("%s", exc)
             await books.finish(
                 job, error=exc, failure_class=FailureClass.NOT_SUBMITTED, record=False
@@ -382,8 +378,7 @@ class Workers:
         except (APIConnectionError, ServerError, APIResponseValidationError) as exc:
             # Nothing was started (the sender retried already); systematic: the breaker's.
             reached = not isinstance(exc, APIConnectionError)
-            outcome = Outcome.RETRYABLE if reached else Outcome.UNREACHABLE
-            self._outcome(job, outcome)
+            self._outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
             if breaker.state is BreakerState.PAUSED:
                 return True  # sent again once the outage is over
             # A server never reached: a configuration error; stop every worker once it ended.
@@ -392,9 +387,7 @@ class Workers:
         except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
             self._outcome(job, Outcome.OTHER)
             error, failure = exc, FailureClass.REQUEST_ERROR
-        except Exception as exc:
-            # Before the intent the limiter failed (e.g. Redis refused its script); after it,
-            # the POST may have left, and been paid.
+        except Exception as exc:  # the limiter failed or, after the intent, a maybe paid POST
             error, failure = unexpected(exc), FailureClass.REQUEST_ERROR
             if may_have_left:
                 held.commit(certain=False)
@@ -407,8 +400,7 @@ class Workers:
                 failure = FailureClass.AMBIGUOUS_SUBMIT
         else:
             breaker.answered()
-            if breaker.is_probe(job.sequence) and breaker.healthy_age() <= 0.0:
-                # The POSTs failed, and this one did not.
+            if breaker.is_probe(job.sequence) and breaker.healthy_age() <= 0.0:  # POSTs failed
                 self._outcome(job, Outcome.SUCCEEDED)
             held.commit()
             job.charged(attempt, cost)
@@ -502,7 +494,7 @@ class Workers:
         if task.consumed_credits is not None and job.sequence is not None:
             refund = cost - min(max(task.consumed_credits, 0), cost)  # never more than it cost
             if refund:
-                books.budget.refund(refund)
+                books.budget.count(-refund)
                 job.refunded(refund)
         self._outcome(job, task_outcome(task.failure_class), task)
         if task.succeeded:
