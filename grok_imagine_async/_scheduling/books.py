@@ -35,8 +35,7 @@ logger = logging.getLogger("grok_imagine_async.scheduler")
 
 
 class Reservation:
-    """Credits held for one POST until its outcome commits or releases them, so concurrent
-    submissions never together overrun the budget."""
+    """Credits held for one POST until committed or released: POSTs never overrun the budget."""
 
     def __init__(self, budget: CreditBudget, cost: int) -> None:
         self._budget, self._cost = budget, cost
@@ -86,8 +85,7 @@ class CreditBudget:
         return self.committed + jobs * cost <= self.max_credits
 
     def count(self, credits: int) -> None:
-        """Count ``credits`` an earlier run spent on a job this run takes over, or (negative)
-        what the provider's ``consumed_credits`` say a task did not cost."""
+        """Count credits spent outside a POST: an earlier run's, or (negative) a refund."""
         self._spent += credits
 
     @contextmanager
@@ -290,7 +288,7 @@ class Books:
         self.notify()
 
     def halt(self) -> None:
-        self.halted = True
+        self.input_closed = self.halted = True
         if self.tg is not None:
             self.tg.cancel_scope.cancel()
         self.notify()

@@ -13,8 +13,7 @@ T = TypeVar("T")
 
 
 class DueQueue(Generic[T]):
-    """Items ordered by due time (``anyio.current_time()``), ties in scheduling order;
-    :meth:`next_due` returns each once its time has come."""
+    """Items by due time (ties in scheduling order); :meth:`next_due` returns each when due."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, T]] = []

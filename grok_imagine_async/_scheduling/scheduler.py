@@ -179,7 +179,6 @@ class JobScheduler:
 
     def cancel(self) -> None:
         """Stop everything now; the block then exits (a journal resumes the jobs paid for)."""
-        self._books.close_input()
         self._books.halt()
 
     def close_input(self) -> None:
@@ -348,8 +347,7 @@ async def generate_many(
     on_progress: ProgressHook | None = None,
     **options: Unpack[SchedulerOptions],
 ) -> AsyncIterator[JobResults]:
-    """Run ``items`` through a :class:`JobScheduler` and stream their results (see
-    :meth:`AsyncGrokImagine.generate_many`)."""
+    """Run ``items`` through a :class:`JobScheduler`, streaming their results."""
     reporter = None
     if on_progress is not None:
         reporter = _Reporter(on_progress, options.get("on_event"))

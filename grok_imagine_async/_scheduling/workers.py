@@ -295,8 +295,7 @@ class Workers:
         return True
 
     async def _send(self, job: JobRecord, *, after_failure: bool = False) -> None:
-        """Send ``job``'s POST once the breaker and the budget allow; one an outage refused
-        goes again after it. ``after_failure``: see :meth:`_admit`."""
+        """Send ``job``'s POST once the breaker and budget allow (again after an outage's end)."""
         while True:
             if not await self._admit(job, after_failure=after_failure):
                 await self._not_sent(job)
