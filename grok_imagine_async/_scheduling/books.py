@@ -153,19 +153,19 @@ class Books:
         except Exception:  # a display's bug must not end a job, let alone the batch
             logger.exception("the on_event hook raised on %s", type(event).__name__)
 
-    def course(
-        self, key: str, transition: Transition, now: float, *, adopted: bool = False
-    ) -> None:
-        """The breaker changed course on job ``key``'s outcome (``adopted``: another process
-        decided): tell the submitters, the log, the hook and the processes sharing the batch."""
+    def course(self, key: str | None, transition: Transition, now: float) -> None:
+        """The breaker changed course on job ``key``'s outcome (None: another process decided):
+        tell the submitters, the log, the hook and the processes sharing the batch."""
         snapshot = self.breaker.snapshot()
         self.notify()
         level = logging.INFO if transition is Transition.PROBING else logging.WARNING
         why = snapshot.reason or "the provider answers again"
-        who = f"job {key}" if key else "decided by another process sharing the batch"
+        who = "decided by another process sharing the batch" if key is None else f"job {key}"
         logger.log(level, "batch %s (%s; %s)", transition.value, why, who)
-        self.emit(BreakerEvent(key=key, at=now, transition=transition.value, breaker=snapshot))
-        if not adopted and transition is not Transition.PROBING and self.journal is not None:
+        self.emit(
+            BreakerEvent(key=key or "", at=now, transition=transition.value, breaker=snapshot)
+        )
+        if key is not None and transition is not Transition.PROBING and self.journal is not None:
             course = self.breaker.course(at=time.time(), by=self.course_id, now=now)
             self.course_at = course.at
             self.start(self._publish, course)
@@ -193,7 +193,7 @@ class Books:
             now = anyio.current_time()
             transition = self.breaker.adopt(course, now, at=time.time())
             if transition is not None:
-                self.course("", transition, now, adopted=True)
+                self.course(None, transition, now)
             if transition is Transition.PAUSED:
                 paused(now)
 

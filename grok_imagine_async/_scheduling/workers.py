@@ -87,19 +87,17 @@ class Workers:
         self._folder = folder  # completed jobs' videos are downloaded there (None: not)
         self._file_stem = file_stem or (lambda key: key)
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
-        self._doubted = 0  # resubmissions waiting in _verdict
+        self._doubted = self._unprobed = 0  # jobs in _verdict; jobs in _admit that never probed
         self._probed: set[str] = set()  # jobs that have probed: the next probe is another's
-        self._unprobed = 0  # jobs waiting in _admit that have not probed
-        self._told_warmup = self._told_over = False  # the log says when the warm-up holds
-        self._told_capped = False  # and when max_at_risk first holds a submission back
+        # The log says once when the warm-up holds, when it is over, and when max_at_risk holds.
+        self._told_warmup = self._told_over = self._told_capped = False
         self._due: DueQueue[JobRecord] = DueQueue()
         self._queue, self._queued = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
         self._due_send, self._due_recv = anyio.create_memory_object_stream[JobRecord](0)
         self._done, self._completed = anyio.create_memory_object_stream[tuple[JobRecord, Task]](0)
         self._warmup: list[str] = []  # warm-up jobs followed
         self._witnesses: set[str] = set()  # looked at now to explain a young failure
-        self.submissions = 0  # POSTs sent (first submissions and resubmissions)
-        self.polls = 0  # status polls sent
+        self.submissions = self.polls = 0  # POSTs (resubmissions too) and polls sent
 
     def start(self) -> None:
         """Start the submitters, the pollers and their dispatcher, and the downloaders."""
