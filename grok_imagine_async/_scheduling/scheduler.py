@@ -197,8 +197,7 @@ class JobScheduler:
             SchedulerClosedError: If the scheduler is not running or its input was closed.
         """
         if isinstance(request, JobSpec):
-            key = key if key is not None else request.key
-            request = request.request
+            key, request = request.key if key is None else key, request.request
         elif isinstance(request, str):
             request = GenerationRequest(prompt=request)
         elif not isinstance(request, GenerationRequest):
@@ -288,10 +287,8 @@ class JobScheduler:
         """A frozen snapshot of the scheduler's counters."""
         now = anyio.current_time()
         limiter = self._client.limiter.statistics()
-        limit = self._planner.limit
-        period = limit.period
-        span = period / 4  # a steady view: short spans make a few quick requests look like a burst
-        tally, budget = self._books.tally, self._books.budget
+        limit, tally, budget = self._planner.limit, self._books.tally, self._books.budget
+        span = limit.period / 4  # steady: short spans make a few quick requests look like a burst
         return SchedulerStatistics(
             queued=tally[JobState.QUEUED],
             submitting=tally[JobState.SUBMITTING],
@@ -305,7 +302,7 @@ class JobScheduler:
             credits_consumed=budget.spent,
             credits_uncertain=budget.uncertain,
             requests_per_minute=self._planner.requests_since(now - span) * 60.0 / span,
-            limit_per_minute=limit.requests * 60.0 / period,
+            limit_per_minute=limit.requests * 60.0 / limit.period,
             max_in_flight=self._current_cap(),
             predicted_duration=self._planner.model.median,
             breaker=self._books.breaker.snapshot(),

@@ -438,13 +438,11 @@ class Workers:
         planner = self._planner
         if planner.room(now) < 1.0:  # before weighing every job
             return None
-        best, chance = None, 0.0
         # Quota-bound: only the first planned job is weighed (not thousands, four times a second).
-        for job in self._due.items(first_only=planner.quota_bound):
-            p = planner.early_chance(job, now)
-            if p > chance:
-                best, chance = job, p
-        if best is None or not planner.has_room(now, chance=chance, planned=self._due.due_before):
+        jobs = self._due.items(first_only=planner.quota_bound)
+        best = max(jobs, key=lambda job: planner.early_chance(job, now), default=None)
+        chance = 0.0 if best is None else planner.early_chance(best, now)
+        if chance <= 0.0 or not planner.has_room(now, chance=chance, planned=self._due.due_before):
             return None
         return best
 
