@@ -278,10 +278,9 @@ class Books:
         first, else (a rejected token) halt now."""
         if self.fatal is None:  # the first one is the batch's
             self.fatal = exc
-        self.input_closed = True
         if not drain or (not self.jobs and not self.streaming):
             self.halt()
-        self.notify()
+        self.close_input()
 
     def close_input(self) -> None:
         self.input_closed = True

@@ -133,9 +133,9 @@ class JobScheduler:
     async def _run(self) -> AsyncIterator[JobScheduler]:
         """Start the workers; a normal exit waits for every job; raise the fatal error."""
         books, config, options = self._books, self._config, self._options
-        given = options.get("download_dir")
-        folder = None if given is None else Path(given)
+        folder = options.get("download_dir")
         if folder is not None:  # checked before anything is paid
+            folder = Path(folder)
             problem = await run_blocking(folder_problem, folder, "download_dir")
             if problem is not None:
                 raise DownloadError(problem, local_path=folder)
@@ -216,7 +216,7 @@ class JobScheduler:
         job = JobRecord(key, request, books.tally, durations=self._planner.model)
         books.jobs[key] = job
         books.emit(JobQueued(key=key, at=anyio.current_time()))
-        await self._workers.queue(job)
+        await self._workers.queue.send(job)
         return job.handle
 
     def _key_for(self, request: GenerationRequest) -> str:

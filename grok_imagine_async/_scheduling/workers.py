@@ -92,7 +92,7 @@ class Workers:
         # The log says once when the warm-up holds, when it is over, and when max_at_risk holds.
         self._told_warmup = self._told_over = self._told_capped = False
         self._due: DueQueue[JobRecord] = DueQueue()
-        self._queue, self._queued = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
+        self.queue, self._queued = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
         self._due_send, self._due_recv = anyio.create_memory_object_stream[JobRecord](0)
         self._done, self._completed = anyio.create_memory_object_stream[tuple[JobRecord, Task]](0)
         self._warmup: list[str] = []  # warm-up jobs followed
@@ -114,13 +114,9 @@ class Workers:
         for _ in range(self._downloaders):
             books.start(self._download_from)
 
-    async def queue(self, job: JobRecord) -> None:
-        """Queue ``job`` for a submitter (waits while the queue is full)."""
-        await self._queue.send(job)
-
     def close(self) -> None:
         """Close the hand-over streams."""
-        streams = (self._queue, self._queued, self._due_send, self._due_recv, self._done)
+        streams = (self.queue, self._queued, self._due_send, self._due_recv, self._done)
         for stream in (*streams, self._completed):
             stream.close()
 
