@@ -1,5 +1,4 @@
-"""The scheduler's shared books: its jobs, their tally and credit budget, how a job or the run
-ends."""
+"""The scheduler's shared books: its jobs, tally and credit budget; how a job or the run ends."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The job scheduler: its task group runs submitters, pollers and downloaders sharing one
-``Books``; ``generate_many`` streams its results."""
+"""The job scheduler (its task group runs the workers, sharing one ``Books``); generate_many."""
 
 from __future__ import annotations
 
