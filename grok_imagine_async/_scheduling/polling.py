@@ -337,8 +337,7 @@ class PollPlanner:
         if submissions == 0 and self._running == 0:
             self.quota_bound = False
         if self._statistics is not None and self._statistics().waiting > 0:
-            # Submissions waited for the quota: quota-bound to the end.
-            self.quota_bound = self.quota_bound or submissions > 0
+            self.quota_bound = self.quota_bound or submissions > 0  # waited: quota-bound to the end
             return 0.0
         return max(0.0, self._budget - self.requests_since(now - self._window))
 
@@ -365,8 +364,7 @@ class PollPlanner:
         chance = max(1e-9, (self.model.cdf(now - submitted_at) - seen) / (1.0 - seen))
         due = now >= last_look + self._idle_gap(age)
         if not self.quota_bound and self._planned[3] > 0.0 and due:
-            # Planned as saturated (in part), but due on the idle schedule.
-            return chance if chance >= _WORTH else 0.0
+            return chance if chance >= _WORTH else 0.0  # saturated (in part), but due if idle
         # Not due yet, but a confident model says the look very probably succeeds.
         return chance if self.model.count >= _CONFIDENT and chance >= _LIKELY else 0.0
 
@@ -400,8 +398,7 @@ class PollPlanner:
             return max(floor, (_PROBE_GROWTH - 1.0) * age)
         model = self.model
         if age <= 0.0:
-            # A few looks near the median teach the model where the bulk lies.
-            explore = zlib.crc32(key.encode()) % _EXPLORE_ONE_IN == 0
+            explore = zlib.crc32(key.encode()) % _EXPLORE_ONE_IN == 0  # where the bulk lies
             return max(floor, model.quantile(0.5 if explore else _FIRST_LOOK))
         # F(t_next) = F(age) + p (1 - F(age)): in survival terms S(t_next) = (1 - p) S(age).
         survival, step = (1.0 - _LATER_LOOK) * model.survival(age), math.inf

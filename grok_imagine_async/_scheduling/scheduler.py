@@ -100,11 +100,10 @@ class JobScheduler:
         self._config = config = config or SchedulerConfig()
         self._client, self._options = client, options
         settings = client.settings  # already in the server's seconds (Settings.from_env)
-        model = config.duration_model or DurationModel(prior_median=settings.expected_duration)
         self._planner = PollPlanner(
             client.limiter.limit,
             config.poll or settings.poll,
-            model,
+            config.duration_model or DurationModel(prior_median=settings.expected_duration),
             config.rng or random.Random(),
             statistics=client.limiter.statistics,
             unfinished=lambda: len(self._books.jobs),

@@ -89,8 +89,7 @@ class Workers:
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
         self._doubted = self._unprobed = 0  # jobs in _verdict; jobs in _admit that never probed
         self._probed: set[str] = set()  # jobs that have probed: the next probe is another's
-        # The log says once when the warm-up holds, when it is over, and when max_at_risk holds.
-        self._told_warmup = self._told_over = self._told_capped = False
+        self._told_warmup = self._told_over = self._told_capped = False  # each logged once
         self._due: DueQueue[JobRecord] = DueQueue()
         self.queue, self._queued = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
         self._due_send, self._due_recv = anyio.create_memory_object_stream[JobRecord](0)
@@ -108,8 +107,7 @@ class Workers:
             books.start(self._serve, self._due_recv, self._poll_once)
         books.start(self._dispatch)
         policy = self._breaker.policy
-        if books.journal is not None and policy is not None:
-            # Processes sharing the journal (a Redis job store) take one course.
+        if books.journal is not None and policy is not None:  # the processes sharing it: one course
             books.start(books.follow_course, policy.probe_wait_initial / 2, self.recheck_suspects)
         for _ in range(self._downloaders):
             books.start(self._download_from)
