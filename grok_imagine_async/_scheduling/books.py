@@ -1,5 +1,4 @@
-"""The scheduler's shared books: its jobs, their tally and credit budget, how a job or the run
-ends."""
+"""The scheduler's shared books: its jobs, tally and credit budget; how a job or the run ends."""
 
 from __future__ import annotations
 
@@ -35,8 +34,7 @@ logger = logging.getLogger("grok_imagine_async.scheduler")
 
 
 class Reservation:
-    """Credits held for one POST until its outcome commits or releases them, so concurrent
-    submissions never together overrun the budget."""
+    """Credits held for one POST until committed or released: POSTs never overrun the budget."""
 
     def __init__(self, budget: CreditBudget, cost: int) -> None:
         self._budget, self._cost = budget, cost
@@ -85,12 +83,8 @@ class CreditBudget:
             return True
         return self.committed + jobs * cost <= self.max_credits
 
-    def refund(self, credits: int) -> None:
-        """The provider's ``consumed_credits`` say a task cost ``credits`` less than counted."""
-        self._spent -= credits
-
-    def adopt(self, credits: int) -> None:
-        """Count credits an earlier run spent on a job this run takes over."""
+    def count(self, credits: int) -> None:
+        """Count credits spent outside a POST: an earlier run's, or (negative) a refund."""
         self._spent += credits
 
     @contextmanager
@@ -158,19 +152,19 @@ class Books:
         except Exception:  # a display's bug must not end a job, let alone the batch
             logger.exception("the on_event hook raised on %s", type(event).__name__)
 
-    def course(
-        self, key: str, transition: Transition, now: float, *, adopted: bool = False
-    ) -> None:
-        """The breaker changed course on job ``key``'s outcome (``adopted``: another process
-        decided): tell the submitters, the log, the hook and the processes sharing the batch."""
+    def course(self, key: str | None, transition: Transition, now: float) -> None:
+        """The breaker changed course on job ``key``'s outcome (None: another process decided):
+        tell the submitters, the log, the hook and the processes sharing the batch."""
         snapshot = self.breaker.snapshot()
         self.notify()
         level = logging.INFO if transition is Transition.PROBING else logging.WARNING
         why = snapshot.reason or "the provider answers again"
-        who = f"job {key}" if key else "decided by another process sharing the batch"
+        who = "decided by another process sharing the batch" if key is None else f"job {key}"
         logger.log(level, "batch %s (%s; %s)", transition.value, why, who)
-        self.emit(BreakerEvent(key=key, at=now, transition=transition.value, breaker=snapshot))
-        if not adopted and transition is not Transition.PROBING and self.journal is not None:
+        self.emit(
+            BreakerEvent(key=key or "", at=now, transition=transition.value, breaker=snapshot)
+        )
+        if key is not None and transition is not Transition.PROBING and self.journal is not None:
             course = self.breaker.course(at=time.time(), by=self.course_id, now=now)
             self.course_at = course.at
             self.start(self._publish, course)
@@ -198,7 +192,7 @@ class Books:
             now = anyio.current_time()
             transition = self.breaker.adopt(course, now, at=time.time())
             if transition is not None:
-                self.course("", transition, now, adopted=True)
+                self.course(None, transition, now)
             if transition is Transition.PAUSED:
                 paused(now)
 
@@ -283,17 +277,16 @@ class Books:
         first, else (a rejected token) halt now."""
         if self.fatal is None:  # the first one is the batch's
             self.fatal = exc
-        self.input_closed = True
         if not drain or (not self.jobs and not self.streaming):
             self.halt()
-        self.notify()
+        self.close_input()
 
     def close_input(self) -> None:
         self.input_closed = True
         self.notify()
 
     def halt(self) -> None:
-        self.halted = True
+        self.input_closed = self.halted = True
         if self.tg is not None:
             self.tg.cancel_scope.cancel()
         self.notify()

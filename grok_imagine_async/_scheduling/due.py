@@ -13,16 +13,12 @@ T = TypeVar("T")
 
 
 class DueQueue(Generic[T]):
-    """Items ordered by due time (``anyio.current_time()``), ties in scheduling order;
-    :meth:`next_due` returns each once its time has come."""
+    """Items by due time (ties in scheduling order); :meth:`next_due` returns each when due."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, T]] = []
         self._order = itertools.count()
         self._changed = anyio.Event()
-
-    def __len__(self) -> int:
-        return len(self._heap)
 
     def schedule(self, item: T, when: float) -> None:
         """Make ``item`` due at ``when``; wakes :meth:`next_due` if it is now the first."""
@@ -54,15 +50,12 @@ class DueQueue(Generic[T]):
             return [self._heap[0][2]] if self._heap else []
         return [item for _, _, item in self._heap]
 
-    async def next_due(
-        self, *, early: Callable[[float], T | None] | None = None, every: float = 0.25
-    ) -> T:
+    async def next_due(self, *, early: Callable[[float], T | None] | None = None) -> T:
         """Wait until the first item is due, remove and return it (one consumer); meanwhile
-        the queued item ``early(now)`` returns (asked every ``every`` s) is taken at once."""
+        the queued item ``early(now)`` returns (asked every 0.25 s) is taken at once."""
         while True:
             if self._heap:
-                when = self._heap[0][0]
-                now = anyio.current_time()
+                when, now = self._heap[0][0], anyio.current_time()
                 if when <= now:
                     return heapq.heappop(self._heap)[2]
                 chosen = None if early is None else early(now)
@@ -70,8 +63,7 @@ class DueQueue(Generic[T]):
                     self._heap = [entry for entry in self._heap if entry[2] is not chosen]
                     heapq.heapify(self._heap)
                     return chosen
-                wait = when - now if early is None else min(when - now, every)
-                with anyio.move_on_after(wait):
+                with anyio.move_on_after(when - now if early is None else min(when - now, 0.25)):
                     await self._changed.wait()
             else:
                 await self._changed.wait()

@@ -11,13 +11,13 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from statistics import NormalDist
-from typing import Protocol
 
 from .._backoff import PollPolicy
 from .._limiting.plans import RateLimit
 from .._limiting.protocol import LimiterStatistics
 from .breaker import Breaker, BreakerState
 from .durations import DurationModel
+from .jobs import JobRecord
 
 _STANDARD = NormalDist()
 _FIRST_LOOK = 0.95  # saturated: a job's first look finds it done this often
@@ -51,15 +51,6 @@ _BIG_BURST = 20  # requests waiting for permits that make a burst big (see leavi
 _VOUCHES = 10  # POSTs of a burst one healthy canary lets out at the least
 _CHUNK_RATE = 2.0  # and at the most: twice what the plan's rate sends in a canary's age
 _HOLD_SHARE = 0.1  # bursts wait for a canary only if its age is at most this share of the period
-
-
-class Watched(Protocol):
-    """What the planner reads of a job (the scheduler's ``JobRecord``)."""
-
-    key: str
-    submitted_at: float | None  # None: its age is unknown (resumed)
-    last_look: float  # when a look last found it running (at first, its submission)
-    polls: int
 
 
 class PollPlanner:
@@ -290,7 +281,7 @@ class PollPlanner:
         """Whether a job is a canary or followed (looked at on its own, not queued)."""
         return key in self.canaries or key in self.followed
 
-    def looked(self, job: Watched, *, now: float, finished: bool, completed: bool = True) -> None:
+    def looked(self, job: JobRecord, *, now: float, finished: bool, completed: bool = True) -> None:
         """Learn from one answer: ``finished`` or still running at ``now`` (``job.last_look``:
         the previous look that found it running); only a completion teaches durations."""
         key, submitted_at, last_look = job.key, job.submitted_at, job.last_look
@@ -312,7 +303,7 @@ class PollPlanner:
         if self.model.count >= _CONFIDENT:
             self.probes.clear()
 
-    def gone(self, job: Watched) -> None:
+    def gone(self, job: JobRecord) -> None:
         """Forget a job that left without a completion to learn from (or before one)."""
         self._running = max(0, self._running - 1)
         self._canary_answered(job.key, healthy=False)
@@ -323,18 +314,17 @@ class PollPlanner:
 
     def replan_needed(self, now: float) -> bool:
         """True once each time the model or the regime moved enough to re-plan queued looks."""
-        mu, sigma, confident, weight, ending = self._planned
-        now_confident = self.model.count >= _CONFIDENT
-        now_weight = self.weight(now)  # also decides whether the batch is ending
+        mu, sigma, confident, planned, ending = self._planned
+        model, weight = self.model, self.weight(now)  # it also decides whether the batch ends
         if (
-            abs(self.model.mu - mu) < _REPLAN_MEDIAN
-            and abs(self.model.sigma - sigma) < _REPLAN_SIGMA
-            and confident == now_confident
-            and abs(now_weight - weight) < _REPLAN_WEIGHT
+            abs(model.mu - mu) < _REPLAN_MEDIAN
+            and abs(model.sigma - sigma) < _REPLAN_SIGMA
+            and confident == (model.count >= _CONFIDENT)
+            and abs(weight - planned) < _REPLAN_WEIGHT
             and ending == self._ending
         ):
             return False
-        self._planned = (self.model.mu, self.model.sigma, now_confident, now_weight, self._ending)
+        self._planned = (model.mu, model.sigma, model.count >= _CONFIDENT, weight, self._ending)
         return True
 
     def queued(self) -> int:
@@ -347,8 +337,7 @@ class PollPlanner:
         if submissions == 0 and self._running == 0:
             self.quota_bound = False
         if self._statistics is not None and self._statistics().waiting > 0:
-            # Submissions waited for the quota: quota-bound to the end.
-            self.quota_bound = self.quota_bound or submissions > 0
+            self.quota_bound = self.quota_bound or submissions > 0  # waited: quota-bound to the end
             return 0.0
         return max(0.0, self._budget - self.requests_since(now - self._window))
 
@@ -363,7 +352,7 @@ class PollPlanner:
         self._next_spare = now + self._window / self._budget
         return True
 
-    def early_chance(self, job: Watched, now: float) -> float:
+    def early_chance(self, job: JobRecord, now: float) -> float:
         """The chance a look now finds a job done if worth an early look, else 0."""
         submitted_at, last_look = job.submitted_at, job.last_look
         if submitted_at is None or self.is_urgent(job.key):
@@ -375,12 +364,11 @@ class PollPlanner:
         chance = max(1e-9, (self.model.cdf(now - submitted_at) - seen) / (1.0 - seen))
         due = now >= last_look + self._idle_gap(age)
         if not self.quota_bound and self._planned[3] > 0.0 and due:
-            # Planned as saturated (in part), but due on the idle schedule.
-            return chance if chance >= _WORTH else 0.0
+            return chance if chance >= _WORTH else 0.0  # saturated (in part), but due if idle
         # Not due yet, but a confident model says the look very probably succeeds.
         return chance if self.model.count >= _CONFIDENT and chance >= _LIKELY else 0.0
 
-    def next_look(self, job: Watched, now: float, earliest: float | None = None) -> float:
+    def next_look(self, job: JobRecord, now: float, earliest: float | None = None) -> float:
         """When to look at a job next, not before ``earliest`` (default ``now``)."""
         policy, key, submitted_at, last_look = self.policy, job.key, job.submitted_at, job.last_look
         earliest = now if earliest is None else earliest
@@ -391,13 +379,9 @@ class PollPlanner:
             self._enlist(key)  # a probe finished early: this one, not yet looked at, follows
         if key in self.canaries and age <= 0.0:  # one look, when an outage's failure shows
             return max(earliest, last_look + self._jitter(self.canary_age))
-        weight = self.weight(now)
-        idle = self._idle_gap(age)
-        gap = (
-            idle
-            if weight <= 0.0
-            else idle ** (1 - weight) * self._saturated_gap(key, age) ** weight
-        )
+        weight, gap = self.weight(now), self._idle_gap(age)
+        if weight > 0.0:
+            gap = gap ** (1 - weight) * self._saturated_gap(key, age) ** weight
         return max(earliest, last_look + self._jitter(gap))
 
     def _idle_gap(self, age: float) -> float:
@@ -414,16 +398,13 @@ class PollPlanner:
             return max(floor, (_PROBE_GROWTH - 1.0) * age)
         model = self.model
         if age <= 0.0:
-            # A few looks near the median teach the model where the bulk lies.
-            explore = zlib.crc32(key.encode()) % _EXPLORE_ONE_IN == 0
+            explore = zlib.crc32(key.encode()) % _EXPLORE_ONE_IN == 0  # where the bulk lies
             return max(floor, model.quantile(0.5 if explore else _FIRST_LOOK))
         # F(t_next) = F(age) + p (1 - F(age)): in survival terms S(t_next) = (1 - p) S(age).
-        survival = (1.0 - _LATER_LOOK) * model.survival(age)
+        survival, step = (1.0 - _LATER_LOOK) * model.survival(age), math.inf
         if survival > 1e-300:
             target = model.mu - model.sigma * _STANDARD.inv_cdf(min(survival, 1 - 1e-12))
             step = math.exp(target) - age
-        else:
-            step = math.inf
         if not self._ending:
             return max(floor, step)
         # The last few jobs decide when the batch ends: at most 8 % of the age between looks,

@@ -1,5 +1,4 @@
-"""The job scheduler: its task group runs submitters, pollers and downloaders sharing one
-``Books``; ``generate_many`` streams its results."""
+"""The job scheduler (its task group runs the workers, sharing one ``Books``); generate_many."""
 
 from __future__ import annotations
 
@@ -100,13 +99,11 @@ class JobScheduler:
             raise TypeError(f"unexpected keyword argument {', '.join(sorted(unknown))}")
         self._config = config = config or SchedulerConfig()
         self._client, self._options = client, options
-        self._limit = client.limiter.limit
         settings = client.settings  # already in the server's seconds (Settings.from_env)
-        model = config.duration_model or DurationModel(prior_median=settings.expected_duration)
         self._planner = PollPlanner(
-            self._limit,
+            client.limiter.limit,
             config.poll or settings.poll,
-            model,
+            config.duration_model or DurationModel(prior_median=settings.expected_duration),
             config.rng or random.Random(),
             statistics=client.limiter.statistics,
             unfinished=lambda: len(self._books.jobs),
@@ -134,9 +131,9 @@ class JobScheduler:
     async def _run(self) -> AsyncIterator[JobScheduler]:
         """Start the workers; a normal exit waits for every job; raise the fatal error."""
         books, config, options = self._books, self._config, self._options
-        given = options.get("download_dir")
-        folder = None if given is None else Path(given)
+        folder = options.get("download_dir")
         if folder is not None:  # checked before anything is paid
+            folder = Path(folder)
             problem = await run_blocking(folder_problem, folder, "download_dir")
             if problem is not None:
                 raise DownloadError(problem, local_path=folder)
@@ -180,7 +177,6 @@ class JobScheduler:
 
     def cancel(self) -> None:
         """Stop everything now; the block then exits (a journal resumes the jobs paid for)."""
-        self._books.close_input()
         self._books.halt()
 
     def close_input(self) -> None:
@@ -199,8 +195,7 @@ class JobScheduler:
             SchedulerClosedError: If the scheduler is not running or its input was closed.
         """
         if isinstance(request, JobSpec):
-            key = key if key is not None else request.key
-            request = request.request
+            key, request = request.key if key is None else key, request.request
         elif isinstance(request, str):
             request = GenerationRequest(prompt=request)
         elif not isinstance(request, GenerationRequest):
@@ -219,7 +214,7 @@ class JobScheduler:
         job = JobRecord(key, request, books.tally, durations=self._planner.model)
         books.jobs[key] = job
         books.emit(JobQueued(key=key, at=anyio.current_time()))
-        await self._workers.queue(job)
+        await self._workers.queue.send(job)
         return job.handle
 
     def _key_for(self, request: GenerationRequest) -> str:
@@ -290,9 +285,8 @@ class JobScheduler:
         """A frozen snapshot of the scheduler's counters."""
         now = anyio.current_time()
         limiter = self._client.limiter.statistics()
-        period = self._limit.period
-        span = period / 4  # a steady view: short spans make a few quick requests look like a burst
-        tally, budget = self._books.tally, self._books.budget
+        limit, tally, budget = self._planner.limit, self._books.tally, self._books.budget
+        span = limit.period / 4  # steady: short spans make a few quick requests look like a burst
         return SchedulerStatistics(
             queued=tally[JobState.QUEUED],
             submitting=tally[JobState.SUBMITTING],
@@ -306,7 +300,7 @@ class JobScheduler:
             credits_consumed=budget.spent,
             credits_uncertain=budget.uncertain,
             requests_per_minute=self._planner.requests_since(now - span) * 60.0 / span,
-            limit_per_minute=self._limit.requests * 60.0 / period,
+            limit_per_minute=limit.requests * 60.0 / limit.period,
             max_in_flight=self._current_cap(),
             predicted_duration=self._planner.model.median,
             breaker=self._books.breaker.snapshot(),
@@ -326,8 +320,9 @@ class JobScheduler:
         """By default eight times Little's law: a saturated quota never idles for lack of work."""
         if self._config.max_in_flight is not None:
             return self._config.max_in_flight
-        in_flight = self._planner.model.mean + self._planner.policy.wait_initial
-        return max(2, math.ceil(8.0 * (self._limit.per_second / REQUESTS_PER_JOB) * in_flight))
+        planner = self._planner
+        in_flight = planner.model.mean + planner.policy.wait_initial
+        return max(2, math.ceil(8.0 * (planner.limit.per_second / REQUESTS_PER_JOB) * in_flight))
 
     def _has_slot(self) -> bool:
         books = self._books
@@ -347,8 +342,7 @@ async def generate_many(
     on_progress: ProgressHook | None = None,
     **options: Unpack[SchedulerOptions],
 ) -> AsyncIterator[JobResults]:
-    """Run ``items`` through a :class:`JobScheduler` and stream their results (see
-    :meth:`AsyncGrokImagine.generate_many`)."""
+    """Run ``items`` through a :class:`JobScheduler`, streaming their results."""
     reporter = None
     if on_progress is not None:
         reporter = _Reporter(on_progress, options.get("on_event"))

@@ -1,6 +1,5 @@
-"""The scheduler's workers, sharing its ``Books``: submitters (a job replayed, resumed or
-POSTed), pollers (fed by one :class:`DueQueue` timer: they finish, resubmit or reschedule a job)
-and downloaders (a completed job's videos to disk before it counts as finished)."""
+"""The scheduler's workers, sharing its ``Books``: submitters, pollers (fed by one
+:class:`DueQueue` timer) and downloaders (a job's videos, before it counts as finished)."""
 
 from __future__ import annotations
 
@@ -88,19 +87,16 @@ class Workers:
         self._folder = folder  # completed jobs' videos are downloaded there (None: not)
         self._file_stem = file_stem or (lambda key: key)
         self._resubmit_ambiguous = client.on_ambiguous_submit == "resubmit"
-        self._doubted = 0  # resubmissions waiting in _verdict
+        self._doubted = self._unprobed = 0  # jobs in _verdict; jobs in _admit that never probed
         self._probed: set[str] = set()  # jobs that have probed: the next probe is another's
-        self._unprobed = 0  # jobs waiting in _admit that have not probed
-        self._told_warmup = self._told_over = False  # the log says when the warm-up holds
-        self._told_capped = False  # and when max_at_risk first holds a submission back
+        self._told_warmup = self._told_over = self._told_capped = False  # each logged once
         self._due: DueQueue[JobRecord] = DueQueue()
-        self._queue, self._queued = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
+        self.queue, self._queued = anyio.create_memory_object_stream[JobRecord](_QUEUE_SIZE)
         self._due_send, self._due_recv = anyio.create_memory_object_stream[JobRecord](0)
         self._done, self._completed = anyio.create_memory_object_stream[tuple[JobRecord, Task]](0)
         self._warmup: list[str] = []  # warm-up jobs followed
         self._witnesses: set[str] = set()  # looked at now to explain a young failure
-        self.submissions = 0  # POSTs sent (first submissions and resubmissions)
-        self.polls = 0  # status polls sent
+        self.submissions = self.polls = 0  # POSTs (resubmissions too) and polls sent
 
     def start(self) -> None:
         """Start the submitters, the pollers and their dispatcher, and the downloaders."""
@@ -111,19 +107,14 @@ class Workers:
             books.start(self._serve, self._due_recv, self._poll_once)
         books.start(self._dispatch)
         policy = self._breaker.policy
-        if books.journal is not None and policy is not None:
-            # Processes sharing the journal (a Redis job store) take one course.
+        if books.journal is not None and policy is not None:  # the processes sharing it: one course
             books.start(books.follow_course, policy.probe_wait_initial / 2, self.recheck_suspects)
         for _ in range(self._downloaders):
             books.start(self._download_from)
 
-    async def queue(self, job: JobRecord) -> None:
-        """Queue ``job`` for a submitter (waits while the queue is full)."""
-        await self._queue.send(job)
-
     def close(self) -> None:
         """Close the hand-over streams."""
-        streams = (self._queue, self._queued, self._due_send, self._due_recv, self._done)
+        streams = (self.queue, self._queued, self._due_send, self._due_recv, self._done)
         for stream in (*streams, self._completed):
             stream.close()
 
@@ -230,11 +221,9 @@ class Workers:
             self._unprobed -= not probed
 
     async def _verdict(self, job: JobRecord, *, last_try: bool = False) -> None:
-        """Wait for the verdict on ``job``'s outage-like failure: the outage's if the batch
-        pauses (the try is unspent), its own once a later success says the provider works.
-        ``last_try``: wait up to ``_VERDICT`` first probe waits while unexplained. Else (before
-        its resubmission) one while the newest jobs fail too, and while unexplained let the
-        jobs queued behind it go first: they pause the batch, or a canary of theirs vouches."""
+        """Wait to learn whether an outage explains ``job``'s failure (the batch pauses) or not
+        (a later success): ``last_try`` up to ``_VERDICT`` probe waits; else one while the newest
+        jobs fail too, and while unexplained let the jobs queued behind it go first."""
         books, breaker, planner = self._books, self._breaker, self._planner
         assert breaker.policy is not None  # no policy, no pause to wait for
         wait = breaker.policy.probe_wait_initial
@@ -275,7 +264,7 @@ class Workers:
     def _adopt(self, job: JobRecord, record: StoreRecord) -> None:
         """Take over what an earlier run spent on ``job`` (submissions, credits)."""
         job.adopted(attempts=record.attempts, credits=record.credits)
-        self._books.budget.adopt(record.credits)
+        self._books.budget.count(record.credits)
 
     async def _resume(self, job: JobRecord, record: StoreRecord) -> bool:
         """Continue a job the journal saw start; False if it still needs a submission."""
@@ -298,8 +287,7 @@ class Workers:
         return True
 
     async def _send(self, job: JobRecord, *, after_failure: bool = False) -> None:
-        """Send ``job``'s POST once the breaker and the budget allow; one an outage refused
-        goes again after it. ``after_failure``: see :meth:`_admit`."""
+        """Send ``job``'s POST once the breaker and budget allow (again after an outage's end)."""
         while True:
             if not await self._admit(job, after_failure=after_failure):
                 await self._not_sent(job)
@@ -310,7 +298,7 @@ class Workers:
                 refused = BudgetExceededError(
                     max_credits=budget.max_credits, committed_credits=budget.committed
                 )
-                self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
+                self._outcome(job, Outcome.OTHER)
                 await books.finish(job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED)
                 return
             with budget.reserve() as held:  # released unless committed
@@ -357,22 +345,18 @@ class Workers:
                 )
         except _Withheld:
             return True  # the breaker decides again: after the outage, or not at all
-        except BudgetExceededError as exc:
-            # A shared budget (a Redis job store) refused the intent: nothing was sent.
-            self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
+        except BudgetExceededError as exc:  # a shared budget (a Redis job store) refused the intent
+            self._outcome(job, Outcome.OTHER)
             error, failure = exc, FailureClass.BUDGET_EXCEEDED
         except AmbiguousSubmitError as exc:
             held.commit(certain=False)  # it may have been charged: count it against the budget
             job.charged(attempt, cost)
-            self._outcome(job, Outcome.UNANSWERED, anyio.current_time(), post=True)
+            self._outcome(job, Outcome.UNANSWERED)
             error, failure = exc, FailureClass.AMBIGUOUS_SUBMIT
-        except AuthenticationError as exc:
-            # Provably not started: close the job (and its journal intent) before stopping all.
+        except AuthenticationError as exc:  # not started: end the job (its intent), then stop all
             await books.finish(job, error=exc, failure_class=FailureClass.REQUEST_ERROR)
             raise
-        except JobTakenOver as exc:
-            # Our lease ran out and another process adopted the job: it is theirs to send, and
-            # the batch goes on (nothing was sent; the store holds the job's real end).
+        except JobTakenOver as exc:  # our lease ran out: the process that took the job sends it
             logger.warning("%s", exc)
             await books.finish(
                 job, error=exc, failure_class=FailureClass.NOT_SUBMITTED, record=False
@@ -385,19 +369,16 @@ class Workers:
         except (APIConnectionError, ServerError, APIResponseValidationError) as exc:
             # Nothing was started (the sender retried already); systematic: the breaker's.
             reached = not isinstance(exc, APIConnectionError)
-            outcome = Outcome.RETRYABLE if reached else Outcome.UNREACHABLE
-            self._outcome(job, outcome, anyio.current_time(), post=True)
+            self._outcome(job, Outcome.RETRYABLE if reached else Outcome.UNREACHABLE)
             if breaker.state is BreakerState.PAUSED:
                 return True  # sent again once the outage is over
             # A server never reached: a configuration error; stop every worker once it ended.
             halt = breaker.state is BreakerState.STOPPED and not reached
             error, failure = exc, FailureClass.REQUEST_ERROR
         except (APIError, InvalidRequestError) as exc:  # a prompt over Limits: this job only
-            self._outcome(job, Outcome.OTHER, anyio.current_time(), post=True)
+            self._outcome(job, Outcome.OTHER)
             error, failure = exc, FailureClass.REQUEST_ERROR
-        except Exception as exc:
-            # Before the intent the limiter failed (e.g. Redis refused its script); after it,
-            # the POST may have left, and been paid.
+        except Exception as exc:  # the limiter failed or, after the intent, a maybe paid POST
             error, failure = unexpected(exc), FailureClass.REQUEST_ERROR
             if may_have_left:
                 held.commit(certain=False)
@@ -410,9 +391,8 @@ class Workers:
                 failure = FailureClass.AMBIGUOUS_SUBMIT
         else:
             breaker.answered()
-            if breaker.is_probe(job.sequence) and breaker.healthy_age() <= 0.0:
-                # The POSTs failed, and this one did not.
-                self._outcome(job, Outcome.SUCCEEDED, anyio.current_time(), post=True)
+            if breaker.is_probe(job.sequence) and breaker.healthy_age() <= 0.0:  # POSTs failed
+                self._outcome(job, Outcome.SUCCEEDED)
             held.commit()
             job.charged(attempt, cost)
             await books.write(job, lambda store: store.record_submitted(job.key, task_id), task_id)
@@ -452,13 +432,11 @@ class Workers:
         planner = self._planner
         if planner.room(now) < 1.0:  # before weighing every job
             return None
-        best, chance = None, 0.0
         # Quota-bound: only the first planned job is weighed (not thousands, four times a second).
-        for job in self._due.items(first_only=planner.quota_bound):
-            p = planner.early_chance(job, now)
-            if p > chance:
-                best, chance = job, p
-        if best is None or not planner.has_room(now, chance=chance, planned=self._due.due_before):
+        jobs = self._due.items(first_only=planner.quota_bound)
+        best = max(jobs, key=lambda job: planner.early_chance(job, now), default=None)
+        chance = 0.0 if best is None else planner.early_chance(best, now)
+        if chance <= 0.0 or not planner.has_room(now, chance=chance, planned=self._due.due_before):
             return None
         return best
 
@@ -505,18 +483,16 @@ class Workers:
         if task.consumed_credits is not None and job.sequence is not None:
             refund = cost - min(max(task.consumed_credits, 0), cost)  # never more than it cost
             if refund:
-                books.budget.refund(refund)
+                books.budget.count(-refund)
                 job.refunded(refund)
-        failure = task.failure_class
-        age = None if job.submitted_at is None else now - job.submitted_at
-        self._outcome(job, task_outcome(failure), now, failure, age)
+        self._outcome(job, task_outcome(task.failure_class), task)
         if task.succeeded:
             if self._folder is not None:
                 await self._to_download(job, task)
             else:
                 await books.finish(job, task=task)
             return
-        failure = failure or FailureClass.UNKNOWN
+        failure = task.failure_class or FailureClass.UNKNOWN
         if (
             failure in self._resubmit_on
             and failure in OUTAGE_FAILURES
@@ -554,20 +530,14 @@ class Workers:
             return
         await books.finish(job, task=task, error=TaskFailedError(task), failure_class=failure)
 
-    def _outcome(
-        self,
-        job: JobRecord,
-        outcome: Outcome,
-        now: float,
-        failure: FailureClass | None = None,
-        age: float | None = None,
-        *,
-        post: bool = False,
-    ) -> None:
-        """Tell the breaker how ``job``'s task ended (``post``: its POST), and act on what it
-        says: a resume lets the held jobs go at once, whole; only a task's end looks at the jobs
-        it casts doubt on."""
+    def _outcome(self, job: JobRecord, outcome: Outcome, task: Task | None = None) -> None:
+        """Tell the breaker how ``job``'s ``task`` ended (None: its POST, or a probe seen
+        healthy), and act on what it says: a resume lets the held jobs go at once, whole; only
+        a task's end looks at the jobs it casts doubt on."""
         books, breaker, planner = self._books, self._breaker, self._planner
+        now, post = anyio.current_time(), task is None
+        failure = None if task is None else task.failure_class
+        age = None if post or job.submitted_at is None else now - job.submitted_at
         transition = breaker.record(job.sequence, outcome, now=now, failure_class=failure, age=age)
         if not post and outcome is Outcome.RETRYABLE and breaker.suspicious:
             planner.next_canary = min(planner.next_canary, now)  # the next job sent is looked at
@@ -644,12 +614,10 @@ class Workers:
         if not breaker.warming_up and job.key in self._warmup and not self._planner.queued():
             # Everything sent: a warm-up job's urgent looks are no longer worth their cost.
             self._planner.followed.discard(job.key)
-        witness = job.key in self._witnesses
+        probe = breaker.is_probe(job.sequence) or job.key in self._witnesses
         self._witnesses.discard(job.key)
-        if not (breaker.is_probe(job.sequence) or witness):
-            return
-        if now - job.submitted_at >= breaker.healthy_age():
-            self._outcome(job, Outcome.SUCCEEDED, now)
+        if probe and now - job.submitted_at >= breaker.healthy_age():
+            self._outcome(job, Outcome.SUCCEEDED)
 
     async def _resend(self, job: JobRecord, after_failure: bool) -> None:
         await self._books.for_job(job, self._send(job, after_failure=after_failure))

@@ -32,7 +32,7 @@ def test_a_lost_answer_is_spent_but_uncertain() -> None:
     with budget.reserve(40) as held:
         held.commit(certain=False)
         held.release()  # settled once: a later release changes nothing
-    budget.adopt(80)
+    budget.count(80)
     assert (budget.spent, budget.uncertain, budget.committed) == (120, 40, 120)
     assert budget.can_afford(10**6)
 

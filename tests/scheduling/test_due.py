@@ -24,7 +24,7 @@ async def test_items_come_out_in_due_order_at_their_time() -> None:
     out = await drain(due, 4, start)
     assert [name for name, _ in out] == ["now", "a", "b", "c"]
     assert [at for _, at in out] == pytest.approx([0.0, 10.0, 20.0, 30.0], abs=1e-6)
-    assert len(due) == 0
+    assert due.items() == []
 
 
 async def test_ties_keep_the_order_of_scheduling() -> None:
