@@ -155,9 +155,7 @@ class Settings:
             )
         scale = time_scale_from(time_scale)
         plan = plan or os.environ.get(ENV_PLAN) or "free"
-        quota = resolve_rate_limit(plan)
-        if not (isinstance(plan, RateLimit) or (isinstance(plan, str) and "/" in plan)):
-            quota = RateLimit(quota.requests, quota.period / scale)  # a plan's minute
+        quota = resolve_rate_limit(plan, period=60.0 / scale)  # a plan's minute, scaled
         return cls(
             api_key=key,
             base_url=base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL,

@@ -109,14 +109,15 @@ class Plan(enum.Enum):
 _PLAN_RPM = {Plan.FREE: 100, Plan.PRO: 1000, Plan.ENTERPRISE: 5000}
 
 
-def resolve_rate_limit(plan: str | Plan | RateLimit) -> RateLimit:
-    """The :class:`RateLimit` of a plan, a plan name or a quota text (``"100/6s"``)."""
+def resolve_rate_limit(plan: str | Plan | RateLimit, *, period: float = 60.0) -> RateLimit:
+    """The :class:`RateLimit` of a plan or plan name over ``period`` seconds, or of a quota
+    text (``"100/6s"``) or a :class:`RateLimit` as they are."""
     if isinstance(plan, RateLimit):
         return plan
     if isinstance(plan, str) and "/" in plan:
         return RateLimit.parse(plan)
     try:
-        return Plan.parse(plan).rate_limit
+        return RateLimit(Plan.parse(plan).requests_per_minute, period)
     except ValueError:
         raise ConfigurationError(
             f"unknown plan {plan!r}: expected free, pro, enterprise or a quota ({QUOTA_SYNTAX})"

@@ -198,10 +198,10 @@ class EmulatorConfig:
 
     def rate_limits(self) -> Mapping[str, RateLimit]:
         """Each token's quota, plan tiers applied over :attr:`period`."""
-        limits = {}
-        for token, plan in self.tokens.items():
-            limit, own = resolve_rate_limit(plan), isinstance(plan, RateLimit) or "/" in str(plan)
-            limits[token] = limit if own else RateLimit(limit.requests, self.period)
+        limits = {
+            token: resolve_rate_limit(plan, period=self.period)
+            for token, plan in self.tokens.items()
+        }
         return MappingProxyType(limits)
 
 
