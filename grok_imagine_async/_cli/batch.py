@@ -715,13 +715,17 @@ class BatchProgress:
         if done < self.total and live and elapsed > 0:
             eta = (self.total - done) * elapsed / live
         waiting = max(0, self.total - done - stats.submitting - stats.in_flight)
-        held = waiting and stats.breaker.warming_up
+        held = ""  # why the waiting jobs wait, if not for the rate limit
+        if waiting and stats.breaker.warming_up:
+            held = " (warm-up: until a first job shows the API works)"
+        elif waiting and stats.at_risk_held:
+            held = " (--max-at-risk: until a look shows the newest submissions working)"
         earlier = f", {self.from_journal} from earlier runs" if self.from_journal else ""
         rate, limit, scale = stats.requests_per_minute, stats.limit_per_minute, self.time_scale
         return (
             f"[{format_duration(elapsed)}] {done}/{self.total} done "
             f"({self.completed} completed, {self.failed} failed{earlier}) | {waiting} waiting"
-            f"{' (warm-up: until a first job shows the API works)' if held else ''}, "
+            f"{held}, "
             f"{stats.submitting} submitting, {stats.in_flight} generating | "
             f"{self.submitted} submitted | {stats.credits_consumed} credits | "
             f"{rate / scale:.0f}/{limit / scale:.0f} req/min"

@@ -306,6 +306,8 @@ class SchedulerStatistics:
         predicted_duration: The learned median generation time, in seconds.
         credits_uncertain: Of ``credits_consumed``, those of lost answers: maybe not charged.
         breaker: Whether the batch submits, paused or stopped (see :class:`BreakerPolicy`).
+        at_risk_held: ``BreakerPolicy.max_at_risk`` holds submissions back until a look at a
+            canary shows the newest tasks working.
     """
 
     queued: int
@@ -324,6 +326,7 @@ class SchedulerStatistics:
     predicted_duration: float
     credits_uncertain: int = 0
     breaker: BreakerSnapshot = field(default_factory=BreakerSnapshot)
+    at_risk_held: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,7 @@ class PollPlanner:
         self._at_risk: deque[float] = deque()  # when the POSTs since the vouched one left
         self._uncapped = False  # a resume vouched for every POST until the next canary's look
         self.capped = False  # max_at_risk has held a POST back
+        self._cap_holds = False  # the hold now is max_at_risk's (not a burst's chunk)
         self.canary_age = _CANARY_AGE * policy.wait_initial  # a canary's look, after its POST
         self._chunk = max(_VOUCHES, _CHUNK_RATE * limit.per_second * self.canary_age)  # leaving
         self._canary_gap = max(2.0 * policy.wait_initial, 1.0 / (_CANARY_SHARE * limit.per_second))
@@ -214,7 +215,7 @@ class PollPlanner:
             if self._uncapped:
                 cap = None
             elif out is not None and len(at_risk) >= cap:
-                self._holding = self.capped = True
+                self._holding = self.capped = self._cap_holds = True
                 return True
         vouched = now - self.vouched < _VOUCHED * self.canary_age
         # A big burst: only a canary seen healthy this very moment vouches for it.
@@ -227,6 +228,7 @@ class PollPlanner:
         # A hold delays the burst by a canary's age: only if that is a small share of the period.
         holds = burst and not vouched and self.canary_age <= _HOLD_SHARE * self.limit.period
         if out is not None and (self._holding or holds):
+            self._cap_holds = self._cap_holds and self._holding
             self._holding = True
             return True
         self._last_left = now
@@ -249,6 +251,11 @@ class PollPlanner:
         self.next_canary = now + gap
         self._canary_out = (key, now)
         return False
+
+    @property
+    def cap_holding(self) -> bool:
+        """Whether ``BreakerPolicy.max_at_risk`` holds submissions back now, until a look."""
+        return self._holding and self._cap_holds and self._canary_out is not None
 
     def holding(self, now: float) -> float | None:
         """Until when at most a burst waits for the canary's look (None: it does not)."""

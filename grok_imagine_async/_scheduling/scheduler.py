@@ -304,6 +304,7 @@ class JobScheduler:
             max_in_flight=self._current_cap(),
             predicted_duration=self._planner.model.median,
             breaker=self._books.breaker.snapshot(),
+            at_risk_held=self._planner.cap_holding,
         )
 
     @property

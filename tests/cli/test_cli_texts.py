@@ -113,6 +113,16 @@ def test_jobs_the_warm_up_holds_say_why_they_wait() -> None:
     assert "| 190 waiting, 0 submitting, 10 generating |" in run_virtual(main, False)
 
 
+def test_jobs_max_at_risk_holds_say_why_they_wait() -> None:
+    async def main(held: bool) -> str:
+        return BatchProgress(200).line(statistics(in_flight=16, at_risk_held=held))
+
+    assert "| 184 waiting (--max-at-risk: until a look shows the newest submissions working), " in (
+        run_virtual(main, True)
+    )
+    assert "| 184 waiting, 0 submitting, 16 generating |" in run_virtual(main, False)
+
+
 def test_progress_to_a_pipe_is_a_line_every_ten_seconds_at_any_server_speed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

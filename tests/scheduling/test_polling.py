@@ -375,6 +375,7 @@ def test_a_burst_waits_for_its_canary_look_and_goes_once_it_is_seen_running() ->
     assert planner.is_urgent("p2")
     assert planner.leaving("p3", 120.0, breaker)
     assert planner.holding(120.0) == pytest.approx(120.0 + 3 * planner.canary_age)
+    assert not planner.cap_holding  # a burst's hold, not max_at_risk's
     assert planner.leaving("p4", 121.0, breaker)  # held, even at a trickle
     # Its look sees it running: the burst goes, vouched for.
     planner.looked(Job("p2", 120.0, 120.0), now=123.0, finished=False)
@@ -443,12 +444,14 @@ def test_max_at_risk_holds_posts_past_the_newest_seen_healthy_until_a_canary_vou
         assert not planner.leaving(f"p{n}", 100.0 + n, breaker)
         planner.submitted(f"p{n}")
     assert [n for n in range(6) if planner.is_urgent(f"p{n}")] == [0]
+    assert not planner.cap_holding
     assert planner.leaving("p6", 106.0, breaker)  # six at risk, the canary out: held
     assert planner.holding(106.0) is not None
+    assert planner.cap_holding  # what statistics().at_risk_held says
     # p0's look sees it running: the five after it are at risk, one more may go, and goes as
     # the next canary (a third of the cap at risk with none out); the one after waits again.
     planner.looked(Job("p0", 100.0, 100.0), now=106.5, finished=False)
-    assert planner.holding(106.5) is None
+    assert planner.holding(106.5) is None and not planner.cap_holding
     assert not planner.leaving("p6", 106.5, breaker)
     planner.submitted("p6")
     assert planner.is_urgent("p6")

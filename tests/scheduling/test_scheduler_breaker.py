@@ -334,8 +334,9 @@ class Batch:
         self.makespan = 0.0
         self.submissions = 0
         self.resubmitted: list[float] = []  # when each second (or later) submission left
+        self.at_risk_held = False
 
-    async def run(self, prompts: list[str], **options: Any) -> Batch:
+    async def run(self, prompts: list[str], *, watch: bool = False, **options: Any) -> Batch:
         client = AsyncGrokImagine(
             api_key=TOKEN,
             http_client=self.emulator.client(token=None),
@@ -356,7 +357,11 @@ class Batch:
                 prompts, SchedulerConfig(rng=random.Random(self.seed), **options), on_event=hook
             ) as results,
         ):
-            self.results = [result async for result in results]
+            self.results = []
+            async for result in results:
+                self.results.append(result)
+                if watch:  # whether statistics() ever said max_at_risk held submissions back
+                    self.at_risk_held = self.at_risk_held or results.statistics().at_risk_held
             self.submissions = results.statistics().submissions
         self.makespan = anyio.current_time() - start
         return self
@@ -914,8 +919,10 @@ async def test_max_at_risk_bounds_what_an_outage_beginning_after_a_canarys_look_
     outage = Outage(start=at, end=at + 30.0)
     prompts = [f"scene {n}" for n in range(300)]
     capped = BreakerPolicy(max_at_risk=12)
-    batch = await Batch("pro", FaultConfig(outages=(outage,)), seed=1).run(prompts, breaker=capped)
+    batch = Batch("pro", FaultConfig(outages=(outage,)), seed=1)
+    await batch.run(prompts, watch=True, breaker=capped)
     assert all(result.ok for result in batch.results)
+    assert batch.at_risk_held  # the statistics said so (the CLI's progress line shows it)
     assert 0 < batch.tasks_created_between(at, at + 30.0) <= 12 + 3
     told = [r.getMessage() for r in caplog.records if "max_at_risk" in r.getMessage()]
     assert told == [  # once, when it first held a submission back
