@@ -433,10 +433,11 @@ class Workers:
         if planner.room(now) < 1.0:  # before weighing every job
             return None
         # Quota-bound: only the first planned job is weighed (not thousands, four times a second).
-        jobs = self._due.items(first_only=planner.quota_bound)
-        best = max(jobs, key=lambda job: planner.early_chance(job, now), default=None)
-        chance = 0.0 if best is None else planner.early_chance(best, now)
-        if chance <= 0.0 or not planner.has_room(now, chance=chance, planned=self._due.due_before):
+        best, chance = None, 0.0
+        for job in self._due.items(first_only=planner.quota_bound):
+            if (p := planner.early_chance(job, now)) > chance:
+                best, chance = job, p
+        if best is None or not planner.has_room(now, chance=chance, planned=self._due.due_before):
             return None
         return best
 
