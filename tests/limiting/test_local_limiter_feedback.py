@@ -49,6 +49,20 @@ def grant_at(estimate: Estimate, times: list[float]) -> Estimate:
     return estimate
 
 
+def first_window_answer(remaining: int) -> Estimate:
+    """A fresh estimate after its first permit's answer, 50 ms later, said ``remaining`` with
+    our one request in the window."""
+    return answered(
+        granted(Estimate(LIMIT), now=0.0),
+        serial=1,
+        granted_at=0.0,
+        now=0.05,
+        status_code=200,
+        remaining=remaining,
+        own_in_window=1,
+    )
+
+
 def test_no_word_from_the_server_paces_evenly_at_the_plans_rate() -> None:
     estimate = granted(Estimate(LIMIT), now=0.0)
     assert ready_at(estimate, now=0.0) == pytest.approx(1 / estimate.plan_pace)
@@ -78,16 +92,7 @@ def test_requests_in_flight_at_a_steady_rate_are_not_a_burst() -> None:
 
 
 def test_a_windows_remaining_lends_its_quota_at_once() -> None:
-    estimate = granted(Estimate(LIMIT), now=0.0)
-    estimate = answered(
-        estimate,
-        serial=1,
-        granted_at=0.0,
-        now=0.05,
-        status_code=200,
-        remaining=99,
-        own_in_window=1,
-    )
+    estimate = first_window_answer(99)
     assert estimate.is_window and estimate.places == 100
     now = 0.05
     for _ in range(90):  # a burst, less one request kept for jitter
@@ -96,15 +101,7 @@ def test_a_windows_remaining_lends_its_quota_at_once() -> None:
 
 
 def test_others_on_a_window_take_its_places() -> None:
-    estimate = answered(
-        granted(Estimate(LIMIT), now=0.0),
-        serial=1,
-        granted_at=0.0,
-        now=0.05,
-        status_code=200,
-        remaining=59,
-        own_in_window=1,
-    )
+    estimate = first_window_answer(59)
     assert estimate.is_window
     assert estimate.places == 100 - 40  # their 40 (more than the jitter tolerance)
 
@@ -145,16 +142,7 @@ def test_a_429_pauses_and_halves_what_is_believed() -> None:
 
 def test_a_full_window_refills_at_its_reset() -> None:
     estimate = answered(
-        granted(Estimate(LIMIT), now=0.0),
-        serial=1,
-        granted_at=0.0,
-        now=0.05,
-        status_code=200,
-        remaining=99,
-        own_in_window=1,
-    )
-    estimate = answered(
-        estimate,
+        first_window_answer(99),
         serial=2,
         granted_at=0.1,
         now=0.15,
