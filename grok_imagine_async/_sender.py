@@ -10,6 +10,7 @@ import random
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlencode
 
 if TYPE_CHECKING:
     import httpx
@@ -197,8 +198,10 @@ class Sender:
                     try:
                         outgoing = self._http.build_request(
                             method,
-                            self._base_url + path,
-                            params=params,
+                            # The query as either library writes it (urlencode), but parsed once.
+                            f"{self._base_url}{path}?{urlencode(params)}"
+                            if params
+                            else self._base_url + path,
                             json=body,
                             headers=self._headers,
                             **self._options[method],

@@ -170,3 +170,21 @@ async def test_the_emulator_transport_serves_a_client_of_either_family(
             await http.post("/v1/generate", json={"prompt": "x [fail:drop:1]"})
         with pytest.raises(family.ReadTimeout):
             await http.post("/v1/generate", json={"prompt": "y [slow:30]"}, timeout=5.0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "task_id",
+    ["task_1", "a b+c", "x&task_id=y", "50%/é?#", " tab\tnew\nline ", "ñ/\u2028/😀"],
+)
+@pytest.mark.anyio
+async def test_the_status_url_is_the_one_the_library_writes_from_params(
+    family: ModuleType, task_id: str
+) -> None:
+    # The client writes the query itself (one URL parse a request, not two): the same bytes.
+    script = Script(in_family(family, ok(task_data(task_id=task_id))))
+    async with client_on(family, script) as client:
+        await client.get_task(task_id)
+    expected = family.Request("GET", f"{BASE}/v1/status", params={"task_id": task_id}).url
+    assert str(script.requests[0].url) == str(expected)
+    assert script.requests[0].url.params["task_id"] == task_id
