@@ -293,7 +293,7 @@ class RedisRateLimiter(Connected):
                     raise RedisUnavailableError(f"{said}; on_unavailable='raise'") from exc
                 if fallback is not None:
                     fallback.recovered_at = math.inf
-                    fallback.next_probe = anyio.current_time() + fallback.probe_interval
+                    fallback.next_probe = anyio.current_time() + self._probe_interval
                     return
                 await self._engage_fallback(said).slot(paused_until=self._pause_end)
                 return
@@ -368,7 +368,6 @@ class RedisRateLimiter(Connected):
         self._fallback = _Fallback(
             AsyncLimiter(1, interval),
             now + ahead + interval,
-            probe,
             now + probe,
             peers or 1,
             max(limit.period, probe + 2 * interval),
@@ -405,7 +404,6 @@ class _Fallback:
 
     bucket: AsyncLimiter
     hold_until: float
-    probe_interval: float
     next_probe: float
     peers: int
     hand_back_cap: float
