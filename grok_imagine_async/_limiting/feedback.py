@@ -12,14 +12,10 @@ from dataclasses import dataclass, field
 
 from .plans import RateLimit
 
-DEFAULT_HEADROOM = 0.02
-"""Fraction of the plan's interval added between permits: the pace is 98 % of the quota."""
-LOWEST_FACTOR = 1 / 16
-"""The pace never drops below this share of the plan's after 429s or others' use."""
-STALL_WAIT = 1.0
-"""Seconds a server that stopped answering is waited for before more permits go."""
-RECOVERY = 1 / 32
-"""Share of the plan's pace regained with each answer that is not a 429."""
+DEFAULT_HEADROOM = 0.02  # fraction of the interval added between permits: 98 % of the quota
+LOWEST_FACTOR = 1 / 16  # the least share of the plan's pace, whatever 429s or others' use
+STALL_WAIT = 1.0  # seconds a server that stopped answering is waited for before more permits
+RECOVERY = 1 / 32  # share of the plan's pace regained with each answer that is not a 429
 
 
 @dataclass(slots=True)
