@@ -12,14 +12,10 @@ from dataclasses import dataclass, field
 
 from .plans import RateLimit
 
-DEFAULT_HEADROOM = 0.02
-"""Fraction of the plan's interval added between permits: the pace is 98 % of the quota."""
-LOWEST_FACTOR = 1 / 16
-"""The pace never drops below this share of the plan's after 429s or others' use."""
-STALL_WAIT = 1.0
-"""Seconds a server that stopped answering is waited for before more permits go."""
-RECOVERY = 1 / 32
-"""Share of the plan's pace regained with each answer that is not a 429."""
+DEFAULT_HEADROOM = 0.02  # fraction of the interval added between permits: 98 % of the quota
+LOWEST_FACTOR = 1 / 16  # the least share of the plan's pace, whatever 429s or others' use
+STALL_WAIT = 1.0  # seconds a server that stopped answering is waited for before more permits
+RECOVERY = 1 / 32  # share of the plan's pace regained with each answer that is not a 429
 
 
 @dataclass(slots=True)
@@ -86,7 +82,6 @@ def _settle(est: Estimate) -> None:
 def _pace(est: Estimate, others: float) -> float:
     """The pace were others to take ``others`` requests a second (a window's take places)."""
     plan = est.plan_pace
-    # Per answer: conditional expressions stand for max() (bit for bit the same), as below.
     taken = others if not est.is_window and others > 0.0 else 0.0
     pace, lowest = plan * est.factor - taken, plan * LOWEST_FACTOR
     return pace if pace > lowest else lowest
@@ -195,17 +190,16 @@ def read_answer(
     ``later_grants`` after it (``later_gap``: the smallest gap between two in a row, if known);
     ``own_in_window`` ours in the period up to it, ``own_at_most`` ours the server may have
     counted with it; ``overlapped``: others answered meanwhile; ``default_pause`` after a 429
-    that names no time (None: one period). Arguments, not an object: it runs on every answer."""
-    # Run per answer: conditional expressions stand for max()/min() (bit for bit the same).
+    that names no time (None: one period). Conditional expressions stand for max()/min() (bit
+    for bit the same) where it runs on every answer."""
     limit = est.limit
     interval = limit.interval
     round_trip = now - granted_at
     latency = est.latency
     jitter = est.jitter
-    # A bucket's request arrived as late as its answer is later than the latencies explain
-    # (held up on its way: a stalled server counts it late, with those behind it). The permits
-    # before it that may reach the server after it: granted close to it, held up as long, or
-    # overdue. (A window's places hold whatever is on its way.)
+    # A bucket's request arrived as late as its answer is later than the latencies explain (a
+    # stalled server counts it late); permits before it granted close to it, held up as long or
+    # overdue may reach the server after it. A window's places hold whatever is on its way.
     late = 0.0
     if not est.is_window:
         slowest = _slowest(latency, jitter)
@@ -230,8 +224,8 @@ def read_answer(
     if now > est.answered_at:
         est.answered_at = now
     if status_code == 429:
-        # Every sender stops for Retry-After, else the reset, else default_pause (one period:
-        # the only wait that clears any window), within an interval and a period.
+        # Every sender stops for Retry-After, else the reset, else default_pause (one period
+        # clears any window), within an interval and a period.
         hint = retry_after if retry_after is not None else reset_after
         if hint is None:
             hint = limit.period if default_pause is None else default_pause
@@ -244,7 +238,7 @@ def read_answer(
         est.tat = max(est.tat, est.hold_until + (est.burst - 1.0) / est.pace)
         return
     ceiling = est.ceiling
-    if ceiling != limit.requests:  # once the quota, it stays (as the lines below would set it)
+    if ceiling != limit.requests:  # once the quota, it stays
         ceiling += 1.0
         requests = float(limit.requests)
         if not ceiling < requests:
@@ -276,8 +270,7 @@ def read_answer(
     window = est.is_window
     others = est.others
     hold = est.hold_until
-    # Only an answer to a request with none granted close to it says what others did (the
-    # rest say what order ours arrived in).
+    # Only an answer to a request with none granted close to it says what others did.
     settled = close == 0 and (not later_grants or later_grants[0] - granted_at >= overtaking)
     unexplained = 0
     told = True  # whether the answer says how many others took (none, or so many)
@@ -286,8 +279,8 @@ def read_answer(
         count = limit.requests - own_in_window - remaining
         tolerance = window_tolerance(est)
         if count > tolerance:
-            # Others only if even every request of ours the server may have counted (a burst
-            # counted late included) leaves too many; then the count by grant time says how many.
+            # Others only if even all ours the server may have counted (a late-counted burst
+            # too) leave too many; then the count by grant time says how many.
             at_most = own_at_most
             surely = count if at_most is None else limit.requests - at_most - remaining
             unexplained = count if surely > tolerance else 0
@@ -306,8 +299,7 @@ def read_answer(
     ):
         hold = max(hold, now + min(reset_after, limit.period))
     # A bucket's others are read off two answers in a row to requests sent one at a time at
-    # our pace (in a burst, the difference says more of the order they arrived in): what our
-    # grants since the previous report leave in a bucket of the believed size, less what it holds.
+    # our pace: what our grants since the previous report leave in the bucket, less what it holds.
     if grants_between and settled and est.in_order and not window:
         rate = limit.per_second
         emission = 1.0 / rate
@@ -322,8 +314,7 @@ def read_answer(
             elapsed = granted_at - est.reported_at
             if elapsed > 0:
                 shortfall = est.size - (tat - grants_between[-1]) * rate - remaining
-                # Averaged over two seconds, 30 intervals at least, so that Remaining's rounding
-                # moves it by one request at most.
+                # Averaged over 2 s, 30 intervals at least: Remaining's rounding moves it by one.
                 span = 30.0 * interval if 30.0 * interval > 2.0 else 2.0
                 weight = elapsed / span if elapsed / span < 1.0 else 1.0
                 others += weight * (shortfall / elapsed - others)

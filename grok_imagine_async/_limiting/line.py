@@ -65,9 +65,7 @@ class SlotLine(Generic[SlotT]):
                 try:
                     while not waiter.served:
                         self._serve_first(await fetch_slot(self.waiters[0][0]))
-                        if not waiter.served:
-                            # Those just served may be back at once for another permit: they
-                            # take their place by priority before a burst of due slots goes on.
+                        if not waiter.served:  # those served take their place back by priority
                             await anyio.lowlevel.checkpoint()
                 finally:
                     self._leading = False

@@ -30,9 +30,8 @@ class TimeLog:
         self._start = 0  # index in _times of the oldest remembered time
         self._first_serial = 1  # serial of _times[_start]
         self._serial = 0  # serial of _times[-1]
-        # A serial and its time less the one before, gaps increasing: a sliding minimum, whose
-        # first entry past a serial holds the smallest gap after it (no scan of every gap). Two
-        # lists, not one of pairs: no object per event for the garbage collector to visit.
+        # A sliding minimum of the gaps (time less the one before), by serial: its first entry
+        # past a serial is the smallest gap after it. Two lists: no object per event.
         self._gap_serials: list[int] | None = [] if gaps else None
         self._gaps: list[float] = []
 
@@ -73,8 +72,7 @@ class TimeLog:
 
     def later(self, serial: int, skip: set[int]) -> tuple[Sequence[float], float | None]:
         """The times remembered after ``serial``, less ``skip``'s, and with nothing skipped the
-        smallest difference between two in a row, bit for bit (inf: fewer than two; only with
-        ``gaps``). One call for both: it runs on every answer."""
+        smallest gap between two in a row (inf: fewer than two; only with ``gaps``)."""
         first = serial + 1 if serial >= self._first_serial else self._first_serial
         times = self._times[self._start + first - self._first_serial :]
         if skip:
@@ -83,7 +81,6 @@ class TimeLog:
             return times, math.inf
         serials = self._gap_serials
         assert serials is not None
-        # The newest time's serial is the last one kept: the index is in range.
         return times, self._gaps[bisect.bisect_left(serials, first + 1)]
 
     def count_in_window(self, serial: int, *, period: float) -> int | None:
@@ -115,9 +112,8 @@ class WindowLog:
         self._window = window
         self._unanswered = unanswered
         self._release: dict[int, float] = {}  # serial -> when its place frees up
-        # The release times set at grants, then those set at answers, with their serials: each
-        # in time order as the (monotonic) clock gives them, so a queue each, not a heap of
-        # pairs (no object per permit for the garbage collector); stale entries skipped.
+        # Release times (and serials) set at grants, then at answers: each queue in time order
+        # as the clock gives them, so no heap; stale entries skipped.
         self._queues: tuple[tuple[deque[float], deque[int]], ...] = (
             (deque(), deque()),
             (deque(), deque()),
@@ -146,8 +142,8 @@ class WindowLog:
     def opens_at(self, *, now: float, places: int) -> float:
         """When a new permit may be granted, ``places`` being ours: ``-inf`` if one is free."""
         release = self._release
-        # Fewer places taken than ours, even counting those due to free: one is free (their
-        # release waits for a grant that fills a multiple of 256, so memory stays bounded).
+        # Fewer places taken than ours: one is free (the due ones are released when a grant
+        # fills a multiple of 256, so memory stays bounded).
         if len(release) < places and len(release) & 255:
             return -math.inf
         for times, serials in self._queues:
@@ -205,8 +201,8 @@ class LocalRateLimiter:
         self._line: SlotLine[Permit] = SlotLine(self._clock.monotonic)
         self._history = TimeLog(keep=3 * period, gaps=True)  # grant times, by serial
         self._answered = TimeLog(keep=3 * period)  # when answers came
-        # A request reaches the server within a period of its permit (the client's timeouts).
         self._half = self._limit.requests // 2  # a Remaining from which on a bucket is a window
+        # A request reaches the server within a period of its permit (the client's timeouts).
         self._window = WindowLog(window=period * (1 + headroom), unanswered=period)
         # Unanswered permits, oldest first: (grant time, answers read before the grant).
         self._pending: dict[int, tuple[float, int]] = {}

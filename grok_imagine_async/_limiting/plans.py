@@ -83,12 +83,12 @@ class Plan(enum.Enum):
     @property
     def requests_per_minute(self) -> int:
         """Requests per minute this plan admits (status polls included)."""
-        return _PLAN_RPM[self]
+        return {"free": 100, "pro": 1000, "enterprise": 5000}[self.value]
 
     @property
     def rate_limit(self) -> RateLimit:
         """The plan's quota over 60 seconds."""
-        return resolve_rate_limit(self)
+        return RateLimit(self.requests_per_minute)
 
     @classmethod
     def parse(cls, value: str | Plan) -> Plan:
@@ -104,9 +104,6 @@ class Plan(enum.Enum):
         except ValueError:
             names = ", ".join(repr(p.value) for p in cls)
             raise ConfigurationError(f"unknown plan {value!r}: expected one of {names}") from None
-
-
-_PLAN_RPM = {Plan.FREE: 100, Plan.PRO: 1000, Plan.ENTERPRISE: 5000}
 
 
 def resolve_rate_limit(plan: str | Plan | RateLimit, *, period: float = 60.0) -> RateLimit:

@@ -25,8 +25,7 @@ class Priority(enum.IntEnum):
 @dataclass(slots=True)
 class Permit:
     """The right to send one request: when it was granted (on the limiter's clock) and its
-    increasing number within the limiter (not frozen: one is built per request, three times
-    cheaper)."""
+    increasing number within the limiter."""
 
     granted_at: float
     serial: int

@@ -183,9 +183,8 @@ class RedisRateLimiter(Connected):
         at_most, remaining = None, feedback.remaining
         gone = None if own is None or remaining is None else self._limit.requests - own - remaining
         if gone is not None and gone > self._least_tolerance:
-            # More gone than the last period's slots explain: count every process's slots the
-            # server may have counted with it, those due since a period before its grant less
-            # the longest latency seen since (a burst counted late is ours).
+            # More gone than the last period's slots explain: count the slots the server may
+            # have counted with it (due since a period and the longest latency before it).
             since = permit.granted_at - period
             slowest = next((lat for when, lat in latencies if when > since), 0.0)
             lookback = min(2 * period, now - since + slowest)
@@ -216,8 +215,7 @@ class RedisRateLimiter(Connected):
             return
         try:
             raw = await self._run(OBSERVE_SCRIPT, [self._paused], [to_micros(pause)])
-        except REDIS_ERRORS as exc:
-            # The pause still holds here (noted above); the next acquire deals with Redis.
+        except REDIS_ERRORS as exc:  # the pause holds here; the next acquire deals with Redis
             logger.log(_level(exc), "server feedback not shared through Redis: %r", exc)
             return
         self._note_pause(int(raw[0]) / MICROS)
@@ -258,8 +256,7 @@ class RedisRateLimiter(Connected):
     async def __aenter__(self) -> RedisRateLimiter:
         return self
 
-    def __repr__(self) -> str:
-        # Neither the token nor the URL (it may hold a password) appears here.
+    def __repr__(self) -> str:  # neither the token nor the URL (it may hold a password)
         mode = "fallback" if self.statistics().fallback_active else "redis"
         return f"RedisRateLimiter(limit={self._limit!r}, key={self._tat!r}, mode={mode!r})"
 
@@ -283,7 +280,9 @@ class RedisRateLimiter(Connected):
         while True:
             sent_at = anyio.current_time()
             try:
-                rejoin = 0 if fallback is None else to_micros(fallback.rejoin_window())
+                rejoin = 0  # since recovery, Redis counts the peers back over the time since
+                if fallback is not None and not fallback.degraded:
+                    rejoin = to_micros(max(sent_at - fallback.recovered_at, 1e-6))
                 times = [to_micros(self._interval), to_micros(self._limit.period)]
                 raw = await self._run(ACQUIRE_SCRIPT, self._keys, [*times, self._member, rejoin])
             except REDIS_ERRORS as exc:
@@ -293,7 +292,8 @@ class RedisRateLimiter(Connected):
                 if self._on_unavailable == "raise":
                     raise RedisUnavailableError(f"{said}; on_unavailable='raise'") from exc
                 if fallback is not None:
-                    fallback.failed_again()
+                    fallback.recovered_at = math.inf
+                    fallback.next_probe = anyio.current_time() + self._probe_interval
                     return
                 await self._engage_fallback(said).slot(paused_until=self._pause_end)
                 return
@@ -313,12 +313,14 @@ class RedisRateLimiter(Connected):
                     fallback.recovered_at = anyio.current_time()
                     self._recoveries += 1
                     logger.warning("Redis reachable again; the shared limit is back in force")
-                elif fallback.finished(rejoined):
+                elif (
+                    rejoined >= fallback.peers
+                    or anyio.current_time() - fallback.recovered_at >= fallback.hand_back_cap
+                ):
                     self._fallback = fallback = None
                     self._unshared_until = anyio.current_time() + self._limit.period
-            # Redis ran the script between the call and its reply: the slot counts from halfway,
-            # half the reply's time either side (a slot that uncertain is a late one). A second
-            # late slot is used anyway: a loop always that busy still gets permits.
+            # The slot counts from halfway through the call, give or take half its time. A
+            # second late slot is used anyway: a loop always that busy still gets permits.
             half = (anyio.current_time() - sent_at) / 2
             outcome = await self._sleep_until(sent_at + half + delay / MICROS, late_by=half)
             if outcome == "erased":
@@ -330,10 +332,8 @@ class RedisRateLimiter(Connected):
 
     async def _sleep_until(self, deadline: float, *, late_by: float = 0.0) -> str:
         """Sleep until a reserved slot (``late_by`` more, it may be): ``"on time"``, ``"late"``
-        (too late: it would land among the next processes' slots) or ``"erased"`` (an operator
-        deleted the state)."""
-        # If cancelled while asleep, the slot stays reserved for the next waiter to lead.
-        self._pending_slot = deadline
+        (among the next processes' slots) or ``"erased"`` (an operator deleted the state)."""
+        self._pending_slot = deadline  # cancelled, the slot stays for the next leader
         while (left := deadline - anyio.current_time()) > RECHECK:
             await anyio.sleep(RECHECK)
             try:
@@ -363,7 +363,15 @@ class RedisRateLimiter(Connected):
         self._fallbacks += 1
         # Up to one slot per peer may still be reserved ahead in the shared schedule.
         ahead = ((peers or math.ceil(1 / share)) - 1) * self._interval
-        self._fallback = _Fallback(limit, self._headroom, self._probe_interval, ahead, peers or 1)
+        interval = limit.period * (1.0 + self._headroom) / limit.requests
+        now, probe = anyio.current_time(), self._probe_interval
+        self._fallback = _Fallback(
+            AsyncLimiter(1, interval),
+            now + ahead + interval,
+            now + probe,
+            peers or 1,
+            max(limit.period, probe + 2 * interval),
+        )
         return self._fallback
 
     def _known_peers(self) -> int | None:
@@ -387,46 +395,28 @@ def fallback_limit(limit: RateLimit, share: float) -> RateLimit:
     return RateLimit(max(1, math.floor(limit.requests * share + 1e-9)), limit.period)
 
 
+@dataclass
 class _Fallback:
     """The local pace while Redis is away: a leaky bucket of one request, evenly spaced, whose
-    first slot waits for those the peers may still hold in the shared schedule (the window
-    still counts them). Back to Redis, it holds too until as many peers have acquired through
-    Redis as were active before (``peers``), or a period passed."""
+    first slot (``hold_until``) waits for those the peers may still hold in the shared schedule
+    (the window still counts them). Back to Redis, it holds too until as many peers have
+    acquired through Redis as were active before (``peers``), or ``hand_back_cap`` passed."""
 
-    def __init__(
-        self, limit: RateLimit, headroom: float, probe: float, ahead: float, peers: int
-    ) -> None:
-        interval = limit.period * (1.0 + headroom) / limit.requests
-        now = anyio.current_time()
-        self._bucket = AsyncLimiter(1, interval)
-        self._hold_until = now + ahead + interval  # after the peers' slots ``ahead`` (seconds)
-        self._probe_interval = probe
-        self._next_probe = now + probe
-        self._peers_before = peers
-        self._hand_back_cap = max(limit.period, probe + 2 * interval)
-        self.recovered_at = math.inf  # loop time Redis answered again (inf: it does not)
+    bucket: AsyncLimiter
+    hold_until: float
+    next_probe: float
+    peers: int
+    hand_back_cap: float
+    recovered_at: float = math.inf  # loop time Redis answered again (inf: it does not)
 
     @property
     def degraded(self) -> bool:
         """Whether Redis is believed unreachable (else the hand-back is under way)."""
         return self.recovered_at == math.inf
 
-    def failed_again(self) -> None:
-        self.recovered_at = math.inf
-        self._next_probe = anyio.current_time() + self._probe_interval
-
-    def rejoin_window(self) -> float:
-        """Seconds since recovery, over which Redis counts the peers back (0: not asked)."""
-        return 0.0 if self.degraded else max(anyio.current_time() - self.recovered_at, 1e-6)
-
-    def finished(self, rejoined: int) -> bool:
-        """Whether the hand-back is over, ``rejoined`` peers having acquired since recovery."""
-        waited = anyio.current_time() - self.recovered_at
-        return rejoined >= self._peers_before or waited >= self._hand_back_cap
-
     async def slot(self, *, paused_until: float) -> bool:
         """Wait for the next local slot, not before ``paused_until`` (loop time); whether to
         try Redis too (it is back, or a probe is due)."""
-        await anyio.sleep(max(0.0, max(self._hold_until, paused_until) - anyio.current_time()))
-        await self._bucket.acquire()
-        return not self.degraded or anyio.current_time() >= self._next_probe
+        await anyio.sleep(max(0.0, max(self.hold_until, paused_until) - anyio.current_time()))
+        await self.bucket.acquire()
+        return not self.degraded or anyio.current_time() >= self.next_probe

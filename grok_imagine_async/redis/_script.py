@@ -34,7 +34,6 @@ _OUTAGES = (
     e.ReadOnlyError,
     e.ClusterDownError,
     e.TryAgainError,
-    e.MasterDownError,
     e.OutOfMemoryError,
     OSError,
 )
