@@ -88,7 +88,7 @@ class Plan(enum.Enum):
     @property
     def rate_limit(self) -> RateLimit:
         """The plan's quota over 60 seconds."""
-        return RateLimit(self.requests_per_minute)
+        return resolve_rate_limit(self)
 
     @classmethod
     def parse(cls, value: str | Plan) -> Plan:
