@@ -114,7 +114,7 @@ class AsyncGrokImagine:
         if isinstance(download_hosts, str):  # a lone host, not its characters
             download_hosts = [download_hosts]
         try:
-            hosts = HostPolicy.build(api_url=settings.base_url, extra=download_hosts)
+            hosts = HostPolicy(api_url=settings.base_url, extra=download_hosts)
         except _http.BadURL as exc:
             raise ConfigurationError(f"base_url or download_hosts is invalid ({exc})") from None
         if on_ambiguous_submit not in ("raise", "resubmit"):
