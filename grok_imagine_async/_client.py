@@ -217,8 +217,7 @@ class AsyncGrokImagine:
         )
 
     def _check_prompt(self, prompt: str) -> None:
-        problem = prompt_problem(prompt, self._settings.limits)
-        if problem is not None:
+        if (problem := prompt_problem(prompt, self._settings.limits)) is not None:
             raise InvalidRequestError(f"invalid request: {problem}", problems=(problem,))
 
     async def submit(self, request: GenerationRequest) -> str:
