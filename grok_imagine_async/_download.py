@@ -83,10 +83,14 @@ def _private(host: str) -> bool:
 
 class HostPolicy:
     """Hosts downloads may reach beyond the public internet: the host of ``api_url`` and those
-    in ``extra`` (``"*"``: every host)."""
+    in ``extra`` (``"*"``: every host); a :class:`ConfigurationError` if ``api_url`` is invalid."""
 
     def __init__(self, *, api_url: str, extra: Iterable[str] = ()) -> None:
-        hosts = (_http.lib.URL(api_url).host, *extra)
+        extra = [extra] if isinstance(extra, str) else extra  # a lone host, not its characters
+        try:
+            hosts = (_http.lib.URL(api_url).host, *extra)
+        except _http.BadURL as exc:
+            raise ConfigurationError(f"base_url or download_hosts is invalid ({exc})") from None
         self.allowed = frozenset(_normalize_host(host) for host in hosts if host.strip())
 
     def refusal(self, url: httpx.URL, response: httpx.Response | None = None) -> str | None:
