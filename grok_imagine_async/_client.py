@@ -111,12 +111,7 @@ class AsyncGrokImagine:
                 "pass either settings or api_key, base_url, plan, retry, poll, limits"
             )
         self._settings = settings
-        if isinstance(download_hosts, str):  # a lone host, not its characters
-            download_hosts = [download_hosts]
-        try:
-            hosts = HostPolicy.build(api_url=settings.base_url, extra=download_hosts)
-        except _http.BadURL as exc:
-            raise ConfigurationError(f"base_url or download_hosts is invalid ({exc})") from None
+        hosts = HostPolicy(api_url=settings.base_url, extra=download_hosts)
         if on_ambiguous_submit not in ("raise", "resubmit"):
             raise ConfigurationError(
                 f"on_ambiguous_submit must be 'raise' or 'resubmit', got {on_ambiguous_submit!r}"
@@ -217,8 +212,7 @@ class AsyncGrokImagine:
         )
 
     def _check_prompt(self, prompt: str) -> None:
-        problem = prompt_problem(prompt, self._settings.limits)
-        if problem is not None:
+        if (problem := prompt_problem(prompt, self._settings.limits)) is not None:
             raise InvalidRequestError(f"invalid request: {problem}", problems=(problem,))
 
     async def submit(self, request: GenerationRequest) -> str:

@@ -12,7 +12,6 @@ import random
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,10 +62,8 @@ def plan_download(task: Task, *, stem: str | None = None) -> list[tuple[str, str
     for url in urls:
         if not is_fetchable_url(url):
             raise ConfigurationError(f"refusing to download a non-http(s) URL: {url[:200]!r}")
-    base = safe_name(stem or task.task_id, default="task")
-    if len(urls) == 1:
-        return [(urls[0], f"{base}.mp4")]
-    return [(url, f"{base}_{i}.mp4") for i, url in enumerate(urls, 1)]
+    base, one = safe_name(stem or task.task_id, default="task"), len(urls) == 1
+    return [(url, f"{base}.mp4" if one else f"{base}_{i}.mp4") for i, url in enumerate(urls, 1)]
 
 
 def _normalize_host(host: str) -> str:
@@ -84,17 +81,17 @@ def _private(host: str) -> bool:
     return not address.is_global or address.is_multicast
 
 
-@dataclass(frozen=True, slots=True)
 class HostPolicy:
-    """Hosts downloads may reach beyond the public internet (``"*"``: every host)."""
+    """Hosts downloads may reach beyond the public internet: the host of ``api_url`` and those
+    in ``extra`` (``"*"``: every host); a :class:`ConfigurationError` if ``api_url`` is invalid."""
 
-    allowed: frozenset[str] = frozenset()
-
-    @classmethod
-    def build(cls, *, api_url: str, extra: Iterable[str] = ()) -> HostPolicy:
-        """The policy that allows the host of ``api_url`` and the hosts in ``extra``."""
-        hosts = (_http.lib.URL(api_url).host, *extra)
-        return cls(frozenset(_normalize_host(host) for host in hosts if host.strip()))
+    def __init__(self, *, api_url: str, extra: Iterable[str] = ()) -> None:
+        extra = [extra] if isinstance(extra, str) else extra  # a lone host, not its characters
+        try:
+            hosts = (_http.lib.URL(api_url).host, *extra)
+        except _http.BadURL as exc:
+            raise ConfigurationError(f"base_url or download_hosts is invalid ({exc})") from None
+        self.allowed = frozenset(_normalize_host(host) for host in hosts if host.strip())
 
     def refusal(self, url: httpx.URL, response: httpx.Response | None = None) -> str | None:
         """Why ``url`` may not be fetched, judged by its host before connecting, or by the
@@ -122,8 +119,7 @@ class Downloader:
         self._http, self._hosts, self._rng = http, hosts, rng
         self._url = _http.check_client(http).URL  # URLs of the client's own library
         self._limits, self._retry = settings.limits, settings.retry
-        # The owner (stem) of each file name per folder: another whose name sanitises alike
-        # ("a/b", "a?b") gets a digest-suffixed name instead of overwriting.
+        # The stem owning each (folder, name): one sanitised alike ("a/b", "a?b") gets a digest.
         self._owners: dict[tuple[Path, str], str] = {}
 
     async def download(self, task: Task, dest: Path, *, stem: str | None) -> list[Path]:

@@ -34,8 +34,7 @@ class InputError(GrokImagineError, ValueError):
 
 class JournalError(GrokImagineError):
     """Raised when a journal cannot be opened, read or written (not a journal, too new,
-    corrupt, locked, a full disk); a scheduler stopped by it lists its paid jobs in
-    ``pending_tasks``. ``path``: its file, if any."""
+    corrupt, locked, a full disk); ``path``: its file, if any."""
 
     def __init__(self, message: str, *, path: Path | None = None) -> None:
         super().__init__(message)

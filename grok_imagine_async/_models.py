@@ -44,8 +44,7 @@ class InvalidRequestError(GrokImagineError, ValueError):
         self, message: str, *, problems: tuple[str, ...] = (), item: int | None = None
     ) -> None:
         super().__init__(message)
-        self.problems = problems
-        self.item = item
+        self.problems, self.item = problems, item
 
 
 class GenerationRequest(BaseModel):

@@ -118,10 +118,8 @@ class Settings:
             if not isinstance(value, kind) and not (name == "breaker" and value is None):
                 got = type(value).__name__
                 raise ConfigurationError(f"{name} must be a {kind.__name__}, got {got}")
-        if not self.expected_duration > 0:
-            raise ConfigurationError(
-                f"expected_duration must be positive, got {self.expected_duration!r}"
-            )
+        if not (duration := self.expected_duration) > 0:
+            raise ConfigurationError(f"expected_duration must be positive, got {duration!r}")
 
     @classmethod
     def from_env(

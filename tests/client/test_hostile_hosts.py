@@ -30,12 +30,12 @@ pytestmark = pytest.mark.real_time  # the served emulator runs in a thread
     ],
 )
 def test_literal_hosts_are_judged_before_sending(url: str, refused: bool) -> None:
-    policy = HostPolicy.build(api_url="https://api.example")
+    policy = HostPolicy(api_url="https://api.example")
     assert (policy.refusal(httpx.URL(url)) is not None) is refused
 
 
 def test_allowed_hosts_and_the_api_host_pass() -> None:
-    policy = HostPolicy.build(api_url="http://127.0.0.1:8000", extra=["[::1]", "Cdn.Internal."])
+    policy = HostPolicy(api_url="http://127.0.0.1:8000", extra=["[::1]", "Cdn.Internal."])
     for url in ("http://127.0.0.1:9/v", "http://[::1]/v", "http://cdn.internal/v"):
         assert policy.refusal(httpx.URL(url)) is None
 
@@ -46,8 +46,8 @@ async def test_a_real_connection_to_a_local_address_is_refused_after_connecting(
 ) -> None:
     # The address a real socket reached, as httpx reports it: here 127.0.0.1, standing in for a
     # public name that resolved to it (no name is resolved by this test).
-    policy = HostPolicy.build(api_url="https://api.example")
-    allowing = HostPolicy.build(api_url="https://api.example", extra=["videos.example"])
+    policy = HostPolicy(api_url="https://api.example")
+    allowing = HostPolicy(api_url="https://api.example", extra=["videos.example"])
     video = httpx.URL("https://videos.example/v")
     async with (
         httpx.AsyncClient() as http,
@@ -55,18 +55,18 @@ async def test_a_real_connection_to_a_local_address_is_refused_after_connecting(
     ):
         reason = policy.refusal(video, response)
         allowed = allowing.refusal(video, response)
-        everything = HostPolicy.build(api_url="https://api.example", extra=["*"])
+        everything = HostPolicy(api_url="https://api.example", extra=["*"])
         off = everything.refusal(video, response)
     assert reason is not None and "127.0.0.1" in reason
     assert allowed is None and off is None
 
 
 def test_a_star_turns_the_policy_off() -> None:
-    policy = HostPolicy.build(api_url="https://api.example", extra=["*"])
+    policy = HostPolicy(api_url="https://api.example", extra=["*"])
     assert policy.refusal(httpx.URL("http://127.0.0.1/v")) is None
 
 
 def test_in_memory_answers_have_no_address_and_pass() -> None:
     response: Any = httpx.Response(200)
-    policy = HostPolicy.build(api_url="https://api.example")
+    policy = HostPolicy(api_url="https://api.example")
     assert policy.refusal(httpx.URL("https://videos.example/v"), response) is None
