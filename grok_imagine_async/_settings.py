@@ -8,7 +8,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ._backoff import PollPolicy, RetryPolicy
 from ._errors import ConfigurationError
@@ -108,10 +108,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api_key", check_token(self.api_key))
-        url = self.base_url.rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"base_url must be an http(s) URL, got {url!r}")
-        object.__setattr__(self, "base_url", url)
+        object.__setattr__(self, "base_url", _checked_base_url(self.base_url))
         kinds = {"rate_limit": RateLimit, "retry": RetryPolicy, "poll": PollPolicy}
         for name, kind in {**kinds, "limits": Limits, "breaker": BreakerPolicy}.items():
             value = getattr(self, name)
@@ -167,6 +164,27 @@ class Settings:
 
 
 _Policy = TypeVar("_Policy", PollPolicy, RetryPolicy, BreakerPolicy)
+
+
+def _checked_base_url(url: str) -> str:
+    """``url`` without trailing slashes, if the API's paths can be appended to it and sent;
+    else a :class:`ConfigurationError` naming what is wrong (before anything is sent)."""
+    url = url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"base_url must be an http(s) URL, got {url!r}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port out of range or not a number raises here)
+    except ValueError as exc:
+        raise ConfigurationError(f"base_url {url!r} is not a valid URL ({exc})") from None
+    host = parts.hostname or ""
+    if not host or any(c.isspace() or not c.isprintable() for c in host):
+        raise ConfigurationError(f"base_url {url!r} names no valid host")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ConfigurationError(
+            f"base_url {url!r} must not carry a query or a fragment (the API's paths follow it)"
+        )
+    return url
 
 
 def _scaled(policy: _Policy, scale: float, *durations: str) -> _Policy:

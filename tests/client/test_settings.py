@@ -6,6 +6,7 @@ for a faster server: what it returns is what the limiter, the waiter and the sch
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,37 @@ def test_wait_polls_sooner_on_a_faster_server() -> None:
     first = PollPolicy().wait_initial  # jittered by 10 %
     assert _first_poll_gap(1.0) == pytest.approx(first, rel=0.11)
     assert _first_poll_gap(10.0) == pytest.approx(first / 10, rel=0.11)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "problem"),
+    [
+        ("ftp://api.test", "must be an http(s) URL"),
+        ("http://[bad", "is not a valid URL"),
+        ("http://api.test:99999", "is not a valid URL"),
+        ("http://api.test:port", "is not a valid URL"),
+        ("http://", "must be an http(s) URL"),
+        ("http:///v1", "names no valid host"),
+        ("https://:443", "names no valid host"),
+        ("http://exa mple.com", "names no valid host"),
+        ("http://api\x00.test", "names no valid host"),
+        ("http://api.test/v?x=1", "must not carry a query or a fragment"),
+        ("http://api.test/#top", "must not carry a query or a fragment"),
+        ("http://api.test?", "must not carry a query or a fragment"),
+    ],
+)
+def test_a_base_url_the_api_paths_cannot_follow_is_refused_at_once(
+    base_url: str, problem: str
+) -> None:
+    # Refused when the settings are made, not at the first request (a connection error,
+    # retried, that costs nothing but time and says nothing about the URL).
+    with pytest.raises(ConfigurationError, match=re.escape(problem)):
+        Settings(api_key=TOKEN, base_url=base_url)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:9", "https://api.test/prefix/", "http://[::1]:8000", "https://bücher.test"],
+)
+def test_api_roots_with_ports_paths_ipv6_and_idn_hosts_are_kept(base_url: str) -> None:
+    assert Settings(api_key=TOKEN, base_url=base_url).base_url == base_url.rstrip("/")
