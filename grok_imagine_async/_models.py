@@ -47,6 +47,21 @@ class InvalidRequestError(GrokImagineError, ValueError):
         self.problems, self.item = problems, item
 
 
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` is not an absolute http(s) URL naming a host, or None if it is: the one check
+    of the URLs we are given (an image's, the API's root), made before anything is sent."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return "must not hold spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port out of range or not a number raises here)
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an absolute http(s) URL with a host"
+    return None
+
+
 class GenerationRequest(BaseModel):
     """One video generation, validated before anything is sent (so no credit is spent on it).
 
@@ -109,11 +124,8 @@ class GenerationRequest(BaseModel):
     @classmethod
     def _images_are_http_urls(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         for url in value or ():  # stripped already (str_strip_whitespace)
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"image URL must be an absolute http(s) URL, got {url!r}")
-            if any(char.isspace() or not char.isprintable() for char in url):
-                raise ValueError(f"image URL must not hold spaces or control characters: {url!r}")
+            if (problem := http_url_problem(url)) is not None:
+                raise ValueError(f"image URL {problem}, got {url!r}")
         return value or None
 
     @model_validator(mode="after")

@@ -8,11 +8,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from ._backoff import PollPolicy, RetryPolicy
 from ._errors import ConfigurationError
 from ._limiting.plans import Plan, RateLimit, resolve_rate_limit
+from ._models import http_url_problem
 from ._redact import check_token
 from ._scheduling.breaker import BreakerPolicy
 
@@ -167,23 +168,14 @@ _Policy = TypeVar("_Policy", PollPolicy, RetryPolicy, BreakerPolicy)
 
 
 def _checked_base_url(url: str) -> str:
-    """``url`` without trailing slashes, if the API's paths can be appended to it and sent;
-    else a :class:`ConfigurationError` naming what is wrong (before anything is sent)."""
+    """``url`` without trailing slashes, if the API's paths can follow it; else a
+    :class:`ConfigurationError` naming what is wrong (before anything is sent)."""
     url = url.rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise ConfigurationError(f"base_url must be an http(s) URL, got {url!r}")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (a port out of range or not a number raises here)
-    except ValueError as exc:
-        raise ConfigurationError(f"base_url {url!r} is not a valid URL ({exc})") from None
-    host = parts.hostname or ""
-    if not host or any(c.isspace() or not c.isprintable() for c in host):
-        raise ConfigurationError(f"base_url {url!r} names no valid host")
-    if parts.query or parts.fragment or "?" in url or "#" in url:
-        raise ConfigurationError(
-            f"base_url {url!r} must not carry a query or a fragment (the API's paths follow it)"
-        )
+    problem = http_url_problem(url)
+    if problem is None and ("?" in url or "#" in url):
+        problem = "must not carry a query or a fragment (the API's paths follow it)"
+    if problem is not None:
+        raise ConfigurationError(f"base_url {problem}, got {url!r}")
     return url
 
 

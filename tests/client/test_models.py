@@ -48,6 +48,8 @@ def test_single_image_string_becomes_a_list() -> None:
         ({"prompt": "a", "images": ["example.com/a.png"]}, "absolute http\\(s\\) URL"),
         ({"prompt": "a", "images": ["javascript:alert(1)"]}, "absolute http\\(s\\) URL"),
         ({"prompt": "a", "images": ["http://exa mple.test/x"]}, "spaces or control"),
+        ({"prompt": "a", "images": ["https://:443/a.png"]}, "absolute http\\(s\\) URL with a host"),
+        ({"prompt": "a", "images": ["https://a.test:99999/a.png"]}, "not a valid URL"),
         ({"prompt": "a", "images": ["https://a.test/x\x00.png"]}, "spaces or control"),
         ({"prompt": "a", "mode": "spicy", "images": ["https://a.test/x.png"]}, "spicy"),
         ({"prompt": "a", "colour": "red"}, "Extra inputs"),
