@@ -8,7 +8,9 @@ Needs ``httpx2`` installed beside ``httpx`` (``pip install ".[httpx2]" uvicorn``
 only the httpx rows are measured. Writes ``benchmarks/results/overhead.md`` and prints it.
 
 One uvicorn process on 127.0.0.1 serves a fixed ``GET /v1/status`` answer (a finished task,
-with the rate-limit headers the real service sends). Against it, in this process:
+with the rate-limit headers the real service sends; with ``--plain``, without them, as a
+proxy's or nginx's limiter answers, written to ``results/overhead-plain.md``). Against it, in
+this process:
 
 - **bare**: the library alone as one writes it, ``AsyncClient(timeout=...)``, then
   ``get(url, params=..., headers={"Authorization": ...})``, status checked, ``.json()`` read.
@@ -92,13 +94,15 @@ HEADERS = [
     (b"x-ratelimit-reset", b"60"),
     (b"content-length", str(len(ANSWER)).encode()),  # not chunked: one write per answer
 ]
+PLAIN = [header for header in HEADERS if not header[0].startswith(b"x-ratelimit")]
+_answer_headers = HEADERS  # the served answer's (--plain: PLAIN)
 
 
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The endpoint: every request gets the same finished task, at once."""
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.start", "status": 200, "headers": _answer_headers})
     await send({"type": "http.response.body", "body": ANSWER})
 
 
@@ -110,9 +114,13 @@ def pin(cpu: int) -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[cpu]})
 
 
-def serve(port_file: Path) -> None:
-    """Serve :func:`_app` on a free port of 127.0.0.1; write ``http://...`` to ``port_file``."""
+def serve(port_file: Path, *, plain: bool = False) -> None:
+    """Serve :func:`_app` on a free port of 127.0.0.1; write ``http://...`` to ``port_file``
+    (``plain``: answers without rate-limit headers, as a proxy's or nginx's limiter sends)."""
+    global _answer_headers
     import uvicorn
+
+    _answer_headers = PLAIN if plain else HEADERS
 
     pin(0)
 
@@ -156,33 +164,30 @@ async def _drive(call: Call, concurrency: int, calls: int) -> tuple[float, float
     return (time.perf_counter() - wall) / done, (time.process_time() - cpu) / done
 
 
-async def bare(lib: ModuleType, url: str, concurrency: int, calls: int) -> tuple[float, float]:
-    """The library alone, as one writes it: ``AsyncClient`` with the client's timeout."""
+async def bare(
+    lib: ModuleType, url: str, concurrency: int, calls: int, *, written: bool = False
+) -> tuple[float, float]:
+    """The library alone, as one writes it: ``AsyncClient`` with the client's timeout, the query
+    in ``params=`` (``written``: in the URL string, which the library then parses once)."""
     async with lib.AsyncClient(timeout=_http.timeout_in(lib, _http.DEFAULT_TIMEOUT)) as http:
         headers = {"Authorization": f"Bearer {TOKEN}"}
+        status_url, params = f"{url}/v1/status", {"task_id": TASK_ID}
+        if written:
+            status_url, params = f"{status_url}?{urlencode(params)}", None
 
         async def call() -> None:
-            response = await http.get(
-                f"{url}/v1/status", params={"task_id": TASK_ID}, headers=headers
-            )
+            response = await http.get(status_url, params=params, headers=headers)
             response.raise_for_status()
             response.json()
 
         return await _drive(call, concurrency, calls)
 
 
-async def written(lib: ModuleType, url: str, concurrency: int, calls: int) -> tuple[float, float]:
-    """:func:`bare` with the query written into the URL, parsed once by the library."""
-    async with lib.AsyncClient(timeout=_http.timeout_in(lib, _http.DEFAULT_TIMEOUT)) as http:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        status_url = f"{url}/v1/status?{urlencode({'task_id': TASK_ID})}"
-
-        async def call() -> None:
-            response = await http.get(status_url, headers=headers)
-            response.raise_for_status()
-            response.json()
-
-        return await _drive(call, concurrency, calls)
+async def bare_written(
+    lib: ModuleType, url: str, concurrency: int, calls: int
+) -> tuple[float, float]:
+    """:func:`bare` with the query written into the URL."""
+    return await bare(lib, url, concurrency, calls, written=True)
 
 
 def _own_client(lib: ModuleType) -> Any:
@@ -220,7 +225,7 @@ async def ours_open(lib: ModuleType, url: str, concurrency: int, calls: int) -> 
     return await ours(lib, url, concurrency, calls, open_limiter=True)
 
 
-SIDES = {"bare": bare, "written": written, "ours": ours, "open": ours_open, "before": ours}
+SIDES = {"bare": bare, "written": bare_written, "ours": ours, "open": ours_open, "before": ours}
 
 
 def run_side(
@@ -354,11 +359,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="the server sends no rate-limit headers (the limiter paces on its own)",
+    )
+    parser.add_argument(
         "--baseline", metavar="REF", help="also run 'ours' with the package of this git commit"
     )
     args = parser.parse_args(argv)
     if args.serve is not None:
-        serve(args.serve)
+        serve(args.serve, plain=args.plain)
         return 0
     if args.one is not None:  # a child: one configuration, its figures as JSON
         side, name, url, concurrency, calls = args.one
@@ -372,6 +382,7 @@ def main(argv: list[str]) -> int:
     port_file = work / "url"
     server = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_overhead", "--serve", str(port_file)]
+        + (["--plain"] if args.plain else [])
     )
     try:
         deadline = time.monotonic() + 20
@@ -404,7 +415,7 @@ def main(argv: list[str]) -> int:
         baseline=args.baseline,
     )
     if not args.no_write:
-        RESULTS.write_text(table)
+        (RESULTS.with_name("overhead-plain.md") if args.plain else RESULTS).write_text(table)
     print(table)
     return 0
 
