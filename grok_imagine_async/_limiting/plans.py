@@ -73,6 +73,9 @@ class RateLimit:
         return f"{self.requests}/{self.period:g}s"
 
 
+_REQUESTS_PER_MINUTE = {"free": 100, "pro": 1000, "enterprise": 5000}  # by plan name
+
+
 class Plan(enum.Enum):
     """The provider's plan tiers."""
 
@@ -83,7 +86,7 @@ class Plan(enum.Enum):
     @property
     def requests_per_minute(self) -> int:
         """Requests per minute this plan admits (status polls included)."""
-        return {"free": 100, "pro": 1000, "enterprise": 5000}[self.value]
+        return _REQUESTS_PER_MINUTE[self.value]
 
     @property
     def rate_limit(self) -> RateLimit:
