@@ -233,6 +233,17 @@ async def test_redis_refusing_the_worker_is_a_503_with_retry_after_and_never_end
     assert "not recorded, not sent" not in grok_emulator.statistics().posts_per_prompt
 
 
+async def redis_maxmemory(url: str, value: str) -> None:
+    """``CONFIG SET maxmemory``: "1" refuses writes (an outage to the workers), "0" ends it."""
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis.from_url(url)
+    try:
+        await raw.config_set("maxmemory", value)
+    finally:
+        await raw.aclose()
+
+
 async def committed_credits(url: str) -> int:
     """Credits every worker reserved or spent, less the reserves set aside for an outage."""
     import redis.asyncio as aioredis
@@ -249,7 +260,9 @@ async def committed_credits(url: str) -> int:
     return int(value or 0) - sum(int(held) for held in reserves)
 
 
-@pytest.mark.parametrize("failure", ["the app stops", "the request is cancelled"])
+@pytest.mark.parametrize(
+    "failure", ["the app stops", "the app stops, Redis away", "the request is cancelled"]
+)
 async def test_a_job_whose_submission_failed_after_its_registration_is_never_run(
     grok_emulator: Emulator,
     redis_server: RedisServer,
@@ -286,14 +299,16 @@ async def test_a_job_whose_submission_failed_after_its_registration_is_never_run
             async def register(key: str, request: Any, *, reserve: bool) -> None:
                 await RedisJobStore.register(store_a, key, request, reserve=reserve)
                 registered.append(key)
-                if failure == "the app stops":  # what the lifespan's end does, meanwhile
+                if failure.startswith("the app stops"):  # as the lifespan ends, meanwhile
                     resources.scheduler.cancel()
                     resources.jobs.close()
                 else:  # the client went away
                     scope.cancel()
 
             monkeypatch.setattr(store_a, "register", register)
-            if failure == "the app stops":
+            if failure == "the app stops, Redis away":  # full: writes wait in memory
+                await redis_maxmemory(redis_server.url, "1")
+            if failure.startswith("the app stops"):
                 refused = await web_a.post("/videos", json={"prompt": prompt})
                 assert refused.status_code == 503, refused.text
                 assert refused.json()["error"] == "unavailable"
@@ -302,6 +317,9 @@ async def test_a_job_whose_submission_failed_after_its_registration_is_never_run
                     await resources.jobs.submit(prompt)
                 assert scope.cancelled_caught
             assert len(registered) == 1  # the caller never learnt its id
+            assert store_a.available is (failure != "the app stops, Redis away")
+            # Back before a stops: a writes its jobs back as it gives up its lease.
+            await redis_maxmemory(redis_server.url, "0")
         a_stopped = True  # and gave up its lease: b may adopt its jobs at once
         with anyio.fail_after(10):
             while passes_after_a < 1:  # noqa: ASYNC110 - b's adoption loop, on its own
