@@ -58,6 +58,8 @@ _STATES = {
     StoreState.FAILED: JobState.FAILED,
 }
 _RANK = {JobState.QUEUED: 0, JobState.SUBMITTING: 1, JobState.RUNNING: 2}
+# What SharedStore.register raises having written nothing.
+_NOT_REGISTERED = (BudgetExceededError, ConfigurationError, JournalError)
 
 
 @runtime_checkable
@@ -274,24 +276,49 @@ class JobRegistry:
         if isinstance(request, str):
             request = GenerationRequest(prompt=request)
         key = uuid.uuid4().hex
-        if self._shared is not None:
-            await self._shared.register(key, request, reserve=self._max_credits is not None)
-        # Queued jobs will each cost a generation (those being sent are held already).
-        elif not (budget := scheduler.budget).can_afford(stats.queued + 1):
-            assert budget.max_credits is not None
-            raise BudgetExceededError(
-                max_credits=budget.max_credits, committed_credits=budget.committed
-            )
-        # Tracked before submitting, so no message of the new job can arrive unseen.
-        tracked = self._track(key, request)
-        while self._forgotten:
-            await self._store.forget(self._forgotten.pop())
         try:
+            if self._shared is not None:
+                await self._shared.register(key, request, reserve=self._max_credits is not None)
+            # Queued jobs will each cost a generation (those being sent are held already).
+            elif not (budget := scheduler.budget).can_afford(stats.queued + 1):
+                assert budget.max_credits is not None
+                raise BudgetExceededError(
+                    max_credits=budget.max_credits, committed_credits=budget.committed
+                )
+            # Tracked before submitting, so no message of the new job can arrive unseen.
+            tracked = self._track(key, request)
+            while self._forgotten:
+                await self._store.forget(self._forgotten.pop())
             tracked.local = await self._running().submit(JobSpec(request, key))
-        except BaseException:
-            del self._entries[key]
+        except BaseException as exc:
+            self._entries.pop(key, None)
+            # Registered (or maybe, if cancelled meanwhile) but never queued: its caller gets
+            # an error and no id, so no worker may run it once this one gives up its lease.
+            if self._shared is not None and not isinstance(exc, _NOT_REGISTERED):
+                await self._withdraw(key, request)
             raise
         return tracked.handle
+
+    async def _withdraw(self, key: str, request: GenerationRequest) -> None:
+        """End ``key``, registered in the shared store and never queued, as a POST refused
+        outright: finished, nobody adopts it; its reserved credits go back, in the one write."""
+        never_sent = JobResult(
+            key=key,
+            request=request,
+            task=None,
+            error=SchedulerClosedError("never queued: the request submitting it failed"),
+            failure_class=FailureClass.REQUEST_ERROR,
+            attempts=0,
+            credits=0,
+            polls=0,
+            submitted_at=None,
+            finished_at=anyio.current_time(),
+        )
+        with anyio.CancelScope(shield=True):  # the request's task may be cancelled
+            try:
+                await self._store.record_finished(never_sent)
+            except Exception as exc:  # the caller's error stays the one it gets
+                logger.error("job %s, never queued, may be adopted and run: %s", key, exc)
 
     async def get(self, job_id: str) -> Job | None:
         """The job with id ``job_id``, run by this worker or another; None if unknown.

@@ -136,6 +136,7 @@ class RedisJobStore(StoreBase, Connected):
         self._reserve = 0  # credits set aside in Redis for an outage (see _settle_reserve)
         self._allowance = 0  # what is left of it to spend while Redis is down
         self._spent_offline: dict[str, int] = {}  # key -> attempt paid from the allowance
+        self._refunds: set[str] = set()  # dirty jobs whose reserved credits go back
         self._available = True
         self._up_since = anyio.current_time()  # loop time Redis last became reachable
         self._lost_at = -math.inf  # loop time this process learnt that Redis lost its data
@@ -390,6 +391,8 @@ class RedisJobStore(StoreBase, Connected):
                     raise BudgetExceededError(max_credits=budget, committed_credits=budget)
                 self._allowance -= CREDITS_PER_GENERATION
                 self._spent_offline[job.key] = reserve
+            if refund:  # given back as it is written back
+                self._refunds.add(job.key)
             self._jobs[job.key] = job
             self._dirty.add(job.key)
             status = "ok"
@@ -398,13 +401,16 @@ class RedisJobStore(StoreBase, Connected):
         return status
 
     async def _flush(self) -> None:
-        """Send every dirty job's newest state (credits spent offline counted, never refused)."""
+        """Send every dirty job's newest state (credits spent offline counted, never refused;
+        refunds made offline given back)."""
         for key in sorted(self._dirty):
             job = self._jobs.get(key) or self._finished.get(key)
             if job is not None:
-                await self._send(job, self._spent_offline.get(key, 0), -1)
+                refund = key in self._refunds
+                await self._send(job, self._spent_offline.get(key, 0), -1, refund=refund)
                 self._spent_offline.pop(key, None)
             self._dirty.discard(key)
+            self._refunds.discard(key)
 
     async def _send(
         self, job: StoredJob, reserve: int, budget: int, refund: bool = False, create: bool = False

@@ -18,6 +18,7 @@ import anyio
 import httpx
 import pytest
 from _redis_worker import RedisServer
+from fastapi import FastAPI
 from test_fastapi import client_of, load_example
 
 from grok_imagine_async import AsyncGrokImagine, JournalError, PollPolicy, RateLimit, Settings
@@ -43,6 +44,15 @@ FAST_POLL = PollPolicy(wait_initial=0.1, wait_factor=1.5, wait_max=0.5, wait_jit
 
 @asynccontextmanager
 async def worker(emulator: Emulator, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with worker_app(emulator, **options) as (web, _):
+        yield web
+
+
+@asynccontextmanager
+async def worker_app(
+    emulator: Emulator, **options: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """A worker, and its app (whose ``state.grok_imagine`` holds its scheduler and jobs)."""
     async with emulator.client(token=None) as upstream:
         app = load_example().create_app(
             settings=Settings.from_env(api_key=TOKEN, base_url=str(upstream.base_url), plan=LIMIT),
@@ -53,7 +63,7 @@ async def worker(emulator: Emulator, **options: Any) -> AsyncIterator[httpx.Asyn
             **options,
         )
         async with client_of(app) as web, app.router.lifespan_context(app):
-            yield web
+            yield web, app
 
 
 async def events(web: httpx.AsyncClient, job_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -221,3 +231,99 @@ async def test_redis_refusing_the_worker_is_a_503_with_retry_after_and_never_end
         assert "Traceback" not in answer.text and "NOPERM" not in answer.text
     assert started.status_code == 202, started.text
     assert "not recorded, not sent" not in grok_emulator.statistics().posts_per_prompt
+
+
+async def redis_maxmemory(url: str, value: str) -> None:
+    """``CONFIG SET maxmemory``: "1" refuses writes (an outage to the workers), "0" ends it."""
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis.from_url(url)
+    try:
+        await raw.config_set("maxmemory", value)
+    finally:
+        await raw.aclose()
+
+
+async def committed_credits(url: str) -> int:
+    """Credits every worker reserved or spent, less the reserves set aside for an outage."""
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis.from_url(url)
+    try:
+        [credits] = await raw.keys("*:credits")
+        async with raw.pipeline(transaction=True) as pipe:
+            pipe.get(credits)
+            pipe.hvals(credits.replace(b":credits", b":reserves"))
+            value, reserves = await pipe.execute()
+    finally:
+        await raw.aclose()
+    return int(value or 0) - sum(int(held) for held in reserves)
+
+
+@pytest.mark.parametrize(
+    "failure", ["the app stops", "the app stops, Redis away", "the request is cancelled"]
+)
+async def test_a_job_whose_submission_failed_after_its_registration_is_never_run(
+    grok_emulator: Emulator,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+) -> None:
+    from grok_imagine_async.redis import RedisJobStore
+
+    prompt = "asked for, refused, then paid anyway"
+    shared = {"redis_url": redis_server.url, "max_credits": 400, "redis_lease": 0.3}
+    async with worker_app(grok_emulator, **shared) as (_, app_b):
+        # b adopts the unfinished jobs of a worker that stopped: which ones, on each pass
+        # that may (a stopped, and b's Redis up for a lease), and that began once a stopped.
+        store_b = app_b.state.grok_imagine.jobs._store
+        adopted: list[str] = []
+        passes_after_a = 0
+        a_stopped = False
+
+        async def adopt_orphans(limit: int = 100) -> list[Any]:
+            nonlocal passes_after_a
+            counts = a_stopped and store_b.may_adopt()
+            found = await RedisJobStore.adopt_orphans(store_b, limit)
+            adopted.extend(job.key for job in found)
+            passes_after_a += counts
+            return found
+
+        monkeypatch.setattr(store_b, "adopt_orphans", adopt_orphans)
+        async with worker_app(grok_emulator, **shared) as (web_a, app_a):
+            resources = app_a.state.grok_imagine
+            store_a = resources.jobs._store
+            registered: list[str] = []
+            scope = anyio.CancelScope()
+
+            async def register(key: str, request: Any, *, reserve: bool) -> None:
+                await RedisJobStore.register(store_a, key, request, reserve=reserve)
+                registered.append(key)
+                if failure.startswith("the app stops"):  # as the lifespan ends, meanwhile
+                    resources.scheduler.cancel()
+                    resources.jobs.close()
+                else:  # the client went away
+                    scope.cancel()
+
+            monkeypatch.setattr(store_a, "register", register)
+            if failure == "the app stops, Redis away":  # full: writes wait in memory
+                await redis_maxmemory(redis_server.url, "1")
+            if failure.startswith("the app stops"):
+                refused = await web_a.post("/videos", json={"prompt": prompt})
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["error"] == "unavailable"
+            else:
+                with scope:
+                    await resources.jobs.submit(prompt)
+                assert scope.cancelled_caught
+            assert len(registered) == 1  # the caller never learnt its id
+            assert store_a.available is (failure != "the app stops, Redis away")
+            # Back before a stops: a writes its jobs back as it gives up its lease.
+            await redis_maxmemory(redis_server.url, "0")
+        a_stopped = True  # and gave up its lease: b may adopt its jobs at once
+        with anyio.fail_after(10):
+            while passes_after_a < 1:  # noqa: ASYNC110 - b's adoption loop, on its own
+                await anyio.sleep(0.01)
+        assert registered[0] not in adopted  # adopted, b would run it: a POST nobody wants
+        assert await committed_credits(redis_server.url) == 0  # its reservation given back
+    assert prompt not in grok_emulator.statistics().posts_per_prompt
