@@ -174,6 +174,8 @@ def _checked_base_url(url: str) -> str:
     problem = http_url_problem(url)
     if problem is None and ("?" in url or "#" in url):
         problem = "must not carry a query or a fragment (the API's paths follow it)"
+    elif problem is None and url.lower().endswith("/v1"):  # would send to .../v1/v1/generate
+        problem = "must be the API's root, without /v1 (the client adds /v1/generate)"
     if problem is not None:
         raise ConfigurationError(f"base_url {problem}, got {url!r}")
     return url

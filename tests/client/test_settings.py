@@ -245,6 +245,9 @@ def test_wait_polls_sooner_on_a_faster_server() -> None:
         ("http://api.test/v?x=1", "must not carry a query or a fragment"),
         ("http://api.test/#top", "must not carry a query or a fragment"),
         ("http://api.test?", "must not carry a query or a fragment"),
+        # The API's own prefix: every request would 404 at .../v1/v1/generate.
+        ("http://127.0.0.1:8000/v1", "must be the API's root, without /v1"),
+        ("https://api.test/proxy/V1/", "must be the API's root, without /v1"),
     ],
 )
 def test_a_base_url_the_api_paths_cannot_follow_is_refused_at_once(
@@ -258,7 +261,13 @@ def test_a_base_url_the_api_paths_cannot_follow_is_refused_at_once(
 
 @pytest.mark.parametrize(
     "base_url",
-    ["http://127.0.0.1:9", "https://api.test/prefix/", "http://[::1]:8000", "https://bücher.test"],
+    [
+        "http://127.0.0.1:9",
+        "https://api.test/prefix/",
+        "https://api.test/v1beta",
+        "http://[::1]:8000",
+        "https://bücher.test",
+    ],
 )
 def test_api_roots_with_ports_paths_ipv6_and_idn_hosts_are_kept(base_url: str) -> None:
     assert Settings(api_key=TOKEN, base_url=base_url).base_url == base_url.rstrip("/")
