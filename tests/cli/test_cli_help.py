@@ -85,3 +85,11 @@ def test_a_negative_count_is_refused_by_the_parser(
     with pytest.raises(SystemExit):
         parser.parse_args(["batch", "p.txt", "--out", "v", option, "-1"])
     assert f"argument {option}: must be at least 0, got -1" in capsys.readouterr().err
+
+
+def test_batch_help_lists_every_exit_status() -> None:
+    """A script reading the status learns each from --help, 3 (stopped by refusals) included."""
+    description = " ".join((subparsers()["batch"].description or "").split())
+    for status in ("0 all completed", "1 some did not", "2 bad options", "3 ", "130 "):
+        assert status in description, status
+    assert "a rejected token" in description
