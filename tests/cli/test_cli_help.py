@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,16 @@ def test_batch_help_lists_every_exit_status() -> None:
     for status in ("0 all completed", "1 some did not", "2 bad options", "3 ", "130 "):
         assert status in description, status
     assert "a rejected token" in description
+
+
+def test_the_command_line_guide_names_every_option_of_the_api_commands() -> None:
+    """docs/guides/cli.md is "every grok-imagine command and option": --log-level was missing."""
+    guide = (Path(__file__).parents[2] / "docs" / "guides" / "cli.md").read_text()
+    missing = [
+        f"{command} {action.option_strings[-1]}"
+        for command in ("batch", "generate", "status")
+        for action in options(subparsers()[command])
+        if f"`{action.option_strings[-1]}" not in guide
+        and f"`{command} {action.option_strings[-1]}" not in guide
+    ]
+    assert missing == []
