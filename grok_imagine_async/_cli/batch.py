@@ -76,6 +76,7 @@ from .common import (
     note,
     positive,
     printable,
+    rejected_token,
     run_until_interrupted,
 )
 
@@ -311,7 +312,7 @@ class Batch:
         try:
             interrupted = await run_until_interrupted(work)
         except AuthenticationError as exc:
-            error("batch", exc)
+            error("batch", rejected_token(exc, endpoint))
             await self._forget_unsent(unknown)
             return EXIT_USAGE
         except JournalError as exc:

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from .._client import AsyncGrokImagine
-from .._errors import APIConnectionError, APITimeoutError, ConfigurationError
+from .._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    ConfigurationError,
+)
 from .._files import folder_problem
 from .._limiting.plans import Plan, resolve_rate_limit
 from .._redact import redact_url
@@ -218,6 +223,12 @@ def describe_failure(exc: BaseException | None, endpoint: str) -> str:
         path = exc.filename2 if exc.filename2 is not None else exc.filename
         return f"cannot write {path}: {exc.strerror}" if path is not None else exc.strerror
     return str(exc)
+
+
+def rejected_token(exc: AuthenticationError, endpoint: str) -> str:
+    """A refused token for a person: what the server said, and where the token comes from."""
+    where = f" by {endpoint}" if endpoint else ""
+    return f"{exc} (the API token was refused{where}: check --api-key or ${ENV_API_KEY})"
 
 
 def leaf_error(exc: BaseException) -> BaseException:
