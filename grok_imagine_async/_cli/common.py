@@ -148,6 +148,14 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
             hint = 'the command line needs its extra: pip install "grok-imagine-async[cli]"'
             raise UsageError(f"--emulate: {hint} ({exc})") from None
         base_url = IN_PROCESS_BASE_URL
+        given = {"--api-key": args.api_key, "--base-url": args.base_url}
+        given["--redis-url"] = getattr(args, "redis_url", None)
+        if ignored := [option for option, value in given.items() if value]:
+            are = "is" if len(ignored) == 1 else "are"
+            note(
+                f"Note: --emulate uses its built-in emulator: {' and '.join(ignored)} {are} "
+                "ignored (drop --emulate to connect with them)"
+            )
     try:
         scale = time_scale_from(args.time_scale or (EMULATE_TIME_SCALE if emulated else None))
         settings = Settings.from_env(
