@@ -27,10 +27,12 @@ Run it from a clone (``pip install ".[fastapi]" uvicorn``; the package is not on
     export GROK_IMAGINE_API_KEY=...        # and GROK_IMAGINE_PLAN=pro if you have it
     uvicorn fastapi_app:app --app-dir examples --timeout-graceful-shutdown 5
 
-or against the local emulator, no account needed::
+or against the local emulator, no account needed, with the environment it prints (its quota
+and speed included, so that the app paces itself and polls at the emulator's pace)::
 
     grok-imagine emulator --port 8001 --time-scale 10 &
     GROK_IMAGINE_API_KEY=test-token GROK_IMAGINE_BASE_URL=http://127.0.0.1:8001 \\
+        GROK_IMAGINE_PLAN=100/6s GROK_IMAGINE_TIME_SCALE=10 \\
         uvicorn fastapi_app:app --app-dir examples
 
     curl -X POST localhost:8000/videos -H 'content-type: application/json' \\

@@ -22,6 +22,7 @@ from ._backoff import PollPolicy, RetryPolicy
 from ._clock import DEFAULT_CLOCK, Clock
 from ._download import Downloader, HostPolicy
 from ._errors import (
+    APIConnectionError,
     APIResponseValidationError,
     ConfigurationError,
     InvalidRequestError,
@@ -229,9 +230,10 @@ class AsyncGrokImagine:
         *,
         priority: Priority = Priority.SUBMIT,
         before_send: Callable[[], Awaitable[None]] | None = None,
+        on_unsent: Callable[[APIConnectionError], None] | None = None,
     ) -> str:
         """:meth:`submit`, with a scheduler's ``before_send`` (its journal intent, run after the
-        permit and shielded with the send)."""
+        permit and shielded with the send) and ``on_unsent`` (an attempt that never left)."""
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"submit() takes a GenerationRequest, got {type(request).__name__}")
         self._check_prompt(request.prompt)
@@ -242,6 +244,7 @@ class AsyncGrokImagine:
             body=request.payload(),
             request=request,
             before_send=before_send,
+            on_unsent=on_unsent,
         )
         task_id = parse_task_id(data)
         if task_id is None:  # a success answer without an id: the task may well exist

@@ -62,6 +62,13 @@ def http_url_problem(url: str) -> str | None:
     return None
 
 
+def _problem(error: Any) -> str:
+    """One validation error as text: a field's named after it, the whole request's bare."""
+    where = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
 class GenerationRequest(BaseModel):
     """One video generation, validated before anything is sent (so no credit is spent on it).
 
@@ -96,11 +103,7 @@ class GenerationRequest(BaseModel):
             try:
                 super().__init__(**fields)
             except ValidationError as exc:
-                problems = tuple(
-                    f"{'.'.join(str(p) for p in err['loc']) or 'request'}: "
-                    f"{err['msg'].removeprefix('Value error, ')}"
-                    for err in exc.errors()
-                )
+                problems = tuple(map(_problem, exc.errors()))
                 message = "invalid generation request: " + "; ".join(problems)
                 raise InvalidRequestError(message, problems=problems) from None
 

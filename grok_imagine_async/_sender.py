@@ -106,9 +106,12 @@ class Sender:
         body: dict[str, Any] | None = None,
         request: GenerationRequest | None = None,
         before_send: BeforeSend | None = None,
+        on_unsent: Callable[[APIConnectionError], None] | None = None,
     ) -> Any:
         """The answer's ``data`` (token redacted), retried; raises the last :class:`APIError`.
-        ``before_send`` is awaited before each send, shielded with it (a journal's intent)."""
+        ``before_send`` is awaited before each send, shielded with it (a journal's intent);
+        ``on_unsent`` is called with the error of an attempt that failed before its request
+        left (a refused connection): its intent was never sent, whatever ends the retries."""
         guard = method == "POST" and self.on_ambiguous_submit != "resubmit"
         attempt = 0
         while True:
@@ -122,6 +125,8 @@ class Sender:
                 )
             except _Failed as exc:  # unsent: safe to resend, even a POST; else maybe a task
                 error, maybe_task = exc.error, exc.sent
+                if not exc.sent and on_unsent is not None:
+                    on_unsent(exc.error)
             except (RateLimitError, ServerError) as exc:
                 error, hint = exc, exc.retry_after
                 maybe_task = isinstance(exc, ServerError) and not has_error_body(exc.body)

@@ -76,6 +76,7 @@ from .common import (
     note,
     positive,
     printable,
+    rejected_token,
     run_until_interrupted,
 )
 
@@ -107,7 +108,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "makes the batch resumable: run the same command again after a crash or Ctrl-C and it "
         "carries on without paying twice. INPUT is a text file (one prompt a line), JSONL "
         "(prompt, mode, ratio, images, id or key) or CSV with a header. Writes DIR/manifest.jsonl. "
-        "Exit status: 0 all completed, 1 some did not, 2 bad options or input, 130 Ctrl-C.",
+        "Exit status: 0 all completed, 1 some did not, 2 bad options or input (or a rejected "
+        "token), 3 stopped after ten refusals in a row (fix the prompts, run again), 130 Ctrl-C.",
     )
     add = parser.add_argument
     # fmt: off
@@ -310,7 +312,7 @@ class Batch:
         try:
             interrupted = await run_until_interrupted(work)
         except AuthenticationError as exc:
-            error("batch", exc)
+            error("batch", rejected_token(exc, endpoint))
             await self._forget_unsent(unknown)
             return EXIT_USAGE
         except JournalError as exc:

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from .._client import AsyncGrokImagine
-from .._errors import APIConnectionError, APITimeoutError, ConfigurationError
+from .._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    ConfigurationError,
+)
 from .._files import folder_problem
 from .._limiting.plans import Plan, resolve_rate_limit
 from .._redact import redact_url
@@ -143,6 +148,14 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Connection]:
             hint = 'the command line needs its extra: pip install "grok-imagine-async[cli]"'
             raise UsageError(f"--emulate: {hint} ({exc})") from None
         base_url = IN_PROCESS_BASE_URL
+        given = {"--api-key": args.api_key, "--base-url": args.base_url}
+        given["--redis-url"] = getattr(args, "redis_url", None)
+        if ignored := [option for option, value in given.items() if value]:
+            are = "is" if len(ignored) == 1 else "are"
+            note(
+                f"Note: --emulate uses its built-in emulator: {' and '.join(ignored)} {are} "
+                "ignored (drop --emulate to connect with them)"
+            )
     try:
         scale = time_scale_from(args.time_scale or (EMULATE_TIME_SCALE if emulated else None))
         settings = Settings.from_env(
@@ -218,6 +231,12 @@ def describe_failure(exc: BaseException | None, endpoint: str) -> str:
         path = exc.filename2 if exc.filename2 is not None else exc.filename
         return f"cannot write {path}: {exc.strerror}" if path is not None else exc.strerror
     return str(exc)
+
+
+def rejected_token(exc: AuthenticationError, endpoint: str) -> str:
+    """A refused token for a person: what the server said, and where the token comes from."""
+    where = f" by {endpoint}" if endpoint else ""
+    return f"{exc} (the API token was refused{where}: check --api-key or ${ENV_API_KEY})"
 
 
 def leaf_error(exc: BaseException) -> BaseException:

@@ -31,6 +31,7 @@ from .common import (
     error,
     for_cli,
     printable,
+    rejected_token,
     run_until_interrupted,
 )
 
@@ -102,7 +103,7 @@ async def generate(args: argparse.Namespace) -> int:
     try:
         interrupted = await run_until_interrupted(work)
     except AuthenticationError as exc:
-        raise UsageError(exc) from None
+        raise UsageError(rejected_token(exc, endpoint)) from None
     except AmbiguousSubmitError as exc:
         return error("generate", f"{exc}. Check your account before trying again.")
     except TaskFailedError as exc:
@@ -160,7 +161,7 @@ async def status(args: argparse.Namespace) -> int:
     except NotFoundError:
         return error("status", f"no task {args.task_id!r} for this token")
     except AuthenticationError as exc:  # exit 2, as generate and batch
-        raise UsageError(exc) from None
+        raise UsageError(rejected_token(exc, endpoint)) from None
     except (APIError, OSError) as exc:  # an OSError names the file it could not write
         message = describe_failure(exc, endpoint)
         if isinstance(exc, OSError) and exc.filename is None and exc.filename2 is None:

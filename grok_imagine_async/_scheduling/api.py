@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
+from .._errors import APIConnectionError
 from .._limiting.protocol import Priority, RateLimiter
 from .._models import GenerationRequest, Task
 from .._observe import Observer
@@ -31,8 +32,10 @@ class SchedulerClient(Protocol):
         *,
         priority: Priority = ...,
         before_send: Callable[[], Awaitable[None]] | None = None,
+        on_unsent: Callable[[APIConnectionError], None] | None = None,
     ) -> str:
-        """Send one POST /v1/generate, running ``before_send`` right before it leaves."""
+        """Send one POST /v1/generate, running ``before_send`` right before it leaves (and
+        ``on_unsent`` after an attempt that never left: a refused connection)."""
 
     async def get_task(self, task_id: str, *, priority: Priority = ...) -> Task: ...
 

@@ -63,6 +63,16 @@ _VERDICT = 3.0  # a last try's unexplained failure waits this many first probe w
 _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outage's 3 failures
 
 
+class _Intent:
+    """Why a job's latest recorded intent never left (its attempt was refused at connect), or
+    None: it may have left."""
+
+    __slots__ = ("unsent",)
+
+    def __init__(self) -> None:
+        self.unsent: APIConnectionError | None = None
+
+
 class Workers:
     """Submits queued jobs, polls running ones and downloads completed ones into ``folder``,
     as ``config`` says (``has_slot``: whether one more may be in flight now)."""
@@ -288,9 +298,29 @@ class Workers:
 
     async def _send(self, job: JobRecord, *, after_failure: bool = False) -> None:
         """Send ``job``'s POST once the breaker and budget allow (again after an outage's end)."""
+        intent = _Intent()
+        try:
+            await self._send_until_done(job, intent, after_failure=after_failure)
+        except anyio.get_cancelled_exc_class():
+            if intent.unsent:  # stopped before a retry: a rerun sends it, as it would a refusal
+                with anyio.CancelScope(shield=True):
+                    await self._never_left(job, intent.unsent)
+            raise
+
+    async def _never_left(self, job: JobRecord, error: APIConnectionError) -> None:
+        """End ``job``, whose recorded intent never left (``error``), as unpaid (a rerun
+        submits it): not left as an intent, which a rerun takes for a POST of unknown outcome."""
+        await self._books.finish(job, error=error, failure_class=FailureClass.REQUEST_ERROR)
+
+    async def _send_until_done(
+        self, job: JobRecord, intent: _Intent, *, after_failure: bool = False
+    ) -> None:
         while True:
             if not await self._admit(job, after_failure=after_failure):
-                await self._not_sent(job)
+                if intent.unsent:
+                    await self._never_left(job, intent.unsent)
+                else:
+                    await self._not_sent(job)
                 return
             books, budget = self._books, self._books.budget
             if not budget.can_afford():
@@ -302,15 +332,19 @@ class Workers:
                 await books.finish(job, error=refused, failure_class=FailureClass.BUDGET_EXCEEDED)
                 return
             with budget.reserve() as held:  # released unless committed
-                if not await self._send_reserved(job, held):
+                if not await self._send_reserved(job, held, intent):
                     return
 
-    async def _send_reserved(self, job: JobRecord, held: Reservation) -> bool:
-        """One POST for ``job``; True if it must wait for the outage's end and go again."""
+    async def _send_reserved(self, job: JobRecord, held: Reservation, intent: _Intent) -> bool:
+        """One POST for ``job``; True if it must wait for the outage's end and go again
+        (``intent.unsent``: its last recorded intent never left)."""
         books, breaker, cost = self._books, self._breaker, CREDITS_PER_GENERATION
         attempt = job.attempts + 1
         may_have_left = halt = False  # from the first intent on, a POST may leave
         error: GrokImagineError
+
+        def not_sent(error: APIConnectionError) -> None:
+            intent.unsent = error
 
         async def record_intent() -> None:
             nonlocal may_have_left
@@ -335,13 +369,16 @@ class Workers:
             if not may_have_left:  # counted once it leaves, not while it waits (or is held)
                 self.submissions += 1
                 self._planner.note_request(anyio.current_time())
-            may_have_left = True
+            may_have_left, intent.unsent = True, None  # this intent leaves now
 
         await self._share()
         try:
             with job_scope(self._client.telemetry, self._owner, job.key):
                 task_id = await self._client._submit(
-                    job.request, before_send=record_intent, priority=self._submit_priority
+                    job.request,
+                    before_send=record_intent,
+                    on_unsent=not_sent,
+                    priority=self._submit_priority,
                 )
         except _Withheld:
             return True  # the breaker decides again: after the outage, or not at all

@@ -469,6 +469,28 @@ def test_a_rejected_token_exits_2_from_every_command(
     assert secret not in done.stdout + done.stderr
 
 
+@fast_emulator
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status", "task-1"],
+        ["generate", "a cat", "--out", "o"],
+        ["batch", "prompts.txt", "--out", "o", "--no-progress"],
+    ],
+)
+def test_a_rejected_token_says_where_the_token_comes_from(
+    run_cli: RunCli, grok_emulator_env: Mapping[str, str], command: list[str], tmp_path: Path
+) -> None:
+    # It said "401 UNAUTHORIZED: Unauthorized: invalid API key", and not what to change.
+    prompts_file(tmp_path, "a cat")
+    argv = against(grok_emulator_env)
+    argv[argv.index(TOKEN)] = "sk-wrong"
+    done = run_cli(*command, *argv, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "the API token was refused" in done.stderr
+    assert "check --api-key or $GROK_IMAGINE_API_KEY" in done.stderr
+
+
 def test_max_at_risk_reaches_the_batchs_breaker(
     run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

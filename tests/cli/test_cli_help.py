@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,24 @@ def test_a_negative_count_is_refused_by_the_parser(
     with pytest.raises(SystemExit):
         parser.parse_args(["batch", "p.txt", "--out", "v", option, "-1"])
     assert f"argument {option}: must be at least 0, got -1" in capsys.readouterr().err
+
+
+def test_batch_help_lists_every_exit_status() -> None:
+    """A script reading the status learns each from --help, 3 (stopped by refusals) included."""
+    description = " ".join((subparsers()["batch"].description or "").split())
+    for status in ("0 all completed", "1 some did not", "2 bad options", "3 ", "130 "):
+        assert status in description, status
+    assert "a rejected token" in description
+
+
+def test_the_command_line_guide_names_every_option_of_the_api_commands() -> None:
+    """docs/guides/cli.md is "every grok-imagine command and option": --log-level was missing."""
+    guide = (Path(__file__).parents[2] / "docs" / "guides" / "cli.md").read_text()
+    missing = [
+        f"{command} {action.option_strings[-1]}"
+        for command in ("batch", "generate", "status")
+        for action in options(subparsers()[command])
+        if f"`{action.option_strings[-1]}" not in guide
+        and f"`{command} {action.option_strings[-1]}" not in guide
+    ]
+    assert missing == []

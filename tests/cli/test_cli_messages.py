@@ -164,6 +164,21 @@ def test_a_missing_token_names_the_options_not_the_python_keyword(
     )  # nothing created for a run that cannot start
 
 
+def test_emulate_says_which_connection_options_it_ignores(run_cli: RunCli, tmp_path: Path) -> None:
+    # --emulate --base-url URL ran against the built-in emulator without a word about the URL.
+    argv = ["--emulate", "--time-scale", "60", "--base-url", "http://127.0.0.1:9"]
+    done = run_cli("generate", "a kite", "--out", "v", *argv, "--api-key", "sk-x", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "--emulate uses its built-in emulator: --api-key and --base-url are ignored" in (
+        done.stderr
+    )
+    assert "sk-x" not in done.stdout + done.stderr
+    quiet = run_cli(
+        "generate", "a kite", "--out", "v", "--emulate", "--time-scale", "60", cwd=tmp_path
+    )
+    assert "ignored" not in quiet.stderr
+
+
 def test_status_has_no_emulate_to_suggest(run_cli: RunCli, tmp_path: Path) -> None:
     done = run_cli("status", "task_1", cwd=tmp_path)
     assert done.returncode == 2

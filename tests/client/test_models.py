@@ -104,3 +104,11 @@ def test_task_failure_class_only_for_failures() -> None:
     assert done.failure_class is None and done.succeeded
     empty = Task(task_id="t", status=TaskStatus.COMPLETED, raw_status="done")
     assert empty.failure_class is FailureClass.NO_RESULT and not empty.succeeded
+
+
+def test_a_problem_of_the_whole_request_is_not_labelled_request_twice() -> None:
+    # "invalid generation request: request: unknown ratio ..." reached the CLI and a FastAPI 422.
+    with pytest.raises(InvalidRequestError) as info:
+        GenerationRequest(prompt="a", ratio="16:9")
+    assert str(info.value).startswith("invalid generation request: unknown ratio '16:9'")
+    assert info.value.problems[0].startswith("unknown ratio")

@@ -33,6 +33,8 @@ from grok_imagine_async import (
 from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async._limiting.plans import resolve_rate_limit
 from grok_imagine_async._scheduling.breaker import COURSE_META, Breaker, Course, Outcome, Transition
+from grok_imagine_async._scheduling.resume import Reopening, reopening
+from grok_imagine_async.abc import StoreState
 from grok_imagine_async.batch import BreakerEvent, BreakerPolicy, BreakerState, SchedulerConfig
 from grok_imagine_async.testing import (
     Emulator,
@@ -585,8 +587,8 @@ async def test_free_failures_are_not_counted_as_spent() -> None:
     assert stats.credits_consumed == paid == 40 * 40  # the failed tasks were free
 
 
-async def drain(client: AsyncGrokImagine, jobs: int) -> None:
-    async with client.generate_many([f"p {n}" for n in range(jobs)]) as results:
+async def drain(client: AsyncGrokImagine, jobs: int, journal: MemoryJobStore | None = None) -> None:
+    async with client.generate_many([f"p {n}" for n in range(jobs)], journal=journal) as results:
         async for _ in results:
             pass
 
@@ -635,6 +637,31 @@ async def test_the_cli_case_of_a_wrong_url_ends_within_a_minute_with_the_default
         with pytest.raises(APIConnectionError):
             await drain(client, 20)
     assert anyio.current_time() - start <= 75.0
+
+
+@pytest.mark.anyio
+async def test_a_batch_that_never_connects_leaves_no_job_of_unknown_outcome() -> None:
+    # A new user who forgot to start the emulator ran 20 prompts: the batch stopped, and the 10
+    # jobs whose POST was waiting to retry a refused connection were left as intents,
+    # "outcome unknown, possibly charged", and a rerun once the server was up did not send
+    # them. A POST refused at connect never left: a rerun must send it.
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused", request=request)
+
+    store = MemoryJobStore()
+    client = AsyncGrokImagine(
+        api_key=TOKEN,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(refuse)),
+        base_url="http://127.0.0.1:9",
+    )
+    async with client:
+        with pytest.raises(APIConnectionError):
+            await drain(client, 20, store)
+    records = [record async for record in store.records()]
+    assert len(records) >= 10  # every job sent for is recorded
+    assert [r.key for r in records if r.state is StoreState.INTENT] == []
+    assert {reopening(r, resubmit_ambiguous=False) for r in records} == {Reopening.UNPAID}
+    assert {r.error for r in records} == {"ConnectError: Connection refused"}  # why, for each
 
 
 @pytest.mark.anyio
