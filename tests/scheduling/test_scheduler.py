@@ -34,8 +34,8 @@ from grok_imagine_async import (
     SchedulerClosedError,
     TaskFailedError,
 )
+from grok_imagine_async._scheduling import workers
 from grok_imagine_async._scheduling.config import FROM_SETTINGS
-from grok_imagine_async._scheduling.workers import _QUEUE_SIZE, _SUBMITTERS
 from grok_imagine_async.batch import DurationModel, SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
@@ -296,7 +296,7 @@ async def fill_the_queue(scheduler: JobScheduler, *, fillers: str) -> None:
     slot, the queue ahead of them is full, and the next ``submit`` waits."""
     await scheduler.submit("lead [duration:30]", key="lead")
     await anyio.sleep(5)  # its POST answered: the submitter that sent it takes the next job
-    for i in range(_SUBMITTERS + _QUEUE_SIZE):
+    for i in range(workers._SUBMITTERS + workers._QUEUE_SIZE):
         await scheduler.submit(f"filler {i} {fillers}")
 
 
@@ -359,6 +359,46 @@ async def test_a_submit_cancelled_as_a_submitter_takes_its_job_never_sends_it(
                 await scheduler.submit("victim", key="victim")
             assert scope.cancelled_caught  # submit raised: its caller has no handle
         scheduler.close_input()  # every job queued before it is sent, then the block ends
+    assert grok_emulator.statistics().posts_per_prompt.get("victim", 0) == 0
+    [result] = victim_ends(events)
+    assert result is not None and result.failure_class is FailureClass.NOT_SUBMITTED
+    assert (result.attempts, result.credits, result.task_id) == (0, 0, None)
+
+
+@pytest.mark.anyio
+async def test_a_submit_cancelled_once_a_submitter_holds_its_job_never_sends_it(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queue ahead of the submitters keeps such a job in it until submit() learns it was
+    # cancelled (a submitter takes one job per turn of the loop, and there are fewer of them
+    # than places in the queue). With no queue, the submitter that takes it holds it, waiting
+    # for the slot, when the cancelled submit() runs again: it must drop it.
+    monkeypatch.setattr(workers, "_QUEUE_SIZE", 0)
+    events: list[JobEvent] = []
+    refused, watching = anyio.Event(), False
+
+    def on_event(event: JobEvent) -> None:
+        events.append(event)
+        if watching and isinstance(event, JobFinished):  # a POST refused: its slot is free
+            refused.set()
+
+    async def cancel_on_the_refusal(scope: anyio.CancelScope) -> None:
+        await refused.wait()
+        scope.cancel()
+
+    config = SchedulerConfig(max_in_flight=1)
+    async with JobScheduler(grok_client, config, on_event=on_event) as scheduler:
+        await scheduler.submit("lead [duration:30]", key="lead")
+        await anyio.sleep(5)
+        for i in range(workers._SUBMITTERS):  # each submitter holds one, waiting for the slot
+            await scheduler.submit(f"filler {i} [fail:nonsense]")  # a 400 answers its POST
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as scope:
+                tg.start_soon(cancel_on_the_refusal, scope)
+                watching = True
+                await scheduler.submit("victim", key="victim")
+            assert scope.cancelled_caught
+        scheduler.close_input()
     assert grok_emulator.statistics().posts_per_prompt.get("victim", 0) == 0
     [result] = victim_ends(events)
     assert result is not None and result.failure_class is FailureClass.NOT_SUBMITTED
