@@ -187,7 +187,8 @@ class JobScheduler:
         self, request: GenerationRequest | JobSpec | str, *, key: str | None = None
     ) -> Job:
         """Queue one generation and return its :class:`Job` handle (waits only while the queue
-        is full; the POST is sent in the background).
+        is full; the POST is sent in the background). Cancelled meanwhile, it sends nothing:
+        the job ends with a ``NOT_SUBMITTED`` result (for ``on_event``) and its key is free.
 
         Raises:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
