@@ -149,6 +149,7 @@ class JobRecord:
     resubmits: int = field(default=0, init=False)
     excused: int = field(default=0, init=False)  # resubmissions an outage explained (uncounted)
     waited: bool = field(default=False, init=False)  # its last failure waited for a pause
+    withdrawn: bool = field(default=False, init=False)  # its submit() raised: never sent
     sequence: int | None = field(default=None, init=False)  # the breaker's number of its last POST
     polls: int = field(default=0, init=False)
     not_found: int = field(default=0, init=False)

@@ -187,7 +187,8 @@ class JobScheduler:
         self, request: GenerationRequest | JobSpec | str, *, key: str | None = None
     ) -> Job:
         """Queue one generation and return its :class:`Job` handle (waits only while the queue
-        is full; the POST is sent in the background).
+        is full; the POST is sent in the background). Cancelled meanwhile, it sends nothing:
+        the job ends with a ``NOT_SUBMITTED`` result (for ``on_event``) and its key is free.
 
         Raises:
             InvalidRequestError: If ``request`` is a prompt string that is not valid.
@@ -203,8 +204,8 @@ class JobScheduler:
                 "submit() takes a GenerationRequest, a JobSpec or a prompt string, "
                 f"got {type(request).__name__}"
             )
-        books = self._books
-        if self._workers is None or books.input_closed:
+        books, workers = self._books, self._workers
+        if workers is None or books.input_closed:
             raise SchedulerClosedError(
                 "the scheduler is not accepting jobs (not started, or closed)"
             )
@@ -214,7 +215,15 @@ class JobScheduler:
         job = JobRecord(key, request, books.tally, durations=self._planner.model)
         books.jobs[key] = job
         books.emit(JobQueued(key=key, at=anyio.current_time()))
-        await self._workers.queue.send(job)
+        try:
+            await workers.queue.send(job)
+        except BaseException:
+            # Cancelled (its caller went away) or closed: the caller gets no handle, so the
+            # job must not run. anyio's send() raises a cancellation that came while it waited
+            # even when a submitter took the job meanwhile: withdrawn, it is not sent either way.
+            with anyio.CancelScope(shield=True):
+                await workers.withdraw(job)
+            raise
         return job.handle
 
     def _key_for(self, request: GenerationRequest) -> str:

@@ -45,6 +45,7 @@ from .jobs import (
     JobRecord,
     JobResubmitting,
     JobResumed,
+    JobState,
     JobSubmitted,
     StoreRecord,
     StoreState,
@@ -57,7 +58,10 @@ _UNREADABLE_LIMIT = 10  # error answers in a row before a job ends failed: no en
 _REFUSAL_PEERS = 0.8  # after refusals in a row, jobs this old (x the refused one's age) looked at
 _SUBMITTERS = 32
 _POLLERS = 64
-_QUEUE_SIZE = 64  # jobs accepted ahead of submission: the read-ahead of a lazy input
+# Jobs accepted ahead of submission: the read-ahead of a lazy input. More than _SUBMITTERS, so
+# a job whose submit() raised while a submitter moved it into the queue is still there when
+# submit() withdraws it (a submitter takes one job per turn of the event loop).
+_QUEUE_SIZE = 64
 _EXCUSED = 3  # failures an outage explains per job (its probes among them); then its own
 _VERDICT = 3.0  # a last try's unexplained failure waits this many first probe waits for a pause
 _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outage's 3 failures
@@ -135,9 +139,20 @@ class Workers:
         async for job in jobs:
             await self._books.for_job(job, step(job))
 
+    async def withdraw(self, job: JobRecord) -> None:
+        """``job``'s ``submit()`` raised (its caller cancelled): it must not be sent. Still
+        queued (in the queue, or held by a submitter before its slot), it ends now, and the
+        submitter that takes it drops it; else the submitter sending it ends it before the
+        intent of its POST is written (see :meth:`_send_reserved`)."""
+        job.withdrawn = True
+        if job.state is JobState.QUEUED:
+            await self._not_sent(job)
+
     async def _start(self, job: JobRecord) -> None:
         """Take up a queued job: replay, resume or send it (RUNNING once its task exists)."""
         books, record = self._books, None
+        if job.withdrawn:  # ended as its submit() raised
+            return
         if books.journal is not None and not self._stopped():
             try:
                 record = await books.journal.load(job.key)
@@ -151,10 +166,14 @@ class Workers:
                 job.key,
             )
             record = None
+        if job.withdrawn:  # ended meanwhile, as its submit() raised
+            return
         if record is not None and record.state in FINAL_STATES:
             await self._replay(job, record)  # sends nothing: needs no in-flight slot
             return
         await books.wait_for(lambda: self._has_slot() or self._stopped() or self._probe_wanted())
+        if job.withdrawn:
+            return
         if self._stopped():
             await self._not_sent(job)
             return
@@ -170,10 +189,13 @@ class Workers:
         return self._books.fatal is not None or self._breaker.state is BreakerState.STOPPED
 
     async def _not_sent(self, job: JobRecord) -> None:
-        """End a job the stopping scheduler will not submit, unrecorded (a rerun submits it)."""
+        """End a job the stopping scheduler will not submit, or one withdrawn, unrecorded (a
+        rerun submits it)."""
         breaker = self._breaker.snapshot()
         why, failure = f"the scheduler stopped ({self._books.fatal})", FailureClass.REQUEST_ERROR
-        if self._books.fatal is None and breaker.state is BreakerState.STOPPED:
+        if job.withdrawn:
+            why, failure = "submit() raised before returning it", FailureClass.NOT_SUBMITTED
+        elif self._books.fatal is None and breaker.state is BreakerState.STOPPED:
             never = "the API was never reached: check the base URL and the network"
             why = refusals_text(breaker) or never
             why, failure = f"the batch stopped ({why})", FailureClass.NOT_SUBMITTED
@@ -348,6 +370,8 @@ class Workers:
 
         async def record_intent() -> None:
             nonlocal may_have_left
+            if job.withdrawn and not may_have_left:  # else its POST left: it runs as any job
+                raise _Withdrawn
             now = anyio.current_time()
             if breaker.withholds(job.sequence) or self._planner.leaving(job.key, now, breaker):
                 # Admitted before a pause or stop, or in a burst held for its canary's look.
@@ -382,6 +406,10 @@ class Workers:
                 )
         except _Withheld:
             return True  # the breaker decides again: after the outage, or not at all
+        except _Withdrawn:
+            self._outcome(job, Outcome.OTHER)  # admitted: the breaker learns it went nowhere
+            await self._not_sent(job)
+            return False
         except BudgetExceededError as exc:  # a shared budget (a Redis job store) refused the intent
             self._outcome(job, Outcome.OTHER)
             error, failure = exc, FailureClass.BUDGET_EXCEEDED
@@ -725,3 +753,7 @@ class Workers:
 
 class _Withheld(Exception):
     """A POST withheld after its permit came (the batch paused or stopped meanwhile)."""
+
+
+class _Withdrawn(Exception):
+    """A POST not sent: its job's ``submit()`` raised after a submitter took it."""

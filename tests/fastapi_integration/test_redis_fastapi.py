@@ -327,3 +327,67 @@ async def test_a_job_whose_submission_failed_after_its_registration_is_never_run
         assert registered[0] not in adopted  # adopted, b would run it: a POST nobody wants
         assert await committed_credits(redis_server.url) == 0  # its reservation given back
     assert prompt not in grok_emulator.statistics().posts_per_prompt
+
+
+async def test_a_request_cancelled_as_its_job_leaves_a_full_queue_never_runs_it(
+    grok_emulator: Emulator, redis_server: RedisServer
+) -> None:
+    # The scheduler's submit() raises the request's cancellation although a submitter moved
+    # the job into its queue meanwhile (see tests/scheduling): JobRegistry.submit records it
+    # finished in Redis, its credits given back, so the worker must not run it later (an
+    # intent written over that record, its credits reserved again, a POST nobody awaits).
+    from grok_imagine_async import JobEvent, JobFinished, JobQueued, JobScheduler, JobState
+    from grok_imagine_async._scheduling import workers
+    from grok_imagine_async.abc import StoreState
+    from grok_imagine_async.fastapi import JobRegistry
+    from grok_imagine_async.redis import RedisJobStore
+
+    events: list[JobEvent] = []
+    refused, watching = anyio.Event(), []
+
+    def on_event(event: JobEvent) -> None:
+        events.append(event)
+        if watching and isinstance(event, JobFinished) and event.key != lead.key:
+            refused.set()  # a POST refused: its submitter goes back to the queue
+
+    async def cancel_on_the_next_refusal(scope: anyio.CancelScope) -> None:
+        queue = scheduler._workers.queue  # type: ignore[union-attr]
+        while not queue.statistics().tasks_waiting_send:  # noqa: ASYNC110 - the queue is full
+            await anyio.sleep(0.01)
+        watching.append(lead.status)
+        await refused.wait()
+        scope.cancel()
+
+    settings = Settings.from_env(api_key=TOKEN, base_url="http://emulator", plan=LIMIT)
+    config = SchedulerConfig(
+        max_in_flight=1, breaker=None, poll=FAST_POLL, duration_model=DurationModel(0.4)
+    )
+    async with (
+        grok_emulator.client(token=None) as upstream,
+        AsyncGrokImagine(settings=settings, http_client=upstream) as client,
+        RedisJobStore(redis_server.url, api_key=TOKEN, max_credits=8000) as store,
+        anyio.create_task_group() as tg,
+    ):
+        jobs = JobRegistry(store, max_queued=1000, max_credits=8000)
+        scheduler = JobScheduler(client, config, journal=store, on_event=on_event)
+        await tg.start(jobs.run, scheduler)
+        lead = await jobs.submit("lead [duration:8]")  # holds the one slot meanwhile
+        with anyio.fail_after(5):
+            while lead.status is not JobState.RUNNING:
+                await jobs.wait_changed(lead, lead.status)
+        for i in range(workers._SUBMITTERS + workers._QUEUE_SIZE):  # each refused (a 400)
+            await jobs.submit(f"filler {i} [fail:nonsense]")
+        with anyio.CancelScope() as scope:
+            tg.start_soon(cancel_on_the_next_refusal, scope)
+            await jobs.submit("victim")
+        assert scope.cancelled_caught
+        assert watching == [JobState.RUNNING]  # as planned: the queue was full, the lead ran
+        with anyio.fail_after(30):
+            while (stats := scheduler.statistics()).queued or stats.submitting:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        victim = [e.key for e in events if isinstance(e, JobQueued)][-1]
+        record = await store.load(victim)
+        assert record is not None and (record.state, record.attempts) == (StoreState.FAILED, 0)
+        assert await committed_credits(redis_server.url) == 40  # the lead's alone
+        scheduler.cancel()
+    assert "victim" not in grok_emulator.statistics().posts_per_prompt

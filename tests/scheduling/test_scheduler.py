@@ -34,6 +34,7 @@ from grok_imagine_async import (
     SchedulerClosedError,
     TaskFailedError,
 )
+from grok_imagine_async._scheduling import workers
 from grok_imagine_async._scheduling.config import FROM_SETTINGS
 from grok_imagine_async.batch import DurationModel, SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
@@ -288,6 +289,120 @@ async def test_duplicate_explicit_key_is_refused(grok_client: AsyncGrokImagine) 
         await scheduler.submit("one [duration:5]", key="same")
         with pytest.raises(ConfigurationError, match="same"):
             await scheduler.submit("two", key="same")
+
+
+async def fill_the_queue(scheduler: JobScheduler, *, fillers: str) -> None:
+    """One job running with ``max_in_flight=1``: every submitter holds a job waiting for the
+    slot, the queue ahead of them is full, and the next ``submit`` waits."""
+    await scheduler.submit("lead [duration:30]", key="lead")
+    await anyio.sleep(5)  # its POST answered: the submitter that sent it takes the next job
+    for i in range(workers._SUBMITTERS + workers._QUEUE_SIZE):
+        await scheduler.submit(f"filler {i} {fillers}")
+
+
+def victim_ends(events: list[JobEvent]) -> list[JobResult | None]:
+    return [e.result for e in events if isinstance(e, JobFinished) and e.key == "victim"]
+
+
+@pytest.mark.anyio
+async def test_a_submit_cancelled_while_the_queue_is_full_leaves_no_job_behind(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    events: list[JobEvent] = []
+    config = SchedulerConfig(max_in_flight=1)
+    async with JobScheduler(grok_client, config, on_event=events.append) as scheduler:
+        await fill_the_queue(scheduler, fillers="[duration:5]")
+        queued = scheduler.statistics().queued
+        with anyio.move_on_after(10) as full:  # a request whose client went away
+            await scheduler.submit("victim", key="victim")
+        assert full.cancelled_caught
+        # Not counted queued for ever (the FastAPI app's 429 "backlog full" reads it), and
+        # its JobQueued has its JobFinished: the job was never sent.
+        assert scheduler.statistics().queued == queued
+        [result] = victim_ends(events)
+        assert result is not None and result.failure_class is FailureClass.NOT_SUBMITTED
+        assert (result.attempts, result.credits) == (0, 0)
+        with anyio.move_on_after(10) as again:  # its key is free: the retry waits, as it should
+            await scheduler.submit("victim", key="victim")
+        assert again.cancelled_caught
+        scheduler.cancel()
+    assert grok_emulator.statistics().posts_per_prompt.get("victim", 0) == 0
+
+
+@pytest.mark.anyio
+async def test_a_submit_cancelled_as_a_submitter_takes_its_job_never_sends_it(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    # anyio's send() re-raises a cancellation that came while it waited even when a receiver
+    # took the item meanwhile. Deterministically: the cancellation is asked for by a task woken
+    # by a submitter's JobSubmitted, so it runs after that submitter went back to the queue and
+    # before it took the next job (the asyncio loop runs ready tasks in turn).
+    events: list[JobEvent] = []
+    submitted, watching = anyio.Event(), False
+
+    def on_event(event: JobEvent) -> None:
+        events.append(event)
+        if watching and isinstance(event, JobSubmitted):
+            submitted.set()
+
+    async def cancel_on_the_next_submission(scope: anyio.CancelScope) -> None:
+        await submitted.wait()
+        scope.cancel()
+
+    config = SchedulerConfig(max_in_flight=1)
+    async with JobScheduler(grok_client, config, on_event=on_event) as scheduler:
+        await fill_the_queue(scheduler, fillers="[duration:5]")
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as scope:
+                tg.start_soon(cancel_on_the_next_submission, scope)
+                watching = True
+                await scheduler.submit("victim", key="victim")
+            assert scope.cancelled_caught  # submit raised: its caller has no handle
+        scheduler.close_input()  # every job queued before it is sent, then the block ends
+    assert grok_emulator.statistics().posts_per_prompt.get("victim", 0) == 0
+    [result] = victim_ends(events)
+    assert result is not None and result.failure_class is FailureClass.NOT_SUBMITTED
+    assert (result.attempts, result.credits, result.task_id) == (0, 0, None)
+
+
+@pytest.mark.anyio
+async def test_a_submit_cancelled_once_a_submitter_holds_its_job_never_sends_it(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queue ahead of the submitters keeps such a job in it until submit() learns it was
+    # cancelled (a submitter takes one job per turn of the loop, and there are fewer of them
+    # than places in the queue). With no queue, the submitter that takes it holds it, waiting
+    # for the slot, when the cancelled submit() runs again: it must drop it.
+    monkeypatch.setattr(workers, "_QUEUE_SIZE", 0)
+    events: list[JobEvent] = []
+    refused, watching = anyio.Event(), False
+
+    def on_event(event: JobEvent) -> None:
+        events.append(event)
+        if watching and isinstance(event, JobFinished) and event.key != "lead":
+            refused.set()  # a POST refused: its submitter goes back to the queue
+
+    async def cancel_on_the_refusal(scope: anyio.CancelScope) -> None:
+        await refused.wait()
+        scope.cancel()
+
+    config = SchedulerConfig(max_in_flight=1)
+    async with JobScheduler(grok_client, config, on_event=on_event) as scheduler:
+        await scheduler.submit("lead [duration:30]", key="lead")
+        await anyio.sleep(5)
+        for i in range(workers._SUBMITTERS):  # each submitter holds one, waiting for the slot
+            await scheduler.submit(f"filler {i} [fail:nonsense]")  # a 400 answers its POST
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as scope:
+                tg.start_soon(cancel_on_the_refusal, scope)
+                watching = True
+                await scheduler.submit("victim", key="victim")
+            assert scope.cancelled_caught
+        scheduler.close_input()
+    assert grok_emulator.statistics().posts_per_prompt.get("victim", 0) == 0
+    [result] = victim_ends(events)
+    assert result is not None and result.failure_class is FailureClass.NOT_SUBMITTED
+    assert (result.attempts, result.credits, result.task_id) == (0, 0, None)
 
 
 @pytest.mark.anyio
