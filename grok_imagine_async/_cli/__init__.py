@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Not required: argparse would then say only "the following arguments are required:
+    # COMMAND"; main() shows the commands instead.
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (batch, task, emulator):
         module.register(subparsers)
     for subparser in subparsers.choices.values():
@@ -45,7 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the subcommand ``argv`` (default: ``sys.argv[1:]``) names; return the exit status
     (an unforeseen error: one line on stderr, its traceback with ``--log-level debug``)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(arguments)
+    parser = build_parser()
+    args = parser.parse_args(arguments)
+    if args.command is None:  # what each command does, as --help shows it
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     args.argv = arguments  # for messages that repeat the command (never the token)
     debug = args.command != "emulator" and args.log_level == "debug"
     # The emulator's --log-level is uvicorn's.

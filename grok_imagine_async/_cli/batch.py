@@ -266,7 +266,11 @@ class Batch:
         )
         scale = self.connection.time_scale
         self.progress = progress = BatchProgress(
-            summary.jobs, time_scale=scale, endpoint=endpoint, notices=not args.no_progress
+            summary.jobs,
+            time_scale=scale,
+            endpoint=endpoint,
+            notices=not args.no_progress,
+            earlier_credits=earlier_credits,
         )
         breaker = self.connection.client.settings.breaker
         if args.max_at_risk is not None and breaker is not None:
@@ -667,9 +671,18 @@ class BatchProgress:
     """A scheduler hook counting a batch's events (rates in the server's time)."""
 
     def __init__(
-        self, total: int, *, time_scale: float = 1.0, endpoint: str = "", notices: bool = True
+        self,
+        total: int,
+        *,
+        time_scale: float = 1.0,
+        endpoint: str = "",
+        notices: bool = True,
+        earlier_credits: int = 0,
     ) -> None:
         self.total, self.endpoint, self.time_scale = total, endpoint, time_scale
+        # What earlier runs spent on these jobs: the scheduler's count of credits takes it in
+        # as it takes each job up, so the line says so (the summary shows the two apart).
+        self.earlier_credits = earlier_credits
         self._keep_notices = notices  # off (--no-progress): nothing would ever show them
         self.completed = self.failed = self.from_journal = self.submitted = 0
         self.unreachable = 0  # jobs that failed because the server could not be reached
@@ -723,13 +736,14 @@ class BatchProgress:
         elif waiting and stats.at_risk_held:
             held = " (--max-at-risk: until a look shows the newest submissions working)"
         earlier = f", {self.from_journal} from earlier runs" if self.from_journal else ""
+        credits = " (with earlier runs')" if self.earlier_credits else ""
         rate, limit, scale = stats.requests_per_minute, stats.limit_per_minute, self.time_scale
         return (
             f"[{format_duration(elapsed)}] {done}/{self.total} done "
             f"({self.completed} completed, {self.failed} failed{earlier}) | {waiting} waiting"
             f"{held}, "
             f"{stats.submitting} submitting, {stats.in_flight} generating | "
-            f"{self.submitted} submitted | {stats.credits_consumed} credits | "
+            f"{self.submitted} submitted | {stats.credits_consumed} credits{credits} | "
             f"{rate / scale:.0f}/{limit / scale:.0f} req/min"
             f"{f' ({stats.rate_limited} 429s)' if stats.rate_limited else ''} | "
             f"ETA {format_duration(eta)}"

@@ -295,14 +295,17 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerStatistics:
-    """A snapshot of a scheduler's progress (counts since it started).
+    """A snapshot of a scheduler's progress (counts since it started; ``credits_consumed``
+    also takes in what earlier runs spent on the jobs it took up from its journal).
 
     Attributes:
         in_flight: Jobs submitted and not finished (being polled).
         submissions: POSTs made (first submissions and resubmissions).
         requests_sent: Requests the limiter let through (retries too).
         rate_limited: HTTP 429 answers the limiter saw.
-        credits_consumed: Credits of tasks created, and of POSTs whose answer was lost.
+        credits_consumed: Credits of tasks created, and of POSTs whose answer was lost; with
+            a journal, those of the earlier runs of each job taken up from it too (the count
+            ``max_credits`` holds spending to).
         requests_per_minute: Requests sent over the last quarter of the quota period.
         predicted_duration: The learned median generation time, in seconds.
         credits_uncertain: Of ``credits_consumed``, those of lost answers: maybe not charged.

@@ -464,11 +464,25 @@ class JobRegistry:
 
     async def _take(self, stored: StoredJob, *, owned: bool) -> Job:
         """Follow ``stored`` (looked up or adopted); run it here if ``owned``, unless it is."""
-        tracked = self._entries.get(stored.key) or self._track(stored.key, stored.request)
+        found = self._entries.get(stored.key)
+        tracked = found or self._track(stored.key, stored.request)
         tracked.update(stored, max_credits=self._max_credits, live=False)
         if owned:
-            with contextlib.suppress(ValueError):  # already run here
-                tracked.local = await self._running().submit(JobSpec(tracked.request, tracked.key))
+            try:
+                with contextlib.suppress(ValueError):  # already run here
+                    spec = JobSpec(tracked.request, tracked.key)
+                    tracked.local = await self._running().submit(spec)
+            except BaseException:
+                # Not queued (the request cancelled while the queue was full, the scheduler
+                # stopping): kept, the entry would answer every later lookup with a job nobody
+                # runs until this worker gives up its lease. Dropped, the next get() claims it
+                # again. A lookup that found it meanwhile is told, as at a stop: no change of
+                # it will come here.
+                if found is None and self._entries.get(stored.key) is tracked:
+                    del self._entries[stored.key]
+                    tracked.closed = True
+                    tracked.wake()
+                raise
         return tracked.handle
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from grok_imagine_async._cli import build_parser
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 COMMANDS = ["batch", "generate", "status", "emulator"]
 
@@ -86,6 +90,16 @@ def test_a_negative_count_is_refused_by_the_parser(
     with pytest.raises(SystemExit):
         parser.parse_args(["batch", "p.txt", "--out", "v", option, "-1"])
     assert f"argument {option}: must be at least 0, got -1" in capsys.readouterr().err
+
+
+def test_no_command_shows_the_commands_and_what_each_does(run_cli: RunCli, tmp_path: Path) -> None:
+    """Not only "the following arguments are required: COMMAND", which tells a new user
+    nothing: the commands and what each does, as --help shows them."""
+    done = run_cli(cwd=tmp_path)
+    assert done.returncode == 2  # a usage error, as any other
+    assert (done.stdout, done.stderr) == ("", run_cli("--help", cwd=tmp_path).stdout)
+    for command in COMMANDS:  # each with its one-line description
+        assert re.search(rf"^ +{command} +[a-z]", done.stderr, re.MULTILINE), command
 
 
 def test_batch_help_lists_every_exit_status() -> None:

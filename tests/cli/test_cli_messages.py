@@ -13,7 +13,7 @@ import json
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cli_support import TOKEN, against, fast_emulator, manifest, prompts_file
@@ -241,20 +241,36 @@ def test_a_few_bad_lines_are_all_listed(run_cli: RunCli, tmp_path: Path) -> None
 
 @fast_emulator
 def test_a_rerun_says_it_spent_nothing_and_what_earlier_runs_spent(
-    run_cli: RunCli, grok_emulator_env: Mapping[str, str], grok_emulator: Emulator, tmp_path: Path
+    run_cli: RunCli,
+    grok_emulator_env: Mapping[str, str],
+    grok_emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from grok_imagine_async._cli import batch
+
+    made: list[batch.BatchProgress] = []  # each run's, which makes its progress line
+
+    class Progress(batch.BatchProgress):
+        def __init__(self, *args: Any, **options: Any) -> None:
+            super().__init__(*args, **options)
+            made.append(self)
+
+    monkeypatch.setattr(batch, "BatchProgress", Progress)
     prompts = prompts_file(tmp_path, "a red kite", "a blue whale")
     argv = ["batch", str(prompts), "--out", "v", "--no-progress", *against(grok_emulator_env)]
     first = run_cli(*argv, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "credits this run  80 (about 0.80 USD)" in first.stdout
     assert "credits earlier" not in first.stdout
+    assert made[-1].earlier_credits == 0  # its line's credits: all this run's
 
     again = run_cli(*argv, cwd=tmp_path)
     assert again.returncode == 0
     assert "credits this run  0 (about 0.00 USD)" in again.stdout
     assert "credits earlier   80 (about 0.80 USD, earlier runs)" in again.stdout
     assert grok_emulator.statistics().credits_consumed == 80
+    assert made[-1].earlier_credits == 80  # its line says it counts earlier runs' credits
 
 
 def test_the_log_level_chooses_what_the_library_says(run_cli: RunCli, tmp_path: Path) -> None:

@@ -177,6 +177,19 @@ def test_a_plain_progress_line_says_everything_at_a_glance() -> None:
     )
 
 
+def test_the_progress_line_says_its_credits_take_in_earlier_runs() -> None:
+    """A rerun after Ctrl-C showed "480 credits" while its summary said "credits this run 0,
+    credits earlier 800": the scheduler counts what earlier runs spent on each job it takes
+    up (the count max_credits holds to), and the line now says so."""
+
+    async def line(earlier_credits: int) -> str:
+        progress = BatchProgress(20, earlier_credits=earlier_credits)
+        return progress.line(statistics(credits_consumed=480))
+
+    assert " | 480 credits (with earlier runs') | " in run_virtual(lambda: line(800))
+    assert " | 480 credits | " in run_virtual(lambda: line(0))  # a first run: all its own
+
+
 def test_durations_are_formatted_for_people() -> None:
     assert [format_duration(s) for s in (0, 59.6, 61, 3600, 3725)] == [
         "0:00",

@@ -164,3 +164,70 @@ async def test_a_job_another_worker_took_over_reports_that_workers_end() -> None
     assert tracked.update(StoredJob("k", request, record), max_credits=None)
     result = tracked.result
     assert result is not None and result.error is None and result.task_id == "t-1"
+
+
+class CountingStore(MemoryJobStore):
+    """A store that lists the ids it was asked to claim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: list[str] = []
+
+    async def claim(
+        self, key: str, *, create: GenerationRequest | None = None, reopen: bool = False
+    ) -> Claim:
+        self.claims.append(key)
+        return await super().claim(key, create=create, reopen=reopen)
+
+
+@EMULATOR
+async def test_a_lookup_cancelled_while_resuming_a_job_leaves_no_entry_behind(
+    grok_emulator: Emulator,
+) -> None:
+    # A job another worker left unfinished is claimed by the lookup, whose submit() to this
+    # worker's scheduler waits for room in a full queue; the request goes away meanwhile.
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, SchedulerClosedError
+    from grok_imagine_async._scheduling import workers
+    from grok_imagine_async.batch import SchedulerConfig
+
+    store = CountingStore()
+    await store.record_intent("orphan", REQUEST, 1)
+    await store.record_submitted("orphan", "task-gone")
+    async with (
+        grok_emulator.client(token=None) as upstream,
+        AsyncGrokImagine(settings=settings_of(upstream), http_client=upstream) as client,
+        anyio.create_task_group() as group,
+    ):
+        jobs = JobRegistry(store)
+        scheduler = JobScheduler(client, SchedulerConfig(max_in_flight=1), journal=store)
+        await group.start(jobs.run, scheduler)
+        lead = await jobs.submit("lead [duration:60]")  # holds the one slot
+        with anyio.fail_after(10):
+            while lead.status is not JobState.RUNNING:
+                await jobs.wait_changed(lead, lead.status)
+        for i in range(workers._SUBMITTERS + workers._QUEUE_SIZE):  # each submitter holds one
+            await jobs.submit(f"filler {i} [duration:5]")
+        tracked, told = len(jobs), []
+
+        async def follow() -> None:  # another request for it, found while the first waits
+            await anyio.sleep(0.5)  # virtual time: the first lookup waits in submit() by then
+            job = await jobs.get("orphan")
+            assert job is not None
+            with pytest.raises(SchedulerClosedError):  # told, not left waiting for ever
+                await jobs.wait_changed(job, job.status)
+            told.append(job.key)
+
+        with anyio.move_on_after(1) as gone:  # a request whose client went away
+            group.start_soon(follow)
+            await jobs.get("orphan")
+        assert gone.cancelled_caught
+        await anyio.wait_all_tasks_blocked()
+        assert told == ["orphan"]
+        # Kept, the entry would answer the next lookup at once with a job nobody runs until
+        # this worker gives up its lease: the next lookup claims it again instead.
+        assert len(jobs) == tracked
+        with anyio.move_on_after(1) as again:
+            await jobs.get("orphan")
+        assert again.cancelled_caught
+        assert store.claims == ["orphan", "orphan"]
+        scheduler.cancel()
