@@ -44,7 +44,7 @@ class StoreBase:
     async def record_finished(self, result: JobResult) -> None:
         """The job ended (attempts and credits never go down: earlier runs count); what its
         last POST was not charged (refused outright, or a task the provider did not bill) goes
-        back."""
+        back, and is not counted in the record's credits."""
         change: Change = lambda old: finished(old, result)  # noqa: E731
         await self._apply(result.key, change, shield=True, refund=unbilled(result))
 

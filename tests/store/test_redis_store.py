@@ -636,6 +636,7 @@ async def test_a_task_the_provider_did_not_charge_gives_its_credits_back_in_the_
             await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
         found = await a.peek("free")
         assert found is not None and found.record is not None and found.final
+        assert found.record.credits == kept  # what a later run counts as spent
         assert await committed(redis_server.url) == kept
         # Written again (the same job ended twice, a write-back run again): given back once.
         await a.record_finished(failed_task("free", consumed))
