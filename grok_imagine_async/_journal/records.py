@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import TaskFailedError
-from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
+from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, uncharged_credits
 from .._scheduling.jobs import JobResult, StoredJob, StoreRecord, StoreState, request_digest
 from .._settings import DEFAULT_MAX_PROMPT_CHARS
 
@@ -80,13 +80,11 @@ def finished(old: StoreRecord | None, result: JobResult) -> StoreRecord:
 
 def unbilled(result: JobResult) -> int:
     """Credits of ``result``'s last POST the provider did not charge: all of a POST refused
-    outright, or what its task's status answer says it did not cost (within 0..40; nothing if it
-    does not say), as the scheduler refunds its own budget."""
+    outright, or what its task's status answer says it did not cost (as the scheduler refunds
+    its own budget)."""
     if result.task is None:
         return CREDITS_PER_GENERATION if result.failure_class is FailureClass.REQUEST_ERROR else 0
-    if (consumed := result.task.consumed_credits) is None:
-        return 0
-    return CREDITS_PER_GENERATION - min(max(consumed, 0), CREDITS_PER_GENERATION)
+    return uncharged_credits(result.task)
 
 
 def with_files(old: StoreRecord | None, key: str, files: Sequence[Path]) -> StoreRecord:
