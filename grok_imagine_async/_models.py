@@ -245,6 +245,14 @@ class Task(BaseModel):
         return None
 
 
+def uncharged_credits(task: Task) -> int:
+    """Credits of ``task``'s POST the provider says it did not charge: 40 less its
+    ``consumed_credits`` (within 0..40, never more than it cost); 0 if it does not say."""
+    if task.consumed_credits is None:
+        return 0
+    return CREDITS_PER_GENERATION - min(max(task.consumed_credits, 0), CREDITS_PER_GENERATION)
+
+
 _FAILURE_MARKERS: tuple[tuple[FailureClass, tuple[str, ...]], ...] = (
     (FailureClass.CONTENT_POLICY, ("inappropriate", "content policy", "nsfw", "moderation")),
     (FailureClass.INVALID_INPUT, ("file type not supported", "not supported", "invalid image")),

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
-from .._models import FailureClass, GenerationRequest
+from .._models import GenerationRequest
 from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
-from .records import Change, finished, intent, submitted, with_files
+from .records import Change, finished, intent, submitted, unbilled, with_files
 
 
 class StoreBase:
     """The journal calls as the transitions of ``records.py``, and the listeners. A backend
     supplies :meth:`load` and :meth:`_change`; a shared store overrides :meth:`claim` and
-    :meth:`_apply` (reserving attempt ``reserve``'s credits, giving them back on ``refund``)."""
+    :meth:`_apply` (reserving attempt ``reserve``'s credits, giving ``refund`` of them back)."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
@@ -26,7 +26,7 @@ class StoreBase:
         raise NotImplementedError
 
     async def _apply(
-        self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: bool = False
+        self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: int = 0
     ) -> None:
         record = await self._change(key, change, shield=shield)
         self._tell(StoredJob(key, record.request, record))
@@ -42,11 +42,11 @@ class StoreBase:
         await self._apply(key, lambda old: submitted(old, key, task_id), shield=True)
 
     async def record_finished(self, result: JobResult) -> None:
-        """The job ended (attempts and credits never go down: earlier runs count); a POST
-        refused outright gives its credits back."""
-        refund = result.task is None and result.failure_class is FailureClass.REQUEST_ERROR
+        """The job ended (attempts and credits never go down: earlier runs count); what its
+        last POST was not charged (refused outright, or a task the provider did not bill) goes
+        back, and is not counted in the record's credits."""
         change: Change = lambda old: finished(old, result)  # noqa: E731
-        await self._apply(result.key, change, shield=True, refund=refund)
+        await self._apply(result.key, change, shield=True, refund=unbilled(result))
 
     async def record_files(self, key: str, files: Sequence[Path]) -> None:
         """The job's videos were downloaded to ``files``."""

@@ -1,7 +1,8 @@
 """A job's record: how each journal call changes it, and the one JSON text every store keeps.
 
 An intent clears the previous task id (the new POST's outcome is unknown until answered),
-attempts and credits never go down, a completed task whose download failed keeps its URLs.
+attempts and credits never go down (but by what the provider did not charge for the job's last
+task, as its end says), a completed task whose download failed keeps its URLs.
 A record keeps the prompt cut to :data:`PROMPT_KEPT` characters; its digest names the whole.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import TaskFailedError
-from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest
+from .._models import CREDITS_PER_GENERATION, FailureClass, GenerationRequest, uncharged_credits
 from .._scheduling.jobs import JobResult, StoredJob, StoreRecord, StoreState, request_digest
 from .._settings import DEFAULT_MAX_PROMPT_CHARS
 
@@ -59,19 +60,31 @@ def finished(old: StoreRecord | None, result: JobResult) -> StoreRecord:
         error = str(result.error)
     else:  # a task's failure is stored as its reason: the replay's TaskFailedError adds the rest
         error = None if failed is None else failed.error_message or f"status {failed.raw_status!r}"
+    credits = old.credits if old else 0
+    if old is not None and result.task is not None and result.task.task_id == old.task_id:
+        credits -= unbilled(result)  # its submission counted 40: the provider charged less
     return StoreRecord(
         key=result.key,
         request=result.request,
         state=StoreState.COMPLETED if result.ok else StoreState.FAILED,
         task_id=result.task_id or (old.task_id if old else None),
         attempts=max(result.attempts, old.attempts if old else 0),
-        credits=max(result.credits, old.credits if old else 0),
+        credits=max(result.credits, credits),
         videos=result.task.videos if result.task is not None and result.task.succeeded else (),
         files=tuple(str(f) for f in result.files) or (old.files if old else ()),
         error=error,
         failure_class=result.failure_class,
         request_digest=request_digest(result.request),
     )
+
+
+def unbilled(result: JobResult) -> int:
+    """Credits of ``result``'s last POST the provider did not charge: all of a POST refused
+    outright, or what its task's status answer says it did not cost (as the scheduler refunds
+    its own budget)."""
+    if result.task is None:
+        return CREDITS_PER_GENERATION if result.failure_class is FailureClass.REQUEST_ERROR else 0
+    return uncharged_credits(result.task)
 
 
 def with_files(old: StoreRecord | None, key: str, files: Sequence[Path]) -> StoreRecord:

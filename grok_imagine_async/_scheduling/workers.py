@@ -26,7 +26,7 @@ from .._errors import (
     TaskFailedError,
 )
 from .._limiting.protocol import Priority
-from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus
+from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus, uncharged_credits
 from .._observe import job_scope
 from .api import SchedulerClient
 from .books import Books, Reservation, as_journal_error, logger, unexpected
@@ -545,12 +545,11 @@ class Workers:
                 when = min(when, max(now, job.submitted_at + self._breaker.healthy_age()))
             self._schedule(job, when)
             return
-        cost = CREDITS_PER_GENERATION  # refund what the provider says the task did not cost
-        if task.consumed_credits is not None and job.sequence is not None:
-            refund = cost - min(max(task.consumed_credits, 0), cost)  # never more than it cost
-            if refund:
-                books.budget.count(-refund)
-                job.refunded(refund)
+        # Refund what the provider says the task did not cost (a shared store's budget gets it
+        # back as the job's end is recorded: records.unbilled).
+        if job.sequence is not None and (refund := uncharged_credits(task)):
+            books.budget.count(-refund)
+            job.refunded(refund)
         self._outcome(job, task_outcome(task.failure_class), task)
         if task.succeeded:
             if self._folder is not None:

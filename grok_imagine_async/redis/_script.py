@@ -127,8 +127,10 @@ return redis.call('ZCARD', KEYS[1])
 #   renewed). ARGV: 1 this process's owner id, 2 the alive-key prefix, 3 the owned-set prefix
 #   (+ owner id), 4 the channel of every change of a job; then each script's own.
 
-# ARGV: 5 record JSON, 6 1 if final, 7 credits to reserve, 8 budget (-1: none), 9 credits to
-#       refund, 10 the attempt reserved for, 11 1 to create only, 12 ms a finished job is kept.
+# ARGV: 5 record JSON, 6 1 if final, 7 credits to reserve, 8 budget (-1: none), 9 credits of
+#       the reserved attempt to give back (0..40: what the provider did not charge; given once,
+#       the reservation going with them), 10 the attempt reserved for, 11 1 to create only, 12 ms
+#       a finished job is kept.
 # Returns: {'ok' | 'owner' (another owns it) | 'budget' | 'exists', credits spent if 'budget'}.
 WRITE_SCRIPT = """
 local owner = redis.call('HGET', KEYS[1], 'owner')

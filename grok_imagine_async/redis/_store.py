@@ -136,7 +136,7 @@ class RedisJobStore(StoreBase, Connected):
         self._reserve = 0  # credits set aside in Redis for an outage (see _settle_reserve)
         self._allowance = 0  # what is left of it to spend while Redis is down
         self._spent_offline: dict[str, int] = {}  # key -> attempt paid from the allowance
-        self._refunds: set[str] = set()  # dirty jobs whose reserved credits go back
+        self._refunds: dict[str, int] = {}  # dirty jobs -> reserved credits that go back
         self._available = True
         self._up_since = anyio.current_time()  # loop time Redis last became reachable
         self._lost_at = -math.inf  # loop time this process learnt that Redis lost its data
@@ -195,7 +195,7 @@ class RedisJobStore(StoreBase, Connected):
         return None if (job := await self.peek(key)) is None else job.record
 
     async def _apply(
-        self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: bool = False
+        self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: int = 0
     ) -> None:
         # Never shielded: a write Redis does not take waits in memory anyway. A job not in
         # memory (finished here, or reopened elsewhere since) changes as Redis has it.
@@ -372,7 +372,7 @@ class RedisJobStore(StoreBase, Connected):
         )
 
     async def _write(
-        self, job: StoredJob, *, reserve: int = 0, refund: bool = False, create: bool = False
+        self, job: StoredJob, *, reserve: int = 0, refund: int = 0, create: bool = False
     ) -> str:
         """:meth:`_send` ``job`` within the budget: ``"ok"``, ``"exists"`` or ``"owner"``. An
         outage keeps it in memory; a refusal is a :class:`JournalError`."""
@@ -392,7 +392,7 @@ class RedisJobStore(StoreBase, Connected):
                 self._allowance -= CREDITS_PER_GENERATION
                 self._spent_offline[job.key] = reserve
             if refund:  # given back as it is written back
-                self._refunds.add(job.key)
+                self._refunds[job.key] = refund
             self._jobs[job.key] = job
             self._dirty.add(job.key)
             status = "ok"
@@ -406,20 +406,21 @@ class RedisJobStore(StoreBase, Connected):
         for key in sorted(self._dirty):
             job = self._jobs.get(key) or self._finished.get(key)
             if job is not None:
-                refund = key in self._refunds
+                refund = self._refunds.get(key, 0)
                 await self._send(job, self._spent_offline.get(key, 0), -1, refund=refund)
                 self._spent_offline.pop(key, None)
             self._dirty.discard(key)
-            self._refunds.discard(key)
+            self._refunds.pop(key, None)
 
     async def _send(
-        self, job: StoredJob, reserve: int, budget: int, refund: bool = False, create: bool = False
+        self, job: StoredJob, reserve: int, budget: int, refund: int = 0, create: bool = False
     ) -> str:
         """Run the write script for ``job``, first reserving attempt ``reserve``'s credits within
-        ``budget`` (-1: none; or giving back the last attempt's on ``refund``; ``create``: only
-        if new); its status. Past the budget, this process's reserve for an outage is what is
-        left: it is spent, then :class:`BudgetExceededError`."""
-        cost = (CREDITS_PER_GENERATION if reserve else 0, budget, CREDITS_PER_GENERATION * refund)
+        ``budget`` (-1: none; or giving ``refund`` of the last attempt's credits back, once;
+        ``create``: only if new); its status. Past the budget, this process's reserve for an
+        outage is what is left: it is spent, then :class:`BudgetExceededError`."""
+        refund = min(max(refund, 0), CREDITS_PER_GENERATION)  # never more than was reserved
+        cost = (CREDITS_PER_GENERATION if reserve else 0, budget, refund)
         args = (encode_job(job), int(job.final), *cost, reserve, int(create), self._finished_ms)
         status, value = await self._script(WRITE_SCRIPT, job.key, *args)
         if _text(status) == "budget" and self._reserve >= CREDITS_PER_GENERATION:

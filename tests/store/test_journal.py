@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import subprocess
 import sys
@@ -194,6 +195,37 @@ async def test_every_store_keeps_a_failed_tasks_reason_as_its_error(
     record = await store.load("f")
     await store.aclose()
     assert record is not None and record.error == "Inappropriate content."
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@pytest.mark.parametrize(("consumed", "kept"), [(0, 0), (25, 25), (None, 40), (90, 40)])
+async def test_a_task_the_provider_did_not_charge_is_not_counted_in_the_record(
+    tmp_path: Path, backend: str, consumed: int | None, kept: int
+) -> None:
+    # The record's credits are what a later run counts against its budget (and the manifest
+    # shows): a task whose status answer reports it cost less than 40 counts what it cost, as
+    # the scheduler counts it. Before, its submission's 40 stayed.
+    store = MemoryJobStore() if backend == "memory" else SqliteJobStore(tmp_path / "run.db")
+    outcome = failed("f", "task_f", "upstream network error")
+    task = Task(
+        task_id="task_f",
+        status=TaskStatus.FAILED,
+        raw_status="failed",
+        error_message="upstream network error",
+        consumed_credits=consumed,
+    )
+    charged = 40 if consumed is None else min(max(consumed, 0), 40)
+    free = dataclasses.replace(outcome, task=task, error=TaskFailedError(task), credits=charged)
+    await store.record_intent("f", REQUEST, 1)
+    await store.record_submitted("f", "task_f")
+    await store.record_finished(free)
+    first = await store.load("f")
+    await store.record_finished(free)  # the same end written again gives nothing back twice
+    again = await store.load("f")
+    await store.aclose()
+    assert first is not None and again is not None
+    assert (first.state, first.credits, again.credits) == (StoreState.FAILED, kept, kept)
 
 
 @pytest.mark.anyio

@@ -585,3 +585,111 @@ async def test_orphans_adopted_by_a_script_resent_after_its_answer_was_lost_are_
             assert await c.adopt_orphans() == []
     finally:
         await lossy.client.aclose()
+
+
+def failed_task(key: str, consumed: int | None) -> JobResult:
+    """``key`` ended by its task's failure, whose status answer reports ``consumed`` credits."""
+    from grok_imagine_async import TaskFailedError
+
+    task = Task(
+        task_id=f"task-{key}",
+        status=TaskStatus.FAILED,
+        raw_status="failed",
+        error_message="upstream network error",
+        consumed_credits=consumed,
+    )
+    return JobResult(
+        key=key,
+        request=REQUEST,
+        task=task,
+        error=TaskFailedError(task),
+        failure_class=task.failure_class,
+        attempts=1,
+        credits=40 if consumed is None else min(max(consumed, 0), 40),
+        polls=1,
+        submitted_at=None,
+        finished_at=0.0,
+    )
+
+
+@pytest.mark.parametrize("redis_away", [False, True], ids=["written", "written back"])
+@pytest.mark.parametrize(
+    ("consumed", "kept"), [(0, 0), (25, 25), (40, 40), (None, 40), (-5, 0), (90, 40)]
+)
+async def test_a_task_the_provider_did_not_charge_gives_its_credits_back_in_the_shared_budget(
+    redis_server: RedisServer, consumed: int | None, kept: int, redis_away: bool
+) -> None:
+    # What the scheduler refunds its own budget (40 less the task's consumed_credits, within
+    # 0..40) goes back to the shared one in the write recording the end; as the job is written
+    # back if Redis was away then.
+    async with store(redis_server.url, max_credits=400, lease=5.0) as a:
+        await a.register("free", REQUEST)
+        await a.record_intent("free", REQUEST, 1)
+        await a.record_submitted("free", "task-free")
+        assert await committed(redis_server.url) == 40
+        if redis_away:
+            await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "1")
+        await a.record_finished(failed_task("free", consumed))
+        if redis_away:
+            assert not a.available
+            await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "0")
+            await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
+        found = await a.peek("free")
+        assert found is not None and found.record is not None and found.final
+        assert found.record.credits == kept  # what a later run counts as spent
+        assert await committed(redis_server.url) == kept
+        # Written again (the same job ended twice, a write-back run again): given back once.
+        await a.record_finished(failed_task("free", consumed))
+        assert await committed(redis_server.url) == kept
+
+
+async def test_a_refund_whose_script_is_resent_after_its_answer_was_lost_is_given_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lossy = AnswerLost(redis_server.url, monkeypatch)
+    try:
+        async with RedisJobStore(lossy.client, api_key=TOKEN, max_credits=400) as a:
+            for key in ("free", "paid"):
+                await a.register(key, REQUEST)
+                await a.record_intent(key, REQUEST, 1)
+                await a.record_submitted(key, f"task-{key}")
+            assert await committed(redis_server.url) == 80
+            lossy.armed = True
+            await a.record_finished(failed_task("free", 0))  # the script ran twice
+            assert lossy.lost == 1
+            assert await committed(redis_server.url) == 40  # not 0: "paid" keeps its 40
+    finally:
+        await lossy.client.aclose()
+
+
+async def test_a_batch_sharing_a_budget_does_not_count_the_tasks_it_was_not_charged_for(
+    redis_server: RedisServer,
+) -> None:
+    """A provider's outage fails every task, free: a batch of 4 jobs on a shared budget of 80
+    credits ran all 4 (each failure is a result), spending nothing. Before, the shared budget
+    counted each free task as 40 credits spent: the third job was refused (budget exceeded)."""
+    import random
+
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy
+    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
+
+    outage = Outage(start=0.0, end=None, fails_after=0.05, free=True)
+    emulator = Emulator(
+        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
+    )
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
+    config = SchedulerConfig(
+        max_in_flight=1,  # one job after the other: each refund is in before the next intent
+        resubmit_on=(),  # each free failure ends its job
+        breaker=None,
+        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        rng=random.Random(1),
+    )
+    async with client, store(redis_server.url, max_credits=80, lease=5.0) as shared:
+        async with JobScheduler(client, config, journal=shared) as scheduler:
+            scheduler.feed([f"free {n}" for n in range(4)])
+            results = [r async for r in scheduler.results()]
+        stats = scheduler.statistics()
+        assert [r.failure_class for r in results] == [FailureClass.TRANSIENT] * 4
+        assert emulator.statistics().credits_consumed == stats.credits_consumed == 0
+        assert await committed(redis_server.url) == 0
