@@ -195,14 +195,22 @@ class RedisJobStore(StoreBase, Connected):
         return None if (job := await self.peek(key)) is None else job.record
 
     async def _apply(
-        self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: int = 0
+        self,
+        key: str,
+        change: Change,
+        *,
+        shield: bool,
+        reserve: int = 0,
+        refund: int = 0,
+        replaced: int = 0,
     ) -> None:
         # Never shielded: a write Redis does not take waits in memory anyway. A job not in
         # memory (finished here, or reopened elsewhere since) changes as Redis has it.
         old = await self.peek(key)
         record = change(None if old is None else old.record)
         job = StoredJob(key, record.request, record, self.id)
-        if await self._write(job, reserve=reserve, refund=refund) == "owner" and reserve:
+        status = await self._write(job, reserve=reserve, refund=refund, replaced=replaced)
+        if status == "owner" and reserve:
             message = f"job {key} is owned by another process now; not sending it"
             raise JobTakenOver(message, path=Path(self._base))
 
@@ -372,15 +380,24 @@ class RedisJobStore(StoreBase, Connected):
         )
 
     async def _write(
-        self, job: StoredJob, *, reserve: int = 0, refund: int = 0, create: bool = False
+        self,
+        job: StoredJob,
+        *,
+        reserve: int = 0,
+        refund: int = 0,
+        replaced: int = 0,
+        create: bool = False,
     ) -> str:
         """:meth:`_send` ``job`` within the budget: ``"ok"``, ``"exists"`` or ``"owner"``. An
         outage keeps it in memory; a refusal is a :class:`JournalError`."""
         budget = -1 if self._max_credits is None else self._max_credits
         status = None
+        gone = (reserve - 1, replaced) if reserve and replaced else (0, 0)
         try:
             if self._available:
-                status = await self._send(job, reserve, budget, refund=refund, create=create)
+                status = await self._send(
+                    job, reserve, budget, refund=refund, replaced=gone, create=create
+                )
         except REDIS_ERRORS as exc:
             if not outage_like(exc):
                 raise self._error(self._failure(f"record job {job.key}", exc)) from exc
@@ -413,15 +430,28 @@ class RedisJobStore(StoreBase, Connected):
             self._refunds.pop(key, None)
 
     async def _send(
-        self, job: StoredJob, reserve: int, budget: int, refund: int = 0, create: bool = False
+        self,
+        job: StoredJob,
+        reserve: int,
+        budget: int,
+        *,
+        refund: int = 0,
+        replaced: tuple[int, int] = (0, 0),
+        create: bool = False,
     ) -> str:
         """Run the write script for ``job``, first reserving attempt ``reserve``'s credits within
-        ``budget`` (-1: none; or giving ``refund`` of the last attempt's credits back, once;
-        ``create``: only if new); its status. Past the budget, this process's reserve for an
+        ``budget`` (-1: none) after giving back ``replaced`` (attempt, credits: what the
+        provider did not charge of the attempt the new one replaces, once, while its reservation
+        is the job's); or giving ``refund`` of the last attempt's credits back, once;
+        ``create``: only if new. Its status. Past the budget, this process's reserve for an
         outage is what is left: it is spent, then :class:`BudgetExceededError`."""
         refund = min(max(refund, 0), CREDITS_PER_GENERATION)  # never more than was reserved
+        gone = min(max(replaced[1], 0), CREDITS_PER_GENERATION)
         cost = (CREDITS_PER_GENERATION if reserve else 0, budget, refund)
-        args = (encode_job(job), int(job.final), *cost, reserve, int(create), self._finished_ms)
+        args = (
+            *(encode_job(job), int(job.final), *cost, reserve, int(create), self._finished_ms),
+            *(replaced[0] if gone else 0, gone),
+        )
         status, value = await self._script(WRITE_SCRIPT, job.key, *args)
         if _text(status) == "budget" and self._reserve >= CREDITS_PER_GENERATION:
             await self._settle_reserve(keep=False)
