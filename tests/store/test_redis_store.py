@@ -757,3 +757,35 @@ async def test_a_resubmission_whose_script_is_resent_after_its_answer_was_lost_g
             assert (found.record.attempts, found.record.credits) == (2, 15 + 40)
     finally:
         await lossy.client.aclose()
+
+
+@pytest.mark.parametrize("first_unbilled", [40, 0], ids=["first free", "first paid"])
+@pytest.mark.parametrize("away_from", ["resubmission", "start"])
+async def test_a_resubmission_while_redis_is_away_is_written_back_with_what_it_gave_back(
+    redis_server: RedisServer, away_from: str, first_unbilled: int
+) -> None:
+    # Attempt 1's credits are reserved in Redis ("resubmission": Redis goes away after it) or
+    # paid from this process's outage allowance ("start"); attempt 2, paid from the allowance,
+    # replaces it and fails free. Written back, the shared budget counts what the provider
+    # charged: attempt 1's part, nothing of attempt 2. Before, attempt 1 counted 40 when
+    # reserved in Redis, and nothing (even if paid) when paid from the allowance too.
+    charged = 40 - first_unbilled
+    async with store(redis_server.url, max_credits=400, lease=5.0) as a:
+        await a.register("job", REQUEST)
+        if away_from == "start":
+            await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "1")
+        await a.record_intent("job", REQUEST, 1)
+        await a.record_submitted("job", "task-job-1")
+        if away_from == "resubmission":
+            assert await committed(redis_server.url) == 40
+            await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "1")
+        await a.record_intent("job", REQUEST, 2, unbilled=first_unbilled)
+        await a.record_submitted("job", "task-job")
+        await a.record_finished(failed_task("job", 0))
+        assert not a.available
+        await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "0")
+        await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
+        assert await committed(redis_server.url) == charged
+        found = await a.peek("job")
+        assert found is not None and found.record is not None and found.final
+        assert (found.record.attempts, found.record.credits) == (2, charged)
