@@ -13,7 +13,8 @@ from .records import Change, finished, intent, submitted, unbilled, with_files
 class StoreBase:
     """The journal calls as the transitions of ``records.py``, and the listeners. A backend
     supplies :meth:`load` and :meth:`_change`; a shared store overrides :meth:`claim` and
-    :meth:`_apply` (reserving attempt ``reserve``'s credits, giving ``refund`` of them back)."""
+    :meth:`_apply` (reserving attempt ``reserve``'s credits, first giving ``replaced`` of attempt
+    ``reserve - 1``'s back; giving ``refund`` of the reserved attempt's back)."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
@@ -26,16 +27,26 @@ class StoreBase:
         raise NotImplementedError
 
     async def _apply(
-        self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: int = 0
+        self,
+        key: str,
+        change: Change,
+        *,
+        shield: bool,
+        reserve: int = 0,
+        refund: int = 0,
+        replaced: int = 0,
     ) -> None:
         record = await self._change(key, change, shield=shield)
         self._tell(StoredJob(key, record.request, record))
 
-    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
-        """POST number ``attempt`` for ``key`` is about to be sent (its credits reserved); not
+    async def record_intent(
+        self, key: str, request: GenerationRequest, attempt: int, *, unbilled: int = 0
+    ) -> None:
+        """POST number ``attempt`` for ``key`` is about to be sent (its credits reserved), and
+        ``unbilled`` credits of the task it replaces (attempt ``attempt - 1``) go back; not
         shielded: cancelled, it wrote nothing, so the job is not taken for ambiguous."""
-        change: Change = lambda old: intent(old, key, request, attempt)  # noqa: E731
-        await self._apply(key, change, shield=False, reserve=attempt)
+        change: Change = lambda old: intent(old, key, request, attempt, unbilled)  # noqa: E731
+        await self._apply(key, change, shield=False, reserve=attempt, replaced=unbilled)
 
     async def record_submitted(self, key: str, task_id: str) -> None:
         """The POST for ``key`` created ``task_id`` (shielded: a paid task id is never lost)."""

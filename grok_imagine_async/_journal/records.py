@@ -1,8 +1,9 @@
 """A job's record: how each journal call changes it, and the one JSON text every store keeps.
 
 An intent clears the previous task id (the new POST's outcome is unknown until answered),
-attempts and credits never go down (but by what the provider did not charge for the job's last
-task, as its end says), a completed task whose download failed keeps its URLs.
+attempts and credits never go down (but by what the provider did not charge for a task, as the
+job's end or the intent of the POST replacing it says), a completed task whose download failed
+keeps its URLs.
 A record keeps the prompt cut to :data:`PROMPT_KEPT` characters; its digest names the whole.
 """
 
@@ -30,15 +31,25 @@ _RECORD_FIELDS = [f.name for f in dataclasses.fields(StoreRecord)][2:]  # after 
 
 
 def intent(
-    old: StoreRecord | None, key: str, request: GenerationRequest, attempt: int
+    old: StoreRecord | None,
+    key: str,
+    request: GenerationRequest,
+    attempt: int,
+    unbilled: int = 0,
 ) -> StoreRecord:
-    """The record once POST number ``attempt`` is about to be sent."""
+    """The record once POST number ``attempt`` is about to be sent, replacing a task whose
+    ``unbilled`` credits the provider did not charge: its submission counted 40, so they are
+    taken off, once (only while the record is still that task's).
+    """
+    credits = old.credits if old else 0
+    if old is not None and old.state is StoreState.SUBMITTED and old.attempts < attempt:
+        credits -= min(max(unbilled, 0), CREDITS_PER_GENERATION)
     return StoreRecord(
         key=key,
         request=request,
         state=StoreState.INTENT,
         attempts=max(attempt, old.attempts if old else 0),
-        credits=old.credits if old else 0,
+        credits=max(credits, 0),
         request_digest=request_digest(request),
     )
 

@@ -492,9 +492,17 @@ class JobStore(Protocol):
         """Make this process the one that runs ``key``, unless a live process does;
         ``create`` it if nobody knows it; ``reopen``: take it even if it finished."""
 
-    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
+    async def record_intent(
+        self, key: str, request: GenerationRequest, attempt: int, *, unbilled: int = 0
+    ) -> None:
         """A POST for ``key`` (its ``attempt``-th) is about to be sent; a shared store raises
-        :class:`~grok_imagine_async.abc.JobTakenOver` if another process owns the job now."""
+        :class:`~grok_imagine_async.abc.JobTakenOver` if another process owns the job now.
+
+        ``unbilled``: credits of the task this POST replaces (attempt ``attempt - 1``, failed
+        and resubmitted) that the provider did not charge: a store that counts credits takes
+        them off, once, in the same write. Optional: the scheduler passes it (when not 0) only
+        to a store whose ``record_intent`` takes it, so a store written before it still works.
+        """
 
     async def record_submitted(self, key: str, task_id: str) -> None:
         """The POST for ``key`` created ``task_id``."""

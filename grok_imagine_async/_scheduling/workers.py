@@ -29,7 +29,7 @@ from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus, uncharged_credits
 from .._observe import job_scope
 from .api import SchedulerClient
-from .books import Books, Reservation, as_journal_error, logger, unexpected
+from .books import Books, Reservation, as_journal_error, logger, record_intent_in, unexpected
 from .breaker import (
     OUTAGE_FAILURES,
     BreakerState,
@@ -69,12 +69,14 @@ _FOLLOWED_WARMUP = 3  # warm-up jobs looked at on the doubling schedule: an outa
 
 class _Intent:
     """Why a job's latest recorded intent never left (its attempt was refused at connect), or
-    None: it may have left."""
+    None: it may have left; and what the provider did not charge of the task the POST replaces
+    (``unbilled``: its intent gives them back to the journal, see ``JobStore.record_intent``)."""
 
-    __slots__ = ("unsent",)
+    __slots__ = ("unbilled", "unsent")
 
-    def __init__(self) -> None:
+    def __init__(self, unbilled: int = 0) -> None:
         self.unsent: APIConnectionError | None = None
+        self.unbilled = unbilled
 
 
 class Workers:
@@ -318,9 +320,12 @@ class Workers:
         await self._books.finish(job, error=error, failure_class=FailureClass.AMBIGUOUS_SUBMIT)
         return True
 
-    async def _send(self, job: JobRecord, *, after_failure: bool = False) -> None:
-        """Send ``job``'s POST once the breaker and budget allow (again after an outage's end)."""
-        intent = _Intent()
+    async def _send(
+        self, job: JobRecord, *, after_failure: bool = False, unbilled: int = 0
+    ) -> None:
+        """Send ``job``'s POST once the breaker and budget allow (again after an outage's end);
+        ``unbilled``: credits the provider did not charge of the failed task it replaces."""
+        intent = _Intent(unbilled)
         try:
             await self._send_until_done(job, intent, after_failure=after_failure)
         except anyio.get_cancelled_exc_class():
@@ -385,7 +390,7 @@ class Workers:
                 raise _Withheld
             if books.journal is not None:
                 try:
-                    await books.journal.record_intent(job.key, job.request, attempt)
+                    await record_intent_in(books.journal, job, attempt, intent.unbilled)
                 except BudgetExceededError:
                     raise  # a shared budget (a Redis job store) refused it: not a fault
                 except Exception as exc:  # refused (taken over, a full disk): nothing leaves
@@ -591,7 +596,10 @@ class Workers:
         if failure in self._resubmit_on and (outage or job.resubmits < self._resubmit):
             job.resubmitting(counted=not outage)
             books.emit(JobResubmitting(key=job.key, at=anyio.current_time(), failure_class=failure))
-            books.start(self._resend, job, failure in OUTAGE_FAILURES)  # not in this poller
+            # What the provider did not charge of the failed task goes back to the journal
+            # with the next intent, in its write (a shared budget's reservation included).
+            unbilled = uncharged_credits(task)
+            books.start(self._resend, job, failure in OUTAGE_FAILURES, unbilled)  # not here
             return
         await books.finish(job, task=task, error=TaskFailedError(task), failure_class=failure)
 
@@ -684,8 +692,9 @@ class Workers:
         if probe and now - job.submitted_at >= breaker.healthy_age():
             self._outcome(job, Outcome.SUCCEEDED)
 
-    async def _resend(self, job: JobRecord, after_failure: bool) -> None:
-        await self._books.for_job(job, self._send(job, after_failure=after_failure))
+    async def _resend(self, job: JobRecord, after_failure: bool, unbilled: int = 0) -> None:
+        send = self._send(job, after_failure=after_failure, unbilled=unbilled)
+        await self._books.for_job(job, send)
 
     async def _share(self) -> None:
         """Sleep until a routine request leaves the urgent looks their share of the quota."""

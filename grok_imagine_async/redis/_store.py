@@ -135,8 +135,12 @@ class RedisJobStore(StoreBase, Connected):
         self._finished: OrderedDict[str, StoredJob] = OrderedDict()  # the last FINISHED_KEPT
         self._reserve = 0  # credits set aside in Redis for an outage (see _settle_reserve)
         self._allowance = 0  # what is left of it to spend while Redis is down
-        self._spent_offline: dict[str, int] = {}  # key -> attempt paid from the allowance
+        # key -> (the newest attempt paid from the allowance, the credits the job took from it
+        # less what the provider did not charge of its earlier attempts paid from it too)
+        self._spent_offline: dict[str, tuple[int, int]] = {}
         self._refunds: dict[str, int] = {}  # dirty jobs -> reserved credits that go back
+        # dirty jobs -> (an attempt reserved in Redis, replaced since: what it was not charged)
+        self._replaced: dict[str, tuple[int, int]] = {}
         self._available = True
         self._up_since = anyio.current_time()  # loop time Redis last became reachable
         self._lost_at = -math.inf  # loop time this process learnt that Redis lost its data
@@ -195,14 +199,22 @@ class RedisJobStore(StoreBase, Connected):
         return None if (job := await self.peek(key)) is None else job.record
 
     async def _apply(
-        self, key: str, change: Change, *, shield: bool, reserve: int = 0, refund: int = 0
+        self,
+        key: str,
+        change: Change,
+        *,
+        shield: bool,
+        reserve: int = 0,
+        refund: int = 0,
+        replaced: int = 0,
     ) -> None:
         # Never shielded: a write Redis does not take waits in memory anyway. A job not in
         # memory (finished here, or reopened elsewhere since) changes as Redis has it.
         old = await self.peek(key)
         record = change(None if old is None else old.record)
         job = StoredJob(key, record.request, record, self.id)
-        if await self._write(job, reserve=reserve, refund=refund) == "owner" and reserve:
+        status = await self._write(job, reserve=reserve, refund=refund, replaced=replaced)
+        if status == "owner" and reserve:
             message = f"job {key} is owned by another process now; not sending it"
             raise JobTakenOver(message, path=Path(self._base))
 
@@ -372,25 +384,41 @@ class RedisJobStore(StoreBase, Connected):
         )
 
     async def _write(
-        self, job: StoredJob, *, reserve: int = 0, refund: int = 0, create: bool = False
+        self,
+        job: StoredJob,
+        *,
+        reserve: int = 0,
+        refund: int = 0,
+        replaced: int = 0,
+        create: bool = False,
     ) -> str:
         """:meth:`_send` ``job`` within the budget: ``"ok"``, ``"exists"`` or ``"owner"``. An
         outage keeps it in memory; a refusal is a :class:`JournalError`."""
         budget = -1 if self._max_credits is None else self._max_credits
         status = None
+        gone = (reserve - 1, replaced) if reserve and replaced else (0, 0)
         try:
             if self._available:
-                status = await self._send(job, reserve, budget, refund=refund, create=create)
+                status = await self._send(
+                    job, reserve, budget, refund=refund, replaced=gone, create=create
+                )
         except REDIS_ERRORS as exc:
             if not outage_like(exc):
                 raise self._error(self._failure(f"record job {job.key}", exc)) from exc
             self._went_down(exc)
         if status is None:  # Redis away: kept here, written back when it answers
-            if budget >= 0 and reserve > self._spent_offline.get(job.key, 0):  # once an attempt
-                if self._allowance < CREDITS_PER_GENERATION:
-                    raise BudgetExceededError(max_credits=budget, committed_credits=budget)
-                self._allowance -= CREDITS_PER_GENERATION
-                self._spent_offline[job.key] = reserve
+            paid, owed = self._spent_offline.get(job.key, (0, 0))
+            if reserve > paid:  # once an attempt (its intent may be written again)
+                if budget >= 0:
+                    if self._allowance < CREDITS_PER_GENERATION:  # refused: nothing changes
+                        raise BudgetExceededError(max_credits=budget, committed_credits=budget)
+                    self._allowance -= CREDITS_PER_GENERATION
+                if paid and gone[0] == paid:  # paid offline too: written back as costing less
+                    owed -= gone[1]
+                elif gone[1]:  # reserved in Redis: given back as it is written back
+                    self._replaced[job.key] = gone
+                if budget >= 0:
+                    self._spent_offline[job.key] = (reserve, owed + CREDITS_PER_GENERATION)
             if refund:  # given back as it is written back
                 self._refunds[job.key] = refund
             self._jobs[job.key] = job
@@ -406,22 +434,38 @@ class RedisJobStore(StoreBase, Connected):
         for key in sorted(self._dirty):
             job = self._jobs.get(key) or self._finished.get(key)
             if job is not None:
-                refund = self._refunds.get(key, 0)
-                await self._send(job, self._spent_offline.get(key, 0), -1, refund=refund)
+                paid, owed = self._spent_offline.get(key, (0, 0))
+                refund, gone = self._refunds.get(key, 0), self._replaced.get(key, (0, 0))
+                await self._send(job, paid, -1, credits=owed, refund=refund, replaced=gone)
                 self._spent_offline.pop(key, None)
             self._dirty.discard(key)
             self._refunds.pop(key, None)
+            self._replaced.pop(key, None)
 
     async def _send(
-        self, job: StoredJob, reserve: int, budget: int, refund: int = 0, create: bool = False
+        self,
+        job: StoredJob,
+        reserve: int,
+        budget: int,
+        *,
+        credits: int = CREDITS_PER_GENERATION,
+        refund: int = 0,
+        replaced: tuple[int, int] = (0, 0),
+        create: bool = False,
     ) -> str:
-        """Run the write script for ``job``, first reserving attempt ``reserve``'s credits within
-        ``budget`` (-1: none; or giving ``refund`` of the last attempt's credits back, once;
-        ``create``: only if new); its status. Past the budget, this process's reserve for an
+        """Run the write script for ``job``, first reserving attempt ``reserve``'s ``credits``
+        within ``budget`` (-1: none) after giving back ``replaced`` (attempt, credits: what the
+        provider did not charge of the attempt the new one replaces, once, while its reservation
+        is the job's); or giving ``refund`` of the last attempt's credits back, once;
+        ``create``: only if new. Its status. Past the budget, this process's reserve for an
         outage is what is left: it is spent, then :class:`BudgetExceededError`."""
         refund = min(max(refund, 0), CREDITS_PER_GENERATION)  # never more than was reserved
-        cost = (CREDITS_PER_GENERATION if reserve else 0, budget, refund)
-        args = (encode_job(job), int(job.final), *cost, reserve, int(create), self._finished_ms)
+        gone = min(max(replaced[1], 0), CREDITS_PER_GENERATION)
+        cost = (credits if reserve else 0, budget, refund)
+        args = (
+            *(encode_job(job), int(job.final), *cost, reserve, int(create), self._finished_ms),
+            *(replaced[0] if gone else 0, gone),
+        )
         status, value = await self._script(WRITE_SCRIPT, job.key, *args)
         if _text(status) == "budget" and self._reserve >= CREDITS_PER_GENERATION:
             await self._settle_reserve(keep=False)

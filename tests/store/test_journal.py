@@ -229,6 +229,30 @@ async def test_a_task_the_provider_did_not_charge_is_not_counted_in_the_record(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@pytest.mark.parametrize("unbilled", [40, 25, 0])
+async def test_a_resubmission_takes_off_what_the_task_it_replaces_was_not_charged(
+    tmp_path: Path, backend: str, unbilled: int
+) -> None:
+    # Task 1 failed and the job is resubmitted: its intent says what task 1 was not charged,
+    # which the record stops counting (once, however often the intent is written), as a
+    # shared Redis budget gives it back. Before, task 1 stayed 40 in the record for good.
+    store = MemoryJobStore() if backend == "memory" else SqliteJobStore(tmp_path / "run.db")
+    await store.record_intent("f", REQUEST, 1)
+    await store.record_submitted("f", "task_1")
+    await store.record_intent("f", REQUEST, 2, unbilled=unbilled)
+    await store.record_intent("f", REQUEST, 2, unbilled=unbilled)  # held back, then sent
+    intent = await store.load("f")
+    await store.record_submitted("f", "task_2")
+    await store.record_finished(completed("f", "task_2", attempts=2, credits=80 - unbilled))
+    done = await store.load("f")
+    await store.aclose()
+    assert intent is not None and done is not None
+    assert (intent.attempts, intent.credits) == (2, 40 - unbilled)
+    assert (done.state, done.attempts, done.credits) == (StoreState.COMPLETED, 2, 80 - unbilled)
+
+
+@pytest.mark.anyio
 async def test_writes_for_unknown_jobs_are_refused(tmp_path: Path) -> None:
     async with SqliteJobStore(tmp_path / "run.db") as journal:
         with pytest.raises(KeyError, match="without record_intent"):

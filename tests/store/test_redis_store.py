@@ -693,3 +693,99 @@ async def test_a_batch_sharing_a_budget_does_not_count_the_tasks_it_was_not_char
         assert [r.failure_class for r in results] == [FailureClass.TRANSIENT] * 4
         assert emulator.statistics().credits_consumed == stats.credits_consumed == 0
         assert await committed(redis_server.url) == 0
+
+
+async def test_a_resubmitted_job_gives_back_what_its_failed_task_was_not_charged(
+    redis_server: RedisServer,
+) -> None:
+    """A free outage fails every task; each job is resubmitted once (the default for a
+    transient failure), fails free again and ends: nothing was paid, so nothing stays counted.
+    Before, the resubmission's intent reserved 40 more and the first task's 40 stayed: the
+    second job was refused (budget exceeded), and without a budget 160 stayed counted."""
+    import random
+
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy
+    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
+
+    outage = Outage(start=0.0, end=None, fails_after=0.05, free=True)
+    emulator = Emulator(
+        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
+    )
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
+    config = SchedulerConfig(
+        max_in_flight=1,  # one job after the other: each refund is in before the next intent
+        breaker=None,
+        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        rng=random.Random(1),
+    )
+    keys = [f"free {n}" for n in range(4)]
+    async with client, store(redis_server.url, max_credits=80, lease=5.0) as shared:
+        async with JobScheduler(client, config, journal=shared) as scheduler:
+            scheduler.feed(keys)
+            results = [r async for r in scheduler.results()]
+        assert [(r.failure_class, r.attempts) for r in results] == [(FailureClass.TRANSIENT, 2)] * 4
+        assert emulator.statistics().credits_consumed == 0
+        assert await committed(redis_server.url) == 0
+        for result in results:  # what a later run counts as spent
+            found = await shared.peek(result.key)
+            assert found is not None and found.record is not None
+            assert (found.record.attempts, found.record.credits) == (2, 0)
+
+
+async def test_a_resubmission_whose_script_is_resent_after_its_answer_was_lost_gives_back_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lossy = AnswerLost(redis_server.url, monkeypatch)
+    try:
+        async with RedisJobStore(lossy.client, api_key=TOKEN, max_credits=400) as a:
+            for key in ("cheap", "paid"):
+                await a.register(key, REQUEST)
+                await a.record_intent(key, REQUEST, 1)
+                await a.record_submitted(key, f"task-{key}")
+            assert await committed(redis_server.url) == 80
+            lossy.armed = True
+            # The task of "cheap" cost 15 of its 40: 25 go back as attempt 2 reserves 40.
+            await a.record_intent("cheap", REQUEST, 2, unbilled=25)  # the script ran twice
+            assert lossy.lost == 1
+            assert await committed(redis_server.url) == 40 + 15 + 40
+            # The same intent written again (a POST held back by the breaker, then sent).
+            await a.record_intent("cheap", REQUEST, 2, unbilled=25)
+            assert await committed(redis_server.url) == 40 + 15 + 40
+            await a.record_submitted("cheap", "task-cheap-2")
+            found = await a.peek("cheap")
+            assert found is not None and found.record is not None
+            assert (found.record.attempts, found.record.credits) == (2, 15 + 40)
+    finally:
+        await lossy.client.aclose()
+
+
+@pytest.mark.parametrize("first_unbilled", [40, 0], ids=["first free", "first paid"])
+@pytest.mark.parametrize("away_from", ["resubmission", "start"])
+async def test_a_resubmission_while_redis_is_away_is_written_back_with_what_it_gave_back(
+    redis_server: RedisServer, away_from: str, first_unbilled: int
+) -> None:
+    # Attempt 1's credits are reserved in Redis ("resubmission": Redis goes away after it) or
+    # paid from this process's outage allowance ("start"); attempt 2, paid from the allowance,
+    # replaces it and fails free. Written back, the shared budget counts what the provider
+    # charged: attempt 1's part, nothing of attempt 2. Before, attempt 1 counted 40 when
+    # reserved in Redis, and nothing (even if paid) when paid from the allowance too.
+    charged = 40 - first_unbilled
+    async with store(redis_server.url, max_credits=400, lease=5.0) as a:
+        await a.register("job", REQUEST)
+        if away_from == "start":
+            await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "1")
+        await a.record_intent("job", REQUEST, 1)
+        await a.record_submitted("job", "task-job-1")
+        if away_from == "resubmission":
+            assert await committed(redis_server.url) == 40
+            await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "1")
+        await a.record_intent("job", REQUEST, 2, unbilled=first_unbilled)
+        await a.record_submitted("job", "task-job")
+        await a.record_finished(failed_task("job", 0))
+        assert not a.available
+        await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "0")
+        await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
+        assert await committed(redis_server.url) == charged
+        found = await a.peek("job")
+        assert found is not None and found.record is not None and found.final
+        assert (found.record.attempts, found.record.credits) == (2, charged)
