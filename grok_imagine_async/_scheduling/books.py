@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import time
@@ -340,24 +339,6 @@ def unexpected(exc: Exception) -> GrokImagineError:
     error = GrokImagineError(f"unexpected {type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return error
-
-
-async def record_intent_in(journal: JobStore, job: JobRecord, attempt: int, unbilled: int) -> None:
-    """``journal.record_intent`` for ``job``'s POST number ``attempt``, with the ``unbilled``
-    credits of the task it replaces when there are any and the store takes them (a
-    :class:`JobStore` written before ``unbilled=`` existed is called as it expects)."""
-    if unbilled and _takes_unbilled(journal):
-        await journal.record_intent(job.key, job.request, attempt, unbilled=unbilled)
-    else:
-        await journal.record_intent(job.key, job.request, attempt)
-
-
-def _takes_unbilled(journal: JobStore) -> bool:
-    try:
-        parameters = inspect.signature(journal.record_intent).parameters.values()
-    except (TypeError, ValueError):  # no signature to read: call it the old way
-        return False
-    return any(p.name == "unbilled" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def as_journal_error(exc: Exception, journal: JobStore) -> JournalError:

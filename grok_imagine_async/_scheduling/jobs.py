@@ -500,8 +500,7 @@ class JobStore(Protocol):
 
         ``unbilled``: credits of the task this POST replaces (attempt ``attempt - 1``, failed
         and resubmitted) that the provider did not charge: a store that counts credits takes
-        them off, once, in the same write. Optional: the scheduler passes it (when not 0) only
-        to a store whose ``record_intent`` takes it, so a store written before it still works.
+        them off, once, in the same write.
         """
 
     async def record_submitted(self, key: str, task_id: str) -> None:

@@ -29,7 +29,7 @@ from .._limiting.protocol import Priority
 from .._models import CREDITS_PER_GENERATION, FailureClass, Task, TaskStatus, uncharged_credits
 from .._observe import job_scope
 from .api import SchedulerClient
-from .books import Books, Reservation, as_journal_error, logger, record_intent_in, unexpected
+from .books import Books, Reservation, as_journal_error, logger, unexpected
 from .breaker import (
     OUTAGE_FAILURES,
     BreakerState,
@@ -390,7 +390,9 @@ class Workers:
                 raise _Withheld
             if books.journal is not None:
                 try:
-                    await record_intent_in(books.journal, job, attempt, intent.unbilled)
+                    await books.journal.record_intent(
+                        job.key, job.request, attempt, unbilled=intent.unbilled
+                    )
                 except BudgetExceededError:
                     raise  # a shared budget (a Redis job store) refused it: not a fault
                 except Exception as exc:  # refused (taken over, a full disk): nothing leaves

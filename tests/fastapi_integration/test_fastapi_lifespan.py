@@ -245,7 +245,9 @@ async def test_it_composes_with_your_lifespan_and_lets_your_errors_through(
 class FullDiskJournal(MemoryJobStore):
     """A journal whose disk fills up at the first write."""
 
-    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
+    async def record_intent(
+        self, key: str, request: GenerationRequest, attempt: int, *, unbilled: int = 0
+    ) -> None:
         raise OSError(28, "No space left on device")
 
 

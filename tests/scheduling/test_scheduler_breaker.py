@@ -25,7 +25,6 @@ from grok_imagine_async import (
     AsyncGrokImagine,
     ConfigurationError,
     FailureClass,
-    GenerationRequest,
     JobEvent,
     JobResult,
     JobScheduler,
@@ -588,29 +587,16 @@ async def test_free_failures_are_not_counted_as_spent() -> None:
     assert stats.credits_consumed == paid == 40 * 40  # the failed tasks were free
 
 
-class _StoreOfBefore(MemoryJobStore):
-    """A third-party store written before ``record_intent`` took ``unbilled=``."""
-
-    async def record_intent(  # type: ignore[override]
-        self, key: str, request: GenerationRequest, attempt: int
-    ) -> None:
-        await super().record_intent(key, request, attempt)
-
-
 @pytest.mark.anyio
-@pytest.mark.parametrize("store", [MemoryJobStore, _StoreOfBefore], ids=["store", "older store"])
-async def test_free_failures_resubmitted_are_not_counted_in_the_journal(
-    store: type[MemoryJobStore],
-) -> None:
+async def test_free_failures_resubmitted_are_not_counted_in_the_journal() -> None:
     # The journal's credits are what a rerun counts against its budget: each job paid one task,
-    # the free ones before it (resubmitted) count nothing. Before, each counted 40 for good. A
-    # store whose record_intent does not take unbilled= is called as before (and counts them).
+    # the free ones before it (resubmitted) count nothing. Before, each counted 40 for good.
     outage = Outage(start=0.0, end=20.0, free=True)
     batch = Batch("pro", FaultConfig(outages=(outage,)))
     client = AsyncGrokImagine(
         api_key=TOKEN, http_client=batch.emulator.client(token=None), plan="pro"
     )
-    journal = store()
+    journal = MemoryJobStore()
     async with client:
         config = SchedulerConfig(rng=random.Random(1))
         async with JobScheduler(client, config, journal=journal) as scheduler:
@@ -620,11 +606,7 @@ async def test_free_failures_resubmitted_are_not_counted_in_the_journal(
     records = [record async for record in journal.records()]
     assert max(record.attempts for record in records) > 1  # free failures were resubmitted
     assert batch.emulator.statistics().credits_consumed == 10 * 40
-    counted = [record.credits for record in records]
-    if store is MemoryJobStore:
-        assert counted == [40] * 10
-    else:
-        assert counted == [40 * record.attempts for record in records]
+    assert [record.credits for record in records] == [40] * 10
 
 
 async def drain(client: AsyncGrokImagine, jobs: int, journal: MemoryJobStore | None = None) -> None:

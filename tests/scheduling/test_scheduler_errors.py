@@ -53,7 +53,9 @@ class FailingJournal(MemoryJobStore):
     async def load(self, key: str) -> StoreRecord | None:
         return self.saved.get(key)
 
-    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
+    async def record_intent(
+        self, key: str, request: GenerationRequest, attempt: int, *, unbilled: int = 0
+    ) -> None:
         self._write()
         self.saved[key] = StoreRecord(key, request, StoreState.INTENT, attempts=attempt)
 
@@ -382,10 +384,12 @@ class TakenOverJournal(FailingJournal):
         super().__init__(fail_after_submitted=10**6)
         self.taken = taken
 
-    async def record_intent(self, key: str, request: GenerationRequest, attempt: int) -> None:
+    async def record_intent(
+        self, key: str, request: GenerationRequest, attempt: int, *, unbilled: int = 0
+    ) -> None:
         if key == self.taken:
             raise JobTakenOver(f"job {key} is owned by another process now; not sending it")
-        await super().record_intent(key, request, attempt)
+        await super().record_intent(key, request, attempt, unbilled=unbilled)
 
 
 @pytest.mark.anyio
