@@ -454,3 +454,36 @@ async def test_a_stream_of_a_job_whose_resume_here_was_dropped_ends_with_an_erro
         name, last = stream[-1]
         assert name == "done" and last["status"] == "completed" and last["videos"]
     assert grok_emulator.statistics().tasks_created == 1
+
+
+async def test_a_budget_spent_before_redis_lost_its_data_stays_spent(
+    grok_emulator: Emulator, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis restarted empty (no persistence): the workers write their jobs back, and the
+    # credits those jobs hold must count again, or the budget starts afresh and is overspent.
+    shared = {"redis_url": redis_server.url, "max_credits": 80, "redis_lease": 0.6}
+    async with worker_app(grok_emulator, **shared) as (a, app):
+        ids = []
+        for prompt in ("one", "two"):
+            started = await a.post("/videos", json={"prompt": prompt})
+            assert started.status_code == 202, started.text
+            ids.append(started.json()["id"])
+        with anyio.fail_after(20):
+            for job_id in ids:
+                while (await a.get(f"/videos/{job_id}")).json()["status"] not in FINAL:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+        assert (await a.post("/videos", json={"prompt": "three"})).status_code == 402
+        store = app.state.grok_imagine.jobs._store
+        redis_server.kill()
+        redis_server.start()  # empty
+        with anyio.fail_after(10):  # the worker noticed, and wrote its jobs back
+            while "Redis lost its data" not in caplog.text:  # noqa: ASYNC110 - its heartbeat
+                await anyio.sleep(0.05)
+            while store.statistics().pending_writes or not store.available:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+            # For a lease, the budget waits for every worker to write its jobs back: a 503.
+            while (refused := await a.post("/videos", json={"prompt": "four"})).status_code == 503:
+                assert refused.json()["error"] == "store_unavailable"
+                await anyio.sleep(0.1)
+        assert refused.status_code == 402, refused.text
+    assert grok_emulator.statistics().credits_consumed == 80

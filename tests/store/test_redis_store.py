@@ -693,3 +693,32 @@ async def test_a_batch_sharing_a_budget_does_not_count_the_tasks_it_was_not_char
         assert [r.failure_class for r in results] == [FailureClass.TRANSIENT] * 4
         assert emulator.statistics().credits_consumed == stats.credits_consumed == 0
         assert await committed(redis_server.url) == 0
+
+
+async def test_after_redis_lost_its_data_the_jobs_written_back_hold_their_credits_again(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "grok_imagine_async.redis")
+    async with store(redis_server.url, max_credits=400) as a:
+        await completed(a, "done", "task-d")  # 40 spent
+        await a.register("refused", REQUEST, reserve=True)
+        await a.record_intent("refused", REQUEST, 1)
+        await a.record_finished(result("refused", ok=False, task_id=None, credits=0))  # 0
+        await a.register("queued", REQUEST, reserve=True)  # 40 reserved
+        await a.register("unreserved", REQUEST)  # nothing yet
+        await a.register("sending", REQUEST)
+        await a.record_intent("sending", REQUEST, 1)  # 40 reserved, the answer not in yet
+        await a.register("running", REQUEST)
+        await a.record_intent("running", REQUEST, 1)
+        await a.record_submitted("running", "task-r")  # 40 spent
+        before = await committed(redis_server.url)
+        assert before == 160
+        redis_server.kill()
+        redis_server.start()  # empty
+        await wait_until(lambda: "Redis lost its data" in caplog.text)
+        await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
+        assert await committed(redis_server.url) == before
+        # Their next writes count nothing twice, and what goes back still goes back.
+        await a.record_intent("queued", REQUEST, 1)
+        await a.record_finished(result("sending", ok=False, task_id=None, credits=0))  # refused
+        assert await committed(redis_server.url) == before - 40
