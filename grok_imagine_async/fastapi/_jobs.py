@@ -119,7 +119,8 @@ class _Tracked(JobRecord):
 
     local: Job | None = field(default=None, init=False)  # the scheduler's, if run here
     changed: anyio.Event | None = field(default=None, init=False)  # made by the first waiter
-    closed: bool = field(default=False, init=False)  # the registry stopped: no change will come
+    # Why no change will come here (the registry stopped, or dropped this entry); None: one may.
+    closed: str | None = field(default=None, init=False)
 
     @property
     def here(self) -> Job | None:
@@ -139,8 +140,8 @@ class _Tracked(JobRecord):
         return result
 
     async def wait_changed(self) -> None:
-        if self.closed:
-            raise SchedulerClosedError("the video scheduler stopped before the job finished")
+        if self.closed is not None:
+            raise SchedulerClosedError(self.closed)
         if self.changed is None:
             self.changed = anyio.Event()
         await self.changed.wait()
@@ -219,7 +220,7 @@ class JobRegistry:
         self._closing.set()
         self._remove_listener()
         for tracked in self._entries.values():
-            tracked.closed = True
+            tracked.closed = "the video scheduler stopped before the job finished"
             tracked.wake()
 
     @property
@@ -357,14 +358,26 @@ class JobRegistry:
 
     async def wait_changed(self, job: Job, seen: JobState) -> JobState:
         """Wait until ``job`` is no longer in state ``seen``; return its new state (at once if
-        it moved on already). Takes no timeout: use ``anyio.move_on_after``.
+        it moved on already, also once forgotten here). Takes no timeout: use
+        ``anyio.move_on_after``.
 
         Raises:
-            SchedulerClosedError: If the scheduler stops first.
+            SchedulerClosedError: If the scheduler stops first, or this worker stopped following
+                ``job`` (its resume here was not queued): :meth:`get` it again, which claims it
+                anew.
             KeyError: If ``job`` did not come from this registry.
         """
         tracked = self._entries.get(job.key)
         if tracked is None or tracked.handle is not job:
+            # Dropped since it was handed out (see _take) or forgotten (finished, past
+            # max_jobs): its handle still tells where it got to, and why nothing more will.
+            dropped = job._record
+            if not isinstance(dropped, _Tracked):
+                raise KeyError(job.key)
+            if job.status is not seen:
+                return job.status
+            if dropped.closed is not None:
+                raise SchedulerClosedError(dropped.closed)
             raise KeyError(job.key)
         while tracked.state is seen:
             await tracked.wait_changed()
@@ -480,7 +493,10 @@ class JobRegistry:
                 # it will come here.
                 if found is None and self._entries.get(stored.key) is tracked:
                     del self._entries[stored.key]
-                    tracked.closed = True
+                    tracked.closed = (
+                        f"this worker stopped following job {stored.key} (its resume here was "
+                        "not queued): look it up again"
+                    )
                     tracked.wake()
                 raise
         return tracked.handle
@@ -539,7 +555,8 @@ def event_stream_response(
     """A ``text/event-stream`` answer following ``job`` (from ``jobs``) until it finishes.
 
     Events: ``status`` on each change of state, ``progress`` every ``heartbeat`` seconds while
-    it runs, then one ``done`` (or one ``error`` if the app stops first), each carrying
+    it runs, then one ``done`` (or one ``error`` if the app stops first, or if this worker
+    stops following the job: its client should look it up again), each carrying
     ``render(job)`` as JSON; comment lines keep an idle stream open through proxies.
     """
     if not heartbeat > 0:  # NaN refused too

@@ -25,7 +25,7 @@ from .._errors import BudgetExceededError, ConfigurationError, JobTakenOver, Jou
 from .._journal.memory import StoreBase
 from .._journal.records import Change, decode_job, encode_job
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
-from .._scheduling.jobs import Claim, StoredJob, StoreRecord
+from .._scheduling.jobs import Claim, StoredJob, StoreRecord, StoreState
 from ._script import (
     CLAIM_SCRIPT,
     HEARTBEAT_SCRIPT,
@@ -141,6 +141,8 @@ class RedisJobStore(StoreBase, Connected):
         self._refunds: dict[str, int] = {}  # dirty jobs -> reserved credits that go back
         # dirty jobs -> (an attempt reserved in Redis, replaced since: what it was not charged)
         self._replaced: dict[str, tuple[int, int]] = {}
+        self._held_queued: set[str] = set()  # queued, their first POST's credits reserved
+        self._recount: set[str] = set()  # to count in the budget again: Redis lost its data
         self._available = True
         self._up_since = anyio.current_time()  # loop time Redis last became reachable
         self._lost_at = -math.inf  # loop time this process learnt that Redis lost its data
@@ -229,10 +231,18 @@ class RedisJobStore(StoreBase, Connected):
             ConfigurationError: If a job with this key exists already (this very write run
                 twice, as redis-py resends a command whose answer timed out, is no error).
             BudgetExceededError: If ``reserve`` and the shared budget cannot pay for it.
+            JournalError: If ``reserve`` within a lease of Redis losing its data: the budget
+                is not known until every process has written its jobs back.
         """
+        if reserve and self._max_credits is not None and not self.may_create():
+            raise self._error(
+                "Redis lost its data; waiting for every process to write its jobs back"
+            )
         job = StoredJob(key, request, None, self.id)
         if await self._write(job, create=True, reserve=int(reserve)) == "exists":
             raise ConfigurationError(f"a job with key {key!r} exists already")
+        if reserve:
+            self._held_queued.add(key)
 
     async def peek(self, key: str) -> StoredJob | None:
         """The job as stored (this process's own newer state first), without claiming it.
@@ -424,6 +434,8 @@ class RedisJobStore(StoreBase, Connected):
             self._jobs[job.key] = job
             self._dirty.add(job.key)
             status = "ok"
+        if job.record is not None:  # sent, or being sent: its record tells what it holds
+            self._held_queued.discard(job.key)
         if status == "ok":  # told here too: an outage delays the others' message, not ours
             self._tell(job)
         return status
@@ -433,7 +445,13 @@ class RedisJobStore(StoreBase, Connected):
         refunds made offline given back)."""
         for key in sorted(self._dirty):
             job = self._jobs.get(key) or self._finished.get(key)
-            if job is not None:
+            if job is not None and key in self._recount:
+                # Redis lost its data: what the job holds of the budget counts again (never
+                # refused: spent, or reserved for a POST under way), net of what went back.
+                attempt, credits = self._held(job)
+                await self._send(job, attempt, -1, credits=credits)
+                self._spent_offline.pop(key, None)
+            elif job is not None:
                 paid, owed = self._spent_offline.get(key, (0, 0))
                 refund, gone = self._refunds.get(key, 0), self._replaced.get(key, (0, 0))
                 await self._send(job, paid, -1, credits=owed, refund=refund, replaced=gone)
@@ -441,6 +459,18 @@ class RedisJobStore(StoreBase, Connected):
             self._dirty.discard(key)
             self._refunds.pop(key, None)
             self._replaced.pop(key, None)
+            self._recount.discard(key)
+
+    def _held(self, job: StoredJob) -> tuple[int, int]:
+        """The attempt whose credits ``job`` holds in the budget, and all it holds: what its
+        record says it cost, and the credits reserved for a POST not answered yet (an intent,
+        or a queued job registered with its reservation)."""
+        record = job.record
+        if record is None:
+            held = job.key in self._held_queued
+            return (1, CREDITS_PER_GENERATION) if held else (0, 0)
+        pending = CREDITS_PER_GENERATION if record.state is StoreState.INTENT else 0
+        return record.attempts, record.credits + pending
 
     async def _send(
         self,
@@ -517,6 +547,7 @@ class RedisJobStore(StoreBase, Connected):
             logger.warning("Redis lost its data; writing back this process's jobs")
             self._lost_at = self._up_since = anyio.current_time()  # nobody adopts for a lease
             self._dirty.update(self._jobs, self._finished)
+            self._recount.update(self._jobs, self._finished)
         if self._limiter is not None:
             self._calls += 1
             await self._limiter.heartbeat()

@@ -231,3 +231,16 @@ async def test_a_lookup_cancelled_while_resuming_a_job_leaves_no_entry_behind(
         assert again.cancelled_caught
         assert store.claims == ["orphan", "orphan"]
         scheduler.cancel()
+
+
+async def test_waiting_on_a_finished_job_forgotten_since_answers_its_state_at_once() -> None:
+    store = MemoryJobStore()
+    jobs = JobRegistry(store, max_jobs=1)
+    for key in ("first", "second"):
+        await finished(store, key)
+    first = await jobs.get("first")
+    assert first is not None and await jobs.get("second") is not None  # "first" forgotten
+    assert len(jobs) == 1
+    with anyio.fail_after(1):
+        assert await jobs.wait_changed(first, JobState.RUNNING) is JobState.COMPLETED
+        assert (await jobs.wait_finished(first)).ok

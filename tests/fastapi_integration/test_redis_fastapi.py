@@ -391,3 +391,99 @@ async def test_a_request_cancelled_as_its_job_leaves_a_full_queue_never_runs_it(
         assert await committed_credits(redis_server.url) == 40  # the lead's alone
         scheduler.cancel()
     assert "victim" not in grok_emulator.statistics().posts_per_prompt
+
+
+async def test_a_stream_of_a_job_whose_resume_here_was_dropped_ends_with_an_error_event(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator, redis_server: RedisServer
+) -> None:
+    # A lookup adopts a dead worker's job and is cancelled (its client gone) while the
+    # scheduler's queue is full: the registry drops the entry, so that the next lookup claims
+    # the job again. A stream that found the entry meanwhile must end with an "error" event
+    # (look the job up again), not fail with the registry's KeyError; and the next lookup
+    # resumes the job, never paying twice. The stream's window is one event's send (a slow
+    # client widens it); the test opens it by making the stream's first wait_for_change wait
+    # for the lookup's cancellation.
+    from grok_imagine_async import GenerationRequest
+    from grok_imagine_async.redis import RedisJobStore
+
+    request = GenerationRequest(prompt="paid before the crash [duration:1]")
+    paid = await grok_client.submit(request)
+    async with RedisJobStore(redis_server.url, api_key=TOKEN, namespace="app") as dead:
+        await dead.register("orphan", request)
+        await dead.record_intent("orphan", request, 1)
+        await dead.record_submitted("orphan", paid)
+    async with worker_app(grok_emulator, redis_url=redis_server.url, heartbeat=60.0) as (b, app):
+        resources = app.state.grok_imagine
+        scheduler, jobs = resources.scheduler, resources.jobs
+        queued, lookup_ended = anyio.Event(), anyio.Event()
+        real_submit, real_wait_changed = scheduler.submit, jobs.wait_changed
+
+        async def full_queue(spec: Any) -> Any:  # the first resume waits for a free slot
+            if not queued.is_set():
+                queued.set()
+                await anyio.sleep_forever()
+            return await real_submit(spec)
+
+        async def after_the_lookup(job: Any, seen: Any) -> Any:
+            lookup.cancel()
+            await lookup_ended.wait()
+            return await real_wait_changed(job, seen)
+
+        lookup = anyio.CancelScope()
+
+        async def look_up() -> None:
+            with lookup:
+                try:
+                    await b.get("/videos/orphan")
+                finally:
+                    lookup_ended.set()
+
+        scheduler.submit = full_queue
+        jobs.wait_changed = after_the_lookup
+        async with anyio.create_task_group() as lookups:
+            lookups.start_soon(look_up)
+            with anyio.fail_after(10):
+                await queued.wait()
+                stream = await events(b, "orphan")
+        assert stream[0][0] == "status" and stream[0][1]["status"] == "running"
+        name, last = stream[-1]
+        assert (name, last["error"]) == ("error", "unavailable")
+        jobs.wait_changed = real_wait_changed
+        with anyio.fail_after(20):
+            stream = await events(b, "orphan")  # looked up again: resumed here
+        name, last = stream[-1]
+        assert name == "done" and last["status"] == "completed" and last["videos"]
+    assert grok_emulator.statistics().tasks_created == 1
+
+
+async def test_a_budget_spent_before_redis_lost_its_data_stays_spent(
+    grok_emulator: Emulator, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis restarted empty (no persistence): the workers write their jobs back, and the
+    # credits those jobs hold must count again, or the budget starts afresh and is overspent.
+    shared = {"redis_url": redis_server.url, "max_credits": 80, "redis_lease": 0.6}
+    async with worker_app(grok_emulator, **shared) as (a, app):
+        ids = []
+        for prompt in ("one", "two"):
+            started = await a.post("/videos", json={"prompt": prompt})
+            assert started.status_code == 202, started.text
+            ids.append(started.json()["id"])
+        with anyio.fail_after(20):
+            for job_id in ids:
+                while (await a.get(f"/videos/{job_id}")).json()["status"] not in FINAL:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+        assert (await a.post("/videos", json={"prompt": "three"})).status_code == 402
+        store = app.state.grok_imagine.jobs._store
+        redis_server.kill()
+        redis_server.start()  # empty
+        with anyio.fail_after(10):  # the worker noticed, and wrote its jobs back
+            while "Redis lost its data" not in caplog.text:  # noqa: ASYNC110 - its heartbeat
+                await anyio.sleep(0.05)
+            while store.statistics().pending_writes or not store.available:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+            # For a lease, the budget waits for every worker to write its jobs back: a 503.
+            while (refused := await a.post("/videos", json={"prompt": "four"})).status_code == 503:
+                assert refused.json()["error"] == "store_unavailable"
+                await anyio.sleep(0.1)
+        assert refused.status_code == 402, refused.text
+    assert grok_emulator.statistics().credits_consumed == 80

@@ -789,3 +789,32 @@ async def test_a_resubmission_while_redis_is_away_is_written_back_with_what_it_g
         found = await a.peek("job")
         assert found is not None and found.record is not None and found.final
         assert (found.record.attempts, found.record.credits) == (2, charged)
+
+
+async def test_after_redis_lost_its_data_the_jobs_written_back_hold_their_credits_again(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "grok_imagine_async.redis")
+    async with store(redis_server.url, max_credits=400) as a:
+        await completed(a, "done", "task-d")  # 40 spent
+        await a.register("refused", REQUEST, reserve=True)
+        await a.record_intent("refused", REQUEST, 1)
+        await a.record_finished(result("refused", ok=False, task_id=None, credits=0))  # 0
+        await a.register("queued", REQUEST, reserve=True)  # 40 reserved
+        await a.register("unreserved", REQUEST)  # nothing yet
+        await a.register("sending", REQUEST)
+        await a.record_intent("sending", REQUEST, 1)  # 40 reserved, the answer not in yet
+        await a.register("running", REQUEST)
+        await a.record_intent("running", REQUEST, 1)
+        await a.record_submitted("running", "task-r")  # 40 spent
+        before = await committed(redis_server.url)
+        assert before == 160
+        redis_server.kill()
+        redis_server.start()  # empty
+        await wait_until(lambda: "Redis lost its data" in caplog.text)
+        await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
+        assert await committed(redis_server.url) == before
+        # Their next writes count nothing twice, and what goes back still goes back.
+        await a.record_intent("queued", REQUEST, 1)
+        await a.record_finished(result("sending", ok=False, task_id=None, credits=0))  # refused
+        assert await committed(redis_server.url) == before - 40
