@@ -693,3 +693,85 @@ async def test_a_batch_sharing_a_budget_does_not_count_the_tasks_it_was_not_char
         assert [r.failure_class for r in results] == [FailureClass.TRANSIENT] * 4
         assert emulator.statistics().credits_consumed == stats.credits_consumed == 0
         assert await committed(redis_server.url) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (review): only a job's last task is given back; the uncharged part of a "
+    "task before a resubmission reaches no store (JobStore.record_intent carries no refund)",
+)
+async def test_a_job_resubmitted_after_a_task_it_was_not_charged_for_counts_nothing_for_it(
+    redis_server: RedisServer,
+) -> None:
+    """The default policy resubmits a TRANSIENT failure once: during a free outage each job
+    makes two tasks, both free. The scheduler refunds both; the shared budget and the records
+    must count nothing either. Found in review: the first task's 40 stayed reserved in Redis
+    and in the record (only the job's last task was given back)."""
+    import random
+
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy
+    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
+
+    outage = Outage(start=0.0, end=None, fails_after=0.05, free=True)
+    emulator = Emulator(
+        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
+    )
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
+    config = SchedulerConfig(
+        max_in_flight=1,
+        breaker=None,
+        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        rng=random.Random(1),
+    )  # resubmit=1 on TRANSIENT: the defaults
+    async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
+        async with JobScheduler(client, config, journal=shared) as scheduler:
+            scheduler.feed([f"free {n}" for n in range(2)])
+            results = [r async for r in scheduler.results()]
+        assert [(r.failure_class, r.attempts) for r in results] == [
+            (FailureClass.TRANSIENT, 2)
+        ] * 2
+        assert emulator.statistics().credits_consumed == 0
+        assert scheduler.statistics().credits_consumed == 0
+        records = [await shared.load(r.key) for r in results]
+        assert [r.credits for r in records if r is not None] == [0, 0]
+        assert await committed(redis_server.url) == 0
+
+
+async def test_a_resumed_job_whose_task_was_not_charged_counts_nothing_for_it(
+    redis_server: RedisServer,
+) -> None:
+    """A job whose task an earlier run created (then stopped) is resumed: its task fails, free.
+    Found in review: the shared budget gave its 40 back, but the record kept them and the
+    scheduler's own count too (only a task sent by this run was refunded), so a later run
+    counted 40 credits the provider never charged."""
+    import random
+
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, JobSpec, PollPolicy
+    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
+
+    outage = Outage(start=0.0, end=None, fails_after=5.0, free=True)
+    emulator = Emulator(
+        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
+    )
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
+    config = SchedulerConfig(
+        resubmit_on=(),  # its failure ends it
+        breaker=None,
+        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        rng=random.Random(1),
+    )
+    async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
+        task_id = await client.submit(REQUEST)  # the earlier run's POST, then it stopped
+        await shared.register("k", REQUEST)
+        await shared.record_intent("k", REQUEST, 1)
+        await shared.record_submitted("k", task_id)
+        assert await committed(redis_server.url) == 40
+        async with JobScheduler(client, config, journal=shared) as scheduler:
+            scheduler.feed([JobSpec(REQUEST, "k")])
+            [result] = [r async for r in scheduler.results()]
+        assert result.failure_class is FailureClass.TRANSIENT and result.task_id == task_id
+        assert emulator.statistics().credits_consumed == 0
+        assert await committed(redis_server.url) == 0  # the shared budget gave it back
+        record = await shared.load("k")
+        assert record is not None and record.credits == 0  # what a later run counts
+        assert (result.credits, scheduler.statistics().credits_consumed) == (0, 0)
