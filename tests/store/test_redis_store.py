@@ -727,9 +727,7 @@ async def test_a_job_resubmitted_after_a_task_it_was_not_charged_for_counts_noth
         async with JobScheduler(client, config, journal=shared) as scheduler:
             scheduler.feed([f"free {n}" for n in range(2)])
             results = [r async for r in scheduler.results()]
-        assert [(r.failure_class, r.attempts) for r in results] == [
-            (FailureClass.TRANSIENT, 2)
-        ] * 2
+        assert [(r.failure_class, r.attempts) for r in results] == [(FailureClass.TRANSIENT, 2)] * 2
         assert emulator.statistics().credits_consumed == 0
         assert scheduler.statistics().credits_consumed == 0
         records = [await shared.load(r.key) for r in results]
