@@ -10,6 +10,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -773,3 +774,43 @@ async def test_a_resumed_job_whose_task_was_not_charged_counts_nothing_for_it(
         record = await shared.load("k")
         assert record is not None and record.credits == 0  # what a later run counts
         assert (result.credits, scheduler.statistics().credits_consumed) == (0, 0)
+
+
+async def test_a_paid_job_whose_task_cannot_be_found_keeps_its_credits_in_the_shared_budget(
+    redis_server: RedisServer,
+) -> None:
+    """A job's task is created (paid), then the status endpoint answers 404 three times in a
+    row: the job ends REQUEST_ERROR with no task. Found in review: the store took that for a
+    POST refused outright and gave the 40 credits back to the shared budget (the record and
+    the scheduler's count kept them), so other processes could overspend it."""
+    import random
+
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy, _http
+    from grok_imagine_async.testing import Emulator, EmulatorConfig
+
+    emulator = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=2))
+    upstream = emulator.transport()
+
+    class TaskLost(_http.lib.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+        async def handle_async_request(self, request: Any) -> Any:
+            if request.method == "GET":  # the provider lost the task it charged for
+                return _http.lib.Response(404, json={"error": {"message": "task not found"}})
+            return await upstream.handle_async_request(request)
+
+    http = _http.lib.AsyncClient(transport=TaskLost(), base_url="http://emulator")
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
+    config = SchedulerConfig(
+        breaker=None,
+        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        rng=random.Random(1),
+    )
+    async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
+        async with JobScheduler(client, config, journal=shared) as scheduler:
+            scheduler.feed(["charged, then lost"])
+            [result] = [r async for r in scheduler.results()]
+        assert result.failure_class is FailureClass.REQUEST_ERROR and result.task is None
+        assert emulator.statistics().credits_consumed == 40
+        assert scheduler.statistics().credits_consumed == 40
+        record = await shared.load(result.key)
+        assert record is not None and record.credits == 40
+        assert await committed(redis_server.url) == 40  # as spent as it was
