@@ -814,3 +814,66 @@ async def test_a_paid_job_whose_task_cannot_be_found_keeps_its_credits_in_the_sh
         record = await shared.load(result.key)
         assert record is not None and record.credits == 40
         assert await committed(redis_server.url) == 40  # as spent as it was
+
+
+async def test_a_resubmission_refused_at_connect_then_left_counts_the_first_task_alone(
+    redis_server: RedisServer,
+) -> None:
+    """The first task fails (charged), its resubmission's POST is refused at connect, and the
+    batch is left while it waits to retry: the job ends unpaid for that POST (its reservation
+    given back), its first task still counted by the record and the shared budget, and a rerun
+    does not send it again (its one resubmission was spent on a POST that never left, but the
+    job's record holds a paid, failed task: what a rerun replays)."""
+    import random
+
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy, _http
+    from grok_imagine_async._scheduling.resume import Reopening, reopening
+    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
+
+    outage = Outage(start=0.0, end=None, fails_after=0.05, free=False)  # failures charged
+    emulator = Emulator(
+        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
+    )
+    upstream, posts, refused = emulator.transport(), [], anyio.Event()
+
+    class SecondPostRefused(_http.lib.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+        async def handle_async_request(self, request: Any) -> Any:
+            if request.method == "POST":
+                posts.append(request)
+                if len(posts) > 1:
+                    refused.set()
+                    raise _http.lib.ConnectError("Connection refused", request=request)
+            return await upstream.handle_async_request(request)
+
+    http = _http.lib.AsyncClient(transport=SecondPostRefused(), base_url="http://emulator")
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
+    config = SchedulerConfig(
+        breaker=None,
+        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        rng=random.Random(1),
+    )
+    async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as left:
+
+                async def leave_before_the_retry() -> None:
+                    await refused.wait()
+                    await anyio.sleep(0.1)  # the first retry waits ~0.5 s
+                    left.cancel()
+
+                tg.start_soon(leave_before_the_retry)
+                async with JobScheduler(client, config, journal=shared) as scheduler:
+                    scheduler.feed(["fails, then unreachable"])
+                    async for _ in scheduler.results():
+                        pass
+        assert left.cancelled_caught and len(posts) == 2
+        [record] = [r async for r in shared.records()]
+        assert (record.state, record.failure_class) == (
+            StoreState.FAILED,
+            FailureClass.REQUEST_ERROR,
+        )
+        assert (record.attempts, record.credits) == (2, 40)
+        assert record.task_id is not None  # the first task's: paid, failed
+        assert reopening(record, resubmit_ambiguous=False) is Reopening.NONE
+        assert emulator.statistics().credits_consumed == 40
+        assert await committed(redis_server.url) == 40  # the second POST's 40 given back
