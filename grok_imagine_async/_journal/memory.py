@@ -7,14 +7,15 @@ from pathlib import Path
 
 from .._models import GenerationRequest
 from .._scheduling.jobs import Claim, JobResult, Listener, StoredJob, StoreRecord
-from .records import Change, finished, intent, submitted, unbilled, with_files
+from .records import Change, Refund, finished, intent, submitted, unbilled, with_files
 
 
 class StoreBase:
     """The journal calls as the transitions of ``records.py``, and the listeners. A backend
     supplies :meth:`load` and :meth:`_change`; a shared store overrides :meth:`claim` and
     :meth:`_apply` (reserving attempt ``reserve``'s credits, first giving ``replaced`` of attempt
-    ``reserve - 1``'s back; giving ``refund`` of the reserved attempt's back)."""
+    ``reserve - 1``'s back; giving back what ``refund`` says of the reserved attempt's, given the
+    record the change replaces)."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
@@ -33,7 +34,7 @@ class StoreBase:
         *,
         shield: bool,
         reserve: int = 0,
-        refund: int = 0,
+        refund: Refund = None,
         replaced: int = 0,
     ) -> None:
         record = await self._change(key, change, shield=shield)
@@ -57,7 +58,8 @@ class StoreBase:
         last POST was not charged (refused outright, or a task the provider did not bill) goes
         back, and is not counted in the record's credits."""
         change: Change = lambda old: finished(old, result)  # noqa: E731
-        await self._apply(result.key, change, shield=True, refund=unbilled(result))
+        refund: Refund = lambda old: unbilled(result, old)  # noqa: E731
+        await self._apply(result.key, change, shield=True, refund=refund)
 
     async def record_files(self, key: str, files: Sequence[Path]) -> None:
         """The job's videos were downloaded to ``files``."""

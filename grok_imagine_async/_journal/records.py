@@ -22,6 +22,8 @@ from .._settings import DEFAULT_MAX_PROMPT_CHARS
 
 Change = Callable[[StoreRecord | None], StoreRecord]
 """A transition of one job's record, given its current record (None: never written)."""
+Refund = Callable[[StoreRecord | None], int] | None
+"""Credits of a job's reserved POST to give back, given its record before the change."""
 
 PROMPT_KEPT = DEFAULT_MAX_PROMPT_CHARS
 """The most characters of a prompt a journal (or manifest) keeps."""
@@ -89,12 +91,15 @@ def finished(old: StoreRecord | None, result: JobResult) -> StoreRecord:
     )
 
 
-def unbilled(result: JobResult) -> int:
+def unbilled(result: JobResult, old: StoreRecord | None = None) -> int:
     """Credits of ``result``'s last POST the provider did not charge: all of a POST refused
     outright, or what its task's status answer says it did not cost (as the scheduler refunds
-    its own budget)."""
+    its own budget). Not a job whose record ``old`` holds the task of its last POST: ended
+    with no task (its looks failed: 404s, unreadable answers), it was paid all the same."""
     if result.task is None:
-        return CREDITS_PER_GENERATION if result.failure_class is FailureClass.REQUEST_ERROR else 0
+        refused = result.failure_class is FailureClass.REQUEST_ERROR
+        paid = old is not None and old.state is StoreState.SUBMITTED
+        return CREDITS_PER_GENERATION if refused and not paid else 0
     return uncharged_credits(result.task)
 
 

@@ -209,6 +209,7 @@ class JobScheduler:
             raise SchedulerClosedError(
                 "the scheduler is not accepting jobs (not started, or closed)"
             )
+        derived = key is None
         key = self._key_for(request) if key is None else key
         if key in books.jobs:
             raise ConfigurationError(f"a job with key {key!r} is already running")
@@ -223,6 +224,8 @@ class JobScheduler:
             # even when a submitter took the job meanwhile: withdrawn, it is not sent either way.
             with anyio.CancelScope(shield=True):
                 await workers.withdraw(job)
+            if derived:  # its number too: a retry is the same copy a rerun finds in the journal
+                self._unkey(request, key)
             raise
         return job.handle
 
@@ -238,6 +241,13 @@ class JobScheduler:
             while request_key(request, occurrence) in self._books.jobs:
                 occurrence += 1
         return request_key(request, occurrence)
+
+    def _unkey(self, request: GenerationRequest, key: str) -> None:
+        """Give back ``key``, the last number :meth:`_key_for` gave ``request`` (not if a later
+        copy took the next one meanwhile: the numbers then follow the order of submission)."""
+        digest = int(request_key(request).removeprefix("req-"), 16)
+        if self._repeats[digest] and request_key(request, self._repeats[digest] - 1) == key:
+            self._repeats[digest] -= 1
 
     def feed(self, items: Iterable[Any] | AsyncIterable[Any], *, strict: bool = False) -> None:
         """Submit every item of ``items`` in the background, read lazily, then close the input.

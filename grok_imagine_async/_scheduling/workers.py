@@ -553,8 +553,9 @@ class Workers:
             self._schedule(job, when)
             return
         # Refund what the provider says the task did not cost (a shared store's budget gets it
-        # back as the job's end is recorded: records.unbilled).
-        if job.sequence is not None and (refund := uncharged_credits(task)):
+        # back as the job's end is recorded: records.unbilled), a resumed job's too: its record's
+        # credits were counted as it was taken up (never more than were counted for it).
+        if refund := min(uncharged_credits(task), job.credits):
             books.budget.count(-refund)
             job.refunded(refund)
         self._outcome(job, task_outcome(task.failure_class), task)

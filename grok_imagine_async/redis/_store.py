@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup
 
 from .._errors import BudgetExceededError, ConfigurationError, JobTakenOver, JournalError
 from .._journal.memory import StoreBase
-from .._journal.records import Change, decode_job, encode_job
+from .._journal.records import Change, Refund, decode_job, encode_job
 from .._models import CREDITS_PER_GENERATION, GenerationRequest
 from .._scheduling.jobs import Claim, StoredJob, StoreRecord, StoreState
 from ._script import (
@@ -207,15 +207,17 @@ class RedisJobStore(StoreBase, Connected):
         *,
         shield: bool,
         reserve: int = 0,
-        refund: int = 0,
+        refund: Refund = None,
         replaced: int = 0,
     ) -> None:
         # Never shielded: a write Redis does not take waits in memory anyway. A job not in
         # memory (finished here, or reopened elsewhere since) changes as Redis has it.
         old = await self.peek(key)
-        record = change(None if old is None else old.record)
+        before = None if old is None else old.record
+        record = change(before)
         job = StoredJob(key, record.request, record, self.id)
-        status = await self._write(job, reserve=reserve, refund=refund, replaced=replaced)
+        given = 0 if refund is None else refund(before)
+        status = await self._write(job, reserve=reserve, refund=given, replaced=replaced)
         if status == "owner" and reserve:
             message = f"job {key} is owned by another process now; not sending it"
             raise JobTakenOver(message, path=Path(self._base))

@@ -34,8 +34,10 @@ from grok_imagine_async import (
     SchedulerClosedError,
     TaskFailedError,
 )
+from grok_imagine_async._journal.memory import MemoryJobStore
 from grok_imagine_async._scheduling import workers
 from grok_imagine_async._scheduling.config import FROM_SETTINGS
+from grok_imagine_async._scheduling.jobs import request_key
 from grok_imagine_async.batch import DurationModel, SchedulerConfig
 from grok_imagine_async.testing import Emulator, EmulatorConfig
 
@@ -403,6 +405,32 @@ async def test_a_submit_cancelled_once_a_submitter_holds_its_job_never_sends_it(
     [result] = victim_ends(events)
     assert result is not None and result.failure_class is FailureClass.NOT_SUBMITTED
     assert (result.attempts, result.credits, result.task_id) == (0, 0, None)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_submit_retried_with_a_journal_is_not_paid_again_by_a_rerun(
+    grok_client: AsyncGrokImagine, grok_emulator: Emulator
+) -> None:
+    # With a journal a job's key is its request's, numbered by repeats in input order: the
+    # same on every run, which is how a rerun finds what was paid. Found in review: a submit
+    # cancelled while the queue was full still used up its number, so the caller's retry of
+    # it was recorded as the request's second copy; a rerun, whose first copy is the only
+    # one, found no record of it and paid for it again.
+    journal = MemoryJobStore()
+    config = SchedulerConfig(max_in_flight=1)
+    async with JobScheduler(grok_client, config, journal=journal) as scheduler:
+        await fill_the_queue(scheduler, fillers="[duration:5]")
+        with anyio.move_on_after(10) as full:  # its caller's timeout
+            await scheduler.submit("victim")
+        assert full.cancelled_caught
+        retried = await scheduler.submit("victim")  # waits for room, then runs
+        scheduler.close_input()
+    assert retried.key == request_key(GenerationRequest(prompt="victim"))
+    async with JobScheduler(grok_client, config, journal=journal) as rerun:
+        again = await rerun.submit("victim")
+        rerun.close_input()
+    assert again.result is not None and again.result.from_journal
+    assert grok_emulator.statistics().posts_per_prompt["victim"] == 1
 
 
 @pytest.mark.anyio

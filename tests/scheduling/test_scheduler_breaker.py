@@ -687,6 +687,30 @@ async def test_a_batch_that_never_connects_leaves_no_job_of_unknown_outcome() ->
 
 
 @pytest.mark.anyio
+async def test_a_batch_left_as_a_refused_post_waits_to_retry_leaves_no_intent() -> None:
+    # The other way a batch stops before a retry (leaving generate_many early, Ctrl-C): the
+    # job's cancelled send ends it unpaid, as when the breaker stops the batch. Found in review:
+    # the test above takes only the breaker's way; this one failed with the cancelled path
+    # removed (the job left as an intent: "outcome unknown", not sent again by a rerun).
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused", request=request)
+
+    store = MemoryJobStore()
+    client = AsyncGrokImagine(
+        api_key=TOKEN,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(refuse)),
+        base_url="http://127.0.0.1:9",
+    )
+    async with client:
+        with anyio.move_on_after(0.2) as left:  # the first retry waits ~0.5 s
+            await drain(client, 1, store)
+        assert left.cancelled_caught
+    [record] = [record async for record in store.records()]
+    assert (record.state, record.failure_class) == (StoreState.FAILED, FailureClass.REQUEST_ERROR)
+    assert reopening(record, resubmit_ambiguous=False) is Reopening.UNPAID
+
+
+@pytest.mark.anyio
 async def test_a_submission_answered_late_is_read_for_the_whole_max_request_time() -> None:
     # 35 s: past the per-read timeout (30 s), within max_request_time (120 s). Before, the
     # task was created and charged, and the job ended "outcome unknown".

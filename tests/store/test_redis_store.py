@@ -10,6 +10,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -818,3 +819,181 @@ async def test_after_redis_lost_its_data_the_jobs_written_back_hold_their_credit
         await a.record_intent("queued", REQUEST, 1)
         await a.record_finished(result("sending", ok=False, task_id=None, credits=0))  # refused
         assert await committed(redis_server.url) == before - 40
+
+
+async def test_a_job_resubmitted_after_a_task_it_was_not_charged_for_counts_nothing_for_it(
+    redis_server: RedisServer,
+) -> None:
+    """The default policy resubmits a TRANSIENT failure once: during a free outage each job
+    makes two tasks, both free. The scheduler refunds both; the shared budget and the records
+    must count nothing either: the resubmission's intent gives the first task's 40 back (found
+    in review, fixed by the resubmission's give-back)."""
+    import random
+
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy
+    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
+
+    outage = Outage(start=0.0, end=None, fails_after=0.05, free=True)
+    emulator = Emulator(
+        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
+    )
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
+    config = SchedulerConfig(
+        max_in_flight=1,
+        breaker=None,
+        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        rng=random.Random(1),
+    )  # resubmit=1 on TRANSIENT: the defaults
+    async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
+        async with JobScheduler(client, config, journal=shared) as scheduler:
+            scheduler.feed([f"free {n}" for n in range(2)])
+            results = [r async for r in scheduler.results()]
+        assert [(r.failure_class, r.attempts) for r in results] == [(FailureClass.TRANSIENT, 2)] * 2
+        assert emulator.statistics().credits_consumed == 0
+        assert scheduler.statistics().credits_consumed == 0
+        records = [await shared.load(r.key) for r in results]
+        assert [r.credits for r in records if r is not None] == [0, 0]
+        assert await committed(redis_server.url) == 0
+
+
+async def test_a_resumed_job_whose_task_was_not_charged_counts_nothing_for_it(
+    redis_server: RedisServer,
+) -> None:
+    """A job whose task an earlier run created (then stopped) is resumed: its task fails, free.
+    Found in review: the shared budget gave its 40 back, but the record kept them and the
+    scheduler's own count too (only a task sent by this run was refunded), so a later run
+    counted 40 credits the provider never charged."""
+    import random
+
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, JobSpec, PollPolicy
+    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
+
+    outage = Outage(start=0.0, end=None, fails_after=5.0, free=True)
+    emulator = Emulator(
+        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
+    )
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
+    config = SchedulerConfig(
+        resubmit_on=(),  # its failure ends it
+        breaker=None,
+        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        rng=random.Random(1),
+    )
+    async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
+        task_id = await client.submit(REQUEST)  # the earlier run's POST, then it stopped
+        await shared.register("k", REQUEST)
+        await shared.record_intent("k", REQUEST, 1)
+        await shared.record_submitted("k", task_id)
+        assert await committed(redis_server.url) == 40
+        async with JobScheduler(client, config, journal=shared) as scheduler:
+            scheduler.feed([JobSpec(REQUEST, "k")])
+            [result] = [r async for r in scheduler.results()]
+        assert result.failure_class is FailureClass.TRANSIENT and result.task_id == task_id
+        assert emulator.statistics().credits_consumed == 0
+        assert await committed(redis_server.url) == 0  # the shared budget gave it back
+        record = await shared.load("k")
+        assert record is not None and record.credits == 0  # what a later run counts
+        assert (result.credits, scheduler.statistics().credits_consumed) == (0, 0)
+
+
+async def test_a_paid_job_whose_task_cannot_be_found_keeps_its_credits_in_the_shared_budget(
+    redis_server: RedisServer,
+) -> None:
+    """A job's task is created (paid), then the status endpoint answers 404 three times in a
+    row: the job ends REQUEST_ERROR with no task. Found in review: the store took that for a
+    POST refused outright and gave the 40 credits back to the shared budget (the record and
+    the scheduler's count kept them), so other processes could overspend it."""
+    import random
+
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy, _http
+    from grok_imagine_async.testing import Emulator, EmulatorConfig
+
+    emulator = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=2))
+    upstream = emulator.transport()
+
+    class TaskLost(_http.lib.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+        async def handle_async_request(self, request: Any) -> Any:
+            if request.method == "GET":  # the provider lost the task it charged for
+                return _http.lib.Response(404, json={"error": {"message": "task not found"}})
+            return await upstream.handle_async_request(request)
+
+    http = _http.lib.AsyncClient(transport=TaskLost(), base_url="http://emulator")
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
+    config = SchedulerConfig(
+        breaker=None,
+        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        rng=random.Random(1),
+    )
+    async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
+        async with JobScheduler(client, config, journal=shared) as scheduler:
+            scheduler.feed(["charged, then lost"])
+            [result] = [r async for r in scheduler.results()]
+        assert result.failure_class is FailureClass.REQUEST_ERROR and result.task is None
+        assert emulator.statistics().credits_consumed == 40
+        assert scheduler.statistics().credits_consumed == 40
+        record = await shared.load(result.key)
+        assert record is not None and record.credits == 40
+        assert await committed(redis_server.url) == 40  # as spent as it was
+
+
+async def test_a_resubmission_refused_at_connect_then_left_counts_the_first_task_alone(
+    redis_server: RedisServer,
+) -> None:
+    """The first task fails (charged), its resubmission's POST is refused at connect, and the
+    batch is left while it waits to retry: the job ends unpaid for that POST (its reservation
+    given back), its first task still counted by the record and the shared budget, and a rerun
+    does not send it again (its one resubmission was spent on a POST that never left, but the
+    job's record holds a paid, failed task: what a rerun replays)."""
+    import random
+
+    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy, _http
+    from grok_imagine_async._scheduling.resume import Reopening, reopening
+    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
+
+    outage = Outage(start=0.0, end=None, fails_after=0.05, free=False)  # failures charged
+    emulator = Emulator(
+        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
+    )
+    upstream, posts, refused = emulator.transport(), [], anyio.Event()
+
+    class SecondPostRefused(_http.lib.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+        async def handle_async_request(self, request: Any) -> Any:
+            if request.method == "POST":
+                posts.append(request)
+                if len(posts) > 1:
+                    refused.set()
+                    raise _http.lib.ConnectError("Connection refused", request=request)
+            return await upstream.handle_async_request(request)
+
+    http = _http.lib.AsyncClient(transport=SecondPostRefused(), base_url="http://emulator")
+    client = AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
+    config = SchedulerConfig(
+        breaker=None,
+        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        rng=random.Random(1),
+    )
+    async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as left:
+
+                async def leave_before_the_retry() -> None:
+                    await refused.wait()
+                    await anyio.sleep(0.1)  # the first retry waits ~0.5 s
+                    left.cancel()
+
+                tg.start_soon(leave_before_the_retry)
+                async with JobScheduler(client, config, journal=shared) as scheduler:
+                    scheduler.feed(["fails, then unreachable"])
+                    async for _ in scheduler.results():
+                        pass
+        assert left.cancelled_caught and len(posts) == 2
+        [record] = [r async for r in shared.records()]
+        assert (record.state, record.failure_class) == (
+            StoreState.FAILED,
+            FailureClass.REQUEST_ERROR,
+        )
+        assert (record.attempts, record.credits) == (2, 40)
+        assert record.task_id is not None  # the first task's: paid, failed
+        assert reopening(record, resubmit_ambiguous=False) is Reopening.NONE
+        assert emulator.statistics().credits_consumed == 40
+        assert await committed(redis_server.url) == 40  # the second POST's 40 given back
