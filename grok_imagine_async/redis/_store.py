@@ -409,6 +409,8 @@ class RedisJobStore(StoreBase, Connected):
         gone = (reserve - 1, replaced) if reserve and replaced else (0, 0)
         try:
             if self._available:
+                if job.key in self._dirty:  # first what it holds, as its write-back counts it
+                    await self._write_back(job.key)
                 status = await self._send(
                     job, reserve, budget, refund=refund, replaced=gone, create=create
                 )
@@ -444,22 +446,28 @@ class RedisJobStore(StoreBase, Connected):
         """Send every dirty job's newest state (credits spent offline counted, never refused;
         refunds made offline given back)."""
         for key in sorted(self._dirty):
-            job = self._jobs.get(key) or self._finished.get(key)
-            if job is not None and key in self._recount:
-                # Redis lost its data: what the job holds of the budget counts again (never
-                # refused: spent, or reserved for a POST under way), net of what went back.
-                attempt, credits = self._held(job)
-                await self._send(job, attempt, -1, credits=credits)
-                self._spent_offline.pop(key, None)
-            elif job is not None:
-                paid, owed = self._spent_offline.get(key, (0, 0))
-                refund, gone = self._refunds.get(key, 0), self._replaced.get(key, (0, 0))
-                await self._send(job, paid, -1, credits=owed, refund=refund, replaced=gone)
-                self._spent_offline.pop(key, None)
-            self._dirty.discard(key)
-            self._refunds.pop(key, None)
-            self._replaced.pop(key, None)
-            self._recount.discard(key)
+            if key in self._dirty:  # not written since (see _write)
+                await self._write_back(key)
+
+    async def _write_back(self, key: str) -> None:
+        """Send dirty job ``key``'s newest state with what it holds of the budget: before any
+        other write of it, whose reservation would make the write-back's look done."""
+        job = self._jobs.get(key) or self._finished.get(key)
+        if job is not None and key in self._recount:
+            # Redis lost its data: what the job holds of the budget counts again (never
+            # refused: spent, or reserved for a POST under way), net of what went back.
+            attempt, credits = self._held(job)
+            await self._send(job, attempt, -1, credits=credits)
+            self._spent_offline.pop(key, None)
+        elif job is not None:
+            paid, owed = self._spent_offline.get(key, (0, 0))
+            refund, gone = self._refunds.get(key, 0), self._replaced.get(key, (0, 0))
+            await self._send(job, paid, -1, credits=owed, refund=refund, replaced=gone)
+            self._spent_offline.pop(key, None)
+        self._dirty.discard(key)
+        self._refunds.pop(key, None)
+        self._replaced.pop(key, None)
+        self._recount.discard(key)
 
     def _held(self, job: StoredJob) -> tuple[int, int]:
         """The attempt whose credits ``job`` holds in the budget, and all it holds: what its
