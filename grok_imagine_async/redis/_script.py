@@ -133,12 +133,16 @@ return redis.call('ZCARD', KEYS[1])
 #       a finished job is kept, 13 an attempt the one reserved for replaces (its task failed),
 #       14 credits of it to give back (0..40: what the provider did not charge; given only
 #       while its reservation is the job's, which goes with them: once, however often the
-#       script runs), before the reservation (a budget refusal writes nothing).
+#       script runs), before the reservation (a budget refusal writes nothing), 15 the epoch
+#       known (another means Redis lost its data: nothing is written, 'epoch' answered, so no
+#       job is counted from nothing before it is written back).
 # The job's 'reserved' is the attempt whose credits the budget counts, negated once settled (a
 # refund given, or the job's end written): still counted, so a write run again (resent, or
 # written back twice) reserves nothing more, and nothing more goes back.
-# Returns: {'ok' | 'owner' (another owns it) | 'budget' | 'exists', credits spent if 'budget'}.
+# Returns: {'ok' | 'owner' (another owns it) | 'budget' | 'exists' | 'epoch', credits spent if
+#          'budget'}.
 WRITE_SCRIPT = """
+if redis.call('GET', KEYS[4]) ~= ARGV[15] then return {'epoch', 0} end
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and ARGV[11] == '1' then
   -- This very write run again (redis-py resends a script whose answer timed out): done.

@@ -936,3 +936,25 @@ async def test_a_job_written_while_its_write_back_waits_counts_what_was_paid_mea
             assert await committed(redis_server.url) == 120
     finally:
         await client.aclose()
+
+
+async def test_a_write_that_first_finds_redis_lost_its_data_counts_what_the_job_held(
+    redis_server: RedisServer,
+) -> None:
+    # The first to find Redis empty is a write, before a heartbeat or a claim: before, it
+    # reserved its attempt in the empty count, which made the job's write-back look done (the
+    # earlier attempt's credits never counted again), and a new job reserved its credits at
+    # once, as if no other process had jobs to write back.
+    async with store(redis_server.url, max_credits=400, lease=5.0) as a:
+        await a.register("failed", REQUEST)
+        await a.record_intent("failed", REQUEST, 1)
+        await a.record_submitted("failed", "task-failed")  # 40, of which 15 charged
+        await redis_command(redis_server.url, "FLUSHALL")
+        await a.record_intent("failed", REQUEST, 2, unbilled=25)  # 15, and 40 reserved
+        with pytest.raises(JournalError, match="lost its data"):
+            await a.register("new", REQUEST, reserve=True)
+        await wait_until(lambda: a.statistics().pending_writes == 0)
+        assert await committed(redis_server.url) == 15 + 40
+        found = await a.peek("failed")
+        assert found is not None and found.record is not None
+        assert (found.record.attempts, found.record.credits) == (2, 15)
