@@ -129,13 +129,20 @@ return redis.call('ZCARD', KEYS[1])
 
 # ARGV: 5 record JSON, 6 1 if final, 7 credits to reserve, 8 budget (-1: none), 9 credits of
 #       the reserved attempt to give back (0..40: what the provider did not charge; given once,
-#       the reservation going with them), 10 the attempt reserved for, 11 1 to create only, 12 ms
+#       settling the reservation), 10 the attempt reserved for, 11 1 to create only, 12 ms
 #       a finished job is kept, 13 an attempt the one reserved for replaces (its task failed),
 #       14 credits of it to give back (0..40: what the provider did not charge; given only
 #       while its reservation is the job's, which goes with them: once, however often the
-#       script runs), before the reservation (a budget refusal writes nothing).
-# Returns: {'ok' | 'owner' (another owns it) | 'budget' | 'exists', credits spent if 'budget'}.
+#       script runs), before the reservation (a budget refusal writes nothing), 15 the epoch
+#       known (another means Redis lost its data: nothing is written, 'epoch' answered, so no
+#       job is counted from nothing before it is written back).
+# The job's 'reserved' is the attempt whose credits the budget counts, negated once settled (a
+# refund given, or the job's end written): still counted, so a write run again (resent, or
+# written back twice) reserves nothing more, and nothing more goes back.
+# Returns: {'ok' | 'owner' (another owns it) | 'budget' | 'exists' | 'epoch', credits spent if
+#          'budget'}.
 WRITE_SCRIPT = """
+if redis.call('GET', KEYS[4]) ~= ARGV[15] then return {'epoch', 0} end
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and ARGV[11] == '1' then
   -- This very write run again (redis-py resends a script whose answer timed out): done.
@@ -147,7 +154,7 @@ local held = tonumber(redis.call('HGET', KEYS[1], 'reserved') or 0)
 local replaced = 0
 if held > 0 and held == tonumber(ARGV[13]) then replaced = tonumber(ARGV[14]) end
 local reserve = tonumber(ARGV[7])
-if reserve > 0 and held < tonumber(ARGV[10]) then
+if reserve > 0 and math.abs(held) < tonumber(ARGV[10]) then
   local spent, budget = tonumber(redis.call('GET', KEYS[5]) or '0') - replaced, tonumber(ARGV[8])
   if budget >= 0 and spent + reserve > budget then return {'budget', spent} end
 else
@@ -161,10 +168,10 @@ if reserve > 0 then
   redis.call('INCRBY', KEYS[5], reserve)
   redis.call('HSET', KEYS[1], 'reserved', ARGV[10])
 end
-local refund = tonumber(ARGV[9])
-if refund > 0 and redis.call('HGET', KEYS[1], 'reserved') then
-  redis.call('DECRBY', KEYS[5], refund)
-  redis.call('HDEL', KEYS[1], 'reserved')
+local refund, counted = tonumber(ARGV[9]), tonumber(redis.call('HGET', KEYS[1], 'reserved') or 0)
+if counted > 0 and (refund > 0 or ARGV[6] == '1') then
+  if refund > 0 then redis.call('DECRBY', KEYS[5], refund) end
+  redis.call('HSET', KEYS[1], 'reserved', -counted)
 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'record', ARGV[5])
 if ARGV[6] == '1' then

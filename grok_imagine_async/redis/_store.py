@@ -46,6 +46,7 @@ logger = logging.getLogger("grok_imagine_async.redis")
 
 RESERVE_JOBS = 4  # POSTs a process may pay for while Redis is away, set aside beforehand
 FINISHED_KEPT = 10_000  # finished jobs written back should Redis lose its data (or paid again)
+LOST = "Redis lost its data; waiting for every process to write its jobs back"
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,9 +238,7 @@ class RedisJobStore(StoreBase, Connected):
                 is not known until every process has written its jobs back.
         """
         if reserve and self._max_credits is not None and not self.may_create():
-            raise self._error(
-                "Redis lost its data; waiting for every process to write its jobs back"
-            )
+            raise self._error(LOST)
         job = StoredJob(key, request, None, self.id)
         if await self._write(job, create=True, reserve=int(reserve)) == "exists":
             raise ConfigurationError(f"a job with key {key!r} exists already")
@@ -282,9 +281,7 @@ class RedisJobStore(StoreBase, Connected):
                 # Redis lost its data: learn the new epoch (and write back) before any answer.
                 await self._heartbeat()
         if name == "epoch" or (name == "unknown" and create is not None and not queued):
-            raise self._error(
-                "Redis lost its data; waiting for every process to write its jobs back"
-            )
+            raise self._error(LOST)
         if name == "unknown":
             return Claim("unknown", None)
         job = decode_job(text, owner=_text(owner))
@@ -410,10 +407,19 @@ class RedisJobStore(StoreBase, Connected):
         status = None
         gone = (reserve - 1, replaced) if reserve and replaced else (0, 0)
         try:
-            if self._available:
+            # Twice if the first finds that Redis lost its data (the job is written back first).
+            for _ in range(2 if self._available else 0):
+                if job.key in self._dirty:  # first what it holds, as its write-back counts it
+                    await self._write_back(job.key)
+                if create and reserve and budget >= 0 and not self.may_create():
+                    raise self._error(LOST)
                 status = await self._send(
                     job, reserve, budget, refund=refund, replaced=gone, create=create
                 )
+                if status != "epoch":
+                    break
+            if status == "epoch":
+                raise self._error(LOST)
         except REDIS_ERRORS as exc:
             if not outage_like(exc):
                 raise self._error(self._failure(f"record job {job.key}", exc)) from exc
@@ -446,22 +452,30 @@ class RedisJobStore(StoreBase, Connected):
         """Send every dirty job's newest state (credits spent offline counted, never refused;
         refunds made offline given back)."""
         for key in sorted(self._dirty):
-            job = self._jobs.get(key) or self._finished.get(key)
-            if job is not None and key in self._recount:
-                # Redis lost its data: what the job holds of the budget counts again (never
-                # refused: spent, or reserved for a POST under way), net of what went back.
-                attempt, credits = self._held(job)
-                await self._send(job, attempt, -1, credits=credits)
-                self._spent_offline.pop(key, None)
-            elif job is not None:
-                paid, owed = self._spent_offline.get(key, (0, 0))
-                refund, gone = self._refunds.get(key, 0), self._replaced.get(key, (0, 0))
-                await self._send(job, paid, -1, credits=owed, refund=refund, replaced=gone)
-                self._spent_offline.pop(key, None)
-            self._dirty.discard(key)
-            self._refunds.pop(key, None)
-            self._replaced.pop(key, None)
-            self._recount.discard(key)
+            if key in self._dirty:  # not written since (see _write)
+                await self._write_back(key)
+
+    async def _write_back(self, key: str) -> None:
+        """Send dirty job ``key``'s newest state with what it holds of the budget: before any
+        other write of it, whose reservation would make the write-back's look done."""
+        job, status = self._jobs.get(key) or self._finished.get(key), ""
+        if job is not None and key in self._recount:
+            # Redis lost its data: what the job holds of the budget counts again (never
+            # refused: spent, or reserved for a POST under way), net of what went back.
+            attempt, credits = self._held(job)
+            status = await self._send(job, attempt, -1, credits=credits)
+        elif job is not None:
+            paid, owed = self._spent_offline.get(key, (0, 0))
+            refund, gone = self._refunds.get(key, 0), self._replaced.get(key, (0, 0))
+            status = await self._send(job, paid, -1, credits=owed, refund=refund, replaced=gone)
+        if status == "epoch":  # Redis lost its data, learnt just now: the job counts again
+            await self._write_back(key)
+            return
+        self._spent_offline.pop(key, None)
+        self._dirty.discard(key)
+        self._refunds.pop(key, None)
+        self._replaced.pop(key, None)
+        self._recount.discard(key)
 
     def _held(self, job: StoredJob) -> tuple[int, int]:
         """The attempt whose credits ``job`` holds in the budget, and all it holds: what its
@@ -489,21 +503,24 @@ class RedisJobStore(StoreBase, Connected):
         within ``budget`` (-1: none) after giving back ``replaced`` (attempt, credits: what the
         provider did not charge of the attempt the new one replaces, once, while its reservation
         is the job's); or giving ``refund`` of the last attempt's credits back, once;
-        ``create``: only if new. Its status. Past the budget, this process's reserve for an
-        outage is what is left: it is spent, then :class:`BudgetExceededError`."""
+        ``create``: only if new. Its status (``"epoch"``: nothing written, as Redis lost its
+        data, learnt now: its jobs wait to be written back). Past the budget, this process's
+        reserve for an outage is what is left: it is spent, then :class:`BudgetExceededError`."""
         refund = min(max(refund, 0), CREDITS_PER_GENERATION)  # never more than was reserved
         gone = min(max(replaced[1], 0), CREDITS_PER_GENERATION)
         cost = (credits if reserve else 0, budget, refund)
         args = (
             *(encode_job(job), int(job.final), *cost, reserve, int(create), self._finished_ms),
-            *(replaced[0] if gone else 0, gone),
+            *(replaced[0] if gone else 0, gone, self._epoch or b""),
         )
         status, value = await self._script(WRITE_SCRIPT, job.key, *args)
         if _text(status) == "budget" and self._reserve >= CREDITS_PER_GENERATION:
             await self._settle_reserve(keep=False)
             status, value = await self._script(WRITE_SCRIPT, job.key, *args)
         name, key = _text(status), job.key
-        if name == "budget":
+        if name == "epoch":  # Redis lost its data: learnt (its jobs to write back) first
+            await self._heartbeat()
+        elif name == "budget":
             raise BudgetExceededError(max_credits=budget, committed_credits=int(value))
         if name == "owner":
             self._refused += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -534,12 +534,16 @@ class AnswerLost:
 
         self.client = Redis.from_url(url, retry=Retry(NoBackoff(), 1))
         self.armed, self.lost = False, 0
+        self.only: str | None = None  # the script (its text) whose answer is lost; None: any
         send = self.client._send_command_parse_response
 
         async def lose_once(conn: object, name: str, *args: object, **options: object) -> object:
             from redis.exceptions import TimeoutError as RedisTimeoutError
 
             answer = await send(conn, name, *args, **options)
+            digest = self.only and hashlib.sha1(self.only.encode()).hexdigest()
+            if digest and digest not in args[:2]:  # ("EVALSHA", digest, ...)
+                return answer
             if self.armed and name == "EVALSHA" and not self.lost:
                 self.lost += 1
                 raise RedisTimeoutError("Timeout reading from socket")
@@ -997,3 +1001,139 @@ async def test_a_resubmission_refused_at_connect_then_left_counts_the_first_task
         assert reopening(record, resubmit_ambiguous=False) is Reopening.NONE
         assert emulator.statistics().credits_consumed == 40
         assert await committed(redis_server.url) == 40  # the second POST's 40 given back
+
+
+async def test_a_write_back_resent_after_its_answer_was_lost_counts_what_was_paid_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Paid from the outage allowance and refunded in part while Redis was away: the write-back
+    # reserves the attempt and gives the refund back in one script. Before, the refund dropped
+    # the reservation, so the resent script reserved the attempt again: 15 counted twice.
+    from grok_imagine_async.redis._script import WRITE_SCRIPT
+
+    lossy = AnswerLost(redis_server.url, monkeypatch)
+    lossy.only = WRITE_SCRIPT
+    try:
+        async with RedisJobStore(lossy.client, api_key=TOKEN, max_credits=400, lease=5.0) as a:
+            await a.register("job", REQUEST)
+            await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "1")
+            await a.record_intent("job", REQUEST, 1)  # from the allowance
+            await a.record_submitted("job", "task-job")
+            await a.record_finished(failed_task("job", 15))  # 25 go back
+            assert not a.available
+            lossy.armed = True
+            await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "0")
+            await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
+            assert lossy.lost == 1  # the write-back ran twice
+            assert await committed(redis_server.url) == 15
+    finally:
+        await lossy.client.aclose()
+
+
+async def wiped(job_store: RedisJobStore, url: str) -> None:
+    """Redis loses its data (no restart: no outage), and ``job_store`` learns of it through a
+    claim (its next write-back waits for its heartbeat)."""
+    await redis_command(url, "FLUSHALL")
+    with pytest.raises(JournalError, match="lost its data"):
+        await job_store.claim("unknown", create=REQUEST)
+
+
+async def test_a_job_written_after_redis_lost_its_data_counts_what_it_held_before(
+    redis_server: RedisServer,
+) -> None:
+    # Written (not written back) between learning that Redis lost its data and the write-back:
+    # before, the write took the job off the jobs to write back, so what it held was never
+    # counted again (the budget could be spent twice over).
+    async with store(redis_server.url, max_credits=400, lease=5.0) as a:
+        await completed(a, "done", "task-d")  # 40
+        await a.register("sending", REQUEST)
+        await a.record_intent("sending", REQUEST, 1)  # 40 reserved
+        await a.register("failed", REQUEST)
+        await a.record_intent("failed", REQUEST, 1)
+        await a.record_submitted("failed", "task-failed")  # 40, of which 15 charged
+        assert await committed(redis_server.url) == 120
+        await wiped(a, redis_server.url)
+        await a.record_submitted("sending", "task-sending")  # 40 spent
+        await a.record_intent("failed", REQUEST, 2, unbilled=25)  # 15, and 40 reserved
+        await wait_until(lambda: a.statistics().pending_writes == 0)  # "done" written back
+        assert await committed(redis_server.url) == 40 + 40 + 15 + 40
+
+
+async def test_a_job_that_ended_gives_back_nothing_more_once_written_back_after_a_data_loss(
+    redis_server: RedisServer,
+) -> None:
+    # Its end gave back what its task was not charged; written back after Redis lost its data,
+    # it counts what it cost. Before, that write-back reserved its attempt anew, so its end
+    # written again gave the refund back a second time (below what was charged).
+    async with store(redis_server.url, max_credits=400, lease=5.0) as a:
+        await a.register("free", REQUEST)
+        await a.record_intent("free", REQUEST, 1)
+        await a.record_submitted("free", "task-free")
+        await a.record_finished(failed_task("free", 15))
+        assert await committed(redis_server.url) == 15
+        await wiped(a, redis_server.url)
+        await wait_until(lambda: a.statistics().pending_writes == 0)
+        assert await committed(redis_server.url) == 15
+        await a.record_finished(failed_task("free", 15))  # written again: given back once
+        assert await committed(redis_server.url) == 15
+
+
+async def test_a_job_written_while_its_write_back_waits_counts_what_was_paid_meanwhile(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Attempt 2 paid from the allowance while Redis was away; attempt 3's intent is written as
+    # Redis is back, before the write-back reaches the job. Before, attempt 3's reservation
+    # made the write-back's reservation of attempt 2 look done: 40 paid, never counted.
+    from redis.asyncio import Redis
+
+    from grok_imagine_async.redis._script import WRITE_SCRIPT
+
+    client = Redis.from_url(redis_server.url)
+    send, digest = client._send_command_parse_response, hashlib.sha1(WRITE_SCRIPT.encode())
+    armed: list[Callable[[], Awaitable[None]]] = []
+
+    async def meanwhile(conn: object, name: str, *args: object, **options: object) -> object:
+        if armed and name == "EVALSHA" and digest.hexdigest() in args[:2]:
+            await armed.pop()()  # on the first write-back's turn
+        return await send(conn, name, *args, **options)
+
+    monkeypatch.setattr(client, "_send_command_parse_response", meanwhile)
+    try:
+        async with RedisJobStore(client, api_key=TOKEN, max_credits=400, lease=5.0) as a:
+            await a.register("z", REQUEST)
+            await a.record_intent("z", REQUEST, 1)
+            await a.record_submitted("z", "task-z-1")  # 40, in Redis
+            await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "1")
+            await a.register("a", REQUEST)  # written back first
+            await a.record_intent("z", REQUEST, 2)  # from the allowance
+            await a.record_submitted("z", "task-z-2")  # 40
+            assert not a.available
+            armed.append(lambda: a.record_intent("z", REQUEST, 3))  # 40 reserved
+            await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "0")
+            await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
+            assert not armed
+            assert await committed(redis_server.url) == 120
+    finally:
+        await client.aclose()
+
+
+async def test_a_write_that_first_finds_redis_lost_its_data_counts_what_the_job_held(
+    redis_server: RedisServer,
+) -> None:
+    # The first to find Redis empty is a write, before a heartbeat or a claim: before, it
+    # reserved its attempt in the empty count, which made the job's write-back look done (the
+    # earlier attempt's credits never counted again), and a new job reserved its credits at
+    # once, as if no other process had jobs to write back.
+    async with store(redis_server.url, max_credits=400, lease=5.0) as a:
+        await a.register("failed", REQUEST)
+        await a.record_intent("failed", REQUEST, 1)
+        await a.record_submitted("failed", "task-failed")  # 40, of which 15 charged
+        await redis_command(redis_server.url, "FLUSHALL")
+        await a.record_intent("failed", REQUEST, 2, unbilled=25)  # 15, and 40 reserved
+        with pytest.raises(JournalError, match="lost its data"):
+            await a.register("new", REQUEST, reserve=True)
+        await wait_until(lambda: a.statistics().pending_writes == 0)
+        assert await committed(redis_server.url) == 15 + 40
+        found = await a.peek("failed")
+        assert found is not None and found.record is not None
+        assert (found.record.attempts, found.record.credits) == (2, 15)
