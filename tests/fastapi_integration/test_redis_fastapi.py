@@ -329,6 +329,8 @@ async def test_a_job_whose_submission_failed_after_its_registration_is_never_run
     assert prompt not in grok_emulator.statistics().posts_per_prompt
 
 
+# A whole scheduler on a real Redis for seconds of real time: on the full Python only (nox).
+@pytest.mark.integration
 async def test_a_request_cancelled_as_its_job_leaves_a_full_queue_never_runs_it(
     grok_emulator: Emulator, redis_server: RedisServer
 ) -> None:

@@ -700,6 +700,8 @@ async def test_a_batch_sharing_a_budget_does_not_count_the_tasks_it_was_not_char
         assert await committed(redis_server.url) == 0
 
 
+# A whole scheduler on a real Redis for seconds of real time: on the full Python only (nox).
+@pytest.mark.integration
 async def test_a_resubmitted_job_gives_back_what_its_failed_task_was_not_charged(
     redis_server: RedisServer,
 ) -> None:
@@ -860,6 +862,8 @@ async def test_a_job_resubmitted_after_a_task_it_was_not_charged_for_counts_noth
         assert await committed(redis_server.url) == 0
 
 
+# A whole scheduler on a real Redis for seconds of real time: on the full Python only (nox).
+@pytest.mark.integration
 async def test_a_resumed_job_whose_task_was_not_charged_counts_nothing_for_it(
     redis_server: RedisServer,
 ) -> None:
