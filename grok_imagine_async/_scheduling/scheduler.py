@@ -234,7 +234,7 @@ class JobScheduler:
         unique among running jobs, so nothing grows with the input."""
         occurrence = 0
         if self._books.journal is not None:
-            digest = int(request_key(request).removeprefix("req-"), 16)
+            digest = _digest(request)
             occurrence = self._repeats[digest]
             self._repeats[digest] += 1
         else:
@@ -245,7 +245,7 @@ class JobScheduler:
     def _unkey(self, request: GenerationRequest, key: str) -> None:
         """Give back ``key``, the last number :meth:`_key_for` gave ``request`` (not if a later
         copy took the next one meanwhile: the numbers then follow the order of submission)."""
-        digest = int(request_key(request).removeprefix("req-"), 16)
+        digest = _digest(request)
         if self._repeats[digest] and request_key(request, self._repeats[digest] - 1) == key:
             self._repeats[digest] -= 1
 
@@ -453,3 +453,9 @@ async def _as_async(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[
     else:
         for item in items:
             yield item
+
+
+def _digest(request: GenerationRequest) -> int:
+    """What :attr:`JobScheduler._repeats` counts copies of ``request`` by (an int: a batch of
+    a million distinct prompts keeps a million of them)."""
+    return int(request_key(request).removeprefix("req-"), 16)
