@@ -39,6 +39,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def committed_credits(url: str) -> int:
+    """Credits reserved or spent by every process sharing the Redis at ``url``, less the
+    reserves they set aside for an outage (one token's budget: the tests use one)."""
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis.from_url(url)
+    try:
+        [credits] = await raw.keys("*:credits")
+        async with raw.pipeline(transaction=True) as pipe:
+            pipe.get(credits)
+            pipe.hvals(credits.replace(b":credits", b":reserves"))
+            value, reserves = await pipe.execute()
+    finally:
+        await raw.aclose()
+    return int(value or 0) - sum(int(held) for held in reserves)
+
+
 class RedisServer:
     """A ``redis-server`` subprocess on 127.0.0.1 that a test owns, kills and restarts."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _redis_worker import RedisServer
+from _redis_worker import RedisServer, committed_credits
 from fastapi import FastAPI
 from test_fastapi import client_of, load_example
 
@@ -242,22 +242,6 @@ async def redis_maxmemory(url: str, value: str) -> None:
         await raw.config_set("maxmemory", value)
     finally:
         await raw.aclose()
-
-
-async def committed_credits(url: str) -> int:
-    """Credits every worker reserved or spent, less the reserves set aside for an outage."""
-    import redis.asyncio as aioredis
-
-    raw = aioredis.Redis.from_url(url)
-    try:
-        [credits] = await raw.keys("*:credits")
-        async with raw.pipeline(transaction=True) as pipe:
-            pipe.get(credits)
-            pipe.hvals(credits.replace(b":credits", b":reserves"))
-            value, reserves = await pipe.execute()
-    finally:
-        await raw.aclose()
-    return int(value or 0) - sum(int(held) for held in reserves)
 
 
 @pytest.mark.parametrize(

@@ -14,14 +14,18 @@ from typing import Any
 
 import anyio
 import pytest
-from _redis_worker import RedisServer
+from _redis_worker import RedisServer, committed_credits
 
 from grok_imagine_async import (
+    AsyncGrokImagine,
     BudgetExceededError,
     ConfigurationError,
     FailureClass,
     GenerationRequest,
     JobResult,
+    JobScheduler,
+    JobSpec,
+    PollPolicy,
     RateLimit,
     Task,
     TaskStatus,
@@ -35,11 +39,25 @@ pytest.importorskip("redis.asyncio", reason='needs the "redis" extra')
 from grok_imagine_async._journal.records import decode_job, encode_job
 from grok_imagine_async._scheduling.jobs import StoredJob
 from grok_imagine_async.redis import RedisJobStore, RedisRateLimiter
+from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
 TOKEN = "sk-test-SECRET-store-token"
 REQUEST = GenerationRequest(prompt="a lantern on a lake")
+
+
+def outage_emulator(*, fails_after: float = 0.05, free: bool = True) -> Emulator:
+    """The emulator on pro, where every task fails ``fails_after`` seconds after it is created,
+    charged or not (``free``)."""
+    outage = Outage(start=0.0, end=None, fails_after=fails_after, free=free)
+    return Emulator(
+        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
+    )
+
+
+QUICK_POLL = PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0)
+"""A look every 0.1 s: a failed task is seen at once."""
 
 
 def store(url: str, **options: object) -> RedisJobStore:
@@ -202,12 +220,12 @@ async def test_the_credit_budget_is_one_for_every_process(redis_server: RedisSer
         for key in ("p", "q"):
             await b.register(key, REQUEST)
         await b.record_intent("p", REQUEST, 1)
-        assert await committed(redis_server.url) == 80
+        assert await committed_credits(redis_server.url) == 80
         with pytest.raises(BudgetExceededError):
             await a.record_intent("y", REQUEST, 1)
         # A POST refused outright costs nothing: its credits come back.
         await b.record_finished(result("p", ok=False, task_id=None, credits=0))
-        assert await committed(redis_server.url) == 40
+        assert await committed_credits(redis_server.url) == 40
         await a.record_intent("y", REQUEST, 1)
         with pytest.raises(BudgetExceededError):
             await b.record_intent("q", REQUEST, 1)
@@ -301,7 +319,7 @@ async def test_while_redis_is_down_a_process_spends_only_what_it_set_aside(
         await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
         # Written back, its reserve settled: never past the budget, not a credit lost.
         with anyio.fail_after(10):
-            while await committed(redis_server.url) != 400:  # noqa: ASYNC110 - its heartbeat settles
+            while await committed_credits(redis_server.url) != 400:  # noqa: ASYNC110 - its heartbeat settles
                 await anyio.sleep(0.01)
 
 
@@ -311,7 +329,9 @@ async def test_a_reserve_is_given_back_when_its_process_stops(redis_server: Redi
         return int(await redis_command(redis_server.url, "GET", name))  # type: ignore[call-overload]
 
     async with store(redis_server.url, max_credits=400) as a:
-        assert await counted() == 160 and await committed(redis_server.url) == 0  # set aside
+        assert (
+            await counted() == 160 and await committed_credits(redis_server.url) == 0
+        )  # set aside
         await a.register("j", REQUEST)
         await a.record_intent("j", REQUEST, 1)
         async with store(redis_server.url, max_credits=400):
@@ -349,22 +369,6 @@ async def redis_command(url: str, *args: object) -> object:
         return await raw.execute_command(*args)
     finally:
         await raw.aclose()
-
-
-async def committed(url: str) -> int:
-    """Credits reserved or spent by every process, less the reserves set aside for an outage."""
-    import redis.asyncio as aioredis
-
-    raw = aioredis.Redis.from_url(url)
-    try:
-        [credits] = await raw.keys("*:credits")
-        async with raw.pipeline(transaction=True) as pipe:
-            pipe.get(credits)
-            pipe.hvals(credits.replace(b":credits", b":reserves"))
-            value, reserves = await pipe.execute()
-    finally:
-        await raw.aclose()
-    return int(value or 0) - sum(int(held) for held in reserves)
 
 
 async def test_redis_out_of_memory_is_an_outage_its_writes_wait_in_memory(
@@ -475,7 +479,7 @@ async def test_a_killed_process_reserve_goes_back_once_its_lease_lapsed(
         with anyio.fail_after(10):
             while int(await redis_command(redis_server.url, "GET", name)) != 160:  # type: ignore[call-overload]  # noqa: ASYNC110 - Redis raises no local event
                 await anyio.sleep(0.05)
-        assert await committed(redis_server.url) == 0
+        assert await committed_credits(redis_server.url) == 0
 
 
 async def test_a_scheduler_takes_the_course_another_process_shared_through_redis(
@@ -486,10 +490,9 @@ async def test_a_scheduler_takes_the_course_another_process_shared_through_redis
     could have told it anything."""
     import time
 
-    from grok_imagine_async import AsyncGrokImagine, JobScheduler, SchedulerClosedError
+    from grok_imagine_async import SchedulerClosedError
     from grok_imagine_async._scheduling.breaker import COURSE_META, Course
     from grok_imagine_async.batch import BreakerEvent, BreakerPolicy, BreakerState
-    from grok_imagine_async.testing import Emulator, EmulatorConfig
 
     emulator = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}))
     client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
@@ -631,7 +634,7 @@ async def test_a_task_the_provider_did_not_charge_gives_its_credits_back_in_the_
         await a.register("free", REQUEST)
         await a.record_intent("free", REQUEST, 1)
         await a.record_submitted("free", "task-free")
-        assert await committed(redis_server.url) == 40
+        assert await committed_credits(redis_server.url) == 40
         if redis_away:
             await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "1")
         await a.record_finished(failed_task("free", consumed))
@@ -642,10 +645,10 @@ async def test_a_task_the_provider_did_not_charge_gives_its_credits_back_in_the_
         found = await a.peek("free")
         assert found is not None and found.record is not None and found.final
         assert found.record.credits == kept  # what a later run counts as spent
-        assert await committed(redis_server.url) == kept
+        assert await committed_credits(redis_server.url) == kept
         # Written again (the same job ended twice, a write-back run again): given back once.
         await a.record_finished(failed_task("free", consumed))
-        assert await committed(redis_server.url) == kept
+        assert await committed_credits(redis_server.url) == kept
 
 
 async def test_a_refund_whose_script_is_resent_after_its_answer_was_lost_is_given_once(
@@ -658,11 +661,11 @@ async def test_a_refund_whose_script_is_resent_after_its_answer_was_lost_is_give
                 await a.register(key, REQUEST)
                 await a.record_intent(key, REQUEST, 1)
                 await a.record_submitted(key, f"task-{key}")
-            assert await committed(redis_server.url) == 80
+            assert await committed_credits(redis_server.url) == 80
             lossy.armed = True
             await a.record_finished(failed_task("free", 0))  # the script ran twice
             assert lossy.lost == 1
-            assert await committed(redis_server.url) == 40  # not 0: "paid" keeps its 40
+            assert await committed_credits(redis_server.url) == 40  # not 0: "paid" keeps its 40
     finally:
         await lossy.client.aclose()
 
@@ -675,19 +678,13 @@ async def test_a_batch_sharing_a_budget_does_not_count_the_tasks_it_was_not_char
     counted each free task as 40 credits spent: the third job was refused (budget exceeded)."""
     import random
 
-    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy
-    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
-
-    outage = Outage(start=0.0, end=None, fails_after=0.05, free=True)
-    emulator = Emulator(
-        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
-    )
+    emulator = outage_emulator()
     client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
     config = SchedulerConfig(
         max_in_flight=1,  # one job after the other: each refund is in before the next intent
         resubmit_on=(),  # each free failure ends its job
         breaker=None,
-        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        poll=QUICK_POLL,
         rng=random.Random(1),
     )
     async with client, store(redis_server.url, max_credits=80, lease=5.0) as shared:
@@ -697,7 +694,7 @@ async def test_a_batch_sharing_a_budget_does_not_count_the_tasks_it_was_not_char
         stats = scheduler.statistics()
         assert [r.failure_class for r in results] == [FailureClass.TRANSIENT] * 4
         assert emulator.statistics().credits_consumed == stats.credits_consumed == 0
-        assert await committed(redis_server.url) == 0
+        assert await committed_credits(redis_server.url) == 0
 
 
 # A whole scheduler on a real Redis for seconds of real time: on the full Python only (nox).
@@ -711,18 +708,12 @@ async def test_a_resubmitted_job_gives_back_what_its_failed_task_was_not_charged
     second job was refused (budget exceeded), and without a budget 160 stayed counted."""
     import random
 
-    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy
-    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
-
-    outage = Outage(start=0.0, end=None, fails_after=0.05, free=True)
-    emulator = Emulator(
-        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
-    )
+    emulator = outage_emulator()
     client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
     config = SchedulerConfig(
         max_in_flight=1,  # one job after the other: each refund is in before the next intent
         breaker=None,
-        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        poll=QUICK_POLL,
         rng=random.Random(1),
     )
     keys = [f"free {n}" for n in range(4)]
@@ -732,7 +723,7 @@ async def test_a_resubmitted_job_gives_back_what_its_failed_task_was_not_charged
             results = [r async for r in scheduler.results()]
         assert [(r.failure_class, r.attempts) for r in results] == [(FailureClass.TRANSIENT, 2)] * 4
         assert emulator.statistics().credits_consumed == 0
-        assert await committed(redis_server.url) == 0
+        assert await committed_credits(redis_server.url) == 0
         for result in results:  # what a later run counts as spent
             found = await shared.peek(result.key)
             assert found is not None and found.record is not None
@@ -749,15 +740,15 @@ async def test_a_resubmission_whose_script_is_resent_after_its_answer_was_lost_g
                 await a.register(key, REQUEST)
                 await a.record_intent(key, REQUEST, 1)
                 await a.record_submitted(key, f"task-{key}")
-            assert await committed(redis_server.url) == 80
+            assert await committed_credits(redis_server.url) == 80
             lossy.armed = True
             # The task of "cheap" cost 15 of its 40: 25 go back as attempt 2 reserves 40.
             await a.record_intent("cheap", REQUEST, 2, unbilled=25)  # the script ran twice
             assert lossy.lost == 1
-            assert await committed(redis_server.url) == 40 + 15 + 40
+            assert await committed_credits(redis_server.url) == 40 + 15 + 40
             # The same intent written again (a POST held back by the breaker, then sent).
             await a.record_intent("cheap", REQUEST, 2, unbilled=25)
-            assert await committed(redis_server.url) == 40 + 15 + 40
+            assert await committed_credits(redis_server.url) == 40 + 15 + 40
             await a.record_submitted("cheap", "task-cheap-2")
             found = await a.peek("cheap")
             assert found is not None and found.record is not None
@@ -784,7 +775,7 @@ async def test_a_resubmission_while_redis_is_away_is_written_back_with_what_it_g
         await a.record_intent("job", REQUEST, 1)
         await a.record_submitted("job", "task-job-1")
         if away_from == "resubmission":
-            assert await committed(redis_server.url) == 40
+            assert await committed_credits(redis_server.url) == 40
             await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "1")
         await a.record_intent("job", REQUEST, 2, unbilled=first_unbilled)
         await a.record_submitted("job", "task-job")
@@ -792,7 +783,7 @@ async def test_a_resubmission_while_redis_is_away_is_written_back_with_what_it_g
         assert not a.available
         await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "0")
         await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
-        assert await committed(redis_server.url) == charged
+        assert await committed_credits(redis_server.url) == charged
         found = await a.peek("job")
         assert found is not None and found.record is not None and found.final
         assert (found.record.attempts, found.record.credits) == (2, charged)
@@ -814,17 +805,17 @@ async def test_after_redis_lost_its_data_the_jobs_written_back_hold_their_credit
         await a.register("running", REQUEST)
         await a.record_intent("running", REQUEST, 1)
         await a.record_submitted("running", "task-r")  # 40 spent
-        before = await committed(redis_server.url)
+        before = await committed_credits(redis_server.url)
         assert before == 160
         redis_server.kill()
         redis_server.start()  # empty
         await wait_until(lambda: "Redis lost its data" in caplog.text)
         await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
-        assert await committed(redis_server.url) == before
+        assert await committed_credits(redis_server.url) == before
         # Their next writes count nothing twice, and what goes back still goes back.
         await a.record_intent("queued", REQUEST, 1)
         await a.record_finished(result("sending", ok=False, task_id=None, credits=0))  # refused
-        assert await committed(redis_server.url) == before - 40
+        assert await committed_credits(redis_server.url) == before - 40
 
 
 async def test_a_job_resubmitted_after_a_task_it_was_not_charged_for_counts_nothing_for_it(
@@ -836,18 +827,12 @@ async def test_a_job_resubmitted_after_a_task_it_was_not_charged_for_counts_noth
     in review, fixed by the resubmission's give-back)."""
     import random
 
-    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy
-    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
-
-    outage = Outage(start=0.0, end=None, fails_after=0.05, free=True)
-    emulator = Emulator(
-        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
-    )
+    emulator = outage_emulator()
     client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
     config = SchedulerConfig(
         max_in_flight=1,
         breaker=None,
-        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        poll=QUICK_POLL,
         rng=random.Random(1),
     )  # resubmit=1 on TRANSIENT: the defaults
     async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
@@ -859,7 +844,7 @@ async def test_a_job_resubmitted_after_a_task_it_was_not_charged_for_counts_noth
         assert scheduler.statistics().credits_consumed == 0
         records = [await shared.load(r.key) for r in results]
         assert [r.credits for r in records if r is not None] == [0, 0]
-        assert await committed(redis_server.url) == 0
+        assert await committed_credits(redis_server.url) == 0
 
 
 # A whole scheduler on a real Redis for seconds of real time: on the full Python only (nox).
@@ -873,18 +858,12 @@ async def test_a_resumed_job_whose_task_was_not_charged_counts_nothing_for_it(
     counted 40 credits the provider never charged."""
     import random
 
-    from grok_imagine_async import AsyncGrokImagine, JobScheduler, JobSpec, PollPolicy
-    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
-
-    outage = Outage(start=0.0, end=None, fails_after=5.0, free=True)
-    emulator = Emulator(
-        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
-    )
+    emulator = outage_emulator(fails_after=5.0)
     client = AsyncGrokImagine(api_key=TOKEN, http_client=emulator.client(token=None), plan="pro")
     config = SchedulerConfig(
         resubmit_on=(),  # its failure ends it
         breaker=None,
-        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        poll=QUICK_POLL,
         rng=random.Random(1),
     )
     async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
@@ -892,13 +871,13 @@ async def test_a_resumed_job_whose_task_was_not_charged_counts_nothing_for_it(
         await shared.register("k", REQUEST)
         await shared.record_intent("k", REQUEST, 1)
         await shared.record_submitted("k", task_id)
-        assert await committed(redis_server.url) == 40
+        assert await committed_credits(redis_server.url) == 40
         async with JobScheduler(client, config, journal=shared) as scheduler:
             scheduler.feed([JobSpec(REQUEST, "k")])
             [result] = [r async for r in scheduler.results()]
         assert result.failure_class is FailureClass.TRANSIENT and result.task_id == task_id
         assert emulator.statistics().credits_consumed == 0
-        assert await committed(redis_server.url) == 0  # the shared budget gave it back
+        assert await committed_credits(redis_server.url) == 0  # the shared budget gave it back
         record = await shared.load("k")
         assert record is not None and record.credits == 0  # what a later run counts
         assert (result.credits, scheduler.statistics().credits_consumed) == (0, 0)
@@ -913,8 +892,7 @@ async def test_a_paid_job_whose_task_cannot_be_found_keeps_its_credits_in_the_sh
     the scheduler's count kept them), so other processes could overspend it."""
     import random
 
-    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy, _http
-    from grok_imagine_async.testing import Emulator, EmulatorConfig
+    from grok_imagine_async import _http
 
     emulator = Emulator(EmulatorConfig(tokens={TOKEN: "pro"}, seed=2))
     upstream = emulator.transport()
@@ -929,7 +907,7 @@ async def test_a_paid_job_whose_task_cannot_be_found_keeps_its_credits_in_the_sh
     client = AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
     config = SchedulerConfig(
         breaker=None,
-        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        poll=QUICK_POLL,
         rng=random.Random(1),
     )
     async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
@@ -941,7 +919,7 @@ async def test_a_paid_job_whose_task_cannot_be_found_keeps_its_credits_in_the_sh
         assert scheduler.statistics().credits_consumed == 40
         record = await shared.load(result.key)
         assert record is not None and record.credits == 40
-        assert await committed(redis_server.url) == 40  # as spent as it was
+        assert await committed_credits(redis_server.url) == 40  # as spent as it was
 
 
 async def test_a_resubmission_refused_at_connect_then_left_counts_the_first_task_alone(
@@ -954,14 +932,10 @@ async def test_a_resubmission_refused_at_connect_then_left_counts_the_first_task
     job's record holds a paid, failed task: what a rerun replays)."""
     import random
 
-    from grok_imagine_async import AsyncGrokImagine, JobScheduler, PollPolicy, _http
+    from grok_imagine_async import _http
     from grok_imagine_async._scheduling.resume import Reopening, reopening
-    from grok_imagine_async.testing import Emulator, EmulatorConfig, FaultConfig, Outage
 
-    outage = Outage(start=0.0, end=None, fails_after=0.05, free=False)  # failures charged
-    emulator = Emulator(
-        EmulatorConfig(tokens={TOKEN: "pro"}, faults=FaultConfig(outages=(outage,)), seed=2)
-    )
+    emulator = outage_emulator(free=False)  # failures charged
     upstream, posts, refused = emulator.transport(), [], anyio.Event()
 
     class SecondPostRefused(_http.lib.AsyncBaseTransport):  # type: ignore[misc,name-defined]
@@ -977,7 +951,7 @@ async def test_a_resubmission_refused_at_connect_then_left_counts_the_first_task
     client = AsyncGrokImagine(api_key=TOKEN, http_client=http, plan="pro")
     config = SchedulerConfig(
         breaker=None,
-        poll=PollPolicy(wait_initial=0.1, wait_factor=1.0, wait_max=0.1, wait_jitter=0.0),
+        poll=QUICK_POLL,
         rng=random.Random(1),
     )
     async with client, store(redis_server.url, max_credits=400, lease=5.0) as shared:
@@ -1004,7 +978,7 @@ async def test_a_resubmission_refused_at_connect_then_left_counts_the_first_task
         assert record.task_id is not None  # the first task's: paid, failed
         assert reopening(record, resubmit_ambiguous=False) is Reopening.NONE
         assert emulator.statistics().credits_consumed == 40
-        assert await committed(redis_server.url) == 40  # the second POST's 40 given back
+        assert await committed_credits(redis_server.url) == 40  # the second POST's 40 given back
 
 
 async def test_a_write_back_resent_after_its_answer_was_lost_counts_what_was_paid_once(
@@ -1029,7 +1003,7 @@ async def test_a_write_back_resent_after_its_answer_was_lost_counts_what_was_pai
             await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "0")
             await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
             assert lossy.lost == 1  # the write-back ran twice
-            assert await committed(redis_server.url) == 15
+            assert await committed_credits(redis_server.url) == 15
     finally:
         await lossy.client.aclose()
 
@@ -1055,12 +1029,12 @@ async def test_a_job_written_after_redis_lost_its_data_counts_what_it_held_befor
         await a.register("failed", REQUEST)
         await a.record_intent("failed", REQUEST, 1)
         await a.record_submitted("failed", "task-failed")  # 40, of which 15 charged
-        assert await committed(redis_server.url) == 120
+        assert await committed_credits(redis_server.url) == 120
         await wiped(a, redis_server.url)
         await a.record_submitted("sending", "task-sending")  # 40 spent
         await a.record_intent("failed", REQUEST, 2, unbilled=25)  # 15, and 40 reserved
         await wait_until(lambda: a.statistics().pending_writes == 0)  # "done" written back
-        assert await committed(redis_server.url) == 40 + 40 + 15 + 40
+        assert await committed_credits(redis_server.url) == 40 + 40 + 15 + 40
 
 
 async def test_a_job_that_ended_gives_back_nothing_more_once_written_back_after_a_data_loss(
@@ -1074,12 +1048,12 @@ async def test_a_job_that_ended_gives_back_nothing_more_once_written_back_after_
         await a.record_intent("free", REQUEST, 1)
         await a.record_submitted("free", "task-free")
         await a.record_finished(failed_task("free", 15))
-        assert await committed(redis_server.url) == 15
+        assert await committed_credits(redis_server.url) == 15
         await wiped(a, redis_server.url)
         await wait_until(lambda: a.statistics().pending_writes == 0)
-        assert await committed(redis_server.url) == 15
+        assert await committed_credits(redis_server.url) == 15
         await a.record_finished(failed_task("free", 15))  # written again: given back once
-        assert await committed(redis_server.url) == 15
+        assert await committed_credits(redis_server.url) == 15
 
 
 async def test_a_job_written_while_its_write_back_waits_counts_what_was_paid_meanwhile(
@@ -1116,7 +1090,7 @@ async def test_a_job_written_while_its_write_back_waits_counts_what_was_paid_mea
             await redis_command(redis_server.url, "CONFIG", "SET", "maxmemory", "0")
             await wait_until(lambda: a.available and a.statistics().pending_writes == 0)
             assert not armed
-            assert await committed(redis_server.url) == 120
+            assert await committed_credits(redis_server.url) == 120
     finally:
         await client.aclose()
 
@@ -1137,7 +1111,7 @@ async def test_a_write_that_first_finds_redis_lost_its_data_counts_what_the_job_
         with pytest.raises(JournalError, match="lost its data"):
             await a.register("new", REQUEST, reserve=True)
         await wait_until(lambda: a.statistics().pending_writes == 0)
-        assert await committed(redis_server.url) == 15 + 40
+        assert await committed_credits(redis_server.url) == 15 + 40
         found = await a.peek("failed")
         assert found is not None and found.record is not None
         assert (found.record.attempts, found.record.credits) == (2, 15)
