@@ -609,6 +609,16 @@ async def test_free_failures_resubmitted_are_not_counted_in_the_journal() -> Non
     assert [record.credits for record in records] == [40] * 10
 
 
+def unreachable(reason: str) -> httpx.AsyncClient:
+    """An HTTP client whose every request is refused at connect with ``reason``: the API
+    never reached (a wrong URL, the server not started)."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(reason, request=request)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+
+
 async def drain(client: AsyncGrokImagine, jobs: int, journal: MemoryJobStore | None = None) -> None:
     async with client.generate_many([f"p {n}" for n in range(jobs)], journal=journal) as results:
         async for _ in results:
@@ -618,14 +628,11 @@ async def drain(client: AsyncGrokImagine, jobs: int, journal: MemoryJobStore | N
 @pytest.mark.anyio
 @pytest.mark.parametrize("plan", ["free", "pro", "enterprise"])
 async def test_a_batch_that_never_connects_gives_up_within_about_a_minute(plan: str) -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("Name or service not known", request=request)
-
     limiter = RecordingLimiter()  # a request that never connected takes no quota
     limiter.limit = resolve_rate_limit(plan)
     client = AsyncGrokImagine(
         api_key=TOKEN,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(refuse)),
+        http_client=unreachable("Name or service not known"),
         limiter=limiter,
         base_url="https://api.grokimagineapi.con",
     )
@@ -645,12 +652,9 @@ async def test_the_cli_case_of_a_wrong_url_ends_within_a_minute_with_the_default
     plan: str,
 ) -> None:
     # Issue 25: 20 jobs against a host that does not exist looked hung for about an hour.
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("Name or service not known", request=request)
-
     client = AsyncGrokImagine(
         api_key=TOKEN,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(refuse)),
+        http_client=unreachable("Name or service not known"),
         plan=plan,
         base_url="https://api.grokimagineapi.con",
     )
@@ -667,13 +671,10 @@ async def test_a_batch_that_never_connects_leaves_no_job_of_unknown_outcome() ->
     # jobs whose POST was waiting to retry a refused connection were left as intents,
     # "outcome unknown, possibly charged", and a rerun once the server was up did not send
     # them. A POST refused at connect never left: a rerun must send it.
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("Connection refused", request=request)
-
     store = MemoryJobStore()
     client = AsyncGrokImagine(
         api_key=TOKEN,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(refuse)),
+        http_client=unreachable("Connection refused"),
         base_url="http://127.0.0.1:9",
     )
     async with client:
@@ -692,13 +693,10 @@ async def test_a_batch_left_as_a_refused_post_waits_to_retry_leaves_no_intent() 
     # job's cancelled send ends it unpaid, as when the breaker stops the batch. Found in review:
     # the test above takes only the breaker's way; this one failed with the cancelled path
     # removed (the job left as an intent: "outcome unknown", not sent again by a rerun).
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("Connection refused", request=request)
-
     store = MemoryJobStore()
     client = AsyncGrokImagine(
         api_key=TOKEN,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(refuse)),
+        http_client=unreachable("Connection refused"),
         base_url="http://127.0.0.1:9",
     )
     async with client:
